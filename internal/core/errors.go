@@ -1,0 +1,106 @@
+package core
+
+import (
+	"errors"
+	"strconv"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is.
+var (
+	// ErrInvalid matches every validation error; nothing was written.
+	ErrInvalid = errors.New("discovery: invalid argument")
+	// ErrNotFound means the service (or instance) does not exist or has no
+	// live instances.
+	ErrNotFound = errors.New("discovery: not found")
+	// ErrNoHealthyInstances means the service has instances but none can be
+	// selected.
+	ErrNoHealthyInstances = errors.New("discovery: no healthy instances")
+	// ErrUnavailable means a backend needed for the call could not be reached.
+	// The error also wraps the backend's own error.
+	ErrUnavailable = errors.New("discovery: backend unavailable")
+	// ErrClosed means the Registry or Registration was closed.
+	ErrClosed = errors.New("discovery: closed")
+	// ErrUnsupported means the configured Store lacks an optional capability.
+	ErrUnsupported = errors.New("discovery: not supported by the store")
+	// ErrConflict means a concurrent change won (for example a rollback to a
+	// revision that no longer exists).
+	ErrConflict = errors.New("discovery: conflict")
+)
+
+// ValidationError says which field of which input is wrong and why. It
+// matches ErrInvalid.
+type ValidationError struct {
+	// Field is the name of the offending field, like "port" or "metadata".
+	Field string
+	// Value is the offending value, shortened for display.
+	Value string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Error implements error.
+func (e *ValidationError) Error() string {
+	s := "discovery: invalid " + e.Field
+	if e.Value != "" {
+		s += " " + strconv.Quote(e.Value)
+	}
+	return s + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// NotFoundError names what was not found. It matches ErrNotFound.
+type NotFoundError struct {
+	Service  string
+	Instance string
+}
+
+// Error implements error.
+func (e *NotFoundError) Error() string {
+	if e.Instance != "" {
+		return "discovery: instance " + strconv.Quote(e.Instance) + " of service " + strconv.Quote(e.Service) + " not found"
+	}
+	return "discovery: service " + strconv.Quote(e.Service) + " not found"
+}
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// BackendError is a failure of Redis or the database. It matches
+// ErrUnavailable and unwraps to the backend's error.
+type BackendError struct {
+	// Backend is "database" or "redis".
+	Backend string
+	// Op is the operation that failed, like "register" or "load".
+	Op string
+	// Err is the backend's error.
+	Err error
+}
+
+// Error implements error.
+func (e *BackendError) Error() string {
+	return "discovery: " + e.Backend + " unavailable during " + e.Op + ": " + e.Err.Error()
+}
+
+// Unwrap returns the backend's error.
+func (e *BackendError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *BackendError) Is(target error) bool { return target == ErrUnavailable }
+
+// NoHealthyError names the service that has no eligible instance. It
+// matches ErrNoHealthyInstances.
+type NoHealthyError struct {
+	Service string
+	// Live counts the live instances, none of which was eligible.
+	Live int
+}
+
+// Error implements error.
+func (e *NoHealthyError) Error() string {
+	return "discovery: no healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live)"
+}
+
+// Is makes errors.Is(err, ErrNoHealthyInstances) true.
+func (e *NoHealthyError) Is(target error) bool { return target == ErrNoHealthyInstances }

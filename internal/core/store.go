@@ -1,0 +1,75 @@
+package core
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the source of truth the Registry reads through its caches and
+// writes to. Implementations must be safe for concurrent use, bump a
+// service's revision in the same transaction as every mutation of it, and
+// return errors that match ErrNotFound or ErrUnavailable where those apply.
+//
+// Capabilities beyond this interface are optional interfaces (RevisionReader,
+// Notifier, ConfigStore, ...) that the Registry discovers by type assertion.
+type Store interface {
+	// Register creates the instance or replaces the one with the same
+	// Service and ID (keeping its RegisteredAt), creating the service if it is
+	// new, and returns the service's new revision. in has been normalised.
+	Register(ctx context.Context, in *Instance) (revision int64, err error)
+	// Renew moves the end of an instance's lease. It does not change the
+	// revision. It returns an error matching ErrNotFound if the row is gone.
+	Renew(ctx context.Context, service, id string, expiresAt time.Time) error
+	// Deregister removes an instance and returns the service's new revision,
+	// or an error matching ErrNotFound.
+	Deregister(ctx context.Context, service, id string) (revision int64, err error)
+	// Load returns the service with its revision, configuration and every
+	// instance row, expired ones included, ordered by ID. It returns an error
+	// matching ErrNotFound if the service was never created.
+	Load(ctx context.Context, service string) (*Service, error)
+	// Services lists every service, ordered by name, counting the instances
+	// live at now.
+	Services(ctx context.Context, now time.Time) ([]ServiceInfo, error)
+	// Reap deletes instances whose lease ended before cutoff, bumping the
+	// revisions of their services, and returns those changes. Concurrent
+	// reapers (other processes) must not both do the work: one may return
+	// nothing.
+	Reap(ctx context.Context, cutoff time.Time) ([]Change, error)
+}
+
+// RevisionReader is implemented by stores that can read many services'
+// revisions cheaply; the Registry uses it to revalidate its caches after a
+// reconnection. Unknown services are absent from the result.
+type RevisionReader interface {
+	Revisions(ctx context.Context, services []string) (map[string]int64, error)
+}
+
+// Notifier is implemented by stores that can tell every Registry sharing
+// them about changes (the in-memory backend does; SQL stores rely on Redis).
+// fn is called after every committed change and must not block. The
+// returned function unsubscribes.
+type Notifier interface {
+	Subscribe(fn func(Change)) (unsubscribe func())
+}
+
+// ConfigVersion is one stored version of a service's configuration.
+type ConfigVersion struct {
+	// Revision numbers the service's config versions 1, 2, 3, ...
+	Revision int64 `json:"revision"`
+	// Config is the JSON document.
+	Config []byte `json:"config"`
+	// CreatedAt is when it was stored.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ConfigStore is implemented by stores that keep service configurations.
+type ConfigStore interface {
+	// SetConfig stores doc as the service's configuration (creating the
+	// service if needed), bumps the service's revision and its config
+	// revision in one transaction, and keeps at most keep versions of history.
+	// It returns the new service revision and config revision.
+	SetConfig(ctx context.Context, service string, doc []byte, at time.Time, keep int) (revision, configRevision int64, err error)
+	// ConfigHistory returns the kept versions, newest first, or an error
+	// matching ErrNotFound if the service has never had a configuration.
+	ConfigHistory(ctx context.Context, service string) ([]ConfigVersion, error)
+}

@@ -1,0 +1,274 @@
+package core
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits enforced by validation.
+const (
+	MaxNameLen        = 63
+	MaxIDLen          = 255
+	MaxHostLen        = 253
+	MaxTags           = 32
+	MaxTagLen         = 128
+	MaxMetadataKeys   = 64
+	MaxMetadataKeyLen = 128
+	MaxMetadataBytes  = 8 << 10
+	MaxLabelLen       = 64 // zone and version
+	MaxHealthPathLen  = 256
+)
+
+func invalid(field, value, reason string) error {
+	if len(value) > 64 {
+		value = value[:64] + "..."
+	}
+	return &ValidationError{Field: field, Value: value, Reason: reason}
+}
+
+// ValidateServiceName checks a service name: 1 to 63 bytes of letters,
+// digits, '-', '_' and '.', starting and ending with a letter or digit, with
+// no "..". "db_svc" is valid; "", "a/b", "a:b", "*" and "a..b" are not.
+func ValidateServiceName(name string) error {
+	if name == "" {
+		return invalid("service name", name, "must not be empty")
+	}
+	if len(name) > MaxNameLen {
+		return invalid("service name", name, "longer than "+strconv.Itoa(MaxNameLen)+" bytes")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case isAlnum(c):
+		case c == '-' || c == '_' || c == '.':
+			if i == 0 || i == len(name)-1 {
+				return invalid("service name", name, "must start and end with a letter or digit")
+			}
+			if c == '.' && name[i-1] == '.' {
+				return invalid("service name", name, `must not contain ".."`)
+			}
+		default:
+			return invalid("service name", name, "character "+strconv.QuoteRune(rune(c))+" not allowed (letters, digits, '-', '_', '.')")
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// ValidateInstanceID checks an instance ID: 1 to 255 bytes of printable ASCII
+// without spaces, quotes, backslashes or glob characters.
+func ValidateInstanceID(id string) error {
+	if id == "" {
+		return invalid("instance id", id, "must not be empty")
+	}
+	if len(id) > MaxIDLen {
+		return invalid("instance id", id, "longer than "+strconv.Itoa(MaxIDLen)+" bytes")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"'\*?`, c) >= 0 {
+			return invalid("instance id", id, "character "+strconv.QuoteRune(rune(c))+" not allowed")
+		}
+	}
+	return nil
+}
+
+// ValidateHost checks that host is an IP address or a DNS name.
+func ValidateHost(host string) error {
+	if host == "" {
+		return invalid("host", host, "must not be empty")
+	}
+	if len(host) > MaxHostLen {
+		return invalid("host", host, "longer than 253 bytes")
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.Zone() != "" {
+			return invalid("host", host, "not an IP address or DNS name")
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return invalid("host", host, "DNS labels must be 1 to 63 bytes")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !isAlnum(c) && !(c == '-' && i > 0 && i < len(label)-1) {
+				return invalid("host", host, "not an IP address or DNS name")
+			}
+		}
+	}
+	return nil
+}
+
+// ValidatePort checks 1 <= port <= 65535.
+func ValidatePort(port int) error {
+	if port < 1 || port > 65535 {
+		return invalid("port", strconv.Itoa(port), "must be 1..65535")
+	}
+	return nil
+}
+
+// ValidateWeight checks a weight as given to Register: ZeroWeight, 0 (the
+// default) or 1..MaxWeight.
+func ValidateWeight(w int) error {
+	if w < ZeroWeight || w > MaxWeight {
+		return invalid("weight", strconv.Itoa(w), "must be 0.."+strconv.Itoa(MaxWeight)+" (or ZeroWeight)")
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateTags checks at most 32 distinct tags of 1 to 128 printable bytes.
+func ValidateTags(tags []string) error {
+	if len(tags) > MaxTags {
+		return invalid("tags", strconv.Itoa(len(tags)), "more than "+strconv.Itoa(MaxTags)+" tags")
+	}
+	for i, t := range tags {
+		if t == "" || len(t) > MaxTagLen || !printable(t) {
+			return invalid("tag", t, "must be 1.."+strconv.Itoa(MaxTagLen)+" printable bytes")
+		}
+		for _, u := range tags[:i] {
+			if u == t {
+				return invalid("tag", t, "duplicate")
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateMetadata checks at most 64 keys of 1 to 128 bytes ([A-Za-z0-9._/-])
+// with printable UTF-8 values, 8 KiB in all.
+func ValidateMetadata(md map[string]string) error {
+	if len(md) > MaxMetadataKeys {
+		return invalid("metadata", strconv.Itoa(len(md))+" keys", "more than "+strconv.Itoa(MaxMetadataKeys)+" keys")
+	}
+	total := 0
+	for k, v := range md {
+		if k == "" || len(k) > MaxMetadataKeyLen {
+			return invalid("metadata key", k, "must be 1.."+strconv.Itoa(MaxMetadataKeyLen)+" bytes")
+		}
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if !isAlnum(c) && strings.IndexByte("._/-", c) < 0 {
+				return invalid("metadata key", k, "character "+strconv.QuoteRune(rune(c))+" not allowed (letters, digits, '.', '_', '/', '-')")
+			}
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return invalid("metadata value", k, "must be UTF-8 without NUL")
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxMetadataBytes {
+		return invalid("metadata", strconv.Itoa(total)+" bytes", "more than 8 KiB in all")
+	}
+	return nil
+}
+
+func validateLabel(field, s string) error {
+	if len(s) > MaxLabelLen || !printable(s) {
+		return invalid(field, s, "must be at most "+strconv.Itoa(MaxLabelLen)+" printable bytes")
+	}
+	return nil
+}
+
+// ValidateHealthPath checks an HTTP health-check path: it starts with a
+// single '/', has no scheme, host, fragment, spaces or control characters,
+// so a check can only ever reach the instance's own address.
+func ValidateHealthPath(p string) error {
+	if p == "" {
+		return nil
+	}
+	if len(p) > MaxHealthPathLen {
+		return invalid("health path", p, "longer than "+strconv.Itoa(MaxHealthPathLen)+" bytes")
+	}
+	if p[0] != '/' || strings.HasPrefix(p, "//") {
+		return invalid("health path", p, "must start with a single '/'")
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || c == '#' || c == '\\' {
+			return invalid("health path", p, "character "+strconv.QuoteRune(rune(c))+" not allowed")
+		}
+	}
+	return nil
+}
+
+// Normalize validates in as given to Register and fills defaults: the ID
+// (Host:Port), the weight, the health path. It changes nothing when it
+// returns an error.
+func Normalize(in *Instance) error {
+	if err := ValidateServiceName(in.Service); err != nil {
+		return err
+	}
+	if err := ValidateHost(in.Host); err != nil {
+		return err
+	}
+	if err := ValidatePort(in.Port); err != nil {
+		return err
+	}
+	id := in.ID
+	if id == "" {
+		id = JoinHostPort(in.Host, in.Port)
+	}
+	if err := ValidateInstanceID(id); err != nil {
+		return err
+	}
+	if in.Method > MethodRouter {
+		return invalid("method", in.Method.String(), "must be http or router")
+	}
+	if in.Check > CheckNone {
+		return invalid("check", in.Check.String(), "must be default, http, tcp or none")
+	}
+	if err := ValidateWeight(in.Weight); err != nil {
+		return err
+	}
+	if err := validateLabel("zone", in.Zone); err != nil {
+		return err
+	}
+	if err := validateLabel("version", in.Version); err != nil {
+		return err
+	}
+	if err := ValidateTags(in.Tags); err != nil {
+		return err
+	}
+	if err := ValidateMetadata(in.Metadata); err != nil {
+		return err
+	}
+	if err := ValidateHealthPath(in.HealthPath); err != nil {
+		return err
+	}
+	if in.Status != StatusUnknown && in.Status != StatusDraining {
+		return invalid("status", in.Status.String(), "only draining may be stored")
+	}
+	in.ID = id
+	switch in.Weight {
+	case 0:
+		in.Weight = DefaultWeight
+	case ZeroWeight:
+		in.Weight = 0
+	}
+	if in.HealthPath == "" && in.Method == MethodHTTP {
+		in.HealthPath = DefaultHealthPath
+	}
+	return nil
+}

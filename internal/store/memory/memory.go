@@ -1,0 +1,293 @@
+// Package memory is the in-memory Store: the backend of discoverytest and of
+// a Registry given no database. Several Registry values may share one Store
+// to stand for several processes; it notifies all of them of every change.
+package memory
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Store keeps services in memory. The zero value is not usable; call New.
+type Store struct {
+	mu       sync.Mutex
+	services map[string]*service
+	subs     map[int]func(core.Change)
+	nextSub  int
+	// loads counts Load calls, for tests that assert how often the store is read.
+	loads int64
+	fail  error
+}
+
+type service struct {
+	rev       int64
+	config    []byte
+	cfgRev    int64
+	instances map[string]core.Instance
+	history   []core.ConfigVersion
+}
+
+var (
+	_ core.Store          = (*Store)(nil)
+	_ core.RevisionReader = (*Store)(nil)
+	_ core.Notifier       = (*Store)(nil)
+	_ core.ConfigStore    = (*Store)(nil)
+)
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{services: map[string]*service{}, subs: map[int]func(core.Change){}}
+}
+
+// Loads returns how many times Load has been called.
+func (s *Store) Loads() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loads
+}
+
+// SetFailure makes every call fail with an error matching ErrUnavailable
+// that wraps err, standing for a database outage; nil ends it.
+func (s *Store) SetFailure(err error) {
+	s.mu.Lock()
+	s.fail = err
+	s.mu.Unlock()
+}
+
+func (s *Store) begin(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.fail != nil {
+		err := s.fail
+		s.mu.Unlock()
+		return &core.BackendError{Backend: "database", Op: op, Err: err}
+	}
+	return nil
+}
+
+// commit unlocks and tells subscribers about ch.
+func (s *Store) commit(ch core.Change) {
+	subs := make([]func(core.Change), 0, len(s.subs))
+	for _, fn := range s.subs {
+		subs = append(subs, fn)
+	}
+	s.mu.Unlock()
+	for _, fn := range subs {
+		fn(ch)
+	}
+}
+
+func (s *Store) svc(name string) *service {
+	sv := s.services[name]
+	if sv == nil {
+		sv = &service{instances: map[string]core.Instance{}}
+		s.services[name] = sv
+	}
+	return sv
+}
+
+// Register implements core.Store.
+func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) {
+	if err := s.begin(ctx, "register"); err != nil {
+		return 0, err
+	}
+	sv := s.svc(in.Service)
+	c := in.Clone()
+	if old, ok := sv.instances[in.ID]; ok {
+		c.RegisteredAt = old.RegisteredAt
+	}
+	sv.instances[in.ID] = c
+	sv.rev++
+	rev := sv.rev
+	s.commit(core.Change{Service: in.Service, Revision: rev})
+	return rev, nil
+}
+
+// Renew implements core.Store.
+func (s *Store) Renew(ctx context.Context, service, id string, expiresAt time.Time) error {
+	if err := s.begin(ctx, "renew"); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	sv := s.services[service]
+	if sv == nil {
+		return &core.NotFoundError{Service: service, Instance: id}
+	}
+	in, ok := sv.instances[id]
+	if !ok {
+		return &core.NotFoundError{Service: service, Instance: id}
+	}
+	in.ExpiresAt = expiresAt
+	sv.instances[id] = in
+	return nil
+}
+
+// Deregister implements core.Store.
+func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	if err := s.begin(ctx, "deregister"); err != nil {
+		return 0, err
+	}
+	sv := s.services[service]
+	if sv == nil {
+		s.mu.Unlock()
+		return 0, &core.NotFoundError{Service: service, Instance: id}
+	}
+	if _, ok := sv.instances[id]; !ok {
+		s.mu.Unlock()
+		return 0, &core.NotFoundError{Service: service, Instance: id}
+	}
+	delete(sv.instances, id)
+	sv.rev++
+	rev := sv.rev
+	s.commit(core.Change{Service: service, Revision: rev})
+	return rev, nil
+}
+
+// Load implements core.Store.
+func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
+	if err := s.begin(ctx, "load"); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	s.loads++
+	sv := s.services[name]
+	if sv == nil {
+		return nil, &core.NotFoundError{Service: name}
+	}
+	out := &core.Service{
+		Name: name, Revision: sv.rev,
+		Config: slices.Clone(sv.config), ConfigRevision: sv.cfgRev,
+		Instances: make([]core.Instance, 0, len(sv.instances)),
+	}
+	for _, id := range slices.Sorted(maps.Keys(sv.instances)) {
+		out.Instances = append(out.Instances, sv.instances[id].Clone())
+	}
+	return out, nil
+}
+
+// Services implements core.Store.
+func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo, error) {
+	if err := s.begin(ctx, "services"); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	out := make([]core.ServiceInfo, 0, len(s.services))
+	for name, sv := range s.services {
+		info := core.ServiceInfo{Name: name, Revision: sv.rev}
+		for _, in := range sv.instances {
+			if in.Live(now) {
+				info.Live++
+			} else {
+				info.Expired++
+			}
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Reap implements core.Store.
+func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, error) {
+	if err := s.begin(ctx, "reap"); err != nil {
+		return nil, err
+	}
+	var changes []core.Change
+	for name, sv := range s.services {
+		n := 0
+		for id, in := range sv.instances {
+			if in.ExpiresAt.Before(cutoff) {
+				delete(sv.instances, id)
+				n++
+			}
+		}
+		if n > 0 {
+			sv.rev++
+			changes = append(changes, core.Change{Service: name, Revision: sv.rev})
+		}
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Service < changes[j].Service })
+	subs := make([]func(core.Change), 0, len(s.subs))
+	for _, fn := range s.subs {
+		subs = append(subs, fn)
+	}
+	s.mu.Unlock()
+	for _, ch := range changes {
+		for _, fn := range subs {
+			fn(ch)
+		}
+	}
+	return changes, nil
+}
+
+// Revisions implements core.RevisionReader.
+func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64, error) {
+	if err := s.begin(ctx, "revisions"); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(names))
+	for _, n := range names {
+		if sv := s.services[n]; sv != nil {
+			out[n] = sv.rev
+		}
+	}
+	return out, nil
+}
+
+// Subscribe implements core.Notifier.
+func (s *Store) Subscribe(fn func(core.Change)) func() {
+	s.mu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.subs, id)
+		s.mu.Unlock()
+	}
+}
+
+// SetConfig implements core.ConfigStore.
+func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	if err := s.begin(ctx, "set config"); err != nil {
+		return 0, 0, err
+	}
+	sv := s.svc(name)
+	sv.rev++
+	sv.cfgRev++
+	sv.config = slices.Clone(doc)
+	sv.history = append([]core.ConfigVersion{{Revision: sv.cfgRev, Config: slices.Clone(doc), CreatedAt: at}}, sv.history...)
+	if keep > 0 && len(sv.history) > keep {
+		sv.history = sv.history[:keep]
+	}
+	rev, cfgRev := sv.rev, sv.cfgRev
+	s.commit(core.Change{Service: name, Revision: rev})
+	return rev, cfgRev, nil
+}
+
+// ConfigHistory implements core.ConfigStore.
+func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVersion, error) {
+	if err := s.begin(ctx, "config history"); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	sv := s.services[name]
+	if sv == nil || len(sv.history) == 0 {
+		return nil, &core.NotFoundError{Service: name}
+	}
+	out := make([]core.ConfigVersion, len(sv.history))
+	for i, v := range sv.history {
+		out[i] = core.ConfigVersion{Revision: v.Revision, Config: slices.Clone(v.Config), CreatedAt: v.CreatedAt}
+	}
+	return out, nil
+}

@@ -1,0 +1,111 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// migration is one step of the schema, applied once and recorded in
+// <prefix>schema_migrations. Steps are never edited after release; a change
+// is a new step.
+type migration struct {
+	version int
+	stmts   []string
+}
+
+// migrations use {p} for the table prefix. The SQL is portable between
+// PostgreSQL and SQLite.
+var migrations = []migration{
+	{1, []string{
+		`CREATE TABLE {p}services (
+			name VARCHAR(63) PRIMARY KEY,
+			revision BIGINT NOT NULL,
+			config TEXT,
+			config_revision BIGINT NOT NULL DEFAULT 0,
+			updated_at BIGINT NOT NULL
+		)`,
+		// Times are Unix nanoseconds. The primary key leads with the service
+		// name, which is the index every lookup uses.
+		`CREATE TABLE {p}instances (
+			service VARCHAR(63) NOT NULL,
+			id VARCHAR(255) NOT NULL,
+			host VARCHAR(253) NOT NULL,
+			port INTEGER NOT NULL,
+			method SMALLINT NOT NULL,
+			weight INTEGER NOT NULL,
+			zone VARCHAR(64) NOT NULL DEFAULT '',
+			version VARCHAR(64) NOT NULL DEFAULT '',
+			tags TEXT NOT NULL DEFAULT '',
+			metadata TEXT NOT NULL DEFAULT '',
+			health_path VARCHAR(256) NOT NULL DEFAULT '',
+			check_kind SMALLINT NOT NULL DEFAULT 0,
+			status SMALLINT NOT NULL DEFAULT 0,
+			registered_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			PRIMARY KEY (service, id)
+		)`,
+		`CREATE INDEX {p}instances_expires_at ON {p}instances (expires_at)`,
+		`CREATE TABLE {p}config_history (
+			service VARCHAR(63) NOT NULL,
+			revision BIGINT NOT NULL,
+			config TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			PRIMARY KEY (service, revision)
+		)`,
+	}},
+}
+
+// SchemaVersion is the version Migrate brings the schema to.
+var SchemaVersion = migrations[len(migrations)-1].version
+
+func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{p}", s.prefix) }
+
+// lockKey is the advisory-lock key of one prefix and purpose.
+func (s *Store) lockKey(purpose string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("discovery:" + s.prefix + ":" + purpose))
+	return int64(h.Sum64())
+}
+
+// Migrate brings the schema up to SchemaVersion. It is safe to run from many
+// processes at once: on PostgreSQL an advisory lock serialises them, on SQLite
+// the write lock does.
+func (s *Store) Migrate(ctx context.Context) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
+			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, s.lockKey("migrate")).Error; err != nil {
+				return err
+			}
+		}
+		if err := tx.Exec(s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)).Error; err != nil {
+			return err
+		}
+		var current int
+		if err := tx.Raw(s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)).Scan(&current).Error; err != nil {
+			return err
+		}
+		if current > SchemaVersion {
+			return fmt.Errorf("discovery: schema version %d of prefix %q is newer than this library's %d", current, s.prefix, SchemaVersion)
+		}
+		for _, m := range migrations {
+			if m.version <= current {
+				continue
+			}
+			for _, stmt := range m.stmts {
+				if err := tx.Exec(s.sql(stmt)).Error; err != nil {
+					return fmt.Errorf("discovery: migration %d: %w", m.version, err)
+				}
+			}
+			if err := tx.Exec(s.sql(`INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?, ?)`), m.version, time.Now().UnixNano()).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return mapErr("migrate", err)
+}

@@ -1,0 +1,403 @@
+// Package sqlstore is the Store on a SQL database through GORM: PostgreSQL in
+// production, pure-Go SQLite for the embedded default.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// DefaultPrefix is the table-name prefix when none is given.
+const DefaultPrefix = "discovery_"
+
+// Store keeps services in SQL tables named with a prefix.
+type Store struct {
+	db       *gorm.DB
+	prefix   string
+	postgres bool
+	q        queries
+}
+
+// queries are the statements with the prefix substituted once.
+type queries struct {
+	bumpService, upsertInstance, renew, deleteInstance, load, services,
+	expiredServices, reapService, revisions, setConfig, addHistory, trimHistory, history string
+}
+
+var (
+	_ core.Store          = (*Store)(nil)
+	_ core.RevisionReader = (*Store)(nil)
+	_ core.ConfigStore    = (*Store)(nil)
+)
+
+// New returns a Store on db with tables named prefix+"services" and so on. It
+// does not migrate; call Migrate. The caller keeps ownership of db.
+func New(db *gorm.DB, prefix string) (*Store, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := prefix[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') || (i == 0 && c >= '0' && c <= '9') {
+			return nil, &core.ValidationError{Field: "table prefix", Value: prefix, Reason: "must be lower-case letters, digits and '_', not starting with a digit"}
+		}
+	}
+	if len(prefix) > 40 {
+		return nil, &core.ValidationError{Field: "table prefix", Value: prefix, Reason: "longer than 40 bytes"}
+	}
+	name := db.Dialector.Name()
+	if name != "postgres" && name != "sqlite" {
+		return nil, fmt.Errorf("%w: GORM dialect %q (PostgreSQL and SQLite are supported)", core.ErrUnsupported, name)
+	}
+	s := &Store{
+		db:       db.Session(&gorm.Session{SkipDefaultTransaction: true, NewDB: true}),
+		prefix:   prefix,
+		postgres: name == "postgres",
+	}
+	s.q = queries{
+		bumpService: s.sql(`INSERT INTO {p}services (name, revision, config_revision, updated_at) VALUES (?, 1, 0, ?)
+			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, updated_at = excluded.updated_at
+			RETURNING revision`),
+		upsertInstance: s.sql(`INSERT INTO {p}instances
+			(service, id, host, port, method, weight, zone, version, tags, metadata, health_path, check_kind, status, registered_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (service, id) DO UPDATE SET host = excluded.host, port = excluded.port, method = excluded.method,
+			weight = excluded.weight, zone = excluded.zone, version = excluded.version, tags = excluded.tags,
+			metadata = excluded.metadata, health_path = excluded.health_path, check_kind = excluded.check_kind,
+			status = excluded.status, expires_at = excluded.expires_at`),
+		renew:          s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ?`),
+		deleteInstance: s.sql(`DELETE FROM {p}instances WHERE service = ? AND id = ?`),
+		// One statement, so the revision and the rows come from one snapshot.
+		load: s.sql(`SELECT 0 AS k, revision, config, config_revision, '' AS id, '' AS host, 0 AS port, 0 AS method,
+			0 AS weight, '' AS zone, '' AS version, '' AS tags, '' AS metadata, '' AS health_path, 0 AS check_kind,
+			0 AS status, 0 AS registered_at, 0 AS expires_at FROM {p}services WHERE name = ?
+			UNION ALL
+			SELECT 1, 0, NULL, 0, id, host, port, method, weight, zone, version, tags, metadata, health_path, check_kind,
+			status, registered_at, expires_at FROM {p}instances WHERE service = ?
+			ORDER BY 1, 5`),
+		services: s.sql(`SELECT s.name, s.revision, COUNT(i.id) AS total,
+			COALESCE(SUM(CASE WHEN i.expires_at > ? THEN 1 ELSE 0 END), 0) AS live
+			FROM {p}services s LEFT JOIN {p}instances i ON i.service = s.name
+			GROUP BY s.name, s.revision ORDER BY s.name`),
+		expiredServices: s.sql(`SELECT DISTINCT service FROM {p}instances WHERE expires_at < ? ORDER BY service`),
+		reapService:     s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
+		revisions:       s.sql(`SELECT name, revision FROM {p}services WHERE name IN ?`),
+		setConfig: s.sql(`INSERT INTO {p}services (name, revision, config, config_revision, updated_at) VALUES (?, 1, ?, 1, ?)
+			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, config = excluded.config,
+			config_revision = {p}services.config_revision + 1, updated_at = excluded.updated_at
+			RETURNING revision, config_revision`),
+		addHistory:  s.sql(`INSERT INTO {p}config_history (service, revision, config, created_at) VALUES (?, ?, ?, ?)`),
+		trimHistory: s.sql(`DELETE FROM {p}config_history WHERE service = ? AND revision <= ?`),
+		history:     s.sql(`SELECT revision, config, created_at FROM {p}config_history WHERE service = ? ORDER BY revision DESC`),
+	}
+	return s, nil
+}
+
+// Prefix returns the table-name prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
+// DB returns the GORM handle the store uses (a session of the caller's).
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// LoadQuery returns the statement Load runs and its arguments, so that
+// benchmarks can time the bare query beside Load.
+func (s *Store) LoadQuery(service string) (string, []any) { return s.q.load, []any{service, service} }
+
+// errNoRow aborts a transaction whose target row is missing.
+var errNoRow = errors.New("no row")
+
+func mapErr(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalid), errors.Is(err, core.ErrUnsupported):
+		return err
+	}
+	return &core.BackendError{Backend: "database", Op: op, Err: err}
+}
+
+func encodeTags(tags []string) string {
+	if len(tags) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(tags)
+	return string(b)
+}
+
+func encodeMetadata(md map[string]string) string {
+	if len(md) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(md)
+	return string(b)
+}
+
+// Register implements core.Store.
+func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) {
+	var rev int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(s.q.bumpService, in.Service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+			return err
+		}
+		return tx.Exec(s.q.upsertInstance, in.Service, in.ID, in.Host, in.Port, int(in.Method), in.Weight, in.Zone,
+			in.Version, encodeTags(in.Tags), encodeMetadata(in.Metadata), in.HealthPath, int(in.Check), int(in.Status),
+			in.RegisteredAt.UnixNano(), in.ExpiresAt.UnixNano()).Error
+	})
+	if err != nil {
+		return 0, mapErr("register", err)
+	}
+	return rev, nil
+}
+
+// Renew implements core.Store.
+func (s *Store) Renew(ctx context.Context, service, id string, expiresAt time.Time) error {
+	res := s.db.WithContext(ctx).Exec(s.q.renew, expiresAt.UnixNano(), service, id)
+	if res.Error != nil {
+		return mapErr("renew", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return &core.NotFoundError{Service: service, Instance: id}
+	}
+	return nil
+}
+
+// Deregister implements core.Store.
+func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	var rev int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The service row first, as Register locks it, so the two never deadlock.
+		if err := tx.Raw(s.q.bumpService, service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+			return err
+		}
+		res := tx.Exec(s.q.deleteInstance, service, id)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return errNoRow
+		}
+		return nil
+	})
+	if errors.Is(err, errNoRow) {
+		return 0, &core.NotFoundError{Service: service, Instance: id}
+	}
+	if err != nil {
+		return 0, mapErr("deregister", err)
+	}
+	return rev, nil
+}
+
+// Load implements core.Store.
+func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
+	rows, err := s.db.WithContext(ctx).Raw(s.q.load, name, name).Rows()
+	if err != nil {
+		return nil, mapErr("load", err)
+	}
+	defer rows.Close()
+	svc, err := scanService(name, rows)
+	if err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+func scanService(name string, rows *sql.Rows) (*core.Service, error) {
+	var (
+		svc *core.Service
+		k   int
+		r   struct {
+			revision, cfgRev, registered, expires int64
+			config                                  sql.NullString
+			id, host, zone, version, tags, md, hp   string
+			port, method, weight, check, status     int
+		}
+	)
+	for rows.Next() {
+		if err := rows.Scan(&k, &r.revision, &r.config, &r.cfgRev, &r.id, &r.host, &r.port, &r.method, &r.weight,
+			&r.zone, &r.version, &r.tags, &r.md, &r.hp, &r.check, &r.status, &r.registered, &r.expires); err != nil {
+			return nil, mapErr("load", err)
+		}
+		if k == 0 {
+			svc = &core.Service{Name: name, Revision: r.revision, ConfigRevision: r.cfgRev}
+			if r.config.Valid && r.config.String != "" {
+				svc.Config = json.RawMessage(r.config.String)
+			}
+			continue
+		}
+		if svc == nil { // cannot happen: the service row sorts first
+			return nil, mapErr("load", errors.New("instance rows without a service row"))
+		}
+		in := core.Instance{
+			ID: r.id, Service: name, Host: r.host, Port: r.port, Method: core.Method(r.method), Weight: r.weight,
+			Zone: r.zone, Version: r.version, HealthPath: r.hp, Check: core.CheckKind(r.check), Status: core.Status(r.status),
+			RegisteredAt: time.Unix(0, r.registered), ExpiresAt: time.Unix(0, r.expires),
+		}
+		if r.tags != "" {
+			if err := json.Unmarshal([]byte(r.tags), &in.Tags); err != nil {
+				return nil, mapErr("load", fmt.Errorf("instance %q tags: %w", r.id, err))
+			}
+		}
+		if r.md != "" {
+			if err := json.Unmarshal([]byte(r.md), &in.Metadata); err != nil {
+				return nil, mapErr("load", fmt.Errorf("instance %q metadata: %w", r.id, err))
+			}
+		}
+		svc.Instances = append(svc.Instances, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("load", err)
+	}
+	if svc == nil {
+		return nil, &core.NotFoundError{Service: name}
+	}
+	return svc, nil
+}
+
+// Services implements core.Store.
+func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo, error) {
+	rows, err := s.db.WithContext(ctx).Raw(s.q.services, now.UnixNano()).Rows()
+	if err != nil {
+		return nil, mapErr("services", err)
+	}
+	defer rows.Close()
+	var out []core.ServiceInfo
+	for rows.Next() {
+		var (
+			info        core.ServiceInfo
+			total, live int64
+		)
+		if err := rows.Scan(&info.Name, &info.Revision, &total, &live); err != nil {
+			return nil, mapErr("services", err)
+		}
+		info.Live, info.Expired = int(live), int(total-live)
+		out = append(out, info)
+	}
+	return out, mapErr("services", rows.Err())
+}
+
+// Reap implements core.Store. On PostgreSQL a transaction-scoped advisory lock
+// lets one reaper work at a time; the others return at once.
+func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, error) {
+	var changes []core.Change
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if s.postgres {
+			var got bool
+			if err := tx.Raw(`SELECT pg_try_advisory_xact_lock(?)`, s.lockKey("reap")).Row().Scan(&got); err != nil {
+				return err
+			}
+			if !got {
+				return nil
+			}
+		}
+		var names []string
+		if err := tx.Raw(s.q.expiredServices, cutoff.UnixNano()).Scan(&names).Error; err != nil {
+			return err
+		}
+		now := time.Now().UnixNano()
+		for _, name := range names { // in name order, service row before instance rows, as Register
+			var rev int64
+			if err := tx.Raw(s.q.bumpService, name, now).Row().Scan(&rev); err != nil {
+				return err
+			}
+			res := tx.Exec(s.q.reapService, name, cutoff.UnixNano())
+			if res.Error != nil {
+				return res.Error
+			}
+			changes = append(changes, core.Change{Service: name, Revision: rev})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("reap", err)
+	}
+	return changes, nil
+}
+
+// Revisions implements core.RevisionReader.
+func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(names))
+	for chunk := range slices.Chunk(names, 500) {
+		rows, err := s.db.WithContext(ctx).Raw(s.q.revisions, chunk).Rows()
+		if err != nil {
+			return nil, mapErr("revisions", err)
+		}
+		for rows.Next() {
+			var (
+				n   string
+				rev int64
+			)
+			if err := rows.Scan(&n, &rev); err != nil {
+				rows.Close()
+				return nil, mapErr("revisions", err)
+			}
+			out[n] = rev
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, mapErr("revisions", err)
+		}
+	}
+	return out, nil
+}
+
+// SetConfig implements core.ConfigStore.
+func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	var rev, cfgRev int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(s.q.setConfig, name, string(doc), at.UnixNano()).Row().Scan(&rev, &cfgRev); err != nil {
+			return err
+		}
+		if err := tx.Exec(s.q.addHistory, name, cfgRev, string(doc), at.UnixNano()).Error; err != nil {
+			return err
+		}
+		if keep > 0 {
+			return tx.Exec(s.q.trimHistory, name, cfgRev-int64(keep)).Error
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, mapErr("set config", err)
+	}
+	return rev, cfgRev, nil
+}
+
+// ConfigHistory implements core.ConfigStore.
+func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVersion, error) {
+	rows, err := s.db.WithContext(ctx).Raw(s.q.history, name).Rows()
+	if err != nil {
+		return nil, mapErr("config history", err)
+	}
+	defer rows.Close()
+	var out []core.ConfigVersion
+	for rows.Next() {
+		var (
+			v  core.ConfigVersion
+			c  string
+			at int64
+		)
+		if err := rows.Scan(&v.Revision, &c, &at); err != nil {
+			return nil, mapErr("config history", err)
+		}
+		v.Config, v.CreatedAt = []byte(c), time.Unix(0, at)
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("config history", err)
+	}
+	if len(out) == 0 {
+		return nil, &core.NotFoundError{Service: name}
+	}
+	return out, nil
+}

@@ -1,0 +1,100 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/sqlstore"
+	"github.com/rssbot/discovery/internal/storetest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
+
+func open(t *testing.T, db *gorm.DB, prefix string) *sqlstore.Store {
+	t.Helper()
+	s, err := sqlstore.New(db, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSQLiteConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) core.Store { return open(t, testutil.SQLite(t), "discovery_") })
+}
+
+func TestPostgresConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) core.Store {
+		p := testutil.Prefix(t)
+		return open(t, testutil.Postgres(t, p), p)
+	})
+}
+
+func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
+	p := testutil.Prefix(t)
+	for name, db := range map[string]func(*testing.T) *gorm.DB{
+		"sqlite":   func(t *testing.T) *gorm.DB { return testutil.SQLite(t) },
+		"postgres": func(t *testing.T) *gorm.DB { return testutil.Postgres(t, p) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := db(t)
+			errs := make(chan error, 4)
+			for range 4 {
+				go func() {
+					s, err := sqlstore.New(db, p)
+					if err == nil {
+						err = s.Migrate(context.Background())
+					}
+					errs <- err
+				}()
+			}
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Fatalf("concurrent Migrate: %v", err)
+				}
+			}
+			var versions []int
+			db.Raw("SELECT version FROM " + p + "schema_migrations").Scan(&versions)
+			if len(versions) != 1 || versions[0] != sqlstore.SchemaVersion {
+				t.Fatalf("schema_migrations = %v; want [%d] once", versions, sqlstore.SchemaVersion)
+			}
+		})
+	}
+}
+
+func TestBadPrefix(t *testing.T) {
+	db := testutil.SQLite(t)
+	for _, p := range []string{"Bad", "a-b", "x;drop table y;", "1abc"} {
+		if _, err := sqlstore.New(db, p); !errors.Is(err, core.ErrInvalid) {
+			t.Errorf("New(prefix %q) = %v; want ErrInvalid", p, err)
+		}
+	}
+}
+
+// A closed pool stands for a database that went away: errors match
+// ErrUnavailable and wrap the driver's error.
+func TestUnavailableMapping(t *testing.T) {
+	db := testutil.SQLite(t)
+	s := open(t, db, "discovery_")
+	sqlDB, _ := db.DB()
+	_ = sqlDB.Close()
+	_, err := s.Load(t.Context(), "x")
+	var be *core.BackendError
+	if !errors.Is(err, core.ErrUnavailable) || !errors.As(err, &be) || be.Backend != "database" || be.Unwrap() == nil {
+		t.Fatalf("Load on a closed database = %v; want BackendError matching ErrUnavailable", err)
+	}
+	_, err = s.Register(t.Context(), storetest.Instance("x", "a", time.Now()))
+	if !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("Register on a closed database = %v; want ErrUnavailable", err)
+	}
+}

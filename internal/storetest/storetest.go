@@ -1,0 +1,404 @@
+// Package storetest is the conformance suite every Store runs: the in-memory
+// one, SQLite, PostgreSQL, and any a user writes.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Factory returns a fresh, empty store for one subtest.
+type Factory func(t *testing.T) core.Store
+
+var t0 = time.Date(2026, 11, 28, 12, 0, 0, 123456789, time.UTC)
+
+// Instance returns a valid, normalised instance of service with the given id.
+func Instance(service, id string, expires time.Time) *core.Instance {
+	in := &core.Instance{
+		ID: id, Service: service, Host: "10.0.0.7", Port: 8080, Zone: "eu-1a", Version: "v1.2.3",
+		Tags: []string{"primary", "ünïcode"}, Metadata: map[string]string{"team": "core", "region/x": "eu ✓"},
+		RegisteredAt: t0, ExpiresAt: expires,
+	}
+	if err := core.Normalize(in); err != nil {
+		panic(err)
+	}
+	return in
+}
+
+// Run runs the suite.
+func Run(t *testing.T, newStore Factory) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s core.Store)
+	}{
+		{"RegisterRoundTrip", testRegisterRoundTrip},
+		{"ReRegisterUpdatesInPlace", testReRegister},
+		{"Deregister", testDeregister},
+		{"LoadUnknown", testLoadUnknown},
+		{"LeaseRenewAndExpiry", testLease},
+		{"Reap", testReap},
+		{"ConcurrentReap", testConcurrentReap},
+		{"RevisionMonotonic", testRevisionMonotonic},
+		{"ConcurrentRegister50", testConcurrentRegister},
+		{"ServicesListing", testServices},
+		{"Revisions", testRevisions},
+		{"ConfigHistory", testConfig},
+		{"CanceledContext", testCanceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
+	}
+}
+
+func ctx(t *testing.T) context.Context { return t.Context() }
+
+func mustLoad(t *testing.T, s core.Store, name string) *core.Service {
+	t.Helper()
+	svc, err := s.Load(ctx(t), name)
+	if err != nil {
+		t.Fatalf("Load(%q): %v", name, err)
+	}
+	return svc
+}
+
+func sameInstance(t *testing.T, got, want *core.Instance) {
+	t.Helper()
+	if got.ID != want.ID || got.Service != want.Service || got.Host != want.Host || got.Port != want.Port ||
+		got.Method != want.Method || got.Weight != want.Weight || got.Zone != want.Zone || got.Version != want.Version ||
+		got.HealthPath != want.HealthPath || got.Check != want.Check || got.Status != want.Status ||
+		!slices.Equal(got.Tags, want.Tags) || fmt.Sprint(got.Metadata) != fmt.Sprint(want.Metadata) ||
+		!got.RegisteredAt.Equal(want.RegisteredAt) || !got.ExpiresAt.Equal(want.ExpiresAt) {
+		t.Fatalf("instance round trip:\n got %+v\nwant %+v", *got, *want)
+	}
+}
+
+func testRegisterRoundTrip(t *testing.T, s core.Store) {
+	in := Instance("db_svc", "a", t0.Add(15*time.Second))
+	in.Method, in.Check, in.Weight = core.MethodRouter, core.CheckTCP, 7
+	rev, err := s.Register(ctx(t), in)
+	if err != nil || rev != 1 {
+		t.Fatalf("Register = %d, %v; want 1, nil", rev, err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if svc.Name != "db_svc" || svc.Revision != 1 || len(svc.Instances) != 1 {
+		t.Fatalf("Load = %+v", svc)
+	}
+	sameInstance(t, &svc.Instances[0], in)
+
+	bare := &core.Instance{Service: "db_svc", Host: "::1", Port: 1, RegisteredAt: t0, ExpiresAt: t0.Add(time.Second)}
+	if err := core.Normalize(bare); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx(t), bare); err != nil {
+		t.Fatal(err)
+	}
+	svc = mustLoad(t, s, "db_svc")
+	if len(svc.Instances) != 2 || svc.Instances[0].ID != "[::1]:1" || svc.Instances[0].Tags != nil || svc.Instances[0].Metadata != nil {
+		t.Fatalf("instances not ordered by ID or empty fields not nil: %+v", svc.Instances)
+	}
+}
+
+func testReRegister(t *testing.T, s core.Store) {
+	in := Instance("db_svc", "a", t0.Add(time.Minute))
+	if _, err := s.Register(ctx(t), in); err != nil {
+		t.Fatal(err)
+	}
+	up := Instance("db_svc", "a", t0.Add(2*time.Minute))
+	up.Host, up.Port, up.Weight, up.Tags, up.Metadata = "10.0.0.8", 9090, 3, []string{"canary"}, nil
+	up.RegisteredAt = t0.Add(time.Hour) // ignored: the first registration time stays
+	up.Status = core.StatusDraining
+	rev, err := s.Register(ctx(t), up)
+	if err != nil || rev != 2 {
+		t.Fatalf("re-Register = %d, %v; want 2", rev, err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if len(svc.Instances) != 1 {
+		t.Fatalf("re-registration added a row: %+v", svc.Instances)
+	}
+	want := *up
+	want.RegisteredAt = t0
+	sameInstance(t, &svc.Instances[0], &want)
+}
+
+func testDeregister(t *testing.T, s core.Store) {
+	for _, id := range []string{"a", "b"} {
+		if _, err := s.Register(ctx(t), Instance("db_svc", id, t0.Add(time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev, err := s.Deregister(ctx(t), "db_svc", "a")
+	if err != nil || rev != 3 {
+		t.Fatalf("Deregister = %d, %v; want 3", rev, err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if len(svc.Instances) != 1 || svc.Instances[0].ID != "b" || svc.Revision != 3 {
+		t.Fatalf("after Deregister: %+v", svc)
+	}
+	if _, err := s.Deregister(ctx(t), "db_svc", "a"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("second Deregister = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Deregister(ctx(t), "nope", "a"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Deregister of unknown service = %v; want ErrNotFound", err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 3 {
+		t.Fatalf("failed Deregister changed the revision to %d", svc.Revision)
+	}
+	if _, err := s.Deregister(ctx(t), "db_svc", "b"); err != nil {
+		t.Fatal(err)
+	}
+	svc = mustLoad(t, s, "db_svc")
+	if len(svc.Instances) != 0 || svc.Revision != 4 {
+		t.Fatalf("service with no instances: %+v; want it kept, empty, at revision 4", svc)
+	}
+}
+
+func testLoadUnknown(t *testing.T, s core.Store) {
+	_, err := s.Load(ctx(t), "nope")
+	var nf *core.NotFoundError
+	if !errors.Is(err, core.ErrNotFound) || !errors.As(err, &nf) || nf.Service != "nope" {
+		t.Fatalf("Load(unknown) = %v; want NotFoundError naming it", err)
+	}
+}
+
+func testLease(t *testing.T, s core.Store) {
+	if _, err := s.Register(ctx(t), Instance("db_svc", "a", t0.Add(15*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	live := func(at time.Time) int {
+		infos, err := s.Services(ctx(t), at)
+		if err != nil || len(infos) != 1 {
+			t.Fatalf("Services = %+v, %v", infos, err)
+		}
+		return infos[0].Live
+	}
+	if n := live(t0.Add(15*time.Second - 1)); n != 1 {
+		t.Fatalf("live just before expiry = %d; want 1", n)
+	}
+	if n := live(t0.Add(15 * time.Second)); n != 0 {
+		t.Fatalf("live at expiry = %d; want 0", n)
+	}
+	if err := s.Renew(ctx(t), "db_svc", "a", t0.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n := live(t0.Add(20 * time.Second)); n != 1 {
+		t.Fatalf("live after renewal = %d; want 1", n)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if svc.Revision != 1 || !svc.Instances[0].ExpiresAt.Equal(t0.Add(30*time.Second)) {
+		t.Fatalf("Renew must move the lease without a new revision: %+v", svc)
+	}
+	if err := s.Renew(ctx(t), "db_svc", "gone", t0); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Renew of a missing row = %v; want ErrNotFound", err)
+	}
+}
+
+func testReap(t *testing.T, s core.Store) {
+	for _, x := range []struct {
+		svc, id string
+		exp     time.Duration
+	}{{"a", "1", time.Second}, {"a", "2", time.Hour}, {"b", "1", time.Second}, {"c", "1", time.Hour}} {
+		if _, err := s.Register(ctx(t), Instance(x.svc, x.id, t0.Add(x.exp))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changes, err := s.Reap(ctx(t), t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(changes) != "[{a 3} {b 2}]" {
+		t.Fatalf("Reap changes = %v; want [{a 3} {b 2}]", changes)
+	}
+	if svc := mustLoad(t, s, "a"); len(svc.Instances) != 1 || svc.Instances[0].ID != "2" {
+		t.Fatalf("after Reap a = %+v", svc.Instances)
+	}
+	if svc := mustLoad(t, s, "c"); svc.Revision != 1 {
+		t.Fatalf("Reap touched c: revision %d", svc.Revision)
+	}
+	if changes, err := s.Reap(ctx(t), t0.Add(time.Minute)); err != nil || len(changes) != 0 {
+		t.Fatalf("second Reap = %v, %v; want nothing", changes, err)
+	}
+}
+
+func testConcurrentReap(t *testing.T, s core.Store) {
+	for i := range 20 {
+		if _, err := s.Register(ctx(t), Instance(fmt.Sprintf("s%02d", i), "1", t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+	)
+	for range 4 {
+		wg.Go(func() {
+			changes, err := s.Reap(ctx(t), t0.Add(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += len(changes)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total != 20 {
+		t.Fatalf("concurrent reapers reported %d changes; want each of 20 services reaped exactly once", total)
+	}
+	for i := range 20 {
+		if svc := mustLoad(t, s, fmt.Sprintf("s%02d", i)); svc.Revision != 2 || len(svc.Instances) != 0 {
+			t.Fatalf("service %d after reaping: %+v", i, svc)
+		}
+	}
+}
+
+func testRevisionMonotonic(t *testing.T, s core.Store) {
+	var last int64
+	check := func(rev int64, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev <= last {
+			t.Fatalf("revision %d after %d", rev, last)
+		}
+		last = rev
+	}
+	check(s.Register(ctx(t), Instance("db_svc", "a", t0.Add(time.Hour))))
+	check(s.Register(ctx(t), Instance("db_svc", "b", t0.Add(time.Hour))))
+	check(s.Register(ctx(t), Instance("db_svc", "a", t0.Add(2*time.Hour))))
+	check(s.Deregister(ctx(t), "db_svc", "b"))
+	if cs, ok := s.(core.ConfigStore); ok {
+		rev, _, err := cs.SetConfig(ctx(t), "db_svc", []byte(`{"x":1}`), t0, 20)
+		check(rev, err)
+	}
+	check(s.Register(ctx(t), Instance("db_svc", "b", t0)))
+	changes, err := s.Reap(ctx(t), t0.Add(time.Second))
+	if err != nil || len(changes) != 1 {
+		t.Fatalf("Reap = %v, %v", changes, err)
+	}
+	check(changes[0].Revision, nil)
+	if svc := mustLoad(t, s, "db_svc"); svc.Revision != last {
+		t.Fatalf("Load revision %d; want the last one returned, %d", svc.Revision, last)
+	}
+	// Other services have their own counters.
+	if rev, err := s.Register(ctx(t), Instance("other", "a", t0)); err != nil || rev != 1 {
+		t.Fatalf("first revision of another service = %d, %v; want 1", rev, err)
+	}
+}
+
+func testConcurrentRegister(t *testing.T, s core.Store) {
+	const n = 50
+	var wg sync.WaitGroup
+	revs := make([]int64, n)
+	for i := range n {
+		wg.Go(func() {
+			var err error
+			revs[i], err = s.Register(ctx(t), Instance("db_svc", fmt.Sprintf("i%02d", i), t0.Add(time.Hour)))
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	svc := mustLoad(t, s, "db_svc")
+	if len(svc.Instances) != n || svc.Revision != n {
+		t.Fatalf("after %d concurrent registrations: %d rows at revision %d", n, len(svc.Instances), svc.Revision)
+	}
+	slices.Sort(revs)
+	for i, r := range revs {
+		if r != int64(i+1) {
+			t.Fatalf("revisions returned %v; want 1..%d, each once", revs, n)
+		}
+	}
+}
+
+func testServices(t *testing.T, s core.Store) {
+	if infos, err := s.Services(ctx(t), t0); err != nil || len(infos) != 0 {
+		t.Fatalf("Services of an empty store = %v, %v", infos, err)
+	}
+	for _, x := range []struct {
+		svc, id string
+		exp     time.Duration
+	}{{"b", "1", time.Hour}, {"a", "1", time.Hour}, {"a", "2", -time.Second}} {
+		if _, err := s.Register(ctx(t), Instance(x.svc, x.id, t0.Add(x.exp))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	infos, err := s.Services(ctx(t), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(infos) != "[{a 2 1 1} {b 1 1 0}]" {
+		t.Fatalf("Services = %v; want [{a 2 1 1} {b 1 1 0}]", infos)
+	}
+}
+
+func testRevisions(t *testing.T, s core.Store) {
+	rr, ok := s.(core.RevisionReader)
+	if !ok {
+		t.Skip("store has no RevisionReader")
+	}
+	for _, n := range []string{"a", "b", "b"} {
+		if _, err := s.Register(ctx(t), Instance(n, "x"+fmt.Sprint(time.Now().UnixNano()), t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := rr.Revisions(ctx(t), []string{"a", "b", "zzz"})
+	if err != nil || fmt.Sprint(got) != "map[a:1 b:2]" {
+		t.Fatalf("Revisions = %v, %v; want map[a:1 b:2]", got, err)
+	}
+}
+
+func testConfig(t *testing.T, s core.Store) {
+	cs, ok := s.(core.ConfigStore)
+	if !ok {
+		t.Skip("store has no ConfigStore")
+	}
+	if _, err := cs.ConfigHistory(ctx(t), "db_svc"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("ConfigHistory before any config = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Register(ctx(t), Instance("db_svc", "a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		rev, cfgRev, err := cs.SetConfig(ctx(t), "db_svc", fmt.Appendf(nil, `{"v":%d}`, i), t0.Add(time.Duration(i)*time.Second), 3)
+		if err != nil || cfgRev != int64(i) || rev != int64(i+1) {
+			t.Fatalf("SetConfig #%d = %d, %d, %v", i, rev, cfgRev, err)
+		}
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if string(svc.Config) != `{"v":5}` || svc.ConfigRevision != 5 || svc.Revision != 6 || len(svc.Instances) != 1 {
+		t.Fatalf("Load after SetConfig = %+v", svc)
+	}
+	hist, err := cs.ConfigHistory(ctx(t), "db_svc")
+	if err != nil || len(hist) != 3 || hist[0].Revision != 5 || hist[2].Revision != 3 || string(hist[1].Config) != `{"v":4}` ||
+		!hist[0].CreatedAt.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("ConfigHistory = %+v, %v; want revisions 5,4,3", hist, err)
+	}
+	// A config alone creates the service.
+	if _, _, err := cs.SetConfig(ctx(t), "fresh", []byte(`{}`), t0, 3); err != nil {
+		t.Fatal(err)
+	}
+	if svc := mustLoad(t, s, "fresh"); svc.Revision != 1 || len(svc.Instances) != 0 || string(svc.Config) != "{}" {
+		t.Fatalf("config-only service = %+v", svc)
+	}
+}
+
+func testCanceled(t *testing.T, s core.Store) {
+	c, cancel := context.WithCancel(ctx(t))
+	cancel()
+	if _, err := s.Register(c, Instance("db_svc", "a", t0)); err == nil {
+		t.Fatal("Register with a canceled context succeeded")
+	}
+	if _, err := s.Load(ctx(t), "db_svc"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("a canceled Register wrote: Load = %v", err)
+	}
+}

@@ -1,0 +1,212 @@
+// Package testutil has the helpers the project's own tests share: real or
+// embedded backends chosen by environment variables, unique namespaces, and
+// fault injection.
+//
+//	DISCOVERY_TEST_POSTGRES  a PostgreSQL DSN; tests that want Postgres skip without it
+//	DISCOVERY_TEST_REDIS     a redis:// URL; without it tests use miniredis in-process
+//	DISCOVERY_TEST_REQUIRE=1 a backend that is unset or unreachable fails the test instead
+package testutil
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/glebarez/sqlite"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Environment variables.
+const (
+	EnvPostgres = "DISCOVERY_TEST_POSTGRES"
+	EnvRedis    = "DISCOVERY_TEST_REDIS"
+	EnvRequire  = "DISCOVERY_TEST_REQUIRE"
+)
+
+// Required reports whether DISCOVERY_TEST_REQUIRE=1.
+func Required() bool { return os.Getenv(EnvRequire) == "1" }
+
+// unavailable skips the test, or fails it when backends are required.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("backend required ("+EnvRequire+"=1) but "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// Prefix returns a fresh lower-case prefix ("t1a2b3c4d5_") for tables, Redis
+// keys and channels, so tests sharing real servers never see each other.
+func Prefix(t testing.TB) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return "t" + hex.EncodeToString(b[:]) + "_"
+}
+
+func gormConfig() *gorm.Config {
+	return &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true}
+}
+
+// SQLite opens a fresh pure-Go SQLite database in a temporary file, in WAL
+// mode with immediate transactions and a busy timeout, so concurrent writers
+// queue instead of failing.
+func SQLite(t testing.TB) *gorm.DB {
+	t.Helper()
+	db, err := OpenSQLite(filepath.Join(t.TempDir(), "discovery.db"))
+	if err != nil {
+		t.Fatalf("sqlite: %v", err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return db
+}
+
+// OpenSQLite opens the SQLite database at path as SQLite tests and the
+// examples use it.
+func OpenSQLite(path string) (*gorm.DB, error) {
+	dsn := "file:" + path + "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	return gorm.Open(sqlite.Open(dsn), gormConfig())
+}
+
+// PostgresDSN returns DISCOVERY_TEST_POSTGRES, skipping (or failing) without it.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(EnvPostgres)
+	if dsn == "" {
+		unavailable(t, "%s is not set", EnvPostgres)
+	}
+	return dsn
+}
+
+// Postgres opens DISCOVERY_TEST_POSTGRES and drops every table with prefix
+// when the test ends. It skips without the variable, or fails when backends
+// are required or the server cannot be reached under DISCOVERY_TEST_REQUIRE.
+func Postgres(t testing.TB, prefix string) *gorm.DB {
+	t.Helper()
+	db, err := OpenPostgres(PostgresDSN(t))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = db.WithContext(ctx).Exec("SELECT 1").Error
+		cancel()
+	}
+	if err != nil {
+		unavailable(t, "postgres unreachable: %v", err)
+	}
+	t.Cleanup(func() {
+		DropTables(db, prefix)
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return db
+}
+
+// OpenPostgres opens a DSN with the pool settings the tests use.
+func OpenPostgres(dsn string) (*gorm.DB, error) {
+	db, err := gorm.Open(postgres.Open(dsn), gormConfig())
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(8)
+	sqlDB.SetMaxIdleConns(8)
+	return db, nil
+}
+
+// DropTables drops every PostgreSQL table whose name starts with prefix.
+func DropTables(db *gorm.DB, prefix string) {
+	if prefix == "" || db.Dialector.Name() != "postgres" {
+		return
+	}
+	var names []string
+	db.Raw(`SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE ?`,
+		strings.ReplaceAll(prefix, "_", `\_`)+"%").Scan(&names)
+	for _, n := range names {
+		db.Exec(`DROP TABLE IF EXISTS "` + n + `" CASCADE`)
+	}
+}
+
+// Redis returns a client for DISCOVERY_TEST_REDIS when it is set (deleting
+// the test's keys under prefix at the end), or one for a fresh miniredis
+// otherwise (returned too, for tests that stop or corrupt it).
+func Redis(t testing.TB, prefix string) (redis.UniversalClient, *miniredis.Miniredis) {
+	t.Helper()
+	if url := os.Getenv(EnvRedis); url != "" {
+		return RealRedis(t, prefix), nil
+	}
+	if Required() {
+		t.Fatalf("backend required (%s=1) but %s is not set", EnvRequire, EnvRedis)
+	}
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, mr
+}
+
+// RealRedis returns a client for DISCOVERY_TEST_REDIS, skipping (or failing)
+// without it.
+func RealRedis(t testing.TB, prefix string) redis.UniversalClient {
+	t.Helper()
+	url := os.Getenv(EnvRedis)
+	if url == "" {
+		unavailable(t, "%s is not set", EnvRedis)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("%s: %v", EnvRedis, err)
+	}
+	opt.MaxRetries = -1
+	rdb := redis.NewClient(opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		unavailable(t, "redis unreachable: %v", err)
+	}
+	t.Cleanup(func() {
+		DeleteKeys(rdb, prefix)
+		_ = rdb.Close()
+	})
+	return rdb
+}
+
+// RedisOptions returns the options of DISCOVERY_TEST_REDIS, or nil.
+func RedisOptions() *redis.Options {
+	url := os.Getenv(EnvRedis)
+	if url == "" {
+		return nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil
+	}
+	return opt
+}
+
+// DeleteKeys deletes the keys that contain prefix.
+func DeleteKeys(rdb redis.UniversalClient, prefix string) {
+	if prefix == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, "*"+prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+}
