@@ -17,9 +17,12 @@ type Store interface {
 	// Service and ID (keeping its RegisteredAt), creating the service if it is
 	// new, and returns the service's new revision. in has been normalised.
 	Register(ctx context.Context, in *Instance) (revision int64, err error)
-	// Renew moves the end of an instance's lease. It does not change the
-	// revision. It returns an error matching ErrNotFound if the row is gone.
-	Renew(ctx context.Context, service, id string, expiresAt time.Time) error
+	// Renew moves the end of a lease that is still running at now to
+	// expiresAt, without changing the revision. It returns an error matching
+	// ErrNotFound if the row is gone or its lease had already ended: readers
+	// have dropped the instance, so the caller must Register it again (a new
+	// revision) rather than bring it back silently.
+	Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error
 	// Deregister removes an instance and returns the service's new revision,
 	// or an error matching ErrNotFound.
 	Deregister(ctx context.Context, service, id string) (revision int64, err error)

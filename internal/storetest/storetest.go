@@ -184,7 +184,7 @@ func testLease(t *testing.T, s core.Store) {
 	if n := live(t0.Add(15 * time.Second)); n != 0 {
 		t.Fatalf("live at expiry = %d; want 0", n)
 	}
-	if err := s.Renew(ctx(t), "db_svc", "a", t0.Add(30*time.Second)); err != nil {
+	if err := s.Renew(ctx(t), "db_svc", "a", t0.Add(14*time.Second), t0.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if n := live(t0.Add(20 * time.Second)); n != 1 {
@@ -194,8 +194,16 @@ func testLease(t *testing.T, s core.Store) {
 	if svc.Revision != 1 || !svc.Instances[0].ExpiresAt.Equal(t0.Add(30*time.Second)) {
 		t.Fatalf("Renew must move the lease without a new revision: %+v", svc)
 	}
-	if err := s.Renew(ctx(t), "db_svc", "gone", t0); !errors.Is(err, core.ErrNotFound) {
+	if err := s.Renew(ctx(t), "db_svc", "gone", t0, t0.Add(time.Minute)); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("Renew of a missing row = %v; want ErrNotFound", err)
+	}
+	// A lease that already ended is not revived by Renew: the owner must
+	// register again, with a new revision, so every cache hears of it.
+	if err := s.Renew(ctx(t), "db_svc", "a", t0.Add(30*time.Second), t0.Add(time.Hour)); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Renew of a lapsed lease = %v; want ErrNotFound", err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); !svc.Instances[0].ExpiresAt.Equal(t0.Add(30 * time.Second)) {
+		t.Fatalf("Renew of a lapsed lease moved it to %v", svc.Instances[0].ExpiresAt)
 	}
 }
 

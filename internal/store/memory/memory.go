@@ -112,7 +112,7 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 }
 
 // Renew implements core.Store.
-func (s *Store) Renew(ctx context.Context, service, id string, expiresAt time.Time) error {
+func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
 	if err := s.begin(ctx, "renew"); err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (s *Store) Renew(ctx context.Context, service, id string, expiresAt time.Ti
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
 	in, ok := sv.instances[id]
-	if !ok {
+	if !ok || !in.ExpiresAt.After(now) {
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
 	in.ExpiresAt = expiresAt

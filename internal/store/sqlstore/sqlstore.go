@@ -74,7 +74,7 @@ func New(db *gorm.DB, prefix string) (*Store, error) {
 			weight = excluded.weight, zone = excluded.zone, version = excluded.version, tags = excluded.tags,
 			metadata = excluded.metadata, health_path = excluded.health_path, check_kind = excluded.check_kind,
 			status = excluded.status, expires_at = excluded.expires_at`),
-		renew:          s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ?`),
+		renew:          s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ? AND expires_at > ?`),
 		deleteInstance: s.sql(`DELETE FROM {p}instances WHERE service = ? AND id = ?`),
 		// One statement, so the revision and the rows come from one snapshot.
 		load: s.sql(`SELECT 0 AS k, revision, config, config_revision, '' AS id, '' AS host, 0 AS port, 0 AS method,
@@ -161,8 +161,8 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 }
 
 // Renew implements core.Store.
-func (s *Store) Renew(ctx context.Context, service, id string, expiresAt time.Time) error {
-	res := s.db.WithContext(ctx).Exec(s.q.renew, expiresAt.UnixNano(), service, id)
+func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
+	res := s.db.WithContext(ctx).Exec(s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
 	if res.Error != nil {
 		return mapErr("renew", res.Error)
 	}

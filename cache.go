@@ -1,0 +1,491 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// The read path: L1 (this process) -> L2 (Redis) -> L3 (the Store).
+//
+// L1 is ristretto, which bounds it and decides by TinyLFU what stays. Reads
+// go through a lock-free index (a sync.Map) that mirrors ristretto's
+// contents: ristretto's Get takes a shard lock whose reader count every core
+// writes, so on a hot key two cores are slower than one; the index scales.
+// One read in touchSample also touches ristretto, so its admission policy
+// sees the same frequencies, scaled; ristretto's evictions and rejections
+// remove the entry from the index.
+
+// touchSample: one L1 hit in touchSample is reported to ristretto's policy.
+const touchSample = 16
+
+// maxRefreshes bounds concurrent background refreshes.
+const maxRefreshes = 16
+
+// entry is one service in L1: an immutable snapshot plus atomics that the
+// read path consults. Entries are replaced, never changed, except for their
+// freshness, which invalidation can cut short.
+type entry struct {
+	name     string
+	rev      int64
+	layer    Layer // where the loader found it
+	loadedAt int64 // Unix ns when the snapshot was read from the database
+	raw      *core.Service
+	// view holds the live instances with this process's statuses.
+	view atomic.Pointer[core.Service]
+	// notFound is returned by lookups of a service with no live instance.
+	notFound error
+
+	freshUntil atomic.Int64
+	staleUntil int64 // stale-while-revalidate ends (never past a lease)
+	errorUntil int64 // stale-if-error ends
+	minExpiry  int64
+
+	refreshing atomic.Bool
+	failedAt   atomic.Int64
+}
+
+type l1Cache struct {
+	index sync.Map // string -> *entry
+	rc    *ristretto.Cache[string, *entry]
+}
+
+func newL1(size int) (*l1Cache, error) {
+	c := &l1Cache{}
+	drop := func(it *ristretto.Item[*entry]) {
+		if e := it.Value; e != nil {
+			c.index.CompareAndDelete(e.name, e)
+		}
+	}
+	rc, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		NumCounters:        int64(size) * 10,
+		MaxCost:            int64(size),
+		BufferItems:        64,
+		IgnoreInternalCost: true, // cost is 1 per service; internal cost would evict most items
+		OnEvict:            drop,
+		OnReject:           drop,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.rc = rc
+	return c, nil
+}
+
+func (c *l1Cache) get(name string) *entry {
+	v, ok := c.index.Load(name)
+	if !ok {
+		return nil
+	}
+	return v.(*entry)
+}
+
+// touch reports an access to ristretto's policy and restores an entry that
+// ristretto lost track of (a dropped Set).
+func (c *l1Cache) touch(e *entry) {
+	if _, ok := c.rc.Get(e.name); !ok {
+		c.rc.Set(e.name, e, 1)
+	}
+}
+
+// put stores e unless L1 holds a newer snapshot of the service (a higher
+// revision, or the same one read from the database later). It returns the
+// entry L1 holds afterwards.
+func (c *l1Cache) put(e *entry) *entry {
+	for {
+		v, loaded := c.index.LoadOrStore(e.name, e)
+		if !loaded {
+			c.rc.Set(e.name, e, 1)
+			return e
+		}
+		old := v.(*entry)
+		if old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt {
+			return old
+		}
+		if c.index.CompareAndSwap(e.name, old, e) {
+			c.rc.Set(e.name, e, 1)
+			return e
+		}
+	}
+}
+
+// remove drops e if L1 still holds it. Ristretto keeps its key until it
+// evicts or replaces it; its callbacks then find e gone and do nothing.
+func (c *l1Cache) remove(e *entry) { c.index.CompareAndDelete(e.name, e) }
+
+func (c *l1Cache) each(fn func(*entry)) {
+	c.index.Range(func(_, v any) bool {
+		fn(v.(*entry))
+		return true
+	})
+}
+
+func (c *l1Cache) close() { c.rc.Close() }
+
+// newEntry builds the L1 entry of a snapshot read from the database at
+// loadedAt, as seen at now: instances whose lease has ended are left out,
+// and the entry stops being fresh when the first remaining lease ends.
+func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.Time) *entry {
+	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), raw: raw}
+	n := now.UnixNano()
+	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision}
+	minExp := int64(1<<63 - 1)
+	for i := range raw.Instances {
+		in := &raw.Instances[i]
+		exp := in.ExpiresAt.UnixNano()
+		if exp <= n {
+			continue
+		}
+		minExp = min(minExp, exp)
+		view.Instances = append(view.Instances, *in)
+	}
+	e.minExpiry = minExp
+	e.view.Store(view)
+	if len(view.Instances) == 0 {
+		e.notFound = &core.NotFoundError{Service: raw.Name}
+	}
+	fresh, swr, sie := int64(r.opts.fresh), int64(r.opts.swr), int64(r.opts.sie)
+	e.freshUntil.Store(min(n+fresh, minExp))
+	e.staleUntil = min(n+fresh+swr, minExp)
+	e.errorUntil = n + fresh + sie
+	return e
+}
+
+// newNegative builds the entry of a service the database does not know.
+func (r *Registry) newNegative(name string, now time.Time) *entry {
+	n := now.UnixNano()
+	e := &entry{name: name, layer: LayerL3, loadedAt: n, notFound: &core.NotFoundError{Service: name}}
+	e.view.Store(&core.Service{Name: name})
+	e.freshUntil.Store(n + int64(r.opts.negativeTTL))
+	e.staleUntil = n + int64(r.opts.negativeTTL)
+	e.errorUntil = n + int64(r.opts.sie)
+	e.minExpiry = e.staleUntil
+	return e
+}
+
+// usableL2 reports whether a snapshot read from the database at at can
+// serve at now: no lease in it ended in between (the instance may have
+// renewed since, or may be dead; only the database knows).
+func usableL2(svc *core.Service, at, now time.Time) bool {
+	for i := range svc.Instances {
+		exp := svc.Instances[i].ExpiresAt
+		if exp.After(at) && !exp.After(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// Get returns the live instances of a service, or an error matching
+// ErrNotFound when it has none. It answers from this process's memory almost
+// always, without allocating; see Lookup for where an answer came from.
+func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
+	res, err := r.Lookup(ctx, service)
+	return res.Service, err
+}
+
+// Lookup is Get with provenance: which layer answered, the revision, the
+// age of the snapshot and whether it is stale.
+//
+// An L1 entry is fresh for the freshness window (5 s) or until the first
+// lease in it ends, whichever is sooner; then it is served once more while
+// one background refresh runs (stale-while-revalidate), but never past a
+// lease. When every lower layer fails it is served stale for the
+// stale-if-error window, leases included: they cannot be renewed while the
+// database is down.
+func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {
+	if e := r.l1.get(service); e != nil {
+		now := r.now.nanos()
+		if now < e.freshUntil.Load() {
+			r.ctr.l1Hits.add(1)
+			if rand.Uint32()%touchSample == 0 {
+				r.l1.touch(e)
+			}
+			if e.notFound != nil {
+				return Result{}, e.notFound
+			}
+			return Result{Service: e.view.Load(), Layer: LayerL1, Revision: e.rev, Age: age(now, e.loadedAt)}, nil
+		}
+	}
+	return r.lookupSlow(ctx, service)
+}
+
+func age(now, loadedAt int64) time.Duration {
+	if now < loadedAt {
+		return 0
+	}
+	return time.Duration(now - loadedAt)
+}
+
+// retryAfterFailure is how long after a failed load of a service lookups
+// serve stale data at once instead of waiting for the database again.
+const retryAfterFailure = time.Second
+
+func (r *Registry) lookupSlow(ctx context.Context, name string) (Result, error) {
+	if r.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	if err := core.ValidateServiceName(name); err != nil {
+		return Result{}, err
+	}
+	now := r.now.nanos()
+	e := r.l1.get(name)
+	if e != nil {
+		if fu := e.freshUntil.Load(); now < fu {
+			return r.answer(e, LayerL1, now, false)
+		}
+		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure)
+		if now < e.staleUntil || recentFailure && now < e.errorUntil {
+			r.refreshAsync(e, false)
+			return r.answer(e, LayerL1, now, true)
+		}
+	}
+	ne, err := r.loadWait(ctx, name)
+	if err != nil {
+		if e != nil && now < e.errorUntil && !isCallerErr(ctx, err) {
+			e.failedAt.Store(now)
+			return r.answer(e, LayerL1, now, true)
+		}
+		return Result{}, err
+	}
+	return r.answer(ne, ne.layer, r.now.nanos(), false)
+}
+
+func isCallerErr(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, ctx.Err())
+}
+
+func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result, error) {
+	switch layer {
+	case LayerL1:
+		r.ctr.l1Hits.add(1)
+	case LayerL2:
+		r.ctr.l2.Add(1)
+	case LayerL3:
+		r.ctr.l3.Add(1)
+	}
+	if stale {
+		r.ctr.stale.Add(1)
+	}
+	if e.notFound != nil {
+		r.ctr.notFound.Add(1)
+		return Result{}, e.notFound
+	}
+	return Result{Service: e.view.Load(), Layer: layer, Revision: e.rev, Age: age(now, e.loadedAt), Stale: stale}, nil
+}
+
+// loadWait loads a service once for all concurrent callers; each caller
+// waits only as long as its own context allows.
+func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
+	ch := r.sf.DoChan(name, func() (any, error) { return r.load(name, false) })
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*entry), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load fetches a service from the nearest layer that has it fresh enough,
+// and puts it in L1. It repeats (a few times) while changes newer than what
+// it found are announced meanwhile. force skips L1 and L2.
+func (r *Registry) load(name string, force bool) (*entry, error) {
+	st := r.state(name)
+	for attempt := 0; ; attempt++ {
+		want := st.wantRev.Load()
+		if !force {
+			if e := r.l1.get(name); e != nil && e.rev >= want && r.now.nanos() < e.freshUntil.Load() {
+				return e, nil // a load that finished just before ours
+			}
+		}
+		e, err := r.fetch(name, want, force)
+		if err != nil {
+			return nil, err
+		}
+		if e.raw == nil {
+			r.dropState(st)
+		}
+		e = r.l1.put(e)
+		if e.rev >= st.wantRev.Load() || attempt == 2 {
+			return e, nil
+		}
+	}
+}
+
+func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+	defer cancel()
+	if r.l2 != nil && !force && r.l2.Up() {
+		svc, at, err := r.l2.Get(ctx, name)
+		if err == nil && svc != nil {
+			now := r.clock.Now()
+			if svc.Revision >= want && now.Sub(at) < r.opts.fresh && usableL2(svc, at, now) {
+				return r.newEntry(svc, LayerL2, at, now), nil
+			}
+		}
+	}
+	r.ctr.storeReads.Add(1)
+	svc, err := r.store.Load(ctx, name)
+	now := r.clock.Now()
+	if errors.Is(err, core.ErrNotFound) {
+		return r.newNegative(name, now), nil
+	}
+	if err != nil {
+		r.ctr.storeErrs.Add(1)
+		r.noteStoreErr("load", err)
+		return nil, err
+	}
+	r.noteStoreOK()
+	if r.l2 != nil {
+		r.spawn(func() {
+			ctx, cancel := context.WithTimeout(r.ctx, r.opts.redisTO)
+			defer cancel()
+			_, _ = r.l2.Set(ctx, svc, now)
+		})
+	}
+	return r.newEntry(svc, LayerL3, now, now), nil
+}
+
+// refreshAsync starts one background refresh of e unless one is running or
+// too many are.
+func (r *Registry) refreshAsync(e *entry, force bool) {
+	if !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case r.refreshSem <- struct{}{}:
+	default:
+		e.refreshing.Store(false)
+		return
+	}
+	ok := r.spawn(func() {
+		defer func() { <-r.refreshSem }()
+		defer e.refreshing.Store(false)
+		r.ctr.refreshes.Add(1)
+		key := e.name
+		if force {
+			key = "!" + key
+		}
+		_, err, _ := r.sf.Do(key, func() (any, error) { return r.load(e.name, force) })
+		if err != nil {
+			e.failedAt.Store(r.now.nanos())
+		}
+	})
+	if !ok {
+		<-r.refreshSem
+		e.refreshing.Store(false)
+	}
+}
+
+// onChange handles a change announced by another process (or this one):
+// an L1 entry older than it becomes stale and is refreshed in the
+// background; a remembered "not found" is forgotten.
+func (r *Registry) onChange(ch core.Change, force bool) {
+	if st := r.stateIfAny(ch.Service); st != nil {
+		st.raiseWant(ch.Revision)
+	}
+	e := r.l1.get(ch.Service)
+	if e == nil || !force && e.rev >= ch.Revision {
+		return
+	}
+	r.ctr.invalidated.Add(1)
+	if e.raw == nil {
+		r.l1.remove(e)
+		return
+	}
+	e.freshUntil.Store(0)
+	r.refreshAsync(e, force)
+}
+
+// resync revalidates everything L1 holds against the database's revisions,
+// after a (re)subscription or Redis coming back: messages may have been lost.
+func (r *Registry) resync() {
+	r.spawn(func() {
+		var (
+			names []string
+			held  = map[string]*entry{}
+		)
+		r.l1.each(func(e *entry) {
+			if e.raw != nil {
+				names = append(names, e.name)
+				held[e.name] = e
+			}
+		})
+		if len(names) == 0 {
+			return
+		}
+		if rr, ok := r.store.(core.RevisionReader); ok {
+			ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+			revs, err := rr.Revisions(ctx, names)
+			cancel()
+			if err == nil {
+				for name, rev := range revs {
+					if rev > held[name].rev {
+						r.onChange(core.Change{Service: name, Revision: rev}, true)
+					}
+				}
+				return
+			}
+			r.log.Warn("discovery: revalidating the cache failed; refreshing every entry", zap.Error(err))
+		}
+		for _, e := range held {
+			e.freshUntil.Store(0)
+			r.refreshAsync(e, true)
+		}
+	})
+}
+
+// afterWrite makes a change this Registry wrote visible: in this process at
+// once (read-your-writes), in Redis by writing the new snapshot through, and
+// in every other process by publishing the revision.
+func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
+	if st := r.stateIfAny(ch.Service); st != nil {
+		st.raiseWant(ch.Revision)
+	}
+	if r.l2 != nil && r.l2.Up() {
+		r.ctr.storeReads.Add(1)
+		if svc, err := r.store.Load(ctx, ch.Service); err == nil {
+			now := r.clock.Now()
+			r.l1.put(r.newEntry(svc, LayerL3, now, now))
+			_, _ = r.l2.Set(ctx, svc, now)
+		}
+		_ = r.l2.Publish(ctx, ch, false)
+	}
+	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
+		r.l1.remove(e)
+	}
+}
+
+// Invalidate drops a service from every cache layer in every process: this
+// L1, Redis, and (through a forced change message) every other L1, each of
+// which reloads it from the database. It is for operators; the library
+// keeps caches coherent without it.
+func (r *Registry) Invalidate(ctx context.Context, service string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return err
+	}
+	if e := r.l1.get(service); e != nil {
+		r.l1.remove(e)
+	}
+	if r.l2 == nil {
+		return nil
+	}
+	if err := r.l2.Delete(ctx, service); err != nil {
+		return err
+	}
+	return r.l2.Publish(ctx, core.Change{Service: service}, true)
+}

@@ -1,0 +1,63 @@
+// Package discoverytest helps test code that uses discovery without any
+// server: a shared in-memory backend that several Registry values can use at
+// once, standing for several processes, and a fake clock that moves only
+// when the test says so, firing the Registry's lease and health timers.
+//
+//	backend := discoverytest.NewBackend()
+//	clock := discoverytest.NewClock(time.Now())
+//	svcA := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock)) // one "process"
+//	svcB := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock)) // another
+//	svcA.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080})
+//	got, _ := svcB.Get(ctx, "db_svc") // sees it at once: the backend notifies every Registry
+package discoverytest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/fakeclock"
+	"github.com/rssbot/discovery/internal/store/memory"
+)
+
+// Backend is an in-memory Store, safe for concurrent use, that tells every
+// Registry using it about each change (it implements discovery.Notifier),
+// and keeps configurations (discovery.ConfigStore).
+//
+// Beyond the Store methods it has Loads, which counts reads of services (to
+// assert that caches work), and SetFailure, which makes every call fail as a
+// database outage would (nil ends it).
+type Backend struct {
+	*memory.Store
+}
+
+var _ discovery.Store = (*Backend)(nil)
+
+// NewBackend returns an empty backend.
+func NewBackend() *Backend { return &Backend{memory.New()} }
+
+// Clock is a fake discovery.Clock: Now stays put until Advance or Set, which
+// fire the timers that fall due, in order.
+type Clock struct {
+	*fakeclock.Clock
+}
+
+var _ discovery.Clock = (*Clock)(nil)
+
+// NewClock returns a clock reading start.
+func NewClock(start time.Time) *Clock { return &Clock{fakeclock.New(start)} }
+
+// NewRegistry returns a Registry on backend, closed when the test ends.
+func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *discovery.Registry {
+	t.Helper()
+	r, err := discovery.New(append([]discovery.Option{discovery.WithStore(backend)}, opts...)...)
+	if err != nil {
+		t.Fatalf("discoverytest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("discoverytest: Close: %v", err)
+		}
+	})
+	return r
+}

@@ -1,0 +1,41 @@
+package discovery
+
+import "github.com/rssbot/discovery/internal/core"
+
+// Sentinel errors; branch on them with errors.Is. Every error this package
+// returns starts with "discovery:".
+var (
+	// ErrInvalid matches every validation error (see ValidationError);
+	// nothing was written.
+	ErrInvalid = core.ErrInvalid
+	// ErrNotFound means the service does not exist or has no live instance.
+	ErrNotFound = core.ErrNotFound
+	// ErrNoHealthyInstances means a service has live instances but none is
+	// eligible for selection (see NoHealthyError).
+	ErrNoHealthyInstances = core.ErrNoHealthyInstances
+	// ErrUnavailable means a backend the call needed is down (see
+	// BackendError, which wraps the backend's own error).
+	ErrUnavailable = core.ErrUnavailable
+	// ErrClosed means the Registry or the Registration is closed.
+	ErrClosed = core.ErrClosed
+	// ErrUnsupported means the Store lacks an optional capability.
+	ErrUnsupported = core.ErrUnsupported
+	// ErrConflict means a concurrent change won.
+	ErrConflict = core.ErrConflict
+)
+
+// ValidationError names the invalid field, its value and what is wrong. It
+// matches ErrInvalid.
+type ValidationError = core.ValidationError
+
+// NotFoundError names the service (and instance) not found. It matches
+// ErrNotFound.
+type NotFoundError = core.NotFoundError
+
+// BackendError is a Redis or database failure. It matches ErrUnavailable and
+// unwraps to the backend's error.
+type BackendError = core.BackendError
+
+// NoHealthyError names the service with no eligible instance. It matches
+// ErrNoHealthyInstances.
+type NoHealthyError = core.NoHealthyError

@@ -1,0 +1,310 @@
+// Package rediscache is the shared L2: service snapshots in Redis, written
+// only forward in revision order by a script, a pub/sub channel that carries
+// {service, revision} changes to every process, and a breaker that stops
+// callers from waiting on Redis timeouts while it is down.
+//
+// It works on a single Redis, Sentinel and Cluster alike (a
+// redis.UniversalClient): every script touches one key, and keys carry the
+// service name as a hash tag.
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/codec"
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// setScript writes ARGV[1] unless the key holds a value whose header sorts
+// after it (a newer revision, or the same revision read later).
+var setScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.len(cur) >= 42 and string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// Options configure a Cache.
+type Options struct {
+	// Namespace prefixes every key and the channel.
+	Namespace string
+	// TTL of snapshots, jittered by +-10%.
+	TTL time.Duration
+	// Timeout bounds each Redis call.
+	Timeout time.Duration
+	// ProbeInterval is how often a down Redis is probed.
+	ProbeInterval time.Duration
+	// Log receives state changes (lost, back).
+	Log *zap.Logger
+	// OnChange is called for every change received on the channel.
+	OnChange func(ch core.Change, force bool)
+	// OnResync is called on every (re)subscription and when Redis comes back:
+	// changes may have been missed.
+	OnResync func()
+}
+
+// Stats counts what the cache did.
+type Stats struct {
+	Hits, Misses, Errors, DecodeErrors, VersionMisses, Writes, StaleWrites, Published, Received, Trips uint64
+}
+
+// Cache is the L2. Start launches its goroutines; Close stops them.
+type Cache struct {
+	rdb     redis.UniversalClient
+	opt     Options
+	channel string
+
+	down    atomic.Bool
+	probing atomic.Bool
+
+	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	ps     *redis.PubSub
+}
+
+// New returns a Cache on rdb. It does not close rdb.
+func New(rdb redis.UniversalClient, opt Options) *Cache {
+	if opt.Log == nil {
+		opt.Log = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{rdb: rdb, opt: opt, channel: opt.Namespace + "changes", ctx: ctx, cancel: cancel}
+}
+
+// Key returns the Redis key of a service's snapshot. The braces make the
+// service name the Cluster hash tag.
+func (c *Cache) Key(service string) string { return c.opt.Namespace + "svc:{" + service + "}" }
+
+// Channel returns the pub/sub channel of changes.
+func (c *Cache) Channel() string { return c.channel }
+
+// Up reports whether Redis is believed reachable.
+func (c *Cache) Up() bool { return !c.down.Load() }
+
+// Stats returns counters.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
+		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
+		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
+	}
+}
+
+// failed records err from a Redis call: anything but a miss or the caller's
+// own cancellation trips the breaker.
+func (c *Cache) failed(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil && c.ctx.Err() == nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ctx.Err() // the caller gave up; Redis is not to blame
+	}
+	c.errs.Add(1)
+	if c.down.CompareAndSwap(false, true) {
+		c.trips.Add(1)
+		c.opt.Log.Warn("discovery: redis lost; serving from memory and the database", zap.String("op", op), zap.Error(err))
+		c.startProbe()
+	}
+	return &core.BackendError{Backend: "redis", Op: op, Err: err}
+}
+
+func (c *Cache) startProbe() {
+	if c.ctx.Err() != nil || !c.probing.CompareAndSwap(false, true) {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.probing.Store(false)
+		t := time.NewTicker(c.opt.ProbeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
+			err := c.rdb.Ping(ctx).Err()
+			cancel()
+			if err == nil {
+				c.down.Store(false)
+				c.opt.Log.Info("discovery: redis back")
+				if c.opt.OnResync != nil {
+					c.opt.OnResync()
+				}
+				return
+			}
+		}
+	}()
+}
+
+func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opt.Timeout)
+}
+
+// Get returns the snapshot of service, or (nil, nil) on a miss: absent, a
+// marker, another format version, or undecodable (counted). It returns an
+// error only when Redis failed, and at once (ErrUnavailable) while it is down.
+func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, error) {
+	if c.down.Load() {
+		return nil, time.Time{}, &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
+	}
+	tctx, cancel := c.timeout(ctx)
+	v, err := c.rdb.Get(tctx, c.Key(service)).Result()
+	cancel()
+	if err == redis.Nil {
+		c.misses.Add(1)
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, c.failed(ctx, "get", err)
+	}
+	svc, at, err := codec.Decode(v)
+	switch {
+	case errors.Is(err, codec.ErrVersion):
+		c.versionMisses.Add(1)
+		return nil, time.Time{}, nil
+	case err != nil:
+		c.decodeErrs.Add(1)
+		c.opt.Log.Debug("discovery: undecodable L2 snapshot", zap.String("service", service), zap.Error(err))
+		return nil, time.Time{}, nil
+	case svc.Name != service:
+		c.decodeErrs.Add(1)
+		return nil, time.Time{}, nil
+	}
+	c.hits.Add(1)
+	return svc, at, nil
+}
+
+// Set writes svc, read from the database at loadedAt, unless Redis holds a
+// newer one. It reports whether it wrote.
+func (c *Cache) Set(ctx context.Context, svc *core.Service, loadedAt time.Time) (bool, error) {
+	return c.set(ctx, c.Key(svc.Name), string(codec.Encode(svc, loadedAt)))
+}
+
+func (c *Cache) set(ctx context.Context, key, val string) (bool, error) {
+	if c.down.Load() {
+		return false, &core.BackendError{Backend: "redis", Op: "set", Err: errors.New("down")}
+	}
+	ttl := c.opt.TTL + time.Duration((rand.Float64()*0.2-0.1)*float64(c.opt.TTL))
+	tctx, cancel := c.timeout(ctx)
+	n, err := setScript.Run(tctx, c.rdb, []string{key}, val, ttl.Milliseconds()).Int()
+	cancel()
+	if err != nil {
+		return false, c.failed(ctx, "set", err)
+	}
+	if n == 0 {
+		c.staleWrites.Add(1)
+		return false, nil
+	}
+	c.writes.Add(1)
+	return true, nil
+}
+
+// Delete removes the snapshot of service.
+func (c *Cache) Delete(ctx context.Context, service string) error {
+	if c.down.Load() {
+		return &core.BackendError{Backend: "redis", Op: "delete", Err: errors.New("down")}
+	}
+	tctx, cancel := c.timeout(ctx)
+	err := c.rdb.Del(tctx, c.Key(service)).Err()
+	cancel()
+	if err != nil {
+		return c.failed(ctx, "delete", err)
+	}
+	return nil
+}
+
+// Publish announces that service moved to revision; force asks every process
+// to reload it from the database whatever revision it holds.
+func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
+	if c.down.Load() {
+		return &core.BackendError{Backend: "redis", Op: "publish", Err: errors.New("down")}
+	}
+	msg := strconv.FormatInt(ch.Revision, 10) + " " + ch.Service
+	if force {
+		msg += " !"
+	}
+	tctx, cancel := c.timeout(ctx)
+	err := c.rdb.Publish(tctx, c.channel, msg).Err()
+	cancel()
+	if err != nil {
+		return c.failed(ctx, "publish", err)
+	}
+	c.published.Add(1)
+	return nil
+}
+
+// ParseMessage parses a change message: "<revision> <service>[ !]".
+func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
+	rev, rest, found := strings.Cut(s, " ")
+	if !found {
+		return ch, false, false
+	}
+	if name, f := strings.CutSuffix(rest, " !"); f {
+		rest, force = name, true
+	}
+	r, err := strconv.ParseInt(rev, 10, 64)
+	if err != nil || r < 0 || core.ValidateServiceName(rest) != nil {
+		return ch, false, false
+	}
+	return core.Change{Service: rest, Revision: r}, force, true
+}
+
+// Start subscribes to the channel. Every (re)subscription calls OnResync.
+func (c *Cache) Start() {
+	c.mu.Lock()
+	c.ps = c.rdb.Subscribe(c.ctx, c.channel)
+	ch := c.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024), redis.WithChannelHealthCheckInterval(time.Second))
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				switch m := m.(type) {
+				case *redis.Subscription:
+					if m.Kind == "subscribe" && c.opt.OnResync != nil {
+						c.opt.OnResync()
+					}
+				case *redis.Message:
+					c.received.Add(1)
+					if change, force, ok := ParseMessage(m.Payload); ok && c.opt.OnChange != nil {
+						c.opt.OnChange(change, force)
+					}
+				}
+			}
+		}
+	}()
+}
+
+// Close unsubscribes and stops every goroutine. It does not close the client.
+func (c *Cache) Close() {
+	c.cancel()
+	c.mu.Lock()
+	if c.ps != nil {
+		_ = c.ps.Close()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}

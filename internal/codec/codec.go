@@ -1,0 +1,264 @@
+// Package codec encodes service snapshots for the shared L2 cache. The format
+// is compact and versioned; Decode never panics and refuses anything that is
+// not a snapshot it wrote.
+//
+// A value is a fixed header followed by the body:
+//
+//	"D1"  two bytes of format version
+//	20 decimal digits: the service revision, zero-padded
+//	20 decimal digits: when the snapshot was read from the database (Unix ns)
+//	body: varint-framed fields (see Encode)
+//
+// The header is ASCII so that a Redis script can compare (revision, loaded
+// at) of two values as strings: a cache never replaces a newer snapshot by an
+// older one.
+package codec
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Version is the format tag of values this package writes.
+const Version = "D1"
+
+// HeaderLen is the length of the header.
+const HeaderLen = 2 + 20 + 20
+
+// Limits that bound what a corrupt value can make Decode allocate.
+const (
+	maxInstances = 1 << 20
+	maxString    = 1 << 20
+	maxConfig    = 8 << 20
+)
+
+// Errors returned by Decode.
+var (
+	ErrVersion = errors.New("codec: other format version")
+	ErrCorrupt = errors.New("codec: corrupt snapshot")
+)
+
+// Header renders the sortable header of a value.
+func Header(revision int64, loadedAt int64) string {
+	b := make([]byte, 0, HeaderLen)
+	b = append(b, Version...)
+	b = appendPadded(b, revision)
+	b = appendPadded(b, loadedAt)
+	return string(b)
+}
+
+func appendPadded(b []byte, v int64) []byte {
+	if v < 0 {
+		v = 0
+	}
+	var digits [20]byte
+	for i := range digits {
+		digits[i] = '0'
+	}
+	s := strconv.AppendInt(nil, v, 10)
+	copy(digits[20-len(s):], s)
+	return append(b, digits[:]...)
+}
+
+// Encode renders svc, read from the database at loadedAt.
+func Encode(svc *core.Service, loadedAt time.Time) []byte {
+	b := make([]byte, 0, HeaderLen+64+len(svc.Config)+len(svc.Instances)*96)
+	b = append(b, Header(svc.Revision, loadedAt.UnixNano())...)
+	b = appendString(b, svc.Name)
+	b = binary.AppendVarint(b, svc.ConfigRevision)
+	b = appendString(b, string(svc.Config))
+	b = binary.AppendUvarint(b, uint64(len(svc.Instances)))
+	for i := range svc.Instances {
+		in := &svc.Instances[i]
+		b = appendString(b, in.ID)
+		b = appendString(b, in.Host)
+		b = binary.AppendUvarint(b, uint64(in.Port))
+		b = append(b, byte(in.Method), byte(in.Check), byte(in.Status))
+		b = binary.AppendVarint(b, int64(in.Weight))
+		b = appendString(b, in.Zone)
+		b = appendString(b, in.Version)
+		b = appendString(b, in.HealthPath)
+		b = binary.AppendUvarint(b, uint64(len(in.Tags)))
+		for _, t := range in.Tags {
+			b = appendString(b, t)
+		}
+		b = binary.AppendUvarint(b, uint64(len(in.Metadata)))
+		for k, v := range in.Metadata {
+			b = appendString(b, k)
+			b = appendString(b, v)
+		}
+		b = binary.AppendVarint(b, in.RegisteredAt.UnixNano())
+		b = binary.AppendVarint(b, in.ExpiresAt.UnixNano())
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// ParseHeader returns the revision and load time in a value's header.
+func ParseHeader(v string) (revision, loadedAt int64, err error) {
+	if len(v) < HeaderLen {
+		return 0, 0, ErrCorrupt
+	}
+	if v[:2] != Version {
+		return 0, 0, ErrVersion
+	}
+	revision, err1 := strconv.ParseInt(v[2:22], 10, 64)
+	loadedAt, err2 := strconv.ParseInt(v[22:42], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, ErrCorrupt
+	}
+	return revision, loadedAt, nil
+}
+
+// Decode parses a value written by Encode. Strings in the result share v's
+// memory. It returns ErrVersion for another format version and an error
+// matching ErrCorrupt for anything malformed, never panicking.
+func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
+	rev, at, err := ParseHeader(v)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	d := decoder{s: v, i: HeaderLen}
+	svc = &core.Service{Revision: rev}
+	svc.Name = d.str(core.MaxNameLen)
+	svc.ConfigRevision = d.varint()
+	if c := d.str(maxConfig); c != "" {
+		svc.Config = []byte(c)
+	}
+	n := d.count(maxInstances, 8)
+	if n > 0 {
+		svc.Instances = make([]core.Instance, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		in := &svc.Instances[i]
+		in.Service = svc.Name
+		in.ID = d.str(core.MaxIDLen)
+		in.Host = d.str(core.MaxHostLen)
+		in.Port = int(d.uvarint())
+		in.Method, in.Check, in.Status = core.Method(d.byte()), core.CheckKind(d.byte()), core.Status(d.byte())
+		in.Weight = int(d.varint())
+		in.Zone = d.str(core.MaxLabelLen)
+		in.Version = d.str(core.MaxLabelLen)
+		in.HealthPath = d.str(core.MaxHealthPathLen)
+		if nt := d.count(core.MaxTags, 1); nt > 0 {
+			in.Tags = make([]string, nt)
+			for j := range in.Tags {
+				in.Tags[j] = d.str(core.MaxTagLen)
+			}
+		}
+		if nm := d.count(core.MaxMetadataKeys, 2); nm > 0 {
+			in.Metadata = make(map[string]string, nm)
+			for range nm {
+				k := d.str(core.MaxMetadataKeyLen)
+				in.Metadata[k] = d.str(core.MaxMetadataBytes)
+			}
+		}
+		in.RegisteredAt = time.Unix(0, d.varint())
+		in.ExpiresAt = time.Unix(0, d.varint())
+	}
+	if d.err == nil && d.i != len(d.s) {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.s)-d.i)
+	}
+	if d.err != nil {
+		return nil, time.Time{}, d.err
+	}
+	return svc, time.Unix(0, at), nil
+}
+
+type decoder struct {
+	s   string
+	i   int
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: bad %s at byte %d", ErrCorrupt, what, d.i)
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	var x uint64
+	var s uint
+	for j := 0; j < binary.MaxVarintLen64; j++ {
+		if d.i >= len(d.s) {
+			d.fail("varint")
+			return 0
+		}
+		c := d.s[d.i]
+		d.i++
+		if c < 0x80 {
+			if j == binary.MaxVarintLen64-1 && c > 1 {
+				d.fail("varint")
+				return 0
+			}
+			return x | uint64(c)<<s
+		}
+		x |= uint64(c&0x7f) << s
+		s += 7
+	}
+	d.fail("varint")
+	return 0
+}
+
+func (d *decoder) varint() int64 {
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
+	}
+	return x
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.i >= len(d.s) {
+		d.fail("byte")
+		return 0
+	}
+	c := d.s[d.i]
+	d.i++
+	return c
+}
+
+// count reads a length that must not exceed limit, nor promise more items
+// (of at least minSize bytes each) than the bytes left can hold.
+func (d *decoder) count(limit, minSize int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(limit) || n*uint64(minSize) > uint64(len(d.s)-d.i) {
+		d.fail("count")
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) str(limit int) string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(limit) || n > uint64(len(d.s)-d.i) {
+		d.fail("string length")
+		return ""
+	}
+	s := d.s[d.i : d.i+int(n)]
+	d.i += int(n)
+	return s
+}

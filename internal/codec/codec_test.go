@@ -1,0 +1,111 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+func sample() *core.Service {
+	t0 := time.Unix(0, 1764331200123456789)
+	return &core.Service{
+		Name: "db_svc", Revision: 42, ConfigRevision: 3, Config: []byte(`{"pool":8}`),
+		Instances: []core.Instance{
+			{ID: "a", Service: "db_svc", Host: "10.0.0.7", Port: 8080, Method: core.MethodHTTP, Weight: 100,
+				Zone: "eu-1a", Version: "v1", HealthPath: "/health", Tags: []string{"x", "ü"},
+				Metadata: map[string]string{"k": "v"}, RegisteredAt: t0, ExpiresAt: t0.Add(15 * time.Second)},
+			{ID: "b", Service: "db_svc", Host: "::1", Port: 1, Method: core.MethodRouter, Check: core.CheckTCP,
+				Status: core.StatusDraining, RegisteredAt: t0, ExpiresAt: t0},
+		},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	in := sample()
+	at := time.Unix(0, 1764331200999)
+	got, gotAt, err := Decode(string(Encode(in, at)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gotAt.Equal(at) || fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", in) {
+		t.Fatalf("round trip:\n got %+v @%v\nwant %+v @%v", got, gotAt, in, at)
+	}
+}
+
+func TestHeaderSortsLikeRevisionThenTime(t *testing.T) {
+	tests := []struct{ a, b [2]int64 }{
+		{[2]int64{4, 999}, [2]int64{5, 1}},
+		{[2]int64{5, 1}, [2]int64{5, 2}},
+		{[2]int64{9, 0}, [2]int64{10, 0}},
+	}
+	for _, tt := range tests {
+		if !(Header(tt.a[0], tt.a[1]) < Header(tt.b[0], tt.b[1])) {
+			t.Errorf("header %v does not sort before %v", tt.a, tt.b)
+		}
+	}
+	rev, at, err := ParseHeader(Header(12, 34))
+	if rev != 12 || at != 34 || err != nil {
+		t.Fatalf("ParseHeader = %d %d %v", rev, at, err)
+	}
+}
+
+func TestDecodeRefusesGarbage(t *testing.T) {
+	good := string(Encode(sample(), time.Unix(1, 0)))
+	tests := []struct {
+		name string
+		v    string
+		want error
+	}{
+		{"empty", "", ErrCorrupt},
+		{"short", "D1000", ErrCorrupt},
+		{"other version", "D9" + good[2:], ErrVersion},
+		{"json", `{"name":"db_svc","revision":1}`, ErrCorrupt},
+		{"truncated", good[:len(good)-3], ErrCorrupt},
+		{"trailing", good + "x", ErrCorrupt},
+		{"non-digit header", "D1" + "x" + good[3:], ErrCorrupt},
+		{"huge count", Header(1, 1) + "\x06db_svc\x00\x00\xff\xff\xff\xff\x0f", ErrCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := Decode(tt.v); !errors.Is(err, tt.want) {
+				t.Fatalf("Decode = %v; want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(string(Encode(sample(), time.Unix(1, 0))))
+	f.Add(string(Encode(&core.Service{Name: "x", Revision: 1}, time.Unix(0, 0))))
+	f.Add("D1")
+	f.Fuzz(func(t *testing.T, v string) {
+		svc, at, err := Decode(v)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode back to the same bytes, modulo map order.
+		again, at2, err := Decode(string(Encode(svc, at)))
+		if err != nil || !at.Equal(at2) || again.Revision != svc.Revision || len(again.Instances) != len(svc.Instances) {
+			t.Fatalf("re-encoding a decoded value failed: %v", err)
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	svc := sample()
+	for i := range 8 {
+		in := svc.Instances[0]
+		in.ID = fmt.Sprint("i", i)
+		svc.Instances = append(svc.Instances, in)
+	}
+	v := string(Encode(svc, time.Unix(1, 0)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Decode(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

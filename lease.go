@@ -1,0 +1,266 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Registration is a registered instance whose lease this process keeps
+// alive: its own goroutine renews the lease every TTL/3, registers the
+// instance again if its row vanished or its lease lapsed (a database restore,
+// a long pause), and retries with backoff while the database is down. Close
+// or Deregister ends it.
+type Registration struct {
+	r       *Registry
+	service string
+	id      string
+
+	mu   sync.Mutex
+	inst core.Instance
+	rev  int64
+	gone bool
+
+	ctx    context.Context // ends when this registration stops
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Register registers an instance and keeps its lease alive until the
+// Registration or the Registry is closed. The instance is validated first
+// (errors match ErrInvalid and name the field; nothing is written); its ID
+// defaults to Host:Port. Registering an ID that exists replaces it in place.
+func (r *Registry) Register(ctx context.Context, in Instance) (*Registration, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	inst := in.Clone()
+	if err := core.Normalize(&inst); err != nil {
+		return nil, err
+	}
+	now := r.clock.Now()
+	inst.RegisteredAt, inst.ExpiresAt, inst.Status = now, now.Add(r.opts.leaseTTL), core.StatusUnknown
+	rev, err := r.store.Register(ctx, &inst)
+	r.noteStoreResult("register", err)
+	if err != nil {
+		return nil, err
+	}
+	r.afterWrite(ctx, core.Change{Service: inst.Service, Revision: rev})
+
+	gctx, cancel := context.WithCancel(r.ctx)
+	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, ctx: gctx, cancel: cancel, done: make(chan struct{})}
+	r.regMu.Lock()
+	for old := range r.regs { // a re-registration of the same instance replaces the old handle
+		if old.service == g.service && old.id == g.id {
+			old.stop()
+			delete(r.regs, old)
+		}
+	}
+	r.regs[g] = struct{}{}
+	r.regMu.Unlock()
+	if !r.spawn(g.keepAlive) {
+		cancel()
+		close(g.done)
+	}
+	return g, nil
+}
+
+// Instance returns the instance as registered (a copy).
+func (g *Registration) Instance() Instance {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inst.Clone()
+}
+
+// Revision returns the service revision of the latest write of this
+// registration.
+func (g *Registration) Revision() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rev
+}
+
+// Done is closed when the registration stops renewing its lease.
+func (g *Registration) Done() <-chan struct{} { return g.done }
+
+// Update changes the registered instance (weight, metadata, tags, ...) in
+// place: fn edits a copy, which is validated and written with a new revision.
+// Service and ID cannot change.
+func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gone {
+		return ErrClosed
+	}
+	next := g.inst.Clone()
+	if next.Weight == 0 {
+		next.Weight = ZeroWeight // keep an explicit zero through Normalize
+	}
+	fn(&next)
+	if next.Service != g.service || next.ID != g.id {
+		return &ValidationError{Field: "instance id", Value: next.Service + "/" + next.ID, Reason: "Update cannot change the service or ID"}
+	}
+	if err := core.Normalize(&next); err != nil {
+		return err
+	}
+	next.RegisteredAt, next.ExpiresAt = g.inst.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
+	rev, err := g.r.store.Register(ctx, &next)
+	g.r.noteStoreResult("register", err)
+	if err != nil {
+		return err
+	}
+	g.inst, g.rev = next, rev
+	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	return nil
+}
+
+// SetWeight changes the instance's weight; 0 takes it out of selection
+// without deregistering it.
+func (g *Registration) SetWeight(ctx context.Context, w int) error {
+	if w < 0 || w > MaxWeight {
+		return &ValidationError{Field: "weight", Value: itoa(w), Reason: "must be 0..10000"}
+	}
+	return g.Update(ctx, func(in *Instance) {
+		in.Weight = w
+		if w == 0 {
+			in.Weight = ZeroWeight
+		}
+	})
+}
+
+// Deregister stops renewing and removes the instance now. Calling it again
+// returns nil.
+func (g *Registration) Deregister(ctx context.Context) error {
+	err := g.deregister(ctx)
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close deregisters within the Registry's close timeout.
+func (g *Registration) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.r.opts.closeTO)
+	defer cancel()
+	return g.Deregister(ctx)
+}
+
+func (g *Registration) deregister(ctx context.Context) error {
+	g.stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gone {
+		return ErrClosed
+	}
+	g.gone = true
+	g.r.regMu.Lock()
+	delete(g.r.regs, g)
+	g.r.regMu.Unlock()
+	rev, err := g.r.store.Deregister(ctx, g.service, g.id)
+	g.r.noteStoreResult("deregister", err)
+	if errors.Is(err, ErrNotFound) {
+		return nil // already gone (reaped, or deregistered elsewhere)
+	}
+	if err != nil {
+		return err
+	}
+	g.rev = rev
+	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	return nil
+}
+
+// stop ends the renewals and waits for the goroutine.
+func (g *Registration) stop() {
+	g.cancel()
+	<-g.done
+}
+
+// keepAlive renews the lease every TTL/3 until stopped.
+func (g *Registration) keepAlive() {
+	defer close(g.done)
+	ctx := g.ctx
+	interval := g.r.opts.leaseTTL / 3
+	t := g.r.clock.NewTimer(interval)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		err := g.renew()
+		next := interval
+		switch {
+		case err == nil:
+			if failures > 0 {
+				g.r.log.Info("discovery: lease renewal recovered", zap.String("service", g.service), zap.String("id", g.id), zap.Int("failures", failures))
+			}
+			failures = 0
+		case ctx.Err() != nil:
+			return
+		default:
+			failures++
+			if failures == 1 {
+				g.r.log.Warn("discovery: lease renewal failed; retrying", zap.String("service", g.service), zap.String("id", g.id), zap.Error(err))
+			}
+			next = backoff(failures, interval)
+		}
+		t.Reset(next)
+	}
+}
+
+// renew moves the lease forward, or registers the instance again when its
+// row is gone or its lease lapsed.
+func (g *Registration) renew() error {
+	r := g.r
+	ctx, cancel := context.WithTimeout(g.ctx, r.opts.leaseTTL/3)
+	defer cancel()
+	now := r.clock.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gone {
+		return nil
+	}
+	err := r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
+	if err == nil {
+		g.inst.ExpiresAt = now.Add(r.opts.leaseTTL)
+		r.noteStoreOK()
+		return nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		r.noteStoreResult("renew", err)
+		return err
+	}
+	inst := g.inst.Clone()
+	inst.ExpiresAt = now.Add(r.opts.leaseTTL)
+	rev, err := r.store.Register(ctx, &inst)
+	r.noteStoreResult("register", err)
+	if err != nil {
+		return err
+	}
+	g.inst, g.rev = inst, rev
+	r.log.Info("discovery: lease lost; registered again", zap.String("service", g.service), zap.String("id", g.id), zap.Int64("revision", rev))
+	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	return nil
+}
+
+// backoff is 200 ms doubling per failure, capped at limit, with jitter.
+func backoff(failures int, limit time.Duration) time.Duration {
+	d := 200 * time.Millisecond << min(failures-1, 10)
+	return jitter(min(d, limit))
+}
+
+// jitter spreads d by +-10%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

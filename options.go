@@ -1,0 +1,214 @@
+package discovery
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Option configures a Registry. Options are applied in order over the
+// defaults, then validated together by New.
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// Defaults, with where each comes from.
+const (
+	// DefaultLeaseTTL is the lease of a registration; it is renewed every
+	// TTL/3 (etcd's client keeps the same ratio).
+	DefaultLeaseTTL = 15 * time.Second
+	// DefaultCacheSize bounds the L1 cache, in services (the seed's L1 held
+	// 1,000; this is ten times that at a few KiB each).
+	DefaultCacheSize = 10000
+	// DefaultFresh is how long an L1 entry is fresh (RFC 5861 terms).
+	DefaultFresh = 5 * time.Second
+	// DefaultStaleWhileRevalidate is how long past fresh an entry is served
+	// while one background refresh runs.
+	DefaultStaleWhileRevalidate = 30 * time.Second
+	// DefaultStaleIfError is how long past fresh an entry is served when
+	// every lower layer fails.
+	DefaultStaleIfError = 5 * time.Minute
+	// DefaultNegativeTTL is how long "no such service" is remembered.
+	DefaultNegativeTTL = time.Second
+	// DefaultL2TTL is the Redis expiry of a snapshot, jittered +-10% (the
+	// seed's 300 s).
+	DefaultL2TTL = 300 * time.Second
+	// DefaultRedisTimeout bounds every Redis call of the cache.
+	DefaultRedisTimeout = 250 * time.Millisecond
+	// DefaultLoadTimeout bounds a database load.
+	DefaultLoadTimeout = 5 * time.Second
+	// DefaultReapInterval is how often expired rows are looked for.
+	DefaultReapInterval = 30 * time.Second
+	// DefaultReapAfter is how long after its lease ended a row is deleted.
+	DefaultReapAfter = 2 * time.Minute
+	// DefaultCloseTimeout bounds the deregistrations Close makes.
+	DefaultCloseTimeout = 5 * time.Second
+	// DefaultNamespace prefixes tables ("discovery_services") and Redis keys.
+	DefaultNamespace = "discovery"
+)
+
+type options struct {
+	db        *gorm.DB
+	rdb       redis.UniversalClient
+	store     core.Store
+	log       *zap.Logger
+	clock     core.Clock
+	namespace string
+	migrate   bool
+
+	leaseTTL    time.Duration
+	cacheSize   int
+	fresh       time.Duration
+	swr         time.Duration
+	sie         time.Duration
+	negativeTTL time.Duration
+	l2TTL       time.Duration
+	redisTO     time.Duration
+	loadTO      time.Duration
+	reapEvery   time.Duration
+	reapAfter   time.Duration
+	closeTO     time.Duration
+}
+
+func defaultOptions() options {
+	return options{
+		log: zap.NewNop(), clock: core.RealClock{}, namespace: DefaultNamespace, migrate: true,
+		leaseTTL: DefaultLeaseTTL, cacheSize: DefaultCacheSize,
+		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
+		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
+		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
+	}
+}
+
+func optErr(name, value, reason string) error {
+	return &core.ValidationError{Field: "option " + name, Value: value, Reason: reason}
+}
+
+func (o *options) validate() error {
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"WithCacheFreshness fresh", o.fresh}, {"WithNegativeTTL", o.negativeTTL}, {"WithL2TTL", o.l2TTL},
+		{"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO}, {"WithCloseTimeout", o.closeTO},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return optErr(p.name, p.d.String(), "must be positive")
+		}
+	}
+	switch {
+	case o.db != nil && o.store != nil:
+		return optErr("WithDB", "", "WithDB and WithStore are exclusive")
+	case o.log == nil:
+		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
+	case o.clock == nil:
+		return optErr("WithClock", "nil", "must not be nil")
+	case o.leaseTTL < 3*time.Second:
+		return optErr("WithLeaseTTL", o.leaseTTL.String(), "must be at least 3s (renewals run every TTL/3)")
+	case o.cacheSize < 1:
+		return optErr("WithCacheSize", strconv.Itoa(o.cacheSize), "must be at least 1")
+	case o.swr < 0 || o.sie < 0:
+		return optErr("WithCacheFreshness", o.swr.String()+"/"+o.sie.String(), "stale windows must not be negative")
+	case o.reapEvery < 0:
+		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
+	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
+		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
+	}
+	return validNamespace(o.namespace)
+}
+
+func validNamespace(ns string) error {
+	if ns == "" || len(ns) > 32 {
+		return optErr("WithNamespace", ns, "must be 1 to 32 bytes")
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		if !(c >= 'a' && c <= 'z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
+			return optErr("WithNamespace", ns, "must be lower-case letters, digits and '_', starting with a letter")
+		}
+	}
+	return nil
+}
+
+// WithDB makes a SQL database, through GORM, the source of truth (L3).
+// PostgreSQL in production; SQLite (github.com/glebarez/sqlite, pure Go) for
+// an embedded one. New migrates the schema unless WithoutMigration is given.
+// The Registry never closes db.
+func WithDB(db *gorm.DB) Option { return optionFunc(func(o *options) { o.db = db }) }
+
+// WithRedis adds the shared L2 cache and change fan-out: a single Redis,
+// Sentinel or Cluster client. The Registry never closes it.
+func WithRedis(rdb redis.UniversalClient) Option {
+	return optionFunc(func(o *options) { o.rdb = rdb })
+}
+
+// WithStore makes any Store the source of truth, such as the in-memory
+// backend of discoverytest. Without WithStore or WithDB a Registry keeps
+// everything in its own memory.
+func WithStore(s Store) Option { return optionFunc(func(o *options) { o.store = s }) }
+
+// WithLogger sends state changes (Redis or the database lost and back,
+// leases lost, instances changing health) to l. The default logs nothing;
+// nothing is logged per lookup.
+func WithLogger(l *zap.Logger) Option { return optionFunc(func(o *options) { o.log = l }) }
+
+// WithClock replaces the system clock, for tests (see discoverytest.NewClock).
+func WithClock(c Clock) Option { return optionFunc(func(o *options) { o.clock = c }) }
+
+// WithNamespace names this deployment's tables (ns+"_services", ...) and
+// Redis keys (ns+":..."), so several may share one database and one Redis.
+// Lower-case letters, digits and '_'; "discovery" by default.
+func WithNamespace(ns string) Option { return optionFunc(func(o *options) { o.namespace = ns }) }
+
+// WithoutMigration stops New from creating or upgrading the schema; run
+// Migrate yourself before.
+func WithoutMigration() Option { return optionFunc(func(o *options) { o.migrate = false }) }
+
+// WithLeaseTTL sets the lease of registrations (15 s by default, at least
+// 3 s). Registrations renew every TTL/3; an instance whose lease ends is
+// invisible to every reader at once.
+func WithLeaseTTL(d time.Duration) Option { return optionFunc(func(o *options) { o.leaseTTL = d }) }
+
+// WithCacheSize bounds the L1 cache, in services (10,000 by default).
+func WithCacheSize(services int) Option { return optionFunc(func(o *options) { o.cacheSize = services }) }
+
+// WithCacheFreshness sets how long an L1 entry is fresh (5 s), how long
+// after that it is served while one background refresh runs (30 s), and how
+// long after that it is served when every lower layer fails (5 min). The
+// first two never reach past the earliest lease in the entry: an instance
+// whose lease has ended is never served while the database can be asked.
+func WithCacheFreshness(fresh, staleWhileRevalidate, staleIfError time.Duration) Option {
+	return optionFunc(func(o *options) { o.fresh, o.swr, o.sie = fresh, staleWhileRevalidate, staleIfError })
+}
+
+// WithNegativeTTL sets how long a lookup of an unknown service is remembered
+// (1 s). A registration of that name clears it everywhere at once.
+func WithNegativeTTL(d time.Duration) Option { return optionFunc(func(o *options) { o.negativeTTL = d }) }
+
+// WithL2TTL sets the Redis expiry of snapshots (300 s, jittered +-10%).
+func WithL2TTL(d time.Duration) Option { return optionFunc(func(o *options) { o.l2TTL = d }) }
+
+// WithRedisTimeout bounds each Redis call (250 ms). A failed call takes Redis
+// out of the read path until a background probe succeeds.
+func WithRedisTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.redisTO = d }) }
+
+// WithLoadTimeout bounds each database load (5 s).
+func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.loadTO = d }) }
+
+// WithReaper sets how often expired rows are deleted (every 30 s) and how
+// long after their lease ended (2 min). One reaper works at a time across
+// processes. An interval of 0 disables reaping in this Registry.
+func WithReaper(every, after time.Duration) Option {
+	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter = every, after })
+}
+
+// WithCloseTimeout bounds the deregistrations Close makes (5 s).
+func WithCloseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.closeTO = d }) }

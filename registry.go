@@ -1,0 +1,282 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/rssbot/discovery/internal/cache/rediscache"
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/memory"
+	"github.com/rssbot/discovery/internal/store/sqlstore"
+)
+
+// Registry is a process's view of service discovery: it registers this
+// process's instances and keeps their leases alive, and answers lookups from
+// its own memory (L1), the shared Redis (L2) and the database (L3). It is
+// safe for concurrent use. Create one with New and Close it when done.
+type Registry struct {
+	opts  options
+	store core.Store
+	log   *zap.Logger
+	clock core.Clock
+	now   *coarseClock
+
+	l1 *l1Cache
+	l2 *rediscache.Cache // nil without Redis
+
+	sf         singleflight.Group
+	refreshSem chan struct{}
+	states     sync.Map // service name -> *svcState
+	ctr        counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   chan struct{}
+
+	goMu    sync.RWMutex // guards wg.Add against Close's wg.Wait
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	closing chan struct{} // closed when Close has finished
+
+	regMu sync.Mutex
+	regs  map[*Registration]struct{}
+
+	storeDown   atomic.Bool
+	unsubscribe func()
+}
+
+// New returns a Registry. Without WithDB or WithStore it keeps everything in
+// its own memory, which suits a single process and examples; WithDB makes a
+// database the source of truth and WithRedis shares a cache and change
+// notifications between processes.
+func New(opts ...Option) (*Registry, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	r := &Registry{
+		opts: o, log: o.log, clock: o.clock, now: newCoarseClock(o.clock),
+		refreshSem: make(chan struct{}, maxRefreshes), stop: make(chan struct{}),
+		closing: make(chan struct{}), regs: map[*Registration]struct{}{},
+	}
+	switch {
+	case o.store != nil:
+		r.store = o.store
+	case o.db != nil:
+		s, err := sqlstore.New(o.db, o.namespace+"_")
+		if err != nil {
+			return nil, err
+		}
+		if o.migrate {
+			ctx, cancel := context.WithTimeout(context.Background(), o.loadTO)
+			err = s.Migrate(ctx)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
+		r.store = s
+	default:
+		r.store = memory.New()
+	}
+	l1, err := newL1(o.cacheSize)
+	if err != nil {
+		return nil, err
+	}
+	r.l1 = l1
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if r.now.real {
+		r.goRun(func() { r.now.run(r.stop) })
+	}
+	if n, ok := r.store.(core.Notifier); ok {
+		r.unsubscribe = n.Subscribe(func(ch core.Change) { r.onChange(ch, false) })
+	}
+	if o.rdb != nil {
+		r.l2 = rediscache.New(o.rdb, rediscache.Options{
+			Namespace: o.namespace + ":", TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
+			Log: o.log, OnChange: r.onChange, OnResync: r.resync,
+		})
+		r.l2.Start()
+	}
+	if o.reapEvery > 0 {
+		r.goRun(r.reapLoop)
+	}
+	return r, nil
+}
+
+// spawn runs fn in a goroutine that Close waits for, unless the Registry is
+// closing; it reports whether it did.
+func (r *Registry) spawn(fn func()) bool {
+	r.goMu.RLock()
+	defer r.goMu.RUnlock()
+	if r.ctx.Err() != nil {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+func (r *Registry) goRun(fn func()) { r.spawn(fn) }
+
+// Close deregisters every instance this Registry registered (within the
+// close timeout), stops every goroutine it started and unsubscribes. It
+// never closes the database or Redis client it was given. Calling it again
+// waits for the first call and returns nil.
+func (r *Registry) Close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		<-r.closing
+		return nil
+	}
+	defer close(r.closing)
+	r.regMu.Lock()
+	regs := make([]*Registration, 0, len(r.regs))
+	for g := range r.regs {
+		regs = append(regs, g)
+	}
+	r.regMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.closeTO)
+	var errs []error
+	for _, g := range regs {
+		if err := g.deregister(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	cancel()
+
+	r.goMu.Lock()
+	r.cancel()
+	close(r.stop)
+	r.goMu.Unlock()
+	if r.unsubscribe != nil {
+		r.unsubscribe()
+	}
+	if r.l2 != nil {
+		r.l2.Close()
+	}
+	r.wg.Wait()
+	r.l1.close()
+	return errors.Join(errs...)
+}
+
+// Services lists every service the database knows, with its revision and
+// counts of live and expired instances, read from the database.
+func (r *Registry) Services(ctx context.Context) ([]ServiceInfo, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	infos, err := r.store.Services(ctx, r.clock.Now())
+	r.noteStoreResult("services", err)
+	return infos, err
+}
+
+// Deregister removes an instance at once, wherever it was registered from.
+// If this Registry holds its Registration, that stops renewing too.
+func (r *Registry) Deregister(ctx context.Context, service, id string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return err
+	}
+	if err := core.ValidateInstanceID(id); err != nil {
+		return err
+	}
+	r.regMu.Lock()
+	var own *Registration
+	for g := range r.regs {
+		if g.service == service && g.id == id {
+			own = g
+		}
+	}
+	r.regMu.Unlock()
+	if own != nil {
+		return own.Deregister(ctx)
+	}
+	rev, err := r.store.Deregister(ctx, service, id)
+	r.noteStoreResult("deregister", err)
+	if err != nil {
+		return err
+	}
+	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	return nil
+}
+
+// Store returns the Store the Registry reads and writes.
+func (r *Registry) Store() Store { return r.store }
+
+// Stats returns what the Registry did since New.
+func (r *Registry) Stats() Stats {
+	s := Stats{
+		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
+		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
+		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(),
+	}
+	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
+	s.Lookups[LayerL2] = r.ctr.l2.Load()
+	s.Lookups[LayerL3] = r.ctr.l3.Load()
+	if r.l2 != nil {
+		l2 := r.l2.Stats()
+		s.L2Hits, s.L2Misses, s.L2Errors = l2.Hits, l2.Misses+l2.DecodeErrors+l2.VersionMisses, l2.Errors
+		s.L2DecodeErrors = l2.DecodeErrors + l2.VersionMisses
+		s.L2Writes, s.L2StaleWrites, s.Published, s.Received = l2.Writes, l2.StaleWrites, l2.Published, l2.Received
+	}
+	return s
+}
+
+// noteStoreResult logs the database going away and coming back, once each.
+func (r *Registry) noteStoreResult(op string, err error) {
+	if err == nil {
+		r.noteStoreOK()
+	} else if errors.Is(err, ErrUnavailable) {
+		r.noteStoreErr(op, err)
+	}
+}
+
+func (r *Registry) noteStoreErr(op string, err error) {
+	if errors.Is(err, ErrUnavailable) && r.storeDown.CompareAndSwap(false, true) {
+		r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
+	}
+}
+
+func (r *Registry) noteStoreOK() {
+	if r.storeDown.CompareAndSwap(true, false) {
+		r.log.Info("discovery: database back")
+	}
+}
+
+// reapLoop deletes rows whose lease ended long ago and announces the
+// changes. Every Registry runs it; the store lets one work at a time.
+func (r *Registry) reapLoop() {
+	t := r.clock.NewTimer(jitter(r.opts.reapEvery))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C():
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+		changes, err := r.store.Reap(ctx, r.clock.Now().Add(-r.opts.reapAfter))
+		r.noteStoreResult("reap", err)
+		for _, ch := range changes {
+			r.afterWrite(ctx, ch)
+		}
+		cancel()
+		t.Reset(jitter(r.opts.reapEvery))
+	}
+}

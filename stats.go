@@ -1,0 +1,69 @@
+package discovery
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// stripes spread a hot counter over cache lines so that cores incrementing
+// it at once do not contend; the value is their sum.
+const stripes = 16
+
+type paddedUint64 struct {
+	atomic.Uint64
+	_ [56]byte
+}
+
+type stripedCounter struct{ cells [stripes]paddedUint64 }
+
+// stripe picks a cell from the address of the caller's stack, which differs
+// between goroutines (stacks are at least 2 KiB apart) and costs nothing.
+//
+//go:nosplit
+func stripe() int {
+	var x byte
+	p := uintptr(unsafe.Pointer(&x))
+	return int((p>>11 ^ p>>15 ^ p>>19) & (stripes - 1))
+}
+
+func (c *stripedCounter) add(n uint64) { c.cells[stripe()].Add(n) }
+
+func (c *stripedCounter) load() uint64 {
+	var s uint64
+	for i := range c.cells {
+		s += c.cells[i].Load()
+	}
+	return s
+}
+
+// Stats counts what a Registry did since New. Reads and picks are counted
+// exactly; see Registry.Stats.
+type Stats struct {
+	// Lookups answered by each layer (index 1..3 = LayerL1..LayerL3).
+	Lookups [4]uint64
+	// Stale counts lookups answered with a stale snapshot.
+	Stale uint64
+	// NotFound counts lookups of services with no live instance.
+	NotFound uint64
+	// StoreReads counts loads from the database (L3), for any reason.
+	StoreReads uint64
+	// StoreErrors counts failed database calls.
+	StoreErrors uint64
+	// L2Hits, L2Misses, L2Errors and L2DecodeErrors count Redis reads; a
+	// decode error (corrupt or other-version data) is a miss.
+	L2Hits, L2Misses, L2Errors, L2DecodeErrors uint64
+	// L2Writes and L2StaleWrites count snapshot writes, and writes refused
+	// because Redis held a newer revision.
+	L2Writes, L2StaleWrites uint64
+	// Published and Received count change messages.
+	Published, Received uint64
+	// Invalidations counts L1 entries found older than a published change.
+	Invalidations uint64
+	// Refreshes counts background refreshes started.
+	Refreshes uint64
+}
+
+type counters struct {
+	l1Hits                                                       stripedCounter
+	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
+}
