@@ -178,7 +178,9 @@ func WithoutMigration() Option { return optionFunc(func(o *options) { o.migrate 
 func WithLeaseTTL(d time.Duration) Option { return optionFunc(func(o *options) { o.leaseTTL = d }) }
 
 // WithCacheSize bounds the L1 cache, in services (10,000 by default).
-func WithCacheSize(services int) Option { return optionFunc(func(o *options) { o.cacheSize = services }) }
+func WithCacheSize(services int) Option {
+	return optionFunc(func(o *options) { o.cacheSize = services })
+}
 
 // WithCacheFreshness sets how long an L1 entry is fresh (5 s), how long
 // after that it is served while one background refresh runs (30 s), and how
@@ -191,7 +193,9 @@ func WithCacheFreshness(fresh, staleWhileRevalidate, staleIfError time.Duration)
 
 // WithNegativeTTL sets how long a lookup of an unknown service is remembered
 // (1 s). A registration of that name clears it everywhere at once.
-func WithNegativeTTL(d time.Duration) Option { return optionFunc(func(o *options) { o.negativeTTL = d }) }
+func WithNegativeTTL(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.negativeTTL = d })
+}
 
 // WithL2TTL sets the Redis expiry of snapshots (300 s, jittered +-10%).
 func WithL2TTL(d time.Duration) Option { return optionFunc(func(o *options) { o.l2TTL = d }) }

@@ -218,9 +218,9 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 		k   int
 		r   struct {
 			revision, cfgRev, registered, expires int64
-			config                                  sql.NullString
-			id, host, zone, version, tags, md, hp   string
-			port, method, weight, check, status     int
+			config                                sql.NullString
+			id, host, zone, version, tags, md, hp string
+			port, method, weight, check, status   int
 		}
 	)
 	for rows.Next() {
