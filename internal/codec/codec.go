@@ -35,6 +35,7 @@ const (
 	maxInstances = 1 << 20
 	maxString    = 1 << 20
 	maxConfig    = 8 << 20
+	maxKeys      = 1024
 )
 
 // Errors returned by Decode.
@@ -94,6 +95,19 @@ func Encode(svc *core.Service, loadedAt time.Time) []byte {
 		}
 		b = binary.AppendVarint(b, in.RegisteredAt.UnixNano())
 		b = binary.AppendVarint(b, in.ExpiresAt.UnixNano())
+	}
+	b = binary.AppendUvarint(b, uint64(len(svc.Keys)))
+	for i := range svc.Keys {
+		k := &svc.Keys[i]
+		b = appendString(b, k.ID)
+		b = appendString(b, k.Algorithm)
+		b = appendString(b, string(k.Key))
+		b = binary.AppendVarint(b, k.CreatedAt.UnixNano())
+		var retires int64
+		if !k.RetiresAt.IsZero() {
+			retires = k.RetiresAt.UnixNano()
+		}
+		b = binary.AppendVarint(b, retires)
 	}
 	return b
 }
@@ -164,6 +178,19 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 		}
 		in.RegisteredAt = time.Unix(0, d.varint())
 		in.ExpiresAt = time.Unix(0, d.varint())
+	}
+	if nk := d.count(maxKeys, 5); nk > 0 {
+		svc.Keys = make([]core.PublicKey, nk)
+		for i := range svc.Keys {
+			k := &svc.Keys[i]
+			k.ID = d.str(64)
+			k.Algorithm = d.str(16)
+			k.Key = []byte(d.str(1024))
+			k.CreatedAt = time.Unix(0, d.varint())
+			if r := d.varint(); r != 0 {
+				k.RetiresAt = time.Unix(0, r)
+			}
+		}
 	}
 	if d.err == nil && d.i != len(d.s) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.s)-d.i)

@@ -20,6 +20,10 @@ func sample() *core.Service {
 			{ID: "b", Service: "db_svc", Host: "::1", Port: 1, Method: core.MethodRouter, Check: core.CheckTCP,
 				Status: core.StatusDraining, RegisteredAt: t0, ExpiresAt: t0},
 		},
+		Keys: []core.PublicKey{
+			{ID: "k1", Algorithm: "EdDSA", Key: []byte{1, 2, 3}, CreatedAt: t0},
+			{ID: "k0", Algorithm: "ES256", Key: []byte{4}, CreatedAt: t0, RetiresAt: t0.Add(time.Hour)},
+		},
 	}
 }
 

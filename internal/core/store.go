@@ -76,3 +76,15 @@ type ConfigStore interface {
 	// matching ErrNotFound if the service has never had a configuration.
 	ConfigHistory(ctx context.Context, service string) ([]ConfigVersion, error)
 }
+
+// KeyStore is implemented by stores that keep services' public signing keys.
+// Keys are part of a service's snapshot (Service.Keys): every key change
+// bumps the service's revision, so caches everywhere pick it up.
+type KeyStore interface {
+	// PutKey adds or replaces a public key of a service (creating the
+	// service if needed) and returns the new revision.
+	PutKey(ctx context.Context, service string, key PublicKey) (revision int64, err error)
+	// RetireKey sets when a key stops verifying and returns the new
+	// revision, or an error matching ErrNotFound.
+	RetireKey(ctx context.Context, service, kid string, at time.Time) (revision int64, err error)
+}

@@ -200,6 +200,34 @@ type Service struct {
 	Config json.RawMessage `json:"config,omitempty"`
 	// ConfigRevision is the revision of Config; 0 when there is none.
 	ConfigRevision int64 `json:"config_revision,omitempty"`
+	// Keys are the service's public signing keys, retired ones included,
+	// ordered by ID.
+	Keys []PublicKey `json:"keys,omitempty"`
+}
+
+// PublicKey is a service's public signing key, published through the
+// registry so that any process can verify the service's tokens offline.
+type PublicKey struct {
+	// ID is the key ID (the JWT "kid"): 1 to 64 of [A-Za-z0-9_-].
+	ID string `json:"kid"`
+	// Algorithm is "EdDSA" (Ed25519) or "ES256".
+	Algorithm string `json:"alg"`
+	// Key is the public key in PKIX DER form.
+	Key []byte `json:"key"`
+	// CreatedAt is when the key was published.
+	CreatedAt time.Time `json:"created_at"`
+	// RetiresAt is when the key stops verifying; zero means never.
+	RetiresAt time.Time `json:"retires_at,omitzero"`
+}
+
+// Key returns the public key with the given ID, or nil.
+func (s *Service) Key(id string) *PublicKey {
+	for i := range s.Keys {
+		if s.Keys[i].ID == id {
+			return &s.Keys[i]
+		}
+	}
+	return nil
 }
 
 // Clone returns a deep copy of the service.
@@ -210,6 +238,10 @@ func (s *Service) Clone() *Service {
 		c.Instances[i] = s.Instances[i].Clone()
 	}
 	c.Config = slices.Clone(s.Config)
+	c.Keys = slices.Clone(s.Keys)
+	for i := range c.Keys {
+		c.Keys[i].Key = slices.Clone(c.Keys[i].Key)
+	}
 	return &c
 }
 

@@ -272,3 +272,31 @@ func Normalize(in *Instance) error {
 	}
 	return nil
 }
+
+// ValidateKeyID checks a key ID: 1 to 64 of [A-Za-z0-9_-]. Anything else
+// (SQL, paths, dots) is refused before it is looked up anywhere.
+func ValidateKeyID(kid string) error {
+	if kid == "" || len(kid) > 64 {
+		return invalid("key id", kid, "must be 1 to 64 bytes")
+	}
+	for i := 0; i < len(kid); i++ {
+		if c := kid[i]; !isAlnum(c) && c != '-' && c != '_' {
+			return invalid("key id", kid, "character "+strconv.QuoteRune(rune(c))+" not allowed (letters, digits, '-', '_')")
+		}
+	}
+	return nil
+}
+
+// ValidatePublicKey checks a key as given to PutKey.
+func ValidatePublicKey(k *PublicKey) error {
+	if err := ValidateKeyID(k.ID); err != nil {
+		return err
+	}
+	if k.Algorithm != "EdDSA" && k.Algorithm != "ES256" {
+		return invalid("key algorithm", k.Algorithm, "must be EdDSA or ES256")
+	}
+	if len(k.Key) == 0 || len(k.Key) > 1024 {
+		return invalid("key", "", "must be 1 to 1024 bytes of PKIX DER")
+	}
+	return nil
+}

@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ServicesListing", testServices},
 		{"Revisions", testRevisions},
 		{"ConfigHistory", testConfig},
+		{"Keys", testKeys},
 		{"CanceledContext", testCanceled},
 	}
 	for _, tt := range tests {
@@ -408,5 +409,42 @@ func testCanceled(t *testing.T, s core.Store) {
 	}
 	if _, err := s.Load(ctx(t), "db_svc"); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("a canceled Register wrote: Load = %v", err)
+	}
+}
+
+func testKeys(t *testing.T, s core.Store) {
+	ks, ok := s.(core.KeyStore)
+	if !ok {
+		t.Skip("store has no KeyStore")
+	}
+	if _, err := s.Register(ctx(t), Instance("db_svc", "a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	k2 := core.PublicKey{ID: "k2", Algorithm: "EdDSA", Key: []byte{0, 1, 2, 255}, CreatedAt: t0}
+	k1 := core.PublicKey{ID: "k1", Algorithm: "ES256", Key: []byte{9}, CreatedAt: t0.Add(-time.Hour), RetiresAt: t0.Add(time.Hour)}
+	for i, k := range []core.PublicKey{k2, k1} {
+		rev, err := ks.PutKey(ctx(t), "db_svc", k)
+		if err != nil || rev != int64(i+2) {
+			t.Fatalf("PutKey(%s) = %d, %v", k.ID, rev, err)
+		}
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if len(svc.Keys) != 2 || svc.Keys[0].ID != "k1" || svc.Keys[1].ID != "k2" || len(svc.Instances) != 1 ||
+		string(svc.Keys[1].Key) != string(k2.Key) || svc.Keys[1].Algorithm != "EdDSA" || !svc.Keys[1].RetiresAt.IsZero() ||
+		!svc.Keys[0].RetiresAt.Equal(k1.RetiresAt) || !svc.Keys[0].CreatedAt.Equal(k1.CreatedAt) {
+		t.Fatalf("Load keys = %+v", svc.Keys)
+	}
+	rev, err := ks.RetireKey(ctx(t), "db_svc", "k2", t0.Add(time.Minute))
+	if err != nil || rev != 4 {
+		t.Fatalf("RetireKey = %d, %v", rev, err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); !svc.Key("k2").RetiresAt.Equal(t0.Add(time.Minute)) || svc.Revision != 4 {
+		t.Fatalf("after RetireKey: %+v", svc.Keys)
+	}
+	if _, err := ks.RetireKey(ctx(t), "db_svc", "nope", t0); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("RetireKey(unknown) = %v; want ErrNotFound", err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 4 {
+		t.Fatalf("a failed RetireKey changed the revision to %d", svc.Revision)
 	}
 }

@@ -31,6 +31,7 @@ type service struct {
 	cfgRev    int64
 	instances map[string]core.Instance
 	history   []core.ConfigVersion
+	keys      map[string]core.PublicKey
 }
 
 var (
@@ -38,6 +39,7 @@ var (
 	_ core.RevisionReader = (*Store)(nil)
 	_ core.Notifier       = (*Store)(nil)
 	_ core.ConfigStore    = (*Store)(nil)
+	_ core.KeyStore       = (*Store)(nil)
 )
 
 // New returns an empty store.
@@ -170,6 +172,11 @@ func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
 	for _, id := range slices.Sorted(maps.Keys(sv.instances)) {
 		out.Instances = append(out.Instances, sv.instances[id].Clone())
 	}
+	for _, id := range slices.Sorted(maps.Keys(sv.keys)) {
+		k := sv.keys[id]
+		k.Key = slices.Clone(k.Key)
+		out.Keys = append(out.Keys, k)
+	}
 	return out, nil
 }
 
@@ -290,4 +297,48 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 		out[i] = core.ConfigVersion{Revision: v.Revision, Config: slices.Clone(v.Config), CreatedAt: v.CreatedAt}
 	}
 	return out, nil
+}
+
+// PutKey implements core.KeyStore.
+func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (int64, error) {
+	if err := s.begin(ctx, "put key"); err != nil {
+		return 0, err
+	}
+	sv := s.svc(name)
+	if sv.keys == nil {
+		sv.keys = map[string]core.PublicKey{}
+	}
+	key.Key = slices.Clone(key.Key)
+	sv.keys[key.ID] = key
+	sv.rev++
+	rev := sv.rev
+	s.commit(core.Change{Service: name, Revision: rev})
+	return rev, nil
+}
+
+// RetireKey implements core.KeyStore.
+func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
+	if err := s.begin(ctx, "retire key"); err != nil {
+		return 0, err
+	}
+	sv := s.services[name]
+	k, ok := sv.keyOK(kid)
+	if !ok {
+		s.mu.Unlock()
+		return 0, &core.NotFoundError{Service: name, Instance: "key " + kid}
+	}
+	k.RetiresAt = at
+	sv.keys[kid] = k
+	sv.rev++
+	rev := sv.rev
+	s.commit(core.Change{Service: name, Revision: rev})
+	return rev, nil
+}
+
+func (sv *service) keyOK(kid string) (core.PublicKey, bool) {
+	if sv == nil {
+		return core.PublicKey{}, false
+	}
+	k, ok := sv.keys[kid]
+	return k, ok
 }

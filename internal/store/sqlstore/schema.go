@@ -58,6 +58,18 @@ var migrations = []migration{
 			PRIMARY KEY (service, revision)
 		)`,
 	}},
+	{2, []string{
+		// Public signing keys (base64 PKIX DER); retires_at 0 means never.
+		`CREATE TABLE {p}keys (
+			service VARCHAR(63) NOT NULL,
+			kid VARCHAR(64) NOT NULL,
+			alg VARCHAR(16) NOT NULL,
+			public_key TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			retires_at BIGINT NOT NULL DEFAULT 0,
+			PRIMARY KEY (service, kid)
+		)`,
+	}},
 }
 
 // SchemaVersion is the version Migrate brings the schema to.

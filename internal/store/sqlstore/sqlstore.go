@@ -5,6 +5,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,13 +31,15 @@ type Store struct {
 // queries are the statements with the prefix substituted once.
 type queries struct {
 	bumpService, upsertInstance, renew, deleteInstance, load, services,
-	expiredServices, reapService, revisions, setConfig, addHistory, trimHistory, history string
+	expiredServices, reapService, revisions, setConfig, addHistory, trimHistory, history,
+	putKey, retireKey string
 }
 
 var (
 	_ core.Store          = (*Store)(nil)
 	_ core.RevisionReader = (*Store)(nil)
 	_ core.ConfigStore    = (*Store)(nil)
+	_ core.KeyStore       = (*Store)(nil)
 )
 
 // New returns a Store on db with tables named prefix+"services" and so on. It
@@ -76,13 +79,18 @@ func New(db *gorm.DB, prefix string) (*Store, error) {
 			status = excluded.status, expires_at = excluded.expires_at`),
 		renew:          s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ? AND expires_at > ?`),
 		deleteInstance: s.sql(`DELETE FROM {p}instances WHERE service = ? AND id = ?`),
-		// One statement, so the revision and the rows come from one snapshot.
+		// One statement, so the revision and the rows come from one snapshot:
+		// k=0 the service row, k=1 instances, k=2 keys (kid in id, alg in host,
+		// the key in metadata, created and retirement times in the time columns).
 		load: s.sql(`SELECT 0 AS k, revision, config, config_revision, '' AS id, '' AS host, 0 AS port, 0 AS method,
 			0 AS weight, '' AS zone, '' AS version, '' AS tags, '' AS metadata, '' AS health_path, 0 AS check_kind,
 			0 AS status, 0 AS registered_at, 0 AS expires_at FROM {p}services WHERE name = ?
 			UNION ALL
 			SELECT 1, 0, NULL, 0, id, host, port, method, weight, zone, version, tags, metadata, health_path, check_kind,
 			status, registered_at, expires_at FROM {p}instances WHERE service = ?
+			UNION ALL
+			SELECT 2, 0, NULL, 0, kid, alg, 0, 0, 0, '', '', '', public_key, '', 0, 0, created_at, retires_at
+			FROM {p}keys WHERE service = ?
 			ORDER BY 1, 5`),
 		services: s.sql(`SELECT s.name, s.revision, COUNT(i.id) AS total,
 			COALESCE(SUM(CASE WHEN i.expires_at > ? THEN 1 ELSE 0 END), 0) AS live
@@ -98,6 +106,10 @@ func New(db *gorm.DB, prefix string) (*Store, error) {
 		addHistory:  s.sql(`INSERT INTO {p}config_history (service, revision, config, created_at) VALUES (?, ?, ?, ?)`),
 		trimHistory: s.sql(`DELETE FROM {p}config_history WHERE service = ? AND revision <= ?`),
 		history:     s.sql(`SELECT revision, config, created_at FROM {p}config_history WHERE service = ? ORDER BY revision DESC`),
+		putKey: s.sql(`INSERT INTO {p}keys (service, kid, alg, public_key, created_at, retires_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (service, kid) DO UPDATE SET alg = excluded.alg, public_key = excluded.public_key,
+			created_at = excluded.created_at, retires_at = excluded.retires_at`),
+		retireKey: s.sql(`UPDATE {p}keys SET retires_at = ? WHERE service = ? AND kid = ?`),
 	}
 	return s, nil
 }
@@ -110,7 +122,9 @@ func (s *Store) DB() *gorm.DB { return s.db }
 
 // LoadQuery returns the statement Load runs and its arguments, so that
 // benchmarks can time the bare query beside Load.
-func (s *Store) LoadQuery(service string) (string, []any) { return s.q.load, []any{service, service} }
+func (s *Store) LoadQuery(service string) (string, []any) {
+	return s.q.load, []any{service, service, service}
+}
 
 // errNoRow aborts a transaction whose target row is missing.
 var errNoRow = errors.New("no row")
@@ -200,7 +214,7 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 
 // Load implements core.Store.
 func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
-	rows, err := s.db.WithContext(ctx).Raw(s.q.load, name, name).Rows()
+	rows, err := s.db.WithContext(ctx).Raw(s.q.load, name, name, name).Rows()
 	if err != nil {
 		return nil, mapErr("load", err)
 	}
@@ -237,6 +251,18 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 		}
 		if svc == nil { // cannot happen: the service row sorts first
 			return nil, mapErr("load", errors.New("instance rows without a service row"))
+		}
+		if k == 2 {
+			key, err := base64.StdEncoding.DecodeString(r.md)
+			if err != nil {
+				return nil, mapErr("load", fmt.Errorf("key %q: %w", r.id, err))
+			}
+			pk := core.PublicKey{ID: r.id, Algorithm: r.host, Key: key, CreatedAt: time.Unix(0, r.registered)}
+			if r.expires != 0 {
+				pk.RetiresAt = time.Unix(0, r.expires)
+			}
+			svc.Keys = append(svc.Keys, pk)
+			continue
 		}
 		in := core.Instance{
 			ID: r.id, Service: name, Host: r.host, Port: r.port, Method: core.Method(r.method), Weight: r.weight,
@@ -400,4 +426,49 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 		return nil, &core.NotFoundError{Service: name}
 	}
 	return out, nil
+}
+
+// PutKey implements core.KeyStore.
+func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (int64, error) {
+	var rev int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+			return err
+		}
+		var retires int64
+		if !key.RetiresAt.IsZero() {
+			retires = key.RetiresAt.UnixNano()
+		}
+		return tx.Exec(s.q.putKey, name, key.ID, key.Algorithm, base64.StdEncoding.EncodeToString(key.Key),
+			key.CreatedAt.UnixNano(), retires).Error
+	})
+	if err != nil {
+		return 0, mapErr("put key", err)
+	}
+	return rev, nil
+}
+
+// RetireKey implements core.KeyStore.
+func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
+	var rev int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+			return err
+		}
+		res := tx.Exec(s.q.retireKey, at.UnixNano(), name, kid)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return errNoRow
+		}
+		return nil
+	})
+	if errors.Is(err, errNoRow) {
+		return 0, &core.NotFoundError{Service: name, Instance: "key " + kid}
+	}
+	if err != nil {
+		return 0, mapErr("retire key", err)
+	}
+	return rev, nil
 }
