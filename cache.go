@@ -136,7 +136,7 @@ func (c *l1Cache) close() { c.rc.Close() }
 func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.Time) *entry {
 	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), raw: raw}
 	n := now.UnixNano()
-	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision}
+	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
 	minExp := int64(1<<63 - 1)
 	for i := range raw.Instances {
 		in := &raw.Instances[i]
@@ -230,33 +230,57 @@ func age(now, loadedAt int64) time.Duration {
 const retryAfterFailure = time.Second
 
 func (r *Registry) lookupSlow(ctx context.Context, name string) (Result, error) {
-	if r.closed.Load() {
-		return Result{}, ErrClosed
-	}
-	if err := core.ValidateServiceName(name); err != nil {
+	e, layer, stale, err := r.lookupEntry(ctx, name)
+	if err != nil {
 		return Result{}, err
 	}
+	return r.answer(e, layer, r.now.nanos(), stale)
+}
+
+// lookupEntry finds the entry that answers a lookup: L1 if fresh, else L1
+// stale while a refresh runs, else a load, else L1 stale if every lower
+// layer failed.
+func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, layer Layer, stale bool, err error) {
+	if r.closed.Load() {
+		return nil, 0, false, ErrClosed
+	}
+	if err := core.ValidateServiceName(name); err != nil {
+		return nil, 0, false, err
+	}
 	now := r.now.nanos()
-	e := r.l1.get(name)
+	e = r.l1.get(name)
 	if e != nil {
 		if fu := e.freshUntil.Load(); now < fu {
-			return r.answer(e, LayerL1, now, false)
+			return e, LayerL1, false, nil
 		}
 		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure)
 		if now < e.staleUntil || recentFailure && now < e.errorUntil {
 			r.refreshAsync(e, false)
-			return r.answer(e, LayerL1, now, true)
+			return e, LayerL1, true, nil
 		}
 	}
 	ne, err := r.loadWait(ctx, name)
 	if err != nil {
 		if e != nil && now < e.errorUntil && !isCallerErr(ctx, err) {
 			e.failedAt.Store(now)
-			return r.answer(e, LayerL1, now, true)
+			return e, LayerL1, true, nil
 		}
-		return Result{}, err
+		return nil, 0, false, err
 	}
-	return r.answer(ne, ne.layer, r.now.nanos(), false)
+	return ne, ne.layer, false, nil
+}
+
+// serviceData returns a service's snapshot through the cache layers even when
+// it has no live instance, for its configuration and keys.
+func (r *Registry) serviceData(ctx context.Context, name string) (*core.Service, error) {
+	e, _, _, err := r.lookupEntry(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if e.raw == nil {
+		return nil, e.notFound
+	}
+	return e.view.Load(), nil
 }
 
 func isCallerErr(ctx context.Context, err error) bool {
