@@ -60,9 +60,19 @@ type l1Cache struct {
 
 func newL1(size int) (*l1Cache, error) {
 	c := &l1Cache{}
-	drop := func(it *ristretto.Item[*entry]) {
+	evict := func(it *ristretto.Item[*entry]) {
 		if e := it.Value; e != nil {
 			c.index.CompareAndDelete(e.name, e)
+		}
+	}
+	// Ristretto also "rejects" a Set of a key its policy already tracks (a
+	// duplicate Set, as touch can make) while keeping the stored value; only a
+	// value ristretto does not hold leaves the index.
+	reject := func(it *ristretto.Item[*entry]) {
+		if e := it.Value; e != nil {
+			if held, ok := c.rc.Get(e.name); !ok || held != e {
+				c.index.CompareAndDelete(e.name, e)
+			}
 		}
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
@@ -70,8 +80,8 @@ func newL1(size int) (*l1Cache, error) {
 		MaxCost:            int64(size),
 		BufferItems:        64,
 		IgnoreInternalCost: true, // cost is 1 per service; internal cost would evict most items
-		OnEvict:            drop,
-		OnReject:           drop,
+		OnEvict:            evict,
+		OnReject:           reject,
 	})
 	if err != nil {
 		return nil, err

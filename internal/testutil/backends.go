@@ -11,7 +11,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -209,4 +212,60 @@ func DeleteKeys(rdb redis.UniversalClient, prefix string) {
 	for iter.Next(ctx) {
 		rdb.Del(ctx, iter.Val())
 	}
+}
+
+// RedisAddr returns the address of DISCOVERY_TEST_REDIS, or of a fresh
+// miniredis (returned too) when it is unset, for tests that put a Proxy in
+// front of Redis.
+func RedisAddr(t testing.TB) (string, int, *miniredis.Miniredis) {
+	t.Helper()
+	if opt := RedisOptions(); opt != nil {
+		return opt.Addr, opt.DB, nil
+	}
+	if Required() {
+		t.Fatalf("backend required (%s=1) but %s is not set", EnvRequire, EnvRedis)
+	}
+	mr := miniredis.RunT(t)
+	return mr.Addr(), 0, mr
+}
+
+// RedisClient returns a client for addr with the fail-fast settings tests
+// use, closed when the test ends (keys containing prefix are deleted first).
+func RedisClient(t testing.TB, addr string, db int, prefix string) redis.UniversalClient {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, DialTimeout: time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
+	t.Cleanup(func() {
+		DeleteKeys(rdb, prefix)
+		_ = rdb.Close()
+	})
+	return rdb
+}
+
+// PostgresVia opens DISCOVERY_TEST_POSTGRES through a Proxy (returned), so
+// the test can cut the database away from the library.
+func PostgresVia(t testing.TB, prefix string) (*gorm.DB, *Proxy) {
+	t.Helper()
+	direct := Postgres(t, prefix) // skips or fails as Postgres does; drops the tables at the end
+	cfg, err := pgconn.ParseConfig(PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProxy(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	host, port, _ := net.SplitHostPort(p.Addr())
+	dsn := "host=" + host + " port=" + port + " user=" + cfg.User + " dbname=" + cfg.Database + " sslmode=disable connect_timeout=2"
+	if cfg.Password != "" {
+		dsn += " password=" + cfg.Password
+	}
+	db, err := OpenPostgres(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = direct
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return db, p
 }

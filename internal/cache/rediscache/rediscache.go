@@ -36,6 +36,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `)
 
+// dropScript deletes a key only if it still holds ARGV[1]: a reader removes
+// a corrupt value without racing a writer that just replaced it.
+var dropScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
 // Options configure a Cache.
 type Options struct {
 	// Namespace prefixes every key and the channel.
@@ -178,12 +187,17 @@ func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Ti
 	case errors.Is(err, codec.ErrVersion):
 		c.versionMisses.Add(1)
 		return nil, time.Time{}, nil
+	case err == nil && svc.Name != service:
+		err = codec.ErrCorrupt
+		fallthrough
 	case err != nil:
+		// Corrupt: count it, and remove it so that the next load can write a
+		// good one (a corrupt header could otherwise claim a future revision).
 		c.decodeErrs.Add(1)
 		c.opt.Log.Debug("discovery: undecodable L2 snapshot", zap.String("service", service), zap.Error(err))
-		return nil, time.Time{}, nil
-	case svc.Name != service:
-		c.decodeErrs.Add(1)
+		tctx, cancel := c.timeout(ctx)
+		_ = dropScript.Run(tctx, c.rdb, []string{c.Key(service)}, v).Err()
+		cancel()
 		return nil, time.Time{}, nil
 	}
 	c.hits.Add(1)

@@ -1,0 +1,522 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/codec"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+func l2Key(ns, service string) string { return ns + ":svc:{" + service + "}" }
+
+// fanOutWorlds are the worlds where changes reach other processes by
+// notification: memory (the backend notifies) and every world with Redis.
+func fanOutWorlds() []worldKind {
+	var out []worldKind
+	for _, k := range allWorlds {
+		if k.redis || k.sql == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func redisWorlds() []worldKind {
+	var out []worldKind
+	for _, k := range allWorlds {
+		if k.redis {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// A registration on one Registry is visible in Get on the others within
+// 50 ms, and so is a deregistration and the first registration of a service
+// that others had looked up in vain.
+func TestChangesReachOtherRegistriesWithin50ms(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a, b, c := w.registry(t), w.registry(t), w.registry(t)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			for _, r := range []*discovery.Registry{b, c} {
+				if got := ids(r.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+					t.Fatalf("Get = %s", got)
+				}
+				if _, err := r.Get(ctx, "new_svc"); !errors.Is(err, discovery.ErrNotFound) {
+					t.Fatalf("Get(new_svc) = %v", err)
+				}
+			}
+			var worst time.Duration
+			expect := func(what, service, want string) {
+				t.Helper()
+				for _, r := range []*discovery.Registry{b, c} {
+					d := waitFor(t, 2*time.Second, what, func() bool { return ids(r.Get(ctx, service)) == want })
+					worst = max(worst, d)
+				}
+			}
+			g := mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+			expect("registration", "db_svc", "10.0.0.1:1,10.0.0.2:2")
+			if err := g.Deregister(ctx); err != nil {
+				t.Fatal(err)
+			}
+			expect("deregistration", "db_svc", "10.0.0.1:1")
+			mustRegister(t, a, inst("new_svc", "10.0.0.3", 3))
+			expect("registration of a service looked up in vain", "new_svc", "10.0.0.3:3")
+			t.Logf("slowest change to reach another Registry: %v", worst)
+			if worst > 50*time.Millisecond {
+				t.Fatalf("a change took %v to reach another Registry; want at most 50ms", worst)
+			}
+		})
+	}
+}
+
+// When change messages are lost (the writer never publishes), another
+// Registry still sees the change when its L1 entry stops being fresh.
+func TestLostMessagesBoundedByFreshness(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			clock := discoverytest.NewClock(t0)
+			b := w.registry(t, discovery.WithClock(clock))
+			// a shares the database but not Redis: its changes are never announced.
+			var quiet []discovery.Option
+			if w.db != nil {
+				quiet = append(quiet, discovery.WithDB(w.db))
+			} else {
+				quiet = append(quiet, discovery.WithStore(w.store))
+			}
+			a, err := discovery.New(append(quiet, discovery.WithNamespace(w.ns), discovery.WithClock(clock))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			if got := ids(b.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+				t.Fatalf("Get = %s", got)
+			}
+			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+			clock.Advance(discovery.DefaultFresh - time.Millisecond)
+			if res, err := b.Lookup(ctx, "db_svc"); err != nil || len(res.Service.Instances) != 1 || res.Stale {
+				t.Fatalf("inside the freshness window: %+v, %v; want the cached, fresh snapshot", res, err)
+			}
+			clock.Advance(time.Millisecond)
+			waitFor(t, 2*time.Second, "the change after the freshness window", func() bool {
+				return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
+			})
+		})
+	}
+}
+
+// A live instance that keeps renewing never drops out of any Registry,
+// whatever the cache timings; a dead one drops out of every Registry when
+// its lease ends, not a cache TTL later.
+func TestLeasesAcrossRegistries(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			const ttl = 3 * time.Second
+			w := newWorld(t, k, discovery.WithClock(clock), discovery.WithLeaseTTL(ttl))
+			regs := []*discovery.Registry{w.registry(t), w.registry(t), w.registry(t)}
+			mustRegister(t, regs[0], inst("db_svc", "10.0.0.1", 1))
+			dead := discovery.Instance{ID: "dead", Service: "db_svc", Host: "10.0.0.2", Port: 2, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
+			if _, err := regs[0].Store().Register(ctx, &dead); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range regs {
+				_ = r.Invalidate(ctx, "db_svc")
+			}
+			for step := 0; step <= 80; step++ { // 8 s in 100 ms steps
+				now := clock.Now()
+				want := "10.0.0.1:1"
+				if now.Before(t0.Add(ttl)) {
+					want += ",dead"
+				}
+				for i, r := range regs {
+					if got := ids(r.Get(ctx, "db_svc")); got != want {
+						t.Fatalf("at +%v Registry %d: Get = %s; want %s", now.Sub(t0), i, got, want)
+					}
+				}
+				clock.BlockUntil(len(regs) + 1) // every reaper and the keepalive are waiting
+				clock.Advance(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// 1000 concurrent Gets of a cold service cause exactly one store read.
+func TestColdStampedeOneStoreRead(t *testing.T) {
+	for _, k := range allWorlds {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a, b := w.registry(t), w.registry(t)
+			for i := range 10 {
+				mustRegister(t, a, inst("db_svc", fmt.Sprint("10.0.0.", i+1), 80))
+			}
+			if w.rdb != nil { // cold in Redis too
+				if err := w.rdb.Del(ctx, l2Key(w.ns, "db_svc")).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var loadsBefore int64
+			if be, ok := w.store.(*discoverytest.Backend); ok {
+				loadsBefore = be.Loads()
+			}
+			before := b.Stats().StoreReads
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for range 1000 {
+				wg.Go(func() {
+					<-start
+					if svc, err := b.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 10 {
+						failed.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if failed.Load() != 0 {
+				t.Fatalf("%d Gets failed", failed.Load())
+			}
+			if n := b.Stats().StoreReads - before; n != 1 {
+				t.Fatalf("1000 concurrent Gets of a cold service read the store %d times; want 1", n)
+			}
+			if be, ok := w.store.(*discoverytest.Backend); ok && be.Loads()-loadsBefore != 1 {
+				t.Fatalf("the backend counted %d loads; want 1", be.Loads()-loadsBefore)
+			}
+		})
+	}
+}
+
+// Change messages that arrive out of order or twice end at the newest
+// revision, and no Registry ever reads a revision lower than one it read.
+func TestReorderedAndDuplicatedInvalidations(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			b := w.registry(t)
+			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
+			res, _ := b.Lookup(ctx, "db_svc")
+			base := res.Revision
+			// Two writes behind the caches' backs: revisions base+1, base+2.
+			for i := 2; i <= 3; i++ {
+				in := discovery.Instance{ID: fmt.Sprint("x", i), Service: "db_svc", Host: "10.0.0.9", Port: i, Weight: 1, RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+				if _, err := b.Store().Register(ctx, &in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			channel := w.ns + ":changes"
+			for _, rev := range []int64{base + 2, base + 1, base + 2, base + 1} {
+				if err := w.rdb.Publish(ctx, channel, fmt.Sprintf("%d db_svc", rev)).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var seen int64
+			waitFor(t, 2*time.Second, "the newest revision", func() bool {
+				res, err := b.Lookup(ctx, "db_svc")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Revision < seen {
+					t.Fatalf("revision went back from %d to %d", seen, res.Revision)
+				}
+				seen = res.Revision
+				return seen == base+2
+			})
+			for range 100 {
+				if res, _ := b.Lookup(ctx, "db_svc"); res.Revision != base+2 || len(res.Service.Instances) != 3 {
+					t.Fatalf("after the messages settled: revision %d, %d instances", res.Revision, len(res.Service.Instances))
+				}
+			}
+		})
+	}
+}
+
+// gatedStore holds a Load after it has read its snapshot until released:
+// the slow reader of the delete-then-set race.
+type gatedStore struct {
+	discovery.Store
+	armed   atomic.Bool
+	read    chan struct{}
+	release chan struct{}
+}
+
+func (s *gatedStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	svc, err := s.Store.Load(ctx, name)
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.read)
+		<-s.release
+	}
+	return svc, err
+}
+
+// A reader that read revision 1 from the database, and tries to cache it
+// after a writer committed revision 2 and updated the caches, leaves no
+// stale entry anywhere: Redis refuses the older snapshot and the reader's
+// L1 ends at revision 2.
+func TestDeleteThenSetRaceLeavesNoStaleEntry(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	gate := &gatedStore{Store: backend, read: make(chan struct{}), release: make(chan struct{})}
+	writer := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns))
+	reader, err := discovery.New(discovery.WithStore(gate), discovery.WithRedis(rdb), discovery.WithNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	mustRegister(t, writer, inst("db_svc", "10.0.0.1", 1))
+	if err := rdb.Del(ctx, l2Key(ns, "db_svc")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	gate.armed.Store(true)
+	got := make(chan *discovery.Service, 1)
+	go func() {
+		svc, _ := reader.Get(ctx, "db_svc")
+		got <- svc
+	}()
+	<-gate.read // the reader holds revision 1
+	mustRegister(t, writer, inst("db_svc", "10.0.0.2", 2))
+	close(gate.release)
+	if svc := <-got; svc == nil || svc.Revision != 2 || len(svc.Instances) != 2 {
+		t.Fatalf("the racing reader's Get = %+v; want revision 2", svc)
+	}
+	waitFor(t, 2*time.Second, "the stale write refused", func() bool { return reader.Stats().L2StaleWrites >= 1 })
+	v, err := rdb.Get(ctx, l2Key(ns, "db_svc")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev, _, err := codec.ParseHeader(v); err != nil || rev != 2 {
+		t.Fatalf("Redis holds revision %d (%v); want 2", rev, err)
+	}
+	if res, _ := reader.Lookup(ctx, "db_svc"); res.Revision != 2 {
+		t.Fatalf("reader's L1 at revision %d; want 2", res.Revision)
+	}
+}
+
+// Data in Redis that does not decode is a miss, counted, never a panic.
+func TestUndecodableL2IsAMiss(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a := w.registry(t)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			for i, garbage := range []string{"not a snapshot", "D9" + strings.Repeat("0", 40) + "future format", codec.Header(99, time.Now().UnixNano()) + "\xff\xff"} {
+				if err := w.rdb.Set(ctx, l2Key(w.ns, "db_svc"), garbage, time.Minute).Err(); err != nil {
+					t.Fatal(err)
+				}
+				b := w.registry(t)
+				if got := ids(b.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+					t.Fatalf("garbage %d: Get = %s", i, got)
+				}
+				if st := b.Stats(); st.L2DecodeErrors != 1 || st.Lookups[discovery.LayerL3] != 1 {
+					t.Fatalf("garbage %d: stats %+v; want one decode error and an L3 answer", i, st)
+				}
+				// b writes the good snapshot back in the background; let it land first.
+				waitFor(t, time.Second, "the write-back", func() bool { return b.Stats().L2Writes == 1 })
+			}
+		})
+	}
+}
+
+// Invalidate makes every Registry reload a service from the database.
+func TestInvalidateReachesEveryRegistry(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a, b := w.registry(t), w.registry(t)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			if _, err := b.Get(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			before := b.Stats().StoreReads
+			if err := a.Invalidate(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, time.Second, "b reloading from the database", func() bool { return b.Stats().StoreReads > before })
+			if n, err := w.rdb.Exists(ctx, l2Key(w.ns, "db_svc")).Result(); err != nil || n != 0 && b.Stats().StoreReads == before {
+				t.Fatalf("L2 key after Invalidate: %d, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestLookupProvenance(t *testing.T) {
+	for _, k := range []worldKind{allWorlds[0], allWorlds[2]} { // memory, sqlite+redis
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k, discovery.WithClock(clock))
+			a, b := w.registry(t), w.registry(t)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			first, err := b.Lookup(ctx, "db_svc")
+			wantFirst := discovery.LayerL3
+			if w.rdb != nil {
+				wantFirst = discovery.LayerL2 // the registration wrote it through
+			}
+			if err != nil || first.Layer != wantFirst || first.Stale || first.Revision != 1 {
+				t.Fatalf("first Lookup = %+v, %v; want %v", first, err, wantFirst)
+			}
+			clock.Advance(2 * time.Second)
+			hit, _ := b.Lookup(ctx, "db_svc")
+			if hit.Layer != discovery.LayerL1 || hit.Age != 2*time.Second || hit.Stale {
+				t.Fatalf("second Lookup = %+v; want an L1 hit aged 2s", hit)
+			}
+			clock.Advance(discovery.DefaultFresh)
+			stale, _ := b.Lookup(ctx, "db_svc")
+			if stale.Layer != discovery.LayerL1 || !stale.Stale {
+				t.Fatalf("Lookup past the freshness window = %+v; want L1, stale", stale)
+			}
+			st := b.Stats()
+			if st.Lookups[discovery.LayerL1] != 2 || st.Lookups[wantFirst] != 1 || st.Stale != 1 {
+				t.Fatalf("stats = %+v", st)
+			}
+		})
+	}
+}
+
+// Redis stopped mid-run under a steady load of Gets: none fails, only the
+// first calls wait on Redis, and L2 is used again within 1 s of its return.
+func TestRedisOutageUnderLoad(t *testing.T) {
+	for _, mode := range []string{"down", "blackhole"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			addr, db, _ := testutil.RedisAddr(t)
+			proxy := testutil.NewProxy(t, addr)
+			rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+			backend := discoverytest.NewBackend()
+			r := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+				// Every Get past 1 ms goes to L2, so the test sees each layer at work.
+				discovery.WithCacheFreshness(time.Millisecond, 0, time.Minute))
+			mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+
+			var (
+				stop       = make(chan struct{})
+				done       = make(chan struct{})
+				gets, slow atomic.Int64
+				failures   atomic.Int64
+			)
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					start := time.Now()
+					if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 1 {
+						failures.Add(1)
+					}
+					if time.Since(start) > 100*time.Millisecond {
+						slow.Add(1)
+					}
+					gets.Add(1)
+					time.Sleep(200 * time.Microsecond)
+				}
+			}()
+			time.Sleep(100 * time.Millisecond)
+			if mode == "down" {
+				proxy.Down()
+			} else {
+				proxy.Blackhole(true)
+			}
+			time.Sleep(time.Second)
+			hitsBefore := r.Stats().L2Hits
+			proxy.Blackhole(false)
+			proxy.Up()
+			back := waitFor(t, 2*time.Second, "L2 hits again", func() bool { return r.Stats().L2Hits > hitsBefore+5 })
+			close(stop)
+			<-done
+			t.Logf("%d Gets, %d slower than 100ms, L2 used again %v after Redis returned; stats %+v", gets.Load(), slow.Load(), back, r.Stats())
+			if failures.Load() != 0 {
+				t.Fatalf("%d of %d Gets failed during the Redis outage; want 0", failures.Load(), gets.Load())
+			}
+			if slow.Load() > 2 {
+				t.Fatalf("%d Gets waited on Redis; want at most the first ones (2)", slow.Load())
+			}
+			if back > time.Second {
+				t.Fatalf("L2 used again %v after Redis returned; want within 1s", back)
+			}
+		})
+	}
+}
+
+// The database cut away: Gets serve the cached snapshot, marked stale, and
+// writes fail with ErrUnavailable wrapping the cause.
+func TestDatabaseOutageServesStale(t *testing.T) {
+	type setup struct {
+		opts      []discovery.Option
+		down, up  func()
+		fetchedBy discovery.Layer
+	}
+	worlds := map[string]func(t *testing.T) setup{
+		"memory": func(t *testing.T) setup {
+			b := discoverytest.NewBackend()
+			return setup{opts: []discovery.Option{discovery.WithStore(b)},
+				down: func() { b.SetFailure(errors.New("connection refused")) }, up: func() { b.SetFailure(nil) }}
+		},
+		"postgres+redis": func(t *testing.T) setup {
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db, proxy := testutil.PostgresVia(t, ns+"_")
+			rdb, _ := testutil.Redis(t, ns)
+			return setup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithNamespace(ns)},
+				down: proxy.Down, up: proxy.Up}
+		},
+		"postgres": func(t *testing.T) setup {
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db, proxy := testutil.PostgresVia(t, ns+"_")
+			return setup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns)}, down: proxy.Down, up: proxy.Up}
+		},
+	}
+	for name, mk := range worlds {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := mk(t)
+			clock := discoverytest.NewClock(time.Now())
+			r, err := discovery.New(append(s.opts, discovery.WithClock(clock), discovery.WithLoadTimeout(2*time.Second))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { s.up(); r.Close() }()
+			mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+			if _, err := r.Get(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			s.down()
+			for _, step := range []time.Duration{6 * time.Second, 20 * time.Second, time.Minute} {
+				clock.Advance(step) // past freshness, past the lease: only stale-if-error is left
+				res, err := r.Lookup(ctx, "db_svc")
+				if err != nil || !res.Stale || len(res.Service.Instances) != 1 {
+					t.Fatalf("Lookup %v into the outage = %+v, %v; want the cached snapshot, stale", step, res, err)
+				}
+			}
+			_, err = r.Register(ctx, inst("db_svc", "10.0.0.2", 2))
+			var be *discovery.BackendError
+			if !errors.Is(err, discovery.ErrUnavailable) || !errors.As(err, &be) || be.Backend != "database" || be.Unwrap() == nil {
+				t.Fatalf("Register during the outage = %v; want ErrUnavailable wrapping the cause", err)
+			}
+		})
+	}
+}
