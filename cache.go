@@ -364,7 +364,11 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 		svc, at, err := r.l2.Get(ctx, name)
 		if err == nil && svc != nil {
 			now := r.clock.Now()
-			if svc.Revision >= want && now.Sub(at) < r.opts.fresh && usableL2(svc, at, now) {
+			// Write-through and change messages keep Redis at the newest
+			// revision; leases age, so a snapshot serves only while no lease in
+			// it ended since it was read, and never longer than one lease TTL
+			// (which bounds what a lost write-through can leave behind).
+			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				return r.newEntry(svc, LayerL2, at, now), nil
 			}
 		}
