@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 	"github.com/rssbot/discovery/internal/codec"
