@@ -3,8 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,31 +49,41 @@ type entry struct {
 
 	refreshing atomic.Bool
 	failedAt   atomic.Int64
+
+	// slot is what ristretto holds for the name; it outlives entries, so a
+	// newer entry of a name it already holds costs ristretto nothing.
+	slot *slot
 }
 
+// slot stands for one service name in ristretto.
+type slot struct{ name string }
+
 type l1Cache struct {
-	index sync.Map // string -> *entry
-	rc    *ristretto.Cache[string, *entry]
+	index *index
+	rc    *ristretto.Cache[string, *slot]
 }
 
 func newL1(size int) (*l1Cache, error) {
-	c := &l1Cache{}
-	evict := func(it *ristretto.Item[*entry]) {
-		if e := it.Value; e != nil {
-			c.index.CompareAndDelete(e.name, e)
+	c := &l1Cache{index: newIndex()}
+	drop := func(sl *slot) {
+		c.index.update(sl.name, func(cur *entry) (*entry, bool) { return nil, cur != nil && cur.slot == sl })
+	}
+	evict := func(it *ristretto.Item[*slot]) {
+		if it.Value != nil {
+			drop(it.Value)
 		}
 	}
 	// Ristretto also "rejects" a Set of a key its policy already tracks (a
 	// duplicate Set, as touch can make) while keeping the stored value; only a
-	// value ristretto does not hold leaves the index.
-	reject := func(it *ristretto.Item[*entry]) {
-		if e := it.Value; e != nil {
-			if held, ok := c.rc.Get(e.name); !ok || held != e {
-				c.index.CompareAndDelete(e.name, e)
+	// slot ristretto does not hold leaves the index.
+	reject := func(it *ristretto.Item[*slot]) {
+		if sl := it.Value; sl != nil {
+			if held, ok := c.rc.Get(sl.name); !ok || held != sl {
+				drop(sl)
 			}
 		}
 	}
-	rc, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+	rc, err := ristretto.NewCache(&ristretto.Config[string, *slot]{
 		NumCounters:        int64(size) * 10,
 		MaxCost:            int64(size),
 		BufferItems:        64,
@@ -90,19 +98,13 @@ func newL1(size int) (*l1Cache, error) {
 	return c, nil
 }
 
-func (c *l1Cache) get(name string) *entry {
-	v, ok := c.index.Load(name)
-	if !ok {
-		return nil
-	}
-	return v.(*entry)
-}
+func (c *l1Cache) get(name string) *entry { return c.index.load(name) }
 
 // touch reports an access to ristretto's policy and restores an entry that
 // ristretto lost track of (a dropped Set).
 func (c *l1Cache) touch(e *entry) {
 	if _, ok := c.rc.Get(e.name); !ok {
-		c.rc.Set(e.name, e, 1)
+		c.rc.Set(e.name, e.slot, 1)
 	}
 }
 
@@ -110,33 +112,30 @@ func (c *l1Cache) touch(e *entry) {
 // revision, or the same one read from the database later). It returns the
 // entry L1 holds afterwards.
 func (c *l1Cache) put(e *entry) *entry {
-	for {
-		v, loaded := c.index.LoadOrStore(e.name, e)
-		if !loaded {
-			c.rc.Set(e.name, e, 1)
-			return e
+	held, added := e, false
+	c.index.update(e.name, func(old *entry) (*entry, bool) {
+		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt) {
+			held = old
+			return nil, false
 		}
-		old := v.(*entry)
-		if old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt {
-			return old
+		if old != nil {
+			e.slot = old.slot // ristretto already holds the name
+		} else {
+			e.slot, added = &slot{name: e.name}, true
 		}
-		if c.index.CompareAndSwap(e.name, old, e) {
-			c.rc.Set(e.name, e, 1)
-			return e
-		}
-	}
-}
-
-// remove drops e if L1 still holds it. Ristretto keeps its key until it
-// evicts or replaces it; its callbacks then find e gone and do nothing.
-func (c *l1Cache) remove(e *entry) { c.index.CompareAndDelete(e.name, e) }
-
-func (c *l1Cache) each(fn func(*entry)) {
-	c.index.Range(func(_, v any) bool {
-		fn(v.(*entry))
-		return true
+		return e, true
 	})
+	if added {
+		c.rc.Set(e.name, e.slot, 1)
+	}
+	return held
 }
+
+// remove drops e if L1 still holds it. Ristretto keeps the name's slot until
+// it evicts it; its callback then finds no entry of that slot and does nothing.
+func (c *l1Cache) remove(e *entry) { c.index.compareAndDelete(e.name, e) }
+
+func (c *l1Cache) each(fn func(*entry)) { c.index.each(fn) }
 
 func (c *l1Cache) close() { c.rc.Close() }
 
@@ -147,15 +146,22 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.T
 	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), raw: raw}
 	n := now.UnixNano()
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
-	minExp := int64(1<<63 - 1)
+	minExp, live := int64(1<<63-1), 0
 	for i := range raw.Instances {
-		in := &raw.Instances[i]
-		exp := in.ExpiresAt.UnixNano()
-		if exp <= n {
-			continue
+		if exp := raw.Instances[i].ExpiresAt.UnixNano(); exp > n {
+			minExp = min(minExp, exp)
+			live++
 		}
-		minExp = min(minExp, exp)
-		view.Instances = append(view.Instances, *in)
+	}
+	if live == len(raw.Instances) {
+		view.Instances = raw.Instances // all live: share, both are immutable
+	} else if live > 0 {
+		view.Instances = make([]core.Instance, 0, live)
+		for i := range raw.Instances {
+			if raw.Instances[i].ExpiresAt.UnixNano() > n {
+				view.Instances = append(view.Instances, raw.Instances[i])
+			}
+		}
 	}
 	e.minExpiry = minExp
 	e.view.Store(view)
@@ -215,8 +221,7 @@ func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {
 	if e := r.l1.get(service); e != nil {
 		now := r.now.nanos()
 		if now < e.freshUntil.Load() {
-			r.ctr.l1Hits.add(1)
-			if rand.Uint32()%touchSample == 0 {
+			if r.ctr.l1Hits.add(1)%touchSample == 0 {
 				r.l1.touch(e)
 			}
 			if e.notFound != nil {
@@ -319,6 +324,16 @@ func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result,
 // loadWait loads a service once for all concurrent callers; each caller
 // waits only as long as its own context allows.
 func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
+	// A caller that can wait as long as a load may take runs it itself: no
+	// goroutine to start (and to grow a stack for). Others wait on a channel
+	// so that their own deadline still holds.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > r.opts.loadTO {
+		v, err, _ := r.sf.Do(name, func() (any, error) { return r.load(name, false) })
+		if err != nil {
+			return nil, err
+		}
+		return v.(*entry), nil
+	}
 	ch := r.sf.DoChan(name, func() (any, error) { return r.load(name, false) })
 	select {
 	case res := <-ch:
@@ -358,10 +373,17 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 }
 
 func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
-	defer cancel()
 	if r.l2 != nil && !force && r.l2.Up() {
-		svc, at, err := r.l2.Get(ctx, name)
+		haveRev, haveAt := int64(-1), int64(-1)
+		cur := r.l1.get(name)
+		if cur != nil && cur.raw != nil {
+			haveRev, haveAt = cur.rev, cur.loadedAt
+		}
+		// bounded by the Redis timeout; a snapshot we already hold is not decoded again
+		svc, at, same, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
+		if same {
+			svc = cur.raw
+		}
 		if err == nil && svc != nil {
 			now := r.clock.Now()
 			// Write-through and change messages keep Redis at the newest
@@ -374,7 +396,9 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 		}
 	}
 	r.ctr.storeReads.Add(1)
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
 	svc, err := r.store.Load(ctx, name)
+	cancel()
 	now := r.clock.Now()
 	if errors.Is(err, core.ErrNotFound) {
 		return r.newNegative(name, now), nil
@@ -386,11 +410,7 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	}
 	r.noteStoreOK()
 	if r.l2 != nil {
-		r.spawn(func() {
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.redisTO)
-			defer cancel()
-			_, _ = r.l2.Set(ctx, svc, now)
-		})
+		r.spawn(func() { _, _ = r.l2.Set(r.ctx, svc, now) }) // bounded by the Redis timeout
 	}
 	return r.newEntry(svc, LayerL3, now, now), nil
 }

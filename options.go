@@ -74,6 +74,7 @@ type options struct {
 	loadTO      time.Duration
 	reapEvery   time.Duration
 	reapAfter   time.Duration
+	reapSet     bool
 	closeTO     time.Duration
 }
 
@@ -92,6 +93,9 @@ func optErr(name, value, reason string) error {
 }
 
 func (o *options) validate() error {
+	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
+		o.reapAfter = 2 * o.leaseTTL // the default follows a longer lease
+	}
 	positive := []struct {
 		name string
 		d    time.Duration
@@ -208,10 +212,10 @@ func WithRedisTimeout(d time.Duration) Option { return optionFunc(func(o *option
 func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.loadTO = d }) }
 
 // WithReaper sets how often expired rows are deleted (every 30 s) and how
-// long after their lease ended (2 min). One reaper works at a time across
+// long after their lease ended (2 min, or two lease TTLs if longer). One reaper works at a time across
 // processes. An interval of 0 disables reaping in this Registry.
 func WithReaper(every, after time.Duration) Option {
-	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter = every, after })
+	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter, o.reapSet = every, after, true })
 }
 
 // WithCloseTimeout bounds the deregistrations Close makes (5 s).

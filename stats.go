@@ -26,7 +26,9 @@ func stripe() int {
 	return int((p>>11 ^ p>>15 ^ p>>19) & (stripes - 1))
 }
 
-func (c *stripedCounter) add(n uint64) { c.cells[stripe()].Add(n) }
+// add adds n and returns the new value of the caller's cell, which hot paths
+// use to sample (one call in k) without a random number.
+func (c *stripedCounter) add(n uint64) uint64 { return c.cells[stripe()].Add(n) }
 
 func (c *stripedCounter) load() uint64 {
 	var s uint64

@@ -149,8 +149,10 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 		svc.Config = []byte(c)
 	}
 	n := d.count(maxInstances, 8)
+	var tagArena []string // one allocation for the tags of every instance
 	if n > 0 {
 		svc.Instances = make([]core.Instance, n)
+		tagArena = make([]string, 0, 2*n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		in := &svc.Instances[i]
@@ -164,10 +166,14 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 		in.Version = d.str(core.MaxLabelLen)
 		in.HealthPath = d.str(core.MaxHealthPathLen)
 		if nt := d.count(core.MaxTags, 1); nt > 0 {
-			in.Tags = make([]string, nt)
-			for j := range in.Tags {
-				in.Tags[j] = d.str(core.MaxTagLen)
+			if cap(tagArena)-len(tagArena) < nt {
+				tagArena = make([]string, 0, max(nt, 2*n))
 			}
+			start := len(tagArena)
+			for range nt {
+				tagArena = append(tagArena, d.str(core.MaxTagLen))
+			}
+			in.Tags = tagArena[start:len(tagArena):len(tagArena)] // capped: appending copies
 		}
 		if nm := d.count(core.MaxMetadataKeys, 2); nm > 0 {
 			in.Metadata = make(map[string]string, nm)

@@ -169,24 +169,36 @@ func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFun
 // marker, another format version, or undecodable (counted). It returns an
 // error only when Redis failed, and at once (ErrUnavailable) while it is down.
 func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, error) {
+	svc, at, _, err := c.GetIfChanged(ctx, service, -1, -1)
+	return svc, at, err
+}
+
+// GetIfChanged is Get for a caller that holds the snapshot read from the
+// database at haveAt with revision haveRev: if Redis holds that same one, it
+// reports unchanged without decoding it.
+func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, err error) {
 	if c.down.Load() {
-		return nil, time.Time{}, &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
+		return nil, time.Time{}, false, &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
 	}
 	tctx, cancel := c.timeout(ctx)
 	v, err := c.rdb.Get(tctx, c.Key(service)).Result()
 	cancel()
 	if err == redis.Nil {
 		c.misses.Add(1)
-		return nil, time.Time{}, nil
+		return nil, time.Time{}, false, nil
 	}
 	if err != nil {
-		return nil, time.Time{}, c.failed(ctx, "get", err)
+		return nil, time.Time{}, false, c.failed(ctx, "get", err)
 	}
-	svc, at, err := codec.Decode(v)
+	if rev, loaded, herr := codec.ParseHeader(v); herr == nil && rev == haveRev && loaded == haveAt {
+		c.hits.Add(1)
+		return nil, time.Unix(0, loaded), true, nil
+	}
+	svc, at, err = codec.Decode(v)
 	switch {
 	case errors.Is(err, codec.ErrVersion):
 		c.versionMisses.Add(1)
-		return nil, time.Time{}, nil
+		return nil, time.Time{}, false, nil
 	case err == nil && svc.Name != service:
 		err = codec.ErrCorrupt
 		fallthrough
@@ -198,10 +210,10 @@ func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Ti
 		tctx, cancel := c.timeout(ctx)
 		_ = dropScript.Run(tctx, c.rdb, []string{c.Key(service)}, v).Err()
 		cancel()
-		return nil, time.Time{}, nil
+		return nil, time.Time{}, false, nil
 	}
 	c.hits.Add(1)
-	return svc, at, nil
+	return svc, at, false, nil
 }
 
 // Set writes svc, read from the database at loadedAt, unless Redis holds a
