@@ -228,7 +228,9 @@ type loadRow struct {
 
 func BenchmarkRegister(b *testing.B) {
 	stores := map[string]func(b *testing.B) []discovery.Option{
-		"memory": func(b *testing.B) []discovery.Option { return []discovery.Option{discovery.WithStore(discoverytest.NewBackend())} },
+		"memory": func(b *testing.B) []discovery.Option {
+			return []discovery.Option{discovery.WithStore(discoverytest.NewBackend())}
+		},
 		"sqlite": func(b *testing.B) []discovery.Option { return []discovery.Option{discovery.WithDB(testutil.SQLite(b))} },
 	}
 	if os.Getenv(testutil.EnvPostgres) != "" {
