@@ -1,0 +1,69 @@
+// Package discovery is an embeddable client library for service discovery:
+// Go services register themselves at start-up, look other services up
+// in-process, and pick one healthy instance with a load balancer. There is no
+// discovery server: every process keeps its own cache, and all of them share
+// a SQL database (the source of truth) and, optionally, Redis.
+//
+// # Quick start
+//
+//	db, _ := gorm.Open(postgres.Open(dsn), &gorm.Config{})
+//	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
+//	reg, err := discovery.New(discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithLogger(logger))
+//	if err != nil { ... }
+//	defer reg.Close()
+//
+//	// register this process; its lease is renewed until Close
+//	lease, err := reg.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080})
+//
+//	// look a service up (from memory almost always)
+//	svc, err := reg.Get(ctx, "db_svc")
+//
+// # Layers
+//
+// A lookup is answered by the nearest layer that has the service fresh:
+//
+//   - L1, this process's memory: a ristretto cache (bounded, TinyLFU) behind a
+//     lock-free index, so a hit costs tens of nanoseconds, allocates nothing
+//     and scales across cores.
+//   - L2, Redis (single, Sentinel or Cluster): encoded snapshots shared by every
+//     process, written only forward in revision order by a script.
+//   - L3, the database through GORM (PostgreSQL; SQLite embedded): services,
+//     instances, leases, configurations and keys.
+//
+// Every change bumps the service's revision in the same transaction. The
+// writer writes the new snapshot through to Redis and publishes {service,
+// revision}; every process refreshes what it holds that is older. Messages
+// lost across reconnections are recovered by revalidating every cached
+// service against the database's revisions on each (re)subscription, and
+// bounded in any case by the L1 freshness window. Concurrent misses for one
+// service collapse into one load. Lookup tells which layer answered, the
+// revision, the age and whether the answer is stale.
+//
+// # Leases
+//
+// A Registration renews its lease every TTL/3 (TTL 15 s by default). An
+// instance whose lease has ended is invisible to every reader at once: cache
+// entries are fresh only until the first lease in them ends. A registration
+// whose row vanished or whose lease lapsed (a restored database, a long
+// pause) registers itself again; while the database is down renewals retry
+// with backoff. A reaper, one at a time across processes, deletes rows whose
+// lease ended long ago. Close deregisters.
+//
+// # Failure modes
+//
+//   - Redis down: lookups go from L1 to the database; after the first failed
+//     call no lookup waits on Redis (a background probe brings it back within
+//     a quarter of a second of its return). Nothing the database can answer
+//     fails.
+//   - Database down: lookups answer from L1 or L2, marked stale, for up to the
+//     stale-if-error window (5 min); writes fail with an error matching
+//     ErrUnavailable that wraps the cause.
+//   - Corrupt or other-version data in Redis is a miss, counted, never a panic.
+//
+// # Defaults
+//
+// Lease 15 s renewed every 5 s; L1 fresh 5 s, stale-while-revalidate 30 s,
+// stale-if-error 5 min; negative lookups remembered 1 s; Redis snapshots kept
+// 300 s (+-10%) and served for at most one lease TTL; Redis calls time out
+// after 250 ms; rows reaped 2 min after their lease ended.
+package discovery
