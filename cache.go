@@ -36,7 +36,11 @@ type entry struct {
 	rev      int64
 	layer    Layer // where the loader found it
 	loadedAt int64 // Unix ns when the snapshot was read from the database
-	raw      *core.Service
+	// insertedAt is when the entry was built. An entry is rebuilt at least
+	// once per freshness window while lookups use it, so an old one means
+	// nobody in this process has looked the service up lately.
+	insertedAt int64
+	raw        *core.Service
 	// view holds the live instances with this process's statuses.
 	view atomic.Pointer[core.Service]
 	// notFound is returned by lookups of a service with no live instance.
@@ -143,25 +147,18 @@ func (c *l1Cache) close() { c.rc.Close() }
 // loadedAt, as seen at now: instances whose lease has ended are left out,
 // and the entry stops being fresh when the first remaining lease ends.
 func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.Time) *entry {
-	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), raw: raw}
 	n := now.UnixNano()
-	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
-	minExp, live := int64(1<<63-1), 0
+	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), insertedAt: n, raw: raw}
+	minExp := int64(1<<63 - 1)
 	for i := range raw.Instances {
 		if exp := raw.Instances[i].ExpiresAt.UnixNano(); exp > n {
 			minExp = min(minExp, exp)
-			live++
 		}
 	}
-	if live == len(raw.Instances) {
-		view.Instances = raw.Instances // all live: share, both are immutable
-	} else if live > 0 {
-		view.Instances = make([]core.Instance, 0, live)
-		for i := range raw.Instances {
-			if raw.Instances[i].ExpiresAt.UnixNano() > n {
-				view.Instances = append(view.Instances, raw.Instances[i])
-			}
-		}
+	st := r.stateIfAny(raw.Name)
+	view := r.buildView(raw, st, n)
+	if st != nil {
+		st.retain(raw.Instances)
 	}
 	e.minExpiry = minExp
 	e.view.Store(view)
@@ -175,10 +172,48 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.T
 	return e
 }
 
+// buildView returns what lookups of a snapshot see at now: the live
+// instances, each with its status in this process. It shares the snapshot's
+// instances when nothing differs.
+func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.Service {
+	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
+	live, same := 0, true
+	for i := range raw.Instances {
+		in := &raw.Instances[i]
+		if in.ExpiresAt.UnixNano() <= now {
+			same = false
+			continue
+		}
+		live++
+		if st != nil && viewStatus(in, st.inst(in.ID), now) != in.Status {
+			same = false
+		}
+	}
+	if same {
+		view.Instances = raw.Instances // all live, no status to show: share, both are immutable
+		return view
+	}
+	if live == 0 {
+		return view
+	}
+	view.Instances = make([]core.Instance, 0, live)
+	for i := range raw.Instances {
+		in := raw.Instances[i]
+		if in.ExpiresAt.UnixNano() <= now {
+			continue
+		}
+		if st != nil {
+			in.Status = viewStatus(&in, st.inst(in.ID), now)
+		}
+		view.Instances = append(view.Instances, in)
+	}
+	return view
+}
+
 // newNegative builds the entry of a service the database does not know.
 func (r *Registry) newNegative(name string, now time.Time) *entry {
 	n := now.UnixNano()
-	e := &entry{name: name, layer: LayerL3, loadedAt: n, notFound: &core.NotFoundError{Service: name}}
+	e := &entry{name: name, layer: LayerL3, loadedAt: n, insertedAt: n, notFound: &core.NotFoundError{Service: name}}
 	e.view.Store(&core.Service{Name: name})
 	e.freshUntil.Store(n + int64(r.opts.negativeTTL))
 	e.staleUntil = n + int64(r.opts.negativeTTL)

@@ -1,13 +1,29 @@
 package discovery
 
-import "sync/atomic"
+import (
+	"math"
+	"sync"
+	"sync/atomic"
 
-// svcState is what this process keeps about one service across snapshots.
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// svcState is what this process keeps about one service across snapshots:
+// the newest revision announced, and per-instance state (health, load) that
+// outlives any one snapshot.
 type svcState struct {
 	name string
 	// wantRev is the newest revision announced; loads repeat until they
 	// reach it.
 	wantRev atomic.Int64
+
+	mu    sync.Mutex                          // serialises writers of insts
+	insts atomic.Pointer[map[string]*instState] // by instance ID, copy-on-write
+
+	// gen increases whenever something that selection depends on changes
+	// (a health status, an ejection); pickers built for an older gen are
+	// rebuilt.
+	gen atomic.Uint64
 }
 
 func (st *svcState) raiseWant(rev int64) {
@@ -17,6 +33,116 @@ func (st *svcState) raiseWant(rev int64) {
 			return
 		}
 	}
+}
+
+// inst returns the state of an instance, or nil.
+func (st *svcState) inst(id string) *instState {
+	if m := st.insts.Load(); m != nil {
+		return (*m)[id]
+	}
+	return nil
+}
+
+// instOrNew returns the state of an instance, creating it.
+func (st *svcState) instOrNew(id string) *instState {
+	if is := st.inst(id); is != nil {
+		return is
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	old := st.insts.Load()
+	if old != nil {
+		if is := (*old)[id]; is != nil {
+			return is
+		}
+	}
+	m := make(map[string]*instState, 8)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	is := newInstState(st.name, id)
+	m[id] = is
+	st.insts.Store(&m)
+	return is
+}
+
+// retain forgets the state of instances not in keep (they left the service).
+func (st *svcState) retain(keep []core.Instance) {
+	old := st.insts.Load()
+	if old == nil || len(*old) <= len(keep) && allKept(*old, keep) {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	old = st.insts.Load()
+	m := make(map[string]*instState, len(keep))
+	for i := range keep {
+		if is := (*old)[keep[i].ID]; is != nil {
+			m[keep[i].ID] = is
+		}
+	}
+	st.insts.Store(&m)
+}
+
+func allKept(m map[string]*instState, keep []core.Instance) bool {
+	n := 0
+	for i := range keep {
+		if m[keep[i].ID] != nil {
+			n++
+		}
+	}
+	return n == len(m)
+}
+
+// instState is this process's state of one instance. Its fields are atomics
+// read on the selection path without locks. Ownership:
+//
+//   - health.go writes status, score, rtt and ejectedUntil (active checks,
+//     passive outcomes, shared results) and keeps its detail under hmu;
+//   - balancer.go writes inflight, ewma and the strategies' counters.
+type instState struct {
+	service, id string
+
+	// status is the health status (a core.Status): StatusUnknown until a
+	// check finishes, then Healthy, Warning or Unhealthy.
+	status atomic.Uint32
+	// score is the health score in [0, 1] as float64 bits; 1 until checked.
+	score atomic.Uint64
+	// rtt is the last check's response time in nanoseconds; 0 if unknown.
+	rtt atomic.Int64
+	// ejectedUntil is when a passive ejection ends (Unix ns); 0 if none.
+	ejectedUntil atomic.Int64
+
+	// inflight counts this process's requests to the instance.
+	inflight atomic.Int64
+	// ewma is the peak-EWMA latency in nanoseconds as float64 bits, and
+	// ewmaAt when it was last updated (Unix ns).
+	ewma   atomic.Uint64
+	ewmaAt atomic.Int64
+
+	// hmu guards health.go's detail (thresholds, history, last error).
+	hmu    sync.Mutex
+	health healthDetail
+}
+
+func newInstState(service, id string) *instState {
+	is := &instState{service: service, id: id}
+	is.score.Store(math.Float64bits(1))
+	return is
+}
+
+// Status returns the health status.
+func (is *instState) Status() core.Status { return core.Status(is.status.Load()) }
+
+// Score returns the health score.
+func (is *instState) Score() float64 { return math.Float64frombits(is.score.Load()) }
+
+// ejected reports whether a passive ejection is in force at now (Unix ns).
+func (is *instState) ejected(now int64) bool {
+	u := is.ejectedUntil.Load()
+	return u != 0 && now < u
 }
 
 // state returns the state of a service, creating it.
@@ -38,3 +164,29 @@ func (r *Registry) stateIfAny(name string) *svcState {
 // dropState forgets the state of a service the database does not know, so
 // that lookups of made-up names leave nothing behind.
 func (r *Registry) dropState(st *svcState) { r.states.CompareAndDelete(st.name, st) }
+
+// viewStatus is the status an instance shows in this process's view: a
+// stored draining flag wins, then an ejection, then the health status.
+func viewStatus(in *core.Instance, is *instState, now int64) core.Status {
+	if in.Status == core.StatusDraining {
+		return core.StatusDraining
+	}
+	if is == nil {
+		return in.Status
+	}
+	if is.ejected(now) {
+		return core.StatusEjected
+	}
+	return is.Status()
+}
+
+// instancesChanged is called when the health or ejection of instances of a
+// service changed in this process: it rebuilds the view that lookups return
+// and tells selection to rebuild.
+func (r *Registry) instancesChanged(st *svcState) {
+	st.gen.Add(1)
+	if e := r.l1.get(st.name); e != nil && e.raw != nil {
+		now := r.clock.Now()
+		e.view.Store(r.buildView(e.raw, st, now.UnixNano()))
+	}
+}
