@@ -17,7 +17,7 @@ type svcState struct {
 	// reach it.
 	wantRev atomic.Int64
 
-	mu    sync.Mutex                          // serialises writers of insts
+	mu    sync.Mutex                            // serialises writers of insts
 	insts atomic.Pointer[map[string]*instState] // by instance ID, copy-on-write
 
 	// gen increases whenever something that selection depends on changes
