@@ -264,3 +264,75 @@ func BenchmarkRegister(b *testing.B) {
 }
 
 var _ redis.UniversalClient = (*redis.Client)(nil)
+
+func pickRegistry(b *testing.B, n int) *discovery.Registry {
+	b.Helper()
+	r := benchRegistry(b, n, discovery.WithStore(discoverytest.NewBackend()))
+	if _, err := r.Get(context.Background(), benchService); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+var benchStrategies = []discovery.Strategy{
+	discovery.StrategyP2CEWMA, discovery.StrategyRoundRobin, discovery.StrategyWeightedRoundRobin,
+	discovery.StrategyLeastConnections, discovery.StrategyHealthBased, discovery.StrategyConsistentHash,
+	discovery.StrategyRandom,
+}
+
+// BenchmarkPick times Pick alone: Done is never called, so in-flight counts
+// only grow, which costs the strategies the same arithmetic. BenchmarkPickDone
+// times the pair.
+func BenchmarkPick(b *testing.B) {
+	ctx := context.Background()
+	for _, s := range benchStrategies {
+		for _, n := range []int{10, 100, 1000} {
+			b.Run(fmt.Sprintf("strategy=%s/instances=%d", s, n), func(b *testing.B) {
+				r := pickRegistry(b, n)
+				opts := []discovery.PickOption{discovery.UseStrategy(s)}
+				if s == discovery.StrategyConsistentHash {
+					opts = append(opts, discovery.HashKey("user-42"))
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := r.Pick(ctx, benchService, opts...); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkPickDone(b *testing.B) {
+	ctx := context.Background()
+	b.Run("strategy=p2c_ewma", func(b *testing.B) {
+		r := pickRegistry(b, 10)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			sel, err := r.Pick(ctx, benchService)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sel.DoneLatency(nil, time.Millisecond)
+		}
+	})
+}
+
+func BenchmarkPickParallel(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			sel, err := r.Pick(ctx, benchService)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sel.DoneLatency(nil, time.Millisecond)
+		}
+	})
+}

@@ -57,6 +57,8 @@ type entry struct {
 	// slot is what ristretto holds for the name; it outlives entries, so a
 	// newer entry of a name it already holds costs ristretto nothing.
 	slot *slot
+	// st is the service's state in this process (nil for a negative entry).
+	st *svcState
 }
 
 // slot stands for one service name in ristretto.
@@ -155,11 +157,10 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.T
 			minExp = min(minExp, exp)
 		}
 	}
-	st := r.stateIfAny(raw.Name)
+	st := r.state(raw.Name)
+	e.st = st
 	view := r.buildView(raw, st, n)
-	if st != nil {
-		st.retain(raw.Instances)
-	}
+	st.retain(raw.Instances)
 	e.minExpiry = minExp
 	e.view.Store(view)
 	if len(view.Instances) == 0 {

@@ -76,6 +76,12 @@ type options struct {
 	reapAfter   time.Duration
 	reapSet     bool
 	closeTO     time.Duration
+
+	strategy        Strategy
+	serviceStrategy map[string]Strategy
+	minScore        float64
+	panicThreshold  float64
+	failClosed      bool
 }
 
 func defaultOptions() options {
@@ -85,6 +91,7 @@ func defaultOptions() options {
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
+		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
 	}
 }
 
@@ -125,6 +132,20 @@ func (o *options) validate() error {
 		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
+	case o.strategy < StrategyP2CEWMA || o.strategy > StrategyRandom:
+		return optErr("WithStrategy", o.strategy.String(), "unknown strategy")
+	case !(o.minScore >= 0 && o.minScore < 1):
+		return optErr("WithMinScore", strconv.FormatFloat(o.minScore, 'g', -1, 64), "must be in [0, 1)")
+	case !(o.panicThreshold >= 0 && o.panicThreshold <= 1):
+		return optErr("WithPanicThreshold", strconv.FormatFloat(o.panicThreshold, 'g', -1, 64), "must be in [0, 1]")
+	}
+	for name, s := range o.serviceStrategy {
+		if err := core.ValidateServiceName(name); err != nil {
+			return err
+		}
+		if s < StrategyP2CEWMA || s > StrategyRandom {
+			return optErr("WithServiceStrategy", s.String(), "unknown strategy")
+		}
 	}
 	return validNamespace(o.namespace)
 }
@@ -220,3 +241,33 @@ func WithReaper(every, after time.Duration) Option {
 
 // WithCloseTimeout bounds the deregistrations Close makes (5 s).
 func WithCloseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.closeTO = d }) }
+
+// WithStrategy sets the selection strategy of every service (p2c_ewma by
+// default). A service's own (WithServiceStrategy, or "balancer.strategy" in
+// its configuration) and a call's (UseStrategy) take precedence.
+func WithStrategy(s Strategy) Option { return optionFunc(func(o *options) { o.strategy = s }) }
+
+// WithServiceStrategy sets the strategy of one service.
+func WithServiceStrategy(service string, s Strategy) Option {
+	return optionFunc(func(o *options) {
+		if o.serviceStrategy == nil {
+			o.serviceStrategy = map[string]Strategy{}
+		}
+		o.serviceStrategy[service] = s
+	})
+}
+
+// WithMinScore sets the health score an instance must exceed to be picked
+// (0.5, the seed's rule).
+func WithMinScore(score float64) Option { return optionFunc(func(o *options) { o.minScore = score }) }
+
+// WithPanicThreshold sets the fraction of eligible instances below which
+// Pick spreads over all live instances rather than overload the few (0.5,
+// Envoy's panic threshold; 0 disables panic mode).
+func WithPanicThreshold(f float64) Option {
+	return optionFunc(func(o *options) { o.panicThreshold = f })
+}
+
+// WithFailClosed makes Pick refuse (ErrNoHealthyInstances) below the panic
+// threshold instead of spreading over unhealthy instances.
+func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed = true }) }

@@ -226,6 +226,14 @@ func (r *Registry) Stats() Stats {
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
 		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(),
 	}
+	r.states.Range(func(_, v any) bool {
+		st := v.(*svcState)
+		for i := range st.picks {
+			s.Picks[i] += st.picks[i].Load()
+		}
+		s.PanicPicks += st.panics.Load()
+		return true
+	})
 	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
 	s.Lookups[LayerL2] = r.ctr.l2.Load()
 	s.Lookups[LayerL3] = r.ctr.l3.Load()

@@ -24,6 +24,8 @@ type svcState struct {
 	// (a health status, an ejection); pickers built for an older gen are
 	// rebuilt.
 	gen atomic.Uint64
+
+	pickerState // balancer.go
 }
 
 func (st *svcState) raiseWant(rev int64) {

@@ -63,6 +63,11 @@ type Stats struct {
 	Invalidations uint64
 	// Refreshes counts background refreshes started.
 	Refreshes uint64
+	// Picks counts selections, by strategy (index: Strategy).
+	Picks [StrategyRandom + 1]uint64
+	// PanicPicks counts selections made in panic mode (too few healthy
+	// instances: chosen among all live ones).
+	PanicPicks uint64
 }
 
 type counters struct {

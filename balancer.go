@@ -1,0 +1,758 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Strategy chooses one instance among the eligible ones.
+type Strategy uint8
+
+// The strategies. The zero Strategy means "the default": the per-call
+// choice, else the service's (WithServiceStrategy, then its configuration),
+// else the Registry's (WithStrategy), else StrategyP2CEWMA.
+const (
+	// StrategyP2CEWMA: power of two choices over peak-EWMA latency x
+	// (in-flight + 1) / weight, as Finagle and Linkerd do. The default.
+	StrategyP2CEWMA Strategy = iota + 1
+	// StrategyRoundRobin: each eligible instance in turn, ignoring weights.
+	StrategyRoundRobin
+	// StrategyWeightedRoundRobin: smooth, deterministic interleaving by
+	// weight, as nginx does (weights 5:1:1 give a a b a c a a).
+	StrategyWeightedRoundRobin
+	// StrategyLeastConnections: the instance with the fewest requests in
+	// flight from this process; ties go to a random one of them.
+	StrategyLeastConnections
+	// StrategyHealthBased: the seed's weighted random choice, weight =
+	// health score x (1 - load) x 1000 / max(response time in ms, 1) x
+	// instance weight.
+	StrategyHealthBased
+	// StrategyConsistentHash: the key given with HashKey maps to the same
+	// instance while it stays eligible; removing one of N instances moves
+	// about 1/N of the keys (Maglev).
+	StrategyConsistentHash
+	// StrategyRandom: random, in proportion to instance weights.
+	StrategyRandom
+)
+
+var strategyNames = [...]string{"", "p2c_ewma", "round_robin", "weighted_round_robin", "least_connections", "health_based", "consistent_hash", "random"}
+
+// String returns the strategy's name, such as "p2c_ewma".
+func (s Strategy) String() string {
+	if int(s) < len(strategyNames) && s != 0 {
+		return strategyNames[s]
+	}
+	if s == 0 {
+		return "default"
+	}
+	return "Strategy(" + strconv.Itoa(int(s)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Strategy) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// ParseStrategy parses a strategy name.
+func ParseStrategy(name string) (Strategy, error) {
+	for i, n := range strategyNames {
+		if n == name && i > 0 {
+			return Strategy(i), nil
+		}
+	}
+	return 0, &ValidationError{Field: "strategy", Value: name, Reason: "unknown (p2c_ewma, round_robin, weighted_round_robin, least_connections, health_based, consistent_hash, random)"}
+}
+
+// Defaults of selection.
+const (
+	// DefaultPanicThreshold: below this fraction of eligible instances,
+	// Pick spreads over all live ones (Envoy's panic mode).
+	DefaultPanicThreshold = 0.5
+	// DefaultMinScore: instances whose health score is not above it are not
+	// eligible (the seed's rule).
+	DefaultMinScore = 0.5
+	// ewmaDecay is the time constant of peak-EWMA latency (Finagle's 10 s).
+	ewmaDecay = 10 * time.Second
+	// unknownPenalty is the cost of an instance with no latency data and a
+	// request in flight.
+	unknownPenalty = float64(1 << 60)
+)
+
+// PickOption narrows or steers one Pick. Options are small values: passing
+// them allocates nothing.
+type PickOption struct {
+	kind     pickKind
+	a, b     string
+	strategy Strategy
+}
+
+type pickKind uint8
+
+const (
+	pickStrategy pickKind = iota + 1
+	pickKey
+	pickTag
+	pickMeta
+	pickVersion
+	pickZone
+	pickExclude
+)
+
+// UseStrategy selects the strategy for this call.
+func UseStrategy(s Strategy) PickOption { return PickOption{kind: pickStrategy, strategy: s} }
+
+// HashKey gives the key that StrategyConsistentHash maps to an instance (and
+// selects that strategy when none is chosen for the call).
+func HashKey(key string) PickOption { return PickOption{kind: pickKey, a: key} }
+
+// WithTag keeps instances that carry tag (repeat for several: all must match).
+func WithTag(tag string) PickOption { return PickOption{kind: pickTag, a: tag} }
+
+// WithMeta keeps instances whose metadata has key = value.
+func WithMeta(key, value string) PickOption { return PickOption{kind: pickMeta, a: key, b: value} }
+
+// WithVersion keeps instances of one version.
+func WithVersion(v string) PickOption { return PickOption{kind: pickVersion, a: v} }
+
+// PreferZone prefers instances in zone while the zone has enough healthy
+// instances (at least one, and at least the panic threshold of its own),
+// and uses every zone otherwise.
+func PreferZone(zone string) PickOption { return PickOption{kind: pickZone, a: zone} }
+
+// Exclude leaves one instance out (a retry goes elsewhere).
+func Exclude(instanceID string) PickOption { return PickOption{kind: pickExclude, a: instanceID} }
+
+// pickReq is the resolved options of one Pick. It is small (Pick zeroes it
+// on every call) and refers to the caller's options for the filters.
+type pickReq struct {
+	strategy Strategy
+	hasKey   bool
+	filtered bool
+	key      string
+	zone     string
+	opts     []PickOption
+}
+
+func (q *pickReq) set(opts []PickOption) error {
+	q.opts = opts
+	for i := range opts {
+		o := &opts[i]
+		switch o.kind {
+		case pickStrategy:
+			if o.strategy > StrategyRandom {
+				return &ValidationError{Field: "strategy", Value: o.strategy.String(), Reason: "unknown"}
+			}
+			q.strategy = o.strategy
+		case pickKey:
+			q.key, q.hasKey = o.a, true
+		case pickZone:
+			q.zone = o.a
+		case pickTag, pickMeta, pickVersion, pickExclude:
+			q.filtered = true
+		default:
+			return &ValidationError{Field: "pick option", Reason: "zero PickOption"}
+		}
+	}
+	return nil
+}
+
+// match reports whether an instance passes the call's filters.
+func (q *pickReq) match(in *core.Instance) bool {
+	for i := range q.opts {
+		o := &q.opts[i]
+		switch o.kind {
+		case pickVersion:
+			if in.Version != o.a {
+				return false
+			}
+		case pickTag:
+			if !in.HasTag(o.a) {
+				return false
+			}
+		case pickMeta:
+			if v, ok := in.Metadata[o.a]; !ok || v != o.b {
+				return false
+			}
+		case pickExclude:
+			if in.ID == o.a {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Selection is the instance Pick chose. Call Done exactly once when the
+// request ends; it feeds in-flight counts, latency averages and passive
+// health. A Selection is a small value: picking allocates nothing.
+type Selection struct {
+	// Instance is the chosen instance (shared: do not modify it).
+	Instance *Instance
+	// Strategy is the strategy that chose it.
+	Strategy Strategy
+	// Panic is true when too few instances were healthy and the choice
+	// was made among all live ones.
+	Panic bool
+
+	r     *Registry
+	st    *svcState
+	is    *instState
+	start int64
+}
+
+// Done ends the request with err (nil for success). Latency is measured from
+// Pick to Done (within a millisecond: Pick reads a coarse clock). A
+// cancelled context is not held against the instance; ErrOverloaded counts
+// against its load, not its health.
+func (s Selection) Done(err error) {
+	if s.is == nil {
+		return
+	}
+	s.finish(err, time.Duration(s.r.clock.Now().UnixNano()-s.start))
+}
+
+// DoneLatency is Done with a latency the caller measured.
+func (s Selection) DoneLatency(err error, latency time.Duration) {
+	if s.is == nil {
+		return
+	}
+	s.finish(err, latency)
+}
+
+func (s Selection) finish(err error, latency time.Duration) {
+	s.is.inflight.Add(-1)
+	o := classify(err)
+	if o != outcomeCanceled {
+		s.is.observe(latency, o, s.r.now.nanos())
+	}
+	s.r.recordOutcome(s.st, s.is, o, latency)
+}
+
+// observe folds one latency into the instance's peak EWMA: a slower sample
+// replaces the average at once, a faster one decays it with a 10 s time
+// constant. A failure counts as at least twice the current average, so a
+// fast-failing instance does not attract traffic.
+func (is *instState) observe(latency time.Duration, o outcome, now int64) {
+	l := max(float64(latency), 1)
+	for {
+		old := is.ewma.Load()
+		prev := math.Float64frombits(old)
+		if o == outcomeFailure {
+			l = max(l, 2*prev)
+		}
+		next := l
+		if prev != 0 && l < prev {
+			w := math.Exp(-float64(now-is.ewmaAt.Load()) / float64(ewmaDecay))
+			next = prev*w + l*(1-w)
+		}
+		if is.ewma.CompareAndSwap(old, math.Float64bits(next)) {
+			is.ewmaAt.Store(now)
+			return
+		}
+	}
+}
+
+// candidate is one instance selection may use.
+type candidate struct {
+	in       *core.Instance
+	is       *instState
+	weight   float64
+	hid      uint64 // hash of the ID, for rendezvous hashing
+	eligible bool
+}
+
+// picker is what selection needs of one service at one moment: built when
+// the view or a health state changes, read without locks.
+type picker struct {
+	view       *core.Service
+	gen        uint64
+	validUntil int64 // an ejection ends: rebuild
+	strategy   Strategy
+	cands      []candidate
+	elig       []int32   // indices of eligible candidates
+	cum        []float64 // running sums of the eligible candidates' weights
+	live       int       // live instances, draining and weight 0 included
+
+	rr     atomic.Uint64
+	wrr    wrrState
+	maglev atomic.Pointer[maglevTable]
+}
+
+// pickerFor returns the current picker of an entry's service.
+func (r *Registry) pickerFor(e *entry, now int64) *picker {
+	st := e.st
+	view := e.view.Load()
+	if p := st.picker.Load(); p != nil && p.view == view && p.gen == st.gen.Load() && now < p.validUntil {
+		return p
+	}
+	return r.buildPicker(e, now)
+}
+
+func (r *Registry) buildPicker(e *entry, now int64) *picker {
+	st := e.st
+	st.pmu.Lock()
+	defer st.pmu.Unlock()
+	view := e.view.Load()
+	gen := st.gen.Load()
+	old := st.picker.Load()
+	if old != nil && old.view == view && old.gen == gen && now < old.validUntil {
+		return old
+	}
+	p := &picker{view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances)}
+	p.strategy = r.serviceStrategy(st.name, view)
+	minScore := r.opts.minScore
+	p.cands = make([]candidate, 0, len(view.Instances))
+	for i := range view.Instances {
+		in := &view.Instances[i]
+		if in.Status == core.StatusDraining || in.Weight <= 0 {
+			continue
+		}
+		is := st.instOrNew(in.ID)
+		c := candidate{in: in, is: is, weight: float64(in.Weight), hid: xxhash.Sum64String(in.ID)}
+		if u := is.ejectedUntil.Load(); u != 0 && now < u {
+			p.validUntil = min(p.validUntil, u)
+		} else {
+			c.eligible = is.Status() != core.StatusUnhealthy && is.Score() > minScore
+		}
+		if c.eligible {
+			p.elig = append(p.elig, int32(len(p.cands)))
+		}
+		p.cands = append(p.cands, c)
+	}
+	// An instance that comes (back) into selection starts with no latency
+	// average: what it measured before it left (ejected, weight 0, ...) is
+	// stale, and a fresh start gets it one probing request at once.
+	if old != nil {
+		was := make(map[*instState]bool, len(old.elig))
+		for _, i := range old.elig {
+			was[old.cands[i].is] = true
+		}
+		for _, i := range p.elig {
+			if is := p.cands[i].is; !was[is] {
+				is.ewma.Store(0)
+			}
+		}
+	}
+	total := 0.0
+	p.cum = make([]float64, len(p.elig))
+	for k, i := range p.elig {
+		total += p.cands[i].weight
+		p.cum[k] = total
+	}
+	if old != nil {
+		p.rr.Store(old.rr.Load()) // keep the rotation going
+	}
+	st.picker.Store(p)
+	return p
+}
+
+// serviceConfig is the part of a service's configuration selection reads:
+// {"balancer": {"strategy": "round_robin"}}.
+type serviceConfig struct {
+	Balancer struct {
+		Strategy string `json:"strategy"`
+	} `json:"balancer"`
+}
+
+func (r *Registry) serviceStrategy(name string, view *core.Service) Strategy {
+	if s, ok := r.opts.serviceStrategy[name]; ok {
+		return s
+	}
+	if len(view.Config) > 0 {
+		var c serviceConfig
+		if json.Unmarshal(view.Config, &c) == nil && c.Balancer.Strategy != "" {
+			if s, err := ParseStrategy(c.Balancer.Strategy); err == nil {
+				return s
+			}
+		}
+	}
+	return r.opts.strategy
+}
+
+// Pick chooses one instance of a service: live, healthy (score above 0.5),
+// not ejected, not draining, with a weight above 0, and matching the
+// options' filters. If none is eligible it returns an error matching
+// ErrNoHealthyInstances that names the service. If fewer than the panic
+// threshold (50%) are eligible, it chooses among all live instances
+// instead, and says so in Selection.Panic (unless WithFailClosed).
+//
+// On a warm cache Pick and Done allocate nothing.
+func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption) (Selection, error) {
+	now := r.now.nanos()
+	e := r.l1.get(service)
+	if e == nil || now >= e.freshUntil.Load() || e.raw == nil || e.notFound != nil {
+		var err error
+		if e, _, _, err = r.lookupEntry(ctx, service); err != nil {
+			return Selection{}, err
+		}
+		if e.notFound != nil {
+			return Selection{}, e.notFound
+		}
+	}
+	var q pickReq
+	if len(opts) > 0 {
+		if err := q.set(opts); err != nil {
+			return Selection{}, err
+		}
+	}
+	p := r.pickerFor(e, now)
+	st := e.st
+	strategy := q.strategy
+	if strategy == 0 {
+		strategy = p.strategy
+		if q.hasKey && strategy != StrategyConsistentHash && r.opts.serviceStrategy[service] == 0 {
+			strategy = StrategyConsistentHash
+		}
+	}
+	i, panicked, err := p.choose(r, &q, strategy, now)
+	if err != nil {
+		return Selection{}, err
+	}
+	c := &p.cands[i]
+	c.is.inflight.Add(1)
+	st.picks[strategy].Add(1)
+	if panicked {
+		st.panics.Add(1)
+	}
+	return Selection{Instance: c.in, Strategy: strategy, Panic: panicked, r: r, st: st, is: c.is, start: now}, nil
+}
+
+// choose runs a strategy and returns the index of a candidate.
+func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bool, error) {
+	filtered := q.filtered
+	nElig, nCand := len(p.elig), len(p.cands)
+	if filtered {
+		nElig, nCand = 0, 0
+		for i := range p.cands {
+			if q.match(p.cands[i].in) {
+				nCand++
+				if p.cands[i].eligible {
+					nElig++
+				}
+			}
+		}
+	}
+	if nElig == 0 {
+		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
+	}
+	mode := modeEligible
+	if float64(nElig) < r.opts.panicThreshold*float64(nCand) {
+		if r.opts.failClosed {
+			return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
+		}
+		mode = modeAll
+	}
+	zone := ""
+	if q.zone != "" {
+		var zElig, zCand int
+		for i := range p.cands {
+			c := &p.cands[i]
+			if c.in.Zone == q.zone && (!filtered || q.match(c.in)) {
+				zCand++
+				if c.eligible {
+					zElig++
+				}
+			}
+		}
+		if zElig > 0 && float64(zElig) >= r.opts.panicThreshold*float64(zCand) {
+			zone, mode = q.zone, modeEligible
+		}
+	}
+	sel := selector{now: now, p: p, mode: mode, zone: zone, filtered: filtered || zone != ""}
+	if !sel.filtered && mode == modeEligible {
+		sel.fast = true
+	}
+	i := sel.run(s, q)
+	return i, mode == modeAll, nil
+}
+
+const (
+	modeEligible = iota
+	modeAll
+)
+
+// selector applies one strategy to the candidates that pass a pick's
+// filters. With no filter and no panic it uses the precomputed eligible
+// list (O(1) for most strategies).
+//
+// The pick's options are passed beside it, never stored in it: the selector
+// points at the (heap) picker, and anything stored next to that pointer
+// would escape to the heap too; the options live on Pick's stack.
+type selector struct {
+	now      int64
+	p        *picker
+	mode     int
+	zone     string
+	filtered bool
+	fast     bool
+}
+
+func (s *selector) ok(i int, q *pickReq) bool {
+	c := &s.p.cands[i]
+	if s.mode == modeEligible && !c.eligible {
+		return false
+	}
+	if s.zone != "" && c.in.Zone != s.zone {
+		return false
+	}
+	return !s.filtered || q.match(c.in)
+}
+
+// count returns how many candidates pass.
+func (s *selector) count(q *pickReq) int {
+	if s.fast {
+		return len(s.p.elig)
+	}
+	n := 0
+	for i := range s.p.cands {
+		if s.ok(i, q) {
+			n++
+		}
+	}
+	return n
+}
+
+// nth returns the index of the k-th passing candidate.
+func (s *selector) nth(k int, q *pickReq) int {
+	if s.fast {
+		return int(s.p.elig[k])
+	}
+	for i := range s.p.cands {
+		if s.ok(i, q) {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	return -1
+}
+
+func (s *selector) run(strategy Strategy, q *pickReq) int {
+	switch strategy {
+	case StrategyRoundRobin:
+		n := s.count(q)
+		return s.nth(int(s.p.rr.Add(1)-1)%n, q)
+	case StrategyWeightedRoundRobin:
+		if s.fast {
+			return s.p.wrrNext()
+		}
+		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
+	case StrategyLeastConnections:
+		if s.fast {
+			return s.p.leastConnectionsFast()
+		}
+		return s.leastConnections(q)
+	case StrategyHealthBased:
+		if s.fast && len(s.p.elig) <= maxStackWeights {
+			return s.p.healthBasedFast()
+		}
+		return s.weightedRandom(healthWeight, q)
+	case StrategyConsistentHash:
+		if s.fast {
+			return s.p.maglevPick(q.key)
+		}
+		return s.rendezvous(q.key, q)
+	case StrategyRandom:
+		if s.fast {
+			return s.p.weightedRandomFast()
+		}
+		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
+	default:
+		return s.p2c(q)
+	}
+}
+
+func (s *selector) p2c(q *pickReq) int {
+	n := s.count(q)
+	if n == 1 {
+		return s.nth(0, q)
+	}
+	r := rand.Uint64()
+	a := int(r>>32) % n
+	b := int(uint32(r)) % (n - 1)
+	if b >= a {
+		b++
+	}
+	ia, ib := s.nth(a, q), s.nth(b, q)
+	if cost(&s.p.cands[ib], s.now) < cost(&s.p.cands[ia], s.now) {
+		return ib
+	}
+	return ia
+}
+
+// cost is peak-EWMA latency x (in-flight + 1) / weight. An instance with no
+// latency yet costs nothing while idle, so it gets one probing request, and
+// a prohibitive amount while that request is in flight (Finagle's rule).
+//
+// The average decays while an instance goes unpicked (by exp(-age/tau)), so
+// one that was slow once is tried again later instead of being starved by
+// its old reputation.
+func cost(c *candidate, now int64) float64 {
+	l := math.Float64frombits(c.is.ewma.Load())
+	inflight := c.is.inflight.Load()
+	if l == 0 {
+		if inflight == 0 {
+			return 0
+		}
+		return unknownPenalty
+	}
+	if age := now - c.is.ewmaAt.Load(); age > int64(time.Millisecond) {
+		l *= math.Exp(-float64(age) / float64(ewmaDecay))
+	}
+	return l * float64(inflight+1) / c.weight
+}
+
+func (s *selector) leastConnections(q *pickReq) int {
+	n := len(s.p.cands)
+	start := int(rand.Uint32() % uint32(n))
+	best, bestLoad := -1, int64(math.MaxInt64)
+	for k := 0; k < n; k++ {
+		i := (start + k) % n
+		if !s.ok(i, q) {
+			continue
+		}
+		if l := s.p.cands[i].is.inflight.Load(); l < bestLoad {
+			best, bestLoad = i, l
+		}
+	}
+	return best
+}
+
+// healthWeight is the seed's weight: score x (1 - load) x 1000 /
+// max(response time ms, 1), times the instance weight. Load is in-flight /
+// (in-flight + 1).
+//
+// Written as score x weight x 10^9 / ((1 + in-flight) x max(rtt ns, 10^6)):
+// one division.
+func healthWeight(c *candidate) float64 {
+	rtt := max(float64(c.is.rtt.Load()), float64(time.Millisecond))
+	return c.is.Score() * c.weight * 1e9 / ((1 + float64(c.is.inflight.Load())) * rtt)
+}
+
+func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) int {
+	total := 0.0
+	for i := range s.p.cands {
+		if s.ok(i, q) {
+			total += weight(&s.p.cands[i])
+		}
+	}
+	if total <= 0 {
+		return s.nth(int(rand.Uint32()%uint32(s.count(q))), q)
+	}
+	x := rand.Float64() * total
+	last := -1
+	for i := range s.p.cands {
+		if !s.ok(i, q) {
+			continue
+		}
+		last = i
+		x -= weight(&s.p.cands[i])
+		if x < 0 {
+			return i
+		}
+	}
+	return last
+}
+
+// rendezvous is highest-random-weight hashing over the passing candidates,
+// used for consistent hashing when filters narrow the set.
+func (s *selector) rendezvous(key string, q *pickReq) int {
+	hk := xxhash.Sum64String(key)
+	best, bestScore := -1, uint64(0)
+	for i := range s.p.cands {
+		if !s.ok(i, q) {
+			continue
+		}
+		if sc := mix64(hk ^ s.p.cands[i].hid); best < 0 || sc > bestScore {
+			best, bestScore = i, sc
+		}
+	}
+	return best
+}
+
+// mix64 is the splitmix64 finaliser.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// pickerState is the selection state a svcState keeps.
+type pickerState struct {
+	pmu    sync.Mutex
+	picker atomic.Pointer[picker]
+	picks  [StrategyRandom + 1]atomic.Uint64
+	panics atomic.Uint64
+}
+
+// maxStackWeights bounds the instances whose dynamic weights health_based
+// computes into a stack buffer.
+const maxStackWeights = 128
+
+// weightedRandomFast picks by static weight: a binary search of the
+// precomputed running sums.
+func (p *picker) weightedRandomFast() int {
+	x := rand.Float64() * p.cum[len(p.cum)-1]
+	lo, hi := 0, len(p.cum)-1
+	for lo < hi {
+		m := (lo + hi) / 2
+		if p.cum[m] > x {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return int(p.elig[lo])
+}
+
+// leastConnectionsFast scans the eligible instances from a random place and
+// keeps the first with the fewest requests in flight, so ties spread.
+func (p *picker) leastConnectionsFast() int {
+	n := len(p.elig)
+	start := int(rand.Uint32() % uint32(n))
+	best, bestLoad := -1, int64(math.MaxInt64)
+	for k := start; k < start+n; k++ {
+		j := k
+		if j >= n {
+			j -= n
+		}
+		i := p.elig[j]
+		if l := p.cands[i].is.inflight.Load(); l < bestLoad {
+			best, bestLoad = int(i), l
+		}
+	}
+	return best
+}
+
+// healthBasedFast computes each eligible instance's weight once, on the
+// stack, then draws.
+func (p *picker) healthBasedFast() int {
+	var w [maxStackWeights]float64
+	total := 0.0
+	for k, i := range p.elig {
+		w[k] = healthWeight(&p.cands[i])
+		total += w[k]
+	}
+	if total <= 0 {
+		return int(p.elig[rand.Uint32()%uint32(len(p.elig))])
+	}
+	x := rand.Float64() * total
+	for k := range p.elig {
+		x -= w[k]
+		if x < 0 {
+			return int(p.elig[k])
+		}
+	}
+	return int(p.elig[len(p.elig)-1])
+}

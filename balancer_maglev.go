@@ -1,0 +1,63 @@
+package discovery
+
+import "github.com/cespare/xxhash/v2"
+
+// maglevTable is Maglev consistent hashing (Eisenbud et al., NSDI 2016)
+// over a picker's eligible instances: each key hashes to a slot, each slot
+// names an instance. Instances fill the table in turns along their own
+// permutations, so each owns an equal share, and removing one of N moves
+// about 1/N of the keys.
+type maglevTable struct {
+	slots []int32 // candidate indices
+}
+
+// maglevSizes are primes; the table is the first at least 100 times the
+// number of instances (under 1% imbalance), up to the last.
+var maglevSizes = [...]int{251, 1021, 4093, 16381, 65521, 262139}
+
+func buildMaglev(p *picker) *maglevTable {
+	n := len(p.elig)
+	m := maglevSizes[len(maglevSizes)-1]
+	for _, s := range maglevSizes {
+		if s >= 100*n {
+			m = s
+			break
+		}
+	}
+	offset := make([]int, n)
+	skip := make([]int, n)
+	next := make([]int, n)
+	for k, i := range p.elig {
+		h := p.cands[i].hid
+		offset[k] = int(h % uint64(m))
+		skip[k] = int(mix64(h)%uint64(m-1)) + 1
+	}
+	slots := make([]int32, m)
+	for j := range slots {
+		slots[j] = -1
+	}
+	for filled := 0; filled < m; {
+		for k := 0; k < n && filled < m; k++ {
+			c := (offset[k] + next[k]*skip[k]) % m
+			for slots[c] >= 0 {
+				next[k]++
+				c = (offset[k] + next[k]*skip[k]) % m
+			}
+			slots[c] = p.elig[k]
+			next[k]++
+			filled++
+		}
+	}
+	return &maglevTable{slots: slots}
+}
+
+func (p *picker) maglevPick(key string) int {
+	t := p.maglev.Load()
+	if t == nil {
+		t = buildMaglev(p)
+		if !p.maglev.CompareAndSwap(nil, t) {
+			t = p.maglev.Load()
+		}
+	}
+	return int(t.slots[xxhash.Sum64String(key)%uint64(len(t.slots))])
+}

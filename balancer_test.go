@@ -1,0 +1,538 @@
+package discovery_test
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+var allStrategies = []discovery.Strategy{
+	discovery.StrategyP2CEWMA, discovery.StrategyRoundRobin, discovery.StrategyWeightedRoundRobin,
+	discovery.StrategyLeastConnections, discovery.StrategyHealthBased, discovery.StrategyConsistentHash,
+	discovery.StrategyRandom,
+}
+
+// registerN registers instances of svc with the given weights (0 means
+// ZeroWeight); their IDs are "i0", "i1", ...
+func registerN(t *testing.T, r *discovery.Registry, svc string, weights ...int) {
+	t.Helper()
+	for i, w := range weights {
+		if w == 0 {
+			w = discovery.ZeroWeight
+		}
+		mustRegister(t, r, discovery.Instance{ID: fmt.Sprint("i", i), Service: svc, Host: fmt.Sprint("10.0.0.", i+1), Port: 80, Weight: w,
+			Zone: []string{"a", "b"}[i%2], Version: []string{"v1", "v2"}[i/2%2], Tags: []string{"t" + fmt.Sprint(i%3)},
+			Metadata: map[string]string{"shard": fmt.Sprint(i % 2)}})
+	}
+}
+
+// picks counts which instance n picks choose; Done is called at once.
+func picks(t *testing.T, r *discovery.Registry, svc string, n int, opts ...discovery.PickOption) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := 0; i < n; i++ {
+		sel, err := r.Pick(context.Background(), svc, opts...)
+		if err != nil {
+			t.Fatalf("Pick: %v", err)
+		}
+		got[sel.Instance.ID]++
+		sel.Done(nil)
+	}
+	return got
+}
+
+func TestWeightedSharesWithinOnePoint(t *testing.T) {
+	for _, s := range []discovery.Strategy{discovery.StrategyWeightedRoundRobin, discovery.StrategyRandom} {
+		t.Run(s.String(), func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+			registerN(t, r, "db_svc", 1, 2, 7)
+			const n = 100000
+			got := picks(t, r, "db_svc", n, discovery.UseStrategy(s))
+			for id, want := range map[string]float64{"i0": 0.1, "i1": 0.2, "i2": 0.7} {
+				if share := float64(got[id]) / n; math.Abs(share-want) > 0.01 {
+					t.Errorf("%s got %.2f%% of picks; want %.0f%% +-1", id, 100*share, 100*want)
+				}
+			}
+		})
+	}
+}
+
+// Weighted round robin interleaves smoothly and deterministically, as
+// nginx does: weights 5:1:1 give a a b a c a a.
+func TestWeightedRoundRobinIsSmooth(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	registerN(t, r, "db_svc", 5, 1, 1)
+	var seq string
+	for i := 0; i < 14; i++ {
+		sel, err := r.Pick(context.Background(), "db_svc", discovery.UseStrategy(discovery.StrategyWeightedRoundRobin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq += map[string]string{"i0": "a", "i1": "b", "i2": "c"}[sel.Instance.ID]
+		sel.Done(nil)
+	}
+	if seq != "aabacaaaabacaa" {
+		t.Fatalf("sequence %s; want aabacaa twice", seq)
+	}
+}
+
+func TestRoundRobinIsExact(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	registerN(t, r, "db_svc", 1, 5, 9, 100) // weights do not matter to round robin
+	got := picks(t, r, "db_svc", 100000, discovery.UseStrategy(discovery.StrategyRoundRobin))
+	for _, id := range []string{"i0", "i1", "i2", "i3"} {
+		if got[id] != 25000 {
+			t.Fatalf("round robin picks %v; want exactly 25000 each", got)
+		}
+	}
+}
+
+func TestWeightZeroIsNeverPicked(t *testing.T) {
+	for _, s := range allStrategies {
+		t.Run(s.String(), func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+			registerN(t, r, "db_svc", 10, 0, 10)
+			opts := []discovery.PickOption{discovery.UseStrategy(s)}
+			got := map[string]int{}
+			for i := 0; i < 5000; i++ {
+				sel, err := r.Pick(context.Background(), "db_svc", append(opts, discovery.HashKey(fmt.Sprint("k", i)))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[sel.Instance.ID]++
+				sel.Done(nil)
+			}
+			if got["i1"] != 0 || got["i0"] == 0 || got["i2"] == 0 {
+				t.Fatalf("picks %v; the weight-0 instance i1 must never be picked", got)
+			}
+		})
+	}
+}
+
+// A weight set to 0 later takes the instance out of selection on every
+// Registry, without restarting anything.
+func TestWeightChangeTakesEffectEverywhere(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	a, b := discoverytest.NewRegistry(t, backend), discoverytest.NewRegistry(t, backend)
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+	if got := picks(t, b, "db_svc", 100); got["10.0.0.1:1"] == 0 {
+		t.Fatalf("before: %v", got)
+	}
+	if err := g.SetWeight(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "weight 0 seen by b", func() bool { return picks(t, b, "db_svc", 200)["10.0.0.1:1"] == 0 })
+	if err := g.SetWeight(context.Background(), 50); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "weight 50 seen by b", func() bool { return picks(t, b, "db_svc", 200)["10.0.0.1:1"] > 0 })
+}
+
+func TestLeastConnectionsPicksTheIdleInstance(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyLeastConnections))
+	registerN(t, r, "db_svc", 1, 1, 1)
+	ctx := context.Background()
+	for round := 0; round < 50; round++ {
+		held := map[string]discovery.Selection{}
+		for len(held) < 3 {
+			sel, err := r.Pick(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, dup := held[sel.Instance.ID]; dup {
+				t.Fatalf("round %d: picked busy %s while another was idle (held %d)", round, sel.Instance.ID, len(held))
+			}
+			held[sel.Instance.ID] = sel
+		}
+		// Free one: the next request goes to it.
+		idle := fmt.Sprint("i", round%3)
+		held[idle].Done(nil)
+		sel, _ := r.Pick(ctx, "db_svc")
+		if sel.Instance.ID != idle {
+			t.Fatalf("round %d: next request went to %s; want the idle %s", round, sel.Instance.ID, idle)
+		}
+		sel.Done(nil)
+		for id, s := range held {
+			if id != idle {
+				s.Done(nil)
+			}
+		}
+	}
+}
+
+// completion is a request in flight in the simulation below.
+type completion struct {
+	at  time.Time
+	sel discovery.Selection
+	lat time.Duration
+}
+
+type completions []completion
+
+func (c completions) Len() int           { return len(c) }
+func (c completions) Less(i, j int) bool { return c[i].at.Before(c[j].at) }
+func (c completions) Swap(i, j int)      { c[i], c[j] = c[j], c[i] }
+func (c *completions) Push(x any)        { *c = append(*c, x.(completion)) }
+func (c *completions) Pop() any          { x := (*c)[len(*c)-1]; *c = (*c)[:len(*c)-1]; return x }
+
+// p2c_ewma sends less than 10% of traffic to an instance ten times slower
+// than the others: 100,000 requests arriving every 200 µs, each taking
+// 2 ms (or 20 ms on the slow one), simulated on a fake clock.
+func TestP2CEWMAAvoidsTheSlowInstance(t *testing.T) {
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour))
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1)
+	var inflight completions
+	got := map[string]int{}
+	now := t0
+	for i := 0; i < 100000; i++ {
+		now = now.Add(200 * time.Microsecond)
+		for inflight.Len() > 0 && !inflight[0].at.After(now) {
+			c := heap.Pop(&inflight).(completion)
+			clock.Set(c.at)
+			c.sel.DoneLatency(nil, c.lat)
+		}
+		clock.Set(now)
+		sel, err := r.Pick(context.Background(), "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		lat := 2 * time.Millisecond
+		if sel.Instance.ID == "i4" {
+			lat = 20 * time.Millisecond
+		}
+		heap.Push(&inflight, completion{at: now.Add(lat), sel: sel, lat: lat})
+	}
+	share := float64(got["i4"]) / 100000
+	t.Logf("picks %v: the slow instance got %.2f%%", got, 100*share)
+	if share >= 0.10 {
+		t.Fatalf("the 10x slower instance got %.1f%% of traffic; want under 10%%", 100*share)
+	}
+}
+
+// consistent_hash keeps every key on its instance while the set is
+// unchanged (in every process), and moves at most 15% of keys when one of
+// 10 instances leaves.
+func TestConsistentHashStability(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	a, b := discoverytest.NewRegistry(t, backend), discoverytest.NewRegistry(t, backend)
+	registerN(t, a, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+	const keys = 20000
+	where := func(r *discovery.Registry, opts ...discovery.PickOption) []string {
+		out := make([]string, keys)
+		for k := range out {
+			sel, err := r.Pick(context.Background(), "db_svc", append(opts, discovery.HashKey(fmt.Sprint("user-", k)))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[k] = sel.Instance.ID
+			sel.Done(nil)
+		}
+		return out
+	}
+	before := where(a)
+	share := map[string]int{}
+	for _, id := range before {
+		share[id]++
+	}
+	for id, n := range share {
+		if n < keys/10*8/10 || n > keys/10*12/10 {
+			t.Errorf("instance %s owns %d keys; want about %d", id, n, keys/10)
+		}
+	}
+	if again, other := where(a), where(b); fmt.Sprint(again) != fmt.Sprint(before) || fmt.Sprint(other) != fmt.Sprint(before) {
+		t.Fatal("a key moved while the set was unchanged (or another Registry maps it elsewhere)")
+	}
+	if err := a.Deregister(context.Background(), "db_svc", "i3"); err != nil {
+		t.Fatal(err)
+	}
+	after := where(a)
+	moved := 0
+	for k := range before {
+		if after[k] != before[k] {
+			moved++
+		}
+		if before[k] == "i3" && after[k] == "i3" {
+			t.Fatalf("key %d still maps to the removed instance", k)
+		}
+	}
+	t.Logf("removing 1 of 10 instances moved %.1f%% of keys", 100*float64(moved)/keys)
+	if float64(moved)/keys > 0.15 {
+		t.Fatalf("%.1f%% of keys moved; want at most 15%%", 100*float64(moved)/keys)
+	}
+	// With a filter the set is narrowed and rendezvous hashing is used: still stable.
+	f1, f2 := where(a, discovery.WithVersion("v1")), where(a, discovery.WithVersion("v1"))
+	if fmt.Sprint(f1) != fmt.Sprint(f2) {
+		t.Fatal("filtered consistent hashing is not stable")
+	}
+}
+
+func TestPanicThreshold(t *testing.T) {
+	ctx := context.Background()
+	setup := func(t *testing.T, unhealthy int, opts ...discovery.Option) *discovery.Registry {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), opts...)
+		registerN(t, r, "db_svc", 1, 1, 1, 1, 1)
+		if _, err := r.Get(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < unhealthy; i++ {
+			discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+		}
+		return r
+	}
+	t.Run("2 of 5 unhealthy: only healthy ones", func(t *testing.T) {
+		r := setup(t, 2)
+		got := picks(t, r, "db_svc", 3000)
+		if got["i0"]+got["i1"] != 0 || r.Stats().PanicPicks != 0 {
+			t.Fatalf("picks %v, panic picks %d", got, r.Stats().PanicPicks)
+		}
+	})
+	t.Run("3 of 5 unhealthy: spread over all 5, counted", func(t *testing.T) {
+		r := setup(t, 3)
+		got := map[string]int{}
+		for i := 0; i < 5000; i++ {
+			sel, err := r.Pick(ctx, "db_svc", discovery.UseStrategy(discovery.StrategyRoundRobin))
+			if err != nil || !sel.Panic {
+				t.Fatalf("Pick = %+v, %v; want a panic-mode pick", sel, err)
+			}
+			got[sel.Instance.ID]++
+			sel.Done(nil)
+		}
+		for i := 0; i < 5; i++ {
+			if got[fmt.Sprint("i", i)] != 1000 {
+				t.Fatalf("panic picks %v; want 1000 each", got)
+			}
+		}
+		if n := r.Stats().PanicPicks; n != 5000 {
+			t.Fatalf("PanicPicks = %d; want 5000", n)
+		}
+	})
+	t.Run("fail closed", func(t *testing.T) {
+		r := setup(t, 3, discovery.WithFailClosed())
+		_, err := r.Pick(ctx, "db_svc")
+		var nh *discovery.NoHealthyError
+		if !errors.Is(err, discovery.ErrNoHealthyInstances) || !errors.As(err, &nh) || nh.Service != "db_svc" || nh.Live != 5 {
+			t.Fatalf("Pick = %v; want NoHealthyError naming db_svc", err)
+		}
+	})
+	t.Run("none healthy", func(t *testing.T) {
+		r := setup(t, 5)
+		if _, err := r.Pick(ctx, "db_svc"); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+			t.Fatalf("Pick = %v; want ErrNoHealthyInstances", err)
+		}
+	})
+	t.Run("low score is not eligible", func(t *testing.T) {
+		r := setup(t, 0)
+		discovery.SetInstanceHealth(r, "db_svc", "i0", discovery.StatusHealthy, 0.4)
+		if got := picks(t, r, "db_svc", 2000); got["i0"] != 0 {
+			t.Fatalf("an instance with score 0.4 was picked: %v", got)
+		}
+		svc, _ := r.Get(ctx, "db_svc")
+		if svc.Instance("i0").Status != discovery.StatusHealthy || svc.Instance("i1").Status != discovery.StatusUnknown {
+			t.Fatalf("Get shows statuses %v/%v", svc.Instance("i0").Status, svc.Instance("i1").Status)
+		}
+	})
+}
+
+func TestFilters(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	// i0..i7: zones a,b alternating; versions v1,v1,v2,v2,...; tags t0,t1,t2; shard 0/1.
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1)
+	tests := []struct {
+		name string
+		opts []discovery.PickOption
+		want string
+	}{
+		{"tag", []discovery.PickOption{discovery.WithTag("t1")}, "i1,i4,i7"},
+		{"two tags", []discovery.PickOption{discovery.WithTag("t1"), discovery.WithTag("t0")}, ""},
+		{"metadata", []discovery.PickOption{discovery.WithMeta("shard", "1")}, "i1,i3,i5,i7"},
+		{"version", []discovery.PickOption{discovery.WithVersion("v2")}, "i2,i3,i6,i7"},
+		{"version and meta", []discovery.PickOption{discovery.WithVersion("v2"), discovery.WithMeta("shard", "0")}, "i2,i6"},
+		{"zone", []discovery.PickOption{discovery.PreferZone("b")}, "i1,i3,i5,i7"},
+		{"exclude", []discovery.PickOption{discovery.WithVersion("v1"), discovery.Exclude("i0")}, "i1,i4,i5"},
+	}
+	for _, tt := range tests {
+		for _, s := range allStrategies {
+			got := map[string]bool{}
+			for i := 0; i < 400; i++ {
+				sel, err := r.Pick(ctx, "db_svc", append(tt.opts, discovery.UseStrategy(s), discovery.HashKey(fmt.Sprint(i)))...)
+				if tt.want == "" {
+					if !errors.Is(err, discovery.ErrNoHealthyInstances) {
+						t.Fatalf("%s/%s: Pick = %v; want ErrNoHealthyInstances", tt.name, s, err)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s/%s: %v", tt.name, s, err)
+				}
+				got[sel.Instance.ID] = true
+				sel.Done(nil)
+			}
+			if tt.want == "" {
+				continue
+			}
+			var ids []string
+			for i := 0; i < 8; i++ {
+				if got[fmt.Sprint("i", i)] {
+					ids = append(ids, fmt.Sprint("i", i))
+				}
+			}
+			// Every strategy keeps to the filter; round robin shows the
+			// filter keeps all of the matching instances too.
+			exact := s == discovery.StrategyRoundRobin
+			if list := fmt.Sprint(ids); list != "["+stringsJoin(tt.want)+"]" && (exact || !isSubset(ids, tt.want)) {
+				t.Errorf("%s/%s: picked %v; want only %s", tt.name, s, ids, tt.want)
+			}
+		}
+	}
+	// Zone preference falls back to every zone when the zone has too few
+	// healthy instances.
+	for _, id := range []string{"i1", "i3", "i5"} {
+		discovery.SetInstanceHealth(r, "db_svc", id, discovery.StatusUnhealthy, 0)
+	}
+	got := picks(t, r, "db_svc", 2000, discovery.PreferZone("b"), discovery.UseStrategy(discovery.StrategyRoundRobin))
+	if got["i0"] == 0 || got["i7"] == 0 {
+		t.Fatalf("zone b has 1 of 4 healthy: picks %v; want every zone used", got)
+	}
+	if _, err := r.Pick(ctx, "db_svc", discovery.PickOption{}); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("a zero PickOption = %v; want ErrInvalid", err)
+	}
+}
+
+func stringsJoin(s string) string {
+	out := ""
+	for _, c := range s {
+		if c == ',' {
+			out += " "
+		} else {
+			out += string(c)
+		}
+	}
+	return out
+}
+
+func isSubset(ids []string, want string) bool {
+	allowed := map[string]bool{}
+	cur := ""
+	for _, c := range want + "," {
+		if c == ',' {
+			allowed[cur] = true
+			cur = ""
+		} else {
+			cur += string(c)
+		}
+	}
+	for _, id := range ids {
+		if !allowed[id] {
+			return false
+		}
+	}
+	return len(ids) > 0
+}
+
+// The strategy comes from the call, else the service (option, then its
+// configuration), else the Registry.
+func TestStrategyPrecedence(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStrategy(discovery.StrategyRandom),
+		discovery.WithServiceStrategy("opt_svc", discovery.StrategyLeastConnections))
+	registerN(t, r, "opt_svc", 1, 1)
+	registerN(t, r, "cfg_svc", 1, 1)
+	registerN(t, r, "plain", 1, 1)
+	if _, _, err := backend.SetConfig(ctx, "cfg_svc", []byte(`{"balancer":{"strategy":"round_robin"}}`), time.Now(), 20); err != nil {
+		t.Fatal(err)
+	}
+	for svc, want := range map[string]discovery.Strategy{"opt_svc": discovery.StrategyLeastConnections, "cfg_svc": discovery.StrategyRoundRobin, "plain": discovery.StrategyRandom} {
+		waitFor(t, time.Second, svc+" strategy", func() bool {
+			sel, err := r.Pick(ctx, svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel.Done(nil)
+			return sel.Strategy == want
+		})
+		sel, _ := r.Pick(ctx, svc, discovery.UseStrategy(discovery.StrategyWeightedRoundRobin))
+		if sel.Strategy != discovery.StrategyWeightedRoundRobin {
+			t.Fatalf("%s: a per-call strategy was ignored: %v", svc, sel.Strategy)
+		}
+		sel.Done(nil)
+	}
+	if sel, _ := r.Pick(ctx, "plain", discovery.HashKey("k")); sel.Strategy != discovery.StrategyConsistentHash {
+		t.Fatalf("a hash key without a strategy gave %v; want consistent_hash", sel.Strategy)
+	}
+	if _, err := discovery.ParseStrategy("fastest"); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("ParseStrategy(unknown) = %v", err)
+	}
+	for _, s := range allStrategies {
+		if p, err := discovery.ParseStrategy(s.String()); err != nil || p != s {
+			t.Fatalf("ParseStrategy(%q) = %v, %v", s.String(), p, err)
+		}
+	}
+}
+
+func TestPickErrors(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	if _, err := r.Pick(ctx, "nope"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("Pick(unknown) = %v; want ErrNotFound", err)
+	}
+	if _, err := r.Pick(ctx, "a/b"); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("Pick(invalid) = %v; want ErrInvalid", err)
+	}
+	registerN(t, r, "db_svc", 0)
+	if _, err := r.Pick(ctx, "db_svc"); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick with only weight-0 instances = %v; want ErrNoHealthyInstances", err)
+	}
+}
+
+// An instance that was slow once is not starved: its average decays while
+// it goes unpicked, and it gets traffic again once it is fast.
+func TestP2CEWMARecovers(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour))
+	registerN(t, r, "db_svc", 1, 1, 1)
+	run := func(n int, slow time.Duration) map[string]int {
+		got := map[string]int{}
+		for i := 0; i < n; i++ {
+			clock.Advance(time.Millisecond)
+			sel, err := r.Pick(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[sel.Instance.ID]++
+			lat := time.Millisecond
+			if sel.Instance.ID == "i0" {
+				lat = slow
+			}
+			sel.DoneLatency(nil, lat)
+		}
+		return got
+	}
+	if got := run(3000, 50*time.Millisecond); got["i0"] > 100 {
+		t.Fatalf("while i0 was 50x slower it got %d of 3000", got["i0"])
+	}
+	first := run(60000, time.Millisecond)
+	if first["i0"] == 0 {
+		t.Fatalf("in the minute after i0 recovered it got no traffic: %v", first)
+	}
+	for range 3 {
+		run(60000, time.Millisecond)
+	}
+	fifth := run(60000, time.Millisecond)
+	t.Logf("after recovery: minute 1 %v, minute 5 %v", first, fifth)
+	if fifth["i0"] < 60000/5 {
+		t.Fatalf("five minutes after i0 recovered it got %v; want at least 20%%", fifth)
+	}
+}

@@ -1,0 +1,89 @@
+package discovery
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// wrrState is smooth weighted round robin (nginx's algorithm) over a
+// picker's eligible instances. The sequence nginx produces is periodic,
+// with a period of the sum of the weights divided by their GCD; when that is
+// small enough it is computed once and Pick walks it with an atomic counter,
+// lock-free. Otherwise each pick runs nginx's step under a mutex.
+type wrrState struct {
+	// seq holds one period's candidate indices once computed (an empty
+	// slice when the period is too long to precompute).
+	seq atomic.Pointer[[]int32]
+
+	mu      sync.Mutex
+	current []float64
+}
+
+// maxWRRWork bounds the work of precomputing one period (steps x instances).
+const maxWRRWork = 4 << 20
+
+func (p *picker) wrrNext() int {
+	w := &p.wrr
+	seq := w.seq.Load()
+	if seq == nil {
+		period := p.wrrPeriod() // computed twice in a race, harmlessly
+		w.seq.CompareAndSwap(nil, &period)
+		seq = w.seq.Load()
+	}
+	if len(*seq) > 0 {
+		return int((*seq)[(p.rr.Add(1)-1)%uint64(len(*seq))])
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.current == nil {
+		w.current = make([]float64, len(p.elig))
+	}
+	return int(p.elig[nginxStep(p, w.current)])
+}
+
+// nginxStep adds each weight to its current value, picks the largest and
+// subtracts the total from it; it returns a position in p.elig.
+func nginxStep(p *picker, current []float64) int {
+	best, total := -1, 0.0
+	for k, i := range p.elig {
+		w := p.cands[i].weight
+		current[k] += w
+		total += w
+		if best < 0 || current[k] > current[best] {
+			best = k
+		}
+	}
+	current[best] -= total
+	return best
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// wrrPeriod returns one period of the nginx sequence, or nil if it is too
+// long to precompute.
+func (p *picker) wrrPeriod() []int32 {
+	g, sum := 0, 0
+	for _, i := range p.elig {
+		g = gcd(g, int(p.cands[i].weight))
+	}
+	if g == 0 {
+		return nil
+	}
+	for _, i := range p.elig {
+		sum += int(p.cands[i].weight) / g
+	}
+	if sum*len(p.elig) > maxWRRWork {
+		return nil
+	}
+	seq := make([]int32, sum)
+	current := make([]float64, len(p.elig))
+	for k := range seq {
+		seq[k] = p.elig[nginxStep(p, current)]
+	}
+	return seq
+}

@@ -1,0 +1,266 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TransportOption configures the http.RoundTripper of Registry.Transport.
+type TransportOption interface{ applyTransport(*transportOptions) }
+
+type transportOptionFunc func(*transportOptions)
+
+func (f transportOptionFunc) applyTransport(o *transportOptions) { f(o) }
+
+type transportOptions struct {
+	base        http.RoundTripper
+	resolve     func(host string) (service string, ok bool)
+	retries     int
+	budgetRatio float64
+	budgetMin   float64
+	pickOpts    func(*http.Request) []PickOption
+}
+
+// BaseTransport sets the RoundTripper that carries requests to instances
+// (a clone of http.DefaultTransport by default). Another RoundTripper, such
+// as auth's token adder, may wrap it or be wrapped by it.
+func BaseTransport(rt http.RoundTripper) TransportOption {
+	return transportOptionFunc(func(o *transportOptions) { o.base = rt })
+}
+
+// ServiceFromHost sets how a request's host names a service. By default
+// the host (without port) is the service name: http://db_svc/users.
+// Requests whose host the function refuses go to the base transport as
+// they are.
+func ServiceFromHost(fn func(host string) (service string, ok bool)) TransportOption {
+	return transportOptionFunc(func(o *transportOptions) { o.resolve = fn })
+}
+
+// Retries sets how many times an idempotent request that failed (a
+// connection error or a 5xx) is retried on another instance (1 by default;
+// 0 disables retries).
+func Retries(n int) TransportOption {
+	return transportOptionFunc(func(o *transportOptions) { o.retries = n })
+}
+
+// RetryBudget bounds retries to ratio of requests plus minPerSecond (20%
+// and 10/s by default, as Finagle's budget), so retries cannot multiply the
+// load of an outage.
+func RetryBudget(ratio float64, minPerSecond float64) TransportOption {
+	return transportOptionFunc(func(o *transportOptions) { o.budgetRatio, o.budgetMin = ratio, minPerSecond })
+}
+
+// PickOptionsFrom derives Pick options (filters, hash keys, strategy) from
+// each request.
+func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
+	return transportOptionFunc(func(o *transportOptions) { o.pickOpts = fn })
+}
+
+// WithHandler gives a router instance's http.Handler: a Transport of the
+// same Registry serves requests picked to this instance in-process.
+func WithHandler(h http.Handler) RegisterOption {
+	return regOptionFunc(func(o *regOptions) { o.handler = h })
+}
+
+// Transport returns an http.RoundTripper that sends requests for
+// http://<service>/path to an instance chosen by Pick, reports each outcome
+// (connection errors and 5xx as failures, 429 as overload, the caller's
+// cancellation as neither), and retries idempotent requests once on
+// another instance under a retry budget.
+func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
+	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyTransport(&o)
+		}
+	}
+	if o.base == nil {
+		o.base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if o.resolve == nil {
+		o.resolve = func(host string) (string, bool) { return host, true }
+	}
+	t := &transport{r: r, o: o}
+	t.budget.tokens, t.budget.max = o.budgetMin, max(o.budgetMin, 10)
+	t.budget.last = r.clock.Now()
+	return t
+}
+
+// HTTPClient returns an http.Client that uses Transport.
+func (r *Registry) HTTPClient(opts ...TransportOption) *http.Client {
+	return &http.Client{Transport: r.Transport(opts...)}
+}
+
+type transport struct {
+	r      *Registry
+	o      transportOptions
+	budget retryBudget
+	// Retried counts retries made, for tests and metrics.
+	retried atomic.Uint64
+}
+
+// errStatus marks a 5xx answer as a failure of the instance.
+type errStatus int
+
+func (e errStatus) Error() string { return "discovery: instance answered " + strconv.Itoa(int(e)) }
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	service, ok := t.o.resolve(req.URL.Hostname())
+	if !ok {
+		return t.o.base.RoundTrip(req)
+	}
+	var pickOpts []PickOption
+	if t.o.pickOpts != nil {
+		pickOpts = t.o.pickOpts(req)
+	}
+	t.budget.deposit(t.o.budgetRatio)
+	canRetry := isIdempotent(req) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
+	for attempt := 0; ; attempt++ {
+		sel, err := t.r.Pick(req.Context(), service, pickOpts...)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.send(req, sel, attempt > 0)
+		failed := err != nil && req.Context().Err() == nil || err == nil && resp.StatusCode >= 500
+		if !failed || !canRetry || attempt >= t.o.retries || !t.budget.withdraw(t.r.clock.Now(), t.o.budgetMin) {
+			return resp, err
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+		}
+		t.retried.Add(1)
+		pickOpts = append(pickOpts[:len(pickOpts):len(pickOpts)], Exclude(sel.Instance.ID))
+	}
+}
+
+// send makes one attempt on the chosen instance and reports its outcome
+// when the response body is closed (or at once on error).
+func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Response, error) {
+	out := req.Clone(req.Context())
+	if retry && req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			sel.Done(context.Canceled) // not the instance's fault
+			return nil, err
+		}
+		out.Body = body
+	}
+	out.URL.Host = sel.Instance.Addr()
+	if out.URL.Scheme == "" {
+		out.URL.Scheme = "http"
+	}
+	out.Host = req.URL.Host
+	start := time.Now()
+	var (
+		resp *http.Response
+		err  error
+	)
+	if h := t.r.localHandler(sel.Instance); h != nil {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, out)
+		resp = rec.Result()
+	} else {
+		resp, err = t.o.base.RoundTrip(out)
+	}
+	if err != nil {
+		if req.Context().Err() != nil {
+			sel.DoneLatency(context.Canceled, time.Since(start))
+		} else {
+			sel.DoneLatency(err, time.Since(start))
+		}
+		return nil, err
+	}
+	var outcome error
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		outcome = ErrOverloaded
+	case resp.StatusCode >= 500:
+		outcome = errStatus(resp.StatusCode)
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: func() { sel.DoneLatency(outcome, time.Since(start)) }}
+	return resp, nil
+}
+
+// doneBody reports the outcome once, when the body is closed or read to
+// its end, so in-flight counts cover the whole response.
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.once.Do(b.done)
+	}
+	return n, err
+}
+
+func (b *doneBody) Close() error {
+	b.once.Do(b.done)
+	return b.ReadCloser.Close()
+}
+
+// isIdempotent is net/http's rule: GET, HEAD, OPTIONS and TRACE, or any
+// request that carries an idempotency key.
+func isIdempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// retryBudget is a token bucket: every request deposits ratio of a token,
+// minPerSecond tokens arrive each second, and a retry spends one.
+type retryBudget struct {
+	mu     sync.Mutex
+	tokens float64
+	max    float64
+	last   time.Time
+}
+
+func (b *retryBudget) deposit(ratio float64) {
+	b.mu.Lock()
+	b.tokens = min(b.max, b.tokens+ratio)
+	b.mu.Unlock()
+}
+
+func (b *retryBudget) withdraw(now time.Time, perSecond float64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.max, b.tokens+perSecond*d.Seconds())
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// localHandler returns the handler of a router instance registered by this
+// Registry, or nil.
+func (r *Registry) localHandler(in *Instance) http.Handler {
+	if in.Method != MethodRouter {
+		return nil
+	}
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	for g := range r.regs {
+		if g.service == in.Service && g.id == in.ID {
+			return g.opts.handler
+		}
+	}
+	return nil
+}
