@@ -75,6 +75,10 @@ type options struct {
 	reapEvery   time.Duration
 	reapAfter   time.Duration
 	closeTO     time.Duration
+
+	// seams holds the TokenSource and Authorizer (auth.go); a pointer, so
+	// that they can be set after New too.
+	seams *authSeams
 }
 
 func defaultOptions() options {
@@ -84,6 +88,7 @@ func defaultOptions() options {
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
+		seams: new(authSeams),
 	}
 }
 
