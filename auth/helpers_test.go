@@ -212,7 +212,6 @@ func unsigned(header, payload string, sig []byte) string {
 	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(sig)
 }
 
-
 // world is a deployment for the tests that run against every backend.
 type world struct {
 	name    string
