@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/auth"
@@ -196,8 +197,16 @@ func TestHostileTokensAreRefused(t *testing.T) {
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the attacker's key server was hit %d times; want 0", n)
 	}
-	if n := f.logs.obs.FilterMessage("discovery: auth: request refused").Len(); n != len(tests) {
+	refusals := f.logs.obs.FilterMessage("discovery: auth: request refused")
+	if n := refusals.Len(); n != len(tests) {
 		t.Fatalf("logged %d refusals; want %d (one per middleware call)", n, len(tests))
+	}
+	// A 401 names the caller the token claims as claimed; a 403 as the caller.
+	if n := refusals.FilterField(zap.String("claimed_caller", "orders")).FilterField(zap.Int("status", 401)).Len(); n == 0 {
+		t.Fatal("no 401 logged the claimed caller")
+	}
+	if n := refusals.FilterField(zap.String("caller", "shipping")).FilterField(zap.String("reason", "caller not in the policy")).Len(); n != 1 {
+		t.Fatalf("the 403 of an unnamed caller was logged %d times with its caller; want 1", n)
 	}
 }
 

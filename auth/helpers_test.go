@@ -3,7 +3,9 @@ package auth_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -338,3 +340,12 @@ func (s *countingStore) reads() map[string]int64 {
 // fault of the L1 cache, reported; no channel or fake clock can stand in
 // for ristretto's goroutine.)
 func settleL1() { time.Sleep(20 * time.Millisecond) }
+
+func mustECKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

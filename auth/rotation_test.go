@@ -277,3 +277,58 @@ func TestES256(t *testing.T) {
 		t.Fatalf("keys = %+v; want two ES256 keys", keys)
 	}
 }
+
+// A key ID whose key is replaced verifies with the new key only: the
+// verifier's parsed-key cache follows the published bytes, not the ID.
+func TestReplacedKeyIsNotCached(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tokA := f.token(t, "inventory")
+	if _, err := f.verifier.Verify(ctx, tokA); err != nil {
+		t.Fatal(err)
+	}
+	_, privB, _ := ed25519.GenerateKey(rand.Reader)
+	if err := f.caller.PublishKey(ctx, "orders", discovery.PublicKey{ID: f.kid, Algorithm: auth.EdDSA, Key: mustDER(t, privB.Public())}); err != nil {
+		t.Fatal(err)
+	}
+	tokB := forge(t, jwt.SigningMethodEdDSA, privB, f.kid, goodClaims(), nil)
+	waitFor(t, "the replaced key in the verifying process", func() bool {
+		_, err := f.verifier.Verify(ctx, tokB)
+		return err == nil
+	})
+	if _, err := f.verifier.Verify(ctx, tokA); reason(err) != "bad signature" {
+		t.Fatalf("a token of the replaced key: %v; want bad signature", err)
+	}
+}
+
+// A stored key that does not parse (written past PublishKey's validation)
+// verifies nothing.
+func TestUnusableStoredKey(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.backend.PutKey(ctx, "orders", discovery.PublicKey{ID: "broken", Algorithm: auth.EdDSA, Key: []byte("not DER")}); err != nil {
+		t.Fatal(err)
+	}
+	tok := forge(t, jwt.SigningMethodEdDSA, f.priv, "broken", goodClaims(), nil)
+	if _, err := f.verifier.Verify(ctx, tok); reason(err) != "unusable key" {
+		t.Fatalf("a token under a key that does not parse: %v; want unusable key", err)
+	}
+	if _, err := f.backend.PutKey(ctx, "orders", discovery.PublicKey{ID: "mislabelled", Algorithm: auth.ES256, Key: f.pubDER}); err != nil {
+		t.Fatal(err)
+	}
+	tok = forge(t, jwt.SigningMethodES256, mustECKey(t), "mislabelled", goodClaims(), nil)
+	if _, err := f.verifier.Verify(ctx, tok); reason(err) != "unusable key" {
+		t.Fatalf("a token under an Ed25519 key stored as ES256: %v; want unusable key", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -301,3 +301,55 @@ func TestSignerConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+type idleCloser struct {
+	recorder
+	closed int
+}
+
+func (c *idleCloser) CloseIdleConnections() { c.closed++ }
+
+func TestTransportClosesIdleConnections(t *testing.T) {
+	base := &idleCloser{}
+	client := &http.Client{Transport: &auth.Transport{Base: base}}
+	client.CloseIdleConnections()
+	if base.closed != 1 {
+		t.Fatalf("the base transport's CloseIdleConnections was called %d times; want 1", base.closed)
+	}
+}
+
+func TestAccessors(t *testing.T) {
+	f := newFixture(t)
+	if f.signer.Service() != "orders" || f.verifier.Service() != "inventory" || f.signer.KeyID() != f.kid {
+		t.Fatalf("Service/KeyID = %s, %s, %s", f.signer.Service(), f.verifier.Service(), f.signer.KeyID())
+	}
+	// Middleware is Wrap.
+	h := auth.Middleware(f.verifier, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := auth.FromContext(r.Context()); !ok || id.Service != "orders" {
+			t.Errorf("FromContext = %v, %v", id, ok)
+		}
+	}))
+	req, _ := http.NewRequest("GET", "/items/1", nil)
+	req.Header.Set("Authorization", "Bearer "+f.token(t, "inventory"))
+	rec := &responseRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, req)
+	if rec.code != 0 && rec.code != http.StatusOK {
+		t.Fatalf("Middleware answered %d", rec.code)
+	}
+	if _, ok := auth.FromContext(context.Background()); ok {
+		t.Fatal("FromContext found an identity in an empty context")
+	}
+	id := &discovery.Identity{Service: "x"}
+	if got, ok := auth.FromContext(auth.NewContext(context.Background(), id)); !ok || got != id {
+		t.Fatal("FromContext does not return what NewContext stored")
+	}
+}
+
+type responseRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (r *responseRecorder) Header() http.Header         { return r.header }
+func (r *responseRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *responseRecorder) WriteHeader(code int)        { r.code = code }

@@ -486,8 +486,9 @@ func FromContext(ctx context.Context) (*Identity, bool) {
 // Authorize accepts it, with the caller's identity in its context
 // (FromContext). Otherwise it answers 401 (no token or a bad one), 403 (a
 // caller not permitted) or 503 (keys or policy unreadable) with a bare body
-// that says nothing more, and logs why at Info level (503: Warn), without
-// the token.
+// that says nothing more, and logs why at Info level (503: Warn) with the
+// method, path, remote address, reason, key ID and caller ("claimed_caller"
+// when the token did not verify), never the token.
 func (v *Verifier) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := v.Authorize(r)
@@ -529,8 +530,12 @@ func (v *Verifier) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *Error
 	if errors.As(err, &ae) {
 		fields = append(fields, zap.String("reason", ae.Reason))
-		if ae.Caller != "" {
+		switch {
+		case ae.Caller == "":
+		case status == http.StatusForbidden: // verified, or refused before its keys were read
 			fields = append(fields, zap.String("caller", ae.Caller))
+		default:
+			fields = append(fields, zap.String("claimed_caller", ae.Caller))
 		}
 		if ae.KeyID != "" {
 			fields = append(fields, zap.String("kid", ae.KeyID))
