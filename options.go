@@ -82,6 +82,10 @@ type options struct {
 	minScore        float64
 	panicThreshold  float64
 	failClosed      bool
+
+	// seams holds the TokenSource and Authorizer (auth.go); a pointer, so
+	// that they can be set after New too.
+	seams *authSeams
 }
 
 func defaultOptions() options {
@@ -92,6 +96,7 @@ func defaultOptions() options {
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
+		seams: new(authSeams),
 	}
 }
 

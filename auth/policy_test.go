@@ -1,0 +1,197 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/auth"
+)
+
+func TestParsePolicyRefuses(t *testing.T) {
+	many := func(n int, f func(i int) string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = f(i)
+		}
+		return strings.Join(parts, ",")
+	}
+	tests := []struct {
+		name string
+		doc  string
+	}{
+		{"not an object", `[1]`},
+		{"a string", `"auth"`},
+		{"not JSON", `{"auth":`},
+		{"auth not an object", `{"auth": []}`},
+		{"unknown field in auth", `{"auth": {"alow": {}}}`},
+		{"unknown field in a rule", `{"auth": {"allow": {"orders": [{"path_prefx": "/"}]}}}`},
+		{"rules not a list", `{"auth": {"allow": {"orders": {"path_prefix": "/"}}}}`},
+		{"bad caller", `{"auth": {"allow": {"a/b": [{"path_prefix": "/"}]}}}`},
+		{"empty caller", `{"auth": {"allow": {"": [{"path_prefix": "/"}]}}}`},
+		{"no path_prefix", `{"auth": {"allow": {"orders": [{"methods": ["GET"]}]}}}`},
+		{"relative prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "api/"}]}}}`},
+		{"percent in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/a%2Fb"}]}}}`},
+		{"query in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/a?b"}]}}}`},
+		{"dot-dot in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/a/../b"}]}}}`},
+		{"dot in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/a/./b"}]}}}`},
+		{"double slash in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "//a"}]}}}`},
+		{"space in prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/a b"}]}}}`},
+		{"long prefix", `{"auth": {"allow": {"orders": [{"path_prefix": "/` + strings.Repeat("a", 256) + `"}]}}}`},
+		{"lower-case method", `{"auth": {"allow": {"orders": [{"path_prefix": "/", "methods": ["get"]}]}}}`},
+		{"empty method", `{"auth": {"allow": {"orders": [{"path_prefix": "/", "methods": [""]}]}}}`},
+		{"scope with a space", `{"auth": {"allow": {"orders": [{"path_prefix": "/", "scope": "a b"}]}}}`},
+		{"too many callers", `{"auth": {"allow": {` + many(1025, func(i int) string { return fmt.Sprintf(`"s%d": []`, i) }) + `}}}`},
+		{"too many rules", `{"auth": {"allow": {"orders": [` + many(65, func(int) string { return `{"path_prefix": "/"}` }) + `]}}}`},
+		{"larger than 1 MiB", `{"pad": "` + strings.Repeat("x", 1<<20) + `"}`},
+	}
+	for _, tt := range tests {
+		p, err := auth.ParsePolicy([]byte(tt.doc))
+		var ve *discovery.ValidationError
+		if p != nil || !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "auth policy" ||
+			!strings.HasPrefix(err.Error(), "discovery: invalid auth policy") {
+			t.Errorf("%s: ParsePolicy = %v, %v; want a ValidationError on the auth policy", tt.name, p, err)
+		}
+	}
+}
+
+// Documents without a policy parse to one that permits nothing.
+func TestEmptyPolicyPermitsNothing(t *testing.T) {
+	id := &discovery.Identity{Service: "orders"}
+	req := httptest.NewRequest("GET", "/", nil)
+	for _, doc := range []string{``, `  `, `{}`, `null`, `{"auth": null}`, `{"auth": {}}`, `{"auth": {"allow": {}}}`, `{"other": 1}`} {
+		p, err := auth.ParsePolicy([]byte(doc))
+		if err != nil || p.Allows(id, req) {
+			t.Errorf("%q: %v, allows=%v; want an empty policy", doc, err, err == nil && p.Allows(id, req))
+		}
+	}
+	var nilPolicy *auth.Policy
+	if nilPolicy.Allows(id, req) {
+		t.Error("a nil policy allows")
+	}
+}
+
+func TestPolicyAllows(t *testing.T) {
+	p, err := auth.ParsePolicy([]byte(`{"auth": {"allow": {
+		"orders": [{"path_prefix": "/api", "methods": ["GET", "HEAD"]}, {"path_prefix": "/w/", "scope": "write"}],
+		"*": [{"path_prefix": "/status", "methods": ["GET"]}]
+	}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := &discovery.Identity{Service: "orders"}
+	writer := &discovery.Identity{Service: "orders", Scopes: []string{"write"}}
+	other := &discovery.Identity{Service: "shipping"}
+	tests := []struct {
+		id     *discovery.Identity
+		method string
+		target string
+		want   bool
+	}{
+		{orders, "GET", "/api", true},
+		{orders, "HEAD", "/api/x/y", true},
+		{orders, "GET", "/api/", true},
+		{orders, "POST", "/api/x", false},
+		{orders, "GET", "/apix", false},
+		{orders, "GET", "/API", false},
+		{orders, "GET", "/api/../w/x", false},
+		{orders, "GET", "/api/./x", false},
+		{orders, "GET", "/api%2Fx", false},
+		{orders, "GET", "/w/x", false},
+		{writer, "DELETE", "/w/x", true},
+		{writer, "GET", "/w", false}, // "/w/" needs the slash
+		{other, "GET", "/status", true},
+		{orders, "GET", "/status/deep", true},
+		{other, "POST", "/status", false},
+		{other, "GET", "/api", false},
+		{nil, "GET", "/status", false},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(tt.method, tt.target, nil)
+		if got := p.Allows(tt.id, req); got != tt.want {
+			t.Errorf("%v %s %s: %v; want %v", tt.id, tt.method, tt.target, got, tt.want)
+		}
+	}
+}
+
+// With "*", a caller the policy does not name is verified (its keys looked
+// up) and let through where the wildcard's rules say.
+func TestAnyCallerEndToEnd(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, _, err := f.backend.SetConfig(ctx, "inventory", []byte(`{"auth":{"allow":{"*":[{"path_prefix":"/status","methods":["GET"]}]}}}`), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	tok := "Bearer " + f.token(t, "inventory")
+	f.waitStatus(t, "GET", "/status", tok, http.StatusOK)
+	if rec := f.serve("GET", "/items/1", tok); rec.Code != http.StatusForbidden {
+		t.Fatalf("outside the wildcard's rules: %d; want 403", rec.Code)
+	}
+	forged := forge(t, jwt.SigningMethodEdDSA, f.priv, f.kid, withClaims(func(c jwt.MapClaims) { c["sub"] = "shipping" }), nil)
+	if rec := f.serve("GET", "/status", "Bearer "+forged); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("orders' key claiming to be shipping: %d; want 401", rec.Code)
+	}
+}
+
+func FuzzParsePolicy(f *testing.F) {
+	f.Add([]byte(inventoryPolicy), "GET", "/items/1")
+	f.Add([]byte(`{"auth":{"allow":{"*":[{"path_prefix":"/"}]}}}`), "POST", "/a/../b")
+	f.Add([]byte(`{"auth":{"allow":{"orders":[{"path_prefix":"/api","methods":["GET"],"scope":"s"}]}}}`), "GET", "/api%2F..%2Fx")
+	f.Add([]byte(`{"auth":{"allow":{"orders":null}}}`), "GET", "//x")
+	f.Add([]byte(`{"auth":{"allow":{"orders":[null]}}}`), "", "")
+	f.Add([]byte(`{"auth":1}`), "GET", "/")
+	f.Fuzz(func(t *testing.T, doc []byte, method, target string) {
+		p, err := auth.ParsePolicy(doc)
+		if err != nil {
+			if p != nil || !errors.Is(err, discovery.ErrInvalid) {
+				t.Fatalf("ParsePolicy = %v, %v", p, err)
+			}
+			return
+		}
+		u, err := url.Parse(target)
+		if err != nil {
+			return
+		}
+		req := &http.Request{Method: method, URL: u}
+		for _, id := range []*discovery.Identity{{Service: "orders", Scopes: []string{"s"}}, {Service: "x"}} {
+			if !p.Allows(id, req) {
+				continue
+			}
+			clean := path.Clean(u.Path)
+			if u.Path != clean && u.Path != clean+"/" {
+				t.Fatalf("allowed a path that is not clean: %q", u.Path)
+			}
+		}
+	})
+}
+
+// Whatever the token, Verify never panics and accepts only a token the
+// signer made.
+func FuzzVerify(f *testing.F) {
+	fx := newFixture(f)
+	good := fx.token(f, "inventory")
+	parts := strings.Split(good, ".")
+	f.Add(good)
+	f.Add(parts[0] + "." + parts[1] + ".")
+	f.Add(parts[0] + ".e30." + parts[2])
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := fx.verifier.Verify(context.Background(), tok)
+		if err == nil && tok != good {
+			t.Fatalf("accepted a token the signer did not make: %q as %+v", tok, id)
+		}
+		if err != nil && id != nil {
+			t.Fatal("an identity with an error")
+		}
+	})
+}

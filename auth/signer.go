@@ -1,0 +1,362 @@
+package auth
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery"
+)
+
+const (
+	// maxCachedAudiences bounds a Signer's token cache.
+	maxCachedAudiences = 1024
+	// rotateRetry is how long after a failed rotation that was due (but not
+	// yet needed) Token tries again.
+	rotateRetry = 30 * time.Second
+)
+
+// claims are the claims of a service token.
+type claims struct {
+	jwt.RegisteredClaims
+	Scope []string `json:"scope,omitempty"`
+}
+
+// Signer issues this service's tokens: short-lived JWTs signed with a key
+// whose public half it publishes in the registry, one per audience, cached
+// until shortly before they expire. It implements discovery.TokenSource and
+// is safe for concurrent use.
+//
+// A token's claims: "iss" the deployment (WithIssuer); "sub" the service, or
+// "service/instance" with WithInstance; "aud" the one service it is for;
+// "exp" 1 minute after "iat" by default (WithTokenLifetime, at most 5
+// minutes); "nbf" = "iat"; "jti" a random ID; "scope" the list of
+// WithScopes. Its header names the key ("kid") and the type ("typ":
+// "svc+jwt").
+type Signer struct {
+	reg         *discovery.Registry
+	service     string
+	subject     string
+	issuer      string
+	scopes      []string
+	alg         string
+	lifetime    time.Duration
+	keyLifetime time.Duration
+	now         func() time.Time
+	log         *zap.Logger
+
+	rotateMu     sync.Mutex // one rotation at a time
+	rotateFailed time.Time  // guarded by rotateMu: when a due rotation last failed
+
+	mu    sync.RWMutex
+	cur   *signingKey
+	cache map[string]cachedToken // audience -> token
+}
+
+var _ discovery.TokenSource = (*Signer)(nil)
+
+type signingKey struct {
+	kid     string
+	alg     string
+	method  jwt.SigningMethod
+	priv    crypto.Signer
+	der     []byte
+	created time.Time
+	retires time.Time // zero: never
+}
+
+type cachedToken struct {
+	token     string
+	refreshAt time.Time
+}
+
+// NewSigner returns the Signer of service and publishes its first key
+// through reg: the key of WithKey, or a new Ed25519 key (ES256 with
+// WithAlgorithm). The options are validated first; errors match
+// discovery.ErrInvalid and name the option.
+func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opts ...Option) (*Signer, error) {
+	c := newConfig(opts)
+	if reg == nil {
+		return nil, optErr("registry", "nil", "must not be nil")
+	}
+	if err := discovery.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	if err := c.validateCommon(); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.lifetime < time.Second || c.lifetime > MaxTokenLifetime:
+		return nil, optErr("WithTokenLifetime", c.lifetime.String(), "must be 1s to "+MaxTokenLifetime.String())
+	case c.keyLifetime != 0 && c.keyLifetime < MinKeyLifetime:
+		return nil, optErr("WithKeyLifetime", c.keyLifetime.String(), "must be 0 or at least "+MinKeyLifetime.String())
+	case c.alg != EdDSA && c.alg != ES256:
+		return nil, optErr("WithAlgorithm", c.alg, "must be EdDSA or ES256")
+	}
+	if err := validScopes(c.scopes); err != nil {
+		return nil, err
+	}
+	subject := service
+	if c.instance != "" {
+		if err := discovery.ValidateInstanceID(c.instance); err != nil {
+			return nil, err
+		}
+		subject += "/" + c.instance
+	}
+	s := &Signer{
+		reg: reg, service: service, subject: subject, issuer: c.issuer, scopes: c.scopes, alg: c.alg,
+		lifetime: c.lifetime, keyLifetime: c.keyLifetime, now: c.now(), log: c.log,
+		cache: map[string]cachedToken{},
+	}
+	now := s.now()
+	var (
+		k   *signingKey
+		err error
+	)
+	if c.key != nil {
+		k, err = useKey(c.kid, c.key, now)
+		if err == nil {
+			s.alg = k.alg
+		}
+	} else {
+		k, err = newKey(s.alg, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.keyLifetime > 0 {
+		k.retires = now.Add(s.keyLifetime)
+	}
+	if err := s.publish(ctx, k); err != nil {
+		return nil, err
+	}
+	s.cur = k
+	return s, nil
+}
+
+func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
+	if err := discovery.ValidateKeyID(kid); err != nil {
+		return nil, err
+	}
+	k := &signingKey{kid: kid, priv: key, created: now}
+	switch pub := key.Public().(type) {
+	case ed25519.PublicKey:
+		k.alg, k.method = EdDSA, jwt.SigningMethodEdDSA
+	case *ecdsa.PublicKey:
+		if _, ok := key.(*ecdsa.PrivateKey); !ok || pub.Curve != elliptic.P256() {
+			return nil, optErr("WithKey", kid, "an ECDSA key must be an *ecdsa.PrivateKey on P-256 (ES256)")
+		}
+		k.alg, k.method = ES256, jwt.SigningMethodES256
+	default:
+		return nil, optErr("WithKey", kid, "must be an Ed25519 or ECDSA P-256 private key")
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, optErr("WithKey", kid, "public key does not encode: "+err.Error())
+	}
+	k.der = der
+	return k, nil
+}
+
+func newKey(alg string, now time.Time) (*signingKey, error) {
+	var (
+		priv crypto.Signer
+		err  error
+	)
+	if alg == ES256 {
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	} else {
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return useKey(randomID(16), priv, now)
+}
+
+// randomID returns n random bytes in base64url: a key ID or token ID.
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (s *Signer) publish(ctx context.Context, k *signingKey) error {
+	return s.reg.PublishKey(ctx, s.service, discovery.PublicKey{
+		ID: k.kid, Algorithm: k.alg, Key: k.der, CreatedAt: k.created, RetiresAt: k.retires,
+	})
+}
+
+// Service returns the name of the service the Signer speaks for.
+func (s *Signer) Service() string { return s.service }
+
+// KeyID returns the ID of the key that signs now.
+func (s *Signer) KeyID() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cur.kid
+}
+
+// Token returns a token for calling audience, a service name. It returns
+// the cached token for that audience until three quarters of its lifetime
+// have passed, then signs a new one. When the key is due for rotation (see
+// WithKeyLifetime) the call rotates it first.
+func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
+	now := s.now()
+	s.mu.RLock()
+	c, ok := s.cache[audience]
+	s.mu.RUnlock()
+	if ok && now.Before(c.refreshAt) {
+		return c.token, nil
+	}
+	if err := discovery.ValidateServiceName(audience); err != nil {
+		return "", err
+	}
+	k, err := s.signingKey(ctx, now)
+	if err != nil {
+		return "", err
+	}
+	tok, err := s.sign(k, audience, now)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	if s.cur == k { // not rotated meanwhile
+		if len(s.cache) >= maxCachedAudiences {
+			s.pruneLocked(now)
+		}
+		s.cache[audience] = cachedToken{token: tok, refreshAt: now.Add(s.lifetime * 3 / 4)}
+	}
+	s.mu.Unlock()
+	return tok, nil
+}
+
+func (s *Signer) pruneLocked(now time.Time) {
+	for aud, c := range s.cache {
+		if !now.Before(c.refreshAt) {
+			delete(s.cache, aud)
+		}
+	}
+	if len(s.cache) >= maxCachedAudiences {
+		clear(s.cache)
+	}
+}
+
+// usable reports whether k may sign a token issued at now: it does not
+// retire before the token expires, leeway included.
+func (s *Signer) usable(k *signingKey, now time.Time) bool {
+	return k.retires.IsZero() || !now.Add(s.lifetime+MaxLeeway).After(k.retires)
+}
+
+// signingKey returns the key to sign with at now, rotating first when the
+// key is past half its lifetime (one caller rotates; the others go on with
+// the current key) or when it could not sign a whole token's life any more
+// (every caller waits for the rotation).
+func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, error) {
+	s.mu.RLock()
+	k := s.cur
+	s.mu.RUnlock()
+	if s.keyLifetime == 0 || now.Sub(k.created) < s.keyLifetime/2 && s.usable(k, now) {
+		return k, nil
+	}
+	if s.usable(k, now) {
+		if s.rotateMu.TryLock() {
+			if now.Sub(s.rotateFailed) >= rotateRetry {
+				if err := s.rotateLocked(ctx); err != nil {
+					s.rotateFailed = now
+					s.log.Warn("discovery: auth: key rotation failed; signing with the current key",
+						zap.String("service", s.service), zap.String("kid", k.kid), zap.Error(err))
+				}
+			}
+			s.rotateMu.Unlock()
+		}
+		s.mu.RLock()
+		k = s.cur
+		s.mu.RUnlock()
+		return k, nil
+	}
+	s.rotateMu.Lock()
+	defer s.rotateMu.Unlock()
+	s.mu.RLock()
+	k = s.cur
+	s.mu.RUnlock()
+	if s.usable(k, now) {
+		return k, nil // another caller rotated
+	}
+	if err := s.rotateLocked(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cur, nil
+}
+
+func (s *Signer) sign(k *signingKey, audience string, now time.Time) (string, error) {
+	t := jwt.NewWithClaims(k.method, claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: s.issuer, Subject: s.subject, Audience: jwt.ClaimStrings{audience},
+			ExpiresAt: jwt.NewNumericDate(now.Add(s.lifetime)), NotBefore: jwt.NewNumericDate(now),
+			IssuedAt: jwt.NewNumericDate(now), ID: randomID(12),
+		},
+		Scope: s.scopes,
+	})
+	t.Header["kid"] = k.kid
+	t.Header["typ"] = TokenType
+	return t.SignedString(k.priv)
+}
+
+// Rotate makes a new key sign from now on: it generates one (same
+// algorithm), publishes it, switches to it, forgets cached tokens, and sets
+// the old key to retire once every token it signed has expired (token
+// lifetime plus MaxLeeway from now). If retiring the old key fails, the new
+// key signs anyway and the error says so; the old key then retires at the
+// end of its key lifetime.
+//
+// This process knows the new key at once; others within one cache refresh
+// (at once where changes are announced), and a Verifier that meets it
+// before then reads it from the database, but only once a minute per
+// service: do not rotate more often than that.
+func (s *Signer) Rotate(ctx context.Context) error {
+	s.rotateMu.Lock()
+	defer s.rotateMu.Unlock()
+	return s.rotateLocked(ctx)
+}
+
+func (s *Signer) rotateLocked(ctx context.Context) error {
+	now := s.now()
+	k, err := newKey(s.alg, now)
+	if err != nil {
+		return err
+	}
+	if s.keyLifetime > 0 {
+		k.retires = now.Add(s.keyLifetime)
+	}
+	if err := s.publish(ctx, k); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.cur
+	s.cur = k
+	clear(s.cache)
+	s.mu.Unlock()
+	// Every token the old key signed was issued before the switch.
+	retire := s.now().Add(s.lifetime + MaxLeeway)
+	if !old.retires.IsZero() && !old.retires.After(retire) {
+		return nil
+	}
+	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil {
+		return fmt.Errorf("discovery: auth: the new key %s signs, but retiring %s failed: %w", k.kid, old.kid, err)
+	}
+	return nil
+}

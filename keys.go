@@ -1,0 +1,201 @@
+package discovery
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/x509"
+	"slices"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Services publish the public halves of their signing keys through the
+// registry, so that any process can verify their tokens offline (package
+// auth builds signed service-to-service tokens on this). Keys are part of a
+// service's snapshot: every key change bumps the service's revision, so the
+// caches of every process pick it up like any other change.
+
+// PublicKey is a service's public signing key: ID (the JWT "kid", 1 to 64 of
+// [A-Za-z0-9_-]), Algorithm ("EdDSA" for Ed25519, or "ES256"), Key (PKIX DER),
+// CreatedAt and RetiresAt (zero: never).
+type PublicKey = core.PublicKey
+
+// KeyStore is an optional Store capability: keeping services' public keys.
+// Both stores of this module have it.
+type KeyStore = core.KeyStore
+
+// ValidateServiceName checks a service name: 1 to 63 bytes of letters,
+// digits, '-', '_' and '.', starting and ending with a letter or digit,
+// without "..". The error matches ErrInvalid.
+func ValidateServiceName(name string) error { return core.ValidateServiceName(name) }
+
+// ValidateInstanceID checks an instance ID: 1 to 255 bytes of printable
+// ASCII without spaces, quotes, backslashes or glob characters. The error
+// matches ErrInvalid.
+func ValidateInstanceID(id string) error { return core.ValidateInstanceID(id) }
+
+// ValidateKeyID checks a key ID: 1 to 64 of [A-Za-z0-9_-]. Anything else
+// (SQL, paths, dots) is refused before it is looked up anywhere. The error
+// matches ErrInvalid.
+func ValidateKeyID(kid string) error { return core.ValidateKeyID(kid) }
+
+// validatePublicKey checks a key as given to PublishKey, including that Key
+// parses as a public key of Algorithm.
+func validatePublicKey(k *PublicKey) error {
+	if err := core.ValidatePublicKey(k); err != nil {
+		return err
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.Key)
+	if err != nil {
+		return &ValidationError{Field: "key", Value: k.ID, Reason: "not a PKIX DER public key"}
+	}
+	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		if k.Algorithm == "EdDSA" {
+			return nil
+		}
+	case *ecdsa.PublicKey:
+		if k.Algorithm == "ES256" && p.Curve == elliptic.P256() {
+			return nil
+		}
+	}
+	return &ValidationError{Field: "key", Value: k.ID, Reason: "is not a " + k.Algorithm + " key (EdDSA: Ed25519, ES256: ECDSA P-256)"}
+}
+
+func (r *Registry) keyStore() (core.KeyStore, error) {
+	ks, ok := r.store.(core.KeyStore)
+	if !ok {
+		return nil, ErrUnsupported
+	}
+	return ks, nil
+}
+
+// PublishKey adds (or replaces, by ID) a public key of a service, creating
+// the service if needed. The name and the key are validated first (errors
+// match ErrInvalid; nothing is written): Key must parse as a public key of
+// Algorithm. A zero CreatedAt is set to now. Every process sees the key
+// within one cache refresh, at once where changes are announced (Redis, or a
+// shared discoverytest backend). Stores without keys return ErrUnsupported.
+func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return err
+	}
+	if err := validatePublicKey(&key); err != nil {
+		return err
+	}
+	ks, err := r.keyStore()
+	if err != nil {
+		return err
+	}
+	if key.CreatedAt.IsZero() {
+		key.CreatedAt = r.clock.Now()
+	}
+	key.Key = slices.Clone(key.Key)
+	rev, err := ks.PutKey(ctx, service, key)
+	r.noteStoreResult("put key", err)
+	if err != nil {
+		return err
+	}
+	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	return nil
+}
+
+// RetireKey sets when a key of a service stops verifying: at may be in the
+// future (a rotation: the old key keeps verifying the tokens it signed until
+// they expire) or now (a revocation). Every process sees it within one cache
+// refresh, as with PublishKey. It returns an error matching ErrNotFound if
+// the service has no such key, and ErrInvalid for a bad name, key ID or a
+// zero time.
+func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.Time) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return err
+	}
+	if err := core.ValidateKeyID(kid); err != nil {
+		return err
+	}
+	if at.IsZero() {
+		return &ValidationError{Field: "retirement time", Reason: "must not be zero"}
+	}
+	ks, err := r.keyStore()
+	if err != nil {
+		return err
+	}
+	rev, err := ks.RetireKey(ctx, service, kid, at)
+	r.noteStoreResult("retire key", err)
+	if err != nil {
+		return err
+	}
+	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	return nil
+}
+
+// Keys returns a copy of a service's public keys, retired ones included,
+// ordered by ID, through the cache layers like Get. A service that exists
+// without keys has none (nil, nil); one that was never created is an error
+// matching ErrNotFound.
+func (r *Registry) Keys(ctx context.Context, service string) ([]PublicKey, error) {
+	svc, err := r.serviceData(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	return cloneKeys(svc.Keys), nil
+}
+
+// RefreshKeys reads a service's snapshot from the database now, past this
+// process's memory and Redis, keeps it in this process's cache and returns a
+// copy of its keys. It is for a verifier that meets a key ID it does not
+// know, which may be a key published while a change message was lost; each
+// call reads the database, so callers limit how often they make it (package
+// auth does so at most once a minute per service).
+func (r *Registry) RefreshKeys(ctx context.Context, service string) ([]PublicKey, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	ch := r.sf.DoChan("!"+service, func() (any, error) { return r.load(service, true) })
+	var e *entry
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		e = res.Val.(*entry)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.raw == nil {
+		return nil, e.notFound
+	}
+	return cloneKeys(e.raw.Keys), nil
+}
+
+// Snapshot returns a service as the cache layers hold it, even when it has
+// no live instance: its configuration, its keys and its live instances. It
+// returns an error matching ErrNotFound only for a service that was never
+// created. The value is shared and must not be modified (see Service.Clone);
+// reading it allocates nothing on a cache hit.
+func (r *Registry) Snapshot(ctx context.Context, service string) (*Service, error) {
+	return r.serviceData(ctx, service)
+}
+
+func cloneKeys(keys []PublicKey) []PublicKey {
+	if len(keys) == 0 {
+		return nil
+	}
+	out := slices.Clone(keys)
+	for i := range out {
+		out[i].Key = slices.Clone(out[i].Key)
+	}
+	return out
+}
