@@ -332,15 +332,6 @@ func (s *countingStore) reads() map[string]int64 {
 	return maps.Clone(s.loads)
 }
 
-// settleL1 gives a Registry's L1 cache time to admit what it has just
-// loaded: ristretto's Set is asynchronous, and until the first Set of a
-// service is admitted, a second one (a refetch) can be rejected, which drops
-// the service from L1 and makes the next lookup read the store again. Tests
-// that count store reads wait here once after a service's first load. (A
-// fault of the L1 cache, reported; no channel or fake clock can stand in
-// for ristretto's goroutine.)
-func settleL1() { time.Sleep(20 * time.Millisecond) }
-
 func mustECKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -165,7 +165,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settleL1()
+
 	steps := []struct {
 		name    string
 		advance time.Duration

@@ -137,8 +137,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 
 // Authorize checks the request's bearer token and that the service's policy
 // permits its caller to make it. A caller the policy does not name is
-// refused (ErrForbidden) before its keys are looked up, so made-up callers
-// cost no database read. It implements discovery.Authorizer.
+// refused before its keys are looked up, so made-up callers cost no
+// database read; it is refused as unauthenticated (401), the answer a bad
+// token gets, so that probing learns nothing of the policy. A verified
+// caller the policy names but does not permit this request is forbidden
+// (403). It implements discovery.Authorizer.
 func (v *Verifier) Authorize(r *http.Request) (*Identity, error) {
 	token, err := bearer(r)
 	if err != nil {
@@ -152,7 +155,7 @@ func (v *Verifier) Authorize(r *http.Request) (*Identity, error) {
 		}
 		pol = p
 		if !p.names(caller) {
-			return forbidden("caller not in the policy")
+			return unauthenticated("caller not in the policy", nil)
 		}
 		return nil
 	}
