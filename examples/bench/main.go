@@ -1,0 +1,212 @@
+// Bench runs the project's benchmarks in this process and prints each
+// operation beside its floor (what the layer cannot beat, measured in the
+// same run) and beside the seed's claim for that layer.
+//
+//	go run ./examples/bench            # a markdown table
+//	go run ./examples/bench -json      # the same as JSON
+//	go run ./examples/bench -benchtime 2s
+//
+// With DISCOVERY_TEST_REDIS and DISCOVERY_TEST_POSTGRES set it measures the
+// real servers; otherwise miniredis and SQLite.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/benchsuite"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// Row is one line of the report.
+type Row struct {
+	Operation   string  `json:"operation"`
+	Benchmark   string  `json:"benchmark"`
+	Metric      string  `json:"metric"` // what Value is: ns/op, p50-ns, p99-ns, ...
+	Value       float64 `json:"value"`
+	AllocsPerOp int64   `json:"allocs_per_op"`
+	Floor       string  `json:"floor,omitempty"`
+	FloorValue  float64 `json:"floor_value,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"` // Value / FloorValue
+	Target      string  `json:"target,omitempty"`
+	Met         *bool   `json:"met,omitempty"`
+	SeedClaimNs float64 `json:"seed_claim_ns,omitempty"`
+	SpeedUp     float64 `json:"speed_up,omitempty"` // SeedClaimNs / Value
+}
+
+type result struct {
+	nsPerOp float64
+	allocs  int64
+	extra   map[string]float64
+}
+
+func (r result) metric(name string) float64 {
+	if name == "ns/op" {
+		return r.nsPerOp
+	}
+	return r.extra[name]
+}
+
+func main() {
+	asJSON := flag.Bool("json", false, "print JSON instead of a markdown table")
+	benchtime := flag.String("benchtime", "1s", "time (or Nx iterations) per benchmark, as go test -benchtime")
+	testing.Init()
+	flag.Parse()
+	if err := flag.Set("test.benchtime", *benchtime); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	rows, err := run(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rows)
+		return
+	}
+	printMarkdown(os.Stdout, rows)
+}
+
+func bench(progress io.Writer, name string, fn func(*testing.B)) result {
+	fmt.Fprintf(progress, "running %s\n", name)
+	r := testing.Benchmark(fn)
+	return result{nsPerOp: float64(r.NsPerOp()), allocs: r.AllocsPerOp(), extra: r.Extra}
+}
+
+func run(progress io.Writer) ([]Row, error) {
+	res := map[string]result{}
+	do := func(name string, fn func(*testing.B)) { res[name] = bench(progress, name, fn) }
+	do("Floor/op=ristretto_get", benchsuite.FloorRistretto)
+	do("Floor/op=atomic_map", benchsuite.FloorAtomicMap)
+	do("Get/layer=L1", benchsuite.GetL1)
+	do("GetParallel/layer=L1", benchsuite.GetParallelL1)
+	do("Floor/op=redis_get", benchsuite.FloorRedisGet)
+	do("Get/layer=L2", benchsuite.GetL2)
+	do("Floor/op=gorm_query", benchsuite.FloorGormQuery)
+	do("Get/layer=L3", benchsuite.GetL3)
+	do("GetThenPick", benchsuite.GetThenPick)
+	do("PickDone/strategy=p2c_ewma", benchsuite.PickDone)
+	for _, s := range benchsuite.Strategies {
+		do(fmt.Sprintf("Pick/strategy=%s/instances=10", s), benchsuite.Pick(s, 10))
+	}
+	store := "sqlite"
+	if os.Getenv(testutil.EnvPostgres) != "" {
+		store = "postgres"
+	}
+	do("Register/store="+store, benchsuite.Register(store))
+	do("ColdStampede", benchsuite.ColdStampede)
+	do("Floor/op=pubsub", benchsuite.FloorPubSub)
+	do("Invalidation", benchsuite.Invalidation)
+	do("Scale", benchsuite.Scale)
+
+	const (
+		seedMemory   = float64(10 * time.Microsecond)  // the seed: memory ~0.01 ms
+		seedRedis    = float64(500 * time.Microsecond) // Redis ~0.5 ms
+		seedDatabase = float64(15 * time.Millisecond)  // database ~15 ms
+	)
+	var rows []Row
+	add := func(op, name, metric, floor, floorMetric string, limit float64, target string, seed float64) {
+		r := res[name]
+		row := Row{Operation: op, Benchmark: name, Metric: metric, Value: r.metric(metric), AllocsPerOp: r.allocs, Target: target}
+		if floor != "" {
+			row.Floor, row.FloorValue = floor, res[floor].metric(floorMetric)
+			if row.FloorValue > 0 {
+				row.Ratio = row.Value / row.FloorValue
+			}
+			if limit > 0 {
+				met := row.Ratio <= limit
+				row.Met = &met
+			}
+		}
+		if seed > 0 && row.Value > 0 {
+			row.SeedClaimNs, row.SpeedUp = seed, seed/row.Value
+		}
+		rows = append(rows, row)
+	}
+	add("L1 Get (memory)", "Get/layer=L1", "ns/op", "Floor/op=ristretto_get", "ns/op", 1.3, "<= 1.3x ristretto_get, 0 allocs", seedMemory)
+	add("L1 Get, map floor", "Get/layer=L1", "ns/op", "Floor/op=atomic_map", "ns/op", 0, "", 0)
+	par := Row{Operation: "L1 Get, 2 cores (throughput x)", Benchmark: "GetParallel/layer=L1", Metric: "ns/op",
+		Value: res["GetParallel/layer=L1"].nsPerOp, AllocsPerOp: res["GetParallel/layer=L1"].allocs,
+		Floor: "Get/layer=L1", FloorValue: res["Get/layer=L1"].nsPerOp, Target: ">= 1.5x single-goroutine throughput"}
+	if par.Value > 0 {
+		par.Ratio = par.FloorValue / par.Value
+		met := par.Ratio >= 1.5
+		par.Met = &met
+	}
+	rows = append(rows, par)
+	add("L2 Get (Redis), p50", "Get/layer=L2", "p50-ns", "Floor/op=redis_get", "p50-ns", 1.25, "<= 1.25x redis_get at p50", seedRedis)
+	add("L3 Get (database), p50", "Get/layer=L3", "p50-ns", "Floor/op=gorm_query", "p50-ns", 1.2, "<= 1.2x gorm_query", seedDatabase)
+	add("Get then Pick, 10 instances", "GetThenPick", "ns/op", "Get/layer=L1", "ns/op", 2, "<= 2x L1 Get", 0)
+	add("Pick + Done, p2c_ewma", "PickDone/strategy=p2c_ewma", "ns/op", "Get/layer=L1", "ns/op", 0, "0 allocs", 0)
+	for _, s := range benchsuite.Strategies {
+		add("Pick "+s.String()+", 10 instances", fmt.Sprintf("Pick/strategy=%s/instances=10", s), "ns/op", "Get/layer=L1", "ns/op", 3, "<= 3x L1 Get, 0 allocs", 0)
+	}
+	add("Register ("+store+")", "Register/store="+store, "ns/op", "", "", 0, "", 0)
+	rows = append(rows, Row{Operation: "Cold stampede: store reads per 1000 concurrent Gets", Benchmark: "ColdStampede", Metric: "store-reads/op",
+		Value: res["ColdStampede"].extra["store-reads/op"], Target: "1", Met: ptr(res["ColdStampede"].extra["store-reads/op"] == 1)})
+	add("Invalidation visible on another Registry, p99", "Invalidation", "p99-ns", "Floor/op=pubsub", "p99-ns", 2, "<= 2x bare pub/sub p99", 0)
+	add("Invalidation visible on another Registry, p50", "Invalidation", "p50-ns", "Floor/op=pubsub", "p50-ns", 0, "", 0)
+	rows = append(rows,
+		Row{Operation: "L1 hit rate, 10,000 services, Zipf, L1 of 1,000", Benchmark: "Scale", Metric: "l1-hit-rate", Value: res["Scale"].extra["l1-hit-rate"]},
+		Row{Operation: "L1 memory per 10-instance service (bytes)", Benchmark: "Scale", Metric: "l1-bytes/service", Value: res["Scale"].extra["l1-bytes/service"]})
+	return rows, nil
+}
+
+func ptr(b bool) *bool { return &b }
+
+func printMarkdown(w io.Writer, rows []Row) {
+	fmt.Fprintf(w, "Go %s, %s/%s, %d CPUs; Redis: %s; database: %s; library %s\n\n", runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), backend(testutil.EnvRedis, "miniredis (in-process)"), backend(testutil.EnvPostgres, "SQLite (pure Go)"), discovery.DefaultNamespace)
+	fmt.Fprintln(w, "| operation | value | allocs/op | floor | floor value | ratio | target | met | seed's claim | speed-up |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		met := ""
+		if r.Met != nil {
+			met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Operation, value(r.Value, r.Metric), r.AllocsPerOp,
+			strings.TrimPrefix(r.Floor, "Floor/op="), value(r.FloorValue, r.Metric), num(r.Ratio, "x"), r.Target, met,
+			value(r.SeedClaimNs, "ns"), num(r.SpeedUp, "x"))
+	}
+}
+
+func backend(env, fallback string) string {
+	if os.Getenv(env) != "" {
+		return "real server (" + env + ")"
+	}
+	return fallback
+}
+
+func value(v float64, metric string) string {
+	if v == 0 {
+		return ""
+	}
+	switch {
+	case strings.HasSuffix(metric, "ns") || metric == "ns/op":
+		return time.Duration(v).Round(time.Nanosecond).String()
+	case metric == "l1-hit-rate":
+		return fmt.Sprintf("%.1f%%", 100*v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func num(v float64, unit string) string {
+	if v == 0 {
+		return ""
+	}
+	if v >= 100 {
+		return fmt.Sprintf("%.0f%s", v, unit)
+	}
+	return fmt.Sprintf("%.2f%s", v, unit)
+}

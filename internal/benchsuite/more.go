@@ -1,0 +1,287 @@
+package benchsuite
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// Strategies are the strategies the pick benchmarks cover.
+var Strategies = []discovery.Strategy{
+	discovery.StrategyP2CEWMA, discovery.StrategyRoundRobin, discovery.StrategyWeightedRoundRobin,
+	discovery.StrategyLeastConnections, discovery.StrategyHealthBased, discovery.StrategyConsistentHash,
+	discovery.StrategyRandom,
+}
+
+func pickRegistry(b *testing.B, n int) *discovery.Registry {
+	b.Helper()
+	r := Registry(b, n, discovery.WithStore(discoverytest.NewBackend()))
+	if _, err := r.Get(context.Background(), Service); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// Pick times Pick alone: Done is never called, so in-flight counts only
+// grow, which costs the strategies the same arithmetic. PickDone times the
+// pair.
+func Pick(s discovery.Strategy, n int) func(*testing.B) {
+	return func(b *testing.B) {
+		ctx := context.Background()
+		r := pickRegistry(b, n)
+		opts := []discovery.PickOption{discovery.UseStrategy(s)}
+		if s == discovery.StrategyConsistentHash {
+			opts = append(opts, discovery.HashKey("user-42"))
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := r.Pick(ctx, Service, opts...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// GetThenPick times a Get followed by a Pick (p2c_ewma, 10 instances), as a
+// caller that looks a service up and then chooses an instance does.
+func GetThenPick(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Get(ctx, Service); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.Pick(ctx, Service); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// PickDone times Pick then Done with p2c_ewma.
+func PickDone(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		sel, err := r.Pick(ctx, Service)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sel.DoneLatency(nil, time.Millisecond)
+	}
+}
+
+// PickParallel times Pick and Done from every core at once.
+func PickParallel(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			sel, err := r.Pick(ctx, Service)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sel.DoneLatency(nil, time.Millisecond)
+		}
+	})
+}
+
+// ColdStampede times 1000 goroutines looking up one cold service at once,
+// and reports how many store reads that took (per 1000 Gets).
+func ColdStampede(b *testing.B) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	seed := Registry(b, 10, discovery.WithStore(backend))
+	_ = seed
+	var reads int64
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		r, err := discovery.New(discovery.WithStore(backend))
+		if err != nil {
+			b.Fatal(err)
+		}
+		before := backend.Loads()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 1000 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if _, err := r.Get(ctx, Service); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		b.StartTimer()
+		close(start)
+		wg.Wait()
+		b.StopTimer()
+		reads += backend.Loads() - before
+		_ = r.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(reads)/float64(b.N), "store-reads/op")
+}
+
+// Scale loads 10,000 services of 10 instances each and looks them up with a
+// Zipf-distributed mix through an L1 sized for 1,000 services (the seed's L1
+// capacity). It reports the L1 hit rate and the memory an L1 entry of a
+// 10-instance service takes.
+func Scale(b *testing.B) {
+	const services, instances = 10000, 10
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	exp := time.Now().Add(1000 * time.Hour)
+	for s := range services {
+		for i := range instances {
+			in := discovery.Instance{ID: fmt.Sprint("i", i), Service: fmt.Sprintf("svc-%05d", s), Host: fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1),
+				Port: 8080, Weight: 100, Zone: "eu-1a", Version: "v1", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"},
+				HealthPath: "/health", RegisteredAt: time.Now(), ExpiresAt: exp}
+			if _, err := backend.Register(ctx, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// Memory: an L1 big enough for everything, filled with 1,000 services.
+	big, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(services))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for s := range 1000 {
+		if _, err := big.Get(ctx, fmt.Sprintf("svc-%05d", s)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perService := float64(after.HeapAlloc-before.HeapAlloc) / 1000
+	_ = big.Close()
+
+	r, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	zipf := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, services-1)
+	names := make([]string, services)
+	for s := range names {
+		names[s] = fmt.Sprintf("svc-%05d", s)
+	}
+	for range 200000 { // warm up: let the admission policy learn the mix
+		_, _ = r.Get(ctx, names[zipf.Uint64()])
+	}
+	hits := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := r.Lookup(ctx, names[zipf.Uint64()])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Layer == discovery.LayerL1 {
+			hits++
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(hits)/float64(b.N), "l1-hit-rate")
+	b.ReportMetric(perService, "l1-bytes/service")
+}
+
+// Invalidation times a change made on one Registry until another sees it,
+// over Redis pub/sub: from the write's return (p50-ns, p99-ns) and from its
+// start (total-p50-ns, total-p99-ns).
+func Invalidation(b *testing.B) {
+	ctx := context.Background()
+	n := ns(b)
+	db, _ := DB(b, n)
+	addr, dbn, _ := testutil.RedisAddr(b)
+	opts := func() []discovery.Option {
+		return []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(n), discovery.WithRedis(testutil.RedisClient(b, addr, dbn, n))}
+	}
+	a := Registry(b, 0, opts()...)
+	other := Registry(b, 0, opts()...)
+	g, err := a.Register(ctx, discovery.Instance{Service: Service, Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := other.Get(ctx, Service); err != nil {
+		b.Fatal(err)
+	}
+	after, total := make(durations, b.N), make(durations, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := g.SetWeight(ctx, 1+i%100); err != nil {
+			b.Fatal(err)
+		}
+		written := time.Now()
+		want := g.Revision()
+		for {
+			res, err := other.Lookup(ctx, Service)
+			if err == nil && res.Revision >= want {
+				break
+			}
+			runtime.Gosched()
+		}
+		now := time.Now()
+		after[i], total[i] = now.Sub(written), now.Sub(start)
+	}
+	b.StopTimer()
+	after.report(b)
+	slicesSortDur(total)
+	b.ReportMetric(float64(total[len(total)/2]), "total-p50-ns")
+	b.ReportMetric(float64(total[len(total)*99/100]), "total-p99-ns")
+}
+
+func slicesSortDur(d durations) {
+	for i := 1; i < len(d); i++ { // insertion sort is plenty for benchmark sizes
+		for j := i; j > 0 && d[j] < d[j-1]; j-- {
+			d[j], d[j-1] = d[j-1], d[j]
+		}
+	}
+}
+
+// FloorPubSub times a bare go-redis PUBLISH until another client's
+// subscription receives it.
+func FloorPubSub(b *testing.B) {
+	ctx := context.Background()
+	n := ns(b)
+	addr, dbn, _ := testutil.RedisAddr(b)
+	pub, sub := testutil.RedisClient(b, addr, dbn, n), testutil.RedisClient(b, addr, dbn, n)
+	ps := sub.Subscribe(ctx, n+":floor")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
+		b.Fatal(err)
+	}
+	ch := ps.Channel()
+	d := make(durations, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := pub.Publish(ctx, n+":floor", "1 db_svc").Err(); err != nil {
+			b.Fatal(err)
+		}
+		<-ch
+		d[i] = time.Since(start)
+	}
+	b.StopTimer()
+	d.report(b)
+}
