@@ -300,6 +300,12 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 	}
 	now := r.now.nanos()
 	e = r.l1.get(name)
+	if e == nil && r.ctr.l1Misses.add(1)%touchSample == 0 {
+		// A miss counts as an access too (sampled as hits are), so that
+		// ristretto's admission policy learns a service is popular before
+		// it holds it.
+		r.l1.rc.Get(name)
+	}
 	if e != nil {
 		if fu := e.freshUntil.Load(); now < fu {
 			return e, LayerL1, false, nil

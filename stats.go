@@ -71,6 +71,6 @@ type Stats struct {
 }
 
 type counters struct {
-	l1Hits                                                                 stripedCounter
+	l1Hits, l1Misses                                                       stripedCounter
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
 }
