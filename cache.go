@@ -151,10 +151,16 @@ func (c *l1Cache) close() { c.rc.Close() }
 func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.Time) *entry {
 	n := now.UnixNano()
 	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), insertedAt: n, raw: raw}
+	// The entry is fresh until the first lease in it ends (or, for a
+	// suspect, until its grace ends): then the database must say more.
 	minExp := int64(1<<63 - 1)
+	grace := int64(r.opts.suspectGrace)
 	for i := range raw.Instances {
-		if exp := raw.Instances[i].ExpiresAt.UnixNano(); exp > n {
+		switch exp := raw.Instances[i].ExpiresAt.UnixNano(); {
+		case exp > n:
 			minExp = min(minExp, exp)
+		case exp+grace > n:
+			minExp = min(minExp, exp+grace)
 		}
 	}
 	st := r.state(raw.Name)
@@ -178,18 +184,25 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.T
 // instances when nothing differs.
 func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.Service {
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
-	live, same := 0, true
+	lo, hi, preserving := r.preserved(raw, now)
+	visible := func(exp int64) bool { return exp > now || preserving && exp >= lo && exp <= hi }
+	live, suspects, same := 0, 0, true
 	for i := range raw.Instances {
 		in := &raw.Instances[i]
-		if in.ExpiresAt.UnixNano() <= now {
+		exp := in.ExpiresAt.UnixNano()
+		if !visible(exp) {
 			same = false
 			continue
 		}
 		live++
-		if st != nil && viewStatus(in, st.inst(in.ID), now) != in.Status {
+		if exp <= now {
+			suspects++
+			same = false
+		} else if st != nil && viewStatus(in, st.inst(in.ID), now) != in.Status {
 			same = false
 		}
 	}
+	r.notePreservation(st, suspects, len(raw.Instances))
 	if same {
 		view.Instances = raw.Instances // all live, no status to show: share, both are immutable
 		return view
@@ -200,10 +213,13 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.S
 	view.Instances = make([]core.Instance, 0, live)
 	for i := range raw.Instances {
 		in := raw.Instances[i]
-		if in.ExpiresAt.UnixNano() <= now {
+		exp := in.ExpiresAt.UnixNano()
+		if !visible(exp) {
 			continue
 		}
-		if st != nil {
+		if exp <= now {
+			in.Status = core.StatusSuspect
+		} else if st != nil {
 			in.Status = viewStatus(&in, st.inst(in.ID), now)
 		}
 		view.Instances = append(view.Instances, in)

@@ -83,6 +83,10 @@ type options struct {
 	panicThreshold  float64
 	failClosed      bool
 
+	preserveFraction float64
+	suspectGrace     time.Duration
+	graceSet         bool
+
 	// seams holds the TokenSource and Authorizer (auth.go); a pointer, so
 	// that they can be set after New too.
 	seams *authSeams
@@ -96,6 +100,7 @@ func defaultOptions() options {
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
+		preserveFraction: DefaultSelfPreservation,
 		seams: new(authSeams),
 	}
 }
@@ -107,6 +112,9 @@ func optErr(name, value, reason string) error {
 func (o *options) validate() error {
 	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
 		o.reapAfter = 2 * o.leaseTTL // the default follows a longer lease
+	}
+	if !o.graceSet {
+		o.suspectGrace = 2 * o.leaseTTL
 	}
 	positive := []struct {
 		name string
@@ -141,6 +149,10 @@ func (o *options) validate() error {
 		return optErr("WithStrategy", o.strategy.String(), "unknown strategy")
 	case !(o.minScore >= 0 && o.minScore < 1):
 		return optErr("WithMinScore", strconv.FormatFloat(o.minScore, 'g', -1, 64), "must be in [0, 1)")
+	case !(o.preserveFraction >= 0 && o.preserveFraction < 1) || o.suspectGrace < 0:
+		return optErr("WithSelfPreservation", strconv.FormatFloat(o.preserveFraction, 'g', -1, 64), "fraction must be in [0, 1), grace not negative")
+	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter:
+		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace must not outlast the reaper's delay (WithReaper)")
 	case !(o.panicThreshold >= 0 && o.panicThreshold <= 1):
 		return optErr("WithPanicThreshold", strconv.FormatFloat(o.panicThreshold, 'g', -1, 64), "must be in [0, 1]")
 	}
@@ -276,3 +288,13 @@ func WithPanicThreshold(f float64) Option {
 // WithFailClosed makes Pick refuse (ErrNoHealthyInstances) below the panic
 // threshold instead of spreading over unhealthy instances.
 func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed = true }) }
+
+// WithSelfPreservation sets when instances that stopped renewing are kept:
+// when more than fraction (0.15) of a service's instances, and at least two,
+// lapsed within one renewal window of each other, they stay visible as
+// StatusSuspect for grace (two lease TTLs, 30 s by default) instead of
+// disappearing at once, as after a partition or a database outage. A
+// fraction of 0 turns it off.
+func WithSelfPreservation(fraction float64, grace time.Duration) Option {
+	return optionFunc(func(o *options) { o.preserveFraction, o.suspectGrace, o.graceSet = fraction, grace, true })
+}

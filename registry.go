@@ -225,6 +225,7 @@ func (r *Registry) Stats() Stats {
 		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
 		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(),
+		SelfPreservations: r.ctr.preservations.Load(),
 	}
 	r.states.Range(func(_, v any) bool {
 		st := v.(*svcState)
@@ -232,6 +233,7 @@ func (r *Registry) Stats() Stats {
 			s.Picks[i] += st.picks[i].Load()
 		}
 		s.PanicPicks += st.panics.Load()
+		s.Suspects += st.suspects.Load()
 		return true
 	})
 	s.Lookups[LayerL1] = r.ctr.l1Hits.load()

@@ -26,6 +26,11 @@ type svcState struct {
 	gen atomic.Uint64
 
 	pickerState // balancer.go
+
+	// preserving is true while self-preservation keeps lapsed instances of
+	// the service as suspects; suspects counts them (preserve.go).
+	preserving atomic.Bool
+	suspects   atomic.Int64
 }
 
 func (st *svcState) raiseWant(rev int64) {

@@ -68,9 +68,15 @@ type Stats struct {
 	// PanicPicks counts selections made in panic mode (too few healthy
 	// instances: chosen among all live ones).
 	PanicPicks uint64
+	// SelfPreservations counts episodes of self-preservation (instances of a
+	// service that stopped renewing together, kept as suspects), and
+	// Suspects the instances kept as suspects now.
+	SelfPreservations uint64
+	Suspects          int64
 }
 
 type counters struct {
 	l1Hits, l1Misses                                                       stripedCounter
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
+	preservations                                                          atomic.Uint64
 }

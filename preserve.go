@@ -1,0 +1,83 @@
+package discovery
+
+import (
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Self-preservation, after Eureka's: when many instances of a service stop
+// renewing at the same moment, the likelier cause is a partition between
+// them and the database (or the database itself) than that they all died;
+// dropping them all would send every request to the few left. So a lapsed
+// lease normally drops its instance at once, but when more than a fraction
+// (15% by default) of a service's instances lapsed within one renewal
+// window of each other, and at least two, they stay visible as
+// StatusSuspect for a grace period (two lease TTLs by default), during which
+// they renew or re-register if they are alive. Active health checks still
+// take dead ones out of selection.
+
+// DefaultSelfPreservation is the fraction of a service's instances that
+// must lapse together to be kept as suspects.
+const DefaultSelfPreservation = 0.15
+
+// preserved returns the expiry window [lo, hi] of the instances kept as
+// suspects at now, if self-preservation applies to raw.
+func (r *Registry) preserved(raw *core.Service, now int64) (lo, hi int64, ok bool) {
+	if r.opts.preserveFraction <= 0 || len(raw.Instances) < 2 {
+		return 0, 0, false
+	}
+	grace := int64(r.opts.suspectGrace)
+	var recent []int64
+	live := 0
+	for i := range raw.Instances {
+		exp := raw.Instances[i].ExpiresAt.UnixNano()
+		switch {
+		case exp > now:
+			live++
+		case exp > now-grace:
+			recent = append(recent, exp)
+		}
+	}
+	if len(recent) < 2 {
+		return 0, 0, false
+	}
+	slices.Sort(recent)
+	// The largest group of lapses within one renewal window (TTL/3, with
+	// room for jitter: TTL/2) of each other.
+	window := int64(r.opts.leaseTTL / 2)
+	best, bestLo := 0, 0
+	for i, j := 0, 0; j < len(recent); j++ {
+		for recent[j]-recent[i] > window {
+			i++
+		}
+		if j-i+1 > best {
+			best, bestLo = j-i+1, i
+		}
+	}
+	if best < 2 || float64(best) <= r.opts.preserveFraction*float64(live+best) {
+		return 0, 0, false
+	}
+	return recent[bestLo], recent[bestLo+best-1], true
+}
+
+// notePreservation logs a service entering and leaving self-preservation,
+// once each, and counts episodes and suspects.
+func (r *Registry) notePreservation(st *svcState, suspects, total int) {
+	if st == nil {
+		return
+	}
+	if suspects > 0 {
+		if st.preserving.CompareAndSwap(false, true) {
+			r.ctr.preservations.Add(1)
+			r.log.Warn("discovery: self-preservation: instances stopped renewing together; keeping them as suspect",
+				zap.String("service", st.name), zap.Int("suspect", suspects), zap.Int("instances", total),
+				zap.Duration("grace", r.opts.suspectGrace))
+		}
+	} else if st.preserving.CompareAndSwap(true, false) {
+		r.log.Info("discovery: self-preservation ended", zap.String("service", st.name))
+	}
+	st.suspects.Store(int64(suspects))
+}
