@@ -101,7 +101,7 @@ func defaultOptions() options {
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
 		preserveFraction: DefaultSelfPreservation,
-		seams: new(authSeams),
+		seams:            new(authSeams),
 	}
 }
 
