@@ -28,21 +28,24 @@ type world struct {
 }
 
 type worldKind struct {
-	name  string
-	redis bool
-	sql   func(t testing.TB, prefix string) *gorm.DB
+	name    string
+	redis   bool
+	cluster bool // a Redis Cluster (DISCOVERY_TEST_REDIS_CLUSTER) instead of one Redis
+	sql     func(t testing.TB, prefix string) *gorm.DB
 }
 
 func sqlite(t testing.TB, _ string) *gorm.DB { return testutil.SQLite(t) }
 
 // allWorlds are the backends every behaviour runs against: memory, SQLite and
-// PostgreSQL, without and with Redis (miniredis unless DISCOVERY_TEST_REDIS).
+// PostgreSQL, without and with Redis (miniredis unless DISCOVERY_TEST_REDIS),
+// and with a Redis Cluster when DISCOVERY_TEST_REDIS_CLUSTER is set.
 var allWorlds = []worldKind{
 	{name: "memory"},
 	{name: "sqlite", sql: sqlite},
 	{name: "sqlite+redis", sql: sqlite, redis: true},
 	{name: "postgres", sql: testutil.Postgres},
 	{name: "postgres+redis", sql: testutil.Postgres, redis: true},
+	{name: "sqlite+cluster", sql: sqlite, redis: true, cluster: true},
 }
 
 func newWorld(t *testing.T, k worldKind, opts ...discovery.Option) *world {
@@ -56,7 +59,11 @@ func newWorld(t *testing.T, k worldKind, opts ...discovery.Option) *world {
 		w.store = discoverytest.NewBackend()
 		w.options = append(w.options, discovery.WithStore(w.store))
 	}
-	if k.redis {
+	switch {
+	case k.cluster:
+		w.rdb = testutil.RedisCluster(t, w.ns)
+		w.options = append(w.options, discovery.WithRedis(w.rdb))
+	case k.redis:
 		w.rdb, _ = testutil.Redis(t, w.ns)
 		w.options = append(w.options, discovery.WithRedis(w.rdb))
 	}

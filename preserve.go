@@ -24,12 +24,23 @@ import (
 const DefaultSelfPreservation = 0.15
 
 // preserved returns the expiry window [lo, hi] of the instances kept as
-// suspects at now, if self-preservation applies to raw.
-func (r *Registry) preserved(raw *core.Service, now int64) (lo, hi int64, ok bool) {
-	if r.opts.preserveFraction <= 0 || len(raw.Instances) < 2 {
+// suspects at now, if self-preservation applies to raw. An episode, once
+// begun, holds until the grace of its last lapse ends, however many of its
+// instances have renewed meanwhile: they come back one by one, and the last
+// must not be dropped for being alone.
+func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi int64, ok bool) {
+	if r.opts.preserveFraction <= 0 {
 		return 0, 0, false
 	}
 	grace := int64(r.opts.suspectGrace)
+	if st != nil {
+		if ep := st.episode.Load(); ep != nil && now < ep.hi+grace {
+			return ep.lo, ep.hi, true
+		}
+	}
+	if len(raw.Instances) < 2 {
+		return 0, 0, false
+	}
 	var recent []int64
 	live := 0
 	for i := range raw.Instances {
@@ -60,8 +71,15 @@ func (r *Registry) preserved(raw *core.Service, now int64) (lo, hi int64, ok boo
 	if best < 2 || float64(best) <= r.opts.preserveFraction*float64(live+best) {
 		return 0, 0, false
 	}
-	return recent[bestLo], recent[bestLo+best-1], true
+	lo, hi = recent[bestLo], recent[bestLo+best-1]
+	if st != nil {
+		st.episode.Store(&episode{lo: lo, hi: hi})
+	}
+	return lo, hi, true
 }
+
+// episode is the expiry window of instances kept as suspects.
+type episode struct{ lo, hi int64 }
 
 // notePreservation logs a service entering and leaving self-preservation,
 // once each, and counts episodes and suspects.

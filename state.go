@@ -31,6 +31,7 @@ type svcState struct {
 	// the service as suspects; suspects counts them (preserve.go).
 	preserving atomic.Bool
 	suspects   atomic.Int64
+	episode    atomic.Pointer[episode]
 }
 
 func (st *svcState) raiseWant(rev int64) {

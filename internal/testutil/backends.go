@@ -33,6 +33,10 @@ const (
 	EnvPostgres = "DISCOVERY_TEST_POSTGRES"
 	EnvRedis    = "DISCOVERY_TEST_REDIS"
 	EnvRequire  = "DISCOVERY_TEST_REQUIRE"
+	// EnvRedisCluster lists the nodes of a Redis Cluster
+	// ("127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"); tests that run
+	// against a cluster skip without it.
+	EnvRedisCluster = "DISCOVERY_TEST_REDIS_CLUSTER"
 )
 
 // Required reports whether DISCOVERY_TEST_REQUIRE=1.
@@ -201,17 +205,55 @@ func RedisOptions() *redis.Options {
 	return opt
 }
 
-// DeleteKeys deletes the keys that contain prefix.
+// DeleteKeys deletes the keys that contain prefix (on every master of a
+// cluster).
 func DeleteKeys(rdb redis.UniversalClient, prefix string) {
 	if prefix == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	iter := rdb.Scan(ctx, 0, "*"+prefix+"*", 500).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
+	del := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, "*"+prefix+"*", 500).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+		return nil
 	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return del(ctx, c) })
+		return
+	}
+	_ = del(ctx, rdb)
+}
+
+// RedisCluster returns a client of the Redis Cluster in
+// DISCOVERY_TEST_REDIS_CLUSTER, deleting the test's keys at the end. It
+// skips without the variable, and fails if the cluster is unreachable under
+// DISCOVERY_TEST_REQUIRE.
+func RedisCluster(t testing.TB, prefix string) redis.UniversalClient {
+	t.Helper()
+	nodes := os.Getenv(EnvRedisCluster)
+	if nodes == "" {
+		t.Skipf("%s is not set", EnvRedisCluster)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ","), MaxRetries: 2,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+	if err == nil {
+		err = rdb.ClusterInfo(ctx).Err()
+	}
+	if err != nil {
+		_ = rdb.Close()
+		unavailable(t, "redis cluster unreachable: %v", err)
+	}
+	t.Cleanup(func() {
+		DeleteKeys(rdb, prefix)
+		_ = rdb.Close()
+	})
+	return rdb
 }
 
 // RedisAddr returns the address of DISCOVERY_TEST_REDIS, or of a fresh
