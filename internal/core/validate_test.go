@@ -1,0 +1,53 @@
+package core
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func FuzzNormalize(f *testing.F) {
+	f.Add("db_svc", "10.0.0.7", 8080, "", 0, "/health", "team", "core", "primary")
+	f.Add("a..b", "exa mple", 0, "x y", -5, "//evil", "a b", "\x00", "")
+	f.Fuzz(func(t *testing.T, service, host string, port int, id string, weight int, path, mk, mv, tag string) {
+		in := Instance{ID: id, Service: service, Host: host, Port: port, Weight: weight, HealthPath: path,
+			Metadata: map[string]string{mk: mv}, Tags: []string{tag}}
+		before := in.Clone()
+		err := Normalize(&in)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), "discovery: invalid ") {
+				t.Fatalf("error %v does not match ErrInvalid", err)
+			}
+			if in.ID != before.ID || in.Weight != before.Weight || in.HealthPath != before.HealthPath {
+				t.Fatal("Normalize changed its input and failed")
+			}
+			return
+		}
+		// What passes is safe to store and to build a health URL from.
+		if ValidateServiceName(in.Service) != nil || in.Port < 1 || in.Port > 65535 || in.ID == "" ||
+			in.Weight < 0 || in.Weight > MaxWeight || strings.HasPrefix(in.HealthPath, "//") ||
+			strings.ContainsAny(in.Service, "*?[]\\\\:/") || strings.Contains(in.Service, "..") {
+			t.Fatalf("Normalize accepted %+v", in)
+		}
+		if again := in; Normalize(&again) != nil {
+			t.Fatalf("a normalised instance does not validate again: %+v", in)
+		}
+	})
+}
+
+func TestValidateServiceName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"db_svc", true}, {"a", true}, {"user-api.v2", true}, {strings.Repeat("x", 63), true},
+		{"", false}, {strings.Repeat("x", 64), false}, {"a/b", false}, {"a:b", false}, {"a*", false},
+		{"a?", false}, {"a[1]", false}, {`a\b`, false}, {"a..b", false}, {"-a", false}, {"a-", false},
+		{"a b", false}, {"a\x00", false}, {"ä", false},
+	}
+	for _, tt := range tests {
+		if err := ValidateServiceName(tt.name); (err == nil) != tt.ok {
+			t.Errorf("ValidateServiceName(%q) = %v; want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
