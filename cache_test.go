@@ -142,7 +142,7 @@ func TestWriterWithoutRedisBoundedByLeaseTTL(t *testing.T) {
 			} else {
 				quiet = append(quiet, discovery.WithStore(w.store))
 			}
-			a, err := discovery.New(append(quiet, discovery.WithNamespace(w.ns), discovery.WithClock(clock), discovery.WithReaper(0, 0))...)
+			a, err := discovery.New(append(quiet, discovery.WithNamespace(w.ns), discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())...)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -76,6 +76,7 @@ type options struct {
 	reapAfter   time.Duration
 	reapSet     bool
 	closeTO     time.Duration
+	health      healthOptions // health_options.go
 }
 
 func defaultOptions() options {
@@ -85,6 +86,7 @@ func defaultOptions() options {
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
+		health: defaultHealthOptions(),
 	}
 }
 
@@ -125,6 +127,9 @@ func (o *options) validate() error {
 		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
+	}
+	if err := o.health.validate(); err != nil {
+		return err
 	}
 	return validNamespace(o.namespace)
 }
