@@ -13,3 +13,7 @@ func HealthCorrupt(r *Registry) uint64 {
 	}
 	return r.hm.share.corrupt.Load()
 }
+
+// HealthSharing reports whether r shares health results through Redis and
+// its last Redis call for it succeeded.
+func HealthSharing(r *Registry) bool { return r.hm.share != nil && !r.hm.share.failing.Load() }

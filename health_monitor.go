@@ -115,9 +115,8 @@ type svcMon struct {
 	targets           map[string]*target
 	sync              item
 	// written by sync jobs, read by the loop
-	members  atomic.Pointer[memberView]
-	unstable atomic.Bool // the last sync saw the members change
-	syncing  atomic.Bool
+	members atomic.Pointer[memberView]
+	syncing atomic.Bool
 }
 
 // memberView is the set of processes probing a service, as last read.
@@ -144,7 +143,8 @@ type monitor struct {
 	ejectMu sync.Mutex // serialises ejection decisions
 	viewMu  sync.Mutex // serialises view rebuilds after health changes
 	pendMu  sync.Mutex
-	pending []*item // unejections handed to the loop
+	pending []*item   // unejections handed to the loop
+	soon    []*svcMon // services whose members changed: sync again soon
 
 	// owned by the loop
 	q        queue
@@ -236,11 +236,16 @@ func (m *monitor) step(now int64) {
 		m.nextScan = now + int64(scanEvery)
 	}
 	m.pendMu.Lock()
-	pending := m.pending
-	m.pending = nil
+	pending, soon := m.pending, m.soon
+	m.pending, m.soon = nil, nil
 	m.pendMu.Unlock()
 	for _, it := range pending {
 		heap.Push(&m.q, it)
+	}
+	for _, sm := range soon {
+		if m.svcs[sm.name] == sm && sm.sync.idx >= 0 {
+			m.reschedule(&sm.sync, min(sm.sync.due, now+int64(sm.interval/8)))
+		}
 	}
 	if m.resync.Swap(false) {
 		for _, sm := range m.svcs {
@@ -271,11 +276,21 @@ func (m *monitor) reschedule(it *item, due int64) {
 	}
 }
 
+// syncDelay is the wait between two syncs of a service: an interval and up
+// to 10% (a sync that sees the members change brings the next one forward
+// to an eighth of an interval, see syncedChanged).
 func (m *monitor) syncDelay(sm *svcMon) time.Duration {
-	if sm.unstable.Load() {
-		return sm.interval / 8 // members are changing: converge quickly
-	}
 	return sm.interval + time.Duration(rand.Int64N(int64(sm.interval/10)+1))
+}
+
+// syncedChanged is called by a sync that saw a service's members change:
+// the next sync comes after an eighth of an interval, so that processes
+// joining together converge on who probes what within a few seconds.
+func (m *monitor) syncedChanged(sm *svcMon) {
+	m.pendMu.Lock()
+	m.soon = append(m.soon, sm)
+	m.pendMu.Unlock()
+	m.poke()
 }
 
 // due handles a target whose check falls due: check it now unless another

@@ -135,8 +135,10 @@ func (s *sharer) sync(sm *svcMon, now int64) {
 	s.note(nil)
 	ids, fields := parseSync(v)
 	prev := sm.members.Load()
-	sm.unstable.Store(prev == nil || !slices.Equal(prev.ids, ids))
 	sm.members.Store(&memberView{ids: ids, at: now})
+	if prev == nil || !slices.Equal(prev.ids, ids) {
+		s.m.syncedChanged(sm)
+	}
 	s.apply(ctx, sm.name, sm.interval, fields, now)
 }
 
