@@ -106,9 +106,13 @@ func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, latency
 		return
 	}
 	n := int(is.health.fails.Add(1))
+	f := r.opts.health.ejectFailures
+	if n > 1<<30 { // an instance failing for ever, kept in by the cap
+		is.health.fails.Store(int32(f))
+	}
 	// Retry at every threshold multiple, so that an instance kept in by the
 	// ejection cap is not re-examined on every failure.
-	if f := r.opts.health.ejectFailures; f > 0 && n >= f && n%f == 0 {
+	if f > 0 && n >= f && n%f == 0 {
 		r.eject(st, is)
 	}
 }

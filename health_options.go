@@ -116,13 +116,14 @@ func WithHealthCheck(interval, timeout time.Duration) Option {
 // WithHealthInterval sets how often instances are checked (10 s). Each
 // wait is lengthened by a random 10-20%, and the first checks of a service
 // are spread over one interval, so that many instances are never probed in
-// one burst.
+// one burst. Like WithHealthCheck, it turns active checks on.
 func WithHealthInterval(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.health.interval, o.health.active = d, true })
 }
 
 // WithHealthTimeout bounds one check (2 s); it must be below the interval.
-// A check that times out fails.
+// A check that times out fails. Like WithHealthCheck, it turns active checks
+// on.
 func WithHealthTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.health.timeout, o.health.active = d, true })
 }
@@ -171,7 +172,10 @@ func WithoutHealthChecks() Option {
 // in the registering process, every health interval, with a context that
 // ends at the check timeout; a nil error passes. Only this process can run
 // it; with Redis, other processes see its results. fn must return soon after
-// its context is done (Close waits for it).
+// its context is done (Close waits for it); a panic in it is a failure. A
+// router instance registered without one has no active check (its lease
+// and passive outcomes still count), unless its Check is CheckHTTP or
+// CheckTCP.
 func WithCheckFunc(fn func(ctx context.Context) error) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.check = fn })
 }
