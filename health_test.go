@@ -401,3 +401,24 @@ func TestRouterCheckFunc(t *testing.T) {
 		t.Fatalf("%d checks after Deregister; want 0", calls-before)
 	}
 }
+
+// On the system clock (no fake): checks run on their own, and a failing
+// instance goes unhealthy and comes back.
+func TestActiveChecksOnTheSystemClock(t *testing.T) {
+	p := newProbeServer(t, "")
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithHealthCheck(200*time.Millisecond, 100*time.Millisecond))
+	in := p.instance("web")
+	in.ExpiresAt = time.Now().Add(time.Hour)
+	addInstance(t, r, in)
+	status := func() discovery.Status {
+		_, _ = r.Get(context.Background(), "web")
+		return healthOf(t, r, "web", in.ID).Status
+	}
+	waitFor(t, 5*time.Second, "healthy", func() bool { return status() == discovery.StatusHealthy })
+	p.set(mode500)
+	d := waitFor(t, 5*time.Second, "unhealthy", func() bool { return status() == discovery.StatusUnhealthy })
+	p.set(modeOK)
+	waitFor(t, 5*time.Second, "healthy again", func() bool { return status() == discovery.StatusHealthy })
+	t.Logf("unhealthy %v after the instance started failing (interval 200ms)", d.Round(time.Millisecond))
+}
