@@ -38,7 +38,7 @@ func benchDB(b *testing.B, ns string) (*gorm.DB, string) {
 // benchRegistry returns a Registry holding benchService with n instances.
 func benchRegistry(b *testing.B, n int, opts ...discovery.Option) *discovery.Registry {
 	b.Helper()
-	r, err := discovery.New(append(opts, discovery.WithoutHealthChecks())...) // made-up addresses: no probes
+	r, err := discovery.New(append([]discovery.Option{discovery.WithoutHealthChecks()}, opts...)...) // made-up addresses: no probes
 	if err != nil {
 		b.Fatal(err)
 	}
