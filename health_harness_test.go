@@ -116,42 +116,6 @@ func addInstance(t *testing.T, r *discovery.Registry, in discovery.Instance) {
 	}
 }
 
-// sentinelListener counts the connections it accepts; a check that must not
-// reach it proves it made none.
-type sentinelListener struct {
-	ln       net.Listener
-	accepted atomic.Int64
-	wg       sync.WaitGroup
-}
-
-func newSentinel(t *testing.T) *sentinelListener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sentinelListener{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *sentinelListener) url() string { return "http://" + s.ln.Addr().String() + "/health" }
-
 // step advances the clock by d and lets every Registry's health monitor do
 // what fell due, waiting for the checks it started.
 func step(clock interface{ Advance(time.Duration) }, d time.Duration, regs ...*discovery.Registry) {

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -81,4 +82,27 @@ func BenchmarkRecordOutcome(b *testing.B) {
 			r.recordOutcome(st, is, outcomeSuccess, time.Millisecond)
 		}
 	})
+}
+
+// hashTag returns what Redis Cluster hashes of a key: the text between the
+// first '{' and the next '}', if not empty; else the whole key.
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// The two keys the sync script touches hash to the same Cluster slot, by the
+// service name, and differ between services.
+func TestSharedKeysShareAHashTag(t *testing.T) {
+	s := &sharer{r: &Registry{opts: defaultOptions()}}
+	for _, svc := range []string{"db_svc", "a.b-c", "x"} {
+		h, m := s.healthKey(svc), s.membersKey(svc)
+		if hashTag(h) != svc || hashTag(m) != svc || h == m {
+			t.Fatalf("keys %q and %q: want distinct keys tagged {%s}", h, m, svc)
+		}
+	}
 }

@@ -64,9 +64,8 @@ type item struct {
 	kind itemKind
 	t    *target    // itemCheck
 	sm   *svcMon    // itemSync
-	st   *svcState  // itemUneject
+	st   *svcState  // itemUneject (the ejection ends at due)
 	is   *instState // itemUneject
-	till int64      // itemUneject
 }
 
 type queue []*item
@@ -99,8 +98,7 @@ type target struct {
 	spec health.Target
 	st   *svcState
 	is   *instState
-	exp  int64 // lease end (Unix ns); the target goes when it passes
-	own  bool  // a router instance of this process: never shared out
+	own  bool // a router instance of this process: never shared out
 	busy atomic.Bool
 }
 
@@ -187,7 +185,7 @@ func (m *monitor) poke() {
 // scheduleUneject asks the loop to end an ejection at till.
 func (m *monitor) scheduleUneject(st *svcState, is *instState, till int64) {
 	m.pendMu.Lock()
-	m.pending = append(m.pending, &item{due: till, idx: -1, kind: itemUneject, st: st, is: is, till: till})
+	m.pending = append(m.pending, &item{due: till, idx: -1, kind: itemUneject, st: st, is: is})
 	m.pendMu.Unlock()
 	m.poke()
 }
@@ -257,7 +255,7 @@ func (m *monitor) step(now int64) {
 		switch it.kind {
 		case itemUneject:
 			heap.Pop(&m.q)
-			m.r.unejectAt(it.st, it.is, it.till)
+			m.r.unejectAt(it.st, it.is, it.due)
 		case itemSync:
 			m.startSync(it.sm, now)
 			m.reschedule(it, now+int64(m.syncDelay(it.sm)))
@@ -514,11 +512,12 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		if g != nil {
 			spec.Func = g.opts.check
 		}
-		exp := in.ExpiresAt.UnixNano()
-		if _, mine := owned[id]; mine {
-			exp = 0 // checked while registered, whatever the entry says
-		} else if sm.nextExp == 0 || exp < sm.nextExp {
-			sm.nextExp = exp
+		// the targets go when their lease ends; this process's own
+		// instances are checked while registered, whatever the entry says
+		if _, mine := owned[id]; !mine {
+			if exp := in.ExpiresAt.UnixNano(); sm.nextExp == 0 || exp < sm.nextExp {
+				sm.nextExp = exp
+			}
 		}
 		t := sm.targets[id]
 		if t == nil {
@@ -527,7 +526,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			sm.targets[id] = t
 			m.reschedule(&t.it, now+int64(firstDelay(sm.interval)))
 		}
-		t.spec, t.st, t.is, t.exp, t.own = spec, st, st.instOrNew(id), exp, g != nil
+		t.spec, t.st, t.is, t.own = spec, st, st.instOrNew(id), g != nil
 	}
 	for id, t := range sm.targets {
 		if in := want[id]; in == nil || health.KindOf(in, sm.own[id] != nil) == health.KindNone {

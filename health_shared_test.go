@@ -29,6 +29,11 @@ func newFleet(t *testing.T, w *world, clock *discoverytest.Clock, processes, ins
 	for range processes {
 		r := w.registry(t, append([]discovery.Option{discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout)}, opts...)...)
 		discovery.SettleHealth(r) // its first scan is over: every process finds the service at the same scan
+		for _, o := range f.regs {
+			if o.ProcessID() == r.ProcessID() {
+				t.Fatalf("two Registry values share the process ID %s", r.ProcessID())
+			}
+		}
 		f.regs = append(f.regs, r)
 	}
 	for range instances {

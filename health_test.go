@@ -16,6 +16,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // oneInstance is a Registry on a fake clock with active checks, using a
@@ -56,7 +57,7 @@ func nextCheck(t *testing.T, r *discovery.Registry, clock *discoverytest.Clock, 
 // status shows in Get.
 func TestActiveCheckStates(t *testing.T) {
 	const U, H, W, N = discovery.StatusUnhealthy, discovery.StatusHealthy, discovery.StatusWarning, discovery.StatusUnknown
-	sent := newSentinel(t)
+	sent := testutil.NewSentinel(t)
 	tests := []struct {
 		name  string
 		mode  mode
@@ -73,7 +74,7 @@ func TestActiveCheckStates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newProbeServer(t, sent.url())
+			p := newProbeServer(t, "http://"+sent.Addr()+"/health")
 			p.set(tt.mode)
 			r, clock, id := oneInstance(t, p)
 			var waited time.Duration
@@ -110,7 +111,7 @@ func TestActiveCheckStates(t *testing.T) {
 			t.Logf("%s: %v score %.2f after %v; last error %q", tt.name, h.Status, h.Score, waited, h.LastError)
 		})
 	}
-	if n := sent.accepted.Load(); n != 0 {
+	if n := sent.Accepted(); n != 0 {
 		t.Fatalf("the redirect target accepted %d connections; want 0", n)
 	}
 }

@@ -20,42 +20,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
 
-// sentinel is a listener that counts the connections it accepts: a check
-// that must not reach it proves it made none.
-type sentinel struct {
-	ln       net.Listener
-	accepted atomic.Int64
-	wg       sync.WaitGroup
-}
-
-func newSentinel(t *testing.T) *sentinel {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sentinel{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *sentinel) addr() string { return s.ln.Addr().String() }
-
 // countingConn counts the bytes read from a connection.
 type countingConn struct {
 	net.Conn
@@ -119,7 +83,7 @@ func hang(r *http.Request) {
 
 func TestHTTPCheck(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	sent := newSentinel(t)
+	sent := testutil.NewSentinel(t)
 	tests := []struct {
 		name    string
 		handler http.HandlerFunc
@@ -139,7 +103,7 @@ func TestHTTPCheck(t *testing.T) {
 		}, core.StatusUnhealthy, `HTTP 500: "db down."`, 0},
 		{"429", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(429) }, core.StatusWarning, "HTTP 429", 0},
 		{"redirect", func(w http.ResponseWriter, r *http.Request) {
-			http.Redirect(w, r, "http://"+sent.addr()+"/health", http.StatusFound)
+			http.Redirect(w, r, "http://"+sent.Addr()+"/health", http.StatusFound)
 		}, core.StatusUnhealthy, "HTTP 302", 0},
 		{"endless body", func(w http.ResponseWriter, r *http.Request) {
 			chunk := make([]byte, 32<<10)
@@ -189,7 +153,7 @@ func TestHTTPCheck(t *testing.T) {
 			t.Logf("%s: %v in %v, %d bytes read", tt.name, res.Status, took.Round(time.Millisecond), read.Load())
 		})
 	}
-	if n := sent.accepted.Load(); n != 0 {
+	if n := sent.Accepted(); n != 0 {
 		t.Fatalf("the redirect target accepted %d connections; want 0", n)
 	}
 }
@@ -197,20 +161,20 @@ func TestHTTPCheck(t *testing.T) {
 // A check reaches only its own address: not a redirect's target, not a host
 // smuggled into the path, not a proxy from the environment.
 func TestCheckReachesOnlyItsOwnAddress(t *testing.T) {
-	sent := newSentinel(t)
+	sent := testutil.NewSentinel(t)
 	_, addr := server(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "http://"+sent.addr()+"/", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, "http://"+sent.Addr()+"/", http.StatusTemporaryRedirect)
 	})
-	t.Setenv("HTTP_PROXY", "http://"+sent.addr())
-	t.Setenv("http_proxy", "http://"+sent.addr())
+	t.Setenv("HTTP_PROXY", "http://"+sent.Addr())
+	t.Setenv("http_proxy", "http://"+sent.Addr())
 	tests := []struct {
 		name string
 		t    Target
 	}{
 		{"redirect", Target{Kind: KindHTTP, Addr: addr, Path: "/health"}},
-		{"userinfo path", Target{Kind: KindHTTP, Addr: addr, Path: "@" + sent.addr() + "/"}},
-		{"absolute path", Target{Kind: KindHTTP, Addr: addr, Path: "http://" + sent.addr() + "/"}},
-		{"other host", Target{Kind: KindHTTP, Addr: sent.addr() + "x", Path: "/"}},
+		{"userinfo path", Target{Kind: KindHTTP, Addr: addr, Path: "@" + sent.Addr() + "/"}},
+		{"absolute path", Target{Kind: KindHTTP, Addr: addr, Path: "http://" + sent.Addr() + "/"}},
+		{"other host", Target{Kind: KindHTTP, Addr: sent.Addr() + "x", Path: "/"}},
 	}
 	p := NewProber(nil)
 	for _, tt := range tests {
@@ -223,21 +187,27 @@ func TestCheckReachesOnlyItsOwnAddress(t *testing.T) {
 			}
 		})
 	}
+	// http.ProxyFromEnvironment reads the environment once per process, so
+	// the variables above prove nothing if an earlier test used it: check
+	// the transport itself too.
+	if tr := p.client.Transport.(*http.Transport); tr.Proxy != nil || tr.DialContext == nil {
+		t.Fatal("the transport may use a proxy, or dials without the guard")
+	}
 	// and the dialer refuses any address but the one the check is for
 	ctx := context.WithValue(context.Background(), allowedAddrKey{}, addr)
-	if _, err := p.guardedDial(ctx, "tcp", sent.addr()); !errors.Is(err, ErrForbiddenAddr) {
+	if _, err := p.guardedDial(ctx, "tcp", sent.Addr()); !errors.Is(err, ErrForbiddenAddr) {
 		t.Fatalf("guardedDial(other) = %v; want ErrForbiddenAddr", err)
 	}
-	if _, err := p.guardedDial(context.Background(), "tcp", sent.addr()); !errors.Is(err, ErrForbiddenAddr) {
+	if _, err := p.guardedDial(context.Background(), "tcp", sent.Addr()); !errors.Is(err, ErrForbiddenAddr) {
 		t.Fatalf("guardedDial(no allowed address) = %v; want ErrForbiddenAddr", err)
 	}
-	if n := sent.accepted.Load(); n != 0 {
+	if n := sent.Accepted(); n != 0 {
 		t.Fatalf("the other address accepted %d connections; want 0", n)
 	}
 }
 
 func TestTCPCheck(t *testing.T) {
-	sent := newSentinel(t)
+	sent := testutil.NewSentinel(t)
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +220,7 @@ func TestTCPCheck(t *testing.T) {
 		addr string
 		want core.Status
 	}{
-		{"listening", sent.addr(), core.StatusHealthy},
+		{"listening", sent.Addr(), core.StatusHealthy},
 		{"refused", deadAddr, core.StatusUnhealthy},
 	}
 	for _, tt := range tests {
@@ -262,8 +232,8 @@ func TestTCPCheck(t *testing.T) {
 			}
 		})
 	}
-	if sent.accepted.Load() != 1 {
-		t.Fatalf("accepted %d; want 1", sent.accepted.Load())
+	if sent.Accepted() != 1 {
+		t.Fatalf("accepted %d; want 1", sent.Accepted())
 	}
 }
 
