@@ -51,7 +51,7 @@ func picks(t *testing.T, r *discovery.Registry, svc string, n int, opts ...disco
 func TestWeightedSharesWithinOnePoint(t *testing.T) {
 	for _, s := range []discovery.Strategy{discovery.StrategyWeightedRoundRobin, discovery.StrategyRandom} {
 		t.Run(s.String(), func(t *testing.T) {
-			r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 			registerN(t, r, "db_svc", 1, 2, 7)
 			const n = 100000
 			got := picks(t, r, "db_svc", n, discovery.UseStrategy(s))
@@ -67,7 +67,7 @@ func TestWeightedSharesWithinOnePoint(t *testing.T) {
 // Weighted round robin interleaves smoothly and deterministically, as
 // nginx does: weights 5:1:1 give a a b a c a a.
 func TestWeightedRoundRobinIsSmooth(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 5, 1, 1)
 	var seq string
 	for i := 0; i < 14; i++ {
@@ -84,7 +84,7 @@ func TestWeightedRoundRobinIsSmooth(t *testing.T) {
 }
 
 func TestRoundRobinIsExact(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 1, 5, 9, 100) // weights do not matter to round robin
 	got := picks(t, r, "db_svc", 100000, discovery.UseStrategy(discovery.StrategyRoundRobin))
 	for _, id := range []string{"i0", "i1", "i2", "i3"} {
@@ -97,7 +97,7 @@ func TestRoundRobinIsExact(t *testing.T) {
 func TestWeightZeroIsNeverPicked(t *testing.T) {
 	for _, s := range allStrategies {
 		t.Run(s.String(), func(t *testing.T) {
-			r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 			registerN(t, r, "db_svc", 10, 0, 10)
 			opts := []discovery.PickOption{discovery.UseStrategy(s)}
 			got := map[string]int{}
@@ -120,7 +120,7 @@ func TestWeightZeroIsNeverPicked(t *testing.T) {
 // Registry, without restarting anything.
 func TestWeightChangeTakesEffectEverywhere(t *testing.T) {
 	backend := discoverytest.NewBackend()
-	a, b := discoverytest.NewRegistry(t, backend), discoverytest.NewRegistry(t, backend)
+	a, b := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks()), discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
 	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 	mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
 	if got := picks(t, b, "db_svc", 100); got["10.0.0.1:1"] == 0 {
@@ -137,7 +137,7 @@ func TestWeightChangeTakesEffectEverywhere(t *testing.T) {
 }
 
 func TestLeastConnectionsPicksTheIdleInstance(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyLeastConnections))
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyLeastConnections), discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 1, 1, 1)
 	ctx := context.Background()
 	for round := 0; round < 50; round++ {
@@ -188,7 +188,7 @@ func (c *completions) Pop() any          { x := (*c)[len(*c)-1]; *c = (*c)[:len(
 // 2 ms (or 20 ms on the slow one), simulated on a fake clock.
 func TestP2CEWMAAvoidsTheSlowInstance(t *testing.T) {
 	clock := discoverytest.NewClock(t0)
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour))
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour), discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 1, 1, 1, 1, 1)
 	var inflight completions
 	got := map[string]int{}
@@ -224,7 +224,7 @@ func TestP2CEWMAAvoidsTheSlowInstance(t *testing.T) {
 // 10 instances leaves.
 func TestConsistentHashStability(t *testing.T) {
 	backend := discoverytest.NewBackend()
-	a, b := discoverytest.NewRegistry(t, backend), discoverytest.NewRegistry(t, backend)
+	a, b := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks()), discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
 	registerN(t, a, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
 	const keys = 20000
 	where := func(r *discovery.Registry, opts ...discovery.PickOption) []string {
@@ -279,7 +279,7 @@ func TestConsistentHashStability(t *testing.T) {
 func TestPanicThreshold(t *testing.T) {
 	ctx := context.Background()
 	setup := func(t *testing.T, unhealthy int, opts ...discovery.Option) *discovery.Registry {
-		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), opts...)
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), append(opts, discovery.WithoutHealthChecks())...)
 		registerN(t, r, "db_svc", 1, 1, 1, 1, 1)
 		if _, err := r.Get(ctx, "db_svc"); err != nil {
 			t.Fatal(err)
@@ -345,7 +345,7 @@ func TestPanicThreshold(t *testing.T) {
 
 func TestFilters(t *testing.T) {
 	ctx := context.Background()
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	// i0..i7: zones a,b alternating; versions v1,v1,v2,v2,...; tags t0,t1,t2; shard 0/1.
 	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1)
 	tests := []struct {
@@ -446,7 +446,7 @@ func TestStrategyPrecedence(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	r := discoverytest.NewRegistry(t, backend, discovery.WithStrategy(discovery.StrategyRandom),
-		discovery.WithServiceStrategy("opt_svc", discovery.StrategyLeastConnections))
+		discovery.WithServiceStrategy("opt_svc", discovery.StrategyLeastConnections), discovery.WithoutHealthChecks())
 	registerN(t, r, "opt_svc", 1, 1)
 	registerN(t, r, "cfg_svc", 1, 1)
 	registerN(t, r, "plain", 1, 1)
@@ -483,7 +483,7 @@ func TestStrategyPrecedence(t *testing.T) {
 
 func TestPickErrors(t *testing.T) {
 	ctx := context.Background()
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	if _, err := r.Pick(ctx, "nope"); !errors.Is(err, discovery.ErrNotFound) {
 		t.Fatalf("Pick(unknown) = %v; want ErrNotFound", err)
 	}
@@ -501,7 +501,7 @@ func TestPickErrors(t *testing.T) {
 func TestP2CEWMARecovers(t *testing.T) {
 	ctx := context.Background()
 	clock := discoverytest.NewClock(t0)
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour))
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour), discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 1, 1, 1)
 	run := func(n int, slow time.Duration) map[string]int {
 		got := map[string]int{}

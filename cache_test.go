@@ -142,7 +142,7 @@ func TestWriterWithoutRedisBoundedByLeaseTTL(t *testing.T) {
 			} else {
 				quiet = append(quiet, discovery.WithStore(w.store))
 			}
-			a, err := discovery.New(append(quiet, discovery.WithNamespace(w.ns), discovery.WithClock(clock), discovery.WithReaper(0, 0))...)
+			a, err := discovery.New(append(quiet, discovery.WithNamespace(w.ns), discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,7 +327,7 @@ func TestDeleteThenSetRaceLeavesNoStaleEntry(t *testing.T) {
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	rdb, _ := testutil.Redis(t, ns)
 	gate := &gatedStore{Store: backend, read: make(chan struct{}), release: make(chan struct{})}
-	writer := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns))
+	writer := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns), discovery.WithoutHealthChecks())
 	reader, err := discovery.New(discovery.WithStore(gate), discovery.WithRedis(rdb), discovery.WithNamespace(ns))
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +461,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 			backend := discoverytest.NewBackend()
 			r := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns),
 				// Every Get past 1 ms goes to L2, so the test sees each layer at work.
-				discovery.WithCacheFreshness(time.Millisecond, 0, time.Minute))
+				discovery.WithCacheFreshness(time.Millisecond, 0, time.Minute), discovery.WithoutHealthChecks())
 			mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 
 			var (

@@ -49,6 +49,37 @@
 // with backoff. A reaper, one at a time across processes, deletes rows whose
 // lease ended long ago. Close deregisters.
 //
+// # Health
+//
+// Health checking runs inside the calling service, for the services it
+// uses (looked up within the last 35 s): every 10 s (plus a random 10-20%;
+// the first checks of a service are spread over one interval) each instance
+// gets an HTTP GET of its HealthPath (2xx passes, 429 warns, anything else
+// or the 2 s timeout fails), a TCP connect (Check: CheckTCP), or, for a
+// router instance, the function its own process gave WithCheckFunc. A check
+// connects only to the instance's registered host and port, never follows a
+// redirect, ignores proxy settings and reads at most 4 KiB of a body.
+//
+// Statuses have hysteresis: unhealthy after 3 failures in a row, healthy
+// after 2 passes (one while the instance has never passed). The score, in
+// [0, 1], is a moving average of min(1, 100 ms / response time) per check,
+// 0 while unhealthy; selection skips unhealthy instances and scores of 0.5 or
+// less. Registry.Health returns status, score, latest result, error, history
+// and ejection per instance; each change of status is logged once and
+// reported to watchers.
+//
+// With Redis, results are shared: each instance is probed by two of the
+// processes that use its service (rendezvous hashing over a member set with
+// heartbeats), both fold their results into one shared state, and every
+// process applies it; a change of status reaches every process at once.
+// Without Redis, or while it is down, each process probes on its own.
+//
+// Passive outcomes (ReportOutcome, and the balancer's Pick(...).Done) eject
+// an instance after 5 failed calls in a row for 30 s x the times it was
+// ejected (at most 300 s), never more than 10% of a service at once (at
+// least one); a passing check ends an ejection early. The caller's own
+// cancellation does not count.
+//
 // # Failure modes
 //
 //   - Redis down: lookups go from L1 to the database; after the first failed
@@ -58,12 +89,19 @@
 //   - Database down: lookups answer from L1 or L2, marked stale, for up to the
 //     stale-if-error window (5 min); writes fail with an error matching
 //     ErrUnavailable that wraps the cause.
-//   - Corrupt or other-version data in Redis is a miss, counted, never a panic.
+//   - Corrupt or other-version data in Redis is a miss, counted, never a panic;
+//     so is a corrupt shared health state or message, which the next probe
+//     overwrites.
+//   - Redis down for health sharing: every process probes every instance of
+//     the services it uses itself, and shares again when Redis is back.
 //
 // # Defaults
 //
 // Lease 15 s renewed every 5 s; L1 fresh 5 s, stale-while-revalidate 30 s,
 // stale-if-error 5 min; negative lookups remembered 1 s; Redis snapshots kept
 // 300 s (+-10%) and served for at most one lease TTL; Redis calls time out
-// after 250 ms; rows reaped 2 min after their lease ended.
+// after 250 ms; rows reaped 2 min after their lease ended. Health checks every
+// 10 s (+10-20%) with a 2 s timeout, unhealthy after 3 failures, healthy
+// after 2 passes; ejection after 5 failed calls, 30 s x times ejected (at most
+// 300 s), at most 10% of a service.
 package discovery

@@ -3,24 +3,81 @@ package discovery
 import (
 	"context"
 	"errors"
+	"math"
+	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
 )
 
-// ErrOverloaded marks an outcome where the instance asked for less traffic
-// (HTTP 429): it counts against the instance's load, not its health.
+// Health in this process combines two signals per instance:
+//
+//   - active checks (health_monitor.go): HTTP GET of the instance's health
+//     path, a TCP connect, or a router instance's in-process function, every
+//     interval, for the services this process uses. Results move a state
+//     machine with hysteresis (internal/health) whose status and score
+//     selection reads. With Redis the state is shared (health_shared.go):
+//     each instance is probed by at most two processes and every process
+//     applies the results.
+//   - passive outcomes of calls (recordOutcome, ReportOutcome): consecutive
+//     failures eject an instance for a while (outlier detection). Ejection
+//     is this process's own view; it is not shared.
+
+// historySize bounds the results kept per instance.
+const historySize = 64
+
+// ErrOverloaded is what a caller reports (wrapped or as is) to ReportOutcome
+// when an instance answered that it is overloaded (HTTP 429, 503 with
+// Retry-After, RESOURCE_EXHAUSTED): it counts toward ejection like a
+// failure, and says why in logs.
 var ErrOverloaded = errors.New("discovery: instance overloaded")
 
-// outcome is how one call to an instance ended, for passive health.
+// healthDetail is the part of an instance's health state that only the
+// health code reads and writes. fails is an atomic read without hmu; the
+// rest is under instState.hmu.
+type healthDetail struct {
+	// fails counts consecutive failed calls (passive outcomes).
+	fails atomic.Int32
+
+	// st is the instance's active-check state, as last written here or
+	// received from another process; raw is its shared encoding as last seen
+	// in Redis ("" when unknown), the expected value of the next write.
+	st  health.State
+	raw string
+	// hist is a ring of the latest results (oldest at hpos when full);
+	// histAt is the time of the newest.
+	hist   []health.Check
+	hpos   int
+	histAt int64
+
+	// timesEjected is the ejection multiplier; ejectedAt is when the current
+	// (or last) ejection began and ejectEnd when the last one ended.
+	timesEjected int
+	ejectedAt    int64
+	ejectEnd     int64
+}
+
+// outcome is the result of one call to an instance, as the balancer's
+// Pick(...).Done reports it.
 type outcome uint8
 
 const (
+	// outcomeSuccess: the call succeeded; it resets the consecutive failures.
 	outcomeSuccess outcome = iota
+	// outcomeFailure: the call failed because of the instance.
 	outcomeFailure
+	// outcomeOverload: the instance said it is overloaded (429): a matter of
+	// load, which selection's latency average answers, not of health; it
+	// neither counts toward ejection nor resets the failures.
 	outcomeOverload
-	outcomeCanceled // the caller gave up: not the instance's failure
+	// outcomeCanceled: the caller gave up; says nothing about the instance.
+	outcomeCanceled
 )
 
-// classify maps a call's error to an outcome.
+// classify maps an error from a call to its outcome.
 func classify(err error) outcome {
 	switch {
 	case err == nil:
@@ -33,67 +90,376 @@ func classify(err error) outcome {
 	return outcomeFailure
 }
 
-// Passive outlier detection defaults (Envoy's, gRPC A50's).
-const (
-	ejectAfter       = 5
-	ejectBase        = 30 * time.Second
-	ejectMax         = 300 * time.Second
-	ejectMaxFraction = 0.10
-)
-
-// healthDetail is the part of an instance's health state that only health
-// code reads and writes, under instState.hmu.
-type healthDetail struct {
-	failures     int // consecutive passive failures
-	timesEjected int
-}
-
-// recordOutcome feeds passive health: consecutive failures eject an
-// instance for 30 s x times ejected (at most 300 s), with at most 10% of a
-// service's instances (at least one) ejected at once. A success costs one
-// uncontended lock.
-func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, _ time.Duration) {
+// recordOutcome records the outcome of one call to an instance. A success
+// costs an atomic load (and a store only after failures) and allocates
+// nothing; a cancellation or an overload is ignored; failures count, and
+// enough in a row eject the instance (see WithOutlierEjection). latency is
+// not used by health (selection keeps its own latency average).
+func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, latency time.Duration) {
+	_ = latency
 	switch o {
 	case outcomeSuccess:
-		is.hmu.Lock()
-		is.health.failures = 0
-		is.hmu.Unlock()
-	case outcomeFailure:
-		is.hmu.Lock()
-		is.health.failures++
-		eject := is.health.failures >= ejectAfter
-		is.hmu.Unlock()
-		if eject {
-			r.tryEject(st, is)
+		if is.health.fails.Load() != 0 {
+			is.health.fails.Store(0)
 		}
+		return
+	case outcomeCanceled, outcomeOverload:
+		return
+	}
+	n := int(is.health.fails.Add(1))
+	f := r.opts.health.ejectFailures
+	if n > 1<<30 { // an instance failing for ever, kept in by the cap
+		is.health.fails.Store(int32(f))
+	}
+	// Retry at every threshold multiple, so that an instance kept in by the
+	// ejection cap is not re-examined on every failure.
+	if f > 0 && n >= f && n%f == 0 {
+		r.eject(st, is)
 	}
 }
 
-// tryEject ejects is unless the cap of ejected instances is reached.
-func (r *Registry) tryEject(st *svcState, is *instState) {
+// ReportOutcome tells the health monitor how a call to an instance went, for
+// callers that do not pick through the Registry's balancer: err nil is a
+// success; an error matching context.Canceled is the caller's and is
+// ignored; one matching ErrOverloaded says the instance is busy (it weighs on
+// selection through latency, not on health); any other is a failure of the
+// instance. Consecutive failures eject it (see WithOutlierEjection). The
+// instance must be one this Registry has looked up; otherwise the error
+// matches ErrNotFound.
+func (r *Registry) ReportOutcome(service, instanceID string, err error, latency time.Duration) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	var is *instState
+	st := r.stateIfAny(service)
+	if st != nil {
+		is = st.inst(instanceID)
+	}
+	if is == nil {
+		if r.liveInstance(service, instanceID) == nil {
+			if err := core.ValidateServiceName(service); err != nil {
+				return err
+			}
+			if err := core.ValidateInstanceID(instanceID); err != nil {
+				return err
+			}
+			return &NotFoundError{Service: service, Instance: instanceID}
+		}
+		st = r.state(service)
+		is = st.instOrNew(instanceID)
+	}
+	r.recordOutcome(st, is, classify(err), latency)
+	return nil
+}
+
+// liveInstance returns an instance of a service as this process's L1 holds
+// it, or nil.
+func (r *Registry) liveInstance(service, id string) *core.Instance {
+	if e := r.l1.get(service); e != nil && e.raw != nil {
+		if in := e.raw.Instance(id); in != nil && in.ExpiresAt.UnixNano() > r.now.nanos() {
+			return in
+		}
+	}
+	return nil
+}
+
+// instanceOf returns the instance to report in events and logs.
+func (r *Registry) instanceOf(service, id string) Instance {
+	if e := r.l1.get(service); e != nil && e.raw != nil {
+		if in := e.raw.Instance(id); in != nil {
+			return in.Clone()
+		}
+	}
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	for g := range r.regs {
+		if g.service == service && g.id == id {
+			return g.Instance()
+		}
+	}
+	return Instance{Service: service, ID: id}
+}
+
+// liveCount returns how many instances a service has, for the ejection cap.
+func (r *Registry) liveCount(st *svcState) int {
+	if e := r.l1.get(st.name); e != nil && e.raw != nil {
+		return len(e.view.Load().Instances)
+	}
+	if m := st.insts.Load(); m != nil {
+		return len(*m)
+	}
+	return 1
+}
+
+// eject takes an instance out of selection for a while, unless the cap on
+// ejected instances of its service is reached.
+func (r *Registry) eject(st *svcState, is *instState) {
+	ho := &r.opts.health
+	hm := r.hm
+	hm.ejectMu.Lock()
 	now := r.clock.Now().UnixNano()
-	st.mu.Lock()
-	insts := st.insts.Load()
-	ejected, total := 0, 0
-	if insts != nil {
-		for _, o := range *insts {
-			total++
-			if o.ejected(now) {
+	if is.ejected(now) {
+		hm.ejectMu.Unlock()
+		return
+	}
+	limit := max(1, r.liveCount(st)*ho.ejectPercent/100)
+	ejected := 0
+	if m := st.insts.Load(); m != nil {
+		for _, o := range *m {
+			if o != is && o.ejected(now) {
 				ejected++
 			}
 		}
 	}
-	limit := max(1, int(float64(total)*ejectMaxFraction))
-	if is.ejected(now) || ejected >= limit {
-		st.mu.Unlock()
+	if ejected >= limit {
+		hm.ejectMu.Unlock()
 		return
 	}
 	is.hmu.Lock()
-	is.health.timesEjected++
-	d := min(ejectBase*time.Duration(is.health.timesEjected), ejectMax)
-	is.health.failures = 0
+	d := &is.health
+	if d.timesEjected > 0 && d.ejectEnd > 0 && now > d.ejectEnd {
+		// each ejection time spent back in selection forgives one ejection
+		d.timesEjected = max(0, d.timesEjected-int((now-d.ejectEnd)/int64(ho.ejectBase)))
+	}
+	d.timesEjected++
+	times := d.timesEjected
+	dur := min(time.Duration(times)*ho.ejectBase, ho.ejectMax)
+	until := now + int64(dur)
+	d.ejectedAt = now
 	is.hmu.Unlock()
-	is.ejectedUntil.Store(now + int64(d))
-	st.mu.Unlock()
+	is.ejectedUntil.Store(until)
+	hm.ejectMu.Unlock()
+	is.health.fails.Store(0)
+
+	r.log.Info("discovery: instance ejected", zap.String("service", st.name), zap.String("instance", is.id),
+		zap.Int("failures", ho.ejectFailures), zap.Duration("for", dur), zap.Int("times", times))
+	hm.viewMu.Lock()
 	r.instancesChanged(st)
+	hm.viewMu.Unlock()
+	hm.scheduleUneject(st, is, until)
+}
+
+// unejectAt ends an ejection when its time comes, unless it ended or was
+// renewed meanwhile.
+func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
+	if !is.ejectedUntil.CompareAndSwap(until, 0) {
+		return
+	}
+	is.hmu.Lock()
+	is.health.ejectEnd = until
+	is.hmu.Unlock()
+	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
+		zap.String("reason", "time"))
+	r.hm.viewMu.Lock()
+	r.instancesChanged(st)
+	r.hm.viewMu.Unlock()
+}
+
+// nextSeq orders writes of a shared state: above the previous one, and
+// close to the wall clock (milliseconds), so that a state rebuilt after its
+// key expired still sorts after what processes hold.
+func nextSeq(prev int64, now int64) int64 { return max(prev+1, now/int64(time.Millisecond)) }
+
+// applyLocal applies one check result to an instance in this process only
+// (no Redis, or Redis failing).
+func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
+	is.hmu.Lock()
+	s := is.health.state().Clone()
+	s.Apply(c, r.hm.th)
+	s.Seq, s.By = nextSeq(is.health.st.Seq, c.At), r.hm.id
+	ch := r.adoptLocked(is, s, "")
+	is.hmu.Unlock()
+	r.announce(st, is, ch)
+}
+
+// adoptShared applies a state received from Redis (or written there by this
+// process) unless this process holds a newer one. It reports whether it did.
+func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw string) bool {
+	is.hmu.Lock()
+	if s.Seq <= is.health.st.Seq {
+		if s.Seq == is.health.st.Seq && raw != "" {
+			is.health.raw = raw
+		}
+		is.hmu.Unlock()
+		return false
+	}
+	ch := r.adoptLocked(is, s, raw)
+	is.hmu.Unlock()
+	r.announce(st, is, ch)
+	return true
+}
+
+// change is what adopting a state changed, to announce after unlocking.
+type change struct {
+	from, to  core.Status
+	score     float64
+	err       string
+	unejected bool
+}
+
+// adoptLocked makes s the instance's state: the atomics selection reads,
+// the history, and the end of an ejection that a passing check ends. The
+// caller holds is.hmu.
+func (r *Registry) adoptLocked(is *instState, s health.State, raw string) change {
+	d := &is.health
+	ch := change{from: d.st.Status, to: s.Status, score: s.Score}
+	for _, c := range s.Recent {
+		if c.At > d.histAt {
+			d.push(c)
+		}
+	}
+	d.st, d.raw = s, raw
+	is.status.Store(uint32(s.Status))
+	is.score.Store(math.Float64bits(s.Score))
+	if l, ok := s.Latest(); ok {
+		ch.err = l.Err
+		is.rtt.Store(int64(l.RTT))
+		// A passing check ends an ejection in force (one already over is
+		// left to its timer, which rebuilds the views).
+		if l.Status == core.StatusHealthy && l.At >= d.ejectedAt {
+			if u := is.ejectedUntil.Load(); u > l.At && is.ejectedUntil.CompareAndSwap(u, 0) {
+				d.ejectEnd, ch.unejected = l.At, true
+			}
+		}
+	}
+	return ch
+}
+
+// state returns the instance's state; one never checked has a score of 1.
+func (d *healthDetail) state() health.State {
+	if d.st.Seq == 0 {
+		return health.New()
+	}
+	return d.st
+}
+
+// push adds a result to the history ring.
+func (d *healthDetail) push(c health.Check) {
+	if len(d.hist) < historySize {
+		d.hist = append(d.hist, c)
+	} else {
+		d.hist[d.hpos] = c
+		d.hpos = (d.hpos + 1) % historySize
+	}
+	d.histAt = c.At
+}
+
+// announce logs a change of status, once, and tells lookups, selection and
+// watchers.
+func (r *Registry) announce(st *svcState, is *instState, ch change) {
+	if ch.from == ch.to && !ch.unejected {
+		return
+	}
+	r.hm.viewMu.Lock()
+	defer r.hm.viewMu.Unlock()
+	if ch.unejected {
+		r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
+			zap.String("reason", "passing check"))
+	}
+	if ch.from == ch.to {
+		r.instancesChanged(st)
+		return
+	}
+	r.log.Info("discovery: instance health changed", zap.String("service", st.name), zap.String("instance", is.id),
+		zap.Stringer("from", ch.from), zap.Stringer("to", ch.to), zap.Float64("score", ch.score), zap.String("error", ch.err))
+	r.healthChanged(st, r.instanceOf(st.name, is.id), ch.from, ch.to)
+}
+
+// InstanceHealth is one instance's health as this process sees it, for
+// dashboards and operators (see Registry.Health).
+type InstanceHealth struct {
+	// ID and Service name the instance; Addr is its Host:Port.
+	ID, Service, Addr string
+	// Status is the active-check status: StatusUnknown until the first
+	// status is reached, then Healthy, Warning or Unhealthy.
+	Status Status
+	// Score is in [0, 1]: 1 before any check, 0 while unhealthy, else a
+	// moving average of min(1, 100 ms / response time) per check (0 for a
+	// failure, 60% for a warning). Selection skips instances at 0.5 or less.
+	Score float64
+	// ResponseTime is the latest check's duration; LastCheck when it ended;
+	// LastError why it did not pass ("" if it did).
+	ResponseTime time.Duration
+	LastCheck    time.Time
+	LastError    string
+	// ConsecutivePasses and ConsecutiveFailures count the latest run of
+	// passing (or warning) and failing checks.
+	ConsecutivePasses, ConsecutiveFailures int
+	// CheckedBy is the ID of the process that ran the latest check (see
+	// Registry.ProcessID); with Redis it may be another process.
+	CheckedBy string
+	// Ejected is true while passive outlier detection keeps the instance out
+	// of selection in this process, until EjectedUntil. TimesEjected is the
+	// ejection multiplier; PassiveFailures the failed calls in a row.
+	Ejected         bool
+	EjectedUntil    time.Time
+	TimesEjected    int
+	PassiveFailures int
+	// History holds the latest results this process ran or received, oldest
+	// first, at most 64.
+	History []CheckResult
+}
+
+// CheckResult is one active check.
+type CheckResult struct {
+	// At is when it ended.
+	At time.Time
+	// Status is StatusHealthy (passed), StatusWarning or StatusUnhealthy.
+	Status Status
+	// ResponseTime is how long it took.
+	ResponseTime time.Duration
+	// Error says why it did not pass ("" if it did).
+	Error string
+}
+
+// Health returns the health of every live instance of a service, ordered
+// by ID, as this process sees it: active-check status, score, latest
+// result, history and ejection. It looks the service up like Get (so the
+// service counts as used and this process monitors it from then on); with
+// Redis it first reads the shared results if it has not lately.
+func (r *Registry) Health(ctx context.Context, service string) ([]InstanceHealth, error) {
+	res, err := r.Lookup(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	r.hm.refreshShared(ctx, service)
+	st := r.stateIfAny(service)
+	now := r.clock.Now().UnixNano()
+	out := make([]InstanceHealth, 0, len(res.Service.Instances))
+	for i := range res.Service.Instances {
+		in := &res.Service.Instances[i]
+		h := InstanceHealth{ID: in.ID, Service: service, Addr: in.Addr(), Status: StatusUnknown, Score: 1}
+		var is *instState
+		if st != nil {
+			is = st.inst(in.ID)
+		}
+		if is != nil {
+			h.fill(is, now)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func (h *InstanceHealth) fill(is *instState, now int64) {
+	is.hmu.Lock()
+	defer is.hmu.Unlock()
+	d := &is.health
+	s := d.state()
+	h.Status, h.Score = s.Status, s.Score
+	h.ConsecutivePasses, h.ConsecutiveFailures, h.CheckedBy = s.Up, s.Down, s.By
+	if l, ok := s.Latest(); ok {
+		h.ResponseTime, h.LastCheck, h.LastError = l.RTT, time.Unix(0, l.At), l.Err
+	}
+	if u := is.ejectedUntil.Load(); u != 0 && now < u {
+		h.Ejected, h.EjectedUntil = true, time.Unix(0, u)
+	}
+	h.TimesEjected, h.PassiveFailures = d.timesEjected, int(d.fails.Load())
+	if len(d.hist) > 0 {
+		h.History = make([]CheckResult, 0, len(d.hist))
+		for i := range d.hist {
+			c := d.hist[(d.hpos+i)%len(d.hist)]
+			h.History = append(h.History, CheckResult{At: time.Unix(0, c.At), Status: c.Status, ResponseTime: c.RTT, Error: c.Err})
+		}
+	}
 }

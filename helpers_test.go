@@ -51,7 +51,9 @@ var allWorlds = []worldKind{
 func newWorld(t *testing.T, k worldKind, opts ...discovery.Option) *world {
 	t.Helper()
 	w := &world{name: k.name, ns: strings.TrimSuffix(testutil.Prefix(t), "_")}
-	w.options = append(w.options, discovery.WithNamespace(w.ns))
+	// Worlds register made-up addresses, which must not be probed, and count
+	// fake-clock timers; health tests turn checks on with WithHealthCheck.
+	w.options = append(w.options, discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks())
 	if k.sql != nil {
 		w.db = k.sql(t, w.ns+"_")
 		w.options = append(w.options, discovery.WithDB(w.db))

@@ -169,7 +169,7 @@ func TestKeysTravelBetweenProcesses(t *testing.T) {
 
 // Keys returns a copy: changing it changes nothing the Registry holds.
 func TestKeysReturnsACopy(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	ctx := context.Background()
 	if err := r.PublishKey(ctx, "db_svc", edKey(t, "k1")); err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func TestRefreshKeysReadsTheDatabase(t *testing.T) {
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
 	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour))
+		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
 	if err := r.PublishKey(ctx, "db_svc", edKey(t, "k1")); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestRefreshKeysReadsTheDatabase(t *testing.T) {
 type bareStore struct{ discovery.Store }
 
 func TestKeysWithoutKeyStore(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStore(bareStore{discoverytest.NewBackend()}))
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStore(bareStore{discoverytest.NewBackend()}), discovery.WithoutHealthChecks())
 	ctx := context.Background()
 	if err := r.PublishKey(ctx, "db_svc", edKey(t, "k1")); !errors.Is(err, discovery.ErrUnsupported) {
 		t.Fatalf("PublishKey = %v; want ErrUnsupported", err)
@@ -305,12 +305,12 @@ func (a fakeAuthorizer) Authorize(*http.Request) (*discovery.Identity, error) { 
 
 func TestAuthSeams(t *testing.T) {
 	backend := discoverytest.NewBackend()
-	plain := discoverytest.NewRegistry(t, backend)
+	plain := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
 	if plain.TokenSource() != nil || plain.Authorizer() != nil {
 		t.Fatal("a Registry without seams has some")
 	}
 	id := &discovery.Identity{Service: "admin"}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithTokenSource(fakeSource("a")), discovery.WithAuthorizer(fakeAuthorizer{id}))
+	r := discoverytest.NewRegistry(t, backend, discovery.WithTokenSource(fakeSource("a")), discovery.WithAuthorizer(fakeAuthorizer{id}), discovery.WithoutHealthChecks())
 	if tok, _ := r.TokenSource().Token(context.Background(), "x"); tok != "a" {
 		t.Fatalf("TokenSource gave %q; want the one of WithTokenSource", tok)
 	}

@@ -76,6 +76,7 @@ type options struct {
 	reapAfter   time.Duration
 	reapSet     bool
 	closeTO     time.Duration
+	health      healthOptions // health_options.go
 
 	strategy        Strategy
 	serviceStrategy map[string]Strategy
@@ -102,6 +103,7 @@ func defaultOptions() options {
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
 		preserveFraction: DefaultSelfPreservation,
 		seams:            new(authSeams),
+		health:           defaultHealthOptions(),
 	}
 }
 
@@ -163,6 +165,9 @@ func (o *options) validate() error {
 		if s < StrategyP2CEWMA || s > StrategyRandom {
 			return optErr("WithServiceStrategy", s.String(), "unknown strategy")
 		}
+	}
+	if err := o.health.validate(); err != nil {
+		return err
 	}
 	return validNamespace(o.namespace)
 }

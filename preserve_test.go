@@ -95,7 +95,7 @@ func TestSelfPreservation(t *testing.T) {
 			core, logs := observer.New(zap.InfoLevel)
 			backend := discoverytest.NewBackend()
 			r := discoverytest.NewRegistry(t, backend, append([]discovery.Option{discovery.WithClock(clock),
-				discovery.WithLogger(zap.New(core)), discovery.WithReaper(0, 0)}, tt.opts...)...)
+				discovery.WithLogger(zap.New(core)), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks()}, tt.opts...)...)
 			writeInstances(t, backend, "db_svc", 10, tt.expires)
 			if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 0 suspect" {
 				t.Fatalf("before: %s", got)
@@ -130,11 +130,11 @@ func TestNoInstanceExpiresBecauseOfADatabaseOutage(t *testing.T) {
 	ctx := context.Background()
 	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
-	owner := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0))
+	owner := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
 	for i := range 4 {
 		mustRegister(t, owner, inst("db_svc", "10.0.0."+fmt.Sprint(i+1), 80))
 	}
-	reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0))
+	reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
 	if got := ids(reader.Get(ctx, "db_svc")); strings.Count(got, ",") != 3 {
 		t.Fatalf("before: %s", got)
 	}

@@ -49,6 +49,7 @@ type Registry struct {
 
 	storeDown   atomic.Bool
 	unsubscribe func()
+	hm          *monitor // health monitor (health_monitor.go)
 }
 
 // New returns a Registry. Without WithDB or WithStore it keeps everything in
@@ -112,6 +113,7 @@ func New(opts ...Option) (*Registry, error) {
 	if o.reapEvery > 0 {
 		r.goRun(r.reapLoop)
 	}
+	r.hm = r.startHealth()
 	return r, nil
 }
 
@@ -169,6 +171,7 @@ func (r *Registry) Close() error {
 		r.l2.Close()
 	}
 	r.wg.Wait()
+	r.hm.leave() // hand this process's share of health probes to the others at once
 	r.l1.close()
 	return errors.Join(errs...)
 }

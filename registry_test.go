@@ -109,7 +109,7 @@ func TestValidationWritesNothing(t *testing.T) {
 }
 
 func TestValidNamesAndHosts(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	for _, in := range []discovery.Instance{
 		inst("db_svc", "10.0.0.7", 8080), inst("a", "::1", 1), inst("user-api.v2", "api.internal.example.com", 65535),
 		inst(strings.Repeat("x", 63), "localhost", 443), inst("Svc9", "fe80::1", 80),
@@ -199,7 +199,7 @@ func TestRenewalSurvivesDatabaseOutage(t *testing.T) {
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
 	core, logs := observer.New(zap.InfoLevel)
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLogger(zap.New(core)))
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLogger(zap.New(core)), discovery.WithoutHealthChecks())
 	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 	if _, err := r.Get(ctx, "db_svc"); err != nil { // this process has looked it up
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func registerServer(t *testing.T, r *discovery.Registry, service string, s *coun
 // never retried.
 func TestTransportRetriesEjectsAndNeverRetriesPOST(t *testing.T) {
 	ctx := context.Background()
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin))
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
 	ok1, ok2, bad := newServer(t, 200), newServer(t, 200), newServer(t, 503)
 	registerServer(t, r, "web", ok1)
 	registerServer(t, r, "web", ok2)
@@ -74,7 +74,7 @@ func TestTransportRetriesEjectsAndNeverRetriesPOST(t *testing.T) {
 	}
 
 	// A fresh Registry where the failing instance is not ejected yet.
-	r2 := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin))
+	r2 := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
 	for _, s := range []*countingServer{ok1, ok2, bad} {
 		s.hits.Store(0)
 		registerServer(t, r2, "web", s)
@@ -102,7 +102,7 @@ func TestTransportRetriesEjectsAndNeverRetriesPOST(t *testing.T) {
 // request is not held against the instance either.
 func TestTransportOutcomes(t *testing.T) {
 	ctx := context.Background()
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	busy := newServer(t, 429)
 	id := registerServer(t, r, "busy", busy)
 	client := r.HTTPClient()
@@ -143,7 +143,7 @@ func TestTransportOutcomes(t *testing.T) {
 
 // A router instance registered with a handler is served in-process.
 func TestTransportServesRouterInstancesInProcess(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	var hits atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		hits.Add(1)

@@ -154,7 +154,7 @@ func TestHostileTokensAreRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &countingStore{Backend: f.backend}
-			reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock))
+			reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
 			v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock), auth.WithLogger(f.logs.log))
 			if err != nil {
 				t.Fatal(err)

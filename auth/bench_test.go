@@ -22,7 +22,7 @@ func benchSetup(b *testing.B, opts ...auth.Option) (*auth.Signer, *auth.Verifier
 	if _, _, err := backend.SetConfig(ctx, "inventory", []byte(inventoryPolicy), time.Now(), 10); err != nil {
 		b.Fatal(err)
 	}
-	reg := discoverytest.NewRegistry(b, backend)
+	reg := discoverytest.NewRegistry(b, backend, discovery.WithoutHealthChecks())
 	s, err := auth.NewSigner(ctx, reg, "orders", opts...)
 	if err != nil {
 		b.Fatal(err)

@@ -122,8 +122,8 @@ func newFixture(t testing.TB, signerOpts ...auth.Option) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{backend: discoverytest.NewBackend(), clock: discoverytest.NewClock(t0), logs: newCapture(), kid: "orders-k1"}
-	f.caller = discoverytest.NewRegistry(t, f.backend, discovery.WithClock(f.clock))
-	f.target = discoverytest.NewRegistry(t, f.backend, discovery.WithClock(f.clock))
+	f.caller = discoverytest.NewRegistry(t, f.backend, discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	f.target = discoverytest.NewRegistry(t, f.backend, discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
 	if _, _, err := f.backend.SetConfig(ctx, "inventory", []byte(inventoryPolicy), t0, 10); err != nil {
 		t.Fatal(err)
 	}

@@ -137,9 +137,9 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
-	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
 	b := discoverytest.NewRegistry(t, backend, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour))
+		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
 	orders, err := auth.NewSigner(ctx, a, "orders", auth.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestSignerRotatesByItself(t *testing.T) {
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
 	core, logs := observer.New(zap.WarnLevel)
-	reg := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	reg := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
 	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock), auth.WithKeyLifetime(time.Hour), auth.WithLogger(zap.New(core)))
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +256,7 @@ func TestSignerRotatesByItself(t *testing.T) {
 func TestES256(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
-	reg := discoverytest.NewRegistry(t, backend)
+	reg := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
 	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithAlgorithm(auth.ES256))
 	if err != nil {
 		t.Fatal(err)

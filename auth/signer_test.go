@@ -27,7 +27,7 @@ import (
 func TestConstructorsValidate(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
-	reg := discoverytest.NewRegistry(t, backend)
+	reg := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)

@@ -111,7 +111,7 @@ func ColdStampede(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		r, err := discovery.New(discovery.WithStore(backend))
+		r, err := discovery.New(discovery.WithStore(backend), discovery.WithoutHealthChecks())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -159,7 +159,7 @@ func Scale(b *testing.B) {
 		}
 	}
 	// Memory: an L1 big enough for everything, filled with 1,000 services.
-	big, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(services))
+	big, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(services), discovery.WithoutHealthChecks())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func Scale(b *testing.B) {
 	perService := float64(after.HeapAlloc-before.HeapAlloc) / 1000
 	_ = big.Close()
 
-	r, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(1000))
+	r, err := discovery.New(discovery.WithStore(backend), discovery.WithCacheSize(1000), discovery.WithoutHealthChecks())
 	if err != nil {
 		b.Fatal(err)
 	}

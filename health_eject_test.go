@@ -1,0 +1,191 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+var errCall = errors.New("connection reset")
+
+// ejectWorld is a Registry without active checks using a service of n
+// made-up instances; it returns their IDs.
+func ejectWorld(t *testing.T, n int, opts ...discovery.Option) (*discovery.Registry, *discoverytest.Clock, []string) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0]) // no active checks
+	r := w.registry(t, append([]discovery.Option{discovery.WithClock(clock)}, opts...)...)
+	var ids []string
+	for i := range n {
+		host := fmt.Sprintf("10.0.0.%d", i+1)
+		in := discovery.Instance{ID: host + ":5432", Service: "db_svc", Host: host, Port: 5432, Weight: 1,
+			RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+		addInstance(t, r, in)
+		ids = append(ids, in.ID)
+	}
+	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	return r, clock, ids
+}
+
+func report(t *testing.T, r *discovery.Registry, id string, err error, times int) {
+	t.Helper()
+	for range times {
+		if e := r.ReportOutcome("db_svc", id, err, time.Millisecond); e != nil {
+			t.Fatalf("ReportOutcome: %v", e)
+		}
+	}
+}
+
+func ejected(t *testing.T, r *discovery.Registry, id string) bool {
+	t.Helper()
+	h := healthOf(t, r, "db_svc", id)
+	inView := viewStatus(t, r, "db_svc", id) == discovery.StatusEjected
+	if h.Ejected != inView {
+		t.Fatalf("Health says ejected=%v but Get shows %v", h.Ejected, viewStatus(t, r, "db_svc", id))
+	}
+	return h.Ejected
+}
+
+// A host failing every call is ejected after 5 failures, for 30 s, then
+// 60 s the next time; successes reset the count, and the caller's
+// cancellations and the instance's overload answers (429) do not count.
+func TestEjectionAfterConsecutiveFailures(t *testing.T) {
+	r, clock, ids := ejectWorld(t, 10)
+	bad := ids[0]
+	report(t, r, bad, errCall, 4)
+	report(t, r, bad, nil, 1) // a success resets the count
+	report(t, r, bad, errCall, 4)
+	report(t, r, bad, context.Canceled, 3) // the caller's, not the instance's
+	report(t, r, bad, fmt.Errorf("call: %w", context.Canceled), 1)
+	if ejected(t, r, bad) {
+		t.Fatal("ejected before 5 failures in a row")
+	}
+	report(t, r, bad, fmt.Errorf("HTTP 429: %w", discovery.ErrOverloaded), 3) // load, not health
+	if ejected(t, r, bad) {
+		t.Fatal("overload answers counted toward ejection")
+	}
+	report(t, r, bad, errCall, 1) // the 5th
+	if !ejected(t, r, bad) {
+		t.Fatalf("not ejected after 5 failures: %+v", healthOf(t, r, "db_svc", bad))
+	}
+	h := healthOf(t, r, "db_svc", bad)
+	if got := h.EjectedUntil.Sub(clock.Now()); got != discovery.DefaultEjectionTime || h.TimesEjected != 1 {
+		t.Fatalf("ejected for %v (times %d); want %v", got, h.TimesEjected, discovery.DefaultEjectionTime)
+	}
+	step(clock, discovery.DefaultEjectionTime-time.Second, r)
+	if !ejected(t, r, bad) {
+		t.Fatal("back before its ejection ended")
+	}
+	step(clock, time.Second, r)
+	if ejected(t, r, bad) {
+		t.Fatal("still ejected after 30 s")
+	}
+	report(t, r, bad, errCall, 5)
+	if h := healthOf(t, r, "db_svc", bad); !h.Ejected || h.EjectedUntil.Sub(clock.Now()) != 2*discovery.DefaultEjectionTime {
+		t.Fatalf("second ejection: %+v; want 60 s", h)
+	}
+	for _, id := range ids[1:] {
+		if ejected(t, r, id) {
+			t.Fatalf("%s ejected", id)
+		}
+	}
+}
+
+// With 3 of 5 hosts failing every call, only one is ejected at a time (10%
+// of 5 rounds down to 0, and at least one may always be).
+func TestEjectionCap(t *testing.T) {
+	r, clock, ids := ejectWorld(t, 5)
+	for round := range 3 {
+		for range 20 {
+			for _, id := range ids[:3] {
+				report(t, r, id, errCall, 1)
+			}
+			for _, id := range ids[3:] {
+				report(t, r, id, nil, 1)
+			}
+		}
+		n := 0
+		for _, id := range ids {
+			if ejected(t, r, id) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d hosts ejected; want 1", round, n)
+		}
+		step(clock, discovery.DefaultMaxEjectionTime, r) // every ejection ends
+	}
+}
+
+func TestEjectionOptions(t *testing.T) {
+	r, clock, ids := ejectWorld(t, 4, discovery.WithOutlierEjection(2, 10*time.Second, 15*time.Second, 50))
+	report(t, r, ids[0], errCall, 2)
+	report(t, r, ids[1], errCall, 2)
+	report(t, r, ids[2], errCall, 2)
+	if !ejected(t, r, ids[0]) || !ejected(t, r, ids[1]) || ejected(t, r, ids[2]) {
+		t.Fatal("with 50% of 4 at most 2 ejected")
+	}
+	step(clock, 10*time.Second, r)
+	report(t, r, ids[0], errCall, 2)
+	if h := healthOf(t, r, "db_svc", ids[0]); h.EjectedUntil.Sub(clock.Now()) != 15*time.Second {
+		t.Fatalf("second ejection %v; want the 15 s cap", h.EjectedUntil.Sub(clock.Now()))
+	}
+	r2, _, ids2 := ejectWorld(t, 2, discovery.WithOutlierEjection(0, 0, 0, 0))
+	report(t, r2, ids2[0], errCall, 50)
+	if ejected(t, r2, ids2[0]) {
+		t.Fatal("ejected with ejection disabled")
+	}
+}
+
+// A passing active check ends an ejection early.
+func TestPassingCheckEndsEjection(t *testing.T) {
+	p := newProbeServer(t, "")
+	r, clock, id := oneInstance(t, p)
+	nextCheck(t, r, clock, p)
+	for range 5 {
+		if err := r.ReportOutcome("web", id, errCall, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := healthOf(t, r, "web", id); !h.Ejected {
+		t.Fatal("not ejected")
+	}
+	start := clock.Now()
+	nextCheck(t, r, clock, p)
+	if h := healthOf(t, r, "web", id); h.Ejected || viewStatus(t, r, "web", id) != discovery.StatusHealthy {
+		t.Fatalf("still ejected after a passing check: %+v", h)
+	}
+	if d := clock.Now().Sub(start); d >= discovery.DefaultEjectionTime {
+		t.Fatalf("back after %v: not early", d)
+	}
+}
+
+func TestReportOutcomeErrors(t *testing.T) {
+	r, _, ids := ejectWorld(t, 1)
+	tests := []struct {
+		service, id string
+		want        error
+	}{
+		{"db_svc", "nope:1", discovery.ErrNotFound},
+		{"other", ids[0], discovery.ErrNotFound},
+		{"bad/name", "x", discovery.ErrInvalid},
+		{"db_svc", "a b", discovery.ErrInvalid},
+		{"db_svc", ids[0], nil},
+	}
+	for _, tt := range tests {
+		if err := r.ReportOutcome(tt.service, tt.id, nil, 0); !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
+			t.Errorf("ReportOutcome(%q, %q) = %v; want %v", tt.service, tt.id, err, tt.want)
+		}
+	}
+	_ = r.Close()
+	if err := r.ReportOutcome("db_svc", ids[0], nil, 0); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

@@ -1,0 +1,558 @@
+package discovery
+
+import (
+	"container/heap"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
+)
+
+// The health monitor: one goroutine per Registry keeps a queue of what falls
+// due (each instance's next check, each service's next Redis sync, each
+// ejection's end) on one timer of the Registry's clock, and starts the
+// checks and syncs in goroutines that Close waits for. Every second it scans
+// L1 for the services this process uses: those whose entry was built within
+// the last fresh+stale-while-revalidate window (35 s by default; an entry
+// is rebuilt at least once per freshness window while lookups use it, so
+// this costs Get nothing). A service no longer used is dropped with its
+// checks. Router instances that this process registered with WithCheckFunc
+// are checked as long as they are registered.
+
+const (
+	// scanEvery is how often L1 is scanned for used services.
+	scanEvery = time.Second
+	// probersPerInstance is how many processes probe each instance when they
+	// share results through Redis.
+	probersPerInstance = 2
+	// maxChecks bounds the checks running at once; a check due while the
+	// bound is reached waits a tenth of an interval.
+	maxChecks = 1024
+)
+
+// firstDelay spreads the first checks of a service over one interval.
+func firstDelay(interval time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(interval)))
+}
+
+// nextDelay is the wait between two checks of an instance: the interval
+// lengthened by a random 10-20% (Envoy's interval jitter), so checks that
+// started together drift apart and an instance is never checked twice
+// within one interval.
+func nextDelay(interval time.Duration) time.Duration {
+	return interval + interval/10 + time.Duration(rand.Int64N(int64(interval/10)+1))
+}
+
+type itemKind uint8
+
+const (
+	itemCheck itemKind = iota
+	itemSync
+	itemUneject
+)
+
+// item is one thing the monitor does when it falls due.
+type item struct {
+	due  int64 // Unix ns
+	idx  int   // in the queue; -1 when not queued
+	kind itemKind
+	t    *target    // itemCheck
+	sm   *svcMon    // itemSync
+	st   *svcState  // itemUneject (the ejection ends at due)
+	is   *instState // itemUneject
+}
+
+type queue []*item
+
+func (q queue) Len() int           { return len(q) }
+func (q queue) Less(i, j int) bool { return q[i].due < q[j].due }
+func (q queue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx, q[j].idx = i, j
+}
+func (q *queue) Push(x any) {
+	it := x.(*item)
+	it.idx = len(*q)
+	*q = append(*q, it)
+}
+func (q *queue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	it.idx = -1
+	return it
+}
+
+// target is one instance the monitor checks.
+type target struct {
+	it   item
+	id   string
+	sm   *svcMon
+	spec health.Target
+	st   *svcState
+	is   *instState
+	own  bool // a router instance of this process: never shared out
+	busy atomic.Bool
+}
+
+// svcMon is one service the monitor checks.
+type svcMon struct {
+	name              string
+	interval, timeout time.Duration
+	entry             *entry // the L1 entry the targets were built from
+	lastUsed          int64
+	nextExp           int64 // earliest lease end among the targets
+	own               map[string]*Registration
+	targets           map[string]*target
+	sync              item
+	// written by sync jobs, read by the loop
+	members atomic.Pointer[memberView]
+	syncing atomic.Bool
+}
+
+// memberView is the set of processes probing a service, as last read.
+type memberView struct {
+	ids []string
+	at  int64 // when it was read (Unix ns)
+}
+
+// monitor is the health monitor of one Registry.
+type monitor struct {
+	r      *Registry
+	id     string // this process's ID
+	prober *health.Prober
+	th     health.Thresholds
+	share  *sharer // nil without Redis or without active checks
+
+	wake     chan struct{}
+	settleCh chan chan struct{} // tests: run due work now, then answer
+	resync   atomic.Bool        // sync every service now (resubscribed)
+	busy     atomic.Int64       // jobs running (checks, syncs)
+	jobs     atomic.Uint64      // jobs started
+	checking atomic.Int64
+
+	ejectMu sync.Mutex // serialises ejection decisions
+	viewMu  sync.Mutex // serialises view rebuilds after health changes
+	pendMu  sync.Mutex
+	pending []*item   // unejections handed to the loop
+	soon    []*svcMon // services whose members changed: sync again soon
+
+	// owned by the loop
+	q        queue
+	svcs     map[string]*svcMon
+	nextScan int64
+	timer    core.Timer
+}
+
+// startHealth creates the monitor and starts its goroutines (the loop and,
+// with Redis, the subscriber of shared results).
+func (r *Registry) startHealth() *monitor {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	ho := &r.opts.health
+	m := &monitor{
+		r: r, id: hex.EncodeToString(b[:]), th: health.Thresholds{Healthy: ho.healthy, Unhealthy: ho.unhealthy},
+		wake: make(chan struct{}, 1), settleCh: make(chan chan struct{}),
+		svcs: map[string]*svcMon{},
+	}
+	m.prober = health.NewProber(r.spawn)
+	if ho.active && r.opts.rdb != nil {
+		m.share = newSharer(r, m)
+		r.spawn(m.share.listen)
+	}
+	r.spawn(m.run)
+	return m
+}
+
+// ProcessID returns the random ID this Registry goes by when it shares
+// health results with other processes (InstanceHealth.CheckedBy).
+func (r *Registry) ProcessID() string { return r.hm.id }
+
+func (m *monitor) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// scheduleUneject asks the loop to end an ejection at till.
+func (m *monitor) scheduleUneject(st *svcState, is *instState, till int64) {
+	m.pendMu.Lock()
+	m.pending = append(m.pending, &item{due: till, idx: -1, kind: itemUneject, st: st, is: is})
+	m.pendMu.Unlock()
+	m.poke()
+}
+
+func (m *monitor) run() {
+	defer func() {
+		if m.timer != nil {
+			m.timer.Stop()
+		}
+	}()
+	for {
+		now := m.r.clock.Now().UnixNano()
+		m.step(now)
+		var tick <-chan time.Time
+		if len(m.q) > 0 || m.r.opts.health.active {
+			next := m.nextScan
+			if !m.r.opts.health.active || len(m.q) > 0 && m.q[0].due < next {
+				next = m.q[0].due
+			}
+			d := time.Duration(next - now)
+			if m.timer == nil {
+				m.timer = m.r.clock.NewTimer(d)
+			} else {
+				m.timer.Reset(d)
+			}
+			tick = m.timer.C()
+		} else if m.timer != nil {
+			m.timer.Stop()
+		}
+		select {
+		case <-m.r.ctx.Done():
+			return
+		case <-tick:
+		case <-m.wake:
+		case done := <-m.settleCh:
+			m.step(m.r.clock.Now().UnixNano())
+			close(done)
+		}
+	}
+}
+
+// step does everything due at now.
+func (m *monitor) step(now int64) {
+	if m.r.opts.health.active && now >= m.nextScan {
+		m.scan(now)
+		m.nextScan = now + int64(scanEvery)
+	}
+	m.pendMu.Lock()
+	pending, soon := m.pending, m.soon
+	m.pending, m.soon = nil, nil
+	m.pendMu.Unlock()
+	for _, it := range pending {
+		heap.Push(&m.q, it)
+	}
+	for _, sm := range soon {
+		if m.svcs[sm.name] == sm && sm.sync.idx >= 0 {
+			m.reschedule(&sm.sync, min(sm.sync.due, now+int64(sm.interval/8)))
+		}
+	}
+	if m.resync.Swap(false) {
+		for _, sm := range m.svcs {
+			m.reschedule(&sm.sync, now)
+		}
+	}
+	for len(m.q) > 0 && m.q[0].due <= now {
+		it := m.q[0]
+		switch it.kind {
+		case itemUneject:
+			heap.Pop(&m.q)
+			m.r.unejectAt(it.st, it.is, it.due)
+		case itemSync:
+			m.startSync(it.sm, now)
+			m.reschedule(it, now+int64(m.syncDelay(it.sm)))
+		case itemCheck:
+			m.due(it.t, now)
+		}
+	}
+}
+
+func (m *monitor) reschedule(it *item, due int64) {
+	it.due = due
+	if it.idx >= 0 {
+		heap.Fix(&m.q, it.idx)
+	} else {
+		heap.Push(&m.q, it)
+	}
+}
+
+// syncDelay is the wait between two syncs of a service: an interval and up
+// to 10% (a sync that sees the members change brings the next one forward
+// to an eighth of an interval, see syncedChanged).
+func (m *monitor) syncDelay(sm *svcMon) time.Duration {
+	return sm.interval + time.Duration(rand.Int64N(int64(sm.interval/10)+1))
+}
+
+// syncedChanged is called by a sync that saw a service's members change:
+// the next sync comes after an eighth of an interval, so that processes
+// joining together converge on who probes what within a few seconds.
+func (m *monitor) syncedChanged(sm *svcMon) {
+	m.pendMu.Lock()
+	m.soon = append(m.soon, sm)
+	m.pendMu.Unlock()
+	m.poke()
+}
+
+// due handles a target whose check falls due: check it now unless another
+// process probes it, its previous check still runs, or too many run.
+func (m *monitor) due(t *target, now int64) {
+	interval := t.sm.interval
+	switch {
+	case t.busy.Load():
+		m.reschedule(&t.it, now+int64(nextDelay(interval)))
+	case m.checking.Load() >= maxChecks:
+		m.reschedule(&t.it, now+int64(interval/10))
+	default:
+		m.reschedule(&t.it, now+int64(nextDelay(interval)))
+		if m.probes(t, now) {
+			m.startCheck(t)
+		}
+	}
+}
+
+// probes reports whether this process probes t: always without Redis, for
+// its own router instances, and while it cannot tell who else does;
+// otherwise when rendezvous hashing over the service's members picks it.
+func (m *monitor) probes(t *target, now int64) bool {
+	if m.share == nil || t.own || m.share.failing.Load() {
+		return true
+	}
+	mv := t.sm.members.Load()
+	if mv == nil || now-mv.at > int64(m.share.memberTTL(t.sm)) {
+		return true
+	}
+	return health.Owns(mv.ids, m.id, t.id, probersPerInstance)
+}
+
+func (m *monitor) startCheck(t *target) {
+	spec, st, is, sm := t.spec, t.st, t.is, t.sm
+	t.busy.Store(true)
+	m.busy.Add(1)
+	m.jobs.Add(1)
+	m.checking.Add(1)
+	ok := m.r.spawn(func() {
+		defer func() {
+			m.checking.Add(-1)
+			t.busy.Store(false)
+			m.busy.Add(-1)
+		}()
+		ctx, cancel := context.WithTimeout(m.r.ctx, sm.timeout)
+		res := m.prober.Check(ctx, spec)
+		cancel()
+		if m.r.ctx.Err() != nil || res.Status == core.StatusUnknown {
+			return // closing
+		}
+		c := health.Check{At: m.r.clock.Now().UnixNano(), RTT: res.RTT, Status: res.Status}
+		if res.Err != nil {
+			c.Err = res.Err.Error()
+		}
+		if m.share != nil {
+			m.share.record(sm, st, is, c)
+			return
+		}
+		m.r.applyLocal(st, is, c)
+	})
+	if !ok {
+		m.checking.Add(-1)
+		t.busy.Store(false)
+		m.busy.Add(-1)
+	}
+}
+
+func (m *monitor) startSync(sm *svcMon, now int64) {
+	if m.share == nil || !sm.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	m.busy.Add(1)
+	m.jobs.Add(1)
+	if !m.r.spawn(func() {
+		defer m.busy.Add(-1)
+		defer sm.syncing.Store(false)
+		m.share.sync(sm, now)
+	}) {
+		sm.syncing.Store(false)
+		m.busy.Add(-1)
+	}
+}
+
+// usedFor is how recently a service's L1 entry must have been built for
+// the service to count as used.
+func (m *monitor) usedFor(interval time.Duration) int64 {
+	return int64(max(m.r.opts.fresh+m.r.opts.swr, 2*interval))
+}
+
+// scan finds the services this process uses and its own checked router
+// instances, and brings the targets in line with them.
+func (m *monitor) scan(now int64) {
+	r := m.r
+	r.l1.each(func(e *entry) {
+		if e.raw == nil {
+			return
+		}
+		sm := m.svcs[e.name]
+		interval, _ := r.opts.health.timing(e.name)
+		if now-e.insertedAt > m.usedFor(interval) {
+			return
+		}
+		if sm == nil {
+			sm = m.addService(e.name, now)
+		}
+		sm.lastUsed = max(sm.lastUsed, e.insertedAt)
+		if sm.entry != e {
+			sm.entry = e
+			m.reconcile(sm, now)
+		}
+	})
+	own := map[string]map[string]*Registration{}
+	r.regMu.Lock()
+	for g := range r.regs {
+		if g.opts.check != nil {
+			if own[g.service] == nil {
+				own[g.service] = map[string]*Registration{}
+			}
+			own[g.service][g.id] = g
+		}
+	}
+	r.regMu.Unlock()
+	for name := range own {
+		if m.svcs[name] == nil {
+			m.addService(name, now)
+		}
+	}
+	for name, sm := range m.svcs {
+		regs := own[name]
+		if !sameRegs(sm.own, regs) {
+			sm.own = regs
+			m.reconcile(sm, now)
+		}
+		interval, _ := r.opts.health.timing(name)
+		if len(sm.own) == 0 && now-sm.lastUsed > m.usedFor(interval) {
+			m.removeService(sm)
+			continue
+		}
+		if sm.nextExp != 0 && now >= sm.nextExp {
+			m.reconcile(sm, now)
+		}
+	}
+}
+
+func sameRegs(a, b map[string]*Registration) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *monitor) addService(name string, now int64) *svcMon {
+	interval, timeout := m.r.opts.health.timing(name)
+	sm := &svcMon{name: name, interval: interval, timeout: timeout, lastUsed: now, targets: map[string]*target{}}
+	sm.sync = item{idx: -1, kind: itemSync, sm: sm}
+	m.svcs[name] = sm
+	if m.share != nil {
+		m.reschedule(&sm.sync, now) // join the probers and read the shared state first
+	}
+	return sm
+}
+
+func (m *monitor) removeService(sm *svcMon) {
+	for _, t := range sm.targets {
+		m.dropTarget(t)
+	}
+	if sm.sync.idx >= 0 {
+		heap.Remove(&m.q, sm.sync.idx)
+	}
+	delete(m.svcs, sm.name)
+	if m.share != nil {
+		m.share.leaveAsync(sm.name)
+	}
+}
+
+func (m *monitor) dropTarget(t *target) {
+	if t.it.idx >= 0 {
+		heap.Remove(&m.q, t.it.idx)
+	}
+	delete(t.sm.targets, t.id)
+}
+
+// reconcile makes a service's targets its live instances that can be
+// checked here, plus this process's router instances with a check function.
+func (m *monitor) reconcile(sm *svcMon, now int64) {
+	want := map[string]*core.Instance{}
+	if sm.entry != nil && now-sm.entry.insertedAt <= m.usedFor(sm.interval) {
+		for i := range sm.entry.raw.Instances {
+			in := &sm.entry.raw.Instances[i]
+			if in.ExpiresAt.UnixNano() > now {
+				want[in.ID] = in
+			}
+		}
+	}
+	owned := map[string]Instance{}
+	for id, g := range sm.own {
+		owned[id] = g.Instance()
+		if want[id] == nil {
+			in := owned[id]
+			want[id] = &in
+		}
+	}
+	st := m.r.state(sm.name)
+	sm.nextExp = 0
+	for id, in := range want {
+		g := sm.own[id]
+		kind := health.KindOf(in, g != nil)
+		if kind == health.KindNone {
+			continue
+		}
+		spec := health.Target{Kind: kind, Addr: in.Addr(), Path: in.HealthPath}
+		if spec.Path == "" {
+			spec.Path = core.DefaultHealthPath
+		}
+		if g != nil {
+			spec.Func = g.opts.check
+		}
+		// the targets go when their lease ends; this process's own
+		// instances are checked while registered, whatever the entry says
+		if _, mine := owned[id]; !mine {
+			if exp := in.ExpiresAt.UnixNano(); sm.nextExp == 0 || exp < sm.nextExp {
+				sm.nextExp = exp
+			}
+		}
+		t := sm.targets[id]
+		if t == nil {
+			t = &target{id: id, sm: sm}
+			t.it = item{idx: -1, kind: itemCheck, t: t}
+			sm.targets[id] = t
+			m.reschedule(&t.it, now+int64(firstDelay(sm.interval)))
+		}
+		t.spec, t.st, t.is, t.own = spec, st, st.instOrNew(id), g != nil
+	}
+	for id, t := range sm.targets {
+		if in := want[id]; in == nil || health.KindOf(in, sm.own[id] != nil) == health.KindNone {
+			m.dropTarget(t)
+		}
+	}
+}
+
+// settle runs the monitor's due work at the clock's current time and waits
+// until the checks and syncs it started have finished, repeating while they
+// start more. Tests use it to step a fake clock deterministically.
+func (m *monitor) settle() {
+	for {
+		before := m.jobs.Load()
+		done := make(chan struct{})
+		select {
+		case m.settleCh <- done:
+		case <-m.r.ctx.Done():
+			return
+		}
+		<-done
+		for m.busy.Load() != 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if m.jobs.Load() == before {
+			return
+		}
+	}
+}

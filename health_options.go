@@ -1,0 +1,181 @@
+package discovery
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Health defaults, with where each comes from.
+const (
+	// DefaultHealthInterval is how often an instance is checked (Consul,
+	// Envoy). Every wait is lengthened by a random 10-20%.
+	DefaultHealthInterval = 10 * time.Second
+	// DefaultHealthTimeout bounds one check; it must be below the interval.
+	DefaultHealthTimeout = 2 * time.Second
+	// DefaultHealthyThreshold is how many passing checks in a row bring an
+	// unhealthy instance back (Envoy); one is enough at start-up.
+	DefaultHealthyThreshold = 2
+	// DefaultUnhealthyThreshold is how many failing checks in a row make an
+	// instance unhealthy (Envoy).
+	DefaultUnhealthyThreshold = 3
+	// DefaultEjectionFailures is how many failed calls in a row eject an
+	// instance (Envoy's consecutive_5xx, gRPC A50).
+	DefaultEjectionFailures = 5
+	// DefaultEjectionTime is how long a first ejection lasts; the n-th lasts
+	// n times as long.
+	DefaultEjectionTime = 30 * time.Second
+	// DefaultMaxEjectionTime caps an ejection.
+	DefaultMaxEjectionTime = 300 * time.Second
+	// DefaultMaxEjectionPercent is the largest share of a service's
+	// instances ejected at once (at least one may always be).
+	DefaultMaxEjectionPercent = 10
+)
+
+// healthOptions configure the health monitor (health_monitor.go) and
+// outlier ejection (health.go).
+type healthOptions struct {
+	active             bool // run active checks and share results
+	interval, timeout  time.Duration
+	perService         map[string]svcHealthTiming
+	healthy, unhealthy int
+
+	ejectFailures int // 0 disables ejection
+	ejectBase     time.Duration
+	ejectMax      time.Duration
+	ejectPercent  int
+}
+
+type svcHealthTiming struct{ interval, timeout time.Duration }
+
+func defaultHealthOptions() healthOptions {
+	return healthOptions{
+		active: true, interval: DefaultHealthInterval, timeout: DefaultHealthTimeout,
+		healthy: DefaultHealthyThreshold, unhealthy: DefaultUnhealthyThreshold,
+		ejectFailures: DefaultEjectionFailures, ejectBase: DefaultEjectionTime,
+		ejectMax: DefaultMaxEjectionTime, ejectPercent: DefaultMaxEjectionPercent,
+	}
+}
+
+// timing returns the interval and timeout of a service's checks.
+func (o *healthOptions) timing(service string) (interval, timeout time.Duration) {
+	if t, ok := o.perService[service]; ok {
+		return t.interval, t.timeout
+	}
+	return o.interval, o.timeout
+}
+
+func (o *healthOptions) validate() error {
+	if err := validTiming("WithHealthCheck", o.interval, o.timeout); err != nil {
+		return err
+	}
+	for name, t := range o.perService {
+		if err := core.ValidateServiceName(name); err != nil {
+			return optErr("WithServiceHealth", name, "not a valid service name")
+		}
+		if err := validTiming("WithServiceHealth "+name, t.interval, t.timeout); err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.healthy < 1 || o.unhealthy < 1:
+		return optErr("WithHealthThresholds", strconv.Itoa(o.healthy)+"/"+strconv.Itoa(o.unhealthy), "must be at least 1")
+	case o.ejectFailures < 0:
+		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectFailures), "failures must not be negative (0 disables ejection)")
+	case o.ejectFailures > 0 && (o.ejectBase <= 0 || o.ejectMax < o.ejectBase):
+		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "ejection time must be positive and at most the maximum")
+	case o.ejectFailures > 0 && (o.ejectPercent < 1 || o.ejectPercent > 100):
+		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectPercent), "max ejection percent must be 1..100")
+	}
+	return nil
+}
+
+func validTiming(name string, interval, timeout time.Duration) error {
+	switch {
+	case interval < 100*time.Millisecond:
+		return optErr(name, interval.String(), "interval must be at least 100ms")
+	case timeout <= 0:
+		return optErr(name, timeout.String(), "timeout must be positive")
+	case timeout >= interval:
+		return optErr(name, timeout.String()+" >= "+interval.String(), "timeout must be below the interval")
+	}
+	return nil
+}
+
+// WithHealthCheck sets how often instances are checked and how long one
+// check may take (10 s and 2 s by default; the timeout must be below the
+// interval). It turns active checks on if WithoutHealthChecks came before.
+func WithHealthCheck(interval, timeout time.Duration) Option {
+	return optionFunc(func(o *options) {
+		o.health.interval, o.health.timeout, o.health.active = interval, timeout, true
+	})
+}
+
+// WithHealthInterval sets how often instances are checked (10 s). Each
+// wait is lengthened by a random 10-20%, and the first checks of a service
+// are spread over one interval, so that many instances are never probed in
+// one burst. Like WithHealthCheck, it turns active checks on.
+func WithHealthInterval(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.health.interval, o.health.active = d, true })
+}
+
+// WithHealthTimeout bounds one check (2 s); it must be below the interval.
+// A check that times out fails. Like WithHealthCheck, it turns active checks
+// on.
+func WithHealthTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.health.timeout, o.health.active = d, true })
+}
+
+// WithServiceHealth sets the check interval and timeout of one service,
+// overriding WithHealthCheck for it.
+func WithServiceHealth(service string, interval, timeout time.Duration) Option {
+	return optionFunc(func(o *options) {
+		m := make(map[string]svcHealthTiming, len(o.health.perService)+1)
+		for k, v := range o.health.perService {
+			m[k] = v
+		}
+		m[service] = svcHealthTiming{interval, timeout}
+		o.health.perService = m
+	})
+}
+
+// WithHealthThresholds sets how many passing checks in a row bring an
+// unhealthy instance back (2) and how many failing ones make it unhealthy
+// (3). An instance that has never passed needs one pass.
+func WithHealthThresholds(healthy, unhealthy int) Option {
+	return optionFunc(func(o *options) { o.health.healthy, o.health.unhealthy = healthy, unhealthy })
+}
+
+// WithOutlierEjection sets passive outlier ejection: after failures calls
+// in a row fail (5; 0 disables ejection) an instance is taken out of
+// selection for baseTime times the number of times it was ejected (30 s),
+// at most maxTime (300 s), with at most maxPercent of a service's instances
+// (10%, but always at least one) ejected at once. A passing active check
+// ends an ejection early.
+func WithOutlierEjection(failures int, baseTime, maxTime time.Duration, maxPercent int) Option {
+	return optionFunc(func(o *options) {
+		o.health.ejectFailures, o.health.ejectBase, o.health.ejectMax, o.health.ejectPercent = failures, baseTime, maxTime, maxPercent
+	})
+}
+
+// WithoutHealthChecks turns the health monitor off in this Registry: it
+// runs no active checks and neither publishes nor reads shared health
+// results. Passive outcomes (ReportOutcome) still eject instances. Use it in
+// tests that register made-up addresses, which must not be probed.
+func WithoutHealthChecks() Option {
+	return optionFunc(func(o *options) { o.health.active = false })
+}
+
+// WithCheckFunc gives a router instance its active health check: fn runs
+// in the registering process, every health interval, with a context that
+// ends at the check timeout; a nil error passes. Only this process can run
+// it; with Redis, other processes see its results. fn must return soon after
+// its context is done (Close waits for it); a panic in it is a failure. A
+// router instance registered without one has no active check (its lease
+// and passive outcomes still count), unless its Check is CheckHTTP or
+// CheckTCP.
+func WithCheckFunc(fn func(ctx context.Context) error) RegisterOption {
+	return regOptionFunc(func(o *regOptions) { o.check = fn })
+}

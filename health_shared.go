@@ -1,0 +1,357 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
+)
+
+// Shared health results, with Redis. Per service, two keys that share the
+// service's hash tag (so one script may touch both on Redis Cluster):
+//
+//	<ns>:health:{<service>}   hash: instance ID -> encoded health.State,
+//	                          expiring 6 intervals after the last write
+//	<ns>:hmembers:{<service>} sorted set: IDs of the processes that use the
+//	                          service, scored by their last heartbeat (ms)
+//
+// and one channel, <ns>:health, that carries "<service> <id> <state>"
+// whenever an instance's shared status changes.
+//
+// Every interval each process that uses a service heartbeats into its
+// member set, prunes members silent for 3 intervals, and reads the members
+// and the hash (one script). An instance is probed by the two members that
+// rendezvous hashing ranks highest for it; the others apply the results
+// they read and the changes they receive. A prober folds its result into
+// the shared state with a compare-and-set, so both probers' results feed one
+// state machine (3 failures from either make the instance unhealthy). When
+// Redis fails, each process probes every instance itself and keeps its
+// results to itself until Redis is back.
+
+// syncScript heartbeats ARGV[1] (unless empty) into the member set KEYS[1]
+// at ARGV[2] ms, prunes members older than ARGV[3] ms, and returns the
+// members and the shared states in KEYS[2].
+var syncScript = redis.NewScript(`
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
+`)
+
+// casScript sets field ARGV[1] of KEYS[1] to ARGV[3] if it holds ARGV[2]
+// (” for absent), refreshing the expiry (ARGV[4] ms); otherwise it returns
+// what the field holds.
+var casScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then cur = '' end
+if cur ~= ARGV[2] then return {0, cur} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, ''}
+`)
+
+var errRedisDown = errors.New("redis down")
+
+// sharer shares one Registry's health results through Redis.
+type sharer struct {
+	r       *Registry
+	m       *monitor
+	rdb     redis.UniversalClient
+	channel string
+
+	lastRead sync.Map // service -> Unix ns of the last read of its shared states
+	failing  atomic.Bool
+	corrupt  atomic.Uint64 // shared states or messages that did not decode
+}
+
+func newSharer(r *Registry, m *monitor) *sharer {
+	return &sharer{r: r, m: m, rdb: r.opts.rdb, channel: r.opts.namespace + ":health"}
+}
+
+func (s *sharer) healthKey(service string) string {
+	return s.r.opts.namespace + ":health:{" + service + "}"
+}
+
+func (s *sharer) membersKey(service string) string {
+	return s.r.opts.namespace + ":hmembers:{" + service + "}"
+}
+
+// memberTTL is how long a process stays a member of a service without a
+// heartbeat.
+func (s *sharer) memberTTL(sm *svcMon) time.Duration { return 3 * sm.interval }
+
+// stateTTL is how long a service's shared states outlive their last write.
+func stateTTL(interval time.Duration) time.Duration { return 6 * interval }
+
+// up reports whether Redis is believed reachable (the L2's breaker).
+func (s *sharer) up() bool { return s.r.l2 == nil || s.r.l2.Up() }
+
+// note logs sharing failing and coming back, once each.
+func (s *sharer) note(err error) {
+	if err == nil {
+		if s.failing.CompareAndSwap(true, false) {
+			s.r.log.Info("discovery: sharing health results through redis again")
+		}
+		return
+	}
+	if s.r.ctx.Err() != nil {
+		return
+	}
+	if s.failing.CompareAndSwap(false, true) {
+		s.r.log.Warn("discovery: sharing health results through redis failed; probing every instance here", zap.Error(err))
+	}
+}
+
+func (s *sharer) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.r.opts.redisTO)
+}
+
+// sync heartbeats this process into a service's members and applies the
+// shared states.
+func (s *sharer) sync(sm *svcMon, now int64) {
+	if !s.up() {
+		s.note(errRedisDown)
+		return
+	}
+	ctx, cancel := s.timeout(s.r.ctx)
+	defer cancel()
+	ms, ttl := now/int64(time.Millisecond), s.memberTTL(sm).Milliseconds()
+	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(sm.name), s.healthKey(sm.name)},
+		s.m.id, ms, ms-ttl, ttl).Slice()
+	if err != nil {
+		s.note(err)
+		return
+	}
+	s.note(nil)
+	ids, fields := parseSync(v)
+	prev := sm.members.Load()
+	sm.members.Store(&memberView{ids: ids, at: now})
+	if prev == nil || !slices.Equal(prev.ids, ids) {
+		s.m.syncedChanged(sm)
+	}
+	s.apply(ctx, sm.name, sm.interval, fields, now)
+}
+
+// refresh reads a service's shared states without joining its members.
+func (s *sharer) refresh(ctx context.Context, service string, now int64) {
+	interval, _ := s.r.opts.health.timing(service)
+	if v, ok := s.lastRead.Load(service); ok && now-v.(int64) < int64(interval) {
+		return
+	}
+	if !s.up() {
+		return
+	}
+	ctx, cancel := s.timeout(ctx)
+	defer cancel()
+	ms := now / int64(time.Millisecond)
+	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0).Slice()
+	if err != nil {
+		return
+	}
+	_, fields := parseSync(v)
+	s.apply(ctx, service, interval, fields, now)
+}
+
+// parseSync splits the sync script's answer into the member IDs (sorted)
+// and the flat field/value list of the shared states.
+func parseSync(v []any) (ids, fields []string) {
+	if len(v) != 2 {
+		return nil, nil
+	}
+	if ms, ok := v[0].([]any); ok {
+		for _, x := range ms {
+			if id, ok := x.(string); ok && health.ValidProcessID(id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	if fs, ok := v[1].([]any); ok {
+		for _, x := range fs {
+			f, _ := x.(string)
+			fields = append(fields, f)
+		}
+	}
+	return ids, fields
+}
+
+// apply adopts the shared states of a service's instances that this process
+// knows, and deletes states of instances long gone.
+func (s *sharer) apply(ctx context.Context, service string, interval time.Duration, fields []string, now int64) {
+	r := s.r
+	st := r.stateIfAny(service)
+	var e *entry
+	if x := r.l1.get(service); x != nil && x.raw != nil {
+		e = x
+	}
+	var stale []string
+	for i := 0; i+1 < len(fields); i += 2 {
+		id, raw := fields[i], fields[i+1]
+		hs, err := health.Decode(raw)
+		if err != nil || hs.Seq <= 0 || core.ValidateInstanceID(id) != nil {
+			s.corrupt.Add(1) // a prober overwrites it at its next check
+			continue
+		}
+		var is *instState
+		if st != nil {
+			is = st.inst(id)
+		}
+		if is == nil && r.liveInstance(service, id) != nil {
+			st = r.state(service)
+			is = st.instOrNew(id)
+		}
+		if is != nil {
+			r.adoptShared(st, is, hs, raw)
+			continue
+		}
+		if l, ok := hs.Latest(); e != nil && e.raw.Instance(id) == nil && (!ok || now-l.At > int64(stateTTL(interval))) {
+			stale = append(stale, id)
+		}
+	}
+	s.lastRead.Store(service, now)
+	if len(stale) > 0 {
+		_ = s.rdb.HDel(ctx, s.healthKey(service), stale...).Err()
+	}
+}
+
+// record folds one check result into an instance's shared state and
+// announces a change of status to every process.
+func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check) {
+	if !s.up() {
+		s.note(errRedisDown)
+		s.r.applyLocal(st, is, c)
+		return
+	}
+	ctx, cancel := s.timeout(s.r.ctx)
+	defer cancel()
+	key, ttl := s.healthKey(sm.name), stateTTL(sm.interval).Milliseconds()
+	is.hmu.Lock()
+	local, expected := is.health.state(), is.health.raw
+	is.hmu.Unlock()
+	base := local
+	for range 4 {
+		next := base.Clone()
+		next.Apply(c, s.m.th)
+		next.Seq, next.By = nextSeq(max(base.Seq, local.Seq), c.At), s.m.id
+		enc := health.Encode(&next)
+		v, err := casScript.Run(ctx, s.rdb, []string{key}, is.id, expected, enc, ttl).Slice()
+		if err != nil || len(v) != 2 {
+			s.note(err)
+			s.r.applyLocal(st, is, c)
+			return
+		}
+		s.note(nil)
+		if n, _ := v[0].(int64); n == 1 {
+			s.r.adoptShared(st, is, next, enc)
+			if next.Status != base.Status {
+				_ = s.rdb.Publish(ctx, s.channel, health.EncodeMessage(sm.name, is.id, &next)).Err()
+			}
+			return
+		}
+		// another prober wrote first: start again from what it wrote, unless
+		// this process holds a newer state (written while Redis was away)
+		expected, _ = v[1].(string)
+		base = local
+		if hs, err := health.Decode(expected); err == nil && hs.Seq > local.Seq {
+			base = hs
+		}
+	}
+	s.r.applyLocal(st, is, c)
+}
+
+// listen applies the changes other processes announce, until Close. Every
+// (re)subscription rereads every service's shared states: messages may have
+// been lost.
+func (s *sharer) listen() {
+	ps := s.rdb.Subscribe(s.r.ctx, s.channel)
+	defer func() { _ = ps.Close() }()
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
+	for {
+		select {
+		case <-s.r.ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch msg := msg.(type) {
+			case *redis.Subscription:
+				if msg.Kind == "subscribe" {
+					s.m.resync.Store(true)
+					s.m.poke()
+				}
+			case *redis.Message:
+				s.onMessage(msg.Payload)
+			}
+		}
+	}
+}
+
+func (s *sharer) onMessage(payload string) {
+	service, id, hs, err := health.DecodeMessage(payload)
+	if err != nil || hs.Seq <= 0 {
+		s.corrupt.Add(1)
+		return
+	}
+	r := s.r
+	st := r.stateIfAny(service)
+	if st == nil {
+		return // a service this process does not use
+	}
+	is := st.inst(id)
+	if is == nil {
+		if r.liveInstance(service, id) == nil {
+			return
+		}
+		is = st.instOrNew(id)
+	}
+	r.adoptShared(st, is, hs, payload[len(service)+len(id)+2:])
+}
+
+// leaveAsync removes this process from a service's members, so that the
+// others take its instances over at once.
+func (s *sharer) leaveAsync(service string) {
+	s.m.busy.Add(1)
+	s.m.jobs.Add(1)
+	if !s.r.spawn(func() {
+		defer s.m.busy.Add(-1)
+		ctx, cancel := s.timeout(s.r.ctx)
+		defer cancel()
+		_ = s.rdb.ZRem(ctx, s.membersKey(service), s.m.id).Err()
+	}) {
+		s.m.busy.Add(-1)
+	}
+}
+
+// leave removes this process from every service's members; Close calls it
+// after the monitor stopped.
+func (m *monitor) leave() {
+	if m.share == nil || len(m.svcs) == 0 || !m.share.up() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.r.opts.redisTO)
+	defer cancel()
+	pipe := m.share.rdb.Pipeline()
+	for name := range m.svcs {
+		pipe.ZRem(ctx, m.share.membersKey(name), m.id)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+// refreshShared reads a service's shared states if this process has not
+// lately (Health calls it, so that a dashboard sees results at once).
+func (m *monitor) refreshShared(ctx context.Context, service string) {
+	if m.share != nil {
+		m.share.refresh(ctx, service, m.r.clock.Now().UnixNano())
+	}
+}

@@ -1,0 +1,342 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// fleet is several Registry values ("processes") on one fake clock using one
+// service served by probe servers.
+type fleet struct {
+	t       *testing.T
+	clock   *discoverytest.Clock
+	regs    []*discovery.Registry
+	servers []*probeServer
+	ids     []string
+}
+
+func newFleet(t *testing.T, w *world, clock *discoverytest.Clock, processes, instances int, opts ...discovery.Option) *fleet {
+	t.Helper()
+	f := &fleet{t: t, clock: clock}
+	for range processes {
+		r := w.registry(t, append([]discovery.Option{discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout)}, opts...)...)
+		discovery.SettleHealth(r) // its first scan is over: every process finds the service at the same scan
+		for _, o := range f.regs {
+			if o.ProcessID() == r.ProcessID() {
+				t.Fatalf("two Registry values share the process ID %s", r.ProcessID())
+			}
+		}
+		f.regs = append(f.regs, r)
+	}
+	for range instances {
+		p := newProbeServer(t, "")
+		in := p.instance("web")
+		addInstance(t, f.regs[0], in)
+		f.servers = append(f.servers, p)
+		f.ids = append(f.ids, in.ID)
+	}
+	f.use()
+	return f
+}
+
+// use looks the service up in every process, as callers do.
+func (f *fleet) use() {
+	for _, r := range f.regs {
+		if _, err := r.Get(context.Background(), "web"); err != nil {
+			f.t.Fatalf("Get: %v", err)
+		}
+	}
+}
+
+func (f *fleet) step(d time.Duration) {
+	step(f.clock, d, f.regs...)
+	f.use()
+}
+
+func (f *fleet) hits() []int64 {
+	out := make([]int64, len(f.servers))
+	for i, p := range f.servers {
+		out[i] = p.hits.Load()
+	}
+	return out
+}
+
+// interval runs one health interval and returns the probes each instance
+// received in it.
+func (f *fleet) interval() []int64 { return f.intervals(1) }
+
+// intervals runs n health intervals and returns the probes each instance
+// received in them.
+func (f *fleet) intervals(n int) []int64 {
+	before := f.hits()
+	for end := f.clock.Now().Add(time.Duration(n) * hInterval); f.clock.Now().Before(end); {
+		f.step(hStep)
+	}
+	after := f.hits()
+	for i := range after {
+		after[i] -= before[i]
+	}
+	return after
+}
+
+func sum(xs []int64) (s int64) {
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+func maxOf(xs []int64) (m int64) {
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+// With 10 processes sharing Redis and using 50 instances, each instance is
+// probed by at most two of them: at most 100 probes per interval, not 500.
+// Every process sees a killed instance as unhealthy within 3 intervals.
+func TestSharedProbing(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			f := newFleet(t, w, clock, 10, 50)
+			f.step(time.Second) // every process finds the service at its next scan
+			first := f.interval()
+			var steady []int64
+			total := make([]int64, len(f.servers))
+			for range 4 {
+				per := f.interval()
+				steady = append(steady, sum(per))
+				// each prober waits 1.1-1.2 intervals between probes, so two
+				// probers make at most 2 probes per instance per interval
+				if m := maxOf(per); m > 2 {
+					t.Fatalf("an instance was probed %d times in one interval; want at most 2 (probes per instance: %v)", m, per)
+				}
+				for i := range per {
+					total[i] += per[i]
+				}
+			}
+			for i, n := range total {
+				if n < 6 { // two probers over 4 intervals: at least 3 each
+					t.Fatalf("instance %d was probed %d times in 4 intervals; want at least 6 (%v)", i, n, total)
+				}
+			}
+			t.Logf("probes per interval: first %d (processes joining), then %v", sum(first), steady)
+			for _, n := range steady {
+				if n > 100 {
+					t.Fatalf("%d probes in one interval; want at most 100", n)
+				}
+			}
+			for _, r := range f.regs {
+				for _, id := range f.ids {
+					if h := healthOf(t, r, "web", id); h.Status != discovery.StatusHealthy {
+						t.Fatalf("process %s sees %s as %v", r.ProcessID(), id, h.Status)
+					}
+				}
+			}
+
+			victim, id := f.servers[7], f.ids[7]
+			victim.kill()
+			killed := clock.Now()
+			seeing := func() int {
+				n := 0
+				for _, r := range f.regs {
+					if viewStatus(t, r, "web", id) == discovery.StatusUnhealthy {
+						n++
+					}
+				}
+				return n
+			}
+			for seeing() == 0 {
+				if clock.Now().Sub(killed) > 4*hInterval {
+					t.Fatalf("no process saw the killed instance unhealthy within 4 intervals")
+				}
+				f.step(hStep)
+			}
+			// the others learn it from Redis at once
+			waitFor(t, 2*time.Second, "every process to see the killed instance unhealthy", func() bool { return seeing() == len(f.regs) })
+			detected := clock.Now().Sub(killed)
+			t.Logf("every process saw the killed instance unhealthy %v (%.2f intervals) after it died", detected, float64(detected)/float64(hInterval))
+			if detected > 3*hInterval {
+				t.Fatalf("detected after %v; want within 3 intervals", detected)
+			}
+			checkers := map[string]bool{}
+			for _, r := range f.regs {
+				checkers[healthOf(t, r, "web", id).CheckedBy] = true
+			}
+			if len(checkers) != 1 {
+				t.Fatalf("processes disagree on the latest check: %v", checkers)
+			}
+		})
+	}
+}
+
+// Without Redis each process probes every instance it uses on its own.
+func TestWithoutRedisEachProcessProbes(t *testing.T) {
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	f := newFleet(t, w, clock, 3, 5)
+	f.step(time.Second)
+	f.interval()
+	// each process probes each instance every 1.1-1.2 intervals: 3 or 4
+	// times in 4 intervals
+	for i, n := range f.intervals(4) {
+		if n < 3*3 || n > 3*4 {
+			t.Fatalf("instance %d probed %d times in 4 intervals by 3 processes; want 9-12", i, n)
+		}
+	}
+	for _, r := range f.regs {
+		for _, id := range f.ids {
+			if h := healthOf(t, r, "web", id); h.CheckedBy != r.ProcessID() || h.Status != discovery.StatusHealthy {
+				t.Fatalf("process %s: %+v; want its own healthy result", r.ProcessID(), h)
+			}
+		}
+	}
+}
+
+// When Redis goes away, every process probes every instance itself and
+// keeps detecting failures; when it comes back, they share again.
+func TestSharingFallsBackWhenRedisFails(t *testing.T) {
+	ns := testutil.Prefix(t)
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+	clock := discoverytest.NewClock(t0)
+	w := &world{name: "memory+redis", ns: ns[:len(ns)-1], store: discoverytest.NewBackend(), rdb: rdb}
+	w.options = []discovery.Option{discovery.WithNamespace(w.ns), discovery.WithStore(w.store), discovery.WithRedis(rdb)}
+	f := newFleet(t, w, clock, 4, 6)
+	f.step(time.Second)
+	f.interval()
+	if per := f.intervals(4); maxOf(per) > 2*4 {
+		t.Fatalf("shared: probes per instance in 4 intervals %v; want at most 8 (two probers)", per)
+	}
+	proxy.Down()
+	f.interval() // each process notices
+	for i, n := range f.intervals(4) {
+		if n < 4*3 {
+			t.Fatalf("Redis down: instance %d probed %d times in 4 intervals; want at least 12 (every process)", i, n)
+		}
+	}
+	f.servers[2].kill()
+	f.intervals(4)
+	for _, r := range f.regs {
+		if s := viewStatus(t, r, "web", f.ids[2]); s != discovery.StatusUnhealthy {
+			t.Fatalf("with Redis down process %s sees the dead instance as %v", r.ProcessID(), s)
+		}
+	}
+	proxy.Up()
+	waitFor(t, 10*time.Second, "sharing through Redis again", func() bool {
+		f.step(hStep)
+		time.Sleep(10 * time.Millisecond) // the L2 breaker probes Redis on real time
+		for _, r := range f.regs {
+			if !discovery.HealthSharing(r) {
+				return false
+			}
+		}
+		return true
+	})
+	f.intervals(2)
+	if per := f.intervals(4); maxOf(per) > 2*4 {
+		t.Fatalf("Redis back: probes per instance in 4 intervals %v; want at most 8 again", per)
+	}
+}
+
+// Only the registering process can run a router instance's check; with
+// Redis every other process that uses the service sees its results.
+func TestRouterResultsReachOtherProcesses(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour))
+			owner, other := w.registry(t), w.registry(t)
+			var mu sync.Mutex
+			var failing error
+			g, err := owner.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.7.0.1", Port: 9, Method: discovery.MethodRouter},
+				discovery.WithCheckFunc(func(context.Context) error {
+					mu.Lock()
+					defer mu.Unlock()
+					return failing
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := g.Instance().ID
+			until := func(want discovery.Status) {
+				t.Helper()
+				for start := clock.Now(); ; {
+					_, _ = other.Get(ctx, "router_svc")
+					if h := healthOf(t, other, "router_svc", id); h.Status == want {
+						if h.CheckedBy != owner.ProcessID() {
+							t.Fatalf("checked by %q; want the owner %q", h.CheckedBy, owner.ProcessID())
+						}
+						return
+					}
+					if clock.Now().Sub(start) > 5*hInterval {
+						t.Fatalf("the other process does not see %v: %+v", want, healthOf(t, other, "router_svc", id))
+					}
+					step(clock, time.Second, owner, other)
+				}
+			}
+			until(discovery.StatusHealthy)
+			mu.Lock()
+			failing = errors.New("worker pool exhausted")
+			mu.Unlock()
+			until(discovery.StatusUnhealthy)
+			if s := viewStatus(t, other, "router_svc", id); s != discovery.StatusUnhealthy {
+				t.Fatalf("Get in the other process shows %v", s)
+			}
+		})
+	}
+}
+
+// Corrupt shared state in Redis and corrupt messages are counted and
+// ignored, never a panic; the next probe overwrites the corrupt state.
+func TestCorruptSharedStateIgnored(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			f := newFleet(t, w, clock, 2, 1)
+			f.step(time.Second)
+			f.interval()
+			key := fmt.Sprintf("%s:health:{web}", w.ns)
+			for _, v := range []string{"garbage", "h1 1 9 1 0 0 0 0 0 - 0", "h1 99999999999999 3 0 1 0 3 3 3 ZZ 0"} {
+				if err := w.rdb.HSet(ctx, key, f.ids[0], v).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.rdb.Publish(ctx, w.ns+":health", "web "+f.ids[0]+" "+v).Err(); err != nil {
+					t.Fatal(err)
+				}
+				f.interval()
+			}
+			for _, msg := range []string{"", "web", "web x", "bad/svc x h1", "\x00\xff"} {
+				_ = w.rdb.Publish(ctx, w.ns+":health", msg).Err()
+			}
+			waitFor(t, 2*time.Second, "corrupt data counted", func() bool {
+				return discovery.HealthCorrupt(f.regs[0]) > 0 && discovery.HealthCorrupt(f.regs[1]) > 0
+			})
+			f.interval()
+			for _, r := range f.regs {
+				if h := healthOf(t, r, "web", f.ids[0]); h.Status != discovery.StatusHealthy {
+					t.Fatalf("after corrupt data: %+v", h)
+				}
+			}
+			v, err := w.rdb.HGet(ctx, key, f.ids[0]).Result()
+			if err != nil || len(v) < 3 || v[:3] != "h1 " || v == "h1 1 9 1 0 0 0 0 0 - 0" {
+				t.Fatalf("the shared state was not rewritten: %q, %v", v, err)
+			}
+		})
+	}
+}

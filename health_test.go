@@ -1,0 +1,425 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// oneInstance is a Registry on a fake clock with active checks, using a
+// service of one instance served by p. It returns the instance ID.
+func oneInstance(t *testing.T, p *probeServer, opts ...discovery.Option) (*discovery.Registry, *discoverytest.Clock, string) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, append([]discovery.Option{discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout)}, opts...)...)
+	in := p.instance("web")
+	addInstance(t, r, in)
+	if _, err := r.Get(context.Background(), "web"); err != nil { // this process uses the service
+		t.Fatal(err)
+	}
+	return r, clock, in.ID
+}
+
+// nextCheck advances the fake clock until p has answered one more check
+// and returns the time it took. It fails after two intervals.
+func nextCheck(t *testing.T, r *discovery.Registry, clock *discoverytest.Clock, p *probeServer) time.Duration {
+	t.Helper()
+	start, before := clock.Now(), p.hits.Load()
+	for p.hits.Load() == before {
+		if clock.Now().Sub(start) > 2*hInterval {
+			t.Fatalf("no check within %v", 2*hInterval)
+		}
+		step(clock, hStep, r)
+		_, _ = r.Get(context.Background(), "web") // keep using the service
+	}
+	if n := p.hits.Load(); n != before+1 {
+		t.Fatalf("%d checks in one step; want 1", n-before)
+	}
+	return clock.Now().Sub(start)
+}
+
+// Each way an instance can answer its health check ends in the right status
+// after the right number of checks, each check within its timeout, and the
+// status shows in Get.
+func TestActiveCheckStates(t *testing.T) {
+	const U, H, W, N = discovery.StatusUnhealthy, discovery.StatusHealthy, discovery.StatusWarning, discovery.StatusUnknown
+	sent := testutil.NewSentinel(t)
+	tests := []struct {
+		name  string
+		mode  mode
+		want  []discovery.Status // after checks 1, 2, 3, 4
+		score float64            // after the last
+	}{
+		{"healthy", modeOK, []discovery.Status{H, H, H, H}, 1},
+		{"slow", modeSlow, []discovery.Status{H, H, H, H}, 0.4},
+		{"500", mode500, []discovery.Status{N, N, U, U}, 0},
+		{"429", mode429, []discovery.Status{W, W, W, W}, 0.6},
+		{"redirecting", modeRedirect, []discovery.Status{N, N, U, U}, 0},
+		{"endless body", modeEndless, []discovery.Status{H, H, H, H}, 1},
+		{"hanging", modeHang, []discovery.Status{N, N, U, U}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newProbeServer(t, "http://"+sent.Addr()+"/health")
+			p.set(tt.mode)
+			r, clock, id := oneInstance(t, p)
+			var waited time.Duration
+			for i, want := range tt.want {
+				waited += nextCheck(t, r, clock, p)
+				h := healthOf(t, r, "web", id)
+				if h.Status != want {
+					t.Fatalf("after check %d: status %v (%q); want %v", i+1, h.Status, h.LastError, want)
+				}
+				if got := viewStatus(t, r, "web", id); got != want {
+					t.Fatalf("after check %d: Get shows %v; want %v", i+1, got, want)
+				}
+				// first check within one interval of use (+ the 1 s scan), then
+				// one every 1.1-1.2 intervals
+				if limit := time.Second + hInterval + time.Duration(i)*hInterval*12/10 + hStep; waited > limit {
+					t.Fatalf("check %d came %v after start; want within %v", i+1, waited, limit)
+				}
+			}
+			h := healthOf(t, r, "web", id)
+			if math.Abs(h.Score-tt.score) > 0.1 {
+				t.Fatalf("score %v; want about %v", h.Score, tt.score)
+			}
+			if len(h.History) != len(tt.want) {
+				t.Fatalf("history has %d results; want %d", len(h.History), len(tt.want))
+			}
+			for _, c := range h.History {
+				if c.ResponseTime > hTimeout+100*time.Millisecond {
+					t.Fatalf("a check took %v; the timeout is %v", c.ResponseTime, hTimeout)
+				}
+			}
+			if (tt.want[3] != H) != (h.LastError != "") || h.LastCheck.IsZero() || h.CheckedBy != r.ProcessID() {
+				t.Fatalf("health = %+v", h)
+			}
+			t.Logf("%s: %v score %.2f after %v; last error %q", tt.name, h.Status, h.Score, waited, h.LastError)
+		})
+	}
+	if n := sent.Accepted(); n != 0 {
+		t.Fatalf("the redirect target accepted %d connections; want 0", n)
+	}
+}
+
+// An instance that flips between behaviours moves with hysteresis: 3
+// failures to go down, 2 passes to come back, 2 results of a kind to move
+// between healthy and warning; one log line per change, none per check.
+func TestStatusFollowsFlipsWithHysteresis(t *testing.T) {
+	const U, H, W = discovery.StatusUnhealthy, discovery.StatusHealthy, discovery.StatusWarning
+	p := newProbeServer(t, "")
+	core, logs := observer.New(zap.InfoLevel)
+	r, clock, id := oneInstance(t, p, discovery.WithLogger(zap.New(core)))
+	steps := []struct {
+		mode mode
+		want discovery.Status
+	}{
+		{modeOK, H}, {modeOK, H}, {mode500, H}, {modeHang, H}, {mode500, U}, {modeOK, U}, {modeOK, H},
+		{mode429, H}, {mode429, W}, {modeOK, W}, {modeOK, H}, {modeSlow, H},
+	}
+	for i, s := range steps {
+		p.set(s.mode)
+		nextCheck(t, r, clock, p)
+		if h := healthOf(t, r, "web", id); h.Status != s.want {
+			t.Fatalf("check %d (mode %d): %v; want %v", i+1, s.mode, h.Status, s.want)
+		}
+	}
+	changes := logs.FilterMessage("discovery: instance health changed").All()
+	var got []string
+	for _, e := range changes {
+		f := e.ContextMap()
+		got = append(got, fmt.Sprintf("%v>%v", f["from"], f["to"]))
+		if f["service"] != "web" || f["instance"] != id || f["score"] == nil || f["error"] == nil {
+			t.Fatalf("log fields %v", f)
+		}
+	}
+	want := "[unknown>healthy healthy>unhealthy unhealthy>healthy healthy>warning warning>healthy]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("logged changes %v; want %v", got, want)
+	}
+	if f := changes[1].ContextMap(); f["error"] == "" {
+		t.Fatalf("the change to unhealthy logged no error: %v", f)
+	}
+}
+
+// A flapping instance (pass, fail, pass, ...) changes status once (to
+// healthy) and then never: no failure streak reaches the threshold.
+func TestFlappingInstanceChangesAtMostOncePerWindow(t *testing.T) {
+	p := newProbeServer(t, "")
+	core, logs := observer.New(zap.InfoLevel)
+	r, clock, id := oneInstance(t, p, discovery.WithLogger(zap.New(core)))
+	for i := range 20 {
+		p.set([]mode{modeOK, mode500}[i%2])
+		nextCheck(t, r, clock, p)
+	}
+	if n := logs.FilterMessage("discovery: instance health changed").Len(); n != 1 {
+		t.Fatalf("%d status changes in 20 flapping checks; want 1", n)
+	}
+	if h := healthOf(t, r, "web", id); h.Status != discovery.StatusHealthy || len(h.History) != 20 {
+		t.Fatalf("health = %+v", h)
+	}
+}
+
+// The first checks of many instances are spread evenly over one interval,
+// and each later wait is 10-20% longer than the interval.
+func TestCheckJitter(t *testing.T) {
+	const n = 300
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(1000*time.Hour))
+	discovery.SettleHealth(r) // the scan at t0 is over: the next one finds every registration
+	var mu sync.Mutex
+	checks := map[int][]time.Duration{}
+	for i := range n {
+		fn := func(context.Context) error {
+			mu.Lock()
+			checks[i] = append(checks[i], clock.Now().Sub(t0))
+			mu.Unlock()
+			return nil
+		}
+		in := discovery.Instance{Service: "router_svc", Host: "10.1.0.1", Port: 1 + i, Method: discovery.MethodRouter}
+		if _, err := r.Register(ctx, in, discovery.WithCheckFunc(fn)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const fine = 50 * time.Millisecond
+	for clock.Now().Sub(t0) < 5*hInterval {
+		step(clock, fine, r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(checks) != n {
+		t.Fatalf("%d instances checked; want %d", len(checks), n)
+	}
+	// The monitor found the registrations at its first scan after t0.
+	var first []time.Duration
+	var gaps []float64
+	for _, ts := range checks {
+		first = append(first, ts[0])
+		for j := 1; j < len(ts); j++ {
+			gaps = append(gaps, float64(ts[j]-ts[j-1])/float64(hInterval))
+		}
+	}
+	sort.Slice(first, func(i, j int) bool { return first[i] < first[j] })
+	start := time.Second // the scan that found the registrations
+	var buckets [10]int
+	for _, f := range first {
+		off := f - start
+		if off < 0 || off > hInterval+fine {
+			t.Fatalf("a first check came %v after the scan; want within one interval", off)
+		}
+		buckets[min(9, int(off*10/hInterval))]++
+	}
+	for i, b := range buckets { // 30 expected per tenth of the interval
+		if b < 12 || b > 55 {
+			t.Fatalf("first checks per tenth of the interval: %v; want about %d each (tenth %d)", buckets, n/10, i)
+		}
+	}
+	sort.Float64s(gaps)
+	lo, hi := gaps[0], gaps[len(gaps)-1]
+	tol := float64(fine) / float64(hInterval)
+	if lo < 1.1-tol || hi > 1.2+tol || lo > 1.12 || hi < 1.18 {
+		t.Fatalf("waits between checks span %.3f..%.3f intervals; want 1.1..1.2, spread across it", lo, hi)
+	}
+	t.Logf("first checks per tenth of the interval: %v; %d waits from %.3f to %.3f intervals", buckets, len(gaps), lo, hi)
+}
+
+// The monitor checks a service while this process uses it, stops once it is
+// no longer looked up, and starts again when it is.
+func TestMonitorFollowsUse(t *testing.T) {
+	p := newProbeServer(t, "")
+	r, clock, _ := oneInstance(t, p)
+	for range 3 {
+		nextCheck(t, r, clock, p)
+	}
+	// no lookups from now on
+	for clock.Now().Sub(t0) < 2*time.Minute {
+		step(clock, time.Second, r)
+	}
+	before := p.hits.Load()
+	for range 60 { // 6 intervals without use
+		step(clock, time.Second, r)
+	}
+	if n := p.hits.Load() - before; n != 0 {
+		t.Fatalf("%d checks of a service nobody looked up for minutes; want 0", n)
+	}
+	if _, err := r.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	nextCheck(t, r, clock, p) // fails if no check comes within two intervals
+}
+
+// A check that hangs ends at its timeout when the Registry closes, and no
+// goroutine outlives Close.
+func TestCloseStopsChecks(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p := newProbeServer(t, "")
+	defer p.kill() // before the leak check
+	p.set(modeHang)
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	r, err := discovery.New(discovery.WithStore(backend), discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addInstance(t, r, p.instance("web"))
+	if _, err := r.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	for p.hits.Load() == 0 {
+		clock.Advance(hStep) // without settling: the hanging check stays in flight
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %v with a check in flight", took)
+	}
+}
+
+func TestHealthOptionsValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		opt  discovery.Option
+	}{
+		{"timeout equal to interval", discovery.WithHealthCheck(time.Second, time.Second)},
+		{"timeout above interval", discovery.WithHealthCheck(time.Second, 2*time.Second)},
+		{"zero timeout", discovery.WithHealthTimeout(0)},
+		{"tiny interval", discovery.WithHealthInterval(time.Millisecond)},
+		{"timeout above default interval", discovery.WithHealthTimeout(discovery.DefaultHealthInterval)},
+		{"per service timeout", discovery.WithServiceHealth("web", time.Second, time.Second)},
+		{"per service name", discovery.WithServiceHealth("a/b", time.Second, 100*time.Millisecond)},
+		{"thresholds", discovery.WithHealthThresholds(0, 3)},
+		{"ejection failures", discovery.WithOutlierEjection(-1, time.Second, time.Minute, 10)},
+		{"ejection times", discovery.WithOutlierEjection(5, time.Minute, time.Second, 10)},
+		{"ejection percent", discovery.WithOutlierEjection(5, time.Second, time.Minute, 0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := discovery.New(tt.opt)
+			var ve *discovery.ValidationError
+			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) {
+				if r != nil {
+					_ = r.Close()
+				}
+				t.Fatalf("New = %v; want a ValidationError", err)
+			}
+		})
+	}
+	r, err := discovery.New(discovery.WithHealthCheck(time.Second, 999*time.Millisecond), discovery.WithServiceHealth("web", time.Minute, time.Second),
+		discovery.WithOutlierEjection(0, 0, 0, 0))
+	if err != nil {
+		t.Fatalf("valid options: %v", err)
+	}
+	_ = r.Close()
+}
+
+// A service's own interval applies to it alone.
+func TestServiceHealthInterval(t *testing.T) {
+	p := newProbeServer(t, "")
+	r, clock, _ := oneInstance(t, p, discovery.WithServiceHealth("web", 2*time.Second, hTimeout))
+	nextCheck(t, r, clock, p)
+	for range 5 {
+		if d := nextCheck(t, r, clock, p); d < 2200*time.Millisecond-hStep || d > 2400*time.Millisecond+hStep {
+			t.Fatalf("checks %v apart; want 2.2-2.4 s (2 s + 10-20%%)", d)
+		}
+	}
+}
+
+// A router instance is checked by its own function, in the process that
+// registered it, while it is registered.
+func TestRouterCheckFunc(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour))
+	var mu sync.Mutex
+	fail := false
+	calls := 0
+	fn := func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if _, ok := ctx.Deadline(); !ok {
+			return errors.New("no deadline")
+		}
+		if fail {
+			return errors.New("queue full")
+		}
+		return nil
+	}
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.9.9.9", Port: 1, Method: discovery.MethodRouter}, discovery.WithCheckFunc(fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.Instance().ID
+	until := func(want discovery.Status) {
+		t.Helper()
+		for start := clock.Now(); healthOf(t, r, "router_svc", id).Status != want; {
+			if clock.Now().Sub(start) > 5*hInterval {
+				t.Fatalf("not %v within 5 intervals: %+v", want, healthOf(t, r, "router_svc", id))
+			}
+			step(clock, time.Second, r)
+		}
+	}
+	until(discovery.StatusHealthy)
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	until(discovery.StatusUnhealthy)
+	if h := healthOf(t, r, "router_svc", id); h.LastError != "queue full" {
+		t.Fatalf("last error %q", h.LastError)
+	}
+	if err := g.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	before := calls
+	mu.Unlock()
+	for range 30 {
+		step(clock, time.Second, r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != before {
+		t.Fatalf("%d checks after Deregister; want 0", calls-before)
+	}
+}
+
+// On the system clock (no fake): checks run on their own, and a failing
+// instance goes unhealthy and comes back.
+func TestActiveChecksOnTheSystemClock(t *testing.T) {
+	p := newProbeServer(t, "")
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithHealthCheck(200*time.Millisecond, 100*time.Millisecond))
+	in := p.instance("web")
+	in.ExpiresAt = time.Now().Add(time.Hour)
+	addInstance(t, r, in)
+	status := func() discovery.Status {
+		_, _ = r.Get(context.Background(), "web")
+		return healthOf(t, r, "web", in.ID).Status
+	}
+	waitFor(t, 5*time.Second, "healthy", func() bool { return status() == discovery.StatusHealthy })
+	p.set(mode500)
+	d := waitFor(t, 5*time.Second, "unhealthy", func() bool { return status() == discovery.StatusUnhealthy })
+	p.set(modeOK)
+	waitFor(t, 5*time.Second, "healthy again", func() bool { return status() == discovery.StatusHealthy })
+	t.Logf("unhealthy %v after the instance started failing (interval 200ms)", d.Round(time.Millisecond))
+}

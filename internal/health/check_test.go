@@ -1,0 +1,306 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// countingProber returns a Prober that counts the bytes it reads from the
+// network, and the connections it opens.
+func countingProber() (*Prober, *atomic.Int64, *atomic.Int64) {
+	p := NewProber(nil)
+	var read, dials atomic.Int64
+	dial := p.dial
+	p.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &read}, nil
+	}
+	return p, &read, &dials
+}
+
+func server(t *testing.T, h http.HandlerFunc) (*httptest.Server, string) {
+	t.Helper()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+			return
+		default:
+		}
+		h(w, r.WithContext(contextWithRelease(r.Context(), release)))
+	}))
+	t.Cleanup(func() {
+		close(release)
+		srv.Close()
+	})
+	return srv, strings.TrimPrefix(srv.URL, "http://")
+}
+
+type releaseKey struct{}
+
+func contextWithRelease(ctx context.Context, ch chan struct{}) context.Context {
+	return context.WithValue(ctx, releaseKey{}, ch)
+}
+
+// hang blocks until the client goes away or the test ends.
+func hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-r.Context().Value(releaseKey{}).(chan struct{}):
+	}
+}
+
+func TestHTTPCheck(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	sent := testutil.NewSentinel(t)
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		want    core.Status
+		errHas  string
+		minRTT  time.Duration
+	}{
+		{"healthy", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }, core.StatusHealthy, "", 0},
+		{"204", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }, core.StatusHealthy, "", 0},
+		{"slow", func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(150 * time.Millisecond)
+			_, _ = w.Write([]byte("ok"))
+		}, core.StatusHealthy, "", 150 * time.Millisecond},
+		{"500", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(500)
+			_, _ = w.Write([]byte("db down\n"))
+		}, core.StatusUnhealthy, `HTTP 500: "db down."`, 0},
+		{"429", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(429) }, core.StatusWarning, "HTTP 429", 0},
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://"+sent.Addr()+"/health", http.StatusFound)
+		}, core.StatusUnhealthy, "HTTP 302", 0},
+		{"endless body", func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 32<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}, core.StatusHealthy, "", 0},
+		{"hanging", func(w http.ResponseWriter, r *http.Request) { hang(r) }, core.StatusUnhealthy, "timed out", timeout},
+		{"hanging body", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			hang(r)
+		}, core.StatusUnhealthy, "timed out", timeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, addr := server(t, tt.handler)
+			p, read, dials := countingProber()
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			res := p.Check(ctx, Target{Kind: KindHTTP, Addr: addr, Path: "/health"})
+			took := time.Since(start)
+			if res.Status != tt.want {
+				t.Fatalf("status = %v (%v); want %v", res.Status, res.Err, tt.want)
+			}
+			if tt.errHas == "" && res.Err != nil || tt.errHas != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errHas)) {
+				t.Fatalf("err = %v; want one containing %q", res.Err, tt.errHas)
+			}
+			if took > timeout+100*time.Millisecond {
+				t.Fatalf("the check took %v; its timeout is %v", took, timeout)
+			}
+			if res.RTT < tt.minRTT || res.RTT > took {
+				t.Fatalf("RTT = %v; want between %v and %v", res.RTT, tt.minRTT, took)
+			}
+			// At most MaxBody bytes of body are read, plus the headers and what
+			// the transport's 4 KiB read buffer takes ahead.
+			if n := read.Load(); n > 3*MaxBody {
+				t.Fatalf("read %d bytes from the network; want at most %d", n, 3*MaxBody)
+			}
+			if d := dials.Load(); d != 1 {
+				t.Fatalf("%d connections; want 1", d)
+			}
+			t.Logf("%s: %v in %v, %d bytes read", tt.name, res.Status, took.Round(time.Millisecond), read.Load())
+		})
+	}
+	if n := sent.Accepted(); n != 0 {
+		t.Fatalf("the redirect target accepted %d connections; want 0", n)
+	}
+}
+
+// A check reaches only its own address: not a redirect's target, not a host
+// smuggled into the path, not a proxy from the environment.
+func TestCheckReachesOnlyItsOwnAddress(t *testing.T) {
+	sent := testutil.NewSentinel(t)
+	_, addr := server(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+sent.Addr()+"/", http.StatusTemporaryRedirect)
+	})
+	t.Setenv("HTTP_PROXY", "http://"+sent.Addr())
+	t.Setenv("http_proxy", "http://"+sent.Addr())
+	tests := []struct {
+		name string
+		t    Target
+	}{
+		{"redirect", Target{Kind: KindHTTP, Addr: addr, Path: "/health"}},
+		{"userinfo path", Target{Kind: KindHTTP, Addr: addr, Path: "@" + sent.Addr() + "/"}},
+		{"absolute path", Target{Kind: KindHTTP, Addr: addr, Path: "http://" + sent.Addr() + "/"}},
+		{"other host", Target{Kind: KindHTTP, Addr: sent.Addr() + "x", Path: "/"}},
+	}
+	p := NewProber(nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			res := p.Check(ctx, tt.t)
+			if res.Status == core.StatusHealthy {
+				t.Fatalf("check passed; want it to fail")
+			}
+		})
+	}
+	// http.ProxyFromEnvironment reads the environment once per process, so
+	// the variables above prove nothing if an earlier test used it: check
+	// the transport itself too.
+	if tr := p.client.Transport.(*http.Transport); tr.Proxy != nil || tr.DialContext == nil {
+		t.Fatal("the transport may use a proxy, or dials without the guard")
+	}
+	// and the dialer refuses any address but the one the check is for
+	ctx := context.WithValue(context.Background(), allowedAddrKey{}, addr)
+	if _, err := p.guardedDial(ctx, "tcp", sent.Addr()); !errors.Is(err, ErrForbiddenAddr) {
+		t.Fatalf("guardedDial(other) = %v; want ErrForbiddenAddr", err)
+	}
+	if _, err := p.guardedDial(context.Background(), "tcp", sent.Addr()); !errors.Is(err, ErrForbiddenAddr) {
+		t.Fatalf("guardedDial(no allowed address) = %v; want ErrForbiddenAddr", err)
+	}
+	if n := sent.Accepted(); n != 0 {
+		t.Fatalf("the other address accepted %d connections; want 0", n)
+	}
+}
+
+func TestTCPCheck(t *testing.T) {
+	sent := testutil.NewSentinel(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	_ = dead.Close()
+	p := NewProber(nil)
+	tests := []struct {
+		name string
+		addr string
+		want core.Status
+	}{
+		{"listening", sent.Addr(), core.StatusHealthy},
+		{"refused", deadAddr, core.StatusUnhealthy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if res := p.Check(ctx, Target{Kind: KindTCP, Addr: tt.addr}); res.Status != tt.want {
+				t.Fatalf("status = %v (%v); want %v", res.Status, res.Err, tt.want)
+			}
+		})
+	}
+	if sent.Accepted() != 1 {
+		t.Fatalf("accepted %d; want 1", sent.Accepted())
+	}
+}
+
+func TestFuncCheck(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	boom := errors.New("boom")
+	tests := []struct {
+		name   string
+		fn     func(ctx context.Context) error
+		want   core.Status
+		errIs  error
+		errHas string
+	}{
+		{"passes", func(context.Context) error { return nil }, core.StatusHealthy, nil, ""},
+		{"fails", func(context.Context) error { return boom }, core.StatusUnhealthy, boom, ""},
+		{"overruns", func(ctx context.Context) error {
+			<-ctx.Done()
+			time.Sleep(50 * time.Millisecond) // returns late
+			return nil
+		}, core.StatusUnhealthy, context.DeadlineExceeded, "timed out"},
+		{"panics", func(context.Context) error { panic("bad") }, core.StatusUnhealthy, nil, "panicked: bad"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			p := NewProber(func(fn func()) bool {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					fn()
+				}()
+				return true
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			res := p.Check(ctx, Target{Kind: KindFunc, Func: tt.fn})
+			if took := time.Since(start); took > timeout+50*time.Millisecond {
+				t.Fatalf("took %v; timeout %v", took, timeout)
+			}
+			if res.Status != tt.want || tt.errIs != nil && !errors.Is(res.Err, tt.errIs) ||
+				tt.errHas != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errHas)) {
+				t.Fatalf("Check = %v, %v; want %v, %v %q", res.Status, res.Err, tt.want, tt.errIs, tt.errHas)
+			}
+			wg.Wait()
+		})
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	tests := []struct {
+		method  core.Method
+		check   core.CheckKind
+		hasFunc bool
+		want    Kind
+	}{
+		{core.MethodHTTP, core.CheckDefault, false, KindHTTP},
+		{core.MethodHTTP, core.CheckTCP, false, KindTCP},
+		{core.MethodHTTP, core.CheckNone, true, KindNone},
+		{core.MethodRouter, core.CheckDefault, true, KindFunc},
+		{core.MethodRouter, core.CheckDefault, false, KindNone},
+		{core.MethodRouter, core.CheckHTTP, false, KindHTTP},
+	}
+	for _, tt := range tests {
+		in := core.Instance{Method: tt.method, Check: tt.check}
+		if got := KindOf(&in, tt.hasFunc); got != tt.want {
+			t.Errorf("KindOf(%v, %v, %v) = %v; want %v", tt.method, tt.check, tt.hasFunc, got, tt.want)
+		}
+	}
+}
