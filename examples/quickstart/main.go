@@ -110,14 +110,30 @@ func run(ctx context.Context, pgDSN, redisURL string, out io.Writer) error {
 	again, _ := reg.Lookup(ctx, "db_svc")
 	fmt.Fprintf(out, "Get(db_svc) again: answered by %s (%s)\n", again.Layer, again.Layer.Name())
 
-	// Call one instance, to show the addresses are real.
-	resp, err := http.Get("http://" + res.Service.Instances[0].Addr() + "/")
+	// Pick an instance with the balancer (p2c_ewma by default), call it, and
+	// report the outcome; then let the HTTP client do all of that.
+	sel, err := reg.Pick(ctx, "db_svc")
+	if err != nil {
+		return err
+	}
+	resp, err := http.Get("http://" + sel.Instance.Addr() + "/")
+	sel.Done(err)
 	if err != nil {
 		return err
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	fmt.Fprintf(out, "GET http://%s/ -> %s\n", res.Service.Instances[0].Addr(), strings.TrimSpace(string(body)))
+	fmt.Fprintf(out, "Pick(db_svc) -> %s (%s): %s\n", sel.Instance.ID, sel.Strategy, strings.TrimSpace(string(body)))
+	client := reg.HTTPClient(discovery.BaseTransport(&http.Transport{DisableKeepAlives: true}))
+	for range 3 {
+		resp, err := client.Get("http://db_svc/")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Fprintf(out, "GET http://db_svc/ -> %s\n", strings.TrimSpace(string(body)))
+	}
 
 	if err := printTable(ctx, reg, out); err != nil {
 		return err

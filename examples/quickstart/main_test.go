@@ -23,7 +23,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"Get(db_svc): 3 instances", "answered by L1 (memory)", "-> db_svc instance ", "Deregistering", "user_svc"} {
+	for _, want := range []string{"Get(db_svc): 3 instances", "answered by L1 (memory)", "Pick(db_svc) -> ", "GET http://db_svc/ -> db_svc instance ", "Deregistering", "user_svc"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
 		}
