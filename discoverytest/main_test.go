@@ -1,0 +1,71 @@
+package discoverytest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Several Registry values on one backend stand for several processes: each
+// sees the others' changes at once.
+func TestBackendSharedByRegistries(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	a := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
+	b := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
+	if _, err := b.Get(ctx, "db_svc"); err == nil {
+		t.Fatal("found a service nobody registered")
+	}
+	g, err := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := b.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("b.Get = %v, %v; want a's instance at once", svc, err)
+	}
+	if err := g.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "db_svc"); err == nil {
+		t.Fatal("b still sees a deregistered instance")
+	}
+	if n := backend.Loads(); n < 2 {
+		t.Fatalf("Loads = %d", n)
+	}
+}
+
+// The fake clock fires timers in order as it advances, and BlockUntil waits
+// for the goroutines that sleep on it.
+func TestClock(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := discoverytest.NewClock(start)
+	t1, t2 := c.NewTimer(2*time.Second), c.NewTimer(time.Second)
+	c.BlockUntil(2)
+	c.Advance(1500 * time.Millisecond)
+	select {
+	case at := <-t2.C():
+		if !at.Equal(start.Add(time.Second)) {
+			t.Fatalf("t2 fired at %v", at)
+		}
+	default:
+		t.Fatal("t2 did not fire")
+	}
+	select {
+	case <-t1.C():
+		t.Fatal("t1 fired early")
+	default:
+	}
+	if !t1.Stop() || c.Timers() != 0 {
+		t.Fatal("Stop did not remove the timer")
+	}
+	if !c.Now().Equal(start.Add(1500 * time.Millisecond)) {
+		t.Fatalf("Now = %v", c.Now())
+	}
+}
