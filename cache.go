@@ -264,11 +264,12 @@ func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
 // age of the snapshot and whether it is stale.
 //
 // An L1 entry is fresh for the freshness window (5 s) or until the first
-// lease in it ends, whichever is sooner; then it is served once more while
-// one background refresh runs (stale-while-revalidate), but never past a
-// lease. When every lower layer fails it is served stale for the
-// stale-if-error window, leases included: they cannot be renewed while the
-// database is down.
+// lease in it ends, whichever is sooner; then it is served while one
+// background refresh runs (stale-while-revalidate), but never past a lease,
+// and never once a change message has announced a newer revision: then the
+// lookup waits for the newer snapshot. When every lower layer fails it is
+// served stale for the stale-if-error window, leases included: they cannot
+// be renewed while the database is down.
 func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {
 	if e := r.l1.get(service); e != nil {
 		now := r.now.nanos()
@@ -326,8 +327,14 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		if fu := e.freshUntil.Load(); now < fu {
 			return e, LayerL1, false, nil
 		}
+		// Past its freshness window an entry is served while a background
+		// refresh runs; but one a change message said is superseded is not:
+		// the lookup waits for the newer snapshot (unless loads are failing),
+		// so a process that has heard of a change never answers with what it
+		// replaced.
 		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure)
-		if now < e.staleUntil || recentFailure && now < e.errorUntil {
+		superseded := e.st != nil && e.rev < e.st.wantRev.Load()
+		if now < e.staleUntil && !superseded || recentFailure && now < e.errorUntil {
 			r.refreshAsync(e, false)
 			return e, LayerL1, true, nil
 		}
