@@ -485,10 +485,15 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.
 func (r *Registry) onChange(ch core.Change, force bool) {
-	if st := r.stateIfAny(ch.Service); st != nil {
+	e := r.l1.get(ch.Service)
+	// An entry put without a load (afterWrite) has no state yet; the refresh
+	// below must still know which revision to wait for, or it accepts the
+	// older snapshot Redis holds.
+	if e != nil && e.raw != nil {
+		r.state(ch.Service).raiseWant(ch.Revision)
+	} else if st := r.stateIfAny(ch.Service); st != nil {
 		st.raiseWant(ch.Revision)
 	}
-	e := r.l1.get(ch.Service)
 	if e == nil || !force && e.rev >= ch.Revision {
 		return
 	}
