@@ -65,6 +65,9 @@ type slot struct{ name string }
 type l1Cache struct {
 	index *index
 	rc    *ristretto.Cache[string, *slot]
+	// onPut, if set, is called after put stored an entry (watch.go); never
+	// on the lookup path.
+	onPut func(*entry)
 }
 
 func newL1(size int) (*l1Cache, error) {
@@ -131,6 +134,9 @@ func (c *l1Cache) put(e *entry) *entry {
 	})
 	if added {
 		c.rc.Set(e.name, e.slot, 1)
+	}
+	if held == e && c.onPut != nil {
+		c.onPut(e)
 	}
 	return held
 }
@@ -485,6 +491,7 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.
 func (r *Registry) onChange(ch core.Change, force bool) {
+	r.changeAnnounced(ch, force)
 	e := r.l1.get(ch.Service)
 	// An entry put without a load (afterWrite) has no state yet; the refresh
 	// below must still know which revision to wait for, or it accepts the
@@ -509,6 +516,7 @@ func (r *Registry) onChange(ch core.Change, force bool) {
 // resync revalidates everything L1 holds against the database's revisions,
 // after a (re)subscription or Redis coming back: messages may have been lost.
 func (r *Registry) resync() {
+	r.resyncHubs()
 	r.spawn(func() {
 		var (
 			names []string

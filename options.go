@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -76,6 +77,16 @@ type options struct {
 	reapAfter   time.Duration
 	reapSet     bool
 	closeTO     time.Duration
+
+	// configuration, watching and draining (config.go, drain.go)
+	validators    map[string]func(json.RawMessage) error
+	configKeep    int
+	notifyTO      time.Duration
+	notifyTries   int
+	notifyBackoff time.Duration
+	propagation   time.Duration
+	closeDrain    time.Duration
+	tokens        TokenSource
 }
 
 func defaultOptions() options {
@@ -85,6 +96,8 @@ func defaultOptions() options {
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
 		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
+		configKeep: DefaultConfigHistory, notifyTO: DefaultConfigNotifyTimeout, notifyTries: DefaultConfigNotifyAttempts,
+		notifyBackoff: DefaultConfigNotifyBackoff, propagation: DefaultPropagationDelay, closeDrain: DefaultCloseDrain,
 	}
 }
 
@@ -125,6 +138,9 @@ func (o *options) validate() error {
 		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
+	}
+	if err := o.validateConfigOptions(); err != nil {
+		return err
 	}
 	return validNamespace(o.namespace)
 }

@@ -275,6 +275,26 @@ func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
 	return nil
 }
 
+// Subscribers returns how many clients subscribe to the change channel, and
+// false when that cannot be known: Redis is down, or it is a Cluster, where
+// each node counts only its own subscribers.
+func (c *Cache) Subscribers(ctx context.Context) (int64, bool) {
+	if c.down.Load() {
+		return 0, false
+	}
+	if _, ok := c.rdb.(*redis.ClusterClient); ok {
+		return 0, false
+	}
+	tctx, cancel := c.timeout(ctx)
+	n, err := c.rdb.PubSubNumSub(tctx, c.channel).Result()
+	cancel()
+	if err != nil {
+		_ = c.failed(ctx, "pubsub numsub", err)
+		return 0, false
+	}
+	return n[c.channel], true
+}
+
 // ParseMessage parses a change message: "<revision> <service>[ !]".
 func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 	rev, rest, found := strings.Cut(s, " ")
