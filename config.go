@@ -590,8 +590,18 @@ type regConfig struct {
 	delivered int64
 	err       error
 	pending   *ConfigVersion
-	done      chan struct{} // closed and replaced after every delivery
-	kick      chan struct{}
+	done      chan struct{} // closed and replaced after every delivery; made on first use
+	kick      chan struct{} // made on first use
+}
+
+// chans returns the registration's delivery channels, making them on first
+// use (the registration is visible to UpdateConfig before Register returns).
+// c.mu must be held.
+func (c *regConfig) chans() (done, kick chan struct{}) {
+	if c.done == nil {
+		c.done, c.kick = make(chan struct{}), make(chan struct{}, 1)
+	}
+	return c.done, c.kick
 }
 
 // WithConfigFunc gives a router instance its configuration callback: this
@@ -635,12 +645,14 @@ func (g *Registration) Config() (json.RawMessage, int64) {
 // startConfig reads the configuration current at registration and, for a
 // registration with a callback, starts following the service's changes.
 func (r *Registry) startConfig(ctx context.Context, g *Registration) {
-	g.cfg.done, g.cfg.kick = make(chan struct{}), make(chan struct{}, 1)
 	if svc, err := r.snapshotSince(ctx, g.service, g.Revision()); err == nil {
-		g.cfg.mu.Lock()
-		g.cfg.doc, g.cfg.rev = svc.Config, svc.ConfigRevision
-		g.cfg.seen, g.cfg.delivered = svc.ConfigRevision, svc.ConfigRevision
-		g.cfg.mu.Unlock()
+		c := &g.cfg
+		c.mu.Lock()
+		if svc.ConfigRevision > c.rev {
+			c.doc, c.rev = svc.Config, svc.ConfigRevision
+		}
+		c.seen, c.delivered = max(c.seen, svc.ConfigRevision), max(c.delivered, svc.ConfigRevision)
+		c.mu.Unlock()
 	} else {
 		r.log.Debug("discovery: no configuration read at registration", zap.String("service", g.service), zap.Error(err))
 	}
@@ -680,9 +692,10 @@ func (g *Registration) offerConfig(rev int64, doc json.RawMessage) {
 		return
 	}
 	c.seen, c.pending = rev, &ConfigVersion{Revision: rev, Config: doc}
+	_, kick := c.chans()
 	c.mu.Unlock()
 	select {
-	case c.kick <- struct{}{}:
+	case kick <- struct{}{}:
 	default:
 	}
 }
@@ -699,7 +712,7 @@ func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error
 			c.mu.Unlock()
 			return got, err
 		}
-		ch := c.done
+		ch, _ := c.chans()
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -715,6 +728,9 @@ func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error
 // the registration stops; it follows the service through its hub meanwhile.
 func (g *Registration) configLoop(h *hub) {
 	c := &g.cfg
+	c.mu.Lock()
+	_, kick := c.chans()
+	c.mu.Unlock()
 	if !h.addListener(g) {
 		return
 	}
@@ -723,7 +739,7 @@ func (g *Registration) configLoop(h *hub) {
 		select {
 		case <-g.ctx.Done():
 			return
-		case <-c.kick:
+		case <-kick:
 		}
 		for {
 			c.mu.Lock()
@@ -743,7 +759,8 @@ func (g *Registration) configLoop(h *hub) {
 			c.mu.Lock()
 			c.delivered, c.err = p.Revision, err
 			c.doc, c.rev = p.Config, p.Revision
-			close(c.done)
+			done, _ := c.chans()
+			close(done)
 			c.done = make(chan struct{})
 			c.mu.Unlock()
 		}

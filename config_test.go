@@ -529,3 +529,52 @@ func TestConfigCallbackErrorReported(t *testing.T) {
 		t.Fatalf("callback called %d times; want 1", n)
 	}
 }
+
+// Router instances registering while this process updates the
+// configuration are either notified or start with it, never left waiting.
+func TestConfigUpdateRacesRegistration(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithCloseDrain(0))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var regs sync.Map
+	for i := range 4 {
+		wg.Go(func() {
+			for port := 1 + i*1000; ; port++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cb := &callbackLog{}
+				g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: port, Method: discovery.MethodRouter},
+					discovery.WithConfigFunc(cb.fn))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				regs.Store(g, cb)
+			}
+		})
+	}
+	for i := 1; i <= 30; i++ {
+		uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		rep, err := r.UpdateConfig(uctx, "router_svc", cfgDoc(i))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, res := range rep.Instances {
+			if res.Outcome == discovery.NotifyFailed {
+				t.Errorf("update %d: %s failed: %v", i, res.Instance.ID, res.Err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	regs.Range(func(k, _ any) bool {
+		g := k.(*discovery.Registration)
+		waitFor(t, 2*time.Second, "every registration at the last configuration", func() bool { _, rev := g.Config(); return rev == 30 })
+		return true
+	})
+}

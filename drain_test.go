@@ -42,6 +42,7 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 					return err == nil && n[w.ns+":changes"] == 3
 				})
 			}
+			timers := clock.Timers()
 			done := make(chan error, 1)
 			go func() { done <- g.Drain(ctx) }()
 			for i, r := range regs {
@@ -55,7 +56,7 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 				t.Fatalf("Drain returned (%v) before the propagation delay passed", err)
 			case <-time.After(20 * time.Millisecond):
 			}
-			clock.BlockUntil(1)
+			clock.BlockUntil(timers + 1) // Drain's wait
 			clock.Advance(discovery.DefaultPropagationDelay)
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -78,9 +79,10 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
 		t.Fatalf("b sees %s", s)
 	}
+	timers := clock.Timers()
 	done := make(chan error, 1)
 	go func() { done <- g.Drain(ctx) }()
-	clock.BlockUntil(2) // the keepalive and Drain's wait
+	clock.BlockUntil(timers + 1) // Drain's wait
 	clock.Advance(discovery.DefaultPropagationDelay)
 	select {
 	case err := <-done:

@@ -62,6 +62,9 @@ type snapshot struct {
 func (r *Registry) hubFor(name string) (*hub, error) {
 	r.hubMu.Lock()
 	defer r.hubMu.Unlock()
+	if r.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
 	if v, ok := r.hubs.Load(name); ok {
 		return v.(*hub), nil
 	}
@@ -305,6 +308,7 @@ func (h *hub) process(e *entry) {
 	h.last, h.lastEntry, h.loaded = snap, e, true
 	for w := range h.watchers {
 		for _, ev := range evs {
+			ev.Config = slices.Clone(ev.Config) // each reader its own: L1 shares the snapshot's
 			w.push(ev)
 		}
 	}
@@ -326,6 +330,7 @@ func (h *hub) addWatcher(w *watcher) bool {
 	h.watchers[w] = struct{}{}
 	if h.loaded {
 		for _, ev := range diff(h.name, &snapshot{}, &h.last) {
+			ev.Config = slices.Clone(ev.Config)
 			w.push(ev)
 		}
 	}
