@@ -49,6 +49,36 @@
 // with backoff. A reaper, one at a time across processes, deletes rows whose
 // lease ended long ago. Close deregisters.
 //
+// # Configuration
+//
+// Each service has a configuration, a JSON object stored with it, with its
+// own revision and the last 20 versions kept. UpdateConfig validates it
+// before any I/O (at most 512 KiB, nested at most 64 deep, then the
+// service's WithConfigValidator), stores it, and notifies the live
+// instances: HTTP ones by POST /admin/reload-config (10 s per attempt, 3
+// attempts, signed when a TokenSource is set), router ones through the
+// WithConfigFunc callback, called by their own process once per revision.
+// It returns a report per instance. Config reads it through the caches;
+// RollbackConfig restores a kept version; a registration starts with the
+// current one (Registration.Config).
+//
+// # Watching
+//
+// Watch delivers a service's changes as this process sees them, in
+// revision order: instances added, removed, updated (draining included),
+// their health changing, the configuration changing. A watched service is
+// kept fresh even if nobody looks it up, so a lost change message delays an
+// event by the freshness window at most. A slow reader never blocks the
+// Registry: its pending events coalesce to the latest state per instance.
+//
+// # Draining
+//
+// Registration.Drain marks an instance draining (no new selections), waits
+// until every process has seen that (the propagation delay when changes
+// fan out by Redis or the store, the freshness window when they do not),
+// then deregisters it. Close drains its registrations for at most 1 s
+// first (WithCloseDrain).
+//
 // # Failure modes
 //
 //   - Redis down: lookups go from L1 to the database; after the first failed
@@ -65,5 +95,7 @@
 // Lease 15 s renewed every 5 s; L1 fresh 5 s, stale-while-revalidate 30 s,
 // stale-if-error 5 min; negative lookups remembered 1 s; Redis snapshots kept
 // 300 s (+-10%) and served for at most one lease TTL; Redis calls time out
-// after 250 ms; rows reaped 2 min after their lease ended.
+// after 250 ms; rows reaped 2 min after their lease ended; configurations
+// of at most 512 KiB, 20 versions kept, notifications 10 s x 3 attempts;
+// drains wait 100 ms for propagation, at most 1 s on Close.
 package discovery
