@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
 
@@ -180,4 +182,55 @@ func depth(v any) int {
 		return d + 1
 	}
 	return 0
+}
+
+// silentStore is a Store with configurations that tells nobody about
+// changes (as a database without Redis).
+type silentStore struct {
+	core.Store
+	core.ConfigStore
+}
+
+// A resubscription makes every watched service be read from the store,
+// even one this process's L1 no longer holds (so revalidating L1 cannot
+// find it).
+func TestResyncReloadsWatchedServices(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) // never advanced: no freshness reload
+	r, err := New(WithStore(silentStore{mem, mem}), WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.Watch(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := <-ch; string(e.Config) != `{"n":1}` {
+		t.Fatalf("first event %+v", e)
+	}
+	if _, _, err := mem.SetConfig(ctx, "db_svc", []byte(`{"n":2}`), clock.Now(), 20); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.l1.get("db_svc"); e != nil {
+		r.l1.remove(e) // evicted, say
+	}
+	select {
+	case e := <-ch:
+		t.Fatalf("event before the resync: %+v", e)
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.resync()
+	select {
+	case e := <-ch:
+		if e.Kind != EventConfigChanged || string(e.Config) != `{"n":2}` {
+			t.Fatalf("after the resync: %+v", e)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the resync did not reach the watcher")
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 	"github.com/rssbot/discovery/internal/codec"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // next returns the next event of ch, failing the test after d.
@@ -467,5 +468,35 @@ func TestWatchChannelsClose(t *testing.T) {
 	}
 	if _, err := r.Watch(context.Background(), "db_svc"); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("Watch after Close = %v; want ErrClosed", err)
+	}
+}
+
+// Changes made while a process was cut from Redis reach its watchers when
+// it resubscribes, not a freshness window later: its clock never moves here,
+// so only the resynchronisation can deliver them.
+func TestWatchResyncsAfterReconnect(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	sql := testutil.SQLite(t)
+	w := &world{options: []discovery.Option{discovery.WithDB(sql), discovery.WithNamespace(ns)}}
+	a := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))
+	b := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)), discovery.WithClock(discoverytest.NewClock(t0)))
+	ch := watch(t, b, "db_svc")
+	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, ch, 2*time.Second); string(ev.Config) != `{"n":1}` {
+		t.Fatalf("first event %s", describe(ev))
+	}
+	proxy.Down()
+	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(2)); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, ch, 300*time.Millisecond) // the message was lost
+	proxy.Up()
+	if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
+		t.Fatalf("after the reconnection: %s", describe(ev))
 	}
 }
