@@ -518,6 +518,7 @@ func (r *Registry) onChange(ch core.Change, force bool) {
 func (r *Registry) resync() {
 	r.resyncHubs()
 	r.spawn(func() {
+		defer r.ctr.resyncs.Add(1)
 		var (
 			names []string
 			held  = map[string]*entry{}

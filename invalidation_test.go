@@ -9,6 +9,18 @@ import (
 	"github.com/rssbot/discovery"
 )
 
+// subscribed waits until r is the n-th subscriber of the change channel and
+// has finished revalidating its cache after subscribing, so that a change
+// made afterwards reaches it only by a message (or not at all).
+func subscribed(t *testing.T, w *world, r *discovery.Registry, n int64) {
+	t.Helper()
+	channel := w.ns + ":changes"
+	waitFor(t, 2*time.Second, "the subscription", func() bool {
+		m, err := w.rdb.PubSubNumSub(context.Background(), channel).Result()
+		return err == nil && m[channel] == n && r.Stats().Resyncs >= 1
+	})
+}
+
 // A change message for a service that this process holds only because it
 // wrote it (no lookup has loaded it yet) still moves the entry to the
 // announced revision: the refresh must not settle for the older snapshot
@@ -20,10 +32,7 @@ func TestChangeMessageAfterOwnWrite(t *testing.T) {
 			w := newWorld(t, k)
 			b := w.registry(t)
 			channel := w.ns + ":changes"
-			waitFor(t, 2*time.Second, "b's subscription", func() bool {
-				n, err := w.rdb.PubSubNumSub(ctx, channel).Result()
-				return err == nil && n[channel] == 1
-			})
+			subscribed(t, w, b, 1)
 			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1)) // L1 and Redis hold revision 1
 			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
 				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}

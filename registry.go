@@ -230,7 +230,7 @@ func (r *Registry) Stats() Stats {
 	s := Stats{
 		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
-		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(),
+		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Resyncs: r.ctr.resyncs.Load(),
 	}
 	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
 	s.Lookups[LayerL2] = r.ctr.l2.Load()

@@ -63,9 +63,13 @@ type Stats struct {
 	Invalidations uint64
 	// Refreshes counts background refreshes started.
 	Refreshes uint64
+	// Resyncs counts revalidations of the whole cache after a
+	// (re)subscription to Redis or its return, counted when finished.
+	Resyncs uint64
 }
 
 type counters struct {
 	l1Hits                                                                 stripedCounter
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
+	resyncs                                                                atomic.Uint64
 }

@@ -198,6 +198,12 @@ func (h *hub) refresh() time.Duration {
 			// message, a lost write-through): read the store.
 			ne, err = h.load(true)
 		}
+		// The load's own insertion into L1 kicked the hub; drop that kick.
+		// Anything else that arrived meanwhile is looked for below.
+		select {
+		case <-h.kickc:
+		default:
+		}
 		if err != nil {
 			if h.ctx.Err() == nil {
 				r.log.Debug("discovery: watched service not refreshed", zap.String("service", h.name), zap.Error(err))
@@ -213,6 +219,14 @@ func (h *hub) refresh() time.Duration {
 		now = r.clock.Now().UnixNano()
 	}
 	h.process(e)
+	cur := r.l1.get(h.name)
+	h.mu.Lock()
+	again := h.want > want || h.force ||
+		cur != nil && (cur.rev > h.last.rev || cur.rev == h.last.rev && cur != h.lastEntry)
+	h.mu.Unlock()
+	if again { // announced, resynchronised or inserted while this refresh ran
+		h.signal()
+	}
 	if e.raw == nil {
 		return r.opts.fresh // unknown service: its first registration is announced
 	}

@@ -211,11 +211,8 @@ func TestWatchGapReadsStore(t *testing.T) {
 			ctx := context.Background()
 			w := newWorld(t, k)
 			b := w.registry(t)
+			subscribed(t, w, b, 1)
 			ch := watch(t, b, "db_svc")
-			waitFor(t, 2*time.Second, "b's subscription", func() bool {
-				n, err := w.rdb.PubSubNumSub(ctx, w.ns+":changes").Result()
-				return err == nil && n[w.ns+":changes"] == 1
-			})
 			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
 			if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceAdded {
 				t.Fatalf("first event %s", describe(ev))
@@ -480,9 +477,12 @@ func TestWatchResyncsAfterReconnect(t *testing.T) {
 	addr, db, _ := testutil.RedisAddr(t)
 	proxy := testutil.NewProxy(t, addr)
 	sql := testutil.SQLite(t)
-	w := &world{options: []discovery.Option{discovery.WithDB(sql), discovery.WithNamespace(ns)}}
-	a := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))
+	w := &world{ns: ns, options: []discovery.Option{discovery.WithDB(sql), discovery.WithNamespace(ns)}}
+	w.rdb = testutil.RedisClient(t, addr, db, ns)
+	a := w.registry(t, discovery.WithRedis(w.rdb))
 	b := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)), discovery.WithClock(discoverytest.NewClock(t0)))
+	subscribed(t, w, a, 2)
+	subscribed(t, w, b, 2)
 	ch := watch(t, b, "db_svc")
 	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
 		t.Fatal(err)
@@ -491,12 +491,18 @@ func TestWatchResyncsAfterReconnect(t *testing.T) {
 		t.Fatalf("first event %s", describe(ev))
 	}
 	proxy.Down()
+	received := b.Stats().Received
 	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(2)); err != nil {
 		t.Fatal(err)
 	}
-	quiet(t, ch, 300*time.Millisecond) // the message was lost
+	quiet(t, ch, 300*time.Millisecond)
+	if n := b.Stats().Received; n != received {
+		t.Fatalf("b received %d messages while cut off", n-received)
+	}
+	resyncs := b.Stats().Resyncs
 	proxy.Up()
 	if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
 		t.Fatalf("after the reconnection: %s", describe(ev))
 	}
+	waitFor(t, 2*time.Second, "the resynchronisation that brought it", func() bool { return b.Stats().Resyncs > resyncs })
 }
