@@ -33,7 +33,7 @@ type Registration struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	cfg regConfig // the service's configuration as it knows it (config.go)
+	cfg regConfig // the service's configuration as it knows it (configfunc.go)
 }
 
 // Register registers an instance and keeps its lease alive until the

@@ -78,7 +78,7 @@ type options struct {
 	reapSet     bool
 	closeTO     time.Duration
 
-	// configuration, watching and draining (config.go, drain.go)
+	// configuration, watching and draining (config*.go, drain.go)
 	validators    map[string]func(json.RawMessage) error
 	configKeep    int
 	notifyTO      time.Duration

@@ -51,7 +51,7 @@ type Registry struct {
 	storeDown   atomic.Bool
 	unsubscribe func()
 
-	// watching and configuration (watch.go, config.go)
+	// watching and configuration (watch.go, config*.go)
 	hubMu  sync.Mutex   // serialises creating and stopping hubs
 	hubs   sync.Map     // service name -> *hub
 	hooked atomic.Int32 // how many hubs run; 0 skips the watch hooks
