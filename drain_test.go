@@ -45,12 +45,14 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 			timers := clock.Timers()
 			done := make(chan error, 1)
 			go func() { done <- g.Drain(ctx) }()
+			var worst time.Duration
 			for i, r := range regs {
-				waitFor(t, 50*time.Millisecond, "the draining mark", func() bool { return status(r, "db_svc", "10.0.0.1:1") == "draining" })
+				worst = max(worst, waitFor(t, 50*time.Millisecond, "the draining mark", func() bool { return status(r, "db_svc", "10.0.0.1:1") == "draining" }))
 				if s := status(r, "db_svc", "10.0.0.2:2"); s == "draining" || s == "absent" {
 					t.Fatalf("Registry %d shows the other instance %s", i, s)
 				}
 			}
+			t.Logf("every view showed the instance draining within %v of Drain's start (the propagation delay is %v)", worst, discovery.DefaultPropagationDelay)
 			select {
 			case err := <-done:
 				t.Fatalf("Drain returned (%v) before the propagation delay passed", err)
