@@ -172,6 +172,8 @@ func TestWatchSurvivesLostMessage(t *testing.T) {
 			w := newWorld(t, k)
 			clock := discoverytest.NewClock(t0)
 			a, b := w.registry(t, discovery.WithClock(clock)), w.registry(t, discovery.WithClock(clock))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
 			if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
 				t.Fatal(err)
 			}
