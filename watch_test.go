@@ -492,6 +492,8 @@ func TestWatchResyncsAfterReconnect(t *testing.T) {
 	if ev := next(t, ch, 2*time.Second); string(ev.Config) != `{"n":1}` {
 		t.Fatalf("first event %s", describe(ev))
 	}
+	// The event may come from the hub's first load, before the message.
+	waitFor(t, 2*time.Second, "the message of the first change", func() bool { return b.Stats().Received == 1 })
 	proxy.Down()
 	received := b.Stats().Received
 	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(2)); err != nil {
