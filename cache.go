@@ -67,6 +67,9 @@ type slot struct{ name string }
 type l1Cache struct {
 	index *index
 	rc    *ristretto.Cache[string, *slot]
+	// onPut, if set, is called after put stored an entry (watch.go); never
+	// on the lookup path.
+	onPut func(*entry)
 }
 
 func newL1(size int) (*l1Cache, error) {
@@ -133,6 +136,9 @@ func (c *l1Cache) put(e *entry) *entry {
 	})
 	if added {
 		c.rc.Set(e.name, e.slot, 1)
+	}
+	if held == e && c.onPut != nil {
+		c.onPut(e)
 	}
 	return held
 }
@@ -515,10 +521,16 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.
 func (r *Registry) onChange(ch core.Change, force bool) {
-	if st := r.stateIfAny(ch.Service); st != nil {
+	r.changeAnnounced(ch, force)
+	e := r.l1.get(ch.Service)
+	// An entry put without a load (afterWrite) has no state yet; the refresh
+	// below must still know which revision to wait for, or it accepts the
+	// older snapshot Redis holds.
+	if e != nil && e.raw != nil {
+		r.state(ch.Service).raiseWant(ch.Revision)
+	} else if st := r.stateIfAny(ch.Service); st != nil {
 		st.raiseWant(ch.Revision)
 	}
-	e := r.l1.get(ch.Service)
 	if e == nil || !force && e.rev >= ch.Revision {
 		return
 	}
@@ -534,7 +546,9 @@ func (r *Registry) onChange(ch core.Change, force bool) {
 // resync revalidates everything L1 holds against the database's revisions,
 // after a (re)subscription or Redis coming back: messages may have been lost.
 func (r *Registry) resync() {
+	r.resyncHubs()
 	r.spawn(func() {
+		defer r.ctr.resyncs.Add(1)
 		var (
 			names []string
 			held  = map[string]*entry{}

@@ -80,6 +80,36 @@
 // least one); a passing check ends an ejection early. The caller's own
 // cancellation does not count.
 //
+// # Configuration
+//
+// Each service has a configuration, a JSON object stored with it, with its
+// own revision and the last 20 versions kept. UpdateConfig validates it
+// before any I/O (at most 512 KiB, nested at most 64 deep, then the
+// service's WithConfigValidator), stores it, and notifies the live
+// instances: HTTP ones by POST /admin/reload-config (10 s per attempt, 3
+// attempts, signed when a TokenSource is set), router ones through the
+// WithConfigFunc callback, called by their own process once per revision.
+// It returns a report per instance. Config reads it through the caches;
+// RollbackConfig restores a kept version; a registration starts with the
+// current one (Registration.Config).
+//
+// # Watching
+//
+// Watch delivers a service's changes as this process sees them, in
+// revision order: instances added, removed, updated (draining included),
+// their health changing, the configuration changing. A watched service is
+// kept fresh even if nobody looks it up, so a lost change message delays an
+// event by the freshness window at most. A slow reader never blocks the
+// Registry: its pending events coalesce to the latest state per instance.
+//
+// # Draining
+//
+// Registration.Drain marks an instance draining (no new selections), waits
+// until every process has seen that (the propagation delay when changes
+// fan out by Redis or the store, the freshness window when they do not),
+// then deregisters it. Close drains its registrations for at most 1 s
+// first (WithCloseDrain).
+//
 // # Failure modes
 //
 //   - Redis down: lookups go from L1 to the database; after the first failed
@@ -103,5 +133,7 @@
 // after 250 ms; rows reaped 2 min after their lease ended. Health checks every
 // 10 s (+10-20%) with a 2 s timeout, unhealthy after 3 failures, healthy
 // after 2 passes; ejection after 5 failed calls, 30 s x times ejected (at most
-// 300 s), at most 10% of a service.
+// 300 s), at most 10% of a service; configurations of at most 512 KiB, 20
+// versions kept, notifications 10 s x 3 attempts; drains wait 100 ms for
+// propagation, at most 1 s on Close.
 package discovery

@@ -55,7 +55,7 @@ type Event struct {
 }
 
 // emit hands an event to this Registry's watchers (see Watch).
-func (r *Registry) emit(ev Event) { _ = ev }
+func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
 
 // healthChanged is called by the health monitor once per change of an
 // instance's status in this process (checks, ejections): it updates

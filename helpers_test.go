@@ -53,7 +53,9 @@ func newWorld(t *testing.T, k worldKind, opts ...discovery.Option) *world {
 	w := &world{name: k.name, ns: strings.TrimSuffix(testutil.Prefix(t), "_")}
 	// Worlds register made-up addresses, which must not be probed, and count
 	// fake-clock timers; health tests turn checks on with WithHealthCheck.
-	w.options = append(w.options, discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks())
+	// Made-up addresses: no active checks. Close deregisters at once (drain
+	// tests turn draining back on).
+	w.options = append(w.options, discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	if k.sql != nil {
 		w.db = k.sql(t, w.ns+"_")
 		w.options = append(w.options, discovery.WithDB(w.db))

@@ -32,6 +32,8 @@ type Registration struct {
 	ctx    context.Context // ends when this registration stops
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	cfg regConfig // the service's configuration as it knows it (configfunc.go)
 }
 
 // Register registers an instance and keeps its lease alive until the
@@ -39,7 +41,8 @@ type Registration struct {
 // (errors match ErrInvalid and name the field; nothing is written); its ID
 // defaults to Host:Port. Registering an ID that exists replaces it in place.
 // Options give the in-process parts of the registration (a router
-// instance's handler and health check, a configuration callback).
+// instance's handler and health check, a configuration callback). The
+// service's configuration current at registration is in Config.
 func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -52,6 +55,9 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	}
 	inst := in.Clone()
 	if err := core.Normalize(&inst); err != nil {
+		return nil, err
+	}
+	if err := checkRegOptions(&inst, &ro); err != nil {
 		return nil, err
 	}
 	now := r.clock.Now()
@@ -78,6 +84,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		cancel()
 		close(g.done)
 	}
+	r.startConfig(ctx, g)
 	return g, nil
 }
 
@@ -154,11 +161,13 @@ func (g *Registration) Deregister(ctx context.Context) error {
 	return err
 }
 
-// Close deregisters within the Registry's close timeout.
+// Close drains the instance for at most the close-drain timeout (1 s, see
+// WithCloseDrain and Drain), then deregisters it, within the Registry's
+// close timeout.
 func (g *Registration) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.r.opts.closeTO)
 	defer cancel()
-	return g.Deregister(ctx)
+	return errors.Join(g.r.closeRegistrations(ctx, []*Registration{g})...)
 }
 
 func (g *Registration) deregister(ctx context.Context) error {

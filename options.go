@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -91,6 +92,15 @@ type options struct {
 	// seams holds the TokenSource and Authorizer (auth.go); a pointer, so
 	// that they can be set after New too.
 	seams *authSeams
+
+	// configuration, watching and draining (config*.go, drain.go)
+	validators    map[string]func(json.RawMessage) error
+	configKeep    int
+	notifyTO      time.Duration
+	notifyTries   int
+	notifyBackoff time.Duration
+	propagation   time.Duration
+	closeDrain    time.Duration
 }
 
 func defaultOptions() options {
@@ -104,6 +114,8 @@ func defaultOptions() options {
 		preserveFraction: DefaultSelfPreservation,
 		seams:            new(authSeams),
 		health:           defaultHealthOptions(),
+		configKeep:       DefaultConfigHistory, notifyTO: DefaultConfigNotifyTimeout, notifyTries: DefaultConfigNotifyAttempts,
+		notifyBackoff: DefaultConfigNotifyBackoff, propagation: DefaultPropagationDelay, closeDrain: DefaultCloseDrain,
 	}
 }
 
@@ -167,6 +179,9 @@ func (o *options) validate() error {
 		}
 	}
 	if err := o.health.validate(); err != nil {
+		return err
+	}
+	if err := o.validateConfigOptions(); err != nil {
 		return err
 	}
 	return validNamespace(o.namespace)

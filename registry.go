@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,12 @@ type Registry struct {
 	storeDown   atomic.Bool
 	unsubscribe func()
 	hm          *monitor // health monitor (health_monitor.go)
+
+	// watching and configuration (watch.go, config*.go)
+	hubMu  sync.Mutex   // serialises creating and stopping hubs
+	hubs   sync.Map     // service name -> *hub
+	hooked atomic.Int32 // how many hubs run; 0 skips the watch hooks
+	httpc  *http.Client // configuration notifications
 }
 
 // New returns a Registry. Without WithDB or WithStore it keeps everything in
@@ -69,7 +76,7 @@ func New(opts ...Option) (*Registry, error) {
 	r := &Registry{
 		opts: o, log: o.log, clock: o.clock, now: newCoarseClock(o.clock),
 		refreshSem: make(chan struct{}, maxRefreshes), stop: make(chan struct{}),
-		closing: make(chan struct{}), regs: map[*Registration]struct{}{},
+		closing: make(chan struct{}), regs: map[*Registration]struct{}{}, httpc: newNotifyClient(),
 	}
 	switch {
 	case o.store != nil:
@@ -96,6 +103,7 @@ func New(opts ...Option) (*Registry, error) {
 		return nil, err
 	}
 	r.l1 = l1
+	l1.onPut = r.entryPut
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if r.now.real {
 		r.goRun(func() { r.now.run(r.stop) })
@@ -135,8 +143,10 @@ func (r *Registry) spawn(fn func()) bool {
 
 func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 
-// Close deregisters every instance this Registry registered (within the
-// close timeout), stops every goroutine it started and unsubscribes. It
+// Close drains every instance this Registry registered (for at most the
+// close-drain timeout, 1 s; see WithCloseDrain and Registration.Drain), then
+// deregisters them (within the close timeout), closes every Watch channel,
+// stops every goroutine it started and unsubscribes. It
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
 func (r *Registry) Close() error {
@@ -152,12 +162,7 @@ func (r *Registry) Close() error {
 	}
 	r.regMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.closeTO)
-	var errs []error
-	for _, g := range regs {
-		if err := g.deregister(ctx); err != nil && !errors.Is(err, ErrClosed) {
-			errs = append(errs, err)
-		}
-	}
+	errs := r.closeRegistrations(ctx, regs)
 	cancel()
 
 	r.goMu.Lock()
@@ -172,6 +177,7 @@ func (r *Registry) Close() error {
 	}
 	r.wg.Wait()
 	r.hm.leave() // hand this process's share of health probes to the others at once
+	r.httpc.CloseIdleConnections()
 	r.l1.close()
 	return errors.Join(errs...)
 }
@@ -227,7 +233,7 @@ func (r *Registry) Stats() Stats {
 	s := Stats{
 		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
-		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(),
+		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Resyncs: r.ctr.resyncs.Load(),
 		SelfPreservations: r.ctr.preservations.Load(),
 	}
 	r.states.Range(func(_, v any) bool {

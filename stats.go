@@ -73,10 +73,14 @@ type Stats struct {
 	// Suspects the instances kept as suspects now.
 	SelfPreservations uint64
 	Suspects          int64
+	// Resyncs counts revalidations of the whole cache after a
+	// (re)subscription to Redis or its return, counted when finished.
+	Resyncs uint64
 }
 
 type counters struct {
 	l1Hits, l1Misses                                                       stripedCounter
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
 	preservations                                                          atomic.Uint64
+	resyncs                                                                atomic.Uint64
 }

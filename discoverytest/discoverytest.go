@@ -25,8 +25,9 @@ import (
 // and keeps configurations (discovery.ConfigStore).
 //
 // Beyond the Store methods it has Loads, which counts reads of services (to
-// assert that caches work), and SetFailure, which makes every call fail as a
-// database outage would (nil ends it).
+// assert that caches work), SetFailure, which makes every call fail as a
+// database outage would (nil ends it), and Subscribers, which counts the
+// Registry values following it (Drain waits for nobody when it is alone).
 type Backend struct {
 	*memory.Store
 }

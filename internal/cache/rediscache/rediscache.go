@@ -275,6 +275,38 @@ func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
 	return nil
 }
 
+// Subscribers returns how many clients subscribe to the change channel, and
+// false when that cannot be known (Redis is down). On a Cluster each node
+// counts only its own subscribers, so it sums over every node.
+func (c *Cache) Subscribers(ctx context.Context) (int64, bool) {
+	if c.down.Load() {
+		return 0, false
+	}
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		tctx, cancel := c.timeout(ctx)
+		defer cancel()
+		var total atomic.Int64
+		err := cc.ForEachShard(tctx, func(ctx context.Context, node *redis.Client) error {
+			n, err := node.PubSubNumSub(ctx, c.channel).Result()
+			total.Add(n[c.channel])
+			return err
+		})
+		if err != nil {
+			_ = c.failed(ctx, "pubsub numsub", err)
+			return 0, false
+		}
+		return total.Load(), true
+	}
+	tctx, cancel := c.timeout(ctx)
+	n, err := c.rdb.PubSubNumSub(tctx, c.channel).Result()
+	cancel()
+	if err != nil {
+		_ = c.failed(ctx, "pubsub numsub", err)
+		return 0, false
+	}
+	return n[c.channel], true
+}
+
 // ParseMessage parses a change message: "<revision> <service>[ !]".
 func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 	rev, rest, found := strings.Cut(s, " ")

@@ -250,6 +250,14 @@ func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64
 	return out, nil
 }
 
+// Subscribers returns how many subscriptions are active: how many Registry
+// values follow the store.
+func (s *Store) Subscribers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
 // Subscribe implements core.Notifier.
 func (s *Store) Subscribe(fn func(core.Change)) func() {
 	s.mu.Lock()

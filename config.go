@@ -1,0 +1,301 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Configuration limits and defaults.
+const (
+	// MaxConfigBytes bounds a configuration document (512 KiB).
+	MaxConfigBytes = 512 << 10
+	// MaxConfigDepth bounds how deeply objects and arrays of a configuration
+	// may nest.
+	MaxConfigDepth = 64
+	// DefaultConfigHistory is how many versions of a service's configuration
+	// are kept (RollbackConfig reaches back this far).
+	DefaultConfigHistory = 20
+	// DefaultConfigNotifyTimeout bounds each attempt to notify an instance of
+	// a new configuration (the seed's 10 s), and each call of a
+	// WithConfigFunc callback.
+	DefaultConfigNotifyTimeout = 10 * time.Second
+	// DefaultConfigNotifyAttempts is how many times an HTTP instance is tried.
+	DefaultConfigNotifyAttempts = 3
+	// DefaultConfigNotifyBackoff is the wait before the second attempt; it
+	// doubles for each further one (+-10% jitter).
+	DefaultConfigNotifyBackoff = 200 * time.Millisecond
+	// ConfigReloadPath is where HTTP instances receive their configuration:
+	// POST http://<host:port>/admin/reload-config with the JSON document.
+	ConfigReloadPath = "/admin/reload-config"
+)
+
+// ConfigError says why a configuration was refused: malformed, too large,
+// nested too deeply, or refused by the service's validator (Err is then the
+// validator's error). It matches ErrInvalid; nothing was stored.
+type ConfigError struct {
+	// Service whose configuration was refused.
+	Service string
+	// Reason says what is wrong.
+	Reason string
+	// Err is the underlying error, if any (a JSON syntax error, or what the
+	// validator returned).
+	Err error
+}
+
+// Error implements error.
+func (e *ConfigError) Error() string {
+	s := "discovery: invalid config of service " + strconv.Quote(e.Service) + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
+
+// WithConfigValidator makes UpdateConfig and RollbackConfig run fn on every
+// configuration of service before storing it; an error refuses it (a
+// ConfigError wrapping fn's error, matching ErrInvalid). fn sees documents
+// that already passed the built-in checks (a JSON object, at most 512 KiB,
+// nested at most 64 deep) and must not keep or modify them. A later
+// validator for the same service replaces an earlier one.
+func WithConfigValidator(service string, fn func(json.RawMessage) error) Option {
+	return optionFunc(func(o *options) {
+		if o.validators == nil {
+			o.validators = map[string]func(json.RawMessage) error{}
+		}
+		o.validators[service] = fn
+	})
+}
+
+// WithConfigHistory sets how many versions of each configuration are kept
+// (20 by default, 1 to 1000).
+func WithConfigHistory(versions int) Option {
+	return optionFunc(func(o *options) { o.configKeep = versions })
+}
+
+func (o *options) validateConfigOptions() error {
+	for svc, fn := range o.validators {
+		if err := core.ValidateServiceName(svc); err != nil {
+			return optErr("WithConfigValidator", svc, "not a valid service name")
+		}
+		if fn == nil {
+			return optErr("WithConfigValidator", svc, "validator must not be nil")
+		}
+	}
+	switch {
+	case o.configKeep < 1 || o.configKeep > 1000:
+		return optErr("WithConfigHistory", strconv.Itoa(o.configKeep), "must be 1..1000")
+	case o.notifyTO <= 0:
+		return optErr("WithConfigNotifyTimeout", o.notifyTO.String(), "must be positive")
+	case o.notifyTries < 1 || o.notifyTries > 10:
+		return optErr("WithConfigNotifyRetries", strconv.Itoa(o.notifyTries), "attempts must be 1..10")
+	case o.notifyBackoff < 0:
+		return optErr("WithConfigNotifyRetries", o.notifyBackoff.String(), "backoff must not be negative")
+	case o.propagation < 0:
+		return optErr("WithPropagationDelay", o.propagation.String(), "must not be negative")
+	case o.closeDrain < 0:
+		return optErr("WithCloseDrain", o.closeDrain.String(), "must not be negative (0 disables)")
+	}
+	return nil
+}
+
+// checkConfig applies the built-in checks to a configuration document and
+// returns why it is refused ("" if it is not). It reads doc once at most
+// for the depth and once for the syntax, whatever doc holds.
+func checkConfig(doc []byte) (reason string, err error) {
+	if len(doc) > MaxConfigBytes {
+		return "larger than 512 KiB (" + strconv.Itoa(len(doc)) + " bytes)", nil
+	}
+	i := 0
+	for i < len(doc) && (doc[i] == ' ' || doc[i] == '\t' || doc[i] == '\n' || doc[i] == '\r') {
+		i++
+	}
+	if i == len(doc) {
+		return "empty", nil
+	}
+	if doc[i] != '{' {
+		return "must be a JSON object", nil
+	}
+	// Depth first: a document nested thousands deep is refused before any
+	// parser recurses into it.
+	depth, inString, escaped := 0, false, false
+	for _, c := range doc[i:] {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > MaxConfigDepth {
+				return "nested deeper than " + strconv.Itoa(MaxConfigDepth) + " levels", nil
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	if !utf8.Valid(doc) {
+		return "not valid UTF-8", nil
+	}
+	if !json.Valid(doc) {
+		var raw json.RawMessage
+		err := json.Unmarshal(doc, &raw)
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
+		return "malformed JSON", err
+	}
+	return "", nil
+}
+
+// validateConfig runs the built-in checks, then the service's validator.
+func (r *Registry) validateConfig(service string, doc []byte) error {
+	if reason, err := checkConfig(doc); reason != "" {
+		return &ConfigError{Service: service, Reason: reason, Err: err}
+	}
+	if fn := r.opts.validators[service]; fn != nil {
+		if err := fn(slices.Clone(doc)); err != nil {
+			return &ConfigError{Service: service, Reason: "refused by its validator", Err: err}
+		}
+	}
+	return nil
+}
+
+func (r *Registry) configStore() (core.ConfigStore, error) {
+	cs, ok := r.store.(core.ConfigStore)
+	if !ok {
+		return nil, fmt.Errorf("%w: the Store does not implement ConfigStore", ErrUnsupported)
+	}
+	return cs, nil
+}
+
+// UpdateConfig stores cfg as the configuration of service and notifies the
+// service's live instances.
+//
+// cfg must be a JSON object of at most 512 KiB nested at most 64 levels deep,
+// and pass the service's validator (WithConfigValidator); otherwise the
+// error is a ConfigError matching ErrInvalid and nothing is stored. The
+// Store must implement ConfigStore (ErrUnsupported). The change bumps the
+// service's revision and its configuration revision, keeps the previous
+// versions (20), and reaches every process's cache like any change.
+//
+// Then each live instance is notified, and the report says how:
+//   - an HTTP instance gets POST http://<host:port>/admin/reload-config with
+//     the document, Content-Type application/json, the headers
+//     X-Discovery-Service and X-Discovery-Config-Revision, and
+//     "Authorization: Bearer <token>" for audience service when a
+//     TokenSource is set; each attempt is bounded by 10 s, three attempts
+//     with backoff (WithConfigNotifyTimeout, WithConfigNotifyRetries);
+//     redirects are not followed;
+//   - a router instance registered by this Registry with WithConfigFunc has
+//     its callback called (the report waits for it);
+//   - router instances of other processes are skipped here: their own
+//     Registry calls their callback when it learns of the change (by the
+//     change message, or within the L1 freshness window if that is lost);
+//   - draining instances are skipped.
+//
+// The error is non-nil only when nothing was stored; failed notifications
+// are in the report. ctx bounds the whole call, notifications included.
+func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.RawMessage) (ConfigReport, error) {
+	if r.closed.Load() {
+		return ConfigReport{}, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return ConfigReport{}, err
+	}
+	doc := slices.Clone([]byte(cfg))
+	if err := r.validateConfig(service, doc); err != nil {
+		return ConfigReport{}, err
+	}
+	return r.setConfig(ctx, service, doc)
+}
+
+// RollbackConfig restores the configuration that had configRevision as a
+// new revision, validated and notified as UpdateConfig does. The error
+// matches ErrNotFound when that revision is no longer (or never was) in the
+// history.
+func (r *Registry) RollbackConfig(ctx context.Context, service string, configRevision int64) (ConfigReport, error) {
+	hist, err := r.ConfigHistory(ctx, service)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return ConfigReport{}, err
+	}
+	for _, v := range hist {
+		if v.Revision == configRevision {
+			doc := slices.Clone(v.Config)
+			if err := r.validateConfig(service, doc); err != nil {
+				return ConfigReport{}, err
+			}
+			return r.setConfig(ctx, service, doc)
+		}
+	}
+	return ConfigReport{}, fmt.Errorf("discovery: config revision %d of service %q is not in its history (the last %d versions are kept): %w",
+		configRevision, service, r.opts.configKeep, ErrNotFound)
+}
+
+// ConfigHistory returns the kept versions of a service's configuration,
+// newest first (the last 20 by default). The error matches ErrNotFound if
+// the service never had one, ErrUnsupported if the Store keeps none.
+func (r *Registry) ConfigHistory(ctx context.Context, service string) ([]ConfigVersion, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	cs, err := r.configStore()
+	if err != nil {
+		return nil, err
+	}
+	hist, err := cs.ConfigHistory(ctx, service)
+	r.noteStoreResult("config history", err)
+	return hist, err
+}
+
+// Config returns the configuration of a service and its configuration
+// revision, read through the cache layers like Get (so a change made
+// anywhere is seen within the same bounds), also when the service has no
+// live instance. A service that exists without a configuration gives
+// (nil, 0, nil); an unknown one an error matching ErrNotFound.
+func (r *Registry) Config(ctx context.Context, service string) (json.RawMessage, int64, error) {
+	svc, err := r.serviceData(ctx, service)
+	if err != nil {
+		return nil, 0, err
+	}
+	return slices.Clone(svc.Config), svc.ConfigRevision, nil
+}
+
+func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (ConfigReport, error) {
+	cs, err := r.configStore()
+	if err != nil {
+		return ConfigReport{}, err
+	}
+	rev, cfgRev, err := cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)
+	r.noteStoreResult("set config", err)
+	if err != nil {
+		return ConfigReport{}, err
+	}
+	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	rep := ConfigReport{Service: service, Revision: rev, ConfigRevision: cfgRev}
+	rep.Instances = r.notifyConfig(ctx, service, cfgRev, doc)
+	return rep, nil
+}

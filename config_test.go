@@ -1,0 +1,580 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+func cfgDoc(n int) json.RawMessage { return json.RawMessage(fmt.Sprintf(`{"n":%d}`, n)) }
+
+// A configuration written by one Registry is read by another with its
+// revision; the history keeps the last 20; a rollback restores an old one as
+// a new revision, and one beyond the history is not found.
+func TestConfigUpdateReadHistoryRollback(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.registry(t), w.registry(t)
+		if _, _, err := b.Config(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+			t.Fatalf("Config of an unknown service = %v; want ErrNotFound", err)
+		}
+		mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+		if cfg, rev, err := a.Config(ctx, "db_svc"); err != nil || cfg != nil || rev != 0 {
+			t.Fatalf("Config without one = %s, %d, %v; want nil, 0, nil", cfg, rev, err)
+		}
+		var last discovery.ConfigReport
+		for i := 1; i <= 25; i++ {
+			rep, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.ConfigRevision != int64(i) || rep.Revision != int64(i+1) || rep.Service != "db_svc" {
+				t.Fatalf("update %d: report %+v", i, rep)
+			}
+			last = rep
+		}
+		waitFor(t, 2*time.Second, "b reading the last configuration", func() bool {
+			cfg, rev, err := b.Config(ctx, "db_svc")
+			return err == nil && string(cfg) == `{"n":25}` && rev == 25
+		})
+		hist, err := b.ConfigHistory(ctx, "db_svc")
+		if err != nil || len(hist) != discovery.DefaultConfigHistory || hist[0].Revision != 25 || hist[19].Revision != 6 ||
+			string(hist[19].Config) != `{"n":6}` {
+			t.Fatalf("ConfigHistory = %d versions (%v); want 25..6", len(hist), err)
+		}
+		rep, err := b.RollbackConfig(ctx, "db_svc", 10)
+		if err != nil || rep.ConfigRevision != 26 || rep.Revision != last.Revision+1 {
+			t.Fatalf("RollbackConfig(10) = %+v, %v; want config revision 26", rep, err)
+		}
+		if cfg, rev, err := b.Config(ctx, "db_svc"); err != nil || string(cfg) != `{"n":10}` || rev != 26 {
+			t.Fatalf("after the rollback Config = %s, %d, %v", cfg, rev, err)
+		}
+		if _, err := b.RollbackConfig(ctx, "db_svc", 5); !errors.Is(err, discovery.ErrNotFound) ||
+			!strings.HasPrefix(err.Error(), "discovery: config revision 5") {
+			t.Fatalf("RollbackConfig(5), beyond the history = %v; want ErrNotFound", err)
+		}
+		if _, err := b.ConfigHistory(ctx, "other"); !errors.Is(err, discovery.ErrNotFound) {
+			t.Fatalf("ConfigHistory of a service without one = %v; want ErrNotFound", err)
+		}
+	})
+}
+
+var errTooManyWorkers = errors.New("workers must be at most 64")
+
+// Refused configurations, whatever refuses them, leave the stored
+// configuration, its revision and the history as they were.
+func TestConfigValidationStoresNothing(t *testing.T) {
+	deep := func(n int) string { return `{"a":` + strings.Repeat("[", n-1) + strings.Repeat("]", n-1) + "}" }
+	big := `{"a":"` + strings.Repeat("x", discovery.MaxConfigBytes) + `"}`
+	tests := []struct {
+		name   string
+		doc    string
+		reason string
+	}{
+		{"empty", ``, "empty"},
+		{"blank", " \n", "empty"},
+		{"syntax", `{"a":}`, "malformed JSON"},
+		{"trailing", `{"a":1} x`, "malformed JSON"},
+		{"unterminated", `{"a":"`, "malformed JSON"},
+		{"array", `[1,2]`, "must be a JSON object"},
+		{"null", `null`, "must be a JSON object"},
+		{"string", `"x"`, "must be a JSON object"},
+		{"too large", big, "larger than 512 KiB"},
+		{"too deep", deep(65), "nested deeper than 64 levels"},
+		{"very deep", strings.Repeat("[", 100000), "must be a JSON object"},
+		{"very deep object", `{"a":` + strings.Repeat("[", 100000), "nested deeper than 64 levels"},
+		{"invalid UTF-8", "{\"a\":\"\xff\"}", "not valid UTF-8"},
+		{"validator", `{"workers":65}`, "refused by its validator"},
+	}
+	validator := func(doc json.RawMessage) error {
+		var c struct{ Workers int }
+		if err := json.Unmarshal(doc, &c); err != nil {
+			return err
+		}
+		if c.Workers > 64 {
+			return errTooManyWorkers
+		}
+		return nil
+	}
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		r := w.registry(t, discovery.WithConfigValidator("db_svc", validator))
+		if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"workers":8}`)); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := r.Store().Load(ctx, "db_svc")
+		for _, tt := range tests {
+			_, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(tt.doc))
+			var ce *discovery.ConfigError
+			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ce) || ce.Service != "db_svc" ||
+				!strings.Contains(err.Error(), tt.reason) || !strings.HasPrefix(err.Error(), "discovery: invalid config") {
+				t.Errorf("%s: UpdateConfig = %v; want a ConfigError (%q) matching ErrInvalid", tt.name, err, tt.reason)
+			}
+		}
+		if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"workers":65}`)); !errors.Is(err, errTooManyWorkers) {
+			t.Errorf("the validator's error is not wrapped: %v", err)
+		}
+		after, err := r.Store().Load(ctx, "db_svc")
+		if err != nil || after.Revision != before.Revision || after.ConfigRevision != 1 || string(after.Config) != `{"workers":8}` {
+			t.Fatalf("after refused configurations the store has revision %d (was %d), config %s rev %d, %v",
+				after.Revision, before.Revision, after.Config, after.ConfigRevision, err)
+		}
+		if cfg, rev, err := r.Config(ctx, "db_svc"); err != nil || string(cfg) != `{"workers":8}` || rev != 1 {
+			t.Fatalf("Config = %s, %d, %v", cfg, rev, err)
+		}
+		if hist, err := r.ConfigHistory(ctx, "db_svc"); err != nil || len(hist) != 1 {
+			t.Fatalf("history = %d versions, %v; want 1", len(hist), err)
+		}
+		// The limits themselves are accepted, and other services are not
+		// subject to db_svc's validator.
+		if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(deep(64))); err != nil {
+			t.Errorf("a document nested 64 deep: %v", err)
+		}
+		exact := `{"a":"` + strings.Repeat("x", discovery.MaxConfigBytes-8) + `"}`
+		if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(exact)); err != nil || len(exact) != discovery.MaxConfigBytes {
+			t.Errorf("a document of exactly 512 KiB: %v", err)
+		}
+		if _, err := r.UpdateConfig(ctx, "other", json.RawMessage(`{"workers":65}`)); err != nil {
+			t.Errorf("another service: %v", err)
+		}
+	})
+}
+
+// configlessStore hides the ConfigStore capability of a backend.
+type configlessStore struct{ discovery.Store }
+
+func TestConfigNeedsConfigStore(t *testing.T) {
+	ctx := context.Background()
+	r, err := discovery.New(discovery.WithStore(configlessStore{discoverytest.NewBackend()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.UpdateConfig(ctx, "db_svc", cfgDoc(1)); !errors.Is(err, discovery.ErrUnsupported) {
+		t.Fatalf("UpdateConfig = %v; want ErrUnsupported", err)
+	}
+	if _, err := r.ConfigHistory(ctx, "db_svc"); !errors.Is(err, discovery.ErrUnsupported) {
+		t.Fatalf("ConfigHistory = %v; want ErrUnsupported", err)
+	}
+	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`[`)); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("a malformed document is refused first: %v", err)
+	}
+}
+
+func TestConfigOptionsAreValidated(t *testing.T) {
+	tests := []struct {
+		opt  discovery.Option
+		name string
+	}{
+		{discovery.WithConfigValidator("a/b", func(json.RawMessage) error { return nil }), "WithConfigValidator"},
+		{discovery.WithConfigValidator("db_svc", nil), "WithConfigValidator"},
+		{discovery.WithConfigHistory(0), "WithConfigHistory"},
+		{discovery.WithConfigNotifyTimeout(0), "WithConfigNotifyTimeout"},
+		{discovery.WithConfigNotifyRetries(0, time.Second), "WithConfigNotifyRetries"},
+		{discovery.WithConfigNotifyRetries(3, -time.Second), "WithConfigNotifyRetries"},
+		{discovery.WithPropagationDelay(-time.Second), "WithPropagationDelay"},
+		{discovery.WithCloseDrain(-time.Second), "WithCloseDrain"},
+	}
+	for _, tt := range tests {
+		r, err := discovery.New(tt.opt)
+		if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("New(%s) = %v; want ErrInvalid naming the option", tt.name, err)
+		}
+		if r != nil {
+			r.Close()
+		}
+	}
+}
+
+// received is what an HTTP instance was sent.
+type received struct {
+	mu      sync.Mutex
+	bodies  []string
+	auth    []string
+	revs    []string
+	methods []string
+	paths   []string
+}
+
+func (rc *received) record(r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.bodies = append(rc.bodies, string(body))
+	rc.auth = append(rc.auth, r.Header.Get("Authorization"))
+	rc.revs = append(rc.revs, r.Header.Get("X-Discovery-Config-Revision"))
+	rc.methods = append(rc.methods, r.Method)
+	rc.paths = append(rc.paths, r.URL.Path)
+}
+
+func (rc *received) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.bodies)
+}
+
+// httpInstance starts a server standing for an HTTP instance and returns
+// its registration and what it received.
+func httpInstance(t *testing.T, r *discovery.Registry, id string, h func(n int, w http.ResponseWriter, req *http.Request)) *received {
+	t.Helper()
+	rc := &received{}
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		rc.record(req)
+		h(int(calls.Add(1)), w, req)
+	}))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	if _, err := r.Register(context.Background(), discovery.Instance{ID: id, Service: "api", Host: host, Port: p}); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+type fakeTokens struct{ fail error }
+
+func (f fakeTokens) Token(_ context.Context, audience string) (string, error) {
+	if f.fail != nil {
+		return "", f.fail
+	}
+	return "tok-for-" + audience, nil
+}
+
+// Every kind of instance gets the treatment UpdateConfig documents, and the
+// report says what happened to each.
+func TestConfigNotifiesInstances(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	const timeout = 300 * time.Millisecond
+	r := discoverytest.NewRegistry(t, backend, discovery.WithTokenSource(fakeTokens{}),
+		discovery.WithConfigNotifyTimeout(timeout), discovery.WithConfigNotifyRetries(3, 10*time.Millisecond))
+	other := discoverytest.NewRegistry(t, backend) // another process
+
+	ok := func(int, http.ResponseWriter, *http.Request) {}
+	okA := httpInstance(t, r, "a-ok", ok)
+	okB := httpInstance(t, r, "b-ok", ok)
+	flaky := httpInstance(t, r, "c-flaky", func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n <= 2 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	silent := httpInstance(t, r, "d-silent", func(_ int, _ http.ResponseWriter, req *http.Request) {
+		select { // never answers: the client gives up at its timeout
+		case <-req.Context().Done():
+		case <-release:
+		}
+	})
+	refused := httpInstance(t, r, "e-refuses", func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+	})
+	target := &received{}
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { target.record(req) }))
+	t.Cleanup(elsewhere.Close)
+	redirects := httpInstance(t, r, "f-redirects", func(_ int, w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, elsewhere.URL+"/admin/reload-config", http.StatusTemporaryRedirect)
+	})
+	draining := httpInstance(t, other, "g-draining", ok)
+	drainReg, err := other.Register(ctx, discovery.Instance{ID: "g-draining", Service: "api", Host: "127.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drainCtx, cancelDrain := context.WithCancel(ctx)
+	drained := make(chan error, 1)
+	go func() { drained <- drainReg.Drain(drainCtx) }()
+	waitFor(t, 2*time.Second, "the draining mark", func() bool {
+		svc, err := r.Store().Load(ctx, "api")
+		return err == nil && svc.Instance("g-draining") != nil && svc.Instance("g-draining").Status == discovery.StatusDraining
+	})
+	var calls []string
+	var callMu sync.Mutex
+	if _, err := r.Register(ctx, discovery.Instance{ID: "h-router", Service: "api", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(func(_ context.Context, cfg json.RawMessage) error {
+			callMu.Lock()
+			calls = append(calls, string(cfg))
+			callMu.Unlock()
+			return nil
+		})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Register(ctx, discovery.Instance{ID: "i-router-elsewhere", Service: "api", Host: "127.0.0.1", Port: 3, Method: discovery.MethodRouter}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(ctx, discovery.Instance{ID: "j-router-no-func", Service: "api", Host: "127.0.0.1", Port: 4, Method: discovery.MethodRouter}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	rep, err := r.UpdateConfig(ctx, "api", json.RawMessage(`{"level":"debug"}`))
+	took := time.Since(start)
+	cancelDrain()
+	<-drained
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		id       string
+		outcome  discovery.NotifyOutcome
+		attempts int
+		detail   string
+	}{
+		{"a-ok", discovery.NotifyDelivered, 1, ""},
+		{"b-ok", discovery.NotifyDelivered, 1, ""},
+		{"c-flaky", discovery.NotifyDelivered, 3, ""},
+		{"d-silent", discovery.NotifyFailed, 3, "deadline exceeded"},
+		{"e-refuses", discovery.NotifyFailed, 1, "400 Bad Request"},
+		{"f-redirects", discovery.NotifyFailed, 1, "307 Temporary Redirect"},
+		{"g-draining", discovery.NotifySkipped, 0, "draining"},
+		{"h-router", discovery.NotifyDelivered, 1, ""},
+		{"i-router-elsewhere", discovery.NotifySkipped, 0, "another process"},
+		{"j-router-no-func", discovery.NotifySkipped, 0, "without WithConfigFunc"},
+	}
+	if len(rep.Instances) != len(want) {
+		t.Fatalf("report has %d instances; want %d: %+v", len(rep.Instances), len(want), rep.Instances)
+	}
+	for i, wt := range want {
+		got := rep.Instances[i]
+		detail := got.Reason
+		if got.Err != nil {
+			detail = got.Err.Error()
+		}
+		if got.Instance.ID != wt.id || got.Outcome != wt.outcome || got.Attempts != wt.attempts || !strings.Contains(detail, wt.detail) {
+			t.Errorf("instance %d: %s %v after %d attempts (%s); want %s %v after %d (%q)",
+				i, got.Instance.ID, got.Outcome, got.Attempts, detail, wt.id, wt.outcome, wt.attempts, wt.detail)
+		}
+		if got.Err != nil && !strings.HasPrefix(got.Err.Error(), "discovery:") {
+			t.Errorf("%s: error %q lacks the discovery: prefix", got.Instance.ID, got.Err)
+		}
+	}
+	if rep.Count(discovery.NotifyDelivered) != 4 || rep.Count(discovery.NotifyFailed) != 3 || rep.Count(discovery.NotifySkipped) != 3 {
+		t.Errorf("counts: %d delivered, %d failed, %d skipped", rep.Count(discovery.NotifyDelivered), rep.Count(discovery.NotifyFailed), rep.Count(discovery.NotifySkipped))
+	}
+	// The silent instance costs three timeouts and two short backoffs; the
+	// others were notified meanwhile, not after it.
+	if took < 3*timeout || took > 3*timeout+time.Second {
+		t.Errorf("UpdateConfig took %v; want about 3 x %v", took, timeout)
+	}
+	for name, rc := range map[string]*received{"a-ok": okA, "b-ok": okB, "c-flaky": flaky, "d-silent": silent, "e-refuses": refused, "f-redirects": redirects} {
+		rc.mu.Lock()
+		for i := range rc.bodies {
+			if rc.bodies[i] != `{"level":"debug"}` || rc.auth[i] != "Bearer tok-for-api" || rc.revs[i] != "1" ||
+				rc.methods[i] != http.MethodPost || rc.paths[i] != "/admin/reload-config" {
+				t.Errorf("%s request %d: %s %s body %q auth %q revision %q", name, i, rc.methods[i], rc.paths[i], rc.bodies[i], rc.auth[i], rc.revs[i])
+			}
+		}
+		rc.mu.Unlock()
+	}
+	if n := draining.count(); n != 0 {
+		t.Errorf("the draining instance was sent %d notifications", n)
+	}
+	if n := target.count(); n != 0 {
+		t.Errorf("a redirect was followed %d times", n)
+	}
+	callMu.Lock()
+	defer callMu.Unlock()
+	if len(calls) != 1 || calls[0] != `{"level":"debug"}` {
+		t.Errorf("router callback calls = %q; want one", calls)
+	}
+}
+
+// With a TokenSource that fails, no notification goes out unsigned.
+func TestConfigNotificationNeverUnsigned(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithTokenSource(fakeTokens{fail: errors.New("no key")}))
+	rc := httpInstance(t, r, "a", func(int, http.ResponseWriter, *http.Request) {})
+	rep, err := r.UpdateConfig(context.Background(), "api", cfgDoc(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyFailed || !strings.Contains(rep.Instances[0].Err.Error(), "no key") {
+		t.Fatalf("report = %+v; want failed for the token", rep.Instances)
+	}
+	if rc.count() != 0 {
+		t.Fatalf("the instance got %d unsigned notifications", rc.count())
+	}
+}
+
+func TestConfigFuncOnlyForRouterInstances(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	_, err := r.Register(context.Background(), inst("api", "10.0.0.1", 1),
+		discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { return nil }))
+	var ve *discovery.ValidationError
+	if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "config func" {
+		t.Fatalf("Register(http, WithConfigFunc) = %v; want a ValidationError on config func", err)
+	}
+	if infos, _ := r.Services(context.Background()); len(infos) != 0 {
+		t.Fatalf("the refused registration wrote: %+v", infos)
+	}
+}
+
+// callbackLog records a router instance's configuration callbacks.
+type callbackLog struct {
+	mu    sync.Mutex
+	revs  []int
+	fail  bool
+	calls atomic.Int64
+}
+
+func (l *callbackLog) fn(_ context.Context, cfg json.RawMessage) error {
+	var c struct{ N int }
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.revs = append(l.revs, c.N)
+	l.mu.Unlock()
+	l.calls.Add(1)
+	if l.fail {
+		return errors.New("cannot apply")
+	}
+	return nil
+}
+
+func (l *callbackLog) seen() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int(nil), l.revs...)
+}
+
+// A router instance's callback is called by its own process once per
+// configuration revision it learns of, in order, whether the change was made
+// by that process or another; an instance registering later starts with
+// the current configuration.
+func TestConfigCallbackOncePerRevision(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a, b := w.registry(t), w.registry(t)
+			if _, err := a.UpdateConfig(ctx, "router_svc", cfgDoc(1)); err != nil {
+				t.Fatal(err)
+			}
+			var cb callbackLog
+			g, err := b.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+				discovery.WithConfigFunc(cb.fn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg, rev := g.Config(); string(cfg) != `{"n":1}` || rev != 1 {
+				t.Fatalf("Registration.Config = %s, %d; want the current one", cfg, rev)
+			}
+			for i := 2; i <= 6; i++ {
+				writer := a
+				if i%2 == 0 {
+					writer = b // the registering process itself
+				}
+				rep, err := writer.UpdateConfig(ctx, "router_svc", cfgDoc(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantOutcome := discovery.NotifySkipped // a router instance of another process
+				if writer == b {
+					wantOutcome = discovery.NotifyDelivered
+				}
+				if len(rep.Instances) != 1 || rep.Instances[0].Outcome != wantOutcome {
+					t.Fatalf("update %d by %s: report %+v", i, map[bool]string{true: "b", false: "a"}[writer == b], rep.Instances)
+				}
+				waitFor(t, 2*time.Second, "the callback", func() bool { _, rev := g.Config(); return rev == int64(i) })
+			}
+			time.Sleep(50 * time.Millisecond) // room for a duplicate to show up
+			if got := fmt.Sprint(cb.seen()); got != "[2 3 4 5 6]" {
+				t.Fatalf("callback saw %s; want [2 3 4 5 6], each once, in order", got)
+			}
+			late, err := a.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg, rev := late.Config(); string(cfg) != `{"n":6}` || rev != 6 {
+				t.Fatalf("a later registration starts with %s, %d; want the current configuration", cfg, rev)
+			}
+		})
+	}
+}
+
+// A callback's error is reported to the UpdateConfig caller of its process,
+// and not retried.
+func TestConfigCallbackErrorReported(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	cb := &callbackLog{fail: true}
+	if _, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(cb.fn)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyFailed || rep.Instances[0].Err == nil ||
+		rep.Instances[0].Err.Error() != "cannot apply" {
+		t.Fatalf("report = %+v; want the callback's error", rep.Instances)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := cb.calls.Load(); n != 1 {
+		t.Fatalf("callback called %d times; want 1", n)
+	}
+}
+
+// Router instances registering while this process updates the
+// configuration are either notified or start with it, never left waiting.
+func TestConfigUpdateRacesRegistration(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithCloseDrain(0))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var regs sync.Map
+	for i := range 4 {
+		wg.Go(func() {
+			for port := 1 + i*1000; ; port++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cb := &callbackLog{}
+				g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: port, Method: discovery.MethodRouter},
+					discovery.WithConfigFunc(cb.fn))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				regs.Store(g, cb)
+			}
+		})
+	}
+	for i := 1; i <= 30; i++ {
+		uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		rep, err := r.UpdateConfig(uctx, "router_svc", cfgDoc(i))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, res := range rep.Instances {
+			if res.Outcome == discovery.NotifyFailed {
+				t.Errorf("update %d: %s failed: %v", i, res.Instance.ID, res.Err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	regs.Range(func(k, _ any) bool {
+		g := k.(*discovery.Registration)
+		waitFor(t, 2*time.Second, "every registration at the last configuration", func() bool { _, rev := g.Config(); return rev == 30 })
+		return true
+	})
+}

@@ -1,0 +1,205 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// The registration side of configuration: what a registration knows of its
+// service's configuration, and its WithConfigFunc callback.
+
+// regConfig is a registration's view of its service's configuration, and
+// the delivery state of its WithConfigFunc callback.
+type regConfig struct {
+	mu  sync.Mutex
+	doc json.RawMessage // the latest configuration known
+	rev int64
+	// seen is the newest revision accepted for delivery (pending, being
+	// delivered, or delivered); delivered the newest given to the callback,
+	// err what that call returned.
+	seen      int64
+	delivered int64
+	err       error
+	pending   *ConfigVersion
+	done      chan struct{} // closed and replaced after every delivery; made on first use
+	kick      chan struct{} // made on first use
+}
+
+// chans returns the registration's delivery channels, making them on first
+// use (the registration is visible to UpdateConfig before Register returns).
+// c.mu must be held.
+func (c *regConfig) chans() (done, kick chan struct{}) {
+	if c.done == nil {
+		c.done, c.kick = make(chan struct{}), make(chan struct{}, 1)
+	}
+	return c.done, c.kick
+}
+
+// WithConfigFunc gives a router instance its configuration callback: this
+// process calls fn with the service's new configuration whenever it learns
+// of one, whether it made the change itself or another process did (by the
+// change message, or within the L1 freshness window when that is lost).
+//
+// Each registration's callback is called at most once per configuration
+// revision, one call at a time, in increasing revision order, each call
+// bounded by the notification timeout (10 s); revisions superseded before
+// this process learned of them are skipped, so the last call always carries
+// the current configuration. The configuration current at registration is
+// not passed to fn: read it from Registration.Config. An error from fn is
+// logged and reported to the UpdateConfig caller of this process; it is not
+// retried. HTTP instances get POST /admin/reload-config instead; Register
+// refuses this option for them.
+func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
+	return regOptionFunc(func(o *regOptions) { o.onConfig = fn })
+}
+
+// checkRegOptions refuses registration options that do not fit the instance.
+func checkRegOptions(in *core.Instance, ro *regOptions) error {
+	if ro.onConfig != nil && in.Method != core.MethodRouter {
+		return &ValidationError{Field: "config func", Value: in.Method.String(),
+			Reason: "only router instances take WithConfigFunc; HTTP instances get POST " + ConfigReloadPath}
+	}
+	return nil
+}
+
+// Config returns the service's configuration and its revision as this
+// registration knows them: the configuration current when it registered
+// (so an instance that was down starts with the current one), then, with
+// WithConfigFunc, each one delivered to the callback. (nil, 0) if the
+// service has none.
+func (g *Registration) Config() (json.RawMessage, int64) {
+	g.cfg.mu.Lock()
+	defer g.cfg.mu.Unlock()
+	return slices.Clone(g.cfg.doc), g.cfg.rev
+}
+
+// startConfig reads the configuration current at registration and, for a
+// registration with a callback, starts following the service's changes.
+func (r *Registry) startConfig(ctx context.Context, g *Registration) {
+	if svc, err := r.snapshotSince(ctx, g.service, g.Revision()); err == nil {
+		c := &g.cfg
+		c.mu.Lock()
+		if svc.ConfigRevision > c.rev {
+			c.doc, c.rev = svc.Config, svc.ConfigRevision
+		}
+		c.seen, c.delivered = max(c.seen, svc.ConfigRevision), max(c.delivered, svc.ConfigRevision)
+		c.mu.Unlock()
+	} else {
+		r.log.Debug("discovery: no configuration read at registration", zap.String("service", g.service), zap.Error(err))
+	}
+	if g.opts.onConfig == nil {
+		return
+	}
+	h, err := r.hubFor(g.service)
+	if err != nil {
+		return // closing
+	}
+	if !r.spawn(func() { g.configLoop(h) }) {
+		return
+	}
+}
+
+// snapshotSince returns a snapshot of service at revision rev or newer: the
+// one L1 holds if it is that recent (a write with Redis just put it there),
+// else the store's, without caching it (a process that registers a service
+// need not look it up).
+func (r *Registry) snapshotSince(ctx context.Context, service string, rev int64) (*core.Service, error) {
+	if e := r.l1.get(service); e != nil && e.raw != nil && e.rev >= rev {
+		return e.raw, nil
+	}
+	r.ctr.storeReads.Add(1)
+	svc, err := r.store.Load(ctx, service)
+	r.noteStoreResult("load", err)
+	return svc, err
+}
+
+// offerConfig tells the registration of configuration rev; its callback
+// gets it unless it has seen a newer one.
+func (g *Registration) offerConfig(rev int64, doc json.RawMessage) {
+	c := &g.cfg
+	c.mu.Lock()
+	if g.opts.onConfig == nil || rev <= c.seen {
+		c.mu.Unlock()
+		return
+	}
+	c.seen, c.pending = rev, &ConfigVersion{Revision: rev, Config: doc}
+	_, kick := c.chans()
+	c.mu.Unlock()
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+}
+
+// awaitConfig waits until the callback has been given configuration rev or
+// a newer one, and returns the revision it got (0 if the wait ended first)
+// and what the callback returned.
+func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error) {
+	c := &g.cfg
+	for {
+		c.mu.Lock()
+		if c.delivered >= rev {
+			got, err := c.delivered, c.err
+			c.mu.Unlock()
+			return got, err
+		}
+		ch, _ := c.chans()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-g.ctx.Done():
+			return 0, ErrClosed
+		}
+	}
+}
+
+// configLoop delivers configurations to the callback, one at a time, until
+// the registration stops; it follows the service through its hub meanwhile.
+func (g *Registration) configLoop(h *hub) {
+	c := &g.cfg
+	c.mu.Lock()
+	_, kick := c.chans()
+	c.mu.Unlock()
+	if !h.addListener(g) {
+		return
+	}
+	defer h.removeListener(g)
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-kick:
+		}
+		for {
+			c.mu.Lock()
+			p := c.pending
+			c.pending = nil
+			c.mu.Unlock()
+			if p == nil || g.ctx.Err() != nil {
+				break
+			}
+			ctx, cancel := context.WithTimeout(g.ctx, g.r.opts.notifyTO)
+			err := g.opts.onConfig(ctx, slices.Clone(p.Config))
+			cancel()
+			if err != nil {
+				g.r.log.Warn("discovery: config callback failed", zap.String("service", g.service),
+					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
+			}
+			c.mu.Lock()
+			c.delivered, c.err = p.Revision, err
+			c.doc, c.rev = p.Config, p.Revision
+			done, _ := c.chans()
+			close(done)
+			c.done = make(chan struct{})
+			c.mu.Unlock()
+		}
+	}
+}

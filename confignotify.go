@@ -1,0 +1,289 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Notifying instances of a new configuration (UpdateConfig).
+
+// notifyParallel bounds the instances notified at once by one update.
+const notifyParallel = 16
+
+// maxNotifyBody is how much of an instance's answer is read (and discarded).
+const maxNotifyBody = 4 << 10
+
+// NotifyOutcome says what became of one instance's notification.
+type NotifyOutcome uint8
+
+// The outcomes of a notification.
+const (
+	// NotifyDelivered: the instance accepted the configuration (HTTP 2xx, or
+	// its callback returned nil).
+	NotifyDelivered NotifyOutcome = iota + 1
+	// NotifyFailed: every attempt failed; Err says why.
+	NotifyFailed
+	// NotifySkipped: the instance was not notified by this call; Reason says
+	// why (draining, or a router instance that its own process notifies).
+	NotifySkipped
+)
+
+// String returns "delivered", "failed" or "skipped".
+func (o NotifyOutcome) String() string {
+	switch o {
+	case NotifyDelivered:
+		return "delivered"
+	case NotifyFailed:
+		return "failed"
+	case NotifySkipped:
+		return "skipped"
+	}
+	return "NotifyOutcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (o NotifyOutcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// NotifyResult is what became of one instance's notification.
+type NotifyResult struct {
+	// Instance as stored (Status is StatusDraining or StatusUnknown).
+	Instance Instance
+	// Outcome of the notification.
+	Outcome NotifyOutcome
+	// Attempts made: HTTP requests, or 1 for a callback.
+	Attempts int
+	// Err is why the last attempt failed (NotifyFailed).
+	Err error
+	// Reason is why the instance was skipped (NotifySkipped).
+	Reason string
+}
+
+// ConfigReport is the outcome of UpdateConfig or RollbackConfig: the
+// revisions written and what became of each live instance's notification.
+type ConfigReport struct {
+	// Service configured.
+	Service string
+	// Revision is the service revision the change wrote.
+	Revision int64
+	// ConfigRevision is the new configuration's revision.
+	ConfigRevision int64
+	// Instances are the live instances, ordered by ID.
+	Instances []NotifyResult
+}
+
+// Count returns how many instances had outcome o.
+func (r ConfigReport) Count(o NotifyOutcome) int {
+	n := 0
+	for i := range r.Instances {
+		if r.Instances[i].Outcome == o {
+			n++
+		}
+	}
+	return n
+}
+
+// WithConfigNotifyTimeout bounds each attempt to notify an instance of a new
+// configuration, and each call of a WithConfigFunc callback (10 s).
+func WithConfigNotifyTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.notifyTO = d })
+}
+
+// WithConfigNotifyRetries sets how many times an HTTP instance is tried (3,
+// at most 10) and the wait before the second attempt (200 ms), doubled for
+// each further one. Network errors, timeouts, 408, 429 and 5xx answers are
+// retried; other answers are not.
+func WithConfigNotifyRetries(attempts int, backoff time.Duration) Option {
+	return optionFunc(func(o *options) { o.notifyTries, o.notifyBackoff = attempts, backoff })
+}
+
+// notifyConfig notifies the live instances of service, as the database has
+// them now, of configuration cfgRev.
+func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int64, doc []byte) []NotifyResult {
+	svc, err := r.store.Load(ctx, service)
+	r.noteStoreResult("load", err)
+	if err != nil {
+		r.log.Warn("discovery: cannot list the instances to notify of a config change",
+			zap.String("service", service), zap.Int64("config_revision", cfgRev), zap.Error(err))
+		return nil
+	}
+	now := r.clock.Now()
+	var (
+		out   []NotifyResult
+		token string
+		tokOK bool
+		tokEr error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, notifyParallel)
+	)
+	for i := range svc.Instances {
+		in := svc.Instances[i]
+		if !in.Live(now) {
+			continue
+		}
+		out = append(out, NotifyResult{Instance: in})
+	}
+	for i := range out {
+		res := &out[i]
+		in := &res.Instance
+		switch {
+		case in.Status == core.StatusDraining:
+			res.Outcome, res.Reason = NotifySkipped, "draining"
+			continue
+		case in.Method == core.MethodRouter:
+			g := r.ownRegistration(service, in.ID)
+			switch {
+			case g == nil:
+				res.Outcome, res.Reason = NotifySkipped, "router instance of another process: its own Registry calls its callback"
+				continue
+			case g.opts.onConfig == nil:
+				res.Outcome, res.Reason = NotifySkipped, "router instance registered without WithConfigFunc"
+				continue
+			}
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				r.notifyOwn(ctx, g, cfgRev, doc, res)
+			})
+		default:
+			if ts := r.TokenSource(); ts != nil && !tokOK && tokEr == nil {
+				token, tokEr = ts.Token(ctx, service)
+				tokOK = tokEr == nil
+				if tokEr != nil {
+					tokEr = fmt.Errorf("discovery: no token for audience %q: %w", service, tokEr)
+				}
+			}
+			if tokEr != nil { // never send a notification unsigned when signing is configured
+				res.Outcome, res.Err = NotifyFailed, tokEr
+				continue
+			}
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				r.postConfig(ctx, service, cfgRev, doc, token, res)
+			})
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// ownRegistration returns this Registry's registration of an instance, or nil.
+func (r *Registry) ownRegistration(service, id string) *Registration {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	for g := range r.regs {
+		if g.service == service && g.id == id {
+			return g
+		}
+	}
+	return nil
+}
+
+// notifyOwn hands configuration cfgRev to a registration of this process
+// and waits for its callback.
+func (r *Registry) notifyOwn(ctx context.Context, g *Registration, cfgRev int64, doc []byte, res *NotifyResult) {
+	g.offerConfig(cfgRev, doc)
+	res.Attempts = 1
+	got, err := g.awaitConfig(ctx, cfgRev)
+	switch {
+	case got == 0:
+		res.Outcome, res.Err = NotifyFailed, err
+	case got > cfgRev:
+		res.Outcome, res.Reason = NotifySkipped, "superseded by config revision "+strconv.FormatInt(got, 10)
+	case err != nil:
+		res.Outcome, res.Err = NotifyFailed, err
+	default:
+		res.Outcome = NotifyDelivered
+	}
+}
+
+// postConfig sends a configuration to an HTTP instance, retrying with
+// backoff, and records the outcome in res.
+func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64, doc []byte, token string, res *NotifyResult) {
+	url := "http://" + res.Instance.Addr() + ConfigReloadPath
+	for attempt := 1; ; attempt++ {
+		res.Attempts = attempt
+		err, retry := r.postOnce(ctx, url, service, cfgRev, doc, token)
+		if err == nil {
+			res.Outcome, res.Err = NotifyDelivered, nil
+			return
+		}
+		res.Outcome, res.Err = NotifyFailed, err
+		if !retry || attempt >= r.opts.notifyTries || ctx.Err() != nil {
+			r.log.Warn("discovery: config notification failed", zap.String("service", service),
+				zap.String("instance", res.Instance.ID), zap.Int64("config_revision", cfgRev), zap.Int("attempts", attempt), zap.Error(err))
+			return
+		}
+		if !r.sleep(ctx, jitter(r.opts.notifyBackoff<<(attempt-1))) {
+			return
+		}
+	}
+}
+
+// postOnce makes one attempt; retry says whether another may succeed.
+func (r *Registry) postOnce(ctx context.Context, url, service string, cfgRev int64, doc []byte, token string) (err error, retry bool) {
+	actx, cancel := context.WithTimeout(ctx, r.opts.notifyTO)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, bytes.NewReader(doc))
+	if err != nil {
+		return fmt.Errorf("discovery: config notification to %s: %w", url, err), false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Discovery-Service", service)
+	req.Header.Set("X-Discovery-Config-Revision", strconv.FormatInt(cfgRev, 10))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := r.httpc.Do(req)
+	if err != nil {
+		return fmt.Errorf("discovery: config notification to %s: %w", url, err), true
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxNotifyBody))
+	_ = resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil, false
+	}
+	retry = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout
+	return fmt.Errorf("discovery: config notification to %s: answered %s", url, resp.Status), retry
+}
+
+// newNotifyClient returns the client of configuration notifications: no
+// proxy, no redirects, no kept connections (notifications are rare, and a
+// Registry must leave no goroutine behind).
+func newNotifyClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:            (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			DisableKeepAlives:      true,
+			MaxResponseHeaderBytes: 16 << 10,
+			ForceAttemptHTTP2:      false,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// sleep waits d on the Registry's clock; it reports false if ctx ended first.
+func (r *Registry) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := r.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,179 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Draining defaults.
+const (
+	// DefaultPropagationDelay is how long a change message takes, at most,
+	// to reach every other process and be applied there: one pub/sub
+	// delivery (about 0.1 ms on a LAN) and one refresh from Redis (one GET,
+	// about 0.1 ms), with a wide margin for a loaded host.
+	DefaultPropagationDelay = 100 * time.Millisecond
+	// DefaultCloseDrain bounds the drain that Close makes before it
+	// deregisters.
+	DefaultCloseDrain = time.Second
+)
+
+// WithPropagationDelay sets how long a change takes to reach every other
+// process once it is announced (100 ms): Drain waits this long after the
+// draining mark is announced before it deregisters. Raise it for a slow
+// network; see Registration.Drain.
+func WithPropagationDelay(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.propagation = d })
+}
+
+// WithCloseDrain bounds the drain that Registry.Close and Registration.Close
+// make before deregistering (1 s); 0 makes them deregister at once, as
+// Deregister does.
+func WithCloseDrain(d time.Duration) Option { return optionFunc(func(o *options) { o.closeDrain = d }) }
+
+// subscriberCounter is implemented by stores that can tell how many
+// Registry values follow their notifications (the in-memory backend).
+type subscriberCounter interface{ Subscribers() int }
+
+// Drain takes the instance out of service without failing a request:
+//
+//  1. it stores the instance with Status StatusDraining (a new revision),
+//     so that every process's view shows it draining and load balancers
+//     stop choosing it, while its lease is still renewed;
+//  2. it waits until that change has reached the other processes;
+//  3. it deregisters the instance.
+//
+// How Drain knows the change has reached the other processes, by how they
+// hear of changes:
+//
+//   - through Redis: Drain first makes sure Redis holds the new revision
+//     (the snapshot the others refresh from; it writes it again if not),
+//     then asks Redis how many processes subscribe to the change channel.
+//     If this one is alone, nothing is waited for. Otherwise every
+//     subscriber has been sent the message, and applying it is one Redis
+//     read: Drain waits the propagation delay (100 ms, WithPropagationDelay).
+//     (On a Redis Cluster the counts of every node are summed.)
+//   - through the store (the in-memory backend notifies every Registry
+//     before the write returns): the same, with the store's count of
+//     subscribers.
+//   - neither (a database without Redis, or Redis down): the others see the
+//     change when their L1 entry stops being fresh; Drain waits the L1
+//     freshness window (5 s) plus the propagation delay.
+//
+// A process that lost the message (a reconnection) sees the change within
+// the L1 freshness window like any other. ctx bounds the wait: when it
+// ends, Drain deregisters at once. Calling Drain on a registration that is
+// gone returns nil.
+func (g *Registration) Drain(ctx context.Context) error {
+	rev, err := g.markDraining(ctx)
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	g.r.sleep(ctx, g.r.propagationBound(ctx, g.service, rev))
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), g.r.opts.closeTO)
+		defer cancel()
+	}
+	return g.Deregister(ctx)
+}
+
+// markDraining stores the instance as draining and returns the revision.
+func (g *Registration) markDraining(ctx context.Context) (int64, error) {
+	r := g.r
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gone {
+		return 0, ErrClosed
+	}
+	if g.inst.Status == core.StatusDraining {
+		return g.rev, nil
+	}
+	next := g.inst.Clone()
+	next.Status = core.StatusDraining
+	next.ExpiresAt = r.clock.Now().Add(r.opts.leaseTTL)
+	rev, err := r.store.Register(ctx, &next)
+	r.noteStoreResult("register", err)
+	if err != nil {
+		return 0, err
+	}
+	g.inst, g.rev = next, rev
+	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	return rev, nil
+}
+
+// propagationBound returns how long to wait for a change of service at rev,
+// just announced, to reach every other process (see Drain).
+func (r *Registry) propagationBound(ctx context.Context, service string, rev int64) time.Duration {
+	if _, ok := r.store.(core.Notifier); ok {
+		if sc, ok := r.store.(subscriberCounter); ok && sc.Subscribers() <= 1 {
+			return 0
+		}
+		return r.opts.propagation
+	}
+	if r.l2 != nil && r.l2.Up() {
+		r.ensureL2(ctx, service, rev)
+		if n, ok := r.l2.Subscribers(ctx); ok && n <= 1 {
+			return 0
+		}
+		if r.l2.Up() {
+			return r.opts.propagation
+		}
+	}
+	return r.opts.fresh + r.opts.propagation
+}
+
+// ensureL2 makes Redis hold revision rev of service or a newer one, and
+// announces it again if it had to write it.
+func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
+	if svc, _, err := r.l2.Get(ctx, service); err != nil || svc != nil && svc.Revision >= rev {
+		return
+	}
+	r.ctr.storeReads.Add(1)
+	svc, err := r.store.Load(ctx, service)
+	if err != nil {
+		return
+	}
+	if _, err := r.l2.Set(ctx, svc, r.clock.Now()); err == nil {
+		_ = r.l2.Publish(ctx, core.Change{Service: service, Revision: svc.Revision}, false)
+	}
+}
+
+// closeRegistrations drains (for at most the close-drain timeout) and then
+// deregisters regs; it returns the errors of the deregistrations.
+func (r *Registry) closeRegistrations(ctx context.Context, regs []*Registration) []error {
+	if r.opts.closeDrain > 0 && len(regs) > 0 {
+		var wait time.Duration
+		marked := false
+		for _, g := range regs {
+			rev, err := g.markDraining(ctx)
+			if err != nil {
+				if !errors.Is(err, ErrClosed) {
+					r.log.Warn("discovery: cannot drain before deregistering", zap.String("service", g.service), zap.String("id", g.id), zap.Error(err))
+				}
+				continue
+			}
+			marked = true
+			wait = max(wait, r.propagationBound(ctx, g.service, rev))
+		}
+		if marked {
+			dctx, cancel := context.WithTimeout(ctx, r.opts.closeDrain)
+			r.sleep(dctx, wait)
+			cancel()
+		}
+	}
+	var errs []error
+	for _, g := range regs {
+		if err := g.deregister(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

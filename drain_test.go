@@ -1,0 +1,224 @@
+package discovery_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// status returns how r's view shows an instance, or "absent".
+func status(r *discovery.Registry, service, id string) string {
+	svc, err := r.Get(context.Background(), service)
+	if err != nil {
+		return "absent"
+	}
+	if in := svc.Instance(id); in != nil {
+		return in.Status.String()
+	}
+	return "absent"
+}
+
+// Once Drain has begun, every Registry's view shows the instance draining
+// (and the others not), while Drain waits for the change to propagate;
+// then the instance is gone everywhere.
+func TestDrainShowsDrainingEverywhere(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k, discovery.WithClock(clock), discovery.WithReaper(0, 0))
+			regs := []*discovery.Registry{w.registry(t), w.registry(t), w.registry(t)}
+			g := mustRegister(t, regs[0], inst("db_svc", "10.0.0.1", 1))
+			mustRegister(t, regs[1], inst("db_svc", "10.0.0.2", 2))
+			for _, r := range regs {
+				waitFor(t, 2*time.Second, "both instances", func() bool { return ids(r.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2" })
+			}
+			if w.rdb != nil {
+				waitFor(t, 2*time.Second, "every subscription", func() bool {
+					n, err := w.rdb.PubSubNumSub(ctx, w.ns+":changes").Result()
+					return err == nil && n[w.ns+":changes"] == 3
+				})
+			}
+			timers := clock.Timers()
+			done := make(chan error, 1)
+			go func() { done <- g.Drain(ctx) }()
+			var worst time.Duration
+			for i, r := range regs {
+				worst = max(worst, waitFor(t, 50*time.Millisecond, "the draining mark", func() bool { return status(r, "db_svc", "10.0.0.1:1") == "draining" }))
+				if s := status(r, "db_svc", "10.0.0.2:2"); s == "draining" || s == "absent" {
+					t.Fatalf("Registry %d shows the other instance %s", i, s)
+				}
+			}
+			t.Logf("every view showed the instance draining within %v of Drain's start (the propagation delay is %v)", worst, discovery.DefaultPropagationDelay)
+			select {
+			case err := <-done:
+				t.Fatalf("Drain returned (%v) before the propagation delay passed", err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			clock.BlockUntil(timers + 1) // Drain's wait
+			clock.Advance(discovery.DefaultPropagationDelay)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range regs {
+				waitFor(t, 50*time.Millisecond, "the deregistration", func() bool { return ids(r.Get(ctx, "db_svc")) == "10.0.0.2:2" })
+			}
+		})
+	}
+}
+
+// Without Redis, other processes see the mark when their L1 entry stops
+// being fresh; Drain waits that long, plus the propagation delay.
+func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[1], discovery.WithClock(clock), discovery.WithReaper(0, 0)) // sqlite, no Redis
+	a, b := w.registry(t), w.registry(t)
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
+		t.Fatalf("b sees %s", s)
+	}
+	timers := clock.Timers()
+	done := make(chan error, 1)
+	go func() { done <- g.Drain(ctx) }()
+	clock.BlockUntil(timers + 1) // Drain's wait
+	clock.Advance(discovery.DefaultPropagationDelay)
+	select {
+	case err := <-done:
+		t.Fatalf("Drain returned (%v) before b could have seen the mark", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	clock.Advance(discovery.DefaultFresh - time.Millisecond)
+	// b's entry is no longer fresh: one lookup serves it while it refreshes,
+	// the next ones show the mark.
+	waitFor(t, time.Second, "b seeing the mark", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "draining" })
+	select {
+	case err := <-done:
+		t.Fatalf("Drain returned (%v) early", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	clock.Advance(time.Millisecond)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := a.Store().Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Drain the store has %+v, %v", svc, err)
+	}
+}
+
+// With no other process listening there is nobody to wait for.
+func TestDrainAloneDoesNotWait(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0) // never advanced: any wait would hang
+			w := newWorld(t, k, discovery.WithClock(clock))
+			r := w.registry(t)
+			g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+			if w.rdb != nil {
+				waitFor(t, 2*time.Second, "the subscription", func() bool {
+					return subscribers(w.rdb, w.ns+":changes") == 1
+				})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := g.Drain(ctx); err != nil || ctx.Err() != nil {
+				t.Fatalf("Drain = %v (context %v)", err, ctx.Err())
+			}
+			if err := g.Drain(ctx); err != nil {
+				t.Fatalf("Drain again = %v; want nil", err)
+			}
+		})
+	}
+}
+
+// Drain's context bounds the wait: when it ends, the instance is
+// deregistered at once.
+func TestDrainContextEndsWait(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0) // never advanced
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	discoverytest.NewRegistry(t, backend, discovery.WithClock(clock)) // a listener, so Drain waits
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := g.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := backend.Load(context.Background(), "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Drain the store has %+v, %v", svc, err)
+	}
+}
+
+// Close drains by default: other processes see the instance draining before
+// it is removed; WithCloseDrain(0) removes it at once.
+func TestCloseDrainsFirst(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []discovery.Option
+		want []string
+	}{
+		{"default", nil, []string{"instance_updated 10.0.0.1:1 w=100 draining", "instance_removed 10.0.0.1:1 w=100 draining"}},
+		{"disabled", []discovery.Option{discovery.WithCloseDrain(0)}, []string{"instance_removed 10.0.0.1:1 w=100"}},
+	}
+	for _, tt := range tests {
+		for _, which := range []string{"Registry", "Registration"} {
+			t.Run(tt.name+"/"+which, func(t *testing.T) {
+				backend := discoverytest.NewBackend()
+				b := discoverytest.NewRegistry(t, backend)
+				a, err := discovery.New(append([]discovery.Option{discovery.WithStore(backend)}, tt.opts...)...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer a.Close()
+				g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+				ch := watch(t, b, "db_svc")
+				next(t, ch, 2*time.Second) // the current state
+				start := time.Now()
+				if which == "Registry" {
+					err = a.Close()
+				} else {
+					err = g.Close()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				took := time.Since(start)
+				for _, want := range tt.want {
+					if got := describe(next(t, ch, 2*time.Second)); got != want {
+						t.Fatalf("event %q; want %q", got, want)
+					}
+				}
+				quiet(t, ch, 50*time.Millisecond)
+				if len(tt.want) == 2 && (took < discovery.DefaultPropagationDelay || took > discovery.DefaultCloseDrain) {
+					t.Fatalf("Close took %v; want the propagation delay", took)
+				}
+			})
+		}
+	}
+}
+
+// subscribers counts the clients subscribed to a channel, on every node of a
+// cluster.
+func subscribers(rdb redis.UniversalClient, channel string) int64 {
+	ctx := context.Background()
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var total atomic.Int64
+		_ = cc.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			n, err := node.PubSubNumSub(ctx, channel).Result()
+			total.Add(n[channel])
+			return err
+		})
+		return total.Load()
+	}
+	n, err := rdb.PubSubNumSub(ctx, channel).Result()
+	if err != nil {
+		return -1
+	}
+	return n[channel]
+}

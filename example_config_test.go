@@ -1,0 +1,95 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// A router instance receives its service's configuration through its
+// callback; the report says which instances got it.
+func ExampleRegistry_UpdateConfig() {
+	ctx := context.Background()
+	reg, _ := discovery.New(discovery.WithStore(discoverytest.NewBackend()),
+		discovery.WithConfigValidator("feeds", func(doc json.RawMessage) error {
+			var c struct{ Workers int }
+			if err := json.Unmarshal(doc, &c); err != nil || c.Workers < 1 {
+				return fmt.Errorf("workers must be at least 1")
+			}
+			return nil
+		}))
+	defer reg.Close()
+
+	_, _ = reg.Register(ctx, discovery.Instance{Service: "feeds", Host: "127.0.0.1", Port: 9001, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(func(_ context.Context, cfg json.RawMessage) error {
+			fmt.Println("feeds reloads", string(cfg))
+			return nil
+		}))
+
+	rep, err := reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":4}`))
+	fmt.Println(rep.ConfigRevision, rep.Count(discovery.NotifyDelivered), err)
+
+	_, err = reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":0}`))
+	fmt.Println(err)
+	cfg, rev, _ := reg.Config(ctx, "feeds")
+	fmt.Println(string(cfg), rev)
+	// Output:
+	// feeds reloads {"workers":4}
+	// 1 1 <nil>
+	// discovery: invalid config of service "feeds": refused by its validator: workers must be at least 1
+	// {"workers":4} 1
+}
+
+// A watcher sees the current state, then every change.
+func ExampleRegistry_Watch() {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	a, _ := discovery.New(discovery.WithStore(backend), discovery.WithCloseDrain(0))
+	defer a.Close()
+	b, _ := discovery.New(discovery.WithStore(backend)) // another process
+	defer b.Close()
+
+	g, _ := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 5432})
+	events, _ := b.Watch(ctx, "db_svc")
+	ev := <-events
+	fmt.Println(ev.Kind, ev.Instance.ID)
+
+	_ = g.SetWeight(ctx, 50)
+	ev = <-events
+	fmt.Println(ev.Kind, ev.Instance.ID, ev.Instance.Weight)
+
+	_ = g.Deregister(ctx)
+	ev = <-events
+	fmt.Println(ev.Kind, ev.Instance.ID)
+	// Output:
+	// instance_added 10.0.0.1:5432
+	// instance_updated 10.0.0.1:5432 50
+	// instance_removed 10.0.0.1:5432
+}
+
+// Drain takes an instance out of selection everywhere before deregistering
+// it.
+func ExampleRegistration_Drain() {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	a, _ := discovery.New(discovery.WithStore(backend))
+	defer a.Close()
+	b, _ := discovery.New(discovery.WithStore(backend)) // another process
+	defer b.Close()
+
+	g, _ := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 5432})
+	events, _ := b.Watch(ctx, "db_svc")
+	<-events // the current state
+
+	_ = g.Drain(ctx) // marks it draining, waits for the others to see it, deregisters
+	for range 2 {
+		ev := <-events
+		fmt.Println(ev.Kind, ev.Instance.ID, ev.Instance.Status)
+	}
+	// Output:
+	// instance_updated 10.0.0.1:5432 draining
+	// instance_removed 10.0.0.1:5432 draining
+}

@@ -1,0 +1,52 @@
+package discovery_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+)
+
+// subscribed waits until r is the n-th subscriber of the change channel and
+// has finished revalidating its cache after subscribing, so that a change
+// made afterwards reaches it only by a message (or not at all).
+func subscribed(t *testing.T, w *world, r *discovery.Registry, n int64) {
+	t.Helper()
+	channel := w.ns + ":changes"
+	waitFor(t, 2*time.Second, "the subscription", func() bool {
+		m, err := w.rdb.PubSubNumSub(context.Background(), channel).Result()
+		return err == nil && m[channel] == n && r.Stats().Resyncs >= 1
+	})
+}
+
+// A change message for a service that this process holds only because it
+// wrote it (no lookup has loaded it yet) still moves the entry to the
+// announced revision: the refresh must not settle for the older snapshot
+// Redis holds.
+func TestChangeMessageAfterOwnWrite(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			b := w.registry(t)
+			channel := w.ns + ":changes"
+			subscribed(t, w, b, 1)
+			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1)) // L1 and Redis hold revision 1
+			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+			rev, err := b.Store().Register(ctx, &in) // behind the caches: Redis keeps revision 1
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.rdb.Publish(ctx, channel, fmt.Sprintf("%d db_svc", rev)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, "the announced revision", func() bool {
+				res, err := b.Lookup(ctx, "db_svc")
+				return err == nil && res.Revision == rev && !res.Stale
+			})
+		})
+	}
+}

@@ -1,0 +1,563 @@
+package discovery
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// Watching.
+//
+// A hub follows one service for this Registry while anything needs it (a
+// Watch, a registration with a configuration callback). One goroutine per
+// hub keeps the service's snapshot moving forward: it is woken by every
+// change message for the service, by every L1 insertion of it (whoever made
+// it: a Get, a write of this process, a background refresh), and by a timer
+// when the snapshot stops being fresh (the L1 freshness window, or the first
+// lease in it ending), so a watched service is refreshed even if nobody Gets
+// it and a lost change message delays it by one freshness window at most.
+// Each time the hub diffs the new snapshot against the last one it saw and
+// hands the differences to its watchers. It never goes back to an older
+// revision, and it remembers the newest revision announced: when the caches
+// cannot give it that revision (a lost message, a reconnection) it reads the
+// store directly.
+//
+// The lookup path is untouched: L1 hits never consult hubs.
+
+// hub follows one service; see above.
+type hub struct {
+	r      *Registry
+	name   string
+	kickc  chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	want      int64 // newest revision announced
+	force     bool  // the next refresh reads the store (after a reconnection)
+	watchers  map[*watcher]struct{}
+	listeners map[*Registration]struct{}
+	loaded    bool
+	last      snapshot
+	lastEntry *entry
+}
+
+// snapshot is what a hub last saw of its service.
+type snapshot struct {
+	rev    int64
+	cfgRev int64
+	config json.RawMessage
+	insts  map[string]core.Instance // live instances by ID
+}
+
+// hubFor returns the hub of a service, creating and starting it.
+func (r *Registry) hubFor(name string) (*hub, error) {
+	r.hubMu.Lock()
+	defer r.hubMu.Unlock()
+	if r.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if v, ok := r.hubs.Load(name); ok {
+		return v.(*hub), nil
+	}
+	h := &hub{r: r, name: name, kickc: make(chan struct{}, 1),
+		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+	h.ctx, h.cancel = context.WithCancel(r.ctx)
+	h.kickc <- struct{}{} // the first load
+	if !r.spawn(h.run) {
+		h.cancel()
+		return nil, ErrClosed
+	}
+	r.hubs.Store(name, h)
+	r.hooked.Add(1)
+	return h, nil
+}
+
+func (r *Registry) hubIfAny(name string) *hub {
+	if r.hooked.Load() == 0 {
+		return nil
+	}
+	if v, ok := r.hubs.Load(name); ok {
+		return v.(*hub)
+	}
+	return nil
+}
+
+// release stops the hub if nothing uses it any more.
+func (h *hub) release() {
+	r := h.r
+	r.hubMu.Lock()
+	defer r.hubMu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.watchers) > 0 || len(h.listeners) > 0 || h.ctx.Err() != nil {
+		return
+	}
+	h.cancel()
+	r.hubs.CompareAndDelete(h.name, h)
+	r.hooked.Add(-1)
+}
+
+func (h *hub) signal() {
+	select {
+	case h.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// entryPut is called by L1 after it stored an entry (cache.go).
+func (r *Registry) entryPut(e *entry) {
+	if h := r.hubIfAny(e.name); h != nil {
+		h.signal()
+	}
+}
+
+// changeAnnounced is called for every change message (cache.go).
+func (r *Registry) changeAnnounced(ch core.Change, force bool) {
+	h := r.hubIfAny(ch.Service)
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.want = max(h.want, ch.Revision)
+	h.force = h.force || force
+	h.mu.Unlock()
+	h.signal()
+}
+
+// resyncHubs makes every hub read its service from the store: messages may
+// have been lost (cache.go calls it on every (re)subscription).
+func (r *Registry) resyncHubs() {
+	if r.hooked.Load() == 0 {
+		return
+	}
+	r.hubs.Range(func(_, v any) bool {
+		h := v.(*hub)
+		h.mu.Lock()
+		h.force = true
+		h.mu.Unlock()
+		h.signal()
+		return true
+	})
+}
+
+// run is the hub's goroutine.
+func (h *hub) run() {
+	var t core.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		var tc <-chan time.Time
+		if t != nil {
+			tc = t.C()
+		}
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.kickc:
+		case <-tc:
+		}
+		next := h.refresh()
+		if h.ctx.Err() != nil {
+			return
+		}
+		if t == nil {
+			t = h.r.clock.NewTimer(next)
+		} else {
+			t.Reset(next)
+		}
+	}
+}
+
+// refresh brings the hub to the newest snapshot it can get and returns when
+// to look again.
+func (h *hub) refresh() time.Duration {
+	r := h.r
+	h.mu.Lock()
+	want, force := h.want, h.force
+	h.force = false
+	h.mu.Unlock()
+	now := r.clock.Now().UnixNano()
+	e := r.l1.get(h.name)
+	if force || e == nil || e.rev < want || now >= e.freshUntil.Load() {
+		r.state(h.name).raiseWant(want)
+		ne, err := h.load(force)
+		if err == nil && ne.rev < want && !force {
+			// The caches could not give the announced revision (a lost
+			// message, a lost write-through): read the store.
+			ne, err = h.load(true)
+		}
+		// The load's own insertion into L1 kicked the hub; drop that kick.
+		// Anything else that arrived meanwhile is looked for below.
+		select {
+		case <-h.kickc:
+		default:
+		}
+		if err != nil {
+			if h.ctx.Err() == nil {
+				r.log.Debug("discovery: watched service not refreshed", zap.String("service", h.name), zap.Error(err))
+				if force {
+					h.mu.Lock()
+					h.force = true
+					h.mu.Unlock()
+				}
+			}
+			return retryAfterFailure
+		}
+		e = ne
+		now = r.clock.Now().UnixNano()
+	}
+	h.process(e)
+	cur := r.l1.get(h.name)
+	h.mu.Lock()
+	again := h.want > want || h.force ||
+		cur != nil && (cur.rev > h.last.rev || cur.rev == h.last.rev && cur != h.lastEntry)
+	h.mu.Unlock()
+	if again { // announced, resynchronised or inserted while this refresh ran
+		h.signal()
+	}
+	if e.raw == nil {
+		return r.opts.fresh // unknown service: its first registration is announced
+	}
+	return max(time.Duration(e.freshUntil.Load()-now), time.Millisecond)
+}
+
+func (h *hub) load(force bool) (*entry, error) {
+	key := h.name
+	if force {
+		key = "!" + key
+	}
+	v, err, _ := h.r.sf.Do(key, func() (any, error) { return h.r.load(h.name, force) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*entry), nil
+}
+
+// snapshotOf returns what watchers see of an entry: the instances live
+// when it was built, and the configuration.
+func snapshotOf(e *entry) snapshot {
+	s := snapshot{rev: e.rev, insts: map[string]core.Instance{}}
+	if e.raw == nil {
+		return s
+	}
+	s.cfgRev, s.config = e.raw.ConfigRevision, e.raw.Config
+	view := e.view.Load()
+	for i := range e.raw.Instances {
+		in := e.raw.Instances[i]
+		if in.ExpiresAt.UnixNano() <= e.insertedAt {
+			continue
+		}
+		if v := view.Instance(in.ID); v != nil {
+			in.Status = v.Status // this process's status (health, draining)
+		}
+		s.insts[in.ID] = in
+	}
+	return s
+}
+
+// sameRegistration reports whether two states of an instance differ in
+// nothing its registration says (lease times and health do not count).
+func sameRegistration(a, b *core.Instance) bool {
+	return a.Host == b.Host && a.Port == b.Port && a.Method == b.Method && a.Weight == b.Weight &&
+		a.Zone == b.Zone && a.Version == b.Version && a.HealthPath == b.HealthPath && a.Check == b.Check &&
+		(a.Status == core.StatusDraining) == (b.Status == core.StatusDraining) &&
+		slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Metadata, b.Metadata)
+}
+
+// diff returns the events that lead from one snapshot to the next: instance
+// events by ID, then the configuration.
+func diff(service string, from, to *snapshot) []Event {
+	var evs []Event
+	ids := make([]string, 0, len(from.insts)+len(to.insts))
+	for id := range from.insts {
+		ids = append(ids, id)
+	}
+	for id := range to.insts {
+		if _, ok := from.insts[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		old, had := from.insts[id]
+		cur, has := to.insts[id]
+		switch {
+		case had && !has:
+			evs = append(evs, Event{Kind: EventInstanceRemoved, Service: service, Revision: to.rev, Instance: old.Clone()})
+		case !had && has:
+			evs = append(evs, Event{Kind: EventInstanceAdded, Service: service, Revision: to.rev, Instance: cur.Clone()})
+		case !sameRegistration(&old, &cur):
+			evs = append(evs, Event{Kind: EventInstanceUpdated, Service: service, Revision: to.rev, Instance: cur.Clone()})
+		}
+	}
+	if to.cfgRev != from.cfgRev && to.cfgRev != 0 {
+		evs = append(evs, Event{Kind: EventConfigChanged, Service: service, Revision: to.rev, Config: to.config})
+	}
+	return evs
+}
+
+// process moves the hub to entry e (unless it saw a newer one) and hands
+// the differences to watchers and the configuration to callbacks.
+func (h *hub) process(e *entry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.loaded && (e == h.lastEntry || e.rev < h.last.rev) {
+		return
+	}
+	snap := snapshotOf(e)
+	evs := diff(h.name, &h.last, &snap)
+	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
+	h.last, h.lastEntry, h.loaded = snap, e, true
+	for w := range h.watchers {
+		for _, ev := range evs {
+			ev.Config = slices.Clone(ev.Config) // each reader its own: L1 shares the snapshot's
+			w.push(ev)
+		}
+	}
+	if cfgNew && snap.cfgRev > 0 {
+		for g := range h.listeners {
+			g.offerConfig(snap.cfgRev, snap.config)
+		}
+	}
+}
+
+// addWatcher subscribes w and gives it the current state; false if the hub
+// is stopping (the caller makes a new one).
+func (h *hub) addWatcher(w *watcher) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx.Err() != nil {
+		return false
+	}
+	h.watchers[w] = struct{}{}
+	if h.loaded {
+		for _, ev := range diff(h.name, &snapshot{}, &h.last) {
+			ev.Config = slices.Clone(ev.Config)
+			w.push(ev)
+		}
+	}
+	return true
+}
+
+func (h *hub) removeWatcher(w *watcher) {
+	h.mu.Lock()
+	delete(h.watchers, w)
+	h.mu.Unlock()
+	h.release()
+}
+
+func (h *hub) addListener(g *Registration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx.Err() != nil {
+		return false
+	}
+	h.listeners[g] = struct{}{}
+	if h.loaded && h.last.cfgRev > 0 {
+		g.offerConfig(h.last.cfgRev, h.last.config)
+	}
+	return true
+}
+
+func (h *hub) removeListener(g *Registration) {
+	h.mu.Lock()
+	delete(h.listeners, g)
+	h.mu.Unlock()
+	h.release()
+}
+
+// watchEmit hands an event to this Registry's watchers of its service; it
+// never blocks.
+func (r *Registry) watchEmit(ev Event) {
+	h := r.hubIfAny(ev.Service)
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ev.Revision = max(ev.Revision, h.last.rev)
+	for w := range h.watchers {
+		w.push(ev)
+	}
+}
+
+// Watch returns a channel of the changes to a service as this Registry sees
+// them, in revision order: first the current state (an EventInstanceAdded
+// per live instance and an EventConfigChanged if it has a configuration),
+// then an event per change: instances added, removed (deregistered, or
+// their lease ended), updated (weight, metadata, tags, draining, ...),
+// their health changing in this process, and the configuration changing.
+// Every event carries the revision at which it was seen. The service need
+// not exist yet.
+//
+// Changes made anywhere arrive within a change message's delay (and within
+// the L1 freshness window, 5 s, if the message is lost); after a
+// reconnection to Redis the service is read again from the store and what
+// changed meanwhile is delivered. No event is delivered twice.
+//
+// A slow reader never slows the Registry: pending events coalesce to the
+// latest state of each instance instead of queueing up. For one instance
+// still pending, an update replaces the pending event (an addition stays an
+// addition, with the new state), a removal cancels a pending addition and
+// replaces anything else, a return after a pending removal becomes an
+// update, and a health change keeps the status the reader last saw as
+// Previous (and disappears if the status is back to it); configuration
+// changes coalesce to the latest. A coalesced event moves to the end of the
+// queue and carries the latest revision, so the order stays the revision
+// order. At most one event (the one being handed over) can be older than
+// a later one for the same instance; so a reader that applies events in
+// order always ends with the current state, and the pending events of a
+// watcher never outnumber the service's instances twice over plus one.
+//
+// The channel is closed when ctx ends or the Registry is closed.
+func (r *Registry) Watch(ctx context.Context, service string) (<-chan Event, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	var h *hub
+	for {
+		var err error
+		if h, err = r.hubFor(service); err != nil {
+			return nil, err
+		}
+		if h.addWatcher(w) {
+			break
+		}
+	}
+	if !r.spawn(func() {
+		defer h.removeWatcher(w)
+		w.run(ctx, r.ctx)
+	}) {
+		h.removeWatcher(w)
+		return nil, ErrClosed
+	}
+	return w.out, nil
+}
+
+// watcher is one Watch: a queue of pending events, coalesced by key, and a
+// goroutine handing them to the reader.
+type watcher struct {
+	out chan Event
+	sig chan struct{}
+
+	mu    sync.Mutex
+	q     *list.List // of Event, in revision order
+	byKey map[watchKey]*list.Element
+	rev   int64 // newest revision pushed
+}
+
+// watchKey is what events coalesce by: one instance's registration, one
+// instance's health, or the configuration.
+type watchKey struct {
+	health bool
+	id     string
+}
+
+func keyOf(ev *Event) watchKey {
+	switch ev.Kind {
+	case EventConfigChanged:
+		return watchKey{}
+	case EventHealthChanged:
+		return watchKey{health: true, id: ev.Instance.ID}
+	}
+	return watchKey{id: ev.Instance.ID}
+}
+
+// push queues ev, coalescing it with a pending event of the same key.
+func (w *watcher) push(ev Event) {
+	w.mu.Lock()
+	ev.Revision = max(ev.Revision, w.rev)
+	w.rev = ev.Revision
+	key := keyOf(&ev)
+	keep := true
+	if el, ok := w.byKey[key]; ok {
+		ev, keep = coalesce(el.Value.(Event), ev)
+		w.q.Remove(el)
+		delete(w.byKey, key)
+	}
+	if ev.Kind == EventInstanceRemoved { // its pending health no longer matters
+		hk := watchKey{health: true, id: ev.Instance.ID}
+		if el, ok := w.byKey[hk]; ok {
+			w.q.Remove(el)
+			delete(w.byKey, hk)
+		}
+	}
+	if keep {
+		w.byKey[key] = w.q.PushBack(ev)
+	}
+	w.mu.Unlock()
+	select {
+	case w.sig <- struct{}{}:
+	default:
+	}
+}
+
+// coalesce merges a pending event p with a newer one n of the same key; it
+// returns false when together they change nothing the reader knows.
+func coalesce(p, n Event) (Event, bool) {
+	switch n.Kind {
+	case EventConfigChanged:
+		return n, true
+	case EventHealthChanged:
+		n.Previous = p.Previous
+		return n, n.Previous != n.Instance.Status
+	}
+	switch {
+	case p.Kind == EventInstanceAdded && n.Kind == EventInstanceRemoved:
+		return Event{}, false // the reader never saw it
+	case p.Kind == EventInstanceAdded:
+		n.Kind = EventInstanceAdded
+	case p.Kind == EventInstanceRemoved && n.Kind == EventInstanceAdded:
+		n.Kind = EventInstanceUpdated // the reader still has it
+	}
+	return n, true
+}
+
+// run hands queued events to the reader until ctx or rctx ends, then closes
+// the channel.
+func (w *watcher) run(ctx, rctx context.Context) {
+	defer close(w.out)
+	for {
+		w.mu.Lock()
+		el := w.q.Front()
+		var ev Event
+		if el != nil {
+			ev = w.q.Remove(el).(Event)
+			delete(w.byKey, keyOf(&ev))
+		}
+		w.mu.Unlock()
+		if el == nil {
+			select {
+			case <-w.sig:
+				continue
+			case <-ctx.Done():
+				return
+			case <-rctx.Done():
+				return
+			}
+		}
+		select {
+		case w.out <- ev:
+		case <-ctx.Done():
+			return
+		case <-rctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,512 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/codec"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// next returns the next event of ch, failing the test after d.
+func next(t *testing.T, ch <-chan discovery.Event, d time.Duration) discovery.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatalf("watch channel closed")
+		}
+		return ev
+	case <-time.After(d):
+		t.Fatalf("no event within %v", d)
+	}
+	panic("unreachable")
+}
+
+// quiet fails the test if ch delivers an event within d.
+func quiet(t *testing.T, ch <-chan discovery.Event, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected event %s", describe(ev))
+	case <-time.After(d):
+	}
+}
+
+// describe renders an event compactly: "kind id weight/status" or
+// "config_changed {doc}".
+func describe(ev discovery.Event) string {
+	switch ev.Kind {
+	case discovery.EventConfigChanged:
+		return "config_changed " + string(ev.Config)
+	case discovery.EventHealthChanged:
+		return fmt.Sprintf("health_changed %s %s->%s", ev.Instance.ID, ev.Previous, ev.Instance.Status)
+	}
+	s := fmt.Sprintf("%s %s w=%d", ev.Kind, ev.Instance.ID, ev.Instance.Weight)
+	if ev.Instance.Status == discovery.StatusDraining {
+		s += " draining"
+	}
+	if len(ev.Instance.Metadata) > 0 {
+		s += fmt.Sprint(" md=", ev.Instance.Metadata)
+	}
+	return s
+}
+
+func watch(t *testing.T, r *discovery.Registry, service string) <-chan discovery.Event {
+	t.Helper()
+	ch, err := r.Watch(context.Background(), service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// A watcher on one Registry sees every kind of change made on another, in
+// revision order, each once.
+func TestWatchSeesEveryKindOfChange(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k, discovery.WithCloseDrain(0))
+			a, b := w.registry(t), w.registry(t)
+			g1 := mustRegister(t, a, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+			if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+				t.Fatal(err)
+			}
+			ch := watch(t, b, "db_svc")
+			expect := func(want string) discovery.Event {
+				t.Helper()
+				ev := next(t, ch, 2*time.Second)
+				if got := describe(ev); got != want {
+					t.Fatalf("event %q; want %q", got, want)
+				}
+				return ev
+			}
+			// the current state first
+			expect("instance_added 10.0.0.1:1 w=100")
+			first := expect(`config_changed {"n":1}`)
+			steps := []struct {
+				do   func()
+				want string
+			}{
+				{func() { mustRegister(t, a, inst("db_svc", "10.0.0.2", 2)) }, "instance_added 10.0.0.2:2 w=100"},
+				{func() { _ = g1.SetWeight(ctx, 7) }, "instance_updated 10.0.0.1:1 w=7"},
+				{func() {
+					_ = g1.Update(ctx, func(in *discovery.Instance) { in.Metadata = map[string]string{"v": "2"} })
+				}, "instance_updated 10.0.0.1:1 w=7 md=map[v:2]"},
+				{func() { _, _ = a.UpdateConfig(ctx, "db_svc", cfgDoc(2)) }, `config_changed {"n":2}`},
+				{func() { _ = a.Deregister(ctx, "db_svc", "10.0.0.2:2") }, "instance_removed 10.0.0.2:2 w=100"},
+			}
+			rev := first.Revision
+			for _, s := range steps {
+				s.do()
+				ev := expect(s.want)
+				if ev.Revision <= rev || ev.Service != "db_svc" {
+					t.Fatalf("%s at revision %d after %d", describe(ev), ev.Revision, rev)
+				}
+				rev = ev.Revision
+			}
+			// Drain: the draining mark, then the removal.
+			done := make(chan error, 1)
+			go func() { done <- g1.Drain(ctx) }()
+			expect("instance_updated 10.0.0.1:1 w=7 draining md=map[v:2]")
+			expect("instance_removed 10.0.0.1:1 w=7 draining md=map[v:2]")
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			quiet(t, ch, 100*time.Millisecond)
+		})
+	}
+}
+
+// A watcher sees a configuration change made on another Registry within
+// 100 ms.
+func TestWatchLatencyAcrossRegistries(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a := w.registry(t)
+			var chans []<-chan discovery.Event
+			for range 3 {
+				chans = append(chans, watch(t, w.registry(t), "db_svc"))
+			}
+			var lat []time.Duration
+			for i := 1; i <= 30; i++ {
+				start := time.Now()
+				if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(i)); err != nil {
+					t.Fatal(err)
+				}
+				for _, ch := range chans {
+					ev := next(t, ch, 2*time.Second)
+					if ev.Kind != discovery.EventConfigChanged || string(ev.Config) != string(cfgDoc(i)) {
+						t.Fatalf("got %s; want config %d", describe(ev), i)
+					}
+					lat = append(lat, time.Since(start))
+				}
+			}
+			slices.Sort(lat)
+			p50, p99, worst := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+			t.Logf("config change seen by watchers on other Registries (from the start of UpdateConfig): p50 %v, p99 %v, max %v over %d", p50, p99, worst, len(lat))
+			if worst > 100*time.Millisecond {
+				t.Fatalf("slowest watcher saw the change after %v; want within 100ms", worst)
+			}
+		})
+	}
+}
+
+// A change whose message is lost still reaches a watcher when its snapshot
+// stops being fresh, though nobody looks the service up.
+func TestWatchSurvivesLostMessage(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			clock := discoverytest.NewClock(t0)
+			a, b := w.registry(t, discovery.WithClock(clock)), w.registry(t, discovery.WithClock(clock))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
+			if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+				t.Fatal(err)
+			}
+			ch := watch(t, b, "db_svc")
+			if ev := next(t, ch, 2*time.Second); string(ev.Config) != `{"n":1}` {
+				t.Fatalf("first event %s", describe(ev))
+			}
+			// Written and written through to Redis as a writer does, but
+			// never announced.
+			cs := a.Store().(discovery.ConfigStore)
+			if _, _, err := cs.SetConfig(ctx, "db_svc", cfgDoc(2), clock.Now(), 20); err != nil {
+				t.Fatal(err)
+			}
+			svc, err := a.Store().Load(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.rdb.Set(ctx, l2Key(w.ns, "db_svc"), codec.Encode(svc, clock.Now()), time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(discovery.DefaultFresh - time.Millisecond)
+			quiet(t, ch, 100*time.Millisecond)
+			clock.Advance(time.Millisecond)
+			if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
+				t.Fatalf("after the freshness window: %s; want the lost change", describe(ev))
+			}
+		})
+	}
+}
+
+// When a message announces a revision that the caches cannot give (earlier
+// messages and the write-through lost), the watcher reads the store and
+// delivers everything that changed in between.
+func TestWatchGapReadsStore(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			b := w.registry(t)
+			subscribed(t, w, b, 1)
+			ch := watch(t, b, "db_svc")
+			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
+			if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceAdded {
+				t.Fatalf("first event %s", describe(ev))
+			}
+			// Three changes behind every cache's back; only the last is announced.
+			var rev int64
+			for i := 2; i <= 3; i++ {
+				in := discovery.Instance{ID: fmt.Sprint("x", i), Service: "db_svc", Host: "10.0.0.9", Port: i, Weight: 1,
+					RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+				if _, err := b.Store().Register(ctx, &in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cs := b.Store().(discovery.ConfigStore)
+			rev, _, err := cs.SetConfig(ctx, "db_svc", cfgDoc(9), time.Now(), 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc", rev)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for range 3 {
+				ev := next(t, ch, 2*time.Second)
+				if ev.Revision != rev {
+					t.Fatalf("%s at revision %d; want %d", describe(ev), ev.Revision, rev)
+				}
+				got = append(got, describe(ev))
+			}
+			if want := `[instance_added x2 w=1 instance_added x3 w=1 config_changed {"n":9}]`; fmt.Sprint(got) != want {
+				t.Fatalf("events %v; want %s", got, want)
+			}
+		})
+	}
+}
+
+// 100 updates in a burst reach every watcher, on every Registry, in order,
+// without duplicates, ending at the final revision.
+func TestWatchBurstInOrder(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			regs := []*discovery.Registry{w.registry(t), w.registry(t), w.registry(t)}
+			type result struct {
+				n    int
+				last int64
+				err  string
+			}
+			results := make([]result, 2*len(regs))
+			var wg sync.WaitGroup
+			for i := range results {
+				ch := watch(t, regs[i%len(regs)], "db_svc")
+				wg.Go(func() {
+					res := &results[i]
+					var rev, cfgRev int64
+					for {
+						select {
+						case ev := <-ch:
+							if ev.Kind != discovery.EventConfigChanged {
+								res.err = "unexpected " + describe(ev)
+								return
+							}
+							var c struct{ N int64 }
+							_ = json.Unmarshal(ev.Config, &c)
+							if ev.Revision <= rev || c.N <= cfgRev {
+								res.err = fmt.Sprintf("revision %d (config %d) after %d (config %d)", ev.Revision, c.N, rev, cfgRev)
+								return
+							}
+							rev, cfgRev = ev.Revision, c.N
+							res.n++
+							res.last = c.N
+							if c.N == 100 {
+								return
+							}
+						case <-time.After(5 * time.Second):
+							res.err = fmt.Sprintf("stuck at config %d", cfgRev)
+							return
+						}
+					}
+				})
+			}
+			start := time.Now()
+			for i := 1; i <= 100; i++ {
+				if _, err := regs[0].UpdateConfig(ctx, "db_svc", cfgDoc(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writes := time.Since(start)
+			wg.Wait()
+			for i, res := range results {
+				if res.err != "" || res.last != 100 {
+					t.Errorf("watcher %d (Registry %d): %s, last config %d", i, i%len(regs), res.err, res.last)
+				}
+			}
+			t.Logf("100 updates in %v; events received per watcher: %v", writes, results)
+		})
+	}
+}
+
+// A watcher that never reads blocks neither writers nor other watchers;
+// when it reads, it gets the latest state of each instance.
+func TestWatchSlowConsumer(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k, discovery.WithCloseDrain(0))
+			a, b := w.registry(t), w.registry(t)
+			slow := watch(t, b, "db_svc")
+			fast := watch(t, b, "db_svc")
+			const n = 20
+			var regs []*discovery.Registration
+			start := time.Now()
+			for i := range n {
+				regs = append(regs, mustRegister(t, a, inst("db_svc", "10.0.0.1", 1000+i)))
+			}
+			for round := 1; round <= 5; round++ {
+				for _, g := range regs {
+					if err := g.SetWeight(ctx, round); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for _, g := range regs[:n/2] {
+				if err := g.Deregister(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writes := time.Since(start)
+			// want: the second half, at weight 5
+			want := map[string]int{}
+			for _, g := range regs[n/2:] {
+				want[g.Instance().ID] = 5
+			}
+			apply := func(state map[string]int, ev discovery.Event) {
+				switch ev.Kind {
+				case discovery.EventInstanceAdded, discovery.EventInstanceUpdated:
+					state[ev.Instance.ID] = ev.Instance.Weight
+				case discovery.EventInstanceRemoved:
+					delete(state, ev.Instance.ID)
+				}
+			}
+			fastState := map[string]int{}
+			fastN := 0
+			deadline := time.After(10 * time.Second)
+			for fmt.Sprint(fastState) != fmt.Sprint(want) {
+				select {
+				case ev := <-fast:
+					apply(fastState, ev)
+					fastN++
+				case <-deadline:
+					t.Fatalf("the reading watcher is stuck at %v", fastState)
+				}
+			}
+			// The slow one now reads what it has, until it is quiet.
+			slowState := map[string]int{}
+			slowN := 0
+			seen := map[string]bool{}
+			for done := false; !done; {
+				select {
+				case ev := <-slow:
+					key := fmt.Sprint(ev.Kind, ev.Instance.ID, ev.Revision, ev.Instance.Weight)
+					if seen[key] {
+						t.Fatalf("duplicate event %s at %d", describe(ev), ev.Revision)
+					}
+					seen[key] = true
+					apply(slowState, ev)
+					slowN++
+				case <-time.After(300 * time.Millisecond):
+					done = true
+				}
+			}
+			t.Logf("%d writes in %v; the reading watcher got %d events, the one that did not read %d", n*7-n/2, writes, fastN, slowN)
+			if fmt.Sprint(slowState) != fmt.Sprint(want) {
+				t.Fatalf("the slow watcher ends with %v; want %v", slowState, want)
+			}
+			// One event per instance it must learn about (the live ones), plus
+			// the one it held all along, plus that one's removal if it was
+			// removed.
+			if slowN > n/2+2 {
+				t.Fatalf("the slow watcher got %d events; want at most one per live instance, plus the one it held and its removal", slowN)
+			}
+		})
+	}
+}
+
+// An instance whose lease ends without a deregistration is reported
+// removed when the lease ends.
+func TestWatchLeaseExpiry(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	dead := discovery.Instance{ID: "dead", Service: "db_svc", Host: "10.0.0.2", Port: 2, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(8 * time.Second)}
+	if _, err := backend.Register(ctx, &dead); err != nil {
+		t.Fatal(err)
+	}
+	ch := watch(t, a, "db_svc")
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceAdded {
+		t.Fatalf("first event %s", describe(ev))
+	}
+	for clock.Now().Before(t0.Add(8 * time.Second)) {
+		quiet(t, ch, 10*time.Millisecond)
+		clock.Advance(time.Second)
+	}
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "dead" {
+		t.Fatalf("at the end of the lease: %s", describe(ev))
+	}
+}
+
+// Close closes every watch channel; a watch's context closes its own.
+func TestWatchChannelsClose(t *testing.T) {
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	own, err := r.Watch(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	drained := func(ch <-chan discovery.Event) bool {
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					return true
+				}
+			case <-time.After(2 * time.Second):
+				return false
+			}
+		}
+	}
+	if !drained(own) {
+		t.Fatal("the channel stayed open after its context ended")
+	}
+	var chans []<-chan discovery.Event
+	for _, svc := range []string{"db_svc", "db_svc", "other", "not_yet"} {
+		chans = append(chans, watch(t, r, svc))
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range chans {
+		if !drained(ch) {
+			t.Fatalf("watch %d stayed open after Close", i)
+		}
+	}
+	if _, err := r.Watch(context.Background(), "db_svc"); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("Watch after Close = %v; want ErrClosed", err)
+	}
+}
+
+// Changes made while a process was cut from Redis reach its watchers when
+// it resubscribes, not a freshness window later: its clock never moves here,
+// so only the resynchronisation can deliver them.
+func TestWatchResyncsAfterReconnect(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	sql := testutil.SQLite(t)
+	w := &world{ns: ns, options: []discovery.Option{discovery.WithDB(sql), discovery.WithNamespace(ns)}}
+	w.rdb = testutil.RedisClient(t, addr, db, ns)
+	a := w.registry(t, discovery.WithRedis(w.rdb))
+	b := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)), discovery.WithClock(discoverytest.NewClock(t0)))
+	subscribed(t, w, a, 2)
+	subscribed(t, w, b, 2)
+	ch := watch(t, b, "db_svc")
+	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, ch, 2*time.Second); string(ev.Config) != `{"n":1}` {
+		t.Fatalf("first event %s", describe(ev))
+	}
+	// The event may come from the hub's first load, before the message.
+	waitFor(t, 2*time.Second, "the message of the first change", func() bool { return b.Stats().Received == 1 })
+	proxy.Down()
+	received := b.Stats().Received
+	if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(2)); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, ch, 300*time.Millisecond)
+	if n := b.Stats().Received; n != received {
+		t.Fatalf("b received %d messages while cut off", n-received)
+	}
+	resyncs := b.Stats().Resyncs
+	proxy.Up()
+	if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
+		t.Fatalf("after the reconnection: %s", describe(ev))
+	}
+	waitFor(t, 2*time.Second, "the resynchronisation that brought it", func() bool { return b.Stats().Resyncs > resyncs })
+}
