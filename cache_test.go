@@ -92,6 +92,8 @@ func TestLostMessagesBoundedByFreshness(t *testing.T) {
 			w := newWorld(t, k)
 			clock := discoverytest.NewClock(t0)
 			a, b := w.registry(t, discovery.WithClock(clock)), w.registry(t, discovery.WithClock(clock))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2) // b's first revalidation is done and cannot catch the change below
 			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 			if got := ids(b.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
 				t.Fatalf("Get = %s", got)

@@ -16,8 +16,7 @@ func subscribed(t *testing.T, w *world, r *discovery.Registry, n int64) {
 	t.Helper()
 	channel := w.ns + ":changes"
 	waitFor(t, 2*time.Second, "the subscription", func() bool {
-		m, err := w.rdb.PubSubNumSub(context.Background(), channel).Result()
-		return err == nil && m[channel] == n && r.Stats().Resyncs >= 1
+		return subscribers(w.rdb, channel) == n && r.Stats().Resyncs >= 1
 	})
 }
 
