@@ -11,13 +11,10 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/benchsuite"
 )
 
-var allStrategies = []discovery.Strategy{
-	discovery.StrategyP2CEWMA, discovery.StrategyRoundRobin, discovery.StrategyWeightedRoundRobin,
-	discovery.StrategyLeastConnections, discovery.StrategyHealthBased, discovery.StrategyConsistentHash,
-	discovery.StrategyRandom,
-}
+var allStrategies = benchsuite.Strategies
 
 // registerN registers instances of svc with the given weights (0 means
 // ZeroWeight); their IDs are "i0", "i1", ...

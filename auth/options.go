@@ -185,3 +185,19 @@ func validScopes(scopes []string) error {
 	}
 	return nil
 }
+
+// newChecked is the start of NewSigner and NewVerifier: the options, a
+// Registry and a valid service name, checked before anything else.
+func newChecked(reg *discovery.Registry, service string, opts []Option) (config, error) {
+	c := newConfig(opts)
+	if reg == nil {
+		return config{}, optErr("registry", "nil", "must not be nil")
+	}
+	if err := discovery.ValidateServiceName(service); err != nil {
+		return config{}, err
+	}
+	if err := c.validateCommon(); err != nil {
+		return config{}, err
+	}
+	return c, nil
+}

@@ -86,14 +86,8 @@ type cachedToken struct {
 // WithAlgorithm). The options are validated first; errors match
 // discovery.ErrInvalid and name the option.
 func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opts ...Option) (*Signer, error) {
-	c := newConfig(opts)
-	if reg == nil {
-		return nil, optErr("registry", "nil", "must not be nil")
-	}
-	if err := discovery.ValidateServiceName(service); err != nil {
-		return nil, err
-	}
-	if err := c.validateCommon(); err != nil {
+	c, err := newChecked(reg, service, opts)
+	if err != nil {
 		return nil, err
 	}
 	switch {
@@ -120,10 +114,7 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 		cache: map[string]cachedToken{},
 	}
 	now := s.now()
-	var (
-		k   *signingKey
-		err error
-	)
+	var k *signingKey
 	if c.key != nil {
 		k, err = useKey(c.kid, c.key, now)
 		if err == nil {

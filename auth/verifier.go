@@ -92,14 +92,8 @@ type policyEntry struct {
 // keys and the policy (service's configuration) through reg. The options
 // are validated; errors match discovery.ErrInvalid and name the option.
 func NewVerifier(reg *discovery.Registry, service string, opts ...Option) (*Verifier, error) {
-	c := newConfig(opts)
-	if reg == nil {
-		return nil, optErr("registry", "nil", "must not be nil")
-	}
-	if err := discovery.ValidateServiceName(service); err != nil {
-		return nil, err
-	}
-	if err := c.validateCommon(); err != nil {
+	c, err := newChecked(reg, service, opts)
+	if err != nil {
 		return nil, err
 	}
 	if c.leeway < 0 || c.leeway > MaxLeeway {

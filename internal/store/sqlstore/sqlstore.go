@@ -188,13 +188,21 @@ func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt ti
 
 // Deregister implements core.Store.
 func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	return s.bumpAndChange(ctx, "deregister", service, &core.NotFoundError{Service: service, Instance: id},
+		s.q.deleteInstance, service, id)
+}
+
+// bumpAndChange bumps a service's revision and runs one statement in a
+// transaction; if the statement changes no row, it rolls back and returns
+// notFound. The service row is locked first, as Register locks it, so the
+// two never deadlock.
+func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound error, stmt string, args ...any) (int64, error) {
 	var rev int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// The service row first, as Register locks it, so the two never deadlock.
 		if err := tx.Raw(s.q.bumpService, service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
 			return err
 		}
-		res := tx.Exec(s.q.deleteInstance, service, id)
+		res := tx.Exec(stmt, args...)
 		if res.Error != nil {
 			return res.Error
 		}
@@ -204,10 +212,10 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		return nil
 	})
 	if errors.Is(err, errNoRow) {
-		return 0, &core.NotFoundError{Service: service, Instance: id}
+		return 0, notFound
 	}
 	if err != nil {
-		return 0, mapErr("deregister", err)
+		return 0, mapErr(op, err)
 	}
 	return rev, nil
 }
@@ -450,25 +458,6 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 
 // RetireKey implements core.KeyStore.
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
-	var rev int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
-			return err
-		}
-		res := tx.Exec(s.q.retireKey, at.UnixNano(), name, kid)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return errNoRow
-		}
-		return nil
-	})
-	if errors.Is(err, errNoRow) {
-		return 0, &core.NotFoundError{Service: name, Instance: "key " + kid}
-	}
-	if err != nil {
-		return 0, mapErr("retire key", err)
-	}
-	return rev, nil
+	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Instance: "key " + kid},
+		s.q.retireKey, at.UnixNano(), name, kid)
 }
