@@ -86,13 +86,16 @@ func New(opts ...Option) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), o.loadTO)
 		if o.migrate {
-			ctx, cancel := context.WithTimeout(context.Background(), o.loadTO)
 			err = s.Migrate(ctx)
-			cancel()
-			if err != nil {
-				return nil, err
-			}
+		}
+		if err == nil {
+			s.Warm(ctx, 2) // database/sql keeps 2 idle connections by default
+		}
+		cancel()
+		if err != nil {
+			return nil, err
 		}
 		r.store = s
 	default:

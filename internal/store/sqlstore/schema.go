@@ -121,3 +121,28 @@ func (s *Store) Migrate(ctx context.Context) error {
 	})
 	return mapErr("migrate", err)
 }
+
+// Warm opens up to n connections at once and returns them to the pool, so
+// that the first lookups do not pay for a cold connection (about 5 ms to
+// PostgreSQL on loopback, TLS and authentication included).
+func (s *Store) Warm(ctx context.Context, n int) {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return
+	}
+	conns := make([]interface{ Close() error }, 0, n)
+	for range n {
+		c, err := sqlDB.Conn(ctx)
+		if err != nil {
+			break
+		}
+		if c.PingContext(ctx) != nil {
+			_ = c.Close()
+			break
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		_ = c.Close() // back to the pool
+	}
+}
