@@ -154,7 +154,12 @@ func (c *l1Cache) close() { c.rc.Close() }
 // newEntry builds the L1 entry of a snapshot read from the database at
 // loadedAt, as seen at now: instances whose lease has ended are left out,
 // and the entry stops being fresh when the first remaining lease ends.
-func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.Time) *entry {
+//
+// readAt is when this process began reading the snapshot (from Redis or the
+// database): freshness counts from then, so a load that was slow, or a
+// goroutine that was descheduled after it, cannot stretch it. loadedAt is
+// when the snapshot was read from the database (the same for an L3 load).
+func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, now time.Time) *entry {
 	n := now.UnixNano()
 	e := &entry{name: raw.Name, rev: raw.Revision, layer: layer, loadedAt: loadedAt.UnixNano(), insertedAt: n, raw: raw}
 	// The entry is fresh until the first lease in it ends (or, for a
@@ -179,9 +184,10 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, now time.T
 		e.notFound = &core.NotFoundError{Service: raw.Name}
 	}
 	fresh, swr, sie := int64(r.opts.fresh), int64(r.opts.swr), int64(r.opts.sie)
-	e.freshUntil.Store(min(n+fresh, minExp))
-	e.staleUntil = min(n+fresh+swr, minExp)
-	e.errorUntil = n + fresh + sie
+	read := min(readAt.UnixNano(), n)
+	e.freshUntil.Store(min(read+fresh, minExp))
+	e.staleUntil = min(read+fresh+swr, minExp)
+	e.errorUntil = read + fresh + sie
 	return e
 }
 
@@ -346,6 +352,11 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		}
 	}
 	ne, err := r.loadWait(ctx, name)
+	if err == nil && ne.raw != nil && now >= ne.minExpiry {
+		// A load this lookup joined was read before a lease in it ended
+		// (it started earlier): load again rather than answer with it.
+		ne, err = r.loadWait(ctx, name)
+	}
 	if err != nil {
 		if e != nil && now < e.errorUntil && !isCallerErr(ctx, err) {
 			e.failedAt.Store(now)
@@ -444,6 +455,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 }
 
 func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
+	readAt := r.clock.Now() // before any read: a snapshot is at least this recent
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
 		cur := r.l1.get(name)
@@ -462,17 +474,28 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 			// it ended since it was read, and never longer than one lease TTL
 			// (which bounds what a lost write-through can leave behind).
 			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
-				return r.newEntry(svc, LayerL2, at, now), nil
+				return r.newEntry(svc, LayerL2, at, readAt, now), nil
 			}
 		}
 	}
-	r.ctr.storeReads.Add(1)
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
-	svc, err := r.store.Load(ctx, name)
-	cancel()
-	now := r.clock.Now()
+	var (
+		svc *core.Service
+		err error
+	)
+	for attempt := 0; ; attempt++ {
+		r.ctr.storeReads.Add(1)
+		readAt = r.clock.Now()
+		ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+		svc, err = r.store.Load(ctx, name)
+		cancel()
+		// A lease that ended while the snapshot was being read makes it
+		// ambiguous (renewed since, or dead?): read it again.
+		if err != nil || attempt == 2 || usableL2(svc, readAt, r.clock.Now()) {
+			break
+		}
+	}
 	if errors.Is(err, core.ErrNotFound) {
-		return r.newNegative(name, now), nil
+		return r.newNegative(name, readAt), nil
 	}
 	if err != nil {
 		r.ctr.storeErrs.Add(1)
@@ -481,9 +504,9 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	}
 	r.noteStoreOK()
 	if r.l2 != nil {
-		r.spawn(func() { _, _ = r.l2.Set(r.ctx, svc, now) }) // bounded by the Redis timeout
+		r.spawn(func() { _, _ = r.l2.Set(r.ctx, svc, readAt) }) // bounded by the Redis timeout
 	}
-	return r.newEntry(svc, LayerL3, now, now), nil
+	return r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()), nil
 }
 
 // refreshAsync starts one background refresh of e unless one is running or
@@ -592,10 +615,10 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	}
 	if r.l2 != nil && r.l2.Up() {
 		r.ctr.storeReads.Add(1)
+		readAt := r.clock.Now()
 		if svc, err := r.store.Load(ctx, ch.Service); err == nil {
-			now := r.clock.Now()
-			r.l1.put(r.newEntry(svc, LayerL3, now, now))
-			_, _ = r.l2.Set(ctx, svc, now)
+			r.l1.put(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
+			_, _ = r.l2.Set(ctx, svc, readAt)
 		}
 		_ = r.l2.Publish(ctx, ch, false)
 	}

@@ -150,8 +150,12 @@ func TestLeaseExpiresExactly(t *testing.T) {
 			t.Fatalf("1ns before expiry Get = %s; want %s", got, want)
 		}
 		clock.Advance(1)
-		if got := ids(r.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
-			t.Fatalf("at expiry Get = %s; want the dead instance gone", got)
+		if res, err := r.Lookup(ctx, "db_svc"); ids(res.Service, err) != "10.0.0.1:1" {
+			var exp []string
+			for _, in := range res.Service.Instances {
+				exp = append(exp, in.ID+"@"+in.ExpiresAt.Sub(t0).String()+"/"+in.Status.String())
+			}
+			t.Fatalf("at expiry Lookup = %s (%+v, %v); want the dead instance gone", ids(res.Service, err), res, exp)
 		}
 		fresh := w.registry(t, discovery.WithClock(clock)) // a process that never cached it
 		if got := ids(fresh.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
