@@ -172,6 +172,9 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 			minExp = min(minExp, exp)
 		case exp+grace > n:
 			minExp = min(minExp, exp+grace)
+		case r.heldByOutage(exp, n):
+			// Kept while the database is out; look again within freshness.
+			minExp = min(minExp, n+int64(r.opts.fresh))
 		}
 	}
 	st := r.state(raw.Name)
@@ -197,7 +200,9 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.Service {
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
 	lo, hi, preserving := r.preserved(raw, st, now)
-	visible := func(exp int64) bool { return exp > now || preserving && exp >= lo && exp <= hi }
+	visible := func(exp int64) bool {
+		return exp > now || preserving && exp >= lo && exp <= hi || r.heldByOutage(exp, now)
+	}
 	live, suspects, same := 0, 0, true
 	for i := range raw.Instances {
 		in := &raw.Instances[i]

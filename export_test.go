@@ -1,6 +1,9 @@
 package discovery
 
-import "math"
+import (
+	"math"
+	"time"
+)
 
 // Hooks for the external tests (package discovery_test).
 
@@ -29,3 +32,6 @@ func HealthCorrupt(r *Registry) uint64 {
 // HealthSharing reports whether r shares health results through Redis and
 // its last Redis call for it succeeded.
 func HealthSharing(r *Registry) bool { return r.hm.share != nil && !r.hm.share.failing.Load() }
+
+// ReapBefore is the reaper's cutoff at now.
+func ReapBefore(r *Registry, now time.Time) time.Time { return r.reapBefore(now.UnixNano()) }

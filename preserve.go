@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -33,12 +34,16 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 		return 0, 0, false
 	}
 	grace := int64(r.opts.suspectGrace)
+	// A group's lapses spread over one renewal window (TTL/3, with room for
+	// jitter: TTL/2).
+	window := int64(r.opts.leaseTTL / 2)
+	var ep *episode
 	if st != nil {
-		if ep := st.episode.Load(); ep != nil && now < ep.hi+grace {
-			return ep.lo, ep.hi, true
+		if e := st.episode.Load(); e != nil && now < e.hi+grace {
+			ep = e
 		}
 	}
-	if len(raw.Instances) < 2 {
+	if ep == nil && len(raw.Instances) < 2 {
 		return 0, 0, false
 	}
 	var recent []int64
@@ -52,13 +57,25 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 			recent = append(recent, exp)
 		}
 	}
+	slices.Sort(recent)
+	if ep != nil {
+		// The episode takes in the later lapses of its group: each within
+		// one renewal window of the one before.
+		hi := ep.hi
+		for _, exp := range recent {
+			if exp > hi && exp <= hi+window {
+				hi = exp
+			}
+		}
+		if hi != ep.hi {
+			st.episode.Store(&episode{lo: ep.lo, hi: hi})
+		}
+		return ep.lo, hi, true
+	}
 	if len(recent) < 2 {
 		return 0, 0, false
 	}
-	slices.Sort(recent)
-	// The largest group of lapses within one renewal window (TTL/3, with
-	// room for jitter: TTL/2) of each other.
-	window := int64(r.opts.leaseTTL / 2)
+	// The largest group of lapses within one renewal window of each other.
 	best, bestLo := 0, 0
 	for i, j := 0, 0; j < len(recent); j++ {
 		for recent[j]-recent[i] > window {
@@ -98,4 +115,30 @@ func (r *Registry) notePreservation(st *svcState, suspects, total int) {
 		r.log.Info("discovery: self-preservation ended", zap.String("service", st.name))
 	}
 	st.suspects.Store(int64(suspects))
+}
+
+// outage is a database outage this process saw: from the last call that
+// answered before it to the first that answered after it (to is 0 while it
+// lasts).
+type outage struct{ from, to int64 }
+
+// heldByOutage reports whether an instance whose lease ended at exp is kept
+// as a suspect because its lease ended while this process could not reach
+// the database: its registration could not renew it either. It is kept
+// until the suspect grace after the database answers again, time enough
+// for the registration to renew or register again.
+func (r *Registry) heldByOutage(exp, now int64) bool {
+	o := r.outage.Load()
+	return o != nil && exp >= o.from && (o.to == 0 || now < o.to+int64(r.opts.suspectGrace))
+}
+
+// reapBefore is the reaper's cutoff at now: rows whose lease ended
+// reapAfter ago, but none that ended during a database outage this process
+// saw until reapAfter has passed since it ended.
+func (r *Registry) reapBefore(now int64) time.Time {
+	cut := now - int64(r.opts.reapAfter)
+	if o := r.outage.Load(); o != nil && (o.to == 0 || now < o.to+int64(r.opts.reapAfter)) {
+		cut = min(cut, o.from)
+	}
+	return time.Unix(0, cut)
 }

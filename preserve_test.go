@@ -163,3 +163,95 @@ func TestNoInstanceExpiresBecauseOfADatabaseOutage(t *testing.T) {
 		return statuses(reader.Get(ctx, "db_svc")) == "4 instances, 0 suspect"
 	})
 }
+
+// A partition stops a group's renewals at one moment, but their leases end
+// over one renewal window (each was renewed at its own time): a lookup
+// between two of those lapses must not keep the first ones and drop the
+// rest.
+func TestSelfPreservationTakesInLaterLapsesOfAGroup(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	// 6 of 10 partitioned at t0: their leases end over TTL/3 after t0+2TTL/3.
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		if i < 6 {
+			return t0.Add(ttl*2/3 + time.Duration(i)*ttl/18)
+		}
+		return t0.Add(time.Hour)
+	})
+	// The first lapse alone is a single expiry; from the second on the
+	// group is known, and all of it stays.
+	second := ttl*2/3 + ttl/18
+	for step := second; step <= ttl+ttl/2; step += ttl / 30 {
+		clock.Set(t0.Add(step))
+		_ = r.Invalidate(ctx, "db_svc") // look at the database at every step
+		if got := statuses(r.Get(ctx, "db_svc")); !strings.HasPrefix(got, "10 instances") {
+			t.Fatalf("at t0+%v: %s; want all 10 kept while their group lapses", step, got)
+		}
+	}
+	if st := r.Stats(); st.SelfPreservations != 1 || st.Suspects != 6 {
+		t.Fatalf("%d episodes, %d suspects; want 1 episode of 6", st.SelfPreservations, st.Suspects)
+	}
+}
+
+// An outage of the database far longer than the lease and its suspect grace
+// (30 s against a 3 s lease) drops no instance, even one alone in its
+// service: its lease ended because it could not be renewed, which this
+// process saw; it stays a suspect until its registration renews it.
+func TestDatabaseOutageLongerThanGraceDropsNoInstance(t *testing.T) {
+	ctx := context.Background()
+	const ttl = 3 * time.Second
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	opts := []discovery.Option{discovery.WithClock(clock), discovery.WithLeaseTTL(ttl), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks()}
+	owner := discoverytest.NewRegistry(t, backend, opts...)
+	for i := range 3 {
+		mustRegister(t, owner, inst("db_svc", "10.0.0."+fmt.Sprint(i+1), 80))
+	}
+	mustRegister(t, owner, inst("solo_svc", "10.0.1.1", 80))
+	// The reader runs a reaper (its first run an hour away); see the end.
+	reader := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithReaper(time.Hour, 2*time.Minute))...)
+	check := func(when string) {
+		t.Helper()
+		if got := statuses(reader.Get(ctx, "db_svc")); !strings.HasPrefix(got, "3 instances") {
+			t.Fatalf("%s: db_svc %s", when, got)
+		}
+		if got := statuses(reader.Get(ctx, "solo_svc")); !strings.HasPrefix(got, "1 instances") {
+			t.Fatalf("%s: solo_svc %s", when, got)
+		}
+	}
+	check("before")
+	backend.SetFailure(errors.New("connection refused"))
+	for range 60 { // 30 s
+		clock.BlockUntil(5) // the owner's keepalives and the reader's reaper
+		clock.Advance(500 * time.Millisecond)
+		check(fmt.Sprintf("at +%v into the outage", clock.Now().Sub(t0)))
+	}
+	backend.SetFailure(nil)
+	_ = reader.Invalidate(ctx, "db_svc")
+	_ = reader.Invalidate(ctx, "solo_svc")
+	if got := statuses(reader.Get(ctx, "db_svc")); got != "3 instances, 3 suspect" {
+		t.Fatalf("right after the outage: %s; want all kept as suspect", got)
+	}
+	check("right after the outage")
+	for range 20 {
+		clock.BlockUntil(5)
+		clock.Advance(500 * time.Millisecond)
+		check(fmt.Sprintf("at +%v after the outage", clock.Now().Sub(t0)))
+	}
+	waitFor(t, 2*time.Second, "every instance renewed", func() bool {
+		_ = reader.Invalidate(ctx, "db_svc")
+		return statuses(reader.Get(ctx, "db_svc")) == "3 instances, 0 suspect"
+	})
+	// The reaper of a process that saw the outage spares the rows whose
+	// leases ended during it until its delay has passed after it.
+	now := clock.Now()
+	if cut := discovery.ReapBefore(reader, now); !cut.Before(t0.Add(time.Second)) {
+		t.Fatalf("reaper cutoff %v after the outage; want before it began (%v)", cut.Sub(t0), time.Second)
+	}
+	if cut := discovery.ReapBefore(reader, now.Add(time.Hour)); !cut.Equal(now.Add(time.Hour - 2*time.Minute)) {
+		t.Fatalf("reaper cutoff an hour later = %v; want the usual delay", cut)
+	}
+}

@@ -49,6 +49,8 @@ type Registry struct {
 	regs  map[*Registration]struct{}
 
 	storeDown   atomic.Bool
+	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
+	outage      atomic.Pointer[outage] // the last database outage this process saw
 	unsubscribe func()
 	hm          *monitor // health monitor (health_monitor.go)
 
@@ -271,13 +273,26 @@ func (r *Registry) noteStoreResult(op string, err error) {
 
 func (r *Registry) noteStoreErr(op string, err error) {
 	if errors.Is(err, ErrUnavailable) && r.storeDown.CompareAndSwap(false, true) {
+		now := r.clock.Now().UnixNano()
+		// Leases could not be renewed from the last call that answered on,
+		// or for at most one lease TTL before this one failed.
+		from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
+		r.outage.Store(&outage{from: from})
 		r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
 	}
 }
 
 func (r *Registry) noteStoreOK() {
+	now := r.clock.Now().UnixNano()
+	r.storeOKAt.Store(now)
 	if r.storeDown.CompareAndSwap(true, false) {
-		r.log.Info("discovery: database back")
+		o := r.outage.Load()
+		from := now
+		if o != nil {
+			from = o.from
+		}
+		r.outage.Store(&outage{from: from, to: now})
+		r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
 	}
 }
 
@@ -293,7 +308,7 @@ func (r *Registry) reapLoop() {
 		case <-t.C():
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
-		changes, err := r.store.Reap(ctx, r.clock.Now().Add(-r.opts.reapAfter))
+		changes, err := r.store.Reap(ctx, r.reapBefore(r.clock.Now().UnixNano()))
 		r.noteStoreResult("reap", err)
 		for _, ch := range changes {
 			r.afterWrite(ctx, ch)
