@@ -45,7 +45,6 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 					return err == nil && n[w.ns+":changes"] == 3
 				})
 			}
-			timers := clock.Timers()
 			done := make(chan error, 1)
 			go func() { done <- g.Drain(ctx) }()
 			var worst time.Duration
@@ -61,7 +60,7 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 				t.Fatalf("Drain returned (%v) before the propagation delay passed", err)
 			case <-time.After(20 * time.Millisecond):
 			}
-			clock.BlockUntil(timers + 1) // Drain's wait
+			clock.BlockUntilAt(t0.Add(discovery.DefaultPropagationDelay)) // Drain's wait
 			clock.Advance(discovery.DefaultPropagationDelay)
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -84,10 +83,9 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
 		t.Fatalf("b sees %s", s)
 	}
-	timers := clock.Timers()
 	done := make(chan error, 1)
 	go func() { done <- g.Drain(ctx) }()
-	clock.BlockUntil(timers + 1) // Drain's wait
+	clock.BlockUntilAt(t0.Add(discovery.DefaultFresh + discovery.DefaultPropagationDelay)) // Drain's wait
 	clock.Advance(discovery.DefaultPropagationDelay)
 	select {
 	case err := <-done:

@@ -152,3 +152,20 @@ func (t *timer) Reset(d time.Duration) bool {
 	}
 	return active
 }
+
+// BlockUntilAt waits until a timer is waiting to fire at exactly when: a
+// way to wait for one goroutine's sleep that other timers cannot confuse.
+func (c *Clock) BlockUntilAt(when time.Time) {
+	for {
+		c.mu.Lock()
+		for _, t := range c.timers {
+			if t.at.Equal(when) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		<-ch
+	}
+}
