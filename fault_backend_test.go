@@ -267,3 +267,75 @@ func TestPostgresCut30sAllGetsAnsweredWritesUnavailableNoInstanceExpires(t *test
 		})
 	}
 }
+
+// The change fan-out of three Registries cut while another publishes 100
+// updates (their connections refused throughout, or cut again and again
+// while they reconnect): every Registry reads the final revision within 1 s
+// of Redis answering again, and none ever reads a revision lower than one
+// it read before. Freshness is long (30 s), so only the fan-out and the
+// revalidation on resubscription can bring the updates.
+func TestPubSubCutDuring100UpdatesFinalRevisionWithin1sNeverOlder(t *testing.T) {
+	for _, mode := range []string{"refused", "cut-repeatedly"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			w, proxy, client := faultWorld(t)
+			long := discovery.WithCacheFreshness(30*time.Second, 30*time.Second, 5*time.Minute)
+			writer := w.registry(t, discovery.WithRedis(w.rdb), long)
+			g := mustRegister(t, writer, inst("db_svc", "10.0.0.1", 80))
+			var readers []*discovery.Registry
+			for range 3 {
+				r := w.registry(t, discovery.WithRedis(client(t)), long)
+				if _, err := r.Get(ctx, "db_svc"); err != nil {
+					t.Fatal(err)
+				}
+				readers = append(readers, r)
+			}
+			waitFor(t, 2*time.Second, "every subscription", func() bool {
+				return subscribers(w.rdb, w.ns+":changes") == 4
+			})
+			var rec testutil.Recorder
+			stop := callLoad(&rec, readers, []string{"a", "b", "c"}, []string{"db_svc"}, time.Millisecond)
+			defer stop()
+			time.Sleep(100 * time.Millisecond)
+
+			if mode == "refused" {
+				proxy.Down()
+			}
+			for i := range 100 {
+				if mode == "cut-repeatedly" && i%10 == 0 {
+					proxy.Cut()
+				}
+				if err := g.SetWeight(ctx, 1+i%100); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			final := g.Revision()
+			proxy.Up()
+			back := time.Now()
+			waitFor(t, 3*time.Second, "every Registry reading the final revision", func() bool {
+				return len(rec.Reached("db_svc", final, back)) == len(readers)
+			})
+			stop()
+			var worst time.Duration
+			for _, at := range rec.Reached("db_svc", final, back) {
+				worst = max(worst, at.Sub(back))
+			}
+			var resyncs uint64
+			for _, r := range readers {
+				resyncs += r.Stats().Resyncs
+			}
+			t.Logf("fan-out %s during 100 updates: every Registry read the final revision %d within %v of Redis answering again (%d resyncs); %d calls, failed: %s",
+				mode, final, worst.Round(time.Millisecond), resyncs, rec.Len(), failedCalls(&rec))
+			if reg := rec.Regressions(); len(reg) != 0 {
+				t.Fatalf("%d reads went back: %s", len(reg), reg[0])
+			}
+			if f := rec.Failed(); len(f) != 0 {
+				t.Fatalf("failed calls: %s; want 0", failedCalls(&rec))
+			}
+			if worst > time.Second {
+				t.Fatalf("the final revision reached every Registry %v after Redis returned; want within 1s", worst)
+			}
+		})
+	}
+}
