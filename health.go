@@ -230,6 +230,7 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	is.ejectedUntil.Store(until)
 	hm.ejectMu.Unlock()
 	is.health.fails.Store(0)
+	st.ejections.Add(1)
 
 	r.log.Info("discovery: instance ejected", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.Int("failures", ho.ejectFailures), zap.Duration("for", dur), zap.Int("times", times))

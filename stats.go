@@ -83,4 +83,7 @@ type counters struct {
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
 	preservations                                                          atomic.Uint64
 	resyncs                                                                atomic.Uint64
+	// checks counts the active checks this process ran, by result: passed,
+	// warned, failed (metrics.go's checkResults).
+	checks [3]atomic.Uint64
 }
