@@ -121,7 +121,7 @@ func TestLogsDatabaseLostAndBackOnce(t *testing.T) {
 			t.Fatalf("Get while the database is down: %v (want stale data)", err)
 		}
 	}
-	requireOnce(t, logs, "discovery: database lost; serving cached data", map[string]string{"op": "load"})
+	requireOnce(t, logs, "discovery: database lost; serving cached data", nil)
 	b.SetFailure(nil)
 	for range 3 {
 		clock.Advance(2 * discovery.DefaultFresh)
@@ -149,7 +149,9 @@ func TestLogsRedisLostAndBackOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "redis lost logged", func() bool { return logs.FilterMessage("discovery: redis lost; serving from memory and the database").Len() > 0 })
+	waitFor(t, 5*time.Second, "redis lost logged", func() bool {
+		return logs.FilterMessage("discovery: redis lost; serving from memory and the database").Len() > 0
+	})
 	proxy.Up()
 	waitFor(t, 5*time.Second, "redis back logged", func() bool { return logs.FilterMessage("discovery: redis back").Len() > 0 })
 	for range 5 {
