@@ -32,6 +32,13 @@
     return el("span", { "class": "badge status-" + status, text: status });
   }
 
+  // a service's "warning" means some of its instances cannot be picked
+  function serviceBadge(status) {
+    var b = badge(status);
+    if (status === "warning") { b.textContent = "degraded"; }
+    return b;
+  }
+
   function scoreBar(score) {
     var bar = el("span", { "class": "score", title: score.toFixed(2) }, [el("span")]);
     bar.firstChild.style.width = Math.round(score * 100) + "%";
@@ -81,7 +88,7 @@
     var facts = "score " + svc.score.toFixed(2) + " · " + ms(svc.response_time_ms) + " · " + svc.method +
       " · " + svc.usable + "/" + svc.live + " usable · rev " + svc.revision + " · checked " + ago(svc.last_check, now);
     return el("section", { "class": "service status-" + svc.status, "data-service": svc.name, "data-status": svc.status }, [
-      el("h2", null, [el("span", { text: svc.name }), badge(svc.status), el("span", { "class": "facts", text: facts })]),
+      el("h2", null, [el("span", { text: svc.name }), serviceBadge(svc.status), el("span", { "class": "facts", text: facts })]),
       el("table", null, [el("thead", null, [head]), body])
     ]);
   }
