@@ -182,3 +182,36 @@ func TestMetricsRegistration(t *testing.T) {
 		t.Fatalf("after re-registering: lookups %v; want 1", got)
 	}
 }
+
+// With metrics on, an L1 hit (timed or not: 1 in 64 is) and a warm Pick
+// allocate nothing.
+func TestMetricsHotPathAllocatesNothing(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	for i := range 3 {
+		mustRegister(t, r, inst("web", "10.0.0.1", 80+i))
+	}
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(2000, func() {
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("an L1 Get with metrics on allocates %v times", n)
+	}
+	if n := testing.AllocsPerRun(2000, func() {
+		sel, err := r.Pick(ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.Done(nil)
+	}); n != 0 {
+		t.Fatalf("Pick and Done with metrics on allocate %v times", n)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L1,service=web}"]; got < 2000 {
+		t.Fatalf("L1 lookups counted %v; want at least 2000", got)
+	}
+}
