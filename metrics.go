@@ -65,10 +65,11 @@ func (m *svcMetrics) add(l Layer) {
 
 // metrics is a Registry's Prometheus collector.
 type metrics struct {
-	r      *Registry
-	reg    prometheus.Registerer
-	durVec *prometheus.HistogramVec
-	dur    [LayerL3 + 1]prometheus.Observer // by Layer, resolved once
+	r          *Registry
+	reg        prometheus.Registerer
+	registered bool // written by New, read by Close
+	durVec     *prometheus.HistogramVec
+	dur        [LayerL3 + 1]prometheus.Observer // by Layer, resolved once
 
 	lookups, cacheHits, stale, backendErrs, checks, instances, picks, panics, ejections *prometheus.Desc
 }
@@ -161,22 +162,23 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-// startMetrics registers the collector, if WithMetrics was given.
+// startMetrics registers the collector New made (r.met, set before any
+// goroutine started), if WithMetrics was given.
 func (r *Registry) startMetrics() error {
-	if r.opts.metrics == nil {
+	if r.met == nil {
 		return nil
 	}
-	m := newMetrics(r, r.opts.metrics)
-	if err := m.reg.Register(m); err != nil {
+	if err := r.met.reg.Register(r.met); err != nil {
+		r.met.registered = false
 		return optErr("WithMetrics", "", "cannot register the metrics: "+err.Error())
 	}
-	r.met = m
+	r.met.registered = true
 	return nil
 }
 
 // stopMetrics unregisters the collector.
 func (r *Registry) stopMetrics() {
-	if r.met != nil {
+	if r.met != nil && r.met.registered {
 		r.met.reg.Unregister(r.met)
 	}
 }

@@ -168,6 +168,12 @@ func TestMetricsRegistration(t *testing.T) {
 	if _, err := discovery.New(discovery.WithStore(backend), discovery.WithMetrics(reg), discovery.WithoutHealthChecks()); err == nil {
 		t.Fatal("a second Registry on one Registerer: no error")
 	}
+	if _, err := a.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L3,service=web}"]; got != 1 {
+		t.Fatalf("the refused second Registry took the first's metrics away: lookups %v; want 1", got)
+	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
