@@ -213,7 +213,8 @@ func (a *admin) config(w http.ResponseWriter, req *http.Request) {
 }
 
 func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
-	if !a.authorize(w, req) {
+	who, ok := a.authorize(w, req)
+	if !ok {
 		return
 	}
 	name := req.PathValue("name")
@@ -246,12 +247,13 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 		}
 		out.Instances = append(out.Instances, jn)
 	}
-	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", callerOf(req)))
+	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
 	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *admin) deregister(w http.ResponseWriter, req *http.Request) {
-	if !a.authorize(w, req) {
+	who, ok := a.authorize(w, req)
+	if !ok {
 		return
 	}
 	name, id := req.PathValue("name"), req.PathValue("id")
@@ -270,57 +272,51 @@ func (a *admin) deregister(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	a.r.log.Info("discovery: admin: instance deregistered", zap.String("service", name), zap.String("instance", id),
-		zap.String("by", callerOf(req)))
+		zap.String("by", who.caller()))
 	writeJSON(w, http.StatusOK, struct {
 		Service    string `json:"service"`
 		Deregister string `json:"deregistered"`
 	}{name, id})
 }
 
-// identityKey carries the authorized caller to the log lines of a request.
-type identityKey struct{}
-
-func callerOf(req *http.Request) string {
-	if id, ok := req.Context().Value(identityKey{}).(*Identity); ok && id != nil {
-		if id.Instance != "" {
-			return id.Service + "/" + id.Instance
-		}
-		return id.Service
+// caller names the identity in log lines: service or service/instance.
+func (id *Identity) caller() string {
+	if id.Instance != "" {
+		return id.Service + "/" + id.Instance
 	}
-	return ""
+	return id.Service
 }
 
-// authorize answers 401 or 403 (and returns false) unless the request may
-// change something.
-func (a *admin) authorize(w http.ResponseWriter, req *http.Request) bool {
+// authorize returns the caller if the request may change something, else
+// answers 401, 403 or 503 and returns false.
+func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, bool) {
 	az := a.o.authz
 	if az == nil {
 		az = a.r.Authorizer()
 	}
 	if az == nil {
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: read-only: no authorizer is configured"})
-		return false
+		return nil, false
 	}
 	id, err := az.Authorize(req)
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
 		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
-		return false
+		return nil, false
 	case errors.Is(err, ErrForbidden):
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
-		return false
+		return nil, false
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
-		return false
+		return nil, false
 	case id == nil:
 		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
-		return false
+		return nil, false
 	case a.o.scope != "" && !id.HasScope(a.o.scope):
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
-		return false
+		return nil, false
 	}
-	*req = *req.WithContext(context.WithValue(req.Context(), identityKey{}, id))
-	return true
+	return id, true
 }
 
 // fail answers an error with its status: 400 invalid, 404 not found, 503 a
