@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 	"testing"
@@ -219,5 +220,66 @@ func TestMetricsHotPathAllocatesNothing(t *testing.T) {
 	}
 	if got := scrape(t, reg)["discovery_lookups_total{layer=L1,service=web}"]; got < 2000 {
 		t.Fatalf("L1 lookups counted %v; want at least 2000", got)
+	}
+}
+
+// Ejections, panic mode, stale answers and database errors each count, and
+// the instances gauge follows the statuses this process shows.
+func TestMetricsOfFailures(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithMetrics(reg), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0))
+	t.Cleanup(func() { backend.SetFailure(nil) }) // before Close
+	var ids []string
+	for i := range 10 {
+		in := discovery.Instance{ID: "i" + string(rune('0'+i)), Service: "db_svc", Host: "10.0.0.1", Port: 5000 + i, Weight: 1,
+			RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+		addInstance(t, r, in)
+		ids = append(ids, in.ID)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := r.ReportOutcome("db_svc", ids[0], errCall, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids[1:6] {
+		discovery.SetInstanceHealth(r, "db_svc", id, discovery.StatusUnhealthy, 0)
+	}
+	sel, err := r.Pick(ctx, "db_svc") // 4 of 10 eligible: panic mode
+	if err != nil || !sel.Panic {
+		t.Fatalf("Pick = %+v, %v; want a pick in panic mode", sel, err)
+	}
+	sel.Done(nil)
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(2 * discovery.DefaultFresh)
+	res, err := r.Lookup(ctx, "db_svc") // stale while the refresh fails
+	if err != nil || !res.Stale {
+		t.Fatalf("Lookup = %+v, %v; want a stale answer", res, err)
+	}
+	waitFor(t, 5*time.Second, "the failed refresh", func() bool { return r.Stats().StoreErrors >= 1 })
+
+	got := scrape(t, reg)
+	want := map[string]float64{
+		"discovery_ejections_total{service=db_svc}":               1,
+		"discovery_panic_mode_total{service=db_svc}":              1,
+		"discovery_picks_total{service=db_svc,strategy=p2c_ewma}": 1,
+		"discovery_stale_served_total{}":                          1,
+		"discovery_backend_errors_total{backend=database}":        1,
+		"discovery_instances{service=db_svc,status=ejected}":      1,
+		"discovery_instances{service=db_svc,status=unhealthy}":    5,
+		"discovery_instances{service=db_svc,status=unknown}":      4,
+		"discovery_lookups_total{layer=L1,service=db_svc}":        1,
+		"discovery_lookups_total{layer=L3,service=db_svc}":        1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v; want %v", k, got[k], v)
+		}
 	}
 }
