@@ -138,6 +138,9 @@ func TestMetricsAfterAScriptedSequence(t *testing.T) {
 	}
 	// Stats agrees, although per-service counters replace the Registry's.
 	st := b.Stats()
+	if st.ChecksFailed != 1 || st.ChecksPassed != 0 {
+		t.Errorf("Stats: %d failed checks, %d passed; want 1, 0", st.ChecksFailed, st.ChecksPassed)
+	}
 	if st.Lookups[discovery.LayerL1] != 1 || st.Lookups[discovery.LayerL2] != 1 || st.Lookups[discovery.LayerL3] != 2 || st.NotFound != 1 {
 		t.Errorf("Stats().Lookups = %v (not found %d); want [_ 1 1 2], 1", st.Lookups, st.NotFound)
 	}
@@ -263,6 +266,9 @@ func TestMetricsOfFailures(t *testing.T) {
 		t.Fatalf("Lookup = %+v, %v; want a stale answer", res, err)
 	}
 	waitFor(t, 5*time.Second, "the failed refresh", func() bool { return r.Stats().StoreErrors >= 1 })
+	if st := r.Stats(); st.Ejections != 1 || st.PanicPicks != 1 {
+		t.Errorf("Stats: %d ejections, %d panic picks; want 1, 1", st.Ejections, st.PanicPicks)
+	}
 
 	got := scrape(t, reg)
 	want := map[string]float64{

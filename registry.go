@@ -247,6 +247,7 @@ func (r *Registry) Stats() Stats {
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
 		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Resyncs: r.ctr.resyncs.Load(),
 		SelfPreservations: r.ctr.preservations.Load(),
+		ChecksPassed:      r.ctr.checks[0].Load(), ChecksWarned: r.ctr.checks[1].Load(), ChecksFailed: r.ctr.checks[2].Load(),
 	}
 	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
 	s.Lookups[LayerL2] = r.ctr.l2.Load()
@@ -262,6 +263,7 @@ func (r *Registry) Stats() Stats {
 			s.Picks[i] += st.picks[i].Load()
 		}
 		s.PanicPicks += st.panics.Load()
+		s.Ejections += st.ejections.Load()
 		s.Suspects += st.suspects.Load()
 		return true
 	})

@@ -76,6 +76,10 @@ type Stats struct {
 	// Resyncs counts revalidations of the whole cache after a
 	// (re)subscription to Redis or its return, counted when finished.
 	Resyncs uint64
+	// ChecksPassed, ChecksWarned and ChecksFailed count the active health
+	// checks this process ran, by result; Ejections the passive ejections.
+	ChecksPassed, ChecksWarned, ChecksFailed uint64
+	Ejections                                uint64
 }
 
 type counters struct {
