@@ -177,7 +177,6 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	}
 	st := r.state(raw.Name)
 	e.st = st
-	r.countService(st)
 	view := r.buildView(raw, st, n)
 	st.retain(raw.Instances)
 	e.minExpiry = minExp
@@ -302,9 +301,11 @@ func (r *Registry) hitL1(e *entry, now int64) (Result, error) {
 	// With metrics on, a found service's hits count in its own counter
 	// (which Stats adds up) instead of the Registry's: one counter either way.
 	hits := &r.ctr.l1Hits
-	if e.st != nil {
-		if m := e.st.met.Load(); m != nil {
+	if st := e.st; st != nil {
+		if m := st.met.Load(); m != nil {
 			hits = &m.l1
+		} else if r.met != nil && e.raw != nil {
+			hits = &r.countService(st).l1 // its first lookup with metrics on
 		}
 	}
 	if hits.add(1)%touchSample == 0 {
@@ -428,7 +429,9 @@ func isCallerErr(ctx context.Context, err error) bool {
 func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result, error) {
 	var m *svcMetrics
 	if e.st != nil {
-		m = e.st.met.Load()
+		if m = e.st.met.Load(); m == nil && r.met != nil && e.raw != nil {
+			m = r.countService(e.st)
+		}
 	}
 	switch {
 	case m != nil:

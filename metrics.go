@@ -183,13 +183,13 @@ func (r *Registry) stopMetrics() {
 	}
 }
 
-// countService makes lookups of st's service counted per service from now
-// on (metrics on): called when a snapshot of it is found, so that made-up
-// names never become labels.
-func (r *Registry) countService(st *svcState) {
-	if r.met != nil && st.met.Load() == nil {
-		st.met.CompareAndSwap(nil, new(svcMetrics))
-	}
+// countService makes st's service counted per service from now on (metrics
+// on) and returns its counters: called at its first lookup or pick that
+// found a snapshot of it, so that only services this Registry looked up, and
+// never made-up names, become labels.
+func (r *Registry) countService(st *svcState) *svcMetrics {
+	st.met.CompareAndSwap(nil, new(svcMetrics))
+	return st.met.Load()
 }
 
 // countCheck counts one finished active check by its result.

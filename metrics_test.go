@@ -89,6 +89,9 @@ func TestMetricsAfterAScriptedSequence(t *testing.T) {
 		step(clock, hStep, b)
 	}
 
+	// a service b registered but never looked up gets no labels
+	mustRegister(t, b, discovery.Instance{Service: "quiet", Host: "10.0.0.5", Port: 80, Check: discovery.CheckNone})
+
 	got := scrape(t, reg)
 	want := map[string]float64{
 		"discovery_lookups_total{layer=L1,service=web}":          1,
@@ -132,8 +135,8 @@ func TestMetricsAfterAScriptedSequence(t *testing.T) {
 		t.Errorf("L1 timings %v; want at most the one L1 hit (sampled)", n)
 	}
 	for k := range got {
-		if strings.Contains(k, "nosuch") {
-			t.Errorf("a label for a service that does not exist: %s", k)
+		if strings.Contains(k, "nosuch") || strings.Contains(k, "quiet") {
+			t.Errorf("a label for a service that does not exist or was never looked up: %s", k)
 		}
 	}
 	// Stats agrees, although per-service counters replace the Registry's.
