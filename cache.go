@@ -317,21 +317,6 @@ func (r *Registry) hitL1(e *entry, now int64) (Result, error) {
 	return Result{Service: e.view.Load(), Layer: LayerL1, Revision: e.rev, Age: age(now, e.loadedAt)}, nil
 }
 
-// lookupTimed is Lookup for the lookups metrics sample: an L1 hit is timed
-// too (the slow path times itself).
-func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, error) {
-	start := time.Now()
-	if e := r.l1.get(service); e != nil {
-		now := r.now.nanos()
-		if now < e.freshUntil.Load() {
-			res, err := r.hitL1(e, now)
-			r.met.observe(LayerL1, time.Since(start))
-			return res, err
-		}
-	}
-	return r.lookupSlow(ctx, service)
-}
-
 func age(now, loadedAt int64) time.Duration {
 	if now < loadedAt {
 		return 0

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -230,4 +231,19 @@ func (r *Registry) lookups(l Layer) uint64 {
 		return true
 	})
 	return n
+}
+
+// lookupTimed is Lookup for the lookups metrics sample: an L1 hit is timed
+// too (the slow path times itself).
+func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, error) {
+	start := time.Now()
+	if e := r.l1.get(service); e != nil {
+		now := r.now.nanos()
+		if now < e.freshUntil.Load() {
+			res, err := r.hitL1(e, now)
+			r.met.observe(LayerL1, time.Since(start))
+			return res, err
+		}
+	}
+	return r.lookupSlow(ctx, service)
 }
