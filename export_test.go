@@ -1,11 +1,6 @@
 package discovery
 
-import (
-	"math"
-	"time"
-
-	"github.com/rssbot/discovery/internal/health"
-)
+import "math"
 
 // Hooks for the external tests (package discovery_test).
 
@@ -34,12 +29,3 @@ func HealthCorrupt(r *Registry) uint64 {
 // HealthSharing reports whether r shares health results through Redis and
 // its last Redis call for it succeeded.
 func HealthSharing(r *Registry) bool { return r.hm.share != nil && !r.hm.share.failing.Load() }
-
-// InjectCheck applies one active-check result to an instance in this
-// process, as if the health monitor had run it at the clock's time, for
-// deterministic tests of what health shows.
-func InjectCheck(r *Registry, service, id string, s Status, rtt time.Duration, errText string) {
-	st := r.state(service)
-	is := st.instOrNew(id)
-	r.applyLocal(st, is, health.Check{At: r.clock.Now().UnixNano(), RTT: rtt, Status: s, Err: errText})
-}
