@@ -11,9 +11,9 @@ import (
 // Prometheus metrics (WithMetrics). Almost everything is read at scrape time
 // from counters the Registry keeps anyway (stats.go, the per-service state of
 // cache.go and balancer.go): a collector, not instruments on the hot path.
-// What lookups add with metrics on is one striped counter per service and one
-// per Registry (to sample L1 timings), and a clock read on one lookup in
-// lookupSample.
+// With metrics on, an L1 hit counts in its service's striped counter instead
+// of the Registry's (Stats adds them up), and one lookup in lookupSample,
+// drawn with the runtime's per-thread random source, reads the clock twice.
 
 // lookupSample: with metrics on, one lookup in lookupSample is timed when L1
 // answers it; lookups answered by Redis or the database are all timed.
