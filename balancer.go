@@ -416,6 +416,9 @@ func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption)
 	if err != nil {
 		return Selection{}, err
 	}
+	if r.met != nil && st.met.Load() == nil {
+		r.countService(st) // a pick is a lookup: the service gets its labels
+	}
 	c := &p.cands[i]
 	c.is.inflight.Add(1)
 	st.picks[strategy].Add(1)

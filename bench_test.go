@@ -25,6 +25,8 @@ func BenchmarkFloor(b *testing.B) {
 
 func BenchmarkGet(b *testing.B) {
 	b.Run("layer=L1", benchsuite.GetL1)
+	b.Run("layer=L1/metrics=off", benchsuite.GetL1Metrics(false))
+	b.Run("layer=L1/metrics=on", benchsuite.GetL1Metrics(true))
 	b.Run("layer=L2", benchsuite.GetL2)
 	b.Run("layer=L3", benchsuite.GetL3)
 	b.Run("store=memory", benchsuite.GetStore("memory"))

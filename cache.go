@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -288,19 +289,37 @@ func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
 // served stale for the stale-if-error window, leases included: they cannot
 // be renewed while the database is down.
 func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {
+	if r.met != nil && rand.Uint32()%lookupSample == 0 {
+		return r.lookupTimed(ctx, service)
+	}
 	if e := r.l1.get(service); e != nil {
 		now := r.now.nanos()
 		if now < e.freshUntil.Load() {
-			if r.ctr.l1Hits.add(1)%touchSample == 0 {
-				r.l1.touch(e)
-			}
-			if e.notFound != nil {
-				return Result{}, e.notFound
-			}
-			return Result{Service: e.view.Load(), Layer: LayerL1, Revision: e.rev, Age: age(now, e.loadedAt)}, nil
+			return r.hitL1(e, now)
 		}
 	}
 	return r.lookupSlow(ctx, service)
+}
+
+// hitL1 answers a lookup from a fresh L1 entry.
+func (r *Registry) hitL1(e *entry, now int64) (Result, error) {
+	// With metrics on, a found service's hits count in its own counter
+	// (which Stats adds up) instead of the Registry's: one counter either way.
+	hits := &r.ctr.l1Hits
+	if st := e.st; st != nil {
+		if m := st.met.Load(); m != nil {
+			hits = &m.l1
+		} else if r.met != nil && e.raw != nil {
+			hits = &r.countService(st).l1 // its first lookup with metrics on
+		}
+	}
+	if hits.add(1)%touchSample == 0 {
+		r.l1.touch(e)
+	}
+	if e.notFound != nil {
+		return Result{}, e.notFound
+	}
+	return Result{Service: e.view.Load(), Layer: LayerL1, Revision: e.rev, Age: age(now, e.loadedAt)}, nil
 }
 
 func age(now, loadedAt int64) time.Duration {
@@ -315,11 +334,19 @@ func age(now, loadedAt int64) time.Duration {
 const retryAfterFailure = time.Second
 
 func (r *Registry) lookupSlow(ctx context.Context, name string) (Result, error) {
+	var start time.Time
+	if r.met != nil {
+		start = time.Now()
+	}
 	e, layer, stale, err := r.lookupEntry(ctx, name)
 	if err != nil {
 		return Result{}, err
 	}
-	return r.answer(e, layer, r.now.nanos(), stale)
+	res, err := r.answer(e, layer, r.now.nanos(), stale)
+	if r.met != nil {
+		r.met.observe(layer, time.Since(start))
+	}
+	return res, err
 }
 
 // lookupEntry finds the entry that answers a lookup: L1 if fresh, else L1
@@ -390,12 +417,20 @@ func isCallerErr(ctx context.Context, err error) bool {
 }
 
 func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result, error) {
-	switch layer {
-	case LayerL1:
+	var m *svcMetrics
+	if e.st != nil {
+		if m = e.st.met.Load(); m == nil && r.met != nil && e.raw != nil {
+			m = r.countService(e.st)
+		}
+	}
+	switch {
+	case m != nil:
+		m.add(layer) // counted per service instead (see hitL1)
+	case layer == LayerL1:
 		r.ctr.l1Hits.add(1)
-	case LayerL2:
+	case layer == LayerL2:
 		r.ctr.l2.Add(1)
-	case LayerL3:
+	case layer == LayerL3:
 		r.ctr.l3.Add(1)
 	}
 	if stale {

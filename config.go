@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/rssbot/discovery/internal/core"
 )
 
@@ -295,6 +297,8 @@ func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (C
 		return ConfigReport{}, err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	r.log.Info("discovery: config changed", zap.String("service", service), zap.Int64("config_revision", cfgRev),
+		zap.Int64("revision", rev), zap.Int("bytes", len(doc)))
 	rep := ConfigReport{Service: service, Revision: rev, ConfigRevision: cfgRev}
 	rep.Instances = r.notifyConfig(ctx, service, cfgRev, doc)
 	return rep, nil

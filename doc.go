@@ -125,6 +125,18 @@
 //   - Redis down for health sharing: every process probes every instance of
 //     the services it uses itself, and shares again when Redis is back.
 //
+// # Observability
+//
+// WithMetrics registers Prometheus metrics (lookups by service and layer,
+// lookup durations, cache hits, stale answers, backend errors, health checks,
+// instances by status, picks, panic mode, ejections) read from the Registry's
+// own counters at scrape time; an L1 hit stays allocation-free. The logger
+// (WithLogger) gets each state change once: an instance changing health or
+// ejected, Redis or the database lost and back, a configuration changed.
+// Registry.Overview summarises every service's health and the cache hit rates,
+// and Registry.AdminHandler serves it as JSON and as an HTML dashboard for the
+// caller to mount; its mutating endpoints need an Authorizer.
+//
 // # Defaults
 //
 // Lease 15 s renewed every 5 s; L1 fresh 5 s, stale-while-revalidate 30 s,

@@ -230,6 +230,7 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	is.ejectedUntil.Store(until)
 	hm.ejectMu.Unlock()
 	is.health.fails.Store(0)
+	st.ejections.Add(1)
 
 	r.log.Info("discovery: instance ejected", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.Int("failures", ho.ejectFailures), zap.Duration("for", dur), zap.Int("times", times))
@@ -370,6 +371,13 @@ func (r *Registry) announce(st *svcState, is *instState, ch change) {
 type InstanceHealth struct {
 	// ID and Service name the instance; Addr is its Host:Port.
 	ID, Service, Addr string
+	// Shown is the status lookups show for it in this process (Get,
+	// Watch): Status, unless it is draining, ejected or suspect.
+	Shown Status
+	// Method, Zone, Version and Weight are as registered.
+	Method        Method
+	Zone, Version string
+	Weight        int
 	// Status is the active-check status: StatusUnknown until the first
 	// status is reached, then Healthy, Warning or Unhealthy.
 	Status Status
@@ -428,7 +436,8 @@ func (r *Registry) Health(ctx context.Context, service string) ([]InstanceHealth
 	out := make([]InstanceHealth, 0, len(res.Service.Instances))
 	for i := range res.Service.Instances {
 		in := &res.Service.Instances[i]
-		h := InstanceHealth{ID: in.ID, Service: service, Addr: in.Addr(), Status: StatusUnknown, Score: 1}
+		h := InstanceHealth{ID: in.ID, Service: service, Addr: in.Addr(), Status: StatusUnknown, Score: 1,
+			Shown: in.Status, Method: in.Method, Zone: in.Zone, Version: in.Version, Weight: in.Weight}
 		var is *instState
 		if st != nil {
 			is = st.inst(in.ID)

@@ -340,6 +340,7 @@ func (m *monitor) startCheck(t *target) {
 		if m.r.ctx.Err() != nil || res.Status == core.StatusUnknown {
 			return // closing
 		}
+		m.r.countCheck(res.Status)
 		c := health.Check{At: m.r.clock.Now().UnixNano(), RTT: res.RTT, Status: res.Status}
 		if res.Err != nil {
 			c.Err = res.Err.Error()

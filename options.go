@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"gorm.io/gorm"
@@ -92,6 +93,9 @@ type options struct {
 	// seams holds the TokenSource and Authorizer (auth.go); a pointer, so
 	// that they can be set after New too.
 	seams *authSeams
+
+	// metrics is where WithMetrics registers (metrics.go); nil: nowhere.
+	metrics prometheus.Registerer
 
 	// configuration, watching and draining (config*.go, drain.go)
 	validators    map[string]func(json.RawMessage) error

@@ -35,6 +35,7 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
+	met        *metrics // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,6 +80,9 @@ func New(opts ...Option) (*Registry, error) {
 		opts: o, log: o.log, clock: o.clock, now: newCoarseClock(o.clock),
 		refreshSem: make(chan struct{}, maxRefreshes), stop: make(chan struct{}),
 		closing: make(chan struct{}), regs: map[*Registration]struct{}{}, httpc: newNotifyClient(),
+	}
+	if o.metrics != nil {
+		r.met = newMetrics(r, o.metrics)
 	}
 	switch {
 	case o.store != nil:
@@ -127,6 +131,10 @@ func New(opts ...Option) (*Registry, error) {
 		r.goRun(r.reapLoop)
 	}
 	r.hm = r.startHealth()
+	if err := r.startMetrics(); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -184,6 +192,7 @@ func (r *Registry) Close() error {
 	r.hm.leave() // hand this process's share of health probes to the others at once
 	r.httpc.CloseIdleConnections()
 	r.l1.close()
+	r.stopMetrics()
 	return errors.Join(errs...)
 }
 
@@ -240,19 +249,26 @@ func (r *Registry) Stats() Stats {
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
 		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Resyncs: r.ctr.resyncs.Load(),
 		SelfPreservations: r.ctr.preservations.Load(),
+		ChecksPassed:      r.ctr.checks[0].Load(), ChecksWarned: r.ctr.checks[1].Load(), ChecksFailed: r.ctr.checks[2].Load(),
 	}
+	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
+	s.Lookups[LayerL2] = r.ctr.l2.Load()
+	s.Lookups[LayerL3] = r.ctr.l3.Load()
 	r.states.Range(func(_, v any) bool {
 		st := v.(*svcState)
+		if m := st.met.Load(); m != nil {
+			s.Lookups[LayerL1] += m.l1.load()
+			s.Lookups[LayerL2] += m.l2.Load()
+			s.Lookups[LayerL3] += m.l3.Load()
+		}
 		for i := range st.picks {
 			s.Picks[i] += st.picks[i].Load()
 		}
 		s.PanicPicks += st.panics.Load()
+		s.Ejections += st.ejections.Load()
 		s.Suspects += st.suspects.Load()
 		return true
 	})
-	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
-	s.Lookups[LayerL2] = r.ctr.l2.Load()
-	s.Lookups[LayerL3] = r.ctr.l3.Load()
 	if r.l2 != nil {
 		l2 := r.l2.Stats()
 		s.L2Hits, s.L2Misses, s.L2Errors = l2.Hits, l2.Misses+l2.DecodeErrors+l2.VersionMisses, l2.Errors

@@ -32,6 +32,12 @@ type svcState struct {
 	preserving atomic.Bool
 	suspects   atomic.Int64
 	episode    atomic.Pointer[episode]
+
+	// ejections counts passive ejections of the service's instances; met
+	// counts its lookups by layer, once it was found with metrics on
+	// (metrics.go).
+	ejections atomic.Uint64
+	met       atomic.Pointer[svcMetrics]
 }
 
 func (st *svcState) raiseWant(rev int64) {
@@ -171,7 +177,15 @@ func (r *Registry) stateIfAny(name string) *svcState {
 
 // dropState forgets the state of a service the database does not know, so
 // that lookups of made-up names leave nothing behind.
-func (r *Registry) dropState(st *svcState) { r.states.CompareAndDelete(st.name, st) }
+func (r *Registry) dropState(st *svcState) {
+	if r.states.CompareAndDelete(st.name, st) {
+		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals
+			r.ctr.l1Hits.add(m.l1.load())
+			r.ctr.l2.Add(m.l2.Load())
+			r.ctr.l3.Add(m.l3.Load())
+		}
+	}
+}
 
 // viewStatus is the status an instance shows in this process's view: a
 // stored draining flag wins, then an ejection, then the health status.

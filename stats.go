@@ -76,6 +76,10 @@ type Stats struct {
 	// Resyncs counts revalidations of the whole cache after a
 	// (re)subscription to Redis or its return, counted when finished.
 	Resyncs uint64
+	// ChecksPassed, ChecksWarned and ChecksFailed count the active health
+	// checks this process ran, by result; Ejections the passive ejections.
+	ChecksPassed, ChecksWarned, ChecksFailed uint64
+	Ejections                                uint64
 }
 
 type counters struct {
@@ -83,4 +87,7 @@ type counters struct {
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
 	preservations                                                          atomic.Uint64
 	resyncs                                                                atomic.Uint64
+	// checks counts the active checks this process ran, by result: passed,
+	// warned, failed (metrics.go's checkResults).
+	checks [3]atomic.Uint64
 }

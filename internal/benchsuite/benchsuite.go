@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery"
@@ -117,6 +118,18 @@ func miss(b *testing.B, want discovery.Layer, opts ...discovery.Option) {
 // GetL1 times an L1 hit.
 func GetL1(b *testing.B) {
 	lookup(b, Registry(b, 10, discovery.WithStore(discoverytest.NewBackend())), nil, discovery.LayerL1)
+}
+
+// GetL1Metrics times an L1 hit with Prometheus metrics on (registered with
+// a registry of its own) or off: the two are meant to be compared in one run.
+func GetL1Metrics(on bool) func(*testing.B) {
+	return func(b *testing.B) {
+		opts := []discovery.Option{discovery.WithStore(discoverytest.NewBackend())}
+		if on {
+			opts = append(opts, discovery.WithMetrics(prometheus.NewRegistry()))
+		}
+		lookup(b, Registry(b, 10, opts...), nil, discovery.LayerL1)
+	}
 }
 
 // GetL2 times a lookup answered by Redis.

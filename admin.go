@@ -1,0 +1,355 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"io"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rssbot/discovery/internal/core"
+)
+
+// The admin handler: JSON endpoints and an HTML dashboard over one
+// Registry, for the caller to mount on its own server (the library runs
+// none). Reads are open; the mutating endpoints need an Authorizer.
+
+//go:embed adminui
+var adminUI embed.FS
+
+// DefaultAdminRefresh is how often the dashboard fetches the overview.
+const DefaultAdminRefresh = 1500 * time.Millisecond
+
+// adminTimeout bounds the work of one admin request.
+const adminTimeout = 10 * time.Second
+
+// AdminOption configures Registry.AdminHandler.
+type AdminOption interface{ applyAdmin(*adminOptions) }
+
+type adminOptionFunc func(*adminOptions)
+
+func (f adminOptionFunc) applyAdmin(o *adminOptions) { f(o) }
+
+type adminOptions struct {
+	authz   Authorizer
+	scope   string
+	refresh time.Duration
+	title   string
+}
+
+// AdminAuthorizer makes a the Authorizer of the handler's mutating
+// endpoints, instead of the Registry's (WithAuthorizer, SetAuthorizer).
+func AdminAuthorizer(a Authorizer) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) { o.authz = a })
+}
+
+// AdminScope makes the mutating endpoints require a caller whose identity
+// carries scope (for example "discovery:admin"), on top of what the
+// Authorizer decides.
+func AdminScope(scope string) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) { o.scope = scope })
+}
+
+// AdminRefresh sets how often the dashboard refreshes itself (1.5 s; at
+// least 250 ms).
+func AdminRefresh(d time.Duration) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) { o.refresh = max(d, 250*time.Millisecond) })
+}
+
+// AdminTitle sets the dashboard's title ("discovery").
+func AdminTitle(title string) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) { o.title = title })
+}
+
+type admin struct {
+	r    *Registry
+	o    adminOptions
+	page []byte
+}
+
+// AdminHandler returns an http.Handler with the registry's admin endpoints
+// and dashboard. Mount it under a path ending in "/" with the prefix
+// stripped, for example
+//
+//	mux.Handle("/discovery/", http.StripPrefix("/discovery", reg.AdminHandler()))
+//
+// Endpoints (JSON unless said):
+//
+//	GET    /                                the HTML dashboard (embedded assets, refreshes itself)
+//	GET    /overview                        Registry.Overview
+//	GET    /services                        every service: name, revision, live and expired instances
+//	GET    /services/{name}                 its instances with their health and check history
+//	GET    /services/{name}/config          its configuration and configuration revision
+//	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
+//	DELETE /services/{name}/instances/{id}  deregister an instance; needs authorization
+//
+// Mutating endpoints ask the Authorizer (AdminAuthorizer, else the
+// Registry's): without one they answer 403 and change nothing; a request it
+// refuses gets 401 (unauthenticated) or 403 (forbidden). Bad input gets 400,
+// an unknown service 404, a backend outage 503, each with {"error": "..."}.
+func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
+	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyAdmin(&a.o)
+		}
+	}
+	a.page = a.renderPage()
+	static, _ := fs.Sub(adminUI, "adminui")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.dashboard)
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /overview", a.overview)
+	mux.HandleFunc("GET /services", a.services)
+	mux.HandleFunc("GET /services/{name}", a.service)
+	mux.HandleFunc("GET /services/{name}/config", a.config)
+	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
+	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
+	return mux
+}
+
+func (a *admin) renderPage() []byte {
+	raw, err := adminUI.ReadFile("adminui/index.html")
+	if err != nil {
+		panic("discovery: admin dashboard not embedded: " + err.Error()) // a build defect, not input
+	}
+	t := template.Must(template.New("index").Parse(string(raw)))
+	var b bytes.Buffer
+	_ = t.Execute(&b, struct {
+		Title     string
+		RefreshMS int64
+	}{a.o.title, a.o.refresh.Milliseconds()})
+	return b.Bytes()
+}
+
+func (a *admin) dashboard(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(a.page)
+}
+
+func (a *admin) ctx(req *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(req.Context(), adminTimeout)
+}
+
+func (a *admin) overview(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	ov, err := a.r.Overview(ctx)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toJSONOverview(&ov))
+}
+
+func (a *admin) services(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	infos, err := a.r.Services(ctx)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if infos == nil {
+		infos = []ServiceInfo{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Services []ServiceInfo `json:"services"`
+	}{infos})
+}
+
+func (a *admin) service(w http.ResponseWriter, req *http.Request) {
+	name := req.PathValue("name")
+	if err := core.ValidateServiceName(name); err != nil {
+		a.fail(w, err)
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	hs, err := a.r.Health(ctx, name)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := jsonService{Name: name, Instances: make([]jsonInstance, 0, len(hs))}
+	if e := a.r.l1.get(name); e != nil {
+		out.Revision = e.rev
+	}
+	for i := range hs {
+		out.Instances = append(out.Instances, toJSONInstance(&hs[i], true))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) config(w http.ResponseWriter, req *http.Request) {
+	name := req.PathValue("name")
+	if err := core.ValidateServiceName(name); err != nil {
+		a.fail(w, err)
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	cfg, rev, err := a.r.Config(ctx, name)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if len(cfg) == 0 {
+		cfg = json.RawMessage("null")
+	}
+	writeJSON(w, http.StatusOK, jsonConfig{Service: name, ConfigRevision: rev, Config: cfg})
+}
+
+func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
+	who, ok := a.authorize(w, req)
+	if !ok {
+		return
+	}
+	name := req.PathValue("name")
+	if err := core.ValidateServiceName(name); err != nil {
+		a.fail(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes+1))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, jsonError{"discovery: config larger than " + strconv.Itoa(MaxConfigBytes) + " bytes"})
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, jsonError{"discovery: cannot read the request body"})
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	rep, err := a.r.UpdateConfig(ctx, name, body)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := jsonConfigReport{Service: rep.Service, Revision: rep.Revision, ConfigRevision: rep.ConfigRevision, Instances: []jsonNotify{}}
+	for _, n := range rep.Instances {
+		jn := jsonNotify{ID: n.Instance.ID, Outcome: n.Outcome.String(), Attempts: n.Attempts, Reason: n.Reason}
+		if n.Err != nil {
+			jn.Error = n.Err.Error()
+		}
+		out.Instances = append(out.Instances, jn)
+	}
+	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) deregister(w http.ResponseWriter, req *http.Request) {
+	who, ok := a.authorize(w, req)
+	if !ok {
+		return
+	}
+	name, id := req.PathValue("name"), req.PathValue("id")
+	if err := core.ValidateServiceName(name); err != nil {
+		a.fail(w, err)
+		return
+	}
+	if err := core.ValidateInstanceID(id); err != nil {
+		a.fail(w, err)
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	if err := a.r.Deregister(ctx, name, id); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.r.log.Info("discovery: admin: instance deregistered", zap.String("service", name), zap.String("instance", id),
+		zap.String("by", who.caller()))
+	writeJSON(w, http.StatusOK, struct {
+		Service    string `json:"service"`
+		Deregister string `json:"deregistered"`
+	}{name, id})
+}
+
+// caller names the identity in log lines: service or service/instance.
+func (id *Identity) caller() string {
+	if id.Instance != "" {
+		return id.Service + "/" + id.Instance
+	}
+	return id.Service
+}
+
+// authorize returns the caller if the request may change something, else
+// answers 401, 403 or 503 and returns false.
+func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, bool) {
+	az := a.o.authz
+	if az == nil {
+		az = a.r.Authorizer()
+	}
+	if az == nil {
+		writeJSON(w, http.StatusForbidden, jsonError{"discovery: read-only: no authorizer is configured"})
+		return nil, false
+	}
+	id, err := az.Authorize(req)
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
+		return nil, false
+	case errors.Is(err, ErrForbidden):
+		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
+		return nil, false
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
+		return nil, false
+	case id == nil:
+		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
+		return nil, false
+	case a.o.scope != "" && !id.HasScope(a.o.scope):
+		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
+		return nil, false
+	}
+	return id, true
+}
+
+// fail answers an error with its status: 400 invalid, 404 not found, 503 a
+// backend or the Registry unavailable, 501 unsupported, 500 otherwise.
+func (a *admin) fail(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, ErrUnsupported):
+		status = http.StatusNotImplemented
+	}
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
+		msg = "discovery: internal error"
+	}
+	writeJSON(w, status, jsonError{msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"discovery: cannot encode the answer"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

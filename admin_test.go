@@ -1,0 +1,253 @@
+package discovery_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// adminWorld is one Registry on a fake clock with fixed data: three
+// services, checks injected at fixed times, one configuration.
+func adminWorld(t *testing.T, opts ...discovery.Option) (*discovery.Registry, *discoverytest.Clock) {
+	t.Helper()
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, append([]discovery.Option{discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0)}, opts...)...)
+	add := func(service, host string, zone string) {
+		addInstance(t, r, discovery.Instance{ID: host + ":8080", Service: service, Host: host, Port: 8080, Weight: 100, Zone: zone,
+			Version: "1.4.2", RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+	}
+	add("orders", "10.0.0.1", "eu-1a")
+	add("orders", "10.0.0.2", "eu-1b")
+	add("inventory", "10.0.1.1", "eu-1a")
+	add("payments", "10.0.2.1", "eu-1a")
+	if _, _, err := backend.SetConfig(ctx, "orders", []byte(`{"workers":8,"balancer":{"strategy":"round_robin"}}`), t0, 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"orders", "inventory", "payments"} {
+		if _, err := r.Get(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checks := []struct {
+		service, id string
+		status      discovery.Status
+		rtt         time.Duration
+		err         string
+	}{
+		{"orders", "10.0.0.1:8080", discovery.StatusHealthy, 12 * time.Millisecond, ""},
+		{"orders", "10.0.0.2:8080", discovery.StatusUnhealthy, 2 * time.Second, "timeout"},
+		{"payments", "10.0.2.1:8080", discovery.StatusHealthy, 40 * time.Millisecond, ""},
+		{"orders", "10.0.0.1:8080", discovery.StatusHealthy, 15 * time.Millisecond, ""},
+		{"orders", "10.0.0.2:8080", discovery.StatusUnhealthy, 3 * time.Millisecond, "HTTP 500"},
+		{"payments", "10.0.2.1:8080", discovery.StatusWarning, 60 * time.Millisecond, "HTTP 429"},
+		{"orders", "10.0.0.1:8080", discovery.StatusHealthy, 9 * time.Millisecond, ""},
+		{"orders", "10.0.0.2:8080", discovery.StatusUnhealthy, 2 * time.Millisecond, "HTTP 500"},
+	}
+	for _, c := range checks {
+		clock.Advance(time.Second)
+		discovery.InjectCheck(r, c.service, c.id, c.status, c.rtt, c.err)
+	}
+	return r, clock
+}
+
+// do sends one request to h and returns the status and body.
+func do(t *testing.T, h http.Handler, method, path, body string, hdr ...string) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.Bytes()
+}
+
+// golden compares got with testdata/admin/name.json (rewritten with -update).
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", "admin", name+".json")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestAdminGolden -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from %s:\n--- got\n%s\n--- want\n%s", name, path, got, want)
+	}
+}
+
+// The JSON endpoints, on fixed data and a fake clock, match their golden
+// files; errors are JSON with the right status.
+func TestAdminGolden(t *testing.T) {
+	r, _ := adminWorld(t)
+	h := r.AdminHandler()
+	tests := []struct {
+		name, path string
+		status     int
+	}{
+		{"services", "/services", 200},
+		{"overview", "/overview", 200},
+		{"service_orders", "/services/orders", 200},
+		{"config_orders", "/services/orders/config", 200},
+		{"config_inventory", "/services/inventory/config", 200},
+		{"error_bad_name", "/services/no%20spaces", 400},
+		{"error_unknown", "/services/nosuch", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := do(t, h, "GET", tt.path, "")
+			if code != tt.status {
+				t.Fatalf("GET %s = %d %s; want %d", tt.path, code, body, tt.status)
+			}
+			if !json.Valid(body) {
+				t.Fatalf("GET %s: not JSON: %s", tt.path, body)
+			}
+			golden(t, tt.name, bytes.ReplaceAll(body, []byte(r.ProcessID()), []byte("PROCESS")))
+		})
+	}
+}
+
+// fakeAuthz answers every request with id and err.
+type fakeAuthz struct {
+	id  *discovery.Identity
+	err error
+}
+
+func (f fakeAuthz) Authorize(*http.Request) (*discovery.Identity, error) { return f.id, f.err }
+
+// Mutating endpoints refuse without authorization (401 or 403) and change
+// nothing; with it they work; bad input is a 400 with a JSON error.
+func TestAdminMutationsNeedAuthorization(t *testing.T) {
+	ctx := context.Background()
+	admin := &discovery.Identity{Service: "ops", Scopes: []string{"discovery:admin"}}
+	refused := []struct {
+		name   string
+		opts   []discovery.AdminOption
+		status int
+	}{
+		{"no authorizer", nil, http.StatusForbidden},
+		{"unauthenticated", []discovery.AdminOption{discovery.AdminAuthorizer(fakeAuthz{err: discovery.ErrUnauthenticated})}, http.StatusUnauthorized},
+		{"forbidden", []discovery.AdminOption{discovery.AdminAuthorizer(fakeAuthz{err: discovery.ErrForbidden})}, http.StatusForbidden},
+		{"missing scope", []discovery.AdminOption{discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}),
+			discovery.AdminScope("discovery:admin")}, http.StatusForbidden},
+	}
+	r, _ := adminWorld(t)
+	cfgBefore, revBefore, _ := r.Config(ctx, "orders")
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			h := r.AdminHandler(tt.opts...)
+			for _, m := range []struct{ method, path, body string }{
+				{"DELETE", "/services/orders/instances/10.0.0.1:8080", ""},
+				{"PUT", "/services/orders/config", `{"workers":1}`},
+			} {
+				code, body := do(t, h, m.method, m.path, m.body)
+				if code != tt.status || !json.Valid(body) || !bytes.Contains(body, []byte(`"error"`)) {
+					t.Fatalf("%s %s = %d %s; want %d with a JSON error", m.method, m.path, code, body, tt.status)
+				}
+			}
+			svc, err := r.Store().Load(ctx, "orders")
+			if err != nil || len(svc.Instances) != 2 {
+				t.Fatalf("instances after refused requests: %v, %v; want both", svc, err)
+			}
+			cfg, rev, _ := r.Config(ctx, "orders")
+			if rev != revBefore || !bytes.Equal(cfg, cfgBefore) {
+				t.Fatalf("config changed by a refused request: %s (rev %d)", cfg, rev)
+			}
+		})
+	}
+
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: admin}), discovery.AdminScope("discovery:admin"))
+	bad := []struct{ method, path, body string }{
+		{"PUT", "/services/orders/config", `{"workers":`},
+		{"PUT", "/services/orders/config", `[1,2]`},
+		{"PUT", "/services/Bad%20Name/config", `{}`},
+		{"DELETE", "/services/orders/instances/" + strings.Repeat("x", 300), ""},
+	}
+	for _, b := range bad {
+		code, body := do(t, h, b.method, b.path, b.body)
+		if code != http.StatusBadRequest || !json.Valid(body) || !bytes.Contains(body, []byte(`"error"`)) {
+			t.Errorf("%s %s %q = %d %s; want 400 with a JSON error", b.method, b.path, b.body, code, body)
+		}
+	}
+	if cfg, rev, _ := r.Config(ctx, "orders"); rev != revBefore || !bytes.Equal(cfg, cfgBefore) {
+		t.Fatalf("config changed by bad input: %s", cfg)
+	}
+	if code, body := do(t, h, "DELETE", "/services/orders/instances/10.0.0.9:8080", ""); code != http.StatusNotFound {
+		t.Errorf("DELETE of an unknown instance = %d %s; want 404", code, body)
+	}
+
+	code, body := do(t, h, "PUT", "/services/orders/config", `{"workers":2}`)
+	if code != http.StatusOK {
+		t.Fatalf("authorized PUT = %d %s", code, body)
+	}
+	if cfg, rev, _ := r.Config(ctx, "orders"); rev != revBefore+1 || string(cfg) != `{"workers":2}` {
+		t.Fatalf("config after PUT: %s rev %d", cfg, rev)
+	}
+	code, body = do(t, h, "DELETE", "/services/orders/instances/10.0.0.1:8080", "")
+	if code != http.StatusOK {
+		t.Fatalf("authorized DELETE = %d %s", code, body)
+	}
+	if got := ids(r.Get(ctx, "orders")); got != "10.0.0.2:8080" {
+		t.Fatalf("after DELETE: %s", got)
+	}
+	// The Registry's own Authorizer serves when the handler has none.
+	r.SetAuthorizer(fakeAuthz{err: discovery.ErrUnauthenticated})
+	if code, _ := do(t, r.AdminHandler(), "DELETE", "/services/orders/instances/10.0.0.2:8080", ""); code != http.StatusUnauthorized {
+		t.Fatalf("with the Registry's refusing Authorizer: %d; want 401", code)
+	}
+}
+
+// The dashboard is served with its embedded assets and refers to nothing
+// outside the handler.
+func TestAdminDashboardIsSelfContained(t *testing.T) {
+	r, _ := adminWorld(t)
+	h := r.AdminHandler(discovery.AdminTitle("rssbot <prod>"), discovery.AdminRefresh(2*time.Second))
+	code, page := do(t, h, "GET", "/", "")
+	if code != 200 || !bytes.Contains(page, []byte("rssbot &lt;prod&gt;")) || !bytes.Contains(page, []byte(`data-refresh-ms="2000"`)) {
+		t.Fatalf("GET / = %d\n%s", code, page)
+	}
+	for _, asset := range []string{"/assets/app.js", "/assets/style.css"} {
+		code, body := do(t, h, "GET", asset, "")
+		if code != 200 || len(body) == 0 {
+			t.Fatalf("GET %s = %d", asset, code)
+		}
+		page = append(page, body...)
+	}
+	for _, external := range []string{`src="http`, `href="http`, `src="//`, `href="//`, "url(http", "@import", "fetch(\"http"} {
+		if bytes.Contains(page, []byte(external)) {
+			t.Errorf("the dashboard refers to something outside the handler: %s", external)
+		}
+	}
+	if code, _ := do(t, h, "POST", "/overview", ""); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /overview = %d; want 405", code)
+	}
+}

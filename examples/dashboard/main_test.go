@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+type overview struct {
+	TotalServices int `json:"total_services"`
+	Services      []struct {
+		Name      string `json:"name"`
+		Status    string `json:"status"`
+		Instances []struct {
+			ID     string    `json:"id"`
+			Status string    `json:"status"`
+			RTT    []float64 `json:"rtt_ms"`
+		} `json:"instances"`
+	} `json:"services"`
+}
+
+// startDemo runs the example on a free port, stopped when the test ends.
+func startDemo(t *testing.T, failAfter time.Duration) *demo {
+	t.Helper()
+	var out bytes.Buffer
+	d, err := start(context.Background(), config{addr: "127.0.0.1:0", failAfter: failAfter, interval: 300 * time.Millisecond}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if !strings.Contains(out.String(), d.url) {
+		t.Fatalf("the example does not say where the dashboard is:\n%s", out.String())
+	}
+	return d
+}
+
+func get(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %d %s", url, resp.StatusCode, body)
+	}
+	return body
+}
+
+// The example serves the dashboard and the metrics over three services
+// with real health endpoints, and the failing instance turns unhealthy.
+func TestDashboardExample(t *testing.T) {
+	d := startDemo(t, 500*time.Millisecond)
+	if page := get(t, d.url); !bytes.Contains(page, []byte("discovery demo")) {
+		t.Fatalf("dashboard page:\n%s", page)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var ov overview
+	for {
+		if err := json.Unmarshal(get(t, d.url+"overview"), &ov); err != nil {
+			t.Fatal(err)
+		}
+		unhealthy, checked := 0, 0
+		for _, s := range ov.Services {
+			for _, in := range s.Instances {
+				if in.Status == "unhealthy" {
+					unhealthy++
+					if s.Name != "payments" {
+						t.Fatalf("%s of %s is unhealthy; only payments' second instance fails", in.ID, s.Name)
+					}
+				}
+				if len(in.RTT) > 0 {
+					checked++
+				}
+			}
+		}
+		if ov.TotalServices == 3 && unhealthy == 1 && checked == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no unhealthy payments instance with every instance checked within 20 s: %+v", ov)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	metrics := string(get(t, d.base+"/metrics"))
+	for _, want := range []string{`discovery_instances{service="payments",status="unhealthy"} 1`, `discovery_health_checks_total{result="fail"}`,
+		`discovery_picks_total{service="orders",strategy="p2c_ewma"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

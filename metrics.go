@@ -1,0 +1,249 @@
+package discovery
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Prometheus metrics (WithMetrics). Almost everything is read at scrape time
+// from counters the Registry keeps anyway (stats.go, the per-service state of
+// cache.go and balancer.go): a collector, not instruments on the hot path.
+// With metrics on, an L1 hit counts in its service's striped counter instead
+// of the Registry's (Stats adds them up), and one lookup in lookupSample,
+// drawn with the runtime's per-thread random source, reads the clock twice.
+
+// lookupSample: with metrics on, one lookup in lookupSample is timed when L1
+// answers it; lookups answered by Redis or the database are all timed.
+const lookupSample = 64
+
+// checkResults are the values of the result label of
+// discovery_health_checks_total, indexed like counters.checks.
+var checkResults = [...]string{"pass", "warn", "fail"}
+
+// gaugeStatuses are the statuses discovery_instances reports per service.
+var gaugeStatuses = [...]Status{StatusHealthy, StatusWarning, StatusUnhealthy, StatusUnknown, StatusEjected, StatusDraining, StatusSuspect}
+
+// lookupBuckets span an L1 hit (tens of ns) to a slow database (seconds).
+var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1, 5}
+
+// WithMetrics registers the Registry's Prometheus metrics with reg (at New;
+// Close unregisters them). Without it nothing is registered anywhere. Two
+// Registry values on one Registerer collide: wrap it for each, for example
+// with prometheus.WrapRegistererWith(prometheus.Labels{"registry": "b"}, reg).
+//
+// The metrics: discovery_lookups_total{service,layer},
+// discovery_lookup_duration_seconds{layer} (L1 sampled: one lookup in 64),
+// discovery_cache_hits_total{layer}, discovery_stale_served_total,
+// discovery_backend_errors_total{backend}, discovery_health_checks_total{result},
+// discovery_instances{service,status}, discovery_picks_total{service,strategy},
+// discovery_panic_mode_total{service} and discovery_ejections_total{service}.
+// Service labels name only services this Registry has looked up and found.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return optionFunc(func(o *options) { o.metrics = reg })
+}
+
+// svcMetrics counts the lookups of one service by the layer that answered,
+// with metrics on. L1 hits are striped: a hot service is looked up from
+// every core at once.
+type svcMetrics struct {
+	l1     stripedCounter
+	l2, l3 atomic.Uint64
+}
+
+func (m *svcMetrics) add(l Layer) {
+	switch l {
+	case LayerL1:
+		m.l1.add(1)
+	case LayerL2:
+		m.l2.Add(1)
+	case LayerL3:
+		m.l3.Add(1)
+	}
+}
+
+// metrics is a Registry's Prometheus collector.
+type metrics struct {
+	r          *Registry
+	reg        prometheus.Registerer
+	registered bool // written by New, read by Close
+	durVec     *prometheus.HistogramVec
+	dur        [LayerL3 + 1]prometheus.Observer // by Layer, resolved once
+
+	lookups, cacheHits, stale, backendErrs, checks, instances, picks, panics, ejections *prometheus.Desc
+}
+
+func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
+	m := &metrics{r: r, reg: reg}
+	m.durVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "discovery_lookup_duration_seconds",
+		Help:    "How long lookups took, by the layer that answered (L1: one lookup in 64 is timed).",
+		Buckets: lookupBuckets,
+	}, []string{"layer"})
+	for _, l := range []Layer{LayerL1, LayerL2, LayerL3} {
+		m.dur[l] = m.durVec.WithLabelValues(l.String())
+	}
+	d := prometheus.NewDesc
+	m.lookups = d("discovery_lookups_total", "Lookups answered, by service and by the layer that answered.", []string{"service", "layer"}, nil)
+	m.cacheHits = d("discovery_cache_hits_total", "Cache hits: lookups L1 answered, Redis reads that found a snapshot.", []string{"layer"}, nil)
+	m.stale = d("discovery_stale_served_total", "Lookups answered with a stale snapshot.", nil, nil)
+	m.backendErrs = d("discovery_backend_errors_total", "Failed calls to the database and to Redis.", []string{"backend"}, nil)
+	m.checks = d("discovery_health_checks_total", "Active health checks this process ran, by result (pass, warn, fail).", []string{"result"}, nil)
+	m.instances = d("discovery_instances", "Live instances of each service this process holds, by status as this process sees it.", []string{"service", "status"}, nil)
+	m.picks = d("discovery_picks_total", "Selections (Pick), by service and strategy.", []string{"service", "strategy"}, nil)
+	m.panics = d("discovery_panic_mode_total", "Selections made in panic mode (too few healthy instances).", []string{"service"}, nil)
+	m.ejections = d("discovery_ejections_total", "Passive ejections of instances (outlier detection).", []string{"service"}, nil)
+	return m
+}
+
+// observe records the duration of a lookup answered by layer.
+func (m *metrics) observe(l Layer, d time.Duration) {
+	if l >= LayerL1 && l <= LayerL3 {
+		m.dur[l].Observe(d.Seconds())
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.durVec.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.lookups, m.cacheHits, m.stale, m.backendErrs, m.checks, m.instances, m.picks, m.panics, m.ejections} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it reads the Registry's counters.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	r := m.r
+	m.durVec.Collect(ch)
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(m.cacheHits, r.lookups(LayerL1), LayerL1.String())
+	counter(m.stale, r.ctr.stale.Load())
+	counter(m.backendErrs, r.ctr.storeErrs.Load(), "database")
+	if r.l2 != nil {
+		s := r.l2.Stats()
+		counter(m.cacheHits, s.Hits, LayerL2.String())
+		counter(m.backendErrs, s.Errors, "redis")
+	}
+	for i := range checkResults {
+		counter(m.checks, r.ctr.checks[i].Load(), checkResults[i])
+	}
+	now := r.now.nanos()
+	r.states.Range(func(_, v any) bool {
+		st := v.(*svcState)
+		sm := st.met.Load()
+		if sm == nil {
+			return true // never found: no label for it
+		}
+		counter(m.lookups, sm.l1.load(), st.name, LayerL1.String())
+		counter(m.lookups, sm.l2.Load(), st.name, LayerL2.String())
+		counter(m.lookups, sm.l3.Load(), st.name, LayerL3.String())
+		for s := StrategyP2CEWMA; s <= StrategyRandom; s++ {
+			if n := st.picks[s].Load(); n > 0 {
+				counter(m.picks, n, st.name, s.String())
+			}
+		}
+		counter(m.panics, st.panics.Load(), st.name)
+		counter(m.ejections, st.ejections.Load(), st.name)
+		var by [StatusSuspect + 1]int
+		if e := r.l1.get(st.name); e != nil && e.raw != nil {
+			for _, in := range e.view.Load().Instances {
+				if in.ExpiresAt.UnixNano() > now || in.Status == StatusSuspect {
+					by[in.Status]++
+				}
+			}
+		}
+		for _, s := range gaugeStatuses {
+			ch <- prometheus.MustNewConstMetric(m.instances, prometheus.GaugeValue, float64(by[s]), st.name, s.String())
+		}
+		return true
+	})
+}
+
+// startMetrics registers the collector New made (r.met, set before any
+// goroutine started), if WithMetrics was given.
+func (r *Registry) startMetrics() error {
+	if r.met == nil {
+		return nil
+	}
+	if err := r.met.reg.Register(r.met); err != nil {
+		r.met.registered = false
+		return optErr("WithMetrics", "", "cannot register the metrics: "+err.Error())
+	}
+	r.met.registered = true
+	return nil
+}
+
+// stopMetrics unregisters the collector.
+func (r *Registry) stopMetrics() {
+	if r.met != nil && r.met.registered {
+		r.met.reg.Unregister(r.met)
+	}
+}
+
+// countService makes st's service counted per service from now on (metrics
+// on) and returns its counters: called at its first lookup or pick that
+// found a snapshot of it, so that only services this Registry looked up, and
+// never made-up names, become labels.
+func (r *Registry) countService(st *svcState) *svcMetrics {
+	st.met.CompareAndSwap(nil, new(svcMetrics))
+	return st.met.Load()
+}
+
+// countCheck counts one finished active check by its result.
+func (r *Registry) countCheck(s Status) {
+	switch s {
+	case StatusHealthy:
+		r.ctr.checks[0].Add(1)
+	case StatusWarning:
+		r.ctr.checks[1].Add(1)
+	default:
+		r.ctr.checks[2].Add(1)
+	}
+}
+
+// lookups returns the lookups a layer answered: the Registry's counter plus
+// the per-service ones that replace it with metrics on.
+func (r *Registry) lookups(l Layer) uint64 {
+	var n uint64
+	switch l {
+	case LayerL1:
+		n = r.ctr.l1Hits.load()
+	case LayerL2:
+		n = r.ctr.l2.Load()
+	case LayerL3:
+		n = r.ctr.l3.Load()
+	}
+	r.states.Range(func(_, v any) bool {
+		if m := v.(*svcState).met.Load(); m != nil {
+			switch l {
+			case LayerL1:
+				n += m.l1.load()
+			case LayerL2:
+				n += m.l2.Load()
+			case LayerL3:
+				n += m.l3.Load()
+			}
+		}
+		return true
+	})
+	return n
+}
+
+// lookupTimed is Lookup for the lookups metrics sample: an L1 hit is timed
+// too (the slow path times itself).
+func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, error) {
+	start := time.Now()
+	if e := r.l1.get(service); e != nil {
+		now := r.now.nanos()
+		if now < e.freshUntil.Load() {
+			res, err := r.hitL1(e, now)
+			r.met.observe(LayerL1, time.Since(start))
+			return res, err
+		}
+	}
+	return r.lookupSlow(ctx, service)
+}

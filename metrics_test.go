@@ -1,0 +1,294 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// scrape gathers reg and returns every sample as "name{k=v,...}" -> value
+// (a histogram as its _count).
+func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(labels)
+			key := mf.GetName() + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.GetCounter() != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[strings.Replace(key, "{", "_count{", 1)] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// A scripted sequence (an L2 hit, an L1 hit, an L3 load, a pick, a failing
+// health check, a lookup of a service that does not exist) gives exact
+// counter values, per service only for services that exist.
+func TestMetricsAfterAScriptedSequence(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[2], discovery.WithClock(clock), discovery.WithLeaseTTL(time.Hour)) // sqlite+redis
+	a := w.registry(t)
+	reg := prometheus.NewRegistry()
+	b := w.registry(t, discovery.WithMetrics(reg), discovery.WithHealthCheck(hInterval, hTimeout),
+		discovery.WithCacheFreshness(time.Hour, 0, time.Hour))
+
+	p := newProbeServer(t, "")
+	p.set(mode500)
+	web := p.instance("web")
+	web.ExpiresAt, web.RegisteredAt = time.Time{}, time.Time{}
+	mustRegister(t, a, web) // written through to Redis
+	addInstance(t, a, discovery.Instance{Service: "db", Host: "10.0.0.9", Port: 5432, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}) // straight into the database: not in Redis
+
+	steps := []struct {
+		service string
+		want    discovery.Layer
+	}{{"web", discovery.LayerL2}, {"web", discovery.LayerL1}, {"db", discovery.LayerL3}}
+	for _, s := range steps {
+		res, err := b.Lookup(ctx, s.service)
+		if err != nil || res.Layer != s.want {
+			t.Fatalf("Lookup(%s) = %v, %v; want %v", s.service, res.Layer, err, s.want)
+		}
+	}
+	if _, err := b.Get(ctx, "nosuch"); err == nil {
+		t.Fatal("Get(nosuch) found something")
+	}
+	sel, err := b.Pick(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel.Done(nil)
+	for p.hits.Load() == 0 {
+		if clock.Now().Sub(t0) > 2*hInterval {
+			t.Fatal("no health check within two intervals")
+		}
+		step(clock, hStep, b)
+	}
+
+	// a service b registered but never looked up gets no labels
+	mustRegister(t, b, discovery.Instance{Service: "quiet", Host: "10.0.0.5", Port: 80, Check: discovery.CheckNone})
+
+	got := scrape(t, reg)
+	want := map[string]float64{
+		"discovery_lookups_total{layer=L1,service=web}":          1,
+		"discovery_lookups_total{layer=L2,service=web}":          1,
+		"discovery_lookups_total{layer=L3,service=web}":          0,
+		"discovery_lookups_total{layer=L1,service=db}":           0,
+		"discovery_lookups_total{layer=L2,service=db}":           0,
+		"discovery_lookups_total{layer=L3,service=db}":           1,
+		"discovery_lookup_duration_seconds_count{layer=L2}":      1,
+		"discovery_lookup_duration_seconds_count{layer=L3}":      2, // db, and nosuch's "not found"
+		"discovery_cache_hits_total{layer=L1}":                   1,
+		"discovery_cache_hits_total{layer=L2}":                   1,
+		"discovery_stale_served_total{}":                         0,
+		"discovery_backend_errors_total{backend=database}":       0,
+		"discovery_backend_errors_total{backend=redis}":          0,
+		"discovery_health_checks_total{result=fail}":             1,
+		"discovery_health_checks_total{result=pass}":             0,
+		"discovery_health_checks_total{result=warn}":             0,
+		"discovery_picks_total{service=web,strategy=p2c_ewma}":   1,
+		"discovery_panic_mode_total{service=web}":                0,
+		"discovery_panic_mode_total{service=db}":                 0,
+		"discovery_ejections_total{service=web}":                 0,
+		"discovery_instances{service=web,status=unknown}":        1, // one failure: not unhealthy yet (3 needed)
+		"discovery_instances{service=web,status=unhealthy}":      0,
+		"discovery_instances{service=db,status=unknown}":         1,
+		"discovery_instances{service=web,status=healthy}":        0,
+		"discovery_lookup_duration_seconds_count{layer=unknown}": -1, // must be absent
+	}
+	for k, v := range want {
+		g, ok := got[k]
+		switch {
+		case v < 0 && ok:
+			t.Errorf("%s present (%v); want absent", k, g)
+		case v >= 0 && !ok:
+			t.Errorf("%s absent; want %v", k, v)
+		case v >= 0 && g != v:
+			t.Errorf("%s = %v; want %v", k, g, v)
+		}
+	}
+	if n := got["discovery_lookup_duration_seconds_count{layer=L1}"]; n > 1 {
+		t.Errorf("L1 timings %v; want at most the one L1 hit (sampled)", n)
+	}
+	for k := range got {
+		if strings.Contains(k, "nosuch") || strings.Contains(k, "quiet") {
+			t.Errorf("a label for a service that does not exist or was never looked up: %s", k)
+		}
+	}
+	// Stats agrees, although per-service counters replace the Registry's.
+	st := b.Stats()
+	if st.ChecksFailed != 1 || st.ChecksPassed != 0 {
+		t.Errorf("Stats: %d failed checks, %d passed; want 1, 0", st.ChecksFailed, st.ChecksPassed)
+	}
+	if st.Lookups[discovery.LayerL1] != 1 || st.Lookups[discovery.LayerL2] != 1 || st.Lookups[discovery.LayerL3] != 2 || st.NotFound != 1 {
+		t.Errorf("Stats().Lookups = %v (not found %d); want [_ 1 1 2], 1", st.Lookups, st.NotFound)
+	}
+}
+
+// Without WithMetrics nothing is registered anywhere; with it, Close
+// unregisters, and a second Registry on one Registerer is refused.
+func TestMetricsRegistration(t *testing.T) {
+	before, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	if _, err := r.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := prometheus.DefaultGatherer.Gather()
+	if len(after) != len(before) {
+		t.Fatalf("the default registry went from %d to %d metric families", len(before), len(after))
+	}
+
+	reg := prometheus.NewRegistry()
+	a, err := discovery.New(discovery.WithStore(backend), discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := discovery.New(discovery.WithStore(backend), discovery.WithMetrics(reg), discovery.WithoutHealthChecks()); err == nil {
+		t.Fatal("a second Registry on one Registerer: no error")
+	}
+	if _, err := a.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L3,service=web}"]; got != 1 {
+		t.Fatalf("the refused second Registry took the first's metrics away: lookups %v; want 1", got)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(scrape(t, reg)); n != 0 {
+		t.Fatalf("%d samples after Close; want none", n)
+	}
+	c := discoverytest.NewRegistry(t, backend, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	if _, err := c.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L3,service=web}"]; got != 1 {
+		t.Fatalf("after re-registering: lookups %v; want 1", got)
+	}
+}
+
+// With metrics on, an L1 hit (timed or not: 1 in 64 is) and a warm Pick
+// allocate nothing.
+func TestMetricsHotPathAllocatesNothing(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	for i := range 3 {
+		mustRegister(t, r, inst("web", "10.0.0.1", 80+i))
+	}
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(2000, func() {
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("an L1 Get with metrics on allocates %v times", n)
+	}
+	if n := testing.AllocsPerRun(2000, func() {
+		sel, err := r.Pick(ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.Done(nil)
+	}); n != 0 {
+		t.Fatalf("Pick and Done with metrics on allocate %v times", n)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L1,service=web}"]; got < 2000 {
+		t.Fatalf("L1 lookups counted %v; want at least 2000", got)
+	}
+}
+
+// Ejections, panic mode, stale answers and database errors each count, and
+// the instances gauge follows the statuses this process shows.
+func TestMetricsOfFailures(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithMetrics(reg), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0))
+	t.Cleanup(func() { backend.SetFailure(nil) }) // before Close
+	var ids []string
+	for i := range 10 {
+		in := discovery.Instance{ID: "i" + string(rune('0'+i)), Service: "db_svc", Host: "10.0.0.1", Port: 5000 + i, Weight: 1,
+			RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+		addInstance(t, r, in)
+		ids = append(ids, in.ID)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := r.ReportOutcome("db_svc", ids[0], errCall, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids[1:6] {
+		discovery.SetInstanceHealth(r, "db_svc", id, discovery.StatusUnhealthy, 0)
+	}
+	sel, err := r.Pick(ctx, "db_svc") // 4 of 10 eligible: panic mode
+	if err != nil || !sel.Panic {
+		t.Fatalf("Pick = %+v, %v; want a pick in panic mode", sel, err)
+	}
+	sel.Done(nil)
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(2 * discovery.DefaultFresh)
+	res, err := r.Lookup(ctx, "db_svc") // stale while the refresh fails
+	if err != nil || !res.Stale {
+		t.Fatalf("Lookup = %+v, %v; want a stale answer", res, err)
+	}
+	waitFor(t, 5*time.Second, "the failed refresh", func() bool { return r.Stats().StoreErrors >= 1 })
+	if st := r.Stats(); st.Ejections != 1 || st.PanicPicks != 1 {
+		t.Errorf("Stats: %d ejections, %d panic picks; want 1, 1", st.Ejections, st.PanicPicks)
+	}
+
+	got := scrape(t, reg)
+	want := map[string]float64{
+		"discovery_ejections_total{service=db_svc}":               1,
+		"discovery_panic_mode_total{service=db_svc}":              1,
+		"discovery_picks_total{service=db_svc,strategy=p2c_ewma}": 1,
+		"discovery_stale_served_total{}":                          1,
+		"discovery_backend_errors_total{backend=database}":        1,
+		"discovery_instances{service=db_svc,status=ejected}":      1,
+		"discovery_instances{service=db_svc,status=unhealthy}":    5,
+		"discovery_instances{service=db_svc,status=unknown}":      4,
+		"discovery_lookups_total{layer=L1,service=db_svc}":        1,
+		"discovery_lookups_total{layer=L3,service=db_svc}":        1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v; want %v", k, got[k], v)
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Overview is every service at a glance, as this process sees it: what the
+// seed's health dashboard showed, plus per-instance detail and the cache
+// layers' hit rates. See Registry.Overview.
+type Overview struct {
+	// At is when it was taken (the Registry's clock).
+	At time.Time
+	// ProcessID is this Registry's (see Registry.ProcessID).
+	ProcessID string
+	// TotalServices counts the services listed; HealthyServices those whose
+	// every instance can be picked, DegradedServices those with some, and
+	// UnhealthyServices those with none.
+	TotalServices, HealthyServices, DegradedServices, UnhealthyServices int
+	// AvgResponseTime is the mean of the services' response times, over the
+	// services checked at least once (0 if none).
+	AvgResponseTime time.Duration
+	// Services are ordered by name.
+	Services []ServiceOverview
+	// Cache has one entry per cache layer: L1, and L2 with Redis.
+	Cache []LayerOverview
+	// FromCache is true when the database could not list the services and
+	// those this process holds are shown instead.
+	FromCache bool
+}
+
+// ServiceOverview is one service in an Overview.
+type ServiceOverview struct {
+	// Name of the service; Revision its current revision.
+	Name     string
+	Revision int64
+	// Status is StatusHealthy when every live instance can be picked,
+	// StatusWarning when some can, StatusUnhealthy when none can (or none is
+	// live).
+	Status Status
+	// Score is the mean health score of its instances.
+	Score float64
+	// ResponseTime is the mean of its instances' latest check durations, and
+	// LastCheck the latest check of any of them (zero if never checked).
+	ResponseTime time.Duration
+	LastCheck    time.Time
+	// Method is how callers reach its instances ("http", or "router" when
+	// every instance is in-process).
+	Method Method
+	// Live and Usable count its live instances and those that can be picked.
+	Live, Usable int
+	// Instances are its live instances' health, ordered by ID.
+	Instances []InstanceHealth
+}
+
+// LayerOverview is one cache layer's use since New.
+type LayerOverview struct {
+	// Layer is LayerL1 or LayerL2.
+	Layer Layer
+	// Hits and Misses: for L1, lookups it answered and lookups it could not
+	// (they went to Redis or the database); for L2, Redis reads that found a
+	// usable snapshot and those that did not.
+	Hits, Misses uint64
+	// HitRate is Hits / (Hits + Misses), 0 before any lookup.
+	HitRate float64
+}
+
+// usable reports whether selection may pick the instance (health and
+// ejection; weight and filters aside).
+func (h *InstanceHealth) usable() bool {
+	switch h.Shown {
+	case StatusDraining, StatusEjected:
+		return false
+	}
+	return h.Status != StatusUnhealthy && !h.Ejected
+}
+
+// Overview returns every service the database knows (or, while it cannot
+// be read, every service this process holds) with its health, and the
+// cache layers' hit rates. It looks each service up like Health, so this
+// process checks the health of what it shows from then on.
+func (r *Registry) Overview(ctx context.Context) (Overview, error) {
+	if r.closed.Load() {
+		return Overview{}, ErrClosed
+	}
+	ov := Overview{At: r.clock.Now(), ProcessID: r.ProcessID()}
+	infos, err := r.Services(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Overview{}, err
+		}
+		infos, ov.FromCache = r.cachedServices(), true
+	}
+	var sumRT time.Duration
+	checked := 0
+	for _, info := range infos {
+		so := ServiceOverview{Name: info.Name, Revision: info.Revision, Status: StatusUnhealthy}
+		if info.Live > 0 || ov.FromCache {
+			hs, err := r.Health(ctx, info.Name)
+			switch {
+			case err == nil:
+				so.fill(hs)
+			case ctx.Err() != nil:
+				return Overview{}, err
+			case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable):
+				return Overview{}, err
+			}
+		}
+		if e := r.l1.get(info.Name); e != nil && e.rev > so.Revision {
+			so.Revision = e.rev
+		}
+		switch so.Status {
+		case StatusHealthy:
+			ov.HealthyServices++
+		case StatusWarning:
+			ov.DegradedServices++
+		default:
+			ov.UnhealthyServices++
+		}
+		if !so.LastCheck.IsZero() {
+			sumRT += so.ResponseTime
+			checked++
+		}
+		ov.Services = append(ov.Services, so)
+	}
+	slices.SortFunc(ov.Services, func(a, b ServiceOverview) int { return strings.Compare(a.Name, b.Name) })
+	ov.TotalServices = len(ov.Services)
+	if checked > 0 {
+		ov.AvgResponseTime = sumRT / time.Duration(checked)
+	}
+	ov.Cache = r.layerOverview()
+	return ov, nil
+}
+
+func (so *ServiceOverview) fill(hs []InstanceHealth) {
+	so.Instances = hs
+	so.Live = len(hs)
+	if len(hs) == 0 {
+		return
+	}
+	var score float64
+	var rt time.Duration
+	rtN, routers := 0, 0
+	for i := range hs {
+		h := &hs[i]
+		score += h.Score
+		if h.usable() {
+			so.Usable++
+		}
+		if !h.LastCheck.IsZero() {
+			rt += h.ResponseTime
+			rtN++
+			if h.LastCheck.After(so.LastCheck) {
+				so.LastCheck = h.LastCheck
+			}
+		}
+		if h.Method == MethodRouter {
+			routers++
+		}
+	}
+	so.Score = score / float64(len(hs))
+	if rtN > 0 {
+		so.ResponseTime = rt / time.Duration(rtN)
+	}
+	if routers == len(hs) {
+		so.Method = MethodRouter
+	}
+	switch {
+	case so.Usable == so.Live:
+		so.Status = StatusHealthy
+	case so.Usable > 0:
+		so.Status = StatusWarning
+	}
+}
+
+// cachedServices lists the services L1 holds, for an Overview while the
+// database cannot be read.
+func (r *Registry) cachedServices() []ServiceInfo {
+	var out []ServiceInfo
+	r.l1.each(func(e *entry) {
+		if e.raw != nil {
+			out = append(out, ServiceInfo{Name: e.name, Revision: e.rev, Live: len(e.view.Load().Instances)})
+		}
+	})
+	return out
+}
+
+// layerOverview returns the cache layers' hits and misses from Stats.
+func (r *Registry) layerOverview() []LayerOverview {
+	s := r.Stats()
+	rate := func(h, m uint64) float64 {
+		if h+m == 0 {
+			return 0
+		}
+		return float64(h) / float64(h+m)
+	}
+	l1Miss := s.Lookups[LayerL2] + s.Lookups[LayerL3]
+	out := []LayerOverview{{Layer: LayerL1, Hits: s.Lookups[LayerL1], Misses: l1Miss, HitRate: rate(s.Lookups[LayerL1], l1Miss)}}
+	if r.l2 != nil {
+		out = append(out, LayerOverview{Layer: LayerL2, Hits: s.L2Hits, Misses: s.L2Misses, HitRate: rate(s.L2Hits, s.L2Misses)})
+	}
+	return out
+}

@@ -1,0 +1,72 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// Overview counts services by health, averages response times over the
+// checked services, gives per-instance detail and the cache hit rates.
+func TestOverview(t *testing.T) {
+	ctx := context.Background()
+	r, _ := adminWorld(t)
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ov.TotalServices != 3 || ov.HealthyServices != 2 || ov.DegradedServices != 1 || ov.UnhealthyServices != 0 {
+		t.Fatalf("counts %d total, %d healthy, %d degraded, %d unhealthy; want 3, 2, 1, 0",
+			ov.TotalServices, ov.HealthyServices, ov.DegradedServices, ov.UnhealthyServices)
+	}
+	byName := map[string]discovery.ServiceOverview{}
+	for _, s := range ov.Services {
+		byName[s.Name] = s
+	}
+	orders, payments := byName["orders"], byName["payments"]
+	// orders: latest checks 9 ms and 2 ms; payments: 60 ms; inventory never checked
+	if orders.ResponseTime != 5500*time.Microsecond || payments.ResponseTime != 60*time.Millisecond {
+		t.Fatalf("response times orders %v, payments %v; want 5.5ms, 60ms", orders.ResponseTime, payments.ResponseTime)
+	}
+	if want := (5500*time.Microsecond + 60*time.Millisecond) / 2; ov.AvgResponseTime != want {
+		t.Fatalf("average %v; want %v (over the checked services only)", ov.AvgResponseTime, want)
+	}
+	if orders.Status != discovery.StatusWarning || orders.Usable != 1 || orders.Live != 2 || len(orders.Instances) != 2 {
+		t.Fatalf("orders: %+v", orders)
+	}
+	bad := orders.Instances[1]
+	if bad.Status != discovery.StatusUnhealthy || bad.LastError != "HTTP 500" || len(bad.History) != 3 || bad.Zone != "eu-1b" {
+		t.Fatalf("the unhealthy instance: %+v", bad)
+	}
+	if !orders.LastCheck.Equal(t0.Add(8 * time.Second)) {
+		t.Fatalf("orders last checked %v; want t0+8s", orders.LastCheck)
+	}
+	if len(ov.Cache) != 1 || ov.Cache[0].Layer != discovery.LayerL1 || ov.Cache[0].Hits == 0 || ov.Cache[0].HitRate <= 0 || ov.Cache[0].HitRate >= 1 {
+		t.Fatalf("cache layers %+v; want L1 with hits and misses", ov.Cache)
+	}
+}
+
+// While the database cannot list services, Overview shows those this
+// process holds, and says so.
+func TestOverviewDuringDatabaseOutage(t *testing.T) {
+	ctx := context.Background()
+	b := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	t.Cleanup(func() { b.SetFailure(nil) })
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	b.SetFailure(errors.New("connection refused"))
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ov.FromCache || ov.TotalServices != 1 || ov.Services[0].Name != "web" || ov.Services[0].Live != 1 {
+		t.Fatalf("overview during an outage: %+v", ov)
+	}
+}
