@@ -24,7 +24,7 @@ import (
 // remove the entry from the index.
 
 // touchSample: one L1 hit in touchSample is reported to ristretto's policy.
-const touchSample = 16
+const touchSample = 64
 
 // maxRefreshes bounds concurrent background refreshes.
 const maxRefreshes = 16
