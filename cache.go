@@ -10,6 +10,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 
+	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
 )
 
@@ -583,8 +584,16 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // onChange handles a change announced by another process (or this one):
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.
-func (r *Registry) onChange(ch core.Change, force bool) {
-	r.changeAnnounced(ch, force)
+func (r *Registry) onChange(ch core.Change, force bool) { r.onMessage(ch, force, nil, time.Time{}) }
+
+// onMessage handles a change message. The writer pushes the new snapshot
+// with it (read from the database at loadedAt): a process that holds the
+// service takes it as if read from Redis, sparing that read; otherwise, or
+// when the snapshot is not usable, it refreshes in the background.
+func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, loadedAt time.Time) {
+	// Watchers hear of it last, when L1 already holds the pushed snapshot
+	// (or its refresh has begun, which they join).
+	defer r.changeAnnounced(ch, force)
 	e := r.l1.get(ch.Service)
 	// An entry put without a load (afterWrite) has no state yet; the refresh
 	// below must still know which revision to wait for, or it accepts the
@@ -601,6 +610,19 @@ func (r *Registry) onChange(ch core.Change, force bool) {
 	if e.raw == nil {
 		r.l1.remove(e)
 		return
+	}
+	if svc != nil && !force && svc.Revision >= ch.Revision {
+		now := r.clock.Now()
+		if now.Sub(loadedAt) < r.opts.leaseTTL && usableL2(svc, loadedAt, now) {
+			held := r.l1.put(r.newEntry(svc, LayerL2, loadedAt, now, now))
+			if held.rev >= svc.Revision {
+				r.ctr.pushed.Add(1)
+			}
+			if held.st != nil && held.rev >= held.st.wantRev.Load() {
+				return
+			}
+			e = held
+		}
 	}
 	e.freshUntil.Store(0)
 	r.refreshAsync(e, force)
@@ -658,9 +680,12 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		readAt := r.clock.Now()
 		if svc, err := r.store.Load(ctx, ch.Service); err == nil {
 			r.l1.put(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
-			_, _ = r.l2.Set(ctx, svc, readAt)
+			enc := codec.Encode(svc, readAt)
+			_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
+			_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
+		} else {
+			_ = r.l2.Publish(ctx, ch, false)
 		}
-		_ = r.l2.Publish(ctx, ch, false)
 	}
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)

@@ -49,3 +49,62 @@ func TestChangeMessageAfterOwnWrite(t *testing.T) {
 		})
 	}
 }
+
+// A writer pushes the new snapshot with its change message: a process that
+// holds the service takes it from the message, without reading Redis (one
+// network hop instead of two).
+func TestChangeMessageCarriesTheSnapshot(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			a, b := w.registry(t), w.registry(t)
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			waitFor(t, 2*time.Second, "the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+			before := b.Stats()
+			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+			waitFor(t, 2*time.Second, "the second instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2" })
+			after := b.Stats()
+			if after.Pushed != before.Pushed+1 || after.L2Hits != before.L2Hits || after.L2Misses != before.L2Misses || after.StoreReads != before.StoreReads {
+				t.Fatalf("pushed %d->%d, L2 hits %d->%d, misses %d->%d, store reads %d->%d; want the snapshot from the message and no read",
+					before.Pushed, after.Pushed, before.L2Hits, after.L2Hits, before.L2Misses, after.L2Misses, before.StoreReads, after.StoreReads)
+			}
+		})
+	}
+}
+
+// A pushed snapshot that does not decode (another schema version, or
+// corrupt) is counted and ignored: the process reads the revision the
+// message announced from Redis or the database instead.
+func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			b := w.registry(t)
+			subscribed(t, w, b, 1)
+			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
+			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+			rev, err := b.Store().Register(ctx, &in) // behind the caches
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := b.Stats()
+			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc\n\x00garbage", rev)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, "the announced revision", func() bool {
+				res, err := b.Lookup(ctx, "db_svc")
+				return err == nil && res.Revision == rev && !res.Stale
+			})
+			after := b.Stats()
+			if after.Pushed != before.Pushed || after.L2DecodeErrors != before.L2DecodeErrors+1 {
+				t.Fatalf("pushed %d->%d, decode errors %d->%d; want the bad snapshot counted and not taken",
+					before.Pushed, after.Pushed, before.L2DecodeErrors, after.L2DecodeErrors)
+			}
+		})
+	}
+}

@@ -123,7 +123,7 @@ func New(opts ...Option) (*Registry, error) {
 	if o.rdb != nil {
 		r.l2 = rediscache.New(o.rdb, rediscache.Options{
 			Namespace: o.namespace + ":", TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
-			Log: o.log, OnChange: r.onChange, OnResync: r.resync,
+			Log: o.log, OnChange: r.onMessage, OnResync: r.resync,
 		})
 		r.l2.Start()
 	}
@@ -247,7 +247,7 @@ func (r *Registry) Stats() Stats {
 	s := Stats{
 		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),
-		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Resyncs: r.ctr.resyncs.Load(),
+		Invalidations: r.ctr.invalidated.Load(), Refreshes: r.ctr.refreshes.Load(), Pushed: r.ctr.pushed.Load(), Resyncs: r.ctr.resyncs.Load(),
 		SelfPreservations: r.ctr.preservations.Load(),
 		ChecksPassed:      r.ctr.checks[0].Load(), ChecksWarned: r.ctr.checks[1].Load(), ChecksFailed: r.ctr.checks[2].Load(),
 	}

@@ -63,6 +63,9 @@ type Stats struct {
 	Invalidations uint64
 	// Refreshes counts background refreshes started.
 	Refreshes uint64
+	// Pushed counts snapshots taken from change messages (the writer pushes
+	// the new snapshot with its announcement), each sparing a Redis read.
+	Pushed uint64
 	// Picks counts selections, by strategy (index: Strategy).
 	Picks [StrategyRandom + 1]uint64
 	// PanicPicks counts selections made in panic mode (too few healthy
@@ -83,10 +86,10 @@ type Stats struct {
 }
 
 type counters struct {
-	l1Hits, l1Misses                                                       stripedCounter
-	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes atomic.Uint64
-	preservations                                                          atomic.Uint64
-	resyncs                                                                atomic.Uint64
+	l1Hits, l1Misses                                                               stripedCounter
+	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes, pushed atomic.Uint64
+	preservations                                                                  atomic.Uint64
+	resyncs                                                                        atomic.Uint64
 	// checks counts the active checks this process ran, by result: passed,
 	// warned, failed (metrics.go's checkResults).
 	checks [3]atomic.Uint64

@@ -57,8 +57,10 @@ type Options struct {
 	ProbeInterval time.Duration
 	// Log receives state changes (lost, back).
 	Log *zap.Logger
-	// OnChange is called for every change received on the channel.
-	OnChange func(ch core.Change, force bool)
+	// OnChange is called for every change received on the channel, with
+	// the snapshot the writer pushed along with it (nil when none did, or
+	// it did not decode) and when that snapshot was read from the database.
+	OnChange func(ch core.Change, force bool, svc *core.Service, loadedAt time.Time)
 	// OnResync is called on every (re)subscription and when Redis comes back:
 	// changes may have been missed.
 	OnResync func()
@@ -222,6 +224,11 @@ func (c *Cache) Set(ctx context.Context, svc *core.Service, loadedAt time.Time) 
 	return c.set(ctx, c.Key(svc.Name), string(codec.Encode(svc, loadedAt)))
 }
 
+// SetEncoded is Set of a snapshot of service already encoded (codec.Encode).
+func (c *Cache) SetEncoded(ctx context.Context, service string, enc []byte) (bool, error) {
+	return c.set(ctx, c.Key(service), string(enc))
+}
+
 func (c *Cache) set(ctx context.Context, key, val string) (bool, error) {
 	if c.down.Load() {
 		return false, &core.BackendError{Backend: "redis", Op: "set", Err: errors.New("down")}
@@ -258,12 +265,33 @@ func (c *Cache) Delete(ctx context.Context, service string) error {
 // Publish announces that service moved to revision; force asks every process
 // to reload it from the database whatever revision it holds.
 func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
-	if c.down.Load() {
-		return &core.BackendError{Backend: "redis", Op: "publish", Err: errors.New("down")}
-	}
 	msg := strconv.FormatInt(ch.Revision, 10) + " " + ch.Service
 	if force {
 		msg += " !"
+	}
+	return c.publish(ctx, msg)
+}
+
+// MaxPushed is the largest encoded snapshot a change message carries;
+// larger ones are announced only, and read from Redis by who needs them.
+const MaxPushed = 8 << 10
+
+// PublishSnapshot announces a change and pushes the snapshot enc
+// (codec.Encode) of the service with it, so that every process that holds
+// the service can take it from the message instead of reading it from Redis
+// (one network hop instead of two). Snapshots over MaxPushed are announced
+// only.
+func (c *Cache) PublishSnapshot(ctx context.Context, ch core.Change, enc []byte) error {
+	msg := strconv.FormatInt(ch.Revision, 10) + " " + ch.Service
+	if len(enc) <= MaxPushed {
+		msg += "\n" + string(enc)
+	}
+	return c.publish(ctx, msg)
+}
+
+func (c *Cache) publish(ctx context.Context, msg string) error {
+	if c.down.Load() {
+		return &core.BackendError{Backend: "redis", Op: "publish", Err: errors.New("down")}
 	}
 	tctx, cancel := c.timeout(ctx)
 	err := c.rdb.Publish(tctx, c.channel, msg).Err()
@@ -307,7 +335,14 @@ func (c *Cache) Subscribers(ctx context.Context) (int64, bool) {
 	return n[c.channel], true
 }
 
-// ParseMessage parses a change message: "<revision> <service>[ !]".
+// SplitMessage splits a change message into its announcement and the
+// snapshot pushed with it (empty when none was): "<announcement>\n<snapshot>".
+func SplitMessage(s string) (head, snapshot string) {
+	head, snapshot, _ = strings.Cut(s, "\n")
+	return head, snapshot
+}
+
+// ParseMessage parses a change announcement: "<revision> <service>[ !]".
 func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 	rev, rest, found := strings.Cut(s, " ")
 	if !found {
@@ -347,9 +382,25 @@ func (c *Cache) Start() {
 					}
 				case *redis.Message:
 					c.received.Add(1)
-					if change, force, ok := ParseMessage(m.Payload); ok && c.opt.OnChange != nil {
-						c.opt.OnChange(change, force)
+					head, pushed := SplitMessage(m.Payload)
+					change, force, ok := ParseMessage(head)
+					if !ok || c.opt.OnChange == nil {
+						continue
 					}
+					var (
+						svc *core.Service
+						at  time.Time
+					)
+					if pushed != "" {
+						var err error
+						if svc, at, err = codec.Decode(pushed); err != nil || svc.Name != change.Service {
+							// Another schema version, or corrupt: the change
+							// still counts; the snapshot is read from Redis.
+							c.decodeErrs.Add(1)
+							svc = nil
+						}
+					}
+					c.opt.OnChange(change, force, svc, at)
 				}
 			}
 		}
