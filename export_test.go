@@ -35,3 +35,19 @@ func HealthSharing(r *Registry) bool { return r.hm.share != nil && !r.hm.share.f
 
 // ReapBefore is the reaper's cutoff at now.
 func ReapBefore(r *Registry, now time.Time) time.Time { return r.reapBefore(now.UnixNano()) }
+
+// NoteStore records the outcome of a database call as the Registry's own
+// calls do (nil: it answered).
+func NoteStore(r *Registry, err error) {
+	if err != nil {
+		r.noteStoreErr("test", err)
+	} else {
+		r.noteStoreOK()
+	}
+}
+
+// HeldByOutage reports whether an instance whose lease ended at exp is
+// kept as a suspect at now because of a database outage.
+func HeldByOutage(r *Registry, exp, now time.Time) bool {
+	return r.heldByOutage(exp.UnixNano(), now.UnixNano())
+}

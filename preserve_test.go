@@ -146,6 +146,7 @@ func TestNoInstanceExpiresBecauseOfADatabaseOutage(t *testing.T) {
 			t.Fatalf("at +%v during the outage: %s", clock.Now().Sub(t0), ids(svc, err))
 		}
 	}
+	clock.BlockUntil(4) // every keepalive back asleep: none renews before the next step
 	backend.SetFailure(nil)
 	_ = reader.Invalidate(ctx, "db_svc")
 	// The database is back; no renewal has landed yet: every lease has lapsed.
@@ -229,9 +230,17 @@ func TestDatabaseOutageLongerThanGraceDropsNoInstance(t *testing.T) {
 		clock.Advance(500 * time.Millisecond)
 		check(fmt.Sprintf("at +%v into the outage", clock.Now().Sub(t0)))
 	}
+	clock.BlockUntil(5) // every keepalive back asleep: none renews before the next step
 	backend.SetFailure(nil)
-	_ = reader.Invalidate(ctx, "db_svc")
-	_ = reader.Invalidate(ctx, "solo_svc")
+	// Drop what the reader holds, so that it reads the database; a load
+	// started during the outage may still be failing: read again then.
+	for _, name := range []string{"db_svc", "solo_svc"} {
+		waitFor(t, 2*time.Second, "a read from the database", func() bool {
+			_ = reader.Invalidate(ctx, name)
+			res, err := reader.Lookup(ctx, name)
+			return err == nil && res.Layer == discovery.LayerL3
+		})
+	}
 	if got := statuses(reader.Get(ctx, "db_svc")); got != "3 instances, 3 suspect" {
 		t.Fatalf("right after the outage: %s; want all kept as suspect", got)
 	}
@@ -253,5 +262,38 @@ func TestDatabaseOutageLongerThanGraceDropsNoInstance(t *testing.T) {
 	}
 	if cut := discovery.ReapBefore(reader, now.Add(time.Hour)); !cut.Equal(now.Add(time.Hour - 2*time.Minute)) {
 		t.Fatalf("reaper cutoff an hour later = %v; want the usual delay", cut)
+	}
+}
+
+// A database that comes back and fails again within the grace (or a call
+// that failed before it came back and ended after) is one outage: the
+// leases that ended in its first part stay held.
+func TestFlappingDatabaseIsOneOutage(t *testing.T) {
+	const ttl = 3 * time.Second
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(ttl),
+		discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	down := &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
+	discovery.NoteStore(r, nil)
+	exp := t0.Add(2 * time.Second) // a lease that ends during the outage
+	clock.Set(t0.Add(time.Second))
+	discovery.NoteStore(r, down)
+	clock.Set(t0.Add(30 * time.Second))
+	discovery.NoteStore(r, nil)
+	if !discovery.HeldByOutage(r, exp, clock.Now()) {
+		t.Fatal("a lease that ended during the outage is not held when it ends")
+	}
+	clock.Set(t0.Add(31 * time.Second))
+	discovery.NoteStore(r, down) // flaps
+	clock.Set(t0.Add(32 * time.Second))
+	discovery.NoteStore(r, nil)
+	if !discovery.HeldByOutage(r, exp, clock.Now()) {
+		t.Fatal("after the database flapped, a lease that ended in the first part of the outage is no longer held")
+	}
+	if discovery.HeldByOutage(r, exp, t0.Add(32*time.Second+2*ttl)) {
+		t.Fatal("still held past the grace after the outage")
+	}
+	if discovery.HeldByOutage(r, t0.Add(-time.Minute), clock.Now()) {
+		t.Fatal("a lease that ended before the outage is held")
 	}
 }

@@ -293,6 +293,12 @@ func (r *Registry) noteStoreErr(op string, err error) {
 		// Leases could not be renewed from the last call that answered on,
 		// or for at most one lease TTL before this one failed.
 		from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
+		// An outage within the grace of the last one (a flapping database,
+		// or a call that failed before it returned and ended after) is the
+		// same outage: leases that ended in the first are still held.
+		if o := r.outage.Load(); o != nil && now < o.to+int64(r.opts.suspectGrace) {
+			from = min(from, o.from)
+		}
 		r.outage.Store(&outage{from: from})
 		r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
 	}
