@@ -741,7 +741,17 @@ func (p *picker) leastConnectionsFast() int {
 // healthBasedFast computes each eligible instance's weight once, on the
 // stack, then draws.
 func (p *picker) healthBasedFast() int {
+	// Zeroing the weights costs as much as computing them: size the array
+	// to the service (most have a few instances).
+	if len(p.elig) <= 16 {
+		var w [16]float64
+		return p.healthBasedInto(w[:len(p.elig)])
+	}
 	var w [maxStackWeights]float64
+	return p.healthBasedInto(w[:len(p.elig)])
+}
+
+func (p *picker) healthBasedInto(w []float64) int {
 	total := 0.0
 	for k, i := range p.elig {
 		w[k] = healthWeight(&p.cands[i])
