@@ -139,6 +139,16 @@ func (a *admin) dashboard(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(a.page)
 }
 
+// serviceName returns the service named in the path, or answers 400.
+func (a *admin) serviceName(w http.ResponseWriter, req *http.Request) (string, bool) {
+	name := req.PathValue("name")
+	if err := core.ValidateServiceName(name); err != nil {
+		a.fail(w, err)
+		return "", false
+	}
+	return name, true
+}
+
 func (a *admin) ctx(req *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(req.Context(), adminTimeout)
 }
@@ -171,9 +181,8 @@ func (a *admin) services(w http.ResponseWriter, req *http.Request) {
 }
 
 func (a *admin) service(w http.ResponseWriter, req *http.Request) {
-	name := req.PathValue("name")
-	if err := core.ValidateServiceName(name); err != nil {
-		a.fail(w, err)
+	name, ok := a.serviceName(w, req)
+	if !ok {
 		return
 	}
 	ctx, cancel := a.ctx(req)
@@ -194,9 +203,8 @@ func (a *admin) service(w http.ResponseWriter, req *http.Request) {
 }
 
 func (a *admin) config(w http.ResponseWriter, req *http.Request) {
-	name := req.PathValue("name")
-	if err := core.ValidateServiceName(name); err != nil {
-		a.fail(w, err)
+	name, ok := a.serviceName(w, req)
+	if !ok {
 		return
 	}
 	ctx, cancel := a.ctx(req)
@@ -217,9 +225,8 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
-	name := req.PathValue("name")
-	if err := core.ValidateServiceName(name); err != nil {
-		a.fail(w, err)
+	name, ok := a.serviceName(w, req)
+	if !ok {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes+1))

@@ -518,34 +518,39 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	}
 }
 
+// outageSetup is a world whose database a test can cut away (down) and
+// bring back (up).
+type outageSetup struct {
+	opts     []discovery.Option
+	down, up func()
+}
+
+// outageWorlds: the in-memory store (failing on command) always, and
+// PostgreSQL through a fault proxy, with and without Redis, when configured.
+var outageWorlds = map[string]func(t *testing.T) outageSetup{
+	"memory": func(t *testing.T) outageSetup {
+		b := discoverytest.NewBackend()
+		return outageSetup{opts: []discovery.Option{discovery.WithStore(b)},
+			down: func() { b.SetFailure(errors.New("connection refused")) }, up: func() { b.SetFailure(nil) }}
+	},
+	"postgres+redis": func(t *testing.T) outageSetup {
+		ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+		db, proxy := testutil.PostgresVia(t, ns+"_")
+		rdb, _ := testutil.Redis(t, ns)
+		return outageSetup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithNamespace(ns)},
+			down: proxy.Down, up: proxy.Up}
+	},
+	"postgres": func(t *testing.T) outageSetup {
+		ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+		db, proxy := testutil.PostgresVia(t, ns+"_")
+		return outageSetup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns)}, down: proxy.Down, up: proxy.Up}
+	},
+}
+
 // The database cut away: Gets serve the cached snapshot, marked stale, and
 // writes fail with ErrUnavailable wrapping the cause.
 func TestDatabaseOutageServesStale(t *testing.T) {
-	type setup struct {
-		opts      []discovery.Option
-		down, up  func()
-		fetchedBy discovery.Layer
-	}
-	worlds := map[string]func(t *testing.T) setup{
-		"memory": func(t *testing.T) setup {
-			b := discoverytest.NewBackend()
-			return setup{opts: []discovery.Option{discovery.WithStore(b)},
-				down: func() { b.SetFailure(errors.New("connection refused")) }, up: func() { b.SetFailure(nil) }}
-		},
-		"postgres+redis": func(t *testing.T) setup {
-			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-			db, proxy := testutil.PostgresVia(t, ns+"_")
-			rdb, _ := testutil.Redis(t, ns)
-			return setup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithNamespace(ns)},
-				down: proxy.Down, up: proxy.Up}
-		},
-		"postgres": func(t *testing.T) setup {
-			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-			db, proxy := testutil.PostgresVia(t, ns+"_")
-			return setup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns)}, down: proxy.Down, up: proxy.Up}
-		},
-	}
-	for name, mk := range worlds {
+	for name, mk := range outageWorlds {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			s := mk(t)

@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery"
-	"github.com/rssbot/discovery/discoverytest"
 	"github.com/rssbot/discovery/internal/testutil"
 )
 
@@ -171,24 +170,7 @@ func TestPostgresCut30sAllGetsAnsweredWritesUnavailableNoInstanceExpires(t *test
 		cut = 30 * time.Second
 		ttl = 3 * time.Second
 	)
-	type setup struct {
-		opts     []discovery.Option
-		down, up func()
-	}
-	worlds := map[string]func(t *testing.T) setup{
-		"memory": func(t *testing.T) setup {
-			b := discoverytest.NewBackend()
-			return setup{opts: []discovery.Option{discovery.WithStore(b)},
-				down: func() { b.SetFailure(errors.New("connection refused")) }, up: func() { b.SetFailure(nil) }}
-		},
-		"postgres+redis": func(t *testing.T) setup {
-			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-			db, proxy := testutil.PostgresVia(t, ns+"_")
-			rdb, _ := testutil.Redis(t, ns)
-			return setup{opts: []discovery.Option{discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithNamespace(ns)},
-				down: proxy.Down, up: proxy.Up}
-		},
-	}
+	worlds := map[string]func(t *testing.T) outageSetup{"memory": outageWorlds["memory"], "postgres+redis": outageWorlds["postgres+redis"]}
 	for name, mk := range worlds {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
