@@ -637,8 +637,8 @@ func (s *selector) leastConnections(q *pickReq) int {
 // Written as score x weight x 10^9 / ((1 + in-flight) x max(rtt ns, 10^6)):
 // one division.
 func healthWeight(c *candidate) float64 {
-	rtt := max(float64(c.is.rtt.Load()), float64(time.Millisecond))
-	return c.is.Score() * c.weight * 1e9 / ((1 + float64(c.is.inflight.Load())) * rtt)
+	// score x weight x 1e9 / ((1 + in-flight) x max(rtt, 1 ms))
+	return math.Float64frombits(c.is.hbase.Load()) * c.weight / (1 + float64(c.is.inflight.Load()))
 }
 
 func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) int {

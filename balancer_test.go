@@ -533,3 +533,48 @@ func TestP2CEWMARecovers(t *testing.T) {
 		t.Fatalf("five minutes after i0 recovered it got %v; want at least 20%%", fifth)
 	}
 }
+
+// health_based (the seed's rule) weighs each instance by health score x
+// weight / response time, and by load: score 1 at 10 ms, 1 at 20 ms and
+// 0.8 at 10 ms share picks 0.1 : 0.05 : 0.08; an instance with requests in
+// flight gets proportionally less.
+func TestHealthBasedWeighsScoreResponseTimeAndLoad(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1)
+	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i2", discovery.StatusHealthy, 0.8)
+	for id, rtt := range map[string]time.Duration{"i0": 10 * time.Millisecond, "i1": 20 * time.Millisecond, "i2": 10 * time.Millisecond} {
+		discovery.SetInstanceRTT(r, "db_svc", id, rtt)
+	}
+	const n = 100000
+	got := picks(t, r, "db_svc", n, discovery.UseStrategy(discovery.StrategyHealthBased))
+	total := 0.1 + 0.05 + 0.08
+	for id, w := range map[string]float64{"i0": 0.1, "i1": 0.05, "i2": 0.08} {
+		if share, want := float64(got[id])/n, w/total; math.Abs(share-want) > 0.01 {
+			t.Errorf("%s got %.2f%% of picks; want %.1f%% +-1", id, 100*share, 100*want)
+		}
+	}
+	// Three requests in flight on i0 divide its weight by four.
+	var held []discovery.Selection
+	for len(held) < 3 {
+		sel, err := r.Pick(context.Background(), "db_svc", discovery.UseStrategy(discovery.StrategyRoundRobin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel.Instance.ID == "i0" {
+			held = append(held, sel)
+		} else {
+			sel.Done(nil)
+		}
+	}
+	got = picks(t, r, "db_svc", n, discovery.UseStrategy(discovery.StrategyHealthBased))
+	total = 0.1/4 + 0.05 + 0.08
+	if share, want := float64(got["i0"])/n, 0.1/4/total; math.Abs(share-want) > 0.01 {
+		t.Errorf("i0 with 3 in flight got %.2f%% of picks; want %.1f%% +-1", 100*share, 100*want)
+	}
+	for _, sel := range held {
+		sel.Done(nil)
+	}
+}

@@ -14,6 +14,7 @@ func SetInstanceHealth(r *Registry, service, id string, s Status, score float64)
 	is := st.instOrNew(id)
 	is.status.Store(uint32(s))
 	is.score.Store(math.Float64bits(score))
+	is.updateHBase()
 	r.instancesChanged(st)
 }
 
@@ -50,4 +51,14 @@ func NoteStore(r *Registry, err error) {
 // kept as a suspect at now because of a database outage.
 func HeldByOutage(r *Registry, exp, now time.Time) bool {
 	return r.heldByOutage(exp.UnixNano(), now.UnixNano())
+}
+
+// SetInstanceRTT sets the last response time of an instance's checks in
+// this process, as the health monitor would.
+func SetInstanceRTT(r *Registry, service, id string, rtt time.Duration) {
+	st := r.state(service)
+	is := st.instOrNew(id)
+	is.rtt.Store(int64(rtt))
+	is.updateHBase()
+	r.instancesChanged(st)
 }

@@ -312,6 +312,7 @@ func (r *Registry) adoptLocked(is *instState, s health.State, raw string) change
 	d.st, d.raw = s, raw
 	is.status.Store(uint32(s.Status))
 	is.score.Store(math.Float64bits(s.Score))
+	defer is.updateHBase()
 	if l, ok := s.Latest(); ok {
 		ch.err = l.Err
 		is.rtt.Store(int64(l.RTT))

@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rssbot/discovery/internal/core"
 )
@@ -126,6 +127,10 @@ type instState struct {
 	score atomic.Uint64
 	// rtt is the last check's response time in nanoseconds; 0 if unknown.
 	rtt atomic.Int64
+	// hbase is score x 1e9 / max(rtt, 1 ms) as float64 bits: the part of
+	// the health_based weight that changes only with a check, kept so that
+	// a pick does not compute it for every candidate.
+	hbase atomic.Uint64
 	// ejectedUntil is when a passive ejection ends (Unix ns); 0 if none.
 	ejectedUntil atomic.Int64
 
@@ -144,7 +149,14 @@ type instState struct {
 func newInstState(service, id string) *instState {
 	is := &instState{service: service, id: id}
 	is.score.Store(math.Float64bits(1))
+	is.updateHBase()
 	return is
+}
+
+// updateHBase recomputes hbase after score or rtt changed.
+func (is *instState) updateHBase() {
+	rtt := max(float64(is.rtt.Load()), float64(time.Millisecond))
+	is.hbase.Store(math.Float64bits(is.Score() * 1e9 / rtt))
 }
 
 // Status returns the health status.
