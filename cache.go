@@ -25,7 +25,7 @@ import (
 // remove the entry from the index.
 
 // touchSample: one L1 hit in touchSample is reported to ristretto's policy.
-const touchSample = 64
+const touchSample = 16
 
 // maxRefreshes bounds concurrent background refreshes.
 const maxRefreshes = 16
@@ -45,6 +45,8 @@ type entry struct {
 	raw        *core.Service
 	// view holds the live instances with this process's statuses.
 	view atomic.Pointer[core.Service]
+	// touchedAt is when a hit was last reported to ristretto (coarse clock).
+	touchedAt atomic.Int64
 	// notFound is returned by lookups of a service with no live instance.
 	notFound error
 
@@ -314,7 +316,14 @@ func (r *Registry) hitL1(e *entry, now int64) (Result, error) {
 			hits = &r.countService(st).l1 // its first lookup with metrics on
 		}
 	}
-	if hits.add(1)%touchSample == 0 {
+	// Report one hit in touchSample to ristretto, and at most one per
+	// coarse-clock tick (1 ms) for a service: its Get takes a shard
+	// read-lock whose count every core writes, and a hot service touched by
+	// two cores thousands of times a millisecond made that cache line what
+	// they fought over. The cap leaves the frequencies of all but the
+	// hottest services as they were, and those stay the hottest.
+	if hits.add(1)%touchSample == 0 && e.touchedAt.Load() != now {
+		e.touchedAt.Store(now)
 		r.l1.touch(e)
 	}
 	if e.notFound != nil {
