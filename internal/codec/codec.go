@@ -125,12 +125,25 @@ func ParseHeader(v string) (revision, loadedAt int64, err error) {
 	if v[:2] != Version {
 		return 0, 0, ErrVersion
 	}
-	revision, err1 := strconv.ParseInt(v[2:22], 10, 64)
-	loadedAt, err2 := strconv.ParseInt(v[22:42], 10, 64)
-	if err1 != nil || err2 != nil {
+	revision, ok1 := parseDigits(v[2:22])
+	loadedAt, ok2 := parseDigits(v[22:42])
+	if !ok1 || !ok2 {
 		return 0, 0, ErrCorrupt
 	}
 	return revision, loadedAt, nil
+}
+
+// parseDigits parses a zero-padded field of the header: decimal digits only
+// (no sign: Encode writes none, and a sign would also upset the string
+// comparison of headers), within int64.
+func parseDigits(s string) (int64, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // Decode parses a value written by Encode. Strings in the result share v's

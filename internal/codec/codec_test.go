@@ -70,6 +70,8 @@ func TestDecodeRefusesGarbage(t *testing.T) {
 		{"truncated", good[:len(good)-3], ErrCorrupt},
 		{"trailing", good + "x", ErrCorrupt},
 		{"non-digit header", "D1" + "x" + good[3:], ErrCorrupt},
+		{"signed revision", "D1" + "-" + good[3:], ErrCorrupt}, // found by FuzzDecode
+		{"signed load time", good[:22] + "+" + good[23:], ErrCorrupt},
 		{"huge count", Header(1, 1) + "\x06db_svc\x00\x00\xff\xff\xff\xff\x0f", ErrCorrupt},
 	}
 	for _, tt := range tests {
