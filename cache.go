@@ -192,6 +192,11 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	}
 	fresh, swr, sie := int64(r.opts.fresh), int64(r.opts.swr), int64(r.opts.sie)
 	read := min(readAt.UnixNano(), n)
+	// A snapshot another process read from the database (through Redis, or
+	// pushed with a change message) serves at most one lease TTL after that
+	// read, however recently this process got it: that bounds what a writer
+	// without Redis leaves stale.
+	minExp = min(minExp, e.loadedAt+int64(r.opts.leaseTTL))
 	e.freshUntil.Store(min(read+fresh, minExp))
 	e.staleUntil = min(read+fresh+swr, minExp)
 	e.errorUntil = read + fresh + sie
