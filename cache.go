@@ -196,7 +196,9 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	// pushed with a change message) serves at most one lease TTL after that
 	// read, however recently this process got it: that bounds what a writer
 	// without Redis leaves stale.
-	minExp = min(minExp, e.loadedAt+int64(r.opts.leaseTTL))
+	if layer == LayerL2 {
+		minExp = min(minExp, e.loadedAt+int64(r.opts.leaseTTL))
+	}
 	e.freshUntil.Store(min(read+fresh, minExp))
 	e.staleUntil = min(read+fresh+swr, minExp)
 	e.errorUntil = read + fresh + sie
