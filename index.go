@@ -1,13 +1,19 @@
 package discovery
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // indexShards splits the L1 read index so that a write copies only a small
 // map (a few dozen entries at 10,000 services).
-const indexShards = 128
+const (
+	indexShardBits = 7
+	indexShards    = 1 << indexShardBits
+)
 
 // index maps service names to L1 entries. Reads are an atomic load and a
 // map lookup, with no write to shared memory, so they scale across cores;
@@ -33,19 +39,31 @@ func newIndex() *index {
 	return x
 }
 
-// shard picks a shard by FNV-1a over at most the first 16 and last 8 bytes
-// of the name: inlined, a few nanoseconds, and names that differ only in a
-// numeric suffix still spread. Only balance depends on it, not correctness.
+// shard picks a shard from a name's first 16 and last 8 bytes (read as
+// words; a name shorter than 8 bytes gives its length and first and last
+// bytes), multiplied by 2^64/phi: a few instructions, where FNV-1a over the
+// same bytes was a chain of 24 multiplications (an eighth of a Pick). Names that differ
+// only in a numeric suffix still spread (their last word differs). Only
+// balance depends on it, not correctness.
 func (x *index) shard(name string) *indexShard {
-	h := uint32(2166136261)
 	n := len(name)
-	for i := 0; i < n && i < 16; i++ {
-		h = (h ^ uint32(name[i])) * 16777619
+	var h uint64
+	if n >= 8 {
+		h = word(name) ^ bits.RotateLeft64(word(name[n-8:]), 31)
+		if n >= 16 {
+			h ^= bits.RotateLeft64(word(name[8:]), 17)
+		}
+	} else if n > 0 { // a short name: its length and first and last bytes
+		h = uint64(n) | uint64(name[0])<<8 | uint64(name[n-1])<<16
 	}
-	for i := max(16, n-8); i < n; i++ {
-		h = (h ^ uint32(name[i])) * 16777619
-	}
-	return &x.shards[(h^h>>16)%indexShards]
+	// The top bits of the product depend on every bit of h.
+	return &x.shards[(h*0x9e3779b97f4a7c15)>>(64-indexShardBits)]
+}
+
+// word reads the first 8 bytes of s (len(s) >= 8) as a little-endian word:
+// one load. The bytes are only read, never written.
+func word(s string) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 func (x *index) load(name string) *entry {
