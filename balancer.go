@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -280,6 +279,14 @@ type picker struct {
 	elig       []int32   // indices of eligible candidates
 	cum        []float64 // running sums of the eligible candidates' weights
 	live       int       // live instances, draining and weight 0 included
+	rng        *fastRand // the Registry's, for picks with filters
+	seed       uint64    // SplitMix64's start for direct picks (Pick)
+	// direct: a pick with no filter and no zone chooses among elig, without
+	// panic (some are eligible, and at least the panic threshold's share).
+	// Fixed when the picker is built: such a pick counts nothing.
+	direct bool
+	// allEligible: elig is 0, 1, ..., len(cands)-1.
+	allEligible bool
 
 	rr     atomic.Uint64
 	wrr    wrrState
@@ -306,7 +313,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	if old != nil && old.view == view && old.gen == gen && now < old.validUntil {
 		return old
 	}
-	p := &picker{view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances)}
+	p := &picker{view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances), rng: &r.rng, seed: r.rng.uint64()}
 	p.strategy = r.serviceStrategy(st.name, view)
 	minScore := r.opts.minScore
 	p.cands = make([]candidate, 0, len(view.Instances))
@@ -341,6 +348,8 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 			}
 		}
 	}
+	p.allEligible = len(p.elig) == len(p.cands)
+	p.direct = len(p.elig) > 0 && float64(len(p.elig)) >= r.opts.panicThreshold*float64(len(p.cands))
 	total := 0.0
 	p.cum = make([]float64, len(p.elig))
 	for k, i := range p.elig {
@@ -386,6 +395,40 @@ func (r *Registry) serviceStrategy(name string, view *core.Service) Strategy {
 //
 // On a warm cache Pick and Done allocate nothing.
 func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption) (Selection, error) {
+	// The usual pick (no options, a fresh entry, a current picker with no
+	// filter or panic to apply) takes this path, as short as a Get's.
+	if len(opts) == 0 {
+		if e := r.l1.get(service); e != nil && e.st != nil {
+			now := r.now.nanos()
+			st := e.st
+			if p := st.picker.Load(); p != nil && p.direct && now < e.freshUntil.Load() && now < p.validUntil &&
+				p.view == e.view.Load() && p.gen == st.gen.Load() {
+				// pickDirect, inlined by hand, and the Selection built here,
+				// not in a callee: a struct returned through a call is stored
+				// a field at a time and copied on with wide loads, which stall
+				// (store forwarding) at each level.
+				strategy := p.strategy
+				seq := st.picks[strategy].Add(1)
+				rnd := mix64(p.seed + seq*golden)
+				var i int
+				if strategy == StrategyP2CEWMA {
+					i = p.p2cDirect(rnd, now)
+				} else {
+					i = p.chooseDirect(strategy, rnd, "", now)
+				}
+				c := &p.cands[i]
+				if r.met != nil && st.met.Load() == nil {
+					r.countService(st)
+				}
+				c.is.inflight.Add(1)
+				return Selection{Instance: c.in, Strategy: strategy, r: r, st: st, is: c.is, start: now}, nil
+			}
+		}
+	}
+	return r.pick(ctx, service, opts)
+}
+
+func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) (Selection, error) {
 	now := r.now.nanos()
 	e := r.l1.get(service)
 	if e == nil || now >= e.freshUntil.Load() || e.raw == nil || e.notFound != nil {
@@ -412,20 +455,42 @@ func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption)
 			strategy = StrategyConsistentHash
 		}
 	}
-	i, panicked, err := p.choose(r, &q, strategy, now)
-	if err != nil {
-		return Selection{}, err
+	var c *candidate
+	panicked := false
+	if p.direct && !q.filtered && q.zone == "" {
+		c = r.pickDirect(st, p, strategy, q.key, now)
+	} else {
+		i, pan, err := p.choose(r, &q, strategy, now)
+		if err != nil {
+			return Selection{}, err
+		}
+		st.picks[strategy].Add(1)
+		if pan {
+			st.panics.Add(1)
+		}
+		c, panicked = &p.cands[i], pan
+		r.handOut(st, c)
 	}
+	return Selection{Instance: c.in, Strategy: strategy, Panic: panicked, r: r, st: st, is: c.is, start: now}, nil
+}
+
+// pickDirect applies a strategy to a direct picker's eligible list. Such a
+// pick cannot fail, so it is counted first, and its number in the count is
+// its step of SplitMix64: its random number costs a mix instead of a draw
+// (rand.Uint64 was a sixth of a Pick).
+func (r *Registry) pickDirect(st *svcState, p *picker, strategy Strategy, key string, now int64) *candidate {
+	seq := st.picks[strategy].Add(1)
+	c := &p.cands[p.chooseDirect(strategy, mix64(p.seed+seq*golden), key, now)]
+	r.handOut(st, c)
+	return c
+}
+
+// handOut gives a chosen candidate one more request in flight.
+func (r *Registry) handOut(st *svcState, c *candidate) {
 	if r.met != nil && st.met.Load() == nil {
 		r.countService(st) // a pick is a lookup: the service gets its labels
 	}
-	c := &p.cands[i]
 	c.is.inflight.Add(1)
-	st.picks[strategy].Add(1)
-	if panicked {
-		st.panics.Add(1)
-	}
-	return Selection{Instance: c.in, Strategy: strategy, Panic: panicked, r: r, st: st, is: c.is, start: now}, nil
 }
 
 // choose runs a strategy and returns the index of a candidate.
@@ -469,12 +534,11 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 			zone, mode = q.zone, modeEligible
 		}
 	}
-	sel := selector{now: now, p: p, mode: mode, zone: zone, filtered: filtered || zone != ""}
-	if !sel.filtered && mode == modeEligible {
-		sel.fast = true
+	if !filtered && zone == "" && mode == modeEligible {
+		return p.chooseDirect(s, p.rng.uint64(), q.key, now), false, nil
 	}
-	i := sel.run(s, q)
-	return i, mode == modeAll, nil
+	sel := selector{now: now, p: p, mode: mode, zone: zone, filtered: filtered || zone != ""}
+	return sel.run(s, q), mode == modeAll, nil
 }
 
 const (
@@ -483,8 +547,7 @@ const (
 )
 
 // selector applies one strategy to the candidates that pass a pick's
-// filters. With no filter and no panic it uses the precomputed eligible
-// list (O(1) for most strategies).
+// filters, zone or panic mode; a pick with none of them is pickDirect's.
 //
 // The pick's options are passed beside it, never stored in it: the selector
 // points at the (heap) picker, and anything stored next to that pointer
@@ -495,7 +558,6 @@ type selector struct {
 	mode     int
 	zone     string
 	filtered bool
-	fast     bool
 }
 
 func (s *selector) ok(i int, q *pickReq) bool {
@@ -511,9 +573,6 @@ func (s *selector) ok(i int, q *pickReq) bool {
 
 // count returns how many candidates pass.
 func (s *selector) count(q *pickReq) int {
-	if s.fast {
-		return len(s.p.elig)
-	}
 	n := 0
 	for i := range s.p.cands {
 		if s.ok(i, q) {
@@ -525,9 +584,6 @@ func (s *selector) count(q *pickReq) int {
 
 // nth returns the index of the k-th passing candidate.
 func (s *selector) nth(k int, q *pickReq) int {
-	if s.fast {
-		return int(s.p.elig[k])
-	}
 	for i := range s.p.cands {
 		if s.ok(i, q) {
 			if k == 0 {
@@ -544,33 +600,42 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 	case StrategyRoundRobin:
 		n := s.count(q)
 		return s.nth(int(s.p.rr.Add(1)-1)%n, q)
-	case StrategyWeightedRoundRobin:
-		if s.fast {
-			return s.p.wrrNext()
-		}
+	case StrategyWeightedRoundRobin, StrategyRandom:
 		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
 	case StrategyLeastConnections:
-		if s.fast {
-			return s.p.leastConnectionsFast()
-		}
 		return s.leastConnections(q)
 	case StrategyHealthBased:
-		if s.fast && len(s.p.elig) <= maxStackWeights {
-			return s.p.healthBasedFast()
-		}
 		return s.weightedRandom(healthWeight, q)
 	case StrategyConsistentHash:
-		if s.fast {
-			return s.p.maglevPick(q.key)
-		}
 		return s.rendezvous(q.key, q)
-	case StrategyRandom:
-		if s.fast {
-			return s.p.weightedRandomFast()
-		}
-		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
 	default:
 		return s.p2c(q)
+	}
+}
+
+// chooseDirect applies a strategy to the eligible list of a direct picker
+// (no filter, zone or panic), O(1) for most strategies; rnd is the pick's
+// random number (64 bits).
+func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int64) int {
+	switch strategy {
+	case StrategyRoundRobin:
+		return int(p.elig[int(p.rr.Add(1)-1)%len(p.elig)])
+	case StrategyWeightedRoundRobin:
+		return p.wrrNext()
+	case StrategyLeastConnections:
+		return p.leastConnectionsFast(rnd)
+	case StrategyHealthBased:
+		if len(p.elig) <= maxStackWeights {
+			return p.healthBasedFast(rnd)
+		}
+		sel := selector{now: now, p: p}
+		return sel.weightedRandom(healthWeight, nil)
+	case StrategyConsistentHash:
+		return p.maglevPick(key)
+	case StrategyRandom:
+		return p.weightedRandomFast(rnd)
+	default:
+		return p.p2cDirect(rnd, now)
 	}
 }
 
@@ -579,17 +644,38 @@ func (s *selector) p2c(q *pickReq) int {
 	if n == 1 {
 		return s.nth(0, q)
 	}
-	r := rand.Uint64()
-	a := int(r>>32) % n
-	b := int(uint32(r)) % (n - 1)
-	if b >= a {
-		b++
-	}
+	a, b := p2cPair(s.p.rng.uint64(), n)
 	ia, ib := s.nth(a, q), s.nth(b, q)
 	if cost(&s.p.cands[ib], s.now) < cost(&s.p.cands[ia], s.now) {
 		return ib
 	}
 	return ia
+}
+
+// p2cDirect is p2c over the eligible list of a direct picker.
+func (p *picker) p2cDirect(rnd uint64, now int64) int {
+	n := len(p.elig)
+	if n == 1 {
+		return int(p.elig[0])
+	}
+	ia, ib := p2cPair(rnd, n)
+	if !p.allEligible {
+		ia, ib = int(p.elig[ia]), int(p.elig[ib])
+	}
+	if cost(&p.cands[ib], now) < cost(&p.cands[ia], now) {
+		return ib
+	}
+	return ia
+}
+
+// p2cPair turns 64 random bits into two different indices in [0, n), n > 1.
+func p2cPair(r uint64, n int) (a, b int) {
+	a = boundedInt(uint32(r>>32), n)
+	b = boundedInt(uint32(r), n-1)
+	if b >= a {
+		b++
+	}
+	return a, b
 }
 
 // cost is peak-EWMA latency x (in-flight + 1) / weight. An instance with no
@@ -600,14 +686,18 @@ func (s *selector) p2c(q *pickReq) int {
 // one that was slow once is tried again later instead of being starved by
 // its old reputation.
 func cost(c *candidate, now int64) float64 {
-	l := math.Float64frombits(c.is.ewma.Load())
-	inflight := c.is.inflight.Load()
-	if l == 0 {
-		if inflight == 0 {
-			return 0
-		}
-		return unknownPenalty
+	is := c.is
+	if bits := is.ewma.Load(); bits != 0 {
+		return decayedCost(c, math.Float64frombits(bits), now) // out of line so that cost inlines
 	}
+	if is.inflight.Load() == 0 {
+		return 0
+	}
+	return unknownPenalty
+}
+
+func decayedCost(c *candidate, l float64, now int64) float64 {
+	inflight := c.is.inflight.Load()
 	if age := now - c.is.ewmaAt.Load(); age > int64(time.Millisecond) {
 		l *= math.Exp(-float64(age) / float64(ewmaDecay))
 	}
@@ -616,7 +706,7 @@ func cost(c *candidate, now int64) float64 {
 
 func (s *selector) leastConnections(q *pickReq) int {
 	n := len(s.p.cands)
-	start := int(rand.Uint32() % uint32(n))
+	start := s.p.rng.intn(n)
 	best, bestLoad := -1, int64(math.MaxInt64)
 	for k := 0; k < n; k++ {
 		i := (start + k) % n
@@ -649,9 +739,9 @@ func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) i
 		}
 	}
 	if total <= 0 {
-		return s.nth(int(rand.Uint32()%uint32(s.count(q))), q)
+		return s.nth(s.p.rng.intn(s.count(q)), q)
 	}
-	x := rand.Float64() * total
+	x := s.p.rng.float64() * total
 	last := -1
 	for i := range s.p.cands {
 		if !s.ok(i, q) {
@@ -705,8 +795,8 @@ const maxStackWeights = 128
 
 // weightedRandomFast picks by static weight: a binary search of the
 // precomputed running sums.
-func (p *picker) weightedRandomFast() int {
-	x := rand.Float64() * p.cum[len(p.cum)-1]
+func (p *picker) weightedRandomFast(rnd uint64) int {
+	x := unitFloat(rnd) * p.cum[len(p.cum)-1]
 	lo, hi := 0, len(p.cum)-1
 	for lo < hi {
 		m := (lo + hi) / 2
@@ -721,9 +811,9 @@ func (p *picker) weightedRandomFast() int {
 
 // leastConnectionsFast scans the eligible instances from a random place and
 // keeps the first with the fewest requests in flight, so ties spread.
-func (p *picker) leastConnectionsFast() int {
+func (p *picker) leastConnectionsFast(rnd uint64) int {
 	n := len(p.elig)
-	start := int(rand.Uint32() % uint32(n))
+	start := boundedInt(uint32(rnd>>32), n)
 	best, bestLoad := -1, int64(math.MaxInt64)
 	for k := start; k < start+n; k++ {
 		j := k
@@ -740,27 +830,27 @@ func (p *picker) leastConnectionsFast() int {
 
 // healthBasedFast computes each eligible instance's weight once, on the
 // stack, then draws.
-func (p *picker) healthBasedFast() int {
+func (p *picker) healthBasedFast(rnd uint64) int {
 	// Zeroing the weights costs as much as computing them: size the array
 	// to the service (most have a few instances).
 	if len(p.elig) <= 16 {
 		var w [16]float64
-		return p.healthBasedInto(w[:len(p.elig)])
+		return p.healthBasedInto(w[:len(p.elig)], rnd)
 	}
 	var w [maxStackWeights]float64
-	return p.healthBasedInto(w[:len(p.elig)])
+	return p.healthBasedInto(w[:len(p.elig)], rnd)
 }
 
-func (p *picker) healthBasedInto(w []float64) int {
+func (p *picker) healthBasedInto(w []float64, rnd uint64) int {
 	total := 0.0
 	for k, i := range p.elig {
 		w[k] = healthWeight(&p.cands[i])
 		total += w[k]
 	}
 	if total <= 0 {
-		return int(p.elig[rand.Uint32()%uint32(len(p.elig))])
+		return int(p.elig[boundedInt(uint32(rnd>>32), len(p.elig))])
 	}
-	x := rand.Float64() * total
+	x := unitFloat(rnd) * total
 	for k := range p.elig {
 		x -= w[k]
 		if x < 0 {

@@ -578,3 +578,130 @@ func TestHealthBasedWeighsScoreResponseTimeAndLoad(t *testing.T) {
 		sel.Done(nil)
 	}
 }
+
+// Every path a pick can take (no options, options, a filter, a preferred
+// zone, one unhealthy instance) spreads p2c_ewma's picks evenly over equal
+// instances: the random numbers behind each path (the pick count's step of
+// SplitMix64 for the usual pick, the Registry's striped generator for the
+// others) are uniform.
+func TestP2CSpreadsEvenlyOnEveryPath(t *testing.T) {
+	ctx := context.Background()
+	paths := []struct {
+		name string
+		opts []discovery.PickOption
+		sick bool
+	}{
+		{name: "no options"},
+		{name: "strategy option", opts: []discovery.PickOption{discovery.UseStrategy(discovery.StrategyP2CEWMA)}},
+		{name: "filter", opts: []discovery.PickOption{discovery.WithMeta("team", "core")}},
+		{name: "zone with too few instances", opts: []discovery.PickOption{discovery.PreferZone("nowhere")}},
+		{name: "one instance unhealthy", sick: true},
+	}
+	for _, path := range paths {
+		t.Run(path.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+			for i := range 10 {
+				mustRegister(t, r, discovery.Instance{ID: fmt.Sprint("i", i), Service: "web", Host: fmt.Sprint("10.0.0.", i+1), Port: 80,
+					Metadata: map[string]string{"team": "core"}})
+			}
+			if _, err := r.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			want := 10
+			if path.sick {
+				discovery.SetInstanceHealth(r, "web", "i9", discovery.StatusUnhealthy, 0)
+				want = 9
+			}
+			const n = 90000
+			got := map[string]int{}
+			for range n {
+				sel, err := r.Pick(ctx, "web", path.opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[sel.Instance.ID]++
+				sel.DoneLatency(nil, time.Millisecond) // equal costs: p2c's choice is its random pair's
+			}
+			if len(got) != want {
+				t.Fatalf("picks went to %d instances (%v); want %d", len(got), got, want)
+			}
+			for id, c := range got {
+				if share := float64(c) / n; math.Abs(share-1/float64(want)) > 0.015 {
+					t.Errorf("%s got %.3f of the picks; want %.3f +- 0.015 (%v)", id, share, 1/float64(want), got)
+				}
+			}
+		})
+	}
+}
+
+// Two processes that start at the same moment must not pick in lockstep
+// (every caller sending its next request to the same instance): each
+// Registry draws its own random numbers.
+func TestRegistriesDoNotPickInLockstep(t *testing.T) {
+	ctx := context.Background()
+	be := discoverytest.NewBackend()
+	seqs := make([][]string, 2)
+	for k := range seqs {
+		r := discoverytest.NewRegistry(t, be, discovery.WithoutHealthChecks())
+		if k == 0 {
+			registerN(t, r, "web", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+		}
+		for range 64 {
+			sel, err := r.Pick(ctx, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs[k] = append(seqs[k], sel.Instance.ID)
+			sel.DoneLatency(nil, time.Millisecond)
+		}
+	}
+	same := 0
+	for i := range seqs[0] {
+		if seqs[0][i] == seqs[1][i] {
+			same++
+		}
+	}
+	if same > 24 { // 6.4 expected by chance; 24 or more has odds below 1e-8
+		t.Fatalf("two Registries chose the same instance on %d of 64 picks:\n%v\n%v", same, seqs[0], seqs[1])
+	}
+}
+
+// Stats().Picks counts every pick once, by the strategy that made it, on
+// every path; a pick that fails is not counted.
+func TestStatsCountEveryPickByStrategy(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "web", 1, 1, 1, 1)
+	do := func(n int, opts ...discovery.PickOption) {
+		t.Helper()
+		for range n {
+			sel, err := r.Pick(ctx, "web", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel.Done(nil)
+		}
+	}
+	do(7)                                                                           // the default, p2c_ewma
+	do(5, discovery.UseStrategy(discovery.StrategyRoundRobin))                      // an option
+	do(3, discovery.HashKey("user-1"))                                              // a key selects consistent hashing
+	do(2, discovery.WithTag("t0"), discovery.UseStrategy(discovery.StrategyRandom)) // a filter
+	if _, err := r.Pick(ctx, "web", discovery.WithTag("nobody")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick with a tag no instance has = %v; want ErrNoHealthyInstances", err)
+	}
+	for i := range 3 { // 1 of 4 eligible: panic mode
+		discovery.SetInstanceHealth(r, "web", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	do(4)
+	st := r.Stats()
+	want := map[discovery.Strategy]uint64{discovery.StrategyP2CEWMA: 11, discovery.StrategyRoundRobin: 5,
+		discovery.StrategyConsistentHash: 3, discovery.StrategyRandom: 2}
+	for s := discovery.StrategyP2CEWMA; s <= discovery.StrategyRandom; s++ {
+		if st.Picks[s] != want[s] {
+			t.Errorf("Stats().Picks[%v] = %d; want %d", s, st.Picks[s], want[s])
+		}
+	}
+	if st.PanicPicks != 4 {
+		t.Errorf("PanicPicks = %d; want 4", st.PanicPicks)
+	}
+}

@@ -240,9 +240,12 @@ func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, err
 	if e := r.l1.get(service); e != nil {
 		now := r.now.nanos()
 		if now < e.freshUntil.Load() {
-			res, err := r.hitL1(e, now)
+			err := r.countHit(e, now)
 			r.met.observe(LayerL1, time.Since(start))
-			return res, err
+			if err != nil {
+				return Result{}, err
+			}
+			return l1Result(e, now), nil
 		}
 	}
 	return r.lookupSlow(ctx, service)

@@ -35,6 +35,7 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
+	rng        fastRand // selection's random numbers (fastrand.go)
 	met        *metrics // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
@@ -81,6 +82,7 @@ func New(opts ...Option) (*Registry, error) {
 		refreshSem: make(chan struct{}, maxRefreshes), stop: make(chan struct{}),
 		closing: make(chan struct{}), regs: map[*Registration]struct{}{}, httpc: newNotifyClient(),
 	}
+	r.rng.seed()
 	if o.metrics != nil {
 		r.met = newMetrics(r, o.metrics)
 	}
