@@ -285,8 +285,6 @@ type picker struct {
 	// panic (some are eligible, and at least the panic threshold's share).
 	// Fixed when the picker is built: such a pick counts nothing.
 	direct bool
-	// allEligible: elig is 0, 1, ..., len(cands)-1.
-	allEligible bool
 
 	rr     atomic.Uint64
 	wrr    wrrState
@@ -295,24 +293,27 @@ type picker struct {
 
 // pickerFor returns the current picker of an entry's service.
 func (r *Registry) pickerFor(e *entry, now int64) *picker {
-	st := e.st
-	view := e.view.Load()
-	if p := st.picker.Load(); p != nil && p.view == view && p.gen == st.gen.Load() && now < p.validUntil {
+	if p := e.st.picker.Load(); p != nil && p.current(e, now) {
 		return p
 	}
 	return r.buildPicker(e, now)
+}
+
+// current reports whether p was built from the entry's view and the
+// service's health generation, and no ejection in it has ended.
+func (p *picker) current(e *entry, now int64) bool {
+	return p.view == e.view.Load() && p.gen == e.st.gen.Load() && now < p.validUntil
 }
 
 func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	st := e.st
 	st.pmu.Lock()
 	defer st.pmu.Unlock()
-	view := e.view.Load()
-	gen := st.gen.Load()
 	old := st.picker.Load()
-	if old != nil && old.view == view && old.gen == gen && now < old.validUntil {
+	if old != nil && old.current(e, now) {
 		return old
 	}
+	view, gen := e.view.Load(), st.gen.Load()
 	p := &picker{view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances), rng: &r.rng, seed: r.rng.uint64()}
 	p.strategy = r.serviceStrategy(st.name, view)
 	minScore := r.opts.minScore
@@ -348,7 +349,6 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 			}
 		}
 	}
-	p.allEligible = len(p.elig) == len(p.cands)
 	p.direct = len(p.elig) > 0 && float64(len(p.elig)) >= r.opts.panicThreshold*float64(len(p.cands))
 	total := 0.0
 	p.cum = make([]float64, len(p.elig))
@@ -401,27 +401,12 @@ func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption)
 		if e := r.l1.get(service); e != nil && e.st != nil {
 			now := r.now.nanos()
 			st := e.st
-			if p := st.picker.Load(); p != nil && p.direct && now < e.freshUntil.Load() && now < p.validUntil &&
-				p.view == e.view.Load() && p.gen == st.gen.Load() {
-				// pickDirect, inlined by hand, and the Selection built here,
-				// not in a callee: a struct returned through a call is stored
-				// a field at a time and copied on with wide loads, which stall
-				// (store forwarding) at each level.
-				strategy := p.strategy
-				seq := st.picks[strategy].Add(1)
-				rnd := mix64(p.seed + seq*golden)
-				var i int
-				if strategy == StrategyP2CEWMA {
-					i = p.p2cDirect(rnd, now)
-				} else {
-					i = p.chooseDirect(strategy, rnd, "", now)
-				}
-				c := &p.cands[i]
-				if r.met != nil && st.met.Load() == nil {
-					r.countService(st)
-				}
-				c.is.inflight.Add(1)
-				return Selection{Instance: c.in, Strategy: strategy, r: r, st: st, is: c.is, start: now}, nil
+			if p := st.picker.Load(); p != nil && p.direct && now < e.freshUntil.Load() && p.current(e, now) {
+				// The Selection is built here, not in a callee: a struct
+				// returned through a call is stored a field at a time and
+				// copied on with wide loads, which stall (store forwarding).
+				c := r.pickDirect(st, p, p.strategy, "", now)
+				return Selection{Instance: c.in, Strategy: p.strategy, r: r, st: st, is: c.is, start: now}, nil
 			}
 		}
 	}
@@ -480,7 +465,14 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 // (rand.Uint64 was a sixth of a Pick).
 func (r *Registry) pickDirect(st *svcState, p *picker, strategy Strategy, key string, now int64) *candidate {
 	seq := st.picks[strategy].Add(1)
-	c := &p.cands[p.chooseDirect(strategy, mix64(p.seed+seq*golden), key, now)]
+	rnd := mix64(p.seed + seq*golden)
+	var i int
+	if strategy == StrategyP2CEWMA { // the default: one call less
+		i = p.p2cDirect(rnd, now)
+	} else {
+		i = p.chooseDirect(strategy, rnd, key, now)
+	}
+	c := &p.cands[i]
 	r.handOut(st, c)
 	return c
 }
@@ -618,6 +610,8 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 // random number (64 bits).
 func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int64) int {
 	switch strategy {
+	case StrategyP2CEWMA:
+		return p.p2cDirect(rnd, now)
 	case StrategyRoundRobin:
 		return int(p.elig[int(p.rr.Add(1)-1)%len(p.elig)])
 	case StrategyWeightedRoundRobin:
@@ -632,10 +626,8 @@ func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int
 		return sel.weightedRandom(healthWeight, nil)
 	case StrategyConsistentHash:
 		return p.maglevPick(key)
-	case StrategyRandom:
+	default: // StrategyRandom
 		return p.weightedRandomFast(rnd)
-	default:
-		return p.p2cDirect(rnd, now)
 	}
 }
 
@@ -659,7 +651,7 @@ func (p *picker) p2cDirect(rnd uint64, now int64) int {
 		return int(p.elig[0])
 	}
 	ia, ib := p2cPair(rnd, n)
-	if !p.allEligible {
+	if n != len(p.cands) { // else elig is 0, 1, ..., n-1
 		ia, ib = int(p.elig[ia]), int(p.elig[ib])
 	}
 	if cost(&p.cands[ib], now) < cost(&p.cands[ia], now) {
