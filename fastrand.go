@@ -11,7 +11,8 @@ import "math/rand/v2"
 // (it passes BigCrush); not for secrets.
 type fastRand struct{ cells stripedCounter }
 
-// golden is SplitMix64's increment (2^64 / phi, odd).
+// golden is 2^64 / phi (odd): SplitMix64's increment, and the multiplier of
+// Fibonacci hashing (index shards, counter stripes).
 const golden = 0x9e3779b97f4a7c15
 
 // seed starts every stripe at a random place, so that two Registries (or

@@ -57,7 +57,7 @@ func (x *index) shard(name string) *indexShard {
 		h = uint64(n) | uint64(name[0])<<8 | uint64(name[n-1])<<16
 	}
 	// The top bits of the product depend on every bit of h.
-	return &x.shards[(h*0x9e3779b97f4a7c15)>>(64-indexShardBits)]
+	return &x.shards[(h*golden)>>(64-indexShardBits)]
 }
 
 // word reads the first 8 bytes of s (len(s) >= 8) as a little-endian word:

@@ -23,7 +23,7 @@ type stripedCounter struct{ cells [stripes]paddedUint64 }
 func stripe() int {
 	var x byte
 	p := uintptr(unsafe.Pointer(&x))
-	return int(uint64(p>>10) * 0x9e3779b97f4a7c15 >> 60) // Fibonacci hashing: every bit counts
+	return int(uint64(p>>10) * golden >> 60) // Fibonacci hashing: every bit counts
 }
 
 // add adds n and returns the new value of the caller's cell, which hot paths
