@@ -62,6 +62,8 @@ type entry struct {
 	slot *slot
 	// st is the service's state in this process (nil for a negative entry).
 	st *svcState
+	// viewGen is st's health generation when the view was first built.
+	viewGen uint64
 }
 
 // slot stands for one service name in ristretto.
@@ -146,6 +148,21 @@ func (c *l1Cache) put(e *entry) *entry {
 	return held
 }
 
+// install puts a new entry into L1 and returns the entry L1 holds. A health
+// change between building e's view and storing e rebuilt the view of the
+// entry L1 held before (or of none), so e's view is rebuilt here if the
+// service's health generation moved since; under viewMu, like every
+// rebuild, so that an older view is never stored over a newer one.
+func (r *Registry) install(e *entry) *entry {
+	held := r.l1.put(e)
+	if held == e && e.st != nil && e.st.gen.Load() != e.viewGen {
+		r.viewMu.Lock()
+		e.view.Store(r.buildView(e.raw, e.st, r.clock.Now().UnixNano()))
+		r.viewMu.Unlock()
+	}
+	return held
+}
+
 // remove drops e if L1 still holds it. Ristretto keeps the name's slot until
 // it evicts it; its callback then finds no entry of that slot and does nothing.
 func (c *l1Cache) remove(e *entry) { c.index.compareAndDelete(e.name, e) }
@@ -182,6 +199,7 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	}
 	st := r.state(raw.Name)
 	e.st = st
+	e.viewGen = st.gen.Load() // before the view reads any status (see install)
 	view := r.buildView(raw, st, n)
 	st.retain(raw.Instances)
 	e.minExpiry = minExp
@@ -511,7 +529,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		if e.raw == nil {
 			r.dropState(st)
 		}
-		e = r.l1.put(e)
+		e = r.install(e)
 		if e.rev >= st.wantRev.Load() || attempt == 2 {
 			return e, nil
 		}
@@ -637,7 +655,7 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 	if svc != nil && !force && svc.Revision >= ch.Revision {
 		now := r.clock.Now()
 		if now.Sub(loadedAt) < r.opts.leaseTTL && usableL2(svc, loadedAt, now) {
-			held := r.l1.put(r.newEntry(svc, LayerL2, loadedAt, now, now))
+			held := r.install(r.newEntry(svc, LayerL2, loadedAt, now, now))
 			if held.rev >= svc.Revision {
 				r.ctr.pushed.Add(1)
 			}
@@ -702,7 +720,7 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		r.ctr.storeReads.Add(1)
 		readAt := r.clock.Now()
 		if svc, err := r.store.Load(ctx, ch.Service); err == nil {
-			r.l1.put(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
+			r.install(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
 			enc := codec.Encode(svc, readAt)
 			_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
 			_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both

@@ -234,9 +234,9 @@ func (r *Registry) eject(st *svcState, is *instState) {
 
 	r.log.Info("discovery: instance ejected", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.Int("failures", ho.ejectFailures), zap.Duration("for", dur), zap.Int("times", times))
-	hm.viewMu.Lock()
+	r.viewMu.Lock()
 	r.instancesChanged(st)
-	hm.viewMu.Unlock()
+	r.viewMu.Unlock()
 	hm.scheduleUneject(st, is, until)
 }
 
@@ -251,9 +251,9 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 	is.hmu.Unlock()
 	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.String("reason", "time"))
-	r.hm.viewMu.Lock()
+	r.viewMu.Lock()
 	r.instancesChanged(st)
-	r.hm.viewMu.Unlock()
+	r.viewMu.Unlock()
 }
 
 // nextSeq orders writes of a shared state: above the previous one, and
@@ -352,8 +352,8 @@ func (r *Registry) announce(st *svcState, is *instState, ch change) {
 	if ch.from == ch.to && !ch.unejected {
 		return
 	}
-	r.hm.viewMu.Lock()
-	defer r.hm.viewMu.Unlock()
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
 	if ch.unejected {
 		r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 			zap.String("reason", "passing check"))

@@ -139,7 +139,6 @@ type monitor struct {
 	checking atomic.Int64
 
 	ejectMu sync.Mutex // serialises ejection decisions
-	viewMu  sync.Mutex // serialises view rebuilds after health changes
 	pendMu  sync.Mutex
 	pending []*item   // unejections handed to the loop
 	soon    []*svcMon // services whose members changed: sync again soon

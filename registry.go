@@ -35,8 +35,11 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
-	rng        fastRand // selection's random numbers (fastrand.go)
-	met        *metrics // nil without WithMetrics (metrics.go)
+	// viewMu serialises rebuilds of L1 views after health changes and
+	// after an entry whose view a change overtook is installed (install).
+	viewMu sync.Mutex
+	rng    fastRand // selection's random numbers (fastrand.go)
+	met    *metrics // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
