@@ -150,17 +150,20 @@ func (c *l1Cache) put(e *entry) *entry {
 
 // install puts a new entry into L1 and returns the entry L1 holds. A health
 // change between building e's view and storing e rebuilt the view of the
-// entry L1 held before (or of none), so e's view is rebuilt here if the
-// service's health generation moved since; under viewMu, like every
-// rebuild, so that an older view is never stored over a newer one.
+// entry L1 held before (or of none), so e's view is rebuilt first if the
+// service's health generation moved since. Both happen under viewMu, which
+// every status change holds from its write to its rebuild: no lookup can
+// get e with a status older than one Health has already reported.
 func (r *Registry) install(e *entry) *entry {
-	held := r.l1.put(e)
-	if held == e && e.st != nil && e.st.gen.Load() != e.viewGen {
-		r.viewMu.Lock()
-		e.view.Store(r.buildView(e.raw, e.st, r.clock.Now().UnixNano()))
-		r.viewMu.Unlock()
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	if st := e.st; st != nil && e.raw != nil {
+		if gen := st.gen.Load(); gen != e.viewGen {
+			e.view.Store(r.buildView(e.raw, st, r.clock.Now().UnixNano()))
+			e.viewGen = gen
+		}
 	}
-	return held
+	return r.l1.put(e)
 }
 
 // remove drops e if L1 still holds it. Ristretto keeps the name's slot until

@@ -58,10 +58,9 @@ type Event struct {
 func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
 
 // healthChanged is called by the health monitor once per change of an
-// instance's status in this process (checks, ejections): it updates
-// lookups' views and selection, and tells watchers.
+// instance's status in this process, after the views were rebuilt: it
+// tells watchers.
 func (r *Registry) healthChanged(st *svcState, in Instance, from, to Status) {
-	r.instancesChanged(st)
 	in.Status = to
 	rev := int64(0)
 	if e := r.l1.get(st.name); e != nil {

@@ -227,33 +227,34 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	until := now + int64(dur)
 	d.ejectedAt = now
 	is.hmu.Unlock()
+	r.viewMu.Lock() // the ejection and its views appear together (see install)
 	is.ejectedUntil.Store(until)
+	r.instancesChanged(st)
+	r.viewMu.Unlock()
 	hm.ejectMu.Unlock()
 	is.health.fails.Store(0)
 	st.ejections.Add(1)
 
 	r.log.Info("discovery: instance ejected", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.Int("failures", ho.ejectFailures), zap.Duration("for", dur), zap.Int("times", times))
-	r.viewMu.Lock()
-	r.instancesChanged(st)
-	r.viewMu.Unlock()
 	hm.scheduleUneject(st, is, until)
 }
 
 // unejectAt ends an ejection when its time comes, unless it ended or was
 // renewed meanwhile.
 func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
+	r.viewMu.Lock()
 	if !is.ejectedUntil.CompareAndSwap(until, 0) {
+		r.viewMu.Unlock()
 		return
 	}
 	is.hmu.Lock()
 	is.health.ejectEnd = until
 	is.hmu.Unlock()
-	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
-		zap.String("reason", "time"))
-	r.viewMu.Lock()
 	r.instancesChanged(st)
 	r.viewMu.Unlock()
+	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
+		zap.String("reason", "time"))
 }
 
 // nextSeq orders writes of a shared state: above the previous one, and
@@ -264,11 +265,13 @@ func nextSeq(prev int64, now int64) int64 { return max(prev+1, now/int64(time.Mi
 // applyLocal applies one check result to an instance in this process only
 // (no Redis, or Redis failing).
 func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
 	is.hmu.Lock()
 	s := is.health.state().Clone()
 	s.Apply(c, r.hm.th)
 	s.Seq, s.By = nextSeq(is.health.st.Seq, c.At), r.hm.id
-	ch := r.adoptLocked(is, s, "")
+	ch := r.adoptLocked(st, is, s, "")
 	is.hmu.Unlock()
 	r.announce(st, is, ch)
 }
@@ -276,6 +279,8 @@ func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 // adoptShared applies a state received from Redis (or written there by this
 // process) unless this process holds a newer one. It reports whether it did.
 func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw string) bool {
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
 	is.hmu.Lock()
 	if s.Seq <= is.health.st.Seq {
 		if s.Seq == is.health.st.Seq && raw != "" {
@@ -284,7 +289,7 @@ func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw 
 		is.hmu.Unlock()
 		return false
 	}
-	ch := r.adoptLocked(is, s, raw)
+	ch := r.adoptLocked(st, is, s, raw)
 	is.hmu.Unlock()
 	r.announce(st, is, ch)
 	return true
@@ -299,9 +304,11 @@ type change struct {
 }
 
 // adoptLocked makes s the instance's state: the atomics selection reads,
-// the history, and the end of an ejection that a passing check ends. The
-// caller holds is.hmu.
-func (r *Registry) adoptLocked(is *instState, s health.State, raw string) change {
+// the history, and the end of an ejection that a passing check ends; and
+// rebuilds the views if what they show changed. The caller holds viewMu
+// and is.hmu, so Health (which reads under is.hmu) never reports a status
+// that Get does not show yet.
+func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw string) change {
 	d := &is.health
 	ch := change{from: d.st.Status, to: s.Status, score: s.Score}
 	for _, c := range s.Recent {
@@ -323,6 +330,9 @@ func (r *Registry) adoptLocked(is *instState, s health.State, raw string) change
 				d.ejectEnd, ch.unejected = l.At, true
 			}
 		}
+	}
+	if ch.from != ch.to || ch.unejected {
+		r.instancesChanged(st)
 	}
 	return ch
 }
@@ -346,20 +356,15 @@ func (d *healthDetail) push(c health.Check) {
 	d.histAt = c.At
 }
 
-// announce logs a change of status, once, and tells lookups, selection and
-// watchers.
+// announce logs a change of status, once, and tells watchers (adoptLocked
+// already rebuilt the views). The caller holds viewMu, so watchers get
+// changes in the order they were made.
 func (r *Registry) announce(st *svcState, is *instState, ch change) {
-	if ch.from == ch.to && !ch.unejected {
-		return
-	}
-	r.viewMu.Lock()
-	defer r.viewMu.Unlock()
 	if ch.unejected {
 		r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 			zap.String("reason", "passing check"))
 	}
 	if ch.from == ch.to {
-		r.instancesChanged(st)
 		return
 	}
 	r.log.Info("discovery: instance health changed", zap.String("service", st.name), zap.String("instance", is.id),

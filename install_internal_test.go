@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
 
@@ -49,5 +50,89 @@ func TestInstallRebuildsAViewAHealthChangeOvertook(t *testing.T) {
 	}
 	if s := svc.Instance(id).Status; s != StatusUnhealthy {
 		t.Fatalf("Get shows %v after the instance turned unhealthy; want unhealthy", s)
+	}
+}
+
+// Once Health can report a status (it reads the instance's detail under
+// is.hmu), Get shows it: the write and the view's rebuild happen together.
+// A reader that finds the same state before and after its Get must see that
+// state's status in the view, while loads keep installing new entries. Before, a status was written, is.hmu released
+// and the view rebuilt afterwards: a Health call in between reported
+// unhealthy while Get still showed healthy (TestRouterResultsReachOtherProcesses
+// caught that under CI's load).
+func TestGetShowsWhatHealthReported(t *testing.T) {
+	ctx := context.Background()
+	r, err := New(WithStore(memory.New()), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	g, err := r.Register(ctx, Instance{Service: "web", Host: "10.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.Instance().ID
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	st := r.state("web")
+	is := st.instOrNew(id)
+	reported := func() (int64, core.Status) {
+		is.hmu.Lock()
+		defer is.hmu.Unlock()
+		return is.health.st.Seq, is.health.st.Status
+	}
+
+	const flips = 5000
+	done, reloaded := make(chan struct{}), make(chan struct{})
+	go func() { // loads keep installing new entries, whose views were built before some flips
+		defer close(reloaded)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := r.load("web", true); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { <-reloaded }()
+	go func() {
+		defer close(done)
+		for i := int64(1); i <= flips; i++ {
+			s := health.New()
+			s.Seq, s.Status = i, core.StatusHealthy
+			if i%2 == 0 {
+				s.Status = core.StatusUnhealthy
+			}
+			r.adoptShared(st, is, s, "")
+		}
+	}()
+	checked := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		seq, status := reported()
+		svc, err := r.Get(ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shown := svc.Instance(id).Status
+		if seq2, _ := reported(); seq2 != seq || seq == 0 {
+			continue // changed meanwhile: either status may show
+		}
+		checked++
+		if shown != status {
+			t.Fatalf("Health reported %v (state %d) and Get then showed %v", status, seq, shown)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no Get fell between two reads of the same state")
 	}
 }

@@ -205,8 +205,16 @@ func TestLoad20kGetPickPerSecondP99GetUnder1msNoErrorsGoroutinesBack(t *testing.
 	if n := errs.Load(); n != 0 {
 		t.Fatalf("%d errors; first: %v", n, first)
 	}
+	// The rate and the latency are judged without the race detector (CI's
+	// one-minute run): with it, and the other packages' tests sharing two
+	// cores, the machine can fall short (17,225 pairs/s once, 19,900 alone)
+	// while the run still shows what it is for there: no race, no error,
+	// no goroutine left.
 	if got < 0.95*rate {
-		t.Fatalf("reached %.0f pairs/s; want %d (the machine could not keep up: the test proves nothing)", got, rate)
+		if !raceEnabled {
+			t.Fatalf("reached %.0f pairs/s; want %d (the machine could not keep up: the test proves nothing)", got, rate)
+		}
+		t.Logf("reached %.0f pairs/s under the race detector; the rate is judged in a run without it", got)
 	}
 	if !raceEnabled && q(0.99) >= time.Millisecond {
 		t.Fatalf("Get p99 = %v; want under 1ms", q(0.99))

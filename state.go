@@ -216,7 +216,7 @@ func viewStatus(in *core.Instance, is *instState, now int64) core.Status {
 
 // instancesChanged is called when the health or ejection of instances of a
 // service changed in this process: it rebuilds the view that lookups return
-// and tells selection to rebuild.
+// and tells selection to rebuild. The caller holds viewMu.
 func (r *Registry) instancesChanged(st *svcState) {
 	st.gen.Add(1)
 	if e := r.l1.get(st.name); e != nil && e.raw != nil {
