@@ -170,23 +170,23 @@ func TestSharedProbing(t *testing.T) {
 			if detected > 3*hInterval {
 				t.Fatalf("detected after %v; want within 3 intervals", detected)
 			}
-			// The latest shared result reaches every process through Redis;
-			// one that landed just now may still be on its way.
-			var checkers map[string]bool
-			agree := func() bool {
-				checkers = map[string]bool{}
-				for _, r := range f.regs {
-					checkers[healthOf(t, r, "web", id).CheckedBy] = true
+			// The probers' results reach every process through Redis: each
+			// holds a failing check made since the kill by one of at most two
+			// probers. They need not hold the same one: only a result that
+			// changes the status is pushed; one that does not (the second
+			// prober's next failure) is read at the next refresh, an interval
+			// on, and this clock stands still (once, CI's load let the second
+			// prober's write land between the push and the processes' reads).
+			checkers := map[string]bool{}
+			for _, r := range f.regs {
+				h := healthOf(t, r, "web", id)
+				if h.CheckedBy == "" || h.LastError == "" || h.LastCheck.Before(killed) {
+					t.Fatalf("process %s holds no failing check since the kill: %+v", r.ProcessID(), h)
 				}
-				return len(checkers) == 1
+				checkers[h.CheckedBy] = true
 			}
-			if start := time.Now(); !agree() {
-				for !agree() && time.Since(start) < 2*time.Second {
-					time.Sleep(time.Millisecond)
-				}
-				if len(checkers) != 1 {
-					t.Fatalf("processes disagree on the latest check after 2s: %v", checkers)
-				}
+			if len(checkers) > 2 {
+				t.Fatalf("the latest checks come from %d processes; want at most the two probers: %v", len(checkers), checkers)
 			}
 		})
 	}
