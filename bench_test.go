@@ -65,3 +65,6 @@ func BenchmarkColdStampede(b *testing.B) { benchsuite.ColdStampede(b) }
 func BenchmarkScale(b *testing.B) { benchsuite.Scale(b) }
 
 func BenchmarkInvalidation(b *testing.B) { benchsuite.Invalidation(b) }
+
+func BenchmarkGetAlone(b *testing.B)  { benchsuite.GetAlone(b) }
+func BenchmarkPickAlone(b *testing.B) { benchsuite.PickAlone(b) }

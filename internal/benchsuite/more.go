@@ -21,25 +21,29 @@ var Strategies = []discovery.Strategy{
 	discovery.StrategyRandom,
 }
 
-func pickRegistry(b *testing.B, n int) *discovery.Registry {
+func pickRegistry(b *testing.B, n int, opts ...discovery.Option) *discovery.Registry {
 	b.Helper()
-	r := Registry(b, n, discovery.WithStore(discoverytest.NewBackend()))
+	r := Registry(b, n, append([]discovery.Option{discovery.WithStore(discoverytest.NewBackend())}, opts...)...)
 	if _, err := r.Get(context.Background(), Service); err != nil {
 		b.Fatal(err)
 	}
 	return r
 }
 
-// Pick times Pick alone: Done is never called, so in-flight counts only
-// grow, which costs the strategies the same arithmetic. PickDone times the
-// pair.
+// Pick times Pick alone with the Registry's strategy set to s (WithStrategy,
+// as a service is configured; consistent_hash also passes its HashKey):
+// Done is never called, so in-flight counts only grow, which costs the
+// strategies the same arithmetic. PickDone times the pair.
 func Pick(s discovery.Strategy, n int) func(*testing.B) {
 	return func(b *testing.B) {
 		ctx := context.Background()
-		r := pickRegistry(b, n)
-		opts := []discovery.PickOption{discovery.UseStrategy(s)}
+		r := pickRegistry(b, n, discovery.WithStrategy(s))
+		var opts []discovery.PickOption
 		if s == discovery.StrategyConsistentHash {
 			opts = append(opts, discovery.HashKey("user-42"))
+		}
+		if sel, err := r.Pick(ctx, Service, opts...); err != nil || sel.Strategy != s {
+			b.Fatalf("Pick = %v, %v; want strategy %v", sel.Strategy, err, s)
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -308,4 +312,30 @@ func FloorPubSub(b *testing.B) {
 	}
 	b.StopTimer()
 	d.report(b)
+}
+
+// GetAlone times Get as GetThenPick calls it, without the Pick.
+func GetAlone(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Get(ctx, Service); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// PickAlone times Pick as GetThenPick calls it (no options), without the Get.
+func PickAlone(b *testing.B) {
+	ctx := context.Background()
+	r := pickRegistry(b, 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Pick(ctx, Service); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
