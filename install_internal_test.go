@@ -17,16 +17,7 @@ import (
 // caught it once under CI's load).
 func TestInstallRebuildsAViewAHealthChangeOvertook(t *testing.T) {
 	ctx := context.Background()
-	r, err := New(WithStore(memory.New()), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	g, err := r.Register(ctx, Instance{Service: "web", Host: "10.0.0.1", Port: 80})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := g.Instance().ID
+	r, id := webRegistry(t)
 	if _, err := r.Get(ctx, "web"); err != nil { // L1 holds an entry: the change's rebuild goes there
 		t.Fatal(err)
 	}
@@ -62,16 +53,7 @@ func TestInstallRebuildsAViewAHealthChangeOvertook(t *testing.T) {
 // caught that under CI's load).
 func TestGetShowsWhatHealthReported(t *testing.T) {
 	ctx := context.Background()
-	r, err := New(WithStore(memory.New()), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	g, err := r.Register(ctx, Instance{Service: "web", Host: "10.0.0.1", Port: 80})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := g.Instance().ID
+	r, id := webRegistry(t)
 	if _, err := r.Get(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
@@ -135,4 +117,20 @@ func TestGetShowsWhatHealthReported(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no Get fell between two reads of the same state")
 	}
+}
+
+// webRegistry returns a Registry without health checks holding one
+// registered instance of "web", and its ID.
+func webRegistry(t *testing.T) (*Registry, string) {
+	t.Helper()
+	r, err := New(WithStore(memory.New()), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	g, err := r.Register(context.Background(), Instance{Service: "web", Host: "10.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, g.Instance().ID
 }

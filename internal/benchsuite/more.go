@@ -57,17 +57,31 @@ func Pick(s discovery.Strategy, n int) func(*testing.B) {
 
 // GetThenPick times a Get followed by a Pick (p2c_ewma, 10 instances), as a
 // caller that looks a service up and then chooses an instance does.
-func GetThenPick(b *testing.B) {
+func GetThenPick(b *testing.B) { getPick(b, true, true) }
+
+// GetAlone times Get as GetThenPick calls it, without the Pick.
+func GetAlone(b *testing.B) { getPick(b, true, false) }
+
+// PickAlone times Pick as GetThenPick calls it (no options), without the Get.
+func PickAlone(b *testing.B) { getPick(b, false, true) }
+
+// getPick is the loop of the three above, so that they differ only in the
+// calls they make.
+func getPick(b *testing.B, get, pick bool) {
 	ctx := context.Background()
 	r := pickRegistry(b, 10)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := r.Get(ctx, Service); err != nil {
-			b.Fatal(err)
+		if get {
+			if _, err := r.Get(ctx, Service); err != nil {
+				b.Fatal(err)
+			}
 		}
-		if _, err := r.Pick(ctx, Service); err != nil {
-			b.Fatal(err)
+		if pick {
+			if _, err := r.Pick(ctx, Service); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
@@ -312,30 +326,4 @@ func FloorPubSub(b *testing.B) {
 	}
 	b.StopTimer()
 	d.report(b)
-}
-
-// GetAlone times Get as GetThenPick calls it, without the Pick.
-func GetAlone(b *testing.B) {
-	ctx := context.Background()
-	r := pickRegistry(b, 10)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := r.Get(ctx, Service); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// PickAlone times Pick as GetThenPick calls it (no options), without the Get.
-func PickAlone(b *testing.B) {
-	ctx := context.Background()
-	r := pickRegistry(b, 10)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := r.Pick(ctx, Service); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
