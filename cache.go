@@ -62,7 +62,7 @@ type entry struct {
 	slot *slot
 	// st is the service's state in this process (nil for a negative entry).
 	st *svcState
-	// viewGen is st's health generation when the view was first built.
+	// viewGen is st's health generation when the view was built.
 	viewGen uint64
 }
 
@@ -151,17 +151,19 @@ func (c *l1Cache) put(e *entry) *entry {
 // install puts a new entry into L1 and returns the entry L1 holds. A health
 // change between building e's view and storing e rebuilt the view of the
 // entry L1 held before (or of none), so e's view is rebuilt first if the
-// service's health generation moved since. Both happen under viewMu, which
-// every status change holds from its write to its rebuild: no lookup can
-// get e with a status older than one Health has already reported.
+// service's health generation moved since. Both happen under the service's
+// viewMu, which every status change holds from its write to its rebuild: no
+// lookup can get e with a status older than one Health has already reported.
 func (r *Registry) install(e *entry) *entry {
-	r.viewMu.Lock()
-	defer r.viewMu.Unlock()
-	if st := e.st; st != nil && e.raw != nil {
-		if gen := st.gen.Load(); gen != e.viewGen {
-			e.view.Store(r.buildView(e.raw, st, r.clock.Now().UnixNano()))
-			e.viewGen = gen
-		}
+	st := e.st
+	if st == nil || e.raw == nil {
+		return r.l1.put(e)
+	}
+	st.viewMu.Lock()
+	defer st.viewMu.Unlock()
+	if gen := st.gen.Load(); gen != e.viewGen {
+		e.view.Store(r.buildView(e.raw, st, r.clock.Now().UnixNano()))
+		e.viewGen = gen
 	}
 	return r.l1.put(e)
 }

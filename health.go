@@ -227,10 +227,10 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	until := now + int64(dur)
 	d.ejectedAt = now
 	is.hmu.Unlock()
-	r.viewMu.Lock() // the ejection and its views appear together (see install)
+	st.viewMu.Lock() // the ejection and its views appear together (see install)
 	is.ejectedUntil.Store(until)
 	r.instancesChanged(st)
-	r.viewMu.Unlock()
+	st.viewMu.Unlock()
 	hm.ejectMu.Unlock()
 	is.health.fails.Store(0)
 	st.ejections.Add(1)
@@ -243,16 +243,16 @@ func (r *Registry) eject(st *svcState, is *instState) {
 // unejectAt ends an ejection when its time comes, unless it ended or was
 // renewed meanwhile.
 func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
-	r.viewMu.Lock()
+	st.viewMu.Lock()
 	if !is.ejectedUntil.CompareAndSwap(until, 0) {
-		r.viewMu.Unlock()
+		st.viewMu.Unlock()
 		return
 	}
 	is.hmu.Lock()
 	is.health.ejectEnd = until
 	is.hmu.Unlock()
 	r.instancesChanged(st)
-	r.viewMu.Unlock()
+	st.viewMu.Unlock()
 	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.String("reason", "time"))
 }
@@ -265,8 +265,8 @@ func nextSeq(prev int64, now int64) int64 { return max(prev+1, now/int64(time.Mi
 // applyLocal applies one check result to an instance in this process only
 // (no Redis, or Redis failing).
 func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
-	r.viewMu.Lock()
-	defer r.viewMu.Unlock()
+	st.viewMu.Lock()
+	defer st.viewMu.Unlock()
 	is.hmu.Lock()
 	s := is.health.state().Clone()
 	s.Apply(c, r.hm.th)
@@ -279,8 +279,8 @@ func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 // adoptShared applies a state received from Redis (or written there by this
 // process) unless this process holds a newer one. It reports whether it did.
 func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw string) bool {
-	r.viewMu.Lock()
-	defer r.viewMu.Unlock()
+	st.viewMu.Lock()
+	defer st.viewMu.Unlock()
 	is.hmu.Lock()
 	if s.Seq <= is.health.st.Seq {
 		if s.Seq == is.health.st.Seq && raw != "" {
@@ -305,7 +305,7 @@ type change struct {
 
 // adoptLocked makes s the instance's state: the atomics selection reads,
 // the history, and the end of an ejection that a passing check ends; and
-// rebuilds the views if what they show changed. The caller holds viewMu
+// rebuilds the views if what they show changed. The caller holds st.viewMu
 // and is.hmu, so Health (which reads under is.hmu) never reports a status
 // that Get does not show yet.
 func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw string) change {
@@ -357,7 +357,7 @@ func (d *healthDetail) push(c health.Check) {
 }
 
 // announce logs a change of status, once, and tells watchers (adoptLocked
-// already rebuilt the views). The caller holds viewMu, so watchers get
+// already rebuilt the views). The caller holds st.viewMu, so watchers get
 // changes in the order they were made.
 func (r *Registry) announce(st *svcState, is *instState, ch change) {
 	if ch.unejected {

@@ -35,13 +35,8 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
-	// viewMu is held from a health or ejection change's write to the
-	// rebuild of the views it changes, and while a loaded entry is
-	// installed (install): a lookup never shows a status older than one
-	// Health reported, and an older view never replaces a newer one.
-	viewMu sync.Mutex
-	rng    fastRand // selection's random numbers (fastrand.go)
-	met    *metrics // nil without WithMetrics (metrics.go)
+	rng        fastRand // selection's random numbers (fastrand.go)
+	met        *metrics // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc

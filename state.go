@@ -25,6 +25,11 @@ type svcState struct {
 	// (a health status, an ejection); pickers built for an older gen are
 	// rebuilt.
 	gen atomic.Uint64
+	// viewMu is held from a health or ejection change's write to the
+	// rebuild of the views it changes, and while a loaded entry of the
+	// service is installed (install): a lookup never shows a status older
+	// than one Health reported, and an older view never replaces a newer one.
+	viewMu sync.Mutex
 
 	pickerState // balancer.go
 
@@ -216,7 +221,7 @@ func viewStatus(in *core.Instance, is *instState, now int64) core.Status {
 
 // instancesChanged is called when the health or ejection of instances of a
 // service changed in this process: it rebuilds the view that lookups return
-// and tells selection to rebuild. The caller holds viewMu.
+// and tells selection to rebuild. The caller holds st.viewMu.
 func (r *Registry) instancesChanged(st *svcState) {
 	st.gen.Add(1)
 	if e := r.l1.get(st.name); e != nil && e.raw != nil {
