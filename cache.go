@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -321,7 +322,7 @@ func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
 // served stale for the stale-if-error window, leases included: they cannot
 // be renewed while the database is down.
 func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {
-	if r.met != nil && r.rng.uint64()%lookupSample == 0 {
+	if r.met != nil && rand.Uint32()%lookupSample == 0 {
 		return r.lookupTimed(ctx, service)
 	}
 	if e := r.l1.get(service); e != nil {
