@@ -307,6 +307,20 @@ func usableL2(svc *core.Service, at, now time.Time) bool {
 // ErrNotFound when it has none. It answers from this process's memory almost
 // always, without allocating; see Lookup for where an answer came from.
 func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
+	// Lookup's fast path, written out again: taking the Service out of
+	// Lookup's Result copied the Result with wide loads that stalled on its
+	// narrow stores (a quarter of an L1 hit in a parallel loop, 25 -> 15 ns
+	// a Get there), and a shared helper that did not inline cost both 3%.
+	if r.met == nil {
+		if e := r.l1.get(service); e != nil {
+			if now := r.now.nanos(); now < e.freshUntil.Load() {
+				if err := r.countHit(e, now); err != nil {
+					return nil, err
+				}
+				return e.view.Load(), nil
+			}
+		}
+	}
 	res, err := r.Lookup(ctx, service)
 	return res.Service, err
 }
