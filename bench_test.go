@@ -29,6 +29,9 @@ func BenchmarkGet(b *testing.B) {
 	b.Run("layer=L1/metrics=on", benchsuite.GetL1Metrics(true))
 	b.Run("layer=L2", benchsuite.GetL2)
 	b.Run("layer=L3", benchsuite.GetL3)
+	// Each beside its floor in one loop: p50-ns, floor-p50-ns, ratio-p50.
+	b.Run("layer=L2/paired", benchsuite.PairedL2)
+	b.Run("layer=L3/paired", benchsuite.PairedL3)
 	b.Run("store=memory", benchsuite.GetStore("memory"))
 	b.Run("store=sqlite", benchsuite.GetStore("sqlite"))
 	if os.Getenv(testutil.EnvPostgres) != "" {
