@@ -285,6 +285,8 @@ type picker struct {
 	// panic (some are eligible, and at least the panic threshold's share).
 	// Fixed when the picker is built: such a pick counts nothing.
 	direct bool
+	// uniform: every eligible candidate has the same weight.
+	uniform bool
 
 	rr     atomic.Uint64
 	wrr    wrrState
@@ -352,9 +354,11 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	p.direct = len(p.elig) > 0 && float64(len(p.elig)) >= r.opts.panicThreshold*float64(len(p.cands))
 	total := 0.0
 	p.cum = make([]float64, len(p.elig))
+	p.uniform = true
 	for k, i := range p.elig {
 		total += p.cands[i].weight
 		p.cum[k] = total
+		p.uniform = p.uniform && p.cands[i].weight == p.cands[p.elig[0]].weight
 	}
 	if old != nil {
 		p.rr.Store(old.rr.Load()) // keep the rotation going
@@ -802,7 +806,14 @@ const maxStackWeights = 128
 
 // weightedRandomFast picks by static weight: a binary search of the
 // precomputed running sums.
+//
+// Most services weigh their instances alike; then the choice is one
+// multiply-shift. The search otherwise mispredicted about one branch in two
+// (random at 10 instances was 53 ns, round_robin 33).
 func (p *picker) weightedRandomFast(rnd uint64) int {
+	if p.uniform {
+		return int(p.elig[boundedInt(uint32(rnd>>32), len(p.elig))])
+	}
 	x := unitFloat(rnd) * p.cum[len(p.cum)-1]
 	lo, hi := 0, len(p.cum)-1
 	for lo < hi {

@@ -45,6 +45,27 @@ func picks(t *testing.T, r *discovery.Registry, svc string, n int, opts ...disco
 	return got
 }
 
+// random with equal weights (its one-draw path) spreads evenly over the
+// eligible instances only: an unhealthy one among them gets nothing.
+func TestRandomEqualWeightsSpreadEvenlyOverEligible(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithStrategy(discovery.StrategyRandom))
+	registerN(t, r, "db_svc", 3, 3, 3, 3, 3)
+	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i2", discovery.StatusUnhealthy, 0)
+	const n = 100000
+	got := picks(t, r, "db_svc", n)
+	if got["i2"] != 0 {
+		t.Fatalf("the unhealthy instance got %d picks: %v", got["i2"], got)
+	}
+	for _, id := range []string{"i0", "i1", "i3", "i4"} {
+		if share := float64(got[id]) / n; math.Abs(share-0.25) > 0.01 {
+			t.Errorf("%s got %.2f%% of picks; want 25%% +-1 (%v)", id, 100*share, got)
+		}
+	}
+}
+
 func TestWeightedSharesWithinOnePoint(t *testing.T) {
 	for _, s := range []discovery.Strategy{discovery.StrategyWeightedRoundRobin, discovery.StrategyRandom} {
 		t.Run(s.String(), func(t *testing.T) {
