@@ -18,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery"
@@ -213,13 +214,10 @@ func FloorAtomicMap(b *testing.B) {
 	}
 }
 
-// FloorRedisGet times a bare go-redis GET of the bytes L2 holds for the
-// service.
-func FloorRedisGet(b *testing.B) {
+// floorKey writes the snapshot of r's Service, encoded as L2 holds it, to
+// a key of namespace n of its own and returns the key.
+func floorKey(b *testing.B, rdb redis.UniversalClient, n string, r *discovery.Registry) string {
 	ctx := context.Background()
-	n := ns(b)
-	rdb, _ := testutil.Redis(b, n)
-	r := Registry(b, 10, discovery.WithStore(discoverytest.NewBackend()))
 	svc, err := r.Store().Load(ctx, Service)
 	if err != nil {
 		b.Fatal(err)
@@ -228,6 +226,16 @@ func FloorRedisGet(b *testing.B) {
 	if err := rdb.Set(ctx, key, codec.Encode(svc, time.Now()), time.Hour).Err(); err != nil {
 		b.Fatal(err)
 	}
+	return key
+}
+
+// FloorRedisGet times a bare go-redis GET of the bytes L2 holds for the
+// service.
+func FloorRedisGet(b *testing.B) {
+	ctx := context.Background()
+	n := ns(b)
+	rdb, _ := testutil.Redis(b, n)
+	key := floorKey(b, rdb, n, Registry(b, 10, discovery.WithStore(discoverytest.NewBackend())))
 	d := make(durations, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()

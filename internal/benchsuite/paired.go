@@ -8,7 +8,6 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
-	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -27,14 +26,7 @@ func PairedL2(b *testing.B) {
 	rdb, _ := testutil.Redis(b, n)
 	clock, o := missEveryTime()
 	r := Registry(b, 10, append(o, discovery.WithStore(discoverytest.NewBackend()), discovery.WithRedis(rdb), discovery.WithNamespace(n))...)
-	svc, err := r.Store().Load(ctx, Service)
-	if err != nil {
-		b.Fatal(err)
-	}
-	key := n + ":floor:{" + Service + "}"
-	if err := rdb.Set(ctx, key, codec.Encode(svc, time.Now()), time.Hour).Err(); err != nil {
-		b.Fatal(err)
-	}
+	key := floorKey(b, rdb, n, r)
 	paired(b, r, clock, discovery.LayerL2, func() error {
 		v, err := rdb.Get(ctx, key).Bytes()
 		if err == nil && len(v) == 0 {
