@@ -232,20 +232,30 @@ func floorKey(b *testing.B, rdb redis.UniversalClient, n string, r *discovery.Re
 // FloorRedisGet times a bare go-redis GET of the bytes L2 holds for the
 // service.
 func FloorRedisGet(b *testing.B) {
-	ctx := context.Background()
 	n := ns(b)
 	rdb, _ := testutil.Redis(b, n)
-	key := floorKey(b, rdb, n, Registry(b, 10, discovery.WithStore(discoverytest.NewBackend())))
+	timeEach(b, redisGet(b, rdb, floorKey(b, rdb, n, Registry(b, 10, discovery.WithStore(discoverytest.NewBackend())))))
+}
+
+// redisGet returns the Redis floor's operation: a bare GET of key.
+func redisGet(b *testing.B, rdb redis.UniversalClient, key string) func() {
+	ctx := context.Background()
+	return func() {
+		if v, err := rdb.Get(ctx, key).Bytes(); err != nil || len(v) == 0 {
+			b.Fatalf("floor GET: %d bytes, %v", len(v), err)
+		}
+	}
+}
+
+// timeEach times op b.N times and reports its percentiles.
+func timeEach(b *testing.B, op func()) {
 	d := make(durations, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		v, err := rdb.Get(ctx, key).Bytes()
+		op()
 		d[i] = time.Since(start)
-		if err != nil || len(v) == 0 {
-			b.Fatal(err)
-		}
 	}
 	b.StopTimer()
 	d.report(b)
@@ -273,29 +283,27 @@ type loadRow struct {
 // FloorGormQuery times a bare GORM query returning the rows an L3 load
 // reads (the same statement, scanned by GORM into structs).
 func FloorGormQuery(b *testing.B) {
-	ctx := context.Background()
 	n := ns(b)
 	db, _ := DB(b, n)
 	Registry(b, 10, discovery.WithDB(db), discovery.WithNamespace(n))
+	timeEach(b, gormQuery(b, db, n))
+}
+
+// gormQuery returns the database floor's operation: the query the L3 load
+// of Service runs (in namespace n), scanned with GORM into loadRows.
+func gormQuery(b *testing.B, db *gorm.DB, n string) func() {
+	ctx := context.Background()
 	s, err := sqlstore.New(db, n+"_")
 	if err != nil {
 		b.Fatal(err)
 	}
 	q, args := s.LoadQuery(Service)
-	d := make(durations, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
+	return func() {
 		var rows []loadRow
-		err := db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error
-		d[i] = time.Since(start)
-		if err != nil || len(rows) != 11 {
-			b.Fatalf("%d rows, %v", len(rows), err)
+		if err := db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil || len(rows) != 11 {
+			b.Fatalf("floor query: %d rows, %v; want 11", len(rows), err)
 		}
 	}
-	b.StopTimer()
-	d.report(b)
 }
 
 // Register times one registration (its deregistration is not timed).
