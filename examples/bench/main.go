@@ -121,7 +121,7 @@ func medianRound(progress io.Writer, rounds int, bs []named) map[string]result {
 
 func run(progress io.Writer, rounds int) ([]Row, error) {
 	// Every target that is a ratio has both of its sides in these rounds.
-	paired := []named{
+	compared := []named{
 		{"Floor/op=ristretto_get", benchsuite.FloorRistretto, "ns/op"},
 		{"Floor/op=atomic_map", benchsuite.FloorAtomicMap, "ns/op"},
 		{"Get/layer=L1", benchsuite.GetL1, "ns/op"},
@@ -139,9 +139,9 @@ func run(progress io.Writer, rounds int) ([]Row, error) {
 		{"Invalidation", benchsuite.Invalidation, "p99-ns"},
 	}
 	for _, s := range benchsuite.Strategies {
-		paired = append(paired, named{fmt.Sprintf("Pick/strategy=%s/instances=10", s), benchsuite.Pick(s, 10), "ns/op"})
+		compared = append(compared, named{fmt.Sprintf("Pick/strategy=%s/instances=10", s), benchsuite.Pick(s, 10), "ns/op"})
 	}
-	res := medianRound(progress, rounds, paired)
+	res := medianRound(progress, rounds, compared)
 	do := func(name string, fn func(*testing.B)) { res[name] = bench(progress, name, fn) }
 	store := "sqlite"
 	if os.Getenv(testutil.EnvPostgres) != "" {
