@@ -1,8 +1,6 @@
 package benchsuite
 
 import (
-	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -38,17 +36,7 @@ func PairedL3(b *testing.B) {
 }
 
 func paired(b *testing.B, r *discovery.Registry, clock *discoverytest.Clock, want discovery.Layer, floor func()) {
-	ctx := context.Background()
-	get := func() time.Duration {
-		clock.Advance(time.Microsecond) // past the freshness window: L1 misses
-		start := time.Now()
-		res, err := r.Lookup(ctx, Service)
-		d := time.Since(start)
-		if err != nil || res.Layer != want {
-			b.Fatalf("Lookup = %v, %v; want an answer from %v", res.Layer, err, want)
-		}
-		return d
-	}
+	get := func() time.Duration { return missOnce(b, r, clock, want) }
 	base := func() time.Duration {
 		start := time.Now()
 		floor()
@@ -56,20 +44,18 @@ func paired(b *testing.B, r *discovery.Registry, clock *discoverytest.Clock, wan
 	}
 	get() // warm-up: connections, prepared statements
 	floor()
-	real, bases := make(durations, b.N), make(durations, b.N)
+	lookups, floors := make(durations, b.N), make(durations, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if i%2 == 0 { // alternate which side goes first
-			bases[i], real[i] = base(), get()
+			floors[i], lookups[i] = base(), get()
 		} else {
-			real[i], bases[i] = get(), base()
+			lookups[i], floors[i] = get(), base()
 		}
 	}
 	b.StopTimer()
-	slices.Sort(real)
-	slices.Sort(bases)
-	p50, f50 := real[len(real)/2], bases[len(bases)/2]
+	p50, f50 := lookups.p50(), floors.p50()
 	b.ReportMetric(float64(p50), "p50-ns")
 	b.ReportMetric(float64(f50), "floor-p50-ns")
 	b.ReportMetric(float64(p50)/float64(f50), "ratio-p50")
