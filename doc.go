@@ -7,7 +7,7 @@
 // # Quick start
 //
 //	db, _ := gorm.Open(postgres.Open(dsn), &gorm.Config{})
-//	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
+//	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 //	reg, err := discovery.New(discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithLogger(logger))
 //	if err != nil { ... }
 //	defer reg.Close()

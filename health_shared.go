@@ -75,7 +75,7 @@ type sharer struct {
 }
 
 func newSharer(r *Registry, m *monitor) *sharer {
-	return &sharer{r: r, m: m, rdb: r.opts.rdb, channel: r.opts.namespace + ":health"}
+	return &sharer{r: r, m: m, rdb: r.opts.redisCmd, channel: r.opts.namespace + ":health"}
 }
 
 func (s *sharer) healthKey(service string) string {

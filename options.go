@@ -59,6 +59,7 @@ const (
 type options struct {
 	db        *gorm.DB
 	rdb       redis.UniversalClient
+	redisCmd  redis.UniversalClient // rdb as used: bounded by redisTO (redisbound.go); set by validate
 	store     core.Store
 	log       *zap.Logger
 	clock     core.Clock
@@ -188,7 +189,17 @@ func (o *options) validate() error {
 	if err := o.validateConfigOptions(); err != nil {
 		return err
 	}
-	return validNamespace(o.namespace)
+	if err := validNamespace(o.namespace); err != nil {
+		return err
+	}
+	if o.rdb != nil { // last: the only check that builds something
+		cmd, err := redisCommands(o.rdb, o.redisTO)
+		if err != nil {
+			return err
+		}
+		o.redisCmd = cmd
+	}
+	return nil
 }
 
 func validNamespace(ns string) error {
@@ -212,6 +223,12 @@ func WithDB(db *gorm.DB) Option { return optionFunc(func(o *options) { o.db = db
 
 // WithRedis adds the shared L2 cache and change fan-out: a single Redis,
 // Sentinel or Cluster client. The Registry never closes it.
+//
+// Every command is bounded by WithRedisTimeout. go-redis lets a context's
+// deadline bound a command only with ContextTimeoutEnabled; a *redis.Client
+// without it is used through WithTimeout (a clone sharing its connections),
+// and New refuses a Cluster or Ring client without it whose read or write
+// timeout is longer than WithRedisTimeout (ErrInvalid, saying what to set).
 func WithRedis(rdb redis.UniversalClient) Option {
 	return optionFunc(func(o *options) { o.rdb = rdb })
 }

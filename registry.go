@@ -123,7 +123,7 @@ func New(opts ...Option) (*Registry, error) {
 		r.unsubscribe = n.Subscribe(func(ch core.Change) { r.onChange(ch, false) })
 	}
 	if o.rdb != nil {
-		r.l2 = rediscache.New(o.rdb, rediscache.Options{
+		r.l2 = rediscache.New(o.redisCmd, rediscache.Options{
 			Namespace: o.namespace + ":", TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
 			Log: o.log, OnChange: r.onMessage, OnResync: r.resync,
 		})

@@ -238,7 +238,8 @@ func RedisCluster(t testing.TB, prefix string) redis.UniversalClient {
 		t.Skipf("%s is not set", EnvRedisCluster)
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ","), MaxRetries: 2,
-		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		ContextTimeoutEnabled: true}) // else WithRedis refuses it: see redisCommands
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })

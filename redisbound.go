@@ -1,0 +1,76 @@
+package discovery
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisCommands returns the client the Registry sends its Redis commands
+// through, such that every command ends within to (WithRedisTimeout).
+//
+// The Registry bounds each call with a context deadline, but go-redis lets a
+// context's deadline reach the socket only with ContextTimeoutEnabled, which
+// is off by default: a client at its defaults waits out its own ReadTimeout
+// (5 s) on a black-holed Redis, whatever the context says. So:
+//
+//   - a client whose settings already bound a command within to (context
+//     deadlines enabled, or read and write timeouts of at most to) is used
+//     as it is;
+//   - any other *redis.Client (single, or Sentinel's failover client) is
+//     used through WithTimeout(to): a clone that shares its connections and
+//     hooks and only reads and writes with a deadline of to;
+//   - a Cluster or Ring client has no such clone: it is refused with an
+//     error that says what to set;
+//   - a client of another type is trusted as it is (it cannot be inspected).
+//
+// Subscriptions use the same client: a subscriber's reads of messages have
+// their own timeouts, and connecting it is then bounded too (New subscribes
+// before it returns).
+func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.UniversalClient, error) {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		o := c.Options()
+		if bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
+			return c, nil
+		}
+		return c.WithTimeout(to), nil
+	case *redis.ClusterClient:
+		o := c.Options()
+		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
+			return nil, unbounded("*redis.ClusterClient", o.ReadTimeout, o.WriteTimeout, to)
+		}
+	case *redis.Ring:
+		o := c.Options()
+		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
+			return nil, unbounded("*redis.Ring", o.ReadTimeout, o.WriteTimeout, to)
+		}
+	}
+	return rdb, nil
+}
+
+// bounded reports whether a go-redis client with these (initialised)
+// settings ends every command within to when the command's context has a
+// deadline of to. In initialised options a timeout of 0 means none and -1
+// means no socket deadline at all, not even a context's.
+func bounded(ctxDeadlines bool, read, write, to time.Duration) bool {
+	if ctxDeadlines && read >= 0 && write >= 0 {
+		return true
+	}
+	return read > 0 && read <= to && write > 0 && write <= to
+}
+
+func unbounded(kind string, read, write, to time.Duration) error {
+	return optErr("WithRedis", kind, fmt.Sprintf(
+		"ignores context deadlines (ContextTimeoutEnabled is false) and its read/write timeouts (%v/%v) exceed WithRedisTimeout (%v), "+
+			"so a stalled Redis would hold callers that long: set ContextTimeoutEnabled: true, or ReadTimeout and WriteTimeout of at most %v",
+		timeoutString(read), timeoutString(write), to, to))
+}
+
+func timeoutString(d time.Duration) string {
+	if d <= 0 {
+		return "none"
+	}
+	return d.String()
+}

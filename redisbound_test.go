@@ -1,0 +1,148 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// A go-redis client at its defaults lets no context deadline reach the
+// socket (ContextTimeoutEnabled is off) and reads for up to 5 s. Under such
+// a client a black-holed Redis held New, and a Get that went to L2, for those
+// 5 s, whatever WithRedisTimeout said. Now New, Register (whose write-through
+// is the first call to find Redis gone) and Get each end within the Redis
+// timeout, and serve.
+func TestRedisTimeoutBoundsAClientAtItsDefaults(t *testing.T) {
+	const redisTO = 100 * time.Millisecond
+	const bound = time.Second // far under the client's 5 s, with room for a noisy machine
+	for _, when := range []string{"before New", "after a Get"} {
+		t.Run(when, func(t *testing.T) {
+			ctx := context.Background()
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			addr, db, _ := testutil.RedisAddr(t)
+			proxy := testutil.NewProxy(t, addr)
+			rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db}) // go-redis's defaults
+			t.Cleanup(func() {
+				testutil.DeleteKeys(rdb, ns)
+				_ = rdb.Close()
+			})
+			if got := rdb.Options(); got.ContextTimeoutEnabled || got.ReadTimeout <= bound {
+				t.Fatalf("client options %v/%v: the test needs go-redis's unbounded defaults", got.ContextTimeoutEnabled, got.ReadTimeout)
+			}
+			timed := func(what string, fn func()) {
+				t.Helper()
+				start := time.Now()
+				fn()
+				if d := time.Since(start); d > bound {
+					t.Fatalf("%s took %v with Redis black-holed; want within %v (WithRedisTimeout %v)", what, d, bound, redisTO)
+				}
+			}
+			if when == "before New" {
+				proxy.Blackhole(true)
+			}
+			var r *discovery.Registry
+			timed("New", func() {
+				r = discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+					discovery.WithRedisTimeout(redisTO), discovery.WithoutHealthChecks(),
+					// every Get past 1 ms goes to L2
+					discovery.WithCacheFreshness(time.Millisecond, 0, time.Minute))
+			})
+			timed("Register", func() { mustRegister(t, r, inst("db_svc", "10.0.0.1", 1)) })
+			if when == "after a Get" {
+				time.Sleep(5 * time.Millisecond) // past L1's freshness: this Get reads L2
+				if _, err := r.Get(ctx, "db_svc"); err != nil {
+					t.Fatal(err)
+				}
+				if st := r.Stats(); st.L2Errors != 0 || st.L2Hits == 0 {
+					t.Fatalf("stats %+v before Redis was black-holed; want L2 hits and no errors", st)
+				}
+				proxy.Blackhole(true)
+				time.Sleep(5 * time.Millisecond) // the L1 entry goes stale
+			}
+			timed("Get", func() {
+				svc, err := r.Get(ctx, "db_svc")
+				if err != nil || len(svc.Instances) != 1 {
+					t.Fatalf("Get = %v, %v; want the instance", svc, err)
+				}
+			})
+			if st := r.Stats(); st.L2Errors == 0 {
+				t.Fatalf("stats %+v: no Redis call failed, so none was bounded", st)
+			}
+			proxy.Blackhole(false)
+		})
+	}
+}
+
+// A Cluster or Ring client that lets no context deadline reach the socket,
+// and whose own timeouts are longer than WithRedisTimeout, cannot be
+// bounded by the Registry: New refuses it, naming what to set, and starts
+// nothing (goleak checks). Either setting makes it acceptable.
+func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
+	addrs := []string{"127.0.0.1:1"} // never dialled by a refused client; refused at once by an accepted one
+	tests := []struct {
+		name   string
+		client func() redis.UniversalClient
+		ok     bool
+	}{
+		{"cluster at defaults", func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		}, false},
+		{"universal with two addresses", func() redis.UniversalClient {
+			return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: append(addrs, "127.0.0.1:2")})
+		}, false},
+		{"ring at defaults", func() redis.UniversalClient {
+			return redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addrs[0]}})
+		}, false},
+		{"cluster, no read timeout", func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: -1})
+		}, false},
+		{"cluster, socket deadlines disabled", func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: -2, ContextTimeoutEnabled: true})
+		}, false},
+		{"cluster with ContextTimeoutEnabled", func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
+		}, true},
+		{"cluster with short timeouts", func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
+		}, true},
+		{"ring with ContextTimeoutEnabled", func() redis.UniversalClient {
+			return redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addrs[0]}, ContextTimeoutEnabled: true})
+		}, true},
+		{"single client at defaults", func() redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: addrs[0]})
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdb := tt.client()
+			defer rdb.Close()
+			r, err := discovery.New(discovery.WithRedis(rdb), discovery.WithRedisTimeout(250*time.Millisecond), discovery.WithoutHealthChecks())
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("New = %v; want the client accepted", err)
+				}
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if r != nil {
+				_ = r.Close()
+				t.Fatalf("New accepted the client (error %v); want it refused", err)
+			}
+			var ve *discovery.ValidationError
+			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "option WithRedis" ||
+				!strings.Contains(err.Error(), "ContextTimeoutEnabled: true") || !strings.Contains(err.Error(), "250ms") {
+				t.Fatalf("New = %v; want a ValidationError on WithRedis saying what to set", err)
+			}
+		})
+	}
+}
