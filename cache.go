@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -303,6 +304,9 @@ func usableL2(svc *core.Service, at, now time.Time) bool {
 	return true
 }
 
+// errLoadTimeout ends a database load that took longer than WithLoadTimeout.
+var errLoadTimeout = errors.New("no answer within the load timeout")
+
 // Get returns the live instances of a service, or an error matching
 // ErrNotFound when it has none. It answers from this process's memory almost
 // always, without allocating; see Lookup for where an answer came from.
@@ -587,9 +591,13 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	for attempt := 0; ; attempt++ {
 		r.ctr.storeReads.Add(1)
 		readAt = r.clock.Now()
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+		ctx, cancel := context.WithTimeoutCause(r.ctx, r.opts.loadTO, errLoadTimeout)
 		svc, err = r.store.Load(ctx, name)
 		cancel()
+		if err != nil && errors.Is(context.Cause(ctx), errLoadTimeout) && !errors.Is(err, core.ErrUnavailable) {
+			// our bound, not a caller's: the database did not answer
+			err = &core.BackendError{Backend: "database", Op: "load", Err: fmt.Errorf("%w (%v): %w", errLoadTimeout, r.opts.loadTO, err)}
+		}
 		// A lease that ended while the snapshot was being read makes it
 		// ambiguous (renewed since, or dead?): read it again.
 		if err != nil || attempt == 2 || usableL2(svc, readAt, r.clock.Now()) {

@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -583,5 +584,57 @@ func TestDatabaseOutageServesStale(t *testing.T) {
 				t.Fatalf("Register during the outage = %v; want ErrUnavailable wrapping the cause", err)
 			}
 		})
+	}
+}
+
+// A database black-holed (as by a partition, where TCP holds a call for
+// minutes): every call ends within its timeout with ErrUnavailable, for a
+// caller whose context has no deadline. Register, Deregister and
+// UpdateConfig are bounded by WithDatabaseTimeout, the load of a Get that
+// has nothing cached by WithLoadTimeout; a Get of a cached service answers
+// stale. A caller's own, sooner deadline still gets its own context's error.
+func TestDatabaseBlackholedCallsEndWithinTheirTimeouts(t *testing.T) {
+	const bound = 3 * time.Second // far under TCP's minutes; the timeouts are 300 ms
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	db, proxy := testutil.PostgresVia(t, ns+"_")
+	r, err := discovery.New(discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
+		discovery.WithDatabaseTimeout(300*time.Millisecond), discovery.WithLoadTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proxy.Blackhole(false); r.Close() }()
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	calls := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"Register", func(ctx context.Context) error { _, err := r.Register(ctx, inst("db_svc", "10.0.0.2", 2)); return err }},
+		{"Deregister", func(ctx context.Context) error { return r.Deregister(ctx, "db_svc", g.Instance().ID) }},
+		{"UpdateConfig", func(ctx context.Context) error {
+			_, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"a":1}`))
+			return err
+		}},
+		{"Get uncached", func(ctx context.Context) error { _, err := r.Get(ctx, "other_svc"); return err }},
+	}
+	for _, c := range calls {
+		start := time.Now()
+		err := c.call(ctx)
+		if d := time.Since(start); d > bound || !errors.Is(err, discovery.ErrUnavailable) {
+			t.Fatalf("%s with the database black-holed: %v after %v; want ErrUnavailable within %v", c.name, err, d, bound)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		err = c.call(short)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, discovery.ErrUnavailable) {
+			t.Fatalf("%s past the caller's own deadline: %v; want its context's error", c.name, err)
+		}
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("Get of the cached service = %v, %v; want it answered", svc, err)
 	}
 }

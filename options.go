@@ -44,8 +44,10 @@ const (
 	DefaultL2TTL = 300 * time.Second
 	// DefaultRedisTimeout bounds every Redis call of the cache.
 	DefaultRedisTimeout = 250 * time.Millisecond
-	// DefaultLoadTimeout bounds a database load.
+	// DefaultLoadTimeout bounds a database load of a lookup.
 	DefaultLoadTimeout = 5 * time.Second
+	// DefaultDatabaseTimeout bounds every other database call.
+	DefaultDatabaseTimeout = 5 * time.Second
 	// DefaultReapInterval is how often expired rows are looked for.
 	DefaultReapInterval = 30 * time.Second
 	// DefaultReapAfter is how long after its lease ended a row is deleted.
@@ -75,6 +77,7 @@ type options struct {
 	l2TTL       time.Duration
 	redisTO     time.Duration
 	loadTO      time.Duration
+	dbTO        time.Duration
 	reapEvery   time.Duration
 	reapAfter   time.Duration
 	reapSet     bool
@@ -113,7 +116,7 @@ func defaultOptions() options {
 		log: zap.NewNop(), clock: core.RealClock{}, namespace: DefaultNamespace, migrate: true,
 		leaseTTL: DefaultLeaseTTL, cacheSize: DefaultCacheSize,
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
-		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout,
+		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout, dbTO: DefaultDatabaseTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
 		preserveFraction: DefaultSelfPreservation,
@@ -140,7 +143,7 @@ func (o *options) validate() error {
 		d    time.Duration
 	}{
 		{"WithCacheFreshness fresh", o.fresh}, {"WithNegativeTTL", o.negativeTTL}, {"WithL2TTL", o.l2TTL},
-		{"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO}, {"WithCloseTimeout", o.closeTO},
+		{"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO}, {"WithDatabaseTimeout", o.dbTO}, {"WithCloseTimeout", o.closeTO},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
@@ -287,8 +290,16 @@ func WithL2TTL(d time.Duration) Option { return optionFunc(func(o *options) { o.
 // out of the read path until a background probe succeeds.
 func WithRedisTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.redisTO = d }) }
 
-// WithLoadTimeout bounds each database load (5 s).
+// WithLoadTimeout bounds each database load of a lookup (5 s).
 func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.loadTO = d }) }
+
+// WithDatabaseTimeout bounds every other call to the database that WithDB
+// gave (5 s): Register, Update, Deregister, renewals, configuration, keys,
+// listings and reaping, whenever the caller's context allows longer. A
+// database that stops answering (black-holed, as by a partition) would
+// otherwise hold a caller without a deadline of its own until TCP gives up,
+// minutes later. A call it ends fails with ErrUnavailable.
+func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.dbTO = d }) }
 
 // WithReaper sets how often expired rows are deleted (every 30 s) and how
 // long after their lease ended (2 min, or two lease TTLs if longer). One reaper works at a time across

@@ -90,7 +90,7 @@ func New(opts ...Option) (*Registry, error) {
 	case o.store != nil:
 		r.store = o.store
 	case o.db != nil:
-		s, err := sqlstore.New(o.db, o.namespace+"_")
+		s, err := sqlstore.New(o.db, o.namespace+"_", o.dbTO)
 		if err != nil {
 			return nil, err
 		}

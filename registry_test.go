@@ -359,6 +359,8 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithLogger(nil), "WithLogger"},
 		{discovery.WithCacheFreshness(0, time.Second, time.Second), "WithCacheFreshness"},
 		{discovery.WithReaper(time.Second, time.Second), "WithReaper"},
+		{discovery.WithDatabaseTimeout(0), "WithDatabaseTimeout"},
+		{discovery.WithRedisTimeout(-time.Second), "WithRedisTimeout"},
 	}
 	for _, tt := range tests {
 		r, err := discovery.New(tt.opt)

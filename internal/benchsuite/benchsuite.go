@@ -306,7 +306,7 @@ func FloorGormQuery(b *testing.B) {
 // of Service runs (in namespace n), scanned with GORM into loadRows.
 func gormQuery(b *testing.B, db *gorm.DB, n string) func() {
 	ctx := context.Background()
-	s, err := sqlstore.New(db, n+"_")
+	s, err := sqlstore.New(db, n+"_", discovery.DefaultDatabaseTimeout)
 	if err != nil {
 		b.Fatal(err)
 	}

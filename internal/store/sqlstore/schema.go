@@ -88,6 +88,8 @@ func (s *Store) lockKey(purpose string) int64 {
 // processes at once: on PostgreSQL an advisory lock serialises them, on SQLite
 // the write lock does.
 func (s *Store) Migrate(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, s.lockKey("migrate")).Error; err != nil {
@@ -119,7 +121,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		return nil
 	})
-	return mapErr("migrate", err)
+	return mapErr(ctx, "migrate", err)
 }
 
 // Warm opens up to n connections at once and returns them to the pool, so

@@ -25,6 +25,7 @@ type Store struct {
 	db       *gorm.DB
 	prefix   string
 	postgres bool
+	timeout  time.Duration // bound of each call whose context allows longer; 0: none
 	q        queries
 }
 
@@ -44,7 +45,13 @@ var (
 
 // New returns a Store on db with tables named prefix+"services" and so on. It
 // does not migrate; call Migrate. The caller keeps ownership of db.
-func New(db *gorm.DB, prefix string) (*Store, error) {
+//
+// Every call ends within timeout (0: none) unless its context ends sooner:
+// a database that stops answering (black-holed, as by a partition) would
+// otherwise hold a caller with no deadline of its own until TCP gives up,
+// minutes later. A call the bound ends fails with a BackendError
+// (ErrUnavailable).
+func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -65,6 +72,7 @@ func New(db *gorm.DB, prefix string) (*Store, error) {
 		db:       db.Session(&gorm.Session{SkipDefaultTransaction: true, NewDB: true}),
 		prefix:   prefix,
 		postgres: name == "postgres",
+		timeout:  timeout,
 	}
 	s.q = queries{
 		bumpService: s.sql(`INSERT INTO {p}services (name, revision, config_revision, updated_at) VALUES (?, 1, 0, ?)
@@ -129,14 +137,39 @@ func (s *Store) LoadQuery(service string) (string, []any) {
 // errNoRow aborts a transaction whose target row is missing.
 var errNoRow = errors.New("no row")
 
-func mapErr(op string, err error) error {
+// errTimedOut is the cause of a call's context when the store's own bound
+// ended it.
+var errTimedOut = errors.New("no answer within the database timeout")
+
+// bound returns ctx bounded by the store's timeout, unless ctx ends sooner.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout <= 0 {
+		return ctx, func() {}
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, s.timeout, errTimedOut)
+}
+
+// mapErr classifies an error of a call made under ctx (as bound returned
+// it): the caller's own cancellation or deadline is returned as it is; every
+// other failure, the store's bound and the driver's own timeouts (such as
+// pgx's connect_timeout, which wraps context.DeadlineExceeded too) included,
+// is the database's: a BackendError.
+func mapErr(ctx context.Context, op string, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalid), errors.Is(err, core.ErrUnsupported):
 		return err
+	}
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errTimedOut):
+		err = fmt.Errorf("%w: %w", errTimedOut, err)
+	case cause != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		return err // the caller gave up; the database is not to blame
 	}
 	return &core.BackendError{Backend: "database", Op: op, Err: err}
 }
@@ -159,6 +192,8 @@ func encodeMetadata(md map[string]string) string {
 
 // Register implements core.Store.
 func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var rev int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, in.Service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
@@ -169,16 +204,18 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 			in.RegisteredAt.UnixNano(), in.ExpiresAt.UnixNano()).Error
 	})
 	if err != nil {
-		return 0, mapErr("register", err)
+		return 0, mapErr(ctx, "register", err)
 	}
 	return rev, nil
 }
 
 // Renew implements core.Store.
 func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res := s.db.WithContext(ctx).Exec(s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
 	if res.Error != nil {
-		return mapErr("renew", res.Error)
+		return mapErr(ctx, "renew", res.Error)
 	}
 	if res.RowsAffected == 0 {
 		return &core.NotFoundError{Service: service, Instance: id}
@@ -197,6 +234,8 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 // notFound. The service row is locked first, as Register locks it, so the
 // two never deadlock.
 func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound error, stmt string, args ...any) (int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var rev int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
@@ -215,26 +254,28 @@ func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound 
 		return 0, notFound
 	}
 	if err != nil {
-		return 0, mapErr(op, err)
+		return 0, mapErr(ctx, op, err)
 	}
 	return rev, nil
 }
 
 // Load implements core.Store.
 func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.WithContext(ctx).Raw(s.q.load, name, name, name).Rows()
 	if err != nil {
-		return nil, mapErr("load", err)
+		return nil, mapErr(ctx, "load", err)
 	}
 	defer rows.Close()
-	svc, err := scanService(name, rows)
+	svc, err := scanService(ctx, name, rows)
 	if err != nil {
 		return nil, err
 	}
 	return svc, nil
 }
 
-func scanService(name string, rows *sql.Rows) (*core.Service, error) {
+func scanService(ctx context.Context, name string, rows *sql.Rows) (*core.Service, error) {
 	var (
 		svc *core.Service
 		k   int
@@ -248,7 +289,7 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 	for rows.Next() {
 		if err := rows.Scan(&k, &r.revision, &r.config, &r.cfgRev, &r.id, &r.host, &r.port, &r.method, &r.weight,
 			&r.zone, &r.version, &r.tags, &r.md, &r.hp, &r.check, &r.status, &r.registered, &r.expires); err != nil {
-			return nil, mapErr("load", err)
+			return nil, mapErr(ctx, "load", err)
 		}
 		if k == 0 {
 			svc = &core.Service{Name: name, Revision: r.revision, ConfigRevision: r.cfgRev}
@@ -258,12 +299,12 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 			continue
 		}
 		if svc == nil { // cannot happen: the service row sorts first
-			return nil, mapErr("load", errors.New("instance rows without a service row"))
+			return nil, mapErr(ctx, "load", errors.New("instance rows without a service row"))
 		}
 		if k == 2 {
 			key, err := base64.StdEncoding.DecodeString(r.md)
 			if err != nil {
-				return nil, mapErr("load", fmt.Errorf("key %q: %w", r.id, err))
+				return nil, mapErr(ctx, "load", fmt.Errorf("key %q: %w", r.id, err))
 			}
 			pk := core.PublicKey{ID: r.id, Algorithm: r.host, Key: key, CreatedAt: time.Unix(0, r.registered)}
 			if r.expires != 0 {
@@ -279,18 +320,18 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 		}
 		if r.tags != "" {
 			if err := json.Unmarshal([]byte(r.tags), &in.Tags); err != nil {
-				return nil, mapErr("load", fmt.Errorf("instance %q tags: %w", r.id, err))
+				return nil, mapErr(ctx, "load", fmt.Errorf("instance %q tags: %w", r.id, err))
 			}
 		}
 		if r.md != "" {
 			if err := json.Unmarshal([]byte(r.md), &in.Metadata); err != nil {
-				return nil, mapErr("load", fmt.Errorf("instance %q metadata: %w", r.id, err))
+				return nil, mapErr(ctx, "load", fmt.Errorf("instance %q metadata: %w", r.id, err))
 			}
 		}
 		svc.Instances = append(svc.Instances, in)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mapErr("load", err)
+		return nil, mapErr(ctx, "load", err)
 	}
 	if svc == nil {
 		return nil, &core.NotFoundError{Service: name}
@@ -300,9 +341,11 @@ func scanService(name string, rows *sql.Rows) (*core.Service, error) {
 
 // Services implements core.Store.
 func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.WithContext(ctx).Raw(s.q.services, now.UnixNano()).Rows()
 	if err != nil {
-		return nil, mapErr("services", err)
+		return nil, mapErr(ctx, "services", err)
 	}
 	defer rows.Close()
 	var out []core.ServiceInfo
@@ -312,17 +355,19 @@ func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo
 			total, live int64
 		)
 		if err := rows.Scan(&info.Name, &info.Revision, &total, &live); err != nil {
-			return nil, mapErr("services", err)
+			return nil, mapErr(ctx, "services", err)
 		}
 		info.Live, info.Expired = int(live), int(total-live)
 		out = append(out, info)
 	}
-	return out, mapErr("services", rows.Err())
+	return out, mapErr(ctx, "services", rows.Err())
 }
 
 // Reap implements core.Store. On PostgreSQL a transaction-scoped advisory lock
 // lets one reaper work at a time; the others return at once.
 func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var changes []core.Change
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if s.postgres {
@@ -353,18 +398,20 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 		return nil
 	})
 	if err != nil {
-		return nil, mapErr("reap", err)
+		return nil, mapErr(ctx, "reap", err)
 	}
 	return changes, nil
 }
 
 // Revisions implements core.RevisionReader.
 func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	out := make(map[string]int64, len(names))
 	for chunk := range slices.Chunk(names, 500) {
 		rows, err := s.db.WithContext(ctx).Raw(s.q.revisions, chunk).Rows()
 		if err != nil {
-			return nil, mapErr("revisions", err)
+			return nil, mapErr(ctx, "revisions", err)
 		}
 		for rows.Next() {
 			var (
@@ -373,14 +420,14 @@ func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64
 			)
 			if err := rows.Scan(&n, &rev); err != nil {
 				rows.Close()
-				return nil, mapErr("revisions", err)
+				return nil, mapErr(ctx, "revisions", err)
 			}
 			out[n] = rev
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, mapErr("revisions", err)
+			return nil, mapErr(ctx, "revisions", err)
 		}
 	}
 	return out, nil
@@ -388,6 +435,8 @@ func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64
 
 // SetConfig implements core.ConfigStore.
 func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var rev, cfgRev int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.setConfig, name, string(doc), at.UnixNano()).Row().Scan(&rev, &cfgRev); err != nil {
@@ -402,16 +451,18 @@ func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.
 		return nil
 	})
 	if err != nil {
-		return 0, 0, mapErr("set config", err)
+		return 0, 0, mapErr(ctx, "set config", err)
 	}
 	return rev, cfgRev, nil
 }
 
 // ConfigHistory implements core.ConfigStore.
 func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVersion, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.WithContext(ctx).Raw(s.q.history, name).Rows()
 	if err != nil {
-		return nil, mapErr("config history", err)
+		return nil, mapErr(ctx, "config history", err)
 	}
 	defer rows.Close()
 	var out []core.ConfigVersion
@@ -422,13 +473,13 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 			at int64
 		)
 		if err := rows.Scan(&v.Revision, &c, &at); err != nil {
-			return nil, mapErr("config history", err)
+			return nil, mapErr(ctx, "config history", err)
 		}
 		v.Config, v.CreatedAt = []byte(c), time.Unix(0, at)
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mapErr("config history", err)
+		return nil, mapErr(ctx, "config history", err)
 	}
 	if len(out) == 0 {
 		return nil, &core.NotFoundError{Service: name}
@@ -438,6 +489,8 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 
 // PutKey implements core.KeyStore.
 func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var rev int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
@@ -451,7 +504,7 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 			key.CreatedAt.UnixNano(), retires).Error
 	})
 	if err != nil {
-		return 0, mapErr("put key", err)
+		return 0, mapErr(ctx, "put key", err)
 	}
 	return rev, nil
 }

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...
 
 func open(t *testing.T, db *gorm.DB, prefix string) *sqlstore.Store {
 	t.Helper()
-	s, err := sqlstore.New(db, prefix)
+	s, err := sqlstore.New(db, prefix, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 			errs := make(chan error, 4)
 			for range 4 {
 				go func() {
-					s, err := sqlstore.New(db, p)
+					s, err := sqlstore.New(db, p, 0)
 					if err == nil {
 						err = s.Migrate(context.Background())
 					}
@@ -75,7 +75,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 func TestBadPrefix(t *testing.T) {
 	db := testutil.SQLite(t)
 	for _, p := range []string{"Bad", "a-b", "x;drop table y;", "1abc"} {
-		if _, err := sqlstore.New(db, p); !errors.Is(err, core.ErrInvalid) {
+		if _, err := sqlstore.New(db, p, 0); !errors.Is(err, core.ErrInvalid) {
 			t.Errorf("New(prefix %q) = %v; want ErrInvalid", p, err)
 		}
 	}
