@@ -626,8 +626,7 @@ func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int
 		if len(p.elig) <= maxStackWeights {
 			return p.healthBasedFast(rnd)
 		}
-		sel := selector{now: now, p: p}
-		return sel.weightedRandom(healthWeight, nil)
+		return p.healthBasedChunked(rnd)
 	case StrategyConsistentHash:
 		return p.maglevPick(key)
 	default: // StrategyRandom
@@ -857,6 +856,58 @@ func (p *picker) healthBasedFast(rnd uint64) int {
 	}
 	var w [maxStackWeights]float64
 	return p.healthBasedInto(w[:len(p.elig)], rnd)
+}
+
+// healthChunk is how many weights healthBasedChunked holds in each of its
+// two stack buffers (2 x 64 x 8 bytes, as much as healthBasedFast's one).
+const healthChunk = 64
+
+// healthBasedChunked is healthBasedFast for more instances than its stack
+// buffer holds: one pass, reading each instance's weight once, in chunks.
+// The chunk kept is replaced by the current one with probability (its
+// total) / (the total so far), so each chunk ends up kept with probability
+// (its total) / (the grand total); the draw inside the kept chunk, from the
+// weights it was kept with, is proportional to them. Together: each
+// instance with probability weight / total, as healthBasedFast draws.
+//
+// It replaced two passes of the filtered path's selector, which called the
+// weight function through a pointer and read every weight twice (5.7 µs a
+// pick at 1,000 instances; see the README's strategy rows).
+func (p *picker) healthBasedChunked(rnd uint64) int {
+	var buf [2][healthChunk]float64
+	cur, kept := 0, -1 // buffers: the chunk being read, the chunk kept
+	keptStart, keptN, keptTotal, total := 0, 0, 0.0, 0.0
+	n := len(p.elig)
+	for start := 0; start < n; start += healthChunk {
+		end := min(start+healthChunk, n)
+		w := &buf[cur]
+		t := 0.0
+		for k := start; k < end; k++ {
+			w[k-start] = healthWeight(&p.cands[p.elig[k]])
+			t += w[k-start]
+		}
+		if t <= 0 {
+			continue
+		}
+		total += t
+		rnd = mix64(rnd + golden) // a fresh draw per chunk (SplitMix64's step)
+		if unitFloat(rnd)*total < t {
+			kept, keptStart, keptN, keptTotal = cur, start, end-start, t
+			cur = 1 - cur // keep this buffer; read the next chunk into the other
+		}
+	}
+	if kept < 0 { // every weight 0: uniform
+		return int(p.elig[boundedInt(uint32(rnd>>32), n)])
+	}
+	x := unitFloat(mix64(rnd+golden)) * keptTotal
+	w := &buf[kept]
+	for k := 0; k < keptN; k++ {
+		x -= w[k]
+		if x < 0 {
+			return int(p.elig[keptStart+k])
+		}
+	}
+	return int(p.elig[keptStart+keptN-1])
 }
 
 func (p *picker) healthBasedInto(w []float64, rnd uint64) int {

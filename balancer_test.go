@@ -600,6 +600,47 @@ func TestHealthBasedWeighsScoreResponseTimeAndLoad(t *testing.T) {
 	}
 }
 
+// health_based on a service too large for its stack buffer (300 instances,
+// read in chunks of 64) still picks in proportion to the weights: three
+// heavy instances in different chunks (the first, the third and the last)
+// get their shares, and the 297 light ones theirs.
+func TestHealthBasedIsProportionalOnLargeServices(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(),
+		discovery.WithStrategy(discovery.StrategyHealthBased))
+	heavy := map[string]int{"i7": 50, "i150": 100, "i299": 25}
+	const count = 300
+	total := 0
+	for i := range count {
+		id := fmt.Sprint("i", i)
+		w := heavy[id]
+		if w == 0 {
+			w = 1
+		}
+		total += w
+		mustRegister(t, r, discovery.Instance{ID: id, Service: "db_svc", Host: fmt.Sprintf("10.0.%d.%d", i/200, i%200+1), Port: 80, Weight: w})
+	}
+	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200000
+	got := picks(t, r, "db_svc", n)
+	light := n
+	for id, w := range heavy {
+		light -= got[id]
+		if share, want := float64(got[id])/n, float64(w)/float64(total); math.Abs(share-want) > 0.01 {
+			t.Errorf("%s (weight %d) got %.2f%% of picks; want %.1f%% +-1", id, w, 100*share, 100*want)
+		}
+	}
+	if share, want := float64(light)/n, float64(count-len(heavy))/float64(total); math.Abs(share-want) > 0.01 {
+		t.Errorf("the light instances got %.2f%% of picks; want %.1f%% +-1", 100*share, 100*want)
+	}
+	for i := range count { // and none of them is starved: 200,000 picks give each about 420
+		if id := fmt.Sprint("i", i); heavy[id] == 0 && got[id] < 200 {
+			t.Errorf("%s got %d picks; want about %d", id, got[id], n/total)
+		}
+	}
+}
+
 // Every path a pick can take (no options, options, a filter, a preferred
 // zone, one unhealthy instance) spreads p2c_ewma's picks evenly over equal
 // instances: the random numbers behind each path (the pick count's step of
