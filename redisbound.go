@@ -31,17 +31,26 @@ import (
 func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.UniversalClient, error) {
 	switch c := rdb.(type) {
 	case *redis.Client:
+		if c == nil {
+			return nil, optErr("WithRedis", "(*redis.Client)(nil)", "a nil client; pass none for no Redis")
+		}
 		o := c.Options()
 		if bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
 			return c, nil
 		}
 		return c.WithTimeout(to), nil
 	case *redis.ClusterClient:
+		if c == nil {
+			return nil, optErr("WithRedis", "(*redis.ClusterClient)(nil)", "a nil client; pass none for no Redis")
+		}
 		o := c.Options()
 		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
 			return nil, unbounded("*redis.ClusterClient", o.ReadTimeout, o.WriteTimeout, to)
 		}
 	case *redis.Ring:
+		if c == nil {
+			return nil, optErr("WithRedis", "(*redis.Ring)(nil)", "a nil client; pass none for no Redis")
+		}
 		o := c.Options()
 		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
 			return nil, unbounded("*redis.Ring", o.ReadTimeout, o.WriteTimeout, to)

@@ -120,6 +120,14 @@ func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
 			return redis.NewClient(&redis.Options{Addr: addrs[0]})
 		}, true},
 	}
+	// A typed nil panicked in New (its Options, or the subscription).
+	for _, nilClient := range []redis.UniversalClient{(*redis.Client)(nil), (*redis.ClusterClient)(nil), (*redis.Ring)(nil)} {
+		r, err := discovery.New(discovery.WithRedis(nilClient))
+		var ve *discovery.ValidationError
+		if r != nil || !errors.As(err, &ve) || ve.Field != "option WithRedis" || !strings.Contains(err.Error(), "nil client") {
+			t.Fatalf("New(WithRedis(%T(nil))) = %v; want a ValidationError on WithRedis", nilClient, err)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rdb := tt.client()
