@@ -62,6 +62,7 @@ type options struct {
 	db        *gorm.DB
 	rdb       redis.UniversalClient
 	redisCmd  redis.UniversalClient // rdb as used: bounded by redisTO (redisbound.go); set by validate
+	nilOpt    string                // the first of WithDB, WithRedis, WithStore given nil
 	store     core.Store
 	log       *zap.Logger
 	clock     core.Clock
@@ -131,7 +132,17 @@ func optErr(name, value, reason string) error {
 	return &core.ValidationError{Field: "option " + name, Value: value, Reason: reason}
 }
 
+// noteNil remembers the first backend option given nil, for validate.
+func (o *options) noteNil(name string, isNil bool) {
+	if isNil && o.nilOpt == "" {
+		o.nilOpt = name
+	}
+}
+
 func (o *options) validate() error {
+	if o.nilOpt != "" {
+		return optErr(o.nilOpt, "nil", "must not be nil; leave the option out for none")
+	}
 	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
 		o.reapAfter = 2 * o.leaseTTL // the default follows a longer lease
 	}
@@ -222,7 +233,13 @@ func validNamespace(ns string) error {
 // PostgreSQL in production; SQLite (github.com/glebarez/sqlite, pure Go) for
 // an embedded one. New migrates the schema unless WithoutMigration is given.
 // The Registry never closes db.
-func WithDB(db *gorm.DB) Option { return optionFunc(func(o *options) { o.db = db }) }
+//
+// A nil db is an error from New (ErrInvalid), not the in-memory store: a
+// process that silently kept its registrations to itself would share them
+// with nobody.
+func WithDB(db *gorm.DB) Option {
+	return optionFunc(func(o *options) { o.db = db; o.noteNil("WithDB", db == nil) })
+}
 
 // WithRedis adds the shared L2 cache and change fan-out: a single Redis,
 // Sentinel or Cluster client. The Registry never closes it.
@@ -233,13 +250,15 @@ func WithDB(db *gorm.DB) Option { return optionFunc(func(o *options) { o.db = db
 // and New refuses a Cluster or Ring client without it whose read or write
 // timeout is longer than WithRedisTimeout (ErrInvalid, saying what to set).
 func WithRedis(rdb redis.UniversalClient) Option {
-	return optionFunc(func(o *options) { o.rdb = rdb })
+	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", rdb == nil) })
 }
 
 // WithStore makes any Store the source of truth, such as the in-memory
 // backend of discoverytest. Without WithStore or WithDB a Registry keeps
 // everything in its own memory.
-func WithStore(s Store) Option { return optionFunc(func(o *options) { o.store = s }) }
+func WithStore(s Store) Option {
+	return optionFunc(func(o *options) { o.store = s; o.noteNil("WithStore", s == nil) })
+}
 
 // WithLogger sends state changes (Redis or the database lost and back,
 // leases lost, instances changing health) to l. The default logs nothing;

@@ -360,6 +360,9 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithCacheFreshness(0, time.Second, time.Second), "WithCacheFreshness"},
 		{discovery.WithReaper(time.Second, time.Second), "WithReaper"},
 		{discovery.WithDatabaseTimeout(0), "WithDatabaseTimeout"},
+		{discovery.WithDB(nil), "WithDB"}, // was: the in-memory store, silently
+		{discovery.WithRedis(nil), "WithRedis"},
+		{discovery.WithStore(nil), "WithStore"},
 		{discovery.WithRedisTimeout(-time.Second), "WithRedisTimeout"},
 	}
 	for _, tt := range tests {
