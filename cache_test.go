@@ -462,9 +462,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	for _, mode := range []string{"down", "blackhole"} {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
-			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-			addr, db, _ := testutil.RedisAddr(t)
-			proxy := testutil.NewProxy(t, addr)
+			ns, proxy, db := redisBehindProxy(t)
 			rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
 			backend := discoverytest.NewBackend()
 			r := discoverytest.NewRegistry(t, backend, discovery.WithRedis(rdb), discovery.WithNamespace(ns),

@@ -98,6 +98,16 @@ func inst(service, host string, port int) discovery.Instance {
 	return discovery.Instance{Service: service, Host: host, Port: port}
 }
 
+// redisBehindProxy returns a key namespace for the test, a fault proxy in
+// front of its Redis (real, or a fresh miniredis) and the Redis database
+// number.
+func redisBehindProxy(t *testing.T) (ns string, proxy *testutil.Proxy, db int) {
+	t.Helper()
+	ns = strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	return ns, testutil.NewProxy(t, addr), db
+}
+
 func mustRegister(t *testing.T, r *discovery.Registry, in discovery.Instance) *discovery.Registration {
 	t.Helper()
 	g, err := r.Register(context.Background(), in)

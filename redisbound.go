@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,32 +30,32 @@ import (
 // their own timeouts, and connecting it is then bounded too (New subscribes
 // before it returns).
 func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.UniversalClient, error) {
+	if v := reflect.ValueOf(rdb); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, optErr("WithRedis", fmt.Sprintf("(%T)(nil)", rdb), "a nil client; pass none for no Redis")
+	}
+	var (
+		kind        string
+		ctxOn       bool
+		read, write time.Duration
+	)
 	switch c := rdb.(type) {
 	case *redis.Client:
-		if c == nil {
-			return nil, optErr("WithRedis", "(*redis.Client)(nil)", "a nil client; pass none for no Redis")
-		}
 		o := c.Options()
 		if bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
 			return c, nil
 		}
 		return c.WithTimeout(to), nil
 	case *redis.ClusterClient:
-		if c == nil {
-			return nil, optErr("WithRedis", "(*redis.ClusterClient)(nil)", "a nil client; pass none for no Redis")
-		}
 		o := c.Options()
-		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
-			return nil, unbounded("*redis.ClusterClient", o.ReadTimeout, o.WriteTimeout, to)
-		}
+		kind, ctxOn, read, write = "*redis.ClusterClient", o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout
 	case *redis.Ring:
-		if c == nil {
-			return nil, optErr("WithRedis", "(*redis.Ring)(nil)", "a nil client; pass none for no Redis")
-		}
 		o := c.Options()
-		if !bounded(o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout, to) {
-			return nil, unbounded("*redis.Ring", o.ReadTimeout, o.WriteTimeout, to)
-		}
+		kind, ctxOn, read, write = "*redis.Ring", o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout
+	default:
+		return rdb, nil
+	}
+	if !bounded(ctxOn, read, write, to) {
+		return nil, unbounded(kind, read, write, to)
 	}
 	return rdb, nil
 }

@@ -26,9 +26,7 @@ func TestRedisTimeoutBoundsAClientAtItsDefaults(t *testing.T) {
 	for _, when := range []string{"before New", "after a Get"} {
 		t.Run(when, func(t *testing.T) {
 			ctx := context.Background()
-			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-			addr, db, _ := testutil.RedisAddr(t)
-			proxy := testutil.NewProxy(t, addr)
+			ns, proxy, db := redisBehindProxy(t)
 			rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db}) // go-redis's defaults
 			t.Cleanup(func() {
 				testutil.DeleteKeys(rdb, ns)
