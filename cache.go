@@ -304,9 +304,6 @@ func usableL2(svc *core.Service, at, now time.Time) bool {
 	return true
 }
 
-// errLoadTimeout ends a database load that took longer than WithLoadTimeout.
-var errLoadTimeout = errors.New("no answer within the load timeout")
-
 // Get returns the live instances of a service, or an error matching
 // ErrNotFound when it has none. It answers from this process's memory almost
 // always, without allocating; see Lookup for where an answer came from.
@@ -591,12 +588,13 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	for attempt := 0; ; attempt++ {
 		r.ctr.storeReads.Add(1)
 		readAt = r.clock.Now()
-		ctx, cancel := context.WithTimeoutCause(r.ctx, r.opts.loadTO, errLoadTimeout)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 		svc, err = r.store.Load(ctx, name)
 		cancel()
-		if err != nil && errors.Is(context.Cause(ctx), errLoadTimeout) && !errors.Is(err, core.ErrUnavailable) {
-			// our bound, not a caller's: the database did not answer
-			err = &core.BackendError{Backend: "database", Op: "load", Err: fmt.Errorf("%w (%v): %w", errLoadTimeout, r.opts.loadTO, err)}
+		if err != nil && errors.Is(context.Cause(ctx), core.ErrTimeout) && !errors.Is(err, core.ErrUnavailable) {
+			// our bound, not a caller's, ended a store that says nothing
+			// more: the database did not answer
+			err = &core.BackendError{Backend: "database", Op: "load", Err: fmt.Errorf("%w (%v): %w", core.ErrTimeout, r.opts.loadTO, err)}
 		}
 		// A lease that ended while the snapshot was being read makes it
 		// ambiguous (renewed since, or dead?): read it again.
@@ -717,7 +715,7 @@ func (r *Registry) resync() {
 			return
 		}
 		if rr, ok := r.store.(core.RevisionReader); ok {
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+			ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 			revs, err := rr.Revisions(ctx, names)
 			cancel()
 			if err == nil {

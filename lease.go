@@ -23,11 +23,19 @@ type Registration struct {
 	service string
 	id      string
 
-	mu   sync.Mutex
-	inst core.Instance
-	rev  int64
-	gone bool
-	opts regOptions
+	// writing serialises this registration's writes (renewals, Update,
+	// draining, deregistering): a one-slot semaphore, so that a writer waits
+	// for another only as long as its context allows. mu guards inst, rev
+	// and gone and is held only to read or set them, never across a call
+	// to a backend: a renewal stuck on a database that stopped answering
+	// held the one mutex for its whole timeout, and with it Instance,
+	// Revision, SetWeight whatever its deadline, and every step of Close.
+	writing chan struct{}
+	mu      sync.Mutex
+	inst    core.Instance
+	rev     int64
+	gone    bool
+	opts    regOptions
 
 	ctx    context.Context // ends when this registration stops
 	cancel context.CancelFunc
@@ -70,7 +78,8 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	r.afterWrite(ctx, core.Change{Service: inst.Service, Revision: rev})
 
 	gctx, cancel := context.WithCancel(r.ctx)
-	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel, done: make(chan struct{})}
+	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,
+		done: make(chan struct{}), writing: make(chan struct{}, 1)}
 	r.regMu.Lock()
 	for old := range r.regs { // a re-registration of the same instance replaces the old handle
 		if old.service == g.service && old.id == g.id {
@@ -110,12 +119,15 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 // place: fn edits a copy, which is validated and written with a new revision.
 // Service and ID cannot change.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gone {
+	if err := g.lockWrites(ctx); err != nil {
+		return err
+	}
+	defer g.unlockWrites()
+	cur, _, gone := g.state()
+	if gone {
 		return ErrClosed
 	}
-	next := g.inst.Clone()
+	next := cur.Clone()
 	if next.Weight == 0 {
 		next.Weight = ZeroWeight // keep an explicit zero through Normalize
 	}
@@ -126,15 +138,49 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	if err := core.Normalize(&next); err != nil {
 		return err
 	}
-	next.RegisteredAt, next.ExpiresAt = g.inst.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
+	next.RegisteredAt, next.ExpiresAt = cur.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
 	rev, err := g.r.store.Register(ctx, &next)
 	g.r.noteStoreResult("register", err)
 	if err != nil {
 		return err
 	}
-	g.inst, g.rev = next, rev
+	g.set(next, rev)
 	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil
+}
+
+// lockWrites waits for this registration's other writes, as long as ctx
+// allows.
+func (g *Registration) lockWrites(ctx context.Context) error {
+	select {
+	case g.writing <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case g.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *Registration) unlockWrites() { <-g.writing }
+
+// state returns the instance (not a copy), its revision and whether the
+// registration is gone. The instance is never changed in place, only
+// replaced.
+func (g *Registration) state() (core.Instance, int64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inst, g.rev, g.gone
+}
+
+// set records a write.
+func (g *Registration) set(inst core.Instance, rev int64) {
+	g.mu.Lock()
+	g.inst, g.rev = inst, rev
+	g.mu.Unlock()
 }
 
 // SetWeight changes the instance's weight; 0 takes it out of selection
@@ -165,19 +211,24 @@ func (g *Registration) Deregister(ctx context.Context) error {
 // WithCloseDrain and Drain), then deregisters it, within the Registry's
 // close timeout.
 func (g *Registration) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), g.r.opts.closeTO)
+	ctx, cancel := ownTimeout(context.Background(), g.r.opts.closeTO)
 	defer cancel()
 	return errors.Join(g.r.closeRegistrations(ctx, []*Registration{g})...)
 }
 
 func (g *Registration) deregister(ctx context.Context) error {
 	g.stop()
+	if err := g.lockWrites(ctx); err != nil {
+		return err
+	}
+	defer g.unlockWrites()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gone {
+	gone := g.gone
+	g.gone = true
+	g.mu.Unlock()
+	if gone {
 		return ErrClosed
 	}
-	g.gone = true
 	g.r.regMu.Lock()
 	delete(g.r.regs, g)
 	g.r.regMu.Unlock()
@@ -189,7 +240,9 @@ func (g *Registration) deregister(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	g.mu.Lock()
 	g.rev = rev
+	g.mu.Unlock()
 	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil
 }
@@ -239,17 +292,21 @@ func (g *Registration) keepAlive() {
 // row is gone or its lease lapsed.
 func (g *Registration) renew() error {
 	r := g.r
-	ctx, cancel := context.WithTimeout(g.ctx, r.opts.leaseTTL/3)
+	ctx, cancel := ownTimeout(g.ctx, r.opts.leaseTTL/3)
 	defer cancel()
-	now := r.clock.Now()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gone {
+	if err := g.lockWrites(ctx); err != nil {
+		return err
+	}
+	defer g.unlockWrites()
+	cur, rev, gone := g.state()
+	if gone {
 		return nil
 	}
+	now := r.clock.Now()
 	err := r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
 	if err == nil {
-		g.inst.ExpiresAt = now.Add(r.opts.leaseTTL)
+		cur.ExpiresAt = now.Add(r.opts.leaseTTL)
+		g.set(cur, rev)
 		r.noteStoreOK()
 		return nil
 	}
@@ -257,14 +314,14 @@ func (g *Registration) renew() error {
 		r.noteStoreResult("renew", err)
 		return err
 	}
-	inst := g.inst.Clone()
+	inst := cur.Clone()
 	inst.ExpiresAt = now.Add(r.opts.leaseTTL)
-	rev, err := r.store.Register(ctx, &inst)
+	rev, err = r.store.Register(ctx, &inst)
 	r.noteStoreResult("register", err)
 	if err != nil {
 		return err
 	}
-	g.inst, g.rev = inst, rev
+	g.set(inst, rev)
 	r.log.Info("discovery: lease lost; registered again", zap.String("service", g.service), zap.String("id", g.id), zap.Int64("revision", rev))
 	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil

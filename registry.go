@@ -94,7 +94,7 @@ func New(opts ...Option) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), o.loadTO)
+		ctx, cancel := ownTimeout(context.Background(), o.loadTO)
 		if o.migrate {
 			err = s.Migrate(ctx)
 		}
@@ -140,6 +140,14 @@ func New(opts ...Option) (*Registry, error) {
 	return r, nil
 }
 
+// ownTimeout bounds the Registry's own backend calls (not a caller's): the
+// deadline's cause, core.ErrTimeout, tells the store that a call it ends is
+// the backend not answering (ErrUnavailable), where a caller's deadline is
+// the caller giving up.
+func ownTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(parent, d, core.ErrTimeout)
+}
+
 // spawn runs fn in a goroutine that Close waits for, unless the Registry is
 // closing; it reports whether it did.
 func (r *Registry) spawn(fn func()) bool {
@@ -176,7 +184,7 @@ func (r *Registry) Close() error {
 		regs = append(regs, g)
 	}
 	r.regMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.closeTO)
+	ctx, cancel := ownTimeout(context.Background(), r.opts.closeTO)
 	errs := r.closeRegistrations(ctx, regs)
 	cancel()
 
@@ -331,7 +339,7 @@ func (r *Registry) reapLoop() {
 			return
 		case <-t.C():
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.loadTO)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 		changes, err := r.store.Reap(ctx, r.reapBefore(r.clock.Now().UnixNano()))
 		r.noteStoreResult("reap", err)
 		for _, ch := range changes {

@@ -25,6 +25,12 @@ var (
 	// ErrConflict means a concurrent change won (for example a rollback to a
 	// revision that no longer exists).
 	ErrConflict = errors.New("discovery: conflict")
+	// ErrTimeout is the cause (context.Cause) of the contexts the library
+	// bounds its own backend calls with. A deadline with this cause is the
+	// library's, not a caller's: a call it ends is the backend failing to
+	// answer (a BackendError), where a caller's own deadline is the caller
+	// giving up (its context's error, as it is).
+	ErrTimeout = errors.New("discovery: no answer within the timeout")
 )
 
 // ValidationError says which field of which input is wrong and why. It

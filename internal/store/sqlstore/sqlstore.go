@@ -137,10 +137,6 @@ func (s *Store) LoadQuery(service string) (string, []any) {
 // errNoRow aborts a transaction whose target row is missing.
 var errNoRow = errors.New("no row")
 
-// errTimedOut is the cause of a call's context when the store's own bound
-// ended it.
-var errTimedOut = errors.New("no answer within the database timeout")
-
 // bound returns ctx bounded by the store's timeout, unless ctx ends sooner.
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.timeout <= 0 {
@@ -149,14 +145,15 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
 		return ctx, func() {}
 	}
-	return context.WithTimeoutCause(ctx, s.timeout, errTimedOut)
+	return context.WithTimeoutCause(ctx, s.timeout, core.ErrTimeout)
 }
 
 // mapErr classifies an error of a call made under ctx (as bound returned
 // it): the caller's own cancellation or deadline is returned as it is; every
-// other failure, the store's bound and the driver's own timeouts (such as
-// pgx's connect_timeout, which wraps context.DeadlineExceeded too) included,
-// is the database's: a BackendError.
+// other failure is the database's (a BackendError), including a deadline
+// whose cause is core.ErrTimeout (the store's bound, or one the Registry
+// set for its own calls) and the driver's own timeouts (pgx's
+// connect_timeout wraps context.DeadlineExceeded too).
 func mapErr(ctx context.Context, op string, err error) error {
 	switch {
 	case err == nil:
@@ -166,8 +163,8 @@ func mapErr(ctx context.Context, op string, err error) error {
 	}
 	cause := context.Cause(ctx)
 	switch {
-	case errors.Is(cause, errTimedOut):
-		err = fmt.Errorf("%w: %w", errTimedOut, err)
+	case errors.Is(cause, core.ErrTimeout):
+		err = fmt.Errorf("%w: %w", core.ErrTimeout, err)
 	case cause != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		return err // the caller gave up; the database is not to blame
 	}
