@@ -109,7 +109,9 @@ const (
 func UseStrategy(s Strategy) PickOption { return PickOption{kind: pickStrategy, strategy: s} }
 
 // HashKey gives the key that StrategyConsistentHash maps to an instance (and
-// selects that strategy when none is chosen for the call).
+// selects that strategy when none is chosen for the call). A
+// consistent_hash pick without a key, or with "", picks as p2c_ewma does:
+// hashing nothing sent every pick to one instance.
 func HashKey(key string) PickOption { return PickOption{kind: pickKey, a: key} }
 
 // WithTag keeps instances that carry tag (repeat for several: all must match).
@@ -227,7 +229,16 @@ func (s Selection) DoneLatency(err error, latency time.Duration) {
 }
 
 func (s Selection) finish(err error, latency time.Duration) {
-	s.is.inflight.Add(-1)
+	// Never below zero: a Selection is a value, so a second Done (of it or
+	// of a copy) cannot be told from the first; a count of -1 made that
+	// instance win every least_connections pick for good. A second Done
+	// still takes one off another request's count until that one is done.
+	for {
+		n := s.is.inflight.Load()
+		if n <= 0 || s.is.inflight.CompareAndSwap(n, n-1) {
+			break
+		}
+	}
 	o := classify(err)
 	if o != outcomeCanceled {
 		s.is.observe(latency, o, s.r.now.nanos())
@@ -603,6 +614,9 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 	case StrategyHealthBased:
 		return s.weightedRandom(healthWeight, q)
 	case StrategyConsistentHash:
+		if q.key == "" { // as chooseDirect
+			return s.p2c(q)
+		}
 		return s.rendezvous(q.key, q)
 	default:
 		return s.p2c(q)
@@ -628,6 +642,9 @@ func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int
 		}
 		return p.healthBasedChunked(rnd)
 	case StrategyConsistentHash:
+		if key == "" { // no key to be consistent about: p2c, not one instance for every pick
+			return p.p2cDirect(rnd, now)
+		}
 		return p.maglevPick(key)
 	default: // StrategyRandom
 		return p.weightedRandomFast(rnd)

@@ -84,7 +84,7 @@ func (o *healthOptions) validate() error {
 		return optErr("WithHealthThresholds", strconv.Itoa(o.healthy)+"/"+strconv.Itoa(o.unhealthy), "must be at least 1")
 	case o.ejectFailures < 0:
 		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectFailures), "failures must not be negative (0 disables ejection)")
-	case o.ejectFailures > 0 && (o.ejectBase <= 0 || o.ejectMax < o.ejectBase):
+	case o.ejectFailures > 0 && (o.ejectBase <= 0 || o.ejectMax < o.ejectBase || o.ejectMax > MaxDuration):
 		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "ejection time must be positive and at most the maximum")
 	case o.ejectFailures > 0 && (o.ejectPercent < 1 || o.ejectPercent > 100):
 		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectPercent), "max ejection percent must be 1..100")
@@ -94,8 +94,8 @@ func (o *healthOptions) validate() error {
 
 func validTiming(name string, interval, timeout time.Duration) error {
 	switch {
-	case interval < 100*time.Millisecond:
-		return optErr(name, interval.String(), "interval must be at least 100ms")
+	case interval < 100*time.Millisecond || interval > MaxDuration:
+		return optErr(name, interval.String(), "interval must be 100ms.."+MaxDuration.String())
 	case timeout <= 0:
 		return optErr(name, timeout.String(), "timeout must be positive")
 	case timeout >= interval:

@@ -68,10 +68,33 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	if err := checkRegOptions(&inst, &ro); err != nil {
 		return nil, err
 	}
+	// A registration of the same instance in this process is replaced:
+	// its writes wait until this one is written, and then it is closed,
+	// so that none of them can overwrite or delete the instance that
+	// replaced it (a replaced handle's SetWeight did both).
+	olds := r.registrationsOf(inst.Service, inst.ID)
+	for i, old := range olds {
+		if err := old.lockWrites(ctx); err != nil {
+			for _, o := range olds[:i] {
+				o.unlockWrites()
+			}
+			return nil, err
+		}
+	}
 	now := r.clock.Now()
 	inst.RegisteredAt, inst.ExpiresAt, inst.Status = now, now.Add(r.opts.leaseTTL), core.StatusUnknown
 	rev, err := r.store.Register(ctx, &inst)
 	r.noteStoreResult("register", err)
+	if err == nil {
+		for _, old := range olds {
+			old.mu.Lock()
+			old.gone = true
+			old.mu.Unlock()
+		}
+	}
+	for _, old := range olds {
+		old.unlockWrites()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -80,12 +103,12 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	gctx, cancel := context.WithCancel(r.ctx)
 	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,
 		done: make(chan struct{}), writing: make(chan struct{}, 1)}
+	for _, old := range olds {
+		old.stop()
+	}
 	r.regMu.Lock()
-	for old := range r.regs { // a re-registration of the same instance replaces the old handle
-		if old.service == g.service && old.id == g.id {
-			old.stop()
-			delete(r.regs, old)
-		}
+	for _, old := range olds {
+		delete(r.regs, old)
 	}
 	r.regs[g] = struct{}{}
 	r.regMu.Unlock()
@@ -95,6 +118,19 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	}
 	r.startConfig(ctx, g)
 	return g, nil
+}
+
+// registrationsOf returns this process's registrations of an instance.
+func (r *Registry) registrationsOf(service, id string) []*Registration {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	var out []*Registration
+	for g := range r.regs {
+		if g.service == service && g.id == id {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // Instance returns the instance as registered (a copy).
@@ -117,8 +153,12 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 
 // Update changes the registered instance (weight, metadata, tags, ...) in
 // place: fn edits a copy, which is validated and written with a new revision.
-// Service and ID cannot change.
+// Service and ID cannot change. fn may read the Registration (Instance,
+// Revision) but not write it: a write waits for this one.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
+	if fn == nil {
+		return &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
+	}
 	if err := g.lockWrites(ctx); err != nil {
 		return err
 	}
@@ -137,6 +177,9 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	}
 	if err := core.Normalize(&next); err != nil {
 		return err
+	}
+	if err := checkRegOptions(&next, &g.opts); err != nil {
+		return err // what Register refuses (a router's callbacks on an HTTP instance), Update does too
 	}
 	next.RegisteredAt, next.ExpiresAt = cur.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
 	rev, err := g.r.store.Register(ctx, &next)

@@ -42,7 +42,8 @@ var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4
 // discovery_panic_mode_total{service} and discovery_ejections_total{service}.
 // Service labels name only services this Registry has looked up and found.
 func WithMetrics(reg prometheus.Registerer) Option {
-	return optionFunc(func(o *options) { o.metrics = reg })
+	// A typed nil is an error from New; an untyped one means nowhere.
+	return optionFunc(func(o *options) { o.metrics = reg; o.noteNil("WithMetrics", reg != nil && isNil(reg)) })
 }
 
 // svcMetrics counts the lookups of one service by the layer that answered,

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -44,6 +45,12 @@ const (
 	DefaultL2TTL = 300 * time.Second
 	// DefaultRedisTimeout bounds every Redis call of the cache.
 	DefaultRedisTimeout = 250 * time.Millisecond
+	// MaxDuration bounds every duration option (a week): longer ones
+	// overflow once added to a time or doubled.
+	MaxDuration = 7 * 24 * time.Hour
+	// MaxCacheSize bounds WithCacheSize: ristretto sizes its admission
+	// counters at ten per entry, so a billion services ran New out of memory.
+	MaxCacheSize = 10_000_000
 	// DefaultLoadTimeout bounds a database load of a lookup.
 	DefaultLoadTimeout = 5 * time.Second
 	// DefaultDatabaseTimeout bounds every other database call.
@@ -132,6 +139,20 @@ func optErr(name, value, reason string) error {
 	return &core.ValidationError{Field: "option " + name, Value: value, Reason: reason}
 }
 
+// isNil reports whether v is nil or a nil pointer, map, slice, func or
+// channel inside an interface: a typed nil passed as a Store, Clock or
+// Registerer compares unequal to nil and panicked at its first use.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
 // noteNil remembers the first backend option given nil, for validate.
 func (o *options) noteNil(name string, isNil bool) {
 	if isNil && o.nilOpt == "" {
@@ -142,6 +163,23 @@ func (o *options) noteNil(name string, isNil bool) {
 func (o *options) validate() error {
 	if o.nilOpt != "" {
 		return optErr(o.nilOpt, "nil", "must not be nil; leave the option out for none")
+	}
+	// Bounds first: the derived values below double a lease, and the
+	// clocks add durations to now; past these, the sums overflow (a
+	// 200-year lease was blamed on WithReaper, a health interval of
+	// MaxInt64 checked in a tight loop).
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"WithLeaseTTL", o.leaseTTL}, {"WithCacheFreshness", o.fresh}, {"WithCacheFreshness", o.swr}, {"WithCacheFreshness", o.sie},
+		{"WithNegativeTTL", o.negativeTTL}, {"WithL2TTL", o.l2TTL}, {"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO},
+		{"WithDatabaseTimeout", o.dbTO}, {"WithCloseTimeout", o.closeTO}, {"WithReaper", o.reapEvery}, {"WithReaper", o.reapAfter},
+		{"WithSelfPreservation", o.suspectGrace},
+	} {
+		if p.d > MaxDuration {
+			return optErr(p.name, p.d.String(), "must be at most "+MaxDuration.String())
+		}
 	}
 	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
 		o.reapAfter = 2 * o.leaseTTL // the default follows a longer lease
@@ -166,12 +204,12 @@ func (o *options) validate() error {
 		return optErr("WithDB", "", "WithDB and WithStore are exclusive")
 	case o.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
-	case o.clock == nil:
+	case isNil(o.clock):
 		return optErr("WithClock", "nil", "must not be nil")
 	case o.leaseTTL < 3*time.Second:
 		return optErr("WithLeaseTTL", o.leaseTTL.String(), "must be at least 3s (renewals run every TTL/3)")
-	case o.cacheSize < 1:
-		return optErr("WithCacheSize", strconv.Itoa(o.cacheSize), "must be at least 1")
+	case o.cacheSize < 1 || o.cacheSize > MaxCacheSize:
+		return optErr("WithCacheSize", strconv.Itoa(o.cacheSize), "must be 1.."+strconv.Itoa(MaxCacheSize))
 	case o.swr < 0 || o.sie < 0:
 		return optErr("WithCacheFreshness", o.swr.String()+"/"+o.sie.String(), "stale windows must not be negative")
 	case o.reapEvery < 0:
@@ -250,14 +288,14 @@ func WithDB(db *gorm.DB) Option {
 // and New refuses a Cluster or Ring client without it whose read or write
 // timeout is longer than WithRedisTimeout (ErrInvalid, saying what to set).
 func WithRedis(rdb redis.UniversalClient) Option {
-	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", rdb == nil) })
+	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", isNil(rdb)) })
 }
 
 // WithStore makes any Store the source of truth, such as the in-memory
 // backend of discoverytest. Without WithStore or WithDB a Registry keeps
 // everything in its own memory.
 func WithStore(s Store) Option {
-	return optionFunc(func(o *options) { o.store = s; o.noteNil("WithStore", s == nil) })
+	return optionFunc(func(o *options) { o.store = s; o.noteNil("WithStore", isNil(s)) })
 }
 
 // WithLogger sends state changes (Redis or the database lost and back,

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,9 +29,6 @@ import (
 // their own timeouts, and connecting it is then bounded too (New subscribes
 // before it returns).
 func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.UniversalClient, error) {
-	if v := reflect.ValueOf(rdb); v.Kind() == reflect.Pointer && v.IsNil() {
-		return nil, optErr("WithRedis", fmt.Sprintf("(%T)(nil)", rdb), "a nil client; pass none for no Redis")
-	}
 	var (
 		kind        string
 		ctxOn       bool

@@ -122,7 +122,7 @@ func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
 	for _, nilClient := range []redis.UniversalClient{(*redis.Client)(nil), (*redis.ClusterClient)(nil), (*redis.Ring)(nil)} {
 		r, err := discovery.New(discovery.WithRedis(nilClient))
 		var ve *discovery.ValidationError
-		if r != nil || !errors.As(err, &ve) || ve.Field != "option WithRedis" || !strings.Contains(err.Error(), "nil client") {
+		if r != nil || !errors.As(err, &ve) || ve.Field != "option WithRedis" || !strings.Contains(err.Error(), "must not be nil") {
 			t.Fatalf("New(WithRedis(%T(nil))) = %v; want a ValidationError on WithRedis", nilClient, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -52,9 +53,18 @@ func Retries(n int) TransportOption {
 
 // RetryBudget bounds retries to ratio of requests plus minPerSecond (20%
 // and 10/s by default, as Finagle's budget), so retries cannot multiply the
-// load of an outage.
+// load of an outage. A value that is not a finite number of at least 0
+// (NaN, which switched the budget off, Inf, a negative) leaves that
+// default: a Transport has no error to return.
 func RetryBudget(ratio float64, minPerSecond float64) TransportOption {
-	return transportOptionFunc(func(o *transportOptions) { o.budgetRatio, o.budgetMin = ratio, minPerSecond })
+	return transportOptionFunc(func(o *transportOptions) {
+		if ratio >= 0 && !math.IsInf(ratio, 1) { // false for NaN
+			o.budgetRatio = ratio
+		}
+		if minPerSecond >= 0 && !math.IsInf(minPerSecond, 1) {
+			o.budgetMin = minPerSecond
+		}
+	})
 }
 
 // PickOptionsFrom derives Pick options (filters, hash keys, strategy) from

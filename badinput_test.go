@@ -1,0 +1,246 @@
+package discovery_test
+
+// Bad input found by an audit of the exported API: each test failed on
+// 3da7daf (a panic, a hang, an untyped error, or input silently accepted
+// with a surprising effect).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// noPanic runs fn and turns a panic into a test error.
+func noPanic(t *testing.T, what string, fn func()) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("%s panicked: %v", what, p)
+		}
+	}()
+	fn()
+}
+
+func wantInvalid(t *testing.T, what string, err error) {
+	t.Helper()
+	var ve *discovery.ValidationError
+	if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) {
+		t.Errorf("%s = %v (%T); want a *ValidationError matching ErrInvalid", what, err, err)
+	}
+}
+
+// A typed-nil Store, Clock or Registerer panicked in New; now each is an
+// option error.
+func TestTypedNilOptionsAreInvalid(t *testing.T) {
+	for name, opt := range map[string]discovery.Option{
+		"WithStore":   discovery.WithStore((*discoverytest.Backend)(nil)),
+		"WithClock":   discovery.WithClock((*discoverytest.Clock)(nil)),
+		"WithMetrics": discovery.WithMetrics((*prometheus.Registry)(nil)),
+	} {
+		noPanic(t, "New("+name+"(typed nil))", func() {
+			r, err := discovery.New(opt, discovery.WithoutHealthChecks())
+			if r != nil {
+				r.Close()
+			}
+			wantInvalid(t, "New("+name+"(typed nil))", err)
+		})
+	}
+}
+
+// WithCacheSize had no upper bound: MaxInt gave ristretto's untyped error,
+// and a billion ran New out of memory (fatal; not run here). Now both are
+// refused by the bound.
+func TestCacheSizeIsBounded(t *testing.T) {
+	r, err := discovery.New(discovery.WithCacheSize(math.MaxInt), discovery.WithoutHealthChecks())
+	if r != nil {
+		r.Close()
+	}
+	wantInvalid(t, "New(WithCacheSize(MaxInt))", err)
+}
+
+// A lease TTL whose double overflowed was blamed on WithReaper "2m0s".
+func TestHugeLeaseTTLNamesItsOption(t *testing.T) {
+	_, err := discovery.New(discovery.WithLeaseTTL(200*365*24*time.Hour), discovery.WithoutHealthChecks())
+	var ve *discovery.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "option WithLeaseTTL" {
+		t.Errorf("New(WithLeaseTTL(200y)) = %v; want a ValidationError on WithLeaseTTL", err)
+	}
+}
+
+// A health interval that overflowed now+interval was accepted and probed
+// in a tight loop, and Close then hung. Now it is refused.
+func TestHugeHealthIntervalIsRefused(t *testing.T) {
+	r, err := discovery.New(discovery.WithHealthCheck(math.MaxInt64, time.Second), discovery.WithCloseDrain(0))
+	if err == nil {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		var accepts atomic.Int64
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepts.Add(1)
+				c.Close()
+			}
+		}()
+		ctx := context.Background()
+		_, _ = r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Check: discovery.CheckTCP})
+		_, _ = r.Get(ctx, "db_svc")
+		time.Sleep(500 * time.Millisecond)
+		t.Errorf("New(WithHealthCheck(MaxInt64, 1s)) accepted; %d TCP checks in 0.5 s", accepts.Load())
+		done := make(chan struct{})
+		go func() { r.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("Close did not return within 3 s")
+		}
+		return
+	}
+	wantInvalid(t, "New(WithHealthCheck(MaxInt64, 1s))", err)
+}
+
+// Update(nil) panicked; now it is a ValidationError.
+func TestUpdateWithNilFuncIsInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	noPanic(t, "Update(ctx, nil)", func() { wantInvalid(t, "Update(ctx, nil)", g.Update(context.Background(), nil)) })
+}
+
+// An Update callback that read its Registration deadlocked it (and Close).
+func TestUpdateCallbackMayReadItsRegistration(t *testing.T) {
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Update(context.Background(), func(in *discovery.Instance) { _ = g.Instance() })
+	}()
+	select {
+	case <-done:
+		r.Close()
+	case <-time.After(2 * time.Second):
+		t.Fatal("Update whose callback calls g.Instance() did not return (self-deadlock on g.mu); Registry.Close would hang too")
+	}
+}
+
+// Update turned a router instance with a WithConfigFunc into an HTTP one,
+// which Register refuses; now Update refuses it too.
+func TestUpdateKeepsRegisterOptionRules(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Update(ctx, func(in *discovery.Instance) { in.Method = discovery.MethodHTTP })
+	wantInvalid(t, "Update(router -> http) with a WithConfigFunc", err)
+	if m := g.Instance().Method; m != discovery.MethodRouter {
+		t.Errorf("method after refused Update = %v; want router (nothing changed)", m)
+	}
+}
+
+// A Registration replaced by a re-registration of the same instance still
+// wrote: it overwrote and deregistered the new one's instance. Now it is
+// closed.
+func TestReplacedRegistrationIsClosed(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	g1 := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Zone: "new"})
+	if err := g1.SetWeight(ctx, 7); !errors.Is(err, discovery.ErrClosed) {
+		t.Errorf("replaced g1.SetWeight = %v; want ErrClosed", err)
+	}
+	_ = g1.Deregister(ctx)
+	svc, err := r.Store().Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 || svc.Instances[0].Zone != "new" || svc.Instances[0].Weight != discovery.DefaultWeight {
+		t.Errorf("after the replaced handle wrote: %+v, %v; want the new registration untouched", svc, err)
+	}
+}
+
+// Selection.Done twice drove the in-flight count negative, and that
+// instance then won every least_connections pick for good.
+func TestDoneTwiceDoesNotSkew(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithStrategy(discovery.StrategyLeastConnections))
+	ctx := context.Background()
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	mustRegister(t, r, inst("db_svc", "10.0.0.2", 1))
+	s, _ := r.Pick(ctx, "db_svc")
+	s.Done(nil)
+	s.Done(nil)
+	m := map[string]int{}
+	for range 200 {
+		s, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[s.Instance.ID]++
+		s.Done(nil)
+	}
+	if len(m) != 2 {
+		t.Errorf("after one Selection.Done twice, 200 picks went %v; want both instances", m)
+	}
+}
+
+// consistent_hash without a HashKey sent every pick to one instance; now
+// it picks as p2c_ewma.
+func TestConsistentHashWithoutKeySpreads(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	for i := range 5 {
+		mustRegister(t, r, inst("db_svc", "10.0.0.1", 1+i))
+	}
+	m := map[string]int{}
+	for range 200 {
+		s, err := r.Pick(ctx, "db_svc", discovery.UseStrategy(discovery.StrategyConsistentHash))
+		if err != nil {
+			t.Fatalf("Pick(UseStrategy(consistent_hash)) without HashKey = %v; want a p2c pick", err)
+		}
+		m[s.Instance.ID]++
+		s.Done(nil)
+	}
+	if len(m) < 5 {
+		t.Errorf("consistent_hash without HashKey: %v; want the picks spread over all 5 instances", m)
+	}
+}
+
+// RetryBudget(NaN, NaN) switched the retry budget off; now NaN keeps the
+// default.
+func TestRetryBudgetIgnoresNaN(t *testing.T) {
+	var hits atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); w.WriteHeader(500) })
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithOutlierEjection(0, 0, 0, 0))
+	for range 2 {
+		s := httptest.NewServer(h)
+		defer s.Close()
+		mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: s.Listener.Addr().(*net.TCPAddr).Port})
+	}
+	c := r.HTTPClient(discovery.RetryBudget(math.NaN(), math.NaN()))
+	for range 200 {
+		if resp, err := c.Get("http://db_svc/x"); err == nil {
+			resp.Body.Close()
+		}
+	}
+	if retries := hits.Load() - 200; retries > 60 {
+		t.Errorf("RetryBudget(NaN, NaN): %d retries for 200 failing requests; the budget (20%% + 10/s) allows ~50", retries)
+	}
+}
