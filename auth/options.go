@@ -2,6 +2,8 @@ package auth
 
 import (
 	"crypto"
+	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -69,6 +71,7 @@ type config struct {
 	alg         string
 	kid         string
 	key         crypto.Signer
+	keySet      bool // WithKey was given (a nil key in it is an error, not "generate one")
 	instance    string
 	scopes      []string
 }
@@ -108,8 +111,24 @@ func (c *config) validateCommon() error {
 		return optErr("WithIssuer", c.issuer, "must be 1 to 256 printable ASCII characters")
 	case c.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
+	case c.clock != nil && isNil(c.clock):
+		return optErr("WithClock", fmt.Sprintf("(%T)(nil)", c.clock), "must not be a nil clock (leave the option out for the system clock)")
 	}
 	return nil
+}
+
+// isNil reports whether v is nil or a nil pointer, map, slice, func or
+// channel inside an interface: such a typed nil (a clock, a key, a token
+// source) compares unequal to nil and panicked at its first use.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
 }
 
 func printableASCII(s string) bool {
@@ -161,7 +180,7 @@ func WithAlgorithm(alg string) Option { return optionFunc(func(c *config) { c.al
 // key ID kid (1 to 64 of [A-Za-z0-9_-]), instead of generating one. Keys made
 // by later rotations are generated, with the same algorithm.
 func WithKey(kid string, key crypto.Signer) Option {
-	return optionFunc(func(c *config) { c.kid, c.key = kid, key })
+	return optionFunc(func(c *config) { c.kid, c.key, c.keySet = kid, key, true })
 }
 
 // WithInstance makes the Signer's tokens name this instance too: their

@@ -115,7 +115,7 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 	}
 	now := s.now()
 	var k *signingKey
-	if c.key != nil {
+	if c.keySet {
 		k, err = useKey(c.kid, c.key, now)
 		if err == nil {
 			s.alg = k.alg
@@ -139,6 +139,19 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 	if err := discovery.ValidateKeyID(kid); err != nil {
 		return nil, err
+	}
+	// Checked before key.Public, which panicked on a nil or short key.
+	switch kk := key.(type) {
+	case nil:
+		return nil, optErr("WithKey", kid, "must not be nil (leave the option out for a generated key)")
+	case ed25519.PrivateKey:
+		if len(kk) != ed25519.PrivateKeySize {
+			return nil, optErr("WithKey", kid, fmt.Sprintf("an Ed25519 private key is %d bytes, not %d", ed25519.PrivateKeySize, len(kk)))
+		}
+	default:
+		if isNil(key) {
+			return nil, optErr("WithKey", kid, fmt.Sprintf("(%T)(nil) is not a key", key))
+		}
 	}
 	k := &signingKey{kid: kid, priv: key, created: now}
 	switch pub := key.Public().(type) {

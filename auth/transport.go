@@ -43,7 +43,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if t.Source == nil {
+	if isNil(t.Source) { // a typed nil too: it panicked at Token
 		return fail(optErr("Transport.Source", "nil", "must not be nil"))
 	}
 	var (
