@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
 	"github.com/rssbot/discovery/internal/testutil"
 )
 
@@ -90,4 +92,37 @@ func TestRenewalTimeoutIsAnOutage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = r
+}
+
+// Health results are shared through Redis. With Redis black-holed, every
+// Health call paid the Redis timeout again, Overview once per service
+// (1.76 s for 8 services, each time), and Redis was never marked down. Now
+// a failed read counts against the L2's breaker: the first one waits, the
+// rest do not.
+func TestHealthSharingOnABlackholedRedisWaitsOnce(t *testing.T) {
+	ctx := context.Background()
+	ns, proxy, db := redisBehindProxy(t)
+	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+		discovery.WithCacheFreshness(time.Minute, 0, 5*time.Minute))
+	for i := range 8 {
+		in := inst(fmt.Sprintf("svc%d", i), "127.0.0.1", 1)
+		in.Check = discovery.CheckNone
+		mustRegister(t, r, in)
+		if _, err := r.Get(ctx, in.Service); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Blackhole(true)
+	defer proxy.Blackhole(false)
+	for i := range 2 {
+		start := time.Now()
+		ov, err := r.Overview(ctx)
+		if d := time.Since(start); err != nil || d > time.Second {
+			t.Fatalf("Overview %d with Redis black-holed: %d services, %v, after %v; want at most one Redis timeout (250ms)", i, ov.TotalServices, err, d)
+		}
+	}
+	if r.Stats().L2Errors == 0 {
+		t.Fatal("no Redis failure counted")
+	}
 }

@@ -116,6 +116,15 @@ func (s *sharer) timeout(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, s.r.opts.redisTO)
 }
 
+// failed notes a failed Redis call: logged once, and reported to the L2's
+// breaker unless the caller gave up.
+func (s *sharer) failed(ctx context.Context, err error) {
+	s.note(err)
+	if s.r.l2 != nil {
+		_ = s.r.l2.Failed(ctx, "health", err)
+	}
+}
+
 // sync heartbeats this process into a service's members and applies the
 // shared states.
 func (s *sharer) sync(sm *svcMon, now int64) {
@@ -129,7 +138,7 @@ func (s *sharer) sync(sm *svcMon, now int64) {
 	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(sm.name), s.healthKey(sm.name)},
 		s.m.id, ms, ms-ttl, ttl).Slice()
 	if err != nil {
-		s.note(err)
+		s.failed(ctx, err)
 		return
 	}
 	s.note(nil)
@@ -156,6 +165,12 @@ func (s *sharer) refresh(ctx context.Context, service string, now int64) {
 	ms := now / int64(time.Millisecond)
 	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0).Slice()
 	if err != nil {
+		// At most one attempt an interval, and the L2's breaker hears of
+		// it: on a black-holed Redis every Health call paid the Redis
+		// timeout, and Overview once per service, with Redis never marked
+		// down (1.76 s an Overview of 8 services, measured).
+		s.lastRead.Store(service, now)
+		s.failed(ctx, err)
 		return
 	}
 	_, fields := parseSync(v)

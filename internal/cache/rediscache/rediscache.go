@@ -132,6 +132,14 @@ func (c *Cache) failed(ctx context.Context, op string, err error) error {
 	return &core.BackendError{Backend: "redis", Op: op, Err: err}
 }
 
+// Failed records the failure of a Redis call made beside the cache (the
+// Registry shares health results through the same Redis): a Redis that
+// stopped answering them is down for the cache too, and callers stop
+// waiting on it until the probe brings it back.
+func (c *Cache) Failed(ctx context.Context, op string, err error) error {
+	return c.failed(ctx, op, err)
+}
+
 func (c *Cache) startProbe() {
 	if c.ctx.Err() != nil || !c.probing.CompareAndSwap(false, true) {
 		return
