@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +126,40 @@ func TestHealthSharingOnABlackholedRedisWaitsOnce(t *testing.T) {
 	}
 	if r.Stats().L2Errors == 0 {
 		t.Fatal("no Redis failure counted")
+	}
+}
+
+// Overview in a database outage: Services fails, and every cached service
+// is shown from this process's memory. Each lookup behind it waited one
+// load timeout (2.1 s for 6 services with 300 ms timeouts, each call; the
+// admin handler's GET /overview ran out of its 10 s at the defaults and
+// answered 503). Now the database is known to be down and they serve stale
+// at once.
+func TestOverviewInADatabaseOutageDoesNotWaitPerService(t *testing.T) {
+	const to = 300 * time.Millisecond
+	ctx := context.Background()
+	r, proxy := blackholedDB(t, discovery.WithDatabaseTimeout(to), discovery.WithLoadTimeout(to))
+	const services = 6
+	for i := range services {
+		name := fmt.Sprintf("svc%d", i)
+		mustRegister(t, r, inst(name, "10.0.0.1", 1000+i))
+		if _, err := r.Get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Blackhole(true)
+	time.Sleep(4 * time.Second) // past every lease: no entry is fresh
+	for round := range 2 {
+		start := time.Now()
+		ov, err := r.Overview(ctx)
+		if d := time.Since(start); err != nil || !ov.FromCache || ov.TotalServices != services || d > 3*to {
+			t.Fatalf("Overview %d: %d services, FromCache %v, %v, after %v; want all %d from memory within about one timeout (%v)",
+				round, ov.TotalServices, ov.FromCache, err, d, services, to)
+		}
+	}
+	rec := httptest.NewRecorder()
+	r.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/overview", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /overview = %d %.200s; want 200 with the services from memory", rec.Code, rec.Body.String())
 	}
 }

@@ -439,7 +439,11 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// the lookup waits for the newer snapshot (unless loads are failing),
 		// so a process that has heard of a change never answers with what it
 		// replaced.
-		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure)
+		// While the database is known to be down (a call to it failed and
+		// none has answered since), every entry serves stale at once, not
+		// just one whose own load failed lately: an Overview of N cached
+		// services waited N load timeouts in an outage.
+		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure) || r.storeDown.Load()
 		superseded := e.st != nil && e.rev < e.st.wantRev.Load()
 		if now < e.staleUntil && !superseded || recentFailure && now < e.errorUntil {
 			r.refreshAsync(e, false)
@@ -454,7 +458,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 	}
 	if err != nil {
 		if e != nil && now < e.errorUntil && !isCallerErr(ctx, err) {
-			e.failedAt.Store(now)
+			e.failedAt.Store(r.now.nanos()) // when it failed, not when the lookup began a load timeout ago
 			return e, LayerL1, true, nil
 		}
 		return nil, 0, false, err

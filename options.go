@@ -45,9 +45,9 @@ const (
 	DefaultL2TTL = 300 * time.Second
 	// DefaultRedisTimeout bounds every Redis call of the cache.
 	DefaultRedisTimeout = 250 * time.Millisecond
-	// MaxDuration bounds every duration option (a week): longer ones
+	// MaxDuration bounds every duration option (a year): longer ones
 	// overflow once added to a time or doubled.
-	MaxDuration = 7 * 24 * time.Hour
+	MaxDuration = 365 * 24 * time.Hour
 	// MaxCacheSize bounds WithCacheSize: ristretto sizes its admission
 	// counters at ten per entry, so a billion services ran New out of memory.
 	MaxCacheSize = 10_000_000
