@@ -25,6 +25,10 @@ const (
 	// rotateRetry is how long after a failed rotation that was due (but not
 	// yet needed) Token tries again.
 	rotateRetry = 30 * time.Second
+	// forcedRetry is how long the error of a failed rotation that callers
+	// had to wait for is given to the callers queued behind it, instead of
+	// each trying again.
+	forcedRetry = time.Second
 )
 
 // claims are the claims of a service token.
@@ -56,8 +60,13 @@ type Signer struct {
 	now         func() time.Time
 	log         *zap.Logger
 
-	rotateMu     sync.Mutex // one rotation at a time
-	rotateFailed time.Time  // guarded by rotateMu: when a due rotation last failed
+	// rotating lets one rotation run at a time: a one-slot semaphore, so
+	// that a caller waits for another's rotation only as long as its
+	// context allows. What it guards:
+	rotating     chan struct{}
+	rotateFailed time.Time // when a due rotation last failed
+	forcedErr    error     // the last failed rotation that callers had to wait for, and when
+	forcedErrAt  time.Time
 
 	mu    sync.RWMutex
 	cur   *signingKey
@@ -111,7 +120,7 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 	s := &Signer{
 		reg: reg, service: service, subject: subject, issuer: c.issuer, scopes: c.scopes, alg: c.alg,
 		lifetime: c.lifetime, keyLifetime: c.keyLifetime, now: c.now(), log: c.log,
-		cache: map[string]cachedToken{},
+		cache: map[string]cachedToken{}, rotating: make(chan struct{}, 1),
 	}
 	now := s.now()
 	var k *signingKey
@@ -275,7 +284,8 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 		return k, nil
 	}
 	if s.usable(k, now) {
-		if s.rotateMu.TryLock() {
+		select {
+		case s.rotating <- struct{}{}:
 			if now.Sub(s.rotateFailed) >= rotateRetry {
 				if err := s.rotateLocked(ctx); err != nil {
 					s.rotateFailed = now
@@ -283,24 +293,35 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 						zap.String("service", s.service), zap.String("kid", k.kid), zap.Error(err))
 				}
 			}
-			s.rotateMu.Unlock()
+			<-s.rotating
+		default: // another caller rotates; this one signs with the current key
 		}
 		s.mu.RLock()
 		k = s.cur
 		s.mu.RUnlock()
 		return k, nil
 	}
-	s.rotateMu.Lock()
-	defer s.rotateMu.Unlock()
+	if err := s.lockRotation(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.rotating }()
 	s.mu.RLock()
 	k = s.cur
 	s.mu.RUnlock()
 	if s.usable(k, now) {
 		return k, nil // another caller rotated
 	}
+	// Callers that queued behind a rotation that just failed get its error
+	// rather than each trying again in turn: with the database down, the
+	// k-th of them waited k database timeouts.
+	if s.forcedErr != nil && s.now().Sub(s.forcedErrAt) < forcedRetry {
+		return nil, s.forcedErr
+	}
 	if err := s.rotateLocked(ctx); err != nil {
+		s.forcedErr, s.forcedErrAt = err, s.now()
 		return nil, err
 	}
+	s.forcedErr = nil
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.cur, nil
@@ -332,9 +353,26 @@ func (s *Signer) sign(k *signingKey, audience string, now time.Time) (string, er
 // before then reads it from the database, but only once a minute per
 // service: do not rotate more often than that.
 func (s *Signer) Rotate(ctx context.Context) error {
-	s.rotateMu.Lock()
-	defer s.rotateMu.Unlock()
+	if err := s.lockRotation(ctx); err != nil {
+		return err
+	}
+	defer func() { <-s.rotating }()
 	return s.rotateLocked(ctx)
+}
+
+// lockRotation waits for the rotation slot as long as ctx allows.
+func (s *Signer) lockRotation(ctx context.Context) error {
+	select {
+	case s.rotating <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.rotating <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Signer) rotateLocked(ctx context.Context) error {
