@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -25,10 +26,6 @@ const (
 	// rotateRetry is how long after a failed rotation that was due (but not
 	// yet needed) Token tries again.
 	rotateRetry = 30 * time.Second
-	// forcedRetry is how long the error of a failed rotation that callers
-	// had to wait for is given to the callers queued behind it, instead of
-	// each trying again.
-	forcedRetry = time.Second
 )
 
 // claims are the claims of a service token.
@@ -64,9 +61,9 @@ type Signer struct {
 	// that a caller waits for another's rotation only as long as its
 	// context allows. What it guards:
 	rotating     chan struct{}
-	rotateFailed time.Time // when a due rotation last failed
-	forcedErr    error     // the last failed rotation that callers had to wait for, and when
-	forcedErrAt  time.Time
+	rotateFailed time.Time     // when a due rotation last failed
+	forcedErr    error         // the result of the last rotation that callers had to wait for
+	forcedSeq    atomic.Uint64 // how many such rotations ended (read before waiting)
 
 	mu    sync.RWMutex
 	cur   *signingKey
@@ -301,6 +298,7 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 		s.mu.RUnlock()
 		return k, nil
 	}
+	seen := s.forcedSeq.Load()
 	if err := s.lockRotation(ctx); err != nil {
 		return nil, err
 	}
@@ -311,17 +309,18 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 	if s.usable(k, now) {
 		return k, nil // another caller rotated
 	}
-	// Callers that queued behind a rotation that just failed get its error
-	// rather than each trying again in turn: with the database down, the
-	// k-th of them waited k database timeouts.
-	if s.forcedErr != nil && s.now().Sub(s.forcedErrAt) < forcedRetry {
+	// A caller that queued behind a rotation that failed gets its error
+	// rather than trying again in turn: with the database down, the k-th
+	// of them waited k database timeouts. One that comes later tries.
+	if s.forcedSeq.Load() != seen && s.forcedErr != nil {
 		return nil, s.forcedErr
 	}
-	if err := s.rotateLocked(ctx); err != nil {
-		s.forcedErr, s.forcedErrAt = err, s.now()
+	err := s.rotateLocked(ctx)
+	s.forcedErr = err
+	s.forcedSeq.Add(1)
+	if err != nil {
 		return nil, err
 	}
-	s.forcedErr = nil
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.cur, nil
