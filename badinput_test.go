@@ -244,3 +244,23 @@ func TestRetryBudgetIgnoresNaN(t *testing.T) {
 		t.Errorf("RetryBudget(NaN, NaN): %d retries for 200 failing requests; the budget (20%% + 10/s) allows ~50", retries)
 	}
 }
+
+// UpdateConfig stored a balancer strategy that selection then ignored
+// (every pick stayed on the default, without a word); now it is refused.
+func TestConfigBalancerStrategyIsValidated(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	for _, doc := range []string{`{"balancer":{"strategy":"bogus"}}`, `{"balancer":{"strategy":7}}`, `{"balancer":"p2c_ewma"}`} {
+		_, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(doc))
+		var ce *discovery.ConfigError
+		if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ce) {
+			t.Errorf("UpdateConfig(%s) = %v; want a ConfigError matching ErrInvalid", doc, err)
+		}
+	}
+	if _, err := r.ConfigHistory(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Errorf("ConfigHistory after refused documents = %v; want nothing stored", err)
+	}
+	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"balancer":{"strategy":"round_robin"},"x":1}`)); err != nil {
+		t.Errorf("UpdateConfig with a valid strategy = %v", err)
+	}
+}

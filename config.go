@@ -117,6 +117,35 @@ func (o *options) validateConfigOptions() error {
 // checkConfig applies the built-in checks to a configuration document and
 // returns why it is refused ("" if it is not). It reads doc once at most
 // for the depth and once for the syntax, whatever doc holds.
+// checkBalancer refuses a "balancer" member that selection would ignore:
+// one that is not an object, or whose "strategy" is not a strategy's name
+// (stored, it left every pick on the default strategy without a word).
+func checkBalancer(doc []byte) (reason string, err error) {
+	var c struct {
+		Balancer json.RawMessage `json:"balancer"`
+	}
+	if json.Unmarshal(doc, &c) != nil || len(c.Balancer) == 0 || string(c.Balancer) == "null" {
+		return "", nil // checkConfig judged the document; no balancer member
+	}
+	var b struct {
+		Strategy json.RawMessage `json:"strategy"`
+	}
+	if err := json.Unmarshal(c.Balancer, &b); err != nil {
+		return `"balancer" must be an object`, err
+	}
+	if len(b.Strategy) == 0 {
+		return "", nil
+	}
+	var name string
+	if err := json.Unmarshal(b.Strategy, &name); err != nil {
+		return `"balancer.strategy" must be a string`, err
+	}
+	if _, err := ParseStrategy(name); err != nil {
+		return `"balancer.strategy" is not a strategy`, err
+	}
+	return "", nil
+}
+
 func checkConfig(doc []byte) (reason string, err error) {
 	if len(doc) > MaxConfigBytes {
 		return "larger than 512 KiB (" + strconv.Itoa(len(doc)) + " bytes)", nil
@@ -173,6 +202,9 @@ func checkConfig(doc []byte) (reason string, err error) {
 // validateConfig runs the built-in checks, then the service's validator.
 func (r *Registry) validateConfig(service string, doc []byte) error {
 	if reason, err := checkConfig(doc); reason != "" {
+		return &ConfigError{Service: service, Reason: reason, Err: err}
+	}
+	if reason, err := checkBalancer(doc); reason != "" {
 		return &ConfigError{Service: service, Reason: reason, Err: err}
 	}
 	if fn := r.opts.validators[service]; fn != nil {
