@@ -264,3 +264,38 @@ func TestConfigBalancerStrategyIsValidated(t *testing.T) {
 		t.Errorf("UpdateConfig with a valid strategy = %v", err)
 	}
 }
+
+// A registration with WithConfigFunc joins its service's hub in a goroutine
+// of its own. If the hub's last watcher left just then, the hub refused it
+// and the registration went without deliveries for good: an UpdateConfig
+// without a deadline then waited forever (found in the code by an audit).
+// Here watchers come and go while instances register; every callback must
+// get the configuration.
+func TestConfigFuncJoinsWhileWatchersLeave(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	const n = 40
+	var got atomic.Int64
+	for i := range n {
+		wctx, cancel := context.WithCancel(ctx)
+		if _, err := r.Watch(wctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); cancel() }()
+		_, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1 + i, Method: discovery.MethodRouter},
+			discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { got.Add(1); return nil }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	}
+	uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.UpdateConfig(uctx, "db_svc", json.RawMessage(`{"a":1}`)); err != nil {
+		t.Fatalf("UpdateConfig = %v; want every instance notified", err)
+	}
+	if got.Load() != n {
+		t.Fatalf("%d of %d callbacks got the configuration", got.Load(), n)
+	}
+}

@@ -96,13 +96,7 @@ func (r *Registry) startConfig(ctx context.Context, g *Registration) {
 	if g.opts.onConfig == nil {
 		return
 	}
-	h, err := r.hubFor(g.service)
-	if err != nil {
-		return // closing
-	}
-	if !r.spawn(func() { g.configLoop(h) }) {
-		return
-	}
+	r.spawn(g.configLoop)
 }
 
 // snapshotSince returns a snapshot of service at revision rev or newer: the
@@ -163,13 +157,24 @@ func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error
 
 // configLoop delivers configurations to the callback, one at a time, until
 // the registration stops; it follows the service through its hub meanwhile.
-func (g *Registration) configLoop(h *hub) {
+func (g *Registration) configLoop() {
 	c := &g.cfg
 	c.mu.Lock()
 	_, kick := c.chans()
 	c.mu.Unlock()
-	if !h.addListener(g) {
-		return
+	// As Watch does: a hub whose last watcher just left is closing, and
+	// refuses a listener; the next hubFor starts a new one. Giving up
+	// there (as this did) left the registration without deliveries, and an
+	// UpdateConfig without a deadline waiting for it for good.
+	var h *hub
+	for {
+		var err error
+		if h, err = g.r.hubFor(g.service); err != nil || g.ctx.Err() != nil {
+			return // closing
+		}
+		if h.addListener(g) {
+			break
+		}
 	}
 	defer h.removeListener(g)
 	for {
