@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -297,5 +298,23 @@ func TestConfigFuncJoinsWhileWatchersLeave(t *testing.T) {
 	}
 	if got.Load() != n {
 		t.Fatalf("%d of %d callbacks got the configuration", got.Load(), n)
+	}
+}
+
+// Filters that no registered instance can match (an empty tag or metadata
+// key, a tag longer than registration allows) reported a service with
+// nothing healthy; they are bad input.
+func TestImpossibleFiltersAreInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	for name, o := range map[string]discovery.PickOption{
+		`WithTag("")`: discovery.WithTag(""), `WithMeta("", "")`: discovery.WithMeta("", ""),
+		"WithTag(129 bytes)": discovery.WithTag(strings.Repeat("t", 129)),
+	} {
+		_, err := r.Pick(context.Background(), "db_svc", o)
+		wantInvalid(t, "Pick("+name+")", err)
+	}
+	if _, err := r.Pick(context.Background(), "db_svc", discovery.WithTag("t0")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Errorf("Pick(WithTag(t0)) with no instance tagged = %v; want ErrNoHealthyInstances", err)
 	}
 }

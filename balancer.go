@@ -157,6 +157,15 @@ func (q *pickReq) set(opts []PickOption) error {
 		case pickZone:
 			q.zone = o.a
 		case pickTag, pickMeta, pickVersion, pickExclude:
+			// A filter that no registered instance can match (registration
+			// refuses such tags and keys) is bad input, not a service with
+			// nothing healthy, which is what it was reported as.
+			if o.kind == pickTag && (o.a == "" || len(o.a) > core.MaxTagLen) {
+				return &ValidationError{Field: "tag", Value: o.a, Reason: "must be 1.." + strconv.Itoa(core.MaxTagLen) + " bytes, as registered tags are"}
+			}
+			if o.kind == pickMeta && (o.a == "" || len(o.a) > core.MaxMetadataKeyLen) {
+				return &ValidationError{Field: "metadata key", Value: o.a, Reason: "must be 1.." + strconv.Itoa(core.MaxMetadataKeyLen) + " bytes, as registered keys are"}
+			}
 			q.filtered = true
 		default:
 			return &ValidationError{Field: "pick option", Reason: "zero PickOption"}
