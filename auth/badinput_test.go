@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -62,5 +63,26 @@ func TestTransportWithTypedNilSourceFails(t *testing.T) {
 	_, err := tr.RoundTrip(httptest.NewRequest("GET", "http://inventory/x", nil))
 	if !errors.Is(err, discovery.ErrInvalid) {
 		t.Errorf("RoundTrip = %v; want ErrInvalid (Transport.Source)", err)
+	}
+}
+
+// UpdateConfig stored an "auth" member that ParsePolicy refuses, and from
+// then on every caller was refused. With auth.ValidateConfig as the
+// service's validator it is refused and nothing is stored.
+func TestValidateConfigRefusesABadPolicy(t *testing.T) {
+	reg := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithConfigValidator("inventory", auth.ValidateConfig))
+	ctx := context.Background()
+	bad := `{"auth":{"allow":{"orders":[{"path_prefix":"items"}]}}}`
+	if _, perr := auth.ParsePolicy([]byte(bad)); perr == nil {
+		t.Fatal("ParsePolicy accepts the document")
+	}
+	var ce *discovery.ConfigError
+	if _, err := reg.UpdateConfig(ctx, "inventory", json.RawMessage(bad)); !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ce) {
+		t.Fatalf("UpdateConfig(a policy ParsePolicy refuses) = %v; want a ConfigError", err)
+	}
+	good := `{"auth":{"allow":{"orders":[{"path_prefix":"/items"}]}}}`
+	if _, err := reg.UpdateConfig(ctx, "inventory", json.RawMessage(good)); err != nil {
+		t.Fatalf("UpdateConfig(a valid policy) = %v", err)
 	}
 }

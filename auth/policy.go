@@ -83,6 +83,18 @@ func policyErr(value, reason string) error {
 	return &discovery.ValidationError{Field: "auth policy", Value: value, Reason: reason}
 }
 
+// ValidateConfig refuses a configuration document whose "auth" policy
+// ParsePolicy would refuse. Give it to discovery.WithConfigValidator for a
+// service that carries a policy, so that UpdateConfig refuses such a
+// document (a ConfigError; nothing stored) instead of storing a policy that
+// then refuses every caller:
+//
+//	discovery.WithConfigValidator("inventory", auth.ValidateConfig)
+func ValidateConfig(config json.RawMessage) error {
+	_, err := ParsePolicy(config)
+	return err
+}
+
 // ParsePolicy reads the policy in a service's configuration document (the
 // whole document; the policy is its "auth" member). An empty document or one
 // without "auth" gives a policy that permits nothing. Errors match
