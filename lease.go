@@ -30,7 +30,7 @@ type Registration struct {
 	// to a backend: a renewal stuck on a database that stopped answering
 	// held the one mutex for its whole timeout, and with it Instance,
 	// Revision, SetWeight whatever its deadline, and every step of Close.
-	writing chan struct{}
+	writing core.Slot
 	mu      sync.Mutex
 	inst    core.Instance
 	rev     int64
@@ -102,7 +102,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 
 	gctx, cancel := context.WithCancel(r.ctx)
 	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,
-		done: make(chan struct{}), writing: make(chan struct{}, 1)}
+		done: make(chan struct{}), writing: core.NewSlot()}
 	for _, old := range olds {
 		old.stop()
 	}
@@ -194,21 +194,9 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 
 // lockWrites waits for this registration's other writes, as long as ctx
 // allows.
-func (g *Registration) lockWrites(ctx context.Context) error {
-	select {
-	case g.writing <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case g.writing <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (g *Registration) lockWrites(ctx context.Context) error { return g.writing.Lock(ctx) }
 
-func (g *Registration) unlockWrites() { <-g.writing }
+func (g *Registration) unlockWrites() { g.writing.Unlock() }
 
 // state returns the instance (not a copy), its revision and whether the
 // registration is gone. The instance is never changed in place, only

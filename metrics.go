@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // Prometheus metrics (WithMetrics). Almost everything is read at scrape time
@@ -43,7 +45,7 @@ var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4
 // Service labels name only services this Registry has looked up and found.
 func WithMetrics(reg prometheus.Registerer) Option {
 	// A typed nil is an error from New; an untyped one means nowhere.
-	return optionFunc(func(o *options) { o.metrics = reg; o.noteNil("WithMetrics", reg != nil && isNil(reg)) })
+	return optionFunc(func(o *options) { o.metrics = reg; o.noteNil("WithMetrics", reg != nil && core.IsNil(reg)) })
 }
 
 // svcMetrics counts the lookups of one service by the layer that answered,

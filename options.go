@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"encoding/json"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -139,20 +138,6 @@ func optErr(name, value, reason string) error {
 	return &core.ValidationError{Field: "option " + name, Value: value, Reason: reason}
 }
 
-// isNil reports whether v is nil or a nil pointer, map, slice, func or
-// channel inside an interface: a typed nil passed as a Store, Clock or
-// Registerer compares unequal to nil and panicked at its first use.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
-		return rv.IsNil()
-	}
-	return false
-}
-
 // noteNil remembers the first backend option given nil, for validate.
 func (o *options) noteNil(name string, isNil bool) {
 	if isNil && o.nilOpt == "" {
@@ -204,7 +189,7 @@ func (o *options) validate() error {
 		return optErr("WithDB", "", "WithDB and WithStore are exclusive")
 	case o.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
-	case isNil(o.clock):
+	case core.IsNil(o.clock):
 		return optErr("WithClock", "nil", "must not be nil")
 	case o.leaseTTL < 3*time.Second:
 		return optErr("WithLeaseTTL", o.leaseTTL.String(), "must be at least 3s (renewals run every TTL/3)")
@@ -288,14 +273,14 @@ func WithDB(db *gorm.DB) Option {
 // and New refuses a Cluster or Ring client without it whose read or write
 // timeout is longer than WithRedisTimeout (ErrInvalid, saying what to set).
 func WithRedis(rdb redis.UniversalClient) Option {
-	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", isNil(rdb)) })
+	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", core.IsNil(rdb)) })
 }
 
 // WithStore makes any Store the source of truth, such as the in-memory
 // backend of discoverytest. Without WithStore or WithDB a Registry keeps
 // everything in its own memory.
 func WithStore(s Store) Option {
-	return optionFunc(func(o *options) { o.store = s; o.noteNil("WithStore", isNil(s)) })
+	return optionFunc(func(o *options) { o.store = s; o.noteNil("WithStore", core.IsNil(s)) })
 }
 
 // WithLogger sends state changes (Redis or the database lost and back,

@@ -3,13 +3,13 @@ package auth
 import (
 	"crypto"
 	"fmt"
-	"reflect"
 	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // Limits and defaults, after RFC 8725 (JWT best current practice) and
@@ -111,24 +111,10 @@ func (c *config) validateCommon() error {
 		return optErr("WithIssuer", c.issuer, "must be 1 to 256 printable ASCII characters")
 	case c.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
-	case c.clock != nil && isNil(c.clock):
+	case c.clock != nil && core.IsNil(c.clock):
 		return optErr("WithClock", fmt.Sprintf("(%T)(nil)", c.clock), "must not be a nil clock (leave the option out for the system clock)")
 	}
 	return nil
-}
-
-// isNil reports whether v is nil or a nil pointer, map, slice, func or
-// channel inside an interface: such a typed nil (a clock, a key, a token
-// source) compares unequal to nil and panicked at its first use.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
-		return rv.IsNil()
-	}
-	return false
 }
 
 func printableASCII(s string) bool {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/core"
 )
 
 const (
@@ -60,7 +61,7 @@ type Signer struct {
 	// rotating lets one rotation run at a time: a one-slot semaphore, so
 	// that a caller waits for another's rotation only as long as its
 	// context allows. What it guards:
-	rotating     chan struct{}
+	rotating     core.Slot
 	rotateFailed time.Time     // when a due rotation last failed
 	forcedErr    error         // the result of the last rotation that callers had to wait for
 	forcedSeq    atomic.Uint64 // how many such rotations ended (read before waiting)
@@ -117,7 +118,7 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 	s := &Signer{
 		reg: reg, service: service, subject: subject, issuer: c.issuer, scopes: c.scopes, alg: c.alg,
 		lifetime: c.lifetime, keyLifetime: c.keyLifetime, now: c.now(), log: c.log,
-		cache: map[string]cachedToken{}, rotating: make(chan struct{}, 1),
+		cache: map[string]cachedToken{}, rotating: core.NewSlot(),
 	}
 	now := s.now()
 	var k *signingKey
@@ -155,7 +156,7 @@ func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 			return nil, optErr("WithKey", kid, fmt.Sprintf("an Ed25519 private key is %d bytes, not %d", ed25519.PrivateKeySize, len(kk)))
 		}
 	default:
-		if isNil(key) {
+		if core.IsNil(key) {
 			return nil, optErr("WithKey", kid, fmt.Sprintf("(%T)(nil) is not a key", key))
 		}
 	}
@@ -281,8 +282,7 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 		return k, nil
 	}
 	if s.usable(k, now) {
-		select {
-		case s.rotating <- struct{}{}:
+		if s.rotating.TryLock() { // else another caller rotates; this one signs with the current key
 			if now.Sub(s.rotateFailed) >= rotateRetry {
 				if err := s.rotateLocked(ctx); err != nil {
 					s.rotateFailed = now
@@ -290,8 +290,7 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 						zap.String("service", s.service), zap.String("kid", k.kid), zap.Error(err))
 				}
 			}
-			<-s.rotating
-		default: // another caller rotates; this one signs with the current key
+			s.rotating.Unlock()
 		}
 		s.mu.RLock()
 		k = s.cur
@@ -299,10 +298,10 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 		return k, nil
 	}
 	seen := s.forcedSeq.Load()
-	if err := s.lockRotation(ctx); err != nil {
+	if err := s.rotating.Lock(ctx); err != nil {
 		return nil, err
 	}
-	defer func() { <-s.rotating }()
+	defer s.rotating.Unlock()
 	s.mu.RLock()
 	k = s.cur
 	s.mu.RUnlock()
@@ -352,26 +351,11 @@ func (s *Signer) sign(k *signingKey, audience string, now time.Time) (string, er
 // before then reads it from the database, but only once a minute per
 // service: do not rotate more often than that.
 func (s *Signer) Rotate(ctx context.Context) error {
-	if err := s.lockRotation(ctx); err != nil {
+	if err := s.rotating.Lock(ctx); err != nil {
 		return err
 	}
-	defer func() { <-s.rotating }()
+	defer s.rotating.Unlock()
 	return s.rotateLocked(ctx)
-}
-
-// lockRotation waits for the rotation slot as long as ctx allows.
-func (s *Signer) lockRotation(ctx context.Context) error {
-	select {
-	case s.rotating <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case s.rotating <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (s *Signer) rotateLocked(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // Transport is an http.RoundTripper that adds a bearer token for the
@@ -43,7 +44,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if isNil(t.Source) { // a typed nil too: it panicked at Token
+	if core.IsNil(t.Source) { // a typed nil too: it panicked at Token
 		return fail(optErr("Transport.Source", "nil", "must not be nil"))
 	}
 	var (
