@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -316,5 +317,27 @@ func TestImpossibleFiltersAreInvalid(t *testing.T) {
 	}
 	if _, err := r.Pick(context.Background(), "db_svc", discovery.WithTag("t0")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
 		t.Errorf("Pick(WithTag(t0)) with no instance tagged = %v; want ErrNoHealthyInstances", err)
+	}
+}
+
+// A rollback to a configuration revision below 1 (none exists) answered
+// ErrNotFound as if the history had lost it; a key that retires before it
+// was created was accepted.
+func TestImpossibleRevisionsAndKeyTimesAreInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	for _, rev := range []int64{0, -1} {
+		_, err := r.RollbackConfig(ctx, "db_svc", rev)
+		wantInvalid(t, fmt.Sprintf("RollbackConfig(%d)", rev), err)
+	}
+	created := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	key := discovery.PublicKey{ID: "k1", Algorithm: "EdDSA", Key: []byte{1, 2, 3}, CreatedAt: created, RetiresAt: created.Add(-time.Hour)}
+	err := r.PublishKey(ctx, "db_svc", key)
+	var ve *discovery.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "key retirement" {
+		t.Errorf("PublishKey(retiring before its creation) = %v; want a ValidationError on the retirement", err)
+	}
+	if _, err := r.Keys(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Errorf("Keys after a refused PublishKey = %v; want nothing stored", err)
 	}
 }

@@ -269,6 +269,9 @@ func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.Ra
 // matches ErrNotFound when that revision is no longer (or never was) in the
 // history.
 func (r *Registry) RollbackConfig(ctx context.Context, service string, configRevision int64) (ConfigReport, error) {
+	if configRevision < 1 { // no revision is ever below 1: bad input, not a revision the history lost
+		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(configRevision, 10), Reason: "must be at least 1"}
+	}
 	hist, err := r.ConfigHistory(ctx, service)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return ConfigReport{}, err

@@ -298,5 +298,8 @@ func ValidatePublicKey(k *PublicKey) error {
 	if len(k.Key) == 0 || len(k.Key) > 1024 {
 		return invalid("key", "", "must be 1 to 1024 bytes of PKIX DER")
 	}
+	if !k.RetiresAt.IsZero() && !k.CreatedAt.IsZero() && k.RetiresAt.Before(k.CreatedAt) {
+		return invalid("key retirement", k.RetiresAt.String(), "before the key's creation")
+	}
 	return nil
 }
