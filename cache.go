@@ -554,11 +554,30 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		if e.raw == nil {
 			r.dropState(st)
 		}
-		e = r.install(e)
-		if e.rev >= st.wantRev.Load() || attempt == 2 {
+		var superseded bool
+		if e, superseded = r.installLoaded(e, st, attempt == 2); !superseded {
 			return e, nil
 		}
 	}
+}
+
+// installLoaded installs an entry a load fetched and reports whether the
+// service had meanwhile reached a newer revision (a write of this process,
+// or an announced change, while the load read the database). Such an entry
+// is left stale, not fresh, unless last: lookups then wait for the next
+// attempt's newer snapshot instead of serving it as if the write had not
+// happened (the write had dropped the older entry from L1, and this put it
+// back; TestKeysTravelBetweenProcesses caught that once under -race). The
+// revision is checked after the put and raised before the drop, so one of
+// the two sees the other. The last attempt's entry stays fresh: a revision
+// the database never reaches must not send every lookup to it.
+func (r *Registry) installLoaded(e *entry, st *svcState, last bool) (*entry, bool) {
+	e = r.install(e)
+	if e.rev >= st.wantRev.Load() || last {
+		return e, false
+	}
+	e.freshUntil.Store(0)
+	return e, true
 }
 
 func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {

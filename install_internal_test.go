@@ -134,3 +134,46 @@ func webRegistry(t *testing.T) (*Registry, string) {
 	}
 	return r, g.Instance().ID
 }
+
+// A load that read the database before a write of this process and
+// installed after it (the write dropped the older entry from L1, and with
+// no Redis put nothing in its place) put the superseded snapshot into L1 as
+// fresh: lookups served it as if the write had not happened until it aged
+// out (TestKeysTravelBetweenProcesses caught this once under -race). Such
+// an entry is installed stale, so a lookup waits for the newer one; the
+// last attempt's entry stays fresh.
+func TestInstallOfASupersededSnapshotIsNotFresh(t *testing.T) {
+	ctx := context.Background()
+	r, _ := webRegistry(t)
+	raw, err := r.store.Load(ctx, "web") // read before the write
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := r.clock.Now()
+	g, err := r.Register(ctx, Instance{Service: "web", Host: "10.0.0.2", Port: 80}) // the write
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the write leaves behind without Redis (afterWrite): the revision
+	// raised, the older entry dropped.
+	st := r.state("web")
+	st.raiseWant(g.Revision())
+	if e := r.l1.get("web"); e != nil {
+		r.l1.remove(e)
+	}
+	if _, superseded := r.installLoaded(r.newEntry(raw, LayerL3, now, now, now), st, false); !superseded { // the racing load finishes
+		t.Fatal("an entry older than the write was not reported superseded")
+	}
+	svc, err := r.Get(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Instances) != 2 || svc.Revision <= raw.Revision {
+		t.Fatalf("Get after this process's write = revision %d, %d instances; want the write (2 instances)", svc.Revision, len(svc.Instances))
+	}
+	last := r.newEntry(raw, LayerL3, now, now, now.Add(1))
+	r.l1.remove(r.l1.get("web"))
+	if e, _ := r.installLoaded(last, st, true); e != last || e.freshUntil.Load() == 0 {
+		t.Fatal("the last attempt's entry was not left fresh")
+	}
+}
