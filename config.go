@@ -117,35 +117,6 @@ func (o *options) validateConfigOptions() error {
 // checkConfig applies the built-in checks to a configuration document and
 // returns why it is refused ("" if it is not). It reads doc once at most
 // for the depth and once for the syntax, whatever doc holds.
-// checkBalancer refuses a "balancer" member that selection would ignore:
-// one that is not an object, or whose "strategy" is not a strategy's name
-// (stored, it left every pick on the default strategy without a word).
-func checkBalancer(doc []byte) (reason string, err error) {
-	var c struct {
-		Balancer json.RawMessage `json:"balancer"`
-	}
-	if json.Unmarshal(doc, &c) != nil || len(c.Balancer) == 0 || string(c.Balancer) == "null" {
-		return "", nil // checkConfig judged the document; no balancer member
-	}
-	var b struct {
-		Strategy json.RawMessage `json:"strategy"`
-	}
-	if err := json.Unmarshal(c.Balancer, &b); err != nil {
-		return `"balancer" must be an object`, err
-	}
-	if len(b.Strategy) == 0 {
-		return "", nil
-	}
-	var name string
-	if err := json.Unmarshal(b.Strategy, &name); err != nil {
-		return `"balancer.strategy" must be a string`, err
-	}
-	if _, err := ParseStrategy(name); err != nil {
-		return `"balancer.strategy" is not a strategy`, err
-	}
-	return "", nil
-}
-
 func checkConfig(doc []byte) (reason string, err error) {
 	if len(doc) > MaxConfigBytes {
 		return "larger than 512 KiB (" + strconv.Itoa(len(doc)) + " bytes)", nil
@@ -195,6 +166,24 @@ func checkConfig(doc []byte) (reason string, err error) {
 			err = errors.New("invalid JSON")
 		}
 		return "malformed JSON", err
+	}
+	return "", nil
+}
+
+// checkBalancer refuses a "balancer" member that selection would ignore
+// (stored, it left every pick on the default strategy without a word): one
+// that does not decode as serviceStrategy reads it, or names no strategy.
+// checkConfig has judged the syntax, so a decoding error is a type.
+func checkBalancer(doc []byte) (reason string, err error) {
+	var c serviceConfig
+	if err := json.Unmarshal(doc, &c); err != nil {
+		return `"balancer" must be an object whose "strategy" is a string`, err
+	}
+	if c.Balancer.Strategy == "" {
+		return "", nil
+	}
+	if _, err := ParseStrategy(c.Balancer.Strategy); err != nil {
+		return `"balancer.strategy" is not a strategy`, err
 	}
 	return "", nil
 }
