@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -611,14 +610,9 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	for attempt := 0; ; attempt++ {
 		r.ctr.storeReads.Add(1)
 		readAt = r.clock.Now()
-		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO) // the store maps a call it ends to ErrUnavailable
 		svc, err = r.store.Load(ctx, name)
 		cancel()
-		if err != nil && errors.Is(context.Cause(ctx), core.ErrTimeout) && !errors.Is(err, core.ErrUnavailable) {
-			// our bound, not a caller's, ended a store that says nothing
-			// more: the database did not answer
-			err = &core.BackendError{Backend: "database", Op: "load", Err: fmt.Errorf("%w (%v): %w", core.ErrTimeout, r.opts.loadTO, err)}
-		}
 		// A lease that ended while the snapshot was being read makes it
 		// ambiguous (renewed since, or dead?): read it again.
 		if err != nil || attempt == 2 || usableL2(svc, readAt, r.clock.Now()) {
