@@ -88,10 +88,10 @@ func (g *Registration) Drain(ctx context.Context) error {
 // markDraining stores the instance as draining and returns the revision.
 func (g *Registration) markDraining(ctx context.Context) (int64, error) {
 	r := g.r
-	if err := g.lockWrites(ctx); err != nil {
+	if err := g.writing.Lock(ctx); err != nil {
 		return 0, err
 	}
-	defer g.unlockWrites()
+	defer g.writing.Unlock()
 	cur, rev, gone := g.state()
 	if gone {
 		return 0, ErrClosed

@@ -74,9 +74,9 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	// replaced it (a replaced handle's SetWeight did both).
 	olds := r.registrationsOf(inst.Service, inst.ID)
 	for i, old := range olds {
-		if err := old.lockWrites(ctx); err != nil {
+		if err := old.writing.Lock(ctx); err != nil {
 			for _, o := range olds[:i] {
-				o.unlockWrites()
+				o.writing.Unlock()
 			}
 			return nil, err
 		}
@@ -93,7 +93,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		}
 	}
 	for _, old := range olds {
-		old.unlockWrites()
+		old.writing.Unlock()
 	}
 	if err != nil {
 		return nil, err
@@ -159,10 +159,10 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	if fn == nil {
 		return &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
 	}
-	if err := g.lockWrites(ctx); err != nil {
+	if err := g.writing.Lock(ctx); err != nil {
 		return err
 	}
-	defer g.unlockWrites()
+	defer g.writing.Unlock()
 	cur, _, gone := g.state()
 	if gone {
 		return ErrClosed
@@ -191,12 +191,6 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil
 }
-
-// lockWrites waits for this registration's other writes, as long as ctx
-// allows.
-func (g *Registration) lockWrites(ctx context.Context) error { return g.writing.Lock(ctx) }
-
-func (g *Registration) unlockWrites() { g.writing.Unlock() }
 
 // state returns the instance (not a copy), its revision and whether the
 // registration is gone. The instance is never changed in place, only
@@ -249,10 +243,10 @@ func (g *Registration) Close() error {
 
 func (g *Registration) deregister(ctx context.Context) error {
 	g.stop()
-	if err := g.lockWrites(ctx); err != nil {
+	if err := g.writing.Lock(ctx); err != nil {
 		return err
 	}
-	defer g.unlockWrites()
+	defer g.writing.Unlock()
 	g.mu.Lock()
 	gone := g.gone
 	g.gone = true
@@ -325,10 +319,10 @@ func (g *Registration) renew() error {
 	r := g.r
 	ctx, cancel := ownTimeout(g.ctx, r.opts.leaseTTL/3)
 	defer cancel()
-	if err := g.lockWrites(ctx); err != nil {
+	if err := g.writing.Lock(ctx); err != nil {
 		return err
 	}
-	defer g.unlockWrites()
+	defer g.writing.Unlock()
 	cur, rev, gone := g.state()
 	if gone {
 		return nil

@@ -150,20 +150,25 @@ func (o *options) validate() error {
 		return optErr(o.nilOpt, "nil", "must not be nil; leave the option out for none")
 	}
 	// Bounds first: the derived values below double a lease, and the
-	// clocks add durations to now; past these, the sums overflow (a
+	// clocks add durations to now; past MaxDuration the sums overflow (a
 	// 200-year lease was blamed on WithReaper, a health interval of
 	// MaxInt64 checked in a tight loop).
 	for _, p := range []struct {
-		name string
-		d    time.Duration
+		name     string
+		d        time.Duration
+		positive bool
 	}{
-		{"WithLeaseTTL", o.leaseTTL}, {"WithCacheFreshness", o.fresh}, {"WithCacheFreshness", o.swr}, {"WithCacheFreshness", o.sie},
-		{"WithNegativeTTL", o.negativeTTL}, {"WithL2TTL", o.l2TTL}, {"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO},
-		{"WithDatabaseTimeout", o.dbTO}, {"WithCloseTimeout", o.closeTO}, {"WithReaper", o.reapEvery}, {"WithReaper", o.reapAfter},
-		{"WithSelfPreservation", o.suspectGrace},
+		{"WithLeaseTTL", o.leaseTTL, false}, {"WithCacheFreshness fresh", o.fresh, true},
+		{"WithCacheFreshness", o.swr, false}, {"WithCacheFreshness", o.sie, false},
+		{"WithNegativeTTL", o.negativeTTL, true}, {"WithL2TTL", o.l2TTL, true}, {"WithRedisTimeout", o.redisTO, true},
+		{"WithLoadTimeout", o.loadTO, true}, {"WithDatabaseTimeout", o.dbTO, true}, {"WithCloseTimeout", o.closeTO, true},
+		{"WithReaper", o.reapEvery, false}, {"WithReaper", o.reapAfter, false}, {"WithSelfPreservation", o.suspectGrace, false},
 	} {
-		if p.d > MaxDuration {
+		switch {
+		case p.d > MaxDuration:
 			return optErr(p.name, p.d.String(), "must be at most "+MaxDuration.String())
+		case p.positive && p.d <= 0:
+			return optErr(p.name, p.d.String(), "must be positive")
 		}
 	}
 	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
@@ -171,18 +176,6 @@ func (o *options) validate() error {
 	}
 	if !o.graceSet {
 		o.suspectGrace = 2 * o.leaseTTL
-	}
-	positive := []struct {
-		name string
-		d    time.Duration
-	}{
-		{"WithCacheFreshness fresh", o.fresh}, {"WithNegativeTTL", o.negativeTTL}, {"WithL2TTL", o.l2TTL},
-		{"WithRedisTimeout", o.redisTO}, {"WithLoadTimeout", o.loadTO}, {"WithDatabaseTimeout", o.dbTO}, {"WithCloseTimeout", o.closeTO},
-	}
-	for _, p := range positive {
-		if p.d <= 0 {
-			return optErr(p.name, p.d.String(), "must be positive")
-		}
 	}
 	switch {
 	case o.db != nil && o.store != nil:

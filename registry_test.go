@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -360,6 +361,9 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithCacheFreshness(0, time.Second, time.Second), "WithCacheFreshness"},
 		{discovery.WithReaper(time.Second, time.Second), "WithReaper"},
 		{discovery.WithDatabaseTimeout(0), "WithDatabaseTimeout"},
+		{discovery.WithNegativeTTL(math.MaxInt64), "WithNegativeTTL"}, // overflowed: negative caching silently off
+		{discovery.WithOutlierEjection(5, time.Second, 2*discovery.MaxDuration, 10), "WithOutlierEjection"},
+		{discovery.WithServiceHealth("db_svc", 2*discovery.MaxDuration, time.Second), "WithServiceHealth"},
 		{discovery.WithDB(nil), "WithDB"}, // was: the in-memory store, silently
 		{discovery.WithRedis(nil), "WithRedis"},
 		{discovery.WithStore(nil), "WithStore"},

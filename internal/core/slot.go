@@ -1,9 +1,6 @@
 package core
 
-import (
-	"context"
-	"reflect"
-)
+import "context"
 
 // Slot is a one-slot semaphore: a lock that a caller waits for only as long
 // as its context allows. A registration's writes and a Signer's rotations
@@ -41,17 +38,3 @@ func (s Slot) TryLock() bool {
 
 // Unlock frees the slot.
 func (s Slot) Unlock() { <-s }
-
-// IsNil reports whether v is nil or a nil pointer, map, slice, func or
-// channel inside an interface: such a typed nil (a Store, a clock, a key)
-// compares unequal to nil and panicked at its first use.
-func IsNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
-		return rv.IsNil()
-	}
-	return false
-}

@@ -2,6 +2,7 @@ package core
 
 import (
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -302,4 +303,18 @@ func ValidatePublicKey(k *PublicKey) error {
 		return invalid("key retirement", k.RetiresAt.String(), "before the key's creation")
 	}
 	return nil
+}
+
+// IsNil reports whether v is nil or a nil pointer, map, slice, func or
+// channel inside an interface: such a typed nil (a Store, a clock, a key)
+// compares unequal to nil and panicked at its first use.
+func IsNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
 }
