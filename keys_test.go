@@ -110,6 +110,18 @@ func TestPublishKeyValidatesBeforeWriting(t *testing.T) {
 		if err := r.RetireKey(ctx, "db_svc", "k", t0); !errors.Is(err, discovery.ErrNotFound) {
 			t.Errorf("RetireKey(unknown) = %v; want ErrNotFound", err)
 		}
+		// A service with keys, but not this one: the error names the key
+		// as a key, not as an instance.
+		if err := r.PublishKey(ctx, "db_svc", ed); err != nil {
+			t.Fatal(err)
+		}
+		err := r.RetireKey(ctx, "db_svc", "k2", t0)
+		var nf *discovery.NotFoundError
+		if !errors.As(err, &nf) || nf.Service != "db_svc" || nf.Key != "k2" || nf.Instance != "" {
+			t.Errorf("RetireKey(unknown key) = %#v; want a NotFoundError with Key k2", err)
+		} else if want := `discovery: key "k2" of service "db_svc" not found`; err.Error() != want {
+			t.Errorf("RetireKey(unknown key) says %q; want %q", err, want)
+		}
 	})
 }
 

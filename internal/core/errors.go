@@ -56,16 +56,22 @@ func (e *ValidationError) Error() string {
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
-// NotFoundError names what was not found. It matches ErrNotFound.
+// NotFoundError names what was not found. It matches ErrNotFound. Service
+// is always set; Instance names a missing instance of it, Key a missing
+// public key (RetireKey); with neither, the service itself is missing.
 type NotFoundError struct {
 	Service  string
 	Instance string
+	Key      string
 }
 
 // Error implements error.
 func (e *NotFoundError) Error() string {
 	if e.Instance != "" {
 		return "discovery: instance " + strconv.Quote(e.Instance) + " of service " + strconv.Quote(e.Service) + " not found"
+	}
+	if e.Key != "" {
+		return "discovery: key " + strconv.Quote(e.Key) + " of service " + strconv.Quote(e.Service) + " not found"
 	}
 	return "discovery: service " + strconv.Quote(e.Service) + " not found"
 }

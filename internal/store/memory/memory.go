@@ -333,7 +333,7 @@ func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (
 	k, ok := sv.keyOK(kid)
 	if !ok {
 		s.mu.Unlock()
-		return 0, &core.NotFoundError{Service: name, Instance: "key " + kid}
+		return 0, &core.NotFoundError{Service: name, Key: kid}
 	}
 	k.RetiresAt = at
 	sv.keys[kid] = k

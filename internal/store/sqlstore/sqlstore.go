@@ -508,6 +508,6 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 
 // RetireKey implements core.KeyStore.
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
-	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Instance: "key " + kid},
+	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Key: kid},
 		s.q.retireKey, at.UnixNano(), name, kid)
 }
