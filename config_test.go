@@ -409,17 +409,57 @@ func TestConfigNotificationNeverUnsigned(t *testing.T) {
 	}
 }
 
-func TestConfigFuncOnlyForRouterInstances(t *testing.T) {
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
-	_, err := r.Register(context.Background(), inst("api", "10.0.0.1", 1),
-		discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { return nil }))
-	var ve *discovery.ValidationError
-	if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "config func" {
-		t.Fatalf("Register(http, WithConfigFunc) = %v; want a ValidationError on config func", err)
+// Options that only a router instance uses are refused where they would be
+// ignored, by Register and by Update, and nothing is written.
+func TestRouterOnlyOptionsRefusedElsewhere(t *testing.T) {
+	ctx := context.Background()
+	cfgFn := discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { return nil })
+	checkFn := discovery.WithCheckFunc(func(context.Context) error { return nil })
+	handler := discovery.WithHandler(http.NotFoundHandler())
+	router := func(check discovery.CheckKind) discovery.Instance {
+		return discovery.Instance{Service: "api", Host: "10.0.0.1", Port: 1, Method: discovery.MethodRouter, Check: check}
 	}
-	if infos, _ := r.Services(context.Background()); len(infos) != 0 {
-		t.Fatalf("the refused registration wrote: %+v", infos)
+	tests := []struct {
+		name  string
+		in    discovery.Instance
+		opt   discovery.RegisterOption
+		field string
+	}{
+		{"http with config func", inst("api", "10.0.0.1", 1), cfgFn, "config func"},
+		{"http with handler", inst("api", "10.0.0.1", 1), handler, "handler"},
+		{"http with check func", inst("api", "10.0.0.1", 1), checkFn, "check func"},
+		{"router checked by http with check func", router(discovery.CheckHTTP), checkFn, "check func"},
+		{"router checked by tcp with check func", router(discovery.CheckTCP), checkFn, "check func"},
+		{"router unchecked with check func", router(discovery.CheckNone), checkFn, "check func"},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+			_, err := r.Register(ctx, tt.in, tt.opt)
+			var ve *discovery.ValidationError
+			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != tt.field {
+				t.Fatalf("Register = %v; want a ValidationError on %s", err, tt.field)
+			}
+			if infos, _ := r.Services(ctx); len(infos) != 0 {
+				t.Fatalf("the refused registration wrote: %+v", infos)
+			}
+		})
+	}
+	t.Run("router with all three", func(t *testing.T) {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+		g, err := r.Register(ctx, router(discovery.CheckDefault), cfgFn, checkFn, handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An Update that would make the options ignored is refused too.
+		err = g.Update(ctx, func(in *discovery.Instance) { in.Check = discovery.CheckTCP })
+		if !errors.Is(err, discovery.ErrInvalid) {
+			t.Fatalf("Update(Check = tcp) = %v; want ErrInvalid", err)
+		}
+		if got := g.Instance().Check; got != discovery.CheckDefault {
+			t.Fatalf("the refused Update changed Check to %v", got)
+		}
+	})
 }
 
 // callbackLog records a router instance's configuration callbacks.

@@ -59,15 +59,6 @@ func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) 
 	return regOptionFunc(func(o *regOptions) { o.onConfig = fn })
 }
 
-// checkRegOptions refuses registration options that do not fit the instance.
-func checkRegOptions(in *core.Instance, ro *regOptions) error {
-	if ro.onConfig != nil && in.Method != core.MethodRouter {
-		return &ValidationError{Field: "config func", Value: in.Method.String(),
-			Reason: "only router instances take WithConfigFunc; HTTP instances get POST " + ConfigReloadPath}
-	}
-	return nil
-}
-
 // Config returns the service's configuration and its revision as this
 // registration knows them: the configuration current when it registered
 // (so an instance that was down starts with the current one), then, with

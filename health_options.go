@@ -175,7 +175,8 @@ func WithoutHealthChecks() Option {
 // its context is done (Close waits for it); a panic in it is a failure. A
 // router instance registered without one has no active check (its lease
 // and passive outcomes still count), unless its Check is CheckHTTP or
-// CheckTCP.
+// CheckTCP. Register refuses fn for an HTTP instance, and for a router
+// instance whose Check is not CheckDefault: either would ignore it.
 func WithCheckFunc(fn func(ctx context.Context) error) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.check = fn })
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // RegisterOption configures one registration.
@@ -22,4 +24,25 @@ type regOptions struct {
 	onConfig func(ctx context.Context, config json.RawMessage) error
 	// handler serves requests to a router instance in-process (balancer.go).
 	handler http.Handler
+}
+
+// checkRegOptions refuses registration options that do not fit the
+// instance: each would be ignored, and the caller would believe it applied.
+func checkRegOptions(in *core.Instance, ro *regOptions) error {
+	router := in.Method == core.MethodRouter
+	switch {
+	case ro.onConfig != nil && !router:
+		return &ValidationError{Field: "config func", Value: in.Method.String(),
+			Reason: "only router instances take WithConfigFunc; HTTP instances get POST " + ConfigReloadPath}
+	case ro.handler != nil && !router:
+		return &ValidationError{Field: "handler", Value: in.Method.String(),
+			Reason: "only router instances take WithHandler; requests to HTTP instances go over the network"}
+	case ro.check != nil && !router:
+		return &ValidationError{Field: "check func", Value: in.Method.String(),
+			Reason: "only router instances take WithCheckFunc; HTTP instances are checked with GET HealthPath"}
+	case ro.check != nil && in.Check != core.CheckDefault:
+		return &ValidationError{Field: "check func", Value: in.Check.String(),
+			Reason: "WithCheckFunc is the instance's check; leave Check at its default"}
+	}
+	return nil
 }

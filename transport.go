@@ -75,6 +75,8 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 
 // WithHandler gives a router instance's http.Handler: a Transport of the
 // same Registry serves requests picked to this instance in-process.
+// Register refuses it for an HTTP instance, whose requests go over the
+// network.
 func WithHandler(h http.Handler) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.handler = h })
 }
