@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -219,4 +220,39 @@ func subscribers(rdb redis.UniversalClient, channel string) int64 {
 		return -1
 	}
 	return n[channel]
+}
+
+// An instance registered draining is stored draining: listed everywhere,
+// never picked, until an Update brings it into selection. Register used to
+// store it as unknown, so a standby took traffic at once.
+func TestRegisterDrainingIsAStandby(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend)
+	in := inst("db_svc", "10.0.0.1", 1)
+	in.Status = discovery.StatusDraining
+	g := mustRegister(t, r, in)
+	if got := g.Instance().Status; got != discovery.StatusDraining {
+		t.Fatalf("the Registration holds %v; want draining", got)
+	}
+	other := discoverytest.NewRegistry(t, backend)
+	if got := status(other, "db_svc", "10.0.0.1:1"); got != "draining" {
+		t.Fatalf("another Registry sees %s; want draining", got)
+	}
+	if _, err := other.Pick(ctx, "db_svc"); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick of a standby = %v; want ErrNoHealthyInstances", err)
+	}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Status = discovery.StatusUnknown }); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := r.Pick(ctx, "db_svc")
+	if err != nil || sel.Instance.ID != "10.0.0.1:1" {
+		t.Fatalf("Pick after the Update = %+v, %v; want the instance", sel.Instance, err)
+	}
+	sel.Done(nil)
+	// Statuses that are this process's view are still refused.
+	in.Status = discovery.StatusHealthy
+	if _, err := r.Register(ctx, in); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("Register(Status healthy) = %v; want ErrInvalid", err)
+	}
 }

@@ -51,6 +51,11 @@ type Registration struct {
 // Options give the in-process parts of the registration (a router
 // instance's handler and health check, a configuration callback). The
 // service's configuration current at registration is in Config.
+//
+// Status may be left zero or set to StatusDraining: an instance registered
+// draining is listed but not picked (a standby), until an Update sets its
+// Status back to StatusUnknown. Other statuses are this process's view of
+// an instance, not something to store, and are refused.
 func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -82,7 +87,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		}
 	}
 	now := r.clock.Now()
-	inst.RegisteredAt, inst.ExpiresAt, inst.Status = now, now.Add(r.opts.leaseTTL), core.StatusUnknown
+	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
 	rev, err := r.store.Register(ctx, &inst)
 	r.noteStoreResult("register", err)
 	if err == nil {
