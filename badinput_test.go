@@ -320,6 +320,57 @@ func TestImpossibleFiltersAreInvalid(t *testing.T) {
 	}
 }
 
+// Options of one Pick that contradict each other were settled by the last
+// one, silently (two strategies, keys or zones), or reported as nothing healthy (two versions, two values of
+// one metadata key). They are refused; repeating one option is not.
+func TestConflictingPickOptionsAreInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	in := inst("db_svc", "10.0.0.1", 1)
+	in.Version, in.Zone, in.Metadata = "v1", "z1", map[string]string{"k": "a"}
+	mustRegister(t, r, in)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name  string
+		opts  []discovery.PickOption
+		field string
+	}{
+		{"two strategies", []discovery.PickOption{discovery.UseStrategy(discovery.StrategyRandom), discovery.UseStrategy(discovery.StrategyRoundRobin)}, "strategy"},
+		{"two keys", []discovery.PickOption{discovery.HashKey("a"), discovery.HashKey("b")}, "hash key"},
+		{"two zones", []discovery.PickOption{discovery.PreferZone("z1"), discovery.PreferZone("z2")}, "zone"},
+		{"two versions", []discovery.PickOption{discovery.WithVersion("v1"), discovery.WithVersion("v2")}, "version"},
+		{"two values of a key", []discovery.PickOption{discovery.WithMeta("k", "a"), discovery.WithMeta("k", "b")}, "metadata k"},
+	} {
+		_, err := r.Pick(ctx, "db_svc", tt.opts...)
+		var ve *discovery.ValidationError
+		if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != tt.field {
+			t.Errorf("Pick(%s) = %v; want a ValidationError on %s", tt.name, err, tt.field)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		opts []discovery.PickOption
+	}{
+		{"one option twice", []discovery.PickOption{discovery.UseStrategy(discovery.StrategyRandom), discovery.UseStrategy(discovery.StrategyRandom),
+			discovery.WithVersion("v1"), discovery.WithVersion("v1"), discovery.PreferZone("z1"), discovery.PreferZone("z1")}},
+		{"a key with consistent_hash", []discovery.PickOption{discovery.HashKey("a"), discovery.UseStrategy(discovery.StrategyConsistentHash)}},
+		{"a key with random, which ignores it", []discovery.PickOption{discovery.HashKey("a"), discovery.UseStrategy(discovery.StrategyRandom)}},
+		{"two metadata keys", []discovery.PickOption{discovery.WithMeta("k", "a"), discovery.WithMeta("j", "b"), discovery.WithMeta("k", "a")}},
+	} {
+		sel, err := r.Pick(ctx, "db_svc", tt.opts...)
+		if tt.name == "two metadata keys" {
+			if !errors.Is(err, discovery.ErrNoHealthyInstances) { // no instance has j=b
+				t.Errorf("Pick(%s) = %v; want ErrNoHealthyInstances", tt.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Pick(%s) = %v; want the instance", tt.name, err)
+			continue
+		}
+		sel.Done(nil)
+	}
+}
+
 // A rollback to a configuration revision below 1 (none exists) answered
 // ErrNotFound as if the history had lost it; a key that retires before it
 // was created was accepted.

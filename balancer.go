@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"math"
@@ -142,6 +143,12 @@ type pickReq struct {
 	opts     []PickOption
 }
 
+// set resolves a call's options. Options that contradict each other are
+// refused, not settled by whichever came last: two strategies, keys or
+// zones, two versions or two values of one metadata key (which no instance
+// can match). A hash key with a strategy that does not hash is not a
+// conflict: generic callers pass a key always, for the strategies that use
+// one (HashKey).
 func (q *pickReq) set(opts []PickOption) error {
 	q.opts = opts
 	for i := range opts {
@@ -151,11 +158,20 @@ func (q *pickReq) set(opts []PickOption) error {
 			if o.strategy > StrategyRandom {
 				return &ValidationError{Field: "strategy", Value: o.strategy.String(), Reason: "unknown"}
 			}
+			if q.strategy != 0 && q.strategy != o.strategy {
+				return conflict("strategy", q.strategy.String(), o.strategy.String())
+			}
 			q.strategy = o.strategy
 		case pickKey:
+			if q.hasKey && q.key != o.a {
+				return conflict("hash key", q.key, o.a)
+			}
 			q.key, q.hasKey = o.a, true
 		case pickZone:
-			q.zone = o.a
+			if q.zone != "" && o.a != "" && q.zone != o.a {
+				return conflict("zone", q.zone, o.a)
+			}
+			q.zone = cmp.Or(q.zone, o.a)
 		case pickTag, pickMeta, pickVersion, pickExclude:
 			// A filter that no registered instance can match (registration
 			// refuses such tags and keys) is bad input, not a service with
@@ -166,12 +182,27 @@ func (q *pickReq) set(opts []PickOption) error {
 			if o.kind == pickMeta && (o.a == "" || len(o.a) > core.MaxMetadataKeyLen) {
 				return &ValidationError{Field: "metadata key", Value: o.a, Reason: "must be 1.." + strconv.Itoa(core.MaxMetadataKeyLen) + " bytes, as registered keys are"}
 			}
+			for j := range opts[:i] {
+				p := &opts[j]
+				switch {
+				case p.kind != o.kind:
+				case o.kind == pickVersion && p.a != o.a:
+					return conflict("version", p.a, o.a)
+				case o.kind == pickMeta && p.a == o.a && p.b != o.b:
+					return conflict("metadata "+o.a, p.b, o.b)
+				}
+			}
 			q.filtered = true
 		default:
 			return &ValidationError{Field: "pick option", Reason: "zero PickOption"}
 		}
 	}
 	return nil
+}
+
+// conflict is the error of two options that cannot both hold.
+func conflict(field, first, second string) error {
+	return &ValidationError{Field: field, Value: second, Reason: "conflicts with " + strconv.Quote(first) + " given in the same call"}
 }
 
 // match reports whether an instance passes the call's filters.
