@@ -186,6 +186,74 @@ func TestLeastConnectionsPicksTheIdleInstance(t *testing.T) {
 	}
 }
 
+// The least loaded instances share the requests evenly, whether they are
+// idle (taken when a pick looks at one first) or not (ties broken in the
+// scan). Taking the first after a random start gave an idle instance that
+// follows a busy one twice the share of the others.
+func TestLeastConnectionsSpreadsOverIdleInstances(t *testing.T) {
+	// 6 instances take the one-pass scan, 70 the two-pass one.
+	for _, size := range []int{6, 70} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { leastConnectionsSpread(t, size) })
+	}
+}
+
+func leastConnectionsSpread(t *testing.T, size int) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyLeastConnections), discovery.WithoutHealthChecks())
+	weights := make([]int, size)
+	for i := range weights {
+		weights[i] = 1
+	}
+	registerN(t, r, "db_svc", weights...)
+	ctx := context.Background()
+	hold := func(busy []discovery.Selection, n int) []discovery.Selection {
+		for len(busy) < n {
+			sel, err := r.Pick(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			busy = append(busy, sel)
+		}
+		return busy
+	}
+	least := size - 2
+	n := 1000 * least
+	spread := func(what string, got map[string]int, busy []discovery.Selection) {
+		t.Helper()
+		for _, sel := range busy {
+			if got[sel.Instance.ID] != 0 {
+				t.Errorf("%s: busier %s took %d requests", what, sel.Instance.ID, got[sel.Instance.ID])
+			}
+		}
+		if len(got) != least {
+			t.Fatalf("%s: requests went to %d instances; want the %d least loaded", what, len(got), least)
+		}
+		for id, c := range got {
+			if c < 750 || c > 1250 {
+				t.Errorf("%s: %s took %d of %d requests; want about 1000", what, id, c, n)
+			}
+		}
+	}
+	busy := hold(nil, 2)
+	spread("2 busy, the rest idle", picks(t, r, "db_svc", n), busy)
+	// Every instance busy, two busier: no idle one to stop at, so the
+	// scan breaks the ties among the rest.
+	busy = hold(busy, size+2)
+	held := map[string]int{}
+	var busier []discovery.Selection
+	for _, sel := range busy {
+		if held[sel.Instance.ID]++; held[sel.Instance.ID] == 2 {
+			busier = append(busier, sel)
+		}
+	}
+	if len(held) != size || len(busier) != 2 {
+		t.Fatalf("%d held picks went to %v; want every instance, two twice", len(busy), held)
+	}
+	spread("all busy, 2 busier", picks(t, r, "db_svc", n), busier)
+	for _, sel := range busy {
+		sel.Done(nil)
+	}
+}
+
 // completion is a request in flight in the simulation below.
 type completion struct {
 	at  time.Time

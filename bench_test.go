@@ -11,6 +11,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/internal/benchsuite"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -51,7 +52,12 @@ func BenchmarkPick(b *testing.B) {
 
 func BenchmarkGetThenPick(b *testing.B) { benchsuite.GetThenPick(b) }
 
-func BenchmarkPickDone(b *testing.B) { b.Run("strategy=p2c_ewma", benchsuite.PickDone) }
+func BenchmarkPickDone(b *testing.B) {
+	b.Run("strategy=p2c_ewma", benchsuite.PickDone)
+	for _, s := range []discovery.Strategy{discovery.StrategyLeastConnections, discovery.StrategyHealthBased} {
+		b.Run("strategy="+s.String(), benchsuite.PickDoneWith(s))
+	}
+}
 
 func BenchmarkPickParallel(b *testing.B) { benchsuite.PickParallel(b) }
 

@@ -94,9 +94,17 @@ func getPick(b *testing.B, get, pick bool) {
 // (math.Exp). With every latency equal, as here before, every Done skipped
 // that and every pick compared equal costs, which made the pair a third
 // cheaper than steady use.
-func PickDone(b *testing.B) {
+func PickDone(b *testing.B) { PickDoneWith(discovery.StrategyP2CEWMA)(b) }
+
+// PickDoneWith is PickDone with the Registry's strategy set to s: steady
+// use, where in-flight counts go back down (Pick alone only raises them).
+func PickDoneWith(s discovery.Strategy) func(*testing.B) {
+	return func(b *testing.B) { pickDone(b, s) }
+}
+
+func pickDone(b *testing.B, s discovery.Strategy) {
 	ctx := context.Background()
-	r := pickRegistry(b, 10)
+	r := pickRegistry(b, 10, discovery.WithStrategy(s))
 	lat := [...]time.Duration{time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
 	b.ReportAllocs()
 	b.ResetTimer()
