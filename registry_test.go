@@ -235,9 +235,13 @@ func TestRenewalSurvivesDatabaseOutage(t *testing.T) {
 		logs.FilterMessage("discovery: lease lost; registered again").Len() != 1 {
 		t.Fatalf("logs: %v", logs.All())
 	}
-	if res, err := r.Lookup(ctx, "db_svc"); err != nil || len(res.Service.Instances) != 1 {
-		t.Fatalf("after the outage Lookup = %+v, %v", res, err)
-	}
+	// A refresh started in the outage may still be failing, and a lookup
+	// that joins it gets its error: lookups answer again once it is done
+	// (under load, 1 run in about 150 had one still in flight here).
+	waitFor(t, 2*time.Second, "a lookup after the outage", func() bool {
+		res, err := r.Lookup(ctx, "db_svc")
+		return err == nil && len(res.Service.Instances) == 1
+	})
 }
 
 func TestCloseDeregistersAndIsIdempotent(t *testing.T) {
