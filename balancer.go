@@ -304,7 +304,12 @@ func (is *instState) observe(latency time.Duration, o outcome, now int64) {
 			next = prev*w + l*(1-w)
 		}
 		if is.ewma.CompareAndSwap(old, math.Float64bits(next)) {
-			is.ewmaAt.Store(now)
+			// now is the coarse clock's (1 ms): a busy instance's Dones
+			// mostly fall in the tick of the one before, and an atomic
+			// store is an exchange on amd64, as dear as the CAS.
+			if is.ewmaAt.Load() != now {
+				is.ewmaAt.Store(now)
+			}
 			return
 		}
 	}
