@@ -778,17 +778,26 @@ func decay(age int64) float64 {
 	return math.Exp(-x)
 }
 
+// leastConnections is leastConnectionsFast for picks with filters (or in
+// panic): ties among the instances that pass are broken uniformly, by
+// reservoir sampling.
 func (s *selector) leastConnections(q *pickReq) int {
-	n := len(s.p.cands)
-	start := s.p.rng.intn(n)
-	best, bestLoad := -1, int64(math.MaxInt64)
-	for k := 0; k < n; k++ {
-		i := (start + k) % n
+	rnd := s.p.rng.uint64()
+	best, bestLoad, ties := -1, int64(math.MaxInt64), uint64(0)
+	for i := range s.p.cands {
 		if !s.ok(i, q) {
 			continue
 		}
-		if l := s.p.cands[i].is.inflight.Load(); l < bestLoad {
-			best, bestLoad = i, l
+		l := s.p.cands[i].is.inflight.Load()
+		if l < bestLoad {
+			bestLoad, ties = l, 0
+		}
+		if l == bestLoad {
+			ties++
+			rnd = rnd*lcgMul + lcgAdd
+			if (rnd>>32)*ties>>32 == 0 { // 1 in ties
+				best = i
+			}
 		}
 	}
 	return best

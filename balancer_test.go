@@ -191,13 +191,15 @@ func TestLeastConnectionsPicksTheIdleInstance(t *testing.T) {
 // scan). Taking the first after a random start gave an idle instance that
 // follows a busy one twice the share of the others.
 func TestLeastConnectionsSpreadsOverIdleInstances(t *testing.T) {
-	// 6 instances take the one-pass scan, 70 the two-pass one.
+	// 6 instances take the one-pass scan, 70 the two-pass one; a filter
+	// that keeps every instance takes the filtered path's scan.
 	for _, size := range []int{6, 70} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) { leastConnectionsSpread(t, size) })
+		t.Run(fmt.Sprint(size, "/filtered"), func(t *testing.T) { leastConnectionsSpread(t, size, discovery.Exclude("nobody")) })
 	}
 }
 
-func leastConnectionsSpread(t *testing.T, size int) {
+func leastConnectionsSpread(t *testing.T, size int, opts ...discovery.PickOption) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyLeastConnections), discovery.WithoutHealthChecks())
 	weights := make([]int, size)
 	for i := range weights {
@@ -234,7 +236,7 @@ func leastConnectionsSpread(t *testing.T, size int) {
 		}
 	}
 	busy := hold(nil, 2)
-	spread("2 busy, the rest idle", picks(t, r, "db_svc", n), busy)
+	spread("2 busy, the rest idle", picks(t, r, "db_svc", n, opts...), busy)
 	// Every instance busy, two busier: no idle one to stop at, so the
 	// scan breaks the ties among the rest.
 	busy = hold(busy, size+2)
@@ -248,7 +250,7 @@ func leastConnectionsSpread(t *testing.T, size int) {
 	if len(held) != size || len(busier) != 2 {
 		t.Fatalf("%d held picks went to %v; want every instance, two twice", len(busy), held)
 	}
-	spread("all busy, 2 busier", picks(t, r, "db_svc", n), busier)
+	spread("all busy, 2 busier", picks(t, r, "db_svc", n, opts...), busier)
 	for _, sel := range busy {
 		sel.Done(nil)
 	}
