@@ -35,8 +35,9 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
-	rng        fastRand // selection's random numbers (fastrand.go)
-	met        *metrics // nil without WithMetrics (metrics.go)
+	rng        fastRand            // selection's random numbers (fastrand.go)
+	picks      [stripes]pickCounts // picks by strategy with metrics off (countPick)
+	met        *metrics            // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -271,14 +272,19 @@ func (r *Registry) Stats() Stats {
 			s.Lookups[LayerL2] += m.l2.Load()
 			s.Lookups[LayerL3] += m.l3.Load()
 		}
-		for i := range st.picks {
-			s.Picks[i] += st.picks[i].Load()
+		for i := range s.Picks {
+			s.Picks[i] += st.pickCount(Strategy(i)) // metrics on
 		}
 		s.PanicPicks += st.panics.Load()
 		s.Ejections += st.ejections.Load()
 		s.Suspects += st.suspects.Load()
 		return true
 	})
+	for k := range r.picks { // metrics off
+		for i := range s.Picks {
+			s.Picks[i] += r.picks[k][i].Load()
+		}
+	}
 	if r.l2 != nil {
 		l2 := r.l2.Stats()
 		s.L2Hits, s.L2Misses, s.L2Errors = l2.Hits, l2.Misses+l2.DecodeErrors+l2.VersionMisses, l2.Errors
