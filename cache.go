@@ -450,6 +450,14 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		}
 	}
 	ne, err := r.loadWait(ctx, name)
+	if err != nil && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) &&
+		r.storeOKAt.Load() >= r.state(name).loadStart.Load() {
+		// The load failed, yet the database answered a call after that
+		// load began: this lookup joined a load that began in an outage
+		// which has ended (one still finishing when the database came
+		// back). Once more, rather than answer with its error.
+		ne, err = r.loadWait(ctx, name)
+	}
 	if err == nil && ne.raw != nil && now >= ne.minExpiry {
 		// A load this lookup joined was read before a lease in it ended
 		// (it started earlier): load again rather than answer with it.
@@ -539,6 +547,7 @@ func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
 // it found are announced meanwhile. force skips L1 and L2.
 func (r *Registry) load(name string, force bool) (*entry, error) {
 	st := r.state(name)
+	st.loadStart.Store(r.clock.Now().UnixNano())
 	for attempt := 0; ; attempt++ {
 		want := st.wantRev.Load()
 		if !force {

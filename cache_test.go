@@ -636,3 +636,62 @@ func TestDatabaseBlackholedCallsEndWithinTheirTimeouts(t *testing.T) {
 		t.Fatalf("Get of the cached service = %v, %v; want it answered", svc, err)
 	}
 }
+
+// failGate fails one Load, once released, as a database that went away
+// would: the load began in an outage that may have ended by its return.
+type failGate struct {
+	discovery.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *failGate) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// A lookup whose load began before the database last answered, and failed,
+// loads again instead of answering with that failure: the outage it met is
+// over. It answered with the error (a lookup right after an outage joined
+// a refresh begun in it; 1 run in 150 of TestRenewalSurvivesDatabaseOutage
+// under load).
+func TestLoadFailedBeforeTheDatabaseAnsweredIsRetried(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	gate.armed.Store(true)
+	type result struct {
+		svc *discovery.Service
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		svc, err := r.Get(ctx, "cold_svc")
+		done <- result{svc, err}
+	}()
+	<-gate.entered
+	mustRegister(t, r, inst("cold_svc", "10.0.0.2", 2)) // the database answers after the load began
+	close(gate.release)
+	res := <-done
+	if res.err != nil || len(res.svc.Instances) != 1 {
+		t.Fatalf("Get = %+v, %v; want the instance, loaded again", res.svc, res.err)
+	}
+	// A load that fails with nothing answered since it began is an outage:
+	// its error stands, and it is not retried.
+	gate.entered, gate.release = make(chan struct{}), make(chan struct{})
+	gate.armed.Store(true)
+	close(gate.release)
+	clock.Advance(time.Second)
+	_, err := r.Get(ctx, "other_svc")
+	if !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get in an outage = %v; want ErrUnavailable", err)
+	}
+}
