@@ -665,7 +665,7 @@ func TestLoadFailedBeforeTheDatabaseAnsweredIsRetried(t *testing.T) {
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
 	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 	gate.armed.Store(true)
 	type result struct {
