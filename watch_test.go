@@ -372,6 +372,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 			// The slow one now reads what it has, until it is quiet.
 			slowState := map[string]int{}
 			slowN := 0
+			var slowEvs []string
 			seen := map[string]bool{}
 			for done := false; !done; {
 				select {
@@ -383,6 +384,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 					seen[key] = true
 					apply(slowState, ev)
 					slowN++
+					slowEvs = append(slowEvs, fmt.Sprintf("%s@%d", describe(ev), ev.Revision))
 				case <-time.After(300 * time.Millisecond):
 					done = true
 				}
@@ -395,7 +397,7 @@ func TestWatchSlowConsumer(t *testing.T) {
 			// the one it held all along, plus that one's removal if it was
 			// removed.
 			if slowN > n/2+2 {
-				t.Fatalf("the slow watcher got %d events; want at most one per live instance, plus the one it held and its removal", slowN)
+				t.Fatalf("the slow watcher got %d events; want at most one per live instance, plus the one it held and its removal: %v", slowN, slowEvs)
 			}
 		})
 	}
