@@ -891,10 +891,6 @@ func (r *Registry) countPick(st *svcState, s Strategy) uint64 {
 	return r.picks[k][s].Add(1) + uint64(k)<<60
 }
 
-// pickCount is the number of picks of st's service made with strategy s
-// that were counted for it (metrics on).
-func (ps *pickerState) pickCount(s Strategy) uint64 { return ps.picks[s].Load() }
-
 // maxStackWeights bounds the instances whose dynamic weights health_based
 // computes into a stack buffer.
 const maxStackWeights = 128

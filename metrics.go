@@ -145,7 +145,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.lookups, sm.l2.Load(), st.name, LayerL2.String())
 		counter(m.lookups, sm.l3.Load(), st.name, LayerL3.String())
 		for s := StrategyP2CEWMA; s <= StrategyRandom; s++ {
-			if n := st.pickCount(s); n > 0 {
+			if n := st.picks[s].Load(); n > 0 {
 				counter(m.picks, n, st.name, s.String())
 			}
 		}

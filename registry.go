@@ -273,7 +273,7 @@ func (r *Registry) Stats() Stats {
 			s.Lookups[LayerL3] += m.l3.Load()
 		}
 		for i := range s.Picks {
-			s.Picks[i] += st.pickCount(Strategy(i)) // metrics on
+			s.Picks[i] += st.picks[i].Load() // metrics on
 		}
 		s.PanicPicks += st.panics.Load()
 		s.Ejections += st.ejections.Load()
