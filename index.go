@@ -113,7 +113,12 @@ func (x *index) shard(h uint64) *indexShard { return &x.shards[h>>(64-indexShard
 
 func (x *index) load(name string) *entry {
 	h := x.nameHash(name)
-	t := x.shard(h).t.Load()
+	return x.shard(h).t.Load().find(h, name)
+}
+
+// find returns the entry of name (hash h), or nil. The probe ends at an
+// empty slot: a table is never full.
+func (t *indexTable) find(h uint64, name string) *entry {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.e == nil {
@@ -133,13 +138,7 @@ func (x *index) update(name string, fn func(cur *entry) (next *entry, change boo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.t.Load()
-	var cur *entry
-	for i := h & old.mask; old.slots[i].e != nil; i = (i + 1) & old.mask {
-		if sl := old.slots[i]; sl.h == h && sl.e.name == name {
-			cur = sl.e
-			break
-		}
-	}
+	cur := old.find(h, name)
 	next, change := fn(cur)
 	if !change || next == nil && cur == nil {
 		return
