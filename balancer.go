@@ -720,7 +720,18 @@ func (p *picker) p2cDirect(rnd uint64, now int64) int {
 	if n != len(p.cands) { // else elig is 0, 1, ..., n-1
 		ia, ib = int(p.elig[ia]), int(p.elig[ib])
 	}
-	if cost(&p.cands[ib], now) < cost(&p.cands[ia], now) {
+	a, b := &p.cands[ia], &p.cands[ib]
+	if a.is.ewma.Load()|b.is.ewma.Load() == 0 {
+		// Neither has an average yet (no Done has reported one): cost is 0
+		// for an idle instance and unknownPenalty for a busy one, so b wins
+		// only if it is idle and a is not. Decided here, without cost's
+		// calls, as every pick decides it for a caller that never calls Done.
+		if b.is.inflight.Load() == 0 && a.is.inflight.Load() != 0 {
+			return ib
+		}
+		return ia
+	}
+	if cost(b, now) < cost(a, now) {
 		return ib
 	}
 	return ia
@@ -730,9 +741,9 @@ func (p *picker) p2cDirect(rnd uint64, now int64) int {
 func p2cPair(r uint64, n int) (a, b int) {
 	a = boundedInt(uint32(r>>32), n)
 	b = boundedInt(uint32(r), n-1)
-	if b >= a {
-		b++
-	}
+	// b++ if b >= a, without a branch: it goes one way or the other at
+	// random, and mispredicted every other pick.
+	b += int(uint64(a-b-1) >> 63)
 	return a, b
 }
 

@@ -625,6 +625,31 @@ func TestP2CEWMARecovers(t *testing.T) {
 	}
 }
 
+// Before any Done has reported a latency, p2c_ewma prefers an idle
+// instance to a busy one: of two instances, two picks with no Done between
+// them always go to both. Each of 100 services is a fresh trial; taking
+// the first of the pair would land both picks on one instance about half
+// the time.
+func TestP2CEWMAWithoutLatencyPrefersTheIdleInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithLeaseTTL(time.Hour), discovery.WithoutHealthChecks())
+	for s := range 100 {
+		svc := fmt.Sprint("svc", s)
+		registerN(t, r, svc, 1, 1)
+		first, err := r.Pick(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := r.Pick(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Instance.ID == second.Instance.ID {
+			t.Fatalf("%s: both picks went to %s while the other instance was idle", svc, first.Instance.ID)
+		}
+	}
+}
+
 // health_based (the seed's rule) weighs each instance by health score x
 // weight / response time, and by load: score 1 at 10 ms, 1 at 20 ms and
 // 0.8 at 10 ms share picks 0.1 : 0.05 : 0.08; an instance with requests in
