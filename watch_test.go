@@ -369,6 +369,19 @@ func TestWatchSlowConsumer(t *testing.T) {
 					t.Fatalf("the reading watcher is stuck at %v", fastState)
 				}
 			}
+			// The hub hands each change to one watcher after the other, so
+			// the last ones may not have reached the slow watcher yet: read
+			// now, it would take an addition still pending and then its
+			// removal, two events where it should get none (16 and 18 of
+			// at most 12, twice, under a CPU hog). A new Watch joins the hub
+			// under the lock that hub holds while handing a change out, so
+			// once it returns every change the fast one saw was handed to
+			// the slow one too.
+			barrier, stop := context.WithCancel(ctx)
+			if _, err := b.Watch(barrier, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			stop()
 			// The slow one now reads what it has, until it is quiet.
 			slowState := map[string]int{}
 			slowN := 0
