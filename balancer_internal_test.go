@@ -3,6 +3,7 @@ package discovery
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -24,5 +25,28 @@ func TestDecayMatchesExp(t *testing.T) {
 	}
 	if a, b := decay(edge-1), decay(edge); b > a {
 		t.Fatalf("decay rises where math.Exp takes over: %.17g then %.17g", a, b)
+	}
+}
+
+// Keys spread evenly over every slot of a Maglev table, its last ones
+// included: 100,000 keys over the smallest and the largest table size.
+func TestMaglevKeysSpreadOverTheWholeTable(t *testing.T) {
+	for _, m := range []int{maglevSizes[0], maglevSizes[1]} {
+		const keys = 100_000
+		counts := make([]int, m)
+		for k := range keys {
+			s := maglevSlot("user-"+strconv.Itoa(k), m)
+			if s < 0 || s >= m {
+				t.Fatalf("maglevSlot(_, %d) = %d", m, s)
+			}
+			counts[s]++
+		}
+		mean := float64(keys) / float64(m)
+		for s, c := range counts {
+			// 6 standard deviations (sqrt(mean)) either side.
+			if math.Abs(float64(c)-mean) > 6*math.Sqrt(mean) {
+				t.Fatalf("table of %d: slot %d got %d keys; want about %.0f", m, s, c, mean)
+			}
+		}
 	}
 }

@@ -1,6 +1,10 @@
 package discovery
 
-import "github.com/cespare/xxhash/v2"
+import (
+	"math/bits"
+
+	"github.com/cespare/xxhash/v2"
+)
 
 // maglevTable is Maglev consistent hashing (Eisenbud et al., NSDI 2016)
 // over a picker's eligible instances: each key hashes to a slot, each slot
@@ -59,5 +63,13 @@ func (p *picker) maglevPick(key string) int {
 			t = p.maglev.Load()
 		}
 	}
-	return int(t.slots[xxhash.Sum64String(key)%uint64(len(t.slots))])
+	return int(t.slots[maglevSlot(key, len(t.slots))])
+}
+
+// maglevSlot maps a key to one of m slots by multiply-shift (the high word
+// of hash x m), not by the paper's modulo: a 64-bit division was a tenth of
+// a consistent_hash Pick, and over a 64-bit hash the two are as uniform.
+func maglevSlot(key string, m int) int {
+	hi, _ := bits.Mul64(xxhash.Sum64String(key), uint64(m))
+	return int(hi)
 }
