@@ -457,17 +457,23 @@ func (r *Registry) serviceStrategy(name string, view *core.Service) Strategy {
 //
 // On a warm cache Pick and Done allocate nothing.
 func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption) (Selection, error) {
-	// The usual pick (no options, a fresh entry, a current picker with no
-	// filter or panic to apply) takes this path, as short as a Get's.
-	if len(opts) == 0 {
+	// The usual pick (no options, or only a hash key for a service that
+	// hashes; a fresh entry, a current picker with no filter or panic to
+	// apply) takes this path, as short as a Get's.
+	key, keyed := "", len(opts) == 1 && opts[0].kind == pickKey
+	if keyed {
+		key = opts[0].a
+	}
+	if len(opts) == 0 || keyed {
 		if e := r.l1.get(service); e != nil && e.st != nil {
 			now := r.now.nanos()
 			st := e.st
-			if p := st.picker.Load(); p != nil && p.direct && now < e.freshUntil.Load() && p.current(e, now) {
+			if p := st.picker.Load(); p != nil && p.direct && now < e.freshUntil.Load() && p.current(e, now) &&
+				(!keyed || p.strategy == StrategyConsistentHash) {
 				// The Selection is built here, not in a callee: a struct
 				// returned through a call is stored a field at a time and
 				// copied on with wide loads, which stall (store forwarding).
-				c := r.pickDirect(st, p, p.strategy, "", now)
+				c := r.pickDirect(st, p, p.strategy, key, now)
 				return Selection{Instance: c.in, Strategy: p.strategy, r: r, st: st, is: c.is, start: now}, nil
 			}
 		}

@@ -340,6 +340,13 @@ func TestConsistentHashStability(t *testing.T) {
 	if again, other := where(a), where(b); fmt.Sprint(again) != fmt.Sprint(before) || fmt.Sprint(other) != fmt.Sprint(before) {
 		t.Fatal("a key moved while the set was unchanged (or another Registry maps it elsewhere)")
 	}
+	// A Registry whose strategy is consistent_hash takes Pick's short path
+	// for a key alone (a and b, whose strategy a key overrides, take the
+	// long one): the same instance for every key.
+	c := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithStrategy(discovery.StrategyConsistentHash))
+	if got := where(c); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatal("a Registry configured for consistent_hash maps keys elsewhere than one whose key chose it")
+	}
 	if err := a.Deregister(context.Background(), "db_svc", "i3"); err != nil {
 		t.Fatal(err)
 	}
