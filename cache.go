@@ -449,13 +449,20 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 			return e, LayerL1, true, nil
 		}
 	}
+	var begun uint64 // loads of the service begun before this lookup's
+	if st := r.stateIfAny(name); st != nil {
+		begun = st.loads.Load()
+	}
 	ne, err := r.loadWait(ctx, name)
 	if err != nil && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) &&
-		r.storeOKAt.Load() >= r.state(name).loadStart.Load() {
+		(r.storeOKAt.Load() >= r.state(name).loadStart.Load() || r.state(name).loads.Load() == begun) {
 		// The load failed, yet the database answered a call after that
-		// load began: this lookup joined a load that began in an outage
-		// which has ended (one still finishing when the database came
-		// back). Once more, rather than answer with its error.
+		// load began (an outage that has ended: a load still finishing
+		// when the database came back), or this lookup joined a load
+		// already under way when it began (a refresh begun in an outage,
+		// whose failure it did not wait for). Once more, rather than
+		// answer with a failure met before it asked; the retries of the
+		// lookups that joined share one load.
 		ne, err = r.loadWait(ctx, name)
 	}
 	if err == nil && ne.raw != nil && now >= ne.minExpiry {
@@ -548,6 +555,7 @@ func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
 func (r *Registry) load(name string, force bool) (*entry, error) {
 	st := r.state(name)
 	st.loadStart.Store(r.clock.Now().UnixNano())
+	st.loads.Add(1)
 	for attempt := 0; ; attempt++ {
 		want := st.wantRev.Load()
 		if !force {

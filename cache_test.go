@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -653,6 +654,63 @@ func (s *failGate) Load(ctx context.Context, name string) (*discovery.Service, e
 		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
 	}
 	return s.Store.Load(ctx, name)
+}
+
+// A lookup that joined a load already under way when it began, and that
+// load failed, loads once more by itself: it does not answer with a failure
+// met before it asked. It did (TestNoInstanceExpiresBecauseOfADatabaseOutage
+// failed once in CI: a Get right after the outage joined a refresh begun in
+// it, before the database had answered anything).
+func TestLoadJoinedAndFailedIsRetried(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	cold := discovery.Instance{ID: "c1", Service: "cold_svc", Host: "10.0.0.2", Port: 2, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := backend.Register(ctx, &cold); err != nil { // behind r's back: r's database has not answered since
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	gate.armed.Store(true)
+	type result struct {
+		svc *discovery.Service
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		svc, err := r.Get(ctx, "cold_svc")
+		first <- result{svc, err}
+	}()
+	<-gate.entered
+	second := make(chan result, 1)
+	go func() {
+		svc, err := r.Get(ctx, "cold_svc")
+		second <- result{svc, err}
+	}()
+	waitFor(t, 5*time.Second, "the second Get to join the load", joinedLoad)
+	close(gate.release)
+	if res := <-second; res.err != nil || len(res.svc.Instances) != 1 {
+		t.Fatalf("the Get that joined it = %+v, %v; want the instance, loaded again", res.svc, res.err)
+	}
+	// The load's own caller met the outage: its failure stands, unless the
+	// second's load answered before it looked (then the database answered
+	// after its load began, and it loads again too).
+	if res := <-first; !errors.Is(res.err, discovery.ErrUnavailable) && (res.err != nil || len(res.svc.Instances) != 1) {
+		t.Fatalf("the Get whose load failed = %+v, %v; want ErrUnavailable or the instance", res.svc, res.err)
+	}
+}
+
+// joinedLoad reports whether a goroutine waits in a singleflight call that
+// another runs: a lookup that joined a load.
+func joinedLoad() bool {
+	buf := make([]byte, 1<<20)
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "singleflight.(*Group).Do(") && strings.Contains(g, "sync.(*WaitGroup).Wait(") {
+			return true
+		}
+	}
+	return false
 }
 
 // A lookup whose load began before the database last answered, and failed,

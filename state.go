@@ -21,6 +21,9 @@ type svcState struct {
 	// Registry's clock): a lookup that joined a load which failed loads
 	// again if the database answered after it began (lookupEntry).
 	loadStart atomic.Int64
+	// loads counts the loads of the service begun: a lookup that finds it
+	// unchanged after a failed load joined one already under way.
+	loads atomic.Uint64
 
 	mu    sync.Mutex                            // serialises writers of insts
 	insts atomic.Pointer[map[string]*instState] // by instance ID, copy-on-write
