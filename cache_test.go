@@ -640,6 +640,16 @@ func TestDatabaseBlackholedCallsEndWithinTheirTimeouts(t *testing.T) {
 
 // failGate fails one Load, once released, as a database that went away
 // would: the load began in an outage that may have ended by its return.
+// gatedRegistry returns a Registry on a fake clock whose database goes
+// through a failGate.
+func gatedRegistry(t *testing.T) (*discovery.Registry, *discoverytest.Backend, *discoverytest.Clock, *failGate) {
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	return r, backend, clock, gate
+}
+
 type failGate struct {
 	discovery.Store
 	armed   atomic.Bool
@@ -663,31 +673,16 @@ func (s *failGate) Load(ctx context.Context, name string) (*discovery.Service, e
 // it, before the database had answered anything).
 func TestLoadJoinedAndFailedIsRetried(t *testing.T) {
 	ctx := context.Background()
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	r, backend, clock, gate := gatedRegistry(t)
 	cold := discovery.Instance{ID: "c1", Service: "cold_svc", Host: "10.0.0.2", Port: 2, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if _, err := backend.Register(ctx, &cold); err != nil { // behind r's back: r's database has not answered since
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)
 	gate.armed.Store(true)
-	type result struct {
-		svc *discovery.Service
-		err error
-	}
-	first := make(chan result, 1)
-	go func() {
-		svc, err := r.Get(ctx, "cold_svc")
-		first <- result{svc, err}
-	}()
+	first := getAsync(ctx, r, "cold_svc")
 	<-gate.entered
-	second := make(chan result, 1)
-	go func() {
-		svc, err := r.Get(ctx, "cold_svc")
-		second <- result{svc, err}
-	}()
+	second := getAsync(ctx, r, "cold_svc")
 	waitFor(t, 5*time.Second, "the second Get to join the load", joinedLoad)
 	close(gate.release)
 	if res := <-second; res.err != nil || len(res.svc.Instances) != 1 {
@@ -699,6 +694,21 @@ func TestLoadJoinedAndFailedIsRetried(t *testing.T) {
 	if res := <-first; !errors.Is(res.err, discovery.ErrUnavailable) && (res.err != nil || len(res.svc.Instances) != 1) {
 		t.Fatalf("the Get whose load failed = %+v, %v; want ErrUnavailable or the instance", res.svc, res.err)
 	}
+}
+
+type getResult struct {
+	svc *discovery.Service
+	err error
+}
+
+// getAsync runs Get in a goroutine of its own; the result comes on the channel.
+func getAsync(ctx context.Context, r *discovery.Registry, service string) <-chan getResult {
+	ch := make(chan getResult, 1)
+	go func() {
+		svc, err := r.Get(ctx, service)
+		ch <- getResult{svc, err}
+	}()
+	return ch
 }
 
 // joinedLoad reports whether a goroutine waits in a singleflight call that
@@ -720,21 +730,10 @@ func joinedLoad() bool {
 // under load).
 func TestLoadFailedBeforeTheDatabaseAnsweredIsRetried(t *testing.T) {
 	ctx := context.Background()
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	gate := &failGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	r, _, clock, gate := gatedRegistry(t)
 	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 	gate.armed.Store(true)
-	type result struct {
-		svc *discovery.Service
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		svc, err := r.Get(ctx, "cold_svc")
-		done <- result{svc, err}
-	}()
+	done := getAsync(ctx, r, "cold_svc")
 	<-gate.entered
 	mustRegister(t, r, inst("cold_svc", "10.0.0.2", 2)) // the database answers after the load began
 	close(gate.release)
