@@ -159,7 +159,7 @@ func TestWriterWithoutRedisBoundedByLeaseTTL(t *testing.T) {
 			if got := ids(b.Get(ctx, "db_svc")); got != "long" {
 				t.Fatalf("Get = %s", got)
 			}
-			waitFor(t, time.Second, "b's write-back", func() bool { return b.Stats().L2Writes == 1 })
+			waitFor(t, 5*time.Second, "b's write-back", func() bool { return b.Stats().L2Writes == 1 })
 			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
 			for clock.Now().Before(t0.Add(discovery.DefaultLeaseTTL)) {
 				clock.BlockUntil(2) // a's keepalive and b's reaper
@@ -394,7 +394,7 @@ func TestUndecodableL2IsAMiss(t *testing.T) {
 					t.Fatalf("garbage %d: stats %+v; want one decode error and an L3 answer", i, st)
 				}
 				// b writes the good snapshot back in the background; let it land first.
-				waitFor(t, time.Second, "the write-back", func() bool { return b.Stats().L2Writes == 1 })
+				waitFor(t, 5*time.Second, "the write-back", func() bool { return b.Stats().L2Writes == 1 })
 			}
 		})
 	}
@@ -406,7 +406,10 @@ func TestInvalidateReachesEveryRegistry(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			ctx := context.Background()
 			w := newWorld(t, k)
-			a, b := w.registry(t), w.registry(t)
+			// b's entry stays fresh for an hour (its lease, 15 s, still
+			// bounds it), so only the invalidation makes it reload within the
+			// wait: one second was too short under -race on a loaded host.
+			a, b := w.registry(t), w.registry(t, discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour))
 			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 			if _, err := b.Get(ctx, "db_svc"); err != nil {
 				t.Fatal(err)
@@ -415,7 +418,7 @@ func TestInvalidateReachesEveryRegistry(t *testing.T) {
 			if err := a.Invalidate(ctx, "db_svc"); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, time.Second, "b reloading from the database", func() bool { return b.Stats().StoreReads > before })
+			waitFor(t, 5*time.Second, "b reloading from the database", func() bool { return b.Stats().StoreReads > before })
 			if n, err := w.rdb.Exists(ctx, l2Key(w.ns, "db_svc")).Result(); err != nil || n != 0 && b.Stats().StoreReads == before {
 				t.Fatalf("L2 key after Invalidate: %d, %v", n, err)
 			}
