@@ -710,7 +710,7 @@ func (s *selector) p2c(q *pickReq) int {
 	}
 	a, b := p2cPair(s.p.rng.uint64(), n)
 	ia, ib := s.nth(a, q), s.nth(b, q)
-	if cost(&s.p.cands[ib], s.now) < cost(&s.p.cands[ia], s.now) {
+	if cheaper(&s.p.cands[ib], &s.p.cands[ia], s.now) {
 		return ib
 	}
 	return ia
@@ -726,21 +726,22 @@ func (p *picker) p2cDirect(rnd uint64, now int64) int {
 	if n != len(p.cands) { // else elig is 0, 1, ..., n-1
 		ia, ib = int(p.elig[ia]), int(p.elig[ib])
 	}
-	a, b := &p.cands[ia], &p.cands[ib]
-	if a.is.ewma.Load()|b.is.ewma.Load() == 0 {
-		// Neither has an average yet (no Done has reported one): cost is 0
-		// for an idle instance and unknownPenalty for a busy one, so b wins
-		// only if it is idle and a is not. Decided here, without cost's
-		// calls, as every pick decides it for a caller that never calls Done.
-		if b.is.inflight.Load() == 0 && a.is.inflight.Load() != 0 {
-			return ib
-		}
-		return ia
-	}
-	if cost(b, now) < cost(a, now) {
+	if cheaper(&p.cands[ib], &p.cands[ia], now) {
 		return ib
 	}
 	return ia
+}
+
+// cheaper reports whether b costs less than a. When neither has an average
+// yet (no Done has reported one), cost is 0 for an idle instance and
+// unknownPenalty for a busy one, so b is cheaper only if it is idle and a
+// is not: decided without cost's two calls, as every pick of a caller that
+// never calls Done decides it.
+func cheaper(b, a *candidate, now int64) bool {
+	if a.is.ewma.Load()|b.is.ewma.Load() == 0 {
+		return b.is.inflight.Load() == 0 && a.is.inflight.Load() != 0
+	}
+	return cost(b, now) < cost(a, now)
 }
 
 // p2cPair turns 64 random bits into two different indices in [0, n), n > 1.
