@@ -900,7 +900,8 @@ type pickCounts [StrategyRandom + 1]atomic.Uint64
 // count at all). Stats adds them up. With metrics on, each service's
 // counts are its metric's, as before. A strategy's counts in two stripes
 // are 64 bytes apart, so never on one cache line; each stripe numbers its
-// picks from its own quarter of 2^64, so that stripes never draw alike.
+// picks from its own sixteenth of 2^64 (k<<60), so that stripes never draw
+// alike.
 func (r *Registry) countPick(st *svcState, s Strategy) uint64 {
 	if r.met != nil {
 		return st.picks[s].Add(1)

@@ -454,8 +454,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		begun = st.loads.Load()
 	}
 	ne, err := r.loadWait(ctx, name)
-	if err != nil && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) &&
-		(r.storeOKAt.Load() >= r.state(name).loadStart.Load() || r.state(name).loads.Load() == begun) {
+	if err != nil && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) {
 		// The load failed, yet the database answered a call after that
 		// load began (an outage that has ended: a load still finishing
 		// when the database came back), or this lookup joined a load
@@ -463,7 +462,9 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// whose failure it did not wait for). Once more, rather than
 		// answer with a failure met before it asked; the retries of the
 		// lookups that joined share one load.
-		ne, err = r.loadWait(ctx, name)
+		if st := r.state(name); r.storeOKAt.Load() >= st.loadStart.Load() || st.loads.Load() == begun {
+			ne, err = r.loadWait(ctx, name)
+		}
 	}
 	if err == nil && ne.raw != nil && now >= ne.minExpiry {
 		// A load this lookup joined was read before a lease in it ended
