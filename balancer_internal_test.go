@@ -29,7 +29,7 @@ func TestDecayMatchesExp(t *testing.T) {
 }
 
 // Keys spread evenly over every slot of a Maglev table, its last ones
-// included: 100,000 keys over the smallest and the largest table size.
+// included: 100,000 keys over each of the two smallest table sizes.
 func TestMaglevKeysSpreadOverTheWholeTable(t *testing.T) {
 	for _, m := range []int{maglevSizes[0], maglevSizes[1]} {
 		const keys = 100_000
