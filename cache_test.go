@@ -641,8 +641,6 @@ func TestDatabaseBlackholedCallsEndWithinTheirTimeouts(t *testing.T) {
 	}
 }
 
-// failGate fails one Load, once released, as a database that went away
-// would: the load began in an outage that may have ended by its return.
 // gatedRegistry returns a Registry on a fake clock whose database goes
 // through a failGate.
 func gatedRegistry(t *testing.T) (*discovery.Registry, *discoverytest.Backend, *discoverytest.Clock, *failGate) {
@@ -653,6 +651,8 @@ func gatedRegistry(t *testing.T) (*discovery.Registry, *discoverytest.Backend, *
 	return r, backend, clock, gate
 }
 
+// failGate fails one Load, once released, as a database that went away
+// would: the load began in an outage that may have ended by its return.
 type failGate struct {
 	discovery.Store
 	armed   atomic.Bool
