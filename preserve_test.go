@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +297,74 @@ func TestFlappingDatabaseIsOneOutage(t *testing.T) {
 	}
 	if discovery.HeldByOutage(r, t0.Add(-time.Minute), clock.Now()) {
 		t.Fatal("a lease that ended before the outage is held")
+	}
+}
+
+// pausingClock pauses the first read of the time made inside noteStoreErr
+// (once armed) until resumed: a failed call recording its outage while
+// another call answers.
+type pausingClock struct {
+	*discoverytest.Clock
+	armed  atomic.Bool
+	paused chan struct{}
+	resume chan struct{}
+}
+
+func (c *pausingClock) Now() time.Time {
+	if c.armed.Load() {
+		pc := make([]uintptr, 16)
+		frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+		for more := true; more; {
+			var f runtime.Frame
+			f, more = frames.Next()
+			if strings.HasSuffix(f.Function, ".noteStoreErr") && c.armed.CompareAndSwap(true, false) {
+				close(c.paused)
+				<-c.resume
+				break
+			}
+		}
+	}
+	return c.Clock.Now()
+}
+
+// A database call that answers while a failed one is recording the outage
+// does not leave an outage that never ends: once the database has answered
+// again, a lease that ends later is not held, and the reaper deletes as
+// usual.
+func TestRacingStoreOutcomesLeaveNoEndlessOutage(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := &pausingClock{Clock: discoverytest.NewClock(t0), paused: make(chan struct{}), resume: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithReaper(0, discovery.DefaultReapAfter))
+	discovery.NoteStore(r, nil)
+
+	unavailable := &discovery.BackendError{Backend: "database", Op: "load", Err: discovery.ErrUnavailable}
+	clock.armed.Store(true)
+	failed := make(chan struct{})
+	go func() { discovery.NoteStore(r, unavailable); close(failed) }() // a call that failed...
+	<-clock.paused
+	discovery.NoteStore(r, nil) // ...while another answered
+	close(clock.resume)
+	<-failed
+	discovery.NoteStore(r, nil) // and the next one answers too
+
+	clock.Advance(10 * time.Minute)
+	now := clock.Now()
+	dead := discovery.Instance{ID: "d1", Service: "db_svc", Host: "10.0.0.9", Port: 9, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(6 * time.Minute)}
+	live := discovery.Instance{ID: "l1", Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: now, ExpiresAt: now.Add(time.Hour)}
+	for _, in := range []discovery.Instance{dead, live} {
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if discovery.HeldByOutage(r, dead.ExpiresAt, now) {
+		t.Error("a lease that ended 6 min after the database answered again is held by the outage")
+	}
+	if got := ids(r.Get(ctx, "db_svc")); got != "l1" {
+		t.Errorf("Get = %s; want only the live instance", got)
+	}
+	if cut, want := discovery.ReapBefore(r, now), now.Add(-discovery.DefaultReapAfter); !cut.Equal(want) {
+		t.Errorf("reaper cutoff %v; want %v (no outage in the last reapAfter)", cut, want)
 	}
 }

@@ -51,9 +51,10 @@ type Registry struct {
 	regMu sync.Mutex
 	regs  map[*Registration]struct{}
 
-	storeDown   atomic.Bool
+	storeDown   atomic.Bool            // written under outMu
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
-	outage      atomic.Pointer[outage] // the last database outage this process saw
+	outage      atomic.Pointer[outage] // the last database outage this process saw; written under outMu
+	outMu       sync.Mutex             // serialises the database's going down and coming back
 	unsubscribe func()
 	hm          *monitor // health monitor (health_monitor.go)
 
@@ -304,34 +305,52 @@ func (r *Registry) noteStoreResult(op string, err error) {
 }
 
 func (r *Registry) noteStoreErr(op string, err error) {
-	if errors.Is(err, ErrUnavailable) && r.storeDown.CompareAndSwap(false, true) {
-		now := r.clock.Now().UnixNano()
-		// Leases could not be renewed from the last call that answered on,
-		// or for at most one lease TTL before this one failed.
-		from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
-		// An outage within the grace of the last one (a flapping database,
-		// or a call that failed before it returned and ended after) is the
-		// same outage: leases that ended in the first are still held.
-		if o := r.outage.Load(); o != nil && now < o.to+int64(r.opts.suspectGrace) {
-			from = min(from, o.from)
-		}
-		r.outage.Store(&outage{from: from})
-		r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
+	if !errors.Is(err, ErrUnavailable) || r.storeDown.Load() {
+		return
 	}
+	// Under outMu: a call that answered while this one recorded its outage
+	// ended it before it began (the flag read, the outage stored), and left
+	// an outage with no end that held every lease ended since.
+	r.outMu.Lock()
+	if r.storeDown.Load() {
+		r.outMu.Unlock()
+		return
+	}
+	now := r.clock.Now().UnixNano()
+	// Leases could not be renewed from the last call that answered on,
+	// or for at most one lease TTL before this one failed.
+	from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
+	// An outage within the grace of the last one (a flapping database,
+	// or a call that failed before it returned and ended after) is the
+	// same outage: leases that ended in the first are still held.
+	if o := r.outage.Load(); o != nil && now < o.to+int64(r.opts.suspectGrace) {
+		from = min(from, o.from)
+	}
+	r.outage.Store(&outage{from: from})
+	r.storeDown.Store(true)
+	r.outMu.Unlock()
+	r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
 }
 
 func (r *Registry) noteStoreOK() {
 	now := r.clock.Now().UnixNano()
 	r.storeOKAt.Store(now)
-	if r.storeDown.CompareAndSwap(true, false) {
-		o := r.outage.Load()
-		from := now
-		if o != nil {
-			from = o.from
-		}
-		r.outage.Store(&outage{from: from, to: now})
-		r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
+	if !r.storeDown.Load() {
+		return
 	}
+	r.outMu.Lock()
+	if !r.storeDown.Load() {
+		r.outMu.Unlock()
+		return
+	}
+	from := now
+	if o := r.outage.Load(); o != nil {
+		from = o.from
+	}
+	r.outage.Store(&outage{from: from, to: now})
+	r.storeDown.Store(false)
+	r.outMu.Unlock()
+	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
 }
 
 // reapLoop deletes rows whose lease ended long ago and announces the
