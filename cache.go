@@ -381,6 +381,9 @@ func (r *Registry) countHit(e *entry, now int64) error {
 		e.touchedAt.Store(now)
 		r.l1.touch(e)
 	}
+	if e.notFound != nil {
+		r.ctr.notFound.Add(1) // as answer counts it on the slow path
+	}
 	return e.notFound
 }
 

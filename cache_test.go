@@ -755,3 +755,28 @@ func TestLoadFailedBeforeTheDatabaseAnsweredIsRetried(t *testing.T) {
 		t.Fatalf("Get in an outage = %v; want ErrUnavailable", err)
 	}
 }
+
+// A "not found" answered from L1 counts in Stats().NotFound as one answered
+// by a load does: every lookup of a service with no live instance.
+func TestNotFoundCountsEveryLookup(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(discoverytest.NewClock(t0)),
+		discovery.WithoutHealthChecks())
+	for i := 0; i < 3; i++ {
+		if _, err := r.Get(ctx, "nope"); !errors.Is(err, discovery.ErrNotFound) {
+			t.Fatalf("Get %d = %v; want ErrNotFound", i, err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := r.Lookup(ctx, "nope"); !errors.Is(err, discovery.ErrNotFound) {
+			t.Fatalf("Lookup %d = %v; want ErrNotFound", i, err)
+		}
+	}
+	s := r.Stats()
+	if s.NotFound != 5 {
+		t.Fatalf("Stats().NotFound = %d after 5 lookups that found nothing; want 5 (lookups %v)", s.NotFound, s.Lookups)
+	}
+	if s.Lookups[discovery.LayerL1] != 4 {
+		t.Fatalf("L1 lookups = %d; want 4 (the first one loaded)", s.Lookups[discovery.LayerL1])
+	}
+}
