@@ -531,10 +531,12 @@ func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result,
 // loadWait loads a service once for all concurrent callers; each caller
 // waits only as long as its own context allows.
 func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
-	// A caller that can wait as long as a load may take runs it itself: no
+	// A caller whose context can never end runs the load itself: no
 	// goroutine to start (and to grow a stack for). Others wait on a channel
-	// so that their own deadline still holds.
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > r.opts.loadTO {
+	// so that their context still holds: one that can be cancelled (a
+	// request's, with no deadline) waited here for the whole load timeout,
+	// then got ErrUnavailable instead of its own error.
+	if ctx.Done() == nil {
 		v, err, _ := r.sf.Do(name, func() (any, error) { return r.load(name, false) })
 		if err != nil {
 			return nil, err

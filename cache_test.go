@@ -780,3 +780,49 @@ func TestNotFoundCountsEveryLookup(t *testing.T) {
 		t.Fatalf("L1 lookups = %d; want 4 (the first one loaded)", s.Lookups[discovery.LayerL1])
 	}
 }
+
+// loadGate holds the store's Load until released (or until the load's own
+// context ends), and says when one is held.
+type loadGate struct {
+	discovery.Store
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *loadGate) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	s.once.Do(func() { close(s.entered) })
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: ctx.Err()}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// A caller whose context is cancelled (a request's: no deadline) while its
+// lookup waits for a slow database returns at once with its own error,
+// not after the load timeout with ErrUnavailable.
+func TestCancelledCallerDoesNotWaitForTheLoad(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	gate := &loadGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(gate.release)
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gate), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithLoadTimeout(time.Minute))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Get(ctx, "cold_svc")
+		done <- err
+	}()
+	<-gate.entered
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || errors.Is(err, discovery.ErrUnavailable) {
+			t.Fatalf("Get after its context was cancelled = %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Get still waits 10 s after its context was cancelled (for the load's 1 min timeout)")
+	}
+}
