@@ -778,25 +778,52 @@ func (r *Registry) resync() {
 // afterWrite makes a change this Registry wrote visible: in this process at
 // once (read-your-writes), in Redis by writing the new snapshot through, and
 // in every other process by publishing the revision.
+//
+// The change is committed: its write-through runs on, bounded by the
+// Registry's own timeouts, when the caller's context ends, and the caller
+// waits for it only while its context allows. Run on the caller's context,
+// a write whose deadline the commit used up returned nil and told no one:
+// Redis kept the old snapshot, and every process (this one too) served it
+// for up to a lease TTL.
 func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
-	if st := r.stateIfAny(ch.Service); st != nil {
-		st.raiseWant(ch.Revision)
-	}
+	// raised even before this process has looked the service up, so that
+	// its first lookup refuses an older snapshot still in Redis
+	r.state(ch.Service).raiseWant(ch.Revision)
 	if r.l2 != nil && r.l2.Up() {
-		r.ctr.storeReads.Add(1)
-		readAt := r.clock.Now()
-		if svc, err := r.store.Load(ctx, ch.Service); err == nil {
-			r.install(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
-			enc := codec.Encode(svc, readAt)
-			_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
-			_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
-		} else {
-			_ = r.l2.Publish(ctx, ch, false)
+		done := make(chan struct{})
+		through := func() {
+			defer close(done)
+			r.writeThrough(context.WithoutCancel(ctx), ch)
+		}
+		if !r.spawn(through) { // closed: nothing else to wait for
+			through()
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
 		}
 	}
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)
 	}
+}
+
+// writeThrough reads a changed service, installs it in L1, writes it to
+// Redis and publishes it (the revision alone if the read failed).
+func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
+	r.ctr.storeReads.Add(1)
+	readAt := r.clock.Now()
+	lctx, cancel := ownTimeout(ctx, r.opts.loadTO)
+	svc, err := r.store.Load(lctx, ch.Service)
+	cancel()
+	if err != nil {
+		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as the two below
+		return
+	}
+	r.install(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
+	enc := codec.Encode(svc, readAt)
+	_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
+	_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
 }
 
 // Invalidate drops a service from every cache layer in every process: this

@@ -826,3 +826,63 @@ func TestCancelledCallerDoesNotWaitForTheLoad(t *testing.T) {
 		t.Fatal("Get still waits 10 s after its context was cancelled (for the load's 1 min timeout)")
 	}
 }
+
+// commitThenCancel cancels the writer's context as soon as a Deregister has
+// committed: a deadline the commit used up.
+type commitThenCancel struct {
+	discovery.Store
+	cancel context.CancelFunc
+}
+
+func (s *commitThenCancel) Deregister(ctx context.Context, service, id string) (int64, error) {
+	rev, err := s.Store.Deregister(ctx, service, id)
+	s.cancel()
+	return rev, err
+}
+
+// A write that committed is written through to Redis and published even if
+// the writer's context ends right after the commit: neither the writer nor
+// another process goes on serving the snapshot from before it.
+func TestCommittedWriteIsPublishedWhenTheCallersContextEnds(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			fresh := discovery.WithCacheFreshness(100*time.Millisecond, time.Second, time.Minute)
+			w := newWorld(t, k, fresh)
+			bg := context.Background()
+			base := w.registry(t)
+			ctx, cancel := context.WithCancel(bg)
+			defer cancel()
+			// a and b share base's store, wrapped (which hides the memory
+			// backend's notifications: Redis is the only way a change travels)
+			over := func(s discovery.Store) *discovery.Registry {
+				r, err := discovery.New(discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+					discovery.WithRedis(w.rdb), fresh, discovery.WithStore(s))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = r.Close() })
+				return r
+			}
+			a := over(&commitThenCancel{Store: base.Store(), cancel: cancel})
+			b := over(struct{ discovery.Store }{base.Store()})
+			for _, host := range []string{"10.0.0.1", "10.0.0.2"} {
+				mustRegister(t, base, inst("db_svc", host, 80))
+			}
+			if got := ids(b.Get(bg, "db_svc")); strings.Count(got, ",") != 1 {
+				t.Fatalf("b.Get = %s; want two instances", got)
+			}
+			svc, _ := b.Get(bg, "db_svc")
+			gone, kept := svc.Instances[1].ID, svc.Instances[0].ID
+			waitFor(t, 5*time.Second, "b's snapshot in Redis", func() bool { return b.Stats().L2Writes+base.Stats().L2Writes >= 1 })
+			if err := a.Deregister(ctx, "db_svc", gone); err != nil {
+				t.Fatalf("Deregister = %v", err)
+			}
+			if ctx.Err() == nil {
+				t.Fatal("the writer's context did not end at the commit")
+			}
+			waitFor(t, 5*time.Second, "the deregistration on a and b", func() bool {
+				return ids(a.Get(bg, "db_svc")) == kept && ids(b.Get(bg, "db_svc")) == kept
+			})
+		})
+	}
+}
