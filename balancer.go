@@ -84,6 +84,11 @@ const (
 	// unknownPenalty is the cost of an instance with no latency data and a
 	// request in flight.
 	unknownPenalty = float64(1 << 60)
+	// maxFailurePenalty bounds what failures alone can make an average (a
+	// slower latency still counts as it is): doubled at each failure, it
+	// reached +Inf after about 1,000 in a row (a second of an outage at
+	// 1,000 requests a second), and never came back down.
+	maxFailurePenalty = float64(ewmaDecay)
 )
 
 // PickOption narrows or steers one Pick. Options are small values: passing
@@ -288,15 +293,15 @@ func (s Selection) finish(err error, latency time.Duration) {
 
 // observe folds one latency into the instance's peak EWMA: a slower sample
 // replaces the average at once, a faster one decays it with a 10 s time
-// constant. A failure counts as at least twice the current average, so a
-// fast-failing instance does not attract traffic.
+// constant. A failure counts as at least twice the current average (up to
+// maxFailurePenalty), so a fast-failing instance does not attract traffic.
 func (is *instState) observe(latency time.Duration, o outcome, now int64) {
 	l := max(float64(latency), 1)
 	for {
 		old := is.ewma.Load()
 		prev := math.Float64frombits(old)
 		if o == outcomeFailure {
-			l = max(l, 2*prev)
+			l = max(l, min(2*prev, maxFailurePenalty))
 		}
 		next := l
 		if prev != 0 && l < prev {

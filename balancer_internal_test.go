@@ -50,3 +50,28 @@ func TestMaglevKeysSpreadOverTheWholeTable(t *testing.T) {
 		}
 	}
 }
+
+// Failures in a row raise an average to maxFailurePenalty at most, never to
+// +Inf, and successes bring it back down.
+func TestFailuresKeepTheAverageFinite(t *testing.T) {
+	is := newInstState("s", "a")
+	now := int64(1e18)
+	for range 1100 { // doubled each time from 1 ms, +Inf after ~1,000
+		now += int64(time.Millisecond)
+		is.observe(time.Millisecond, outcomeFailure, now)
+	}
+	if v := math.Float64frombits(is.ewma.Load()); v != float64(10*time.Second) {
+		t.Fatalf("after 1100 failures of 1 ms the average is %v ns; want the cap, 10 s", v)
+	}
+	is.observe(time.Minute, outcomeFailure, now) // a slower latency counts as it is
+	if v := math.Float64frombits(is.ewma.Load()); v != float64(time.Minute) {
+		t.Fatalf("a failure that took a minute leaves the average at %v ns", v)
+	}
+	for range 200000 {
+		now += int64(time.Millisecond)
+		is.observe(time.Millisecond, outcomeSuccess, now)
+	}
+	if v := math.Float64frombits(is.ewma.Load()); v > float64(2*time.Millisecond) {
+		t.Fatalf("after 200 s of 1 ms successes the average is %v ns", v)
+	}
+}

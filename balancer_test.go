@@ -869,3 +869,43 @@ func TestStatsCountEveryPickByStrategy(t *testing.T) {
 		t.Errorf("PanicPicks = %d; want 4", st.PanicPicks)
 	}
 }
+
+// After an outage in which every pick failed, p2c_ewma goes back to
+// preferring the faster instance: the failures' penalty is bounded, so the
+// averages come down again.
+func TestP2CEWMARecoversFromAnOutage(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
+		discovery.WithoutHealthChecks(), discovery.WithOutlierEjection(0, 30*time.Second, 300*time.Second, 10))
+	registerN(t, r, "db_svc", 1, 1)
+	outage := errors.New("upstream database down")
+	for range 3000 {
+		clock.Advance(time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.DoneLatency(outage, time.Millisecond)
+	}
+	picks := map[string]int{}
+	const n = 40000 // 200 s, one pick every 5 ms; the last 6,000 (30 s) counted
+	for i := range n {
+		clock.Advance(5 * time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= n-6000 {
+			picks[sel.Instance.ID]++
+		}
+		lat := time.Millisecond
+		if sel.Instance.ID == "i0" {
+			lat = 50 * time.Millisecond
+		}
+		sel.DoneLatency(nil, lat)
+	}
+	if picks["i0"] > 600 {
+		t.Fatalf("200 s after the outage, i0 (50x slower) got %d of the last 6000 picks: %v", picks["i0"], picks)
+	}
+}
