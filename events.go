@@ -17,8 +17,9 @@ const (
 	// EventInstanceUpdated: an instance's registration changed (weight,
 	// metadata, tags, draining, ...).
 	EventInstanceUpdated
-	// EventHealthChanged: an instance's health status changed in this
-	// process.
+	// EventHealthChanged: the status lookups show for an instance changed
+	// in this process: its health, or an ejection beginning or ending.
+	// Instance.Status is what Get shows (draining wins, then ejected).
 	EventHealthChanged
 	// EventConfigChanged: the service's configuration changed.
 	EventConfigChanged
@@ -57,14 +58,19 @@ type Event struct {
 // emit hands an event to this Registry's watchers (see Watch).
 func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
 
-// healthChanged is called by the health monitor once per change of an
-// instance's status in this process, after the views were rebuilt: it
-// tells watchers.
-func (r *Registry) healthChanged(st *svcState, in Instance, from, to Status) {
-	in.Status = to
+// statusShown is called once per change that may move the status lookups
+// show for an instance in this process (its health; an ejection beginning
+// or ending), after the views were rebuilt, with the caller holding
+// st.viewMu: it tells watchers the status Get now shows. The hub drops it
+// if that is what its watchers last saw (a health change of a draining
+// instance) and gives it the status they saw as Previous (prev if the hub
+// does not hold the instance).
+func (r *Registry) statusShown(st *svcState, is *instState, prev Status) {
+	in := r.instanceOf(st.name, is.id)
+	in.Status = viewStatus(&in, is, r.clock.Now().UnixNano())
 	rev := int64(0)
 	if e := r.l1.get(st.name); e != nil {
 		rev = e.rev
 	}
-	r.emit(Event{Kind: EventHealthChanged, Service: st.name, Revision: rev, Instance: in, Previous: from})
+	r.emit(Event{Kind: EventHealthChanged, Service: st.name, Revision: rev, Instance: in, Previous: prev})
 }

@@ -228,8 +228,10 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	d.ejectedAt = now
 	is.hmu.Unlock()
 	st.viewMu.Lock() // the ejection and its views appear together (see install)
+	prev := viewStatus(&core.Instance{}, is, now)
 	is.ejectedUntil.Store(until)
 	r.instancesChanged(st)
+	r.statusShown(st, is, prev)
 	st.viewMu.Unlock()
 	hm.ejectMu.Unlock()
 	is.health.fails.Store(0)
@@ -252,6 +254,7 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 	is.health.ejectEnd = until
 	is.hmu.Unlock()
 	r.instancesChanged(st)
+	r.statusShown(st, is, StatusEjected)
 	st.viewMu.Unlock()
 	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.String("reason", "time"))
@@ -364,12 +367,17 @@ func (r *Registry) announce(st *svcState, is *instState, ch change) {
 		r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 			zap.String("reason", "passing check"))
 	}
-	if ch.from == ch.to {
-		return
+	if ch.from != ch.to {
+		r.log.Info("discovery: instance health changed", zap.String("service", st.name), zap.String("instance", is.id),
+			zap.Stringer("from", ch.from), zap.Stringer("to", ch.to), zap.Float64("score", ch.score), zap.String("error", ch.err))
 	}
-	r.log.Info("discovery: instance health changed", zap.String("service", st.name), zap.String("instance", is.id),
-		zap.Stringer("from", ch.from), zap.Stringer("to", ch.to), zap.Float64("score", ch.score), zap.String("error", ch.err))
-	r.healthChanged(st, r.instanceOf(st.name, is.id), ch.from, ch.to)
+	if ch.from != ch.to || ch.unejected {
+		prev := ch.from
+		if ch.unejected {
+			prev = StatusEjected
+		}
+		r.statusShown(st, is, prev)
+	}
 }
 
 // InstanceHealth is one instance's health as this process sees it, for

@@ -317,6 +317,17 @@ func (h *hub) process(e *entry) {
 		return
 	}
 	snap := snapshotOf(e)
+	// Statuses reach watchers in events: an instance whose registration
+	// is unchanged keeps the status they were told, and the health event
+	// of its change (statusShown) brings the new one. Taken from the view
+	// here, a status changed just before its event was emitted made the
+	// hub drop that event as one watchers already had.
+	for id, in := range snap.insts {
+		if old, ok := h.last.insts[id]; ok && sameRegistration(&old, &in) {
+			in.Status = old.Status
+			snap.insts[id] = in
+		}
+	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
 	h.last, h.lastEntry, h.loaded = snap, e, true
@@ -388,6 +399,17 @@ func (r *Registry) watchEmit(ev Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ev.Revision = max(ev.Revision, h.last.rev)
+	if ev.Kind == EventHealthChanged {
+		// The hub's state follows the status, so that a Watch opened later
+		// starts from the status Get shows, not the one of the last entry.
+		if in, ok := h.last.insts[ev.Instance.ID]; ok {
+			if in.Status == ev.Instance.Status {
+				return // what watchers have (a draining instance's health)
+			}
+			ev.Previous, in.Status = in.Status, ev.Instance.Status
+			h.last.insts[ev.Instance.ID] = in
+		}
+	}
 	for w := range h.watchers {
 		w.push(ev)
 	}
@@ -490,6 +512,18 @@ func (w *watcher) push(ev Event) {
 		ev, keep = coalesce(el.Value.(Event), ev)
 		w.q.Remove(el)
 		delete(w.byKey, key)
+	}
+	if ev.Kind == EventHealthChanged {
+		// A pending registration event carries the status of its time:
+		// it takes this one, which would otherwise be lost if this event
+		// coalesces away (back to the status the reader saw).
+		if el, ok := w.byKey[watchKey{id: ev.Instance.ID}]; ok {
+			p := el.Value.(Event)
+			if p.Kind != EventInstanceRemoved {
+				p.Instance.Status = ev.Instance.Status
+				el.Value = p
+			}
+		}
 	}
 	if ev.Kind == EventInstanceRemoved { // its pending health no longer matters
 		hk := watchKey{health: true, id: ev.Instance.ID}

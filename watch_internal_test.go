@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/fakeclock"
+	"github.com/rssbot/discovery/internal/health"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
 
@@ -103,37 +105,210 @@ func TestCoalescing(t *testing.T) {
 	}
 }
 
-// Health changes reported by the health monitor reach watchers, after the
-// instance's addition and with the snapshot's revision.
-func TestHealthEventsReachWatchers(t *testing.T) {
-	ctx := context.Background()
-	r, err := New(WithStore(memory.New()), WithCloseDrain(0))
+// watchReader applies a Watch's events to the statuses it knows, as a
+// reader would.
+type watchReader struct {
+	t      *testing.T
+	ch     <-chan Event
+	status map[string]Status
+	seen   []string
+}
+
+func newWatchReader(t *testing.T, r *Registry, ctx context.Context, service string) *watchReader {
+	t.Helper()
+	ch, err := r.Watch(ctx, service)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	return &watchReader{t: t, ch: ch, status: map[string]Status{}}
+}
+
+// next applies and returns the next event, failing after 5 s without one.
+func (w *watchReader) next() Event {
+	w.t.Helper()
+	select {
+	case e := <-w.ch:
+		w.seen = append(w.seen, fmt.Sprintf("%s %s %s", e.Kind, e.Instance.ID, e.Instance.Status))
+		switch e.Kind {
+		case EventInstanceRemoved:
+			delete(w.status, e.Instance.ID)
+		case EventInstanceAdded, EventInstanceUpdated, EventHealthChanged:
+			w.status[e.Instance.ID] = e.Instance.Status
+		}
+		return e
+	case <-time.After(5 * time.Second):
+		w.t.Fatalf("no event within 5 s (after %q)", w.seen)
+		panic("unreachable")
+	}
+}
+
+// endsWithGet registers a marker instance and reads events up to its
+// addition, which comes after every event pending before it; the reader's
+// status of id must then be the one Get shows.
+func (w *watchReader) endsWithGet(r *Registry, service, id string) {
+	w.t.Helper()
+	ctx := context.Background()
+	m, err := r.Register(ctx, Instance{Service: service, Host: "10.9.9.9", Port: 9})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for e := w.next(); e.Kind != EventInstanceAdded || e.Instance.ID != m.id; e = w.next() {
+	}
+	svc, err := r.Get(ctx, service)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if want := svc.Instance(id).Status; w.status[id] != want {
+		w.t.Fatalf("the reader ends with %s %v after %q; Get shows %v", id, w.status[id], w.seen, want)
+	}
+}
+
+// check applies one check result to an instance in this process, as the
+// health monitor would.
+func check(r *Registry, clock *fakeclock.Clock, service, id string, s core.Status) {
+	clock.Advance(time.Second)
+	st := r.state(service)
+	r.applyLocal(st, st.instOrNew(id), health.Check{At: clock.Now().UnixNano(), RTT: time.Millisecond, Status: s})
+}
+
+func fakeRegistry(t *testing.T, opts ...Option) (*Registry, *fakeclock.Clock) {
+	t.Helper()
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	r, err := New(append([]Option{WithStore(memory.New()), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r, clock
+}
+
+// Health changes reach watchers, after the instance's addition and with
+// the snapshot's revision.
+func TestHealthEventsReachWatchers(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
 	g, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := r.Watch(ctx, "db_svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := <-ch
+	w := newWatchReader(t, r, ctx, "db_svc")
+	first := w.next()
 	if first.Kind != EventInstanceAdded {
 		t.Fatalf("first event %v", first.Kind)
 	}
-	r.healthChanged(r.state("db_svc"), g.Instance(), StatusUnknown, StatusUnhealthy)
-	select {
-	case e := <-ch:
-		if e.Kind != EventHealthChanged || e.Previous != StatusUnknown || e.Instance.Status != StatusUnhealthy ||
-			e.Instance.ID != "10.0.0.1:1" || e.Revision != first.Revision {
-			t.Fatalf("health event %+v", e)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("no health event")
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	if e := w.next(); e.Kind != EventHealthChanged || e.Previous != StatusUnknown || e.Instance.Status != StatusHealthy ||
+		e.Instance.ID != "10.0.0.1:1" || e.Revision != first.Revision {
+		t.Fatalf("health event %+v", e)
 	}
+}
+
+// A Watch opened after a health change starts from the status Get shows,
+// not from the one of the entry the hub last diffed.
+func TestLateWatcherStartsFromTheStatusGetShows(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	g, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early := newWatchReader(t, r, ctx, "db_svc")
+	early.next()
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	if e := early.next(); e.Kind != EventHealthChanged || e.Instance.Status != StatusHealthy {
+		t.Fatalf("health event %+v", e)
+	}
+	late := newWatchReader(t, r, ctx, "db_svc")
+	if e := late.next(); e.Kind != EventInstanceAdded || e.Instance.Status != StatusHealthy {
+		t.Fatalf("late watcher's first event: %v status %v; want instance_added status healthy", e.Kind, e.Instance.Status)
+	}
+}
+
+// A pending registration event takes the status of a later health change,
+// even when that change coalesces away: the reader ends with the latest.
+func TestPendingUpdateTakesTheLatestHealth(t *testing.T) {
+	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	w.push(healthEv("a", 2, StatusUnhealthy, StatusHealthy))
+	upd := ev(EventInstanceUpdated, "a", 3, 7)
+	upd.Instance.Status = StatusHealthy // the status when the update was diffed
+	w.push(upd)
+	w.push(healthEv("a", 3, StatusHealthy, StatusUnhealthy)) // back to what the reader saw: coalesces away
+	status := StatusUnhealthy                                // what the reader saw
+	for el := w.q.Front(); el != nil; el = el.Next() {
+		status = el.Value.(Event).Instance.Status
+	}
+	if status != StatusUnhealthy {
+		t.Fatalf("the reader ends with %v after %q; the instance is unhealthy", status, pending(w))
+	}
+}
+
+// End to end: an update diffed while the instance was unhealthy, pending
+// behind an event the reader has not taken, and the health back to what
+// the reader saw; the reader ends with the status Get shows.
+func TestWatchReaderEndsWithTheStatusGetShows(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	ga, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	w.next()
+	w.next()
+	check(r, clock, "db_svc", ga.id, core.StatusHealthy)
+	if e := w.next(); e.Kind != EventHealthChanged {
+		t.Fatalf("want a health event, got %+v", e)
+	}
+	check(r, clock, "db_svc", gb.id, core.StatusHealthy) // held out to the reader, which is not reading
+	time.Sleep(50 * time.Millisecond)
+	for range 3 {
+		check(r, clock, "db_svc", ga.id, core.StatusUnhealthy)
+	}
+	if err := ga.SetWeight(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the hub diffs the update while a is unhealthy
+	for range 2 {
+		check(r, clock, "db_svc", ga.id, core.StatusHealthy)
+	}
+	w.endsWithGet(r, "db_svc", ga.id)
+}
+
+// An ejection is announced when it begins and when it ends: the reader
+// ends with the status Get shows, not "ejected".
+func TestWatchAnnouncesAnEjectionAndItsEnd(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t, WithLeaseTTL(1000*time.Hour))
+	g, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	w.next()
+	for range 5 {
+		if err := r.ReportOutcome("db_svc", g.id, errors.New("reset"), time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := w.next(); e.Kind != EventHealthChanged || e.Instance.Status != StatusEjected || e.Previous != StatusUnknown {
+		t.Fatalf("after 5 failures: %+v; want health_changed unknown->ejected", e)
+	}
+	if err := g.SetWeight(ctx, 7); err != nil { // an update diffed during the ejection
+		t.Fatal(err)
+	}
+	if e := w.next(); e.Kind != EventInstanceUpdated || e.Instance.Status != StatusEjected {
+		t.Fatalf("update during the ejection: %+v", e)
+	}
+	clock.Advance(31 * time.Second)
+	r.hm.settle()
+	if e := w.next(); e.Kind != EventHealthChanged || e.Instance.Status != StatusUnknown || e.Previous != StatusEjected {
+		t.Fatalf("after the ejection: %+v; want health_changed ejected->unknown", e)
+	}
+	w.endsWithGet(r, "db_svc", g.id)
 }
 
 // FuzzCheckConfig: the configuration checks never panic, and whatever they
