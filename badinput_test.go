@@ -392,3 +392,20 @@ func TestImpossibleRevisionsAndKeyTimesAreInvalid(t *testing.T) {
 		t.Errorf("Keys after a refused PublishKey = %v; want nothing stored", err)
 	}
 }
+
+// A typed-nil handler (an *http.ServeMux never made) is an ErrInvalid at
+// Register, not a nil-pointer panic in the caller at the first request.
+func TestTypedNilHandlerIsInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	var mux *http.ServeMux // forgot http.NewServeMux()
+	_, err := r.Register(context.Background(), discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithHandler(mux))
+	if err == nil {
+		noPanic(t, "GET http://router_svc/ through reg.HTTPClient()", func() {
+			if resp, err := r.HTTPClient().Get("http://router_svc/"); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	wantInvalid(t, "Register(router, WithHandler(typed nil))", err)
+}

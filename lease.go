@@ -35,6 +35,7 @@ type Registration struct {
 	inst    core.Instance
 	rev     int64
 	gone    bool
+	removed bool // deregistered (or replaced): a Deregister has nothing left to do
 	opts    regOptions
 
 	ctx    context.Context // ends when this registration stops
@@ -76,7 +77,15 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	// A registration of the same instance in this process is replaced:
 	// its writes wait until this one is written, and then it is closed,
 	// so that none of them can overwrite or delete the instance that
-	// replaced it (a replaced handle's SetWeight did both).
+	// replaced it (a replaced handle's SetWeight did both). Registers of
+	// one instance run one at a time: two at once each found no other,
+	// and both renewed it, so a Deregister stopped one and the other's
+	// next renewal registered it again.
+	key := inst.Service + "\x00" + inst.ID
+	if err := r.lockInstance(ctx, key); err != nil {
+		return nil, err
+	}
+	defer r.unlockInstance(key)
 	olds := r.registrationsOf(inst.Service, inst.ID)
 	for i, old := range olds {
 		if err := old.writing.Lock(ctx); err != nil {
@@ -93,7 +102,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	if err == nil {
 		for _, old := range olds {
 			old.mu.Lock()
-			old.gone = true
+			old.gone, old.removed = true, true // replaced: never delete the new one's row
 			old.mu.Unlock()
 		}
 	}
@@ -114,6 +123,16 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	r.regMu.Lock()
 	for _, old := range olds {
 		delete(r.regs, old)
+	}
+	if r.closed.Load() { // Close began and has taken (or will take) its snapshot without g
+		r.regMu.Unlock()
+		cancel()
+		dctx, dcancel := ownTimeout(context.WithoutCancel(ctx), r.opts.closeTO)
+		defer dcancel()
+		if drev, err := r.store.Deregister(dctx, inst.Service, inst.ID); err == nil {
+			r.afterWrite(dctx, core.Change{Service: inst.Service, Revision: drev})
+		}
+		return nil, ErrClosed
 	}
 	r.regs[g] = struct{}{}
 	r.regMu.Unlock()
@@ -253,22 +272,29 @@ func (g *Registration) deregister(ctx context.Context) error {
 	}
 	defer g.writing.Unlock()
 	g.mu.Lock()
-	gone := g.gone
+	removed := g.removed
 	g.gone = true
 	g.mu.Unlock()
-	if gone {
+	if removed {
 		return ErrClosed
 	}
+	rev, err := g.r.store.Deregister(ctx, g.service, g.id)
+	g.r.noteStoreResult("deregister", err)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		// Not removed: calling Deregister again (or Close) retries. It
+		// stays among the Registry's registrations meanwhile, so that a
+		// new Register of the instance replaces it, and its retry cannot
+		// delete the new one's row.
+		return err
+	}
+	g.mu.Lock()
+	g.removed = true
+	g.mu.Unlock()
 	g.r.regMu.Lock()
 	delete(g.r.regs, g)
 	g.r.regMu.Unlock()
-	rev, err := g.r.store.Deregister(ctx, g.service, g.id)
-	g.r.noteStoreResult("deregister", err)
-	if errors.Is(err, ErrNotFound) {
-		return nil // already gone (reaped, or deregistered elsewhere)
-	}
 	if err != nil {
-		return err
+		return nil // already gone (reaped, or deregistered elsewhere)
 	}
 	g.mu.Lock()
 	g.rev = rev
@@ -369,3 +395,44 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// lockInstance serialises this process's Register calls of one instance.
+func (r *Registry) lockInstance(ctx context.Context, key string) error {
+	r.regMu.Lock()
+	if r.regLocks == nil {
+		r.regLocks = map[string]*instLock{}
+	}
+	l := r.regLocks[key]
+	if l == nil {
+		l = &instLock{slot: core.NewSlot()}
+		r.regLocks[key] = l
+	}
+	l.refs++
+	r.regMu.Unlock()
+	if err := l.slot.Lock(ctx); err != nil {
+		r.releaseInstance(key, l)
+		return err
+	}
+	return nil
+}
+
+func (r *Registry) unlockInstance(key string) {
+	r.regMu.Lock()
+	l := r.regLocks[key]
+	r.regMu.Unlock()
+	l.slot.Unlock()
+	r.releaseInstance(key, l)
+}
+
+func (r *Registry) releaseInstance(key string, l *instLock) {
+	r.regMu.Lock()
+	if l.refs--; l.refs == 0 {
+		delete(r.regLocks, key)
+	}
+	r.regMu.Unlock()
+}
+
+type instLock struct {
+	slot core.Slot
+	refs int
+}

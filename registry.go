@@ -48,8 +48,9 @@ type Registry struct {
 	closed  atomic.Bool
 	closing chan struct{} // closed when Close has finished
 
-	regMu sync.Mutex
-	regs  map[*Registration]struct{}
+	regMu    sync.Mutex
+	regs     map[*Registration]struct{}
+	regLocks map[string]*instLock // per-instance Register serialisation (lease.go)
 
 	storeDown   atomic.Bool            // written under outMu
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered

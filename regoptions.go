@@ -31,6 +31,8 @@ type regOptions struct {
 func checkRegOptions(in *core.Instance, ro *regOptions) error {
 	router := in.Method == core.MethodRouter
 	switch {
+	case ro.handler != nil && core.IsNil(ro.handler):
+		return &ValidationError{Field: "handler", Value: "nil", Reason: "WithHandler needs a non-nil http.Handler"}
 	case ro.onConfig != nil && !router:
 		return &ValidationError{Field: "config func", Value: in.Method.String(),
 			Reason: "only router instances take WithConfigFunc; HTTP instances get POST " + ConfigReloadPath}

@@ -1,0 +1,184 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// hookStore is a Store whose Register calls a hook first.
+type hookStore struct {
+	discovery.Store
+	onRegister func()
+}
+
+func (s *hookStore) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	if s.onRegister != nil {
+		s.onRegister()
+	}
+	return s.Store.Register(ctx, in)
+}
+
+// Two Register calls of one instance at once in one process leave one
+// registration renewing it (the other replaced), so a Deregister sticks:
+// with two, the other's next renewal found the row gone and wrote it again.
+func TestConcurrentRegistersOfOneInstanceLeaveOneRegistration(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	// Each store write waits (up to 1 s) until both Register calls have
+	// reached the store: both have then passed registrationsOf.
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	both := make(chan struct{})
+	go func() { arrived.Wait(); close(both) }()
+	hs := &hookStore{Store: backend, onRegister: func() {
+		arrived.Done()
+		select {
+		case <-both:
+		case <-time.After(time.Second):
+		}
+	}}
+	clock := discoverytest.NewClock(t0)
+	r, err := discovery.New(discovery.WithStore(hs), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var wg sync.WaitGroup
+	gs := make([]*discovery.Registration, 2)
+	for i := range gs {
+		wg.Go(func() {
+			g, err := r.Register(ctx, inst("db_svc", "10.0.0.1", 1))
+			if err != nil {
+				t.Error(err)
+			}
+			gs[i] = g
+		})
+	}
+	wg.Wait()
+	hs.onRegister = nil
+	select { // a correct Register serialises the two, and the second arrives after the first returned
+	case <-both:
+	case <-time.After(time.Second):
+		t.Fatal("the second Register never reached the store")
+	}
+	live := 0
+	for _, g := range gs {
+		select {
+		case <-g.Done():
+		default:
+			live++
+		}
+	}
+	if live != 1 {
+		t.Errorf("%d registrations of one instance renew its lease; want 1 (the other replaced)", live)
+	}
+	if err := r.Deregister(ctx, "db_svc", "10.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	clock.BlockUntil(live) // the keepalives left (one was deregistered) and the reaper
+	clock.Advance(discovery.DefaultLeaseTTL / 3)
+	clock.BlockUntil(live)
+	svc, err := backend.Load(ctx, "db_svc")
+	if err == nil && len(svc.Instances) != 0 {
+		t.Fatalf("after Deregister and one renewal interval the store holds %d instance(s) (revision %d): the deregistered instance came back", len(svc.Instances), svc.Revision)
+	}
+}
+
+// A Register whose store write is still under way when Close takes its
+// list of registrations returns ErrClosed and removes what it wrote: it
+// returned success on a closed Registry and left the instance listed for a
+// lease TTL.
+func TestRegisterRacingCloseLeavesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	entered, release := make(chan struct{}), make(chan struct{})
+	hs := &hookStore{Store: backend, onRegister: func() { close(entered); <-release }}
+	r, err := discovery.New(discovery.WithStore(hs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		g   *discovery.Registration
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		g, err := r.Register(ctx, inst("db_svc", "10.0.0.1", 1))
+		res <- result{g, err}
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("Close did not return")
+	}
+	close(release)
+	got := <-res
+	svc, err := backend.Load(ctx, "db_svc")
+	n := 0
+	if err == nil {
+		for _, in := range svc.Instances {
+			if in.Live(time.Now()) {
+				n++
+			}
+		}
+	}
+	if got.err == nil || n != 0 {
+		t.Fatalf("Register racing Close returned err=%v; after both returned the store holds %d live instance(s); want ErrClosed or the instance deregistered", got.err, n)
+	}
+}
+
+// A Deregister that failed (database down) can be retried: once the
+// database is back, the retry removes the instance (it returned nil and
+// deleted nothing).
+func TestDeregisterRetriedAfterAFailureRemovesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	backend.SetFailure(errors.New("connection refused"))
+	if err := g.Deregister(ctx); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Deregister during the outage = %v; want ErrUnavailable", err)
+	}
+	backend.SetFailure(nil)
+	err := g.Deregister(ctx)
+	svc, lerr := backend.Load(ctx, "db_svc")
+	if lerr == nil && len(svc.Instances) != 0 {
+		t.Fatalf("retried Deregister = %v, but the instance is still registered (%d row(s), live=%v)", err, len(svc.Instances), svc.Instances[0].Live(time.Now()))
+	}
+}
+
+// A Deregister that failed, retried after the instance was registered
+// again, leaves the new registration's row alone: the new Register
+// replaced the old handle.
+func TestDeregisterRetriedAfterARegisterAgainKeepsTheNewOne(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	old := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	backend.SetFailure(errors.New("connection refused"))
+	if err := old.Deregister(ctx); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Deregister during the outage = %v; want ErrUnavailable", err)
+	}
+	backend.SetFailure(nil)
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	if err := old.Deregister(ctx); err != nil {
+		t.Fatalf("the old handle's Deregister = %v; want nil (nothing left to do)", err)
+	}
+	svc, err := backend.Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("after the old handle's Deregister the store holds %v (%v); want the new registration", svc, err)
+	}
+}
