@@ -126,10 +126,20 @@ func (c *l1Cache) touch(e *entry) {
 // put stores e unless L1 holds a newer snapshot of the service (a higher
 // revision, or the same one read from the database later). It returns the
 // entry L1 holds afterwards.
+//
+// A snapshot this process read from the database after a lease in the held
+// one had ended replaces it even at a lower revision. Revisions only go
+// back when the database does (restored from a backup); a read that began
+// before a write and returned after it began before the write's snapshot
+// was read, so before any lease in it ended. Refused, the database's
+// snapshot never replaced the old one, which was then answered with
+// instances whose leases had ended, two database reads a lookup, until
+// the revisions climbed back.
 func (c *l1Cache) put(e *entry) *entry {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
-		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt) {
+		if old != nil && (old.rev > e.rev && !(e.layer == LayerL3 && e.loadedAt >= old.minExpiry) ||
+			old.rev == e.rev && old.loadedAt > e.loadedAt) {
 			held = old
 			return nil, false
 		}

@@ -886,3 +886,62 @@ func TestCommittedWriteIsPublishedWhenTheCallersContextEnds(t *testing.T) {
 		})
 	}
 }
+
+// switchStore loads from whichever backend it holds: a database swapped
+// for a restored backup.
+type switchStore struct {
+	discovery.Store
+	cur atomic.Pointer[discoverytest.Backend]
+}
+
+func (s *switchStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	return s.cur.Load().Load(ctx, name)
+}
+
+// A database restored from a backup, at a lower revision than L1 holds, is
+// what lookups answer once a lease in the held snapshot has ended: not the
+// held snapshot with that lease in it, two database reads a lookup.
+func TestDatabaseRestoredToALowerRevisionIsServed(t *testing.T) {
+	ctx := context.Background()
+	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	reg := func(b *discoverytest.Backend, id string, ttl time.Duration) {
+		t.Helper()
+		in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
+		if _, err := b.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(before, "x1", time.Minute)
+	for range 2 { // more history before the backup's state: revision 5
+		reg(before, "o1", time.Minute)
+		if _, err := before.Deregister(ctx, "db_svc", "o1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(restored, "y1", time.Hour) // revision 1
+	s := &switchStore{Store: before}
+	s.cur.Store(before)
+	r := discoverytest.NewRegistry(t, before, discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithReaper(0, 2*time.Minute)) // no reaper: only lookups read the database
+	if got := ids(r.Get(ctx, "db_svc")); got != "x1" {
+		t.Fatalf("before the restore: Get = %s", got)
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago
+	res, err := r.Lookup(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(res.Service, nil); got != "y1" || res.Revision != 1 {
+		t.Fatalf("after the restore: Lookup = %s at revision %d (layer %v, stale %v); want y1 at 1, what the database holds",
+			got, res.Revision, res.Layer, res.Stale)
+	}
+	reads := r.Stats().StoreReads
+	for range 10 {
+		_, _ = r.Get(ctx, "db_svc")
+	}
+	if d := r.Stats().StoreReads - reads; d != 0 {
+		t.Fatalf("10 Gets within the freshness window read the database %d times", d)
+	}
+}
