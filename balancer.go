@@ -507,11 +507,12 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 	p := r.pickerFor(e, now)
 	st := e.st
 	strategy := q.strategy
-	if strategy == 0 {
+	switch {
+	case strategy != 0:
+	case q.hasKey: // whatever the service's strategy, as HashKey says
+		strategy = StrategyConsistentHash
+	default:
 		strategy = p.strategy
-		if q.hasKey && strategy != StrategyConsistentHash && r.opts.serviceStrategy[service] == 0 {
-			strategy = StrategyConsistentHash
-		}
 	}
 	var c *candidate
 	panicked := false

@@ -563,8 +563,10 @@ func TestStrategyPrecedence(t *testing.T) {
 		}
 		sel.Done(nil)
 	}
-	if sel, _ := r.Pick(ctx, "plain", discovery.HashKey("k")); sel.Strategy != discovery.StrategyConsistentHash {
-		t.Fatalf("a hash key without a strategy gave %v; want consistent_hash", sel.Strategy)
+	for _, svc := range []string{"plain", "opt_svc", "cfg_svc"} { // whichever way the service's strategy is set
+		if sel, _ := r.Pick(ctx, svc, discovery.HashKey("k")); sel.Strategy != discovery.StrategyConsistentHash {
+			t.Fatalf("%s: a hash key without a strategy for the call gave %v; want consistent_hash", svc, sel.Strategy)
+		}
 	}
 	if _, err := discovery.ParseStrategy("fastest"); !errors.Is(err, discovery.ErrInvalid) {
 		t.Fatalf("ParseStrategy(unknown) = %v", err)
