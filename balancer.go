@@ -578,9 +578,6 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	}
 	mode := modeEligible
 	if float64(nElig) < r.opts.panicThreshold*float64(nCand) {
-		if r.opts.failClosed {
-			return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
-		}
 		mode = modeAll
 	}
 	zone := ""
@@ -598,6 +595,11 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 		if zElig > 0 && float64(zElig) >= r.opts.panicThreshold*float64(zCand) {
 			zone, mode = q.zone, modeEligible
 		}
+	}
+	if mode == modeAll && r.opts.failClosed {
+		// refused only if the pick would panic: not when the preferred zone
+		// has enough eligible instances of its own
+		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
 	}
 	if !filtered && zone == "" && mode == modeEligible {
 		return p.chooseDirect(s, p.rng.uint64(), q.key, now), false, nil

@@ -418,6 +418,19 @@ func TestPanicThreshold(t *testing.T) {
 		if !errors.Is(err, discovery.ErrNoHealthyInstances) || !errors.As(err, &nh) || nh.Service != "db_svc" || nh.Live != 5 {
 			t.Fatalf("Pick = %v; want NoHealthyError naming db_svc", err)
 		}
+		// A preferred zone with enough eligible instances of its own (b:
+		// i3 of i1, i3) needs no panic, so is not refused; one without (a:
+		// i4 of i0, i2, i4) is.
+		for range 100 {
+			sel, err := r.Pick(ctx, "db_svc", discovery.PreferZone("b"))
+			if err != nil || sel.Instance.ID != "i3" || sel.Panic {
+				t.Fatalf("Pick(PreferZone(b)) = %+v, %v; want i3, no panic", sel, err)
+			}
+			sel.Done(nil)
+		}
+		if _, err := r.Pick(ctx, "db_svc", discovery.PreferZone("a")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+			t.Fatalf("Pick(PreferZone(a)) = %v; want ErrNoHealthyInstances", err)
+		}
 	})
 	t.Run("none healthy", func(t *testing.T) {
 		r := setup(t, 5)

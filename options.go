@@ -373,7 +373,8 @@ func WithPanicThreshold(f float64) Option {
 }
 
 // WithFailClosed makes Pick refuse (ErrNoHealthyInstances) below the panic
-// threshold instead of spreading over unhealthy instances.
+// threshold instead of spreading over unhealthy instances. A pick whose
+// PreferZone zone is above the threshold on its own is not refused.
 func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed = true }) }
 
 // WithSelfPreservation sets when instances that stopped renewing are kept:
