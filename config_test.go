@@ -618,3 +618,161 @@ func TestConfigUpdateRacesRegistration(t *testing.T) {
 		return true
 	})
 }
+
+// holdLoadStore lets a test hold one chosen Load call.
+type holdLoadStore struct {
+	*discoverytest.Backend
+	mu      sync.Mutex
+	holdNth int64 // the Load call (1-based, counted after arm) to hold; 0: none
+	n       int64
+	held    chan struct{} // closed when the held Load is waiting
+	release chan struct{}
+	loads   atomic.Int64
+}
+
+func (s *holdLoadStore) arm(nth int64) {
+	s.mu.Lock()
+	s.holdNth, s.n = nth, 0
+	s.held, s.release = make(chan struct{}), make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *holdLoadStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	s.mu.Lock()
+	var held, release chan struct{}
+	if s.holdNth > 0 {
+		s.n++
+		if s.n == s.holdNth {
+			held, release = s.held, s.release
+		}
+	}
+	s.mu.Unlock()
+	if held != nil {
+		close(held)
+		<-release
+	}
+	defer s.loads.Add(1)
+	return s.Backend.Load(ctx, name)
+}
+
+// A router instance's registration races two configuration changes: this
+// process's UpdateConfig offers rev 2 to the new registration before
+// Register has read the configuration current at registration, and by
+// then another process has written rev 3. The callback never goes back to
+// rev 2 after it, and Registration.Config holds rev 3 (it went back to 2
+// and stayed there).
+func TestConfigCallbackNeverGoesBackToAnOlderRevision(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	gs := &holdLoadStore{Backend: backend}
+	r, err := discovery.New(discovery.WithStore(gs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	other := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if _, err := other.UpdateConfig(ctx, "router_svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	var cb callbackLog
+	gs.arm(1) // the first Load from here on: Register's read of the current configuration
+	type regRes struct {
+		g   *discovery.Registration
+		err error
+	}
+	regDone := make(chan regRes, 1)
+	go func() {
+		g, err := r.Register(ctx, discovery.Instance{ID: "rt", Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+			discovery.WithConfigFunc(cb.fn))
+		regDone <- regRes{g, err}
+	}()
+	<-gs.held // the registration is written and visible to UpdateConfig; its config read is held
+
+	// This process changes the configuration: it finds its own router
+	// registration and offers it rev 2.
+	before := gs.loads.Load()
+	upd := make(chan discovery.ConfigReport, 1)
+	go func() {
+		uctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		rep, err := r.UpdateConfig(uctx, "router_svc", cfgDoc(2))
+		if err != nil {
+			t.Error(err)
+		}
+		upd <- rep
+	}()
+	waitFor(t, 2*time.Second, "UpdateConfig listing the instances", func() bool { return gs.loads.Load() > before })
+	time.Sleep(20 * time.Millisecond) // offerConfig follows at once
+	// Another process writes rev 3 before the registration reads its config.
+	if _, err := other.UpdateConfig(ctx, "router_svc", cfgDoc(3)); err != nil {
+		t.Fatal(err)
+	}
+	close(gs.release)
+	rr := <-regDone
+	if rr.err != nil {
+		t.Fatal(rr.err)
+	}
+	<-upd
+	time.Sleep(300 * time.Millisecond) // let deliveries settle (fan-out is in-process)
+	cfg, rev := rr.g.Config()
+	seen := cb.seen()
+	if rev != 3 || string(cfg) != `{"n":3}` {
+		t.Errorf("Registration.Config = %s, rev %d; want the current configuration, rev 3", cfg, rev)
+	}
+	if len(seen) > 0 && seen[len(seen)-1] != 3 {
+		t.Errorf("the last callback carried %d; want the current configuration 3 (calls %v)", seen[len(seen)-1], fmt.Sprint(seen))
+	}
+}
+
+// failOnceStore fails the Nth Load (after arm) with a database error.
+type failOnceStore struct {
+	*discoverytest.Backend
+	mu  sync.Mutex
+	nth int
+}
+
+func (s *failOnceStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	s.mu.Lock()
+	fail := false
+	if s.nth > 0 {
+		s.nth--
+		fail = s.nth == 0
+	}
+	s.mu.Unlock()
+	if fail {
+		return nil, fmt.Errorf("%w: transient", discovery.ErrUnavailable)
+	}
+	return s.Backend.Load(ctx, name)
+}
+
+// A failed read of the configuration at Register is made again later:
+// Registration.Config holds the service's configuration (it stayed empty
+// for good).
+func TestRegistrationConfigIsReadAgainAfterAFailedRead(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	fs := &failOnceStore{Backend: backend}
+	r, err := discovery.New(discovery.WithStore(fs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.UpdateConfig(ctx, "svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	fs.mu.Lock()
+	fs.nth = 1
+	fs.mu.Unlock()
+	g, err := r.Register(ctx, discovery.Instance{Service: "svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, rev := g.Config(); rev != 0 {
+		t.Fatalf("Registration.Config = %s, %d at once; the read was to fail", cfg, rev)
+	}
+	waitFor(t, 5*time.Second, "the configuration read again", func() bool {
+		cfg, rev := g.Config()
+		return rev == 1 && string(cfg) == `{"n":1}`
+	})
+}

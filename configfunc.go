@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -79,15 +80,58 @@ func (r *Registry) startConfig(ctx context.Context, g *Registration) {
 		if svc.ConfigRevision > c.rev {
 			c.doc, c.rev = svc.Config, svc.ConfigRevision
 		}
+		// A revision offered before this read (an UpdateConfig of this
+		// process that found the registration already listed) and older
+		// than the configuration just read is superseded: delivering it
+		// would move the registration back and, seen being ahead, the
+		// current one would never follow.
+		if c.pending != nil && c.pending.Revision <= svc.ConfigRevision {
+			c.pending = nil
+		}
 		c.seen, c.delivered = max(c.seen, svc.ConfigRevision), max(c.delivered, svc.ConfigRevision)
+		if c.done != nil { // wake awaitConfig: delivered may have moved
+			close(c.done)
+			c.done = make(chan struct{})
+		}
 		c.mu.Unlock()
 	} else {
-		r.log.Debug("discovery: no configuration read at registration", zap.String("service", g.service), zap.Error(err))
+		r.log.Debug("discovery: no configuration read at registration; reading it later", zap.String("service", g.service), zap.Error(err))
+		r.spawn(func() { r.readConfigLater(g) })
 	}
 	if g.opts.onConfig == nil {
 		return
 	}
 	r.spawn(g.configLoop)
+}
+
+// readConfigLater reads the configuration that Register could not, with
+// backoff (200 ms doubling, at most 5 s), until it has it or the
+// registration stops: one failed read left Registration.Config empty for
+// good. The callback's deliveries are left to the hub.
+func (r *Registry) readConfigLater(g *Registration) {
+	const most = 5 * time.Second
+	t := r.clock.NewTimer(backoff(1, most))
+	defer t.Stop()
+	for failures := 1; ; failures++ {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C():
+		}
+		ctx, cancel := ownTimeout(g.ctx, r.opts.loadTO)
+		svc, err := r.snapshotSince(ctx, g.service, g.Revision())
+		cancel()
+		if err == nil {
+			c := &g.cfg
+			c.mu.Lock()
+			if svc.ConfigRevision > c.rev {
+				c.doc, c.rev = svc.Config, svc.ConfigRevision
+			}
+			c.mu.Unlock()
+			return
+		}
+		t.Reset(backoff(failures+1, most))
+	}
 }
 
 // snapshotSince returns a snapshot of service at revision rev or newer: the
@@ -178,9 +222,13 @@ func (g *Registration) configLoop() {
 			c.mu.Lock()
 			p := c.pending
 			c.pending = nil
+			stale := p != nil && p.Revision <= c.delivered
 			c.mu.Unlock()
 			if p == nil || g.ctx.Err() != nil {
 				break
+			}
+			if stale { // superseded by the configuration read at registration
+				continue
 			}
 			ctx, cancel := context.WithTimeout(g.ctx, g.r.opts.notifyTO)
 			err := g.opts.onConfig(ctx, slices.Clone(p.Config))
@@ -190,8 +238,12 @@ func (g *Registration) configLoop() {
 					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
 			}
 			c.mu.Lock()
-			c.delivered, c.err = p.Revision, err
-			c.doc, c.rev = p.Config, p.Revision
+			if p.Revision > c.delivered {
+				c.delivered, c.err = p.Revision, err
+			}
+			if p.Revision > c.rev {
+				c.doc, c.rev = p.Config, p.Revision
+			}
 			done, _ := c.chans()
 			close(done)
 			c.done = make(chan struct{})
