@@ -776,3 +776,30 @@ func TestRegistrationConfigIsReadAgainAfterAFailedRead(t *testing.T) {
 		return rev == 1 && string(cfg) == `{"n":1}`
 	})
 }
+
+// ConfigReport.Instances are ordered by ID in byte order on every store: on
+// PostgreSQL they came in the database's collation (on an ICU en-US
+// database: _z a-1 a1 B-1).
+func TestConfigReportOrderedByIDInByteOrder(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		r := w.registry(t)
+		for _, id := range []string{"a-1", "B-1", "a1", "_z"} {
+			if _, err := r.Register(ctx, discovery.Instance{ID: id, Service: "ord", Host: "10.0.0.1", Port: 1, Method: discovery.MethodRouter}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep, err := r.UpdateConfig(ctx, "ord", cfgDoc(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, n := range rep.Instances {
+			got = append(got, n.Instance.ID)
+		}
+		want := []string{"B-1", "_z", "a-1", "a1"} // byte order, as memory and SQLite
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("report order %v; want %v", got, want)
+		}
+	})
+}

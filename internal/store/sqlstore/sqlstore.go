@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -333,6 +334,10 @@ func scanService(ctx context.Context, name string, rows *sql.Rows) (*core.Servic
 	if svc == nil {
 		return nil, &core.NotFoundError{Service: name}
 	}
+	// ORDER BY sorted the IDs by the database's collation (on PostgreSQL
+	// often en_US or ICU, not byte order): the contract is byte order.
+	slices.SortFunc(svc.Instances, func(a, b core.Instance) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(svc.Keys, func(a, b core.PublicKey) int { return strings.Compare(a.ID, b.ID) })
 	return svc, nil
 }
 
