@@ -62,3 +62,8 @@ func SetInstanceRTT(r *Registry, service, id string, rtt time.Duration) {
 	is.updateHBase()
 	r.instancesChanged(st)
 }
+
+// InFlight is an instance's count of requests in flight in this process.
+func InFlight(r *Registry, service, id string) int64 {
+	return r.state(service).instOrNew(id).inflight.Load()
+}

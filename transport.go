@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -134,14 +135,28 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.budget.deposit(t.o.budgetRatio)
 	canRetry := isIdempotent(req) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
-	for attempt := 0; ; attempt++ {
-		sel, err := t.r.Pick(req.Context(), service, pickOpts...)
-		if err != nil {
-			return nil, err
+	sel, err := t.r.Pick(req.Context(), service, pickOpts...)
+	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close() // RoundTrip must always close the body
 		}
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
 		resp, err := t.send(req, sel, attempt > 0)
 		failed := err != nil && req.Context().Err() == nil || err == nil && resp.StatusCode >= 500
-		if !failed || !canRetry || attempt >= t.o.retries || !t.budget.withdraw(t.r.clock.Now(), t.o.budgetMin) {
+		if !failed || !canRetry || attempt >= t.o.retries {
+			return resp, err
+		}
+		// Find another instance before giving up this answer: with none,
+		// the caller gets the instance's own answer (or error).
+		if !t.budget.withdraw(t.r.clock.Now(), t.o.budgetMin) {
+			return resp, err
+		}
+		pickOpts = append(pickOpts[:len(pickOpts):len(pickOpts)], Exclude(sel.Instance.ID))
+		next, perr := t.r.Pick(req.Context(), service, pickOpts...)
+		if perr != nil {
+			t.budget.deposit(1) // no retry made
 			return resp, err
 		}
 		if resp != nil {
@@ -149,7 +164,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 		}
 		t.retried.Add(1)
-		pickOpts = append(pickOpts[:len(pickOpts):len(pickOpts)], Exclude(sel.Instance.ID))
+		sel = next
 	}
 }
 
@@ -176,9 +191,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		err  error
 	)
 	if h := t.r.localHandler(sel.Instance); h != nil {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, out)
-		resp = rec.Result()
+		resp, err = serveLocal(h, out, sel, start)
+		if err != nil {
+			return nil, err
+		}
 	} else {
 		resp, err = t.o.base.RoundTrip(out)
 	}
@@ -197,8 +213,46 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	case resp.StatusCode >= 500:
 		outcome = errStatus(resp.StatusCode)
 	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, done: func() { sel.DoneLatency(outcome, time.Since(start)) }}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
+		o := outcome
+		if o == nil && readErr != nil {
+			// The instance cut the body short (a connection error), unless
+			// the caller cancelled: neither.
+			o = readErr
+			if req.Context().Err() != nil {
+				o = context.Canceled
+			}
+		}
+		sel.DoneLatency(o, time.Since(start))
+	}}
 	return resp, nil
+}
+
+// serveLocal serves a request in-process as net/http's server would: the
+// handler sees a non-nil body, the body is closed afterwards, and a panic is
+// the instance's failure (reported, not leaked as a request in flight).
+func serveLocal(h http.Handler, out *http.Request, sel Selection, start time.Time) (resp *http.Response, err error) {
+	body := out.Body
+	if out.Body == nil {
+		out.Body = http.NoBody
+	}
+	defer func() {
+		if body != nil {
+			_ = body.Close()
+		}
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				err = errors.New("discovery: in-process handler aborted")
+			} else {
+				err = fmt.Errorf("discovery: in-process handler panicked: %v", p)
+			}
+			sel.DoneLatency(err, time.Since(start))
+			resp = nil
+		}
+	}()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, out)
+	return rec.Result(), nil
 }
 
 // doneBody reports the outcome once, when the body is closed or read to
@@ -206,19 +260,23 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 type doneBody struct {
 	io.ReadCloser
 	once sync.Once
-	done func()
+	done func(readErr error)
 }
 
 func (b *doneBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) {
-		b.once.Do(b.done)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		b.once.Do(func() { b.done(nil) })
+	default:
+		b.once.Do(func() { b.done(err) })
 	}
 	return n, err
 }
 
 func (b *doneBody) Close() error {
-	b.once.Do(b.done)
+	b.once.Do(func() { b.done(nil) })
 	return b.ReadCloser.Close()
 }
 

@@ -163,3 +163,151 @@ func TestTransportServesRouterInstancesInProcess(t *testing.T) {
 		t.Fatalf("got %q (%d hits); want the handler's answer, with no network (port 1 is closed)", body, hits.Load())
 	}
 }
+
+// A panicking in-process handler is the instance's failure, an error to the
+// caller: the request is not left counted in flight (it was, for good).
+func TestTransportHandlerPanicIsAFailureNotARequestInFlight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { panic("boom") })
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.Instance().ID
+	func() {
+		defer func() { _ = recover() }()
+		resp, err := r.HTTPClient().Get("http://user_svc/x")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	if n := discovery.InFlight(r, "user_svc", id); n != 0 {
+		t.Fatalf("after a handler panic the instance has %d requests in flight; want 0 (Selection.Done never called)", n)
+	}
+}
+
+// A GET served in-process gives its handler a non-nil body, as net/http's
+// server does: a handler that read it panicked.
+func TestTransportInProcessGETHasABody(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body) // fine under net/http's server
+		_, _ = w.Write(b)
+	})
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	var perr any
+	func() {
+		defer func() { perr = recover() }()
+		resp, err := r.HTTPClient().Get("http://user_svc/x")
+		if err != nil {
+			t.Errorf("GET: %v", err)
+			return
+		}
+		resp.Body.Close()
+	}()
+	if perr != nil {
+		t.Fatalf("GET served in-process panicked: %v", perr)
+	}
+}
+
+type trackBody struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (b *trackBody) Close() error { b.closed.Store(true); return nil }
+
+// RoundTrip must always close the request body, including on errors.
+func TestTransportClosesTheBodyWhenNoInstanceIsPicked(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	body := &trackBody{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest(http.MethodPost, "http://nosuch/x", body)
+	_, err := r.Transport().RoundTrip(req)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	if !body.closed.Load() {
+		t.Fatalf("RoundTrip returned %v without closing the request body", err)
+	}
+}
+
+func TestTransportInProcessClosesTheBody(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { w.WriteHeader(204) })
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	body := &trackBody{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest(http.MethodPost, "http://user_svc/x", body)
+	resp, err := r.Transport().RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !body.closed.Load() {
+		t.Fatal("RoundTrip (in-process) never closed the request body")
+	}
+}
+
+// One instance answering 503 to a GET, and no other to retry on: the caller
+// gets the 503 (it got ErrNoHealthyInstances).
+func TestTransportReturnsTheAnswerWhenNoOtherInstanceIsLeft(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	bad := newServer(t, 503)
+	registerServer(t, r, "web", bad)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://web/x")
+	if err != nil {
+		t.Fatalf("GET to the one instance, which answered 503 (%d hits): error %v; want the 503 response (errors.Is NoHealthy: %v)",
+			bad.hits.Load(), err, errors.Is(err, discovery.ErrNoHealthyInstances))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// An instance that drops the connection in the middle of every response
+// body fails: the cut bodies count toward its ejection (each counted as a
+// success, it was never ejected).
+func TestTransportBodyCutShortIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+	ok1, ok2 := newServer(t, 200), newServer(t, 200)
+	registerServer(t, r, "web", ok1)
+	registerServer(t, r, "web", ok2)
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+		_ = buf.Flush()
+		conn.Close()
+	}))
+	t.Cleanup(cut.Close)
+	host, port, _ := net.SplitHostPort(cut.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	cutID := mustRegister(t, r, discovery.Instance{Service: "web", Host: host, Port: p}).Instance().ID
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	var broken int
+	for i := 0; i < 60; i++ {
+		resp, err := client.Get("http://web/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err != nil {
+			broken++
+		}
+		resp.Body.Close()
+	}
+	svc, _ := r.Get(ctx, "web")
+	if st := svc.Instance(cutID).Status; st != discovery.StatusEjected {
+		t.Fatalf("%d of 60 responses were cut off by the instance, which shows %v; want ejected (connection errors fail)", broken, st)
+	}
+}
