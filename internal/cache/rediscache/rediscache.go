@@ -147,7 +147,6 @@ func (c *Cache) startProbe() {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		defer c.probing.Store(false)
 		t := time.NewTicker(c.opt.ProbeInterval)
 		defer t.Stop()
 		for {
@@ -160,6 +159,12 @@ func (c *Cache) startProbe() {
 			err := c.rdb.Ping(ctx).Err()
 			cancel()
 			if err == nil {
+				// probing is cleared before down, and not again on the
+				// way out: a failure that trips the breaker again once
+				// down is cleared starts the next probe (refused while
+				// probing was still set, it left the breaker open for
+				// good), and that probe's flag stays set.
+				c.probing.Store(false)
 				c.down.Store(false)
 				c.opt.Log.Info("discovery: redis back")
 				if c.opt.OnResync != nil {

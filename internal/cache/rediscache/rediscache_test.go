@@ -1,7 +1,14 @@
 package rediscache
 
 import (
+	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery/internal/core"
 )
@@ -39,4 +46,35 @@ func FuzzParseMessage(f *testing.F) {
 			t.Fatalf("ParseMessage(%q) accepted %+v", s, ch)
 		}
 	})
+}
+
+// A Redis call that fails as the probe finishes (down cleared, the probe
+// not yet gone) trips the breaker again, and a new probe closes it: one was
+// refused while the old one's flag was set, and the breaker stayed open for
+// good although Redis answered. Here the failure happens in OnResync, which
+// runs in that window, as a concurrent caller's could.
+func TestBreakerClosesAfterATripAsTheProbeFinishes(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	var c *Cache
+	var tripped atomic.Bool
+	c = New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: 10 * time.Millisecond,
+		OnResync: func() {
+			if tripped.CompareAndSwap(false, true) { // a flapping Redis: the first call after it came back fails
+				_ = c.Failed(context.Background(), "get", errors.New("i/o timeout"))
+			}
+		}})
+	defer c.Close()
+	_ = c.Failed(context.Background(), "get", errors.New("connection refused"))
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if tripped.Load() && c.Up() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, _, err := c.Get(context.Background(), "db_svc")
+	t.Fatalf("Redis answers PING, but the breaker is still open 2s later (tripped=%v, probing=%v): Get = %v",
+		tripped.Load(), c.probing.Load(), err)
 }
