@@ -12,6 +12,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/codec"
 )
 
 // scrape gathers reg and returns every sample as "name{k=v,...}" -> value
@@ -291,4 +292,46 @@ func TestMetricsOfFailures(t *testing.T) {
 			t.Errorf("%s = %v; want %v", k, got[k], v)
 		}
 	}
+}
+
+// A snapshot in Redis with an instance status no writer produces (a
+// corrupt byte) is a miss: Get answers from the database, and a scrape of
+// the metrics works (its collector indexed an array by that status).
+func TestCorruptStatusInRedisIsAMiss(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[2], discovery.WithClock(clock), discovery.WithLeaseTTL(time.Hour)) // sqlite+redis
+	a := w.registry(t)
+	if _, err := a.Register(ctx, inst("db_svc", "10.0.0.7", 8080)); err != nil {
+		t.Fatal(err)
+	}
+	key := w.ns + ":svc:{db_svc}"
+	var v string
+	for i := 0; i < 200; i++ { // the write-through is asynchronous
+		if v, _ = w.rdb.Get(ctx, key).Result(); v != "" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	svc, at, err := codec.Decode(v)
+	if err != nil {
+		t.Fatalf("decode %q: %v", key, err)
+	}
+	svc.Instances[0].Status = 200 // one flipped byte
+	if err := w.rdb.Set(ctx, key, codec.Encode(svc, at), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	b := w.registry(t, discovery.WithMetrics(reg))
+	got, err := b.Get(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := got.Instances[0].Status; st != discovery.StatusUnknown {
+		t.Fatalf("Get shows status %v; want unknown, the database's", st)
+	}
+	if s := b.Stats(); s.L2DecodeErrors == 0 {
+		t.Fatalf("the corrupt snapshot was not counted as one: %+v", s)
+	}
+	scrape(t, reg)
 }

@@ -197,6 +197,11 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 		}
 		in.RegisteredAt = time.Unix(0, d.varint())
 		in.ExpiresAt = time.Unix(0, d.varint())
+		// Every write was validated (core.Normalize): anything else is corruption.
+		if d.err == nil && (in.Method > core.MethodRouter || in.Check > core.CheckNone || in.Status > core.StatusSuspect ||
+			in.Port < 1 || in.Port > 65535 || in.Weight < 0 || in.Weight > core.MaxWeight) {
+			d.fail("instance field")
+		}
 	}
 	if nk := d.count(maxKeys, 5); nk > 0 {
 		svc.Keys = make([]core.PublicKey, nk)

@@ -92,6 +92,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Whatever decodes holds only what a validated write can hold.
+		for _, in := range svc.Instances {
+			if in.Method > core.MethodRouter || in.Check > core.CheckNone || in.Status > core.StatusSuspect ||
+				in.Port < 1 || in.Port > 65535 || in.Weight < 0 || in.Weight > core.MaxWeight {
+				t.Fatalf("decoded an instance no write produces: %+v", in)
+			}
+		}
 		// Whatever decodes must encode back to the same bytes, modulo map order.
 		again, at2, err := Decode(string(Encode(svc, at)))
 		if err != nil || !at.Equal(at2) || again.Revision != svc.Revision || len(again.Instances) != len(svc.Instances) {
@@ -112,6 +119,33 @@ func BenchmarkDecode(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := Decode(v); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Decode refuses instance fields no writer produces (every write is
+// validated): a status, method or check kind outside their enums, a port
+// outside 1-65535, a weight outside 0..MaxWeight. One flipped byte in Redis
+// reached lookups as Status(200), and the metrics collector indexed an
+// array by it.
+func TestDecodeRefusesImpossibleInstanceFields(t *testing.T) {
+	mutations := map[string]func(in *core.Instance){
+		"status 200":   func(in *core.Instance) { in.Status = 200 },
+		"method 9":     func(in *core.Instance) { in.Method = 9 },
+		"check 9":      func(in *core.Instance) { in.Check = 9 },
+		"port 70000":   func(in *core.Instance) { in.Port = 70000 },
+		"port 0 http":  func(in *core.Instance) { in.Port = 0 },
+		"weight -5":    func(in *core.Instance) { in.Weight = -5 },
+		"weight 10001": func(in *core.Instance) { in.Weight = core.MaxWeight + 1 },
+	}
+	for name, mut := range mutations {
+		svc := sample()
+		mut(&svc.Instances[0])
+		got, _, err := Decode(string(Encode(svc, time.Unix(1, 0))))
+		if err == nil {
+			in := got.Instances[0]
+			t.Errorf("%s: Decode accepted it: status=%v method=%v check=%v port=%d weight=%d",
+				name, in.Status, in.Method, in.Check, in.Port, in.Weight)
 		}
 	}
 }
