@@ -665,11 +665,7 @@ func TestConfigCallbackNeverGoesBackToAnOlderRevision(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	gs := &holdLoadStore{Backend: backend}
-	r, err := discovery.New(discovery.WithStore(gs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(gs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	other := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	if _, err := other.UpdateConfig(ctx, "router_svc", cfgDoc(1)); err != nil {
 		t.Fatal(err)
@@ -753,11 +749,7 @@ func TestRegistrationConfigIsReadAgainAfterAFailedRead(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	fs := &failOnceStore{Backend: backend}
-	r, err := discovery.New(discovery.WithStore(fs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(fs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	if _, err := r.UpdateConfig(ctx, "svc", cfgDoc(1)); err != nil {
 		t.Fatal(err)
 	}

@@ -140,19 +140,27 @@ func TestRegisterRacingCloseLeavesNoInstance(t *testing.T) {
 	}
 }
 
+// failedDeregister registers an instance and deregisters it while the
+// database is down (ErrUnavailable), then brings the database back.
+func failedDeregister(t *testing.T) (*discovery.Registry, *discoverytest.Backend, *discovery.Registration) {
+	t.Helper()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	backend.SetFailure(errors.New("connection refused"))
+	if err := g.Deregister(context.Background()); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Deregister during the outage = %v; want ErrUnavailable", err)
+	}
+	backend.SetFailure(nil)
+	return r, backend, g
+}
+
 // A Deregister that failed (database down) can be retried: once the
 // database is back, the retry removes the instance (it returned nil and
 // deleted nothing).
 func TestDeregisterRetriedAfterAFailureRemovesTheInstance(t *testing.T) {
 	ctx := context.Background()
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	backend.SetFailure(errors.New("connection refused"))
-	if err := g.Deregister(ctx); !errors.Is(err, discovery.ErrUnavailable) {
-		t.Fatalf("Deregister during the outage = %v; want ErrUnavailable", err)
-	}
-	backend.SetFailure(nil)
+	_, backend, g := failedDeregister(t)
 	err := g.Deregister(ctx)
 	svc, lerr := backend.Load(ctx, "db_svc")
 	if lerr == nil && len(svc.Instances) != 0 {
@@ -165,14 +173,7 @@ func TestDeregisterRetriedAfterAFailureRemovesTheInstance(t *testing.T) {
 // replaced the old handle.
 func TestDeregisterRetriedAfterARegisterAgainKeepsTheNewOne(t *testing.T) {
 	ctx := context.Background()
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	old := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	backend.SetFailure(errors.New("connection refused"))
-	if err := old.Deregister(ctx); !errors.Is(err, discovery.ErrUnavailable) {
-		t.Fatalf("Deregister during the outage = %v; want ErrUnavailable", err)
-	}
-	backend.SetFailure(nil)
+	r, backend, old := failedDeregister(t)
 	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 	if err := old.Deregister(ctx); err != nil {
 		t.Fatalf("the old handle's Deregister = %v; want nil (nothing left to do)", err)
