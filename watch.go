@@ -311,6 +311,13 @@ func diff(service string, from, to *snapshot) []Event {
 // process moves the hub to entry e (unless it saw a newer one) and hands
 // the differences to watchers and the configuration to callbacks.
 func (h *hub) process(e *entry) {
+	// Under the service's viewMu (taken before h.mu, as statusShown does):
+	// no status changes, and none is announced, while the hub reads them.
+	st := e.st
+	if st != nil {
+		st.viewMu.Lock()
+		defer st.viewMu.Unlock()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.loaded && (e == h.lastEntry || e.rev < h.last.rev) {
@@ -319,14 +326,20 @@ func (h *hub) process(e *entry) {
 	snap := snapshotOf(e)
 	// Statuses reach watchers in events: an instance whose registration
 	// is unchanged keeps the status they were told, and the health event
-	// of its change (statusShown) brings the new one. Taken from the view
-	// here, a status changed just before its event was emitted made the
-	// hub drop that event as one watchers already had.
+	// of its change (statusShown) brings the new one; taken from the view
+	// here, a status changed just before its event made the hub drop that
+	// event as one watchers already had. Any other takes its status now,
+	// not from the entry's view: an entry already replaced in L1 keeps the
+	// statuses it was built with, and an instance added from it kept one
+	// that had changed since, for good.
+	now := h.r.clock.Now().UnixNano()
 	for id, in := range snap.insts {
 		if old, ok := h.last.insts[id]; ok && sameRegistration(&old, &in) {
 			in.Status = old.Status
-			snap.insts[id] = in
+		} else if st != nil {
+			in.Status = viewStatus(&in, st.inst(id), now)
 		}
+		snap.insts[id] = in
 	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded

@@ -409,3 +409,45 @@ func TestResyncReloadsWatchedServices(t *testing.T) {
 		t.Fatal("the resync did not reach the watcher")
 	}
 }
+
+// An instance the hub adds from an entry L1 has already replaced takes the
+// status Get shows, not the one that entry's view was built with (which it
+// then kept for good: its registration did not change after).
+func TestHubTakesCurrentStatusesFromAReplacedEntry(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	ga, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	e1 := r.l1.get("db_svc")
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
+		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+	r.hubs.Store("db_svc", h)
+	r.hooked.Add(1)
+	if _, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	e2 := r.l1.get("db_svc")
+	if e2 == e1 || e2.rev <= e1.rev {
+		t.Fatalf("no newer entry: %d %d", e1.rev, e2.rev)
+	}
+	check(r, clock, "db_svc", ga.id, core.StatusHealthy) // rebuilds e2's view only
+	h.process(e1)                                        // a refresh that read e1 before e2 was installed
+	h.process(e2)
+	svc, err := r.Get(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.last.insts[ga.id].Status, svc.Instance(ga.id).Status; got != want {
+		t.Fatalf("the hub holds %v for %s after processing the current entry; Get shows %v", got, ga.id, want)
+	}
+}
