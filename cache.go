@@ -76,6 +76,9 @@ type l1Cache struct {
 	// onPut, if set, is called after put stored an entry (watch.go); never
 	// on the lookup path.
 	onPut func(*entry)
+	// lease is the lease TTL (ns): a database read begun a lease after the
+	// held snapshot was read may replace it at a lower revision (put).
+	lease int64
 }
 
 func newL1(size int) (*l1Cache, error) {
@@ -128,17 +131,18 @@ func (c *l1Cache) touch(e *entry) {
 // entry L1 holds afterwards.
 //
 // A snapshot this process read from the database after a lease in the held
-// one had ended replaces it even at a lower revision. Revisions only go
-// back when the database does (restored from a backup); a read that began
-// before a write and returned after it began before the write's snapshot
-// was read, so before any lease in it ended. Refused, the database's
-// snapshot never replaced the old one, which was then answered with
-// instances whose leases had ended, two database reads a lookup, until
-// the revisions climbed back.
+// one had ended, or a lease TTL after the held one was read (one with no
+// live instance has no lease to end), replaces it even at a lower
+// revision. Revisions only go back when the database does (restored from a
+// backup); a read that began before a write and returned after it began
+// before the write's snapshot was read, so before either. Refused, the
+// database's snapshot never replaced the old one, which was then answered
+// with instances whose leases had ended, two database reads a lookup,
+// until the revisions climbed back.
 func (c *l1Cache) put(e *entry) *entry {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
-		if old != nil && (old.rev > e.rev && !(e.layer == LayerL3 && e.loadedAt >= old.minExpiry) ||
+		if old != nil && (old.rev > e.rev && !(e.layer == LayerL3 && (e.loadedAt >= old.minExpiry || e.loadedAt >= old.loadedAt+c.lease)) ||
 			old.rev == e.rev && old.loadedAt > e.loadedAt) {
 			held = old
 			return nil, false

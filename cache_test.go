@@ -945,3 +945,34 @@ func TestDatabaseRestoredToALowerRevisionIsServed(t *testing.T) {
 		t.Fatalf("10 Gets within the freshness window read the database %d times", d)
 	}
 }
+
+// The same when the snapshot L1 holds has no live instance left (no lease
+// in it to end): a read begun a lease TTL after it replaces it.
+func TestDatabaseRestoredUnderASnapshotWithNoLiveInstanceIsServed(t *testing.T) {
+	ctx := context.Background()
+	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	reg := func(b *discoverytest.Backend, id string, ttl time.Duration) {
+		t.Helper()
+		in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
+		if _, err := b.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg(before, "x1", time.Minute)
+	reg(before, "x2", time.Minute) // revision 2
+	reg(restored, "y1", time.Hour) // revision 1
+	s := &switchStore{Store: before}
+	s.cur.Store(before)
+	r := discoverytest.NewRegistry(t, before, discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithReaper(0, time.Hour))
+	clock.Advance(5 * time.Minute) // both leases ended long ago: L1 holds revision 2 with no live instance
+	if _, err := r.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("before the restore: Get = %v; want ErrNotFound", err)
+	}
+	s.cur.Store(restored)
+	clock.Advance(time.Minute)
+	if got := ids(r.Get(ctx, "db_svc")); got != "y1" {
+		t.Fatalf("after the restore: Get = %s; want y1, what the database holds", got)
+	}
+}

@@ -116,6 +116,7 @@ func New(opts ...Option) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	l1.lease = int64(o.leaseTTL)
 	r.l1 = l1
 	l1.onPut = r.entryPut
 	r.ctx, r.cancel = context.WithCancel(context.Background())
