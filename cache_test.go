@@ -898,6 +898,27 @@ func (s *switchStore) Load(ctx context.Context, name string) (*discovery.Service
 	return s.cur.Load().Load(ctx, name)
 }
 
+// regAt writes an instance of db_svc straight to a backend, registered at
+// t0 for ttl.
+func regAt(t *testing.T, b *discoverytest.Backend, id string, ttl time.Duration) {
+	t.Helper()
+	in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
+	if _, err := b.Register(context.Background(), &in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restoreRegistry returns a Registry with no health checks and no reaper
+// (WithReaper(0, reapAfter)), reading from the switchStore s, which starts
+// on before.
+func restoreRegistry(t *testing.T, before *discoverytest.Backend, clock *discoverytest.Clock, reapAfter time.Duration) (*discovery.Registry, *switchStore) {
+	s := &switchStore{Store: before}
+	s.cur.Store(before)
+	r := discoverytest.NewRegistry(t, before, discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithReaper(0, reapAfter))
+	return r, s
+}
+
 // A database restored from a backup, at a lower revision than L1 holds, is
 // what lookups answer once a lease in the held snapshot has ended: not the
 // held snapshot with that lease in it, two database reads a lookup.
@@ -905,25 +926,15 @@ func TestDatabaseRestoredToALowerRevisionIsServed(t *testing.T) {
 	ctx := context.Background()
 	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
-	reg := func(b *discoverytest.Backend, id string, ttl time.Duration) {
-		t.Helper()
-		in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
-		if _, err := b.Register(ctx, &in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg(before, "x1", time.Minute)
+	regAt(t, before, "x1", time.Minute)
 	for range 2 { // more history before the backup's state: revision 5
-		reg(before, "o1", time.Minute)
+		regAt(t, before, "o1", time.Minute)
 		if _, err := before.Deregister(ctx, "db_svc", "o1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	reg(restored, "y1", time.Hour) // revision 1
-	s := &switchStore{Store: before}
-	s.cur.Store(before)
-	r := discoverytest.NewRegistry(t, before, discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
-		discovery.WithCloseDrain(0), discovery.WithReaper(0, 2*time.Minute)) // no reaper: only lookups read the database
+	regAt(t, restored, "y1", time.Hour)                      // revision 1
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute) // no reaper: only lookups read the database
 	if got := ids(r.Get(ctx, "db_svc")); got != "x1" {
 		t.Fatalf("before the restore: Get = %s", got)
 	}
@@ -952,20 +963,10 @@ func TestDatabaseRestoredUnderASnapshotWithNoLiveInstanceIsServed(t *testing.T) 
 	ctx := context.Background()
 	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
-	reg := func(b *discoverytest.Backend, id string, ttl time.Duration) {
-		t.Helper()
-		in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 1, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
-		if _, err := b.Register(ctx, &in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg(before, "x1", time.Minute)
-	reg(before, "x2", time.Minute) // revision 2
-	reg(restored, "y1", time.Hour) // revision 1
-	s := &switchStore{Store: before}
-	s.cur.Store(before)
-	r := discoverytest.NewRegistry(t, before, discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
-		discovery.WithCloseDrain(0), discovery.WithReaper(0, time.Hour))
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "x2", time.Minute) // revision 2
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	r, s := restoreRegistry(t, before, clock, time.Hour)
 	clock.Advance(5 * time.Minute) // both leases ended long ago: L1 holds revision 2 with no live instance
 	if _, err := r.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
 		t.Fatalf("before the restore: Get = %v; want ErrNotFound", err)
