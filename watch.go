@@ -246,21 +246,18 @@ func (h *hub) load(force bool) (*entry, error) {
 }
 
 // snapshotOf returns what watchers see of an entry: the instances live
-// when it was built, and the configuration.
+// when it was built, with their stored status (process gives them the
+// status Get shows), and the configuration.
 func snapshotOf(e *entry) snapshot {
 	s := snapshot{rev: e.rev, insts: map[string]core.Instance{}}
 	if e.raw == nil {
 		return s
 	}
 	s.cfgRev, s.config = e.raw.ConfigRevision, e.raw.Config
-	view := e.view.Load()
 	for i := range e.raw.Instances {
 		in := e.raw.Instances[i]
 		if in.ExpiresAt.UnixNano() <= e.insertedAt {
 			continue
-		}
-		if v := view.Instance(in.ID); v != nil {
-			in.Status = v.Status // this process's status (health, draining)
 		}
 		s.insts[in.ID] = in
 	}
@@ -328,16 +325,16 @@ func (h *hub) process(e *entry) {
 	// is unchanged keeps the status they were told, and the health event
 	// of its change (statusShown) brings the new one; taken from the view
 	// here, a status changed just before its event made the hub drop that
-	// event as one watchers already had. Any other takes its status now,
-	// not from the entry's view: an entry already replaced in L1 keeps the
-	// statuses it was built with, and an instance added from it kept one
-	// that had changed since, for good.
+	// event as one watchers already had. Any other takes the status Get
+	// shows now, not the one of the entry's view: an entry already replaced
+	// in L1 keeps the statuses it was built with, and an instance added
+	// from it kept one that had changed since, for good.
 	now := h.r.clock.Now().UnixNano()
 	for id, in := range snap.insts {
 		if old, ok := h.last.insts[id]; ok && sameRegistration(&old, &in) {
 			in.Status = old.Status
-		} else if st != nil {
-			in.Status = viewStatus(&in, st.inst(id), now)
+		} else {
+			in.Status = viewStatus(&in, st.inst(id), now) // an entry with instances has a state
 		}
 		snap.insts[id] = in
 	}
