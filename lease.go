@@ -81,11 +81,11 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	// one instance run one at a time: two at once each found no other,
 	// and both renewed it, so a Deregister stopped one and the other's
 	// next renewal registered it again.
-	key := inst.Service + "\x00" + inst.ID
-	if err := r.lockInstance(ctx, key); err != nil {
+	l, err := r.lockInstance(ctx, inst.Service+"\x00"+inst.ID)
+	if err != nil {
 		return nil, err
 	}
-	defer r.unlockInstance(key)
+	defer r.unlockInstance(l)
 	olds := r.registrationsOf(inst.Service, inst.ID)
 	for i, old := range olds {
 		if err := old.writing.Lock(ctx); err != nil {
@@ -129,9 +129,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		cancel()
 		dctx, dcancel := ownTimeout(context.WithoutCancel(ctx), r.opts.closeTO)
 		defer dcancel()
-		if drev, err := r.store.Deregister(dctx, inst.Service, inst.ID); err == nil {
-			r.afterWrite(dctx, core.Change{Service: inst.Service, Revision: drev})
-		}
+		_, _ = r.deregisterRow(dctx, inst.Service, inst.ID)
 		return nil, ErrClosed
 	}
 	r.regs[g] = struct{}{}
@@ -278,9 +276,8 @@ func (g *Registration) deregister(ctx context.Context) error {
 	if removed {
 		return ErrClosed
 	}
-	rev, err := g.r.store.Deregister(ctx, g.service, g.id)
-	g.r.noteStoreResult("deregister", err)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	rev, err := g.r.deregisterRow(ctx, g.service, g.id)
+	if err != nil && !errors.Is(err, ErrNotFound) { // NotFound: already gone (reaped, or deregistered elsewhere)
 		// Not removed: calling Deregister again (or Close) retries. It
 		// stays among the Registry's registrations meanwhile, so that a
 		// new Register of the instance replaces it, and its retry cannot
@@ -289,17 +286,13 @@ func (g *Registration) deregister(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.removed = true
+	if err == nil {
+		g.rev = rev
+	}
 	g.mu.Unlock()
 	g.r.regMu.Lock()
 	delete(g.r.regs, g)
 	g.r.regMu.Unlock()
-	if err != nil {
-		return nil // already gone (reaped, or deregistered elsewhere)
-	}
-	g.mu.Lock()
-	g.rev = rev
-	g.mu.Unlock()
-	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil
 }
 
@@ -396,43 +389,43 @@ func jitter(d time.Duration) time.Duration {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// lockInstance serialises this process's Register calls of one instance.
-func (r *Registry) lockInstance(ctx context.Context, key string) error {
+// lockInstance serialises this process's Register calls of one instance;
+// unlockInstance ends what it returned.
+func (r *Registry) lockInstance(ctx context.Context, key string) (*instLock, error) {
 	r.regMu.Lock()
 	if r.regLocks == nil {
 		r.regLocks = map[string]*instLock{}
 	}
 	l := r.regLocks[key]
 	if l == nil {
-		l = &instLock{slot: core.NewSlot()}
+		l = &instLock{key: key, slot: core.NewSlot()}
 		r.regLocks[key] = l
 	}
 	l.refs++
 	r.regMu.Unlock()
 	if err := l.slot.Lock(ctx); err != nil {
-		r.releaseInstance(key, l)
-		return err
+		r.releaseInstance(l)
+		return nil, err
 	}
-	return nil
+	return l, nil
 }
 
-func (r *Registry) unlockInstance(key string) {
-	r.regMu.Lock()
-	l := r.regLocks[key]
-	r.regMu.Unlock()
+func (r *Registry) unlockInstance(l *instLock) {
 	l.slot.Unlock()
-	r.releaseInstance(key, l)
+	r.releaseInstance(l)
 }
 
-func (r *Registry) releaseInstance(key string, l *instLock) {
+// releaseInstance drops a caller's reference to l, and l once unreferenced.
+func (r *Registry) releaseInstance(l *instLock) {
 	r.regMu.Lock()
 	if l.refs--; l.refs == 0 {
-		delete(r.regLocks, key)
+		delete(r.regLocks, l.key)
 	}
 	r.regMu.Unlock()
 }
 
 type instLock struct {
+	key  string
 	slot core.Slot
-	refs int
+	refs int // Register calls holding or waiting for it; under regMu
 }

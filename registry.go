@@ -244,13 +244,20 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 	if own != nil {
 		return own.Deregister(ctx)
 	}
+	_, err := r.deregisterRow(ctx, service, id)
+	return err
+}
+
+// deregisterRow deletes an instance's row and makes the change visible
+// (afterWrite); it returns the service's new revision.
+func (r *Registry) deregisterRow(ctx context.Context, service, id string) (int64, error) {
 	rev, err := r.store.Deregister(ctx, service, id)
 	r.noteStoreResult("deregister", err)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
-	return nil
+	return rev, nil
 }
 
 // Store returns the Store the Registry reads and writes.
