@@ -142,8 +142,7 @@ func (c *l1Cache) touch(e *entry) {
 func (c *l1Cache) put(e *entry) *entry {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
-		if old != nil && (old.rev > e.rev && !(e.layer == LayerL3 && (e.loadedAt >= old.minExpiry || e.loadedAt >= old.loadedAt+c.lease)) ||
-			old.rev == e.rev && old.loadedAt > e.loadedAt) {
+		if old != nil && (old.rev > e.rev && !c.wentBack(old, e) || old.rev == e.rev && old.loadedAt > e.loadedAt) {
 			held = old
 			return nil, false
 		}
@@ -181,6 +180,13 @@ func (r *Registry) install(e *entry) *entry {
 		e.viewGen = gen
 	}
 	return r.l1.put(e)
+}
+
+// wentBack reports whether e, at a lower revision than old, shows the
+// database gone back (see put): read from it after a lease in old ended,
+// or a lease TTL after old was read.
+func (c *l1Cache) wentBack(old, e *entry) bool {
+	return e.layer == LayerL3 && (e.loadedAt >= old.minExpiry || e.loadedAt >= old.loadedAt+c.lease)
 }
 
 // remove drops e if L1 still holds it. Ristretto keeps the name's slot until

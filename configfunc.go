@@ -32,6 +32,14 @@ type regConfig struct {
 	kick      chan struct{} // made on first use
 }
 
+// learn takes configuration rev if it is newer than the one known (Config
+// never goes back). c.mu must be held.
+func (c *regConfig) learn(doc json.RawMessage, rev int64) {
+	if rev > c.rev {
+		c.doc, c.rev = doc, rev
+	}
+}
+
 // chans returns the registration's delivery channels, making them on first
 // use (the registration is visible to UpdateConfig before Register returns).
 // c.mu must be held.
@@ -77,9 +85,7 @@ func (r *Registry) startConfig(ctx context.Context, g *Registration) {
 	if svc, err := r.snapshotSince(ctx, g.service, g.Revision()); err == nil {
 		c := &g.cfg
 		c.mu.Lock()
-		if svc.ConfigRevision > c.rev {
-			c.doc, c.rev = svc.Config, svc.ConfigRevision
-		}
+		c.learn(svc.Config, svc.ConfigRevision)
 		// A revision offered before this read (an UpdateConfig of this
 		// process that found the registration already listed) and older
 		// than the configuration just read is superseded: delivering it
@@ -124,9 +130,7 @@ func (r *Registry) readConfigLater(g *Registration) {
 		if err == nil {
 			c := &g.cfg
 			c.mu.Lock()
-			if svc.ConfigRevision > c.rev {
-				c.doc, c.rev = svc.Config, svc.ConfigRevision
-			}
+			c.learn(svc.Config, svc.ConfigRevision)
 			c.mu.Unlock()
 			return
 		}
@@ -241,9 +245,7 @@ func (g *Registration) configLoop() {
 			if p.Revision > c.delivered {
 				c.delivered, c.err = p.Revision, err
 			}
-			if p.Revision > c.rev {
-				c.doc, c.rev = p.Config, p.Revision
-			}
+			c.learn(p.Config, p.Revision)
 			done, _ := c.chans()
 			close(done)
 			c.done = make(chan struct{})
