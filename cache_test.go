@@ -840,6 +840,19 @@ func (s *commitThenCancel) Deregister(ctx context.Context, service, id string) (
 	return rev, err
 }
 
+// overStore returns a Registry of w's namespace and Redis over the store s
+// (in place of w's database), closed at the end of the test.
+func overStore(t *testing.T, w *world, s discovery.Store, opts ...discovery.Option) *discovery.Registry {
+	t.Helper()
+	r, err := discovery.New(append([]discovery.Option{discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithRedis(w.rdb), discovery.WithStore(s)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
 // A write that committed is written through to Redis and published even if
 // the writer's context ends right after the commit: neither the writer nor
 // another process goes on serving the snapshot from before it.
@@ -854,17 +867,8 @@ func TestCommittedWriteIsPublishedWhenTheCallersContextEnds(t *testing.T) {
 			defer cancel()
 			// a and b share base's store, wrapped (which hides the memory
 			// backend's notifications: Redis is the only way a change travels)
-			over := func(s discovery.Store) *discovery.Registry {
-				r, err := discovery.New(discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
-					discovery.WithRedis(w.rdb), fresh, discovery.WithStore(s))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = r.Close() })
-				return r
-			}
-			a := over(&commitThenCancel{Store: base.Store(), cancel: cancel})
-			b := over(struct{ discovery.Store }{base.Store()})
+			a := overStore(t, w, &commitThenCancel{Store: base.Store(), cancel: cancel}, fresh)
+			b := overStore(t, w, struct{ discovery.Store }{base.Store()}, fresh)
 			for _, host := range []string{"10.0.0.1", "10.0.0.2"} {
 				mustRegister(t, base, inst("db_svc", host, 80))
 			}
@@ -883,6 +887,55 @@ func TestCommittedWriteIsPublishedWhenTheCallersContextEnds(t *testing.T) {
 			waitFor(t, 5*time.Second, "the deregistration on a and b", func() bool {
 				return ids(a.Get(bg, "db_svc")) == kept && ids(b.Get(bg, "db_svc")) == kept
 			})
+		})
+	}
+}
+
+// loadsFail fails every Load while failing is set: a database that took a
+// write and then stopped answering.
+type loadsFail struct {
+	discovery.Store
+	failing atomic.Bool
+}
+
+func (s *loadsFail) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.failing.Load() {
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: discovery.ErrUnavailable}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// A Registry whose write it could not read back (the write-through's read
+// failed, so only the revision was published) refuses the older snapshot
+// Redis still holds at its first lookup of the service, though it had
+// never looked the service up before the write.
+func TestWriterRefusesTheOlderSnapshotInRedisAfterItsWriteThroughFailed(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			w := newWorld(t, k)
+			bg := context.Background()
+			base := w.registry(t)
+			now := time.Now()
+			for _, id := range []string{"i1", "i2"} { // rows with no keepalive behind them
+				in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.1", Port: 80, Weight: 1, RegisteredAt: now, ExpiresAt: now.Add(time.Minute)}
+				if _, err := base.Store().Register(bg, &in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := ids(base.Get(bg, "db_svc")); got != "i1,i2" {
+				t.Fatalf("base.Get = %s", got)
+			}
+			waitFor(t, 5*time.Second, "base's snapshot in Redis", func() bool { return base.Stats().L2Writes >= 1 })
+			s := &loadsFail{Store: base.Store()}
+			a := overStore(t, w, s)
+			s.failing.Store(true)
+			if err := a.Deregister(bg, "db_svc", "i2"); err != nil {
+				t.Fatalf("Deregister = %v", err)
+			}
+			s.failing.Store(false)
+			if got := ids(a.Get(bg, "db_svc")); got != "i1" {
+				t.Fatalf("the writer's first Get after its Deregister = %s; want i1 (Redis still holds i1,i2)", got)
+			}
 		})
 	}
 }
