@@ -362,7 +362,12 @@ func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo
 		info.Live, info.Expired = int(live), int(total-live)
 		out = append(out, info)
 	}
-	return out, mapErr(ctx, "services", rows.Err())
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(ctx, "services", err)
+	}
+	// byte order, as Load's instances: ORDER BY followed the collation
+	slices.SortFunc(out, func(a, b core.ServiceInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // Reap implements core.Store. On PostgreSQL a transaction-scoped advisory lock
