@@ -595,6 +595,14 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		}
 		if e.raw == nil {
 			r.dropState(st)
+		} else if e.layer == LayerL3 && e.rev < want {
+			// The database, read after want was announced (and every
+			// announcement follows its commit), holds less: it went back (a
+			// restore). Its revision is the truth now; waiting for want made
+			// every load read it three times and every lookup past the
+			// freshness window wait for that. A newer announcement since
+			// keeps its own.
+			st.wantRev.CompareAndSwap(want, e.rev)
 		}
 		var superseded bool
 		if e, superseded = r.installLoaded(e, st, attempt == 2); !superseded {

@@ -1030,3 +1030,50 @@ func TestDatabaseRestoredUnderASnapshotWithNoLiveInstanceIsServed(t *testing.T) 
 		t.Fatalf("after the restore: Get = %s; want y1, what the database holds", got)
 	}
 }
+
+// After a restore below the revision this process last wrote, a database
+// read is the truth: the first lookup reads the database once, not once per
+// load attempt (three) for a revision it will never reach, and once fresh the
+// service goes back to stale-while-revalidate: a lookup past the freshness
+// window is answered at once while one read refreshes it, instead of waiting
+// for three.
+func TestDatabaseRestoredBelowAWrittenRevisionIsReadOnce(t *testing.T) {
+	ctx := context.Background()
+	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "o1", time.Minute)
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, this process's own write
+		t.Fatal(err)
+	}
+	if got := ids(r.Get(ctx, "db_svc")); got != "x1" {
+		t.Fatalf("before the restore: Get = %s", got)
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago
+	reads := r.Stats().StoreReads
+	if got := ids(r.Get(ctx, "db_svc")); got != "y1" {
+		t.Fatalf("after the restore: Get = %s; want y1", got)
+	}
+	if d := r.Stats().StoreReads - reads; d != 1 {
+		t.Fatalf("the first lookup after the restore read the database %d times; want 1", d)
+	}
+	clock.Advance(10 * time.Second) // past the freshness window (5 s), within stale-while-revalidate (30 s)
+	reads, refreshes := r.Stats().StoreReads, r.Stats().Refreshes
+	res, err := r.Lookup(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Stale || res.Revision != 1 {
+		t.Fatalf("past the freshness window: Lookup at revision %d, stale %v; want revision 1 served stale while it refreshes", res.Revision, res.Stale)
+	}
+	waitFor(t, 5*time.Second, "the background refresh", func() bool {
+		res, err := r.Lookup(ctx, "db_svc")
+		return r.Stats().Refreshes > refreshes && err == nil && !res.Stale
+	})
+	if d := r.Stats().StoreReads - reads; d != 1 {
+		t.Fatalf("the refresh read the database %d times; want 1", d)
+	}
+}
