@@ -22,6 +22,20 @@ func SetInstanceHealth(r *Registry, service, id string, s Status, score float64)
 // time and waits for the checks and syncs it started.
 func SettleHealth(r *Registry) { r.hm.settle() }
 
+// StepHealth runs the health monitor's due work at the clock's current time
+// and returns without waiting for the checks and syncs it started.
+func StepHealth(r *Registry) {
+	done := make(chan struct{})
+	select {
+	case r.hm.settleCh <- done:
+		<-done
+	case <-r.ctx.Done():
+	}
+}
+
+// HealthJobs is the number of health checks, syncs and leaves running.
+func HealthJobs(r *Registry) int64 { return r.hm.busy.Load() }
+
 // HealthCorrupt counts shared health states and messages that did not decode.
 func HealthCorrupt(r *Registry) uint64 {
 	if r.hm.share == nil {

@@ -115,6 +115,7 @@ type svcMon struct {
 	// written by sync jobs, read by the loop
 	members atomic.Pointer[memberView]
 	syncing atomic.Bool
+	gone    atomic.Bool // dropped by the loop: whoever holds syncing next leaves the members
 }
 
 // memberView is the set of processes probing a service, as last read.
@@ -365,8 +366,13 @@ func (m *monitor) startSync(sm *svcMon, now int64) {
 	m.jobs.Add(1)
 	if !m.r.spawn(func() {
 		defer m.busy.Add(-1)
-		defer sm.syncing.Store(false)
 		m.share.sync(sm, now)
+		sm.syncing.Store(false)
+		// dropped while this sync was on its way: its heartbeat may have
+		// landed after the removal, so leave again (see removeService)
+		if sm.gone.Load() && sm.syncing.CompareAndSwap(false, true) {
+			m.share.leave(sm.name)
+		}
 	}) {
 		sm.syncing.Store(false)
 		m.busy.Add(-1)
@@ -465,7 +471,12 @@ func (m *monitor) removeService(sm *svcMon) {
 		heap.Remove(&m.q, sm.sync.idx)
 	}
 	delete(m.svcs, sm.name)
-	if m.share != nil {
+	// A sync still running could heartbeat this process back into the
+	// members after a removal sent now (where it stayed for 3 intervals,
+	// a prober nobody stood in for): whoever takes syncing after the drop
+	// leaves, this loop when no sync runs, else the sync when it ends.
+	sm.gone.Store(true)
+	if m.share != nil && sm.syncing.CompareAndSwap(false, true) {
 		m.share.leaveAsync(sm.name)
 	}
 }

@@ -340,12 +340,17 @@ func (s *sharer) leaveAsync(service string) {
 	s.m.jobs.Add(1)
 	if !s.r.spawn(func() {
 		defer s.m.busy.Add(-1)
-		ctx, cancel := s.timeout(s.r.ctx)
-		defer cancel()
-		_ = s.rdb.ZRem(ctx, s.membersKey(service), s.m.id).Err()
+		s.leave(service)
 	}) {
 		s.m.busy.Add(-1)
 	}
+}
+
+// leave removes this process from a service's members.
+func (s *sharer) leave(service string) {
+	ctx, cancel := s.timeout(s.r.ctx)
+	defer cancel()
+	_ = s.rdb.ZRem(ctx, s.membersKey(service), s.m.id).Err()
 }
 
 // leave removes this process from every service's members; Close calls it

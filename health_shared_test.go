@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -347,6 +352,88 @@ func TestCorruptSharedStateIgnored(t *testing.T) {
 			v, err := w.rdb.HGet(ctx, key, f.ids[0]).Result()
 			if err != nil || len(v) < 3 || v[:3] != "h1 " || v == "h1 1 9 1 0 0 0 0 0 - 0" {
 				t.Fatalf("the shared state was not rewritten: %q, %v", v, err)
+			}
+		})
+	}
+}
+
+// syncGate is a go-redis hook that holds the first heartbeat of one process
+// into one member set until released.
+type syncGate struct {
+	key     string
+	id      atomic.Value // string: the process's ID, known once it exists
+	once    sync.Once
+	held    chan struct{} // closed when the heartbeat is held
+	release chan struct{}
+}
+
+func (g *syncGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *syncGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (g *syncGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			args := fmt.Sprint(cmd.Args()...)
+			if id, _ := g.id.Load().(string); id != "" && strings.Contains(args, g.key) && strings.Contains(args, id) {
+				g.once.Do(func() {
+					close(g.held)
+					<-g.release
+				})
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A process that stops using a service while its sync of the service is
+// still on its way to Redis leaves the service's members all the same: the
+// heartbeat must not land after the removal and keep the process a member
+// (a prober the others leave instances to) for 3 intervals.
+func TestLeaveDuringSyncLeaves(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			gate := &syncGate{key: w.ns + ":hmembers:{web}", held: make(chan struct{}), release: make(chan struct{})}
+			w.rdb.AddHook(gate)
+			r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithRedisTimeout(5*time.Second))
+			gate.id.Store(r.ProcessID())
+			released := false
+			defer func() {
+				if !released {
+					close(gate.release) // let a held sync end if the test fails first
+				}
+			}()
+			discovery.SettleHealth(r)
+			addInstance(t, r, newProbeServer(t, "").instance("web"))
+			if _, err := r.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Second)
+			discovery.StepHealth(r) // the scan finds web and starts its first sync
+			select {
+			case <-gate.held:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the first sync of web did not reach Redis")
+			}
+			clock.Advance(time.Minute)
+			discovery.StepHealth(r) // web is no longer used: the monitor drops it
+			// whatever the drop started besides the held sync (a removal
+			// from the members) ends before the heartbeat goes on
+			waitFor(t, 5*time.Second, "the jobs besides the held sync", func() bool { return discovery.HealthJobs(r) == 1 })
+			released = true
+			close(gate.release)
+			discovery.SettleHealth(r)
+			members, err := w.rdb.ZRange(ctx, gate.key, 0, -1).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(members, r.ProcessID()) {
+				t.Fatalf("members of web after the process stopped using it: %v; want it gone", members)
 			}
 		})
 	}
