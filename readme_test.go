@@ -1,10 +1,14 @@
 package discovery_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +39,50 @@ func TestREADMEExampleCompiles(t *testing.T) {
 	out, err := exec.Command(gobin, "vet", "./"+filepath.Base(dir)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("README's example does not build: %v\n%s", err, out)
+	}
+}
+
+// README's Options table is where users look for a setting: every exported
+// function of this package that returns an Option is named in it.
+func TestREADMEOptionsTableListsEveryOption(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := regexp.MustCompile("(?s)\n## Options\n(.*?)\n## ").FindSubmatch(readme)
+	if section == nil {
+		t.Fatal("README.md has no Options section")
+	}
+	var table strings.Builder
+	for _, line := range strings.Split(string(section[1]), "\n") {
+		if strings.HasPrefix(line, "|") {
+			table.WriteString(line + "\n")
+		}
+	}
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || !fn.Name.IsExported() || fn.Type.Results == nil || len(fn.Type.Results.List) != 1 {
+				continue
+			}
+			if id, ok := fn.Type.Results.List[0].Type.(*ast.Ident); !ok || id.Name != "Option" {
+				continue
+			}
+			if n := fn.Name.Name; !strings.Contains(table.String(), "`"+n+"(") && !strings.Contains(table.String(), "`"+n+"`") {
+				t.Errorf("README's Options table does not list %s (%s)", n, name)
+			}
+		}
 	}
 }
