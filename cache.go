@@ -652,6 +652,7 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				return r.newEntry(svc, LayerL2, at, readAt, now), nil
 			}
+			r.l2.Unusable() // found, but the database answers: a miss
 		}
 	}
 	var (

@@ -27,7 +27,7 @@ func ExampleWithMetrics() {
 	n, _ := testutil.GatherAndCount(metrics, "discovery_lookups_total")
 	fmt.Println(n, "series of discovery_lookups_total (one per layer)")
 	err := testutil.GatherAndCompare(metrics, strings.NewReader(`
-# HELP discovery_cache_hits_total Cache hits: lookups L1 answered, Redis reads that found a snapshot.
+# HELP discovery_cache_hits_total Cache hits: lookups L1 answered, Redis reads that found a usable snapshot.
 # TYPE discovery_cache_hits_total counter
 discovery_cache_hits_total{layer="L1"} 1
 `), "discovery_cache_hits_total")

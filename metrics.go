@@ -90,7 +90,7 @@ func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
 	}
 	d := prometheus.NewDesc
 	m.lookups = d("discovery_lookups_total", "Lookups answered, by service and by the layer that answered.", []string{"service", "layer"}, nil)
-	m.cacheHits = d("discovery_cache_hits_total", "Cache hits: lookups L1 answered, Redis reads that found a snapshot.", []string{"layer"}, nil)
+	m.cacheHits = d("discovery_cache_hits_total", "Cache hits: lookups L1 answered, Redis reads that found a usable snapshot.", []string{"layer"}, nil)
 	m.stale = d("discovery_stale_served_total", "Lookups answered with a stale snapshot.", nil, nil)
 	m.backendErrs = d("discovery_backend_errors_total", "Failed calls to the database and to Redis.", []string{"backend"}, nil)
 	m.checks = d("discovery_health_checks_total", "Active health checks this process ran, by result (pass, warn, fail).", []string{"result"}, nil)

@@ -335,3 +335,46 @@ func TestCorruptStatusInRedisIsAMiss(t *testing.T) {
 	}
 	scrape(t, reg)
 }
+
+// A snapshot in Redis too old to serve (read over one lease TTL ago) sends
+// the lookup on to the database: that read is an L2 miss, not a hit, in
+// Stats, in the Overview's L2 hit rate and in discovery_cache_hits_total,
+// which count Redis reads that found a usable snapshot.
+func TestUnusableL2SnapshotIsAMiss(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[2], discovery.WithClock(clock)) // sqlite+redis
+	a := w.registry(t)
+	addInstance(t, a, discovery.Instance{Service: "db", Host: "10.0.0.9", Port: 5432, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+	if res, err := a.Lookup(ctx, "db"); err != nil || res.Layer != discovery.LayerL3 {
+		t.Fatalf("a.Lookup = %v, %v; want an answer from L3", res.Layer, err)
+	}
+	key := w.ns + ":svc:{db}"
+	waitFor(t, 5*time.Second, "the snapshot written through to Redis", func() bool {
+		n, err := w.rdb.Exists(ctx, key).Result()
+		return err == nil && n == 1
+	})
+	clock.Advance(20 * time.Second) // over one lease TTL (15 s) since it was read
+
+	reg := prometheus.NewRegistry()
+	b := w.registry(t, discovery.WithMetrics(reg))
+	if res, err := b.Lookup(ctx, "db"); err != nil || res.Layer != discovery.LayerL3 {
+		t.Fatalf("b.Lookup = %v, %v; want an answer from L3 (the Redis snapshot is too old)", res.Layer, err)
+	}
+	if s := b.Stats(); s.L2Hits != 0 || s.L2Misses != 1 {
+		t.Errorf("Stats: L2Hits %d, L2Misses %d; want 0, 1", s.L2Hits, s.L2Misses)
+	}
+	if got := scrape(t, reg)["discovery_cache_hits_total{layer=L2}"]; got != 0 {
+		t.Errorf("discovery_cache_hits_total{layer=L2} = %v; want 0", got)
+	}
+	ov, err := b.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ov.Cache {
+		if l.Layer == discovery.LayerL2 && l.HitRate != 0 {
+			t.Errorf("Overview: L2 %+v; want a hit rate of 0", l)
+		}
+	}
+}

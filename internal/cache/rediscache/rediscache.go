@@ -81,6 +81,7 @@ type Cache struct {
 	probing atomic.Bool
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
+	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -108,10 +109,12 @@ func (c *Cache) Channel() string { return c.channel }
 // Up reports whether Redis is believed reachable.
 func (c *Cache) Up() bool { return !c.down.Load() }
 
-// Stats returns counters.
+// Stats returns counters. A snapshot the caller could not use (Unusable)
+// counts as a miss, not a hit.
 func (c *Cache) Stats() Stats {
+	unusable := c.unusable.Load() // before hits: each follows a hit
 	return Stats{
-		Hits: c.hits.Load(), Misses: c.misses.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
+		Hits: c.hits.Load() - unusable, Misses: c.misses.Load() + unusable, Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
 		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
 		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
 	}
@@ -230,6 +233,11 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 	c.hits.Add(1)
 	return svc, at, false, nil
 }
+
+// Unusable tells the cache that the snapshot its last hit returned could
+// not serve (too old, or older than the revision wanted): that read counts
+// as a miss.
+func (c *Cache) Unusable() { c.unusable.Add(1) }
 
 // Set writes svc, read from the database at loadedAt, unless Redis holds a
 // newer one. It reports whether it wrote.
