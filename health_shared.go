@@ -260,8 +260,13 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 		next.Seq, next.By = nextSeq(max(base.Seq, local.Seq), c.At), s.m.id
 		enc := health.Encode(&next)
 		v, err := casScript.Run(ctx, s.rdb, []string{key}, is.id, expected, enc, ttl).Slice()
-		if err != nil || len(v) != 2 {
-			s.note(err)
+		if err != nil {
+			s.failed(ctx, err) // counted, and the breaker hears of it, as for a sync
+			s.r.applyLocal(st, is, c)
+			return
+		}
+		if len(v) != 2 {
+			s.note(nil)
 			s.r.applyLocal(st, is, c)
 			return
 		}

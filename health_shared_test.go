@@ -438,3 +438,53 @@ func TestLeaveDuringSyncLeaves(t *testing.T) {
 		})
 	}
 }
+
+// casFailer is a go-redis hook that fails every compare-and-set of a
+// shared health state (the one script with a single key, the health hash).
+type casFailer struct{ failed atomic.Int64 }
+
+func (h *casFailer) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *casFailer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *casFailer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(args) > 3 &&
+			fmt.Sprint(args[2]) == "1" && strings.Contains(fmt.Sprint(args[3]), ":health:{") {
+			h.failed.Add(1)
+			err := errors.New("injected failure")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A Redis call of health sharing that fails is a failed Redis call like
+// any other: counted in Stats().L2Errors (and discovery_backend_errors_total)
+// and reported to the breaker, whichever call it was, the write of a check's
+// result included.
+func TestFailedSharedWriteCounted(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			h := &casFailer{}
+			w.rdb.AddHook(h)
+			f := newFleet(t, w, clock, 1, 1, discovery.WithRedisTimeout(5*time.Second)) // the client as given, with its hooks
+			f.step(time.Second)
+			for f.servers[0].hits.Load() == 0 || h.failed.Load() == 0 {
+				if clock.Now().Sub(t0) > 3*hInterval {
+					t.Fatalf("no shared write of a check's result within 3 intervals (%d probes)", f.servers[0].hits.Load())
+				}
+				f.step(hStep)
+			}
+			if n := f.regs[0].Stats().L2Errors; n == 0 {
+				t.Fatalf("Stats().L2Errors = 0 after %d failed writes of shared health; want them counted", h.failed.Load())
+			}
+		})
+	}
+}
