@@ -262,9 +262,10 @@ func WithDB(db *gorm.DB) Option {
 //
 // Every command is bounded by WithRedisTimeout. go-redis lets a context's
 // deadline bound a command only with ContextTimeoutEnabled; a *redis.Client
-// without it is used through WithTimeout (a clone sharing its connections),
-// and New refuses a Cluster or Ring client without it whose read or write
-// timeout is longer than WithRedisTimeout (ErrInvalid, saying what to set).
+// without it is used through WithTimeout (a clone sharing its connections,
+// not its hooks), and New refuses a Cluster or Ring client without it whose
+// read or write timeout is longer than WithRedisTimeout (ErrInvalid, saying
+// what to set).
 func WithRedis(rdb redis.UniversalClient) Option {
 	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", core.IsNil(rdb)) })
 }

@@ -1,6 +1,7 @@
 package discovery_test
 
 import (
+	"context"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -9,7 +10,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rssbot/discovery"
 )
 
 // README's example is there to be copied: it must compile against this
@@ -84,5 +91,65 @@ func TestREADMEOptionsTableListsEveryOption(t *testing.T) {
 				t.Errorf("README's Options table does not list %s (%s)", n, name)
 			}
 		}
+	}
+}
+
+// hookCount is a go-redis hook, as tracing and metrics libraries add, that
+// counts the commands it sees.
+type hookCount struct{ n atomic.Int64 }
+
+func (h *hookCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *hookCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *hookCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+// README says what New does with a go-redis client that does not bound its
+// own commands (it sends them through a WithTimeout clone), and so what
+// becomes of the hooks the caller added to it (tracing, metrics): that must
+// be what happens, and the way it gives to keep them must keep them.
+func TestREADMERedisClientHooks(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)\*\*The Redis client's timeouts\.\*\*(.*?)\n\n`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no paragraph on the Redis client's timeouts")
+	}
+	para := strings.Join(strings.Fields(string(m[1])), " ")
+	hooked := func(opt *redis.Options) int64 {
+		t.Helper()
+		opt.Addr = miniredis.RunT(t).Addr()
+		c := redis.NewClient(opt)
+		defer func() { _ = c.Close() }()
+		h := &hookCount{}
+		c.AddHook(h)
+		r, err := discovery.New(discovery.WithRedis(c), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = r.Get(context.Background(), "web") // a Redis GET, a miss
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return h.n.Load()
+	}
+	if n := hooked(&redis.Options{ContextTimeoutEnabled: true}); n == 0 {
+		t.Fatal("a client that bounds its own commands is used as given, yet its hook saw none of the Registry's commands")
+	}
+	atDefaults := hooked(&redis.Options{})
+	switch {
+	case atDefaults == 0 && strings.Contains(para, "shares its connections and hooks"):
+		t.Errorf("README: %q; but the hook of a client at go-redis's defaults saw none of the Registry's commands", "a clone that shares its connections and hooks")
+	case atDefaults == 0 && !strings.Contains(para, "not its hooks"):
+		t.Errorf("README does not say that a client's hooks are left out of the clone New makes")
 	}
 }

@@ -20,7 +20,8 @@ import (
 //     as it is;
 //   - any other *redis.Client (single, or Sentinel's failover client) is
 //     used through WithTimeout(to): a clone that shares its connections and
-//     hooks and only reads and writes with a deadline of to;
+//     only reads and writes with a deadline of to (go-redis does not carry
+//     the client's hooks over to it);
 //   - a Cluster or Ring client has no such clone: it is refused with an
 //     error that says what to set;
 //   - a client of another type is trusted as it is (it cannot be inspected).
