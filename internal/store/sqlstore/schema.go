@@ -126,11 +126,16 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // Warm opens up to n connections at once and returns them to the pool, so
 // that the first lookups do not pay for a cold connection (about 5 ms to
-// PostgreSQL on loopback, TLS and authentication included).
+// PostgreSQL on loopback, TLS and authentication included). It opens no
+// more than the pool has free: one more would wait for a connection that
+// only Warm itself could give back, until ctx ended.
 func (s *Store) Warm(ctx context.Context, n int) {
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return
+	}
+	if st := sqlDB.Stats(); st.MaxOpenConnections > 0 {
+		n = max(min(n, st.MaxOpenConnections-st.InUse), 0)
 	}
 	conns := make([]interface{ Close() error }, 0, n)
 	for range n {

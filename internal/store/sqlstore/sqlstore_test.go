@@ -98,3 +98,25 @@ func TestUnavailableMapping(t *testing.T) {
 		t.Fatalf("Register on a closed database = %v; want ErrUnavailable", err)
 	}
 }
+
+// A pool limited to fewer connections than Warm opens (one, as SQLite is
+// often run) is warmed up to its limit: Warm waited for a connection that
+// only it could give back, and so held New for its whole load timeout.
+func TestWarmStopsAtThePoolLimit(t *testing.T) {
+	db := testutil.SQLite(t)
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	s := open(t, db, "discovery_")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	s.Warm(ctx, 2)
+	if ctx.Err() != nil || sqlDB.Stats().WaitCount != 0 {
+		t.Fatalf("Warm(2) on a pool of 1 waited for a connection (%d waits, context %v)", sqlDB.Stats().WaitCount, ctx.Err())
+	}
+	if sqlDB.Stats().OpenConnections != 1 {
+		t.Fatalf("Warm left %d connections open; want the pool's 1", sqlDB.Stats().OpenConnections)
+	}
+}
