@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // migration is one step of the schema, applied once and recorded in
@@ -104,7 +106,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return err
 		}
 		if current > SchemaVersion {
-			return fmt.Errorf("discovery: schema version %d of prefix %q is newer than this library's %d", current, s.prefix, SchemaVersion)
+			// Not the database failing: retrying cannot help.
+			return fmt.Errorf("%w: schema version %d of prefix %q is newer than this library's %d", core.ErrUnsupported, current, s.prefix, SchemaVersion)
 		}
 		for _, m := range migrations {
 			if m.version <= current {

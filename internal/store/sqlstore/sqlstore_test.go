@@ -120,3 +120,18 @@ func TestWarmStopsAtThePoolLimit(t *testing.T) {
 		t.Fatalf("Warm left %d connections open; want the pool's 1", sqlDB.Stats().OpenConnections)
 	}
 }
+
+// A schema newer than this library's (migrated by a newer release, before a
+// rollback) is refused as unsupported: it matched ErrUnavailable, so that
+// callers that retry while the database is down retried it forever.
+func TestNewerSchemaIsUnsupportedNotUnavailable(t *testing.T) {
+	db := testutil.SQLite(t)
+	s := open(t, db, "discovery_")
+	if err := db.Exec(`INSERT INTO discovery_schema_migrations (version, applied_at) VALUES (?, 0)`, sqlstore.SchemaVersion+1).Error; err != nil {
+		t.Fatal(err)
+	}
+	err := s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("Migrate on a newer schema = %v; want ErrUnsupported, not ErrUnavailable", err)
+	}
+}
