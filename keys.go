@@ -125,6 +125,9 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 	if at.IsZero() {
 		return &ValidationError{Field: "retirement time", Reason: "must not be zero"}
 	}
+	if err := core.ValidateTime("retirement time", at); err != nil {
+		return err
+	}
 	ks, err := r.keyStore()
 	if err != nil {
 		return err

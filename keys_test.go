@@ -349,3 +349,39 @@ func TestIdentityHasScope(t *testing.T) {
 		t.Fatal("HasScope is wrong")
 	}
 }
+
+// A key time the database cannot hold (Unix nanoseconds, 1677 to 2262) is
+// refused before anything is written: the SQL stores kept its overflowed
+// value, so a key retired "in 2300" (or 9999-12-31, the usual "never")
+// came back retired since the 1700s, revoked at once, where the in-memory
+// store kept it verifying.
+func TestKeyTimesBeyondTheDatabaseAreInvalid(t *testing.T) {
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	forEachWorld(t, func(t *testing.T, w *world) {
+		r := w.registry(t)
+		ctx := context.Background()
+		k := edKey(t, "k1")
+		k.CreatedAt = t0
+		for _, tt := range []struct {
+			name string
+			key  discovery.PublicKey
+		}{
+			{"retires in 2300", discovery.PublicKey{ID: k.ID, Algorithm: k.Algorithm, Key: k.Key, CreatedAt: t0, RetiresAt: far}},
+			{"created in 1600", discovery.PublicKey{ID: k.ID, Algorithm: k.Algorithm, Key: k.Key, CreatedAt: time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		} {
+			if err := r.PublishKey(ctx, "db_svc", tt.key); !errors.Is(err, discovery.ErrInvalid) {
+				t.Errorf("PublishKey(%s) = %v; want ErrInvalid", tt.name, err)
+			}
+		}
+		if err := r.PublishKey(ctx, "db_svc", k); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RetireKey(ctx, "db_svc", k.ID, far); !errors.Is(err, discovery.ErrInvalid) {
+			t.Errorf("RetireKey(2300) = %v; want ErrInvalid", err)
+		}
+		keys, err := r.Keys(ctx, "db_svc")
+		if err != nil || len(keys) != 1 || !keys[0].RetiresAt.IsZero() || !keys[0].CreatedAt.Equal(t0) {
+			t.Fatalf("Keys = %+v, %v; want k1 created at %v, never retiring", keys, err, t0)
+		}
+	})
+}

@@ -1,10 +1,12 @@
 package core
 
 import (
+	"math"
 	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -299,8 +301,32 @@ func ValidatePublicKey(k *PublicKey) error {
 	if len(k.Key) == 0 || len(k.Key) > 1024 {
 		return invalid("key", "", "must be 1 to 1024 bytes of PKIX DER")
 	}
+	if err := ValidateTime("key creation", k.CreatedAt); err != nil {
+		return err
+	}
+	if err := ValidateTime("key retirement", k.RetiresAt); err != nil {
+		return err
+	}
 	if !k.RetiresAt.IsZero() && !k.CreatedAt.IsZero() && k.RetiresAt.Before(k.CreatedAt) {
 		return invalid("key retirement", k.RetiresAt.String(), "before the key's creation")
+	}
+	return nil
+}
+
+// Stored times are Unix nanoseconds (the SQL stores' BIGINT columns):
+// minTime and maxTime bound what they can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// ValidateTime checks that a time given to be stored is zero or one the
+// stores can hold, 1677-09-21 to 2262-04-11: beyond, its Unix nanoseconds
+// overflow, and a SQL store kept a time centuries off (a key retiring in
+// 2300 came back retired since 1715).
+func ValidateTime(field string, t time.Time) error {
+	if !t.IsZero() && (t.Before(minTime) || t.After(maxTime)) {
+		return invalid(field, t.UTC().Format(time.RFC3339), "must be between 1677-09-21 and 2262-04-11")
 	}
 	return nil
 }
