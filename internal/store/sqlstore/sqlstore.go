@@ -33,7 +33,7 @@ type Store struct {
 // queries are the statements with the prefix substituted once.
 type queries struct {
 	bumpService, upsertInstance, renew, deleteInstance, load, services,
-	expiredServices, reapService, revisions, setConfig, addHistory, trimHistory, history,
+	expiredServices, reapService, writeLock, revisions, setConfig, addHistory, trimHistory, history,
 	putKey, retireKey string
 }
 
@@ -107,6 +107,7 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			GROUP BY s.name, s.revision ORDER BY s.name`),
 		expiredServices: s.sql(`SELECT DISTINCT service FROM {p}instances WHERE expires_at < ? ORDER BY service`),
 		reapService:     s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
+		writeLock:       s.sql(`UPDATE {p}services SET revision = revision WHERE 1 = 0`), // changes nothing, locks
 		revisions:       s.sql(`SELECT name, revision FROM {p}services WHERE name IN ?`),
 		setConfig: s.sql(`INSERT INTO {p}services (name, revision, config, config_revision, updated_at) VALUES (?, 1, ?, 1, ?)
 			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, config = excluded.config,
@@ -375,6 +376,18 @@ func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo
 func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	if !s.postgres {
+		// SQLite: most reaps find nothing, and answer so without the write
+		// lock taken below (which a read-only database refuses, and which
+		// would queue every writer behind every reaper).
+		var names []string
+		if err := s.db.WithContext(ctx).Raw(s.q.expiredServices, cutoff.UnixNano()).Scan(&names).Error; err != nil {
+			return nil, mapErr(ctx, "reap", err)
+		}
+		if len(names) == 0 {
+			return nil, nil
+		}
+	}
 	var changes []core.Change
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if s.postgres {
@@ -385,6 +398,12 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 			if !got {
 				return nil
 			}
+		} else if err := tx.Exec(s.q.writeLock).Error; err != nil {
+			// SQLite: take the write lock before reading. In a deferred
+			// transaction (the driver's default), a writer that commits
+			// between the read below and the first write makes that write
+			// fail with SQLITE_BUSY_SNAPSHOT, which no busy_timeout waits out.
+			return err
 		}
 		var names []string
 		if err := tx.Raw(s.q.expiredServices, cutoff.UnixNano()).Scan(&names).Error; err != nil {

@@ -3,11 +3,16 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/glebarez/sqlite"
 	"go.uber.org/goleak"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
@@ -133,5 +138,83 @@ func TestNewerSchemaIsUnsupportedNotUnavailable(t *testing.T) {
 	err := s.Migrate(t.Context())
 	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) {
 		t.Fatalf("Migrate on a newer schema = %v; want ErrUnsupported, not ErrUnavailable", err)
+	}
+}
+
+// On a SQLite database opened without _txlock=immediate (the driver's
+// default: deferred transactions), a reaper whose snapshot another writer
+// overtook between its read of the expired rows and its first write failed
+// with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no busy_timeout
+// waits out), and the Registry took the database for lost. The hook commits
+// such a write (from a connection that does not wait for locks) just before
+// the reaper's first write.
+func TestSQLiteReapOvertakenByAWriterInDeferredMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	openDB := func(busy int) *gorm.DB {
+		db, err := gorm.Open(sqlite.Open(fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", path, busy)),
+			&gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if sqlDB, err := db.DB(); err == nil {
+				_ = sqlDB.Close()
+			}
+		})
+		return db
+	}
+	db, other := openDB(10000), openDB(0)
+	s := open(t, db, "discovery_")
+	t0 := time.Now()
+	for _, name := range []string{"a", "b"} {
+		if _, err := s.Register(t.Context(), storetest.Instance(name, "1", t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	overtaken := false
+	err := db.Callback().Row().Before("gorm:row").Register("test:overtake", func(tx *gorm.DB) {
+		if !overtaken && strings.HasPrefix(strings.TrimSpace(tx.Statement.SQL.String()), "INSERT INTO discovery_services") {
+			overtaken = true
+			_ = other.Exec(`UPDATE discovery_services SET updated_at = updated_at + 1 WHERE name = 'b'`).Error
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := s.Reap(t.Context(), t0.Add(time.Minute))
+	if !overtaken {
+		t.Fatal("the hook never ran")
+	}
+	if err != nil || fmt.Sprint(changes) != "[{a 2} {b 2}]" {
+		t.Fatalf("Reap overtaken by another writer = %v, %v; want [{a 2} {b 2}]", changes, err)
+	}
+}
+
+// A reaper that finds nothing to reap writes nothing: on a read-only SQLite
+// database it answers, as it did before it took the write lock first.
+func TestSQLiteReapWithNothingToReapOnAReadOnlyDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	rw, err := testutil.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open(t, rw, "discovery_")
+	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, db := range []*gorm.DB{rw, ro} {
+			if sqlDB, err := db.DB(); err == nil {
+				_ = sqlDB.Close()
+			}
+		}
+	})
+	s, err := sqlstore.New(ro, "discovery_", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changes, err := s.Reap(t.Context(), time.Now()); err != nil || len(changes) != 0 {
+		t.Fatalf("Reap with nothing to reap on a read-only database = %v, %v; want nothing, nil", changes, err)
 	}
 }
