@@ -167,8 +167,14 @@ func mapErr(ctx context.Context, op string, err error) error {
 	switch {
 	case errors.Is(cause, core.ErrTimeout):
 		err = fmt.Errorf("%w: %w", core.ErrTimeout, err)
-	case cause != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
-		return err // the caller gave up; the database is not to blame
+	case cause != nil:
+		// The caller gave up; the database is not to blame, whatever the
+		// driver said: its context's error, or sql.ErrTxDone when
+		// database/sql rolled the transaction back before the commit.
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	return &core.BackendError{Backend: "database", Op: op, Err: err}
 }

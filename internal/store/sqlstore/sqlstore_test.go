@@ -218,3 +218,45 @@ func TestSQLiteReapWithNothingToReapOnAReadOnlyDatabase(t *testing.T) {
 		t.Fatalf("Reap with nothing to reap on a read-only database = %v, %v; want nothing, nil", changes, err)
 	}
 }
+
+// A caller that gives up during a write gets its context's error, not
+// ErrUnavailable: database/sql rolls the transaction back when the context
+// ends, and the commit that followed failed with sql.ErrTxDone, which was
+// taken for the database failing (and the Registry then logged the
+// database as lost and held expired instances as in an outage).
+func TestCallerCanceledDuringAWriteIsNotUnavailable(t *testing.T) {
+	p := testutil.Prefix(t)
+	for name, db := range map[string]func(*testing.T) *gorm.DB{
+		"sqlite":   func(t *testing.T) *gorm.DB { return testutil.SQLite(t) },
+		"postgres": func(t *testing.T) *gorm.DB { return testutil.Postgres(t, p) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := db(t)
+			s := open(t, db, p)
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			err = db.Callback().Raw().After("gorm:raw").Register("test:cancel", func(tx *gorm.DB) {
+				if ctx.Err() == nil && strings.Contains(tx.Statement.SQL.String(), "INSERT INTO "+p+"instances") {
+					cancel()
+					for sqlDB.Stats().InUse > 0 { // until database/sql has rolled the transaction back
+						time.Sleep(time.Millisecond)
+					}
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Register(ctx, storetest.Instance("db_svc", "a", time.Now().Add(time.Minute)))
+			if !errors.Is(err, context.Canceled) || errors.Is(err, core.ErrUnavailable) {
+				t.Fatalf("Register canceled by its caller = %v; want context.Canceled, not ErrUnavailable", err)
+			}
+			if _, err := s.Load(t.Context(), "db_svc"); !errors.Is(err, core.ErrNotFound) {
+				t.Fatalf("Load after the canceled Register = %v; want ErrNotFound (rolled back)", err)
+			}
+		})
+	}
+}
