@@ -409,3 +409,28 @@ func TestTypedNilHandlerIsInvalid(t *testing.T) {
 	}
 	wantInvalid(t, "Register(router, WithHandler(typed nil))", err)
 }
+
+// Update kept the tags and metadata the callback assigned, not copies: a
+// caller that reused its map afterwards changed the registration without
+// Update, unvalidated, and the next write (SetWeight, a re-registration
+// after a lost lease) stored the change, or failed on it.
+func TestUpdateKeepsACopyOfWhatTheCallbackAssigned(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	md, tags := map[string]string{"team": "core"}, []string{"blue"}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Metadata, in.Tags = md, tags }); err != nil {
+		t.Fatal(err)
+	}
+	md["bad key!"], tags[0] = "x", "bad\x00tag"
+	if got := g.Instance(); len(got.Metadata) != 1 || got.Tags[0] != "blue" {
+		t.Fatalf("the caller's later edits reached the registration: %+v, %q", got.Metadata, got.Tags)
+	}
+	if err := g.SetWeight(ctx, 5); err != nil {
+		t.Fatalf("SetWeight after the caller reused its map = %v", err)
+	}
+	svc, err := r.Get(ctx, "db_svc")
+	if err != nil || len(svc.Instances[0].Metadata) != 1 || svc.Instances[0].Tags[0] != "blue" || svc.Instances[0].Weight != 5 {
+		t.Fatalf("after SetWeight: %+v, %v", svc, err)
+	}
+}

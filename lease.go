@@ -194,6 +194,7 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 		next.Weight = ZeroWeight // keep an explicit zero through Normalize
 	}
 	fn(&next)
+	next = next.Clone() // fn may have assigned the caller's own slice or map
 	if next.Service != g.service || next.ID != g.id {
 		return &ValidationError{Field: "instance id", Value: next.Service + "/" + next.ID, Reason: "Update cannot change the service or ID"}
 	}
