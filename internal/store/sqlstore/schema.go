@@ -88,21 +88,41 @@ func (s *Store) lockKey(purpose string) int64 {
 
 // Migrate brings the schema up to SchemaVersion. It is safe to run from many
 // processes at once: on PostgreSQL an advisory lock serialises them, on SQLite
-// the write lock does.
+// the write lock, taken first, does.
 func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	createTable := s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)
+	currentVersion := s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)
+	if !s.postgres {
+		// SQLite: a schema already current is answered without the write
+		// lock taken below (which a read-only database refuses); otherwise
+		// the table exists before the transaction, so that the
+		// transaction's first statement can take that lock.
+		var current int
+		if err := s.db.WithContext(ctx).Raw(currentVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
+			return nil
+		}
+		if err := s.db.WithContext(ctx).Exec(createTable).Error; err != nil {
+			return mapErr(ctx, "migrate", err)
+		}
+	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, s.lockKey("migrate")).Error; err != nil {
 				return err
 			}
+		} else if err := tx.Exec(s.sql(`UPDATE {p}schema_migrations SET version = version WHERE 1 = 0`)).Error; err != nil {
+			// The write lock before reading the version, as in Reap: in a
+			// deferred transaction a writer that committed between that
+			// read and the first CREATE failed it with SQLITE_BUSY_SNAPSHOT.
+			return err
 		}
-		if err := tx.Exec(s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)).Error; err != nil {
+		if err := tx.Exec(createTable).Error; err != nil {
 			return err
 		}
 		var current int
-		if err := tx.Raw(s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)).Scan(&current).Error; err != nil {
+		if err := tx.Raw(currentVersion).Scan(&current).Error; err != nil {
 			return err
 		}
 		if current > SchemaVersion {

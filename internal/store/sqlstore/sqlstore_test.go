@@ -260,3 +260,75 @@ func TestCallerCanceledDuringAWriteIsNotUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// The same for Migrate, upgrading a schema that processes of the older
+// release keep writing to: one write between its read of the version and
+// its first CREATE made New fail with "database is locked".
+func TestSQLiteMigrateOvertakenByAWriterInDeferredMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	db, other := openDeferredSQLite(t, path, 10000), openDeferredSQLite(t, path, 0)
+	s := open(t, db, "discovery_")
+	for _, stmt := range []string{`DELETE FROM discovery_schema_migrations WHERE version = 2`, `DROP TABLE discovery_keys`} {
+		if err := db.Exec(stmt).Error; err != nil { // back to version 1
+			t.Fatal(err)
+		}
+	}
+	overtaken := false
+	err := db.Callback().Raw().Before("gorm:raw").Register("test:overtake", func(tx *gorm.DB) {
+		if !overtaken && strings.Contains(tx.Statement.SQL.String(), "CREATE TABLE discovery_keys") {
+			overtaken = true
+			_ = other.Exec(`INSERT INTO discovery_services (name, revision, updated_at) VALUES ('b', 1, 1)`).Error
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil || !overtaken {
+		t.Fatalf("Migrate overtaken by another writer = %v (hook ran: %v)", err, overtaken)
+	}
+	var versions []int
+	db.Raw("SELECT version FROM discovery_schema_migrations ORDER BY version").Scan(&versions)
+	if fmt.Sprint(versions) != "[1 2]" {
+		t.Fatalf("schema_migrations = %v; want [1 2]", versions)
+	}
+}
+
+// openDeferredSQLite opens path as glebarez/sqlite does by default: deferred
+// transactions (no _txlock=immediate), with a busy timeout in milliseconds.
+func openDeferredSQLite(t *testing.T, path string, busy int) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(sqlite.Open(fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", path, busy)),
+		&gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return db
+}
+
+// Migrate on a current schema writes nothing: on a read-only SQLite
+// database it answers, as it did before it took the write lock first.
+func TestSQLiteMigrateOfACurrentSchemaOnAReadOnlyDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	open(t, openDeferredSQLite(t, path, 1000), "discovery_")
+	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := ro.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	s, err := sqlstore.New(ro, "discovery_", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate of a current schema on a read-only database = %v", err)
+	}
+}
