@@ -179,7 +179,14 @@ func (r *Registry) install(e *entry) *entry {
 		e.view.Store(r.buildView(e.raw, st, r.clock.Now().UnixNano()))
 		e.viewGen = gen
 	}
-	return r.l1.put(e)
+	held := r.l1.put(e)
+	if held == e {
+		// Only the snapshot L1 takes says which instances left: an older
+		// one, refused, lacks those added since, and forgot their health
+		// and ejections.
+		st.retain(e.raw.Instances)
+	}
+	return held
 }
 
 // wentBack reports whether e, at a lower revision than old, shows the
@@ -227,7 +234,6 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	e.st = st
 	e.viewGen = st.gen.Load() // before the view reads any status (see install)
 	view := r.buildView(raw, st, n)
-	st.retain(raw.Instances)
 	e.minExpiry = minExp
 	e.view.Store(view)
 	if len(view.Instances) == 0 {
