@@ -290,8 +290,11 @@ func WithClock(c Clock) Option { return optionFunc(func(o *options) { o.clock = 
 // Lower-case letters, digits and '_'; "discovery" by default.
 func WithNamespace(ns string) Option { return optionFunc(func(o *options) { o.namespace = ns }) }
 
-// WithoutMigration stops New from creating or upgrading the schema; run
-// Migrate yourself before.
+// WithoutMigration stops New from creating or upgrading the schema, for a
+// deployment whose services' database user may not change it: run Migrate
+// (a job with the same namespace) first. New then checks that the schema is
+// the one this release needs, and returns an error matching ErrUnsupported
+// if it is not.
 func WithoutMigration() Option { return optionFunc(func(o *options) { o.migrate = false }) }
 
 // WithLeaseTTL sets the lease of registrations (15 s by default, at least

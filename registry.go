@@ -100,6 +100,8 @@ func New(opts ...Option) (*Registry, error) {
 		ctx, cancel := ownTimeout(context.Background(), o.loadTO)
 		if o.migrate {
 			err = s.Migrate(ctx)
+		} else {
+			err = s.CheckSchema(ctx)
 		}
 		if err == nil {
 			s.Warm(ctx, 2) // database/sql keeps 2 idle connections by default

@@ -126,8 +126,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return err
 		}
 		if current > SchemaVersion {
-			// Not the database failing: retrying cannot help.
-			return fmt.Errorf("%w: schema version %d of prefix %q is newer than this library's %d", core.ErrUnsupported, current, s.prefix, SchemaVersion)
+			return s.schemaErr(current) // not the database failing: retrying cannot help
 		}
 		for _, m := range migrations {
 			if m.version <= current {
@@ -145,6 +144,41 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return nil
 	})
 	return mapErr(ctx, "migrate", err)
+}
+
+// CheckSchema returns nil if the schema is at SchemaVersion, else an error
+// matching core.ErrUnsupported that says which it is: for a Registry that
+// leaves migrating to a job of its own (WithoutMigration), a database never
+// migrated is that, not "database unavailable" at the first write.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	table := s.prefix + "schema_migrations"
+	exists := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
+	if s.postgres {
+		exists = `SELECT COUNT(*) FROM (SELECT to_regclass(?) AS t) x WHERE t IS NOT NULL`
+	}
+	var n, current int
+	err := s.db.WithContext(ctx).Raw(exists, table).Scan(&n).Error
+	if err == nil && n > 0 {
+		err = s.db.WithContext(ctx).Raw(s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)).Scan(&current).Error
+	}
+	if err != nil {
+		return mapErr(ctx, "check schema", err)
+	}
+	if current != SchemaVersion {
+		return s.schemaErr(current)
+	}
+	return nil
+}
+
+// schemaErr is the error of a schema at a version other than SchemaVersion.
+func (s *Store) schemaErr(current int) error {
+	if current > SchemaVersion {
+		return fmt.Errorf("%w: schema version %d of prefix %q is newer than this library's %d", core.ErrUnsupported, current, s.prefix, SchemaVersion)
+	}
+	return fmt.Errorf("%w: schema version %d of prefix %q is older than this library's %d: run discovery.Migrate with the same namespace (or New without WithoutMigration)",
+		core.ErrUnsupported, current, s.prefix, SchemaVersion)
 }
 
 // Warm opens up to n connections at once and returns them to the pool, so

@@ -1,0 +1,36 @@
+package discovery
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/sqlstore"
+)
+
+// Migrate creates or upgrades the schema of db for the namespace opts give
+// (WithNamespace; WithDatabaseTimeout bounds each statement), as New does
+// unless WithoutMigration: for a deployment that changes schemas in a job
+// of its own, with a database user allowed to. Migrations are versioned and
+// safe to run from many processes at once. A schema newer than this
+// release's is an error matching ErrUnsupported.
+func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {
+	if db == nil {
+		return &core.ValidationError{Field: "db", Value: "nil", Reason: "Migrate needs a database"}
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	s, err := sqlstore.New(db, o.namespace+"_", o.dbTO)
+	if err != nil {
+		return err
+	}
+	return s.Migrate(ctx)
+}

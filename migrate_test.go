@@ -1,0 +1,59 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// WithoutMigration leaves the schema to a migration job, which runs
+// discovery.Migrate with the same namespace. New then checks the schema:
+// a database never migrated is a clear ErrUnsupported that says what to run,
+// not an ErrUnavailable at the first Register ("database unavailable") that
+// retrying cannot end.
+func TestWithoutMigrationNeedsMigrate(t *testing.T) {
+	for name, open := range map[string]func(t testing.TB, prefix string) *gorm.DB{"sqlite": sqlite, "postgres": testutil.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db := open(t, ns+"_")
+			opts := []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+
+			r, err := discovery.New(append(opts, discovery.WithoutMigration())...)
+			if err == nil {
+				r.Close()
+				t.Fatal("New(WithoutMigration) on a database never migrated = nil; want ErrUnsupported")
+			}
+			if !errors.Is(err, discovery.ErrUnsupported) || errors.Is(err, discovery.ErrUnavailable) || !strings.Contains(err.Error(), "Migrate") {
+				t.Fatalf("New(WithoutMigration) on a database never migrated = %v; want ErrUnsupported naming Migrate", err)
+			}
+
+			if err := discovery.Migrate(ctx, db, discovery.WithNamespace("Bad")); !errors.Is(err, discovery.ErrInvalid) {
+				t.Fatalf("Migrate(namespace Bad) = %v; want ErrInvalid", err)
+			}
+			if err := discovery.Migrate(ctx, nil); !errors.Is(err, discovery.ErrInvalid) {
+				t.Fatalf("Migrate(nil db) = %v; want ErrInvalid", err)
+			}
+			if err := discovery.Migrate(ctx, db, discovery.WithNamespace(ns)); err != nil {
+				t.Fatalf("Migrate = %v", err)
+			}
+			r, err = discovery.New(append(opts, discovery.WithoutMigration())...)
+			if err != nil {
+				t.Fatalf("New(WithoutMigration) after Migrate = %v", err)
+			}
+			defer r.Close()
+			if _, err := r.Register(ctx, discovery.Instance{Service: "mig", Host: "10.0.0.1", Port: 1}); err != nil {
+				t.Fatalf("Register after Migrate = %v", err)
+			}
+			if got := ids(r.Get(ctx, "mig")); got != "10.0.0.1:1" {
+				t.Fatalf("Get = %s", got)
+			}
+		})
+	}
+}
