@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
 )
 
 // subscribed waits until r is the n-th subscriber of the change channel and
@@ -105,6 +106,38 @@ func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 				t.Fatalf("pushed %d->%d, decode errors %d->%d; want the bad snapshot counted and not taken",
 					before.Pushed, after.Pushed, before.L2DecodeErrors, after.L2DecodeErrors)
 			}
+		})
+	}
+}
+
+// A Redis that answers a command with an error (a key of ours holding
+// another type, OOM at maxmemory, READONLY) is up: the write-through that
+// failed does not stop the change message, and the other processes still
+// hear of the change. The failed write tripped the breaker, and the
+// message, sent next, was dropped as if Redis were down: the others served
+// the old snapshot until their L1 entry went stale.
+func TestRedisErrorReplyKeepsChangeMessages(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			clock := discoverytest.NewClock(time.Now()) // L1 entries stay fresh: only a message moves them
+			a, b := w.registry(t, discovery.WithClock(clock)), w.registry(t, discovery.WithClock(clock))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			waitFor(t, 2*time.Second, "the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+			key := w.ns + ":svc:{db_svc}"
+			if err := w.rdb.Del(ctx, key).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.rdb.HSet(ctx, key, "f", "v").Err(); err != nil { // every command on it answers WRONGTYPE
+				t.Fatal(err)
+			}
+			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+			waitFor(t, 2*time.Second, "the second instance on the other process", func() bool {
+				return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
+			})
 		})
 	}
 }

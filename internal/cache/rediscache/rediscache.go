@@ -120,14 +120,18 @@ func (c *Cache) Stats() Stats {
 	}
 }
 
-// failed records err from a Redis call: anything but a miss or the caller's
-// own cancellation trips the breaker.
+// failed records err from a Redis call: anything but a miss, the caller's
+// own cancellation or an error Redis answered with trips the breaker.
 func (c *Cache) failed(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil && c.ctx.Err() == nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return ctx.Err() // the caller gave up; Redis is not to blame
 	}
 	c.errs.Add(1)
-	if c.down.CompareAndSwap(false, true) {
+	// An error reply (WRONGTYPE on one key, OOM, READONLY) came back at
+	// once from a Redis that is up: nobody waits on it, and a tripped
+	// breaker would drop the change message sent after a failed write.
+	var reply redis.Error
+	if !errors.As(err, &reply) && c.down.CompareAndSwap(false, true) {
 		c.trips.Add(1)
 		c.opt.Log.Warn("discovery: redis lost; serving from memory and the database", zap.String("op", op), zap.Error(err))
 		c.startProbe()
