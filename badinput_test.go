@@ -434,3 +434,31 @@ func TestUpdateKeepsACopyOfWhatTheCallbackAssigned(t *testing.T) {
 		t.Fatalf("after SetWeight: %+v, %v", svc, err)
 	}
 }
+
+// Every duration option is at most MaxDuration, as the README's Options
+// table says. The drain and notification ones were not bounded: a
+// propagation delay of MaxInt64 overflowed once added to the freshness
+// window, and Drain, which should have waited the longest, did not wait
+// at all.
+func TestDrainAndNotifyDurationsAreBounded(t *testing.T) {
+	const huge = time.Duration(math.MaxInt64)
+	tests := []struct {
+		opt  discovery.Option
+		name string
+	}{
+		{discovery.WithPropagationDelay(huge), "WithPropagationDelay"},
+		{discovery.WithCloseDrain(huge), "WithCloseDrain"},
+		{discovery.WithConfigNotifyTimeout(huge), "WithConfigNotifyTimeout"},
+		{discovery.WithConfigNotifyRetries(3, huge), "WithConfigNotifyRetries"},
+	}
+	for _, tt := range tests {
+		r, err := discovery.New(tt.opt, discovery.WithoutHealthChecks())
+		if r != nil {
+			r.Close()
+		}
+		wantInvalid(t, "New("+tt.name+"(MaxInt64))", err)
+		if err != nil && !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("New(%s(MaxInt64)) = %v; want the option named", tt.name, err)
+		}
+	}
+}

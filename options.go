@@ -163,6 +163,8 @@ func (o *options) validate() error {
 		{"WithNegativeTTL", o.negativeTTL, true}, {"WithL2TTL", o.l2TTL, true}, {"WithRedisTimeout", o.redisTO, true},
 		{"WithLoadTimeout", o.loadTO, true}, {"WithDatabaseTimeout", o.dbTO, true}, {"WithCloseTimeout", o.closeTO, true},
 		{"WithReaper", o.reapEvery, false}, {"WithReaper", o.reapAfter, false}, {"WithSelfPreservation", o.suspectGrace, false},
+		{"WithPropagationDelay", o.propagation, false}, {"WithCloseDrain", o.closeDrain, false},
+		{"WithConfigNotifyTimeout", o.notifyTO, false}, {"WithConfigNotifyRetries", o.notifyBackoff, false},
 	} {
 		switch {
 		case p.d > MaxDuration:
