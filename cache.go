@@ -849,7 +849,11 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 	r.ctr.storeReads.Add(1)
 	readAt := r.clock.Now()
 	lctx, cancel := ownTimeout(ctx, r.opts.loadTO)
+	// Close ends the read (and waits for this): the revision alone is
+	// still published, where a stalled read held Close past its timeout.
+	stop := context.AfterFunc(r.ctx, cancel)
 	svc, err := r.store.Load(lctx, ch.Service)
+	stop()
 	cancel()
 	if err != nil {
 		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as the two below

@@ -1,0 +1,65 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// stallLoads makes every Load wait for its context once stalling is set:
+// a database that took a write and then stopped answering reads.
+type stallLoads struct {
+	discovery.Store
+	stalling atomic.Bool
+}
+
+func (s *stallLoads) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.stalling.Load() {
+		<-ctx.Done()
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: ctx.Err()}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// Close ends within WithCloseTimeout even when the read that writes its
+// deregistration through to Redis stalls: that read ran on past Close's
+// deadline for the whole load timeout (a minute here), and Close waited
+// for it. The other processes still hear of the deregistration.
+func TestCloseIsNotHeldByAWriteThrough(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, allWorlds[2]) // sqlite+redis: Redis is what a write goes through to
+	backend := discoverytest.NewBackend()
+	s := &stallLoads{Store: backend}
+	other := overStore(t, w, struct{ discovery.Store }{backend}) // hears of changes through Redis only
+	subscribed(t, w, other, 1)
+	r, err := discovery.New(discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithRedis(w.rdb), discovery.WithStore(s),
+		discovery.WithCloseTimeout(200*time.Millisecond), discovery.WithLoadTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	if got := ids(other.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+		t.Fatalf("other.Get = %s; want the instance", got)
+	}
+	s.stalling.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- r.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Close = %v; want the deregistration done", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still running 5 s past its 200 ms close timeout")
+	}
+	waitFor(t, 2*time.Second, "the deregistration on the other process", func() bool {
+		_, err := other.Get(ctx, "db_svc")
+		return errors.Is(err, discovery.ErrNotFound) || errors.Is(err, discovery.ErrNoHealthyInstances)
+	})
+}
