@@ -138,7 +138,7 @@ func (s *sharer) sync(sm *svcMon, now int64) {
 	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(sm.name), s.healthKey(sm.name)},
 		s.m.id, ms, ms-ttl, ttl).Slice()
 	if err != nil {
-		s.failed(ctx, err)
+		s.failed(s.r.ctx, err) // the context before the Redis timeout: that one ending is Redis's failure
 		return
 	}
 	s.note(nil)
@@ -160,10 +160,10 @@ func (s *sharer) refresh(ctx context.Context, service string, now int64) {
 	if !s.up() {
 		return
 	}
-	ctx, cancel := s.timeout(ctx)
+	tctx, cancel := s.timeout(ctx)
 	defer cancel()
 	ms := now / int64(time.Millisecond)
-	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0).Slice()
+	v, err := syncScript.Run(tctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0).Slice()
 	if err != nil {
 		// At most one attempt an interval, and the L2's breaker hears of
 		// it: on a black-holed Redis every Health call paid the Redis
@@ -174,7 +174,7 @@ func (s *sharer) refresh(ctx context.Context, service string, now int64) {
 		return
 	}
 	_, fields := parseSync(v)
-	s.apply(ctx, service, interval, fields, now)
+	s.apply(tctx, service, interval, fields, now)
 }
 
 // parseSync splits the sync script's answer into the member IDs (sorted)

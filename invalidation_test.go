@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -133,6 +134,39 @@ func TestRedisErrorReplyKeepsChangeMessages(t *testing.T) {
 			}
 			if err := w.rdb.HSet(ctx, key, "f", "v").Err(); err != nil { // every command on it answers WRONGTYPE
 				t.Fatal(err)
+			}
+			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
+			waitFor(t, 2*time.Second, "the second instance on the other process", func() bool {
+				return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
+			})
+		})
+	}
+}
+
+// A caller whose own deadline has passed does not take Redis out of this
+// process: its call fails with its context's error, and the next change is
+// still announced. The deadline tripped the breaker as if Redis had timed
+// out ("redis lost" logged), and the change messages this process sent
+// until the probe brought Redis back were dropped.
+func TestCallersDeadlineDoesNotTripTheBreaker(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			clock := discoverytest.NewClock(time.Now()) // L1 entries stay fresh: only a message moves them
+			log, logs := observed()
+			a, b := w.registry(t, discovery.WithClock(clock), discovery.WithLogger(log)), w.registry(t, discovery.WithClock(clock))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			waitFor(t, 2*time.Second, "the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+			expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+			defer cancel()
+			if err := a.Invalidate(expired, "db_svc"); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Invalidate with an expired context = %v; want its context's error", err)
+			}
+			if n := logs.FilterMessage("discovery: redis lost; serving from memory and the database").Len(); n != 0 {
+				t.Errorf("%d 'redis lost' logged after a caller's deadline; want none", n)
 			}
 			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
 			waitFor(t, 2*time.Second, "the second instance on the other process", func() bool {

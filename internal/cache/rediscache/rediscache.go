@@ -123,8 +123,11 @@ func (c *Cache) Stats() Stats {
 // failed records err from a Redis call: anything but a miss, the caller's
 // own cancellation or an error Redis answered with trips the breaker.
 func (c *Cache) failed(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil && c.ctx.Err() == nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return ctx.Err() // the caller gave up; Redis is not to blame
+	if ctx.Err() != nil && c.ctx.Err() == nil {
+		// The caller gave up, or its own deadline came first: Redis is
+		// not to blame (the cache's timeout bounds a context derived
+		// from ctx, so ctx itself ends only at the caller's will).
+		return ctx.Err()
 	}
 	c.errs.Add(1)
 	// An error reply (WRONGTYPE on one key, OOM, READONLY) came back at
