@@ -680,6 +680,9 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	if errors.Is(err, core.ErrNotFound) {
 		return r.newNegative(name, readAt), nil
 	}
+	if err != nil && r.ctx.Err() != nil {
+		return nil, ErrClosed // Close ended the load: the database did not fail
+	}
 	if err != nil {
 		r.ctr.storeErrs.Add(1)
 		r.noteStoreErr("load", err)

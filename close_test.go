@@ -63,3 +63,38 @@ func TestCloseIsNotHeldByAWriteThrough(t *testing.T) {
 		return errors.Is(err, discovery.ErrNotFound) || errors.Is(err, discovery.ErrNoHealthyInstances)
 	})
 }
+
+// A lookup whose load Close ends returns ErrClosed: not ErrUnavailable, as
+// if the database had failed, with "database lost" logged by a process
+// that was only shutting down.
+func TestLookupEndedByCloseIsErrClosed(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	gate := &loadGate{Store: backend, entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(gate.release)
+	log, logs := observed()
+	r, err := discovery.New(discovery.WithStore(gate), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithLoadTimeout(time.Minute), discovery.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Get(context.Background(), "cold_svc")
+		done <- err
+	}()
+	<-gate.entered
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, discovery.ErrClosed) || errors.Is(err, discovery.ErrUnavailable) {
+			t.Errorf("Get whose load Close ended = %v; want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Get still waits 10 s after Close returned")
+	}
+	if n := logs.FilterMessage("discovery: database lost; serving cached data").Len(); n != 0 {
+		t.Errorf("%d 'database lost' logged by Close; want none", n)
+	}
+}
