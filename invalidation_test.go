@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // subscribed waits until r is the n-th subscriber of the change channel and
@@ -173,5 +177,48 @@ func TestCallersDeadlineDoesNotTripTheBreaker(t *testing.T) {
 				return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
 			})
 		})
+	}
+}
+
+// Two deployments that keep their keys apart in two databases of one Redis
+// server, under the same namespace, do not hear each other's changes:
+// Redis's pub/sub channels are not per database. A process took the other
+// deployment's snapshot pushed with its change message and served its
+// instances as its own.
+func TestRedisDatabasesKeepChangesApart(t *testing.T) {
+	ctx := context.Background()
+	addr, db, _ := testutil.RedisAddr(t)
+	clock := discoverytest.NewClock(time.Now()) // L1 entries stay fresh: only a message moves them
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	prodDB := testutil.SQLite(t)
+	process := func(sql *gorm.DB, db int) *discovery.Registry {
+		r, err := discovery.New(discovery.WithNamespace(ns), discovery.WithDB(sql),
+			discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)), discovery.WithClock(clock),
+			discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	prod, reader, staging := process(prodDB, db), process(prodDB, db), process(testutil.SQLite(t), db+1)
+	waitFor(t, 2*time.Second, "the subscriptions", func() bool {
+		return prod.Stats().Resyncs >= 1 && reader.Stats().Resyncs >= 1 && staging.Stats().Resyncs >= 1
+	})
+	mustRegister(t, prod, inst("db_svc", "10.0.0.1", 1))    // revision 1 in prod
+	mustRegister(t, prod, inst("other_svc", "10.0.0.3", 1)) // revision 1 in prod
+	for _, svc := range []string{"db_svc", "other_svc"} {
+		if _, err := reader.Get(ctx, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRegister(t, staging, inst("db_svc", "10.9.0.1", 1))
+	mustRegister(t, staging, inst("db_svc", "10.9.0.2", 1)) // revision 2 in staging
+	mustRegister(t, prod, inst("other_svc", "10.0.0.4", 1)) // announced after staging's changes
+	waitFor(t, 2*time.Second, "prod's change on the reader", func() bool {
+		return ids(reader.Get(ctx, "other_svc")) == "10.0.0.3:1,10.0.0.4:1"
+	})
+	if got := ids(reader.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+		t.Fatalf("prod Get = %s after staging's changes (Redis database %d); want prod's own instance", got, db+1)
 	}
 }

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -80,4 +81,23 @@ func timeoutString(d time.Duration) string {
 		return "none"
 	}
 	return d.String()
+}
+
+// changesChannel returns the pub/sub channel of change messages:
+// ns+":changes", with the database number in it for a client of a database
+// other than 0. Redis's channels are not per database, and two deployments
+// kept apart by database under one namespace heard each other's changes
+// (and took the snapshots pushed with them).
+func changesChannel(ns string, rdb redis.UniversalClient) string {
+	db := 0
+	switch c := rdb.(type) {
+	case *redis.Client:
+		db = c.Options().DB
+	case *redis.Ring:
+		db = c.Options().DB
+	}
+	if db == 0 {
+		return ns + ":changes"
+	}
+	return ns + ":" + strconv.Itoa(db) + ":changes"
 }

@@ -49,6 +49,10 @@ return 0
 type Options struct {
 	// Namespace prefixes every key and the channel.
 	Namespace string
+	// Channel is the pub/sub channel of changes (Namespace+"changes" if
+	// empty). Channels are not per database: clients of different
+	// databases of one server need different ones.
+	Channel string
 	// TTL of snapshots, jittered by +-10%.
 	TTL time.Duration
 	// Timeout bounds each Redis call.
@@ -95,8 +99,11 @@ func New(rdb redis.UniversalClient, opt Options) *Cache {
 	if opt.Log == nil {
 		opt.Log = zap.NewNop()
 	}
+	if opt.Channel == "" {
+		opt.Channel = opt.Namespace + "changes"
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{rdb: rdb, opt: opt, channel: opt.Namespace + "changes", ctx: ctx, cancel: cancel}
+	return &Cache{rdb: rdb, opt: opt, channel: opt.Channel, ctx: ctx, cancel: cancel}
 }
 
 // Key returns the Redis key of a service's snapshot. The braces make the
