@@ -340,16 +340,24 @@ func (c *Cache) publish(ctx context.Context, msg string) error {
 
 // Subscribers returns how many clients subscribe to the change channel, and
 // false when that cannot be known (Redis is down). On a Cluster each node
-// counts only its own subscribers, so it sums over every node.
+// counts only its own subscribers, and a Ring sends the count's command to
+// a random shard, so on both it sums over every node.
 func (c *Cache) Subscribers(ctx context.Context) (int64, bool) {
 	if c.down.Load() {
 		return 0, false
 	}
-	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+	var forEach func(context.Context, func(context.Context, *redis.Client) error) error
+	switch cc := c.rdb.(type) {
+	case *redis.ClusterClient:
+		forEach = cc.ForEachShard
+	case *redis.Ring:
+		forEach = cc.ForEachShard
+	}
+	if forEach != nil {
 		tctx, cancel := c.timeout(ctx)
 		defer cancel()
 		var total atomic.Int64
-		err := cc.ForEachShard(tctx, func(ctx context.Context, node *redis.Client) error {
+		err := forEach(tctx, func(ctx context.Context, node *redis.Client) error {
 			n, err := node.PubSubNumSub(ctx, c.channel).Result()
 			total.Add(n[c.channel])
 			return err

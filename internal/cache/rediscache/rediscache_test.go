@@ -78,3 +78,25 @@ func TestBreakerClosesAfterATripAsTheProbeFinishes(t *testing.T) {
 	t.Fatalf("Redis answers PING, but the breaker is still open 2s later (tripped=%v, probing=%v): Get = %v",
 		tripped.Load(), c.probing.Load(), err)
 }
+
+// On a Ring, SUBSCRIBE goes to the shard of the channel's name but PUBSUB
+// NUMSUB, which names no key, to a random shard: Subscribers counted the
+// subscribers of one shard at random, 0 half the time on two shards, and
+// Drain then took the others to have nothing to wait for. Every shard is
+// asked now, as on a Cluster.
+func TestSubscribersOnARingCountsEveryShard(t *testing.T) {
+	m1, m2 := miniredis.RunT(t), miniredis.RunT(t)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": m1.Addr(), "b": m2.Addr()}, MaxRetries: -1})
+	defer ring.Close()
+	subscribed := make(chan struct{}, 1)
+	c := New(ring, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: time.Second,
+		OnResync: func() { subscribed <- struct{}{} }})
+	defer c.Close()
+	c.Start()
+	<-subscribed
+	for i := range 32 { // a random shard each time: 2^-32 to pass by chance
+		if n, ok := c.Subscribers(context.Background()); !ok || n != 1 {
+			t.Fatalf("Subscribers() #%d = %d, %v; want 1, true", i+1, n, ok)
+		}
+	}
+}
