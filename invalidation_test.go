@@ -222,3 +222,15 @@ func TestRedisDatabasesKeepChangesApart(t *testing.T) {
 		t.Fatalf("prod Get = %s after staging's changes (Redis database %d); want prod's own instance", got, db+1)
 	}
 }
+
+// An L2 TTL under a millisecond is positive, as WithL2TTL asks, but Redis
+// takes expiries in whole milliseconds: it was sent as PX 0, which Redis
+// refuses ("invalid expire time"), and no snapshot was ever written.
+func TestSubMillisecondL2TTLStillWrites(t *testing.T) {
+	w := newWorld(t, allWorlds[2]) // sqlite+redis
+	r := w.registry(t, discovery.WithL2TTL(500*time.Microsecond))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1)) // written through before Register returns
+	if st := r.Stats(); st.L2Writes != 1 || st.L2Errors != 0 {
+		t.Fatalf("L2 writes %d, errors %d after a registration; want 1 and 0", st.L2Writes, st.L2Errors)
+	}
+}

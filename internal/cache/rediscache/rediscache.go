@@ -270,7 +270,8 @@ func (c *Cache) set(ctx context.Context, key, val string) (bool, error) {
 	}
 	ttl := c.opt.TTL + time.Duration((rand.Float64()*0.2-0.1)*float64(c.opt.TTL))
 	tctx, cancel := c.timeout(ctx)
-	n, err := setScript.Run(tctx, c.rdb, []string{key}, val, ttl.Milliseconds()).Int()
+	// Redis refuses an expiry of 0 ms: a TTL under a millisecond is one.
+	n, err := setScript.Run(tctx, c.rdb, []string{key}, val, max(ttl.Milliseconds(), 1)).Int()
 	cancel()
 	if err != nil {
 		return false, c.failed(ctx, "set", err)
