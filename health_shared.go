@@ -23,7 +23,8 @@ import (
 //	<ns>:hmembers:{<service>} sorted set: IDs of the processes that use the
 //	                          service, scored by their last heartbeat (ms)
 //
-// and one channel, <ns>:health, that carries "<service> <id> <state>"
+// and one channel, <ns>:health (<ns>:<db>:health for a client of a
+// database other than 0), that carries "<service> <id> <state>"
 // whenever an instance's shared status changes.
 //
 // Every interval each process that uses a service heartbeats into its
@@ -75,7 +76,7 @@ type sharer struct {
 }
 
 func newSharer(r *Registry, m *monitor) *sharer {
-	return &sharer{r: r, m: m, rdb: r.opts.redisCmd, channel: r.opts.namespace + ":health"}
+	return &sharer{r: r, m: m, rdb: r.opts.redisCmd, channel: redisChannel(r.opts.namespace, "health", r.opts.rdb)}
 }
 
 func (s *sharer) healthKey(service string) string {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/health"
 	"github.com/rssbot/discovery/internal/testutil"
 )
 
@@ -486,5 +487,63 @@ func TestFailedSharedWriteCounted(t *testing.T) {
 				t.Fatalf("Stats().L2Errors = 0 after %d failed writes of shared health; want them counted", h.failed.Load())
 			}
 		})
+	}
+}
+
+// Health results of two deployments kept apart by Redis database, under
+// one namespace, stay apart too: pub/sub channels are not per database.
+// A process adopted the other deployment's status of an instance with the
+// same ID (an address both use), which it does not even check itself.
+func TestRedisDatabasesKeepHealthApart(t *testing.T) {
+	ctx := context.Background()
+	addr, db, _ := testutil.RedisAddr(t)
+	clock := discoverytest.NewClock(t0)
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	process := func(db int) *discovery.Registry {
+		r, err := discovery.New(discovery.WithNamespace(ns), discovery.WithDB(testutil.SQLite(t)),
+			discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)), discovery.WithClock(clock),
+			discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithCloseDrain(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		discovery.SettleHealth(r)
+		return r
+	}
+	prod, staging := process(db), process(db+1)
+	p := newProbeServer(t, "")
+	p.set(mode500)
+	shared := p.instance("web")
+	addInstance(t, staging, shared)
+	unchecked := shared
+	unchecked.Check = discovery.CheckNone // prod never probes it: any status it shows came from elsewhere
+	addInstance(t, prod, unchecked)
+	marker := discovery.Instance{ID: "marker", Service: "web", Host: "10.0.0.9", Port: 1, Weight: 1, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+	addInstance(t, prod, marker)
+	for _, r := range []*discovery.Registry{prod, staging} {
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for end := clock.Now().Add(5 * hInterval); clock.Now().Before(end); { // staging finds its instance unhealthy and shares it
+		step(clock, hStep, prod, staging)
+	}
+	if got := viewStatus(t, staging, "web", shared.ID); got != discovery.StatusUnhealthy {
+		t.Fatalf("staging shows %v; want unhealthy", got)
+	}
+	// A change on prod's own channel, published after staging's: once prod
+	// shows it, prod has read every message sent before it.
+	st := health.New()
+	st.Seq, st.Status, st.Score = 1, discovery.StatusWarning, 0.5
+	rdb := testutil.RedisClient(t, addr, db, ns)
+	if err := rdb.Publish(ctx, ns+":health", health.EncodeMessage("web", marker.ID, &st)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "prod's own health message", func() bool {
+		return viewStatus(t, prod, "web", marker.ID) == discovery.StatusWarning
+	})
+	if got := viewStatus(t, prod, "web", shared.ID); got == discovery.StatusUnhealthy {
+		t.Fatalf("prod shows %s %v, as staging (Redis database %d) found it; want prod's own view", shared.ID, got, db+1)
 	}
 }

@@ -83,12 +83,12 @@ func timeoutString(d time.Duration) string {
 	return d.String()
 }
 
-// changesChannel returns the pub/sub channel of change messages:
-// ns+":changes", with the database number in it for a client of a database
+// redisChannel returns the pub/sub channel ns+":"+name (name is "changes"
+// or "health"), with the database number in it for a client of a database
 // other than 0. Redis's channels are not per database, and two deployments
 // kept apart by database under one namespace heard each other's changes
-// (and took the snapshots pushed with them).
-func changesChannel(ns string, rdb redis.UniversalClient) string {
+// (and took the snapshots pushed with them) and health results.
+func redisChannel(ns, name string, rdb redis.UniversalClient) string {
 	db := 0
 	switch c := rdb.(type) {
 	case *redis.Client:
@@ -97,7 +97,7 @@ func changesChannel(ns string, rdb redis.UniversalClient) string {
 		db = c.Options().DB
 	}
 	if db == 0 {
-		return ns + ":changes"
+		return ns + ":" + name
 	}
-	return ns + ":" + strconv.Itoa(db) + ":changes"
+	return ns + ":" + strconv.Itoa(db) + ":" + name
 }

@@ -130,7 +130,7 @@ func New(opts ...Option) (*Registry, error) {
 	}
 	if o.rdb != nil {
 		r.l2 = rediscache.New(o.redisCmd, rediscache.Options{
-			Namespace: o.namespace + ":", Channel: changesChannel(o.namespace, o.rdb), TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
+			Namespace: o.namespace + ":", Channel: redisChannel(o.namespace, "changes", o.rdb), TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
 			Log: o.log, OnChange: r.onMessage, OnResync: r.resync,
 		})
 		r.l2.Start()
