@@ -462,3 +462,15 @@ func TestDrainAndNotifyDurationsAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// A reaper delay shorter than the default self-preservation grace (two
+// lease TTLs) was refused as a bad WithSelfPreservation, an option the
+// caller never gave; the error now names the options that were given.
+func TestReaperShorterThanDefaultGraceNamesWithReaper(t *testing.T) {
+	_, err := discovery.New(discovery.WithLeaseTTL(90*time.Second), discovery.WithReaper(30*time.Second, 2*time.Minute),
+		discovery.WithoutHealthChecks())
+	var ve *discovery.ValidationError
+	if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "option WithReaper" {
+		t.Fatalf("New(WithLeaseTTL(90s), WithReaper(30s, 2m)) = %v; want a ValidationError on WithReaper", err)
+	}
+}

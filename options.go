@@ -202,6 +202,9 @@ func (o *options) validate() error {
 		return optErr("WithMinScore", strconv.FormatFloat(o.minScore, 'g', -1, 64), "must be in [0, 1)")
 	case !(o.preserveFraction >= 0 && o.preserveFraction < 1) || o.suspectGrace < 0:
 		return optErr("WithSelfPreservation", strconv.FormatFloat(o.preserveFraction, 'g', -1, 64), "fraction must be in [0, 1), grace not negative")
+	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter && !o.graceSet:
+		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least the self-preservation grace, two lease TTLs ("+
+			o.suspectGrace.String()+"), unless WithSelfPreservation sets a shorter one")
 	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter:
 		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace must not outlast the reaper's delay (WithReaper)")
 	case !(o.panicThreshold >= 0 && o.panicThreshold <= 1):
