@@ -262,7 +262,7 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 		enc := health.Encode(&next)
 		v, err := casScript.Run(ctx, s.rdb, []string{key}, is.id, expected, enc, ttl).Slice()
 		if err != nil {
-			s.failed(ctx, err) // counted, and the breaker hears of it, as for a sync
+			s.failed(s.r.ctx, err) // counted, and the breaker hears of it, as for a sync (the context before the Redis timeout)
 			s.r.applyLocal(st, is, c)
 			return
 		}

@@ -442,7 +442,12 @@ func TestLeaveDuringSyncLeaves(t *testing.T) {
 
 // casFailer is a go-redis hook that fails every compare-and-set of a
 // shared health state (the one script with a single key, the health hash).
-type casFailer struct{ failed atomic.Int64 }
+// casFailer fails every write of a check's result: at once, or with hang
+// when the call's context ends, as a call to a black-holed Redis does.
+type casFailer struct {
+	failed atomic.Int64
+	hang   bool
+}
 
 func (h *casFailer) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -457,6 +462,10 @@ func (h *casFailer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			fmt.Sprint(args[2]) == "1" && strings.Contains(fmt.Sprint(args[3]), ":health:{") {
 			h.failed.Add(1)
 			err := errors.New("injected failure")
+			if h.hang {
+				<-ctx.Done()
+				err = ctx.Err()
+			}
 			cmd.SetErr(err)
 			return err
 		}
@@ -470,24 +479,43 @@ func (h *casFailer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // result included.
 func TestFailedSharedWriteCounted(t *testing.T) {
 	for _, k := range redisWorlds() {
-		t.Run(k.name, func(t *testing.T) {
-			clock := discoverytest.NewClock(t0)
-			w := newWorld(t, k)
-			h := &casFailer{}
-			w.rdb.AddHook(h)
-			f := newFleet(t, w, clock, 1, 1, discovery.WithRedisTimeout(5*time.Second)) // the client as given, with its hooks
-			f.step(time.Second)
-			for f.servers[0].hits.Load() == 0 || h.failed.Load() == 0 {
-				if clock.Now().Sub(t0) > 3*hInterval {
-					t.Fatalf("no shared write of a check's result within 3 intervals (%d probes)", f.servers[0].hits.Load())
-				}
-				f.step(hStep)
-			}
-			if n := f.regs[0].Stats().L2Errors; n == 0 {
-				t.Fatalf("Stats().L2Errors = 0 after %d failed writes of shared health; want them counted", h.failed.Load())
-			}
-		})
+		for _, hang := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/timeout=%v", k.name, hang), func(t *testing.T) { failedSharedWriteCounted(t, k, hang) })
+		}
 	}
+}
+
+// failedSharedWriteCounted is one run of TestFailedSharedWriteCounted: a
+// write that fails at once, or (hang) one that ends at the Redis timeout,
+// which is Redis's failure, not a caller giving up.
+func failedSharedWriteCounted(t *testing.T, k worldKind, hang bool) {
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, k)
+	h := &casFailer{hang: hang}
+	w.rdb.AddHook(h)
+	redisTO := 5 * time.Second
+	if hang {
+		// no shorter than the client's own timeouts, or New would use a
+		// clone of it, which has no hooks
+		switch c := w.rdb.(type) {
+		case *redis.Client:
+			redisTO = max(c.Options().ReadTimeout, c.Options().WriteTimeout)
+		case *redis.ClusterClient:
+			redisTO = max(c.Options().ReadTimeout, c.Options().WriteTimeout)
+		}
+	}
+	f := newFleet(t, w, clock, 1, 1, discovery.WithRedisTimeout(redisTO)) // the client as given, with its hooks
+	f.step(time.Second)
+	for f.servers[0].hits.Load() == 0 || h.failed.Load() == 0 {
+		if clock.Now().Sub(t0) > 3*hInterval {
+			t.Fatalf("no shared write of a check's result within 3 intervals (%d probes, %d writes, stats %+v)", f.servers[0].hits.Load(), h.failed.Load(), f.regs[0].Stats())
+		}
+		f.step(hStep)
+	}
+	// a write that hangs ends at the Redis timeout, in real time
+	waitFor(t, redisTO+5*time.Second, "Stats().L2Errors counting the failed writes of shared health", func() bool {
+		return f.regs[0].Stats().L2Errors > 0
+	})
 }
 
 // Health results of two deployments kept apart by Redis database, under
