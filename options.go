@@ -291,7 +291,10 @@ func WithLogger(l *zap.Logger) Option { return optionFunc(func(o *options) { o.l
 func WithClock(c Clock) Option { return optionFunc(func(o *options) { o.clock = c }) }
 
 // WithNamespace names this deployment's tables (ns+"_services", ...) and
-// Redis keys (ns+":..."), so several may share one database and one Redis.
+// Redis keys and channels (ns+":..."), so several may share one database
+// and one Redis. Pub/sub channels are not per Redis database, so a client of
+// a database other than 0 puts its number in them: two deployments under
+// one namespace in databases 0 and 1 hear only their own changes.
 // Lower-case letters, digits and '_'; "discovery" by default.
 func WithNamespace(ns string) Option { return optionFunc(func(o *options) { o.namespace = ns }) }
 
