@@ -2,12 +2,17 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+
+	gsqlite "github.com/glebarez/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -131,4 +136,33 @@ func ExampleRegistry_HTTPClient() {
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(string(body))
 	// Output: hello from greeter/hi
+}
+
+func ExampleMigrate() {
+	// A deployment whose services' database user may not change the schema
+	// runs Migrate in a job of its own (with a user that may), and the
+	// services pass WithoutMigration. Here the embedded SQLite stands in
+	// for the shared PostgreSQL.
+	ctx := context.Background()
+	db, err := gorm.Open(gsqlite.Open("file:migrate_example?mode=memory&cache=shared"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	sqlDB, _ := db.DB()
+	defer sqlDB.Close() // the Registry never closes the database
+	if _, err := discovery.New(discovery.WithDB(db), discovery.WithoutMigration()); errors.Is(err, discovery.ErrUnsupported) {
+		fmt.Println("before the job: the schema is missing")
+	}
+	if err := discovery.Migrate(ctx, db); err != nil { // discovery.WithNamespace(ns) for another namespace
+		panic(err)
+	}
+	reg, err := discovery.New(discovery.WithDB(db), discovery.WithoutMigration(), discovery.WithoutHealthChecks())
+	if err != nil {
+		panic(err)
+	}
+	defer reg.Close()
+	fmt.Println("after the job:", reg.Stats().StoreErrors)
+	// Output:
+	// before the job: the schema is missing
+	// after the job: 0
 }
