@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -56,4 +57,17 @@ func TestWithoutMigrationNeedsMigrate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// New's migration is bounded by WithDatabaseTimeout, as every database call
+// that is not a lookup's load: a short WithLoadTimeout, chosen for snappy
+// lookups, made New fail on the migration (or on another process holding
+// the migration lock).
+func TestNewMigratesWithinTheDatabaseTimeout(t *testing.T) {
+	r, err := discovery.New(discovery.WithDB(testutil.SQLite(t)), discovery.WithLoadTimeout(time.Nanosecond),
+		discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatalf("New(WithLoadTimeout(1ns)) = %v; want the migration bounded by WithDatabaseTimeout instead", err)
+	}
+	r.Close()
 }

@@ -342,7 +342,8 @@ func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options
 
 // WithDatabaseTimeout bounds every other call to the database that WithDB
 // gave (5 s): Register, Update, Deregister, renewals, configuration, keys,
-// listings and reaping, whenever the caller's context allows longer. A
+// listings and reaping, whenever the caller's context allows longer, and
+// New's migration (or schema check) and warm-up. A
 // database that stops answering (black-holed, as by a partition) would
 // otherwise hold a caller without a deadline of its own until TCP gives up,
 // minutes later. A call it ends fails with ErrUnavailable.

@@ -97,7 +97,7 @@ func New(opts ...Option) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
-		ctx, cancel := ownTimeout(context.Background(), o.loadTO)
+		ctx, cancel := ownTimeout(context.Background(), o.dbTO) // a call that is no lookup: WithDatabaseTimeout
 		if o.migrate {
 			err = s.Migrate(ctx)
 		} else {
