@@ -251,3 +251,23 @@ func TestAdminDashboardIsSelfContained(t *testing.T) {
 		t.Errorf("POST /overview = %d; want 405", code)
 	}
 }
+
+// The dashboard may not be framed by another site (clickjacking): its CSP
+// says frame-ancestors 'none' (default-src does not cover framing), and
+// X-Frame-Options says so to browsers without CSP 2.
+func TestAdminDashboardRefusesFraming(t *testing.T) {
+	r, _ := adminWorld(t)
+	req := httptest.NewRequest("GET", "/", nil)
+	rec := httptest.NewRecorder()
+	r.AdminHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET / = %d", rec.Code)
+	}
+	csp := rec.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("Content-Security-Policy %q lacks frame-ancestors 'none': any site may frame the admin page", csp)
+	}
+	if got := rec.Header().Get("X-Frame-Options"); got != "DENY" {
+		t.Errorf("X-Frame-Options = %q; want DENY", got)
+	}
+}
