@@ -230,7 +230,7 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes+1))
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -271,3 +271,27 @@ func TestAdminDashboardRefusesFraming(t *testing.T) {
 		t.Errorf("X-Frame-Options = %q; want DENY", got)
 	}
 }
+
+// A configuration over MaxConfigBytes is a 413 whatever its size, one byte
+// over included, and nothing is stored; one of MaxConfigBytes is stored.
+func TestAdminPutConfigSizeLimit(t *testing.T) {
+	ctx := context.Background()
+	r, _ := adminWorld(t)
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	doc := func(n int) string { // a JSON object of exactly n bytes
+		return `{"pad":"` + strings.Repeat("x", n-len(`{"pad":""}`)) + `"}`
+	}
+	_, revBefore, _ := r.Config(ctx, "orders")
+	for _, over := range []int{1, 2, 100} {
+		code, body := do(t, h, "PUT", "/services/orders/config", doc(discovery.MaxConfigBytes+over))
+		if code != http.StatusRequestEntityTooLarge || !json.Valid(body) {
+			t.Errorf("PUT of MaxConfigBytes+%d bytes = %d %s; want 413 with a JSON error", over, code, body)
+		}
+	}
+	if _, rev, _ := r.Config(ctx, "orders"); rev != revBefore {
+		t.Fatalf("config revision %d after refused PUTs; want %d", rev, revBefore)
+	}
+	if code, body := do(t, h, "PUT", "/services/orders/config", doc(discovery.MaxConfigBytes)); code != http.StatusOK {
+		t.Fatalf("PUT of MaxConfigBytes bytes = %d %s; want 200", code, body)
+	}
+}
