@@ -1,13 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rssbot/discovery/internal/benchsuite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -75,6 +79,74 @@ func TestValueShowsWhatRatiosUse(t *testing.T) {
 	for _, tt := range tests {
 		if got := value(tt.v, tt.metric); got != tt.want {
 			t.Errorf("value(%v, %q) = %q; want %q", tt.v, tt.metric, got, tt.want)
+		}
+	}
+}
+
+// measured returns results for every benchmark the report reads, each
+// meeting its target: 10 ns/op (the floors 20), 0 allocs.
+func measured() map[string]result {
+	res := map[string]result{}
+	for _, name := range []string{"Floor/op=ristretto_get", "Floor/op=atomic_map", "Get/layer=L1", "Get/layer=L1/metrics=off",
+		"Get/layer=L1/metrics=on", "GetAlone", "PickAlone", "GetThenPick", "PickDone/strategy=p2c_ewma", "Register/store=sqlite"} {
+		res[name] = result{nsPerOp: 10}
+	}
+	res["Floor/op=ristretto_get"] = result{nsPerOp: 20}
+	res["Floor/op=atomic_map"] = result{nsPerOp: 5}
+	res["GetParallel/layer=L1"] = result{nsPerOp: 5}
+	for _, s := range benchsuite.Strategies {
+		res[fmt.Sprintf("Pick/strategy=%s/instances=10", s)] = result{nsPerOp: 20}
+	}
+	paired := map[string]float64{"p50-ns": 110e3, "floor-p50-ns": 100e3, "ratio-p50": 1.1}
+	res["Get/layer=L2/paired"], res["Get/layer=L3/paired"] = result{extra: paired}, result{extra: paired}
+	res["Get/layer=L2"], res["Get/layer=L3"] = result{nsPerOp: 110e3, allocs: 20}, result{nsPerOp: 110e3, allocs: 400}
+	res["Floor/op=pubsub"] = result{extra: map[string]float64{"p50-ns": 80e3, "p99-ns": 400e3}}
+	res["Invalidation"] = result{allocs: 300, extra: map[string]float64{"p50-ns": 90e3, "p99-ns": 500e3}}
+	res["ColdStampede"] = result{extra: map[string]float64{"store-reads/op": 1}}
+	res["Scale"] = result{extra: map[string]float64{"l1-hit-rate": 0.8, "l1-bytes/service": 6000}}
+	return res
+}
+
+func rowOf(t *testing.T, rows []Row, op string) Row {
+	t.Helper()
+	for _, r := range rows {
+		if r.Operation == op {
+			return r
+		}
+	}
+	t.Fatalf("no row %q", op)
+	return Row{}
+}
+
+func metString(m *bool) string {
+	if m == nil {
+		return "not judged"
+	}
+	return strconv.FormatBool(*m)
+}
+
+// A target that says "0 allocs" is met only without allocations: a row
+// whose operation allocates is not "met", whatever its ratio.
+func TestZeroAllocTargetsAreJudged(t *testing.T) {
+	for _, tt := range []struct{ op, bench string }{
+		{"L1 Get (memory)", "Get/layer=L1"},
+		{"L1 Get, Prometheus metrics on", "Get/layer=L1/metrics=on"},
+		{"Pick + Done, p2c_ewma", "PickDone/strategy=p2c_ewma"},
+		{"Pick random, 10 instances", "Pick/strategy=random/instances=10"},
+	} {
+		res := measured()
+		if row := rowOf(t, report(res, "sqlite"), tt.op); row.Met == nil || !*row.Met {
+			t.Errorf("%s without allocations: met = %s; want true", tt.op, metString(row.Met))
+		}
+		r := res[tt.bench]
+		r.allocs = 1
+		res[tt.bench] = r
+		row := rowOf(t, report(res, "sqlite"), tt.op)
+		if !strings.Contains(row.Target, "0 allocs") {
+			t.Fatalf("%s: target %q", tt.op, row.Target)
+		}
+		if row.Met == nil || *row.Met {
+			t.Errorf("%s at 1 alloc/op, target %q: met = %s; want false", tt.op, row.Target, metString(row.Met))
 		}
 	}
 }
