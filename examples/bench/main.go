@@ -182,12 +182,12 @@ func report(res map[string]result, store string) []Row {
 				row.Ratio = row.Value / row.FloorValue
 			}
 			if limit > 0 {
-				met := row.Ratio <= limit
+				met := row.Ratio > 0 && row.Ratio <= limit // 0: a side failed, nothing measured
 				row.Met = &met
 			}
 		}
 		if strings.HasSuffix(target, "0 allocs") { // part of the target: judged with the ratio, if any
-			met := r.allocs == 0 && (row.Met == nil || *row.Met)
+			met := row.Value > 0 && r.allocs == 0 && (row.Met == nil || *row.Met)
 			row.Met = &met
 		}
 		if seed > 0 && row.Value > 0 {

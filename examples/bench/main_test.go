@@ -150,3 +150,25 @@ func TestZeroAllocTargetsAreJudged(t *testing.T) {
 		}
 	}
 }
+
+// A benchmark that failed (testing.Benchmark then returns a zero result)
+// meets no target: with nothing measured on one side there is no ratio.
+func TestFailedBenchmarkMeetsNoTarget(t *testing.T) {
+	for _, tt := range []struct{ op, failed string }{
+		{"L1 Get (memory)", "Floor/op=ristretto_get"},
+		{"L1 Get (memory)", "Get/layer=L1"},
+		{"L1 Get, Prometheus metrics on", "Get/layer=L1/metrics=on"},
+		{"Get then Pick, 10 instances", "GetAlone"},
+		{"Pick p2c_ewma, 10 instances", "Pick/strategy=p2c_ewma/instances=10"},
+		{"Invalidation visible on another Registry, p99", "Floor/op=pubsub"},
+		{"Invalidation visible on another Registry, p99", "Invalidation"},
+		{"Pick + Done, p2c_ewma", "PickDone/strategy=p2c_ewma"},
+	} {
+		res := measured()
+		res[tt.failed] = result{}
+		row := rowOf(t, report(res, "sqlite"), tt.op)
+		if row.Met == nil || *row.Met {
+			t.Errorf("%s with %s failed (value %v, floor %v): met = %s; want false", tt.op, tt.failed, row.Value, row.FloorValue, metString(row.Met))
+		}
+	}
+}
