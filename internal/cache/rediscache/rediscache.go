@@ -86,6 +86,7 @@ type Cache struct {
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
+	heard                                                                                          atomic.Uint64 // anything read from the subscription: messages, confirmations, pongs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -406,49 +407,103 @@ func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 func (c *Cache) Start() {
 	c.mu.Lock()
 	c.ps = c.rdb.Subscribe(c.ctx, c.channel)
-	ch := c.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024), redis.WithChannelHealthCheckInterval(time.Second))
+	ps := c.ps
 	c.mu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for {
-			select {
-			case <-c.ctx.Done():
-				return
-			case m, ok := <-ch:
-				if !ok {
+	c.wg.Add(2)
+	go c.receive(ps)
+	go c.checkSubscription(ps)
+}
+
+// subscriptionCheck is how long a quiet subscription waits before it pings
+// Redis: a ping that cannot be written drops the connection, and go-redis
+// subscribes again on a new one.
+const subscriptionCheck = time.Second
+
+// receive reads the subscription in this goroutine. go-redis's Channel
+// would read it in one of its own, hand each message over a Go channel and
+// wake its health checker for each: two goroutine wake-ups a message before
+// this one had it (publish to receive on loopback went from about 32-44 µs
+// to 31 µs at the median without them).
+func (c *Cache) receive(ps *redis.PubSub) {
+	defer c.wg.Done()
+	failures := 0
+	for {
+		m, err := ps.Receive(c.ctx)
+		if c.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+			return
+		}
+		if err != nil {
+			// go-redis has dropped a broken connection and subscribes again
+			// at the next Receive; after the first failure, not in a loop.
+			if failures++; failures > 1 {
+				select {
+				case <-c.ctx.Done():
 					return
-				}
-				switch m := m.(type) {
-				case *redis.Subscription:
-					if m.Kind == "subscribe" && c.opt.OnResync != nil {
-						c.opt.OnResync()
-					}
-				case *redis.Message:
-					c.received.Add(1)
-					head, pushed := SplitMessage(m.Payload)
-					change, force, ok := ParseMessage(head)
-					if !ok || c.opt.OnChange == nil {
-						continue
-					}
-					var (
-						svc *core.Service
-						at  time.Time
-					)
-					if pushed != "" {
-						var err error
-						if svc, at, err = codec.Decode(pushed); err != nil || svc.Name != change.Service {
-							// Another schema version, or corrupt: the change
-							// still counts; the snapshot is read from Redis.
-							c.decodeErrs.Add(1)
-							svc = nil
-						}
-					}
-					c.opt.OnChange(change, force, svc, at)
+				case <-time.After(100 * time.Millisecond):
 				}
 			}
+			continue
 		}
-	}()
+		failures = 0
+		c.heard.Add(1)
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && c.opt.OnResync != nil {
+				c.opt.OnResync()
+			}
+		case *redis.Message:
+			c.received.Add(1)
+			c.handle(m.Payload)
+		}
+	}
+}
+
+// checkSubscription pings Redis on the subscription's connection when it
+// has been quiet for subscriptionCheck, as go-redis's Channel does; it
+// looks at a counter instead of being woken by every message.
+func (c *Cache) checkSubscription(ps *redis.PubSub) {
+	defer c.wg.Done()
+	t := time.NewTicker(subscriptionCheck)
+	defer t.Stop()
+	last := c.heard.Load()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := c.heard.Load(); n != last {
+			last = n
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
+		_ = ps.Ping(ctx) // its answer arrives through receive
+		cancel()
+	}
+}
+
+// handle passes one change message to OnChange, with the snapshot pushed
+// along with it if it decodes.
+func (c *Cache) handle(payload string) {
+	head, pushed := SplitMessage(payload)
+	change, force, ok := ParseMessage(head)
+	if !ok || c.opt.OnChange == nil {
+		return
+	}
+	var (
+		svc *core.Service
+		at  time.Time
+	)
+	if pushed != "" {
+		var err error
+		if svc, at, err = codec.Decode(pushed); err != nil || svc.Name != change.Service {
+			// Another schema version, or corrupt: the change still counts;
+			// the snapshot is read from Redis.
+			c.decodeErrs.Add(1)
+			svc = nil
+		}
+	}
+	c.opt.OnChange(change, force, svc, at)
 }
 
 // Close unsubscribes and stops every goroutine. It does not close the client.
