@@ -16,14 +16,22 @@ type maglevTable struct {
 }
 
 // maglevSizes are primes; the table is the first at least 100 times the
-// number of instances (under 1% imbalance), up to the last.
+// number of instances (under 1% imbalance), up to the last, and never
+// smaller than maglevMinSize.
 var maglevSizes = [...]int{251, 1021, 4093, 16381, 65521, 262139}
+
+// maglevMinSize is the smallest table built (Envoy's is 65537). A key's
+// slot depends on the table's size, so a size that followed the number of
+// instances remapped almost every key when one was added or removed across
+// a boundary (10 to 11 instances moved 82% of keys between instances that
+// stayed): up to 655 instances the size is this one, whatever their number.
+const maglevMinSize = 65521
 
 func buildMaglev(p *picker) *maglevTable {
 	n := len(p.elig)
 	m := maglevSizes[len(maglevSizes)-1]
 	for _, s := range maglevSizes {
-		if s >= 100*n {
+		if s >= 100*n && s >= maglevMinSize {
 			m = s
 			break
 		}

@@ -924,3 +924,45 @@ func TestP2CEWMARecoversFromAnOutage(t *testing.T) {
 		t.Fatalf("200 s after the outage, i0 (50x slower) got %d of the last 6000 picks: %v", picks["i0"], picks)
 	}
 }
+
+// Adding one instance to a consistent_hash service moves about 1/N of the
+// keys, whatever N: the table must not be resized (and every key remapped)
+// when the count crosses a size boundary (2 -> 3, 10 -> 11, ...).
+func TestConsistentHashAddingAnInstanceMovesFewKeys(t *testing.T) {
+	for _, n := range []int{2, 10, 40} {
+		t.Run(fmt.Sprint(n, " to ", n+1), func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithStrategy(discovery.StrategyConsistentHash))
+			w := make([]int, n)
+			for i := range w {
+				w[i] = 1
+			}
+			registerN(t, r, "db_svc", w...)
+			const keys = 20000
+			where := func() []string {
+				out := make([]string, keys)
+				for k := range out {
+					sel, err := r.Pick(context.Background(), "db_svc", discovery.HashKey(fmt.Sprint("user-", k)))
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[k] = sel.Instance.ID
+					sel.Done(nil)
+				}
+				return out
+			}
+			before := where()
+			mustRegister(t, r, discovery.Instance{ID: "new", Service: "db_svc", Host: "10.0.1.1", Port: 80})
+			after := where()
+			moved := 0
+			for k := range before {
+				if after[k] != before[k] && after[k] != "new" {
+					moved++
+				}
+			}
+			// keys that moved to another old instance: ideally none (Maglev: a few percent)
+			if frac := float64(moved) / keys; frac > 0.05 {
+				t.Fatalf("adding 1 instance to %d moved %.1f%% of keys between instances that stayed; want under 5%%", n, 100*frac)
+			}
+		})
+	}
+}
