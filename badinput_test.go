@@ -474,3 +474,25 @@ func TestReaperShorterThanDefaultGraceNamesWithReaper(t *testing.T) {
 		t.Fatalf("New(WithLeaseTTL(90s), WithReaper(30s, 2m)) = %v; want a ValidationError on WithReaper", err)
 	}
 }
+
+// Pick's options are validated before any I/O, as every input is: a bad
+// option was reported as the service being unknown (ErrNotFound) and cost a
+// database read when L1 did not hold the service.
+func TestPickOptionsAreValidatedBeforeTheLookup(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	w := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, w, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 80})
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ctx := context.Background()
+	bad := []discovery.PickOption{discovery.UseStrategy(discovery.StrategyRandom), discovery.UseStrategy(discovery.StrategyRoundRobin)}
+	for _, svc := range []string{"db_svc", "no_such_svc"} {
+		reads := r.Stats().StoreReads
+		_, err := r.Pick(ctx, svc, bad...)
+		if !errors.Is(err, discovery.ErrInvalid) {
+			t.Errorf("Pick(%s, two strategies) = %v; want ErrInvalid", svc, err)
+		}
+		if n := r.Stats().StoreReads - reads; n != 0 {
+			t.Errorf("Pick(%s, two strategies) read the database %d times; want none", svc, n)
+		}
+	}
+}

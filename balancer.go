@@ -487,6 +487,14 @@ func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption)
 }
 
 func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) (Selection, error) {
+	// Options are validated before any I/O: a bad one is ErrInvalid, not
+	// whatever the lookup says, and costs no load.
+	var q pickReq
+	if len(opts) > 0 {
+		if err := q.set(opts); err != nil {
+			return Selection{}, err
+		}
+	}
 	now := r.now.nanos()
 	e := r.l1.get(service)
 	if e == nil || now >= e.freshUntil.Load() || e.raw == nil || e.notFound != nil {
@@ -496,12 +504,6 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 		}
 		if e.notFound != nil {
 			return Selection{}, e.notFound
-		}
-	}
-	var q pickReq
-	if len(opts) > 0 {
-		if err := q.set(opts); err != nil {
-			return Selection{}, err
 		}
 	}
 	p := r.pickerFor(e, now)
