@@ -205,6 +205,66 @@ func (q *pickReq) set(opts []PickOption) error {
 	return nil
 }
 
+// narrowRotations are round robin's rotations for picks that filters, a
+// zone or panic narrow, one for each narrowHash: sharing the direct picks'
+// rotation, each caller's picks advanced every other caller's, and two
+// callers taking turns saw one instance in two (or always the same one).
+// A rotation is made the first time its value is seen (copy on write) and
+// kept for the service's life, up to maxNarrowRotations; more share one.
+type narrowRotations struct {
+	mu       sync.Mutex
+	m        atomic.Pointer[map[uint64]*atomic.Uint64]
+	overflow atomic.Uint64
+}
+
+// maxNarrowRotations bounds the rotations one service keeps.
+const maxNarrowRotations = 256
+
+func (n *narrowRotations) get(h uint64) *atomic.Uint64 {
+	if m := n.m.Load(); m != nil {
+		if c := (*m)[h]; c != nil {
+			return c
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.m.Load()
+	if old != nil {
+		if c := (*old)[h]; c != nil {
+			return c
+		}
+		if len(*old) >= maxNarrowRotations {
+			return &n.overflow
+		}
+	}
+	var prev map[uint64]*atomic.Uint64
+	if old != nil {
+		prev = *old
+	}
+	m := make(map[uint64]*atomic.Uint64, len(prev)+1)
+	for k, v := range prev {
+		m[k] = v
+	}
+	c := new(atomic.Uint64)
+	m[h] = c
+	n.m.Store(&m)
+	return c
+}
+
+// narrowHash identifies what narrows a pick (its filters and the zone it
+// keeps to), whatever the order of its options; round robin keeps one
+// rotation per value.
+func (q *pickReq) narrowHash(zone string) uint64 {
+	h := mix64(xxhash.Sum64String(zone))
+	for i := range q.opts {
+		switch o := &q.opts[i]; o.kind {
+		case pickTag, pickMeta, pickVersion, pickExclude:
+			h += mix64(uint64(o.kind)*golden ^ xxhash.Sum64String(o.a) ^ mix64(xxhash.Sum64String(o.b)))
+		}
+	}
+	return h
+}
+
 // conflict is the error of two options that cannot both hold.
 func conflict(field, first, second string) error {
 	return &ValidationError{Field: field, Value: second, Reason: "conflicts with " + strconv.Quote(first) + " given in the same call"}
@@ -351,6 +411,7 @@ type picker struct {
 	uniform bool
 
 	rr     atomic.Uint64
+	narrow *narrowRotations // the service's (pickerState)
 	wrr    wrrState
 	maglev atomic.Pointer[maglevTable]
 }
@@ -378,7 +439,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 		return old
 	}
 	view, gen := e.view.Load(), st.gen.Load()
-	p := &picker{view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances), rng: &r.rng, seed: r.rng.uint64()}
+	p := &picker{narrow: &st.narrow, view: view, gen: gen, validUntil: math.MaxInt64, live: len(view.Instances), rng: &r.rng, seed: r.rng.uint64()}
 	p.strategy = r.serviceStrategy(st.name, view)
 	minScore := r.opts.minScore
 	p.cands = make([]candidate, 0, len(view.Instances))
@@ -668,7 +729,8 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 	switch strategy {
 	case StrategyRoundRobin:
 		n := s.count(q)
-		return s.nth(int(s.p.rr.Add(1)-1)%n, q)
+		rr := s.p.narrow.get(q.narrowHash(s.zone))
+		return s.nth(int((rr.Add(1)-1)%uint64(n)), q)
 	case StrategyWeightedRoundRobin, StrategyRandom:
 		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
 	case StrategyLeastConnections:
@@ -897,6 +959,7 @@ type pickerState struct {
 	picker atomic.Pointer[picker]
 	picks  pickCounts // with metrics on; else the Registry's (countPick)
 	panics atomic.Uint64
+	narrow narrowRotations
 }
 
 // pickCounts is a count of picks per strategy: 8 words, 64 bytes.

@@ -966,3 +966,51 @@ func TestConsistentHashAddingAnInstanceMovesFewKeys(t *testing.T) {
 		})
 	}
 }
+
+// Round robin gives each caller every instance in turn, whatever other
+// callers' picks of the service ask for: picks with other filters (or none)
+// in between must not make one caller's picks skip instances.
+func TestRoundRobinIsFairToInterleavedCallers(t *testing.T) {
+	rr := discovery.UseStrategy(discovery.StrategyRoundRobin)
+	tests := []struct {
+		name   string
+		a, b   []discovery.PickOption
+		wa, wb []string // the instances each caller should see, evenly
+	}{
+		{"no filter and a version", []discovery.PickOption{rr}, []discovery.PickOption{rr, discovery.WithVersion("v1")},
+			[]string{"i0", "i1", "i2", "i3"}, []string{"i0", "i1"}},
+		{"two zones", []discovery.PickOption{rr, discovery.PreferZone("a")}, []discovery.PickOption{rr, discovery.PreferZone("b")},
+			[]string{"i0", "i2"}, []string{"i1", "i3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+			registerN(t, r, "db_svc", 1, 1, 1, 1)
+			const rounds = 1200
+			ga, gb := map[string]int{}, map[string]int{}
+			for range rounds { // the two callers take turns
+				for _, c := range []struct {
+					opts []discovery.PickOption
+					got  map[string]int
+				}{{tt.a, ga}, {tt.b, gb}} {
+					sel, err := r.Pick(context.Background(), "db_svc", c.opts...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.got[sel.Instance.ID]++
+					sel.Done(nil)
+				}
+			}
+			for _, c := range []struct {
+				got  map[string]int
+				want []string
+			}{{ga, tt.wa}, {gb, tt.wb}} {
+				for _, id := range c.want {
+					if c.got[id] != rounds/len(c.want) {
+						t.Fatalf("caller's round robin picks %v; want %d each of %v", c.got, rounds/len(c.want), c.want)
+					}
+				}
+			}
+		})
+	}
+}
