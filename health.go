@@ -198,7 +198,10 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	hm := r.hm
 	hm.ejectMu.Lock()
 	now := r.clock.Now().UnixNano()
-	if is.ejected(now) {
+	// A Selection's Done can come after its instance left the service (its
+	// state forgotten): ejecting that state showed an instance no longer
+	// there as ejected, in events, logs and counts.
+	if is.ejected(now) || st.inst(is.id) != is {
 		hm.ejectMu.Unlock()
 		return
 	}

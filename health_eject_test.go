@@ -189,3 +189,48 @@ func TestReportOutcomeErrors(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// Failures reported (Done) for an instance after it left the service eject
+// nothing: the ejection of a state no one holds any more showed as a
+// health_changed event of an instance that no longer exists, was logged and
+// counted.
+func TestDoneAfterTheInstanceLeftEjectsNothing(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1)
+	var sels []discovery.Selection
+	for range 5 { // i0: the one v1 instance once i1 is excluded
+		sel, err := r.Pick(ctx, "db_svc", discovery.WithVersion("v1"), discovery.Exclude("i1"))
+		if err != nil || sel.Instance.ID != "i0" {
+			t.Fatalf("Pick = %v, %v; want i0", sel.Instance, err)
+		}
+		sels = append(sels, sel)
+	}
+	if err := r.Deregister(ctx, "db_svc", "i0"); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || svc.Instance("i0") != nil {
+		t.Fatalf("Get = %v, %v; want i0 gone", svc, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.Watch(wctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sel := range sels {
+		sel.Done(errors.New("connection refused"))
+	}
+	mustRegister(t, r, discovery.Instance{ID: "last", Service: "db_svc", Host: "10.0.9.1", Port: 80})
+	for ev := range ch {
+		if ev.Instance.ID == "i0" {
+			t.Errorf("Watch delivered %v of i0 (%v), which left before its failures were reported", ev.Kind, ev.Instance.Status)
+		}
+		if ev.Instance.ID == "last" {
+			break
+		}
+	}
+	if n := r.Stats().Ejections; n != 0 {
+		t.Errorf("Stats().Ejections = %d; want 0", n)
+	}
+}
