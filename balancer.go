@@ -361,7 +361,13 @@ func (is *instState) observe(latency time.Duration, o outcome, now int64) {
 		old := is.ewma.Load()
 		prev := math.Float64frombits(old)
 		if o == outcomeFailure {
-			l = max(l, min(2*prev, maxFailurePenalty))
+			// twice the average as it stands now: decayed since its last
+			// sample, as cost reads it (an old, slower one cost 2x that)
+			cur := prev
+			if cur != 0 {
+				cur *= decay(now - is.ewmaAt.Load())
+			}
+			l = max(l, min(2*cur, maxFailurePenalty))
 		}
 		next := l
 		if prev != 0 && l < prev {

@@ -75,3 +75,21 @@ func TestFailuresKeepTheAverageFinite(t *testing.T) {
 		t.Fatalf("after 200 s of 1 ms successes the average is %v ns", v)
 	}
 }
+
+// A failure counts as at least twice the average as it stands when it
+// happens, decayed since the last sample: an instance slow a minute ago
+// (1 s) whose first request back fails in 5 ms is not charged 2 s, 400
+// times its current average, for another ten seconds or so.
+func TestAFailureCountsTwiceTheDecayedAverage(t *testing.T) {
+	is := newInstState("s", "a")
+	now := int64(1e18)
+	is.observe(time.Second, outcomeSuccess, now)
+	now += int64(time.Minute)
+	cur := float64(time.Second) * decay(int64(time.Minute)) // about 2.5 ms
+	is.observe(5*time.Millisecond, outcomeFailure, now)
+	v := math.Float64frombits(is.ewma.Load())
+	if v < max(2*cur, float64(5*time.Millisecond)) || v > 4*cur+float64(5*time.Millisecond) {
+		t.Fatalf("a 5 ms failure a minute after a 1 s average (%.2f ms now) leaves it at %.2f ms; want at least twice the current average, not twice the old one",
+			cur/1e6, v/1e6)
+	}
+}
