@@ -496,3 +496,21 @@ func TestPickOptionsAreValidatedBeforeTheLookup(t *testing.T) {
 		}
 	}
 }
+
+// UseStrategy(0), the default, leaves the call's strategy to the other
+// options whatever their order: after UseStrategy(round_robin) it was a
+// conflict, before it accepted.
+func TestUseStrategyDefaultIsOrderIndependent(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 80})
+	ctx := context.Background()
+	rr, def := discovery.UseStrategy(discovery.StrategyRoundRobin), discovery.UseStrategy(0)
+	for _, opts := range [][]discovery.PickOption{{def, rr}, {rr, def}} {
+		sel, err := r.Pick(ctx, "db_svc", opts...)
+		if err != nil || sel.Strategy != discovery.StrategyRoundRobin {
+			t.Errorf("Pick(%v) = %v, %v; want a round_robin pick", opts, sel.Strategy, err)
+			continue
+		}
+		sel.Done(nil)
+	}
+}

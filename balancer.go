@@ -163,6 +163,9 @@ func (q *pickReq) set(opts []PickOption) error {
 			if o.strategy > StrategyRandom {
 				return &ValidationError{Field: "strategy", Value: o.strategy.String(), Reason: "unknown"}
 			}
+			if o.strategy == 0 { // the default: no choice made by this option
+				continue
+			}
 			if q.strategy != 0 && q.strategy != o.strategy {
 				return conflict("strategy", q.strategy.String(), o.strategy.String())
 			}
