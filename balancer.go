@@ -494,7 +494,8 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 		p.uniform = p.uniform && p.cands[i].weight == p.cands[p.elig[0]].weight
 	}
 	if old != nil {
-		p.rr.Store(old.rr.Load()) // keep the rotation going
+		p.rr.Store(old.rr.Load()) // keep the rotations going
+		p.wrr.n.Store(old.wrr.n.Load())
 	}
 	st.picker.Store(p)
 	return p

@@ -981,6 +981,8 @@ func TestRoundRobinIsFairToInterleavedCallers(t *testing.T) {
 			[]string{"i0", "i1", "i2", "i3"}, []string{"i0", "i1"}},
 		{"two zones", []discovery.PickOption{rr, discovery.PreferZone("a")}, []discovery.PickOption{rr, discovery.PreferZone("b")},
 			[]string{"i0", "i2"}, []string{"i1", "i3"}},
+		{"round robin and weighted round robin", []discovery.PickOption{rr}, []discovery.PickOption{discovery.UseStrategy(discovery.StrategyWeightedRoundRobin)},
+			[]string{"i0", "i1", "i2", "i3"}, []string{"i0", "i1", "i2", "i3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,9 @@ type wrrState struct {
 	// seq holds one period's candidate indices once computed (an empty
 	// slice when the period is too long to precompute).
 	seq atomic.Pointer[[]int32]
+	// n is its rotation's place in seq: its own, not round robin's (rr),
+	// or picks of either strategy made the other skip instances.
+	n atomic.Uint64
 
 	mu      sync.Mutex
 	current []float64
@@ -31,7 +34,7 @@ func (p *picker) wrrNext() int {
 		seq = w.seq.Load()
 	}
 	if len(*seq) > 0 {
-		return int((*seq)[(p.rr.Add(1)-1)%uint64(len(*seq))])
+		return int((*seq)[(w.n.Add(1)-1)%uint64(len(*seq))])
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
