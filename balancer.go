@@ -741,7 +741,9 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 		n := s.count(q)
 		rr := s.p.narrow.get(q.narrowHash(s.zone))
 		return s.nth(int((rr.Add(1)-1)%uint64(n)), q)
-	case StrategyWeightedRoundRobin, StrategyRandom:
+	case StrategyWeightedRoundRobin:
+		return s.wrr(q)
+	case StrategyRandom:
 		return s.weightedRandom(func(c *candidate) float64 { return c.weight }, q)
 	case StrategyLeastConnections:
 		return s.leastConnections(q)

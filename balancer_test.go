@@ -1016,3 +1016,25 @@ func TestRoundRobinIsFairToInterleavedCallers(t *testing.T) {
 		})
 	}
 }
+
+// Weighted round robin interleaves as smoothly and deterministically when a
+// filter or a zone narrows the pick as without: zone a (and shard 0) is
+// i0, i2, i4 with weights 5:1:1, so a a b a c a a.
+func TestWeightedRoundRobinIsSmoothWhenNarrowed(t *testing.T) {
+	for _, opt := range []discovery.PickOption{discovery.PreferZone("a"), discovery.WithMeta("shard", "0")} {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+		registerN(t, r, "db_svc", 5, 1, 1, 1, 1, 1)
+		var seq string
+		for i := 0; i < 14; i++ {
+			sel, err := r.Pick(context.Background(), "db_svc", discovery.UseStrategy(discovery.StrategyWeightedRoundRobin), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq += map[string]string{"i0": "a", "i2": "b", "i4": "c"}[sel.Instance.ID]
+			sel.Done(nil)
+		}
+		if seq != "aabacaaaabacaa" {
+			t.Fatalf("with %v: sequence %s; want aabacaa twice", opt, seq)
+		}
+	}
+}
