@@ -423,6 +423,8 @@ type picker struct {
 	narrow *narrowRotations // the service's (pickerState)
 	wrr    wrrState
 	maglev atomic.Pointer[maglevTable]
+	// maglevAll is the table of every candidate, for panic picks.
+	maglevAll atomic.Pointer[maglevTable]
 }
 
 // pickerFor returns the current picker of an entry's service.
@@ -676,6 +678,9 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	}
 	if !filtered && zone == "" && mode == modeEligible {
 		return p.chooseDirect(s, p.rng.uint64(), q.key, now), false, nil
+	}
+	if s == StrategyConsistentHash && q.key != "" && !filtered && zone == "" {
+		return p.maglevPanicPick(q.key), true, nil // mode is modeAll
 	}
 	sel := selector{now: now, p: p, mode: mode, zone: zone, filtered: filtered || zone != ""}
 	return sel.run(s, q), mode == modeAll, nil

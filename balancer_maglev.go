@@ -27,8 +27,10 @@ var maglevSizes = [...]int{251, 1021, 4093, 16381, 65521, 262139}
 // stayed): up to 655 instances the size is this one, whatever their number.
 const maglevMinSize = 65521
 
-func buildMaglev(p *picker) *maglevTable {
-	n := len(p.elig)
+// buildMaglev builds the table of the candidates in idx (p.elig, or all
+// of them in panic).
+func buildMaglev(p *picker, idx []int32) *maglevTable {
+	n := len(idx)
 	m := maglevSizes[len(maglevSizes)-1]
 	for _, s := range maglevSizes {
 		if s >= 100*n && s >= maglevMinSize {
@@ -39,7 +41,7 @@ func buildMaglev(p *picker) *maglevTable {
 	offset := make([]int, n)
 	skip := make([]int, n)
 	next := make([]int, n)
-	for k, i := range p.elig {
+	for k, i := range idx {
 		h := p.cands[i].hid
 		offset[k] = int(h % uint64(m))
 		skip[k] = int(mix64(h)%uint64(m-1)) + 1
@@ -55,7 +57,7 @@ func buildMaglev(p *picker) *maglevTable {
 				next[k]++
 				c = (offset[k] + next[k]*skip[k]) % m
 			}
-			slots[c] = p.elig[k]
+			slots[c] = idx[k]
 			next[k]++
 			filled++
 		}
@@ -66,9 +68,29 @@ func buildMaglev(p *picker) *maglevTable {
 func (p *picker) maglevPick(key string) int {
 	t := p.maglev.Load()
 	if t == nil {
-		t = buildMaglev(p)
+		t = buildMaglev(p, p.elig)
 		if !p.maglev.CompareAndSwap(nil, t) {
 			t = p.maglev.Load()
+		}
+	}
+	return int(t.slots[maglevSlot(key, len(t.slots))])
+}
+
+// maglevPanicPick is maglevPick over every candidate, for a panic pick with
+// no filter or zone. Rendezvous hashing served it, whose choices have
+// nothing in common with Maglev's: when a service went into panic, 90% of
+// the keys of instances still eligible moved (Maglev over the larger set
+// keeps about as many as can stay).
+func (p *picker) maglevPanicPick(key string) int {
+	t := p.maglevAll.Load()
+	if t == nil {
+		all := make([]int32, len(p.cands))
+		for i := range all {
+			all[i] = int32(i)
+		}
+		t = buildMaglev(p, all)
+		if !p.maglevAll.CompareAndSwap(nil, t) {
+			t = p.maglevAll.Load()
 		}
 	}
 	return int(t.slots[maglevSlot(key, len(t.slots))])

@@ -1038,3 +1038,47 @@ func TestWeightedRoundRobinIsSmoothWhenNarrowed(t *testing.T) {
 		}
 	}
 }
+
+// A service going into panic mode keeps its consistent_hash keys on their
+// instances as far as it can: spread over all 10 instances, each of the 4
+// still eligible keeps a tenth of the keys, half of what it had; picks in
+// panic used rendezvous hashing, which kept a tenth of them.
+func TestConsistentHashKeepsKeysIntoPanic(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithStrategy(discovery.StrategyConsistentHash))
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // 5 of 10 eligible: not yet panic
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	const keys = 20000
+	where := func(inPanic bool) []string {
+		out := make([]string, keys)
+		for k := range out {
+			sel, err := r.Pick(ctx, "db_svc", discovery.HashKey(fmt.Sprint("user-", k)))
+			if err != nil || sel.Panic != inPanic {
+				t.Fatalf("Pick = %+v, %v; want Panic %v", sel, err, inPanic)
+			}
+			out[k] = sel.Instance.ID
+			sel.Done(nil)
+		}
+		return out
+	}
+	before := where(false)
+	discovery.SetInstanceHealth(r, "db_svc", "i5", discovery.StatusUnhealthy, 0)
+	after := where(true)
+	on, stayed := 0, 0
+	for k := range before {
+		if before[k] != "i5" {
+			on++
+			if after[k] == before[k] {
+				stayed++
+			}
+		}
+	}
+	if frac := float64(stayed) / float64(on); frac < 0.4 {
+		t.Fatalf("going into panic kept %.1f%% of the keys of instances still eligible on them; want about 50%%", 100*frac)
+	}
+}
