@@ -363,7 +363,7 @@ func (is *instState) observe(latency time.Duration, o outcome, now int64) {
 	for {
 		old := is.ewma.Load()
 		prev := math.Float64frombits(old)
-		if o == outcomeFailure {
+		if o == outcomeFailure || o == outcomeOverload { // an overload is load: it must not look cheap
 			// twice the average as it stands now: decayed since its last
 			// sample, as cost reads it (an old, slower one cost 2x that)
 			cur := prev

@@ -1082,3 +1082,38 @@ func TestConsistentHashKeepsKeysIntoPanic(t *testing.T) {
 		t.Fatalf("going into panic kept %.1f%% of the keys of instances still eligible on them; want about 50%%", 100*frac)
 	}
 }
+
+// An instance that sheds load with fast 429s (ErrOverloaded) is not made
+// cheaper by them: they count against its load in p2c_ewma's average, as a
+// failure does (without its health). Counted as fast successes, they drew
+// almost every pick to the overloaded instance.
+func TestP2CEWMAAvoidsAnOverloadedInstance(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
+		discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1)
+	picks := map[string]int{}
+	const n = 20000
+	for i := range n {
+		clock.Advance(time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= n/2 {
+			picks[sel.Instance.ID]++
+		}
+		if sel.Instance.ID == "i0" {
+			sel.DoneLatency(fmt.Errorf("429: %w", discovery.ErrOverloaded), time.Millisecond)
+		} else {
+			sel.DoneLatency(nil, 20*time.Millisecond)
+		}
+	}
+	if picks["i0"] > n/2/4 {
+		t.Fatalf("i0, answering every call with a fast 429, got %d of the last %d picks: %v", picks["i0"], n/2, picks)
+	}
+	if n := r.Stats().Ejections; n != 0 {
+		t.Fatalf("%d ejections; overloads must not eject", n)
+	}
+}

@@ -32,7 +32,8 @@ const historySize = 64
 // ErrOverloaded is what a caller reports (wrapped or as is) to ReportOutcome
 // when an instance answered that it is overloaded (HTTP 429, 503 with
 // Retry-After, RESOURCE_EXHAUSTED): load, not ill health. It weighs on
-// p2c_ewma's latency average and never counts toward ejection.
+// p2c_ewma's latency average as a failure does (at least twice the
+// average) and never counts toward ejection.
 var ErrOverloaded = errors.New("discovery: instance overloaded")
 
 // healthDetail is the part of an instance's health state that only the
