@@ -275,6 +275,22 @@ func conflict(field, first, second string) error {
 
 // match reports whether an instance passes the call's filters.
 func (q *pickReq) match(in *core.Instance) bool {
+	return q.matchKept(in) && !q.excludes(in.ID)
+}
+
+// excludes reports whether the call's Exclude options leave id out.
+func (q *pickReq) excludes(id string) bool {
+	for i := range q.opts {
+		if o := &q.opts[i]; o.kind == pickExclude && o.a == id {
+			return true
+		}
+	}
+	return false
+}
+
+// matchKept reports whether an instance passes the call's filters other
+// than Exclude.
+func (q *pickReq) matchKept(in *core.Instance) bool {
 	for i := range q.opts {
 		o := &q.opts[i]
 		switch o.kind {
@@ -288,10 +304,6 @@ func (q *pickReq) match(in *core.Instance) bool {
 			}
 		case pickMeta:
 			if v, ok := in.Metadata[o.a]; !ok || v != o.b {
-				return false
-			}
-		case pickExclude:
-			if in.ID == o.a {
 				return false
 			}
 		}
@@ -637,18 +649,26 @@ func (r *Registry) handOut(st *svcState, c *candidate) {
 func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bool, error) {
 	filtered := q.filtered
 	nElig, nCand := len(p.elig), len(p.cands)
+	avail := nElig // eligible and not excluded
 	if filtered {
-		nElig, nCand = 0, 0
+		// Panic is judged on the instances the filters keep, Exclude aside:
+		// leaving out one healthy instance (a retry) put a service at the
+		// threshold into panic, and sent the retry to unhealthy ones.
+		nElig, nCand, avail = 0, 0, 0
 		for i := range p.cands {
-			if q.match(p.cands[i].in) {
+			c := &p.cands[i]
+			if q.matchKept(c.in) {
 				nCand++
-				if p.cands[i].eligible {
+				if c.eligible {
 					nElig++
+					if !q.excludes(c.in.ID) {
+						avail++
+					}
 				}
 			}
 		}
 	}
-	if nElig == 0 {
+	if avail == 0 {
 		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
 	}
 	mode := modeEligible

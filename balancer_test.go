@@ -1117,3 +1117,30 @@ func TestP2CEWMAAvoidsAnOverloadedInstance(t *testing.T) {
 		t.Fatalf("%d ejections; overloads must not eject", n)
 	}
 }
+
+// Exclude (a retry going elsewhere) does not put the service into panic:
+// with 2 of 4 instances healthy, a retry that leaves one of them out goes to
+// the other, not to the unhealthy ones two times in three.
+func TestExcludeDoesNotTriggerPanic(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i2", discovery.StatusUnhealthy, 0)
+	discovery.SetInstanceHealth(r, "db_svc", "i3", discovery.StatusUnhealthy, 0)
+	for _, s := range allStrategies {
+		got := picks(t, r, "db_svc", 300, discovery.UseStrategy(s), discovery.Exclude("i0"))
+		if got["i1"] != 300 {
+			t.Fatalf("%v: Pick(Exclude(i0)) chose %v; want i1, the one healthy instance left", s, got)
+		}
+	}
+	if n := r.Stats().PanicPicks; n != 0 {
+		t.Fatalf("%d panic picks; want none", n)
+	}
+	// With i1 excluded too no healthy instance is left: an error, as before.
+	if _, err := r.Pick(ctx, "db_svc", discovery.Exclude("i0"), discovery.Exclude("i1")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick excluding both healthy instances = %v; want ErrNoHealthyInstances", err)
+	}
+}
