@@ -844,6 +844,10 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)
 	}
+	// This process's watchers hear of it too: without a message (a database
+	// without Redis, or Redis down) nothing else tells them, and they saw
+	// the change only when their snapshot stopped being fresh.
+	r.changeAnnounced(ch, false)
 }
 
 // writeThrough reads a changed service, installs it in L1, writes it to

@@ -523,3 +523,36 @@ func TestWatchResyncsAfterReconnect(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "the resynchronisation that brought it", func() bool { return b.Stats().Resyncs > resyncs })
 }
+
+// A watcher sees its own Registry's writes at once where nothing announces
+// changes (a database without Redis): Get shows them at once
+// (read-your-writes), and the watcher waited for the end of the freshness
+// window.
+func TestWatchSeesOwnWritesWithoutFanOut(t *testing.T) {
+	for _, k := range allWorlds {
+		if k.redis || k.sql == nil {
+			continue
+		}
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0) // never advanced: the freshness window never ends
+			w := newWorld(t, k, discovery.WithClock(clock))
+			r := w.registry(t)
+			g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+			ch := watch(t, r, "db_svc")
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_added 10.0.0.1:1 w=100" {
+				t.Fatalf("first event %q", ev)
+			}
+			mustRegister(t, r, inst("db_svc", "10.0.0.2", 2))
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_added 10.0.0.2:2 w=100" {
+				t.Fatalf("after Register: %q", ev)
+			}
+			if err := g.SetWeight(ctx, 7); err != nil {
+				t.Fatal(err)
+			}
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_updated 10.0.0.1:1 w=7" {
+				t.Fatalf("after SetWeight: %q", ev)
+			}
+		})
+	}
+}
