@@ -599,9 +599,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if e.raw == nil {
-			r.dropState(st)
-		} else if e.layer == LayerL3 && e.rev < want {
+		if e.raw != nil && e.layer == LayerL3 && e.rev < want {
 			// The database, read after want was announced (and every
 			// announcement follows its commit), holds less: it went back (a
 			// restore). Its revision is the truth now; waiting for want made
@@ -612,6 +610,15 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		}
 		var superseded bool
 		if e, superseded = r.installLoaded(e, st, attempt == 2); !superseded {
+			if e.raw == nil {
+				// Dropped only once the negative entry is in L1: an
+				// announcement before finds the state (installLoaded
+				// sees the revision it raised), one after drops the
+				// entry. Dropped before, an announcement in between
+				// found neither, and the entry stayed fresh: "not
+				// found" for a registered service.
+				r.dropState(st)
+			}
 			return e, nil
 		}
 	}
