@@ -790,11 +790,11 @@ func (r *Registry) resync() {
 			names []string
 			held  = map[string]*entry{}
 		)
+		// "Not found" too: a registration whose message was lost is
+		// seen at once, not when the negative entry ages out.
 		r.l1.each(func(e *entry) {
-			if e.raw != nil {
-				names = append(names, e.name)
-				held[e.name] = e
-			}
+			names = append(names, e.name)
+			held[e.name] = e
 		})
 		if len(names) == 0 {
 			return
