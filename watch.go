@@ -517,6 +517,9 @@ func (w *watcher) push(ev Event) {
 	ev.Revision = max(ev.Revision, w.rev)
 	w.rev = ev.Revision
 	key := keyOf(&ev)
+	// A removal drops the instance's pending health even when it cancels
+	// a pending addition (and leaves no event of its own).
+	removed, id := ev.Kind == EventInstanceRemoved, ev.Instance.ID
 	keep := true
 	if el, ok := w.byKey[key]; ok {
 		ev, keep = coalesce(el.Value.(Event), ev)
@@ -535,8 +538,8 @@ func (w *watcher) push(ev Event) {
 			}
 		}
 	}
-	if ev.Kind == EventInstanceRemoved { // its pending health no longer matters
-		hk := watchKey{health: true, id: ev.Instance.ID}
+	if removed { // its pending health no longer matters
+		hk := watchKey{health: true, id: id}
 		if el, ok := w.byKey[hk]; ok {
 			w.q.Remove(el)
 			delete(w.byKey, hk)
