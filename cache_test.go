@@ -1077,3 +1077,39 @@ func TestDatabaseRestoredBelowAWrittenRevisionIsReadOnce(t *testing.T) {
 		t.Fatalf("the refresh read the database %d times; want 1", d)
 	}
 }
+
+// A Watch follows Get when the database is restored from a backup at a
+// lower revision: the hub never went back to a lower revision, so once Get
+// answered with the restored snapshot, watchers were told nothing, neither
+// that the held instance's lease had ended nor of the restored instances.
+func TestWatchFollowsADatabaseRestoredToALowerRevision(t *testing.T) {
+	ctx := context.Background()
+	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	for range 2 { // more history before the backup's state: revision 5
+		regAt(t, before, "o1", time.Minute)
+		if _, err := before.Deregister(ctx, "db_svc", "o1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	ch := watch(t, r, "db_svc")
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceAdded || ev.Instance.ID != "x1" {
+		t.Fatalf("first event %s", describe(ev))
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	if got := ids(r.Get(ctx, "db_svc")); got != "y1" {
+		t.Fatalf("after the restore: Get = %s; want y1", got)
+	}
+	got := map[string]discovery.EventKind{}
+	for len(got) < 2 {
+		ev := next(t, ch, 2*time.Second)
+		got[ev.Instance.ID] = ev.Kind
+	}
+	if got["x1"] != discovery.EventInstanceRemoved || got["y1"] != discovery.EventInstanceAdded {
+		t.Fatalf("after the restore the watcher got %v; want x1 removed and y1 added, as Get shows", got)
+	}
+}

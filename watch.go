@@ -317,7 +317,9 @@ func (h *hub) process(e *entry) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.loaded && (e == h.lastEntry || e.rev < h.last.rev) {
+	// A lower revision is taken only as L1 takes it (put): the database
+	// went back (restored from a backup), and watchers follow Get.
+	if h.loaded && (e == h.lastEntry || e.rev < h.last.rev && !h.r.l1.wentBack(h.lastEntry, e)) {
 		return
 	}
 	snap := snapshotOf(e)
