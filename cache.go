@@ -76,6 +76,9 @@ type l1Cache struct {
 	// onPut, if set, is called after put stored an entry (watch.go); never
 	// on the lookup path.
 	onPut func(*entry)
+	// onEvict, if set, is called after ristretto's eviction or rejection
+	// took an entry out of the index (state.go).
+	onEvict func(*entry)
 	// lease is the lease TTL (ns): a database read begun a lease after the
 	// held snapshot was read may replace it at a lower revision (put).
 	lease int64
@@ -84,7 +87,16 @@ type l1Cache struct {
 func newL1(size int) (*l1Cache, error) {
 	c := &l1Cache{index: newIndex()}
 	drop := func(sl *slot) {
-		c.index.update(sl.name, func(cur *entry) (*entry, bool) { return nil, cur != nil && cur.slot == sl })
+		var gone *entry
+		c.index.update(sl.name, func(cur *entry) (*entry, bool) {
+			if cur != nil && cur.slot == sl {
+				gone = cur
+			}
+			return nil, gone != nil
+		})
+		if gone != nil && c.onEvict != nil {
+			c.onEvict(gone)
+		}
 	}
 	evict := func(it *ristretto.Item[*slot]) {
 		if it.Value != nil {

@@ -457,6 +457,7 @@ func (m *monitor) addService(name string, now int64) *svcMon {
 	sm := &svcMon{name: name, interval: interval, timeout: timeout, lastUsed: now, targets: map[string]*target{}}
 	sm.sync = item{idx: -1, kind: itemSync, sm: sm}
 	m.svcs[name] = sm
+	m.r.state(name).monitored.Store(true)
 	if m.share != nil {
 		m.reschedule(&sm.sync, now) // join the probers and read the shared state first
 	}
@@ -466,6 +467,10 @@ func (m *monitor) addService(name string, now int64) *svcMon {
 func (m *monitor) removeService(sm *svcMon) {
 	for _, t := range sm.targets {
 		m.dropTarget(t)
+	}
+	if st := m.r.stateIfAny(sm.name); st != nil {
+		st.monitored.Store(false)
+		m.r.forgetUnused(st) // evicted from L1 meanwhile
 	}
 	if sm.sync.idx >= 0 {
 		heap.Remove(&m.q, sm.sync.idx)
@@ -509,6 +514,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		}
 	}
 	st := m.r.state(sm.name)
+	st.monitored.Store(true) // the targets hold it (a state forgotten meanwhile is made again)
 	sm.nextExp = 0
 	for id, in := range want {
 		g := sm.own[id]

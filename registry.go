@@ -121,6 +121,7 @@ func New(opts ...Option) (*Registry, error) {
 	l1.lease = int64(o.leaseTTL)
 	r.l1 = l1
 	l1.onPut = r.entryPut
+	l1.onEvict = r.entryEvicted
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if r.now.real {
 		r.goRun(func() { r.now.run(r.stop) })
@@ -277,6 +278,7 @@ func (r *Registry) Stats() Stats {
 	s.Lookups[LayerL1] = r.ctr.l1Hits.load()
 	s.Lookups[LayerL2] = r.ctr.l2.Load()
 	s.Lookups[LayerL3] = r.ctr.l3.Load()
+	s.PanicPicks, s.Ejections = r.ctr.panics.Load(), r.ctr.ejections.Load() // of forgotten services
 	r.states.Range(func(_, v any) bool {
 		st := v.(*svcState)
 		if m := st.met.Load(); m != nil {

@@ -51,6 +51,10 @@ type svcState struct {
 	// (metrics.go).
 	ejections atomic.Uint64
 	met       atomic.Pointer[svcMetrics]
+
+	// monitored is true while the health monitor checks the service
+	// (health_monitor.go): its targets hold this state.
+	monitored atomic.Bool
 }
 
 func (st *svcState) raiseWant(rev int64) {
@@ -208,7 +212,39 @@ func (r *Registry) dropState(st *svcState) {
 			r.ctr.l2.Add(m.l2.Load())
 			r.ctr.l3.Add(m.l3.Load())
 		}
+		for i := range st.picks { // and its picks (metrics on), panics and ejections
+			r.picks[0][i].Add(st.picks[i].Load())
+		}
+		r.ctr.panics.Add(st.panics.Load())
+		r.ctr.ejections.Add(st.ejections.Load())
 	}
+}
+
+// entryEvicted is called when ristretto evicted a service from L1.
+func (r *Registry) entryEvicted(e *entry) {
+	if e.st != nil {
+		r.forgetUnused(e.st)
+	}
+}
+
+// forgetUnused drops the state of a service that nothing in this process
+// uses any more: not in L1, not watched, not checked by the health
+// monitor, with no ejection in force. Kept, the states (with their
+// instances' health, picks and metrics) of every service ever looked up
+// grew without bound behind an L1 bounded by WithCacheSize.
+func (r *Registry) forgetUnused(st *svcState) {
+	if st.monitored.Load() || r.l1.get(st.name) != nil || r.hubIfAny(st.name) != nil {
+		return
+	}
+	if m := st.insts.Load(); m != nil {
+		now := r.clock.Now().UnixNano()
+		for _, is := range *m {
+			if is.ejected(now) {
+				return // its end is scheduled on this state
+			}
+		}
+	}
+	r.dropState(st)
 }
 
 // viewStatus is the status an instance shows in this process's view: a

@@ -92,6 +92,9 @@ type counters struct {
 	l2, l3, stale, notFound, storeReads, storeErrs, invalidated, refreshes, pushed atomic.Uint64
 	preservations                                                                  atomic.Uint64
 	resyncs                                                                        atomic.Uint64
+	// panics and ejections count those of services whose state was
+	// forgotten (dropState); the others count in their state.
+	panics, ejections atomic.Uint64
 	// checks counts the active checks this process ran, by result: passed,
 	// warned, failed (metrics.go's checkResults).
 	checks [3]atomic.Uint64

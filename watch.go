@@ -104,6 +104,9 @@ func (h *hub) release() {
 	h.cancel()
 	r.hubs.CompareAndDelete(h.name, h)
 	r.hooked.Add(-1)
+	if st := r.stateIfAny(h.name); st != nil {
+		r.forgetUnused(st) // evicted from L1 while watched
+	}
 }
 
 func (h *hub) signal() {

@@ -1,0 +1,106 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/memory"
+)
+
+// An L1 sized for N services keeps the state of about N: evicted services
+// take their state (instances' health, picks, metrics) with them, unless
+// something still uses it (a Watch), and are looked up as before. Kept,
+// the states of every service ever looked up grew without bound behind
+// the bounded L1.
+func TestEvictionForgetsTheStateOfUnusedServices(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	const size, services = 10, 300
+	r, clock := fakeRegistry(t, WithStore(mem), WithCacheSize(size))
+	name := func(i int) string { return fmt.Sprintf("svc-%d", i) }
+	for i := range services {
+		if _, err := mem.Register(ctx, &core.Instance{Service: name(i), ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.Watch(wctx, name(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-ch; ev.Kind != EventInstanceAdded {
+		t.Fatalf("first event %v", ev.Kind)
+	}
+	states := func() int {
+		n := 0
+		r.states.Range(func(_, _ any) bool { n++; return true })
+		return n
+	}
+	for round := range 2 {
+		for i := range services {
+			if svc, err := r.Get(ctx, name(i)); err != nil || len(svc.Instances) != 1 {
+				t.Fatalf("round %d: Get(%s) = %v, %v", round, name(i), svc, err)
+			}
+		}
+		r.l1.rc.Wait()
+		if n := states(); n > size+1 {
+			t.Fatalf("round %d: %d services looked up with an L1 of %d: this process keeps the state of %d", round, services, size, n)
+		}
+		if r.stateIfAny(name(0)) == nil {
+			t.Fatalf("round %d: the watched service's state was dropped", round)
+		}
+	}
+}
+
+// Forgetting an evicted service's state keeps what it counted in the
+// Registry's totals: Stats never goes back.
+func TestEvictionKeepsStatsTotals(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	const size, services = 10, 300
+	r, clock := fakeRegistry(t, WithStore(mem), WithCacheSize(size))
+	name := func(i int) string { return fmt.Sprintf("svc-%d", i) }
+	for i := range services {
+		if _, err := mem.Register(ctx, &core.Instance{Service: name(i), ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"10.0.0.2:1", "10.0.0.3:1"} { // svc-0: 3 instances, 1 healthy
+		if _, err := mem.Register(ctx, &core.Instance{Service: name(0), ID: id, Host: id[:8], Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		SetInstanceHealth(r, name(0), id, StatusUnhealthy, 0)
+	}
+	if _, err := r.Get(ctx, name(0)); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := r.Pick(ctx, name(0))
+	if err != nil || !sel.Panic {
+		t.Fatalf("Pick = %+v, %v; want a pick in panic mode", sel, err)
+	}
+	sel.Done(nil)
+	before := r.Stats()
+	if before.PanicPicks != 1 {
+		t.Fatalf("PanicPicks = %d; want 1", before.PanicPicks)
+	}
+	for i := 1; i < services; i++ {
+		if _, err := r.Get(ctx, name(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.l1.rc.Wait()
+	if r.stateIfAny(name(0)) != nil {
+		t.Skip("svc-0 stayed in L1")
+	}
+	after := r.Stats()
+	if after.PanicPicks != before.PanicPicks || after.Picks != before.Picks {
+		t.Fatalf("after svc-0 was evicted: PanicPicks %d, Picks %v; before %d, %v", after.PanicPicks, after.Picks, before.PanicPicks, before.Picks)
+	}
+}
