@@ -413,6 +413,12 @@ func (r *Registry) watchEmit(ev Event) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.loaded {
+		// The first snapshot (process) gives every instance the status
+		// Get shows; handed over before it, this event came ahead of the
+		// instance's addition.
+		return
+	}
 	ev.Revision = max(ev.Revision, h.last.rev)
 	if ev.Kind == EventHealthChanged {
 		// The hub's state follows the status, so that a Watch opened later

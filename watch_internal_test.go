@@ -454,3 +454,38 @@ func TestHubTakesCurrentStatusesFromAReplacedEntry(t *testing.T) {
 		t.Fatalf("the hub holds %v for %s after processing the current entry; Get shows %v", got, ga.id, want)
 	}
 }
+
+// A Watch starts with the current state: a health change that happens
+// before its hub's first load is not handed over ahead of the instance's
+// addition (which carries the status Get shows). It was, and a reader's
+// first event was a health change of an instance it had not been told of.
+func TestWatchStartsWithTheCurrentStateDespiteAnEarlierHealthChange(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	g, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	// A hub whose first load has not run yet, with a watcher.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
+		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+	r.hubs.Store("db_svc", h)
+	r.hooked.Add(1)
+	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	if !h.addWatcher(w) {
+		t.Fatal("addWatcher refused")
+	}
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	h.process(r.l1.get("db_svc")) // the first load
+	if got, want := pending(w), "instance_added:"+g.id; !strings.HasPrefix(got, want) || strings.Contains(got, " ") {
+		t.Fatalf("the watcher's events: %q; want only the addition of %s", got, g.id)
+	}
+	if ev := w.q.Front().Value.(Event); ev.Instance.Status != StatusHealthy {
+		t.Fatalf("the addition shows %v; want %v, what Get shows", ev.Instance.Status, StatusHealthy)
+	}
+}
