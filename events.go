@@ -63,8 +63,8 @@ func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
 // or ending), after the views were rebuilt, with the caller holding
 // st.viewMu: it tells watchers the status Get now shows. The hub drops it
 // if that is what its watchers last saw (a health change of a draining
-// instance) and gives it the status they saw as Previous (prev if the hub
-// does not hold the instance).
+// instance) or if it does not hold the instance (its addition will carry
+// the status), and gives it the status they saw as Previous.
 func (r *Registry) statusShown(st *svcState, is *instState, prev Status) {
 	in := r.instanceOf(st.name, is.id)
 	in.Status = viewStatus(&in, is, r.clock.Now().UnixNano())

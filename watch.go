@@ -423,13 +423,18 @@ func (r *Registry) watchEmit(ev Event) {
 	if ev.Kind == EventHealthChanged {
 		// The hub's state follows the status, so that a Watch opened later
 		// starts from the status Get shows, not the one of the last entry.
-		if in, ok := h.last.insts[ev.Instance.ID]; ok {
-			if in.Status == ev.Instance.Status {
-				return // what watchers have (a draining instance's health)
-			}
-			ev.Previous, in.Status = in.Status, ev.Instance.Status
-			h.last.insts[ev.Instance.ID] = in
+		in, ok := h.last.insts[ev.Instance.ID]
+		if !ok {
+			// Not added yet (its addition, from the snapshot that has it,
+			// carries the status Get shows) or removed: handed over, this
+			// came ahead of the addition, or after the removal.
+			return
 		}
+		if in.Status == ev.Instance.Status {
+			return // what watchers have (a draining instance's health)
+		}
+		ev.Previous, in.Status = in.Status, ev.Instance.Status
+		h.last.insts[ev.Instance.ID] = in
 	}
 	for w := range h.watchers {
 		w.push(ev)

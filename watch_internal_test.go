@@ -489,3 +489,46 @@ func TestWatchStartsWithTheCurrentStateDespiteAnEarlierHealthChange(t *testing.T
 		t.Fatalf("the addition shows %v; want %v, what Get shows", ev.Instance.Status, StatusHealthy)
 	}
 }
+
+// An instance's first event is its addition: a health change of an
+// instance the hub has not added yet (L1 already holds it, the hub has not
+// processed that snapshot) is not handed over ahead of the addition, which
+// carries the status Get shows.
+func TestWatchHealthChangeOfAnInstanceNotYetAddedComesWithItsAddition(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	if _, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
+		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+	r.hubs.Store("db_svc", h)
+	r.hooked.Add(1)
+	h.process(r.l1.get("db_svc"))
+	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	if !h.addWatcher(w) {
+		t.Fatal("addWatcher refused")
+	}
+	w.q.Init() // the reader has the current state
+	clear(w.byKey)
+	gb, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	check(r, clock, "db_svc", gb.id, core.StatusHealthy) // before the hub processed the new snapshot
+	h.process(r.l1.get("db_svc"))
+	if got, want := pending(w), "instance_added:"+gb.id; !strings.HasPrefix(got, want) || strings.Contains(got, " ") {
+		t.Fatalf("the watcher's events: %q; want only the addition of %s", got, gb.id)
+	}
+	if ev := w.q.Front().Value.(Event); ev.Instance.Status != StatusHealthy {
+		t.Fatalf("the addition shows %v; want %v, what Get shows", ev.Instance.Status, StatusHealthy)
+	}
+}
