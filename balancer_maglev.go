@@ -38,12 +38,15 @@ func buildMaglev(p *picker, idx []int32) *maglevTable {
 			break
 		}
 	}
-	offset := make([]int, n)
+	// Each instance walks its permutation offset, offset+skip, ... (mod m)
+	// from pos: a step is an add and a compare, not the paper's
+	// multiply and modulo, which made a build of the 65,521 slots take
+	// milliseconds, paid by the first keyed Pick after every change.
+	pos := make([]int, n)
 	skip := make([]int, n)
-	next := make([]int, n)
 	for k, i := range idx {
 		h := p.cands[i].hid
-		offset[k] = int(h % uint64(m))
+		pos[k] = int(h % uint64(m))
 		skip[k] = int(mix64(h)%uint64(m-1)) + 1
 	}
 	slots := make([]int32, m)
@@ -52,13 +55,17 @@ func buildMaglev(p *picker, idx []int32) *maglevTable {
 	}
 	for filled := 0; filled < m; {
 		for k := 0; k < n && filled < m; k++ {
-			c := (offset[k] + next[k]*skip[k]) % m
+			c := pos[k]
 			for slots[c] >= 0 {
-				next[k]++
-				c = (offset[k] + next[k]*skip[k]) % m
+				if c += skip[k]; c >= m {
+					c -= m
+				}
 			}
 			slots[c] = idx[k]
-			next[k]++
+			if c += skip[k]; c >= m {
+				c -= m
+			}
+			pos[k] = c
 			filled++
 		}
 	}
