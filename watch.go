@@ -58,6 +58,17 @@ type snapshot struct {
 	insts  map[string]core.Instance // live instances by ID
 }
 
+// newHub returns a hub of a service with no context yet, not started.
+func newHub(r *Registry, name string) *hub {
+	return &hub{r: r, name: name, kickc: make(chan struct{}, 1),
+		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+}
+
+// newWatcher returns a watcher with nothing queued, not started.
+func newWatcher() *watcher {
+	return &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+}
+
 // hubFor returns the hub of a service, creating and starting it.
 func (r *Registry) hubFor(name string) (*hub, error) {
 	r.hubMu.Lock()
@@ -68,8 +79,7 @@ func (r *Registry) hubFor(name string) (*hub, error) {
 	if v, ok := r.hubs.Load(name); ok {
 		return v.(*hub), nil
 	}
-	h := &hub{r: r, name: name, kickc: make(chan struct{}, 1),
-		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
+	h := newHub(r, name)
 	h.ctx, h.cancel = context.WithCancel(r.ctx)
 	h.kickc <- struct{}{} // the first load
 	if !r.spawn(h.run) {
@@ -477,7 +487,7 @@ func (r *Registry) Watch(ctx context.Context, service string) (<-chan Event, err
 	if err := core.ValidateServiceName(service); err != nil {
 		return nil, err
 	}
-	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	w := newWatcher()
 	var h *hub
 	for {
 		var err error

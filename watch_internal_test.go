@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,7 +93,7 @@ func TestCoalescing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+			w := newWatcher()
 			for _, e := range tt.in {
 				w.push(e)
 			}
@@ -230,7 +229,7 @@ func TestLateWatcherStartsFromTheStatusGetShows(t *testing.T) {
 // A pending registration event takes the status of a later health change,
 // even when that change coalesces away: the reader ends with the latest.
 func TestPendingUpdateTakesTheLatestHealth(t *testing.T) {
-	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	w := newWatcher()
 	w.push(healthEv("a", 2, StatusUnhealthy, StatusHealthy))
 	upd := ev(EventInstanceUpdated, "a", 3, 7)
 	upd.Instance.Status = StatusHealthy // the status when the update was diffed
@@ -427,12 +426,7 @@ func TestHubTakesCurrentStatusesFromAReplacedEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	e1 := r.l1.get("db_svc")
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
-		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
-	r.hubs.Store("db_svc", h)
-	r.hooked.Add(1)
+	h := idleHub(t, r, "db_svc")
 	if _, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -470,13 +464,8 @@ func TestWatchStartsWithTheCurrentStateDespiteAnEarlierHealthChange(t *testing.T
 		t.Fatal(err)
 	}
 	// A hub whose first load has not run yet, with a watcher.
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
-		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
-	r.hubs.Store("db_svc", h)
-	r.hooked.Add(1)
-	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	h := idleHub(t, r, "db_svc")
+	w := newWatcher()
 	if !h.addWatcher(w) {
 		t.Fatal("addWatcher refused")
 	}
@@ -503,14 +492,9 @@ func TestWatchHealthChangeOfAnInstanceNotYetAddedComesWithItsAddition(t *testing
 	if _, err := r.Get(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	h := &hub{r: r, name: "db_svc", kickc: make(chan struct{}, 1), ctx: hctx, cancel: cancel,
-		watchers: map[*watcher]struct{}{}, listeners: map[*Registration]struct{}{}}
-	r.hubs.Store("db_svc", h)
-	r.hooked.Add(1)
+	h := idleHub(t, r, "db_svc")
 	h.process(r.l1.get("db_svc"))
-	w := &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	w := newWatcher()
 	if !h.addWatcher(w) {
 		t.Fatal("addWatcher refused")
 	}
@@ -531,4 +515,15 @@ func TestWatchHealthChangeOfAnInstanceNotYetAddedComesWithItsAddition(t *testing
 	if ev := w.q.Front().Value.(Event); ev.Instance.Status != StatusHealthy {
 		t.Fatalf("the addition shows %v; want %v, what Get shows", ev.Instance.Status, StatusHealthy)
 	}
+}
+
+// idleHub installs a hub of a service whose goroutine does not run: the
+// test calls its methods in the order it wants.
+func idleHub(t *testing.T, r *Registry, name string) *hub {
+	h := newHub(r, name)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	t.Cleanup(h.cancel)
+	r.hubs.Store(name, h)
+	r.hooked.Add(1)
+	return h
 }
