@@ -951,6 +951,20 @@ func (s *switchStore) Load(ctx context.Context, name string) (*discovery.Service
 	return s.cur.Load().Load(ctx, name)
 }
 
+// backupAtRevision5 returns a database before its restore: x1, leased for
+// a minute from t0, at revision 5 (more history than the backup has).
+func backupAtRevision5(t *testing.T) *discoverytest.Backend {
+	b := discoverytest.NewBackend()
+	regAt(t, b, "x1", time.Minute)
+	for range 2 {
+		regAt(t, b, "o1", time.Minute)
+		if _, err := b.Deregister(context.Background(), "db_svc", "o1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
 // regAt writes an instance of db_svc straight to a backend, registered at
 // t0 for ttl.
 func regAt(t *testing.T, b *discoverytest.Backend, id string, ttl time.Duration) {
@@ -977,17 +991,9 @@ func restoreRegistry(t *testing.T, before *discoverytest.Backend, clock *discove
 // held snapshot with that lease in it, two database reads a lookup.
 func TestDatabaseRestoredToALowerRevisionIsServed(t *testing.T) {
 	ctx := context.Background()
-	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	regAt(t, before, "x1", time.Minute)
-	for range 2 { // more history before the backup's state: revision 5
-		regAt(t, before, "o1", time.Minute)
-		if _, err := before.Deregister(ctx, "db_svc", "o1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	regAt(t, restored, "y1", time.Hour)                      // revision 1
-	r, s := restoreRegistry(t, before, clock, 2*time.Minute) // no reaper: only lookups read the database
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour)                                    // revision 1
+	r, s := restoreRegistry(t, backupAtRevision5(t), clock, 2*time.Minute) // no reaper: only lookups read the database
 	if got := ids(r.Get(ctx, "db_svc")); got != "x1" {
 		t.Fatalf("before the restore: Get = %s", got)
 	}
@@ -1084,17 +1090,9 @@ func TestDatabaseRestoredBelowAWrittenRevisionIsReadOnce(t *testing.T) {
 // that the held instance's lease had ended nor of the restored instances.
 func TestWatchFollowsADatabaseRestoredToALowerRevision(t *testing.T) {
 	ctx := context.Background()
-	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	regAt(t, before, "x1", time.Minute)
-	for range 2 { // more history before the backup's state: revision 5
-		regAt(t, before, "o1", time.Minute)
-		if _, err := before.Deregister(ctx, "db_svc", "o1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	regAt(t, restored, "y1", time.Hour) // revision 1
-	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour)                                    // revision 1
+	r, s := restoreRegistry(t, backupAtRevision5(t), clock, 2*time.Minute) // no reaper: only lookups read the database
 	ch := watch(t, r, "db_svc")
 	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceAdded || ev.Instance.ID != "x1" {
 		t.Fatalf("first event %s", describe(ev))
