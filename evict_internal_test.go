@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
 
@@ -17,19 +18,10 @@ import (
 // the bounded L1.
 func TestEvictionForgetsTheStateOfUnusedServices(t *testing.T) {
 	ctx := context.Background()
-	mem := memory.New()
-	const size, services = 10, 300
-	r, clock := fakeRegistry(t, WithStore(mem), WithCacheSize(size))
-	name := func(i int) string { return fmt.Sprintf("svc-%d", i) }
-	for i := range services {
-		if _, err := mem.Register(ctx, &core.Instance{Service: name(i), ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, _, _ := evictionRegistry(t)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch, err := r.Watch(wctx, name(0))
+	ch, err := r.Watch(wctx, evictName(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,16 +34,16 @@ func TestEvictionForgetsTheStateOfUnusedServices(t *testing.T) {
 		return n
 	}
 	for round := range 2 {
-		for i := range services {
-			if svc, err := r.Get(ctx, name(i)); err != nil || len(svc.Instances) != 1 {
-				t.Fatalf("round %d: Get(%s) = %v, %v", round, name(i), svc, err)
+		for i := range evictServices {
+			if svc, err := r.Get(ctx, evictName(i)); err != nil || len(svc.Instances) != 1 {
+				t.Fatalf("round %d: Get(%s) = %v, %v", round, evictName(i), svc, err)
 			}
 		}
 		r.l1.rc.Wait()
-		if n := states(); n > size+1 {
-			t.Fatalf("round %d: %d services looked up with an L1 of %d: this process keeps the state of %d", round, services, size, n)
+		if n := states(); n > evictSize+1 {
+			t.Fatalf("round %d: %d services looked up with an L1 of %d: this process keeps the state of %d", round, evictServices, evictSize, n)
 		}
-		if r.stateIfAny(name(0)) == nil {
+		if r.stateIfAny(evictName(0)) == nil {
 			t.Fatalf("round %d: the watched service's state was dropped", round)
 		}
 	}
@@ -61,27 +53,18 @@ func TestEvictionForgetsTheStateOfUnusedServices(t *testing.T) {
 // Registry's totals: Stats never goes back.
 func TestEvictionKeepsStatsTotals(t *testing.T) {
 	ctx := context.Background()
-	mem := memory.New()
-	const size, services = 10, 300
-	r, clock := fakeRegistry(t, WithStore(mem), WithCacheSize(size))
-	name := func(i int) string { return fmt.Sprintf("svc-%d", i) }
-	for i := range services {
-		if _, err := mem.Register(ctx, &core.Instance{Service: name(i), ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, clock, mem := evictionRegistry(t)
 	for _, id := range []string{"10.0.0.2:1", "10.0.0.3:1"} { // svc-0: 3 instances, 1 healthy
-		if _, err := mem.Register(ctx, &core.Instance{Service: name(0), ID: id, Host: id[:8], Port: 1, Weight: 100,
+		if _, err := mem.Register(ctx, &core.Instance{Service: evictName(0), ID: id, Host: id[:8], Port: 1, Weight: 100,
 			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
-		SetInstanceHealth(r, name(0), id, StatusUnhealthy, 0)
+		SetInstanceHealth(r, evictName(0), id, StatusUnhealthy, 0)
 	}
-	if _, err := r.Get(ctx, name(0)); err != nil {
+	if _, err := r.Get(ctx, evictName(0)); err != nil {
 		t.Fatal(err)
 	}
-	sel, err := r.Pick(ctx, name(0))
+	sel, err := r.Pick(ctx, evictName(0))
 	if err != nil || !sel.Panic {
 		t.Fatalf("Pick = %+v, %v; want a pick in panic mode", sel, err)
 	}
@@ -90,17 +73,35 @@ func TestEvictionKeepsStatsTotals(t *testing.T) {
 	if before.PanicPicks != 1 {
 		t.Fatalf("PanicPicks = %d; want 1", before.PanicPicks)
 	}
-	for i := 1; i < services; i++ {
-		if _, err := r.Get(ctx, name(i)); err != nil {
+	for i := 1; i < evictServices; i++ {
+		if _, err := r.Get(ctx, evictName(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r.l1.rc.Wait()
-	if r.stateIfAny(name(0)) != nil {
+	if r.stateIfAny(evictName(0)) != nil {
 		t.Skip("svc-0 stayed in L1")
 	}
 	after := r.Stats()
 	if after.PanicPicks != before.PanicPicks || after.Picks != before.Picks {
 		t.Fatalf("after svc-0 was evicted: PanicPicks %d, Picks %v; before %d, %v", after.PanicPicks, after.Picks, before.PanicPicks, before.Picks)
 	}
+}
+
+// Both eviction tests: an L1 of 10 services in front of a store that holds
+// 300 of them, svc-0 to svc-299, one instance each.
+const evictSize, evictServices = 10, 300
+
+func evictName(i int) string { return fmt.Sprintf("svc-%d", i) }
+
+func evictionRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Store) {
+	mem := memory.New()
+	r, clock := fakeRegistry(t, WithStore(mem), WithCacheSize(evictSize))
+	for i := range evictServices {
+		if _, err := mem.Register(context.Background(), &core.Instance{Service: evictName(i), ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r, clock, mem
 }

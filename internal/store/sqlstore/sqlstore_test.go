@@ -150,20 +150,7 @@ func TestNewerSchemaIsUnsupportedNotUnavailable(t *testing.T) {
 // the reaper's first write.
 func TestSQLiteReapOvertakenByAWriterInDeferredMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "discovery.db")
-	openDB := func(busy int) *gorm.DB {
-		db, err := gorm.Open(sqlite.Open(fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", path, busy)),
-			&gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if sqlDB, err := db.DB(); err == nil {
-				_ = sqlDB.Close()
-			}
-		})
-		return db
-	}
-	db, other := openDB(10000), openDB(0)
+	db, other := openDeferredSQLite(t, path, 10000), openDeferredSQLite(t, path, 0)
 	s := open(t, db, "discovery_")
 	t0 := time.Now()
 	for _, name := range []string{"a", "b"} {
