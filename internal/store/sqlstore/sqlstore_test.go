@@ -47,10 +47,7 @@ func TestPostgresConformance(t *testing.T) {
 
 func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	p := testutil.Prefix(t)
-	for name, db := range map[string]func(*testing.T) *gorm.DB{
-		"sqlite":   func(t *testing.T) *gorm.DB { return testutil.SQLite(t) },
-		"postgres": func(t *testing.T) *gorm.DB { return testutil.Postgres(t, p) },
-	} {
+	for name, db := range bothDatabases(p) {
 		t.Run(name, func(t *testing.T) {
 			db := db(t)
 			errs := make(chan error, 4)
@@ -213,10 +210,7 @@ func TestSQLiteReapWithNothingToReapOnAReadOnlyDatabase(t *testing.T) {
 // database as lost and held expired instances as in an outage).
 func TestCallerCanceledDuringAWriteIsNotUnavailable(t *testing.T) {
 	p := testutil.Prefix(t)
-	for name, db := range map[string]func(*testing.T) *gorm.DB{
-		"sqlite":   func(t *testing.T) *gorm.DB { return testutil.SQLite(t) },
-		"postgres": func(t *testing.T) *gorm.DB { return testutil.Postgres(t, p) },
-	} {
+	for name, db := range bothDatabases(p) {
 		t.Run(name, func(t *testing.T) {
 			db := db(t)
 			s := open(t, db, p)
@@ -317,5 +311,13 @@ func TestSQLiteMigrateOfACurrentSchemaOnAReadOnlyDatabase(t *testing.T) {
 	}
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatalf("Migrate of a current schema on a read-only database = %v", err)
+	}
+}
+
+// bothDatabases opens SQLite, or PostgreSQL with tables of prefix p.
+func bothDatabases(p string) map[string]func(*testing.T) *gorm.DB {
+	return map[string]func(*testing.T) *gorm.DB{
+		"sqlite":   func(t *testing.T) *gorm.DB { return testutil.SQLite(t) },
+		"postgres": func(t *testing.T) *gorm.DB { return testutil.Postgres(t, p) },
 	}
 }
