@@ -213,6 +213,12 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	case resp.StatusCode >= 500:
 		outcome = errStatus(resp.StatusCode)
 	}
+	if resp.Body == http.NoBody {
+		// Nothing to read: net/http lets the caller leave it unclosed, so
+		// the request ends here (waiting for a Close kept it in flight).
+		sel.DoneLatency(outcome, time.Since(start))
+		return resp, nil
+	}
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
 		o := outcome
 		if o == nil && readErr != nil {

@@ -311,3 +311,25 @@ func TestTransportBodyCutShortIsAFailure(t *testing.T) {
 		t.Fatalf("%d of 60 responses were cut off by the instance, which shows %v; want ejected (connection errors fail)", broken, st)
 	}
 }
+
+// A response without a body (HEAD, 204, Content-Length: 0) that the caller
+// never closes, as net/http allows for http.NoBody, is not left counted in
+// flight: its outcome is reported when it arrives.
+func TestTransportBodilessAnswerIsNotLeftInFlight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok, empty := newServer(t, 200), newServer(t, 204)
+	okID, emptyID := registerServer(t, r, "web", ok), registerServer(t, r, "empty", empty)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for i := 0; i < 10; i++ {
+		if _, err := client.Head("http://web/"); err != nil { // body never closed
+			t.Fatal(err)
+		}
+		if _, err := client.Get("http://empty/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, b := discovery.InFlight(r, "web", okID), discovery.InFlight(r, "empty", emptyID); a != 0 || b != 0 {
+		t.Fatalf("after 10 HEADs and 10 204s, none in flight, the instances count %d and %d in flight; want 0", a, b)
+	}
+}
