@@ -184,7 +184,9 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	if out.URL.Scheme == "" {
 		out.URL.Scheme = "http"
 	}
-	out.Host = req.URL.Host
+	if out.Host == "" { // a Host the caller set wins, as in net/http
+		out.Host = req.URL.Host
+	}
 	start := time.Now()
 	var (
 		resp *http.Response

@@ -333,3 +333,33 @@ func TestTransportBodilessAnswerIsNotLeftInFlight(t *testing.T) {
 		t.Fatalf("after 10 HEADs and 10 204s, none in flight, the instances count %d and %d in flight; want 0", a, b)
 	}
 }
+
+// A Host the caller set on the request is the Host the instance sees, as
+// with net/http (virtual hosting behind a service); only the URL's host, the
+// service name, is rewritten to the instance's address.
+func TestTransportKeepsTheCallersHost(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	got := make(chan string, 2)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { got <- req.Host + " " + req.URL.RequestURI() }))
+	defer s.Close()
+	host, port, _ := net.SplitHostPort(s.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	mustRegister(t, r, discovery.Instance{Service: "web", Host: host, Port: p})
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, tt := range []struct{ setHost, want string }{
+		{"api.example.com", "api.example.com /a%2Fb?q=1"},
+		{"", "web:9999 /a%2Fb?q=1"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://web:9999/a%2Fb?q=1", nil)
+		req.Host = tt.setHost
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if g := <-got; g != tt.want {
+			t.Errorf("req.Host %q: the instance saw %q; want %q", tt.setHost, g, tt.want)
+		}
+	}
+}
