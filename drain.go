@@ -71,7 +71,9 @@ type subscriberCounter interface{ Subscribers() int }
 func (g *Registration) Drain(ctx context.Context) error {
 	rev, err := g.markDraining(ctx)
 	if errors.Is(err, ErrClosed) {
-		return nil
+		// Gone, or a Deregister that failed left the row: Deregister
+		// returns nil for the one and retries the other.
+		return g.Deregister(ctx)
 	}
 	if err != nil {
 		return err

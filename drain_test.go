@@ -256,3 +256,25 @@ func TestRegisterDrainingIsAStandby(t *testing.T) {
 		t.Fatalf("Register(Status healthy) = %v; want ErrInvalid", err)
 	}
 }
+
+// Deregister failed (the database was down): Drain, called once it is back,
+// removes the instance as a second Deregister would. It returned nil and left
+// the row (the registration looked gone), so the instance stayed listed until
+// its lease ran out.
+func TestDrainAfterAFailedDeregisterRemovesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	backend.SetFailure(errors.New("database down"))
+	if err := g.Deregister(ctx); err == nil {
+		t.Fatal("Deregister with the database down = nil; want an error")
+	}
+	backend.SetFailure(nil)
+	if err := g.Drain(ctx); err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if svc, err := backend.Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Drain returned nil the store still has %d instance(s) (%v)", len(svc.Instances), err)
+	}
+}
