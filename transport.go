@@ -260,7 +260,11 @@ func serveLocal(h http.Handler, out *http.Request, sel Selection, start time.Tim
 	}()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, out)
-	return rec.Result(), nil
+	resp = rec.Result()
+	if rec.Body.Len() == 0 {
+		resp.Body = http.NoBody // as net/http's client gives an empty answer
+	}
+	return resp, nil
 }
 
 // doneBody reports the outcome once, when the body is closed or read to

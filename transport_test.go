@@ -363,3 +363,23 @@ func TestTransportKeepsTheCallersHost(t *testing.T) {
 		}
 	}
 }
+
+// The same for a router instance served in-process: an empty answer the
+// caller never closes is not left counted in flight.
+func TestTransportInProcessBodilessAnswerIsNotLeftInFlight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	for i := 0; i < 10; i++ {
+		if _, err := client.Get("http://user_svc/x"); err != nil { // body never closed
+			t.Fatal(err)
+		}
+	}
+	if n := discovery.InFlight(r, "user_svc", g.Instance().ID); n != 0 {
+		t.Fatalf("after 10 answers without a body, none in flight, the instance counts %d in flight; want 0", n)
+	}
+}
