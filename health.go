@@ -257,6 +257,15 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 	is.hmu.Lock()
 	is.health.ejectEnd = until
 	is.hmu.Unlock()
+	// The instance left meanwhile (its state, or its service's, was
+	// forgotten) and may be back with a state of its own: announcing this
+	// end showed the new instance's ejection as over (Watch, the log), and
+	// rebuilding the views from a forgotten service state lost the
+	// statuses Get shows.
+	if r.stateIfAny(st.name) != st || st.inst(is.id) != is {
+		st.viewMu.Unlock()
+		return
+	}
 	r.instancesChanged(st)
 	r.statusShown(st, is, StatusEjected)
 	st.viewMu.Unlock()

@@ -234,3 +234,61 @@ func TestDoneAfterTheInstanceLeftEjectsNothing(t *testing.T) {
 		t.Errorf("Stats().Ejections = %d; want 0", n)
 	}
 }
+
+// An ejection of an instance that then left ends on its own timer: when
+// the instance came back (same ID) and was ejected anew, the old timer
+// announced the end of the new ejection to watchers (and in the log) with
+// the old state's status, while Get and Pick still kept it out.
+func TestOldEjectionEndDoesNotUnejectReturnedInstance(t *testing.T) {
+	ctx := context.Background()
+	r, clock, ids := ejectWorld(t, 3, discovery.WithLeaseTTL(time.Hour))
+	a := ids[0]
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.Watch(wctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := func(id string) []discovery.Event {
+		var evs []discovery.Event
+		for ev := range ch {
+			if ev.Instance.ID == id {
+				return evs
+			}
+			evs = append(evs, ev)
+		}
+		t.Fatal("watch ended")
+		return nil
+	}
+	report(t, r, a, errCall, 5) // ejected until 30 s
+	if !ejected(t, r, a) {
+		t.Fatal("not ejected")
+	}
+	if err := r.Deregister(ctx, "db_svc", a); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || svc.Instance(a) != nil {
+		t.Fatalf("Get = %v, %v; want %s gone", svc, err, a)
+	}
+	step(clock, 10*time.Second, r)
+	mustRegister(t, r, discovery.Instance{ID: a, Service: "db_svc", Host: "10.0.0.1", Port: 5432, Weight: 1})
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || svc.Instance(a) == nil {
+		t.Fatalf("Get = %v, %v; want %s back", svc, err, a)
+	}
+	report(t, r, a, errCall, 5) // ejected again, until 40 s
+	if !ejected(t, r, a) {
+		t.Fatal("not ejected again")
+	}
+	mustRegister(t, r, discovery.Instance{ID: "mid", Service: "db_svc", Host: "10.0.9.2", Port: 80})
+	until("mid")
+	step(clock, 25*time.Second, r) // the first ejection's end (30 s) passes
+	if !ejected(t, r, a) {
+		t.Fatal("the second ejection ended with the first's time")
+	}
+	mustRegister(t, r, discovery.Instance{ID: "last", Service: "db_svc", Host: "10.0.9.1", Port: 80})
+	for _, ev := range until("last") {
+		if ev.Instance.ID == a {
+			t.Errorf("Watch delivered %v of %s (%v, was %v) while it is still ejected", ev.Kind, a, ev.Instance.Status, ev.Previous)
+		}
+	}
+}
