@@ -201,8 +201,11 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	now := r.clock.Now().UnixNano()
 	// A Selection's Done can come after its instance left the service (its
 	// state forgotten): ejecting that state showed an instance no longer
-	// there as ejected, in events, logs and counts.
-	if is.ejected(now) || st.inst(is.id) != is {
+	// there as ejected, in events, logs and counts. The same goes for a
+	// service state forgotten since (evicted from L1): its ejection rebuilt
+	// the current view from it, showing in Get an ejection that Health and
+	// Pick did not know.
+	if is.ejected(now) || st.inst(is.id) != is || r.stateIfAny(st.name) != st {
 		hm.ejectMu.Unlock()
 		return
 	}

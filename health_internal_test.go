@@ -3,9 +3,13 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/memory"
 )
 
 func outcomeRegistry(tb testing.TB) (*Registry, *svcState, *instState) {
@@ -103,6 +107,54 @@ func TestSharedKeysShareAHashTag(t *testing.T) {
 		h, m := s.healthKey(svc), s.membersKey(svc)
 		if hashTag(h) != svc || hashTag(m) != svc || h == m {
 			t.Fatalf("keys %q and %q: want distinct keys tagged {%s}", h, m, svc)
+		}
+	}
+}
+
+// Failures reported through a Selection picked before its service's state
+// was forgotten (the service left L1, nothing else used it) eject nothing:
+// the ejection of the forgotten state rebuilt the current L1 view from it,
+// and Get showed the instance ejected while Health and Pick, which read the
+// current state, did not.
+func TestDoneAfterTheServiceStateWasForgottenEjectsNothing(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	r, clock := fakeRegistry(t, WithStore(mem))
+	for i := range 3 {
+		host := fmt.Sprintf("10.0.0.%d", i+1)
+		if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":5432", Host: host, Port: 5432, Weight: 1,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sel, err := r.Pick(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := r.stateIfAny("db_svc")
+	e := r.l1.get("db_svc")
+	r.l1.remove(e) // as ristretto's eviction does
+	r.entryEvicted(e)
+	if r.stateIfAny("db_svc") == old {
+		t.Fatal("the evicted service's state was kept")
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for range DefaultEjectionFailures {
+		sel.Done(errors.New("connection refused"))
+	}
+	svc, err := r.Get(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := r.Health(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if got := svc.Instance(h.ID).Status; got != h.Shown || (got == StatusEjected) != h.Ejected {
+			t.Errorf("%s: Get shows %v; Health says shown %v, ejected %v", h.ID, got, h.Shown, h.Ejected)
 		}
 	}
 }
