@@ -356,6 +356,35 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 	return ch
 }
 
+// checksOff drops the verdict of an instance's active checks once they are
+// turned off (Check: CheckNone): its status goes back to unknown and its
+// score to 1, as for an instance never checked. Kept, the last verdict
+// (unhealthy, score 0) stayed for good, with no check left to change it.
+// Seq is kept, so that the shared state written before is not adopted again.
+func (r *Registry) checksOff(st *svcState, is *instState) {
+	st.viewMu.Lock()
+	defer st.viewMu.Unlock()
+	is.hmu.Lock()
+	d := &is.health
+	if d.st.Seq == 0 || d.st.Status == core.StatusUnknown && len(d.st.Recent) == 0 {
+		is.hmu.Unlock()
+		return // never checked, or already forgotten
+	}
+	fresh := health.New()
+	fresh.Seq = d.st.Seq
+	ch := change{from: d.st.Status, to: fresh.Status, score: fresh.Score}
+	d.st, d.raw = fresh, ""
+	is.status.Store(uint32(fresh.Status))
+	is.score.Store(math.Float64bits(fresh.Score))
+	is.rtt.Store(0)
+	is.updateHBase()
+	if ch.from != ch.to {
+		r.instancesChanged(st)
+	}
+	is.hmu.Unlock()
+	r.announce(st, is, ch)
+}
+
 // state returns the instance's state; one never checked has a score of 1.
 func (d *healthDetail) state() health.State {
 	if d.st.Seq == 0 {

@@ -520,6 +520,11 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		g := sm.own[id]
 		kind := health.KindOf(in, g != nil)
 		if kind == health.KindNone {
+			if in.Check == core.CheckNone { // checks turned off: their verdict goes
+				if is := st.inst(id); is != nil {
+					m.r.checksOff(st, is)
+				}
+			}
 			continue
 		}
 		spec := health.Target{Kind: kind, Addr: in.Addr(), Path: in.HealthPath}

@@ -423,3 +423,42 @@ func TestActiveChecksOnTheSystemClock(t *testing.T) {
 	waitFor(t, 5*time.Second, "healthy again", func() bool { return status() == discovery.StatusHealthy })
 	t.Logf("unhealthy %v after the instance started failing (interval 200ms)", d.Round(time.Millisecond))
 }
+
+// An instance whose active check is turned off (Check: CheckNone) drops the
+// verdict of its old checks: kept, an instance found unhealthy before stayed
+// unhealthy (score 0, skipped by every pick) for as long as it lived, with
+// no check left to bring it back.
+func TestTurningChecksOffForgetsTheirVerdict(t *testing.T) {
+	ctx := context.Background()
+	p := newProbeServer(t, "")
+	p.set(mode500)
+	r, clock, id := oneInstance(t, p)
+	for range 3 {
+		nextCheck(t, r, clock, p)
+	}
+	if h := healthOf(t, r, "web", id); h.Status != discovery.StatusUnhealthy {
+		t.Fatalf("after 3 failing checks: %v", h.Status)
+	}
+	in := p.instance("web")
+	in.Check = discovery.CheckNone
+	addInstance(t, r, in)
+	if err := r.Invalidate(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 * hInterval / time.Second {
+		step(clock, time.Second, r)
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := healthOf(t, r, "web", id)
+	if h.Status != discovery.StatusUnknown || h.Score != 1 {
+		t.Errorf("checks off: Health says %v, score %v; want unknown, 1", h.Status, h.Score)
+	}
+	if got := viewStatus(t, r, "web", id); got != discovery.StatusUnknown {
+		t.Errorf("checks off: Get shows %v; want unknown", got)
+	}
+	if sel, err := r.Pick(ctx, "web"); err != nil || sel.Panic {
+		t.Errorf("Pick = %+v, %v; want the instance, not in panic", sel, err)
+	}
+}
