@@ -210,8 +210,17 @@ func (r *Registry) eject(st *svcState, is *instState) {
 		return
 	}
 	limit := max(1, r.liveCount(st)*ho.ejectPercent/100)
+	// Count among the instances liveCount counts: the states also hold
+	// instances whose lease ended (until reaped), and an ejected one that
+	// died kept every other instance in selection until its ejection ended.
 	ejected := 0
-	if m := st.insts.Load(); m != nil {
+	if e := r.l1.get(st.name); e != nil && e.raw != nil {
+		for _, in := range e.view.Load().Instances {
+			if o := st.inst(in.ID); o != nil && o != is && o.ejected(now) {
+				ejected++
+			}
+		}
+	} else if m := st.insts.Load(); m != nil {
 		for _, o := range *m {
 			if o != is && o.ejected(now) {
 				ejected++

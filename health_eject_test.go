@@ -292,3 +292,33 @@ func TestOldEjectionEndDoesNotUnejectReturnedInstance(t *testing.T) {
 		}
 	}
 }
+
+// The ejection cap counts the ejections of live instances only: an ejected
+// instance whose lease then ended (it died) no longer counts, or it kept
+// every other failing instance in selection until its ejection ran out
+// (up to 300 s), though none of the service's live instances was ejected.
+func TestEjectionCapIgnoresInstancesThatLeft(t *testing.T) {
+	ctx := context.Background()
+	r, clock, ids := ejectWorld(t, 9)
+	dying := discovery.Instance{ID: "10.0.1.1:5432", Service: "db_svc", Host: "10.0.1.1", Port: 5432, Weight: 1,
+		RegisteredAt: t0, ExpiresAt: t0.Add(10 * time.Second)}
+	addInstance(t, r, dying)
+	if err := r.Invalidate(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 10 {
+		t.Fatalf("Get = %v, %v; want 10 instances", svc, err)
+	}
+	report(t, r, dying.ID, errCall, 5)
+	if !ejected(t, r, dying.ID) {
+		t.Fatal("not ejected")
+	}
+	step(clock, 15*time.Second, r) // its lease ends; its ejection (30 s) goes on
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 9 || svc.Instance(dying.ID) != nil {
+		t.Fatalf("Get = %v, %v; want the 9 live instances", svc, err)
+	}
+	report(t, r, ids[0], errCall, 5)
+	if !ejected(t, r, ids[0]) {
+		t.Fatal("a failing instance stayed in selection: the cap counted the ejection of an instance that left")
+	}
+}
