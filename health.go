@@ -266,6 +266,9 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 		st.viewMu.Unlock()
 		return
 	}
+	// back in selection with a clean slate (as Envoy does): the failures
+	// of calls in flight when it was ejected no longer count
+	is.health.fails.Store(0)
 	is.hmu.Lock()
 	is.health.ejectEnd = until
 	is.hmu.Unlock()
@@ -356,6 +359,7 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 		if l.Status == core.StatusHealthy && l.At >= d.ejectedAt {
 			if u := is.ejectedUntil.Load(); u > l.At && is.ejectedUntil.CompareAndSwap(u, 0) {
 				d.ejectEnd, ch.unejected = l.At, true
+				d.fails.Store(0) // as at the end of its time (unejectAt)
 			}
 		}
 	}

@@ -322,3 +322,51 @@ func TestEjectionCapIgnoresInstancesThatLeft(t *testing.T) {
 		t.Fatal("a failing instance stayed in selection: the cap counted the ejection of an instance that left")
 	}
 }
+
+// An instance back from an ejection needs 5 failed calls in a row to be
+// ejected again: failures reported while it was out (calls in flight when
+// it was ejected) counted on, and it went back out, for twice as long,
+// after as few as one failure.
+func TestEjectionEndResetsTheFailures(t *testing.T) {
+	r, clock, ids := ejectWorld(t, 10)
+	bad := ids[0]
+	report(t, r, bad, errCall, 5)
+	if !ejected(t, r, bad) {
+		t.Fatal("not ejected")
+	}
+	report(t, r, bad, errCall, 4) // calls in flight when it was ejected
+	step(clock, discovery.DefaultEjectionTime, r)
+	if ejected(t, r, bad) {
+		t.Fatal("still ejected after 30 s")
+	}
+	report(t, r, bad, errCall, 1)
+	if h := healthOf(t, r, "db_svc", bad); h.Ejected || h.PassiveFailures != 1 {
+		t.Fatalf("after 1 failure back in selection: ejected %v, failures %d; want not ejected, 1", h.Ejected, h.PassiveFailures)
+	}
+	report(t, r, bad, errCall, 4)
+	if !ejected(t, r, bad) {
+		t.Fatal("not ejected again after 5 failures")
+	}
+}
+
+// The same holds when a passing check ends the ejection early.
+func TestPassingCheckEndResetsTheFailures(t *testing.T) {
+	p := newProbeServer(t, "")
+	r, clock, id := oneInstance(t, p)
+	nextCheck(t, r, clock, p)
+	for range 5 + 4 { // ejected, then 4 calls in flight fail
+		if err := r.ReportOutcome("web", id, errCall, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nextCheck(t, r, clock, p)
+	if h := healthOf(t, r, "web", id); h.Ejected {
+		t.Fatal("still ejected after a passing check")
+	}
+	if err := r.ReportOutcome("web", id, errCall, 0); err != nil {
+		t.Fatal(err)
+	}
+	if h := healthOf(t, r, "web", id); h.Ejected || h.PassiveFailures != 1 {
+		t.Fatalf("after 1 failure back in selection: ejected %v, failures %d; want not ejected, 1", h.Ejected, h.PassiveFailures)
+	}
+}
