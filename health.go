@@ -298,6 +298,13 @@ func nextSeq(prev int64, now int64) int64 { return max(prev+1, now/int64(time.Mi
 func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
+	// The instance left while it was checked (its state, or its service's,
+	// forgotten): the result is of no state lookups read. Applied, it was
+	// announced as the status of the instance back with the same ID, which
+	// Get and Health did not show.
+	if r.stateIfAny(st.name) != st || st.inst(is.id) != is {
+		return
+	}
 	is.hmu.Lock()
 	s := is.health.state().Clone()
 	s.Apply(c, r.hm.th)

@@ -1,0 +1,109 @@
+package discovery_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// A check that was running when its instance left applies to nothing: its
+// result went to the state the instance had before it left, and when the
+// instance came back with the same ID, watchers got that result as the
+// returned instance's status (healthy) while Get and Health, which read
+// its new state, showed it unknown.
+func TestCheckOfAnInstanceThatLeftAppliesToNothing(t *testing.T) {
+	ctx := context.Background()
+	gate := make(chan struct{})
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	opened := true
+	t.Cleanup(func() {
+		if opened {
+			close(gate)
+		}
+	})
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, 5*time.Second))
+	in := discovery.Instance{ID: "web-1", Service: "web", Host: host, Port: portN, Weight: 1, HealthPath: "/health",
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+	addInstance(t, r, in)
+	addInstance(t, r, discovery.Instance{ID: "keep", Service: "web", Host: "10.0.9.3", Port: 80, Weight: 1, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.Watch(wctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := func(id string) []discovery.Event {
+		mustRegister(t, r, discovery.Instance{ID: id, Service: "web", Host: "10.0.9.1", Port: 80, Check: discovery.CheckNone})
+		var evs []discovery.Event
+		for ev := range ch {
+			if ev.Instance.ID == id {
+				return evs
+			}
+			evs = append(evs, ev)
+		}
+		t.Fatal("watch ended")
+		return nil
+	}
+	// the first check starts (within an interval and a scan), and hangs
+	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < hInterval+2*time.Second; {
+		clock.Advance(hStep)
+		discovery.StepHealth(r)
+		_, _ = r.Get(ctx, "web")
+		time.Sleep(time.Millisecond) // lets a started check reach the server
+	}
+	for deadline := time.Now().Add(5 * time.Second); hits.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no check")
+		}
+	}
+	if err := r.Deregister(ctx, "web", in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "web"); err != nil || svc.Instance(in.ID) != nil {
+		t.Fatalf("Get = %v, %v; want %s gone", svc, err, in.ID)
+	}
+	addInstance(t, r, in)
+	if err := r.Invalidate(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "web"); err != nil || svc.Instance(in.ID) == nil {
+		t.Fatalf("Get = %v, %v; want %s back", svc, err, in.ID)
+	}
+	until("mid")
+	opened = false
+	close(gate) // the old check passes
+	discovery.SettleHealth(r)
+	for _, ev := range until("last") {
+		if ev.Kind == discovery.EventHealthChanged && ev.Instance.ID == in.ID {
+			t.Errorf("Watch delivered %v of %s (%v, was %v) from a check begun before it left", ev.Kind, in.ID, ev.Instance.Status, ev.Previous)
+		}
+	}
+	if got := viewStatus(t, r, "web", in.ID); got != discovery.StatusUnknown {
+		t.Errorf("Get shows %v; want unknown (not checked since it came back)", got)
+	}
+}
