@@ -29,6 +29,10 @@ import (
 // historySize bounds the results kept per instance.
 const historySize = 64
 
+// maxEjectFailures bounds WithOutlierEjection's failures: the count of
+// failed calls is an int32 brought back below it (recordOutcome).
+const maxEjectFailures = 1 << 30
+
 // ErrOverloaded is what a caller reports (wrapped or as is) to ReportOutcome
 // when an instance answered that it is overloaded (HTTP 429, 503 with
 // Retry-After, RESOURCE_EXHAUSTED): load, not ill health. It weighs on
@@ -109,7 +113,7 @@ func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, latency
 	}
 	n := int(is.health.fails.Add(1))
 	f := r.opts.health.ejectFailures
-	if n > 1<<30 { // an instance failing for ever, kept in by the cap
+	if n > maxEjectFailures { // an instance failing for ever, kept in by the cap
 		is.health.fails.Store(int32(f))
 	}
 	// Retry at every threshold multiple, so that an instance kept in by the

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
 )
 
 // Health defaults, with where each comes from.
@@ -80,10 +81,12 @@ func (o *healthOptions) validate() error {
 		}
 	}
 	switch {
-	case o.healthy < 1 || o.unhealthy < 1:
-		return optErr("WithHealthThresholds", strconv.Itoa(o.healthy)+"/"+strconv.Itoa(o.unhealthy), "must be at least 1")
-	case o.ejectFailures < 0:
-		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectFailures), "failures must not be negative (0 disables ejection)")
+	case o.healthy < 1 || o.unhealthy < 1 || o.healthy > health.MaxThreshold || o.unhealthy > health.MaxThreshold:
+		// above the maximum, the capped counters never reach it: the status never changed
+		return optErr("WithHealthThresholds", strconv.Itoa(o.healthy)+"/"+strconv.Itoa(o.unhealthy), "must be 1.."+strconv.Itoa(health.MaxThreshold))
+	case o.ejectFailures < 0 || o.ejectFailures > maxEjectFailures:
+		// above the maximum, the failure count (an int32 kept below it, see recordOutcome) never reaches it
+		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectFailures), "failures must be 0.."+strconv.Itoa(maxEjectFailures)+" (0 disables ejection)")
 	case o.ejectFailures > 0 && (o.ejectBase <= 0 || o.ejectMax < o.ejectBase || o.ejectMax > MaxDuration):
 		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "ejection time must be positive and at most the maximum")
 	case o.ejectFailures > 0 && (o.ejectPercent < 1 || o.ejectPercent > 100):

@@ -26,6 +26,8 @@ const (
 	MaxErrLen = 256
 	// maxRun caps the consecutive counters.
 	maxRun = 1 << 20
+	// MaxThreshold is the largest threshold the capped counters reach.
+	MaxThreshold = maxRun
 )
 
 // Thresholds are how many consecutive results change an instance's status.
