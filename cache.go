@@ -86,31 +86,14 @@ type l1Cache struct {
 
 func newL1(size int) (*l1Cache, error) {
 	c := &l1Cache{index: newIndex()}
-	drop := func(sl *slot) {
-		var gone *entry
-		c.index.update(sl.name, func(cur *entry) (*entry, bool) {
-			if cur != nil && cur.slot == sl {
-				gone = cur
-			}
-			return nil, gone != nil
-		})
-		if gone != nil && c.onEvict != nil {
-			c.onEvict(gone)
-		}
-	}
 	evict := func(it *ristretto.Item[*slot]) {
 		if it.Value != nil {
-			drop(it.Value)
+			c.drop(it.Value, true)
 		}
 	}
-	// Ristretto also "rejects" a Set of a key its policy already tracks (a
-	// duplicate Set, as touch can make) while keeping the stored value; only a
-	// slot ristretto does not hold leaves the index.
 	reject := func(it *ristretto.Item[*slot]) {
-		if sl := it.Value; sl != nil {
-			if held, ok := c.rc.Get(sl.name); !ok || held != sl {
-				drop(sl)
-			}
+		if it.Value != nil {
+			c.rejected(it.Value)
 		}
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[string, *slot]{
@@ -126,6 +109,35 @@ func newL1(size int) (*l1Cache, error) {
 	}
 	c.rc = rc
 	return c, nil
+}
+
+// drop takes the entry of sl out of the index, if it is still the one
+// there; gone says the service left ristretto too, and onEvict hears of it.
+func (c *l1Cache) drop(sl *slot, gone bool) {
+	var e *entry
+	c.index.update(sl.name, func(cur *entry) (*entry, bool) {
+		if cur != nil && cur.slot == sl {
+			e = cur
+		}
+		return nil, e != nil
+	})
+	if e != nil && gone && c.onEvict != nil {
+		c.onEvict(e)
+	}
+}
+
+// rejected handles ristretto's refusal of sl. Ristretto also "rejects" a
+// Set of a key its policy already tracks (a duplicate Set, as touch can
+// make, or a new slot of a name whose old one was still being added) while
+// keeping the stored value; only a slot ristretto does not hold leaves the
+// index, and the service is gone only if ristretto holds no slot of it
+// (else its state, an episode of self-preservation with it, was forgotten
+// while lookups used it).
+func (c *l1Cache) rejected(sl *slot) {
+	held, ok := c.rc.Get(sl.name)
+	if !ok || held != sl {
+		c.drop(sl, !ok)
+	}
 }
 
 func (c *l1Cache) get(name string) *entry { return c.index.load(name) }

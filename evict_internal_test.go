@@ -105,3 +105,58 @@ func evictionRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Store)
 	}
 	return r, clock, mem
 }
+
+// Ristretto rejects a new slot of a name whose older slot it still holds
+// (the old one was still being added when the service was invalidated and
+// looked up again): the new slot leaves the index, but the service has not
+// left L1, and its state stays. It was dropped, and a self-preservation
+// episode in it with it: TestSelfPreservationTakesInLaterLapsesOfAGroup
+// then counted two episodes, under -race on CI.
+func TestRejectOfASecondSlotKeepsTheState(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := evictionRegistry(t)
+	if _, err := r.Get(ctx, evictName(1)); err != nil {
+		t.Fatal(err)
+	}
+	e := r.l1.get(evictName(1))
+	r.l1.rc.Wait()
+	held, ok := r.l1.rc.Get(evictName(1))
+	if !ok || held != e.slot {
+		t.Fatalf("ristretto holds %v, %v; want the entry's slot", held, ok)
+	}
+	second := &slot{name: evictName(1)}
+	r.l1.index.update(evictName(1), func(*entry) (*entry, bool) { // a second slot, as put makes after a remove
+		e.slot = second
+		return e, true
+	})
+	r.l1.rejected(second)
+	if r.l1.get(evictName(1)) != nil {
+		t.Fatal("the rejected slot's entry is still in the index")
+	}
+	if r.stateIfAny(evictName(1)) == nil {
+		t.Fatal("the service's state was dropped, though ristretto still holds it")
+	}
+}
+
+// A service in a self-preservation episode keeps its state when it leaves
+// L1: the episode is what keeps its group's later lapses as suspects.
+func TestEvictionKeepsAnEpisodeOfSelfPreservation(t *testing.T) {
+	ctx := context.Background()
+	r, clock, _ := evictionRegistry(t)
+	if _, err := r.Get(ctx, evictName(2)); err != nil {
+		t.Fatal(err)
+	}
+	st := r.stateIfAny(evictName(2))
+	now := clock.Now().UnixNano()
+	st.episode.Store(&episode{lo: now - int64(time.Second), hi: now})
+	r.l1.remove(r.l1.get(evictName(2)))
+	r.forgetUnused(st)
+	if r.stateIfAny(evictName(2)) != st {
+		t.Fatal("the state of a service in a self-preservation episode was dropped")
+	}
+	clock.Advance(r.opts.suspectGrace)
+	r.forgetUnused(st)
+	if r.stateIfAny(evictName(2)) != nil {
+		t.Fatal("the state was kept after its episode ended")
+	}
+}

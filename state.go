@@ -229,15 +229,19 @@ func (r *Registry) entryEvicted(e *entry) {
 
 // forgetUnused drops the state of a service that nothing in this process
 // uses any more: not in L1, not watched, not checked by the health
-// monitor, with no ejection in force. Kept, the states (with their
-// instances' health, picks and metrics) of every service ever looked up
-// grew without bound behind an L1 bounded by WithCacheSize.
+// monitor, with no ejection or self-preservation episode in force. Kept,
+// the states (with their instances' health, picks and metrics) of every
+// service ever looked up grew without bound behind an L1 bounded by
+// WithCacheSize.
 func (r *Registry) forgetUnused(st *svcState) {
 	if st.monitored.Load() || r.l1.get(st.name) != nil || r.hubIfAny(st.name) != nil {
 		return
 	}
+	now := r.clock.Now().UnixNano()
+	if ep := st.episode.Load(); ep != nil && now < ep.hi+int64(r.opts.suspectGrace) {
+		return // self-preservation remembers its group here (preserve.go)
+	}
 	if m := st.insts.Load(); m != nil {
-		now := r.clock.Now().UnixNano()
 		for _, is := range *m {
 			if is.ejected(now) {
 				return // its end is scheduled on this state
