@@ -249,17 +249,7 @@ func TestOldEjectionEndDoesNotUnejectReturnedInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	until := func(id string) []discovery.Event {
-		var evs []discovery.Event
-		for ev := range ch {
-			if ev.Instance.ID == id {
-				return evs
-			}
-			evs = append(evs, ev)
-		}
-		t.Fatal("watch ended")
-		return nil
-	}
+	until := func(id string) []discovery.Event { return eventsBefore(t, ch, id) }
 	report(t, r, a, errCall, 5) // ejected until 30 s
 	if !ejected(t, r, a) {
 		t.Fatal("not ejected")

@@ -59,15 +59,7 @@ func TestCheckOfAnInstanceThatLeftAppliesToNothing(t *testing.T) {
 	}
 	until := func(id string) []discovery.Event {
 		mustRegister(t, r, discovery.Instance{ID: id, Service: "web", Host: "10.0.9.1", Port: 80, Check: discovery.CheckNone})
-		var evs []discovery.Event
-		for ev := range ch {
-			if ev.Instance.ID == id {
-				return evs
-			}
-			evs = append(evs, ev)
-		}
-		t.Fatal("watch ended")
-		return nil
+		return eventsBefore(t, ch, id)
 	}
 	// the first check starts (within an interval and a scan), and hangs
 	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < hInterval+2*time.Second; {

@@ -142,3 +142,18 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 	}
 	return time.Since(start)
 }
+
+// eventsBefore reads a Watch until an event of the instance id, and returns
+// the events before it.
+func eventsBefore(t *testing.T, ch <-chan discovery.Event, id string) []discovery.Event {
+	t.Helper()
+	var evs []discovery.Event
+	for ev := range ch {
+		if ev.Instance.ID == id {
+			return evs
+		}
+		evs = append(evs, ev)
+	}
+	t.Fatal("watch ended")
+	return nil
+}
