@@ -121,6 +121,10 @@ func TestLogsDatabaseLostAndBackOnce(t *testing.T) {
 			t.Fatalf("Get while the database is down: %v (want stale data)", err)
 		}
 	}
+	// The failure is met, and logged, by a refresh in the background.
+	waitFor(t, 5*time.Second, "the database's loss logged", func() bool {
+		return count(logs, "discovery: database lost; serving cached data", nil) > 0
+	})
 	requireOnce(t, logs, "discovery: database lost; serving cached data", nil)
 	b.SetFailure(nil)
 	// While the database is known to be down a lookup serves stale data at
