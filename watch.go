@@ -518,8 +518,6 @@ type watcher struct {
 	q     *list.List // of Event, in revision order
 	byKey map[watchKey]*list.Element
 	rev   int64 // newest revision pushed
-	busy  bool  // run holds an event it has not handed over yet
-	done  bool  // run has ended: out is closed
 }
 
 // watchKey is what events coalesce by: one instance's registration, one
@@ -573,23 +571,9 @@ func (w *watcher) push(ev Event) {
 			delete(w.byKey, hk)
 		}
 	}
-	if !keep {
-		w.mu.Unlock()
-		return
+	if keep {
+		w.byKey[key] = w.q.PushBack(ev)
 	}
-	if w.q.Len() == 0 && !w.busy && !w.done {
-		// Nothing queued or being handed over, and a reader waiting on the
-		// channel: hand it over here. Through run it took one more
-		// goroutine wake-up (a tenth of a change's way from another
-		// process's publish to this reader, on loopback).
-		select {
-		case w.out <- ev:
-			w.mu.Unlock()
-			return
-		default:
-		}
-	}
-	w.byKey[key] = w.q.PushBack(ev)
 	w.mu.Unlock()
 	select {
 	case w.sig <- struct{}{}:
@@ -621,12 +605,7 @@ func coalesce(p, n Event) (Event, bool) {
 // run hands queued events to the reader until ctx or rctx ends, then closes
 // the channel.
 func (w *watcher) run(ctx, rctx context.Context) {
-	defer func() {
-		w.mu.Lock()
-		w.done = true // push sends on out no more
-		w.mu.Unlock()
-		close(w.out)
-	}()
+	defer close(w.out)
 	for {
 		w.mu.Lock()
 		el := w.q.Front()
@@ -634,7 +613,6 @@ func (w *watcher) run(ctx, rctx context.Context) {
 		if el != nil {
 			ev = w.q.Remove(el).(Event)
 			delete(w.byKey, keyOf(&ev))
-			w.busy = true // push must not hand a newer event over first
 		}
 		w.mu.Unlock()
 		if el == nil {
@@ -654,8 +632,5 @@ func (w *watcher) run(ctx, rctx context.Context) {
 		case <-rctx.Done():
 			return
 		}
-		w.mu.Lock()
-		w.busy = false
-		w.mu.Unlock()
 	}
 }
