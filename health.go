@@ -209,7 +209,7 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	// service state forgotten since (evicted from L1): its ejection rebuilt
 	// the current view from it, showing in Get an ejection that Health and
 	// Pick did not know.
-	if is.ejected(now) || st.inst(is.id) != is || r.stateIfAny(st.name) != st {
+	if is.ejected(now) || !r.held(st, is) {
 		hm.ejectMu.Unlock()
 		return
 	}
@@ -281,7 +281,7 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 	// end showed the new instance's ejection as over (Watch, the log), and
 	// rebuilding the views from a forgotten service state lost the
 	// statuses Get shows.
-	if r.stateIfAny(st.name) != st || st.inst(is.id) != is {
+	if !r.held(st, is) {
 		st.viewMu.Unlock()
 		return
 	}
@@ -290,6 +290,13 @@ func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
 	st.viewMu.Unlock()
 	r.log.Info("discovery: instance ejection ended", zap.String("service", st.name), zap.String("instance", is.id),
 		zap.String("reason", "time"))
+}
+
+// held reports whether is is the state this process keeps of its instance:
+// an instance that left (its state, or its service's, forgotten) and came
+// back has a new one, which results and ejections of the old must not touch.
+func (r *Registry) held(st *svcState, is *instState) bool {
+	return r.stateIfAny(st.name) == st && st.inst(is.id) == is
 }
 
 // nextSeq orders writes of a shared state: above the previous one, and
@@ -306,7 +313,7 @@ func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 	// forgotten): the result is of no state lookups read. Applied, it was
 	// announced as the status of the instance back with the same ID, which
 	// Get and Health did not show.
-	if r.stateIfAny(st.name) != st || st.inst(is.id) != is {
+	if !r.held(st, is) {
 		return
 	}
 	is.hmu.Lock()
