@@ -208,50 +208,50 @@ func (q *pickReq) set(opts []PickOption) error {
 	return nil
 }
 
-// narrowRotations are round robin's rotations for picks that filters, a
-// zone or panic narrow, one for each narrowHash: sharing the direct picks'
-// rotation, each caller's picks advanced every other caller's, and two
-// callers taking turns saw one instance in two (or always the same one).
-// A rotation is made the first time its value is seen (copy on write) and
-// kept for the service's life, up to maxNarrowRotations; more share one.
-type narrowRotations struct {
-	mu       sync.Mutex
-	m        atomic.Pointer[map[uint64]*atomic.Uint64]
-	overflow atomic.Uint64
+// perNarrowing keeps one T for each narrowHash: round robin's rotations
+// (pickerState) and weighted round robin's current weights (wrrState) of
+// picks that filters, a zone or panic narrow. Sharing the direct picks'
+// state, each caller's picks advanced every other caller's, and two callers
+// taking turns saw one instance in two (or always the same one). A T is
+// made the first time its hash is seen (copy on write) and kept, up to
+// maxNarrowRotations; past that, new sets share one.
+type perNarrowing[T any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[uint64]*T]
 }
 
-// maxNarrowRotations bounds the rotations one service keeps.
+// maxNarrowRotations bounds the narrowed sets one service (or picker) keeps.
 const maxNarrowRotations = 256
 
-func (n *narrowRotations) get(h uint64) *atomic.Uint64 {
+func (n *perNarrowing[T]) get(h uint64, fresh func() *T) *T {
 	if m := n.m.Load(); m != nil {
-		if c := (*m)[h]; c != nil {
-			return c
+		if v := (*m)[h]; v != nil {
+			return v
 		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	old := n.m.Load()
-	if old != nil {
-		if c := (*old)[h]; c != nil {
-			return c
-		}
-		if len(*old) >= maxNarrowRotations {
-			return &n.overflow
-		}
-	}
-	var prev map[uint64]*atomic.Uint64
-	if old != nil {
+	var prev map[uint64]*T
+	if old := n.m.Load(); old != nil {
 		prev = *old
 	}
-	m := make(map[uint64]*atomic.Uint64, len(prev)+1)
+	if v := prev[h]; v != nil {
+		return v
+	}
+	if len(prev) >= maxNarrowRotations {
+		h = 0 // the shared one
+		if v := prev[h]; v != nil {
+			return v
+		}
+	}
+	m := make(map[uint64]*T, len(prev)+1)
 	for k, v := range prev {
 		m[k] = v
 	}
-	c := new(atomic.Uint64)
-	m[h] = c
+	v := fresh()
+	m[h] = v
 	n.m.Store(&m)
-	return c
+	return v
 }
 
 // narrowHash identifies what narrows a pick (its filters and the zone it
@@ -267,6 +267,8 @@ func (q *pickReq) narrowHash(zone string) uint64 {
 	}
 	return h
 }
+
+func newCounter() *atomic.Uint64 { return new(atomic.Uint64) }
 
 // conflict is the error of two options that cannot both hold.
 func conflict(field, first, second string) error {
@@ -432,7 +434,7 @@ type picker struct {
 	uniform bool
 
 	rr     atomic.Uint64
-	narrow *narrowRotations // the service's (pickerState)
+	narrow *perNarrowing[atomic.Uint64] // the service's round robin rotations (pickerState)
 	wrr    wrrState
 	maglev atomic.Pointer[maglevTable]
 	// maglevAll is the table of every candidate, for panic picks.
@@ -764,7 +766,7 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 	switch strategy {
 	case StrategyRoundRobin:
 		n := s.count(q)
-		rr := s.p.narrow.get(q.narrowHash(s.zone))
+		rr := s.p.narrow.get(q.narrowHash(s.zone), newCounter)
 		return s.nth(int((rr.Add(1)-1)%uint64(n)), q)
 	case StrategyWeightedRoundRobin:
 		return s.wrr(q)
@@ -996,7 +998,7 @@ type pickerState struct {
 	picker atomic.Pointer[picker]
 	picks  pickCounts // with metrics on; else the Registry's (countPick)
 	panics atomic.Uint64
-	narrow narrowRotations
+	narrow perNarrowing[atomic.Uint64]
 }
 
 // pickCounts is a count of picks per strategy: 8 words, 64 bytes.

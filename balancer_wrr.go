@@ -23,8 +23,7 @@ type wrrState struct {
 
 	// narrowed holds nginx's state of the picks that filters, a zone or
 	// panic narrow, one per narrowHash (see selector.wrr).
-	narrowMu sync.Mutex
-	narrowed atomic.Pointer[map[uint64]*wrrNarrowed]
+	narrowed perNarrowing[wrrNarrowed]
 }
 
 // wrrNarrowed is nginx's current weights of one narrowed set, by candidate
@@ -39,7 +38,8 @@ type wrrNarrowed struct {
 // with a filter or a zone interleaves as smoothly and deterministically as
 // one without (it drew at random, as random does).
 func (s *selector) wrr(q *pickReq) int {
-	st := s.p.wrr.narrowState(q.narrowHash(s.zone), len(s.p.cands))
+	n := len(s.p.cands)
+	st := s.p.wrr.narrowed.get(q.narrowHash(s.zone), func() *wrrNarrowed { return &wrrNarrowed{current: make([]float64, n)} })
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	best, total := -1, 0.0
@@ -56,39 +56,6 @@ func (s *selector) wrr(q *pickReq) int {
 	}
 	st.current[best] -= total
 	return best
-}
-
-// narrowState returns the state of one narrowed set, made the first time
-// (copy on write); past maxNarrowRotations sets, new ones share one.
-func (w *wrrState) narrowState(h uint64, n int) *wrrNarrowed {
-	if m := w.narrowed.Load(); m != nil {
-		if st := (*m)[h]; st != nil {
-			return st
-		}
-	}
-	w.narrowMu.Lock()
-	defer w.narrowMu.Unlock()
-	var prev map[uint64]*wrrNarrowed
-	if old := w.narrowed.Load(); old != nil {
-		prev = *old
-	}
-	if st := prev[h]; st != nil {
-		return st
-	}
-	if len(prev) >= maxNarrowRotations {
-		h = 0 // the shared one
-		if st := prev[h]; st != nil {
-			return st
-		}
-	}
-	m := make(map[uint64]*wrrNarrowed, len(prev)+1)
-	for k, v := range prev {
-		m[k] = v
-	}
-	st := &wrrNarrowed{current: make([]float64, n)}
-	m[h] = st
-	w.narrowed.Store(&m)
-	return st
 }
 
 // maxWRRWork bounds the work of precomputing one period (steps x instances).
