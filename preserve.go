@@ -39,9 +39,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 	window := int64(r.opts.leaseTTL / 2)
 	var ep *episode
 	if st != nil {
-		if e := st.episode.Load(); e != nil && now < e.hi+grace {
-			ep = e
-		}
+		ep = r.episodeOf(st, now)
 	}
 	if ep == nil && len(raw.Instances) < 2 {
 		return 0, 0, false
@@ -97,6 +95,15 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 
 // episode is the expiry window of instances kept as suspects.
 type episode struct{ lo, hi int64 }
+
+// episodeOf returns the service's episode if it is in force at now: until
+// the grace of its last lapse ends.
+func (r *Registry) episodeOf(st *svcState, now int64) *episode {
+	if e := st.episode.Load(); e != nil && now < e.hi+int64(r.opts.suspectGrace) {
+		return e
+	}
+	return nil
+}
 
 // notePreservation logs a service entering and leaving self-preservation,
 // once each, and counts episodes and suspects.

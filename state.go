@@ -203,8 +203,9 @@ func (r *Registry) stateIfAny(name string) *svcState {
 	return nil
 }
 
-// dropState forgets the state of a service the database does not know, so
-// that lookups of made-up names leave nothing behind.
+// dropState forgets the state of a service: one the database does not know
+// (lookups of made-up names leave nothing behind), or one nothing uses any
+// more (forgetUnused). What it counted stays in the Registry's totals.
 func (r *Registry) dropState(st *svcState) {
 	if r.states.CompareAndDelete(st.name, st) {
 		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals
@@ -238,7 +239,7 @@ func (r *Registry) forgetUnused(st *svcState) {
 		return
 	}
 	now := r.clock.Now().UnixNano()
-	if ep := st.episode.Load(); ep != nil && now < ep.hi+int64(r.opts.suspectGrace) {
+	if r.episodeOf(st, now) != nil {
 		return // self-preservation remembers its group here (preserve.go)
 	}
 	if m := st.insts.Load(); m != nil {
