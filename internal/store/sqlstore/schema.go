@@ -93,14 +93,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	createTable := s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)
-	currentVersion := s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)
 	if !s.postgres {
 		// SQLite: a schema already current is answered without the write
 		// lock taken below (which a read-only database refuses); otherwise
 		// the table exists before the transaction, so that the
 		// transaction's first statement can take that lock.
 		var current int
-		if err := s.db.WithContext(ctx).Raw(currentVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
+		if err := s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
 			return nil
 		}
 		if err := s.db.WithContext(ctx).Exec(createTable).Error; err != nil {
@@ -112,7 +111,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, s.lockKey("migrate")).Error; err != nil {
 				return err
 			}
-		} else if err := tx.Exec(s.sql(`UPDATE {p}schema_migrations SET version = version WHERE 1 = 0`)).Error; err != nil {
+		} else if err := tx.Exec(s.q.writeLock).Error; err != nil {
 			// The write lock before reading the version, as in Reap: in a
 			// deferred transaction a writer that committed between that
 			// read and the first CREATE failed it with SQLITE_BUSY_SNAPSHOT.
@@ -122,7 +121,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return err
 		}
 		var current int
-		if err := tx.Raw(currentVersion).Scan(&current).Error; err != nil {
+		if err := tx.Raw(s.q.schemaVersion).Scan(&current).Error; err != nil {
 			return err
 		}
 		if current > SchemaVersion {
@@ -161,7 +160,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	var n, current int
 	err := s.db.WithContext(ctx).Raw(exists, table).Scan(&n).Error
 	if err == nil && n > 0 {
-		err = s.db.WithContext(ctx).Raw(s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`)).Scan(&current).Error
+		err = s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error
 	}
 	if err != nil {
 		return mapErr(ctx, "check schema", err)

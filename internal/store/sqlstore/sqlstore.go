@@ -33,7 +33,7 @@ type Store struct {
 // queries are the statements with the prefix substituted once.
 type queries struct {
 	bumpService, upsertInstance, renew, deleteInstance, load, services,
-	expiredServices, reapService, writeLock, revisions, setConfig, addHistory, trimHistory, history,
+	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
 	putKey, retireKey string
 }
 
@@ -107,8 +107,11 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			GROUP BY s.name, s.revision ORDER BY s.name`),
 		expiredServices: s.sql(`SELECT DISTINCT service FROM {p}instances WHERE expires_at < ? ORDER BY service`),
 		reapService:     s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
-		writeLock:       s.sql(`UPDATE {p}services SET revision = revision WHERE 1 = 0`), // changes nothing, locks
-		revisions:       s.sql(`SELECT name, revision FROM {p}services WHERE name IN ?`),
+		// SQLite: a write that changes nothing takes the database's write
+		// lock (of a table every migrated schema has, Migrate's first).
+		writeLock:     s.sql(`UPDATE {p}schema_migrations SET version = version WHERE 1 = 0`),
+		schemaVersion: s.sql(`SELECT COALESCE(MAX(version), 0) FROM {p}schema_migrations`),
+		revisions:     s.sql(`SELECT name, revision FROM {p}services WHERE name IN ?`),
 		setConfig: s.sql(`INSERT INTO {p}services (name, revision, config, config_revision, updated_at) VALUES (?, 1, ?, 1, ?)
 			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, config = excluded.config,
 			config_revision = {p}services.config_revision + 1, updated_at = excluded.updated_at
