@@ -257,15 +257,13 @@ func Invalidation(b *testing.B) {
 	opts := func(rdb redis.UniversalClient) []discovery.Option {
 		return []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(n), discovery.WithRedis(rdb)}
 	}
-	// The writer's client bounds its commands by their contexts, so the
-	// Registry uses it as given, hook included (it would use a clone
-	// without hooks of a client whose own timeouts are longer).
+	// The writer's Redis timeout is its client's own (1 s), so the Registry
+	// uses the client as given, hook included (a shorter one would have it
+	// use a clone without hooks).
 	sent := &publishClock{}
-	wrdb := redis.NewClient(&redis.Options{Addr: addr, DB: dbn, MaxRetries: -1, DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second, ContextTimeoutEnabled: true})
+	wrdb := testutil.RedisClient(b, addr, dbn, n)
 	wrdb.AddHook(sent)
-	b.Cleanup(func() { _ = wrdb.Close() })
-	a := Registry(b, 0, opts(wrdb)...)
+	a := Registry(b, 0, append(opts(wrdb), discovery.WithRedisTimeout(time.Second))...)
 	other := Registry(b, 0, opts(testutil.RedisClient(b, addr, dbn, n))...)
 	g, err := a.Register(ctx, discovery.Instance{Service: Service, Host: "10.0.0.1", Port: 1})
 	if err != nil {
