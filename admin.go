@@ -46,9 +46,15 @@ type adminOptions struct {
 }
 
 // AdminAuthorizer makes a the Authorizer of the handler's mutating
-// endpoints, instead of the Registry's (WithAuthorizer, SetAuthorizer).
+// endpoints, instead of the Registry's (WithAuthorizer, SetAuthorizer). A
+// nil a, or a nil pointer, leaves the Registry's.
 func AdminAuthorizer(a Authorizer) AdminOption {
-	return adminOptionFunc(func(o *adminOptions) { o.authz = a })
+	return adminOptionFunc(func(o *adminOptions) {
+		o.authz = a
+		if core.IsNil(a) { // a nil pointer panicked at the first request with a token
+			o.authz = nil
+		}
+	})
 }
 
 // AdminScope makes the mutating endpoints require a caller whose identity

@@ -2,7 +2,9 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/rssbot/discovery"
@@ -63,5 +65,57 @@ func TestAdminWithAuthVerifier(t *testing.T) {
 		if got := ids(r.Get(ctx, "web")); got != want {
 			t.Fatalf("%s: instances %s; want %s", tt.name, got, want)
 		}
+	}
+}
+
+// A nil *auth.Verifier or *auth.Signer is no Authorizer or TokenSource, but
+// the Registry took one for a working seam: the first admin request with a
+// bearer token, or the first config notification, panicked in it. New
+// refuses one given as an option (ErrInvalid, like a nil WithStore); the
+// setters and AdminAuthorizer take it for none, so the mutating endpoints
+// stay read-only.
+func TestTypedNilAuthSeams(t *testing.T) {
+	ctx := context.Background()
+	var (
+		verifier *auth.Verifier
+		signer   *auth.Signer
+	)
+	for name, opt := range map[string]discovery.Option{"WithTokenSource": discovery.WithTokenSource(signer), "WithAuthorizer": discovery.WithAuthorizer(verifier)} {
+		r, err := discovery.New(opt)
+		if err == nil {
+			_ = r.Close()
+		}
+		if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), name) {
+			t.Errorf("New(%s(nil pointer)) = %v; want an error naming the option that matches ErrInvalid", name, err)
+		}
+	}
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	r.SetAuthorizer(verifier)
+	r.SetTokenSource(signer)
+	if r.Authorizer() != nil || r.TokenSource() != nil {
+		t.Fatalf("after setting nil pointers: Authorizer %v, TokenSource %v; want none", r.Authorizer(), r.TokenSource())
+	}
+	ops, err := auth.NewSigner(ctx, r, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ops.Token(ctx, "registry-admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []http.Handler{r.AdminHandler(), r.AdminHandler(discovery.AdminAuthorizer(verifier))} {
+		code, body := do(t, h, "DELETE", "/services/web/instances/10.0.0.1:80", "", "Authorization", "Bearer "+tok)
+		if code != http.StatusForbidden {
+			t.Fatalf("DELETE with a nil *auth.Verifier = %d %s; want 403 (read-only)", code, body)
+		}
+	}
+	if got := ids(r.Get(ctx, "web")); got != "10.0.0.1:80" {
+		t.Fatalf("instances %s; want 10.0.0.1:80", got)
+	}
+	rc := httpInstance(t, r, "a", func(int, http.ResponseWriter, *http.Request) {})
+	rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
+	if err != nil || len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered || rc.count() != 1 {
+		t.Fatalf("UpdateConfig = %+v, %v; want one notification delivered", rep, err)
 	}
 }

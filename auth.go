@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // The seams of service-to-service authentication. Package
@@ -74,8 +76,10 @@ type authSeams struct {
 	authz  atomic.Pointer[Authorizer]
 }
 
+// setTokens and setAuthz take a nil pointer in the interface (which
+// panicked at its first call) for none.
 func (s *authSeams) setTokens(ts TokenSource) {
-	if ts == nil {
+	if core.IsNil(ts) {
 		s.tokens.Store(nil)
 		return
 	}
@@ -83,7 +87,7 @@ func (s *authSeams) setTokens(ts TokenSource) {
 }
 
 func (s *authSeams) setAuthz(a Authorizer) {
-	if a == nil {
+	if core.IsNil(a) {
 		s.authz.Store(nil)
 		return
 	}
@@ -93,24 +97,32 @@ func (s *authSeams) setAuthz(a Authorizer) {
 // WithTokenSource gives the Registry the tokens it signs its outgoing
 // requests with (such as config-reload notifications). A TokenSource built
 // on the Registry itself, like auth.Signer, is set after New with
-// SetTokenSource instead.
+// SetTokenSource instead. A nil pointer (a nil *auth.Signer) is an error
+// from New.
 func WithTokenSource(ts TokenSource) Option {
-	return optionFunc(func(o *options) { o.seams.setTokens(ts) })
+	return optionFunc(func(o *options) {
+		o.seams.setTokens(ts)
+		o.noteNil("WithTokenSource", ts != nil && core.IsNil(ts))
+	})
 }
 
 // WithAuthorizer gives the Registry the Authorizer that guards its mutating
 // HTTP endpoints. One built on the Registry itself, like auth.Verifier, is
-// set after New with SetAuthorizer instead.
+// set after New with SetAuthorizer instead. A nil pointer (a nil
+// *auth.Verifier) is an error from New.
 func WithAuthorizer(a Authorizer) Option {
-	return optionFunc(func(o *options) { o.seams.setAuthz(a) })
+	return optionFunc(func(o *options) {
+		o.seams.setAuthz(a)
+		o.noteNil("WithAuthorizer", a != nil && core.IsNil(a))
+	})
 }
 
-// SetTokenSource replaces the TokenSource (nil removes it). It is safe to
-// call at any time, concurrently with requests.
+// SetTokenSource replaces the TokenSource (nil, or a nil pointer, removes
+// it). It is safe to call at any time, concurrently with requests.
 func (r *Registry) SetTokenSource(ts TokenSource) { r.opts.seams.setTokens(ts) }
 
-// SetAuthorizer replaces the Authorizer (nil removes it). It is safe to call
-// at any time, concurrently with requests.
+// SetAuthorizer replaces the Authorizer (nil, or a nil pointer, removes
+// it). It is safe to call at any time, concurrently with requests.
 func (r *Registry) SetAuthorizer(a Authorizer) { r.opts.seams.setAuthz(a) }
 
 // TokenSource returns the TokenSource given by WithTokenSource or
