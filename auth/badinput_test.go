@@ -2,10 +2,14 @@ package auth_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -84,5 +88,49 @@ func TestValidateConfigRefusesABadPolicy(t *testing.T) {
 	good := `{"auth":{"allow":{"orders":[{"path_prefix":"/items"}]}}}`
 	if _, err := reg.UpdateConfig(ctx, "inventory", json.RawMessage(good)); err != nil {
 		t.Fatalf("UpdateConfig(a valid policy) = %v", err)
+	}
+}
+
+// WithKey with a key that cannot sign, or whose private and public halves
+// do not match: an ECDSA key without its private scalar (or without its
+// point) panicked, at the first Token or in NewSigner; one with a zero
+// scalar failed every Token; halves that do not match signed tokens that
+// no Verifier accepts. NewSigner published each. Now each is an option
+// error and nothing is published.
+func TestKeysThatCannotSignAreOptionErrors(t *testing.T) {
+	ctx := context.Background()
+	reg := badInputRegistry(t)
+	k, k2 := mustECKey(t), mustECKey(t)
+	_, e1, _ := ed25519.GenerateKey(rand.Reader)
+	_, e2, _ := ed25519.GenerateKey(rand.Reader)
+	cases := map[string]crypto.Signer{
+		"ecdsa without D":       &ecdsa.PrivateKey{PublicKey: k.PublicKey},
+		"ecdsa with a zero D":   &ecdsa.PrivateKey{PublicKey: k.PublicKey, D: new(big.Int)},
+		"ecdsa with another D":  &ecdsa.PrivateKey{PublicKey: k.PublicKey, D: k2.D},
+		"ecdsa without a point": &ecdsa.PrivateKey{PublicKey: ecdsa.PublicKey{Curve: elliptic.P256()}, D: k.D},
+		"ed25519 mixed halves":  append(append(ed25519.PrivateKey{}, e1[:ed25519.SeedSize]...), e2[ed25519.SeedSize:]...),
+		"ed25519 zero public":   append(append(ed25519.PrivateKey{}, e1[:ed25519.SeedSize]...), make([]byte, ed25519.PublicKeySize)...),
+	}
+	for name, key := range cases {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s: panicked: %v", name, p)
+				}
+			}()
+			s, err := auth.NewSigner(ctx, reg, "orders", auth.WithKey("mykid", key))
+			if err == nil {
+				_, err = s.Token(ctx, "inventory")
+				t.Errorf("%s: NewSigner accepted the key (then Token: %v); want a ValidationError naming WithKey", name, err)
+				return
+			}
+			var ve *discovery.ValidationError
+			if !errors.As(err, &ve) || ve.Field != "option WithKey" {
+				t.Errorf("%s: NewSigner = %v; want a ValidationError naming WithKey", name, err)
+			}
+		}()
+	}
+	if keys, err := reg.Keys(ctx, "orders"); len(keys) != 0 {
+		t.Fatalf("published %d keys (%v); want none", len(keys), err)
 	}
 }

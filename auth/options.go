@@ -163,8 +163,9 @@ func WithAlgorithm(alg string) Option { return optionFunc(func(c *config) { c.al
 
 // WithKey makes the Signer start with the given private key, an
 // ed25519.PrivateKey (EdDSA) or an *ecdsa.PrivateKey on P-256 (ES256), under
-// key ID kid (1 to 64 of [A-Za-z0-9_-]), instead of generating one. Keys made
-// by later rotations are generated, with the same algorithm.
+// key ID kid (1 to 64 of [A-Za-z0-9_-]), instead of generating one; the key
+// must sign, and its public half verify what it signs. Keys made by later
+// rotations are generated, with the same algorithm.
 func WithKey(kid string, key crypto.Signer) Option {
 	return optionFunc(func(c *config) { c.kid, c.key, c.keySet = kid, key, true })
 }

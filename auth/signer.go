@@ -165,8 +165,13 @@ func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 	case ed25519.PublicKey:
 		k.alg, k.method = EdDSA, jwt.SigningMethodEdDSA
 	case *ecdsa.PublicKey:
-		if _, ok := key.(*ecdsa.PrivateKey); !ok || pub.Curve != elliptic.P256() {
+		kk, ok := key.(*ecdsa.PrivateKey)
+		if !ok || pub.Curve != elliptic.P256() {
 			return nil, optErr("WithKey", kid, "an ECDSA key must be an *ecdsa.PrivateKey on P-256 (ES256)")
+		}
+		// Checked before encoding and signing, which panicked without them.
+		if kk.D == nil || pub.X == nil || pub.Y == nil {
+			return nil, optErr("WithKey", kid, "an ECDSA key needs its private scalar (D) and its public point (X, Y)")
 		}
 		k.alg, k.method = ES256, jwt.SigningMethodES256
 	default:
@@ -175,6 +180,16 @@ func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 	der, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, optErr("WithKey", kid, "public key does not encode: "+err.Error())
+	}
+	// A key that cannot sign failed every Token, and one whose halves do not
+	// match published a public key that verified none of its tokens.
+	const probe = "discovery: auth: key probe"
+	sig, err := k.method.Sign(probe, key)
+	if err != nil {
+		return nil, optErr("WithKey", kid, "does not sign: "+err.Error())
+	}
+	if k.method.Verify(probe, sig, key.Public()) != nil {
+		return nil, optErr("WithKey", kid, "its public half does not verify its signatures")
 	}
 	k.der = der
 	return k, nil
