@@ -99,7 +99,8 @@ type admin struct {
 //
 // Mutating endpoints ask the Authorizer (AdminAuthorizer, else the
 // Registry's): without one they answer 403 and change nothing; a request it
-// refuses gets 401 (unauthenticated) or 403 (forbidden). Bad input gets 400,
+// refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
+// (forbidden). Bad input gets 400,
 // an unknown service 404, a backend outage 503, each with {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
@@ -314,7 +315,8 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 	}
 	id, err := az.Authorize(req)
 	switch {
-	case errors.Is(err, ErrUnauthenticated):
+	case errors.Is(err, ErrUnauthenticated), err == nil && id == nil:
+		w.Header().Set("WWW-Authenticate", "Bearer") // every 401 says how to authenticate (RFC 9110)
 		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
 		return nil, false
 	case errors.Is(err, ErrForbidden):
@@ -322,9 +324,6 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 		return nil, false
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
-		return nil, false
-	case id == nil:
-		writeJSON(w, http.StatusUnauthorized, jsonError{"discovery: unauthenticated"})
 		return nil, false
 	case a.o.scope != "" && !id.HasScope(a.o.scope):
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})

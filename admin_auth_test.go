@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -117,5 +118,28 @@ func TestTypedNilAuthSeams(t *testing.T) {
 	rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
 	if err != nil || len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered || rc.count() != 1 {
 		t.Fatalf("UpdateConfig = %+v, %v; want one notification delivered", rep, err)
+	}
+}
+
+// A 401 of the admin handler carries "WWW-Authenticate: Bearer", as RFC
+// 9110 requires of every 401 and as auth.Verifier's middleware answers; it
+// had none.
+func TestAdminUnauthorizedChallenges(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	for name, a := range map[string]discovery.Authorizer{
+		"unauthenticated": fakeAuthz{err: discovery.ErrUnauthenticated},
+		"no identity":     fakeAuthz{},
+	} {
+		for _, m := range []struct{ method, path string }{
+			{"DELETE", "/services/web/instances/10.0.0.1:80"},
+			{"PUT", "/services/web/config"},
+		} {
+			req := httptest.NewRequest(m.method, m.path, strings.NewReader(`{}`))
+			rec := httptest.NewRecorder()
+			r.AdminHandler(discovery.AdminAuthorizer(a)).ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") != "Bearer" {
+				t.Errorf("%s: %s %s = %d with WWW-Authenticate %q; want 401 with Bearer", name, m.method, m.path, rec.Code, rec.Header().Get("WWW-Authenticate"))
+			}
+		}
 	}
 }
