@@ -15,6 +15,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/auth"
+	"github.com/rssbot/discovery/discoverytest"
 )
 
 func TestParsePolicyRefuses(t *testing.T) {
@@ -194,4 +195,34 @@ func FuzzVerify(f *testing.F) {
 			t.Fatal("an identity with an error")
 		}
 	})
+}
+
+// With "*", a token naming a service that does not exist costs one
+// database read per name and second, the registry's negative cache, as
+// AnyCaller says: the Verifier read the name's keys again past that cache
+// at once (a second read for each made-up name), though the database had
+// just said it has none.
+func TestAnyCallerUnknownServiceReadsOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, _, err := f.backend.SetConfig(ctx, "inventory", []byte(`{"auth":{"allow":{"*":[{"path_prefix":"/status"}]}}}`), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: f.backend}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"ghost-1", "ghost-2", "ghost-1"} {
+		tok := forge(t, jwt.SigningMethodEdDSA, f.priv, "ghost-k1", withClaims(func(c jwt.MapClaims) { c["sub"] = name }), nil)
+		req := httptest.NewRequest("GET", "/status", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if _, err := v.Authorize(req); reason(err) != "unknown key" {
+			t.Fatalf("request %d from %s: %v; want unknown key", i, name, err)
+		}
+	}
+	if got := store.reads(); got["ghost-1"] != 1 || got["ghost-2"] != 1 {
+		t.Fatalf("the store was read %v; want each made-up caller once", got)
+	}
 }

@@ -358,16 +358,20 @@ func jwtError(err error) *Error {
 }
 
 // key finds a key of service by ID: in the cached snapshot, else (at most
-// once per KeyRefetchInterval per service) in the database.
+// once per KeyRefetchInterval per service) in the database. A service the
+// registry does not know has no keys: the database said so within the
+// negative cache's second, and reading it again doubled what a made-up
+// caller costs and spent the refetch state of real services on it.
 func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.PublicKey, *Error) {
 	svc, err := v.reg.Snapshot(ctx, service)
 	switch {
-	case err == nil:
-		if k := svc.Key(kid); k != nil {
-			return k, nil
-		}
-	case !errors.Is(err, discovery.ErrNotFound):
+	case errors.Is(err, discovery.ErrNotFound):
+		return nil, unauthenticated("unknown key", nil)
+	case err != nil:
 		return nil, unavailable("keys unavailable", err)
+	}
+	if k := svc.Key(kid); k != nil {
+		return k, nil
 	}
 	if !v.mayRefetch(service) {
 		return nil, unauthenticated("unknown key", nil)
