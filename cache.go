@@ -177,8 +177,13 @@ func (c *l1Cache) put(e *entry) *entry {
 		}
 		return e, true
 	})
-	if added {
-		c.rc.Set(e.name, e.slot, 1)
+	if added && !c.rc.Set(e.name, e.slot, 1) {
+		// Ristretto dropped the Set (its buffer was full: new services
+		// came faster than its goroutine takes them in). It never heard of
+		// the slot and would never evict it: the entry leaves the index as
+		// a rejected one does. Kept, such entries stayed for good, past
+		// WithCacheSize.
+		c.drop(e.slot, true)
 	}
 	if held == e && c.onPut != nil {
 		c.onPut(e)

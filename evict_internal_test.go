@@ -2,7 +2,9 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,6 +87,53 @@ func TestEvictionKeepsStatsTotals(t *testing.T) {
 	after := r.Stats()
 	if after.PanicPicks != before.PanicPicks || after.Picks != before.Picks {
 		t.Fatalf("after svc-0 was evicted: PanicPicks %d, Picks %v; before %d, %v", after.PanicPicks, after.Picks, before.PanicPicks, before.Picks)
+	}
+}
+
+// A burst of new services faster than ristretto's goroutine takes them in
+// leaves L1 at its bound once ristretto has caught up. A Set that
+// ristretto dropped (its buffer full) left the service in the index, where
+// ristretto, which never heard of it, could never evict it: 160,000
+// lookups of unknown names with the in-memory store, from 8 goroutines, in
+// an L1 of 1,000 left 90,000 entries there for good.
+func TestBurstOfNewServicesLeavesL1AtItsBound(t *testing.T) {
+	ctx := context.Background()
+	r, _ := fakeRegistry(t, WithCacheSize(evictSize))
+	// Ristretto's goroutine stops at its first eviction, as a busy one
+	// falls behind, until the burst is over.
+	var first atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	r.l1.onEvict = func(e *entry) {
+		if first.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		r.entryEvicted(e)
+	}
+	n := 0
+	lookup := func() {
+		if _, err := r.Get(ctx, fmt.Sprintf("unknown-%d", n)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get(unknown-%d) = %v; want ErrNotFound", n, err)
+		}
+		n++
+	}
+	for stopped := false; !stopped; {
+		lookup()
+		select {
+		case <-entered:
+			stopped = true
+		default:
+		}
+	}
+	for range 33 << 10 { // more than ristretto buffers (32 Ki Sets)
+		lookup()
+	}
+	close(release)
+	r.l1.rc.Wait()
+	held := 0
+	r.l1.each(func(*entry) { held++ })
+	if held > evictSize {
+		t.Fatalf("after %d lookups of unknown services, L1 of %d holds %d", n, evictSize, held)
 	}
 }
 

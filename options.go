@@ -310,7 +310,9 @@ func WithoutMigration() Option { return optionFunc(func(o *options) { o.migrate 
 // invisible to every reader at once.
 func WithLeaseTTL(d time.Duration) Option { return optionFunc(func(o *options) { o.leaseTTL = d }) }
 
-// WithCacheSize bounds the L1 cache, in services (10,000 by default).
+// WithCacheSize bounds the L1 cache, in services (10,000 by default). A
+// burst of new services can take it past the bound for as long as its
+// admission policy, which runs in the background, takes to catch up.
 func WithCacheSize(services int) Option {
 	return optionFunc(func(o *options) { o.cacheSize = services })
 }
