@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +83,11 @@ type l1Cache struct {
 	// lease is the lease TTL (ns): a database read begun a lease after the
 	// held snapshot was read may replace it at a lower revision (put).
 	lease int64
+	// mu keeps ristretto's Close from running while a put or a lookup
+	// calls into it (its Close closes the channels Set and Get send on),
+	// and closed, under mu, stops those calls once Close has begun.
+	mu     sync.RWMutex
+	closed bool
 }
 
 func newL1(size int) (*l1Cache, error) {
@@ -132,7 +138,8 @@ func (c *l1Cache) drop(sl *slot, gone bool) {
 // keeping the stored value; only a slot ristretto does not hold leaves the
 // index, and the service is gone only if ristretto holds no slot of it
 // (else its state, an episode of self-preservation with it, was forgotten
-// while lookups used it).
+// while lookups used it). It runs on ristretto's goroutine, which
+// ristretto's Close stops before it closes anything: it needs no mu.
 func (c *l1Cache) rejected(sl *slot) {
 	held, ok := c.rc.Get(sl.name)
 	if !ok || held != sl {
@@ -145,9 +152,33 @@ func (c *l1Cache) get(name string) *entry { return c.index.load(name) }
 // touch reports an access to ristretto's policy and restores an entry that
 // ristretto lost track of (a dropped Set).
 func (c *l1Cache) touch(e *entry) {
+	if !c.mu.TryRLock() {
+		return // closing
+	}
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
 	if _, ok := c.rc.Get(e.name); !ok {
 		c.rc.Set(e.name, e.slot, 1)
 	}
+}
+
+// access reports a lookup of a service L1 does not hold to ristretto's policy.
+func (c *l1Cache) access(name string) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.closed {
+		c.rc.Get(name)
+	}
+}
+
+// set hands a new slot to ristretto and reports whether it took it: not if
+// its buffer was full, nor once L1 is closed.
+func (c *l1Cache) set(sl *slot) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !c.closed && c.rc.Set(sl.name, sl, 1)
 }
 
 // put stores e unless L1 holds a newer snapshot of the service (a higher
@@ -177,12 +208,12 @@ func (c *l1Cache) put(e *entry) *entry {
 		}
 		return e, true
 	})
-	if added && !c.rc.Set(e.name, e.slot, 1) {
+	if added && !c.set(e.slot) {
 		// Ristretto dropped the Set (its buffer was full: new services
-		// came faster than its goroutine takes them in). It never heard of
-		// the slot and would never evict it: the entry leaves the index as
-		// a rejected one does. Kept, such entries stayed for good, past
-		// WithCacheSize.
+		// came faster than its goroutine takes them in), or L1 is closed.
+		// It never heard of the slot and would never evict it: the entry
+		// leaves the index as a rejected one does. Kept, such entries
+		// stayed for good, past WithCacheSize.
 		c.drop(e.slot, true)
 	}
 	if held == e && c.onPut != nil {
@@ -231,7 +262,14 @@ func (c *l1Cache) remove(e *entry) { c.index.compareAndDelete(e.name, e) }
 
 func (c *l1Cache) each(fn func(*entry)) { c.index.each(fn) }
 
-func (c *l1Cache) close() { c.rc.Close() }
+// close shuts ristretto down once no call into it runs; loads that finish
+// later leave nothing in L1.
+func (c *l1Cache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.rc.Close()
+}
 
 // newEntry builds the L1 entry of a snapshot read from the database at
 // loadedAt, as seen at now: instances whose lease has ended are left out,
@@ -485,7 +523,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// A miss counts as an access too (sampled as hits are), so that
 		// ristretto's admission policy learns a service is popular before
 		// it holds it.
-		r.l1.rc.Get(name)
+		r.l1.access(name)
 	}
 	if e != nil {
 		if fu := e.freshUntil.Load(); now < fu {
