@@ -100,8 +100,9 @@ type admin struct {
 // Mutating endpoints ask the Authorizer (AdminAuthorizer, else the
 // Registry's): without one they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
-// (forbidden). Bad input gets 400,
-// an unknown service 404, a backend outage 503, each with {"error": "..."}.
+// (forbidden). Bad input gets 400, an unknown service or path 404, a method a
+// path does not take 405 (with Allow), a backend outage 503, each with
+// {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
 	for _, opt := range opts {
@@ -120,7 +121,40 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	mux.HandleFunc("GET /services/{name}/config", a.config)
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if _, pattern := mux.Handler(req); pattern == "" {
+			w = &routeMiss{ResponseWriter: w} // no endpoint: the mux's 404 or 405, or a redirect
+		}
+		mux.ServeHTTP(w, req)
+	})
+}
+
+// routeMiss turns the mux's own plain-text 404 and 405 into the JSON error
+// every other answer of the API gives (a 405 keeps its Allow header);
+// anything else, a redirect to a cleaned path, passes through.
+type routeMiss struct {
+	http.ResponseWriter
+	answered bool
+}
+
+func (m *routeMiss) WriteHeader(status int) {
+	switch status {
+	case http.StatusNotFound:
+		writeJSON(m.ResponseWriter, status, jsonError{"discovery: no such admin endpoint"})
+	case http.StatusMethodNotAllowed:
+		writeJSON(m.ResponseWriter, status, jsonError{"discovery: method not allowed; allowed: " + m.Header().Get("Allow")})
+	default:
+		m.ResponseWriter.WriteHeader(status)
+		return
+	}
+	m.answered = true
+}
+
+func (m *routeMiss) Write(b []byte) (int, error) {
+	if m.answered {
+		return len(b), nil // the plain-text body, replaced
+	}
+	return m.ResponseWriter.Write(b)
 }
 
 func (a *admin) renderPage() []byte {

@@ -295,3 +295,41 @@ func TestAdminPutConfigSizeLimit(t *testing.T) {
 		t.Fatalf("PUT of MaxConfigBytes bytes = %d %s; want 200", code, body)
 	}
 }
+
+// A path the handler does not serve, or a method a path does not take, is
+// answered as every other error of the API: a JSON {"error": ...} (a 405
+// with its Allow header), not the mux's plain text, which a script reading
+// the API's errors as JSON cannot decode. Redirects to a cleaned path stay.
+func TestAdminRoutingErrorsAreJSON(t *testing.T) {
+	r, _ := adminWorld(t)
+	h := r.AdminHandler()
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/nope", http.StatusNotFound, ""},
+		{"GET", "/services/orders/instances", http.StatusNotFound, ""},
+		{"POST", "/overview", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"PATCH", "/services/orders/config", http.StatusMethodNotAllowed, "GET, HEAD, PUT"},
+		{"GET", "/services/orders/instances/10.0.0.1:8080", http.StatusMethodNotAllowed, "DELETE"},
+	} {
+		req := httptest.NewRequest(tt.method, tt.path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var e struct{ Error string }
+		if rec.Code != tt.status || rec.Header().Get("Content-Type") != "application/json" ||
+			json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
+			t.Errorf("%s %s = %d %q %s; want %d with a JSON error", tt.method, tt.path, rec.Code, rec.Header().Get("Content-Type"), rec.Body.Bytes(), tt.status)
+		}
+		if got := rec.Header().Get("Allow"); got != tt.allow {
+			t.Errorf("%s %s: Allow = %q; want %q", tt.method, tt.path, got, tt.allow)
+		}
+	}
+	req := httptest.NewRequest("GET", "/services/../overview", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != "/overview" {
+		t.Errorf("GET /services/../overview = %d to %q; want a redirect to /overview", rec.Code, rec.Header().Get("Location"))
+	}
+}
