@@ -3,7 +3,7 @@
 // same run) and beside the seed's claim for that layer.
 //
 //	go run ./examples/bench            # a markdown table
-//	go run ./examples/bench -json      # the same as JSON
+//	go run ./examples/bench -json      # the same as JSON: {"environment": {...}, "rows": [...]}
 //	go run ./examples/bench -benchtime 2s
 //	go run ./examples/bench -rounds 9  # more rounds of the benchmarks that targets compare
 //
@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/internal/benchsuite"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -44,6 +43,35 @@ type Row struct {
 	Met         *bool   `json:"met,omitempty"`
 	SeedClaimNs float64 `json:"seed_claim_ns,omitempty"`
 	SpeedUp     float64 `json:"speed_up,omitempty"` // SeedClaimNs / Value
+}
+
+// Environment is where and when a report was measured: its ratios depend
+// on the machine (a Redis round trip of 20 µs on one host and 40 µs on
+// another moves the L2 ratio by a tenth), so both forms of the report name
+// it.
+type Environment struct {
+	Date      string `json:"date"` // RFC 3339, UTC, when the run ended
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model,omitempty"` // where Linux names it
+	Redis     string `json:"redis"`
+	Database  string `json:"database"`
+	Benchtime string `json:"benchtime"`
+	Rounds    int    `json:"rounds"`
+}
+
+// Report is what -json prints.
+type Report struct {
+	Environment Environment `json:"environment"`
+	Rows        []Row       `json:"rows"`
+}
+
+func environment(now time.Time, benchtime string, rounds int) Environment {
+	return Environment{Date: now.UTC().Format(time.RFC3339), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), Redis: backend(testutil.EnvRedis, "miniredis (in-process)"),
+		Database: backend(testutil.EnvPostgres, "SQLite (pure Go)"), Benchtime: benchtime, Rounds: rounds}
 }
 
 type result struct {
@@ -78,13 +106,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	env := environment(time.Now(), *benchtime, *rounds)
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rows)
+		printJSON(os.Stdout, env, rows)
 		return
 	}
-	printMarkdown(os.Stdout, rows)
+	printMarkdown(os.Stdout, env, rows)
+}
+
+func printJSON(w io.Writer, env Environment, rows []Row) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(Report{Environment: env, Rows: rows})
 }
 
 func bench(progress io.Writer, name string, fn func(*testing.B)) result {
@@ -242,10 +275,8 @@ func report(res map[string]result, store string) []Row {
 
 func ptr(b bool) *bool { return &b }
 
-// cpuModel names the processor (" (model)") where Linux says what it is,
-// so that a table names its machine: the ratios depend on it (a Redis round
-// trip of 20 µs on one host and 40 µs on another moves the L2 ratio by a
-// tenth). Elsewhere it is empty.
+// cpuModel names the processor where Linux says what it is (see
+// Environment). Elsewhere it is empty.
 func cpuModel() string {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -253,15 +284,19 @@ func cpuModel() string {
 	}
 	for line := range strings.Lines(string(b)) {
 		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return " (" + strings.TrimSpace(v) + ")"
+			return strings.TrimSpace(v)
 		}
 	}
 	return ""
 }
 
-func printMarkdown(w io.Writer, rows []Row) {
-	fmt.Fprintf(w, "Go %s, %s/%s, %d CPUs%s; Redis: %s; database: %s; library %s\n\n", runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), cpuModel(), backend(testutil.EnvRedis, "miniredis (in-process)"), backend(testutil.EnvPostgres, "SQLite (pure Go)"), discovery.DefaultNamespace)
+func printMarkdown(w io.Writer, env Environment, rows []Row) {
+	model := ""
+	if env.CPUModel != "" {
+		model = " (" + env.CPUModel + ")"
+	}
+	fmt.Fprintf(w, "%s: Go %s, %s/%s, %d CPUs%s; Redis: %s; database: %s; -benchtime %s, %d rounds\n\n", env.Date, env.GoVersion,
+		env.OS, env.Arch, env.CPUs, model, env.Redis, env.Database, env.Benchtime, env.Rounds)
 	fmt.Fprintln(w, "| operation | value | allocs/op | floor | floor value | ratio | target | met | seed's claim | speed-up |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,11 +28,39 @@ func TestCPUModelNamesTheProcessorLinuxNames(t *testing.T) {
 		t.Skip("no model name in /proc/cpuinfo here")
 	}
 	got := cpuModel()
-	if !strings.HasPrefix(got, " (") || !strings.HasSuffix(got, ")") || len(got) < 4 {
-		t.Fatalf("cpuModel() = %q; want \" (<model>)\"", got)
-	}
-	if name := strings.TrimSuffix(strings.TrimPrefix(got, " ("), ")"); !strings.Contains(string(b), name) || strings.ContainsAny(name, ":\n") {
+	if got == "" || got != strings.TrimSpace(got) || !strings.Contains(string(b), got) || strings.ContainsAny(got, ":\n") {
 		t.Fatalf("cpuModel() = %q; want the value of a model name line of /proc/cpuinfo", got)
+	}
+}
+
+// Both forms of the report say where and when they were measured: the
+// ratios depend on the machine, and -json, for scripts that keep reports,
+// printed the rows alone.
+func TestReportsNameTheirMachineAndDate(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.FixedZone("CET", 3600))
+	env := environment(now, "2s", 7)
+	rows := report(measured(), "sqlite")
+	var js bytes.Buffer
+	printJSON(&js, env, rows)
+	var got Report
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatalf("-json output does not decode into a Report: %v\n%s", err, js.Bytes())
+	}
+	want := Environment{Date: "2026-11-29T09:00:00Z", GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), Redis: env.Redis, Database: env.Database, Benchtime: "2s", Rounds: 7}
+	if got.Environment != want || env.Redis == "" || env.Database == "" {
+		t.Errorf("-json environment = %+v; want %+v", got.Environment, want)
+	}
+	if len(got.Rows) != len(rows) || got.Rows[0].Operation != rows[0].Operation {
+		t.Errorf("-json rows: %d, first %q; want %d, first %q", len(got.Rows), got.Rows[0].Operation, len(rows), rows[0].Operation)
+	}
+	var md bytes.Buffer
+	printMarkdown(&md, env, rows)
+	head, _, _ := strings.Cut(md.String(), "\n")
+	for _, s := range []string{want.Date, want.GoVersion, want.CPUModel, want.Redis, want.Database, "2s", "7 rounds"} {
+		if !strings.Contains(head, s) {
+			t.Errorf("markdown header %q lacks %q", head, s)
+		}
 	}
 }
 
