@@ -84,8 +84,8 @@ func WithHandler(h http.Handler) RegisterOption {
 
 // Transport returns an http.RoundTripper that sends requests for
 // http://<service>/path to an instance chosen by Pick, reports each outcome
-// (connection errors and 5xx as failures, 429 as overload, the caller's
-// cancellation as neither), and retries idempotent requests once on
+// (connection errors, 5xx and the caller's deadline passing as failures,
+// 429 as overload, the caller's cancellation as neither), and retries idempotent requests once on
 // another instance under a retry budget.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
@@ -201,7 +201,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		resp, err = t.o.base.RoundTrip(out)
 	}
 	if err != nil {
-		if req.Context().Err() != nil {
+		if callerCanceled(req) {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))
@@ -224,16 +224,26 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
 		o := outcome
 		if o == nil && readErr != nil {
-			// The instance cut the body short (a connection error), unless
-			// the caller cancelled: neither.
+			// The instance cut the body short (a connection error), or
+			// did not send it within the caller's deadline, unless the
+			// caller cancelled: neither.
 			o = readErr
-			if req.Context().Err() != nil {
+			if callerCanceled(req) {
 				o = context.Canceled
 			}
 		}
 		sel.DoneLatency(o, time.Since(start))
 	}}
 	return resp, nil
+}
+
+// callerCanceled reports whether the caller gave up on req: its context
+// was cancelled. A deadline that passed is not that: the instance did not
+// answer in the time the caller gives a call (http.Client.Timeout sets one),
+// which Done counts as a failure, as it does the same error from a caller
+// that picks by hand; a hung instance is ejected, not picked for ever.
+func callerCanceled(req *http.Request) bool {
+	return errors.Is(req.Context().Err(), context.Canceled)
 }
 
 // serveLocal serves a request in-process as net/http's server would: the

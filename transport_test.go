@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -381,5 +383,60 @@ func TestTransportInProcessBodilessAnswerIsNotLeftInFlight(t *testing.T) {
 	}
 	if n := discovery.InFlight(r, "user_svc", g.Instance().ID); n != 0 {
 		t.Fatalf("after 10 answers without a body, none in flight, the instance counts %d in flight; want 0", n)
+	}
+}
+
+// A deadline that passes while an instance holds a request (a hung
+// instance, seen through a context deadline or http.Client.Timeout) is the
+// instance's failure, as Done counts it for a caller that picks by hand:
+// the instance is ejected after 5 of them, not picked for ever. A
+// cancellation stays the caller's (TestTransportOutcomes).
+func TestTransportDeadlineIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	hang := make(chan struct{})
+	for _, tt := range []struct {
+		service string
+		handler http.HandlerFunc
+	}{
+		{"hung", func(w http.ResponseWriter, req *http.Request) { // no answer at all
+			select {
+			case <-hang:
+			case <-req.Context().Done():
+			}
+		}},
+		{"stalled", func(w http.ResponseWriter, req *http.Request) { // headers, then no body
+			w.WriteHeader(200)
+			_, _ = io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			select {
+			case <-hang:
+			case <-req.Context().Done():
+			}
+		}},
+	} {
+		srv := httptest.NewServer(tt.handler)
+		host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		p, _ := strconv.Atoi(port)
+		id := mustRegister(t, r, discovery.Instance{Service: tt.service, Host: host, Port: p}).Instance().ID
+		client := r.HTTPClient()
+		client.Timeout = 50 * time.Millisecond
+		for i := 0; i < 5; i++ {
+			resp, err := client.Get("http://" + tt.service + "/")
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(fmt.Sprint(err), "Client.Timeout") {
+				t.Fatalf("%s: request %d: %v; want the client's timeout", tt.service, i, err)
+			}
+		}
+		client.CloseIdleConnections()
+		if svc, _ := r.Get(ctx, tt.service); svc.Instance(id).Status != discovery.StatusEjected {
+			t.Errorf("%s: after 5 requests past their deadline the instance shows %v; want ejected", tt.service, svc.Instance(id).Status)
+		}
+		close(hang)
+		srv.Close()
+		hang = make(chan struct{})
 	}
 }
