@@ -193,10 +193,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		err  error
 	)
 	if h := t.r.localHandler(sel.Instance); h != nil {
-		resp, err = serveLocal(h, out, sel, start)
-		if err != nil {
-			return nil, err
-		}
+		resp, err = serveLocal(h, out)
 	} else {
 		resp, err = t.o.base.RoundTrip(out)
 	}
@@ -247,9 +244,34 @@ func callerCanceled(req *http.Request) bool {
 }
 
 // serveLocal serves a request in-process as net/http's server would: the
-// handler sees a non-nil body, the body is closed afterwards, and a panic is
-// the instance's failure (reported, not leaked as a request in flight).
-func serveLocal(h http.Handler, out *http.Request, sel Selection, start time.Time) (resp *http.Response, err error) {
+// handler sees a non-nil body, the body is closed afterwards, a panic is
+// the instance's failure (an error, which send reports), and a caller whose
+// context ends gets its error then, while a handler that does not watch the
+// context runs on to its end, as a server's would.
+func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
+	ctx := out.Context()
+	if ctx.Done() == nil { // cannot end: no goroutine needed
+		return serveLocalWait(h, out)
+	}
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		resp, err := serveLocalWait(h, out)
+		ch <- answer{resp, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.resp, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// serveLocalWait serves a request in-process and waits for the handler.
+func serveLocalWait(h http.Handler, out *http.Request) (resp *http.Response, err error) {
 	body := out.Body
 	if out.Body == nil {
 		out.Body = http.NoBody
@@ -264,7 +286,6 @@ func serveLocal(h http.Handler, out *http.Request, sel Selection, start time.Tim
 			} else {
 				err = fmt.Errorf("discovery: in-process handler panicked: %v", p)
 			}
-			sel.DoneLatency(err, time.Since(start))
 			resp = nil
 		}
 	}()

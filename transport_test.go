@@ -440,3 +440,48 @@ func TestTransportDeadlineIsAFailure(t *testing.T) {
 		hang = make(chan struct{})
 	}
 }
+
+// An in-process handler that does not watch its request's context (a
+// computation, a call without the context) does not hold a caller that gave
+// up: RoundTrip returns the context's error when the caller cancels, as it
+// does for an instance over the network, and the request is not left in
+// flight. It waited for the handler, for ever if the handler never returned.
+func TestTransportInProcessCallerCancelsAHandlerThatDoesNotReturn(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		defer close(finished)
+		close(started)
+		<-release // not req.Context().Done()
+		_, _ = io.WriteString(w, "late")
+	})
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { <-finished }()
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://user_svc/x", nil)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := r.HTTPClient().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled in-process request: %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the caller cancelled, yet the request is still held by the in-process handler")
+	}
+	if n := discovery.InFlight(r, "user_svc", g.Instance().ID); n != 0 {
+		t.Fatalf("a cancelled in-process request left %d requests in flight; want 0", n)
+	}
+}
