@@ -97,6 +97,11 @@ type admin struct {
 //	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
 //	DELETE /services/{name}/instances/{id}  deregister an instance; needs authorization
 //
+// DELETE is for the rows of instances whose processes died: a process that
+// still holds the instance's Registration registers it again at its next
+// renewal (TTL/3), as after any loss of its row. A live instance is taken
+// out by Registration.Drain (or Close) in its own process.
+//
 // Mutating endpoints ask the Authorizer (AdminAuthorizer, else the
 // Registry's): without one they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403

@@ -333,3 +333,34 @@ func TestAdminRoutingErrorsAreJSON(t *testing.T) {
 		t.Errorf("GET /services/../overview = %d to %q; want a redirect to /overview", rec.Code, rec.Header().Get("Location"))
 	}
 }
+
+// DELETE of an instance whose process still holds its Registration takes
+// it out at once, and that process registers it again at its next renewal
+// (a registration whose row vanished does, as after a database restore):
+// what README and AdminHandler's doc say, so that an operator knows to
+// drain a live instance in its own process instead.
+func TestAdminDeleteOfALiveRegistrationLastsUntilItsRenewal(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	owner := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	ops := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	id := mustRegister(t, owner, discovery.Instance{Service: "orders", Host: "10.0.0.1", Port: 8080}).Instance().ID
+	h := ops.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	if code, body := do(t, h, "DELETE", "/services/orders/instances/"+id, ""); code != http.StatusOK {
+		t.Fatalf("DELETE = %d %s", code, body)
+	}
+	if svc, err := backend.Load(ctx, "orders"); err == nil && svc.Instance(id) != nil {
+		t.Fatal("the instance is still stored after DELETE")
+	}
+	clock.BlockUntilAt(t0.Add(discovery.DefaultLeaseTTL / 3)) // the owner's renewal timer is set
+	clock.Advance(discovery.DefaultLeaseTTL / 3)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if svc, err := backend.Load(ctx, "orders"); err == nil && svc.Instance(id) != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the owner's renewal did not register the deleted instance again")
+		}
+	}
+}
