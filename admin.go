@@ -372,7 +372,9 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 }
 
 // fail answers an error with its status: 400 invalid, 404 not found, 503 a
-// backend or the Registry unavailable, 501 unsupported, 500 otherwise.
+// backend or the Registry unavailable, or the request's context ended (the
+// client went away, the server is shutting down), 501 unsupported, 500
+// otherwise.
 func (a *admin) fail(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
 	switch {
@@ -380,7 +382,7 @@ func (a *admin) fail(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, ErrUnsupported):
 		status = http.StatusNotImplemented

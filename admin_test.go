@@ -364,3 +364,25 @@ func TestAdminDeleteOfALiveRegistrationLastsUntilItsRenewal(t *testing.T) {
 		}
 	}
 }
+
+// A request its client gave up on (a dashboard tab closed mid-fetch, a
+// server shutting down) is not an internal error: it is answered 503 and
+// logs nothing, where it was a 500 with a warning, one per aborted fetch.
+func TestAdminCancelledRequestIsNotAnInternalError(t *testing.T) {
+	log, logs := observed()
+	r, _ := adminWorld(t, discovery.WithLogger(log))
+	h := r.AdminHandler()
+	for _, path := range []string{"/overview", "/services", "/services/orders", "/services/orders/config"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequest("GET", path, nil).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == http.StatusInternalServerError {
+			t.Errorf("GET %s, cancelled: %d %s; want no internal error", path, rec.Code, rec.Body.Bytes())
+		}
+	}
+	if n := logs.FilterMessage("discovery: admin request failed").Len(); n != 0 {
+		t.Errorf("cancelled requests logged %d warnings; want none", n)
+	}
+}
