@@ -35,7 +35,8 @@ const (
 	StrategyLeastConnections
 	// StrategyHealthBased: the seed's weighted random choice, weight =
 	// health score x (1 - load) x 1000 / max(response time in ms, 1) x
-	// instance weight.
+	// instance weight; in panic mode, instance weight x (1 - load), so that
+	// the unhealthy instances (score 0) get their share.
 	StrategyHealthBased
 	// StrategyConsistentHash: the key given with HashKey maps to the same
 	// instance while it stays eligible; removing one of N instances moves
@@ -775,6 +776,9 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 	case StrategyLeastConnections:
 		return s.leastConnections(q)
 	case StrategyHealthBased:
+		if s.mode == modeAll {
+			return s.weightedRandom(panicWeight, q)
+		}
 		return s.weightedRandom(healthWeight, q)
 	case StrategyConsistentHash:
 		if q.key == "" { // as chooseDirect
@@ -940,6 +944,15 @@ func (s *selector) leastConnections(q *pickReq) int {
 func healthWeight(c *candidate) float64 {
 	// score x weight x 1e9 / ((1 + in-flight) x max(rtt, 1 ms))
 	return math.Float64frombits(c.is.hbase.Load()) * c.weight / (1 + float64(c.is.inflight.Load()))
+}
+
+// panicWeight is health_based's weight in panic mode: the instance weight
+// x (1 - load), without the health score and response time. Panic spreads
+// over the instances that health checks took out; weighed by their score
+// (0 while unhealthy), they got no pick, and the few healthy instances took
+// all of them, which is what panic mode is there to prevent.
+func panicWeight(c *candidate) float64 {
+	return c.weight / (1 + float64(c.is.inflight.Load()))
 }
 
 func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) int {

@@ -1144,3 +1144,47 @@ func TestExcludeDoesNotTriggerPanic(t *testing.T) {
 		t.Fatalf("Pick excluding both healthy instances = %v; want ErrNoHealthyInstances", err)
 	}
 }
+
+// In panic mode every strategy spreads over all live instances, as Pick's
+// documentation says, the unhealthy ones included: that is what keeps the
+// few healthy ones from taking the whole load. health_based weighed each
+// instance by its health score, 0 while unhealthy, so it sent every panic
+// pick to the healthy minority while reporting them as panic picks.
+func TestPanicSpreadsOverAllLiveInstancesWithEveryStrategy(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	for _, filtered := range []bool{false, true} {
+		for _, s := range allStrategies {
+			got := map[string]int{}
+			for k := 0; k < 2000; k++ {
+				opts := []discovery.PickOption{discovery.UseStrategy(s), discovery.HashKey(fmt.Sprint("key", k))}
+				if filtered {
+					opts = append(opts, discovery.WithMeta("shard", "0")) // i0, i2, i4: one healthy
+				}
+				sel, err := r.Pick(ctx, "db_svc", opts...)
+				if err != nil || !sel.Panic {
+					t.Fatalf("%v: Pick = %+v, %v; want a panic pick", s, sel, err)
+				}
+				got[sel.Instance.ID]++
+				sel.DoneLatency(nil, time.Millisecond) // alike, so that p2c_ewma has no latency to prefer
+			}
+			for i := 0; i < 5; i++ {
+				id := fmt.Sprint("i", i)
+				if filtered && i%2 == 1 {
+					if got[id] != 0 {
+						t.Fatalf("%v with a filter: picks %v; the filter keeps i0, i2, i4", s, got)
+					}
+				} else if got[id] == 0 {
+					t.Fatalf("%v (filtered %v): panic picks %v; want every live instance chosen", s, filtered, got)
+				}
+			}
+		}
+	}
+}
