@@ -154,7 +154,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		var by [StatusSuspect + 1]int
 		if e := r.l1.get(st.name); e != nil && e.raw != nil {
 			for _, in := range e.view.Load().Instances {
-				if (in.ExpiresAt.UnixNano() > now || in.Status == StatusSuspect) && in.Status <= StatusSuspect {
+				if (in.ExpiresAt.UnixNano() > now || in.Status == StatusSuspect && r.keptAsSuspect(st, in.ExpiresAt.UnixNano(), now)) && in.Status <= StatusSuspect {
 					by[in.Status]++
 				}
 			}

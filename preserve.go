@@ -105,6 +105,42 @@ func (r *Registry) episodeOf(st *svcState, now int64) *episode {
 	return nil
 }
 
+// keptAsSuspect reports whether an instance whose lease ended at exp is
+// still kept as a suspect at now, as buildView keeps it: in the service's
+// self-preservation episode, or held by a database outage.
+func (r *Registry) keptAsSuspect(st *svcState, exp, now int64) bool {
+	if exp > now {
+		return false
+	}
+	if ep := r.episodeOf(st, now); ep != nil && exp >= ep.lo && exp <= ep.hi {
+		return true
+	}
+	return r.heldByOutage(exp, now)
+}
+
+// suspectsNow counts the suspects of a service's view that are still kept
+// at now. The view (and the count notePreservation keeps) is rebuilt only
+// by a lookup or a change: read as it was, a service no longer looked up
+// showed its suspects long after their grace ended.
+func (r *Registry) suspectsNow(st *svcState, now int64) int64 {
+	if st.suspects.Load() == 0 {
+		return 0
+	}
+	e := r.l1.get(st.name)
+	if e == nil || e.raw == nil || e.st != st {
+		return 0
+	}
+	n := int64(0)
+	view := e.view.Load()
+	for i := range view.Instances {
+		in := &view.Instances[i]
+		if in.Status == core.StatusSuspect && r.keptAsSuspect(st, in.ExpiresAt.UnixNano(), now) {
+			n++
+		}
+	}
+	return n
+}
+
 // notePreservation logs a service entering and leaving self-preservation,
 // once each, and counts episodes and suspects.
 func (r *Registry) notePreservation(st *svcState, suspects, total int) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -366,5 +367,48 @@ func TestRacingStoreOutcomesLeaveNoEndlessOutage(t *testing.T) {
 	}
 	if cut, want := discovery.ReapBefore(r, now), now.Add(-discovery.DefaultReapAfter); !cut.Equal(want) {
 		t.Errorf("reaper cutoff %v; want %v (no outage in the last reapAfter)", cut, want)
+	}
+}
+
+// Stats().Suspects and the discovery_instances gauge count the instances
+// kept as suspects now, not when the view was last built: once the grace
+// ends, a service nobody looks up any more reported its suspects for as
+// long as it stayed in L1.
+func TestSuspectsEndWithTheirGraceWithoutALookup(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0),
+		discovery.WithoutHealthChecks(), discovery.WithMetrics(reg))
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		if i < 3 {
+			return t0.Add(ttl + time.Duration(i)*time.Second)
+		}
+		return t0.Add(time.Hour)
+	})
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(t0.Add(ttl + 2*time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 3 suspect" {
+		t.Fatalf("just after the lapse: %s", got)
+	}
+	if n := r.Stats().Suspects; n != 3 {
+		t.Fatalf("Suspects = %d during the grace; want 3", n)
+	}
+	if n := scrape(t, reg)["discovery_instances{service=db_svc,status=suspect}"]; n != 3 {
+		t.Fatalf("suspect gauge = %v during the grace; want 3", n)
+	}
+	clock.Set(t0.Add(ttl + 2*time.Second + 2*ttl + time.Second)) // the grace is over; no lookup since
+	if n := r.Stats().Suspects; n != 0 {
+		t.Fatalf("Suspects = %d after the grace; want 0", n)
+	}
+	if n := scrape(t, reg)["discovery_instances{service=db_svc,status=suspect}"]; n != 0 {
+		t.Fatalf("suspect gauge = %v after the grace; want 0", n)
+	}
+	if got := statuses(r.Get(ctx, "db_svc")); got != "7 instances, 0 suspect" {
+		t.Fatalf("after the grace: %s", got)
 	}
 }

@@ -279,6 +279,7 @@ func (r *Registry) Stats() Stats {
 	s.Lookups[LayerL2] = r.ctr.l2.Load()
 	s.Lookups[LayerL3] = r.ctr.l3.Load()
 	s.PanicPicks, s.Ejections = r.ctr.panics.Load(), r.ctr.ejections.Load() // of forgotten services
+	now := r.clock.Now().UnixNano()
 	r.states.Range(func(_, v any) bool {
 		st := v.(*svcState)
 		if m := st.met.Load(); m != nil {
@@ -291,7 +292,7 @@ func (r *Registry) Stats() Stats {
 		}
 		s.PanicPicks += st.panics.Load()
 		s.Ejections += st.ejections.Load()
-		s.Suspects += st.suspects.Load()
+		s.Suspects += r.suspectsNow(st, now)
 		return true
 	})
 	for k := range r.picks { // metrics off
