@@ -62,10 +62,18 @@ type subscriberCounter interface{ Subscribers() int }
 //     subscribers.
 //   - neither (a database without Redis, or Redis down): the others see the
 //     change when their L1 entry stops being fresh; Drain waits the L1
-//     freshness window (5 s) plus the propagation delay.
+//     freshness window (5 s) plus the propagation delay. That bounds what
+//     a process that keeps using the service sees, not what one that
+//     looked it up last before the mark does: its first lookup after the
+//     window is answered from the entry it holds while that refreshes
+//     (stale-while-revalidate), so the picks it makes during that one
+//     refresh may still choose the instance, even after Drain returned.
+//     Callers retry such a pick elsewhere (HTTPClient does, for idempotent
+//     requests); with changes fanned out it does not happen.
 //
-// A process that lost the message (a reconnection) sees the change within
-// the L1 freshness window like any other. ctx bounds the wait: when it
+// A process that lost the message (a reconnection) revalidates what it
+// holds when it subscribes again, and otherwise sees the change when its
+// L1 entry stops being fresh, as without Redis. ctx bounds the wait: when it
 // ends, Drain deregisters at once. Calling Drain on a registration that is
 // gone returns nil.
 func (g *Registration) Drain(ctx context.Context) error {

@@ -111,6 +111,39 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 	}
 }
 
+// Without Redis the freshness window does not bound the picks of a process
+// that looked the service up last before the mark: its first lookup after
+// the window is answered from the entry it holds while that refreshes
+// (stale-while-revalidate), so it may still pick the instance after Drain
+// returned. Drain's documentation says so; with fan-out it cannot happen.
+func TestDrainWithoutFanOutLeavesAStaleWhileRevalidatePick(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[1], discovery.WithClock(clock), discovery.WithReaper(0, 0)) // sqlite, no Redis
+	a, b := w.registry(t), w.registry(t)
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
+		t.Fatalf("b sees %s", s)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Drain(ctx) }()
+	clock.BlockUntilAt(t0.Add(discovery.DefaultFresh + discovery.DefaultPropagationDelay)) // Drain's wait
+	clock.Advance(discovery.DefaultFresh + discovery.DefaultPropagationDelay)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second) // b does not look db_svc up until well after Drain returned
+	sel, err := b.Pick(ctx, "db_svc")
+	if err != nil {
+		t.Fatalf("Pick = %v; want the stale entry's instance", err)
+	}
+	sel.Done(nil)
+	if sel.Instance.ID != "10.0.0.1:1" {
+		t.Fatalf("Pick chose %s", sel.Instance.ID)
+	}
+	waitFor(t, time.Second, "b's refresh", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "absent" })
+}
+
 // With no other process listening there is nobody to wait for.
 func TestDrainAloneDoesNotWait(t *testing.T) {
 	for _, k := range fanOutWorlds() {
