@@ -98,7 +98,8 @@ type target struct {
 	spec health.Target
 	st   *svcState
 	is   *instState
-	own  bool // a router instance of this process: never shared out
+	own  bool          // a router instance of this process: never shared out
+	reg  *Registration // its registration, when own
 	busy atomic.Bool
 }
 
@@ -324,6 +325,18 @@ func (m *monitor) probes(t *target, now int64) bool {
 
 func (m *monitor) startCheck(t *target) {
 	spec, st, is, sm := t.spec, t.st, t.is, t.sm
+	// This process's own instance is checked while it is registered: its
+	// registration's context ends at Deregister (and Close), before the
+	// next scan drops the target, and ends a check in flight. A check
+	// falling due in between ran the function of an instance its owner had
+	// taken away.
+	base := m.r.ctx
+	if t.reg != nil {
+		if t.reg.ctx.Err() != nil {
+			return
+		}
+		base = t.reg.ctx
+	}
 	t.busy.Store(true)
 	m.busy.Add(1)
 	m.jobs.Add(1)
@@ -334,11 +347,11 @@ func (m *monitor) startCheck(t *target) {
 			t.busy.Store(false)
 			m.busy.Add(-1)
 		}()
-		ctx, cancel := context.WithTimeout(m.r.ctx, sm.timeout)
+		ctx, cancel := context.WithTimeout(base, sm.timeout)
 		res := m.prober.Check(ctx, spec)
 		cancel()
-		if m.r.ctx.Err() != nil || res.Status == core.StatusUnknown {
-			return // closing
+		if base.Err() != nil || res.Status == core.StatusUnknown {
+			return // closing, or deregistered
 		}
 		m.r.countCheck(res.Status)
 		c := health.Check{At: m.r.clock.Now().UnixNano(), RTT: res.RTT, Status: res.Status}
@@ -548,7 +561,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			sm.targets[id] = t
 			m.reschedule(&t.it, now+int64(firstDelay(sm.interval)))
 		}
-		t.spec, t.st, t.is, t.own = spec, st, st.instOrNew(id), g != nil
+		t.spec, t.st, t.is, t.own, t.reg = spec, st, st.instOrNew(id), g != nil, g
 	}
 	for id, t := range sm.targets {
 		if in := want[id]; in == nil || health.KindOf(in, sm.own[id] != nil) == health.KindNone {

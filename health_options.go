@@ -172,8 +172,9 @@ func WithoutHealthChecks() Option {
 }
 
 // WithCheckFunc gives a router instance its active health check: fn runs
-// in the registering process, every health interval, with a context that
-// ends at the check timeout; a nil error passes. Only this process can run
+// in the registering process, every health interval while the instance is
+// registered, with a context that ends at the check timeout or when the
+// registration ends (Deregister, Close); a nil error passes. Only this process can run
 // it; with Redis, other processes see its results. fn must return soon after
 // its context is done (Close waits for it); a panic in it is a failure. A
 // router instance registered without one has no active check (its lease

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -463,5 +464,36 @@ func TestTurningChecksOffForgetsTheirVerdict(t *testing.T) {
 	}
 	if sel, err := r.Pick(ctx, "web"); err != nil || sel.Panic {
 		t.Errorf("Pick = %+v, %v; want the instance, not in panic", sel, err)
+	}
+}
+
+// A router instance's check function is not called once Deregister has
+// returned: the monitor learns of the deregistration at its next scan of
+// the registrations (each second), and a check falling due before that ran
+// the function of an instance its owner had taken away.
+func TestNoCheckFuncAfterDeregister(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	const interval = 100 * time.Millisecond // ten checks between two scans
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(interval, interval/2), discovery.WithLeaseTTL(time.Hour))
+	var calls atomic.Int64
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.9.9.9", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithCheckFunc(func(context.Context) error { calls.Add(1); return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for calls.Load() == 0 || clock.Now().Sub(t0)%time.Second != 10*time.Millisecond { // just past a scan
+		step(clock, 10*time.Millisecond, r)
+	}
+	if err := g.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := calls.Load()
+	for range 200 { // 2 s
+		step(clock, 10*time.Millisecond, r)
+	}
+	if n := calls.Load() - before; n != 0 {
+		t.Fatalf("the check function ran %d times after Deregister returned; want 0", n)
 	}
 }
