@@ -680,17 +680,23 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	}
 	zone := ""
 	if q.zone != "" {
-		var zElig, zCand int
+		// The zone is judged as panic is, Exclude aside (a retry that left
+		// out one of its healthy instances went to another zone), and
+		// needs an eligible instance the pick does not exclude.
+		var zElig, zCand, zAvail int
 		for i := range p.cands {
 			c := &p.cands[i]
-			if c.in.Zone == q.zone && (!filtered || q.match(c.in)) {
+			if c.in.Zone == q.zone && (!filtered || q.matchKept(c.in)) {
 				zCand++
 				if c.eligible {
 					zElig++
+					if !filtered || !q.excludes(c.in.ID) {
+						zAvail++
+					}
 				}
 			}
 		}
-		if zElig > 0 && float64(zElig) >= r.opts.panicThreshold*float64(zCand) {
+		if zAvail > 0 && float64(zElig) >= r.opts.panicThreshold*float64(zCand) {
 			zone, mode = q.zone, modeEligible
 		}
 	}

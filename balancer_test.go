@@ -1188,3 +1188,33 @@ func TestPanicSpreadsOverAllLiveInstancesWithEveryStrategy(t *testing.T) {
 		}
 	}
 }
+
+// Exclude does not move a pick out of its preferred zone: the zone is
+// judged on the instances the filters keep, Exclude aside, as panic is.
+// Counting the excluded instance out, a retry that left out one of a
+// zone's two healthy instances (of four) found the zone below its
+// threshold and went to another zone, though the other healthy one was
+// there to take it.
+func TestExcludeKeepsThePreferredZone(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1) // zone a: i0, i2, i4, i6; b: the others
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i4", discovery.StatusUnhealthy, 0)
+	discovery.SetInstanceHealth(r, "db_svc", "i6", discovery.StatusUnhealthy, 0)
+	for _, s := range allStrategies {
+		got := picks(t, r, "db_svc", 300, discovery.UseStrategy(s), discovery.PreferZone("a"), discovery.Exclude("i0"))
+		if got["i2"] != 300 {
+			t.Fatalf("%v: Pick(PreferZone(a), Exclude(i0)) chose %v; want i2, zone a's other healthy instance", s, got)
+		}
+	}
+	// With both of zone a's healthy instances excluded, the pick leaves the zone.
+	got := picks(t, r, "db_svc", 300, discovery.PreferZone("a"), discovery.Exclude("i0"), discovery.Exclude("i2"))
+	for id := range got {
+		if id == "i4" || id == "i6" || id == "i0" || id == "i2" {
+			t.Fatalf("Pick(PreferZone(a), Exclude(i0), Exclude(i2)) chose %v; want zone b", got)
+		}
+	}
+}
