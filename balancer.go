@@ -333,7 +333,8 @@ type Selection struct {
 }
 
 // Done ends the request with err (nil for success). Latency is measured from
-// Pick to Done (within a millisecond: Pick reads a coarse clock). A
+// Pick's choice to Done, a load of the service Pick waited for left out
+// (within a millisecond: Pick reads a coarse clock). A
 // cancelled context is not held against the instance; ErrOverloaded counts
 // against its load, not its health.
 func (s Selection) Done(err error) {
@@ -593,6 +594,10 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 		if e.notFound != nil {
 			return Selection{}, e.notFound
 		}
+		// The call starts now, not before the load: its time (a cold
+		// cache, a slow database) was charged to the chosen instance's
+		// latency, which p2c_ewma then shunned for seconds.
+		now = r.now.nanos()
 	}
 	p := r.pickerFor(e, now)
 	st := e.st

@@ -1218,3 +1218,43 @@ func TestExcludeKeepsThePreferredZone(t *testing.T) {
 		}
 	}
 }
+
+// slowLoadStore advances a fake clock by delay on every Load: a database
+// that takes that long to answer.
+type slowLoadStore struct {
+	discovery.Store
+	clock *discoverytest.Clock
+	delay time.Duration
+}
+
+func (s *slowLoadStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	s.clock.Advance(s.delay)
+	return s.Store.Load(ctx, name)
+}
+
+// The latency Done reports is the call's, from the end of Pick: a Pick that
+// had to load the service (a cold or expired cache, a slow database) began
+// its clock before the load, and charged the load's time to the instance
+// it chose, which p2c_ewma then shunned for seconds.
+func TestDoneLatencyExcludesPicksLoad(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	writer := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	mustRegister(t, writer, inst("db_svc", "10.0.0.1", 1))
+	r, err := discovery.New(discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithStore(&slowLoadStore{Store: backend, clock: clock, delay: 2 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	sel, err := r.Pick(ctx, "db_svc") // a cold cache: the load takes 2 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Millisecond) // the call
+	sel.Done(nil)
+	if got := discovery.LatencyAverage(r, "db_svc", sel.Instance.ID); got != 10*time.Millisecond {
+		t.Fatalf("latency average %v after a call of 10ms; want 10ms", got)
+	}
+}

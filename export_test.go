@@ -81,3 +81,9 @@ func SetInstanceRTT(r *Registry, service, id string, rtt time.Duration) {
 func InFlight(r *Registry, service, id string) int64 {
 	return r.state(service).instOrNew(id).inflight.Load()
 }
+
+// LatencyAverage is an instance's peak-EWMA latency in this process, as its
+// last sample left it (0 before any).
+func LatencyAverage(r *Registry, service, id string) time.Duration {
+	return time.Duration(math.Float64frombits(r.state(service).instOrNew(id).ewma.Load()))
+}
