@@ -1111,3 +1111,34 @@ func TestWatchFollowsADatabaseRestoredToALowerRevision(t *testing.T) {
 		t.Fatalf("after the restore the watcher got %v; want x1 removed and y1 added, as Get shows", got)
 	}
 }
+
+// After a restore the events carry the revisions Lookup answers with, as
+// Event.Revision says (the revision of the service at which the event was
+// seen): they kept the highest revision ever seen (5 here), a revision the
+// restored database had not reached, until it reached it again.
+func TestWatchRevisionsFollowADatabaseRestoredToALowerRevision(t *testing.T) {
+	ctx := context.Background()
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour)                                    // revision 1
+	r, s := restoreRegistry(t, backupAtRevision5(t), clock, 2*time.Minute) // no reaper: only lookups read the database
+	ch := watch(t, r, "db_svc")
+	if ev := next(t, ch, 2*time.Second); ev.Instance.ID != "x1" || ev.Revision != 5 {
+		t.Fatalf("first event %s at revision %d; want x1 added at 5", describe(ev), ev.Revision)
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	res, err := r.Lookup(ctx, "db_svc")
+	if err != nil || res.Revision != 1 {
+		t.Fatalf("after the restore: Lookup at revision %d, %v; want 1", res.Revision, err)
+	}
+	for range 2 {
+		if ev := next(t, ch, 2*time.Second); ev.Revision != 1 {
+			t.Fatalf("after the restore: %s at revision %d; want 1, the revision Lookup answers with", describe(ev), ev.Revision)
+		}
+	}
+	regAt(t, restored, "y2", time.Hour) // revision 2, written by another process
+	clock.Advance(10 * time.Second)     // past the freshness window: the hub looks again
+	if ev := next(t, ch, 2*time.Second); ev.Instance.ID != "y2" || ev.Revision != 2 {
+		t.Fatalf("a change after the restore: %s at revision %d; want y2 added at 2", describe(ev), ev.Revision)
+	}
+}

@@ -355,8 +355,12 @@ func (h *hub) process(e *entry) {
 	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
+	back := h.loaded && snap.rev < h.last.rev
 	h.last, h.lastEntry, h.loaded = snap, e, true
 	for w := range h.watchers {
+		if back {
+			w.wentBack(snap.rev)
+		}
 		for _, ev := range evs {
 			ev.Config = slices.Clone(ev.Config) // each reader its own: L1 shares the snapshot's
 			w.push(ev)
@@ -452,7 +456,9 @@ func (r *Registry) watchEmit(ev Event) {
 }
 
 // Watch returns a channel of the changes to a service as this Registry sees
-// them, in revision order: first the current state (an EventInstanceAdded
+// them, in revision order (which goes back only when the database does,
+// restored from a backup: the events that follow carry its revisions, the
+// ones Get answers with): first the current state (an EventInstanceAdded
 // per live instance and an EventConfigChanged if it has a configuration),
 // then an event per change: instances added, removed (deregistered, or
 // their lease ended), updated (weight, metadata, tags, draining, ...),
@@ -579,6 +585,14 @@ func (w *watcher) push(ev Event) {
 	case w.sig <- struct{}{}:
 	default:
 	}
+}
+
+// wentBack lets the revisions of the events pushed next go back to rev:
+// the database went back (restored from a backup), and so did Get.
+func (w *watcher) wentBack(rev int64) {
+	w.mu.Lock()
+	w.rev = rev
+	w.mu.Unlock()
 }
 
 // coalesce merges a pending event p with a newer one n of the same key; it
