@@ -20,6 +20,7 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 	refuse  bool
 	hole    bool
+	stalled map[net.Conn]bool
 	latency time.Duration
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -35,7 +36,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, stalled: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -82,6 +83,8 @@ func (p *Proxy) pipe(from, to net.Conn) {
 		p.mu.Lock()
 		delete(p.conns, from)
 		delete(p.conns, to)
+		delete(p.stalled, from)
+		delete(p.stalled, to)
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)
@@ -89,7 +92,7 @@ func (p *Proxy) pipe(from, to net.Conn) {
 		n, err := from.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			hole, lat := p.hole, p.latency
+			hole, lat := p.hole || p.stalled[from], p.latency
 			p.mu.Unlock()
 			if lat > 0 {
 				time.Sleep(lat)
@@ -142,6 +145,17 @@ func (p *Proxy) Blackhole(on bool) {
 	p.mu.Lock()
 	p.hole = on
 	p.mu.Unlock()
+}
+
+// Stall swallows the traffic of every connection open now, in both
+// directions and for good, without closing it, as a partition or a crashed
+// host leaves a connection half-open; new connections are forwarded.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.stalled[c] = true
+	}
 }
 
 // Latency delays every chunk forwarded by d.

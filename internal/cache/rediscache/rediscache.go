@@ -419,16 +419,38 @@ func (c *Cache) Start() {
 // subscribes again on a new one.
 const subscriptionCheck = time.Second
 
+// silentFor is how long receive waits for anything on the subscription
+// before it takes the connection for dead (a partition, a crashed host: the
+// pings are written without error, and nothing comes back): checkSubscription
+// pings within 2 subscriptionChecks of quiet, a read begins at most one after
+// its deadline was set, and the pong has one more and the timeout.
+const silentFor = 4 * subscriptionCheck
+
 // receive reads the subscription in this goroutine. go-redis's Channel
 // would read it in one of its own, hand each message over a Go channel and
 // wake its health checker for each: two goroutine wake-ups a message before
 // this one had it (publish to receive on loopback went from about 32-44 µs
 // to 31 µs at the median without them).
+//
+// A read is bounded by a deadline silentFor (and the timeout) after it was
+// set, renewed once a subscriptionCheck: a read that ends on it is an error
+// for go-redis, which drops the connection and subscribes again on a new one
+// (OnResync follows), where a connection that went silent without being
+// closed was kept, and its messages lost, until the kernel gave up on it.
 func (c *Cache) receive(ps *redis.PubSub) {
 	defer c.wg.Done()
 	failures := 0
+	rctx, stop := c.ctx, context.CancelFunc(func() {})
+	defer func() { stop() }()
+	var renew time.Time
 	for {
-		m, err := ps.Receive(c.ctx)
+		if now := time.Now(); !now.Before(renew) {
+			stop()
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithDeadline(c.ctx, now.Add(silentFor+c.opt.Timeout))
+			stop, renew = cancel, now.Add(subscriptionCheck)
+		}
+		m, err := ps.Receive(rctx)
 		if c.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 func TestParseMessage(t *testing.T) {
@@ -98,5 +99,44 @@ func TestSubscribersOnARingCountsEveryShard(t *testing.T) {
 		if n, ok := c.Subscribers(context.Background()); !ok || n != 1 {
 			t.Fatalf("Subscribers() #%d = %d, %v; want 1, true", i+1, n, ok)
 		}
+	}
+}
+
+// A subscription whose connection went silent without being closed (a
+// partition, a crashed host: its writes still succeed, nothing comes back)
+// is dropped and made again on a new connection, with a resynchronisation:
+// the pings sent on it were written without error, so it was kept, and every
+// change message was lost for as long as the kernel kept the connection
+// (many minutes), with no resynchronisation to make up for them.
+func TestSilentSubscriptionIsReplaced(t *testing.T) {
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	ns := testutil.Prefix(t)
+	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+	pub := testutil.RedisClient(t, addr, db, ns)
+	resyncs := make(chan struct{}, 10)
+	changes := make(chan core.Change, 10)
+	c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 250 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
+		OnResync: func() { resyncs <- struct{}{} },
+		OnChange: func(ch core.Change, _ bool, _ *core.Service, _ time.Time) { changes <- ch }})
+	defer c.Close()
+	c.Start()
+	<-resyncs
+	proxy.Stall()
+	select {
+	case <-resyncs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resubscription 10 s after the subscription's connection went silent")
+	}
+	if err := pub.Publish(context.Background(), c.Channel(), "7 db_svc").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-changes:
+		if ch.Revision != 7 {
+			t.Fatalf("change %+v; want revision 7", ch)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change published after the resubscription did not arrive")
 	}
 }
