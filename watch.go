@@ -476,8 +476,9 @@ func (r *Registry) watchEmit(ev Event) {
 // still pending, an update replaces the pending event (an addition stays an
 // addition, with the new state), a removal cancels a pending addition and
 // replaces anything else, a return after a pending removal becomes an
-// update, and a health change keeps the status the reader last saw as
-// Previous (and disappears if the status is back to it); configuration
+// update, and a health change goes into a pending addition, or else keeps
+// the status the reader last saw as Previous (and disappears if the status
+// is back to it); configuration
 // changes coalesce to the latest. A coalesced event moves to the end of the
 // queue and carries the latest revision, so the order stays the revision
 // order. At most one event (the one being handed over) can be older than
@@ -561,12 +562,16 @@ func (w *watcher) push(ev Event) {
 	if ev.Kind == EventHealthChanged {
 		// A pending registration event carries the status of its time:
 		// it takes this one, which would otherwise be lost if this event
-		// coalesces away (back to the status the reader saw).
+		// coalesces away (back to the status the reader saw). A pending
+		// addition is the first the reader hears of the instance: with the
+		// status in it, this event would tell the change again, from a
+		// status the reader never saw.
 		if el, ok := w.byKey[watchKey{id: ev.Instance.ID}]; ok {
 			p := el.Value.(Event)
 			if p.Kind != EventInstanceRemoved {
 				p.Instance.Status = ev.Instance.Status
 				el.Value = p
+				keep = keep && p.Kind != EventInstanceAdded
 			}
 		}
 	}

@@ -244,6 +244,33 @@ func TestPendingUpdateTakesTheLatestHealth(t *testing.T) {
 	}
 }
 
+// A health change of an instance whose addition the reader has not taken
+// goes into that addition: the reader got the addition with the new status
+// and then the change to it from a status it was never told (unknown ->
+// healthy after an addition showing healthy), one change told twice.
+func TestPendingAdditionTakesAHealthChange(t *testing.T) {
+	w := newWatcher()
+	w.push(ev(EventInstanceAdded, "a", 1, 1)) // status unknown
+	w.push(healthEv("a", 1, StatusUnknown, StatusHealthy))
+	if got := pending(w); got != "instance_added:a@1(w1)" {
+		t.Fatalf("pending: %s; want only the addition", got)
+	}
+	if st := w.q.Front().Value.(Event).Instance.Status; st != StatusHealthy {
+		t.Fatalf("the addition shows %v; want healthy", st)
+	}
+	w.push(ev(EventInstanceAdded, "b", 2, 1))
+	w.push(healthEv("a", 2, StatusHealthy, StatusUnhealthy))
+	if got := pending(w); got != "instance_added:a@1(w1) instance_added:b@2(w1)" {
+		t.Fatalf("pending: %s; want the two additions", got)
+	}
+	if st := w.q.Front().Value.(Event).Instance.Status; st != StatusUnhealthy {
+		t.Fatalf("the addition shows %v; want unhealthy", st)
+	}
+	if len(w.byKey) != w.q.Len() {
+		t.Fatalf("index has %d keys for %d events", len(w.byKey), w.q.Len())
+	}
+}
+
 // End to end: an update diffed while the instance was unhealthy, pending
 // behind an event the reader has not taken, and the health back to what
 // the reader saw; the reader ends with the status Get shows.
