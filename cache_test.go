@@ -1142,3 +1142,37 @@ func TestWatchRevisionsFollowADatabaseRestoredToALowerRevision(t *testing.T) {
 		t.Fatalf("a change after the restore: %s at revision %d; want y2 added at 2", describe(ev), ev.Revision)
 	}
 }
+
+// A database restored from before the service's first configuration: Get
+// shows none, and the watcher, told of the one it had, was told nothing of
+// its going (a config event was only made for a configuration there), so a
+// reader that applies events in order kept a configuration the service no
+// longer has.
+func TestWatchFollowsARestoreToBeforeTheFirstConfiguration(t *testing.T) {
+	ctx := context.Background()
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour) // revision 1, no configuration
+	backup := backupAtRevision5(t)
+	if _, _, err := backup.SetConfig(ctx, "db_svc", []byte(`{"n":1}`), t0, 10); err != nil { // revision 6
+		t.Fatal(err)
+	}
+	r, s := restoreRegistry(t, backup, clock, 2*time.Minute)
+	ch := watch(t, r, "db_svc")
+	for range 2 {
+		_ = next(t, ch, 2*time.Second) // x1 added, the configuration
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	svc, err := r.Get(ctx, "db_svc")
+	if err != nil || len(svc.Config) != 0 {
+		t.Fatalf("after the restore: Get = %v config %s; want no configuration", err, svc.Config)
+	}
+	got := map[discovery.EventKind]discovery.Event{}
+	for len(got) < 3 {
+		ev := next(t, ch, 2*time.Second)
+		got[ev.Kind] = ev
+	}
+	if ev, ok := got[discovery.EventConfigChanged]; !ok || len(ev.Config) != 0 {
+		t.Fatalf("after the restore the watcher got %v; want a config event with no configuration", got)
+	}
+}

@@ -51,7 +51,9 @@ type Event struct {
 	Instance Instance `json:"instance,omitzero"`
 	// Previous is the instance's status before a health change.
 	Previous Status `json:"previous,omitempty"`
-	// Config is the new configuration (config events).
+	// Config is the new configuration (config events); empty when the
+	// service has none any more (its database restored from a backup
+	// taken before its first).
 	Config json.RawMessage `json:"config,omitempty"`
 }
 

@@ -312,7 +312,9 @@ func diff(service string, from, to *snapshot) []Event {
 			evs = append(evs, Event{Kind: EventInstanceUpdated, Service: service, Revision: to.rev, Instance: cur.Clone()})
 		}
 	}
-	if to.cfgRev != from.cfgRev && to.cfgRev != 0 {
+	// No configuration after one: a database restored from before the
+	// first (the event has none).
+	if to.cfgRev != from.cfgRev {
 		evs = append(evs, Event{Kind: EventConfigChanged, Service: service, Revision: to.rev, Config: to.config})
 	}
 	return evs
