@@ -98,3 +98,38 @@ func TestLookupEndedByCloseIsErrClosed(t *testing.T) {
 		t.Errorf("%d 'database lost' logged by Close; want none", n)
 	}
 }
+
+// A close timeout no longer than the close drain (WithCloseTimeout(300ms)
+// with the drain's default 1 s): the drain took the whole close timeout,
+// and the deregistrations that followed failed on its expired deadline, so
+// Close returned a deadline error and the instance stayed listed, live
+// everywhere, until its lease ran out. The drain now takes at most half of
+// the close timeout, and the deregistration has the rest.
+func TestCloseDrainLeavesTheDeregistrationTime(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	discoverytest.NewRegistry(t, backend) // another process listens: the drain waits the propagation delay
+	for _, which := range []string{"Registry", "Registration"} {
+		t.Run(which, func(t *testing.T) {
+			r, err := discovery.New(discovery.WithStore(backend), discovery.WithoutHealthChecks(),
+				discovery.WithCloseTimeout(300*time.Millisecond), discovery.WithPropagationDelay(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+			start := time.Now()
+			if which == "Registry" {
+				err = r.Close()
+			} else {
+				err = g.Close()
+			}
+			if d := time.Since(start); err != nil || d > time.Second {
+				t.Fatalf("Close = %v after %v; want the instance deregistered within the close timeout (300ms)", err, d)
+			}
+			if svc, err := backend.Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
+				t.Fatalf("after Close the store has %+v, %v; want the instance gone", svc, err)
+			}
+		})
+	}
+}

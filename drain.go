@@ -31,8 +31,9 @@ func WithPropagationDelay(d time.Duration) Option {
 }
 
 // WithCloseDrain bounds the drain that Registry.Close and Registration.Close
-// make before deregistering (1 s); 0 makes them deregister at once, as
-// Deregister does.
+// make before deregistering (1 s, and at most half the close timeout, so
+// that the deregistrations keep the other half); 0 makes them deregister at
+// once, as Deregister does.
 func WithCloseDrain(d time.Duration) Option { return optionFunc(func(o *options) { o.closeDrain = d }) }
 
 // subscriberCounter is implemented by stores that can tell how many
@@ -160,8 +161,8 @@ func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
 }
 
 // closeRegistrations drains (for at most the close-drain timeout, marking
-// included) and then deregisters regs, within ctx; it returns the errors of
-// the deregistrations.
+// included, and half of what ctx leaves) and then deregisters regs, within
+// ctx; it returns the errors of the deregistrations.
 //
 // Renewals stop first: the lease outlives the close by far, and a renewal
 // stuck on a database that stopped answering would otherwise hold each
@@ -172,7 +173,14 @@ func (r *Registry) closeRegistrations(ctx context.Context, regs []*Registration)
 		g.cancel()
 	}
 	if r.opts.closeDrain > 0 && len(regs) > 0 {
-		dctx, cancel := ownTimeout(ctx, r.opts.closeDrain)
+		// At most half of what ctx leaves: a drain as long as the close
+		// timeout left the deregistrations an expired deadline, and the
+		// instances listed until their leases ran out.
+		drain := r.opts.closeDrain
+		if dl, ok := ctx.Deadline(); ok {
+			drain = min(drain, time.Until(dl)/2)
+		}
+		dctx, cancel := ownTimeout(ctx, drain)
 		defer cancel()
 		var wait time.Duration
 		marked := false

@@ -255,9 +255,9 @@ func (g *Registration) Deregister(ctx context.Context) error {
 	return err
 }
 
-// Close drains the instance for at most the close-drain timeout (1 s, see
-// WithCloseDrain and Drain), then deregisters it, within the Registry's
-// close timeout.
+// Close drains the instance for at most the close-drain timeout (1 s, and
+// half the close timeout; see WithCloseDrain and Drain), then deregisters
+// it, within the Registry's close timeout.
 func (g *Registration) Close() error {
 	ctx, cancel := ownTimeout(context.Background(), g.r.opts.closeTO)
 	defer cancel()

@@ -174,7 +174,8 @@ func (r *Registry) spawn(fn func()) bool {
 func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 
 // Close drains every instance this Registry registered (for at most the
-// close-drain timeout, 1 s; see WithCloseDrain and Registration.Drain), then
+// close-drain timeout, 1 s, and half the close timeout; see WithCloseDrain and
+// Registration.Drain), then
 // deregisters them (within the close timeout), closes every Watch channel,
 // stops every goroutine it started and unsubscribes. It
 // never closes the database or Redis client it was given. Calling it again
