@@ -212,7 +212,7 @@ func (o *options) validate() error {
 	}
 	for name, s := range o.serviceStrategy {
 		if err := core.ValidateServiceName(name); err != nil {
-			return err
+			return optErr("WithServiceStrategy", name, "not a valid service name")
 		}
 		if s < StrategyP2CEWMA || s > StrategyRandom {
 			return optErr("WithServiceStrategy", s.String(), "unknown strategy")

@@ -372,6 +372,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithRedis(nil), "WithRedis"},
 		{discovery.WithStore(nil), "WithStore"},
 		{discovery.WithRedisTimeout(-time.Second), "WithRedisTimeout"},
+		{discovery.WithServiceStrategy("a/b", discovery.StrategyRandom), "WithServiceStrategy"}, // was: a bare service-name error
 	}
 	for _, tt := range tests {
 		r, err := discovery.New(tt.opt)
