@@ -194,6 +194,8 @@ func (o *options) validate() error {
 		return optErr("WithCacheFreshness", o.swr.String()+"/"+o.sie.String(), "stale windows must not be negative")
 	case o.reapEvery < 0:
 		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
+	case o.reapAfter < 0:
+		return optErr("WithReaper", o.reapAfter.String(), "delay must not be negative")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
 	case o.strategy < StrategyP2CEWMA || o.strategy > StrategyRandom:

@@ -373,6 +373,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithStore(nil), "WithStore"},
 		{discovery.WithRedisTimeout(-time.Second), "WithRedisTimeout"},
 		{discovery.WithServiceStrategy("a/b", discovery.StrategyRandom), "WithServiceStrategy"}, // was: a bare service-name error
+		{discovery.WithReaper(0, -time.Second), "WithReaper"},                                   // was: accepted, as reaping was off
 	}
 	for _, tt := range tests {
 		r, err := discovery.New(tt.opt)
