@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 )
@@ -131,5 +134,46 @@ func TestCloseDrainLeavesTheDeregistrationTime(t *testing.T) {
 				t.Fatalf("after Close the store has %+v, %v; want the instance gone", svc, err)
 			}
 		})
+	}
+}
+
+// slowReaps makes every Reap take a while, as one that waits for a lock or
+// deletes many rows does, and reports what each returned.
+type slowReaps struct {
+	discovery.Store
+	took time.Duration
+	errs chan error
+}
+
+func (s *slowReaps) Reap(ctx context.Context, cutoff time.Time) ([]discovery.Change, error) {
+	select {
+	case <-time.After(s.took):
+	case <-ctx.Done():
+		s.errs <- ctx.Err()
+		return nil, &discovery.BackendError{Backend: "database", Op: "reap", Err: ctx.Err()}
+	}
+	changes, err := s.Store.Reap(ctx, cutoff)
+	s.errs <- err
+	return changes, err
+}
+
+// The reaper is bounded by WithDatabaseTimeout, as its documentation says,
+// not by WithLoadTimeout, the bound of a lookup's load: a reap longer than
+// the load timeout (300 ms against 100 ms here) was cut short, and noted as
+// the database lost.
+func TestReaperIsBoundedByTheDatabaseTimeout(t *testing.T) {
+	clock := discoverytest.NewClock(t0)
+	s := &slowReaps{Store: discoverytest.NewBackend(), took: 300 * time.Millisecond, errs: make(chan error, 1)}
+	core, logs := observer.New(zap.WarnLevel)
+	discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStore(s), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithLogger(zap.New(core)),
+		discovery.WithReaper(10*time.Second, time.Minute), discovery.WithLoadTimeout(100*time.Millisecond), discovery.WithDatabaseTimeout(time.Minute))
+	clock.BlockUntil(1) // the reaper
+	clock.Advance(20 * time.Second)
+	if err := <-s.errs; err != nil {
+		t.Fatalf("a reap of 300 ms under a 1 min database timeout = %v; want it to finish", err)
+	}
+	if n := logs.FilterMessage("discovery: database lost; serving cached data").Len(); n != 0 {
+		t.Fatalf("a slow reap was logged as the database lost")
 	}
 }

@@ -379,7 +379,7 @@ func (r *Registry) reapLoop() {
 			return
 		case <-t.C():
 		}
-		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.dbTO) // a write, not a lookup's load: WithDatabaseTimeout
 		changes, err := r.store.Reap(ctx, r.reapBefore(r.clock.Now().UnixNano()))
 		r.noteStoreResult("reap", err)
 		for _, ch := range changes {
