@@ -56,6 +56,11 @@ const (
 	DefaultDatabaseTimeout = 5 * time.Second
 	// DefaultReapInterval is how often expired rows are looked for.
 	DefaultReapInterval = 30 * time.Second
+	// MinReapInterval bounds WithReaper's interval from below: readers
+	// filter expired rows on their own, so reaping is never urgent, and a
+	// shorter interval (WithReaper(30, ...), seconds forgotten) made every
+	// process reap in a loop, tens of thousands of times a second.
+	MinReapInterval = time.Second
 	// DefaultReapAfter is how long after its lease ended a row is deleted.
 	DefaultReapAfter = 2 * time.Minute
 	// DefaultCloseTimeout bounds the deregistrations Close makes.
@@ -194,6 +199,8 @@ func (o *options) validate() error {
 		return optErr("WithCacheFreshness", o.swr.String()+"/"+o.sie.String(), "stale windows must not be negative")
 	case o.reapEvery < 0:
 		return optErr("WithReaper", o.reapEvery.String(), "interval must not be negative (0 disables)")
+	case o.reapEvery > 0 && o.reapEvery < MinReapInterval:
+		return optErr("WithReaper", o.reapEvery.String(), "interval must be at least "+MinReapInterval.String()+" (0 disables)")
 	case o.reapAfter < 0:
 		return optErr("WithReaper", o.reapAfter.String(), "delay must not be negative")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
@@ -355,7 +362,8 @@ func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *opt
 
 // WithReaper sets how often expired rows are deleted (every 30 s) and how
 // long after their lease ended (2 min, or two lease TTLs if longer). One reaper works at a time across
-// processes. An interval of 0 disables reaping in this Registry.
+// processes. An interval of 0 disables reaping in this Registry; any other
+// is at least MinReapInterval (1 s).
 func WithReaper(every, after time.Duration) Option {
 	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter, o.reapSet = every, after, true })
 }
