@@ -514,3 +514,26 @@ func TestUseStrategyDefaultIsOrderIndependent(t *testing.T) {
 		sel.Done(nil)
 	}
 }
+
+// A nil WithCheckFunc, WithConfigFunc or WithHandler was taken for the
+// option left out: the router instance was registered without the check,
+// callback or handler its caller meant to give (a func field never set),
+// and nothing said so. Register now refuses it, as New refuses a nil
+// WithConfigValidator, and writes nothing.
+func TestNilRegisterOptionsAreInvalid(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	router := discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}
+	for name, opt := range map[string]discovery.RegisterOption{
+		"WithCheckFunc(nil)":  discovery.WithCheckFunc(nil),
+		"WithConfigFunc(nil)": discovery.WithConfigFunc(nil),
+		"WithHandler(nil)":    discovery.WithHandler(nil),
+	} {
+		_, err := r.Register(ctx, router, opt)
+		wantInvalid(t, "Register(router, "+name+")", err)
+	}
+	if svc, err := backend.Load(ctx, "router_svc"); err == nil && len(svc.Instances) > 0 {
+		t.Fatalf("refused registrations wrote %d instance(s)", len(svc.Instances))
+	}
+}

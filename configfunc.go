@@ -65,7 +65,7 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 // retried. HTTP instances get POST /admin/reload-config instead; Register
 // refuses this option for them.
 func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.onConfig = fn })
+	return regOptionFunc(func(o *regOptions) { o.onConfig = fn; o.noteNil("config func", fn == nil) })
 }
 
 // Config returns the service's configuration and its revision as this

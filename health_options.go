@@ -182,5 +182,5 @@ func WithoutHealthChecks() Option {
 // CheckTCP. Register refuses fn for an HTTP instance, and for a router
 // instance whose Check is not CheckDefault: either would ignore it.
 func WithCheckFunc(fn func(ctx context.Context) error) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.check = fn })
+	return regOptionFunc(func(o *regOptions) { o.check = fn; o.noteNil("check func", fn == nil) })
 }

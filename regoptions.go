@@ -24,6 +24,16 @@ type regOptions struct {
 	onConfig func(ctx context.Context, config json.RawMessage) error
 	// handler serves requests to a router instance in-process (balancer.go).
 	handler http.Handler
+	// nilField is the field of the first option given nil ("check func",
+	// "config func", "handler"), for checkRegOptions.
+	nilField string
+}
+
+// noteNil remembers the first registration option given nil.
+func (o *regOptions) noteNil(field string, isNil bool) {
+	if isNil && o.nilField == "" {
+		o.nilField = field
+	}
 }
 
 // checkRegOptions refuses registration options that do not fit the
@@ -31,6 +41,10 @@ type regOptions struct {
 func checkRegOptions(in *core.Instance, ro *regOptions) error {
 	router := in.Method == core.MethodRouter
 	switch {
+	case ro.nilField != "":
+		// Taken for the option left out, it would be ignored: a router
+		// instance without the check, callback or handler meant for it.
+		return &ValidationError{Field: ro.nilField, Value: "nil", Reason: "must not be nil; leave the option out for none"}
 	case ro.handler != nil && core.IsNil(ro.handler):
 		return &ValidationError{Field: "handler", Value: "nil", Reason: "WithHandler needs a non-nil http.Handler"}
 	case ro.onConfig != nil && !router:

@@ -79,7 +79,7 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // Register refuses it for an HTTP instance, whose requests go over the
 // network.
 func WithHandler(h http.Handler) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.handler = h })
+	return regOptionFunc(func(o *regOptions) { o.handler = h; o.noteNil("handler", h == nil) })
 }
 
 // Transport returns an http.RoundTripper that sends requests for
