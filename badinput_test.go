@@ -537,3 +537,34 @@ func TestNilRegisterOptionsAreInvalid(t *testing.T) {
 		t.Fatalf("refused registrations wrote %d instance(s)", len(svc.Instances))
 	}
 }
+
+// An Update callback of an instance at weight 0 read its weight as
+// ZeroWeight (-1), where Instance and every lookup read 0: a slow start that
+// ramped a standby up by steps of 25 reached 24, 49, 74 and 99, and doubling
+// a weight of 0 was refused as -2. The callback now reads the weight as
+// stored, and a weight of 0 it leaves alone stays 0.
+func TestUpdateOfAZeroWeightReadsZero(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: discovery.ZeroWeight})
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Tags = []string{"standby"} }); err != nil {
+		t.Fatal(err)
+	}
+	if w := g.Instance().Weight; w != 0 {
+		t.Fatalf("weight after an Update that left it = %d; want 0", w)
+	}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Weight *= 2 }); err != nil {
+		t.Fatalf("doubling a weight of 0 = %v", err)
+	}
+	for step := 1; step <= 4; step++ {
+		if err := g.Update(ctx, func(in *discovery.Instance) { in.Weight += 25 }); err != nil {
+			t.Fatal(err)
+		}
+		if w := g.Instance().Weight; w != 25*step {
+			t.Fatalf("weight after %d steps of 25 from 0 = %d; want %d", step, w, 25*step)
+		}
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || svc.Instances[0].Weight != 100 {
+		t.Fatalf("Get = %+v, %v; want weight 100", svc, err)
+	}
+}

@@ -175,8 +175,12 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 
 // Update changes the registered instance (weight, metadata, tags, ...) in
 // place: fn edits a copy, which is validated and written with a new revision.
-// Service and ID cannot change. fn may read the Registration (Instance,
-// Revision) but not write it: a write waits for this one.
+// Service and ID cannot change. fn reads the weight as stored (0 for an
+// instance out of selection, which stays 0 if fn leaves it); a weight fn
+// sets to 0 means DefaultWeight, as in Register, and ZeroWeight (or
+// SetWeight(ctx, 0)) takes the instance out of selection. fn may read the
+// Registration (Instance, Revision) but not write it: a write waits for this
+// one.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	if fn == nil {
 		return &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
@@ -190,11 +194,11 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 		return ErrClosed
 	}
 	next := cur.Clone()
-	if next.Weight == 0 {
-		next.Weight = ZeroWeight // keep an explicit zero through Normalize
-	}
-	fn(&next)
+	fn(&next)           // reads the weight as stored: 0, not ZeroWeight (a ramp from 0 by 25 reached 24)
 	next = next.Clone() // fn may have assigned the caller's own slice or map
+	if next.Weight == 0 && cur.Weight == 0 {
+		next.Weight = ZeroWeight // a zero left alone stays zero through Normalize
+	}
 	if next.Service != g.service || next.ID != g.id {
 		return &ValidationError{Field: "instance id", Value: next.Service + "/" + next.ID, Reason: "Update cannot change the service or ID"}
 	}
