@@ -153,3 +153,51 @@ func TestREADMERedisClientHooks(t *testing.T) {
 		t.Errorf("README does not say that a client's hooks are left out of the clone New makes")
 	}
 }
+
+// README's Logs table is what operators alert on: every message the
+// package logs at info level or above is in it, whole (the prefix
+// "discovery: " may be left out of a second message in a row).
+func TestREADMELogsTableListsEveryMessage(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := regexp.MustCompile("(?s)\n### Logs\n(.*?)\n### ").FindSubmatch(readme)
+	if section == nil {
+		t.Fatal("README.md has no Logs section")
+	}
+	table := string(section[1])
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) == 0 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || (sel.Sel.Name != "Info" && sel.Sel.Name != "Warn" && sel.Sel.Name != "Error") {
+				return true
+			}
+			lit, ok := call.Args[0].(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING || !strings.HasPrefix(lit.Value, `"discovery: `) {
+				return true
+			}
+			msg := strings.Trim(lit.Value, `"`)
+			if !strings.Contains(table, "`"+msg+"`") && !strings.Contains(table, "`"+strings.TrimPrefix(msg, "discovery: ")+"`") {
+				t.Errorf("README's Logs table does not list %q (%s)", msg, fset.Position(lit.Pos()))
+			}
+			return true
+		})
+	}
+}
