@@ -515,6 +515,46 @@ func TestUseStrategyDefaultIsOrderIndependent(t *testing.T) {
 	}
 }
 
+// The zero Strategy means "the default" (its godoc) in the Registry's
+// options too: WithStrategy(0) is p2c_ewma, and WithServiceStrategy(name, 0)
+// leaves the service to WithStrategy, taking an earlier override back. New
+// refused both as "unknown strategy".
+func TestZeroStrategyOptionsMeanTheDefault(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		opts []discovery.Option
+		want discovery.Strategy
+	}{
+		{"WithStrategy(0)", []discovery.Option{discovery.WithStrategy(0)}, discovery.StrategyP2CEWMA},
+		{"WithServiceStrategy(db_svc, 0)", []discovery.Option{discovery.WithStrategy(discovery.StrategyRandom),
+			discovery.WithServiceStrategy("db_svc", 0)}, discovery.StrategyRandom},
+		{"WithServiceStrategy(db_svc, round_robin) then 0", []discovery.Option{
+			discovery.WithServiceStrategy("db_svc", discovery.StrategyRoundRobin),
+			discovery.WithServiceStrategy("db_svc", 0)}, discovery.StrategyP2CEWMA},
+	} {
+		opts := append([]discovery.Option{discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}, tt.opts...)
+		r, err := discovery.New(append(opts, discovery.WithStore(discoverytest.NewBackend()))...)
+		if err != nil {
+			t.Errorf("New(%s) = %v; want a Registry", tt.name, err)
+			continue
+		}
+		mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 80})
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil || sel.Strategy != tt.want {
+			t.Errorf("%s: Pick = %v, %v; want a %v pick", tt.name, sel.Strategy, err, tt.want)
+		} else {
+			sel.Done(nil)
+		}
+		if err := r.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithServiceStrategy("db svc", 0)); !errors.Is(err, discovery.ErrInvalid) {
+		t.Errorf("New(WithServiceStrategy(\"db svc\", 0)) = %v; want ErrInvalid for the name", err)
+	}
+}
+
 // A nil WithCheckFunc, WithConfigFunc or WithHandler was taken for the
 // option left out: the router instance was registered without the check,
 // callback or handler its caller meant to give (a func field never set),

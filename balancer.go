@@ -528,7 +528,7 @@ type serviceConfig struct {
 }
 
 func (r *Registry) serviceStrategy(name string, view *core.Service) Strategy {
-	if s, ok := r.opts.serviceStrategy[name]; ok {
+	if s := r.opts.serviceStrategy[name]; s != 0 {
 		return s
 	}
 	if len(view.Config) > 0 {

@@ -205,7 +205,7 @@ func (o *options) validate() error {
 		return optErr("WithReaper", o.reapAfter.String(), "delay must not be negative")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
-	case o.strategy < StrategyP2CEWMA || o.strategy > StrategyRandom:
+	case o.strategy > StrategyRandom:
 		return optErr("WithStrategy", o.strategy.String(), "unknown strategy")
 	case !(o.minScore >= 0 && o.minScore < 1):
 		return optErr("WithMinScore", strconv.FormatFloat(o.minScore, 'g', -1, 64), "must be in [0, 1)")
@@ -223,7 +223,7 @@ func (o *options) validate() error {
 		if err := core.ValidateServiceName(name); err != nil {
 			return optErr("WithServiceStrategy", name, "not a valid service name")
 		}
-		if s < StrategyP2CEWMA || s > StrategyRandom {
+		if s > StrategyRandom {
 			return optErr("WithServiceStrategy", s.String(), "unknown strategy")
 		}
 	}
@@ -372,11 +372,21 @@ func WithReaper(every, after time.Duration) Option {
 func WithCloseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.closeTO = d }) }
 
 // WithStrategy sets the selection strategy of every service (p2c_ewma by
-// default). A service's own (WithServiceStrategy, or "balancer.strategy" in
-// its configuration) and a call's (UseStrategy) take precedence.
-func WithStrategy(s Strategy) Option { return optionFunc(func(o *options) { o.strategy = s }) }
+// default; the zero Strategy, as everywhere, means that default). A
+// service's own (WithServiceStrategy, or "balancer.strategy" in its
+// configuration) and a call's (UseStrategy) take precedence.
+func WithStrategy(s Strategy) Option {
+	return optionFunc(func(o *options) {
+		if s == 0 {
+			s = StrategyP2CEWMA
+		}
+		o.strategy = s
+	})
+}
 
-// WithServiceStrategy sets the strategy of one service.
+// WithServiceStrategy sets the strategy of one service. The zero Strategy
+// sets none: the service's configuration, then WithStrategy, decide (and it
+// takes back an earlier WithServiceStrategy of the service).
 func WithServiceStrategy(service string, s Strategy) Option {
 	return optionFunc(func(o *options) {
 		if o.serviceStrategy == nil {
