@@ -485,8 +485,11 @@ func (r *Registry) watchEmit(ev Event) {
 // queue and carries the latest revision, so the order stays the revision
 // order. At most one event (the one being handed over) can be older than
 // a later one for the same instance; so a reader that applies events in
-// order always ends with the current state, and the pending events of a
-// watcher never outnumber the service's instances twice over plus one.
+// order always ends with the current state, and a watcher holds at most
+// two pending events per instance (its registration and its health) and
+// one for the configuration, counting every instance the reader was told of
+// or the service has now: a reader that saw 100 instances, all deregistered
+// since, has 100 removals pending.
 //
 // The channel is closed when ctx ends or the Registry is closed.
 func (r *Registry) Watch(ctx context.Context, service string) (<-chan Event, error) {
