@@ -180,6 +180,10 @@ func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 // stops every goroutine it started and unsubscribes. It
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
+//
+// Close waits for the goroutines it started, and those run the callbacks
+// given to Register (WithCheckFunc, WithConfigFunc): calling Close from one
+// of them waits for itself. Start it on a goroutine of its own there.
 func (r *Registry) Close() error {
 	if !r.closed.CompareAndSwap(false, true) {
 		<-r.closing
