@@ -73,20 +73,30 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 	}
 }
 
-// Without Redis, other processes see the mark when their L1 entry stops
-// being fresh; Drain waits that long, plus the propagation delay.
-func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
-	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
+// drainWithoutFanOut registers db_svc's 10.0.0.1:1 on a (SQLite, no
+// Redis), has b look it up, and starts its Drain, which it returns once
+// Drain waits on the clock (the freshness window and the propagation delay)
+// with the channel its result arrives on.
+func drainWithoutFanOut(t *testing.T) (clock *discoverytest.Clock, a, b *discovery.Registry, done chan error) {
+	t.Helper()
+	clock = discoverytest.NewClock(t0)
 	w := newWorld(t, allWorlds[1], discovery.WithClock(clock), discovery.WithReaper(0, 0)) // sqlite, no Redis
-	a, b := w.registry(t), w.registry(t)
+	a, b = w.registry(t), w.registry(t)
 	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
 		t.Fatalf("b sees %s", s)
 	}
-	done := make(chan error, 1)
-	go func() { done <- g.Drain(ctx) }()
+	done = make(chan error, 1)
+	go func() { done <- g.Drain(context.Background()) }()
 	clock.BlockUntilAt(t0.Add(discovery.DefaultFresh + discovery.DefaultPropagationDelay)) // Drain's wait
+	return clock, a, b, done
+}
+
+// Without Redis, other processes see the mark when their L1 entry stops
+// being fresh; Drain waits that long, plus the propagation delay.
+func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
+	ctx := context.Background()
+	clock, a, b, done := drainWithoutFanOut(t)
 	clock.Advance(discovery.DefaultPropagationDelay)
 	select {
 	case err := <-done:
@@ -118,16 +128,7 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 // returned. Drain's documentation says so; with fan-out it cannot happen.
 func TestDrainWithoutFanOutLeavesAStaleWhileRevalidatePick(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
-	w := newWorld(t, allWorlds[1], discovery.WithClock(clock), discovery.WithReaper(0, 0)) // sqlite, no Redis
-	a, b := w.registry(t), w.registry(t)
-	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
-	if s := status(b, "db_svc", "10.0.0.1:1"); s != "unknown" {
-		t.Fatalf("b sees %s", s)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Drain(ctx) }()
-	clock.BlockUntilAt(t0.Add(discovery.DefaultFresh + discovery.DefaultPropagationDelay)) // Drain's wait
+	clock, _, b, done := drainWithoutFanOut(t)
 	clock.Advance(discovery.DefaultFresh + discovery.DefaultPropagationDelay)
 	if err := <-done; err != nil {
 		t.Fatal(err)

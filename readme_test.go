@@ -52,33 +52,15 @@ func TestREADMEExampleCompiles(t *testing.T) {
 // README's Options table is where users look for a setting: every exported
 // function of this package that returns an Option is named in it.
 func TestREADMEOptionsTableListsEveryOption(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := regexp.MustCompile("(?s)\n## Options\n(.*?)\n## ").FindSubmatch(readme)
-	if section == nil {
-		t.Fatal("README.md has no Options section")
-	}
+	section := readmeSection(t, "## Options")
 	var table strings.Builder
-	for _, line := range strings.Split(string(section[1]), "\n") {
+	for _, line := range strings.Split(section, "\n") {
 		if strings.HasPrefix(line, "|") {
 			table.WriteString(line + "\n")
 		}
 	}
-	fset := token.NewFileSet()
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+	_, files := packageFiles(t)
+	for name, f := range files {
 		for _, d := range f.Decls {
 			fn, ok := d.(*ast.FuncDecl)
 			if !ok || fn.Recv != nil || !fn.Name.IsExported() || fn.Type.Results == nil || len(fn.Type.Results.List) != 1 {
@@ -158,28 +140,10 @@ func TestREADMERedisClientHooks(t *testing.T) {
 // package logs at info level or above is in it, whole (the prefix
 // "discovery: " may be left out of a second message in a row).
 func TestREADMELogsTableListsEveryMessage(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := regexp.MustCompile("(?s)\n### Logs\n(.*?)\n### ").FindSubmatch(readme)
-	if section == nil {
-		t.Fatal("README.md has no Logs section")
-	}
-	table := string(section[1])
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+	section := readmeSection(t, "### Logs")
+	table := section
+	fset, files := packageFiles(t)
+	for _, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
 			if !ok || len(call.Args) == 0 {
@@ -200,4 +164,41 @@ func TestREADMELogsTableListsEveryMessage(t *testing.T) {
 			return true
 		})
 	}
+}
+
+// readmeSection returns the text of README.md under heading (as "## Options"),
+// up to the next heading of its level.
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	m := regexp.MustCompile("(?s)\n" + regexp.QuoteMeta(heading) + "\n(.*?)\n" + level).FindSubmatch(readme)
+	if m == nil {
+		t.Fatalf("README.md has no %q section", heading)
+	}
+	return string(m[1])
+}
+
+// packageFiles parses the package's own files (not its tests), by name.
+func packageFiles(t *testing.T) (*token.FileSet, map[string]*ast.File) {
+	t.Helper()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset, files := token.NewFileSet(), map[string]*ast.File{}
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = f
+	}
+	return fset, files
 }
