@@ -47,7 +47,8 @@
 // whose row vanished or whose lease lapsed (a restored database, a long
 // pause) registers itself again; while the database is down renewals retry
 // with backoff. A reaper, one at a time across processes, deletes rows whose
-// lease ended long ago. Close deregisters.
+// lease ended long ago, and published keys that retired as long ago. Close
+// deregisters.
 //
 // # Health
 //

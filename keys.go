@@ -109,7 +109,9 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 // RetireKey sets when a key of a service stops verifying: at may be in the
 // future (a rotation: the old key keeps verifying the tokens it signed until
 // they expire) or now (a revocation). Every process sees it within one cache
-// refresh, as with PublishKey. It returns an error matching ErrNotFound if
+// refresh, as with PublishKey. A retired key stays listed (Keys) until the
+// reaper deletes it, its delay (WithReaper, 2 min) after the key retired.
+// It returns an error matching ErrNotFound if
 // the service has no such key, and ErrInvalid for a bad name, key ID or a
 // zero time.
 func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.Time) error {
@@ -141,8 +143,8 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 	return nil
 }
 
-// Keys returns a copy of a service's public keys, retired ones included,
-// ordered by ID, through the cache layers like Get. A service that exists
+// Keys returns a copy of a service's public keys, retired ones included
+// until the reaper deletes them (see RetireKey), ordered by ID, through the cache layers like Get. A service that exists
 // without keys has none (nil, nil); one that was never created is an error
 // matching ErrNotFound.
 func (r *Registry) Keys(ctx context.Context, service string) ([]PublicKey, error) {

@@ -385,3 +385,33 @@ func TestKeyTimesBeyondTheDatabaseAreInvalid(t *testing.T) {
 		}
 	})
 }
+
+// The reaper deletes keys that retired its delay ago, as it deletes expired
+// instances: every Signer start and rotation publishes a key, and without
+// this they piled up in every snapshot of the service forever.
+func TestReaperDeletesRetiredKeys(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		clock := discoverytest.NewClock(t0)
+		r := w.registry(t, discovery.WithClock(clock), discovery.WithReaper(10*time.Second, time.Minute))
+		old, live := edKey(t, "old"), edKey(t, "live")
+		old.RetiresAt = t0.Add(time.Second)
+		for _, k := range []discovery.PublicKey{old, live} {
+			if err := r.PublishKey(ctx, "db_svc", k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 8 { // 80 s: the reaper runs every ~10 s and deletes after 60 s
+			clock.BlockUntil(1)
+			clock.Advance(10 * time.Second)
+		}
+		clock.BlockUntil(1)
+		svc, err := r.Store().Load(ctx, "db_svc")
+		if err != nil || len(svc.Keys) != 1 || svc.Keys[0].ID != "live" || svc.Revision != 3 {
+			t.Fatalf("after reaping: %+v, %v; want the live key alone at revision 3", svc, err)
+		}
+		if keys, err := r.Keys(ctx, "db_svc"); err != nil || len(keys) != 1 || keys[0].ID != "live" {
+			t.Fatalf("Keys after reaping = %+v, %v; want the live key alone", keys, err)
+		}
+	})
+}

@@ -361,9 +361,10 @@ func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options
 func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.dbTO = d }) }
 
 // WithReaper sets how often expired rows are deleted (every 30 s) and how
-// long after their lease ended (2 min, or two lease TTLs if longer). One reaper works at a time across
-// processes. An interval of 0 disables reaping in this Registry; any other
-// is at least MinReapInterval (1 s).
+// long after their lease ended (2 min, or two lease TTLs if longer); a
+// published key is deleted as long after it retired. One reaper works at a
+// time across processes. An interval of 0 disables reaping in this
+// Registry; any other is at least MinReapInterval (1 s).
 func WithReaper(every, after time.Duration) Option {
 	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter, o.reapSet = every, after, true })
 }

@@ -14,7 +14,9 @@
 // old one to retire once every token it signed has expired (token lifetime
 // plus MaxLeeway); a Signer also rotates by itself after half its key
 // lifetime (24 h by default), so a key left behind by a stopped process
-// stops verifying within a day. Revoking a key is Registry.RetireKey with
+// stops verifying within a day; the Registry's reaper deletes a retired key
+// from the registry a little later (WithReaper: 2 min after it retired).
+// Revoking a key is Registry.RetireKey with
 // the current time: it bumps the service's revision, so every process drops
 // the key within one cache refresh (at once with Redis).
 //

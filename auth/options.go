@@ -35,7 +35,8 @@ const (
 	MaxLeeway = 30 * time.Second
 	// DefaultKeyLifetime is how long a signing key is published for; a
 	// Signer rotates it after half of it. A key left behind by a process
-	// that stopped stops verifying at the end of it.
+	// that stopped stops verifying at the end of it, and the Registry's
+	// reaper deletes it shortly after (discovery.WithReaper).
 	DefaultKeyLifetime = 24 * time.Hour
 	// MinKeyLifetime bounds WithKeyLifetime from below.
 	MinKeyLifetime = 10 * time.Minute
@@ -148,7 +149,9 @@ func WithTokenLifetime(d time.Duration) Option {
 // WithKeyLifetime sets how long the Signer publishes each key for (24 h by
 // default, at least MinKeyLifetime); it rotates after half of it, on the
 // first Token call after that. 0 publishes keys without an end and never
-// rotates by itself.
+// rotates by itself: such a key is never deleted, so each start of a
+// process leaves one in every snapshot of the service until it is retired
+// (Registry.RetireKey) and reaped.
 func WithKeyLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.keyLifetime = d })
 }

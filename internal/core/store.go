@@ -33,8 +33,9 @@ type Store interface {
 	// Services lists every service, ordered by name, counting the instances
 	// live at now.
 	Services(ctx context.Context, now time.Time) ([]ServiceInfo, error)
-	// Reap deletes instances whose lease ended before cutoff, bumping the
-	// revisions of their services, and returns those changes. Concurrent
+	// Reap deletes instances whose lease ended before cutoff, and (in a
+	// KeyStore) keys that retired before cutoff, bumping the revision of
+	// each service it changed once, and returns those changes. Concurrent
 	// reapers (other processes) must not both do the work: one may return
 	// nothing.
 	Reap(ctx context.Context, cutoff time.Time) ([]Change, error)
@@ -85,6 +86,7 @@ type KeyStore interface {
 	// service if needed) and returns the new revision.
 	PutKey(ctx context.Context, service string, key PublicKey) (revision int64, err error)
 	// RetireKey sets when a key stops verifying and returns the new
-	// revision, or an error matching ErrNotFound.
+	// revision, or an error matching ErrNotFound. Once retired, a key is
+	// deleted by Reap with a cutoff after its retirement.
 	RetireKey(ctx context.Context, service, kid string, at time.Time) (revision int64, err error)
 }

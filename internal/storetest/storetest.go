@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Revisions", testRevisions},
 		{"ConfigHistory", testConfig},
 		{"Keys", testKeys},
+		{"ReapRetiredKeys", testReapKeys},
 		{"CanceledContext", testCanceled},
 	}
 	for _, tt := range tests {
@@ -446,5 +447,60 @@ func testKeys(t *testing.T, s core.Store) {
 	}
 	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 4 {
 		t.Fatalf("a failed RetireKey changed the revision to %d", svc.Revision)
+	}
+}
+
+// testReapKeys: Reap deletes keys that retired before the cutoff, as it
+// deletes long-expired instances, with one revision per service changed;
+// keys that never retire or retire later stay.
+func testReapKeys(t *testing.T, s core.Store) {
+	ks, ok := s.(core.KeyStore)
+	if !ok {
+		t.Skip("store has no KeyStore")
+	}
+	key := func(id string, retires time.Time) core.PublicKey {
+		return core.PublicKey{ID: id, Algorithm: "EdDSA", Key: []byte(id), CreatedAt: t0.Add(-time.Hour), RetiresAt: retires}
+	}
+	for _, x := range []struct {
+		svc string
+		k   core.PublicKey
+	}{
+		{"a", key("old", t0)}, {"a", key("later", t0.Add(time.Hour))}, {"a", key("never", time.Time{})},
+		{"b", key("old", t0.Add(time.Second))},
+		{"c", key("later", t0.Add(time.Hour))},
+	} {
+		if _, err := ks.PutKey(ctx(t), x.svc, x.k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b also has an expired instance: still one change for b.
+	if _, err := s.Register(ctx(t), Instance("b", "1", t0)); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := s.Reap(ctx(t), t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(changes) != "[{a 4} {b 3}]" {
+		t.Fatalf("Reap changes = %v; want [{a 4} {b 3}]", changes)
+	}
+	ids := func(svc *core.Service) []string {
+		var out []string
+		for _, k := range svc.Keys {
+			out = append(out, k.ID)
+		}
+		return out
+	}
+	if svc := mustLoad(t, s, "a"); fmt.Sprint(ids(svc)) != "[later never]" || svc.Revision != 4 {
+		t.Fatalf("after Reap a: keys %v, revision %d; want [later never], 4", ids(svc), svc.Revision)
+	}
+	if svc := mustLoad(t, s, "b"); len(svc.Keys) != 0 || len(svc.Instances) != 0 || svc.Revision != 3 {
+		t.Fatalf("after Reap b: %+v", svc)
+	}
+	if svc := mustLoad(t, s, "c"); len(svc.Keys) != 1 || svc.Revision != 1 {
+		t.Fatalf("Reap touched c: %+v", svc)
+	}
+	if changes, err := s.Reap(ctx(t), t0.Add(time.Minute)); err != nil || len(changes) != 0 {
+		t.Fatalf("second Reap = %v, %v; want nothing", changes, err)
 	}
 }

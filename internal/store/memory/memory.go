@@ -216,6 +216,12 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 				n++
 			}
 		}
+		for kid, k := range sv.keys {
+			if !k.RetiresAt.IsZero() && k.RetiresAt.Before(cutoff) {
+				delete(sv.keys, kid)
+				n++
+			}
+		}
 		if n > 0 {
 			sv.rev++
 			changes = append(changes, core.Change{Service: name, Revision: sv.rev})

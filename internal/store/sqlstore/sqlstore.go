@@ -34,7 +34,7 @@ type Store struct {
 type queries struct {
 	bumpService, upsertInstance, renew, deleteInstance, load, services,
 	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
-	putKey, retireKey string
+	putKey, retireKey, reapKeys string
 }
 
 var (
@@ -105,8 +105,11 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			COALESCE(SUM(CASE WHEN i.expires_at > ? THEN 1 ELSE 0 END), 0) AS live
 			FROM {p}services s LEFT JOIN {p}instances i ON i.service = s.name
 			GROUP BY s.name, s.revision ORDER BY s.name`),
-		expiredServices: s.sql(`SELECT DISTINCT service FROM {p}instances WHERE expires_at < ? ORDER BY service`),
-		reapService:     s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
+		// Services with instances whose lease ended, or keys that retired,
+		// before the cutoff (retires_at 0: never).
+		expiredServices: s.sql(`SELECT service FROM {p}instances WHERE expires_at < ?
+			UNION SELECT service FROM {p}keys WHERE retires_at <> 0 AND retires_at < ? ORDER BY 1`),
+		reapService: s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
 		// SQLite: a write that changes nothing takes the database's write
 		// lock (of a table every migrated schema has, Migrate's first).
 		writeLock:     s.sql(`UPDATE {p}schema_migrations SET version = version WHERE 1 = 0`),
@@ -123,6 +126,7 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			ON CONFLICT (service, kid) DO UPDATE SET alg = excluded.alg, public_key = excluded.public_key,
 			created_at = excluded.created_at, retires_at = excluded.retires_at`),
 		retireKey: s.sql(`UPDATE {p}keys SET retires_at = ? WHERE service = ? AND kid = ?`),
+		reapKeys:  s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
 	}
 	return s, nil
 }
@@ -390,7 +394,7 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 		// lock taken below (which a read-only database refuses, and which
 		// would queue every writer behind every reaper).
 		var names []string
-		if err := s.db.WithContext(ctx).Raw(s.q.expiredServices, cutoff.UnixNano()).Scan(&names).Error; err != nil {
+		if err := s.db.WithContext(ctx).Raw(s.q.expiredServices, cutoff.UnixNano(), cutoff.UnixNano()).Scan(&names).Error; err != nil {
 			return nil, mapErr(ctx, "reap", err)
 		}
 		if len(names) == 0 {
@@ -415,18 +419,20 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 			return err
 		}
 		var names []string
-		if err := tx.Raw(s.q.expiredServices, cutoff.UnixNano()).Scan(&names).Error; err != nil {
+		if err := tx.Raw(s.q.expiredServices, cutoff.UnixNano(), cutoff.UnixNano()).Scan(&names).Error; err != nil {
 			return err
 		}
 		now := time.Now().UnixNano()
-		for _, name := range names { // in name order, service row before instance rows, as Register
+		for _, name := range names { // in name order, service row before instance and key rows, as Register and PutKey
 			var rev int64
 			if err := tx.Raw(s.q.bumpService, name, now).Row().Scan(&rev); err != nil {
 				return err
 			}
-			res := tx.Exec(s.q.reapService, name, cutoff.UnixNano())
-			if res.Error != nil {
-				return res.Error
+			if err := tx.Exec(s.q.reapService, name, cutoff.UnixNano()).Error; err != nil {
+				return err
+			}
+			if err := tx.Exec(s.q.reapKeys, name, cutoff.UnixNano()).Error; err != nil {
+				return err
 			}
 			changes = append(changes, core.Change{Service: name, Revision: rev})
 		}
