@@ -35,7 +35,11 @@ const (
 	maxInstances = 1 << 20
 	maxString    = 1 << 20
 	maxConfig    = 8 << 20
-	maxKeys      = 1024
+	// Keys have no limit of their own: Encode writes every key of a
+	// snapshot, and one that did not decode was a miss on every read. A
+	// count is bounded by the bytes left, and Decode allocates room for at
+	// most preallocKeys before it has read them.
+	preallocKeys = 1024
 )
 
 // Errors returned by Decode.
@@ -203,10 +207,10 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 			d.fail("instance field")
 		}
 	}
-	if nk := d.count(maxKeys, 5); nk > 0 {
-		svc.Keys = make([]core.PublicKey, nk)
-		for i := range svc.Keys {
-			k := &svc.Keys[i]
+	if nk := d.count(len(d.s), 5); nk > 0 { // as many as the bytes left can hold
+		svc.Keys = make([]core.PublicKey, 0, min(nk, preallocKeys))
+		for i := 0; i < nk && d.err == nil; i++ {
+			var k core.PublicKey
 			k.ID = d.str(64)
 			k.Algorithm = d.str(16)
 			k.Key = []byte(d.str(1024))
@@ -214,6 +218,7 @@ func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 			if r := d.varint(); r != 0 {
 				k.RetiresAt = time.Unix(0, r)
 			}
+			svc.Keys = append(svc.Keys, k)
 		}
 	}
 	if d.err == nil && d.i != len(d.s) {

@@ -149,3 +149,27 @@ func TestDecodeRefusesImpossibleInstanceFields(t *testing.T) {
 		}
 	}
 }
+
+// Every snapshot Encode writes decodes, however many keys it has: Decode
+// refused more than 1024, so a service that had published 1025 keys (each
+// Signer start and rotation publishes one) was an L2 miss and a decode
+// error on every read, falling through to the database.
+func TestManyKeysRoundTrip(t *testing.T) {
+	for _, n := range []int{1024, 1025, 5000} {
+		in := sample()
+		in.Keys = nil
+		t0 := time.Unix(0, 1764331200123456789)
+		for i := range n {
+			in.Keys = append(in.Keys, core.PublicKey{ID: fmt.Sprintf("k%05d", i), Algorithm: "EdDSA",
+				Key: []byte{byte(i), byte(i >> 8)}, CreatedAt: t0, RetiresAt: t0.Add(time.Duration(i) * time.Second)})
+		}
+		at := time.Unix(0, 1764331200999)
+		got, _, err := Decode(string(Encode(in, at)))
+		if err != nil {
+			t.Fatalf("%d keys: Decode = %v", n, err)
+		}
+		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", in) {
+			t.Fatalf("%d keys: round trip lost something: %d keys back", n, len(got.Keys))
+		}
+	}
+}
