@@ -108,7 +108,10 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 
 // RetireKey sets when a key of a service stops verifying: at may be in the
 // future (a rotation: the old key keeps verifying the tokens it signed until
-// they expire) or now (a revocation). Every process sees it within one cache
+// they expire) or now (a revocation). A retirement only ever moves earlier:
+// a key that already retires before at keeps its retirement, so a later
+// rotation cannot undo a revocation (PublishKey replaces a key, retirement
+// included). Every process sees it within one cache
 // refresh, as with PublishKey. A retired key stays listed (Keys) until the
 // reaper deletes it, its delay (WithReaper, 2 min) after the key retired.
 // It returns an error matching ErrNotFound if

@@ -332,3 +332,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Rotating after a revocation (the natural answer to a leaked key) must
+// not bring the revoked key back: the rotation's retirement of the old key
+// (token lifetime plus MaxLeeway from now) moved the revocation later, and
+// the leaked key verified again until then.
+func TestRotateKeepsARevocation(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	reg := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	_, leaked, _ := ed25519.GenerateKey(rand.Reader)
+	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock), auth.WithKey("k-leaked", leaked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.RetireKey(ctx, "orders", "k-leaked", clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := reg.Keys(ctx, "orders")
+	if k := findKey(keys, "k-leaked"); k == nil || !k.RetiresAt.Equal(t0) {
+		t.Fatalf("after Rotate the revoked key retires at %+v; want %v", k, t0)
+	}
+	forged := forge(t, jwt.SigningMethodEdDSA, leaked, "k-leaked", withClaims(func(c jwt.MapClaims) {
+		now := clock.Now()
+		c["sub"], c["iat"], c["nbf"], c["exp"] = "orders", now.Unix(), now.Unix(), now.Add(time.Minute).Unix()
+	}), nil)
+	if _, err := v.Verify(ctx, forged); reason(err) != "key retired" {
+		t.Fatalf("a token of the revoked key after Rotate: %v; want refused as retired", err)
+	}
+	if tok, err := s.Token(ctx, "inventory"); err != nil || kidOf(t, tok) == "k-leaked" {
+		t.Fatalf("after Rotate: %v; want a token of the new key", err)
+	}
+}

@@ -357,7 +357,9 @@ func (s *Signer) sign(k *signingKey, audience string, now time.Time) (string, er
 // Rotate makes a new key sign from now on: it generates one (same
 // algorithm), publishes it, switches to it, forgets cached tokens, and sets
 // the old key to retire once every token it signed has expired (token
-// lifetime plus MaxLeeway from now). If retiring the old key fails, the new
+// lifetime plus MaxLeeway from now), or keeps an earlier retirement (a
+// revocation: rotating after revoking a leaked key does not bring it
+// back for that minute). If retiring the old key fails, the new
 // key signs anyway and the error says so; the old key then retires at the
 // end of its key lifetime.
 //

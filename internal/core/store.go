@@ -85,8 +85,9 @@ type KeyStore interface {
 	// PutKey adds or replaces a public key of a service (creating the
 	// service if needed) and returns the new revision.
 	PutKey(ctx context.Context, service string, key PublicKey) (revision int64, err error)
-	// RetireKey sets when a key stops verifying and returns the new
-	// revision, or an error matching ErrNotFound. Once retired, a key is
-	// deleted by Reap with a cutoff after its retirement.
+	// RetireKey sets when a key stops verifying, unless it already retires
+	// earlier (a retirement only moves earlier, so a revocation sticks),
+	// and returns the new revision, or an error matching ErrNotFound. Once
+	// retired, a key is deleted by Reap with a cutoff after its retirement.
 	RetireKey(ctx context.Context, service, kid string, at time.Time) (revision int64, err error)
 }

@@ -442,10 +442,21 @@ func testKeys(t *testing.T, s core.Store) {
 	if svc := mustLoad(t, s, "db_svc"); !svc.Key("k2").RetiresAt.Equal(t0.Add(time.Minute)) || svc.Revision != 4 {
 		t.Fatalf("after RetireKey: %+v", svc.Keys)
 	}
+	// A retirement only moves earlier: a revocation is not undone by a
+	// later retirement (a rotation's).
+	if _, err := ks.RetireKey(ctx(t), "db_svc", "k2", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.RetireKey(ctx(t), "db_svc", "k1", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); !svc.Key("k2").RetiresAt.Equal(t0.Add(time.Minute)) || !svc.Key("k1").RetiresAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("after retiring k2 later and k1 earlier: %+v", svc.Keys)
+	}
 	if _, err := ks.RetireKey(ctx(t), "db_svc", "nope", t0); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("RetireKey(unknown) = %v; want ErrNotFound", err)
 	}
-	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 4 {
+	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 6 {
 		t.Fatalf("a failed RetireKey changed the revision to %d", svc.Revision)
 	}
 }

@@ -341,7 +341,9 @@ func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (
 		s.mu.Unlock()
 		return 0, &core.NotFoundError{Service: name, Key: kid}
 	}
-	k.RetiresAt = at
+	if k.RetiresAt.IsZero() || at.Before(k.RetiresAt) { // only ever earlier
+		k.RetiresAt = at
+	}
 	sv.keys[kid] = k
 	sv.rev++
 	rev := sv.rev

@@ -125,8 +125,10 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		putKey: s.sql(`INSERT INTO {p}keys (service, kid, alg, public_key, created_at, retires_at) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO UPDATE SET alg = excluded.alg, public_key = excluded.public_key,
 			created_at = excluded.created_at, retires_at = excluded.retires_at`),
-		retireKey: s.sql(`UPDATE {p}keys SET retires_at = ? WHERE service = ? AND kid = ?`),
-		reapKeys:  s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
+		// A retirement only moves earlier (retires_at 0: never).
+		retireKey: s.sql(`UPDATE {p}keys SET retires_at = CASE WHEN retires_at <> 0 AND retires_at < ? THEN retires_at ELSE ? END
+			WHERE service = ? AND kid = ?`),
+		reapKeys: s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
 	}
 	return s, nil
 }
@@ -553,5 +555,5 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 // RetireKey implements core.KeyStore.
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
 	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Key: kid},
-		s.q.retireKey, at.UnixNano(), name, kid)
+		s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
 }
