@@ -18,8 +18,10 @@
 // from the registry a little later (WithReaper: 2 min after it retired).
 // Revoking a key is Registry.RetireKey with
 // the current time: it bumps the service's revision, so every process drops
-// the key within one cache refresh (at once with Redis). A retirement only
-// moves earlier, so a later rotation does not undo a revocation.
+// the key within one cache refresh (at once with Redis), and a Signer that
+// signs with it, which reads its key's retirement once a second, drops its
+// cached tokens and rotates to a new key. A retirement only moves earlier,
+// so a later rotation does not undo a revocation.
 //
 // # Tokens
 //

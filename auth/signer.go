@@ -27,6 +27,9 @@ const (
 	// rotateRetry is how long after a failed rotation that was due (but not
 	// yet needed) Token tries again.
 	rotateRetry = 30 * time.Second
+	// retirementCheck is how often Token reads the registry's copy of the
+	// signing key for a retirement set elsewhere (a revocation).
+	retirementCheck = time.Second
 )
 
 // claims are the claims of a service token.
@@ -69,6 +72,8 @@ type Signer struct {
 	mu    sync.RWMutex
 	cur   *signingKey
 	cache map[string]cachedToken // audience -> token
+
+	nextCheck atomic.Int64 // when Token next reads the key's retirement (unix ns)
 }
 
 var _ discovery.TokenSource = (*Signer)(nil)
@@ -81,6 +86,9 @@ type signingKey struct {
 	der     []byte
 	created time.Time
 	retires time.Time // zero: never
+	// revoked is an earlier retirement published by another (RetireKey,
+	// say after a leak), in unix ns; 0 if none.
+	revoked atomic.Int64
 }
 
 type cachedToken struct {
@@ -238,8 +246,16 @@ func (s *Signer) KeyID() string {
 // the cached token for that audience until three quarters of its lifetime
 // have passed, then signs a new one. When the key is due for rotation (see
 // WithKeyLifetime) the call rotates it first.
+//
+// Once a second it also reads the registry's copy of its key: a retirement
+// set there by someone else (RetireKey, a revocation) is kept as the key's
+// own, so that once the key cannot outlive a token any more, the cached
+// tokens are dropped and the next call rotates. Without this the Signer
+// went on signing with a revoked key, and every token it issued was
+// refused, until its own rotation, up to half a key lifetime later.
 func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
 	now := s.now()
+	s.checkRetirement(ctx, now)
 	s.mu.RLock()
 	c, ok := s.cache[audience]
 	s.mu.RUnlock()
@@ -282,7 +298,52 @@ func (s *Signer) pruneLocked(now time.Time) {
 // usable reports whether k may sign a token issued at now: it does not
 // retire before the token expires, leeway included.
 func (s *Signer) usable(k *signingKey, now time.Time) bool {
-	return k.retires.IsZero() || !now.Add(s.lifetime+MaxLeeway).After(k.retires)
+	retires := k.retiresAt()
+	return retires.IsZero() || !now.Add(s.lifetime+MaxLeeway).After(retires)
+}
+
+// retiresAt is when k retires: its own retirement, or an earlier one
+// another published; zero for never.
+func (k *signingKey) retiresAt() time.Time {
+	if rv := k.revoked.Load(); rv != 0 && (k.retires.IsZero() || rv < k.retires.UnixNano()) {
+		return time.Unix(0, rv)
+	}
+	return k.retires
+}
+
+// checkRetirement reads, at most once per retirementCheck (one caller
+// reads; the others go on), the registry's copy of the signing key, and
+// keeps a retirement earlier than the key's own: once the key cannot sign a
+// whole token's life any more, the cached tokens go, and the next signing
+// rotates (signingKey). A failed read changes nothing.
+func (s *Signer) checkRetirement(ctx context.Context, now time.Time) {
+	next := s.nextCheck.Load()
+	if now.UnixNano() < next || !s.nextCheck.CompareAndSwap(next, now.Add(retirementCheck).UnixNano()) {
+		return
+	}
+	s.mu.RLock()
+	k := s.cur
+	s.mu.RUnlock()
+	svc, err := s.reg.Snapshot(ctx, s.service)
+	if err != nil {
+		return
+	}
+	pk := svc.Key(k.kid)
+	if pk == nil || pk.RetiresAt.IsZero() || !k.retires.IsZero() && !pk.RetiresAt.Before(k.retires) {
+		return
+	}
+	if rv := pk.RetiresAt.UnixNano(); k.revoked.Load() != rv {
+		k.revoked.Store(rv)
+		s.log.Warn("discovery: auth: signing key retired by another; rotating before it retires",
+			zap.String("service", s.service), zap.String("kid", k.kid), zap.Time("retires_at", pk.RetiresAt))
+	}
+	if !s.usable(k, now) {
+		s.mu.Lock()
+		if s.cur == k {
+			clear(s.cache)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // signingKey returns the key to sign with at now, rotating first when the
@@ -293,7 +354,7 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 	s.mu.RLock()
 	k := s.cur
 	s.mu.RUnlock()
-	if s.keyLifetime == 0 || now.Sub(k.created) < s.keyLifetime/2 && s.usable(k, now) {
+	if (s.keyLifetime == 0 || now.Sub(k.created) < s.keyLifetime/2) && s.usable(k, now) {
 		return k, nil
 	}
 	if s.usable(k, now) {
@@ -394,8 +455,8 @@ func (s *Signer) rotateLocked(ctx context.Context) error {
 	s.mu.Unlock()
 	// Every token the old key signed was issued before the switch.
 	retire := s.now().Add(s.lifetime + MaxLeeway)
-	if !old.retires.IsZero() && !old.retires.After(retire) {
-		return nil
+	if r := old.retiresAt(); !r.IsZero() && !r.After(retire) {
+		return nil // retiring sooner already: a revocation is never put off
 	}
 	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil {
 		return fmt.Errorf("discovery: auth: the new key %s signs, but retiring %s failed: %w", k.kid, old.kid, err)
