@@ -1176,3 +1176,72 @@ func TestWatchFollowsARestoreToBeforeTheFirstConfiguration(t *testing.T) {
 		t.Fatalf("after the restore the watcher got %v; want a config event with no configuration", got)
 	}
 }
+
+// A WithConfigFunc callback follows a database restored to an earlier
+// configuration, as Get and Watch do: its process refused every
+// configuration revision at or below the last one it offered, so the
+// callback, and Registration.Config, kept the configuration the restore
+// had taken away until the restored database passed its revision again.
+func TestConfigCallbackFollowsADatabaseRestoredToAnEarlierConfiguration(t *testing.T) {
+	ctx := context.Background()
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	before := backupAtRevision5(t)
+	for _, b := range []*discoverytest.Backend{restored, before} { // configuration 1 in both
+		if _, _, err := b.SetConfig(ctx, "db_svc", cfgDoc(1), t0, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	var cb callbackLog
+	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(cb.fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := before.SetConfig(ctx, "db_svc", cfgDoc(2), t0, 10); err != nil { // configuration 2, which the restore loses
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Second) // past the freshness window: the hub looks again
+	waitFor(t, 2*time.Second, "the callback", func() bool { _, rev := g.Config(); return rev == 2 })
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || string(svc.Config) != `{"n":1}` {
+		t.Fatalf("after the restore: Get = %v config %s; want configuration 1", err, svc.Config)
+	}
+	waitFor(t, 2*time.Second, "the callback to follow the restore", func() bool { _, rev := g.Config(); return rev == 1 })
+	if got := fmt.Sprint(cb.seen()); got != "[2 1]" {
+		t.Fatalf("the callback saw %s; want [2 1], the restored configuration last", got)
+	}
+}
+
+// The same for a database restored from before the service's first
+// configuration: the callback is called with none, as Watch's event has
+// none, and Registration.Config has none.
+func TestConfigCallbackFollowsARestoreToBeforeTheFirstConfiguration(t *testing.T) {
+	ctx := context.Background()
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, restored, "y1", time.Hour) // revision 1, no configuration
+	before := backupAtRevision5(t)
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	var got atomic.Pointer[json.RawMessage]
+	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(func(_ context.Context, cfg json.RawMessage) error { got.Store(&cfg); return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := before.SetConfig(ctx, "db_svc", cfgDoc(1), t0, 10); err != nil { // which the restore loses
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Second) // past the freshness window: the hub looks again
+	waitFor(t, 2*time.Second, "the callback", func() bool { _, rev := g.Config(); return rev == 1 })
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Config) != 0 {
+		t.Fatalf("after the restore: Get = %v config %s; want no configuration", err, svc.Config)
+	}
+	waitFor(t, 2*time.Second, "the callback to follow the restore", func() bool { _, rev := g.Config(); return rev == 0 })
+	if cfg, _ := g.Config(); cfg != nil || len(*got.Load()) != 0 {
+		t.Fatalf("after the restore: Registration.Config = %s, the callback got %s; want none", cfg, *got.Load())
+	}
+}

@@ -28,12 +28,15 @@ type regConfig struct {
 	delivered int64
 	err       error
 	pending   *ConfigVersion
-	done      chan struct{} // closed and replaced after every delivery; made on first use
-	kick      chan struct{} // made on first use
+	// back: the database went back (restored from a backup) since the
+	// last delivery; the next one replaces what was delivered, older or not.
+	back bool
+	done chan struct{} // closed and replaced after every delivery; made on first use
+	kick chan struct{} // made on first use
 }
 
 // learn takes configuration rev if it is newer than the one known (Config
-// never goes back). c.mu must be held.
+// goes back only when the database does, by a delivery). c.mu must be held.
 func (c *regConfig) learn(doc json.RawMessage, rev int64) {
 	if rev > c.rev {
 		c.doc, c.rev = doc, rev
@@ -59,7 +62,9 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 // revision, one call at a time, in increasing revision order, each call
 // bounded by the notification timeout (10 s); revisions superseded before
 // this process learned of them are skipped, so the last call always carries
-// the current configuration. The configuration current at registration is
+// the current configuration. The order goes back only when the database
+// does (restored from a backup): as Get and Watch follow it, fn is called
+// with the restored configuration, or an empty one if the backup has none. The configuration current at registration is
 // not passed to fn: read it from Registration.Config. An error from fn is
 // logged and reported to the UpdateConfig caller of this process; it is not
 // retried. HTTP instances get POST /admin/reload-config instead; Register
@@ -153,15 +158,19 @@ func (r *Registry) snapshotSince(ctx context.Context, service string, rev int64)
 }
 
 // offerConfig tells the registration of configuration rev; its callback
-// gets it unless it has seen a newer one.
-func (g *Registration) offerConfig(rev int64, doc json.RawMessage) {
+// gets it unless it has seen a newer one and back is false. back says the
+// database went back to rev (restored from a backup): Get and Watch follow
+// it, and so does the callback (rev 0 and no doc when the restored database
+// has no configuration).
+func (g *Registration) offerConfig(rev int64, doc json.RawMessage, back bool) {
 	c := &g.cfg
 	c.mu.Lock()
-	if g.opts.onConfig == nil || rev <= c.seen {
+	if g.opts.onConfig == nil || rev <= c.seen && !back {
 		c.mu.Unlock()
 		return
 	}
 	c.seen, c.pending = rev, &ConfigVersion{Revision: rev, Config: doc}
+	c.back = c.back || back
 	_, kick := c.chans()
 	c.mu.Unlock()
 	select {
@@ -225,8 +234,11 @@ func (g *Registration) configLoop() {
 		for {
 			c.mu.Lock()
 			p := c.pending
-			c.pending = nil
-			stale := p != nil && p.Revision <= c.delivered
+			back := c.back && p != nil
+			if p != nil {
+				c.pending, c.back = nil, false
+			}
+			stale := p != nil && p.Revision <= c.delivered && !back
 			c.mu.Unlock()
 			if p == nil || g.ctx.Err() != nil {
 				break
@@ -242,10 +254,14 @@ func (g *Registration) configLoop() {
 					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
 			}
 			c.mu.Lock()
-			if p.Revision > c.delivered {
+			if p.Revision > c.delivered || back {
 				c.delivered, c.err = p.Revision, err
 			}
-			c.learn(p.Config, p.Revision)
+			if back {
+				c.doc, c.rev = p.Config, p.Revision
+			} else {
+				c.learn(p.Config, p.Revision)
+			}
 			done, _ := c.chans()
 			close(done)
 			c.done = make(chan struct{})

@@ -193,7 +193,7 @@ func (r *Registry) ownRegistration(service, id string) *Registration {
 // notifyOwn hands configuration cfgRev to a registration of this process
 // and waits for its callback.
 func (r *Registry) notifyOwn(ctx context.Context, g *Registration, cfgRev int64, doc []byte, res *NotifyResult) {
-	g.offerConfig(cfgRev, doc)
+	g.offerConfig(cfgRev, doc, false)
 	res.Attempts = 1
 	got, err := g.awaitConfig(ctx, cfgRev)
 	switch {

@@ -357,6 +357,7 @@ func (h *hub) process(e *entry) {
 	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
+	cfgBack := h.loaded && snap.cfgRev < h.last.cfgRev // restored from a backup
 	back := h.loaded && snap.rev < h.last.rev
 	h.last, h.lastEntry, h.loaded = snap, e, true
 	for w := range h.watchers {
@@ -368,9 +369,9 @@ func (h *hub) process(e *entry) {
 			w.push(ev)
 		}
 	}
-	if cfgNew && snap.cfgRev > 0 {
+	if cfgNew && snap.cfgRev > 0 || cfgBack {
 		for g := range h.listeners {
-			g.offerConfig(snap.cfgRev, snap.config)
+			g.offerConfig(snap.cfgRev, snap.config, cfgBack)
 		}
 	}
 }
@@ -408,7 +409,7 @@ func (h *hub) addListener(g *Registration) bool {
 	}
 	h.listeners[g] = struct{}{}
 	if h.loaded && h.last.cfgRev > 0 {
-		g.offerConfig(h.last.cfgRev, h.last.config)
+		g.offerConfig(h.last.cfgRev, h.last.config, false)
 	}
 	return true
 }
