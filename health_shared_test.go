@@ -575,3 +575,63 @@ func TestRedisDatabasesKeepHealthApart(t *testing.T) {
 		t.Fatalf("prod shows %s %v, as staging (Redis database %d) found it; want prod's own view", shared.ID, got, db+1)
 	}
 }
+
+// A process whose health subscription went silent without being closed (a
+// partition, a crashed host: its pings are written without error, nothing
+// comes back) subscribes again and reads the shared states: go-redis's
+// Channel kept the connection as long as the kernel did, many minutes, deaf
+// to every status change the other processes announced, which reached it
+// only at its own syncs, an interval apart, with no resynchronisation.
+// Here the deaf process's clock stands still: no sync of its own comes.
+func TestSilentHealthSubscriptionIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	ns := testutil.Prefix(t)
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	direct, behind := testutil.RedisClient(t, addr, db, ns), testutil.RedisClient(t, proxy.Addr(), db, ns)
+	ns = strings.TrimSuffix(ns, "_")
+	store := discoverytest.NewBackend()
+	ownerClock, otherClock := discoverytest.NewClock(t0), discoverytest.NewClock(t0)
+	newReg := func(rdb redis.UniversalClient, clock *discoverytest.Clock) *discovery.Registry {
+		return discoverytest.NewRegistry(t, store, discovery.WithNamespace(ns), discovery.WithRedis(rdb), discovery.WithClock(clock),
+			discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour), discovery.WithCloseDrain(0))
+	}
+	owner, other := newReg(direct, ownerClock), newReg(behind, otherClock)
+	var failing atomic.Bool
+	g, err := owner.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.7.0.1", Port: 9, Method: discovery.MethodRouter},
+		discovery.WithCheckFunc(func(context.Context) error {
+			if failing.Load() {
+				return errors.New("worker pool exhausted")
+			}
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.Instance().ID
+	for i := 0; viewStatus(t, other, "router_svc", id) != discovery.StatusHealthy; i++ {
+		if i > 5*int(hInterval/time.Second) {
+			t.Fatalf("the other process does not see the instance healthy: %+v; owner %+v", healthOf(t, other, "router_svc", id), healthOf(t, owner, "router_svc", id))
+		}
+		step(ownerClock, time.Second, owner)
+		step(otherClock, time.Second, other)
+	}
+	proxy.Stall()
+	// The connections the other process's commands used are stalled too:
+	// drop them from its pool, so that only its subscriptions stay deaf.
+	waitFor(t, 10*time.Second, "a command through the proxy", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		return behind.Ping(pctx).Err() == nil
+	})
+	failing.Store(true)
+	for i := 0; viewStatus(t, owner, "router_svc", id) != discovery.StatusUnhealthy; i++ {
+		if i > 5*int(hInterval/time.Second) {
+			t.Fatal("the owner does not see its instance unhealthy")
+		}
+		step(ownerClock, time.Second, owner)
+	}
+	waitFor(t, 15*time.Second, "the other process to hear of the change", func() bool {
+		return viewStatus(t, other, "router_svc", id) == discovery.StatusUnhealthy
+	})
+}
