@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/rssbot/discovery/internal/cache/rediscache"
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/health"
 )
@@ -290,103 +291,21 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 	s.r.applyLocal(st, is, c)
 }
 
-// listenCheck is how long a quiet health subscription waits before it
-// pings Redis on its connection; listenSilent is how long a read waits for
-// anything before it takes the connection for dead, as for the change
-// subscription (rediscache): a ping within 2 listenChecks of quiet, a read
-// begun at most one after its deadline was set, one more for the pong.
-const (
-	listenCheck  = time.Second
-	listenSilent = 4 * listenCheck
-)
-
 // listen applies the changes other processes announce, until Close. Every
 // (re)subscription rereads every service's shared states: messages may have
-// been lost.
-//
-// A read is bounded by a deadline listenSilent (and the Redis timeout) after
-// it was set, renewed once a listenCheck: a read that ends on it is an error
-// for go-redis, which drops the connection and subscribes again on a new
-// one. go-redis's Channel, read here before, dropped it only when a ping
-// could not be written, so a connection that went silent without being
-// closed (a partition, a crashed host) was kept, deaf, for as long as the
-// kernel kept it: many minutes in which other processes' status changes
-// arrived only with this process's syncs, an interval apart.
+// been lost. It reads the subscription as the change channel does
+// (rediscache.Listen): a connection that went silent without being closed
+// (a partition, a crashed host) is replaced within seconds, where go-redis's
+// Channel, read here before, kept it deaf for as long as the kernel kept it,
+// and other processes' status changes arrived only with this process's
+// syncs, an interval apart.
 func (s *sharer) listen() {
 	ps := s.rdb.Subscribe(s.r.ctx, s.channel)
 	defer func() { _ = ps.Close() }()
-	var heard atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.pingQuiet(ps, &heard, done)
-	}()
-	defer wg.Wait()
-	defer close(done)
-	failures := 0
-	rctx, stop := s.r.ctx, context.CancelFunc(func() {})
-	defer func() { stop() }()
-	var renew time.Time
-	for {
-		if now := time.Now(); !now.Before(renew) {
-			stop()
-			var cancel context.CancelFunc
-			rctx, cancel = context.WithDeadline(s.r.ctx, now.Add(listenSilent+s.r.opts.redisTO))
-			stop, renew = cancel, now.Add(listenCheck)
-		}
-		msg, err := ps.Receive(rctx)
-		if s.r.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-			return
-		}
-		if err != nil {
-			// go-redis has dropped a broken connection and subscribes again
-			// at the next Receive; after the first failure, not in a loop.
-			if failures++; failures > 1 {
-				select {
-				case <-s.r.ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-			continue
-		}
-		failures = 0
-		heard.Add(1)
-		switch msg := msg.(type) {
-		case *redis.Subscription:
-			if msg.Kind == "subscribe" {
-				s.m.resync.Store(true)
-				s.m.poke()
-			}
-		case *redis.Message:
-			s.onMessage(msg.Payload)
-		}
-	}
-}
-
-// pingQuiet pings Redis on the subscription's connection when it has been
-// quiet for listenCheck, as go-redis's Channel did: the pong ends a read
-// that would otherwise reach its deadline.
-func (s *sharer) pingQuiet(ps *redis.PubSub, heard *atomic.Int64, done <-chan struct{}) {
-	t := time.NewTicker(listenCheck)
-	defer t.Stop()
-	last := heard.Load()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		if n := heard.Load(); n != last {
-			last = n
-			continue
-		}
-		ctx, cancel := context.WithTimeout(s.r.ctx, s.r.opts.redisTO)
-		_ = ps.Ping(ctx) // its answer arrives through listen
-		cancel()
-	}
+	rediscache.Listen(s.r.ctx, ps, s.r.opts.redisTO, func() {
+		s.m.resync.Store(true)
+		s.m.poke()
+	}, s.onMessage)
 }
 
 func (s *sharer) onMessage(payload string) {

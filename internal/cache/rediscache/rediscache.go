@@ -86,7 +86,6 @@ type Cache struct {
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
-	heard                                                                                          atomic.Uint64 // anything read from the subscription: messages, confirmations, pongs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -409,9 +408,14 @@ func (c *Cache) Start() {
 	c.ps = c.rdb.Subscribe(c.ctx, c.channel)
 	ps := c.ps
 	c.mu.Unlock()
-	c.wg.Add(2)
-	go c.receive(ps)
-	go c.checkSubscription(ps)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		Listen(c.ctx, ps, c.opt.Timeout, c.opt.OnResync, func(payload string) {
+			c.received.Add(1)
+			c.handle(payload)
+		})
+	}()
 }
 
 // subscriptionCheck is how long a quiet subscription waits before it pings
@@ -419,39 +423,57 @@ func (c *Cache) Start() {
 // subscribes again on a new one.
 const subscriptionCheck = time.Second
 
-// silentFor is how long receive waits for anything on the subscription
+// silentFor is how long a read waits for anything on the subscription
 // before it takes the connection for dead (a partition, a crashed host: the
-// pings are written without error, and nothing comes back): checkSubscription
-// pings within 2 subscriptionChecks of quiet, a read begins at most one after
-// its deadline was set, and the pong has one more and the timeout.
+// pings are written without error, and nothing comes back): Listen pings
+// within 2 subscriptionChecks of quiet, a read begins at most one after its
+// deadline was set, and the pong has one more and the timeout.
 const silentFor = 4 * subscriptionCheck
 
-// receive reads the subscription in this goroutine. go-redis's Channel
-// would read it in one of its own, hand each message over a Go channel and
-// wake its health checker for each: two goroutine wake-ups a message before
-// this one had it (publish to receive on loopback went from about 32-44 µs
-// to 31 µs at the median without them).
+// Listen reads the subscription ps until ctx ends or ps is closed, calling
+// onSubscribe (if not nil) for every (re)subscription and onMessage for
+// every message, in this goroutine; a second one pings Redis on ps's
+// connection when it has been quiet for subscriptionCheck, and Listen waits
+// for it before it returns. timeout bounds each ping. The change channel and
+// the health channel both read their subscription with it.
 //
-// A read is bounded by a deadline silentFor (and the timeout) after it was
-// set, renewed once a subscriptionCheck: a read that ends on it is an error
-// for go-redis, which drops the connection and subscribes again on a new one
-// (OnResync follows), where a connection that went silent without being
-// closed was kept, and its messages lost, until the kernel gave up on it.
-func (c *Cache) receive(ps *redis.PubSub) {
-	defer c.wg.Done()
+// go-redis's Channel would read ps in a goroutine of its own, hand each
+// message over a Go channel and wake its health checker for each: two
+// goroutine wake-ups a message before this one had it (publish to receive
+// on loopback went from about 32-44 µs to 31 µs at the median without
+// them). And it drops the connection only when a ping cannot be written, so
+// a connection that went silent without being closed (a partition, a
+// crashed host) was kept, its messages lost, until the kernel gave up on it.
+// Here a read is bounded by a deadline silentFor (and the timeout) after it
+// was set, renewed once a subscriptionCheck: a read that ends on it is an
+// error for go-redis, which drops the connection and subscribes again on a
+// new one (onSubscribe follows).
+func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubscribe func(), onMessage func(payload string)) {
+	var (
+		heard atomic.Uint64
+		wg    sync.WaitGroup
+	)
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pingQuiet(ctx, ps, timeout, &heard, done)
+	}()
+	defer wg.Wait()
+	defer close(done)
 	failures := 0
-	rctx, stop := c.ctx, context.CancelFunc(func() {})
+	rctx, stop := ctx, context.CancelFunc(func() {})
 	defer func() { stop() }()
 	var renew time.Time
 	for {
 		if now := time.Now(); !now.Before(renew) {
 			stop()
 			var cancel context.CancelFunc
-			rctx, cancel = context.WithDeadline(c.ctx, now.Add(silentFor+c.opt.Timeout))
+			rctx, cancel = context.WithDeadline(ctx, now.Add(silentFor+timeout))
 			stop, renew = cancel, now.Add(subscriptionCheck)
 		}
 		m, err := ps.Receive(rctx)
-		if c.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			return
 		}
 		if err != nil {
@@ -459,7 +481,7 @@ func (c *Cache) receive(ps *redis.PubSub) {
 			// at the next Receive; after the first failure, not in a loop.
 			if failures++; failures > 1 {
 				select {
-				case <-c.ctx.Done():
+				case <-ctx.Done():
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
@@ -467,39 +489,38 @@ func (c *Cache) receive(ps *redis.PubSub) {
 			continue
 		}
 		failures = 0
-		c.heard.Add(1)
+		heard.Add(1)
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && c.opt.OnResync != nil {
-				c.opt.OnResync()
+			if m.Kind == "subscribe" && onSubscribe != nil {
+				onSubscribe()
 			}
 		case *redis.Message:
-			c.received.Add(1)
-			c.handle(m.Payload)
+			onMessage(m.Payload)
 		}
 	}
 }
 
-// checkSubscription pings Redis on the subscription's connection when it
-// has been quiet for subscriptionCheck, as go-redis's Channel does; it
-// looks at a counter instead of being woken by every message.
-func (c *Cache) checkSubscription(ps *redis.PubSub) {
-	defer c.wg.Done()
+// pingQuiet pings Redis on ps's connection when it has been quiet for
+// subscriptionCheck, as go-redis's Channel does, until done; it looks at a
+// counter instead of being woken by every message. The pong ends a read
+// that would otherwise reach its deadline.
+func pingQuiet(ctx context.Context, ps *redis.PubSub, timeout time.Duration, heard *atomic.Uint64, done <-chan struct{}) {
 	t := time.NewTicker(subscriptionCheck)
 	defer t.Stop()
-	last := c.heard.Load()
+	last := heard.Load()
 	for {
 		select {
-		case <-c.ctx.Done():
+		case <-done:
 			return
 		case <-t.C:
 		}
-		if n := c.heard.Load(); n != last {
+		if n := heard.Load(); n != last {
 			last = n
 			continue
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
-		_ = ps.Ping(ctx) // its answer arrives through receive
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		_ = ps.Ping(pctx) // its answer arrives through Listen
 		cancel()
 	}
 }
