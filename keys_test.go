@@ -401,11 +401,7 @@ func TestReaperDeletesRetiredKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for range 8 { // 80 s: the reaper runs every ~10 s and deletes after 60 s
-			clock.BlockUntil(1)
-			clock.Advance(10 * time.Second)
-		}
-		clock.BlockUntil(1)
+		reapFor80s(clock)
 		svc, err := r.Store().Load(ctx, "db_svc")
 		if err != nil || len(svc.Keys) != 1 || svc.Keys[0].ID != "live" || svc.Revision != 3 {
 			t.Fatalf("after reaping: %+v, %v; want the live key alone at revision 3", svc, err)

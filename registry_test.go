@@ -332,6 +332,16 @@ func TestUpdateAndReRegisterInPlace(t *testing.T) {
 	})
 }
 
+// reapFor80s lets the reaper of WithReaper(10*time.Second, time.Minute) run
+// for 80 s of clock: it runs every ~10 s and deletes rows 60 s past their end.
+func reapFor80s(clock *discoverytest.Clock) {
+	for range 8 {
+		clock.BlockUntil(1)
+		clock.Advance(10 * time.Second)
+	}
+	clock.BlockUntil(1)
+}
+
 func TestReaperDeletesLongExpiredRows(t *testing.T) {
 	forEachWorld(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
@@ -341,11 +351,7 @@ func TestReaperDeletesLongExpiredRows(t *testing.T) {
 		if _, err := r.Store().Register(ctx, &dead); err != nil {
 			t.Fatal(err)
 		}
-		for range 8 { // 80 s: the reaper runs every ~10 s and deletes after 60 s
-			clock.BlockUntil(1)
-			clock.Advance(10 * time.Second)
-		}
-		clock.BlockUntil(1)
+		reapFor80s(clock)
 		svc, err := r.Store().Load(ctx, "db_svc")
 		if err != nil || len(svc.Instances) != 0 || svc.Revision != 2 {
 			t.Fatalf("after reaping: %+v, %v; want no rows at revision 2", svc, err)
