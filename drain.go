@@ -75,19 +75,24 @@ type subscriberCounter interface{ Subscribers() int }
 // A process that lost the message (a reconnection) revalidates what it
 // holds when it subscribes again, and otherwise sees the change when its
 // L1 entry stops being fresh, as without Redis. ctx bounds the wait: when it
-// ends, Drain deregisters at once. Calling Drain on a registration that is
-// gone returns nil.
+// ends, during the wait or before the mark could be written, Drain
+// deregisters at once (within the close timeout). Calling Drain on a
+// registration that is gone returns nil.
 func (g *Registration) Drain(ctx context.Context) error {
 	rev, err := g.markDraining(ctx)
-	if errors.Is(err, ErrClosed) {
+	switch {
+	case err == nil:
+		g.r.sleep(ctx, g.r.propagationBound(ctx, g.service, rev))
+	case errors.Is(err, ErrClosed):
 		// Gone, or a Deregister that failed left the row: Deregister
 		// returns nil for the one and retries the other.
-		return g.Deregister(ctx)
-	}
-	if err != nil {
+	case ctx.Err() == nil:
 		return err
 	}
-	g.r.sleep(ctx, g.r.propagationBound(ctx, g.service, rev))
+	// ctx ended, during the wait or before the mark was written (a renewal
+	// held the registration, say): deregister at once all the same. It
+	// returned the context's error instead, and the instance stayed
+	// registered, renewed and picked.
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = ownTimeout(context.WithoutCancel(ctx), g.r.opts.closeTO)

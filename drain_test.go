@@ -188,6 +188,27 @@ func TestDrainContextEndsWait(t *testing.T) {
 	}
 }
 
+// A context that has ended before Drain could mark the instance draining
+// (a renewal held the registration, a shutdown deadline passed) deregisters
+// it at once all the same, as when the context ends during the wait:
+// Drain returned the context's error and left the instance registered,
+// renewed and picked.
+func TestDrainWithAnEndedContextDeregisters(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0) // never advanced
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	discoverytest.NewRegistry(t, backend, discovery.WithClock(clock)) // a listener, so Drain would wait
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.Drain(ctx); err != nil {
+		t.Fatalf("Drain(an ended context) = %v; want the instance deregistered", err)
+	}
+	if svc, err := backend.Load(context.Background(), "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Drain the store has %+v, %v", svc, err)
+	}
+}
+
 // Close drains by default: other processes see the instance draining before
 // it is removed; WithCloseDrain(0) removes it at once.
 func TestCloseDrainsFirst(t *testing.T) {
