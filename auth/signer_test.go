@@ -223,6 +223,57 @@ func TestTransport(t *testing.T) {
 	}
 }
 
+// A redirect to another service gets no token: the redirecting service,
+// not the caller, chose that target, and a token would let it make the
+// caller call any service with the caller's identity (http.Client drops the
+// Authorization of such redirects for this reason; the Transport signed a
+// new one). A redirect within the service still carries its token, also
+// when the request that got it was sent to an instance's address with the
+// service's name as Host, as the Registry's transport sends it.
+func TestTransportSignsNoTokenForARedirectToAnotherHost(t *testing.T) {
+	f := newFixture(t)
+	var (
+		mu   sync.Mutex
+		seen = map[string]string{} // path -> Authorization
+	)
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Get("Authorization")
+		mu.Unlock()
+		// as the Registry's transport: to an instance, named by Host
+		sent := r.Clone(r.Context())
+		sent.Host, sent.URL.Host = r.URL.Host, "10.0.0.7:8080"
+		resp := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: sent}
+		if to := r.URL.Query().Get("to"); to != "" {
+			resp.StatusCode = http.StatusTemporaryRedirect
+			resp.Header.Set("Location", to)
+		}
+		return resp, nil
+	})
+	client := &http.Client{Transport: &auth.Transport{Source: f.signer, Base: base}}
+	for _, url := range []string{
+		"http://inventory/a?to=http://billing/stolen",
+		"http://inventory/b?to=http://inventory:8080/same",
+	} {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["/a"] == "" || seen["/b"] == "" {
+		t.Fatalf("the first requests went without a token: %v", seen)
+	}
+	if got := seen["/stolen"]; got != "" {
+		t.Errorf("the redirect to billing carried %q; want no token", got)
+	}
+	if got := seen["/same"]; got != seen["/b"] {
+		t.Errorf("the redirect within inventory carried %q; want inventory's token %q", got, seen["/b"])
+	}
+}
+
 type closeBody struct {
 	io.Reader
 	closed bool

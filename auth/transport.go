@@ -2,6 +2,8 @@ package auth
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/internal/core"
@@ -16,7 +18,9 @@ import (
 // load balancer resolving "http://inventory/..." to an instance's address):
 // the audience is the service name, which by default is the host of the
 // request's URL without its port. A request that already carries an
-// Authorization header is passed on unchanged.
+// Authorization header is passed on unchanged, and so is a redirect that
+// http.Client follows to another host: that target is the redirecting
+// service's choice, and gets no token of the caller's.
 type Transport struct {
 	// Source gives the tokens. Required.
 	Source discovery.TokenSource
@@ -47,6 +51,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if core.IsNil(t.Source) { // a typed nil too: it panicked at Token
 		return fail(optErr("Transport.Source", "nil", "must not be nil"))
 	}
+	if crossHostRedirect(req) {
+		// A redirect to another host is the redirecting service's choice,
+		// not the caller's: a token for it would let any service make this
+		// one call a third with its identity (http.Client drops the
+		// Authorization header of such redirects for the same reason).
+		return base.RoundTrip(req)
+	}
 	var (
 		aud string
 		err error
@@ -66,6 +77,26 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r2 := req.Clone(req.Context())
 	r2.Header.Set("Authorization", "Bearer "+tok)
 	return base.RoundTrip(r2)
+}
+
+// crossHostRedirect reports whether req is a redirect http.Client follows to
+// a host other than the one that answered it, or to one it cannot tell. The
+// host that answered is the Host of the request that got the redirect (set
+// by the Registry's transport to the service's name when it sent the
+// request to an instance), else its URL's.
+func crossHostRedirect(req *http.Request) bool {
+	if req.Response == nil {
+		return false
+	}
+	prev := req.Response.Request
+	if prev == nil {
+		return true
+	}
+	host := prev.Host
+	if host == "" && prev.URL != nil {
+		host = prev.URL.Host
+	}
+	return !strings.EqualFold((&url.URL{Host: host}).Hostname(), req.URL.Hostname())
 }
 
 // CloseIdleConnections closes the idle connections of Base, if it can
