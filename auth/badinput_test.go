@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 TestKeysThatCannotSignAreOptionErrors builds broken ECDSA keys, which only the raw fields (deprecated since Go 1.26) can do.
+
 package auth_test
 
 import (

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -177,9 +178,10 @@ func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 		if !ok || pub.Curve != elliptic.P256() {
 			return nil, optErr("WithKey", kid, "an ECDSA key must be an *ecdsa.PrivateKey on P-256 (ES256)")
 		}
-		// Checked before encoding and signing, which panicked without them.
-		if kk.D == nil || pub.X == nil || pub.Y == nil {
-			return nil, optErr("WithKey", kid, "an ECDSA key needs its private scalar (D) and its public point (X, Y)")
+		// Checked before encoding and signing, which panicked on a key
+		// without its scalar or its point.
+		if err := checkECDSA(kk); err != nil {
+			return nil, optErr("WithKey", kid, "not a whole ECDSA key: "+err.Error())
 		}
 		k.alg, k.method = ES256, jwt.SigningMethodES256
 	default:
@@ -201,6 +203,20 @@ func useKey(kid string, key crypto.Signer, now time.Time) (*signingKey, error) {
 	}
 	k.der = der
 	return k, nil
+}
+
+// checkECDSA reports whether k is a whole, valid key: PrivateKey.Bytes
+// checks the scalar's range and that the point is on the curve and is the
+// scalar's, and panics (a nil big.Int) where a part is missing. The raw
+// fields that would say so without it are deprecated.
+func checkECDSA(k *ecdsa.PrivateKey) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errors.New("its private scalar (D) or public point (X, Y) is missing")
+		}
+	}()
+	_, err = k.Bytes()
+	return err
 }
 
 func newKey(alg string, now time.Time) (*signingKey, error) {
