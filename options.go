@@ -73,7 +73,7 @@ type options struct {
 	db        *gorm.DB
 	rdb       redis.UniversalClient
 	redisCmd  redis.UniversalClient // rdb as used: bounded by redisTO (redisbound.go); set by validate
-	nilOpt    string                // the first of WithDB, WithRedis, WithStore given nil
+	nilOpt    firstNil              // the first of WithDB, WithRedis, WithStore, ... given nil
 	store     core.Store
 	log       *zap.Logger
 	clock     core.Clock
@@ -144,15 +144,21 @@ func optErr(name, value, reason string) error {
 }
 
 // noteNil remembers the first backend option given nil, for validate.
-func (o *options) noteNil(name string, isNil bool) {
-	if isNil && o.nilOpt == "" {
-		o.nilOpt = name
+func (o *options) noteNil(name string, isNil bool) { o.nilOpt.note(name, isNil) }
+
+// firstNil is the name of the first option given nil, of the Registry's or a
+// registration's: a nil is refused, not taken for the option left out.
+type firstNil string
+
+func (f *firstNil) note(name string, isNil bool) {
+	if isNil && *f == "" {
+		*f = firstNil(name)
 	}
 }
 
 func (o *options) validate() error {
 	if o.nilOpt != "" {
-		return optErr(o.nilOpt, "nil", "must not be nil; leave the option out for none")
+		return optErr(string(o.nilOpt), "nil", "must not be nil; leave the option out for none")
 	}
 	// Bounds first: the derived values below double a lease, and the
 	// clocks add durations to now; past MaxDuration the sums overflow (a

@@ -26,15 +26,11 @@ type regOptions struct {
 	handler http.Handler
 	// nilField is the field of the first option given nil ("check func",
 	// "config func", "handler"), for checkRegOptions.
-	nilField string
+	nilField firstNil
 }
 
 // noteNil remembers the first registration option given nil.
-func (o *regOptions) noteNil(field string, isNil bool) {
-	if isNil && o.nilField == "" {
-		o.nilField = field
-	}
-}
+func (o *regOptions) noteNil(field string, isNil bool) { o.nilField.note(field, isNil) }
 
 // checkRegOptions refuses registration options that do not fit the
 // instance: each would be ignored, and the caller would believe it applied.
@@ -44,7 +40,7 @@ func checkRegOptions(in *core.Instance, ro *regOptions) error {
 	case ro.nilField != "":
 		// Taken for the option left out, it would be ignored: a router
 		// instance without the check, callback or handler meant for it.
-		return &ValidationError{Field: ro.nilField, Value: "nil", Reason: "must not be nil; leave the option out for none"}
+		return &ValidationError{Field: string(ro.nilField), Value: "nil", Reason: "must not be nil; leave the option out for none"}
 	case ro.handler != nil && core.IsNil(ro.handler):
 		return &ValidationError{Field: "handler", Value: "nil", Reason: "WithHandler needs a non-nil http.Handler"}
 	case ro.onConfig != nil && !router:
