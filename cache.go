@@ -328,7 +328,7 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.S
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
 	lo, hi, preserving := r.preserved(raw, st, now)
 	visible := func(exp int64) bool {
-		return exp > now || preserving && exp >= lo && exp <= hi || r.heldByOutage(exp, now)
+		return exp > now || r.kept(exp, now, lo, hi, preserving)
 	}
 	live, suspects, same := 0, 0, true
 	for i := range raw.Instances {

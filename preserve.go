@@ -112,10 +112,19 @@ func (r *Registry) keptAsSuspect(st *svcState, exp, now int64) bool {
 	if exp > now {
 		return false
 	}
-	if ep := r.episodeOf(st, now); ep != nil && exp >= ep.lo && exp <= ep.hi {
-		return true
+	var lo, hi int64
+	ep := r.episodeOf(st, now)
+	if ep != nil {
+		lo, hi = ep.lo, ep.hi
 	}
-	return r.heldByOutage(exp, now)
+	return r.kept(exp, now, lo, hi, ep != nil)
+}
+
+// kept reports whether an instance whose lease ended at exp is kept at now:
+// within the expiry window [lo, hi] of a self-preservation episode in force
+// (preserving), or held by a database outage.
+func (r *Registry) kept(exp, now, lo, hi int64, preserving bool) bool {
+	return preserving && exp >= lo && exp <= hi || r.heldByOutage(exp, now)
 }
 
 // suspectsNow counts the suspects of a service's view that are still kept
