@@ -307,6 +307,9 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 		e.notFound = &core.NotFoundError{Service: raw.Name}
 	}
 	fresh, swr, sie := int64(r.opts.fresh), int64(r.opts.swr), int64(r.opts.sie)
+	if j := r.opts.jitter; j > 0 {
+		fresh += int64((rand.Float64()*2 - 1) * j * float64(fresh))
+	}
 	read := min(readAt.UnixNano(), n)
 	// A snapshot another process read from the database (through Redis, or
 	// pushed with a change message) serves at most one lease TTL after that

@@ -115,11 +115,11 @@ func TestLostMessagesBoundedByFreshness(t *testing.T) {
 				t.Fatal(err)
 			}
 			readsBefore := b.Stats().StoreReads
-			clock.Advance(discovery.DefaultFresh - time.Millisecond)
+			clock.Advance(shortestFresh - time.Millisecond)
 			if res, err := b.Lookup(ctx, "db_svc"); err != nil || len(res.Service.Instances) != 1 || res.Stale {
 				t.Fatalf("inside the freshness window: %+v, %v; want the cached, fresh snapshot", res, err)
 			}
-			clock.Advance(time.Millisecond)
+			clock.Advance(longestFresh - shortestFresh + time.Millisecond)
 			waitFor(t, 2*time.Second, "the change after the freshness window", func() bool {
 				return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
 			})
@@ -1243,5 +1243,66 @@ func TestConfigCallbackFollowsARestoreToBeforeTheFirstConfiguration(t *testing.T
 	waitFor(t, 2*time.Second, "the callback to follow the restore", func() bool { _, rev := g.Config(); return rev == 0 })
 	if cfg, _ := g.Config(); cfg != nil || len(*got.Load()) != 0 {
 		t.Fatalf("after the restore: Registration.Config = %s, the callback got %s; want none", cfg, *got.Load())
+	}
+}
+
+// Entries taken at the same moment (as every process takes a pushed
+// snapshot) go stale spread over +-10% of the freshness window, not all at
+// once: their refreshes do not all reach Redis or the database together.
+// WithCacheJitter(0) keeps every window exact.
+func TestFreshnessWindowsAreJittered(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock))
+	a := w.registry(t, discovery.WithLeaseTTL(time.Minute)) // renews after the test's 5.5 s
+	jittered, exact := w.registry(t), w.registry(t, discovery.WithCacheJitter(0))
+	const n = 100
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("svc_%d", i)
+		mustRegister(t, a, inst(names[i], "10.0.0.1", 1))
+	}
+	stale := func(r *discovery.Registry, name string) bool {
+		t.Helper()
+		res, err := r.Lookup(ctx, name)
+		if err != nil {
+			t.Fatalf("Lookup(%s): %v", name, err)
+		}
+		return res.Stale
+	}
+	for _, name := range names { // every entry taken at t0
+		stale(jittered, name)
+		stale(exact, name)
+	}
+	clock.Advance(shortestFresh - time.Millisecond)
+	for _, name := range names {
+		if stale(jittered, name) || stale(exact, name) {
+			t.Fatalf("%s stale %v before the shortest window ends", name, clock.Now().Sub(t0))
+		}
+	}
+	clock.Set(t0.Add(discovery.DefaultFresh - time.Millisecond))
+	for _, name := range names {
+		if stale(exact, name) {
+			t.Fatalf("WithCacheJitter(0): %s stale 1 ms before its window ends", name)
+		}
+	}
+	clock.Set(t0.Add(discovery.DefaultFresh))
+	var fresh []string
+	for _, name := range names {
+		if !stale(exact, name) {
+			t.Fatalf("WithCacheJitter(0): %s still fresh when its window ends", name)
+		}
+		if !stale(jittered, name) {
+			fresh = append(fresh, name)
+		}
+	}
+	if len(fresh) == 0 || len(fresh) == n {
+		t.Fatalf("%d of %d entries fresh at the unjittered window's end; want them spread on both sides", len(fresh), n)
+	}
+	clock.Set(t0.Add(longestFresh + time.Millisecond))
+	for _, name := range fresh {
+		if !stale(jittered, name) {
+			t.Fatalf("%s still fresh after the longest window (%v)", name, longestFresh)
+		}
 	}
 }

@@ -16,6 +16,12 @@ import (
 
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
+// The bounds of an L1 entry's freshness window under the default jitter.
+const (
+	shortestFresh = discovery.DefaultFresh - discovery.DefaultFresh/10
+	longestFresh  = discovery.DefaultFresh + discovery.DefaultFresh/10
+)
+
 // world is one deployment: a database and (optionally) a Redis shared by
 // every Registry a test makes in it, each standing for a process.
 type world struct {

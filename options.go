@@ -37,6 +37,13 @@ const (
 	// DefaultStaleIfError is how long past fresh an entry is served when
 	// every lower layer fails.
 	DefaultStaleIfError = 5 * time.Minute
+	// DefaultCacheJitter spreads each L1 entry's freshness window by up to
+	// +-10%, so that processes which took a snapshot at the same moment (a
+	// change message reaches them all at once) do not all refresh it at the
+	// same moment either.
+	DefaultCacheJitter = 0.1
+	// MaxCacheJitter bounds WithCacheJitter.
+	MaxCacheJitter = 0.5
 	// DefaultNegativeTTL is how long "no such service" is remembered.
 	DefaultNegativeTTL = time.Second
 	// DefaultL2TTL is the Redis expiry of a snapshot, jittered +-10% (the
@@ -83,6 +90,7 @@ type options struct {
 	leaseTTL    time.Duration
 	cacheSize   int
 	fresh       time.Duration
+	jitter      float64
 	swr         time.Duration
 	sie         time.Duration
 	negativeTTL time.Duration
@@ -128,7 +136,8 @@ func defaultOptions() options {
 		log: zap.NewNop(), clock: core.RealClock{}, namespace: DefaultNamespace, migrate: true,
 		leaseTTL: DefaultLeaseTTL, cacheSize: DefaultCacheSize,
 		fresh: DefaultFresh, swr: DefaultStaleWhileRevalidate, sie: DefaultStaleIfError, negativeTTL: DefaultNegativeTTL,
-		l2TTL: DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout, dbTO: DefaultDatabaseTimeout,
+		jitter: DefaultCacheJitter,
+		l2TTL:  DefaultL2TTL, redisTO: DefaultRedisTimeout, loadTO: DefaultLoadTimeout, dbTO: DefaultDatabaseTimeout,
 		reapEvery: DefaultReapInterval, reapAfter: DefaultReapAfter, closeTO: DefaultCloseTimeout,
 		strategy: StrategyP2CEWMA, minScore: DefaultMinScore, panicThreshold: DefaultPanicThreshold,
 		preserveFraction: DefaultSelfPreservation,
@@ -201,6 +210,8 @@ func (o *options) validate() error {
 		return optErr("WithLeaseTTL", o.leaseTTL.String(), "must be at least 3s (renewals run every TTL/3)")
 	case o.cacheSize < 1 || o.cacheSize > MaxCacheSize:
 		return optErr("WithCacheSize", strconv.Itoa(o.cacheSize), "must be 1.."+strconv.Itoa(MaxCacheSize))
+	case !(o.jitter >= 0 && o.jitter <= MaxCacheJitter): // NaN too
+		return optErr("WithCacheJitter", strconv.FormatFloat(o.jitter, 'g', -1, 64), "must be 0..0.5")
 	case o.swr < 0 || o.sie < 0:
 		return optErr("WithCacheFreshness", o.swr.String()+"/"+o.sie.String(), "stale windows must not be negative")
 	case o.reapEvery < 0:
@@ -339,6 +350,14 @@ func WithCacheSize(services int) Option {
 // whose lease has ended is never served while the database can be asked.
 func WithCacheFreshness(fresh, staleWhileRevalidate, staleIfError time.Duration) Option {
 	return optionFunc(func(o *options) { o.fresh, o.swr, o.sie = fresh, staleWhileRevalidate, staleIfError })
+}
+
+// WithCacheJitter sets how far each L1 entry's freshness window is spread,
+// as a fraction of it (0.1 by default: a 5 s window lasts 4.5-5.5 s, drawn
+// for each entry). The stale windows follow the end of the drawn one. 0
+// makes every window exactly WithCacheFreshness's; at most 0.5.
+func WithCacheJitter(fraction float64) Option {
+	return optionFunc(func(o *options) { o.jitter = fraction })
 }
 
 // WithNegativeTTL sets how long a lookup of an unknown service is remembered

@@ -369,6 +369,9 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithNamespace("Bad-NS"), "WithNamespace"},
 		{discovery.WithLogger(nil), "WithLogger"},
 		{discovery.WithCacheFreshness(0, time.Second, time.Second), "WithCacheFreshness"},
+		{discovery.WithCacheJitter(-0.1), "WithCacheJitter"},
+		{discovery.WithCacheJitter(0.6), "WithCacheJitter"},
+		{discovery.WithCacheJitter(math.NaN()), "WithCacheJitter"},
 		{discovery.WithReaper(time.Second, time.Second), "WithReaper"},
 		{discovery.WithDatabaseTimeout(0), "WithDatabaseTimeout"},
 		{discovery.WithNegativeTTL(math.MaxInt64), "WithNegativeTTL"}, // overflowed: negative caching silently off

@@ -194,9 +194,9 @@ func TestWatchSurvivesLostMessage(t *testing.T) {
 			if err := w.rdb.Set(ctx, l2Key(w.ns, "db_svc"), codec.Encode(svc, clock.Now()), time.Minute).Err(); err != nil {
 				t.Fatal(err)
 			}
-			clock.Advance(discovery.DefaultFresh - time.Millisecond)
+			clock.Advance(shortestFresh - time.Millisecond)
 			quiet(t, ch, 100*time.Millisecond)
-			clock.Advance(time.Millisecond)
+			clock.Advance(longestFresh - shortestFresh + time.Millisecond)
 			if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
 				t.Fatalf("after the freshness window: %s; want the lost change", describe(ev))
 			}
