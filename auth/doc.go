@@ -13,9 +13,11 @@
 // leaves the process. Rotate makes a new key sign from then on and sets the
 // old one to retire once every token it signed has expired (token lifetime
 // plus MaxLeeway); a Signer also rotates by itself after half its key
-// lifetime (24 h by default), so a key left behind by a stopped process
-// stops verifying within a day; the Registry's reaper deletes a retired key
-// from the registry a little later (WithReaper: 2 min after it retired).
+// lifetime (24 h by default). Close, as the process exits, retires the key
+// it generated once the tokens it issued have expired; a key left behind
+// by a process that did not close its Signer stops verifying within a day.
+// The Registry's reaper deletes a retired key from the registry a little
+// later (WithReaper: 2 min after it retired).
 // Revoking a key is Registry.RetireKey with
 // the current time: it bumps the service's revision, so every process drops
 // the key within one cache refresh (at once with Redis), and a Signer that

@@ -47,6 +47,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+	defer signer.Close(ctx) // its key retires once its tokens have expired
 	client := &http.Client{Transport: &auth.Transport{
 		Source: signer,
 		// The test server's host is an IP address; normally the host is the

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -371,5 +372,114 @@ func TestRotateKeepsARevocation(t *testing.T) {
 	}
 	if tok, err := s.Token(ctx, "inventory"); err != nil || kidOf(t, tok) == "k-leaked" {
 		t.Fatalf("after Rotate: %v; want a token of the new key", err)
+	}
+}
+
+// failingRetire is a store whose key retirements fail while fail is set.
+type failingRetire struct {
+	*discoverytest.Backend
+	fail atomic.Bool
+}
+
+func (s *failingRetire) RetireKey(ctx context.Context, service, kid string, at time.Time) (int64, error) {
+	if s.fail.Load() {
+		return 0, &discovery.BackendError{Backend: "test", Op: "retire key", Err: errors.New("down")}
+	}
+	return s.Backend.RetireKey(ctx, service, kid, at)
+}
+
+// A closed Signer signs no more, and the key it generated retires once the
+// tokens it issued have expired, instead of staying trusted for the rest of
+// its key lifetime (24 h) after the process that alone held it has gone.
+// The tokens issued before Close still verify. A retirement that cannot be
+// written is an error, and the next Close writes it.
+func TestSignerCloseRetiresItsKey(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	store := &failingRetire{Backend: discoverytest.NewBackend()}
+	reg, err := discovery.New(discovery.WithStore(store), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Token(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := s.KeyID()
+	clock.Advance(10 * time.Second)
+	store.fail.Store(true)
+	if err := s.Close(ctx); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Close with the retirement failing: %v; want ErrUnavailable", err)
+	}
+	if _, err := s.Token(ctx, "inventory"); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Token after Close: %v; want ErrClosed", err)
+	}
+	store.fail.Store(false)
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close again: %v", err)
+	}
+	want := clock.Now().Add(auth.DefaultTokenLifetime + auth.MaxLeeway)
+	keys, _ := reg.Keys(ctx, "orders")
+	if k := findKey(keys, kid); k == nil || !k.RetiresAt.Equal(want) {
+		t.Fatalf("after Close the key retires at %+v; want %v", k, want)
+	}
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("a token issued before Close: %v; want it verified until it expires", err)
+	}
+	clock.Advance(time.Minute)
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("a third Close: %v", err)
+	}
+	keys, _ = reg.Keys(ctx, "orders")
+	if k := findKey(keys, kid); k == nil || !k.RetiresAt.Equal(want) {
+		t.Fatalf("after a later Close the key retires at %+v; want %v still", k, want)
+	}
+	if _, err := s.Token(ctx, "inventory"); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Token after Close: %v; want ErrClosed", err)
+	}
+}
+
+// A key given with WithKey may be every replica's: closing one Signer must
+// not retire it for the others.
+func TestSignerCloseKeepsAGivenKey(t *testing.T) {
+	ctx := context.Background()
+	reg := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	_, shared, _ := ed25519.GenerateKey(rand.Reader)
+	a, err := auth.NewSigner(ctx, reg, "orders", auth.WithKey("k-shared", shared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := auth.NewSigner(ctx, reg, "orders", auth.WithKey("k-shared", shared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := reg.Keys(ctx, "orders")
+	before := findKey(keys, "k-shared").RetiresAt // the end of its key lifetime
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ = reg.Keys(ctx, "orders")
+	if k := findKey(keys, "k-shared"); k == nil || !k.RetiresAt.Equal(before) {
+		t.Fatalf("after one Signer's Close the shared key is %+v; want it kept, retiring at %v", k, before)
+	}
+	v, err := auth.NewVerifier(reg, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.Token(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("the other Signer's token: %v", err)
 	}
 }

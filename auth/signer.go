@@ -75,6 +75,9 @@ type Signer struct {
 	cache map[string]cachedToken // audience -> token
 
 	nextCheck atomic.Int64 // when Token next reads the key's retirement (unix ns)
+
+	closed  atomic.Bool // Close was called: no token is signed any more
+	retired bool        // Close retired the key (guarded by rotating)
 }
 
 var _ discovery.TokenSource = (*Signer)(nil)
@@ -90,6 +93,7 @@ type signingKey struct {
 	// revoked is an earlier retirement published by another (RetireKey,
 	// say after a leak), in unix ns; 0 if none.
 	revoked atomic.Int64
+	given   bool // WithKey's: other processes may sign with it too
 }
 
 type cachedToken struct {
@@ -134,7 +138,7 @@ func NewSigner(ctx context.Context, reg *discovery.Registry, service string, opt
 	if c.keySet {
 		k, err = useKey(c.kid, c.key, now)
 		if err == nil {
-			s.alg = k.alg
+			s.alg, k.given = k.alg, true
 		}
 	} else {
 		k, err = newKey(s.alg, now)
@@ -270,6 +274,9 @@ func (s *Signer) KeyID() string {
 // went on signing with a revoked key, and every token it issued was
 // refused, until its own rotation, up to half a key lifetime later.
 func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
+	if s.closed.Load() {
+		return "", discovery.ErrClosed
+	}
 	now := s.now()
 	s.checkRetirement(ctx, now)
 	s.mu.RLock()
@@ -453,6 +460,9 @@ func (s *Signer) Rotate(ctx context.Context) error {
 }
 
 func (s *Signer) rotateLocked(ctx context.Context) error {
+	if s.closed.Load() {
+		return discovery.ErrClosed // a key made now would never be retired
+	}
 	now := s.now()
 	k, err := newKey(s.alg, now)
 	if err != nil {
@@ -477,5 +487,42 @@ func (s *Signer) rotateLocked(ctx context.Context) error {
 	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil {
 		return fmt.Errorf("discovery: auth: the new key %s signs, but retiring %s failed: %w", k.kid, old.kid, err)
 	}
+	return nil
+}
+
+// Close ends the Signer: Token then fails with discovery.ErrClosed, and the
+// key it generated and signs with retires once every token it issued has
+// expired (token lifetime plus MaxLeeway from now), instead of at the end
+// of its key lifetime (24 h by default) or never. A process that exits
+// should close its Signer, so that its key, which no one can use any more,
+// stops being trusted and is reaped. A key given with WithKey is not
+// retired: other processes of the service may sign with it too.
+//
+// Close waits for a rotation in progress while ctx allows. If the
+// retirement cannot be written, Close returns the error (the key then
+// retires as it would have) and a later Close tries again; once it has
+// been written, Close returns nil.
+func (s *Signer) Close(ctx context.Context) error {
+	s.closed.Store(true)
+	if err := s.rotating.Lock(ctx); err != nil {
+		return err
+	}
+	defer s.rotating.Unlock()
+	if s.retired {
+		return nil
+	}
+	s.mu.Lock()
+	k := s.cur
+	clear(s.cache)
+	s.mu.Unlock()
+	retire := s.now().Add(s.lifetime + MaxLeeway)
+	if r := k.retiresAt(); k.given || !r.IsZero() && !r.After(retire) {
+		s.retired = true
+		return nil
+	}
+	if err := s.reg.RetireKey(ctx, s.service, k.kid, retire); err != nil {
+		return fmt.Errorf("discovery: auth: retiring key %s at Close: %w", k.kid, err)
+	}
+	s.retired = true
 	return nil
 }
