@@ -10,7 +10,9 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -127,11 +129,30 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if p := mountPrefix(req); p != "" {
+			w = &remount{ResponseWriter: w, prefix: p}
+		}
 		if _, pattern := mux.Handler(req); pattern == "" {
 			w = &routeMiss{ResponseWriter: w} // no endpoint: the mux's 404 or 405, or a redirect
 		}
 		mux.ServeHTTP(w, req)
 	})
+}
+
+// remount puts the prefix a StripPrefix mount took off back on the mux's
+// redirects to a cleaned path or to a subtree's "/": without it, behind
+// "/discovery", GET /discovery/assets was sent to /assets/, outside the
+// mount.
+type remount struct {
+	http.ResponseWriter
+	prefix string
+}
+
+func (m *remount) WriteHeader(status int) {
+	if loc := m.Header().Get("Location"); status/100 == 3 && strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "//") {
+		m.Header().Set("Location", m.prefix+loc)
+	}
+	m.ResponseWriter.WriteHeader(status)
 }
 
 // routeMiss turns the mux's own plain-text 404 and 405 into the JSON error
@@ -160,6 +181,24 @@ func (m *routeMiss) Write(b []byte) (int, error) {
 		return len(b), nil // the plain-text body, replaced
 	}
 	return m.ResponseWriter.Write(b)
+}
+
+// mountPrefix is the part of the path the client asked for that a mount
+// (http.StripPrefix) took off before req reached the handler: what the
+// request line's path has before the path the handler sees. "" when
+// nothing was taken off or the two do not line up.
+func mountPrefix(req *http.Request) string {
+	asked := req.RequestURI
+	if u, err := url.ParseRequestURI(asked); err == nil {
+		asked = u.EscapedPath()
+	} else if i := strings.IndexByte(asked, '?'); i >= 0 {
+		asked = asked[:i]
+	}
+	seen := req.URL.EscapedPath()
+	if len(asked) > len(seen) && strings.HasSuffix(asked, seen) {
+		return asked[:len(asked)-len(seen)]
+	}
+	return ""
 }
 
 func (a *admin) renderPage() []byte {

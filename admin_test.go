@@ -334,6 +334,44 @@ func TestAdminRoutingErrorsAreJSON(t *testing.T) {
 	}
 }
 
+// Behind a StripPrefix mount, the mux's redirects (to a cleaned path, to a
+// subtree's "/") stay inside the mount: they went to the path without the
+// prefix, which the outer server does not route to the admin handler.
+func TestAdminRedirectsKeepTheMountPrefix(t *testing.T) {
+	r, _ := adminWorld(t)
+	outer := http.NewServeMux()
+	outer.Handle("/discovery/", http.StripPrefix("/discovery", r.AdminHandler()))
+	srv := httptest.NewServer(outer)
+	t.Cleanup(srv.Close)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	t.Cleanup(client.CloseIdleConnections)
+	for _, tt := range []struct{ path, want string }{
+		{"/discovery/services/../overview", "/discovery/overview"},
+		{"/discovery/assets", "/discovery/assets/"},
+		{"/discovery/assets?v=1", "/discovery/assets/?v=1"},
+	} {
+		req, err := http.NewRequest("GET", srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = tt.path // sent as is: no dot segments removed
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != tt.want {
+			t.Errorf("GET %s = %d to %q; want a redirect to %q", tt.path, resp.StatusCode, resp.Header.Get("Location"), tt.want)
+		}
+	}
+	// Unmounted, the redirect is the mux's own.
+	rec := httptest.NewRecorder()
+	r.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/assets", nil))
+	if rec.Code/100 != 3 || rec.Header().Get("Location") != "/assets/" {
+		t.Errorf("GET /assets unmounted = %d to %q; want a redirect to /assets/", rec.Code, rec.Header().Get("Location"))
+	}
+}
+
 // DELETE of an instance whose process still holds its Registration takes
 // it out at once, and that process registers it again at its next renewal
 // (a registration whose row vanished does, as after a database restore):
