@@ -62,8 +62,8 @@ type subscriberCounter interface{ Subscribers() int }
 //     before the write returns): the same, with the store's count of
 //     subscribers.
 //   - neither (a database without Redis, or Redis down): the others see the
-//     change when their L1 entry stops being fresh; Drain waits the L1
-//     freshness window (5 s) plus the propagation delay. That bounds what
+//     change when their L1 entry stops being fresh; Drain waits the longest L1
+//     freshness window (5.5 s: 5 s and its jitter) plus the propagation delay. That bounds what
 //     a process that keeps using the service sees, not what one that
 //     looked it up last before the mark does: its first lookup after the
 //     window is answered from the entry it holds while that refreshes
@@ -146,7 +146,7 @@ func (r *Registry) propagationBound(ctx context.Context, service string, rev int
 			return r.opts.propagation
 		}
 	}
-	return r.opts.fresh + r.opts.propagation
+	return r.opts.longestFresh() + r.opts.propagation
 }
 
 // ensureL2 makes Redis hold revision rev of service or a newer one, and

@@ -88,12 +88,13 @@ func drainWithoutFanOut(t *testing.T) (clock *discoverytest.Clock, a, b *discove
 	}
 	done = make(chan error, 1)
 	go func() { done <- g.Drain(context.Background()) }()
-	clock.BlockUntilAt(t0.Add(discovery.DefaultFresh + discovery.DefaultPropagationDelay)) // Drain's wait
+	clock.BlockUntilAt(t0.Add(longestFresh + discovery.DefaultPropagationDelay)) // Drain's wait
 	return clock, a, b, done
 }
 
 // Without Redis, other processes see the mark when their L1 entry stops
-// being fresh; Drain waits that long, plus the propagation delay.
+// being fresh; Drain waits the longest that can take (the freshness window
+// and its jitter), plus the propagation delay.
 func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 	ctx := context.Background()
 	clock, a, b, done := drainWithoutFanOut(t)
@@ -103,7 +104,7 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 		t.Fatalf("Drain returned (%v) before b could have seen the mark", err)
 	case <-time.After(20 * time.Millisecond):
 	}
-	clock.Advance(discovery.DefaultFresh - time.Millisecond)
+	clock.Advance(longestFresh - time.Millisecond)
 	// b's entry is no longer fresh: one lookup serves it while it refreshes,
 	// the next ones show the mark.
 	waitFor(t, time.Second, "b seeing the mark", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "draining" })
@@ -129,7 +130,7 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 func TestDrainWithoutFanOutLeavesAStaleWhileRevalidatePick(t *testing.T) {
 	ctx := context.Background()
 	clock, _, b, done := drainWithoutFanOut(t)
-	clock.Advance(discovery.DefaultFresh + discovery.DefaultPropagationDelay)
+	clock.Advance(longestFresh + discovery.DefaultPropagationDelay)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

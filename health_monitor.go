@@ -395,7 +395,7 @@ func (m *monitor) startSync(sm *svcMon, now int64) {
 // usedFor is how recently a service's L1 entry must have been built for
 // the service to count as used.
 func (m *monitor) usedFor(interval time.Duration) int64 {
-	return int64(max(m.r.opts.fresh+m.r.opts.swr, 2*interval))
+	return int64(max(m.r.opts.longestFresh()+m.r.opts.swr, 2*interval))
 }
 
 // scan finds the services this process uses and its own checked router

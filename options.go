@@ -360,6 +360,12 @@ func WithCacheJitter(fraction float64) Option {
 	return optionFunc(func(o *options) { o.jitter = fraction })
 }
 
+// longestFresh is the longest an L1 entry stays fresh: the freshness
+// window and its jitter (newEntry).
+func (o *options) longestFresh() time.Duration {
+	return o.fresh + time.Duration(float64(o.fresh)*o.jitter)
+}
+
 // WithNegativeTTL sets how long a lookup of an unknown service is remembered
 // (1 s). A registration of that name clears it everywhere at once.
 func WithNegativeTTL(d time.Duration) Option {
