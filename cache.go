@@ -548,12 +548,10 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 			return e, LayerL1, true, nil
 		}
 	}
-	var begun uint64 // loads of the service begun before this lookup's
-	if st := r.stateIfAny(name); st != nil {
-		begun = st.loads.Load()
-	}
+	begun := r.loadSeq.Load() // loads begun before this lookup's
 	ne, err := r.loadWait(ctx, name)
-	if err != nil && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) {
+	var lf *loadFailure
+	if errors.As(err, &lf) && errors.Is(err, ErrUnavailable) && !isCallerErr(ctx, err) {
 		// The load failed, yet the database answered a call after that
 		// load began (an outage that has ended: a load still finishing
 		// when the database came back), or this lookup joined a load
@@ -561,7 +559,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// whose failure it did not wait for). Once more, rather than
 		// answer with a failure met before it asked; the retries of the
 		// lookups that joined share one load.
-		if st := r.state(name); r.storeOKAt.Load() >= st.loadStart.Load() || st.loads.Load() == begun {
+		if r.storeOKAt.Load() >= lf.began || lf.seq <= begun {
 			ne, err = r.loadWait(ctx, name)
 		}
 	}
@@ -575,9 +573,33 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 			e.failedAt.Store(r.now.nanos()) // when it failed, not when the lookup began a load timeout ago
 			return e, LayerL1, true, nil
 		}
-		return nil, 0, false, err
+		return nil, 0, false, plainLoadErr(err)
 	}
 	return ne, ne.layer, false, nil
+}
+
+// loadFailure is the error of a failed load, with what a lookup that got
+// it needs to decide whether to load again: when the load began, and its
+// place among every load this Registry began. Callers never see it
+// (plainLoadErr). Kept on the service's state instead, it had to outlive
+// the failure, and a lookup of a name no store knows, made while the
+// database was down, left that state behind for good.
+type loadFailure struct {
+	err   error
+	seq   uint64 // r.loadSeq of the load
+	began int64  // unix ns, the Registry's clock
+}
+
+func (f *loadFailure) Error() string { return f.err.Error() }
+func (f *loadFailure) Unwrap() error { return f.err }
+
+// plainLoadErr returns the error a load failed with, without the
+// loadFailure around it.
+func plainLoadErr(err error) error {
+	if f, ok := err.(*loadFailure); ok {
+		return f.err
+	}
+	return err
 }
 
 // serviceData returns a service's snapshot through the cache layers even when
@@ -656,8 +678,7 @@ func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
 // it found are announced meanwhile. force skips L1 and L2.
 func (r *Registry) load(name string, force bool) (*entry, error) {
 	st := r.state(name)
-	st.loadStart.Store(r.clock.Now().UnixNano())
-	st.loads.Add(1)
+	seq, began := r.loadSeq.Add(1), r.clock.Now().UnixNano()
 	for attempt := 0; ; attempt++ {
 		want := st.wantRev.Load()
 		if !force {
@@ -667,7 +688,13 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		}
 		e, err := r.fetch(name, want, force)
 		if err != nil {
-			return nil, err
+			if r.l1.get(name) == nil {
+				// Nothing else needs the state of a service this process
+				// does not hold (a name looked up in an outage, made up or
+				// not): kept, every such name grew the map for good.
+				r.forgetUnused(st)
+			}
+			return nil, &loadFailure{err: err, seq: seq, began: began}
 		}
 		if e.raw != nil && e.layer == LayerL3 && e.rev < want {
 			// The database, read after want was announced (and every

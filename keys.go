@@ -176,7 +176,7 @@ func (r *Registry) RefreshKeys(ctx context.Context, service string) ([]PublicKey
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, res.Err
+			return nil, plainLoadErr(res.Err)
 		}
 		e = res.Val.(*entry)
 	case <-ctx.Done():

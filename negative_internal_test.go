@@ -3,8 +3,10 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,4 +78,62 @@ func blockedIn(funcs ...string) bool {
 		}
 	}
 	return false
+}
+
+// downStore fails every Load while down is set, as a database that is out.
+type downStore struct {
+	*memory.Store
+	down atomic.Bool
+}
+
+func (s *downStore) Load(ctx context.Context, name string) (*core.Service, error) {
+	if s.down.Load() {
+		return nil, &core.BackendError{Backend: "test", Op: "load", Err: errors.New("down")}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// Lookups of names this process does not hold, made while the database is
+// out, leave no state behind: each failed load kept its service's state
+// (for the lookup's retry rule), and nothing dropped it, so names looked up
+// in an outage (made-up callers of package auth, say, chosen by whoever
+// sends the requests) grew the map for good. A service L1 holds keeps its
+// state through the outage; the lookups that join a failed load still load
+// again once the database is back.
+func TestLookupsInAnOutageLeaveNoState(t *testing.T) {
+	ctx := context.Background()
+	store := &downStore{Store: memory.New()}
+	r, clock := fakeRegistry(t, WithStore(store))
+	if _, err := store.Register(ctx, &core.Instance{Service: "held", ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	for i := range 100 {
+		if _, err := r.Get(ctx, fmt.Sprintf("made_up_%d", i)); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Get of a made-up name in an outage: %v; want ErrUnavailable", err)
+		}
+	}
+	clock.Advance(time.Minute) // past the held entry's freshness: its refresh fails too
+	failed := r.Stats().StoreErrors
+	if _, err := r.Get(ctx, "held"); err != nil {
+		t.Fatalf("Get of a held service in an outage: %v; want it served stale", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); r.Stats().StoreErrors == failed; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the held service's refresh did not fail within 5s (%d store errors)", r.Stats().StoreErrors)
+		}
+	}
+	var names []string
+	r.states.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
+	if len(names) != 1 || names[0] != "held" {
+		t.Fatalf("states after the outage's lookups: %v; want only the held service's", names)
+	}
+	store.down.Store(false)
+	if _, err := r.Get(ctx, "made_up_0"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get once the database is back: %v; want ErrNotFound", err)
+	}
 }

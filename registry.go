@@ -54,6 +54,7 @@ type Registry struct {
 
 	storeDown   atomic.Bool            // written under outMu
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
+	loadSeq     atomic.Uint64          // loads begun (a failed one's number: loadFailure)
 	outage      atomic.Pointer[outage] // the last database outage this process saw; written under outMu
 	outMu       sync.Mutex             // serialises the database's going down and coming back
 	unsubscribe func()

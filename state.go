@@ -17,13 +17,6 @@ type svcState struct {
 	// wantRev is the newest revision announced; loads repeat until they
 	// reach it.
 	wantRev atomic.Int64
-	// loadStart is when the last load of the service began (unix ns, the
-	// Registry's clock): a lookup that joined a load which failed loads
-	// again if the database answered after it began (lookupEntry).
-	loadStart atomic.Int64
-	// loads counts the loads of the service begun: a lookup that finds it
-	// unchanged after a failed load joined one already under way.
-	loads atomic.Uint64
 
 	mu    sync.Mutex                            // serialises writers of insts
 	insts atomic.Pointer[map[string]*instState] // by instance ID, copy-on-write

@@ -253,7 +253,7 @@ func (h *hub) load(force bool) (*entry, error) {
 	}
 	v, err, _ := h.r.sf.Do(key, func() (any, error) { return h.r.load(h.name, force) })
 	if err != nil {
-		return nil, err
+		return nil, plainLoadErr(err)
 	}
 	return v.(*entry), nil
 }
