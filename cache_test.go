@@ -1246,6 +1246,91 @@ func TestConfigCallbackFollowsARestoreToBeforeTheFirstConfiguration(t *testing.T
 	}
 }
 
+// A configuration written after a restore can take the number of one the
+// restore lost: the backup held configuration 1, the lost one was 2, and
+// the next write is 2 again, with other content. A process that held the
+// lost one and reads the new one without seeing the restore in between (the
+// service's revision has moved on past the one it held) sees a new
+// configuration, not the one it has: Watch reports it, the callback gets
+// it and Registration.Config returns it. Compared by number alone, the
+// process kept the lost configuration for good.
+func TestConfigRewrittenAtTheSameRevisionAfterARestoreIsSeen(t *testing.T) {
+	ctx := context.Background()
+	restored, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	before := backupAtRevision5(t)
+	for _, n := range []int{1, 2} {
+		if _, _, err := before.SetConfig(ctx, "db_svc", cfgDoc(n), t0, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	regAt(t, restored, "y1", time.Hour)
+	if _, _, err := restored.SetConfig(ctx, "db_svc", cfgDoc(1), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	var cb callbackLog
+	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(cb.fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := r.Watch(wctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the callback", func() bool { _, rev := g.Config(); return rev == 2 })
+	held, err := r.Lookup(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After the restore: configuration 3 written as number 2, and the
+	// service's revision past the one the process holds.
+	_, cfgRev, err := restored.SetConfig(ctx, "db_svc", cfgDoc(3), t0, 10)
+	if err != nil || cfgRev != 2 {
+		t.Fatalf("SetConfig after the restore: configuration revision %d, %v; want 2", cfgRev, err)
+	}
+	for i := 2; ; i++ {
+		svc, err := restored.Load(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svc.Revision > held.Revision {
+			break
+		}
+		regAt(t, restored, fmt.Sprintf("y%d", i), time.Hour)
+	}
+	for len(events) > 0 { // what the watcher was told before
+		<-events
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago; the hub looks again
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || string(svc.Config) != `{"n":3}` {
+		t.Fatalf("after the restore: Get = %v config %s; want configuration 3", err, svc.Config)
+	}
+	waitFor(t, 2*time.Second, "the callback to get configuration 3", func() bool {
+		cfg, _ := g.Config()
+		return string(cfg) == `{"n":3}`
+	})
+	if got := fmt.Sprint(cb.seen()); got != "[3]" { // configuration 2 was read at registration
+		t.Fatalf("the callback saw %s; want [3]", got)
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind == discovery.EventConfigChanged {
+				if string(ev.Config) != `{"n":3}` {
+					t.Fatalf("config event with %s; want configuration 3", ev.Config)
+				}
+				return
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("no config event for the configuration written after the restore")
+		}
+	}
+}
+
 // Entries taken at the same moment (as every process takes a pushed
 // snapshot) go stale spread over +-10% of the freshness window, not all at
 // once: their refreshes do not all reach Redis or the database together.

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -43,6 +44,19 @@ func (c *regConfig) learn(doc json.RawMessage, rev int64) {
 	}
 }
 
+// rewritten reports whether doc differs from what the registration holds
+// as configuration rev (pending, or learned); false if it holds neither.
+// c.mu must be held.
+func (c *regConfig) rewritten(rev int64, doc json.RawMessage) bool {
+	switch {
+	case c.pending != nil && c.pending.Revision == rev:
+		return !bytes.Equal(c.pending.Config, doc)
+	case c.rev == rev:
+		return !bytes.Equal(c.doc, doc)
+	}
+	return false
+}
+
 // chans returns the registration's delivery channels, making them on first
 // use (the registration is visible to UpdateConfig before Register returns).
 // c.mu must be held.
@@ -64,7 +78,10 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 // this process learned of them are skipped, so the last call always carries
 // the current configuration. The order goes back only when the database
 // does (restored from a backup): as Get and Watch follow it, fn is called
-// with the restored configuration, or an empty one if the backup has none. The configuration current at registration is
+// with the restored configuration, or an empty one if the backup has none,
+// and with a configuration written after the restore under a revision
+// number the restore lost (the same number, other content). The
+// configuration current at registration is
 // not passed to fn: read it from Registration.Config. An error from fn is
 // logged and reported to the UpdateConfig caller of this process; it is not
 // retried. HTTP instances get POST /admin/reload-config instead; Register
@@ -165,6 +182,9 @@ func (r *Registry) snapshotSince(ctx context.Context, service string, rev int64)
 func (g *Registration) offerConfig(rev int64, doc json.RawMessage, back bool) {
 	c := &g.cfg
 	c.mu.Lock()
+	// The number it has with other content: written after a restore, as
+	// one the restore lost. As after any restore, the callback follows.
+	back = back || rev == c.seen && c.rewritten(rev, doc)
 	if g.opts.onConfig == nil || rev <= c.seen && !back {
 		c.mu.Unlock()
 		return

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
@@ -313,8 +314,9 @@ func diff(service string, from, to *snapshot) []Event {
 		}
 	}
 	// No configuration after one: a database restored from before the
-	// first (the event has none).
-	if to.cfgRev != from.cfgRev {
+	// first (the event has none). The same number with other content: one
+	// written after a restore took the number of one the restore lost.
+	if to.cfgRev != from.cfgRev || !bytes.Equal(to.config, from.config) {
 		evs = append(evs, Event{Kind: EventConfigChanged, Service: service, Revision: to.rev, Config: to.config})
 	}
 	return evs
@@ -357,7 +359,9 @@ func (h *hub) process(e *entry) {
 	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
-	cfgBack := h.loaded && snap.cfgRev < h.last.cfgRev // restored from a backup
+	// Restored from a backup: a lower number, or the same with other
+	// content (written after the restore, numbered as one it lost).
+	cfgBack := h.loaded && (snap.cfgRev < h.last.cfgRev || snap.cfgRev == h.last.cfgRev && !bytes.Equal(snap.config, h.last.config))
 	back := h.loaded && snap.rev < h.last.rev
 	h.last, h.lastEntry, h.loaded = snap, e, true
 	for w := range h.watchers {
