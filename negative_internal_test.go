@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // A lookup that read "not found" just before another process registered
@@ -135,5 +137,46 @@ func TestLookupsInAnOutageLeaveNoState(t *testing.T) {
 	store.down.Store(false)
 	if _, err := r.Get(ctx, "made_up_0"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get once the database is back: %v; want ErrNotFound", err)
+	}
+}
+
+// A failed load of a service this process does not hold keeps the
+// revision the process has written or heard announced: a lookup once the
+// database is back refuses an older snapshot Redis still holds. Dropping
+// the service's state with the failure forgot that revision, and the
+// process served the snapshot from before its own write (read-your-writes
+// broken) for a freshness window, and from Redis for up to a lease TTL.
+func TestFailedLoadKeepsTheRevisionWritten(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	store := &downStore{Store: memory.New()}
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	open := func(s core.Store) *Registry {
+		r, err := New(WithStore(s), WithRedis(rdb), WithNamespace(ns), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	a, b := open(store), open(store)
+	const name = "db_svc"
+	if _, err := b.Register(ctx, Instance{Service: name, Host: "10.0.0.1", Port: 1}); err != nil {
+		t.Fatal(err) // Redis holds the snapshot with one instance
+	}
+	// a's own write commits, but its write-through cannot read the
+	// service back (nor can b's refresh): Redis keeps the older snapshot.
+	store.down.Store(true)
+	if _, err := a.Register(ctx, Instance{Service: name, Host: "10.0.0.2", Port: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := a.Get(ctx, name); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Get while the database cannot be read: %v, %v; want ErrUnavailable, not the snapshot from before a's write", svc, err)
+	}
+	store.down.Store(false)
+	svc, err := a.Get(ctx, name)
+	if err != nil || len(svc.Instances) != 2 {
+		t.Fatalf("Get once the database is back: %v, %v; want both instances (a's own registration included)", svc, err)
 	}
 }
