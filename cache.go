@@ -424,11 +424,12 @@ func (r *Registry) Get(ctx context.Context, service string) (*Service, error) {
 // Lookup is Get with provenance: which layer answered, the revision, the
 // age of the snapshot and whether it is stale.
 //
-// An L1 entry is fresh for the freshness window (5 s) or until the first
-// lease in it ends, whichever is sooner; then it is served while one
-// background refresh runs (stale-while-revalidate), but never past a lease,
-// and never once a change message has announced a newer revision: then the
-// lookup waits for the newer snapshot. When every lower layer fails it is
+// An L1 entry is fresh for the freshness window (5 s +-10%, drawn for each
+// entry: WithCacheJitter) or until the first lease in it ends, whichever is
+// sooner; then it is served while one background refresh runs
+// (stale-while-revalidate), but never past a lease, and never once a change
+// message has announced a newer revision: then the lookup waits for the
+// newer snapshot. When every lower layer fails it is
 // served stale for the stale-if-error window, leases included: they cannot
 // be renewed while the database is down.
 func (r *Registry) Lookup(ctx context.Context, service string) (Result, error) {

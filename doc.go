@@ -140,7 +140,7 @@
 //
 // # Defaults
 //
-// Lease 15 s renewed every 5 s; L1 fresh 5 s, stale-while-revalidate 30 s,
+// Lease 15 s renewed every 5 s; L1 fresh 5 s (+-10%), stale-while-revalidate 30 s,
 // stale-if-error 5 min; negative lookups remembered 1 s; Redis snapshots kept
 // 300 s (+-10%) and served for at most one lease TTL; Redis calls time out
 // after 250 ms; rows reaped 2 min after their lease ended. Health checks every

@@ -343,9 +343,10 @@ func WithCacheSize(services int) Option {
 	return optionFunc(func(o *options) { o.cacheSize = services })
 }
 
-// WithCacheFreshness sets how long an L1 entry is fresh (5 s), how long
-// after that it is served while one background refresh runs (30 s), and how
-// long after that it is served when every lower layer fails (5 min). The
+// WithCacheFreshness sets how long an L1 entry is fresh (5 s, spread +-10%
+// for each entry by WithCacheJitter), how long after that it is served
+// while one background refresh runs (30 s), and how long after that it is
+// served when every lower layer fails (5 min). The
 // first two never reach past the earliest lease in the entry: an instance
 // whose lease has ended is never served while the database can be asked.
 func WithCacheFreshness(fresh, staleWhileRevalidate, staleIfError time.Duration) Option {

@@ -202,3 +202,53 @@ func packageFiles(t *testing.T) (*token.FileSet, map[string]*ast.File) {
 	}
 	return fset, files
 }
+
+// Where the godoc gives the L1 freshness window as a number of seconds, it
+// says the window is jittered (WithCacheJitter): a user who reads "5 s"
+// alone expects a lost change message to be made good within 5 s, and
+// waits up to 5.5 s.
+func TestGodocGivesTheFreshnessWindowWithItsJitter(t *testing.T) {
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	five := regexp.MustCompile(`(^|[^.\d])5 s\b`)
+	check := func(where string, doc *ast.CommentGroup) {
+		if doc == nil {
+			return
+		}
+		text := strings.Join(strings.Fields(doc.Text()), " ")
+		for _, s := range regexp.MustCompile(`[.;] `).Split(text, -1) {
+			low := strings.ToLower(s)
+			if strings.Contains(low, "fresh") && five.MatchString(s) && !strings.Contains(s, "10%") && !strings.Contains(low, "jitter") {
+				t.Errorf("%s: %q gives the freshness window without its jitter", where, s)
+			}
+		}
+	}
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments|parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(name+": package doc", f.Doc)
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Name.IsExported() {
+					check(name+": "+d.Name.Name, d.Doc)
+				}
+			case *ast.GenDecl:
+				check(name+": declaration", d.Doc)
+				for _, s := range d.Specs {
+					if v, ok := s.(*ast.ValueSpec); ok {
+						check(name+": "+v.Names[0].Name, v.Doc)
+					}
+				}
+			}
+		}
+	}
+}

@@ -474,7 +474,7 @@ func (r *Registry) watchEmit(ev Event) {
 // not exist yet.
 //
 // Changes made anywhere arrive within a change message's delay (and within
-// the L1 freshness window, 5 s, if the message is lost); after a
+// the L1 freshness window, 5 s +-10%, if the message is lost); after a
 // reconnection to Redis the service is read again from the store and what
 // changed meanwhile is delivered. No event is delivered twice.
 //
