@@ -410,6 +410,11 @@ func TestInvalidateReachesEveryRegistry(t *testing.T) {
 			// bounds it), so only the invalidation makes it reload within the
 			// wait: one second was too short under -race on a loaded host.
 			a, b := w.registry(t), w.registry(t, discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour))
+			// Subscribed first: an Invalidate does not move the revision,
+			// so the revalidation after a late subscription cannot make up
+			// for a message published before it.
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
 			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 			if _, err := b.Get(ctx, "db_svc"); err != nil {
 				t.Fatal(err)
