@@ -40,6 +40,8 @@ const (
 type healthOptions struct {
 	active             bool // run active checks and share results
 	interval, timeout  time.Duration
+	intervalBy         string // the option that set interval ("" for the default), for errors
+	timeoutBy          string // the option that set timeout
 	perService         map[string]svcHealthTiming
 	healthy, unhealthy int
 
@@ -69,7 +71,7 @@ func (o *healthOptions) timing(service string) (interval, timeout time.Duration)
 }
 
 func (o *healthOptions) validate() error {
-	if err := validTiming("WithHealthCheck", o.interval, o.timeout); err != nil {
+	if err := o.validTiming(); err != nil {
 		return err
 	}
 	for name, t := range o.perService {
@@ -95,6 +97,39 @@ func (o *healthOptions) validate() error {
 	return nil
 }
 
+// validTiming checks the Registry's interval and timeout, naming the
+// options that set them: WithHealthInterval(time.Second) alone is refused
+// for the default 2 s timeout, and its error says so rather than blame a
+// WithHealthCheck the caller never wrote.
+func (o *healthOptions) validTiming() error {
+	iName, tName := o.intervalBy, o.timeoutBy
+	if iName == "" {
+		iName = "WithHealthCheck"
+	}
+	if tName == "" {
+		tName = "WithHealthCheck"
+	}
+	switch {
+	case o.interval < 100*time.Millisecond || o.interval > MaxDuration:
+		return optErr(iName, o.interval.String(), "interval must be 100ms.."+MaxDuration.String())
+	case o.timeout <= 0:
+		return optErr(tName, o.timeout.String(), "timeout must be positive")
+	case o.timeout < o.interval:
+		return nil
+	}
+	v := o.timeout.String() + " >= " + o.interval.String()
+	switch {
+	case o.timeoutBy == "":
+		return optErr(iName, v, "interval must be above the check timeout ("+DefaultHealthTimeout.String()+
+			" by default; set a shorter one with WithHealthTimeout)")
+	case o.intervalBy == "":
+		return optErr(tName, v, "timeout must be below the check interval ("+DefaultHealthInterval.String()+" by default)")
+	case o.intervalBy != o.timeoutBy:
+		return optErr(iName+" and "+tName, v, "timeout must be below the interval")
+	}
+	return optErr(iName, v, "timeout must be below the interval")
+}
+
 func validTiming(name string, interval, timeout time.Duration) error {
 	switch {
 	case interval < 100*time.Millisecond || interval > MaxDuration:
@@ -113,22 +148,26 @@ func validTiming(name string, interval, timeout time.Duration) error {
 func WithHealthCheck(interval, timeout time.Duration) Option {
 	return optionFunc(func(o *options) {
 		o.health.interval, o.health.timeout, o.health.active = interval, timeout, true
+		o.health.intervalBy, o.health.timeoutBy = "WithHealthCheck", "WithHealthCheck"
 	})
 }
 
 // WithHealthInterval sets how often instances are checked (10 s). Each
 // wait is lengthened by a random 10-20%, and the first checks of a service
 // are spread over one interval, so that many instances are never probed in
-// one burst. Like WithHealthCheck, it turns active checks on.
+// one burst. It must be above the check timeout (2 s unless WithHealthTimeout
+// sets it). Like WithHealthCheck, it turns active checks on.
 func WithHealthInterval(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.health.interval, o.health.active = d, true })
+	return optionFunc(func(o *options) {
+		o.health.interval, o.health.intervalBy, o.health.active = d, "WithHealthInterval", true
+	})
 }
 
 // WithHealthTimeout bounds one check (2 s); it must be below the interval.
 // A check that times out fails. Like WithHealthCheck, it turns active checks
 // on.
 func WithHealthTimeout(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.health.timeout, o.health.active = d, true })
+	return optionFunc(func(o *options) { o.health.timeout, o.health.timeoutBy, o.health.active = d, "WithHealthTimeout", true })
 }
 
 // WithServiceHealth sets the check interval and timeout of one service,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -333,6 +334,44 @@ func TestHealthOptionsValidation(t *testing.T) {
 		t.Fatalf("valid options: %v", err)
 	}
 	_ = r.Close()
+}
+
+// An error from New must name the option the caller gave: one who wrote
+// WithHealthInterval(time.Second) and was told of WithHealthCheck "2s >= 1s"
+// looks for a call that is not in the code, and is not told that it is the
+// default timeout (2 s) that the short interval clashes with.
+func TestHealthTimingErrorNamesTheOptionGiven(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []discovery.Option
+		want []string // in the error's text
+	}{
+		{"interval below the default timeout", []discovery.Option{discovery.WithHealthInterval(time.Second)},
+			[]string{"WithHealthInterval", "2s", "WithHealthTimeout"}},
+		{"timeout above the default interval", []discovery.Option{discovery.WithHealthTimeout(discovery.DefaultHealthInterval)},
+			[]string{"WithHealthTimeout", "10s"}},
+		{"tiny interval", []discovery.Option{discovery.WithHealthInterval(time.Millisecond)}, []string{"WithHealthInterval"}},
+		{"zero timeout", []discovery.Option{discovery.WithHealthTimeout(0)}, []string{"WithHealthTimeout"}},
+		{"both, apart", []discovery.Option{discovery.WithHealthInterval(time.Second), discovery.WithHealthTimeout(time.Second)},
+			[]string{"WithHealthInterval", "WithHealthTimeout"}},
+		{"both, together", []discovery.Option{discovery.WithHealthCheck(time.Second, time.Second)}, []string{"WithHealthCheck"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := discovery.New(tt.opts...)
+			if r != nil {
+				_ = r.Close()
+			}
+			if !errors.Is(err, discovery.ErrInvalid) {
+				t.Fatalf("New = %v; want ErrInvalid", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("New: %v; want it to say %q", err, w)
+				}
+			}
+		})
+	}
 }
 
 // A service's own interval applies to it alone.
