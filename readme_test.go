@@ -136,34 +136,90 @@ func TestREADMERedisClientHooks(t *testing.T) {
 	}
 }
 
-// README's Logs table is what operators alert on: every message the
-// package logs at info level or above is in it, whole (the prefix
-// "discovery: " may be left out of a second message in a row).
+// README's Logs table is what operators alert on: every message logged at
+// info level or above, by this package, by the Redis cache that logs
+// through the Registry's logger and by package auth, is in it, whole (the
+// prefix "discovery: " may be left out of a second message in a row), in
+// a row whose level column names its level and whose fields column names
+// every field the call itself adds.
 func TestREADMELogsTableListsEveryMessage(t *testing.T) {
 	section := readmeSection(t, "### Logs")
-	table := section
-	fset, files := packageFiles(t)
-	for _, f := range files {
-		ast.Inspect(f, func(n ast.Node) bool {
+	var rows []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "|") {
+			rows = append(rows, line)
+		}
+	}
+	for _, dir := range []string{".", "internal/cache/rediscache", "auth"} {
+		fset, files := dirFiles(t, dir)
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok || len(call.Args) == 0 {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || (sel.Sel.Name != "Info" && sel.Sel.Name != "Warn" && sel.Sel.Name != "Error") {
+					return true
+				}
+				lit, ok := call.Args[0].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING || !strings.HasPrefix(lit.Value, `"discovery: `) {
+					return true
+				}
+				msg := strings.Trim(lit.Value, `"`)
+				var row []string
+				for _, r := range rows {
+					if strings.Contains(r, "`"+msg+"`") || strings.Contains(r, "`"+strings.TrimPrefix(msg, "discovery: ")+"`") {
+						row = strings.Split(r, "|")
+						break
+					}
+				}
+				if len(row) < 4 {
+					t.Errorf("README's Logs table does not list %q (%s)", msg, fset.Position(lit.Pos()))
+					return true
+				}
+				if level := strings.ToLower(sel.Sel.Name); !strings.Contains(row[2], level) {
+					t.Errorf("README's Logs table gives %q the level %q; it is logged at %s (%s)", msg, strings.TrimSpace(row[2]), level, fset.Position(lit.Pos()))
+				}
+				for _, key := range zapKeys(call.Args[1:]) {
+					if !strings.Contains(row[3], "`"+key+"`") {
+						t.Errorf("README's Logs table does not name the field %q of %q (%s)", key, msg, fset.Position(lit.Pos()))
+					}
+				}
+				return true
+			})
+		}
+	}
+}
+
+// zapKeys returns the keys of the zap fields built in args: zap.Error's
+// "error", and the first argument of the others.
+func zapKeys(args []ast.Expr) []string {
+	var keys []string
+	for _, a := range args {
+		ast.Inspect(a, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) == 0 {
+			if !ok {
 				return true
 			}
 			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || (sel.Sel.Name != "Info" && sel.Sel.Name != "Warn" && sel.Sel.Name != "Error") {
+			if !ok {
 				return true
 			}
-			lit, ok := call.Args[0].(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING || !strings.HasPrefix(lit.Value, `"discovery: `) {
+			if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "zap" {
 				return true
 			}
-			msg := strings.Trim(lit.Value, `"`)
-			if !strings.Contains(table, "`"+msg+"`") && !strings.Contains(table, "`"+strings.TrimPrefix(msg, "discovery: ")+"`") {
-				t.Errorf("README's Logs table does not list %q (%s)", msg, fset.Position(lit.Pos()))
+			if sel.Sel.Name == "Error" {
+				keys = append(keys, "error")
+			} else if len(call.Args) > 0 {
+				if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					keys = append(keys, strings.Trim(lit.Value, `"`))
+				}
 			}
 			return true
 		})
 	}
+	return keys
 }
 
 // readmeSection returns the text of README.md under heading (as "## Options"),
@@ -185,7 +241,13 @@ func readmeSection(t *testing.T, heading string) string {
 // packageFiles parses the package's own files (not its tests), by name.
 func packageFiles(t *testing.T) (*token.FileSet, map[string]*ast.File) {
 	t.Helper()
-	names, err := filepath.Glob("*.go")
+	return dirFiles(t, ".")
+}
+
+// dirFiles parses the files of the package in dir (not its tests), by name.
+func dirFiles(t *testing.T, dir string) (*token.FileSet, map[string]*ast.File) {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
