@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -12,11 +13,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
 )
 
 // README's example is there to be copied: it must compile against this
@@ -312,5 +315,71 @@ func TestGodocGivesTheFreshnessWindowWithItsJitter(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// loadFailingStore is the shared backend as one process reaches it while
+// its own reads of services fail (a partition between it and the database):
+// the others still write, and it still hears their changes.
+type loadFailingStore struct {
+	*discoverytest.Backend
+	fail atomic.Bool
+}
+
+func (s *loadFailingStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.fail.Load() {
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
+	}
+	return s.Backend.Load(ctx, name)
+}
+
+// README says what a process does with an entry a change message said is
+// superseded: that is the promise a caller relies on to stop picking a
+// deregistered instance. While the process's own loads fail it serves the
+// superseded entry, marked stale (stale-if-error), and README must say so
+// rather than promise that it is never served again.
+func TestREADMESupersededEntryWhileLoadsFail(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	writer := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	fs := &loadFailingStore{Backend: backend}
+	reader, err := discovery.New(discovery.WithStore(fs), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reader.Close() })
+	if _, err := writer.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := writer.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.8", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := reader.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 2 {
+		t.Fatalf("Get = %v, %v; want 2 instances", svc, err)
+	}
+	fs.fail.Store(true)
+	if _, err := reader.Get(ctx, "other"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get of an uncached service with loads failing = %v; want ErrUnavailable", err)
+	}
+	if err := gone.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := reader.Lookup(ctx, "db_svc")
+	servedSuperseded := err == nil && res.Stale && len(res.Service.Instances) == 2
+	if !servedSuperseded {
+		t.Logf("Lookup after the change, loads failing = %+v, %v", res, err)
+	}
+
+	section := readmeSection(t, "## How lookups stay fresh")
+	m := regexp.MustCompile(`(?s)- \*\*L1 freshness\.\*\*(.*?)\n- \*\*`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README.md has no L1 freshness paragraph")
+	}
+	para := strings.Join(strings.Fields(m[1]), " ")
+	if servedSuperseded && !strings.Contains(strings.ToLower(para), "while its loads fail") {
+		t.Errorf("README: %q; but with this process's loads failing, a Lookup after the change message served the superseded revision %d, stale, with the deregistered instance",
+			"Once a change message has announced a newer revision the old entry is never served again", res.Revision)
 	}
 }
