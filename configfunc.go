@@ -236,9 +236,20 @@ func (g *Registration) configLoop() {
 	// UpdateConfig without a deadline waiting for it for good.
 	var h *hub
 	for {
+		if g.ctx.Err() != nil {
+			return // deregistered (or replaced) before this loop began
+		}
 		var err error
-		if h, err = g.r.hubFor(g.service); err != nil || g.ctx.Err() != nil {
+		if h, err = g.r.hubFor(g.service); err != nil {
 			return // closing
+		}
+		if g.ctx.Err() != nil {
+			// Ended while the hub was found or made: hand it back. Left
+			// as it was, a hub made for this registration alone (one
+			// deregistered right after Register) ran until Close, reading
+			// the service from the database every freshness window.
+			h.release()
+			return
 		}
 		if h.addListener(g) {
 			break
