@@ -115,8 +115,8 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 // refresh, as with PublishKey. A retired key stays listed (Keys) until the
 // reaper deletes it, its delay (WithReaper, 2 min) after the key retired.
 // It returns an error matching ErrNotFound if
-// the service has no such key, and ErrInvalid for a bad name, key ID or a
-// zero time.
+// the service has no such key, and ErrInvalid for a bad name, key ID, a
+// zero time or the Unix epoch (which the stores keep as never).
 func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.Time) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -130,7 +130,7 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 	if at.IsZero() {
 		return &ValidationError{Field: "retirement time", Reason: "must not be zero"}
 	}
-	if err := core.ValidateTime("retirement time", at); err != nil {
+	if err := core.ValidateRetirement("retirement time", at); err != nil {
 		return err
 	}
 	ks, err := r.keyStore()

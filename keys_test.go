@@ -411,3 +411,32 @@ func TestReaperDeletesRetiredKeys(t *testing.T) {
 		}
 	})
 }
+
+// A retirement at the Unix epoch is refused, and changes nothing. The SQL
+// stores and the cache encoding keep "never" as 0 Unix nanoseconds, which
+// is also the epoch's: a revocation with time.Unix(0, 0) ("retired since
+// always") came back as never retiring, undoing the key's scheduled
+// retirement, where the in-memory store kept it retired.
+func TestKeyRetirementAtTheEpochIsInvalid(t *testing.T) {
+	epoch := time.Unix(0, 0)
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		r := w.registry(t, discovery.WithReaper(0, 0))
+		scheduled, published := edKey(t, "scheduled"), edKey(t, "published")
+		scheduled.CreatedAt, scheduled.RetiresAt = t0, t0.Add(time.Hour)
+		published.CreatedAt, published.RetiresAt = t0, epoch
+		if err := r.PublishKey(ctx, "db_svc", published); !errors.Is(err, discovery.ErrInvalid) {
+			t.Errorf("PublishKey(retiring at the epoch) = %v; want ErrInvalid", err)
+		}
+		if err := r.PublishKey(ctx, "db_svc", scheduled); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RetireKey(ctx, "db_svc", scheduled.ID, epoch); !errors.Is(err, discovery.ErrInvalid) {
+			t.Errorf("RetireKey(the epoch) = %v; want ErrInvalid", err)
+		}
+		svc, err := r.Store().Load(ctx, "db_svc")
+		if err != nil || len(svc.Keys) != 1 || !svc.Keys[0].RetiresAt.Equal(scheduled.RetiresAt) {
+			t.Fatalf("Load = %+v, %v; want the scheduled key alone, retiring at %v", svc, err, scheduled.RetiresAt)
+		}
+	})
+}

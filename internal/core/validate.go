@@ -304,7 +304,7 @@ func ValidatePublicKey(k *PublicKey) error {
 	if err := ValidateTime("key creation", k.CreatedAt); err != nil {
 		return err
 	}
-	if err := ValidateTime("key retirement", k.RetiresAt); err != nil {
+	if err := ValidateRetirement("key retirement", k.RetiresAt); err != nil {
 		return err
 	}
 	if !k.RetiresAt.IsZero() && !k.CreatedAt.IsZero() && k.RetiresAt.Before(k.CreatedAt) {
@@ -327,6 +327,21 @@ var (
 func ValidateTime(field string, t time.Time) error {
 	if !t.IsZero() && (t.Before(minTime) || t.After(maxTime)) {
 		return invalid(field, t.UTC().Format(time.RFC3339), "must be between 1677-09-21 and 2262-04-11")
+	}
+	return nil
+}
+
+// ValidateRetirement checks a key's retirement time as ValidateTime does,
+// and refuses the Unix epoch: the SQL stores and the cache encoding keep
+// "never" as 0 Unix nanoseconds, which is also the epoch's, so a key retired
+// then came back never retiring (a revocation undid the retirement it
+// meant to bring forward).
+func ValidateRetirement(field string, t time.Time) error {
+	if err := ValidateTime(field, t); err != nil {
+		return err
+	}
+	if !t.IsZero() && t.UnixNano() == 0 {
+		return invalid(field, t.UTC().Format(time.RFC3339), "must not be the Unix epoch, which is stored as never; any other past time retires the key")
 	}
 	return nil
 }
