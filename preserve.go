@@ -73,17 +73,24 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 	if len(recent) < 2 {
 		return 0, 0, false
 	}
-	// The largest group of lapses within one renewal window of each other.
+	// The latest group of lapses within one renewal window of each other
+	// that is more than the fraction of the instances live when it began
+	// (those live now, and those that lapsed since). Measured against the
+	// live ones alone, and the largest group taken, an earlier group that
+	// had not qualified when it lapsed (and was dropped then) qualified
+	// once a later one had lapsed too, and came back as suspects while the
+	// later one, which did qualify, was dropped.
 	best, bestLo := 0, 0
 	for i, j := 0, 0; j < len(recent); j++ {
 		for recent[j]-recent[i] > window {
 			i++
 		}
-		if j-i+1 > best {
-			best, bestLo = j-i+1, i
+		n := j - i + 1
+		if n >= 2 && float64(n) > r.opts.preserveFraction*float64(live+len(recent)-i) {
+			best, bestLo = n, i
 		}
 	}
-	if best < 2 || float64(best) <= r.opts.preserveFraction*float64(live+best) {
+	if best == 0 {
 		return 0, 0, false
 	}
 	lo, hi = recent[bestLo], recent[bestLo+best-1]

@@ -412,3 +412,59 @@ func TestSuspectsEndWithTheirGraceWithoutALookup(t *testing.T) {
 		t.Fatalf("after the grace: %s", got)
 	}
 }
+
+// suspectIDs returns the IDs a lookup shows as suspect, or the error text.
+func suspectIDs(svc *discovery.Service, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var out []string
+	for _, in := range svc.Instances {
+		if in.Status == discovery.StatusSuspect {
+			out = append(out, in.ID)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// A group that lapses together is judged against the instances live when
+// it began. Of 20 instances, 3 lapsing together are not more than 15%: they
+// are dropped. When 3 more lapse together 20 s later (3 of the 17 left),
+// those are kept; the first 3 stay dropped. Judged against the instances
+// live at the second lapse, the first group qualified then too, and, the
+// larger or earlier one winning, came back as suspects 20 s after they had
+// disappeared, while the group that had just lapsed was dropped (and came
+// back itself once the first group's grace ended).
+func TestSelfPreservationJudgesAGroupWhenItLapsed(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	writeInstances(t, backend, "db_svc", 20, func(i int) time.Time {
+		switch {
+		case i < 3:
+			return t0.Add(ttl)
+		case i < 6:
+			return t0.Add(ttl + 20*time.Second)
+		}
+		return t0.Add(time.Hour)
+	})
+	tests := []struct {
+		at       time.Duration
+		statuses string
+		suspects string
+	}{
+		{ttl + time.Second, "17 instances, 0 suspect", ""},
+		{ttl + 21*time.Second, "17 instances, 3 suspect", "i03,i04,i05"},
+		{ttl + 31*time.Second, "17 instances, 3 suspect", "i03,i04,i05"},
+		{ttl + 51*time.Second, "14 instances, 0 suspect", ""},
+	}
+	for _, tt := range tests {
+		clock.Set(t0.Add(tt.at))
+		svc, err := r.Get(ctx, "db_svc")
+		if got, sus := statuses(svc, err), suspectIDs(svc, err); got != tt.statuses || sus != tt.suspects {
+			t.Fatalf("at %v: %s, suspect [%s]; want %s, suspect [%s]", tt.at, got, sus, tt.statuses, tt.suspects)
+		}
+	}
+}
