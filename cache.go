@@ -329,9 +329,9 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 // instances when nothing differs.
 func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.Service {
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
-	lo, hi, preserving := r.preserved(raw, st, now)
+	ep := r.preserved(raw, st, now)
 	visible := func(exp int64) bool {
-		return exp > now || r.kept(exp, now, lo, hi, preserving)
+		return exp > now || r.kept(exp, now, ep)
 	}
 	live, suspects, same := 0, 0, true
 	for i := range raw.Instances {

@@ -24,14 +24,15 @@ import (
 // must lapse together to be kept as suspects.
 const DefaultSelfPreservation = 0.15
 
-// preserved returns the expiry window [lo, hi] of the instances kept as
-// suspects at now, if self-preservation applies to raw. An episode, once
-// begun, holds until the grace of its last lapse ends, however many of its
-// instances have renewed meanwhile: they come back one by one, and the last
-// must not be dropped for being alone.
-func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi int64, ok bool) {
+// preserved returns the episode of self-preservation in force at now (the
+// expiry windows of the instances kept as suspects), if self-preservation
+// applies to raw; nil if none. An episode, once begun, holds until the
+// grace of its last lapse ends, however many of its instances have renewed
+// meanwhile: they come back one by one, and the last must not be dropped
+// for being alone.
+func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episode {
 	if r.opts.preserveFraction <= 0 {
-		return 0, 0, false
+		return nil
 	}
 	grace := int64(r.opts.suspectGrace)
 	// A group's lapses spread over one renewal window (TTL/3, with room for
@@ -42,7 +43,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 		ep = r.episodeOf(st, now)
 	}
 	if ep == nil && len(raw.Instances) < 2 {
-		return 0, 0, false
+		return nil
 	}
 	var recent []int64
 	live := 0
@@ -65,23 +66,46 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 				hi = exp
 			}
 		}
+		next := ep
 		if hi != ep.hi {
-			st.episode.Store(&episode{lo: ep.lo, hi: hi})
+			next = &episode{lo: ep.lo, hi: hi, earlier: ep.earlier}
 		}
-		return ep.lo, hi, true
+		// A later group of its own (a second partition while the first is
+		// held) joins the episode as a window of its own. Left out, it was
+		// dropped while the first group's grace lasted, and came back as
+		// suspects once it had ended.
+		from, _ := slices.BinarySearch(recent, hi+1)
+		if lo, hi, ok := r.latestGroup(recent, from, live); ok {
+			next = &episode{lo: lo, hi: hi, earlier: next.inForce(now, grace)}
+		}
+		if next != ep {
+			st.episode.Store(next)
+		}
+		return next
 	}
-	if len(recent) < 2 {
-		return 0, 0, false
+	lo, hi, ok := r.latestGroup(recent, 0, live)
+	if !ok {
+		return nil
 	}
-	// The latest group of lapses within one renewal window of each other
-	// that is more than the fraction of the instances live when it began
-	// (those live now, and those that lapsed since). Measured against the
-	// live ones alone, and the largest group taken, an earlier group that
-	// had not qualified when it lapsed (and was dropped then) qualified
-	// once a later one had lapsed too, and came back as suspects while the
-	// later one, which did qualify, was dropped.
+	ep = &episode{lo: lo, hi: hi}
+	if st != nil {
+		st.episode.Store(ep)
+	}
+	return ep
+}
+
+// latestGroup returns the expiry window of the latest group among the
+// sorted lapses recent[from:] that lapsed within one renewal window of each
+// other, at least two, and more than the fraction of the instances live
+// when it began (live ones now, and those that lapsed since). Measured
+// against the live ones alone, and the largest group taken, an earlier
+// group that had not qualified when it lapsed (and was dropped then)
+// qualified once a later one had lapsed too, and came back as suspects
+// while the later one, which did qualify, was dropped.
+func (r *Registry) latestGroup(recent []int64, from, live int) (lo, hi int64, ok bool) {
+	window := int64(r.opts.leaseTTL / 2)
 	best, bestLo := 0, 0
-	for i, j := 0, 0; j < len(recent); j++ {
+	for i, j := from, from; j < len(recent); j++ {
 		for recent[j]-recent[i] > window {
 			i++
 		}
@@ -93,15 +117,47 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) (lo, hi
 	if best == 0 {
 		return 0, 0, false
 	}
-	lo, hi = recent[bestLo], recent[bestLo+best-1]
-	if st != nil {
-		st.episode.Store(&episode{lo: lo, hi: hi})
-	}
-	return lo, hi, true
+	return recent[bestLo], recent[bestLo+best-1], true
 }
 
-// episode is the expiry window of instances kept as suspects.
-type episode struct{ lo, hi int64 }
+// episode is the expiry windows of instances kept as suspects: [lo, hi] of
+// its latest group, and those of earlier groups whose grace has not ended.
+// Never changed once stored; a change stores a new one.
+type episode struct {
+	lo, hi  int64
+	earlier *episode
+}
+
+// inForce returns e without its earlier windows whose grace has ended at
+// now (e itself if none has).
+func (e *episode) inForce(now, grace int64) *episode {
+	if e == nil {
+		return nil
+	}
+	earlier := e.earlier.inForce(now, grace)
+	switch {
+	case now >= e.hi+grace:
+		return earlier
+	case earlier == e.earlier:
+		return e
+	}
+	return &episode{lo: e.lo, hi: e.hi, earlier: earlier}
+}
+
+// holds reports whether an instance whose lease ended at exp is kept at
+// now by the episode: within its latest window (the episode is in force),
+// or within an earlier one whose grace has not ended.
+func (e *episode) holds(exp, now, grace int64) bool {
+	if exp >= e.lo && exp <= e.hi {
+		return true
+	}
+	for w := e.earlier; w != nil; w = w.earlier {
+		if exp >= w.lo && exp <= w.hi && now < w.hi+grace {
+			return true
+		}
+	}
+	return false
+}
 
 // episodeOf returns the service's episode if it is in force at now: until
 // the grace of its last lapse ends.
@@ -119,19 +175,14 @@ func (r *Registry) keptAsSuspect(st *svcState, exp, now int64) bool {
 	if exp > now {
 		return false
 	}
-	var lo, hi int64
-	ep := r.episodeOf(st, now)
-	if ep != nil {
-		lo, hi = ep.lo, ep.hi
-	}
-	return r.kept(exp, now, lo, hi, ep != nil)
+	return r.kept(exp, now, r.episodeOf(st, now))
 }
 
 // kept reports whether an instance whose lease ended at exp is kept at now:
-// within the expiry window [lo, hi] of a self-preservation episode in force
-// (preserving), or held by a database outage.
-func (r *Registry) kept(exp, now, lo, hi int64, preserving bool) bool {
-	return preserving && exp >= lo && exp <= hi || r.heldByOutage(exp, now)
+// within a window of a self-preservation episode in force (ep, nil if
+// none), or held by a database outage.
+func (r *Registry) kept(exp, now int64, ep *episode) bool {
+	return ep != nil && ep.holds(exp, now, int64(r.opts.suspectGrace)) || r.heldByOutage(exp, now)
 }
 
 // suspectsNow counts the suspects of a service's view that are still kept

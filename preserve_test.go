@@ -468,3 +468,45 @@ func TestSelfPreservationJudgesAGroupWhenItLapsed(t *testing.T) {
 		}
 	}
 }
+
+// A second group lapsing together while a first is kept (a second
+// partition, 20 s after the first) is kept too, each for the grace after
+// its own lapse. It was dropped while the first group's episode lasted, and
+// came back as suspects once that had ended: 16 instances at 36 s, then
+// the second group back at 46 s.
+func TestSelfPreservationKeepsALaterGroupOfItsOwn(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	writeInstances(t, backend, "db_svc", 20, func(i int) time.Time {
+		switch {
+		case i < 4:
+			return t0.Add(ttl)
+		case i < 8:
+			return t0.Add(ttl + 20*time.Second)
+		}
+		return t0.Add(time.Hour)
+	})
+	tests := []struct {
+		at       time.Duration
+		statuses string
+		suspects string
+	}{
+		{ttl + time.Second, "20 instances, 4 suspect", "i00,i01,i02,i03"},
+		{ttl + 21*time.Second, "20 instances, 8 suspect", "i00,i01,i02,i03,i04,i05,i06,i07"},
+		{ttl + 31*time.Second, "16 instances, 4 suspect", "i04,i05,i06,i07"}, // the first group's grace has ended
+		{ttl + 51*time.Second, "12 instances, 0 suspect", ""},
+	}
+	for _, tt := range tests {
+		clock.Set(t0.Add(tt.at))
+		svc, err := r.Get(ctx, "db_svc")
+		if got, sus := statuses(svc, err), suspectIDs(svc, err); got != tt.statuses || sus != tt.suspects {
+			t.Fatalf("at %v: %s, suspect [%s]; want %s, suspect [%s]", tt.at, got, sus, tt.statuses, tt.suspects)
+		}
+		if st := r.Stats(); st.Suspects != int64(strings.Count(tt.suspects, "i0")) {
+			t.Fatalf("at %v: Stats().Suspects = %d; want %d", tt.at, st.Suspects, strings.Count(tt.suspects, "i0"))
+		}
+	}
+}
