@@ -230,8 +230,12 @@ func (r *Registry) Services(ctx context.Context) ([]ServiceInfo, error) {
 	return infos, err
 }
 
-// Deregister removes an instance at once, wherever it was registered from.
-// If this Registry holds its Registration, that stops renewing too.
+// Deregister removes an instance's row at once, wherever it was registered
+// from. If this Registry holds its Registration, that stops renewing too. A
+// process that still holds the Registration registers the instance again at
+// its next renewal (within TTL/3), as after any loss of its row: to take a
+// live instance out, drain or deregister it through its Registration, in
+// its own process. Deregister is for the rows of processes that died.
 func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 	if r.closed.Load() {
 		return ErrClosed
