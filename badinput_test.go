@@ -475,6 +475,52 @@ func TestReaperShorterThanDefaultGraceNamesWithReaper(t *testing.T) {
 	}
 }
 
+// Filters are checked as registration checks what they match: a tag with a
+// control character, a metadata key with a character keys may not have, a
+// value with a NUL, a version longer than 64 bytes can match no registered
+// instance, and were reported as a service with nothing healthy
+// (ErrNoHealthyInstances), sending the caller after sick instances instead
+// of its own typo; a zone no instance can be in made PreferZone do nothing,
+// silently. Filters that registration would take still pick.
+func TestPickFiltersAreCheckedAsRegistrationChecksThem(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 80, Version: "v1", Tags: []string{"blue green"},
+		Metadata: map[string]string{"team/shard-1.a_b": "é"}})
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		opt   discovery.PickOption
+		field string
+	}{
+		{"tag with a newline", discovery.WithTag("a\nb"), "tag"},
+		{"tag with invalid UTF-8", discovery.WithTag("a\xffb"), "tag"},
+		{"metadata key with a space", discovery.WithMeta("a b", "x"), "metadata key"},
+		{"metadata key with a colon", discovery.WithMeta("a:b", "x"), "metadata key"},
+		{"metadata value with a NUL", discovery.WithMeta("k", "a\x00"), "metadata value"},
+		{"metadata value over 8 KiB", discovery.WithMeta("k", strings.Repeat("v", 8<<10)), "metadata"},
+		{"version of 65 bytes", discovery.WithVersion(strings.Repeat("v", 65)), "version"},
+		{"version with a tab", discovery.WithVersion("v\t1"), "version"},
+		{"zone of 65 bytes", discovery.PreferZone(strings.Repeat("z", 65)), "zone"},
+		{"zone with a newline", discovery.PreferZone("eu\n1"), "zone"},
+	}
+	for _, tt := range tests {
+		_, err := r.Pick(ctx, "db_svc", tt.opt)
+		var ve *discovery.ValidationError
+		if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != tt.field {
+			t.Errorf("Pick(%s) = %v; want a ValidationError on %s", tt.name, err, tt.field)
+		}
+	}
+	for _, o := range []discovery.PickOption{discovery.WithTag("blue green"), discovery.WithMeta("team/shard-1.a_b", "é"), discovery.WithVersion("v1"),
+		discovery.PreferZone("eu-west-1a"), discovery.PreferZone("")} {
+		sel, err := r.Pick(ctx, "db_svc", o)
+		if err != nil {
+			t.Errorf("Pick(%v) = %v; want the instance", o, err)
+			continue
+		}
+		sel.Done(nil)
+	}
+}
+
 // Pick's options are validated before any I/O, as every input is: a bad
 // option was reported as the service being unknown (ErrNotFound) and cost a
 // database read when L1 did not hold the service.

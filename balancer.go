@@ -177,6 +177,9 @@ func (q *pickReq) set(opts []PickOption) error {
 			}
 			q.key, q.hasKey = o.a, true
 		case pickZone:
+			if err := core.ValidateLabel("zone", o.a); err != nil { // no instance is in it: the preference did nothing
+				return err
+			}
 			if q.zone != "" && o.a != "" && q.zone != o.a {
 				return conflict("zone", q.zone, o.a)
 			}
@@ -185,11 +188,20 @@ func (q *pickReq) set(opts []PickOption) error {
 			// A filter that no registered instance can match (registration
 			// refuses such tags and keys) is bad input, not a service with
 			// nothing healthy, which is what it was reported as.
-			if o.kind == pickTag && (o.a == "" || len(o.a) > core.MaxTagLen) {
-				return &ValidationError{Field: "tag", Value: o.a, Reason: "must be 1.." + strconv.Itoa(core.MaxTagLen) + " bytes, as registered tags are"}
+			// Checked as registration checks them: a tag with a control
+			// character, a key with a space or a version of 65 bytes passed
+			// the length checks here and matched nothing.
+			var err error
+			switch o.kind {
+			case pickTag:
+				err = core.ValidateTag(o.a)
+			case pickMeta:
+				err = core.ValidateMetadataEntry(o.a, o.b)
+			case pickVersion:
+				err = core.ValidateLabel("version", o.a)
 			}
-			if o.kind == pickMeta && (o.a == "" || len(o.a) > core.MaxMetadataKeyLen) {
-				return &ValidationError{Field: "metadata key", Value: o.a, Reason: "must be 1.." + strconv.Itoa(core.MaxMetadataKeyLen) + " bytes, as registered keys are"}
+			if err != nil {
+				return err
 			}
 			for j := range opts[:i] {
 				p := &opts[j]

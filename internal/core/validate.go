@@ -148,8 +148,8 @@ func ValidateTags(tags []string) error {
 		return invalid("tags", strconv.Itoa(len(tags)), "more than "+strconv.Itoa(MaxTags)+" tags")
 	}
 	for i, t := range tags {
-		if t == "" || len(t) > MaxTagLen || !printable(t) {
-			return invalid("tag", t, "must be 1.."+strconv.Itoa(MaxTagLen)+" printable bytes")
+		if err := ValidateTag(t); err != nil {
+			return err
 		}
 		for _, u := range tags[:i] {
 			if u == t {
@@ -168,17 +168,8 @@ func ValidateMetadata(md map[string]string) error {
 	}
 	total := 0
 	for k, v := range md {
-		if k == "" || len(k) > MaxMetadataKeyLen {
-			return invalid("metadata key", k, "must be 1.."+strconv.Itoa(MaxMetadataKeyLen)+" bytes")
-		}
-		for i := 0; i < len(k); i++ {
-			c := k[i]
-			if !isAlnum(c) && strings.IndexByte("._/-", c) < 0 {
-				return invalid("metadata key", k, "character "+strconv.QuoteRune(rune(c))+" not allowed (letters, digits, '.', '_', '/', '-')")
-			}
-		}
-		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return invalid("metadata value", k, "must be UTF-8 without NUL")
+		if err := validateMetadataEntry(k, v); err != nil {
+			return err
 		}
 		total += len(k) + len(v)
 	}
@@ -187,6 +178,45 @@ func ValidateMetadata(md map[string]string) error {
 	}
 	return nil
 }
+
+// ValidateTag checks one tag as ValidateTags does: 1 to 128 printable bytes.
+func ValidateTag(t string) error {
+	if t == "" || len(t) > MaxTagLen || !printable(t) {
+		return invalid("tag", t, "must be 1.."+strconv.Itoa(MaxTagLen)+" printable bytes")
+	}
+	return nil
+}
+
+// ValidateMetadataEntry checks one key and its value as ValidateMetadata
+// does, the two within its 8 KiB.
+func ValidateMetadataEntry(k, v string) error {
+	if err := validateMetadataEntry(k, v); err != nil {
+		return err
+	}
+	if len(k)+len(v) > MaxMetadataBytes {
+		return invalid("metadata", strconv.Itoa(len(k)+len(v))+" bytes", "more than 8 KiB in all")
+	}
+	return nil
+}
+
+func validateMetadataEntry(k, v string) error {
+	if k == "" || len(k) > MaxMetadataKeyLen {
+		return invalid("metadata key", k, "must be 1.."+strconv.Itoa(MaxMetadataKeyLen)+" bytes")
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !isAlnum(c) && strings.IndexByte("._/-", c) < 0 {
+			return invalid("metadata key", k, "character "+strconv.QuoteRune(rune(c))+" not allowed (letters, digits, '.', '_', '/', '-')")
+		}
+	}
+	if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+		return invalid("metadata value", k, "must be UTF-8 without NUL")
+	}
+	return nil
+}
+
+// ValidateLabel checks a zone or a version: at most 64 printable bytes.
+func ValidateLabel(field, s string) error { return validateLabel(field, s) }
 
 func validateLabel(field, s string) error {
 	if len(s) > MaxLabelLen || !printable(s) {
