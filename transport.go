@@ -85,8 +85,9 @@ func WithHandler(h http.Handler) RegisterOption {
 // Transport returns an http.RoundTripper that sends requests for
 // http://<service>/path to an instance chosen by Pick, reports each outcome
 // (connection errors, 5xx and the caller's deadline passing as failures,
-// 429 as overload, the caller's cancellation as neither), and retries idempotent requests once on
-// another instance under a retry budget.
+// 429 and 503 with Retry-After as overload, the caller's cancellation as
+// neither), and retries idempotent requests once on another instance under
+// a retry budget.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
 	for _, opt := range opts {
@@ -207,7 +208,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	}
 	var outcome error
 	switch {
-	case resp.StatusCode == http.StatusTooManyRequests:
+	case resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+		// an instance shedding load (ErrOverloaded): counted as a
+		// failure, it was ejected, and its load went to the others
 		outcome = ErrOverloaded
 	case resp.StatusCode >= 500:
 		outcome = errStatus(resp.StatusCode)

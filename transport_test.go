@@ -143,6 +143,61 @@ func TestTransportOutcomes(t *testing.T) {
 	}
 }
 
+// A 503 with Retry-After is an instance shedding load, which ErrOverloaded's
+// godoc names as overload with 429: it must not eject the instance (taking
+// an overloaded instance out moves its load onto the others, the cascade
+// ejection is there to prevent). The Transport counted it as a 5xx failure
+// and ejected the instance after 5 of them; a 503 without Retry-After still
+// does.
+func TestTransport503WithRetryAfterIsOverloadNotFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	tests := []struct {
+		service    string
+		retryAfter string
+		ejected    bool
+	}{
+		{"shedding", "1", false},
+		{"broken", "", true},
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, tt := range tests {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if tt.retryAfter != "" {
+				w.Header().Set("Retry-After", tt.retryAfter)
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		defer srv.Close()
+		host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		p, _ := strconv.Atoi(port)
+		id := mustRegister(t, r, discovery.Instance{Service: tt.service, Host: host, Port: p}).Instance().ID
+		answered := 0
+		for range 20 {
+			resp, err := client.Get("http://" + tt.service + "/")
+			if err != nil { // no instance left to pick
+				break
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("GET %s: %d; want the instance's 503", tt.service, resp.StatusCode)
+			}
+			answered++
+		}
+		if want := map[bool]int{false: 20, true: 5}[tt.ejected]; answered != want {
+			t.Errorf("the instance answering 503 (Retry-After %q) got %d of 20 requests; want %d", tt.retryAfter, answered, want)
+		}
+		svc, err := r.Get(ctx, tt.service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := svc.Instance(id).Status == discovery.StatusEjected; got != tt.ejected {
+			t.Errorf("after its 503s (Retry-After %q) the instance shows %v; want ejected %v", tt.retryAfter, svc.Instance(id).Status, tt.ejected)
+		}
+	}
+}
+
 // A router instance registered with a handler is served in-process.
 func TestTransportServesRouterInstancesInProcess(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
