@@ -328,13 +328,17 @@ func (b *doneBody) Close() error {
 }
 
 // isIdempotent is net/http's rule: GET, HEAD, OPTIONS and TRACE, or any
-// request that carries an idempotency key.
+// request whose header has an Idempotency-Key or X-Idempotency-Key entry,
+// even a zero-length one (net/http's way to mark a request idempotent
+// without sending the header, which reading the value missed).
 func isIdempotent(req *http.Request) bool {
 	switch req.Method {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 // retryBudget is a token bucket: every request deposits ratio of a token,

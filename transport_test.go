@@ -143,6 +143,44 @@ func TestTransportOutcomes(t *testing.T) {
 	}
 }
 
+// A request is idempotent by net/http's rule, which isIdempotent says it
+// follows: an Idempotency-Key entry in the header map, even a zero-length
+// one (net/http's documented way to mark a request idempotent without
+// sending the header). The Transport read the header's value, so a POST
+// marked the net/http way was never retried, and its caller got the 503.
+func TestTransportRetriesAPOSTMarkedIdempotentTheNetHTTPWay(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+	ok, bad := newServer(t, 200), newServer(t, 503)
+	registerServer(t, r, "web", ok)
+	registerServer(t, r, "web", bad)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	tests := []struct {
+		name   string
+		header string
+		value  []string
+	}{
+		{"Idempotency-Key: k", "Idempotency-Key", []string{"k"}},
+		{"Idempotency-Key, zero-length", "Idempotency-Key", []string{}},
+		{"X-Idempotency-Key, nil", "X-Idempotency-Key", nil},
+	}
+	for _, tt := range tests {
+		for i := range 2 { // round robin: one of the two goes to the failing instance first
+			req, _ := http.NewRequest(http.MethodPost, "http://web/orders", strings.NewReader("order"))
+			req.Header[tt.header] = tt.value
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("POST %d with %s: %d; want 200 through a retry", i, tt.name, resp.StatusCode)
+			}
+		}
+	}
+}
+
 // A 503 with Retry-After is an instance shedding load, which ErrOverloaded's
 // godoc names as overload with 429: it must not eject the instance (taking
 // an overloaded instance out moves its load onto the others, the cascade
