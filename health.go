@@ -366,6 +366,12 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 		}
 	}
 	d.st, d.raw = s, raw
+	// A score that crosses the minimum changes what selection may pick as
+	// a status does: a healthy instance whose checks turned slow fell
+	// below it, healthy still, and was picked until the service's view
+	// was next reloaded.
+	minScore := r.opts.minScore
+	crossed := (is.Score() > minScore) != (s.Score > minScore)
 	is.status.Store(uint32(s.Status))
 	is.score.Store(math.Float64bits(s.Score))
 	defer is.updateHBase()
@@ -381,7 +387,7 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 			}
 		}
 	}
-	if ch.from != ch.to || ch.unejected {
+	if ch.from != ch.to || ch.unejected || crossed {
 		r.instancesChanged(st)
 	}
 	return ch
@@ -405,11 +411,12 @@ func (r *Registry) checksOff(st *svcState, is *instState) {
 	fresh.Seq = d.st.Seq
 	ch := change{from: d.st.Status, to: fresh.Status, score: fresh.Score}
 	d.st, d.raw = fresh, ""
+	crossed := (is.Score() > r.opts.minScore) != (fresh.Score > r.opts.minScore) // as in adoptLocked
 	is.status.Store(uint32(fresh.Status))
 	is.score.Store(math.Float64bits(fresh.Score))
 	is.rtt.Store(0)
 	is.updateHBase()
-	if ch.from != ch.to {
+	if ch.from != ch.to || crossed {
 		r.instancesChanged(st)
 	}
 	is.hmu.Unlock()
