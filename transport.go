@@ -146,7 +146,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		resp, err := t.send(req, sel, attempt > 0)
 		failed := err != nil && req.Context().Err() == nil || err == nil && resp.StatusCode >= 500
-		if !failed || !canRetry || attempt >= t.o.retries {
+		// A caller out of time (or gone) keeps the answer it has: a retry
+		// could only fail, and its instance's Done counted the caller's
+		// deadline against that instance.
+		if !failed || !canRetry || attempt >= t.o.retries || req.Context().Err() != nil {
 			return resp, err
 		}
 		// Find another instance before giving up this answer: with none,

@@ -143,6 +143,64 @@ func TestTransportOutcomes(t *testing.T) {
 	}
 }
 
+// lateAnswer is a base transport whose first answer, a 503, comes in just
+// as the caller's deadline passes; later requests fail as a real transport
+// does once the context has ended.
+type lateAnswer struct{ calls atomic.Int64 }
+
+func (l *lateAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if l.calls.Add(1) == 1 {
+		<-req.Context().Done()
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("busy")), Request: req}, nil
+	}
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+}
+
+// A failed answer that arrives once the caller's context has ended is not
+// retried: the retry could only fail, and it did so on another instance,
+// whose Done then counted the caller's deadline as that instance's
+// failure (toward its ejection), and the caller got the deadline's error
+// instead of the answer it had.
+func TestTransportDoesNotRetryOnceTheCallerIsOutOfTime(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+	mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.1", Port: 80})
+	mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.2", Port: 80})
+	base := &lateAnswer{}
+	client := &http.Client{Transport: r.Transport(discovery.BaseTransport(base))}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://web/x", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Errorf("GET = %v; want the instance's 503, which came in before the retry", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("GET = %d; want the instance's 503", resp.StatusCode)
+		}
+	}
+	if n := base.calls.Load(); n != 1 {
+		t.Errorf("%d attempts; want 1 (no retry once the deadline has passed)", n)
+	}
+	hs, err := r.Health(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := 0
+	for _, h := range hs {
+		failures += h.PassiveFailures
+		if n := discovery.InFlight(r, "web", h.ID); n != 0 {
+			t.Errorf("%s has %d requests in flight; want 0", h.ID, n)
+		}
+	}
+	if failures != 1 {
+		t.Errorf("%d failures counted; want 1 (the 503), none for an instance the caller had no time left for", failures)
+	}
+}
+
 // A request is idempotent by net/http's rule, which isIdempotent says it
 // follows: an Idempotency-Key entry in the header map, even a zero-length
 // one (net/http's documented way to mark a request idempotent without
