@@ -330,6 +330,9 @@ func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw string) bool {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
+	if !r.held(st, is) { // forgotten meanwhile, as in applyLocal
+		return false
+	}
 	is.hmu.Lock()
 	if s.Seq <= is.health.st.Seq {
 		if s.Seq == is.health.st.Seq && raw != "" {

@@ -18,8 +18,17 @@ import (
 // result went to the state the instance had before it left, and when the
 // instance came back with the same ID, watchers got that result as the
 // returned instance's status (healthy) while Get and Health, which read
-// its new state, showed it unknown.
+// its new state, showed it unknown. With Redis the result went the same
+// way, through the shared state: written under the returned instance's ID
+// and adopted into the state it had before it left, whose change watchers
+// got.
 func TestCheckOfAnInstanceThatLeftAppliesToNothing(t *testing.T) {
+	for _, k := range []worldKind{allWorlds[0], allWorlds[2]} { // without and with Redis
+		t.Run(k.name, func(t *testing.T) { checkOfAnInstanceThatLeft(t, k) })
+	}
+}
+
+func checkOfAnInstanceThatLeft(t *testing.T, k worldKind) {
 	ctx := context.Background()
 	gate := make(chan struct{})
 	var hits atomic.Int64
@@ -41,7 +50,7 @@ func TestCheckOfAnInstanceThatLeftAppliesToNothing(t *testing.T) {
 	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	portN, _ := strconv.Atoi(port)
 	clock := discoverytest.NewClock(t0)
-	w := newWorld(t, allWorlds[0])
+	w := newWorld(t, k)
 	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, 5*time.Second))
 	in := discovery.Instance{ID: "web-1", Service: "web", Host: host, Port: portN, Weight: 1, HealthPath: "/health",
 		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}

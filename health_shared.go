@@ -244,6 +244,12 @@ func (s *sharer) apply(ctx context.Context, service string, interval time.Durati
 // record folds one check result into an instance's shared state and
 // announces a change of status to every process.
 func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check) {
+	// The instance left while it was checked: the result is of no state
+	// lookups read (see applyLocal). Written, it became the shared state of
+	// the instance back with the same ID, in every process.
+	if !s.r.held(st, is) {
+		return
+	}
 	if !s.up() {
 		s.note(errRedisDown)
 		s.r.applyLocal(st, is, c)
