@@ -318,7 +318,11 @@ func TestRouterResultsReachOtherProcesses(t *testing.T) {
 }
 
 // Corrupt shared state in Redis and corrupt messages are counted and
-// ignored, never a panic; the next probe overwrites the corrupt state.
+// ignored, never a panic; the next probe overwrites the corrupt state. A
+// sequence no process writes (the largest int64) is corrupt too: adopted,
+// every later write's sequence (one more) wrapped below it, no result was
+// ever adopted again, and a healthy instance stayed unhealthy in every
+// process that had read it.
 func TestCorruptSharedStateIgnored(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
@@ -329,7 +333,8 @@ func TestCorruptSharedStateIgnored(t *testing.T) {
 			f.step(time.Second)
 			f.interval()
 			key := fmt.Sprintf("%s:health:{web}", w.ns)
-			for _, v := range []string{"garbage", "h1 1 9 1 0 0 0 0 0 - 0", "h1 99999999999999 3 0 1 0 3 3 3 ZZ 0"} {
+			for _, v := range []string{"garbage", "h1 1 9 1 0 0 0 0 0 - 0", "h1 99999999999999 3 0 1 0 3 3 3 ZZ 0",
+				"h1 9223372036854775807 3 0 1 0 3 3 3 - 0"} {
 				if err := w.rdb.HSet(ctx, key, f.ids[0], v).Err(); err != nil {
 					t.Fatal(err)
 				}

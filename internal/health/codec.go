@@ -26,6 +26,13 @@ var ErrCorrupt = errors.New("discovery: corrupt shared health state")
 
 const codecVersion = "h1"
 
+// MaxSeq bounds the sequence of a shared state. Writers take the wall clock
+// in milliseconds or one more than the sequence before (nextSeq), far below
+// it for hundreds of thousands of years; a larger one is corrupt. Taken, the
+// largest int64 made every later sequence (one more) wrap below it, and no
+// result was adopted again.
+const MaxSeq = 1 << 53
+
 // maxProcessID bounds the length of a process ID.
 const maxProcessID = 32
 
@@ -137,7 +144,7 @@ func Decode(v string) (State, error) {
 		return s, ErrCorrupt
 	}
 	d := &decoder{s: rest}
-	s.Seq = d.int(0, math.MaxInt64)
+	s.Seq = d.int(0, MaxSeq)
 	s.Status = d.status()
 	if f := d.field(); !d.err {
 		score, err := strconv.ParseFloat(f, 64)

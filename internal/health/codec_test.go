@@ -97,7 +97,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if s.Status > core.StatusUnhealthy || !(s.Score >= 0 && s.Score <= 1) || len(s.Recent) > RecentMax {
+		if s.Status > core.StatusUnhealthy || !(s.Score >= 0 && s.Score <= 1) || len(s.Recent) > RecentMax || s.Seq > MaxSeq {
 			t.Fatalf("Decode accepted an invalid state %+v", s)
 		}
 		again, err := Decode(Encode(&s))
