@@ -39,8 +39,10 @@ const (
 	// the unhealthy instances (score 0) get their share.
 	StrategyHealthBased
 	// StrategyConsistentHash: the key given with HashKey maps to the same
-	// instance while it stays eligible; removing one of N instances moves
-	// about 1/N of the keys (Maglev).
+	// instance while the eligible set stays the same; removing one of N
+	// instances moves about 1/N of the keys (Maglev), almost all of them
+	// keys of the removed one (Maglev's table also moves a few others: 35
+	// of 20,000 keys when 1 of 10 instances left).
 	StrategyConsistentHash
 	// StrategyRandom: random, in proportion to instance weights.
 	StrategyRandom
