@@ -413,7 +413,8 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 // fail answers an error with its status: 400 invalid, 404 not found, 503 a
 // backend or the Registry unavailable, or the request's context ended (the
 // client went away, the server is shutting down), 501 unsupported, 500
-// otherwise.
+// otherwise. The text of a backend's error and of an internal one is logged,
+// never answered.
 func (a *admin) fail(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
 	switch {
@@ -427,9 +428,16 @@ func (a *admin) fail(w http.ResponseWriter, err error) {
 		status = http.StatusNotImplemented
 	}
 	msg := err.Error()
-	if status == http.StatusInternalServerError {
+	var be *BackendError
+	switch {
+	case status == http.StatusInternalServerError:
 		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
 		msg = "discovery: internal error"
+	case errors.As(err, &be):
+		// The backend's own error names its address, database and user:
+		// the log gets it, the (possibly unauthenticated) client does not.
+		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
+		msg = "discovery: " + be.Backend + " unavailable"
 	}
 	writeJSON(w, status, jsonError{msg})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"net/http"
@@ -422,5 +423,41 @@ func TestAdminCancelledRequestIsNotAnInternalError(t *testing.T) {
 	}
 	if n := logs.FilterMessage("discovery: admin request failed").Len(); n != 0 {
 		t.Errorf("cancelled requests logged %d warnings; want none", n)
+	}
+}
+
+// The admin API's reads are open to anyone who can reach it, so a backend
+// outage must be answered 503 without the backend's own error text: a
+// database driver's error names the server's address, the database and the
+// user (pgx: "failed to connect to `user=... database=...`: host:port").
+// The detail goes to the log instead, where the operator looks.
+func TestAdminBackendOutageDoesNotLeakTheBackendError(t *testing.T) {
+	log, logs := observed()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithLogger(log), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthorizer{&discovery.Identity{Service: "ops"}}))
+	const secret = "failed to connect to `user=svc_admin database=prod`: 10.9.8.7:5432"
+	backend.SetFailure(errors.New(secret))
+	defer backend.SetFailure(nil)
+	tests := []struct{ method, path, body string }{
+		{"GET", "/services", ""},
+		{"GET", "/services/orders", ""},
+		{"GET", "/services/orders/config", ""},
+		{"PUT", "/services/orders/config", `{"workers":1}`},
+		{"DELETE", "/services/orders/instances/i-1", ""},
+	}
+	for _, tt := range tests {
+		code, body := do(t, h, tt.method, tt.path, tt.body)
+		if code != http.StatusServiceUnavailable {
+			t.Errorf("%s %s: %d %s; want 503", tt.method, tt.path, code, body)
+		}
+		for _, leak := range []string{"10.9.8.7", "svc_admin", "prod"} {
+			if bytes.Contains(body, []byte(leak)) {
+				t.Errorf("%s %s: answer %s quotes the backend's error (%q)", tt.method, tt.path, body, leak)
+			}
+		}
+	}
+	if logs.FilterMessage("discovery: admin request failed").Len() == 0 {
+		t.Error("the outage was not logged; the operator has no detail")
 	}
 }
