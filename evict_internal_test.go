@@ -209,3 +209,37 @@ func TestEvictionKeepsAnEpisodeOfSelfPreservation(t *testing.T) {
 		t.Fatal("the state was kept after its episode ended")
 	}
 }
+
+// Stats read while the state of a service is being forgotten still counts
+// what that service counted: a Prometheus counter (discovery_cache_hits_total
+// is Stats' L1 lookups) that dips for one scrape reads as a reset, and rate()
+// then counts every lookup since New again. Stats read the Registry's totals
+// before the per-service states; a state dropped in between had moved its
+// counts into totals already read and left the states, and was counted
+// nowhere.
+func TestStatsNeverGoBackWhileStatesAreDropped(t *testing.T) {
+	r, _ := fakeRegistry(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200000; i++ {
+			st := r.state(fmt.Sprintf("svc-%d", i%64))
+			r.countService(st).l1.add(1000)
+			r.dropState(st)
+		}
+	}()
+	var last uint64
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		n := r.Stats().Lookups[LayerL1]
+		if n < last {
+			<-done
+			t.Fatalf("Stats().Lookups[L1] went back from %d to %d while states were dropped", last, n)
+		}
+		last = n
+	}
+}

@@ -211,6 +211,8 @@ func (r *Registry) countCheck(s Status) {
 // lookups returns the lookups a layer answered: the Registry's counter plus
 // the per-service ones that replace it with metrics on.
 func (r *Registry) lookups(l Layer) uint64 {
+	r.foldMu.RLock()
+	defer r.foldMu.RUnlock()
 	var n uint64
 	switch l {
 	case LayerL1:

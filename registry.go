@@ -35,9 +35,13 @@ type Registry struct {
 	refreshSem chan struct{}
 	states     sync.Map // service name -> *svcState
 	ctr        counters
-	rng        fastRand            // selection's random numbers (fastrand.go)
-	picks      [stripes]pickCounts // picks by strategy with metrics off (countPick)
-	met        *metrics            // nil without WithMetrics (metrics.go)
+	// foldMu makes dropState's move of a state's counts into ctr one step
+	// for the readers that add both up (Stats, lookups): read between the
+	// two, the counts were in neither, and Stats went back.
+	foldMu sync.RWMutex
+	rng    fastRand            // selection's random numbers (fastrand.go)
+	picks  [stripes]pickCounts // picks by strategy with metrics off (countPick)
+	met    *metrics            // nil without WithMetrics (metrics.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -278,6 +282,8 @@ func (r *Registry) Store() Store { return r.store }
 
 // Stats returns what the Registry did since New.
 func (r *Registry) Stats() Stats {
+	r.foldMu.RLock()
+	defer r.foldMu.RUnlock()
 	s := Stats{
 		StoreReads: r.ctr.storeReads.Load(), StoreErrors: r.ctr.storeErrs.Load(),
 		Stale: r.ctr.stale.Load(), NotFound: r.ctr.notFound.Load(),

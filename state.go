@@ -200,6 +200,8 @@ func (r *Registry) stateIfAny(name string) *svcState {
 // (lookups of made-up names leave nothing behind), or one nothing uses any
 // more (forgetUnused). What it counted stays in the Registry's totals.
 func (r *Registry) dropState(st *svcState) {
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
 	if r.states.CompareAndDelete(st.name, st) {
 		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals
 			r.ctr.l1Hits.add(m.l1.load())
