@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -481,5 +482,72 @@ func TestSignerCloseKeepsAGivenKey(t *testing.T) {
 	}
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("the other Signer's token: %v", err)
+	}
+}
+
+// restoredStore stands for a database restored from a backup taken before
+// a key was published: the key lost is in no snapshot any more.
+type restoredStore struct {
+	*discoverytest.Backend
+	lost atomic.Pointer[string]
+}
+
+func (s *restoredStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	svc, err := s.Backend.Load(ctx, name)
+	if kid := s.lost.Load(); err == nil && kid != nil && svc.Key(*kid) != nil {
+		svc = svc.Clone()
+		svc.Keys = slices.DeleteFunc(svc.Keys, func(k discovery.PublicKey) bool { return k.ID == *kid })
+	}
+	return svc, err
+}
+
+func (s *restoredStore) RetireKey(ctx context.Context, service, kid string, at time.Time) (int64, error) {
+	if lost := s.lost.Load(); lost != nil && *lost == kid {
+		return 0, &discovery.NotFoundError{Service: service, Key: kid}
+	}
+	return s.Backend.RetireKey(ctx, service, kid, at)
+}
+
+// A Signer whose key is no longer in the registry (a database restored from
+// an older backup) moves to a new key, which it publishes, as a
+// Registration re-registers an instance whose row is gone. It read its key
+// once a second for a retirement, found none, and went on signing with the
+// lost key: every verifier refused every token of the service ("unknown
+// key") until the rotation half a key lifetime later, 12 h by default.
+func TestSignerRepublishesALostKey(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	store := &restoredStore{Backend: discoverytest.NewBackend()}
+	reg := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Token(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("before the restore: %v", err)
+	}
+	lost := s.KeyID()
+	store.lost.Store(&lost)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		clock.Advance(time.Second)
+		tok, err := s.Token(ctx, "inventory")
+		if err == nil && kidOf(t, tok) != lost {
+			if _, err = v.Verify(ctx, tok); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			_, verr := v.Verify(ctx, tok)
+			t.Fatalf("%v after the restore, the Signer signs with %s (lost: %s): %v; verifying: %v",
+				clock.Now().Sub(t0), kidOf(t, tok), lost, err, verr)
+		}
 	}
 }

@@ -93,7 +93,10 @@ type signingKey struct {
 	// revoked is an earlier retirement published by another (RetireKey,
 	// say after a leak), in unix ns; 0 if none.
 	revoked atomic.Int64
-	given   bool // WithKey's: other processes may sign with it too
+	// lost: the registry has no such key any more (a database restored
+	// from an older backup); no verifier knows it, so it signs nothing.
+	lost  atomic.Bool
+	given bool // WithKey's: other processes may sign with it too
 }
 
 type cachedToken struct {
@@ -270,7 +273,9 @@ func (s *Signer) KeyID() string {
 // Once a second it also reads the registry's copy of its key: a retirement
 // set there by someone else (RetireKey, a revocation) is kept as the key's
 // own, so that once the key cannot outlive a token any more, the cached
-// tokens are dropped and the next call rotates. Without this the Signer
+// tokens are dropped and the next call rotates; a key the registry no
+// longer has (a database restored from an older backup) is dropped at once
+// the same way, and the next call rotates to a new, published key. Without this the Signer
 // went on signing with a revoked key, and every token it issued was
 // refused, until its own rotation, up to half a key lifetime later.
 func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
@@ -297,7 +302,10 @@ func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
 		return "", err
 	}
 	s.mu.Lock()
-	if s.cur == k { // not rotated meanwhile
+	// Not rotated meanwhile, nor lost or revoked (checkRetirement cleared
+	// the cache after marking it, under mu): cached, such a token was
+	// handed out, and refused, for three quarters of its lifetime.
+	if s.cur == k && s.usable(k, now) {
 		if len(s.cache) >= maxCachedAudiences {
 			s.pruneLocked(now)
 		}
@@ -321,6 +329,9 @@ func (s *Signer) pruneLocked(now time.Time) {
 // usable reports whether k may sign a token issued at now: it does not
 // retire before the token expires, leeway included.
 func (s *Signer) usable(k *signingKey, now time.Time) bool {
+	if k.lost.Load() {
+		return false
+	}
 	retires := k.retiresAt()
 	return retires.IsZero() || !now.Add(s.lifetime+MaxLeeway).After(retires)
 }
@@ -347,12 +358,29 @@ func (s *Signer) checkRetirement(ctx context.Context, now time.Time) {
 	s.mu.RLock()
 	k := s.cur
 	s.mu.RUnlock()
-	svc, err := s.reg.Snapshot(ctx, s.service)
-	if err != nil {
+	var pk *discovery.PublicKey
+	switch svc, err := s.reg.Snapshot(ctx, s.service); {
+	case err == nil:
+		pk = svc.Key(k.kid)
+	case !errors.Is(err, discovery.ErrNotFound): // the service itself gone counts as the key lost
 		return
 	}
-	pk := svc.Key(k.kid)
-	if pk == nil || pk.RetiresAt.IsZero() || !k.retires.IsZero() && !pk.RetiresAt.Before(k.retires) {
+	if pk == nil {
+		// Lost (a restored database): verifiers refuse its tokens as
+		// "unknown key". Signing with it until the next rotation, 12 h
+		// later by default, made every call of the service fail.
+		if !k.lost.Swap(true) {
+			s.log.Warn("discovery: auth: signing key no longer in the registry; rotating",
+				zap.String("service", s.service), zap.String("kid", k.kid))
+		}
+		s.mu.Lock()
+		if s.cur == k {
+			clear(s.cache)
+		}
+		s.mu.Unlock()
+		return
+	}
+	if pk.RetiresAt.IsZero() || !k.retires.IsZero() && !pk.RetiresAt.Before(k.retires) {
 		return
 	}
 	if rv := pk.RetiresAt.UnixNano(); k.revoked.Load() != rv {
@@ -484,7 +512,9 @@ func (s *Signer) rotateLocked(ctx context.Context) error {
 	if r := old.retiresAt(); !r.IsZero() && !r.After(retire) {
 		return nil // retiring sooner already: a revocation is never put off
 	}
-	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil {
+	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		// A key the registry does not have (lost, or reaped) verifies
+		// nothing already.
 		return fmt.Errorf("discovery: auth: the new key %s signs, but retiring %s failed: %w", k.kid, old.kid, err)
 	}
 	return nil
@@ -520,7 +550,7 @@ func (s *Signer) Close(ctx context.Context) error {
 		s.retired = true
 		return nil
 	}
-	if err := s.reg.RetireKey(ctx, s.service, k.kid, retire); err != nil {
+	if err := s.reg.RetireKey(ctx, s.service, k.kid, retire); err != nil && !errors.Is(err, discovery.ErrNotFound) {
 		return fmt.Errorf("discovery: auth: retiring key %s at Close: %w", k.kid, err)
 	}
 	s.retired = true
