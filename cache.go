@@ -768,6 +768,7 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 			// it ended since it was read, and never longer than one lease TTL
 			// (which bounds what a lost write-through can leave behind).
 			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
+				r.l2.Hit()
 				return r.newEntry(svc, LayerL2, at, readAt, now), nil
 			}
 			r.l2.Unusable() // found, but the database answers: a miss

@@ -119,9 +119,8 @@ func (c *Cache) Up() bool { return !c.down.Load() }
 // Stats returns counters. A snapshot the caller could not use (Unusable)
 // counts as a miss, not a hit.
 func (c *Cache) Stats() Stats {
-	unusable := c.unusable.Load() // before hits: each follows a hit
 	return Stats{
-		Hits: c.hits.Load() - unusable, Misses: c.misses.Load() + unusable, Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
+		Hits: c.hits.Load(), Misses: c.misses.Load() + c.unusable.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
 		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
 		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
 	}
@@ -202,12 +201,16 @@ func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFun
 // error only when Redis failed, and at once (ErrUnavailable) while it is down.
 func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, error) {
 	svc, at, _, err := c.GetIfChanged(ctx, service, -1, -1)
+	if svc != nil {
+		c.Hit()
+	}
 	return svc, at, err
 }
 
 // GetIfChanged is Get for a caller that holds the snapshot read from the
 // database at haveAt with revision haveRev: if Redis holds that same one, it
-// reports unchanged without decoding it.
+// reports unchanged without decoding it. The caller then reports a
+// snapshot found (or unchanged) as a Hit or Unusable.
 func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, err error) {
 	if c.down.Load() {
 		return nil, time.Time{}, false, &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
@@ -223,7 +226,6 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		return nil, time.Time{}, false, c.failed(ctx, "get", err)
 	}
 	if rev, loaded, herr := codec.ParseHeader(v); herr == nil && rev == haveRev && loaded == haveAt {
-		c.hits.Add(1)
 		return nil, time.Unix(0, loaded), true, nil
 	}
 	svc, at, err = codec.Decode(v)
@@ -244,13 +246,16 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		cancel()
 		return nil, time.Time{}, false, nil
 	}
-	c.hits.Add(1)
 	return svc, at, false, nil
 }
 
-// Unusable tells the cache that the snapshot its last hit returned could
-// not serve (too old, or older than the revision wanted): that read counts
-// as a miss.
+// Hit and Unusable tell the cache whether the snapshot GetIfChanged found
+// served the caller: a hit, or (too old, or older than the revision wanted)
+// a miss. GetIfChanged counts neither itself: a read counted as a hit and
+// taken back later made Stats' Hits go back between the two.
+func (c *Cache) Hit() { c.hits.Add(1) }
+
+// Unusable: see Hit.
 func (c *Cache) Unusable() { c.unusable.Add(1) }
 
 // Set writes svc, read from the database at loadedAt, unless Redis holds a

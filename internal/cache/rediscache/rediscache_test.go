@@ -140,3 +140,52 @@ func TestSilentSubscriptionIsReplaced(t *testing.T) {
 		t.Fatal("a change published after the resubscription did not arrive")
 	}
 }
+
+// Hits counts Redis reads whose snapshot the caller served, and never goes
+// back: it is discovery_cache_hits_total{layer="L2"} and Stats.L2Hits. A
+// read was counted as a hit at once and taken back when the caller found
+// the snapshot unusable (Unusable), so a Stats read in between saw one hit
+// more than every read after it, which Prometheus takes for a reset.
+func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: time.Second})
+	defer c.Close()
+	at := time.Unix(1_800_000_000, 0)
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 3}, at); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	check := func(step string, wantHits, wantMisses uint64) {
+		t.Helper()
+		s := c.Stats()
+		if s.Hits < last {
+			t.Fatalf("%s: Hits went back from %d to %d", step, last, s.Hits)
+		}
+		last = s.Hits
+		if s.Hits+s.Misses != wantHits+wantMisses || s.Hits > wantHits {
+			t.Fatalf("%s: Hits %d, Misses %d; want at most %d hits, %d reads in all", step, s.Hits, s.Misses, wantHits, wantHits+wantMisses)
+		}
+	}
+	// A hit the caller cannot serve (too old): a miss.
+	if svc, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
+		t.Fatalf("GetIfChanged = %v, %v; want the snapshot", svc, err)
+	}
+	s := c.Stats()
+	last = s.Hits
+	c.Unusable()
+	check("after Unusable", 0, 1)
+	// A hit the caller serves: a hit.
+	if svc, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
+		t.Fatalf("GetIfChanged = %v, %v; want the snapshot", svc, err)
+	}
+	c.Hit()
+	check("after Hit", 1, 1)
+	// Get, which has no caller to decide, counts its hits itself.
+	if svc, _, err := c.Get(ctx, "db_svc"); err != nil || svc == nil {
+		t.Fatalf("Get = %v, %v; want the snapshot", svc, err)
+	}
+	check("after Get", 2, 1)
+}
