@@ -194,10 +194,15 @@ func (c *l1Cache) set(sl *slot) bool {
 // database's snapshot never replaced the old one, which was then answered
 // with instances whose leases had ended, two database reads a lookup,
 // until the revisions climbed back.
+//
+// The same holds at the same revision (a lapse bumps none) for a held
+// snapshot that claims a later read than this process's: one that another
+// process read with its clock ahead of this one's. Refused, it stayed until
+// this clock caught up, answering instances whose leases had ended.
 func (c *l1Cache) put(e *entry) *entry {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
-		if old != nil && (old.rev > e.rev && !c.wentBack(old, e) || old.rev == e.rev && old.loadedAt > e.loadedAt) {
+		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt) && !c.wentBack(old, e) {
 			held = old
 			return nil, false
 		}
