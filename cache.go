@@ -943,8 +943,16 @@ func (r *Registry) resync() {
 // for up to a lease TTL.
 func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	// raised even before this process has looked the service up, so that
-	// its first lookup refuses an older snapshot still in Redis
-	r.state(ch.Service).raiseWant(ch.Revision)
+	// its first lookup refuses an older snapshot still in Redis. Without
+	// Redis there is none, and only a state that exists (a load under way
+	// holds it) needs the revision: one made here stayed for good, as
+	// nothing put the service in L1 to be evicted, and a process that
+	// registered services it never looked up kept a state for each.
+	if r.l2 != nil {
+		r.state(ch.Service).raiseWant(ch.Revision)
+	} else if st := r.stateIfAny(ch.Service); st != nil {
+		st.raiseWant(ch.Revision)
+	}
 	if r.l2 != nil && r.l2.Up() {
 		done := make(chan struct{})
 		through := func() {

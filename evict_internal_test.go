@@ -243,3 +243,28 @@ func TestStatsNeverGoBackWhileStatesAreDropped(t *testing.T) {
 		last = n
 	}
 }
+
+// Without Redis, a process that registers and deregisters services it never
+// looks up (workers of short-lived jobs, each its own service) keeps no
+// state for them: every write made one, which nothing ever dropped, as the
+// service never entered L1 to be evicted. 300 such services, each
+// registered and closed, left 300 states behind an L1 of 10 holding none.
+func TestWritesWithoutRedisLeaveNoStateOfServicesNeverLookedUp(t *testing.T) {
+	ctx := context.Background()
+	r, _ := fakeRegistry(t, WithCacheSize(evictSize))
+	for i := range evictServices {
+		g, err := r.Register(ctx, Instance{Service: evictName(i), Host: "10.0.0.1", Port: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.l1.rc.Wait()
+	n := 0
+	r.states.Range(func(_, _ any) bool { n++; return true })
+	if n > evictSize {
+		t.Fatalf("%d services registered and closed, none looked up, with an L1 of %d: this process keeps %d states", evictServices, evictSize, n)
+	}
+}
