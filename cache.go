@@ -80,6 +80,10 @@ type l1Cache struct {
 	// onEvict, if set, is called after ristretto's eviction or rejection
 	// took an entry out of the index (state.go).
 	onEvict func(*entry)
+	// onGone, if set, is called when ristretto evicted or rejected a name
+	// whose entry had already left the index (remove), and that the index
+	// does not hold again (state.go).
+	onGone func(name string)
 	// lease is the lease TTL (ns): a database read begun a lease after the
 	// held snapshot was read may replace it at a lower revision (put).
 	lease int64
@@ -118,17 +122,25 @@ func newL1(size int) (*l1Cache, error) {
 }
 
 // drop takes the entry of sl out of the index, if it is still the one
-// there; gone says the service left ristretto too, and onEvict hears of it.
+// there; gone says the service left ristretto too, and onEvict hears of it
+// (onGone, if the index held no entry of the name: one removed before, whose
+// state was kept for good when only onEvict was told).
 func (c *l1Cache) drop(sl *slot, gone bool) {
 	var e *entry
+	held := false
 	c.index.update(sl.name, func(cur *entry) (*entry, bool) {
+		held = cur != nil
 		if cur != nil && cur.slot == sl {
 			e = cur
 		}
 		return nil, e != nil
 	})
-	if e != nil && gone && c.onEvict != nil {
+	switch {
+	case !gone:
+	case e != nil && c.onEvict != nil:
 		c.onEvict(e)
+	case !held && c.onGone != nil:
+		c.onGone(sl.name)
 	}
 }
 

@@ -268,3 +268,28 @@ func TestWritesWithoutRedisLeaveNoStateOfServicesNeverLookedUp(t *testing.T) {
 		t.Fatalf("%d services registered and closed, none looked up, with an L1 of %d: this process keeps %d states", evictServices, evictSize, n)
 	}
 }
+
+// A service whose entry left L1 by a write or an Invalidate, and that is
+// not looked up again, loses its state when ristretto evicts the name: its
+// eviction found no entry of the slot, and nothing else ever dropped the
+// state. 300 services each looked up, then invalidated, kept 300 states
+// behind an L1 of 10.
+func TestEvictionOfARemovedServiceForgetsItsState(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := evictionRegistry(t)
+	for i := range evictServices {
+		if _, err := r.Get(ctx, evictName(i)); err != nil {
+			t.Fatal(err)
+		}
+		r.l1.rc.Wait() // ristretto holds the name, as it has once a lookup is done
+		if err := r.Invalidate(ctx, evictName(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.l1.rc.Wait()
+	n := 0
+	r.states.Range(func(_, _ any) bool { n++; return true })
+	if n > evictSize+1 {
+		t.Fatalf("%d services looked up, then invalidated, with an L1 of %d: this process keeps %d states", evictServices, evictSize, n)
+	}
+}

@@ -127,6 +127,7 @@ func New(opts ...Option) (*Registry, error) {
 	r.l1 = l1
 	l1.onPut = r.entryPut
 	l1.onEvict = r.entryEvicted
+	l1.onGone = r.nameEvicted
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if r.now.real {
 		r.goRun(func() { r.now.run(r.stop) })

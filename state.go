@@ -223,6 +223,17 @@ func (r *Registry) entryEvicted(e *entry) {
 	}
 }
 
+// nameEvicted is called when ristretto evicted a service whose entry had
+// already left L1 (a write, an Invalidate): its state is forgotten as an
+// evicted entry's is, unless something still uses it. With Redis, one that
+// holds a revision written or announced is kept, as a failed load keeps it
+// (load): Redis may still hold an older snapshot, which it refuses.
+func (r *Registry) nameEvicted(name string) {
+	if st := r.stateIfAny(name); st != nil && (r.l2 == nil || st.wantRev.Load() == 0) {
+		r.forgetUnused(st)
+	}
+}
+
 // forgetUnused drops the state of a service that nothing in this process
 // uses any more: not in L1, not watched, not checked by the health
 // monitor, with no ejection or self-preservation episode in force. Kept,
