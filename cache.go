@@ -928,7 +928,8 @@ func (r *Registry) resync() {
 			cancel()
 			if err == nil {
 				for name, rev := range revs {
-					if rev > held[name].rev {
+					// only what L1 holds: a store may answer for more
+					if e := held[name]; e != nil && rev > e.rev {
 						r.onChange(core.Change{Service: name, Revision: rev}, true)
 					}
 				}

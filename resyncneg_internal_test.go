@@ -40,3 +40,39 @@ func TestResyncRevalidatesNegativeEntries(t *testing.T) {
 		t.Fatalf("Get after the resync: %d instances; want 1", len(svc.Instances))
 	}
 }
+
+// allRevisions is a Store whose Revisions answers every service it holds,
+// not only those asked for (a store that reads them all at once).
+type allRevisions struct{ *memory.Store }
+
+func (s allRevisions) Revisions(ctx context.Context, _ []string) (map[string]int64, error) {
+	return s.Store.Revisions(ctx, []string{"db_svc", "other"})
+}
+
+// A store's Revisions that answers for services L1 does not hold (the
+// optional interface does not forbid it) is no reason to crash: resync
+// revalidates what L1 holds and ignores the rest. It looked every name up
+// in what it held and dereferenced the nil entry of an extra one: a panic
+// on a background goroutine, which ended the process at a reconnection.
+func TestResyncIgnoresRevisionsOfServicesNotHeld(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	r, clock := fakeRegistry(t, WithStore(allRevisions{mem}))
+	for _, name := range []string{"db_svc", "other"} {
+		if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	before := r.ctr.resyncs.Load()
+	r.resync()
+	for r.ctr.resyncs.Load() == before {
+		time.Sleep(100 * time.Microsecond)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatalf("Get after the resync: %v", err)
+	}
+}
