@@ -12,14 +12,17 @@ type EventKind uint8
 const (
 	// EventInstanceAdded: an instance registered (or came back).
 	EventInstanceAdded EventKind = iota + 1
-	// EventInstanceRemoved: an instance deregistered or its lease ended.
+	// EventInstanceRemoved: an instance deregistered or its lease ended
+	// (once it is no longer kept as a suspect).
 	EventInstanceRemoved
 	// EventInstanceUpdated: an instance's registration changed (weight,
 	// metadata, tags, draining, ...).
 	EventInstanceUpdated
 	// EventHealthChanged: the status lookups show for an instance changed
-	// in this process: its health, or an ejection beginning or ending.
-	// Instance.Status is what Get shows (draining wins, then ejected).
+	// in this process: its health, an ejection beginning or ending, or its
+	// lease ending while it is kept as a suspect (self-preservation, a
+	// database outage) and its renewal. Instance.Status is what Get shows
+	// (suspect wins, then draining, then ejected).
 	EventHealthChanged
 	// EventConfigChanged: the service's configuration changed.
 	EventConfigChanged

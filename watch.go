@@ -56,7 +56,19 @@ type snapshot struct {
 	rev    int64
 	cfgRev int64
 	config json.RawMessage
-	insts  map[string]core.Instance // live instances by ID
+	insts  map[string]core.Instance // instances Get shows, by ID
+	// suspect holds the instances Get shows as suspects: their lease ended
+	// and they are kept (self-preservation, a database outage). Their
+	// status in insts is the one they show once they renew.
+	suspect map[string]bool
+}
+
+// shown returns the status watchers are told of an instance of s.
+func (s *snapshot) shown(id string) core.Status {
+	if s.suspect[id] {
+		return core.StatusSuspect
+	}
+	return s.insts[id].Status
 }
 
 // newHub returns a hub of a service with no context yet, not started.
@@ -259,22 +271,36 @@ func (h *hub) load(force bool) (*entry, error) {
 	return v.(*entry), nil
 }
 
-// snapshotOf returns what watchers see of an entry: the instances live
-// when it was built, with their stored status (process gives them the
-// status Get shows), and the configuration.
+// snapshotOf returns what watchers see of an entry: the instances its view
+// shows (live when it was built, or kept as suspects), with their stored
+// status (process gives them the status Get shows), and the configuration.
+// Taken from the leases alone, the suspects that Get still showed were
+// reported removed.
 func snapshotOf(e *entry) snapshot {
 	s := snapshot{rev: e.rev, insts: map[string]core.Instance{}}
 	if e.raw == nil {
 		return s
 	}
 	s.cfgRev, s.config = e.raw.ConfigRevision, e.raw.Config
+	var kept map[string]bool
+	if view := e.view.Load(); view != nil {
+		for i := range view.Instances {
+			if in := &view.Instances[i]; in.Status == core.StatusSuspect && in.ExpiresAt.UnixNano() <= e.insertedAt {
+				if kept == nil {
+					kept = map[string]bool{}
+				}
+				kept[in.ID] = true
+			}
+		}
+	}
 	for i := range e.raw.Instances {
 		in := e.raw.Instances[i]
-		if in.ExpiresAt.UnixNano() <= e.insertedAt {
+		if in.ExpiresAt.UnixNano() <= e.insertedAt && !kept[in.ID] {
 			continue
 		}
 		s.insts[in.ID] = in
 	}
+	s.suspect = kept
 	return s
 }
 
@@ -288,7 +314,8 @@ func sameRegistration(a, b *core.Instance) bool {
 }
 
 // diff returns the events that lead from one snapshot to the next: instance
-// events by ID, then the configuration.
+// events by ID (a health change where an instance became a suspect, or
+// stopped being one), then the configuration.
 func diff(service string, from, to *snapshot) []Event {
 	var evs []Event
 	ids := make([]string, 0, len(from.insts)+len(to.insts))
@@ -304,13 +331,17 @@ func diff(service string, from, to *snapshot) []Event {
 	for _, id := range ids {
 		old, had := from.insts[id]
 		cur, has := to.insts[id]
+		same := had && has && sameRegistration(&old, &cur)
+		old.Status, cur.Status = from.shown(id), to.shown(id)
 		switch {
 		case had && !has:
 			evs = append(evs, Event{Kind: EventInstanceRemoved, Service: service, Revision: to.rev, Instance: old.Clone()})
 		case !had && has:
 			evs = append(evs, Event{Kind: EventInstanceAdded, Service: service, Revision: to.rev, Instance: cur.Clone()})
-		case !sameRegistration(&old, &cur):
+		case !same:
 			evs = append(evs, Event{Kind: EventInstanceUpdated, Service: service, Revision: to.rev, Instance: cur.Clone()})
+		case old.Status != cur.Status: // became a suspect, or renewed
+			evs = append(evs, Event{Kind: EventHealthChanged, Service: service, Revision: to.rev, Instance: cur.Clone(), Previous: old.Status})
 		}
 	}
 	// No configuration after one: a database restored from before the
@@ -456,6 +487,9 @@ func (r *Registry) watchEmit(ev Event) {
 		}
 		ev.Previous, in.Status = in.Status, ev.Instance.Status
 		h.last.insts[ev.Instance.ID] = in
+		if h.last.suspect[ev.Instance.ID] {
+			return // Get shows a suspect whatever its health: the status it shows once renewed
+		}
 	}
 	for w := range h.watchers {
 		w.push(ev)
@@ -470,6 +504,9 @@ func (r *Registry) watchEmit(ev Event) {
 // then an event per change: instances added, removed (deregistered, or
 // their lease ended), updated (weight, metadata, tags, draining, ...),
 // their health changing in this process, and the configuration changing.
+// Instances whose lease ended but which Get keeps as suspects
+// (self-preservation, a database outage) stay, with a health change to
+// StatusSuspect, and are removed when Get drops them.
 // Every event carries the revision at which it was seen. The service need
 // not exist yet.
 //

@@ -555,3 +555,82 @@ func TestWatchSeesOwnWritesWithoutFanOut(t *testing.T) {
 		})
 	}
 }
+
+// Instances kept as suspects (self-preservation: several stopped renewing
+// together) stay in a Watch as they stay in Get, with the status Get shows,
+// and leave it when Get drops them: a reader that applies the events in
+// order ends with the instances and statuses Get shows. Watch reported them
+// removed at the lapse while Get still returned them, so a reader that kept
+// its pool from Watch dropped the very instances self-preservation keeps
+// (three of ten here), and got them back as new ones when they renewed.
+func TestWatchKeepsSuspectsAsGetDoes(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		if i < 3 {
+			return t0.Add(ttl) // three stop renewing together
+		}
+		return t0.Add(time.Hour)
+	})
+	ch := watch(t, r, "db_svc")
+	reader := map[string]discovery.Status{}
+	var seen []string
+	markers := 0
+	// settle writes a marker instance (the backend announces it), reads the
+	// events up to its addition and compares what the reader holds with Get.
+	settle := func(when string) {
+		t.Helper()
+		markers++
+		id := fmt.Sprintf("m%d", markers)
+		in := discovery.Instance{ID: id, Service: "db_svc", Host: "10.0.0.2", Port: 2000 + markers, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: t0.Add(time.Hour)}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ev := next(t, ch, 5*time.Second)
+			seen = append(seen, fmt.Sprintf("%s %s %s", ev.Kind, ev.Instance.ID, ev.Instance.Status))
+			switch ev.Kind {
+			case discovery.EventInstanceRemoved:
+				delete(reader, ev.Instance.ID)
+			case discovery.EventInstanceAdded, discovery.EventInstanceUpdated, discovery.EventHealthChanged:
+				reader[ev.Instance.ID] = ev.Instance.Status
+			}
+			if ev.Kind == discovery.EventInstanceAdded && ev.Instance.ID == id {
+				break
+			}
+		}
+		svc, err := r.Get(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]discovery.Status{}
+		for _, in := range svc.Instances {
+			want[in.ID] = in.Status
+		}
+		if fmt.Sprint(reader) != fmt.Sprint(want) {
+			t.Fatalf("%s: the reader holds\n%v\nGet shows\n%v\nafter %q", when, reader, want, seen)
+		}
+		seen = nil
+	}
+	settle("before the lapse")
+	clock.Set(t0.Add(ttl + time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "11 instances, 3 suspect" {
+		t.Fatalf("after the lapse Get shows %s; want the three kept as suspects", got)
+	}
+	settle("while three are kept as suspects")
+	back := discovery.Instance{ID: "i00", Service: "db_svc", Host: "10.0.0.1", Port: 1000, Weight: 100,
+		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := backend.Register(ctx, &back); err != nil { // i00 renews
+		t.Fatal(err)
+	}
+	settle("after one of them renewed")
+	clock.Set(t0.Add(ttl + 2*ttl + time.Minute))
+	settle("after the grace period")
+	if _, ok := reader["i00"]; !ok || len(reader) != 12 {
+		t.Fatalf("the reader holds %v after the grace period; want i00 and i03-i09 and the 4 markers", reader)
+	}
+}
