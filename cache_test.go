@@ -1396,3 +1396,47 @@ func TestFreshnessWindowsAreJittered(t *testing.T) {
 		}
 	}
 }
+
+// After a restore below a revision announced for a watched service, each
+// look of its hub reads the database once, as a lookup's refresh does. The
+// hub kept waiting for the announced revision, which the database never
+// reached: each look read it twice (a load, then a forced one) for good, and
+// raised again the revision lookups wait for, which the load had brought
+// down to the database's.
+func TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce(t *testing.T) {
+	ctx := context.Background()
+	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "o1", time.Minute)
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	ch := watch(t, r, "db_svc")
+	for range 2 {
+		next(t, ch, 2*time.Second) // x1 and o1 added
+	}
+	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, announced to the hub
+		t.Fatal(err)
+	}
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "o1" {
+		t.Fatalf("after the deregistration: %s", describe(ev))
+	}
+	s.cur.Store(restored)
+	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago
+	if got := ids(r.Get(ctx, "db_svc")); got != "y1" {
+		t.Fatalf("after the restore: Get = %s; want y1", got)
+	}
+	for range 2 {
+		next(t, ch, 2*time.Second) // x1 removed, y1 added
+	}
+	clock.BlockUntil(1) // the hub waits for its next look
+	timers := clock.Timers()
+	for i := range 3 {
+		reads := r.Stats().StoreReads
+		clock.Advance(6 * time.Second) // past the freshness window: the hub looks again
+		clock.BlockUntil(timers)       // and is done
+		if d := r.Stats().StoreReads - reads; d != 1 {
+			t.Fatalf("look %d of the hub after the restore read the database %d times; want 1", i+1, d)
+		}
+	}
+}

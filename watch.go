@@ -224,6 +224,20 @@ func (h *hub) refresh() time.Duration {
 			// message, a lost write-through): read the store.
 			ne, err = h.load(true)
 		}
+		if err == nil && ne.st != nil && ne.rev < want {
+			// The database holds less than announced: restored from a
+			// backup, and the load took its revision as the one to wait
+			// for (load). Kept, want had every wake of the hub read the
+			// database twice, and raised the revision lookups wait for
+			// again.
+			if w := ne.st.wantRev.Load(); w < want {
+				h.mu.Lock()
+				if h.want == want {
+					h.want = w
+				}
+				h.mu.Unlock()
+			}
+		}
 		// The load's own insertion into L1 kicked the hub; drop that kick.
 		// Anything else that arrived meanwhile is looked for below.
 		select {
