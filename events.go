@@ -52,12 +52,28 @@ type Event struct {
 	// Instance is the instance concerned (for instance and health events):
 	// its new state, or its last known state when removed.
 	Instance Instance `json:"instance,omitzero"`
-	// Previous is the instance's status before a health change.
+	// Previous is the instance's status before a health change. JSON has
+	// it for every health change (StatusUnknown included) and for no other
+	// event.
 	Previous Status `json:"previous,omitempty"`
 	// Config is the new configuration (config events); empty when the
 	// service has none any more (its database restored from a backup
 	// taken before its first).
 	Config json.RawMessage `json:"config,omitempty"`
+}
+
+// MarshalJSON renders the event with its JSON tags, and "previous" for
+// every health change: the tags alone leave it out when it is StatusUnknown,
+// the zero Status and the commonest status a change starts from.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event // without this method
+	if e.Kind != EventHealthChanged {
+		return json.Marshal(plain(e))
+	}
+	return json.Marshal(struct {
+		plain
+		Previous Status `json:"previous"`
+	}{plain(e), e.Previous})
 }
 
 // emit hands an event to this Registry's watchers (see Watch).

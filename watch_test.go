@@ -634,3 +634,32 @@ func TestWatchKeepsSuspectsAsGetDoes(t *testing.T) {
 		t.Fatalf("the reader holds %v after the grace period; want i00 and i03-i09 and the 4 markers", reader)
 	}
 }
+
+// An event's JSON names the status a health change started from, also when
+// it was StatusUnknown (an instance's first check): "previous" was left out
+// for that status, the commonest one to start from, as for every event that
+// has none, so a reader of the JSON could not tell where a change began.
+// Other events still have none.
+func TestEventJSONNamesThePreviousStatusOfEveryHealthChange(t *testing.T) {
+	in := discovery.Instance{ID: "i1", Service: "db_svc", Host: "10.0.0.1", Port: 1, Status: discovery.StatusHealthy}
+	tests := []struct {
+		ev   discovery.Event
+		want string // in the JSON, or "" for no "previous" at all
+	}{
+		{discovery.Event{Kind: discovery.EventHealthChanged, Service: "db_svc", Instance: in, Previous: discovery.StatusUnknown}, `"previous":"unknown"`},
+		{discovery.Event{Kind: discovery.EventHealthChanged, Service: "db_svc", Instance: in, Previous: discovery.StatusUnhealthy}, `"previous":"unhealthy"`},
+		{discovery.Event{Kind: discovery.EventInstanceAdded, Service: "db_svc", Instance: in}, ""},
+	}
+	for _, tt := range tests {
+		b, err := json.Marshal(tt.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(b); tt.want != "" && !strings.Contains(got, tt.want) || tt.want == "" && strings.Contains(got, `"previous"`) {
+			t.Errorf("%s: %s; want %q", tt.ev.Kind, got, tt.want)
+		}
+		if !strings.Contains(string(b), `"kind":"`+tt.ev.Kind.String()+`"`) || !strings.Contains(string(b), `"status":"healthy"`) {
+			t.Errorf("%s: %s lacks the kind or the instance", tt.ev.Kind, b)
+		}
+	}
+}
