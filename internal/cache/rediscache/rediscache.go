@@ -172,7 +172,7 @@ func (c *Cache) startProbe() {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
-			err := c.rdb.Ping(ctx).Err()
+			err := c.ping(ctx)
 			cancel()
 			if err == nil {
 				// probing is cleared before down, and not again on the
@@ -190,6 +190,19 @@ func (c *Cache) startProbe() {
 			}
 		}
 	}()
+}
+
+// ping asks Redis whether it answers: on a Cluster, every master. A PING
+// names no key, so a Cluster client sends it to a node at random: one
+// master that stopped answering tripped the breaker, and a probe that
+// reached another closed it again, and again, for as long as it was out.
+func (c *Cache) ping(ctx context.Context) error {
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return node.Ping(ctx).Err()
+		})
+	}
+	return c.rdb.Ping(ctx).Err()
 }
 
 func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -3,6 +3,9 @@ package rediscache
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +191,60 @@ func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
 		t.Fatalf("Get = %v, %v; want the snapshot", svc, err)
 	}
 	check("after Get", 2, 1)
+}
+
+// On a Cluster the probe that brings Redis back asks every master. One
+// master that stopped answering (the others fine) trips the breaker at the
+// first call to a key of its; a probe that sent one PING, which names no key
+// and so went to a node at random, closed the breaker again two times in
+// three, and the next call to that master's keys waited out the timeout
+// again, where the breaker is there so that no call waits after the first.
+func TestProbeOnAClusterAsksEveryMaster(t *testing.T) {
+	nodes := os.Getenv(testutil.EnvRedisCluster)
+	if nodes == "" {
+		t.Skipf("%s is not set", testutil.EnvRedisCluster)
+	}
+	ctx := context.Background()
+	ns := testutil.Prefix(t)
+	c0 := New(nil, Options{Namespace: ns}) // for its key
+	defer c0.Close()
+	admin := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ",")})
+	defer admin.Close()
+	master, err := admin.MasterForKey(ctx, c0.Key("db_svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent := master.Options().Addr
+	proxy := testutil.NewProxy(t, silent)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ","), ContextTimeoutEnabled: true,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == silent {
+				addr = proxy.Addr() // db_svc's master, through the proxy
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}})
+	defer rdb.Close()
+	c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 100 * time.Millisecond, ProbeInterval: 10 * time.Millisecond})
+	defer c.Close()
+	if _, _, err := c.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	if _, _, err := c.Get(ctx, "db_svc"); err == nil || c.Up() {
+		t.Fatalf("Get through a silent master: %v, breaker up %v; want an error and the breaker open", err, c.Up())
+	}
+	// Every probe for a second (about 10, each waiting out the silent
+	// master) must leave the breaker open.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if c.Up() {
+			t.Fatalf("the breaker closed while %s, the master of db_svc's key, still does not answer", silent)
+		}
+	}
+	proxy.Blackhole(false)
+	for end := time.Now().Add(10 * time.Second); !c.Up(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the breaker still open 10 s after every master answers again")
+		}
+	}
 }
