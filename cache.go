@@ -18,7 +18,7 @@ import (
 // The read path: L1 (this process) -> L2 (Redis) -> L3 (the Store).
 //
 // L1 is ristretto, which bounds it and decides by TinyLFU what stays. Reads
-// go through a lock-free index (a sync.Map) that mirrors ristretto's
+// go through a lock-free index (index.go: copy-on-write shards) that mirrors ristretto's
 // contents: ristretto's Get takes a shard lock whose reader count every core
 // writes, so on a hot key two cores are slower than one; the index scales.
 // One read in touchSample also touches ristretto, so its admission policy
@@ -1013,8 +1013,10 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 
 // Invalidate drops a service from every cache layer in every process: this
 // L1, Redis, and (through a forced change message) every other L1, each of
-// which reloads it from the database. It is for operators; the library
-// keeps caches coherent without it.
+// which reloads it from the database. Without Redis there is no message:
+// only this process's L1 is dropped, and the others reload within their
+// freshness window. It is for operators; the library keeps caches coherent
+// without it.
 func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	if r.closed.Load() {
 		return ErrClosed

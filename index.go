@@ -75,7 +75,7 @@ func mum(a, b uint64) uint64 {
 // multiply, the last 1-16 bytes read as two (overlapping) words, seeded per
 // index. Every byte counts, so names that differ only in the middle spread
 // as well as any (the shard hash this replaced read the first 24 and the
-// last 8 bytes). Service names are at most 253 bytes.
+// last 8 bytes). Service names are at most 63 bytes.
 func (x *index) nameHash(name string) uint64 {
 	n := len(name)
 	h := x.seed

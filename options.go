@@ -368,7 +368,9 @@ func (o *options) longestFresh() time.Duration {
 }
 
 // WithNegativeTTL sets how long a lookup of an unknown service is remembered
-// (1 s). A registration of that name clears it everywhere at once.
+// (1 s). A registration of that name clears it at once in this process, and
+// in every other one that hears of changes (through Redis, or a shared
+// discoverytest backend); without either, others forget it within the TTL.
 func WithNegativeTTL(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.negativeTTL = d })
 }

@@ -161,7 +161,7 @@ func ValidateTags(tags []string) error {
 }
 
 // ValidateMetadata checks at most 64 keys of 1 to 128 bytes ([A-Za-z0-9._/-])
-// with printable UTF-8 values, 8 KiB in all.
+// with UTF-8 values without NUL, 8 KiB in all.
 func ValidateMetadata(md map[string]string) error {
 	if len(md) > MaxMetadataKeys {
 		return invalid("metadata", strconv.Itoa(len(md))+" keys", "more than "+strconv.Itoa(MaxMetadataKeys)+" keys")
