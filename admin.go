@@ -8,7 +8,6 @@ import (
 	"errors"
 	"html/template"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -118,10 +117,9 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 		}
 	}
 	a.page = a.renderPage()
-	static, _ := fs.Sub(adminUI, "adminui")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", a.dashboard)
-	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /assets/{file}", a.asset)
 	mux.HandleFunc("GET /overview", a.overview)
 	mux.HandleFunc("GET /services", a.services)
 	mux.HandleFunc("GET /services/{name}", a.service)
@@ -223,6 +221,33 @@ func (a *admin) dashboard(w http.ResponseWriter, _ *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	_, _ = w.Write(a.page)
+}
+
+// asset serves one of the dashboard's two assets, with its type fixed and
+// not to be sniffed, revalidated on each load (a new version of the library
+// serves new ones under the same names). A file server served them before:
+// it listed the directory at /assets/ and served index.html's template
+// there, unrendered.
+func (a *admin) asset(w http.ResponseWriter, req *http.Request) {
+	var ctype string
+	switch name := req.PathValue("file"); name {
+	case "app.js":
+		ctype = "text/javascript; charset=utf-8"
+	case "style.css":
+		ctype = "text/css; charset=utf-8"
+	default:
+		writeJSON(w, http.StatusNotFound, jsonError{"discovery: no such admin endpoint"})
+		return
+	}
+	body, err := adminUI.ReadFile("adminui/" + req.PathValue("file"))
+	if err != nil {
+		panic("discovery: admin dashboard not embedded: " + err.Error()) // a build defect, not input
+	}
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-cache")
+	_, _ = w.Write(body)
 }
 
 // serviceName returns the service named in the path, or answers 400.

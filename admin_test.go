@@ -236,12 +236,24 @@ func TestAdminDashboardIsSelfContained(t *testing.T) {
 	if code != 200 || !bytes.Contains(page, []byte("rssbot &lt;prod&gt;")) || !bytes.Contains(page, []byte(`data-refresh-ms="2000"`)) {
 		t.Fatalf("GET / = %d\n%s", code, page)
 	}
-	for _, asset := range []string{"/assets/app.js", "/assets/style.css"} {
-		code, body := do(t, h, "GET", asset, "")
-		if code != 200 || len(body) == 0 {
-			t.Fatalf("GET %s = %d", asset, code)
+	for asset, ctype := range map[string]string{"/assets/app.js": "text/javascript; charset=utf-8", "/assets/style.css": "text/css; charset=utf-8"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", asset, nil))
+		if rec.Code != 200 || rec.Body.Len() == 0 {
+			t.Fatalf("GET %s = %d", asset, rec.Code)
 		}
-		page = append(page, body...)
+		if hd := rec.Header(); hd.Get("Content-Type") != ctype || hd.Get("X-Content-Type-Options") != "nosniff" || hd.Get("Cache-Control") != "no-cache" {
+			t.Errorf("GET %s: Content-Type %q, X-Content-Type-Options %q, Cache-Control %q; want %q, nosniff, no-cache",
+				asset, hd.Get("Content-Type"), hd.Get("X-Content-Type-Options"), hd.Get("Cache-Control"), ctype)
+		}
+		page = append(page, rec.Body.Bytes()...)
+	}
+	// Nothing else is served from the assets directory: no listing, and
+	// not the page's template.
+	for _, other := range []string{"/assets/", "/assets/index.html", "/assets/nope.js"} {
+		if code, body := do(t, h, "GET", other, ""); code != http.StatusNotFound {
+			t.Errorf("GET %s = %d %.60q; want 404", other, code, body)
+		}
 	}
 	for _, external := range []string{`src="http`, `href="http`, `src="//`, `href="//`, "url(http", "@import", "fetch(\"http"} {
 		if bytes.Contains(page, []byte(external)) {
@@ -348,8 +360,8 @@ func TestAdminRedirectsKeepTheMountPrefix(t *testing.T) {
 	t.Cleanup(client.CloseIdleConnections)
 	for _, tt := range []struct{ path, want string }{
 		{"/discovery/services/../overview", "/discovery/overview"},
-		{"/discovery/assets", "/discovery/assets/"},
-		{"/discovery/assets?v=1", "/discovery/assets/?v=1"},
+		{"/discovery/services/../overview?v=1", "/discovery/overview?v=1"},
+		{"/discovery//services", "/discovery/services"},
 	} {
 		req, err := http.NewRequest("GET", srv.URL, nil)
 		if err != nil {
@@ -367,9 +379,9 @@ func TestAdminRedirectsKeepTheMountPrefix(t *testing.T) {
 	}
 	// Unmounted, the redirect is the mux's own.
 	rec := httptest.NewRecorder()
-	r.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/assets", nil))
-	if rec.Code/100 != 3 || rec.Header().Get("Location") != "/assets/" {
-		t.Errorf("GET /assets unmounted = %d to %q; want a redirect to /assets/", rec.Code, rec.Header().Get("Location"))
+	r.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/services/../overview", nil))
+	if rec.Code/100 != 3 || rec.Header().Get("Location") != "/overview" {
+		t.Errorf("GET /services/../overview unmounted = %d to %q; want a redirect to /overview", rec.Code, rec.Header().Get("Location"))
 	}
 }
 
