@@ -87,6 +87,9 @@ func TestValidationWritesNothing(t *testing.T) {
 		{"health path host", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "//evil.example/x"}, "health path"},
 		{"health path url", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "http://evil/"}, "health path"},
 		{"id with space", discovery.Instance{ID: "a b", Service: "db_svc", Host: "h", Port: 1}, "instance id"},
+		// A path segment the admin API cannot name: its mux cleans it away.
+		{"id dot", discovery.Instance{ID: ".", Service: "db_svc", Host: "h", Port: 1}, "instance id"},
+		{"id dot dot", discovery.Instance{ID: "..", Service: "db_svc", Host: "h", Port: 1}, "instance id"},
 		{"method", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, Method: 9}, "method"},
 	}
 	forEachWorld(t, func(t *testing.T, w *world) {

@@ -72,6 +72,9 @@ func ValidateInstanceID(id string) error {
 	if len(id) > MaxIDLen {
 		return invalid("instance id", id, "longer than "+strconv.Itoa(MaxIDLen)+" bytes")
 	}
+	if id == "." || id == ".." { // the admin API's DELETE could not name it
+		return invalid("instance id", id, "must not be . or ..")
+	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"'\*?`, c) >= 0 {
