@@ -906,6 +906,7 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 // resync revalidates everything L1 holds against the database's revisions,
 // after a (re)subscription or Redis coming back: messages may have been lost.
 func (r *Registry) resync() {
+	r.reannounce()
 	r.resyncHubs()
 	r.spawn(func() {
 		defer r.ctr.resyncs.Add(1)
@@ -980,6 +981,9 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		case <-ctx.Done():
 		}
 	}
+	if r.l2 != nil && !r.l2.Up() {
+		r.noteUnannounced(ch) // out, or lost on the way: announced once back
+	}
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)
 	}
@@ -1009,6 +1013,54 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 	enc := codec.Encode(svc, readAt)
 	_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
 	_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
+}
+
+// maxUnannounced bounds the changes a Registry keeps to announce once Redis
+// is back; past it, the others see a change within a lease TTL, as before.
+const maxUnannounced = 10000
+
+// noteUnannounced keeps a change that neither reached Redis nor was
+// announced (Redis was out for this process): other processes, whose Redis
+// may be fine, served their snapshots of it for up to a lease TTL.
+func (r *Registry) noteUnannounced(ch core.Change) {
+	r.unMu.Lock()
+	defer r.unMu.Unlock()
+	if r.unannounced == nil {
+		r.unannounced = map[string]int64{}
+	}
+	if cur, ok := r.unannounced[ch.Service]; ok || len(r.unannounced) < maxUnannounced {
+		r.unannounced[ch.Service] = max(cur, ch.Revision)
+	}
+}
+
+// reannounce writes through and announces, once Redis is back, the changes
+// this Registry wrote while it was out: each service as the database holds
+// it now. One that Redis loses again waits for the next return.
+func (r *Registry) reannounce() {
+	r.unMu.Lock()
+	pending := r.unannounced
+	r.unannounced = nil
+	r.unMu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	ok := r.spawn(func() {
+		for svc, rev := range pending {
+			ch := core.Change{Service: svc, Revision: rev}
+			if r.ctx.Err() != nil {
+				return
+			}
+			if r.l2.Up() {
+				r.writeThrough(r.ctx, ch)
+			}
+			if !r.l2.Up() {
+				r.noteUnannounced(ch)
+			}
+		}
+	})
+	if !ok { // closed
+		return
+	}
 }
 
 // Invalidate drops a service from every cache layer in every process: this

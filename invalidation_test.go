@@ -238,3 +238,37 @@ func TestSubMillisecondL2TTLStillWrites(t *testing.T) {
 		t.Fatalf("L2 writes %d, errors %d after a registration; want 1 and 0", st.L2Writes, st.L2Errors)
 	}
 }
+
+// A writer that lost Redis while the others kept it announces what it
+// wrote meanwhile once Redis is back: its changes were neither written
+// through nor published, and the others, whose snapshots are fresh (the
+// clock stands still here), served the old ones for up to a lease TTL.
+func TestWriterAnnouncesWhatItWroteWithoutRedisOnceBack(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	opts := []discovery.Option{discovery.WithNamespace(ns), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0)}
+	// a reaches Redis through the proxy; b directly. Without Redis the
+	// shared backend would tell b itself: give a a store of its own over it.
+	a := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)))...)
+	b := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))...)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 5*time.Second, "b to see the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	proxy.Down()
+	if _, err := a.Register(ctx, inst("db_svc", "10.0.0.2", 2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a to take Redis out", func() bool { return a.Stats().L2Errors > 0 })
+	if got := ids(b.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+		t.Fatalf("b sees %s while a's Redis is out; the test cannot show the announcement", got)
+	}
+	proxy.Up()
+	waitFor(t, 5*time.Second, "b to see the instance a registered without Redis", func() bool {
+		return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
+	})
+}

@@ -64,6 +64,11 @@ type Registry struct {
 	unsubscribe func()
 	hm          *monitor // health monitor (health_monitor.go)
 
+	// unannounced holds the changes this Registry wrote while its Redis was
+	// out (service -> revision): announced once Redis is back (reannounce).
+	unMu        sync.Mutex
+	unannounced map[string]int64
+
 	// watching and configuration (watch.go, config*.go)
 	hubMu  sync.Mutex   // serialises creating and stopping hubs
 	hubs   sync.Map     // service name -> *hub
