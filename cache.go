@@ -1044,7 +1044,7 @@ func (r *Registry) reannounce() {
 	if len(pending) == 0 {
 		return
 	}
-	ok := r.spawn(func() {
+	r.spawn(func() { // not once closed: nothing to announce to
 		for svc, rev := range pending {
 			ch := core.Change{Service: svc, Revision: rev}
 			if r.ctx.Err() != nil {
@@ -1058,9 +1058,6 @@ func (r *Registry) reannounce() {
 			}
 		}
 	})
-	if !ok { // closed
-		return
-	}
 }
 
 // Invalidate drops a service from every cache layer in every process: this
