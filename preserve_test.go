@@ -436,37 +436,13 @@ func suspectIDs(svc *discovery.Service, err error) string {
 // disappeared, while the group that had just lapsed was dropped (and came
 // back itself once the first group's grace ended).
 func TestSelfPreservationJudgesAGroupWhenItLapsed(t *testing.T) {
-	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
-	writeInstances(t, backend, "db_svc", 20, func(i int) time.Time {
-		switch {
-		case i < 3:
-			return t0.Add(ttl)
-		case i < 6:
-			return t0.Add(ttl + 20*time.Second)
-		}
-		return t0.Add(time.Hour)
-	})
-	tests := []struct {
-		at       time.Duration
-		statuses string
-		suspects string
-	}{
+	twoLapses(t, 3, []lapseStep{
 		{ttl + time.Second, "17 instances, 0 suspect", ""},
 		{ttl + 21*time.Second, "17 instances, 3 suspect", "i03,i04,i05"},
 		{ttl + 31*time.Second, "17 instances, 3 suspect", "i03,i04,i05"},
 		{ttl + 51*time.Second, "14 instances, 0 suspect", ""},
-	}
-	for _, tt := range tests {
-		clock.Set(t0.Add(tt.at))
-		svc, err := r.Get(ctx, "db_svc")
-		if got, sus := statuses(svc, err), suspectIDs(svc, err); got != tt.statuses || sus != tt.suspects {
-			t.Fatalf("at %v: %s, suspect [%s]; want %s, suspect [%s]", tt.at, got, sus, tt.statuses, tt.suspects)
-		}
-	}
+	})
 }
 
 // A second group lapsing together while a first is kept (a second
@@ -475,6 +451,27 @@ func TestSelfPreservationJudgesAGroupWhenItLapsed(t *testing.T) {
 // came back as suspects once that had ended: 16 instances at 36 s, then
 // the second group back at 46 s.
 func TestSelfPreservationKeepsALaterGroupOfItsOwn(t *testing.T) {
+	ttl := discovery.DefaultLeaseTTL
+	twoLapses(t, 4, []lapseStep{
+		{ttl + time.Second, "20 instances, 4 suspect", "i00,i01,i02,i03"},
+		{ttl + 21*time.Second, "20 instances, 8 suspect", "i00,i01,i02,i03,i04,i05,i06,i07"},
+		{ttl + 31*time.Second, "16 instances, 4 suspect", "i04,i05,i06,i07"}, // the first group's grace has ended
+		{ttl + 51*time.Second, "12 instances, 0 suspect", ""},
+	})
+}
+
+// lapseStep is what Get and Stats show at a time after t0.
+type lapseStep struct {
+	at       time.Duration
+	statuses string
+	suspects string
+}
+
+// twoLapses writes 20 instances of which the first group lapse together
+// at one lease TTL and the next group 20 s later (the rest live for an
+// hour), and checks each step.
+func twoLapses(t *testing.T, group int, steps []lapseStep) {
+	t.Helper()
 	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
 	clock := discoverytest.NewClock(t0)
@@ -482,24 +479,14 @@ func TestSelfPreservationKeepsALaterGroupOfItsOwn(t *testing.T) {
 	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
 	writeInstances(t, backend, "db_svc", 20, func(i int) time.Time {
 		switch {
-		case i < 4:
+		case i < group:
 			return t0.Add(ttl)
-		case i < 8:
+		case i < 2*group:
 			return t0.Add(ttl + 20*time.Second)
 		}
 		return t0.Add(time.Hour)
 	})
-	tests := []struct {
-		at       time.Duration
-		statuses string
-		suspects string
-	}{
-		{ttl + time.Second, "20 instances, 4 suspect", "i00,i01,i02,i03"},
-		{ttl + 21*time.Second, "20 instances, 8 suspect", "i00,i01,i02,i03,i04,i05,i06,i07"},
-		{ttl + 31*time.Second, "16 instances, 4 suspect", "i04,i05,i06,i07"}, // the first group's grace has ended
-		{ttl + 51*time.Second, "12 instances, 0 suspect", ""},
-	}
-	for _, tt := range tests {
+	for _, tt := range steps {
 		clock.Set(t0.Add(tt.at))
 		svc, err := r.Get(ctx, "db_svc")
 		if got, sus := statuses(svc, err), suspectIDs(svc, err); got != tt.statuses || sus != tt.suspects {
