@@ -403,18 +403,7 @@ func TestSignerCloseRetiresItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = reg.Close() })
-	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := s.Token(ctx, "inventory")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, v, tok := ordersToInventory(t, reg, clock)
 	kid := s.KeyID()
 	clock.Advance(10 * time.Second)
 	store.fail.Store(true)
@@ -519,18 +508,7 @@ func TestSignerRepublishesALostKey(t *testing.T) {
 	clock := discoverytest.NewClock(t0)
 	store := &restoredStore{Backend: discoverytest.NewBackend()}
 	reg := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock), discovery.WithoutHealthChecks())
-	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := s.Token(ctx, "inventory")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, v, tok := ordersToInventory(t, reg, clock)
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("before the restore: %v", err)
 	}
@@ -550,4 +528,25 @@ func TestSignerRepublishesALostKey(t *testing.T) {
 				clock.Now().Sub(t0), kidOf(t, tok), lost, err, verr)
 		}
 	}
+}
+
+// ordersToInventory returns a Signer of "orders" and a Verifier of
+// "inventory" on reg, both on clock, and a first token from one to the
+// other.
+func ordersToInventory(t *testing.T, reg *discovery.Registry, clock *discoverytest.Clock) (*auth.Signer, *auth.Verifier, string) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Token(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v, tok
 }
