@@ -970,6 +970,19 @@ func backupAtRevision5(t *testing.T) *discoverytest.Backend {
 	return b
 }
 
+// restoreRouter registers a router instance of db_svc on r whose
+// configuration callback logs what it is given.
+func restoreRouter(t *testing.T, r *discovery.Registry) (*discovery.Registration, *callbackLog) {
+	t.Helper()
+	cb := new(callbackLog)
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(cb.fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, cb
+}
+
 // regAt writes an instance of db_svc straight to a backend, registered at
 // t0 for ttl.
 func regAt(t *testing.T, b *discoverytest.Backend, id string, ttl time.Duration) {
@@ -1198,12 +1211,7 @@ func TestConfigCallbackFollowsADatabaseRestoredToAnEarlierConfiguration(t *testi
 		}
 	}
 	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
-	var cb callbackLog
-	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
-		discovery.WithConfigFunc(cb.fn))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, cb := restoreRouter(t, r)
 	if _, _, err := before.SetConfig(ctx, "db_svc", cfgDoc(2), t0, 10); err != nil { // configuration 2, which the restore loses
 		t.Fatal(err)
 	}
@@ -1273,12 +1281,7 @@ func TestConfigRewrittenAtTheSameRevisionAfterARestoreIsSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
-	var cb callbackLog
-	g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "127.0.0.1", Port: 2, Method: discovery.MethodRouter},
-		discovery.WithConfigFunc(cb.fn))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, cb := restoreRouter(t, r)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, err := r.Watch(wctx, "db_svc")
