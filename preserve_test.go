@@ -20,6 +20,16 @@ import (
 
 // writeInstances writes instances straight to the store, as processes that
 // registered and then stopped renewing would have left them.
+// lapseRegistry returns a Registry on a fake clock at t0 and an in-memory
+// backend, with no reaper and no health checks: what leases show is what
+// the tests write into the backend.
+func lapseRegistry(t *testing.T) (*discovery.Registry, *discoverytest.Clock, *discoverytest.Backend) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	return discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks()), clock, backend
+}
+
 func writeInstances(t *testing.T, s discovery.Store, service string, n int, expires func(i int) time.Time) {
 	t.Helper()
 	for i := 0; i < n; i++ {
@@ -175,9 +185,7 @@ func TestNoInstanceExpiresBecauseOfADatabaseOutage(t *testing.T) {
 func TestSelfPreservationTakesInLaterLapsesOfAGroup(t *testing.T) {
 	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	r, clock, backend := lapseRegistry(t)
 	// 6 of 10 partitioned at t0: their leases end over TTL/3 after t0+2TTL/3.
 	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
 		if i < 6 {
@@ -474,9 +482,7 @@ func twoLapses(t *testing.T, group int, steps []lapseStep) {
 	t.Helper()
 	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	r, clock, backend := lapseRegistry(t)
 	writeInstances(t, backend, "db_svc", 20, func(i int) time.Time {
 		switch {
 		case i < group:

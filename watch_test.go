@@ -566,9 +566,7 @@ func TestWatchSeesOwnWritesWithoutFanOut(t *testing.T) {
 func TestWatchKeepsSuspectsAsGetDoes(t *testing.T) {
 	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	r, clock, backend := lapseRegistry(t)
 	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
 		if i < 3 {
 			return t0.Add(ttl) // three stop renewing together
