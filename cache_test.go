@@ -970,6 +970,21 @@ func backupAtRevision5(t *testing.T) *discoverytest.Backend {
 	return b
 }
 
+// restoreBelowRevision2 returns the backup (at revision 1: y1, an hour) of
+// a database at revision 2 (x1 and o1, one-minute leases from t0), and a
+// restoreRegistry reading that database until s is switched to the backup.
+func restoreBelowRevision2(t *testing.T) (restored *discoverytest.Backend, clock *discoverytest.Clock, r *discovery.Registry, s *switchStore) {
+	t.Helper()
+	before := discoverytest.NewBackend()
+	restored = discoverytest.NewBackend()
+	clock = discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "o1", time.Minute)
+	regAt(t, restored, "y1", time.Hour) // revision 1
+	r, s = restoreRegistry(t, before, clock, 2*time.Minute)
+	return restored, clock, r, s
+}
+
 // restoreRouter registers a router instance of db_svc on r whose
 // configuration callback logs what it is given.
 func restoreRouter(t *testing.T, r *discovery.Registry) (*discovery.Registration, *callbackLog) {
@@ -1063,12 +1078,7 @@ func TestDatabaseRestoredUnderASnapshotWithNoLiveInstanceIsServed(t *testing.T) 
 // for three.
 func TestDatabaseRestoredBelowAWrittenRevisionIsReadOnce(t *testing.T) {
 	ctx := context.Background()
-	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	regAt(t, before, "x1", time.Minute)
-	regAt(t, before, "o1", time.Minute)
-	regAt(t, restored, "y1", time.Hour) // revision 1
-	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	restored, clock, r, s := restoreBelowRevision2(t)
 	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, this process's own write
 		t.Fatal(err)
 	}
@@ -1408,12 +1418,7 @@ func TestFreshnessWindowsAreJittered(t *testing.T) {
 // down to the database's.
 func TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce(t *testing.T) {
 	ctx := context.Background()
-	before, restored := discoverytest.NewBackend(), discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	regAt(t, before, "x1", time.Minute)
-	regAt(t, before, "o1", time.Minute)
-	regAt(t, restored, "y1", time.Hour) // revision 1
-	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	restored, clock, r, s := restoreBelowRevision2(t)
 	ch := watch(t, r, "db_svc")
 	for range 2 {
 		next(t, ch, 2*time.Second) // x1 and o1 added
