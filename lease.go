@@ -329,6 +329,14 @@ func (g *Registration) keepAlive() {
 				g.r.log.Info("discovery: lease renewal recovered", zap.String("service", g.service), zap.String("id", g.id), zap.Int("failures", failures))
 			}
 			failures = 0
+			if cur, _, _ := g.state(); !g.r.clock.Now().Before(cur.ExpiresAt) {
+				// The lease this renewal wrote has already ended: the
+				// process was stopped (SIGSTOP, a VM paused) or starved
+				// while the call was under way. The next renewal
+				// registers it again; made an interval later, the
+				// instance stayed out of every lookup that long.
+				next = 0
+			}
 		case ctx.Err() != nil:
 			return
 		default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,4 +183,46 @@ func TestDeregisterRetriedAfterARegisterAgainKeepsTheNewOne(t *testing.T) {
 	if err != nil || len(svc.Instances) != 1 {
 		t.Fatalf("after the old handle's Deregister the store holds %v (%v); want the new registration", svc, err)
 	}
+}
+
+// stallingRenew is a store whose next Renew waits, once stall is set, until
+// released: a renewal under way when its process was stopped.
+type stallingRenew struct {
+	*discoverytest.Backend
+	stall   atomic.Bool
+	stalled chan struct{}
+	release chan struct{}
+}
+
+func (s *stallingRenew) Renew(ctx context.Context, service, id string, now, expires time.Time) error {
+	err := s.Backend.Renew(ctx, service, id, now, expires)
+	if s.stall.CompareAndSwap(true, false) {
+		close(s.stalled)
+		<-s.release
+	}
+	return err
+}
+
+// A renewal whose process stops while the call is under way returns, once
+// the process resumes, having written a lease that has since ended. The
+// registration renews again at once, and so registers again, instead of a
+// renewal interval later: an instance paused past its lease was back 1 s
+// after it resumed (CI saw 1.006 s) instead of at once.
+func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	store := &stallingRenew{Backend: discoverytest.NewBackend(), stalled: make(chan struct{}), release: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	store.stall.Store(true)
+	clock.BlockUntil(1)
+	clock.Advance(discovery.DefaultLeaseTTL / 3) // the renewal begins, and its process stops
+	<-store.stalled
+	clock.Advance(2 * discovery.DefaultLeaseTTL) // stopped past the lease it is writing
+	close(store.release)
+	waitFor(t, 2*time.Second, "the instance registered again, the clock standing still", func() bool {
+		svc, err := store.Load(ctx, "db_svc")
+		return err == nil && len(svc.Instances) == 1 && svc.Instances[0].ExpiresAt.After(clock.Now())
+	})
 }
