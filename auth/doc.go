@@ -42,7 +42,8 @@
 // found by "kid" among the calling service's published keys (a malformed
 // kid is refused before any lookup), and the parser is pinned to that key's
 // own algorithm. An unknown kid makes the Verifier read the caller's keys
-// from the database, at most once a minute per service.
+// from the database, at most once a minute per service (a second after a
+// read that failed).
 //
 // Then the called service's policy decides: see Policy for the schema, kept
 // under "auth" in the service's configuration document. The verified

@@ -41,7 +41,8 @@ const (
 	// MinKeyLifetime bounds WithKeyLifetime from below.
 	MinKeyLifetime = 10 * time.Minute
 	// KeyRefetchInterval is how often at most a Verifier reads a service's
-	// keys from the database when it meets a key ID it does not know.
+	// keys from the database when it meets a key ID it does not know; a
+	// read that failed may be made again a second later.
 	KeyRefetchInterval = time.Minute
 	// MaxTokenSize is the longest token a Verifier reads, in bytes.
 	MaxTokenSize = 8 << 10

@@ -550,3 +550,62 @@ func ordersToInventory(t *testing.T, reg *discovery.Registry, clock *discoveryte
 	}
 	return s, v, tok
 }
+
+// loadFailingQuiet is a quietStore whose reads of services fail while down
+// is set: the database out for the process that reads through it.
+type loadFailingQuiet struct {
+	quietStore
+	down atomic.Bool
+}
+
+func (s *loadFailingQuiet) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.down.Load() {
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
+	}
+	return s.quietStore.Load(ctx, name)
+}
+
+// A refetch of a caller's keys that failed (the database out) does not use
+// up the minute: once the database answers, the next request with that key
+// reads the keys again a second later. It was refused as "unknown key" for
+// the rest of the minute, every call of a service that had just rotated.
+func TestFailedKeyRefetchIsTriedAgainSoon(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	store := &loadFailingQuiet{quietStore: quietStore{backend, backend}}
+	b := discoverytest.NewRegistry(t, backend, discovery.WithStore(store),
+		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
+	orders, err := auth.NewSigner(ctx, a, "orders", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(b, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func() string {
+		tok, err := orders.Token(ctx, "inventory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Verify(ctx, tok)
+		return reason(err)
+	}
+	if got := verify(); got != "ok" { // orders' key cached in b
+		t.Fatalf("first token: %s", got)
+	}
+	if err := orders.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	if got := verify(); got != "keys unavailable" {
+		t.Fatalf("a new key with the database out: %s; want keys unavailable", got)
+	}
+	store.down.Store(false)
+	clock.Advance(2 * time.Second)
+	if got := verify(); got != "ok" {
+		t.Fatalf("the new key 2 s after the database answers again: %s; want ok", got)
+	}
+}

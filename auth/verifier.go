@@ -373,11 +373,13 @@ func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.Pub
 	if k := svc.Key(kid); k != nil {
 		return k, nil
 	}
-	if !v.mayRefetch(service) {
+	at, ok := v.mayRefetch(service)
+	if !ok {
 		return nil, unauthenticated("unknown key", nil)
 	}
 	keys, err := v.reg.RefreshKeys(ctx, service)
 	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		v.refetchFailed(service, at)
 		return nil, unavailable("keys unavailable", err)
 	}
 	for i := range keys {
@@ -389,13 +391,13 @@ func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.Pub
 }
 
 // mayRefetch reports whether service's keys may be read from the database
-// now, and if so notes it.
-func (v *Verifier) mayRefetch(service string) bool {
+// now, and if so notes it, returning the time noted.
+func (v *Verifier) mayRefetch(service string) (time.Time, bool) {
 	now := v.now()
 	v.refetchMu.Lock()
 	defer v.refetchMu.Unlock()
 	if last, ok := v.refetched[service]; ok && now.Sub(last) < KeyRefetchInterval {
-		return false
+		return time.Time{}, false
 	}
 	if len(v.refetched) >= maxRefetchState {
 		for s, last := range v.refetched {
@@ -404,11 +406,26 @@ func (v *Verifier) mayRefetch(service string) bool {
 			}
 		}
 		if len(v.refetched) >= maxRefetchState {
-			return false
+			return time.Time{}, false
 		}
 	}
 	v.refetched[service] = now
-	return true
+	return now, true
+}
+
+// keyRefetchRetry is how soon a refetch that failed may be tried again.
+const keyRefetchRetry = time.Second
+
+// refetchFailed lets service's keys be read again keyRefetchRetry after a
+// refetch noted at at failed (the database out): kept for the whole
+// KeyRefetchInterval, every token of a key published meanwhile was refused
+// as unknown for up to a minute after the database came back.
+func (v *Verifier) refetchFailed(service string, at time.Time) {
+	v.refetchMu.Lock()
+	defer v.refetchMu.Unlock()
+	if last, ok := v.refetched[service]; ok && last.Equal(at) {
+		v.refetched[service] = at.Add(keyRefetchRetry - KeyRefetchInterval)
+	}
 }
 
 // publicKey returns the parsed form of a published key, parsing it once.
