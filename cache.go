@@ -706,19 +706,9 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		}
 		e, err := r.fetch(name, want, force)
 		if err != nil {
-			if r.l1.get(name) == nil && st.wantRev.Load() == 0 {
-				// Nothing else needs the state of a service this process
-				// does not hold (a name looked up in an outage, made up or
-				// not): kept, every such name grew the map for good. One
-				// with a revision written or announced keeps it: dropped,
-				// the next load took an older snapshot from Redis (this
-				// process's own write undone). A revision raised while it
-				// was dropped goes to the state that follows it.
-				r.forgetUnused(st)
-				if w := st.wantRev.Load(); w != 0 {
-					r.state(name).raiseWant(w)
-				}
-			}
+			// A name looked up in an outage, made up or not: kept, the
+			// state of every such name grew the map for good.
+			r.forgetNotHeld(st)
 			return nil, &loadFailure{err: err, seq: seq, began: began}
 		}
 		if e.raw != nil && e.layer == LayerL3 && e.rev < want {

@@ -229,8 +229,28 @@ func (r *Registry) entryEvicted(e *entry) {
 // holds a revision written or announced is kept, as a failed load keeps it
 // (load): Redis may still hold an older snapshot, which it refuses.
 func (r *Registry) nameEvicted(name string) {
-	if st := r.stateIfAny(name); st != nil && (r.l2 == nil || st.wantRev.Load() == 0) {
+	if st := r.stateIfAny(name); st != nil {
+		r.forgetNotHeld(st)
+	}
+}
+
+// forgetNotHeld forgets, as forgetUnused does, the state of a service L1
+// does not hold (a failed load's, or an evicted name's). With Redis, one
+// that wants a revision (written or announced) is kept: Redis may still
+// hold an older snapshot, which the next load took once the state was
+// dropped (this process's own write undone); a revision raised while it was
+// dropped goes to the state that follows it.
+func (r *Registry) forgetNotHeld(st *svcState) {
+	if r.l2 == nil {
 		r.forgetUnused(st)
+		return
+	}
+	if st.wantRev.Load() != 0 {
+		return
+	}
+	r.forgetUnused(st)
+	if w := st.wantRev.Load(); w != 0 {
+		r.state(st.name).raiseWant(w)
 	}
 }
 
