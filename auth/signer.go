@@ -373,11 +373,7 @@ func (s *Signer) checkRetirement(ctx context.Context, now time.Time) {
 			s.log.Warn("discovery: auth: signing key no longer in the registry; rotating",
 				zap.String("service", s.service), zap.String("kid", k.kid))
 		}
-		s.mu.Lock()
-		if s.cur == k {
-			clear(s.cache)
-		}
-		s.mu.Unlock()
+		s.dropTokensOf(k)
 		return
 	}
 	if pk.RetiresAt.IsZero() || !k.retires.IsZero() && !pk.RetiresAt.Before(k.retires) {
@@ -389,12 +385,17 @@ func (s *Signer) checkRetirement(ctx context.Context, now time.Time) {
 			zap.String("service", s.service), zap.String("kid", k.kid), zap.Time("retires_at", pk.RetiresAt))
 	}
 	if !s.usable(k, now) {
-		s.mu.Lock()
-		if s.cur == k {
-			clear(s.cache)
-		}
-		s.mu.Unlock()
+		s.dropTokensOf(k)
 	}
+}
+
+// dropTokensOf forgets the cached tokens if k still signs them.
+func (s *Signer) dropTokensOf(k *signingKey) {
+	s.mu.Lock()
+	if s.cur == k {
+		clear(s.cache)
+	}
+	s.mu.Unlock()
 }
 
 // signingKey returns the key to sign with at now, rotating first when the
@@ -508,14 +509,23 @@ func (s *Signer) rotateLocked(ctx context.Context) error {
 	clear(s.cache)
 	s.mu.Unlock()
 	// Every token the old key signed was issued before the switch.
-	retire := s.now().Add(s.lifetime + MaxLeeway)
-	if r := old.retiresAt(); !r.IsZero() && !r.After(retire) {
-		return nil // retiring sooner already: a revocation is never put off
-	}
-	if err := s.reg.RetireKey(ctx, s.service, old.kid, retire); err != nil && !errors.Is(err, discovery.ErrNotFound) {
-		// A key the registry does not have (lost, or reaped) verifies
-		// nothing already.
+	if err := s.retireAfterItsTokens(ctx, old); err != nil {
 		return fmt.Errorf("discovery: auth: the new key %s signs, but retiring %s failed: %w", k.kid, old.kid, err)
+	}
+	return nil
+}
+
+// retireAfterItsTokens sets k to retire once every token it signed until
+// now has expired (token lifetime plus MaxLeeway), unless it retires
+// sooner already: a revocation is never put off. A key the registry does
+// not have (lost, or reaped) verifies nothing already.
+func (s *Signer) retireAfterItsTokens(ctx context.Context, k *signingKey) error {
+	retire := s.now().Add(s.lifetime + MaxLeeway)
+	if r := k.retiresAt(); !r.IsZero() && !r.After(retire) {
+		return nil
+	}
+	if err := s.reg.RetireKey(ctx, s.service, k.kid, retire); err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		return err
 	}
 	return nil
 }
@@ -545,13 +555,10 @@ func (s *Signer) Close(ctx context.Context) error {
 	k := s.cur
 	clear(s.cache)
 	s.mu.Unlock()
-	retire := s.now().Add(s.lifetime + MaxLeeway)
-	if r := k.retiresAt(); k.given || !r.IsZero() && !r.After(retire) {
-		s.retired = true
-		return nil
-	}
-	if err := s.reg.RetireKey(ctx, s.service, k.kid, retire); err != nil && !errors.Is(err, discovery.ErrNotFound) {
-		return fmt.Errorf("discovery: auth: retiring key %s at Close: %w", k.kid, err)
+	if !k.given {
+		if err := s.retireAfterItsTokens(ctx, k); err != nil {
+			return fmt.Errorf("discovery: auth: retiring key %s at Close: %w", k.kid, err)
+		}
 	}
 	s.retired = true
 	return nil
