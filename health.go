@@ -369,12 +369,7 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 		}
 	}
 	d.st, d.raw = s, raw
-	// A score that crosses the minimum changes what selection may pick as
-	// a status does: a healthy instance whose checks turned slow fell
-	// below it, healthy still, and was picked until the service's view
-	// was next reloaded.
-	minScore := r.opts.minScore
-	crossed := (is.Score() > minScore) != (s.Score > minScore)
+	crossed := r.crossesMinScore(is, s.Score)
 	is.status.Store(uint32(s.Status))
 	is.score.Store(math.Float64bits(s.Score))
 	defer is.updateHBase()
@@ -396,6 +391,14 @@ func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw 
 	return ch
 }
 
+// crossesMinScore reports whether is going to score crosses WithMinScore:
+// that changes what selection may pick as a status does (a healthy
+// instance whose checks turned slow fell below it, healthy still, and was
+// picked until the service's view was next reloaded).
+func (r *Registry) crossesMinScore(is *instState, score float64) bool {
+	return (is.Score() > r.opts.minScore) != (score > r.opts.minScore)
+}
+
 // checksOff drops the verdict of an instance's active checks once they are
 // turned off (Check: CheckNone): its status goes back to unknown and its
 // score to 1, as for an instance never checked. Kept, the last verdict
@@ -414,7 +417,7 @@ func (r *Registry) checksOff(st *svcState, is *instState) {
 	fresh.Seq = d.st.Seq
 	ch := change{from: d.st.Status, to: fresh.Status, score: fresh.Score}
 	d.st, d.raw = fresh, ""
-	crossed := (is.Score() > r.opts.minScore) != (fresh.Score > r.opts.minScore) // as in adoptLocked
+	crossed := r.crossesMinScore(is, fresh.Score)
 	is.status.Store(uint32(fresh.Status))
 	is.score.Store(math.Float64bits(fresh.Score))
 	is.rtt.Store(0)
