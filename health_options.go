@@ -109,13 +109,8 @@ func (o *healthOptions) validTiming() error {
 	if tName == "" {
 		tName = "WithHealthCheck"
 	}
-	switch {
-	case o.interval < 100*time.Millisecond || o.interval > MaxDuration:
-		return optErr(iName, o.interval.String(), "interval must be 100ms.."+MaxDuration.String())
-	case o.timeout <= 0:
-		return optErr(tName, o.timeout.String(), "timeout must be positive")
-	case o.timeout < o.interval:
-		return nil
+	if err := timingBounds(iName, tName, o.interval, o.timeout); err != nil || o.timeout < o.interval {
+		return err
 	}
 	v := o.timeout.String() + " >= " + o.interval.String()
 	switch {
@@ -131,13 +126,23 @@ func (o *healthOptions) validTiming() error {
 }
 
 func validTiming(name string, interval, timeout time.Duration) error {
+	if err := timingBounds(name, name, interval, timeout); err != nil {
+		return err
+	}
+	if timeout >= interval {
+		return optErr(name, timeout.String()+" >= "+interval.String(), "timeout must be below the interval")
+	}
+	return nil
+}
+
+// timingBounds checks an interval and a timeout each on its own, naming the
+// options that set them.
+func timingBounds(intervalBy, timeoutBy string, interval, timeout time.Duration) error {
 	switch {
 	case interval < 100*time.Millisecond || interval > MaxDuration:
-		return optErr(name, interval.String(), "interval must be 100ms.."+MaxDuration.String())
+		return optErr(intervalBy, interval.String(), "interval must be 100ms.."+MaxDuration.String())
 	case timeout <= 0:
-		return optErr(name, timeout.String(), "timeout must be positive")
-	case timeout >= interval:
-		return optErr(name, timeout.String()+" >= "+interval.String(), "timeout must be below the interval")
+		return optErr(timeoutBy, timeout.String(), "timeout must be positive")
 	}
 	return nil
 }
