@@ -35,9 +35,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 		return nil
 	}
 	grace := int64(r.opts.suspectGrace)
-	// A group's lapses spread over one renewal window (TTL/3, with room for
-	// jitter: TTL/2).
-	window := int64(r.opts.leaseTTL / 2)
+	window := r.groupWindow()
 	var ep *episode
 	if st != nil {
 		ep = r.episodeOf(st, now)
@@ -94,6 +92,10 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 	return ep
 }
 
+// groupWindow is how far apart the lapses of one group can be: they spread
+// over one renewal window (TTL/3, with room for jitter: TTL/2).
+func (r *Registry) groupWindow() int64 { return int64(r.opts.leaseTTL / 2) }
+
 // latestGroup returns the expiry window of the latest group among the
 // sorted lapses recent[from:] that lapsed within one renewal window of each
 // other, at least two, and more than the fraction of the instances live
@@ -103,7 +105,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 // qualified once a later one had lapsed too, and came back as suspects
 // while the later one, which did qualify, was dropped.
 func (r *Registry) latestGroup(recent []int64, from, live int) (lo, hi int64, ok bool) {
-	window := int64(r.opts.leaseTTL / 2)
+	window := r.groupWindow()
 	best, bestLo := 0, 0
 	for i, j := from, from; j < len(recent); j++ {
 		for recent[j]-recent[i] > window {

@@ -63,6 +63,13 @@ type snapshot struct {
 	suspect map[string]bool
 }
 
+// sameConfig reports whether s and o hold the same configuration: the same
+// revision and content (a configuration written after a restore can take
+// the number of one the restore lost).
+func (s *snapshot) sameConfig(o *snapshot) bool {
+	return s.cfgRev == o.cfgRev && bytes.Equal(s.config, o.config)
+}
+
 // shown returns the status watchers are told of an instance of s.
 func (s *snapshot) shown(id string) core.Status {
 	if s.suspect[id] {
@@ -361,7 +368,7 @@ func diff(service string, from, to *snapshot) []Event {
 	// No configuration after one: a database restored from before the
 	// first (the event has none). The same number with other content: one
 	// written after a restore took the number of one the restore lost.
-	if to.cfgRev != from.cfgRev || !bytes.Equal(to.config, from.config) {
+	if !to.sameConfig(from) {
 		evs = append(evs, Event{Kind: EventConfigChanged, Service: service, Revision: to.rev, Config: to.config})
 	}
 	return evs
@@ -406,7 +413,7 @@ func (h *hub) process(e *entry) {
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
 	// Restored from a backup: a lower number, or the same with other
 	// content (written after the restore, numbered as one it lost).
-	cfgBack := h.loaded && (snap.cfgRev < h.last.cfgRev || snap.cfgRev == h.last.cfgRev && !bytes.Equal(snap.config, h.last.config))
+	cfgBack := h.loaded && (snap.cfgRev < h.last.cfgRev || snap.cfgRev == h.last.cfgRev && !snap.sameConfig(&h.last))
 	back := h.loaded && snap.rev < h.last.rev
 	h.last, h.lastEntry, h.loaded = snap, e, true
 	for w := range h.watchers {
