@@ -41,8 +41,7 @@ const (
 	// StrategyConsistentHash: the key given with HashKey maps to the same
 	// instance while the eligible set stays the same; removing one of N
 	// instances moves about 1/N of the keys (Maglev), almost all of them
-	// keys of the removed one (Maglev's table also moves a few others: 35
-	// of 20,000 keys when 1 of 10 instances left).
+	// keys of the removed one (Maglev's table also moves a few others).
 	StrategyConsistentHash
 	// StrategyRandom: random, in proportion to instance weights.
 	StrategyRandom

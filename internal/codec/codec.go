@@ -33,7 +33,6 @@ const HeaderLen = 2 + 20 + 20
 // Limits that bound what a corrupt value can make Decode allocate.
 const (
 	maxInstances = 1 << 20
-	maxString    = 1 << 20
 	maxConfig    = 8 << 20
 	// Keys have no limit of their own: Encode writes every key of a
 	// snapshot, and one that did not decode was a miss on every read. A
