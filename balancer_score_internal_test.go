@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/health"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
@@ -20,31 +21,8 @@ import (
 // made long here so that the reload does not hide it); likewise one whose
 // score came back up was left out.
 func TestPickFollowsAScoreThatFallsWithoutAStatusChange(t *testing.T) {
-	ctx := context.Background()
-	mem := memory.New()
-	r, clock := fakeRegistry(t, WithStore(mem), WithStrategy(StrategyRoundRobin), WithCacheFreshness(time.Hour, time.Hour, time.Hour))
-	var ids []string
-	for i := range 4 {
-		host := fmt.Sprintf("10.0.0.%d", i+1)
-		in := &core.Instance{Service: "db_svc", ID: host + ":5432", Host: host, Port: 5432, Weight: 1,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
-		if _, err := mem.Register(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, in.ID)
-	}
-	count := func() map[string]int {
-		got := map[string]int{}
-		for range 40 {
-			sel, err := r.Pick(ctx, "db_svc")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[sel.Instance.ID]++
-			sel.Done(nil)
-		}
-		return got
-	}
+	r, clock, ids := roundRobinOf(t, 4)
+	count := func() map[string]int { return pickTally(t, r, 40) }
 	count()
 	st := r.stateIfAny("db_svc")
 	is := st.inst(ids[0])
@@ -80,33 +58,11 @@ func TestPickFollowsAScoreThatFallsWithoutAStatusChange(t *testing.T) {
 // with WithMinScore(0.6), stayed out with no check left to bring it back
 // until the view was next reloaded.
 func TestPickFollowsTheScoreOfChecksTurnedOff(t *testing.T) {
-	ctx := context.Background()
-	mem := memory.New()
-	r, clock := fakeRegistry(t, WithStore(mem), WithStrategy(StrategyRoundRobin), WithMinScore(0.6), WithCacheFreshness(time.Hour, time.Hour, time.Hour))
-	for i := range 2 {
-		host := fmt.Sprintf("10.0.0.%d", i+1)
-		if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host, Host: host, Port: 80, Weight: 1,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	picked := func() int {
-		n := 0
-		for range 20 {
-			sel, err := r.Pick(ctx, "db_svc")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sel.Instance.ID == "10.0.0.1" {
-				n++
-			}
-			sel.Done(nil)
-		}
-		return n
-	}
+	r, clock, ids := roundRobinOf(t, 2, WithMinScore(0.6))
+	picked := func() int { return pickTally(t, r, 20)[ids[0]] }
 	picked()
 	st := r.stateIfAny("db_svc")
-	is := st.inst("10.0.0.1")
+	is := st.inst(ids[0])
 	for range 2 {
 		clock.Advance(time.Second)
 		r.applyLocal(st, is, health.Check{At: clock.Now().UnixNano(), RTT: time.Millisecond, Status: core.StatusUnhealthy, Err: "refused"})
@@ -121,4 +77,39 @@ func TestPickFollowsTheScoreOfChecksTurnedOff(t *testing.T) {
 	if n := picked(); n != 10 {
 		t.Fatalf("with its checks off (score %.2f) the instance got %d of 20 round robin picks; want 10", is.Score(), n)
 	}
+}
+
+// roundRobinOf returns a Registry on a fake clock that picks round robin,
+// its L1 fresh for an hour (no reload hides what selection does), and the
+// IDs of the n instances of db_svc it finds in its store.
+func roundRobinOf(t *testing.T, n int, opts ...Option) (*Registry, *fakeclock.Clock, []string) {
+	t.Helper()
+	mem := memory.New()
+	r, clock := fakeRegistry(t, append([]Option{WithStore(mem), WithStrategy(StrategyRoundRobin), WithCacheFreshness(time.Hour, time.Hour, time.Hour)}, opts...)...)
+	var ids []string
+	for i := range n {
+		host := fmt.Sprintf("10.0.0.%d", i+1)
+		in := &core.Instance{Service: "db_svc", ID: host + ":5432", Host: host, Port: 5432, Weight: 1,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+		if _, err := mem.Register(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, in.ID)
+	}
+	return r, clock, ids
+}
+
+// pickTally picks an instance of db_svc n times and counts each one's.
+func pickTally(t *testing.T, r *Registry, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		sel, err := r.Pick(context.Background(), "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		sel.Done(nil)
+	}
+	return got
 }
