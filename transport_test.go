@@ -266,9 +266,7 @@ func TestTransport503WithRetryAfterIsOverloadNotFailure(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}))
 		defer srv.Close()
-		host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-		p, _ := strconv.Atoi(port)
-		id := mustRegister(t, r, discovery.Instance{Service: tt.service, Host: host, Port: p}).Instance().ID
+		id := registerServer(t, r, tt.service, &countingServer{Server: srv})
 		answered := 0
 		for range 20 {
 			resp, err := client.Get("http://" + tt.service + "/")
