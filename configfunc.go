@@ -84,8 +84,10 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 // configuration current at registration is
 // not passed to fn: read it from Registration.Config. An error from fn is
 // logged and reported to the UpdateConfig caller of this process; it is not
-// retried. HTTP instances get POST /admin/reload-config instead; Register
-// refuses this option for them.
+// retried. Deregister cancels the context of a call under way but does not
+// wait for it to return (a callback may itself deregister); Registry.Close
+// waits for it. HTTP instances get POST /admin/reload-config instead;
+// Register refuses this option for them.
 func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.onConfig = fn; o.noteNil("config func", fn == nil) })
 }
