@@ -698,7 +698,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 	st := r.state(name)
 	seq, began := r.loadSeq.Add(1), r.clock.Now().UnixNano()
 	for attempt := 0; ; attempt++ {
-		want := st.wantRev.Load()
+		want, inv := st.wantRev.Load(), st.invalidated.Load()
 		if !force {
 			if e := r.l1.get(name); e != nil && e.rev >= want && r.now.nanos() < e.freshUntil.Load() {
 				return e, nil // a load that finished just before ours
@@ -721,7 +721,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 			st.wantRev.CompareAndSwap(want, e.rev)
 		}
 		var superseded bool
-		if e, superseded = r.installLoaded(e, st, attempt == 2); !superseded {
+		if e, superseded = r.installLoaded(e, st, inv, attempt == 2); !superseded {
 			if e.raw == nil {
 				// Dropped only once the negative entry is in L1: an
 				// announcement before finds the state (installLoaded
@@ -733,6 +733,8 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 			}
 			return e, nil
 		}
+		// Invalidated meanwhile: what the caches hold is not to be trusted.
+		force = force || st.invalidated.Load() != inv
 	}
 }
 
@@ -746,9 +748,16 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 // revision is checked after the put and raised before the drop, so one of
 // the two sees the other. The last attempt's entry stays fresh: a revision
 // the database never reaches must not send every lookup to it.
-func (r *Registry) installLoaded(e *entry, st *svcState, last bool) (*entry, bool) {
+//
+// So is an entry read before an invalidation of the service that followed
+// (inv is the count of invalidations when the attempt began): the
+// invalidation's own reload was skipped while this one ran (one refresh an
+// entry), or found no entry to reload yet, and what was read before it went
+// in fresh for a whole freshness window.
+func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) (*entry, bool) {
+	ours := e
 	e = r.install(e)
-	if e.rev >= st.wantRev.Load() || last {
+	if (e.rev >= st.wantRev.Load() && (e != ours || st.invalidated.Load() == inv)) || last {
 		return e, false
 	}
 	e.freshUntil.Store(0)
@@ -859,6 +868,14 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 	// Watchers hear of it last, when L1 already holds the pushed snapshot
 	// (or its refresh has begun, which they join).
 	defer r.changeAnnounced(ch, force)
+	if force {
+		// Before the entry is read: a load that installs after this sees it
+		// (installLoaded), and one that installed before left the entry
+		// found below, which is reloaded.
+		if st := r.stateIfAny(ch.Service); st != nil {
+			st.invalidated.Add(1)
+		}
+	}
 	e := r.l1.get(ch.Service)
 	// An entry put without a load (afterWrite) has no state yet; the refresh
 	// below must still know which revision to wait for, or it accepts the
@@ -1062,6 +1079,9 @@ func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	}
 	if err := core.ValidateServiceName(service); err != nil {
 		return err
+	}
+	if st := r.stateIfAny(service); st != nil {
+		st.invalidated.Add(1) // a load under way must not put back what it read before
 	}
 	if e := r.l1.get(service); e != nil {
 		r.l1.remove(e)

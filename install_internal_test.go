@@ -161,7 +161,7 @@ func TestInstallOfASupersededSnapshotIsNotFresh(t *testing.T) {
 	if e := r.l1.get("web"); e != nil {
 		r.l1.remove(e)
 	}
-	if _, superseded := r.installLoaded(r.newEntry(raw, LayerL3, now, now, now), st, false); !superseded { // the racing load finishes
+	if _, superseded := r.installLoaded(r.newEntry(raw, LayerL3, now, now, now), st, st.invalidated.Load(), false); !superseded { // the racing load finishes
 		t.Fatal("an entry older than the write was not reported superseded")
 	}
 	svc, err := r.Get(ctx, "web")
@@ -173,7 +173,7 @@ func TestInstallOfASupersededSnapshotIsNotFresh(t *testing.T) {
 	}
 	last := r.newEntry(raw, LayerL3, now, now, now.Add(1))
 	r.l1.remove(r.l1.get("web"))
-	if e, _ := r.installLoaded(last, st, true); e != last || e.freshUntil.Load() == 0 {
+	if e, _ := r.installLoaded(last, st, st.invalidated.Load(), true); e != last || e.freshUntil.Load() == 0 {
 		t.Fatal("the last attempt's entry was not left fresh")
 	}
 }

@@ -17,6 +17,10 @@ type svcState struct {
 	// wantRev is the newest revision announced; loads repeat until they
 	// reach it.
 	wantRev atomic.Int64
+	// invalidated counts the invalidations of the service (Invalidate, a
+	// forced change message): a load that read it before the latest one
+	// reads the database again.
+	invalidated atomic.Uint64
 
 	mu    sync.Mutex                            // serialises writers of insts
 	insts atomic.Pointer[map[string]*instState] // by instance ID, copy-on-write
