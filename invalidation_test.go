@@ -87,7 +87,10 @@ func TestChangeMessageCarriesTheSnapshot(t *testing.T) {
 
 // A pushed snapshot that does not decode (another schema version, or
 // corrupt) is counted and ignored: the process reads the revision the
-// message announced from Redis or the database instead.
+// message announced from Redis or the database instead. It is no Redis
+// read, so it is no L2 miss either: counted as one, every change a writer
+// of another format version announced (a rolling upgrade) lowered the L2
+// hit rate Stats and Overview report.
 func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
@@ -114,6 +117,11 @@ func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 			if after.Pushed != before.Pushed || after.L2DecodeErrors != before.L2DecodeErrors+1 {
 				t.Fatalf("pushed %d->%d, decode errors %d->%d; want the bad snapshot counted and not taken",
 					before.Pushed, after.Pushed, before.L2DecodeErrors, after.L2DecodeErrors)
+			}
+			// One Redis read: the refresh's, which found the older revision.
+			if reads := after.L2Hits + after.L2Misses - before.L2Hits - before.L2Misses; reads != 1 {
+				t.Fatalf("L2 hits %d->%d, misses %d->%d: %d Redis reads counted; want 1 (the refresh's)",
+					before.L2Hits, after.L2Hits, before.L2Misses, after.L2Misses, reads)
 			}
 		})
 	}

@@ -51,8 +51,10 @@ type Stats struct {
 	StoreReads uint64
 	// StoreErrors counts failed database calls.
 	StoreErrors uint64
-	// L2Hits, L2Misses and L2DecodeErrors count Redis reads; a decode
-	// error (corrupt or other-version data) is a miss. L2Errors counts
+	// L2Hits and L2Misses count Redis reads; one that found corrupt or
+	// other-version data is a miss, and an L2DecodeError. L2DecodeErrors
+	// also counts snapshots pushed with change messages that did not
+	// decode (no read: no miss; the service is read instead). L2Errors counts
 	// failed Redis calls of every kind, health sharing's included: each
 	// trips the breaker that takes Redis out of the read path.
 	L2Hits, L2Misses, L2Errors, L2DecodeErrors uint64

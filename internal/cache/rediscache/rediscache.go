@@ -70,9 +70,12 @@ type Options struct {
 	OnResync func()
 }
 
-// Stats counts what the cache did.
+// Stats counts what the cache did. Hits, Misses, DecodeErrors and
+// VersionMisses count reads; PushedDecodeErrors counts snapshots pushed
+// with change messages that did not decode (no read, so no miss).
 type Stats struct {
 	Hits, Misses, Errors, DecodeErrors, VersionMisses, Writes, StaleWrites, Published, Received, Trips uint64
+	PushedDecodeErrors                                                                                 uint64
 }
 
 // Cache is the L2. Start launches its goroutines; Close stops them.
@@ -86,6 +89,7 @@ type Cache struct {
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
+	pushedErrs                                                                                     atomic.Uint64 // pushed snapshots that did not decode
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -123,6 +127,7 @@ func (c *Cache) Stats() Stats {
 		Hits: c.hits.Load(), Misses: c.misses.Load() + c.unusable.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
 		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
 		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
+		PushedDecodeErrors: c.pushedErrs.Load(),
 	}
 }
 
@@ -560,7 +565,7 @@ func (c *Cache) handle(payload string) {
 		if svc, at, err = codec.Decode(pushed); err != nil || svc.Name != change.Service {
 			// Another schema version, or corrupt: the change still counts;
 			// the snapshot is read from Redis.
-			c.decodeErrs.Add(1)
+			c.pushedErrs.Add(1)
 			svc = nil
 		}
 	}
