@@ -438,8 +438,8 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 // fail answers an error with its status: 400 invalid, 404 not found, 503 a
 // backend or the Registry unavailable, or the request's context ended (the
 // client went away, the server is shutting down), 501 unsupported, 500
-// otherwise. The text of a backend's error and of an internal one is logged,
-// never answered.
+// otherwise. The text of a backend's error, of an internal one and of one
+// the request's deadline ended is logged, never answered.
 func (a *admin) fail(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
 	switch {
@@ -463,6 +463,13 @@ func (a *admin) fail(w http.ResponseWriter, err error) {
 		// the log gets it, the (possibly unauthenticated) client does not.
 		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
 		msg = "discovery: " + be.Backend + " unavailable"
+	case status == http.StatusServiceUnavailable && errors.Is(err, context.DeadlineExceeded):
+		// A call the request's deadline ended (the admin's own, adminTimeout)
+		// comes back as the driver said it, which names the same.
+		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
+		msg = "discovery: request timed out"
+	case status == http.StatusServiceUnavailable && errors.Is(err, context.Canceled):
+		msg = "discovery: request cancelled" // the client went away: nothing to log
 	}
 	writeJSON(w, status, jsonError{msg})
 }

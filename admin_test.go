@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -471,5 +472,69 @@ func TestAdminBackendOutageDoesNotLeakTheBackendError(t *testing.T) {
 	}
 	if logs.FilterMessage("discovery: admin request failed").Len() == 0 {
 		t.Error("the outage was not logged; the operator has no detail")
+	}
+}
+
+// lateDriverStore stands for a SQL store whose database does not answer
+// before the caller's deadline: as sqlstore does for a deadline that is the
+// caller's, it returns the driver's error, which names the server, the
+// database and the user, as it is.
+type lateDriverStore struct {
+	*discoverytest.Backend
+	secret string
+}
+
+func (s *lateDriverStore) late(ctx context.Context) error {
+	<-ctx.Done()
+	return fmt.Errorf("%s: dial error: %w", s.secret, ctx.Err())
+}
+
+func (s *lateDriverStore) Services(ctx context.Context, _ time.Time) ([]discovery.ServiceInfo, error) {
+	return nil, s.late(ctx)
+}
+
+func (s *lateDriverStore) Deregister(ctx context.Context, _, _ string) (int64, error) {
+	return 0, s.late(ctx)
+}
+
+func (s *lateDriverStore) SetConfig(ctx context.Context, _ string, _ []byte, _ time.Time, _ int) (int64, int64, error) {
+	return 0, 0, s.late(ctx)
+}
+
+// A database call that the request's deadline ends (the admin's own 10 s,
+// with WithDatabaseTimeout longer than that or a call that began late) is
+// answered 503 without the driver's error, as a backend outage is: the
+// answer quoted it, naming the database's address and user to whoever can
+// reach the open admin API.
+func TestAdminDeadlineDoesNotLeakTheDriverError(t *testing.T) {
+	log, logs := observed()
+	const secret = "failed to connect to `user=svc_admin database=prod`: 10.9.8.7:5432"
+	store := &lateDriverStore{Backend: discoverytest.NewBackend(), secret: secret}
+	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithLogger(log),
+		discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthorizer{&discovery.Identity{Service: "ops"}}))
+	tests := []struct{ method, path, body string }{
+		{"GET", "/services", ""},
+		{"PUT", "/services/orders/config", `{"workers":1}`},
+		{"DELETE", "/services/orders/instances/i-1", ""},
+	}
+	for _, tt := range tests {
+		// The deadline has passed: the admin's own is derived from it.
+		ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+		req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body)).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		cancel()
+		if rec.Code != http.StatusServiceUnavailable || !json.Valid(rec.Body.Bytes()) {
+			t.Errorf("%s %s: %d %s; want 503 with a JSON error", tt.method, tt.path, rec.Code, rec.Body)
+		}
+		for _, leak := range []string{"10.9.8.7", "svc_admin", "prod"} {
+			if strings.Contains(rec.Body.String(), leak) {
+				t.Errorf("%s %s: answer %s quotes the driver's error (%q)", tt.method, tt.path, rec.Body, leak)
+			}
+		}
+	}
+	if logs.FilterMessage("discovery: admin request failed").Len() != len(tests) {
+		t.Errorf("logged %d failures; want %d, the detail for the operator", logs.FilterMessage("discovery: admin request failed").Len(), len(tests))
 	}
 }
