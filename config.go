@@ -227,7 +227,7 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     the document, Content-Type application/json, the headers
 //     X-Discovery-Service and X-Discovery-Config-Revision, and
 //     "Authorization: Bearer <token>" for audience service when a
-//     TokenSource is set; each attempt is bounded by 10 s, three attempts
+//     TokenSource is set (a token taken for each attempt); each attempt is bounded by 10 s, three attempts
 //     with backoff (WithConfigNotifyTimeout, WithConfigNotifyRetries);
 //     redirects are not followed;
 //   - a router instance registered by this Registry with WithConfigFunc has

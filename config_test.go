@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/auth"
 	"github.com/rssbot/discovery/discoverytest"
 )
 
@@ -794,4 +795,62 @@ func TestConfigReportOrderedByIDInByteOrder(t *testing.T) {
 			t.Errorf("report order %v; want %v", got, want)
 		}
 	})
+}
+
+// A configuration notification signs each attempt with a token valid when
+// it is sent. The token was taken once, before the first attempt, and every
+// retry carried it however long the attempts before it took: once it had
+// expired the instance's auth.Verifier answered 401, which is not retried,
+// and the instance never got the configuration.
+func TestConfigNotificationRetrySignsAgain(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	opts := []discovery.Option{discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+	r := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithConfigNotifyRetries(2, 0))...)
+	inst := discoverytest.NewRegistry(t, backend, opts...) // the instance's process
+	const policy = `{"auth":{"allow":{"ops":[{"path_prefix":"/admin/reload-config","methods":["POST"]}]}}`
+	if _, _, err := backend.SetConfig(ctx, "api", []byte(policy+`}`), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := auth.NewSigner(ctx, r, "ops", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetTokenSource(signer)
+	verifier, err := auth.NewVerifier(inst, "api", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	codes := make(chan int, 4)
+	signed := verifier.Wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if calls.Add(1) == 1 {
+			clock.Advance(2 * time.Minute) // a slow first attempt: longer than a token lives, leeway included
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		rec := httptest.NewRecorder()
+		signed.ServeHTTP(rec, req)
+		codes <- rec.Code
+		w.WriteHeader(rec.Code)
+	}))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	addInstance(t, r, discovery.Instance{ID: "a", Service: "api", Host: host, Port: p, Weight: 100, RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+
+	rep, err := r.UpdateConfig(ctx, "api", json.RawMessage(policy+`,"workers":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(codes)
+	var got []int
+	for c := range codes {
+		got = append(got, c)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered || fmt.Sprint(got) != "[503 200]" {
+		t.Fatalf("answers %v, report %+v; want 503 then 200, delivered at the second attempt", got, rep.Instances)
+	}
 }

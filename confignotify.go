@@ -120,7 +120,7 @@ func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int6
 	now := r.clock.Now()
 	var (
 		out   []NotifyResult
-		token string
+		src   TokenSource // signs each attempt, once it gave a first token
 		tokOK bool
 		tokEr error
 		wg    sync.WaitGroup
@@ -157,8 +157,11 @@ func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int6
 			})
 		default:
 			if ts := r.TokenSource(); ts != nil && !tokOK && tokEr == nil {
-				token, tokEr = ts.Token(ctx, service)
+				_, tokEr = ts.Token(ctx, service)
 				tokOK = tokEr == nil
+				if tokOK {
+					src = ts
+				}
 				if tokEr != nil {
 					tokEr = fmt.Errorf("discovery: no token for audience %q: %w", service, tokEr)
 				}
@@ -170,7 +173,7 @@ func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int6
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				r.postConfig(ctx, service, cfgRev, doc, token, res)
+				r.postConfig(ctx, service, cfgRev, doc, src, res)
 			})
 		}
 	}
@@ -209,12 +212,15 @@ func (r *Registry) notifyOwn(ctx context.Context, g *Registration, cfgRev int64,
 }
 
 // postConfig sends a configuration to an HTTP instance, retrying with
-// backoff, and records the outcome in res.
-func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64, doc []byte, token string, res *NotifyResult) {
+// backoff, and records the outcome in res. Each attempt is signed with a
+// token of ts (if any) taken as it starts: one taken before the first
+// attempt had expired by a retry after slow attempts (or by an attempt
+// that waited for others), and the instance refused it.
+func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64, doc []byte, ts TokenSource, res *NotifyResult) {
 	url := "http://" + res.Instance.Addr() + ConfigReloadPath
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		err, retry := r.postOnce(ctx, url, service, cfgRev, doc, token)
+		err, retry := r.postOnce(ctx, url, service, cfgRev, doc, ts)
 		if err == nil {
 			res.Outcome, res.Err = NotifyDelivered, nil
 			return
@@ -232,7 +238,7 @@ func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64,
 }
 
 // postOnce makes one attempt; retry says whether another may succeed.
-func (r *Registry) postOnce(ctx context.Context, url, service string, cfgRev int64, doc []byte, token string) (err error, retry bool) {
+func (r *Registry) postOnce(ctx context.Context, url, service string, cfgRev int64, doc []byte, ts TokenSource) (err error, retry bool) {
 	actx, cancel := context.WithTimeout(ctx, r.opts.notifyTO)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, bytes.NewReader(doc))
@@ -242,7 +248,11 @@ func (r *Registry) postOnce(ctx context.Context, url, service string, cfgRev int
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Discovery-Service", service)
 	req.Header.Set("X-Discovery-Config-Revision", strconv.FormatInt(cfgRev, 10))
-	if token != "" {
+	if ts != nil {
+		token, err := ts.Token(actx, service)
+		if err != nil { // never sent unsigned
+			return fmt.Errorf("discovery: no token for audience %q: %w", service, err), true
+		}
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := r.httpc.Do(req)
