@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -224,5 +226,77 @@ func TestAnyCallerUnknownServiceReadsOnce(t *testing.T) {
 	}
 	if got := store.reads(); got["ghost-1"] != 1 || got["ghost-2"] != 1 {
 		t.Fatalf("the store was read %v; want each made-up caller once", got)
+	}
+}
+
+// rewrittenStore stands for a database restored from a backup and then
+// changed: the service's configuration revision that the restore lost is
+// written again with other content. While doc is set, the service's
+// snapshot carries it under the configuration revision it had.
+type rewrittenStore struct {
+	*discoverytest.Backend
+	service string
+	doc     atomic.Pointer[string]
+}
+
+func (s *rewrittenStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	svc, err := s.Backend.Load(ctx, name)
+	if doc := s.doc.Load(); err == nil && doc != nil && name == s.service {
+		svc = svc.Clone()
+		svc.Config = []byte(*doc)
+	}
+	return svc, err
+}
+
+// A policy written again under a configuration revision the Verifier has
+// seen with other content (a database restored from a backup, then
+// changed) is the policy that holds. The Verifier kept what it had parsed
+// for that revision number: a permission taken away stayed granted until
+// the next change.
+func TestPolicyRewrittenUnderTheSameRevision(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	store := &rewrittenStore{Backend: f.backend, service: "inventory"}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorize := func() error {
+		req := httptest.NewRequest("GET", "/items/1", nil)
+		req.Header.Set("Authorization", "Bearer "+f.token(t, "inventory"))
+		_, err := v.Authorize(req)
+		return err
+	}
+	if err := authorize(); err != nil {
+		t.Fatalf("orders under inventoryPolicy: %v", err)
+	}
+	svc, err := f.backend.Load(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restored and changed: billing only, under the same configuration
+	// revision; the service's revision moves on (an instance registers).
+	withoutOrders := `{"auth":{"allow":{"billing":[{"path_prefix":"/invoices/","methods":["POST"]}]}}}`
+	store.doc.Store(&withoutOrders)
+	if _, err := f.backend.Register(ctx, &discovery.Instance{ID: "i-1", Service: "inventory", Host: "10.0.1.1", Port: 80, Weight: 1,
+		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s, err := reg.Snapshot(ctx, "inventory")
+		if err == nil && string(s.Config) == withoutOrders {
+			if s.ConfigRevision != svc.ConfigRevision {
+				t.Fatalf("config revision %d; the test needs %d", s.ConfigRevision, svc.ConfigRevision)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rewritten configuration never reached the Verifier's registry")
+		}
+		f.clock.Advance(time.Second)
+	}
+	if err := authorize(); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("orders under a policy that no longer names it: %v; want ErrUnauthenticated (caller not in the policy)", err)
 	}
 }

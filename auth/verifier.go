@@ -85,8 +85,23 @@ type parsedKey struct {
 
 type policyEntry struct {
 	configRev int64
+	config    []byte // the document parsed, as the (immutable) snapshot holds it
 	policy    *Policy
 }
+
+// sameConfig reports whether doc is the document e parsed: the same bytes
+// (a new snapshot of an unchanged configuration) or the same slice (the
+// same snapshot, the common case, compared in O(1)).
+func (e *policyEntry) sameConfig(doc []byte) bool {
+	if len(doc) != len(e.config) {
+		return false
+	}
+	return len(doc) == 0 || sameSlice(doc, e.config) || bytes.Equal(doc, e.config)
+}
+
+// sameSlice reports whether a and b, of one length above 0, share their
+// bytes.
+func sameSlice(a, b []byte) bool { return &a[0] == &b[0] }
 
 // NewVerifier returns the Verifier of the tokens sent to service, reading
 // keys and the policy (service's configuration) through reg. The options
@@ -463,8 +478,10 @@ func (v *Verifier) publicKey(service string, k *discovery.PublicKey) (any, *Erro
 }
 
 // currentPolicy returns the policy in the service's configuration, parsing
-// it once per configuration revision. A policy that does not parse permits
-// nothing and is logged once.
+// it once per configuration revision and content: a revision that a
+// restored database wrote again with other content is parsed again, where
+// the policy parsed for its number held on. A policy that does not parse
+// permits nothing and is logged once.
 func (v *Verifier) currentPolicy(ctx context.Context) (*Policy, *Error) {
 	svc, err := v.reg.Snapshot(ctx, v.service)
 	if errors.Is(err, discovery.ErrNotFound) {
@@ -473,7 +490,11 @@ func (v *Verifier) currentPolicy(ctx context.Context) (*Policy, *Error) {
 	if err != nil {
 		return nil, unavailable("policy unavailable", err)
 	}
-	if e := v.policy.Load(); e != nil && e.configRev == svc.ConfigRevision {
+	e := v.policy.Load()
+	if e != nil && e.configRev == svc.ConfigRevision && e.sameConfig(svc.Config) {
+		if len(svc.Config) > 0 && !sameSlice(svc.Config, e.config) { // a new snapshot: compare it at once next time
+			v.policy.Store(&policyEntry{configRev: e.configRev, config: svc.Config, policy: e.policy})
+		}
 		return e.policy, nil
 	}
 	p, err := ParsePolicy(svc.Config)
@@ -482,7 +503,7 @@ func (v *Verifier) currentPolicy(ctx context.Context) (*Policy, *Error) {
 			zap.String("service", v.service), zap.Int64("config_revision", svc.ConfigRevision), zap.Error(err))
 		p = &Policy{}
 	}
-	v.policy.Store(&policyEntry{configRev: svc.ConfigRevision, policy: p})
+	v.policy.Store(&policyEntry{configRev: svc.ConfigRevision, config: svc.Config, policy: p})
 	return p, nil
 }
 
