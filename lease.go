@@ -312,7 +312,7 @@ func (g *Registration) keepAlive() {
 	defer close(g.done)
 	ctx := g.ctx
 	interval := g.r.opts.leaseTTL / 3
-	t := g.r.clock.NewTimer(interval)
+	t := g.r.clock.NewTimer(g.untilRenewal(interval))
 	defer t.Stop()
 	failures := 0
 	for {
@@ -329,14 +329,7 @@ func (g *Registration) keepAlive() {
 				g.r.log.Info("discovery: lease renewal recovered", zap.String("service", g.service), zap.String("id", g.id), zap.Int("failures", failures))
 			}
 			failures = 0
-			if cur, _, _ := g.state(); !g.r.clock.Now().Before(cur.ExpiresAt) {
-				// The lease this renewal wrote has already ended: the
-				// process was stopped (SIGSTOP, a VM paused) or starved
-				// while the call was under way. The next renewal
-				// registers it again; made an interval later, the
-				// instance stayed out of every lookup that long.
-				next = 0
-			}
+			next = g.untilRenewal(interval)
 		case ctx.Err() != nil:
 			return
 		default:
@@ -348,6 +341,22 @@ func (g *Registration) keepAlive() {
 		}
 		t.Reset(next)
 	}
+}
+
+// untilRenewal returns how long to wait for the next renewal: an interval,
+// unless less than two are left of the lease, when the renewal comes one
+// interval (the bound of its call) before the lease ends, or at once. The
+// process was stopped (SIGSTOP, a VM paused) or starved while the write
+// (Register's, or a renewal's) was under way: made an interval later, the
+// renewal came after the lease had ended, and the instance stayed out of
+// every lookup until it registered again.
+func (g *Registration) untilRenewal(interval time.Duration) time.Duration {
+	cur, _, gone := g.state()
+	if gone { // replaced or deregistered: being stopped
+		return interval
+	}
+	left := cur.ExpiresAt.Sub(g.r.clock.Now())
+	return max(min(interval, left-interval), 0)
 }
 
 // renew moves the lease forward, or registers the instance again when its

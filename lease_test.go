@@ -226,3 +226,62 @@ func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
 		return err == nil && len(svc.Instances) == 1 && svc.Instances[0].ExpiresAt.After(clock.Now())
 	})
 }
+
+// A renewal whose process stops while the call is under way, for less than
+// the lease but more than the lease less one interval, returns with less
+// than a renewal interval of its lease left. The next renewal comes before
+// that lease ends: it came one interval later, after the lease had ended,
+// so the instance dropped out of every lookup until it registered again.
+func TestRenewalLeftWithLessThanAnIntervalRenewsBeforeItsLeaseEnds(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	store := &stallingRenew{Backend: discoverytest.NewBackend(), stalled: make(chan struct{}), release: make(chan struct{})}
+	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	store.stall.Store(true)
+	clock.BlockUntil(1)
+	clock.Advance(discovery.DefaultLeaseTTL / 3) // the renewal begins, and its process stops
+	<-store.stalled
+	written := clock.Now().Add(discovery.DefaultLeaseTTL) // the lease the stalled renewal wrote
+	clock.Advance(discovery.DefaultLeaseTTL * 4 / 5)      // 12 s: 3 s of it left when it resumes
+	close(store.release)
+	waitFor(t, 2*time.Second, "a renewal before the lease ends, the clock standing still", func() bool {
+		svc, err := store.Load(ctx, "db_svc")
+		return err == nil && len(svc.Instances) == 1 && svc.Instances[0].ExpiresAt.After(written)
+	})
+}
+
+// pausingRegister is a store whose Register, once pause is set, moves the
+// clock on while the call is under way: its process was stopped meanwhile.
+type pausingRegister struct {
+	*discoverytest.Backend
+	clock *discoverytest.Clock
+	pause atomic.Int64 // nanoseconds
+}
+
+func (s *pausingRegister) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	rev, err := s.Backend.Register(ctx, in)
+	if d := s.pause.Swap(0); d > 0 {
+		s.clock.Advance(time.Duration(d))
+	}
+	return rev, err
+}
+
+// A Register whose process stops while the write is under way returns with
+// less than a renewal interval of its lease left; the first renewal comes
+// before the lease ends, not one interval after Register returned.
+func TestRegisterLeftWithLessThanAnIntervalRenewsBeforeItsLeaseEnds(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	store := &pausingRegister{Backend: discoverytest.NewBackend(), clock: clock}
+	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	store.pause.Store(int64(discovery.DefaultLeaseTTL * 4 / 5))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	written := t0.Add(discovery.DefaultLeaseTTL) // the lease Register wrote, the clock at t0
+	waitFor(t, 2*time.Second, "a renewal before the lease ends, the clock standing still", func() bool {
+		svc, err := store.Load(ctx, "db_svc")
+		return err == nil && len(svc.Instances) == 1 && svc.Instances[0].ExpiresAt.After(written)
+	})
+}
