@@ -231,8 +231,27 @@ func (r *Registry) notePreservation(st *svcState, suspects, total int) {
 
 // outage is a database outage this process saw: from the last call that
 // answered before it to the first that answered after it (to is 0 while it
-// lasts).
-type outage struct{ from, to int64 }
+// lasts), and the earlier ones whose leases are still held or spared by the
+// reaper. Never changed once stored.
+type outage struct {
+	from, to int64
+	earlier  *outage
+}
+
+// inForce returns o without the outages that ended keep or more before now.
+func (o *outage) inForce(now, keep int64) *outage {
+	if o == nil {
+		return nil
+	}
+	earlier := o.earlier.inForce(now, keep)
+	switch {
+	case o.to != 0 && now >= o.to+keep:
+		return earlier
+	case earlier == o.earlier:
+		return o
+	}
+	return &outage{from: o.from, to: o.to, earlier: earlier}
+}
 
 // heldByOutage reports whether an instance whose lease ended at exp is kept
 // as a suspect because its lease ended while this process could not reach
@@ -240,8 +259,12 @@ type outage struct{ from, to int64 }
 // until the suspect grace after the database answers again, time enough
 // for the registration to renew or register again.
 func (r *Registry) heldByOutage(exp, now int64) bool {
-	o := r.outage.Load()
-	return o != nil && exp >= o.from && (o.to == 0 || now < o.to+int64(r.opts.suspectGrace))
+	for o := r.outage.Load(); o != nil; o = o.earlier {
+		if exp >= o.from && (o.to == 0 || now < o.to+int64(r.opts.suspectGrace)) {
+			return true
+		}
+	}
+	return false
 }
 
 // reapBefore is the reaper's cutoff at now: rows whose lease ended
@@ -249,8 +272,10 @@ func (r *Registry) heldByOutage(exp, now int64) bool {
 // saw until reapAfter has passed since it ended.
 func (r *Registry) reapBefore(now int64) time.Time {
 	cut := now - int64(r.opts.reapAfter)
-	if o := r.outage.Load(); o != nil && (o.to == 0 || now < o.to+int64(r.opts.reapAfter)) {
-		cut = min(cut, o.from)
+	for o := r.outage.Load(); o != nil; o = o.earlier {
+		if o.to == 0 || now < o.to+int64(r.opts.reapAfter) {
+			cut = min(cut, o.from)
+		}
 	}
 	return time.Unix(0, cut)
 }

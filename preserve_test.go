@@ -309,6 +309,35 @@ func TestFlappingDatabaseIsOneOutage(t *testing.T) {
 	}
 }
 
+// A database that fails now and then (one call in 20 s, every other call
+// answering) is not one endless outage: an instance that died while the
+// database answered is dropped, and its row reaped, as usual. Each failure
+// came within the grace of the last one and joined it, so the outage
+// reached back to the first failure for as long as failures kept coming:
+// every instance that died since stayed listed as a suspect, and the
+// reaper deleted nothing.
+func TestOccasionalDatabaseFailuresHoldNoDeadInstance(t *testing.T) {
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock),
+		discovery.WithReaper(0, discovery.DefaultReapAfter), discovery.WithoutHealthChecks())
+	down := &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("timeout")}
+	discovery.NoteStore(r, nil)
+	died := t0.Add(time.Minute) // its lease ended with the database answering
+	for range 180 {             // an hour
+		clock.Advance(20 * time.Second)
+		discovery.NoteStore(r, down)
+		clock.Advance(100 * time.Millisecond)
+		discovery.NoteStore(r, nil)
+	}
+	now := clock.Now()
+	if discovery.HeldByOutage(r, died, now) {
+		t.Errorf("an instance that died %v ago, the database answering, is still held as a suspect", now.Sub(died))
+	}
+	if cut, want := discovery.ReapBefore(r, now), now.Add(-discovery.DefaultReapAfter-time.Minute); cut.Before(want) {
+		t.Errorf("reaper cutoff %v after t0; want at least %v (no row reaped since the first failure)", cut.Sub(t0), want.Sub(t0))
+	}
+}
+
 // pausingClock pauses the first read of the time made inside noteStoreErr
 // (once armed) until resumed: a failed call recording its outage while
 // another call answers.

@@ -356,13 +356,24 @@ func (r *Registry) noteStoreErr(op string, err error) {
 	// Leases could not be renewed from the last call that answered on,
 	// or for at most one lease TTL before this one failed.
 	from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
-	// An outage within the grace of the last one (a flapping database,
-	// or a call that failed before it returned and ended after) is the
-	// same outage: leases that ended in the first are still held.
-	if o := r.outage.Load(); o != nil && now < o.to+int64(r.opts.suspectGrace) {
-		from = min(from, o.from)
+	// A failure before a live registration could have renewed since the
+	// database answered (a flapping database, or a call that failed
+	// before it returned and ended after) is the same outage: leases that
+	// ended in the first part are still held. A later one is an outage of
+	// its own, and the last one's leases stay held until its own grace
+	// ends: joined to it whenever it came within the grace, failures now
+	// and then (one call in 20 s) made one outage that never ended, and
+	// every instance that died since stayed a suspect, never reaped.
+	var earlier *outage
+	if o := r.outage.Load(); o != nil {
+		if now < o.to+r.groupWindow() {
+			from, earlier = min(from, o.from), o.earlier
+		} else {
+			earlier = o
+		}
+		earlier = earlier.inForce(now, int64(max(r.opts.suspectGrace, r.opts.reapAfter)))
 	}
-	r.outage.Store(&outage{from: from})
+	r.outage.Store(&outage{from: from, earlier: earlier})
 	r.storeDown.Store(true)
 	r.outMu.Unlock()
 	r.log.Warn("discovery: database lost; serving cached data", zap.String("op", op), zap.Error(err))
@@ -380,10 +391,11 @@ func (r *Registry) noteStoreOK() {
 		return
 	}
 	from := now
+	var earlier *outage
 	if o := r.outage.Load(); o != nil {
-		from = o.from
+		from, earlier = o.from, o.earlier
 	}
-	r.outage.Store(&outage{from: from, to: now})
+	r.outage.Store(&outage{from: from, to: now, earlier: earlier})
 	r.storeDown.Store(false)
 	r.outMu.Unlock()
 	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
