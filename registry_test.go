@@ -285,7 +285,11 @@ func TestCloseDeregistersAndIsIdempotent(t *testing.T) {
 
 func TestConcurrentRegistrations(t *testing.T) {
 	forEachWorld(t, func(t *testing.T, w *world) {
-		r := w.registry(t)
+		// 50 writes queue for SQLite's one writer: on a loaded host (the race
+		// detector, a parallel suite) the last ones waited past the default
+		// 5 s and failed with ErrTimeout. This test is about what lands, not
+		// how fast: each write gets a minute.
+		r := w.registry(t, discovery.WithDatabaseTimeout(time.Minute))
 		var wg sync.WaitGroup
 		for i := range 50 {
 			wg.Go(func() {
