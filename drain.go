@@ -70,7 +70,11 @@ type subscriberCounter interface{ Subscribers() int }
 //     (stale-while-revalidate), so the picks it makes during that one
 //     refresh may still choose the instance, even after Drain returned.
 //     Callers retry such a pick elsewhere (HTTPClient does, for idempotent
-//     requests); with changes fanned out it does not happen.
+//     requests); with changes fanned out it does not happen. When only this
+//     process has lost Redis (the others still read it), the others refresh
+//     from the snapshot Redis holds from before the mark, which serves for up
+//     to a lease TTL after it was read: for that long they may still choose
+//     the instance after Drain returned.
 //
 // A process that lost the message (a reconnection) revalidates what it
 // holds when it subscribes again, and otherwise sees the change when its
