@@ -485,7 +485,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	p.cands = make([]candidate, 0, len(view.Instances))
 	for i := range view.Instances {
 		in := &view.Instances[i]
-		if in.Status == core.StatusDraining || in.Weight <= 0 {
+		if in.Status == core.StatusDraining || in.Weight <= 0 || in.Status == core.StatusSuspect && drainingIn(e.raw, in.ID) {
 			continue
 		}
 		is := st.instOrNew(in.ID)
@@ -530,6 +530,18 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	}
 	st.picker.Store(p)
 	return p
+}
+
+// drainingIn reports whether the snapshot stores the instance as draining.
+// A view shows a lapsed instance kept as a suspect as suspect, draining or
+// not (suspect wins, as in Get and Watch), so selection reads the mark from
+// the snapshot: a drained instance kept as a suspect was picked again.
+func drainingIn(raw *core.Service, id string) bool {
+	if raw == nil {
+		return false
+	}
+	in := raw.Instance(id)
+	return in != nil && in.Status == core.StatusDraining
 }
 
 // serviceConfig is the part of a service's configuration selection reads:

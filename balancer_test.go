@@ -1258,3 +1258,50 @@ func TestDoneLatencyExcludesPicksLoad(t *testing.T) {
 		t.Fatalf("latency average %v after a call of 10ms; want 10ms", got)
 	}
 }
+
+// A draining instance whose lease lapsed with others (self-preservation
+// keeps the group as suspects) is still draining: Get shows it suspect,
+// and Pick never chooses it. Its draining mark was read from what Get
+// shows, where suspect wins, so drained instances that stopped together (a
+// scale-down whose deregistrations failed) were picked again for the grace.
+func TestDrainingInstanceKeptAsSuspectIsNeverPicked(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	r, clock, backend := lapseRegistry(t)
+	for i := 0; i < 10; i++ {
+		in := discovery.Instance{ID: fmt.Sprintf("i%02d", i), Service: "db_svc", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
+			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		if i < 3 { // drained, then lapsed together
+			in.Status, in.ExpiresAt = discovery.StatusDraining, t0.Add(ttl+time.Duration(i)*time.Second)
+		}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Set(t0.Add(ttl + 3*time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 3 suspect" {
+		t.Fatalf("Get: %s; want the 3 lapsed draining instances kept as suspects", got)
+	}
+	for _, s := range allStrategies {
+		for _, filtered := range []bool{false, true} {
+			opts := []discovery.PickOption{discovery.UseStrategy(s)}
+			if filtered {
+				opts = append(opts, discovery.Exclude("i09"))
+			}
+			got := map[string]int{}
+			for i := 0; i < 300; i++ {
+				sel, err := r.Pick(ctx, "db_svc", append(opts, discovery.HashKey(fmt.Sprint("k", i)))...)
+				if err != nil {
+					t.Fatalf("%s: Pick: %v", s, err)
+				}
+				got[sel.Instance.ID]++
+				sel.Done(nil)
+			}
+			for id, n := range got {
+				if id < "i03" {
+					t.Errorf("%s (filtered %v): the draining instance %s, kept as a suspect, got %d of 300 picks; want 0 (%v)", s, filtered, id, n, got)
+				}
+			}
+		}
+	}
+}
