@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,7 +88,9 @@ func WithHandler(h http.Handler) RegisterOption {
 // (connection errors, 5xx and the caller's deadline passing as failures,
 // 429 and 503 with Retry-After as overload, the caller's cancellation as
 // neither), and retries idempotent requests once on another instance under
-// a retry budget.
+// a retry budget. A request net/http would not send to any instance (a
+// method or header name that is not a token, a control character in a
+// header value) is an error matching ErrInvalid, held against no instance.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
 	for _, opt := range opts {
@@ -129,6 +132,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	service, ok := t.o.resolve(req.URL.Hostname())
 	if !ok {
 		return t.o.base.RoundTrip(req)
+	}
+	if err := sendable(req); err != nil {
+		// The caller's mistake, which the base transport refuses for any
+		// instance: refused before a pick, it counts against none (each
+		// counted as the instance's failure, and was retried elsewhere).
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
 	}
 	var pickOpts []PickOption
 	if t.o.pickOpts != nil {
@@ -328,6 +340,45 @@ func (b *doneBody) Read(p []byte) (int, error) {
 func (b *doneBody) Close() error {
 	b.once.Do(func() { b.done(nil) })
 	return b.ReadCloser.Close()
+}
+
+// sendable refuses a request that net/http will not send, whatever the
+// instance: a method that is not a token, a header name that is not one, a
+// header value with a control character other than a tab.
+func sendable(req *http.Request) error {
+	if req.Method != "" && !isToken(req.Method) {
+		return &ValidationError{Field: "method", Value: req.Method, Reason: "not an HTTP token"}
+	}
+	for name, values := range req.Header {
+		if !isToken(name) {
+			return &ValidationError{Field: "header name", Value: name, Reason: "not an HTTP token"}
+		}
+		for _, v := range values {
+			for i := 0; i < len(v); i++ {
+				if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+					return &ValidationError{Field: "header value", Value: name, Reason: "holds a control character"}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, 5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // isIdempotent is net/http's rule: GET, HEAD, OPTIONS and TRACE, or any

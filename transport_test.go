@@ -634,3 +634,57 @@ func TestTransportInProcessCallerCancelsAHandlerThatDoesNotReturn(t *testing.T) 
 		t.Fatalf("a cancelled in-process request left %d requests in flight; want 0", n)
 	}
 }
+
+// A request that net/http refuses to send (a header name or value it cannot
+// carry, a method that is not a token) is the caller's mistake: it is
+// refused before any instance is picked, with an error matching
+// ErrInvalid, and counts against no instance. Each was sent to the base
+// transport, whose refusal counted as the instance's failure (and was
+// retried on another instance): a caller looping on a bad header ejected
+// healthy instances.
+func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok1, ok2 := newServer(t, 200), newServer(t, 200)
+	registerServer(t, r, "web", ok1)
+	registerServer(t, r, "web", ok2)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	tests := []struct {
+		name   string
+		method string
+		header string
+		value  string
+	}{
+		{"a value with a newline", http.MethodGet, "X-User", "a\nb"},
+		{"a name with a space", http.MethodGet, "X User", "a"},
+		{"a method with a space", "GET X", "X-User", "a"},
+	}
+	for _, tt := range tests {
+		for i := range 6 {
+			req, _ := http.NewRequest(http.MethodGet, "http://web/x", nil)
+			req.Method = tt.method
+			req.Header[tt.header] = []string{tt.value}
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s: request %d answered %d; want an error", tt.name, i, resp.StatusCode)
+			}
+			if !errors.Is(err, discovery.ErrInvalid) {
+				t.Errorf("%s: request %d: %v; want an error matching ErrInvalid", tt.name, i, err)
+			}
+		}
+	}
+	hs, err := r.Health(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s: %d failures, ejected %v after requests the caller got wrong; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
+		}
+	}
+	if n := ok1.hits.Load() + ok2.hits.Load(); n != 0 {
+		t.Errorf("the instances got %d requests; want 0", n)
+	}
+}
