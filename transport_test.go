@@ -688,3 +688,53 @@ func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *t
 		t.Errorf("the instances got %d requests; want 0", n)
 	}
 }
+
+// A protocol upgrade (101 Switching Protocols: WebSocket, h2c) gives the
+// caller the connection as a writable body, as net/http does: WebSocket
+// clients over an http.Client assert io.ReadWriteCloser. The Transport
+// wrapped it in a read-only body, so every upgrade through it failed, and
+// it would have reported the connection's whole life as one request's
+// latency. The request ends with the handshake.
+func TestTransportUpgradedConnectionIsWritable(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = buf.Flush()
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(buf, b); err == nil {
+			_, _ = conn.Write(b)
+		}
+	}))
+	defer srv.Close()
+	id := registerServer(t, r, "ws", &countingServer{Server: srv})
+	req, _ := http.NewRequest(http.MethodGet, "http://ws/", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d; want 101", resp.StatusCode)
+	}
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("the upgraded connection's body is a %T, not an io.ReadWriteCloser", resp.Body)
+	}
+	if n := discovery.InFlight(r, "ws", id); n != 0 {
+		t.Errorf("%d requests in flight once the handshake is done; want 0", n)
+	}
+	if _, err := rw.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "ping" {
+		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
+	}
+}
