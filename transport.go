@@ -123,6 +123,14 @@ type transport struct {
 	retried atomic.Uint64
 }
 
+// CloseIdleConnections closes the base transport's idle connections, if it
+// can (http.Client.CloseIdleConnections calls it).
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.o.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // errStatus marks a 5xx answer as a failure of the instance.
 type errStatus int
 

@@ -738,3 +738,37 @@ func TestTransportUpgradedConnectionIsWritable(t *testing.T) {
 		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
 	}
 }
+
+// http.Client.CloseIdleConnections reaches the base transport's pool, as
+// for any other RoundTripper that has one: the Transport did not have the
+// method, so the call did nothing and the idle connections to instances
+// stayed open until their idle timeout (90 s), for each Transport made.
+func TestTransportClosesIdleConnections(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			select {
+			case closed <- struct{}{}:
+			default:
+			}
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	client := r.HTTPClient()
+	resp, err := client.Get("http://web/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close() // the connection goes back to the pool, idle
+	client.CloseIdleConnections()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle connection to the instance is still open after CloseIdleConnections")
+	}
+}
