@@ -322,6 +322,7 @@ func serveLocalWait(h http.Handler, out *http.Request) (resp *http.Response, err
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, out)
 	resp = rec.Result()
+	resp.Request = out // as net/http's transport sets it
 	if rec.Body.Len() == 0 {
 		resp.Body = http.NoBody // as net/http's client gives an empty answer
 	}

@@ -772,3 +772,23 @@ func TestTransportClosesIdleConnections(t *testing.T) {
 		t.Fatal("the idle connection to the instance is still open after CloseIdleConnections")
 	}
 }
+
+// A response served in-process names its request, as net/http's transport
+// does (Response.Request: "the request that was sent to obtain this
+// Response"): it was nil, and a caller that logs resp.Request.URL
+// panicked for router instances alone.
+func TestTransportInProcessResponseNamesItsRequest(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { _, _ = io.WriteString(w, "ok") })
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.HTTPClient().Get("http://user_svc/profile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Request == nil || resp.Request.Method != http.MethodGet || resp.Request.URL.Path != "/profile" {
+		t.Fatalf("resp.Request = %+v; want the GET /profile that was sent", resp.Request)
+	}
+}
