@@ -280,6 +280,12 @@ func callerCanceled(req *http.Request) bool {
 // context runs on to its end, as a server's would.
 func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
+	if err := ctx.Err(); err != nil { // net/http sends nothing then
+		if out.Body != nil {
+			_ = out.Body.Close()
+		}
+		return nil, err
+	}
 	if ctx.Done() == nil { // cannot end: no goroutine needed
 		return serveLocalWait(h, out)
 	}

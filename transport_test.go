@@ -792,3 +792,38 @@ func TestTransportInProcessResponseNamesItsRequest(t *testing.T) {
 		t.Fatalf("resp.Request = %+v; want the GET /profile that was sent", resp.Request)
 	}
 }
+
+// A request whose context has already ended is not served in-process, as
+// net/http's transport sends nothing for it: the handler ran anyway (in a
+// goroutine nobody waited for), carrying out a POST whose caller was told
+// it had been cancelled.
+func TestTransportInProcessDoesNotServeAnEndedContext(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ran := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { ran <- struct{}{} })
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(context.Background(), "user_svc"); err != nil { // a warm cache: Pick does not need the context
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	body := &trackBody{Reader: strings.NewReader("order")}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://user_svc/orders", body)
+	resp, err := r.Transport().RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("POST with a cancelled context: %v; want context.Canceled", err)
+	}
+	if !body.closed.Load() {
+		t.Error("RoundTrip returned without closing the request body")
+	}
+	select {
+	case <-ran:
+		t.Fatal("the handler served a request whose context had ended before it was sent")
+	case <-time.After(200 * time.Millisecond): // it starts at once when it starts at all
+	}
+}
