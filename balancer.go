@@ -63,6 +63,21 @@ func (s Strategy) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s Strategy) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler: a name ParseStrategy
+// accepts, or "default" (the zero Strategy), as MarshalText writes them.
+func (s *Strategy) UnmarshalText(text []byte) error {
+	if string(text) == "default" {
+		*s = 0
+		return nil
+	}
+	p, err := ParseStrategy(string(text))
+	if err != nil {
+		return err
+	}
+	*s = p
+	return nil
+}
+
 // ParseStrategy parses a strategy name.
 func ParseStrategy(name string) (Strategy, error) {
 	for i, n := range strategyNames {

@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -1303,5 +1304,26 @@ func TestDrainingInstanceKeptAsSuspectIsNeverPicked(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A Strategy reads back what it writes as text (JSON, YAML, flags): it had
+// MarshalText and no UnmarshalText, so a configuration struct holding one
+// encoded as "round_robin" and could not be decoded again.
+func TestStrategyTextRoundTrips(t *testing.T) {
+	type conf struct{ S discovery.Strategy }
+	for _, s := range append([]discovery.Strategy{0}, allStrategies...) {
+		b, err := json.Marshal(conf{S: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got conf
+		if err := json.Unmarshal(b, &got); err != nil || got.S != s {
+			t.Errorf("%s: %s decodes to %v, %v; want %v", s, b, got.S, err, s)
+		}
+	}
+	var got conf
+	if err := json.Unmarshal([]byte(`{"S":"fastest"}`), &got); !errors.Is(err, discovery.ErrInvalid) {
+		t.Errorf("an unknown strategy decodes with %v; want an error matching ErrInvalid", err)
 	}
 }
