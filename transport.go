@@ -329,8 +329,10 @@ func serveLocalWait(h http.Handler, out *http.Request) (resp *http.Response, err
 	h.ServeHTTP(rec, out)
 	resp = rec.Result()
 	resp.Request = out // as net/http's transport sets it
-	if rec.Body.Len() == 0 {
-		resp.Body = http.NoBody // as net/http's client gives an empty answer
+	if rec.Body.Len() == 0 || out.Method == http.MethodHead {
+		// as net/http's client gives an empty answer, and its server
+		// sends none to a HEAD whatever the handler writes
+		resp.Body = http.NoBody
 	}
 	return resp, nil
 }

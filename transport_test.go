@@ -827,3 +827,30 @@ func TestTransportInProcessDoesNotServeAnEndedContext(t *testing.T) {
 	case <-time.After(200 * time.Millisecond): // it starts at once when it starts at all
 	}
 }
+
+// A HEAD served in-process has no body, as net/http's server and client
+// make it, even from a handler that writes one (most serve GET and HEAD
+// alike): the caller got the handler's body, and one that did not close
+// it, as net/http allows for an empty answer, left the request counted
+// in flight for good.
+func TestTransportInProcessHEADHasNoBody(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { _, _ = io.WriteString(w, "hello") })
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	for i := 0; i < 10; i++ {
+		resp, err := client.Head("http://user_svc/x") // body never closed
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Body != http.NoBody {
+			t.Fatalf("HEAD answered with a body (%T); want http.NoBody", resp.Body)
+		}
+	}
+	if n := discovery.InFlight(r, "user_svc", g.Instance().ID); n != 0 {
+		t.Fatalf("after 10 HEADs the instance counts %d requests in flight; want 0", n)
+	}
+}
