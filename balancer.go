@@ -372,7 +372,9 @@ func (s Selection) Done(err error) {
 	s.finish(err, time.Duration(s.r.clock.Now().UnixNano()-s.start))
 }
 
-// DoneLatency is Done with a latency the caller measured.
+// DoneLatency is Done with a latency the caller measured. A negative
+// latency is no sample: a success then leaves the instance's latency
+// average as it was (a failure still counts as one).
 func (s Selection) DoneLatency(err error, latency time.Duration) {
 	if s.is == nil {
 		return
@@ -403,6 +405,12 @@ func (s Selection) finish(err error, latency time.Duration) {
 // constant. A failure counts as at least twice the current average (up to
 // maxFailurePenalty), so a fast-failing instance does not attract traffic.
 func (is *instState) observe(latency time.Duration, o outcome, now int64) {
+	if latency < 0 && o == outcomeSuccess {
+		// No sample (a caller's clock that went back, say): taken as 1 ns,
+		// it pulled the average to nothing and p2c sent the instance
+		// nearly every pick for seconds. A failure still costs its penalty.
+		return
+	}
 	l := max(float64(latency), 1)
 	for {
 		old := is.ewma.Load()

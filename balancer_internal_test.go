@@ -93,3 +93,24 @@ func TestAFailureCountsTwiceTheDecayedAverage(t *testing.T) {
 			cur/1e6, v/1e6)
 	}
 }
+
+// A negative latency (DoneLatency from a clock that went back) is no sample:
+// taken as 1 ns, it pulled a 10 ms average down to under 4 ms in one call
+// 10 s on, and to nothing after a few, so p2c sent the instance nearly every
+// pick.
+func TestNegativeLatencyLeavesTheAverage(t *testing.T) {
+	is := newInstState("s", "a")
+	now := int64(1e18)
+	is.observe(10*time.Millisecond, outcomeSuccess, now)
+	for range 5 {
+		now += int64(10 * time.Second)
+		is.observe(-time.Second, outcomeSuccess, now)
+	}
+	if v := math.Float64frombits(is.ewma.Load()); v != float64(10*time.Millisecond) {
+		t.Fatalf("after five successes of -1 s the average is %.3f ms; want 10 ms, untouched", v/1e6)
+	}
+	is.observe(-time.Second, outcomeFailure, now)
+	if v := math.Float64frombits(is.ewma.Load()); v <= float64(10*time.Millisecond)*decay(int64(50*time.Second)) {
+		t.Fatalf("a failure of -1 s left the average at %.3f ms; want its penalty", v/1e6)
+	}
+}
