@@ -68,14 +68,14 @@ type LayerOverview struct {
 	HitRate float64
 }
 
-// usable reports whether selection may pick the instance (health and
-// ejection; weight and filters aside).
-func (h *InstanceHealth) usable() bool {
+// usable reports whether selection may pick the instance (health, score
+// above minScore, and ejection; weight and filters aside).
+func (h *InstanceHealth) usable(minScore float64) bool {
 	switch h.Shown {
 	case StatusDraining, StatusEjected:
 		return false
 	}
-	return h.Status != StatusUnhealthy && !h.Ejected
+	return h.Status != StatusUnhealthy && h.Score > minScore && !h.Ejected
 }
 
 // Overview returns every service the database knows (or, while it cannot
@@ -102,7 +102,7 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 			hs, err := r.Health(ctx, info.Name)
 			switch {
 			case err == nil:
-				so.fill(hs)
+				so.fill(hs, r.opts.minScore)
 			case ctx.Err() != nil:
 				return Overview{}, err
 			case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable):
@@ -135,7 +135,7 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	return ov, nil
 }
 
-func (so *ServiceOverview) fill(hs []InstanceHealth) {
+func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64) {
 	so.Instances = hs
 	so.Live = len(hs)
 	if len(hs) == 0 {
@@ -147,7 +147,7 @@ func (so *ServiceOverview) fill(hs []InstanceHealth) {
 	for i := range hs {
 		h := &hs[i]
 		score += h.Score
-		if h.usable() {
+		if h.usable(minScore) {
 			so.Usable++
 		}
 		if !h.LastCheck.IsZero() {

@@ -70,3 +70,44 @@ func TestOverviewDuringDatabaseOutage(t *testing.T) {
 		t.Fatalf("overview during an outage: %+v", ov)
 	}
 }
+
+// An instance whose checks pass too slowly for its score to stay above the
+// minimum is not picked, and Overview does not count it as usable: the
+// dashboard called such a service healthy while Pick refused every call.
+func TestOverviewCountsALowScoreAsNotUsable(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	addInstance(t, r, discovery.Instance{ID: "slow:8080", Service: "slow", Host: "10.0.3.1", Port: 8080,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+	if _, err := r.Get(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // passing, each in 1 s: samples of 0.1
+		clock.Advance(time.Second)
+		discovery.InjectCheck(r, "slow", "slow:8080", discovery.StatusHealthy, time.Second, "")
+	}
+	hs, err := r.Health(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].Status != discovery.StatusHealthy || hs[0].Score > discovery.DefaultMinScore {
+		t.Fatalf("health %+v; want one healthy instance scoring at most %v", hs, discovery.DefaultMinScore)
+	}
+	if _, err := r.Pick(ctx, "slow"); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick: %v; want ErrNoHealthyInstances", err)
+	}
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ov.Services) != 1 {
+		t.Fatalf("services %+v; want slow alone", ov.Services)
+	}
+	so := ov.Services[0]
+	if so.Usable != 0 || so.Status != discovery.StatusUnhealthy || ov.UnhealthyServices != 1 || ov.HealthyServices != 0 {
+		t.Fatalf("slow: usable %d, status %s; overview %d healthy, %d unhealthy; want 0, unhealthy, 0, 1",
+			so.Usable, so.Status, ov.HealthyServices, ov.UnhealthyServices)
+	}
+}
