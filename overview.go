@@ -98,7 +98,10 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	checked := 0
 	for _, info := range infos {
 		so := ServiceOverview{Name: info.Name, Revision: info.Revision, Status: StatusUnhealthy}
-		if info.Live > 0 || ov.FromCache {
+		// Expired rows too: instances whose leases ended may be kept as
+		// suspects (self-preservation, a database outage), and Get shows
+		// them and Pick picks them.
+		if info.Live > 0 || info.Expired > 0 || ov.FromCache {
 			hs, err := r.Health(ctx, info.Name)
 			switch {
 			case err == nil:

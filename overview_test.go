@@ -111,3 +111,35 @@ func TestOverviewCountsALowScoreAsNotUsable(t *testing.T) {
 			so.Usable, so.Status, ov.HealthyServices, ov.UnhealthyServices)
 	}
 }
+
+// Instances whose leases ended together and which Get keeps as suspects
+// (self-preservation) are what Get and Pick answer with; Overview shows
+// them too, instead of a service with no live instance.
+func TestOverviewShowsInstancesKeptAsSuspects(t *testing.T) {
+	ctx := context.Background()
+	r, clock, backend := lapseRegistry(t)
+	ttl := discovery.DefaultLeaseTTL
+	writeInstances(t, backend, "db_svc", 3, func(int) time.Time { return t0.Add(ttl) })
+	if got := statuses(r.Get(ctx, "db_svc")); got != "3 instances, 0 suspect" {
+		t.Fatalf("before the lapse: %s", got)
+	}
+	clock.Set(t0.Add(ttl + time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "3 instances, 3 suspect" {
+		t.Fatalf("after the lapse: %s; want 3 instances, 3 suspect", got)
+	}
+	if _, err := r.Pick(ctx, "db_svc"); err != nil {
+		t.Fatalf("Pick: %v", err)
+	}
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ov.Services) != 1 {
+		t.Fatalf("services %+v; want db_svc alone", ov.Services)
+	}
+	so := ov.Services[0]
+	if so.Live != 3 || len(so.Instances) != 3 || so.Status == discovery.StatusUnhealthy {
+		t.Fatalf("db_svc: live %d, %d instances, status %s; want 3, 3, not unhealthy (Get shows 3 suspects and Pick picks them)",
+			so.Live, len(so.Instances), so.Status)
+	}
+}
