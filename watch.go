@@ -421,8 +421,7 @@ func (h *hub) process(e *entry) {
 			w.wentBack(snap.rev)
 		}
 		for _, ev := range evs {
-			ev.Config = slices.Clone(ev.Config) // each reader its own: L1 shares the snapshot's
-			w.push(ev)
+			w.push(ev) // each reader its own copy
 		}
 	}
 	if cfgNew && snap.cfgRev > 0 || cfgBack {
@@ -443,7 +442,6 @@ func (h *hub) addWatcher(w *watcher) bool {
 	h.watchers[w] = struct{}{}
 	if h.loaded {
 		for _, ev := range diff(h.name, &snapshot{}, &h.last) {
-			ev.Config = slices.Clone(ev.Config)
 			w.push(ev)
 		}
 	}
@@ -612,8 +610,12 @@ func keyOf(ev *Event) watchKey {
 	return watchKey{id: ev.Instance.ID}
 }
 
-// push queues ev, coalescing it with a pending event of the same key.
+// push queues ev, coalescing it with a pending event of the same key. The
+// watcher queues its own copy of the instance and the configuration: the
+// same event goes to every watcher of the hub, and a reader may change
+// what it is given (L1 shares the snapshot's configuration too).
 func (w *watcher) push(ev Event) {
+	ev.Instance, ev.Config = ev.Instance.Clone(), slices.Clone(ev.Config)
 	w.mu.Lock()
 	ev.Revision = max(ev.Revision, w.rev)
 	w.rev = ev.Revision

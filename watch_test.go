@@ -661,3 +661,34 @@ func TestEventJSONNamesThePreviousStatusOfEveryHealthChange(t *testing.T) {
 		}
 	}
 }
+
+// Each reader of a Watch gets events of its own, as it gets its own
+// configuration: two Watch calls on one service shared the instance's tags
+// and metadata, so a reader that sorted the tags it was given, or edited
+// the metadata, changed the other reader's events (a data race when they
+// run concurrently).
+func TestWatchReadersDoNotShareInstances(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	a, b := watch(t, r, "db_svc"), watch(t, r, "db_svc")
+	in := inst("db_svc", "10.0.0.1", 80)
+	in.Tags, in.Metadata = []string{"blue", "alpha"}, map[string]string{"team": "search"}
+	g := mustRegister(t, r, in)
+	evA, evB := next(t, a, 5*time.Second), next(t, b, 5*time.Second)
+	if evA.Kind != discovery.EventInstanceAdded || evB.Kind != discovery.EventInstanceAdded {
+		t.Fatalf("got %s and %s; want the addition on both", describe(evA), describe(evB))
+	}
+	slices.Sort(evA.Instance.Tags)
+	evA.Instance.Metadata["team"] = "edited"
+	if got := evB.Instance.Tags; !slices.Equal(got, []string{"blue", "alpha"}) || evB.Instance.Metadata["team"] != "search" {
+		t.Fatalf("the other reader's addition has tags %v, metadata %v; want [blue alpha], team=search", got, evB.Instance.Metadata)
+	}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Metadata = map[string]string{"team": "ads"} }); err != nil {
+		t.Fatal(err)
+	}
+	evA, evB = next(t, a, 5*time.Second), next(t, b, 5*time.Second)
+	evA.Instance.Metadata["team"] = "edited"
+	if evB.Kind != discovery.EventInstanceUpdated || evB.Instance.Metadata["team"] != "ads" {
+		t.Fatalf("the other reader got %s; want the update with team=ads", describe(evB))
+	}
+}
