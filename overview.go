@@ -68,14 +68,15 @@ type LayerOverview struct {
 	HitRate float64
 }
 
-// usable reports whether selection may pick the instance (health, score
-// above minScore, and ejection; weight and filters aside).
+// usable reports whether selection may pick the instance: not draining,
+// weight above 0, health, score above minScore, not ejected (a call's
+// filters aside).
 func (h *InstanceHealth) usable(minScore float64) bool {
 	switch h.Shown {
 	case StatusDraining, StatusEjected:
 		return false
 	}
-	return h.Status != StatusUnhealthy && h.Score > minScore && !h.Ejected
+	return h.Weight > 0 && h.Status != StatusUnhealthy && h.Score > minScore && !h.Ejected
 }
 
 // Overview returns every service the database knows (or, while it cannot

@@ -143,3 +143,31 @@ func TestOverviewShowsInstancesKeptAsSuspects(t *testing.T) {
 			so.Live, len(so.Instances), so.Status)
 	}
 }
+
+// An instance set to weight 0 is out of selection (SetWeight(ctx, 0)), as a
+// draining one is: a service whose every instance is at weight 0 was shown
+// healthy while Pick refused every call.
+func TestOverviewCountsWeightZeroAsNotUsable(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	a := mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	b := mustRegister(t, r, inst("web", "10.0.0.2", 80))
+	for _, g := range []*discovery.Registration{a, b} {
+		if err := g.SetWeight(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Pick(ctx, "web"); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("Pick: %v; want ErrNoHealthyInstances", err)
+	}
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ov.Services) != 1 {
+		t.Fatalf("services %+v; want web alone", ov.Services)
+	}
+	if so := ov.Services[0]; so.Live != 2 || so.Usable != 0 || so.Status != discovery.StatusUnhealthy {
+		t.Fatalf("web: live %d, usable %d, status %s; want 2, 0, unhealthy", so.Live, so.Usable, so.Status)
+	}
+}
