@@ -88,9 +88,10 @@ func WithHandler(h http.Handler) RegisterOption {
 // (connection errors, 5xx and the caller's deadline passing as failures,
 // 429 and 503 with Retry-After as overload, the caller's cancellation as
 // neither), and retries idempotent requests once on another instance under
-// a retry budget. A request net/http would not send to any instance (a
-// method or header name that is not a token, a control character in a
-// header value) is an error matching ErrInvalid, held against no instance.
+// a retry budget. A request net/http would not send to any instance (no
+// URL, a method or header name that is not a token, a Host with a byte a
+// Host header cannot hold, a control character in a header value) is an
+// error matching ErrInvalid, held against no instance.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
 	for _, opt := range opts {
@@ -137,6 +138,12 @@ type errStatus int
 func (e errStatus) Error() string { return "discovery: instance answered " + strconv.Itoa(int(e)) }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil { // net/http's error, not a panic
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, &ValidationError{Field: "url", Value: "nil", Reason: "a request needs a URL"}
+	}
 	service, ok := t.o.resolve(req.URL.Hostname())
 	if !ok {
 		return t.o.base.RoundTrip(req)
@@ -363,11 +370,17 @@ func (b *doneBody) Close() error {
 }
 
 // sendable refuses a request that net/http will not send, whatever the
-// instance: a method that is not a token, a header name that is not one, a
-// header value with a control character other than a tab.
+// instance: a method that is not a token, a Host with a byte a Host header
+// cannot hold, a header name that is not a token, a header value with a
+// control character other than a tab.
 func sendable(req *http.Request) error {
 	if req.Method != "" && !isToken(req.Method) {
 		return &ValidationError{Field: "method", Value: req.Method, Reason: "not an HTTP token"}
+	}
+	for i := 0; i < len(req.Host); i++ {
+		if c := req.Host[i]; !isAlnum(c) && strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) < 0 {
+			return &ValidationError{Field: "host", Value: req.Host, Reason: "not a valid Host header"}
+		}
 	}
 	for name, values := range req.Header {
 		if !isToken(name) {
@@ -391,14 +404,15 @@ func isToken(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
+		if !isAlnum(c) && strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
 			return false
 		}
 	}
 	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // isIdempotent is net/http's rule: GET, HEAD, OPTIONS and TRACE, or any

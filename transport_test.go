@@ -655,16 +655,20 @@ func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *t
 		method string
 		header string
 		value  string
+		host   string
 	}{
-		{"a value with a newline", http.MethodGet, "X-User", "a\nb"},
-		{"a name with a space", http.MethodGet, "X User", "a"},
-		{"a method with a space", "GET X", "X-User", "a"},
+		{"a value with a newline", http.MethodGet, "X-User", "a\nb", ""},
+		{"a name with a space", http.MethodGet, "X User", "a", ""},
+		{"a method with a space", "GET X", "X-User", "a", ""},
+		{"a Host with a space", http.MethodGet, "X-User", "a", "web x"},
+		{"a Host with a slash", http.MethodGet, "X-User", "a", "web/x"},
 	}
 	for _, tt := range tests {
 		for i := range 6 {
 			req, _ := http.NewRequest(http.MethodGet, "http://web/x", nil)
 			req.Method = tt.method
 			req.Header[tt.header] = []string{tt.value}
+			req.Host = tt.host
 			resp, err := client.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -687,7 +691,23 @@ func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *t
 	if n := ok1.hits.Load() + ok2.hits.Load(); n != 0 {
 		t.Errorf("the instances got %d requests; want 0", n)
 	}
+	// A request without a URL: net/http's error, where the Transport panicked.
+	body := &closeCounter{Reader: strings.NewReader("x")}
+	if resp, err := r.Transport().RoundTrip(&http.Request{Method: http.MethodPost, Header: http.Header{}, Body: body}); !errors.Is(err, discovery.ErrInvalid) || resp != nil {
+		t.Errorf("RoundTrip of a request without a URL = %v, %v; want an error matching ErrInvalid", resp, err)
+	}
+	if body.closed.Load() != 1 {
+		t.Errorf("RoundTrip of a request without a URL closed its body %d times; want 1", body.closed.Load())
+	}
 }
+
+// closeCounter is a request body that counts its closes.
+type closeCounter struct {
+	io.Reader
+	closed atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
 
 // A protocol upgrade (101 Switching Protocols: WebSocket, h2c) gives the
 // caller the connection as a writable body, as net/http does: WebSocket
