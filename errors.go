@@ -3,7 +3,9 @@ package discovery
 import "github.com/rssbot/discovery/internal/core"
 
 // Sentinel errors; branch on them with errors.Is. Every error this package
-// returns starts with "discovery:".
+// returns starts with "discovery:", except the caller's own: a call whose
+// context ended before it could finish returns that context's error
+// (matching context.Canceled or context.DeadlineExceeded), which may not.
 var (
 	// ErrInvalid matches every validation error (see ValidationError);
 	// nothing was written.

@@ -383,3 +383,50 @@ func TestREADMESupersededEntryWhileLoadsFail(t *testing.T) {
 			"Once a change message has announced a newer revision the old entry is never served again", res.Revision)
 	}
 }
+
+// errors.go's godoc tells callers what every error of the package looks
+// like. A call whose context ended first returns that context's error as it
+// is (README: "a caller whose context ends first gets its context's error"),
+// which does not start with "discovery:"; the godoc must not promise that
+// every error does without saying so.
+func TestGodocErrorPrefixNamesTheContextException(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var bare []string
+	for name, call := range map[string]func() error{
+		"Get": func() error { _, err := r.Get(ctx, "web"); return err },
+		"Register": func() error {
+			_, err := r.Register(ctx, discovery.Instance{Service: "web", Host: "127.0.0.1", Port: 1})
+			return err
+		},
+		"Services": func() error { _, err := r.Services(ctx); return err },
+	} {
+		err := call()
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context = %v; want the context's error", name, err)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), "discovery:") {
+			bare = append(bare, name+": "+err.Error())
+		}
+	}
+	if len(bare) == 0 {
+		return
+	}
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "errors.go", nil, parser.ParseComments|parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Doc == nil {
+			continue
+		}
+		doc := strings.Join(strings.Fields(g.Doc.Text()), " ")
+		if strings.Contains(doc, `starts with "discovery:"`) && !strings.Contains(doc, "context") {
+			t.Errorf("errors.go: %q; but %s", doc, strings.Join(bare, "; "))
+		}
+	}
+}
