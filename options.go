@@ -452,7 +452,9 @@ func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed
 // lapsed within one renewal window of each other, they stay visible as
 // StatusSuspect for grace (two lease TTLs, 30 s by default) instead of
 // disappearing at once, as after a partition or a database outage. A
-// fraction of 0 turns it off.
+// fraction of 0 turns it off. Instances whose leases ended while this
+// process could not reach the database are held either way: until two lease
+// TTLs after the database answers again, or grace after it if longer.
 func WithSelfPreservation(fraction float64, grace time.Duration) Option {
 	return optionFunc(func(o *options) { o.preserveFraction, o.suspectGrace, o.graceSet = fraction, grace, true })
 }

@@ -256,15 +256,24 @@ func (o *outage) inForce(now, keep int64) *outage {
 // heldByOutage reports whether an instance whose lease ended at exp is kept
 // as a suspect because its lease ended while this process could not reach
 // the database: its registration could not renew it either. It is kept
-// until the suspect grace after the database answers again, time enough
+// until the outage grace after the database answers again, time enough
 // for the registration to renew or register again.
 func (r *Registry) heldByOutage(exp, now int64) bool {
 	for o := r.outage.Load(); o != nil; o = o.earlier {
-		if exp >= o.from && (o.to == 0 || now < o.to+int64(r.opts.suspectGrace)) {
+		if exp >= o.from && (o.to == 0 || now < o.to+r.outageGrace()) {
 			return true
 		}
 	}
 	return false
+}
+
+// outageGrace is how long after a database outage the leases that ended
+// during it are held: two lease TTLs, or self-preservation's grace if
+// longer. It is not self-preservation's alone: WithSelfPreservation(0, 0),
+// which turns self-preservation off, made every such instance vanish the
+// moment the database answered, before its registration could renew.
+func (r *Registry) outageGrace() int64 {
+	return max(int64(r.opts.suspectGrace), 2*int64(r.opts.leaseTTL))
 }
 
 // reapBefore is the reaper's cutoff at now: rows whose lease ended

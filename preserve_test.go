@@ -532,3 +532,46 @@ func twoLapses(t *testing.T, group int, steps []lapseStep) {
 		}
 	}
 }
+
+// README: a lease that ended while this process could not reach the
+// database is kept as a suspect until two lease TTLs after the database
+// answers again, separately from self-preservation. Turning
+// self-preservation off (WithSelfPreservation(0, 0)) or giving it a short
+// grace must not take that away: the instance vanished the moment the
+// database came back, before its registration could renew.
+func TestDatabaseOutageHoldOutlastsAShortSelfPreservationGrace(t *testing.T) {
+	for _, grace := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprint("grace=", grace), func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			backend := discoverytest.NewBackend()
+			reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0),
+				discovery.WithoutHealthChecks(), discovery.WithSelfPreservation(0, grace))
+			writeInstances(t, backend, "solo_svc", 1, func(int) time.Time { return t0.Add(10 * time.Second) })
+			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 0 suspect" {
+				t.Fatalf("before: %s", got)
+			}
+			backend.SetFailure(errors.New("connection refused"))
+			clock.Advance(time.Second)
+			if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+				t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+			}
+			clock.Advance(19 * time.Second) // the lease ended 10 s into the outage
+			backend.SetFailure(nil)
+			_ = reader.Invalidate(ctx, "solo_svc")
+			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
+				t.Fatalf("right after the outage: %s; want the lapsed instance kept as suspect", got)
+			}
+			clock.Advance(2*discovery.DefaultLeaseTTL - time.Second)
+			_ = reader.Invalidate(ctx, "solo_svc")
+			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
+				t.Fatalf("just under two lease TTLs after the outage: %s; want it still kept", got)
+			}
+			clock.Advance(2 * time.Second)
+			_ = reader.Invalidate(ctx, "solo_svc")
+			if _, err := reader.Get(ctx, "solo_svc"); !errors.Is(err, discovery.ErrNotFound) {
+				t.Fatalf("two lease TTLs after the outage: Get = %v; want ErrNotFound", err)
+			}
+		})
+	}
+}

@@ -371,7 +371,7 @@ func (r *Registry) noteStoreErr(op string, err error) {
 		} else {
 			earlier = o
 		}
-		earlier = earlier.inForce(now, int64(max(r.opts.suspectGrace, r.opts.reapAfter)))
+		earlier = earlier.inForce(now, max(r.outageGrace(), int64(r.opts.reapAfter)))
 	}
 	r.outage.Store(&outage{from: from, earlier: earlier})
 	r.storeDown.Store(true)
