@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -428,5 +429,27 @@ func TestGodocErrorPrefixNamesTheContextException(t *testing.T) {
 		if strings.Contains(doc, `starts with "discovery:"`) && !strings.Contains(doc, "context") {
 			t.Errorf("errors.go: %q; but %s", doc, strings.Join(bare, "; "))
 		}
+	}
+}
+
+// README says how long Registration.Drain waits without fan-out before it
+// deregisters: the longest L1 freshness window plus the propagation delay
+// (TestDrainWithoutFanOutWaitsFreshness). An operator sizing a shutdown
+// budget from README must read the figure the code waits.
+func TestREADMEDrainWaitWithoutFanOut(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)`Registration.Drain\\(ctx\\)`(.*?)\n\n").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no paragraph on Registration.Drain")
+	}
+	para := strings.Join(strings.Fields(string(m[1])), " ")
+	wait := longestFresh + discovery.DefaultPropagationDelay
+	want := strconv.FormatFloat(wait.Seconds(), 'f', -1, 64) + " s"
+	if !strings.Contains(para, "("+want+")") {
+		t.Errorf("README's Drain paragraph does not give the wait without fan-out as (%s), the longest freshness window (%v) plus the propagation delay (%v):\n%s",
+			want, longestFresh, discovery.DefaultPropagationDelay, para)
 	}
 }
