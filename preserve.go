@@ -278,11 +278,13 @@ func (r *Registry) outageGrace() int64 {
 
 // reapBefore is the reaper's cutoff at now: rows whose lease ended
 // reapAfter ago, but none that ended during a database outage this process
-// saw until reapAfter has passed since it ended.
+// saw until reapAfter (or the outage grace, if longer: the rows it holds as
+// suspects) has passed since it ended.
 func (r *Registry) reapBefore(now int64) time.Time {
 	cut := now - int64(r.opts.reapAfter)
+	keep := max(int64(r.opts.reapAfter), r.outageGrace())
 	for o := r.outage.Load(); o != nil; o = o.earlier {
-		if o.to == 0 || now < o.to+int64(r.opts.reapAfter) {
+		if o.to == 0 || now < o.to+keep {
 			cut = min(cut, o.from)
 		}
 	}

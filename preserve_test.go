@@ -575,3 +575,37 @@ func TestDatabaseOutageHoldOutlastsAShortSelfPreservationGrace(t *testing.T) {
 		})
 	}
 }
+
+// The reaper of a process that saw a database outage spares the rows whose
+// leases ended during it for as long as that process holds them as
+// suspects: with a reap delay shorter than two lease TTLs (allowed with a
+// short self-preservation grace), it deleted a held row, and the instance
+// vanished before the hold README promises had ended.
+func TestReaperSparesRowsHeldAfterAnOutage(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(time.Hour, 20*time.Second), discovery.WithSelfPreservation(0.15, 10*time.Second))
+	writeInstances(t, backend, "solo_svc", 1, func(int) time.Time { return t0.Add(10 * time.Second) })
+	if _, err := reader.Get(ctx, "solo_svc"); err != nil {
+		t.Fatal(err)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(time.Second)
+	if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+	}
+	clock.Advance(19 * time.Second) // the lease ended 10 s into the outage
+	backend.SetFailure(nil)
+	_ = reader.Invalidate(ctx, "solo_svc")
+	if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
+		t.Fatalf("right after the outage: %s; want it kept as suspect", got)
+	}
+	back := clock.Now()
+	held := back.Add(2*discovery.DefaultLeaseTTL - time.Second) // still held: two lease TTLs after the return
+	if cut := discovery.ReapBefore(reader, held); cut.After(t0.Add(10 * time.Second)) {
+		t.Fatalf("reaper cutoff %v after the outage's end = %v after t0: it deletes the row of an instance still held as suspect (lease ended at +10s)",
+			held.Sub(back), cut.Sub(t0))
+	}
+}
