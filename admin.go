@@ -66,9 +66,11 @@ func AdminScope(scope string) AdminOption {
 }
 
 // AdminRefresh sets how often the dashboard refreshes itself (1.5 s; at
-// least 250 ms).
+// least 250 ms, at most 24 h: a browser keeps a timer's delay in 32 bits of
+// milliseconds, and one past 24.8 days fired at once, so the page fetched
+// the overview back to back).
 func AdminRefresh(d time.Duration) AdminOption {
-	return adminOptionFunc(func(o *adminOptions) { o.refresh = max(d, 250*time.Millisecond) })
+	return adminOptionFunc(func(o *adminOptions) { o.refresh = min(max(d, 250*time.Millisecond), 24*time.Hour) })
 }
 
 // AdminTitle sets the dashboard's title ("discovery").

@@ -8,10 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -536,5 +539,25 @@ func TestAdminDeadlineDoesNotLeakTheDriverError(t *testing.T) {
 	}
 	if logs.FilterMessage("discovery: admin request failed").Len() != len(tests) {
 		t.Errorf("logged %d failures; want %d, the detail for the operator", logs.FilterMessage("discovery: admin request failed").Len(), len(tests))
+	}
+}
+
+// AdminRefresh sets how often the dashboard refreshes itself. Browsers
+// take a setTimeout delay as a 32-bit integer of milliseconds: a longer one
+// (AdminRefresh(30 * 24 * time.Hour), "hardly ever") wrapped to 0 or below,
+// and the page fetched /overview back to back, as fast as the server
+// answered. The delay the page gets fits a browser's timer.
+func TestAdminRefreshFitsABrowserTimer(t *testing.T) {
+	r, _ := adminWorld(t)
+	for _, d := range []time.Duration{30 * 24 * time.Hour, discovery.MaxDuration, time.Duration(math.MaxInt64)} {
+		_, page := do(t, r.AdminHandler(discovery.AdminRefresh(d)), "GET", "/", "")
+		m := regexp.MustCompile(`data-refresh-ms="(-?\d+)"`).FindSubmatch(page)
+		if m == nil {
+			t.Fatalf("AdminRefresh(%v): the page has no data-refresh-ms", d)
+		}
+		ms, err := strconv.ParseInt(string(m[1]), 10, 64)
+		if err != nil || ms < 250 || ms > math.MaxInt32 {
+			t.Errorf("AdminRefresh(%v): data-refresh-ms = %s; want 250..%d (a browser's setTimeout wraps above)", d, m[1], math.MaxInt32)
+		}
 	}
 }
