@@ -48,7 +48,8 @@ func ServiceFromHost(fn func(host string) (service string, ok bool)) TransportOp
 
 // Retries sets how many times an idempotent request that failed (a
 // connection error or a 5xx) is retried on another instance (1 by default;
-// 0 disables retries).
+// 0 disables retries). When no other instance is left to take a retry, or
+// the budget is spent, the caller gets the last answer (or error) it had.
 func Retries(n int) TransportOption {
 	return transportOptionFunc(func(o *transportOptions) { o.retries = n })
 }
