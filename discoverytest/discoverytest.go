@@ -38,7 +38,11 @@ var _ discovery.Store = (*Backend)(nil)
 func NewBackend() *Backend { return &Backend{memory.New()} }
 
 // Clock is a fake discovery.Clock: Now stays put until Advance or Set, which
-// fire the timers that fall due, in order.
+// fire the timers that fall due, in order. They do not wait for the work a
+// timer starts: a lease renewal runs on its own goroutine, so one long
+// Advance can end a lease whose renewal had no chance to run. Advance in
+// steps shorter than the renewal interval (a third of the lease TTL) and
+// wait between them (BlockUntil) to keep registrations alive.
 type Clock struct {
 	*fakeclock.Clock
 }
