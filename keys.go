@@ -110,8 +110,10 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 // future (a rotation: the old key keeps verifying the tokens it signed until
 // they expire) or now (a revocation). A retirement only ever moves earlier:
 // a key that already retires before at keeps its retirement, so a later
-// rotation cannot undo a revocation (PublishKey replaces a key, retirement
-// included). Every process sees it within one cache
+// RetireKey cannot undo a revocation. PublishKey can: it replaces a key of
+// that ID, retirement included, so a revoked key must never be published
+// again (an auth.Signer started WithKey with it would). Every process sees
+// it within one cache
 // refresh, as with PublishKey. A retired key stays listed (Keys) until the
 // reaper deletes it, its delay (WithReaper, 2 min) after the key retired.
 // It returns an error matching ErrNotFound if

@@ -169,7 +169,10 @@ func WithAlgorithm(alg string) Option { return optionFunc(func(c *config) { c.al
 // ed25519.PrivateKey (EdDSA) or an *ecdsa.PrivateKey on P-256 (ES256), under
 // key ID kid (1 to 64 of [A-Za-z0-9_-]), instead of generating one; the key
 // must sign, and its public half verify what it signs. Keys made by later
-// rotations are generated, with the same algorithm.
+// rotations are generated, with the same algorithm. The Signer publishes the
+// key under kid, which replaces a published key of that ID, retirement
+// included: never start a Signer with a key that was revoked
+// (Registry.RetireKey), or it is trusted again.
 func WithKey(kid string, key crypto.Signer) Option {
 	return optionFunc(func(c *config) { c.kid, c.key, c.keySet = kid, key, true })
 }
