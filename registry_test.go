@@ -86,6 +86,10 @@ func TestValidationWritesNothing(t *testing.T) {
 		{"empty tag", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, Tags: []string{""}}, "tag"},
 		{"health path host", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "//evil.example/x"}, "health path"},
 		{"health path url", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "http://evil/"}, "health path"},
+		// No URL can be built from it: every check failed, and the instance
+		// was unhealthy for good.
+		{"health path escape", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "/health%zz"}, "health path"},
+		{"health path cut escape", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, HealthPath: "/status/50%"}, "health path"},
 		{"id with space", discovery.Instance{ID: "a b", Service: "db_svc", Host: "h", Port: 1}, "instance id"},
 		// A path segment the admin API cannot name: its mux cleans it away.
 		{"id dot", discovery.Instance{ID: ".", Service: "db_svc", Host: "h", Port: 1}, "instance id"},

@@ -230,7 +230,8 @@ func validateLabel(field, s string) error {
 
 // ValidateHealthPath checks an HTTP health-check path: it starts with a
 // single '/', has no scheme, host, fragment, spaces or control characters,
-// so a check can only ever reach the instance's own address.
+// so a check can only ever reach the instance's own address, and every '%'
+// starts an escape, so a check's URL can be built from it.
 func ValidateHealthPath(p string) error {
 	if p == "" {
 		return nil
@@ -245,9 +246,16 @@ func ValidateHealthPath(p string) error {
 		if c := p[i]; c <= ' ' || c >= 0x7f || c == '#' || c == '\\' {
 			return invalid("health path", p, "character "+strconv.QuoteRune(rune(c))+" not allowed")
 		}
+		// No URL is built from a '%' that does not start an escape: every
+		// check of the instance failed and it stayed unhealthy.
+		if p[i] == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
+			return invalid("health path", p, "'%' must start an escape of two hex digits")
+		}
 	}
 	return nil
 }
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
 // Normalize validates in as given to Register and fills defaults: the ID
 // (Host:Port), the weight, the health path. It changes nothing when it

@@ -2,6 +2,7 @@ package core
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -9,6 +10,7 @@ import (
 func FuzzNormalize(f *testing.F) {
 	f.Add("db_svc", "10.0.0.7", 8080, "", 0, "/health", "team", "core", "primary")
 	f.Add("a..b", "exa mple", 0, "x y", -5, "//evil", "a b", "\x00", "")
+	f.Add("db_svc", "10.0.0.7", 8080, "", 0, "/health%zz", "team", "core", "primary")
 	f.Fuzz(func(t *testing.T, service, host string, port int, id string, weight int, path, mk, mv, tag string) {
 		in := Instance{ID: id, Service: service, Host: host, Port: port, Weight: weight, HealthPath: path,
 			Metadata: map[string]string{mk: mv}, Tags: []string{tag}}
@@ -28,6 +30,9 @@ func FuzzNormalize(f *testing.F) {
 			in.Weight < 0 || in.Weight > MaxWeight || strings.HasPrefix(in.HealthPath, "//") ||
 			strings.ContainsAny(in.Service, "*?[]\\\\:/") || strings.Contains(in.Service, "..") {
 			t.Fatalf("Normalize accepted %+v", in)
+		}
+		if u, err := url.Parse("http://" + JoinHostPort(in.Host, in.Port) + in.HealthPath); in.HealthPath != "" && (err != nil || u.Host != JoinHostPort(in.Host, in.Port)) {
+			t.Fatalf("no health check URL from %q: %v", in.HealthPath, err)
 		}
 		if again := in; Normalize(&again) != nil {
 			t.Fatalf("a normalised instance does not validate again: %+v", in)
