@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -639,4 +641,35 @@ func TestSilentHealthSubscriptionIsReplaced(t *testing.T) {
 	waitFor(t, 15*time.Second, "the other process to hear of the change", func() bool {
 		return viewStatus(t, other, "router_svc", id) == discovery.StatusUnhealthy
 	})
+}
+
+// A Health call whose caller gave up (its context canceled, its deadline
+// passed) before the shared states were read says nothing about Redis: it
+// marked sharing as failing, logged "sharing health results through redis
+// failed" and made this process probe every instance until its next sync.
+func TestHealthCallerGivingUpIsNotARedisFailure(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			core, logs := observer.New(zap.InfoLevel)
+			w := newWorld(t, k)
+			r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLogger(zap.New(core)))
+			p := newProbeServer(t, "")
+			in := p.instance("web")
+			addInstance(t, r, in)
+			discovery.SettleHealth(r)
+			if _, err := r.Get(context.Background(), "web"); err != nil { // not synced yet: Health reads the shared states
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_, _ = r.Health(ctx, "web")
+			if !discovery.HealthSharing(r) {
+				t.Fatal("a canceled Health call marked sharing through Redis as failing")
+			}
+			if n := logs.FilterMessageSnippet("sharing health results through redis failed").Len(); n != 0 {
+				t.Fatalf("a canceled Health call logged %d Redis failures; want 0", n)
+			}
+		})
+	}
 }
