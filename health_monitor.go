@@ -545,7 +545,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			spec.Path = core.DefaultHealthPath
 		}
 		if g != nil {
-			spec.Func = g.opts.check
+			spec.Func, spec.Running = g.opts.check, &g.checking
 		}
 		// the targets go when their lease ends; this process's own
 		// instances are checked while registered, whatever the entry says

@@ -220,7 +220,9 @@ func WithoutHealthChecks() Option {
 // registered, with a context that ends at the check timeout or when the
 // registration ends (Deregister, Close); a nil error passes. Only this process can run
 // it; with Redis, other processes see its results. fn must return soon after
-// its context is done (Close waits for it); a panic in it is a failure. A
+// its context is done (Close waits for it); while a call overruns its
+// timeout, the checks that fall due fail without calling fn again. A panic
+// in it is a failure. A
 // router instance registered without one has no active check (its lease
 // and passive outcomes still count), unless its Check is CheckHTTP or
 // CheckTCP. Register refuses fn for an HTTP instance, and for a router

@@ -536,3 +536,40 @@ func TestNoCheckFuncAfterDeregister(t *testing.T) {
 		t.Fatalf("the check function ran %d times after Deregister returned; want 0", n)
 	}
 }
+
+// A check function that does not return at its timeout (it ignores its
+// context) fails that check, and the checks that fall due while it still
+// runs fail without calling it again: each of them started one more call,
+// and the calls piled up, one goroutine an interval, for as long as the
+// function stayed stuck.
+func TestStuckCheckFuncIsNotCalledAgain(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour))
+	release := make(chan struct{})
+	var running, most atomic.Int64
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.9.9.9", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithCheckFunc(func(context.Context) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-release // stuck, deaf to its context
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(release) // before Close, which waits for the function
+	id := g.Instance().ID
+	for range 6 * hInterval / time.Second {
+		step(clock, time.Second, r)
+	}
+	if n := most.Load(); n != 1 {
+		t.Errorf("%d calls of the stuck check function at once; want 1", n)
+	}
+	if h := healthOf(t, r, "router_svc", id); h.Status != discovery.StatusUnhealthy {
+		t.Errorf("stuck check function: %v (%d failures in a row); want unhealthy", h.Status, h.ConsecutiveFailures)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,6 +44,10 @@ type Registration struct {
 	done   chan struct{}
 
 	cfg regConfig // the service's configuration as it knows it (configfunc.go)
+
+	// checking is set while a call of its check function (WithCheckFunc)
+	// runs, so that one stuck past its timeout is not called again.
+	checking atomic.Bool
 }
 
 // Register registers an instance and keeps its lease alive until the

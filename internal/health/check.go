@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
@@ -26,6 +27,10 @@ const maxHeaderBytes = 16 << 10
 
 // maxErrBody is how much of a failing response's body goes into its error.
 const maxErrBody = 128
+
+// ErrStillRunning is the error of a check of an in-process function whose
+// previous call has not returned yet.
+var ErrStillRunning = errors.New("discovery: health check function still running since an earlier check")
 
 // ErrForbiddenAddr is returned (wrapped) when a check tries to connect to any
 // address but the instance's own registered one.
@@ -90,6 +95,10 @@ type Target struct {
 	Path string
 	// Func is the in-process check of KindFunc.
 	Func func(ctx context.Context) error
+	// Running, if not nil, is set while a call of Func runs: a check
+	// started while an earlier call has not returned (it overran its
+	// timeout) fails with ErrStillRunning instead of calling Func again.
+	Running *atomic.Bool
 }
 
 // Result is the outcome of one check.
@@ -253,23 +262,36 @@ func (p *Prober) checkTCP(ctx context.Context, t Target) Result {
 
 // checkFunc runs the function in its own goroutine, so that the result is
 // known at the timeout even if the function overruns it (it should return
-// soon after ctx is done; its owner waits for it).
+// soon after ctx is done; its owner waits for it). While a call overruns,
+// the checks of t.Running's target fail without calling it again: each
+// started one more goroutine, which piled up as long as it was stuck.
 func (p *Prober) checkFunc(ctx context.Context, t Target) Result {
 	if t.Func == nil {
 		return Result{Status: core.StatusUnknown}
 	}
+	if t.Running != nil && !t.Running.CompareAndSwap(false, true) {
+		return Result{Status: core.StatusUnhealthy, Err: ErrStillRunning}
+	}
 	done := make(chan error, 1)
 	run := func() {
+		var err error
 		defer func() {
 			if v := recover(); v != nil {
-				done <- &PanicError{Value: v}
+				err = &PanicError{Value: v}
 			}
+			if t.Running != nil {
+				t.Running.Store(false) // before the result: the next check may call it
+			}
+			done <- err
 		}()
-		done <- t.Func(ctx)
+		err = t.Func(ctx)
 	}
 	if p.spawn == nil {
 		go run()
 	} else if !p.spawn(run) {
+		if t.Running != nil {
+			t.Running.Store(false)
+		}
 		return Result{Status: core.StatusUnknown}
 	}
 	select {

@@ -283,6 +283,46 @@ func TestFuncCheck(t *testing.T) {
 	}
 }
 
+// A check of a function whose earlier call is still running fails at once
+// without calling it again; once that call returns, the next check calls it.
+func TestFuncCheckStillRunning(t *testing.T) {
+	var wg sync.WaitGroup
+	p := NewProber(func(fn func()) bool {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn()
+		}()
+		return true
+	})
+	release := make(chan struct{})
+	var calls atomic.Int64
+	var running atomic.Bool
+	tg := Target{Kind: KindFunc, Running: &running, Func: func(context.Context) error {
+		if calls.Add(1) == 1 {
+			<-release // stuck past its timeout, deaf to its context
+		}
+		return nil
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if res := p.Check(ctx, tg); res.Status != core.StatusUnhealthy || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Fatalf("first check = %v, %v; want unhealthy, timed out", res.Status, res.Err)
+	}
+	if res := p.Check(context.Background(), tg); res.Status != core.StatusUnhealthy || !errors.Is(res.Err, ErrStillRunning) {
+		t.Fatalf("check while stuck = %v, %v; want unhealthy, %v", res.Status, res.Err, ErrStillRunning)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d calls; want 1 while the first is stuck", n)
+	}
+	close(release)
+	wg.Wait()
+	if res := p.Check(context.Background(), tg); res.Status != core.StatusHealthy || calls.Load() != 2 {
+		t.Fatalf("check after it returned = %v, %v (%d calls); want healthy, 2 calls", res.Status, res.Err, calls.Load())
+	}
+	wg.Wait()
+}
+
 func TestKindOf(t *testing.T) {
 	tests := []struct {
 		method  core.Method
