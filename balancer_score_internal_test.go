@@ -73,7 +73,7 @@ func TestPickFollowsTheScoreOfChecksTurnedOff(t *testing.T) {
 	if n := picked(); n != 0 {
 		t.Fatalf("the instance scoring %.2f got %d of 20 picks; want none", is.Score(), n)
 	}
-	r.checksOff(st, is)
+	r.forgetVerdict(st, is)
 	if n := picked(); n != 10 {
 		t.Fatalf("with its checks off (score %.2f) the instance got %d of 20 round robin picks; want 10", is.Score(), n)
 	}

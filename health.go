@@ -399,12 +399,14 @@ func (r *Registry) crossesMinScore(is *instState, score float64) bool {
 	return (is.Score() > r.opts.minScore) != (score > r.opts.minScore)
 }
 
-// checksOff drops the verdict of an instance's active checks once they are
-// turned off (Check: CheckNone): its status goes back to unknown and its
-// score to 1, as for an instance never checked. Kept, the last verdict
-// (unhealthy, score 0) stayed for good, with no check left to change it.
-// Seq is kept, so that the shared state written before is not adopted again.
-func (r *Registry) checksOff(st *svcState, is *instState) {
+// forgetVerdict drops the verdict of an instance's active checks once they
+// are turned off (Check: CheckNone) or check something else (another
+// address, path or kind): its status goes back to unknown and its score to
+// 1, as for an instance never checked. Kept, the last verdict (unhealthy,
+// score 0) stayed for good with no check left to change it, or until two
+// checks of the new address passed. Seq is kept, so that the shared state
+// written before is not adopted again.
+func (r *Registry) forgetVerdict(st *svcState, is *instState) {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	is.hmu.Lock()

@@ -535,7 +535,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		if kind == health.KindNone {
 			if in.Check == core.CheckNone { // checks turned off: their verdict goes
 				if is := st.inst(id); is != nil {
-					m.r.checksOff(st, is)
+					m.r.forgetVerdict(st, is)
 				}
 			}
 			continue
@@ -560,6 +560,13 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			t.it = item{idx: -1, kind: itemCheck, t: t}
 			sm.targets[id] = t
 			m.reschedule(&t.it, now+int64(firstDelay(sm.interval)))
+		} else if is := st.inst(id); is != nil && is == t.is && (t.spec.Addr != spec.Addr || t.spec.Kind != spec.Kind || t.spec.Path != spec.Path) {
+			// What is checked changed (the instance registered again under
+			// its ID at another address, another path or kind of check):
+			// the verdict of the old checks says nothing of the new ones.
+			// Kept, an instance found unhealthy at its old address stayed
+			// so at the new one until two checks there passed.
+			m.r.forgetVerdict(st, is)
 		}
 		t.spec, t.st, t.is, t.own, t.reg = spec, st, st.instOrNew(id), g != nil, g
 	}

@@ -573,3 +573,39 @@ func TestStuckCheckFuncIsNotCalledAgain(t *testing.T) {
 		t.Errorf("stuck check function: %v (%d failures in a row); want unhealthy", h.Status, h.ConsecutiveFailures)
 	}
 }
+
+// An instance registered again under its ID at another address (a pod
+// rescheduled with a stable name) starts with a clean verdict: what the
+// checks found at the old address says nothing of the new one. It kept the
+// old address's unhealthy verdict (score 0, skipped by every pick, its
+// errors in Health), and needed two passing checks at the new address where
+// an instance never checked needs one.
+func TestMovedInstanceDropsTheOldAddressVerdict(t *testing.T) {
+	ctx := context.Background()
+	old, moved := newProbeServer(t, ""), newProbeServer(t, "")
+	r, clock, id := oneInstance(t, old)
+	nextCheck(t, r, clock, old) // healthy once
+	old.set(mode500)
+	for range 3 {
+		nextCheck(t, r, clock, old)
+	}
+	if h := healthOf(t, r, "web", id); h.Status != discovery.StatusUnhealthy {
+		t.Fatalf("after 3 failing checks: %v", h.Status)
+	}
+	in := moved.instance("web")
+	in.ID = id // the same ID at the new address
+	addInstance(t, r, in)
+	if err := r.Invalidate(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	nextCheck(t, r, clock, moved)
+	if h := healthOf(t, r, "web", id); h.Status != discovery.StatusHealthy || h.Addr != in.Addr() {
+		t.Fatalf("after its first passing check at %s: %v at %s (last error %q); want healthy", in.Addr(), h.Status, h.Addr, h.LastError)
+	}
+	if got := viewStatus(t, r, "web", id); got != discovery.StatusHealthy {
+		t.Fatalf("Get shows %v; want healthy", got)
+	}
+}
