@@ -89,8 +89,14 @@ func (o *healthOptions) validate() error {
 	case o.ejectFailures < 0 || o.ejectFailures > maxEjectFailures:
 		// above the maximum, the failure count (an int32 kept below it, see recordOutcome) never reaches it
 		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectFailures), "failures must be 0.."+strconv.Itoa(maxEjectFailures)+" (0 disables ejection)")
-	case o.ejectFailures > 0 && (o.ejectBase <= 0 || o.ejectMax < o.ejectBase || o.ejectMax > MaxDuration):
-		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "ejection time must be positive and at most the maximum")
+	case o.ejectFailures > 0 && o.ejectBase <= 0:
+		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "base ejection time must be positive")
+	case o.ejectFailures > 0 && o.ejectMax < o.ejectBase:
+		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "max ejection time must be at least the base time")
+	case o.ejectFailures > 0 && o.ejectMax > MaxDuration:
+		// said apart: "at most the maximum" read as the base time's bound
+		// by a caller whose max was above it
+		return optErr("WithOutlierEjection", o.ejectBase.String()+"/"+o.ejectMax.String(), "max ejection time must be at most "+MaxDuration.String())
 	case o.ejectFailures > 0 && (o.ejectPercent < 1 || o.ejectPercent > 100):
 		return optErr("WithOutlierEjection", strconv.Itoa(o.ejectPercent), "max ejection percent must be 1..100")
 	}
@@ -198,7 +204,7 @@ func WithHealthThresholds(healthy, unhealthy int) Option {
 // WithOutlierEjection sets passive outlier ejection: after failures calls
 // in a row fail (5; 0 disables ejection) an instance is taken out of
 // selection for baseTime times the number of times it was ejected (30 s),
-// at most maxTime (300 s), with at most maxPercent of a service's instances
+// at most maxTime (300 s; from baseTime to MaxDuration), with at most maxPercent of a service's instances
 // (10%, but always at least one) ejected at once. A passing active check
 // ends an ejection early.
 func WithOutlierEjection(failures int, baseTime, maxTime time.Duration, maxPercent int) Option {

@@ -355,6 +355,14 @@ func TestHealthTimingErrorNamesTheOptionGiven(t *testing.T) {
 		{"both, apart", []discovery.Option{discovery.WithHealthInterval(time.Second), discovery.WithHealthTimeout(time.Second)},
 			[]string{"WithHealthInterval", "WithHealthTimeout"}},
 		{"both, together", []discovery.Option{discovery.WithHealthCheck(time.Second, time.Second)}, []string{"WithHealthCheck"}},
+		// told "ejection time must be positive and at most the maximum", a
+		// caller whose max was above its base time could not tell which bound
+		{"ejection max too long", []discovery.Option{discovery.WithOutlierEjection(5, 30*time.Second, 2*discovery.MaxDuration, 10)},
+			[]string{"WithOutlierEjection", "max ejection time", discovery.MaxDuration.String()}},
+		{"ejection max below base", []discovery.Option{discovery.WithOutlierEjection(5, time.Minute, time.Second, 10)},
+			[]string{"WithOutlierEjection", "max ejection time", "base"}},
+		{"ejection base not positive", []discovery.Option{discovery.WithOutlierEjection(5, 0, time.Second, 10)},
+			[]string{"WithOutlierEjection", "base ejection time", "positive"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
