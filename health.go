@@ -128,7 +128,9 @@ func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, latency
 // success; an error matching context.Canceled is the caller's and is
 // ignored; one matching ErrOverloaded says the instance is busy (it weighs on
 // selection through latency, not on health); any other is a failure of the
-// instance. Consecutive failures eject it (see WithOutlierEjection). The
+// instance. latency, the call's duration, feeds p2c_ewma's latency average
+// as Done's does (0 if unknown). Consecutive failures eject it (see
+// WithOutlierEjection). The
 // instance must be one this Registry has looked up; otherwise the error
 // matches ErrNotFound.
 func (r *Registry) ReportOutcome(service, instanceID string, err error, latency time.Duration) error {
@@ -153,7 +155,15 @@ func (r *Registry) ReportOutcome(service, instanceID string, err error, latency 
 		st = r.state(service)
 		is = st.instOrNew(instanceID)
 	}
-	r.recordOutcome(st, is, classify(err), latency)
+	o := classify(err)
+	// The latency feeds selection's average as Done's does (an overload
+	// weighs on it as a failure): dropped here, an instance reported busy
+	// looked as cheap to p2c_ewma as an idle one. A success of unknown
+	// latency (0) adds nothing.
+	if o != outcomeCanceled && (latency > 0 || o != outcomeSuccess) {
+		is.observe(latency, o, r.now.nanos())
+	}
+	r.recordOutcome(st, is, o, latency)
 	return nil
 }
 

@@ -190,6 +190,37 @@ func TestReportOutcomeErrors(t *testing.T) {
 	}
 }
 
+// An overload reported through ReportOutcome weighs on p2c_ewma's latency
+// average as one reported through Done does, as ErrOverloaded and
+// ReportOutcome say: it dropped the latency and the overload, and an
+// instance that answered 429 looked no dearer than an idle one.
+func TestReportOutcomeFeedsSelectionLatency(t *testing.T) {
+	ctx := context.Background()
+	r, _, ids := ejectWorld(t, 2)
+	busy, idle := ids[0], ids[1]
+	report := func(id string, err error) {
+		t.Helper()
+		if e := r.ReportOutcome("db_svc", id, err, time.Millisecond); e != nil {
+			t.Fatalf("ReportOutcome: %v", e)
+		}
+	}
+	report(busy, nil)
+	report(idle, nil)
+	report(busy, fmt.Errorf("HTTP 429: %w", discovery.ErrOverloaded))
+	picked := map[string]int{}
+	for range 20 {
+		sel, err := r.Pick(ctx, "db_svc", discovery.UseStrategy(discovery.StrategyP2CEWMA))
+		if err != nil {
+			t.Fatal(err)
+		}
+		picked[sel.Instance.ID]++
+		sel.DoneLatency(nil, time.Millisecond)
+	}
+	if picked[busy] != 0 {
+		t.Fatalf("picks %v: the overloaded instance (%s) was picked %d times of 20; want 0", picked, busy, picked[busy])
+	}
+}
+
 // Failures reported (Done) for an instance after it left the service eject
 // nothing: the ejection of a state no one holds any more showed as a
 // health_changed event of an instance that no longer exists, was logged and
