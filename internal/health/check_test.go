@@ -232,6 +232,11 @@ func TestTCPCheck(t *testing.T) {
 			}
 		})
 	}
+	// The check returns once its connection is made; the sentinel's Accept
+	// may run a moment later.
+	for deadline := time.Now().Add(5 * time.Second); sent.Accepted() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if sent.Accepted() != 1 {
 		t.Fatalf("accepted %d; want 1", sent.Accepted())
 	}
