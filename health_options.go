@@ -196,7 +196,11 @@ func WithServiceHealth(service string, interval, timeout time.Duration) Option {
 
 // WithHealthThresholds sets how many passing checks in a row bring an
 // unhealthy instance back (2) and how many failing ones make it unhealthy
-// (3). An instance that has never passed needs one pass.
+// (3). An instance that has never passed needs one pass. The thresholds
+// set the status; selection also needs a score above WithMinScore (0.5),
+// which failures (each a sample of 0) and slow passes lower before the
+// status moves: with a higher unhealthy threshold an instance can show
+// healthy in Get while Pick skips it. Lower WithMinScore to tolerate more.
 func WithHealthThresholds(healthy, unhealthy int) Option {
 	return optionFunc(func(o *options) { o.health.healthy, o.health.unhealthy = healthy, unhealthy })
 }
