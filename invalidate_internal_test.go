@@ -50,6 +50,35 @@ func refreshesDone(t *testing.T) {
 	}
 }
 
+// refreshHeldAfterRead sets up what both tests below start from: db_svc
+// cached at revision 1, gone stale, and the background refresh a lookup then
+// started holding what it read (revision 1) until the test closes
+// store.release. register adds an instance behind the Registry's back.
+func refreshHeldAfterRead(t *testing.T) (r *Registry, store *heldStore, register func(host string)) {
+	t.Helper()
+	ctx := context.Background()
+	store, mem := newHeldStore()
+	r, clock := fakeRegistry(t, WithStore(store))
+	register = func(host string) {
+		t.Helper()
+		if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("10.0.0.1")
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(DefaultFresh * 2) // stale: the next lookup starts a background refresh
+	store.hold()
+	if res, err := r.Lookup(ctx, "db_svc"); err != nil || !res.Stale {
+		t.Fatalf("Lookup past the freshness window = %+v, %v; want the stale entry", res, err)
+	}
+	<-store.held // the refresh has read revision 1
+	return r, store, register
+}
+
 // A forced reload (the message Invalidate publishes) reads the database
 // even while an ordinary background refresh of the same entry, begun before
 // the invalidation, is still under way. The forced refresh was skipped (one
@@ -58,35 +87,14 @@ func refreshesDone(t *testing.T) {
 // freshness window after the operator had invalidated it.
 func TestForcedReloadIsNotSkippedForARefreshUnderWay(t *testing.T) {
 	ctx := context.Background()
-	store, mem := newHeldStore()
-	r, clock := fakeRegistry(t, WithStore(store))
-	const name = "db_svc"
-	register := func(host string) {
-		t.Helper()
-		if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: host + ":1", Host: host, Port: 1, Weight: 100,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	register("10.0.0.1")
-	if _, err := r.Get(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(DefaultFresh * 2) // stale: the next lookup starts a background refresh
-	store.hold()
-	res, err := r.Lookup(ctx, name)
-	if err != nil || !res.Stale {
-		t.Fatalf("Lookup past the freshness window = %+v, %v; want the stale entry", res, err)
-	}
-	<-store.held // the refresh has read revision 1
-
+	r, store, register := refreshHeldAfterRead(t)
 	register("10.0.0.2") // behind this process's back: revision 2
 	// What Invalidate's message does in every process that holds the service.
-	r.onMessage(core.Change{Service: name}, true, nil, time.Time{})
+	r.onMessage(core.Change{Service: "db_svc"}, true, nil, time.Time{})
 	close(store.release)
 	refreshesDone(t)
 
-	res, err = r.Lookup(ctx, name)
+	res, err := r.Lookup(ctx, "db_svc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,35 +110,15 @@ func TestForcedReloadIsNotSkippedForARefreshUnderWay(t *testing.T) {
 // Invalidate had returned.
 func TestInvalidateIsNotUndoneByARefreshUnderWay(t *testing.T) {
 	ctx := context.Background()
-	store, mem := newHeldStore()
-	r, clock := fakeRegistry(t, WithStore(store))
-	const name = "db_svc"
-	register := func(host string) {
-		t.Helper()
-		if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: host + ":1", Host: host, Port: 1, Weight: 100,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	register("10.0.0.1")
-	if _, err := r.Get(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(DefaultFresh * 2)
-	store.hold()
-	if res, err := r.Lookup(ctx, name); err != nil || !res.Stale {
-		t.Fatalf("Lookup past the freshness window = %+v, %v; want the stale entry", res, err)
-	}
-	<-store.held // the refresh has read revision 1
-
+	r, store, register := refreshHeldAfterRead(t)
 	register("10.0.0.2") // behind this process's back: revision 2
-	if err := r.Invalidate(ctx, name); err != nil {
+	if err := r.Invalidate(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
 	close(store.release)
 	refreshesDone(t)
 
-	res, err := r.Lookup(ctx, name)
+	res, err := r.Lookup(ctx, "db_svc")
 	if err != nil {
 		t.Fatal(err)
 	}
