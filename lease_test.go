@@ -203,13 +203,11 @@ func (s *stallingRenew) Renew(ctx context.Context, service, id string, now, expi
 	return err
 }
 
-// A renewal whose process stops while the call is under way returns, once
-// the process resumes, having written a lease that has since ended. The
-// registration renews again at once, and so registers again, instead of a
-// renewal interval later: an instance paused past its lease was back 1 s
-// after it resumed (CI saw 1.006 s) instead of at once.
-func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
-	ctx := context.Background()
+// renewalStalled registers db_svc on a fake clock and lets its first renewal
+// begin and stall in the store (its process stopped) until the test closes
+// store.release.
+func renewalStalled(t *testing.T) (*discoverytest.Clock, *stallingRenew) {
+	t.Helper()
 	clock := discoverytest.NewClock(t0)
 	store := &stallingRenew{Backend: discoverytest.NewBackend(), stalled: make(chan struct{}), release: make(chan struct{})}
 	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock),
@@ -219,6 +217,17 @@ func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
 	clock.BlockUntil(1)
 	clock.Advance(discovery.DefaultLeaseTTL / 3) // the renewal begins, and its process stops
 	<-store.stalled
+	return clock, store
+}
+
+// A renewal whose process stops while the call is under way returns, once
+// the process resumes, having written a lease that has since ended. The
+// registration renews again at once, and so registers again, instead of a
+// renewal interval later: an instance paused past its lease was back 1 s
+// after it resumed (CI saw 1.006 s) instead of at once.
+func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	clock, store := renewalStalled(t)
 	clock.Advance(2 * discovery.DefaultLeaseTTL) // stopped past the lease it is writing
 	close(store.release)
 	waitFor(t, 2*time.Second, "the instance registered again, the clock standing still", func() bool {
@@ -234,15 +243,7 @@ func TestRenewalThatOutlivedItsLeaseRenewsAtOnce(t *testing.T) {
 // so the instance dropped out of every lookup until it registered again.
 func TestRenewalLeftWithLessThanAnIntervalRenewsBeforeItsLeaseEnds(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
-	store := &stallingRenew{Backend: discoverytest.NewBackend(), stalled: make(chan struct{}), release: make(chan struct{})}
-	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithClock(clock),
-		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
-	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	store.stall.Store(true)
-	clock.BlockUntil(1)
-	clock.Advance(discovery.DefaultLeaseTTL / 3) // the renewal begins, and its process stops
-	<-store.stalled
+	clock, store := renewalStalled(t)
 	written := clock.Now().Add(discovery.DefaultLeaseTTL) // the lease the stalled renewal wrote
 	clock.Advance(discovery.DefaultLeaseTTL * 4 / 5)      // 12 s: 3 s of it left when it resumes
 	close(store.release)
