@@ -533,6 +533,25 @@ func twoLapses(t *testing.T, group int, steps []lapseStep) {
 	}
 }
 
+// outageOverSoloLease takes the database out for 20 s from 1 s before now,
+// across the end of solo_svc's lease (t0+10s), brings it back and checks
+// that reader, which saw the outage, keeps the lapsed instance as a suspect.
+func outageOverSoloLease(t *testing.T, reader *discovery.Registry, backend *discoverytest.Backend, clock *discoverytest.Clock) {
+	t.Helper()
+	ctx := context.Background()
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(time.Second)
+	if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+	}
+	clock.Advance(19 * time.Second) // the lease ended 10 s into the outage
+	backend.SetFailure(nil)
+	_ = reader.Invalidate(ctx, "solo_svc")
+	if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
+		t.Fatalf("right after the outage: %s; want the lapsed instance kept as suspect", got)
+	}
+}
+
 // README: a lease that ended while this process could not reach the
 // database is kept as a suspect until two lease TTLs after the database
 // answers again, separately from self-preservation. Turning
@@ -551,17 +570,7 @@ func TestDatabaseOutageHoldOutlastsAShortSelfPreservationGrace(t *testing.T) {
 			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 0 suspect" {
 				t.Fatalf("before: %s", got)
 			}
-			backend.SetFailure(errors.New("connection refused"))
-			clock.Advance(time.Second)
-			if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
-				t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
-			}
-			clock.Advance(19 * time.Second) // the lease ended 10 s into the outage
-			backend.SetFailure(nil)
-			_ = reader.Invalidate(ctx, "solo_svc")
-			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
-				t.Fatalf("right after the outage: %s; want the lapsed instance kept as suspect", got)
-			}
+			outageOverSoloLease(t, reader, backend, clock)
 			clock.Advance(2*discovery.DefaultLeaseTTL - time.Second)
 			_ = reader.Invalidate(ctx, "solo_svc")
 			if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
@@ -591,17 +600,7 @@ func TestReaperSparesRowsHeldAfterAnOutage(t *testing.T) {
 	if _, err := reader.Get(ctx, "solo_svc"); err != nil {
 		t.Fatal(err)
 	}
-	backend.SetFailure(errors.New("connection refused"))
-	clock.Advance(time.Second)
-	if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
-		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
-	}
-	clock.Advance(19 * time.Second) // the lease ended 10 s into the outage
-	backend.SetFailure(nil)
-	_ = reader.Invalidate(ctx, "solo_svc")
-	if got := statuses(reader.Get(ctx, "solo_svc")); got != "1 instances, 1 suspect" {
-		t.Fatalf("right after the outage: %s; want it kept as suspect", got)
-	}
+	outageOverSoloLease(t, reader, backend, clock)
 	back := clock.Now()
 	held := back.Add(2*discovery.DefaultLeaseTTL - time.Second) // still held: two lease TTLs after the return
 	if cut := discovery.ReapBefore(reader, held); cut.After(t0.Add(10 * time.Second)) {
