@@ -242,6 +242,18 @@ func TestTCPCheck(t *testing.T) {
 	}
 }
 
+// goProber returns a Prober whose check goroutines wg counts.
+func goProber(wg *sync.WaitGroup) *Prober {
+	return NewProber(func(fn func()) bool {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn()
+		}()
+		return true
+	})
+}
+
 func TestFuncCheck(t *testing.T) {
 	const timeout = 100 * time.Millisecond
 	boom := errors.New("boom")
@@ -264,14 +276,7 @@ func TestFuncCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var wg sync.WaitGroup
-			p := NewProber(func(fn func()) bool {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					fn()
-				}()
-				return true
-			})
+			p := goProber(&wg)
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			start := time.Now()
@@ -292,14 +297,7 @@ func TestFuncCheck(t *testing.T) {
 // without calling it again; once that call returns, the next check calls it.
 func TestFuncCheckStillRunning(t *testing.T) {
 	var wg sync.WaitGroup
-	p := NewProber(func(fn func()) bool {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn()
-		}()
-		return true
-	})
+	p := goProber(&wg)
 	release := make(chan struct{})
 	var calls atomic.Int64
 	var running atomic.Bool
