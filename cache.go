@@ -679,6 +679,13 @@ func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
 		}
 		return v.(*entry), nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Ended before the wait: its own error, not a load's answer. The
+		// select below picks at random when the load is quick enough to be
+		// done too (the in-memory backend's): Get with a cancelled context
+		// said "not found" one call in a few.
+		return nil, err
+	}
 	ch := r.sf.DoChan(name, func() (any, error) { return r.load(name, false) })
 	select {
 	case res := <-ch:

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -125,5 +126,32 @@ func TestInvalidateIsNotUndoneByARefreshUnderWay(t *testing.T) {
 	if res.Revision != 2 || len(res.Service.Instances) != 2 {
 		t.Fatalf("Lookup after Invalidate = revision %d, %d instances (layer %v, stale %v); want revision 2, 2 instances",
 			res.Revision, len(res.Service.Instances), res.Layer, res.Stale)
+	}
+}
+
+// A lookup whose context has already ended gets its context's error and
+// starts no load. It started one, and then chose at random between its
+// context and that load's answer when the load was quick (the in-memory
+// backend's): Get with a cancelled context said "not found" now and then.
+func TestLookupWithAnEndedContextStartsNoLoad(t *testing.T) {
+	store, _ := newHeldStore()
+	r, _ := fakeRegistry(t, WithStore(store))
+	store.hold() // a load would read, then wait here for the test
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Get(ctx, "web"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Get with a cancelled context = %v; want context.Canceled", err)
+	}
+	// Joins the Get's load if it started one; else runs on its own at once.
+	ch := r.sf.DoChan("web", func() (any, error) { return nil, nil })
+	select {
+	case res := <-ch:
+		if res.Shared {
+			t.Fatal("a Get whose context had ended shared a load")
+		}
+	case <-store.held:
+		close(store.release)
+		<-ch
+		t.Fatal("a Get whose context had ended started a load")
 	}
 }
