@@ -235,7 +235,11 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //   - router instances of other processes are skipped here: their own
 //     Registry calls their callback when it learns of the change (by the
 //     change message, or within the L1 freshness window if that is lost);
-//   - draining instances are skipped.
+//   - draining instances are skipped (they may be shutting down). An HTTP
+//     instance registered as a standby (Status StatusDraining) or drained
+//     with Update is sent the configuration later, by its own Registry,
+//     when an Update of its Registration takes it out of draining (see
+//     Registration.Update).
 //
 // The error is non-nil only when nothing was stored; failed notifications
 // are in the report. ctx bounds the whole call, notifications included.

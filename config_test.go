@@ -854,3 +854,205 @@ func TestConfigNotificationRetrySignsAgain(t *testing.T) {
 		t.Fatalf("answers %v, report %+v; want 503 then 200, delivered at the second attempt", got, rep.Instances)
 	}
 }
+
+// standbyInstance registers, in r, an HTTP instance of "api" served by a
+// test server, on standby (Status StatusDraining), and returns its
+// registration and the configuration notifications the server received.
+func standbyInstance(t *testing.T, r *discovery.Registry, h func(n int, w http.ResponseWriter, req *http.Request)) (*discovery.Registration, *received) {
+	t.Helper()
+	rc := &received{}
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != discovery.ConfigReloadPath {
+			return
+		}
+		rc.record(req)
+		h(int(calls.Add(1)), w, req)
+	}))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	g, err := r.Register(context.Background(), discovery.Instance{ID: "standby", Service: "api", Host: host, Port: p, Status: discovery.StatusDraining})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, rc
+}
+
+// last returns the revision header and body of the last notification.
+func (rc *received) last() (rev, body string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.bodies) == 0 {
+		return "", ""
+	}
+	return rc.revs[len(rc.revs)-1], rc.bodies[len(rc.bodies)-1]
+}
+
+func putInService(in *discovery.Instance) { in.Status = discovery.StatusUnknown }
+
+func wantRegConfig(t *testing.T, g *discovery.Registration, want json.RawMessage, wantRev int64) {
+	t.Helper()
+	if doc, rev := g.Config(); string(doc) != string(want) || rev != wantRev {
+		t.Errorf("Registration.Config() = %s, %d; want %s, %d", doc, rev, want, wantRev)
+	}
+}
+
+// A standby HTTP instance is skipped by UpdateConfig (it is draining); the
+// Update that puts it into service sends it the configuration stored while
+// it waited, as UpdateConfig would have, and its Registration.Config moves
+// to it. It went into service with the configuration it registered with,
+// and nothing ever sent it the newer one.
+func TestStandbyIsSentTheConfigWhenPutInService(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	opts := []discovery.Option{discovery.WithClock(discoverytest.NewClock(t0)), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+	inst := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithTokenSource(fakeTokens{}))...) // the instance's process
+	admin := discoverytest.NewRegistry(t, backend, opts...)
+	if _, err := admin.UpdateConfig(ctx, "api", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	g, rc := standbyInstance(t, inst, func(int, http.ResponseWriter, *http.Request) {})
+	wantRegConfig(t, g, cfgDoc(1), 1)
+
+	rep, err := admin.UpdateConfig(ctx, "api", cfgDoc(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped || rep.Instances[0].Reason != "draining" {
+		t.Fatalf("report = %+v; want the standby skipped as draining", rep.Instances)
+	}
+	if n := rc.count(); n != 0 {
+		t.Fatalf("the standby was sent %d notifications", n)
+	}
+
+	if err := g.Update(ctx, putInService); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.count(); n != 1 {
+		t.Fatalf("put in service, the instance was sent %d notifications; want 1 (config revision 2)", n)
+	}
+	rc.mu.Lock()
+	if rc.methods[0] != http.MethodPost || rc.bodies[0] != string(cfgDoc(2)) || rc.revs[0] != "2" || rc.auth[0] != "Bearer tok-for-api" {
+		t.Errorf("notification: %s body %q revision %q auth %q; want POST %s, revision 2, Bearer tok-for-api",
+			rc.methods[0], rc.bodies[0], rc.revs[0], rc.auth[0], cfgDoc(2))
+	}
+	rc.mu.Unlock()
+	wantRegConfig(t, g, cfgDoc(2), 2)
+
+	// In service, changes reach it by UpdateConfig; an Update that does not
+	// take it out of draining sends nothing more.
+	if _, err := admin.UpdateConfig(ctx, "api", cfgDoc(3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetWeight(ctx, 50); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.count(); n != 2 {
+		t.Fatalf("after a config change in service and a SetWeight, %d notifications; want 2", n)
+	}
+
+	// Back on standby and out again with no change meanwhile: only what it
+	// may have missed is sent (revision 3, which this process never sent).
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Update(ctx, putInService); err != nil {
+		t.Fatal(err)
+	}
+	if rev, body := rc.last(); rc.count() != 3 || rev != "3" || body != string(cfgDoc(3)) {
+		t.Fatalf("%d notifications, the last revision %q %s; want 3, the last revision 3", rc.count(), rev, body)
+	}
+	wantRegConfig(t, g, cfgDoc(3), 3)
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Update(ctx, putInService); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.count(); n != 3 {
+		t.Errorf("put in service again with nothing new, the instance was sent %d notifications; want 3 in all", n)
+	}
+}
+
+// When an instance put into service cannot be sent the configuration, the
+// Update still succeeds (it is in service), Registration.Config stays where
+// it was, and the next Update of the registration sends it again.
+func TestStandbyConfigSentAgainAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	opts := []discovery.Option{discovery.WithClock(discoverytest.NewClock(t0)), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+	inst := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithConfigNotifyRetries(2, 0))...)
+	admin := discoverytest.NewRegistry(t, backend, opts...)
+	g, rc := standbyInstance(t, inst, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	if _, err := admin.UpdateConfig(ctx, "api", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Update(ctx, putInService); err != nil {
+		t.Fatalf("Update = %v; want nil: the instance is in service", err)
+	}
+	if n := rc.count(); n != 2 {
+		t.Fatalf("%d attempts; want 2 (WithConfigNotifyRetries)", n)
+	}
+	wantRegConfig(t, g, nil, 0)
+	if got := g.Instance().Status; got != discovery.StatusUnknown {
+		t.Fatalf("status %v; want it in service", got)
+	}
+	if err := g.SetWeight(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if rev, body := rc.last(); rc.count() != 3 || rev != "1" || body != string(cfgDoc(1)) {
+		t.Fatalf("%d attempts, the last revision %q %s; want a third, revision 1", rc.count(), rev, body)
+	}
+	wantRegConfig(t, g, cfgDoc(1), 1)
+}
+
+// tokenHook is a TokenSource that runs a function at its first call.
+type tokenHook struct {
+	once sync.Once
+	fn   func()
+}
+
+func (h *tokenHook) Token(context.Context, string) (string, error) {
+	h.once.Do(h.fn)
+	return "tok", nil
+}
+
+// A configuration stored while the one owed to an instance put in service
+// is on its way reaches the instance last: the owed one, arriving after
+// it, does not leave the instance on the older revision.
+func TestStandbyConfigNotLeftOlderThanAConcurrentUpdate(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	opts := []discovery.Option{discovery.WithClock(discoverytest.NewClock(t0)), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+	admin := discoverytest.NewRegistry(t, backend, opts...)
+	hook := &tokenHook{}
+	inst := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithTokenSource(hook))...)
+	g, rc := standbyInstance(t, inst, func(int, http.ResponseWriter, *http.Request) {})
+	if _, err := admin.UpdateConfig(ctx, "api", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	// As revision 1 is about to be sent, revision 2 is stored and sent to
+	// the instance, now in service.
+	var rep discovery.ConfigReport
+	hook.fn = func() {
+		var err error
+		if rep, err = admin.UpdateConfig(ctx, "api", cfgDoc(2)); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := g.Update(ctx, putInService); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Count(discovery.NotifyDelivered) != 1 {
+		t.Fatalf("the concurrent UpdateConfig reported %+v; want it delivered", rep.Instances)
+	}
+	if rev, body := rc.last(); rev != "2" || body != string(cfgDoc(2)) {
+		t.Errorf("the instance was sent last revision %q %s; want 2", rev, body)
+	}
+	wantRegConfig(t, g, cfgDoc(2), 2)
+}

@@ -32,6 +32,10 @@ type regConfig struct {
 	// back: the database went back (restored from a backup) since the
 	// last delivery; the next one replaces what was delivered, older or not.
 	back bool
+	// owed: an HTTP instance put into service (taken out of draining) may
+	// lack a configuration stored while it was draining, and has not been
+	// sent it yet (sendOwedConfig).
+	owed bool
 	done chan struct{} // closed and replaced after every delivery; made on first use
 	kick chan struct{} // made on first use
 }
@@ -95,8 +99,11 @@ func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) 
 // Config returns the service's configuration and its revision as this
 // registration knows them: the configuration current when it registered
 // (so an instance that was down starts with the current one), then, with
-// WithConfigFunc, each one delivered to the callback. (nil, 0) if the
-// service has none.
+// WithConfigFunc, each one delivered to the callback, and for an HTTP
+// instance each one sent to it when an Update took it out of draining (see
+// Update; it stays put while that send fails). Configurations that
+// UpdateConfig sends an HTTP instance in service do not move it. (nil, 0)
+// if the service has none.
 func (g *Registration) Config() (json.RawMessage, int64) {
 	g.cfg.mu.Lock()
 	defer g.cfg.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -208,6 +209,87 @@ func (r *Registry) notifyOwn(ctx context.Context, g *Registration, cfgRev int64,
 		res.Outcome, res.Err = NotifyFailed, err
 	default:
 		res.Outcome = NotifyDelivered
+	}
+}
+
+// Configurations owed to an HTTP instance put into service: UpdateConfig
+// skips draining instances, a standby (registered draining) included, so
+// the Update that takes one out of draining sends it what it missed.
+
+// oweIfInService reports whether next, an Update of cur just written, is an
+// HTTP instance in service that may lack a configuration: it left draining
+// now, or a send owed earlier has not succeeded. It takes c.mu.
+func (c *regConfig) oweIfInService(cur, next core.Instance) bool {
+	if next.Method != core.MethodHTTP || next.Status == core.StatusDraining {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur.Status == core.StatusDraining {
+		c.owed = true
+	}
+	return c.owed
+}
+
+// sendOwedConfig sends the instance the service's configuration, read from
+// the store, if it is newer than the one the registration knows, as
+// UpdateConfig sends it; the registration then knows it (Config). It reads
+// the configuration again after each send, and sends again if a newer one
+// was stored meanwhile: the one sent here may have reached the instance
+// after a newer one that an UpdateConfig sent it once it was in service.
+// Sends of one registration go one at a time. A send that fails (or that
+// ctx or the registration's end cuts short) leaves the configuration owed,
+// for the next Update in service.
+func (g *Registration) sendOwedConfig(ctx context.Context) {
+	r, c := g.r, &g.cfg
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(g.ctx, cancel)()
+	sent := false
+	defer func() {
+		if !sent {
+			c.mu.Lock()
+			c.owed = true
+			c.mu.Unlock()
+		}
+	}()
+	if g.sending.Lock(ctx) != nil {
+		return
+	}
+	defer g.sending.Unlock()
+	for {
+		inst, _, gone := g.state()
+		if gone || inst.Method != core.MethodHTTP || inst.Status == core.StatusDraining {
+			return // back on standby: sent when it leaves draining again
+		}
+		c.mu.Lock()
+		known := c.rev
+		c.mu.Unlock()
+		lctx, lcancel := ownTimeout(ctx, r.opts.loadTO)
+		r.ctr.storeReads.Add(1)
+		svc, err := r.store.Load(lctx, g.service)
+		lcancel()
+		r.noteStoreResult("load", err)
+		if err != nil {
+			r.log.Warn("discovery: cannot read the configuration owed to an instance put in service",
+				zap.String("service", g.service), zap.String("instance", g.id), zap.Error(err))
+			return
+		}
+		if svc.ConfigRevision <= known {
+			c.mu.Lock()
+			c.owed, sent = false, true
+			c.mu.Unlock()
+			return
+		}
+		doc := slices.Clone(svc.Config)
+		res := NotifyResult{Instance: inst}
+		r.postConfig(ctx, g.service, svc.ConfigRevision, doc, r.TokenSource(), &res)
+		if res.Outcome != NotifyDelivered {
+			return // logged by postConfig
+		}
+		c.mu.Lock()
+		c.learn(doc, svc.ConfigRevision)
+		c.mu.Unlock()
 	}
 }
 

@@ -44,6 +44,9 @@ type Registration struct {
 	done   chan struct{}
 
 	cfg regConfig // the service's configuration as it knows it (configfunc.go)
+	// sending serialises the sends of configurations owed to the instance
+	// put into service (sendOwedConfig), so that they go out in order.
+	sending core.Slot
 
 	// checking is set while a call of its check function (WithCheckFunc)
 	// runs, so that one stuck past its timeout is not called again.
@@ -60,8 +63,10 @@ type Registration struct {
 //
 // Status may be left zero or set to StatusDraining: an instance registered
 // draining is listed but not picked (a standby), until an Update sets its
-// Status back to StatusUnknown. Other statuses are this process's view of
-// an instance, not something to store, and are refused.
+// Status back to StatusUnknown. UpdateConfig skips a standby; the Update
+// that puts an HTTP standby into service sends it the configuration stored
+// meanwhile (see Update). Other statuses are this process's view of an
+// instance, not something to store, and are refused.
 func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -121,7 +126,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 
 	gctx, cancel := context.WithCancel(r.ctx)
 	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,
-		done: make(chan struct{}), writing: core.NewSlot()}
+		done: make(chan struct{}), writing: core.NewSlot(), sending: core.NewSlot()}
 	for _, old := range olds {
 		old.stop()
 	}
@@ -186,17 +191,38 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 // SetWeight(ctx, 0)) takes the instance out of selection. fn may read the
 // Registration (Instance, Revision) but not write it: a write waits for this
 // one.
+//
+// An HTTP instance that this Update takes out of draining (a standby put
+// into service) is then sent the service's configuration, if it is newer
+// than the one the registration knows (Config): UpdateConfig skipped it
+// while it was draining. It is sent as UpdateConfig sends it (POST
+// /admin/reload-config, same headers, token, timeout and attempts), after
+// the write and within ctx, so Update returns once it is delivered or has
+// failed (three 10 s attempts at most by default); Config moves to it once
+// the instance accepted it.
+// A failure is logged, not returned (the instance is in service): the next
+// Update of the registration that leaves it in service tries again.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
+	owed, err := g.update(ctx, fn)
+	if err == nil && owed {
+		g.sendOwedConfig(ctx)
+	}
+	return err
+}
+
+// update makes Update's write; owed says whether the instance is an HTTP
+// one in service that may lack configurations stored while it was draining.
+func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed bool, err error) {
 	if fn == nil {
-		return &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
+		return false, &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
 	}
 	if err := g.writing.Lock(ctx); err != nil {
-		return err
+		return false, err
 	}
 	defer g.writing.Unlock()
 	cur, _, gone := g.state()
 	if gone {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	next := cur.Clone()
 	fn(&next)           // reads the weight as stored: 0, not ZeroWeight (a ramp from 0 by 25 reached 24)
@@ -205,23 +231,23 @@ func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 		next.Weight = ZeroWeight // a zero left alone stays zero through Normalize
 	}
 	if next.Service != g.service || next.ID != g.id {
-		return &ValidationError{Field: "instance id", Value: next.Service + "/" + next.ID, Reason: "Update cannot change the service or ID"}
+		return false, &ValidationError{Field: "instance id", Value: next.Service + "/" + next.ID, Reason: "Update cannot change the service or ID"}
 	}
 	if err := core.Normalize(&next); err != nil {
-		return err
+		return false, err
 	}
 	if err := checkRegOptions(&next, &g.opts); err != nil {
-		return err // what Register refuses (a router's callbacks on an HTTP instance), Update does too
+		return false, err // what Register refuses (a router's callbacks on an HTTP instance), Update does too
 	}
 	next.RegisteredAt, next.ExpiresAt = cur.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
 	rev, err := g.r.store.Register(ctx, &next)
 	g.r.noteStoreResult("register", err)
 	if err != nil {
-		return err
+		return false, err
 	}
 	g.set(next, rev)
 	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
-	return nil
+	return g.cfg.oweIfInService(cur, next), nil
 }
 
 // state returns the instance (not a copy), its revision and whether the
