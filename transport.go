@@ -3,11 +3,9 @@ package discovery
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,7 +75,11 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 }
 
 // WithHandler gives a router instance's http.Handler: a Transport of the
-// same Registry serves requests picked to this instance in-process.
+// same Registry serves requests picked to this instance in-process. The
+// response streams as from net/http's server: the caller gets it at the
+// handler's first write or flush (or its return) and the body as it is
+// written (the handler's http.ResponseWriter is an http.Flusher), and
+// closing the body ends the handler's request context.
 // Register refuses it for an HTTP instance, whose requests go over the
 // network.
 func WithHandler(h http.Handler) RegisterOption {
@@ -279,70 +281,6 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 // that picks by hand; a hung instance is ejected, not picked for ever.
 func callerCanceled(req *http.Request) bool {
 	return errors.Is(req.Context().Err(), context.Canceled)
-}
-
-// serveLocal serves a request in-process as net/http's server would: the
-// handler sees a non-nil body, the body is closed afterwards, a panic is
-// the instance's failure (an error, which send reports), and a caller whose
-// context ends gets its error then, while a handler that does not watch the
-// context runs on to its end, as a server's would.
-func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
-	ctx := out.Context()
-	if err := ctx.Err(); err != nil { // net/http sends nothing then
-		if out.Body != nil {
-			_ = out.Body.Close()
-		}
-		return nil, err
-	}
-	if ctx.Done() == nil { // cannot end: no goroutine needed
-		return serveLocalWait(h, out)
-	}
-	type answer struct {
-		resp *http.Response
-		err  error
-	}
-	ch := make(chan answer, 1)
-	go func() {
-		resp, err := serveLocalWait(h, out)
-		ch <- answer{resp, err}
-	}()
-	select {
-	case a := <-ch:
-		return a.resp, a.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// serveLocalWait serves a request in-process and waits for the handler.
-func serveLocalWait(h http.Handler, out *http.Request) (resp *http.Response, err error) {
-	body := out.Body
-	if out.Body == nil {
-		out.Body = http.NoBody
-	}
-	defer func() {
-		if body != nil {
-			_ = body.Close()
-		}
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				err = errors.New("discovery: in-process handler aborted")
-			} else {
-				err = fmt.Errorf("discovery: in-process handler panicked: %v", p)
-			}
-			resp = nil
-		}
-	}()
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, out)
-	resp = rec.Result()
-	resp.Request = out // as net/http's transport sets it
-	if rec.Body.Len() == 0 || out.Method == http.MethodHead {
-		// as net/http's client gives an empty answer, and its server
-		// sends none to a HEAD whatever the handler writes
-		resp.Body = http.NoBody
-	}
-	return resp, nil
 }
 
 // doneBody reports the outcome once, when the body is closed or read to

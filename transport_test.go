@@ -874,3 +874,78 @@ func TestTransportInProcessHEADHasNoBody(t *testing.T) {
 		t.Fatalf("after 10 HEADs the instance counts %d requests in flight; want 0", n)
 	}
 }
+
+// A streaming handler served in-process (server-sent events, a long
+// download: anything that flushes) reaches its caller as it writes, as it
+// would over the network: the handler wrote into a recorder, so the
+// caller's Do returned only once the handler had ended, and never for one
+// that does not end. The request ends when the caller closes the body,
+// which ends the handler's context, as a client that leaves does.
+func TestTransportInProcessStreams(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	read, finished := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		defer close(finished)
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-read: // the caller has the event
+		case <-req.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: two\n\n")
+		w.(http.Flusher).Flush()
+		<-req.Context().Done() // a stream that ends when its reader leaves
+	})
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "events", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-finished }()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://events/stream", nil)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := r.HTTPClient().Do(req)
+		got <- answer{resp, err}
+	}()
+	var resp *http.Response
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("GET of a streaming in-process handler: %v", a.err)
+		}
+		resp = a.resp
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-process handler wrote and flushed an event, yet the caller's Do has not returned")
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+		t.Errorf("got %d %q; want 200 text/event-stream", resp.StatusCode, ct)
+	}
+	first := make([]byte, len("data: one\n\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "data: one\n\n" {
+		t.Fatalf("first event %q, %v; want \"data: one\\n\\n\"", first, err)
+	}
+	if n := discovery.InFlight(r, "events", g.Instance().ID); n != 1 {
+		t.Errorf("%d requests in flight while the body is read; want 1", n)
+	}
+	close(read)
+	second := make([]byte, len("data: two\n\n"))
+	if _, err := io.ReadFull(resp.Body, second); err != nil || string(second) != "data: two\n\n" {
+		t.Fatalf("second event %q, %v; want \"data: two\\n\\n\"", second, err)
+	}
+	resp.Body.Close()
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the caller closed the body, yet the handler's context has not ended")
+	}
+	if n := discovery.InFlight(r, "events", g.Instance().ID); n != 0 {
+		t.Errorf("%d requests in flight once the body is closed; want 0", n)
+	}
+}

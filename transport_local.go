@@ -1,0 +1,255 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// serveLocal serves a request in-process as net/http's server would: the
+// handler sees a non-nil body, which is closed when it returns, and a
+// context that ends when the caller's does or when the caller closes the
+// response body. The caller gets the response when the handler first
+// writes or flushes (or returns: a handler that wrote nothing gives
+// http.NoBody), as net/http's server sends a header then, and the body as
+// it is written, so a streaming handler streams. A panic before that is
+// the instance's failure (an error, which send reports), one after it
+// cuts the body short. A caller whose context ends gets its error then,
+// while a handler that does not watch the context runs on to its end, as
+// a server's would.
+func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
+	ctx := out.Context()
+	if err := ctx.Err(); err != nil { // net/http sends nothing then
+		if out.Body != nil {
+			_ = out.Body.Close()
+		}
+		return nil, err
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	in := out.WithContext(hctx)
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	pr, pw := io.Pipe()
+	w := &localWriter{req: out, header: make(http.Header), pr: pr, pw: pw, cancel: cancel, answer: make(chan localAnswer, 1)}
+	// The body's reader gets the caller's context error once it ends.
+	stop := context.AfterFunc(ctx, func() { _ = pw.CloseWithError(ctx.Err()) })
+	go func() {
+		defer cancel()
+		defer stop()
+		w.serve(h, in, out.Body)
+	}()
+	select {
+	case a := <-w.answer:
+		return a.resp, a.err
+	case <-ctx.Done():
+		_ = pr.CloseWithError(ctx.Err()) // the handler's writes fail
+		return nil, ctx.Err()
+	}
+}
+
+type localAnswer struct {
+	resp *http.Response
+	err  error
+}
+
+// localWriter is the http.ResponseWriter (and http.Flusher) of a request
+// served in-process. Its methods run on the handler's goroutine.
+type localWriter struct {
+	req     *http.Request // as sent: Response.Request
+	header  http.Header
+	status  int            // 0 until WriteHeader
+	resp    *http.Response // once the caller has been answered
+	discard bool           // the response has no body: writes are eaten
+	pr      *io.PipeReader
+	pw      *io.PipeWriter
+	cancel  context.CancelFunc
+	answer  chan localAnswer // one answer, buffered
+	trailer http.Header      // set before pw is closed, read at EOF
+}
+
+func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser) {
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					err = errors.New("discovery: in-process handler aborted")
+				} else {
+					err = fmt.Errorf("discovery: in-process handler panicked: %v", p)
+				}
+			}
+		}()
+		h.ServeHTTP(w, in)
+	}()
+	if body != nil {
+		_ = body.Close()
+	}
+	switch {
+	case err != nil && w.resp == nil:
+		w.answer <- localAnswer{err: err}
+		_ = w.pr.Close()
+	case err != nil:
+		_ = w.pw.CloseWithError(err) // the caller's read fails
+	default:
+		w.commit(nil, true)
+		w.trailer = w.trailers()
+		_ = w.pw.Close()
+	}
+}
+
+func (w *localWriter) Header() http.Header { return w.header }
+
+func (w *localWriter) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
+	}
+	if w.status != 0 || code < 200 && code != http.StatusSwitchingProtocols {
+		return // superfluous, or informational: not the response
+	}
+	w.status = code
+}
+
+func (w *localWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowedForStatus(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.commit(p, false)
+	if w.discard {
+		return len(p), nil
+	}
+	return w.pw.Write(p)
+}
+
+// Flush sends the header, if it is not sent yet: written bytes are with
+// the caller's reader at once.
+func (w *localWriter) Flush() { w.commit(nil, false) }
+
+// commit answers the caller, once: with the status and a copy of the
+// header, and a body when one can follow.
+func (w *localWriter) commit(p []byte, ended bool) {
+	if w.resp != nil {
+		return
+	}
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	h := w.header.Clone()
+	if _, typed := h["Content-Type"]; !typed && len(p) > 0 && h.Get("Transfer-Encoding") == "" {
+		h.Set("Content-Type", http.DetectContentType(p))
+	}
+	resp := &http.Response{
+		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
+		StatusCode:    w.status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Request:       w.req, // as net/http's transport sets it
+		ContentLength: -1,
+	}
+	if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+		resp.ContentLength = cl
+	}
+	if ended || resp.ContentLength == 0 || w.req.Method == http.MethodHead || !bodyAllowedForStatus(w.status) {
+		// as net/http's client gives an empty answer, and its server
+		// sends none to a HEAD whatever the handler writes
+		resp.Body, w.discard = http.NoBody, true
+		if ended {
+			resp.Trailer = w.trailers()
+		}
+	} else {
+		for _, k := range declaredTrailers(h) {
+			if resp.Trailer == nil {
+				resp.Trailer = make(http.Header)
+			}
+			resp.Trailer[k] = nil // its value comes with the body's end
+		}
+		resp.Body = &localBody{w: w, resp: resp}
+	}
+	w.resp = resp
+	w.answer <- localAnswer{resp: resp}
+}
+
+// trailers returns the trailers the handler set: the values of those the
+// header declared, and those named with http.TrailerPrefix.
+func (w *localWriter) trailers() http.Header {
+	var t http.Header
+	decl := w.header
+	if w.resp != nil {
+		decl = w.resp.Header
+	}
+	for _, k := range declaredTrailers(decl) {
+		if vv, ok := w.header[k]; ok {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[k] = append([]string(nil), vv...)
+		}
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if t == nil {
+				t = make(http.Header)
+			}
+			for _, v := range vv {
+				t.Add(name, v)
+			}
+		}
+	}
+	return t
+}
+
+func declaredTrailers(h http.Header) []string {
+	var keys []string
+	for _, v := range h["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// bodyAllowedForStatus is net/http's rule: no body with a 1xx, 204 or 304.
+func bodyAllowedForStatus(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// localBody is the body of an in-process response: what the handler
+// writes, as it writes it. Closing it ends the handler's context, as a
+// client that goes away does over the network.
+type localBody struct {
+	w    *localWriter
+	resp *http.Response
+}
+
+func (b *localBody) Read(p []byte) (int, error) {
+	n, err := b.w.pr.Read(p)
+	if err == io.EOF {
+		for k, vv := range b.w.trailer { // set before the pipe closed
+			if b.resp.Trailer == nil {
+				b.resp.Trailer = make(http.Header)
+			}
+			b.resp.Trailer[k] = vv
+		}
+		b.w.trailer = nil
+	}
+	return n, err
+}
+
+func (b *localBody) Close() error {
+	b.w.cancel()
+	return b.w.pr.Close()
+}
