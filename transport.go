@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"math"
@@ -32,6 +33,18 @@ type transportOptions struct {
 // BaseTransport sets the RoundTripper that carries requests to instances
 // (a clone of http.DefaultTransport by default). Another RoundTripper, such
 // as auth's token adder, may wrap it or be wrapped by it.
+//
+// An https request reaches the base with the instance's address in its
+// URL. When the base is an *http.Transport (the default is one), the
+// Transport sends it through a clone of the base per host name, whose TLS
+// config names the host the caller asked for (the service name), so the
+// instance's certificate is verified against that name, not the address;
+// a ServerName set in the base's TLSClientConfig is kept, for every
+// request. Any other RoundTripper (an *http.Transport wrapped by
+// instrumentation, say) gets the request as it is: if it dials TLS with
+// net/http, the server name is the instance's address, which a
+// certificate for the service does not name, unless its TLS config sets
+// ServerName.
 func BaseTransport(rt http.RoundTripper) TransportOption {
 	return transportOptionFunc(func(o *transportOptions) { o.base = rt })
 }
@@ -87,7 +100,9 @@ func WithHandler(h http.Handler) RegisterOption {
 }
 
 // Transport returns an http.RoundTripper that sends requests for
-// http://<service>/path to an instance chosen by Pick, reports each outcome
+// http://<service>/path to an instance chosen by Pick (https://<service>
+// verifies the instance's certificate against the service name: see
+// BaseTransport), reports each outcome
 // (connection errors, 5xx and the caller's deadline passing as failures,
 // 429 and 503 with Retry-After as overload, the caller's cancellation as
 // neither), and retries idempotent requests once on another instance under
@@ -125,6 +140,30 @@ type transport struct {
 	budget retryBudget
 	// Retried counts retries made, for tests and metrics.
 	retried atomic.Uint64
+	// tlsBases holds, for a base that is an *http.Transport, a clone of
+	// it per host name of https requests, whose TLS config names the host
+	// (a pool of its own: a connection verified for one name never serves
+	// another).
+	tlsBases sync.Map // host name → *http.Transport
+}
+
+// baseFor returns the RoundTripper for out, a request to the instance
+// for the host name the caller asked for.
+func (t *transport) baseFor(out *http.Request, name string) http.RoundTripper {
+	ht, ok := t.o.base.(*http.Transport)
+	if !ok || out.URL.Scheme != "https" || name == "" || ht.TLSClientConfig != nil && ht.TLSClientConfig.ServerName != "" {
+		return t.o.base
+	}
+	if c, ok := t.tlsBases.Load(name); ok {
+		return c.(*http.Transport)
+	}
+	c := ht.Clone()
+	if c.TLSClientConfig == nil {
+		c.TLSClientConfig = &tls.Config{}
+	}
+	c.TLSClientConfig.ServerName = name
+	got, _ := t.tlsBases.LoadOrStore(name, c)
+	return got.(*http.Transport)
 }
 
 // CloseIdleConnections closes the base transport's idle connections, if it
@@ -133,6 +172,10 @@ func (t *transport) CloseIdleConnections() {
 	if c, ok := t.o.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+	t.tlsBases.Range(func(_, c any) bool {
+		c.(*http.Transport).CloseIdleConnections()
+		return true
+	})
 }
 
 // errStatus marks a 5xx answer as a failure of the instance.
@@ -229,7 +272,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	if h := t.r.localHandler(sel.Instance); h != nil {
 		resp, err = serveLocal(h, out)
 	} else {
-		resp, err = t.o.base.RoundTrip(out)
+		resp, err = t.baseFor(out, req.URL.Hostname()).RoundTrip(out)
 	}
 	if err != nil {
 		if callerCanceled(req) {

@@ -2,9 +2,16 @@ package discovery_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	x509pkix "crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -948,4 +955,74 @@ func TestTransportInProcessStreams(t *testing.T) {
 	if n := discovery.InFlight(r, "events", g.Instance().ID); n != 0 {
 		t.Errorf("%d requests in flight once the body is closed; want 0", n)
 	}
+}
+
+// An https request to a service verifies the instance's certificate
+// against the name the caller asked for, as grpc-go checks every backend
+// against the target's authority: the Transport rewrote the URL's host to
+// the instance's address, so the TLS server name and the verification used
+// the instance's IP, and a certificate issued for the service failed.
+func TestTransportHTTPSVerifiesTheServiceName(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	cert, roots := certFor(t, "web")
+	sni := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		select {
+		case sni <- hello.ServerName:
+		default:
+		}
+		return nil, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	client := r.HTTPClient(discovery.BaseTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}))
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://web/x")
+	if err != nil {
+		t.Fatalf("GET https://web/x from an instance whose certificate names web: %v; want it verified", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "ok" {
+		t.Fatalf("GET https://web/x: %q, %v; want \"ok\"", b, err)
+	}
+	if got := <-sni; got != "web" {
+		t.Errorf("the instance was asked for server name %q; want \"web\"", got)
+	}
+}
+
+// certFor returns a self-signed certificate for the DNS name, and a pool
+// that trusts it.
+func certFor(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               x509pkix.Name{CommonName: name},
+		DNSNames:              []string{name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
 }
