@@ -941,6 +941,7 @@ func (r *Registry) resync() {
 			ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 			revs, err := rr.Revisions(ctx, names)
 			cancel()
+			r.countStoreErr(err)
 			if err == nil {
 				for name, rev := range revs {
 					// only what L1 holds: a store may answer for more
@@ -1020,6 +1021,7 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 	stop()
 	cancel()
 	if err != nil {
+		r.countStoreErr(err)
 		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as the two below
 		return
 	}

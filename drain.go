@@ -162,6 +162,7 @@ func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
 	r.ctr.storeReads.Add(1)
 	svc, err := r.store.Load(ctx, service)
 	if err != nil {
+		r.countStoreErr(err)
 		return
 	}
 	if _, err := r.l2.Set(ctx, svc, r.clock.Now()); err == nil {

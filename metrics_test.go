@@ -378,3 +378,36 @@ func TestUnusableL2SnapshotIsAMiss(t *testing.T) {
 		}
 	}
 }
+
+// Every database call that fails counts in Stats().StoreErrors and in
+// discovery_backend_errors_total{backend="database"}, as their docs say
+// ("failed database calls"), not only a lookup's load: a process that only
+// registers, deregisters and lists showed 0 through a whole outage.
+func TestFailedWritesCountAsStoreErrors(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithMetrics(reg), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	backend.SetFailure(errors.New("connection refused"))
+	t.Cleanup(func() { backend.SetFailure(nil) }) // before Close
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Register", func() error { _, err := r.Register(ctx, inst("web", "10.0.0.2", 80)); return err }},
+		{"Deregister", func() error { return r.Deregister(ctx, "web", "10.0.0.9:80") }},
+		{"Services", func() error { _, err := r.Services(ctx); return err }},
+	}
+	for i, c := range calls {
+		if err := c.call(); !errors.Is(err, discovery.ErrUnavailable) {
+			t.Fatalf("%s with the database down = %v; want ErrUnavailable", c.name, err)
+		}
+		if got, want := r.Stats().StoreErrors, uint64(i+1); got != want {
+			t.Errorf("after a failed %s: Stats().StoreErrors = %d; want %d", c.name, got, want)
+		}
+	}
+	if got, want := scrape(t, reg)["discovery_backend_errors_total{backend=database}"], float64(len(calls)); got != want {
+		t.Errorf("discovery_backend_errors_total{backend=database} = %v; want %v", got, want)
+	}
+}

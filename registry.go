@@ -331,12 +331,22 @@ func (r *Registry) Stats() Stats {
 	return s
 }
 
-// noteStoreResult logs the database going away and coming back, once each.
+// noteStoreResult logs the database going away and coming back, once each,
+// and counts a failed call in StoreErrors.
 func (r *Registry) noteStoreResult(op string, err error) {
 	if err == nil {
 		r.noteStoreOK()
 	} else if errors.Is(err, ErrUnavailable) {
+		r.ctr.storeErrs.Add(1)
 		r.noteStoreErr(op, err)
+	}
+}
+
+// countStoreErr counts a failed database call in StoreErrors, for the calls
+// whose failure is not noted otherwise (noteStoreResult).
+func (r *Registry) countStoreErr(err error) {
+	if errors.Is(err, ErrUnavailable) {
+		r.ctr.storeErrs.Add(1)
 	}
 }
 

@@ -49,7 +49,8 @@ type Stats struct {
 	NotFound uint64
 	// StoreReads counts loads from the database (L3), for any reason.
 	StoreReads uint64
-	// StoreErrors counts failed database calls.
+	// StoreErrors counts failed database calls of every kind: loads,
+	// registrations, renewals and other writes, listings, the reaper's.
 	StoreErrors uint64
 	// L2Hits and L2Misses count Redis reads; one that found corrupt or
 	// other-version data is a miss, and an L2DecodeError. L2DecodeErrors
