@@ -93,15 +93,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	createTable := s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)
+	// A schema already current is answered without writing: the write lock
+	// taken below (SQLite) and CREATE TABLE IF NOT EXISTS (PostgreSQL, which
+	// checks the right to create before it looks for the table) are refused
+	// on a read-only database, and to a user who may not create tables.
+	var current int
+	if err := s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
+		return nil
+	}
 	if !s.postgres {
-		// SQLite: a schema already current is answered without the write
-		// lock taken below (which a read-only database refuses); otherwise
-		// the table exists before the transaction, so that the
-		// transaction's first statement can take that lock.
-		var current int
-		if err := s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
-			return nil
-		}
+		// SQLite: the table exists before the transaction, so that the
+		// transaction's first statement can take the write lock.
 		if err := s.db.WithContext(ctx).Exec(createTable).Error; err != nil {
 			return mapErr(ctx, "migrate", err)
 		}
