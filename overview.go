@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // Overview is every service at a glance, as this process sees it: what the
@@ -70,11 +72,16 @@ type LayerOverview struct {
 
 // usable reports whether selection may pick the instance: not draining,
 // weight above 0, health, score above minScore, not ejected (a call's
-// filters aside).
-func (h *InstanceHealth) usable(minScore float64) bool {
+// filters aside). raw is the snapshot L1 holds (nil if none): a suspect
+// that was draining there is not picked either.
+func (h *InstanceHealth) usable(minScore float64, raw *core.Service) bool {
 	switch h.Shown {
 	case StatusDraining, StatusEjected:
 		return false
+	case StatusSuspect:
+		if drainingIn(raw, h.ID) {
+			return false
+		}
 	}
 	return h.Weight > 0 && h.Status != StatusUnhealthy && h.Score > minScore && !h.Ejected
 }
@@ -106,7 +113,11 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 			hs, err := r.Health(ctx, info.Name)
 			switch {
 			case err == nil:
-				so.fill(hs, r.opts.minScore)
+				var raw *core.Service
+				if e := r.l1.get(info.Name); e != nil {
+					raw = e.raw
+				}
+				so.fill(hs, r.opts.minScore, raw)
 			case ctx.Err() != nil:
 				return Overview{}, err
 			case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable):
@@ -139,7 +150,7 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	return ov, nil
 }
 
-func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64) {
+func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64, raw *core.Service) {
 	so.Instances = hs
 	so.Live = len(hs)
 	if len(hs) == 0 {
@@ -151,7 +162,7 @@ func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64) {
 	for i := range hs {
 		h := &hs[i]
 		score += h.Score
-		if h.usable(minScore) {
+		if h.usable(minScore, raw) {
 			so.Usable++
 		}
 		if !h.LastCheck.IsZero() {

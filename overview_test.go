@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -169,5 +170,40 @@ func TestOverviewCountsWeightZeroAsNotUsable(t *testing.T) {
 	}
 	if so := ov.Services[0]; so.Live != 2 || so.Usable != 0 || so.Status != discovery.StatusUnhealthy {
 		t.Fatalf("web: live %d, usable %d, status %s; want 2, 0, unhealthy", so.Live, so.Usable, so.Status)
+	}
+}
+
+// An instance that was draining when its lease lapsed with its service's
+// others is kept as a suspect, which Pick never picks (it was being taken
+// out): Overview counted it usable, and a service whose only kept instances
+// were draining showed healthy while Pick refused every call.
+func TestOverviewCountsADrainingSuspectAsNotUsable(t *testing.T) {
+	ctx := context.Background()
+	r, clock, backend := lapseRegistry(t)
+	ttl := discovery.DefaultLeaseTTL
+	for i := range 3 {
+		in := discovery.Instance{ID: fmt.Sprintf("i%02d", i), Service: "db_svc", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
+			Status: discovery.StatusDraining, RegisteredAt: t0, ExpiresAt: t0.Add(ttl)}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Set(t0.Add(ttl + time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "3 instances, 3 suspect" {
+		t.Fatalf("after the lapse: %s; want 3 instances, 3 suspect", got)
+	}
+	if _, err := r.Pick(ctx, "db_svc"); err == nil {
+		t.Fatal("Pick picked an instance that was draining: the test does not show the case")
+	}
+	ov, err := r.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ov.Services) != 1 {
+		t.Fatalf("services %+v; want db_svc alone", ov.Services)
+	}
+	if so := ov.Services[0]; so.Live != 3 || so.Usable != 0 || so.Status != discovery.StatusUnhealthy || ov.HealthyServices != 0 {
+		t.Fatalf("db_svc: live %d, usable %d, status %s (%d healthy services); want 3, 0, unhealthy, 0",
+			so.Live, so.Usable, so.Status, ov.HealthyServices)
 	}
 }
