@@ -145,6 +145,18 @@ func (s *Store) LoadQuery(service string) (string, []any) {
 	return s.q.load, []any{service, service, service}
 }
 
+// tx runs fn in a transaction. On PostgreSQL it is READ COMMITTED whatever
+// the database's default: the statements are written for it (a write waits
+// for a row's lock, then works on the row as committed), and under
+// REPEATABLE READ or SERIALIZABLE a write that waited for another writer of
+// its service failed with a serialization error instead.
+func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if s.postgres {
+		return s.db.WithContext(ctx).Transaction(fn, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	}
+	return s.db.WithContext(ctx).Transaction(fn)
+}
+
 // errNoRow aborts a transaction whose target row is missing.
 var errNoRow = errors.New("no row")
 
@@ -209,7 +221,7 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, in.Service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
 			return err
 		}
@@ -251,7 +263,7 @@ func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound 
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
 			return err
 		}
@@ -404,7 +416,7 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 		}
 	}
 	var changes []core.Change
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if s.postgres {
 			var got bool
 			if err := tx.Raw(`SELECT pg_try_advisory_xact_lock(?)`, s.lockKey("reap")).Row().Scan(&got); err != nil {
@@ -481,7 +493,7 @@ func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev, cfgRev int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.setConfig, name, string(doc), at.UnixNano()).Row().Scan(&rev, &cfgRev); err != nil {
 			return err
 		}
@@ -535,7 +547,7 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
 			return err
 		}

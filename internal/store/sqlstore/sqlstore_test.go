@@ -359,3 +359,67 @@ func TestPostgresMigrateOfACurrentSchemaWritesNothing(t *testing.T) {
 		t.Fatalf("CheckSchema = %v", err)
 	}
 }
+
+// The store's transactions are written for READ COMMITTED (a write waits
+// for the row lock, then works on the row as committed). On a PostgreSQL
+// whose default isolation is REPEATABLE READ or SERIALIZABLE (set for the
+// database, a role or in the DSN), a Register that waited for another
+// writer of its service failed with "could not serialize access" (SQLSTATE
+// 40001), matching ErrUnavailable: concurrent registrations of one service
+// took the database for down. Here another transaction holds the service's
+// row while Register waits for it.
+func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
+	p := testutil.Prefix(t)
+	open(t, testutil.Postgres(t, p), p)
+	db, err := testutil.OpenPostgres(testutil.PostgresDSN(t) + "&default_transaction_isolation=repeatable%20read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	s, err := sqlstore.New(db, p, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(t.Context(), storetest.Instance("svc", "a", time.Now().Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	other := db.Begin()
+	if err := other.Exec(`UPDATE `+p+`services SET revision = revision + 1 WHERE name = ?`, "svc").Error; err != nil {
+		other.Rollback()
+		t.Fatal(err)
+	}
+	type result struct {
+		rev int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rev, err := s.Register(context.Background(), storetest.Instance("svc", "b", time.Now().Add(time.Hour)))
+		done <- result{rev, err}
+	}()
+	// Once Register waits for the row lock, the other transaction commits.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var n int
+		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?`,
+			"%"+strings.ReplaceAll(p, "_", `\_`)+"services%").Scan(&n)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			other.Rollback()
+			t.Fatal("Register did not wait for the row lock within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := other.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil || res.rev != 3 {
+		t.Fatalf("Register after a concurrent write of its service = %d, %v; want revision 3, no error", res.rev, res.err)
+	}
+}
