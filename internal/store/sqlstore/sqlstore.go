@@ -239,11 +239,25 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	res := s.db.WithContext(ctx).Exec(s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
-	if res.Error != nil {
-		return mapErr(ctx, "renew", res.Error)
+	var n int64
+	renew := func(db *gorm.DB) error {
+		res := db.Exec(s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
+		n = res.RowsAffected
+		return res.Error
 	}
-	if res.RowsAffected == 0 {
+	var err error
+	if s.postgres {
+		// In a READ COMMITTED transaction (tx): a lone statement runs at the
+		// database's default isolation, under which one that waited for
+		// another writer of the row fails to serialize.
+		err = s.tx(ctx, renew)
+	} else {
+		err = renew(s.db.WithContext(ctx))
+	}
+	if err != nil {
+		return mapErr(ctx, "renew", err)
+	}
+	if n == 0 {
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
 	return nil

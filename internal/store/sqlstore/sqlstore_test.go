@@ -423,3 +423,55 @@ func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 		t.Fatalf("Register after a concurrent write of its service = %d, %v; want revision 3, no error", res.rev, res.err)
 	}
 }
+
+// Renew is one statement, but on a PostgreSQL defaulting to REPEATABLE READ
+// a statement that waited for another writer of its row failed as a
+// transaction would (SQLSTATE 40001, ErrUnavailable): a renewal that met
+// another process's write of the instance took the database for down.
+func TestPostgresRenewAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
+	p := testutil.Prefix(t)
+	open(t, testutil.Postgres(t, p), p)
+	db, err := testutil.OpenPostgres(testutil.PostgresDSN(t) + "&default_transaction_isolation=repeatable%20read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	s, err := sqlstore.New(db, p, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := s.Register(t.Context(), storetest.Instance("svc", "a", now.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	other := db.Begin()
+	if err := other.Exec(`UPDATE `+p+`instances SET weight = weight WHERE service = ? AND id = ?`, "svc", "a").Error; err != nil {
+		other.Rollback()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Renew(context.Background(), "svc", "a", now, now.Add(2*time.Hour)) }()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var n int
+		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?`,
+			"%"+strings.ReplaceAll(p, "_", `\_`)+"instances%").Scan(&n)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			other.Rollback()
+			t.Fatal("Renew did not wait for the row lock within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := other.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Renew after a concurrent write of its row = %v; want nil", err)
+	}
+}
