@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery/internal/core"
@@ -245,13 +246,14 @@ func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt ti
 		n = res.RowsAffected
 		return res.Error
 	}
-	var err error
-	if s.postgres {
-		// In a READ COMMITTED transaction (tx): a lone statement runs at the
-		// database's default isolation, under which one that waited for
-		// another writer of the row fails to serialize.
-		err = s.tx(ctx, renew)
-	} else {
+	err := renew(s.db.WithContext(ctx))
+	// A lone statement runs at the database's default isolation: under
+	// REPEATABLE READ or SERIALIZABLE, one that waited for another writer
+	// of the row fails to serialize (40001). Run again it takes a new
+	// snapshot and renews the row as committed, or finds it gone. Retried
+	// rather than wrapped in a READ COMMITTED transaction, which made
+	// every renewal three round trips instead of one.
+	for try := 0; s.postgres && err != nil && isSerializationFailure(err) && try < 3 && ctx.Err() == nil; try++ {
 		err = renew(s.db.WithContext(ctx))
 	}
 	if err != nil {
@@ -582,4 +584,10 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
 	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Key: kid},
 		s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
+}
+
+// isSerializationFailure reports whether err is PostgreSQL's SQLSTATE 40001.
+func isSerializationFailure(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "40001"
 }
