@@ -360,15 +360,11 @@ func TestPostgresMigrateOfACurrentSchemaWritesNothing(t *testing.T) {
 	}
 }
 
-// The store's transactions are written for READ COMMITTED (a write waits
-// for the row lock, then works on the row as committed). On a PostgreSQL
-// whose default isolation is REPEATABLE READ or SERIALIZABLE (set for the
-// database, a role or in the DSN), a Register that waited for another
-// writer of its service failed with "could not serialize access" (SQLSTATE
-// 40001), matching ErrUnavailable: concurrent registrations of one service
-// took the database for down. Here another transaction holds the service's
-// row while Register waits for it.
-func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
+// repeatableReadStore returns a store on a fresh schema whose connections
+// default to REPEATABLE READ (as a database or role can be set), the
+// connection pool beside it, and the table prefix.
+func repeatableReadStore(t *testing.T) (*sqlstore.Store, *gorm.DB, string) {
+	t.Helper()
 	p := testutil.Prefix(t)
 	open(t, testutil.Postgres(t, p), p)
 	db, err := testutil.OpenPostgres(testutil.PostgresDSN(t) + "&default_transaction_isolation=repeatable%20read")
@@ -384,6 +380,41 @@ func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, db, p
+}
+
+// commitOnceWaitedFor commits other once a statement on table waits for a
+// row lock (the one other holds).
+func commitOnceWaitedFor(t *testing.T, db, other *gorm.DB, table string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var n int
+		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?`,
+			"%"+strings.ReplaceAll(table, "_", `\_`)+"%").Scan(&n)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			other.Rollback()
+			t.Fatalf("no statement on %s waited for the row lock within 5 s", table)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := other.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The store's transactions are written for READ COMMITTED (a write waits
+// for the row lock, then works on the row as committed). On a PostgreSQL
+// whose default isolation is REPEATABLE READ or SERIALIZABLE (set for the
+// database, a role or in the DSN), a Register that waited for another
+// writer of its service failed with "could not serialize access" (SQLSTATE
+// 40001), matching ErrUnavailable: concurrent registrations of one service
+// took the database for down. Here another transaction holds the service's
+// row while Register waits for it.
+func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
+	s, db, p := repeatableReadStore(t)
 	if _, err := s.Register(t.Context(), storetest.Instance("svc", "a", time.Now().Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
@@ -401,23 +432,7 @@ func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 		rev, err := s.Register(context.Background(), storetest.Instance("svc", "b", time.Now().Add(time.Hour)))
 		done <- result{rev, err}
 	}()
-	// Once Register waits for the row lock, the other transaction commits.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var n int
-		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?`,
-			"%"+strings.ReplaceAll(p, "_", `\_`)+"services%").Scan(&n)
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			other.Rollback()
-			t.Fatal("Register did not wait for the row lock within 5 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := other.Commit().Error; err != nil {
-		t.Fatal(err)
-	}
+	commitOnceWaitedFor(t, db, other, p+"services") // once Register waits for the row lock
 	res := <-done
 	if res.err != nil || res.rev != 3 {
 		t.Fatalf("Register after a concurrent write of its service = %d, %v; want revision 3, no error", res.rev, res.err)
@@ -429,21 +444,7 @@ func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 // transaction would (SQLSTATE 40001, ErrUnavailable): a renewal that met
 // another process's write of the instance took the database for down.
 func TestPostgresRenewAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
-	p := testutil.Prefix(t)
-	open(t, testutil.Postgres(t, p), p)
-	db, err := testutil.OpenPostgres(testutil.PostgresDSN(t) + "&default_transaction_isolation=repeatable%20read")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := db.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-	s, err := sqlstore.New(db, p, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, db, p := repeatableReadStore(t)
 	now := time.Now()
 	if _, err := s.Register(t.Context(), storetest.Instance("svc", "a", now.Add(time.Hour))); err != nil {
 		t.Fatal(err)
@@ -455,22 +456,7 @@ func TestPostgresRenewAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Renew(context.Background(), "svc", "a", now, now.Add(2*time.Hour)) }()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var n int
-		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?`,
-			"%"+strings.ReplaceAll(p, "_", `\_`)+"instances%").Scan(&n)
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			other.Rollback()
-			t.Fatal("Renew did not wait for the row lock within 5 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := other.Commit().Error; err != nil {
-		t.Fatal(err)
-	}
+	commitOnceWaitedFor(t, db, other, p+"instances") // once Renew waits for the row lock
 	if err := <-done; err != nil {
 		t.Fatalf("Renew after a concurrent write of its row = %v; want nil", err)
 	}
