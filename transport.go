@@ -91,8 +91,9 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // same Registry serves requests picked to this instance in-process. The
 // response streams as from net/http's server: the caller gets it at the
 // handler's first write or flush (or its return) and the body as it is
-// written (the handler's http.ResponseWriter is an http.Flusher), and
-// closing the body ends the handler's request context.
+// written (the handler's http.ResponseWriter is an http.Flusher; it may
+// write 64 KiB ahead of the caller's reads, as into a socket's buffers),
+// and closing the body ends the handler's request context.
 // Register refuses it for an HTTP instance, whose requests go over the
 // network.
 func WithHandler(h http.Handler) RegisterOption {

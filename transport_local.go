@@ -34,10 +34,10 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	if in.Body == nil {
 		in.Body = http.NoBody
 	}
-	pr, pw := io.Pipe()
-	w := &localWriter{req: out, header: make(http.Header), pr: pr, pw: pw, cancel: cancel, answer: make(chan localAnswer, 1)}
+	pipe := newLocalPipe()
+	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1)}
 	// The body's reader gets the caller's context error once it ends.
-	stop := context.AfterFunc(ctx, func() { _ = pw.CloseWithError(ctx.Err()) })
+	stop := context.AfterFunc(ctx, func() { pipe.CloseWrite(ctx.Err()) })
 	go func() {
 		defer cancel()
 		defer stop()
@@ -47,7 +47,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	case a := <-w.answer:
 		return a.resp, a.err
 	case <-ctx.Done():
-		_ = pr.CloseWithError(ctx.Err()) // the handler's writes fail
+		pipe.CloseRead(ctx.Err()) // the handler's writes fail
 		return nil, ctx.Err()
 	}
 }
@@ -65,8 +65,7 @@ type localWriter struct {
 	status  int            // 0 until WriteHeader
 	resp    *http.Response // once the caller has been answered
 	discard bool           // the response has no body: writes are eaten
-	pr      *io.PipeReader
-	pw      *io.PipeWriter
+	pipe    *localPipe
 	cancel  context.CancelFunc
 	answer  chan localAnswer // one answer, buffered
 	trailer http.Header      // set before pw is closed, read at EOF
@@ -92,13 +91,13 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 	switch {
 	case err != nil && w.resp == nil:
 		w.answer <- localAnswer{err: err}
-		_ = w.pr.Close()
+		w.pipe.CloseRead(nil)
 	case err != nil:
-		_ = w.pw.CloseWithError(err) // the caller's read fails
+		w.pipe.CloseWrite(err) // the caller's read fails, once it has read what was written
 	default:
 		w.commit(nil, true)
 		w.trailer = w.trailers()
-		_ = w.pw.Close()
+		w.pipe.CloseWrite(nil)
 	}
 }
 
@@ -128,7 +127,7 @@ func (w *localWriter) Write(p []byte) (int, error) {
 	if w.discard {
 		return len(p), nil
 	}
-	return w.pw.Write(p)
+	return w.pipe.Write(p)
 }
 
 // Flush sends the header, if it is not sent yet: written bytes are with
@@ -236,7 +235,7 @@ type localBody struct {
 }
 
 func (b *localBody) Read(p []byte) (int, error) {
-	n, err := b.w.pr.Read(p)
+	n, err := b.w.pipe.Read(p)
 	if err == io.EOF {
 		for k, vv := range b.w.trailer { // set before the pipe closed
 			if b.resp.Trailer == nil {
@@ -251,5 +250,6 @@ func (b *localBody) Read(p []byte) (int, error) {
 
 func (b *localBody) Close() error {
 	b.w.cancel()
-	return b.w.pr.Close()
+	b.w.pipe.CloseRead(nil)
+	return nil
 }

@@ -1026,3 +1026,38 @@ func certFor(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	roots.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
 }
+
+// An in-process handler's short answer is written ahead of the caller's
+// reads, as a server's is into its socket's buffers: the handler returns
+// before the caller reads a byte. Its writes went through a pipe without
+// a buffer, so a caller that had not yet read (or not yet closed a body it
+// did not want) held the handler on its first write, for good if it never
+// did.
+func TestTransportInProcessHandlerFinishesBeforeTheCallerReads(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	finished := make(chan struct{})
+	body := strings.Repeat("x", 32<<10)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		defer close(finished)
+		_, _ = io.WriteString(w, body)
+	})
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.HTTPClient().Get("http://user_svc/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		resp.Body.Close() // lets the handler go
+		<-finished
+		t.Fatal("the handler's 32 KiB answer waited for the caller's read")
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != body {
+		t.Fatalf("body: %d bytes, %v; want the %d the handler wrote", len(got), err, len(body))
+	}
+}
