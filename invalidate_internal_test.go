@@ -80,6 +80,22 @@ func refreshHeldAfterRead(t *testing.T) (r *Registry, store *heldStore, register
 	return r, store, register
 }
 
+// releaseAndWantRevision2 lets the held refresh finish and checks that a
+// lookup then answers revision 2, what the database holds, after what.
+func releaseAndWantRevision2(t *testing.T, r *Registry, store *heldStore, after string) {
+	t.Helper()
+	close(store.release)
+	refreshesDone(t)
+	res, err := r.Lookup(context.Background(), "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revision != 2 || len(res.Service.Instances) != 2 {
+		t.Fatalf("Lookup after %s = revision %d, %d instances (layer %v, stale %v); want revision 2, 2 instances",
+			after, res.Revision, len(res.Service.Instances), res.Layer, res.Stale)
+	}
+}
+
 // A forced reload (the message Invalidate publishes) reads the database
 // even while an ordinary background refresh of the same entry, begun before
 // the invalidation, is still under way. The forced refresh was skipped (one
@@ -87,22 +103,11 @@ func refreshHeldAfterRead(t *testing.T) (r *Registry, store *heldStore, register
 // before the invalidation as fresh: lookups answered it for a whole
 // freshness window after the operator had invalidated it.
 func TestForcedReloadIsNotSkippedForARefreshUnderWay(t *testing.T) {
-	ctx := context.Background()
 	r, store, register := refreshHeldAfterRead(t)
 	register("10.0.0.2") // behind this process's back: revision 2
 	// What Invalidate's message does in every process that holds the service.
 	r.onMessage(core.Change{Service: "db_svc"}, true, nil, time.Time{})
-	close(store.release)
-	refreshesDone(t)
-
-	res, err := r.Lookup(ctx, "db_svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Revision != 2 || len(res.Service.Instances) != 2 {
-		t.Fatalf("Lookup after the forced reload = revision %d, %d instances (stale %v); want revision 2, 2 instances",
-			res.Revision, len(res.Service.Instances), res.Stale)
-	}
+	releaseAndWantRevision2(t, r, store, "the forced reload")
 }
 
 // The same holds in the process that calls Invalidate: a background refresh
@@ -116,17 +121,7 @@ func TestInvalidateIsNotUndoneByARefreshUnderWay(t *testing.T) {
 	if err := r.Invalidate(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
-	close(store.release)
-	refreshesDone(t)
-
-	res, err := r.Lookup(ctx, "db_svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Revision != 2 || len(res.Service.Instances) != 2 {
-		t.Fatalf("Lookup after Invalidate = revision %d, %d instances (layer %v, stale %v); want revision 2, 2 instances",
-			res.Revision, len(res.Service.Instances), res.Layer, res.Stale)
-	}
+	releaseAndWantRevision2(t, r, store, "Invalidate")
 }
 
 // A lookup whose context has already ended gets its context's error and
