@@ -276,15 +276,20 @@ func (r *Registry) outageGrace() int64 {
 	return max(int64(r.opts.suspectGrace), 2*int64(r.opts.leaseTTL))
 }
 
+// outageKeep is how long after an outage ends it still counts: its leases
+// are held (outageGrace) and its rows spared by the reaper (reapAfter).
+func (r *Registry) outageKeep() int64 {
+	return max(r.outageGrace(), int64(r.opts.reapAfter))
+}
+
 // reapBefore is the reaper's cutoff at now: rows whose lease ended
 // reapAfter ago, but none that ended during a database outage this process
 // saw until reapAfter (or the outage grace, if longer: the rows it holds as
 // suspects) has passed since it ended.
 func (r *Registry) reapBefore(now int64) time.Time {
 	cut := now - int64(r.opts.reapAfter)
-	keep := max(int64(r.opts.reapAfter), r.outageGrace())
 	for o := r.outage.Load(); o != nil; o = o.earlier {
-		if o.to == 0 || now < o.to+keep {
+		if o.to == 0 || now < o.to+r.outageKeep() {
 			cut = min(cut, o.from)
 		}
 	}

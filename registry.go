@@ -381,7 +381,7 @@ func (r *Registry) noteStoreErr(op string, err error) {
 		} else {
 			earlier = o
 		}
-		earlier = earlier.inForce(now, max(r.outageGrace(), int64(r.opts.reapAfter)))
+		earlier = earlier.inForce(now, r.outageKeep())
 	}
 	r.outage.Store(&outage{from: from, earlier: earlier})
 	r.storeDown.Store(true)
