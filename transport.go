@@ -179,6 +179,15 @@ func (t *transport) CloseIdleConnections() {
 	})
 }
 
+// refuse ends a request that is sent nowhere: RoundTrip must always close
+// the body.
+func refuse(req *http.Request, err error) (*http.Response, error) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+	return nil, err
+}
+
 // errStatus marks a 5xx answer as a failure of the instance.
 type errStatus int
 
@@ -186,10 +195,7 @@ func (e errStatus) Error() string { return "discovery: instance answered " + str
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil { // net/http's error, not a panic
-		if req.Body != nil {
-			_ = req.Body.Close()
-		}
-		return nil, &ValidationError{Field: "url", Value: "nil", Reason: "a request needs a URL"}
+		return refuse(req, &ValidationError{Field: "url", Value: "nil", Reason: "a request needs a URL"})
 	}
 	service, ok := t.o.resolve(req.URL.Hostname())
 	if !ok {
@@ -199,10 +205,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The caller's mistake, which the base transport refuses for any
 		// instance: refused before a pick, it counts against none (each
 		// counted as the instance's failure, and was retried elsewhere).
-		if req.Body != nil {
-			_ = req.Body.Close()
-		}
-		return nil, err
+		return refuse(req, err)
 	}
 	var pickOpts []PickOption
 	if t.o.pickOpts != nil {
@@ -212,10 +215,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	canRetry := isIdempotent(req) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 	sel, err := t.r.Pick(req.Context(), service, pickOpts...)
 	if err != nil {
-		if req.Body != nil {
-			_ = req.Body.Close() // RoundTrip must always close the body
-		}
-		return nil, err
+		return refuse(req, err)
 	}
 	for attempt := 0; ; attempt++ {
 		resp, err := t.send(req, sel, attempt > 0)
