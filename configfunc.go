@@ -177,6 +177,12 @@ func (r *Registry) snapshotSince(ctx context.Context, service string, rev int64)
 	if e := r.l1.get(service); e != nil && e.raw != nil && e.rev >= rev {
 		return e.raw, nil
 	}
+	return r.storeLoad(ctx, service)
+}
+
+// storeLoad reads a service from the store, bypassing the caches, counted
+// and noted as every store read is.
+func (r *Registry) storeLoad(ctx context.Context, service string) (*core.Service, error) {
 	r.ctr.storeReads.Add(1)
 	svc, err := r.store.Load(ctx, service)
 	r.noteStoreResult("load", err)

@@ -266,10 +266,8 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 		known := c.rev
 		c.mu.Unlock()
 		lctx, lcancel := ownTimeout(ctx, r.opts.loadTO)
-		r.ctr.storeReads.Add(1)
-		svc, err := r.store.Load(lctx, g.service)
+		svc, err := r.storeLoad(lctx, g.service)
 		lcancel()
-		r.noteStoreResult("load", err)
 		if err != nil {
 			r.log.Warn("discovery: cannot read the configuration owed to an instance put in service",
 				zap.String("service", g.service), zap.String("instance", g.id), zap.Error(err))
