@@ -25,6 +25,9 @@ var (
 	ErrUnsupported = core.ErrUnsupported
 	// ErrConflict means a concurrent change won.
 	ErrConflict = core.ErrConflict
+	// ErrRevoked means PublishKey was given a key that was revoked (see
+	// RevokedKeyError); nothing was written.
+	ErrRevoked = core.ErrRevoked
 )
 
 // ValidationError names the invalid field, its value and what is wrong. It
@@ -42,3 +45,7 @@ type BackendError = core.BackendError
 // NoHealthyError names the service with no eligible instance. It matches
 // ErrNoHealthyInstances.
 type NoHealthyError = core.NoHealthyError
+
+// RevokedKeyError names a key PublishKey refused because it, or its ID, was
+// revoked (RetireKey at or before now). It matches ErrRevoked.
+type RevokedKeyError = core.RevokedKeyError

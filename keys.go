@@ -52,17 +52,24 @@ func validatePublicKey(k *PublicKey) error {
 	if err != nil {
 		return &ValidationError{Field: "key", Value: k.ID, Reason: "not a PKIX DER public key"}
 	}
+	ok := false
 	switch p := pub.(type) {
 	case ed25519.PublicKey:
-		if k.Algorithm == "EdDSA" {
-			return nil
-		}
+		ok = k.Algorithm == "EdDSA"
 	case *ecdsa.PublicKey:
-		if k.Algorithm == "ES256" && p.Curve == elliptic.P256() {
-			return nil
-		}
+		ok = k.Algorithm == "ES256" && p.Curve == elliptic.P256()
 	}
-	return &ValidationError{Field: "key", Value: k.ID, Reason: "is not a " + k.Algorithm + " key (EdDSA: Ed25519, ES256: ECDSA P-256)"}
+	if !ok {
+		return &ValidationError{Field: "key", Value: k.ID, Reason: "is not a " + k.Algorithm + " key (EdDSA: Ed25519, ES256: ECDSA P-256)"}
+	}
+	// The key as Go encodes it: one public key has one form, so a revoked
+	// key is known again by its fingerprint however it was encoded.
+	if der, err := x509.MarshalPKIXPublicKey(pub); err == nil {
+		k.Key = der
+	} else {
+		k.Key = slices.Clone(k.Key)
+	}
+	return nil
 }
 
 func (r *Registry) keyStore() (core.KeyStore, error) {
@@ -76,7 +83,10 @@ func (r *Registry) keyStore() (core.KeyStore, error) {
 // PublishKey adds (or replaces, by ID) a public key of a service, creating
 // the service if needed. The name and the key are validated first (errors
 // match ErrInvalid; nothing is written): Key must parse as a public key of
-// Algorithm. A zero CreatedAt is set to now. Every process sees the key
+// Algorithm. A zero CreatedAt is set to now. A key that was revoked
+// (RetireKey at or before now) is refused for good, under its own ID or
+// any other, with a *RevokedKeyError matching ErrRevoked, and so is any key
+// under a revoked ID. Every process sees the key
 // within one cache refresh, at once where changes are announced (Redis, or a
 // shared discoverytest backend). Stores without keys return ErrUnsupported.
 func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey) error {
@@ -96,7 +106,6 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 	if key.CreatedAt.IsZero() {
 		key.CreatedAt = r.clock.Now()
 	}
-	key.Key = slices.Clone(key.Key)
 	rev, err := ks.PutKey(ctx, service, key)
 	r.noteStoreResult("put key", err)
 	if err != nil {
@@ -108,14 +117,17 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 
 // RetireKey sets when a key of a service stops verifying: at may be in the
 // future (a rotation: the old key keeps verifying the tokens it signed until
-// they expire) or now (a revocation). A retirement only ever moves earlier:
-// a key that already retires before at keeps its retirement, so a later
-// RetireKey cannot undo a revocation. PublishKey can: it replaces a key of
-// that ID, retirement included, so a revoked key must never be published
-// again (an auth.Signer started WithKey with it would). Every process sees
-// it within one cache
-// refresh, as with PublishKey. A retired key stays listed (Keys) until the
-// reaper deletes it, its delay (WithReaper, 2 min) after the key retired.
+// they expire) or now or earlier (a revocation). A retirement only ever
+// moves earlier: a key that already retires before at keeps its
+// retirement, so a later RetireKey cannot undo a revocation.
+//
+// A revocation is also recorded for good, in the same transaction: from
+// then on PublishKey refuses that key ID, and the same public key under any
+// ID, with ErrRevoked (an auth.Signer started WithKey with it fails to
+// start), even after the reaper has deleted the key. Every process sees
+// a retirement within one cache refresh, as with PublishKey. A retired key
+// stays listed (Keys) until the reaper deletes it, its delay (WithReaper, 2
+// min) after the key retired.
 // It returns an error matching ErrNotFound if
 // the service has no such key, and ErrInvalid for a bad name, key ID, a
 // zero time or the Unix epoch (which the stores keep as never).
@@ -139,8 +151,12 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 	if err != nil {
 		return err
 	}
-	rev, err := ks.RetireKey(ctx, service, kid, at)
-	r.noteStoreResult("retire key", err)
+	retire, op := ks.RetireKey, "retire key"
+	if !at.After(r.clock.Now()) {
+		retire, op = ks.RevokeKey, "revoke key"
+	}
+	rev, err := retire(ctx, service, kid, at)
+	r.noteStoreResult(op, err)
 	if err != nil {
 		return err
 	}

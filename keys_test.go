@@ -440,3 +440,59 @@ func TestKeyRetirementAtTheEpochIsInvalid(t *testing.T) {
 		}
 	})
 }
+
+// A revocation (RetireKey at or before now) is for good: the revoked key is
+// refused by PublishKey, under its ID or another, before and after the
+// reaper deletes its row, and so is any key under the revoked ID. Before,
+// publishing it again made it trusted again. A rotation (a retirement in
+// the future) is no revocation: that key may be published again, as a
+// Signer restarted WithKey does.
+func TestRevokedKeyIsNeverPublishedAgain(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		clock := discoverytest.NewClock(t0)
+		r := w.registry(t, discovery.WithClock(clock), discovery.WithReaper(10*time.Second, time.Minute))
+		leaked, rotated := edKey(t, "leaked"), edKey(t, "rotated")
+		for _, k := range []discovery.PublicKey{leaked, rotated} {
+			if err := r.PublishKey(ctx, "db_svc", k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.RetireKey(ctx, "db_svc", "leaked", clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RetireKey(ctx, "db_svc", "rotated", clock.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		renamed := leaked
+		renamed.ID = "renamed"
+		check := func(when string) {
+			t.Helper()
+			for _, k := range []discovery.PublicKey{leaked, renamed, edKey(t, "leaked")} {
+				err := r.PublishKey(ctx, "db_svc", k)
+				var re *discovery.RevokedKeyError
+				if !errors.Is(err, discovery.ErrRevoked) || !errors.As(err, &re) || re.RevokedID != "leaked" {
+					t.Fatalf("%s: PublishKey(%s) = %v; want a RevokedKeyError naming leaked", when, k.ID, err)
+				}
+			}
+			keys, err := r.RefreshKeys(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				if k.ID != "rotated" && (k.ID != "leaked" || k.RetiresAt.After(clock.Now())) {
+					t.Fatalf("%s: a refused PublishKey wrote: keys %+v", when, keys)
+				}
+			}
+		}
+		check("before the reaper")
+		reapFor80s(clock)
+		if keys, err := r.RefreshKeys(ctx, "db_svc"); err != nil || len(keys) != 0 {
+			t.Fatalf("after reaping: %+v, %v; want no key", keys, err)
+		}
+		check("after the reaper")
+		if err := r.PublishKey(ctx, "db_svc", rotated); err != nil {
+			t.Fatalf("PublishKey of a retired, not revoked, key = %v; want it published", err)
+		}
+	})
+}

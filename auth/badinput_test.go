@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/auth"
@@ -134,5 +135,39 @@ func TestKeysThatCannotSignAreOptionErrors(t *testing.T) {
 	}
 	if keys, err := reg.Keys(ctx, "orders"); len(keys) != 0 {
 		t.Fatalf("published %d keys (%v); want none", len(keys), err)
+	}
+}
+
+// A Signer started WithKey with a key that was revoked fails with
+// ErrRevoked, under the revoked ID or another, and publishes nothing: a
+// restart with the leaked key no longer makes it trusted again.
+func TestSignerWithARevokedKeyDoesNotStart(t *testing.T) {
+	ctx := context.Background()
+	reg := badInputRegistry(t)
+	_, leaked, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := auth.NewSigner(ctx, reg, "orders", auth.WithKey("leaked", leaked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.RetireKey(ctx, "orders", "leaked", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, kid := range []string{"leaked", "fresh-id"} {
+		if s, err := auth.NewSigner(ctx, reg, "orders", auth.WithKey(kid, leaked)); !errors.Is(err, discovery.ErrRevoked) {
+			if s != nil {
+				_ = s.Close(ctx)
+			}
+			t.Fatalf("NewSigner WithKey(%s, the revoked key) = %v; want ErrRevoked", kid, err)
+		}
+	}
+	keys, err := reg.Keys(ctx, "orders")
+	if err != nil || len(keys) != 1 || keys[0].ID != "leaked" || keys[0].RetiresAt.After(time.Now()) {
+		t.Fatalf("keys = %+v, %v; want the revoked key alone, retired", keys, err)
 	}
 }

@@ -23,7 +23,10 @@
 // the key within one cache refresh (at once with Redis), and a Signer that
 // signs with it, which reads its key's retirement once a second, drops its
 // cached tokens and rotates to a new key. A retirement only moves earlier,
-// so a later rotation does not undo a revocation.
+// so a later rotation does not undo a revocation, and a revocation is kept
+// for good: the registry refuses to publish the revoked key again, under
+// any ID (a Signer started WithKey with it fails with
+// discovery.ErrRevoked), even after the reaper has deleted it.
 //
 // # Tokens
 //

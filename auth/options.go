@@ -171,8 +171,9 @@ func WithAlgorithm(alg string) Option { return optionFunc(func(c *config) { c.al
 // must sign, and its public half verify what it signs. Keys made by later
 // rotations are generated, with the same algorithm. The Signer publishes the
 // key under kid, which replaces a published key of that ID, retirement
-// included: never start a Signer with a key that was revoked
-// (Registry.RetireKey), or it is trusted again.
+// included. A key that was revoked (Registry.RetireKey at or before now),
+// or a kid that was, is refused for good: NewSigner fails with
+// discovery.ErrRevoked.
 func WithKey(kid string, key crypto.Signer) Option {
 	return optionFunc(func(c *config) { c.kid, c.key, c.keySet = kid, key, true })
 }

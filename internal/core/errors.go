@@ -31,6 +31,10 @@ var (
 	// answer (a BackendError), where a caller's own deadline is the caller
 	// giving up (its context's error, as it is).
 	ErrTimeout = errors.New("discovery: no answer within the timeout")
+	// ErrRevoked means a public key was revoked (retired by RetireKey at or
+	// before the time of the call): it may never be published again, under
+	// its ID or under another.
+	ErrRevoked = errors.New("discovery: key revoked")
 )
 
 // ValidationError says which field of which input is wrong and why. It
@@ -100,6 +104,29 @@ func (e *BackendError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrUnavailable) true.
 func (e *BackendError) Is(target error) bool { return target == ErrUnavailable }
+
+// RevokedKeyError says that a key may not be published because it, or a key
+// of the same ID, was revoked. It matches ErrRevoked; nothing was written.
+type RevokedKeyError struct {
+	Service string
+	// Key is the ID of the key being published.
+	Key string
+	// RevokedID is the ID the revoked key was published under: Key, or
+	// another ID when the same public key comes back under a new one.
+	RevokedID string
+}
+
+// Error implements error.
+func (e *RevokedKeyError) Error() string {
+	s := "discovery: key " + strconv.Quote(e.Key) + " of service " + strconv.Quote(e.Service) + " was revoked"
+	if e.RevokedID != "" && e.RevokedID != e.Key {
+		s += " (the same public key as revoked key " + strconv.Quote(e.RevokedID) + ")"
+	}
+	return s + " and may not be published again"
+}
+
+// Is makes errors.Is(err, ErrRevoked) true.
+func (e *RevokedKeyError) Is(target error) bool { return target == ErrRevoked }
 
 // NoHealthyError names the service that has no eligible instance. It
 // matches ErrNoHealthyInstances.

@@ -2,6 +2,8 @@ package core
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 )
 
@@ -83,11 +85,26 @@ type ConfigStore interface {
 // bumps the service's revision, so caches everywhere pick it up.
 type KeyStore interface {
 	// PutKey adds or replaces a public key of a service (creating the
-	// service if needed) and returns the new revision.
+	// service if needed) and returns the new revision, or a
+	// *RevokedKeyError (nothing written) for a key revoked by RevokeKey.
 	PutKey(ctx context.Context, service string, key PublicKey) (revision int64, err error)
 	// RetireKey sets when a key stops verifying, unless it already retires
 	// earlier (a retirement only moves earlier, so a revocation sticks),
 	// and returns the new revision, or an error matching ErrNotFound. Once
 	// retired, a key is deleted by Reap with a cutoff after its retirement.
 	RetireKey(ctx context.Context, service, kid string, at time.Time) (revision int64, err error)
+	// RevokeKey retires a key at at (as RetireKey) and, in the same
+	// transaction, records its service, ID and KeyFingerprint as revoked for
+	// good: the record outlives the key's row (Reap never deletes it), and
+	// PutKey refuses, with a *RevokedKeyError, a key of that service with the
+	// revoked ID or the revoked public key. It returns the new revision, or
+	// an error matching ErrNotFound (nothing is recorded then).
+	RevokeKey(ctx context.Context, service, kid string, at time.Time) (revision int64, err error)
+}
+
+// KeyFingerprint identifies a public key by its PKIX DER bytes (the SHA-256,
+// in hex), so that a revoked key is known again under any ID.
+func KeyFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ConfigHistory", testConfig},
 		{"Keys", testKeys},
 		{"ReapRetiredKeys", testReapKeys},
+		{"RevokedKeysStayRevoked", testRevokedKeys},
 		{"CanceledContext", testCanceled},
 	}
 	for _, tt := range tests {
@@ -513,5 +514,74 @@ func testReapKeys(t *testing.T, s core.Store) {
 	}
 	if changes, err := s.Reap(ctx(t), t0.Add(time.Minute)); err != nil || len(changes) != 0 {
 		t.Fatalf("second Reap = %v, %v; want nothing", changes, err)
+	}
+}
+
+// testRevokedKeys: a revoked key is refused by PutKey for good, by its ID
+// and by its public key under another ID, also after Reap deleted its row;
+// a refusal writes nothing. A plain retirement is no revocation, a failed
+// revocation records nothing, and revocations are per service.
+func testRevokedKeys(t *testing.T, s core.Store) {
+	ks, ok := s.(core.KeyStore)
+	if !ok {
+		t.Skip("store has no KeyStore")
+	}
+	key := func(id, pub string) core.PublicKey {
+		return core.PublicKey{ID: id, Algorithm: "EdDSA", Key: []byte(pub), CreatedAt: t0.Add(-time.Hour)}
+	}
+	for _, k := range []core.PublicKey{key("leaked", "L"), key("rotated", "R")} {
+		if _, err := ks.PutKey(ctx(t), "svc", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ks.PutKey(ctx(t), "other", key("leaked", "L")); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := ks.RevokeKey(ctx(t), "svc", "leaked", t0)
+	if err != nil || rev != 3 {
+		t.Fatalf("RevokeKey = %d, %v; want 3", rev, err)
+	}
+	if svc := mustLoad(t, s, "svc"); !svc.Key("leaked").RetiresAt.Equal(t0) {
+		t.Fatalf("RevokeKey did not retire the key: %+v", svc.Keys)
+	}
+	if _, err := ks.RetireKey(ctx(t), "svc", "rotated", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.RevokeKey(ctx(t), "svc", "nope", t0); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("RevokeKey(unknown) = %v; want ErrNotFound", err)
+	}
+	refused := func(when string, k core.PublicKey, revokedID string) {
+		t.Helper()
+		before := mustLoad(t, s, "svc").Revision
+		_, err := ks.PutKey(ctx(t), "svc", k)
+		var re *core.RevokedKeyError
+		if !errors.Is(err, core.ErrRevoked) || !errors.As(err, &re) || re.Service != "svc" || re.Key != k.ID || re.RevokedID != revokedID {
+			t.Fatalf("%s: PutKey(%s) = %v; want a RevokedKeyError naming %s", when, k.ID, err, revokedID)
+		}
+		if after := mustLoad(t, s, "svc"); after.Revision != before || (after.Key(k.ID) != nil && after.Key(k.ID).RetiresAt.IsZero()) {
+			t.Fatalf("%s: a refused PutKey(%s) wrote: revision %d to %d, keys %+v", when, k.ID, before, after.Revision, after.Keys)
+		}
+	}
+	for _, when := range []string{"before Reap", "after Reap"} {
+		refused(when, key("leaked", "L"), "leaked")       // the same key again
+		refused(when, key("leaked", "new key"), "leaked") // a new key under the revoked ID
+		refused(when, key("renamed", "L"), "leaked")      // the revoked key under a new ID
+		if _, err := s.Reap(ctx(t), t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if svc := mustLoad(t, s, "svc"); len(svc.Keys) != 0 {
+		t.Fatalf("Reap left keys %+v", svc.Keys)
+	}
+	// Retired, not revoked: published again (as a Signer restarted with
+	// its key does). Unknown IDs were never recorded; other services keep
+	// their own keys.
+	for _, k := range []struct {
+		svc string
+		k   core.PublicKey
+	}{{"svc", key("rotated", "R")}, {"svc", key("nope", "N")}, {"other", key("leaked", "L")}, {"other", key("again", "L")}} {
+		if _, err := ks.PutKey(ctx(t), k.svc, k.k); err != nil {
+			t.Fatalf("PutKey(%s, %s) = %v; want it published", k.svc, k.k.ID, err)
+		}
 	}
 }

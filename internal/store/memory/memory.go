@@ -32,6 +32,9 @@ type service struct {
 	instances map[string]core.Instance
 	history   []core.ConfigVersion
 	keys      map[string]core.PublicKey
+	// revoked maps the IDs of revoked keys to their fingerprints
+	// (core.KeyFingerprint); kept for good.
+	revoked map[string]string
 }
 
 var (
@@ -318,6 +321,10 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 	if err := s.begin(ctx, "put key"); err != nil {
 		return 0, err
 	}
+	if err := s.services[name].refuseRevoked(name, key); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
 	sv := s.svc(name)
 	if sv.keys == nil {
 		sv.keys = map[string]core.PublicKey{}
@@ -332,7 +339,16 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 
 // RetireKey implements core.KeyStore.
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
-	if err := s.begin(ctx, "retire key"); err != nil {
+	return s.retireKey(ctx, "retire key", name, kid, at, false)
+}
+
+// RevokeKey implements core.KeyStore.
+func (s *Store) RevokeKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
+	return s.retireKey(ctx, "revoke key", name, kid, at, true)
+}
+
+func (s *Store) retireKey(ctx context.Context, op, name, kid string, at time.Time, revoke bool) (int64, error) {
+	if err := s.begin(ctx, op); err != nil {
 		return 0, err
 	}
 	sv := s.services[name]
@@ -345,10 +361,34 @@ func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (
 		k.RetiresAt = at
 	}
 	sv.keys[kid] = k
+	if revoke {
+		if sv.revoked == nil {
+			sv.revoked = map[string]string{}
+		}
+		sv.revoked[kid] = core.KeyFingerprint(k.Key)
+	}
 	sv.rev++
 	rev := sv.rev
 	s.commit(core.Change{Service: name, Revision: rev})
 	return rev, nil
+}
+
+// refuseRevoked returns a *core.RevokedKeyError if key, by its ID or by its
+// public key, was revoked in sv (which may be nil).
+func (sv *service) refuseRevoked(name string, key core.PublicKey) error {
+	if sv == nil || len(sv.revoked) == 0 {
+		return nil
+	}
+	if _, ok := sv.revoked[key.ID]; ok {
+		return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: key.ID}
+	}
+	fp := core.KeyFingerprint(key.Key)
+	for kid, f := range sv.revoked {
+		if f == fp {
+			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: kid}
+		}
+	}
+	return nil
 }
 
 func (sv *service) keyOK(kid string) (core.PublicKey, bool) {

@@ -72,6 +72,19 @@ var migrations = []migration{
 			PRIMARY KEY (service, kid)
 		)`,
 	}},
+	{3, []string{
+		// Revoked keys, kept for good (the reaper deletes a key's row, never
+		// this record): PutKey refuses a revoked ID, and the same public key
+		// (fingerprint: hex SHA-256 of its PKIX DER) under any ID.
+		`CREATE TABLE {p}revoked_keys (
+			service VARCHAR(63) NOT NULL,
+			kid VARCHAR(64) NOT NULL,
+			fingerprint VARCHAR(64) NOT NULL,
+			revoked_at BIGINT NOT NULL,
+			PRIMARY KEY (service, kid)
+		)`,
+		`CREATE INDEX {p}revoked_keys_fingerprint ON {p}revoked_keys (service, fingerprint)`,
+	}},
 }
 
 // SchemaVersion is the version Migrate brings the schema to.

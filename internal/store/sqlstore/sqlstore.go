@@ -36,6 +36,7 @@ type queries struct {
 	bumpService, upsertInstance, renew, deleteInstance, load, services,
 	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
 	putKey, retireKey, reapKeys string
+	revokedKey, keyOf, recordRevoked string
 }
 
 var (
@@ -130,6 +131,12 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		retireKey: s.sql(`UPDATE {p}keys SET retires_at = CASE WHEN retires_at <> 0 AND retires_at < ? THEN retires_at ELSE ? END
 			WHERE service = ? AND kid = ?`),
 		reapKeys: s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
+		// The revoked key a key to publish is (by ID first), if any.
+		revokedKey: s.sql(`SELECT kid FROM {p}revoked_keys WHERE service = ? AND (kid = ? OR fingerprint = ?)
+			ORDER BY CASE WHEN kid = ? THEN 0 ELSE 1 END, kid LIMIT 1`),
+		keyOf: s.sql(`SELECT public_key FROM {p}keys WHERE service = ? AND kid = ?`),
+		recordRevoked: s.sql(`INSERT INTO {p}revoked_keys (service, kid, fingerprint, revoked_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (service, kid) DO NOTHING`),
 	}
 	return s, nil
 }
@@ -182,7 +189,8 @@ func mapErr(ctx context.Context, op string, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalid), errors.Is(err, core.ErrUnsupported):
+	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalid), errors.Is(err, core.ErrUnsupported),
+		errors.Is(err, core.ErrRevoked):
 		return err
 	}
 	cause := context.Cause(ctx)
@@ -567,6 +575,15 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
 			return err
 		}
+		// After the service row's bump, which a revocation takes first too:
+		// a revocation committing meanwhile is waited for, and seen.
+		var revoked []string
+		if err := tx.Raw(s.q.revokedKey, name, key.ID, core.KeyFingerprint(key.Key), key.ID).Scan(&revoked).Error; err != nil {
+			return err
+		}
+		if len(revoked) > 0 {
+			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: revoked[0]}
+		}
 		var retires int64
 		if !key.RetiresAt.IsZero() {
 			retires = key.RetiresAt.UnixNano()
@@ -584,6 +601,41 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
 	return s.bumpAndChange(ctx, "retire key", name, &core.NotFoundError{Service: name, Key: kid},
 		s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
+}
+
+// RevokeKey implements core.KeyStore.
+func (s *Store) RevokeKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var rev int64
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+			return err
+		}
+		res := tx.Exec(s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return errNoRow
+		}
+		var pub string
+		if err := tx.Raw(s.q.keyOf, name, kid).Row().Scan(&pub); err != nil {
+			return err
+		}
+		der, err := base64.StdEncoding.DecodeString(pub)
+		if err != nil {
+			return fmt.Errorf("key %q of %q: stored key is not base64: %w", kid, name, err)
+		}
+		return tx.Exec(s.q.recordRevoked, name, kid, core.KeyFingerprint(der), time.Now().UnixNano()).Error
+	})
+	if errors.Is(err, errNoRow) {
+		return 0, &core.NotFoundError{Service: name, Key: kid}
+	}
+	if err != nil {
+		return 0, mapErr(ctx, "revoke key", err)
+	}
+	return rev, nil
 }
 
 // isSerializationFailure reports whether err is PostgreSQL's SQLSTATE 40001.

@@ -249,7 +249,7 @@ func TestSQLiteMigrateOvertakenByAWriterInDeferredMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "discovery.db")
 	db, other := openDeferredSQLite(t, path, 10000), openDeferredSQLite(t, path, 0)
 	s := open(t, db, "discovery_")
-	for _, stmt := range []string{`DELETE FROM discovery_schema_migrations WHERE version = 2`, `DROP TABLE discovery_keys`} {
+	for _, stmt := range []string{`DELETE FROM discovery_schema_migrations WHERE version >= 2`, `DROP TABLE discovery_keys`, `DROP TABLE discovery_revoked_keys`} {
 		if err := db.Exec(stmt).Error; err != nil { // back to version 1
 			t.Fatal(err)
 		}
@@ -269,8 +269,8 @@ func TestSQLiteMigrateOvertakenByAWriterInDeferredMode(t *testing.T) {
 	}
 	var versions []int
 	db.Raw("SELECT version FROM discovery_schema_migrations ORDER BY version").Scan(&versions)
-	if fmt.Sprint(versions) != "[1 2]" {
-		t.Fatalf("schema_migrations = %v; want [1 2]", versions)
+	if fmt.Sprint(versions) != "[1 2 3]" {
+		t.Fatalf("schema_migrations = %v; want [1 2 3]", versions)
 	}
 }
 
@@ -459,5 +459,36 @@ func TestPostgresRenewAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 	commitOnceWaitedFor(t, db, other, p+"instances") // once Renew waits for the row lock
 	if err := <-done; err != nil {
 		t.Fatalf("Renew after a concurrent write of its row = %v; want nil", err)
+	}
+}
+
+// A schema of the release before revocations were kept (version 2), with a
+// published key: Migrate adds the revocation table and keeps the key, which
+// can then be revoked for good.
+func TestMigrateFromVersion2KeepsKeysAndRevokes(t *testing.T) {
+	p := testutil.Prefix(t)
+	for name, db := range bothDatabases(p) {
+		t.Run(name, func(t *testing.T) {
+			db := db(t)
+			s := open(t, db, p)
+			if _, err := s.PutKey(t.Context(), "svc", core.PublicKey{ID: "k", Algorithm: "EdDSA", Key: []byte("K"), CreatedAt: time.Unix(1, 0)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, stmt := range []string{`DELETE FROM ` + p + `schema_migrations WHERE version >= 3`, `DROP TABLE ` + p + `revoked_keys`} {
+				if err := db.Exec(stmt).Error; err != nil { // back to version 2
+					t.Fatal(err)
+				}
+			}
+			s = open(t, db, p)
+			if svc, err := s.Load(t.Context(), "svc"); err != nil || svc.Key("k") == nil {
+				t.Fatalf("after the upgrade: %+v, %v; want key k kept", svc, err)
+			}
+			if _, err := s.RevokeKey(t.Context(), "svc", "k", time.Unix(2, 0)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.PutKey(t.Context(), "svc", core.PublicKey{ID: "k2", Algorithm: "EdDSA", Key: []byte("K"), CreatedAt: time.Unix(3, 0)}); !errors.Is(err, core.ErrRevoked) {
+				t.Fatalf("PutKey of the revoked key after the upgrade = %v; want ErrRevoked", err)
+			}
+		})
 	}
 }
