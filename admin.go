@@ -21,7 +21,8 @@ import (
 
 // The admin handler: JSON endpoints and an HTML dashboard over one
 // Registry, for the caller to mount on its own server (the library runs
-// none). Reads are open; the mutating endpoints need an Authorizer.
+// none). Reads are open unless AdminProtectReads; the mutating endpoints
+// need an Authorizer.
 
 //go:embed adminui
 var adminUI embed.FS
@@ -44,6 +45,10 @@ type adminOptions struct {
 	scope   string
 	refresh time.Duration
 	title   string
+	// protectReads makes the reads need the Authorizer too, and readScope
+	// if it is not empty.
+	protectReads bool
+	readScope    string
 }
 
 // AdminAuthorizer makes a the Authorizer of the handler's mutating
@@ -63,6 +68,19 @@ func AdminAuthorizer(a Authorizer) AdminOption {
 // Authorizer decides.
 func AdminScope(scope string) AdminOption {
 	return adminOptionFunc(func(o *adminOptions) { o.scope = scope })
+}
+
+// AdminProtectReads makes every endpoint need authorization, the reads and
+// the dashboard too: the handler asks the same Authorizer as for the
+// mutating endpoints (AdminAuthorizer, else the Registry's) and, if scope
+// is not empty, requires a caller whose identity carries it (the mutating
+// endpoints still require AdminScope's). Configurations, instance addresses
+// and metadata are then not shown to whoever reaches the handler. Without
+// an Authorizer every request gets 403. A browser must satisfy the
+// Authorizer to use the dashboard (a session cookie it checks, or a proxy
+// that adds the token): the page sends no token of its own.
+func AdminProtectReads(scope string) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) { o.protectReads, o.readScope = true, scope })
 }
 
 // AdminRefresh sets how often the dashboard refreshes itself (1.5 s; at
@@ -106,7 +124,8 @@ type admin struct {
 // out by Registration.Drain (or Close) in its own process.
 //
 // Mutating endpoints ask the Authorizer (AdminAuthorizer, else the
-// Registry's): without one they answer 403 and change nothing; a request it
+// Registry's), and with AdminProtectReads every endpoint does: without one
+// they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
 // (forbidden). Bad input gets 400, an unknown service or path 404, a method a
 // path does not take 405 (with Allow), a backend outage 503, each with
@@ -120,12 +139,12 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	}
 	a.page = a.renderPage()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", a.dashboard)
-	mux.HandleFunc("GET /assets/{file}", a.asset)
-	mux.HandleFunc("GET /overview", a.overview)
-	mux.HandleFunc("GET /services", a.services)
-	mux.HandleFunc("GET /services/{name}", a.service)
-	mux.HandleFunc("GET /services/{name}/config", a.config)
+	mux.HandleFunc("GET /{$}", a.read(a.dashboard))
+	mux.HandleFunc("GET /assets/{file}", a.read(a.asset))
+	mux.HandleFunc("GET /overview", a.read(a.overview))
+	mux.HandleFunc("GET /services", a.read(a.services))
+	mux.HandleFunc("GET /services/{name}", a.read(a.service))
+	mux.HandleFunc("GET /services/{name}/config", a.read(a.config))
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -407,15 +426,39 @@ func (id *Identity) caller() string {
 	return id.Service
 }
 
+// read wraps a read endpoint: with AdminProtectReads it runs only for a
+// caller the Authorizer accepts, with the read scope.
+func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
+	if !a.o.protectReads {
+		return h
+	}
+	return func(w http.ResponseWriter, req *http.Request) {
+		if _, ok := a.authorizeScope(w, req, a.o.readScope); ok {
+			h(w, req)
+		}
+	}
+}
+
 // authorize returns the caller if the request may change something, else
 // answers 401, 403 or 503 and returns false.
 func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, bool) {
+	return a.authorizeScope(w, req, a.o.scope)
+}
+
+// authorizeScope returns the caller if the Authorizer accepts the request
+// and the caller carries scope (if not empty), else answers 401, 403 or 503
+// and returns false.
+func (a *admin) authorizeScope(w http.ResponseWriter, req *http.Request, scope string) (*Identity, bool) {
 	az := a.o.authz
 	if az == nil {
 		az = a.r.Authorizer()
 	}
 	if az == nil {
-		writeJSON(w, http.StatusForbidden, jsonError{"discovery: read-only: no authorizer is configured"})
+		msg := "discovery: read-only: no authorizer is configured"
+		if a.o.protectReads {
+			msg = "discovery: no authorizer is configured"
+		}
+		writeJSON(w, http.StatusForbidden, jsonError{msg})
 		return nil, false
 	}
 	id, err := az.Authorize(req)
@@ -430,7 +473,7 @@ func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, 
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
 		return nil, false
-	case a.o.scope != "" && !id.HasScope(a.o.scope):
+	case scope != "" && !id.HasScope(scope):
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
 		return nil, false
 	}

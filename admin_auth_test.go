@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -140,6 +141,69 @@ func TestAdminUnauthorizedChallenges(t *testing.T) {
 			if rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") != "Bearer" {
 				t.Errorf("%s: %s %s = %d with WWW-Authenticate %q; want 401 with Bearer", name, m.method, m.path, rec.Code, rec.Header().Get("WWW-Authenticate"))
 			}
+		}
+	}
+}
+
+// tokenAuthz accepts "Bearer <token>" for the tokens it knows.
+type tokenAuthz map[string]*discovery.Identity
+
+func (a tokenAuthz) Authorize(req *http.Request) (*discovery.Identity, error) {
+	id, ok := a[strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")]
+	if !ok {
+		return nil, discovery.ErrUnauthenticated
+	}
+	return id, nil
+}
+
+// With AdminProtectReads every read (the dashboard, its assets, the JSON
+// reads, a configuration included) needs the Authorizer and the read
+// scope; without it they stay open. The mutating endpoints keep
+// AdminScope's scope, and with no Authorizer every read is refused.
+func TestAdminProtectReads(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	if _, err := r.UpdateConfig(ctx, "web", json.RawMessage(`{"db_password": "s3cret"}`)); err != nil {
+		t.Fatal(err)
+	}
+	reads := []string{"/", "/assets/app.js", "/overview", "/services", "/services/web", "/services/web/config"}
+	open := r.AdminHandler()
+	for _, p := range reads {
+		if code, body := do(t, open, "GET", p, ""); code != http.StatusOK {
+			t.Fatalf("GET %s without AdminProtectReads = %d %s; want 200", p, code, body)
+		}
+	}
+	authz := tokenAuthz{
+		"reader": {Service: "ops", Scopes: []string{"discovery:read"}},
+		"nobody": {Service: "ops"},
+		"admin":  {Service: "ops", Scopes: []string{"discovery:read", "discovery:admin"}},
+	}
+	h := r.AdminHandler(discovery.AdminAuthorizer(authz), discovery.AdminScope("discovery:admin"), discovery.AdminProtectReads("discovery:read"))
+	for _, p := range reads {
+		for _, tt := range []struct {
+			token  string
+			status int
+		}{{"", http.StatusUnauthorized}, {"forged", http.StatusUnauthorized}, {"nobody", http.StatusForbidden}, {"reader", http.StatusOK}} {
+			code, body := do(t, h, "GET", p, "", "Authorization", "Bearer "+tt.token)
+			if code != tt.status {
+				t.Fatalf("GET %s with token %q = %d %s; want %d", p, tt.token, code, body, tt.status)
+			}
+			if code != http.StatusOK && strings.Contains(string(body), "s3cret") {
+				t.Fatalf("GET %s with token %q showed the configuration: %s", p, tt.token, body)
+			}
+		}
+	}
+	if code, body := do(t, h, "PUT", "/services/web/config", `{}`, "Authorization", "Bearer reader"); code != http.StatusForbidden {
+		t.Fatalf("PUT with the read scope alone = %d %s; want 403", code, body)
+	}
+	if code, body := do(t, h, "PUT", "/services/web/config", `{"v": 2}`, "Authorization", "Bearer admin"); code != http.StatusOK {
+		t.Fatalf("PUT with the admin scope = %d %s; want 200", code, body)
+	}
+	none := r.AdminHandler(discovery.AdminProtectReads(""))
+	for _, p := range reads {
+		if code, body := do(t, none, "GET", p, ""); code != http.StatusForbidden || strings.Contains(string(body), "s3cret") {
+			t.Fatalf("GET %s protected with no Authorizer = %d %s; want 403", p, code, body)
 		}
 	}
 }
