@@ -1,0 +1,259 @@
+// Package grpcresolver lets gRPC clients find their servers through a
+// discovery.Registry: a target "discovery:///orders" resolves to the
+// instances of service "orders" that the Registry would hand out, and
+// follows them as they register, deregister, drain, fail their health
+// checks or are ejected, through Registry.Watch (no polling).
+//
+//	conn, err := grpc.NewClient("discovery:///orders",
+//		grpc.WithResolvers(grpcresolver.NewBuilder(reg)),
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+//		grpc.WithTransportCredentials(creds))
+//
+// gRPC then balances over the resolved endpoints with its own policy
+// (pick_first by default; round_robin above). The authority, and so the
+// name a TLS certificate is checked against, is the service name. Each
+// endpoint carries the instance's Info (Endpoint), for a policy of your own
+// that reads zones or weights.
+//
+// The endpoints are the instances Pick would choose from: live, not
+// draining, weight above 0, and neither unhealthy nor ejected by the
+// client's own Registry (its health checks and outlier detection). If none
+// is, every live instance not draining is resolved, as Pick's panic mode
+// does; if none is left at all, calls fail with UNAVAILABLE until one
+// registers. Register gRPC servers with Check: discovery.CheckTCP (or turn
+// the checks off): the default check is an HTTP GET of /health, which a
+// gRPC server does not answer.
+package grpcresolver
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/rssbot/discovery"
+)
+
+// Scheme is the default scheme of the targets the Builder resolves.
+const Scheme = "discovery"
+
+// Info is what an endpoint tells a load-balancing policy about its
+// instance.
+type Info struct {
+	ID      string
+	Zone    string
+	Version string
+	Weight  int
+	Status  discovery.Status
+}
+
+type infoKey struct{}
+
+// Endpoint returns the Info of an endpoint this package resolved, and false
+// for any other.
+func Endpoint(ep resolver.Endpoint) (Info, bool) {
+	in, ok := ep.Attributes.Value(infoKey{}).(Info)
+	return in, ok
+}
+
+// Option configures NewBuilder.
+type Option func(*builder)
+
+// WithScheme makes the Builder resolve targets of scheme instead of
+// "discovery" (a scheme is lower case: letters, digits, '+', '-', '.').
+func WithScheme(scheme string) Option {
+	return func(b *builder) { b.scheme = strings.ToLower(scheme) }
+}
+
+// WithFilter keeps only the instances keep returns true for (a zone, a
+// version, a tag), on top of the usable ones. keep must be fast and must
+// not modify the instance (its tags and metadata are the Registry's).
+func WithFilter(keep func(discovery.Instance) bool) Option {
+	return func(b *builder) { b.keep = keep }
+}
+
+// NewBuilder returns a resolver.Builder of targets "discovery:///<service>"
+// over reg. Pass it to grpc.WithResolvers (or resolver.Register it, once,
+// before any client dials). A resolver it builds stops when gRPC closes it;
+// closing reg ends every resolver's updates (the last endpoints stay).
+func NewBuilder(reg *discovery.Registry, opts ...Option) resolver.Builder {
+	b := &builder{reg: reg, scheme: Scheme}
+	for _, o := range opts {
+		if o != nil {
+			o(b)
+		}
+	}
+	return b
+}
+
+type builder struct {
+	reg    *discovery.Registry
+	scheme string
+	keep   func(discovery.Instance) bool
+}
+
+func (b *builder) Scheme() string { return b.scheme }
+
+// Build starts watching the target's service. A target whose path is not
+// a valid service name ("discovery:///orders": the service is "orders")
+// is an error matching discovery.ErrInvalid.
+func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	service := target.Endpoint()
+	if err := discovery.ValidateServiceName(service); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	events, err := b.reg.Watch(ctx, service)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	r := &watchResolver{b: b, service: service, cc: cc, cancel: cancel, instances: map[string]discovery.Instance{}}
+	r.wg.Add(1)
+	go r.run(ctx, events)
+	return r, nil
+}
+
+type watchResolver struct {
+	b         *builder
+	service   string
+	cc        resolver.ClientConn
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	instances map[string]discovery.Instance // run's own
+	last      []resolver.Endpoint
+	sent      bool
+}
+
+// ResolveNow does nothing: changes arrive through the watch as they happen.
+func (*watchResolver) ResolveNow(resolver.ResolveNowOptions) {}
+
+// Close stops the watch and waits for the last update to finish.
+func (r *watchResolver) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) {
+	defer r.wg.Done()
+	// The first update has every instance: the watch's first events, one
+	// per instance, may come apart, and an update with only some of them
+	// would move calls for nothing. A service with no instance sends no
+	// event: an empty update says so at once, so calls fail fast.
+	svc, err := r.b.reg.Get(ctx, r.service)
+	switch {
+	case err == nil:
+		for _, in := range svc.Instances {
+			r.instances[in.ID] = in
+		}
+		r.push()
+	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrNoHealthyInstances):
+		r.push()
+	case ctx.Err() == nil:
+		r.cc.ReportError(err) // the watch's events will still come
+	}
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return // ctx ended or the Registry closed
+			}
+			r.apply(ev)
+			// Apply what else is pending, then update once.
+			for more := true; more; {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						r.push()
+						return
+					}
+					r.apply(ev)
+				default:
+					more = false
+				}
+			}
+			r.push()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *watchResolver) apply(ev discovery.Event) {
+	switch ev.Kind {
+	case discovery.EventInstanceAdded, discovery.EventInstanceUpdated, discovery.EventHealthChanged:
+		r.instances[ev.Instance.ID] = ev.Instance
+	case discovery.EventInstanceRemoved:
+		delete(r.instances, ev.Instance.ID)
+	}
+}
+
+// usable: what Pick would choose from, health and ejections included.
+func usable(in *discovery.Instance) bool {
+	switch in.Status {
+	case discovery.StatusUnhealthy, discovery.StatusEjected, discovery.StatusDraining:
+		return false
+	}
+	return in.Weight > 0
+}
+
+// push sends the endpoints of the usable instances (if none is usable, of
+// every live one not draining, as Pick's panic mode does), ordered by
+// instance ID, unless they are what was sent last.
+func (r *watchResolver) push() {
+	var eps, panicked []resolver.Endpoint
+	for _, in := range r.instances {
+		if r.b.keep != nil && !r.b.keep(in) {
+			continue
+		}
+		ep := resolver.Endpoint{
+			Addresses:  []resolver.Address{{Addr: joinHostPort(in.Host, in.Port)}},
+			Attributes: attributes.New(infoKey{}, Info{ID: in.ID, Zone: in.Zone, Version: in.Version, Weight: in.Weight, Status: in.Status}),
+		}
+		if usable(&in) {
+			eps = append(eps, ep)
+		} else if in.Status != discovery.StatusDraining {
+			panicked = append(panicked, ep)
+		}
+	}
+	if len(eps) == 0 {
+		eps = panicked
+	}
+	slices.SortFunc(eps, func(a, b resolver.Endpoint) int {
+		ia, _ := Endpoint(a)
+		ib, _ := Endpoint(b)
+		return strings.Compare(ia.ID, ib.ID)
+	})
+	if r.sent && slices.EqualFunc(eps, r.last, sameEndpoint) {
+		return
+	}
+	r.last, r.sent = eps, true
+	// Watch-based: an error from UpdateState needs no retry. An empty
+	// update takes the old endpoints away (a policy keeps using them
+	// through a mere error), so calls fail (UNAVAILABLE) until instances
+	// come back; the error then says why.
+	_ = r.cc.UpdateState(resolver.State{Endpoints: eps})
+	if len(eps) == 0 {
+		var err error = &discovery.NotFoundError{Service: r.service}
+		if len(r.instances) > 0 {
+			err = &discovery.NoHealthyError{Service: r.service, Live: len(r.instances)}
+		}
+		r.cc.ReportError(err)
+	}
+}
+
+func sameEndpoint(a, b resolver.Endpoint) bool {
+	return a.Addresses[0].Addr == b.Addresses[0].Addr && a.Attributes.Equal(b.Attributes)
+}
+
+func joinHostPort(host string, port int) string {
+	if strings.IndexByte(host, ':') >= 0 {
+		return "[" + host + "]:" + strconv.Itoa(port)
+	}
+	return host + ":" + strconv.Itoa(port)
+}

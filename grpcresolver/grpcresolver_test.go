@@ -1,0 +1,305 @@
+package grpcresolver_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/grpcresolver"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is a real gRPC server on a loopback port that counts the calls it
+// serves.
+type server struct {
+	port  int
+	calls atomic.Int64
+}
+
+func startServer(t *testing.T) *server {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{port: lis.Addr().(*net.TCPAddr).Port}
+	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		s.calls.Add(1)
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return s
+}
+
+func dial(t *testing.T, reg *discovery.Registry, target string, opts ...grpcresolver.Option) healthpb.HealthClient {
+	t.Helper()
+	conn, err := grpc.NewClient(target,
+		grpc.WithResolvers(grpcresolver.NewBuilder(reg, opts...)),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
+// served makes n calls and returns how many each server got.
+func served(t *testing.T, c healthpb.HealthClient, n int, servers ...*server) []int64 {
+	t.Helper()
+	before := make([]int64, len(servers))
+	for i, s := range servers {
+		before[i] = s.calls.Load()
+	}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err != nil {
+			t.Fatalf("call: %v", err)
+		}
+	}
+	out := make([]int64, len(servers))
+	for i, s := range servers {
+		out[i] = s.calls.Load() - before[i]
+	}
+	return out
+}
+
+// until waits (up to 10 s) for cond over batches of 30 calls.
+func until(t *testing.T, what string, c healthpb.HealthClient, cond func(got []int64) bool, servers ...*server) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var got []int64
+	for time.Now().Before(deadline) {
+		if got = served(t, c, 30, servers...); cond(got) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: the last 30 calls went %v", what, got)
+}
+
+// The client follows the registry: every registered instance gets calls; a
+// deregistered one and a draining one get none; one registered later gets
+// its share; with none left, calls fail with UNAVAILABLE and say why.
+func TestClientFollowsTheRegistry(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	opts := []discovery.Option{discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0)}
+	servers := discoverytest.NewRegistry(t, backend, opts...) // the servers' process
+	client := discoverytest.NewRegistry(t, backend, opts...)
+	a, b, c := startServer(t), startServer(t), startServer(t)
+	reg := func(s *server) *discovery.Registration {
+		g, err := servers.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: s.port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	ga, gb := reg(a), reg(b)
+	hc := dial(t, client, "discovery:///greeter")
+	until(t, "both registered servers serve", hc, func(got []int64) bool { return got[0] > 0 && got[1] > 0 && got[2] == 0 }, a, b, c)
+
+	gc := reg(c)
+	until(t, "a server registered later serves", hc, func(got []int64) bool { return got[0] > 0 && got[1] > 0 && got[2] > 0 }, a, b, c)
+
+	if err := ga.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "a deregistered server serves nothing", hc, func(got []int64) bool { return got[0] == 0 && got[1] > 0 && got[2] > 0 }, a, b, c)
+
+	if err := gb.Update(ctx, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "a draining server serves nothing", hc, func(got []int64) bool { return got[0] == 0 && got[1] == 0 && got[2] == 30 }, a, b, c)
+
+	if err := gc.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if status.Code(err) == codes.Unavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a call with only a draining instance left = %v; want UNAVAILABLE", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WithFilter keeps the instances it accepts; Endpoint gives a policy the
+// instance's Info.
+func TestFilterAndEndpointInfo(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	eu, us := startServer(t), startServer(t)
+	for _, x := range []struct {
+		s    *server
+		zone string
+	}{{eu, "eu-1"}, {us, "us-1"}} {
+		if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: x.s.port, Zone: x.zone, Weight: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := dial(t, r, "discovery:///greeter", grpcresolver.WithFilter(func(in discovery.Instance) bool { return in.Zone == "eu-1" }))
+	until(t, "only the eu-1 server serves", hc, func(got []int64) bool { return got[0] == 30 && got[1] == 0 }, eu, us)
+
+	cc := &recordingConn{updates: make(chan resolver.State, 16)}
+	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case st := <-cc.updates:
+			if len(st.Endpoints) < 2 {
+				continue // the watch's first events may come one at a time
+			}
+			info, ok := grpcresolver.Endpoint(st.Endpoints[0])
+			if !ok || info.Zone == "" || info.Weight != 7 || info.ID != st.Endpoints[0].Addresses[0].Addr {
+				t.Fatalf("Endpoint(%+v) = %+v, %v", st.Endpoints[0], info, ok)
+			}
+			if _, ok := grpcresolver.Endpoint(resolver.Endpoint{}); ok {
+				t.Fatal("Endpoint of a foreign endpoint reported an Info")
+			}
+			return
+		case <-deadline:
+			t.Fatal("no update with both endpoints")
+		}
+	}
+}
+
+type recordingConn struct {
+	resolver.ClientConn
+	updates chan resolver.State
+}
+
+func (c *recordingConn) UpdateState(s resolver.State) error { c.updates <- s; return nil }
+func (c *recordingConn) ReportError(error)                  {}
+
+// A target whose path is not a service name is refused by Build, and so is
+// one on a closed Registry.
+func TestBuildRefusesBadTargets(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	b := grpcresolver.NewBuilder(r, grpcresolver.WithScheme("Disco"))
+	if b.Scheme() != "disco" {
+		t.Fatalf("Scheme = %q; want disco", b.Scheme())
+	}
+	for _, path := range []string{"/", "/bad..name", "/a/b", "/-x"} {
+		if _, err := b.Build(resolver.Target{URL: url.URL{Scheme: "disco", Path: path}}, &recordingConn{}, resolver.BuildOptions{}); !errors.Is(err, discovery.ErrInvalid) {
+			t.Fatalf("Build(%q) = %v; want ErrInvalid", path, err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Build(resolver.Target{URL: url.URL{Scheme: "disco", Path: "/greeter"}}, &recordingConn{}, resolver.BuildOptions{}); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Build on a closed Registry = %v; want ErrClosed", err)
+	}
+}
+
+// An instance the client's Registry finds unhealthy leaves the endpoints,
+// before gRPC would notice anything itself; it comes back when it passes
+// again. Servers register with a TCP check: a gRPC server answers no HTTP
+// GET /health.
+func TestUnhealthyInstanceLeavesTheEndpoints(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	servers := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	client := discoverytest.NewRegistry(t, backend, discovery.WithHealthCheck(100*time.Millisecond, 50*time.Millisecond),
+		discovery.WithHealthThresholds(1, 1), discovery.WithCloseDrain(0))
+	up, down := listen(t), listen(t)
+	for _, l := range []net.Listener{up, down} {
+		in := discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: l.Addr().(*net.TCPAddr).Port, Check: discovery.CheckTCP}
+		if _, err := servers.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := &recordingConn{updates: make(chan resolver.State, 64)}
+	res, err := grpcresolver.NewBuilder(client).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	addrs := func(st resolver.State) (out []string) {
+		for _, ep := range st.Endpoints {
+			out = append(out, ep.Addresses[0].Addr)
+		}
+		return out
+	}
+	waitUpdate := func(what string, want ...string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case st := <-cc.updates:
+				if got := addrs(st); slices.Equal(got, want) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s: no update with endpoints %v", what, want)
+			}
+		}
+	}
+	both := []string{up.Addr().String(), down.Addr().String()}
+	slices.Sort(both)
+	waitUpdate("both listening", both...)
+	downAddr := down.Addr().String()
+	_ = down.Close()
+	waitUpdate("one stopped listening", up.Addr().String())
+	again, err := net.Listen("tcp", downAddr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	t.Cleanup(func() { _ = again.Close() })
+	go acceptAll(again)
+	waitUpdate("it listens again", both...)
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go acceptAll(l)
+	return l
+}
+
+func acceptAll(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		_ = c.Close()
+	}
+}
