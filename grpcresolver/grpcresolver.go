@@ -10,7 +10,8 @@
 //		grpc.WithTransportCredentials(creds))
 //
 // gRPC then balances over the resolved endpoints with its own policy
-// (pick_first by default; round_robin above). The authority, and so the
+// (pick_first by default; round_robin above), or with the Registry's Pick
+// through the "discovery_pick" policy (RegisterBalancer). The authority, and so the
 // name a TLS certificate is checked against, is the service name. Each
 // endpoint carries the instance's Info (Endpoint), for a policy of your own
 // that reads zones or weights.
@@ -211,9 +212,12 @@ func (r *watchResolver) push() {
 		if r.b.keep != nil && !r.b.keep(in) {
 			continue
 		}
+		info := attributes.New(infoKey{}, Info{ID: in.ID, Zone: in.Zone, Version: in.Version, Weight: in.Weight, Status: in.Status})
 		ep := resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: joinHostPort(in.Host, in.Port)}},
-			Attributes: attributes.New(infoKey{}, Info{ID: in.ID, Zone: in.Zone, Version: in.Version, Weight: in.Weight, Status: in.Status}),
+			// The Info rides in BalancerAttributes, which do not make a new
+			// connection when they change (a health change).
+			Addresses:  []resolver.Address{{Addr: joinHostPort(in.Host, in.Port), BalancerAttributes: info}},
+			Attributes: info,
 		}
 		if usable(&in) {
 			eps = append(eps, ep)
@@ -237,7 +241,14 @@ func (r *watchResolver) push() {
 	// update takes the old endpoints away (a policy keeps using them
 	// through a mere error), so calls fail (UNAVAILABLE) until instances
 	// come back; the error then says why.
-	_ = r.cc.UpdateState(resolver.State{Endpoints: eps})
+	addrs := make([]resolver.Address, len(eps))
+	for i, ep := range eps {
+		addrs[i] = ep.Addresses[0]
+	}
+	// Addresses too, for the policies built on balancer/base (the Pick
+	// balancer of this package among them), which read only those.
+	_ = r.cc.UpdateState(resolver.State{Endpoints: eps, Addresses: addrs,
+		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service})})
 	if len(eps) == 0 {
 		var err error = &discovery.NotFoundError{Service: r.service}
 		if len(r.instances) > 0 {

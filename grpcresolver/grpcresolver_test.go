@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/rssbot/discovery"
@@ -24,7 +26,10 @@ import (
 	"github.com/rssbot/discovery/grpcresolver"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	grpcresolver.RegisterBalancer()
+	goleak.VerifyTestMain(m)
+}
 
 // server is a real gRPC server on a loopback port that counts the calls it
 // serves.
@@ -33,7 +38,10 @@ type server struct {
 	calls atomic.Int64
 }
 
-func startServer(t *testing.T) *server {
+func startServer(t *testing.T) *server { return startServerWith(t, nil) }
+
+// startServerWith runs before each call's handler; its error is the call's.
+func startServerWith(t *testing.T, before func() error) *server {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,6 +50,11 @@ func startServer(t *testing.T) *server {
 	s := &server{port: lis.Addr().(*net.TCPAddr).Port}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		s.calls.Add(1)
+		if before != nil {
+			if err := before(); err != nil {
+				return nil, err
+			}
+		}
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(gs, health.NewServer())
@@ -51,10 +64,14 @@ func startServer(t *testing.T) *server {
 }
 
 func dial(t *testing.T, reg *discovery.Registry, target string, opts ...grpcresolver.Option) healthpb.HealthClient {
+	return dialPolicy(t, reg, target, "round_robin", opts...)
+}
+
+func dialPolicy(t *testing.T, reg *discovery.Registry, target, policy string, opts ...grpcresolver.Option) healthpb.HealthClient {
 	t.Helper()
 	conn, err := grpc.NewClient(target,
 		grpc.WithResolvers(grpcresolver.NewBuilder(reg, opts...)),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"`+policy+`": {}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -302,4 +319,114 @@ func acceptAll(l net.Listener) {
 		}
 		_ = c.Close()
 	}
+}
+
+// calls makes n calls, their errors ignored, and returns how many each
+// server got.
+func calls(c healthpb.HealthClient, n int, servers ...*server) []int64 {
+	before := make([]int64, len(servers))
+	for i, s := range servers {
+		before[i] = s.calls.Load()
+	}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _ = c.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+	}
+	out := make([]int64, len(servers))
+	for i, s := range servers {
+		out[i] = s.calls.Load() - before[i]
+	}
+	return out
+}
+
+func registerAll(t *testing.T, r *discovery.Registry, service string, servers ...*server) {
+	t.Helper()
+	for _, s := range servers {
+		if _, err := r.Register(context.Background(), discovery.Instance{Service: service, Host: "127.0.0.1", Port: s.port, Check: discovery.CheckTCP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// With the discovery_pick policy, gRPC calls feed the Registry's outlier
+// detection: a server that answers UNAVAILABLE is ejected after its
+// failures in a row and gets no more calls, where round_robin keeps sending
+// it a third of them.
+func TestPickBalancerEjectsAServerThatFails(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	a, b := startServer(t), startServerWith(t, func() error { return status.Error(codes.NotFound, "no such thing") })
+	bad := startServerWith(t, func() error { return status.Error(codes.Unavailable, "overwhelmed") })
+	registerAll(t, r, "greeter", a, b, bad)
+
+	rr := dial(t, r, "discovery:///greeter")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if got := calls(rr, 30, a, b, bad); got[0] > 0 && got[1] > 0 && got[2] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("round_robin did not reach every server")
+		}
+	}
+	if got := calls(rr, 90, a, b, bad); got[2] < 20 {
+		t.Fatalf("round_robin sent the failing server %d of 90 calls; want about a third", got[2])
+	}
+
+	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
+	badAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(bad.port))
+	ejected := func() bool {
+		svc, err := r.Get(context.Background(), "greeter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range svc.Instances {
+			if in.Addr() == badAddr {
+				return in.Status == discovery.StatusEjected
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !ejected(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing server was not ejected")
+		}
+		_ = calls(hc, 10, a, b, bad) // the failures add up
+	}
+	got := calls(hc, 90, a, b, bad)
+	if got[2] != 0 || got[0]+got[1] != 90 {
+		t.Fatalf("discovery_pick sent %v calls to (ok, not found, unavailable); want none to the failing server", got)
+	}
+}
+
+// With the discovery_pick policy, calls go by the Registry's p2c_ewma: a
+// server 20 ms slower than the other gets few of them.
+func TestPickBalancerPrefersTheFasterServer(t *testing.T) {
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	fast, slow := startServer(t), startServerWith(t, func() error { time.Sleep(20 * time.Millisecond); return nil })
+	registerAll(t, r, "greeter", fast, slow)
+	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
+	until(t, "both servers connected and answering", hc, func(got []int64) bool { return got[0] > 0 }, fast, slow)
+	got := calls(hc, 200, fast, slow)
+	if got[1] > 40 {
+		t.Fatalf("the slow server got %d of 200 calls (the fast one %d); want at most 40", got[1], got[0])
+	}
+}
+
+// Given addresses by another resolver, discovery_pick round-robins.
+func TestPickBalancerWithAnotherResolver(t *testing.T) {
+	a, b := startServer(t), startServer(t)
+	mr := manual.NewBuilderWithScheme("static")
+	mr.InitialState(resolver.State{Addresses: []resolver.Address{
+		{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(a.port))}, {Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))},
+	}})
+	conn, err := grpc.NewClient("static:///x", grpc.WithResolvers(mr),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"`+grpcresolver.BalancerName+`": {}}]}`),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	until(t, "both servers serve", healthpb.NewHealthClient(conn), func(got []int64) bool { return got[0] > 0 && got[1] > 0 }, a, b)
 }

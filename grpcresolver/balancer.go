@@ -1,0 +1,127 @@
+package grpcresolver
+
+import (
+	"context"
+	"sync/atomic"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rssbot/discovery"
+)
+
+// BalancerName is the name of the gRPC load-balancing policy that picks
+// with Registry.Pick (see RegisterBalancer).
+const BalancerName = "discovery_pick"
+
+// RegisterBalancer registers the "discovery_pick" load-balancing policy
+// with gRPC, whose registry of policies is global: call it once, at
+// start-up, before any client dials (gRPC's registration is not safe for
+// concurrent use). Then choose it in the client's service config:
+//
+//	grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"discovery_pick": {}}]}`)
+//
+// For a target this package resolves, each call goes to the instance
+// Registry.Pick chooses among the connected ones, with the service's
+// strategy (p2c_ewma by default: the fewer calls in flight and the lower
+// latency, the likelier), and its end feeds the instance's latency average,
+// in-flight count and outlier detection, as Selection.Done does: UNAVAILABLE,
+// DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS count as failures,
+// RESOURCE_EXHAUSTED as an overload, CANCELLED as nothing, and every other
+// code as an answer. While Pick has no connected instance to give, calls go
+// round-robin over the connected ones. The policy needs this package's
+// resolver; with another, it round-robins.
+func RegisterBalancer() {
+	balancer.Register(pickBuilder{})
+}
+
+type pickBuilder struct{}
+
+func (pickBuilder) Name() string { return BalancerName }
+
+func (pickBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	pb := &pickerBuilder{}
+	return &pickBalancer{Balancer: base.NewBalancerBuilder(BalancerName, pb, base.Config{HealthCheck: true}).Build(cc, opts), pb: pb}
+}
+
+// pickBalancer is balancer/base's, which keeps a connection per address,
+// told which Registry and service to pick from (the resolver's state
+// attributes) before each update. gRPC calls a balancer from one goroutine
+// at a time, so pb needs no lock: the pickers it builds copy what they use.
+type pickBalancer struct {
+	balancer.Balancer
+	pb *pickerBuilder
+}
+
+func (b *pickBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	b.pb.src, _ = s.ResolverState.Attributes.Value(sourceKey{}).(source)
+	return b.Balancer.UpdateClientConnState(s)
+}
+
+type sourceKey struct{}
+
+// source is where a resolver's state comes from; comparable, as gRPC's
+// attributes need.
+type source struct {
+	reg     *discovery.Registry
+	service string
+}
+
+type pickerBuilder struct{ src source }
+
+func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
+	if len(info.ReadySCs) == 0 {
+		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
+	}
+	p := &picker{src: pb.src, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs))}
+	for sc, sci := range info.ReadySCs {
+		p.byAddr[sci.Address.Addr] = sc
+		p.ready = append(p.ready, sc)
+	}
+	return p
+}
+
+type picker struct {
+	src    source
+	byAddr map[string]balancer.SubConn // the connected ones, by address
+	ready  []balancer.SubConn
+	next   atomic.Uint32
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	if p.src.reg != nil {
+		// An instance Pick chooses that is not connected here (connecting,
+		// or not resolved yet) is left out for another try, twice.
+		var opts []discovery.PickOption
+		for range 3 {
+			sel, err := p.src.reg.Pick(info.Ctx, p.src.service, opts...)
+			if err != nil {
+				break
+			}
+			if sc, ok := p.byAddr[sel.Instance.Addr()]; ok {
+				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(outcome(di.Err)) }}, nil
+			}
+			sel.Done(context.Canceled) // never sent: no outcome
+			opts = append(opts, discovery.Exclude(sel.Instance.ID))
+		}
+	}
+	return balancer.PickResult{SubConn: p.ready[int(p.next.Add(1)-1)%len(p.ready)]}, nil
+}
+
+// outcome is what a call's end says about the instance that served it.
+func outcome(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.DataLoss:
+		return err
+	case codes.ResourceExhausted:
+		return discovery.ErrOverloaded
+	case codes.Canceled:
+		return context.Canceled
+	}
+	return nil // the server answered
+}
