@@ -66,9 +66,13 @@ func Endpoint(ep resolver.Endpoint) (Info, bool) {
 type Option func(*builder)
 
 // WithScheme makes the Builder resolve targets of scheme instead of
-// "discovery" (a scheme is lower case: letters, digits, '+', '-', '.').
+// "discovery" (gRPC compares schemes in lower case; "" keeps the default).
 func WithScheme(scheme string) Option {
-	return func(b *builder) { b.scheme = strings.ToLower(scheme) }
+	return func(b *builder) {
+		if scheme != "" {
+			b.scheme = strings.ToLower(scheme)
+		}
+	}
 }
 
 // WithFilter keeps only the instances keep returns true for (a zone, a
@@ -104,6 +108,9 @@ func (b *builder) Scheme() string { return b.scheme }
 // a valid service name ("discovery:///orders": the service is "orders")
 // is an error matching discovery.ErrInvalid.
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	if b.reg == nil {
+		return nil, &discovery.ValidationError{Field: "registry", Reason: "NewBuilder was given a nil *discovery.Registry"}
+	}
 	service := target.Endpoint()
 	if err := discovery.ValidateServiceName(service); err != nil {
 		return nil, err

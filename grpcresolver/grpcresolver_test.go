@@ -222,7 +222,7 @@ func (c *recordingConn) UpdateState(s resolver.State) error { c.updates <- s; re
 func (c *recordingConn) ReportError(error)                  {}
 
 // A target whose path is not a service name is refused by Build, and so is
-// one on a closed Registry.
+// one on a nil or closed Registry.
 func TestBuildRefusesBadTargets(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	b := grpcresolver.NewBuilder(r, grpcresolver.WithScheme("Disco"))
@@ -233,6 +233,12 @@ func TestBuildRefusesBadTargets(t *testing.T) {
 		if _, err := b.Build(resolver.Target{URL: url.URL{Scheme: "disco", Path: path}}, &recordingConn{}, resolver.BuildOptions{}); !errors.Is(err, discovery.ErrInvalid) {
 			t.Fatalf("Build(%q) = %v; want ErrInvalid", path, err)
 		}
+	}
+	if got := grpcresolver.NewBuilder(r, grpcresolver.WithScheme("")).Scheme(); got != grpcresolver.Scheme {
+		t.Fatalf("WithScheme(\"\") made the scheme %q; want the default", got)
+	}
+	if _, err := grpcresolver.NewBuilder(nil).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, &recordingConn{}, resolver.BuildOptions{}); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("Build with a nil Registry = %v; want ErrInvalid", err)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
