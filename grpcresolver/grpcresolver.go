@@ -30,7 +30,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -223,7 +222,7 @@ func (r *watchResolver) push() {
 		ep := resolver.Endpoint{
 			// The Info rides in BalancerAttributes, which do not make a new
 			// connection when they change (a health change).
-			Addresses:  []resolver.Address{{Addr: joinHostPort(in.Host, in.Port), BalancerAttributes: info}},
+			Addresses:  []resolver.Address{{Addr: in.Addr(), BalancerAttributes: info}}, // as the picker finds it
 			Attributes: info,
 		}
 		if usable(&in) {
@@ -267,11 +266,4 @@ func (r *watchResolver) push() {
 
 func sameEndpoint(a, b resolver.Endpoint) bool {
 	return a.Addresses[0].Addr == b.Addresses[0].Addr && a.Attributes.Equal(b.Attributes)
-}
-
-func joinHostPort(host string, port int) string {
-	if strings.IndexByte(host, ':') >= 0 {
-		return "[" + host + "]:" + strconv.Itoa(port)
-	}
-	return host + ":" + strconv.Itoa(port)
 }
