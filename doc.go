@@ -46,7 +46,9 @@
 // entries are fresh only until the first lease in them ends. A registration
 // whose row vanished or whose lease lapsed (a restored database, a long
 // pause) registers itself again; while the database is down renewals retry
-// with backoff. A reaper, one at a time across processes, deletes rows whose
+// with backoff, and at least once in each half of what is left of the
+// lease, so that a database back before the lease ends finds it renewed
+// before then. A reaper, one at a time across processes, deletes rows whose
 // lease ended long ago, and published keys that retired as long ago. Close
 // deregisters.
 //

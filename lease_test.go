@@ -286,3 +286,41 @@ func TestRegisterLeftWithLessThanAnIntervalRenewsBeforeItsLeaseEnds(t *testing.T
 		return err == nil && len(svc.Instances) == 1 && svc.Instances[0].ExpiresAt.After(written)
 	})
 }
+
+// A database outage shorter than what is left of a lease does not end the
+// lease: the renewal retries before the lease ends, whatever its backoff
+// has grown to. The outage here runs from the first renewal (5 s) to 12 s
+// of a 15 s lease; the backoff's attempts (5, 5.2, 5.6, 6.4, 8, 11.2 s) put
+// the next one at 16.2 s, after the lease had ended, and the instance
+// dropped out of every lookup of a process that had not seen the outage
+// until it registered again (a new revision).
+func TestOutageShorterThanTheLeaseDoesNotEndIt(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	rev := g.Revision()
+	const idle = 1 // the renewal's timer
+	clock.BlockUntil(idle)
+	step := func(until time.Duration) {
+		for clock.Now().Before(t0.Add(until)) {
+			clock.BlockUntil(idle)
+			clock.Advance(50 * time.Millisecond)
+		}
+		clock.BlockUntil(idle)
+	}
+	step(4900 * time.Millisecond)
+	backend.SetFailure(errors.New("connection refused"))
+	step(12 * time.Second)
+	backend.SetFailure(nil)
+	step(discovery.DefaultLeaseTTL - 50*time.Millisecond)
+	svc, err := backend.Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("Load = %+v, %v", svc, err)
+	}
+	if end := svc.Instances[0].ExpiresAt; !end.After(t0.Add(discovery.DefaultLeaseTTL)) || svc.Revision != rev {
+		t.Fatalf("at %v the lease ends at %v (revision %d, registered at %d); want it renewed past %v before it ended",
+			clock.Now().Sub(t0), end.Sub(t0), svc.Revision, rev, discovery.DefaultLeaseTTL)
+	}
+}
