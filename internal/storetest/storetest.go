@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,9 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReapRetiredKeys", testReapKeys},
 		{"RevokedKeysStayRevoked", testRevokedKeys},
 		{"CanceledContext", testCanceled},
+		{"FailedWritesChangeNothing", testFailedWritesChangeNothing},
+		{"Limits", testLimits},
+		{"ConcurrentConfig", testConcurrentConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -583,5 +587,110 @@ func testRevokedKeys(t *testing.T, s core.Store) {
 		if _, err := ks.PutKey(ctx(t), k.svc, k.k); err != nil {
 			t.Fatalf("PutKey(%s, %s) = %v; want it published", k.svc, k.k.ID, err)
 		}
+	}
+}
+
+// testFailedWritesChangeNothing: a write that fails (its target missing, or
+// its context ended) creates no service and changes no revision.
+func testFailedWritesChangeNothing(t *testing.T, s core.Store) {
+	if _, err := s.Register(ctx(t), Instance("db_svc", "a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deregister(ctx(t), "nope", "a"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Deregister(unknown service) = %v", err)
+	}
+	if err := s.Renew(ctx(t), "nope2", "a", t0, t0.Add(time.Hour)); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Renew(unknown service) = %v", err)
+	}
+	c, cancel := context.WithCancel(ctx(t))
+	cancel()
+	if _, err := s.Deregister(c, "db_svc", "a"); err == nil {
+		t.Fatal("Deregister with a canceled context succeeded")
+	}
+	if err := s.Renew(c, "db_svc", "a", t0, t0.Add(2*time.Hour)); err == nil {
+		t.Fatal("Renew with a canceled context succeeded")
+	}
+	if _, err := s.Reap(c, t0.Add(3*time.Hour)); err == nil {
+		t.Fatal("Reap with a canceled context succeeded")
+	}
+	if cs, ok := s.(core.ConfigStore); ok {
+		if _, _, err := cs.SetConfig(c, "db_svc", []byte(`{}`), t0, 3); err == nil {
+			t.Fatal("SetConfig with a canceled context succeeded")
+		}
+		if _, _, err := cs.SetConfig(c, "nope3", []byte(`{}`), t0, 3); err == nil {
+			t.Fatal("SetConfig with a canceled context succeeded")
+		}
+	}
+	infos, err := s.Services(ctx(t), t0)
+	if err != nil || fmt.Sprint(infos) != "[{db_svc 1 1 0}]" {
+		t.Fatalf("Services after failed writes = %v, %v; want [{db_svc 1 1 0}]", infos, err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if svc.Revision != 1 || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.Equal(t0.Add(time.Hour)) || svc.Config != nil {
+		t.Fatalf("after failed writes: %+v", svc)
+	}
+}
+
+// testLimits: an instance at every limit validation allows round-trips.
+func testLimits(t *testing.T, s core.Store) {
+	name := strings.Repeat("s", core.MaxNameLen)
+	in := &core.Instance{
+		Service: name, ID: strings.Repeat("i", core.MaxIDLen), Host: strings.Repeat("h", 63) + "." + strings.Repeat("h", 63) + "." + strings.Repeat("h", 63) + "." + strings.Repeat("h", 61),
+		Port: 65535, Weight: core.MaxWeight, Zone: strings.Repeat("é", core.MaxLabelLen/2), Version: strings.Repeat("✓", core.MaxLabelLen/3),
+		HealthPath: "/" + strings.Repeat("p", core.MaxHealthPathLen-1), RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour),
+	}
+	for i := range core.MaxTags {
+		in.Tags = append(in.Tags, fmt.Sprintf("%03d", i)+strings.Repeat("ü", (core.MaxTagLen-3)/2))
+	}
+	in.Metadata = map[string]string{}
+	for i := range 8 {
+		in.Metadata[fmt.Sprintf("k%d", i)] = strings.Repeat("\"\\😀", (core.MaxMetadataBytes/8-2)/6)
+	}
+	if err := core.Normalize(in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx(t), in); err != nil {
+		t.Fatalf("Register at the limits: %v", err)
+	}
+	svc := mustLoad(t, s, name)
+	if len(svc.Instances) != 1 {
+		t.Fatalf("Load = %+v", svc)
+	}
+	sameInstance(t, &svc.Instances[0], in)
+}
+
+// testConcurrentConfig: concurrent SetConfig calls get distinct config
+// revisions, and the history keeps the newest.
+func testConcurrentConfig(t *testing.T, s core.Store) {
+	cs, ok := s.(core.ConfigStore)
+	if !ok {
+		t.Skip("store has no ConfigStore")
+	}
+	const n = 20
+	var wg sync.WaitGroup
+	revs := make([]int64, n)
+	for i := range n {
+		wg.Go(func() {
+			_, cr, err := cs.SetConfig(ctx(t), "db_svc", fmt.Appendf(nil, `{"v":%d}`, i), t0, 5)
+			if err != nil {
+				t.Error(err)
+			}
+			revs[i] = cr
+		})
+	}
+	wg.Wait()
+	slices.Sort(revs)
+	for i, r := range revs {
+		if r != int64(i+1) {
+			t.Fatalf("config revisions %v; want 1..%d", revs, n)
+		}
+	}
+	hist, err := cs.ConfigHistory(ctx(t), "db_svc")
+	if err != nil || len(hist) != 5 || hist[0].Revision != n {
+		t.Fatalf("history = %+v, %v", hist, err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if svc.ConfigRevision != n || svc.Revision != n || string(svc.Config) != string(hist[0].Config) {
+		t.Fatalf("Load = %+v; newest history %s", svc, hist[0].Config)
 	}
 }
