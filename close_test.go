@@ -177,3 +177,59 @@ func TestReaperIsBoundedByTheDatabaseTimeout(t *testing.T) {
 		t.Fatalf("a slow reap was logged as the database lost")
 	}
 }
+
+// slowWrites makes every Register and Deregister take a while, as on a
+// database across a region, within the call's context.
+type slowWrites struct {
+	discovery.Store
+	took atomic.Int64 // nanoseconds
+}
+
+func (s *slowWrites) wait(ctx context.Context) error {
+	select {
+	case <-time.After(time.Duration(s.took.Load())):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowWrites) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	return s.Store.Register(ctx, in)
+}
+
+func (s *slowWrites) Deregister(ctx context.Context, service, id string) (int64, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	return s.Store.Deregister(ctx, service, id)
+}
+
+// Close deregisters every registration within its close timeout when the
+// database is slow but answers: 20 registrations and 100 ms a write, under
+// a 1 s close timeout. They were drained and deregistered one after
+// another, so the close timeout ran out after a handful, and the others
+// stayed listed (and picked) until their leases ended, their process gone.
+func TestCloseDeregistersManyRegistrationsOnASlowDatabase(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	s := &slowWrites{Store: backend}
+	r, err := discovery.New(discovery.WithStore(s), discovery.WithoutHealthChecks(), discovery.WithCloseTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		mustRegister(t, r, inst("db_svc", "10.0.0.1", 1000+i))
+	}
+	s.took.Store(int64(100 * time.Millisecond)) // set after the registrations: no write is under way
+	if err := r.Close(); err != nil {
+		t.Errorf("Close = %v; want every instance deregistered", err)
+	}
+	if svc, err := backend.Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Close %d of %d instances are still registered (%v)", len(svc.Instances), n, err)
+	}
+}

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -172,7 +173,8 @@ func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
 
 // closeRegistrations drains (for at most the close-drain timeout, marking
 // included, and half of what ctx leaves) and then deregisters regs, within
-// ctx; it returns the errors of the deregistrations.
+// ctx, each step for up to closeParallel registrations at once; it returns
+// the errors of the deregistrations.
 //
 // Renewals stop first: the lease outlives the close by far, and a renewal
 // stuck on a database that stopped answering would otherwise hold each
@@ -192,28 +194,65 @@ func (r *Registry) closeRegistrations(ctx context.Context, regs []*Registration)
 		}
 		dctx, cancel := ownTimeout(ctx, drain)
 		defer cancel()
-		var wait time.Duration
-		marked := false
-		for _, g := range regs {
+		var (
+			mu     sync.Mutex
+			wait   time.Duration
+			marked bool
+		)
+		eachAtOnce(regs, func(_ int, g *Registration) {
 			rev, err := g.markDraining(dctx)
 			if err != nil {
 				if !errors.Is(err, ErrClosed) {
 					r.log.Warn("discovery: cannot drain before deregistering", zap.String("service", g.service), zap.String("id", g.id), zap.Error(err))
 				}
-				continue
+				return
 			}
-			marked = true
-			wait = max(wait, r.propagationBound(dctx, g.service, rev))
-		}
+			d := r.propagationBound(dctx, g.service, rev)
+			mu.Lock()
+			marked, wait = true, max(wait, d)
+			mu.Unlock()
+		})
 		if marked {
 			r.sleep(dctx, wait)
 		}
 	}
-	var errs []error
-	for _, g := range regs {
+	found := make([]error, len(regs))
+	eachAtOnce(regs, func(i int, g *Registration) {
 		if err := g.deregister(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			found[i] = err
+		}
+	})
+	var errs []error
+	for _, err := range found {
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errs
+}
+
+// closeParallel bounds how many registrations closeRegistrations writes at
+// once.
+const closeParallel = 16
+
+// eachAtOnce calls fn for every registration, up to closeParallel at once,
+// and returns when every call has. Close drains and deregisters its
+// registrations so: one after another, on a database that took 100 ms a
+// write, a 1 s close timeout deregistered 4 of 20, and the others stayed
+// listed, and picked, until their leases ended.
+func eachAtOnce(regs []*Registration, fn func(i int, g *Registration)) {
+	if len(regs) == 1 {
+		fn(0, regs[0])
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, closeParallel)
+	for i, g := range regs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i, g)
+		})
+	}
+	wg.Wait()
 }
