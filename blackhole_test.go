@@ -163,3 +163,42 @@ func TestOverviewInADatabaseOutageDoesNotWaitPerService(t *testing.T) {
 		t.Fatalf("GET /overview = %d %.200s; want 200 with the services from memory", rec.Code, rec.Body.String())
 	}
 }
+
+// WithLoadTimeout bounds a lookup's load, even when it is longer than
+// WithDatabaseTimeout, which bounds the other calls: the store bounded
+// every call by the database timeout, so a load that the 10 s load timeout
+// allowed failed with ErrUnavailable after the 300 ms database timeout.
+// The load here waits about a second for a lock another transaction holds.
+func TestLoadTimeoutLongerThanTheDatabaseTimeoutHolds(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	db := testutil.Postgres(t, ns+"_")
+	opts := []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithLoadTimeout(10 * time.Second), discovery.WithDatabaseTimeout(300 * time.Millisecond)}
+	a, err := discovery.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	b, err := discovery.New(opts...) // another process: nothing cached
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tx := db.Begin()
+	if err := tx.Exec(`LOCK TABLE ` + ns + `_instances IN ACCESS EXCLUSIVE MODE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(time.Second) // holds the lock a while; nothing is timed against it
+		tx.Rollback()
+	}()
+	defer func() { <-released }()
+	svc, err := b.Get(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("Get = %+v, %v; want the instance: the load waited about 1 s of its 10 s load timeout", svc, err)
+	}
+}

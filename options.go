@@ -382,7 +382,9 @@ func WithL2TTL(d time.Duration) Option { return optionFunc(func(o *options) { o.
 // out of the read path until a background probe succeeds.
 func WithRedisTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.redisTO = d }) }
 
-// WithLoadTimeout bounds each database load of a lookup (5 s).
+// WithLoadTimeout bounds each database load of a lookup (5 s), and the
+// reads of revalidation, whether it is shorter or longer than
+// WithDatabaseTimeout.
 func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.loadTO = d }) }
 
 // WithDatabaseTimeout bounds every other call to the database that WithDB

@@ -107,6 +107,7 @@ func New(opts ...Option) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.SetLoadTimeout(o.loadTO)                              // loads: WithLoadTimeout, not WithDatabaseTimeout
 		ctx, cancel := ownTimeout(context.Background(), o.dbTO) // a call that is no lookup: WithDatabaseTimeout
 		if o.migrate {
 			err = s.Migrate(ctx)

@@ -28,7 +28,9 @@ type Store struct {
 	prefix   string
 	postgres bool
 	timeout  time.Duration // bound of each call whose context allows longer; 0: none
-	q        queries
+	// loadTimeout bounds Load and Revisions instead, when set (SetLoadTimeout).
+	loadTimeout time.Duration
+	q           queries
 }
 
 // queries are the statements with the prefix substituted once.
@@ -141,6 +143,14 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 	return s, nil
 }
 
+// SetLoadTimeout makes d, not the timeout given to New, the bound of Load
+// and Revisions (the reads of lookups and of revalidation) whose context
+// allows longer; 0 goes back to New's. Call it before the store is used.
+// A Registry's WithLoadTimeout is this bound: bounded by the database
+// timeout too, a load it allowed longer (20 s, for a large service on a
+// slow database) failed with ErrUnavailable at the database timeout (5 s).
+func (s *Store) SetLoadTimeout(d time.Duration) { s.loadTimeout = d }
+
 // Prefix returns the table-name prefix.
 func (s *Store) Prefix() string { return s.prefix }
 
@@ -170,13 +180,27 @@ var errNoRow = errors.New("no row")
 
 // bound returns ctx bounded by the store's timeout, unless ctx ends sooner.
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.timeout <= 0 {
+	return boundBy(ctx, s.timeout)
+}
+
+// boundLoad returns ctx bounded as Load and Revisions are: by the load
+// timeout if one is set, else as bound does.
+func (s *Store) boundLoad(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.loadTimeout > 0 {
+		return boundBy(ctx, s.loadTimeout)
+	}
+	return s.bound(ctx)
+}
+
+// boundBy returns ctx bounded by d (0: not bounded), unless ctx ends sooner.
+func boundBy(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
 		return ctx, func() {}
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 		return ctx, func() {}
 	}
-	return context.WithTimeoutCause(ctx, s.timeout, core.ErrTimeout)
+	return context.WithTimeoutCause(ctx, d, core.ErrTimeout)
 }
 
 // mapErr classifies an error of a call made under ctx (as bound returned
@@ -311,7 +335,7 @@ func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound 
 
 // Load implements core.Store.
 func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.boundLoad(ctx)
 	defer cancel()
 	rows, err := s.db.WithContext(ctx).Raw(s.q.load, name, name, name).Rows()
 	if err != nil {
@@ -484,7 +508,7 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 
 // Revisions implements core.RevisionReader.
 func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := s.boundLoad(ctx)
 	defer cancel()
 	out := make(map[string]int64, len(names))
 	for chunk := range slices.Chunk(names, 500) {
