@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
+	"github.com/rssbot/discovery/internal/storetest"
 )
 
 // Backend is an in-memory Store, safe for concurrent use, that tells every
@@ -65,4 +67,15 @@ func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *disc
 		}
 	})
 	return r
+}
+
+// StoreConformance runs the conformance suite this module's own stores
+// pass (in-memory, SQLite, PostgreSQL) against a Store of your own, each
+// case in a subtest with a fresh, empty store from newStore. It covers
+// registration round trips, leases, reaping, revisions, concurrency,
+// listings and, where the store has them, configurations and keys
+// (revocations included); a failure names the case and what differed.
+func StoreConformance(t *testing.T, newStore func(t *testing.T) discovery.Store) {
+	t.Helper()
+	storetest.Run(t, func(t *testing.T) core.Store { return newStore(t) })
 }

@@ -69,3 +69,13 @@ func TestClock(t *testing.T) {
 		t.Fatalf("Now = %v", c.Now())
 	}
 }
+
+// A user's own Store runs the module's conformance suite through
+// StoreConformance: here the in-memory one behind a wrapper, as a user's
+// store would be.
+func TestStoreConformance(t *testing.T) {
+	discoverytest.StoreConformance(t, func(*testing.T) discovery.Store { return userStore{discoverytest.NewBackend()} })
+}
+
+// userStore is a Store of a user's own: it embeds the in-memory backend.
+type userStore struct{ *discoverytest.Backend }

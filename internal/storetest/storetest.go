@@ -1,5 +1,6 @@
 // Package storetest is the conformance suite every Store runs: the in-memory
-// one, SQLite, PostgreSQL, and any a user writes.
+// one, SQLite, PostgreSQL, and any a user writes (through
+// discoverytest.StoreConformance, since this package is internal).
 package storetest
 
 import (
