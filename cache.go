@@ -987,6 +987,14 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		through := func() {
 			defer close(done)
 			r.writeThrough(context.WithoutCancel(ctx), ch)
+			// Lost on the way: announced once back. Looked at here, where
+			// the write-through has ended, not once the caller stops
+			// waiting: a caller whose context ended before a hung Redis
+			// failed left the change neither published nor kept, and the
+			// other processes served their snapshots for up to a lease TTL.
+			if !r.l2.Up() {
+				r.owe(ch)
+			}
 		}
 		if !r.spawn(through) { // closed: nothing else to wait for
 			through()
@@ -995,9 +1003,8 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		case <-done:
 		case <-ctx.Done():
 		}
-	}
-	if r.l2 != nil && !r.l2.Up() {
-		r.noteUnannounced(ch) // out, or lost on the way: announced once back
+	} else if r.l2 != nil {
+		r.owe(ch) // out: announced once back
 	}
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)
@@ -1046,6 +1053,16 @@ func (r *Registry) noteUnannounced(ch core.Change) {
 	}
 	if cur, ok := r.unannounced[ch.Service]; ok || len(r.unannounced) < maxUnannounced {
 		r.unannounced[ch.Service] = max(cur, ch.Revision)
+	}
+}
+
+// owe keeps a change that Redis did not get (it is out) to announce once it
+// is back. Redis may have come back since it was found out, and its return
+// announced what was kept before this one: then it is announced now.
+func (r *Registry) owe(ch core.Change) {
+	r.noteUnannounced(ch)
+	if r.l2.Up() {
+		r.reannounce()
 	}
 }
 

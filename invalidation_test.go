@@ -280,3 +280,41 @@ func TestWriterAnnouncesWhatItWroteWithoutRedisOnceBack(t *testing.T) {
 		return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
 	})
 }
+
+// A writer whose caller stops waiting before a hung Redis fails the
+// write-through still announces the change once Redis is back: the
+// write-through runs on, trips the breaker when its call times out, and
+// what it could not publish is kept. It was looked for only when the caller
+// stopped waiting, while Redis still seemed up: the change was neither
+// published nor kept, and the others served their snapshots for up to a
+// lease TTL.
+func TestWriterWhoseCallerLeftBeforeRedisFailedAnnouncesOnceBack(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0) // b's snapshot stays fresh: only a message moves it
+	opts := []discovery.Option{discovery.WithNamespace(ns), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0)}
+	a := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)))...)
+	b := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))...)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 5*time.Second, "b to see the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	proxy.Blackhole(true) // a's calls hang until WithRedisTimeout (250 ms)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err := a.Register(short, inst("db_svc", "10.0.0.2", 2))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a to take Redis out", func() bool { return a.Stats().L2Errors > 0 })
+	if got := ids(b.Get(ctx, "db_svc")); got != "10.0.0.1:1" {
+		t.Fatalf("b sees %s while a's Redis hangs; the test cannot show the announcement", got)
+	}
+	proxy.Blackhole(false)
+	waitFor(t, 5*time.Second, "b to see the instance a registered while its Redis hung", func() bool {
+		return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
+	})
+}
