@@ -86,7 +86,8 @@ func newHub(r *Registry, name string) *hub {
 
 // newWatcher returns a watcher with nothing queued, not started.
 func newWatcher() *watcher {
-	return &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{}}
+	return &watcher{out: make(chan Event), sig: make(chan struct{}, 1), q: list.New(), byKey: map[watchKey]*list.Element{},
+		told: map[string]Status{}}
 }
 
 // hubFor returns the hub of a service, creating and starting it.
@@ -591,6 +592,9 @@ type watcher struct {
 	q     *list.List // of Event, in revision order
 	byKey map[watchKey]*list.Element
 	rev   int64 // newest revision pushed
+	// told is the status the reader was last handed of each instance it
+	// has (by ID): what a health change starts from.
+	told map[string]Status
 }
 
 // watchKey is what events coalesce by: one instance's registration, one
@@ -630,6 +634,14 @@ func (w *watcher) push(ev Event) {
 		delete(w.byKey, key)
 	}
 	if ev.Kind == EventHealthChanged {
+		// The change starts from the status the reader has: it was handed
+		// events since the pending one this coalesced with was queued (an
+		// update with the status of a change that this one undoes), and a
+		// change back to the status the pending one started from, dropped,
+		// left the reader with the status it undid, for good.
+		if s, ok := w.told[ev.Instance.ID]; ok {
+			ev.Previous, keep = s, s != ev.Instance.Status
+		}
 		// A pending registration event carries the status of its time:
 		// it takes this one, which would otherwise be lost if this event
 		// coalesces away (back to the status the reader saw). A pending
@@ -670,6 +682,29 @@ func (w *watcher) wentBack(rev int64) {
 	w.mu.Unlock()
 }
 
+// tell records, under mu, the status ev (about to be handed over) gives the
+// reader of its instance, and reports whether ev tells it anything: a
+// health change queued behind an update that already handed its new status
+// over tells nothing (else the reader heard it twice, the second time from
+// a status it no longer had).
+func (w *watcher) tell(ev *Event) bool {
+	switch id := ev.Instance.ID; ev.Kind {
+	case EventHealthChanged:
+		if s, ok := w.told[id]; ok {
+			if s == ev.Instance.Status {
+				return false
+			}
+			ev.Previous = s
+		}
+		w.told[id] = ev.Instance.Status
+	case EventInstanceAdded, EventInstanceUpdated:
+		w.told[id] = ev.Instance.Status
+	case EventInstanceRemoved:
+		delete(w.told, id)
+	}
+	return true
+}
+
 // coalesce merges a pending event p with a newer one n of the same key; it
 // returns false when together they change nothing the reader knows.
 func coalesce(p, n Event) (Event, bool) {
@@ -699,11 +734,16 @@ func (w *watcher) run(ctx, rctx context.Context) {
 		w.mu.Lock()
 		el := w.q.Front()
 		var ev Event
+		told := true
 		if el != nil {
 			ev = w.q.Remove(el).(Event)
 			delete(w.byKey, keyOf(&ev))
+			told = w.tell(&ev)
 		}
 		w.mu.Unlock()
+		if !told {
+			continue
+		}
 		if el == nil {
 			select {
 			case <-w.sig:

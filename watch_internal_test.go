@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -553,4 +555,177 @@ func idleHub(t *testing.T, r *Registry, name string) *hub {
 	r.hubs.Store(name, h)
 	r.hooked.Add(1)
 	return h
+}
+
+// queued waits until the pending events of the only watcher of service
+// (pending's rendering) are want.
+func queued(t *testing.T, r *Registry, service, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := "no watcher"
+		if h := r.hubIfAny(service); h != nil {
+			h.mu.Lock()
+			for w := range h.watchers {
+				w.mu.Lock()
+				got = pending(w)
+				w.mu.Unlock()
+			}
+			h.mu.Unlock()
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %q; want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A health change that undoes one still pending, after the reader took an
+// update that carried the status of the one it undoes: the reader ends
+// with the status Get shows. The two coalesced as a change back to the
+// status the reader had when the first was queued, and went; the reader
+// kept the update's status for good.
+func TestWatchHealthBackAfterAnUpdateCarriedItIsTold(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	ga, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	w.next()
+	check(r, clock, "db_svc", ga.id, core.StatusHealthy)
+	if e := w.next(); e.Kind != EventHealthChanged || e.Instance.Status != StatusHealthy {
+		t.Fatalf("want a health event to healthy, got %+v", e)
+	}
+	// b's addition is handed over (the reader is not reading); a's update,
+	// c's addition and a's change to unhealthy queue behind it.
+	gb, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		h := r.hubIfAny("db_svc")
+		h.mu.Lock()
+		_, ok := h.last.insts[gb.id]
+		h.mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hub did not take b's registration within 5 s")
+		}
+	}
+	queued(t, r, "db_svc", "")
+	if err := ga.SetWeight(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	queued(t, r, "db_svc", "instance_updated:10.0.0.1:1@3(w7)")
+	if _, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.3", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	queued(t, r, "db_svc", "instance_updated:10.0.0.1:1@3(w7) instance_added:10.0.0.3:1@4(w100)")
+	for range 3 {
+		check(r, clock, "db_svc", ga.id, core.StatusUnhealthy) // into the pending update too
+	}
+	queued(t, r, "db_svc", "instance_updated:10.0.0.1:1@3(w7) instance_added:10.0.0.3:1@4(w100) health_changed:10.0.0.1:1@4(healthy->unhealthy)")
+	if e := w.next(); e.Instance.ID != gb.id {
+		t.Fatalf("want b's addition, got %+v", e)
+	}
+	if e := w.next(); e.Kind != EventInstanceUpdated || e.Instance.Status != StatusUnhealthy {
+		t.Fatalf("want a's update showing unhealthy, got %+v", e)
+	}
+	// c's addition is being handed over; a's change to unhealthy is still
+	// queued, and this undoes it.
+	queued(t, r, "db_svc", "health_changed:10.0.0.1:1@4(healthy->unhealthy)")
+	for range 2 {
+		check(r, clock, "db_svc", ga.id, core.StatusHealthy)
+	}
+	w.endsWithGet(r, "db_svc", ga.id)
+}
+
+// Random changes pushed to a watcher whose reader takes events at random
+// times: the reader never hears of an instance it has as added, nor of one
+// it lacks as updated, removed or changing health; a health change starts
+// from the status the reader has; and the reader ends with the current
+// state of every instance.
+func TestWatchCoalescingKeepsTheReaderCurrent(t *testing.T) {
+	type state struct {
+		weight int
+		status Status
+	}
+	for seed := uint64(0); seed < 5000; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		truth, reader := map[string]state{}, map[string]state{}
+		w := newWatcher()
+		var rev int64
+		var trace []string
+		take := func() { // as run does
+			el := w.q.Front()
+			if el == nil {
+				return
+			}
+			e := w.q.Remove(el).(Event)
+			delete(w.byKey, keyOf(&e))
+			if !w.tell(&e) {
+				return
+			}
+			id := e.Instance.ID
+			trace = append(trace, "take "+e.Kind.String()+" "+id)
+			cur, has := reader[id]
+			switch {
+			case e.Kind == EventInstanceAdded && has, e.Kind != EventInstanceAdded && !has:
+				t.Fatalf("seed %d: %s of %s, which the reader has: %v; after %q", seed, e.Kind, id, has, trace)
+			case e.Kind == EventHealthChanged && e.Previous != cur.status:
+				t.Fatalf("seed %d: health change of %s from %v; the reader has %v; after %q", seed, id, e.Previous, cur.status, trace)
+			}
+			switch e.Kind {
+			case EventInstanceRemoved:
+				delete(reader, id)
+			case EventHealthChanged:
+				cur.status = e.Instance.Status
+				reader[id] = cur
+			default:
+				reader[id] = state{e.Instance.Weight, e.Instance.Status}
+			}
+		}
+		for range 30 {
+			if rng.IntN(3) == 0 {
+				take()
+				continue
+			}
+			id := string(rune('a' + rng.IntN(3)))
+			cur, has := truth[id]
+			next := state{1 + rng.IntN(3), Status(rng.IntN(3))}
+			rev++
+			e := Event{Revision: rev, Instance: Instance{ID: id}}
+			switch {
+			case !has:
+				e.Kind, truth[id] = EventInstanceAdded, next
+			case rng.IntN(3) == 0:
+				e.Kind, next = EventInstanceRemoved, cur
+				delete(truth, id)
+			case rng.IntN(2) == 0 && next.weight != cur.weight:
+				next.status = cur.status
+				e.Kind, truth[id] = EventInstanceUpdated, next
+			case next.status != cur.status:
+				next.weight = cur.weight
+				e.Kind, e.Previous, truth[id] = EventHealthChanged, cur.status, next
+			default:
+				continue
+			}
+			e.Instance.Weight, e.Instance.Status = next.weight, next.status
+			trace = append(trace, "push "+e.Kind.String()+" "+id)
+			w.push(e)
+		}
+		for w.q.Len() > 0 {
+			take()
+		}
+		if !maps.Equal(truth, reader) {
+			t.Fatalf("seed %d: the reader ends with %v; the instances are %v; after %q", seed, reader, truth, trace)
+		}
+	}
 }
