@@ -202,3 +202,29 @@ func TestLoadTimeoutLongerThanTheDatabaseTimeoutHolds(t *testing.T) {
 		t.Fatalf("Get = %+v, %v; want the instance: the load waited about 1 s of its 10 s load timeout", svc, err)
 	}
 }
+
+// Close with Redis stalled (a partition: nothing answers, nothing is
+// closed) and health sharing on, as it is by default with Redis: it waited
+// for the health subscription's read under way, which go-redis ends on its
+// deadline, not on a cancellation, until the subscription's silence
+// deadline (4 s measured with a 1 s close timeout; 1.3-1.6 s on a quiet
+// Redis that answers). Now Close closes the subscription.
+func TestCloseDoesNotWaitForTheHealthSubscriptionOnAStalledRedis(t *testing.T) {
+	const closeTO = time.Second
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithNamespace(ns),
+		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)), discovery.WithCloseTimeout(closeTO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := testutil.RedisClient(t, addr, db, ns)
+	waitFor(t, 5*time.Second, "the health subscription", func() bool { return subscribers(direct, ns+":health") == 1 })
+	proxy.Stall()
+	start := time.Now()
+	_ = r.Close()
+	if d := time.Since(start); d > closeTO {
+		t.Fatalf("Close took %v with Redis stalled; want within the close timeout (%v)", d, closeTO)
+	}
+}

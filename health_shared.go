@@ -312,9 +312,20 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 // Channel, read here before, kept it deaf for as long as the kernel kept it,
 // and other processes' status changes arrived only with this process's
 // syncs, an interval apart.
+//
+// Close closes the subscription at once: go-redis ends a read on its
+// deadline, not on its context's cancellation, and Close waited for the
+// read under way until a pong came (a second or more on a quiet channel)
+// or, on a Redis that stopped answering, until the silence deadline (about
+// 4 s), past a shorter WithCloseTimeout.
 func (s *sharer) listen() {
 	ps := s.rdb.Subscribe(s.r.ctx, s.channel)
-	defer func() { _ = ps.Close() }()
+	stop := context.AfterFunc(s.r.ctx, func() { _ = ps.Close() })
+	defer func() {
+		if stop() {
+			_ = ps.Close()
+		}
+	}()
 	rediscache.Listen(s.r.ctx, ps, s.r.opts.redisTO, func() {
 		s.m.resync.Store(true)
 		s.m.poke()
