@@ -103,7 +103,8 @@ func WithHandler(h http.Handler) RegisterOption {
 // Transport returns an http.RoundTripper that sends requests for
 // http://<service>/path to an instance chosen by Pick (https://<service>
 // verifies the instance's certificate against the service name: see
-// BaseTransport), reports each outcome
+// BaseTransport; a request with another scheme goes to the base transport
+// as it is), reports each outcome
 // (connection errors, 5xx and the caller's deadline passing as failures,
 // 429 and 503 with Retry-After as overload, the caller's cancellation as
 // neither), and retries idempotent requests once on another instance under
@@ -196,6 +197,14 @@ func (e errStatus) Error() string { return "discovery: instance answered " + str
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil { // net/http's error, not a panic
 		return refuse(req, &ValidationError{Field: "url", Value: "nil", Reason: "a request needs a URL"})
+	}
+	// Only http and https (or no scheme: http) reach an instance. Another
+	// scheme goes to the base as it is, as a host the resolver refuses does:
+	// net/http refuses it for any host (or a protocol registered with the
+	// base serves it); resolved, each refusal was held against the picked
+	// instance and retried on another, and a few ejected healthy instances.
+	if s := req.URL.Scheme; s != "" && s != "http" && s != "https" {
+		return t.o.base.RoundTrip(req)
 	}
 	service, ok := t.o.resolve(req.URL.Hostname())
 	if !ok {

@@ -1061,3 +1061,50 @@ func TestTransportInProcessHandlerFinishesBeforeTheCallerReads(t *testing.T) {
 		t.Fatalf("body: %d bytes, %v; want the %d the handler wrote", len(got), err, len(body))
 	}
 }
+
+// A request whose scheme is neither http nor https is not one the
+// Transport can send to an instance: net/http refuses it ("unsupported
+// protocol scheme") whatever the host. It was resolved through Pick all the
+// same, each refusal counted as the picked instance's failure and retried
+// on another, so that five requests with a mistyped scheme ejected healthy
+// instances (and an in-process handler served "ftp://").
+func TestTransportLeavesOtherSchemesToTheBaseWithoutBlamingAnInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok1, ok2 := newServer(t, 200), newServer(t, 200)
+	registerServer(t, r, "web", ok1)
+	registerServer(t, r, "web", ok2)
+	served := make(chan struct{}, 10)
+	if _, err := r.Register(ctx, discovery.Instance{Service: "local", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { served <- struct{}{} }))); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, url := range []string{"ftp://web/x", "ftp://local/x"} {
+		for i := range 6 {
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("GET %s (%d) answered %d; want net/http's error", url, i, resp.StatusCode)
+			}
+			if !strings.Contains(err.Error(), "unsupported protocol scheme") {
+				t.Errorf("GET %s (%d): %v; want net/http's unsupported protocol scheme", url, i, err)
+			}
+		}
+	}
+	for _, svc := range []string{"web", "local"} {
+		hs, err := r.Health(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.PassiveFailures != 0 || h.Ejected {
+				t.Errorf("%s/%s: %d failures, ejected %v after requests with a scheme net/http does not send; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
+			}
+		}
+	}
+	if n := ok1.hits.Load() + ok2.hits.Load() + int64(len(served)); n != 0 {
+		t.Errorf("the instances got %d requests; want 0", n)
+	}
+}
