@@ -109,7 +109,7 @@ func WithHandler(h http.Handler) RegisterOption {
 // 429 and 503 with Retry-After as overload, the caller's cancellation as
 // neither), and retries idempotent requests once on another instance under
 // a retry budget. A request net/http would not send to any instance (no
-// URL, a method or header name that is not a token, a Host with a byte a
+// URL or Header, a method or header name that is not a token, a Host with a byte a
 // Host header cannot hold, a control character in a header value) is an
 // error matching ErrInvalid, held against no instance.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
@@ -362,10 +362,13 @@ func (b *doneBody) Close() error {
 }
 
 // sendable refuses a request that net/http will not send, whatever the
-// instance: a method that is not a token, a Host with a byte a Host header
+// instance: a nil Header, a method that is not a token, a Host with a byte a Host header
 // cannot hold, a header name that is not a token, a header value with a
 // control character other than a tab.
 func sendable(req *http.Request) error {
+	if req.Header == nil { // net/http's Transport refuses it ("nil Request.Header")
+		return &ValidationError{Field: "header", Value: "nil", Reason: "a request needs a Header (http.NewRequest makes one)"}
+	}
 	if req.Method != "" && !isToken(req.Method) {
 		return &ValidationError{Field: "method", Value: req.Method, Reason: "not an HTTP token"}
 	}

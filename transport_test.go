@@ -1108,3 +1108,39 @@ func TestTransportLeavesOtherSchemesToTheBaseWithoutBlamingAnInstance(t *testing
 		t.Errorf("the instances got %d requests; want 0", n)
 	}
 }
+
+// A request with a nil Header, which net/http's Transport refuses ("nil
+// Request.Header") whatever the instance, is the caller's mistake: it was
+// sent to a picked instance, the refusal counted as that instance's
+// failure and retried on another, and a few such requests ejected healthy
+// instances.
+func TestTransportRefusesANilHeaderWithoutBlamingAnInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok1, ok2 := newServer(t, 200), newServer(t, 200)
+	registerServer(t, r, "web", ok1)
+	registerServer(t, r, "web", ok2)
+	rt := r.Transport()
+	defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+	for i := range 6 {
+		req, _ := http.NewRequest(http.MethodGet, "http://web/x", nil)
+		req.Header = nil
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("request %d answered %d; want an error", i, resp.StatusCode)
+		}
+		if !errors.Is(err, discovery.ErrInvalid) {
+			t.Errorf("request %d: %v; want an error matching ErrInvalid", i, err)
+		}
+	}
+	hs, err := r.Health(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s: %d failures, ejected %v after requests without a Header; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
+		}
+	}
+}
