@@ -69,6 +69,9 @@ type localWriter struct {
 	cancel  context.CancelFunc
 	answer  chan localAnswer // one answer, buffered
 	trailer http.Header      // set before pw is closed, read at EOF
+	// declared is the trailers the header named when the caller was
+	// answered: that header is the caller's since, to change at will.
+	declared []string
 }
 
 func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser) {
@@ -168,7 +171,8 @@ func (w *localWriter) commit(p []byte, ended bool) {
 			resp.Trailer = w.trailers()
 		}
 	} else {
-		for _, k := range declaredTrailers(h) {
+		w.declared = declaredTrailers(h)
+		for _, k := range w.declared {
 			if resp.Trailer == nil {
 				resp.Trailer = make(http.Header)
 			}
@@ -181,14 +185,17 @@ func (w *localWriter) commit(p []byte, ended bool) {
 }
 
 // trailers returns the trailers the handler set: the values of those the
-// header declared, and those named with http.TrailerPrefix.
+// header declared (as it was when the caller was answered: reading the
+// response's header, which the caller may be changing, was a data race, and
+// a caller that deleted "Trailer" from it, as httputil.ReverseProxy does,
+// lost the values), and those named with http.TrailerPrefix.
 func (w *localWriter) trailers() http.Header {
 	var t http.Header
-	decl := w.header
-	if w.resp != nil {
-		decl = w.resp.Header
+	decl := w.declared
+	if w.resp == nil {
+		decl = declaredTrailers(w.header)
 	}
-	for _, k := range declaredTrailers(decl) {
+	for _, k := range decl {
 		if vv, ok := w.header[k]; ok {
 			if t == nil {
 				t = make(http.Header)

@@ -1144,3 +1144,38 @@ func TestTransportRefusesANilHeaderWithoutBlamingAnInstance(t *testing.T) {
 		}
 	}
 }
+
+// The trailers an in-process handler declared come with its body's end,
+// whatever the caller does meanwhile with the response's header, which is
+// the caller's: httputil.ReverseProxy deletes "Trailer" from it (a hop-by-hop
+// header) before it copies the body. The handler read the declaration from
+// that header when it returned, racing with the caller's changes to it (a
+// data race, and a concurrent map read and write), and the trailer's value
+// was lost.
+func TestTransportInProcessTrailersSurviveTheCallersHeaderChanges(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	proceed := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		<-proceed
+		w.Header().Set("X-Sum", "42")
+	})
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "sums", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.HTTPClient().Get("http://sums/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	resp.Header.Del("Trailer") // as ReverseProxy does
+	close(proceed)
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "body" {
+		t.Fatalf("body %q, %v; want \"body\"", b, err)
+	}
+	if got := resp.Trailer.Get("X-Sum"); got != "42" {
+		t.Errorf("trailer X-Sum = %q once the body is read; want \"42\" (trailer %v)", got, resp.Trailer)
+	}
+}
