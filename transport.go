@@ -40,7 +40,8 @@ type transportOptions struct {
 // config names the host the caller asked for (the service name), so the
 // instance's certificate is verified against that name, not the address;
 // a ServerName set in the base's TLSClientConfig is kept, for every
-// request. Any other RoundTripper (an *http.Transport wrapped by
+// request. It keeps the clones of the 256 host names it used last; an
+// older one's idle connections are closed. Any other RoundTripper (an *http.Transport wrapped by
 // instrumentation, say) gets the request as it is: if it dials TLS with
 // net/http, the server name is the instance's address, which a
 // certificate for the service does not name, unless its TLS config sets
@@ -145,8 +146,23 @@ type transport struct {
 	// tlsBases holds, for a base that is an *http.Transport, a clone of
 	// it per host name of https requests, whose TLS config names the host
 	// (a pool of its own: a connection verified for one name never serves
-	// another).
-	tlsBases sync.Map // host name → *http.Transport
+	// another): the maxTLSClones most recently used.
+	tlsBases sync.Map // host name → *tlsClone
+	tlsMu    sync.Mutex
+	tlsN     int           // clones in tlsBases, under tlsMu
+	tlsUses  atomic.Uint64 // https requests through the clones: their clock
+}
+
+// maxTLSClones bounds the clones a Transport keeps of an *http.Transport
+// base, one per host name of its https requests. A clone for every name
+// ever asked for grew without bound under a ServiceFromHost that maps many
+// host names to services.
+const maxTLSClones = 256
+
+// tlsClone is a clone of the base for one host name.
+type tlsClone struct {
+	t    *http.Transport
+	used atomic.Uint64 // tlsUses at its latest use
 }
 
 // baseFor returns the RoundTripper for out, a request to the instance
@@ -157,15 +173,52 @@ func (t *transport) baseFor(out *http.Request, name string) http.RoundTripper {
 		return t.o.base
 	}
 	if c, ok := t.tlsBases.Load(name); ok {
-		return c.(*http.Transport)
+		c := c.(*tlsClone)
+		c.used.Store(t.tlsUses.Add(1))
+		return c.t
 	}
-	c := ht.Clone()
-	if c.TLSClientConfig == nil {
-		c.TLSClientConfig = &tls.Config{}
+	t.tlsMu.Lock()
+	defer t.tlsMu.Unlock()
+	if c, ok := t.tlsBases.Load(name); ok {
+		c := c.(*tlsClone)
+		c.used.Store(t.tlsUses.Add(1))
+		return c.t
 	}
-	c.TLSClientConfig.ServerName = name
-	got, _ := t.tlsBases.LoadOrStore(name, c)
-	return got.(*http.Transport)
+	if t.tlsN >= maxTLSClones {
+		t.evictTLSClone()
+	} else {
+		t.tlsN++
+	}
+	c := &tlsClone{t: ht.Clone()}
+	if c.t.TLSClientConfig == nil {
+		c.t.TLSClientConfig = &tls.Config{}
+	}
+	c.t.TLSClientConfig.ServerName = name
+	c.used.Store(t.tlsUses.Add(1))
+	t.tlsBases.Store(name, c)
+	return c.t
+}
+
+// evictTLSClone drops the least recently used clone and closes its idle
+// connections; those in use then close once idle for the base's
+// IdleConnTimeout. Called with tlsMu held.
+func (t *transport) evictTLSClone() {
+	var (
+		oldest   any
+		old      *tlsClone
+		oldestAt uint64
+	)
+	t.tlsBases.Range(func(k, v any) bool {
+		c := v.(*tlsClone)
+		if u := c.used.Load(); old == nil || u < oldestAt {
+			oldest, old, oldestAt = k, c, u
+		}
+		return true
+	})
+	if old != nil {
+		t.tlsBases.Delete(oldest)
+		old.t.CloseIdleConnections()
+	}
 }
 
 // CloseIdleConnections closes the base transport's idle connections, if it
@@ -175,7 +228,7 @@ func (t *transport) CloseIdleConnections() {
 		c.CloseIdleConnections()
 	}
 	t.tlsBases.Range(func(_, c any) bool {
-		c.(*http.Transport).CloseIdleConnections()
+		c.(*tlsClone).t.CloseIdleConnections()
 		return true
 	})
 }

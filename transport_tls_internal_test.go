@@ -1,0 +1,38 @@
+package discovery
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+)
+
+// A Transport keeps a clone of an *http.Transport base for each host name
+// of its https requests (a connection verified for one name never serves
+// another). It kept one for every name it was ever asked for: a resolver
+// that maps many host names to services (ServiceFromHost) grew it without
+// bound. It keeps the most recently used ones, up to maxTLSClones; a name
+// in steady use keeps its clone (and its connections).
+func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
+	tr := &transport{o: transportOptions{base: &http.Transport{}}}
+	out := &http.Request{URL: &url.URL{Scheme: "https", Host: "10.0.0.7:443"}, Header: http.Header{}}
+	hot := tr.baseFor(out, "hot")
+	if hot == tr.o.base {
+		t.Fatal("an https request went to the base itself; want a clone naming the host")
+	}
+	for i := range 3 * maxTLSClones {
+		name := "h" + strconv.Itoa(i)
+		c := tr.baseFor(out, name).(*http.Transport)
+		if c.TLSClientConfig == nil || c.TLSClientConfig.ServerName != name {
+			t.Fatalf("the clone for %s verifies %+v; want ServerName %s", name, c.TLSClientConfig, name)
+		}
+		if got := tr.baseFor(out, "hot"); got != hot {
+			t.Fatalf("after %d other names, the name in steady use got a new clone; want it kept", i+1)
+		}
+	}
+	n := 0
+	tr.tlsBases.Range(func(_, _ any) bool { n++; return true })
+	if n > maxTLSClones {
+		t.Errorf("%d clones kept after %d host names; want at most %d", n, 3*maxTLSClones+1, maxTLSClones)
+	}
+}
