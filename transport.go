@@ -107,8 +107,8 @@ func WithHandler(h http.Handler) RegisterOption {
 // BaseTransport; a request with another scheme goes to the base transport
 // as it is), reports each outcome
 // (connection errors, 5xx and the caller's deadline passing as failures,
-// 429 and 503 with Retry-After as overload, the caller's cancellation as
-// neither), and retries idempotent requests once on another instance under
+// 429 and 503 with Retry-After as overload, the caller's cancellation, or
+// a context that ended before the request was sent, as neither), and retries idempotent requests once on another instance under
 // a retry budget. A request net/http would not send to any instance (no
 // URL or Header, a method or header name that is not a token, a Host with a byte a
 // Host header cannot hold, a control character in a header value) is an
@@ -311,6 +311,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one attempt on the chosen instance and reports its outcome
 // when the response body is closed (or at once on error).
 func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Response, error) {
+	if ctx := req.Context(); ctx.Err() != nil {
+		// Ended before the instance was asked (a deadline spent upstream,
+		// or during the pick): net/http's answer, and not the instance's
+		// failure. Sent, the deadline's error counted against the instance,
+		// and five such requests ejected a healthy one.
+		if !retry && req.Body != nil {
+			_ = req.Body.Close()
+		}
+		sel.Done(context.Canceled)
+		return nil, context.Cause(ctx)
+	}
 	out := req.Clone(req.Context())
 	if retry && req.GetBody != nil {
 		body, err := req.GetBody()

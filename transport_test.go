@@ -1179,3 +1179,51 @@ func TestTransportInProcessTrailersSurviveTheCallersHeaderChanges(t *testing.T) 
 		t.Errorf("trailer X-Sum = %q once the body is read; want \"42\" (trailer %v)", got, resp.Trailer)
 	}
 }
+
+// A caller whose deadline has passed before its request is sent (a
+// deadline spent upstream, and passed on in the context) gets the
+// deadline's error at once, as from net/http, and no instance is blamed:
+// the instance was never asked, yet each such request counted as the
+// picked instance's failure, and five of them ejected a healthy instance.
+func TestTransportDeadlinePassedBeforeSendingBlamesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok := newServer(t, 200)
+	registerServer(t, r, "web", ok)
+	if _, err := r.Register(ctx, discovery.Instance{Service: "local", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {}))); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, svc := range []string{"web", "local"} {
+		if _, err := r.Get(ctx, svc); err != nil { // a warm cache: the pick takes no load
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			dctx, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+			req, _ := http.NewRequestWithContext(dctx, http.MethodGet, "http://"+svc+"/x", nil)
+			resp, err := client.Do(req)
+			cancel()
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s: request %d with a passed deadline answered %d; want the deadline's error", svc, i, resp.StatusCode)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s: request %d: %v; want an error matching context.DeadlineExceeded", svc, i, err)
+			}
+		}
+		hs, err := r.Health(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.PassiveFailures != 0 || h.Ejected {
+				t.Errorf("%s/%s: %d failures, ejected %v after requests whose deadline passed before they were sent; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
+			}
+		}
+	}
+	if n := ok.hits.Load(); n != 0 {
+		t.Errorf("the instance got %d requests; want 0", n)
+	}
+}
