@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,8 +108,9 @@ func WithHandler(h http.Handler) RegisterOption {
 // BaseTransport; a request with another scheme goes to the base transport
 // as it is), reports each outcome
 // (connection errors, 5xx and the caller's deadline passing as failures,
-// 429 and 503 with Retry-After as overload, the caller's cancellation, or
-// a context that ended before the request was sent, as neither), and retries idempotent requests once on another instance under
+// 429 and 503 with Retry-After as overload, the caller's cancellation, a
+// context that ended before the request was sent, or a request body that
+// failed to read, as neither), and retries idempotent requests once on another instance under
 // a retry budget. A request net/http would not send to any instance (no
 // URL or Header, a method or header name that is not a token, a Host with a byte a
 // Host header cannot hold, a control character in a header value) is an
@@ -331,6 +333,17 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		}
 		out.Body = body
 	}
+	// The caller's body is watched: a request that failed because reading
+	// it did (a stream whose source broke) failed on the caller's side,
+	// and was held against the instance, which a few such uploads ejected.
+	// A replayable body (GetBody: NewRequest's in-memory readers) and a
+	// file are not: they do not fail that way, and net/http sends them
+	// better as they are (headers and body in one packet; sendfile).
+	var body *watchedBody
+	if _, file := out.Body.(*os.File); out.Body != nil && out.Body != http.NoBody && out.GetBody == nil && !file {
+		body = &watchedBody{ReadCloser: out.Body}
+		out.Body = body
+	}
 	out.URL.Host = sel.Instance.Addr()
 	if out.URL.Scheme == "" {
 		out.URL.Scheme = "http"
@@ -349,7 +362,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		resp, err = t.baseFor(out, req.URL.Hostname()).RoundTrip(out)
 	}
 	if err != nil {
-		if callerCanceled(req) {
+		if callerCanceled(req) || body != nil && body.failed.Load() {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))
@@ -398,6 +411,20 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 // that picks by hand; a hung instance is ejected, not picked for ever.
 func callerCanceled(req *http.Request) bool {
 	return errors.Is(req.Context().Err(), context.Canceled)
+}
+
+// watchedBody is a request's body that notes whether a read of it failed.
+type watchedBody struct {
+	io.ReadCloser
+	failed atomic.Bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 // doneBody reports the outcome once, when the body is closed or read to

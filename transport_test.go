@@ -1227,3 +1227,58 @@ func TestTransportDeadlinePassedBeforeSendingBlamesNoInstance(t *testing.T) {
 		t.Errorf("the instance got %d requests; want 0", n)
 	}
 }
+
+// failingBody is a request body that fails after its first bytes, as a
+// stream a proxy forwards does when its own client goes away.
+type failingBody struct{ sent bool }
+
+var errCallersBody = errors.New("the caller's body failed")
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "part"), nil
+	}
+	return 0, errCallersBody
+}
+
+func (b *failingBody) Close() error { return nil }
+
+// A request whose own body fails to read is the caller's failure, not the
+// instance's: net/http gives the body's error back, and it counted as the
+// picked instance's failure, so a few uploads whose source broke ejected a
+// healthy instance.
+func TestTransportCallersBodyErrorBlamesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok := newServer(t, 200)
+	registerServer(t, r, "web", ok)
+	if _, err := r.Register(ctx, discovery.Instance{Service: "local", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				panic(http.ErrAbortHandler) // as net/http's server does on a body cut short
+			}
+		}))); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, svc := range []string{"web", "local"} {
+		for range 6 {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+svc+"/upload", &failingBody{})
+			if resp, err := client.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+		hs, err := r.Health(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.PassiveFailures != 0 || h.Ejected {
+				t.Errorf("%s/%s: %d failures, ejected %v after requests whose own body failed; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
+			}
+		}
+	}
+}
