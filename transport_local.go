@@ -35,7 +35,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 		in.Body = http.NoBody
 	}
 	pipe := newLocalPipe()
-	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1)}
+	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1), length: -1}
 	// The body's reader gets the caller's context error once it ends.
 	stop := context.AfterFunc(ctx, func() { pipe.CloseWrite(ctx.Err()) })
 	go func() {
@@ -72,6 +72,10 @@ type localWriter struct {
 	// declared is the trailers the header named when the caller was
 	// answered: that header is the caller's since, to change at will.
 	declared []string
+	// length is the body's declared Content-Length (-1 if none) and sent
+	// the bytes of it written: as from net/http's server, a write past it
+	// fails and a body that ends short of it is cut short.
+	length, sent int64
 }
 
 func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser) {
@@ -97,6 +101,10 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 		w.pipe.CloseRead(nil)
 	case err != nil:
 		w.pipe.CloseWrite(err) // the caller's read fails, once it has read what was written
+	case w.length >= 0 && w.sent < w.length && !w.discard:
+		// net/http's server closes the connection: the caller reads what
+		// came, then io.ErrUnexpectedEOF, a body cut short
+		w.pipe.CloseWrite(io.ErrUnexpectedEOF)
 	default:
 		w.commit(nil, true)
 		w.trailer = w.trailers()
@@ -130,7 +138,12 @@ func (w *localWriter) Write(p []byte) (int, error) {
 	if w.discard {
 		return len(p), nil
 	}
-	return w.pipe.Write(p)
+	if w.length >= 0 && w.sent+int64(len(p)) > w.length {
+		return 0, http.ErrContentLength // as net/http's server: none of it
+	}
+	n, err := w.pipe.Write(p)
+	w.sent += int64(n)
+	return n, err
 }
 
 // Flush sends the header, if it is not sent yet: written bytes are with
@@ -179,6 +192,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 			resp.Trailer[k] = nil // its value comes with the body's end
 		}
 		resp.Body = &localBody{w: w, resp: resp}
+		w.length = resp.ContentLength
 	}
 	w.resp = resp
 	w.answer <- localAnswer{resp: resp}

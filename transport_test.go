@@ -1282,3 +1282,63 @@ func TestTransportCallersBodyErrorBlamesNoInstance(t *testing.T) {
 		}
 	}
 }
+
+// An in-process handler that declares a Content-Length and writes fewer
+// bytes cut its body short, as net/http's server does when it closes the
+// connection: the caller's read fails (io.ErrUnexpectedEOF) and the
+// instance gets the failure. The caller read a short body to a clean EOF,
+// counted a success. Bytes past the declared length are refused to the
+// handler (http.ErrContentLength), as net/http's server refuses them; the
+// caller got them all (a write that would pass it is refused whole).
+func TestTransportInProcessHonoursContentLength(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	writeErr := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		if req.URL.Path == "/short" {
+			_, _ = io.WriteString(w, "abc")
+			return
+		}
+		_, _ = io.WriteString(w, strings.Repeat("x", 10))
+		_, err := io.WriteString(w, strings.Repeat("y", 10))
+		writeErr <- err
+	})
+	g, err := r.Register(ctx, discovery.Instance{Service: "sized", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	resp, err := client.Post("http://sized/short", "text/plain", nil) // a POST: not retried
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("reading a body of 3 of its declared 10 bytes: %q, %v; want io.ErrUnexpectedEOF", b, err)
+	}
+	hs, err := r.Health(ctx, "sized")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].PassiveFailures != 1 {
+		t.Errorf("health after a body cut short: %+v; want 1 passive failure", hs)
+	}
+
+	resp, err = client.Get("http://sized/long")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != strings.Repeat("x", 10) {
+		t.Errorf("body of a handler that wrote 10 bytes of a declared 10, then 10 more: %q, %v; want the first 10", b, err)
+	}
+	if err := <-writeErr; !errors.Is(err, http.ErrContentLength) {
+		t.Errorf("the handler's write past its Content-Length: %v; want http.ErrContentLength", err)
+	}
+	if n := discovery.InFlight(r, "sized", g.Instance().ID); n != 0 {
+		t.Errorf("%d requests in flight; want 0", n)
+	}
+}
