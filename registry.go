@@ -70,10 +70,11 @@ type Registry struct {
 	unannounced map[string]int64
 
 	// watching and configuration (watch.go, config*.go)
-	hubMu  sync.Mutex   // serialises creating and stopping hubs
-	hubs   sync.Map     // service name -> *hub
-	hooked atomic.Int32 // how many hubs run; 0 skips the watch hooks
-	httpc  *http.Client // configuration notifications
+	hubMu  sync.Mutex     // serialises creating and stopping hubs
+	hubs   sync.Map       // service name -> *hub
+	hooked atomic.Int32   // how many hubs run; 0 skips the watch hooks
+	httpc  *http.Client   // configuration notifications
+	pools  transportPools // what Transports share (transport.go)
 }
 
 // New returns a Registry. Without WithDB or WithStore it keeps everything in
@@ -225,6 +226,7 @@ func (r *Registry) Close() error {
 	r.wg.Wait()
 	r.hm.leave() // hand this process's share of health probes to the others at once
 	r.httpc.CloseIdleConnections()
+	r.pools.closeIdle(nil)
 	r.l1.close()
 	r.stopMetrics()
 	return errors.Join(errs...)

@@ -32,7 +32,8 @@ type transportOptions struct {
 }
 
 // BaseTransport sets the RoundTripper that carries requests to instances
-// (a clone of http.DefaultTransport by default). Another RoundTripper, such
+// (by default a clone of http.DefaultTransport that every Transport of the
+// Registry given no base shares, and whose idle connections Close closes). Another RoundTripper, such
 // as auth's token adder, may wrap it or be wrapped by it.
 //
 // An https request reaches the base with the instance's address in its
@@ -41,8 +42,9 @@ type transportOptions struct {
 // config names the host the caller asked for (the service name), so the
 // instance's certificate is verified against that name, not the address;
 // a ServerName set in the base's TLSClientConfig is kept, for every
-// request. It keeps the clones of the 256 host names it used last; an
-// older one's idle connections are closed. Any other RoundTripper (an *http.Transport wrapped by
+// request. The Registry keeps the clones of the 256 host names used last
+// (an older one's idle connections are closed), shared by its Transports
+// of the same base, and closes their idle connections on Close. Any other RoundTripper (an *http.Transport wrapped by
 // instrumentation, say) gets the request as it is: if it dials TLS with
 // net/http, the server name is the instance's address, which a
 // certificate for the service does not name, unless its TLS config sets
@@ -123,7 +125,7 @@ func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 		}
 	}
 	if o.base == nil {
-		o.base = http.DefaultTransport.(*http.Transport).Clone()
+		o.base = r.pools.defaultBase()
 	}
 	if o.resolve == nil {
 		o.resolve = func(host string) (string, bool) { return host, true }
@@ -145,26 +147,49 @@ type transport struct {
 	budget retryBudget
 	// Retried counts retries made, for tests and metrics.
 	retried atomic.Uint64
-	// tlsBases holds, for a base that is an *http.Transport, a clone of
-	// it per host name of https requests, whose TLS config names the host
-	// (a pool of its own: a connection verified for one name never serves
-	// another): the maxTLSClones most recently used.
-	tlsBases sync.Map // host name → *tlsClone
-	tlsMu    sync.Mutex
-	tlsN     int           // clones in tlsBases, under tlsMu
-	tlsUses  atomic.Uint64 // https requests through the clones: their clock
 }
 
-// maxTLSClones bounds the clones a Transport keeps of an *http.Transport
-// base, one per host name of its https requests. A clone for every name
+// transportPools is what a Registry's Transports share, and what Close
+// releases: the base made for those not given one (one pool of
+// connections, not one per Transport or HTTPClient call), and the clones of
+// *http.Transport bases per host name of https requests, whose TLS config
+// names the host (a pool of its own: a connection verified for one name
+// never serves another), the maxTLSClones most recently used. The
+// connections of either outlived Close, their goroutines with them.
+type transportPools struct {
+	mu     sync.Mutex
+	base   *http.Transport // the default base, once a Transport needs it
+	clones sync.Map        // tlsKey → *tlsClone
+	n      int             // clones held, under mu
+	uses   atomic.Uint64   // https requests through the clones: their clock
+}
+
+// maxTLSClones bounds the clones a Registry keeps of *http.Transport bases,
+// one per base and host name of https requests. A clone for every name
 // ever asked for grew without bound under a ServiceFromHost that maps many
 // host names to services.
 const maxTLSClones = 256
 
-// tlsClone is a clone of the base for one host name.
+type tlsKey struct {
+	base *http.Transport
+	name string
+}
+
+// tlsClone is a clone of a base for one host name.
 type tlsClone struct {
 	t    *http.Transport
-	used atomic.Uint64 // tlsUses at its latest use
+	used atomic.Uint64 // uses at its latest use
+}
+
+// defaultBase returns the base of Transports not given one: a clone of
+// http.DefaultTransport, made once.
+func (p *transportPools) defaultBase() *http.Transport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.base == nil {
+		p.base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	return p.base
 }
 
 // baseFor returns the RoundTripper for out, a request to the instance
@@ -174,43 +199,49 @@ func (t *transport) baseFor(out *http.Request, name string) http.RoundTripper {
 	if !ok || out.URL.Scheme != "https" || name == "" || ht.TLSClientConfig != nil && ht.TLSClientConfig.ServerName != "" {
 		return t.o.base
 	}
-	if c, ok := t.tlsBases.Load(name); ok {
+	return t.r.pools.clone(ht, name)
+}
+
+// clone returns the clone of base whose TLS config names the host name.
+func (p *transportPools) clone(base *http.Transport, name string) *http.Transport {
+	k := tlsKey{base, name}
+	if c, ok := p.clones.Load(k); ok {
 		c := c.(*tlsClone)
-		c.used.Store(t.tlsUses.Add(1))
+		c.used.Store(p.uses.Add(1))
 		return c.t
 	}
-	t.tlsMu.Lock()
-	defer t.tlsMu.Unlock()
-	if c, ok := t.tlsBases.Load(name); ok {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clones.Load(k); ok {
 		c := c.(*tlsClone)
-		c.used.Store(t.tlsUses.Add(1))
+		c.used.Store(p.uses.Add(1))
 		return c.t
 	}
-	if t.tlsN >= maxTLSClones {
-		t.evictTLSClone()
+	if p.n >= maxTLSClones {
+		p.evict()
 	} else {
-		t.tlsN++
+		p.n++
 	}
-	c := &tlsClone{t: ht.Clone()}
+	c := &tlsClone{t: base.Clone()}
 	if c.t.TLSClientConfig == nil {
 		c.t.TLSClientConfig = &tls.Config{}
 	}
 	c.t.TLSClientConfig.ServerName = name
-	c.used.Store(t.tlsUses.Add(1))
-	t.tlsBases.Store(name, c)
+	c.used.Store(p.uses.Add(1))
+	p.clones.Store(k, c)
 	return c.t
 }
 
-// evictTLSClone drops the least recently used clone and closes its idle
+// evict drops the least recently used clone and closes its idle
 // connections; those in use then close once idle for the base's
-// IdleConnTimeout. Called with tlsMu held.
-func (t *transport) evictTLSClone() {
+// IdleConnTimeout. Called with mu held.
+func (p *transportPools) evict() {
 	var (
 		oldest   any
 		old      *tlsClone
 		oldestAt uint64
 	)
-	t.tlsBases.Range(func(k, v any) bool {
+	p.clones.Range(func(k, v any) bool {
 		c := v.(*tlsClone)
 		if u := c.used.Load(); old == nil || u < oldestAt {
 			oldest, old, oldestAt = k, c, u
@@ -218,21 +249,39 @@ func (t *transport) evictTLSClone() {
 		return true
 	})
 	if old != nil {
-		t.tlsBases.Delete(oldest)
+		p.clones.Delete(oldest)
 		old.t.CloseIdleConnections()
 	}
 }
 
+// closeIdle closes the idle connections of the clones of base, or of every
+// clone and the default base if base is nil (Close).
+func (p *transportPools) closeIdle(base *http.Transport) {
+	p.clones.Range(func(k, c any) bool {
+		if base == nil || k.(tlsKey).base == base {
+			c.(*tlsClone).t.CloseIdleConnections()
+		}
+		return true
+	})
+	if base == nil {
+		p.mu.Lock()
+		b := p.base
+		p.mu.Unlock()
+		if b != nil {
+			b.CloseIdleConnections()
+		}
+	}
+}
+
 // CloseIdleConnections closes the base transport's idle connections, if it
-// can (http.Client.CloseIdleConnections calls it).
+// can (http.Client.CloseIdleConnections calls it), and those of its clones.
 func (t *transport) CloseIdleConnections() {
 	if c, ok := t.o.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-	t.tlsBases.Range(func(_, c any) bool {
-		c.(*tlsClone).t.CloseIdleConnections()
-		return true
-	})
+	if ht, ok := t.o.base.(*http.Transport); ok {
+		t.r.pools.closeIdle(ht)
+	}
 }
 
 // refuse ends a request that is sent nowhere: RoundTrip must always close

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 )
@@ -1341,4 +1343,29 @@ func TestTransportInProcessHonoursContentLength(t *testing.T) {
 	if n := discovery.InFlight(r, "sized", g.Instance().ID); n != 0 {
 		t.Errorf("%d requests in flight; want 0", n)
 	}
+}
+
+// Close releases the connections the Registry's Transports opened through
+// the base transport it made for them (BaseTransport not given), as it
+// does those of its own HTTP client: their read and write goroutines
+// outlived Close, for the base's idle timeout (90 s), and a test with a
+// leak check that used HTTPClient failed.
+func TestCloseReleasesTheTransportsConnections(t *testing.T) {
+	b := discoverytest.NewBackend()
+	ok := newServer(t, 200)
+	before := goleak.IgnoreCurrent()
+	r := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
+	registerServer(t, r, "web", ok)
+	for range 2 {
+		resp, err := r.HTTPClient().Get("http://web/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, before)
 }

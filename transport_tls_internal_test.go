@@ -14,7 +14,7 @@ import (
 // bound. It keeps the most recently used ones, up to maxTLSClones; a name
 // in steady use keeps its clone (and its connections).
 func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
-	tr := &transport{o: transportOptions{base: &http.Transport{}}}
+	tr := &transport{r: &Registry{}, o: transportOptions{base: &http.Transport{}}}
 	out := &http.Request{URL: &url.URL{Scheme: "https", Host: "10.0.0.7:443"}, Header: http.Header{}}
 	hot := tr.baseFor(out, "hot")
 	if hot == tr.o.base {
@@ -31,7 +31,7 @@ func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
 		}
 	}
 	n := 0
-	tr.tlsBases.Range(func(_, _ any) bool { n++; return true })
+	tr.r.pools.clones.Range(func(_, _ any) bool { n++; return true })
 	if n > maxTLSClones {
 		t.Errorf("%d clones kept after %d host names; want at most %d", n, 3*maxTLSClones+1, maxTLSClones)
 	}
