@@ -112,7 +112,7 @@ func WithHandler(h http.Handler) RegisterOption {
 // (connection errors, 5xx and the caller's deadline passing as failures,
 // 429 and 503 with Retry-After as overload, the caller's cancellation, a
 // context that ended before the request was sent, or a request body that
-// failed to read, as neither), and retries idempotent requests once on another instance under
+// failed to read or was not its declared length, as neither), and retries idempotent requests once on another instance under
 // a retry budget. A request net/http would not send to any instance (no
 // URL or Header, a method or header name that is not a token, a Host with a byte a
 // Host header cannot hold, a control character in a header value) is an
@@ -383,8 +383,9 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		out.Body = body
 	}
 	// The caller's body is watched: a request that failed because reading
-	// it did (a stream whose source broke) failed on the caller's side,
-	// and was held against the instance, which a few such uploads ejected.
+	// it did (a stream whose source broke), or because it was not as long
+	// as declared, failed on the caller's side, and was held against the
+	// instance, which a few such uploads ejected.
 	// A replayable body (GetBody: NewRequest's in-memory readers) and a
 	// file are not: they do not fail that way, and net/http sends them
 	// better as they are (headers and body in one packet; sendfile).
@@ -411,7 +412,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		resp, err = t.baseFor(out, req.URL.Hostname()).RoundTrip(out)
 	}
 	if err != nil {
-		if callerCanceled(req) || body != nil && body.failed.Load() {
+		if callerCanceled(req) || body != nil && body.callers(out.ContentLength) {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))
@@ -462,18 +463,31 @@ func callerCanceled(req *http.Request) bool {
 	return errors.Is(req.Context().Err(), context.Canceled)
 }
 
-// watchedBody is a request's body that notes whether a read of it failed.
+// watchedBody is a request's body that notes whether a read of it failed,
+// and how long it was. Atomics: net/http reads it on its write goroutine.
 type watchedBody struct {
 	io.ReadCloser
-	failed atomic.Bool
+	failed, ended atomic.Bool
+	n             atomic.Int64
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	b.n.Add(int64(n))
+	switch {
+	case err == io.EOF:
+		b.ended.Store(true)
+	case err != nil:
 		b.failed.Store(true)
 	}
 	return n, err
+}
+
+// callers reports whether the body made the request fail on the caller's
+// side: a read of it failed, or it ended at a length other than the one
+// declared (net/http refuses it: "ContentLength=10 with Body length 3").
+func (b *watchedBody) callers(declared int64) bool {
+	return b.failed.Load() || declared > 0 && b.ended.Load() && b.n.Load() != declared
 }
 
 // doneBody reports the outcome once, when the body is closed or read to

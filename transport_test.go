@@ -1369,3 +1369,33 @@ func TestCloseReleasesTheTransportsConnections(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 }
+
+// A request whose body does not have the length it declares is refused by
+// net/http ("ContentLength=10 with Body length 3") whatever the instance:
+// the caller's mistake, which counted as the picked instance's failure.
+func TestTransportContentLengthMismatchBlamesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	ok := newServer(t, 200)
+	registerServer(t, r, "web", ok)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for range 6 {
+		req, _ := http.NewRequest(http.MethodPost, "http://web/upload", io.MultiReader(strings.NewReader("abc")))
+		req.ContentLength = 10
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			t.Fatalf("a body of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
+		}
+	}
+	hs, err := r.Health(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s: %d failures, ejected %v after requests whose body did not have its declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
+		}
+	}
+}
