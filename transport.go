@@ -33,22 +33,23 @@ type transportOptions struct {
 
 // BaseTransport sets the RoundTripper that carries requests to instances
 // (by default a clone of http.DefaultTransport that every Transport of the
-// Registry given no base shares, and whose idle connections Close closes). Another RoundTripper, such
-// as auth's token adder, may wrap it or be wrapped by it.
+// Registry given no base shares, and whose idle connections Close closes).
+// Another RoundTripper, such as auth's token adder, may wrap it or be
+// wrapped by it.
 //
-// An https request reaches the base with the instance's address in its
-// URL. When the base is an *http.Transport (the default is one), the
-// Transport sends it through a clone of the base per host name, whose TLS
-// config names the host the caller asked for (the service name), so the
-// instance's certificate is verified against that name, not the address;
-// a ServerName set in the base's TLSClientConfig is kept, for every
-// request. The Registry keeps the clones of the 256 host names used last
-// (an older one's idle connections are closed), shared by its Transports
-// of the same base, and closes their idle connections on Close. Any other RoundTripper (an *http.Transport wrapped by
-// instrumentation, say) gets the request as it is: if it dials TLS with
-// net/http, the server name is the instance's address, which a
-// certificate for the service does not name, unless its TLS config sets
-// ServerName.
+// An https request reaches the base with the instance's address in its URL.
+// When the base is an *http.Transport (the default is one), the Transport
+// sends it through a clone of the base per host name, whose TLS config
+// names the host the caller asked for (the service name), so the instance's
+// certificate is verified against that name, not the address; a ServerName
+// set in the base's TLSClientConfig is kept, for every request. The
+// Registry keeps the clones of the 256 host names used last (an older one's
+// idle connections are closed), shared by its Transports of the same base,
+// and closes their idle connections on Close. Any other RoundTripper (an
+// *http.Transport wrapped by instrumentation, say) gets the request as it
+// is: if it dials TLS with net/http, the server name is the instance's
+// address, which a certificate for the service does not name, unless its
+// TLS config sets ServerName.
 func BaseTransport(rt http.RoundTripper) TransportOption {
 	return transportOptionFunc(func(o *transportOptions) { o.base = rt })
 }
@@ -108,15 +109,15 @@ func WithHandler(h http.Handler) RegisterOption {
 // http://<service>/path to an instance chosen by Pick (https://<service>
 // verifies the instance's certificate against the service name: see
 // BaseTransport; a request with another scheme goes to the base transport
-// as it is), reports each outcome
-// (connection errors, 5xx and the caller's deadline passing as failures,
-// 429 and 503 with Retry-After as overload, the caller's cancellation, a
-// context that ended before the request was sent, or a request body that
-// failed to read or was not its declared length, as neither), and retries idempotent requests once on another instance under
-// a retry budget. A request net/http would not send to any instance (no
-// URL or Header, a method or header name that is not a token, a Host with a byte a
-// Host header cannot hold, a control character in a header value) is an
-// error matching ErrInvalid, held against no instance.
+// as it is), reports each outcome (connection errors, 5xx and the caller's
+// deadline passing as failures, 429 and 503 with Retry-After as overload,
+// the caller's cancellation, a context that ended before the request was
+// sent, or a request body that failed to read or was not its declared
+// length, as neither), and retries idempotent requests once on another
+// instance under a retry budget. A request net/http would not send to any
+// instance (no URL or Header, a method or header name that is not a token,
+// a Host with a byte a Host header cannot hold, a control character in a
+// header value) is an error matching ErrInvalid, held against no instance.
 func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	o := transportOptions{retries: 1, budgetRatio: 0.2, budgetMin: 10}
 	for _, opt := range opts {
@@ -516,9 +517,9 @@ func (b *doneBody) Close() error {
 }
 
 // sendable refuses a request that net/http will not send, whatever the
-// instance: a nil Header, a method that is not a token, a Host with a byte a Host header
-// cannot hold, a header name that is not a token, a header value with a
-// control character other than a tab.
+// instance: a nil Header, a method that is not a token, a Host with a byte
+// a Host header cannot hold, a header name that is not a token, a header
+// value with a control character other than a tab.
 func sendable(req *http.Request) error {
 	if req.Header == nil { // net/http's Transport refuses it ("nil Request.Header")
 		return &ValidationError{Field: "header", Value: "nil", Reason: "a request needs a Header (http.NewRequest makes one)"}
