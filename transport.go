@@ -430,10 +430,12 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	case resp.StatusCode >= 500:
 		outcome = errStatus(resp.StatusCode)
 	}
-	if resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+	if resp.Body == http.NoBody || resp.ContentLength == 0 || out.Method == http.MethodHead || !bodyAllowedForStatus(resp.StatusCode) {
 		// Nothing to read: net/http lets the caller leave it unclosed, so
 		// the request ends here (waiting for a Close kept it in flight).
-		// An upgrade ends with its handshake too: its body is the
+		// Over HTTP/2 such a body is not http.NoBody but the protocol's
+		// own: the answer to a HEAD, or a 204 or 304, has none either way.
+		// An upgrade (101) ends with its handshake too: its body is the
 		// connection, which the caller asserts writable (a wrapper hid
 		// that), and whose life is no request's latency.
 		sel.DoneLatency(outcome, time.Since(start))

@@ -1399,3 +1399,40 @@ func TestTransportContentLengthMismatchBlamesNoInstance(t *testing.T) {
 		}
 	}
 }
+
+// Over HTTP/2 too, a bodiless answer (to a HEAD, a 204) whose body the
+// caller never closes is not left counted in flight: net/http's HTTP/2
+// client gives such answers a body of its own, not http.NoBody, and the
+// Transport waited for a Close that never came, so the instance counted
+// one more request in flight for good with each (least_connections and
+// p2c_ewma shunned it).
+func TestTransportBodilessAnswerOverHTTP2IsNotLeftInFlight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	protos := make(chan string, 100)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		protos <- req.Proto
+		if req.URL.Path == "/empty" {
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	id := registerServer(t, r, "web", &countingServer{Server: srv})
+	client := r.HTTPClient(discovery.BaseTransport(&http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}))
+	defer client.CloseIdleConnections()
+	for range 5 {
+		if _, err := client.Head("https://web/"); err != nil { // body never closed
+			t.Fatal(err)
+		}
+		if _, err := client.Get("https://web/empty"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := <-protos; p != "HTTP/2.0" {
+		t.Fatalf("the instance was asked over %s; want HTTP/2.0", p)
+	}
+	if n := discovery.InFlight(r, "web", id); n != 0 {
+		t.Fatalf("after 5 HEADs and 5 204s over HTTP/2, none in flight, the instance counts %d in flight; want 0", n)
+	}
+}
