@@ -7,12 +7,12 @@ import (
 	"testing"
 )
 
-// A Transport keeps a clone of an *http.Transport base for each host name
-// of its https requests (a connection verified for one name never serves
-// another). It kept one for every name it was ever asked for: a resolver
-// that maps many host names to services (ServiceFromHost) grew it without
-// bound. It keeps the most recently used ones, up to maxTLSClones; a name
-// in steady use keeps its clone (and its connections).
+// The Transports of a Registry use a clone of an *http.Transport base for
+// each host name of their https requests (a connection verified for one
+// name never serves another). One was kept for every name ever asked for:
+// a resolver that maps many host names to services (ServiceFromHost) grew
+// them without bound. The most recently used are kept, up to maxTLSClones;
+// a name in steady use keeps its clone (and its connections).
 func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
 	tr := &transport{r: &Registry{}, o: transportOptions{base: &http.Transport{}}}
 	out := &http.Request{URL: &url.URL{Scheme: "https", Host: "10.0.0.7:443"}, Header: http.Header{}}
