@@ -98,8 +98,8 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // handler's first write or flush (or its return) and the body as it is
 // written (the handler's http.ResponseWriter is an http.Flusher; it may
 // write 64 KiB ahead of the caller's reads, as into a socket's buffers),
-// and closing the body ends the handler's request context.
-// Register refuses it for an HTTP instance, whose requests go over the
+// and closing the body ends the handler's request context (which, as a
+// server's, holds none of the caller's values). Register refuses it for an HTTP instance, whose requests go over the
 // network.
 func WithHandler(h http.Handler) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.handler = h; o.noteNil("handler", h == nil) })

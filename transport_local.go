@@ -13,7 +13,7 @@ import (
 // serveLocal serves a request in-process as net/http's server would: the
 // handler sees a non-nil body, which is closed when it returns, and a
 // context that ends when the caller's does or when the caller closes the
-// response body. The caller gets the response when the handler first
+// response body, and holds none of the caller's values. The caller gets the response when the handler first
 // writes or flushes (or returns: a handler that wrote nothing gives
 // http.NoBody), as net/http's server sends a header then, and the body as
 // it is written, so a streaming handler streams. A panic before that is
@@ -29,15 +29,20 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	hctx, cancel := context.WithCancel(ctx)
+	// The handler's context is a server's: none of the caller's values (a
+	// handler saw them all, the identity the caller's auth middleware had
+	// verified among them), ended when the caller's ends or it closes the
+	// body.
+	hctx, cancel := context.WithCancel(context.Background())
 	in := out.WithContext(hctx)
 	if in.Body == nil {
 		in.Body = http.NoBody
 	}
 	pipe := newLocalPipe()
 	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1), length: -1}
-	// The body's reader gets the caller's context error once it ends.
-	stop := context.AfterFunc(ctx, func() { pipe.CloseWrite(ctx.Err()) })
+	// The body's reader gets the caller's context error once it ends, and
+	// the handler's context ends.
+	stop := context.AfterFunc(ctx, func() { pipe.CloseWrite(ctx.Err()); cancel() })
 	go func() {
 		defer cancel()
 		defer stop()
