@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"errors"
 	"strconv"
 )
@@ -94,9 +95,18 @@ type BackendError struct {
 	Err error
 }
 
-// Error implements error.
+// Error implements error. A field left empty is left out of the text: a
+// BackendError built by a Store or a test without Err printed by
+// dereferencing nil.
 func (e *BackendError) Error() string {
-	return "discovery: " + e.Backend + " unavailable during " + e.Op + ": " + e.Err.Error()
+	s := "discovery: " + cmp.Or(e.Backend, "backend") + " unavailable"
+	if e.Op != "" {
+		s += " during " + e.Op
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
 }
 
 // Unwrap returns the backend's error.
