@@ -110,8 +110,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// taken below (SQLite) and CREATE TABLE IF NOT EXISTS (PostgreSQL, which
 	// checks the right to create before it looks for the table) are refused
 	// on a read-only database, and to a user who may not create tables.
-	var current int
-	if err := s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error; err == nil && current == SchemaVersion {
+	// Read through schemaVersion, which looks for the table first: read
+	// from a table not created yet, the version failed, and GORM's default
+	// logger printed that as an ERROR on every database's first start.
+	if current, err := s.schemaVersion(ctx); err == nil && current == SchemaVersion {
 		return nil
 	}
 	if !s.postgres {
@@ -167,16 +169,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 func (s *Store) CheckSchema(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	table := s.prefix + "schema_migrations"
-	exists := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
-	if s.postgres {
-		exists = `SELECT COUNT(*) FROM (SELECT to_regclass(?) AS t) x WHERE t IS NOT NULL`
-	}
-	var n, current int
-	err := s.db.WithContext(ctx).Raw(exists, table).Scan(&n).Error
-	if err == nil && n > 0 {
-		err = s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error
-	}
+	current, err := s.schemaVersion(ctx)
 	if err != nil {
 		return mapErr(ctx, "check schema", err)
 	}
@@ -184,6 +177,22 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 		return s.schemaErr(current)
 	}
 	return nil
+}
+
+// schemaVersion returns the version the schema is at: 0 when it has no
+// migrations table yet, which it looks for first rather than read a table
+// that is not there (a failed statement, which GORM's logger prints).
+func (s *Store) schemaVersion(ctx context.Context) (int, error) {
+	exists := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
+	if s.postgres {
+		exists = `SELECT COUNT(*) FROM (SELECT to_regclass(?) AS t) x WHERE t IS NOT NULL`
+	}
+	var n, current int
+	err := s.db.WithContext(ctx).Raw(exists, s.prefix+"schema_migrations").Scan(&n).Error
+	if err == nil && n > 0 {
+		err = s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error
+	}
+	return current, err
 }
 
 // schemaErr is the error of a schema at a version other than SchemaVersion.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -488,6 +489,52 @@ func TestMigrateFromVersion2KeepsKeysAndRevokes(t *testing.T) {
 			}
 			if _, err := s.PutKey(t.Context(), "svc", core.PublicKey{ID: "k2", Algorithm: "EdDSA", Key: []byte("K"), CreatedAt: time.Unix(3, 0)}); !errors.Is(err, core.ErrRevoked) {
 				t.Fatalf("PutKey of the revoked key after the upgrade = %v; want ErrRevoked", err)
+			}
+		})
+	}
+}
+
+// failedStatements is a GORM logger that keeps the statements that failed,
+// as GORM's default logger prints them: in red, as ERROR.
+type failedStatements struct {
+	logger.Interface
+	mu     sync.Mutex
+	failed []string
+}
+
+func (l *failedStatements) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	if err != nil {
+		sql, _ := fc()
+		l.mu.Lock()
+		l.failed = append(l.failed, sql+": "+err.Error())
+		l.mu.Unlock()
+	}
+}
+
+// Migrate of a database that has no schema yet, the first thing a new user
+// runs (README's example, New with WithDB), runs no statement that fails:
+// it read the schema version from a table that did not exist yet, and
+// GORM's default logger printed that failure as an ERROR on every first
+// start, where nothing was wrong.
+func TestMigrateOfAFreshDatabaseRunsNoFailingStatement(t *testing.T) {
+	p := testutil.Prefix(t)
+	for name, db := range bothDatabases(p) {
+		t.Run(name, func(t *testing.T) {
+			rec := &failedStatements{Interface: logger.Discard}
+			s, err := sqlstore.New(db(t).Session(&gorm.Session{Logger: rec}), p, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Migrate(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CheckSchema(t.Context()); err != nil {
+				t.Fatalf("CheckSchema after Migrate = %v", err)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, f := range rec.failed {
+				t.Errorf("Migrate of a fresh database ran a failing statement (logged as an ERROR): %s", f)
 			}
 		})
 	}
