@@ -75,7 +75,7 @@ const DefaultHealthPath = core.DefaultHealthPath
 // Store is the storage seam: the source of truth behind the caches. The
 // library ships an in-memory Store (discoverytest.NewBackend) and a SQL Store
 // (WithDB); WithStore accepts any other. Optional capabilities are the
-// interfaces RevisionReader, Notifier and ConfigStore.
+// interfaces RevisionReader, Notifier, ConfigStore and KeyStore.
 type Store = core.Store
 
 // RevisionReader is an optional Store capability: reading many revisions at

@@ -20,8 +20,9 @@ var (
 	ErrUnavailable = core.ErrUnavailable
 	// ErrClosed means the Registry or the Registration is closed.
 	ErrClosed = core.ErrClosed
-	// ErrUnsupported means the Store lacks an optional capability, or the
-	// database schema is not the one this release needs (see Migrate).
+	// ErrUnsupported means the Store lacks an optional capability, the
+	// database WithDB gave is neither PostgreSQL nor SQLite, or its schema
+	// is not the one this release needs (see Migrate).
 	ErrUnsupported = core.ErrUnsupported
 	// ErrConflict means a concurrent change won.
 	ErrConflict = core.ErrConflict

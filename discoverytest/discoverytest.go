@@ -24,7 +24,8 @@ import (
 
 // Backend is an in-memory Store, safe for concurrent use, that tells every
 // Registry using it about each change (it implements discovery.Notifier),
-// and keeps configurations (discovery.ConfigStore).
+// and keeps configurations (discovery.ConfigStore) and public keys
+// (discovery.KeyStore, for package auth).
 //
 // Beyond the Store methods it has Loads, which counts reads of services (to
 // assert that caches work), SetFailure, which makes every call fail as a
@@ -34,7 +35,13 @@ type Backend struct {
 	*memory.Store
 }
 
-var _ discovery.Store = (*Backend)(nil)
+var (
+	_ discovery.Store          = (*Backend)(nil)
+	_ discovery.Notifier       = (*Backend)(nil)
+	_ discovery.ConfigStore    = (*Backend)(nil)
+	_ discovery.KeyStore       = (*Backend)(nil)
+	_ discovery.RevisionReader = (*Backend)(nil)
+)
 
 // NewBackend returns an empty backend.
 func NewBackend() *Backend { return &Backend{memory.New()} }
