@@ -108,10 +108,11 @@
 // # Draining
 //
 // Registration.Drain marks an instance draining (no new selections), waits
-// until every process has seen that (the propagation delay when changes
-// fan out by Redis or the store, the freshness window when they do not),
-// then deregisters it. Close drains its registrations for at most 1 s
-// first (WithCloseDrain).
+// until every process has seen that (the propagation delay, 100 ms, when
+// changes fan out by Redis or the store, nothing when no other process
+// listens, the longest freshness window and the propagation delay, 5.6 s,
+// when they do not), then deregisters it. Close drains its registrations
+// first, for at most 1 s and half the close timeout (WithCloseDrain).
 //
 // # Failure modes
 //
