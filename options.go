@@ -289,7 +289,11 @@ func WithDB(db *gorm.DB) Option {
 }
 
 // WithRedis adds the shared L2 cache and change fan-out: a single Redis,
-// Sentinel or Cluster client. The Registry never closes it.
+// Sentinel or Cluster client. The Registry never closes it. It needs a
+// source of truth that the processes share too, WithDB (or WithStore): New
+// refuses it without one (ErrInvalid), as each process would then keep its
+// registrations in its own memory and the others would see them only while
+// a snapshot in Redis lasted.
 //
 // Every command is bounded by WithRedisTimeout. go-redis lets a context's
 // deadline bound a command only with ContextTimeoutEnabled; a *redis.Client

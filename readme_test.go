@@ -118,7 +118,7 @@ func TestREADMERedisClientHooks(t *testing.T) {
 		defer func() { _ = c.Close() }()
 		h := &hookCount{}
 		c.AddHook(h)
-		r, err := discovery.New(discovery.WithRedis(c), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+		r, err := discovery.New(discovery.WithRedis(c), discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -130,7 +130,7 @@ func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rdb := tt.client()
 			defer rdb.Close()
-			r, err := discovery.New(discovery.WithRedis(rdb), discovery.WithRedisTimeout(250*time.Millisecond), discovery.WithoutHealthChecks())
+			r, err := discovery.New(discovery.WithRedis(rdb), discovery.WithStore(discoverytest.NewBackend()), discovery.WithRedisTimeout(250*time.Millisecond), discovery.WithoutHealthChecks())
 			if tt.ok {
 				if err != nil {
 					t.Fatalf("New = %v; want the client accepted", err)

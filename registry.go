@@ -80,7 +80,8 @@ type Registry struct {
 // New returns a Registry. Without WithDB or WithStore it keeps everything in
 // its own memory, which suits a single process and examples; WithDB makes a
 // database the source of truth and WithRedis shares a cache and change
-// notifications between processes.
+// notifications between processes (it needs WithDB or WithStore: New
+// refuses it over this process's own memory).
 func New(opts ...Option) (*Registry, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -90,6 +91,12 @@ func New(opts ...Option) (*Registry, error) {
 	}
 	if err := o.validate(); err != nil {
 		return nil, err
+	}
+	if o.rdb != nil && o.db == nil && o.store == nil {
+		// Each process's own memory behind a shared Redis: others saw its
+		// instances while a snapshot in Redis lasted, then not, then again.
+		return nil, optErr("WithRedis", "", "needs WithDB (or WithStore): Redis shares a cache between processes, "+
+			"and without a shared source of truth each process keeps its registrations in its own memory")
 	}
 	r := &Registry{
 		opts: o, log: o.log, clock: o.clock, now: newCoarseClock(o.clock),

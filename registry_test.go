@@ -10,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 func TestRegisterGetDeregister(t *testing.T) {
@@ -413,5 +416,36 @@ func TestOptionsAreValidated(t *testing.T) {
 	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
 	if got := ids(r.Get(context.Background(), "db_svc")); got != "10.0.0.1:1" {
 		t.Fatalf("embedded default: Get = %s", got)
+	}
+}
+
+// WithRedis shares a cache between processes; the source of truth behind it
+// must be shared too. Without WithDB or WithStore each process kept its
+// registrations in its own memory, and another process saw them through
+// Redis only while its snapshot lasted: found, then not found once a lease
+// in it ended (its own memory holds nothing), then found again from Redis,
+// over and over. New refuses that, naming WithRedis and what to add.
+func TestWithRedisNeedsASharedSourceOfTruth(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr(), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	r, err := discovery.New(discovery.WithRedis(rdb), discovery.WithoutHealthChecks())
+	if r != nil {
+		r.Close()
+	}
+	var ve *discovery.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "WithRedis") || !strings.Contains(err.Error(), "WithDB") {
+		t.Fatalf("New(WithRedis) without WithDB or WithStore = %v; want a ValidationError naming WithRedis and WithDB", err)
+	}
+	for name, opt := range map[string]discovery.Option{
+		"WithStore": discovery.WithStore(discoverytest.NewBackend()),
+		"WithDB":    discovery.WithDB(testutil.SQLite(t)),
+	} {
+		r, err := discovery.New(discovery.WithRedis(rdb), opt, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+		if err != nil {
+			t.Fatalf("New(WithRedis, %s) = %v", name, err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
