@@ -1436,3 +1436,45 @@ func TestTransportBodilessAnswerOverHTTP2IsNotLeftInFlight(t *testing.T) {
 		t.Fatalf("after 5 HEADs and 5 204s over HTTP/2, none in flight, the instance counts %d in flight; want 0", n)
 	}
 }
+
+// Close releases the connections its Transports keep: a Transport made
+// without BaseTransport cloned http.DefaultTransport, a pool of its own for
+// each HTTPClient() call, and Close left them all open, each idle
+// connection (and its two goroutines) alive for the pool's idle timeout,
+// 90 s: a test with goleak, or a process that makes and closes Registries,
+// found them leaked. The Transports made without a base now share one pool,
+// the Registry's, which Close empties. (A BaseTransport the caller gave is
+// the caller's to close.)
+func TestRegistryCloseClosesItsTransportsIdleConnections(t *testing.T) {
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened, closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	for range 2 { // two clients, as code that makes one per call does
+		resp, err := r.HTTPClient().Get("http://web/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close() // the connection goes back to its pool, idle
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "every connection to the instance closed after Registry.Close", func() bool {
+		return opened.Load() > 0 && closed.Load() == opened.Load()
+	})
+}
