@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // TransportOption configures the http.RoundTripper of Registry.Transport.
@@ -33,9 +35,9 @@ type transportOptions struct {
 
 // BaseTransport sets the RoundTripper that carries requests to instances
 // (by default a clone of http.DefaultTransport that every Transport of the
-// Registry given no base shares, and whose idle connections Close closes).
-// Another RoundTripper, such as auth's token adder, may wrap it or be
-// wrapped by it.
+// Registry given no base shares, and whose idle connections Close closes;
+// nil, or a nil pointer, leaves that default). Another RoundTripper, such as
+// auth's token adder, may wrap it or be wrapped by it.
 //
 // An https request reaches the base with the instance's address in its URL.
 // When the base is an *http.Transport (the default is one), the Transport
@@ -51,7 +53,12 @@ type transportOptions struct {
 // address, which a certificate for the service does not name, unless its
 // TLS config sets ServerName.
 func BaseTransport(rt http.RoundTripper) TransportOption {
-	return transportOptionFunc(func(o *transportOptions) { o.base = rt })
+	return transportOptionFunc(func(o *transportOptions) {
+		o.base = rt
+		if core.IsNil(rt) { // a nil *http.Transport panicked in the request
+			o.base = nil
+		}
+	})
 }
 
 // ServiceFromHost sets how a request's host names a service. By default

@@ -1478,3 +1478,36 @@ func TestRegistryCloseClosesItsTransportsIdleConnections(t *testing.T) {
 		return opened.Load() > 0 && closed.Load() == opened.Load()
 	})
 }
+
+// BaseTransport given nil, or a nil pointer (a *http.Transport variable
+// never set), leaves the default base, as AdminAuthorizer does for a nil
+// Authorizer: a Transport has no error to return, and the nil pointer
+// panicked in the request (net/http's RoundTrip on a nil *http.Transport).
+func TestTransportNilBaseIsTheDefault(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	srv := newServer(t, http.StatusOK)
+	registerServer(t, r, "web", srv)
+	var unset *http.Transport
+	for name, base := range map[string]http.RoundTripper{"nil": nil, "nil *http.Transport": unset} {
+		t.Run(name, func(t *testing.T) {
+			var resp *http.Response
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("Get through BaseTransport(%s) panicked: %v", name, p)
+					}
+				}()
+				resp, err = r.HTTPClient(discovery.BaseTransport(base)).Get("http://web/")
+			}()
+			if err != nil {
+				t.Fatalf("Get through BaseTransport(%s) = %v; want the default base's answer", name, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+		})
+	}
+}
