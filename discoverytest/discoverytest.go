@@ -52,6 +52,12 @@ func NewBackend() *Backend { return &Backend{memory.New()} }
 // Advance can end a lease whose renewal had no chance to run. Advance in
 // steps shorter than the renewal interval (a third of the lease TTL) and
 // wait between them (BlockUntil) to keep registrations alive.
+//
+// Its methods, from the embedded internal clock: Now and NewTimer (the
+// discovery.Clock), Advance(d) and Set(t) (never backwards), Timers (how
+// many timers are set), BlockUntil(n) (wait until at least n are set, which
+// tells that the goroutines a test depends on have reached their sleep) and
+// BlockUntilAt(t) (wait until one is set to fire at exactly t).
 type Clock struct {
 	*fakeclock.Clock
 }
