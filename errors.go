@@ -6,6 +6,12 @@ import "github.com/rssbot/discovery/internal/core"
 // returns starts with "discovery:", except the caller's own: a call whose
 // context ended before it could finish returns that context's error
 // (matching context.Canceled or context.DeadlineExceeded), which may not.
+//
+// A backend that did not answer within the Registry's own timeouts
+// (WithLoadTimeout, WithDatabaseTimeout) gives a BackendError, matching
+// ErrUnavailable, that wraps the driver's error, which itself may match
+// context.DeadlineExceeded; the caller's own deadline never matches
+// ErrUnavailable. Test ErrUnavailable first to tell the two apart.
 var (
 	// ErrInvalid matches every validation error (see ValidationError);
 	// nothing was written.
