@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -34,9 +35,10 @@ type transportOptions struct {
 }
 
 // BaseTransport sets the RoundTripper that carries requests to instances
-// (by default a clone of http.DefaultTransport that every Transport of the
-// Registry given no base shares, and whose idle connections Close closes;
-// nil, or a nil pointer, leaves that default). Another RoundTripper, such as
+// (by default a clone of http.DefaultTransport, or one with net/http's
+// defaults if a program replaced that by another kind of RoundTripper, that
+// every Transport of the Registry given no base shares, and whose idle
+// connections Close closes; nil, or a nil pointer, leaves that default). Another RoundTripper, such as
 // auth's token adder, may wrap it or be wrapped by it.
 //
 // An https request reaches the base with the instance's address in its URL.
@@ -189,13 +191,31 @@ type tlsClone struct {
 	used atomic.Uint64 // uses at its latest use
 }
 
+// defaultTransport returns a clone of http.DefaultTransport, or, when a
+// program replaced it by another RoundTripper (a tracing wrapper, say), a
+// transport with net/http's defaults: the type assertion panicked there.
+func defaultTransport() *http.Transport {
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		return dt.Clone()
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
 // defaultBase returns the base of Transports not given one: a clone of
 // http.DefaultTransport, made once.
 func (p *transportPools) defaultBase() *http.Transport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.base == nil {
-		p.base = http.DefaultTransport.(*http.Transport).Clone()
+		p.base = defaultTransport()
 	}
 	return p.base
 }

@@ -1511,3 +1511,38 @@ func TestTransportNilBaseIsTheDefault(t *testing.T) {
 		})
 	}
 }
+
+// wrappedRoundTripper stands for what instrumentation libraries install as
+// http.DefaultTransport: a RoundTripper that is not an *http.Transport.
+type wrappedRoundTripper struct{ http.RoundTripper }
+
+// A process whose http.DefaultTransport was replaced by a wrapper (tracing
+// libraries do it) could not use the Transport: making one cloned
+// http.DefaultTransport as an *http.Transport, and panicked. It now takes
+// net/http's defaults instead.
+func TestTransportWithDefaultTransportReplaced(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	srv := newServer(t, http.StatusOK)
+	registerServer(t, r, "web", srv)
+	orig := http.DefaultTransport
+	http.DefaultTransport = wrappedRoundTripper{orig}
+	defer func() { http.DefaultTransport = orig }()
+	var resp *http.Response
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("a Transport with http.DefaultTransport replaced panicked: %v", p)
+			}
+		}()
+		resp, err = r.HTTPClient().Get("http://web/")
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
