@@ -16,12 +16,13 @@
 // endpoint carries the instance's Info (Endpoint), for a policy of your own
 // that reads zones or weights.
 //
-// The endpoints are the instances Pick would choose from: live, not
-// draining, weight above 0, and neither unhealthy nor ejected by the
-// client's own Registry (its health checks and outlier detection). If none
-// is, every live instance not draining is resolved, as Pick's panic mode
-// does; if none is left at all, calls fail with UNAVAILABLE until one
-// registers. Register gRPC servers with Check: discovery.CheckTCP (or turn
+// The endpoints are the usable instances: live, not draining, weight above
+// 0, and neither unhealthy nor ejected by the client's own Registry (its
+// health checks and outlier detection). If none is, every live instance
+// not draining is resolved, and gRPC's own connection checks decide (where
+// Pick would refuse: the registry's verdicts may be wrong about a server
+// gRPC can reach); if none is left at all, calls fail with UNAVAILABLE
+// until one registers. Register gRPC servers with Check: discovery.CheckTCP (or turn
 // the checks off): the default check is an HTTP GET of /health, which a
 // gRPC server does not answer.
 package grpcresolver
@@ -210,7 +211,7 @@ func usable(in *discovery.Instance) bool {
 }
 
 // push sends the endpoints of the usable instances (if none is usable, of
-// every live one not draining, as Pick's panic mode does), ordered by
+// every live one not draining), ordered by
 // instance ID, unless they are what was sent last.
 func (r *watchResolver) push() {
 	var eps, panicked []resolver.Endpoint
