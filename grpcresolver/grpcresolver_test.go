@@ -250,8 +250,8 @@ func TestBuildRefusesBadTargets(t *testing.T) {
 
 // An instance the client's Registry finds unhealthy leaves the endpoints,
 // before gRPC would notice anything itself; it comes back when it passes
-// again. Servers register with a TCP check: a gRPC server answers no HTTP
-// GET /health.
+// again. When none passes, every one is resolved. Servers register with a
+// TCP check: a gRPC server answers no HTTP GET /health.
 func TestUnhealthyInstanceLeavesTheEndpoints(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
@@ -304,6 +304,28 @@ func TestUnhealthyInstanceLeavesTheEndpoints(t *testing.T) {
 	t.Cleanup(func() { _ = again.Close() })
 	go acceptAll(again)
 	waitUpdate("it listens again", both...)
+
+	// Neither listens: none is usable, so both are resolved, unhealthy,
+	// for gRPC's own connection checks to decide.
+	_ = up.Close()
+	_ = again.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case st := <-cc.updates:
+			unhealthy := 0
+			for _, ep := range st.Endpoints {
+				if info, _ := grpcresolver.Endpoint(ep); info.Status == discovery.StatusUnhealthy {
+					unhealthy++
+				}
+			}
+			if unhealthy == 2 && slices.Equal(addrs(st), both) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no update with both endpoints, unhealthy, once neither listens")
+		}
+	}
 }
 
 func listen(t *testing.T) net.Listener {
