@@ -94,7 +94,7 @@ func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
 	m.stale = d("discovery_stale_served_total", "Lookups answered with a stale snapshot.", nil, nil)
 	m.backendErrs = d("discovery_backend_errors_total", "Failed calls to the database and to Redis.", []string{"backend"}, nil)
 	m.checks = d("discovery_health_checks_total", "Active health checks this process ran, by result (pass, warn, fail).", []string{"result"}, nil)
-	m.instances = d("discovery_instances", "Live instances of each service this process holds, by status as this process sees it.", []string{"service", "status"}, nil)
+	m.instances = d("discovery_instances", "Instances of each service in the snapshot this process holds, by status as this process sees it: those live when it was read, and suspects it keeps.", []string{"service", "status"}, nil)
 	m.picks = d("discovery_picks_total", "Selections (Pick), by service and strategy.", []string{"service", "strategy"}, nil)
 	m.panics = d("discovery_panic_mode_total", "Selections made in panic mode (too few healthy instances).", []string{"service"}, nil)
 	m.ejections = d("discovery_ejections_total", "Passive ejections of instances (outlier detection).", []string{"service"}, nil)
@@ -153,9 +153,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.ejections, st.ejections.Load(), st.name)
 		var by [StatusSuspect + 1]int
 		if e := r.l1.get(st.name); e != nil && e.raw != nil {
-			for _, in := range e.view.Load().Instances {
-				if (in.ExpiresAt.UnixNano() > now || in.Status == StatusSuspect && r.keptAsSuspect(st, in.ExpiresAt.UnixNano(), now)) && in.Status <= StatusSuspect {
-					by[in.Status]++
+			for i := range e.raw.Instances {
+				if s, ok := r.gaugeStatus(e, st, &e.raw.Instances[i], now); ok && s <= StatusSuspect {
+					by[s]++
 				}
 			}
 		}
@@ -164,6 +164,26 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		return true
 	})
+}
+
+// gaugeStatus returns the status discovery_instances counts in of an
+// instance of the snapshot e holds, and false if it counts nowhere: an
+// instance whose lease had ended when the snapshot was read (unless kept as
+// a suspect). One live then counts still after its lease in the snapshot
+// ends: renewals change no revision, so the snapshot of a service nobody
+// here has looked up since is never read again, and its instances, renewed
+// all along, showed as gone one lease TTL after the last lookup. It leaves
+// the count when a change (a deregistration, the reaper) or a lookup reads
+// the service again.
+func (r *Registry) gaugeStatus(e *entry, st *svcState, in *core.Instance, now int64) (Status, bool) {
+	exp := in.ExpiresAt.UnixNano()
+	switch {
+	case exp > now || exp > e.loadedAt:
+		return viewStatus(in, st.inst(in.ID), now), true
+	case r.keptAsSuspect(st, exp, now):
+		return StatusSuspect, true
+	}
+	return 0, false
 }
 
 // startMetrics registers the collector New made (r.met, set before any

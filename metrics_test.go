@@ -411,3 +411,69 @@ func TestFailedWritesCountAsStoreErrors(t *testing.T) {
 		t.Errorf("discovery_backend_errors_total{backend=database} = %v; want %v", got, want)
 	}
 }
+
+// gaugeTotal sums discovery_instances of service over every status.
+func gaugeTotal(got map[string]float64, service string) float64 {
+	var n float64
+	for k, v := range got {
+		if strings.HasPrefix(k, "discovery_instances{service="+service+",") {
+			n += v
+		}
+	}
+	return n
+}
+
+// A service this process looked up once and not since keeps its instances
+// in discovery_instances while their leases are renewed: renewals change no
+// revision, so nothing refreshes the snapshot L1 holds, and reading that
+// snapshot's lease ends against the clock showed 0 live instances one lease
+// TTL after the lookup, while Get answered with both.
+func TestInstancesGaugeOfAnIdleServiceSurvivesRenewals(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock))
+	reg := prometheus.NewRegistry()
+	b := w.registry(t, discovery.WithMetrics(reg))
+	ttl := discovery.DefaultLeaseTTL
+	for _, id := range []string{"a", "b"} {
+		addInstance(t, b, discovery.Instance{ID: id, Service: "idle", Host: "10.0.0.1", Port: 80, Check: discovery.CheckNone,
+			RegisteredAt: t0, ExpiresAt: t0.Add(ttl)})
+	}
+	if svc, err := b.Get(ctx, "idle"); err != nil || len(svc.Instances) != 2 {
+		t.Fatalf("Get(idle) = %v, %v; want 2 instances", ids(svc, err), err)
+	}
+	if n := gaugeTotal(scrape(t, reg), "idle"); n != 2 {
+		t.Fatalf("discovery_instances of idle = %v after the lookup; want 2", n)
+	}
+	// Three lease TTLs of renewals at TTL/3, as each instance's registration does.
+	for i := 1; i <= 9; i++ {
+		clock.Advance(ttl / 3)
+		now := clock.Now()
+		for _, id := range []string{"a", "b"} {
+			if err := b.Store().Renew(ctx, "idle", id, now, now.Add(ttl)); err != nil {
+				t.Fatalf("Renew(%s): %v", id, err)
+			}
+		}
+		if n := gaugeTotal(scrape(t, reg), "idle"); n != 2 {
+			t.Fatalf("discovery_instances of idle = %v at %v, both leases renewed; want 2", n, now.Sub(t0))
+		}
+	}
+	if svc, err := b.Get(ctx, "idle"); err != nil || len(svc.Instances) != 2 {
+		t.Fatalf("Get(idle) = %v; want 2 instances", ids(svc, err))
+	}
+	// b stops renewing: once a lookup has read the service after its
+	// lease ended, it leaves the count.
+	for range 4 {
+		clock.Advance(ttl / 3)
+		now := clock.Now()
+		if err := b.Store().Renew(ctx, "idle", "a", now, now.Add(ttl)); err != nil {
+			t.Fatalf("Renew(a): %v", err)
+		}
+	}
+	if got := ids(b.Get(ctx, "idle")); got != "a" {
+		t.Fatalf("Get(idle) = %v after b's lease ended; want a", got)
+	}
+	if n := gaugeTotal(scrape(t, reg), "idle"); n != 1 {
+		t.Fatalf("discovery_instances of idle = %v once a lookup read b's lease ended; want 1", n)
+	}
+}
