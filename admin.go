@@ -127,9 +127,10 @@ type admin struct {
 // Registry's), and with AdminProtectReads every endpoint does: without one
 // they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
-// (forbidden). Bad input gets 400, an unknown service or path 404, a method a
-// path does not take 405 (with Allow), a backend outage 503, each with
-// {"error": "..."}.
+// (forbidden). Bad input gets 400 (a configuration body over MaxConfigBytes
+// 413), an unknown service or path 404, a method a path does not take 405
+// (with Allow), a backend outage 503, a PUT of a configuration to a Store
+// that keeps none 501, anything else 500, each with {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
 	for _, opt := range opts {
