@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // A registration's configuration loop that begins after the registration
@@ -31,5 +32,31 @@ func TestConfigLoopOfAnEndedRegistrationLeavesNoHub(t *testing.T) {
 	}
 	if _, ok := r.hubs.Load("router_svc"); ok {
 		t.Fatal("the deregistered service still has a hub")
+	}
+}
+
+// The wait before each retry of a configuration notification doubles from
+// the backoff, at most MaxDuration, and never wraps negative: a backoff the
+// option takes (up to MaxDuration) shifted by the 9 doublings of 10 attempts
+// overflowed int64 from about 208 days on, and the last attempt went out at
+// once.
+func TestNotifyBackoffNeverWraps(t *testing.T) {
+	tests := []struct {
+		backoff time.Duration
+		attempt int
+		want    time.Duration
+	}{
+		{200 * time.Millisecond, 1, 200 * time.Millisecond},
+		{200 * time.Millisecond, 3, 800 * time.Millisecond},
+		{0, 9, 0},
+		{MaxDuration, 1, MaxDuration},
+		{MaxDuration, 10, MaxDuration},
+		{MaxDuration / 256, 10, MaxDuration},
+		{MaxDuration / 1024, 10, MaxDuration / 1024 * 512},
+	}
+	for _, tt := range tests {
+		if got := notifyWait(tt.backoff, tt.attempt); got != tt.want {
+			t.Errorf("notifyWait(%v, %d) = %v; want %v", tt.backoff, tt.attempt, got, tt.want)
+		}
 	}
 }

@@ -311,10 +311,25 @@ func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64,
 				zap.String("instance", res.Instance.ID), zap.Int64("config_revision", cfgRev), zap.Int("attempts", attempt), zap.Error(err))
 			return
 		}
-		if !r.sleep(ctx, jitter(r.opts.notifyBackoff<<(attempt-1))) {
+		if !r.sleep(ctx, jitter(notifyWait(r.opts.notifyBackoff, attempt))) {
 			return
 		}
 	}
+}
+
+// notifyWait is the wait after failed attempt number attempt: backoff
+// doubled for each attempt after the first, at most MaxDuration. Shifted
+// as is, a backoff the option takes (up to MaxDuration) wrapped negative
+// by the tenth attempt, which then went out at once.
+func notifyWait(backoff time.Duration, attempt int) time.Duration {
+	d := backoff
+	for range attempt - 1 {
+		if d >= MaxDuration/2 {
+			return MaxDuration
+		}
+		d *= 2
+	}
+	return min(d, MaxDuration)
 }
 
 // postOnce makes one attempt; retry says whether another may succeed.
