@@ -168,11 +168,17 @@ func (r *Registry) ReportOutcome(service, instanceID string, err error, latency 
 }
 
 // liveInstance returns an instance of a service as this process's L1 holds
-// it, or nil.
+// it, or nil: one whose lease runs, or ran when the snapshot was read, or
+// that lookups show (a suspect). Renewals change no revision, so the
+// snapshot of a service not looked up since keeps the lease end it was read
+// with: judged by that alone, an instance Get had returned, renewed all
+// along, was not found one lease TTL later (its outcomes dropped).
 func (r *Registry) liveInstance(service, id string) *core.Instance {
 	if e := r.l1.get(service); e != nil && e.raw != nil {
-		if in := e.raw.Instance(id); in != nil && in.ExpiresAt.UnixNano() > r.now.nanos() {
-			return in
+		if in := e.raw.Instance(id); in != nil {
+			if exp := in.ExpiresAt.UnixNano(); exp > r.now.nanos() || exp > e.loadedAt || e.view.Load().Instance(id) != nil {
+				return in
+			}
 		}
 	}
 	return nil

@@ -391,3 +391,48 @@ func TestPassingCheckEndResetsTheFailures(t *testing.T) {
 		t.Fatalf("after 1 failure back in selection: ejected %v, failures %d; want not ejected, 1", h.Ejected, h.PassiveFailures)
 	}
 }
+
+// ReportOutcome takes outcomes of an instance that Get returned while the
+// instance renews its lease, however long ago this process last looked the
+// service up: renewals change no revision, so the snapshot L1 holds keeps
+// the lease end it was read with, and from then on an instance this
+// Registry had never held state for was "not found", its failures dropped
+// and never ejecting it.
+func TestReportOutcomeOfARenewedInstanceOfAnIdleService(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock))
+	r := w.registry(t)
+	ttl := discovery.DefaultLeaseTTL
+	for _, id := range []string{"a", "b"} {
+		addInstance(t, r, discovery.Instance{ID: id, Service: "idle", Host: "10.0.0.1", Port: 80, Check: discovery.CheckNone,
+			RegisteredAt: t0, ExpiresAt: t0.Add(ttl)})
+	}
+	svc, err := r.Get(ctx, "idle")
+	if err != nil || len(svc.Instances) != 2 {
+		t.Fatalf("Get(idle) = %v", ids(svc, err))
+	}
+	for range 4 { // past the lease end the snapshot was read with, renewed all along
+		clock.Advance(ttl / 3)
+		now := clock.Now()
+		for _, id := range []string{"a", "b"} {
+			if err := r.Store().Renew(ctx, "idle", id, now, now.Add(ttl)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range discovery.DefaultEjectionFailures {
+		if err := r.ReportOutcome("idle", "a", errCall, time.Millisecond); err != nil {
+			t.Fatalf("ReportOutcome #%d of a renewed instance Get returned: %v", i+1, err)
+		}
+	}
+	hs, err := r.Health(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.ID == "a" && !h.Ejected {
+			t.Fatalf("a not ejected after %d failures reported: %+v", discovery.DefaultEjectionFailures, h)
+		}
+	}
+}
