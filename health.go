@@ -168,20 +168,26 @@ func (r *Registry) ReportOutcome(service, instanceID string, err error, latency 
 }
 
 // liveInstance returns an instance of a service as this process's L1 holds
-// it, or nil: one whose lease runs, or ran when the snapshot was read, or
-// that lookups show (a suspect). Renewals change no revision, so the
-// snapshot of a service not looked up since keeps the lease end it was read
-// with: judged by that alone, an instance Get had returned, renewed all
-// along, was not found one lease TTL later (its outcomes dropped).
+// it (see holdsLive), or nil.
 func (r *Registry) liveInstance(service, id string) *core.Instance {
 	if e := r.l1.get(service); e != nil && e.raw != nil {
-		if in := e.raw.Instance(id); in != nil {
-			if exp := in.ExpiresAt.UnixNano(); exp > r.now.nanos() || exp > e.loadedAt || e.view.Load().Instance(id) != nil {
-				return in
-			}
+		if in := e.raw.Instance(id); in != nil && r.holdsLive(e, in, r.now.nanos()) {
+			return in
 		}
 	}
 	return nil
+}
+
+// holdsLive reports whether in, of the snapshot e holds, counts as a live
+// instance of its service at now: its lease runs, or ran when the snapshot
+// was read, or it is kept as a suspect. Renewals change no revision, so
+// the snapshot of a service not looked up since keeps the lease ends it
+// was read with: judged by those alone, instances renewed all along were
+// gone one lease TTL after the last lookup (ReportOutcome found an
+// instance Get had returned no more, and the ejection cap counted none).
+func (r *Registry) holdsLive(e *entry, in *core.Instance, now int64) bool {
+	exp := in.ExpiresAt.UnixNano()
+	return exp > now || exp > e.loadedAt || e.st != nil && r.keptAsSuspect(e.st, exp, now)
 }
 
 // instanceOf returns the instance to report in events and logs.
@@ -201,17 +207,6 @@ func (r *Registry) instanceOf(service, id string) Instance {
 	return Instance{Service: service, ID: id}
 }
 
-// liveCount returns how many instances a service has, for the ejection cap.
-func (r *Registry) liveCount(st *svcState) int {
-	if e := r.l1.get(st.name); e != nil && e.raw != nil {
-		return len(e.view.Load().Instances)
-	}
-	if m := st.insts.Load(); m != nil {
-		return len(*m)
-	}
-	return 1
-}
-
 // eject takes an instance out of selection for a while, unless the cap on
 // ejected instances of its service is reached.
 func (r *Registry) eject(st *svcState, is *instState) {
@@ -229,24 +224,34 @@ func (r *Registry) eject(st *svcState, is *instState) {
 		hm.ejectMu.Unlock()
 		return
 	}
-	limit := max(1, r.liveCount(st)*ho.ejectPercent/100)
-	// Count among the instances liveCount counts: the states also hold
-	// instances whose lease ended (until reaped), and an ejected one that
-	// died kept every other instance in selection until its ejection ended.
-	ejected := 0
+	// The instances of the snapshot L1 holds that count as live (not the
+	// view: rebuilt at now by an ejection, the view of a service not looked
+	// up for a lease TTL had none, and the cap let every instance go), and
+	// the ejected among them: the states also hold instances whose lease
+	// ended (until reaped), and an ejected one that died kept every other
+	// instance in selection until its ejection ended.
+	live, ejected := 1, 0
 	if e := r.l1.get(st.name); e != nil && e.raw != nil {
-		for _, in := range e.view.Load().Instances {
+		live = 0
+		for i := range e.raw.Instances {
+			in := &e.raw.Instances[i]
+			if !r.holdsLive(e, in, now) {
+				continue
+			}
+			live++
 			if o := st.inst(in.ID); o != nil && o != is && o.ejected(now) {
 				ejected++
 			}
 		}
 	} else if m := st.insts.Load(); m != nil {
+		live = len(*m)
 		for _, o := range *m {
 			if o != is && o.ejected(now) {
 				ejected++
 			}
 		}
 	}
+	limit := max(1, live*ho.ejectPercent/100)
 	if ejected >= limit {
 		hm.ejectMu.Unlock()
 		return

@@ -436,3 +436,58 @@ func TestReportOutcomeOfARenewedInstanceOfAnIdleService(t *testing.T) {
 		}
 	}
 }
+
+// The cap on ejected instances holds for a service this process has not
+// looked up for a lease TTL: an ejection rebuilt the service's view at
+// now, from a snapshot whose lease ends (renewals change no revision) had
+// all passed, so the view, from which the cap counted the instances and
+// the ejected ones, was empty: a second instance of two was ejected too,
+// past "at most 10%, at least one".
+func TestEjectionCapHoldsForAnIdleService(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock), discovery.WithSelfPreservation(0, 0))
+	r := w.registry(t)
+	ttl := discovery.DefaultLeaseTTL
+	for _, id := range []string{"a", "b"} {
+		addInstance(t, r, discovery.Instance{ID: id, Service: "idle", Host: "10.0.0.1", Port: 80, Check: discovery.CheckNone,
+			RegisteredAt: t0, ExpiresAt: t0.Add(ttl)})
+	}
+	if _, err := r.Get(ctx, "idle"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} { // both held in this process (as a Pick's Done would)
+		if err := r.ReportOutcome("idle", id, nil, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 4 {
+		clock.Advance(ttl / 3)
+		now := clock.Now()
+		for _, id := range []string{"a", "b"} {
+			if err := r.Store().Renew(ctx, "idle", id, now, now.Add(ttl)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, id := range []string{"a", "b"} {
+		for range discovery.DefaultEjectionFailures {
+			if err := r.ReportOutcome("idle", id, errCall, time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hs, err := r.Health(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ejected := 0
+	for _, h := range hs {
+		if h.Ejected {
+			ejected++
+		}
+	}
+	if len(hs) != 2 || ejected != 1 {
+		t.Fatalf("%d of %d instances ejected; want 1 of 2 (at most 10%%, at least one)", ejected, len(hs))
+	}
+}
