@@ -253,7 +253,7 @@ func (r *Registry) install(e *entry) *entry {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	if gen := st.gen.Load(); gen != e.viewGen {
-		e.view.Store(r.buildView(e.raw, st, r.clock.Now().UnixNano()))
+		e.view.Store(r.buildView(e.raw, st, e.insertedAt, r.clock.Now().UnixNano()))
 		e.viewGen = gen
 	}
 	held := r.l1.put(e)
@@ -317,7 +317,7 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	st := r.state(raw.Name)
 	e.st = st
 	e.viewGen = st.gen.Load() // before the view reads any status (see install)
-	view := r.buildView(raw, st, n)
+	view := r.buildView(raw, st, n, n)
 	e.minExpiry = minExp
 	e.view.Store(view)
 	if len(view.Instances) == 0 {
@@ -341,14 +341,24 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	return e
 }
 
-// buildView returns what lookups of a snapshot see at now: the live
-// instances, each with its status in this process. It shares the snapshot's
-// instances when nothing differs.
-func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.Service {
+// buildView returns what lookups of a snapshot see: the instances live at
+// at (or kept as suspects then), each with its status in this process at
+// now. It shares the snapshot's instances when nothing differs.
+//
+// at is when the entry was built (insertedAt): a view rebuilt for a change
+// of status keeps the instances its entry was built with. An entry is fresh
+// only while they stay so (minExpiry), and served past that only stale, as
+// it was built (stale-if-error, leases included). Judged at the rebuild's
+// now instead, the view of a service not looked up for a lease TTL, whose
+// snapshot keeps the lease ends it was read with (renewals change no
+// revision), lost every instance at an ejection or a shared health change,
+// and an outage then served "no instances" (or all suspect, with a
+// self-preservation warning for instances renewed all along).
+func (r *Registry) buildView(raw *core.Service, st *svcState, at, now int64) *core.Service {
 	view := &core.Service{Name: raw.Name, Revision: raw.Revision, Config: raw.Config, ConfigRevision: raw.ConfigRevision, Keys: raw.Keys}
-	ep := r.preserved(raw, st, now)
+	ep := r.preserved(raw, st, at)
 	visible := func(exp int64) bool {
-		return exp > now || r.kept(exp, now, ep)
+		return exp > at || r.kept(exp, at, ep)
 	}
 	live, suspects, same := 0, 0, true
 	for i := range raw.Instances {
@@ -359,7 +369,7 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.S
 			continue
 		}
 		live++
-		if exp <= now {
+		if exp <= at {
 			suspects++
 			same = false
 		} else if st != nil && viewStatus(in, st.inst(in.ID), now) != in.Status {
@@ -381,7 +391,7 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, now int64) *core.S
 		if !visible(exp) {
 			continue
 		}
-		if exp <= now {
+		if exp <= at {
 			in.Status = core.StatusSuspect
 		} else if st != nil {
 			in.Status = viewStatus(&in, st.inst(in.ID), now)

@@ -491,3 +491,51 @@ func TestEjectionCapHoldsForAnIdleService(t *testing.T) {
 		t.Fatalf("%d of %d instances ejected; want 1 of 2 (at most 10%%, at least one)", ejected, len(hs))
 	}
 }
+
+// A view rebuilt for a change of status (here an ejection) keeps the
+// instances its entry was built with. Rebuilt at now, the view of a service
+// not looked up for a lease TTL, whose snapshot keeps the lease ends it was
+// read with (renewals change no revision), had none left, and a database
+// outage then served an empty service (no error) where it had served both
+// instances stale a moment before.
+func TestStaleViewSurvivesAnEjectionInAnOutage(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks(), discovery.WithSelfPreservation(0, 0))
+	ttl := discovery.DefaultLeaseTTL
+	for _, id := range []string{"a", "b"} {
+		addInstance(t, r, discovery.Instance{ID: id, Service: "idle", Host: "10.0.0.1", Port: 80, Check: discovery.CheckNone,
+			RegisteredAt: t0, ExpiresAt: t0.Add(ttl)})
+	}
+	addInstance(t, r, discovery.Instance{ID: "c", Service: "other", Host: "10.0.0.2", Port: 80, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)})
+	if got := ids(r.Get(ctx, "idle")); got != "a,b" {
+		t.Fatalf("Get(idle) = %s", got)
+	}
+	for range 4 {
+		clock.Advance(ttl / 3)
+		now := clock.Now()
+		for _, id := range []string{"a", "b"} {
+			if err := backend.Renew(ctx, "idle", id, now, now.Add(ttl)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := r.Get(ctx, "other"); err != nil { // the database answers after idle's snapshot's leases ended
+		t.Fatal(err)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(time.Second)
+	if got := ids(r.Get(ctx, "idle")); got != "a,b" {
+		t.Fatalf("Get(idle) in the outage = %s; want a,b (stale-if-error)", got)
+	}
+	for range discovery.DefaultEjectionFailures {
+		if err := r.ReportOutcome("idle", "a", errCall, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ids(r.Get(ctx, "idle")); got != "a,b" {
+		t.Fatalf("Get(idle) in the outage after an ejection = %q; want a,b (stale-if-error, a ejected)", got)
+	}
+}

@@ -304,6 +304,6 @@ func (r *Registry) instancesChanged(st *svcState) {
 	st.gen.Add(1)
 	if e := r.l1.get(st.name); e != nil && e.raw != nil {
 		now := r.clock.Now()
-		e.view.Store(r.buildView(e.raw, st, now.UnixNano()))
+		e.view.Store(r.buildView(e.raw, st, e.insertedAt, now.UnixNano()))
 	}
 }
