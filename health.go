@@ -557,11 +557,18 @@ func (r *Registry) Health(ctx context.Context, service string) ([]InstanceHealth
 		return nil, err
 	}
 	r.hm.refreshShared(ctx, service)
+	// The view as the shared results just read left it: the lookup's, from
+	// before them, showed a status (Shown) beside a check status (Status)
+	// that Get no longer showed.
+	svc := res.Service
+	if e := r.l1.get(service); e != nil && e.raw != nil && e.rev >= res.Revision {
+		svc = e.view.Load()
+	}
 	st := r.stateIfAny(service)
 	now := r.clock.Now().UnixNano()
-	out := make([]InstanceHealth, 0, len(res.Service.Instances))
-	for i := range res.Service.Instances {
-		in := &res.Service.Instances[i]
+	out := make([]InstanceHealth, 0, len(svc.Instances))
+	for i := range svc.Instances {
+		in := &svc.Instances[i]
 		h := InstanceHealth{ID: in.ID, Service: service, Addr: in.Addr(), Status: StatusUnknown, Score: 1,
 			Shown: in.Status, Method: in.Method, Zone: in.Zone, Version: in.Version, Weight: in.Weight}
 		var is *instState

@@ -673,3 +673,37 @@ func TestHealthCallerGivingUpIsNotARedisFailure(t *testing.T) {
 		})
 	}
 }
+
+// A process's first Health of a service reports each instance's Shown
+// status as Get shows it after the shared results it read: Health read the
+// shared results after its lookup, and reported the status the lookup's
+// view had from before them (unknown) beside the shared check status
+// (unhealthy), where Get right after showed unhealthy.
+func TestFirstHealthShowsTheSharedStatus(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour))
+			owner := w.registry(t)
+			g, err := owner.Register(ctx, discovery.Instance{Service: "router_svc", Host: "10.7.0.1", Port: 9, Method: discovery.MethodRouter},
+				discovery.WithCheckFunc(func(context.Context) error { return errors.New("worker pool exhausted") }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := g.Instance().ID
+			for start := clock.Now(); healthOf(t, owner, "router_svc", id).Status != discovery.StatusUnhealthy; {
+				if clock.Now().Sub(start) > 5*hInterval {
+					t.Fatalf("the owner does not see its instance unhealthy: %+v", healthOf(t, owner, "router_svc", id))
+				}
+				step(clock, time.Second, owner)
+			}
+			late := w.registry(t)
+			h := healthOf(t, late, "router_svc", id)
+			if h.Status != discovery.StatusUnhealthy || h.Shown != discovery.StatusUnhealthy {
+				t.Fatalf("first Health in another process: Status %v, Shown %v; want both unhealthy (Get shows %v)",
+					h.Status, h.Shown, viewStatus(t, late, "router_svc", id))
+			}
+		})
+	}
+}
