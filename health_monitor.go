@@ -109,7 +109,6 @@ type svcMon struct {
 	interval, timeout time.Duration
 	entry             *entry // the L1 entry the targets were built from
 	lastUsed          int64
-	nextExp           int64 // earliest lease end among the targets
 	own               map[string]*Registration
 	targets           map[string]*target
 	sync              item
@@ -447,7 +446,10 @@ func (m *monitor) scan(now int64) {
 			m.removeService(sm)
 			continue
 		}
-		if sm.nextExp != 0 && now >= sm.nextExp {
+		if sm.entry != nil && now-sm.entry.insertedAt > m.usedFor(interval) {
+			// no longer used, but kept for this process's own instances:
+			// the others' go
+			sm.entry = nil
 			m.reconcile(sm, now)
 		}
 	}
@@ -510,10 +512,14 @@ func (m *monitor) dropTarget(t *target) {
 // checked here, plus this process's router instances with a check function.
 func (m *monitor) reconcile(sm *svcMon, now int64) {
 	want := map[string]*core.Instance{}
-	if sm.entry != nil && now-sm.entry.insertedAt <= m.usedFor(sm.interval) {
-		for i := range sm.entry.raw.Instances {
-			in := &sm.entry.raw.Instances[i]
-			if in.ExpiresAt.UnixNano() > now {
+	if e := sm.entry; e != nil && now-e.insertedAt <= m.usedFor(sm.interval) {
+		// Instances live when the snapshot was read are checked while the
+		// service is used: renewals change no revision, so their lease ends
+		// in it pass while they renew, and dropped then, a service looked
+		// up every 20 s went unchecked for a third of the time.
+		for i := range e.raw.Instances {
+			in := &e.raw.Instances[i]
+			if exp := in.ExpiresAt.UnixNano(); exp > now || exp > e.loadedAt {
 				want[in.ID] = in
 			}
 		}
@@ -528,7 +534,6 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 	}
 	st := m.r.state(sm.name)
 	st.monitored.Store(true) // the targets hold it (a state forgotten meanwhile is made again)
-	sm.nextExp = 0
 	for id, in := range want {
 		g := sm.own[id]
 		kind := health.KindOf(in, g != nil)
@@ -546,13 +551,6 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		}
 		if g != nil {
 			spec.Func, spec.Running = g.opts.check, &g.checking
-		}
-		// the targets go when their lease ends; this process's own
-		// instances are checked while registered, whatever the entry says
-		if _, mine := owned[id]; !mine {
-			if exp := in.ExpiresAt.UnixNano(); sm.nextExp == 0 || exp < sm.nextExp {
-				sm.nextExp = exp
-			}
 		}
 		t := sm.targets[id]
 		if t == nil {

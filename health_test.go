@@ -617,3 +617,43 @@ func TestMovedInstanceDropsTheOldAddressVerdict(t *testing.T) {
 		t.Fatalf("Get shows %v; want healthy", got)
 	}
 }
+
+// A service this process used stays checked for as long as it counts as
+// used (looked up in the last 35 s), however its instances renew: the
+// monitor dropped every target when the lease ends of the snapshot it was
+// built from passed (renewals change no revision), so a service looked up
+// every 20 s went unchecked for a third of the time, and each lookup
+// spread its first checks over another interval.
+func TestUsedServiceStaysCheckedPastItsSnapshotsLeases(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	r := w.registry(t)
+	ttl := discovery.DefaultLeaseTTL
+	p := newProbeServer(t, "")
+	in := p.instance("web")
+	in.ExpiresAt = t0.Add(ttl)
+	addInstance(t, r, in)
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	var atLeaseEnd int64
+	for clock.Now().Before(t0.Add(32 * time.Second)) { // still used: looked up within 35 s
+		step(clock, hStep, r)
+		now := clock.Now()
+		if now.Sub(t0)%(ttl/3) == 0 {
+			if err := r.Store().Renew(ctx, "web", in.ID, now, now.Add(ttl)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if now.Equal(t0.Add(ttl + time.Second)) {
+			atLeaseEnd = p.hits.Load()
+		}
+	}
+	if atLeaseEnd == 0 {
+		t.Fatal("no check in the first lease TTL")
+	}
+	if n := p.hits.Load(); n == atLeaseEnd {
+		t.Fatalf("%d checks, none after the snapshot's lease end (+%v) while the service was used (until +35 s)", n, ttl)
+	}
+}
