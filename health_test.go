@@ -657,3 +657,39 @@ func TestUsedServiceStaysCheckedPastItsSnapshotsLeases(t *testing.T) {
 		t.Fatalf("%d checks, none after the snapshot's lease end (+%v) while the service was used (until +35 s)", n, ttl)
 	}
 }
+
+// A service kept checked only for this process's own router instance
+// stops checking the other instances once it is no longer used (not looked
+// up for 35 s).
+func TestOwnInstanceKeepsOnlyItselfCheckedOnceUnused(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0], discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithLeaseTTL(time.Hour))
+	r := w.registry(t)
+	var own atomic.Int64
+	if _, err := r.Register(ctx, discovery.Instance{Service: "mix", Host: "10.7.0.1", Port: 9, Method: discovery.MethodRouter},
+		discovery.WithCheckFunc(func(context.Context) error { own.Add(1); return nil })); err != nil {
+		t.Fatal(err)
+	}
+	p := newProbeServer(t, "")
+	addInstance(t, r, p.instance("mix"))
+	if _, err := r.Get(ctx, "mix"); err != nil {
+		t.Fatal(err)
+	}
+	for clock.Now().Before(t0.Add(40 * time.Second)) { // unused from +35.5 s
+		step(clock, hStep, r)
+	}
+	if p.hits.Load() == 0 {
+		t.Fatal("the other instance was never checked while the service was used")
+	}
+	hits, owns := p.hits.Load(), own.Load()
+	for clock.Now().Before(t0.Add(70 * time.Second)) {
+		step(clock, hStep, r)
+	}
+	if n := p.hits.Load(); n != hits {
+		t.Fatalf("the other instance was checked %d more times once the service was unused", n-hits)
+	}
+	if own.Load() == owns {
+		t.Fatal("the own router instance is no longer checked")
+	}
+}
