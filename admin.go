@@ -113,7 +113,7 @@ type admin struct {
 //	GET    /                                the HTML dashboard (embedded assets, refreshes itself)
 //	GET    /overview                        Registry.Overview
 //	GET    /services                        every service: name, revision, live and expired instances
-//	GET    /services/{name}                 its instances with their health and check history
+//	GET    /services/{name}                 its instances with their health and check history (none if none is live)
 //	GET    /services/{name}/config          its configuration and configuration revision
 //	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
 //	DELETE /services/{name}/instances/{id}  deregister an instance; needs authorization
@@ -321,12 +321,21 @@ func (a *admin) service(w http.ResponseWriter, req *http.Request) {
 	ctx, cancel := a.ctx(req)
 	defer cancel()
 	hs, err := a.r.Health(ctx, name)
+	var rev int64
+	if errors.Is(err, ErrNotFound) {
+		// No live instance: a service the database knows all the same (its
+		// instances lapsed, or only a configuration is stored) is listed by
+		// /services, and answered here with none rather than "not found".
+		if svc, serr := a.r.serviceData(ctx, name); serr == nil {
+			hs, rev, err = nil, svc.Revision, nil
+		}
+	}
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	out := jsonService{Name: name, Instances: make([]jsonInstance, 0, len(hs))}
-	if e := a.r.l1.get(name); e != nil {
+	out := jsonService{Name: name, Revision: rev, Instances: make([]jsonInstance, 0, len(hs))}
+	if e := a.r.l1.get(name); e != nil && e.rev > out.Revision {
 		out.Revision = e.rev
 	}
 	for i := range hs {

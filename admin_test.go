@@ -561,3 +561,37 @@ func TestAdminRefreshFitsABrowserTimer(t *testing.T) {
 		}
 	}
 }
+
+// A service the database knows with no live instance (its instances all
+// lapsed, or only a configuration stored) is listed by GET /services and
+// answered by GET /services/{name} with no instances, not 404 "service not
+// found": an operator following the listing to a service whose instances
+// all died was told it did not exist.
+func TestAdminServiceWithoutLiveInstances(t *testing.T) {
+	ctx := context.Background()
+	r, clock := adminWorld(t)
+	addInstance(t, r, discovery.Instance{ID: "10.0.9.1:8080", Service: "dead", Host: "10.0.9.1", Port: 8080,
+		RegisteredAt: t0, ExpiresAt: clock.Now().Add(-time.Second)})
+	if _, err := r.UpdateConfig(ctx, "planned", json.RawMessage(`{"workers":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	h := r.AdminHandler()
+	code, body := do(t, h, "GET", "/services", "")
+	if code != http.StatusOK || !strings.Contains(string(body), `"dead"`) || !strings.Contains(string(body), `"planned"`) {
+		t.Fatalf("GET /services = %d %s; want both services listed", code, body)
+	}
+	for _, name := range []string{"dead", "planned"} {
+		code, body := do(t, h, "GET", "/services/"+name, "")
+		var got struct {
+			Name      string            `json:"name"`
+			Revision  int64             `json:"revision"`
+			Instances []json.RawMessage `json:"instances"`
+		}
+		if code != http.StatusOK || json.Unmarshal(body, &got) != nil || got.Name != name || got.Revision < 1 || got.Instances == nil || len(got.Instances) != 0 {
+			t.Errorf("GET /services/%s = %d %s; want 200 with its revision and no instances", name, code, body)
+		}
+	}
+	if code, body := do(t, h, "GET", "/services/nosuch", ""); code != http.StatusNotFound {
+		t.Errorf("GET /services/nosuch = %d %s; want 404", code, body)
+	}
+}
