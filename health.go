@@ -509,7 +509,8 @@ type InstanceHealth struct {
 	Status Status
 	// Score is in [0, 1]: 1 before any check, 0 while unhealthy, else a
 	// moving average of min(1, 100 ms / response time) per check (0 for a
-	// failure, 60% for a warning). Selection skips instances at 0.5 or less.
+	// failure, 60% for a warning). Selection skips instances at
+	// WithMinScore (0.5) or less.
 	Score float64
 	// ResponseTime is the latest check's duration; LastCheck when it ended;
 	// LastError why it did not pass ("" if it did).
