@@ -396,6 +396,9 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 		}
 		out.Instances = append(out.Instances, jn)
 	}
+	if rep.NotifyErr != nil {
+		out.NotifyError = "discovery: stored, but the instances to notify could not be listed"
+	}
 	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
 	writeJSON(w, http.StatusOK, out)
 }

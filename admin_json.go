@@ -92,6 +92,9 @@ type jsonConfigReport struct {
 	Revision       int64        `json:"revision"`
 	ConfigRevision int64        `json:"config_revision"`
 	Instances      []jsonNotify `json:"instances"`
+	// NotifyError says why no instance was notified (a backend's own text
+	// goes to the log only).
+	NotifyError string `json:"notify_error,omitempty"`
 }
 
 type jsonNotify struct {

@@ -242,7 +242,8 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     Registration.Update).
 //
 // The error is non-nil only when nothing was stored; failed notifications
-// are in the report. ctx bounds the whole call, notifications included.
+// are in the report, and so (NotifyErr) is a failure to list the instances
+// to notify. ctx bounds the whole call, notifications included.
 func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.RawMessage) (ConfigReport, error) {
 	if r.closed.Load() {
 		return ConfigReport{}, ErrClosed
@@ -328,6 +329,6 @@ func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (C
 	r.log.Info("discovery: config changed", zap.String("service", service), zap.Int64("config_revision", cfgRev),
 		zap.Int64("revision", rev), zap.Int("bytes", len(doc)))
 	rep := ConfigReport{Service: service, Revision: rev, ConfigRevision: cfgRev}
-	rep.Instances = r.notifyConfig(ctx, service, cfgRev, doc)
+	rep.Instances, rep.NotifyErr = r.notifyConfig(ctx, service, cfgRev, doc)
 	return rep, nil
 }

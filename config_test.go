@@ -1056,3 +1056,42 @@ func TestStandbyConfigNotLeftOlderThanAConcurrentUpdate(t *testing.T) {
 	}
 	wantRegConfig(t, g, cfgDoc(2), 2)
 }
+
+// A configuration stored when the instances to notify cannot be listed
+// says so in the report (NotifyErr) and in the admin answer: it returned
+// an empty report and no error, as if the service had no instance.
+func TestConfigReportSaysWhenNoInstanceCouldBeListed(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	store := &failOnceStore{Backend: backend}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(store), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	// A router instance without a callback: listed and skipped, no network.
+	mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.1", Port: 80, Method: discovery.MethodRouter})
+	store.mu.Lock()
+	store.nth = 1 // the listing after the write
+	store.mu.Unlock()
+	rep, err := r.UpdateConfig(ctx, "web", json.RawMessage(`{"v": 1}`))
+	if err != nil {
+		t.Fatalf("UpdateConfig = %v; want nil: the configuration was stored", err)
+	}
+	if !errors.Is(rep.NotifyErr, discovery.ErrUnavailable) || len(rep.Instances) != 0 {
+		t.Fatalf("report = %+v; want NotifyErr matching ErrUnavailable, no instance", rep)
+	}
+	if doc, rev, err := r.Config(ctx, "web"); err != nil || rev != 1 || string(doc) != `{"v": 1}` {
+		t.Fatalf("Config = %s, %d, %v; want the stored configuration", doc, rev, err)
+	}
+	rep, err = r.UpdateConfig(ctx, "web", json.RawMessage(`{"v": 2}`))
+	if err != nil || rep.NotifyErr != nil || len(rep.Instances) != 1 {
+		t.Fatalf("UpdateConfig with the instances listed = %+v, %v; want one instance, no NotifyErr", rep, err)
+	}
+
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	store.mu.Lock()
+	store.nth = 1
+	store.mu.Unlock()
+	code, body := do(t, h, "PUT", "/services/web/config", `{"v": 3}`)
+	if code != http.StatusOK || !strings.Contains(string(body), `"notify_error": "discovery: stored, but the instances to notify could not be listed"`) ||
+		strings.Contains(string(body), "transient") {
+		t.Fatalf("PUT = %d %s; want 200 with notify_error and no backend text", code, body)
+	}
+}

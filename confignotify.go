@@ -81,6 +81,13 @@ type ConfigReport struct {
 	ConfigRevision int64
 	// Instances are the live instances, ordered by ID.
 	Instances []NotifyResult
+	// NotifyErr is why no instance could be notified: the instances could
+	// not be listed after the configuration was stored (the database
+	// failing, or the caller's context ending). The configuration is stored
+	// all the same; Instances is empty, and instances of this process and
+	// others read it within a cache refresh, but no HTTP instance was sent
+	// it. nil when the instances were listed.
+	NotifyErr error
 }
 
 // Count returns how many instances had outcome o.
@@ -110,13 +117,13 @@ func WithConfigNotifyRetries(attempts int, backoff time.Duration) Option {
 
 // notifyConfig notifies the live instances of service, as the database has
 // them now, of configuration cfgRev.
-func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int64, doc []byte) []NotifyResult {
+func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int64, doc []byte) ([]NotifyResult, error) {
 	svc, err := r.store.Load(ctx, service)
 	r.noteStoreResult("load", err)
 	if err != nil {
 		r.log.Warn("discovery: cannot list the instances to notify of a config change",
 			zap.String("service", service), zap.Int64("config_revision", cfgRev), zap.Error(err))
-		return nil
+		return nil, err
 	}
 	now := r.clock.Now()
 	var (
@@ -179,7 +186,7 @@ func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int6
 		}
 	}
 	wg.Wait()
-	return out
+	return out, nil
 }
 
 // ownRegistration returns this Registry's registration of an instance, or nil.
