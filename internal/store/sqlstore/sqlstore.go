@@ -308,6 +308,13 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 // notFound. The service row is locked first, as Register locks it, so the
 // two never deadlock.
 func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound error, stmt string, args ...any) (int64, error) {
+	return s.bumpChangeThen(ctx, op, service, notFound, nil, stmt, args...)
+}
+
+// bumpChangeThen is bumpAndChange, then runs then (if not nil) in the same
+// transaction once the statement has changed a row.
+func (s *Store) bumpChangeThen(ctx context.Context, op, service string, notFound error, then func(tx *gorm.DB) error,
+	stmt string, args ...any) (int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev int64
@@ -321,6 +328,9 @@ func (s *Store) bumpAndChange(ctx context.Context, op, service string, notFound 
 		}
 		if res.RowsAffected == 0 {
 			return errNoRow
+		}
+		if then != nil {
+			return then(tx)
 		}
 		return nil
 	})
@@ -627,22 +637,10 @@ func (s *Store) RetireKey(ctx context.Context, name, kid string, at time.Time) (
 		s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
 }
 
-// RevokeKey implements core.KeyStore.
+// RevokeKey implements core.KeyStore: RetireKey, and the revocation
+// recorded in the same transaction.
 func (s *Store) RevokeKey(ctx context.Context, name, kid string, at time.Time) (int64, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var rev int64
-	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
-			return err
-		}
-		res := tx.Exec(s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return errNoRow
-		}
+	record := func(tx *gorm.DB) error {
 		var pub string
 		if err := tx.Raw(s.q.keyOf, name, kid).Row().Scan(&pub); err != nil {
 			return err
@@ -652,14 +650,9 @@ func (s *Store) RevokeKey(ctx context.Context, name, kid string, at time.Time) (
 			return fmt.Errorf("key %q of %q: stored key is not base64: %w", kid, name, err)
 		}
 		return tx.Exec(s.q.recordRevoked, name, kid, core.KeyFingerprint(der), time.Now().UnixNano()).Error
-	})
-	if errors.Is(err, errNoRow) {
-		return 0, &core.NotFoundError{Service: name, Key: kid}
 	}
-	if err != nil {
-		return 0, mapErr(ctx, "revoke key", err)
-	}
-	return rev, nil
+	return s.bumpChangeThen(ctx, "revoke key", name, &core.NotFoundError{Service: name, Key: kid}, record,
+		s.q.retireKey, at.UnixNano(), at.UnixNano(), name, kid)
 }
 
 // isSerializationFailure reports whether err is PostgreSQL's SQLSTATE 40001.
