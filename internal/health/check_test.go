@@ -73,16 +73,30 @@ func contextWithRelease(ctx context.Context, ch chan struct{}) context.Context {
 	return context.WithValue(ctx, releaseKey{}, ch)
 }
 
-// hang blocks until the client goes away or the test ends.
+// hangFor is how long a hanging handler or check function blocks at most: far
+// longer than any check timeout here, so that a check that did not honour its
+// timeout is told apart from a slow machine.
+const hangFor = 10 * time.Second
+
+// hang blocks until the client goes away, the test ends or hangFor passes.
 func hang(r *http.Request) {
 	select {
 	case <-r.Context().Done():
 	case <-r.Context().Value(releaseKey{}).(chan struct{}):
+	case <-time.After(hangFor):
 	}
 }
 
+// checkWithin is how long a check may take, at most, to return at its
+// timeout: half of hangFor, and many times any timeout here, so that only a
+// check that waited for the handler or function, not a slow machine,
+// overruns it.
+const checkWithin = hangFor / 2
+
 func TestHTTPCheck(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// timeout bounds the checks of a handler that hangs; the others get
+	// generous, which no slow machine runs out.
+	const timeout, generous = 300 * time.Millisecond, time.Minute
 	sent := testutil.NewSentinel(t)
 	tests := []struct {
 		name    string
@@ -125,7 +139,12 @@ func TestHTTPCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, addr := server(t, tt.handler)
 			p, read, dials := countingProber()
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			hangs := strings.HasPrefix(tt.name, "hanging")
+			to := generous
+			if hangs {
+				to = timeout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), to)
 			defer cancel()
 			start := time.Now()
 			res := p.Check(ctx, Target{Kind: KindHTTP, Addr: addr, Path: "/health"})
@@ -136,8 +155,15 @@ func TestHTTPCheck(t *testing.T) {
 			if tt.errHas == "" && res.Err != nil || tt.errHas != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errHas)) {
 				t.Fatalf("err = %v; want one containing %q", res.Err, tt.errHas)
 			}
-			if took > timeout+100*time.Millisecond {
-				t.Fatalf("the check took %v; its timeout is %v", took, timeout)
+			// A hanging handler answers after hangFor at the earliest: a
+			// check that honours its timeout returns long before that,
+			// saying it timed out.
+			var te *TimeoutError
+			if hangs && (took >= checkWithin || !errors.As(res.Err, &te)) {
+				t.Fatalf("the check took %v (%v); want a *TimeoutError after its timeout %v, well within %v", took, res.Err, timeout, checkWithin)
+			}
+			if !hangs && errors.As(res.Err, &te) {
+				t.Fatalf("err = %v; want no timeout within %v", res.Err, to)
 			}
 			if res.RTT < tt.minRTT || res.RTT > took {
 				t.Fatalf("RTT = %v; want between %v and %v", res.RTT, tt.minRTT, took)
@@ -257,6 +283,7 @@ func goProber(wg *sync.WaitGroup) *Prober {
 func TestFuncCheck(t *testing.T) {
 	const timeout = 100 * time.Millisecond
 	boom := errors.New("boom")
+	release := make(chan struct{}) // closed once the overrunning check has returned
 	tests := []struct {
 		name   string
 		fn     func(ctx context.Context) error
@@ -268,7 +295,10 @@ func TestFuncCheck(t *testing.T) {
 		{"fails", func(context.Context) error { return boom }, core.StatusUnhealthy, boom, ""},
 		{"overruns", func(ctx context.Context) error {
 			<-ctx.Done()
-			time.Sleep(50 * time.Millisecond) // returns late
+			select { // returns late: after hangFor, or once the check has returned
+			case <-release:
+			case <-time.After(hangFor):
+			}
 			return nil
 		}, core.StatusUnhealthy, context.DeadlineExceeded, "timed out"},
 		{"panics", func(context.Context) error { panic("bad") }, core.StatusUnhealthy, nil, "panicked: bad"},
@@ -277,16 +307,28 @@ func TestFuncCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var wg sync.WaitGroup
 			p := goProber(&wg)
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			overruns := tt.name == "overruns"
+			to := time.Minute // a slow machine cannot run this out
+			if overruns {
+				to = timeout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), to)
 			defer cancel()
 			start := time.Now()
 			res := p.Check(ctx, Target{Kind: KindFunc, Func: tt.fn})
-			if took := time.Since(start); took > timeout+50*time.Millisecond {
-				t.Fatalf("took %v; timeout %v", took, timeout)
+			took := time.Since(start)
+			if overruns {
+				close(release)
 			}
 			if res.Status != tt.want || tt.errIs != nil && !errors.Is(res.Err, tt.errIs) ||
 				tt.errHas != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errHas)) {
 				t.Fatalf("Check = %v, %v; want %v, %v %q", res.Status, res.Err, tt.want, tt.errIs, tt.errHas)
+			}
+			// The overrunning function returns after hangFor at the
+			// earliest: the check returns at its timeout, long before.
+			var te *TimeoutError
+			if overruns && (took >= checkWithin || !errors.As(res.Err, &te)) {
+				t.Fatalf("the check took %v (%v); want a *TimeoutError after its timeout %v, well within %v", took, res.Err, timeout, checkWithin)
 			}
 			wg.Wait()
 		})
