@@ -14,12 +14,16 @@ import (
 	"github.com/rssbot/discovery"
 )
 
-// Test settings for health: a realistic interval on the fake clock, a short
-// (real-time) timeout so that hanging checks end quickly.
+// Test settings for health: a realistic interval on the fake clock, a
+// (real-time) timeout short enough that hanging checks end quickly and long
+// enough that modeSlow's 250 ms answer passes on a loaded machine. hangFor
+// bounds modeHang, far beyond the timeout: a check that outlived its
+// timeout shows as one that took about that long.
 const (
 	hInterval = 10 * time.Second
-	hTimeout  = 300 * time.Millisecond
+	hTimeout  = time.Second
 	hStep     = 250 * time.Millisecond
+	hangFor   = 30 * time.Second
 )
 
 // mode is how a probeServer answers its health path.
@@ -68,7 +72,7 @@ func (p *probeServer) serve(w http.ResponseWriter, r *http.Request) {
 	case modeOK:
 		_, _ = w.Write([]byte("ok"))
 	case modeSlow:
-		time.Sleep(250 * time.Millisecond) // below the timeout: passes, scores 0.4
+		time.Sleep(250 * time.Millisecond) // below the timeout: passes, scores at most 0.4
 		_, _ = w.Write([]byte("ok"))
 	case mode500:
 		http.Error(w, "database unreachable", http.StatusInternalServerError)
@@ -87,6 +91,7 @@ func (p *probeServer) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-p.release:
+		case <-time.After(hangFor):
 		}
 	}
 }
