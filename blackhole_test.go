@@ -72,8 +72,10 @@ func TestCloseKeepsItsTimeoutOnABlackholedDatabase(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond) // every renewal stuck
 	start := time.Now()
 	err := r.Close()
-	if d := time.Since(start); d > closeTO+time.Second || !errors.Is(err, discovery.ErrUnavailable) {
-		t.Fatalf("Close = %v after %v; want ErrUnavailable within the close timeout (%v)", err, d, closeTO)
+	// One close timeout per registration (6 s here) is what this guards
+	// against; a loaded machine may add to the one, not double it.
+	if d := time.Since(start); d >= 2*closeTO || !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Close = %v after %v; want ErrUnavailable within the close timeout (%v), well under two", err, d, closeTO)
 	}
 }
 
@@ -100,14 +102,17 @@ func TestRenewalTimeoutIsAnOutage(t *testing.T) {
 // Health call paid the Redis timeout again, Overview once per service
 // (1.76 s for 8 services, each time), and Redis was never marked down. Now
 // a failed read counts against the L2's breaker: the first one waits, the
-// rest do not.
+// rest do not. With 24 services, paying per service is 6 s; each Overview
+// must take less than half of that.
 func TestHealthSharingOnABlackholedRedisWaitsOnce(t *testing.T) {
 	ctx := context.Background()
 	ns, proxy, db := redisBehindProxy(t)
 	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
 		discovery.WithCacheFreshness(time.Minute, 0, 5*time.Minute))
-	for i := range 8 {
+	const services = 24
+	const bound = services * 250 * time.Millisecond / 2
+	for i := range services {
 		in := inst(fmt.Sprintf("svc%d", i), "127.0.0.1", 1)
 		in.Check = discovery.CheckNone
 		mustRegister(t, r, in)
@@ -120,8 +125,8 @@ func TestHealthSharingOnABlackholedRedisWaitsOnce(t *testing.T) {
 	for i := range 2 {
 		start := time.Now()
 		ov, err := r.Overview(ctx)
-		if d := time.Since(start); err != nil || d > time.Second {
-			t.Fatalf("Overview %d with Redis black-holed: %d services, %v, after %v; want at most one Redis timeout (250ms)", i, ov.TotalServices, err, d)
+		if d := time.Since(start); err != nil || d >= bound {
+			t.Fatalf("Overview %d with Redis black-holed: %d services, %v, after %v; want one Redis timeout (250ms), well within %v", i, ov.TotalServices, err, d, bound)
 		}
 	}
 	if r.Stats().L2Errors == 0 {
@@ -134,12 +139,14 @@ func TestHealthSharingOnABlackholedRedisWaitsOnce(t *testing.T) {
 // load timeout (2.1 s for 6 services with 300 ms timeouts, each call; the
 // admin handler's GET /overview ran out of its 10 s at the defaults and
 // answered 503). Now the database is known to be down and they serve stale
-// at once.
+// at once. With 20 services, waiting per service is 6 s; each Overview must
+// take less than half of that.
 func TestOverviewInADatabaseOutageDoesNotWaitPerService(t *testing.T) {
 	const to = 300 * time.Millisecond
 	ctx := context.Background()
 	r, proxy := blackholedDB(t, discovery.WithDatabaseTimeout(to), discovery.WithLoadTimeout(to))
-	const services = 6
+	const services = 20
+	const bound = services * to / 2
 	for i := range services {
 		name := fmt.Sprintf("svc%d", i)
 		mustRegister(t, r, inst(name, "10.0.0.1", 1000+i))
@@ -152,9 +159,9 @@ func TestOverviewInADatabaseOutageDoesNotWaitPerService(t *testing.T) {
 	for round := range 2 {
 		start := time.Now()
 		ov, err := r.Overview(ctx)
-		if d := time.Since(start); err != nil || !ov.FromCache || ov.TotalServices != services || d > 3*to {
-			t.Fatalf("Overview %d: %d services, FromCache %v, %v, after %v; want all %d from memory within about one timeout (%v)",
-				round, ov.TotalServices, ov.FromCache, err, d, services, to)
+		if d := time.Since(start); err != nil || !ov.FromCache || ov.TotalServices != services || d >= bound {
+			t.Fatalf("Overview %d: %d services, FromCache %v, %v, after %v; want all %d from memory within about one timeout (%v), well within %v",
+				round, ov.TotalServices, ov.FromCache, err, d, services, to, bound)
 		}
 	}
 	rec := httptest.NewRecorder()
