@@ -107,7 +107,7 @@ func TestDrainWithoutFanOutWaitsFreshness(t *testing.T) {
 	clock.Advance(longestFresh - time.Millisecond)
 	// b's entry is no longer fresh: one lookup serves it while it refreshes,
 	// the next ones show the mark.
-	waitFor(t, time.Second, "b seeing the mark", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "draining" })
+	waitFor(t, 10*time.Second, "b seeing the mark", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "draining" })
 	select {
 	case err := <-done:
 		t.Fatalf("Drain returned (%v) early", err)
@@ -143,7 +143,7 @@ func TestDrainWithoutFanOutLeavesAStaleWhileRevalidatePick(t *testing.T) {
 	if sel.Instance.ID != "10.0.0.1:1" {
 		t.Fatalf("Pick chose %s", sel.Instance.ID)
 	}
-	waitFor(t, time.Second, "b's refresh", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "absent" })
+	waitFor(t, 10*time.Second, "b's refresh", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "absent" })
 }
 
 // With no other process listening there is nobody to wait for.
