@@ -719,7 +719,15 @@ func TestConfigCallbackNeverGoesBackToAnOlderRevision(t *testing.T) {
 		t.Fatal(rr.err)
 	}
 	<-upd
-	time.Sleep(300 * time.Millisecond) // let deliveries settle (fan-out is in-process)
+	// Deliveries are in-process but asynchronous: wait (generously) for the
+	// current configuration, then leave room for a late, older one to
+	// show up, which the checks below would catch.
+	waitFor(t, 10*time.Second, "the registration at configuration 3", func() bool {
+		_, rev := rr.g.Config()
+		seen := cb.seen()
+		return rev == 3 && (len(seen) == 0 || seen[len(seen)-1] == 3)
+	})
+	time.Sleep(300 * time.Millisecond)
 	cfg, rev := rr.g.Config()
 	seen := cb.seen()
 	if rev != 3 || string(cfg) != `{"n":3}` {
