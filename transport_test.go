@@ -179,7 +179,9 @@ func TestTransportDoesNotRetryOnceTheCallerIsOutOfTime(t *testing.T) {
 	mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.2", Port: 80})
 	base := &lateAnswer{}
 	client := &http.Client{Transport: r.Transport(discovery.BaseTransport(base))}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	// Long enough that a loaded machine still sends the first attempt
+	// before the deadline; the first answer waits for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://web/x", nil)
 	resp, err := client.Do(req)
