@@ -247,26 +247,35 @@ func TestSubMillisecondL2TTLStillWrites(t *testing.T) {
 	}
 }
 
+// writerBehindAProxy returns two processes on one store and one Redis: a
+// reaches Redis through the proxy, b directly, and b already sees a's
+// first instance of db_svc. Their clock stands still, so b's snapshot stays
+// fresh: only a change message moves it. Without Redis the shared backend
+// would tell b itself: each has a store of its own over it.
+func writerBehindAProxy(t *testing.T) (a, b *discovery.Registry, proxy *testutil.Proxy) {
+	t.Helper()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy = testutil.NewProxy(t, addr)
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	opts := []discovery.Option{discovery.WithNamespace(ns), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0)}
+	a = discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)))...)
+	b = discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
+		discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))...)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 5*time.Second, "b to see the first instance", func() bool { return ids(b.Get(context.Background(), "db_svc")) == "10.0.0.1:1" })
+	return a, b, proxy
+}
+
 // A writer that lost Redis while the others kept it announces what it
 // wrote meanwhile once Redis is back: its changes were neither written
 // through nor published, and the others, whose snapshots are fresh (the
 // clock stands still here), served the old ones for up to a lease TTL.
 func TestWriterAnnouncesWhatItWroteWithoutRedisOnceBack(t *testing.T) {
 	ctx := context.Background()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	addr, db, _ := testutil.RedisAddr(t)
-	proxy := testutil.NewProxy(t, addr)
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	opts := []discovery.Option{discovery.WithNamespace(ns), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0)}
-	// a reaches Redis through the proxy; b directly. Without Redis the
-	// shared backend would tell b itself: give a a store of its own over it.
-	a := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)))...)
-	b := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))...)
-	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
-	waitFor(t, 5*time.Second, "b to see the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	a, b, proxy := writerBehindAProxy(t)
 	proxy.Down()
 	if _, err := a.Register(ctx, inst("db_svc", "10.0.0.2", 2)); err != nil {
 		t.Fatal(err)
@@ -290,18 +299,7 @@ func TestWriterAnnouncesWhatItWroteWithoutRedisOnceBack(t *testing.T) {
 // lease TTL.
 func TestWriterWhoseCallerLeftBeforeRedisFailedAnnouncesOnceBack(t *testing.T) {
 	ctx := context.Background()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	addr, db, _ := testutil.RedisAddr(t)
-	proxy := testutil.NewProxy(t, addr)
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0) // b's snapshot stays fresh: only a message moves it
-	opts := []discovery.Option{discovery.WithNamespace(ns), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0)}
-	a := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithRedis(testutil.RedisClient(t, proxy.Addr(), db, ns)))...)
-	b := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithStore(quietStore{backend, backend}),
-		discovery.WithRedis(testutil.RedisClient(t, addr, db, ns)))...)
-	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
-	waitFor(t, 5*time.Second, "b to see the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	a, b, proxy := writerBehindAProxy(t)
 	proxy.Blackhole(true) // a's calls hang until WithRedisTimeout (250 ms)
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	_, err := a.Register(short, inst("db_svc", "10.0.0.2", 2))
