@@ -721,7 +721,7 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 				return e, nil // a load that finished just before ours
 			}
 		}
-		e, err := r.fetch(name, want, force)
+		e, err := r.fetch(name, want, force, st, inv)
 		if err != nil {
 			// A name looked up in an outage, made up or not: kept, the
 			// state of every such name grew the map for good.
@@ -781,7 +781,7 @@ func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) 
 	return e, true
 }
 
-func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
+func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv uint64) (*entry, error) {
 	readAt := r.clock.Now() // before any read: a snapshot is at least this recent
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
@@ -836,9 +836,26 @@ func (r *Registry) fetch(name string, want int64, force bool) (*entry, error) {
 	}
 	r.noteStoreOK()
 	if r.l2 != nil {
-		r.spawn(func() { _, _ = r.l2.Set(r.ctx, svc, readAt) }) // bounded by the Redis timeout
+		r.spawn(func() { r.setL2Unless(st, inv, svc, readAt) })
 	}
 	return r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()), nil
+}
+
+// setL2Unless writes a snapshot this process read from the database to
+// Redis (bounded by the Redis timeout), unless the service was invalidated
+// since the read began (inv): an Invalidate between the read and this
+// write deleted the L2 copy, and the write put back what was read before
+// it, for every process, for an L2 TTL. The count is looked at again after
+// the write, since Invalidate counts before it deletes: a write that
+// landed after its delete is deleted in turn.
+func (r *Registry) setL2Unless(st *svcState, inv uint64, svc *core.Service, readAt time.Time) {
+	if st.invalidated.Load() != inv {
+		return
+	}
+	_, _ = r.l2.Set(r.ctx, svc, readAt)
+	if st.invalidated.Load() != inv {
+		_ = r.l2.Delete(r.ctx, svc.Name)
+	}
 }
 
 // refreshAsync starts one background refresh of e unless one is running or

@@ -1482,3 +1482,55 @@ func TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce(t *testing.T) 
 		}
 	}
 }
+
+// An Invalidate while a load is between its database read and its write to
+// Redis leaves Redis without what that load read: the load's write,
+// spawned after the read, landed after the invalidation's delete and put
+// back what was read before it, for every process, for an L2 TTL. (Seen as
+// a hang of TestLateOlderSnapshotKeepsTheStateOfNewerInstances under a full
+// run: a resync's load refilled Redis after its Invalidate.) The database
+// fails every read after the held one, so nothing read after the
+// invalidation can fill Redis either.
+func TestInvalidateIsNotUndoneByALoadsRedisWrite(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	gate := &gateThenFailStore{gatedStore: gatedStore{Store: backend, read: make(chan struct{}), release: make(chan struct{})}}
+	r, err := discovery.New(discovery.WithStore(gate), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+		discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	gate.armed.Store(true)
+	done := make(chan error, 1)
+	go func() { _, err := r.RefreshKeys(ctx, "db_svc"); done <- err }() // a load from the database
+	<-gate.read
+	gate.failing.Store(true)
+	if err := r.Invalidate(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release)
+	<-done                            // the read again after the invalidation fails: its error is no matter here
+	if err := r.Close(); err != nil { // waits for the load's spawned write
+		t.Fatal(err)
+	}
+	if n, err := rdb.Exists(ctx, l2Key(ns, "db_svc")).Result(); err != nil || n != 0 {
+		t.Fatalf("Redis holds the snapshot read before Invalidate (exists %d, %v); want it gone", n, err)
+	}
+}
+
+// gateThenFailStore is a gatedStore whose reads fail once failing is set
+// (the held one excepted).
+type gateThenFailStore struct {
+	gatedStore
+	failing atomic.Bool
+}
+
+func (s *gateThenFailStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.failing.Load() {
+		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("down")}
+	}
+	return s.gatedStore.Load(ctx, name)
+}
