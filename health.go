@@ -187,8 +187,14 @@ func (r *Registry) liveInstance(service, id string) *core.Instance {
 // instance Get had returned no more, and the ejection cap counted none).
 func (r *Registry) holdsLive(e *entry, in *core.Instance, now int64) bool {
 	exp := in.ExpiresAt.UnixNano()
-	return exp > now || exp > e.loadedAt || e.st != nil && r.keptAsSuspect(e.st, exp, now)
+	return e.liveWhenRead(exp, now) || e.st != nil && r.keptAsSuspect(e.st, exp, now)
 }
+
+// liveWhenRead reports whether a lease of e's snapshot ending at exp runs
+// at now or ran when the snapshot was read: renewals change no revision, so
+// the lease ends of a snapshot not read again pass while the instances
+// renew (holdsLive, gaugeStatus, and the health monitor's targets).
+func (e *entry) liveWhenRead(exp, now int64) bool { return exp > now || exp > e.loadedAt }
 
 // instanceOf returns the instance to report in events and logs.
 func (r *Registry) instanceOf(service, id string) Instance {

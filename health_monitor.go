@@ -519,7 +519,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		// up every 20 s went unchecked for a third of the time.
 		for i := range e.raw.Instances {
 			in := &e.raw.Instances[i]
-			if exp := in.ExpiresAt.UnixNano(); exp > now || exp > e.loadedAt {
+			if e.liveWhenRead(in.ExpiresAt.UnixNano(), now) {
 				want[in.ID] = in
 			}
 		}

@@ -178,7 +178,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 func (r *Registry) gaugeStatus(e *entry, st *svcState, in *core.Instance, now int64) (Status, bool) {
 	exp := in.ExpiresAt.UnixNano()
 	switch {
-	case exp > now || exp > e.loadedAt:
+	case e.liveWhenRead(exp, now):
 		return viewStatus(in, st.inst(in.ID), now), true
 	case r.keptAsSuspect(st, exp, now):
 		return StatusSuspect, true

@@ -38,8 +38,9 @@ type transportOptions struct {
 // (by default a clone of http.DefaultTransport, or one with net/http's
 // defaults if a program replaced that by another kind of RoundTripper, that
 // every Transport of the Registry given no base shares, and whose idle
-// connections Close closes; nil, or a nil pointer, leaves that default). Another RoundTripper, such as
-// auth's token adder, may wrap it or be wrapped by it.
+// connections Close closes; nil, or a nil pointer, leaves that default).
+// Another RoundTripper, such as auth's token adder, may wrap it or be
+// wrapped by it.
 //
 // An https request reaches the base with the instance's address in its URL.
 // When the base is an *http.Transport (the default is one), the Transport
@@ -108,8 +109,8 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // written (the handler's http.ResponseWriter is an http.Flusher; it may
 // write 64 KiB ahead of the caller's reads, as into a socket's buffers),
 // and closing the body ends the handler's request context (which, as a
-// server's, holds none of the caller's values). Register refuses it for an HTTP instance, whose requests go over the
-// network.
+// server's, holds none of the caller's values). Register refuses it for an
+// HTTP instance, whose requests go over the network.
 func WithHandler(h http.Handler) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.handler = h; o.noteNil("handler", h == nil) })
 }
@@ -233,17 +234,13 @@ func (t *transport) baseFor(out *http.Request, name string) http.RoundTripper {
 // clone returns the clone of base whose TLS config names the host name.
 func (p *transportPools) clone(base *http.Transport, name string) *http.Transport {
 	k := tlsKey{base, name}
-	if c, ok := p.clones.Load(k); ok {
-		c := c.(*tlsClone)
-		c.used.Store(p.uses.Add(1))
-		return c.t
+	if t := p.use(k); t != nil {
+		return t
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.clones.Load(k); ok {
-		c := c.(*tlsClone)
-		c.used.Store(p.uses.Add(1))
-		return c.t
+	if t := p.use(k); t != nil { // made while this one waited
+		return t
 	}
 	if p.n >= maxTLSClones {
 		p.evict()
@@ -257,6 +254,17 @@ func (p *transportPools) clone(base *http.Transport, name string) *http.Transpor
 	c.t.TLSClientConfig.ServerName = name
 	c.used.Store(p.uses.Add(1))
 	p.clones.Store(k, c)
+	return c.t
+}
+
+// use returns the clone of k, marked as used now, or nil.
+func (p *transportPools) use(k tlsKey) *http.Transport {
+	v, ok := p.clones.Load(k)
+	if !ok {
+		return nil
+	}
+	c := v.(*tlsClone)
+	c.used.Store(p.uses.Add(1))
 	return c.t
 }
 
