@@ -380,10 +380,13 @@ func registerAll(t *testing.T, r *discovery.Registry, service string, servers ..
 // With the discovery_pick policy, gRPC calls feed the Registry's outlier
 // detection: a server that answers UNAVAILABLE is ejected after its
 // failures in a row and gets no more calls, where round_robin keeps sending
-// it a third of them.
+// it a third of them. Ejection after 2 failures in a row, not 5: each
+// failure also makes p2c_ewma avoid the server, so the fifth could take
+// longer than the test's 10 s on a loaded host (seen once in CI).
 func TestPickBalancerEjectsAServerThatFails(t *testing.T) {
 	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithOutlierEjection(2, time.Minute, 5*time.Minute, 50))
 	a, b := startServer(t), startServerWith(t, func() error { return status.Error(codes.NotFound, "no such thing") })
 	bad := startServerWith(t, func() error { return status.Error(codes.Unavailable, "overwhelmed") })
 	registerAll(t, r, "greeter", a, b, bad)
