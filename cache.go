@@ -60,8 +60,9 @@ type entry struct {
 	failedAt   atomic.Int64
 
 	// slot is what ristretto holds for the name; it outlives entries, so a
-	// newer entry of a name it already holds costs ristretto nothing.
-	slot *slot
+	// newer entry of a name it already holds costs ristretto nothing. It is
+	// set under the index shard's lock, and changed only there (rejected).
+	slot atomic.Pointer[slot]
 	// st is the service's state in this process (nil for a negative entry).
 	st *svcState
 	// viewGen is st's health generation when the view was built.
@@ -130,7 +131,7 @@ func (c *l1Cache) drop(sl *slot, gone bool) {
 	held := false
 	c.index.update(sl.name, func(cur *entry) (*entry, bool) {
 		held = cur != nil
-		if cur != nil && cur.slot == sl {
+		if cur != nil && cur.slot.Load() == sl {
 			e = cur
 		}
 		return nil, e != nil
@@ -147,15 +148,29 @@ func (c *l1Cache) drop(sl *slot, gone bool) {
 // rejected handles ristretto's refusal of sl. Ristretto also "rejects" a
 // Set of a key its policy already tracks (a duplicate Set, as touch can
 // make, or a new slot of a name whose old one was still being added) while
-// keeping the stored value; only a slot ristretto does not hold leaves the
-// index, and the service is gone only if ristretto holds no slot of it
-// (else its state, an episode of self-preservation with it, was forgotten
-// while lookups used it). It runs on ristretto's goroutine, which
-// ristretto's Close stops before it closes anything: it needs no mu.
+// keeping the stored value. If ristretto holds no slot of the name, the
+// entry of sl leaves the index and the service is gone. If it holds
+// another one, the service has not left L1: the entry of sl adopts the held
+// slot, so that ristretto's eviction of that slot finds it. Dropped from
+// the index instead, a service removed and put back before ristretto took
+// in its first slot lost its current entry to the next lookup, which
+// missed and loaded it again; and its state was forgotten by an eviction
+// of the held slot that found no entry (onGone) while Watch or health
+// checks still used it. It runs on ristretto's goroutine, which ristretto's
+// Close stops before it closes anything, and which also runs evictions, so
+// the held slot stays held while it runs: it needs no mu.
 func (c *l1Cache) rejected(sl *slot) {
 	held, ok := c.rc.Get(sl.name)
-	if !ok || held != sl {
-		c.drop(sl, !ok)
+	switch {
+	case !ok:
+		c.drop(sl, true)
+	case held != sl:
+		c.index.update(sl.name, func(cur *entry) (*entry, bool) {
+			if cur != nil {
+				cur.slot.CompareAndSwap(sl, held)
+			}
+			return nil, false
+		})
 	}
 }
 
@@ -172,7 +187,7 @@ func (c *l1Cache) touch(e *entry) {
 		return
 	}
 	if _, ok := c.rc.Get(e.name); !ok {
-		c.rc.Set(e.name, e.slot, 1)
+		c.rc.Set(e.name, e.slot.Load(), 1)
 	}
 }
 
@@ -219,19 +234,20 @@ func (c *l1Cache) put(e *entry) *entry {
 			return nil, false
 		}
 		if old != nil {
-			e.slot = old.slot // ristretto already holds the name
+			e.slot.Store(old.slot.Load()) // ristretto already holds the name
 		} else {
-			e.slot, added = &slot{name: e.name}, true
+			e.slot.Store(&slot{name: e.name})
+			added = true
 		}
 		return e, true
 	})
-	if added && !c.set(e.slot) {
+	if sl := e.slot.Load(); added && !c.set(sl) {
 		// Ristretto dropped the Set (its buffer was full: new services
 		// came faster than its goroutine takes them in), or L1 is closed.
 		// It never heard of the slot and would never evict it: the entry
 		// leaves the index as a rejected one does. Kept, such entries
 		// stayed for good, past WithCacheSize.
-		c.drop(e.slot, true)
+		c.drop(sl, true)
 	}
 	if held == e && c.onPut != nil {
 		c.onPut(e)

@@ -155,35 +155,76 @@ func evictionRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Store)
 	return r, clock, mem
 }
 
-// Ristretto rejects a new slot of a name whose older slot it still holds
-// (the old one was still being added when the service was invalidated and
-// looked up again): the new slot leaves the index, but the service has not
-// left L1, and its state stays. It was dropped, and a self-preservation
-// episode in it with it: TestSelfPreservationTakesInLaterLapsesOfAGroup
-// then counted two episodes, under -race on CI.
-func TestRejectOfASecondSlotKeepsTheState(t *testing.T) {
+// Ristretto rejects a second slot of a name it holds (a service removed
+// from L1 and looked up again before ristretto took in its first slot):
+// the service has not left L1. Its entry stays in the index, on the slot
+// ristretto holds, and its state stays; ristretto's eviction of that slot
+// later takes both. The entry was dropped from the index (the next lookup
+// missed and loaded again), and the eviction then found no entry of its
+// slot: the state went (onGone) though Watch or health checks used it,
+// and a self-preservation episode with it (TestSelfPreservationTakesIn-
+// LaterLapsesOfAGroup counted two, under -race on CI).
+func TestRejectOfASecondSlotAdoptsTheHeldSlot(t *testing.T) {
 	ctx := context.Background()
 	r, _, _ := evictionRegistry(t)
-	if _, err := r.Get(ctx, evictName(1)); err != nil {
+	name := evictName(1)
+	if _, err := r.Get(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	e := r.l1.get(evictName(1))
+	e := r.l1.get(name)
 	r.l1.rc.Wait()
-	held, ok := r.l1.rc.Get(evictName(1))
-	if !ok || held != e.slot {
+	held, ok := r.l1.rc.Get(name)
+	if !ok || held != e.slot.Load() {
 		t.Fatalf("ristretto holds %v, %v; want the entry's slot", held, ok)
 	}
-	second := &slot{name: evictName(1)}
-	r.l1.index.update(evictName(1), func(*entry) (*entry, bool) { // a second slot, as put makes after a remove
-		e.slot = second
+	second := &slot{name: name}
+	r.l1.index.update(name, func(*entry) (*entry, bool) { // a second slot, as put makes after a remove
+		e.slot.Store(second)
 		return e, true
 	})
 	r.l1.rejected(second)
-	if r.l1.get(evictName(1)) != nil {
-		t.Fatal("the rejected slot's entry is still in the index")
+	if got := r.l1.get(name); got != e {
+		t.Fatalf("after the reject the index holds %p; want the current entry %p", got, e)
 	}
-	if r.stateIfAny(evictName(1)) == nil {
+	if e.slot.Load() != held {
+		t.Fatal("the entry did not adopt the slot ristretto holds")
+	}
+	if r.stateIfAny(name) == nil {
 		t.Fatal("the service's state was dropped, though ristretto still holds it")
+	}
+	r.l1.drop(held, true) // ristretto evicts the held slot
+	if r.l1.get(name) != nil {
+		t.Fatal("the eviction of the held slot left the entry in the index")
+	}
+	if r.stateIfAny(name) != nil {
+		t.Fatal("the eviction of the held slot kept the state of a service nobody uses")
+	}
+}
+
+// A service removed from L1 and put back at once, over and over, keeps an
+// entry in the index on the slot ristretto holds, whenever ristretto takes
+// the slots in: the index mirrors ristretto.
+func TestRemoveAndPutAgainKeepsTheIndexOnRistrettosSlot(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := evictionRegistry(t)
+	name := evictName(2)
+	if _, err := r.Get(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		e := r.l1.get(name)
+		r.l1.remove(e)
+		if _, err := r.Get(ctx, name); err != nil { // loads and puts a new entry, on a new slot
+			t.Fatal(err)
+		}
+		r.l1.rc.Wait()
+		cur := r.l1.get(name)
+		if cur == nil {
+			t.Fatalf("round %d: the index lost the service's current entry", i)
+		}
+		if held, ok := r.l1.rc.Get(name); !ok || held != cur.slot.Load() {
+			t.Fatalf("round %d: ristretto holds %p (%v); the index's entry is on %p", i, held, ok, cur.slot.Load())
+		}
 	}
 }
 
