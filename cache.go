@@ -153,10 +153,10 @@ func (c *l1Cache) drop(sl *slot, gone bool) {
 // another one, the service has not left L1: the entry of sl adopts the held
 // slot, so that ristretto's eviction of that slot finds it. Dropped from
 // the index instead, a service removed and put back before ristretto took
-// in its first slot lost its current entry to the next lookup, which
-// missed and loaded it again; and its state was forgotten by an eviction
-// of the held slot that found no entry (onGone) while Watch or health
-// checks still used it. It runs on ristretto's goroutine, which ristretto's
+// in its first slot lost its current entry: the next lookup missed and
+// read Redis or the database again, and code that had just put the entry
+// found none (a Watch test crashed on it in CI). It runs on ristretto's
+// goroutine, which ristretto's
 // Close stops before it closes anything, and which also runs evictions, so
 // the held slot stays held while it runs: it needs no mu.
 func (c *l1Cache) rejected(sl *slot) {

@@ -159,11 +159,10 @@ func evictionRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Store)
 // from L1 and looked up again before ristretto took in its first slot):
 // the service has not left L1. Its entry stays in the index, on the slot
 // ristretto holds, and its state stays; ristretto's eviction of that slot
-// later takes both. The entry was dropped from the index (the next lookup
-// missed and loaded again), and the eviction then found no entry of its
-// slot: the state went (onGone) though Watch or health checks used it,
-// and a self-preservation episode with it (TestSelfPreservationTakesIn-
-// LaterLapsesOfAGroup counted two, under -race on CI).
+// later takes both. The entry was dropped from the index: the next lookup
+// missed and loaded again. (Before that, the state was dropped too, and a
+// self-preservation episode with it: TestSelfPreservationTakesInLater-
+// LapsesOfAGroup counted two, under -race on CI.)
 func TestRejectOfASecondSlotAdoptsTheHeldSlot(t *testing.T) {
 	ctx := context.Background()
 	r, _, _ := evictionRegistry(t)
