@@ -852,26 +852,29 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	}
 	r.noteStoreOK()
 	if r.l2 != nil {
-		r.spawn(func() { r.setL2Unless(st, inv, svc, readAt) })
+		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, svc.Name, codec.Encode(svc, readAt)) })
 	}
 	return r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()), nil
 }
 
-// setL2Unless writes a snapshot this process read from the database to
-// Redis (bounded by the Redis timeout), unless the service was invalidated
-// since the read began (inv): an Invalidate between the read and this
-// write deleted the L2 copy, and the write put back what was read before
-// it, for every process, for an L2 TTL. The count is looked at again after
-// the write, since Invalidate counts before it deletes: a write that
-// landed after its delete is deleted in turn.
-func (r *Registry) setL2Unless(st *svcState, inv uint64, svc *core.Service, readAt time.Time) {
+// setL2Unless writes enc, a snapshot of service this process read from the
+// database (codec.Encode), to Redis (bounded by the Redis timeout), unless
+// the service was invalidated since the read began (inv): an Invalidate
+// between the read and this write deleted the L2 copy, and the write put
+// back what was read before it, for every process, for an L2 TTL. The count
+// is looked at again after the write, since Invalidate counts before it
+// deletes: a write that landed after its delete is deleted in turn. It
+// reports whether the snapshot stands (no invalidation came first).
+func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, service string, enc []byte) bool {
 	if st.invalidated.Load() != inv {
-		return
+		return false
 	}
-	_, _ = r.l2.Set(r.ctx, svc, readAt)
+	_, _ = r.l2.SetEncoded(ctx, service, enc)
 	if st.invalidated.Load() != inv {
-		_ = r.l2.Delete(r.ctx, svc.Name)
+		_ = r.l2.Delete(ctx, service)
+		return false
 	}
+	return true
 }
 
 // refreshAsync starts one background refresh of e unless one is running or
@@ -1060,7 +1063,20 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 
 // writeThrough reads a changed service, installs it in L1, writes it to
 // Redis and publishes it (the revision alone if the read failed).
+//
+// An invalidation of the service since the read began (inv, counted before
+// it, as a load counts) leaves the caches as Invalidate left them: the
+// snapshot is neither installed nor written, and only the revision is
+// published (pushed with it, the snapshot went into other processes' L1
+// too). Installed and written, what was read before the invalidation undid
+// it, here for a freshness window and in Redis for an L2 TTL, though the
+// database may have changed behind this Registry's back in between (what
+// Invalidate is for). The next lookup reads the database, which holds the
+// write. Counted once the read had returned, the count missed an
+// Invalidate during the read, which the read may predate.
 func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
+	st := r.state(ch.Service)
+	inv := st.invalidated.Load()
 	r.ctr.storeReads.Add(1)
 	readAt := r.clock.Now()
 	lctx, cancel := ownTimeout(ctx, r.opts.loadTO)
@@ -1075,10 +1091,19 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as the two below
 		return
 	}
-	r.install(r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()))
+	if st.invalidated.Load() == inv {
+		// Looked at again after the put, since Invalidate counts before it
+		// drops the entry: an entry put after its drop is dropped in turn.
+		if e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()); r.install(e) == e && st.invalidated.Load() != inv {
+			r.l1.remove(e)
+		}
+	}
 	enc := codec.Encode(svc, readAt)
-	_, _ = r.l2.SetEncoded(ctx, ch.Service, enc)
-	_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
+	if r.setL2Unless(ctx, st, inv, ch.Service, enc) {
+		_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
+	} else {
+		_ = r.l2.Publish(ctx, ch, false)
+	}
 }
 
 // maxUnannounced bounds the changes a Registry keeps to announce once Redis

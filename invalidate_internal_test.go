@@ -3,11 +3,18 @@ package discovery
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/memory"
+	"github.com/rssbot/discovery/internal/store/sqlstore"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // heldStore is a database whose next Load, once hold is called, reads the
@@ -148,5 +155,152 @@ func TestLookupWithAnEndedContextStartsNoLoad(t *testing.T) {
 		close(store.release)
 		<-ch
 		t.Fatal("a Get whose context had ended started a load")
+	}
+}
+
+// An Invalidate while a write's write-through is between its database read
+// and its install leaves neither this process's L1 nor Redis with what that
+// read found. The write-through installed its snapshot in L1, fresh, and
+// wrote it to Redis after Invalidate had dropped both, without the look at
+// the invalidation count that loads take: the invalidation was undone, here
+// for a freshness window and in Redis for an L2 TTL, though the database had
+// changed behind the Registry's back in between (what an operator
+// invalidates for). Invalidate's forced message is held on its way to Redis
+// until the checks are done: this process's own handling of it reloads an
+// entry put back, at a moment no test controls, and hid the defect now and
+// then.
+func TestInvalidateIsNotUndoneByAWriteThrough(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(t *testing.T, prefix string) core.Store
+	}{
+		{"memory", func(*testing.T, string) core.Store { return memory.New() }},
+		{"postgres", func(t *testing.T, prefix string) core.Store {
+			s, err := sqlstore.New(testutil.Postgres(t, prefix), prefix, 5*time.Second)
+			if err == nil {
+				err = s.Migrate(context.Background())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db := tt.open(t, ns+"_")
+			store := &heldStore{Store: db, held: make(chan struct{}), release: make(chan struct{}), arm: make(chan struct{}, 1)}
+			rdb, _ := testutil.Redis(t, ns)
+			pub := &forcedPublishGate{held: make(chan struct{}), release: make(chan struct{})}
+			rdb.AddHook(pub)
+			released := false
+			defer func() {
+				if !released { // a failed check must not leave Invalidate or the write waiting
+					close(pub.release)
+					close(store.release)
+				}
+			}()
+			// A Redis timeout over the test client's own: the Registry uses the
+			// client as it is, hook included (see redisCommands).
+			r, err := New(WithStore(store), WithRedis(rdb), WithNamespace(ns), WithRedisTimeout(5*time.Second),
+				WithoutHealthChecks(), WithCloseDrain(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = r.Close() })
+			// Revalidated after subscribing while L1 is still empty: a later
+			// revalidation reloaded db_svc, and that load, not the write-through,
+			// could be the read held below.
+			resynced(t, r)
+			if _, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1}); err != nil {
+				t.Fatal(err)
+			}
+			store.hold()
+			wrote := make(chan error, 1)
+			go func() { // revision 2: its write-through reads it, then waits
+				_, err := r.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1})
+				wrote <- err
+			}()
+			<-store.held
+			// Behind the Registry's back: revision 3, which Invalidate is for.
+			now := time.Now()
+			if _, err := db.Register(ctx, &core.Instance{Service: "db_svc", ID: "10.0.0.3:1", Host: "10.0.0.3", Port: 1, Weight: 100,
+				RegisteredAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			invalidated := make(chan error, 1)
+			go func() { invalidated <- r.Invalidate(ctx, "db_svc") }()
+			<-pub.held // Invalidate has dropped L1 and Redis, and publishes
+			close(store.release)
+			released = true
+			if err := <-wrote; err != nil { // its write-through has ended
+				close(pub.release)
+				t.Fatal(err)
+			}
+			e := r.l1.get("db_svc")
+			v, rerr := rdb.Get(ctx, r.l2.Key("db_svc")).Result()
+			close(pub.release)
+			if err := <-invalidated; err != nil {
+				t.Fatal(err)
+			}
+			if e != nil {
+				t.Errorf("after Invalidate, L1 holds revision %d, read before it; want nothing", e.rev)
+			}
+			if !errors.Is(rerr, redis.Nil) {
+				rev, _, _ := codec.ParseHeader(v)
+				t.Errorf("after Invalidate, Redis holds revision %d, read before it (%v); want nothing", rev, rerr)
+			}
+			res, err := r.Lookup(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Revision != 3 || len(res.Service.Instances) != 3 {
+				t.Fatalf("Lookup after Invalidate = revision %d, %d instances (layer %v); want revision 3, 3 instances",
+					res.Revision, len(res.Service.Instances), res.Layer)
+			}
+		})
+	}
+}
+
+// resynced waits until r has revalidated its cache after subscribing to
+// change messages.
+func resynced(t *testing.T, r *Registry) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.ctr.resyncs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no revalidation after subscribing within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// forcedPublishGate is a go-redis hook that holds the first forced change
+// message (Invalidate's) before it reaches Redis, until released.
+type forcedPublishGate struct {
+	once    sync.Once
+	held    chan struct{} // closed when the message is held
+	release chan struct{}
+}
+
+func (g *forcedPublishGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *forcedPublishGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (g *forcedPublishGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); cmd.Name() == "publish" && len(args) == 3 {
+			if msg, _ := args[2].(string); strings.HasSuffix(msg, " !") {
+				g.once.Do(func() {
+					close(g.held)
+					<-g.release
+				})
+			}
+		}
+		return next(ctx, cmd)
 	}
 }
