@@ -30,7 +30,8 @@ const BalancerName = "discovery_pick"
 // in-flight count and outlier detection, as Selection.Done does: UNAVAILABLE,
 // DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS count as failures,
 // RESOURCE_EXHAUSTED as an overload, CANCELLED as nothing, and every other
-// code as an answer. While Pick has no connected instance to give, calls go
+// code as an answer; a call gRPC never sent (its stream not opened) counts
+// as nothing. While Pick has no connected instance to give, calls go
 // round-robin over the connected ones. The policy needs this package's
 // resolver; with another, it round-robins.
 func RegisterBalancer() {
@@ -101,13 +102,26 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 				break
 			}
 			if sc, ok := p.byAddr[sel.Instance.Addr()]; ok {
-				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(outcome(di.Err)) }}, nil
+				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(sent(di)) }}, nil
 			}
 			sel.Done(context.Canceled) // never sent: no outcome
 			opts = append(opts, discovery.Exclude(sel.Instance.ID))
 		}
 	}
 	return balancer.PickResult{SubConn: p.ready[int(p.next.Add(1)-1)%len(p.ready)]}, nil
+}
+
+// sent is the outcome of a call that reached the instance, and no outcome
+// (context.Canceled) for one gRPC never sent: a pick whose connection
+// stopped being ready, which gRPC ends with an empty DoneInfo before it
+// picks again (counted as a success, it cleared the instance's failures in
+// a row and pulled its latency average to nothing), or a stream that could
+// not be opened (counted as a failure, it could eject a sound instance).
+func sent(di balancer.DoneInfo) error {
+	if !di.BytesSent {
+		return context.Canceled
+	}
+	return outcome(di.Err)
 }
 
 // outcome is what a call's end says about the instance that served it.
