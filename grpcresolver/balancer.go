@@ -2,6 +2,7 @@ package grpcresolver
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
@@ -63,11 +64,19 @@ func (b *pickBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 
 type sourceKey struct{}
 
-// source is where a resolver's state comes from; comparable, as gRPC's
-// attributes need.
+// source is where a resolver's state comes from: the Registry and service
+// to pick from, and the instances of it that WithFilter left out (by ID),
+// which Pick must not choose: never resolved, they are never connected.
 type source struct {
 	reg     *discovery.Registry
 	service string
+	skip    []string
+}
+
+// Equal is what gRPC's attributes compare a source with.
+func (s source) Equal(o any) bool {
+	x, ok := o.(source)
+	return ok && x.reg == s.reg && x.service == s.service && slices.Equal(x.skip, s.skip)
 }
 
 type pickerBuilder struct{ src source }
@@ -77,6 +86,9 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
 	}
 	p := &picker{src: pb.src, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs))}
+	for _, id := range pb.src.skip {
+		p.skip = append(p.skip, discovery.Exclude(id))
+	}
 	for sc, sci := range info.ReadySCs {
 		p.byAddr[sci.Address.Addr] = sc
 		p.ready = append(p.ready, sc)
@@ -88,14 +100,16 @@ type picker struct {
 	src    source
 	byAddr map[string]balancer.SubConn // the connected ones, by address
 	ready  []balancer.SubConn
+	skip   []discovery.PickOption // Exclude of each instance WithFilter left out
 	next   atomic.Uint32
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if p.src.reg != nil {
-		// An instance Pick chooses that is not connected here (connecting,
-		// or not resolved yet) is left out for another try, twice.
-		var opts []discovery.PickOption
+		// The instances WithFilter left out are never chosen; one Pick
+		// chooses that is not connected here (connecting, or not resolved
+		// yet) is left out for another try, twice.
+		opts := p.skip
 		for range 3 {
 			sel, err := p.src.reg.Pick(info.Ctx, p.src.service, opts...)
 			if err != nil {
@@ -105,7 +119,8 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(sent(di)) }}, nil
 			}
 			sel.Done(context.Canceled) // never sent: no outcome
-			opts = append(opts, discovery.Exclude(sel.Instance.ID))
+			// A copy: p.skip is shared by concurrent picks.
+			opts = append(opts[:len(opts):len(opts)], discovery.Exclude(sel.Instance.ID))
 		}
 	}
 	return balancer.PickResult{SubConn: p.ready[int(p.next.Add(1)-1)%len(p.ready)]}, nil

@@ -76,8 +76,9 @@ func WithScheme(scheme string) Option {
 }
 
 // WithFilter keeps only the instances keep returns true for (a zone, a
-// version, a tag), on top of the usable ones. keep must be fast and must
-// not modify the instance (its tags and metadata are the Registry's).
+// version, a tag), on top of the usable ones; the "discovery_pick" policy
+// then picks among these only. keep must be fast and must not modify the
+// instance (its tags and metadata are the Registry's).
 func WithFilter(keep func(discovery.Instance) bool) Option {
 	return func(b *builder) { b.keep = keep }
 }
@@ -135,6 +136,7 @@ type watchResolver struct {
 	wg        sync.WaitGroup
 	instances map[string]discovery.Instance // run's own
 	last      []resolver.Endpoint
+	skip      []string // the IDs WithFilter left out, sorted
 	sent      bool
 }
 
@@ -215,8 +217,10 @@ func usable(in *discovery.Instance) bool {
 // instance ID, unless they are what was sent last.
 func (r *watchResolver) push() {
 	var eps, panicked []resolver.Endpoint
+	var skip []string
 	for _, in := range r.instances {
 		if r.b.keep != nil && !r.b.keep(in) {
+			skip = append(skip, in.ID)
 			continue
 		}
 		info := attributes.New(infoKey{}, Info{ID: in.ID, Zone: in.Zone, Version: in.Version, Weight: in.Weight, Status: in.Status})
@@ -240,10 +244,11 @@ func (r *watchResolver) push() {
 		ib, _ := Endpoint(b)
 		return strings.Compare(ia.ID, ib.ID)
 	})
-	if r.sent && slices.EqualFunc(eps, r.last, sameEndpoint) {
+	slices.Sort(skip)
+	if r.sent && slices.EqualFunc(eps, r.last, sameEndpoint) && slices.Equal(skip, r.skip) {
 		return
 	}
-	r.last, r.sent = eps, true
+	r.last, r.skip, r.sent = eps, skip, true
 	// Watch-based: an error from UpdateState needs no retry. An empty
 	// update takes the old endpoints away (a policy keeps using them
 	// through a mere error), so calls fail (UNAVAILABLE) until instances
@@ -255,7 +260,7 @@ func (r *watchResolver) push() {
 	// Addresses too, for the policies built on balancer/base (the Pick
 	// balancer of this package among them), which read only those.
 	_ = r.cc.UpdateState(resolver.State{Endpoints: eps, Addresses: addrs,
-		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service})})
+		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service, skip: skip})})
 	if len(eps) == 0 {
 		var err error = &discovery.NotFoundError{Service: r.service}
 		if len(r.instances) > 0 {

@@ -461,3 +461,51 @@ func TestPickBalancerWithAnotherResolver(t *testing.T) {
 	defer conn.Close()
 	until(t, "both servers serve", healthpb.NewHealthClient(conn), func(got []int64) bool { return got[0] > 0 && got[1] > 0 }, a, b)
 }
+
+// With WithFilter, discovery_pick picks among the instances the filter
+// keeps: each call goes through Pick and feeds the outlier detection, so a
+// kept server that fails is ejected after exactly its failures in a row,
+// however many instances the filter leaves out (Pick choosing those, never
+// connected, sent calls round-robin, unseen by the Registry).
+func TestPickBalancerWithFilterPicksAmongTheKept(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithOutlierEjection(10, time.Minute, 5*time.Minute, 100))
+	var failing atomic.Bool
+	eu := startServerWith(t, func() error {
+		if failing.Load() {
+			return status.Error(codes.Unavailable, "overwhelmed")
+		}
+		return nil
+	})
+	if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: eu.port, Zone: "eu-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 9 { // never dialled: the filter leaves them out
+		if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: 1 + i, Zone: "us-1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName,
+		grpcresolver.WithFilter(func(in discovery.Instance) bool { return in.Zone == "eu-1" }))
+	until(t, "the eu-1 server serves", hc, func(got []int64) bool { return got[0] == 30 }, eu)
+
+	failing.Store(true)
+	for i := range 10 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("call %d = %v; want the server's UNAVAILABLE", i, err)
+		}
+	}
+	hs, err := r.Health(ctx, "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.Zone == "eu-1" && !h.Ejected {
+			t.Fatal("the eu-1 server is not ejected after 10 failures in a row")
+		}
+	}
+}
