@@ -3,12 +3,15 @@ package grpcresolver
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/rssbot/discovery"
 )
@@ -32,7 +35,9 @@ const BalancerName = "discovery_pick"
 // DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS count as failures,
 // RESOURCE_EXHAUSTED as an overload, CANCELLED as nothing, and every other
 // code as an answer; a call gRPC never sent (its stream not opened) counts
-// as nothing. While Pick has no connected instance to give, calls go
+// as nothing. A streaming call (as its method's descriptor in the protobuf
+// registry says) feeds its outcome but not its latency: its life is not
+// the instance's speed. While Pick has no connected instance to give, calls go
 // round-robin over the connected ones. The policy needs this package's
 // resolver; with another, it round-robins.
 func RegisterBalancer() {
@@ -116,6 +121,11 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 				break
 			}
 			if sc, ok := p.byAddr[sel.Instance.Addr()]; ok {
+				if streaming(info.FullMethodName) {
+					// Its life, minutes maybe, is no latency: taken as one,
+					// p2c_ewma shunned the instance for as long after.
+					return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.DoneLatency(sent(di), -1) }}, nil
+				}
 				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(sent(di)) }}, nil
 			}
 			sel.Done(context.Canceled) // never sent: no outcome
@@ -124,6 +134,27 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 	}
 	return balancer.PickResult{SubConn: p.ready[int(p.next.Add(1)-1)%len(p.ready)]}, nil
+}
+
+// streaming reports whether method ("/package.Service/Method") streams
+// (client, server or both ways), as the protobuf registry describes it; a
+// method not there (another codec) is taken as unary.
+func streaming(method string) bool {
+	method = strings.TrimPrefix(method, "/")
+	i := strings.LastIndexByte(method, '/')
+	if i < 0 {
+		return false
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(method[:i]))
+	if err != nil {
+		return false
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return false
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method[i+1:]))
+	return md != nil && (md.IsStreamingClient() || md.IsStreamingServer())
 }
 
 // sent is the outcome of a call that reached the instance, and no outcome

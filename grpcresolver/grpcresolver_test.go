@@ -3,6 +3,7 @@ package grpcresolver_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -507,5 +508,100 @@ func TestPickBalancerWithFilterPicksAmongTheKept(t *testing.T) {
 		if h.Zone == "eu-1" && !h.Ejected {
 			t.Fatal("the eu-1 server is not ejected after 10 failures in a row")
 		}
+	}
+}
+
+// healthServer serves grpc.health.v1.Health by hand: Check answers after
+// check (counted), Watch sends one status and ends the stream (OK) after
+// stream.
+type healthServer struct {
+	port          int
+	calls         atomic.Int64
+	check, stream time.Duration
+}
+
+func startHealthServer(t *testing.T, check, stream time.Duration) *healthServer {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &healthServer{port: lis.Addr().(*net.TCPAddr).Port, check: check, stream: stream}
+	gs := grpc.NewServer()
+	gs.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "grpc.health.v1.Health", HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Check", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			s.calls.Add(1)
+			if err := dec(&healthpb.HealthCheckRequest{}); err != nil {
+				return nil, err
+			}
+			time.Sleep(s.check)
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+		}}},
+		Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
+			if err := st.RecvMsg(&healthpb.HealthCheckRequest{}); err != nil {
+				return err
+			}
+			if err := st.SendMsg(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
+				return err
+			}
+			time.Sleep(s.stream)
+			return nil
+		}}},
+	}, nil)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return s
+}
+
+// A stream's life is no latency: after a stream of a second on the fast
+// server, discovery_pick still sends it the calls (through p2c_ewma) that
+// a server 200 ms slower would otherwise get, where the stream's second,
+// taken as that server's latency, sent every call to the slow one.
+func TestPickBalancerStreamIsNoLatency(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	fast, slow := startHealthServer(t, 0, time.Second), startHealthServer(t, 200*time.Millisecond, time.Second)
+	for _, p := range []int{fast.port, slow.port} {
+		if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
+	count := func(n int) (f, s int64) {
+		t.Helper()
+		f0, s0 := fast.calls.Load(), slow.calls.Load()
+		for range n {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return fast.calls.Load() - f0, slow.calls.Load() - s0
+	}
+	// Each server answers a call, so p2c_ewma knows both latencies.
+	for deadline := time.Now().Add(10 * time.Second); slow.calls.Load() == 0 || fast.calls.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("a server got no call")
+		}
+		count(1)
+	}
+	// The stream goes to the cheaper server, the fast one, and ends OK.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	w, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = w.Recv()
+	}
+	if err != io.EOF {
+		t.Fatalf("the stream ended with %v; want its end", err)
+	}
+	if f, s := count(10); f == 0 {
+		t.Fatalf("after a stream, the fast server got %d of 10 calls (the slow one %d); want most", f, s)
 	}
 }
