@@ -19,12 +19,13 @@
 // The endpoints are the usable instances: live, not draining, weight above
 // 0, and neither unhealthy nor ejected by the client's own Registry (its
 // health checks and outlier detection). If none is, every live instance
-// not draining is resolved, and gRPC's own connection checks decide (where
-// Pick would refuse: the registry's verdicts may be wrong about a server
-// gRPC can reach); if none is left at all, calls fail with UNAVAILABLE
-// until one registers. Register gRPC servers with Check: discovery.CheckTCP (or turn
-// the checks off): the default check is an HTTP GET of /health, which a
-// gRPC server does not answer.
+// not draining and of weight above 0 is resolved, and gRPC's own
+// connection checks decide (where Pick would refuse: the registry's
+// verdicts may be wrong about a server gRPC can reach); if none is left at
+// all, calls fail with UNAVAILABLE until one registers. Register gRPC
+// servers with Check: discovery.CheckTCP (or turn the checks off): the
+// default check is an HTTP GET of /health, which a gRPC server does not
+// answer.
 package grpcresolver
 
 import (
@@ -213,7 +214,7 @@ func usable(in *discovery.Instance) bool {
 }
 
 // push sends the endpoints of the usable instances (if none is usable, of
-// every live one not draining), ordered by
+// every live one not draining and of weight above 0), ordered by
 // instance ID, unless they are what was sent last.
 func (r *watchResolver) push() {
 	var eps, panicked []resolver.Endpoint
@@ -232,7 +233,9 @@ func (r *watchResolver) push() {
 		}
 		if usable(&in) {
 			eps = append(eps, ep)
-		} else if in.Status != discovery.StatusDraining {
+		} else if in.Status != discovery.StatusDraining && in.Weight > 0 {
+			// Not weight 0 either: like draining, an operator's word
+			// (never picked), not a verdict gRPC's checks could overrule.
 			panicked = append(panicked, ep)
 		}
 	}

@@ -605,3 +605,40 @@ func TestPickBalancerStreamIsNoLatency(t *testing.T) {
 		t.Fatalf("after a stream, the fast server got %d of 10 calls (the slow one %d); want most", f, s)
 	}
 }
+
+// An instance of weight 0 stays registered but gets no calls, even when it
+// is the last one left: it is no unhealthy instance that gRPC's own checks
+// could find sound, but one its operator took out of traffic.
+func TestWeightZeroGetsNoCalls(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	a, zero := startServer(t), startServer(t)
+	ga, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: a.port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: zero.port, Weight: discovery.ZeroWeight}); err != nil {
+		t.Fatal(err)
+	}
+	hc := dial(t, r, "discovery:///greeter")
+	until(t, "the server of weight above 0 serves", hc, func(got []int64) bool { return got[0] == 30 && got[1] == 0 }, a, zero)
+
+	if err := ga.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if status.Code(err) == codes.Unavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with only an instance of weight 0 left, a call = %v; want UNAVAILABLE", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := zero.calls.Load(); n != 0 {
+		t.Fatalf("the instance of weight 0 got %d calls", n)
+	}
+}
