@@ -34,12 +34,14 @@ const BalancerName = "discovery_pick"
 // in-flight count and outlier detection, as Selection.Done does: UNAVAILABLE,
 // DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS count as failures,
 // RESOURCE_EXHAUSTED as an overload, CANCELLED as nothing, and every other
-// code as an answer; a call gRPC never sent (its stream not opened) counts
-// as nothing. A streaming call (as its method's descriptor in the protobuf
-// registry says) feeds its outcome but not its latency: its life is not
-// the instance's speed. While Pick has no connected instance to give, calls go
-// round-robin over the connected ones. The policy needs this package's
-// resolver; with another, it round-robins.
+// code as an answer; a call gRPC never sent (its stream not opened), or
+// that failed on the client with nothing received from the server (a
+// request that does not marshal), counts as nothing. A streaming call (as
+// its method's descriptor in the protobuf registry says) feeds its outcome
+// but not its latency: its life is not the instance's speed. While Pick
+// has no connected instance to give, calls go round-robin over the
+// connected ones. The policy needs this package's resolver; with another,
+// it round-robins.
 func RegisterBalancer() {
 	balancer.Register(pickBuilder{})
 }
@@ -124,9 +126,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 				if streaming(info.FullMethodName) {
 					// Its life, minutes maybe, is no latency: taken as one,
 					// p2c_ewma shunned the instance for as long after.
-					return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.DoneLatency(sent(di), -1) }}, nil
+					return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.DoneLatency(ended(di), -1) }}, nil
 				}
-				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(sent(di)) }}, nil
+				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.Done(ended(di)) }}, nil
 			}
 			sel.Done(context.Canceled) // never sent: no outcome
 			// A copy: p.skip is shared by concurrent picks.
@@ -157,15 +159,27 @@ func streaming(method string) bool {
 	return md != nil && (md.IsStreamingClient() || md.IsStreamingServer())
 }
 
-// sent is the outcome of a call that reached the instance, and no outcome
-// (context.Canceled) for one gRPC never sent: a pick whose connection
-// stopped being ready, which gRPC ends with an empty DoneInfo before it
-// picks again (counted as a success, it cleared the instance's failures in
-// a row and pulled its latency average to nothing), or a stream that could
-// not be opened (counted as a failure, it could eject a sound instance).
-func sent(di balancer.DoneInfo) error {
+// ended is what a call's end says about its instance (outcome), and no
+// outcome (context.Canceled) for one the instance had no part in:
+//   - never sent: a pick whose connection stopped being ready, which gRPC
+//     ends with an empty DoneInfo before it picks again (counted as a
+//     success, it cleared the instance's failures in a row and pulled its
+//     latency average to nothing), or a stream that could not be opened;
+//   - failed on the client, nothing received from the server: a request
+//     that does not marshal (INTERNAL), one above the send limit
+//     (RESOURCE_EXHAUSTED). Counted, they ejected a sound instance. With
+//     nothing received, only UNAVAILABLE (the connection failed) and
+//     DEADLINE_EXCEEDED (no answer in time) are the instance's.
+func ended(di balancer.DoneInfo) error {
 	if !di.BytesSent {
 		return context.Canceled
+	}
+	if di.Err != nil && !di.BytesReceived {
+		switch status.Code(di.Err) {
+		case codes.Unavailable, codes.DeadlineExceeded:
+		default:
+			return context.Canceled
+		}
 	}
 	return outcome(di.Err)
 }

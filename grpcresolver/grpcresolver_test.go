@@ -642,3 +642,50 @@ func TestWeightZeroGetsNoCalls(t *testing.T) {
 		t.Fatalf("the instance of weight 0 got %d calls", n)
 	}
 }
+
+// An error gRPC raised on the client, the server never answering (a
+// request that does not marshal: INTERNAL), is not held against the
+// server; the same code from the server is.
+func TestPickBalancerIgnoresClientSideErrors(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithOutlierEjection(2, time.Minute, 5*time.Minute, 100))
+	var failing atomic.Bool
+	a := startServerWith(t, func() error {
+		if failing.Load() {
+			return status.Error(codes.Internal, "broken")
+		}
+		return nil
+	})
+	registerAll(t, r, "greeter", a)
+	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
+	until(t, "the server serves", hc, func(got []int64) bool { return got[0] == 30 }, a)
+	ejected := func() bool {
+		t.Helper()
+		hs, err := r.Health(ctx, "greeter")
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("Health = %v, %v", hs, err)
+		}
+		return hs[0].Ejected
+	}
+	call := func(req *healthpb.HealthCheckRequest) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := hc.Check(cctx, req); status.Code(err) != codes.Internal {
+			t.Fatalf("call = %v; want INTERNAL", err)
+		}
+	}
+	for range 3 {
+		call(&healthpb.HealthCheckRequest{Service: "\xff"}) // not valid UTF-8: does not marshal
+	}
+	if ejected() {
+		t.Fatal("ejected after calls that failed on the client")
+	}
+	failing.Store(true)
+	call(&healthpb.HealthCheckRequest{})
+	call(&healthpb.HealthCheckRequest{})
+	if !ejected() {
+		t.Fatal("not ejected after two INTERNAL answers in a row")
+	}
+}
