@@ -87,7 +87,10 @@ func WithFilter(keep func(discovery.Instance) bool) Option {
 // NewBuilder returns a resolver.Builder of targets "discovery:///<service>"
 // over reg. Pass it to grpc.WithResolvers (or resolver.Register it, once,
 // before any client dials). A resolver it builds stops when gRPC closes it;
-// closing reg ends every resolver's updates (the last endpoints stay).
+// closing reg ends every resolver's updates: a ClientConn keeps the last
+// endpoints until it goes idle (grpc.WithIdleTimeout, 30 minutes by
+// default), and from then on its calls fail with UNAVAILABLE
+// ("discovery: closed"). Close the ClientConns before reg.
 func NewBuilder(reg *discovery.Registry, opts ...Option) resolver.Builder {
 	b := &builder{reg: reg, scheme: Scheme}
 	for _, o := range opts {
