@@ -135,7 +135,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			opts = append(opts[:len(opts):len(opts)], discovery.Exclude(sel.Instance.ID))
 		}
 	}
-	return balancer.PickResult{SubConn: p.ready[int(p.next.Add(1)-1)%len(p.ready)]}, nil
+	return balancer.PickResult{SubConn: p.ready[(p.next.Add(1)-1)%uint32(len(p.ready))]}, nil
 }
 
 // streaming reports whether method ("/package.Service/Method") streams
