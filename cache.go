@@ -1061,6 +1061,138 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	r.changeAnnounced(ch, false)
 }
 
+// afterFailedWrite handles a write of service that failed with err. An
+// error that says nothing was written (invalid input, not found, a revoked
+// key, a conflict) ends it there. Any other leaves the outcome unknown: the
+// caller's context ended, or the database stopped answering, while the
+// commit was on its way, and it may have landed. The write is then taken as
+// possibly done: this process stops answering with its snapshot of the
+// service at once (unsettle), and reads the revision the service is at and
+// announces it as a write's (settle), in the background, or once the
+// database answers again if it is down. One announced in vain costs each
+// process one reload. Treated as failed, a write that had landed told no
+// one: every process, this one too, answered with the snapshot from before
+// it until that aged out (a lease TTL, in Redis).
+func (r *Registry) afterFailedWrite(service string, err error) {
+	if !outcomeUnknown(err) {
+		return
+	}
+	r.unsettle(service)
+	if r.storeDown.Load() {
+		// A read now would fail as the write did (and every process told
+		// to reload would fail in turn): settled when the database is back.
+		r.settleLater(service)
+		return
+	}
+	r.spawn(func() { r.settle(service) }) // not once closed: nothing to announce to
+}
+
+// outcomeUnknown reports whether a write that failed with err may have
+// committed all the same.
+func outcomeUnknown(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable)
+}
+
+// unsettle makes this process's snapshot of service, which a write of
+// unknown outcome may have superseded, unfit to answer a lookup unless a
+// load of it fails (stale-if-error): the entry is superseded (any revision
+// the write made is above its own), as by a change message, and a
+// negative entry is dropped. A load under way, which may have read the
+// database before the commit, leaves what it read stale and loads again.
+func (r *Registry) unsettle(service string) {
+	if st := r.stateIfAny(service); st != nil {
+		st.invalidated.Add(1)
+	}
+	switch e := r.l1.get(service); {
+	case e == nil:
+	case e.raw == nil:
+		r.l1.remove(e)
+	default:
+		// A database still below it (the write did not land) is taken
+		// at its revision by the load (load: it "went back").
+		e.st.raiseWant(e.rev + 1)
+		e.freshUntil.Store(0)
+	}
+}
+
+// settle reads the revision of service after a write of unknown outcome
+// and makes it visible as afterWrite makes a write's. A database that does
+// not answer leaves it to settle once it does.
+func (r *Registry) settle(service string) {
+	ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
+	rev, err := r.revisionOf(ctx, service)
+	cancel()
+	r.noteStoreResult("revisions", err)
+	switch {
+	case err == nil:
+		r.afterWrite(r.ctx, core.Change{Service: service, Revision: rev})
+	case errors.Is(err, ErrNotFound):
+		// No such service, and none is ever deleted: the write did not land.
+	case errors.Is(err, ErrUnavailable):
+		r.settleLater(service)
+	}
+	// Else Close ended the read: nothing to announce to.
+}
+
+// settleLater keeps service to settle once the database answers again.
+// It may have come back since the caller found it down, and its return
+// settled what was kept before this one: then it is settled now.
+func (r *Registry) settleLater(service string) {
+	r.unMu.Lock()
+	if r.unsettled == nil {
+		r.unsettled = map[string]struct{}{}
+	}
+	if len(r.unsettled) < maxUnannounced {
+		r.unsettled[service] = struct{}{}
+	}
+	r.unMu.Unlock()
+	if !r.storeDown.Load() {
+		r.resettle()
+	}
+}
+
+// resettle settles, once the database is back, the services that writes
+// of unknown outcome left while it was down.
+func (r *Registry) resettle() {
+	r.unMu.Lock()
+	pending := r.unsettled
+	r.unsettled = nil
+	r.unMu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	r.spawn(func() { // not once closed: nothing to announce to
+		for service := range pending {
+			if r.ctx.Err() != nil {
+				return
+			}
+			r.settle(service)
+		}
+	})
+}
+
+// revisionOf reads the revision of a service from the database: cheaply
+// from a RevisionReader, else through a load.
+func (r *Registry) revisionOf(ctx context.Context, service string) (int64, error) {
+	r.ctr.storeReads.Add(1)
+	if rr, ok := r.store.(core.RevisionReader); ok {
+		revs, err := rr.Revisions(ctx, []string{service})
+		if err != nil {
+			return 0, err
+		}
+		rev, ok := revs[service]
+		if !ok {
+			return 0, &core.NotFoundError{Service: service}
+		}
+		return rev, nil
+	}
+	svc, err := r.store.Load(ctx, service)
+	if err != nil {
+		return 0, err
+	}
+	return svc.Revision, nil
+}
+
 // writeThrough reads a changed service, installs it in L1, writes it to
 // Redis and publishes it (the revision alone if the read failed).
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -866,25 +867,78 @@ func TestCancelledCallerDoesNotWaitForTheLoad(t *testing.T) {
 	}
 }
 
-// commitThenCancel cancels the writer's context as soon as a Deregister has
-// committed: a deadline the commit used up.
+// commitThenCancel cancels the writer's context as soon as its next write
+// (Register, Deregister, SetConfig) has committed: a deadline the commit
+// used up. Armed unsure, that write then fails, as a SQL store's does when
+// its caller's context ends while the COMMIT is on its way (the context's
+// error), or when the connection breaks then (a BackendError): the write
+// landed, and its caller cannot know it.
 type commitThenCancel struct {
 	discovery.Store
-	cancel context.CancelFunc
+	mu     sync.Mutex
+	cancel context.CancelFunc // called after the next write that commits, then cleared
+	unsure bool
+	fail   error // the error of an unsure write; nil: the context's
+}
+
+// arm makes the next write that commits call cancel, and, if unsure, fail
+// with fail (nil: the context's error).
+func (s *commitThenCancel) arm(cancel context.CancelFunc, unsure bool, fail error) {
+	s.mu.Lock()
+	s.cancel, s.unsure, s.fail = cancel, unsure, fail
+	s.mu.Unlock()
+}
+
+func (s *commitThenCancel) committed(ctx context.Context, err error) error {
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	cancel, unsure, fail := s.cancel, s.unsure, s.fail
+	s.cancel = nil
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	switch {
+	case !unsure:
+		return nil
+	case fail != nil:
+		return fail
+	}
+	return ctx.Err()
+}
+
+func (s *commitThenCancel) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	rev, err := s.Store.Register(ctx, in)
+	return rev, s.committed(ctx, err)
 }
 
 func (s *commitThenCancel) Deregister(ctx context.Context, service, id string) (int64, error) {
 	rev, err := s.Store.Deregister(ctx, service, id)
-	s.cancel()
-	return rev, err
+	return rev, s.committed(ctx, err)
 }
 
-// overStore returns a Registry of w's namespace and Redis over the store s
-// (in place of w's database), closed at the end of the test.
+func (s *commitThenCancel) SetConfig(ctx context.Context, service string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	rev, cfgRev, err := s.Store.(discovery.ConfigStore).SetConfig(ctx, service, doc, at, keep)
+	return rev, cfgRev, s.committed(ctx, err)
+}
+
+func (s *commitThenCancel) ConfigHistory(ctx context.Context, service string) ([]discovery.ConfigVersion, error) {
+	return s.Store.(discovery.ConfigStore).ConfigHistory(ctx, service)
+}
+
+// overStore returns a Registry of w's namespace and Redis (if any) over the
+// store s (in place of w's database), closed at the end of the test.
 func overStore(t *testing.T, w *world, s discovery.Store, opts ...discovery.Option) *discovery.Registry {
 	t.Helper()
-	r, err := discovery.New(append([]discovery.Option{discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(),
-		discovery.WithCloseDrain(0), discovery.WithRedis(w.rdb), discovery.WithStore(s)}, opts...)...)
+	base := []discovery.Option{discovery.WithNamespace(w.ns), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0), discovery.WithStore(s)}
+	if w.rdb != nil {
+		base = append(base, discovery.WithRedis(w.rdb))
+	}
+	r, err := discovery.New(append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -927,6 +981,133 @@ func TestCommittedWriteIsPublishedWhenTheCallersContextEnds(t *testing.T) {
 				return ids(a.Get(bg, "db_svc")) == kept && ids(b.Get(bg, "db_svc")) == kept
 			})
 		})
+	}
+}
+
+// A write whose outcome its writer cannot know (its context ended, or its
+// connection broke, while the commit was on its way, and the commit landed)
+// is made visible all the same: in the writer's own lookups (at once when
+// its context ended; when the database is back when it broke), and through
+// Redis in every other process's, though every L1 entry is fresh for an
+// hour. Treated as failed, it left every process serving the snapshot from
+// before it for that hour (a lease TTL at the defaults).
+func TestWriteOfUnknownOutcomeIsAnnounced(t *testing.T) {
+	type write func(ctx context.Context, a *discovery.Registry, g *discovery.Registration) error
+	ops := []struct {
+		name  string
+		write write
+		want  func(svc *discovery.Service) bool // svc shows the write
+	}{
+		{"deregister", func(ctx context.Context, a *discovery.Registry, _ *discovery.Registration) error {
+			return a.Deregister(ctx, "db_svc", "10.0.0.2:80")
+		}, func(svc *discovery.Service) bool { return svc.Instance("10.0.0.2:80") == nil }},
+		{"set weight", func(ctx context.Context, _ *discovery.Registry, g *discovery.Registration) error {
+			return g.SetWeight(ctx, 7)
+		}, func(svc *discovery.Service) bool {
+			in := svc.Instance("10.0.0.1:80")
+			return in != nil && in.Weight == 7
+		}},
+		{"update config", func(ctx context.Context, a *discovery.Registry, _ *discovery.Registration) error {
+			_, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(7))
+			return err
+		}, func(svc *discovery.Service) bool { return string(svc.Config) == string(cfgDoc(7)) }},
+	}
+	broken := &discovery.BackendError{Backend: "database", Op: "commit", Err: io.ErrUnexpectedEOF}
+	for _, k := range allWorlds {
+		for _, op := range ops {
+			for _, fail := range []error{nil, broken} {
+				name := k.name + "/" + op.name + "/context ended"
+				if fail != nil {
+					name = k.name + "/" + op.name + "/connection broke"
+				}
+				t.Run(name, func(t *testing.T) {
+					hour := []discovery.Option{discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithLeaseTTL(time.Hour)}
+					w := newWorld(t, k, hour...)
+					bg := context.Background()
+					base := w.registry(t)
+					s := &commitThenCancel{Store: base.Store()}
+					// a and b reach base's store through wrappers, which hide the
+					// memory backend's notifications: Redis is the only way a
+					// change travels between them.
+					a := overStore(t, w, s, hour...)
+					b := overStore(t, w, struct{ discovery.Store }{base.Store()}, hour...)
+					g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 80))
+					mustRegister(t, base, inst("db_svc", "10.0.0.2", 80))
+					shows := func(r *discovery.Registry) string {
+						svc, err := r.Get(bg, "db_svc")
+						if err != nil {
+							return "error: " + err.Error()
+						}
+						if op.want(svc) {
+							return "ok"
+						}
+						return fmt.Sprintf("revision %d: %s, weights %d/%d, config %s", svc.Revision, ids(svc, nil),
+							svc.Instances[0].Weight, svc.Instances[len(svc.Instances)-1].Weight, svc.Config)
+					}
+					for _, r := range []*discovery.Registry{a, b} {
+						waitFor(t, 10*time.Second, "both instances in L1", func() bool { // a: base's message on its way
+							return ids(r.Get(bg, "db_svc")) == "10.0.0.1:80,10.0.0.2:80"
+						})
+					}
+					ctx, cancel := context.WithCancel(bg)
+					defer cancel()
+					s.arm(cancel, true, fail)
+					err := op.write(ctx, a, g)
+					switch {
+					case fail == nil && !errors.Is(err, context.Canceled):
+						t.Fatalf("the write = %v; want context.Canceled (committed, but not known to be)", err)
+					case fail != nil && !errors.Is(err, discovery.ErrUnavailable):
+						t.Fatalf("the write = %v; want ErrUnavailable (committed, but not known to be)", err)
+					}
+					if fail == nil {
+						if got := shows(a); got != "ok" {
+							t.Fatalf("the writer's Get after the write = %s; want the write seen", got)
+						}
+					} else {
+						// It took the database for down: served stale at once,
+						// and the write seen once a refresh finds it back.
+						waitFor(t, 10*time.Second, "the write seen by the writer", func() bool { return shows(a) == "ok" })
+					}
+					if w.rdb == nil {
+						return // no way for b to hear of it before its entry ages
+					}
+					waitFor(t, 10*time.Second, "the write seen by another process", func() bool { return shows(b) == "ok" })
+				})
+			}
+		}
+	}
+}
+
+// A write that fails because the database is down (its outcome unknown,
+// so taken as possibly done) leaves lookups answered from the cache through
+// the outage, and, the database back, answered with what it holds: the
+// write that did not land is no revision anyone waits for.
+func TestWriteFailedInAnOutageLeavesLookupsAnswered(t *testing.T) {
+	bg := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithLeaseTTL(time.Hour))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 80))
+	before, err := r.Lookup(bg, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	if err := g.SetWeight(bg, 7); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("SetWeight in the outage = %v; want ErrUnavailable", err)
+	}
+	res, err := r.Lookup(bg, "db_svc")
+	if err != nil || ids(res.Service, nil) != "10.0.0.1:80" {
+		t.Fatalf("Lookup in the outage = %v, %v; want the cached instance", ids(res.Service, err), err)
+	}
+	backend.SetFailure(nil)
+	waitFor(t, 10*time.Second, "a fresh answer once the database is back", func() bool {
+		res, err = r.Lookup(bg, "db_svc")
+		return err == nil && !res.Stale
+	})
+	if res.Revision != before.Revision || res.Service.Instances[0].Weight != before.Service.Instances[0].Weight {
+		t.Fatalf("after the outage: revision %d, weight %d; want %d, %d (the write did not land)",
+			res.Revision, res.Service.Instances[0].Weight, before.Revision, before.Service.Instances[0].Weight)
 	}
 }
 

@@ -323,6 +323,7 @@ func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (C
 	rev, cfgRev, err := cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)
 	r.noteStoreResult("set config", err)
 	if err != nil {
+		r.afterFailedWrite(service, err)
 		return ConfigReport{}, err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})

@@ -126,6 +126,7 @@ func (g *Registration) markDraining(ctx context.Context) (int64, error) {
 	rev, err := r.store.Register(ctx, &next)
 	r.noteStoreResult("register", err)
 	if err != nil {
+		r.afterFailedWrite(g.service, err)
 		return 0, err
 	}
 	g.set(next, rev)

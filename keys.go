@@ -109,6 +109,7 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 	rev, err := ks.PutKey(ctx, service, key)
 	r.noteStoreResult("put key", err)
 	if err != nil {
+		r.afterFailedWrite(service, err)
 		return err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
@@ -158,6 +159,7 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 	rev, err := retire(ctx, service, kid, at)
 	r.noteStoreResult(op, err)
 	if err != nil {
+		r.afterFailedWrite(service, err)
 		return err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})

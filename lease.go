@@ -120,6 +120,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		old.writing.Unlock()
 	}
 	if err != nil {
+		r.afterFailedWrite(inst.Service, err)
 		return nil, err
 	}
 	r.afterWrite(ctx, core.Change{Service: inst.Service, Revision: rev})
@@ -243,6 +244,7 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	rev, err := g.r.store.Register(ctx, &next)
 	g.r.noteStoreResult("register", err)
 	if err != nil {
+		g.r.afterFailedWrite(g.service, err)
 		return false, err
 	}
 	g.set(next, rev)
@@ -440,6 +442,7 @@ func (g *Registration) renew() error {
 	rev, err = r.store.Register(ctx, &inst)
 	r.noteStoreResult("register", err)
 	if err != nil {
+		r.afterFailedWrite(g.service, err)
 		return err
 	}
 	g.set(inst, rev)

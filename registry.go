@@ -66,8 +66,12 @@ type Registry struct {
 
 	// unannounced holds the changes this Registry wrote while its Redis was
 	// out (service -> revision): announced once Redis is back (reannounce).
+	// unsettled holds the services that writes of unknown outcome changed
+	// or not while the database was down: settled once it is back
+	// (afterFailedWrite).
 	unMu        sync.Mutex
 	unannounced map[string]int64
+	unsettled   map[string]struct{}
 
 	// watching and configuration (watch.go, config*.go)
 	hubMu  sync.Mutex     // serialises creating and stopping hubs
@@ -287,6 +291,7 @@ func (r *Registry) deregisterRow(ctx context.Context, service, id string) (int64
 	rev, err := r.store.Deregister(ctx, service, id)
 	r.noteStoreResult("deregister", err)
 	if err != nil {
+		r.afterFailedWrite(service, err)
 		return 0, err
 	}
 	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
@@ -419,6 +424,7 @@ func (r *Registry) noteStoreOK() {
 	r.storeDown.Store(false)
 	r.outMu.Unlock()
 	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
+	r.resettle()
 }
 
 // reapLoop deletes rows whose lease ended long ago and announces the
