@@ -75,8 +75,15 @@ const DefaultHealthPath = core.DefaultHealthPath
 // Store is the storage seam: the source of truth behind the caches. The
 // library ships an in-memory Store (discoverytest.NewBackend) and a SQL Store
 // (WithDB); WithStore accepts any other. Optional capabilities are the
-// interfaces RevisionReader, Notifier, ConfigStore and KeyStore.
+// interfaces RevisionReader, Notifier, ConfigStore, KeyStore and
+// InstanceRenewer.
 type Store = core.Store
+
+// InstanceRenewer is an optional Store capability: renewing a lease only
+// while the row holds the instance as registered, so that a row restored
+// from an older backup is written again at its next renewal instead of
+// keeping its older fields.
+type InstanceRenewer = core.InstanceRenewer
 
 // RevisionReader is an optional Store capability: reading many revisions at
 // once, used to revalidate caches after a reconnection.

@@ -45,10 +45,11 @@
 // instance whose lease has ended is invisible to every reader at once: cache
 // entries are fresh only until the first lease in them ends. A registration
 // whose row vanished or whose lease lapsed (a restored database, a long
-// pause) registers itself again; while the database is down renewals retry
-// with backoff, and at least once in each half of what is left of the
-// lease, so that a database back before the lease ends finds it renewed
-// before then. A reaper, one at a time across processes, deletes rows whose
+// pause), or whose row holds other fields than it last wrote (a backup
+// taken before an Update), registers itself again; while the database is
+// down renewals retry with backoff, and at least once in each half of what
+// is left of the lease, so that a database back before the lease ends finds
+// it renewed before then. A reaper, one at a time across processes, deletes rows whose
 // lease ended long ago, and published keys that retired as long ago. Close
 // deregisters.
 //

@@ -412,7 +412,9 @@ func (g *Registration) retryIn(failures int, interval time.Duration) time.Durati
 }
 
 // renew moves the lease forward, or registers the instance again when its
-// row is gone or its lease lapsed.
+// row is gone, its lease lapsed, or (with a store that can tell: an
+// InstanceRenewer) it holds other fields than this registration wrote: a
+// database restored from an older backup.
 func (g *Registration) renew() error {
 	r := g.r
 	ctx, cancel := ownTimeout(g.ctx, r.opts.leaseTTL/3)
@@ -426,7 +428,14 @@ func (g *Registration) renew() error {
 		return nil
 	}
 	now := r.clock.Now()
-	err := r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
+	var err error
+	if rn, ok := r.store.(core.InstanceRenewer); ok {
+		next := cur // a copy: cur.ExpiresAt is set below only once renewed
+		next.ExpiresAt = now.Add(r.opts.leaseTTL)
+		err = rn.RenewInstance(ctx, &next, now)
+	} else {
+		err = r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
+	}
 	if err == nil {
 		cur.ExpiresAt = now.Add(r.opts.leaseTTL)
 		g.set(cur, rev)

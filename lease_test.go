@@ -185,8 +185,9 @@ func TestDeregisterRetriedAfterARegisterAgainKeepsTheNewOne(t *testing.T) {
 	}
 }
 
-// stallingRenew is a store whose next Renew waits, once stall is set, until
-// released: a renewal under way when its process was stopped.
+// stallingRenew is a store whose next renewal (Renew or RenewInstance)
+// waits, once stall is set, until released: a renewal under way when its
+// process was stopped.
 type stallingRenew struct {
 	*discoverytest.Backend
 	stall   atomic.Bool
@@ -195,7 +196,14 @@ type stallingRenew struct {
 }
 
 func (s *stallingRenew) Renew(ctx context.Context, service, id string, now, expires time.Time) error {
-	err := s.Backend.Renew(ctx, service, id, now, expires)
+	return s.stallAfter(s.Backend.Renew(ctx, service, id, now, expires))
+}
+
+func (s *stallingRenew) RenewInstance(ctx context.Context, in *discovery.Instance, now time.Time) error {
+	return s.stallAfter(s.Backend.RenewInstance(ctx, in, now))
+}
+
+func (s *stallingRenew) stallAfter(err error) error {
 	if s.stall.CompareAndSwap(true, false) {
 		close(s.stalled)
 		<-s.release

@@ -206,6 +206,63 @@ func TestRegistrationRestoresVanishedRow(t *testing.T) {
 	})
 }
 
+// A registration whose row a restored database holds at an older version
+// (a backup taken before its Update: another address, weight and metadata,
+// its lease still running) writes it again, with its current fields and a
+// new revision, at its next renewal; a renewal that finds the row as it
+// wrote it changes no revision. Renewed as it was, the row kept the older
+// fields for as long as the instance lived.
+func TestRegistrationRewritesRowRestoredAtAnOlderVersion(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		clock := discoverytest.NewClock(t0)
+		r := w.registry(t, discovery.WithClock(clock))
+		in := inst("db_svc", "10.0.0.1", 1)
+		in.ID, in.Weight, in.Metadata = "i1", 10, map[string]string{"v": "1"}
+		g := mustRegister(t, r, in)
+		backup, err := r.Store().Load(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Update(ctx, func(in *discovery.Instance) {
+			in.Host, in.Weight, in.Metadata = "10.0.0.2", 20, map[string]string{"v": "2"}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		restored := backup.Instances[0]
+		restored.ExpiresAt = g.Instance().ExpiresAt
+		if _, err := r.Store().Register(ctx, &restored); err != nil { // revision 3
+			t.Fatal(err)
+		}
+		row := func() string {
+			svc, err := r.Store().Load(ctx, "db_svc")
+			if err != nil || len(svc.Instances) != 1 {
+				return fmt.Sprintf("%+v, %v", svc, err)
+			}
+			in := svc.Instances[0]
+			return fmt.Sprintf("revision %d: %s weight %d metadata %v", svc.Revision, in.Addr(), in.Weight, in.Metadata)
+		}
+		clock.BlockUntil(2)
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntil(2) // the renewal has finished
+		if got, want := row(), "revision 4: 10.0.0.2:1 weight 20 metadata map[v:2]"; got != want {
+			t.Fatalf("after the renewal the row holds %s; want %s", got, want)
+		}
+		if g.Revision() != 4 {
+			t.Fatalf("Registration.Revision = %d; want 4", g.Revision())
+		}
+		svc, err := r.Get(ctx, "db_svc")
+		if err != nil || svc.Revision != 4 || svc.Instances[0].Weight != 20 {
+			t.Fatalf("Get = %+v, %v; want revision 4, weight 20", svc, err)
+		}
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntil(2)
+		if got, want := row(), "revision 4: 10.0.0.2:1 weight 20 metadata map[v:2]"; got != want {
+			t.Fatalf("after a renewal with nothing changed the row holds %s; want %s", got, want)
+		}
+	})
+}
+
 // While the database is down renewals fail and retry with backoff; the
 // instance stays in this process's view, and when the database returns
 // after the lease lapsed, the registration registers again.

@@ -25,7 +25,10 @@ import (
 // Backend is an in-memory Store, safe for concurrent use, that tells every
 // Registry using it about each change (it implements discovery.Notifier),
 // and keeps configurations (discovery.ConfigStore) and public keys
-// (discovery.KeyStore, for package auth).
+// (discovery.KeyStore, for package auth). It renews a lease only while the
+// row holds the instance as registered (discovery.InstanceRenewer), which
+// is how Registries renew through it: a wrapper that intercepts Renew must
+// intercept RenewInstance too.
 //
 // Beyond the Store methods it has Loads, which counts reads of services (to
 // assert that caches work), SetFailure, which makes every call fail as a
@@ -36,11 +39,12 @@ type Backend struct {
 }
 
 var (
-	_ discovery.Store          = (*Backend)(nil)
-	_ discovery.Notifier       = (*Backend)(nil)
-	_ discovery.ConfigStore    = (*Backend)(nil)
-	_ discovery.KeyStore       = (*Backend)(nil)
-	_ discovery.RevisionReader = (*Backend)(nil)
+	_ discovery.Store           = (*Backend)(nil)
+	_ discovery.Notifier        = (*Backend)(nil)
+	_ discovery.ConfigStore     = (*Backend)(nil)
+	_ discovery.KeyStore        = (*Backend)(nil)
+	_ discovery.RevisionReader  = (*Backend)(nil)
+	_ discovery.InstanceRenewer = (*Backend)(nil)
 )
 
 // NewBackend returns an empty backend.

@@ -43,6 +43,25 @@ type Store interface {
 	Reap(ctx context.Context, cutoff time.Time) ([]Change, error)
 }
 
+// InstanceRenewer is implemented by stores that renew a lease only while the
+// row still holds the instance as its owner registered it. The Registry
+// renews through it when it can: a row that a database restored from a
+// backup holds at an older version (an older address, weight, metadata or
+// status) is then written again instead of renewed as it is, which kept
+// the older fields for as long as the instance lived.
+type InstanceRenewer interface {
+	// RenewInstance moves the end of the lease of in (by Service and ID)
+	// that is still running at now to in.ExpiresAt, without changing the
+	// revision, if the row holds every field of in that Register writes
+	// but the lease's end (and RegisteredAt, which Register keeps). It
+	// returns an error matching ErrNotFound, and changes nothing, if the row
+	// is gone, its lease had already ended, or it holds anything else: the
+	// caller registers in again (a new revision), as after Renew's
+	// ErrNotFound. in has been normalised. It costs what Renew does: one
+	// statement.
+	RenewInstance(ctx context.Context, in *Instance, now time.Time) error
+}
+
 // RevisionReader is implemented by stores that can read many services'
 // revisions cheaply; the Registry uses it to revalidate its caches after a
 // reconnection. Unknown services are absent from the result.

@@ -183,6 +183,15 @@ func (in Instance) Clone() Instance {
 	return in
 }
 
+// SameRegistration reports whether a and b hold the same registration:
+// every field Register writes but the lease's end and RegisteredAt (which
+// it keeps). Nil and empty tags or metadata are the same.
+func SameRegistration(a, b *Instance) bool {
+	return a.Service == b.Service && a.ID == b.ID && a.Host == b.Host && a.Port == b.Port && a.Method == b.Method &&
+		a.Weight == b.Weight && a.Zone == b.Zone && a.Version == b.Version && a.HealthPath == b.HealthPath &&
+		a.Check == b.Check && a.Status == b.Status && slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Metadata, b.Metadata)
+}
+
 // HasTag reports whether the instance carries tag t.
 func (in *Instance) HasTag(t string) bool { return slices.Contains(in.Tags, t) }
 

@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Deregister", testDeregister},
 		{"LoadUnknown", testLoadUnknown},
 		{"LeaseRenewAndExpiry", testLease},
+		{"RenewInstanceMatchesEveryField", testRenewInstance},
 		{"Reap", testReap},
 		{"ConcurrentReap", testConcurrentReap},
 		{"RevisionMonotonic", testRevisionMonotonic},
@@ -212,6 +213,83 @@ func testLease(t *testing.T, s core.Store) {
 	}
 	if svc := mustLoad(t, s, "db_svc"); !svc.Instances[0].ExpiresAt.Equal(t0.Add(30 * time.Second)) {
 		t.Fatalf("Renew of a lapsed lease moved it to %v", svc.Instances[0].ExpiresAt)
+	}
+}
+
+// testRenewInstance: an InstanceRenewer renews a row that holds the
+// instance as registered (no new revision), and refuses with ErrNotFound,
+// changing nothing, a row that differs in any field Register writes (a
+// database restored from an older backup), a lapsed lease and a missing
+// row. Nil and empty tags and metadata are the same.
+func testRenewInstance(t *testing.T, s core.Store) {
+	rn, ok := s.(core.InstanceRenewer)
+	if !ok {
+		t.Skip("not an InstanceRenewer")
+	}
+	in := Instance("db_svc", "a", t0.Add(15*time.Second))
+	if _, err := s.Register(ctx(t), in); err != nil {
+		t.Fatal(err)
+	}
+	renew := func(edit func(*core.Instance), now, until time.Time) error {
+		c := in.Clone()
+		edit(&c)
+		c.ExpiresAt = until
+		return rn.RenewInstance(ctx(t), &c, now)
+	}
+	same := func(*core.Instance) {}
+	if err := renew(same, t0.Add(10*time.Second), t0.Add(30*time.Second)); err != nil {
+		t.Fatalf("RenewInstance of the row as registered = %v", err)
+	}
+	svc := mustLoad(t, s, "db_svc")
+	if svc.Revision != 1 || !svc.Instances[0].ExpiresAt.Equal(t0.Add(30*time.Second)) {
+		t.Fatalf("RenewInstance must move the lease without a new revision: %+v", svc)
+	}
+	edits := []struct {
+		field string
+		edit  func(*core.Instance)
+	}{
+		{"host", func(c *core.Instance) { c.Host = "10.0.0.8" }},
+		{"port", func(c *core.Instance) { c.Port = 8081 }},
+		{"method", func(c *core.Instance) { c.Method = core.MethodRouter }},
+		{"weight", func(c *core.Instance) { c.Weight++ }},
+		{"zone", func(c *core.Instance) { c.Zone = "eu-1b" }},
+		{"version", func(c *core.Instance) { c.Version = "v1.2.4" }},
+		{"tags", func(c *core.Instance) { c.Tags = []string{"primary"} }},
+		{"tag order", func(c *core.Instance) { c.Tags = []string{c.Tags[1], c.Tags[0]} }},
+		{"no tags", func(c *core.Instance) { c.Tags = nil }},
+		{"metadata", func(c *core.Instance) { c.Metadata = map[string]string{"team": "core", "region/x": "eu"} }},
+		{"no metadata", func(c *core.Instance) { c.Metadata = nil }},
+		{"health path", func(c *core.Instance) { c.HealthPath = "/ready" }},
+		{"check", func(c *core.Instance) { c.Check = core.CheckTCP }},
+		{"status", func(c *core.Instance) { c.Status = core.StatusDraining }},
+	}
+	for _, e := range edits {
+		if err := renew(e.edit, t0.Add(20*time.Second), t0.Add(time.Hour)); !errors.Is(err, core.ErrNotFound) {
+			t.Errorf("RenewInstance with another %s = %v; want ErrNotFound", e.field, err)
+		}
+	}
+	if svc := mustLoad(t, s, "db_svc"); svc.Revision != 1 || !svc.Instances[0].ExpiresAt.Equal(t0.Add(30*time.Second)) {
+		t.Fatalf("a refused RenewInstance changed the row: %+v", svc)
+	}
+	bare := &core.Instance{Service: "db_svc", ID: "b", Host: "10.0.0.9", Port: 1, RegisteredAt: t0, ExpiresAt: t0.Add(15 * time.Second)}
+	if err := core.Normalize(bare); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx(t), bare); err != nil {
+		t.Fatal(err)
+	}
+	empty := bare.Clone()
+	empty.Tags, empty.Metadata, empty.ExpiresAt = []string{}, map[string]string{}, t0.Add(30*time.Second)
+	if err := rn.RenewInstance(ctx(t), &empty, t0.Add(10*time.Second)); err != nil {
+		t.Fatalf("RenewInstance with empty tags and metadata of a row registered with none = %v", err)
+	}
+	if err := renew(same, t0.Add(30*time.Second), t0.Add(time.Hour)); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("RenewInstance of a lapsed lease = %v; want ErrNotFound", err)
+	}
+	gone := in.Clone()
+	gone.ID = "gone"
+	if err := rn.RenewInstance(ctx(t), &gone, t0); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("RenewInstance of a missing row = %v; want ErrNotFound", err)
 	}
 }
 

@@ -38,11 +38,12 @@ type service struct {
 }
 
 var (
-	_ core.Store          = (*Store)(nil)
-	_ core.RevisionReader = (*Store)(nil)
-	_ core.Notifier       = (*Store)(nil)
-	_ core.ConfigStore    = (*Store)(nil)
-	_ core.KeyStore       = (*Store)(nil)
+	_ core.Store           = (*Store)(nil)
+	_ core.RevisionReader  = (*Store)(nil)
+	_ core.Notifier        = (*Store)(nil)
+	_ core.ConfigStore     = (*Store)(nil)
+	_ core.KeyStore        = (*Store)(nil)
+	_ core.InstanceRenewer = (*Store)(nil)
 )
 
 // New returns an empty store.
@@ -132,6 +133,27 @@ func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt ti
 	}
 	in.ExpiresAt = expiresAt
 	sv.instances[id] = in
+	return nil
+}
+
+// RenewInstance implements core.InstanceRenewer.
+func (s *Store) RenewInstance(ctx context.Context, in *core.Instance, now time.Time) error {
+	if err := s.begin(ctx, "renew"); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	var (
+		cur core.Instance
+		ok  bool
+	)
+	if sv := s.services[in.Service]; sv != nil {
+		cur, ok = sv.instances[in.ID]
+	}
+	if !ok || !cur.ExpiresAt.After(now) || !core.SameRegistration(&cur, in) {
+		return &core.NotFoundError{Service: in.Service, Instance: in.ID}
+	}
+	cur.ExpiresAt = in.ExpiresAt
+	s.services[in.Service].instances[in.ID] = cur
 	return nil
 }
 

@@ -35,17 +35,18 @@ type Store struct {
 
 // queries are the statements with the prefix substituted once.
 type queries struct {
-	bumpService, upsertInstance, renew, deleteInstance, load, services,
+	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
 	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
 	putKey, retireKey, reapKeys string
 	revokedKey, keyOf, recordRevoked string
 }
 
 var (
-	_ core.Store          = (*Store)(nil)
-	_ core.RevisionReader = (*Store)(nil)
-	_ core.ConfigStore    = (*Store)(nil)
-	_ core.KeyStore       = (*Store)(nil)
+	_ core.Store           = (*Store)(nil)
+	_ core.RevisionReader  = (*Store)(nil)
+	_ core.ConfigStore     = (*Store)(nil)
+	_ core.KeyStore        = (*Store)(nil)
+	_ core.InstanceRenewer = (*Store)(nil)
 )
 
 // New returns a Store on db with tables named prefix+"services" and so on. It
@@ -90,7 +91,12 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			weight = excluded.weight, zone = excluded.zone, version = excluded.version, tags = excluded.tags,
 			metadata = excluded.metadata, health_path = excluded.health_path, check_kind = excluded.check_kind,
 			status = excluded.status, expires_at = excluded.expires_at`),
-		renew:          s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ? AND expires_at > ?`),
+		renew: s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ? AND expires_at > ?`),
+		// Renew, if the row holds every field upsertInstance wrote: a row
+		// restored from an older backup is registered again instead.
+		renewInstance: s.sql(`UPDATE {p}instances SET expires_at = ? WHERE service = ? AND id = ? AND expires_at > ?
+			AND host = ? AND port = ? AND method = ? AND weight = ? AND zone = ? AND version = ? AND tags = ?
+			AND metadata = ? AND health_path = ? AND check_kind = ? AND status = ?`),
 		deleteInstance: s.sql(`DELETE FROM {p}instances WHERE service = ? AND id = ?`),
 		// One statement, so the revision and the rows come from one snapshot:
 		// k=0 the service row, k=1 instances, k=2 keys (kid in id, alg in host,
@@ -270,11 +276,24 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 
 // Renew implements core.Store.
 func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
+	return s.renewWith(ctx, service, id, s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
+}
+
+// RenewInstance implements core.InstanceRenewer: Renew's one statement,
+// which also matches every field Register wrote.
+func (s *Store) RenewInstance(ctx context.Context, in *core.Instance, now time.Time) error {
+	return s.renewWith(ctx, in.Service, in.ID, s.q.renewInstance, in.ExpiresAt.UnixNano(), in.Service, in.ID, now.UnixNano(),
+		in.Host, in.Port, int(in.Method), in.Weight, in.Zone, in.Version, encodeTags(in.Tags), encodeMetadata(in.Metadata),
+		in.HealthPath, int(in.Check), int(in.Status))
+}
+
+// renewWith runs a renewal statement: ErrNotFound if it changed no row.
+func (s *Store) renewWith(ctx context.Context, service, id, stmt string, args ...any) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var n int64
 	renew := func(db *gorm.DB) error {
-		res := db.Exec(s.q.renew, expiresAt.UnixNano(), service, id, now.UnixNano())
+		res := db.Exec(stmt, args...)
 		n = res.RowsAffected
 		return res.Error
 	}

@@ -458,22 +458,34 @@ func TestPostgresWriteAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 // a statement that waited for another writer of its row failed as a
 // transaction would (SQLSTATE 40001, ErrUnavailable): a renewal that met
 // another process's write of the instance took the database for down.
+// RenewInstance is the same statement with more conditions.
 func TestPostgresRenewAfterAConcurrentWriteUnderRepeatableRead(t *testing.T) {
 	s, db, p := repeatableReadStore(t)
 	now := time.Now()
-	if _, err := s.Register(t.Context(), storetest.Instance("svc", "a", now.Add(time.Hour))); err != nil {
+	in := storetest.Instance("svc", "a", now.Add(time.Hour))
+	if _, err := s.Register(t.Context(), in); err != nil {
 		t.Fatal(err)
 	}
-	other := db.Begin()
-	if err := other.Exec(`UPDATE `+p+`instances SET weight = weight WHERE service = ? AND id = ?`, "svc", "a").Error; err != nil {
-		other.Rollback()
-		t.Fatal(err)
+	renewals := map[string]func(until time.Time) error{
+		"Renew": func(until time.Time) error { return s.Renew(context.Background(), "svc", "a", now, until) },
+		"RenewInstance": func(until time.Time) error {
+			c := in.Clone()
+			c.ExpiresAt = until
+			return s.RenewInstance(context.Background(), &c, now)
+		},
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Renew(context.Background(), "svc", "a", now, now.Add(2*time.Hour)) }()
-	commitOnceWaitedFor(t, db, other, p+"instances") // once Renew waits for the row lock
-	if err := <-done; err != nil {
-		t.Fatalf("Renew after a concurrent write of its row = %v; want nil", err)
+	for name, renew := range renewals {
+		other := db.Begin()
+		if err := other.Exec(`UPDATE `+p+`instances SET weight = weight WHERE service = ? AND id = ?`, "svc", "a").Error; err != nil {
+			other.Rollback()
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- renew(now.Add(2 * time.Hour)) }()
+		commitOnceWaitedFor(t, db, other, p+"instances") // once the renewal waits for the row lock
+		if err := <-done; err != nil {
+			t.Fatalf("%s after a concurrent write of its row = %v; want nil", name, err)
+		}
 	}
 }
 
