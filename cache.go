@@ -1154,19 +1154,25 @@ func (r *Registry) settleLater(service string) {
 // resettle settles, once the database is back, the services that writes
 // of unknown outcome left while it was down.
 func (r *Registry) resettle() {
+	workThrough(r, &r.unsettled, func(service string, _ struct{}) { r.settle(service) })
+}
+
+// workThrough takes the services kept in *pending (under unMu) and runs fn
+// on each in the background, until Close: reannounce's and resettle's loop.
+func workThrough[V any](r *Registry, pending *map[string]V, fn func(string, V)) {
 	r.unMu.Lock()
-	pending := r.unsettled
-	r.unsettled = nil
+	taken := *pending
+	*pending = nil
 	r.unMu.Unlock()
-	if len(pending) == 0 {
+	if len(taken) == 0 {
 		return
 	}
 	r.spawn(func() { // not once closed: nothing to announce to
-		for service := range pending {
+		for service, v := range taken {
 			if r.ctx.Err() != nil {
 				return
 			}
-			r.settle(service)
+			fn(service, v)
 		}
 	})
 }
@@ -1270,25 +1276,13 @@ func (r *Registry) owe(ch core.Change) {
 // this Registry wrote while it was out: each service as the database holds
 // it now. One that Redis loses again waits for the next return.
 func (r *Registry) reannounce() {
-	r.unMu.Lock()
-	pending := r.unannounced
-	r.unannounced = nil
-	r.unMu.Unlock()
-	if len(pending) == 0 {
-		return
-	}
-	r.spawn(func() { // not once closed: nothing to announce to
-		for svc, rev := range pending {
-			ch := core.Change{Service: svc, Revision: rev}
-			if r.ctx.Err() != nil {
-				return
-			}
-			if r.l2.Up() {
-				r.writeThrough(r.ctx, ch)
-			}
-			if !r.l2.Up() {
-				r.noteUnannounced(ch)
-			}
+	workThrough(r, &r.unannounced, func(svc string, rev int64) {
+		ch := core.Change{Service: svc, Revision: rev}
+		if r.l2.Up() {
+			r.writeThrough(r.ctx, ch)
+		}
+		if !r.l2.Up() {
+			r.noteUnannounced(ch)
 		}
 	})
 }
