@@ -1079,14 +1079,17 @@ func TestStandbyConfigNotLeftOlderThanAConcurrentUpdate(t *testing.T) {
 func TestConfigReportSaysWhenNoInstanceCouldBeListed(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
-	store := &failOnceStore{Backend: backend}
+	store := &failLoadsStore{Backend: backend}
 	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(store), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	// A router instance without a callback: listed and skipped, no network.
 	mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.1", Port: 80, Method: discovery.MethodRouter})
-	store.mu.Lock()
-	store.nth = 1 // the listing after the write
-	store.mu.Unlock()
+	// Every read fails while the write runs, the listing after it too (the
+	// registration's own background reads of the configuration retry). A
+	// failure of only the next read was taken, now and then, by one of
+	// those instead of the listing.
+	store.failing.Store(true)
 	rep, err := r.UpdateConfig(ctx, "web", json.RawMessage(`{"v": 1}`))
+	store.failing.Store(false)
 	if err != nil {
 		t.Fatalf("UpdateConfig = %v; want nil: the configuration was stored", err)
 	}
@@ -1102,12 +1105,24 @@ func TestConfigReportSaysWhenNoInstanceCouldBeListed(t *testing.T) {
 	}
 
 	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
-	store.mu.Lock()
-	store.nth = 1
-	store.mu.Unlock()
+	store.failing.Store(true)
 	code, body := do(t, h, "PUT", "/services/web/config", `{"v": 3}`)
+	store.failing.Store(false)
 	if code != http.StatusOK || !strings.Contains(string(body), `"notify_error": "discovery: stored, but the instances to notify could not be listed"`) ||
 		strings.Contains(string(body), "transient") {
 		t.Fatalf("PUT = %d %s; want 200 with notify_error and no backend text", code, body)
 	}
+}
+
+// failLoadsStore fails every Load while failing is set.
+type failLoadsStore struct {
+	*discoverytest.Backend
+	failing atomic.Bool
+}
+
+func (s *failLoadsStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if s.failing.Load() {
+		return nil, fmt.Errorf("%w: transient", discovery.ErrUnavailable)
+	}
+	return s.Backend.Load(ctx, name)
 }
