@@ -1084,7 +1084,49 @@ func (r *Registry) afterFailedWrite(service string, err error) {
 		r.settleLater(service)
 		return
 	}
-	r.spawn(func() { r.settle(service) }) // not once closed: nothing to announce to
+	r.settleSoon(service)
+}
+
+// settleSoon settles service in the background, together with every other
+// write of it whose outcome is unknown: one that fails while a settle of
+// the service is under way has it run once more when done (its read may
+// have come before the write's commit), instead of one settle each. Failed
+// writes come in numbers when the database is slow (their callers'
+// deadlines run out), and each settle reads it twice.
+func (r *Registry) settleSoon(service string) {
+	r.unMu.Lock()
+	if _, running := r.settling[service]; running {
+		r.settling[service] = true
+		r.unMu.Unlock()
+		return
+	}
+	if r.settling == nil {
+		r.settling = map[string]bool{}
+	}
+	r.settling[service] = false
+	r.unMu.Unlock()
+	settled := func() bool { // whether no write failed since this settle began; it is then done
+		r.unMu.Lock()
+		defer r.unMu.Unlock()
+		if r.settling[service] && r.ctx.Err() == nil {
+			r.settling[service] = false
+			return false
+		}
+		delete(r.settling, service)
+		return true
+	}
+	if !r.spawn(func() { // not once closed: nothing to announce to
+		for {
+			r.settle(service)
+			if settled() {
+				return
+			}
+		}
+	}) {
+		r.unMu.Lock()
+		delete(r.settling, service)
+		r.unMu.Unlock()
+	}
 }
 
 // outcomeUnknown reports whether a write that failed with err may have

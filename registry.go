@@ -68,10 +68,12 @@ type Registry struct {
 	// out (service -> revision): announced once Redis is back (reannounce).
 	// unsettled holds the services that writes of unknown outcome changed
 	// or not while the database was down: settled once it is back
-	// (afterFailedWrite).
+	// (afterFailedWrite). settling holds the services being settled, each
+	// with whether a write of unknown outcome failed since (settleSoon).
 	unMu        sync.Mutex
 	unannounced map[string]int64
 	unsettled   map[string]struct{}
+	settling    map[string]bool
 
 	// watching and configuration (watch.go, config*.go)
 	hubMu  sync.Mutex     // serialises creating and stopping hubs
