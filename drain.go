@@ -127,6 +127,7 @@ func (g *Registration) markDraining(ctx context.Context) (int64, error) {
 	r.noteStoreResult("register", err)
 	if err != nil {
 		r.afterFailedWrite(g.service, err)
+		g.mayHaveWritten(next, err)
 		return 0, err
 	}
 	g.set(next, rev)

@@ -37,7 +37,12 @@ type Registration struct {
 	rev     int64
 	gone    bool
 	removed bool // deregistered (or replaced): a Deregister has nothing left to do
-	opts    regOptions
+	// unsure is what the row holds if a write of this registration whose
+	// outcome is unknown (an Update, a drain mark) landed: the next
+	// renewal takes it as the registration's own if the row holds it
+	// (renew). Any later write, a renewal included, clears it.
+	unsure *core.Instance
+	opts   regOptions
 
 	ctx    context.Context // ends when this registration stops
 	cancel context.CancelFunc
@@ -203,6 +208,11 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 // the instance accepted it.
 // A failure is logged, not returned (the instance is in service): the next
 // Update of the registration that leaves it in service tries again.
+//
+// An Update that fails with its outcome unknown (its context ended, or the
+// database failed, while the write was on its way) may have landed: if the
+// row holds it, the registration takes it as its own at its next renewal
+// (Instance shows it), rather than write its earlier fields over it.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	owed, err := g.update(ctx, fn)
 	if err == nil && owed {
@@ -245,6 +255,7 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	g.r.noteStoreResult("register", err)
 	if err != nil {
 		g.r.afterFailedWrite(g.service, err)
+		g.mayHaveWritten(next, err)
 		return false, err
 	}
 	g.set(next, rev)
@@ -264,7 +275,41 @@ func (g *Registration) state() (core.Instance, int64, bool) {
 // set records a write.
 func (g *Registration) set(inst core.Instance, rev int64) {
 	g.mu.Lock()
-	g.inst, g.rev = inst, rev
+	g.inst, g.rev, g.unsure = inst, rev, nil
+	g.mu.Unlock()
+}
+
+// mayHaveWritten keeps next, which a write that failed with err tried to
+// store, for the next renewal to take as the registration's own if the row
+// holds it: with an error of unknown outcome (outcomeUnknown) it may have
+// landed, and it is announced as possibly committed (afterFailedWrite).
+// Renewed with the fields from before it, the row no longer matched, and the
+// renewal registered them again: a write that had landed, seen by every
+// process, undone within TTL/3 with a new revision, though no one asked.
+func (g *Registration) mayHaveWritten(next core.Instance, err error) {
+	if !outcomeUnknown(err) {
+		return
+	}
+	g.mu.Lock()
+	g.unsure = &next
+	g.mu.Unlock()
+}
+
+// unsureWrite returns what the row holds if a write of unknown outcome
+// landed, or nil.
+func (g *Registration) unsureWrite() *core.Instance {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.unsure
+}
+
+// dropUnsure forgets u, which the row does not hold (the write did not
+// land, or was written over since), unless a write replaced it meanwhile.
+func (g *Registration) dropUnsure(u *core.Instance) {
+	g.mu.Lock()
+	if g.unsure == u {
+		g.unsure = nil
+	}
 	g.mu.Unlock()
 }
 
@@ -433,6 +478,21 @@ func (g *Registration) renew() error {
 		next := cur // a copy: cur.ExpiresAt is set below only once renewed
 		next.ExpiresAt = now.Add(r.opts.leaseTTL)
 		err = rn.RenewInstance(ctx, &next, now)
+		if u := g.unsureWrite(); u != nil && errors.Is(err, ErrNotFound) {
+			// A write of unknown outcome landed if the row holds it:
+			// then it is this registration's, not something to undo.
+			alt := u.Clone()
+			alt.ExpiresAt = next.ExpiresAt
+			switch err = rn.RenewInstance(ctx, &alt, now); {
+			case err == nil:
+				cur = alt
+				if v, rerr := r.revisionOf(ctx, g.service); rerr == nil {
+					rev = max(rev, v) // at least the landed write's
+				}
+			case errors.Is(err, ErrNotFound):
+				g.dropUnsure(u)
+			}
+		}
 	} else {
 		err = r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
 	}

@@ -2,13 +2,16 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
 )
 
 // landsUnsure commits every Register and then fails it as a write whose
@@ -83,4 +86,83 @@ func TestWritesOfUnknownOutcomeSettleTogether(t *testing.T) {
 			}
 		})
 	}
+}
+
+// landsThenTimesOut makes the next Register commit and then fail as one
+// whose caller's deadline ran out on the way back; it renews through the
+// store below (an InstanceRenewer).
+type landsThenTimesOut struct {
+	discovery.Store
+	armed atomic.Bool
+	lost  atomic.Bool // the next Register times out without landing
+}
+
+func (s *landsThenTimesOut) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	if s.lost.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	rev, err := s.Store.Register(ctx, in)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return rev, err
+}
+
+func (s *landsThenTimesOut) RenewInstance(ctx context.Context, in *discovery.Instance, now time.Time) error {
+	return s.Store.(discovery.InstanceRenewer).RenewInstance(ctx, in, now)
+}
+
+// An Update whose outcome its caller could not know, and which landed, is
+// kept (and one that did not land changes nothing): announced as possibly committed, it is what the row holds, and the
+// registration's next renewal takes it as its own. It renewed with the
+// fields from before the Update, found the row different, and registered
+// them again: the landed write, announced to every process, was undone
+// within TTL/3 with a new revision (and a "lease lost" log), though no one
+// asked for it.
+func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		clock := discoverytest.NewClock(t0)
+		s := &landsThenTimesOut{Store: w.registry(t).Store()}
+		r := overStore(t, w, s, discovery.WithClock(clock))
+		g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+		s.armed.Store(true)
+		if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
+		}
+		row := func() string {
+			svc, err := r.Store().Load(ctx, "db_svc")
+			if err != nil || len(svc.Instances) != 1 {
+				return fmt.Sprintf("%+v, %v", svc, err)
+			}
+			return fmt.Sprintf("revision %d: weight %d", svc.Revision, svc.Instances[0].Weight)
+		}
+		landed := row()
+		if landed != "revision 2: weight 7" {
+			t.Fatalf("after SetWeight the row holds %s; want revision 2: weight 7 (it landed)", landed)
+		}
+		for range 2 {
+			clock.BlockUntil(2) // the keepalive and the reaper are waiting
+			clock.Advance(discovery.DefaultLeaseTTL / 3)
+			clock.BlockUntil(2) // the renewal has finished
+			if got := row(); got != landed {
+				t.Fatalf("after a renewal the row holds %s; want %s (the Update that landed kept)", got, landed)
+			}
+		}
+		if got := g.Instance().Weight; got != 7 {
+			t.Fatalf("Registration.Instance().Weight = %d; want 7, as the row holds", got)
+		}
+		// One that did not land leaves the row, and the registration, as
+		// they were.
+		s.lost.Store(true)
+		if err := g.SetWeight(ctx, 9); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
+		}
+		clock.BlockUntil(2)
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntil(2)
+		if got := row(); got != landed || g.Instance().Weight != 7 {
+			t.Fatalf("after a write that did not land and a renewal: row %s, registration weight %d; want %s, 7", got, g.Instance().Weight, landed)
+		}
+	})
 }
