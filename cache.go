@@ -727,8 +727,15 @@ func (r *Registry) loadWait(ctx context.Context, name string) (*entry, error) {
 // load fetches a service from the nearest layer that has it fresh enough,
 // and puts it in L1. It repeats (a few times) while changes newer than what
 // it found are announced meanwhile. force skips L1 and L2.
+//
+// It holds the service's state throughout (holdState): the entry it
+// installs points at it, and what is said of the service while it reads
+// (an announced or written revision, an Invalidate) is counted on it. A
+// drop of the state asked for meanwhile, its own too (a failure, a
+// service not found), runs when it ends.
 func (r *Registry) load(name string, force bool) (*entry, error) {
-	st := r.state(name)
+	st := r.holdState(name)
+	defer r.releaseState(st)
 	seq, began := r.loadSeq.Add(1), r.clock.Now().UnixNano()
 	for attempt := 0; ; attempt++ {
 		want, inv := st.wantRev.Load(), st.invalidated.Load()
@@ -756,12 +763,14 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		var superseded bool
 		if e, superseded = r.installLoaded(e, st, inv, attempt == 2); !superseded {
 			if e.raw == nil {
-				// Dropped only once the negative entry is in L1: an
-				// announcement before finds the state (installLoaded
-				// sees the revision it raised), one after drops the
-				// entry. Dropped before, an announcement in between
-				// found neither, and the entry stayed fresh: "not
-				// found" for a registered service.
+				// Dropped only once the negative entry is in L1 (as
+				// the load ends, or as the last other load holding
+				// the state does): an announcement before finds the
+				// state (installLoaded sees the revision it raised),
+				// one after drops the entry. Dropped before, an
+				// announcement in between found neither, and the
+				// entry stayed fresh: "not found" for a registered
+				// service.
 				r.dropState(st)
 			}
 			return e, nil
@@ -949,7 +958,9 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 	if svc != nil && !force && svc.Revision >= ch.Revision {
 		now := r.clock.Now()
 		if now.Sub(loadedAt) < r.opts.leaseTTL && usableL2(svc, loadedAt, now) {
+			st := r.holdState(ch.Service) // the entry's, until it is in L1 (see load)
 			held := r.install(r.newEntry(svc, LayerL2, loadedAt, now, now))
+			r.releaseState(st)
 			if held.rev >= svc.Revision {
 				r.ctr.pushed.Add(1)
 			}
@@ -1254,8 +1265,11 @@ func (r *Registry) revisionOf(ctx context.Context, service string) (int64, error
 // Invalidate is for). The next lookup reads the database, which holds the
 // write. Counted once the read had returned, the count missed an
 // Invalidate during the read, which the read may predate.
+//
+// It holds the service's state throughout, as a load does (load).
 func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
-	st := r.state(ch.Service)
+	st := r.holdState(ch.Service)
+	defer r.releaseState(st)
 	inv := st.invalidated.Load()
 	r.ctr.storeReads.Add(1)
 	readAt := r.clock.Now()

@@ -52,7 +52,28 @@ type svcState struct {
 	// monitored is true while the health monitor checks the service
 	// (health_monitor.go): its targets hold this state.
 	monitored atomic.Bool
+
+	// holds counts the loads (and write-throughs, and pushed snapshots)
+	// under way that will put an entry of the service into L1 with this
+	// state (holdState); while there are any, the state is not dropped,
+	// and forget keeps the drop asked for meanwhile, which the last of
+	// them runs when it ends (releaseState). Both are guarded by holdMu.
+	holdMu sync.Mutex
+	holds  int
+	forget dropKind
 }
+
+// dropKind says how a state that something held was to be dropped, from
+// the least willing to the most: as forgetNotHeld drops it, as
+// forgetUnused does, or at once (dropState).
+type dropKind uint8
+
+const (
+	dropNone dropKind = iota
+	dropNotHeld
+	dropUnused
+	dropNow
+)
 
 func (st *svcState) raiseWant(rev int64) {
 	for {
@@ -200,12 +221,66 @@ func (r *Registry) stateIfAny(name string) *svcState {
 	return nil
 }
 
+// holdState returns the state of a service, creating it, and keeps it
+// from being dropped until releaseState: a load holds it from its start to
+// the install of what it read, which points at it (entry.st), and what is
+// said of the service meanwhile (a revision announced or written, an
+// Invalidate, a health verdict) goes to it. Dropped under the load (an
+// eviction of an older slot of the name, another load's failure), the
+// state took with it the revision and the invalidation that the load was
+// to see, which then went to no state at all, and the load put what it had
+// read before them into L1 as fresh; or L1's new entry pointed at the
+// dropped state, and health verdicts and ejections went to the next one,
+// which Pick never read.
+func (r *Registry) holdState(name string) *svcState {
+	for {
+		st := r.state(name)
+		st.holdMu.Lock()
+		if r.stateIfAny(name) == st { // dropState deletes under holdMu
+			st.holds++
+			st.holdMu.Unlock()
+			return st
+		}
+		st.holdMu.Unlock() // dropped since state returned it
+	}
+}
+
+// releaseState ends a hold (holdState). The last one runs the drop that
+// was put off while the state was held.
+func (r *Registry) releaseState(st *svcState) {
+	st.holdMu.Lock()
+	st.holds--
+	kind := dropNone
+	if st.holds == 0 {
+		kind, st.forget = st.forget, dropNone
+	}
+	st.holdMu.Unlock()
+	switch kind {
+	case dropNotHeld:
+		r.forgetNotHeld(st)
+	case dropUnused:
+		r.forgetUnused(st)
+	case dropNow:
+		r.dropState(st)
+	}
+}
+
 // dropState forgets the state of a service: one the database does not know
 // (lookups of made-up names leave nothing behind), or one nothing uses any
 // more (forgetUnused). What it counted stays in the Registry's totals.
-func (r *Registry) dropState(st *svcState) {
+func (r *Registry) dropState(st *svcState) { r.dropStateAs(st, dropNow) }
+
+// dropStateAs is dropState, asked for as kind says. A state held
+// (holdState) is dropped only when the last hold ends, as kind says then.
+func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
+	st.holdMu.Lock()
+	defer st.holdMu.Unlock()
+	if st.holds > 0 {
+		st.forget = max(st.forget, kind)
+		return
+	}
 	if r.states.CompareAndDelete(st.name, st) {
 		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals
 			r.ctr.l1Hits.add(m.l1.load())
@@ -246,13 +321,13 @@ func (r *Registry) nameEvicted(name string) {
 // dropped goes to the state that follows it.
 func (r *Registry) forgetNotHeld(st *svcState) {
 	if r.l2 == nil {
-		r.forgetUnused(st)
+		r.forgetUnusedAs(st, dropNotHeld)
 		return
 	}
 	if st.wantRev.Load() != 0 {
 		return
 	}
-	r.forgetUnused(st)
+	r.forgetUnusedAs(st, dropNotHeld)
 	if w := st.wantRev.Load(); w != 0 {
 		r.state(st.name).raiseWant(w)
 	}
@@ -263,8 +338,11 @@ func (r *Registry) forgetNotHeld(st *svcState) {
 // monitor, with no ejection or self-preservation episode in force. Kept,
 // the states (with their instances' health, picks and metrics) of every
 // service ever looked up grew without bound behind an L1 bounded by
-// WithCacheSize.
-func (r *Registry) forgetUnused(st *svcState) {
+// WithCacheSize. A load under way keeps it until it has ended (holdState).
+func (r *Registry) forgetUnused(st *svcState) { r.forgetUnusedAs(st, dropUnused) }
+
+// forgetUnusedAs is forgetUnused, asked for as kind says (dropStateAs).
+func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 	if st.monitored.Load() || r.l1.get(st.name) != nil || r.hubIfAny(st.name) != nil {
 		return
 	}
@@ -279,7 +357,7 @@ func (r *Registry) forgetUnused(st *svcState) {
 			}
 		}
 	}
-	r.dropState(st)
+	r.dropStateAs(st, kind)
 }
 
 // viewStatus is the status an instance shows in this process's view: a
