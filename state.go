@@ -271,7 +271,9 @@ func (r *Registry) releaseState(st *svcState) {
 func (r *Registry) dropState(st *svcState) { r.dropStateAs(st, dropNow) }
 
 // dropStateAs is dropState, asked for as kind says. A state held
-// (holdState) is dropped only when the last hold ends, as kind says then.
+// (holdState) is dropped only when the last hold ends, as kind says then;
+// one that L1's entry of the service points at is kept: put there since
+// the caller found the service in no cache.
 func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
@@ -279,6 +281,9 @@ func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	defer st.holdMu.Unlock()
 	if st.holds > 0 {
 		st.forget = max(st.forget, kind)
+		return
+	}
+	if e := r.l1.get(st.name); e != nil && e.st == st {
 		return
 	}
 	if r.states.CompareAndDelete(st.name, st) {
