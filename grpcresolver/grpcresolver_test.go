@@ -41,6 +41,20 @@ type server struct {
 
 func startServer(t *testing.T) *server { return startServerWith(t, nil) }
 
+// startFailableServer starts a server that answers err once the returned
+// flag is set, and succeeds until then.
+func startFailableServer(t *testing.T, err error) (*server, *atomic.Bool) {
+	t.Helper()
+	failing := new(atomic.Bool)
+	srv := startServerWith(t, func() error {
+		if failing.Load() {
+			return err
+		}
+		return nil
+	})
+	return srv, failing
+}
+
 // startServerWith runs before each call's handler; its error is the call's.
 func startServerWith(t *testing.T, before func() error) *server {
 	t.Helper()
@@ -472,13 +486,7 @@ func TestPickBalancerWithFilterPicksAmongTheKept(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
 		discovery.WithOutlierEjection(10, time.Minute, 5*time.Minute, 100))
-	var failing atomic.Bool
-	eu := startServerWith(t, func() error {
-		if failing.Load() {
-			return status.Error(codes.Unavailable, "overwhelmed")
-		}
-		return nil
-	})
+	eu, failing := startFailableServer(t, status.Error(codes.Unavailable, "overwhelmed"))
 	if _, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: eu.port, Zone: "eu-1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -650,13 +658,7 @@ func TestPickBalancerIgnoresClientSideErrors(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
 		discovery.WithOutlierEjection(2, time.Minute, 5*time.Minute, 100))
-	var failing atomic.Bool
-	a := startServerWith(t, func() error {
-		if failing.Load() {
-			return status.Error(codes.Internal, "broken")
-		}
-		return nil
-	})
+	a, failing := startFailableServer(t, status.Error(codes.Internal, "broken"))
 	registerAll(t, r, "greeter", a)
 	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
 	until(t, "the server serves", hc, func(got []int64) bool { return got[0] == 30 }, a)
