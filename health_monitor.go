@@ -472,11 +472,33 @@ func (m *monitor) addService(name string, now int64) *svcMon {
 	sm := &svcMon{name: name, interval: interval, timeout: timeout, lastUsed: now, targets: map[string]*target{}}
 	sm.sync = item{idx: -1, kind: itemSync, sm: sm}
 	m.svcs[name] = sm
-	m.r.state(name).monitored.Store(true)
+	m.monitoredState(name)
 	if m.share != nil {
 		m.reschedule(&sm.sync, now) // join the probers and read the shared state first
 	}
 	return sm
+}
+
+// monitoredState returns the state of a service, creating it, marked as
+// checked by the monitor (svcState.monitored), which keeps forgetUnused
+// from dropping it. The mark is made under the state's holdMu, under which
+// dropStateAs looks at it again and deletes, and only on the state the
+// service still has: a drop that found the state unchecked either sees the
+// mark and keeps the state, or has deleted it, and the mark goes to the
+// next one. Marked in a separate step, a state that the drop had already
+// found unchecked was deleted once marked: the monitor's targets held it,
+// and their verdicts went to a state that Get and Pick no longer read.
+func (m *monitor) monitoredState(name string) *svcState {
+	for {
+		st := m.r.state(name)
+		st.holdMu.Lock()
+		if m.r.stateIfAny(name) == st {
+			st.monitored.Store(true)
+			st.holdMu.Unlock()
+			return st
+		}
+		st.holdMu.Unlock() // dropped since state returned it
+	}
 }
 
 func (m *monitor) removeService(sm *svcMon) {
@@ -532,8 +554,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			want[id] = &in
 		}
 	}
-	st := m.r.state(sm.name)
-	st.monitored.Store(true) // the targets hold it (a state forgotten meanwhile is made again)
+	st := m.monitoredState(sm.name) // the targets hold it (a state forgotten meanwhile is made again)
 	for id, in := range want {
 		g := sm.own[id]
 		kind := health.KindOf(in, g != nil)

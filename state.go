@@ -50,7 +50,8 @@ type svcState struct {
 	met       atomic.Pointer[svcMetrics]
 
 	// monitored is true while the health monitor checks the service
-	// (health_monitor.go): its targets hold this state.
+	// (health_monitor.go): its targets hold this state. The monitor sets
+	// it under holdMu (monitoredState).
 	monitored atomic.Bool
 
 	// holds counts the loads (and write-throughs, and pushed snapshots)
@@ -273,7 +274,9 @@ func (r *Registry) dropState(st *svcState) { r.dropStateAs(st, dropNow) }
 // dropStateAs is dropState, asked for as kind says. A state held
 // (holdState) is dropped only when the last hold ends, as kind says then;
 // one that L1's entry of the service points at is kept: put there since
-// the caller found the service in no cache.
+// the caller found the service in no cache. So is one that the health
+// monitor took on since forgetUnused found it unchecked, unless the drop
+// is dropState's: the monitor marks it under holdMu (monitoredState).
 func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
@@ -285,6 +288,9 @@ func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	}
 	if e := r.l1.get(st.name); e != nil && e.st == st {
 		return
+	}
+	if kind != dropNow && st.monitored.Load() {
+		return // taken on by the health monitor since forgetUnused looked (monitoredState)
 	}
 	if r.states.CompareAndDelete(st.name, st) {
 		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals

@@ -1,0 +1,84 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// The health monitor marks the state of a service it takes on as checked
+// (monitored) while an eviction that found it unchecked is on its way to
+// drop it: the state is kept. Dropped, it took the monitor's targets with
+// it: their verdicts went to a state no longer the service's, and Get and
+// Pick, which read the next one, never saw them (until the monitor built
+// its targets again, when what it checked changed).
+func TestAStateTheMonitorTakesOnDuringItsDropIsKept(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t, WithHealthCheck(time.Second, time.Second/2), WithHealthThresholds(1, 1), WithLeaseTTL(time.Hour))
+	r.hm.settle() // the monitor's first scan is over: the next is a second away
+	const svc = "router_svc"
+	register := func(host string, check error) string {
+		t.Helper()
+		g, err := r.Register(ctx, Instance{Service: svc, Host: host, Port: 1, Method: MethodRouter},
+			WithCheckFunc(func(context.Context) error { return check }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Instance().ID
+	}
+	bad := register("10.0.0.1", errors.New("refused"))
+	register("10.0.0.2", nil)
+	if _, err := r.Get(ctx, svc); err != nil { // looked up: it has a state
+		t.Fatal(err)
+	}
+	if err := r.Invalidate(ctx, svc); err != nil { // in no cache; its state stays
+		t.Fatal(err)
+	}
+	st := r.stateIfAny(svc)
+	if st == nil || st.monitored.Load() {
+		t.Fatalf("state before the monitor's scan: %v (monitored %v); want one, not monitored", st != nil, st != nil && st.monitored.Load())
+	}
+	// An eviction finds the service unused (in no cache, not monitored)
+	// and stops just before it drops the state (held up on the lock that
+	// the drop takes, as a Stats call can hold it up).
+	r.foldMu.RLock()
+	evicted := make(chan struct{})
+	go func() {
+		defer close(evicted)
+		r.nameEvicted(svc)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !blockedIn("discovery.(*Registry).dropStateAs", "sync.(*RWMutex).Lock"); {
+		if time.Now().After(deadline) {
+			r.foldMu.RUnlock()
+			t.Fatal("the eviction did not reach the drop of the state in 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	clock.Advance(scanEvery)
+	r.hm.settle() // the monitor's scan takes the service on: its targets hold the state
+	r.foldMu.RUnlock()
+	<-evicted
+
+	for range 30 { // three intervals: each instance is checked
+		clock.Advance(100 * time.Millisecond)
+		r.hm.settle()
+	}
+	got, err := r.Get(ctx, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := got.Instance(bad); in == nil || in.Status != StatusUnhealthy {
+		t.Fatalf("Get after failing checks of %s shows %+v; want it unhealthy", bad, in)
+	}
+	for range 4 {
+		sel, err := r.Pick(ctx, svc, UseStrategy(StrategyRoundRobin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.Done(nil)
+		if sel.Instance.ID == bad {
+			t.Fatalf("Pick chose %s, which failed its checks", bad)
+		}
+	}
+}
