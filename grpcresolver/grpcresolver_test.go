@@ -168,19 +168,7 @@ func TestClientFollowsTheRegistry(t *testing.T) {
 	if err := gc.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if status.Code(err) == codes.Unavailable {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a call with only a draining instance left = %v; want UNAVAILABLE", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUnavailable(t, hc, "a call with only a draining instance left")
 }
 
 // WithFilter keeps the instances it accepts; Endpoint gives a policy the
@@ -634,18 +622,7 @@ func TestWeightZeroGetsNoCalls(t *testing.T) {
 	if err := ga.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if status.Code(err) == codes.Unavailable {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with only an instance of weight 0 left, a call = %v; want UNAVAILABLE", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUnavailable(t, hc, "with only an instance of weight 0 left, a call")
 	if n := zero.calls.Load(); n != 0 {
 		t.Fatalf("the instance of weight 0 got %d calls", n)
 	}
@@ -689,5 +666,23 @@ func TestPickBalancerIgnoresClientSideErrors(t *testing.T) {
 	call(&healthpb.HealthCheckRequest{})
 	if !ejected() {
 		t.Fatal("not ejected after two INTERNAL answers in a row")
+	}
+}
+
+// waitUnavailable waits (10 s at most) until a call through hc fails with
+// UNAVAILABLE; what names the call in the failure.
+func waitUnavailable(t *testing.T, hc healthpb.HealthClient, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if status.Code(err) == codes.Unavailable {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v; want UNAVAILABLE", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
