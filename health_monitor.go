@@ -489,16 +489,7 @@ func (m *monitor) addService(name string, now int64) *svcMon {
 // found unchecked was deleted once marked: the monitor's targets held it,
 // and their verdicts went to a state that Get and Pick no longer read.
 func (m *monitor) monitoredState(name string) *svcState {
-	for {
-		st := m.r.state(name)
-		st.holdMu.Lock()
-		if m.r.stateIfAny(name) == st {
-			st.monitored.Store(true)
-			st.holdMu.Unlock()
-			return st
-		}
-		st.holdMu.Unlock() // dropped since state returned it
-	}
+	return m.r.markState(name, func(st *svcState) { st.monitored.Store(true) })
 }
 
 func (m *monitor) removeService(sm *svcMon) {

@@ -234,11 +234,18 @@ func (r *Registry) stateIfAny(name string) *svcState {
 // dropped state, and health verdicts and ejections went to the next one,
 // which Pick never read.
 func (r *Registry) holdState(name string) *svcState {
+	return r.markState(name, func(st *svcState) { st.holds++ })
+}
+
+// markState runs mark on the state of a service, creating it, under the
+// state's holdMu, which dropState deletes under: either the drop sees the
+// mark, or it has already deleted the state and mark goes to the next one.
+func (r *Registry) markState(name string, mark func(*svcState)) *svcState {
 	for {
 		st := r.state(name)
 		st.holdMu.Lock()
-		if r.stateIfAny(name) == st { // dropState deletes under holdMu
-			st.holds++
+		if r.stateIfAny(name) == st {
+			mark(st)
 			st.holdMu.Unlock()
 			return st
 		}
