@@ -156,9 +156,9 @@ func (c *l1Cache) drop(sl *slot, gone bool) {
 // in its first slot lost its current entry: the next lookup missed and
 // read Redis or the database again, and code that had just put the entry
 // found none (a Watch test crashed on it in CI). It runs on ristretto's
-// goroutine, which ristretto's
-// Close stops before it closes anything, and which also runs evictions, so
-// the held slot stays held while it runs: it needs no mu.
+// goroutine, which ristretto's Close stops before it closes anything, and
+// which also runs evictions, so the held slot stays held while it runs: it
+// needs no mu.
 func (c *l1Cache) rejected(sl *slot) {
 	held, ok := c.rc.Get(sl.name)
 	switch {
