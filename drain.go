@@ -126,7 +126,6 @@ func (g *Registration) markDraining(ctx context.Context) (int64, error) {
 	rev, err := r.store.Register(ctx, &next)
 	r.noteStoreResult("register", err)
 	if err != nil {
-		r.afterFailedWrite(g.service, err)
 		g.mayHaveWritten(next, err)
 		return 0, err
 	}

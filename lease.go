@@ -254,7 +254,6 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	rev, err := g.r.store.Register(ctx, &next)
 	g.r.noteStoreResult("register", err)
 	if err != nil {
-		g.r.afterFailedWrite(g.service, err)
 		g.mayHaveWritten(next, err)
 		return false, err
 	}
@@ -286,7 +285,9 @@ func (g *Registration) set(inst core.Instance, rev int64) {
 // Renewed with the fields from before it, the row no longer matched, and the
 // renewal registered them again: a write that had landed, seen by every
 // process, undone within TTL/3 with a new revision, though no one asked.
+// It first hands the failure to afterFailedWrite, as every failed write does.
 func (g *Registration) mayHaveWritten(next core.Instance, err error) {
+	g.r.afterFailedWrite(g.service, err)
 	if !outcomeUnknown(err) {
 		return
 	}
