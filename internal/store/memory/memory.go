@@ -119,6 +119,17 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 
 // Renew implements core.Store.
 func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt time.Time) error {
+	return s.renew(ctx, service, id, now, expiresAt, nil)
+}
+
+// RenewInstance implements core.InstanceRenewer.
+func (s *Store) RenewInstance(ctx context.Context, in *core.Instance, now time.Time) error {
+	return s.renew(ctx, in.Service, in.ID, now, in.ExpiresAt, in)
+}
+
+// renew moves the end of a lease still running at now to expiresAt, if the
+// row holds want's registration (any, for a nil want): else ErrNotFound.
+func (s *Store) renew(ctx context.Context, service, id string, now, expiresAt time.Time, want *core.Instance) error {
 	if err := s.begin(ctx, "renew"); err != nil {
 		return err
 	}
@@ -128,32 +139,11 @@ func (s *Store) Renew(ctx context.Context, service, id string, now, expiresAt ti
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
 	in, ok := sv.instances[id]
-	if !ok || !in.ExpiresAt.After(now) {
+	if !ok || !in.ExpiresAt.After(now) || want != nil && !core.SameRegistration(&in, want) {
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
 	in.ExpiresAt = expiresAt
 	sv.instances[id] = in
-	return nil
-}
-
-// RenewInstance implements core.InstanceRenewer.
-func (s *Store) RenewInstance(ctx context.Context, in *core.Instance, now time.Time) error {
-	if err := s.begin(ctx, "renew"); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	var (
-		cur core.Instance
-		ok  bool
-	)
-	if sv := s.services[in.Service]; sv != nil {
-		cur, ok = sv.instances[in.ID]
-	}
-	if !ok || !cur.ExpiresAt.After(now) || !core.SameRegistration(&cur, in) {
-		return &core.NotFoundError{Service: in.Service, Instance: in.ID}
-	}
-	cur.ExpiresAt = in.ExpiresAt
-	s.services[in.Service].instances[in.ID] = cur
 	return nil
 }
 
