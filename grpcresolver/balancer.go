@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
@@ -86,13 +87,19 @@ func (s source) Equal(o any) bool {
 	return ok && x.reg == s.reg && x.service == s.service && slices.Equal(x.skip, s.skip)
 }
 
-type pickerBuilder struct{ src source }
+type pickerBuilder struct {
+	src source
+	// streams caches streaming's answer by method name for the pickers of
+	// one ClientConn: the protobuf registry's lookup takes its lock and
+	// walks the name on every call otherwise.
+	streams sync.Map
+}
 
 func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	if len(info.ReadySCs) == 0 {
 		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
 	}
-	p := &picker{src: pb.src, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs))}
+	p := &picker{src: pb.src, streams: &pb.streams, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs))}
 	for _, id := range pb.src.skip {
 		p.skip = append(p.skip, discovery.Exclude(id))
 	}
@@ -104,11 +111,12 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 }
 
 type picker struct {
-	src    source
-	byAddr map[string]balancer.SubConn // the connected ones, by address
-	ready  []balancer.SubConn
-	skip   []discovery.PickOption // Exclude of each instance WithFilter left out
-	next   atomic.Uint32
+	src     source
+	streams *sync.Map                   // pickerBuilder.streams
+	byAddr  map[string]balancer.SubConn // the connected ones, by address
+	ready   []balancer.SubConn
+	skip    []discovery.PickOption // Exclude of each instance WithFilter left out
+	next    atomic.Uint32
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -123,7 +131,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 				break
 			}
 			if sc, ok := p.byAddr[sel.Instance.Addr()]; ok {
-				if streaming(info.FullMethodName) {
+				if p.streaming(info.FullMethodName) {
 					// Its life, minutes maybe, is no latency: taken as one,
 					// p2c_ewma shunned the instance for as long after.
 					return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) { sel.DoneLatency(ended(di), -1) }}, nil
@@ -136,6 +144,16 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 	}
 	return balancer.PickResult{SubConn: p.ready[(p.next.Add(1)-1)%uint32(len(p.ready))]}, nil
+}
+
+// streaming is the package's streaming, cached by method name.
+func (p *picker) streaming(method string) bool {
+	if v, ok := p.streams.Load(method); ok {
+		return v.(bool)
+	}
+	s := streaming(method)
+	p.streams.Store(method, s)
+	return s
 }
 
 // streaming reports whether method ("/package.Service/Method") streams
