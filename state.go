@@ -281,9 +281,13 @@ func (r *Registry) dropState(st *svcState) { r.dropStateAs(st, dropNow) }
 // dropStateAs is dropState, asked for as kind says. A state held
 // (holdState) is dropped only when the last hold ends, as kind says then;
 // one that L1's entry of the service points at is kept: put there since
-// the caller found the service in no cache. So is one that the health
-// monitor took on since forgetUnused found it unchecked, unless the drop
-// is dropState's: the monitor marks it under holdMu (monitoredState).
+// the caller found the service in no cache. So is one the health monitor
+// checks, whatever the kind: it marks it under holdMu (monitoredState), so
+// a drop that found it unchecked sees a mark made since. A service the
+// database does not know (dropState) may still be this process's own, its
+// rows lost to a restore: dropped, its state took the monitor's targets
+// with it, and once the service was back their verdicts went to a state
+// Get and Pick no longer read.
 func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
@@ -296,8 +300,8 @@ func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 	if e := r.l1.get(st.name); e != nil && e.st == st {
 		return
 	}
-	if kind != dropNow && st.monitored.Load() {
-		return // taken on by the health monitor since forgetUnused looked (monitoredState)
+	if st.monitored.Load() {
+		return // checked by the health monitor, or taken on since forgetUnused looked (monitoredState)
 	}
 	if r.states.CompareAndDelete(st.name, st) {
 		if m := st.met.Load(); m != nil { // keep its lookups in the Registry's totals
