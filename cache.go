@@ -1063,12 +1063,18 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	} else if r.l2 != nil {
 		r.owe(ch) // out: announced once back
 	}
+	r.writtenHere(ch)
+}
+
+// writtenHere ends the work of making a change visible (afterWrite) in
+// this process: an older entry leaves L1, and the watchers hear of it.
+// Without a message (a database without Redis, or Redis down) nothing else
+// tells them, and they saw the change only when their snapshot stopped
+// being fresh.
+func (r *Registry) writtenHere(ch core.Change) {
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
 		r.l1.remove(e)
 	}
-	// This process's watchers hear of it too: without a message (a database
-	// without Redis, or Redis down) nothing else tells them, and they saw
-	// the change only when their snapshot stopped being fresh.
 	r.changeAnnounced(ch, false)
 }
 
@@ -1172,6 +1178,10 @@ func (r *Registry) unsettle(service string) {
 // and makes it visible as afterWrite makes a write's. A database that does
 // not answer leaves it to settle once it does.
 func (r *Registry) settle(service string) {
+	if r.l2 != nil && r.l2.Up() {
+		r.settleThrough(service)
+		return
+	}
 	ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 	rev, err := r.revisionOf(ctx, service)
 	cancel()
@@ -1185,6 +1195,26 @@ func (r *Registry) settle(service string) {
 		r.settleLater(service)
 	}
 	// Else Close ended the read: nothing to announce to.
+}
+
+// settleThrough is settle with Redis up: the write-through's read of the
+// service gives its revision, where a read of the revision first (what
+// settle does without Redis, whose afterWrite reads nothing more) read the
+// database twice, on a database already too slow for the write's caller.
+func (r *Registry) settleThrough(service string) {
+	ch, err := r.readThrough(r.ctx, core.Change{Service: service})
+	r.noteStoreResult("load", err)
+	switch {
+	case err == nil:
+		if !r.l2.Up() { // lost on the way, as afterWrite does
+			r.owe(ch)
+		}
+		r.writtenHere(ch)
+	case errors.Is(err, ErrNotFound):
+		// No such service, and none is ever deleted: the write did not land.
+	case errors.Is(err, ErrUnavailable):
+		r.settleLater(service)
+	}
 }
 
 // settleLater keeps service to settle once the database answers again.
@@ -1268,6 +1298,18 @@ func (r *Registry) revisionOf(ctx context.Context, service string) (int64, error
 //
 // It holds the service's state throughout, as a load does (load).
 func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
+	if _, err := r.readThrough(ctx, ch); err != nil {
+		r.countStoreErr(err)
+		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as readThrough's writes
+	}
+}
+
+// readThrough is writeThrough's read and what follows it, up to the
+// snapshot published; a read that fails is left to the caller. A change
+// of revision 0 (a write of unknown outcome: settleThrough) takes the
+// revision it reads, and raises the one lookups want to it. It returns the
+// change it made visible.
+func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change, error) {
 	st := r.holdState(ch.Service)
 	defer r.releaseState(st)
 	inv := st.invalidated.Load()
@@ -1281,9 +1323,14 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 	stop()
 	cancel()
 	if err != nil {
-		r.countStoreErr(err)
-		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as the two below
-		return
+		return ch, err
+	}
+	if ch.Revision == 0 {
+		// Raised before the install, as afterWrite raises it before the
+		// write-through: a load that read the database before the write
+		// then finds its snapshot superseded (installLoaded).
+		ch.Revision = svc.Revision
+		st.raiseWant(ch.Revision)
 	}
 	if st.invalidated.Load() == inv {
 		// Looked at again after the put, since Invalidate counts before it
@@ -1298,6 +1345,7 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 	} else {
 		_ = r.l2.Publish(ctx, ch, false)
 	}
+	return ch, nil
 }
 
 // maxUnannounced bounds the changes a Registry keeps to announce once Redis

@@ -16,13 +16,13 @@ import (
 
 // landsUnsure commits every Register and then fails it as a write whose
 // caller's deadline ran out on the way back (its outcome unknown, the
-// database answering), and holds every read of db_svc's revision until
-// open is closed, counting them.
+// database answering), and holds every read of db_svc (its revision or
+// its snapshot) until open is closed, counting them.
 type landsUnsure struct {
 	discovery.Store
 	open chan struct{}
 	mu   sync.Mutex
-	revs int // Revisions calls that asked for db_svc
+	revs int // Revisions calls that asked for db_svc, and loads of it
 }
 
 func (s *landsUnsure) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
@@ -34,16 +34,33 @@ func (s *landsUnsure) Register(ctx context.Context, in *discovery.Instance) (int
 
 func (s *landsUnsure) Revisions(ctx context.Context, names []string) (map[string]int64, error) {
 	if slices.Contains(names, "db_svc") {
-		s.mu.Lock()
-		s.revs++
-		s.mu.Unlock()
-		select {
-		case <-s.open:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := s.read(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return s.Store.(discovery.RevisionReader).Revisions(ctx, names)
+}
+
+func (s *landsUnsure) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if name == "db_svc" {
+		if err := s.read(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// read counts a read of db_svc and holds it until open is closed.
+func (s *landsUnsure) read(ctx context.Context) error {
+	s.mu.Lock()
+	s.revs++
+	s.mu.Unlock()
+	select {
+	case <-s.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *landsUnsure) reads() int {
@@ -82,7 +99,49 @@ func TestWritesOfUnknownOutcomeSettleTogether(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got := s.reads(); got > 2 {
-				t.Fatalf("%d writes of unknown outcome read db_svc's revision %d times; want at most 2", writes, got)
+				t.Fatalf("%d writes of unknown outcome read db_svc %d times; want at most 2", writes, got)
+			}
+		})
+	}
+}
+
+// A write of unknown outcome reads the database once to settle, with Redis
+// too: the write-through's read gives the revision. It read the revision
+// first, then the snapshot, on a database already too slow for the
+// write's caller. Settled, the snapshot is in Redis for every process.
+func TestAWriteOfUnknownOutcomeSettlesInOneRead(t *testing.T) {
+	for _, k := range allWorlds {
+		t.Run(k.name, func(t *testing.T) {
+			w := newWorld(t, k)
+			s := &landsUnsure{Store: w.registry(t).Store(), open: make(chan struct{})}
+			close(s.open)
+			a := overStore(t, w, s)
+			if w.rdb != nil {
+				waitFor(t, 10*time.Second, "the first revalidation", func() bool { return a.Stats().Resyncs >= 1 })
+			}
+			if _, err := a.Register(context.Background(), inst("db_svc", "10.0.0.1", 80)); err == nil {
+				t.Fatal("Register succeeded; want the store's error")
+			}
+			if w.rdb != nil { // the settle ends with the snapshot published
+				waitFor(t, 10*time.Second, "the settle", func() bool { return a.Stats().Published >= 1 })
+			} else {
+				waitFor(t, 10*time.Second, "the settle's read", func() bool { return s.reads() >= 1 })
+			}
+			if err := a.Close(); err != nil { // waits for the rest of the settle
+				t.Fatal(err)
+			}
+			if got := s.reads(); got != 1 {
+				t.Fatalf("a write of unknown outcome read db_svc %d times to settle; want 1", got)
+			}
+			if w.rdb == nil {
+				return
+			}
+			res, err := w.registry(t).Lookup(context.Background(), "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Layer != discovery.LayerL2 || res.Service.Instance("10.0.0.1:80") == nil {
+				t.Fatalf("another process's first lookup after the settle: layer %v, %+v; want the landed write from Redis", res.Layer, res.Service)
 			}
 		})
 	}
