@@ -38,9 +38,10 @@ type Registration struct {
 	gone    bool
 	removed bool // deregistered (or replaced): a Deregister has nothing left to do
 	// unsure is what the row holds if a write of this registration whose
-	// outcome is unknown (an Update, a drain mark) landed: the next
-	// renewal takes it as the registration's own if the row holds it
-	// (renew). Any later write, a renewal included, clears it.
+	// outcome is unknown (an Update, a drain mark, a Register that was to
+	// replace it) landed: the next renewal takes it as the registration's
+	// own if the row holds it (renew). Any later write, a renewal
+	// included, clears it.
 	unsure *core.Instance
 	opts   regOptions
 
@@ -114,10 +115,23 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
 	rev, err := r.store.Register(ctx, &inst)
 	r.noteStoreResult("register", err)
-	if err == nil {
+	switch {
+	case err == nil:
 		for _, old := range olds {
 			old.mu.Lock()
 			old.gone, old.removed = true, true // replaced: never delete the new one's row
+			old.mu.Unlock()
+		}
+	case outcomeUnknown(err):
+		// The replacement may have landed: each registration it was to
+		// replace takes it as its own if the row holds it (renew), as an
+		// Update of unknown outcome is taken, before a renewal can run.
+		// Its renewal found the row different and wrote its own fields
+		// back over the landed ones.
+		for _, old := range olds {
+			u := inst.Clone()
+			old.mu.Lock()
+			old.unsure = &u
 			old.mu.Unlock()
 		}
 	}

@@ -225,3 +225,58 @@ func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 		}
 	})
 }
+
+// A Register that replaces this process's registration of the instance,
+// whose outcome its caller could not know, and which landed, is kept: the
+// registration it would have replaced takes it as its own at its next
+// renewal. That renewal found the row different and wrote its own fields
+// back over it, undoing a write announced to every process.
+func TestReplacingRegisterOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		clock := discoverytest.NewClock(t0)
+		s := &landsThenTimesOut{Store: w.registry(t).Store()}
+		r := overStore(t, w, s, discovery.WithClock(clock))
+		g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+		s.armed.Store(true)
+		next := inst("db_svc", "10.0.0.1", 1)
+		next.Weight = 7
+		if _, err := r.Register(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Register = %v; want the store's context.DeadlineExceeded", err)
+		}
+		row := func() string {
+			svc, err := r.Store().Load(ctx, "db_svc")
+			if err != nil || len(svc.Instances) != 1 {
+				return fmt.Sprintf("%+v, %v", svc, err)
+			}
+			return fmt.Sprintf("weight %d", svc.Instances[0].Weight)
+		}
+		if got := row(); got != "weight 7" {
+			t.Fatalf("after the Register the row holds %s; want weight 7 (it landed)", got)
+		}
+		for range 2 {
+			clock.BlockUntil(2) // the keepalive and the reaper are waiting
+			clock.Advance(discovery.DefaultLeaseTTL / 3)
+			clock.BlockUntil(2) // the renewal has finished
+			if got := row(); got != "weight 7" {
+				t.Fatalf("after a renewal the row holds %s; want weight 7 (the Register that landed kept)", got)
+			}
+		}
+		if got := g.Instance().Weight; got != 7 {
+			t.Fatalf("the registration's Instance().Weight = %d; want 7, as the row holds", got)
+		}
+		// One that did not land leaves the row, and the registration, as
+		// they were.
+		s.lost.Store(true)
+		next.Weight = 9
+		if _, err := r.Register(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Register = %v; want the store's context.DeadlineExceeded", err)
+		}
+		clock.BlockUntil(2)
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntil(2)
+		if got := row(); got != "weight 7" || g.Instance().Weight != 7 {
+			t.Fatalf("after a Register that did not land and a renewal: row %s, registration weight %d; want weight 7, 7", got, g.Instance().Weight)
+		}
+	})
+}
