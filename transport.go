@@ -398,6 +398,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one attempt on the chosen instance and reports its outcome
 // when the response body is closed (or at once on error).
 func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Response, error) {
+	// A panic on the way (the base RoundTripper's, GetBody's) goes on to
+	// the caller, as net/http lets it, but the instance is done with: its
+	// request stayed counted in flight for good, and it lost every
+	// least-connections pick after. It is no outcome of the instance's.
+	reported := false
+	defer func() {
+		if !reported {
+			sel.Done(context.Canceled)
+		}
+	}()
 	if ctx := req.Context(); ctx.Err() != nil {
 		// Ended before the instance was asked (a deadline spent upstream,
 		// or during the pick): net/http's answer, and not the instance's
@@ -406,6 +416,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		if !retry && req.Body != nil {
 			_ = req.Body.Close()
 		}
+		reported = true
 		sel.Done(context.Canceled)
 		return nil, context.Cause(ctx)
 	}
@@ -413,6 +424,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	if retry && req.GetBody != nil {
 		body, err := req.GetBody()
 		if err != nil {
+			reported = true
 			sel.Done(context.Canceled) // not the instance's fault
 			return nil, err
 		}
@@ -448,6 +460,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		resp, err = t.baseFor(out, req.URL.Hostname()).RoundTrip(out)
 	}
 	if err != nil {
+		reported = true
 		if callerCanceled(req) || body != nil && body.callers(out.ContentLength) {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
@@ -473,6 +486,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		// An upgrade (101) ends with its handshake too: its body is the
 		// connection, which the caller asserts writable (a wrapper hid
 		// that), and whose life is no request's latency.
+		reported = true
 		sel.DoneLatency(outcome, time.Since(start))
 		return resp, nil
 	}
@@ -489,6 +503,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		}
 		sel.DoneLatency(o, time.Since(start))
 	}}
+	reported = true // by the body, when it is closed or read to its end
 	return resp, nil
 }
 

@@ -1548,3 +1548,61 @@ func TestTransportWithDefaultTransportReplaced(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// A panic while a request is with its instance (the base RoundTripper's, a
+// GetBody's on a retry) reaches the caller, as net/http lets it, but the
+// instance is done with: it stayed counted in flight for good, and lost
+// every least-connections pick after.
+func TestTransportPanicLeavesNoRequestInFlight(t *testing.T) {
+	tests := []struct {
+		name    string
+		base    http.RoundTripper
+		getBody func() (io.ReadCloser, error)
+	}{
+		{
+			name: "base panics",
+			base: roundTripFunc(func(*http.Request) (*http.Response, error) { panic("base transport bug") }),
+		},
+		{
+			name: "GetBody panics on the retry",
+			base: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: 502, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+			}),
+			getBody: func() (io.ReadCloser, error) { panic("GetBody bug") },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+			var ids []string
+			for port := 1; port <= 2; port++ {
+				ids = append(ids, mustRegister(t, r, discovery.Instance{Service: "web", Host: "127.0.0.1", Port: port}).Instance().ID)
+			}
+			req, _ := http.NewRequest(http.MethodPut, "http://web/x", strings.NewReader("body"))
+			req.Header["Idempotency-Key"] = []string{"k"}
+			if tt.getBody != nil {
+				req.GetBody = tt.getBody
+			}
+			var p any
+			func() {
+				defer func() { p = recover() }()
+				resp, err := r.Transport(discovery.BaseTransport(tt.base)).RoundTrip(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+			}()
+			if p == nil {
+				t.Fatal("RoundTrip did not panic; the test expects the panic to reach the caller")
+			}
+			for _, id := range ids {
+				if n := discovery.InFlight(r, "web", id); n != 0 {
+					t.Errorf("after a panic (%v), instance %s has %d requests in flight; want 0 (Selection.Done never called)", p, id, n)
+				}
+			}
+		})
+	}
+}
