@@ -56,11 +56,16 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 	}
 	slices.Sort(recent)
 	if ep != nil {
-		// The episode takes in the later lapses of its group: each within
-		// one renewal window of the one before.
+		// The episode takes in the later lapses of its group: those within
+		// one renewal window of its first. Each within a window of the one
+		// before, as a chain, lapses one by one after the group (a rolling
+		// restart that kills its pods, a crash loop) joined it, each moved
+		// its grace forward, and the group's dead instances, and every
+		// single expiry, were kept for as long as the lapses kept coming.
+		// Later lapses are judged as a group of their own, below.
 		hi := ep.hi
 		for _, exp := range recent {
-			if exp > hi && exp <= hi+window {
+			if exp > hi && exp <= ep.lo+window {
 				hi = exp
 			}
 		}

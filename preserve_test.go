@@ -608,3 +608,49 @@ func TestReaperSparesRowsHeldAfterAnOutage(t *testing.T) {
 			held.Sub(back), cut.Sub(t0))
 	}
 }
+
+// A group is the lapses within one renewal window of each other; lapses
+// one by one after it, each within a window of the one before (a rolling
+// restart that kills its pods, a crash loop), are single expiries, not
+// the group's. Taken in as the group's, each moved the group's last lapse,
+// and so its grace, forward: the group's dead instances were kept as
+// suspects for as long as the lapses kept coming, and every single expiry
+// was kept with them.
+func TestSelfPreservationGroupDoesNotGrowByLaterSingleLapses(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	r, clock, backend := lapseRegistry(t)
+	// 40 instances: 7 (17.5%) lapse together at one TTL, then 10 one by
+	// one every 6 s from 6 s after them; the rest live for an hour.
+	const group, singles = 7, 10
+	every := 6 * time.Second
+	writeInstances(t, backend, "db_svc", 40, func(i int) time.Time {
+		switch {
+		case i < group:
+			return t0.Add(ttl)
+		case i < group+singles:
+			return t0.Add(ttl + time.Duration(i-group+1)*every)
+		}
+		return t0.Add(time.Hour)
+	})
+	grace := 2 * ttl
+	steps := []lapseStep{
+		// The group and the lapse 6 s after it (within one renewal
+		// window of the group's first) are kept; the later ones are not.
+		{ttl + grace + time.Second, "36 instances, 8 suspect", "i00,i01,i02,i03,i04,i05,i06,i07"},
+		// The group's grace has ended: 13 lapsed, none kept.
+		{ttl + grace + 10*time.Second, "27 instances, 0 suspect", ""},
+	}
+	// Looked up every second, as a service in use is.
+	for at, next := ttl, 0; next < len(steps); at += time.Second {
+		clock.Set(t0.Add(at))
+		_ = r.Invalidate(ctx, "db_svc")
+		svc, err := r.Get(ctx, "db_svc")
+		if tt := steps[next]; at == tt.at {
+			next++
+			if got, sus := statuses(svc, err), suspectIDs(svc, err); got != tt.statuses || sus != tt.suspects {
+				t.Fatalf("at t0+%v: %s, suspect [%s]; want %s, suspect [%s]", tt.at, got, sus, tt.statuses, tt.suspects)
+			}
+		}
+	}
+}
