@@ -110,11 +110,30 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 		// net/http's server closes the connection: the caller reads what
 		// came, then io.ErrUnexpectedEOF, a body cut short
 		w.pipe.CloseWrite(io.ErrUnexpectedEOF)
+	case w.resp == nil && w.declaresUnwrittenBody():
+		// None of it written: cut short all the same (net/http's server
+		// sends the header, then closes the connection). Answered as a
+		// handler that wrote nothing is, the caller read an empty body to
+		// a clean EOF under the declared length, and counted a success.
+		w.commit(nil, false)
+		w.pipe.CloseWrite(io.ErrUnexpectedEOF)
 	default:
 		w.commit(nil, true)
 		w.trailer = w.trailers()
 		w.pipe.CloseWrite(nil)
 	}
+}
+
+// declaresUnwrittenBody reports whether the header declares a body (a
+// Content-Length above 0, on a response that has one) that the handler,
+// which returned before it answered the caller, never wrote.
+func (w *localWriter) declaresUnwrittenBody() bool {
+	cl, err := strconv.ParseInt(w.header.Get("Content-Length"), 10, 64)
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	return err == nil && cl > 0 && w.req.Method != http.MethodHead && bodyAllowedForStatus(status)
 }
 
 func (w *localWriter) Header() http.Header { return w.header }

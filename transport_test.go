@@ -1606,3 +1606,39 @@ func TestTransportPanicLeavesNoRequestInFlight(t *testing.T) {
 		})
 	}
 }
+
+// An in-process handler that declares a Content-Length and returns without
+// writing any of it cut its body short too, as one that wrote part of it:
+// net/http's server sends the header and closes the connection, and the
+// caller's read fails (io.ErrUnexpectedEOF). The caller got an empty body
+// with a clean EOF, the declared length with it, counted a success.
+func TestTransportInProcessDeclaredLengthNeverWrittenIsCutShort(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "10") // and then nothing: its source failed, say
+	})
+	g, err := r.Register(ctx, discovery.Instance{Service: "sized", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.HTTPClient().Post("http://sized/x", "text/plain", nil) // a POST: not retried
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("reading a body of none of its declared 10 bytes: %q, %v; want io.ErrUnexpectedEOF, as over the network", b, err)
+	}
+	hs, err := r.Health(ctx, "sized")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].PassiveFailures != 1 {
+		t.Errorf("health after a body cut short: %+v; want 1 passive failure", hs)
+	}
+	if n := discovery.InFlight(r, "sized", g.Instance().ID); n != 0 {
+		t.Errorf("%d requests in flight; want 0", n)
+	}
+}
