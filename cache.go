@@ -11,6 +11,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 
+	"github.com/rssbot/discovery/internal/cache/rediscache"
 	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
 )
@@ -808,14 +809,23 @@ func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) 
 
 func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv uint64) (*entry, error) {
 	readAt := r.clock.Now() // before any read: a snapshot is at least this recent
+	// The service's generation in Redis, read before the database: what the
+	// database answers is written to Redis only while Redis still holds it
+	// (setL2Unless). Unknown (Redis failed, or is out), nothing is written.
+	var (
+		gen      rediscache.Gen
+		genKnown bool
+	)
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
 		cur := r.l1.get(name)
 		if cur != nil && cur.raw != nil {
 			haveRev, haveAt = cur.rev, cur.loadedAt
 		}
-		// bounded by the Redis timeout; a snapshot we already hold is not decoded again
-		svc, at, same, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
+		// bounded by the Redis timeout; a snapshot we already hold is not
+		// decoded again; the generation comes with it, in the same command
+		svc, at, same, g, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
+		gen, genKnown = g, err == nil
 		if same {
 			svc = cur.raw
 		}
@@ -831,6 +841,11 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			}
 			r.l2.Unusable() // found, but the database answers: a miss
 		}
+	} else if r.l2 != nil && force && r.l2.Up() {
+		// Forced: Redis is not read for the snapshot, but its generation
+		// is still needed for the write below.
+		g, err := r.l2.Generation(r.ctx, name)
+		gen, genKnown = g, err == nil
 	}
 	var (
 		svc *core.Service
@@ -860,25 +875,29 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 		return nil, err
 	}
 	r.noteStoreOK()
-	if r.l2 != nil {
-		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, svc.Name, codec.Encode(svc, readAt)) })
+	if genKnown {
+		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, gen, svc.Name, codec.Encode(svc, readAt)) })
 	}
 	return r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()), nil
 }
 
 // setL2Unless writes enc, a snapshot of service this process read from the
 // database (codec.Encode), to Redis (bounded by the Redis timeout), unless
-// the service was invalidated since the read began (inv): an Invalidate
-// between the read and this write deleted the L2 copy, and the write put
-// back what was read before it, for every process, for an L2 TTL. The count
-// is looked at again after the write, since Invalidate counts before it
+// the service was invalidated since the read began: in this process (inv,
+// its count of invalidations then), or in any (gen, the service's
+// generation in Redis, read before the database was). An Invalidate between
+// the read and this write deleted the L2 copy, and the write put back what
+// was read before it, for every process, for an L2 TTL. The count is
+// looked at again after the write, since Invalidate counts before it
 // deletes: a write that landed after its delete is deleted in turn. It
 // reports whether the snapshot stands (no invalidation came first).
-func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, service string, enc []byte) bool {
+func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) bool {
 	if st.invalidated.Load() != inv {
 		return false
 	}
-	_, _ = r.l2.SetEncoded(ctx, service, enc)
+	if _, err := r.l2.SetEncoded(ctx, service, enc, gen); errors.Is(err, rediscache.ErrInvalidated) {
+		return false
+	}
 	if st.invalidated.Load() != inv {
 		_ = r.l2.Delete(ctx, service)
 		return false
@@ -1313,6 +1332,10 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 	st := r.holdState(ch.Service)
 	defer r.releaseState(st)
 	inv := st.invalidated.Load()
+	// Read before the database, as inv is counted (see setL2Unless). Unknown,
+	// the snapshot is not written to Redis, nor pushed: what was read may
+	// come from before another process's Invalidate.
+	gen, genErr := r.l2.Generation(ctx, ch.Service)
 	r.ctr.storeReads.Add(1)
 	readAt := r.clock.Now()
 	lctx, cancel := ownTimeout(ctx, r.opts.loadTO)
@@ -1340,7 +1363,7 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 		}
 	}
 	enc := codec.Encode(svc, readAt)
-	if r.setL2Unless(ctx, st, inv, ch.Service, enc) {
+	if genErr == nil && r.setL2Unless(ctx, st, inv, gen, ch.Service, enc) {
 		_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
 	} else {
 		_ = r.l2.Publish(ctx, ch, false)
@@ -1413,7 +1436,10 @@ func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	if r.l2 == nil {
 		return nil
 	}
-	if err := r.l2.Delete(ctx, service); err != nil {
+	// The snapshot goes, and the service gets a new generation: a write of a
+	// snapshot that any process read from the database before this is
+	// refused (setL2Unless).
+	if err := r.l2.Invalidate(ctx, service); err != nil {
 		return err
 	}
 	return r.l2.Publish(ctx, core.Change{Service: service}, true)

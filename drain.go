@@ -158,16 +158,22 @@ func (r *Registry) propagationBound(ctx context.Context, service string, rev int
 // ensureL2 makes Redis hold revision rev of service or a newer one, and
 // announces it again if it had to write it.
 func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
-	if svc, _, err := r.l2.Get(ctx, service); err != nil || svc != nil && svc.Revision >= rev {
+	// The generation comes with the snapshot; what the database answers is
+	// written only while Redis holds it (no Invalidate since).
+	svc, _, _, gen, err := r.l2.GetIfChanged(ctx, service, -1, -1)
+	if svc != nil {
+		r.l2.Hit()
+	}
+	if err != nil || svc != nil && svc.Revision >= rev {
 		return
 	}
 	r.ctr.storeReads.Add(1)
-	svc, err := r.store.Load(ctx, service)
+	svc, err = r.store.Load(ctx, service)
 	if err != nil {
 		r.countStoreErr(err)
 		return
 	}
-	if _, err := r.l2.Set(ctx, svc, r.clock.Now()); err == nil {
+	if _, err := r.l2.Set(ctx, svc, r.clock.Now(), gen); err == nil {
 		_ = r.l2.Publish(ctx, core.Change{Service: service, Revision: svc.Revision}, false)
 	}
 }

@@ -304,3 +304,166 @@ func (g *forcedPublishGate) ProcessHook(next redis.ProcessHook) redis.ProcessHoo
 		return next(ctx, cmd)
 	}
 }
+
+// An Invalidate made in another process while this one is between its
+// database read and its Redis write leaves Redis without what that read
+// found, and a process that then looks the service up reads the database.
+// This process's own count of invalidations cannot see the other's
+// Invalidate until its forced message arrives (held here on its way to
+// Redis, as a slow subscriber or a busy network holds it): its write put
+// back the snapshot read before the Invalidate, and every other process
+// served it from Redis for an L2 TTL, though the database had changed
+// behind the library's back (what Invalidate is for). Both writers are
+// checked: a load's write-back, and a write-through after a registration.
+func TestInvalidateInAnotherProcessIsNotUndone(t *testing.T) {
+	stores := []struct {
+		name string
+		open func(t *testing.T, prefix string) core.Store
+	}{
+		{"memory", func(*testing.T, string) core.Store { return memory.New() }},
+		{"postgres", func(t *testing.T, prefix string) core.Store {
+			s, err := sqlstore.New(testutil.Postgres(t, prefix), prefix, 5*time.Second)
+			if err == nil {
+				err = s.Migrate(context.Background())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	}
+	writers := []struct {
+		name string
+		// before holds one instance of db_svc in the database, by a then.
+		before func(t *testing.T, a *Registry, db core.Store)
+		// write starts the write that reads the database (held) and then
+		// writes Redis; wait waits until that write to Redis is done.
+		write func(t *testing.T, a *Registry) (wait func())
+	}{
+		{"load", func(t *testing.T, _ *Registry, db core.Store) {
+			registerBehind(t, db, "10.0.0.1")
+		}, func(t *testing.T, a *Registry) func() {
+			before := a.l2.Stats()
+			got := make(chan error, 1)
+			go func() { _, err := a.Get(context.Background(), "db_svc"); got <- err }()
+			return func() {
+				if err := <-got; err != nil {
+					t.Error(err)
+				}
+				// The load's write to Redis runs on after the load, in the
+				// background: done when Redis answered it, whatever it said.
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					s := a.l2.Stats()
+					if s.Writes+s.StaleWrites+s.Errors > before.Writes+before.StaleWrites+before.Errors {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the load's write to Redis not done within 10 s")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}},
+		{"write-through", func(t *testing.T, a *Registry, _ core.Store) {
+			if _, err := a.Register(context.Background(), Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}, func(t *testing.T, a *Registry) func() {
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := a.Register(context.Background(), Instance{Service: "db_svc", Host: "10.0.0.2", Port: 1})
+				wrote <- err
+			}()
+			return func() { // Register returns once its write-through has ended
+				if err := <-wrote; err != nil {
+					t.Error(err)
+				}
+			}
+		}},
+	}
+	for _, st := range stores {
+		for _, wr := range writers {
+			t.Run(st.name+"/"+wr.name, func(t *testing.T) {
+				ctx := context.Background()
+				ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+				db := st.open(t, ns+"_")
+				held := &heldStore{Store: db, held: make(chan struct{}), release: make(chan struct{}), arm: make(chan struct{}, 1)}
+				addr, rdbDB, _ := testutil.RedisAddr(t)
+				rdbA, rdbB := testutil.RedisClient(t, addr, rdbDB, ns), testutil.RedisClient(t, addr, rdbDB, ns)
+				pub := &forcedPublishGate{held: make(chan struct{}), release: make(chan struct{})}
+				rdbB.AddHook(pub)
+				releasedStore, releasedPub := false, false
+				defer func() { // a failed check must not leave a read or Invalidate waiting
+					if !releasedStore {
+						close(held.release)
+					}
+					if !releasedPub {
+						close(pub.release)
+					}
+				}()
+				open := func(store core.Store, rdb redis.UniversalClient) *Registry {
+					// A Redis timeout over the clients' own: the Registry uses
+					// the client as it is, hook included (see redisCommands).
+					r, err := New(WithStore(store), WithRedis(rdb), WithNamespace(ns), WithRedisTimeout(5*time.Second),
+						WithoutHealthChecks(), WithCloseDrain(0))
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { _ = r.Close() })
+					return r
+				}
+				a, b := open(held, rdbA), open(db, rdbB) // two processes
+				// Revalidated after subscribing while L1 is still empty: a
+				// later revalidation could be the read held below.
+				resynced(t, a)
+				wr.before(t, a, db)
+				held.hold()
+				wait := wr.write(t, a)
+				<-held.held // a has read the database, and waits to write Redis
+				registerBehind(t, db, "10.0.0.3")
+				final, err := db.Load(ctx, "db_svc")
+				if err != nil {
+					t.Fatal(err)
+				}
+				invalidated := make(chan error, 1)
+				go func() { invalidated <- b.Invalidate(ctx, "db_svc") }()
+				<-pub.held // b has dropped Redis's snapshot, and publishes
+				close(held.release)
+				releasedStore = true
+				wait()
+				v, rerr := rdbA.Get(ctx, a.l2.Key("db_svc")).Result()
+				if !errors.Is(rerr, redis.Nil) {
+					rev, _, _ := codec.ParseHeader(v)
+					t.Errorf("after another process's Invalidate, Redis holds revision %d, read before it (%v); want nothing (the database is at %d)",
+						rev, rerr, final.Revision)
+				}
+				c := open(db, rdbA) // a third process, which looks db_svc up first now
+				res, err := c.Lookup(ctx, "db_svc")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Revision != final.Revision || len(res.Service.Instances) != len(final.Instances) {
+					t.Errorf("a new process's Lookup after the Invalidate = revision %d, %d instances (layer %v); want revision %d, %d instances",
+						res.Revision, len(res.Service.Instances), res.Layer, final.Revision, len(final.Instances))
+				}
+				close(pub.release)
+				releasedPub = true
+				if err := <-invalidated; err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// registerBehind registers an instance of db_svc at host in db, behind
+// every Registry's back.
+func registerBehind(t *testing.T, db core.Store, host string) {
+	t.Helper()
+	now := time.Now()
+	if _, err := db.Register(context.Background(), &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
+		RegisteredAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,8 +4,9 @@
 // callers from waiting on Redis timeouts while it is down.
 //
 // It works on a single Redis, Sentinel and Cluster alike (a
-// redis.UniversalClient): every script touches one key, and keys carry the
-// service name as a hash tag.
+// redis.UniversalClient): keys carry the service name as a hash tag, so a
+// service's keys (its snapshot, its generation) share one Cluster slot, and
+// every script and multi-key command touches the keys of one service only.
 package rediscache
 
 import (
@@ -25,14 +26,29 @@ import (
 	"github.com/rssbot/discovery/internal/core"
 )
 
-// setScript writes ARGV[1] unless the key holds a value whose header sorts
-// after it (a newer revision, or the same revision read later).
+// setScript writes ARGV[1] to KEYS[1] unless the service was invalidated
+// since the writer read its generation, before its database read (KEYS[2],
+// the generation, no longer holds ARGV[3]; "" for none): it returns 2 then.
+// Else it writes unless the key holds a value whose header sorts after it
+// (a newer revision, or the same revision read later): 0 then.
 var setScript = redis.NewScript(`
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
+  return 2
+end
 local cur = redis.call('GET', KEYS[1])
 if cur and string.len(cur) >= 42 and string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// invalidateScript deletes the snapshot KEYS[1] and gives the service a new
+// generation KEYS[2] (ARGV[1], for ARGV[2] ms), in one step: no write of a
+// snapshot read from the database before it lands after it.
+var invalidateScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 `)
 
@@ -113,6 +129,42 @@ func New(rdb redis.UniversalClient, opt Options) *Cache {
 // Key returns the Redis key of a service's snapshot. The braces make the
 // service name the Cluster hash tag.
 func (c *Cache) Key(service string) string { return c.opt.Namespace + "svc:{" + service + "}" }
+
+// GenKey returns the Redis key of a service's generation (see Gen), in the
+// Cluster slot of its snapshot's key.
+func (c *Cache) GenKey(service string) string { return c.opt.Namespace + "gen:{" + service + "}" }
+
+// A Gen is a service's generation in Redis, as a writer read it before it
+// read the service from the database: Invalidate gives the service a new
+// one, and a snapshot write (Set, SetEncoded) lands only while Redis still
+// holds the generation its writer read. The revision cannot tell that a
+// snapshot was read before an Invalidate: an Invalidate is for changes
+// made behind the library's back, which may not move it. Without the
+// generation, a process whose database read came before another process's
+// Invalidate, and its Redis write after, put back what was read before,
+// and every process served it for an L2 TTL.
+//
+// The zero Gen is "none": the service was not invalidated within
+// GenerationTTL (or the key was lost), its own value, which differs from
+// every generation Invalidate gives. Each generation is a random token, not
+// a counter: a counter whose key expired starts again at the same number,
+// and a write that read that number before the expiry would land after an
+// Invalidate that brought it back.
+type Gen string
+
+// GenerationTTL is how long a service's generation lives after an
+// Invalidate, unless Options.TTL is longer. It need only outlive a write
+// that read the generation before the Invalidate (the generation is read
+// before a database read, and the write follows within load and Redis
+// timeouts): once it has expired, a write that read it is refused (the
+// generation is then none), and one that read none before it and lands
+// now would have to have waited that long. An hour is far past that, and
+// a key per service invalidated within the hour costs Redis nothing.
+const GenerationTTL = time.Hour
+
+// ErrInvalidated is returned by a snapshot write refused because the
+// service was invalidated since its writer read the generation.
+var ErrInvalidated = errors.New("discovery: service invalidated since the snapshot was read")
 
 // Channel returns the pub/sub channel of changes.
 func (c *Cache) Channel() string { return c.channel }
@@ -218,7 +270,7 @@ func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFun
 // marker, another format version, or undecodable (counted). It returns an
 // error only when Redis failed, and at once (ErrUnavailable) while it is down.
 func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, error) {
-	svc, at, _, err := c.GetIfChanged(ctx, service, -1, -1)
+	svc, at, _, _, err := c.GetIfChanged(ctx, service, -1, -1)
 	if svc != nil {
 		c.Hit()
 	}
@@ -229,28 +281,39 @@ func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Ti
 // database at haveAt with revision haveRev: if Redis holds that same one, it
 // reports unchanged without decoding it. The caller then reports a
 // snapshot found (or unchanged) as a Hit or Unusable.
-func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, err error) {
+//
+// It also returns the service's generation, read with the snapshot in one
+// command: a caller that goes on to the database writes what it reads
+// there with it (SetEncoded). It is valid only when err is nil.
+func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, gen Gen, err error) {
 	if c.down.Load() {
-		return nil, time.Time{}, false, &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
+		return nil, time.Time{}, false, "", &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
 	}
 	tctx, cancel := c.timeout(ctx)
-	v, err := c.rdb.Get(tctx, c.Key(service)).Result()
+	vals, err := c.rdb.MGet(tctx, c.Key(service), c.GenKey(service)).Result()
 	cancel()
-	if err == redis.Nil {
-		c.misses.Add(1)
-		return nil, time.Time{}, false, nil
+	if err == nil && len(vals) != 2 {
+		err = errors.New("mget: " + strconv.Itoa(len(vals)) + " values for 2 keys")
 	}
 	if err != nil {
-		return nil, time.Time{}, false, c.failed(ctx, "get", err)
+		return nil, time.Time{}, false, "", c.failed(ctx, "get", err)
+	}
+	// MGET answers nil for a key that is absent or holds another type.
+	g, _ := vals[1].(string)
+	gen = Gen(g)
+	v, ok := vals[0].(string)
+	if !ok {
+		c.misses.Add(1)
+		return nil, time.Time{}, false, gen, nil
 	}
 	if rev, loaded, herr := codec.ParseHeader(v); herr == nil && rev == haveRev && loaded == haveAt {
-		return nil, time.Unix(0, loaded), true, nil
+		return nil, time.Unix(0, loaded), true, gen, nil
 	}
 	svc, at, err = codec.Decode(v)
 	switch {
 	case errors.Is(err, codec.ErrVersion):
 		c.versionMisses.Add(1)
-		return nil, time.Time{}, false, nil
+		return nil, time.Time{}, false, gen, nil
 	case err == nil && svc.Name != service:
 		err = codec.ErrCorrupt
 		fallthrough
@@ -262,9 +325,28 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		tctx, cancel := c.timeout(ctx)
 		_ = dropScript.Run(tctx, c.rdb, []string{c.Key(service)}, v).Err()
 		cancel()
-		return nil, time.Time{}, false, nil
+		return nil, time.Time{}, false, gen, nil
 	}
-	return svc, at, false, nil
+	return svc, at, false, gen, nil
+}
+
+// Generation reads the generation of service, for a writer that reads the
+// service from the database without reading Redis first (a forced load, a
+// write-through): read before the database, and passed to the write.
+func (c *Cache) Generation(ctx context.Context, service string) (Gen, error) {
+	if c.down.Load() {
+		return "", &core.BackendError{Backend: "redis", Op: "get generation", Err: errors.New("down")}
+	}
+	tctx, cancel := c.timeout(ctx)
+	g, err := c.rdb.Get(tctx, c.GenKey(service)).Result()
+	cancel()
+	if err == redis.Nil {
+		return "", nil
+	}
+	if err != nil {
+		return "", c.failed(ctx, "get generation", err)
+	}
+	return Gen(g), nil
 }
 
 // Hit and Unusable tell the cache whether the snapshot GetIfChanged found
@@ -277,31 +359,37 @@ func (c *Cache) Hit() { c.hits.Add(1) }
 func (c *Cache) Unusable() { c.unusable.Add(1) }
 
 // Set writes svc, read from the database at loadedAt, unless Redis holds a
-// newer one. It reports whether it wrote.
-func (c *Cache) Set(ctx context.Context, svc *core.Service, loadedAt time.Time) (bool, error) {
-	return c.set(ctx, c.Key(svc.Name), string(codec.Encode(svc, loadedAt)))
+// newer one, or the service was invalidated since gen, its generation read
+// before that database read, was read (ErrInvalidated). It reports whether
+// it wrote.
+func (c *Cache) Set(ctx context.Context, svc *core.Service, loadedAt time.Time, gen Gen) (bool, error) {
+	return c.set(ctx, svc.Name, string(codec.Encode(svc, loadedAt)), gen)
 }
 
 // SetEncoded is Set of a snapshot of service already encoded (codec.Encode).
-func (c *Cache) SetEncoded(ctx context.Context, service string, enc []byte) (bool, error) {
-	return c.set(ctx, c.Key(service), string(enc))
+func (c *Cache) SetEncoded(ctx context.Context, service string, enc []byte, gen Gen) (bool, error) {
+	return c.set(ctx, service, string(enc), gen)
 }
 
-func (c *Cache) set(ctx context.Context, key, val string) (bool, error) {
+func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, error) {
 	if c.down.Load() {
 		return false, &core.BackendError{Backend: "redis", Op: "set", Err: errors.New("down")}
 	}
 	ttl := c.opt.TTL + time.Duration((rand.Float64()*0.2-0.1)*float64(c.opt.TTL))
 	tctx, cancel := c.timeout(ctx)
 	// Redis refuses an expiry of 0 ms: a TTL under a millisecond is one.
-	n, err := setScript.Run(tctx, c.rdb, []string{key}, val, max(ttl.Milliseconds(), 1)).Int()
+	n, err := setScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, val, max(ttl.Milliseconds(), 1), string(gen)).Int()
 	cancel()
 	if err != nil {
 		return false, c.failed(ctx, "set", err)
 	}
-	if n == 0 {
+	switch n {
+	case 0:
 		c.staleWrites.Add(1)
 		return false, nil
+	case 2:
+		c.staleWrites.Add(1)
+		return false, ErrInvalidated
 	}
 	c.writes.Add(1)
 	return true, nil
@@ -317,6 +405,25 @@ func (c *Cache) Delete(ctx context.Context, service string) error {
 	cancel()
 	if err != nil {
 		return c.failed(ctx, "delete", err)
+	}
+	return nil
+}
+
+// Invalidate removes the snapshot of service and gives it a new generation,
+// in one script: a snapshot read from the database before it, by any
+// process, is refused when its writer tries to write it afterwards.
+func (c *Cache) Invalidate(ctx context.Context, service string) error {
+	if c.down.Load() {
+		return &core.BackendError{Backend: "redis", Op: "invalidate", Err: errors.New("down")}
+	}
+	// Random, never "" (none): see Gen.
+	gen := "g" + strconv.FormatUint(rand.Uint64(), 36)
+	ttl := max(c.opt.TTL, GenerationTTL)
+	tctx, cancel := c.timeout(ctx)
+	err := invalidateScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, gen, ttl.Milliseconds()).Err()
+	cancel()
+	if err != nil {
+		return c.failed(ctx, "invalidate", err)
 	}
 	return nil
 }

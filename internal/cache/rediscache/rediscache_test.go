@@ -157,7 +157,7 @@ func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
 	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: time.Second})
 	defer c.Close()
 	at := time.Unix(1_800_000_000, 0)
-	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 3}, at); err != nil {
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 3}, at, ""); err != nil {
 		t.Fatal(err)
 	}
 	var last uint64
@@ -173,7 +173,7 @@ func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
 		}
 	}
 	// A hit the caller cannot serve (too old): a miss.
-	if svc, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
+	if svc, _, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
 		t.Fatalf("GetIfChanged = %v, %v; want the snapshot", svc, err)
 	}
 	s := c.Stats()
@@ -181,7 +181,7 @@ func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
 	c.Unusable()
 	check("after Unusable", 0, 1)
 	// A hit the caller serves: a hit.
-	if svc, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
+	if svc, _, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || svc == nil {
 		t.Fatalf("GetIfChanged = %v, %v; want the snapshot", svc, err)
 	}
 	c.Hit()
