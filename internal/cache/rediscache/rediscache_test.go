@@ -248,3 +248,124 @@ func TestProbeOnAClusterAsksEveryMaster(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot write lands only while Redis holds the generation its writer
+// read before its database read: Invalidate gives the service a new one
+// (and deletes the snapshot in the same script), so a write of what was
+// read before it is refused, in whichever process it was read. A
+// generation that is missing (expired, lost) is a value of its own: a
+// write that read one before is refused, not taken as unchanged. Run on
+// one Redis (miniredis, or DISCOVERY_TEST_REDIS) and, when it is set, on
+// DISCOVERY_TEST_REDIS_CLUSTER: every script and MGET touches the keys of
+// one slot.
+func TestSnapshotWritesFollowTheGeneration(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(t *testing.T, ns string) redis.UniversalClient
+	}{
+		{"redis", func(t *testing.T, ns string) redis.UniversalClient { rdb, _ := testutil.Redis(t, ns); return rdb }},
+		{"cluster", func(t *testing.T, ns string) redis.UniversalClient { return testutil.RedisCluster(t, ns) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := testutil.Prefix(t)
+			rdb := tt.open(t, ns)
+			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
+			defer c.Close()
+			at := time.Unix(1_800_000_000, 0)
+			svc := &core.Service{Name: "db_svc", Revision: 3}
+			held := func(step string, want bool) {
+				t.Helper()
+				n, err := rdb.Exists(ctx, c.Key("db_svc")).Result()
+				if err != nil || (n == 1) != want {
+					t.Fatalf("%s: snapshot key exists %d, %v; want %v", step, n, err, want)
+				}
+			}
+			set := func(step string, gen Gen, wantErr error, wantWrote bool) {
+				t.Helper()
+				wrote, err := c.Set(ctx, svc, at, gen)
+				if !errors.Is(err, wantErr) || wrote != wantWrote {
+					t.Fatalf("%s: Set(gen %q) = %v, %v; want %v, %v", step, gen, wrote, err, wantWrote, wantErr)
+				}
+			}
+
+			// Never invalidated: the generation is none, and a write that
+			// read none lands.
+			gen0, err := c.Generation(ctx, "db_svc")
+			if err != nil || gen0 != "" {
+				t.Fatalf("Generation before any Invalidate = %q, %v; want none", gen0, err)
+			}
+			set("never invalidated", gen0, nil, true)
+			got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1)
+			if err != nil || got == nil || gen != "" {
+				t.Fatalf("GetIfChanged = %v, gen %q, %v; want the snapshot and no generation", got, gen, err)
+			}
+
+			// Invalidate deletes the snapshot and moves the generation: a
+			// write that read the one before is refused, and counted stale.
+			before := c.Stats().StaleWrites
+			if err := c.Invalidate(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			held("after Invalidate", false)
+			set("read before the Invalidate", gen0, ErrInvalidated, false)
+			held("after a write read before the Invalidate", false)
+			if d := c.Stats().StaleWrites - before; d != 1 {
+				t.Fatalf("StaleWrites went up by %d for a refused write; want 1", d)
+			}
+			gen1, err := c.Generation(ctx, "db_svc")
+			if err != nil || gen1 == "" {
+				t.Fatalf("Generation after Invalidate = %q, %v; want one", gen1, err)
+			}
+			if pttl, err := rdb.PTTL(ctx, c.GenKey("db_svc")).Result(); err != nil || pttl <= GenerationTTL-time.Minute {
+				t.Fatalf("the generation's TTL = %v, %v; want about %v", pttl, err, GenerationTTL)
+			}
+			// Read with the (absent) snapshot in one command.
+			if got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || got != nil || gen != gen1 {
+				t.Fatalf("GetIfChanged after Invalidate = %v, gen %q, %v; want a miss with gen %q", got, gen, err, gen1)
+			}
+			set("read after the Invalidate", gen1, nil, true)
+
+			// Another Invalidate gives another generation.
+			if err := c.Invalidate(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			gen2, err := c.Generation(ctx, "db_svc")
+			if err != nil || gen2 == "" || gen2 == gen1 {
+				t.Fatalf("Generation after a second Invalidate = %q, %v; want a new one (not %q)", gen2, err, gen1)
+			}
+			set("read between the two", gen1, ErrInvalidated, false)
+
+			// The generation's key gone (expired) between a writer's read
+			// and its write: refused, not taken for the generation it read.
+			if err := rdb.Del(ctx, c.GenKey("db_svc")).Err(); err != nil {
+				t.Fatal(err)
+			}
+			set("read before the generation expired", gen2, ErrInvalidated, false)
+			held("after a write refused for an expired generation", false)
+			set("read after it expired", "", nil, true)
+		})
+	}
+}
+
+// A service's generation and its snapshot hash to one Cluster slot (the
+// scripts touch both), and other services' keys differ.
+func TestGenerationKeySharesTheSnapshotsSlot(t *testing.T) {
+	c := New(nil, Options{Namespace: "ns:"})
+	defer c.Close()
+	tag := func(key string) string {
+		if i := strings.IndexByte(key, '{'); i >= 0 {
+			if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+				return key[i+1 : i+1+j]
+			}
+		}
+		return key
+	}
+	for _, svc := range []string{"db_svc", "a.b-c", "x"} {
+		k, g := c.Key(svc), c.GenKey(svc)
+		if tag(k) != svc || tag(g) != svc || k == g {
+			t.Fatalf("keys %q and %q: want distinct keys tagged {%s}", k, g, svc)
+		}
+	}
+}
