@@ -66,6 +66,9 @@ type entry struct {
 	slot atomic.Pointer[slot]
 	// st is the service's state in this process (nil for a negative entry).
 	st *svcState
+	// inv is st's count of invalidations when the snapshot's read began in
+	// this process (see invalidatedSince).
+	inv uint64
 	// viewGen is st's health generation when the view was built.
 	viewGen uint64
 }
@@ -230,7 +233,7 @@ func (c *l1Cache) set(sl *slot) bool {
 func (c *l1Cache) put(e *entry) *entry {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
-		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt) && !c.wentBack(old, e) {
+		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt && !invalidatedSince(old, e)) && !c.wentBack(old, e) {
 			held = old
 			return nil, false
 		}
@@ -281,6 +284,20 @@ func (r *Registry) install(e *entry) *entry {
 		st.retain(e.raw.Instances)
 	}
 	return held
+}
+
+// invalidatedSince reports whether e, at old's revision, was read from the
+// database after an invalidation of the service (Invalidate, here or in
+// another process, or a write of unknown outcome) that old's read came
+// before: e then replaces old, whatever their read times say. Those are
+// the clocks of the processes that read them: a snapshot that another
+// process read before the invalidation, with its clock ahead of this
+// one's, and pushed here (or wrote to Redis before it), claimed a later
+// read than the reload the invalidation made here, which was refused, and
+// lookups answered what the invalidation was to drop until a lease TTL
+// had passed.
+func invalidatedSince(old, e *entry) bool {
+	return e.layer == LayerL3 && e.st != nil && e.st == old.st && e.inv > old.inv
 }
 
 // wentBack reports whether e, at a lower revision than old, shows the
@@ -837,7 +854,9 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			// (which bounds what a lost write-through can leave behind).
 			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
-				return r.newEntry(svc, LayerL2, at, readAt, now), nil
+				e := r.newEntry(svc, LayerL2, at, readAt, now)
+				e.inv = inv
+				return e, nil
 			}
 			r.l2.Unusable() // found, but the database answers: a miss
 		}
@@ -878,7 +897,9 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	if genKnown {
 		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, gen, svc.Name, codec.Encode(svc, readAt)) })
 	}
-	return r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()), nil
+	e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
+	e.inv = inv
+	return e, nil
 }
 
 // setL2Unless writes enc, a snapshot of service this process read from the
@@ -978,15 +999,33 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 		now := r.clock.Now()
 		if now.Sub(loadedAt) < r.opts.leaseTTL && usableL2(svc, loadedAt, now) {
 			st := r.holdState(ch.Service) // the entry's, until it is in L1 (see load)
-			held := r.install(r.newEntry(svc, LayerL2, loadedAt, now, now))
+			// Not over an entry read before an invalidation heard since (a
+			// forced message, or this process's own Invalidate): the pushed
+			// snapshot may come from before it too. Its writer's Redis
+			// write landed before the Invalidate, and its message after the
+			// forced one; taken, it was served fresh until the
+			// invalidation's reload replaced it, and for up to a lease TTL
+			// if its writer's clock was ahead of this one's (put). The
+			// refresh below reads the service instead.
+			var held *entry
+			if inv := st.invalidated.Load(); e.st == st && e.inv == inv {
+				ne := r.newEntry(svc, LayerL2, loadedAt, now, now)
+				ne.inv = inv
+				if held = r.install(ne); held == ne && st.invalidated.Load() != inv {
+					r.l1.remove(ne) // invalidated meanwhile, after its count and before its drop
+					held = nil
+				}
+			}
 			r.releaseState(st)
-			if held.rev >= svc.Revision {
-				r.ctr.pushed.Add(1)
+			if held != nil {
+				if held.rev >= svc.Revision {
+					r.ctr.pushed.Add(1)
+				}
+				if held.st != nil && held.rev >= held.st.wantRev.Load() {
+					return
+				}
+				e = held
 			}
-			if held.st != nil && held.rev >= held.st.wantRev.Load() {
-				return
-			}
-			e = held
 		}
 	}
 	e.freshUntil.Store(0)
@@ -1358,7 +1397,9 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 	if st.invalidated.Load() == inv {
 		// Looked at again after the put, since Invalidate counts before it
 		// drops the entry: an entry put after its drop is dropped in turn.
-		if e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now()); r.install(e) == e && st.invalidated.Load() != inv {
+		e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
+		e.inv = inv
+		if r.install(e) == e && st.invalidated.Load() != inv {
 			r.l1.remove(e)
 		}
 	}

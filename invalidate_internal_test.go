@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -465,5 +466,111 @@ func registerBehind(t *testing.T, db core.Store, host string) {
 	if _, err := db.Register(context.Background(), &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
 		RegisteredAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// editedStore is a database edited behind the library's back without a
+// new revision (what Invalidate is for), once edited is set: every
+// instance it answers has weight 7.
+type editedStore struct {
+	core.Store
+	edited atomic.Bool
+}
+
+func (s *editedStore) Load(ctx context.Context, name string) (*core.Service, error) {
+	svc, err := s.Store.Load(ctx, name)
+	if err != nil || !s.edited.Load() {
+		return svc, err
+	}
+	out := *svc
+	out.Instances = append([]core.Instance(nil), svc.Instances...)
+	for i := range out.Instances {
+		out.Instances[i].Weight = 7
+	}
+	return &out, nil
+}
+
+// A snapshot pushed with a change message that another process read before
+// an Invalidate does not outlive the invalidation here, whichever of the
+// two messages comes first. Its writer wrote Redis before the Invalidate,
+// so the generation let it through, and published after it. Taken after
+// the forced message, it went in fresh over the entry that message had
+// marked for reloading; and read with its writer's clock ahead of this
+// process's, it claimed a later read than the invalidation's reload here,
+// at the same revision, and put refused the reload: lookups answered the
+// snapshot from before the Invalidate until a lease TTL had passed.
+func TestPushedSnapshotReadBeforeAnInvalidateDoesNotOutliveIt(t *testing.T) {
+	tests := []struct {
+		name        string
+		forcedFirst bool
+	}{
+		{"forced message first", true},
+		{"pushed snapshot first", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			mem := memory.New()
+			edited := &editedStore{Store: mem}
+			store := &heldStore{Store: edited, held: make(chan struct{}), release: make(chan struct{}), arm: make(chan struct{}, 1)}
+			r, clock := fakeRegistry(t, WithStore(store))
+			register := func(host string) {
+				t.Helper()
+				if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
+					RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			register("10.0.0.1")
+			if _, err := r.Get(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			// Another process writes revision 2, reads it (its clock a
+			// second ahead of this one's) and writes it to Redis; then the
+			// database is edited behind everyone's back, and a third
+			// process invalidates the service.
+			register("10.0.0.2")
+			pushed, err := mem.Load(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pushedAt := clock.Now().Add(time.Second)
+			edited.edited.Store(true)
+			push := func() {
+				r.onMessage(core.Change{Service: "db_svc", Revision: pushed.Revision}, false, pushed, pushedAt)
+			}
+			forced := func() { r.onMessage(core.Change{Service: "db_svc"}, true, nil, time.Time{}) }
+			var reloaded *entry // the entry the forced message reloads
+			if tt.forcedFirst {
+				store.hold() // the reload reads the edited database, and waits
+				reloaded = r.l1.get("db_svc")
+				forced()
+				<-store.held
+				push()
+				close(store.release)
+			} else {
+				close(store.release)
+				push()
+				reloaded = r.l1.get("db_svc")
+				forced()
+			}
+			// refreshing is set before the reload's goroutine starts, and
+			// cleared when it ends.
+			for deadline := time.Now().Add(10 * time.Second); reloaded.refreshing.Load(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the forced reload still running after 10 s")
+				}
+			}
+			res, err := r.Lookup(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range res.Service.Instances {
+				if in.Weight != 7 {
+					t.Fatalf("Lookup after the invalidation = revision %d, instance %s weight %d (layer %v, stale %v); want what the database holds since the edit, weight 7",
+						res.Revision, in.ID, in.Weight, res.Layer, res.Stale)
+				}
+			}
+		})
 	}
 }
