@@ -1457,7 +1457,10 @@ func (r *Registry) reannounce() {
 
 // Invalidate drops a service from every cache layer in every process: this
 // L1, Redis, and (through a forced change message) every other L1, each of
-// which reloads it from the database. Without Redis there is no message:
+// which reloads it from the database. In Redis it also moves the service's
+// generation: a snapshot any process read from the database before it is
+// refused when its writer reaches Redis after it (setL2Unless), so no
+// process puts back what was read before. Without Redis there is no message:
 // only this process's L1 is dropped, and the others reload within their
 // freshness window. It is for operators; the library keeps caches coherent
 // without it.

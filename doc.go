@@ -39,6 +39,13 @@
 // service collapse into one load. Lookup tells which layer answered, the
 // revision, the age and whether the answer is stale.
 //
+// Invalidate drops a service from every layer in every process, for changes
+// made to the database behind the library's back. It also gives the service
+// a new generation in Redis: a snapshot that any process read from the
+// database before it is not written to Redis after it, and a process that
+// has heard of it takes no snapshot pushed with a change message over what
+// it held before it.
+//
 // # Leases
 //
 // A Registration renews its lease every TTL/3 (TTL 15 s by default). An

@@ -60,7 +60,8 @@ type Stats struct {
 	// trips the breaker that takes Redis out of the read path.
 	L2Hits, L2Misses, L2Errors, L2DecodeErrors uint64
 	// L2Writes and L2StaleWrites count snapshot writes, and writes refused
-	// because Redis held a newer revision.
+	// because Redis held a newer revision, or because the service was
+	// invalidated (Invalidate, in any process) since the snapshot was read.
 	L2Writes, L2StaleWrites uint64
 	// Published and Received count change messages.
 	Published, Received uint64

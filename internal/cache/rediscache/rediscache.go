@@ -1,7 +1,8 @@
 // Package rediscache is the shared L2: service snapshots in Redis, written
-// only forward in revision order by a script, a pub/sub channel that carries
-// {service, revision} changes to every process, and a breaker that stops
-// callers from waiting on Redis timeouts while it is down.
+// by a script only forward in revision order and only at the generation
+// (Gen) their writer read before its database read, a pub/sub channel that
+// carries {service, revision} changes to every process, and a breaker that
+// stops callers from waiting on Redis timeouts while it is down.
 //
 // It works on a single Redis, Sentinel and Cluster alike (a
 // redis.UniversalClient): keys carry the service name as a hash tag, so a
