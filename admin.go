@@ -74,7 +74,7 @@ func AdminScope(scope string) AdminOption {
 // the dashboard too: the handler asks the same Authorizer as for the
 // mutating endpoints (AdminAuthorizer, else the Registry's) and, if scope
 // is not empty, requires a caller whose identity carries it (the mutating
-// endpoints still require AdminScope's). Configurations, instance addresses
+// endpoints too, and AdminScope's as well). Configurations, instance addresses
 // and metadata are then not shown to whoever reaches the handler. Without
 // an Authorizer every request gets 403. A browser must satisfy the
 // Authorizer to use the dashboard (a session cookie it checks, or a proxy
@@ -453,15 +453,21 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // authorize returns the caller if the request may change something, else
-// answers 401, 403 or 503 and returns false.
+// answers 401, 403 or 503 and returns false. It needs AdminScope's scope
+// and, with AdminProtectReads, the read scope too: a caller refused the
+// reads overwrote configurations it could not read, deregistered
+// instances, and was shown their addresses in the PUT's report.
 func (a *admin) authorize(w http.ResponseWriter, req *http.Request) (*Identity, bool) {
+	if a.o.protectReads {
+		return a.authorizeScope(w, req, a.o.scope, a.o.readScope)
+	}
 	return a.authorizeScope(w, req, a.o.scope)
 }
 
 // authorizeScope returns the caller if the Authorizer accepts the request
-// and the caller carries scope (if not empty), else answers 401, 403 or 503
-// and returns false.
-func (a *admin) authorizeScope(w http.ResponseWriter, req *http.Request, scope string) (*Identity, bool) {
+// and the caller carries every scope that is not empty, else answers 401,
+// 403 or 503 and returns false.
+func (a *admin) authorizeScope(w http.ResponseWriter, req *http.Request, scopes ...string) (*Identity, bool) {
 	az := a.o.authz
 	if az == nil {
 		az = a.r.Authorizer()
@@ -486,9 +492,12 @@ func (a *admin) authorizeScope(w http.ResponseWriter, req *http.Request, scope s
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
 		return nil, false
-	case scope != "" && !id.HasScope(scope):
-		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
-		return nil, false
+	}
+	for _, scope := range scopes {
+		if scope != "" && !id.HasScope(scope) {
+			writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
+			return nil, false
+		}
 	}
 	return id, true
 }

@@ -207,3 +207,59 @@ func TestAdminProtectReads(t *testing.T) {
 		}
 	}
 }
+
+// With AdminProtectReads(scope) the mutating endpoints need that scope too,
+// as every endpoint does: a caller refused the reads overwrote the
+// configuration it could not read, and deregistered instances, when no
+// AdminScope was set (or with the admin scope alone).
+func TestAdminProtectReadsScopeGuardsMutations(t *testing.T) {
+	ctx := context.Background()
+	authz := tokenAuthz{
+		"nobody":     {Service: "ops"},
+		"admin-only": {Service: "ops", Scopes: []string{"discovery:admin"}},
+		"reader":     {Service: "ops", Scopes: []string{"discovery:read"}},
+		"admin":      {Service: "ops", Scopes: []string{"discovery:read", "discovery:admin"}},
+	}
+	tests := []struct {
+		name   string
+		opts   []discovery.AdminOption
+		token  string
+		status int
+	}{
+		{"no AdminScope, no scope", nil, "nobody", http.StatusForbidden},
+		{"no AdminScope, the read scope", nil, "reader", http.StatusOK},
+		{"AdminScope, the admin scope alone", []discovery.AdminOption{discovery.AdminScope("discovery:admin")}, "admin-only", http.StatusForbidden},
+		{"AdminScope, the read scope alone", []discovery.AdminOption{discovery.AdminScope("discovery:admin")}, "reader", http.StatusForbidden},
+		{"AdminScope, both scopes", []discovery.AdminOption{discovery.AdminScope("discovery:admin")}, "admin", http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			mustRegister(t, r, inst("web", "10.0.0.1", 80))
+			if _, err := r.UpdateConfig(ctx, "web", json.RawMessage(`{"v": 1}`)); err != nil {
+				t.Fatal(err)
+			}
+			before, _, err := r.Config(ctx, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := append([]discovery.AdminOption{discovery.AdminAuthorizer(authz), discovery.AdminProtectReads("discovery:read")}, tt.opts...)
+			h := r.AdminHandler(opts...)
+			bearer := "Bearer " + tt.token
+			if code, body := do(t, h, "PUT", "/services/web/config", `{"v": 2}`, "Authorization", bearer); code != tt.status {
+				t.Fatalf("PUT config = %d %s; want %d", code, body, tt.status)
+			}
+			if code, body := do(t, h, "DELETE", "/services/web/instances/10.0.0.1:80", "", "Authorization", bearer); code != tt.status {
+				t.Fatalf("DELETE instance = %d %s; want %d", code, body, tt.status)
+			}
+			cfg, _, err := r.Config(ctx, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, gerr := r.Get(ctx, "web")
+			if tt.status != http.StatusOK && (string(cfg) != string(before) || gerr != nil) {
+				t.Fatalf("a refused caller changed something: config %s, Get error %v", cfg, gerr)
+			}
+		})
+	}
+}
