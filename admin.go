@@ -391,7 +391,15 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	out := jsonConfigReport{Service: rep.Service, Revision: rep.Revision, ConfigRevision: rep.ConfigRevision, Instances: []jsonNotify{}}
 	for _, n := range rep.Instances {
 		jn := jsonNotify{ID: n.Instance.ID, Outcome: n.Outcome.String(), Attempts: n.Attempts, Reason: n.Reason}
-		if n.Err != nil {
+		var be *BackendError
+		switch {
+		case errors.As(n.Err, &be):
+			// A TokenSource's backend (an auth.Signer that could not publish
+			// the key it had to rotate to): its own text names its address
+			// and user, and was answered here as it was.
+			a.r.log.Warn("discovery: admin request failed", zap.String("service", name), zap.String("instance", n.Instance.ID), zap.Error(n.Err))
+			jn.Error = "discovery: " + be.Backend + " unavailable"
+		case n.Err != nil:
 			jn.Error = n.Err.Error()
 		}
 		out.Instances = append(out.Instances, jn)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 )
@@ -475,6 +477,33 @@ func TestAdminBackendOutageDoesNotLeakTheBackendError(t *testing.T) {
 	}
 	if logs.FilterMessage("discovery: admin request failed").Len() == 0 {
 		t.Error("the outage was not logged; the operator has no detail")
+	}
+}
+
+// A PUT whose configuration is stored but whose notification could not be
+// signed, the TokenSource's backend down (an auth.Signer that must rotate and
+// cannot publish its key), reports the instance as failed without the
+// backend's own text, which names its address and user, as every other
+// answer of the handler does; the log has it.
+func TestAdminNotificationReportDoesNotLeakTheBackendError(t *testing.T) {
+	log, logs := observed()
+	const secret = "failed to connect to `user=svc_admin database=prod`: 10.9.8.7:5432"
+	tokens := fakeTokens{fail: &discovery.BackendError{Backend: "database", Op: "put key", Err: errors.New(secret)}}
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithLogger(log), discovery.WithTokenSource(tokens),
+		discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, inst("orders", "10.0.0.1", 80))
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthorizer{&discovery.Identity{Service: "ops"}}))
+	code, body := do(t, h, "PUT", "/services/orders/config", `{"workers":1}`)
+	if code != http.StatusOK || !bytes.Contains(body, []byte(`"outcome": "failed"`)) || !bytes.Contains(body, []byte("database unavailable")) {
+		t.Fatalf("PUT = %d %s; want 200, the instance failed for the database", code, body)
+	}
+	for _, leak := range []string{"10.9.8.7", "svc_admin", "prod"} {
+		if bytes.Contains(body, []byte(leak)) {
+			t.Errorf("the report %s quotes the backend's error (%q)", body, leak)
+		}
+	}
+	if logs.FilterMessage("discovery: admin request failed").FilterField(zap.String("instance", "10.0.0.1:80")).Len() != 1 {
+		t.Errorf("the failure was not logged once with its instance; the operator has no detail: %v", logs.All())
 	}
 }
 
