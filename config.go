@@ -231,7 +231,11 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     with backoff (WithConfigNotifyTimeout, WithConfigNotifyRetries);
 //     redirects are not followed;
 //   - a router instance registered by this Registry with WithConfigFunc has
-//     its callback called (the report waits for it);
+//     its callback called (the report waits for it, but not past the
+//     notification timeout of the call under way: a callback still running
+//     then, its context ignored, is reported failed with an error matching
+//     context.DeadlineExceeded, and is given the configuration once it
+//     returns);
 //   - router instances of other processes are skipped here: their own
 //     Registry calls their callback when it learns of the change (by the
 //     change message, or within the L1 freshness window if that is lost);

@@ -579,6 +579,63 @@ func TestConfigCallbackErrorReported(t *testing.T) {
 	}
 }
 
+// A callback that ignores its context holds UpdateConfig no longer than the
+// notification timeout, as an HTTP instance that does not answer does: the
+// instance is reported failed, and the callback, once it returns, is given
+// the configurations that follow. UpdateConfig waited for it for good.
+func TestConfigCallbackPastItsTimeoutDoesNotHoldUpdateConfig(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithConfigNotifyTimeout(50*time.Millisecond))
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the Registry's Close, which waits for the callback
+	var cb callbackLog
+	var calls atomic.Int64
+	fn := func(ctx context.Context, cfg json.RawMessage) error {
+		if calls.Add(1) == 1 {
+			<-release // stuck, deaf to ctx
+		}
+		return cb.fn(ctx, cfg)
+	}
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		rep discovery.ConfigReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1))
+		done <- result{rep, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("UpdateConfig still waits for a callback 5 s after its 50 ms notification timeout")
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if is := res.rep.Instances; len(is) != 1 || is[0].Outcome != discovery.NotifyFailed || !errors.Is(is[0].Err, context.DeadlineExceeded) {
+		t.Fatalf("report = %+v; want the instance failed with context.DeadlineExceeded", is)
+	}
+	release <- struct{}{} // the stuck call returns, and is recorded
+	waitFor(t, 2*time.Second, "the end of the stuck call", func() bool { _, rev := g.Config(); return rev == 1 })
+	rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if is := rep.Instances; len(is) != 1 || is[0].Outcome != discovery.NotifyDelivered {
+		t.Fatalf("report after the callback returned = %+v; want delivered", is)
+	}
+	if got := fmt.Sprint(cb.seen()); got != "[1 2]" {
+		t.Fatalf("callback saw %s; want [1 2]", got)
+	}
+}
+
 // Router instances registering while this process updates the
 // configuration are either notified or start with it, never left waiting.
 func TestConfigUpdateRacesRegistration(t *testing.T) {

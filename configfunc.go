@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +38,9 @@ type regConfig struct {
 	// lack a configuration stored while it was draining, and has not been
 	// sent it yet (sendOwedConfig).
 	owed bool
+	// call is the context of the callback call under way (nil between
+	// calls): awaitConfig waits for a call no longer than it is bounded.
+	call context.Context
 	done chan struct{} // closed and replaced after every delivery; made on first use
 	kick chan struct{} // made on first use
 }
@@ -71,6 +76,14 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 	return c.done, c.kick
 }
 
+// wake wakes the waiters of awaitConfig, making the channel on first use.
+// c.mu must be held.
+func (c *regConfig) wake() {
+	done, _ := c.chans()
+	close(done)
+	c.done = make(chan struct{})
+}
+
 // WithConfigFunc gives a router instance its configuration callback: this
 // process calls fn with the service's new configuration whenever it learns
 // of one, whether it made the change itself or another process did (by the
@@ -78,9 +91,10 @@ func (c *regConfig) chans() (done, kick chan struct{}) {
 //
 // Each registration's callback is called at most once per configuration
 // revision, one call at a time, in increasing revision order, each call
-// bounded by the notification timeout (10 s); revisions superseded before
-// this process learned of them are skipped, so the last call always carries
-// the current configuration. The order goes back only when the database
+// bounded by the notification timeout (10 s: its context ends then, and an
+// UpdateConfig of this process waits no longer for it); revisions
+// superseded before this process learned of them are skipped, so the last
+// call always carries the current configuration. The order goes back only when the database
 // does (restored from a backup): as Get and Watch follow it, fn is called
 // with the restored configuration, or an empty one if the backup has none,
 // and with a configuration written after the restore under a revision
@@ -127,8 +141,7 @@ func (r *Registry) startConfig(ctx context.Context, g *Registration) {
 		}
 		c.seen, c.delivered = max(c.seen, svc.ConfigRevision), max(c.delivered, svc.ConfigRevision)
 		if c.done != nil { // wake awaitConfig: delivered may have moved
-			close(c.done)
-			c.done = make(chan struct{})
+			c.wake()
 		}
 		c.mu.Unlock()
 	} else {
@@ -216,7 +229,11 @@ func (g *Registration) offerConfig(rev int64, doc json.RawMessage, back bool) {
 
 // awaitConfig waits until the callback has been given configuration rev or
 // a newer one, and returns the revision it got (0 if the wait ended first)
-// and what the callback returned.
+// and what the callback returned. It stops waiting when a call under way
+// outlives its notification timeout (an error matching
+// context.DeadlineExceeded): a callback deaf to its context held the
+// UpdateConfig that waited for it, whose ctx need not end, for good, and
+// the call it waits for cannot begin before the one under way returns.
 func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error) {
 	c := &g.cfg
 	for {
@@ -227,9 +244,21 @@ func (g *Registration) awaitConfig(ctx context.Context, rev int64) (int64, error
 			return got, err
 		}
 		ch, _ := c.chans()
+		var over <-chan struct{} // the call under way reaching its timeout
+		if call := c.call; call != nil {
+			switch err := call.Err(); {
+			case errors.Is(err, context.DeadlineExceeded):
+				c.mu.Unlock()
+				return 0, fmt.Errorf("discovery: config callback of %s/%s still running after %v: %w",
+					g.service, g.id, g.r.opts.notifyTO, context.DeadlineExceeded)
+			case err == nil: // else ended with the registration: g.ctx below
+				over = call.Done()
+			}
+		}
 		c.mu.Unlock()
 		select {
 		case <-ch:
+		case <-over: // looked at again
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-g.ctx.Done():
@@ -293,13 +322,17 @@ func (g *Registration) configLoop() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(g.ctx, g.r.opts.notifyTO)
+			c.mu.Lock()
+			c.call = ctx
+			c.wake() // a waiter follows this call's timeout
+			c.mu.Unlock()
 			err := g.opts.onConfig(ctx, slices.Clone(p.Config))
-			cancel()
 			if err != nil {
 				g.r.log.Warn("discovery: config callback failed", zap.String("service", g.service),
 					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
 			}
 			c.mu.Lock()
+			c.call = nil
 			if p.Revision > c.delivered || back {
 				c.delivered, c.err = p.Revision, err
 			}
@@ -308,10 +341,12 @@ func (g *Registration) configLoop() {
 			} else {
 				c.learn(p.Config, p.Revision)
 			}
-			done, _ := c.chans()
-			close(done)
-			c.done = make(chan struct{})
+			c.wake()
 			c.mu.Unlock()
+			// Cancelled once recorded, not before: a waiter that ctx's end
+			// wakes finds the call recorded, or still under way past its
+			// deadline, never one cut short by this cancel.
+			cancel()
 		}
 	}
 }
