@@ -1183,3 +1183,20 @@ func (s *failLoadsStore) Load(ctx context.Context, name string) (*discovery.Serv
 	}
 	return s.Backend.Load(ctx, name)
 }
+
+// UpdateConfig's read of the instances to notify is a database read like
+// any other, and Stats counts it: it was the one read it left out.
+func TestConfigNotificationReadIsCounted(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	mustRegister(t, r, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter})
+	before := r.Stats().StoreReads
+	if _, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	// Without Redis nothing is written through: the one read is the
+	// listing of the instances to notify.
+	if n := r.Stats().StoreReads - before; n != 1 {
+		t.Fatalf("UpdateConfig counted %d store reads; want 1, the listing of its instances", n)
+	}
+}

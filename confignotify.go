@@ -118,8 +118,7 @@ func WithConfigNotifyRetries(attempts int, backoff time.Duration) Option {
 // notifyConfig notifies the live instances of service, as the database has
 // them now, of configuration cfgRev.
 func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int64, doc []byte) ([]NotifyResult, error) {
-	svc, err := r.store.Load(ctx, service)
-	r.noteStoreResult("load", err)
+	svc, err := r.storeLoad(ctx, service) // counted as every store read is
 	if err != nil {
 		r.log.Warn("discovery: cannot list the instances to notify of a config change",
 			zap.String("service", service), zap.Int64("config_revision", cfgRev), zap.Error(err))
