@@ -510,6 +510,12 @@ func (r *Registry) watchEmit(ev Event) {
 		if h.last.suspect[ev.Instance.ID] {
 			return // Get shows a suspect whatever its health: the status it shows once renewed
 		}
+		// The instance as watchers know it (push clones it), with its new
+		// status: statusShown's, without L1's entry of the service, had
+		// nothing but its service and ID (no host, port or weight), and a
+		// reader that takes an event's instance as its new state kept
+		// that until the instance's next update.
+		ev.Instance = in
 	}
 	for w := range h.watchers {
 		w.push(ev)

@@ -745,3 +745,36 @@ func TestWatchCoalescingKeepsTheReaderCurrent(t *testing.T) {
 		}
 	}
 }
+
+// A health event carries the instance watchers were told of, though L1 let
+// its service go meanwhile (evicted by others; the hub keeps it): it
+// carried an instance with nothing but its service, ID and status (no
+// host, port or weight), which a reader that takes an event's instance as
+// the instance's new state kept until its next update.
+func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	r, clock := fakeRegistry(t, WithStore(store))
+	other, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	g, err := other.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	if e := w.next(); e.Kind != EventInstanceAdded || e.Instance.Host != "10.0.0.1" {
+		t.Fatalf("first event %+v", e)
+	}
+	r.l1.remove(held(t, r, "db_svc")) // as an eviction does
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	e := w.next()
+	if e.Kind != EventHealthChanged || e.Instance.Status != StatusHealthy {
+		t.Fatalf("after a passing check: %+v; want health_changed to healthy", e)
+	}
+	if in := e.Instance; in.ID != g.id || in.Host != "10.0.0.1" || in.Port != 1 || in.Weight != 5 {
+		t.Fatalf("the health event carries %+v; want the instance as registered", in)
+	}
+}
