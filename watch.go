@@ -502,8 +502,14 @@ func (r *Registry) watchEmit(ev Event) {
 			// came ahead of the addition, or after the removal.
 			return
 		}
-		if in.Status == ev.Instance.Status {
-			return // what watchers have (a draining instance's health)
+		if in.Status == ev.Instance.Status || in.Status == core.StatusDraining {
+			// What watchers have: a draining instance shows draining
+			// whatever its health. Its own view of the instance
+			// (statusShown's, from L1) knows it drains only while L1
+			// holds the service, which it may have let go while the hub
+			// keeps it (an eviction): watchers were then told its health,
+			// and an update back to draining at the next snapshot.
+			return
 		}
 		ev.Previous, in.Status = in.Status, ev.Instance.Status
 		h.last.insts[ev.Instance.ID] = in

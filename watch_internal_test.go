@@ -778,3 +778,33 @@ func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
 		t.Fatalf("the health event carries %+v; want the instance as registered", in)
 	}
 }
+
+// A passing check of a draining instance whose service L1 let go (the hub
+// keeps it) tells watchers nothing: Get shows it draining whatever its
+// health. Without L1's entry, the change's own view of the instance knew
+// nothing of its draining: watchers were told "healthy", then, at the
+// hub's next snapshot, an update back to draining that updated nothing.
+func TestWatchHealthOfADrainingInstanceL1LetGoTellsNothing(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	r, clock := fakeRegistry(t, WithStore(store))
+	other, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	g, err := other.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Status: StatusDraining})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	if e := w.next(); e.Kind != EventInstanceAdded || e.Instance.Status != StatusDraining {
+		t.Fatalf("first event %+v; want the addition of a draining instance", e)
+	}
+	r.l1.remove(held(t, r, "db_svc")) // as an eviction does
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	w.endsWithGet(r, "db_svc", g.id)
+	if got, want := fmt.Sprintf("%q", w.seen), `["instance_added 10.0.0.1:1 draining" "instance_added 10.9.9.9:9 unknown"]`; got != want {
+		t.Fatalf("events %s; want %s", got, want)
+	}
+}
