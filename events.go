@@ -83,9 +83,10 @@ func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
 // show for an instance in this process (its health; an ejection beginning
 // or ending), after the views were rebuilt, with the caller holding
 // st.viewMu: it tells watchers the status Get now shows. The hub drops it
-// if that is what its watchers last saw (a health change of a draining
-// instance) or if it does not hold the instance (its addition will carry
-// the status), and gives it the status they saw as Previous.
+// if that is what its watchers last saw, or if they saw the instance
+// draining (a draining instance's health), or if it does not hold the
+// instance (its addition will carry the status), and gives it the status
+// they saw as Previous and the instance as they know it.
 func (r *Registry) statusShown(st *svcState, is *instState, prev Status) {
 	in := r.instanceOf(st.name, is.id)
 	in.Status = viewStatus(&in, is, r.clock.Now().UnixNano())
