@@ -94,13 +94,13 @@ func (c *regConfig) wake() {
 // bounded by the notification timeout (10 s: its context ends then, and an
 // UpdateConfig of this process waits no longer for it); revisions
 // superseded before this process learned of them are skipped, so the last
-// call always carries the current configuration. The order goes back only when the database
-// does (restored from a backup): as Get and Watch follow it, fn is called
-// with the restored configuration, or an empty one if the backup has none,
-// and with a configuration written after the restore under a revision
-// number the restore lost (the same number, other content). The
-// configuration current at registration is
-// not passed to fn: read it from Registration.Config. An error from fn is
+// call always carries the current configuration. The order goes back only
+// when the database does (restored from a backup): as Get and Watch follow
+// it, fn is called with the restored configuration, or an empty one if the
+// backup has none, and with a configuration written after the restore
+// under a revision number the restore lost (the same number, other
+// content). The configuration current at registration is not passed to
+// fn: read it from Registration.Config. An error from fn is
 // logged and reported to the UpdateConfig caller of this process; it is not
 // retried. Deregister cancels the context of a call under way but does not
 // wait for it to return (a callback may itself deregister); Registry.Close
