@@ -529,10 +529,14 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		// Instances live when the snapshot was read are checked while the
 		// service is used: renewals change no revision, so their lease ends
 		// in it pass while they renew, and dropped then, a service looked
-		// up every 20 s went unchecked for a third of the time.
+		// up every 20 s went unchecked for a third of the time. So are
+		// those kept as suspects (holdsLive), which selection still picks
+		// unless their checks say otherwise: left out, a suspect lost its
+		// checks at the first reload after its lapse and kept its last
+		// verdict, healthy, for the whole grace, dead or not.
 		for i := range e.raw.Instances {
 			in := &e.raw.Instances[i]
-			if e.liveWhenRead(in.ExpiresAt.UnixNano(), now) {
+			if m.r.holdsLive(e, in, now) {
 				want[in.ID] = in
 			}
 		}
