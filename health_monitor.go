@@ -6,6 +6,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -309,14 +310,15 @@ func (m *monitor) due(t *target, now int64) {
 }
 
 // probes reports whether this process probes t: always without Redis, for
-// its own router instances, and while it cannot tell who else does;
-// otherwise when rendezvous hashing over the service's members picks it.
+// its own router instances, and while it cannot tell who else does (no
+// recent members, or members read before it joined them); otherwise when
+// rendezvous hashing over the service's members picks it.
 func (m *monitor) probes(t *target, now int64) bool {
 	if m.share == nil || t.own || m.share.failing.Load() {
 		return true
 	}
 	mv := t.sm.members.Load()
-	if mv == nil || now-mv.at > int64(m.share.memberTTL(t.sm)) {
+	if mv == nil || now-mv.at > int64(m.share.memberTTL(t.sm)) || !slices.Contains(mv.ids, m.id) {
 		return true
 	}
 	return health.Owns(mv.ids, m.id, t.id, probersPerInstance)
@@ -374,11 +376,14 @@ func (m *monitor) startSync(sm *svcMon, now int64) {
 	if m.share == nil || !sm.syncing.CompareAndSwap(false, true) {
 		return
 	}
+	// Only a process that uses the service probes its instances and joins
+	// its members; one kept for its own router instances alone does not.
+	join := sm.entry != nil
 	m.busy.Add(1)
 	m.jobs.Add(1)
 	if !m.r.spawn(func() {
 		defer m.busy.Add(-1)
-		m.share.sync(sm, now)
+		m.share.sync(sm, now, join)
 		sm.syncing.Store(false)
 		// dropped while this sync was on its way: its heartbeat may have
 		// landed after the removal, so leave again (see removeService)
@@ -415,6 +420,9 @@ func (m *monitor) scan(now int64) {
 		}
 		sm.lastUsed = max(sm.lastUsed, e.insertedAt)
 		if sm.entry != e {
+			if sm.entry == nil && m.share != nil {
+				m.reschedule(&sm.sync, now) // used from now on: join the probers at once
+			}
 			sm.entry = e
 			m.reconcile(sm, now)
 		}
@@ -448,9 +456,12 @@ func (m *monitor) scan(now int64) {
 		}
 		if sm.entry != nil && now-sm.entry.insertedAt > m.usedFor(interval) {
 			// no longer used, but kept for this process's own instances:
-			// the others' go
+			// the others' go, and so does this process from the probers
 			sm.entry = nil
 			m.reconcile(sm, now)
+			if m.share != nil {
+				m.reschedule(&sm.sync, now)
+			}
 		}
 	}
 }

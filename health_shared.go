@@ -32,19 +32,25 @@ import (
 // member set, prunes members silent for 3 intervals, and reads the members
 // and the hash (one script). An instance is probed by the two members that
 // rendezvous hashing ranks highest for it; the others apply the results
-// they read and the changes they receive. A prober folds its result into
-// the shared state with a compare-and-set, so both probers' results feed one
-// state machine (3 failures from either make the instance unhealthy). When
-// Redis fails, each process probes every instance itself and keeps its
-// results to itself until Redis is back.
+// they read and the changes they receive. A process that checks only its
+// own router instances of a service (it does not look the service up) reads
+// without joining, and leaves if it had joined: it checks nothing else, and
+// as a member it was handed other instances, which went unchecked. A prober
+// folds its result into the shared state with a compare-and-set, so both
+// probers' results feed one state machine (3 failures from either make the
+// instance unhealthy). When Redis fails, each process probes every instance
+// itself and keeps its results to itself until Redis is back.
 
 // syncScript heartbeats ARGV[1] (unless empty) into the member set KEYS[1]
-// at ARGV[2] ms, prunes members older than ARGV[3] ms, and returns the
-// members and the shared states in KEYS[2].
+// at ARGV[2] ms, or else removes ARGV[5] (unless empty) from it, prunes
+// members older than ARGV[3] ms, and returns the members and the shared
+// states in KEYS[2].
 var syncScript = redis.NewScript(`
 if ARGV[1] ~= '' then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+elseif ARGV[5] ~= '' then
+  redis.call('ZREM', KEYS[1], ARGV[5])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
@@ -127,9 +133,10 @@ func (s *sharer) failed(ctx context.Context, err error) {
 	}
 }
 
-// sync heartbeats this process into a service's members and applies the
-// shared states.
-func (s *sharer) sync(sm *svcMon, now int64) {
+// sync heartbeats this process into a service's members if it probes the
+// service's instances (join; else it leaves them) and applies the shared
+// states.
+func (s *sharer) sync(sm *svcMon, now int64, join bool) {
 	if !s.up() {
 		s.note(errRedisDown)
 		return
@@ -137,8 +144,12 @@ func (s *sharer) sync(sm *svcMon, now int64) {
 	ctx, cancel := s.timeout(s.r.ctx)
 	defer cancel()
 	ms, ttl := now/int64(time.Millisecond), s.memberTTL(sm).Milliseconds()
+	beat, leave := s.m.id, ""
+	if !join {
+		beat, leave = "", s.m.id
+	}
 	v, err := syncScript.Run(ctx, s.rdb, []string{s.membersKey(sm.name), s.healthKey(sm.name)},
-		s.m.id, ms, ms-ttl, ttl).Slice()
+		beat, ms, ms-ttl, ttl, leave).Slice()
 	if err != nil {
 		s.failed(s.r.ctx, err) // the context before the Redis timeout: that one ending is Redis's failure
 		return
@@ -165,7 +176,7 @@ func (s *sharer) refresh(ctx context.Context, service string, now int64) {
 	tctx, cancel := s.timeout(ctx)
 	defer cancel()
 	ms := now / int64(time.Millisecond)
-	v, err := syncScript.Run(tctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0).Slice()
+	v, err := syncScript.Run(tctx, s.rdb, []string{s.membersKey(service), s.healthKey(service)}, "", ms, 0, 0, "").Slice()
 	if err != nil {
 		// At most one attempt an interval, and the L2's breaker hears of
 		// it: on a black-holed Redis every Health call paid the Redis
