@@ -59,7 +59,7 @@ type healthDetail struct {
 	histAt int64
 
 	// timesEjected is the ejection multiplier; ejectedAt is when the current
-	// (or last) ejection began and ejectEnd when the last one ended.
+	// (or last) ejection began and ejectEnd when it ends (or ended).
 	timesEjected int
 	ejectedAt    int64
 	ejectEnd     int64
@@ -272,7 +272,14 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	times := d.timesEjected
 	dur := min(time.Duration(times)*ho.ejectBase, ho.ejectMax)
 	until := now + int64(dur)
-	d.ejectedAt = now
+	// It ends at until unless a passing check ends it sooner (adoptLocked
+	// then sets the end). Set only when the monitor ended it, the end was
+	// missing when the next ejection came before the monitor got to it
+	// (unejectAt then finds another ejection in force and leaves): that
+	// one was forgiven from the end of the ejection before, its whole time
+	// counted as time back in selection, and the multiplier of an instance
+	// failing on fell back to 1.
+	d.ejectedAt, d.ejectEnd = now, until
 	is.hmu.Unlock()
 	st.viewMu.Lock() // the ejection and its views appear together (see install)
 	prev := viewStatus(&core.Instance{}, is, now)
