@@ -105,11 +105,12 @@ func lookup(b *testing.B, r *discovery.Registry, clock *discoverytest.Clock, wan
 }
 
 // settle waits, before the timer starts, until a lookup that misses L1 is
-// answered by want: the change messages of the registrations that set the
-// benchmark up come back to the Registry for a few milliseconds after, and
-// the refreshes they start sent a first lookup or two to the database
-// (with real Redis about one run in ten): the benchmark failed, and the
-// report showed a row of zeros.
+// answered by want. The in-memory backend tells the Registry of each
+// registration that sets the benchmark up as it commits, before the
+// registration's write-through has put it in L1; the refreshes that starts
+// run on for a few milliseconds, and sent a first lookup or two to the
+// database (with real Redis about one run in ten): the benchmark failed,
+// and the report showed a row of zeros.
 func settle(b *testing.B, r *discovery.Registry, clock *discoverytest.Clock, want discovery.Layer) {
 	for range 200 {
 		clock.Advance(time.Microsecond)
