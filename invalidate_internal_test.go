@@ -13,6 +13,7 @@ import (
 
 	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/testutil"
@@ -35,6 +36,42 @@ func newHeldStore() (*heldStore, *memory.Store) {
 }
 
 func (s *heldStore) hold() { s.arm <- struct{}{} }
+
+// storesToHold are the stores the invalidation tests run on: the memory
+// store, and PostgreSQL (skipped without DISCOVERY_TEST_POSTGRES).
+func storesToHold() []heldStoreKind {
+	return []heldStoreKind{
+		{"memory", func(*testing.T, string) core.Store { return memory.New() }},
+		{"postgres", func(t *testing.T, prefix string) core.Store {
+			s, err := sqlstore.New(testutil.Postgres(t, prefix), prefix, 5*time.Second)
+			if err == nil {
+				err = s.Migrate(context.Background())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	}
+}
+
+// heldStoreKind names a store of storesToHold and opens one.
+type heldStoreKind struct {
+	name string
+	open func(t *testing.T, prefix string) core.Store
+}
+
+// behindTheBack returns a function that registers an instance of db_svc
+// in mem, a store under a Registry, without the Registry knowing.
+func behindTheBack(t *testing.T, mem *memory.Store, clock *fakeclock.Clock) func(host string) {
+	return func(host string) {
+		t.Helper()
+		if _, err := mem.Register(context.Background(), &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 func (s *heldStore) Load(ctx context.Context, name string) (*core.Service, error) {
 	svc, err := s.Store.Load(ctx, name)
@@ -68,13 +105,7 @@ func refreshHeldAfterRead(t *testing.T) (r *Registry, store *heldStore, register
 	ctx := context.Background()
 	store, mem := newHeldStore()
 	r, clock := fakeRegistry(t, WithStore(store))
-	register = func(host string) {
-		t.Helper()
-		if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
-			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	register = behindTheBack(t, mem, clock)
 	register("10.0.0.1")
 	if _, err := r.Get(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
@@ -171,22 +202,7 @@ func TestLookupWithAnEndedContextStartsNoLoad(t *testing.T) {
 // entry put back, at a moment no test controls, and hid the defect now and
 // then.
 func TestInvalidateIsNotUndoneByAWriteThrough(t *testing.T) {
-	tests := []struct {
-		name string
-		open func(t *testing.T, prefix string) core.Store
-	}{
-		{"memory", func(*testing.T, string) core.Store { return memory.New() }},
-		{"postgres", func(t *testing.T, prefix string) core.Store {
-			s, err := sqlstore.New(testutil.Postgres(t, prefix), prefix, 5*time.Second)
-			if err == nil {
-				err = s.Migrate(context.Background())
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}},
-	}
+	tests := storesToHold()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -317,22 +333,7 @@ func (g *forcedPublishGate) ProcessHook(next redis.ProcessHook) redis.ProcessHoo
 // behind the library's back (what Invalidate is for). Both writers are
 // checked: a load's write-back, and a write-through after a registration.
 func TestInvalidateInAnotherProcessIsNotUndone(t *testing.T) {
-	stores := []struct {
-		name string
-		open func(t *testing.T, prefix string) core.Store
-	}{
-		{"memory", func(*testing.T, string) core.Store { return memory.New() }},
-		{"postgres", func(t *testing.T, prefix string) core.Store {
-			s, err := sqlstore.New(testutil.Postgres(t, prefix), prefix, 5*time.Second)
-			if err == nil {
-				err = s.Migrate(context.Background())
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}},
-	}
+	stores := storesToHold()
 	writers := []struct {
 		name string
 		// before holds one instance of db_svc in the database, by a then.
@@ -514,13 +515,7 @@ func TestPushedSnapshotReadBeforeAnInvalidateDoesNotOutliveIt(t *testing.T) {
 			edited := &editedStore{Store: mem}
 			store := &heldStore{Store: edited, held: make(chan struct{}), release: make(chan struct{}), arm: make(chan struct{}, 1)}
 			r, clock := fakeRegistry(t, WithStore(store))
-			register := func(host string) {
-				t.Helper()
-				if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
-					RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			register := behindTheBack(t, mem, clock)
 			register("10.0.0.1")
 			if _, err := r.Get(ctx, "db_svc"); err != nil {
 				t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
 
@@ -22,15 +23,7 @@ func TestAStateTheMonitorTakesOnDuringItsDropIsKept(t *testing.T) {
 	r, clock := fakeRegistry(t, WithHealthCheck(time.Second, time.Second/2), WithHealthThresholds(1, 1), WithLeaseTTL(time.Hour))
 	r.hm.settle() // the monitor's first scan is over: the next is a second away
 	const svc = "router_svc"
-	register := func(host string, check error) string {
-		t.Helper()
-		g, err := r.Register(ctx, Instance{Service: svc, Host: host, Port: 1, Method: MethodRouter},
-			WithCheckFunc(func(context.Context) error { return check }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g.Instance().ID
-	}
+	register := func(host string, check error) string { return registerChecked(t, r, svc, host, check) }
 	bad := register("10.0.0.1", errors.New("refused"))
 	register("10.0.0.2", nil)
 	if _, err := r.Get(ctx, svc); err != nil { // looked up: it has a state
@@ -64,27 +57,7 @@ func TestAStateTheMonitorTakesOnDuringItsDropIsKept(t *testing.T) {
 	r.foldMu.RUnlock()
 	<-evicted
 
-	for range 30 { // three intervals: each instance is checked
-		clock.Advance(100 * time.Millisecond)
-		r.hm.settle()
-	}
-	got, err := r.Get(ctx, svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in := got.Instance(bad); in == nil || in.Status != StatusUnhealthy {
-		t.Fatalf("Get after failing checks of %s shows %+v; want it unhealthy", bad, in)
-	}
-	for range 4 {
-		sel, err := r.Pick(ctx, svc, UseStrategy(StrategyRoundRobin))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sel.Done(nil)
-		if sel.Instance.ID == bad {
-			t.Fatalf("Pick chose %s, which failed its checks", bad)
-		}
-	}
+	checkedOut(t, r, clock, svc, bad)
 }
 
 // unknownStore is a store whose database, while unknown is set, does not
@@ -114,15 +87,7 @@ func TestAServiceNotFoundKeepsTheStateTheMonitorChecks(t *testing.T) {
 	r, clock := fakeRegistry(t, WithStore(s), WithHealthCheck(time.Second, time.Second/2), WithHealthThresholds(1, 1), WithLeaseTTL(time.Hour))
 	r.hm.settle()
 	const svc = "router_svc"
-	register := func(host string, check error) string {
-		t.Helper()
-		g, err := r.Register(ctx, Instance{Service: svc, Host: host, Port: 1, Method: MethodRouter},
-			WithCheckFunc(func(context.Context) error { return check }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g.Instance().ID
-	}
+	register := func(host string, check error) string { return registerChecked(t, r, svc, host, check) }
 	bad := register("10.0.0.1", errors.New("refused"))
 	register("10.0.0.2", nil)
 	clock.Advance(scanEvery)
@@ -145,6 +110,26 @@ func TestAServiceNotFoundKeepsTheStateTheMonitorChecks(t *testing.T) {
 	if err := r.Invalidate(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
+	checkedOut(t, r, clock, svc, bad)
+}
+
+// registerChecked registers a router instance of svc on r whose checks
+// answer check, and returns its ID.
+func registerChecked(t *testing.T, r *Registry, svc, host string, check error) string {
+	t.Helper()
+	g, err := r.Register(context.Background(), Instance{Service: svc, Host: host, Port: 1, Method: MethodRouter},
+		WithCheckFunc(func(context.Context) error { return check }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.Instance().ID
+}
+
+// checkedOut runs three check intervals of r's monitor, then wants bad,
+// whose checks fail, unhealthy in Get and never chosen by Pick.
+func checkedOut(t *testing.T, r *Registry, clock *fakeclock.Clock, svc, bad string) {
+	t.Helper()
+	ctx := context.Background()
 	for range 30 { // three intervals: each instance is checked
 		clock.Advance(100 * time.Millisecond)
 		r.hm.settle()
@@ -154,7 +139,7 @@ func TestAServiceNotFoundKeepsTheStateTheMonitorChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	if in := got.Instance(bad); in == nil || in.Status != StatusUnhealthy {
-		t.Fatalf("Get once the service is back shows %s as %+v; want it unhealthy", bad, in)
+		t.Fatalf("Get after failing checks of %s shows %+v; want it unhealthy", bad, in)
 	}
 	for range 4 {
 		sel, err := r.Pick(ctx, svc, UseStrategy(StrategyRoundRobin))

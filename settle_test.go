@@ -171,6 +171,25 @@ func (s *landsThenTimesOut) RenewInstance(ctx context.Context, in *discovery.Ins
 	return s.Store.(discovery.InstanceRenewer).RenewInstance(ctx, in, now)
 }
 
+// registeredOverLandsThenTimesOut returns a Registry of w over a
+// landsThenTimesOut store, armed, and a registration of 10.0.0.1:1 on it.
+func registeredOverLandsThenTimesOut(t *testing.T, w *world) (*landsThenTimesOut, *discovery.Registry, *discoverytest.Clock, *discovery.Registration) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	s := &landsThenTimesOut{Store: w.registry(t).Store()}
+	r := overStore(t, w, s, discovery.WithClock(clock))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	s.armed.Store(true)
+	return s, r, clock, g
+}
+
+// renewal moves the clock to the next renewal and waits until it is done.
+func renewal(clock *discoverytest.Clock) {
+	clock.BlockUntil(2) // the keepalive and the reaper are waiting
+	clock.Advance(discovery.DefaultLeaseTTL / 3)
+	clock.BlockUntil(2) // the renewal has finished
+}
+
 // An Update whose outcome its caller could not know, and which landed, is
 // kept (and one that did not land changes nothing): announced as possibly committed, it is what the row holds, and the
 // registration's next renewal takes it as its own. It renewed with the
@@ -181,11 +200,7 @@ func (s *landsThenTimesOut) RenewInstance(ctx context.Context, in *discovery.Ins
 func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 	forEachWorld(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
-		clock := discoverytest.NewClock(t0)
-		s := &landsThenTimesOut{Store: w.registry(t).Store()}
-		r := overStore(t, w, s, discovery.WithClock(clock))
-		g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-		s.armed.Store(true)
+		s, r, clock, g := registeredOverLandsThenTimesOut(t, w)
 		if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
 		}
@@ -201,9 +216,7 @@ func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 			t.Fatalf("after SetWeight the row holds %s; want revision 2: weight 7 (it landed)", landed)
 		}
 		for range 2 {
-			clock.BlockUntil(2) // the keepalive and the reaper are waiting
-			clock.Advance(discovery.DefaultLeaseTTL / 3)
-			clock.BlockUntil(2) // the renewal has finished
+			renewal(clock)
 			if got := row(); got != landed {
 				t.Fatalf("after a renewal the row holds %s; want %s (the Update that landed kept)", got, landed)
 			}
@@ -217,9 +230,7 @@ func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 		if err := g.SetWeight(ctx, 9); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
 		}
-		clock.BlockUntil(2)
-		clock.Advance(discovery.DefaultLeaseTTL / 3)
-		clock.BlockUntil(2)
+		renewal(clock)
 		if got := row(); got != landed || g.Instance().Weight != 7 {
 			t.Fatalf("after a write that did not land and a renewal: row %s, registration weight %d; want %s, 7", got, g.Instance().Weight, landed)
 		}
@@ -234,11 +245,7 @@ func TestUpdateOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 func TestReplacingRegisterOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 	forEachWorld(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
-		clock := discoverytest.NewClock(t0)
-		s := &landsThenTimesOut{Store: w.registry(t).Store()}
-		r := overStore(t, w, s, discovery.WithClock(clock))
-		g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-		s.armed.Store(true)
+		s, r, clock, g := registeredOverLandsThenTimesOut(t, w)
 		next := inst("db_svc", "10.0.0.1", 1)
 		next.Weight = 7
 		if _, err := r.Register(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
@@ -255,9 +262,7 @@ func TestReplacingRegisterOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 			t.Fatalf("after the Register the row holds %s; want weight 7 (it landed)", got)
 		}
 		for range 2 {
-			clock.BlockUntil(2) // the keepalive and the reaper are waiting
-			clock.Advance(discovery.DefaultLeaseTTL / 3)
-			clock.BlockUntil(2) // the renewal has finished
+			renewal(clock)
 			if got := row(); got != "weight 7" {
 				t.Fatalf("after a renewal the row holds %s; want weight 7 (the Register that landed kept)", got)
 			}
@@ -272,9 +277,7 @@ func TestReplacingRegisterOfUnknownOutcomeThatLandedIsKept(t *testing.T) {
 		if _, err := r.Register(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Register = %v; want the store's context.DeadlineExceeded", err)
 		}
-		clock.BlockUntil(2)
-		clock.Advance(discovery.DefaultLeaseTTL / 3)
-		clock.BlockUntil(2)
+		renewal(clock)
 		if got := row(); got != "weight 7" || g.Instance().Weight != 7 {
 			t.Fatalf("after a Register that did not land and a renewal: row %s, registration weight %d; want weight 7, 7", got, g.Instance().Weight)
 		}

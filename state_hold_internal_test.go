@@ -42,13 +42,7 @@ func TestALoadUnderWayKeepsItsServiceState(t *testing.T) {
 			ctx := context.Background()
 			store, mem := newHeldStore()
 			r, clock := fakeRegistry(t, WithStore(store))
-			register := func(host string) {
-				t.Helper()
-				if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: host + ":1", Host: host, Port: 1, Weight: 100,
-					RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			register := behindTheBack(t, mem, clock)
 			register("10.0.0.1")
 			store.hold()
 			done := make(chan error, 1)

@@ -746,13 +746,10 @@ func TestWatchCoalescingKeepsTheReaderCurrent(t *testing.T) {
 	}
 }
 
-// A health event carries the instance watchers were told of, though L1 let
-// its service go meanwhile (evicted by others; the hub keeps it): it
-// carried an instance with nothing but its service, ID and status (no
-// host, port or weight), which a reader that takes an event's instance as
-// the instance's new state kept until its next update.
-func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
-	ctx := context.Background()
+// withOtherProcess returns a Registry on a memory store and its clock, and
+// another Registry (another process) on the same store and clock.
+func withOtherProcess(t *testing.T) (*Registry, *fakeclock.Clock, *Registry) {
+	t.Helper()
 	store := memory.New()
 	r, clock := fakeRegistry(t, WithStore(store))
 	other, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
@@ -760,6 +757,17 @@ func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = other.Close() })
+	return r, clock, other
+}
+
+// A health event carries the instance watchers were told of, though L1 let
+// its service go meanwhile (evicted by others; the hub keeps it): it
+// carried an instance with nothing but its service, ID and status (no
+// host, port or weight), which a reader that takes an event's instance as
+// the instance's new state kept until its next update.
+func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	r, clock, other := withOtherProcess(t)
 	g, err := other.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Weight: 5})
 	if err != nil {
 		t.Fatal(err)
@@ -786,13 +794,7 @@ func TestWatchHealthEventOfAServiceL1LetGoCarriesTheInstance(t *testing.T) {
 // hub's next snapshot, an update back to draining that updated nothing.
 func TestWatchHealthOfADrainingInstanceL1LetGoTellsNothing(t *testing.T) {
 	ctx := context.Background()
-	store := memory.New()
-	r, clock := fakeRegistry(t, WithStore(store))
-	other, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
+	r, clock, other := withOtherProcess(t)
 	g, err := other.Register(ctx, Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Status: StatusDraining})
 	if err != nil {
 		t.Fatal(err)
