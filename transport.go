@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -395,6 +396,28 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// errBrokenBase marks the error of a base RoundTripper that broke its
+// contract (sound): the caller's transport, not the instance, failed.
+var errBrokenBase = errors.New("discovery: broken base RoundTripper")
+
+// sound checks a response a base RoundTripper returned with no error as
+// net/http's Client does: a nil one is an error, as is a nil Body where the
+// length says there is one; else a nil Body becomes an empty one. Taken as
+// it came, the first panicked here, in the caller's goroutine, and the
+// second in the caller's Close, with its request left in flight.
+func sound(base http.RoundTripper, out *http.Request, resp *http.Response) error {
+	switch {
+	case resp == nil:
+		return fmt.Errorf("%w: %T returned a nil *Response with a nil error", errBrokenBase, base)
+	case resp.Body != nil:
+	case resp.ContentLength > 0 && out.Method != http.MethodHead:
+		return fmt.Errorf("%w: %T returned a *Response with content length %d but a nil Body", errBrokenBase, base, resp.ContentLength)
+	default:
+		resp.Body = http.NoBody
+	}
+	return nil
+}
+
 // send makes one attempt on the chosen instance and reports its outcome
 // when the response body is closed (or at once on error).
 func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Response, error) {
@@ -457,11 +480,14 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 	if h := t.r.localHandler(sel.Instance); h != nil {
 		resp, err = serveLocal(h, out)
 	} else {
-		resp, err = t.baseFor(out, req.URL.Hostname()).RoundTrip(out)
+		base := t.baseFor(out, req.URL.Hostname())
+		if resp, err = base.RoundTrip(out); err == nil {
+			err = sound(base, out, resp)
+		}
 	}
 	if err != nil {
 		reported = true
-		if callerCanceled(req) || body != nil && body.callers(out.ContentLength) {
+		if callerCanceled(req) || body != nil && body.callers(out.ContentLength) || errors.Is(err, errBrokenBase) {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))

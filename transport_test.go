@@ -1642,3 +1642,60 @@ func TestTransportInProcessDeclaredLengthNeverWrittenIsCutShort(t *testing.T) {
 		t.Errorf("%d requests in flight; want 0", n)
 	}
 }
+
+// A base RoundTripper that breaks its contract gets the answer net/http's
+// Client gives it, and the instance is not blamed: a nil response with a
+// nil error is an error (send read its status and panicked, in the
+// caller's goroutine), and a response with a nil Body reads as empty
+// (the caller's Close panicked, and its request stayed in flight).
+func TestTransportBaseThatBreaksItsContract(t *testing.T) {
+	tests := []struct {
+		name    string
+		resp    func(*http.Request) *http.Response
+		wantErr bool
+	}{
+		{"nil response, nil error", func(*http.Request) *http.Response { return nil }, true},
+		{"nil Body", func(req *http.Request) *http.Response {
+			return &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1, Request: req}
+		}, false},
+		{"nil Body of a declared length", func(req *http.Request) *http.Response {
+			return &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: 10, Request: req}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+			id := mustRegister(t, r, discovery.Instance{Service: "web", Host: "127.0.0.1", Port: 1}).Instance().ID
+			base := roundTripFunc(func(req *http.Request) (*http.Response, error) { return tt.resp(req), nil })
+			req, _ := http.NewRequest(http.MethodPost, "http://web/x", strings.NewReader("body"))
+			var (
+				resp *http.Response
+				err  error
+				p    any
+			)
+			func() {
+				defer func() { p = recover() }()
+				resp, err = r.Transport(discovery.BaseTransport(base)).RoundTrip(req)
+				if err == nil {
+					b, rerr := io.ReadAll(resp.Body)
+					if rerr != nil || len(b) != 0 {
+						t.Errorf("body %q, %v; want an empty one", b, rerr)
+					}
+					resp.Body.Close()
+				}
+			}()
+			if p != nil {
+				t.Fatalf("RoundTrip panicked: %v", p)
+			}
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("RoundTrip error = %v; want an error: %v", err, tt.wantErr)
+			}
+			if n := discovery.InFlight(r, "web", id); n != 0 {
+				t.Errorf("instance %s has %d requests in flight; want 0", id, n)
+			}
+			if h := healthOf(t, r, "web", id); h.PassiveFailures != 0 {
+				t.Errorf("the instance was blamed for its caller's base transport: %d passive failures", h.PassiveFailures)
+			}
+		})
+	}
+}
