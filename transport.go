@@ -367,8 +367,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return refuse(req, err)
 	}
+	var again io.ReadCloser // the body of a retry (GetBody)
 	for attempt := 0; ; attempt++ {
-		resp, err := t.send(req, sel, attempt > 0)
+		resp, err := t.send(req, sel, attempt > 0, again)
 		failed := err != nil && req.Context().Err() == nil || err == nil && resp.StatusCode >= 500
 		// A caller out of time (or gone) keeps the answer it has: a retry
 		// could only fail, and its instance's Done counted the caller's
@@ -381,10 +382,21 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !t.budget.withdraw(t.r.clock.Now(), t.o.budgetMin) {
 			return resp, err
 		}
+		// The body once more, before this answer is given up: asked
+		// after, a GetBody that failed left the caller its error, the
+		// answer it had drained and closed.
+		var got bool
+		if again, got = bodyAgain(req, resp); !got {
+			t.budget.deposit(1) // no retry made
+			return resp, err
+		}
 		pickOpts = append(pickOpts[:len(pickOpts):len(pickOpts)], Exclude(sel.Instance.ID))
 		next, perr := t.r.Pick(req.Context(), service, pickOpts...)
 		if perr != nil {
 			t.budget.deposit(1) // no retry made
+			if again != nil {
+				_ = again.Close()
+			}
 			return resp, err
 		}
 		if resp != nil {
@@ -394,6 +406,25 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.retried.Add(1)
 		sel = next
 	}
+}
+
+// bodyAgain returns the request's body for a retry (GetBody; nil without
+// one), and false if it cannot be had. A GetBody that panics closes resp
+// first: the answer's instance is done with (its Selection ends with the
+// body), where its request stayed counted in flight for good.
+func bodyAgain(req *http.Request, resp *http.Response) (body io.ReadCloser, ok bool) {
+	if req.GetBody == nil {
+		return nil, true
+	}
+	done := false
+	defer func() {
+		if !done && resp != nil {
+			resp.Body.Close()
+		}
+	}()
+	body, err := req.GetBody()
+	done = true
+	return body, err == nil
 }
 
 // errBrokenBase marks the error of a base RoundTripper that broke its
@@ -420,7 +451,7 @@ func sound(base http.RoundTripper, out *http.Request, resp *http.Response) error
 
 // send makes one attempt on the chosen instance and reports its outcome
 // when the response body is closed (or at once on error).
-func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Response, error) {
+func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.ReadCloser) (*http.Response, error) {
 	// A panic on the way (the base RoundTripper's, GetBody's) goes on to
 	// the caller, as net/http lets it, but the instance is done with: its
 	// request stayed counted in flight for good, and it lost every
@@ -439,19 +470,16 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool) (*http.Re
 		if !retry && req.Body != nil {
 			_ = req.Body.Close()
 		}
+		if again != nil {
+			_ = again.Close()
+		}
 		reported = true
 		sel.Done(context.Canceled)
 		return nil, context.Cause(ctx)
 	}
 	out := req.Clone(req.Context())
-	if retry && req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			reported = true
-			sel.Done(context.Canceled) // not the instance's fault
-			return nil, err
-		}
-		out.Body = body
+	if again != nil {
+		out.Body = again
 	}
 	// The caller's body is watched: a request that failed because reading
 	// it did (a stream whose source broke), or because it was not as long

@@ -1699,3 +1699,39 @@ func TestTransportBaseThatBreaksItsContract(t *testing.T) {
 		})
 	}
 }
+
+// A retry whose body cannot be had again (GetBody fails) leaves the caller
+// the answer it has, readable: the 5xx answer was drained and closed
+// before GetBody was asked, and the caller got GetBody's error instead.
+func TestTransportRetryWhoseBodyCannotBeHadAgainKeepsTheAnswer(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	var ids []string
+	for port := 1; port <= 2; port++ {
+		ids = append(ids, mustRegister(t, r, discovery.Instance{Service: "web", Host: "127.0.0.1", Port: port}).Instance().ID)
+	}
+	var calls atomic.Int32
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls.Add(1)
+		return &http.Response{StatusCode: 502, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("upstream down")), ContentLength: -1, Request: req}, nil
+	})
+	req, _ := http.NewRequest(http.MethodPut, "http://web/x", strings.NewReader("body"))
+	req.Header["Idempotency-Key"] = []string{"k"}
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("the body is gone") }
+	resp, err := r.Transport(discovery.BaseTransport(base)).RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip = %v; want the instance's 502, which it had", err)
+	}
+	b, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || string(b) != "upstream down" || rerr != nil {
+		t.Fatalf("answer %d %q, %v; want 502 \"upstream down\"", resp.StatusCode, b, rerr)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d attempts; want 1 (no body for a second)", n)
+	}
+	for _, id := range ids {
+		if n := discovery.InFlight(r, "web", id); n != 0 {
+			t.Errorf("instance %s has %d requests in flight; want 0", id, n)
+		}
+	}
+}
