@@ -860,7 +860,7 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			}
 			r.l2.Unusable() // found, but the database answers: a miss
 		}
-	} else if r.l2 != nil && force && r.l2.Up() {
+	} else if r.l2 != nil && r.l2.Up() {
 		// Forced: Redis is not read for the snapshot, but its generation
 		// is still needed for the write below.
 		g, err := r.l2.Generation(r.ctx, name)
@@ -1167,7 +1167,7 @@ func (r *Registry) afterFailedWrite(service string, err error) {
 // the service is under way has it run once more when done (its read may
 // have come before the write's commit), instead of one settle each. Failed
 // writes come in numbers when the database is slow (their callers'
-// deadlines run out), and each settle reads it twice.
+// deadlines run out), and each settle reads it.
 func (r *Registry) settleSoon(service string) {
 	r.unMu.Lock()
 	if _, running := r.settling[service]; running {
@@ -1233,46 +1233,38 @@ func (r *Registry) unsettle(service string) {
 }
 
 // settle reads the revision of service after a write of unknown outcome
-// and makes it visible as afterWrite makes a write's. A database that does
-// not answer leaves it to settle once it does.
+// and makes it visible as afterWrite makes a write's. With Redis up, the
+// write-through's read of the service gives the revision (readThrough):
+// read apart first, as without Redis (whose afterWrite reads nothing
+// more), the database was read twice, when it was already too slow for
+// the write's caller. A database that does not answer leaves it to settle
+// once it does.
 func (r *Registry) settle(service string) {
-	if r.l2 != nil && r.l2.Up() {
-		r.settleThrough(service)
-		return
+	ch := core.Change{Service: service}
+	var err error
+	through := r.l2 != nil && r.l2.Up()
+	if through {
+		ch, err = r.readThrough(r.ctx, ch)
+	} else {
+		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
+		ch.Revision, err = r.revisionOf(ctx, service)
+		cancel()
 	}
-	ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
-	rev, err := r.revisionOf(ctx, service)
-	cancel()
-	r.noteStoreResult("revisions", err)
+	r.noteStoreResult("settle", err)
 	switch {
+	case err == nil && through:
+		if !r.l2.Up() { // lost on the way, as afterWrite does
+			r.owe(ch)
+		}
+		r.writtenHere(ch)
 	case err == nil:
-		r.afterWrite(r.ctx, core.Change{Service: service, Revision: rev})
+		r.afterWrite(r.ctx, ch)
 	case errors.Is(err, ErrNotFound):
 		// No such service, and none is ever deleted: the write did not land.
 	case errors.Is(err, ErrUnavailable):
 		r.settleLater(service)
 	}
 	// Else Close ended the read: nothing to announce to.
-}
-
-// settleThrough is settle with Redis up: the write-through's read of the
-// service gives its revision, where a read of the revision first (what
-// settle does without Redis, whose afterWrite reads nothing more) read the
-// database twice, on a database already too slow for the write's caller.
-func (r *Registry) settleThrough(service string) {
-	ch, err := r.readThrough(r.ctx, core.Change{Service: service})
-	r.noteStoreResult("load", err)
-	switch {
-	case err == nil:
-		if !r.l2.Up() { // lost on the way, as afterWrite does
-			r.owe(ch)
-		}
-		r.writtenHere(ch)
-	case errors.Is(err, ErrNotFound):
-		// No such service, and none is ever deleted: the write did not land.
-	case errors.Is(err, ErrUnavailable):
-		r.settleLater(service)
-	}
 }
 
 // settleLater keeps service to settle once the database answers again.
@@ -1364,7 +1356,7 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
 
 // readThrough is writeThrough's read and what follows it, up to the
 // snapshot published; a read that fails is left to the caller. A change
-// of revision 0 (a write of unknown outcome: settleThrough) takes the
+// of revision 0 (a write of unknown outcome: settle) takes the
 // revision it reads, and raises the one lookups want to it. It returns the
 // change it made visible.
 func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change, error) {
