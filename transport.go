@@ -452,8 +452,8 @@ func sound(base http.RoundTripper, out *http.Request, resp *http.Response) error
 // send makes one attempt on the chosen instance and reports its outcome
 // when the response body is closed (or at once on error).
 func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.ReadCloser) (*http.Response, error) {
-	// A panic on the way (the base RoundTripper's, GetBody's) goes on to
-	// the caller, as net/http lets it, but the instance is done with: its
+	// A panic on the way (the base RoundTripper's) goes on to the caller,
+	// as net/http lets it, but the instance is done with: its
 	// request stayed counted in flight for good, and it lost every
 	// least-connections pick after. It is no outcome of the instance's.
 	reported := false
