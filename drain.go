@@ -160,10 +160,7 @@ func (r *Registry) propagationBound(ctx context.Context, service string, rev int
 func (r *Registry) ensureL2(ctx context.Context, service string, rev int64) {
 	// The generation comes with the snapshot; what the database answers is
 	// written only while Redis holds it (no Invalidate since).
-	svc, _, _, gen, err := r.l2.GetIfChanged(ctx, service, -1, -1)
-	if svc != nil {
-		r.l2.Hit()
-	}
+	svc, _, gen, err := r.l2.Get(ctx, service)
 	if err != nil || svc != nil && svc.Revision >= rev {
 		return
 	}

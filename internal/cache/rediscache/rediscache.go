@@ -268,14 +268,15 @@ func (c *Cache) timeout(ctx context.Context) (context.Context, context.CancelFun
 }
 
 // Get returns the snapshot of service, or (nil, nil) on a miss: absent, a
-// marker, another format version, or undecodable (counted). It returns an
-// error only when Redis failed, and at once (ErrUnavailable) while it is down.
-func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, error) {
-	svc, at, _, _, err := c.GetIfChanged(ctx, service, -1, -1)
+// marker, another format version, or undecodable (counted), and the
+// service's generation (see GetIfChanged). It returns an error only when
+// Redis failed, and at once (ErrUnavailable) while it is down.
+func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Time, Gen, error) {
+	svc, at, _, gen, err := c.GetIfChanged(ctx, service, -1, -1)
 	if svc != nil {
 		c.Hit()
 	}
-	return svc, at, err
+	return svc, at, gen, err
 }
 
 // GetIfChanged is Get for a caller that holds the snapshot read from the

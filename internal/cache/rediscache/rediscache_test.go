@@ -78,7 +78,7 @@ func TestBreakerClosesAfterATripAsTheProbeFinishes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, _, err := c.Get(context.Background(), "db_svc")
+	_, _, _, err := c.Get(context.Background(), "db_svc")
 	t.Fatalf("Redis answers PING, but the breaker is still open 2s later (tripped=%v, probing=%v): Get = %v",
 		tripped.Load(), c.probing.Load(), err)
 }
@@ -187,7 +187,7 @@ func TestHitsNeverGoBackWhenAHitIsUnusable(t *testing.T) {
 	c.Hit()
 	check("after Hit", 1, 1)
 	// Get, which has no caller to decide, counts its hits itself.
-	if svc, _, err := c.Get(ctx, "db_svc"); err != nil || svc == nil {
+	if svc, _, _, err := c.Get(ctx, "db_svc"); err != nil || svc == nil {
 		t.Fatalf("Get = %v, %v; want the snapshot", svc, err)
 	}
 	check("after Get", 2, 1)
@@ -227,11 +227,11 @@ func TestProbeOnAClusterAsksEveryMaster(t *testing.T) {
 	defer rdb.Close()
 	c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 100 * time.Millisecond, ProbeInterval: 10 * time.Millisecond})
 	defer c.Close()
-	if _, _, err := c.Get(ctx, "db_svc"); err != nil {
+	if _, _, _, err := c.Get(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
 	proxy.Blackhole(true)
-	if _, _, err := c.Get(ctx, "db_svc"); err == nil || c.Up() {
+	if _, _, _, err := c.Get(ctx, "db_svc"); err == nil || c.Up() {
 		t.Fatalf("Get through a silent master: %v, breaker up %v; want an error and the breaker open", err, c.Up())
 	}
 	// Every probe for a second (about 10, each waiting out the silent
