@@ -1136,6 +1136,19 @@ func (r *Registry) writtenHere(ch core.Change) {
 	r.changeAnnounced(ch, false)
 }
 
+// written ends a write of service to the store, which answered rev and
+// err: the answer is noted (noteStoreResult, as op), and the change made
+// visible (afterWrite) or the failure handled (afterFailedWrite).
+func (r *Registry) written(ctx context.Context, op, service string, rev int64, err error) error {
+	r.noteStoreResult(op, err)
+	if err != nil {
+		r.afterFailedWrite(service, err)
+		return err
+	}
+	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	return nil
+}
+
 // afterFailedWrite handles a write of service that failed with err. An
 // error that says nothing was written (invalid input, not found, a revoked
 // key, a conflict) ends it there. Any other leaves the outcome unknown: the

@@ -325,12 +325,9 @@ func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (C
 		return ConfigReport{}, err
 	}
 	rev, cfgRev, err := cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)
-	r.noteStoreResult("set config", err)
-	if err != nil {
-		r.afterFailedWrite(service, err)
+	if err := r.written(ctx, "set config", service, rev, err); err != nil {
 		return ConfigReport{}, err
 	}
-	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
 	r.log.Info("discovery: config changed", zap.String("service", service), zap.Int64("config_revision", cfgRev),
 		zap.Int64("revision", rev), zap.Int("bytes", len(doc)))
 	rep := ConfigReport{Service: service, Revision: rev, ConfigRevision: cfgRev}

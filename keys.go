@@ -107,13 +107,7 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 		key.CreatedAt = r.clock.Now()
 	}
 	rev, err := ks.PutKey(ctx, service, key)
-	r.noteStoreResult("put key", err)
-	if err != nil {
-		r.afterFailedWrite(service, err)
-		return err
-	}
-	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
-	return nil
+	return r.written(ctx, "put key", service, rev, err)
 }
 
 // RetireKey sets when a key of a service stops verifying: at may be in the
@@ -157,13 +151,7 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 		retire, op = ks.RevokeKey, "revoke key"
 	}
 	rev, err := retire(ctx, service, kid, at)
-	r.noteStoreResult(op, err)
-	if err != nil {
-		r.afterFailedWrite(service, err)
-		return err
-	}
-	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
-	return nil
+	return r.written(ctx, op, service, rev, err)
 }
 
 // Keys returns a copy of a service's public keys, retired ones included

@@ -114,7 +114,6 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	now := r.clock.Now()
 	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
 	rev, err := r.store.Register(ctx, &inst)
-	r.noteStoreResult("register", err)
 	switch {
 	case err == nil:
 		for _, old := range olds {
@@ -138,11 +137,9 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	for _, old := range olds {
 		old.writing.Unlock()
 	}
-	if err != nil {
-		r.afterFailedWrite(inst.Service, err)
+	if err := r.written(ctx, "register", inst.Service, rev, err); err != nil {
 		return nil, err
 	}
-	r.afterWrite(ctx, core.Change{Service: inst.Service, Revision: rev})
 
 	gctx, cancel := context.WithCancel(r.ctx)
 	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,

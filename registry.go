@@ -291,12 +291,9 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 // (afterWrite); it returns the service's new revision.
 func (r *Registry) deregisterRow(ctx context.Context, service, id string) (int64, error) {
 	rev, err := r.store.Deregister(ctx, service, id)
-	r.noteStoreResult("deregister", err)
-	if err != nil {
-		r.afterFailedWrite(service, err)
+	if err := r.written(ctx, "deregister", service, rev, err); err != nil {
 		return 0, err
 	}
-	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
 	return rev, nil
 }
 
