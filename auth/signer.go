@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -94,9 +95,13 @@ type signingKey struct {
 	// say after a leak), in unix ns; 0 if none.
 	revoked atomic.Int64
 	// lost: the registry has no such key any more (a database restored
-	// from an older backup); no verifier knows it, so it signs nothing.
-	lost  atomic.Bool
-	given bool // WithKey's: other processes may sign with it too
+	// from an older backup), or holds another key under its ID; no
+	// verifier knows it, so it signs nothing.
+	lost atomic.Bool
+	// replaced: another key holds its ID (published again by another
+	// writer), so retiring the ID would retire that key, not this one.
+	replaced atomic.Bool
+	given    bool // WithKey's: other processes may sign with it too
 }
 
 type cachedToken struct {
@@ -274,8 +279,10 @@ func (s *Signer) KeyID() string {
 // set there by someone else (RetireKey, a revocation) is kept as the key's
 // own, so that once the key cannot outlive a token any more, the cached
 // tokens are dropped and the next call rotates; a key the registry no
-// longer has (a database restored from an older backup) is dropped at once
-// the same way, and the next call rotates to a new, published key. Without this the Signer
+// longer has (a database restored from an older backup), or whose ID
+// another writer published again with another key, is dropped at once the
+// same way, and the next call rotates to a new, published key (leaving
+// that other key as it is). Without this the Signer
 // went on signing with a revoked key, and every token it issued was
 // refused, until its own rotation, up to half a key lifetime later.
 func (s *Signer) Token(ctx context.Context, audience string) (string, error) {
@@ -371,6 +378,18 @@ func (s *Signer) checkRetirement(ctx context.Context, now time.Time) {
 		// later by default, made every call of the service fail.
 		if !k.lost.Swap(true) {
 			s.log.Warn("discovery: auth: signing key no longer in the registry; rotating",
+				zap.String("service", s.service), zap.String("kid", k.kid))
+		}
+		s.dropTokensOf(k)
+		return
+	}
+	if pk.Algorithm != k.alg || !bytes.Equal(pk.Key, k.der) {
+		// Its ID published again with another key (a replica started
+		// WithKey under the same ID, an operator, a restore): verifiers
+		// refuse its tokens as "bad signature", as for a lost key.
+		k.replaced.Store(true)
+		if !k.lost.Swap(true) {
+			s.log.Warn("discovery: auth: signing key's ID published again with another key; rotating",
 				zap.String("service", s.service), zap.String("kid", k.kid))
 		}
 		s.dropTokensOf(k)
@@ -518,8 +537,12 @@ func (s *Signer) rotateLocked(ctx context.Context) error {
 // retireAfterItsTokens sets k to retire once every token it signed until
 // now has expired (token lifetime plus MaxLeeway), unless it retires
 // sooner already: a revocation is never put off. A key the registry does
-// not have (lost, or reaped) verifies nothing already.
+// not have (lost, or reaped) verifies nothing already, and one whose ID
+// holds another key now is left alone: retiring the ID retired that key.
 func (s *Signer) retireAfterItsTokens(ctx context.Context, k *signingKey) error {
+	if k.replaced.Load() {
+		return nil
+	}
 	retire := s.now().Add(s.lifetime + MaxLeeway)
 	if r := k.retiresAt(); !r.IsZero() && !r.After(retire) {
 		return nil
