@@ -46,7 +46,7 @@
 // kid is refused before any lookup), and the parser is pinned to that key's
 // own algorithm. An unknown kid makes the Verifier read the caller's keys
 // from the database, at most once a minute per service (a second after a
-// read that failed).
+// read that failed); requests that meet it during the read wait for it.
 //
 // Then the called service's policy decides: see Policy for the schema, kept
 // under "auth" in the service's configuration document. The verified

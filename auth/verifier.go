@@ -67,8 +67,9 @@ type Verifier struct {
 	keysMu sync.RWMutex
 	keys   map[keyRef]*parsedKey
 
-	refetchMu sync.Mutex
-	refetched map[string]time.Time // service -> last refetch
+	refetchMu  sync.Mutex
+	refetched  map[string]time.Time    // service -> last refetch
+	refetching map[string]*refetchCall // service -> refetch under way
 
 	policy atomic.Pointer[policyEntry]
 }
@@ -117,6 +118,7 @@ func NewVerifier(reg *discovery.Registry, service string, opts ...Option) (*Veri
 	v := &Verifier{
 		reg: reg, service: service, issuer: c.issuer, leeway: c.leeway, now: c.now(), log: c.log,
 		parsers: map[string]*jwt.Parser{}, keys: map[keyRef]*parsedKey{}, refetched: map[string]time.Time{},
+		refetching: map[string]*refetchCall{},
 	}
 	for _, alg := range []string{EdDSA, ES256} {
 		v.parsers[alg] = jwt.NewParser(
@@ -388,13 +390,11 @@ func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.Pub
 	if k := svc.Key(kid); k != nil {
 		return k, nil
 	}
-	at, ok := v.mayRefetch(service)
+	keys, ok, err := v.refetch(ctx, service)
 	if !ok {
 		return nil, unauthenticated("unknown key", nil)
 	}
-	keys, err := v.reg.RefreshKeys(ctx, service)
 	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
-		v.refetchFailed(service, at)
 		return nil, unavailable("keys unavailable", err)
 	}
 	for i := range keys {
@@ -405,12 +405,60 @@ func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.Pub
 	return nil, unauthenticated("unknown key", nil)
 }
 
-// mayRefetch reports whether service's keys may be read from the database
-// now, and if so notes it, returning the time noted.
-func (v *Verifier) mayRefetch(service string) (time.Time, bool) {
-	now := v.now()
+// refetchCall is a read of a service's keys from the database under way.
+type refetchCall struct {
+	done chan struct{} // closed once keys and err are set
+	keys []discovery.PublicKey
+	err  error
+}
+
+// refetch reads service's keys from the database, unless that was done
+// within KeyRefetchInterval (ok false). A request that comes while a read
+// is under way waits for it and shares its answer: refused as unknown at
+// once, every request but the first that met a new key during the read
+// failed.
+func (v *Verifier) refetch(ctx context.Context, service string) (keys []discovery.PublicKey, ok bool, err error) {
 	v.refetchMu.Lock()
-	defer v.refetchMu.Unlock()
+	if call := v.refetching[service]; call != nil {
+		v.refetchMu.Unlock()
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		}
+		if err := call.err; (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			// The reader's request ended, not the read: join the read
+			// itself (RefreshKeys shares one read of a service).
+			keys, err := v.reg.RefreshKeys(ctx, service)
+			return keys, true, err
+		}
+		return call.keys, true, call.err
+	}
+	at, ok := v.mayRefetchLocked(service)
+	if !ok {
+		v.refetchMu.Unlock()
+		return nil, false, nil
+	}
+	call := &refetchCall{done: make(chan struct{})}
+	v.refetching[service] = call
+	v.refetchMu.Unlock()
+
+	call.keys, call.err = v.reg.RefreshKeys(ctx, service)
+	v.refetchMu.Lock()
+	delete(v.refetching, service)
+	if call.err != nil && !errors.Is(call.err, discovery.ErrNotFound) {
+		v.refetchFailedLocked(service, at)
+	}
+	v.refetchMu.Unlock()
+	close(call.done)
+	return call.keys, true, call.err
+}
+
+// mayRefetchLocked reports whether service's keys may be read from the
+// database now, and if so notes it, returning the time noted. refetchMu is
+// held.
+func (v *Verifier) mayRefetchLocked(service string) (time.Time, bool) {
+	now := v.now()
 	if last, ok := v.refetched[service]; ok && now.Sub(last) < KeyRefetchInterval {
 		return time.Time{}, false
 	}
@@ -431,13 +479,12 @@ func (v *Verifier) mayRefetch(service string) (time.Time, bool) {
 // keyRefetchRetry is how soon a refetch that failed may be tried again.
 const keyRefetchRetry = time.Second
 
-// refetchFailed lets service's keys be read again keyRefetchRetry after a
+// refetchFailedLocked lets service's keys be read again keyRefetchRetry after a
 // refetch noted at at failed (the database out): kept for the whole
 // KeyRefetchInterval, every token of a key published meanwhile was refused
 // as unknown for up to a minute after the database came back.
-func (v *Verifier) refetchFailed(service string, at time.Time) {
-	v.refetchMu.Lock()
-	defer v.refetchMu.Unlock()
+// refetchMu is held.
+func (v *Verifier) refetchFailedLocked(service string, at time.Time) {
 	if last, ok := v.refetched[service]; ok && last.Equal(at) {
 		v.refetched[service] = at.Add(keyRefetchRetry - KeyRefetchInterval)
 	}
