@@ -457,12 +457,19 @@ func (s *Signer) signingKey(ctx context.Context, now time.Time) (*signingKey, er
 	}
 	// A caller that queued behind a rotation that failed gets its error
 	// rather than trying again in turn: with the database down, the k-th
-	// of them waited k database timeouts. One that comes later tries.
+	// of them waited k database timeouts. One that comes later tries, and
+	// so does one queued behind a caller whose own context ended.
 	if s.forcedSeq.Load() != seen && s.forcedErr != nil {
 		return nil, s.forcedErr
 	}
 	err := s.rotateLocked(ctx)
 	s.forcedErr = err
+	if err != nil && ctx.Err() != nil {
+		// This caller gave up, not the database: the callers queued
+		// behind it were failed with its context's error, their own
+		// going on. The next one rotates.
+		s.forcedErr = nil
+	}
 	s.forcedSeq.Add(1)
 	if err != nil {
 		return nil, err
