@@ -1262,7 +1262,7 @@ func TestDoneLatencyExcludesPicksLoad(t *testing.T) {
 
 // A draining instance whose lease lapsed with others (self-preservation
 // keeps the group as suspects) is still draining: Get shows it suspect,
-// and Pick never chooses it. Its draining mark was read from what Get
+// Draining says it drains, and Pick never chooses it. Its draining mark was read from what Get
 // shows, where suspect wins, so drained instances that stopped together (a
 // scale-down whose deregistrations failed) were picked again for the grace.
 func TestDrainingInstanceKeptAsSuspectIsNeverPicked(t *testing.T) {
@@ -1282,6 +1282,14 @@ func TestDrainingInstanceKeptAsSuspectIsNeverPicked(t *testing.T) {
 	clock.Set(t0.Add(ttl + 3*time.Second))
 	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 3 suspect" {
 		t.Fatalf("Get: %s; want the 3 lapsed draining instances kept as suspects", got)
+	}
+	for _, tt := range []struct {
+		service, id string
+		want        bool
+	}{{"db_svc", "i00", true}, {"db_svc", "i02", true}, {"db_svc", "i03", false}, {"db_svc", "i99", false}, {"other", "i00", false}} {
+		if got := r.Draining(tt.service, tt.id); got != tt.want {
+			t.Errorf("Draining(%s, %s) = %v; want %v", tt.service, tt.id, got, tt.want)
+		}
 	}
 	for _, s := range allStrategies {
 		for _, filtered := range []bool{false, true} {

@@ -260,3 +260,27 @@ func eachAtOnce(regs []*Registration, fn func(i int, g *Registration)) {
 	}
 	wg.Wait()
 }
+
+// Draining reports whether this process holds an instance of a service as
+// draining (Registration.Drain, or registered as a standby). Get and Watch
+// show an instance whose lease lapsed and is kept as a suspect as
+// StatusSuspect, draining or not (suspect wins), and Pick never chooses one
+// that drains: a reader of Get or Watch that mirrors Pick's choice (a gRPC
+// resolver) asks here about its suspects. It reads only what this process
+// holds (the cache, else what Watch last delivered from), without I/O, and
+// is false for a service it does not hold.
+func (r *Registry) Draining(service, id string) bool {
+	if e := r.l1.get(service); e != nil {
+		return drainingIn(e.raw, id)
+	}
+	h := r.hubIfAny(service)
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// The hub keeps each instance's stored draining mark under a suspect
+	// (see snapshot.suspect).
+	in, ok := h.last.insts[id]
+	return ok && in.Status == core.StatusDraining
+}

@@ -22,7 +22,8 @@ const (
 	// in this process: its health, an ejection beginning or ending, or its
 	// lease ending while it is kept as a suspect (self-preservation, a
 	// database outage) and its renewal. Instance.Status is what Get shows
-	// (suspect wins, then draining, then ejected).
+	// (suspect wins, then draining, then ejected; Registry.Draining tells
+	// whether a suspect drains, which Pick never chooses).
 	EventHealthChanged
 	// EventConfigChanged: the service's configuration changed.
 	EventConfigChanged

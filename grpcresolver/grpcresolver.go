@@ -16,7 +16,8 @@
 // endpoint carries the instance's Info (Endpoint), for a policy of your own
 // that reads zones or weights.
 //
-// The endpoints are the usable instances: live, not draining, weight above
+// The endpoints are the usable instances: live, not draining (a draining
+// instance whose lease lapsed, kept as a suspect, included), weight above
 // 0, and neither unhealthy nor ejected by the client's own Registry (its
 // health checks and outlier detection). If none is, every live instance
 // not draining and of weight above 0 is resolved, and gRPC's own
@@ -207,10 +208,16 @@ func (r *watchResolver) apply(ev discovery.Event) {
 	}
 }
 
+// draining reports whether the instance is leaving: Get and Watch show one
+// whose lease lapsed, kept as a suspect, as StatusSuspect even while it
+// drains (Pick never chooses it); the Registry tells.
+func (r *watchResolver) draining(in *discovery.Instance) bool {
+	return in.Status == discovery.StatusDraining || in.Status == discovery.StatusSuspect && r.b.reg.Draining(r.service, in.ID)
+}
+
 // usable: what Pick would choose from, health and ejections included.
-func usable(in *discovery.Instance) bool {
-	switch in.Status {
-	case discovery.StatusUnhealthy, discovery.StatusEjected, discovery.StatusDraining:
+func usable(in *discovery.Instance, draining bool) bool {
+	if draining || in.Status == discovery.StatusUnhealthy || in.Status == discovery.StatusEjected {
 		return false
 	}
 	return in.Weight > 0
@@ -234,9 +241,10 @@ func (r *watchResolver) push() {
 			Addresses:  []resolver.Address{{Addr: in.Addr(), BalancerAttributes: info}}, // as the picker finds it
 			Attributes: info,
 		}
-		if usable(&in) {
+		draining := r.draining(&in)
+		if usable(&in, draining) {
 			eps = append(eps, ep)
-		} else if in.Status != discovery.StatusDraining && in.Weight > 0 {
+		} else if !draining && in.Weight > 0 {
 			// Not weight 0 either: like draining, an operator's word
 			// (never picked), not a verdict gRPC's checks could overrule.
 			panicked = append(panicked, ep)

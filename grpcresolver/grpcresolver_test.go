@@ -686,3 +686,63 @@ func waitUnavailable(t *testing.T, hc healthpb.HealthClient, what string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// An instance that was draining when its lease lapsed with its service's
+// others (self-preservation keeps the group as suspects) is still leaving:
+// Get shows it suspect, Pick never chooses it, and it is no endpoint. The
+// resolver read only the status Get shows, where suspect wins, and so
+// resolved the drained instances again, for gRPC to send them new calls.
+func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	var want []string
+	for i := range 10 {
+		in := discovery.Instance{ID: "i0" + strconv.Itoa(i), Service: "greeter", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
+			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		if i < 3 { // drained, then lapsed together
+			in.Status, in.ExpiresAt = discovery.StatusDraining, t0.Add(ttl+time.Duration(i)*time.Second)
+		} else {
+			want = append(want, in.Addr())
+		}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Set(t0.Add(ttl + 3*time.Second))
+	svc, err := r.Get(ctx, "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspects := 0
+	for _, in := range svc.Instances {
+		if in.Status == discovery.StatusSuspect {
+			suspects++
+		}
+	}
+	if len(svc.Instances) != 10 || suspects != 3 {
+		t.Fatalf("Get: %d instances, %d suspect; want the 3 lapsed draining instances kept as suspects", len(svc.Instances), suspects)
+	}
+
+	cc := &recordingConn{updates: make(chan resolver.State, 16)}
+	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	select {
+	case st := <-cc.updates:
+		var got []string
+		for _, ep := range st.Endpoints {
+			got = append(got, ep.Addresses[0].Addr)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("endpoints %v; want %v (no draining instance kept as a suspect)", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no update")
+	}
+}
