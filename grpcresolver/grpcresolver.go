@@ -140,9 +140,12 @@ type watchResolver struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	instances map[string]discovery.Instance // run's own
-	last      []resolver.Endpoint
-	skip      []string // the IDs WithFilter left out, sorted
-	sent      bool
+	// unheard holds the instances taken from Get that the watch has not
+	// told of yet (run's own): see reconcile.
+	unheard map[string]bool
+	last    []resolver.Endpoint
+	skip    []string // the IDs WithFilter left out, sorted
+	sent    bool
 }
 
 // ResolveNow does nothing: changes arrive through the watch as they happen.
@@ -159,12 +162,16 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 	// The first update has every instance: the watch's first events, one
 	// per instance, may come apart, and an update with only some of them
 	// would move calls for nothing. A service with no instance sends no
-	// event: an empty update says so at once, so calls fail fast.
+	// event: an empty update says so at once, so calls fail fast. What Get
+	// showed stays until the watch tells of it, or Get no longer shows it
+	// (reconcile).
 	svc, err := r.b.reg.Get(ctx, r.service)
 	switch {
 	case err == nil:
+		r.unheard = make(map[string]bool, len(svc.Instances))
 		for _, in := range svc.Instances {
 			r.instances[in.ID] = in
+			r.unheard[in.ID] = true
 		}
 		r.push()
 	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrNoHealthyInstances):
@@ -192,6 +199,7 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 					more = false
 				}
 			}
+			r.reconcile(ctx)
 			r.push()
 		case <-ctx.Done():
 			return
@@ -200,11 +208,36 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 }
 
 func (r *watchResolver) apply(ev discovery.Event) {
+	if ev.Kind != discovery.EventConfigChanged {
+		delete(r.unheard, ev.Instance.ID)
+	}
 	switch ev.Kind {
 	case discovery.EventInstanceAdded, discovery.EventInstanceUpdated, discovery.EventHealthChanged:
 		r.instances[ev.Instance.ID] = ev.Instance
 	case discovery.EventInstanceRemoved:
 		delete(r.instances, ev.Instance.ID)
+	}
+}
+
+// reconcile drops the instances taken from Get that the watch has not told
+// of and that Get no longer shows. Get may answer from an older snapshot
+// than the watch starts from (a stale entry served while it refreshes):
+// an instance gone by the watch's first snapshot is one the watch never
+// holds, and so never removes. One Get still shows, the watch tells of:
+// the watch delivers what this process's cache holds, after it holds it.
+func (r *watchResolver) reconcile(ctx context.Context) {
+	if len(r.unheard) == 0 {
+		return
+	}
+	svc, err := r.b.reg.Get(ctx, r.service)
+	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		return // cannot tell: the next batch asks again
+	}
+	for id := range r.unheard {
+		if err != nil || svc.Instance(id) == nil {
+			delete(r.instances, id)
+			delete(r.unheard, id)
+		}
 	}
 }
 

@@ -746,3 +746,102 @@ func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 		t.Fatal("no update")
 	}
 }
+
+// quietStore is a backend without its Notifier, so that a change made
+// straight to the backend is a change message this Registry lost; while
+// gate is set, Load waits for it to close.
+type quietStore struct {
+	discovery.Store
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (s *quietStore) Load(ctx context.Context, service string) (*discovery.Service, error) {
+	if g := s.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.Store.Load(ctx, service)
+}
+
+// The first update comes from Get, the rest from the watch; an instance
+// Get showed that the watch never had (Get answered from a stale entry,
+// the instance gone by the watch's first snapshot) is dropped once the
+// watch has caught up. It stayed an endpoint for good: the watch had no
+// removal to tell of an instance it never held.
+func TestInstanceGetShowedButTheWatchNeverHadIsDropped(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	qs := &quietStore{Store: backend}
+	r, err := discovery.New(discovery.WithStore(qs), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	inst := func(port int) discovery.Instance {
+		return discovery.Instance{ID: "10.0.0.1:" + strconv.Itoa(port), Service: "greeter", Host: "10.0.0.1", Port: port, Weight: 100,
+			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	}
+	for _, p := range []int{1001, 1002} {
+		in := inst(p)
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Get(ctx, "greeter"); err != nil { // L1 holds both
+		t.Fatal(err)
+	}
+	clock.Advance(6 * time.Second) // past freshness: Get answers stale while it refreshes
+	if _, err := backend.Deregister(ctx, "greeter", "10.0.0.1:1002"); err != nil {
+		t.Fatal(err) // its message lost
+	}
+	gate := make(chan struct{})
+	qs.gate.Store(&gate)
+
+	cc := &recordingConn{updates: make(chan resolver.State, 64)}
+	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	addrs := func(st resolver.State) (out []string) {
+		for _, ep := range st.Endpoints {
+			out = append(out, ep.Addresses[0].Addr)
+		}
+		return out
+	}
+	select {
+	case st := <-cc.updates: // from Get's stale answer
+		if got := addrs(st); !slices.Equal(got, []string{"10.0.0.1:1001", "10.0.0.1:1002"}) {
+			t.Fatalf("first update %v; want Get's stale answer, both instances", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first update")
+	}
+	qs.gate.Store(nil)
+	close(gate) // the watch's first snapshot: 1001 alone
+	if _, err := r.Register(ctx, inst(1003)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.1:1001", "10.0.0.1:1003"}
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case st := <-cc.updates:
+			got := addrs(st)
+			if !slices.Contains(got, "10.0.0.1:1003") {
+				continue
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("endpoints %v; want %v (the deregistered instance gone)", got, want)
+			}
+			return
+		case <-deadline:
+			t.Fatal("no update with the instance registered last")
+		}
+	}
+}
