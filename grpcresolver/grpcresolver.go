@@ -127,7 +127,8 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 		cancel()
 		return nil, err
 	}
-	r := &watchResolver{b: b, service: service, cc: cc, cancel: cancel, instances: map[string]discovery.Instance{}}
+	r := &watchResolver{b: b, service: service, cc: cc, cancel: cancel, instances: map[string]discovery.Instance{},
+		resolve: make(chan struct{}, 1)}
 	r.wg.Add(1)
 	go r.run(ctx, events)
 	return r, nil
@@ -138,6 +139,7 @@ type watchResolver struct {
 	service   string
 	cc        resolver.ClientConn
 	cancel    context.CancelFunc
+	resolve   chan struct{} // ResolveNow's
 	wg        sync.WaitGroup
 	instances map[string]discovery.Instance // run's own
 	// unheard holds the instances taken from Get that the watch has not
@@ -148,8 +150,18 @@ type watchResolver struct {
 	sent    bool
 }
 
-// ResolveNow does nothing: changes arrive through the watch as they happen.
-func (*watchResolver) ResolveNow(resolver.ResolveNowOptions) {}
+// ResolveNow asks the Registry about the instances taken from its Get
+// that the watch has not told of (see reconcile); gRPC calls it when a
+// connection fails or is lost. Changes arrive through the watch as they
+// happen, but a watch whose first snapshot has no instance tells nothing,
+// and an instance Get showed from an older snapshot would stay an
+// endpoint until the service's next change.
+func (r *watchResolver) ResolveNow(resolver.ResolveNowOptions) {
+	select {
+	case r.resolve <- struct{}{}:
+	default:
+	}
+}
 
 // Close stops the watch and waits for the last update to finish.
 func (r *watchResolver) Close() {
@@ -201,6 +213,11 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 			}
 			r.reconcile(ctx)
 			r.push()
+		case <-r.resolve:
+			if len(r.unheard) > 0 { // else nothing to ask about
+				r.reconcile(ctx)
+				r.push()
+			}
 		case <-ctx.Done():
 			return
 		}

@@ -845,3 +845,66 @@ func TestInstanceGetShowedButTheWatchNeverHadIsDropped(t *testing.T) {
 		}
 	}
 }
+
+// An instance Get showed that the watch never had, with no other instance
+// for the watch to tell of (its first snapshot empty: no event at all),
+// leaves when gRPC asks to resolve again (a connection failed or was lost).
+// ResolveNow did nothing: the instance stayed the only endpoint for good.
+func TestResolveNowDropsAnInstanceTheWatchNeverHad(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	qs := &quietStore{Store: backend}
+	r, err := discovery.New(discovery.WithStore(qs), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	in := discovery.Instance{ID: "10.0.0.1:1001", Service: "greeter", Host: "10.0.0.1", Port: 1001, Weight: 100,
+		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := backend.Register(ctx, &in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "greeter"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(6 * time.Second) // past freshness: Get answers stale while it refreshes
+	if _, err := backend.Deregister(ctx, "greeter", in.ID); err != nil {
+		t.Fatal(err) // its message lost
+	}
+	gate := make(chan struct{})
+	qs.gate.Store(&gate)
+	cc := &recordingConn{updates: make(chan resolver.State, 64)}
+	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	select {
+	case st := <-cc.updates:
+		if len(st.Endpoints) != 1 {
+			t.Fatalf("first update %v; want Get's stale answer", st.Endpoints)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first update")
+	}
+	qs.gate.Store(nil)
+	close(gate) // the watch's first snapshot: no instance
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case st := <-cc.updates:
+			if len(st.Endpoints) != 0 {
+				t.Fatalf("update %v; want none", st.Endpoints)
+			}
+			return
+		case <-tick.C:
+			res.ResolveNow(resolver.ResolveNowOptions{}) // as gRPC does when a connection fails
+		case <-deadline:
+			t.Fatal("the deregistered instance is still the endpoint after ResolveNow")
+		}
+	}
+}
