@@ -120,7 +120,10 @@
 // changes fan out by Redis or the store, nothing when no other process
 // listens, the longest freshness window and the propagation delay, 5.6 s,
 // when they do not), then deregisters it. Close drains its registrations
-// first, for at most 1 s and half the close timeout (WithCloseDrain).
+// first, for at most 1 s and half the close timeout (WithCloseDrain). A
+// draining instance whose lease lapsed, kept as a suspect, shows as
+// StatusSuspect in Get and Watch; Pick never chooses it, and
+// Registry.Draining tells that it drains.
 //
 // # Failure modes
 //
