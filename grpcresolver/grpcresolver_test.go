@@ -745,6 +745,30 @@ func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no update")
 	}
+
+	// With only such instances, none is resolved either (no usable one
+	// leaves the others to gRPC's checks, draining ones never).
+	for i := range 3 {
+		in := discovery.Instance{ID: "d" + strconv.Itoa(i), Service: "solo", Host: "10.0.0.2", Port: 1000 + i, Weight: 100,
+			Status: discovery.StatusDraining, RegisteredAt: t0, ExpiresAt: t0.Add(ttl + time.Duration(i)*time.Second)}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scc := &recordingConn{updates: make(chan resolver.State, 16)}
+	solo, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/solo"}}, scc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer solo.Close()
+	select {
+	case st := <-scc.updates:
+		if len(st.Endpoints) != 0 {
+			t.Fatalf("solo: endpoints %v; want none (every instance drains, kept as a suspect)", st.Endpoints)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("solo: no update")
+	}
 }
 
 // quietStore is a backend without its Notifier, so that a change made
