@@ -261,8 +261,9 @@ func eachAtOnce(regs []*Registration, fn func(i int, g *Registration)) {
 	wg.Wait()
 }
 
-// Draining reports whether this process holds an instance of a service as
-// draining (Registration.Drain, or registered as a standby). Get and Watch
+// Draining reports whether instance id of service drains in the snapshot
+// this process holds: drained by whichever process registered it
+// (Registration.Drain), or registered as a standby. Get and Watch
 // show an instance whose lease lapsed and is kept as a suspect as
 // StatusSuspect, draining or not (suspect wins), and Pick never chooses one
 // that drains: a reader of Get or Watch that mirrors Pick's choice (a gRPC
