@@ -55,7 +55,9 @@ type subscriberCounter interface{ Subscribers() int }
 //   - through Redis: Drain first makes sure Redis holds the new revision
 //     (the snapshot the others refresh from; it writes it again if not),
 //     then asks Redis how many processes subscribe to the change channel.
-//     If this one is alone, nothing is waited for. Otherwise every
+//     If no other does, nothing is waited for (this one's own subscription
+//     is told apart only while Redis has confirmed it: while it is lost,
+//     every subscriber counted is another process). Otherwise every
 //     subscriber has been sent the message, and applying it is one Redis
 //     read: Drain waits the propagation delay (100 ms, WithPropagationDelay).
 //     (On a Redis Cluster the counts of every node are summed.)
@@ -145,7 +147,7 @@ func (r *Registry) propagationBound(ctx context.Context, service string, rev int
 	}
 	if r.l2 != nil && r.l2.Up() {
 		r.ensureL2(ctx, service, rev)
-		if n, ok := r.l2.Subscribers(ctx); ok && n <= 1 {
+		if n, ok := r.l2.OtherSubscribers(ctx); ok && n == 0 {
 			return 0
 		}
 		if r.l2.Up() {

@@ -3,6 +3,8 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // status returns how r's view shows an instance, or "absent".
@@ -340,4 +343,73 @@ func TestDrainAfterAFailedDeregisterRemovesTheInstance(t *testing.T) {
 	if svc, err := backend.Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
 		t.Fatalf("after Drain returned nil the store still has %d instance(s) (%v)", len(svc.Instances), err)
 	}
+}
+
+// subscribeVia is a Redis client whose subscriptions go through another
+// client (sub) and whose commands do not: the test breaks a process's
+// subscription while its commands still reach Redis, as when the
+// subscription's connection is lost and cannot be made again while the
+// command connections still answer.
+type subscribeVia struct {
+	redis.UniversalClient
+	sub redis.UniversalClient
+}
+
+func (c subscribeVia) Subscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return c.sub.Subscribe(ctx, channels...)
+}
+
+// A process whose own subscription is down is not among the subscribers
+// Redis counts: one subscriber is then another process, which has been sent
+// the draining mark and uses the instance until it applies it. Drain took
+// the one for itself and, "alone", deregistered at once.
+func TestDrainWithItsSubscriptionDownWaitsForTheOthers(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, dbn, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	direct := testutil.RedisClient(t, addr, dbn, ns)
+	viaProxy := testutil.RedisClient(t, proxy.Addr(), dbn, ns)
+	db := testutil.SQLite(t)
+	clock := discoverytest.NewClock(t0) // advanced only past Drain's wait
+	newRegistry := func(rdb redis.UniversalClient) *discovery.Registry {
+		r, err := discovery.New(discovery.WithDB(db), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+			discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0), discovery.WithClock(clock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	a := newRegistry(subscribeVia{direct, viaProxy})
+	b := newRegistry(subscribeVia{direct, direct})
+	channel := ns + ":changes"
+	if dbn != 0 {
+		channel = ns + ":" + strconv.Itoa(dbn) + ":changes"
+	}
+	waitFor(t, 2*time.Second, "both subscriptions", func() bool { return subscribers(direct, channel) == 2 })
+	g := mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 2*time.Second, "b seeing the instance", func() bool { return status(b, "db_svc", "10.0.0.1:1") != "absent" })
+
+	proxy.Down() // a's subscription only
+	waitFor(t, 5*time.Second, "a's subscription lost", func() bool { return subscribers(direct, channel) == 1 })
+	done := make(chan error, 1)
+	go func() { done <- g.Drain(ctx) }()
+	wait := t0.Add(discovery.DefaultPropagationDelay)
+	waiting := make(chan struct{})
+	go func() { clock.BlockUntilAt(wait); close(waiting) }()
+	select {
+	case err := <-done:
+		release := clock.NewTimer(discovery.DefaultPropagationDelay) // BlockUntilAt's
+		<-waiting
+		release.Stop()
+		t.Fatalf("Drain = %v without waiting, with b subscribed (a's own subscription down)", err)
+	case <-waiting:
+	}
+	waitFor(t, 2*time.Second, "b seeing the mark", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "draining" })
+	clock.Advance(discovery.DefaultPropagationDelay)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the deregistration", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "absent" })
 }

@@ -340,7 +340,7 @@ func (s *sharer) listen() {
 	rediscache.Listen(s.r.ctx, ps, s.r.opts.redisTO, func() {
 		s.m.resync.Store(true)
 		s.m.poke()
-	}, s.onMessage)
+	}, nil, s.onMessage)
 }
 
 func (s *sharer) onMessage(payload string) {

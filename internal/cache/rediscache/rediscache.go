@@ -108,6 +108,12 @@ type Cache struct {
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
 	pushedErrs                                                                                     atomic.Uint64 // pushed snapshots that did not decode
 
+	// subscription is this Cache's subscription to the channel as Redis
+	// last confirmed it: a number for each confirmation, 0 once a read
+	// failed (the connection is dropped, and Redis no longer counts it).
+	subscription  atomic.Uint64
+	subscriptions uint64 // the confirmations so far; Listen's goroutine only
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -511,6 +517,25 @@ func (c *Cache) Subscribers(ctx context.Context) (int64, bool) {
 	return n[c.channel], true
 }
 
+// OtherSubscribers returns how many clients other than this Cache subscribe
+// to the change channel, and false when that cannot be known (Redis is
+// down). This Cache's own subscription is left out only while Redis has
+// confirmed it (from before the count to after it): while it is lost (a
+// dropped connection, a subscription that cannot be made again), Redis does
+// not count it, and taking one subscriber for itself took another process,
+// which had been sent every change, for nobody.
+func (c *Cache) OtherSubscribers(ctx context.Context) (int64, bool) {
+	before := c.subscription.Load()
+	n, ok := c.Subscribers(ctx)
+	if !ok {
+		return 0, false
+	}
+	if before != 0 && c.subscription.Load() == before {
+		n--
+	}
+	return max(n, 0), true
+}
+
 // SplitMessage splits a change message into its announcement and the
 // snapshot pushed with it (empty when none was): "<announcement>\n<snapshot>".
 func SplitMessage(s string) (head, snapshot string) {
@@ -543,7 +568,14 @@ func (c *Cache) Start() {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		Listen(c.ctx, ps, c.opt.Timeout, c.opt.OnResync, func(payload string) {
+		defer c.subscription.Store(0)
+		Listen(c.ctx, ps, c.opt.Timeout, func() {
+			c.subscriptions++
+			c.subscription.Store(c.subscriptions)
+			if c.opt.OnResync != nil {
+				c.opt.OnResync()
+			}
+		}, func() { c.subscription.Store(0) }, func(payload string) {
 			c.received.Add(1)
 			c.handle(payload)
 		})
@@ -563,8 +595,10 @@ const subscriptionCheck = time.Second
 const silentFor = 4 * subscriptionCheck
 
 // Listen reads the subscription ps until ctx ends or ps is closed, calling
-// onSubscribe (if not nil) for every (re)subscription and onMessage for
-// every message, in this goroutine; a second one pings Redis on ps's
+// onSubscribe (if not nil) for every (re)subscription, onLost (if not nil)
+// for every read that failed (the subscription is lost until the next
+// onSubscribe: go-redis drops the connection) and onMessage for every
+// message, in this goroutine; a second one pings Redis on ps's
 // connection when it has been quiet for subscriptionCheck, and Listen waits
 // for it before it returns. timeout bounds each ping. The change channel and
 // the health channel both read their subscription with it.
@@ -580,7 +614,7 @@ const silentFor = 4 * subscriptionCheck
 // was set, renewed once a subscriptionCheck: a read that ends on it is an
 // error for go-redis, which drops the connection and subscribes again on a
 // new one (onSubscribe follows).
-func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubscribe func(), onMessage func(payload string)) {
+func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubscribe, onLost func(), onMessage func(payload string)) {
 	var (
 		heard atomic.Uint64
 		wg    sync.WaitGroup
@@ -609,6 +643,9 @@ func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubs
 			return
 		}
 		if err != nil {
+			if onLost != nil {
+				onLost()
+			}
 			// go-redis has dropped a broken connection and subscribes again
 			// at the next Receive; after the first failure, not in a loop.
 			if failures++; failures > 1 {
