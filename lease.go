@@ -502,7 +502,19 @@ func (g *Registration) renew() error {
 					rev = max(rev, v) // at least the landed write's
 				}
 			case errors.Is(err, ErrNotFound):
-				g.dropUnsure(u)
+				// Its lease may have ended (a database away for longer
+				// than it): the row may hold the write all the same, and
+				// it is what is registered again. Registered from cur, a
+				// landed write was undone after every outage that
+				// outlived its lease.
+				switch held, lerr := g.rowHolds(ctx, u); {
+				case lerr != nil:
+					err = lerr // u is kept for the next try
+				case held:
+					cur = u.Clone()
+				default:
+					g.dropUnsure(u)
+				}
 			}
 		}
 	} else {
@@ -530,6 +542,25 @@ func (g *Registration) renew() error {
 	r.log.Info("discovery: lease lost; registered again", zap.String("service", g.service), zap.String("id", g.id), zap.Int64("revision", rev))
 	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
 	return nil
+}
+
+// rowHolds reports whether the instance's row, whatever its lease, holds u.
+func (g *Registration) rowHolds(ctx context.Context, u *core.Instance) (bool, error) {
+	r := g.r
+	r.ctr.storeReads.Add(1)
+	svc, err := r.store.Load(ctx, g.service)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	for i := range svc.Instances {
+		if in := &svc.Instances[i]; in.ID == g.id {
+			return core.SameRegistration(in, u), nil
+		}
+	}
+	return false, nil
 }
 
 // backoff is 200 ms doubling per failure, capped at limit, with jitter.

@@ -3,6 +3,8 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -330,5 +332,59 @@ func TestOutageShorterThanTheLeaseDoesNotEndIt(t *testing.T) {
 	if end := svc.Instances[0].ExpiresAt; !end.After(t0.Add(discovery.DefaultLeaseTTL)) || svc.Revision != rev {
 		t.Fatalf("at %v the lease ends at %v (revision %d, registered at %d); want it renewed past %v before it ended",
 			clock.Now().Sub(t0), end.Sub(t0), svc.Revision, rev, discovery.DefaultLeaseTTL)
+	}
+}
+
+// An Update whose outcome its caller could not know, and which landed just
+// before the database went away for longer than the lease, is kept: when
+// the database is back, the row still holds it (its lease ended, the
+// reaper has not removed it), and the registration registers again what
+// the row holds, as a renewal in time would have taken it. It registered
+// its fields from before the Update: the landed write, announced to every
+// process, was undone though no one asked.
+func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	s := &landsThenTimesOut{Store: backend}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	const idle = 1 // the renewal's timer
+	step := func(until time.Duration) {
+		for clock.Now().Before(t0.Add(until)) {
+			clock.BlockUntil(idle)
+			clock.Advance(50 * time.Millisecond)
+		}
+		clock.BlockUntil(idle)
+	}
+	step(time.Second)
+	s.armed.Store(true)
+	if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
+	}
+	weight := func() string {
+		svc, err := backend.Load(ctx, "db_svc")
+		if err != nil || len(svc.Instances) != 1 {
+			return fmt.Sprintf("%+v, %v", svc, err)
+		}
+		return strconv.Itoa(svc.Instances[0].Weight)
+	}
+	if got := weight(); got != "7" {
+		t.Fatalf("after SetWeight the row holds weight %s; want 7 (it landed)", got)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease the Update wrote ends meanwhile
+	backend.SetFailure(nil)
+	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3)
+	svc, err := backend.Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(clock.Now()) {
+		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
+	}
+	if got := weight(); got != "7" {
+		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
+	}
+	if got := g.Instance().Weight; got != 7 {
+		t.Fatalf("Registration.Instance().Weight = %d; want 7, as the row held", got)
 	}
 }
