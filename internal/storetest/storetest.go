@@ -112,6 +112,18 @@ func testRegisterRoundTrip(t *testing.T, s core.Store) {
 	if len(svc.Instances) != 2 || svc.Instances[0].ID != "[::1]:1" || svc.Instances[0].Tags != nil || svc.Instances[0].Metadata != nil {
 		t.Fatalf("instances not ordered by ID or empty fields not nil: %+v", svc.Instances)
 	}
+	// Empty tags and metadata come back nil too, as nil ones do: a SQL
+	// store keeps no difference between the two, so no store may show one.
+	empty := bare.Clone()
+	empty.ID, empty.Tags, empty.Metadata = "empty", []string{}, map[string]string{}
+	if _, err := s.Register(ctx(t), &empty); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range mustLoad(t, s, "db_svc").Instances {
+		if in.ID == "empty" && (in.Tags != nil || in.Metadata != nil) {
+			t.Fatalf("empty tags and metadata came back %#v, %#v; want nil, as a SQL store gives them", in.Tags, in.Metadata)
+		}
+	}
 }
 
 func testReRegister(t *testing.T, s core.Store) {

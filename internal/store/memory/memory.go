@@ -107,6 +107,14 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 	}
 	sv := s.svc(in.Service)
 	c := in.Clone()
+	// Empty tags and metadata are kept as none, as the SQL stores keep
+	// them: Load gave the empty ones back, which production never did.
+	if len(c.Tags) == 0 {
+		c.Tags = nil
+	}
+	if len(c.Metadata) == 0 {
+		c.Metadata = nil
+	}
 	if old, ok := sv.instances[in.ID]; ok {
 		c.RegisteredAt = old.RegisteredAt
 	}
