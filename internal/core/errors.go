@@ -122,7 +122,8 @@ type RevokedKeyError struct {
 	// Key is the ID of the key being published.
 	Key string
 	// RevokedID is the ID the revoked key was published under: Key, or
-	// another ID when the same public key comes back under a new one.
+	// another ID when the same public key comes back under a new one (the
+	// least in byte order, if it was revoked under several).
 	RevokedID string
 }
 

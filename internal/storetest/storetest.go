@@ -679,6 +679,24 @@ func testRevokedKeys(t *testing.T, s core.Store) {
 			t.Fatalf("PutKey(%s, %s) = %v; want it published", k.svc, k.k.ID, err)
 		}
 	}
+	// A public key revoked under several IDs comes back named by the least
+	// of them, every time.
+	for _, id := range []string{"twin-b", "twin-a"} {
+		if _, err := ks.PutKey(ctx(t), "twins", key(id, "T")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"twin-b", "twin-a"} {
+		if _, err := ks.RevokeKey(ctx(t), "twins", id, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		_, err := ks.PutKey(ctx(t), "twins", key("twin-c", "T"))
+		if re := (*core.RevokedKeyError)(nil); !errors.As(err, &re) || re.RevokedID != "twin-a" {
+			t.Fatalf("PutKey of a key revoked as twin-a and twin-b = %v; want a RevokedKeyError naming twin-a", err)
+		}
+	}
 }
 
 // testFailedWritesChangeNothing: a write that fails (its target missing, or

@@ -402,9 +402,11 @@ func (sv *service) refuseRevoked(name string, key core.PublicKey) error {
 	if _, ok := sv.revoked[key.ID]; ok {
 		return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: key.ID}
 	}
+	// The least of the IDs it was revoked under, as the SQL stores name it:
+	// the first one met in the map differed from call to call.
 	fp := core.KeyFingerprint(key.Key)
-	for kid, f := range sv.revoked {
-		if f == fp {
+	for _, kid := range slices.Sorted(maps.Keys(sv.revoked)) {
+		if sv.revoked[kid] == fp {
 			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: kid}
 		}
 	}

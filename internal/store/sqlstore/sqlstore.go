@@ -139,10 +139,11 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		retireKey: s.sql(`UPDATE {p}keys SET retires_at = CASE WHEN retires_at <> 0 AND retires_at < ? THEN retires_at ELSE ? END
 			WHERE service = ? AND kid = ?`),
 		reapKeys: s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
-		// The revoked key a key to publish is (by ID first), if any.
-		revokedKey: s.sql(`SELECT kid FROM {p}revoked_keys WHERE service = ? AND (kid = ? OR fingerprint = ?)
-			ORDER BY CASE WHEN kid = ? THEN 0 ELSE 1 END, kid LIMIT 1`),
-		keyOf: s.sql(`SELECT public_key FROM {p}keys WHERE service = ? AND kid = ?`),
+		// The IDs of the revoked key a key to publish is, if any: PutKey
+		// names its own ID first, else the least in byte order (ORDER BY
+		// would follow the database's collation).
+		revokedKey: s.sql(`SELECT kid FROM {p}revoked_keys WHERE service = ? AND (kid = ? OR fingerprint = ?)`),
+		keyOf:      s.sql(`SELECT public_key FROM {p}keys WHERE service = ? AND kid = ?`),
 		recordRevoked: s.sql(`INSERT INTO {p}revoked_keys (service, kid, fingerprint, revoked_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO NOTHING`),
 	}
@@ -631,11 +632,15 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 		// After the service row's bump, which a revocation takes first too:
 		// a revocation committing meanwhile is waited for, and seen.
 		var revoked []string
-		if err := tx.Raw(s.q.revokedKey, name, key.ID, core.KeyFingerprint(key.Key), key.ID).Scan(&revoked).Error; err != nil {
+		if err := tx.Raw(s.q.revokedKey, name, key.ID, core.KeyFingerprint(key.Key)).Scan(&revoked).Error; err != nil {
 			return err
 		}
 		if len(revoked) > 0 {
-			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: revoked[0]}
+			id := slices.Min(revoked)
+			if slices.Contains(revoked, key.ID) {
+				id = key.ID
+			}
+			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: id}
 		}
 		var retires int64
 		if !key.RetiresAt.IsZero() {
