@@ -71,3 +71,36 @@ func TestNewMigratesWithinTheDatabaseTimeout(t *testing.T) {
 	}
 	r.Close()
 }
+
+// Namespace "x_revoked"'s keys table is namespace "x"'s revoked keys table.
+// The deployment that migrated second failed to start with ErrUnavailable
+// ("database unavailable during migrate: ... already exists"), which callers
+// retry for good; it is ErrUnsupported, saying what clashed, and the first
+// deployment goes on working.
+func TestNamespacesWhoseTablesClashAreRefusedClearly(t *testing.T) {
+	for name, open := range map[string]func(t testing.TB, prefix string) *gorm.DB{"sqlite": sqlite, "postgres": testutil.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db := open(t, ns+"_") // drops ns_revoked_* too
+			for _, order := range [][2]string{{ns, ns + "_revoked"}, {ns + "2_revoked", ns + "2"}} {
+				first, err := discovery.New(discovery.WithDB(db), discovery.WithNamespace(order[0]), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+				if err != nil {
+					t.Fatalf("New(namespace %s) = %v", order[0], err)
+				}
+				defer first.Close()
+				second, err := discovery.New(discovery.WithDB(db), discovery.WithNamespace(order[1]), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+				if err == nil {
+					second.Close()
+					t.Fatalf("New(namespace %s) after %s = nil; want their tables' clash", order[1], order[0])
+				}
+				if !errors.Is(err, discovery.ErrUnsupported) || errors.Is(err, discovery.ErrUnavailable) || !strings.Contains(err.Error(), "clash") {
+					t.Fatalf("New(namespace %s) after %s = %v; want ErrUnsupported naming the clash, not ErrUnavailable", order[1], order[0], err)
+				}
+				if _, err := first.Register(ctx, discovery.Instance{Service: "clash", Host: "10.0.0.1", Port: 1}); err != nil {
+					t.Fatalf("namespace %s: Register after the clash = %v", order[0], err)
+				}
+			}
+		})
+	}
+}

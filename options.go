@@ -281,6 +281,11 @@ func validNamespace(ns string) error {
 // an embedded one. New migrates the schema unless WithoutMigration is given.
 // The Registry never closes db.
 //
+// An in-memory SQLite database must be shared by the pool's connections:
+// sqlite.Open("file::memory:?cache=shared"). With ":memory:" each
+// connection opens a database of its own, empty: New migrates one of them,
+// and writes on another fail ("no such table", ErrUnavailable).
+//
 // A nil db is an error from New (ErrInvalid), not the in-memory store: a
 // process that silently kept its registrations to itself would share them
 // with nobody.
@@ -325,7 +330,10 @@ func WithClock(c Clock) Option { return optionFunc(func(o *options) { o.clock = 
 // and one Redis. Pub/sub channels are not per Redis database, so a client of
 // a database other than 0 puts its number in them: two deployments under
 // one namespace in databases 0 and 1 hear only their own changes.
-// Lower-case letters, digits and '_'; "discovery" by default.
+// Lower-case letters, digits and '_'; "discovery" by default. A namespace
+// that is another's followed by "_revoked" cannot share its database: its
+// keys table is the other's revoked keys table, and the second to migrate
+// fails (ErrUnsupported, naming the clash).
 func WithNamespace(ns string) Option { return optionFunc(func(o *options) { o.namespace = ns }) }
 
 // WithoutMigration stops New from creating or upgrading the schema, for a

@@ -2,11 +2,13 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery/internal/core"
@@ -150,6 +152,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 			for _, stmt := range m.stmts {
 				if err := tx.Exec(s.sql(stmt)).Error; err != nil {
+					if s.alreadyExists(err) {
+						return s.clashErr(m.version, err)
+					}
 					return fmt.Errorf("discovery: migration %d: %w", m.version, err)
 				}
 			}
@@ -160,6 +165,27 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return nil
 	})
 	return mapErr(ctx, "migrate", err)
+}
+
+// alreadyExists reports whether err is a CREATE's for a table or index
+// that exists (PostgreSQL's duplicate_table, SQLite's message).
+func (s *Store) alreadyExists(err error) bool {
+	if s.postgres {
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "42P07"
+	}
+	return strings.Contains(err.Error(), "already exists")
+}
+
+// clashErr is the error of a migration that met a table or index it
+// creates already there. The migrations table says this prefix never
+// created it, so it is another's: namespace "x_revoked"'s keys table is
+// namespace "x"'s revoked keys table. Retrying cannot help, and as
+// ErrUnavailable (the database's failure) callers retried it for good.
+func (s *Store) clashErr(version int, err error) error {
+	return fmt.Errorf("%w: migration %d of prefix %q: %w: a table of this prefix's schema exists but was not made by its migrations; "+
+		"another deployment's tables clash with these (a namespace followed by \"_revoked\" is another namespace's revoked keys table): choose another namespace",
+		core.ErrUnsupported, version, s.prefix, err)
 }
 
 // CheckSchema returns nil if the schema is at SchemaVersion, else an error
