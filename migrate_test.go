@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	gsqlite "github.com/glebarez/sqlite"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/internal/testutil"
@@ -103,4 +105,36 @@ func TestNamespacesWhoseTablesClashAreRefusedClearly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// WithDB's doc: an in-memory SQLite database works when its connections
+// share it (":memory:" gives each its own, empty: which connection a write
+// gets is up to database/sql, so that half is not asserted).
+func TestInMemorySQLiteMustBeShared(t *testing.T) {
+	ctx := context.Background()
+	open := func(dsn string) *discovery.Registry {
+		db, err := gorm.Open(gsqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := db.DB()
+		t.Cleanup(func() { _ = sqlDB.Close() })
+		sqlDB.SetMaxOpenConns(4)
+		r, err := discovery.New(discovery.WithDB(db), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+		if err != nil {
+			t.Fatalf("New(%s) = %v", dsn, err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	r := open("file::memory:?cache=shared")
+	for i := range 8 { // writes from several connections
+		if _, err := r.Register(ctx, discovery.Instance{Service: "mem", Host: "10.0.0.1", Port: 1 + i}); err != nil {
+			t.Fatalf("shared in-memory SQLite: Register = %v", err)
+		}
+	}
+	if svc, err := r.Get(ctx, "mem"); err != nil || len(svc.Instances) != 8 {
+		t.Fatalf("shared in-memory SQLite: Get = %v, %v; want 8 instances", svc, err)
+	}
+
 }
