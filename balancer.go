@@ -843,7 +843,7 @@ func (s *selector) run(strategy Strategy, q *pickReq) int {
 		if q.key == "" { // as chooseDirect
 			return s.p2c(q)
 		}
-		return s.rendezvous(q.key, q)
+		return s.consistentHash(q.key, q)
 	default:
 		return s.p2c(q)
 	}
@@ -1039,8 +1039,28 @@ func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) i
 	return last
 }
 
+// consistentHash keeps a key on the instance Maglev gives it over the set
+// the pick narrows (the eligible instances, or all of them in panic) when
+// that one passes the pick's filters and zone, and hashes the other keys
+// over the passing candidates by rendezvous. Rendezvous for every key
+// mapped keys without regard to Maglev's: an Exclude of an instance not
+// eligible anyway (the same set) moved 90% of them, a filter keeping half
+// of the instances 40% of the keys of those it kept.
+func (s *selector) consistentHash(key string, q *pickReq) int {
+	var i int
+	if s.mode == modeAll {
+		i = s.p.maglevPanicPick(key)
+	} else {
+		i = s.p.maglevPick(key) // some candidate passes, so p.elig has one
+	}
+	if s.ok(i, q) {
+		return i
+	}
+	return s.rendezvous(key, q)
+}
+
 // rendezvous is highest-random-weight hashing over the passing candidates,
-// used for consistent hashing when filters narrow the set.
+// for the keys of consistentHash whose Maglev instance does not pass.
 func (s *selector) rendezvous(key string, q *pickReq) int {
 	hk := xxhash.Sum64String(key)
 	best, bestScore := -1, uint64(0)

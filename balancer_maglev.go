@@ -83,8 +83,8 @@ func (p *picker) maglevPick(key string) int {
 	return int(t.slots[maglevSlot(key, len(t.slots))])
 }
 
-// maglevPanicPick is maglevPick over every candidate, for a panic pick with
-// no filter or zone. Rendezvous hashing served it, whose choices have
+// maglevPanicPick is maglevPick over every candidate, for a panic pick
+// (consistentHash's first choice when filters narrow it). Rendezvous hashing served it, whose choices have
 // nothing in common with Maglev's: when a service went into panic, 90% of
 // the keys of instances still eligible moved (Maglev over the larger set
 // keeps about as many as can stay).

@@ -1335,3 +1335,68 @@ func TestStrategyTextRoundTrips(t *testing.T) {
 		t.Errorf("an unknown strategy decodes with %v; want an error matching ErrInvalid", err)
 	}
 }
+
+// A consistent_hash pick narrowed by a filter, a zone or Exclude keeps each
+// key on the instance the unnarrowed pick gives it whenever that instance
+// passes: excluding an instance that is not eligible anyway leaves the
+// eligible set, and so every key, as it was; a filter or Exclude moves only
+// the keys of the instances it leaves out, spread evenly over those it
+// keeps. Narrowed picks used rendezvous hashing, unrelated to the Maglev of
+// the others: excluding an unhealthy instance, or one bad instance on every
+// call, moved about 90% of keys.
+func TestConsistentHashNarrowedKeepsKeys(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1) // i0..i10; shard 0 and zone a: the even ones
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i10", discovery.StatusUnhealthy, 0)
+	const keys = 20000
+	where := func(opts ...discovery.PickOption) []string {
+		out := make([]string, keys)
+		for k := range out {
+			sel, err := r.Pick(ctx, "db_svc", append(opts, discovery.HashKey(fmt.Sprint("user-", k)))...)
+			if err != nil || sel.Panic {
+				t.Fatalf("Pick = %+v, %v", sel, err)
+			}
+			out[k] = sel.Instance.ID
+			sel.Done(nil)
+		}
+		return out
+	}
+	before := where()
+	tests := []struct {
+		name string
+		opts []discovery.PickOption
+		kept func(id string) bool
+	}{
+		{"Exclude of an ineligible instance", []discovery.PickOption{discovery.Exclude("i10")}, func(string) bool { return true }},
+		{"Exclude", []discovery.PickOption{discovery.Exclude("i3")}, func(id string) bool { return id != "i3" }},
+		{"WithMeta", []discovery.PickOption{discovery.WithMeta("shard", "0")}, isEven},
+		{"PreferZone", []discovery.PickOption{discovery.PreferZone("a")}, isEven},
+	}
+	for _, tt := range tests {
+		after := where(tt.opts...)
+		moved, share := 0, map[string]int{}
+		for k := range before {
+			if tt.kept(before[k]) && after[k] != before[k] {
+				moved++
+			}
+			if !tt.kept(after[k]) {
+				t.Fatalf("%s: key %d went to %s, which it leaves out", tt.name, k, after[k])
+			}
+			share[after[k]]++
+		}
+		if moved > 0 {
+			t.Errorf("%s: %d of the keys of instances it keeps (%.1f%%) moved; want none", tt.name, moved, 100*float64(moved)/keys)
+		}
+		for id, n := range share { // each kept instance about keys / len(share); 15% is many standard deviations
+			if want := float64(keys) / float64(len(share)); math.Abs(float64(n)-want) > 0.15*want {
+				t.Errorf("%s: %s owns %d keys; want about %.0f (%v)", tt.name, id, n, want, share)
+			}
+		}
+	}
+}
+
+func isEven(id string) bool { return (id[len(id)-1]-'0')%2 == 0 }
