@@ -1399,4 +1399,52 @@ func TestConsistentHashNarrowedKeepsKeys(t *testing.T) {
 	}
 }
 
+// In panic the same holds over every live instance: a filtered or
+// excluding pick keeps each key on the instance the unnarrowed panic pick
+// gives it, when that one passes.
+func TestConsistentHashNarrowedKeepsKeysInPanic(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 { // 4 of 10 eligible: panic, with or without a filter below
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	const keys = 20000
+	where := func(opts ...discovery.PickOption) []string {
+		out := make([]string, keys)
+		for k := range out {
+			sel, err := r.Pick(ctx, "db_svc", append(opts, discovery.HashKey(fmt.Sprint("user-", k)))...)
+			if err != nil || !sel.Panic {
+				t.Fatalf("Pick = %+v, %v; want a panic pick", sel, err)
+			}
+			out[k] = sel.Instance.ID
+			sel.Done(nil)
+		}
+		return out
+	}
+	before := where()
+	for _, tt := range []struct {
+		name string
+		opt  discovery.PickOption
+		kept func(id string) bool
+	}{
+		{"Exclude", discovery.Exclude("i7"), func(id string) bool { return id != "i7" }},
+		{"WithMeta", discovery.WithMeta("shard", "0"), isEven},
+	} {
+		after := where(tt.opt)
+		moved := 0
+		for k := range before {
+			if tt.kept(before[k]) && after[k] != before[k] {
+				moved++
+			}
+		}
+		if moved > 0 {
+			t.Errorf("%s in panic: %d of the keys of instances it keeps (%.1f%%) moved; want none", tt.name, moved, 100*float64(moved)/keys)
+		}
+	}
+}
+
 func isEven(id string) bool { return (id[len(id)-1]-'0')%2 == 0 }
