@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,8 @@ const (
 	// StrategyP2CEWMA: power of two choices over peak-EWMA latency x
 	// (in-flight + 1) / weight, as Finagle and Linkerd do. The default.
 	StrategyP2CEWMA Strategy = iota + 1
-	// StrategyRoundRobin: each eligible instance in turn, ignoring weights.
+	// StrategyRoundRobin: each eligible instance in turn, ignoring weights,
+	// from a random place in each process.
 	StrategyRoundRobin
 	// StrategyWeightedRoundRobin: smooth, deterministic interleaving by
 	// weight, as nginx does (weights 5:1:1 give a a b a c a a).
@@ -297,7 +299,13 @@ func (q *pickReq) narrowHash(zone string) uint64 {
 	return h
 }
 
-func newCounter() *atomic.Uint64 { return new(atomic.Uint64) }
+// newCounter returns a rotation that starts at a random place, as
+// buildPicker's does.
+func newCounter() *atomic.Uint64 {
+	c := new(atomic.Uint64)
+	c.Store(rand.Uint64())
+	return c
+}
 
 // conflict is the error of two options that cannot both hold.
 func conflict(field, first, second string) error {
@@ -550,6 +558,11 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	if old != nil {
 		p.rr.Store(old.rr.Load()) // keep the rotations going
 		p.wrr.n.Store(old.wrr.n.Load())
+	} else {
+		// A random start, as gRPC's round_robin: starting at the first
+		// instance, every process of a fleet sent its first picks to it.
+		// 31 bits, so that chooseDirect's int conversion stays positive.
+		p.rr.Store(r.rng.uint64() >> 33)
 	}
 	st.picker.Store(p)
 	return p

@@ -1448,3 +1448,39 @@ func TestConsistentHashNarrowedKeepsKeysInPanic(t *testing.T) {
 }
 
 func isEven(id string) bool { return (id[len(id)-1]-'0')%2 == 0 }
+
+// Processes that start together do not send their round robin picks to one
+// instance in lockstep: each starts its rotation at a random place, as
+// gRPC's round_robin does. Every rotation started at the first instance,
+// so a fleet's first pick of a service (after a deploy, say) all went to it.
+func TestRoundRobinProcessesStartApart(t *testing.T) {
+	ctx := context.Background()
+	be := discoverytest.NewBackend()
+	registerN(t, discoverytest.NewRegistry(t, be, discovery.WithoutHealthChecks()), "web", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+	const procs = 30
+	for _, tt := range []struct {
+		name string
+		opts []discovery.PickOption
+		n    int // instances the pick chooses among
+	}{
+		{"direct", nil, 10},
+		{"filtered", []discovery.PickOption{discovery.WithMeta("shard", "0")}, 5},
+	} {
+		first := map[string]int{}
+		for range procs {
+			r := discoverytest.NewRegistry(t, be, discovery.WithoutHealthChecks(), discovery.WithStrategy(discovery.StrategyRoundRobin))
+			sel, err := r.Pick(ctx, "web", tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first[sel.Instance.ID]++
+			sel.Done(nil)
+		}
+		// procs/n expected each; the bound's odds by chance are below 1e-5
+		for id, c := range first {
+			if c >= procs/2+procs/(2*tt.n)+3 {
+				t.Errorf("%s: %d of %d processes sent their first round robin pick to %s: %v", tt.name, c, procs, id, first)
+			}
+		}
+	}
+}
