@@ -718,31 +718,40 @@ func (r *Registry) handOut(st *svcState, c *candidate) {
 func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bool, error) {
 	filtered := q.filtered
 	nElig, nCand := len(p.elig), len(p.cands)
-	avail := nElig // eligible and not excluded
+	avail := nElig  // eligible and not excluded
+	spread := nCand // candidates, eligible or not, not excluded
 	if filtered {
 		// Panic is judged on the instances the filters keep, Exclude aside:
 		// leaving out one healthy instance (a retry) put a service at the
 		// threshold into panic, and sent the retry to unhealthy ones.
-		nElig, nCand, avail = 0, 0, 0
+		nElig, nCand, avail, spread = 0, 0, 0, 0
 		for i := range p.cands {
 			c := &p.cands[i]
 			if q.matchKept(c.in) {
 				nCand++
+				out := q.excludes(c.in.ID)
+				if !out {
+					spread++
+				}
 				if c.eligible {
 					nElig++
-					if !q.excludes(c.in.ID) {
+					if !out {
 						avail++
 					}
 				}
 			}
 		}
 	}
-	if avail == 0 {
-		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
-	}
 	mode := modeEligible
 	if float64(nElig) < r.opts.panicThreshold*float64(nCand) {
 		mode = modeAll
+	}
+	// None eligible is an error. In panic, a pick that excludes every
+	// eligible instance still has the others to spread over, as one
+	// without Exclude does: it failed, so a retry in panic was made or not
+	// by which instance the first pick had chosen.
+	if nElig == 0 || avail == 0 && (mode != modeAll || spread == 0) {
+		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
 	}
 	zone := ""
 	if q.zone != "" {

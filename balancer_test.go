@@ -1484,3 +1484,47 @@ func TestRoundRobinProcessesStartApart(t *testing.T) {
 		}
 	}
 }
+
+// A service in panic spreads a pick over its live instances, and a retry
+// that excludes the one healthy instance is no exception: it goes to the
+// others, as the first pick might have. It failed with "no healthy
+// instances", though the service had a healthy one, and a retry that
+// excluded an unhealthy instance was spread as panic says: whether a retry
+// was made depended on which instance the first pick had chosen.
+func TestExcludeInPanicSpreadsOverTheOthers(t *testing.T) {
+	ctx := context.Background()
+	setup := func(t *testing.T, opts ...discovery.Option) *discovery.Registry {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), append(opts, discovery.WithoutHealthChecks())...)
+		registerN(t, r, "db_svc", 1, 1, 1, 1)
+		if _, err := r.Get(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < 4; i++ { // 1 of 4 eligible: panic
+			discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+		}
+		return r
+	}
+	r := setup(t)
+	for _, s := range allStrategies {
+		got := map[string]int{}
+		for k := range 600 {
+			sel, err := r.Pick(ctx, "db_svc", discovery.UseStrategy(s), discovery.HashKey(fmt.Sprint("k", k)), discovery.Exclude("i0"))
+			if err != nil || !sel.Panic {
+				t.Fatalf("%v: Pick(Exclude(i0)) = %+v, %v; want a panic pick", s, sel.Instance, err)
+			}
+			got[sel.Instance.ID]++
+			sel.DoneLatency(nil, time.Millisecond)
+		}
+		if got["i0"] != 0 || got["i1"] == 0 || got["i2"] == 0 || got["i3"] == 0 {
+			t.Fatalf("%v: Pick(Exclude(i0)) in panic chose %v; want i1, i2 and i3", s, got)
+		}
+	}
+	// Fail closed refuses it, as every panic pick; with none eligible, an error still.
+	if _, err := setup(t, discovery.WithFailClosed()).Pick(ctx, "db_svc", discovery.Exclude("i0")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("fail closed: Pick(Exclude(i0)) = %v; want ErrNoHealthyInstances", err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i0", discovery.StatusUnhealthy, 0)
+	if _, err := r.Pick(ctx, "db_svc", discovery.Exclude("i1")); !errors.Is(err, discovery.ErrNoHealthyInstances) {
+		t.Fatalf("none eligible: Pick(Exclude(i1)) = %v; want ErrNoHealthyInstances", err)
+	}
+}
