@@ -748,8 +748,8 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	}
 	// None eligible is an error. In panic, a pick that excludes every
 	// eligible instance still has the others to spread over, as one
-	// without Exclude does: it failed, so a retry in panic was made or not
-	// by which instance the first pick had chosen.
+	// without Exclude does (it failed: whether a retry in panic was made
+	// depended on which instance the first pick had chosen).
 	if nElig == 0 || avail == 0 && (mode != modeAll || spread == 0) {
 		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
 	}
@@ -1061,13 +1061,13 @@ func (s *selector) weightedRandom(weight func(*candidate) float64, q *pickReq) i
 	return last
 }
 
-// consistentHash keeps a key on the instance Maglev gives it over the set
-// the pick narrows (the eligible instances, or all of them in panic) when
+// consistentHash keeps a key on the instance an unnarrowed pick gives it
+// (Maglev over the eligible instances, or over all of them in panic) when
 // that one passes the pick's filters and zone, and hashes the other keys
 // over the passing candidates by rendezvous. Rendezvous for every key
-// mapped keys without regard to Maglev's: an Exclude of an instance not
-// eligible anyway (the same set) moved 90% of them, a filter keeping half
-// of the instances 40% of the keys of those it kept.
+// placed keys without regard to Maglev: an Exclude of an instance not
+// eligible anyway (the same set) moved 90% of them, and a filter keeping
+// half of the instances 40% of the keys of those it kept.
 func (s *selector) consistentHash(key string, q *pickReq) int {
 	var i int
 	if s.mode == modeAll {

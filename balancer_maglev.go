@@ -84,10 +84,11 @@ func (p *picker) maglevPick(key string) int {
 }
 
 // maglevPanicPick is maglevPick over every candidate, for a panic pick
-// (consistentHash's first choice when filters narrow it). Rendezvous hashing served it, whose choices have
-// nothing in common with Maglev's: when a service went into panic, 90% of
-// the keys of instances still eligible moved (Maglev over the larger set
-// keeps about as many as can stay).
+// (and consistentHash's first choice when filters narrow one). Rendezvous
+// hashing served it, whose choices have nothing in common with Maglev's:
+// when a service went into panic, 90% of the keys of instances still
+// eligible moved (Maglev over the larger set keeps about as many as can
+// stay).
 func (p *picker) maglevPanicPick(key string) int {
 	t := p.maglevAll.Load()
 	if t == nil {
