@@ -44,6 +44,8 @@ const (
 	// instance while the eligible set stays the same; removing one of N
 	// instances moves about 1/N of the keys (Maglev), almost all of them
 	// keys of the removed one (Maglev's table also moves a few others).
+	// The table has 65,521 slots up to 655 instances and 262,139 past
+	// that: a service crossing 655 instances remaps almost every key once.
 	StrategyConsistentHash
 	// StrategyRandom: random, in proportion to instance weights.
 	StrategyRandom
