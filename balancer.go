@@ -30,7 +30,8 @@ const (
 	// from a random place in each process.
 	StrategyRoundRobin
 	// StrategyWeightedRoundRobin: smooth, deterministic interleaving by
-	// weight, as nginx does (weights 5:1:1 give a a b a c a a).
+	// weight, as nginx does (weights 5:1:1 give a a b a c a a), from a
+	// random place of the sequence in each process.
 	StrategyWeightedRoundRobin
 	// StrategyLeastConnections: the instance with the fewest requests in
 	// flight from this process; ties go to a random one of them.
@@ -564,7 +565,10 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 		// A random start, as gRPC's round_robin: starting at the first
 		// instance, every process of a fleet sent its first picks to it.
 		// 31 bits, so that chooseDirect's int conversion stays positive.
+		// Weighted round robin's rotation too: a random place in its
+		// period (see wrrNext for one too long to hold).
 		p.rr.Store(r.rng.uint64() >> 33)
+		p.wrr.n.Store(r.rng.uint64() >> 33)
 	}
 	st.picker.Store(p)
 	return p

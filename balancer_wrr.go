@@ -31,6 +31,7 @@ type wrrState struct {
 type wrrNarrowed struct {
 	mu      sync.Mutex
 	current []float64
+	started bool // moved to a random place of its sequence
 }
 
 // wrr is weighted round robin over the candidates a narrowed pick passes:
@@ -42,6 +43,42 @@ func (s *selector) wrr(q *pickReq) int {
 	st := s.p.wrr.narrowed.get(q.narrowHash(s.zone), func() *wrrNarrowed { return &wrrNarrowed{current: make([]float64, n)} })
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if !st.started {
+		// A random place in the sequence, as the unnarrowed rotation
+		// starts (buildPicker): from its start, every process of a fleet
+		// sent its first narrowed pick to one instance.
+		st.started = true
+		g, sum, n := 0, 0, 0
+		for i := range s.p.cands {
+			if s.ok(i, q) {
+				g, n = gcd(g, int(s.p.cands[i].weight)), n+1
+			}
+		}
+		for i := range s.p.cands {
+			if g > 0 && s.ok(i, q) {
+				sum += int(s.p.cands[i].weight) / g
+			}
+		}
+		for k := s.p.rng.intn(wrrStartRange(sum, n)); k > 0; k-- {
+			s.wrrStep(q, st)
+		}
+	}
+	return s.wrrStep(q, st)
+}
+
+// wrrStartRange is how many of nginx's steps a rotation may skip at
+// random before its first pick: one period (sum of the weights over their
+// GCD) if stepping through it is cheap, else one step per instance, which
+// still starts each process's first pick at a different instance.
+func wrrStartRange(period, n int) int {
+	if period > 0 && period*n <= maxWRRWork/16 {
+		return period
+	}
+	return max(n, 1)
+}
+
+// wrrStep is one step of nginx's algorithm over the candidates q passes.
+func (s *selector) wrrStep(q *pickReq, st *wrrNarrowed) int {
 	best, total := -1, 0.0
 	for i := range s.p.cands {
 		if !s.ok(i, q) {
@@ -76,6 +113,11 @@ func (p *picker) wrrNext() int {
 	defer w.mu.Unlock()
 	if w.current == nil {
 		w.current = make([]float64, len(p.elig))
+		// The period is too long to step through: start at one of its
+		// first len(elig) places, drawn as the rotation's n (buildPicker).
+		for k := w.n.Load() % uint64(len(p.elig)); k > 0; k-- {
+			nginxStep(p, w.current)
+		}
 	}
 	return int(p.elig[nginxStep(p, w.current)])
 }
