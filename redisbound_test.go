@@ -3,7 +3,9 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +153,70 @@ func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// New subscribes to the change channel before it returns. That first
+// subscription was made without a deadline: on a Redis whose host does not
+// answer connections at all (down, or cut off by a partition: no refusal
+// comes back), New waited out the client's DialTimeout (5 s by default),
+// whatever WithRedisTimeout said. Now it returns within the Redis timeout
+// (the subscription is made again in the background), and lookups and
+// registrations serve from the database.
+func TestNewOnAnUnansweredRedisIsBoundedByTheRedisTimeout(t *testing.T) {
+	const redisTO = 100 * time.Millisecond
+	const bound = 2500 * time.Millisecond // half the client's 5 s DialTimeout, room for a noisy machine
+	// go-redis dials on in goroutines of its own, each for its DialTimeout,
+	// after the call that wanted the connection gave up: waited for at the
+	// end, after the Registry's Close (goleak). One attempt a dial, so that
+	// none begins once they are counted out.
+	var (
+		mu       sync.Mutex
+		idle     = sync.NewCond(&mu)
+		dialling int
+	)
+	rdb := redis.NewClient(&redis.Options{Addr: testutil.UnansweredAddr(t), DialerRetries: 1,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialling++
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				dialling--
+				idle.Broadcast()
+				mu.Unlock()
+			}()
+			d := net.Dialer{Timeout: 5 * time.Second} // as go-redis's own dialer, at its default DialTimeout
+			return d.DialContext(ctx, network, addr)
+		}})
+	t.Cleanup(func() {
+		mu.Lock()
+		for dialling > 0 {
+			idle.Wait()
+		}
+		mu.Unlock()
+		_ = rdb.Close()
+	})
+	if got := rdb.Options().DialTimeout; got <= bound {
+		t.Fatalf("DialTimeout %v: the test needs go-redis's default", got)
+	}
+	timed := func(what string, fn func()) {
+		t.Helper()
+		start := time.Now()
+		fn()
+		if d := time.Since(start); d > bound {
+			t.Fatalf("%s took %v with Redis unanswered; want within %v (WithRedisTimeout %v)", what, d, bound, redisTO)
+		}
+	}
+	var r *discovery.Registry
+	timed("New", func() {
+		r = discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithRedis(rdb),
+			discovery.WithRedisTimeout(redisTO), discovery.WithoutHealthChecks())
+	})
+	timed("Register", func() { mustRegister(t, r, inst("db_svc", "10.0.0.1", 1)) })
+	timed("Get", func() {
+		svc, err := r.Get(context.Background(), "db_svc")
+		if err != nil || len(svc.Instances) != 1 {
+			t.Fatalf("Get = %v, %v; want the instance", svc, err)
+		}
+	})
 }

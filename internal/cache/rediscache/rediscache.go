@@ -561,8 +561,14 @@ func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 
 // Start subscribes to the channel. Every (re)subscription calls OnResync.
 func (c *Cache) Start() {
+	// The first subscription is bounded by the timeout: the Registry's New
+	// calls Start, and on a Redis whose host does not answer connections (a
+	// partition) it waited out the client's DialTimeout (5 s by default).
+	// A subscription that fails is made again at Listen's first Receive.
+	sctx, cancel := c.timeout(c.ctx)
+	defer cancel()
 	c.mu.Lock()
-	c.ps = c.rdb.Subscribe(c.ctx, c.channel)
+	c.ps = c.rdb.Subscribe(sctx, c.channel)
 	ps := c.ps
 	c.mu.Unlock()
 	c.wg.Add(1)
