@@ -851,8 +851,14 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			// Write-through and change messages keep Redis at the newest
 			// revision; leases age, so a snapshot serves only while no lease in
 			// it ended since it was read, and never longer than one lease TTL
-			// (which bounds what a lost write-through can leave behind).
-			if svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
+			// (which bounds what a lost write-through can leave behind). One
+			// that claims a read after this one began was read by a clock
+			// ahead of this one's, at a time it cannot tell: judged from its
+			// claim, a lease that ended in between went unseen, and the
+			// instance, renewed since, was left out of lookups (a live
+			// service "not found") for as long as the clocks differ. The
+			// database's answer, written next, replaces it (setScript).
+			if svc.Revision >= want && !at.After(readAt) && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
 				e := r.newEntry(svc, LayerL2, at, readAt, now)
 				e.inv = inv

@@ -158,7 +158,7 @@ func New(opts ...Option) (*Registry, error) {
 	if o.rdb != nil {
 		r.l2 = rediscache.New(o.redisCmd, rediscache.Options{
 			Namespace: o.namespace + ":", Channel: redisChannel(o.namespace, "changes", o.rdb), TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
-			Log: o.log, OnChange: r.onMessage, OnResync: r.resync,
+			Log: o.log, OnChange: r.onMessage, OnResync: r.resync, Now: o.clock.Now,
 		})
 		r.l2.Start()
 	}

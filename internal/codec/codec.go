@@ -56,6 +56,10 @@ func Header(revision int64, loadedAt int64) string {
 	return string(b)
 }
 
+// LoadedAtField renders loadedAt (Unix ns) as the header's load-time field,
+// for a Redis script that compares it with a value's (bytes 23-42).
+func LoadedAtField(loadedAt int64) string { return string(appendPadded(nil, loadedAt)) }
+
 func appendPadded(b []byte, v int64) []byte {
 	if v < 0 {
 		v = 0

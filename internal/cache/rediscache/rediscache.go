@@ -31,13 +31,19 @@ import (
 // since the writer read its generation, before its database read (KEYS[2],
 // the generation, no longer holds ARGV[3]; "" for none): it returns 2 then.
 // Else it writes unless the key holds a value whose header sorts after it
-// (a newer revision, or the same revision read later): 0 then.
+// (a newer revision, or the same revision read later): 0 then. A value of
+// the same revision that claims a read later than the writer's clock reads
+// now (ARGV[4], the header's load-time field) was read by a clock ahead of
+// the writer's, and is replaced: kept, it stood for its whole TTL against
+// every correct clock's read of that revision, and was served (once its
+// claimed read time had passed) after leases in it had ended.
 var setScript = redis.NewScript(`
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
   return 2
 end
 local cur = redis.call('GET', KEYS[1])
-if cur and string.len(cur) >= 42 and string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) then
+if cur and string.len(cur) >= 42 and string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) and
+  not (string.sub(cur, 3, 22) == string.sub(ARGV[1], 3, 22) and string.sub(cur, 23, 42) > ARGV[4]) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -85,6 +91,10 @@ type Options struct {
 	// OnResync is called on every (re)subscription and when Redis comes back:
 	// changes may have been missed.
 	OnResync func()
+	// Now is the clock snapshots' load times are read with (time.Now if
+	// nil): a write replaces a snapshot of the same revision that claims a
+	// read after it (see setScript).
+	Now func() time.Time
 }
 
 // Stats counts what the cache did. Hits, Misses, DecodeErrors and
@@ -128,6 +138,9 @@ func New(rdb redis.UniversalClient, opt Options) *Cache {
 	}
 	if opt.Channel == "" {
 		opt.Channel = opt.Namespace + "changes"
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Cache{rdb: rdb, opt: opt, channel: opt.Channel, ctx: ctx, cancel: cancel}
@@ -386,7 +399,8 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 	ttl := c.opt.TTL + time.Duration((rand.Float64()*0.2-0.1)*float64(c.opt.TTL))
 	tctx, cancel := c.timeout(ctx)
 	// Redis refuses an expiry of 0 ms: a TTL under a millisecond is one.
-	n, err := setScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, val, max(ttl.Milliseconds(), 1), string(gen)).Int()
+	n, err := setScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, val, max(ttl.Milliseconds(), 1), string(gen),
+		codec.LoadedAtField(c.opt.Now().UnixNano())).Int()
 	cancel()
 	if err != nil {
 		return false, c.failed(ctx, "set", err)
