@@ -450,6 +450,15 @@ func (r *Registry) newNegative(name string, now time.Time) *entry {
 // usableL2 reports whether a snapshot read from the database at at can
 // serve at now: no lease in it ended in between (the instance may have
 // renewed since, or may be dead; only the database knows).
+// l2ClockSkew is how far ahead of this process's clock a snapshot's claimed
+// read may be and still be served from Redis, judged as read that much
+// earlier. Clocks kept by NTP differ by milliseconds, and a snapshot
+// written through on a change is read by the other processes within a
+// millisecond of its read: refused for any skew, every change of a service
+// too large to push with its message sent every process whose clock is
+// behind the writer's to the database.
+const l2ClockSkew = time.Second
+
 func usableL2(svc *core.Service, at, now time.Time) bool {
 	for i := range svc.Instances {
 		exp := svc.Instances[i].ExpiresAt
@@ -856,9 +865,18 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			// ahead of this one's, at a time it cannot tell: judged from its
 			// claim, a lease that ended in between went unseen, and the
 			// instance, renewed since, was left out of lookups (a live
-			// service "not found") for as long as the clocks differ. The
-			// database's answer, written next, replaces it (setScript).
-			if svc.Revision >= want && !at.After(readAt) && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
+			// service "not found") for as long as the clocks differ. Up to
+			// l2ClockSkew ahead it is judged as read that much before its
+			// claim (a lease that ended since makes it unusable); further
+			// ahead it is not served, and the database's answer, written
+			// next, replaces it (setScript).
+			served := true
+			if ahead := at.Sub(readAt); ahead > l2ClockSkew {
+				served = false
+			} else if ahead > 0 {
+				at = at.Add(-l2ClockSkew)
+			}
+			if served && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
 				e := r.newEntry(svc, LayerL2, at, readAt, now)
 				e.inv = inv

@@ -113,3 +113,62 @@ func TestSnapshotInRedisFromAClockAheadHidesNoLiveInstance(t *testing.T) {
 	renewAndLookUp("40 s on")
 	renewAndLookUp("60 s on") // the claimed read reached: its snapshot judged from it
 }
+
+// A snapshot in Redis from a clock a few milliseconds ahead, as NTP leaves
+// clocks, is served: a snapshot written through on a change is read by the
+// other processes within a millisecond of its read, and refused for any
+// skew it sent every process whose clock is behind the writer's to the
+// database on every change of a service too large to push. It is judged
+// as read l2ClockSkew before its claim: a lease that ended in that second
+// makes it unusable, as one that ended since its read does.
+func TestSnapshotInRedisFromAClockSlightlyAheadIsServed(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	r, clock := fakeRegistry(t, WithStore(mem), WithRedis(rdb), WithNamespace(ns))
+	now := clock.Now()
+	for _, id := range []string{"a", "b"} {
+		in := core.Instance{Service: "web", ID: id, Host: "10.0.0.1", Port: 80, Weight: 100, RegisteredAt: now, ExpiresAt: now.Add(15 * time.Second)}
+		if _, err := mem.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := mem.Load(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.l2.Set(ctx, raw, now.Add(5*time.Millisecond), ""); !ok || err != nil {
+		t.Fatalf("Set = %v, %v", ok, err)
+	}
+	reads := r.ctr.storeReads.Load()
+	res, err := r.Lookup(ctx, "web")
+	if err != nil || res.Layer != LayerL2 || len(res.Service.Instances) != 2 {
+		t.Fatalf("Lookup of a snapshot 5 ms ahead = %+v, %v; want both instances from L2", res, err)
+	}
+	if n := r.ctr.storeReads.Load() - reads; n != 0 {
+		t.Fatalf("the lookup read the database %d times; want none", n)
+	}
+
+	// Another service whose lease "b" ended 500 ms before the claimed read:
+	// within the skew, so the snapshot may have been read before it ended.
+	for _, id := range []string{"a", "b"} {
+		exp := now.Add(15 * time.Second)
+		if id == "b" {
+			exp = now.Add(-495 * time.Millisecond)
+		}
+		in := core.Instance{Service: "api", ID: id, Host: "10.0.0.2", Port: 80, Weight: 100, RegisteredAt: now.Add(-time.Minute), ExpiresAt: exp}
+		if _, err := mem.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw, err = mem.Load(ctx, "api"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.l2.Set(ctx, raw, now.Add(5*time.Millisecond), ""); !ok || err != nil {
+		t.Fatalf("Set = %v, %v", ok, err)
+	}
+	if res, err := r.Lookup(ctx, "api"); err != nil || res.Layer != LayerL3 {
+		t.Fatalf("Lookup of a snapshot 5 ms ahead with a lease that ended 500 ms before its claim = %+v, %v; want the database's answer", res, err)
+	}
+}
