@@ -270,7 +270,13 @@ func (r *Registry) eject(st *svcState, is *instState) {
 	}
 	d.timesEjected++
 	times := d.timesEjected
-	dur := min(time.Duration(times)*ho.ejectBase, ho.ejectMax)
+	// times x base saturates at the maximum: with a long base (up to
+	// MaxDuration) the product overflowed, came out negative, and the
+	// ejection ended before it began.
+	dur := ho.ejectMax
+	if int64(times) <= int64(ho.ejectMax/ho.ejectBase) {
+		dur = time.Duration(times) * ho.ejectBase
+	}
 	until := now + int64(dur)
 	// It ends at until unless a passing check ends it sooner (adoptLocked
 	// then sets the end). Set only when the monitor ended it, the end was
