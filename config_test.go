@@ -1200,3 +1200,42 @@ func TestConfigNotificationReadIsCounted(t *testing.T) {
 		t.Fatalf("UpdateConfig counted %d store reads; want 1, the listing of its instances", n)
 	}
 }
+
+// A callback that panics fails its delivery, as a check function that
+// panics fails its check: the panic ran on the Registry's own goroutine,
+// where the caller could not recover it, and took the process down. The
+// panic is reported to the UpdateConfig caller, and the configurations that
+// follow are delivered.
+func TestConfigCallbackPanicIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	var calls atomic.Int32
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(func(context.Context, json.RawMessage) error {
+			if calls.Add(1) == 1 {
+				panic("cannot parse")
+			}
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyFailed || rep.Instances[0].Err == nil ||
+		!strings.Contains(rep.Instances[0].Err.Error(), "cannot parse") {
+		t.Fatalf("report = %+v; want the callback's panic as a failure", rep.Instances)
+	}
+	rep, err = r.UpdateConfig(ctx, "router_svc", cfgDoc(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered {
+		t.Fatalf("report after the panic = %+v; want delivered", rep.Instances)
+	}
+	if _, rev := g.Config(); rev != 2 {
+		t.Fatalf("Registration.Config revision %d; want 2", rev)
+	}
+}

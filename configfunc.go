@@ -100,9 +100,9 @@ func (c *regConfig) wake() {
 // backup has none, and with a configuration written after the restore
 // under a revision number the restore lost (the same number, other
 // content). The configuration current at registration is not passed to
-// fn: read it from Registration.Config. An error from fn is
-// logged and reported to the UpdateConfig caller of this process; it is not
-// retried. Deregister cancels the context of a call under way but does not
+// fn: read it from Registration.Config. An error from fn (a panic in it
+// is one) is logged and reported to the UpdateConfig caller of this
+// process; it is not retried. Deregister cancels the context of a call under way but does not
 // wait for it to return (a callback may itself deregister); Registry.Close
 // waits for it. HTTP instances get POST /admin/reload-config instead;
 // Register refuses this option for them.
@@ -326,7 +326,7 @@ func (g *Registration) configLoop() {
 			c.call = ctx
 			c.wake() // a waiter follows this call's timeout
 			c.mu.Unlock()
-			err := g.opts.onConfig(ctx, slices.Clone(p.Config))
+			err := g.callConfigFunc(ctx, p.Config)
 			if err != nil {
 				g.r.log.Warn("discovery: config callback failed", zap.String("service", g.service),
 					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
@@ -349,4 +349,17 @@ func (g *Registration) configLoop() {
 			cancel()
 		}
 	}
+}
+
+// callConfigFunc calls the registration's callback with a copy of doc. A
+// panic in it is a failed delivery, as one in a WithCheckFunc check is a
+// failed check: it ran on this Registry's goroutine, where the caller could
+// not recover it, and took the whole process down.
+func (g *Registration) callConfigFunc(ctx context.Context, doc json.RawMessage) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("discovery: config callback of %s/%s panicked: %v", g.service, g.id, v)
+		}
+	}()
+	return g.opts.onConfig(ctx, slices.Clone(doc))
 }
