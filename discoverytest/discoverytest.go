@@ -72,9 +72,15 @@ var _ discovery.Clock = (*Clock)(nil)
 func NewClock(start time.Time) *Clock { return &Clock{fakeclock.New(start)} }
 
 // NewRegistry returns a Registry on backend, closed when the test ends.
+//
+// Its Close deregisters at once (discovery.WithCloseDrain(0); pass another
+// to test the drain): the drain waits for the propagation delay on the
+// Registry's clock, which a Clock moves only when the test says so, and
+// every Close in a test's cleanup took the drain's whole real-time bound
+// (1 s).
 func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *discovery.Registry {
 	t.Helper()
-	r, err := discovery.New(append([]discovery.Option{discovery.WithStore(backend)}, opts...)...)
+	r, err := discovery.New(append([]discovery.Option{discovery.WithStore(backend), discovery.WithCloseDrain(0)}, opts...)...)
 	if err != nil {
 		t.Fatalf("discoverytest: %v", err)
 	}

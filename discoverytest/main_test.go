@@ -79,3 +79,32 @@ func TestStoreConformance(t *testing.T) {
 
 // userStore is a Store of a user's own: it embeds the in-memory backend.
 type userStore struct{ *discoverytest.Backend }
+
+// Close under a Clock the test does not move deregisters at once: the
+// close drain waited for the propagation delay on that clock, which never
+// came, until its real-time bound (1 s) ended it, in every test's cleanup.
+func TestCloseUnderAStillClockDoesNotWaitForIt(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(time.Now())
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	b := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	if _, err := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The bound the drain ran into is 1 s: half of it tells the two apart
+	// on any machine.
+	if d := time.Since(start); d >= 500*time.Millisecond {
+		t.Fatalf("Close took %v with the clock standing still; want it to deregister at once", d)
+	}
+	if _, err := b.Get(ctx, "db_svc"); err == nil {
+		t.Fatal("b still sees the instance a's Close deregistered")
+	}
+}
