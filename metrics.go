@@ -33,8 +33,10 @@ var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4
 
 // WithMetrics registers the Registry's Prometheus metrics with reg (at New;
 // Close unregisters them). Without it nothing is registered anywhere. Two
-// Registry values on one Registerer collide: wrap it for each, for example
-// with prometheus.WrapRegistererWith(prometheus.Labels{"registry": "b"}, reg).
+// Registry values on one Registerer collide: wrap it for each, with labels
+// of its own, for example prometheus.WrapRegistererWith(prometheus.Labels{"registry": "a"}, reg)
+// and {"registry": "b"}. Wrapping only the second is refused too: Prometheus
+// wants every series of a name to have the same label names.
 //
 // The metrics: discovery_lookups_total{service,layer},
 // discovery_lookup_duration_seconds{layer} (L1 sampled: one lookup in 64),
@@ -194,7 +196,9 @@ func (r *Registry) startMetrics() error {
 	}
 	if err := r.met.reg.Register(r.met); err != nil {
 		r.met.registered = false
-		return optErr("WithMetrics", "", "cannot register the metrics: "+err.Error())
+		return optErr("WithMetrics", "", "cannot register the metrics: "+err.Error()+
+			" (is another Registry's there? wrap the Registerer for each, each with labels of its own: "+
+			`prometheus.WrapRegistererWith(prometheus.Labels{"registry": "a"}, reg), and "b")`)
 	}
 	r.met.registered = true
 	return nil

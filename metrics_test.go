@@ -477,3 +477,44 @@ func TestInstancesGaugeOfAnIdleServiceSurvivesRenewals(t *testing.T) {
 		t.Fatalf("discovery_instances of idle = %v once a lookup read b's lease ended; want 1", n)
 	}
 }
+
+// Two Registry values can share one Registerer only if each is wrapped with
+// labels of its own (every series of one name must have the same label
+// names): wrapping the second alone, as the docs once advised, is refused,
+// and the error must say what works.
+func TestMetricsOfTwoRegistriesOnOneRegisterer(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	discoverytest.NewRegistry(t, backend, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	for _, other := range []prometheus.Registerer{reg, prometheus.WrapRegistererWith(prometheus.Labels{"registry": "b"}, reg)} {
+		_, err := discovery.New(discovery.WithStore(backend), discovery.WithMetrics(other), discovery.WithoutHealthChecks())
+		if !errors.Is(err, discovery.ErrInvalid) {
+			t.Fatalf("a second Registry on one Registerer: %v; want ErrInvalid", err)
+		}
+		if !strings.Contains(err.Error(), "WrapRegistererWith") || !strings.Contains(err.Error(), "each") {
+			t.Errorf("the error does not say how to share a Registerer: %v", err)
+		}
+	}
+
+	// What works: each wrapped, with labels of its own.
+	shared := prometheus.NewRegistry()
+	rs := map[string]*discovery.Registry{}
+	for _, name := range []string{"a", "b"} {
+		rs[name] = discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(),
+			discovery.WithMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"registry": name}, shared)))
+	}
+	mustRegister(t, rs["a"], inst("web", "10.0.0.1", 80))
+	for range 2 {
+		if _, err := rs["b"].Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := scrape(t, shared)
+	if a, b := got["discovery_lookups_total{layer=L3,registry=b,service=web}"], got["discovery_cache_hits_total{layer=L1,registry=b}"]; a != 1 || b != 1 {
+		t.Errorf("registry b: L3 lookups %v, L1 hits %v; want 1, 1", a, b)
+	}
+	if n := got["discovery_cache_hits_total{layer=L1,registry=a}"]; n != 0 {
+		t.Errorf("registry a: L1 hits %v; want 0", n)
+	}
+}
