@@ -194,3 +194,28 @@ func TestLogsConfigChangeOnce(t *testing.T) {
 		t.Fatalf("%d config changes logged; want 1", n)
 	}
 }
+
+// "database back" says how long this outage lasted: from the last call that
+// answered before it. An outage soon after another is joined to it for the
+// leases it holds, but the log counted the earlier one, and the time the
+// database was back in between, as down too.
+func TestLogsDatabaseBackSaysHowLongThisOutageLasted(t *testing.T) {
+	log, logs := observed()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLogger(log),
+		discovery.WithoutHealthChecks())
+	discovery.NoteStore(r, nil)
+	for i, lost := range []time.Duration{3 * time.Second, 2 * time.Second} {
+		clock.Advance(time.Second) // the database answers, then fails
+		discovery.NoteStore(r, discovery.ErrUnavailable)
+		clock.Advance(lost - time.Second)
+		discovery.NoteStore(r, nil)
+		backs := logs.FilterMessage("discovery: database back").All()
+		if len(backs) != i+1 {
+			t.Fatalf("%d \"database back\" logged after outage %d; want %d", len(backs), i+1, i+1)
+		}
+		if got := backs[i].ContextMap()["down"]; got != lost {
+			t.Errorf("outage %d: database back after down=%v; want %v", i+1, got, lost)
+		}
+	}
+}

@@ -61,6 +61,7 @@ type Registry struct {
 	loadSeq     atomic.Uint64          // loads begun (a failed one's number: loadFailure)
 	outage      atomic.Pointer[outage] // the last database outage this process saw; written under outMu
 	outMu       sync.Mutex             // serialises the database's going down and coming back
+	lostAt      int64                  // when the outage under way began, not joined to an earlier one ("database back"); under outMu
 	unsubscribe func()
 	hm          *monitor // health monitor (health_monitor.go)
 
@@ -380,6 +381,7 @@ func (r *Registry) noteStoreErr(op string, err error) {
 	// Leases could not be renewed from the last call that answered on,
 	// or for at most one lease TTL before this one failed.
 	from := max(r.storeOKAt.Load(), now-int64(r.opts.leaseTTL))
+	r.lostAt = from
 	// A failure before a live registration could have renewed since the
 	// database answered (a flapping database, or a call that failed
 	// before it returned and ended after) is the same outage: leases that
@@ -421,8 +423,9 @@ func (r *Registry) noteStoreOK() {
 	}
 	r.outage.Store(&outage{from: from, to: now, earlier: earlier})
 	r.storeDown.Store(false)
+	lost := r.lostAt
 	r.outMu.Unlock()
-	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-from)))
+	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-lost)))
 	r.resettle()
 }
 
