@@ -566,6 +566,14 @@ func age(now, loadedAt int64) time.Duration {
 const retryAfterFailure = time.Second
 
 func (r *Registry) lookupSlow(ctx context.Context, name string) (Result, error) {
+	return r.lookupSlowAs(ctx, name, false)
+}
+
+// lookupSlowAs is lookupSlow; sampled says the lookup is the metrics'
+// sample (lookupTimed). An answer from L1 (stale, or a load that finished
+// just before) is timed only then, as a fresh hit is: timed every time,
+// stale answers outnumbered fresh ones 64 to 1 in the histogram.
+func (r *Registry) lookupSlowAs(ctx context.Context, name string, sampled bool) (Result, error) {
 	var start time.Time
 	if r.met != nil {
 		start = time.Now()
@@ -575,7 +583,7 @@ func (r *Registry) lookupSlow(ctx context.Context, name string) (Result, error) 
 		return Result{}, err
 	}
 	res, err := r.answer(e, layer, r.now.nanos(), stale)
-	if r.met != nil {
+	if r.met != nil && (layer != LayerL1 || sampled) {
 		r.met.observe(layer, time.Since(start))
 	}
 	return res, err

@@ -263,7 +263,7 @@ func (r *Registry) lookups(l Layer) uint64 {
 }
 
 // lookupTimed is Lookup for the lookups metrics sample: an L1 hit is timed
-// too (the slow path times itself).
+// too (the slow path times itself, an L1 answer there only in the sample).
 func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, error) {
 	start := time.Now()
 	if e := r.l1.get(service); e != nil {
@@ -277,5 +277,5 @@ func (r *Registry) lookupTimed(ctx context.Context, service string) (Result, err
 			return l1Result(e, now), nil
 		}
 	}
-	return r.lookupSlow(ctx, service)
+	return r.lookupSlowAs(ctx, service, true)
 }

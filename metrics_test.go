@@ -518,3 +518,41 @@ func TestMetricsOfTwoRegistriesOnOneRegisterer(t *testing.T) {
 		t.Errorf("registry a: L1 hits %v; want 0", n)
 	}
 }
+
+// L1 answers are timed one in 64, stale ones too: during an outage (or
+// while revalidating) every stale L1 answer was timed, 64 times the share
+// of fresh ones, which skewed the L1 histogram toward the slow path and its
+// count away from a sample.
+func TestMetricsTimeOneStaleL1AnswerInASample(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithMetrics(reg),
+		discovery.WithoutHealthChecks(), discovery.WithLeaseTTL(time.Hour))
+	t.Cleanup(func() { backend.SetFailure(nil) }) // before Close deregisters
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(2 * discovery.DefaultFresh)
+	const n = 640
+	stale := 0
+	for range n {
+		res, err := r.Lookup(ctx, "web")
+		if err != nil {
+			t.Fatalf("Lookup with the database down: %v (want stale data)", err)
+		}
+		if res.Stale && res.Layer == discovery.LayerL1 {
+			stale++
+		}
+	}
+	if stale < n/2 {
+		t.Fatalf("%d of %d lookups stale from L1; the test needs most", stale, n)
+	}
+	// 10 expected; 80 or more has a probability below 1e-30 for a 1-in-64 sample.
+	if got := scrape(t, reg)["discovery_lookup_duration_seconds_count{layer=L1}"]; got >= n/8 {
+		t.Errorf("%v of %d L1 answers (%d stale) timed; want about 1 in 64", got, n, stale)
+	}
+}
