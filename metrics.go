@@ -96,7 +96,7 @@ func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
 	m.stale = d("discovery_stale_served_total", "Lookups answered with a stale snapshot.", nil, nil)
 	m.backendErrs = d("discovery_backend_errors_total", "Failed calls to the database and to Redis.", []string{"backend"}, nil)
 	m.checks = d("discovery_health_checks_total", "Active health checks this process ran, by result (pass, warn, fail).", []string{"result"}, nil)
-	m.instances = d("discovery_instances", "Instances of each service in the snapshot this process holds, by status as this process sees it: those live when it was read, and suspects it keeps.", []string{"service", "status"}, nil)
+	m.instances = d("discovery_instances", "Instances of each service in the snapshot this process holds (no series while it holds none), by status as this process sees it: those live when it was read, and suspects it keeps.", []string{"service", "status"}, nil)
 	m.picks = d("discovery_picks_total", "Selections (Pick), by service and strategy.", []string{"service", "strategy"}, nil)
 	m.panics = d("discovery_panic_mode_total", "Selections made in panic mode (too few healthy instances).", []string{"service"}, nil)
 	m.ejections = d("discovery_ejections_total", "Passive ejections of instances (outlier detection).", []string{"service"}, nil)
@@ -153,8 +153,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(m.panics, st.panics.Load(), st.name)
 		counter(m.ejections, st.ejections.Load(), st.name)
+		// Counted from the snapshot L1 holds; with none (evicted, or
+		// invalidated, while the state is kept for a watch or the health
+		// monitor) there is no count: 0 of every status said the service
+		// had lost every instance. A negative entry (the database has no
+		// such service) counts 0.
+		e := r.l1.get(st.name)
+		if e == nil {
+			return true
+		}
 		var by [StatusSuspect + 1]int
-		if e := r.l1.get(st.name); e != nil && e.raw != nil {
+		if e.raw != nil {
 			for i := range e.raw.Instances {
 				if s, ok := r.gaugeStatus(e, st, &e.raw.Instances[i], now); ok && s <= StatusSuspect {
 					by[s]++

@@ -556,3 +556,45 @@ func TestMetricsTimeOneStaleL1AnswerInASample(t *testing.T) {
 		t.Errorf("%v of %d L1 answers (%d stale) timed; want about 1 in 64", got, n, stale)
 	}
 }
+
+// discovery_instances counts the snapshot this process holds; of a service
+// whose state it keeps (watched, health-checked) but whose snapshot left L1
+// (evicted, invalidated), it has no count to give. It said 0 of every
+// status, as if the service had lost every instance: an alert on "no
+// healthy instance" fired for a service merely evicted from the cache.
+func TestInstancesGaugeOfAServiceNotInL1SaysNothing(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	mustRegister(t, r, inst("web", "10.0.0.2", 80))
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, err := r.Watch(wctx, "web"); err != nil { // keeps the service's state
+		t.Fatal(err)
+	}
+	if n := gaugeTotal(scrape(t, reg), "web"); n != 2 {
+		t.Fatalf("discovery_instances of web = %v; want 2", n)
+	}
+	if err := r.Invalidate(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	got := scrape(t, reg)
+	_, present := got["discovery_instances{service=web,status=unknown}"]
+	if n := gaugeTotal(got, "web"); present && n != 2 {
+		t.Errorf("discovery_instances of web = %v with its snapshot out of L1; want 2, or no series", n)
+	}
+	if got["discovery_lookups_total{layer=L3,service=web}"] != 1 {
+		t.Errorf("its lookups went with its snapshot: %v", got)
+	}
+	// A lookup reads it again.
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if n := gaugeTotal(scrape(t, reg), "web"); n != 2 {
+		t.Fatalf("discovery_instances of web = %v after a lookup; want 2", n)
+	}
+}
