@@ -576,6 +576,11 @@ func (r *Registry) Health(ctx context.Context, service string) ([]InstanceHealth
 	if err != nil {
 		return nil, err
 	}
+	return r.healthOf(ctx, service, res), nil
+}
+
+// healthOf is Health once the service was looked up (res).
+func (r *Registry) healthOf(ctx context.Context, service string, res Result) []InstanceHealth {
 	r.hm.refreshShared(ctx, service)
 	// The view as the shared results just read left it: the lookup's, from
 	// before them, showed a status (Shown) beside a check status (Status)
@@ -600,7 +605,7 @@ func (r *Registry) Health(ctx context.Context, service string) ([]InstanceHealth
 		}
 		out = append(out, h)
 	}
-	return out, nil
+	return out
 }
 
 func (h *InstanceHealth) fill(is *instState, now int64) {

@@ -89,7 +89,8 @@ func (h *InstanceHealth) usable(minScore float64, raw *core.Service) bool {
 // Overview returns every service the database knows (or, while it cannot
 // be read, every service this process holds) with its health, and the
 // cache layers' hit rates. It looks each service up like Health, so this
-// process checks the health of what it shows from then on.
+// process checks the health of what it shows from then on; those lookups
+// are not counted (Stats, metrics, Cache).
 func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	if r.closed.Load() {
 		return Overview{}, ErrClosed
@@ -110,7 +111,7 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 		// suspects (self-preservation, a database outage), and Get shows
 		// them and Pick picks them.
 		if info.Live > 0 || info.Expired > 0 || ov.FromCache {
-			hs, err := r.Health(ctx, info.Name)
+			hs, err := r.overviewHealth(ctx, info.Name)
 			switch {
 			case err == nil:
 				var raw *core.Service
@@ -148,6 +149,23 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	}
 	ov.Cache = r.layerOverview()
 	return ov, nil
+}
+
+// overviewHealth is Health for Overview: it looks the service up without
+// counting the lookup (Stats, metrics, the Cache hit rates). Counted, a
+// dashboard fetching the overview every 1.5 s made those mostly a measure
+// of itself, and gave metric labels to services the application never
+// looked up.
+func (r *Registry) overviewHealth(ctx context.Context, service string) ([]InstanceHealth, error) {
+	e, layer, stale, err := r.lookupEntry(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	if e.notFound != nil {
+		return nil, e.notFound
+	}
+	res := Result{Service: e.view.Load(), Layer: layer, Revision: e.rev, Stale: stale}
+	return r.healthOf(ctx, service, res), nil
 }
 
 func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64, raw *core.Service) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -205,5 +208,47 @@ func TestOverviewCountsADrainingSuspectAsNotUsable(t *testing.T) {
 	if so := ov.Services[0]; so.Live != 3 || so.Usable != 0 || so.Status != discovery.StatusUnhealthy || ov.HealthyServices != 0 {
 		t.Fatalf("db_svc: live %d, usable %d, status %s (%d healthy services); want 3, 0, unhealthy, 0",
 			so.Live, so.Usable, so.Status, ov.HealthyServices)
+	}
+}
+
+// Overview looks every service up so that this process checks its health,
+// but those lookups are not the application's: counted, a dashboard that
+// fetches the overview every 1.5 s made the L1 hit rate it shows (and
+// Stats, and discovery_lookups_total) mostly a measure of itself, and gave
+// metric labels to services the application never looked up.
+func TestOverviewDoesNotCountItsOwnLookups(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	b := discoverytest.NewBackend()
+	other := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
+	r := discoverytest.NewRegistry(t, b, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	mustRegister(t, other, inst("quiet", "10.0.0.1", 80))
+	var ov discovery.Overview
+	for range 10 {
+		var err error
+		if ov, err = r.Overview(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ov.Services) != 1 || ov.Services[0].Live != 1 {
+		t.Fatalf("overview services %+v; want quiet with 1 live instance", ov.Services)
+	}
+	if c := ov.Cache[0]; c.Hits != 0 || c.Misses != 0 {
+		t.Errorf("L1 %d hits, %d misses with no lookup of the application's; want 0, 0", c.Hits, c.Misses)
+	}
+	if l := r.Stats().Lookups; l != [4]uint64{} {
+		t.Errorf("Stats().Lookups = %v; want none", l)
+	}
+	for k := range scrape(t, reg) {
+		if strings.Contains(k, "quiet") {
+			t.Errorf("a label for a service only the overview looked up: %s", k)
+		}
+	}
+	// The application's lookups count as before.
+	if _, err := r.Get(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.Stats().Lookups; l[discovery.LayerL1] != 1 {
+		t.Errorf("Stats().Lookups = %v after a Get; want one L1 hit", l)
 	}
 }
