@@ -305,6 +305,10 @@ func (r *Registry) eject(st *svcState, is *instState) {
 // unejectAt ends an ejection when its time comes, unless it ended or was
 // renewed meanwhile.
 func (r *Registry) unejectAt(st *svcState, is *instState, until int64) {
+	// A service that left L1 during the ejection kept its state for it:
+	// once it is over (here, or sooner by a passing check), the state goes
+	// unless something else still uses it.
+	defer r.forgetPutOff(st)
 	st.viewMu.Lock()
 	if !is.ejectedUntil.CompareAndSwap(until, 0) {
 		st.viewMu.Unlock()

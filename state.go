@@ -62,6 +62,12 @@ type svcState struct {
 	holdMu sync.Mutex
 	holds  int
 	forget dropKind
+
+	// putOff is the drop (a dropKind) that forgetUnusedAs put off for an
+	// ejection in force; the ejection's end asks for it again
+	// (forgetPutOff). Nothing else looks at the state of a service out of
+	// L1 again.
+	putOff atomic.Uint32
 }
 
 // dropKind says how a state that something held was to be dropped, from
@@ -372,14 +378,26 @@ func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 	if r.episodeOf(st, now) != nil {
 		return // self-preservation remembers its group here (preserve.go)
 	}
+	st.putOff.Store(uint32(kind))
 	if m := st.insts.Load(); m != nil {
 		for _, is := range *m {
 			if is.ejected(now) {
-				return // its end is scheduled on this state
+				return // its end is scheduled on this state, and asks again
 			}
 		}
 	}
 	r.dropStateAs(st, kind)
+}
+
+// forgetPutOff asks again for the drop of st that forgetUnusedAs put off
+// (for an ejection), if it did.
+func (r *Registry) forgetPutOff(st *svcState) {
+	switch dropKind(st.putOff.Load()) {
+	case dropNotHeld:
+		r.forgetNotHeld(st)
+	case dropUnused, dropNow:
+		r.forgetUnused(st)
+	}
 }
 
 // viewStatus is the status an instance shows in this process's view: a
