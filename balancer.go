@@ -398,9 +398,11 @@ func (s Selection) finish(err error, latency time.Duration) {
 	// of a copy) cannot be told from the first; a count of -1 made that
 	// instance win every least_connections pick for good. A second Done
 	// still takes one off another request's count until that one is done.
+	last := false
 	for {
 		n := s.is.inflight.Load()
 		if n <= 0 || s.is.inflight.CompareAndSwap(n, n-1) {
+			last = n == 1
 			break
 		}
 	}
@@ -409,6 +411,12 @@ func (s Selection) finish(err error, latency time.Duration) {
 		s.is.observe(latency, o, s.r.now.nanos())
 	}
 	s.r.recordOutcome(s.st, s.is, o, latency)
+	if last && s.st.putOff.Load() != 0 {
+		// The last request in flight of a service that left L1 meanwhile,
+		// whose state was kept for it (forgetUnusedAs); after the outcome,
+		// which may have ejected the instance.
+		s.r.forgetPutOff(s.st)
+	}
 }
 
 // observe folds one latency into the instance's peak EWMA: a slower sample

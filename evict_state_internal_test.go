@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // evictAllBut looks up every service of evictionRegistry but the i-th, so
@@ -21,6 +23,71 @@ func evictAllBut(t *testing.T, r *Registry, i int) bool {
 	}
 	r.l1.rc.Wait()
 	return r.l1.get(evictName(i)) == nil
+}
+
+// A service evicted from L1 while requests picked from it are in flight
+// keeps their count until they are done: the next least_connections (or
+// p2c_ewma) pick weighs them, and the state goes once the last is done.
+// Dropped with the eviction, the state took the counts with it: the next
+// pick saw every instance idle, and sent a new request to the one still
+// busy with the others (a stream, a long poll).
+func TestEvictionKeepsInFlightCountsUntilDone(t *testing.T) {
+	ctx := context.Background()
+	r, clock, mem := evictionRegistry(t)
+	name := evictName(0)
+	if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.2:1", Host: "10.0.0.2", Port: 1, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := r.Pick(ctx, name, UseStrategy(StrategyLeastConnections))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := sel.Instance.ID
+	if !evictAllBut(t, r, 0) {
+		t.Skip("the service stayed in L1")
+	}
+	for range 20 {
+		next, err := r.Pick(ctx, name, UseStrategy(StrategyLeastConnections))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Instance.ID == busy {
+			t.Fatalf("after the eviction, least_connections picked %s, which has a request in flight, over an idle instance", busy)
+		}
+		next.Done(nil)
+	}
+	// Once the requests are done and the service is evicted again, its state goes.
+	sel.Done(nil)
+	if !evictAllBut(t, r, 0) {
+		t.Skip("the service stayed in L1")
+	}
+	if r.stateIfAny(name) != nil {
+		t.Fatal("the state of a service evicted after its requests were done was kept")
+	}
+}
+
+// A state kept only for requests in flight goes when the last is done:
+// nothing else looks at it again (the service is out of L1, and may never
+// be looked up again).
+func TestStateKeptForRequestsInFlightGoesWithTheLast(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := evictionRegistry(t)
+	name := evictName(0)
+	sel, err := r.Pick(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !evictAllBut(t, r, 0) {
+		t.Skip("the service stayed in L1")
+	}
+	if r.stateIfAny(name) == nil {
+		t.Fatal("the state of a service with a request in flight was dropped")
+	}
+	sel.Done(nil)
+	if r.stateIfAny(name) != nil {
+		t.Fatal("the state of an evicted service whose last request is done was kept")
+	}
 }
 
 // A service evicted from L1 during an ejection of one of its instances

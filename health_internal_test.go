@@ -112,7 +112,8 @@ func TestSharedKeysShareAHashTag(t *testing.T) {
 }
 
 // Failures reported through a Selection picked before its service's state
-// was forgotten (the service left L1, nothing else used it) eject nothing:
+// was forgotten (the service left L1, and the database no longer knows it:
+// an eviction keeps the state while a request is in flight) eject nothing:
 // the ejection of the forgotten state rebuilt the current L1 view from it,
 // and Get showed the instance ejected while Health and Pick, which read the
 // current state, did not.
@@ -133,10 +134,10 @@ func TestDoneAfterTheServiceStateWasForgottenEjectsNothing(t *testing.T) {
 	}
 	old := r.stateIfAny("db_svc")
 	e := r.l1.get("db_svc")
-	r.l1.remove(e) // as ristretto's eviction does
-	r.entryEvicted(e)
+	r.l1.remove(e)
+	r.dropState(old) // as a load that found no such service does
 	if r.stateIfAny("db_svc") == old {
-		t.Fatal("the evicted service's state was kept")
+		t.Fatal("the dropped service's state was kept")
 	}
 	if _, err := r.Get(ctx, "db_svc"); err != nil {
 		t.Fatal(err)

@@ -63,10 +63,10 @@ type svcState struct {
 	holds  int
 	forget dropKind
 
-	// putOff is the drop (a dropKind) that forgetUnusedAs put off for an
-	// ejection in force; the ejection's end asks for it again
-	// (forgetPutOff). Nothing else looks at the state of a service out of
-	// L1 again.
+	// putOff is the drop (a dropKind) that forgetUnusedAs put off for a
+	// request in flight or an ejection in force; the last request's Done,
+	// or the ejection's end, asks for it again (forgetPutOff). Nothing else
+	// looks at the state of a service out of L1 again.
 	putOff atomic.Uint32
 }
 
@@ -378,11 +378,19 @@ func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 	if r.episodeOf(st, now) != nil {
 		return // self-preservation remembers its group here (preserve.go)
 	}
+	// Noted before the instances are read: a Done that ends the last
+	// request after they were read sees it (finish), and asks again.
 	st.putOff.Store(uint32(kind))
 	if m := st.insts.Load(); m != nil {
 		for _, is := range *m {
 			if is.ejected(now) {
 				return // its end is scheduled on this state, and asks again
+			}
+			if is.inflight.Load() > 0 {
+				// Dropped, the counts of requests still in flight went
+				// with it: the next least_connections or p2c_ewma pick
+				// saw every instance idle.
+				return
 			}
 		}
 	}
@@ -390,7 +398,7 @@ func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 }
 
 // forgetPutOff asks again for the drop of st that forgetUnusedAs put off
-// (for an ejection), if it did.
+// (for requests in flight, or an ejection), if it did.
 func (r *Registry) forgetPutOff(st *svcState) {
 	switch dropKind(st.putOff.Load()) {
 	case dropNotHeld:
