@@ -648,8 +648,11 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		ne, err = r.loadWait(ctx, name)
 	}
 	if err != nil {
-		if e != nil && now < e.errorUntil && !isCallerErr(ctx, err) {
-			e.failedAt.Store(r.now.nanos()) // when it failed, not when the lookup began a load timeout ago
+		// Judged when the load failed, not when the lookup began up to two
+		// load timeouts ago: a lookup begun just inside the stale-if-error
+		// window answered with the entry past it.
+		if failed := r.now.nanos(); e != nil && failed < e.errorUntil && !isCallerErr(ctx, err) {
+			e.failedAt.Store(failed)
 			return e, LayerL1, true, nil
 		}
 		return nil, 0, false, plainLoadErr(err)
