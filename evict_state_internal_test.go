@@ -125,3 +125,30 @@ func TestStateKeptForAnEjectionGoesWhenItEnds(t *testing.T) {
 		t.Fatal("the state of an evicted service was kept after its ejection ended")
 	}
 }
+
+// A service evicted from L1 during a self-preservation episode keeps its
+// state until the episode ends, and no longer: nothing else looks at it
+// again. Kept for good, the state of every service evicted in an episode
+// (a partition makes many) and not looked up again grew the map.
+func TestStateKeptForAnEpisodeGoesWhenItEnds(t *testing.T) {
+	ctx := context.Background()
+	r, clock, _ := evictionRegistry(t)
+	name := evictName(2)
+	if _, err := r.Get(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	st := r.stateIfAny(name)
+	now := clock.Now().UnixNano()
+	st.episode.Store(&episode{lo: now - int64(time.Second), hi: now})
+	e := r.l1.get(name)
+	r.l1.remove(e) // as ristretto's eviction does
+	r.entryEvicted(e)
+	if r.stateIfAny(name) != st {
+		t.Fatal("the state of a service in a self-preservation episode was dropped")
+	}
+	clock.Advance(r.opts.suspectGrace)
+	r.hm.settle()
+	if r.stateIfAny(name) != nil {
+		t.Fatal("the state of an evicted service was kept after its self-preservation episode ended")
+	}
+}

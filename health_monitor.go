@@ -56,6 +56,7 @@ const (
 	itemCheck itemKind = iota
 	itemSync
 	itemUneject
+	itemForget
 )
 
 // item is one thing the monitor does when it falls due.
@@ -65,7 +66,7 @@ type item struct {
 	kind itemKind
 	t    *target    // itemCheck
 	sm   *svcMon    // itemSync
-	st   *svcState  // itemUneject (the ejection ends at due)
+	st   *svcState  // itemUneject (the ejection ends at due), itemForget
 	is   *instState // itemUneject
 }
 
@@ -191,6 +192,16 @@ func (m *monitor) scheduleUneject(st *svcState, is *instState, till int64) {
 	m.poke()
 }
 
+// scheduleForget asks again, at till, for the drop of st that
+// forgetUnusedAs put off for a self-preservation episode ending then:
+// nothing else looks at the state of a service out of L1 again.
+func (m *monitor) scheduleForget(st *svcState, till int64) {
+	m.pendMu.Lock()
+	m.pending = append(m.pending, &item{due: till, idx: -1, kind: itemForget, st: st})
+	m.pendMu.Unlock()
+	m.poke()
+}
+
 func (m *monitor) run() {
 	defer func() {
 		if m.timer != nil {
@@ -257,6 +268,9 @@ func (m *monitor) step(now int64) {
 		case itemUneject:
 			heap.Pop(&m.q)
 			m.r.unejectAt(it.st, it.is, it.due)
+		case itemForget:
+			heap.Pop(&m.q)
+			m.r.forgetPutOff(it.st)
 		case itemSync:
 			m.startSync(it.sm, now)
 			m.reschedule(it, now+int64(m.syncDelay(it.sm)))

@@ -68,6 +68,9 @@ type svcState struct {
 	// or the ejection's end, asks for it again (forgetPutOff). Nothing else
 	// looks at the state of a service out of L1 again.
 	putOff atomic.Uint32
+	// forgetAt is when the latest drop put off for a self-preservation
+	// episode is asked for again (Unix ns; 0 if none).
+	forgetAt atomic.Int64
 }
 
 // dropKind says how a state that something held was to be dropped, from
@@ -375,12 +378,17 @@ func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 		return
 	}
 	now := r.clock.Now().UnixNano()
-	if r.episodeOf(st, now) != nil {
-		return // self-preservation remembers its group here (preserve.go)
-	}
 	// Noted before the instances are read: a Done that ends the last
 	// request after they were read sees it (finish), and asks again.
 	st.putOff.Store(uint32(kind))
+	if ep := r.episodeOf(st, now); ep != nil {
+		// Self-preservation remembers its group here (preserve.go); asked
+		// again when the episode ends (once for each end).
+		if end, at := ep.hi+int64(r.opts.suspectGrace), st.forgetAt.Load(); end > at && st.forgetAt.CompareAndSwap(at, end) {
+			r.hm.scheduleForget(st, end)
+		}
+		return
+	}
 	if m := st.insts.Load(); m != nil {
 		for _, is := range *m {
 			if is.ejected(now) {
