@@ -829,16 +829,25 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 // the two sees the other. The last attempt's entry stays fresh: a revision
 // the database never reaches must not send every lookup to it.
 //
-// So is an entry read before an invalidation of the service that followed
-// (inv is the count of invalidations when the attempt began): the
-// invalidation's own reload was skipped while this one ran (one refresh an
-// entry), or found no entry to reload yet, and what was read before it went
-// in fresh for a whole freshness window.
+// An entry read before an invalidation of the service that followed (inv
+// is the count of invalidations when the attempt began) leaves L1 again
+// instead: the invalidation's own reload was skipped while this one ran
+// (one refresh an entry), or found no entry to reload yet, and what was
+// read before it went in fresh for a whole freshness window (left stale,
+// it was still served while revalidating).
 func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) (*entry, bool) {
 	ours := e
 	e = r.install(e)
 	if (e.rev >= st.wantRev.Load() && (e != ours || st.invalidated.Load() == inv)) || last {
 		return e, false
+	}
+	if e == ours && st.invalidated.Load() != inv {
+		// Dropped, as readThrough and onMessage drop theirs: left stale,
+		// no change announced marked it superseded, and lookups answered
+		// what the invalidation was to drop while the next attempt read
+		// the database (and for stale-if-error's window if that failed).
+		r.l1.remove(e)
+		return e, true
 	}
 	e.freshUntil.Store(0)
 	return e, true
