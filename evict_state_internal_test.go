@@ -57,6 +57,11 @@ func TestEvictionKeepsInFlightCountsUntilDone(t *testing.T) {
 		}
 		next.Done(nil)
 	}
+	// Looked up again, it is in use: no drop is put off, and a Done that
+	// ends a last request no longer asks for one (an index lookup each).
+	if st := r.stateIfAny(name); st == nil || st.putOff.Load() != 0 {
+		t.Fatalf("the state of a service back in L1 is %v, with a drop put off; want it held, with none", st)
+	}
 	// Once the requests are done and the service is evicted again, its state goes.
 	sel.Done(nil)
 	if !evictAllBut(t, r, 0) {

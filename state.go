@@ -375,6 +375,9 @@ func (r *Registry) forgetUnused(st *svcState) { r.forgetUnusedAs(st, dropUnused)
 // forgetUnusedAs is forgetUnused, asked for as kind says (dropStateAs).
 func (r *Registry) forgetUnusedAs(st *svcState, kind dropKind) {
 	if st.monitored.Load() || r.l1.get(st.name) != nil || r.hubIfAny(st.name) != nil {
+		// In use again: no drop is put off (the next eviction asks), and
+		// the Done that ends a last request no longer asks for one.
+		st.putOff.Store(0)
 		return
 	}
 	now := r.clock.Now().UnixNano()
