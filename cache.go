@@ -623,7 +623,13 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure) || r.storeDown.Load()
 		superseded := e.st != nil && e.rev < e.st.wantRev.Load()
 		if now < e.staleUntil && !superseded || recentFailure && now < e.errorUntil {
-			r.refreshAsync(e, false)
+			// Not again within retryAfterFailure of its own failed load:
+			// each stale lookup after a failure started another, and a
+			// database refusing at once got a load of a hot service for
+			// every few lookups (200 for 2,000) for as long as it refused.
+			if now-e.failedAt.Load() >= int64(retryAfterFailure) {
+				r.refreshAsync(e, false)
+			}
 			return e, LayerL1, true, nil
 		}
 	}

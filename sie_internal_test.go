@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,5 +62,82 @@ func TestStaleIfErrorEndsWhileTheLoadWaits(t *testing.T) {
 	}
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Lookup after the window: %v; want ErrUnavailable", err)
+	}
+}
+
+// countingDownStore is a downStore that counts its loads.
+type countingDownStore struct {
+	downStore
+	loads atomic.Int64
+}
+
+func (s *countingDownStore) Load(ctx context.Context, name string) (*core.Service, error) {
+	s.loads.Add(1)
+	return s.downStore.Load(ctx, name)
+}
+
+// Stale lookups in an outage start no load of their service within
+// retryAfterFailure of its last failed one: each started another as soon
+// as the last had failed, and a database refusing at once got a load for
+// every few lookups of a hot service (200 for 2,000) for as long as it
+// refused. Once retryAfterFailure has passed, one lookup tries again, and
+// after the database is back the service is fresh again.
+func TestStaleLookupsInAnOutageRetryOnceASecond(t *testing.T) {
+	ctx := context.Background()
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	store := &countingDownStore{downStore: downStore{Store: memory.New()}}
+	r, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	const name = "db_svc"
+	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	clock.Advance(2 * DefaultFresh) // past freshness, within stale-if-error
+	lookUp := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := r.Get(ctx, name); err != nil {
+				t.Fatalf("Get in the outage = %v; want the stale snapshot", err)
+			}
+			waitRefreshed(t, r, name) // the refresh it started, if any, has ended
+		}
+	}
+	before := store.loads.Load()
+	lookUp(2000)
+	if n := store.loads.Load() - before; n > 2 {
+		t.Fatalf("2000 stale lookups within a second of the outage loaded the service %d times; want 1 or 2", n)
+	}
+	clock.Advance(retryAfterFailure)
+	before = store.loads.Load()
+	lookUp(100)
+	if n := store.loads.Load() - before; n != 1 {
+		t.Fatalf("100 stale lookups a second after the last failed load loaded the service %d times; want 1", n)
+	}
+	store.down.Store(false)
+	clock.Advance(retryAfterFailure)
+	lookUp(1)
+	if res, err := r.Lookup(ctx, name); err != nil || res.Stale {
+		t.Fatalf("Lookup once the database is back = %+v, %v; want a fresh answer", res, err)
+	}
+}
+
+// waitRefreshed waits until no background refresh of name runs.
+func waitRefreshed(t *testing.T, r *Registry, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Microsecond) {
+		if e := r.l1.get(name); e == nil || !e.refreshing.Load() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a background refresh still runs after 10 s")
+		}
 	}
 }
