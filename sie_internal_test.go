@@ -38,19 +38,8 @@ func TestStaleIfErrorEndsWhileTheLoadWaits(t *testing.T) {
 	ctx := context.Background()
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	store := &slowDownStore{downStore: &downStore{Store: memory.New()}, clock: clock, took: DefaultLoadTimeout}
-	r, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
 	const name = "db_svc"
-	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
-		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Get(ctx, name); err != nil {
-		t.Fatal(err)
-	}
+	r := cachedOnClock(t, store, clock, name)
 	e := r.l1.get(name)
 	store.down.Store(true)
 	// Just inside the window; the load takes a load timeout, and fails.
@@ -86,19 +75,8 @@ func TestStaleLookupsInAnOutageRetryOnceASecond(t *testing.T) {
 	ctx := context.Background()
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	store := &countingDownStore{downStore: downStore{Store: memory.New()}}
-	r, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
 	const name = "db_svc"
-	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
-		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Get(ctx, name); err != nil {
-		t.Fatal(err)
-	}
+	r := cachedOnClock(t, store, clock, name)
 	store.down.Store(true)
 	clock.Advance(2 * DefaultFresh) // past freshness, within stale-if-error
 	lookUp := func(n int) {
@@ -140,4 +118,24 @@ func waitRefreshed(t *testing.T, r *Registry, name string) {
 			t.Fatal("a background refresh still runs after 10 s")
 		}
 	}
+}
+
+// cachedOnClock returns a Registry on store and clock whose L1 holds name,
+// registered in store with a lease of an hour.
+func cachedOnClock(t *testing.T, store core.Store, clock *fakeclock.Clock, name string) *Registry {
+	t.Helper()
+	ctx := context.Background()
+	r, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

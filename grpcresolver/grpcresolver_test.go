@@ -727,23 +727,9 @@ func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 		t.Fatalf("Get: %d instances, %d suspect; want the 3 lapsed draining instances kept as suspects", len(svc.Instances), suspects)
 	}
 
-	cc := &recordingConn{updates: make(chan resolver.State, 16)}
-	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
-	select {
-	case st := <-cc.updates:
-		var got []string
-		for _, ep := range st.Endpoints {
-			got = append(got, ep.Addresses[0].Addr)
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("endpoints %v; want %v (no draining instance kept as a suspect)", got, want)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no update")
+	cc, _ := resolve(t, r, "greeter")
+	if got := addrs(nextUpdate(t, cc, "")); !slices.Equal(got, want) {
+		t.Fatalf("endpoints %v; want %v (no draining instance kept as a suspect)", got, want)
 	}
 
 	// With only such instances, none is resolved either (no usable one
@@ -755,19 +741,9 @@ func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	scc := &recordingConn{updates: make(chan resolver.State, 16)}
-	solo, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/solo"}}, scc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer solo.Close()
-	select {
-	case st := <-scc.updates:
-		if len(st.Endpoints) != 0 {
-			t.Fatalf("solo: endpoints %v; want none (every instance drains, kept as a suspect)", st.Endpoints)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("solo: no update")
+	scc, _ := resolve(t, r, "solo")
+	if st := nextUpdate(t, scc, "solo: "); len(st.Endpoints) != 0 {
+		t.Fatalf("solo: endpoints %v; want none (every instance drains, kept as a suspect)", st.Endpoints)
 	}
 }
 
@@ -800,13 +776,7 @@ func TestInstanceGetShowedButTheWatchNeverHadIsDropped(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
-	qs := &quietStore{Store: backend}
-	r, err := discovery.New(discovery.WithStore(qs), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
-		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	qs, r := quietRegistry(t, backend, clock)
 	inst := func(port int) discovery.Instance {
 		return discovery.Instance{ID: "10.0.0.1:" + strconv.Itoa(port), Service: "greeter", Host: "10.0.0.1", Port: port, Weight: 100,
 			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
@@ -827,25 +797,10 @@ func TestInstanceGetShowedButTheWatchNeverHadIsDropped(t *testing.T) {
 	gate := make(chan struct{})
 	qs.gate.Store(&gate)
 
-	cc := &recordingConn{updates: make(chan resolver.State, 64)}
-	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
-	addrs := func(st resolver.State) (out []string) {
-		for _, ep := range st.Endpoints {
-			out = append(out, ep.Addresses[0].Addr)
-		}
-		return out
-	}
-	select {
-	case st := <-cc.updates: // from Get's stale answer
-		if got := addrs(st); !slices.Equal(got, []string{"10.0.0.1:1001", "10.0.0.1:1002"}) {
-			t.Fatalf("first update %v; want Get's stale answer, both instances", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no first update")
+	cc, _ := resolve(t, r, "greeter")
+	// the first, from Get's stale answer
+	if got := addrs(nextUpdate(t, cc, "")); !slices.Equal(got, []string{"10.0.0.1:1001", "10.0.0.1:1002"}) {
+		t.Fatalf("first update %v; want Get's stale answer, both instances", got)
 	}
 	qs.gate.Store(nil)
 	close(gate) // the watch's first snapshot: 1001 alone
@@ -879,13 +834,7 @@ func TestResolveNowDropsAnInstanceTheWatchNeverHad(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
-	qs := &quietStore{Store: backend}
-	r, err := discovery.New(discovery.WithStore(qs), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
-		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	qs, r := quietRegistry(t, backend, clock)
 	in := discovery.Instance{ID: "10.0.0.1:1001", Service: "greeter", Host: "10.0.0.1", Port: 1001, Weight: 100,
 		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if _, err := backend.Register(ctx, &in); err != nil {
@@ -900,19 +849,9 @@ func TestResolveNowDropsAnInstanceTheWatchNeverHad(t *testing.T) {
 	}
 	gate := make(chan struct{})
 	qs.gate.Store(&gate)
-	cc := &recordingConn{updates: make(chan resolver.State, 64)}
-	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/greeter"}}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
-	select {
-	case st := <-cc.updates:
-		if len(st.Endpoints) != 1 {
-			t.Fatalf("first update %v; want Get's stale answer", st.Endpoints)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no first update")
+	cc, res := resolve(t, r, "greeter")
+	if st := nextUpdate(t, cc, ""); len(st.Endpoints) != 1 {
+		t.Fatalf("first update %v; want Get's stale answer", st.Endpoints)
 	}
 	qs.gate.Store(nil)
 	close(gate) // the watch's first snapshot: no instance
@@ -931,4 +870,52 @@ func TestResolveNowDropsAnInstanceTheWatchNeverHad(t *testing.T) {
 			t.Fatal("the deregistered instance is still the endpoint after ResolveNow")
 		}
 	}
+}
+
+// quietRegistry returns a Registry on backend through a quietStore (closed
+// when the test ends).
+func quietRegistry(t *testing.T, backend *discoverytest.Backend, clock *discoverytest.Clock) (*quietStore, *discovery.Registry) {
+	t.Helper()
+	qs := &quietStore{Store: backend}
+	r, err := discovery.New(discovery.WithStore(qs), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return qs, r
+}
+
+// resolve builds a resolver of service on r, closed when the test ends,
+// and returns the conn its updates go to.
+func resolve(t *testing.T, r *discovery.Registry, service string) (*recordingConn, resolver.Resolver) {
+	t.Helper()
+	cc := &recordingConn{updates: make(chan resolver.State, 64)}
+	res, err := grpcresolver.NewBuilder(r).Build(resolver.Target{URL: url.URL{Scheme: "discovery", Path: "/" + service}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	return cc, res
+}
+
+// nextUpdate returns cc's next update, failing the test (prefix first)
+// after 10 s without one.
+func nextUpdate(t *testing.T, cc *recordingConn, prefix string) resolver.State {
+	t.Helper()
+	select {
+	case st := <-cc.updates:
+		return st
+	case <-time.After(10 * time.Second):
+		t.Fatal(prefix + "no update")
+	}
+	return resolver.State{}
+}
+
+// addrs returns the address of each endpoint of st.
+func addrs(st resolver.State) (out []string) {
+	for _, ep := range st.Endpoints {
+		out = append(out, ep.Addresses[0].Addr)
+	}
+	return out
 }
