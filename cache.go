@@ -447,9 +447,6 @@ func (r *Registry) newNegative(name string, now time.Time) *entry {
 	return e
 }
 
-// usableL2 reports whether a snapshot read from the database at at can
-// serve at now: no lease in it ended in between (the instance may have
-// renewed since, or may be dead; only the database knows).
 // l2ClockSkew is how far ahead of this process's clock a snapshot's claimed
 // read may be and still be served from Redis, judged as read that much
 // earlier. Clocks kept by NTP differ by milliseconds, and a snapshot
@@ -459,6 +456,9 @@ func (r *Registry) newNegative(name string, now time.Time) *entry {
 // behind the writer's to the database.
 const l2ClockSkew = time.Second
 
+// usableL2 reports whether a snapshot read from the database at at can
+// serve at now: no lease in it ended in between (the instance may have
+// renewed since, or may be dead; only the database knows).
 func usableL2(svc *core.Service, at, now time.Time) bool {
 	for i := range svc.Instances {
 		exp := svc.Instances[i].ExpiresAt
@@ -620,14 +620,15 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// none has answered since), every entry serves stale at once, not
 		// just one whose own load failed lately: an Overview of N cached
 		// services waited N load timeouts in an outage.
-		recentFailure := now-e.failedAt.Load() < int64(retryAfterFailure) || r.storeDown.Load()
+		failedLately := now-e.failedAt.Load() < int64(retryAfterFailure)
+		recentFailure := failedLately || r.storeDown.Load()
 		superseded := e.st != nil && e.rev < e.st.wantRev.Load()
 		if now < e.staleUntil && !superseded || recentFailure && now < e.errorUntil {
 			// Not again within retryAfterFailure of its own failed load:
 			// each stale lookup after a failure started another, and a
 			// database refusing at once got a load of a hot service for
-			// every few lookups (200 for 2,000) for as long as it refused.
-			if now-e.failedAt.Load() >= int64(retryAfterFailure) {
+			// every lookup (2,000 for 2,000) for as long as it refused.
+			if !failedLately {
 				r.refreshAsync(e, false)
 			}
 			return e, LayerL1, true, nil
@@ -896,13 +897,11 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			// claim (a lease that ended since makes it unusable); further
 			// ahead it is not served, and the database's answer, written
 			// next, replaces it (setScript).
-			served := true
-			if ahead := at.Sub(readAt); ahead > l2ClockSkew {
-				served = false
-			} else if ahead > 0 {
+			ahead := at.Sub(readAt)
+			if ahead > 0 {
 				at = at.Add(-l2ClockSkew)
 			}
-			if served && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
+			if ahead <= l2ClockSkew && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
 				e := r.newEntry(svc, LayerL2, at, readAt, now)
 				e.inv = inv
