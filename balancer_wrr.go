@@ -48,18 +48,13 @@ func (s *selector) wrr(q *pickReq) int {
 		// starts (buildPicker): from its start, every process of a fleet
 		// sent its first narrowed pick to one instance.
 		st.started = true
-		g, sum, n := 0, 0, 0
+		var ws periodOf
 		for i := range s.p.cands {
 			if s.ok(i, q) {
-				g, n = gcd(g, int(s.p.cands[i].weight)), n+1
+				ws.add(int(s.p.cands[i].weight))
 			}
 		}
-		for i := range s.p.cands {
-			if g > 0 && s.ok(i, q) {
-				sum += int(s.p.cands[i].weight) / g
-			}
-		}
-		for k := s.p.rng.intn(wrrStartRange(sum, n)); k > 0; k-- {
+		for k := s.p.rng.intn(wrrStartRange(ws.period(), ws.n)); k > 0; k-- {
 			s.wrrStep(q, st)
 		}
 	}
@@ -138,6 +133,20 @@ func nginxStep(p *picker, current []float64) int {
 	return best
 }
 
+// periodOf sums weights for the period of nginx's sequence over them: the
+// sum of the weights over their GCD.
+type periodOf struct{ g, total, n int }
+
+func (w *periodOf) add(weight int) { w.g, w.total, w.n = gcd(w.g, weight), w.total+weight, w.n+1 }
+
+// period is 0 when every weight is 0.
+func (w *periodOf) period() int {
+	if w.g == 0 {
+		return 0
+	}
+	return w.total / w.g
+}
+
 func gcd(a, b int) int {
 	for b != 0 {
 		a, b = b, a%b
@@ -148,17 +157,12 @@ func gcd(a, b int) int {
 // wrrPeriod returns one period of the nginx sequence, or nil if it is too
 // long to precompute.
 func (p *picker) wrrPeriod() []int32 {
-	g, sum := 0, 0
+	var ws periodOf
 	for _, i := range p.elig {
-		g = gcd(g, int(p.cands[i].weight))
+		ws.add(int(p.cands[i].weight))
 	}
-	if g == 0 {
-		return nil
-	}
-	for _, i := range p.elig {
-		sum += int(p.cands[i].weight) / g
-	}
-	if sum*len(p.elig) > maxWRRWork {
+	sum := ws.period()
+	if sum == 0 || sum*len(p.elig) > maxWRRWork {
 		return nil
 	}
 	seq := make([]int32, sum)
