@@ -555,12 +555,8 @@ func (g *Registration) rowHolds(ctx context.Context, u *core.Instance) (bool, er
 	case err != nil:
 		return false, err
 	}
-	for i := range svc.Instances {
-		if in := &svc.Instances[i]; in.ID == g.id {
-			return core.SameRegistration(in, u), nil
-		}
-	}
-	return false, nil
+	in := svc.Instance(g.id)
+	return in != nil && core.SameRegistration(in, u), nil
 }
 
 // backoff is 200 ms doubling per failure, capped at limit, with jitter.

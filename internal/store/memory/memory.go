@@ -405,10 +405,14 @@ func (sv *service) refuseRevoked(name string, key core.PublicKey) error {
 	// The least of the IDs it was revoked under, as the SQL stores name it:
 	// the first one met in the map differed from call to call.
 	fp := core.KeyFingerprint(key.Key)
-	for _, kid := range slices.Sorted(maps.Keys(sv.revoked)) {
-		if sv.revoked[kid] == fp {
-			return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: kid}
+	least := ""
+	for kid, f := range sv.revoked {
+		if f == fp && (least == "" || kid < least) {
+			least = kid
 		}
+	}
+	if least != "" {
+		return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: least}
 	}
 	return nil
 }
