@@ -732,7 +732,12 @@ func (r *Registry) answer(e *entry, layer Layer, now int64, stale bool) (Result,
 		r.ctr.notFound.Add(1)
 		return Result{}, e.notFound
 	}
-	return Result{Service: e.view.Load(), Layer: layer, Revision: e.rev, Age: age(now, e.loadedAt), Stale: stale}, nil
+	return resultOf(e, layer, now, stale), nil
+}
+
+// resultOf is the Result of a lookup that e answered from layer.
+func resultOf(e *entry, layer Layer, now int64, stale bool) Result {
+	return Result{Service: e.view.Load(), Layer: layer, Revision: e.rev, Age: age(now, e.loadedAt), Stale: stale}
 }
 
 // loadWait loads a service once for all concurrent callers; each caller

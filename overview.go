@@ -164,8 +164,7 @@ func (r *Registry) overviewHealth(ctx context.Context, service string) ([]Instan
 	if e.notFound != nil {
 		return nil, e.notFound
 	}
-	res := Result{Service: e.view.Load(), Layer: layer, Revision: e.rev, Stale: stale}
-	return r.healthOf(ctx, service, res), nil
+	return r.healthOf(ctx, service, resultOf(e, layer, r.now.nanos(), stale)), nil
 }
 
 func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64, raw *core.Service) {
