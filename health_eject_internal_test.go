@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 )
@@ -56,20 +55,7 @@ func TestEjectionRightAtTheEndOfTheLastCountsIt(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	clock := &lateClock{Clock: fakeclock.New(start)}
-	mem := memory.New()
-	r, err := New(WithStore(mem), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	id := "10.0.0.1:5432"
-	if _, err := mem.Register(ctx, &core.Instance{Service: "db_svc", ID: id, Host: "10.0.0.1", Port: 5432, Weight: 1,
-		RegisteredAt: start, ExpiresAt: start.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Get(ctx, "db_svc"); err != nil {
-		t.Fatal(err)
-	}
+	r, id := cachedOn(t, memory.New(), clock, "db_svc")
 	fail := func() {
 		t.Helper()
 		for range DefaultEjectionFailures {

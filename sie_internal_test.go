@@ -39,7 +39,7 @@ func TestStaleIfErrorEndsWhileTheLoadWaits(t *testing.T) {
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	store := &slowDownStore{downStore: &downStore{Store: memory.New()}, clock: clock, took: DefaultLoadTimeout}
 	const name = "db_svc"
-	r := cachedOnClock(t, store, clock, name)
+	r, _ := cachedOn(t, store, clock, name)
 	e := r.l1.get(name)
 	store.down.Store(true)
 	// Just inside the window; the load takes a load timeout, and fails.
@@ -76,7 +76,7 @@ func TestStaleLookupsInAnOutageRetryOnceASecond(t *testing.T) {
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	store := &countingDownStore{downStore: downStore{Store: memory.New()}}
 	const name = "db_svc"
-	r := cachedOnClock(t, store, clock, name)
+	r, _ := cachedOn(t, store, clock, name)
 	store.down.Store(true)
 	clock.Advance(2 * DefaultFresh) // past freshness, within stale-if-error
 	lookUp := func(n int) {
@@ -120,22 +120,24 @@ func waitRefreshed(t *testing.T, r *Registry, name string) {
 	}
 }
 
-// cachedOnClock returns a Registry on store and clock whose L1 holds name,
-// registered in store with a lease of an hour.
-func cachedOnClock(t *testing.T, store core.Store, clock *fakeclock.Clock, name string) *Registry {
+// cachedOn returns a Registry on store and clock (opts added) whose L1
+// holds name, registered in store with one instance, 10.0.0.1:5432, and a
+// lease of an hour; it returns the instance's ID too.
+func cachedOn(t *testing.T, store core.Store, clock Clock, name string, opts ...Option) (*Registry, string) {
 	t.Helper()
 	ctx := context.Background()
-	r, err := New(WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks())
+	r, err := New(append([]Option{WithStore(store), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
-	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+	const id = "10.0.0.1:5432"
+	if _, err := store.Register(ctx, &core.Instance{Service: name, ID: id, Host: "10.0.0.1", Port: 5432, Weight: 1,
 		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Get(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return r, id
 }
