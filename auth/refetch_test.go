@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery"
-	"github.com/rssbot/discovery/auth"
 	"github.com/rssbot/discovery/discoverytest"
 )
 
@@ -40,18 +39,8 @@ func TestRequestsDuringAKeyRefetchShareIt(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
-	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
 	store := &gatedQuiet{quietStore: quietStore{backend, backend}, entered: make(chan struct{}), release: make(chan struct{})}
-	b := discoverytest.NewRegistry(t, backend, discovery.WithStore(store),
-		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
-	orders, err := auth.NewSigner(ctx, a, "orders", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(b, "inventory", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
+	orders, v := ordersAndInventory(t, backend, store, clock)
 	tok, err := orders.Token(ctx, "inventory")
 	if err != nil {
 		t.Fatal(err)

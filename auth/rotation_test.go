@@ -573,18 +573,8 @@ func TestFailedKeyRefetchIsTriedAgainSoon(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	clock := discoverytest.NewClock(t0)
-	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
 	store := &loadFailingQuiet{quietStore: quietStore{backend, backend}}
-	b := discoverytest.NewRegistry(t, backend, discovery.WithStore(store),
-		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
-	orders, err := auth.NewSigner(ctx, a, "orders", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(b, "inventory", auth.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
+	orders, v := ordersAndInventory(t, backend, store, clock)
 	verify := func() string {
 		tok, err := orders.Token(ctx, "inventory")
 		if err != nil {
@@ -608,4 +598,24 @@ func TestFailedKeyRefetchIsTriedAgainSoon(t *testing.T) {
 	if got := verify(); got != "ok" {
 		t.Fatalf("the new key 2 s after the database answers again: %s; want ok", got)
 	}
+}
+
+// ordersAndInventory returns the Signer of "orders" on a Registry of
+// backend, and the Verifier of "inventory" on another Registry that reads
+// through store, fresh for an hour: it learns of orders' new keys only by
+// reading them again. Both on clock.
+func ordersAndInventory(t *testing.T, backend *discoverytest.Backend, store discovery.Store, clock *discoverytest.Clock) (*auth.Signer, *auth.Verifier) {
+	t.Helper()
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	b := discoverytest.NewRegistry(t, backend, discovery.WithStore(store),
+		discovery.WithClock(clock), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour), discovery.WithoutHealthChecks())
+	orders, err := auth.NewSigner(context.Background(), a, "orders", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(b, "inventory", auth.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orders, v
 }
