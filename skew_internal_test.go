@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/fakeclock"
 	"github.com/rssbot/discovery/internal/store/memory"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -67,23 +68,14 @@ func TestSnapshotFromAClockAheadGivesWayToALaterRead(t *testing.T) {
 // Now it is not served, and the database's answer replaces it in Redis.
 func TestSnapshotInRedisFromAClockAheadHidesNoLiveInstance(t *testing.T) {
 	ctx := context.Background()
-	mem := memory.New()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	rdb, _ := testutil.Redis(t, ns)
-	r, clock := fakeRegistry(t, WithStore(mem), WithRedis(rdb), WithNamespace(ns))
+	r, clock, mem := redisRegistry(t)
 	now := clock.Now()
 	in := core.Instance{Service: "web", ID: "a", Host: "10.0.0.1", Port: 80, Weight: 100, RegisteredAt: now, ExpiresAt: now.Add(15 * time.Second)}
 	if _, err := mem.Register(ctx, &in); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := mem.Load(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Written by a process whose clock runs a minute ahead, read at now.
-	if ok, err := r.l2.Set(ctx, raw, now.Add(time.Minute), ""); !ok || err != nil {
-		t.Fatalf("Set = %v, %v", ok, err)
-	}
+	setL2As(t, r, mem, "web", now.Add(time.Minute))
 	// The instance renews every 10 s (renewals move no revision).
 	renewAndLookUp := func(when string) {
 		t.Helper()
@@ -123,10 +115,7 @@ func TestSnapshotInRedisFromAClockAheadHidesNoLiveInstance(t *testing.T) {
 // makes it unusable, as one that ended since its read does.
 func TestSnapshotInRedisFromAClockSlightlyAheadIsServed(t *testing.T) {
 	ctx := context.Background()
-	mem := memory.New()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	rdb, _ := testutil.Redis(t, ns)
-	r, clock := fakeRegistry(t, WithStore(mem), WithRedis(rdb), WithNamespace(ns))
+	r, clock, mem := redisRegistry(t)
 	now := clock.Now()
 	for _, id := range []string{"a", "b"} {
 		in := core.Instance{Service: "web", ID: id, Host: "10.0.0.1", Port: 80, Weight: 100, RegisteredAt: now, ExpiresAt: now.Add(15 * time.Second)}
@@ -134,13 +123,7 @@ func TestSnapshotInRedisFromAClockSlightlyAheadIsServed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw, err := mem.Load(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := r.l2.Set(ctx, raw, now.Add(5*time.Millisecond), ""); !ok || err != nil {
-		t.Fatalf("Set = %v, %v", ok, err)
-	}
+	setL2As(t, r, mem, "web", now.Add(5*time.Millisecond))
 	reads := r.ctr.storeReads.Load()
 	res, err := r.Lookup(ctx, "web")
 	if err != nil || res.Layer != LayerL2 || len(res.Service.Instances) != 2 {
@@ -162,13 +145,32 @@ func TestSnapshotInRedisFromAClockSlightlyAheadIsServed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if raw, err = mem.Load(ctx, "api"); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := r.l2.Set(ctx, raw, now.Add(5*time.Millisecond), ""); !ok || err != nil {
-		t.Fatalf("Set = %v, %v", ok, err)
-	}
+	setL2As(t, r, mem, "api", now.Add(5*time.Millisecond))
 	if res, err := r.Lookup(ctx, "api"); err != nil || res.Layer != LayerL3 {
 		t.Fatalf("Lookup of a snapshot 5 ms ahead with a lease that ended 500 ms before its claim = %+v, %v; want the database's answer", res, err)
+	}
+}
+
+// redisRegistry returns a Registry on a memory store and Redis (under a
+// namespace of the test's), on a fake clock.
+func redisRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Store) {
+	t.Helper()
+	mem := memory.New()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	r, clock := fakeRegistry(t, WithStore(mem), WithRedis(rdb), WithNamespace(ns))
+	return r, clock, mem
+}
+
+// setL2As writes the service as mem holds it to Redis, as a process that
+// read it at at would.
+func setL2As(t *testing.T, r *Registry, mem *memory.Store, service string, at time.Time) {
+	t.Helper()
+	raw, err := mem.Load(context.Background(), service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.l2.Set(context.Background(), raw, at, ""); !ok || err != nil {
+		t.Fatalf("Set = %v, %v", ok, err)
 	}
 }
