@@ -408,7 +408,7 @@ func (s Selection) finish(err error, latency time.Duration) {
 	}
 	o := classify(err)
 	if o != outcomeCanceled {
-		s.is.observe(latency, o, s.r.now.nanos())
+		s.st.observe(s.is, latency, o, s.r.now.nanos())
 	}
 	s.r.recordOutcome(s.st, s.is, o, latency)
 	if last && s.st.putOff.Load() != 0 {
@@ -417,6 +417,44 @@ func (s Selection) finish(err error, latency time.Duration) {
 		// which may have ejected the instance.
 		s.r.forgetPutOff(s.st)
 	}
+}
+
+// observe folds one outcome into an instance's latency average. A failure
+// of an instance with no average of its own yet counts as twice the
+// service's typical average (its other instances'): taken as it was, a
+// first failure in 1 ns (a refused connection, a gRPC stream's error
+// reported at once) made the instance look the fastest, and p2c_ewma sent
+// it nearly every pick until failures had doubled that up to its peers'.
+func (st *svcState) observe(is *instState, latency time.Duration, o outcome, now int64) {
+	if (o == outcomeFailure || o == outcomeOverload) && is.ewma.Load() == 0 {
+		if typ := st.typicalLatency(is, now); typ > 0 {
+			is.ewmaAt.Store(now)
+			is.ewma.CompareAndSwap(0, math.Float64bits(typ))
+		}
+	}
+	is.observe(latency, o, now)
+}
+
+// typicalLatency is the mean of the current (decayed) latency averages of
+// a service's instances other than except that have one; 0 if none has.
+// It reads every instance's state, so it serves only the rare first
+// failure.
+func (st *svcState) typicalLatency(except *instState, now int64) float64 {
+	m := st.insts.Load()
+	if m == nil {
+		return 0
+	}
+	sum, n := 0.0, 0
+	for _, is := range *m {
+		if bits := is.ewma.Load(); is != except && bits != 0 {
+			sum += math.Float64frombits(bits) * decay(now-is.ewmaAt.Load())
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 // observe folds one latency into the instance's peak EWMA: a slower sample

@@ -1545,3 +1545,42 @@ func TestExcludeInPanicSpreadsOverTheOthers(t *testing.T) {
 		t.Fatalf("none eligible: Pick(Exclude(i1)) = %v; want ErrNoHealthyInstances", err)
 	}
 }
+
+// An instance's first failure, before it has a latency average of its own,
+// counts as twice its peers' average. Taken as it was, a refused connection
+// reported in a microsecond made the new instance the cheapest by far:
+// p2c_ewma sent it every pick it was offered until failures had doubled its
+// average up to its peers' (a dozen failed requests here, ejection aside).
+func TestFirstFastFailureIsNotTheCheapestAverage(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
+		discovery.WithoutHealthChecks(), discovery.WithOutlierEjection(1000, time.Second, time.Minute, 10))
+	registerN(t, r, "db_svc", 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"i1", "i2"} {
+		if err := r.ReportOutcome("db_svc", id, nil, 5*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := errors.New("connection refused")
+	got := map[string]int{}
+	for range 300 {
+		clock.Advance(time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		if sel.Instance.ID == "i0" {
+			sel.DoneLatency(refused, time.Microsecond)
+		} else {
+			sel.DoneLatency(nil, 5*time.Millisecond)
+		}
+	}
+	if got["i0"] > 2 {
+		t.Fatalf("picks %v: the instance failing every request in 1 µs got %d of 300; want at most its first and one more", got, got["i0"])
+	}
+}

@@ -161,7 +161,7 @@ func (r *Registry) ReportOutcome(service, instanceID string, err error, latency 
 	// looked as cheap to p2c_ewma as an idle one. A success of unknown
 	// latency (0) adds nothing.
 	if o != outcomeCanceled && (latency > 0 || o != outcomeSuccess) {
-		is.observe(latency, o, r.now.nanos())
+		st.observe(is, latency, o, r.now.nanos())
 	}
 	r.recordOutcome(st, is, o, latency)
 	return nil
