@@ -1584,3 +1584,28 @@ func TestFirstFastFailureIsNotTheCheapestAverage(t *testing.T) {
 		t.Fatalf("picks %v: the instance failing every request in 1 µs got %d of 300; want at most its first and one more", got, got["i0"])
 	}
 }
+
+// Retries that each exclude another instance start a new weighted round
+// robin rotation each time (one per set of filters). Each starts at a random
+// place in nginx's sequence, so their first picks follow the weights:
+// started at the sequence's beginning, every one went to the heaviest
+// instance.
+func TestWeightedRoundRobinRetriesFollowTheWeights(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(),
+		discovery.WithStrategy(discovery.StrategyWeightedRoundRobin))
+	registerN(t, r, "web", 1, 1, 8)
+	got := map[string]int{}
+	const n = 250 // distinct Exclude sets, each a fresh rotation (fewer than the 256 kept)
+	for i := range n {
+		sel, err := r.Pick(ctx, "web", discovery.Exclude(fmt.Sprint("gone-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		sel.Done(nil)
+	}
+	if got["i0"] < 8 || got["i1"] < 8 || got["i2"] > 235 {
+		t.Fatalf("first picks of %d fresh rotations over weights 1, 1, 8: %v; want about 25, 25, 200", n, got)
+	}
+}
