@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -63,6 +65,27 @@ func TestTypedNilOptionsAreInvalid(t *testing.T) {
 
 // WithCacheSize had no upper bound: MaxInt gave ristretto's untyped error,
 // and a billion ran New out of memory (fatal; not run here). Now both are
+// A zero gorm.DB or go-redis client (made with & instead of its package's
+// constructor) panicked deep in New, and left New's goroutines (ristretto's,
+// the coarse clock's) running. Each is an option error now.
+func TestZeroDatabaseAndRedisClientsAreInvalid(t *testing.T) {
+	store := discovery.WithStore(discoverytest.NewBackend())
+	for name, opts := range map[string][]discovery.Option{
+		"WithDB(&gorm.DB{})":                {discovery.WithDB(&gorm.DB{})},
+		"WithRedis(&redis.Client{})":        {store, discovery.WithRedis(&redis.Client{})},
+		"WithRedis(&redis.ClusterClient{})": {store, discovery.WithRedis(&redis.ClusterClient{})},
+		"WithRedis(&redis.Ring{})":          {store, discovery.WithRedis(&redis.Ring{})},
+	} {
+		noPanic(t, "New("+name+")", func() {
+			r, err := discovery.New(append(opts, discovery.WithoutHealthChecks())...)
+			if r != nil {
+				r.Close()
+			}
+			wantInvalid(t, "New("+name+")", err)
+		})
+	}
+}
+
 // refused by the bound.
 func TestCacheSizeIsBounded(t *testing.T) {
 	r, err := discovery.New(discovery.WithCacheSize(math.MaxInt), discovery.WithoutHealthChecks())

@@ -202,6 +202,9 @@ func (o *options) validate() error {
 	switch {
 	case o.db != nil && o.store != nil:
 		return optErr("WithDB", "", "WithDB and WithStore are exclusive")
+	case o.db != nil && (o.db.Config == nil || o.db.Statement == nil):
+		// a &gorm.DB{} panicked deep in New, leaving New's goroutines behind
+		return optErr("WithDB", "a zero gorm.DB", "not an opened database: use gorm.Open")
 	case o.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
 	case core.IsNil(o.clock):

@@ -36,6 +36,11 @@ func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.Universal
 		ctxOn       bool
 		read, write time.Duration
 	)
+	if zeroRedis(rdb) {
+		// a &redis.Client{} panicked deep in New, leaving New's goroutines
+		// behind
+		return nil, optErr("WithRedis", fmt.Sprintf("a zero %T", rdb), "not a client: use redis.NewClient, NewClusterClient, NewRing or NewUniversalClient")
+	}
 	switch c := rdb.(type) {
 	case *redis.Client:
 		o := c.Options()
@@ -56,6 +61,27 @@ func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.Universal
 		return nil, unbounded(kind, read, write, to)
 	}
 	return rdb, nil
+}
+
+// zeroRedis reports whether rdb is a go-redis client that no constructor
+// made: it has no options. A zero *redis.Client has not even the inner
+// client that Options reads through, so asking panics: that is an answer
+// too.
+func zeroRedis(rdb redis.UniversalClient) (zero bool) {
+	defer func() {
+		if recover() != nil {
+			zero = true
+		}
+	}()
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options() == nil
+	case *redis.ClusterClient:
+		return c.Options() == nil
+	case *redis.Ring:
+		return c.Options() == nil
+	}
+	return false
 }
 
 // bounded reports whether a go-redis client with these (initialised)

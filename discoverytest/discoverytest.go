@@ -34,6 +34,8 @@ import (
 // assert that caches work), SetFailure, which makes every call fail as a
 // database outage would (nil ends it), and Subscribers, which counts the
 // Registry values following it (Drain waits for nobody when it is alone).
+//
+// Make one with NewBackend; the zero value has no store in it.
 type Backend struct {
 	*memory.Store
 }
@@ -62,6 +64,8 @@ func NewBackend() *Backend { return &Backend{memory.New()} }
 // many timers are set), BlockUntil(n) (wait until at least n are set, which
 // tells that the goroutines a test depends on have reached their sleep) and
 // BlockUntilAt(t) (wait until one is set to fire at exactly t).
+//
+// Make one with NewClock; the zero value has no clock in it.
 type Clock struct {
 	*fakeclock.Clock
 }
