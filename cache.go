@@ -100,7 +100,7 @@ type l1Cache struct {
 }
 
 func newL1(size int) (*l1Cache, error) {
-	c := &l1Cache{index: newIndex()}
+	c := &l1Cache{index: newIndex(size)}
 	evict := func(it *ristretto.Item[*slot]) {
 		if it.Value != nil {
 			c.drop(it.Value, true)
