@@ -108,3 +108,58 @@ func checkOfAnInstanceThatLeft(t *testing.T, k worldKind) {
 		t.Errorf("Get shows %v; want unknown (not checked since it came back)", got)
 	}
 }
+
+// A check in flight when its instance leaves ends then, not at its timeout:
+// the monitor dropped the instance's target but left its check running, so
+// an instance that left while its health path hung was still held open
+// (a connection, a goroutine) for up to the whole check timeout, 50 s here.
+func TestCheckOfAnInstanceThatLeftEndsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	var hits atomic.Int64
+	ended := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) != 1 {
+			return
+		}
+		select {
+		case <-r.Context().Done(): // the check went away
+			close(ended)
+		case <-time.After(hangFor):
+		}
+	}))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(time.Minute, 50*time.Second))
+	in := discovery.Instance{ID: "web-1", Service: "web", Host: host, Port: portN, Weight: 1, HealthPath: "/health",
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+	addInstance(t, r, in)
+	addInstance(t, r, discovery.Instance{ID: "keep", Service: "web", Host: "10.0.9.3", Port: 80, Weight: 1, Check: discovery.CheckNone,
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	// the first check starts (within an interval and a scan), and hangs
+	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < time.Minute+2*time.Second; {
+		clock.Advance(hStep)
+		discovery.StepHealth(r)
+		_, _ = r.Get(ctx, "web")
+		time.Sleep(time.Millisecond) // lets a started check reach the server
+	}
+	waitFor(t, 5*time.Second, "a check reaching the server", func() bool { return hits.Load() != 0 })
+	if err := r.Deregister(ctx, "web", in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := r.Get(ctx, "web"); err != nil || svc.Instance(in.ID) != nil {
+		t.Fatalf("Get = %v, %v; want %s gone", svc, err, in.ID)
+	}
+	clock.Advance(time.Second) // the next scan finds it gone
+	discovery.StepHealth(r)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the check of an instance that left still runs 5 s after the monitor dropped it (check timeout 50 s)")
+	}
+}

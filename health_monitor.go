@@ -103,6 +103,12 @@ type target struct {
 	own  bool          // a router instance of this process: never shared out
 	reg  *Registration // its registration, when own
 	busy atomic.Bool
+	// stop ends the check last started (the loop alone reads and writes
+	// it): dropping the target ends its check in flight, whose result would
+	// apply to nothing. Left running, the check of an instance that left
+	// while its health path hung held a connection and a goroutine for the
+	// whole check timeout.
+	stop context.CancelFunc
 }
 
 // svcMon is one service the monitor checks.
@@ -352,21 +358,24 @@ func (m *monitor) startCheck(t *target) {
 		}
 		base = t.reg.ctx
 	}
+	run, stop := context.WithCancel(base)
+	t.stop = stop
 	t.busy.Store(true)
 	m.busy.Add(1)
 	m.jobs.Add(1)
 	m.checking.Add(1)
 	ok := m.r.spawn(func() {
 		defer func() {
+			stop()
 			m.checking.Add(-1)
 			t.busy.Store(false)
 			m.busy.Add(-1)
 		}()
-		ctx, cancel := context.WithTimeout(base, sm.timeout)
+		ctx, cancel := context.WithTimeout(run, sm.timeout)
 		res := m.prober.Check(ctx, spec)
 		cancel()
-		if base.Err() != nil || res.Status == core.StatusUnknown {
-			return // closing, or deregistered
+		if run.Err() != nil || res.Status == core.StatusUnknown {
+			return // closing, deregistered, or dropped (see dropTarget)
 		}
 		m.r.countCheck(res.Status)
 		c := health.Check{At: m.r.clock.Now().UnixNano(), RTT: res.RTT, Status: res.Status}
@@ -380,6 +389,7 @@ func (m *monitor) startCheck(t *target) {
 		m.r.applyLocal(st, is, c)
 	})
 	if !ok {
+		stop()
 		m.checking.Add(-1)
 		t.busy.Store(false)
 		m.busy.Add(-1)
@@ -539,7 +549,11 @@ func (m *monitor) removeService(sm *svcMon) {
 	}
 }
 
+// dropTarget stops checking an instance, and ends its check in flight.
 func (m *monitor) dropTarget(t *target) {
+	if t.stop != nil {
+		t.stop()
+	}
 	if t.it.idx >= 0 {
 		heap.Remove(&m.q, t.it.idx)
 	}
