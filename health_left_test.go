@@ -163,3 +163,65 @@ func TestCheckOfAnInstanceThatLeftEndsAtOnce(t *testing.T) {
 		t.Fatal("the check of an instance that left still runs 5 s after the monitor dropped it (check timeout 50 s)")
 	}
 }
+
+// A check of an instance's old address, in flight when the instance moved
+// (registered again under its ID at another address), says nothing of the
+// new one: its verdict was forgotten at the move, and the old check's pass,
+// landing after, made the instance healthy (one pass is enough for an
+// instance never checked) before its new address was ever checked.
+func TestCheckOfTheOldAddressDoesNotJudgeTheNew(t *testing.T) {
+	ctx := context.Background()
+	gate := make(chan struct{})
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	opened := true
+	t.Cleanup(func() {
+		if opened {
+			close(gate)
+		}
+	})
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	moved := newProbeServer(t, "")
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(time.Minute, 50*time.Second))
+	in := discovery.Instance{ID: "web-1", Service: "web", Host: host, Port: portN, Weight: 1, HealthPath: "/health",
+		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
+	addInstance(t, r, in)
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < time.Minute+2*time.Second; {
+		clock.Advance(hStep)
+		discovery.StepHealth(r)
+		_, _ = r.Get(ctx, "web")
+		time.Sleep(time.Millisecond) // lets a started check reach the server
+	}
+	waitFor(t, 5*time.Second, "a check reaching the old address", func() bool { return hits.Load() != 0 })
+	at := moved.instance("web")
+	at.ID = in.ID
+	addInstance(t, r, at)
+	if err := r.Invalidate(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second) // the next scan finds it moved
+	discovery.StepHealth(r)
+	opened = false
+	close(gate) // the old address answers: 200
+	discovery.SettleHealth(r)
+	if h := healthOf(t, r, "web", in.ID); moved.hits.Load() == 0 && h.Status != discovery.StatusUnknown {
+		t.Fatalf("moved to %s, never checked there: %v (last check %v); want unknown", at.Addr(), h.Status, h.LastCheck.Sub(t0))
+	}
+}

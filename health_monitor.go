@@ -613,13 +613,22 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			t.it = item{idx: -1, kind: itemCheck, t: t}
 			sm.targets[id] = t
 			m.reschedule(&t.it, now+int64(firstDelay(sm.interval)))
-		} else if is := st.inst(id); is != nil && is == t.is && (t.spec.Addr != spec.Addr || t.spec.Kind != spec.Kind || t.spec.Path != spec.Path) {
+		} else if t.spec.Addr != spec.Addr || t.spec.Kind != spec.Kind || t.spec.Path != spec.Path {
 			// What is checked changed (the instance registered again under
 			// its ID at another address, another path or kind of check):
 			// the verdict of the old checks says nothing of the new ones.
 			// Kept, an instance found unhealthy at its old address stayed
-			// so at the new one until two checks there passed.
-			m.r.forgetVerdict(st, is)
+			// so at the new one until two checks there passed. Nor does
+			// the old check still in flight: landing after the verdict was
+			// forgotten, its pass made the instance healthy (one pass is
+			// enough for one never checked) before the new address was
+			// checked at all.
+			if t.stop != nil {
+				t.stop()
+			}
+			if is := st.inst(id); is != nil && is == t.is {
+				m.r.forgetVerdict(st, is)
+			}
 		}
 		t.spec, t.st, t.is, t.own, t.reg = spec, st, st.instOrNew(id), g != nil, g
 	}
