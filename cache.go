@@ -394,7 +394,7 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, at, now int64) *co
 	visible := func(exp int64) bool {
 		return exp > at || r.kept(exp, at, ep)
 	}
-	live, suspects, same := 0, 0, true
+	live, suspects, preserved, same := 0, 0, 0, true
 	for i := range raw.Instances {
 		in := &raw.Instances[i]
 		exp := in.ExpiresAt.UnixNano()
@@ -405,12 +405,15 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, at, now int64) *co
 		live++
 		if exp <= at {
 			suspects++
+			if ep != nil && ep.holds(exp, at, int64(r.opts.suspectGrace)) {
+				preserved++
+			}
 			same = false
 		} else if st != nil && viewStatus(in, st.inst(in.ID), now) != in.Status {
 			same = false
 		}
 	}
-	r.notePreservation(st, suspects, len(raw.Instances))
+	r.notePreservation(st, preserved, suspects, len(raw.Instances))
 	if same {
 		view.Instances = raw.Instances // all live, no status to show: share, both are immutable
 		return view

@@ -216,16 +216,21 @@ func (r *Registry) suspectsNow(st *svcState, now int64) int64 {
 }
 
 // notePreservation logs a service entering and leaving self-preservation,
-// once each, and counts episodes and suspects.
-func (r *Registry) notePreservation(st *svcState, suspects, total int) {
+// once each, and counts episodes and suspects: preserved of the suspects
+// are kept by a self-preservation episode, the others by a database outage
+// alone (heldByOutage). Those are not self-preservation: counted as such, a
+// single lease that ended during an outage, with self-preservation turned
+// off, was logged as instances that stopped renewing together and counted
+// as an episode.
+func (r *Registry) notePreservation(st *svcState, preserved, suspects, total int) {
 	if st == nil {
 		return
 	}
-	if suspects > 0 {
+	if preserved > 0 {
 		if st.preserving.CompareAndSwap(false, true) {
 			r.ctr.preservations.Add(1)
 			r.log.Warn("discovery: self-preservation: instances stopped renewing together; keeping them as suspect",
-				zap.String("service", st.name), zap.Int("suspect", suspects), zap.Int("instances", total),
+				zap.String("service", st.name), zap.Int("suspect", preserved), zap.Int("instances", total),
 				zap.Duration("grace", r.opts.suspectGrace))
 		}
 	} else if st.preserving.CompareAndSwap(true, false) {

@@ -654,3 +654,40 @@ func TestSelfPreservationGroupDoesNotGrowByLaterSingleLapses(t *testing.T) {
 		}
 	}
 }
+
+// A lease that ended during a database outage is held as a suspect, but
+// that is not self-preservation: one instance alone, with self-preservation
+// turned off, was logged as "instances stopped renewing together" and
+// counted as an episode (Stats().SelfPreservations) with a grace of 0.
+func TestDatabaseOutageHoldIsNotSelfPreservation(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	core, logs := observer.New(zap.InfoLevel)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLogger(zap.New(core)),
+		discovery.WithReaper(0, 0), discovery.WithoutHealthChecks(), discovery.WithSelfPreservation(0, 0))
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		if i == 0 {
+			return t0.Add(ttl)
+		}
+		return t0.Add(time.Hour)
+	})
+	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 0 suspect" {
+		t.Fatalf("before: %s", got)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Set(t0.Add(ttl + time.Second))
+	_, _ = r.Get(ctx, "db_svc") // served from memory; the outage is noted
+	backend.SetFailure(nil)
+	_ = r.Invalidate(ctx, "db_svc")
+	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 1 suspect" {
+		t.Fatalf("after the outage: %s; want the lease that ended during it held", got)
+	}
+	if st := r.Stats(); st.SelfPreservations != 0 || st.Suspects != 1 {
+		t.Errorf("stats: %d self-preservation episodes, %d suspects; want 0 episodes (turned off), 1 suspect", st.SelfPreservations, st.Suspects)
+	}
+	if n := logs.FilterMessage("discovery: self-preservation: instances stopped renewing together; keeping them as suspect").Len(); n != 0 {
+		t.Errorf("logged self-preservation %d times for one lease held by a database outage, self-preservation off; want 0", n)
+	}
+}

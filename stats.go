@@ -79,7 +79,8 @@ type Stats struct {
 	PanicPicks uint64
 	// SelfPreservations counts episodes of self-preservation (instances of a
 	// service that stopped renewing together, kept as suspects), and
-	// Suspects the instances kept as suspects now.
+	// Suspects the instances kept as suspects now, by self-preservation or
+	// because their leases ended during a database outage.
 	SelfPreservations uint64
 	Suspects          int64
 	// Resyncs counts revalidations of the whole cache after a
