@@ -413,7 +413,7 @@ func (r *Registry) buildView(raw *core.Service, st *svcState, at, now int64) *co
 			same = false
 		}
 	}
-	r.notePreservation(st, preserved, suspects, len(raw.Instances))
+	r.notePreservation(st, ep, preserved, suspects, len(raw.Instances))
 	if same {
 		view.Instances = raw.Instances // all live, no status to show: share, both are immutable
 		return view

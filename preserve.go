@@ -71,7 +71,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 		}
 		next := ep
 		if hi != ep.hi {
-			next = &episode{lo: ep.lo, hi: hi, earlier: ep.earlier}
+			next = &episode{lo: ep.lo, hi: hi, earlier: ep.earlier, since: ep.since}
 		}
 		// A later group of its own (a second partition while the first is
 		// held) joins the episode as a window of its own. Left out, it was
@@ -79,7 +79,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 		// suspects once it had ended.
 		from, _ := slices.BinarySearch(recent, hi+1)
 		if lo, hi, ok := r.latestGroup(recent, from, live); ok {
-			next = &episode{lo: lo, hi: hi, earlier: next.inForce(now, grace)}
+			next = &episode{lo: lo, hi: hi, earlier: next.inForce(now, grace), since: ep.since}
 		}
 		if next != ep {
 			st.episode.Store(next)
@@ -90,7 +90,7 @@ func (r *Registry) preserved(raw *core.Service, st *svcState, now int64) *episod
 	if !ok {
 		return nil
 	}
-	ep = &episode{lo: lo, hi: hi}
+	ep = &episode{lo: lo, hi: hi, since: lo}
 	if st != nil {
 		st.episode.Store(ep)
 	}
@@ -133,6 +133,10 @@ func (r *Registry) latestGroup(recent []int64, from, live int) (lo, hi int64, ok
 type episode struct {
 	lo, hi  int64
 	earlier *episode
+	// since is the lo of the episode's first group, kept by every episode
+	// that continues it: what tells one episode from the next
+	// (notePreservation).
+	since int64
 }
 
 // inForce returns e without its earlier windows whose grace has ended at
@@ -148,7 +152,7 @@ func (e *episode) inForce(now, grace int64) *episode {
 	case earlier == e.earlier:
 		return e
 	}
-	return &episode{lo: e.lo, hi: e.hi, earlier: earlier}
+	return &episode{lo: e.lo, hi: e.hi, earlier: earlier, since: e.since}
 }
 
 // holds reports whether an instance whose lease ended at exp is kept at
@@ -216,27 +220,35 @@ func (r *Registry) suspectsNow(st *svcState, now int64) int64 {
 }
 
 // notePreservation logs a service entering and leaving self-preservation,
-// once each, and counts episodes and suspects: preserved of the suspects
-// are kept by a self-preservation episode, the others by a database outage
-// alone (heldByOutage). Those are not self-preservation: counted as such, a
-// single lease that ended during an outage, with self-preservation turned
-// off, was logged as instances that stopped renewing together and counted
-// as an episode.
-func (r *Registry) notePreservation(st *svcState, preserved, suspects, total int) {
+// once each per episode (ep, in force at the view's build), and counts
+// episodes and suspects: preserved of the suspects are kept by the episode,
+// the others by a database outage alone (heldByOutage). Those are not
+// self-preservation: counted as such, a single lease that ended during an
+// outage, with self-preservation turned off, was logged as instances that
+// stopped renewing together and counted as an episode.
+//
+// An episode's end is noted by the first view built after it; when that
+// view already holds the next episode (no lookup in between), both are
+// noted then. Told apart by the preserving flag alone, the next episode
+// went unlogged and uncounted.
+func (r *Registry) notePreservation(st *svcState, ep *episode, preserved, suspects, total int) {
 	if st == nil {
 		return
 	}
-	if preserved > 0 {
-		if st.preserving.CompareAndSwap(false, true) {
-			r.ctr.preservations.Add(1)
-			r.log.Warn("discovery: self-preservation: instances stopped renewing together; keeping them as suspect",
-				zap.String("service", st.name), zap.Int("suspect", preserved), zap.Int("instances", total),
-				zap.Duration("grace", r.opts.suspectGrace))
-		}
-	} else if st.preserving.CompareAndSwap(true, false) {
+	st.suspects.Store(int64(suspects))
+	st.preserveMu.Lock()
+	defer st.preserveMu.Unlock()
+	if st.preserving && (preserved == 0 || ep.since != st.preservedSince) {
+		st.preserving = false
 		r.log.Info("discovery: self-preservation ended", zap.String("service", st.name))
 	}
-	st.suspects.Store(int64(suspects))
+	if preserved > 0 && !st.preserving {
+		st.preserving, st.preservedSince = true, ep.since
+		r.ctr.preservations.Add(1)
+		r.log.Warn("discovery: self-preservation: instances stopped renewing together; keeping them as suspect",
+			zap.String("service", st.name), zap.Int("suspect", preserved), zap.Int("instances", total),
+			zap.Duration("grace", r.opts.suspectGrace))
+	}
 }
 
 // outage is a database outage this process saw: from the last call that

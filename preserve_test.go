@@ -691,3 +691,44 @@ func TestDatabaseOutageHoldIsNotSelfPreservation(t *testing.T) {
 		t.Errorf("logged self-preservation %d times for one lease held by a database outage, self-preservation off; want 0", n)
 	}
 }
+
+// A second episode of self-preservation, in a service not looked up between
+// the end of the first one's grace and the second group's lapse, is logged
+// and counted as one: the end of the first was noted only by a lookup, so
+// the service still counted as preserving when the second group came, and
+// Stats().SelfPreservations said 1 for two partitions minutes apart.
+func TestSelfPreservationEpisodesApartAreEachLoggedAndCounted(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	core, logs := observer.New(zap.InfoLevel)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLogger(zap.New(core)),
+		discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	second := 5 * time.Minute
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		switch {
+		case i < 3:
+			return t0.Add(ttl + time.Duration(i)*time.Second)
+		case i < 6:
+			return t0.Add(second + time.Duration(i)*time.Second)
+		}
+		return t0.Add(time.Hour)
+	})
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(t0.Add(ttl + 3*time.Second))
+	if got := statuses(r.Get(ctx, "db_svc")); got != "10 instances, 3 suspect" {
+		t.Fatalf("after the first group's lapse: %s", got)
+	}
+	clock.Set(t0.Add(second + 6*time.Second)) // no lookup in between
+	if got := statuses(r.Get(ctx, "db_svc")); got != "7 instances, 3 suspect" {
+		t.Fatalf("after the second group's lapse: %s", got)
+	}
+	warned := logs.FilterMessage("discovery: self-preservation: instances stopped renewing together; keeping them as suspect").Len()
+	ended := logs.FilterMessage("discovery: self-preservation ended").Len()
+	if st := r.Stats(); st.SelfPreservations != 2 || warned != 2 || ended != 1 {
+		t.Fatalf("two episodes 4.5 min apart: counted %d, logged %d starts and %d ends; want 2, 2, 1", st.SelfPreservations, warned, ended)
+	}
+}

@@ -38,10 +38,14 @@ type svcState struct {
 	pickerState // balancer.go
 
 	// preserving is true while self-preservation keeps lapsed instances of
-	// the service as suspects; suspects counts them (preserve.go).
-	preserving atomic.Bool
-	suspects   atomic.Int64
-	episode    atomic.Pointer[episode]
+	// the service as suspects, in the episode that began at preservedSince
+	// (episode.since); both under preserveMu. suspects counts the
+	// instances kept as suspects (preserve.go).
+	preserveMu     sync.Mutex
+	preserving     bool
+	preservedSince int64
+	suspects       atomic.Int64
+	episode        atomic.Pointer[episode]
 
 	// ejections counts passive ejections of the service's instances; met
 	// counts its lookups by layer, once it was found with metrics on
