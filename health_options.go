@@ -208,9 +208,10 @@ func WithHealthThresholds(healthy, unhealthy int) Option {
 // WithOutlierEjection sets passive outlier ejection: after failures calls
 // in a row fail (5; 0 disables ejection) an instance is taken out of
 // selection for baseTime times the number of times it was ejected (30 s),
-// at most maxTime (300 s; from baseTime to MaxDuration), with at most maxPercent of a service's instances
-// (10%, but always at least one) ejected at once. A passing active check
-// ends an ejection early.
+// at most maxTime (300 s; from baseTime to MaxDuration); each baseTime spent
+// back in selection since its last ejection forgives one of them. At most
+// maxPercent of a service's instances (10%, but always at least one) are
+// ejected at once. A passing active check ends an ejection early.
 func WithOutlierEjection(failures int, baseTime, maxTime time.Duration, maxPercent int) Option {
 	return optionFunc(func(o *options) {
 		o.health.ejectFailures, o.health.ejectBase, o.health.ejectMax, o.health.ejectPercent = failures, baseTime, maxTime, maxPercent
