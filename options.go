@@ -229,8 +229,12 @@ func (o *options) validate() error {
 		return optErr("WithStrategy", o.strategy.String(), "unknown strategy")
 	case !(o.minScore >= 0 && o.minScore < 1):
 		return optErr("WithMinScore", strconv.FormatFloat(o.minScore, 'g', -1, 64), "must be in [0, 1)")
-	case !(o.preserveFraction >= 0 && o.preserveFraction < 1) || o.suspectGrace < 0:
-		return optErr("WithSelfPreservation", strconv.FormatFloat(o.preserveFraction, 'g', -1, 64), "fraction must be in [0, 1), grace not negative")
+	// Each argument is judged on its own, with its own value: one error for
+	// both gave a negative grace with the valid fraction as its value.
+	case !(o.preserveFraction >= 0 && o.preserveFraction < 1):
+		return optErr("WithSelfPreservation", strconv.FormatFloat(o.preserveFraction, 'g', -1, 64), "fraction must be in [0, 1) (0 turns it off)")
+	case o.suspectGrace < 0:
+		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace must not be negative")
 	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter && !o.graceSet:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least the self-preservation grace, two lease TTLs ("+
 			o.suspectGrace.String()+"), unless WithSelfPreservation sets a shorter one")

@@ -732,3 +732,39 @@ func TestSelfPreservationEpisodesApartAreEachLoggedAndCounted(t *testing.T) {
 		t.Fatalf("two episodes 4.5 min apart: counted %d, logged %d starts and %d ends; want 2, 2, 1", st.SelfPreservations, warned, ended)
 	}
 }
+
+// WithSelfPreservation's error says which of its two arguments is wrong,
+// with its value: a negative grace was reported with the (valid) fraction
+// as the value, under a reason naming both bounds.
+func TestSelfPreservationErrorNamesTheWrongArgument(t *testing.T) {
+	tests := []struct {
+		name     string
+		opt      discovery.Option
+		want     []string
+		unwanted string
+	}{
+		{"negative grace", discovery.WithSelfPreservation(0.15, -time.Second), []string{"WithSelfPreservation", "-1s", "grace"}, "fraction"},
+		{"fraction of 1", discovery.WithSelfPreservation(1, time.Minute), []string{"WithSelfPreservation", "1", "fraction"}, "grace"},
+		{"negative fraction", discovery.WithSelfPreservation(-0.1, time.Minute), []string{"WithSelfPreservation", "-0.1", "fraction"}, "grace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := discovery.New(tt.opt)
+			if r != nil {
+				_ = r.Close()
+			}
+			var ve *discovery.ValidationError
+			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) {
+				t.Fatalf("New = %v; want a ValidationError", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("New: %v; want it to say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), tt.unwanted) {
+				t.Errorf("New: %v; want no word of the %s, which is valid", err, tt.unwanted)
+			}
+		})
+	}
+}
