@@ -967,7 +967,8 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 // the read and this write deleted the L2 copy, and the write put back what
 // was read before it, for every process, for an L2 TTL. The count is
 // looked at again after the write, since Invalidate counts before it
-// deletes: a write that landed after its delete is deleted in turn. It
+// deletes: a write that landed after its delete is deleted in turn, and
+// only it, not what another process wrote since (Delete compares). It
 // reports whether the snapshot stands (no invalidation came first).
 func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) bool {
 	if st.invalidated.Load() != inv {
@@ -977,7 +978,7 @@ func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, ge
 		return false
 	}
 	if st.invalidated.Load() != inv {
-		_ = r.l2.Delete(ctx, service)
+		_ = r.l2.Delete(ctx, service, enc)
 		return false
 	}
 	return true

@@ -60,7 +60,8 @@ return 1
 `)
 
 // dropScript deletes a key only if it still holds ARGV[1]: a reader removes
-// a corrupt value without racing a writer that just replaced it.
+// a corrupt value, and a writer the snapshot it wrote (Delete), without
+// racing another writer that just replaced it.
 var dropScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -417,13 +418,17 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 	return true, nil
 }
 
-// Delete removes the snapshot of service.
-func (c *Cache) Delete(ctx context.Context, service string) error {
+// Delete removes the snapshot of service if Redis still holds enc, the
+// one its caller wrote (Set, SetEncoded), in one script: a snapshot that
+// another process wrote since (newer, or read after an Invalidate) stays.
+// A DEL removed whatever was there by then, and a write of an older
+// snapshot, which the newer one had refused, landed in its place.
+func (c *Cache) Delete(ctx context.Context, service string, enc []byte) error {
 	if c.down.Load() {
 		return &core.BackendError{Backend: "redis", Op: "delete", Err: errors.New("down")}
 	}
 	tctx, cancel := c.timeout(ctx)
-	err := c.rdb.Del(tctx, c.Key(service)).Err()
+	err := dropScript.Run(tctx, c.rdb, []string{c.Key(service)}, string(enc)).Err()
 	cancel()
 	if err != nil {
 		return c.failed(ctx, "delete", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -367,5 +368,55 @@ func TestGenerationKeySharesTheSnapshotsSlot(t *testing.T) {
 		if tag(k) != svc || tag(g) != svc || k == g {
 			t.Fatalf("keys %q and %q: want distinct keys tagged {%s}", k, g, svc)
 		}
+	}
+}
+
+// Delete removes the snapshot its caller wrote, and not one written since
+// in its place: a DEL removed a newer snapshot another process had written
+// between the caller's write and its delete. Run on one Redis (miniredis,
+// or DISCOVERY_TEST_REDIS) and, when it is set, on
+// DISCOVERY_TEST_REDIS_CLUSTER (the script touches one key).
+func TestDeleteRemovesOnlyTheSnapshotItNames(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(t *testing.T, ns string) redis.UniversalClient
+	}{
+		{"redis", func(t *testing.T, ns string) redis.UniversalClient { rdb, _ := testutil.Redis(t, ns); return rdb }},
+		{"cluster", func(t *testing.T, ns string) redis.UniversalClient { return testutil.RedisCluster(t, ns) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := testutil.Prefix(t)
+			rdb := tt.open(t, ns)
+			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
+			defer c.Close()
+			at := time.Unix(1_800_000_000, 0)
+			mine := codec.Encode(&core.Service{Name: "db_svc", Revision: 3}, at)
+			newer := codec.Encode(&core.Service{Name: "db_svc", Revision: 4}, at)
+			held := func(step string, want []byte) {
+				t.Helper()
+				v, err := rdb.Get(ctx, c.Key("db_svc")).Result()
+				if errors.Is(err, redis.Nil) && want == nil {
+					return
+				}
+				if err != nil || v != string(want) {
+					t.Fatalf("%s: Redis holds %.22q, %v; want %.22q", step, v, err, want)
+				}
+			}
+			for _, enc := range [][]byte{mine, newer} {
+				if wrote, err := c.SetEncoded(ctx, "db_svc", enc, ""); !wrote || err != nil {
+					t.Fatalf("SetEncoded = %v, %v", wrote, err)
+				}
+			}
+			if err := c.Delete(ctx, "db_svc", mine); err != nil {
+				t.Fatal(err)
+			}
+			held("after a delete of the snapshot replaced since", newer)
+			if err := c.Delete(ctx, "db_svc", newer); err != nil {
+				t.Fatal(err)
+			}
+			held("after a delete of the snapshot held", nil)
+		})
 	}
 }
