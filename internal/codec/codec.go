@@ -30,7 +30,8 @@ const Version = "D1"
 // HeaderLen is the length of the header.
 const HeaderLen = 2 + 20 + 20
 
-// Limits that bound what a corrupt value can make Decode allocate.
+// Limits of what a value holds: past them it is corrupt. (A corrupt value
+// costs Decode no allocation whatever it claims: see Decode.)
 const (
 	maxInstances = 1 << 20
 	maxConfig    = 8 << 20
@@ -156,81 +157,137 @@ func parseDigits(s string) (int64, bool) {
 // Decode parses a value written by Encode. Strings in the result share v's
 // memory. It returns ErrVersion for another format version and an error
 // matching ErrCorrupt for anything malformed, never panicking.
+//
+// A value that does not decode costs Decode its error and nothing more: the
+// value is walked once without keeping anything (body, dry) before it is
+// decoded. Its counts are bounded only by the bytes left, and Decode
+// allocated for what they claimed before it read it: a corrupt 8 MiB value
+// cost 260 MB (a million instances) before its first instance failed, and
+// one that failed on its last byte all that its decoding had built (1 GB
+// for 8 MiB of empty keys). A value that decodes allocates as it did.
 func Decode(v string) (svc *core.Service, loadedAt time.Time, err error) {
 	rev, at, err := ParseHeader(v)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	d := decoder{s: v, i: HeaderLen}
+	if d.body(nil); d.err != nil {
+		return nil, time.Time{}, d.err
+	}
+	d.i = HeaderLen
 	svc = &core.Service{Revision: rev}
+	if d.body(svc); d.err != nil {
+		return nil, time.Time{}, d.err // the dry walk found it sound: never
+	}
+	return svc, time.Unix(0, at), nil
+}
+
+// body reads what follows the header into svc, or, dry (svc nil), only
+// checks it, keeping nothing and allocating nothing: the same walk, so that
+// a value the dry walk passes decodes, and every count in it is true.
+func (d *decoder) body(svc *core.Service) {
+	keep := svc != nil
+	var dry core.Service
+	if !keep {
+		svc = &dry
+	}
 	svc.Name = d.str(core.MaxNameLen)
 	svc.ConfigRevision = d.varint()
-	if c := d.str(maxConfig); c != "" {
+	if c := d.str(maxConfig); c != "" && keep {
 		svc.Config = []byte(c)
 	}
 	n := d.count(maxInstances, 8)
-	var tagArena []string // one allocation for the tags of every instance
-	if n > 0 {
+	var (
+		tagArena []string // one allocation for the tags of every instance
+		dryIn    core.Instance
+	)
+	if n > 0 && keep {
 		svc.Instances = make([]core.Instance, n)
 		tagArena = make([]string, 0, 2*n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
-		in := &svc.Instances[i]
+		in := &dryIn
+		if keep {
+			in = &svc.Instances[i]
+		}
 		in.Service = svc.Name
-		in.ID = d.str(core.MaxIDLen)
-		in.Host = d.str(core.MaxHostLen)
-		in.Port = int(d.uvarint())
-		in.Method, in.Check, in.Status = core.Method(d.byte()), core.CheckKind(d.byte()), core.Status(d.byte())
-		in.Weight = int(d.varint())
-		in.Zone = d.str(core.MaxLabelLen)
-		in.Version = d.str(core.MaxLabelLen)
-		in.HealthPath = d.str(core.MaxHealthPathLen)
-		if nt := d.count(core.MaxTags, 1); nt > 0 {
-			if cap(tagArena)-len(tagArena) < nt {
-				tagArena = make([]string, 0, max(nt, 2*n))
-			}
-			start := len(tagArena)
-			for range nt {
-				tagArena = append(tagArena, d.str(core.MaxTagLen))
-			}
-			in.Tags = tagArena[start:len(tagArena):len(tagArena)] // capped: appending copies
-		}
-		if nm := d.count(core.MaxMetadataKeys, 2); nm > 0 {
-			in.Metadata = make(map[string]string, nm)
-			for range nm {
-				k := d.str(core.MaxMetadataKeyLen)
-				in.Metadata[k] = d.str(core.MaxMetadataBytes)
-			}
-		}
-		in.RegisteredAt = time.Unix(0, d.varint())
-		in.ExpiresAt = time.Unix(0, d.varint())
-		// Every write was validated (core.Normalize): anything else is corruption.
-		if d.err == nil && (in.Method > core.MethodRouter || in.Check > core.CheckNone || in.Status > core.StatusSuspect ||
-			in.Port < 1 || in.Port > 65535 || in.Weight < 0 || in.Weight > core.MaxWeight) {
-			d.fail("instance field")
-		}
+		d.instance(in, keep, &tagArena, n)
 	}
-	if nk := d.count(len(d.s), 5); nk > 0 { // as many as the bytes left can hold
-		svc.Keys = make([]core.PublicKey, 0, min(nk, preallocKeys))
-		for i := 0; i < nk && d.err == nil; i++ {
-			var k core.PublicKey
-			k.ID = d.str(64)
-			k.Algorithm = d.str(16)
-			k.Key = []byte(d.str(1024))
-			k.CreatedAt = time.Unix(0, d.varint())
-			if r := d.varint(); r != 0 {
-				k.RetiresAt = time.Unix(0, r)
-			}
-			svc.Keys = append(svc.Keys, k)
-		}
-	}
+	d.keys(svc, keep)
 	if d.err == nil && d.i != len(d.s) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.s)-d.i)
 	}
-	if d.err != nil {
-		return nil, time.Time{}, d.err
+}
+
+// instance reads one of n instances into in, its tags into *tagArena (grown
+// to hold 2n more when full) and its metadata into a map of its own, unless
+// dry (!keep).
+func (d *decoder) instance(in *core.Instance, keep bool, tagArena *[]string, n int) {
+	in.ID = d.str(core.MaxIDLen)
+	in.Host = d.str(core.MaxHostLen)
+	in.Port = int(d.uvarint())
+	in.Method, in.Check, in.Status = core.Method(d.byte()), core.CheckKind(d.byte()), core.Status(d.byte())
+	in.Weight = int(d.varint())
+	in.Zone = d.str(core.MaxLabelLen)
+	in.Version = d.str(core.MaxLabelLen)
+	in.HealthPath = d.str(core.MaxHealthPathLen)
+	if nt := d.count(core.MaxTags, 1); nt > 0 && !keep {
+		for range nt {
+			d.str(core.MaxTagLen)
+		}
+	} else if nt > 0 {
+		arena := *tagArena
+		if cap(arena)-len(arena) < nt {
+			arena = make([]string, 0, max(nt, 2*n))
+		}
+		start := len(arena)
+		for range nt {
+			arena = append(arena, d.str(core.MaxTagLen))
+		}
+		in.Tags = arena[start:len(arena):len(arena)] // capped: appending copies
+		*tagArena = arena
 	}
-	return svc, time.Unix(0, at), nil
+	if nm := d.count(core.MaxMetadataKeys, 2); nm > 0 {
+		if keep {
+			in.Metadata = make(map[string]string, nm)
+		}
+		for range nm {
+			k := d.str(core.MaxMetadataKeyLen)
+			v := d.str(core.MaxMetadataBytes)
+			if keep {
+				in.Metadata[k] = v
+			}
+		}
+	}
+	in.RegisteredAt = time.Unix(0, d.varint())
+	in.ExpiresAt = time.Unix(0, d.varint())
+	// Every write was validated (core.Normalize): anything else is corruption.
+	if d.err == nil && (in.Method > core.MethodRouter || in.Check > core.CheckNone || in.Status > core.StatusSuspect ||
+		in.Port < 1 || in.Port > 65535 || in.Weight < 0 || in.Weight > core.MaxWeight) {
+		d.fail("instance field")
+	}
+}
+
+// keys reads the signing keys into svc, unless dry (!keep).
+func (d *decoder) keys(svc *core.Service, keep bool) {
+	nk := d.count(len(d.s), 5) // as many as the bytes left can hold
+	if nk > 0 && keep {
+		svc.Keys = make([]core.PublicKey, 0, min(nk, preallocKeys))
+	}
+	for i := 0; i < nk && d.err == nil; i++ {
+		var k core.PublicKey
+		k.ID = d.str(64)
+		k.Algorithm = d.str(16)
+		key := d.str(1024)
+		k.CreatedAt = time.Unix(0, d.varint())
+		if r := d.varint(); r != 0 {
+			k.RetiresAt = time.Unix(0, r)
+		}
+		if keep {
+			k.Key = []byte(key)
+			svc.Keys = append(svc.Keys, k)
+		}
+	}
 }
 
 type decoder struct {
