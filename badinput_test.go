@@ -677,3 +677,18 @@ func TestUpdateOfAZeroWeightReadsZero(t *testing.T) {
 		t.Fatalf("Get = %+v, %v; want weight 100", svc, err)
 	}
 }
+
+// Watch(nil, ...) returned a channel and crashed the process from the
+// watcher's goroutine (a nil-pointer panic no caller can recover); now it is
+// a ValidationError, returned before anything starts.
+func TestWatchNilContextIsInvalid(t *testing.T) {
+	r := newWorld(t, allWorlds[0]).registry(t)
+	var ctx context.Context // nil, as a caller that forgot to set it passes
+	noPanic(t, "Watch(nil)", func() {
+		ch, err := r.Watch(ctx, "db_svc")
+		wantInvalid(t, "Watch(nil)", err)
+		if ch != nil {
+			t.Errorf("Watch(nil) returned a channel")
+		}
+	})
+}

@@ -565,10 +565,16 @@ func (r *Registry) watchEmit(ev Event) {
 // or the service has now: a reader that saw 100 instances, all deregistered
 // since, has 100 removals pending.
 //
-// The channel is closed when ctx ends or the Registry is closed.
+// The channel is closed when ctx ends or the Registry is closed. A nil ctx
+// is a ValidationError: the channel's goroutine waits on it.
 func (r *Registry) Watch(ctx context.Context, service string) (<-chan Event, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
+	}
+	if ctx == nil {
+		// Checked here, not found by the goroutine that reads it: its
+		// panic was out of every caller's reach, and ended the process.
+		return nil, &ValidationError{Field: "context", Value: "nil", Reason: "Watch needs a context (context.Background() for one that never ends)"}
 	}
 	if err := core.ValidateServiceName(service); err != nil {
 		return nil, err
