@@ -1524,8 +1524,8 @@ func (r *Registry) reannounce() {
 // generation: a snapshot any process read from the database before it is
 // refused when its writer reaches Redis after it (setL2Unless), so no
 // process puts back what was read before. Without Redis there is no message:
-// only this process's L1 is dropped, and the others reload within their
-// freshness window. It is for operators; the library keeps caches coherent
+// only this process's L1 is dropped (and its watchers reload the service),
+// and the others reload within their freshness window. It is for operators; the library keeps caches coherent
 // without it.
 func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	if r.closed.Load() {
@@ -1540,14 +1540,21 @@ func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	if e := r.l1.get(service); e != nil {
 		r.l1.remove(e)
 	}
-	if r.l2 == nil {
-		return nil
+	var err error
+	if r.l2 != nil {
+		// The snapshot goes, and the service gets a new generation: a write
+		// of a snapshot that any process read from the database before this
+		// is refused (setL2Unless).
+		if err = r.l2.Invalidate(ctx, service); err == nil {
+			err = r.l2.Publish(ctx, core.Change{Service: service}, true)
+		}
+		if err == nil {
+			return nil // its message reaches this process's watchers too
+		}
 	}
-	// The snapshot goes, and the service gets a new generation: a write of a
-	// snapshot that any process read from the database before this is
-	// refused (setL2Unless).
-	if err := r.l2.Invalidate(ctx, service); err != nil {
-		return err
-	}
-	return r.l2.Publish(ctx, core.Change{Service: service}, true)
+	// No message (no Redis, or it failed): this process's watchers are told
+	// here, as its lookups are by the entry gone. Left alone, they kept what
+	// Get no longer showed until their snapshot's freshness window ended.
+	r.changeAnnounced(core.Change{Service: service}, true)
+	return err
 }

@@ -556,6 +556,43 @@ func TestWatchSeesOwnWritesWithoutFanOut(t *testing.T) {
 	}
 }
 
+// Invalidate reaches this process's own watchers at once, as it reaches its
+// Get: a change made behind the caches' backs (here, straight into the
+// store) and revealed by Invalidate was shown by Get and not by Watch, whose
+// hub nothing told, until the freshness window ended (never, on this clock).
+func TestWatchSeesWhatInvalidateReveals(t *testing.T) {
+	for _, k := range allWorlds {
+		if k.sql == nil || k.cluster {
+			continue
+		}
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0) // never advanced: the freshness window never ends
+			w := newWorld(t, k, discovery.WithClock(clock))
+			r := w.registry(t)
+			mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+			ch := watch(t, r, "db_svc")
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_added 10.0.0.1:1 w=100" {
+				t.Fatalf("first event %q", ev)
+			}
+			in := discovery.Instance{ID: "x2", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+				RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Minute)}
+			if _, err := r.Store().Register(ctx, &in); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Invalidate(ctx, "db_svc"); err != nil {
+				t.Fatal(err)
+			}
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_added x2 w=1" {
+				t.Fatalf("after Invalidate: %q", ev)
+			}
+			if got := ids(r.Get(ctx, "db_svc")); got != "10.0.0.1:1,x2" {
+				t.Fatalf("Get after Invalidate: %s", got)
+			}
+		})
+	}
+}
+
 // Instances kept as suspects (self-preservation: several stopped renewing
 // together) stay in a Watch as they stay in Get, with the status Get shows,
 // and leave it when Get drops them: a reader that applies the events in
