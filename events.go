@@ -77,8 +77,9 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	}{plain(e), e.Previous})
 }
 
-// emit hands an event to this Registry's watchers (see Watch).
-func (r *Registry) emit(ev Event) { r.watchEmit(ev) }
+// emit hands an event, read from health state is, to this Registry's
+// watchers (see Watch).
+func (r *Registry) emit(ev Event, is *instState) { r.watchEmit(ev, is) }
 
 // statusShown is called once per change that may move the status lookups
 // show for an instance in this process (its health; an ejection beginning
@@ -95,5 +96,5 @@ func (r *Registry) statusShown(st *svcState, is *instState, prev Status) {
 	if e := r.l1.get(st.name); e != nil {
 		rev = e.rev
 	}
-	r.emit(Event{Kind: EventHealthChanged, Service: st.name, Revision: rev, Instance: in, Previous: prev})
+	r.emit(Event{Kind: EventHealthChanged, Service: st.name, Revision: rev, Instance: in, Previous: prev}, is)
 }

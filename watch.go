@@ -61,6 +61,9 @@ type snapshot struct {
 	// and they are kept (self-preservation, a database outage). Their
 	// status in insts is the one they show once they renew.
 	suspect map[string]bool
+	// health holds the health state (nil: none) each instance's status was
+	// taken from, by ID (process).
+	health map[string]*instState
 }
 
 // sameConfig reports whether s and o hold the same configuration: the same
@@ -401,14 +404,22 @@ func (h *hub) process(e *entry) {
 	// shows now, not the one of the entry's view: an entry already replaced
 	// in L1 keeps the statuses it was built with, and an instance added
 	// from it kept one that had changed since, for good.
+	//
+	// Kept only while the instance keeps its health state: a state that
+	// went (L1 took a snapshot without the instance, deregistered and
+	// registered again between two snapshots of the hub: a quick restart)
+	// took its status with it, with no health event, and the hub kept the
+	// status watchers were told while Get showed the stored one.
 	now := h.r.clock.Now().UnixNano()
+	snap.health = make(map[string]*instState, len(snap.insts))
 	for id, in := range snap.insts {
-		if old, ok := h.last.insts[id]; ok && sameRegistration(&old, &in) {
+		is := st.inst(id) // an entry with instances has a state
+		if old, ok := h.last.insts[id]; ok && sameRegistration(&old, &in) && is == h.last.health[id] {
 			in.Status = old.Status
 		} else {
-			in.Status = viewStatus(&in, st.inst(id), now) // an entry with instances has a state
+			in.Status = viewStatus(&in, is, now)
 		}
-		snap.insts[id] = in
+		snap.insts[id], snap.health[id] = in, is
 	}
 	evs := diff(h.name, &h.last, &snap)
 	cfgNew := snap.cfgRev > h.last.cfgRev || !h.loaded
@@ -477,8 +488,9 @@ func (h *hub) removeListener(g *Registration) {
 }
 
 // watchEmit hands an event to this Registry's watchers of its service; it
-// never blocks.
-func (r *Registry) watchEmit(ev Event) {
+// never blocks. A health change comes with the health state it was read
+// from (is).
+func (r *Registry) watchEmit(ev Event, is *instState) {
 	h := r.hubIfAny(ev.Service)
 	if h == nil {
 		return
@@ -502,6 +514,7 @@ func (r *Registry) watchEmit(ev Event) {
 			// came ahead of the addition, or after the removal.
 			return
 		}
+		h.last.health[ev.Instance.ID] = is // the state the status now follows (process)
 		if in.Status == ev.Instance.Status || in.Status == core.StatusDraining {
 			// What watchers have: a draining instance shows draining
 			// whatever its health. Its own view of the instance

@@ -810,3 +810,64 @@ func TestWatchHealthOfADrainingInstanceL1LetGoTellsNothing(t *testing.T) {
 		t.Fatalf("events %s; want %s", got, want)
 	}
 }
+
+// An instance deregistered and registered again with the same registration,
+// both between two snapshots the hub takes (a quick restart), lost its
+// health here (L1 took the snapshot without it, which dropped its state)
+// and shows its stored status again. The hub kept the status its watchers
+// were told for an unchanged registration, waiting for a health event that
+// no change of status sends: the reader kept "healthy" while Get showed
+// "unknown", until a check moved it.
+func TestWatchReRegistrationThatResetHealthIsTold(t *testing.T) {
+	ctx := context.Background()
+	r, clock := fakeRegistry(t)
+	h := idleHub(t, r, "db_svc")
+	w := newWatcher()
+	h.addWatcher(w)
+	reader := map[string]Status{}
+	take := func() { // as run does
+		for el := w.q.Front(); el != nil; el = w.q.Front() {
+			e := w.q.Remove(el).(Event)
+			delete(w.byKey, keyOf(&e))
+			if !w.tell(&e) {
+				continue
+			}
+			if e.Kind == EventInstanceRemoved {
+				delete(reader, e.Instance.ID)
+			} else {
+				reader[e.Instance.ID] = e.Instance.Status
+			}
+		}
+	}
+	in := Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1}
+	g, err := r.Register(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.process(held(t, r, "db_svc"))
+	check(r, clock, "db_svc", g.id, core.StatusHealthy)
+	take()
+	if reader[g.id] != StatusHealthy {
+		t.Fatalf("the reader has %v; want healthy", reader)
+	}
+	// The restart, which the hub does not see: L1 takes the snapshot
+	// without the instance (its state goes), then the one with it again.
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err == nil {
+		t.Fatal("Get finds the deregistered instance")
+	}
+	if _, err := r.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	h.process(held(t, r, "db_svc"))
+	take()
+	svc, err := r.Get(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := svc.Instance(g.id).Status; reader[g.id] != want {
+		t.Fatalf("the reader ends with %v; Get shows %v", reader[g.id], want)
+	}
+}
