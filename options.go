@@ -390,6 +390,8 @@ func (o *options) longestFresh() time.Duration {
 // (1 s). A registration of that name clears it at once in this process, and
 // in every other one that hears of changes (through Redis, or a shared
 // discoverytest backend); without either, others forget it within the TTL.
+// A watched name (Watch) is read again once the freshness window has passed,
+// however long the TTL, as Watch promises for a lost message.
 func WithNegativeTTL(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.negativeTTL = d })
 }

@@ -227,9 +227,14 @@ func (h *hub) refresh() time.Duration {
 	h.mu.Unlock()
 	now := r.clock.Now().UnixNano()
 	e := r.l1.get(h.name)
-	if force || e == nil || e.rev < want || now >= e.freshUntil.Load() {
+	// "Not found" stays fresh for the negative TTL, which may be longer
+	// than the freshness window within which Watch promises a change whose
+	// message was lost: past the window, the store is read (a load that
+	// is not forced returns the fresh entry), as for any other snapshot.
+	unknownAged := e != nil && e.raw == nil && now >= e.loadedAt+int64(r.opts.fresh) && now < e.freshUntil.Load()
+	if force || unknownAged || e == nil || e.rev < want || now >= e.freshUntil.Load() {
 		r.state(h.name).raiseWant(want)
-		ne, err := h.load(force)
+		ne, err := h.load(force || unknownAged)
 		if err == nil && ne.rev < want && !force {
 			// The caches could not give the announced revision (a lost
 			// message, a lost write-through): read the store.

@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -198,6 +199,40 @@ func TestWatchSurvivesLostMessage(t *testing.T) {
 			clock.Advance(longestFresh - shortestFresh + time.Millisecond)
 			if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventConfigChanged || string(ev.Config) != `{"n":2}` {
 				t.Fatalf("after the freshness window: %s; want the lost change", describe(ev))
+			}
+		})
+	}
+}
+
+// A Watch of a service that does not exist yet sees its first
+// registration within the freshness window when the registration's message
+// is lost, as Watch promises, even with a negative TTL longer than that
+// window: the hub, woken at the window's end, found L1's "not found" still
+// fresh and kept it for the whole negative TTL (30 s here).
+func TestWatchOfAnUnknownServiceSeesALostRegistrationWithinTheWindow(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			clock := discoverytest.NewClock(t0)
+			b := w.registry(t, discovery.WithClock(clock), discovery.WithNegativeTTL(30*time.Second))
+			subscribed(t, w, b, 1)
+			ch := watch(t, b, "db_svc")
+			// L1 remembers "not found" (whether or not the hub's first
+			// load came first).
+			if _, err := b.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+				t.Fatalf("Get before the registration: %v", err)
+			}
+			// Written behind the caches' backs: no message.
+			in := discovery.Instance{ID: "x1", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+				RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Minute)}
+			if _, err := b.Store().Register(ctx, &in); err != nil {
+				t.Fatal(err)
+			}
+			clock.BlockUntilAt(t0.Add(discovery.DefaultFresh)) // the hub's wake-up at the window's end
+			clock.Advance(longestFresh + time.Millisecond)
+			if ev := describe(next(t, ch, 2*time.Second)); ev != "instance_added x1 w=1" {
+				t.Fatalf("after the freshness window: %q", ev)
 			}
 		})
 	}
