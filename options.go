@@ -472,7 +472,8 @@ func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed
 
 // WithSelfPreservation sets when instances that stopped renewing are kept:
 // when more than fraction (0.15) of a service's instances, and at least two,
-// lapsed within one renewal window of each other, they stay visible as
+// lapsed within half a lease TTL of each other (a renewal window, TTL/3,
+// with room to spare), they stay visible as
 // StatusSuspect for grace (two lease TTLs, 30 s by default) instead of
 // disappearing at once, as after a partition or a database outage. A
 // fraction of 0 turns it off. Instances whose leases ended while this
