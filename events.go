@@ -3,6 +3,7 @@ package discovery
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 )
 
 // EventKind says what an Event reports.
@@ -41,6 +42,19 @@ func (k EventKind) String() string {
 
 // MarshalText implements encoding.TextMarshaler.
 func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler: the names String
+// gives, so that an Event decodes from the JSON it encodes to (forwarded
+// over a queue, say).
+func (k *EventKind) UnmarshalText(text []byte) error {
+	for i, n := range eventKindNames {
+		if i > 0 && n == string(text) {
+			*k = EventKind(i)
+			return nil
+		}
+	}
+	return &ValidationError{Field: "event kind", Value: string(text), Reason: "unknown (" + strings.Join(eventKindNames[1:], ", ") + ")"}
+}
 
 // Event is one change to a service, as delivered by Watch.
 type Event struct {

@@ -764,3 +764,44 @@ func TestWatchReadersDoNotShareInstances(t *testing.T) {
 		t.Fatalf("the other reader got %s; want the update with team=ads", describe(evB))
 	}
 }
+
+// What the library encodes to JSON (a Service from Get or the admin API, an
+// Event from Watch) decodes back to the same value: the names of statuses,
+// methods and event kinds had no way back ("json: cannot unmarshal string
+// into Go struct field Event.kind of type discovery.EventKind"). An unknown
+// name is a ValidationError.
+func TestJSONOfServicesAndEventsDecodesBack(t *testing.T) {
+	in := discovery.Instance{ID: "a", Service: "db_svc", Host: "10.0.0.1", Port: 80, Method: discovery.MethodRouter, Weight: 100,
+		Status: discovery.StatusDraining, RegisteredAt: t0.UTC(), ExpiresAt: t0.Add(time.Minute).UTC()}
+	svc := discovery.Service{Name: "db_svc", Revision: 7, Instances: []discovery.Instance{in}}
+	b, err := json.Marshal(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotSvc discovery.Service
+	if err := json.Unmarshal(b, &gotSvc); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+	if len(gotSvc.Instances) != 1 || gotSvc.Instances[0].Status != discovery.StatusDraining || gotSvc.Instances[0].Method != discovery.MethodRouter {
+		t.Fatalf("%s decoded to %+v", b, gotSvc)
+	}
+	ev := discovery.Event{Kind: discovery.EventHealthChanged, Service: "db_svc", Revision: 7, Instance: in, Previous: discovery.StatusHealthy}
+	if b, err = json.Marshal(ev); err != nil {
+		t.Fatal(err)
+	}
+	var gotEv discovery.Event
+	if err := json.Unmarshal(b, &gotEv); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+	if gotEv.Kind != ev.Kind || gotEv.Previous != ev.Previous || gotEv.Instance.Status != in.Status {
+		t.Fatalf("%s decoded to %+v", b, gotEv)
+	}
+	for _, bad := range []string{`{"kind":"instance_exploded"}`, `{"previous":"sleepy"}`, `{"instance":{"method":"carrier_pigeon"}}`} {
+		var e discovery.Event
+		err := json.Unmarshal([]byte(bad), &e)
+		var ve *discovery.ValidationError
+		if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) {
+			t.Errorf("decoding %s: %v; want a ValidationError", bad, err)
+		}
+	}
+}

@@ -121,8 +121,31 @@ func ParseStatus(s string) (Status, bool) {
 // MarshalText implements encoding.TextMarshaler.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler: the names String
+// gives, so that an Instance or a Service decodes from the JSON it encodes
+// to (the admin API's, say).
+func (s *Status) UnmarshalText(text []byte) error {
+	v, ok := ParseStatus(string(text))
+	if !ok {
+		return &ValidationError{Field: "status", Value: string(text), Reason: "unknown (unknown, healthy, warning, unhealthy, ejected, draining, suspect)"}
+	}
+	*s = v
+	return nil
+}
+
 // MarshalText implements encoding.TextMarshaler.
 func (m Method) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler: "http" (or "") and
+// "router".
+func (m *Method) UnmarshalText(text []byte) error {
+	v, ok := ParseMethod(string(text))
+	if !ok {
+		return &ValidationError{Field: "method", Value: string(text), Reason: "unknown (http, router)"}
+	}
+	*m = v
+	return nil
+}
 
 // Weight bounds. A registered Weight of 0 means DefaultWeight; ZeroWeight
 // registers an instance that is never selected.
