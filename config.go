@@ -69,10 +69,11 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
 
 // WithConfigValidator makes UpdateConfig and RollbackConfig run fn on every
 // configuration of service before storing it; an error refuses it (a
-// ConfigError wrapping fn's error, matching ErrInvalid). fn sees documents
-// that already passed the built-in checks (a JSON object, at most 512 KiB,
-// nested at most 64 deep) and must not keep or modify them. A later
-// validator for the same service replaces an earlier one.
+// ConfigError wrapping fn's error, matching ErrInvalid), and so does a panic
+// in fn. fn sees documents that already passed the built-in checks (a JSON
+// object, at most 512 KiB, nested at most 64 deep) and must not keep or
+// modify them. A later validator for the same service replaces an earlier
+// one.
 func WithConfigValidator(service string, fn func(json.RawMessage) error) Option {
 	return optionFunc(func(o *options) {
 		if o.validators == nil {
@@ -197,11 +198,25 @@ func (r *Registry) validateConfig(service string, doc []byte) error {
 		return &ConfigError{Service: service, Reason: reason, Err: err}
 	}
 	if fn := r.opts.validators[service]; fn != nil {
-		if err := fn(slices.Clone(doc)); err != nil {
+		if err := callValidator(fn, slices.Clone(doc)); err != nil {
 			return &ConfigError{Service: service, Reason: "refused by its validator", Err: err}
 		}
 	}
 	return nil
+}
+
+// callValidator calls a WithConfigValidator function; a panic in it refuses
+// the document, as a panic in a WithConfigFunc callback is a failed
+// delivery. It went up the caller's stack before, and in the admin handler
+// to net/http, which cut the connection without an answer: a validator
+// that panics does so on a document it did not expect, which is refused.
+func callValidator(fn func(json.RawMessage) error, doc json.RawMessage) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("discovery: config validator panicked: %v", v)
+		}
+	}()
+	return fn(doc)
 }
 
 func (r *Registry) configStore() (core.ConfigStore, error) {

@@ -1239,3 +1239,48 @@ func TestConfigCallbackPanicIsAFailure(t *testing.T) {
 		t.Fatalf("Registration.Config revision %d; want 2", rev)
 	}
 }
+
+// A validator that panics refuses the configuration, as one that returns an
+// error does: nothing is stored, UpdateConfig returns a ConfigError and the
+// admin handler a 400 with a JSON error. The panic went up the caller's
+// stack, and in the admin handler to net/http, which cut the connection
+// without an answer.
+func TestConfigValidatorPanicRefusesTheConfig(t *testing.T) {
+	ctx := context.Background()
+	validator := func(doc json.RawMessage) error {
+		var c map[string]any
+		_ = json.Unmarshal(doc, &c)
+		_ = c["workers"].(float64) // a validator's own bug: a document without "workers"
+		return nil
+	}
+	r, _ := adminWorld(t, discovery.WithConfigValidator("orders", validator))
+	_, before, _ := r.Config(ctx, "orders")
+	call := func(fn func()) (panicked any) {
+		defer func() { panicked = recover() }()
+		fn()
+		return nil
+	}
+	var err error
+	if p := call(func() { _, err = r.UpdateConfig(ctx, "orders", json.RawMessage(`{"threads":2}`)) }); p != nil {
+		t.Fatalf("UpdateConfig panicked: %v", p)
+	}
+	var ce *discovery.ConfigError
+	if !errors.As(err, &ce) || !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "validator panicked") {
+		t.Fatalf("UpdateConfig with a panicking validator = %v; want a ConfigError matching ErrInvalid", err)
+	}
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	var code int
+	var body []byte
+	if p := call(func() { code, body = do(t, h, "PUT", "/services/orders/config", `{"threads":2}`) }); p != nil {
+		t.Fatalf("PUT panicked: %v", p)
+	}
+	if code != http.StatusBadRequest || !json.Valid(body) || !strings.Contains(string(body), `"error"`) {
+		t.Fatalf("PUT with a panicking validator = %d %s; want 400 with a JSON error", code, body)
+	}
+	if _, rev, _ := r.Config(ctx, "orders"); rev != before {
+		t.Fatalf("config revision %d after refused writes; want %d", rev, before)
+	}
+	if _, err := r.UpdateConfig(ctx, "orders", json.RawMessage(`{"workers":2}`)); err != nil {
+		t.Fatalf("a configuration the validator accepts: %v", err)
+	}
+}
