@@ -260,6 +260,9 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     when an Update of its Registration takes it out of draining (see
 //     Registration.Update).
 //
+// The last writer wins: a read-modify-write that must not lose a
+// concurrent one stores its edit with UpdateConfigIf.
+//
 // The error is non-nil only when nothing was stored; failed notifications
 // are in the report, and so (NotifyErr) is a failure to list the instances
 // to notify. ctx bounds the whole call, notifications included.
@@ -275,6 +278,34 @@ func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.Ra
 		return ConfigReport{}, err
 	}
 	return r.setConfig(ctx, service, doc)
+}
+
+// UpdateConfigIf is UpdateConfig with a compare-and-set: cfg is stored only
+// if the service's configuration revision is still configRevision, the one
+// its writer read (Config; 0 for a service without a configuration).
+// Otherwise nothing is stored and nobody notified, and the error is a
+// ConfigConflictError matching ErrConflict, which says the revision stored:
+// read the configuration again, and apply the change to it. Two writers
+// that read the same revision and write their edits with UpdateConfig both
+// succeed, and the first edit is lost; with UpdateConfigIf the second is
+// refused. The Store must implement ConfigSwapper (the SQL store and
+// discoverytest's do; ErrUnsupported otherwise). A negative configRevision
+// is bad input (ErrInvalid).
+func (r *Registry) UpdateConfigIf(ctx context.Context, service string, configRevision int64, cfg json.RawMessage) (ConfigReport, error) {
+	if r.closed.Load() {
+		return ConfigReport{}, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return ConfigReport{}, err
+	}
+	if configRevision < 0 {
+		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(configRevision, 10), Reason: "must not be negative"}
+	}
+	doc := slices.Clone([]byte(cfg))
+	if err := r.validateConfig(service, doc); err != nil {
+		return ConfigReport{}, err
+	}
+	return r.setConfigIf(ctx, service, doc, configRevision)
 }
 
 // RollbackConfig restores the configuration that had configRevision as a
@@ -334,12 +365,30 @@ func (r *Registry) Config(ctx context.Context, service string) (json.RawMessage,
 	return slices.Clone(svc.Config), svc.ConfigRevision, nil
 }
 
+// anyConfigRevision makes setConfigIf store whatever the revision stored.
+const anyConfigRevision = -1
+
 func (r *Registry) setConfig(ctx context.Context, service string, doc []byte) (ConfigReport, error) {
+	return r.setConfigIf(ctx, service, doc, anyConfigRevision)
+}
+
+// setConfigIf stores doc if the service's configuration revision is want
+// (any if anyConfigRevision), and notifies the instances.
+func (r *Registry) setConfigIf(ctx context.Context, service string, doc []byte, want int64) (ConfigReport, error) {
 	cs, err := r.configStore()
 	if err != nil {
 		return ConfigReport{}, err
 	}
-	rev, cfgRev, err := cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)
+	var rev, cfgRev int64
+	if want == anyConfigRevision {
+		rev, cfgRev, err = cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)
+	} else {
+		sw, ok := cs.(core.ConfigSwapper)
+		if !ok {
+			return ConfigReport{}, fmt.Errorf("%w: the Store does not implement ConfigSwapper", ErrUnsupported)
+		}
+		rev, cfgRev, err = sw.SetConfigIf(ctx, service, doc, r.clock.Now(), r.opts.configKeep, want)
+	}
 	if err := r.written(ctx, "set config", service, rev, err); err != nil {
 		return ConfigReport{}, err
 	}

@@ -1284,3 +1284,77 @@ func TestConfigValidatorPanicRefusesTheConfig(t *testing.T) {
 		t.Fatalf("a configuration the validator accepts: %v", err)
 	}
 }
+
+// Two processes that read configuration revision 1 and each write their
+// edit of it with UpdateConfigIf: one is stored, the other refused with a
+// ConfigConflictError matching ErrConflict that names the revision now
+// stored, leaving configuration and history as the winner wrote them. A
+// read-modify-write with UpdateConfig lost the first edit without a word.
+// 0 stands for a service without a configuration, and a negative revision
+// is bad input.
+func TestConfigUpdateIfRefusesAStaleRevision(t *testing.T) {
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.registry(t), w.registry(t)
+		if _, err := a.UpdateConfigIf(ctx, "db_svc", 1, cfgDoc(1)); !errors.Is(err, discovery.ErrConflict) {
+			t.Fatalf("UpdateConfigIf(1) of a service without a configuration = %v; want ErrConflict", err)
+		}
+		if rep, err := a.UpdateConfigIf(ctx, "db_svc", 0, cfgDoc(1)); err != nil || rep.ConfigRevision != 1 {
+			t.Fatalf("UpdateConfigIf(0) of a new service = %+v, %v; want config revision 1", rep, err)
+		}
+		if _, err := b.UpdateConfigIf(ctx, "db_svc", 0, cfgDoc(9)); !errors.Is(err, discovery.ErrConflict) {
+			t.Fatalf("UpdateConfigIf(0) of a service with a configuration = %v; want ErrConflict", err)
+		}
+		rep, err := a.UpdateConfigIf(ctx, "db_svc", 1, cfgDoc(2))
+		if err != nil || rep.ConfigRevision != 2 {
+			t.Fatalf("a's UpdateConfigIf(1) = %+v, %v; want config revision 2", rep, err)
+		}
+		_, err = b.UpdateConfigIf(ctx, "db_svc", 1, cfgDoc(3))
+		var ce *discovery.ConfigConflictError
+		if !errors.Is(err, discovery.ErrConflict) || !errors.As(err, &ce) || ce.Service != "db_svc" || ce.Want != 1 || ce.Have != 2 {
+			t.Fatalf("b's UpdateConfigIf(1) after a's = %v; want a ConfigConflictError (want 1, have 2)", err)
+		}
+		if _, err := b.UpdateConfigIf(ctx, "db_svc", -1, cfgDoc(3)); !errors.Is(err, discovery.ErrInvalid) {
+			t.Fatalf("UpdateConfigIf(-1) = %v; want ErrInvalid", err)
+		}
+		svc, err := a.Store().Load(ctx, "db_svc")
+		if err != nil || string(svc.Config) != `{"n":2}` || svc.ConfigRevision != 2 || svc.Revision != 2 {
+			t.Fatalf("stored after the refused write: %s rev %d (service rev %d), %v; want {\"n\":2} rev 2", svc.Config, svc.ConfigRevision, svc.Revision, err)
+		}
+		if hist, err := b.ConfigHistory(ctx, "db_svc"); err != nil || len(hist) != 2 || string(hist[0].Config) != `{"n":2}` {
+			t.Fatalf("history after the refused write = %d versions, %v; want 2", len(hist), err)
+		}
+		if _, err := b.UpdateConfigIf(ctx, "db_svc", 2, cfgDoc(3)); err != nil {
+			t.Fatalf("b's UpdateConfigIf(2) after reading again: %v", err)
+		}
+	})
+	t.Run("store without ConfigSwapper", func(t *testing.T) {
+		ctx := context.Background()
+		backend := discoverytest.NewBackend()
+		r, err := discovery.New(discovery.WithStore(swaplessStore{backend, backend}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if _, err := r.UpdateConfigIf(ctx, "db_svc", 0, cfgDoc(1)); !errors.Is(err, discovery.ErrUnsupported) {
+			t.Fatalf("UpdateConfigIf = %v; want ErrUnsupported", err)
+		}
+		if _, err := r.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+			t.Fatalf("UpdateConfig: %v", err)
+		}
+	})
+}
+
+// swaplessStore is a ConfigStore without the ConfigSwapper capability.
+type swaplessStore struct {
+	discovery.Store
+	cs discovery.ConfigStore
+}
+
+func (s swaplessStore) SetConfig(ctx context.Context, service string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	return s.cs.SetConfig(ctx, service, doc, at, keep)
+}
+
+func (s swaplessStore) ConfigHistory(ctx context.Context, service string) ([]discovery.ConfigVersion, error) {
+	return s.cs.ConfigHistory(ctx, service)
+}

@@ -75,8 +75,8 @@ const DefaultHealthPath = core.DefaultHealthPath
 // Store is the storage seam: the source of truth behind the caches. The
 // library ships an in-memory Store (discoverytest.NewBackend) and a SQL Store
 // (WithDB); WithStore accepts any other. Optional capabilities are the
-// interfaces RevisionReader, Notifier, ConfigStore, KeyStore and
-// InstanceRenewer.
+// interfaces RevisionReader, Notifier, ConfigStore, ConfigSwapper, KeyStore
+// and InstanceRenewer.
 type Store = core.Store
 
 // InstanceRenewer is an optional Store capability: renewing a lease only
@@ -96,6 +96,10 @@ type Notifier = core.Notifier
 // ConfigStore is an optional Store capability: per-service configuration
 // with history.
 type ConfigStore = core.ConfigStore
+
+// ConfigSwapper is an optional Store capability: storing a configuration
+// only while its revision is the one expected (UpdateConfigIf).
+type ConfigSwapper = core.ConfigSwapper
 
 // ConfigVersion is one stored version of a service's configuration.
 type ConfigVersion = core.ConfigVersion

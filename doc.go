@@ -100,7 +100,9 @@
 // instances: HTTP ones by POST /admin/reload-config (10 s per attempt, 3
 // attempts, signed when a TokenSource is set), router ones through the
 // WithConfigFunc callback, called by their own process once per revision.
-// It returns a report per instance. Config reads it through the caches;
+// It returns a report per instance; UpdateConfigIf stores it only if the
+// configuration revision is still the one its writer read (ErrConflict
+// otherwise). Config reads it through the caches;
 // RollbackConfig restores a kept version; a registration starts with the
 // current one (Registration.Config).
 //

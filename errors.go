@@ -45,6 +45,11 @@ type ValidationError = core.ValidationError
 // ErrNotFound.
 type NotFoundError = core.NotFoundError
 
+// ConfigConflictError says UpdateConfigIf stored nothing because the
+// service's configuration revision was no longer the one expected (Want);
+// Have is the one stored. It matches ErrConflict.
+type ConfigConflictError = core.ConfigConflictError
+
 // BackendError is a Redis or database failure. It matches ErrUnavailable and
 // unwraps to the backend's error.
 type BackendError = core.BackendError

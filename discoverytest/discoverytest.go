@@ -24,7 +24,7 @@ import (
 
 // Backend is an in-memory Store, safe for concurrent use, that tells every
 // Registry using it about each change (it implements discovery.Notifier),
-// and keeps configurations (discovery.ConfigStore) and public keys
+// and keeps configurations (discovery.ConfigStore, discovery.ConfigSwapper) and public keys
 // (discovery.KeyStore, for package auth). It renews a lease only while the
 // row holds the instance as registered (discovery.InstanceRenewer), which
 // is how Registries renew through it: a wrapper that intercepts Renew must
@@ -44,6 +44,7 @@ var (
 	_ discovery.Store           = (*Backend)(nil)
 	_ discovery.Notifier        = (*Backend)(nil)
 	_ discovery.ConfigStore     = (*Backend)(nil)
+	_ discovery.ConfigSwapper   = (*Backend)(nil)
 	_ discovery.KeyStore        = (*Backend)(nil)
 	_ discovery.RevisionReader  = (*Backend)(nil)
 	_ discovery.InstanceRenewer = (*Backend)(nil)

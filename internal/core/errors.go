@@ -23,8 +23,9 @@ var (
 	ErrClosed = errors.New("discovery: closed")
 	// ErrUnsupported means the configured Store lacks an optional capability.
 	ErrUnsupported = errors.New("discovery: not supported by the store")
-	// ErrConflict means a concurrent change won (for example a rollback to a
-	// revision that no longer exists).
+	// ErrConflict means a concurrent change won: a compare-and-set found
+	// another revision than the one expected (ConfigConflictError); nothing
+	// was written.
 	ErrConflict = errors.New("discovery: conflict")
 	// ErrTimeout is the cause (context.Cause) of the contexts the library
 	// bounds its own backend calls with. A deadline with this cause is the
@@ -60,6 +61,28 @@ func (e *ValidationError) Error() string {
 
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// ConfigConflictError says a configuration was not stored because the
+// service's configuration revision was no longer the one expected: another
+// writer stored one since it was read. It matches ErrConflict; nothing was
+// written.
+type ConfigConflictError struct {
+	// Service whose configuration was not stored.
+	Service string
+	// Want is the configuration revision expected (0: none).
+	Want int64
+	// Have is the one the store holds (0: none).
+	Have int64
+}
+
+// Error implements error.
+func (e *ConfigConflictError) Error() string {
+	return "discovery: config of service " + strconv.Quote(e.Service) + " is at revision " +
+		strconv.FormatInt(e.Have, 10) + ", not " + strconv.FormatInt(e.Want, 10) + ": not stored"
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConfigConflictError) Is(target error) bool { return target == ErrConflict }
 
 // NotFoundError names what was not found. It matches ErrNotFound. Service
 // is always set; Instance names a missing instance of it, Key a missing

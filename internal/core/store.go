@@ -99,6 +99,18 @@ type ConfigStore interface {
 	ConfigHistory(ctx context.Context, service string) ([]ConfigVersion, error)
 }
 
+// ConfigSwapper is implemented by config stores that can store a
+// configuration only while the service's configuration revision is the one
+// the caller read (compare-and-set), so that concurrent read-modify-write
+// cycles do not lose each other's changes.
+type ConfigSwapper interface {
+	// SetConfigIf does what SetConfig does if the service's configuration
+	// revision is want (0: the service has no configuration, or does not
+	// exist); otherwise it writes nothing and returns a
+	// *ConfigConflictError, matching ErrConflict.
+	SetConfigIf(ctx context.Context, service string, doc []byte, at time.Time, keep int, want int64) (revision, configRevision int64, err error)
+}
+
 // KeyStore is implemented by stores that keep services' public signing keys.
 // Keys are part of a service's snapshot (Service.Keys): every key change
 // bumps the service's revision, so caches everywhere pick it up.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"FailedWritesChangeNothing", testFailedWritesChangeNothing},
 		{"Limits", testLimits},
 		{"ConcurrentConfig", testConcurrentConfig},
+		{"ConcurrentConfigSwaps", testConcurrentConfigSwaps},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -801,5 +803,69 @@ func testConcurrentConfig(t *testing.T, s core.Store) {
 	svc := mustLoad(t, s, "db_svc")
 	if svc.ConfigRevision != n || svc.Revision != n || string(svc.Config) != string(hist[0].Config) {
 		t.Fatalf("Load = %+v; newest history %s", svc, hist[0].Config)
+	}
+}
+
+// testConcurrentConfigSwaps: of concurrent SetConfigIf calls that expect
+// the same configuration revision exactly one is stored; the others get a
+// ConfigConflictError naming the revision it stored, and write nothing.
+// Expecting 0 creates a service, and is refused once it has a configuration
+// (and a service without one takes it).
+func testConcurrentConfigSwaps(t *testing.T, s core.Store) {
+	sw, ok := s.(core.ConfigSwapper)
+	if !ok {
+		t.Skip("store has no ConfigSwapper")
+	}
+	cs := s.(core.ConfigStore)
+	if _, _, err := sw.SetConfigIf(ctx(t), "db_svc", []byte(`{"v":0}`), t0, 5, 1); !errors.Is(err, core.ErrConflict) {
+		t.Fatalf("SetConfigIf(1) of an unknown service = %v; want ErrConflict", err)
+	}
+	if _, err := s.Load(ctx(t), "db_svc"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Load after a refused SetConfigIf = %v; want ErrNotFound", err)
+	}
+	if _, cr, err := sw.SetConfigIf(ctx(t), "db_svc", []byte(`{"v":0}`), t0, 5, 0); err != nil || cr != 1 {
+		t.Fatalf("SetConfigIf(0) of an unknown service = %d, %v; want config revision 1", cr, err)
+	}
+	const n = 10
+	var (
+		wg   sync.WaitGroup
+		won  atomic.Int32
+		errs = make([]error, n)
+	)
+	for i := range n {
+		wg.Go(func() {
+			_, cr, err := sw.SetConfigIf(ctx(t), "db_svc", fmt.Appendf(nil, `{"v":%d}`, i+1), t0, 5, 1)
+			if err == nil && cr == 2 {
+				won.Add(1)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Fatalf("%d of %d SetConfigIf(1) stored (errors %v); want 1", won.Load(), n, errs)
+	}
+	for _, err := range errs {
+		var ce *core.ConfigConflictError
+		if err != nil && (!errors.As(err, &ce) || ce.Want != 1 || ce.Have != 2) {
+			t.Fatalf("a losing SetConfigIf = %v; want a ConfigConflictError (want 1, have 2)", err)
+		}
+	}
+	if hist, err := cs.ConfigHistory(ctx(t), "db_svc"); err != nil || len(hist) != 2 || hist[0].Revision != 2 {
+		t.Fatalf("history = %+v, %v; want revisions 2, 1", hist, err)
+	}
+	if svc := mustLoad(t, s, "db_svc"); svc.ConfigRevision != 2 || svc.Revision != 2 {
+		t.Fatalf("Load = %+v; want config revision 2, revision 2", svc)
+	}
+	if _, _, err := sw.SetConfigIf(ctx(t), "db_svc", []byte(`{}`), t0, 5, 0); !errors.Is(err, core.ErrConflict) {
+		t.Fatalf("SetConfigIf(0) of a configured service = %v; want ErrConflict", err)
+	}
+	in := core.Instance{Service: "bare", ID: "a", Host: "10.0.0.1", Port: 80, Method: core.MethodHTTP, Weight: 100,
+		RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := s.Register(ctx(t), &in); err != nil {
+		t.Fatal(err)
+	}
+	if rev, cr, err := sw.SetConfigIf(ctx(t), "bare", []byte(`{}`), t0, 5, 0); err != nil || cr != 1 || rev != 2 {
+		t.Fatalf("SetConfigIf(0) of a service without a configuration = %d, %d, %v; want 2, 1", rev, cr, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,6 +43,7 @@ var (
 	_ core.RevisionReader  = (*Store)(nil)
 	_ core.Notifier        = (*Store)(nil)
 	_ core.ConfigStore     = (*Store)(nil)
+	_ core.ConfigSwapper   = (*Store)(nil)
 	_ core.KeyStore        = (*Store)(nil)
 	_ core.InstanceRenewer = (*Store)(nil)
 )
@@ -306,6 +308,31 @@ func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.
 	if err := s.begin(ctx, "set config"); err != nil {
 		return 0, 0, err
 	}
+	return s.setConfig(name, doc, at, keep)
+}
+
+// SetConfigIf implements core.ConfigSwapper.
+func (s *Store) SetConfigIf(ctx context.Context, name string, doc []byte, at time.Time, keep int, want int64) (int64, int64, error) {
+	if want < 0 {
+		return 0, 0, &core.ValidationError{Field: "config revision", Value: strconv.FormatInt(want, 10), Reason: "must not be negative"}
+	}
+	if err := s.begin(ctx, "set config"); err != nil {
+		return 0, 0, err
+	}
+	var have int64
+	if sv := s.services[name]; sv != nil {
+		have = sv.cfgRev
+	}
+	if have != want {
+		s.mu.Unlock()
+		return 0, 0, &core.ConfigConflictError{Service: name, Want: want, Have: have}
+	}
+	return s.setConfig(name, doc, at, keep)
+}
+
+// setConfig stores doc as the configuration of name; s.mu is held, and
+// released.
+func (s *Store) setConfig(name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
 	sv := s.svc(name)
 	sv.rev++
 	sv.cfgRev++

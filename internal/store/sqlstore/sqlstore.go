@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,9 @@ type Store struct {
 type queries struct {
 	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
 	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
-	putKey, retireKey, reapKeys string
+	setConfigIfNone, setConfigIf, configRevision string
+
+	putKey, retireKey, reapKeys      string
 	revokedKey, keyOf, recordRevoked string
 }
 
@@ -45,6 +48,7 @@ var (
 	_ core.Store           = (*Store)(nil)
 	_ core.RevisionReader  = (*Store)(nil)
 	_ core.ConfigStore     = (*Store)(nil)
+	_ core.ConfigSwapper   = (*Store)(nil)
 	_ core.KeyStore        = (*Store)(nil)
 	_ core.InstanceRenewer = (*Store)(nil)
 )
@@ -129,9 +133,22 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, config = excluded.config,
 			config_revision = {p}services.config_revision + 1, updated_at = excluded.updated_at
 			RETURNING revision, config_revision`),
-		addHistory:  s.sql(`INSERT INTO {p}config_history (service, revision, config, created_at) VALUES (?, ?, ?, ?)`),
-		trimHistory: s.sql(`DELETE FROM {p}config_history WHERE service = ? AND revision <= ?`),
-		history:     s.sql(`SELECT revision, config, created_at FROM {p}config_history WHERE service = ? ORDER BY revision DESC`),
+		// The compare-and-set forms of setConfig: the first creates the
+		// service or takes one without a configuration, the second moves
+		// one from the configuration revision expected. Neither returns a
+		// row when the revision is another.
+		setConfigIfNone: s.sql(`INSERT INTO {p}services (name, revision, config, config_revision, updated_at) VALUES (?, 1, ?, 1, ?)
+			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, config = excluded.config,
+			config_revision = {p}services.config_revision + 1, updated_at = excluded.updated_at
+			WHERE {p}services.config_revision = 0
+			RETURNING revision, config_revision`),
+		setConfigIf: s.sql(`UPDATE {p}services SET revision = revision + 1, config = ?, config_revision = config_revision + 1,
+			updated_at = ? WHERE name = ? AND config_revision = ?
+			RETURNING revision, config_revision`),
+		configRevision: s.sql(`SELECT config_revision FROM {p}services WHERE name = ?`),
+		addHistory:     s.sql(`INSERT INTO {p}config_history (service, revision, config, created_at) VALUES (?, ?, ?, ?)`),
+		trimHistory:    s.sql(`DELETE FROM {p}config_history WHERE service = ? AND revision <= ?`),
+		history:        s.sql(`SELECT revision, config, created_at FROM {p}config_history WHERE service = ? ORDER BY revision DESC`),
 		putKey: s.sql(`INSERT INTO {p}keys (service, kid, alg, public_key, created_at, retires_at) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO UPDATE SET alg = excluded.alg, public_key = excluded.public_key,
 			created_at = excluded.created_at, retires_at = excluded.retires_at`),
@@ -221,7 +238,7 @@ func mapErr(ctx context.Context, op string, err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, core.ErrInvalid), errors.Is(err, core.ErrUnsupported),
-		errors.Is(err, core.ErrRevoked):
+		errors.Is(err, core.ErrRevoked), errors.Is(err, core.ErrConflict):
 		return err
 	}
 	cause := context.Cause(ctx)
@@ -568,11 +585,44 @@ func (s *Store) Revisions(ctx context.Context, names []string) (map[string]int64
 
 // SetConfig implements core.ConfigStore.
 func (s *Store) SetConfig(ctx context.Context, name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
+	return s.writeConfig(ctx, name, doc, at, keep, -1, func(tx *gorm.DB) *sql.Row {
+		return tx.Raw(s.q.setConfig, name, string(doc), at.UnixNano()).Row()
+	})
+}
+
+// SetConfigIf implements core.ConfigSwapper.
+func (s *Store) SetConfigIf(ctx context.Context, name string, doc []byte, at time.Time, keep int, want int64) (int64, int64, error) {
+	if want < 0 {
+		return 0, 0, &core.ValidationError{Field: "config revision", Value: strconv.FormatInt(want, 10), Reason: "must not be negative"}
+	}
+	return s.writeConfig(ctx, name, doc, at, keep, want, func(tx *gorm.DB) *sql.Row {
+		if want == 0 {
+			return tx.Raw(s.q.setConfigIfNone, name, string(doc), at.UnixNano()).Row()
+		}
+		return tx.Raw(s.q.setConfigIf, string(doc), at.UnixNano(), name, want).Row()
+	})
+}
+
+// writeConfig stores a configuration in one transaction: write, the
+// statement that moves the service row, returns its revision and
+// configuration revision; the version is added to the history, which is
+// trimmed to keep. With want 0 or more (a compare-and-set), a write that
+// returns no row found another configuration revision: a
+// *core.ConfigConflictError, nothing written.
+func (s *Store) writeConfig(ctx context.Context, name string, doc []byte, at time.Time, keep int, want int64, write func(*gorm.DB) *sql.Row) (int64, int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var rev, cfgRev int64
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.setConfig, name, string(doc), at.UnixNano()).Row().Scan(&rev, &cfgRev); err != nil {
+		err := write(tx).Scan(&rev, &cfgRev)
+		if errors.Is(err, sql.ErrNoRows) && want >= 0 {
+			var have int64
+			if err := tx.Raw(s.q.configRevision, name).Row().Scan(&have); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			return &core.ConfigConflictError{Service: name, Want: want, Have: have}
+		}
+		if err != nil {
 			return err
 		}
 		if err := tx.Exec(s.q.addHistory, name, cfgRev, string(doc), at.UnixNano()).Error; err != nil {
