@@ -6,6 +6,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io"
 	"net/http"
@@ -114,9 +115,16 @@ type admin struct {
 //	GET    /overview                        Registry.Overview
 //	GET    /services                        every service: name, revision, live and expired instances
 //	GET    /services/{name}                 its instances with their health and check history (none if none is live)
-//	GET    /services/{name}/config          its configuration and configuration revision
+//	GET    /services/{name}/config          its configuration and configuration revision (also its ETag)
 //	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
 //	DELETE /services/{name}/instances/{id}  deregister an instance; needs authorization
+//
+// GET's ETag is the configuration revision ("3"; "0" for none). A PUT with
+// If-Match: "3" stores the body only if the configuration is still at
+// revision 3 (UpdateConfigIf), else answers 412 and stores nothing, so an
+// edit of what was read does not erase a PUT that came between ("*": any
+// configuration, none gets 412). Without If-Match the last PUT wins. Each
+// PUT answers the new revision's ETag.
 //
 // DELETE is for the rows of instances whose processes died: a process that
 // still holds the instance's Registration registers it again at its next
@@ -128,7 +136,8 @@ type admin struct {
 // they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
 // (forbidden). Bad input gets 400 (a configuration body over MaxConfigBytes
-// 413), an unknown service or path 404, a method a path does not take 405
+// 413, an If-Match that is not one entity tag or "*" too), a failed If-Match
+// 412, an unknown service or path 404, a method a path does not take 405
 // (with Allow), a backend outage 503, a PUT of a configuration to a Store
 // that keeps none 501, anything else 500, each with {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
@@ -359,8 +368,47 @@ func (a *admin) config(w http.ResponseWriter, req *http.Request) {
 	if len(cfg) == 0 {
 		cfg = json.RawMessage("null")
 	}
+	w.Header().Set("ETag", configETag(rev))
 	writeJSON(w, http.StatusOK, jsonConfig{Service: name, ConfigRevision: rev, Config: cfg})
 }
+
+// configETag is the entity tag of configuration revision rev: "rev" ("0"
+// for a service without a configuration).
+func configETag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
+
+// ifMatch reads the If-Match header of a PUT of a configuration: the
+// configuration revision it expects, and whether it has one at all. "*"
+// (any configuration, not none) gives anyConfigRevision, a weak tag
+// noConfigMatch (If-Match compares strongly: it never matches). Anything
+// but one strong tag naming a revision ("3"), "*" or a weak tag is bad
+// input.
+func ifMatch(req *http.Request) (want int64, conditional bool, err error) {
+	vals := req.Header.Values("If-Match")
+	if len(vals) == 0 {
+		return 0, false, nil
+	}
+	v := strings.TrimSpace(vals[0])
+	refuse := &ValidationError{Field: "If-Match", Value: strings.Join(vals, ", "), Reason: `must be one entity tag, as GET's ETag ("3"), or *`}
+	switch {
+	case len(vals) > 1 || strings.Contains(v, ","):
+		return 0, false, refuse
+	case v == "*":
+		return anyConfigRevision, true, nil
+	case strings.HasPrefix(v, `W/"`) && strings.HasSuffix(v, `"`) && len(v) > 3:
+		return noConfigMatch, true, nil
+	case len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"':
+		return 0, false, refuse
+	}
+	rev, perr := strconv.ParseInt(v[1:len(v)-1], 10, 64)
+	if perr != nil || rev < 0 || strconv.FormatInt(rev, 10) != v[1:len(v)-1] {
+		return 0, false, refuse
+	}
+	return rev, true, nil
+}
+
+// noConfigMatch is the expected revision of an If-Match no configuration
+// matches (a weak tag).
+const noConfigMatch = -2
 
 func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	who, ok := a.authorize(w, req)
@@ -369,6 +417,11 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	}
 	name, ok := a.serviceName(w, req)
 	if !ok {
+		return
+	}
+	want, conditional, err := ifMatch(req)
+	if err != nil {
+		a.fail(w, err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes))
@@ -383,7 +436,7 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := a.ctx(req)
 	defer cancel()
-	rep, err := a.r.UpdateConfig(ctx, name, body)
+	rep, err := a.putConfigIf(ctx, name, body, want, conditional)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -408,7 +461,33 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 		out.NotifyError = "discovery: stored, but the instances to notify could not be listed"
 	}
 	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
+	w.Header().Set("ETag", configETag(rep.ConfigRevision))
 	writeJSON(w, http.StatusOK, out)
+}
+
+// putConfigIf stores a PUT's configuration: with UpdateConfigIf when it
+// has an If-Match (want), else with UpdateConfig. "*" expects the revision
+// the database holds now, if there is one: UpdateConfigIf then refuses the
+// PUT if another came between. Preconditions that fail are answered before
+// the body is judged (RFC 9110, 13.2.1).
+func (a *admin) putConfigIf(ctx context.Context, name string, doc []byte, want int64, conditional bool) (ConfigReport, error) {
+	if !conditional {
+		return a.r.UpdateConfig(ctx, name, doc)
+	}
+	switch want {
+	case noConfigMatch:
+		return ConfigReport{}, fmt.Errorf("discovery: If-Match of service %q is a weak entity tag, which never matches: %w", name, ErrConflict)
+	case anyConfigRevision:
+		svc, err := a.r.storeLoad(ctx, name)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return ConfigReport{}, err
+		}
+		if err != nil || svc.ConfigRevision == 0 {
+			return ConfigReport{}, fmt.Errorf("discovery: service %q has no config for If-Match * to match: %w", name, ErrConflict)
+		}
+		want = svc.ConfigRevision
+	}
+	return a.r.UpdateConfigIf(ctx, name, want, doc)
 }
 
 func (a *admin) deregister(w http.ResponseWriter, req *http.Request) {
@@ -526,6 +605,8 @@ func (a *admin) fail(w http.ResponseWriter, err error) {
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, ErrUnsupported):
 		status = http.StatusNotImplemented
+	case errors.Is(err, ErrConflict):
+		status = http.StatusPreconditionFailed // only a PUT with If-Match asks for a compare-and-set
 	}
 	msg := err.Error()
 	var be *BackendError

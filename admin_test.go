@@ -626,3 +626,67 @@ func TestAdminServiceWithoutLiveInstances(t *testing.T) {
 		t.Errorf("GET /services/nosuch = %d %s; want 404", code, body)
 	}
 }
+
+// GET /services/{name}/config gives the configuration revision as its
+// ETag, and a PUT with If-Match stores the body only if the configuration
+// is still at that revision: an operator who edits what they read gets a
+// 412 with a JSON error when another PUT came between, instead of erasing
+// it. "0" is a service without a configuration, "*" any that has one; an
+// If-Match that is no entity tag is a 400. A PUT without If-Match stores as
+// before, and every PUT answers the new revision's ETag.
+func TestAdminPutConfigIfMatch(t *testing.T) {
+	ctx := context.Background()
+	r, _ := adminWorld(t)
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	send := func(method, path, body string, hdr ...string) (int, string, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req := httptest.NewRequest(method, path, rd)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Header().Get("ETag"), rec.Body.Bytes()
+	}
+	code, etag, body := send("GET", "/services/orders/config", "")
+	if code != http.StatusOK || etag != `"1"` {
+		t.Fatalf("GET config = %d, ETag %q %s; want 200 with ETag \"1\"", code, etag, body)
+	}
+	if code, etag, body := send("PUT", "/services/orders/config", `{"workers":2}`, "If-Match", `"1"`); code != http.StatusOK || etag != `"2"` {
+		t.Fatalf("PUT with If-Match \"1\" = %d, ETag %q %s; want 200 with ETag \"2\"", code, etag, body)
+	}
+	code, _, body = send("PUT", "/services/orders/config", `{"workers":3}`, "If-Match", `"1"`)
+	if code != http.StatusPreconditionFailed || !json.Valid(body) || !strings.Contains(string(body), `"error"`) {
+		t.Fatalf("PUT with a stale If-Match = %d %s; want 412 with a JSON error", code, body)
+	}
+	for _, bad := range []string{`1`, `"x"`, `"-1"`, `"1", "2"`} {
+		if code, _, body := send("PUT", "/services/orders/config", `{"workers":4}`, "If-Match", bad); code != http.StatusBadRequest || !json.Valid(body) {
+			t.Errorf("PUT with If-Match %s = %d %s; want 400 with a JSON error", bad, code, body)
+		}
+	}
+	if cfg, rev, _ := r.Config(ctx, "orders"); rev != 2 || string(cfg) != `{"workers":2}` {
+		t.Fatalf("config after refused PUTs: %s rev %d; want {\"workers\":2} rev 2", cfg, rev)
+	}
+	if code, _, body := send("PUT", "/services/orders/config", `{"workers":5}`, "If-Match", `W/"2"`); code != http.StatusPreconditionFailed {
+		t.Errorf("PUT with a weak If-Match = %d %s; want 412 (If-Match compares strongly)", code, body)
+	}
+	if code, etag, body := send("PUT", "/services/orders/config", `{"workers":5}`, "If-Match", `*`); code != http.StatusOK || etag != `"3"` {
+		t.Fatalf("PUT with If-Match * = %d, ETag %q %s; want 200", code, etag, body)
+	}
+	if code, _, body := send("PUT", "/services/payments/config", `{"workers":1}`, "If-Match", `*`); code != http.StatusPreconditionFailed {
+		t.Errorf("PUT with If-Match * to a service without a configuration = %d %s; want 412", code, body)
+	}
+	if code, etag, _ := send("GET", "/services/payments/config", ""); code != http.StatusOK || etag != `"0"` {
+		t.Fatalf("GET config of a service without one = %d, ETag %q; want \"0\"", code, etag)
+	}
+	if code, etag, body := send("PUT", "/services/payments/config", `{"workers":1}`, "If-Match", `"0"`); code != http.StatusOK || etag != `"1"` {
+		t.Fatalf("PUT with If-Match \"0\" to a service without a configuration = %d, ETag %q %s; want 200", code, etag, body)
+	}
+	if code, etag, body := send("PUT", "/services/orders/config", `{"workers":6}`); code != http.StatusOK || etag != `"4"` {
+		t.Fatalf("PUT without If-Match = %d, ETag %q %s; want 200 with ETag \"4\"", code, etag, body)
+	}
+}
