@@ -1358,3 +1358,27 @@ func (s swaplessStore) SetConfig(ctx context.Context, service string, doc []byte
 func (s swaplessStore) ConfigHistory(ctx context.Context, service string) ([]discovery.ConfigVersion, error) {
 	return s.cs.ConfigHistory(ctx, service)
 }
+
+// ConfigVersion carries JSON tags, and its configuration is a JSON
+// document: encoded, a version holds the document, not its bytes in base64
+// (what a []byte field gave, which a script reading a dumped history could
+// not use).
+func TestConfigHistoryEncodesTheDocumentAsJSON(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend())
+	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"workers":8}`)); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := r.ConfigHistory(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(hist)
+	if err != nil || !strings.Contains(string(b), `"config":{"workers":8}`) {
+		t.Fatalf("encoded history = %s, %v; want the document under \"config\"", b, err)
+	}
+	var back []discovery.ConfigVersion
+	if err := json.Unmarshal(b, &back); err != nil || len(back) != 1 || string(back[0].Config) != `{"workers":8}` || back[0].Revision != 1 {
+		t.Fatalf("decoded history = %+v, %v", back, err)
+	}
+}

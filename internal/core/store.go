@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"time"
 )
 
@@ -81,8 +82,9 @@ type Notifier interface {
 type ConfigVersion struct {
 	// Revision numbers the service's config versions 1, 2, 3, ...
 	Revision int64 `json:"revision"`
-	// Config is the JSON document.
-	Config []byte `json:"config"`
+	// Config is the JSON document (a json.RawMessage: encoded as the
+	// document itself, where a []byte was encoded in base64).
+	Config json.RawMessage `json:"config"`
 	// CreatedAt is when it was stored.
 	CreatedAt time.Time `json:"created_at"`
 }
