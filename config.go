@@ -244,7 +244,12 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     "Authorization: Bearer <token>" for audience service when a
 //     TokenSource is set (a token taken for each attempt); each attempt is bounded by 10 s, three attempts
 //     with backoff (WithConfigNotifyTimeout, WithConfigNotifyRetries);
-//     redirects are not followed;
+//     redirects are not followed. This process sends an instance one
+//     configuration at a time, in revision order: an attempt whose
+//     revision is older than one another UpdateConfig has begun sending it
+//     is not made (reported skipped, "superseded by config revision N"),
+//     rather than leave the instance on the older one. Across processes
+//     only the X-Discovery-Config-Revision header orders them;
 //   - a router instance registered by this Registry with WithConfigFunc has
 //     its callback called (the report waits for it, but not past the
 //     notification timeout of the call under way: a callback still running

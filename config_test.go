@@ -1382,3 +1382,64 @@ func TestConfigHistoryEncodesTheDocumentAsJSON(t *testing.T) {
 		t.Fatalf("decoded history = %+v, %v", back, err)
 	}
 }
+
+// A notification that waits to retry an older configuration does not go
+// out after a newer one this process delivered to the same instance since:
+// the instance was left on the older configuration, and both were
+// reported delivered. The retry is given up, reported skipped as
+// superseded.
+func TestConfigRetryDoesNotOverwriteANewerConfig(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithConfigNotifyRetries(3, time.Second))
+	got := &received{}
+	first := make(chan struct{})
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		got.record(req)
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // the first attempt of revision 1
+			close(first)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	addInstance(t, r, discovery.Instance{ID: "a", Service: "api", Host: host, Port: p, Weight: 100, RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+
+	older := make(chan discovery.ConfigReport, 1)
+	go func() {
+		rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
+		if err != nil {
+			t.Error(err)
+		}
+		older <- rep
+	}()
+	<-first // revision 1 waits for its retry on the fake clock, which stands still
+	newer, err := r.UpdateConfig(ctx, "api", cfgDoc(2))
+	if err != nil || newer.Count(discovery.NotifyDelivered) != 1 {
+		t.Fatalf("UpdateConfig(2) = %+v, %v; want delivered", newer.Instances, err)
+	}
+	var rep discovery.ConfigReport
+	waitFor(t, 5*time.Second, "the older update to end", func() bool {
+		clock.Advance(2 * time.Second)
+		select {
+		case rep = <-older:
+			return true
+		default:
+			return false
+		}
+	})
+	if rev, body := got.last(); rev != "2" || body != `{"n":2}` {
+		got.mu.Lock()
+		sent := fmt.Sprint(got.revs)
+		got.mu.Unlock()
+		t.Fatalf("the instance was sent revisions %s, the last %s %s; want the last to be 2", sent, rev, body)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped ||
+		!strings.Contains(rep.Instances[0].Reason, "superseded by config revision 2") {
+		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
+	}
+}

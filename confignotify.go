@@ -36,7 +36,8 @@ const (
 	// NotifyFailed: every attempt failed; Err says why.
 	NotifyFailed
 	// NotifySkipped: the instance was not notified by this call; Reason says
-	// why (draining, or a router instance that its own process notifies).
+	// why (draining, a router instance that its own process notifies, or a
+	// newer configuration that superseded this one).
 	NotifySkipped
 )
 
@@ -263,6 +264,7 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 		return
 	}
 	defer g.sending.Unlock()
+	var skipped int64 // the last revision read whose send a newer one superseded
 	for {
 		inst, _, gone := g.state()
 		if gone || inst.Method != core.MethodHTTP || inst.Status == core.StatusDraining {
@@ -288,6 +290,13 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 		doc := slices.Clone(svc.Config)
 		res := NotifyResult{Instance: inst}
 		r.postConfig(ctx, g.service, svc.ConfigRevision, doc, r.TokenSource(), &res)
+		if res.Outcome == NotifySkipped && svc.ConfigRevision > skipped {
+			// An UpdateConfig is sending a newer one: read it (once per
+			// revision read: after a restore from a backup, the newer one
+			// being sent may be a revision the database lost).
+			skipped = svc.ConfigRevision
+			continue
+		}
 		if res.Outcome != NotifyDelivered {
 			return // logged by postConfig
 		}
@@ -297,16 +306,92 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 	}
 }
 
+// sendOrder keeps this process's notifications of each HTTP instance in
+// revision order: one attempt at a time per instance, and none with a
+// revision older than one an attempt already started with. Without it a
+// retry of an older configuration, waiting out its backoff, went out after
+// a newer one that another UpdateConfig delivered meanwhile, and left the
+// instance on the older one, both reported delivered. An instance has an
+// entry only while a notification of it is under way.
+type sendOrder struct {
+	mu sync.Mutex
+	m  map[string]*instanceSends
+}
+
+// instanceSends is one instance's entry in sendOrder.
+type instanceSends struct {
+	slot   core.Slot // held during an attempt
+	newest int64     // the newest configuration revision an attempt started with (under sendOrder.mu)
+	users  int       // notifications under way (under sendOrder.mu)
+}
+
+// acquire returns the entry of key, made if need be, counting one user.
+func (o *sendOrder) acquire(key string) *instanceSends {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.m[key]
+	if e == nil {
+		if o.m == nil {
+			o.m = map[string]*instanceSends{}
+		}
+		e = &instanceSends{slot: core.NewSlot()}
+		o.m[key] = e
+	}
+	e.users++
+	return e
+}
+
+// release drops a user of key's entry, and the entry with its last one.
+func (o *sendOrder) release(key string, e *instanceSends) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.users--; e.users == 0 {
+		delete(o.m, key)
+	}
+}
+
+// begin reports the revision that supersedes rev (0 if none), or makes rev
+// the newest started.
+func (o *sendOrder) begin(e *instanceSends, rev int64) (newer int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.newest > rev {
+		return e.newest
+	}
+	e.newest = rev
+	return 0
+}
+
 // postConfig sends a configuration to an HTTP instance, retrying with
 // backoff, and records the outcome in res. Each attempt is signed with a
 // token of ts (if any) taken as it starts: one taken before the first
 // attempt had expired by a retry after slow attempts (or by an attempt
-// that waited for others), and the instance refused it.
+// that waited for others), and the instance refused it. Attempts to one
+// instance go one at a time (sendOrder); one whose revision a newer one
+// started after is not made, and res says skipped, superseded.
 func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64, doc []byte, ts TokenSource, res *NotifyResult) {
-	url := "http://" + res.Instance.Addr() + ConfigReloadPath
+	addr := res.Instance.Addr()
+	url := "http://" + addr + ConfigReloadPath
+	key := service + "\x00" + res.Instance.ID + "\x00" + addr
+	sends := r.sends.acquire(key)
+	defer r.sends.release(key, sends)
 	for attempt := 1; ; attempt++ {
+		if err := sends.slot.Lock(ctx); err != nil { // ended waiting for another notification's attempt
+			if attempt == 1 {
+				res.Outcome, res.Err = NotifyFailed, err
+				r.log.Warn("discovery: config notification failed", zap.String("service", service),
+					zap.String("instance", res.Instance.ID), zap.Int64("config_revision", cfgRev), zap.Int("attempts", 0), zap.Error(err))
+			}
+			return
+		}
+		if newer := r.sends.begin(sends, cfgRev); newer != 0 {
+			sends.slot.Unlock()
+			res.Outcome, res.Err, res.Reason = NotifySkipped, nil, "superseded by config revision "+strconv.FormatInt(newer, 10)
+			return
+		}
 		res.Attempts = attempt
 		err, retry := r.postOnce(ctx, url, service, cfgRev, doc, ts)
+		sends.slot.Unlock()
 		if err == nil {
 			res.Outcome, res.Err = NotifyDelivered, nil
 			return

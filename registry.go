@@ -81,6 +81,7 @@ type Registry struct {
 	hubs   sync.Map       // service name -> *hub
 	hooked atomic.Int32   // how many hubs run; 0 skips the watch hooks
 	httpc  *http.Client   // configuration notifications
+	sends  sendOrder      // their order per instance (confignotify.go)
 	pools  transportPools // what Transports share (transport.go)
 }
 
