@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/rssbot/discovery"
@@ -41,6 +42,37 @@ func ExampleRegistry_UpdateConfig() {
 	// 1 1 <nil>
 	// discovery: invalid config of service "feeds": refused by its validator: workers must be at least 1
 	// {"workers":4} 1
+}
+
+// Two editors read the same configuration and store their edits with a
+// compare-and-set: the second is refused, reads again and applies its
+// edit to what the first stored.
+func ExampleRegistry_UpdateConfigIf() {
+	ctx := context.Background()
+	reg, _ := discovery.New(discovery.WithStore(discoverytest.NewBackend()))
+	defer reg.Close()
+	_, _ = reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":4}`))
+
+	_, rev, _ := reg.Config(ctx, "feeds") // both editors read revision 1
+	_, err := reg.UpdateConfigIf(ctx, "feeds", rev, json.RawMessage(`{"workers":8}`))
+	fmt.Println(err)
+	_, err = reg.UpdateConfigIf(ctx, "feeds", rev, json.RawMessage(`{"workers":4,"batch":100}`))
+	fmt.Println(errors.Is(err, discovery.ErrConflict), err)
+
+	cfg, rev, _ := reg.Config(ctx, "feeds") // read again, edit, store
+	var c map[string]any
+	_ = json.Unmarshal(cfg, &c)
+	c["batch"] = 100
+	edited, _ := json.Marshal(c)
+	rep, err := reg.UpdateConfigIf(ctx, "feeds", rev, edited)
+	fmt.Println(rep.ConfigRevision, err)
+	cfg, _, _ = reg.Config(ctx, "feeds")
+	fmt.Println(string(cfg))
+	// Output:
+	// <nil>
+	// true discovery: config of service "feeds" is at revision 2, not 1: not stored
+	// 3 <nil>
+	// {"batch":100,"workers":8}
 }
 
 // A watcher sees the current state, then every change.
