@@ -384,6 +384,11 @@ func (r *Registry) setConfigIf(ctx context.Context, service string, doc []byte, 
 	if err != nil {
 		return ConfigReport{}, err
 	}
+	// From before the write to the notifications' end: notifications of a
+	// newer configuration that end meanwhile leave what they sent for
+	// these to see (sendOrder).
+	sends := r.sends.acquire(service)
+	defer r.sends.release(service, sends)
 	var rev, cfgRev int64
 	if want == anyConfigRevision {
 		rev, cfgRev, err = cs.SetConfig(ctx, service, doc, r.clock.Now(), r.opts.configKeep)

@@ -1443,3 +1443,68 @@ func TestConfigRetryDoesNotOverwriteANewerConfig(t *testing.T) {
 		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
 	}
 }
+
+// listingHook is a backend whose Load, when hold is set, waits on it once
+// before it answers: an UpdateConfig stops between its write and the
+// listing of the instances to notify.
+type listingHook struct {
+	*discoverytest.Backend
+	hold   atomic.Pointer[chan struct{}]
+	loaded chan struct{}
+}
+
+func (h *listingHook) Load(ctx context.Context, service string) (*discovery.Service, error) {
+	if ch := h.hold.Swap(nil); ch != nil {
+		h.loaded <- struct{}{}
+		<-*ch
+	}
+	return h.Backend.Load(ctx, service)
+}
+
+// An UpdateConfig whose notification begins only after a newer one's has
+// ended (the newer one stored, listed and sent all while the older one was
+// between its write and its listing) does not send the instance the older
+// configuration: it ended on it, both reported delivered.
+func TestConfigOlderNotificationStartingLateDoesNotOverwriteANewerConfig(t *testing.T) {
+	ctx := context.Background()
+	backend := &listingHook{Backend: discoverytest.NewBackend(), loaded: make(chan struct{})}
+	r, err := discovery.New(discovery.WithStore(backend), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	got := &received{}
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, req *http.Request) { got.record(req) }))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	addInstance(t, r, discovery.Instance{ID: "a", Service: "api", Host: host, Port: p, Weight: 100, RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
+
+	release := make(chan struct{})
+	backend.hold.Store(&release)
+	older := make(chan discovery.ConfigReport, 1)
+	go func() {
+		rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
+		if err != nil {
+			t.Error(err)
+		}
+		older <- rep
+	}()
+	<-backend.loaded // revision 1 is stored; its listing waits
+	newer, err := r.UpdateConfig(ctx, "api", cfgDoc(2))
+	if err != nil || newer.Count(discovery.NotifyDelivered) != 1 {
+		t.Fatalf("UpdateConfig(2) = %+v, %v; want delivered", newer.Instances, err)
+	}
+	close(release)
+	rep := <-older
+	if rev, body := got.last(); rev != "2" || body != `{"n":2}` {
+		got.mu.Lock()
+		sent := fmt.Sprint(got.revs)
+		got.mu.Unlock()
+		t.Fatalf("the instance was sent revisions %s, the last %s %s; want the last to be 2", sent, rev, body)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped ||
+		!strings.Contains(rep.Instances[0].Reason, "superseded by config revision 2") {
+		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
+	}
+}

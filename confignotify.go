@@ -264,6 +264,10 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 		return
 	}
 	defer g.sending.Unlock()
+	// From before the read: an UpdateConfig that sends a newer one after
+	// it supersedes the send (sendOrder), rather than be followed by it.
+	sends := r.sends.acquire(g.service)
+	defer r.sends.release(g.service, sends)
 	var skipped int64 // the last revision read whose send a newer one superseded
 	for {
 		inst, _, gone := g.state()
@@ -311,54 +315,77 @@ func (g *Registration) sendOwedConfig(ctx context.Context) {
 // revision older than one an attempt already started with. Without it a
 // retry of an older configuration, waiting out its backoff, went out after
 // a newer one that another UpdateConfig delivered meanwhile, and left the
-// instance on the older one, both reported delivered. An instance has an
-// entry only while a notification of it is under way.
+// instance on the older one, both reported delivered. A service has an
+// entry from the write of a configuration (setConfigIf) until the last of
+// its notifications under way ends: an UpdateConfig that lists its
+// instances after a newer one's notifications ended still finds what they
+// sent. Kept longer, an entry would hold revisions that a database
+// restored from a backup has lost, and refuse the ones written after.
 type sendOrder struct {
 	mu sync.Mutex
-	m  map[string]*instanceSends
+	m  map[string]*serviceSends
 }
 
-// instanceSends is one instance's entry in sendOrder.
+// serviceSends is one service's entry in sendOrder.
+type serviceSends struct {
+	users int // writes and notifications of the service under way
+	insts map[string]*instanceSends
+}
+
+// instanceSends is one instance's: a slot held during an attempt, and the
+// newest configuration revision an attempt started with (under
+// sendOrder.mu).
 type instanceSends struct {
-	slot   core.Slot // held during an attempt
-	newest int64     // the newest configuration revision an attempt started with (under sendOrder.mu)
-	users  int       // notifications under way (under sendOrder.mu)
+	slot   core.Slot
+	newest int64
 }
 
-// acquire returns the entry of key, made if need be, counting one user.
-func (o *sendOrder) acquire(key string) *instanceSends {
+// acquire returns the entry of service, made if need be, counting one user.
+func (o *sendOrder) acquire(service string) *serviceSends {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	e := o.m[key]
+	e := o.m[service]
 	if e == nil {
 		if o.m == nil {
-			o.m = map[string]*instanceSends{}
+			o.m = map[string]*serviceSends{}
 		}
-		e = &instanceSends{slot: core.NewSlot()}
-		o.m[key] = e
+		e = &serviceSends{insts: map[string]*instanceSends{}}
+		o.m[service] = e
 	}
 	e.users++
 	return e
 }
 
-// release drops a user of key's entry, and the entry with its last one.
-func (o *sendOrder) release(key string, e *instanceSends) {
+// release drops a user of service's entry, and the entry with its last one.
+func (o *sendOrder) release(service string, e *serviceSends) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if e.users--; e.users == 0 {
-		delete(o.m, key)
+		delete(o.m, service)
 	}
+}
+
+// instance returns the entry of an instance (key) of e, made if need be.
+func (o *sendOrder) instance(e *serviceSends, key string) *instanceSends {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	in := e.insts[key]
+	if in == nil {
+		in = &instanceSends{slot: core.NewSlot()}
+		e.insts[key] = in
+	}
+	return in
 }
 
 // begin reports the revision that supersedes rev (0 if none), or makes rev
 // the newest started.
-func (o *sendOrder) begin(e *instanceSends, rev int64) (newer int64) {
+func (o *sendOrder) begin(in *instanceSends, rev int64) (newer int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e.newest > rev {
-		return e.newest
+	if in.newest > rev {
+		return in.newest
 	}
-	e.newest = rev
+	in.newest = rev
 	return 0
 }
 
@@ -372,9 +399,9 @@ func (o *sendOrder) begin(e *instanceSends, rev int64) (newer int64) {
 func (r *Registry) postConfig(ctx context.Context, service string, cfgRev int64, doc []byte, ts TokenSource, res *NotifyResult) {
 	addr := res.Instance.Addr()
 	url := "http://" + addr + ConfigReloadPath
-	key := service + "\x00" + res.Instance.ID + "\x00" + addr
-	sends := r.sends.acquire(key)
-	defer r.sends.release(key, sends)
+	svc := r.sends.acquire(service)
+	defer r.sends.release(service, svc)
+	sends := r.sends.instance(svc, res.Instance.ID+"\x00"+addr)
 	for attempt := 1; ; attempt++ {
 		if err := sends.slot.Lock(ctx); err != nil { // ended waiting for another notification's attempt
 			if attempt == 1 {
