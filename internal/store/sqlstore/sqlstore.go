@@ -38,9 +38,7 @@ type Store struct {
 type queries struct {
 	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
 	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
-	setConfigIfNone, setConfigIf, configRevision string
-
-	putKey, retireKey, reapKeys      string
+	setConfigIfNone, setConfigIf, configRevision, putKey, retireKey, reapKeys string
 	revokedKey, keyOf, recordRevoked string
 }
 
