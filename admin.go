@@ -468,8 +468,9 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 // putConfigIf stores a PUT's configuration: with UpdateConfigIf when it
 // has an If-Match (want), else with UpdateConfig. "*" expects the revision
 // the database holds now, if there is one: UpdateConfigIf then refuses the
-// PUT if another came between. Preconditions that fail are answered before
-// the body is judged (RFC 9110, 13.2.1).
+// PUT if another came between. A weak tag, or "*" without a configuration,
+// fails at once, the body unread; a revision is compared by UpdateConfigIf,
+// after the body passed its checks (a refused body is a 400 either way).
 func (a *admin) putConfigIf(ctx context.Context, name string, doc []byte, want int64, conditional bool) (ConfigReport, error) {
 	if !conditional {
 		return a.r.UpdateConfig(ctx, name, doc)
