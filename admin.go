@@ -469,7 +469,7 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 // has an If-Match (want), else with UpdateConfig. "*" expects the revision
 // the database holds now, if there is one: UpdateConfigIf then refuses the
 // PUT if another came between. A weak tag, or "*" without a configuration,
-// fails at once, the body unread; a revision is compared by UpdateConfigIf,
+// fails before the body is checked; a revision is compared by UpdateConfigIf,
 // after the body passed its checks (a refused body is a 400 either way).
 func (a *admin) putConfigIf(ctx context.Context, name string, doc []byte, want int64, conditional bool) (ConfigReport, error) {
 	if !conditional {
