@@ -251,16 +251,16 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 //     rather than leave the instance on the older one. Across processes
 //     only the X-Discovery-Config-Revision header orders them;
 //   - a router instance registered by this Registry with WithConfigFunc has
-//     its callback called (the report waits for it, but not past the
-//     notification timeout of the call under way: a callback still running
+//     its callback called, draining or not (the report waits for it, but
+//     not past the notification timeout of the call under way: a callback still running
 //     then, its context ignored, is reported failed with an error matching
 //     context.DeadlineExceeded, and is given the configuration once it
 //     returns);
 //   - router instances of other processes are skipped here: their own
 //     Registry calls their callback when it learns of the change (by the
 //     change message, or within the L1 freshness window if that is lost);
-//   - draining instances are skipped (they may be shutting down). An HTTP
-//     instance registered as a standby (Status StatusDraining) or drained
+//   - other draining instances are skipped (they may be shutting down).
+//     An HTTP instance registered as a standby (Status StatusDraining) or drained
 //     with Update is sent the configuration later, by its own Registry,
 //     when an Update of its Registration takes it out of draining (see
 //     Registration.Update).

@@ -1508,3 +1508,26 @@ func TestConfigOlderNotificationStartingLateDoesNotOverwriteANewerConfig(t *test
 		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
 	}
 }
+
+// A router standby (registered draining) with a WithConfigFunc callback in
+// this process is given the configuration by its process all the same (as
+// README says, its process calls it once per revision): UpdateConfig's
+// report says what became of that call, not "skipped, draining" for a
+// callback that was called.
+func TestConfigReportOfADrainingRouterSaysItsCallbackWasCalled(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	var cb callbackLog
+	if _, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter,
+		Status: discovery.StatusDraining}, discovery.WithConfigFunc(cb.fn)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the callback", func() bool { return cb.calls.Load() == 1 })
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered || rep.Instances[0].Attempts != 1 {
+		t.Fatalf("report %+v, callback saw %v; want delivered: the callback was called", rep.Instances, cb.seen())
+	}
+}

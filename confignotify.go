@@ -144,12 +144,17 @@ func (r *Registry) notifyConfig(ctx context.Context, service string, cfgRev int6
 	for i := range out {
 		res := &out[i]
 		in := &res.Instance
+		var g *Registration // this process's registration of a router instance
+		if in.Method == core.MethodRouter {
+			g = r.ownRegistration(service, in.ID)
+		}
 		switch {
-		case in.Status == core.StatusDraining:
+		case in.Status == core.StatusDraining && (g == nil || g.opts.onConfig == nil):
+			// A callback of this process is called draining or not (its
+			// hub offers it every revision): reported below as it went.
 			res.Outcome, res.Reason = NotifySkipped, "draining"
 			continue
 		case in.Method == core.MethodRouter:
-			g := r.ownRegistration(service, in.ID)
 			switch {
 			case g == nil:
 				res.Outcome, res.Reason = NotifySkipped, "router instance of another process: its own Registry calls its callback"
