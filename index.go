@@ -127,31 +127,23 @@ func (x *index) load(name string) *entry {
 	return x.shard(h).t.Load().find(h, name)
 }
 
-// find returns the entry of name (hash h), or nil. The probe ends at an
-// empty slot: a table is never full.
+// find returns the entry of name (hash h), or nil.
 func (t *indexTable) find(h uint64, name string) *entry {
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		e := s.e.Load()
-		if e == nil {
-			return nil
-		}
-		if s.h == h && e.name == name {
-			return e
-		}
-	}
+	_, e := t.slot(h, name)
+	return e
 }
 
-// slot returns the slot of name (hash h), or nil.
-func (t *indexTable) slot(h uint64, name string) *indexSlot {
+// slot returns the slot of name (hash h) and its entry, or nils. The probe
+// ends at an empty slot: a table is never full.
+func (t *indexTable) slot(h uint64, name string) (*indexSlot, *entry) {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		e := s.e.Load()
 		if e == nil {
-			return nil
+			return nil, nil
 		}
 		if s.h == h && e.name == name {
-			return s
+			return s, e
 		}
 	}
 }
@@ -170,11 +162,7 @@ func (x *index) update(name string, fn func(cur *entry) (next *entry, change boo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.t.Load()
-	sl := old.slot(h, name)
-	var cur *entry
-	if sl != nil {
-		cur = sl.e.Load()
-	}
+	sl, cur := old.slot(h, name)
 	next, change := fn(cur)
 	switch {
 	case !change || next == nil && cur == nil:
