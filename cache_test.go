@@ -403,6 +403,33 @@ func TestUndecodableL2IsAMiss(t *testing.T) {
 	}
 }
 
+// README's failure modes: corrupt data in Redis is a miss, counted, and
+// deleted, so that it is not read and counted again by every lookup until
+// it expires. The database here has no such service, so no write-back
+// replaces it: only the deletion can take it out.
+func TestUndecodableL2IsDeleted(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			r := w.registry(t)
+			key := l2Key(w.ns, "ghost_svc")
+			if err := w.rdb.Set(ctx, key, "not a snapshot", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Get(ctx, "ghost_svc"); !errors.Is(err, discovery.ErrNotFound) {
+				t.Fatalf("Get over an undecodable snapshot of a service the database does not know: %v; want ErrNotFound", err)
+			}
+			if st := r.Stats(); st.L2DecodeErrors != 1 {
+				t.Fatalf("L2DecodeErrors = %d; want 1", st.L2DecodeErrors)
+			}
+			if n, err := w.rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+				t.Fatalf("Redis still holds the undecodable snapshot (EXISTS %d, %v); want it deleted", n, err)
+			}
+		})
+	}
+}
+
 // Invalidate makes every Registry reload a service from the database.
 func TestInvalidateReachesEveryRegistry(t *testing.T) {
 	for _, k := range redisWorlds() {
