@@ -453,3 +453,33 @@ func TestREADMEDrainWaitWithoutFanOut(t *testing.T) {
 			want, longestFresh, discovery.DefaultPropagationDelay, para)
 	}
 }
+
+// README says how long "no such service" is remembered and what clears it.
+// A registration clears it in the processes that hear of changes; on a SQL
+// database without Redis nothing tells the others, and they keep answering
+// ErrNotFound until the negative TTL ends (WithNegativeTTL's godoc says so).
+// README must not promise "everywhere at once" to a deployment without
+// Redis, whose callers would retry at once and fail again.
+func TestREADMENegativeLookupWithoutFanOut(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, worldKind{name: "sqlite", sql: sqlite})
+	a, b := w.registry(t), w.registry(t)
+	if _, err := b.Get(ctx, "new_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("Get of a service nobody registered = %v; want ErrNotFound", err)
+	}
+	mustRegister(t, a, inst("new_svc", "10.0.0.1", 1))
+	_, err := b.Get(ctx, "new_svc")
+	if !errors.Is(err, discovery.ErrNotFound) {
+		return // cleared at once after all: any wording holds
+	}
+	section := readmeSection(t, "## How lookups stay fresh")
+	m := regexp.MustCompile(`(?s)- \*\*Stampedes\.\*\*(.*?)\n- \*\*`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README.md has no Stampedes paragraph")
+	}
+	para := strings.Join(strings.Fields(m[1]), " ")
+	if !strings.Contains(para, "without Redis") {
+		t.Errorf("README: %q; but on SQLite without Redis another process's Get right after the registration = %v",
+			para, err)
+	}
+}
