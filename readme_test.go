@@ -483,3 +483,34 @@ func TestREADMENegativeLookupWithoutFanOut(t *testing.T) {
 			para, err)
 	}
 }
+
+// README says what Invalidate does to the other processes: they reload the
+// service on its forced change message. Without Redis there is no message
+// (Invalidate's godoc says so): the others keep their entry until its
+// freshness window ends, and README must say so to an operator who runs
+// Invalidate on a deployment without Redis after fixing a row by hand.
+func TestREADMEInvalidateWithoutRedis(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, worldKind{name: "sqlite", sql: sqlite})
+	a, b := w.registry(t), w.registry(t)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	if _, err := b.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Invalidate(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Lookup(ctx, "db_svc")
+	if err != nil || res.Layer != discovery.LayerL1 {
+		return // reloaded after all: any wording holds
+	}
+	section := readmeSection(t, "## How lookups stay fresh")
+	m := regexp.MustCompile(`(?s)- \*\*Invalidate\.\*\*(.*?)\n- \*\*`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README.md has no Invalidate paragraph")
+	}
+	if para := strings.Join(strings.Fields(m[1]), " "); !strings.Contains(para, "Without Redis") {
+		t.Errorf("README's Invalidate paragraph says every other process reloads the service on its forced change message; "+
+			"but on SQLite without Redis another process's Lookup right after the Invalidate was answered by %v", res.Layer)
+	}
+}
