@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rssbot/discovery"
@@ -512,5 +514,79 @@ func TestREADMEInvalidateWithoutRedis(t *testing.T) {
 	if para := strings.Join(strings.Fields(m[1]), " "); !strings.Contains(para, "Without Redis") {
 		t.Errorf("README's Invalidate paragraph says every other process reloads the service on its forced change message; "+
 			"but on SQLite without Redis another process's Lookup right after the Invalidate was answered by %v", res.Layer)
+	}
+}
+
+// README's Metrics table is what dashboards and alerts are written from:
+// every metric the collector exports is in it, with its type and label
+// names, and every row names a metric the collector exports.
+func TestREADMEMetricsTableMatchesTheCollector(t *testing.T) {
+	type row struct{ typ, labels string }
+	table := map[string]row{}
+	for _, line := range strings.Split(readmeSection(t, "### Metrics"), "\n") {
+		cols := strings.Split(line, "|")
+		if len(cols) < 5 || !strings.HasPrefix(strings.TrimSpace(cols[1]), "`discovery_") {
+			continue
+		}
+		// label names are the backticked words outside parentheses (which give values)
+		labels := regexp.MustCompile(`\([^)]*\)`).ReplaceAllString(cols[3], "")
+		var names []string
+		for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(labels, -1) {
+			names = append(names, m[1])
+		}
+		sort.Strings(names)
+		table[strings.Trim(strings.TrimSpace(cols[1]), "`")] = row{strings.TrimSpace(cols[2]), strings.Join(names, ",")}
+	}
+	if len(table) == 0 {
+		t.Fatal("README.md's Metrics section has no table of metrics")
+	}
+
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithRedis(rdb), discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := r.Pick(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel.Done(nil)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		name := f.GetName()
+		exported[name] = true
+		want, ok := table[name]
+		if !ok {
+			t.Errorf("README's Metrics table does not list %s", name)
+			continue
+		}
+		if typ := strings.ToLower(f.GetType().String()); typ != want.typ {
+			t.Errorf("README gives %s the type %q; it is a %s", name, want.typ, typ)
+		}
+		if len(f.GetMetric()) == 0 {
+			continue
+		}
+		var names []string
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			names = append(names, l.GetName())
+		}
+		sort.Strings(names)
+		if got := strings.Join(names, ","); got != want.labels {
+			t.Errorf("README gives %s the labels %q; it has %q", name, want.labels, got)
+		}
+	}
+	for name := range table {
+		if !exported[name] {
+			t.Errorf("README's Metrics table lists %s, which the collector does not export", name)
+		}
 	}
 }
