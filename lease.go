@@ -74,9 +74,17 @@ type Registration struct {
 // meanwhile (see Update). Other statuses are this process's view of an
 // instance, not something to store, and are refused.
 func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
-	if r.closed.Load() {
+	if !r.beginRegister() {
 		return nil, ErrClosed
 	}
+	counted := true // until listed among the registrations Close ends
+	defer func() {
+		if counted {
+			r.regMu.Lock()
+			r.endRegister()
+			r.regMu.Unlock()
+		}
+	}()
 	var ro regOptions
 	for _, o := range opts {
 		if o != nil {
@@ -110,6 +118,14 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 			}
 			return nil, err
 		}
+	}
+	if r.closed.Load() {
+		// Close began while this waited for the instance: nothing to
+		// write, and nothing to remove after.
+		for _, old := range olds {
+			old.writing.Unlock()
+		}
+		return nil, ErrClosed
 	}
 	now := r.clock.Now()
 	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
@@ -160,6 +176,8 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		return nil, ErrClosed
 	}
 	r.regs[g] = struct{}{}
+	counted = false
+	r.endRegister()
 	r.regMu.Unlock()
 	if !r.spawn(g.keepAlive) {
 		cancel()
@@ -167,6 +185,27 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	}
 	r.startConfig(ctx, g)
 	return g, nil
+}
+
+// beginRegister counts a Register call under way, for Close to wait for,
+// unless the Registry is closing; it reports whether it did. endRegister,
+// under regMu, ends what it began: once the registration is listed (Close
+// ends it with the others), or the call has returned.
+func (r *Registry) beginRegister() bool {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	if r.closed.Load() {
+		return false
+	}
+	r.registering++
+	return true
+}
+
+func (r *Registry) endRegister() {
+	if r.registering--; r.registering == 0 && r.registersDone != nil {
+		close(r.registersDone)
+		r.registersDone = nil
+	}
 }
 
 // registrationsOf returns this process's registrations of an instance.

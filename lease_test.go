@@ -14,17 +14,23 @@ import (
 	"github.com/rssbot/discovery/discoverytest"
 )
 
-// hookStore is a Store whose Register calls a hook first.
+// hookStore is a Store whose Register calls a hook first, and another once
+// the write is done.
 type hookStore struct {
 	discovery.Store
-	onRegister func()
+	onRegister    func()
+	afterRegister func()
 }
 
 func (s *hookStore) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
 	if s.onRegister != nil {
 		s.onRegister()
 	}
-	return s.Store.Register(ctx, in)
+	rev, err := s.Store.Register(ctx, in)
+	if s.afterRegister != nil {
+		s.afterRegister()
+	}
+	return rev, err
 }
 
 // Two Register calls of one instance at once in one process leave one
@@ -96,13 +102,14 @@ func TestConcurrentRegistersOfOneInstanceLeaveOneRegistration(t *testing.T) {
 // A Register whose store write is still under way when Close takes its
 // list of registrations returns ErrClosed and removes what it wrote: it
 // returned success on a closed Registry and left the instance listed for a
-// lease TTL.
+// lease TTL. Close waits for it no longer than its close timeout.
 func TestRegisterRacingCloseLeavesNoInstance(t *testing.T) {
 	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	entered, release := make(chan struct{}), make(chan struct{})
 	hs := &hookStore{Store: backend, onRegister: func() { close(entered); <-release }}
-	r, err := discovery.New(discovery.WithStore(hs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	r, err := discovery.New(discovery.WithStore(hs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0),
+		discovery.WithCloseTimeout(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +147,59 @@ func TestRegisterRacingCloseLeavesNoInstance(t *testing.T) {
 	}
 	if got.err == nil || n != 0 {
 		t.Fatalf("Register racing Close returned err=%v; after both returned the store holds %d live instance(s); want ErrClosed or the instance deregistered", got.err, n)
+	}
+}
+
+// Close waits (within its close timeout) for a Register under way, which
+// removes what it wrote once it sees the Registry closed. Close returned at
+// once and the write landed after it: a process that exits when Close
+// returns (defer reg.Close() in main) left the instance listed, and picked,
+// for a lease TTL.
+func TestCloseWaitsForARegisterUnderWay(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var closeReturned, landedAfterClose atomic.Bool
+	hs := &hookStore{Store: backend, onRegister: func() { close(entered); <-release },
+		afterRegister: func() { landedAfterClose.Store(closeReturned.Load()) }}
+	r, err := discovery.New(discovery.WithStore(hs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regErr := make(chan error, 1)
+	go func() {
+		_, err := r.Register(ctx, inst("db_svc", "10.0.0.1", 1))
+		regErr <- err
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() {
+		err := r.Close()
+		closeReturned.Store(true)
+		closed <- err
+	}()
+	// A Close that does not wait returns at once (microseconds with the
+	// in-memory store); one that waits is still waiting when the write is
+	// let through.
+	select {
+	case <-closed:
+		closed <- nil
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-regErr; !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Register racing Close = %v; want ErrClosed", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if landedAfterClose.Load() {
+		t.Fatal("Close returned while a Register's write was under way; the write landed after it, and nothing in this process was left to remove it once the process exits")
+	}
+	if svc, err := backend.Load(ctx, "db_svc"); err == nil && len(svc.Instances) != 0 {
+		t.Fatalf("after Close the store holds %d instance(s); want none", len(svc.Instances))
 	}
 }
 

@@ -55,6 +55,11 @@ type Registry struct {
 	regMu    sync.Mutex
 	regs     map[*Registration]struct{}
 	regLocks map[string]*instLock // per-instance Register serialisation (lease.go)
+	// registering counts the Register calls under way; once Close began,
+	// the last to end closes registersDone, which Close waits for
+	// (beginRegister). Under regMu.
+	registering   int
+	registersDone chan struct{}
 
 	storeDown   atomic.Bool            // written under outMu
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
@@ -204,7 +209,9 @@ func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 // Close drains every instance this Registry registered (for at most the
 // close-drain timeout, 1 s, and half the close timeout; see WithCloseDrain and
 // Registration.Drain), then
-// deregisters them (within the close timeout), closes every Watch channel,
+// deregisters them (within the close timeout), waits (within the same
+// timeout) for the Register calls under way, which return ErrClosed and
+// remove what they wrote, closes every Watch channel,
 // stops every goroutine it started and unsubscribes. It
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
@@ -223,9 +230,24 @@ func (r *Registry) Close() error {
 	for g := range r.regs {
 		regs = append(regs, g)
 	}
+	var registers chan struct{}
+	if r.registering > 0 {
+		registers = make(chan struct{})
+		r.registersDone = registers
+	}
 	r.regMu.Unlock()
 	ctx, cancel := ownTimeout(context.Background(), r.opts.closeTO)
 	errs := r.closeRegistrations(ctx, regs)
+	if registers != nil {
+		// Each removes what it wrote once it sees the Registry closed:
+		// returned before, Close left a write under way to land after it,
+		// and a process that exits when Close returns left the instance
+		// listed, and picked, for a lease TTL.
+		select {
+		case <-registers:
+		case <-ctx.Done():
+		}
+	}
 	cancel()
 
 	r.goMu.Lock()
