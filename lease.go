@@ -105,7 +105,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	// one instance run one at a time: two at once each found no other,
 	// and both renewed it, so a Deregister stopped one and the other's
 	// next renewal registered it again.
-	l, err := r.lockInstance(ctx, inst.Service+"\x00"+inst.ID)
+	l, err := r.lockInstance(ctx, instanceKey(inst.Service, inst.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -611,8 +611,11 @@ func jitter(d time.Duration) time.Duration {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// lockInstance serialises this process's Register calls of one instance;
-// unlockInstance ends what it returned.
+// instanceKey is an instance's key for lockInstance.
+func instanceKey(service, id string) string { return service + "\x00" + id }
+
+// lockInstance serialises this process's Register calls of one instance
+// (and Registry.Deregister's); unlockInstance ends what it returned.
 func (r *Registry) lockInstance(ctx context.Context, key string) (*instLock, error) {
 	r.regMu.Lock()
 	if r.regLocks == nil {

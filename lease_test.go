@@ -203,6 +203,50 @@ func TestCloseWaitsForARegisterUnderWay(t *testing.T) {
 	}
 }
 
+// Registry.Deregister of an instance that a Register of this process is
+// writing at that moment stops that registration too: it found no
+// registration yet, deleted the row and returned nil, and the Register
+// then listed its registration, whose next renewal wrote the instance back.
+func TestRegistryDeregisterDuringARegisterStopsIt(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	hs := &hookStore{Store: backend}
+	r, err := discovery.New(discovery.WithStore(hs), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	deregistered := make(chan error, 1)
+	hs.afterRegister = func() {
+		hs.afterRegister = nil
+		go func() { deregistered <- r.Deregister(ctx, "db_svc", "10.0.0.1:1") }()
+		// A Deregister that does not wait for the Register ends at once
+		// (microseconds with the in-memory store); one that waits still
+		// waits when this Register goes on.
+		select {
+		case err := <-deregistered:
+			deregistered <- err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	g, err := r.Register(ctx, inst("db_svc", "10.0.0.1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-deregistered; err != nil {
+		t.Fatalf("Deregister = %v", err)
+	}
+	select {
+	case <-g.Done():
+	default:
+		t.Fatal("Registry.Deregister returned nil during the Register of its instance, and the registration still renews: its next renewal registers the instance again")
+	}
+	if svc, err := backend.Load(ctx, "db_svc"); err == nil && len(svc.Instances) != 0 {
+		t.Fatalf("after Deregister the store holds %d instance(s); want none", len(svc.Instances))
+	}
+}
+
 // failedDeregister registers an instance and deregisters it while the
 // database is down (ErrUnavailable), then brings the database back.
 func failedDeregister(t *testing.T) (*discovery.Registry, *discoverytest.Backend, *discovery.Registration) {

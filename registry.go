@@ -281,7 +281,9 @@ func (r *Registry) Services(ctx context.Context) ([]ServiceInfo, error) {
 }
 
 // Deregister removes an instance's row at once, wherever it was registered
-// from. If this Registry holds its Registration, that stops renewing too. A
+// from. If this Registry holds its Registration, that stops renewing too
+// (one that a Register under way in this process is writing is waited for,
+// and stopped). A
 // process that still holds the Registration registers the instance again at
 // its next renewal (within TTL/3), as after any loss of its row: to take a
 // live instance out, drain or deregister it through its Registration, in
@@ -296,18 +298,19 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 	if err := core.ValidateInstanceID(id); err != nil {
 		return err
 	}
-	r.regMu.Lock()
-	var own *Registration
-	for g := range r.regs {
-		if g.service == service && g.id == id {
-			own = g
-		}
+	// After any Register of the instance under way in this process: one
+	// whose write was on its way had no registration listed yet, and the
+	// row was deleted under it; it then listed its registration, whose
+	// next renewal wrote the instance back.
+	l, err := r.lockInstance(ctx, instanceKey(service, id))
+	if err != nil {
+		return err
 	}
-	r.regMu.Unlock()
-	if own != nil {
-		return own.Deregister(ctx)
+	defer r.unlockInstance(l)
+	if own := r.registrationsOf(service, id); len(own) > 0 {
+		return own[0].Deregister(ctx) // one: Registers of an instance replace each other
 	}
-	_, err := r.deregisterRow(ctx, service, id)
+	_, err = r.deregisterRow(ctx, service, id)
 	return err
 }
 
