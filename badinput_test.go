@@ -692,3 +692,37 @@ func TestWatchNilContextIsInvalid(t *testing.T) {
 		}
 	})
 }
+
+// A nil context given to a call of the registration lifecycle is a
+// ValidationError, with nothing changed. Register with one, replacing a
+// registration of the same instance, panicked with that registration's
+// writes held: every later write of it (renewals, Update, Close's
+// deregistration) waited on them for good, and its lease ran out.
+// Deregister with one stopped the renewals, then panicked.
+func TestLifecycleNilContextIsInvalid(t *testing.T) {
+	ctx := context.Background()
+	r := newWorld(t, allWorlds[0]).registry(t)
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	var nilCtx context.Context // nil, as a caller that forgot to set it passes
+	noPanic(t, "Register(nil)", func() {
+		_, err := r.Register(nilCtx, inst("db_svc", "10.0.0.1", 1))
+		wantInvalid(t, "Register(nil)", err)
+	})
+	noPanic(t, "Update(nil)", func() { wantInvalid(t, "Update(nil)", g.Update(nilCtx, func(*discovery.Instance) {})) })
+	noPanic(t, "SetWeight(nil)", func() { wantInvalid(t, "SetWeight(nil)", g.SetWeight(nilCtx, 3)) })
+	noPanic(t, "Drain(nil)", func() { wantInvalid(t, "Drain(nil)", g.Drain(nilCtx)) })
+	noPanic(t, "Deregister(nil)", func() { wantInvalid(t, "Deregister(nil)", g.Deregister(nilCtx)) })
+	noPanic(t, "Registry.Deregister(nil)", func() {
+		wantInvalid(t, "Registry.Deregister(nil)", r.Deregister(nilCtx, "db_svc", "10.0.0.1:1"))
+	})
+	select {
+	case <-g.Done():
+		t.Fatal("the registration stopped renewing after calls refused for a nil context")
+	default:
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := g.SetWeight(wctx, 5); err != nil {
+		t.Fatalf("SetWeight after the calls with a nil context = %v; want the registration's writes free", err)
+	}
+}

@@ -86,6 +86,9 @@ type subscriberCounter interface{ Subscribers() int }
 // deregisters at once (within the close timeout). Calling Drain on a
 // registration that is gone returns nil.
 func (g *Registration) Drain(ctx context.Context) error {
+	if ctx == nil {
+		return nilContext("Drain")
+	}
 	rev, err := g.markDraining(ctx)
 	switch {
 	case err == nil:

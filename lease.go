@@ -61,7 +61,8 @@ type Registration struct {
 
 // Register registers an instance and keeps its lease alive until the
 // Registration or the Registry is closed. The instance is validated first
-// (errors match ErrInvalid and name the field; nothing is written); its ID
+// (errors match ErrInvalid and name the field; nothing is written; a nil
+// ctx is refused so too, here and by the Registration's methods); its ID
 // defaults to Host:Port. Registering an ID that exists replaces it in place.
 // Options give the in-process parts of the registration (a router
 // instance's handler and health check, a configuration callback). The
@@ -74,6 +75,12 @@ type Registration struct {
 // meanwhile (see Update). Other statuses are this process's view of an
 // instance, not something to store, and are refused.
 func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOption) (*Registration, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if ctx == nil {
+		return nil, nilContext("Register")
+	}
 	if !r.beginRegister() {
 		return nil, ErrClosed
 	}
@@ -264,6 +271,9 @@ func (g *Registration) Done() <-chan struct{} { return g.done }
 // row holds it, the registration takes it as its own at its next renewal
 // (Instance shows it), rather than write its earlier fields over it.
 func (g *Registration) Update(ctx context.Context, fn func(*Instance)) error {
+	if ctx == nil {
+		return nilContext("Update")
+	}
 	owed, err := g.update(ctx, fn)
 	if err == nil && owed {
 		g.sendOwedConfig(ctx)
@@ -398,6 +408,9 @@ func (g *Registration) Close() error {
 }
 
 func (g *Registration) deregister(ctx context.Context) error {
+	if ctx == nil { // before the renewals stop
+		return nilContext("Deregister")
+	}
 	g.stop()
 	if err := g.writing.Lock(ctx); err != nil {
 		return err
@@ -610,6 +623,14 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// nilContext is the error of a call given a nil context, checked before
+// anything changes: found by the backend's call, its panic left the
+// registration's writes held (Register), or its renewals stopped
+// (Deregister).
+func nilContext(call string) error {
+	return &ValidationError{Field: "context", Value: "nil", Reason: call + " needs a context (context.Background() for one that never ends)"}
+}
 
 // instanceKey is an instance's key for lockInstance.
 func instanceKey(service, id string) string { return service + "\x00" + id }

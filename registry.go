@@ -292,6 +292,9 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
+	if ctx == nil {
+		return nilContext("Deregister")
+	}
 	if err := core.ValidateServiceName(service); err != nil {
 		return err
 	}
