@@ -46,7 +46,9 @@ type subscriberCounter interface{ Subscribers() int }
 //  1. it stores the instance with Status StatusDraining (a new revision),
 //     so that every process's view shows it draining and load balancers
 //     stop choosing it, while its lease is still renewed;
-//  2. it waits until that change has reached the other processes;
+//  2. it waits until that change has reached the other processes (for
+//     an instance that drains already, a standby or one drained before,
+//     what is left of that wait since it was marked);
 //  3. it deregisters the instance.
 //
 // How Drain knows the change has reached the other processes, by how they
@@ -89,10 +91,10 @@ func (g *Registration) Drain(ctx context.Context) error {
 	if ctx == nil {
 		return nilContext("Drain")
 	}
-	rev, err := g.markDraining(ctx)
+	rev, at, err := g.markDraining(ctx)
 	switch {
 	case err == nil:
-		g.r.sleep(ctx, g.r.propagationBound(ctx, g.service, rev))
+		g.r.sleep(ctx, g.r.propagationBound(ctx, g.service, rev)-g.r.clock.Now().Sub(at))
 	case errors.Is(err, ErrClosed):
 		// Gone, or a Deregister that failed left the row: Deregister
 		// returns nil for the one and retries the other.
@@ -111,19 +113,30 @@ func (g *Registration) Drain(ctx context.Context) error {
 	return g.Deregister(ctx)
 }
 
-// markDraining stores the instance as draining and returns the revision.
-func (g *Registration) markDraining(ctx context.Context) (int64, error) {
+// markDraining stores the instance as draining and returns the revision
+// and when the mark was written: a registration that drains already (a
+// standby, or one drained before) was marked earlier, and the wait for
+// the mark to reach the other processes is counted from then. Counted
+// from now, Close spent its whole close drain (1 s without Redis) on a
+// standby marked when it was registered.
+func (g *Registration) markDraining(ctx context.Context) (int64, time.Time, error) {
 	r := g.r
 	if err := g.writing.Lock(ctx); err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	defer g.writing.Unlock()
 	cur, rev, gone := g.state()
 	if gone {
-		return 0, ErrClosed
+		return 0, time.Time{}, ErrClosed
 	}
 	if cur.Status == core.StatusDraining {
-		return rev, nil
+		g.mu.Lock()
+		at := g.markedAt
+		g.mu.Unlock()
+		if at.IsZero() { // not known: counted from now
+			at = r.clock.Now()
+		}
+		return rev, at, nil
 	}
 	next := cur.Clone()
 	next.Status = core.StatusDraining
@@ -132,11 +145,11 @@ func (g *Registration) markDraining(ctx context.Context) (int64, error) {
 	r.noteStoreResult("register", err)
 	if err != nil {
 		g.mayHaveWritten(next, err)
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	g.set(next, rev)
 	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
-	return rev, nil
+	return rev, r.clock.Now(), nil
 }
 
 // propagationBound returns how long to wait for a change of service at rev,
@@ -209,14 +222,14 @@ func (r *Registry) closeRegistrations(ctx context.Context, regs []*Registration)
 			marked bool
 		)
 		eachAtOnce(regs, func(_ int, g *Registration) {
-			rev, err := g.markDraining(dctx)
+			rev, at, err := g.markDraining(dctx)
 			if err != nil {
 				if !errors.Is(err, ErrClosed) {
 					r.log.Warn("discovery: cannot drain before deregistering", zap.String("service", g.service), zap.String("id", g.id), zap.Error(err))
 				}
 				return
 			}
-			d := r.propagationBound(dctx, g.service, rev)
+			d := r.propagationBound(dctx, g.service, rev) - r.clock.Now().Sub(at)
 			mu.Lock()
 			marked, wait = true, max(wait, d)
 			mu.Unlock()

@@ -413,3 +413,42 @@ func TestDrainWithItsSubscriptionDownWaitsForTheOthers(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "the deregistration", func() bool { return status(b, "db_svc", "10.0.0.1:1") == "absent" })
 }
+
+// A standby (registered draining) has been out of selection everywhere
+// since it was registered: draining it (Drain, or Close) waits only for what
+// is left of the propagation bound since it was marked. Both waited the
+// whole bound again (without Redis, the freshness window: Close spent its
+// whole 1 s close drain on a mark written long before).
+func TestDrainOfALongMarkedStandbyDoesNotWaitAgain(t *testing.T) {
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[1]) // sqlite, no Redis: the bound is the freshness window (5.6 s)
+	r, err := discovery.New(append(w.options, discovery.WithClock(clock), discovery.WithCloseDrain(time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := func(port int) *discovery.Registration {
+		in := inst("db_svc", "10.0.0.1", port)
+		in.Status = discovery.StatusDraining
+		return mustRegister(t, r, in)
+	}
+	g := standby(1)
+	standby(2)
+	clock.Advance(6 * time.Second) // past the bound since both were marked
+	const within = 500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.Drain(ctx); err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if d := time.Since(start); d >= within {
+		t.Fatalf("Drain of a standby marked 6 s ago took %v; want no wait (well within %v)", d, within)
+	}
+	start = time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if d := time.Since(start); d >= within {
+		t.Fatalf("Close of a standby marked 6 s ago took %v; want no drain wait (well within %v)", d, within)
+	}
+}

@@ -37,6 +37,11 @@ type Registration struct {
 	rev     int64
 	gone    bool
 	removed bool // deregistered (or replaced): a Deregister has nothing left to do
+	// markedAt is when this registration last wrote the instance draining
+	// after it was not (Register, Update, a drain mark): the other
+	// processes have heard of it by then plus the propagation bound, which
+	// draining it again waits for only what is left of (markDraining).
+	markedAt time.Time
 	// unsure is what the row holds if a write of this registration whose
 	// outcome is unknown (an Update, a drain mark, a Register that was to
 	// replace it) landed: the next renewal takes it as the registration's
@@ -167,6 +172,9 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	gctx, cancel := context.WithCancel(r.ctx)
 	g := &Registration{r: r, service: inst.Service, id: inst.ID, inst: inst, rev: rev, opts: ro, ctx: gctx, cancel: cancel,
 		done: make(chan struct{}), writing: core.NewSlot(), sending: core.NewSlot()}
+	if inst.Status == core.StatusDraining { // a standby: marked as it was written
+		g.markedAt = now
+	}
 	for _, old := range olds {
 		old.stop()
 	}
@@ -331,9 +339,12 @@ func (g *Registration) state() (core.Instance, int64, bool) {
 	return g.inst, g.rev, g.gone
 }
 
-// set records a write.
+// set records a write, and when it marked the instance draining.
 func (g *Registration) set(inst core.Instance, rev int64) {
 	g.mu.Lock()
+	if inst.Status == core.StatusDraining && g.inst.Status != core.StatusDraining {
+		g.markedAt = g.r.clock.Now()
+	}
 	g.inst, g.rev, g.unsure = inst, rev, nil
 	g.mu.Unlock()
 }
