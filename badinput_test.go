@@ -726,3 +726,35 @@ func TestLifecycleNilContextIsInvalid(t *testing.T) {
 		t.Fatalf("SetWeight after the calls with a nil context = %v; want the registration's writes free", err)
 	}
 }
+
+// Every other call that may do I/O refuses a nil context with a
+// ValidationError too: each panicked with a nil dereference in the caller's
+// goroutine. (A lookup answered from L1 needs no context.)
+func TestCallsGivenANilContextAreInvalid(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	mustRegister(t, r, discovery.Instance{ID: "a", Service: "web", Host: "10.0.0.1", Port: 80})
+	var nilCtx context.Context // nil, as a caller that forgot to set it passes
+	for name, call := range map[string]func() error{
+		"Get":            func() error { _, err := r.Get(nilCtx, "not_cached"); return err },
+		"Lookup":         func() error { _, err := r.Lookup(nilCtx, "not_cached"); return err },
+		"Pick":           func() error { _, err := r.Pick(nilCtx, "not_cached"); return err },
+		"Health":         func() error { _, err := r.Health(nilCtx, "not_cached"); return err },
+		"Invalidate":     func() error { return r.Invalidate(nilCtx, "web") },
+		"UpdateConfig":   func() error { _, err := r.UpdateConfig(nilCtx, "web", []byte(`{}`)); return err },
+		"UpdateConfigIf": func() error { _, err := r.UpdateConfigIf(nilCtx, "web", 0, []byte(`{}`)); return err },
+		"RollbackConfig": func() error { _, err := r.RollbackConfig(nilCtx, "web", 1); return err },
+		"ConfigHistory":  func() error { _, err := r.ConfigHistory(nilCtx, "web"); return err },
+		"Config":         func() error { _, _, err := r.Config(nilCtx, "web"); return err },
+		"Overview":       func() error { _, err := r.Overview(nilCtx); return err },
+		"Services":       func() error { _, err := r.Services(nilCtx); return err },
+		"Keys":           func() error { _, err := r.Keys(nilCtx, "web"); return err },
+		"RefreshKeys":    func() error { _, err := r.RefreshKeys(nilCtx, "web"); return err },
+		"Snapshot":       func() error { _, err := r.Snapshot(nilCtx, "web"); return err },
+		"PublishKey": func() error {
+			return r.PublishKey(nilCtx, "web", discovery.PublicKey{ID: "k1", Algorithm: "EdDSA", Key: make([]byte, 32), CreatedAt: t0})
+		},
+		"RetireKey": func() error { return r.RetireKey(nilCtx, "web", "k1", t0) },
+	} {
+		noPanic(t, name+"(nil)", func() { wantInvalid(t, name+"(nil)", call()) })
+	}
+}

@@ -599,6 +599,9 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 	if r.closed.Load() {
 		return nil, 0, false, ErrClosed
 	}
+	if ctx == nil { // found by a load instead, a panic in the caller's goroutine
+		return nil, 0, false, nilContext("a lookup (Get, Lookup, Pick, Health)")
+	}
 	if err := core.ValidateServiceName(name); err != nil {
 		return nil, 0, false, err
 	}
@@ -1528,6 +1531,9 @@ func (r *Registry) reannounce() {
 // and the others reload within their freshness window. It is for operators; the library keeps caches coherent
 // without it.
 func (r *Registry) Invalidate(ctx context.Context, service string) error {
+	if ctx == nil {
+		return nilContext("Invalidate")
+	}
 	if r.closed.Load() {
 		return ErrClosed
 	}

@@ -272,6 +272,9 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 // are in the report, and so (NotifyErr) is a failure to list the instances
 // to notify. ctx bounds the whole call, notifications included.
 func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.RawMessage) (ConfigReport, error) {
+	if ctx == nil {
+		return ConfigReport{}, nilContext("UpdateConfig")
+	}
 	if r.closed.Load() {
 		return ConfigReport{}, ErrClosed
 	}
@@ -297,6 +300,9 @@ func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.Ra
 // discoverytest's do; ErrUnsupported otherwise). A negative configRevision
 // is bad input (ErrInvalid).
 func (r *Registry) UpdateConfigIf(ctx context.Context, service string, configRevision int64, cfg json.RawMessage) (ConfigReport, error) {
+	if ctx == nil {
+		return ConfigReport{}, nilContext("UpdateConfigIf")
+	}
 	if r.closed.Load() {
 		return ConfigReport{}, ErrClosed
 	}
@@ -318,6 +324,9 @@ func (r *Registry) UpdateConfigIf(ctx context.Context, service string, configRev
 // matches ErrNotFound when that revision is no longer (or never was) in the
 // history.
 func (r *Registry) RollbackConfig(ctx context.Context, service string, configRevision int64) (ConfigReport, error) {
+	if ctx == nil {
+		return ConfigReport{}, nilContext("RollbackConfig")
+	}
 	if configRevision < 1 { // no revision is ever below 1: bad input, not a revision the history lost
 		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(configRevision, 10), Reason: "must be at least 1"}
 	}
@@ -342,6 +351,9 @@ func (r *Registry) RollbackConfig(ctx context.Context, service string, configRev
 // newest first (the last 20 by default). The error matches ErrNotFound if
 // the service never had one, ErrUnsupported if the Store keeps none.
 func (r *Registry) ConfigHistory(ctx context.Context, service string) ([]ConfigVersion, error) {
+	if ctx == nil {
+		return nil, nilContext("ConfigHistory")
+	}
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -363,6 +375,9 @@ func (r *Registry) ConfigHistory(ctx context.Context, service string) ([]ConfigV
 // live instance. A service that exists without a configuration gives
 // (nil, 0, nil); an unknown one an error matching ErrNotFound.
 func (r *Registry) Config(ctx context.Context, service string) (json.RawMessage, int64, error) {
+	if ctx == nil {
+		return nil, 0, nilContext("Config")
+	}
 	svc, err := r.serviceData(ctx, service)
 	if err != nil {
 		return nil, 0, err

@@ -90,6 +90,9 @@ func (r *Registry) keyStore() (core.KeyStore, error) {
 // within one cache refresh, at once where changes are announced (Redis, or a
 // shared discoverytest backend). Stores without keys return ErrUnsupported.
 func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey) error {
+	if ctx == nil {
+		return nilContext("PublishKey")
+	}
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -127,6 +130,9 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 // the service has no such key, and ErrInvalid for a bad name, key ID, a
 // zero time or the Unix epoch (which the stores keep as never).
 func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.Time) error {
+	if ctx == nil {
+		return nilContext("RetireKey")
+	}
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -159,6 +165,9 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 // without keys has none (nil, nil); one that was never created is an error
 // matching ErrNotFound.
 func (r *Registry) Keys(ctx context.Context, service string) ([]PublicKey, error) {
+	if ctx == nil {
+		return nil, nilContext("Keys")
+	}
 	svc, err := r.serviceData(ctx, service)
 	if err != nil {
 		return nil, err
@@ -173,6 +182,9 @@ func (r *Registry) Keys(ctx context.Context, service string) ([]PublicKey, error
 // call reads the database, so callers limit how often they make it (package
 // auth does so at most once a minute per service).
 func (r *Registry) RefreshKeys(ctx context.Context, service string) ([]PublicKey, error) {
+	if ctx == nil {
+		return nil, nilContext("RefreshKeys")
+	}
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -202,6 +214,9 @@ func (r *Registry) RefreshKeys(ctx context.Context, service string) ([]PublicKey
 // created. The value is shared and must not be modified (see Service.Clone);
 // reading it allocates nothing on a cache hit.
 func (r *Registry) Snapshot(ctx context.Context, service string) (*Service, error) {
+	if ctx == nil {
+		return nil, nilContext("Snapshot")
+	}
 	return r.serviceData(ctx, service)
 }
 

@@ -638,7 +638,8 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // nilContext is the error of a call given a nil context, checked before
 // anything changes: found by the backend's call, its panic left the
 // registration's writes held (Register), or its renewals stopped
-// (Deregister).
+// (Deregister), or crashed the process from a library goroutine (Watch).
+// A lookup answered from L1 needs no context and takes a nil one.
 func nilContext(call string) error {
 	return &ValidationError{Field: "context", Value: "nil", Reason: call + " needs a context (context.Background() for one that never ends)"}
 }

@@ -92,6 +92,9 @@ func (h *InstanceHealth) usable(minScore float64, raw *core.Service) bool {
 // process checks the health of what it shows from then on; those lookups
 // are not counted (Stats, metrics, Cache).
 func (r *Registry) Overview(ctx context.Context) (Overview, error) {
+	if ctx == nil {
+		return Overview{}, nilContext("Overview")
+	}
 	if r.closed.Load() {
 		return Overview{}, ErrClosed
 	}

@@ -272,6 +272,9 @@ func (r *Registry) Close() error {
 // Services lists every service the database knows, with its revision and
 // counts of live and expired instances, read from the database.
 func (r *Registry) Services(ctx context.Context) ([]ServiceInfo, error) {
+	if ctx == nil {
+		return nil, nilContext("Services")
+	}
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}

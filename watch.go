@@ -592,7 +592,7 @@ func (r *Registry) Watch(ctx context.Context, service string) (<-chan Event, err
 	if ctx == nil {
 		// Checked here, not found by the goroutine that reads it: its
 		// panic was out of every caller's reach, and ended the process.
-		return nil, &ValidationError{Field: "context", Value: "nil", Reason: "Watch needs a context (context.Background() for one that never ends)"}
+		return nil, nilContext("Watch")
 	}
 	if err := core.ValidateServiceName(service); err != nil {
 		return nil, err
