@@ -125,7 +125,9 @@ func WithHandler(h http.Handler) RegisterOption {
 // the caller's cancellation, a context that ended before the request was
 // sent, or a request body that failed to read or was not its declared
 // length, as neither), and retries idempotent requests once on another
-// instance under a retry budget. A request net/http would not send to any
+// instance under a retry budget. A response names the caller's request
+// (Response.Request, against which Location resolves), not the instance's
+// address. A request net/http would not send to any
 // instance (no URL or Header, a method or header name that is not a token,
 // a Host with a byte a Host header cannot hold, a control character in a
 // header value) is an error matching ErrInvalid, held against no instance.
@@ -522,6 +524,11 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		return nil, err
 	}
+	// The response names the caller's request, to the service, as the one
+	// the caller sent: named for the instance's address, resp.Location()
+	// resolved a relative Location against that address, and a caller
+	// that followed it reached that one instance around Pick.
+	resp.Request = req
 	var outcome error
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests,

@@ -1735,3 +1735,39 @@ func TestTransportRetryWhoseBodyCannotBeHadAgainKeepsTheAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A response names the request the caller sent, to http://<service>/...,
+// not the one sent to the instance: resp.Location() resolved a relative
+// Location against the instance's address, so a caller that followed it
+// (a CheckRedirect that stops, a 201's new resource) went to that one
+// instance by address, around Pick, health and TLS verification by name,
+// and resp.Request.URL logged an address for a service.
+func TestTransportResponseNamesTheCallersRequest(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	created := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Location", "/items/7")
+		w.WriteHeader(http.StatusCreated)
+	})
+	s := &countingServer{Server: httptest.NewServer(created)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(created)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Post("http://"+service+"/items", "text/plain", strings.NewReader("item"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "http://" + service + "/items/7"; loc.String() != want || resp.Request.URL.Host != service {
+			t.Errorf("%s: Location() = %s, resp.Request.URL = %s; want %s, and the URL the caller asked for", service, loc, resp.Request.URL, want)
+		}
+	}
+}
