@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -34,7 +35,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	// verified among them), ended when the caller's ends or it closes the
 	// body.
 	hctx, cancel := context.WithCancel(context.Background())
-	in := out.WithContext(hctx)
+	in := serverRequest(out.WithContext(hctx))
 	if in.Body == nil {
 		in.Body = http.NoBody
 	}
@@ -55,6 +56,22 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 		pipe.CloseRead(ctx.Err()) // the handler's writes fail
 		return nil, ctx.Err()
 	}
+}
+
+// serverRequest puts in (a copy of the request as sent) in the form
+// net/http's server gives a handler: a RequestURI, and a URL parsed from it
+// (the path and query alone). The client's form, a URL holding the
+// instance's address, made a router that matches the host (reading
+// URL.Host when the URL is absolute) or logs RequestURI behave otherwise
+// in-process than over the network.
+func serverRequest(in *http.Request) *http.Request {
+	in.RequestURI = in.URL.RequestURI()
+	if u, err := url.ParseRequestURI(in.RequestURI); err == nil {
+		in.URL = u
+	} else {
+		in.URL = &url.URL{Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}
+	}
+	return in
 }
 
 type localAnswer struct {

@@ -1771,3 +1771,38 @@ func TestTransportResponseNamesTheCallersRequest(t *testing.T) {
 		}
 	}
 }
+
+// An in-process handler gets its request in the form net/http's server
+// gives it: a RequestURI, and a URL of the path and query alone. It got
+// the client's form (no RequestURI, a URL holding the instance's
+// address), so a router matching on the host (which reads URL.Host when
+// the URL is absolute, as gorilla/mux does) or logging RequestURI behaved
+// otherwise in-process than over the network.
+func TestTransportInProcessRequestIsInServerForm(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	seen := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		seen <- fmt.Sprintf("RequestURI %q URL %q absolute %v Host %q", req.RequestURI, req.URL, req.URL.IsAbs(), req.Host)
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	get := func(service string) string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+service+"/a%2Fb/c?q=1", nil)
+		req.Host = "api.example"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return <-seen
+	}
+	if local, net := get("user_svc"), get("web"); local != net {
+		t.Fatalf("in-process the handler saw %s; over the network %s", local, net)
+	}
+}
