@@ -82,8 +82,12 @@ type localAnswer struct {
 // localWriter is the http.ResponseWriter (and http.Flusher) of a request
 // served in-process. Its methods run on the handler's goroutine.
 type localWriter struct {
-	req     *http.Request // as sent: Response.Request
-	header  http.Header
+	req    *http.Request // as sent: Response.Request
+	header http.Header
+	// wrote is the header as it was at WriteHeader, the one the caller
+	// gets, as net/http's server sends it: a header set after WriteHeader
+	// reached the caller in-process alone.
+	wrote   http.Header
 	status  int            // 0 until WriteHeader
 	resp    *http.Response // once the caller has been answered
 	discard bool           // the response has no body: writes are eaten
@@ -145,7 +149,7 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 // Content-Length above 0, on a response that has one) that the handler,
 // which returned before it answered the caller, never wrote.
 func (w *localWriter) declaresUnwrittenBody() bool {
-	cl, err := strconv.ParseInt(w.header.Get("Content-Length"), 10, 64)
+	cl, err := strconv.ParseInt(w.sentHeader().Get("Content-Length"), 10, 64)
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
@@ -155,6 +159,15 @@ func (w *localWriter) declaresUnwrittenBody() bool {
 
 func (w *localWriter) Header() http.Header { return w.header }
 
+// sentHeader returns the header the caller gets: as it was at WriteHeader,
+// or as it is if WriteHeader has not been called.
+func (w *localWriter) sentHeader() http.Header {
+	if w.wrote != nil {
+		return w.wrote
+	}
+	return w.header
+}
+
 func (w *localWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
@@ -163,6 +176,7 @@ func (w *localWriter) WriteHeader(code int) {
 		return // superfluous, or informational: not the response
 	}
 	w.status = code
+	w.wrote = w.header.Clone()
 }
 
 func (w *localWriter) Write(p []byte) (int, error) {
@@ -200,7 +214,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	h := w.header.Clone()
+	h := w.sentHeader().Clone()
 	if _, typed := h["Content-Type"]; !typed && len(p) > 0 && h.Get("Transfer-Encoding") == "" {
 		h.Set("Content-Type", http.DetectContentType(p))
 	}
@@ -248,7 +262,7 @@ func (w *localWriter) trailers() http.Header {
 	var t http.Header
 	decl := w.declared
 	if w.resp == nil {
-		decl = declaredTrailers(w.header)
+		decl = declaredTrailers(w.sentHeader())
 	}
 	for _, k := range decl {
 		if vv, ok := w.header[k]; ok {

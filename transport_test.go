@@ -1806,3 +1806,35 @@ func TestTransportInProcessRequestIsInServerForm(t *testing.T) {
 		t.Fatalf("in-process the handler saw %s; over the network %s", local, net)
 	}
 }
+
+// An in-process handler's header is the one it had at WriteHeader, as
+// net/http's server sends it: a header set after WriteHeader (and before
+// the first write) reached the caller in-process alone.
+func TestTransportInProcessHeaderIsTakenAtWriteHeader(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("X-Early", "1")
+		w.WriteHeader(http.StatusAccepted)
+		w.Header().Set("X-Late", "1")
+		_, _ = io.WriteString(w, "hi")
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Get("http://" + service + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || string(body) != "hi" || resp.Header.Get("X-Early") != "1" || resp.Header.Get("X-Late") != "" {
+			t.Errorf("%s: %d %q with header %v; want 202 \"hi\" with X-Early, not X-Late (set after WriteHeader)", service, resp.StatusCode, body, resp.Header)
+		}
+	}
+}
