@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"math"
+	"net/http"
 	"time"
 )
 
@@ -87,3 +88,6 @@ func InFlight(r *Registry, service, id string) int64 {
 func LatencyAverage(r *Registry, service, id string) time.Duration {
 	return time.Duration(math.Float64frombits(r.state(service).instOrNew(id).ewma.Load()))
 }
+
+// Retried returns the retries a Registry's Transport has made.
+func Retried(rt http.RoundTripper) uint64 { return rt.(*transport).retried.Load() }

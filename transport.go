@@ -371,8 +371,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var again io.ReadCloser // the body of a retry (GetBody)
 	for attempt := 0; ; attempt++ {
-		resp, err := t.send(req, sel, attempt > 0, again)
-		failed := err != nil && req.Context().Err() == nil || err == nil && resp.StatusCode >= 500
+		resp, callers, err := t.send(req, sel, attempt > 0, again)
+		// A request the caller got wrong fails on any instance: no retry.
+		failed := err != nil && req.Context().Err() == nil && !callers || err == nil && resp.StatusCode >= 500
 		// A caller out of time (or gone) keeps the answer it has: a retry
 		// could only fail, and its instance's Done counted the caller's
 		// deadline against that instance.
@@ -452,8 +453,10 @@ func sound(base http.RoundTripper, out *http.Request, resp *http.Response) error
 }
 
 // send makes one attempt on the chosen instance and reports its outcome
-// when the response body is closed (or at once on error).
-func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.ReadCloser) (*http.Response, error) {
+// when the response body is closed (or at once on error). callers is true
+// when the attempt failed because of the caller's body, which fails the
+// same on any instance.
+func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.ReadCloser) (resp *http.Response, callers bool, err error) {
 	// A panic on the way (the base RoundTripper's) goes on to the caller,
 	// as net/http lets it, but the instance is done with: its
 	// request stayed counted in flight for good, and it lost every
@@ -477,7 +480,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		reported = true
 		sel.Done(context.Canceled)
-		return nil, context.Cause(ctx)
+		return nil, false, context.Cause(ctx)
 	}
 	out := req.Clone(req.Context())
 	if again != nil {
@@ -488,8 +491,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	// as declared, failed on the caller's side, and was held against the
 	// instance, which a few such uploads ejected.
 	// A replayable body (GetBody: NewRequest's in-memory readers) and a
-	// file are not: they do not fail that way, and net/http sends them
-	// better as they are (headers and body in one packet; sendfile).
+	// file are not: their reads do not fail, and net/http sends them
+	// better as they are (headers and body in one packet; sendfile). A
+	// replayable one whose length is not the declared one (the caller set
+	// ContentLength) is found after an error (replayMismatch).
 	var body *watchedBody
 	if _, file := out.Body.(*os.File); out.Body != nil && out.Body != http.NoBody && out.GetBody == nil && !file {
 		body = &watchedBody{ReadCloser: out.Body}
@@ -503,10 +508,6 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		out.Host = req.URL.Host
 	}
 	start := time.Now()
-	var (
-		resp *http.Response
-		err  error
-	)
 	if h := t.r.localHandler(sel.Instance); h != nil {
 		resp, err = serveLocal(h, out)
 	} else {
@@ -516,13 +517,15 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 	}
 	if err != nil {
+		// before reported: a GetBody that panics leaves the deferred Done
+		callers = body != nil && body.callers(out.ContentLength) || body == nil && replayMismatch(out)
 		reported = true
-		if callerCanceled(req) || body != nil && body.callers(out.ContentLength) || errors.Is(err, errBrokenBase) {
+		if callers || callerCanceled(req) || errors.Is(err, errBrokenBase) {
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))
 		}
-		return nil, err
+		return nil, callers, err
 	}
 	// The response names the caller's request, to the service, as the one
 	// the caller sent: named for the instance's address, resp.Location()
@@ -549,7 +552,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		// that), and whose life is no request's latency.
 		reported = true
 		sel.DoneLatency(outcome, time.Since(start))
-		return resp, nil
+		return resp, false, nil
 	}
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
 		o := outcome
@@ -565,7 +568,25 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		sel.DoneLatency(o, time.Since(start))
 	}}
 	reported = true // by the body, when it is closed or read to its end
-	return resp, nil
+	return resp, false, nil
+}
+
+// replayMismatch reports whether out, whose attempt failed, has a
+// replayable body (GetBody) that is not the length it declares: net/http
+// refuses it ("ContentLength=10 with Body length 3") whatever the
+// instance. Such a body is not watched (see send), so it is read once more
+// from GetBody, on this error path alone, up to one byte past the length.
+func replayMismatch(out *http.Request) bool {
+	if out.GetBody == nil || out.ContentLength <= 0 || out.Body == nil || out.Body == http.NoBody {
+		return false
+	}
+	b, err := out.GetBody()
+	if err != nil || b == nil {
+		return false
+	}
+	defer b.Close()
+	n, err := io.Copy(io.Discard, io.LimitReader(b, out.ContentLength+1))
+	return err == nil && n != out.ContentLength
 }
 
 // callerCanceled reports whether the caller gave up on req: its context

@@ -1838,3 +1838,41 @@ func TestTransportInProcessHeaderIsTakenAtWriteHeader(t *testing.T) {
 		}
 	}
 }
+
+// A replayable body (GetBody: NewRequest's in-memory readers) that is not
+// the length the request declares is the caller's mistake too, refused by
+// net/http whatever the instance: it counted as the picked instance's
+// failure, was retried on another one, blamed as well, and six such
+// requests ejected a healthy instance.
+func TestTransportReplayableBodyLengthMismatchBlamesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	a, b := newServer(t, 200), newServer(t, 200)
+	registerServer(t, r, "web", a)
+	registerServer(t, r, "web", b)
+	tr := r.Transport()
+	client := &http.Client{Transport: tr}
+	defer client.CloseIdleConnections()
+	for range 6 {
+		req, _ := http.NewRequest(http.MethodPut, "http://web/upload", strings.NewReader("abc"))
+		req.Header["Idempotency-Key"] = []string{"k"}
+		req.ContentLength = 10
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			t.Fatalf("a body of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
+		}
+	}
+	hs, err := r.Health(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s: %d failures, ejected %v after requests whose body did not have its declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
+		}
+	}
+	if n := discovery.Retried(tr); n != 0 {
+		t.Errorf("%d retries of requests the caller got wrong; want 0", n)
+	}
+}
