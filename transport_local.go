@@ -240,6 +240,11 @@ func (w *localWriter) commit(p []byte, ended bool) {
 		}
 	} else {
 		w.declared = declaredTrailers(h)
+		if resp.ContentLength < 0 {
+			// sent chunked: net/http's client moves the declaration
+			// from the header to Trailer's keys
+			h.Del("Trailer")
+		}
 		for _, k := range w.declared {
 			if resp.Trailer == nil {
 				resp.Trailer = make(http.Header)

@@ -1876,3 +1876,36 @@ func TestTransportReplayableBodyLengthMismatchBlamesNoInstance(t *testing.T) {
 		t.Errorf("%d retries of requests the caller got wrong; want 0", n)
 	}
 }
+
+// An in-process response that declares trailers has them in Trailer, not
+// in its header, as net/http's client gives a chunked response: the
+// header kept "Trailer" in-process alone, so a caller that copies the
+// header on (a proxy) announced the trailers twice.
+func TestTransportInProcessTrailerHeaderIsMovedToTrailer(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "hi")
+		w.Header().Set("X-Sum", "5")
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Get("http://" + service + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, announced := resp.Header["Trailer"]
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if announced || resp.Trailer.Get("X-Sum") != "5" {
+			t.Errorf("%s: header %v, trailer %v; want no Trailer in the header, X-Sum: 5 in the trailer", service, resp.Header, resp.Trailer)
+		}
+	}
+}
