@@ -108,7 +108,10 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // response streams as from net/http's server: the caller gets it at the
 // handler's first write or flush (or its return) and the body as it is
 // written (the handler's http.ResponseWriter is an http.Flusher; it may
-// write 64 KiB ahead of the caller's reads, as into a socket's buffers),
+// write 64 KiB ahead of the caller's reads, as into a socket's buffers; it
+// is an http.Hijacker too, as an HTTP/1 server's, until the caller has the
+// response, and a 101 written on the connection gives the caller a
+// writable body, so an Upgrade works in-process),
 // and closing the body ends the handler's request context (which, as a
 // server's, holds none of the caller's values). Register refuses it for an
 // HTTP instance, whose requests go over the network.

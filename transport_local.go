@@ -1,14 +1,17 @@
 package discovery
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // serveLocal serves a request in-process as net/http's server would: the
@@ -54,6 +57,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 		return a.resp, a.err
 	case <-ctx.Done():
 		pipe.CloseRead(ctx.Err()) // the handler's writes fail
+		w.hj.abort()              // and its hijacked connection's
 		return nil, ctx.Err()
 	}
 }
@@ -98,6 +102,7 @@ type localWriter struct {
 	// declared is the trailers the header named when the caller was
 	// answered: that header is the caller's since, to change at will.
 	declared []string
+	hj       localHijack
 	// length is the body's declared Content-Length (-1 if none) and sent
 	// the bytes of it written: as from net/http's server, a write past it
 	// fails and a body that ends short of it is cut short.
@@ -120,6 +125,11 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 	}()
 	if body != nil {
 		_ = body.Close()
+	}
+	if w.hj.taken() {
+		// The connection, and the answer on it, are the handler's: as
+		// net/http's server, nothing more is sent, even after a panic.
+		return
 	}
 	switch {
 	case err != nil && w.resp == nil:
@@ -180,6 +190,9 @@ func (w *localWriter) WriteHeader(code int) {
 }
 
 func (w *localWriter) Write(p []byte) (int, error) {
+	if w.hj.taken() {
+		return 0, http.ErrHijacked
+	}
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -203,12 +216,16 @@ func (w *localWriter) Write(p []byte) (int, error) {
 
 // Flush sends the header, if it is not sent yet: written bytes are with
 // the caller's reader at once.
-func (w *localWriter) Flush() { w.commit(nil, false) }
+func (w *localWriter) Flush() {
+	if !w.hj.taken() {
+		w.commit(nil, false)
+	}
+}
 
 // commit answers the caller, once: with the status and a copy of the
 // header, and a body when one can follow.
 func (w *localWriter) commit(p []byte, ended bool) {
-	if w.resp != nil {
+	if w.resp != nil || w.hj.taken() {
 		return
 	}
 	if w.status == 0 {
@@ -332,5 +349,118 @@ func (b *localBody) Read(p []byte) (int, error) {
 func (b *localBody) Close() error {
 	b.w.cancel()
 	b.w.pipe.CloseRead(nil)
+	return nil
+}
+
+// errHijackAfterAnswer is Hijack's error once the caller has the response:
+// its connection cannot be handed over then.
+var errHijackAfterAnswer = errors.New("discovery: in-process handler hijacked its connection after its response was sent")
+
+// Hijack hands the handler its connection, as net/http's HTTP/1 server
+// does: one end of an in-memory pipe, from whose other end the caller
+// reads the response the handler writes on it (a 101's body is that end,
+// writable, as over the network). A header written with WriteHeader
+// before goes first, as net/http's server flushes it; after a write or
+// a flush (the caller has its response) the connection cannot be had.
+func (w *localWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.resp != nil {
+		return nil, nil, errHijackAfterAnswer
+	}
+	server, err := w.hj.take(w.req, w.answer)
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.status != 0 {
+		_, _ = fmt.Fprintf(server, "HTTP/1.1 %03d %s\r\n", w.status, http.StatusText(w.status))
+		_ = w.sentHeader().Write(server)
+		_, _ = io.WriteString(server, "\r\n")
+	}
+	return server, bufio.NewReadWriter(bufio.NewReader(server), bufio.NewWriter(server)), nil
+}
+
+// localHijack is the hijacked connection of an in-process request. Its
+// caller's end is closed if the caller stops waiting for the response
+// (its context ended), so the goroutine reading it ends.
+type localHijack struct {
+	mu      sync.Mutex
+	client  net.Conn // the caller's end, once hijacked
+	aborted bool
+}
+
+// take makes the connection and starts reading the response from the
+// caller's end; it fails once the caller has stopped waiting, or if the
+// connection was taken already.
+func (h *localHijack) take(req *http.Request, answer chan<- localAnswer) (net.Conn, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.client != nil:
+		return nil, http.ErrHijacked
+	case h.aborted:
+		return nil, errors.New("discovery: in-process request ended before its handler hijacked the connection")
+	}
+	server, client := net.Pipe()
+	h.client = client
+	go readHijacked(client, req, answer)
+	return server, nil
+}
+
+func (h *localHijack) taken() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.client != nil
+}
+
+// abort closes the caller's end: the caller has gone without a response.
+func (h *localHijack) abort() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.aborted = true
+	if h.client != nil {
+		_ = h.client.Close()
+	}
+}
+
+// readHijacked answers the caller with the response read from its end of
+// a hijacked connection: a 101's body is the connection, writable; another
+// response's body reads from it, and closing it closes the connection.
+func readHijacked(c net.Conn, req *http.Request, answer chan<- localAnswer) {
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		_ = c.Close()
+		answer <- localAnswer{err: fmt.Errorf("discovery: in-process handler hijacked its connection: %w", err)}
+		return
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &upgradedConn{r: br, c: c}
+	} else {
+		resp.Body = &hijackedBody{ReadCloser: resp.Body, c: c}
+	}
+	answer <- localAnswer{resp: resp}
+}
+
+// upgradedConn is the body of a 101 from a hijacked connection: the
+// connection, as net/http's client gives it (an io.ReadWriteCloser).
+type upgradedConn struct {
+	r *bufio.Reader // holds what was read past the response's header
+	c net.Conn
+}
+
+func (u *upgradedConn) Read(p []byte) (int, error)  { return u.r.Read(p) }
+func (u *upgradedConn) Write(p []byte) (int, error) { return u.c.Write(p) }
+func (u *upgradedConn) Close() error                { return u.c.Close() }
+
+// hijackedBody is the body of another response from a hijacked
+// connection. Close closes the connection first: the body's Close drains
+// what is left, which waited on a handler that wrote no more.
+type hijackedBody struct {
+	io.ReadCloser
+	c net.Conn
+}
+
+func (b *hijackedBody) Close() error {
+	_ = b.c.Close()
+	_ = b.ReadCloser.Close()
 	return nil
 }

@@ -1909,3 +1909,56 @@ func TestTransportInProcessTrailerHeaderIsMovedToTrailer(t *testing.T) {
 		}
 	}
 }
+
+// An in-process handler can hijack its connection, as under net/http's
+// HTTP/1 server, and an upgrade through it is a writable connection to the
+// caller, as over the network: the in-process ResponseWriter was no
+// http.Hijacker, so a WebSocket (or any Upgrade) handler of a router
+// instance failed in-process alone.
+func TestTransportInProcessHandlerCanHijack(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = buf.Flush()
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(buf, b); err == nil {
+			_, _ = conn.Write(b)
+		}
+	})
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "ws", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://ws/", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d (%q); want 101", resp.StatusCode, b)
+	}
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("the upgraded connection's body is a %T, not an io.ReadWriteCloser", resp.Body)
+	}
+	if n := discovery.InFlight(r, "ws", g.Instance().ID); n != 0 {
+		t.Errorf("%d requests in flight once the handshake is done; want 0", n)
+	}
+	if _, err := rw.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "ping" {
+		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
+	}
+}
