@@ -39,8 +39,12 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	// body.
 	hctx, cancel := context.WithCancel(context.Background())
 	in := serverRequest(out.WithContext(hctx))
-	if in.Body == nil {
+	switch {
+	case in.Body == nil:
 		in.Body = http.NoBody
+	case in.ContentLength == 0 && in.Body != http.NoBody:
+		// the client's "unknown" is the server's -1: 0 is an empty body
+		in.ContentLength = -1
 	}
 	pipe := newLocalPipe()
 	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1), length: -1}

@@ -1962,3 +1962,39 @@ func TestTransportInProcessHandlerCanHijack(t *testing.T) {
 		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
 	}
 }
+
+// An in-process handler sees a body of unknown length as net/http's
+// server does, ContentLength -1: it saw the client's convention, 0 with a
+// body, which a server's handler reads as an empty body, so one that
+// refuses an empty request (or skips reading it) did so in-process alone.
+func TestTransportInProcessBodyOfUnknownLengthIsNotEmpty(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.ContentLength == 0 {
+			http.Error(w, "empty request", http.StatusBadRequest)
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		_, _ = fmt.Fprintf(w, "%d %s", req.ContentLength, b)
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		// a reader of no known length: NewRequest leaves ContentLength 0
+		resp, err := client.Post("http://"+service+"/", "text/plain", io.MultiReader(strings.NewReader("order")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "-1 order" {
+			t.Errorf("%s: %d %q; want 200 \"-1 order\" (a body of unknown length)", service, resp.StatusCode, b)
+		}
+	}
+}
