@@ -240,7 +240,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 		h.Set("Content-Type", http.DetectContentType(p))
 	}
 	resp := &http.Response{
-		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
+		Status:        strconv.Itoa(w.status) + " " + statusText(w.status),
 		StatusCode:    w.status,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
@@ -323,6 +323,16 @@ func declaredTrailers(h http.Header) []string {
 	return keys
 }
 
+// statusText is the reason net/http's server sends with a status: its
+// text, or "status code N" for a status that has none (a bare "N " was
+// given in-process).
+func statusText(code int) string {
+	if text := http.StatusText(code); text != "" {
+		return text
+	}
+	return "status code " + strconv.Itoa(code)
+}
+
 // bodyAllowedForStatus is net/http's rule: no body with a 1xx, 204 or 304.
 func bodyAllowedForStatus(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
@@ -375,7 +385,7 @@ func (w *localWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	if w.status != 0 {
-		_, _ = fmt.Fprintf(server, "HTTP/1.1 %03d %s\r\n", w.status, http.StatusText(w.status))
+		_, _ = fmt.Fprintf(server, "HTTP/1.1 %03d %s\r\n", w.status, statusText(w.status))
 		_ = w.sentHeader().Write(server)
 		_, _ = io.WriteString(server, "\r\n")
 	}

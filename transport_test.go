@@ -1998,3 +1998,29 @@ func TestTransportInProcessBodyOfUnknownLengthIsNotEmpty(t *testing.T) {
 		}
 	}
 }
+
+// An in-process answer with a status net/http has no text for has the
+// Status net/http's server sends for it, "599 status code 599": it was
+// "599 ", a status line with no reason.
+func TestTransportInProcessStatusWithoutTextIsAsOverTheNetwork(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { w.WriteHeader(299) })
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Get("http://" + service + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Status != "299 status code 299" {
+			t.Errorf("%s: Status %q; want \"299 status code 299\"", service, resp.Status)
+		}
+	}
+}
