@@ -497,9 +497,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	// file are not: their reads do not fail, and net/http sends them
 	// better as they are (headers and body in one packet; sendfile). A
 	// replayable one whose length is not the declared one (the caller set
-	// ContentLength) is found after an error (replayMismatch).
+	// ContentLength) is found after an error (replayMismatch); a file
+	// whose rest is not the declared length is watched (fileHolds).
 	var body *watchedBody
-	if _, file := out.Body.(*os.File); out.Body != nil && out.Body != http.NoBody && out.GetBody == nil && !file {
+	if f, file := out.Body.(*os.File); out.Body != nil && out.Body != http.NoBody && out.GetBody == nil && (!file || !fileHolds(f, out.ContentLength)) {
 		body = &watchedBody{ReadCloser: out.Body}
 		out.Body = body
 	}
@@ -572,6 +573,22 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	}}
 	reported = true // by the body, when it is closed or read to its end
 	return resp, false, nil
+}
+
+// fileHolds reports whether the rest of f (from its offset) is n bytes
+// long, or its length cannot be told (n is not above 0, f is no regular
+// file): such a file is sent as it is. One that is not is refused by
+// net/http, the caller's mistake, which blamed the instance.
+func fileHolds(f *os.File, n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return true
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	return err != nil || fi.Size()-off == n
 }
 
 // replayMismatch reports whether out, whose attempt failed, has a

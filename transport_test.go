@@ -15,6 +15,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -2021,6 +2023,44 @@ func TestTransportInProcessStatusWithoutTextIsAsOverTheNetwork(t *testing.T) {
 		resp.Body.Close()
 		if resp.Status != "299 status code 299" {
 			t.Errorf("%s: Status %q; want \"299 status code 299\"", service, resp.Status)
+		}
+	}
+}
+
+// A file body shorter than the length the request declares is the
+// caller's mistake as well, refused by net/http whatever the instance:
+// files are sent as they are (sendfile), unwatched, and six such uploads
+// ejected a healthy instance.
+func TestTransportFileBodyLengthMismatchBlamesNoInstance(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerServer(t, r, "web", newServer(t, 200))
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	path := filepath.Join(t.TempDir(), "upload")
+	if err := os.WriteFile(path, []byte("abc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://web/upload", f)
+		req.ContentLength = 10
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			t.Fatalf("a file of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
+		}
+	}
+	hs, err := r.Health(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s: %d failures, ejected %v after uploads whose file did not have the declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
 		}
 	}
 }
