@@ -366,6 +366,13 @@ func (b *localBody) Close() error {
 	return nil
 }
 
+// EnableFullDuplex lets the handler read its request while it writes its
+// response, as net/http's HTTP/1 server does when asked: in-process that
+// is so already (the body is the caller's, the response a pipe), so there
+// is nothing to do; answering http.ErrNotSupported failed a handler that
+// asks for it in-process alone.
+func (w *localWriter) EnableFullDuplex() error { return nil }
+
 // errHijackAfterAnswer is Hijack's error once the caller has the response:
 // its connection cannot be handed over then.
 var errHijackAfterAnswer = errors.New("discovery: in-process handler hijacked its connection after its response was sent")

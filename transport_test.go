@@ -2064,3 +2064,40 @@ func TestTransportFileBodyLengthMismatchBlamesNoInstance(t *testing.T) {
 		}
 	}
 }
+
+// An in-process handler may ask for full duplex (reading the request
+// while writing the response), as under net/http's HTTP/1 server: the
+// in-process path is full duplex already, but EnableFullDuplex answered
+// "feature not supported", and a handler that needs it failed in-process
+// alone.
+func TestTransportInProcessHandlerCanEnableFullDuplex(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, "echo: ")
+		http.NewResponseController(w).Flush()
+		_, _ = io.Copy(w, req.Body)
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Post("http://"+service+"/", "text/plain", strings.NewReader("hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "echo: hi" {
+			t.Errorf("%s: %d %q; want 200 \"echo: hi\"", service, resp.StatusCode, b)
+		}
+	}
+}
