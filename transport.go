@@ -112,7 +112,8 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // is an http.Hijacker too, as an HTTP/1 server's, until the caller has the
 // response, and a 101 written on the connection gives the caller a
 // writable body, so an Upgrade works in-process),
-// and closing the body ends the handler's request context (which, as a
+// a body of a declared length ends once written, and closing the body
+// before its end ends the handler's request context (which, as a
 // server's, holds none of the caller's values). Register refuses it for an
 // HTTP instance, whose requests go over the network.
 func WithHandler(h http.Handler) RegisterOption {

@@ -154,7 +154,11 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 		w.pipe.CloseWrite(io.ErrUnexpectedEOF)
 	default:
 		w.commit(nil, true)
-		w.trailer = w.trailers()
+		if w.length < 0 {
+			// a body of a declared length ended when written (and sends
+			// no trailers over the network: it is not chunked)
+			w.trailer = w.trailers()
+		}
 		w.pipe.CloseWrite(nil)
 	}
 }
@@ -215,6 +219,11 @@ func (w *localWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.pipe.Write(p)
 	w.sent += int64(n)
+	if w.length >= 0 && w.sent == w.length {
+		// the whole declared body: the caller reads it to its end now,
+		// as net/http's client does, not when the handler returns
+		w.pipe.CloseWrite(nil)
+	}
 	return n, err
 }
 
@@ -360,8 +369,13 @@ func (b *localBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close ends the handler's context unless the caller had the whole body:
+// over the network, a client that closes a body it read to its end keeps
+// the connection, and the handler that runs on keeps its context.
 func (b *localBody) Close() error {
-	b.w.cancel()
+	if !b.w.pipe.drained() {
+		b.w.cancel()
+	}
 	b.w.pipe.CloseRead(nil)
 	return nil
 }

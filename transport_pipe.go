@@ -105,3 +105,11 @@ func (p *localPipe) CloseRead(err error) {
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
+
+// drained reports whether the writer closed cleanly (io.EOF) and the
+// reader has read all that was written.
+func (p *localPipe) drained() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.werr == io.EOF && len(p.buf) == 0 && p.rerr == nil
+}

@@ -2101,3 +2101,58 @@ func TestTransportInProcessHandlerCanEnableFullDuplex(t *testing.T) {
 		}
 	}
 }
+
+// A caller reads an in-process body of a declared length to its end once
+// it has that length, as net/http's client does, while the handler runs
+// on: the caller's read waited for the handler to return, so a handler
+// that waits for the caller after writing its answer hung both, in-process
+// alone. Closing the body then does not end the handler's context (the
+// connection is not cut).
+func TestTransportInProcessBodyOfDeclaredLengthEndsWhenWritten(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	release := make(chan struct{})
+	ctxErr := make(chan error, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "hi")
+		http.NewResponseController(w).Flush()
+		<-release // the caller has read the answer
+		ctxErr <- req.Context().Err()
+	})
+	s := &countingServer{Server: httptest.NewServer(h)}
+	t.Cleanup(s.Close)
+	registerServer(t, r, "web", s)
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: "user_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(h)); err != nil {
+		t.Fatal(err)
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "user_svc"} {
+		resp, err := client.Get("http://" + service + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := make(chan string, 1)
+		go func() {
+			b, err := io.ReadAll(resp.Body)
+			read <- fmt.Sprintf("%q %v", b, err)
+		}()
+		select {
+		case got := <-read:
+			if got != `"hi" <nil>` {
+				t.Errorf("%s: read %s; want \"hi\" <nil>", service, got)
+			}
+		case <-time.After(5 * time.Second):
+			release <- struct{}{}
+			<-read
+			resp.Body.Close()
+			<-ctxErr
+			t.Fatalf("%s: the caller's read of a 2-byte body it had was still waiting after 5s, for the handler to return", service)
+		}
+		resp.Body.Close()
+		release <- struct{}{}
+		if err := <-ctxErr; err != nil {
+			t.Errorf("%s: the handler's context ended (%v) when the caller closed a body it had read to its end", service, err)
+		}
+	}
+}
