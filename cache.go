@@ -67,11 +67,20 @@ type entry struct {
 	// st is the service's state in this process (nil for a negative entry).
 	st *svcState
 	// inv is st's count of invalidations when the snapshot's read began in
-	// this process (see invalidatedSince).
-	inv uint64
+	// this process (see invalidatedSince); guarded says it was counted
+	// (readSince), and L1 then refuses the entry once the count has moved.
+	inv     uint64
+	guarded bool
 	// viewGen is st's health generation when the view was built.
 	viewGen uint64
 }
+
+// readSince marks e as read after inv invalidations of its service.
+func (e *entry) readSince(inv uint64) { e.inv, e.guarded = inv, true }
+
+// outdated reports whether e was read before an invalidation of its
+// service that has happened since.
+func (e *entry) outdated() bool { return e.guarded && e.st != nil && e.st.invalidated.Load() != e.inv }
 
 // slot stands for one service name in ristretto.
 type slot struct{ name string }
@@ -213,8 +222,10 @@ func (c *l1Cache) set(sl *slot) bool {
 }
 
 // put stores e unless L1 holds a newer snapshot of the service (a higher
-// revision, or the same one read from the database later). It returns the
-// entry L1 holds afterwards.
+// revision, or the same one read from the database later), or e was read
+// before an invalidation of the service since (outdated). It returns the
+// entry L1 holds afterwards (e itself if outdated, which L1 does not hold)
+// and whether it took e.
 //
 // A snapshot this process read from the database after a lease in the held
 // one had ended, or a lease TTL after the held one was read (one with no
@@ -230,11 +241,21 @@ func (c *l1Cache) set(sl *slot) bool {
 // snapshot that claims a later read than this process's: one that another
 // process read with its clock ahead of this one's. Refused, it stayed until
 // this clock caught up, answering instances whose leases had ended.
-func (c *l1Cache) put(e *entry) *entry {
+func (c *l1Cache) put(e *entry) (held *entry, took bool) {
 	held, added := e, false
 	c.index.update(e.name, func(old *entry) (*entry, bool) {
+		if e.outdated() {
+			// Judged under the shard's lock, which Invalidate's drop of the
+			// name takes after it counts: either this put comes first and
+			// the drop removes e, or it sees the count. Judged after the
+			// put, as before, a lookup right after Invalidate returned
+			// could be answered by e in between (1 run in 150 under load).
+			// held stays e: its caller sees the count moved and reads again.
+			return nil, false
+		}
+		took = true
 		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt && !invalidatedSince(old, e)) && !c.wentBack(old, e) {
-			held = old
+			held, took = old, false
 			return nil, false
 		}
 		if old != nil {
@@ -253,10 +274,10 @@ func (c *l1Cache) put(e *entry) *entry {
 		// stayed for good, past WithCacheSize.
 		c.drop(sl, true)
 	}
-	if held == e && c.onPut != nil {
+	if took && c.onPut != nil {
 		c.onPut(e)
 	}
-	return held
+	return held, took
 }
 
 // install puts a new entry into L1 and returns the entry L1 holds. A health
@@ -268,7 +289,8 @@ func (c *l1Cache) put(e *entry) *entry {
 func (r *Registry) install(e *entry) *entry {
 	st := e.st
 	if st == nil || e.raw == nil {
-		return r.l1.put(e)
+		held, _ := r.l1.put(e)
+		return held
 	}
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
@@ -276,8 +298,8 @@ func (r *Registry) install(e *entry) *entry {
 		e.view.Store(r.buildView(e.raw, st, e.insertedAt, r.clock.Now().UnixNano()))
 		e.viewGen = gen
 	}
-	held := r.l1.put(e)
-	if held == e {
+	held, took := r.l1.put(e)
+	if took {
 		// Only the snapshot L1 takes says which instances left: an older
 		// one, refused, lacks those added since, and forgot their health
 		// and ejections.
@@ -305,6 +327,12 @@ func invalidatedSince(old, e *entry) bool {
 // or a lease TTL after old was read.
 func (c *l1Cache) wentBack(old, e *entry) bool {
 	return e.layer == LayerL3 && (e.loadedAt >= old.minExpiry || e.loadedAt >= old.loadedAt+c.lease)
+}
+
+// removeName drops whatever entry L1 holds of name. Ristretto keeps the
+// name's slot, as after remove.
+func (c *l1Cache) removeName(name string) {
+	c.index.update(name, func(cur *entry) (*entry, bool) { return nil, cur != nil })
 }
 
 // remove drops e if L1 still holds it. Ristretto keeps the name's slot until
@@ -915,7 +943,7 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			if ahead <= l2ClockSkew && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
 				e := r.newEntry(svc, LayerL2, at, readAt, now)
-				e.inv = inv
+				e.readSince(inv)
 				return e, nil
 			}
 			r.l2.Unusable() // found, but the database answers: a miss
@@ -958,7 +986,7 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, gen, svc.Name, codec.Encode(svc, readAt)) })
 	}
 	e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
-	e.inv = inv
+	e.readSince(inv)
 	return e, nil
 }
 
@@ -969,9 +997,9 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 // generation in Redis, read before the database was). An Invalidate between
 // the read and this write deleted the L2 copy, and the write put back what
 // was read before it, for every process, for an L2 TTL. The count is
-// looked at again after the write, since Invalidate counts before it
-// deletes: a write that landed after its delete is deleted in turn, and
-// only it, not what another process wrote since (Delete compares). It
+// looked at again after the write: an Invalidate whose Redis step failed
+// counts all the same, and a write that landed then is deleted in turn,
+// and only it, not what another process wrote since (Delete compares). It
 // reports whether the snapshot stands (no invalidation came first).
 func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) bool {
 	if st.invalidated.Load() != inv {
@@ -1071,7 +1099,7 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 			var held *entry
 			if inv := st.invalidated.Load(); e.st == st && e.inv == inv {
 				ne := r.newEntry(svc, LayerL2, loadedAt, now, now)
-				ne.inv = inv
+				ne.readSince(inv)
 				if held = r.install(ne); held == ne && st.invalidated.Load() != inv {
 					r.l1.remove(ne) // invalidated meanwhile, after its count and before its drop
 					held = nil
@@ -1464,7 +1492,7 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 		// Looked at again after the put, since Invalidate counts before it
 		// drops the entry: an entry put after its drop is dropped in turn.
 		e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
-		e.inv = inv
+		e.readSince(inv)
 		if r.install(e) == e && st.invalidated.Load() != inv {
 			r.l1.remove(e)
 		}
@@ -1540,21 +1568,27 @@ func (r *Registry) Invalidate(ctx context.Context, service string) error {
 	if err := core.ValidateServiceName(service); err != nil {
 		return err
 	}
+	// Redis first: its snapshot goes, and the service gets a new
+	// generation, so that a write of a snapshot that any process read from
+	// the database before this is refused (setL2Unless). Then this
+	// process's count and its entry: a load that reads the count after it
+	// moved reads Redis after the delete. Counted first, a load that began
+	// in between took the count as its own and the old snapshot from
+	// Redis, and put it back in L1 after the drop, fresh: a Get right after
+	// Invalidate returned answered what it was to drop.
+	var err error
+	if r.l2 != nil {
+		err = r.l2.Invalidate(ctx, service)
+	}
 	if st := r.stateIfAny(service); st != nil {
 		st.invalidated.Add(1) // a load under way must not put back what it read before
 	}
-	if e := r.l1.get(service); e != nil {
-		r.l1.remove(e)
-	}
-	var err error
-	if r.l2 != nil {
-		// The snapshot goes, and the service gets a new generation: a write
-		// of a snapshot that any process read from the database before this
-		// is refused (setL2Unless).
-		if err = r.l2.Invalidate(ctx, service); err == nil {
-			err = r.l2.Publish(ctx, core.Change{Service: service}, true)
-		}
-		if err == nil {
+	// Whatever entry the name has, under the index's lock, after the count:
+	// a put of an entry read before is either refused, having seen the
+	// count, or came first and is dropped here (put).
+	r.l1.removeName(service)
+	if r.l2 != nil && err == nil {
+		if err = r.l2.Publish(ctx, core.Change{Service: service}, true); err == nil {
 			return nil // its message reaches this process's watchers too
 		}
 	}
