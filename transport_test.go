@@ -656,7 +656,6 @@ func TestTransportInProcessCallerCancelsAHandlerThatDoesNotReturn(t *testing.T) 
 // retried on another instance): a caller looping on a bad header ejected
 // healthy instances.
 func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *testing.T) {
-	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	ok1, ok2 := newServer(t, 200), newServer(t, 200)
 	registerServer(t, r, "web", ok1)
@@ -692,15 +691,7 @@ func TestTransportRefusesARequestNetHTTPWouldRefuseWithoutBlamingAnInstance(t *t
 			}
 		}
 	}
-	hs, err := r.Health(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hs {
-		if h.PassiveFailures != 0 || h.Ejected {
-			t.Errorf("%s: %d failures, ejected %v after requests the caller got wrong; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
-		}
-	}
+	noneBlamed(t, r, "web", "requests the caller got wrong")
 	if n := ok1.hits.Load() + ok2.hits.Load(); n != 0 {
 		t.Errorf("the instances got %d requests; want 0", n)
 	}
@@ -756,20 +747,7 @@ func TestTransportUpgradedConnectionIsWritable(t *testing.T) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("status %d; want 101", resp.StatusCode)
 	}
-	rw, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		t.Fatalf("the upgraded connection's body is a %T, not an io.ReadWriteCloser", resp.Body)
-	}
-	if n := discovery.InFlight(r, "ws", id); n != 0 {
-		t.Errorf("%d requests in flight once the handshake is done; want 0", n)
-	}
-	if _, err := rw.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "ping" {
-		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
-	}
+	upgraded(t, r, resp, id)
 }
 
 // http.Client.CloseIdleConnections reaches the base transport's pool, as
@@ -1100,15 +1078,7 @@ func TestTransportLeavesOtherSchemesToTheBaseWithoutBlamingAnInstance(t *testing
 		}
 	}
 	for _, svc := range []string{"web", "local"} {
-		hs, err := r.Health(ctx, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, h := range hs {
-			if h.PassiveFailures != 0 || h.Ejected {
-				t.Errorf("%s/%s: %d failures, ejected %v after requests with a scheme net/http does not send; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
-			}
-		}
+		noneBlamed(t, r, svc, "requests with a scheme net/http does not send")
 	}
 	if n := ok1.hits.Load() + ok2.hits.Load() + int64(len(served)); n != 0 {
 		t.Errorf("the instances got %d requests; want 0", n)
@@ -1121,7 +1091,6 @@ func TestTransportLeavesOtherSchemesToTheBaseWithoutBlamingAnInstance(t *testing
 // failure and retried on another, and a few such requests ejected healthy
 // instances.
 func TestTransportRefusesANilHeaderWithoutBlamingAnInstance(t *testing.T) {
-	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	ok1, ok2 := newServer(t, 200), newServer(t, 200)
 	registerServer(t, r, "web", ok1)
@@ -1140,15 +1109,7 @@ func TestTransportRefusesANilHeaderWithoutBlamingAnInstance(t *testing.T) {
 			t.Errorf("request %d: %v; want an error matching ErrInvalid", i, err)
 		}
 	}
-	hs, err := r.Health(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hs {
-		if h.PassiveFailures != 0 || h.Ejected {
-			t.Errorf("%s: %d failures, ejected %v after requests without a Header; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
-		}
-	}
+	noneBlamed(t, r, "web", "requests without a Header")
 }
 
 // The trailers an in-process handler declared come with its body's end,
@@ -1219,15 +1180,7 @@ func TestTransportDeadlinePassedBeforeSendingBlamesNoInstance(t *testing.T) {
 				t.Errorf("%s: request %d: %v; want an error matching context.DeadlineExceeded", svc, i, err)
 			}
 		}
-		hs, err := r.Health(ctx, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, h := range hs {
-			if h.PassiveFailures != 0 || h.Ejected {
-				t.Errorf("%s/%s: %d failures, ejected %v after requests whose deadline passed before they were sent; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
-			}
-		}
+		noneBlamed(t, r, svc, "requests whose deadline passed before they were sent")
 	}
 	if n := ok.hits.Load(); n != 0 {
 		t.Errorf("the instance got %d requests; want 0", n)
@@ -1277,15 +1230,7 @@ func TestTransportCallersBodyErrorBlamesNoInstance(t *testing.T) {
 				resp.Body.Close()
 			}
 		}
-		hs, err := r.Health(ctx, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, h := range hs {
-			if h.PassiveFailures != 0 || h.Ejected {
-				t.Errorf("%s/%s: %d failures, ejected %v after requests whose own body failed; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected)
-			}
-		}
+		noneBlamed(t, r, svc, "requests whose own body failed")
 	}
 }
 
@@ -1378,7 +1323,6 @@ func TestCloseReleasesTheTransportsConnections(t *testing.T) {
 // net/http ("ContentLength=10 with Body length 3") whatever the instance:
 // the caller's mistake, which counted as the picked instance's failure.
 func TestTransportContentLengthMismatchBlamesNoInstance(t *testing.T) {
-	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	ok := newServer(t, 200)
 	registerServer(t, r, "web", ok)
@@ -1393,15 +1337,7 @@ func TestTransportContentLengthMismatchBlamesNoInstance(t *testing.T) {
 			t.Fatalf("a body of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
 		}
 	}
-	hs, err := r.Health(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hs {
-		if h.PassiveFailures != 0 || h.Ejected {
-			t.Errorf("%s: %d failures, ejected %v after requests whose body did not have its declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
-		}
-	}
+	noneBlamed(t, r, "web", "requests whose body did not have its declared length")
 }
 
 // Over HTTP/2 too, a bodiless answer (to a HEAD, a 204) whose body the
@@ -1847,7 +1783,6 @@ func TestTransportInProcessHeaderIsTakenAtWriteHeader(t *testing.T) {
 // failure, was retried on another one, blamed as well, and six such
 // requests ejected a healthy instance.
 func TestTransportReplayableBodyLengthMismatchBlamesNoInstance(t *testing.T) {
-	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	a, b := newServer(t, 200), newServer(t, 200)
 	registerServer(t, r, "web", a)
@@ -1865,15 +1800,7 @@ func TestTransportReplayableBodyLengthMismatchBlamesNoInstance(t *testing.T) {
 			t.Fatalf("a body of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
 		}
 	}
-	hs, err := r.Health(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hs {
-		if h.PassiveFailures != 0 || h.Ejected {
-			t.Errorf("%s: %d failures, ejected %v after requests whose body did not have its declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
-		}
-	}
+	noneBlamed(t, r, "web", "requests whose body did not have its declared length")
 	if n := discovery.Retried(tr); n != 0 {
 		t.Errorf("%d retries of requests the caller got wrong; want 0", n)
 	}
@@ -1949,20 +1876,7 @@ func TestTransportInProcessHandlerCanHijack(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("status %d (%q); want 101", resp.StatusCode, b)
 	}
-	rw, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		t.Fatalf("the upgraded connection's body is a %T, not an io.ReadWriteCloser", resp.Body)
-	}
-	if n := discovery.InFlight(r, "ws", g.Instance().ID); n != 0 {
-		t.Errorf("%d requests in flight once the handshake is done; want 0", n)
-	}
-	if _, err := rw.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "ping" {
-		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
-	}
+	upgraded(t, r, resp, g.Instance().ID)
 }
 
 // An in-process handler sees a body of unknown length as net/http's
@@ -2032,7 +1946,6 @@ func TestTransportInProcessStatusWithoutTextIsAsOverTheNetwork(t *testing.T) {
 // files are sent as they are (sendfile), unwatched, and six such uploads
 // ejected a healthy instance.
 func TestTransportFileBodyLengthMismatchBlamesNoInstance(t *testing.T) {
-	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	registerServer(t, r, "web", newServer(t, 200))
 	client := r.HTTPClient()
@@ -2054,15 +1967,7 @@ func TestTransportFileBodyLengthMismatchBlamesNoInstance(t *testing.T) {
 			t.Fatalf("a file of 3 bytes declared as 10 was sent: %d", resp.StatusCode)
 		}
 	}
-	hs, err := r.Health(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hs {
-		if h.PassiveFailures != 0 || h.Ejected {
-			t.Errorf("%s: %d failures, ejected %v after uploads whose file did not have the declared length; want 0, not ejected", h.ID, h.PassiveFailures, h.Ejected)
-		}
-	}
+	noneBlamed(t, r, "web", "uploads whose file did not have the declared length")
 }
 
 // An in-process handler may ask for full duplex (reading the request
@@ -2154,5 +2059,42 @@ func TestTransportInProcessBodyOfDeclaredLengthEndsWhenWritten(t *testing.T) {
 		if err := <-ctxErr; err != nil {
 			t.Errorf("%s: the handler's context ended (%v) when the caller closed a body it had read to its end", service, err)
 		}
+	}
+}
+
+// noneBlamed fails the test if an instance of svc was counted a failure, or
+// ejected, after what (requests the caller got wrong, which are no
+// instance's fault).
+func noneBlamed(t *testing.T, r *discovery.Registry, svc, after string) {
+	t.Helper()
+	hs, err := r.Health(context.Background(), svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.PassiveFailures != 0 || h.Ejected {
+			t.Errorf("%s/%s: %d failures, ejected %v after %s; want 0, not ejected", svc, h.ID, h.PassiveFailures, h.Ejected, after)
+		}
+	}
+}
+
+// upgraded checks a 101 answer from instance id of "ws": its body is the
+// connection, writable, which echoes a ping, and the request no longer
+// counts in flight.
+func upgraded(t *testing.T, r *discovery.Registry, resp *http.Response, id string) {
+	t.Helper()
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("the upgraded connection's body is a %T, not an io.ReadWriteCloser", resp.Body)
+	}
+	if n := discovery.InFlight(r, "ws", id); n != 0 {
+		t.Errorf("%d requests in flight once the handshake is done; want 0", n)
+	}
+	if _, err := rw.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(rw, b); err != nil || string(b) != "ping" {
+		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
 	}
 }
