@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,25 +31,7 @@ func TestCheckOfAnInstanceThatLeftAppliesToNothing(t *testing.T) {
 
 func checkOfAnInstanceThatLeft(t *testing.T, k worldKind) {
 	ctx := context.Background()
-	gate := make(chan struct{})
-	var hits atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hits.Add(1) == 1 {
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	opened := true
-	t.Cleanup(func() {
-		if opened {
-			close(gate)
-		}
-	})
-	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	portN, _ := strconv.Atoi(port)
+	host, portN, hits, release := firstCheckHangs(t)
 	clock := discoverytest.NewClock(t0)
 	w := newWorld(t, k)
 	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, 5*time.Second))
@@ -96,8 +79,7 @@ func checkOfAnInstanceThatLeft(t *testing.T, k worldKind) {
 		t.Fatalf("Get = %v, %v; want %s back", svc, err, in.ID)
 	}
 	until("mid")
-	opened = false
-	close(gate) // the old check passes
+	release() // the old check passes
 	discovery.SettleHealth(r)
 	for _, ev := range until("last") {
 		if ev.Kind == discovery.EventHealthChanged && ev.Instance.ID == in.ID {
@@ -171,25 +153,7 @@ func TestCheckOfAnInstanceThatLeftEndsAtOnce(t *testing.T) {
 // instance never checked) before its new address was ever checked.
 func TestCheckOfTheOldAddressDoesNotJudgeTheNew(t *testing.T) {
 	ctx := context.Background()
-	gate := make(chan struct{})
-	var hits atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hits.Add(1) == 1 {
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	opened := true
-	t.Cleanup(func() {
-		if opened {
-			close(gate)
-		}
-	})
-	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	portN, _ := strconv.Atoi(port)
+	host, portN, hits, release := firstCheckHangs(t)
 	moved := newProbeServer(t, "")
 	clock := discoverytest.NewClock(t0)
 	w := newWorld(t, allWorlds[0])
@@ -218,10 +182,34 @@ func TestCheckOfTheOldAddressDoesNotJudgeTheNew(t *testing.T) {
 	}
 	clock.Advance(time.Second) // the next scan finds it moved
 	discovery.StepHealth(r)
-	opened = false
-	close(gate) // the old address answers: 200
+	release() // the old address answers: 200
 	discovery.SettleHealth(r)
 	if h := healthOf(t, r, "web", in.ID); moved.hits.Load() == 0 && h.Status != discovery.StatusUnknown {
 		t.Fatalf("moved to %s, never checked there: %v (last check %v); want unknown", at.Addr(), h.Status, h.LastCheck.Sub(t0))
 	}
+}
+
+// firstCheckHangs starts a server whose first request waits until release
+// is called (or the request ends), and which answers 200 to the others:
+// a check in flight while the test does something. Its hits count the
+// requests; the test's end releases the first.
+func firstCheckHangs(t *testing.T) (host string, port int, hits *atomic.Int64, release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	hits = new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	h, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ = strconv.Atoi(p)
+	return h, port, hits, release
 }
