@@ -400,7 +400,9 @@ func (g *Registration) SetWeight(ctx context.Context, w int) error {
 }
 
 // Deregister stops renewing and removes the instance now. Calling it again
-// returns nil.
+// returns nil. One that fails (the database down, its context ended) has
+// stopped the renewals all the same: call it again (or Close) to remove the
+// row; Update then returns ErrClosed.
 func (g *Registration) Deregister(ctx context.Context) error {
 	err := g.deregister(ctx)
 	if errors.Is(err, ErrClosed) {
@@ -423,13 +425,19 @@ func (g *Registration) deregister(ctx context.Context) error {
 		return nilContext("Deregister")
 	}
 	g.stop()
+	// Gone from here on, whether or not the row goes: nothing renews it
+	// now. Marked only once the writes were had, an Update after a
+	// Deregister whose context ended first was let through, and the caller
+	// took for live an instance whose lease then ran out.
+	g.mu.Lock()
+	g.gone = true
+	g.mu.Unlock()
 	if err := g.writing.Lock(ctx); err != nil {
 		return err
 	}
 	defer g.writing.Unlock()
 	g.mu.Lock()
 	removed := g.removed
-	g.gone = true
 	g.mu.Unlock()
 	if removed {
 		return ErrClosed

@@ -492,3 +492,44 @@ func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T
 		t.Fatalf("Registration.Instance().Weight = %d; want 7, as the row held", got)
 	}
 }
+
+// A Deregister that ends before it gets the registration's writes (its
+// context ended while an Update held them) has stopped the renewals all the
+// same: the registration no longer renews (Done), so an Update after it is
+// refused with ErrClosed, as after a Deregister that went through. It
+// succeeded, and the caller took for live an instance whose lease then ran
+// out with nothing to renew it.
+func TestUpdateAfterAFailedDeregisterIsRefused(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	entered, release := make(chan struct{}), make(chan struct{})
+	updated := make(chan error, 1)
+	go func() {
+		updated <- g.Update(ctx, func(in *discovery.Instance) { close(entered); <-release; in.Weight = 7 })
+	}()
+	<-entered
+	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := g.Deregister(dctx); err == nil {
+		t.Fatal("Deregister returned nil while an Update held the registration's writes past its deadline")
+	}
+	close(release)
+	if err := <-updated; err != nil {
+		t.Fatalf("the Update under way = %v", err)
+	}
+	select {
+	case <-g.Done():
+	default:
+		t.Fatal("the registration still renews after its Deregister failed")
+	}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Weight = 9 }); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Update after a failed Deregister = %v; want ErrClosed: nothing renews the registration", err)
+	}
+	if err := g.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister again = %v; want it to go through", err)
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err == nil && len(svc.Instances) != 0 {
+		t.Fatalf("after the second Deregister Get = %v; want none", svc.Instances)
+	}
+}
