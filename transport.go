@@ -85,7 +85,10 @@ func Retries(n int) TransportOption {
 // and 10/s by default, as Finagle's budget), so retries cannot multiply the
 // load of an outage. A value that is not a finite number of at least 0
 // (NaN, which switched the budget off, Inf, a negative) leaves that
-// default: a Transport has no error to return.
+// default: a Transport has no error to return. Each Transport (and each
+// HTTPClient) has a budget of its own, which starts with up to 10 tokens:
+// make one per program (or per downstream) and share it, since one made
+// per request retries every request that fails.
 func RetryBudget(ratio float64, minPerSecond float64) TransportOption {
 	return transportOptionFunc(func(o *transportOptions) {
 		if ratio >= 0 && !math.IsInf(ratio, 1) { // false for NaN
@@ -154,7 +157,9 @@ func (r *Registry) Transport(opts ...TransportOption) http.RoundTripper {
 	return t
 }
 
-// HTTPClient returns an http.Client that uses Transport.
+// HTTPClient returns an http.Client that uses Transport. Make one and
+// share it: each has a retry budget of its own (its connections are the
+// Registry's, shared).
 func (r *Registry) HTTPClient(opts ...TransportOption) *http.Client {
 	return &http.Client{Transport: r.Transport(opts...)}
 }
