@@ -247,9 +247,9 @@ func (c *l1Cache) put(e *entry) (held *entry, took bool) {
 		if e.outdated() {
 			// Judged under the shard's lock, which Invalidate's drop of the
 			// name takes after it counts: either this put comes first and
-			// the drop removes e, or it sees the count. Judged after the
-			// put, as before, a lookup right after Invalidate returned
-			// could be answered by e in between (1 run in 150 under load).
+			// the drop removes e, or it sees the count. Judged only after
+			// the put, as before, a lookup right after Invalidate returned
+			// could be answered by e in the window between the two.
 			// held stays e: its caller sees the count moved and reads again.
 			return nil, false
 		}
