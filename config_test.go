@@ -962,6 +962,22 @@ func (rc *received) last() (rev, body string) {
 	return rc.revs[len(rc.revs)-1], rc.bodies[len(rc.bodies)-1]
 }
 
+// newerKept checks that the instance was left on revision 2 and that the
+// older update (rep) was reported skipped, superseded by it.
+func newerKept(t *testing.T, got *received, rep discovery.ConfigReport) {
+	t.Helper()
+	if rev, body := got.last(); rev != "2" || body != `{"n":2}` {
+		got.mu.Lock()
+		sent := fmt.Sprint(got.revs)
+		got.mu.Unlock()
+		t.Fatalf("the instance was sent revisions %s, the last %s %s; want the last to be 2", sent, rev, body)
+	}
+	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped ||
+		!strings.Contains(rep.Instances[0].Reason, "superseded by config revision 2") {
+		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
+	}
+}
+
 func putInService(in *discovery.Instance) { in.Status = discovery.StatusUnknown }
 
 func wantRegConfig(t *testing.T, g *discovery.Registration, want json.RawMessage, wantRev int64) {
@@ -1432,16 +1448,7 @@ func TestConfigRetryDoesNotOverwriteANewerConfig(t *testing.T) {
 			return false
 		}
 	})
-	if rev, body := got.last(); rev != "2" || body != `{"n":2}` {
-		got.mu.Lock()
-		sent := fmt.Sprint(got.revs)
-		got.mu.Unlock()
-		t.Fatalf("the instance was sent revisions %s, the last %s %s; want the last to be 2", sent, rev, body)
-	}
-	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped ||
-		!strings.Contains(rep.Instances[0].Reason, "superseded by config revision 2") {
-		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
-	}
+	newerKept(t, got, rep)
 }
 
 // listingHook is a backend whose Load, when hold is set, waits on it once
@@ -1497,16 +1504,7 @@ func TestConfigOlderNotificationStartingLateDoesNotOverwriteANewerConfig(t *test
 	}
 	close(release)
 	rep := <-older
-	if rev, body := got.last(); rev != "2" || body != `{"n":2}` {
-		got.mu.Lock()
-		sent := fmt.Sprint(got.revs)
-		got.mu.Unlock()
-		t.Fatalf("the instance was sent revisions %s, the last %s %s; want the last to be 2", sent, rev, body)
-	}
-	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifySkipped ||
-		!strings.Contains(rep.Instances[0].Reason, "superseded by config revision 2") {
-		t.Fatalf("report of the older update = %+v; want skipped, superseded by config revision 2", rep.Instances)
-	}
+	newerKept(t, got, rep)
 }
 
 // A router standby (registered draining) with a WithConfigFunc callback in
