@@ -29,13 +29,7 @@ import (
 // DISCOVERY_TEST_REDIS) and, when it is set, on
 // DISCOVERY_TEST_REDIS_CLUSTER.
 func TestSetL2UnlessDeletesOnlyTheSnapshotItWrote(t *testing.T) {
-	redises := []struct {
-		name string
-		open func(t *testing.T, ns string) redis.UniversalClient
-	}{
-		{"redis", func(t *testing.T, ns string) redis.UniversalClient { rdb, _ := testutil.Redis(t, ns); return rdb }},
-		{"cluster", func(t *testing.T, ns string) redis.UniversalClient { return testutil.RedisCluster(t, ns) }},
-	}
+	redises := testutil.RedisKinds()
 	tests := []struct {
 		name    string
 		other   bool  // another process writes revision 3 in between
@@ -45,10 +39,10 @@ func TestSetL2UnlessDeletesOnlyTheSnapshotItWrote(t *testing.T) {
 		{"nobody wrote since", false, -1},
 	}
 	for _, rr := range redises {
-		t.Run(rr.name, func(t *testing.T) {
+		t.Run(rr.Name, func(t *testing.T) {
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					if rev := writeThroughWhileUnsettled(t, rr.open, tt.other); rev != tt.wantRev {
+					if rev := writeThroughWhileUnsettled(t, rr.Open, tt.other); rev != tt.wantRev {
 						t.Fatalf("after the write-through, Redis holds revision %d (-1: none); want %d", rev, tt.wantRev)
 					}
 				})
@@ -62,7 +56,7 @@ func TestSetL2UnlessDeletesOnlyTheSnapshotItWrote(t *testing.T) {
 // write, another process writes revision 3 (if other) and this one counts
 // an invalidation. It returns the revision Redis holds at the end (-1 for
 // none).
-func writeThroughWhileUnsettled(t *testing.T, open func(t *testing.T, ns string) redis.UniversalClient, other bool) int64 {
+func writeThroughWhileUnsettled(t *testing.T, open func(t testing.TB, ns string) redis.UniversalClient, other bool) int64 {
 	t.Helper()
 	ctx := context.Background()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")

@@ -312,3 +312,20 @@ func PostgresVia(t testing.TB, prefix string) (*gorm.DB, *Proxy) {
 	})
 	return db, p
 }
+
+// RedisKind is a kind of Redis a test runs on: Open returns a client of one
+// server (Redis) or of a Cluster (RedisCluster, which skips the test when
+// none is given).
+type RedisKind struct {
+	Name string
+	Open func(t testing.TB, prefix string) redis.UniversalClient
+}
+
+// RedisKinds is one server and a Cluster, for the tests whose scripts and
+// keys must hold on both.
+func RedisKinds() []RedisKind {
+	return []RedisKind{
+		{"redis", func(t testing.TB, prefix string) redis.UniversalClient { rdb, _ := Redis(t, prefix); return rdb }},
+		{"cluster", RedisCluster},
+	}
+}

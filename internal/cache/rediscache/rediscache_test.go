@@ -260,18 +260,12 @@ func TestProbeOnAClusterAsksEveryMaster(t *testing.T) {
 // DISCOVERY_TEST_REDIS_CLUSTER: every script and MGET touches the keys of
 // one slot.
 func TestSnapshotWritesFollowTheGeneration(t *testing.T) {
-	tests := []struct {
-		name string
-		open func(t *testing.T, ns string) redis.UniversalClient
-	}{
-		{"redis", func(t *testing.T, ns string) redis.UniversalClient { rdb, _ := testutil.Redis(t, ns); return rdb }},
-		{"cluster", func(t *testing.T, ns string) redis.UniversalClient { return testutil.RedisCluster(t, ns) }},
-	}
+	tests := testutil.RedisKinds()
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.Name, func(t *testing.T) {
 			ctx := context.Background()
 			ns := testutil.Prefix(t)
-			rdb := tt.open(t, ns)
+			rdb := tt.Open(t, ns)
 			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
 			defer c.Close()
 			at := time.Unix(1_800_000_000, 0)
@@ -377,18 +371,12 @@ func TestGenerationKeySharesTheSnapshotsSlot(t *testing.T) {
 // or DISCOVERY_TEST_REDIS) and, when it is set, on
 // DISCOVERY_TEST_REDIS_CLUSTER (the script touches one key).
 func TestDeleteRemovesOnlyTheSnapshotItNames(t *testing.T) {
-	tests := []struct {
-		name string
-		open func(t *testing.T, ns string) redis.UniversalClient
-	}{
-		{"redis", func(t *testing.T, ns string) redis.UniversalClient { rdb, _ := testutil.Redis(t, ns); return rdb }},
-		{"cluster", func(t *testing.T, ns string) redis.UniversalClient { return testutil.RedisCluster(t, ns) }},
-	}
+	tests := testutil.RedisKinds()
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.Name, func(t *testing.T) {
 			ctx := context.Background()
 			ns := testutil.Prefix(t)
-			rdb := tt.open(t, ns)
+			rdb := tt.Open(t, ns)
 			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
 			defer c.Close()
 			at := time.Unix(1_800_000_000, 0)
