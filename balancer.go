@@ -14,6 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
 )
 
 // Strategy chooses one instance among the eligible ones.
@@ -505,6 +506,9 @@ type candidate struct {
 	weight   float64
 	hid      uint64 // hash of the ID, for rendezvous hashing
 	eligible bool
+	// slow: not eligible only because its checks, though they pass, are
+	// too slow for the minimum score (NoHealthyError.Slow says so)
+	slow bool
 }
 
 // picker is what selection needs of one service at one moment: built when
@@ -574,6 +578,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 			p.validUntil = min(p.validUntil, u)
 		} else {
 			c.eligible = is.Status() != core.StatusUnhealthy && is.Score() > minScore
+			c.slow = !c.eligible && slowChecks(is, minScore)
 		}
 		if c.eligible {
 			p.elig = append(p.elig, int32(len(p.cands)))
@@ -766,6 +771,28 @@ func (r *Registry) handOut(st *svcState, c *candidate) {
 	c.is.inflight.Add(1)
 }
 
+// slowChecks reports whether an instance passes its checks (healthy or
+// warning) but its latest response time alone scores it at or below
+// minScore: a health endpoint slower than 100 ms / minScore, which no run
+// of passes brings back into selection.
+func slowChecks(is *instState, minScore float64) bool {
+	st, rtt := is.Status(), time.Duration(is.rtt.Load())
+	return rtt > 0 && (st == core.StatusHealthy || st == core.StatusWarning) &&
+		health.Sample(health.Check{Status: st, RTT: rtt}) <= minScore
+}
+
+// noHealthy is the error of a pick that finds no instance to use, with the
+// count of those the pick's filters keep that are out only for slow checks.
+func (p *picker) noHealthy(q *pickReq) error {
+	slow := 0
+	for i := range p.cands {
+		if c := &p.cands[i]; c.slow && (!q.filtered || q.matchKept(c.in)) {
+			slow++
+		}
+	}
+	return &core.NoHealthyError{Service: p.view.Name, Live: p.live, Slow: slow}
+}
+
 // choose runs a strategy and returns the index of a candidate.
 func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bool, error) {
 	filtered := q.filtered
@@ -803,7 +830,7 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	// without Exclude does (it failed: whether a retry in panic was made
 	// depended on which instance the first pick had chosen).
 	if nElig == 0 || avail == 0 && (mode != modeAll || spread == 0) {
-		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
+		return 0, false, p.noHealthy(q)
 	}
 	zone := ""
 	if q.zone != "" {
@@ -830,7 +857,7 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	if mode == modeAll && r.opts.failClosed {
 		// refused only if the pick would panic: not when the preferred zone
 		// has enough eligible instances of its own
-		return 0, false, &core.NoHealthyError{Service: p.view.Name, Live: p.live}
+		return 0, false, p.noHealthy(q)
 	}
 	if !filtered && zone == "" && mode == modeEligible {
 		return p.chooseDirect(s, p.rng.uint64(), q.key, now), false, nil

@@ -454,6 +454,63 @@ func TestPanicThreshold(t *testing.T) {
 	})
 }
 
+// A service whose instances pass their checks but answer them slower than
+// the minimum score allows (200 ms by default) has none to pick: the error
+// says so, counting only the instances that are out for that alone and that
+// the pick's filters keep, so that "no healthy instances" of a service Get
+// shows healthy is not a mystery.
+func TestNoHealthyErrorNamesSlowChecks(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1) // shard 0: i0, i2; version v1: i0, i1; tag t1: i1
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	// i0 passes in 250 ms (score 0.4 at best); i1 passes in 10 ms but
+	// failed lately (score 0.4); i2 answers a 429 in 150 ms (a warning:
+	// 0.6 x 100/150 = 0.4).
+	discovery.SetInstanceHealth(r, "db_svc", "i0", discovery.StatusHealthy, 0.4)
+	discovery.SetInstanceRTT(r, "db_svc", "i0", 250*time.Millisecond)
+	discovery.SetInstanceHealth(r, "db_svc", "i1", discovery.StatusHealthy, 0.4)
+	discovery.SetInstanceRTT(r, "db_svc", "i1", 10*time.Millisecond)
+	discovery.SetInstanceHealth(r, "db_svc", "i2", discovery.StatusWarning, 0.4)
+	discovery.SetInstanceRTT(r, "db_svc", "i2", 150*time.Millisecond)
+	for _, tt := range []struct {
+		name string
+		opts []discovery.PickOption
+		slow int
+		msg  string
+	}{
+		{"all", nil, 2, "2 pass their health checks too slowly to score above the minimum score"},
+		{"shard 0", []discovery.PickOption{discovery.WithMeta("shard", "0")}, 2, "2 pass their health checks too slowly"},
+		{"v1", []discovery.PickOption{discovery.WithVersion("v1")}, 1, "1 passes its health checks too slowly"},
+		{"t1", []discovery.PickOption{discovery.WithTag("t1")}, 0, ""},
+	} {
+		_, err := r.Pick(ctx, "db_svc", tt.opts...)
+		var nh *discovery.NoHealthyError
+		if !errors.As(err, &nh) || !errors.Is(err, discovery.ErrNoHealthyInstances) {
+			t.Fatalf("%s: Pick = %v; want a NoHealthyError", tt.name, err)
+		}
+		if nh.Slow != tt.slow || nh.Live != 3 {
+			t.Errorf("%s: NoHealthyError{Live: %d, Slow: %d}; want Live 3, Slow %d", tt.name, nh.Live, nh.Slow, tt.slow)
+		}
+		if msg := err.Error(); tt.msg == "" && strings.Contains(msg, "slowly") || !strings.Contains(msg, tt.msg) || !strings.Contains(msg, "WithMinScore") != (tt.msg == "") {
+			t.Errorf("%s: error %q; want it to say %q", tt.name, msg, tt.msg)
+		}
+	}
+	// A minimum score the slow checks clear makes them eligible again.
+	low := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithMinScore(0.3))
+	registerN(t, low, "db_svc", 1)
+	if _, err := low.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(low, "db_svc", "i0", discovery.StatusHealthy, 0.4)
+	discovery.SetInstanceRTT(low, "db_svc", "i0", 250*time.Millisecond)
+	if sel, err := low.Pick(ctx, "db_svc"); err != nil || sel.Instance.ID != "i0" {
+		t.Fatalf("Pick with WithMinScore(0.3) = %+v, %v; want i0", sel, err)
+	}
+}
+
 func TestFilters(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())

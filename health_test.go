@@ -124,6 +124,13 @@ func TestActiveCheckStates(t *testing.T) {
 			if (tt.want[3] != H) != (h.LastError != "") || h.LastCheck.IsZero() || h.CheckedBy != r.ProcessID() {
 				t.Fatalf("health = %+v", h)
 			}
+			if tt.mode == modeSlow {
+				// healthy, yet never picked: the error says why
+				var nh *discovery.NoHealthyError
+				if _, err := r.Pick(context.Background(), "web"); !errors.As(err, &nh) || nh.Slow != 1 {
+					t.Fatalf("Pick of the slow instance = %v; want a NoHealthyError counting it Slow", err)
+				}
+			}
 			t.Logf("%s: %v score %.2f after %v; last error %q", tt.name, h.Status, h.Score, waited, h.LastError)
 		})
 	}

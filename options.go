@@ -455,7 +455,10 @@ func WithServiceStrategy(service string, s Strategy) Option {
 }
 
 // WithMinScore sets the health score an instance must exceed to be picked
-// (0.5, the seed's rule).
+// (0.5, the seed's rule). A passing check scores min(1, 100 ms / response
+// time), so an instance whose checks take longer than 100 ms / score is
+// never picked, however often they pass: at the default, 200 ms
+// (NoHealthyError.Slow counts such instances).
 func WithMinScore(score float64) Option { return optionFunc(func(o *options) { o.minScore = score }) }
 
 // WithPanicThreshold sets the fraction of eligible instances below which

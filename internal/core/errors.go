@@ -168,11 +168,24 @@ type NoHealthyError struct {
 	Service string
 	// Live counts the live instances, none of which was eligible.
 	Live int
+	// Slow counts those of the instances the pick could use that pass
+	// their health checks but answer them so slowly that the response time
+	// alone scores them at or below WithMinScore: a score is min(1, 100 ms
+	// / response time), so with the default 0.5 a check slower than 200 ms
+	// keeps an instance out of selection however often it passes.
+	Slow int
 }
 
 // Error implements error.
 func (e *NoHealthyError) Error() string {
-	return "discovery: no healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live)"
+	s := "discovery: no healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live"
+	switch {
+	case e.Slow == 1:
+		s += "; 1 passes its health checks too slowly to score above the minimum score: speed its check up or lower WithMinScore"
+	case e.Slow > 1:
+		s += "; " + strconv.Itoa(e.Slow) + " pass their health checks too slowly to score above the minimum score: speed their checks up or lower WithMinScore"
+	}
+	return s + ")"
 }
 
 // Is makes errors.Is(err, ErrNoHealthyInstances) true.
