@@ -78,6 +78,16 @@ func TestValidationWritesNothing(t *testing.T) {
 		{"empty host", inst("db_svc", "", 80), "host"},
 		{"bad host", inst("db_svc", "exa mple.com", 80), "host"},
 		{"url host", inst("db_svc", "http://x", 80), "host"},
+		// Not IPv4 addresses, and not DNS names either (a top-level label is
+		// never all digits, RFC 3696): each was taken as a name that resolved
+		// nowhere, or, by a resolver that reads inet_aton's forms, as another
+		// address (010.0.0.1 is 8.0.0.1 in octal, 1.2.3 is 1.2.0.3).
+		{"IPv4 part over 255", inst("db_svc", "10.0.0.300", 80), "host"},
+		{"IPv4 leading zero", inst("db_svc", "010.0.0.1", 80), "host"},
+		{"IPv4 of three parts", inst("db_svc", "1.2.3", 80), "host"},
+		{"IPv4 in hex", inst("db_svc", "0x7f.0.0.1", 80), "host"},
+		{"IPv4 with a trailing dot", inst("db_svc", "10.0.0.1.", 80), "host"},
+		{"all-digit top-level label", inst("db_svc", "api.internal.42", 80), "host"},
 		{"port 0", inst("db_svc", "10.0.0.1", 0), "port"},
 		{"port 65536", inst("db_svc", "10.0.0.1", 65536), "port"},
 		{"weight", discovery.Instance{Service: "db_svc", Host: "h", Port: 1, Weight: 10001}, "weight"},
@@ -124,6 +134,10 @@ func TestValidNamesAndHosts(t *testing.T) {
 	for _, in := range []discovery.Instance{
 		inst("db_svc", "10.0.0.7", 8080), inst("a", "::1", 1), inst("user-api.v2", "api.internal.example.com", 65535),
 		inst(strings.Repeat("x", 63), "localhost", 443), inst("Svc9", "fe80::1", 80),
+		// A single label is a host name, not a domain's: a container's
+		// hostname (its ID) may be all digits.
+		inst("a", "123456789012", 80), inst("a", "localhost.", 80), inst("a", "10.example.com", 80),
+		inst("a", "1.2.3.example", 80),
 	} {
 		if _, err := r.Register(context.Background(), in); err != nil {
 			t.Errorf("Register(%s@%s) = %v", in.Service, in.Host, err)

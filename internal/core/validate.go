@@ -84,7 +84,13 @@ func ValidateInstanceID(id string) error {
 	return nil
 }
 
-// ValidateHost checks that host is an IP address or a DNS name.
+// ValidateHost checks that host is an IP address or a DNS name. A name of
+// more than one label whose last label is all digits ("10.0.0.300",
+// "010.0.0.1", "1.2.3") is neither: no top-level domain is all digits
+// (RFC 3696), and such a name is a mistyped IPv4 address, which resolved
+// nowhere, or, by a resolver that reads inet_aton's forms, to another
+// address. A single label ("123456789012", a container's hostname) is a
+// host name and may be all digits.
 func ValidateHost(host string) error {
 	if host == "" {
 		return invalid("host", host, "must not be empty")
@@ -102,7 +108,8 @@ func ValidateHost(host string) error {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
-	for label := range strings.SplitSeq(strings.TrimSuffix(host, "."), ".") {
+	name := strings.TrimSuffix(host, ".")
+	for label := range strings.SplitSeq(name, ".") {
 		if label == "" || len(label) > 63 {
 			return invalid("host", host, "DNS labels must be 1 to 63 bytes")
 		}
@@ -113,7 +120,19 @@ func ValidateHost(host string) error {
 			}
 		}
 	}
+	if last := name[strings.LastIndexByte(name, '.')+1:]; (last != name || name != host) && allDigits(last) {
+		return invalid("host", host, "not an IP address (four parts of 0 to 255, no leading zeros) or DNS name (its last label is all digits)")
+	}
 	return nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // ValidatePort checks 1 <= port <= 65535.
