@@ -100,8 +100,13 @@ func ValidateHost(host string) error {
 	}
 	if strings.IndexByte(host, ':') >= 0 {
 		a, err := netip.ParseAddr(host)
-		if err != nil || a.Zone() != "" {
+		if err != nil {
 			return invalid("host", host, "not an IP address or DNS name")
+		}
+		if a.Zone() != "" {
+			// A zone names an interface of one host: no other host
+			// reaches the address through it.
+			return invalid("host", host, "an IPv6 zone ("+a.Zone()+") names an interface of one host only; register an address others can reach")
 		}
 		return nil
 	}

@@ -56,3 +56,21 @@ func TestValidateServiceName(t *testing.T) {
 		}
 	}
 }
+
+// A refused host is told why: an IPv6 address with a zone is an IP
+// address, and "not an IP address or DNS name" sent its caller looking
+// for a typo in it.
+func TestValidateHostSaysWhy(t *testing.T) {
+	tests := []struct{ host, reason string }{
+		{"fe80::1%eth0", "zone"},
+		{"[::1]", "not an IP address or DNS name"},
+		{"10.0.0.300", "all digits"},
+	}
+	for _, tt := range tests {
+		err := ValidateHost(tt.host)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != "host" || !strings.Contains(ve.Reason, tt.reason) {
+			t.Errorf("ValidateHost(%q) = %v; want a host ValidationError saying %q", tt.host, err, tt.reason)
+		}
+	}
+}
