@@ -297,6 +297,9 @@ func Normalize(in *Instance) error {
 	id := in.ID
 	if id == "" {
 		id = JoinHostPort(in.Host, in.Port)
+		if len(id) > MaxIDLen { // a valid host of up to 253 bytes, and its port
+			return invalid("instance id", id, "the default, Host:Port, is longer than "+strconv.Itoa(MaxIDLen)+" bytes; give the instance an ID")
+		}
 	}
 	if err := ValidateInstanceID(id); err != nil {
 		return err

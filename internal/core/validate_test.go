@@ -74,3 +74,23 @@ func TestValidateHostSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// A host of up to 253 bytes is valid, but its default ID, Host:Port, may
+// not be: the error says so and what to do, rather than blame an ID the
+// caller never gave.
+func TestNormalizeSaysTheDefaultIDIsTooLong(t *testing.T) {
+	host := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 60) + ".example"
+	if err := ValidateHost(host); err != nil {
+		t.Fatal(err)
+	}
+	in := Instance{Service: "db_svc", Host: host, Port: 65535}
+	err := Normalize(&in)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Field != "instance id" || !strings.Contains(ve.Reason, "Host:Port") || in.ID != "" {
+		t.Fatalf("Normalize = %v (ID %q); want an instance id error saying the default Host:Port is too long", err, in.ID)
+	}
+	in.ID = "db-1"
+	if err := Normalize(&in); err != nil {
+		t.Fatalf("with an ID: %v", err)
+	}
+}
