@@ -275,7 +275,11 @@ func TestRetryBudgetIgnoresNaN(t *testing.T) {
 func TestConfigBalancerStrategyIsValidated(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	ctx := context.Background()
-	for _, doc := range []string{`{"balancer":{"strategy":"bogus"}}`, `{"balancer":{"strategy":7}}`, `{"balancer":"p2c_ewma"}`} {
+	// A "balancer" that names no strategy (a misspelt key, say) is one
+	// selection ignores: stored, every pick stayed on the default without
+	// a word.
+	for _, doc := range []string{`{"balancer":{"strategy":"bogus"}}`, `{"balancer":{"strategy":7}}`, `{"balancer":"p2c_ewma"}`,
+		`{"balancer":{}}`, `{"balancer":{"stratgy":"round_robin"}}`, `{"balancer":{"strategy":""}}`, `{"balancer":{"strategy":null}}`} {
 		_, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(doc))
 		var ce *discovery.ConfigError
 		if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ce) {
@@ -287,6 +291,9 @@ func TestConfigBalancerStrategyIsValidated(t *testing.T) {
 	}
 	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"balancer":{"strategy":"round_robin"},"x":1}`)); err != nil {
 		t.Errorf("UpdateConfig with a valid strategy = %v", err)
+	}
+	if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"balancer":null,"x":1}`)); err != nil {
+		t.Errorf("UpdateConfig with a null balancer = %v", err)
 	}
 }
 

@@ -181,6 +181,18 @@ func checkBalancer(doc []byte) (reason string, err error) {
 		return `"balancer" must be an object whose "strategy" is a string`, err
 	}
 	if c.Balancer.Strategy == "" {
+		// Decoded as serviceStrategy decodes it (field names in any case),
+		// with the member's presence told apart: null is no balancer, but
+		// an object without a strategy (a misspelt key) is ignored by
+		// selection, and its writer never told.
+		var present struct {
+			Balancer *struct {
+				Strategy *string `json:"strategy"`
+			} `json:"balancer"`
+		}
+		if json.Unmarshal(doc, &present) == nil && present.Balancer != nil {
+			return `"balancer" names no "strategy"`, nil
+		}
 		return "", nil
 	}
 	if _, err := ParseStrategy(c.Balancer.Strategy); err != nil {
