@@ -84,6 +84,12 @@ func TestValidationWritesNothing(t *testing.T) {
 		// address (010.0.0.1 is 8.0.0.1 in octal, 1.2.3 is 1.2.0.3).
 		{"IPv4 part over 255", inst("db_svc", "10.0.0.300", 80), "host"},
 		{"IPv6 zone", inst("db_svc", "fe80::1%eth0", 80), "host"},
+		// A listen address, not one an instance is reached at: a process
+		// that dials it reaches its own host, and checked and picked
+		// whatever listened there on that port (itself, say).
+		{"IPv4 unspecified", inst("db_svc", "0.0.0.0", 80), "host"},
+		{"IPv6 unspecified", inst("db_svc", "::", 80), "host"},
+		{"IPv4-mapped unspecified", inst("db_svc", "::ffff:0.0.0.0", 80), "host"},
 		{"IPv4 leading zero", inst("db_svc", "010.0.0.1", 80), "host"},
 		{"IPv4 of three parts", inst("db_svc", "1.2.3", 80), "host"},
 		{"IPv4 in hex", inst("db_svc", "0x7f.0.0.1", 80), "host"},

@@ -164,7 +164,8 @@ type Instance struct {
 	ID string `json:"id"`
 	// Service is the name of the service the instance belongs to.
 	Service string `json:"service"`
-	// Host is an IP address or DNS name.
+	// Host is an IP address or DNS name that other processes reach the
+	// instance at: not an unspecified (listen) address such as 0.0.0.0.
 	Host string `json:"host"`
 	// Port is 1..65535.
 	Port int `json:"port"`

@@ -84,13 +84,14 @@ func ValidateInstanceID(id string) error {
 	return nil
 }
 
-// ValidateHost checks that host is an IP address or a DNS name. A name of
-// more than one label whose last label is all digits ("10.0.0.300",
-// "010.0.0.1", "1.2.3") is neither: no top-level domain is all digits
-// (RFC 3696), and such a name is a mistyped IPv4 address, which resolved
-// nowhere, or, by a resolver that reads inet_aton's forms, to another
-// address. A single label ("123456789012", a container's hostname) is a
-// host name and may be all digits.
+// ValidateHost checks that host is an IP address, other than the
+// unspecified 0.0.0.0 and ::, or a DNS name. A name of more than one label
+// whose last label is all digits ("10.0.0.300", "010.0.0.1", "1.2.3") is
+// neither: no top-level domain is all digits (RFC 3696), and such a name is
+// a mistyped IPv4 address, which resolved nowhere, or, by a resolver that
+// reads inet_aton's forms, to another address. A single label
+// ("123456789012", a container's hostname) is a host name and may be all
+// digits.
 func ValidateHost(host string) error {
 	if host == "" {
 		return invalid("host", host, "must not be empty")
@@ -108,10 +109,10 @@ func ValidateHost(host string) error {
 			// reaches the address through it.
 			return invalid("host", host, "an IPv6 zone ("+a.Zone()+") names an interface of one host only; register an address others can reach")
 		}
-		return nil
+		return validAddr(host, a)
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil
+	if a, err := netip.ParseAddr(host); err == nil {
+		return validAddr(host, a)
 	}
 	name := strings.TrimSuffix(host, ".")
 	for label := range strings.SplitSeq(name, ".") {
@@ -127,6 +128,16 @@ func ValidateHost(host string) error {
 	}
 	if last := name[strings.LastIndexByte(name, '.')+1:]; (last != name || name != host) && allDigits(last) {
 		return invalid("host", host, "not an IP address (four parts of 0 to 255, no leading zeros) or DNS name (its last label is all digits)")
+	}
+	return nil
+}
+
+// validAddr refuses the unspecified address (0.0.0.0, ::): a listen
+// address, which a process that dials it takes for its own host, so that
+// its checks and picks reached whatever listened there on the port.
+func validAddr(host string, a netip.Addr) error {
+	if a.Unmap().IsUnspecified() {
+		return invalid("host", host, "the unspecified address is one to listen on, and dialled it reaches the caller's own host; register an address others can reach")
 	}
 	return nil
 }

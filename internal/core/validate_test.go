@@ -63,6 +63,8 @@ func TestValidateServiceName(t *testing.T) {
 func TestValidateHostSaysWhy(t *testing.T) {
 	tests := []struct{ host, reason string }{
 		{"fe80::1%eth0", "zone"},
+		{"0.0.0.0", "unspecified"},
+		{"::", "unspecified"},
 		{"[::1]", "not an IP address or DNS name"},
 		{"10.0.0.300", "all digits"},
 	}
