@@ -33,7 +33,9 @@ type KeyStore = core.KeyStore
 func ValidateServiceName(name string) error { return core.ValidateServiceName(name) }
 
 // ValidateInstanceID checks an instance ID: 1 to 255 bytes of printable
-// ASCII without spaces, quotes, backslashes or glob characters. The error
+// ASCII without spaces, quotes, backslashes, '*' or '?', and not "." or
+// ".." (the admin API could not name them). Brackets and colons are
+// allowed: an IPv6 instance's default ID is "[::1]:8080". The error
 // matches ErrInvalid.
 func ValidateInstanceID(id string) error { return core.ValidateInstanceID(id) }
 

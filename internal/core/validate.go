@@ -64,7 +64,8 @@ func isAlnum(c byte) bool {
 }
 
 // ValidateInstanceID checks an instance ID: 1 to 255 bytes of printable ASCII
-// without spaces, quotes, backslashes or glob characters.
+// without spaces, quotes, backslashes, '*' or '?', and not "." or "..".
+// Brackets and colons are allowed: an IPv6 default ID is "[::1]:8080".
 func ValidateInstanceID(id string) error {
 	if id == "" {
 		return invalid("instance id", id, "must not be empty")
