@@ -254,6 +254,9 @@ func TestTransportSignsNoTokenForARedirectToAnotherHost(t *testing.T) {
 	for _, url := range []string{
 		"http://inventory/a?to=http://billing/stolen",
 		"http://inventory/b?to=http://inventory:8080/same",
+		// Service names are case-sensitive: Inventory is another service
+		// than inventory, which the redirect's token would be for.
+		"http://Inventory/c?to=http://inventory/cased",
 	} {
 		resp, err := client.Get(url)
 		if err != nil {
@@ -268,6 +271,9 @@ func TestTransportSignsNoTokenForARedirectToAnotherHost(t *testing.T) {
 	}
 	if got := seen["/stolen"]; got != "" {
 		t.Errorf("the redirect to billing carried %q; want no token", got)
+	}
+	if got := seen["/cased"]; got != "" {
+		t.Errorf("the redirect from Inventory to inventory carried %q; want no token", got)
 	}
 	if got := seen["/same"]; got != seen["/b"] {
 		t.Errorf("the redirect within inventory carried %q; want inventory's token %q", got, seen["/b"])

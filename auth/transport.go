@@ -3,7 +3,6 @@ package auth
 import (
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/internal/core"
@@ -96,7 +95,10 @@ func crossHostRedirect(req *http.Request) bool {
 	if host == "" && prev.URL != nil {
 		host = prev.URL.Host
 	}
-	return !strings.EqualFold((&url.URL{Host: host}).Hostname(), req.URL.Hostname())
+	// Compared exactly, as http.Client compares hosts for the same rule:
+	// service names are case-sensitive, and Inventory is another service
+	// than inventory (the token would be for the latter).
+	return (&url.URL{Host: host}).Hostname() != req.URL.Hostname()
 }
 
 // CloseIdleConnections closes the idle connections of Base, if it can
