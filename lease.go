@@ -194,7 +194,12 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	counted = false
 	r.endRegister()
 	r.regMu.Unlock()
-	if !r.spawn(g.keepAlive) {
+	// The first renewal's timer is set before Register returns, so that a
+	// test that counts a fake clock's timers then counts it (BlockUntil),
+	// and a step of that clock cannot come before it is set.
+	t := r.clock.NewTimer(g.untilRenewal(r.opts.leaseTTL / 3))
+	if !r.spawn(func() { g.keepAlive(t) }) {
+		t.Stop()
 		cancel()
 		close(g.done)
 	}
@@ -468,12 +473,12 @@ func (g *Registration) stop() {
 	<-g.done
 }
 
-// keepAlive renews the lease every TTL/3 until stopped.
-func (g *Registration) keepAlive() {
+// keepAlive renews the lease every TTL/3 until stopped, first when t
+// fires.
+func (g *Registration) keepAlive(t core.Timer) {
 	defer close(g.done)
 	ctx := g.ctx
 	interval := g.r.opts.leaseTTL / 3
-	t := g.r.clock.NewTimer(g.untilRenewal(interval))
 	defer t.Stop()
 	failures := 0
 	for {

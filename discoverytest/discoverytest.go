@@ -56,15 +56,31 @@ func NewBackend() *Backend { return &Backend{memory.New()} }
 // Clock is a fake discovery.Clock: Now stays put until Advance or Set, which
 // fire the timers that fall due, in order. They do not wait for the work a
 // timer starts: a lease renewal runs on its own goroutine, so one long
-// Advance can end a lease whose renewal had no chance to run. Advance in
-// steps shorter than the renewal interval (a third of the lease TTL) and
-// wait between them (BlockUntil) to keep registrations alive.
+// Advance can end a lease whose renewal had no chance to run. To keep
+// registrations alive, advance in steps no longer than the renewal interval
+// (a third of the lease TTL) and let the renewals of each step finish before
+// the next:
+//
+//	for range 12 { // a minute
+//		clock.Advance(5 * time.Second)
+//		clock.BlockUntilHandled() // the renewals it fired are done
+//	}
+//
+// Whatever a Registry waits for on its clock lasts until the test moves it:
+// the backoff between attempts of a configuration notification that failed
+// (UpdateConfig waits for it), a Drain's propagation delay (100 ms). A
+// health check starts when its timer fires but runs in real time on its own
+// goroutine (its timeout included): Registry.Health shows its result once
+// it has landed.
 //
 // Its methods, from the embedded internal clock: Now and NewTimer (the
 // discovery.Clock), Advance(d) and Set(t) (never backwards), Timers (how
 // many timers are set), BlockUntil(n) (wait until at least n are set, which
-// tells that the goroutines a test depends on have reached their sleep) and
-// BlockUntilAt(t) (wait until one is set to fire at exactly t).
+// tells that the goroutines a test depends on have reached their sleep),
+// BlockUntilAt(t) (wait until one is set to fire at exactly t) and
+// BlockUntilHandled (wait until every timer that fired has been stopped or
+// reset by its owner: the goroutines the timers woke are asleep again; a
+// timer of the test's own that fired must be stopped or reset too).
 //
 // Make one with NewClock; the zero value has no clock in it.
 type Clock struct {

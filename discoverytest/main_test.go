@@ -108,3 +108,50 @@ func TestCloseUnderAStillClockDoesNotWaitForIt(t *testing.T) {
 		t.Fatal("b still sees the instance a's Close deregistered")
 	}
 }
+
+// README's recipe for keeping registrations alive across fake time: step
+// the clock by the renewal interval and let the renewals each step fired
+// finish before the next. Done with BlockUntil(n), n the timers counted
+// after Register, it lost the lease within a few steps in most runs: the
+// renewal goroutine had not set its first timer yet when n was counted
+// (Timers was 0 to 2 where 3 were set at rest), so BlockUntil(n) returned
+// before the renewal it was to wait for had run.
+func TestLeaseKeptAliveStepByStep(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(time.Now())
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	b := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock))
+	for i := range 20 {
+		if _, err := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8000 + i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for step := range 24 { // two minutes, eight lease TTLs
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntilHandled()
+		if svc, err := b.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 20 {
+			n := 0
+			if svc != nil {
+				n = len(svc.Instances)
+			}
+			t.Fatalf("after %v: b.Get has %d instances (%v); want the 20 a keeps renewing", time.Duration(step+1)*discovery.DefaultLeaseTTL/3, n, err)
+		}
+	}
+}
+
+// A registration's renewal timer is set when Register returns: a test that
+// counts the clock's timers then (to BlockUntil them later) counts it.
+func TestRegisterSetsItsRenewalTimerBeforeReturning(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(time.Now())
+	a := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	for i := range 20 {
+		if _, err := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8000 + i}); err != nil {
+			t.Fatal(err)
+		}
+		if n := clock.Timers(); n != i+1 {
+			t.Fatalf("after %d Register calls the clock has %d timers; want one renewal timer each", i+1, n)
+		}
+	}
+}

@@ -15,6 +15,7 @@ type Clock struct {
 	mu      sync.Mutex
 	now     time.Time
 	timers  []*timer
+	fired   int           // timers fired and not yet stopped or reset by their owner
 	changed chan struct{} // closed and replaced whenever timers change
 }
 
@@ -71,6 +72,10 @@ func (c *Clock) setLocked(end time.Time) {
 		if t.at.After(c.now) {
 			c.now = t.at
 		}
+		if !t.fired {
+			t.fired = true
+			c.fired++
+		}
 		select {
 		case t.ch <- c.now:
 		default:
@@ -102,6 +107,33 @@ func (c *Clock) BlockUntil(n int) {
 	}
 }
 
+// BlockUntilHandled waits until every timer that has fired has been stopped
+// or reset by its owner: the goroutines the timers woke have done what they
+// woke for (a lease renewal, a reaping) and gone back to sleep, or ended.
+// A timer the test itself made and let fire must be stopped or reset too,
+// or this waits for ever.
+func (c *Clock) BlockUntilHandled() {
+	for {
+		c.mu.Lock()
+		if c.fired == 0 {
+			c.mu.Unlock()
+			return
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		<-ch
+	}
+}
+
+// handled notes that t's owner has stopped or reset it after it fired.
+func (c *Clock) handled(t *timer) {
+	if t.fired {
+		t.fired = false
+		c.fired--
+		c.notify()
+	}
+}
+
 func (c *Clock) add(t *timer) {
 	c.timers = append(c.timers, t)
 	c.notify()
@@ -124,9 +156,10 @@ func (c *Clock) notify() {
 }
 
 type timer struct {
-	c  *Clock
-	ch chan time.Time
-	at time.Time
+	c     *Clock
+	ch    chan time.Time
+	at    time.Time
+	fired bool // fired, and not stopped or reset since
 }
 
 func (t *timer) C() <-chan time.Time { return t.ch }
@@ -134,11 +167,13 @@ func (t *timer) C() <-chan time.Time { return t.ch }
 func (t *timer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
+	t.c.handled(t)
 	return t.c.remove(t)
 }
 
 func (t *timer) Reset(d time.Duration) bool {
 	t.c.mu.Lock()
+	t.c.handled(t)
 	active := t.c.remove(t)
 	select { // drain a stale tick, as time.Timer does since Go 1.23
 	case <-t.ch:
