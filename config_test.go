@@ -270,7 +270,9 @@ func TestConfigNotifiesInstances(t *testing.T) {
 	const timeout, silentFor = time.Second, 30 * time.Second
 	r := discoverytest.NewRegistry(t, backend, discovery.WithTokenSource(fakeTokens{}), discovery.WithoutHealthChecks(),
 		discovery.WithConfigNotifyTimeout(timeout), discovery.WithConfigNotifyRetries(3, 10*time.Millisecond))
-	other := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks()) // another process
+	// another process, whose Drain holds its instance draining until the
+	// test cancels it
+	other := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithPropagationDelay(time.Hour))
 
 	ok := func(int, http.ResponseWriter, *http.Request) {}
 	okA := httpInstance(t, r, "a-ok", ok)

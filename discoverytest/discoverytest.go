@@ -68,10 +68,10 @@ func NewBackend() *Backend { return &Backend{memory.New()} }
 //
 // Whatever a Registry waits for on its clock lasts until the test moves it:
 // the backoff between attempts of a configuration notification that failed
-// (UpdateConfig waits for it), a Drain's propagation delay (100 ms). A
-// health check starts when its timer fires but runs in real time on its own
-// goroutine (its timeout included): Registry.Health shows its result once
-// it has landed.
+// (UpdateConfig waits for it), a Drain's propagation delay under options
+// that set one (NewRegistry's is 0). A health check starts when its timer
+// fires but runs in real time on its own goroutine (its timeout included):
+// Registry.Health shows its result once it has landed.
 //
 // Its methods, from the embedded internal clock: Now and NewTimer (the
 // discovery.Clock), Advance(d) and Set(t) (never backwards), Timers (how
@@ -98,10 +98,15 @@ func NewClock(start time.Time) *Clock { return &Clock{fakeclock.New(start)} }
 // to test the drain): the drain waits for the propagation delay on the
 // Registry's clock, which a Clock moves only when the test says so, and
 // every Close in a test's cleanup took the drain's whole real-time bound
-// (1 s).
+// (1 s). Its propagation delay is 0 (discovery.WithPropagationDelay(0)):
+// the backend tells every Registry of a change before the write returns,
+// so Registration.Drain has nothing to wait for once its mark is written;
+// with the default it waited 100 ms on the Registry's clock, for ever
+// under a Clock the test did not move.
 func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *discovery.Registry {
 	t.Helper()
-	r, err := discovery.New(append([]discovery.Option{discovery.WithStore(backend), discovery.WithCloseDrain(0)}, opts...)...)
+	defaults := []discovery.Option{discovery.WithStore(backend), discovery.WithCloseDrain(0), discovery.WithPropagationDelay(0)}
+	r, err := discovery.New(append(defaults, opts...)...)
 	if err != nil {
 		t.Fatalf("discoverytest: %v", err)
 	}

@@ -155,3 +155,32 @@ func TestRegisterSetsItsRenewalTimerBeforeReturning(t *testing.T) {
 		}
 	}
 }
+
+// Drain on a NewRegistry under a Clock the test does not move returns: the
+// backend tells every Registry of the draining mark before the write
+// returns, so there is no propagation to wait for. Drain waited the
+// propagation delay on that clock, which never came, until ctx ended.
+func TestDrainUnderAStillClockReturns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(time.Now())
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	b := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks())
+	g, err := a.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Drain returned only when its context ended: it waited on a clock nobody moves")
+	}
+	if _, err := b.Get(ctx, "db_svc"); err == nil {
+		t.Fatal("b still sees the drained instance")
+	}
+}
