@@ -184,3 +184,19 @@ func TestDrainUnderAStillClockReturns(t *testing.T) {
 		t.Fatal("b still sees the drained instance")
 	}
 }
+
+// The Clock never goes backwards, as its documentation says of Advance and
+// Set: a negative Advance moved it back, and with it every lease, timer
+// and cache age the Registry computes from it.
+func TestClockAdvanceNeverGoesBackwards(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := discoverytest.NewClock(start)
+	c.Advance(-time.Minute)
+	if !c.Now().Equal(start) {
+		t.Fatalf("after Advance(-1m) Now = %v; want %v (never backwards)", c.Now(), start)
+	}
+	c.Set(start.Add(-time.Minute))
+	if !c.Now().Equal(start) {
+		t.Fatalf("after Set(start-1m) Now = %v; want %v", c.Now(), start)
+	}
+}

@@ -45,8 +45,10 @@ func (c *Clock) NewTimer(d time.Duration) core.Timer {
 }
 
 // Advance moves the clock forward by d, firing every timer that falls due,
-// in order of due time.
+// in order of due time. A negative d counts as 0: the clock never goes
+// backwards.
 func (c *Clock) Advance(d time.Duration) {
+	d = max(d, 0)
 	c.mu.Lock()
 	c.setLocked(c.now.Add(d))
 	c.mu.Unlock()
