@@ -92,7 +92,11 @@ var _ discovery.Clock = (*Clock)(nil)
 // NewClock returns a clock reading start.
 func NewClock(start time.Time) *Clock { return &Clock{fakeclock.New(start)} }
 
-// NewRegistry returns a Registry on backend, closed when the test ends.
+// NewRegistry returns a Registry on backend, closed when the test ends
+// (in t.Cleanup, after the test function and its defers have returned: a
+// goroutine check of the test's own, such as goleak.VerifyNone, belongs in
+// a Cleanup registered before NewRegistry, not in a defer, which runs while
+// the Registry is still open).
 //
 // Its Close deregisters at once (discovery.WithCloseDrain(0); pass another
 // to test the drain): the drain waits for the propagation delay on the
