@@ -109,6 +109,9 @@ func NewClock(start time.Time) *Clock { return &Clock{fakeclock.New(start)} }
 // under a Clock the test did not move.
 func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *discovery.Registry {
 	t.Helper()
+	if backend != nil && backend.Store == nil {
+		t.Fatalf("discoverytest: NewRegistry: a zero Backend has no store in it; make one with NewBackend")
+	}
 	defaults := []discovery.Option{discovery.WithStore(backend), discovery.WithCloseDrain(0), discovery.WithPropagationDelay(0)}
 	r, err := discovery.New(append(defaults, opts...)...)
 	if err != nil {

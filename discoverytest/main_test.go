@@ -2,6 +2,8 @@ package discoverytest_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,5 +200,42 @@ func TestClockAdvanceNeverGoesBackwards(t *testing.T) {
 	c.Set(start.Add(-time.Minute))
 	if !c.Now().Equal(start) {
 		t.Fatalf("after Set(start-1m) Now = %v; want %v", c.Now(), start)
+	}
+}
+
+// fatalTB records the Fatalf NewRegistry calls and stops there, as
+// testing's does (by a panic this test recovers).
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+type fatalStop struct{}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	panic(fatalStop{})
+}
+
+// A zero Backend (declared, not made with NewBackend) is refused with a
+// message that says what to do: it panicked with a nil pointer inside
+// discovery.New.
+func TestNewRegistryRefusesAZeroBackend(t *testing.T) {
+	tb := &fatalTB{TB: t}
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				if _, ok := p.(fatalStop); !ok {
+					t.Fatalf("NewRegistry with a zero Backend panicked: %v", p)
+				}
+			}
+		}()
+		var backend discoverytest.Backend
+		discoverytest.NewRegistry(tb, &backend)
+	}()
+	if !strings.Contains(tb.msg, "NewBackend") {
+		t.Fatalf("NewRegistry with a zero Backend: %q; want a failure that names NewBackend", tb.msg)
 	}
 }
