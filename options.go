@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -209,6 +210,11 @@ func (o *options) validate() error {
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
 	case core.IsNil(o.clock):
 		return optErr("WithClock", "nil", "must not be nil")
+	case core.IsHollow(o.store):
+		// a zero discoverytest.Backend panicked in New
+		return optErr("WithStore", fmt.Sprintf("a zero %T", o.store), "holds no store: make it with its constructor (discoverytest.NewBackend)")
+	case core.IsHollow(o.clock):
+		return optErr("WithClock", fmt.Sprintf("a zero %T", o.clock), "holds no clock: make it with its constructor (discoverytest.NewClock)")
 	case o.leaseTTL < 3*time.Second:
 		return optErr("WithLeaseTTL", o.leaseTTL.String(), "must be at least 3s (renewals run every TTL/3)")
 	case o.cacheSize < 1 || o.cacheSize > MaxCacheSize:

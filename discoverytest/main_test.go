@@ -2,6 +2,7 @@ package discoverytest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -237,5 +238,40 @@ func TestNewRegistryRefusesAZeroBackend(t *testing.T) {
 	}()
 	if !strings.Contains(tb.msg, "NewBackend") {
 		t.Fatalf("NewRegistry with a zero Backend: %q; want a failure that names NewBackend", tb.msg)
+	}
+}
+
+// discovery.New refuses a zero Backend or Clock (declared, not made with
+// NewBackend or NewClock) with an ErrInvalid error, as it refuses a zero
+// gorm.DB: each panicked with a nil pointer inside New.
+func TestNewRefusesZeroBackendAndClock(t *testing.T) {
+	tests := []struct {
+		name string
+		opt  discovery.Option
+		want string
+	}{
+		{"Backend", discovery.WithStore(&discoverytest.Backend{}), "NewBackend"},
+		{"Clock", discovery.WithClock(&discoverytest.Clock{}), "NewClock"},
+		{"a user's store around a zero Backend", discovery.WithStore(userStore{}), "WithStore"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("New panicked: %v", p)
+					}
+				}()
+				var r *discovery.Registry
+				r, err = discovery.New(tt.opt, discovery.WithoutHealthChecks())
+				if err == nil {
+					r.Close()
+				}
+			}()
+			if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v; want an ErrInvalid error naming %s", err, tt.want)
+			}
+		})
 	}
 }

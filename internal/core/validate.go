@@ -439,3 +439,40 @@ func IsNil(v any) bool {
 	}
 	return false
 }
+
+// IsHollow reports whether v is a wrapper with nothing in it: a struct (or
+// a pointer to one) whose fields are all embedded pointers or interfaces,
+// each nil or hollow itself. discoverytest's Backend and Clock are such
+// wrappers; declared rather than made by their constructors they hold no
+// store or clock, and every method they promote dereferenced nil.
+func IsHollow(v any) bool {
+	if v == nil {
+		return false
+	}
+	return hollow(reflect.ValueOf(v), 4)
+}
+
+func hollow(rv reflect.Value, depth int) bool {
+	if depth == 0 {
+		return false
+	}
+	if rv.Kind() == reflect.Pointer || rv.Kind() == reflect.Interface {
+		if rv.IsNil() {
+			return false // IsNil's case
+		}
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct || rv.NumField() == 0 {
+		return false
+	}
+	for i := range rv.NumField() {
+		f := rv.Field(i)
+		if !rv.Type().Field(i).Anonymous || f.Kind() != reflect.Pointer && f.Kind() != reflect.Interface {
+			return false
+		}
+		if !f.IsNil() && !hollow(f, depth-1) {
+			return false
+		}
+	}
+	return true
+}
