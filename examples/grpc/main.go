@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -35,9 +36,19 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	grpcresolver.RegisterBalancer()
-	if err := run(ctx, os.Stdout); err != nil {
+	if err := interrupted(ctx, run(ctx, os.Stdout)); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// interrupted drops the error that Ctrl-C (ctx ending) made run return:
+// an interrupt stops the demo, it does not fail it. It printed "context
+// canceled" and exited with status 1.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	return err
 }
 
 // server is a gRPC server whose calls fail with UNAVAILABLE once failing is

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -50,5 +51,23 @@ func TestGRPCExample(t *testing.T) {
 	}
 	if cCalls > 5 {
 		t.Errorf("the failing server got %d calls; want at most 5:\n%s", cCalls, out.String())
+	}
+}
+
+// Ctrl-C (ctx ending) stops the demo cleanly: run returns at once with the
+// context's error, which main does not report as a failure.
+func TestGRPCExampleInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out bytes.Buffer
+	err := run(ctx, &out)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("run under an ended context = %v; want context.Canceled", err)
+	}
+	if err := interrupted(ctx, err); err != nil {
+		t.Fatalf("main would fail an interrupted run with %v", err)
+	}
+	if err := interrupted(context.Background(), errors.New("boom")); err == nil {
+		t.Fatal("an error of a run that was not interrupted was dropped")
 	}
 }
