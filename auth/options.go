@@ -115,6 +115,8 @@ func (c *config) validateCommon() error {
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
 	case c.clock != nil && core.IsNil(c.clock):
 		return optErr("WithClock", fmt.Sprintf("(%T)(nil)", c.clock), "must not be a nil clock (leave the option out for the system clock)")
+	case c.clock != nil && core.IsHollow(c.clock):
+		return optErr("WithClock", fmt.Sprintf("a zero %T", c.clock), "holds no clock: make it with its constructor (discoverytest.NewClock)")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/auth"
 	"github.com/rssbot/discovery/discoverytest"
 )
 
@@ -273,5 +274,23 @@ func TestNewRefusesZeroBackendAndClock(t *testing.T) {
 				t.Fatalf("New = %v; want an ErrInvalid error naming %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// auth's constructors refuse a zero Clock as New does: a Verifier given
+// one was made, and panicked with a nil pointer at its first request.
+func TestAuthRefusesAZeroClock(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("NewVerifier panicked: %v", p)
+			}
+		}()
+		_, err = auth.NewVerifier(r, "inventory", auth.WithIssuer("test"), auth.WithClock(&discoverytest.Clock{}))
+	}()
+	if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "NewClock") {
+		t.Fatalf("NewVerifier with a zero Clock = %v; want an ErrInvalid error naming NewClock", err)
 	}
 }
