@@ -206,6 +206,11 @@ func (o *options) validate() error {
 	case o.db != nil && (o.db.Config == nil || o.db.Statement == nil):
 		// a &gorm.DB{} panicked deep in New, leaving New's goroutines behind
 		return optErr("WithDB", "a zero gorm.DB", "not an opened database: use gorm.Open")
+	case o.db != nil && inTransaction(o.db):
+		// Every statement ran in the caller's transaction, unseen by other
+		// processes until it committed, and failed (sql.ErrTxDone) for good
+		// once it ended.
+		return optErr("WithDB", "a transaction", "the Registry outlives the transaction (db.Begin(), or a db.Transaction callback's): pass the *gorm.DB gorm.Open returned")
 	case o.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
 	case core.IsNil(o.clock):
@@ -302,6 +307,11 @@ func validNamespace(ns string) error {
 // A nil db is an error from New (ErrInvalid), not the in-memory store: a
 // process that silently kept its registrations to itself would share them
 // with nobody.
+//
+// The Registry uses db's connection pool, dialect, logger and settings, but
+// none of its statement state (Where, Table, Scopes, a context). A db
+// inside a transaction (db.Begin()), in DryRun mode, or carrying the error
+// of an earlier statement is refused (ErrInvalid).
 func WithDB(db *gorm.DB) Option {
 	return optionFunc(func(o *options) { o.db = db; o.noteNil("WithDB", db == nil) })
 }
@@ -490,4 +500,10 @@ func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed
 // TTLs after the database answers again, or grace after it if longer.
 func WithSelfPreservation(fraction float64, grace time.Duration) Option {
 	return optionFunc(func(o *options) { o.preserveFraction, o.suspectGrace, o.graceSet = fraction, grace, true })
+}
+
+// inTransaction reports whether db runs its statements in a transaction.
+func inTransaction(db *gorm.DB) bool {
+	_, ok := db.Statement.ConnPool.(gorm.TxCommitter)
+	return ok
 }

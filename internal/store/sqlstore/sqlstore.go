@@ -72,6 +72,15 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 	if len(prefix) > 40 {
 		return nil, &core.ValidationError{Field: "table prefix", Value: prefix, Reason: "longer than 40 bytes"}
 	}
+	// A handle that can run nothing is the caller's input, not the database
+	// failing: as ErrUnavailable, callers waited and retried for good.
+	switch {
+	case db.DryRun:
+		return nil, &core.ValidationError{Field: "db", Value: "DryRun", Reason: "a GORM DryRun handle runs no statement: pass one without DryRun"}
+	case db.Error != nil:
+		// GORM returns it from every statement made from this handle.
+		return nil, &core.ValidationError{Field: "db", Value: db.Error.Error(), Reason: "carries the error of an earlier statement: pass the *gorm.DB gorm.Open returned"}
+	}
 	name := db.Dialector.Name()
 	if name != "postgres" && name != "sqlite" {
 		return nil, fmt.Errorf("%w: GORM dialect %q (PostgreSQL and SQLite are supported)", core.ErrUnsupported, name)

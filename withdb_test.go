@@ -1,0 +1,76 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// A *gorm.DB inside a transaction (db.Begin(), or the tx of a
+// db.Transaction callback) is refused by New, clearly: the Registry ran
+// every statement in the caller's transaction, invisible to every other
+// process until it committed and lost if it rolled back, and once it ended
+// every Register, renewal and lookup failed with "database unavailable"
+// (sql.ErrTxDone) for the rest of the Registry's life.
+func TestWithDBInATransactionIsRefused(t *testing.T) {
+	for name, open := range map[string]func(t testing.TB, prefix string) *gorm.DB{"sqlite": sqlite, "postgres": testutil.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			db := open(t, ns+"_")
+			tx := db.Begin()
+			if tx.Error != nil {
+				t.Fatal(tx.Error)
+			}
+			defer tx.Rollback()
+			r, err := discovery.New(discovery.WithDB(tx), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			if err == nil {
+				defer r.Close()
+				tx.Commit()
+				_, rerr := r.Register(context.Background(), discovery.Instance{Service: "txsvc", Host: "10.0.0.1", Port: 1})
+				t.Fatalf("New(WithDB(db.Begin())) = nil; want ErrInvalid (after the transaction committed, Register = %v)", rerr)
+			}
+			if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "WithDB") || !strings.Contains(err.Error(), "transaction") {
+				t.Fatalf("New(WithDB(db.Begin())) = %v; want ErrInvalid naming WithDB and the transaction", err)
+			}
+		})
+	}
+}
+
+// A *gorm.DB that can run nothing is refused as input (ErrInvalid), by New
+// and Migrate alike: one in DryRun mode (it runs no statement) and one that
+// carries the error of an earlier statement (GORM returns that error from
+// every statement made from it). Both were "database unavailable"
+// (ErrUnavailable), which tells a caller to wait and retry, and the
+// carried error read as the migration's own.
+func TestWithDBThatCannotRunIsInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		db   func(db *gorm.DB) *gorm.DB
+		want string
+	}{
+		{"dry run", func(db *gorm.DB) *gorm.DB { return db.Session(&gorm.Session{DryRun: true}) }, "DryRun"},
+		{"carried error", func(db *gorm.DB) *gorm.DB { return db.Exec("SELECT no_such_column") }, "earlier statement"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := tt.db(testutil.SQLite(t))
+			r, err := discovery.New(discovery.WithDB(db), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			if err == nil {
+				r.Close()
+			}
+			if !errors.Is(err, discovery.ErrInvalid) || errors.Is(err, discovery.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New(WithDB(%s)) = %v; want ErrInvalid saying %q", tt.name, err, tt.want)
+			}
+			err = discovery.Migrate(context.Background(), db)
+			if !errors.Is(err, discovery.ErrInvalid) || errors.Is(err, discovery.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Migrate(%s) = %v; want ErrInvalid saying %q", tt.name, err, tt.want)
+			}
+		})
+	}
+}
