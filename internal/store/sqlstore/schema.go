@@ -115,7 +115,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// Read through schemaVersion, which looks for the table first: read
 	// from a table not created yet, the version failed, and GORM's default
 	// logger printed that as an ERROR on every database's first start.
-	if current, err := s.schemaVersion(ctx); err == nil && current == SchemaVersion {
+	if current, err := s.schemaVersion(ctx, true); err == nil && current == SchemaVersion {
 		return nil
 	}
 	if !s.postgres {
@@ -195,7 +195,7 @@ func (s *Store) clashErr(version int, err error) error {
 func (s *Store) CheckSchema(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	current, err := s.schemaVersion(ctx)
+	current, err := s.schemaVersion(ctx, false)
 	if err != nil {
 		return mapErr(ctx, "check schema", err)
 	}
@@ -208,9 +208,19 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 // schemaVersion returns the version the schema is at: 0 when it has no
 // migrations table yet, which it looks for first rather than read a table
 // that is not there (a failed statement, which GORM's logger prints).
-func (s *Store) schemaVersion(ctx context.Context) (int, error) {
+//
+// On PostgreSQL, for Migrate (creating), the table is looked for where
+// CREATE TABLE puts it, the current schema (the first of the search_path
+// that exists), and not along the whole search_path as the statements
+// resolve names: another deployment's tables of the same prefix in a later
+// schema (public, behind "tenant, public") are not this one's, and taken
+// for them, Migrate created nothing and this deployment shared the other's.
+func (s *Store) schemaVersion(ctx context.Context, creating bool) (int, error) {
 	exists := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
-	if s.postgres {
+	switch {
+	case s.postgres && creating:
+		exists = `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?`
+	case s.postgres:
 		exists = `SELECT COUNT(*) FROM (SELECT to_regclass(?) AS t) x WHERE t IS NOT NULL`
 	}
 	var n, current int
