@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -211,6 +212,10 @@ func (o *options) validate() error {
 		// processes until it committed, and failed (sql.ErrTxDone) for good
 		// once it ended.
 		return optErr("WithDB", "a transaction", "the Registry outlives the transaction (db.Begin(), or a db.Transaction callback's): pass the *gorm.DB gorm.Open returned")
+	case o.db != nil && onOneConn(o.db):
+		// As a transaction: every call failed for good once the
+		// connection went back to the pool.
+		return optErr("WithDB", "one connection", "the Registry outlives the connection db.Connection lends its callback: pass the *gorm.DB gorm.Open returned")
 	case o.log == nil:
 		return optErr("WithLogger", "nil", "must not be nil (use zap.NewNop)")
 	case core.IsNil(o.clock):
@@ -310,8 +315,9 @@ func validNamespace(ns string) error {
 //
 // The Registry uses db's connection pool, dialect, logger and settings, but
 // none of its statement state (Where, Table, Scopes, a context). A db
-// inside a transaction (db.Begin()), in DryRun mode, or carrying the error
-// of an earlier statement is refused (ErrInvalid).
+// inside a transaction (db.Begin()) or on one connection (db.Connection),
+// in DryRun mode, or carrying the error of an earlier statement is refused
+// (ErrInvalid).
 func WithDB(db *gorm.DB) Option {
 	return optionFunc(func(o *options) { o.db = db; o.noteNil("WithDB", db == nil) })
 }
@@ -505,5 +511,12 @@ func WithSelfPreservation(fraction float64, grace time.Duration) Option {
 // inTransaction reports whether db runs its statements in a transaction.
 func inTransaction(db *gorm.DB) bool {
 	_, ok := db.Statement.ConnPool.(gorm.TxCommitter)
+	return ok
+}
+
+// onOneConn reports whether db runs its statements on one connection lent
+// by its pool (db.Connection), not on the pool.
+func onOneConn(db *gorm.DB) bool {
+	_, ok := db.Statement.ConnPool.(*sql.Conn)
 	return ok
 }

@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -72,5 +73,26 @@ func TestWithDBThatCannotRunIsInvalid(t *testing.T) {
 				t.Errorf("Migrate(%s) = %v; want ErrInvalid saying %q", tt.name, err, tt.want)
 			}
 		})
+	}
+}
+
+// A *gorm.DB on one connection of the pool (the handle db.Connection passes
+// its callback) is refused too: once the callback returned, the connection
+// went back to the pool closed to this handle, and every call of the
+// Registry failed with "database unavailable" (sql: connection is already
+// closed) for good.
+func TestWithDBOnOneConnectionIsRefused(t *testing.T) {
+	var conn *gorm.DB
+	if err := testutil.SQLite(t).Connection(func(c *gorm.DB) error { conn = c; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r, err := discovery.New(discovery.WithDB(conn), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err == nil {
+		defer r.Close()
+		_, rerr := r.Register(context.Background(), discovery.Instance{Service: "connsvc", Host: "10.0.0.1", Port: 1})
+		err = fmt.Errorf("New = nil, then Register = %v", rerr)
+	}
+	if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "WithDB") || !strings.Contains(err.Error(), "connection") {
+		t.Fatalf("New(WithDB(the handle of db.Connection)): %v; want ErrInvalid naming WithDB and the connection", err)
 	}
 }
