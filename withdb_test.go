@@ -96,3 +96,31 @@ func TestWithDBOnOneConnectionIsRefused(t *testing.T) {
 		t.Fatalf("New(WithDB(the handle of db.Connection)): %v; want ErrInvalid naming WithDB and the connection", err)
 	}
 }
+
+// Migrate refuses a *gorm.DB that was never opened, as New does
+// (ErrInvalid): it panicked (a nil pointer in the store's constructor), and
+// so did New given one with a Config and a Statement but no dialector.
+func TestMigrateOfAZeroDBIsInvalid(t *testing.T) {
+	for name, db := range map[string]*gorm.DB{
+		"&gorm.DB{}":          {},
+		"without a dialector": {Config: &gorm.Config{}, Statement: &gorm.Statement{}},
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("Migrate(%s) panicked: %v", name, p)
+				}
+			}()
+			if err := discovery.Migrate(context.Background(), db); !errors.Is(err, discovery.ErrInvalid) {
+				t.Errorf("Migrate(%s) = %v; want ErrInvalid", name, err)
+			}
+			r, err := discovery.New(discovery.WithDB(db), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			if err == nil {
+				r.Close()
+			}
+			if !errors.Is(err, discovery.ErrInvalid) {
+				t.Errorf("New(WithDB(%s)) = %v; want ErrInvalid", name, err)
+			}
+		}()
+	}
+}

@@ -75,6 +75,8 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 	// A handle that can run nothing is the caller's input, not the database
 	// failing: as ErrUnavailable, callers waited and retried for good.
 	switch {
+	case db == nil || db.Config == nil || db.Dialector == nil || db.Statement == nil:
+		return nil, &core.ValidationError{Field: "db", Value: "a zero gorm.DB", Reason: "not an opened database: use gorm.Open"}
 	case db.DryRun:
 		return nil, &core.ValidationError{Field: "db", Value: "DryRun", Reason: "a GORM DryRun handle runs no statement: pass one without DryRun"}
 	case db.Error != nil:
