@@ -124,3 +124,48 @@ func TestMigrateOfAZeroDBIsInvalid(t *testing.T) {
 		}()
 	}
 }
+
+// A Registry works on the handles users hand in, configured in many ways,
+// and takes none of a handle's statement state: a Where or Table chained
+// on it, a context already canceled, prepared statements, a session of
+// its own.
+func TestWithDBOfManyShapes(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	shapes := []struct {
+		name  string
+		shape func(db *gorm.DB) *gorm.DB
+	}{
+		{"as opened", func(db *gorm.DB) *gorm.DB { return db }},
+		{"Where", func(db *gorm.DB) *gorm.DB { return db.Where("1 = 0") }},
+		{"Table and Limit", func(db *gorm.DB) *gorm.DB { return db.Table("no_such_table").Limit(1) }},
+		{"canceled context", func(db *gorm.DB) *gorm.DB { return db.WithContext(canceled) }},
+		{"prepared statements", func(db *gorm.DB) *gorm.DB {
+			return db.Session(&gorm.Session{PrepareStmt: true, QueryFields: true, SkipHooks: true})
+		}},
+	}
+	for name, open := range map[string]func(t testing.TB, prefix string) *gorm.DB{"sqlite": sqlite, "postgres": testutil.Postgres} {
+		for _, tt := range shapes {
+			t.Run(name+"/"+tt.name, func(t *testing.T) {
+				ctx := context.Background()
+				ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+				r, err := discovery.New(discovery.WithDB(tt.shape(open(t, ns+"_"))), discovery.WithNamespace(ns),
+					discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+				if err != nil {
+					t.Fatalf("New = %v", err)
+				}
+				defer r.Close()
+				l, err := r.Register(ctx, discovery.Instance{Service: "shaped", Host: "10.0.0.1", Port: 1})
+				if err != nil {
+					t.Fatalf("Register = %v", err)
+				}
+				if got := ids(r.Get(ctx, "shaped")); got != "10.0.0.1:1" {
+					t.Fatalf("Get = %s", got)
+				}
+				if err := l.Close(); err != nil {
+					t.Fatalf("Deregister = %v", err)
+				}
+			})
+		}
+	}
+}
