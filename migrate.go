@@ -17,6 +17,9 @@ import (
 // safe to run from many processes at once. A schema newer than this
 // release's is an error matching ErrUnsupported.
 func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {
+	if ctx == nil {
+		return nilContext("Migrate")
+	}
 	if db == nil {
 		return &core.ValidationError{Field: "db", Value: "nil", Reason: "Migrate needs a database"}
 	}

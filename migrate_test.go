@@ -138,3 +138,12 @@ func TestInMemorySQLiteMustBeShared(t *testing.T) {
 	}
 
 }
+
+// Migrate refuses a nil context with a ValidationError, as every other call
+// that may do I/O does: it panicked with a nil dereference in the caller's
+// goroutine.
+func TestMigrateGivenANilContextIsInvalid(t *testing.T) {
+	var nilCtx context.Context // nil, as a caller that forgot to set it passes
+	db := testutil.SQLite(t)
+	noPanic(t, "Migrate(nil)", func() { wantInvalid(t, "Migrate(nil)", discovery.Migrate(nilCtx, db)) })
+}
