@@ -2,13 +2,11 @@ package sqlstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery/internal/core"
@@ -171,8 +169,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 // that exists (PostgreSQL's duplicate_table, SQLite's message).
 func (s *Store) alreadyExists(err error) bool {
 	if s.postgres {
-		var pe *pgconn.PgError
-		return errors.As(err, &pe) && pe.Code == "42P07"
+		return sqlState(err) == "42P07"
 	}
 	return strings.Contains(err.Error(), "already exists")
 }

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery/internal/core"
@@ -739,7 +738,16 @@ func (s *Store) RevokeKey(ctx context.Context, name, kid string, at time.Time) (
 }
 
 // isSerializationFailure reports whether err is PostgreSQL's SQLSTATE 40001.
-func isSerializationFailure(err error) bool {
-	var pg *pgconn.PgError
-	return errors.As(err, &pg) && pg.Code == "40001"
+func isSerializationFailure(err error) bool { return sqlState(err) == "40001" }
+
+// sqlState returns the SQLSTATE of err, "" if it has none: read through
+// SQLState(), which pgx's *pgconn.PgError and lib/pq's *pq.Error both
+// have, so that a database the user reaches through either is classified
+// alike.
+func sqlState(err error) string {
+	var e interface{ SQLState() string }
+	if errors.As(err, &e) {
+		return e.SQLState()
+	}
+	return ""
 }
