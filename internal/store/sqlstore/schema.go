@@ -162,7 +162,23 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.postgres && ctx.Err() == nil {
+		switch sqlState(err) {
+		case "42501", "3F000": // insufficient_privilege; invalid_schema_name: no schema to create in
+			return s.createErr(err)
+		}
+	}
 	return mapErr(ctx, "migrate", err)
+}
+
+// createErr is the error of a migration the database refused to create
+// the tables for: the user's rights or search_path, which retrying cannot
+// change. As ErrUnavailable (the database's failure) New's callers retried
+// it for good.
+func (s *Store) createErr(err error) error {
+	return fmt.Errorf("%w: migrating prefix %q: %w: this database user may not create the tables in the first schema of its search_path "+
+		"(or none of its schemas exists): run discovery.Migrate as a user who may (a job of its own), and New with WithoutMigration",
+		core.ErrUnsupported, s.prefix, err)
 }
 
 // alreadyExists reports whether err is a CREATE's for a table or index

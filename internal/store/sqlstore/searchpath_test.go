@@ -3,10 +3,12 @@ package sqlstore_test
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/storetest"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -57,5 +59,52 @@ func TestPostgresMigrateIntoTheSchemaOfTheSearchPath(t *testing.T) {
 	shared.Raw(`SELECT COUNT(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?`, schema, p+"services").Scan(&n)
 	if n != 1 {
 		t.Fatalf("no %s.%sservices table after the tenant's Migrate", schema, p)
+	}
+}
+
+// A database user who may not create the tables (PostgreSQL 15's default on
+// public for all but its owner) makes Migrate fail with ErrUnsupported,
+// saying what to do, not with ErrUnavailable: "database unavailable", for a
+// refusal that no retry ends, kept New's callers retrying for good.
+func TestPostgresMigrateWithoutTheRightToCreateIsUnsupported(t *testing.T) {
+	dsn := testutil.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
+	}
+	p := testutil.Prefix(t)
+	admin := testutil.Postgres(t, p)
+	schema, role := p+"locked", p+"app"
+	for _, stmt := range []string{
+		`CREATE SCHEMA ` + schema, `CREATE ROLE ` + role + ` NOLOGIN`, `GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+	} {
+		if err := admin.Exec(stmt).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		admin.Exec(`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`)
+		admin.Exec(`DROP ROLE IF EXISTS ` + role)
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("role", role) // the session runs as role, which may use schema but not create in it
+	u.RawQuery = q.Encode()
+	db, err := testutil.OpenPostgres(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	s, err := sqlstore.New(db, p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), "WithoutMigration") {
+		t.Fatalf("Migrate by a user who may not create tables = %v; want ErrUnsupported naming WithoutMigration", err)
 	}
 }
