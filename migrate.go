@@ -15,10 +15,10 @@ import (
 // unless WithoutMigration: for a deployment that changes schemas in a job
 // of its own, with a database user allowed to. Migrations are versioned and
 // safe to run from many processes at once. A schema newer than this
-// release's is an error matching ErrUnsupported, and so, on PostgreSQL, is
-// a database user who may not create the tables. Tables are created in,
-// and looked for in, the current schema (the first of the search_path
-// that exists).
+// release's is an error matching ErrUnsupported, and so is a database
+// user who may not create the tables (or a read-only SQLite database). On
+// PostgreSQL, tables are created in, and looked for in, the current schema
+// (the first of the search_path that exists).
 func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {
 	if ctx == nil {
 		return nilContext("Migrate")

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -120,6 +121,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 		// SQLite: the table exists before the transaction, so that the
 		// transaction's first statement can take the write lock.
 		if err := s.db.WithContext(ctx).Exec(createTable).Error; err != nil {
+			if ctx.Err() == nil && s.createRefused(err) {
+				return s.createErr(err)
+			}
 			return mapErr(ctx, "migrate", err)
 		}
 	}
@@ -162,23 +166,37 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		return nil
 	})
-	if s.postgres && ctx.Err() == nil {
-		switch sqlState(err) {
-		case "42501", "3F000": // insufficient_privilege; invalid_schema_name: no schema to create in
-			return s.createErr(err)
-		}
+	if err != nil && ctx.Err() == nil && s.createRefused(err) {
+		return s.createErr(err)
 	}
 	return mapErr(ctx, "migrate", err)
 }
 
+// createRefused reports whether err is the database refusing to create the
+// tables for good: on PostgreSQL insufficient_privilege, or no schema of
+// the search_path to create in (invalid_schema_name); on SQLite a
+// read-only database (SQLITE_READONLY and its extended codes).
+func (s *Store) createRefused(err error) bool {
+	if s.postgres {
+		code := sqlState(err)
+		return code == "42501" || code == "3F000"
+	}
+	var e interface{ Code() int }
+	return errors.As(err, &e) && e.Code()&0xff == 8
+}
+
 // createErr is the error of a migration the database refused to create
-// the tables for: the user's rights or search_path, which retrying cannot
-// change. As ErrUnavailable (the database's failure) New's callers retried
-// it for good.
+// the tables for: the user's rights, search_path or a read-only database,
+// which retrying cannot change. As ErrUnavailable (the database's
+// failure) New's callers retried it for good.
 func (s *Store) createErr(err error) error {
-	return fmt.Errorf("%w: migrating prefix %q: %w: this database user may not create the tables in the first schema of its search_path "+
-		"(or none of its schemas exists): run discovery.Migrate as a user who may (a job of its own), and New with WithoutMigration",
-		core.ErrUnsupported, s.prefix, err)
+	where := "in the first schema of its search_path (or none of its schemas exists)"
+	if !s.postgres {
+		where = "in a read-only database"
+	}
+	return fmt.Errorf("%w: migrating prefix %q: %w: this database user may not create the tables %s: "+
+		"run discovery.Migrate as a user who may (a job of its own), and New with WithoutMigration",
+		core.ErrUnsupported, s.prefix, err, where)
 }
 
 // alreadyExists reports whether err is a CREATE's for a table or index

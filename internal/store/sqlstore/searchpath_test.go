@@ -3,9 +3,14 @@ package sqlstore_test
 import (
 	"errors"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
@@ -106,5 +111,33 @@ func TestPostgresMigrateWithoutTheRightToCreateIsUnsupported(t *testing.T) {
 	err = s.Migrate(t.Context())
 	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), "WithoutMigration") {
 		t.Fatalf("Migrate by a user who may not create tables = %v; want ErrUnsupported naming WithoutMigration", err)
+	}
+}
+
+// On SQLite, a read-only database whose schema is not current makes Migrate
+// fail as on PostgreSQL a user who may not create tables does: with
+// ErrUnsupported saying what to do, not "database unavailable".
+func TestSQLiteMigrateOfANewSchemaOnAReadOnlyDatabaseIsUnsupported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	rw := openDeferredSQLite(t, path, 1000)
+	if err := rw.Exec(`CREATE TABLE other (x INTEGER)`).Error; err != nil { // the file exists, without the schema
+		t.Fatal(err)
+	}
+	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := ro.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	s, err := sqlstore.New(ro, "discovery_", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), "WithoutMigration") {
+		t.Fatalf("Migrate of a new schema on a read-only database = %v; want ErrUnsupported naming WithoutMigration", err)
 	}
 }
