@@ -454,13 +454,12 @@ func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T
 	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
 		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
 	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	const idle = 1 // the renewal's timer
+	// Each step lets the renewal it fired finish (BlockUntilHandled).
 	step := func(until time.Duration) {
 		for clock.Now().Before(t0.Add(until)) {
-			clock.BlockUntil(idle)
 			clock.Advance(50 * time.Millisecond)
+			clock.BlockUntilHandled()
 		}
-		clock.BlockUntil(idle)
 	}
 	step(time.Second)
 	s.armed.Store(true)
@@ -480,7 +479,10 @@ func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T
 	backend.SetFailure(errors.New("connection refused"))
 	step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease the Update wrote ends meanwhile
 	backend.SetFailure(nil)
-	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3)
+	// A retry comes within the backoff's cap, a renewal interval (TTL/3)
+	// +10% jitter, of the database's return: waited for TTL/3 alone, the
+	// test failed whenever the jitter drew more (about 1 run in 10).
+	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3*11/10 + 100*time.Millisecond)
 	svc, err := backend.Load(ctx, "db_svc")
 	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(clock.Now()) {
 		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
