@@ -387,7 +387,7 @@ func (s *sharer) leave(service string) {
 // leave removes this process from every service's members; Close calls it
 // after the monitor stopped.
 func (m *monitor) leave() {
-	if m.share == nil || len(m.svcs) == 0 || !m.share.up() {
+	if m == nil || m.share == nil || len(m.svcs) == 0 || !m.share.up() { // nil: New failed before it started
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.r.opts.redisTO)

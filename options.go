@@ -335,6 +335,12 @@ func WithDB(db *gorm.DB) Option {
 // not its hooks), and New refuses a Cluster or Ring client without it whose
 // read or write timeout is longer than WithRedisTimeout (ErrInvalid, saying
 // what to set).
+//
+// New also refuses (ErrInvalid, quoting Redis's answer) a client that Redis
+// refuses what the Registry needs: a wrong password, or an ACL user without
+// SUBSCRIBE, PUBLISH, EVALSHA and EVAL, or without the keys and channels
+// that begin with the namespace and ":". A Redis that does not answer is no
+// error: the Registry starts without it and uses it once it is back.
 func WithRedis(rdb redis.UniversalClient) Option {
 	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", core.IsNil(rdb)) })
 }

@@ -220,3 +220,61 @@ func TestNewOnAnUnansweredRedisIsBoundedByTheRedisTimeout(t *testing.T) {
 		}
 	})
 }
+
+// A Redis that refuses the Registry's client what it needs, a wrong
+// password or an ACL user without SUBSCRIBE, PUBLISH, scripts (EVALSHA,
+// EVAL) or the namespace's keys or channels, was taken at New without a
+// word: the Registry never heard another process's change (the
+// subscription was refused, and nothing retried or logged it), or never
+// announced its own, or wrote nothing through, and every process served
+// its snapshots of what changed until their freshness windows ended. Now
+// New refuses such a client with an ErrInvalid error that names the
+// refused command and Redis's answer; a user granted the namespace's keys
+// and channels and every command is taken.
+func TestNewRefusesARedisUserDeniedWhatTheRegistryNeeds(t *testing.T) {
+	srv := testutil.NewRedisServer(t)
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	user := func(name string, rules ...any) {
+		srv.Do(append([]any{"ACL", "SETUSER", name, "on", ">pw"}, rules...)...)
+	}
+	user("granted", "~"+ns+":*", "&"+ns+":*", "+@all")
+	user("nosubscribe", "~*", "&*", "+@all", "-subscribe")
+	user("nopublish", "~*", "&*", "+@all", "-publish")
+	user("noscripts", "~*", "&*", "+@all", "-eval", "-evalsha")
+	user("otherkeys", "~other:*", "&*", "+@all")
+	user("otherchannels", "~*", "&other:*", "+@all")
+	tests := []struct {
+		user, password string
+		refused        string // in New's error; "" when New takes the client
+	}{
+		{"granted", "pw", ""},
+		{"granted", "wrong", "WRONGPASS"},
+		{"nosubscribe", "pw", "'subscribe'"},
+		{"nopublish", "pw", "'publish'"},
+		{"noscripts", "pw", "'evalsha'"},
+		{"otherkeys", "pw", "keys"},
+		{"otherchannels", "pw", "channels"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.user+"/"+tt.password, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: tt.user, Password: tt.password, MaxRetries: -1})
+			t.Cleanup(func() { _ = rdb.Close() })
+			r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithRedis(rdb),
+				discovery.WithNamespace(ns), discovery.WithoutHealthChecks())
+			if tt.refused == "" {
+				if err != nil {
+					t.Fatalf("New: %v; want the client taken", err)
+				}
+				_ = r.Close()
+				return
+			}
+			if err == nil {
+				_ = r.Close()
+				t.Fatalf("New took a client that Redis refuses (%s); want an ErrInvalid error", tt.refused)
+			}
+			if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "WithRedis") || !strings.Contains(err.Error(), tt.refused) {
+				t.Fatalf("New: %v; want ErrInvalid naming WithRedis and %s", err, tt.refused)
+			}
+		})
+	}
+}

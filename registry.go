@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -167,7 +168,14 @@ func New(opts ...Option) (*Registry, error) {
 			Namespace: o.namespace + ":", Channel: redisChannel(o.namespace, "changes", o.rdb), TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
 			Log: o.log, OnChange: r.onMessage, OnResync: r.resync, Now: o.clock.Now,
 		})
-		r.l2.Start()
+		if err := r.l2.Start(); err != nil {
+			// Taken, a client that Redis refuses (a wrong password, an ACL
+			// without a command, the keys or the channels) left this
+			// Registry deaf to the others' changes, or mute about its own.
+			_ = r.Close()
+			return nil, optErr("WithRedis", fmt.Sprintf("%T", o.rdb), err.Error()+
+				": the client's user needs SUBSCRIBE, PUBLISH, EVALSHA and EVAL besides reads and writes, on the keys and channels that begin with "+o.namespace+":")
+		}
 	}
 	if o.reapEvery > 0 {
 		r.goRun(r.reapLoop)

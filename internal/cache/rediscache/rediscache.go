@@ -579,33 +579,89 @@ func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 }
 
 // Start subscribes to the channel. Every (re)subscription calls OnResync.
-func (c *Cache) Start() {
+//
+// It first asks Redis, within the one Timeout that bounds Start, for what
+// the cache needs of it: a script on the namespace's keys (every snapshot
+// write is one), a publication on the channel (an empty message, which
+// every process ignores) and the subscription's confirmation. It returns a
+// *RefusedError when Redis refuses one of them (a wrong password, an ACL
+// user without the command, the keys or the channel): no retry changes
+// that answer, and taken without a word, such a client left the Registry
+// deaf to every other process's changes, or mute about its own. Any other
+// failure (Redis down, or slow) is no error here: the subscription is made
+// again in the background, as on any loss.
+func (c *Cache) Start() error {
 	// The first subscription is bounded by the timeout: the Registry's New
 	// calls Start, and on a Redis whose host does not answer connections (a
 	// partition) it waited out the client's DialTimeout (5 s by default).
 	// A subscription that fails is made again at Listen's first Receive.
 	sctx, cancel := c.timeout(c.ctx)
 	defer cancel()
+	// No service is named "": the script finds nothing, and deletes nothing.
+	if err := dropScript.Run(sctx, c.rdb, []string{c.GenKey("")}, "").Err(); Refused(err) {
+		return &RefusedError{What: "a script (EVALSHA, EVAL) on key " + c.GenKey(""), Err: err}
+	}
+	if err := c.rdb.Publish(sctx, c.channel, "").Err(); Refused(err) {
+		return &RefusedError{What: "PUBLISH to channel " + c.channel, Err: err}
+	}
 	c.mu.Lock()
 	c.ps = c.rdb.Subscribe(sctx, c.channel)
 	ps := c.ps
 	c.mu.Unlock()
+	first, err := ps.Receive(sctx)
+	if Refused(err) {
+		return &RefusedError{What: "SUBSCRIBE to channel " + c.channel, Err: err}
+	}
+	onSubscribe := func() {
+		c.subscriptions++
+		c.subscription.Store(c.subscriptions)
+		if c.opt.OnResync != nil {
+			c.opt.OnResync()
+		}
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer c.subscription.Store(0)
-		Listen(c.ctx, ps, c.opt.Timeout, func() {
-			c.subscriptions++
-			c.subscription.Store(c.subscriptions)
-			if c.opt.OnResync != nil {
-				c.opt.OnResync()
+		if m, ok := first.(*redis.Subscription); ok && m.Kind == "subscribe" {
+			onSubscribe() // read here, not by Listen
+		}
+		Listen(c.ctx, ps, c.opt.Timeout, onSubscribe, func() { c.subscription.Store(0) }, func(payload string) {
+			if payload == "" {
+				return // a Start's check (see above), not a change
 			}
-		}, func() { c.subscription.Store(0) }, func(payload string) {
 			c.received.Add(1)
 			c.handle(payload)
 		})
 	}()
+	return nil
 }
+
+// Refused reports whether err is Redis refusing the client what it asked:
+// a wrong password (WRONGPASS, NOAUTH) or an ACL without the command, the
+// key or the channel (NOPERM).
+func Refused(err error) bool {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return false
+	}
+	msg := reply.Error()
+	return strings.HasPrefix(msg, "NOPERM") || strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS")
+}
+
+// RefusedError is Start's error when Redis refuses the client something
+// the cache needs.
+type RefusedError struct {
+	// What the cache asked for.
+	What string
+	// Err is Redis's answer.
+	Err error
+}
+
+func (e *RefusedError) Error() string { return "Redis refuses " + e.What + ": " + e.Err.Error() }
+
+// Unwrap returns Redis's answer.
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // subscriptionCheck is how long a quiet subscription waits before it pings
 // Redis: a ping that cannot be written drops the connection, and go-redis
