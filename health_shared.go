@@ -337,7 +337,7 @@ func (s *sharer) listen() {
 			_ = ps.Close()
 		}
 	}()
-	rediscache.Listen(s.r.ctx, ps, s.r.opts.redisTO, func() {
+	rediscache.Listen(s.r.ctx, ps, s.channel, s.r.opts.redisTO, func() {
 		s.m.resync.Store(true)
 		s.m.poke()
 	}, nil, s.onMessage)

@@ -626,7 +626,7 @@ func (c *Cache) Start() error {
 		if m, ok := first.(*redis.Subscription); ok && m.Kind == "subscribe" {
 			onSubscribe() // read here, not by Listen
 		}
-		Listen(c.ctx, ps, c.opt.Timeout, onSubscribe, func() { c.subscription.Store(0) }, func(payload string) {
+		Listen(c.ctx, ps, c.channel, c.opt.Timeout, onSubscribe, func() { c.subscription.Store(0) }, func(payload string) {
 			if payload == "" {
 				return // a Start's check (see above), not a change
 			}
@@ -675,7 +675,7 @@ const subscriptionCheck = time.Second
 // deadline was set, and the pong has one more and the timeout.
 const silentFor = 4 * subscriptionCheck
 
-// Listen reads the subscription ps until ctx ends or ps is closed, calling
+// Listen reads the subscription ps of channel until ctx ends or ps is closed, calling
 // onSubscribe (if not nil) for every (re)subscription, onLost (if not nil)
 // for every read that failed (the subscription is lost until the next
 // onSubscribe: go-redis drops the connection) and onMessage for every
@@ -695,7 +695,13 @@ const silentFor = 4 * subscriptionCheck
 // was set, renewed once a subscriptionCheck: a read that ends on it is an
 // error for go-redis, which drops the connection and subscribes again on a
 // new one (onSubscribe follows).
-func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubscribe, onLost func(), onMessage func(payload string)) {
+//
+// A subscription Redis refused (Refused: an ACL without the channel, a
+// password changed since ps was made) is asked for again once a
+// subscriptionCheck: go-redis keeps a connection whose command Redis
+// answered with an error, and subscribes only on a new one, so the
+// subscription stayed lost for good, even once the refusal was lifted.
+func Listen(ctx context.Context, ps *redis.PubSub, channel string, timeout time.Duration, onSubscribe, onLost func(), onMessage func(payload string)) {
 	var (
 		heard atomic.Uint64
 		wg    sync.WaitGroup
@@ -726,6 +732,17 @@ func Listen(ctx context.Context, ps *redis.PubSub, timeout time.Duration, onSubs
 		if err != nil {
 			if onLost != nil {
 				onLost()
+			}
+			if Refused(err) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(subscriptionCheck):
+				}
+				sctx, cancel := context.WithTimeout(ctx, timeout)
+				_ = ps.Subscribe(sctx, channel) // its answer arrives through Receive
+				cancel()
+				continue
 			}
 			// go-redis has dropped a broken connection and subscribes again
 			// at the next Receive; after the first failure, not in a loop.
