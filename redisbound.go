@@ -49,16 +49,20 @@ func redisCommands(rdb redis.UniversalClient, to time.Duration) (redis.Universal
 		}
 		return c.WithTimeout(to), nil
 	case *redis.ClusterClient:
+		// initialised, but -2 (no socket deadlines) is left for the
+		// nodes' clients to turn into their -1
 		o := c.Options()
-		kind, ctxOn, read, write = "*redis.ClusterClient", o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout
+		kind, ctxOn, read, write = "*redis.ClusterClient", o.ContextTimeoutEnabled, noDeadlines(o.ReadTimeout), noDeadlines(o.WriteTimeout)
 	case *redis.Ring:
+		// as given: the shards' clients initialise them
 		o := c.Options()
-		kind, ctxOn, read, write = "*redis.Ring", o.ContextTimeoutEnabled, o.ReadTimeout, o.WriteTimeout
+		read = shardTimeout(o.ReadTimeout, 5*time.Second)
+		kind, ctxOn, write = "*redis.Ring", o.ContextTimeoutEnabled, shardTimeout(o.WriteTimeout, read)
 	default:
 		return rdb, nil
 	}
 	if !bounded(ctxOn, read, write, to) {
-		return nil, unbounded(kind, read, write, to)
+		return nil, unbounded(kind, ctxOn, read, write, to)
 	}
 	return rdb, nil
 }
@@ -95,7 +99,37 @@ func bounded(ctxDeadlines bool, read, write, to time.Duration) bool {
 	return read > 0 && read <= to && write > 0 && write <= to
 }
 
-func unbounded(kind string, read, write, to time.Duration) error {
+// noDeadlines maps -2, go-redis's "no socket deadlines" before its
+// options are initialised, to -1, its value after.
+func noDeadlines(d time.Duration) time.Duration {
+	if d == -2 {
+		return -1
+	}
+	return d
+}
+
+// shardTimeout initialises a Ring's read or write timeout as its shards'
+// clients do (redis.Options): -2 no socket deadlines (-1), -1 none (0), 0
+// the default def.
+func shardTimeout(d, def time.Duration) time.Duration {
+	switch d {
+	case -2:
+		return -1
+	case -1:
+		return 0
+	case 0:
+		return def
+	}
+	return d
+}
+
+func unbounded(kind string, ctxOn bool, read, write, to time.Duration) error {
+	if ctxOn {
+		// context deadlines on, and socket deadlines off
+		return optErr("WithRedis", kind, fmt.Sprintf(
+			"sets no socket deadlines (a ReadTimeout or WriteTimeout of -2), so no context deadline reaches the socket and a stalled Redis would hold callers indefinitely: "+
+				"set ReadTimeout and WriteTimeout to -1 (none of their own, the context's deadline bounds each call) or to at most %v", to))
+	}
 	return optErr("WithRedis", kind, fmt.Sprintf(
 		"ignores context deadlines (ContextTimeoutEnabled is false) and its read/write timeouts (%v/%v) exceed WithRedisTimeout (%v), "+
 			"so a stalled Redis would hold callers that long: set ContextTimeoutEnabled: true, or ReadTimeout and WriteTimeout of at most %v",

@@ -148,7 +148,7 @@ func TestWithRedisRefusesAClientItCannotBound(t *testing.T) {
 			}
 			var ve *discovery.ValidationError
 			if !errors.Is(err, discovery.ErrInvalid) || !errors.As(err, &ve) || ve.Field != "option WithRedis" ||
-				!strings.Contains(err.Error(), "ContextTimeoutEnabled: true") || !strings.Contains(err.Error(), "250ms") {
+				!strings.Contains(err.Error(), "ContextTimeoutEnabled: true") && !strings.Contains(err.Error(), "to -1") || !strings.Contains(err.Error(), "250ms") {
 				t.Fatalf("New = %v; want a ValidationError on WithRedis saying what to set", err)
 			}
 		})
@@ -276,5 +276,38 @@ func TestNewRefusesARedisUserDeniedWhatTheRegistryNeeds(t *testing.T) {
 				t.Fatalf("New: %v; want ErrInvalid naming WithRedis and %s", err, tt.refused)
 			}
 		})
+	}
+}
+
+// A Cluster or Ring client that enables context deadlines but disables
+// socket deadlines altogether (a read or write timeout of -2) cannot be
+// bounded either, and New refuses it; its error said "ContextTimeoutEnabled
+// is false" and told the user to set what was set. Now it names the
+// timeout that turns the deadlines off. A Ring's read timeout of -1 (no
+// timeout of its own: the context's deadline bounds each call) was taken
+// for -2 and refused; it is accepted.
+func TestWithRedisRefusalNamesDisabledSocketDeadlines(t *testing.T) {
+	addrs := []string{"127.0.0.1:1"}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addrs[0]}, ReadTimeout: -1, WriteTimeout: -1, ContextTimeoutEnabled: true})
+	r, err := discovery.New(discovery.WithRedis(ring), discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks())
+	if err != nil {
+		t.Fatalf("New(Ring with ContextTimeoutEnabled, timeouts -1) = %v; want it accepted", err)
+	}
+	_ = r.Close()
+	_ = ring.Close()
+	for _, rdb := range []redis.UniversalClient{
+		redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: -2, ContextTimeoutEnabled: true}),
+		redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, WriteTimeout: -2, ContextTimeoutEnabled: true}),
+		redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": addrs[0]}, ReadTimeout: -2, ContextTimeoutEnabled: true}),
+	} {
+		r, err := discovery.New(discovery.WithRedis(rdb), discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks())
+		_ = rdb.Close()
+		if r != nil {
+			_ = r.Close()
+			t.Fatalf("New(%T) accepted a client without socket deadlines", rdb)
+		}
+		if !errors.Is(err, discovery.ErrInvalid) || strings.Contains(err.Error(), "ContextTimeoutEnabled is false") || !strings.Contains(err.Error(), "-2") {
+			t.Fatalf("New(%T) = %v; want ErrInvalid naming the timeout of -2, not ContextTimeoutEnabled", rdb, err)
+		}
 	}
 }
