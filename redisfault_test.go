@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,82 @@ func TestSubscriptionRefusedAfterNewIsAskedForAgain(t *testing.T) {
 	})
 	if b.Stats().Resyncs <= resyncs {
 		t.Fatalf("b resubscribed without revalidating (%d resyncs, %d before)", b.Stats().Resyncs, resyncs)
+	}
+}
+
+// Redis restarted, its data lost (SHUTDOWN NOSAVE), while a change is
+// made: the write succeeds (the database is the truth), every Registry
+// subscribes again, and the change made while Redis was away reaches the
+// other Registry through its resubscription's revalidation, not a
+// freshness window later (an hour here). Changes made after the restart
+// travel by message again, and lookups keep answering throughout.
+func TestRedisRestartedWithItsDataLostResubscribesAndResyncs(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.NewRedisServer(t)
+	w := redisFaultWorld(t, srv)
+	rb := testutil.RedisClient(t, srv.Addr(), 0, w.ns)
+	a := w.registry(t, discovery.WithRedis(w.rdb))
+	b := w.registry(t, discovery.WithRedis(rb))
+	subscribed(t, w, a, 2)
+	subscribed(t, w, b, 2)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	for round := 2; round <= 3; round++ {
+		resyncs := b.Stats().Resyncs
+		srv.Stop()
+		mustRegister(t, a, inst("db_svc", "10.0.0.1", round)) // Redis away: written to the database
+		if got := ids(b.Get(ctx, "db_svc")); !strings.HasPrefix(got, "10.0.0.1:1") {
+			t.Fatalf("round %d: b's Get with Redis away = %s", round, got)
+		}
+		srv.Start()
+		want := ids(a.Get(ctx, "db_svc"))
+		if strings.Count(want, ",") != round-1 {
+			t.Fatalf("round %d: a's Get = %s", round, want)
+		}
+		took := waitFor(t, 10*time.Second, "b sees the change made while Redis was away", func() bool {
+			return ids(b.Get(ctx, "db_svc")) == want
+		})
+		if b.Stats().Resyncs <= resyncs {
+			t.Fatalf("round %d: b saw the change without a resubscription (%d resyncs, %d before)", round, b.Stats().Resyncs, resyncs)
+		}
+		t.Logf("round %d: b saw the change %v after Redis was back", round, took)
+	}
+	subscribed(t, w, a, 2)
+	mustRegister(t, b, inst("other_svc", "10.0.0.9", 9))
+	waitFor(t, 2*time.Second, "a sees b's registration after the restarts", func() bool { return ids(a.Get(ctx, "other_svc")) == "10.0.0.9:9" })
+}
+
+// FLUSHALL (or every key evicted) empties the L2 under running
+// Registries: it is a cache only. Lookups answer from L1 and the database,
+// write-throughs fill it again, changes still travel, and an Invalidate
+// still reaches every Registry.
+func TestRedisFlushedUnderRunningRegistriesLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.NewRedisServer(t)
+	w := redisFaultWorld(t, srv)
+	a := w.registry(t, discovery.WithRedis(w.rdb))
+	b := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, srv.Addr(), 0, w.ns)))
+	subscribed(t, w, a, 2)
+	subscribed(t, w, b, 2)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	srv.Do("FLUSHALL")
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 2))
+	waitFor(t, 2*time.Second, "b sees the change after the flush", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.1:2" })
+	if n, err := w.rdb.Exists(ctx, l2Key(w.ns, "db_svc")).Result(); err != nil || n != 1 {
+		t.Fatalf("the snapshot is not written through again after the flush: %d, %v", n, err)
+	}
+	c := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, srv.Addr(), 0, w.ns)))
+	srv.Do("FLUSHALL")
+	if got := ids(c.Get(ctx, "db_svc")); got != "10.0.0.1:1,10.0.0.1:2" {
+		t.Fatalf("a new Registry's Get after the flush = %s", got)
+	}
+	if err := b.Invalidate(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*discovery.Registry{a, b, c} {
+		if got := ids(r.Get(ctx, "db_svc")); got != "10.0.0.1:1,10.0.0.1:2" {
+			t.Fatalf("Get after the Invalidate = %s", got)
+		}
 	}
 }

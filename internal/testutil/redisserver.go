@@ -91,12 +91,14 @@ func (s *RedisServer) Do(args ...any) any {
 	return v
 }
 
-// Restart stops the server as a crash would (SHUTDOWN NOSAVE: everything
-// in it is lost, every connection dropped) and starts it again on the
+// Stop stops the server as a crash would (SHUTDOWN NOSAVE: everything in
+// it is lost, every connection dropped); Start starts it again on the
 // same port with args.
-func (s *RedisServer) Restart(args ...string) {
+func (s *RedisServer) Stop() { s.stop() }
+
+// Start starts a stopped server again: see Stop.
+func (s *RedisServer) Start(args ...string) {
 	s.t.Helper()
-	s.stop()
 	s.start(args...)
 }
 
