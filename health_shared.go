@@ -330,7 +330,10 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 // or, on a Redis that stopped answering, until the silence deadline (about
 // 4 s), past a shorter WithCloseTimeout.
 func (s *sharer) listen() {
-	ps := s.rdb.Subscribe(s.r.ctx, s.channel)
+	ps := rediscache.Subscribe(s.r.ctx, s.rdb, s.channel) // nil only once closed
+	if ps == nil {
+		return
+	}
 	stop := context.AfterFunc(s.r.ctx, func() { _ = ps.Close() })
 	defer func() {
 		if stop() {

@@ -311,3 +311,51 @@ func TestWithRedisRefusalNamesDisabledSocketDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// A Ring whose every shard it has found down (its heartbeats failed) has
+// no shard for the change channel, and go-redis's Ring.Subscribe panics
+// then: New on a Ring while Redis was down panicked, where a Redis that is
+// down is no error (the Registry serves from L1 and the database, and
+// subscribes once Redis is back), and so did the health subscription's
+// goroutine, taking the process down. Now New returns a Registry that
+// serves, health checks on, and subscribes to both channels once the shard
+// is back.
+func TestNewOnARingWhoseShardsAreAllDownServes(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.NewRedisServer(t)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": srv.Addr()}, ContextTimeoutEnabled: true,
+		HeartbeatFrequency: 10 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { _ = ring.Close() })
+	srv.Stop()
+	waitFor(t, 5*time.Second, "the ring to find its shard down", func() bool {
+		err := ring.Ping(ctx).Err()
+		return err != nil && strings.Contains(err.Error(), "all ring shards are down")
+	})
+	var (
+		r   *discovery.Registry
+		err error
+	)
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("New panicked on a Ring whose shards are down: %v", p)
+			}
+		}()
+		r, err = discovery.New(discovery.WithRedis(ring), discovery.WithStore(discoverytest.NewBackend()), discovery.WithNamespace(ns))
+	}()
+	if err != nil {
+		t.Fatalf("New = %v; want a Registry that serves without Redis", err)
+	}
+	defer r.Close()
+	mustRegister(t, r, inst("db_svc", "127.0.0.1", 1)) // checked on loopback: refused
+	if got := ids(r.Get(ctx, "db_svc")); got != "127.0.0.1:1" {
+		t.Fatalf("Get = %s", got)
+	}
+	srv.Start()
+	admin := srv.Admin()
+	defer admin.Close()
+	waitFor(t, 10*time.Second, "both subscriptions once the shard is back", func() bool {
+		return subscribers(admin, ns+":changes") == 1 && subscribers(admin, ns+":health") == 1
+	})
+}

@@ -13,6 +13,7 @@ package rediscache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -605,12 +606,15 @@ func (c *Cache) Start() error {
 		return &RefusedError{What: "PUBLISH to channel " + c.channel, Err: err}
 	}
 	c.mu.Lock()
-	c.ps = c.rdb.Subscribe(sctx, c.channel)
-	ps := c.ps
+	ps, err := subscribe(sctx, c.rdb, c.channel)
+	c.ps = ps
 	c.mu.Unlock()
-	first, err := ps.Receive(sctx)
-	if Refused(err) {
-		return &RefusedError{What: "SUBSCRIBE to channel " + c.channel, Err: err}
+	var first any
+	if err == nil {
+		first, err = ps.Receive(sctx)
+		if Refused(err) {
+			return &RefusedError{What: "SUBSCRIBE to channel " + c.channel, Err: err}
+		}
 	}
 	onSubscribe := func() {
 		c.subscriptions++
@@ -623,6 +627,17 @@ func (c *Cache) Start() error {
 	go func() {
 		defer c.wg.Done()
 		defer c.subscription.Store(0)
+		if ps == nil { // a Ring with no shard up: asked for again until it has one
+			if ps = Subscribe(c.ctx, c.rdb, c.channel); ps == nil {
+				return
+			}
+			c.mu.Lock()
+			if c.ctx.Err() != nil { // Close went by: it closed none
+				_ = ps.Close()
+			}
+			c.ps = ps
+			c.mu.Unlock()
+		}
 		if m, ok := first.(*redis.Subscription); ok && m.Kind == "subscribe" {
 			onSubscribe() // read here, not by Listen
 		}
@@ -635,6 +650,34 @@ func (c *Cache) Start() error {
 		})
 	}()
 	return nil
+}
+
+// Subscribe subscribes to channel through rdb, and asks again once a
+// subscriptionCheck until it can or ctx ends (nil then). go-redis's Ring
+// panics when it has found every shard down, having none for the channel:
+// a Ring that lost its Redis crashed the process (New, or the health
+// subscription's goroutine), where a Redis that is down is one to wait for.
+func Subscribe(ctx context.Context, rdb redis.UniversalClient, channel string) *redis.PubSub {
+	for {
+		if ps, err := subscribe(ctx, rdb, channel); err == nil {
+			return ps
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(subscriptionCheck):
+		}
+	}
+}
+
+// subscribe is one attempt of Subscribe: a Ring's panic is its error.
+func subscribe(ctx context.Context, rdb redis.UniversalClient, channel string) (ps *redis.PubSub, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ps, err = nil, fmt.Errorf("subscribe: %v", p)
+		}
+	}()
+	return rdb.Subscribe(ctx, channel), nil
 }
 
 // Refused reports whether err is Redis refusing the client what it asked:
