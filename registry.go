@@ -380,7 +380,7 @@ func (r *Registry) Stats() Stats {
 	if r.l2 != nil {
 		l2 := r.l2.Stats()
 		s.L2Hits, s.L2Misses, s.L2Errors = l2.Hits, l2.Misses+l2.DecodeErrors+l2.VersionMisses, l2.Errors
-		s.L2DecodeErrors = l2.DecodeErrors + l2.VersionMisses + l2.PushedDecodeErrors
+		s.L2DecodeErrors = l2.DecodeErrors + l2.VersionMisses + l2.PushedDecodeErrors + l2.BadMessages
 		s.L2Writes, s.L2StaleWrites, s.Published, s.Received = l2.Writes, l2.StaleWrites, l2.Published, l2.Received
 	}
 	return s

@@ -101,10 +101,11 @@ type Options struct {
 
 // Stats counts what the cache did. Hits, Misses, DecodeErrors and
 // VersionMisses count reads; PushedDecodeErrors counts snapshots pushed
-// with change messages that did not decode (no read, so no miss).
+// with change messages that did not decode (no read, so no miss), and
+// BadMessages change messages whose announcement did not parse (dropped).
 type Stats struct {
 	Hits, Misses, Errors, DecodeErrors, VersionMisses, Writes, StaleWrites, Published, Received, Trips uint64
-	PushedDecodeErrors                                                                                 uint64
+	PushedDecodeErrors, BadMessages                                                                    uint64
 }
 
 // Cache is the L2. Start launches its goroutines; Close stops them.
@@ -119,6 +120,7 @@ type Cache struct {
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
 	pushedErrs                                                                                     atomic.Uint64 // pushed snapshots that did not decode
+	badMsgs                                                                                        atomic.Uint64 // change messages that did not parse
 
 	// subscription is this Cache's subscription to the channel as Redis
 	// last confirmed it: a number for each confirmation, 0 once a read
@@ -201,7 +203,7 @@ func (c *Cache) Stats() Stats {
 		Hits: c.hits.Load(), Misses: c.misses.Load() + c.unusable.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
 		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
 		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
-		PushedDecodeErrors: c.pushedErrs.Load(),
+		PushedDecodeErrors: c.pushedErrs.Load(), BadMessages: c.badMsgs.Load(),
 	}
 }
 
@@ -564,19 +566,25 @@ func SplitMessage(s string) (head, snapshot string) {
 }
 
 // ParseMessage parses a change announcement: "<revision> <service>[ !]".
+// Words after the service other than "!" (force) are ignored: a later
+// version may add flags or fields there, and its processes share the
+// channel with this one's during an upgrade. Refused, such an announcement
+// was dropped whole, and the change it carried with it; read, it is at
+// worst a revalidation of the service.
 func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 	rev, rest, found := strings.Cut(s, " ")
 	if !found {
 		return ch, false, false
 	}
-	if name, f := strings.CutSuffix(rest, " !"); f {
-		rest, force = name, true
+	name, words, _ := strings.Cut(rest, " ")
+	for w := range strings.SplitSeq(words, " ") {
+		force = force || w == "!"
 	}
 	r, err := strconv.ParseInt(rev, 10, 64)
-	if err != nil || r < 0 || core.ValidateServiceName(rest) != nil {
+	if err != nil || r < 0 || core.ValidateServiceName(name) != nil {
 		return ch, false, false
 	}
-	return core.Change{Service: rest, Revision: r}, force, true
+	return core.Change{Service: name, Revision: r}, force, true
 }
 
 // Start subscribes to the channel. Every (re)subscription calls OnResync.
@@ -840,7 +848,11 @@ func pingQuiet(ctx context.Context, ps *redis.PubSub, timeout time.Duration, hea
 func (c *Cache) handle(payload string) {
 	head, pushed := SplitMessage(payload)
 	change, force, ok := ParseMessage(head)
-	if !ok || c.opt.OnChange == nil {
+	if !ok {
+		c.badMsgs.Add(1)
+		return
+	}
+	if c.opt.OnChange == nil {
 		return
 	}
 	var (

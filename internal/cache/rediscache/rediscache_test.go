@@ -41,6 +41,46 @@ func TestParseMessage(t *testing.T) {
 	}
 }
 
+// A change announcement of a later version may carry words after the
+// service that this one does not know (a flag, a field): the change itself
+// still counts. Refused, the whole message was dropped, uncounted, and the
+// process served what it held until its entry's freshness ended, in every
+// process of the older version of a fleet mid-upgrade. The messages of
+// every version so far ("<revision> <service>[ !]") read as before.
+func TestParseMessageIgnoresWordsOfLaterVersions(t *testing.T) {
+	tests := []struct {
+		in    string
+		want  core.Change
+		force bool
+	}{
+		{"5 db_svc x", core.Change{Service: "db_svc", Revision: 5}, false},
+		{"5 db_svc ! x=1", core.Change{Service: "db_svc", Revision: 5}, true},
+		{"5 db_svc x !", core.Change{Service: "db_svc", Revision: 5}, true},
+		{"6 db_svc  ", core.Change{Service: "db_svc", Revision: 6}, false},
+	}
+	for _, tt := range tests {
+		got, force, ok := ParseMessage(tt.in)
+		if got != tt.want || force != tt.force || !ok {
+			t.Errorf("ParseMessage(%q) = %v %v %v; want %v %v true", tt.in, got, force, ok, tt.want, tt.force)
+		}
+	}
+}
+
+// A change message that does not parse is counted (BadMessages), as a
+// snapshot that does not decode is: dropped without a trace, a fleet whose
+// processes could not read each other's announcements looked healthy.
+func TestUnparsedChangeMessagesAreCounted(t *testing.T) {
+	var heard atomic.Int64
+	c := New(nil, Options{OnChange: func(core.Change, bool, *core.Service, time.Time) { heard.Add(1) }})
+	for _, msg := range []string{"garbage", "x db_svc", "5 a/b", "5 db_svc\nD1garbage"} {
+		c.handle(msg)
+	}
+	if s := c.Stats(); s.BadMessages != 3 || heard.Load() != 1 || s.PushedDecodeErrors != 1 {
+		t.Fatalf("BadMessages %d, changes heard %d, PushedDecodeErrors %d; want 3, 1 (the announcement whose snapshot did not decode), 1",
+			s.BadMessages, heard.Load(), s.PushedDecodeErrors)
+	}
+}
+
 func FuzzParseMessage(f *testing.F) {
 	f.Add("5 db_svc")
 	f.Add("0 db_svc !")
