@@ -2,6 +2,7 @@ package health
 
 import (
 	"errors"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -136,4 +137,36 @@ func FuzzDecodeMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A shared state and a change message written by a process of an earlier
+// release (1bd4bc7, 2026-11-28) decode, and encode back to the same text:
+// processes of both releases share the health hash and channel during an
+// upgrade. A change to Encode that fails this needs a new codecVersion.
+func TestDecodesStatesOfEarlierReleases(t *testing.T) {
+	b, err := os.ReadFile("testdata/state-1bd4bc7.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Decode(string(b))
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if s.Status != core.StatusHealthy || s.By != "d0e8fc0a71ac2a31" || len(s.Recent) != 4 || s.Seq != 1796030043349 {
+		t.Fatalf("decoded %+v", s)
+	}
+	if got := Encode(&s); got != string(b) {
+		t.Fatalf("Encode of the decoded state differs from what the earlier release wrote:\n got %q\nwant %q", got, b)
+	}
+	b, err = os.ReadFile("testdata/message-1bd4bc7.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, id, s, err := DecodeMessage(string(b))
+	if err != nil || svc != "svce" || id != "o1" || s.Status != core.StatusHealthy {
+		t.Fatalf("DecodeMessage = %q %q %+v %v", svc, id, s, err)
+	}
+	if got := EncodeMessage(svc, id, &s); got != string(b) {
+		t.Fatalf("EncodeMessage differs from what the earlier release wrote:\n got %q\nwant %q", got, b)
+	}
 }

@@ -448,3 +448,24 @@ func TestDeleteRemovesOnlyTheSnapshotItNames(t *testing.T) {
 		})
 	}
 }
+
+// A change message with its pushed snapshot, as a process of an earlier
+// release (1bd4bc7, 2026-11-28) published it, is heard with its snapshot.
+func TestHearsChangesOfEarlierReleases(t *testing.T) {
+	b, err := os.ReadFile("testdata/change-1bd4bc7.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		got    core.Change
+		pushed *core.Service
+	)
+	c := New(nil, Options{OnChange: func(ch core.Change, _ bool, svc *core.Service, _ time.Time) { got, pushed = ch, svc }})
+	c.handle(string(b))
+	if got != (core.Change{Service: "svce", Revision: 2}) || pushed == nil || pushed.Revision != 2 || len(pushed.Instances) != 2 {
+		t.Fatalf("heard %+v with %+v", got, pushed)
+	}
+	if s := c.Stats(); s.BadMessages != 0 || s.PushedDecodeErrors != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
