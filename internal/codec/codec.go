@@ -12,6 +12,13 @@
 // The header is ASCII so that a Redis script can compare (revision, loaded
 // at) of two values as strings: a cache never replaces a newer snapshot by an
 // older one.
+//
+// Processes of several releases share these values during an upgrade. Any
+// change to what Encode writes, even a field appended at the end, needs a
+// new Version: Decode refuses trailing bytes and unknown values as corrupt,
+// and a reader deletes a corrupt value, so an unmarked change made each
+// release delete the other's snapshots, while a value of another version is
+// a miss that stays (testdata holds a value an earlier release wrote).
 package codec
 
 import (

@@ -19,7 +19,9 @@ import (
 // Statuses are numbers, times Unix nanoseconds, rtt nanoseconds, by the
 // writer's process ID ("-" if none); err is length-prefixed and may contain
 // spaces. Anything that does not decode exactly is refused (ErrCorrupt);
-// readers treat it as absent.
+// readers treat it as absent. Processes of several releases share states
+// during an upgrade: a change to the encoding needs a new codecVersion
+// (testdata holds a state an earlier release wrote).
 
 // ErrCorrupt is returned for data that does not decode.
 var ErrCorrupt = errors.New("discovery: corrupt shared health state")
