@@ -351,6 +351,15 @@ func TestCorruptSharedStateIgnored(t *testing.T) {
 			waitFor(t, 2*time.Second, "corrupt data counted", func() bool {
 				return discovery.HealthCorrupt(f.regs[0]) > 0 && discovery.HealthCorrupt(f.regs[1]) > 0
 			})
+			// Counted where users see it: a state or message of a format this
+			// release does not read (another release's, mid-upgrade) left
+			// health unshared with no sign of it.
+			for i, r := range f.regs {
+				n := discovery.HealthCorrupt(r)
+				if got := r.Stats().L2DecodeErrors; got < n {
+					t.Fatalf("process %d: Stats().L2DecodeErrors = %d; want at least the %d health states and messages that did not decode", i, got, n)
+				}
+			}
 			f.interval()
 			for _, r := range f.regs {
 				if h := healthOf(t, r, "web", f.ids[0]); h.Status != discovery.StatusHealthy {

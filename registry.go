@@ -383,6 +383,9 @@ func (r *Registry) Stats() Stats {
 		s.L2DecodeErrors = l2.DecodeErrors + l2.VersionMisses + l2.PushedDecodeErrors + l2.BadMessages
 		s.L2Writes, s.L2StaleWrites, s.Published, s.Received = l2.Writes, l2.StaleWrites, l2.Published, l2.Received
 	}
+	if r.hm != nil && r.hm.share != nil {
+		s.L2DecodeErrors += r.hm.share.corrupt.Load()
+	}
 	return s
 }
 

@@ -55,8 +55,9 @@ type Stats struct {
 	// L2Hits and L2Misses count Redis reads; one that found corrupt or
 	// other-version data is a miss, and an L2DecodeError. L2DecodeErrors
 	// also counts snapshots pushed with change messages that did not
-	// decode (no read: no miss; the service is read instead), and change
-	// messages that did not parse (dropped). L2Errors counts
+	// decode (no read: no miss; the service is read instead), change
+	// messages that did not parse (dropped), and shared health states and
+	// health messages that did not decode (ignored). L2Errors counts
 	// failed Redis calls of every kind, health sharing's included: each
 	// trips the breaker that takes Redis out of the read path.
 	L2Hits, L2Misses, L2Errors, L2DecodeErrors uint64
