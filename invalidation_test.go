@@ -56,6 +56,36 @@ func TestChangeMessageAfterOwnWrite(t *testing.T) {
 	}
 }
 
+// A change message of a later release, with a word after the service that
+// this one does not know, still moves the entry to the announced revision
+// (within the freshness window: the message is what brings it). Dropped
+// whole, it left the process on the older revision until the entry went
+// stale, in every process of the older release of a fleet mid-upgrade.
+func TestChangeMessageOfALaterReleaseIsHeard(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, k)
+			b := w.registry(t)
+			subscribed(t, w, b, 1)
+			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
+			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+			rev, err := b.Store().Register(ctx, &in) // behind the caches
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc origin=eu-1", rev)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, "the announced revision", func() bool {
+				res, err := b.Lookup(ctx, "db_svc")
+				return err == nil && res.Revision == rev && !res.Stale
+			})
+		})
+	}
+}
+
 // A writer pushes the new snapshot with its change message: a process that
 // holds the service takes it from the message, without reading Redis (one
 // network hop instead of two).
