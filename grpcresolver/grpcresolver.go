@@ -151,11 +151,13 @@ type watchResolver struct {
 }
 
 // ResolveNow asks the Registry about the instances taken from its Get
-// that the watch has not told of (see reconcile); gRPC calls it when a
+// that the watch has not told of (see reconcile), and about the health of
+// the instances kept as suspects (see suspectsOut); gRPC calls it when a
 // connection fails or is lost. Changes arrive through the watch as they
 // happen, but a watch whose first snapshot has no instance tells nothing,
-// and an instance Get showed from an older snapshot would stay an
-// endpoint until the service's next change.
+// an instance Get showed from an older snapshot would stay an endpoint
+// until the service's next change, and a suspect found dead or ejected
+// changes no status the watch tells of.
 func (r *watchResolver) ResolveNow(resolver.ResolveNowOptions) {
 	select {
 	case r.resolve <- struct{}{}:
@@ -185,9 +187,9 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 			r.instances[in.ID] = in
 			r.unheard[in.ID] = true
 		}
-		r.push()
+		r.push(ctx)
 	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrNoHealthyInstances):
-		r.push()
+		r.push(ctx)
 	case ctx.Err() == nil:
 		r.cc.ReportError(err) // the watch's events will still come
 	}
@@ -203,7 +205,7 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 				select {
 				case ev, ok := <-events:
 					if !ok {
-						r.push()
+						r.push(ctx)
 						return
 					}
 					r.apply(ev)
@@ -212,11 +214,12 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 				}
 			}
 			r.reconcile(ctx)
-			r.push()
+			r.push(ctx)
 		case <-r.resolve:
-			if len(r.unheard) > 0 { // else nothing to ask about
+			// Else nothing to ask about: the watch tells every other change.
+			if len(r.unheard) > 0 || r.anySuspect() {
 				r.reconcile(ctx)
-				r.push()
+				r.push(ctx)
 			}
 		case <-ctx.Done():
 			return
@@ -265,9 +268,46 @@ func (r *watchResolver) draining(in *discovery.Instance) bool {
 	return in.Status == discovery.StatusDraining || in.Status == discovery.StatusSuspect && r.b.reg.Draining(r.service, in.ID)
 }
 
-// usable: what Pick would choose from, health and ejections included.
-func usable(in *discovery.Instance, draining bool) bool {
-	if draining || in.Status == discovery.StatusUnhealthy || in.Status == discovery.StatusEjected {
+// anySuspect reports whether an instance shows as a suspect, whose health
+// the watch does not tell (see suspectsOut).
+func (r *watchResolver) anySuspect() bool {
+	for _, in := range r.instances {
+		if in.Status == discovery.StatusSuspect {
+			return true
+		}
+	}
+	return false
+}
+
+// suspectsOut returns the IDs of the instances shown as suspects that this
+// process's checks find unhealthy or that it ejected: Get and Watch show a
+// suspect as suspect whatever its health (and tell no change of it), so
+// the Registry tells, as Pick, which never chooses them, reads it. Nil
+// when there is no suspect, or the Registry cannot tell.
+func (r *watchResolver) suspectsOut(ctx context.Context) map[string]bool {
+	if !r.anySuspect() {
+		return nil
+	}
+	hs, err := r.b.reg.Health(ctx, r.service)
+	if err != nil {
+		return nil
+	}
+	var out map[string]bool
+	for _, h := range hs {
+		if h.Shown == discovery.StatusSuspect && (h.Ejected || h.Status == discovery.StatusUnhealthy) {
+			if out == nil {
+				out = make(map[string]bool)
+			}
+			out[h.ID] = true
+		}
+	}
+	return out
+}
+
+// usable: what Pick would choose from, health and ejections included (out:
+// a suspect that is unhealthy or ejected).
+func usable(in *discovery.Instance, draining, out bool) bool {
+	if draining || out || in.Status == discovery.StatusUnhealthy || in.Status == discovery.StatusEjected {
 		return false
 	}
 	return in.Weight > 0
@@ -276,9 +316,10 @@ func usable(in *discovery.Instance, draining bool) bool {
 // push sends the endpoints of the usable instances (if none is usable, of
 // every live one not draining and of weight above 0), ordered by
 // instance ID, unless they are what was sent last.
-func (r *watchResolver) push() {
+func (r *watchResolver) push(ctx context.Context) {
 	var eps, panicked []resolver.Endpoint
 	var skip []string
+	out := r.suspectsOut(ctx)
 	for _, in := range r.instances {
 		if r.b.keep != nil && !r.b.keep(in) {
 			skip = append(skip, in.ID)
@@ -292,7 +333,7 @@ func (r *watchResolver) push() {
 			Attributes: info,
 		}
 		draining := r.draining(&in)
-		if usable(&in, draining) {
+		if usable(&in, draining, out[in.ID]) {
 			eps = append(eps, ep)
 		} else if !draining && in.Weight > 0 {
 			// Not weight 0 either: like draining, an operator's word

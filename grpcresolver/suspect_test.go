@@ -1,0 +1,91 @@
+package grpcresolver_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/resolver"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// An instance kept as a suspect (its lease lapsed with its service's
+// others: a partition) that this process ejected is out of selection, as
+// Pick says, and so no endpoint: Get and Watch show a suspect as suspect
+// whatever its health, so the resolver, reading only that status, resolved
+// it, and round_robin sent it a share of the calls. A suspect ejected (or
+// found unhealthy) while the resolver runs changes nothing Watch tells of:
+// it leaves at the next ResolveNow (gRPC's, when a connection fails).
+func TestEjectedSuspectIsNoEndpoint(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks(),
+		discovery.WithOutlierEjection(1, time.Hour, time.Hour, 100))
+	var ids, all []string
+	for i := range 10 {
+		in := discovery.Instance{ID: "i0" + strconv.Itoa(i), Service: "greeter", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
+			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		if i < 3 { // lapsed together: kept as suspects
+			in.ExpiresAt = t0.Add(ttl + time.Duration(i)*time.Second)
+		}
+		if _, err := backend.Register(ctx, &in); err != nil {
+			t.Fatal(err)
+		}
+		ids, all = append(ids, in.ID), append(all, in.Addr())
+	}
+	clock.Set(t0.Add(ttl + 3*time.Second))
+	// eject fails one call to id, picked alone.
+	eject := func(id string) {
+		t.Helper()
+		var opts []discovery.PickOption
+		for _, o := range ids {
+			if o != id {
+				opts = append(opts, discovery.Exclude(o))
+			}
+		}
+		sel, err := r.Pick(ctx, "greeter", opts...)
+		if err != nil || sel.Instance.ID != id {
+			t.Fatalf("Pick = %v, %v; want %s", sel.Instance, err, id)
+		}
+		sel.Done(errors.New("refused"))
+		hs, err := r.Health(ctx, "greeter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.ID == id && (!h.Ejected || h.Shown != discovery.StatusSuspect) {
+				t.Fatalf("%s: ejected %v, shown %v; want an ejected suspect", id, h.Ejected, h.Shown)
+			}
+		}
+	}
+	eject(ids[0])
+	for range 30 {
+		sel, err := r.Pick(ctx, "greeter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.Done(nil)
+		if sel.Instance.ID == ids[0] {
+			t.Fatal("Pick chose the ejected suspect")
+		}
+	}
+
+	cc, res := resolve(t, r, "greeter")
+	if got := addrs(nextUpdate(t, cc, "")); !slices.Equal(got, all[1:]) {
+		t.Fatalf("endpoints %v; want %v (no ejected suspect)", got, all[1:])
+	}
+
+	eject(ids[1])
+	res.ResolveNow(resolver.ResolveNowOptions{}) // as gRPC does when a connection fails
+	if got := addrs(nextUpdate(t, cc, "after ResolveNow: ")); !slices.Equal(got, all[2:]) {
+		t.Fatalf("after ResolveNow: endpoints %v; want %v (the suspect ejected since gone)", got, all[2:])
+	}
+}
