@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -111,13 +112,28 @@ type builder struct {
 func (b *builder) Scheme() string { return b.scheme }
 
 // Build starts watching the target's service. A target whose path is not
-// a valid service name ("discovery:///orders": the service is "orders")
-// is an error matching discovery.ErrInvalid.
+// a valid service name ("discovery:///orders": the service is "orders"),
+// or that has an authority or a query, which it has no use for (rather
+// than resolve the service as if they were not there), is an error
+// matching discovery.ErrInvalid.
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	if b.reg == nil {
 		return nil, &discovery.ValidationError{Field: "registry", Reason: "NewBuilder was given a nil *discovery.Registry"}
 	}
 	service := target.Endpoint()
+	switch u := target.URL; {
+	case u.Host != "" && service == "":
+		// "discovery://orders": two slashes, the service taken for an
+		// authority.
+		return nil, &discovery.ValidationError{Field: "target", Value: u.String(),
+			Reason: "names no service (it goes in the path, after three slashes): write " + strconv.Quote(b.scheme+":///"+u.Host)}
+	case u.Host != "":
+		return nil, &discovery.ValidationError{Field: "target", Value: u.String(),
+			Reason: "has an authority (" + strconv.Quote(u.Host) + "), which this resolver does not use: write " + strconv.Quote(b.scheme+":///"+service)}
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, &discovery.ValidationError{Field: "target", Value: u.String(),
+			Reason: "has a query, which this resolver does not use (choose instances with WithFilter)"}
+	}
 	if err := discovery.ValidateServiceName(service); err != nil {
 		return nil, err
 	}
