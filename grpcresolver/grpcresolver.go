@@ -30,8 +30,10 @@
 package grpcresolver
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,7 +146,7 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 		return nil, err
 	}
 	r := &watchResolver{b: b, service: service, cc: cc, cancel: cancel, instances: map[string]discovery.Instance{},
-		resolve: make(chan struct{}, 1)}
+		resolve: make(chan struct{}, 1), seed: maphash.MakeSeed()}
 	r.wg.Add(1)
 	go r.run(ctx, events)
 	return r, nil
@@ -164,6 +166,8 @@ type watchResolver struct {
 	last    []resolver.Endpoint
 	skip    []string // the IDs WithFilter left out, sorted
 	sent    bool
+	// seed orders the endpoints (see push), differently in each resolver.
+	seed maphash.Seed
 }
 
 // ResolveNow asks the Registry about the instances taken from its Get
@@ -330,8 +334,12 @@ func usable(in *discovery.Instance, draining, out bool) bool {
 }
 
 // push sends the endpoints of the usable instances (if none is usable, of
-// every live one not draining and of weight above 0), ordered by
-// instance ID, unless they are what was sent last.
+// every live one not draining and of weight above 0), unless they are what
+// was sent last. They are in an order of the resolver's own (a hash of
+// the instance ID), the same from one update to the next: pick_first
+// (gRPC's default) takes the first it connects to, and with one order in
+// every process (by ID), every client of a fleet sent all its calls to
+// the same instance.
 func (r *watchResolver) push(ctx context.Context) {
 	var eps, panicked []resolver.Endpoint
 	var skip []string
@@ -363,6 +371,9 @@ func (r *watchResolver) push(ctx context.Context) {
 	slices.SortFunc(eps, func(a, b resolver.Endpoint) int {
 		ia, _ := Endpoint(a)
 		ib, _ := Endpoint(b)
+		if c := cmp.Compare(maphash.String(r.seed, ia.ID), maphash.String(r.seed, ib.ID)); c != 0 {
+			return c
+		}
 		return strings.Compare(ia.ID, ib.ID)
 	})
 	slices.Sort(skip)

@@ -274,12 +274,6 @@ func TestUnhealthyInstanceLeavesTheEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Close()
-	addrs := func(st resolver.State) (out []string) {
-		for _, ep := range st.Endpoints {
-			out = append(out, ep.Addresses[0].Addr)
-		}
-		return out
-	}
 	waitUpdate := func(what string, want ...string) {
 		t.Helper()
 		deadline := time.After(10 * time.Second)
@@ -912,10 +906,12 @@ func nextUpdate(t *testing.T, cc *recordingConn, prefix string) resolver.State {
 	return resolver.State{}
 }
 
-// addrs returns the address of each endpoint of st.
+// addrs returns the address of each endpoint of st, sorted (the
+// resolver's order is its own).
 func addrs(st resolver.State) (out []string) {
 	for _, ep := range st.Endpoints {
 		out = append(out, ep.Addresses[0].Addr)
 	}
+	slices.Sort(out)
 	return out
 }
