@@ -33,6 +33,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"strconv"
@@ -397,6 +398,10 @@ func (r *watchResolver) push(ctx context.Context) {
 		var err error = &discovery.NotFoundError{Service: r.service}
 		if len(r.instances) > 0 {
 			err = &discovery.NoHealthyError{Service: r.service, Live: len(r.instances)}
+		}
+		if len(skip) > 0 {
+			// Else it reads as if the instances were unhealthy.
+			err = fmt.Errorf("%w: WithFilter left out %d of them", err, len(skip))
 		}
 		r.cc.ReportError(err)
 	}
