@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
@@ -200,22 +201,25 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 	// event: an empty update says so at once, so calls fail fast. What Get
 	// showed stays until the watch tells of it, or Get no longer shows it
 	// (reconcile).
-	svc, err := r.b.reg.Get(ctx, r.service)
-	switch {
-	case err == nil:
-		r.unheard = make(map[string]bool, len(svc.Instances))
-		for _, in := range svc.Instances {
-			r.instances[in.ID] = in
-			r.unheard[in.ID] = true
-		}
-		r.push(ctx)
-	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrNoHealthyInstances):
-		r.push(ctx)
-	case ctx.Err() == nil:
-		r.cc.ReportError(err) // the watch's events will still come
+	//
+	// A first Get that failed is tried again, after 1 s, then twice as
+	// long each time up to 30 s, until it answers or the watch has told
+	// of an instance (gRPC leaves retrying to resolvers, and calls no
+	// ResolveNow while its calls fail for a resolver's error).
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := time.Second
+	if !r.first(ctx) {
+		retry.Reset(backoff)
 	}
 	for {
 		select {
+		case <-retry.C:
+			if !r.sent && len(r.instances) == 0 && !r.first(ctx) {
+				backoff = min(2*backoff, 30*time.Second)
+				retry.Reset(backoff)
+			}
 		case ev, ok := <-events:
 			if !ok {
 				return // ctx ended or the Registry closed
@@ -246,6 +250,29 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 			return
 		}
 	}
+}
+
+// first makes the first update from Get, and reports false if Get failed
+// (its error reported). The watch's events will still come, but for a
+// service with no instance there is none: the error stayed the store's
+// long after it was back, until an instance registered.
+func (r *watchResolver) first(ctx context.Context) bool {
+	svc, err := r.b.reg.Get(ctx, r.service)
+	switch {
+	case err == nil:
+		r.unheard = make(map[string]bool, len(svc.Instances))
+		for _, in := range svc.Instances {
+			r.instances[in.ID] = in
+			r.unheard[in.ID] = true
+		}
+		r.push(ctx)
+	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrNoHealthyInstances):
+		r.push(ctx)
+	case ctx.Err() == nil:
+		r.cc.ReportError(err)
+		return false
+	}
+	return true
 }
 
 func (r *watchResolver) apply(ev discovery.Event) {
