@@ -131,8 +131,11 @@ func WithHandler(h http.Handler) RegisterOption {
 // deadline passing as failures, 429 and 503 with Retry-After as overload,
 // the caller's cancellation, a context that ended before the request was
 // sent, or a request body that failed to read or was not its declared
-// length, as neither), and retries idempotent requests once on another
-// instance under a retry budget. A response names the caller's request
+// length, as neither) when the response's body is closed or read to its
+// end (in flight until then; its latency is the time to the response's
+// headers, not the body's life, which a stream or a slow reader makes the
+// caller's), and retries idempotent requests once on another instance
+// under a retry budget. A response names the caller's request
 // (Response.Request, against which Location resolves), not the instance's
 // address. A request net/http would not send to any
 // instance (no URL or Header, a method or header name that is not a token,
@@ -542,6 +545,13 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	// resolved a relative Location against that address, and a caller
 	// that followed it reached that one instance around Pick.
 	resp.Request = req
+	// The latency is the time to the response's headers: the body's life
+	// is the caller's (an event stream read for an hour, a download at
+	// the caller's pace), no measure of the instance's speed, as a gRPC
+	// stream's is not. Taken at the body's end, one stream made its
+	// instance's average an hour, and p2c_ewma shunned it for minutes.
+	// The request stays in flight until the body ends.
+	latency := time.Since(start)
 	var outcome error
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests,
@@ -561,7 +571,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		// connection, which the caller asserts writable (a wrapper hid
 		// that), and whose life is no request's latency.
 		reported = true
-		sel.DoneLatency(outcome, time.Since(start))
+		sel.DoneLatency(outcome, latency)
 		return resp, false, nil
 	}
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
@@ -575,7 +585,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 				o = context.Canceled
 			}
 		}
-		sel.DoneLatency(o, time.Since(start))
+		sel.DoneLatency(o, latency)
 	}}
 	reported = true // by the body, when it is closed or read to its end
 	return resp, false, nil

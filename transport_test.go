@@ -2098,3 +2098,51 @@ func upgraded(t *testing.T, r *discovery.Registry, resp *http.Response, id strin
 		t.Fatalf("read %q, %v through the upgraded connection; want \"ping\"", b, err)
 	}
 }
+
+// An answer's latency is the time to its headers, not the life of its
+// body: an event stream (or a download at the caller's pace) read for a
+// long time is the caller's doing, no measure of the instance's speed, as
+// a gRPC stream's life is not (README). Taken at the body's end, a stream
+// read for an hour set its instance's peak-EWMA average to an hour, and
+// p2c_ewma shunned that instance for minutes after.
+func TestTransportLatencyIsTheTimeToTheHeadersNotTheBodysLife(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-req.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: two\n\n")
+	}))
+	defer srv.Close()
+	id := registerServer(t, r, "events", &countingServer{Server: srv})
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	start := time.Now()
+	resp, err := client.Get("http://events/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers := time.Since(start) // at least the Transport's own measure of it
+	// The caller reads the stream for a while: at least twice the time
+	// the headers took, after them (no assertion on how long).
+	for time.Since(start) <= 3*headers {
+		time.Sleep(headers)
+	}
+	close(release)
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := discovery.InFlight(r, "events", id); n != 0 {
+		t.Fatalf("%d requests in flight once the stream ended; want 0", n)
+	}
+	if got := discovery.LatencyAverage(r, "events", id); got <= 0 || got > headers {
+		t.Fatalf("latency average %v after one stream whose headers came within %v and which was read for %v; want the time to the headers", got, headers, time.Since(start))
+	}
+}
