@@ -51,7 +51,8 @@ type transportOptions struct {
 // set in the base's TLSClientConfig is kept, for every request. The
 // Registry keeps the clones of the 256 host names used last (an older one's
 // idle connections are closed), shared by its Transports of the same base,
-// and closes their idle connections on Close. Any other RoundTripper (an
+// and closes their idle connections on Close (one busy then, once its
+// answer's body ends). Any other RoundTripper (an
 // *http.Transport wrapped by instrumentation, say) gets the request as it
 // is: if it dials TLS with net/http, the server name is the instance's
 // address, which a certificate for the service does not name, unless its
@@ -521,7 +522,9 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		out.Host = req.URL.Host
 	}
 	start := time.Now()
-	if h := t.r.localHandler(sel.Instance); h != nil {
+	h := t.r.localHandler(sel.Instance)
+	local := h != nil
+	if local {
 		resp, err = serveLocal(h, out)
 	} else {
 		base := t.baseFor(out, req.URL.Hostname())
@@ -574,7 +577,8 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		sel.DoneLatency(outcome, latency)
 		return resp, false, nil
 	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, done: func(readErr error) {
+	answer := &doneBody{ReadCloser: resp.Body}
+	answer.done = func(readErr error) {
 		o := outcome
 		if o == nil && readErr != nil {
 			// The instance cut the body short (a connection error), or
@@ -586,7 +590,18 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			}
 		}
 		sel.DoneLatency(o, latency)
-	}}
+		if !local && t.r.closed.Load() {
+			// The Registry closed while this answer was read: Close
+			// emptied the pools, and this connection, idle once the body
+			// is closed, stayed open after it (an HTTP/2 one for the
+			// base's idle timeout, for ever in a clone of a base without
+			// one), its goroutines with it. Closing a body at its end is
+			// harmless; the caller's Close then does nothing more.
+			_ = answer.ReadCloser.Close()
+			t.r.pools.closeIdle(nil)
+		}
+	}
+	resp.Body = answer
 	reported = true // by the body, when it is closed or read to its end
 	return resp, false, nil
 }

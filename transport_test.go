@@ -2146,3 +2146,65 @@ func TestTransportLatencyIsTheTimeToTheHeadersNotTheBodysLife(t *testing.T) {
 		t.Fatalf("latency average %v after one stream whose headers came within %v and which was read for %v; want the time to the headers", got, headers, time.Since(start))
 	}
 }
+
+// A response still being read when the Registry closes does not leave its
+// connection open after: Close empties the pools, but an HTTP/2
+// connection busy then went idle once the body ended, and net/http keeps
+// an idle one for the base's idle timeout (90 s by default; for ever in
+// the Registry's per-host-name clone of a base without one), its reader
+// goroutine with it. (An HTTP/1 connection net/http closes itself then.)
+func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
+	cert, roots := certFor(t, "web")
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-req.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: two\n\n")
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	before := goleak.IgnoreCurrent()
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer base.CloseIdleConnections()
+	tests := []struct {
+		name string
+		end  func(io.ReadCloser)
+	}{
+		{"read to its end", func(b io.ReadCloser) { _, _ = io.Copy(io.Discard, b) }},
+		{"closed", func(b io.ReadCloser) { _ = b.Close() }},
+	}
+	var resps []*http.Response
+	for range tests {
+		resp, err := r.HTTPClient(discovery.BaseTransport(base)).Get("https://web/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("the instance answered over %s; want HTTP/2", resp.Proto)
+		}
+		resps = append(resps, resp)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	for i, tt := range tests {
+		tt.end(resps[i].Body)
+	}
+	base.CloseIdleConnections() // the caller's own pool: the caller's to empty
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("answers read after Registry.Close and their bodies %s and %s: connections left open: %v", tests[0].name, tests[1].name, err)
+	}
+}
