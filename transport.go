@@ -130,9 +130,10 @@ func WithHandler(h http.Handler) RegisterOption {
 // BaseTransport; a request with another scheme goes to the base transport
 // as it is), reports each outcome (connection errors, 5xx and the caller's
 // deadline passing as failures, 429 and 503 with Retry-After as overload,
-// the caller's cancellation, a context that ended before the request was
-// sent, or a request body that failed to read or was not its declared
-// length, as neither) when the response's body is closed or read to its
+// the caller's cancellation (of its context, or through Request.Cancel,
+// as http.Client does), a request that ended before it was sent, or a
+// request body that failed to read or was not its declared length, as
+// neither, and none of them retried) when the response's body is closed or read to its
 // end (in flight until then; its latency is the time to the response's
 // headers, not the body's life, which a stream or a slow reader makes the
 // caller's), and retries idempotent requests once on another instance
@@ -386,11 +387,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		resp, callers, err := t.send(req, sel, attempt > 0, again)
 		// A request the caller got wrong fails on any instance: no retry.
-		failed := err != nil && req.Context().Err() == nil && !callers || err == nil && resp.StatusCode >= 500
+		failed := err != nil && !callerEnded(req) && !callers || err == nil && resp.StatusCode >= 500
 		// A caller out of time (or gone) keeps the answer it has: a retry
 		// could only fail, and its instance's Done counted the caller's
 		// deadline against that instance.
-		if !failed || !canRetry || attempt >= t.o.retries || req.Context().Err() != nil {
+		if !failed || !canRetry || attempt >= t.o.retries || callerEnded(req) {
 			return resp, err
 		}
 		// Find another instance before giving up this answer: with none,
@@ -480,7 +481,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			sel.Done(context.Canceled)
 		}
 	}()
-	if ctx := req.Context(); ctx.Err() != nil {
+	if callerEnded(req) {
 		// Ended before the instance was asked (a deadline spent upstream,
 		// or during the pick): net/http's answer, and not the instance's
 		// failure. Sent, the deadline's error counted against the instance,
@@ -493,7 +494,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		reported = true
 		sel.Done(context.Canceled)
-		return nil, false, context.Cause(ctx)
+		if ctx := req.Context(); ctx.Err() != nil {
+			return nil, false, context.Cause(ctx)
+		}
+		return nil, false, errRequestCanceled
 	}
 	out := req.Clone(req.Context())
 	if again != nil {
@@ -641,13 +645,50 @@ func replayMismatch(out *http.Request) bool {
 }
 
 // callerCanceled reports whether the caller gave up on req: its context
-// was cancelled. A deadline that passed is not that: the instance did not
+// was cancelled, or its Cancel channel closed before the context's
+// deadline. A deadline that passed is not that: the instance did not
 // answer in the time the caller gives a call (http.Client.Timeout sets one),
 // which Done counts as a failure, as it does the same error from a caller
 // that picks by hand; a hung instance is ejected, not picked for ever.
 func callerCanceled(req *http.Request) bool {
-	return errors.Is(req.Context().Err(), context.Canceled)
+	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		return errors.Is(err, context.Canceled)
+	}
+	if !cancelClosed(req) {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return !ok || time.Now().Before(dl)
 }
+
+// callerEnded reports whether the caller ended req: its context is done,
+// or its Cancel channel is closed. http.Client ends a request at its
+// Timeout by closing Cancel when its RoundTripper is not net/http's (this
+// one), on a timer of its own that races the context's deadline, and older
+// callers cancel that way too: watching the context alone, such a request
+// was retried on another instance after its caller had given up, and one
+// ended before it was sent counted against an instance it never reached.
+func callerEnded(req *http.Request) bool {
+	return req.Context().Err() != nil || cancelClosed(req)
+}
+
+// cancelClosed reports whether req's (deprecated) Cancel channel is closed.
+func cancelClosed(req *http.Request) bool {
+	if req.Cancel == nil {
+		return false
+	}
+	select {
+	case <-req.Cancel:
+		return true
+	default:
+		return false
+	}
+}
+
+// errRequestCanceled answers a request whose Cancel channel was closed
+// before it was sent, as net/http does.
+var errRequestCanceled = errors.New("discovery: request canceled (its Cancel channel is closed)")
 
 // watchedBody is a request's body that notes whether a read of it failed,
 // and how long it was. Atomics: net/http reads it on its write goroutine.

@@ -2208,3 +2208,56 @@ func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
 		t.Fatalf("answers read after Registry.Close and their bodies %s and %s: connections left open: %v", tests[0].name, tests[1].name, err)
 	}
 }
+
+// A request its caller ended through Request.Cancel (the way http.Client
+// ends a request at its Timeout through a RoundTripper it does not know,
+// as this one, and the deprecated way of older callers) is the caller's:
+// it is not retried, and it is held against no instance. The Transport
+// watched the context alone, so such a request failed as the instance's
+// failure and was retried on another instance, where it failed at once
+// (never sent) and counted again: with http.Client.Timeout, whose timer
+// races the context's, about one request in four that timed out was
+// retried after the caller's time was up, and a request ended before it
+// was sent ejected a healthy instance.
+func TestTransportRequestEndedThroughCancelIsTheCallers(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	stop := make(chan struct{})
+	var cancel atomic.Pointer[chan struct{}]
+	var hits atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		hits.Add(1)
+		if c := cancel.Swap(nil); c != nil {
+			close(*c) // the caller ends it while the instance works on it
+		}
+		select {
+		case <-req.Context().Done():
+		case <-stop:
+		}
+	})
+	a, b := httptest.NewServer(h), httptest.NewServer(h)
+	defer a.Close()
+	defer b.Close()
+	defer close(stop)
+	registerServer(t, r, "web", &countingServer{Server: a})
+	registerServer(t, r, "web", &countingServer{Server: b})
+	rt := r.Transport()
+	defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+	for i := range 6 {
+		c := make(chan struct{})
+		req, _ := http.NewRequest(http.MethodGet, "http://web/slow", nil)
+		req.Cancel = c
+		if i%2 == 0 {
+			close(c) // ended before it was sent
+		} else {
+			cancel.Store(&c)
+		}
+		if resp, err := rt.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("request %d, ended through its Cancel channel: %d; want an error", i, resp.StatusCode)
+		}
+	}
+	if n := discovery.Retried(rt); n != 0 || hits.Load() != 3 {
+		t.Errorf("6 requests ended by their callers, 3 before they were sent: %d retries, %d reached an instance; want 0 and 3", n, hits.Load())
+	}
+	noneBlamed(t, r, "web", "requests their callers ended through Request.Cancel")
+}
