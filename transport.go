@@ -87,8 +87,9 @@ func Retries(n int) TransportOption {
 // load of an outage. A value that is not a finite number of at least 0
 // (NaN, which switched the budget off, Inf, a negative) leaves that
 // default: a Transport has no error to return. Each Transport (and each
-// HTTPClient) has a budget of its own, which starts with up to 10 tokens:
-// make one per program (or per downstream) and share it, since one made
+// HTTPClient) has a budget of its own, which starts with minPerSecond
+// tokens (10 by default) and holds at most that many, or 10 if that is
+// more: make one per program (or per downstream) and share it, since one made
 // per request retries every request that fails.
 func RetryBudget(ratio float64, minPerSecond float64) TransportOption {
 	return transportOptionFunc(func(o *transportOptions) {
