@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,7 +136,8 @@ func WithHandler(h http.Handler) RegisterOption {
 // as http.Client does), a request that ended before it was sent, or a
 // request body that failed to read or was not its declared length, as
 // neither, and none of them retried) when the response's body is closed or read to its
-// end (in flight until then; its latency is the time to the response's
+// end (in flight until then, or, dropped unclosed, until it is garbage
+// collected; its latency is the time to the response's
 // headers, not the body's life, which a stream or a slow reader makes the
 // caller's), and retries idempotent requests once on another instance
 // under a retry budget. A response names the caller's request
@@ -582,8 +584,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		sel.DoneLatency(outcome, latency)
 		return resp, false, nil
 	}
-	answer := &doneBody{ReadCloser: resp.Body}
-	answer.done = func(readErr error) {
+	// What end holds must not refer to the answer, which a body may (a
+	// chunked one's trailers go to its Response): see doneBody.
+	end := &bodyEnd{}
+	end.done = func(readErr error, body io.Closer) {
 		o := outcome
 		if o == nil && readErr != nil {
 			// The instance cut the body short (a connection error), or
@@ -602,10 +606,13 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			// base's idle timeout, for ever in a clone of a base without
 			// one), its goroutines with it. Closing a body at its end is
 			// harmless; the caller's Close then does nothing more.
-			_ = answer.ReadCloser.Close()
+			_ = body.Close()
 			t.r.pools.closeIdle(nil)
 		}
 	}
+	end.dropped = func() { sel.DoneLatency(context.Canceled, latency) }
+	answer := &doneBody{ReadCloser: resp.Body, end: end}
+	answer.cleanup = runtime.AddCleanup(answer, (*bodyEnd).drop, end)
 	resp.Body = answer
 	reported = true // by the body, when it is closed or read to its end
 	return resp, false, nil
@@ -719,11 +726,30 @@ func (b *watchedBody) callers(declared int64) bool {
 }
 
 // doneBody reports the outcome once, when the body is closed or read to
-// its end, so in-flight counts cover the whole response.
+// its end, so in-flight counts cover the whole response; or, if the
+// caller drops it unclosed, when it is garbage (a cleanup, with no
+// outcome): such a body kept its instance counted in flight for good, and
+// least_connections and p2c_ewma shunned it. What the cleanup holds
+// (bodyEnd) must not refer to the doneBody, or it is never garbage.
 type doneBody struct {
 	io.ReadCloser
-	once sync.Once
-	done func(readErr error)
+	end     *bodyEnd
+	cleanup runtime.Cleanup
+}
+
+// bodyEnd is how a doneBody ends: done when it is closed or read to its
+// end, dropped when it is garbage first; once.
+type bodyEnd struct {
+	once    sync.Once
+	done    func(readErr error, body io.Closer)
+	dropped func()
+}
+
+func (e *bodyEnd) drop() { e.once.Do(e.dropped) }
+
+func (b *doneBody) finish(readErr error) {
+	b.end.once.Do(func() { b.end.done(readErr, b.ReadCloser) })
+	b.cleanup.Stop()
 }
 
 func (b *doneBody) Read(p []byte) (int, error) {
@@ -731,15 +757,15 @@ func (b *doneBody) Read(p []byte) (int, error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, io.EOF):
-		b.once.Do(func() { b.done(nil) })
+		b.finish(nil)
 	default:
-		b.once.Do(func() { b.done(err) })
+		b.finish(err)
 	}
 	return n, err
 }
 
 func (b *doneBody) Close() error {
-	b.once.Do(func() { b.done(nil) })
+	b.finish(nil)
 	return b.ReadCloser.Close()
 }
 

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -2260,4 +2261,61 @@ func TestTransportRequestEndedThroughCancelIsTheCallers(t *testing.T) {
 		t.Errorf("6 requests ended by their callers, 3 before they were sent: %d retries, %d reached an instance; want 0 and 3", n, hits.Load())
 	}
 	noneBlamed(t, r, "web", "requests their callers ended through Request.Cancel")
+}
+
+// A response whose body its caller drops without closing it (an early
+// return on a status, say) does not keep its instance counted in flight
+// for good once the body is garbage: each such answer left one more
+// request in flight, and least_connections and p2c_ewma shunned the
+// instance for the life of the process. A body of a declared length, a
+// chunked one (whose trailers net/http reads into its Response, which
+// refers to the body), and an in-process one.
+func TestTransportAnswerDroppedUnclosedIsNotLeftInFlight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	sized := newServer(t, http.StatusOK)
+	chunked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.WriteString(w, "part")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "rest")
+	}))
+	defer chunked.Close()
+	inProcess := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { _, _ = io.WriteString(w, "ok") })
+	g, err := r.Register(context.Background(), discovery.Instance{Service: "local", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(inProcess))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{
+		"sized":   registerServer(t, r, "sized", sized),
+		"chunked": registerServer(t, r, "chunked", &countingServer{Server: chunked}),
+		"local":   g.Instance().ID,
+	}
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // ends net/http's own wait for the bodies
+	drop := func(svc string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+svc+"/x", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK { // the body is never closed
+			t.Fatalf("%s: got %d; want 200", svc, resp.StatusCode)
+		}
+	}
+	for svc, id := range ids {
+		for range 3 {
+			drop(svc)
+		}
+		if n := discovery.InFlight(r, svc, id); n != 3 {
+			t.Fatalf("%s: %d requests in flight with 3 bodies unread and unclosed; want 3", svc, n)
+		}
+	}
+	for svc, id := range ids {
+		waitFor(t, 10*time.Second, svc+": the requests of bodies dropped unclosed out of flight once they are garbage", func() bool {
+			runtime.GC()
+			return discovery.InFlight(r, svc, id) == 0
+		})
+		noneBlamed(t, r, svc, "answers dropped unclosed")
+	}
 }
