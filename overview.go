@@ -122,9 +122,11 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 					raw = e.raw
 				}
 				so.fill(hs, r.opts.minScore, raw)
-			case ctx.Err() != nil:
-				return Overview{}, err
-			case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable):
+			case errors.Is(err, ErrNotFound):
+				// An answer (no live instance), not a failure, even when
+				// ctx ended meanwhile: returned then, the whole Overview
+				// failed with "service not found", not the context's error.
+			case ctx.Err() != nil, !errors.Is(err, ErrUnavailable):
 				return Overview{}, err
 			}
 		}

@@ -252,3 +252,49 @@ func TestOverviewDoesNotCountItsOwnLookups(t *testing.T) {
 		t.Errorf("Stats().Lookups = %v after a Get; want one L1 hit", l)
 	}
 }
+
+// cancelAfterList is a store whose listing of services ends the caller's
+// context once it has answered: the caller gives up during an Overview.
+type cancelAfterList struct {
+	discovery.Store
+	cancel context.CancelFunc
+}
+
+func (s *cancelAfterList) Services(ctx context.Context, now time.Time) ([]discovery.ServiceInfo, error) {
+	infos, err := s.Store.Services(ctx, now)
+	if s.cancel != nil {
+		s.cancel()
+	}
+	return infos, err
+}
+
+// An Overview whose context ends while it looks up a service that has no
+// live instance (its rows expired, not reaped yet) returns the context's
+// error, or the overview: it returned `service "gone_svc" not found`, a
+// failure of the whole Overview because of one service, which matched
+// ErrNotFound and not the context's error that a caller who gave up checks
+// for.
+func TestOverviewEndedByItsContextIsNotNotFound(t *testing.T) {
+	b := discoverytest.NewBackend()
+	expired := discovery.Instance{Service: "gone_svc", ID: "10.0.0.1:80", Host: "10.0.0.1", Port: 80,
+		Weight: discovery.DefaultWeight, ExpiresAt: time.Now().Add(-time.Minute)}
+	if _, err := b.Register(context.Background(), &expired); err != nil {
+		t.Fatal(err)
+	}
+	s := &cancelAfterList{Store: b}
+	r, err := discovery.New(discovery.WithStore(s), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Get(context.Background(), "gone_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("Get = %v; want ErrNotFound (no live instance)", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cancel = cancel
+	_, err = r.Overview(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) || errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("Overview whose context ended = %v; want the overview or context.Canceled", err)
+	}
+}
