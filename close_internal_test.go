@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -65,5 +66,37 @@ func TestLoadsFinishingDuringCloseDoNotPanic(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Wait()
+	}
+}
+
+// A Registration that is gone (its Registry closed, or deregistered) says
+// so whatever the caller's context: Update returns ErrClosed, Deregister
+// and Drain nil, as documented. While another call on the registration
+// held its write slot for a moment, a caller whose context had ended got
+// its context's error instead, as if the registration were still there and
+// the write had not been tried in time.
+func TestGoneRegistrationIgnoresAnEndedContext(t *testing.T) {
+	r, _ := fakeRegistry(t)
+	g, err := r.Register(context.Background(), Instance{Service: "web", Host: "10.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.writing.Lock(context.Background()); err != nil { // another call on g, under way
+		t.Fatal(err)
+	}
+	defer g.writing.Unlock()
+	if err := g.Update(ctx, func(in *Instance) { in.Weight = 5 }); !errors.Is(err, ErrClosed) {
+		t.Errorf("Update of a registration of a closed Registry = %v; want ErrClosed", err)
+	}
+	if err := g.Deregister(ctx); err != nil {
+		t.Errorf("Deregister of a deregistered registration = %v; want nil", err)
+	}
+	if err := g.Drain(ctx); err != nil {
+		t.Errorf("Drain of a deregistered registration = %v; want nil", err)
 	}
 }

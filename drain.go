@@ -121,6 +121,9 @@ func (g *Registration) Drain(ctx context.Context) error {
 // standby marked when it was registered.
 func (g *Registration) markDraining(ctx context.Context) (int64, time.Time, error) {
 	r := g.r
+	if _, _, gone := g.state(); gone {
+		return 0, time.Time{}, ErrClosed // not the caller's context's error while another call holds the slot
+	}
 	if err := g.writing.Lock(ctx); err != nil {
 		return 0, time.Time{}, err
 	}

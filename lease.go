@@ -300,6 +300,9 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	if fn == nil {
 		return false, &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
 	}
+	if _, _, gone := g.state(); gone {
+		return false, ErrClosed // not the caller's context's error while another call holds the slot
+	}
 	if err := g.writing.Lock(ctx); err != nil {
 		return false, err
 	}
@@ -436,13 +439,17 @@ func (g *Registration) deregister(ctx context.Context) error {
 	// took for live an instance whose lease then ran out.
 	g.mu.Lock()
 	g.gone = true
+	removed := g.removed
 	g.mu.Unlock()
+	if removed { // nothing to wait for: not the caller's context's error while another call holds the slot
+		return ErrClosed
+	}
 	if err := g.writing.Lock(ctx); err != nil {
 		return err
 	}
 	defer g.writing.Unlock()
 	g.mu.Lock()
-	removed := g.removed
+	removed = g.removed
 	g.mu.Unlock()
 	if removed {
 		return ErrClosed
