@@ -85,7 +85,8 @@ type subscriberCounter interface{ Subscribers() int }
 // holds when it subscribes again, and otherwise sees the change when its
 // L1 entry stops being fresh, as without Redis. ctx bounds the wait: when it
 // ends, during the wait or before the mark could be written, Drain
-// deregisters at once (within the close timeout). Calling Drain on a
+// deregisters at once. The deregistration runs within the close timeout,
+// whether or not ctx ends meanwhile. Calling Drain on a
 // registration that is gone returns nil.
 func (g *Registration) Drain(ctx context.Context) error {
 	if ctx == nil {
@@ -104,12 +105,12 @@ func (g *Registration) Drain(ctx context.Context) error {
 	// ctx ended, during the wait or before the mark was written (a renewal
 	// held the registration, say): deregister at once all the same. It
 	// returned the context's error instead, and the instance stayed
-	// registered, renewed and picked.
-	if ctx.Err() != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = ownTimeout(context.WithoutCancel(ctx), g.r.opts.closeTO)
-		defer cancel()
-	}
+	// registered, renewed and picked. ctx bounds the wait, not the
+	// deregistration: under it, a ctx that ended while the deregistration
+	// was on its way failed it, and left the instance listed (draining)
+	// until Close or its lease's end.
+	ctx, cancel := ownTimeout(context.WithoutCancel(ctx), g.r.opts.closeTO)
+	defer cancel()
 	return g.Deregister(ctx)
 }
 

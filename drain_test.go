@@ -452,3 +452,40 @@ func TestDrainOfALongMarkedStandbyDoesNotWaitAgain(t *testing.T) {
 		t.Fatalf("Close of a standby marked 6 s ago took %v; want no drain wait (well within %v)", d, within)
 	}
 }
+
+// endsCallerOnDeregister ends the caller's context as its deregistration
+// reaches the database, which then fails it if that context is the one
+// the write runs under.
+type endsCallerOnDeregister struct {
+	*discoverytest.Backend
+	cancel context.CancelFunc
+}
+
+func (s *endsCallerOnDeregister) Deregister(ctx context.Context, service, id string) (int64, error) {
+	if s.cancel != nil {
+		s.cancel()
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return s.Backend.Deregister(ctx, service, id)
+}
+
+// A context that ends while Drain's deregistration is on its way does not
+// stop it, as one that ends during the wait does not: Drain returned the
+// context's error and left the instance registered (draining) until Close
+// or its lease's end, depending on when in Drain the context ended.
+func TestDrainContextEndingDuringTheDeregistrationDeregisters(t *testing.T) {
+	s := &endsCallerOnDeregister{Backend: discoverytest.NewBackend()}
+	r := discoverytest.NewRegistry(t, s.Backend, discovery.WithStore(s))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cancel = cancel
+	if err := g.Drain(ctx); err != nil {
+		t.Errorf("Drain = %v; want the instance deregistered", err)
+	}
+	if svc, err := s.Load(context.Background(), "db_svc"); err != nil || len(svc.Instances) != 0 {
+		t.Fatalf("after Drain the store has %+v, %v", svc, err)
+	}
+}
