@@ -502,6 +502,24 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		return nil, false, errRequestCanceled
 	}
+	if t.r.ctx.Err() != nil {
+		// Close is closing (or has closed) the idle connections of the
+		// Registry's transports: a request picked before and sent now
+		// dialed again after that, and its connection stayed open and
+		// idle, with two goroutines, for the IdleConnTimeout (90 s) after
+		// Close returned (and let the connections of requests under way
+		// stay open too: a request after CloseIdleConnections ends its
+		// effect).
+		if !retry && req.Body != nil {
+			_ = req.Body.Close()
+		}
+		if again != nil {
+			_ = again.Close()
+		}
+		reported = true
+		sel.Done(context.Canceled)
+		return nil, false, ErrClosed
+	}
 	out := req.Clone(req.Context())
 	if again != nil {
 		out.Body = again
