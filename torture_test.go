@@ -126,6 +126,7 @@ type tortureState struct {
 	mu       sync.Mutex
 	leases   []*tortureLease
 	unknown  map[string]bool // service/id whose Register or Update ended with its outcome unknown
+	deregs   map[string]bool // registry/service/id that Registry.Deregister (or the admin handler) was called for
 	watchers sync.WaitGroup
 	clients  []*http.Client
 	errsMu   sync.Mutex
@@ -142,7 +143,7 @@ func (s *tortureState) fail(format string, args ...any) {
 
 func torture(t *testing.T, w *world, seed uint64, nWorkers int, runFor time.Duration) {
 	rng := rand.New(rand.NewPCG(seed, 0))
-	s := &tortureState{t: t, unknown: map[string]bool{}}
+	s := &tortureState{t: t, unknown: map[string]bool{}, deregs: map[string]bool{}}
 	for range 2 {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
@@ -415,8 +416,10 @@ func (s *tortureState) liveLeases() []*tortureLease {
 		}
 		if ended(l.g) {
 			// Replaced by a Register of the instance in the same
-			// process, one that returned before this one did.
-			if regs[key(l)] < 2 {
+			// process, one that returned before this one did, or stopped
+			// by a Registry.Deregister that found it before it was listed
+			// here.
+			if regs[key(l)] < 2 && !s.deregs[key(l)] {
 				s.fail("registration %s ended with nothing that ends it", key(l))
 			}
 			continue
@@ -536,10 +539,13 @@ func (s *tortureState) randomInstance(rng *rand.Rand) discovery.Instance {
 // markGone marks the registrations of in in registry i ended: a Register
 // of it replaces them, and Registry.Deregister (or the admin handler's)
 // stops them.
-func (s *tortureState) markGone(i int, in discovery.Instance) {
+func (s *tortureState) markGone(i int, in discovery.Instance, deregister bool) {
 	id := in.Host + ":" + strconv.Itoa(in.Port)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if deregister {
+		s.deregs[fmt.Sprint(i, "/", in.Service, "/", id)] = true
+	}
 	for _, l := range s.leases {
 		if l.owner == i && l.g.Instance().ID == id && l.g.Instance().Service == in.Service {
 			l.gone.Store(true)
@@ -606,7 +612,7 @@ func (s *tortureState) randomOp(rng *rand.Rand, wk int, inCall *sync.Map) {
 		} else {
 			// The new Registration replaces any earlier one of the instance
 			// in the same process.
-			s.markGone(i, in)
+			s.markGone(i, in, false)
 			s.mu.Lock()
 			s.leases = append(s.leases, &tortureLease{owner: i, g: g})
 			s.mu.Unlock()
@@ -673,7 +679,7 @@ func (s *tortureState) randomOp(rng *rand.Rand, wk int, inCall *sync.Map) {
 		}
 	case 6: // Registry.Deregister of any instance
 		in := s.randomInstance(rng)
-		s.markGone(i, in)
+		s.markGone(i, in, true)
 		err := r.Deregister(ctx, in.Service, in.Host+":"+strconv.Itoa(in.Port))
 		s.check(i, "Deregister", closed, ctx, err, discovery.ErrNotFound)
 	case 7, 8:
@@ -814,7 +820,7 @@ func (s *tortureState) randomOp(rng *rand.Rand, wk int, inCall *sync.Map) {
 		req := httptest.NewRequestWithContext(ctx, http.MethodGet, paths[rng.IntN(len(paths))], nil)
 		if rng.IntN(4) == 0 {
 			in := s.randomInstance(rng)
-			s.markGone(i, in)
+			s.markGone(i, in, true)
 			req = httptest.NewRequestWithContext(ctx, http.MethodDelete, "/services/"+in.Service+"/instances/"+in.Host+":"+strconv.Itoa(in.Port), nil)
 		}
 		rec := httptest.NewRecorder()
