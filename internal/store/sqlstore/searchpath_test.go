@@ -8,10 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glebarez/sqlite"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
-
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/storetest"
@@ -123,20 +119,8 @@ func TestSQLiteMigrateOfANewSchemaOnAReadOnlyDatabaseIsUnsupported(t *testing.T)
 	if err := rw.Exec(`CREATE TABLE other (x INTEGER)`).Error; err != nil { // the file exists, without the schema
 		t.Fatal(err)
 	}
-	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := ro.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-	s, err := sqlstore.New(ro, "discovery_", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Migrate(t.Context())
+	s := openReadOnlySQLite(t, path)
+	err := s.Migrate(t.Context())
 	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), "WithoutMigration") {
 		t.Fatalf("Migrate of a new schema on a read-only database = %v; want ErrUnsupported naming WithoutMigration", err)
 	}

@@ -306,11 +306,10 @@ func openDeferredSQLite(t *testing.T, path string, busy int) *gorm.DB {
 	return db
 }
 
-// Migrate on a current schema writes nothing: on a read-only SQLite
-// database it answers, as it did before it took the write lock first.
-func TestSQLiteMigrateOfACurrentSchemaOnAReadOnlyDatabase(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "discovery.db")
-	open(t, openDeferredSQLite(t, path, 1000), "discovery_")
+// openReadOnlySQLite returns a store of prefix discovery_ on the SQLite
+// database at path, opened read-only, closed when the test ends.
+func openReadOnlySQLite(t *testing.T, path string) *sqlstore.Store {
+	t.Helper()
 	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
@@ -324,6 +323,15 @@ func TestSQLiteMigrateOfACurrentSchemaOnAReadOnlyDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// Migrate on a current schema writes nothing: on a read-only SQLite
+// database it answers, as it did before it took the write lock first.
+func TestSQLiteMigrateOfACurrentSchemaOnAReadOnlyDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	open(t, openDeferredSQLite(t, path, 1000), "discovery_")
+	s := openReadOnlySQLite(t, path)
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatalf("Migrate of a current schema on a read-only database = %v", err)
 	}
