@@ -65,16 +65,7 @@ func TestChangeMessageOfALaterReleaseIsHeard(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
 			ctx := context.Background()
-			w := newWorld(t, k)
-			b := w.registry(t)
-			subscribed(t, w, b, 1)
-			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
-			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
-				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
-			rev, err := b.Store().Register(ctx, &in) // behind the caches
-			if err != nil {
-				t.Fatal(err)
-			}
+			w, b, rev := changedBehindTheCaches(t, k)
 			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc origin=eu-1", rev)).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -125,16 +116,7 @@ func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
 			ctx := context.Background()
-			w := newWorld(t, k)
-			b := w.registry(t)
-			subscribed(t, w, b, 1)
-			mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
-			in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
-				RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
-			rev, err := b.Store().Register(ctx, &in) // behind the caches
-			if err != nil {
-				t.Fatal(err)
-			}
+			w, b, rev := changedBehindTheCaches(t, k)
 			before := b.Stats()
 			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc\n\x00garbage", rev)).Err(); err != nil {
 				t.Fatal(err)
@@ -345,4 +327,23 @@ func TestWriterWhoseCallerLeftBeforeRedisFailedAnnouncesOnceBack(t *testing.T) {
 	waitFor(t, 5*time.Second, "b to see the instance a registered while its Redis hung", func() bool {
 		return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1,10.0.0.2:2"
 	})
+}
+
+// changedBehindTheCaches returns a world of k and a subscribed Registry b
+// of it holding db_svc with 10.0.0.1:1, after a second instance was
+// written straight to the store (no message, nothing in Redis) as
+// revision rev.
+func changedBehindTheCaches(t *testing.T, k worldKind) (*world, *discovery.Registry, int64) {
+	t.Helper()
+	w := newWorld(t, k)
+	b := w.registry(t)
+	subscribed(t, w, b, 1)
+	mustRegister(t, b, inst("db_svc", "10.0.0.1", 1))
+	in := discovery.Instance{ID: "x", Service: "db_svc", Host: "10.0.0.9", Port: 2, Weight: 1,
+		RegisteredAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+	rev, err := b.Store().Register(context.Background(), &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, b, rev
 }

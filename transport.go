@@ -484,11 +484,9 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			sel.Done(context.Canceled)
 		}
 	}()
-	if callerEnded(req) {
-		// Ended before the instance was asked (a deadline spent upstream,
-		// or during the pick): net/http's answer, and not the instance's
-		// failure. Sent, the deadline's error counted against the instance,
-		// and five such requests ejected a healthy one.
+	// unsent ends an attempt that sends nothing: the bodies closed, as a
+	// RoundTripper must, and no outcome of the instance's.
+	unsent := func() {
 		if !retry && req.Body != nil {
 			_ = req.Body.Close()
 		}
@@ -497,6 +495,13 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		reported = true
 		sel.Done(context.Canceled)
+	}
+	if callerEnded(req) {
+		// Ended before the instance was asked (a deadline spent upstream,
+		// or during the pick): net/http's answer, and not the instance's
+		// failure. Sent, the deadline's error counted against the instance,
+		// and five such requests ejected a healthy one.
+		unsent()
 		if ctx := req.Context(); ctx.Err() != nil {
 			return nil, false, context.Cause(ctx)
 		}
@@ -510,14 +515,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		// Close returned (and let the connections of requests under way
 		// stay open too: a request after CloseIdleConnections ends its
 		// effect).
-		if !retry && req.Body != nil {
-			_ = req.Body.Close()
-		}
-		if again != nil {
-			_ = again.Close()
-		}
-		reported = true
-		sel.Done(context.Canceled)
+		unsent()
 		return nil, false, ErrClosed
 	}
 	out := req.Clone(req.Context())
