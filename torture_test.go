@@ -198,24 +198,30 @@ func torture(t *testing.T, w *world, seed uint64, nWorkers int, runFor time.Dura
 
 	// Phase 1: workers on every registry; registry 2 closes at a random
 	// point while they run.
-	stop := make(chan struct{})
 	var workers sync.WaitGroup
 	var inCall sync.Map // worker -> string (op) for the watchdog
-	for wk := range nWorkers {
-		workers.Add(1)
-		wrng := rand.New(rand.NewPCG(seed, uint64(wk)+1))
-		go func() {
-			defer workers.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
+	// work starts the workers, each on a stream of its own (seed, wk +
+	// stream), until the channel it returns is closed.
+	work := func(stream uint64) chan struct{} {
+		stop := make(chan struct{})
+		for wk := range nWorkers {
+			workers.Add(1)
+			wrng := rand.New(rand.NewPCG(seed, uint64(wk)+stream))
+			go func() {
+				defer workers.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					s.randomOp(wrng, wk, &inCall)
 				}
-				s.randomOp(wrng, wk, &inCall)
-			}
-		}()
+			}()
+		}
+		return stop
 	}
+	stop := work(1)
 	closeAt := time.Duration(rng.Int64N(int64(runFor)))
 	time.Sleep(closeAt)
 	closeReg(s, 2)
@@ -283,22 +289,7 @@ func torture(t *testing.T, w *world, seed uint64, nWorkers int, runFor time.Dura
 	}
 
 	// Phase 3: workers again, and Close of the remaining registries races with them.
-	stop = make(chan struct{})
-	for wk := range nWorkers {
-		workers.Add(1)
-		wrng := rand.New(rand.NewPCG(seed, uint64(wk)+100))
-		go func() {
-			defer workers.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				s.randomOp(wrng, wk, &inCall)
-			}
-		}()
-	}
+	stop = work(100)
 	time.Sleep(time.Duration(rng.Int64N(int64(runFor))))
 	var closers sync.WaitGroup
 	for i := range 2 {
