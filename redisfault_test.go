@@ -41,12 +41,7 @@ func TestSubscriptionRefusedAfterNewIsAskedForAgain(t *testing.T) {
 	srv.Do("ACL", "SETUSER", "b", "on", ">pw", "~*", "&*", "+@all")
 	rb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "b", Password: "pw", MaxRetries: -1})
 	t.Cleanup(func() { _ = rb.Close() })
-	a := w.registry(t, discovery.WithRedis(w.rdb))
-	b := w.registry(t, discovery.WithRedis(rb))
-	subscribed(t, w, a, 2)
-	subscribed(t, w, b, 2)
-	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
-	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	a, b := twoOnOneRedis(t, w, rb)
 
 	// Revoked: Redis drops b's subscribed connection, and refuses it the
 	// channel when it subscribes again.
@@ -75,12 +70,7 @@ func TestRedisRestartedWithItsDataLostResubscribesAndResyncs(t *testing.T) {
 	srv := testutil.NewRedisServer(t)
 	w := redisFaultWorld(t, srv)
 	rb := testutil.RedisClient(t, srv.Addr(), 0, w.ns)
-	a := w.registry(t, discovery.WithRedis(w.rdb))
-	b := w.registry(t, discovery.WithRedis(rb))
-	subscribed(t, w, a, 2)
-	subscribed(t, w, b, 2)
-	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
-	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+	a, b := twoOnOneRedis(t, w, rb)
 	for round := 2; round <= 3; round++ {
 		resyncs := b.Stats().Resyncs
 		srv.Stop()
@@ -139,4 +129,17 @@ func TestRedisFlushedUnderRunningRegistriesLosesNothing(t *testing.T) {
 			t.Fatalf("Get after the Invalidate = %s", got)
 		}
 	}
+}
+
+// twoOnOneRedis returns Registries a (on w's client) and b (on rb), both
+// subscribed to both channels, once b sees the instance a registered.
+func twoOnOneRedis(t *testing.T, w *world, rb redis.UniversalClient) (a, b *discovery.Registry) {
+	t.Helper()
+	a = w.registry(t, discovery.WithRedis(w.rdb))
+	b = w.registry(t, discovery.WithRedis(rb))
+	subscribed(t, w, a, 2)
+	subscribed(t, w, b, 2)
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(context.Background(), "db_svc")) == "10.0.0.1:1" })
+	return a, b
 }

@@ -2109,17 +2109,7 @@ func upgraded(t *testing.T, r *discovery.Registry, resp *http.Response, id strin
 func TestTransportLatencyIsTheTimeToTheHeadersNotTheBodysLife(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-req.Context().Done():
-			return
-		}
-		_, _ = io.WriteString(w, "data: two\n\n")
-	}))
+	srv := httptest.NewServer(twoEvents(release))
 	defer srv.Close()
 	id := registerServer(t, r, "events", &countingServer{Server: srv})
 	client := r.HTTPClient()
@@ -2157,16 +2147,7 @@ func TestTransportLatencyIsTheTimeToTheHeadersNotTheBodysLife(t *testing.T) {
 func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
 	cert, roots := certFor(t, "web")
 	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		_, _ = io.WriteString(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-req.Context().Done():
-			return
-		}
-		_, _ = io.WriteString(w, "data: two\n\n")
-	}))
+	srv := httptest.NewUnstartedServer(twoEvents(release))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
@@ -2318,4 +2299,20 @@ func TestTransportAnswerDroppedUnclosedIsNotLeftInFlight(t *testing.T) {
 		})
 		noneBlamed(t, r, svc, "answers dropped unclosed")
 	}
+}
+
+// twoEvents is an event stream: one event at once, the second once release
+// is closed.
+func twoEvents(release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-req.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: two\n\n")
+	})
 }
