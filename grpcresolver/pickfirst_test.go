@@ -1,17 +1,10 @@
 package grpcresolver_test
 
 import (
-	"context"
 	"testing"
-	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
-	"github.com/rssbot/discovery/grpcresolver"
 )
 
 // gRPC's default policy, pick_first, sends every call of a ClientConn to
@@ -27,17 +20,7 @@ func TestPickFirstClientsSpreadOverTheInstances(t *testing.T) {
 	}
 	registerAll(t, r, "greeter", servers...)
 	for range 12 { // a fleet of clients, each with its ClientConn
-		conn, err := grpc.NewClient("discovery:///greeter",
-			grpc.WithResolvers(grpcresolver.NewBuilder(r)), // pick_first, gRPC's default
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		_ = conn.Close()
-		if err != nil {
+		if err := checkOnce(t, r, "discovery:///greeter"); err != nil { // pick_first, gRPC's default
 			t.Fatal(err)
 		}
 	}

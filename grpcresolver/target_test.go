@@ -42,16 +42,7 @@ func TestTargetWithPartsTheResolverDoesNotUseIsRefused(t *testing.T) {
 		{"discovery:///greeter?zone=eu", "query"},
 	}
 	for _, tt := range tests {
-		conn, err := grpc.NewClient(tt.target,
-			grpc.WithResolvers(grpcresolver.NewBuilder(r)),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		_ = conn.Close()
+		err := checkOnce(t, r, tt.target)
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s: %v; want a call that succeeds", tt.target, err)
@@ -82,4 +73,21 @@ func buildTarget(r *discovery.Registry, target string) (resolver.Resolver, error
 		res.Close()
 	}
 	return res, err
+}
+
+// checkOnce makes one health call to target through a ClientConn of its
+// own, on r's resolver and gRPC's default balancer, and closes it.
+func checkOnce(t *testing.T, r *discovery.Registry, target string) error {
+	t.Helper()
+	conn, err := grpc.NewClient(target,
+		grpc.WithResolvers(grpcresolver.NewBuilder(r)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
 }
