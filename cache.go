@@ -888,11 +888,11 @@ func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) 
 		return e, false
 	}
 	if e == ours && st.invalidated.Load() != inv {
-		// Dropped, as readThrough and onMessage drop theirs: left stale,
-		// no change announced marked it superseded, and lookups answered
-		// what the invalidation was to drop while the next attempt read
-		// the database (and for stale-if-error's window if that failed).
-		r.l1.remove(e)
+		// Not in L1 (put refused it, or the Invalidate dropped it), and not
+		// made stale: left stale, no change announced marked it
+		// superseded, and lookups answered what the invalidation was to
+		// drop while the next attempt read the database (and for
+		// stale-if-error's window if that failed).
 		return e, true
 	}
 	e.freshUntil.Store(0)
@@ -1100,9 +1100,8 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 			if inv := st.invalidated.Load(); e.st == st && e.inv == inv {
 				ne := r.newEntry(svc, LayerL2, loadedAt, now, now)
 				ne.readSince(inv)
-				if held = r.install(ne); held == ne && st.invalidated.Load() != inv {
-					r.l1.remove(ne) // invalidated meanwhile, after its count and before its drop
-					held = nil
+				if held = r.install(ne); held == ne && ne.outdated() {
+					held = nil // invalidated meanwhile: refused by put, or dropped by the Invalidate
 				}
 			}
 			r.releaseState(st)
@@ -1489,13 +1488,11 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 		st.raiseWant(ch.Revision)
 	}
 	if st.invalidated.Load() == inv {
-		// Looked at again after the put, since Invalidate counts before it
-		// drops the entry: an entry put after its drop is dropped in turn.
+		// An Invalidate after the read either comes first, and put refuses
+		// the entry, or drops it after the put (put).
 		e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
 		e.readSince(inv)
-		if r.install(e) == e && st.invalidated.Load() != inv {
-			r.l1.remove(e)
-		}
+		r.install(e)
 	}
 	enc := codec.Encode(svc, readAt)
 	if genErr == nil && r.setL2Unless(ctx, st, inv, gen, ch.Service, enc) {

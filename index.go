@@ -9,8 +9,8 @@ import (
 	"unsafe"
 )
 
-// indexMinShardBits and indexShardLoad size the L1 read index: a write
-// copies its shard's table, so the shards are as many as keep that table to
+// indexMinShardBits and indexShardLoad size the L1 read index: an insert
+// or a delete copies its shard's table, so the shards are as many as keep that table to
 // about indexShardLoad entries at the cache's size (128 shards, a few dozen
 // entries each, at the default 10,000 services). With 128 shards whatever
 // the size, a refresh of one service in an L1 of a million copied 7,800
