@@ -583,7 +583,7 @@ func TestLookupDuringInvalidateDoesNotPutTheOldSnapshotBack(t *testing.T) {
 	ctx := context.Background()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	rdb, _ := testutil.Redis(t, ns)
-	hook := &beforeInvalidateScript{}
+	hook := &scriptHook{before: true, arg: isGen} // Invalidate's script: EVAL(SHA) script 2 key genkey gen ttl
 	rdb.AddHook(hook)
 	mem := memory.New()
 	r, clock := fakeRegistry(t, WithStore(struct{ core.Store }{mem}), WithRedis(rdb), WithNamespace(ns), WithRedisTimeout(5*time.Second))
@@ -615,40 +615,4 @@ func TestLookupDuringInvalidateDoesNotPutTheOldSnapshotBack(t *testing.T) {
 	if res.Service.Instance("10.0.0.2:1") == nil {
 		t.Fatalf("Lookup after Invalidate = revision %d from %v without 10.0.0.2; want the database's revision %d", res.Revision, res.Layer, 2)
 	}
-}
-
-// beforeInvalidateScript is a go-redis hook that, once armed, calls then
-// right before the first invalidate script on key (EVAL(SHA) script 2 key
-// genkey gen ttl) is sent. Commands that then makes pass through.
-type beforeInvalidateScript struct {
-	key   string
-	armed atomic.Bool
-	then  func()
-}
-
-func (h *beforeInvalidateScript) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *beforeInvalidateScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
-func (h *beforeInvalidateScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.armed.Load() && h.isInvalidate(cmd) && h.armed.CompareAndSwap(true, false) {
-			h.then()
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *beforeInvalidateScript) isInvalidate(cmd redis.Cmder) bool {
-	if name := cmd.Name(); name != "evalsha" && name != "eval" {
-		return false
-	}
-	args := cmd.Args()
-	if len(args) != 7 || args[3] != h.key {
-		return false
-	}
-	gen, _ := args[5].(string)
-	return strings.HasPrefix(gen, "g")
 }

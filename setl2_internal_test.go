@@ -61,7 +61,7 @@ func writeThroughWhileUnsettled(t *testing.T, open func(t testing.TB, ns string)
 	ctx := context.Background()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	rdb := open(t, ns)
-	hook := &afterSnapshotWrite{}
+	hook := &scriptHook{arg: isSnapshot} // after the set script's write
 	rdb.AddHook(hook)
 	mem := memory.New()
 	// A store that tells the Registry of no change (as a SQL database does
@@ -123,37 +123,45 @@ func writeThroughWhileUnsettled(t *testing.T, open func(t testing.TB, ns string)
 	return rev
 }
 
-// afterSnapshotWrite is a go-redis hook that, once armed, calls then right
-// after the first snapshot write of key (codec.Encode's value, written by
-// the rediscache's set script) has reached Redis, before the writer sees
-// its answer: what happens elsewhere between a write and its writer's next
-// step. Commands that then makes pass through unheld.
-type afterSnapshotWrite struct {
-	key   string
-	armed atomic.Bool
-	then  func()
+// scriptHook is a go-redis hook that, once armed, calls then once, right
+// before (before) or right after the first script on key whose first
+// argument arg accepts (EVAL(SHA) script 2 key genkey arg ...) reaches
+// Redis, before its caller sees the answer: what happens elsewhere in that
+// instant. Commands that then makes pass through unheld.
+type scriptHook struct {
+	key    string
+	before bool
+	arg    func(string) bool
+	armed  atomic.Bool
+	then   func()
 }
 
-func (h *afterSnapshotWrite) DialHook(next redis.DialHook) redis.DialHook { return next }
+// isSnapshot accepts a snapshot (the set script's argument); isGen a
+// generation (Invalidate's).
+func isSnapshot(v string) bool { return strings.HasPrefix(v, codec.Version) }
+func isGen(v string) bool      { return strings.HasPrefix(v, "g") }
 
-func (h *afterSnapshotWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scriptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
-func (h *afterSnapshotWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
 		// armed first: key and then are set before it is
-		if err == nil && h.armed.Load() && h.isWrite(cmd) && h.armed.CompareAndSwap(true, false) {
+		if h.before && h.armed.Load() && h.matches(cmd) && h.armed.CompareAndSwap(true, false) {
+			h.then()
+		}
+		err := next(ctx, cmd)
+		if !h.before && err == nil && h.armed.Load() && h.matches(cmd) && h.armed.CompareAndSwap(true, false) {
 			h.then()
 		}
 		return err
 	}
 }
 
-// isWrite reports whether cmd runs a script on key whose first argument is
-// a snapshot: EVAL(SHA) script 2 key genkey snapshot ...
-func (h *afterSnapshotWrite) isWrite(cmd redis.Cmder) bool {
+func (h *scriptHook) matches(cmd redis.Cmder) bool {
 	if name := cmd.Name(); name != "evalsha" && name != "eval" {
 		return false
 	}
@@ -162,5 +170,5 @@ func (h *afterSnapshotWrite) isWrite(cmd redis.Cmder) bool {
 		return false
 	}
 	v, _ := args[5].(string)
-	return strings.HasPrefix(v, codec.Version)
+	return h.arg(v)
 }
