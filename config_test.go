@@ -1427,14 +1427,7 @@ func TestConfigRetryDoesNotOverwriteANewerConfig(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	addInstance(t, r, discovery.Instance{ID: "a", Service: "api", Host: host, Port: p, Weight: 100, RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
 
-	older := make(chan discovery.ConfigReport, 1)
-	go func() {
-		rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
-		if err != nil {
-			t.Error(err)
-		}
-		older <- rep
-	}()
+	older := updateInBackground(t, r, "api", cfgDoc(1))
 	<-first // revision 1 waits for its retry on the fake clock, which stands still
 	newer, err := r.UpdateConfig(ctx, "api", cfgDoc(2))
 	if err != nil || newer.Count(discovery.NotifyDelivered) != 1 {
@@ -1491,14 +1484,7 @@ func TestConfigOlderNotificationStartingLateDoesNotOverwriteANewerConfig(t *test
 
 	release := make(chan struct{})
 	backend.hold.Store(&release)
-	older := make(chan discovery.ConfigReport, 1)
-	go func() {
-		rep, err := r.UpdateConfig(ctx, "api", cfgDoc(1))
-		if err != nil {
-			t.Error(err)
-		}
-		older <- rep
-	}()
+	older := updateInBackground(t, r, "api", cfgDoc(1))
 	<-backend.loaded // revision 1 is stored; its listing waits
 	newer, err := r.UpdateConfig(ctx, "api", cfgDoc(2))
 	if err != nil || newer.Count(discovery.NotifyDelivered) != 1 {
@@ -1530,4 +1516,19 @@ func TestConfigReportOfADrainingRouterSaysItsCallbackWasCalled(t *testing.T) {
 	if len(rep.Instances) != 1 || rep.Instances[0].Outcome != discovery.NotifyDelivered || rep.Instances[0].Attempts != 1 {
 		t.Fatalf("report %+v, callback saw %v; want delivered: the callback was called", rep.Instances, cb.seen())
 	}
+}
+
+// updateInBackground runs UpdateConfig(svc, cfg) on a goroutine of its own
+// and sends its report (an error fails the test).
+func updateInBackground(t *testing.T, r *discovery.Registry, svc string, cfg json.RawMessage) <-chan discovery.ConfigReport {
+	t.Helper()
+	out := make(chan discovery.ConfigReport, 1)
+	go func() {
+		rep, err := r.UpdateConfig(context.Background(), svc, cfg)
+		if err != nil {
+			t.Error(err)
+		}
+		out <- rep
+	}()
+	return out
 }
