@@ -53,18 +53,7 @@ func checkOfAnInstanceThatLeft(t *testing.T, k worldKind) {
 		mustRegister(t, r, discovery.Instance{ID: id, Service: "web", Host: "10.0.9.1", Port: 80, Check: discovery.CheckNone})
 		return eventsBefore(t, ch, id)
 	}
-	// the first check starts (within an interval and a scan), and hangs
-	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < hInterval+2*time.Second; {
-		clock.Advance(hStep)
-		discovery.StepHealth(r)
-		_, _ = r.Get(ctx, "web")
-		time.Sleep(time.Millisecond) // lets a started check reach the server
-	}
-	for deadline := time.Now().Add(5 * time.Second); hits.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no check")
-		}
-	}
+	untilFirstCheck(t, r, clock, hits, hInterval) // it hangs
 	if err := r.Deregister(ctx, "web", in.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -123,14 +112,7 @@ func TestCheckOfAnInstanceThatLeftEndsAtOnce(t *testing.T) {
 	if _, err := r.Get(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
-	// the first check starts (within an interval and a scan), and hangs
-	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < time.Minute+2*time.Second; {
-		clock.Advance(hStep)
-		discovery.StepHealth(r)
-		_, _ = r.Get(ctx, "web")
-		time.Sleep(time.Millisecond) // lets a started check reach the server
-	}
-	waitFor(t, 5*time.Second, "a check reaching the server", func() bool { return hits.Load() != 0 })
+	untilFirstCheck(t, r, clock, &hits, time.Minute) // it hangs
 	if err := r.Deregister(ctx, "web", in.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -164,13 +146,7 @@ func TestCheckOfTheOldAddressDoesNotJudgeTheNew(t *testing.T) {
 	if _, err := r.Get(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
-	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < time.Minute+2*time.Second; {
-		clock.Advance(hStep)
-		discovery.StepHealth(r)
-		_, _ = r.Get(ctx, "web")
-		time.Sleep(time.Millisecond) // lets a started check reach the server
-	}
-	waitFor(t, 5*time.Second, "a check reaching the old address", func() bool { return hits.Load() != 0 })
+	untilFirstCheck(t, r, clock, hits, time.Minute) // of the old address, which hangs
 	at := moved.instance("web")
 	at.ID = in.ID
 	addInstance(t, r, at)
@@ -212,4 +188,18 @@ func firstCheckHangs(t *testing.T) (host string, port int, hits *atomic.Int64, r
 	h, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	port, _ = strconv.Atoi(p)
 	return h, port, hits, release
+}
+
+// untilFirstCheck moves the clock in steps, using service web, until the
+// first check (due within interval and a scan) has reached its server
+// (hits), and fails if none has within 5 s more of real time.
+func untilFirstCheck(t *testing.T, r *discovery.Registry, clock *discoverytest.Clock, hits *atomic.Int64, interval time.Duration) {
+	t.Helper()
+	for start := clock.Now(); hits.Load() == 0 && clock.Now().Sub(start) < interval+2*time.Second; {
+		clock.Advance(hStep)
+		discovery.StepHealth(r)
+		_, _ = r.Get(context.Background(), "web")
+		time.Sleep(time.Millisecond) // lets a started check reach the server
+	}
+	waitFor(t, 5*time.Second, "a check reaching the server", func() bool { return hits.Load() != 0 })
 }
