@@ -300,88 +300,81 @@ func TestProbeOnAClusterAsksEveryMaster(t *testing.T) {
 // DISCOVERY_TEST_REDIS_CLUSTER: every script and MGET touches the keys of
 // one slot.
 func TestSnapshotWritesFollowTheGeneration(t *testing.T) {
-	tests := testutil.RedisKinds()
-	for _, tt := range tests {
-		t.Run(tt.Name, func(t *testing.T) {
-			ctx := context.Background()
-			ns := testutil.Prefix(t)
-			rdb := tt.Open(t, ns)
-			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
-			defer c.Close()
-			at := time.Unix(1_800_000_000, 0)
-			svc := &core.Service{Name: "db_svc", Revision: 3}
-			held := func(step string, want bool) {
-				t.Helper()
-				n, err := rdb.Exists(ctx, c.Key("db_svc")).Result()
-				if err != nil || (n == 1) != want {
-					t.Fatalf("%s: snapshot key exists %d, %v; want %v", step, n, err, want)
-				}
+	eachRedis(t, func(t *testing.T, rdb redis.UniversalClient, c *Cache) {
+		ctx := context.Background()
+		at := time.Unix(1_800_000_000, 0)
+		svc := &core.Service{Name: "db_svc", Revision: 3}
+		held := func(step string, want bool) {
+			t.Helper()
+			n, err := rdb.Exists(ctx, c.Key("db_svc")).Result()
+			if err != nil || (n == 1) != want {
+				t.Fatalf("%s: snapshot key exists %d, %v; want %v", step, n, err, want)
 			}
-			set := func(step string, gen Gen, wantErr error, wantWrote bool) {
-				t.Helper()
-				wrote, err := c.Set(ctx, svc, at, gen)
-				if !errors.Is(err, wantErr) || wrote != wantWrote {
-					t.Fatalf("%s: Set(gen %q) = %v, %v; want %v, %v", step, gen, wrote, err, wantWrote, wantErr)
-				}
+		}
+		set := func(step string, gen Gen, wantErr error, wantWrote bool) {
+			t.Helper()
+			wrote, err := c.Set(ctx, svc, at, gen)
+			if !errors.Is(err, wantErr) || wrote != wantWrote {
+				t.Fatalf("%s: Set(gen %q) = %v, %v; want %v, %v", step, gen, wrote, err, wantWrote, wantErr)
 			}
+		}
 
-			// Never invalidated: the generation is none, and a write that
-			// read none lands.
-			gen0, err := c.Generation(ctx, "db_svc")
-			if err != nil || gen0 != "" {
-				t.Fatalf("Generation before any Invalidate = %q, %v; want none", gen0, err)
-			}
-			set("never invalidated", gen0, nil, true)
-			got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1)
-			if err != nil || got == nil || gen != "" {
-				t.Fatalf("GetIfChanged = %v, gen %q, %v; want the snapshot and no generation", got, gen, err)
-			}
+		// Never invalidated: the generation is none, and a write that
+		// read none lands.
+		gen0, err := c.Generation(ctx, "db_svc")
+		if err != nil || gen0 != "" {
+			t.Fatalf("Generation before any Invalidate = %q, %v; want none", gen0, err)
+		}
+		set("never invalidated", gen0, nil, true)
+		got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1)
+		if err != nil || got == nil || gen != "" {
+			t.Fatalf("GetIfChanged = %v, gen %q, %v; want the snapshot and no generation", got, gen, err)
+		}
 
-			// Invalidate deletes the snapshot and moves the generation: a
-			// write that read the one before is refused, and counted stale.
-			before := c.Stats().StaleWrites
-			if err := c.Invalidate(ctx, "db_svc"); err != nil {
-				t.Fatal(err)
-			}
-			held("after Invalidate", false)
-			set("read before the Invalidate", gen0, ErrInvalidated, false)
-			held("after a write read before the Invalidate", false)
-			if d := c.Stats().StaleWrites - before; d != 1 {
-				t.Fatalf("StaleWrites went up by %d for a refused write; want 1", d)
-			}
-			gen1, err := c.Generation(ctx, "db_svc")
-			if err != nil || gen1 == "" {
-				t.Fatalf("Generation after Invalidate = %q, %v; want one", gen1, err)
-			}
-			if pttl, err := rdb.PTTL(ctx, c.GenKey("db_svc")).Result(); err != nil || pttl <= GenerationTTL-time.Minute {
-				t.Fatalf("the generation's TTL = %v, %v; want about %v", pttl, err, GenerationTTL)
-			}
-			// Read with the (absent) snapshot in one command.
-			if got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || got != nil || gen != gen1 {
-				t.Fatalf("GetIfChanged after Invalidate = %v, gen %q, %v; want a miss with gen %q", got, gen, err, gen1)
-			}
-			set("read after the Invalidate", gen1, nil, true)
+		// Invalidate deletes the snapshot and moves the generation: a
+		// write that read the one before is refused, and counted stale.
+		before := c.Stats().StaleWrites
+		if err := c.Invalidate(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		held("after Invalidate", false)
+		set("read before the Invalidate", gen0, ErrInvalidated, false)
+		held("after a write read before the Invalidate", false)
+		if d := c.Stats().StaleWrites - before; d != 1 {
+			t.Fatalf("StaleWrites went up by %d for a refused write; want 1", d)
+		}
+		gen1, err := c.Generation(ctx, "db_svc")
+		if err != nil || gen1 == "" {
+			t.Fatalf("Generation after Invalidate = %q, %v; want one", gen1, err)
+		}
+		if pttl, err := rdb.PTTL(ctx, c.GenKey("db_svc")).Result(); err != nil || pttl <= GenerationTTL-time.Minute {
+			t.Fatalf("the generation's TTL = %v, %v; want about %v", pttl, err, GenerationTTL)
+		}
+		// Read with the (absent) snapshot in one command.
+		if got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1); err != nil || got != nil || gen != gen1 {
+			t.Fatalf("GetIfChanged after Invalidate = %v, gen %q, %v; want a miss with gen %q", got, gen, err, gen1)
+		}
+		set("read after the Invalidate", gen1, nil, true)
 
-			// Another Invalidate gives another generation.
-			if err := c.Invalidate(ctx, "db_svc"); err != nil {
-				t.Fatal(err)
-			}
-			gen2, err := c.Generation(ctx, "db_svc")
-			if err != nil || gen2 == "" || gen2 == gen1 {
-				t.Fatalf("Generation after a second Invalidate = %q, %v; want a new one (not %q)", gen2, err, gen1)
-			}
-			set("read between the two", gen1, ErrInvalidated, false)
+		// Another Invalidate gives another generation.
+		if err := c.Invalidate(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		gen2, err := c.Generation(ctx, "db_svc")
+		if err != nil || gen2 == "" || gen2 == gen1 {
+			t.Fatalf("Generation after a second Invalidate = %q, %v; want a new one (not %q)", gen2, err, gen1)
+		}
+		set("read between the two", gen1, ErrInvalidated, false)
 
-			// The generation's key gone (expired) between a writer's read
-			// and its write: refused, not taken for the generation it read.
-			if err := rdb.Del(ctx, c.GenKey("db_svc")).Err(); err != nil {
-				t.Fatal(err)
-			}
-			set("read before the generation expired", gen2, ErrInvalidated, false)
-			held("after a write refused for an expired generation", false)
-			set("read after it expired", "", nil, true)
-		})
-	}
+		// The generation's key gone (expired) between a writer's read
+		// and its write: refused, not taken for the generation it read.
+		if err := rdb.Del(ctx, c.GenKey("db_svc")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		set("read before the generation expired", gen2, ErrInvalidated, false)
+		held("after a write refused for an expired generation", false)
+		set("read after it expired", "", nil, true)
+	})
 }
 
 // A service's generation and its snapshot hash to one Cluster slot (the
@@ -411,42 +404,35 @@ func TestGenerationKeySharesTheSnapshotsSlot(t *testing.T) {
 // or DISCOVERY_TEST_REDIS) and, when it is set, on
 // DISCOVERY_TEST_REDIS_CLUSTER (the script touches one key).
 func TestDeleteRemovesOnlyTheSnapshotItNames(t *testing.T) {
-	tests := testutil.RedisKinds()
-	for _, tt := range tests {
-		t.Run(tt.Name, func(t *testing.T) {
-			ctx := context.Background()
-			ns := testutil.Prefix(t)
-			rdb := tt.Open(t, ns)
-			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
-			defer c.Close()
-			at := time.Unix(1_800_000_000, 0)
-			mine := codec.Encode(&core.Service{Name: "db_svc", Revision: 3}, at)
-			newer := codec.Encode(&core.Service{Name: "db_svc", Revision: 4}, at)
-			held := func(step string, want []byte) {
-				t.Helper()
-				v, err := rdb.Get(ctx, c.Key("db_svc")).Result()
-				if errors.Is(err, redis.Nil) && want == nil {
-					return
-				}
-				if err != nil || v != string(want) {
-					t.Fatalf("%s: Redis holds %.22q, %v; want %.22q", step, v, err, want)
-				}
+	eachRedis(t, func(t *testing.T, rdb redis.UniversalClient, c *Cache) {
+		ctx := context.Background()
+		at := time.Unix(1_800_000_000, 0)
+		mine := codec.Encode(&core.Service{Name: "db_svc", Revision: 3}, at)
+		newer := codec.Encode(&core.Service{Name: "db_svc", Revision: 4}, at)
+		held := func(step string, want []byte) {
+			t.Helper()
+			v, err := rdb.Get(ctx, c.Key("db_svc")).Result()
+			if errors.Is(err, redis.Nil) && want == nil {
+				return
 			}
-			for _, enc := range [][]byte{mine, newer} {
-				if wrote, err := c.SetEncoded(ctx, "db_svc", enc, ""); !wrote || err != nil {
-					t.Fatalf("SetEncoded = %v, %v", wrote, err)
-				}
+			if err != nil || v != string(want) {
+				t.Fatalf("%s: Redis holds %.22q, %v; want %.22q", step, v, err, want)
 			}
-			if err := c.Delete(ctx, "db_svc", mine); err != nil {
-				t.Fatal(err)
+		}
+		for _, enc := range [][]byte{mine, newer} {
+			if wrote, err := c.SetEncoded(ctx, "db_svc", enc, ""); !wrote || err != nil {
+				t.Fatalf("SetEncoded = %v, %v", wrote, err)
 			}
-			held("after a delete of the snapshot replaced since", newer)
-			if err := c.Delete(ctx, "db_svc", newer); err != nil {
-				t.Fatal(err)
-			}
-			held("after a delete of the snapshot held", nil)
-		})
-	}
+		}
+		if err := c.Delete(ctx, "db_svc", mine); err != nil {
+			t.Fatal(err)
+		}
+		held("after a delete of the snapshot replaced since", newer)
+		if err := c.Delete(ctx, "db_svc", newer); err != nil {
+			t.Fatal(err)
+		}
+		held("after a delete of the snapshot held", nil)
+	})
 }
 
 // A change message with its pushed snapshot, as a process of an earlier
@@ -467,5 +453,20 @@ func TestHearsChangesOfEarlierReleases(t *testing.T) {
 	}
 	if s := c.Stats(); s.BadMessages != 0 || s.PushedDecodeErrors != 0 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// eachRedis runs fn as a subtest on each Redis of testutil.RedisKinds (one
+// Redis, and a Cluster when one is set), with a Cache of a namespace of the
+// test's own on it.
+func eachRedis(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient, c *Cache)) {
+	for _, tt := range testutil.RedisKinds() {
+		t.Run(tt.Name, func(t *testing.T) {
+			ns := testutil.Prefix(t)
+			rdb := tt.Open(t, ns)
+			c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 5 * time.Second, ProbeInterval: time.Second})
+			defer c.Close()
+			fn(t, rdb, c)
+		})
 	}
 }
