@@ -79,6 +79,13 @@ func adminWorld(t *testing.T, opts ...discovery.Option) (*discovery.Registry, *d
 // do sends one request to h and returns the status and body.
 func do(t *testing.T, h http.Handler, method, path, body string, hdr ...string) (int, []byte) {
 	t.Helper()
+	rec := serve(h, method, path, body, hdr...)
+	return rec.Code, rec.Body.Bytes()
+}
+
+// serve sends one request to h, with the header pairs hdr, and returns
+// what h wrote.
+func serve(h http.Handler, method, path, body string, hdr ...string) *httptest.ResponseRecorder {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -89,7 +96,7 @@ func do(t *testing.T, h http.Handler, method, path, body string, hdr ...string) 
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	return rec.Code, rec.Body.Bytes()
+	return rec
 }
 
 // golden compares got with testdata/admin/name.json (rewritten with -update).
@@ -639,17 +646,7 @@ func TestAdminPutConfigIfMatch(t *testing.T) {
 	r, _ := adminWorld(t)
 	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
 	send := func(method, path, body string, hdr ...string) (int, string, []byte) {
-		t.Helper()
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req := httptest.NewRequest(method, path, rd)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec := serve(h, method, path, body, hdr...)
 		return rec.Code, rec.Header().Get("ETag"), rec.Body.Bytes()
 	}
 	code, etag, body := send("GET", "/services/orders/config", "")
