@@ -698,11 +698,15 @@ func callerEnded(req *http.Request) bool {
 }
 
 // cancelClosed reports whether req's (deprecated) Cancel channel is closed.
+// http.Client still closes it at its Timeout for a RoundTripper that is not
+// net/http's own, as this one is not.
 func cancelClosed(req *http.Request) bool {
+	//lint:ignore SA1019 http.Client ends requests through it (see above)
 	if req.Cancel == nil {
 		return false
 	}
 	select {
+	//lint:ignore SA1019 as above
 	case <-req.Cancel:
 		return true
 	default:

@@ -2227,7 +2227,7 @@ func TestTransportRequestEndedThroughCancelIsTheCallers(t *testing.T) {
 	for i := range 6 {
 		c := make(chan struct{})
 		req, _ := http.NewRequest(http.MethodGet, "http://web/slow", nil)
-		req.Cancel = c
+		req.Cancel = c //lint:ignore SA1019 what http.Client.Timeout closes for a RoundTripper not net/http's
 		if i%2 == 0 {
 			close(c) // ended before it was sent
 		} else {
