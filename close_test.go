@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -233,5 +234,68 @@ func TestCloseDeregistersManyRegistrationsOnASlowDatabase(t *testing.T) {
 	}
 	if svc, err := backend.Load(ctx, "db_svc"); err != nil || len(svc.Instances) != 0 {
 		t.Fatalf("after Close %d of %d instances are still registered (%v)", len(svc.Instances), n, err)
+	}
+}
+
+// A function given to Register that ignores its context (a check stuck on
+// a lock, a reload waiting on a channel) does not hold Close: Close waits
+// for it within the close timeout, then returns a CallbackError naming it.
+// Close waited for every goroutine the Registry started, these calls'
+// among them, and so waited for good.
+func TestCloseIsNotHeldByACallbackThatIgnoresItsContext(t *testing.T) {
+	ctx := context.Background()
+	for _, kind := range []string{"check", "config"} {
+		t.Run(kind, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			release, entered := make(chan struct{}), make(chan struct{}, 1)
+			stuck := func() {
+				select {
+				case entered <- struct{}{}:
+				default:
+				}
+				<-release // deaf to its context
+			}
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock),
+				discovery.WithHealthCheck(hInterval, hTimeout), discovery.WithCloseDrain(0),
+				discovery.WithCloseTimeout(200*time.Millisecond))
+			// After NewRegistry's, so run before its Close: the call left
+			// running ends (goleak), and a Close that waits for it returns.
+			t.Cleanup(func() { close(release) })
+			in := discovery.Instance{Service: "router_svc", ID: "r-1", Host: "10.9.9.9", Port: 1, Method: discovery.MethodRouter}
+			opt := discovery.WithCheckFunc(func(context.Context) error { stuck(); return nil })
+			if kind == "config" {
+				opt = discovery.WithConfigFunc(func(context.Context, json.RawMessage) error { stuck(); return nil })
+			}
+			if _, err := r.Register(ctx, in, opt); err != nil {
+				t.Fatal(err)
+			}
+			if kind == "check" {
+				for len(entered) == 0 {
+					step(clock, time.Second, r)
+				}
+			} else {
+				go func() {
+					uctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+					defer cancel()
+					_, _ = r.UpdateConfig(uctx, "router_svc", json.RawMessage(`{"v":1}`))
+				}()
+				select {
+				case <-entered:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the config func was not called within 10s")
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- r.Close() }()
+			select {
+			case err := <-done:
+				var ce *discovery.CallbackError
+				if !errors.As(err, &ce) || len(ce.Running) != 1 || ce.Running[0] != kind+" func of router_svc/r-1" {
+					t.Fatalf("Close = %v; want a CallbackError naming the %s func of router_svc/r-1", err, kind)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Close did not return within 10s (close timeout 200ms) while the %s func ignored its context", kind)
+			}
+		})
 	}
 }

@@ -104,7 +104,7 @@ func (c *regConfig) wake() {
 // is one) is logged and reported to the UpdateConfig caller of this
 // process; it is not retried. Deregister cancels the context of a call under way but does not
 // wait for it to return (a callback may itself deregister); Registry.Close
-// waits for it. HTTP instances get POST /admin/reload-config instead;
+// waits for it within the close timeout (see Close). HTTP instances get POST /admin/reload-config instead;
 // Register refuses this option for them.
 func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.onConfig = fn; o.noteNil("config func", fn == nil) })
@@ -326,7 +326,11 @@ func (g *Registration) configLoop() {
 			c.call = ctx
 			c.wake() // a waiter follows this call's timeout
 			c.mu.Unlock()
-			err := g.callConfigFunc(ctx, p.Config)
+			ok, err := g.deliver(ctx, p.Config)
+			if !ok { // ended (Deregister, Close) while the call ran
+				cancel()
+				return
+			}
 			if err != nil {
 				g.r.log.Warn("discovery: config callback failed", zap.String("service", g.service),
 					zap.String("instance", g.id), zap.Int64("config_revision", p.Revision), zap.Error(err))
@@ -348,6 +352,25 @@ func (g *Registration) configLoop() {
 			// deadline, never one cut short by this cancel.
 			cancel()
 		}
+	}
+}
+
+// deliver calls the callback on a goroutine of its own, which Close waits
+// for only within the close timeout, and waits for the call while the
+// registration lasts: ok is false if the registration ended first (or the
+// Registry is closing), the call left to return when it will, its
+// context ended. Called on this loop's goroutine, a callback that ignored
+// its context made Close, which waits for that goroutine, wait for good.
+func (g *Registration) deliver(ctx context.Context, doc json.RawMessage) (ok bool, err error) {
+	done := make(chan error, 1)
+	if !g.r.goCallback("config func of "+g.service+"/"+g.id, func() { done <- g.callConfigFunc(ctx, doc) }) {
+		return false, nil
+	}
+	select {
+	case err := <-done:
+		return true, err
+	case <-g.ctx.Done():
+		return false, nil
 	}
 }
 

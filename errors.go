@@ -1,6 +1,11 @@
 package discovery
 
-import "github.com/rssbot/discovery/internal/core"
+import (
+	"strings"
+	"time"
+
+	"github.com/rssbot/discovery/internal/core"
+)
 
 // Sentinel errors; branch on them with errors.Is. Every error this package
 // returns starts with "discovery:", except the caller's own: a call whose
@@ -61,3 +66,19 @@ type NoHealthyError = core.NoHealthyError
 // RevokedKeyError names a key PublishKey refused because it, or its ID, was
 // revoked (RetireKey at or before now). It matches ErrRevoked.
 type RevokedKeyError = core.RevokedKeyError
+
+// CallbackError is Close's report of the calls of functions given to
+// Register (WithCheckFunc, WithConfigFunc) still running when it stopped
+// waiting for them, the close timeout after the Registry's own goroutines
+// had stopped: functions that do not return when their context ends.
+// Close did everything else; each such call's goroutine ends when the
+// function returns. Running names them ("check func of orders/orders-1").
+type CallbackError struct {
+	Running []string
+	Waited  time.Duration
+}
+
+func (e *CallbackError) Error() string {
+	return "discovery: Close waited " + e.Waited.String() + " for " + strings.Join(e.Running, ", ") +
+		", still running: a function given to Register must return once its context is done"
+}

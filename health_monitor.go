@@ -170,7 +170,7 @@ func (r *Registry) startHealth() *monitor {
 		wake: make(chan struct{}, 1), settleCh: make(chan chan struct{}),
 		svcs: map[string]*svcMon{},
 	}
-	m.prober = health.NewProber(r.spawn)
+	m.prober = health.NewProber(r.goCallback)
 	if ho.active && r.opts.rdb != nil {
 		m.share = newSharer(r, m)
 		r.spawn(m.share.listen)
@@ -606,6 +606,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		}
 		if g != nil {
 			spec.Func, spec.Running = g.opts.check, &g.checking
+			spec.Name = "check func of " + st.name + "/" + id
 		}
 		t := sm.targets[id]
 		if t == nil {

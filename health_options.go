@@ -231,7 +231,8 @@ func WithoutHealthChecks() Option {
 // registered, with a context that ends at the check timeout or when the
 // registration ends (Deregister, Close); a nil error passes. Only this process can run
 // it; with Redis, other processes see its results. fn must return soon after
-// its context is done (Close waits for it); while a call overruns its
+// its context is done (Close waits for it within the close timeout, then
+// returns a CallbackError); while a call overruns its
 // timeout, the checks that fall due fail without calling fn again. A panic
 // in it is a failure. A
 // router instance registered without one has no active check (its lease

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,7 @@ type Registry struct {
 
 	goMu    sync.RWMutex // guards wg.Add against Close's wg.Wait
 	wg      sync.WaitGroup
+	cbs     callbacks // the user's functions running (WithCheckFunc, WithConfigFunc)
 	closed  atomic.Bool
 	closing chan struct{} // closed when Close has finished
 
@@ -214,6 +216,88 @@ func (r *Registry) spawn(fn func()) bool {
 
 func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 
+// callbacks tracks the calls of functions the user gave Register
+// (WithCheckFunc, WithConfigFunc). They run on goroutines of their own,
+// which Close waits for only within the close timeout: such a function is
+// asked to return by its context, and one that ignored it (a check stuck
+// on a lock, a reload waiting on a channel) made Close, which waited for
+// every goroutine the Registry started, wait for good.
+type callbacks struct {
+	mu      sync.Mutex
+	running map[*callback]struct{}
+	idle    chan struct{} // closed when the last call returns, if Close waits
+}
+
+// callback is one call under way, named as Close's error names it.
+type callback struct{ name string }
+
+// goCallback runs fn, a call of the user's function named name, on a
+// goroutine of its own, unless the Registry is closing; it reports whether
+// it did.
+func (r *Registry) goCallback(name string, fn func()) bool {
+	r.goMu.RLock()
+	defer r.goMu.RUnlock()
+	if r.ctx.Err() != nil {
+		return false
+	}
+	cb := &callback{name: name}
+	c := &r.cbs
+	c.mu.Lock()
+	if c.running == nil {
+		c.running = make(map[*callback]struct{})
+	}
+	c.running[cb] = struct{}{}
+	c.mu.Unlock()
+	go func() {
+		defer c.end(cb)
+		fn()
+	}()
+	return true
+}
+
+func (c *callbacks) end(cb *callback) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.running, cb)
+	if len(c.running) == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// await waits up to d for the calls under way, and returns a
+// CallbackError naming those still running then. No call starts once
+// Close has stopped the Registry's goroutines, which start them.
+func (c *callbacks) await(d time.Duration) error {
+	c.mu.Lock()
+	if len(c.running) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	idle := make(chan struct{})
+	c.idle = idle
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return nil
+	case <-t.C:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.running) == 0 { // the last returned as the timer fired
+		return nil
+	}
+	c.idle = nil
+	names := make([]string, 0, len(c.running))
+	for cb := range c.running {
+		names = append(names, cb.name)
+	}
+	slices.Sort(names)
+	return &CallbackError{Running: names, Waited: d}
+}
+
 // Close drains every instance this Registry registered (for at most the
 // close-drain timeout, 1 s, and half the close timeout; see WithCloseDrain and
 // Registration.Drain), then
@@ -224,9 +308,13 @@ func (r *Registry) goRun(fn func()) { r.spawn(fn) }
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
 //
-// Close waits for the goroutines it started, and those run the callbacks
-// given to Register (WithCheckFunc, WithConfigFunc): calling Close from one
-// of them waits for itself. Start it on a goroutine of its own there.
+// Close waits for the calls under way of the functions given to Register
+// (WithCheckFunc, WithConfigFunc), whose contexts it ends, within the close
+// timeout (counted again from when the Registry's own goroutines have
+// stopped). A call still running then is left to return when it will, and
+// Close returns a CallbackError naming it, with whatever else failed. So
+// Close called from such a function returns too, after that timeout; start
+// it on a goroutine of its own there to have it return at once.
 func (r *Registry) Close() error {
 	if !r.closed.CompareAndSwap(false, true) {
 		<-r.closing
@@ -269,6 +357,9 @@ func (r *Registry) Close() error {
 		r.l2.Close()
 	}
 	r.wg.Wait()
+	if err := r.cbs.await(r.opts.closeTO); err != nil {
+		errs = append(errs, err)
+	}
 	r.hm.leave() // hand this process's share of health probes to the others at once
 	r.httpc.CloseIdleConnections()
 	r.pools.closeIdle(nil)

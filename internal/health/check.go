@@ -95,6 +95,8 @@ type Target struct {
 	Path string
 	// Func is the in-process check of KindFunc.
 	Func func(ctx context.Context) error
+	// Name names Func to its owner (in Close's error, if a call overruns).
+	Name string
 	// Running, if not nil, is set while a call of Func runs: a check
 	// started while an earlier call has not returned (it overran its
 	// timeout) fails with ErrStillRunning instead of calling Func again.
@@ -120,15 +122,15 @@ type Prober struct {
 	// dial opens connections once the address is allowed; tests wrap it.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// spawn runs the in-process check functions in a goroutine its caller
-	// tracks; nil runs them with the go statement.
-	spawn func(func()) bool
+	// tracks, under the target's Name; nil runs them with the go statement.
+	spawn func(name string, fn func()) bool
 }
 
 type allowedAddrKey struct{}
 
 // NewProber returns a Prober. spawn, if not nil, starts the goroutines that
 // run in-process check functions (so that their owner can wait for them).
-func NewProber(spawn func(func()) bool) *Prober {
+func NewProber(spawn func(name string, fn func()) bool) *Prober {
 	p := &Prober{spawn: spawn}
 	d := &net.Dialer{KeepAlive: -1}
 	p.dial = d.DialContext
@@ -262,7 +264,7 @@ func (p *Prober) checkTCP(ctx context.Context, t Target) Result {
 
 // checkFunc runs the function in its own goroutine, so that the result is
 // known at the timeout even if the function overruns it (it should return
-// soon after ctx is done; its owner waits for it). While a call overruns,
+// soon after ctx is done; its owner waits for it, for a while). While a call overruns,
 // the checks of t.Running's target fail without calling it again: each
 // started one more goroutine, which piled up as long as it was stuck.
 func (p *Prober) checkFunc(ctx context.Context, t Target) Result {
@@ -288,7 +290,7 @@ func (p *Prober) checkFunc(ctx context.Context, t Target) Result {
 	}
 	if p.spawn == nil {
 		go run()
-	} else if !p.spawn(run) {
+	} else if !p.spawn(t.Name, run) {
 		if t.Running != nil {
 			t.Running.Store(false)
 		}

@@ -270,7 +270,7 @@ func TestTCPCheck(t *testing.T) {
 
 // goProber returns a Prober whose check goroutines wg counts.
 func goProber(wg *sync.WaitGroup) *Prober {
-	return NewProber(func(fn func()) bool {
+	return NewProber(func(_ string, fn func()) bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
