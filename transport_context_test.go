@@ -2,8 +2,13 @@ package discovery_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/auth"
@@ -38,5 +43,81 @@ func TestTransportInProcessHandlerGetsNoneOfTheCallersContextValues(t *testing.T
 	resp.Body.Close()
 	if <-seen {
 		t.Error("the in-process handler found a verified identity in its context that no Verifier of its own put there (the caller's); want none, as over the network")
+	}
+}
+
+// midBodyInstance registers an instance of service that answers every
+// request with handler, over the network or (inProcess) as a router
+// instance served in-process, and returns its ID.
+func midBodyInstance(t *testing.T, r *discovery.Registry, service string, inProcess bool, handler http.HandlerFunc) string {
+	t.Helper()
+	if inProcess {
+		g, err := r.Register(context.Background(), discovery.Instance{Service: service, Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}, discovery.WithHandler(handler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Instance().ID
+	}
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	return mustRegister(t, r, discovery.Instance{Service: service, Host: host, Port: p}).Instance().ID
+}
+
+// A body the instance cuts short (its server drops the connection mid-body,
+// or an in-process handler aborts) while the caller still waits for it is
+// the instance's failure, counted towards its ejection, whether or not the
+// caller has a deadline of its own (http.Client.Timeout closes
+// Request.Cancel only once it passes).
+func TestTransportBodyCutShortByTheInstanceIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	// Headers and a first chunk, then the connection dropped.
+	cut := func(w http.ResponseWriter, req *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "data: tick\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // net/http's server closes the connection, silently
+	}
+	tests := []struct {
+		name          string
+		inProcess     bool
+		clientTimeout time.Duration
+	}{
+		{"network", false, 0},
+		{"network-client-timeout", false, time.Minute},
+		{"in-process", true, 0},
+		{"in-process-client-timeout", true, time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			service := "cut-" + tt.name
+			id := midBodyInstance(t, r, service, tt.inProcess, cut)
+			client := r.HTTPClient()
+			defer client.CloseIdleConnections()
+			client.Timeout = tt.clientTimeout
+			for i := range discovery.DefaultEjectionFailures {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/events", nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v; want the headers, which came before the cut", i, err)
+				}
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("request %d: a body cut short read to a clean end", i)
+				}
+				if h := healthOf(t, r, service, id); h.PassiveFailures != i+1 && !h.Ejected {
+					t.Fatalf("after %d bodies cut short by the instance (%v): %d passive failures; want %d", i+1, err, h.PassiveFailures, i+1)
+				}
+			}
+			if svc, _ := r.Get(ctx, service); svc.Instance(id).Status != discovery.StatusEjected {
+				t.Errorf("after %d bodies cut short by the instance it shows %v; want ejected", discovery.DefaultEjectionFailures, svc.Instance(id).Status)
+			}
+			if n := discovery.InFlight(r, service, id); n != 0 {
+				t.Errorf("%d requests in flight after every body ended; want 0", n)
+			}
+		})
 	}
 }
