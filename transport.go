@@ -130,12 +130,15 @@ func WithHandler(h http.Handler) RegisterOption {
 // http://<service>/path to an instance chosen by Pick (https://<service>
 // verifies the instance's certificate against the service name: see
 // BaseTransport; a request with another scheme goes to the base transport
-// as it is), reports each outcome (connection errors, 5xx and the caller's
-// deadline passing as failures, 429 and 503 with Retry-After as overload,
-// the caller's cancellation (of its context, or through Request.Cancel,
-// as http.Client does), a request that ended before it was sent, or a
-// request body that failed to read or was not its declared length, as
-// neither, and none of them retried) when the response's body is closed or read to its
+// as it is), reports each outcome (connection errors, a body the instance
+// cuts short, 5xx and the caller's deadline passing before the response's
+// headers as failures, 429 and 503 with Retry-After as overload, the
+// caller's cancellation (of its context, or through Request.Cancel, as
+// http.Client does), the caller's deadline passing while it reads the body
+// (a long poll or an event stream the caller ends: the instance had
+// answered), a request that ended before it was sent, or a request body
+// that failed to read or was not its declared length, as neither, and none
+// of them retried) when the response's body is closed or read to its
 // end (in flight until then, or, dropped unclosed, until it is garbage
 // collected; its latency is the time to the response's
 // headers, not the body's life, which a stream or a slow reader makes the
@@ -606,11 +609,20 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	end.done = func(readErr error, body io.Closer) {
 		o := outcome
 		if o == nil && readErr != nil {
-			// The instance cut the body short (a connection error), or
-			// did not send it within the caller's deadline, unless the
-			// caller cancelled: neither.
+			// The instance cut the body short (a connection error, its
+			// server gone mid-body): its failure. A read that failed
+			// because the caller ended the request (its context done, by
+			// cancellation or deadline, or Request.Cancel closed, as
+			// http.Client.Timeout does) is neither: the instance had
+			// answered (headers and status, what outlier detection judges,
+			// as Envoy's does) and was sending, and the body's life is the
+			// caller's, as its latency is. Counted as the instance's
+			// failure, five long-poll or event-stream callers whose
+			// deadlines were shorter than their streams ejected a healthy
+			// instance. Before the headers a deadline stays a failure
+			// (send): a hung instance is ejected.
 			o = readErr
-			if callerCanceled(req) {
+			if callerEnded(req) {
 				o = context.Canceled
 			}
 		}
@@ -670,10 +682,12 @@ func replayMismatch(out *http.Request) bool {
 
 // callerCanceled reports whether the caller gave up on req: its context
 // was cancelled, or its Cancel channel closed before the context's
-// deadline. A deadline that passed is not that: the instance did not
-// answer in the time the caller gives a call (http.Client.Timeout sets one),
-// which Done counts as a failure, as it does the same error from a caller
-// that picks by hand; a hung instance is ejected, not picked for ever.
+// deadline. A deadline that passed before the response's headers is not
+// that: the instance did not answer in the time the caller gives a call
+// (http.Client.Timeout sets one), which Done counts as a failure, as it
+// does the same error from a caller that picks by hand; a hung instance is
+// ejected, not picked for ever. Once the headers came, the body's end is
+// judged by callerEnded instead (see send).
 func callerCanceled(req *http.Request) bool {
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {

@@ -2,11 +2,14 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +66,101 @@ func midBodyInstance(t *testing.T, r *discovery.Registry, service string, inProc
 	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	return mustRegister(t, r, discovery.Instance{Service: service, Host: host, Port: p}).Instance().ID
+}
+
+// A caller whose own deadline (its context's, or http.Client.Timeout's,
+// which also closes Request.Cancel) passes while it reads a body the
+// instance is still streaming ended the call itself: the instance answered
+// (its headers, its status) and was sending. Counted as the instance's
+// failure, a few long-poll or event-stream callers with deadlines shorter
+// than their streams ejected a healthy instance, over the network and
+// in-process alike. It is neither success nor failure, and the request is
+// no longer in flight.
+func TestTransportCallerDeadlineMidBodyIsNotTheInstancesFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	// Headers at once, then an event every 10 ms until the caller goes.
+	stream := func(w http.ResponseWriter, req *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-req.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}
+	// Long enough that a loaded machine has the headers before it, short
+	// enough to end well inside the stream.
+	const deadline = 200 * time.Millisecond
+	tests := []struct {
+		name          string
+		inProcess     bool
+		clientTimeout bool // http.Client.Timeout, not the context's deadline
+	}{
+		{"network-context", false, false},
+		{"network-client-timeout", false, true},
+		{"in-process-context", true, false},
+		{"in-process-client-timeout", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			service := "stream-" + tt.name
+			id := midBodyInstance(t, r, service, tt.inProcess, stream)
+			client := r.HTTPClient()
+			defer client.CloseIdleConnections()
+			if tt.clientTimeout {
+				client.Timeout = deadline
+			}
+			errs := make(chan error, discovery.DefaultEjectionFailures)
+			for range discovery.DefaultEjectionFailures { // enough to eject it, were they failures
+				go func() {
+					rctx, cancel := context.WithCancel(ctx)
+					if !tt.clientTimeout {
+						rctx, cancel = context.WithTimeout(ctx, deadline)
+					}
+					defer cancel()
+					req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+service+"/events", nil)
+					resp, err := client.Do(req)
+					if err != nil {
+						errs <- fmt.Errorf("no headers within %v (a machine too slow for this test?): %w", deadline, err)
+						return
+					}
+					defer resp.Body.Close()
+					if _, err = io.ReadAll(resp.Body); err == nil {
+						errs <- errors.New("the endless stream ended without an error")
+						return
+					}
+					if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "Client.Timeout") {
+						errs <- fmt.Errorf("reading the stream: %w; want the caller's deadline", err)
+						return
+					}
+					errs <- nil
+				}()
+			}
+			for range discovery.DefaultEjectionFailures {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if h := healthOf(t, r, service, id); h.PassiveFailures != 0 || h.Ejected {
+				t.Errorf("after %d callers' deadlines passed mid-body: %d passive failures, ejected %v; want 0, not ejected (the callers ended those calls)",
+					discovery.DefaultEjectionFailures, h.PassiveFailures, h.Ejected)
+			}
+			if svc, _ := r.Get(ctx, service); svc.Instance(id).Status == discovery.StatusEjected {
+				t.Errorf("the streaming instance shows %v; want it in selection", svc.Instance(id).Status)
+			}
+			if n := discovery.InFlight(r, service, id); n != 0 {
+				t.Errorf("%d requests in flight after every body ended; want 0", n)
+			}
+		})
+	}
 }
 
 // A body the instance cuts short (its server drops the connection mid-body,

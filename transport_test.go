@@ -549,39 +549,33 @@ func TestTransportInProcessBodilessAnswerIsNotLeftInFlight(t *testing.T) {
 	}
 }
 
-// A deadline that passes while an instance holds a request (a hung
-// instance, seen through a context deadline or http.Client.Timeout) is the
-// instance's failure, as Done counts it for a caller that picks by hand:
-// the instance is ejected after 5 of them, not picked for ever. A
-// cancellation stays the caller's (TestTransportOutcomes).
+// A deadline that passes while an instance holds a request before its
+// headers (a hung instance, seen through a context deadline or
+// http.Client.Timeout) is the instance's failure, as Done counts it for a
+// caller that picks by hand: the instance is ejected after 5 of them, not
+// picked for ever, over the network and in-process. A cancellation stays
+// the caller's (TestTransportOutcomes), and so does a deadline that passes
+// once the headers came, while the caller reads the body
+// (TestTransportCallerDeadlineMidBodyIsNotTheInstancesFailure).
 func TestTransportDeadlineIsAFailure(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	hang := make(chan struct{})
+	defer close(hang)
+	hung := func(w http.ResponseWriter, req *http.Request) { // no answer at all
+		select {
+		case <-hang:
+		case <-req.Context().Done():
+		}
+	}
 	for _, tt := range []struct {
-		service string
-		handler http.HandlerFunc
+		service   string
+		inProcess bool
 	}{
-		{"hung", func(w http.ResponseWriter, req *http.Request) { // no answer at all
-			select {
-			case <-hang:
-			case <-req.Context().Done():
-			}
-		}},
-		{"stalled", func(w http.ResponseWriter, req *http.Request) { // headers, then no body
-			w.WriteHeader(200)
-			_, _ = io.WriteString(w, "partial")
-			w.(http.Flusher).Flush()
-			select {
-			case <-hang:
-			case <-req.Context().Done():
-			}
-		}},
+		{"hung", false},
+		{"hung-in-process", true},
 	} {
-		srv := httptest.NewServer(tt.handler)
-		host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-		p, _ := strconv.Atoi(port)
-		id := mustRegister(t, r, discovery.Instance{Service: tt.service, Host: host, Port: p}).Instance().ID
+		id := midBodyInstance(t, r, tt.service, tt.inProcess, hung)
 		client := r.HTTPClient()
 		client.Timeout = 50 * time.Millisecond
 		for i := 0; i < 5; i++ {
@@ -598,9 +592,6 @@ func TestTransportDeadlineIsAFailure(t *testing.T) {
 		if svc, _ := r.Get(ctx, tt.service); svc.Instance(id).Status != discovery.StatusEjected {
 			t.Errorf("%s: after 5 requests past their deadline the instance shows %v; want ejected", tt.service, svc.Instance(id).Status)
 		}
-		close(hang)
-		srv.Close()
-		hang = make(chan struct{})
 	}
 }
 
