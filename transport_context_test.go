@@ -219,3 +219,76 @@ func TestTransportBodyCutShortByTheInstanceIsAFailure(t *testing.T) {
 		})
 	}
 }
+
+// A caller that ends its request by closing Request.Cancel (the way older
+// callers cancel, and http.Client with a RoundTripper it does not know)
+// ends it in-process as over the network, where net/http's Transport
+// watches the channel: before the handler answers, RoundTrip returns, and
+// while the body streams, the read ends. In-process only the context was
+// watched: RoundTrip waited for a handler that did not answer, and a
+// stream read on after its caller had closed Cancel. Neither is held
+// against the instance, and the request is no longer in flight.
+func TestTransportInProcessRequestCancelEndsTheRequest(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	release := make(chan struct{})
+	defer close(release)
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+	}{
+		{"before-headers", func(w http.ResponseWriter, req *http.Request) {
+			<-release // not req.Context(): a handler that does not watch it
+		}},
+		{"mid-body", func(w http.ResponseWriter, req *http.Request) {
+			for {
+				if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-req.Context().Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			service := "cancel-" + tt.name
+			id := midBodyInstance(t, r, service, true, tt.handler)
+			rt := r.Transport()
+			for i := range discovery.DefaultEjectionFailures {
+				cancel := make(chan struct{})
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/", nil)
+				req.Cancel = cancel //lint:ignore SA1019 what this test is about
+				ended := make(chan error, 1)
+				go func() {
+					resp, err := rt.RoundTrip(req)
+					if err == nil {
+						defer resp.Body.Close()
+						_, err = io.ReadAll(resp.Body)
+					}
+					ended <- err
+				}()
+				time.Sleep(20 * time.Millisecond) // into the handler (and the stream)
+				close(cancel)
+				select {
+				case err := <-ended:
+					if err == nil {
+						t.Fatalf("request %d: ended without an error after its Cancel closed", i)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("request %d: still under way 5s after its Cancel closed; want it ended, as over the network", i)
+				}
+			}
+			if h := healthOf(t, r, service, id); h.PassiveFailures != 0 || h.Ejected {
+				t.Errorf("after %d requests whose callers closed Cancel: %d passive failures, ejected %v; want 0, not ejected", discovery.DefaultEjectionFailures, h.PassiveFailures, h.Ejected)
+			}
+			if n := discovery.InFlight(r, service, id); n != 0 {
+				t.Errorf("%d requests in flight after their callers closed Cancel; want 0", n)
+			}
+		})
+	}
+}

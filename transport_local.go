@@ -16,15 +16,16 @@ import (
 
 // serveLocal serves a request in-process as net/http's server would: the
 // handler sees a non-nil body, which is closed when it returns, and a
-// context that ends when the caller's does or when the caller closes the
-// response body, and holds none of the caller's values. The caller gets the response when the handler first
+// context that ends when the caller's does, when the caller closes the
+// request's Cancel channel or the response body, and holds none of the
+// caller's values. The caller gets the response when the handler first
 // writes or flushes (or returns: a handler that wrote nothing gives
 // http.NoBody), as net/http's server sends a header then, and the body as
 // it is written, so a streaming handler streams. A panic before that is
 // the instance's failure (an error, which send reports), one after it
-// cuts the body short. A caller whose context ends gets its error then,
-// while a handler that does not watch the context runs on to its end, as
-// a server's would.
+// cuts the body short. A caller whose context ends (or whose Cancel
+// channel closes) gets its error then, while a handler that does not
+// watch the context runs on to its end, as a server's would.
 func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	if err := ctx.Err(); err != nil { // net/http sends nothing then
@@ -48,22 +49,56 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	}
 	pipe := newLocalPipe()
 	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1), length: -1}
-	// The body's reader gets the caller's context error once it ends, and
-	// the handler's context ends.
-	stop := context.AfterFunc(ctx, func() { pipe.CloseWrite(ctx.Err()); cancel() })
+	// The body's reader gets the caller's error once the caller ends the
+	// request (its context, or its Cancel channel, which net/http's
+	// Transport watches too: watching the context alone, a caller that
+	// closed Cancel waited in-process for a handler that did not answer,
+	// and read a stream on), and the handler's context ends.
+	end := func(err error) { pipe.CloseWrite(err); cancel() }
+	stop := context.AfterFunc(ctx, func() { end(ctx.Err()) })
+	stopCancel := onCancelClosed(out, func() { end(errRequestCanceled) })
 	go func() {
 		defer cancel()
 		defer stop()
+		defer stopCancel()
 		w.serve(h, in, out.Body)
 	}()
+	var err error
 	select {
 	case a := <-w.answer:
 		return a.resp, a.err
 	case <-ctx.Done():
-		pipe.CloseRead(ctx.Err()) // the handler's writes fail
-		w.hj.abort()              // and its hijacked connection's
-		return nil, ctx.Err()
+		err = ctx.Err()
+	case <-cancelOf(out):
+		err = errRequestCanceled
 	}
+	pipe.CloseRead(err) // the handler's writes fail
+	w.hj.abort()        // and its hijacked connection's
+	return nil, err
+}
+
+// cancelOf returns req's (deprecated) Cancel channel, nil if it has none.
+func cancelOf(req *http.Request) <-chan struct{} {
+	//lint:ignore SA1019 http.Client ends requests through it (see cancelClosed)
+	return req.Cancel
+}
+
+// onCancelClosed calls f once req's Cancel channel closes, unless stop was
+// called first: the goroutine that waits for it ends either way.
+func onCancelClosed(req *http.Request, f func()) (stop func()) {
+	c := cancelOf(req)
+	if c == nil {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case <-c:
+			f()
+		case <-quit:
+		}
+	}()
+	return func() { close(quit) }
 }
 
 // serverRequest puts in (a copy of the request as sent) in the form
