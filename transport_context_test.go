@@ -233,14 +233,17 @@ func TestTransportInProcessRequestCancelEndsTheRequest(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	release := make(chan struct{})
 	defer close(release)
+	started := make(chan struct{}, 1)
 	tests := []struct {
 		name    string
+		midBody bool // Cancel closes once the caller has the headers and a first chunk
 		handler http.HandlerFunc
 	}{
-		{"before-headers", func(w http.ResponseWriter, req *http.Request) {
+		{"before-headers", false, func(w http.ResponseWriter, req *http.Request) {
+			started <- struct{}{}
 			<-release // not req.Context(): a handler that does not watch it
 		}},
-		{"mid-body", func(w http.ResponseWriter, req *http.Request) {
+		{"mid-body", true, func(w http.ResponseWriter, req *http.Request) {
 			for {
 				if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
 					return
@@ -264,15 +267,29 @@ func TestTransportInProcessRequestCancelEndsTheRequest(t *testing.T) {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/", nil)
 				req.Cancel = cancel //lint:ignore SA1019 what this test is about
 				ended := make(chan error, 1)
-				go func() {
+				if tt.midBody {
 					resp, err := rt.RoundTrip(req)
-					if err == nil {
-						defer resp.Body.Close()
-						_, err = io.ReadAll(resp.Body)
+					if err != nil {
+						t.Fatalf("request %d: %v; want the stream's headers", i, err)
 					}
-					ended <- err
-				}()
-				time.Sleep(20 * time.Millisecond) // into the handler (and the stream)
+					defer resp.Body.Close()
+					if _, err := resp.Body.Read(make([]byte, 64)); err != nil {
+						t.Fatalf("request %d: reading the stream's first chunk: %v", i, err)
+					}
+					go func() {
+						_, err := io.ReadAll(resp.Body)
+						ended <- err
+					}()
+				} else {
+					go func() {
+						resp, err := rt.RoundTrip(req)
+						if err == nil {
+							resp.Body.Close()
+						}
+						ended <- err
+					}()
+					<-started
+				}
 				close(cancel)
 				select {
 				case err := <-ended:
