@@ -715,13 +715,12 @@ func callerEnded(req *http.Request) bool {
 // http.Client still closes it at its Timeout for a RoundTripper that is not
 // net/http's own, as this one is not.
 func cancelClosed(req *http.Request) bool {
-	//lint:ignore SA1019 http.Client ends requests through it (see above)
-	if req.Cancel == nil {
+	c := cancelOf(req)
+	if c == nil {
 		return false
 	}
 	select {
-	//lint:ignore SA1019 as above
-	case <-req.Cancel:
+	case <-c:
 		return true
 	default:
 		return false

@@ -79,7 +79,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 
 // cancelOf returns req's (deprecated) Cancel channel, nil if it has none.
 func cancelOf(req *http.Request) <-chan struct{} {
-	//lint:ignore SA1019 http.Client ends requests through it (see cancelClosed)
+	//lint:ignore SA1019 http.Client still ends requests through it at its Timeout, for a RoundTripper not net/http's
 	return req.Cancel
 }
 
