@@ -3,6 +3,7 @@ package discovery
 import (
 	"math"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -91,3 +92,15 @@ func LatencyAverage(r *Registry, service, id string) time.Duration {
 
 // Retried returns the retries a Registry's Transport has made.
 func Retried(rt http.RoundTripper) uint64 { return rt.(*transport).retried.Load() }
+
+// FillTLSClones makes n per-host-name clones of base ("filler-0", ...), as
+// n https requests to other host names would: past maxTLSClones, those
+// used least recently are evicted.
+func FillTLSClones(r *Registry, base *http.Transport, n int) {
+	for i := range n {
+		r.pools.clone(base, "filler-"+strconv.Itoa(i))
+	}
+}
+
+// MaxTLSClones is maxTLSClones.
+const MaxTLSClones = maxTLSClones

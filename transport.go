@@ -51,7 +51,8 @@ type transportOptions struct {
 // certificate is verified against that name, not the address; a ServerName
 // set in the base's TLSClientConfig is kept, for every request. The
 // Registry keeps the clones of the 256 host names used last (an older one's
-// idle connections are closed), shared by its Transports of the same base,
+// idle connections are closed, one busy then once its answer's body ends),
+// shared by its Transports of the same base,
 // and closes their idle connections on Close (one busy then, once its
 // answer's body ends). Any other RoundTripper (an
 // *http.Transport wrapped by instrumentation, say) gets the request as it
@@ -211,8 +212,9 @@ type tlsKey struct {
 
 // tlsClone is a clone of a base for one host name.
 type tlsClone struct {
-	t    *http.Transport
-	used atomic.Uint64 // uses at its latest use
+	t       *http.Transport
+	used    atomic.Uint64 // uses at its latest use
+	retired atomic.Bool   // evicted: no longer handed out
 }
 
 // defaultTransport returns a clone of http.DefaultTransport, or, when a
@@ -245,25 +247,27 @@ func (p *transportPools) defaultBase() *http.Transport {
 }
 
 // baseFor returns the RoundTripper for out, a request to the instance
-// for the host name the caller asked for.
-func (t *transport) baseFor(out *http.Request, name string) http.RoundTripper {
+// for the host name the caller asked for, and the per-host-name clone it
+// is, if it is one.
+func (t *transport) baseFor(out *http.Request, name string) (http.RoundTripper, *tlsClone) {
 	ht, ok := t.o.base.(*http.Transport)
 	if !ok || out.URL.Scheme != "https" || name == "" || ht.TLSClientConfig != nil && ht.TLSClientConfig.ServerName != "" {
-		return t.o.base
+		return t.o.base, nil
 	}
-	return t.r.pools.clone(ht, name)
+	c := t.r.pools.clone(ht, name)
+	return c.t, c
 }
 
 // clone returns the clone of base whose TLS config names the host name.
-func (p *transportPools) clone(base *http.Transport, name string) *http.Transport {
+func (p *transportPools) clone(base *http.Transport, name string) *tlsClone {
 	k := tlsKey{base, name}
-	if t := p.use(k); t != nil {
-		return t
+	if c := p.use(k); c != nil {
+		return c
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t := p.use(k); t != nil { // made while this one waited
-		return t
+	if c := p.use(k); c != nil { // made while this one waited
+		return c
 	}
 	if p.n >= maxTLSClones {
 		p.evict()
@@ -277,23 +281,23 @@ func (p *transportPools) clone(base *http.Transport, name string) *http.Transpor
 	c.t.TLSClientConfig.ServerName = name
 	c.used.Store(p.uses.Add(1))
 	p.clones.Store(k, c)
-	return c.t
+	return c
 }
 
 // use returns the clone of k, marked as used now, or nil.
-func (p *transportPools) use(k tlsKey) *http.Transport {
+func (p *transportPools) use(k tlsKey) *tlsClone {
 	v, ok := p.clones.Load(k)
 	if !ok {
 		return nil
 	}
 	c := v.(*tlsClone)
 	c.used.Store(p.uses.Add(1))
-	return c.t
+	return c
 }
 
 // evict drops the least recently used clone and closes its idle
-// connections; those in use then close once idle for the base's
-// IdleConnTimeout. Called with mu held.
+// connections; it is retired, and each answer of it read to its end or
+// closed after closes those idle then (see send). Called with mu held.
 func (p *transportPools) evict() {
 	var (
 		oldest   any
@@ -309,6 +313,7 @@ func (p *transportPools) evict() {
 	})
 	if old != nil {
 		p.clones.Delete(oldest)
+		old.retired.Store(true)
 		old.t.CloseIdleConnections()
 	}
 }
@@ -550,10 +555,12 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	start := time.Now()
 	h := t.r.localHandler(sel.Instance)
 	local := h != nil
+	var clone *tlsClone
 	if local {
 		resp, err = serveLocal(h, out)
 	} else {
-		base := t.baseFor(out, req.URL.Hostname())
+		var base http.RoundTripper
+		base, clone = t.baseFor(out, req.URL.Hostname())
 		if resp, err = base.RoundTrip(out); err == nil {
 			err = sound(base, out, resp)
 		}
@@ -636,6 +643,14 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			// harmless; the caller's Close then does nothing more.
 			_ = body.Close()
 			t.r.pools.closeIdle(nil)
+		} else if clone != nil && clone.retired.Load() {
+			// The clone was evicted (more host names than maxTLSClones)
+			// while this answer was read: its pool emptied then, and an
+			// HTTP/2 connection busy then stayed open once idle, for the
+			// base's idle timeout (for ever without one), with nothing to
+			// hand it out again.
+			_ = body.Close()
+			clone.t.CloseIdleConnections()
 		}
 	}
 	end.dropped = func() { sel.DoneLatency(context.Canceled, latency) }

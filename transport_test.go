@@ -2182,6 +2182,51 @@ func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
 	}
 }
 
+// An answer still being read when its per-host-name clone is evicted (more
+// https host names in use than the Registry keeps clones for) does not
+// leave its connection open after: eviction empties the clone's pool, but
+// an HTTP/2 connection busy then went idle once the body ended, and stayed
+// open for the base's idle timeout (for ever for a base without one, as
+// here), its reader goroutine with it, in a clone nothing used again.
+func TestTransportEvictedCloneReleasesAConnectionBusyThen(t *testing.T) {
+	cert, roots := certFor(t, "web")
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(twoEvents(release))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer base.CloseIdleConnections()
+	clientConns := func() int {
+		buf := make([]byte, 4<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*http2ClientConn).readLoop(")
+	}
+	before := clientConns()
+	resp, err := r.HTTPClient(discovery.BaseTransport(base)).Get("https://web/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("the instance answered over %s; want HTTP/2", resp.Proto)
+	}
+	discovery.FillTLSClones(r, base, discovery.MaxTLSClones) // "web"'s clone, the oldest, is evicted
+	close(release)
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for clientConns() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := clientConns() - before; n > 0 {
+		t.Fatalf("%d HTTP/2 connections of the evicted clone open 5s after its answer ended; want 0", n)
+	}
+}
+
 // A request its caller ended through Request.Cancel (the way http.Client
 // ends a request at its Timeout through a RoundTripper it does not know,
 // as this one, and the deprecated way of older callers) is the caller's:

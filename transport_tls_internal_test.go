@@ -16,17 +16,18 @@ import (
 func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
 	tr := &transport{r: &Registry{}, o: transportOptions{base: &http.Transport{}}}
 	out := &http.Request{URL: &url.URL{Scheme: "https", Host: "10.0.0.7:443"}, Header: http.Header{}}
-	hot := tr.baseFor(out, "hot")
+	hot, _ := tr.baseFor(out, "hot")
 	if hot == tr.o.base {
 		t.Fatal("an https request went to the base itself; want a clone naming the host")
 	}
 	for i := range 3 * maxTLSClones {
 		name := "h" + strconv.Itoa(i)
-		c := tr.baseFor(out, name).(*http.Transport)
+		rt, _ := tr.baseFor(out, name)
+		c := rt.(*http.Transport)
 		if c.TLSClientConfig == nil || c.TLSClientConfig.ServerName != name {
 			t.Fatalf("the clone for %s verifies %+v; want ServerName %s", name, c.TLSClientConfig, name)
 		}
-		if got := tr.baseFor(out, "hot"); got != hot {
+		if got, _ := tr.baseFor(out, "hot"); got != hot {
 			t.Fatalf("after %d other names, the name in steady use got a new clone; want it kept", i+1)
 		}
 	}
