@@ -93,12 +93,21 @@ var SchemaVersion = migrations[len(migrations)-1].version
 
 func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{p}", s.prefix) }
 
-// lockKey is the advisory-lock key of one prefix and purpose.
+// lockKey is the seed of the advisory-lock key of one prefix and purpose;
+// lockKeySQL makes the key of the tables' schema from it.
 func (s *Store) lockKey(purpose string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("discovery:" + s.prefix + ":" + purpose))
 	return int64(h.Sum64())
 }
+
+// lockKeySQL is the advisory-lock key of the deployment whose lockKey is
+// its parameter: that hash, of the schema its tables are in (the first of
+// the search_path, as Migrate makes them). Advisory locks are the
+// database's, not a schema's: keyed by the prefix alone, deployments in
+// two schemas of one database with the same prefix took each other's
+// locks, and one's reaper skipped its round whenever the other's ran.
+const lockKeySQL = `hashtextextended(coalesce(current_schema(), ''), ?)`
 
 // Migrate brings the schema up to SchemaVersion. It is safe to run from many
 // processes at once: on PostgreSQL an advisory lock serialises them, on SQLite
@@ -129,7 +138,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
-			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, s.lockKey("migrate")).Error; err != nil {
+			if err := tx.Exec(`SELECT pg_advisory_xact_lock(`+lockKeySQL+`)`, s.lockKey("migrate")).Error; err != nil {
 				return err
 			}
 		} else if err := tx.Exec(s.q.writeLock).Error; err != nil {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/storetest"
@@ -23,31 +25,7 @@ import (
 // the other deployment's registrations; started first, it had tables of its
 // own.
 func TestPostgresMigrateIntoTheSchemaOfTheSearchPath(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
-	}
-	p := testutil.Prefix(t)
-	shared := testutil.Postgres(t, p) // public (the default search_path's)
-	schema := p + "tenant"
-	if err := shared.Exec(`CREATE SCHEMA ` + schema).Error; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shared.Exec(`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`) })
-	q := u.Query()
-	q.Set("search_path", schema+",public")
-	u.RawQuery = q.Encode()
-	tenantDB, err := testutil.OpenPostgres(u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := tenantDB.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-
+	p, shared, schema, tenantDB := tenantSchema(t)
 	other := open(t, shared, p) // the other deployment, started first
 	tenant := open(t, tenantDB, p)
 	if _, err := other.Register(t.Context(), storetest.Instance("svc", "others", time.Now().Add(time.Hour))); err != nil {
@@ -60,6 +38,65 @@ func TestPostgresMigrateIntoTheSchemaOfTheSearchPath(t *testing.T) {
 	shared.Raw(`SELECT COUNT(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?`, schema, p+"services").Scan(&n)
 	if n != 1 {
 		t.Fatalf("no %s.%sservices table after the tenant's Migrate", schema, p)
+	}
+}
+
+// tenantSchema makes a schema of the test's own in its PostgreSQL database
+// and returns the test's table prefix, a handle on public (the default
+// search_path's), the schema, and a handle whose search_path puts the
+// schema before public.
+func tenantSchema(t *testing.T) (prefix string, shared *gorm.DB, schema string, tenantDB *gorm.DB) {
+	t.Helper()
+	dsn := testutil.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
+	}
+	prefix = testutil.Prefix(t)
+	shared = testutil.Postgres(t, prefix)
+	schema = prefix + "tenant"
+	if err := shared.Exec(`CREATE SCHEMA ` + schema).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shared.Exec(`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`) })
+	q := u.Query()
+	q.Set("search_path", schema+",public")
+	u.RawQuery = q.Encode()
+	if tenantDB, err = testutil.OpenPostgres(u.String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := tenantDB.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return prefix, shared, schema, tenantDB
+}
+
+// Deployments in two schemas of one database, with one table prefix, reap
+// apart. Advisory locks are the database's: keyed by the prefix alone, one
+// deployment's reaper holding its lock made the other's skip its round,
+// and its expired rows stayed.
+func TestPostgresReapLockIsTheSchemas(t *testing.T) {
+	p, shared, _, tenantDB := tenantSchema(t)
+	other := open(t, shared, p)
+	tenant := open(t, tenantDB, p)
+	ctx := t.Context()
+	if _, err := tenant.Register(ctx, storetest.Instance("svc", "dead", time.Now().Add(-time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	tx := shared.Begin() // the other deployment's reaper, at work
+	defer tx.Rollback()
+	expr, key := other.LockSQL("reap")
+	if err := tx.Exec(`SELECT pg_advisory_xact_lock(`+expr+`)`, key).Error; err != nil {
+		t.Fatal(err)
+	}
+	changes, err := tenant.Reap(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].Service != "svc" {
+		t.Fatalf("the tenant's Reap while the other deployment's reaper held its lock: %+v; want svc reaped", changes)
 	}
 }
 

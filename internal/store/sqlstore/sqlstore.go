@@ -522,7 +522,7 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if s.postgres {
 			var got bool
-			if err := tx.Raw(`SELECT pg_try_advisory_xact_lock(?)`, s.lockKey("reap")).Row().Scan(&got); err != nil {
+			if err := tx.Raw(`SELECT pg_try_advisory_xact_lock(`+lockKeySQL+`)`, s.lockKey("reap")).Row().Scan(&got); err != nil {
 				return err
 			}
 			if !got {

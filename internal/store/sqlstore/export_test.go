@@ -1,0 +1,6 @@
+package sqlstore
+
+// LockSQL is the expression and parameter of s's advisory-lock key of
+// purpose ("reap", "migrate"), for a test that holds it as another process
+// of s's deployment would.
+func (s *Store) LockSQL(purpose string) (string, int64) { return lockKeySQL, s.lockKey(purpose) }
