@@ -339,7 +339,7 @@ func WithDB(db *gorm.DB) Option {
 // New also refuses (ErrInvalid, quoting Redis's answer) a client that Redis
 // refuses what the Registry needs: a wrong password, or an ACL user without
 // SUBSCRIBE, PUBLISH, EVALSHA and EVAL, or without the keys and channels
-// that begin with the namespace and ":". A Redis that does not answer is no
+// that begin with the namespace and ":", and a read-only replica. A Redis that does not answer is no
 // error: the Registry starts without it and uses it once it is back.
 func WithRedis(rdb redis.UniversalClient) Option {
 	return optionFunc(func(o *options) { o.rdb = rdb; o.noteNil("WithRedis", core.IsNil(rdb)) })

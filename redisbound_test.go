@@ -361,3 +361,23 @@ func TestNewOnARingWhoseShardsAreAllDownServes(t *testing.T) {
 		return subscribers(admin, ns+":changes") == 1 && subscribers(admin, ns+":health") == 1
 	})
 }
+
+// New refuses a client of a read-only replica, saying so: taken, every
+// snapshot write failed (READONLY), each failure tripping the breaker that
+// takes Redis out of the read path, and the other processes never read
+// what this one wrote.
+func TestNewRefusesARedisReadOnlyReplica(t *testing.T) {
+	primary := testutil.NewRedisServer(t)
+	host, port, _ := strings.Cut(primary.Addr(), ":")
+	replica := testutil.NewRedisServer(t, "--replicaof", host, port, "--replica-read-only", "yes")
+	rdb := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithRedis(rdb), discovery.WithoutHealthChecks())
+	if err == nil {
+		_ = r.Close()
+		t.Fatal("New took a client of a read-only replica; want an ErrInvalid error")
+	}
+	if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "read-only replica") || !strings.Contains(err.Error(), "READONLY") {
+		t.Fatalf("New: %v; want ErrInvalid saying Redis is a read-only replica", err)
+	}
+}

@@ -70,6 +70,16 @@ end
 return 0
 `)
 
+// probeScript is Start's check of the scripts every write runs: a read and
+// a delete, as dropScript's, of a key no service has. The delete is a
+// write, which a read-only replica refuses (READONLY): taken, such a
+// client failed every snapshot write, each failure tripping the breaker
+// that takes Redis out of the read path.
+var probeScript = redis.NewScript(`
+redis.call('GET', KEYS[1])
+return redis.call('DEL', KEYS[1])
+`)
+
 // Options configure a Cache.
 type Options struct {
 	// Namespace prefixes every key and the channel.
@@ -590,11 +600,12 @@ func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 // Start subscribes to the channel. Every (re)subscription calls OnResync.
 //
 // It first asks Redis, within the one Timeout that bounds Start, for what
-// the cache needs of it: a script on the namespace's keys (every snapshot
-// write is one), a publication on the channel (an empty message, which
+// the cache needs of it: a script that writes the namespace's keys (every
+// snapshot write is one), a publication on the channel (an empty message, which
 // every process ignores) and the subscription's confirmation. It returns a
 // *RefusedError when Redis refuses one of them (a wrong password, an ACL
-// user without the command, the keys or the channel): no retry changes
+// user without the command, the keys or the channel, a read-only
+// replica): no retry changes
 // that answer, and taken without a word, such a client left the Registry
 // deaf to every other process's changes, or mute about its own. Any other
 // failure (Redis down, or slow) is no error here: the subscription is made
@@ -606,9 +617,12 @@ func (c *Cache) Start() error {
 	// A subscription that fails is made again at Listen's first Receive.
 	sctx, cancel := c.timeout(c.ctx)
 	defer cancel()
-	// No service is named "": the script finds nothing, and deletes nothing.
-	if err := dropScript.Run(sctx, c.rdb, []string{c.GenKey("")}, "").Err(); Refused(err) {
+	// No service is named "": the script deletes nothing.
+	switch err := probeScript.Run(sctx, c.rdb, []string{c.GenKey("")}).Err(); {
+	case Refused(err):
 		return &RefusedError{What: "a script (EVALSHA, EVAL) on key " + c.GenKey(""), Err: err}
+	case readOnly(err):
+		return &RefusedError{What: "writes (it is a read-only replica: give the Registry a client of the primary)", Err: err}
 	}
 	if err := c.rdb.Publish(sctx, c.channel, "").Err(); Refused(err) {
 		return &RefusedError{What: "PUBLISH to channel " + c.channel, Err: err}
@@ -698,6 +712,12 @@ func Refused(err error) bool {
 	}
 	msg := reply.Error()
 	return strings.HasPrefix(msg, "NOPERM") || strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS")
+}
+
+// readOnly reports whether err is a read-only replica refusing a write.
+func readOnly(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "READONLY")
 }
 
 // RefusedError is Start's error when Redis refuses the client something
