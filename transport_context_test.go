@@ -79,22 +79,9 @@ func midBodyInstance(t *testing.T, r *discovery.Registry, service string, inProc
 func TestTransportCallerDeadlineMidBodyIsNotTheInstancesFailure(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
-	// Headers at once, then an event every 10 ms until the caller goes.
 	stream := func(w http.ResponseWriter, req *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-req.Context().Done():
-				return
-			case <-tick.C:
-			}
-		}
+		w.WriteHeader(http.StatusOK) // headers at once
+		ticking(w, req)
 	}
 	// Long enough that a loaded machine has the headers before it, short
 	// enough to end well inside the stream.
@@ -243,19 +230,7 @@ func TestTransportInProcessRequestCancelEndsTheRequest(t *testing.T) {
 			started <- struct{}{}
 			<-release // not req.Context(): a handler that does not watch it
 		}},
-		{"mid-body", true, func(w http.ResponseWriter, req *http.Request) {
-			for {
-				if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
-					return
-				}
-				w.(http.Flusher).Flush()
-				select {
-				case <-req.Context().Done():
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-			}
-		}},
+		{"mid-body", true, ticking},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -307,5 +282,22 @@ func TestTransportInProcessRequestCancelEndsTheRequest(t *testing.T) {
 				t.Errorf("%d requests in flight after their callers closed Cancel; want 0", n)
 			}
 		})
+	}
+}
+
+// ticking writes an event every 10 ms until the caller goes.
+func ticking(w http.ResponseWriter, req *http.Request) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-req.Context().Done():
+			return
+		case <-tick.C:
+		}
 	}
 }

@@ -2136,13 +2136,8 @@ func TestTransportLatencyIsTheTimeToTheHeadersNotTheBodysLife(t *testing.T) {
 // the Registry's per-host-name clone of a base without one), its reader
 // goroutine with it. (An HTTP/1 connection net/http closes itself then.)
 func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
-	cert, roots := certFor(t, "web")
 	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(twoEvents(release))
-	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	defer srv.Close()
+	srv, roots := h2EventServer(t, release)
 	before := goleak.IgnoreCurrent()
 	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 	if err != nil {
@@ -2189,13 +2184,8 @@ func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
 // open for the base's idle timeout (for ever for a base without one, as
 // here), its reader goroutine with it, in a clone nothing used again.
 func TestTransportEvictedCloneReleasesAConnectionBusyThen(t *testing.T) {
-	cert, roots := certFor(t, "web")
 	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(twoEvents(release))
-	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	defer srv.Close()
+	srv, roots := h2EventServer(t, release)
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	registerServer(t, r, "web", &countingServer{Server: srv})
 	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
@@ -2225,6 +2215,19 @@ func TestTransportEvictedCloneReleasesAConnectionBusyThen(t *testing.T) {
 	if n := clientConns() - before; n > 0 {
 		t.Fatalf("%d HTTP/2 connections of the evicted clone open 5s after its answer ended; want 0", n)
 	}
+}
+
+// h2EventServer starts an HTTP/2 TLS server for the host name "web" that
+// answers twoEvents(release), and returns it and the roots that trust it.
+func h2EventServer(t *testing.T, release <-chan struct{}) (*httptest.Server, *x509.CertPool) {
+	t.Helper()
+	cert, roots := certFor(t, "web")
+	srv := httptest.NewUnstartedServer(twoEvents(release))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, roots
 }
 
 // A request its caller ended through Request.Cancel (the way http.Client
