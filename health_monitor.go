@@ -488,6 +488,9 @@ func (m *monitor) scan(now int64) {
 			}
 		}
 	}
+	if m.share != nil {
+		m.share.prune(now)
+	}
 }
 
 func sameRegs(a, b map[string]*Registration) bool {

@@ -77,7 +77,10 @@ type sharer struct {
 	rdb     redis.UniversalClient
 	channel string
 
-	lastRead sync.Map // service -> Unix ns of the last read of its shared states
+	// lastRead holds, by service, when its shared states were last read
+	// (Unix ns): refresh reads them at most once an interval. An entry an
+	// interval old says nothing any more, and scan prunes it (prune).
+	lastRead sync.Map
 	failing  atomic.Bool
 	corrupt  atomic.Uint64 // shared states or messages that did not decode
 }
@@ -195,6 +198,21 @@ func (s *sharer) refresh(ctx context.Context, service string, now int64) {
 	}
 	_, fields := parseSync(v)
 	s.apply(tctx, service, interval, fields, now)
+}
+
+// prune forgets the reads of services an interval ago or more, which no
+// longer spare a refresh. Kept, lastRead held an entry for every service
+// this process had ever checked or asked the Health of, for as long as it
+// ran: names that came and went (one per deployment, tenant or job) piled
+// up behind the monitor, which drops the services no longer used.
+func (s *sharer) prune(now int64) {
+	s.lastRead.Range(func(k, v any) bool {
+		interval, _ := s.r.opts.health.timing(k.(string))
+		if now-v.(int64) >= int64(interval) {
+			s.lastRead.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 // parseSync splits the sync script's answer into the member IDs (sorted)
