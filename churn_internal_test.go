@@ -2,6 +2,10 @@ package discovery
 
 import (
 	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,4 +92,120 @@ func TestSharedHealthForgetsTheReadsOfServicesNoLongerUsed(t *testing.T) {
 	if n := syncMapLen(&r.hm.share.lastRead); n != 0 {
 		t.Fatalf("%d services no longer used, yet this process remembers its reads of the shared health of %d", services, n)
 	}
+}
+
+// One long-lived service whose instances come and go (pods rescheduled
+// under new IDs) while callers look it up, pick, report outcomes (ejecting
+// some) and watch it: what this process keeps per instance (its state, the
+// monitor's target, the watch's snapshot and what the reader was told) and
+// what Redis keeps (the shared health states) stays at about the instances
+// the service has, however many came and went.
+func TestInstanceChurnKeepsPerInstanceStateBounded(t *testing.T) {
+	ctx := context.Background()
+	r, clock, mem := sharedChurnRegistry(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	t.Cleanup(srv.Close)
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	const name, keep, churn = "web", 4, 300
+	id := func(i int) string { return "pod-" + strconv.Itoa(i) }
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := r.Watch(wctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range events {
+		}
+	}()
+	defer func() { cancel(); <-drained }()
+
+	for i := range churn {
+		if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: id(i), Host: host, Port: portN, Weight: 100,
+			HealthPath: "/health", RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if i >= keep {
+			gone := id(i - keep)
+			if i%3 == 0 { // ejected before it leaves
+				for range 5 {
+					_ = r.ReportOutcome(name, gone, errors.New("refused"), time.Millisecond)
+				}
+			}
+			if _, err := mem.Deregister(ctx, name, gone); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := r.Get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if sel, err := r.Pick(ctx, name); err == nil {
+			sel.Done(nil)
+		}
+		clock.Advance(churnInterval)
+		r.hm.settle()
+	}
+	r.hm.settle()
+
+	limit := keep + 2
+	st := r.stateIfAny(name)
+	if st == nil {
+		t.Fatal("the service's state is gone")
+	}
+	if n := len(*st.insts.Load()); n > limit {
+		t.Errorf("%d instances came and went, %d live: the service's state holds %d", churn, keep, n)
+	}
+	if sm := r.hm.svcs[name]; sm == nil {
+		t.Error("the monitor does not check the service")
+	} else if n := len(sm.targets); n > limit {
+		t.Errorf("the monitor holds %d targets for %d live instances", n, keep)
+	}
+	// The queue holds a check per target, the service's sync, and the end
+	// of each ejection in force (those of instances gone included: each
+	// leaves the queue when due, at most WithOutlierEjection's max away).
+	checks := 0
+	for _, it := range r.hm.q {
+		switch it.kind {
+		case itemCheck, itemSync:
+			checks++
+		case itemUneject:
+			if it.due > clock.Now().UnixNano()+int64(r.opts.health.ejectMax) {
+				t.Errorf("an ejection's end queued for %v", time.Unix(0, it.due).Sub(clock.Now()))
+			}
+		}
+	}
+	if checks > limit+1 {
+		t.Errorf("the monitor's queue holds %d checks and syncs for %d live instances", checks, keep)
+	}
+	h := r.hubIfAny(name)
+	if h == nil {
+		t.Fatal("the watched service has no hub")
+	}
+	h.mu.Lock()
+	hubInsts, hubHealth := len(h.last.insts), len(h.last.health)
+	told := 0
+	for w := range h.watchers {
+		w.mu.Lock()
+		told = max(told, len(w.told), len(w.byKey))
+		w.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if hubInsts > limit || hubHealth > limit || told > limit {
+		t.Errorf("the watch holds %d instances and %d health states, its reader %d statuses, for %d live instances",
+			hubInsts, hubHealth, told, keep)
+	}
+	fields, err := r.opts.redisCmd.HLen(ctx, r.hm.share.healthKey(name)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shared states of instances gone are deleted once they are stateTTL old.
+	if bound := int64(keep + int(stateTTL(churnInterval)/churnInterval) + 2); fields > bound {
+		t.Errorf("Redis holds %d shared health states for %d live instances (at most %d expected)", fields, keep, bound)
+	}
+	t.Logf("state %d, targets %d, queue %d, hub %d/%d, reader %d, shared states %d",
+		len(*st.insts.Load()), len(r.hm.svcs[name].targets), len(r.hm.q), hubInsts, hubHealth, told, fields)
 }
