@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -208,4 +209,94 @@ func TestInstanceChurnKeepsPerInstanceStateBounded(t *testing.T) {
 	}
 	t.Logf("state %d, targets %d, queue %d, hub %d/%d, reader %d, shared states %d",
 		len(*st.insts.Load()), len(r.hm.svcs[name].targets), len(r.hm.q), hubInsts, hubHealth, told, fields)
+}
+
+// Lookups, picks, health reads, configuration reads and watches of a stream
+// of names that no service has (typos, probes, made-up names from the
+// outside) leave nothing behind once the negative TTL has passed: no
+// service state, no hub, no monitored service, no goroutine, and no key in
+// Redis past the few the Registry keeps anyway.
+func TestLookupsOfMadeUpNamesLeaveNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	r, clock, _ := sharedChurnRegistry(t)
+	rdb := r.opts.redisCmd
+	keys := func() int {
+		ks, err := rdb.Keys(ctx, r.opts.namespace+":*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ks)
+	}
+	r.hm.settle()
+	keysBefore, goroutinesBefore := keys(), libraryGoroutines()
+	const names = 500
+	for i := range names {
+		name := churnName(i)
+		if _, err := r.Get(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get(%s): %v", name, err)
+		}
+		if _, err := r.Pick(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Pick(%s): %v", name, err)
+		}
+		if _, err := r.Health(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Health(%s): %v", name, err)
+		}
+		if _, _, err := r.Config(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Config(%s): %v", name, err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		ch, err := r.Watch(wctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		for range ch {
+		}
+		if i%50 == 0 {
+			clock.Advance(r.opts.negativeTTL)
+			r.hm.settle()
+		}
+	}
+	for range 3 {
+		clock.Advance(time.Duration(r.hm.usedFor(churnInterval)) + scanEvery)
+		r.hm.settle()
+	}
+	r.l1.rc.Wait()
+	deadline := time.Now().Add(2 * time.Second)
+	for libraryGoroutines() > goroutinesBefore && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := libraryGoroutines(); n > goroutinesBefore {
+		buf := make([]byte, 1<<20)
+		t.Errorf("the Registry's goroutines: %d before, %d after %d watches of made-up names ended\n%s", goroutinesBefore, n, names, buf[:runtime.Stack(buf, true)])
+	}
+	if n := syncMapLen(&r.states); n > 0 {
+		t.Errorf("%d made-up names looked up: this process keeps the state of %d services", names, n)
+	}
+	if n, hooked := syncMapLen(&r.hubs), r.hooked.Load(); n > 0 || hooked != 0 {
+		t.Errorf("%d hubs (%d hooked) after every watch ended", n, hooked)
+	}
+	if n := len(r.hm.svcs); n > 0 {
+		t.Errorf("the monitor checks %d services", n)
+	}
+	if n := syncMapLen(&r.hm.share.lastRead); n > 0 {
+		t.Errorf("this process remembers reads of the shared health of %d made-up services", n)
+	}
+	if n := keys(); n > keysBefore {
+		t.Errorf("Redis: %d keys before, %d after lookups of %d made-up names", keysBefore, n, names)
+	}
+}
+
+// libraryGoroutines counts the goroutines running this package's code
+// (other than the test's own): a Redis client's pool, or miniredis, may
+// grow by a connection or two without anything leaking.
+func libraryGoroutines() int {
+	buf := make([]byte, 4<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "github.com/rssbot/discovery.") && !strings.Contains(g, "testing.tRunner") {
+			n++
+		}
+	}
+	return n
 }
