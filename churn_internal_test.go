@@ -2,11 +2,14 @@ package discovery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -299,4 +302,86 @@ func libraryGoroutines() int {
 		}
 	}
 	return n
+}
+
+// Registrations that come and go (router instances with a check function,
+// a configuration callback and a handler, and plain HTTP ones; each
+// service name used once, and one service reused throughout) leave nothing
+// behind once deregistered: no registration, instance lock, hub, monitored
+// service, service state or goroutine.
+func TestRegistrationChurnLeavesNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	r, clock, _ := sharedChurnRegistry(t)
+	r.hm.settle()
+	before := libraryGoroutines()
+	const rounds = 100
+	for i := range rounds {
+		svc := "web"
+		if i%2 == 1 {
+			svc = churnName(i)
+		}
+		g, err := r.Register(ctx, Instance{Service: svc, ID: "pod-" + strconv.Itoa(i), Host: "10.0.0.1", Port: 1 + i, Method: MethodRouter},
+			WithCheckFunc(func(context.Context) error { return nil }),
+			WithConfigFunc(func(context.Context, json.RawMessage) error { return nil }),
+			WithHandler(http.NotFoundHandler()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := r.Register(ctx, Instance{Service: svc, ID: "http-" + strconv.Itoa(i), Host: "10.0.0.2", Port: 1 + i, Check: CheckNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Get(ctx, svc); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(churnInterval)
+		r.hm.settle() // the check function runs
+		if err := g.Deregister(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Deregister(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		clock.Advance(time.Duration(r.hm.usedFor(churnInterval)) + scanEvery)
+		r.hm.settle()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for libraryGoroutines() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := libraryGoroutines(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("the Registry's goroutines: %d before, %d after %d registrations ended\n%s", before, n, 2*rounds, buf[:runtime.Stack(buf, true)])
+	}
+	r.regMu.Lock()
+	regs, locks := len(r.regs), len(r.regLocks)
+	r.regMu.Unlock()
+	if regs+locks > 0 {
+		t.Errorf("%d registrations and %d instance locks held after every registration ended", regs, locks)
+	}
+	if n, hooked := syncMapLen(&r.hubs), r.hooked.Load(); n > 0 || hooked != 0 {
+		t.Errorf("%d hubs (%d hooked) after every configuration callback's registration ended", n, hooked)
+	}
+	if n := len(r.hm.svcs); n > 0 {
+		t.Errorf("the monitor checks %d services", n)
+	}
+	// L1 still holds the services (empty), and with them their states, up
+	// to WithCacheSize: what this test bounds is the rest.
+	if st := r.stateIfAny("web"); st != nil {
+		if m := st.insts.Load(); m != nil && len(*m) > 0 {
+			e := r.l1.get("web")
+			t.Errorf("the state of web holds %d instances (%v), none registered; L1 holds %v", len(*m), slices.Collect(maps.Keys(*m)), e.raw)
+		}
+	}
+	if n := syncMapLen(&r.hm.share.lastRead); n > 0 {
+		t.Errorf("this process remembers reads of the shared health of %d services", n)
+	}
+	r.cbs.mu.Lock()
+	running := len(r.cbs.running)
+	r.cbs.mu.Unlock()
+	if running > 0 {
+		t.Errorf("%d callbacks counted as running", running)
+	}
 }

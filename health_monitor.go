@@ -430,6 +430,17 @@ func (m *monitor) usedFor(interval time.Duration) int64 {
 // instances, and brings the targets in line with them.
 func (m *monitor) scan(now int64) {
 	r := m.r
+	own := map[string]map[string]*Registration{}
+	r.regMu.Lock()
+	for g := range r.regs {
+		if g.opts.check != nil {
+			if own[g.service] == nil {
+				own[g.service] = map[string]*Registration{}
+			}
+			own[g.service][g.id] = g
+		}
+	}
+	r.regMu.Unlock()
 	r.l1.each(func(e *entry) {
 		if e.raw == nil {
 			return
@@ -448,20 +459,14 @@ func (m *monitor) scan(now int64) {
 				m.reschedule(&sm.sync, now) // used from now on: join the probers at once
 			}
 			sm.entry = e
+			// This process's own instances as they are now: with those of
+			// the last scan, an instance deregistered since (its entry
+			// just taken out of L1's snapshot, with its state) was wanted
+			// again, and its state made again, for nothing.
+			sm.own = own[e.name]
 			m.reconcile(sm, now)
 		}
 	})
-	own := map[string]map[string]*Registration{}
-	r.regMu.Lock()
-	for g := range r.regs {
-		if g.opts.check != nil {
-			if own[g.service] == nil {
-				own[g.service] = map[string]*Registration{}
-			}
-			own[g.service][g.id] = g
-		}
-	}
-	r.regMu.Unlock()
 	for name := range own {
 		if m.svcs[name] == nil {
 			m.addService(name, now)
