@@ -654,6 +654,16 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 	}
 	end.dropped = func() { sel.DoneLatency(context.Canceled, latency) }
+	if lb, ok := resp.Body.(*localBody); ok {
+		// An in-process handler still writing to a body dropped unclosed
+		// ends, as a server's does when its client goes away. Its writer,
+		// not the body, which refers to the answer.
+		w := lb.w
+		end.dropped = func() {
+			sel.DoneLatency(context.Canceled, latency)
+			w.abandon()
+		}
+	}
 	answer := &doneBody{ReadCloser: resp.Body, end: end}
 	answer.cleanup = runtime.AddCleanup(answer, (*bodyEnd).drop, end)
 	resp.Body = answer

@@ -130,14 +130,19 @@ type localWriter struct {
 	// wrote is the header as it was at WriteHeader, the one the caller
 	// gets, as net/http's server sends it: a header set after WriteHeader
 	// reached the caller in-process alone.
-	wrote   http.Header
-	status  int            // 0 until WriteHeader
-	resp    *http.Response // once the caller has been answered
-	discard bool           // the response has no body: writes are eaten
-	pipe    *localPipe
-	cancel  context.CancelFunc
-	answer  chan localAnswer // one answer, buffered
-	trailer http.Header      // set before pw is closed, read at EOF
+	wrote  http.Header
+	status int // 0 until WriteHeader
+	// answered is set once the caller has its response. The writer keeps
+	// no pointer to that response: the caller's body wraps it (doneBody),
+	// and reached from a handler blocked on a caller who dropped the body
+	// unclosed, it was never garbage, so the request stayed in flight and
+	// the handler blocked for as long as the process ran (abandon).
+	answered bool
+	discard  bool // the response has no body: writes are eaten
+	pipe     *localPipe
+	cancel   context.CancelFunc
+	answer   chan localAnswer // one answer, buffered
+	trailer  http.Header      // set before pw is closed, read at EOF
 	// declared is the trailers the header named when the caller was
 	// answered: that header is the caller's since, to change at will.
 	declared []string
@@ -171,7 +176,7 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 		return
 	}
 	switch {
-	case err != nil && w.resp == nil:
+	case err != nil && !w.answered:
 		w.answer <- localAnswer{err: err}
 		w.pipe.CloseRead(nil)
 	case err != nil:
@@ -180,7 +185,7 @@ func (w *localWriter) serve(h http.Handler, in *http.Request, body io.ReadCloser
 		// net/http's server closes the connection: the caller reads what
 		// came, then io.ErrUnexpectedEOF, a body cut short
 		w.pipe.CloseWrite(io.ErrUnexpectedEOF)
-	case w.resp == nil && w.declaresUnwrittenBody():
+	case !w.answered && w.declaresUnwrittenBody():
 		// None of it written: cut short all the same (net/http's server
 		// sends the header, then closes the connection). Answered as a
 		// handler that wrote nothing is, the caller read an empty body to
@@ -273,7 +278,7 @@ func (w *localWriter) Flush() {
 // commit answers the caller, once: with the status and a copy of the
 // header, and a body when one can follow.
 func (w *localWriter) commit(p []byte, ended bool) {
-	if w.resp != nil || w.hj.taken() {
+	if w.answered || w.hj.taken() {
 		return
 	}
 	if w.status == 0 {
@@ -319,7 +324,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 		resp.Body = &localBody{w: w, resp: resp}
 		w.length = resp.ContentLength
 	}
-	w.resp = resp
+	w.answered = true
 	w.answer <- localAnswer{resp: resp}
 }
 
@@ -331,7 +336,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 func (w *localWriter) trailers() http.Header {
 	var t http.Header
 	decl := w.declared
-	if w.resp == nil {
+	if !w.answered {
 		decl = declaredTrailers(w.sentHeader())
 	}
 	for _, k := range decl {
@@ -408,11 +413,20 @@ func (b *localBody) Read(p []byte) (int, error) {
 // over the network, a client that closes a body it read to its end keeps
 // the connection, and the handler that runs on keeps its context.
 func (b *localBody) Close() error {
-	if !b.w.pipe.drained() {
-		b.w.cancel()
-	}
-	b.w.pipe.CloseRead(nil)
+	b.w.abandon()
 	return nil
+}
+
+// abandon is what closing the body does: the handler's writes fail from
+// then on, and its context ends unless the caller had the whole body. The
+// transport calls it too for a body dropped unclosed, once it is garbage:
+// a handler blocked on a full pipe (a body larger than the pipe holds, an
+// event stream) then waited for a reader gone, for ever.
+func (w *localWriter) abandon() {
+	if !w.pipe.drained() {
+		w.cancel()
+	}
+	w.pipe.CloseRead(nil)
 }
 
 // EnableFullDuplex lets the handler read its request while it writes its
@@ -433,7 +447,7 @@ var errHijackAfterAnswer = errors.New("discovery: in-process handler hijacked it
 // before goes first, as net/http's server flushes it; after a write or
 // a flush (the caller has its response) the connection cannot be had.
 func (w *localWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if w.resp != nil {
+	if w.answered {
 		return nil, nil, errHijackAfterAnswer
 	}
 	server, err := w.hj.take(w.req, w.answer)
