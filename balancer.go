@@ -258,6 +258,18 @@ type perNarrowing[T any] struct {
 // maxNarrowRotations bounds the narrowed sets one service (or picker) keeps.
 const maxNarrowRotations = 256
 
+// reset forgets every T kept: the next pick of each set makes a new one.
+// A service's rotations are reset when instances leave it (retain): a set
+// that excludes an instance gone is never asked for again, and kept, such
+// sets filled the service's maxNarrowRotations within hours of pods
+// rescheduled under new IDs (the Transport's retries and the gRPC
+// balancer exclude by ID), after which every new set shared one rotation.
+func (n *perNarrowing[T]) reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.m.Store(nil)
+}
+
 func (n *perNarrowing[T]) get(h uint64, fresh func() *T) *T {
 	if m := n.m.Load(); m != nil {
 		if v := (*m)[h]; v != nil {

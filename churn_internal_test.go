@@ -490,3 +490,64 @@ func TestAnInProcessBodyDroppedUnclosedEndsItsHandler(t *testing.T) {
 		}
 	}
 }
+
+// Round robin keeps a rotation per set of filters (Exclude among them, as
+// the Transport's retries and the gRPC balancer use); instances that come
+// and go leave rotations that exclude instances gone. However many came
+// and went, two callers excluding other instances still each get their
+// own rotation. Kept, those rotations filled the service's 256 in a few
+// hours of rescheduled pods, and every rotation made after shared one:
+// two retries' callers taking turns each got the same instance every time.
+func TestRotationsOfInstancesGoneLeaveRoomForNewOnes(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	r, clock := fakeRegistry(t, WithStore(mem), WithStrategy(StrategyRoundRobin))
+	reg := func(id string) {
+		t.Helper()
+		if _, err := mem.Register(ctx, &core.Instance{Service: "web", ID: id, Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		reg(id)
+	}
+	for i := range 2 * maxNarrowRotations {
+		pod := "pod-" + strconv.Itoa(i)
+		reg(pod)
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+		sel, err := r.Pick(ctx, "web", Exclude(pod)) // a retry, say
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel.Done(nil)
+		if _, err := mem.Deregister(ctx, "web", pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Get(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string]int{"a": {}, "b": {}}
+	for range 20 {
+		for _, x := range []string{"a", "b"} {
+			sel, err := r.Pick(ctx, "web", Exclude(x))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[x][sel.Instance.ID]++
+			sel.Done(nil)
+		}
+	}
+	for x, picked := range got {
+		if len(picked) != 2 {
+			t.Errorf("after %d instances came and went, 20 picks excluding %s, taking turns with picks excluding another: %v; want both others in turn",
+				2*maxNarrowRotations, x, picked)
+		}
+	}
+	if m := r.stateIfAny("web").narrow.m.Load(); m != nil && len(*m) > 3 {
+		t.Errorf("%d rotations kept for 2 sets of filters in use", len(*m))
+	}
+}

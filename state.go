@@ -131,7 +131,10 @@ func (st *svcState) instOrNew(id string) *instState {
 	return is
 }
 
-// retain forgets the state of instances not in keep (they left the service).
+// retain forgets the state of instances not in keep (they left the
+// service), and the service's round robin rotations with them (see
+// perNarrowing.reset): a new pick of each set of filters starts its own
+// again, from a random place.
 func (st *svcState) retain(keep []core.Instance) {
 	old := st.insts.Load()
 	if old == nil || len(*old) <= len(keep) && allKept(*old, keep) {
@@ -147,6 +150,7 @@ func (st *svcState) retain(keep []core.Instance) {
 		}
 	}
 	st.insts.Store(&m)
+	st.narrow.reset()
 }
 
 func allKept(m map[string]*instState, keep []core.Instance) bool {
