@@ -551,3 +551,97 @@ func TestRotationsOfInstancesGoneLeaveRoomForNewOnes(t *testing.T) {
 		t.Errorf("%d rotations kept for 2 sets of filters in use", len(*m))
 	}
 }
+
+// Watches that come and go on a service leave no goroutine, hub or state
+// behind; one whose reader stopped reading while the service's instances
+// came and went holds about the instances it was told of and those the
+// service has, not an event for each that came and went.
+func TestWatchChurnLeavesNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	r, clock := fakeRegistry(t, WithStore(mem))
+	reg := func(id string) {
+		t.Helper()
+		if _, err := mem.Register(ctx, &core.Instance{Service: "web", ID: id, Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg("a")
+	before := libraryGoroutines()
+	for range 1000 {
+		wctx, cancel := context.WithCancel(ctx)
+		ch, err := r.Watch(wctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-ch // the current state
+		cancel()
+		for range ch {
+		}
+	}
+	// A reader that stops reading.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled, err := r.Watch(wctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-stalled
+	const keep = 3
+	for i := range 300 {
+		reg("pod-" + strconv.Itoa(i))
+		if i >= keep {
+			if _, err := mem.Deregister(ctx, "web", "pod-"+strconv.Itoa(i-keep)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := r.Get(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := r.hubIfAny("web")
+	if h == nil {
+		t.Fatal("no hub for the watch")
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitFor("the hub did not catch up", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.last.insts["pod-299"].ID != ""
+	})
+	h.mu.Lock()
+	if n := len(h.watchers); n != 1 {
+		t.Errorf("%d watchers on the hub, 1 watching", n)
+	}
+	pending := 0
+	for w := range h.watchers {
+		w.mu.Lock()
+		pending = max(pending, w.q.Len(), len(w.byKey))
+		w.mu.Unlock()
+	}
+	h.mu.Unlock()
+	// At most: the instance it was told of, and the ones there now, each
+	// with its registration and its health.
+	if pending > 2*(1+keep+1) {
+		t.Errorf("a reader that stopped reading while 300 instances came and went has %d events pending", pending)
+	}
+	cancel()
+	for range stalled {
+	}
+	waitFor("the hub outlived its watches", func() bool { return r.hubIfAny("web") == nil && syncMapLen(&r.hubs) == 0 })
+	for deadline := time.Now().Add(2 * time.Second); libraryGoroutines() > before && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := libraryGoroutines(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("the Registry's goroutines: %d before, %d after 1,001 watches ended\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
