@@ -1072,9 +1072,9 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 	// below must still know which revision to wait for, or it accepts the
 	// older snapshot Redis holds.
 	if e != nil && e.raw != nil {
-		r.state(ch.Service).raiseWant(ch.Revision)
+		r.state(ch.Service).raiseWant(ch.Revision, r.now.nanos())
 	} else if st := r.stateIfAny(ch.Service); st != nil {
-		st.raiseWant(ch.Revision)
+		st.raiseWant(ch.Revision, r.now.nanos())
 	}
 	if e == nil || !force && e.rev >= ch.Revision {
 		return
@@ -1181,9 +1181,9 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	// nothing put the service in L1 to be evicted, and a process that
 	// registered services it never looked up kept a state for each.
 	if r.l2 != nil {
-		r.state(ch.Service).raiseWant(ch.Revision)
+		r.state(ch.Service).raiseWant(ch.Revision, r.now.nanos())
 	} else if st := r.stateIfAny(ch.Service); st != nil {
-		st.raiseWant(ch.Revision)
+		st.raiseWant(ch.Revision, r.now.nanos())
 	}
 	if r.l2 != nil && r.l2.Up() {
 		done := make(chan struct{})
@@ -1198,6 +1198,7 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 			if !r.l2.Up() {
 				r.owe(ch)
 			}
+			r.forgetIfNotHeld(ch.Service)
 		}
 		if !r.spawn(through) { // closed: nothing else to wait for
 			through()
@@ -1210,6 +1211,24 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		r.owe(ch) // out: announced once back
 	}
 	r.writtenHere(ch)
+	r.forgetIfNotHeld(ch.Service)
+}
+
+// forgetIfNotHeld asks for the drop of the state of a service that a write
+// of this process left out of L1 (forgetNotHeld: with Redis, once the
+// revision written can no longer be undone by an older snapshot there).
+// A write's state is made even before this process looks the service up
+// (afterWrite); when no write-through put the service in L1 (Redis out,
+// or failing), nothing else did, and no eviction dropped it: a process
+// that registered services it never looked up while its Redis was out kept
+// a state for each, for as long as it ran.
+func (r *Registry) forgetIfNotHeld(service string) {
+	if r.l2 == nil || r.l1.get(service) != nil {
+		return
+	}
+	if st := r.stateIfAny(service); st != nil {
+		r.forgetNotHeld(st)
+	}
 }
 
 // writtenHere ends the work of making a change visible (afterWrite) in
@@ -1328,7 +1347,7 @@ func (r *Registry) unsettle(service string) {
 	default:
 		// A database still below it (the write did not land) is taken
 		// at its revision by the load (load: it "went back").
-		e.st.raiseWant(e.rev + 1)
+		e.st.raiseWant(e.rev+1, r.now.nanos())
 		e.freshUntil.Store(0)
 	}
 }
@@ -1485,7 +1504,7 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 		// write-through: a load that read the database before the write
 		// then finds its snapshot superseded (installLoaded).
 		ch.Revision = svc.Revision
-		st.raiseWant(ch.Revision)
+		st.raiseWant(ch.Revision, r.now.nanos())
 	}
 	if st.invalidated.Load() == inv {
 		// An Invalidate after the read either comes first, and put refuses

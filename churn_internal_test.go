@@ -645,3 +645,97 @@ func TestWatchChurnLeavesNothingBehind(t *testing.T) {
 		t.Errorf("the Registry's goroutines: %d before, %d after 1,001 watches ended\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// With Redis, services that this process heard a change of, looked up and then
+// invalidated (Invalidate, or changes written behind the library's back),
+// and never looked up again, keep their state only while L1 holds their
+// slots, and a lease TTL after the revision they wait for: the states of
+// the process stay within L1's bound.
+func TestInvalidatedServicesLeaveNoStateOnceGone(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	mem := memory.New()
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	r, err := New(WithStore(mem), WithRedis(rdb), WithNamespace(ns), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks(),
+		WithCacheSize(evictSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	const services = 300
+	add := func(name, id string) {
+		t.Helper()
+		if _, err := mem.Register(ctx, &core.Instance{Service: name, ID: id, Host: "10.0.0.1", Port: 1, Weight: 100,
+			RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range services {
+		name := churnName(i)
+		add(name, "a")
+		if _, err := r.Get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		add(name, "b") // a change announced: the state waits for its revision
+		if svc, err := r.Get(ctx, name); err != nil || len(svc.Instances) != 2 {
+			t.Fatalf("Get(%s) = %v, %v", name, svc, err)
+		}
+		if err := r.Invalidate(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.l1.rc.Wait()
+	// Kept a while: Redis may serve a snapshot older than the revision
+	// written or announced for a lease TTL.
+	clock.Advance(r.opts.leaseTTL + l2ClockSkew)
+	r.hm.settle()
+	if n := syncMapLen(&r.states); n > evictSize+1 {
+		kept := 0
+		r.states.Range(func(k, v any) bool {
+			st := v.(*svcState)
+			_, inRC := r.l1.rc.Get(k.(string))
+			if kept++; kept <= 3 {
+				t.Logf("%s: want %d, in L1 %v, in ristretto %v", k, st.wantRev.Load(), r.l1.get(k.(string)) != nil, inRC)
+			}
+			return true
+		})
+		t.Errorf("%d services changed, looked up and invalidated: an L1 of %d, and this process keeps the state of %d", services, evictSize, n)
+	}
+}
+
+// With Redis out, this process's writes of services it never looks up
+// leave no state behind once Redis can no longer serve a snapshot older
+// than what they wrote: nothing puts such a service in L1, to be evicted.
+func TestWritesWhileRedisIsOutLeaveNoStateOfServicesNeverLookedUp(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	proxy := testutil.NewProxy(t, addr)
+	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	r, err := New(WithStore(memory.New()), WithRedis(rdb), WithNamespace(ns), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks(),
+		WithCacheSize(evictSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	proxy.Refuse(true)
+	proxy.Cut()
+	const services = 100
+	for i := range services {
+		g, err := r.Register(ctx, Instance{Service: churnName(i), Host: "10.0.0.1", Port: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Deregister(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(r.opts.leaseTTL + l2ClockSkew)
+	r.hm.settle()
+	r.l1.rc.Wait()
+	if n := syncMapLen(&r.states); n > evictSize+1 {
+		t.Errorf("%d services written while Redis was out, never looked up: this process keeps the state of %d", services, n)
+	}
+}

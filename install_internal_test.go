@@ -157,7 +157,7 @@ func TestInstallOfASupersededSnapshotIsNotFresh(t *testing.T) {
 	// What the write leaves behind without Redis (afterWrite): the revision
 	// raised, the older entry dropped.
 	st := r.state("web")
-	st.raiseWant(g.Revision())
+	st.raiseWant(g.Revision(), r.now.nanos())
 	if e := r.l1.get("web"); e != nil {
 		r.l1.remove(e)
 	}

@@ -15,8 +15,12 @@ import (
 type svcState struct {
 	name string
 	// wantRev is the newest revision announced; loads repeat until they
-	// reach it.
+	// reach it. wantAt is when it last rose (Unix ns): a snapshot older
+	// than it, read from the database before then, serves from Redis for a
+	// lease TTL at most, after which the revision protects nothing a state
+	// out of L1 is kept for (forgetNotHeld).
 	wantRev atomic.Int64
+	wantAt  atomic.Int64
 	// invalidated counts the invalidations of the service (Invalidate, a
 	// forced change message): a load that read it before the latest one
 	// reads the database again.
@@ -89,10 +93,21 @@ const (
 	dropNow
 )
 
-func (st *svcState) raiseWant(rev int64) {
+// raiseWant makes rev, announced or written at now (Unix ns), the revision
+// loads wait for, unless a newer one is.
+func (st *svcState) raiseWant(rev, now int64) {
 	for {
 		cur := st.wantRev.Load()
-		if rev <= cur || st.wantRev.CompareAndSwap(cur, rev) {
+		if rev <= cur {
+			return
+		}
+		if st.wantRev.CompareAndSwap(cur, rev) {
+			break
+		}
+	}
+	for {
+		at := st.wantAt.Load()
+		if now <= at || st.wantAt.CompareAndSwap(at, now) {
 			return
 		}
 	}
@@ -353,22 +368,39 @@ func (r *Registry) nameEvicted(name string) {
 }
 
 // forgetNotHeld forgets, as forgetUnused does, the state of a service L1
-// does not hold (a failed load's, or an evicted name's). With Redis, one
-// that wants a revision (written or announced) is kept: Redis may still
-// hold an older snapshot, which the next load took once the state was
-// dropped (this process's own write undone); a revision raised while it was
-// dropped goes to the state that follows it.
+// does not hold (a failed load's, an evicted name's, or a write's of a
+// service not looked up). With Redis, one that wants a revision (written
+// or announced) is kept for as long as Redis may still serve an older
+// snapshot, which the next load took once the state was dropped (this
+// process's own write undone): a lease TTL, and the clock skew Redis
+// snapshots are allowed, after the revision rose. Its drop is asked for
+// again then. Kept for good, as it was, the state of every service
+// invalidated (Invalidate takes the entry out of L1, and ristretto evicts
+// the name later) that had heard of a change stayed after its name left
+// L1, for as long as the process ran, beyond WithCacheSize. A revision
+// raised while the state was dropped goes to the state that follows it.
 func (r *Registry) forgetNotHeld(st *svcState) {
 	if r.l2 == nil {
 		r.forgetUnusedAs(st, dropNotHeld)
 		return
 	}
-	if st.wantRev.Load() != 0 {
-		return
+	w := st.wantRev.Load()
+	if w != 0 {
+		until := st.wantAt.Load() + int64(r.opts.leaseTTL+l2ClockSkew)
+		if r.clock.Now().UnixNano() < until {
+			st.putOff.Store(uint32(dropNotHeld))
+			if at := st.forgetAt.Load(); until > at && st.forgetAt.CompareAndSwap(at, until) {
+				r.hm.scheduleForget(st, until)
+			}
+			return
+		}
 	}
 	r.forgetUnusedAs(st, dropNotHeld)
-	if w := st.wantRev.Load(); w != 0 {
-		r.state(st.name).raiseWant(w)
+	if w2 := st.wantRev.Load(); w2 > w {
+		if next := r.state(st.name); next != st {
+			next.raiseWant(w2, st.wantAt.Load())
+			r.forgetNotHeld(next) // out of L1 too: dropped in its turn
+		}
 	}
 }
 

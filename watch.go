@@ -233,7 +233,7 @@ func (h *hub) refresh() time.Duration {
 	// is not forced returns the fresh entry), as for any other snapshot.
 	unknownAged := e != nil && e.raw == nil && now >= e.loadedAt+int64(r.opts.fresh) && now < e.freshUntil.Load()
 	if force || unknownAged || e == nil || e.rev < want || now >= e.freshUntil.Load() {
-		r.state(h.name).raiseWant(want)
+		r.state(h.name).raiseWant(want, r.now.nanos())
 		ne, err := h.load(force || unknownAged)
 		if err == nil && ne.rev < want && !force {
 			// The caches could not give the announced revision (a lost
