@@ -387,9 +387,12 @@ func (r *Registry) forgetNotHeld(st *svcState) {
 	w := st.wantRev.Load()
 	if w != 0 {
 		until := st.wantAt.Load() + int64(r.opts.leaseTTL+l2ClockSkew)
-		if r.clock.Now().UnixNano() < until {
+		if now := r.clock.Now().UnixNano(); now < until {
 			st.putOff.Store(uint32(dropNotHeld))
-			if at := st.forgetAt.Load(); until > at && st.forgetAt.CompareAndSwap(at, until) {
+			// One drop asked for at a time: one already due later looks
+			// again then. Asked for at each write, a service written
+			// often queued one per write for a lease TTL.
+			if at := st.forgetAt.Load(); at <= now && st.forgetAt.CompareAndSwap(at, until) {
 				r.hm.scheduleForget(st, until)
 			}
 			return
