@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -265,14 +266,7 @@ func TestLookupsOfMadeUpNamesLeaveNothingBehind(t *testing.T) {
 		r.hm.settle()
 	}
 	r.l1.rc.Wait()
-	deadline := time.Now().Add(2 * time.Second)
-	for libraryGoroutines() > goroutinesBefore && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := libraryGoroutines(); n > goroutinesBefore {
-		buf := make([]byte, 1<<20)
-		t.Errorf("the Registry's goroutines: %d before, %d after %d watches of made-up names ended\n%s", goroutinesBefore, n, names, buf[:runtime.Stack(buf, true)])
-	}
+	libraryGoroutinesBackTo(t, goroutinesBefore, fmt.Sprintf("%d watches of made-up names ended", names))
 	if n := syncMapLen(&r.states); n > 0 {
 		t.Errorf("%d made-up names looked up: this process keeps the state of %d services", names, n)
 	}
@@ -293,6 +287,19 @@ func TestLookupsOfMadeUpNamesLeaveNothingBehind(t *testing.T) {
 // libraryGoroutines counts the goroutines running this package's code
 // (other than the test's own): a Redis client's pool, or miniredis, may
 // grow by a connection or two without anything leaking.
+// libraryGoroutinesBackTo waits up to 2 s for the library's goroutines to
+// be at most before again, and fails the test, with every stack, if not.
+func libraryGoroutinesBackTo(t *testing.T, before int, after string) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); libraryGoroutines() > before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := libraryGoroutines(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("the Registry's goroutines: %d before, %d after %s\n%s", before, n, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
 func libraryGoroutines() int {
 	buf := make([]byte, 4<<20)
 	n := 0
@@ -347,14 +354,7 @@ func TestRegistrationChurnLeavesNothingBehind(t *testing.T) {
 		clock.Advance(time.Duration(r.hm.usedFor(churnInterval)) + scanEvery)
 		r.hm.settle()
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for libraryGoroutines() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := libraryGoroutines(); n > before {
-		buf := make([]byte, 1<<20)
-		t.Errorf("the Registry's goroutines: %d before, %d after %d registrations ended\n%s", before, n, 2*rounds, buf[:runtime.Stack(buf, true)])
-	}
+	libraryGoroutinesBackTo(t, before, fmt.Sprintf("%d registrations ended", 2*rounds))
 	r.regMu.Lock()
 	regs, locks := len(r.regs), len(r.regLocks)
 	r.regMu.Unlock()
@@ -532,13 +532,7 @@ func TestWatchChurnLeavesNothingBehind(t *testing.T) {
 	for range stalled {
 	}
 	waitFor("the hub outlived its watches", func() bool { return r.hubIfAny("web") == nil && syncMapLen(&r.hubs) == 0 })
-	for deadline := time.Now().Add(2 * time.Second); libraryGoroutines() > before && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := libraryGoroutines(); n > before {
-		buf := make([]byte, 1<<20)
-		t.Errorf("the Registry's goroutines: %d before, %d after 1,001 watches ended\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	}
+	libraryGoroutinesBackTo(t, before, "1,001 watches ended")
 }
 
 // With Redis, services that this process heard a change of, looked up and then
