@@ -621,13 +621,15 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			// because the caller ended the request (its context done, by
 			// cancellation or deadline, or Request.Cancel closed, as
 			// http.Client.Timeout does) is neither: the instance had
-			// answered (headers and status, what outlier detection judges,
-			// as Envoy's does) and was sending, and the body's life is the
-			// caller's, as its latency is. Counted as the instance's
-			// failure, five long-poll or event-stream callers whose
-			// deadlines were shorter than their streams ejected a healthy
-			// instance. Before the headers a deadline stays a failure
-			// (send): a hung instance is ejected.
+			// answered (headers and status) and was sending, and the
+			// body's life is the caller's, as its latency is. Counted as
+			// the instance's failure, five long-poll or event-stream
+			// callers whose deadlines were shorter than their streams
+			// ejected a healthy instance. The price: an instance that
+			// stalls after its headers is not ejected by its callers'
+			// deadlines (Envoy, whose route timeout covers the body,
+			// counts one as a gateway failure); its health check, or a
+			// deadline before the headers, still finds it hung (send).
 			o = readErr
 			if callerEnded(req) {
 				o = context.Canceled
