@@ -688,25 +688,12 @@ func waitUnavailable(t *testing.T, hc healthpb.HealthClient, what string) {
 // resolved the drained instances again, for gRPC to send them new calls.
 func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 	ctx := context.Background()
-	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks())
+	r, backend, ins := lapsedGreeters(t, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }) // drained, then lapsed together
 	var want []string
-	for i := range 10 {
-		in := discovery.Instance{ID: "i0" + strconv.Itoa(i), Service: "greeter", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
-			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
-		if i < 3 { // drained, then lapsed together
-			in.Status, in.ExpiresAt = discovery.StatusDraining, t0.Add(ttl+time.Duration(i)*time.Second)
-		} else {
-			want = append(want, in.Addr())
-		}
-		if _, err := backend.Register(ctx, &in); err != nil {
-			t.Fatal(err)
-		}
+	for _, in := range ins[3:] {
+		want = append(want, in.Addr())
 	}
-	clock.Set(t0.Add(ttl + 3*time.Second))
 	svc, err := r.Get(ctx, "greeter")
 	if err != nil {
 		t.Fatal(err)
@@ -730,7 +717,7 @@ func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 	// leaves the others to gRPC's checks, draining ones never).
 	for i := range 3 {
 		in := discovery.Instance{ID: "d" + strconv.Itoa(i), Service: "solo", Host: "10.0.0.2", Port: 1000 + i, Weight: 100,
-			Status: discovery.StatusDraining, RegisteredAt: t0, ExpiresAt: t0.Add(ttl + time.Duration(i)*time.Second)}
+			Status: discovery.StatusDraining, RegisteredAt: suspectT0, ExpiresAt: suspectT0.Add(ttl + time.Duration(i)*time.Second)}
 		if _, err := backend.Register(ctx, &in); err != nil {
 			t.Fatal(err)
 		}

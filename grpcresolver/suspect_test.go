@@ -23,25 +23,11 @@ import (
 // it leaves at the next ResolveNow (gRPC's, when a connection fails).
 func TestEjectedSuspectIsNoEndpoint(t *testing.T) {
 	ctx := context.Background()
-	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	ttl := discovery.DefaultLeaseTTL
-	clock := discoverytest.NewClock(t0)
-	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks(),
-		discovery.WithOutlierEjection(1, time.Hour, time.Hour, 100))
+	r, _, ins := lapsedGreeters(t, func(*discovery.Instance) {}, discovery.WithOutlierEjection(1, time.Hour, time.Hour, 100))
 	var ids, all []string
-	for i := range 10 {
-		in := discovery.Instance{ID: "i0" + strconv.Itoa(i), Service: "greeter", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
-			RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
-		if i < 3 { // lapsed together: kept as suspects
-			in.ExpiresAt = t0.Add(ttl + time.Duration(i)*time.Second)
-		}
-		if _, err := backend.Register(ctx, &in); err != nil {
-			t.Fatal(err)
-		}
+	for _, in := range ins {
 		ids, all = append(ids, in.ID), append(all, in.Addr())
 	}
-	clock.Set(t0.Add(ttl + 3*time.Second))
 	// eject fails one call to id, picked alone.
 	eject := func(id string) {
 		t.Helper()
@@ -88,4 +74,36 @@ func TestEjectedSuspectIsNoEndpoint(t *testing.T) {
 	if got := addrs(nextUpdate(t, cc, "after ResolveNow: ")); !slices.Equal(got, all[2:]) {
 		t.Fatalf("after ResolveNow: endpoints %v; want %v (the suspect ejected since gone)", got, all[2:])
 	}
+}
+
+// suspectT0 is when lapsedGreeters registers its instances.
+var suspectT0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// lapsedGreeters registers 10 instances of greeter straight into a backend
+// at suspectT0, the first 3 (as lapsed marks them) with leases that end
+// together a lease TTL later, and moves the Registry's clock past them:
+// self-preservation keeps the 3 as suspects. It returns the Registry (no
+// health checks, no reaper, opts), its backend and the instances.
+func lapsedGreeters(t *testing.T, lapsed func(*discovery.Instance), opts ...discovery.Option) (*discovery.Registry, *discoverytest.Backend, []discovery.Instance) {
+	t.Helper()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(suspectT0)
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, append([]discovery.Option{discovery.WithClock(clock), discovery.WithReaper(0, 0),
+		discovery.WithoutHealthChecks()}, opts...)...)
+	ins := make([]discovery.Instance, 10)
+	for i := range ins {
+		in := discovery.Instance{ID: "i0" + strconv.Itoa(i), Service: "greeter", Host: "10.0.0.1", Port: 1000 + i, Weight: 100,
+			RegisteredAt: suspectT0, ExpiresAt: suspectT0.Add(time.Hour)}
+		if i < 3 {
+			in.ExpiresAt = suspectT0.Add(ttl + time.Duration(i)*time.Second)
+			lapsed(&in)
+		}
+		if _, err := backend.Register(t.Context(), &in); err != nil {
+			t.Fatal(err)
+		}
+		ins[i] = in
+	}
+	clock.Set(suspectT0.Add(ttl + 3*time.Second))
+	return r, backend, ins
 }
