@@ -544,6 +544,20 @@ func (s *tortureState) markGone(i int, in discovery.Instance, deregister bool) {
 	}
 }
 
+// wrote checks a write op through lease l, whose Registry was closed before
+// it began if ownerClosed: then it must be ErrClosed; otherwise a failed
+// one may have landed, and its instance's outcome is unknown.
+func (s *tortureState) wrote(l *tortureLease, ownerClosed bool, op string, err error) {
+	if err != nil && !errors.Is(err, discovery.ErrClosed) {
+		s.mu.Lock()
+		s.unknown[l.g.Instance().Service+"/"+l.g.Instance().ID] = true
+		s.mu.Unlock()
+	}
+	if ownerClosed && !errors.Is(err, discovery.ErrClosed) {
+		s.fail("%s of a registration of closed registry %d = %v; want ErrClosed", op, l.owner, err)
+	}
+}
+
 func (s *tortureState) pickLease(rng *rand.Rand) *tortureLease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -615,14 +629,8 @@ func (s *tortureState) randomOp(rng *rand.Rand, wk int, inCall *sync.Map) {
 			err := l.g.Update(ctx, func(in *discovery.Instance) {
 				in.Metadata = map[string]string{"n": strconv.Itoa(rng.IntN(100))}
 			})
-			if err != nil && !errors.Is(err, discovery.ErrClosed) {
-				s.mu.Lock()
-				s.unknown[l.g.Instance().Service+"/"+l.g.Instance().ID] = true
-				s.mu.Unlock()
-			}
-			if ownerClosed && !errors.Is(err, discovery.ErrClosed) {
-				s.fail("Update of a registration of closed registry %d = %v; want ErrClosed", l.owner, err)
-			} else if !ownerClosed && err != nil && !errors.Is(err, discovery.ErrClosed) && !errors.Is(err, discovery.ErrUnavailable) && ctx.Err() == nil {
+			s.wrote(l, ownerClosed, "Update", err)
+			if !ownerClosed && err != nil && !errors.Is(err, discovery.ErrClosed) && !errors.Is(err, discovery.ErrUnavailable) && ctx.Err() == nil {
 				s.fail("Update = %v", err)
 			}
 		}
@@ -788,14 +796,7 @@ func (s *tortureState) randomOp(rng *rand.Rand, wk int, inCall *sync.Map) {
 			_, _ = l.g.Config()
 			_ = l.g.Revision()
 			err := l.g.SetWeight(ctx, rng.IntN(3)*50)
-			if err != nil && !errors.Is(err, discovery.ErrClosed) {
-				s.mu.Lock()
-				s.unknown[l.g.Instance().Service+"/"+l.g.Instance().ID] = true
-				s.mu.Unlock()
-			}
-			if ownerClosed && !errors.Is(err, discovery.ErrClosed) {
-				s.fail("SetWeight of a registration of closed registry %d = %v; want ErrClosed", l.owner, err)
-			}
+			s.wrote(l, ownerClosed, "SetWeight", err)
 		}
 	case 26: // a second Close of a closed Registry waits for the first and returns nil
 		if tr.closing.Load() {
