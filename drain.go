@@ -122,17 +122,11 @@ func (g *Registration) Drain(ctx context.Context) error {
 // standby marked when it was registered.
 func (g *Registration) markDraining(ctx context.Context) (int64, time.Time, error) {
 	r := g.r
-	if _, _, gone := g.state(); gone {
-		return 0, time.Time{}, ErrClosed // not the caller's context's error while another call holds the slot
-	}
-	if err := g.writing.Lock(ctx); err != nil {
+	cur, rev, err := g.lockLive(ctx)
+	if err != nil {
 		return 0, time.Time{}, err
 	}
 	defer g.writing.Unlock()
-	cur, rev, gone := g.state()
-	if gone {
-		return 0, time.Time{}, ErrClosed
-	}
 	if cur.Status == core.StatusDraining {
 		g.mu.Lock()
 		at := g.markedAt
@@ -145,7 +139,7 @@ func (g *Registration) markDraining(ctx context.Context) (int64, time.Time, erro
 	next := cur.Clone()
 	next.Status = core.StatusDraining
 	next.ExpiresAt = r.clock.Now().Add(r.opts.leaseTTL)
-	rev, err := r.store.Register(ctx, &next)
+	rev, err = r.store.Register(ctx, &next)
 	r.noteStoreResult("register", err)
 	if err != nil {
 		g.mayHaveWritten(next, err)

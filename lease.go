@@ -300,17 +300,11 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	if fn == nil {
 		return false, &ValidationError{Field: "update func", Value: "nil", Reason: "must not be nil"}
 	}
-	if _, _, gone := g.state(); gone {
-		return false, ErrClosed // not the caller's context's error while another call holds the slot
-	}
-	if err := g.writing.Lock(ctx); err != nil {
+	cur, _, err := g.lockLive(ctx)
+	if err != nil {
 		return false, err
 	}
 	defer g.writing.Unlock()
-	cur, _, gone := g.state()
-	if gone {
-		return false, ErrClosed
-	}
 	next := cur.Clone()
 	fn(&next)           // reads the weight as stored: 0, not ZeroWeight (a ramp from 0 by 25 reached 24)
 	next = next.Clone() // fn may have assigned the caller's own slice or map
@@ -341,6 +335,26 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 // state returns the instance (not a copy), its revision and whether the
 // registration is gone. The instance is never changed in place, only
 // replaced.
+// lockLive takes the registration's write slot for a write of the
+// caller's (Update, a drain mark) and returns its state; the caller
+// unlocks. A registration that is gone is ErrClosed, before and after the
+// wait: not the caller's context's error while another call holds the
+// slot.
+func (g *Registration) lockLive(ctx context.Context) (core.Instance, int64, error) {
+	if _, _, gone := g.state(); gone {
+		return core.Instance{}, 0, ErrClosed
+	}
+	if err := g.writing.Lock(ctx); err != nil {
+		return core.Instance{}, 0, err
+	}
+	cur, rev, gone := g.state()
+	if gone {
+		g.writing.Unlock()
+		return core.Instance{}, 0, ErrClosed
+	}
+	return cur, rev, nil
+}
+
 func (g *Registration) state() (core.Instance, int64, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
