@@ -380,4 +380,7 @@ func TestNewRefusesARedisReadOnlyReplica(t *testing.T) {
 	if !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "read-only replica") || !strings.Contains(err.Error(), "READONLY") {
 		t.Fatalf("New: %v; want ErrInvalid saying Redis is a read-only replica", err)
 	}
+	if strings.Contains(err.Error(), "SUBSCRIBE") {
+		t.Fatalf("New: %v; want the replica's fix, not the ACL's", err)
+	}
 }

@@ -172,11 +172,11 @@ func New(opts ...Option) (*Registry, error) {
 		})
 		if err := r.l2.Start(); err != nil {
 			// Taken, a client that Redis refuses (a wrong password, an ACL
-			// without a command, the keys or the channels) left this
-			// Registry deaf to the others' changes, or mute about its own.
+			// without a command, the keys or the channels, a read-only
+			// replica) left this Registry deaf to the others' changes, or
+			// mute about its own.
 			_ = r.Close()
-			return nil, optErr("WithRedis", fmt.Sprintf("%T", o.rdb), err.Error()+
-				": the client's user needs SUBSCRIBE, PUBLISH, EVALSHA and EVAL besides reads and writes, on the keys and channels that begin with "+o.namespace+":")
+			return nil, optErr("WithRedis", fmt.Sprintf("%T", o.rdb), err.Error())
 		}
 	}
 	if o.reapEvery > 0 {

@@ -618,14 +618,15 @@ func (c *Cache) Start() error {
 	sctx, cancel := c.timeout(c.ctx)
 	defer cancel()
 	// No service is named "": the script deletes nothing.
+	acl := "the client's user needs SUBSCRIBE, PUBLISH, EVALSHA and EVAL besides reads and writes, on the keys and channels that begin with " + c.opt.Namespace
 	switch err := probeScript.Run(sctx, c.rdb, []string{c.GenKey("")}).Err(); {
 	case Refused(err):
-		return &RefusedError{What: "a script (EVALSHA, EVAL) on key " + c.GenKey(""), Err: err}
+		return &RefusedError{What: "a script (EVALSHA, EVAL) on key " + c.GenKey(""), Err: err, Fix: acl}
 	case readOnly(err):
-		return &RefusedError{What: "writes (it is a read-only replica: give the Registry a client of the primary)", Err: err}
+		return &RefusedError{What: "writes (it is a read-only replica)", Err: err, Fix: "give the Registry a client of the primary"}
 	}
 	if err := c.rdb.Publish(sctx, c.channel, "").Err(); Refused(err) {
-		return &RefusedError{What: "PUBLISH to channel " + c.channel, Err: err}
+		return &RefusedError{What: "PUBLISH to channel " + c.channel, Err: err, Fix: acl}
 	}
 	c.mu.Lock()
 	ps, err := subscribe(sctx, c.rdb, c.channel)
@@ -635,7 +636,7 @@ func (c *Cache) Start() error {
 	if err == nil {
 		first, err = ps.Receive(sctx)
 		if Refused(err) {
-			return &RefusedError{What: "SUBSCRIBE to channel " + c.channel, Err: err}
+			return &RefusedError{What: "SUBSCRIBE to channel " + c.channel, Err: err, Fix: acl}
 		}
 	}
 	onSubscribe := func() {
@@ -727,9 +728,13 @@ type RefusedError struct {
 	What string
 	// Err is Redis's answer.
 	Err error
+	// Fix says what the client needs.
+	Fix string
 }
 
-func (e *RefusedError) Error() string { return "Redis refuses " + e.What + ": " + e.Err.Error() }
+func (e *RefusedError) Error() string {
+	return "Redis refuses " + e.What + ": " + e.Err.Error() + ": " + e.Fix
+}
 
 // Unwrap returns Redis's answer.
 func (e *RefusedError) Unwrap() error { return e.Err }
