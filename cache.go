@@ -1049,13 +1049,15 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // onChange handles a change announced by another process (or this one):
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.
-func (r *Registry) onChange(ch core.Change, force bool) { r.onMessage(ch, force, nil, time.Time{}) }
+func (r *Registry) onChange(ch core.Change, force bool) { r.onMessage(ch, force, rediscache.Pushed{}) }
 
 // onMessage handles a change message. The writer pushes the new snapshot
-// with it (read from the database at loadedAt): a process that holds the
-// service takes it as if read from Redis, sparing that read; otherwise, or
-// when the snapshot is not usable, it refreshes in the background.
-func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, loadedAt time.Time) {
+// with it: a process that holds an older one takes it as if read from
+// Redis, sparing that read; otherwise, or when the snapshot is not usable,
+// it refreshes in the background. It is decoded only then: every other
+// process (one that holds no entry of the service, or one as new, as the
+// writer's own) hears the change for the price of its first line.
+func (r *Registry) onMessage(ch core.Change, force bool, pushed rediscache.Pushed) {
 	// Watchers hear of it last, when L1 already holds the pushed snapshot
 	// (or its refresh has begun, which they join).
 	defer r.changeAnnounced(ch, force)
@@ -1084,7 +1086,14 @@ func (r *Registry) onMessage(ch core.Change, force bool, svc *core.Service, load
 		r.l1.remove(e)
 		return
 	}
-	if svc != nil && !force && svc.Revision >= ch.Revision {
+	var (
+		svc      *core.Service
+		loadedAt time.Time
+	)
+	if !force {
+		svc, loadedAt, _ = pushed.Decode()
+	}
+	if svc != nil && svc.Revision >= ch.Revision {
 		now := r.clock.Now()
 		if now.Sub(loadedAt) < r.opts.leaseTTL && usableL2(svc, loadedAt, now) {
 			st := r.holdState(ch.Service) // the entry's, until it is in L1 (see load)

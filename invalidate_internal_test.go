@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/rssbot/discovery/internal/cache/rediscache"
 	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/fakeclock"
@@ -145,7 +147,7 @@ func TestForcedReloadIsNotSkippedForARefreshUnderWay(t *testing.T) {
 	r, store, register := refreshHeldAfterRead(t)
 	register("10.0.0.2") // behind this process's back: revision 2
 	// What Invalidate's message does in every process that holds the service.
-	r.onMessage(core.Change{Service: "db_svc"}, true, nil, time.Time{})
+	r.onMessage(core.Change{Service: "db_svc"}, true, rediscache.Pushed{})
 	releaseAndWantRevision2(t, r, store, "the forced reload")
 }
 
@@ -532,9 +534,10 @@ func TestPushedSnapshotReadBeforeAnInvalidateDoesNotOutliveIt(t *testing.T) {
 			pushedAt := clock.Now().Add(time.Second)
 			edited.edited.Store(true)
 			push := func() {
-				r.onMessage(core.Change{Service: "db_svc", Revision: pushed.Revision}, false, pushed, pushedAt)
+				enc := codec.Encode(pushed, pushedAt)
+				r.onMessage(core.Change{Service: "db_svc", Revision: pushed.Revision}, false, rediscache.NewPushed(r.l2, "db_svc", enc))
 			}
-			forced := func() { r.onMessage(core.Change{Service: "db_svc"}, true, nil, time.Time{}) }
+			forced := func() { r.onMessage(core.Change{Service: "db_svc"}, true, rediscache.Pushed{}) }
 			var reloaded *entry // the entry the forced message reloads
 			if tt.forcedFirst {
 				store.hold() // the reload reads the edited database, and waits
@@ -614,5 +617,28 @@ func TestLookupDuringInvalidateDoesNotPutTheOldSnapshotBack(t *testing.T) {
 	}
 	if res.Service.Instance("10.0.0.2:1") == nil {
 		t.Fatalf("Lookup after Invalidate = revision %d from %v without 10.0.0.2; want the database's revision %d", res.Revision, res.Layer, 2)
+	}
+}
+
+// BenchmarkChangeMessageNotTaken times what a process spends on a change
+// message about a service it holds no entry of, the writer's snapshot of
+// 10 instances pushed with it: most processes of a fleet, for most
+// messages. The snapshot is decoded only where it is taken.
+func BenchmarkChangeMessageNotTaken(b *testing.B) {
+	r, err := New(WithStore(memory.New()), WithoutHealthChecks())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close() })
+	svc := &core.Service{Name: "db_svc", Revision: 7}
+	for i := range 10 {
+		svc.Instances = append(svc.Instances, core.Instance{ID: fmt.Sprint("i-", i), Service: "db_svc", Host: "10.0.0.1", Port: 8000 + i,
+			Weight: 100, Zone: "eu-1a", Metadata: map[string]string{"version": "1.4.2"}, ExpiresAt: time.Now().Add(time.Minute)})
+	}
+	p := rediscache.NewPushed(nil, "db_svc", codec.Encode(svc, time.Now()))
+	ch := core.Change{Service: "db_svc", Revision: 7}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.onMessage(ch, false, p)
 	}
 }

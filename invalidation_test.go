@@ -139,6 +139,40 @@ func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 	}
 }
 
+// A pushed snapshot is decoded only by a process that takes it: one that
+// holds an older snapshot of the service. Every process decoded every
+// message's snapshot, the services it never looked up and its own writes
+// included: in a fleet that is most of them, and the decoding cost each
+// more than the rest of the message. A snapshot that does not decode shows
+// who decoded it (L2DecodeErrors).
+func TestPushedSnapshotIsDecodedOnlyWhereTaken(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			w, b, rev := changedBehindTheCaches(t, k)
+			before := b.Stats()
+			for _, msg := range []string{
+				fmt.Sprintf("%d never_looked_up\n\x00garbage", rev), // no entry: nothing to take it into
+				fmt.Sprintf("%d db_svc\n\x00garbage", rev-1),        // as new as the one held (its own write)
+				fmt.Sprintf("%d db_svc\n\x00garbage", rev),          // newer: taken, so decoded
+			} {
+				if err := w.rdb.Publish(ctx, w.ns+":changes", msg).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Messages are handled in order: once the last one's revision
+			// is served, the first two have been handled.
+			waitFor(t, 2*time.Second, "the announced revision", func() bool {
+				res, err := b.Lookup(ctx, "db_svc")
+				return err == nil && res.Revision == rev && !res.Stale
+			})
+			if got := b.Stats().L2DecodeErrors - before.L2DecodeErrors; got != 1 {
+				t.Fatalf("%d pushed snapshots decoded (each one undecodable); want 1, the one of the change this process takes", got)
+			}
+		})
+	}
+}
+
 // A Redis that answers a command with an error (a key of ours holding
 // another type, OOM at maxmemory, READONLY) is up: the write-through that
 // failed does not stop the change message, and the other processes still

@@ -97,9 +97,10 @@ type Options struct {
 	// Log receives state changes (lost, back).
 	Log *zap.Logger
 	// OnChange is called for every change received on the channel, with
-	// the snapshot the writer pushed along with it (nil when none did, or
-	// it did not decode) and when that snapshot was read from the database.
-	OnChange func(ch core.Change, force bool, svc *core.Service, loadedAt time.Time)
+	// the snapshot the writer pushed along with it, still encoded: most
+	// processes do not hold a given service, and decoding its snapshot
+	// cost each of them more than the rest of the message (Pushed.Decode).
+	OnChange func(ch core.Change, force bool, pushed Pushed)
 	// OnResync is called on every (re)subscription and when Redis comes back:
 	// changes may have been missed.
 	OnResync func()
@@ -880,20 +881,39 @@ func (c *Cache) handle(payload string) {
 	if c.opt.OnChange == nil {
 		return
 	}
-	var (
-		svc *core.Service
-		at  time.Time
-	)
-	if pushed != "" {
-		var err error
-		if svc, at, err = codec.Decode(pushed); err != nil || svc.Name != change.Service {
-			// Another schema version, or corrupt: the change still counts;
-			// the snapshot is read from Redis.
-			c.pushedErrs.Add(1)
-			svc = nil
-		}
+	c.opt.OnChange(change, force, Pushed{c: c, service: change.Service, enc: pushed})
+}
+
+// Pushed is the snapshot a change message carries, still encoded (empty
+// when the writer pushed none).
+type Pushed struct {
+	c       *Cache
+	service string
+	enc     string
+}
+
+// NewPushed returns the snapshot enc (codec.Encode) of service as a
+// change message to c carries it; c counts its decode errors (none if nil).
+func NewPushed(c *Cache, service string, enc []byte) Pushed {
+	return Pushed{c: c, service: service, enc: string(enc)}
+}
+
+// Decode returns the pushed snapshot and when its writer read it from the
+// database; ok is false when none was pushed or it does not decode (another
+// schema version, or corrupt: counted in Stats.PushedDecodeErrors). Either
+// way the change still counts; the snapshot is then read from Redis.
+func (p Pushed) Decode() (svc *core.Service, loadedAt time.Time, ok bool) {
+	if p.enc == "" {
+		return nil, time.Time{}, false
 	}
-	c.opt.OnChange(change, force, svc, at)
+	svc, loadedAt, err := codec.Decode(p.enc)
+	if err != nil || svc.Name != p.service {
+		if p.c != nil {
+			p.c.pushedErrs.Add(1)
+		}
+		return nil, time.Time{}, false
+	}
+	return svc, loadedAt, true
 }
 
 // Close unsubscribes and stops every goroutine. It does not close the client.

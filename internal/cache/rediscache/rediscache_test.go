@@ -71,7 +71,7 @@ func TestParseMessageIgnoresWordsOfLaterVersions(t *testing.T) {
 // processes could not read each other's announcements looked healthy.
 func TestUnparsedChangeMessagesAreCounted(t *testing.T) {
 	var heard atomic.Int64
-	c := New(nil, Options{OnChange: func(core.Change, bool, *core.Service, time.Time) { heard.Add(1) }})
+	c := New(nil, Options{OnChange: func(_ core.Change, _ bool, p Pushed) { heard.Add(1); p.Decode() }})
 	for _, msg := range []string{"garbage", "x db_svc", "5 a/b", "5 db_svc\nD1garbage"} {
 		c.handle(msg)
 	}
@@ -162,7 +162,7 @@ func TestSilentSubscriptionIsReplaced(t *testing.T) {
 	changes := make(chan core.Change, 10)
 	c := New(rdb, Options{Namespace: ns, TTL: time.Minute, Timeout: 250 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
 		OnResync: func() { resyncs <- struct{}{} },
-		OnChange: func(ch core.Change, _ bool, _ *core.Service, _ time.Time) { changes <- ch }})
+		OnChange: func(ch core.Change, _ bool, _ Pushed) { changes <- ch }})
 	defer c.Close()
 	c.Start()
 	<-resyncs
@@ -446,7 +446,7 @@ func TestHearsChangesOfEarlierReleases(t *testing.T) {
 		got    core.Change
 		pushed *core.Service
 	)
-	c := New(nil, Options{OnChange: func(ch core.Change, _ bool, svc *core.Service, _ time.Time) { got, pushed = ch, svc }})
+	c := New(nil, Options{OnChange: func(ch core.Change, _ bool, p Pushed) { got = ch; pushed, _, _ = p.Decode() }})
 	c.handle(string(b))
 	if got != (core.Change{Service: "svce", Revision: 2}) || pushed == nil || pushed.Revision != 2 || len(pushed.Instances) != 2 {
 		t.Fatalf("heard %+v with %+v", got, pushed)
