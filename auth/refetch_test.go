@@ -2,10 +2,15 @@ package auth_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
@@ -81,5 +86,81 @@ func TestRequestsDuringAKeyRefetchShareIt(t *testing.T) {
 		if err := <-ch; err != nil {
 			t.Errorf("request %d during the read: %v (%s); want it to wait for the read", i+1, err, reason(err))
 		}
+	}
+}
+
+// heldQuiet is a quietStore that counts its reads of orders and, while
+// hold is set, keeps each one waiting until the test lets it go.
+type heldQuiet struct {
+	quietStore
+	hold    atomic.Bool
+	reads   atomic.Int64
+	entered chan struct{} // a held read began
+	release chan struct{} // let one held read go on
+	done    chan struct{} // a held read returned
+}
+
+func (s *heldQuiet) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if name != "orders" {
+		return s.quietStore.Load(ctx, name)
+	}
+	s.reads.Add(1)
+	if s.hold.Load() {
+		s.entered <- struct{}{}
+		<-s.release
+		defer func() { s.done <- struct{}{} }()
+	}
+	return s.quietStore.Load(ctx, name)
+}
+
+// A request that hangs up while its unknown kid has the caller's keys read
+// again does not make that read count as failed: the read goes on without
+// it, so the minute is spent. It counted as a read the database had
+// failed, which may be made again a second later: an unauthenticated
+// client sending made-up kids and dropping each request during the read
+// had the caller's keys read once a second instead of once a minute.
+func TestAHungUpRequestSpendsTheRefetchMinute(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	store := &heldQuiet{quietStore: quietStore{backend, backend},
+		entered: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
+	orders, v := ordersAndInventory(t, backend, store, clock)
+	tok, err := orders.Token(ctx, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, tok); err != nil { // orders' key cached
+		t.Fatal(err)
+	}
+	_, attacker, _ := ed25519.GenerateKey(rand.Reader)
+	store.hold.Store(true)
+	before := store.reads.Load()
+	const rounds = 5
+	for i := range rounds {
+		forged := forge(t, jwt.SigningMethodEdDSA, attacker, "made-up-"+strconv.Itoa(i), goodClaims(), nil)
+		rctx, cancel := context.WithCancel(ctx)
+		res := make(chan error, 1)
+		go func() {
+			_, err := v.Verify(rctx, forged)
+			res <- err
+		}()
+		select {
+		case <-store.entered: // the keys are read again: the client hangs up
+			cancel()
+			<-res
+			store.release <- struct{}{}
+			<-store.done
+		case err := <-res:
+			cancel()
+			if reason(err) != "unknown key" {
+				t.Fatalf("round %d: %v; want unknown key", i, err)
+			}
+		}
+		clock.Advance(2 * time.Second)
+	}
+	if got := store.reads.Load() - before; got != 1 {
+		t.Fatalf("%d requests with made-up kids, each dropped during the read, %d s apart: orders' keys read %d times; want 1 (once a minute)",
+			rounds, 2, got)
 	}
 }
