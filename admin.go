@@ -66,7 +66,10 @@ func AdminAuthorizer(a Authorizer) AdminOption {
 
 // AdminScope makes the mutating endpoints require a caller whose identity
 // carries scope (for example "discovery:admin"), on top of what the
-// Authorizer decides.
+// Authorizer decides. With an auth.Verifier the token's scopes are the
+// caller's own claim (its Signer's auth.WithScopes): the scope keeps out
+// no service the Verifier's policy admits to these paths, which is what
+// decides who may change the registry.
 func AdminScope(scope string) AdminOption {
 	return adminOptionFunc(func(o *adminOptions) { o.scope = scope })
 }

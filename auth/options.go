@@ -185,7 +185,12 @@ func WithKey(kid string, key crypto.Signer) Option {
 func WithInstance(id string) Option { return optionFunc(func(c *config) { c.instance = id }) }
 
 // WithScopes sets the "scope" list of the Signer's tokens (at most 32 scopes
-// of 1 to 128 printable ASCII characters). Policies may require one.
+// of 1 to 128 printable ASCII characters). Policies may require one. A
+// scope is the calling service's own claim, signed with its own key: a rule
+// (or AdminScope) that requires one refuses the tokens a Signer of that
+// caller made without it, not another caller, which can put any scope in
+// its own tokens; what keeps a caller out is its name missing from the
+// policy.
 func WithScopes(scopes ...string) Option {
 	return optionFunc(func(c *config) { c.scopes = append([]string(nil), scopes...) })
 }

@@ -51,7 +51,10 @@ const AnyCaller = "*"
 //     cannot smuggle a request past a rule.
 //   - methods (optional) lists the permitted methods in upper case; none
 //     means any.
-//   - scope (optional) must be one of the token's scopes.
+//   - scope (optional) must be one of the token's scopes. The caller
+//     chooses those (WithScopes): a scope narrows what the named caller's
+//     tokens may do, it keeps out no caller that the rule's name (or "*")
+//     admits.
 //
 // No "auth" member, or an empty one, permits nothing. So does a policy that
 // does not parse (unknown fields included), which the Verifier logs. A

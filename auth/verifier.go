@@ -138,6 +138,13 @@ func (v *Verifier) Service() string { return v.service }
 // identity. It does not consult the policy (Authorize does). Errors are
 // *Error values matching ErrUnauthenticated, or discovery.ErrUnavailable when
 // the caller's keys could not be read.
+//
+// Without a policy to refuse unknown callers first, it looks up the keys
+// of whatever service a token names: a token naming a service the
+// registry does not know costs a read of Redis and of the database (the
+// answer is remembered a second per name), so a client making names up
+// has every request read them. Where unauthenticated clients reach it,
+// prefer Authorize, or refuse callers you do not expect before calling it.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
 	id, err := v.verify(ctx, token, nil)
 	if err != nil {
