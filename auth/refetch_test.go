@@ -133,6 +133,12 @@ func TestAHungUpRequestSpendsTheRefetchMinute(t *testing.T) {
 	if _, err := v.Verify(ctx, tok); err != nil { // orders' key cached
 		t.Fatal(err)
 	}
+	if err := orders.Rotate(ctx); err != nil { // a key the first dropped request's read finds
+		t.Fatal(err)
+	}
+	if tok, err = orders.Token(ctx, "inventory"); err != nil {
+		t.Fatal(err)
+	}
 	_, attacker, _ := ed25519.GenerateKey(rand.Reader)
 	store.hold.Store(true)
 	before := store.reads.Load()
@@ -162,5 +168,18 @@ func TestAHungUpRequestSpendsTheRefetchMinute(t *testing.T) {
 	if got := store.reads.Load() - before; got != 1 {
 		t.Fatalf("%d requests with made-up kids, each dropped during the read, %d s apart: orders' keys read %d times; want 1 (once a minute)",
 			rounds, 2, got)
+	}
+	// The read the first request left went on and cached what it found:
+	// orders' new key verifies without another read.
+	store.hold.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := v.Verify(ctx, tok); err != nil; _, err = v.Verify(ctx, tok) {
+		if time.Now().After(deadline) {
+			t.Fatalf("orders' new key after the read the dropped request left: %v; want it cached", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := store.reads.Load() - before; got != 1 {
+		t.Fatalf("orders' keys read %d times in all; want 1", got)
 	}
 }
