@@ -213,8 +213,25 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 	if !r.first(ctx) {
 		retry.Reset(backoff)
 	}
+	// While an instance shows as a suspect, its health and ejection are
+	// read again every suspectRecheck: the watch tells no change of them,
+	// and gRPC calls ResolveNow only when a connection fails. A suspect
+	// ejected stayed an endpoint until then, and one whose ejection ended
+	// (its connection shut down, nothing left to fail) stayed out for the
+	// rest of the outage that made it a suspect.
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	defer recheck.Stop()
+	armed := false
 	for {
+		if !armed && r.anySuspect() {
+			recheck.Reset(suspectRecheck)
+			armed = true
+		}
 		select {
+		case <-recheck.C:
+			armed = false
+			r.push(ctx) // sends only what changed
 		case <-retry.C:
 			if !r.sent && len(r.instances) == 0 && !r.first(ctx) {
 				backoff = min(2*backoff, 30*time.Second)
@@ -251,6 +268,10 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 		}
 	}
 }
+
+// suspectRecheck is how often the health of the instances shown as
+// suspects is read again (see run).
+var suspectRecheck = time.Second
 
 // first makes the first update from Get, and reports false if Get failed
 // (its error reported). The watch's events will still come, but for a

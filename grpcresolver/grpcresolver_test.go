@@ -689,7 +689,7 @@ func waitUnavailable(t *testing.T, hc healthpb.HealthClient, what string) {
 func TestDrainingInstanceKeptAsSuspectIsNoEndpoint(t *testing.T) {
 	ctx := context.Background()
 	ttl := discovery.DefaultLeaseTTL
-	r, backend, ins := lapsedGreeters(t, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }) // drained, then lapsed together
+	r, backend, ins, _ := lapsedGreeters(t, func(in *discovery.Instance) { in.Status = discovery.StatusDraining }) // drained, then lapsed together
 	var want []string
 	for _, in := range ins[3:] {
 		want = append(want, in.Addr())

@@ -20,10 +20,11 @@ import (
 // whatever its health, so the resolver, reading only that status, resolved
 // it, and round_robin sent it a share of the calls. A suspect ejected (or
 // found unhealthy) while the resolver runs changes nothing Watch tells of:
-// it leaves at the next ResolveNow (gRPC's, when a connection fails).
+// it leaves at the next ResolveNow (gRPC's, when a connection fails), or
+// when the resolver reads the suspects' health again, within a second.
 func TestEjectedSuspectIsNoEndpoint(t *testing.T) {
 	ctx := context.Background()
-	r, _, ins := lapsedGreeters(t, func(*discovery.Instance) {}, discovery.WithOutlierEjection(1, time.Hour, time.Hour, 100))
+	r, _, ins, _ := lapsedGreeters(t, func(*discovery.Instance) {}, discovery.WithOutlierEjection(1, time.Hour, time.Hour, 100))
 	var ids, all []string
 	for _, in := range ins {
 		ids, all = append(ids, in.ID), append(all, in.Addr())
@@ -83,8 +84,9 @@ var suspectT0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 // at suspectT0, the first 3 (as lapsed marks them) with leases that end
 // together a lease TTL later, and moves the Registry's clock past them:
 // self-preservation keeps the 3 as suspects. It returns the Registry (no
-// health checks, no reaper, opts), its backend and the instances.
-func lapsedGreeters(t *testing.T, lapsed func(*discovery.Instance), opts ...discovery.Option) (*discovery.Registry, *discoverytest.Backend, []discovery.Instance) {
+// health checks, no reaper, opts), its backend, the instances and the
+// Registry's clock.
+func lapsedGreeters(t *testing.T, lapsed func(*discovery.Instance), opts ...discovery.Option) (*discovery.Registry, *discoverytest.Backend, []discovery.Instance, *discoverytest.Clock) {
 	t.Helper()
 	ttl := discovery.DefaultLeaseTTL
 	clock := discoverytest.NewClock(suspectT0)
@@ -105,5 +107,59 @@ func lapsedGreeters(t *testing.T, lapsed func(*discovery.Instance), opts ...disc
 		ins[i] = in
 	}
 	clock.Set(suspectT0.Add(ttl + 3*time.Second))
-	return r, backend, ins
+	return r, backend, ins, clock
+}
+
+// A suspect this process ejected is an endpoint again once its ejection
+// ends, and one ejected while the resolver runs leaves, without waiting for
+// a connection to fail: nothing Watch tells of changes either way (a suspect
+// shows as suspect whatever its health), and gRPC calls ResolveNow only
+// when a connection fails. The ejected suspect, its connection shut down,
+// stayed out for the rest of the database outage that made it a suspect,
+// ejection long over, its share of the calls on the others.
+func TestEjectedSuspectComesBackWhenItsEjectionEnds(t *testing.T) {
+	ctx := context.Background()
+	r, _, ins, clock := lapsedGreeters(t, func(*discovery.Instance) {}, discovery.WithOutlierEjection(1, 10*time.Second, time.Hour, 100))
+	var all []string
+	for _, in := range ins {
+		all = append(all, in.Addr())
+	}
+	cc, _ := resolve(t, r, "greeter")
+	if got := addrs(nextUpdate(t, cc, "")); !slices.Equal(got, all) {
+		t.Fatalf("endpoints %v; want %v", got, all)
+	}
+	quiet(t, cc) // the watch's first events told nothing new
+
+	var opts []discovery.PickOption
+	for _, in := range ins[1:] {
+		opts = append(opts, discovery.Exclude(in.ID))
+	}
+	sel, err := r.Pick(ctx, "greeter", opts...)
+	if err != nil || sel.Instance.ID != ins[0].ID {
+		t.Fatalf("Pick = %v, %v; want %s", sel.Instance, err, ins[0].ID)
+	}
+	sel.Done(errors.New("refused")) // ejects the suspect for 10 s
+	if got := addrs(nextUpdate(t, cc, "once the suspect was ejected: ")); !slices.Equal(got, all[1:]) {
+		t.Fatalf("once the suspect was ejected: endpoints %v; want %v", got, all[1:])
+	}
+
+	clock.Advance(15 * time.Second) // the ejection is over; the suspect is kept (30 s)
+	if hs, err := r.Health(ctx, "greeter"); err != nil || hs[0].Ejected || hs[0].Shown != discovery.StatusSuspect {
+		t.Fatalf("Health = %+v, %v; want the suspect no longer ejected", hs[0], err)
+	}
+	if got := addrs(nextUpdate(t, cc, "once the ejection ended: ")); !slices.Equal(got, all) {
+		t.Fatalf("once the ejection ended: endpoints %v; want %v", got, all)
+	}
+}
+
+// quiet waits until cc has had no update for 300 ms.
+func quiet(t *testing.T, cc *recordingConn) {
+	t.Helper()
+	for {
+		select {
+		case <-cc.updates:
+		case <-time.After(300 * time.Millisecond):
+			return
+		}
+	}
 }
