@@ -117,9 +117,9 @@ func (b *builder) Scheme() string { return b.scheme }
 
 // Build starts watching the target's service. A target whose path is not
 // a valid service name ("discovery:///orders": the service is "orders"),
-// or that has an authority or a query, which it has no use for (rather
-// than resolve the service as if they were not there), is an error
-// matching discovery.ErrInvalid.
+// or that has an authority, a query or a fragment, which it has no use for
+// (rather than resolve the service as if they were not there), is an
+// error matching discovery.ErrInvalid.
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	if b.reg == nil {
 		return nil, &discovery.ValidationError{Field: "registry", Reason: "NewBuilder was given a nil *discovery.Registry"}
@@ -137,6 +137,9 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	case u.RawQuery != "" || u.ForceQuery:
 		return nil, &discovery.ValidationError{Field: "target", Value: u.String(),
 			Reason: "has a query, which this resolver does not use (choose instances with WithFilter)"}
+	case u.Fragment != "":
+		return nil, &discovery.ValidationError{Field: "target", Value: u.String(),
+			Reason: "has a fragment (" + strconv.Quote(u.Fragment) + "), which this resolver does not use (choose instances with WithFilter)"}
 	}
 	if err := discovery.ValidateServiceName(service); err != nil {
 		return nil, err

@@ -24,8 +24,9 @@ import (
 // error that says which part, rather than resolved as if they were not
 // there: "discovery://greeter" (two slashes, the service taken for an
 // authority) failed with "invalid service name: must not be empty", and
-// "discovery://other/greeter" or "discovery:///greeter?zone=eu" resolved
-// every instance of greeter, the authority and the zone silently dropped.
+// "discovery://other/greeter", "discovery:///greeter?zone=eu" or
+// "discovery:///greeter#eu" resolved every instance of greeter, the
+// authority and the zone silently dropped.
 func TestTargetWithPartsTheResolverDoesNotUseIsRefused(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	s := startServer(t)
@@ -40,6 +41,7 @@ func TestTargetWithPartsTheResolverDoesNotUseIsRefused(t *testing.T) {
 		{"discovery://greeter", `"discovery:///greeter"`},
 		{"discovery://other/greeter", "authority"},
 		{"discovery:///greeter?zone=eu", "query"},
+		{"discovery:///greeter#eu", "fragment"},
 	}
 	for _, tt := range tests {
 		err := checkOnce(t, r, tt.target)
@@ -55,7 +57,7 @@ func TestTargetWithPartsTheResolverDoesNotUseIsRefused(t *testing.T) {
 // Build's error for such a target matches ErrInvalid.
 func TestBuildRefusesAnAuthorityOrAQuery(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
-	for _, target := range []string{"discovery://greeter", "discovery://other/greeter", "discovery:///greeter?zone=eu"} {
+	for _, target := range []string{"discovery://greeter", "discovery://other/greeter", "discovery:///greeter?zone=eu", "discovery:///greeter#eu"} {
 		if _, err := buildTarget(r, target); !errors.Is(err, discovery.ErrInvalid) {
 			t.Errorf("Build(%s) = %v; want ErrInvalid", target, err)
 		}
