@@ -2,7 +2,9 @@
 // discovery.Registry: a target "discovery:///orders" resolves to the
 // instances of service "orders" that the Registry would hand out, and
 // follows them as they register, deregister, drain, fail their health
-// checks or are ejected, through Registry.Watch (no polling).
+// checks or are ejected, through Registry.Watch (no polling, but for the
+// health of instances kept as suspects, which Watch does not tell: read
+// again every second while there are any).
 //
 //	conn, err := grpc.NewClient("discovery:///orders",
 //		grpc.WithResolvers(grpcresolver.NewBuilder(reg)),
