@@ -276,7 +276,7 @@ func (r *watchResolver) run(ctx context.Context, events <-chan discovery.Event) 
 
 // suspectRecheck is how often the health of the instances shown as
 // suspects is read again (see run).
-var suspectRecheck = time.Second
+const suspectRecheck = time.Second
 
 // first makes the first update from Get, and reports false if Get failed
 // (its error reported). The watch's events will still come, but for a
