@@ -582,7 +582,10 @@ func (g *Registration) renew() error {
 		return nil
 	}
 	now := r.clock.Now()
-	var err error
+	var (
+		err  error
+		keep *core.Instance // a write of unknown outcome still to be read back
+	)
 	if rn, ok := r.store.(core.InstanceRenewer); ok {
 		next := cur // a copy: cur.ExpiresAt is set below only once renewed
 		next.ExpiresAt = now.Add(r.opts.leaseTTL)
@@ -604,7 +607,7 @@ func (g *Registration) renew() error {
 				// it is what is registered again. Registered from cur, a
 				// landed write was undone after every outage that
 				// outlived its lease.
-				switch held, lerr := g.rowHolds(ctx, u); {
+				switch held, _, lerr := g.rowHolds(ctx, u); {
 				case lerr != nil:
 					err = lerr // u is kept for the next try
 				case held:
@@ -616,10 +619,34 @@ func (g *Registration) renew() error {
 		}
 	} else {
 		err = r.store.Renew(ctx, g.service, g.id, now, now.Add(r.opts.leaseTTL))
+		// A Store that cannot compare the row (no InstanceRenewer) renews
+		// it whatever it holds: a write of unknown outcome is then read
+		// back, once. Renewed as it was, the registration kept the fields
+		// from before a landed Update, and wrote them back over it when
+		// its lease was next lost.
+		if u := g.unsureWrite(); u != nil && (err == nil || errors.Is(err, ErrNotFound)) {
+			switch held, v, lerr := g.rowHolds(ctx, u); {
+			case lerr != nil && err == nil:
+				keep = u // renewed all the same: read again at the next renewal
+			case lerr != nil:
+				err = lerr // u is kept for the next try
+			case held:
+				cur, rev = u.Clone(), max(rev, v)
+			default:
+				g.dropUnsure(u)
+			}
+		}
 	}
 	if err == nil {
 		cur.ExpiresAt = now.Add(r.opts.leaseTTL)
 		g.set(cur, rev)
+		if keep != nil {
+			g.mu.Lock()
+			if g.unsure == nil {
+				g.unsure = keep
+			}
+			g.mu.Unlock()
+		}
 		r.noteStoreOK()
 		return nil
 	}
@@ -641,19 +668,20 @@ func (g *Registration) renew() error {
 	return nil
 }
 
-// rowHolds reports whether the instance's row, whatever its lease, holds u.
-func (g *Registration) rowHolds(ctx context.Context, u *core.Instance) (bool, error) {
+// rowHolds reports whether the instance's row, whatever its lease, holds u,
+// and the revision of the service read.
+func (g *Registration) rowHolds(ctx context.Context, u *core.Instance) (bool, int64, error) {
 	r := g.r
 	r.ctr.storeReads.Add(1)
 	svc, err := r.store.Load(ctx, g.service)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return false, nil
+		return false, 0, nil
 	case err != nil:
-		return false, err
+		return false, 0, err
 	}
 	in := svc.Instance(g.id)
-	return in != nil && core.SameRegistration(in, u), nil
+	return in != nil && core.SameRegistration(in, u), svc.Revision, nil
 }
 
 // backoff is 200 ms doubling per failure, capped at limit, with jitter.

@@ -535,3 +535,71 @@ func TestUpdateAfterAFailedDeregisterIsRefused(t *testing.T) {
 		t.Fatalf("after the second Deregister Get = %v; want none", svc.Instances)
 	}
 }
+
+// plainLandsThenTimesOut is a Store of the user's own, with no
+// InstanceRenewer (its renewals cannot tell what the row holds), whose
+// next Register, once armed, lands and then fails as a deadline would.
+type plainLandsThenTimesOut struct {
+	discovery.Store
+	armed atomic.Bool
+}
+
+func (s *plainLandsThenTimesOut) Register(ctx context.Context, in *discovery.Instance) (int64, error) {
+	rev, err := s.Store.Register(ctx, in)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return rev, err
+}
+
+// On a Store without InstanceRenewer too, an Update of unknown outcome that
+// landed is taken as the registration's own at its next renewal, as the
+// README promises: the renewal reads the row when such a write is pending.
+// It renewed the row as it was and forgot the write: Instance showed the
+// fields from before it, and once the lease lapsed (an outage longer than
+// it) the registration wrote them back, undoing the landed Update.
+func TestUpdateOfUnknownOutcomeOnAStoreWithoutInstanceRenewerIsTakenAsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	s := &plainLandsThenTimesOut{Store: backend}
+	if _, ok := discovery.Store(s).(discovery.InstanceRenewer); ok {
+		t.Fatal("the test store must not be an InstanceRenewer")
+	}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	step := func(until time.Duration) {
+		for clock.Now().Before(t0.Add(until)) {
+			clock.Advance(50 * time.Millisecond)
+			clock.BlockUntilHandled()
+		}
+	}
+	step(time.Second)
+	s.armed.Store(true)
+	if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
+	}
+	weight := func() string {
+		svc, err := backend.Load(ctx, "db_svc")
+		if err != nil || len(svc.Instances) != 1 {
+			return fmt.Sprintf("%+v, %v", svc, err)
+		}
+		return strconv.Itoa(svc.Instances[0].Weight)
+	}
+	step(time.Second + discovery.DefaultLeaseTTL/3 + 100*time.Millisecond) // the next renewal
+	if got := g.Instance().Weight; got != 7 {
+		t.Fatalf("after the next renewal Registration.Instance().Weight = %d; want 7, as the row holds (%s)", got, weight())
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease ends meanwhile
+	backend.SetFailure(nil)
+	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3*11/10 + 100*time.Millisecond)
+	svc, err := backend.Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(clock.Now()) {
+		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
+	}
+	if got := weight(); got != "7" {
+		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
+	}
+}
