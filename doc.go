@@ -55,8 +55,8 @@
 // pause), or whose row holds other fields than it last wrote (a backup
 // taken before an Update), registers itself again; while the database is
 // down renewals retry with backoff, and at least once in each half of what
-// is left of the lease, so that a database back before the lease ends finds
-// it renewed before then. A reaper, one at a time across processes, deletes rows whose
+// is left of the lease (each attempt waiting no longer than that half), so
+// that a database back before the lease ends finds it renewed before then. A reaper, one at a time across processes, deletes rows whose
 // lease ended long ago, and published keys that retired as long ago. Close
 // deregisters.
 //

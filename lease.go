@@ -565,13 +565,32 @@ func (g *Registration) retryIn(failures int, interval time.Duration) time.Durati
 	return next
 }
 
+// attemptTimeout returns how long a renewal may wait for the database: an
+// interval, but while the lease runs no more than half of what is left of
+// it (and no less than the backoff's first step), so that the next attempt
+// that retryIn promises for each half of it can still start before it
+// ends. A call hung on a pooled connection that a failover or a firewall
+// left half-open waits for its deadline, and the next call may take
+// another: with an interval each, two of them in a row ended the lease,
+// though the database answered new connections all along.
+func (g *Registration) attemptTimeout(interval time.Duration) time.Duration {
+	cur, _, gone := g.state()
+	if gone {
+		return interval
+	}
+	if left := cur.ExpiresAt.Sub(g.r.clock.Now()); left > 0 {
+		return min(interval, max(left/2, 200*time.Millisecond))
+	}
+	return interval // ended: the registration again gets the whole interval
+}
+
 // renew moves the lease forward, or registers the instance again when its
 // row is gone, its lease lapsed, or (with a store that can tell: an
 // InstanceRenewer) it holds other fields than this registration wrote: a
 // database restored from an older backup.
 func (g *Registration) renew() error {
 	r := g.r
-	ctx, cancel := ownTimeout(g.ctx, r.opts.leaseTTL/3)
+	ctx, cancel := ownTimeout(g.ctx, g.attemptTimeout(r.opts.leaseTTL/3))
 	defer cancel()
 	if err := g.writing.Lock(ctx); err != nil {
 		return err

@@ -603,3 +603,67 @@ func TestUpdateOfUnknownOutcomeOnAStoreWithoutInstanceRenewerIsTakenAsItsOwn(t *
 		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
 	}
 }
+
+// deadConns is a store whose next renewals, once dead is set, each wait
+// for their deadline and fail, as a call does on a pooled connection that
+// a failover, or a firewall's idle timeout, left half-open: new
+// connections answer, so the renewal after them does.
+type deadConns struct {
+	*discoverytest.Backend
+	dead atomic.Int32
+}
+
+func (s *deadConns) hang(ctx context.Context) error {
+	if s.dead.Add(-1) < 0 {
+		s.dead.Store(0)
+		return nil
+	}
+	<-ctx.Done()
+	return &discovery.BackendError{Backend: "database", Op: "renew", Err: context.Cause(ctx)}
+}
+
+func (s *deadConns) Renew(ctx context.Context, service, id string, now, expires time.Time) error {
+	if err := s.hang(ctx); err != nil {
+		return err
+	}
+	return s.Backend.Renew(ctx, service, id, now, expires)
+}
+
+func (s *deadConns) RenewInstance(ctx context.Context, in *discovery.Instance, now time.Time) error {
+	if err := s.hang(ctx); err != nil {
+		return err
+	}
+	return s.Backend.RenewInstance(ctx, in, now)
+}
+
+// Two renewals in a row that hang until their deadline (two dead
+// connections in the pool, the database itself answering) do not end the
+// lease: a retry is bounded by half of what is left of it, so another comes
+// before it ends, as the README promises ("at least once in each half of
+// what is left of the lease"). Each attempt waited a whole renewal interval:
+// with a 9 s lease the second, from 6.2 s, was still waiting at 9 s, the
+// lease ended (the instance left every lookup) and it registered again
+// with a new revision.
+func TestRenewalsHangingOnDeadConnectionsRenewBeforeTheLeaseEnds(t *testing.T) {
+	const ttl = 9 * time.Second
+	ctx := context.Background()
+	store := &deadConns{Backend: discoverytest.NewBackend()}
+	r := discoverytest.NewRegistry(t, store.Backend, discovery.WithStore(store), discovery.WithLeaseTTL(ttl),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	registered := time.Now()
+	rev := g.Revision()
+	store.dead.Store(2)
+	for time.Since(registered) < ttl+500*time.Millisecond {
+		time.Sleep(50 * time.Millisecond)
+	}
+	svc, err := store.Load(ctx, "db_svc")
+	if err != nil || len(svc.Instances) != 1 {
+		t.Fatalf("Load = %+v, %v", svc, err)
+	}
+	if svc.Revision != rev || !svc.Instances[0].ExpiresAt.After(registered.Add(ttl)) {
+		t.Fatalf("%v after Register the service is at revision %d (registered at %d), the lease ends %v after Register; "+
+			"want it renewed before it ended, not registered again", time.Since(registered).Round(time.Millisecond),
+			svc.Revision, rev, svc.Instances[0].ExpiresAt.Sub(registered).Round(time.Millisecond))
+	}
+}
