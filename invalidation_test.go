@@ -48,10 +48,7 @@ func TestChangeMessageAfterOwnWrite(t *testing.T) {
 			if err := w.rdb.Publish(ctx, channel, fmt.Sprintf("%d db_svc", rev)).Err(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 2*time.Second, "the announced revision", func() bool {
-				res, err := b.Lookup(ctx, "db_svc")
-				return err == nil && res.Revision == rev && !res.Stale
-			})
+			servesRevision(t, b, rev)
 		})
 	}
 }
@@ -69,10 +66,7 @@ func TestChangeMessageOfALaterReleaseIsHeard(t *testing.T) {
 			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc origin=eu-1", rev)).Err(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 2*time.Second, "the announced revision", func() bool {
-				res, err := b.Lookup(ctx, "db_svc")
-				return err == nil && res.Revision == rev && !res.Stale
-			})
+			servesRevision(t, b, rev)
 		})
 	}
 }
@@ -121,10 +115,7 @@ func TestUndecodablePushedSnapshotFallsBackToARead(t *testing.T) {
 			if err := w.rdb.Publish(ctx, w.ns+":changes", fmt.Sprintf("%d db_svc\n\x00garbage", rev)).Err(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 2*time.Second, "the announced revision", func() bool {
-				res, err := b.Lookup(ctx, "db_svc")
-				return err == nil && res.Revision == rev && !res.Stale
-			})
+			servesRevision(t, b, rev)
 			after := b.Stats()
 			if after.Pushed != before.Pushed || after.L2DecodeErrors != before.L2DecodeErrors+1 {
 				t.Fatalf("pushed %d->%d, decode errors %d->%d; want the bad snapshot counted and not taken",
@@ -162,10 +153,7 @@ func TestPushedSnapshotIsDecodedOnlyWhereTaken(t *testing.T) {
 			}
 			// Messages are handled in order: once the last one's revision
 			// is served, the first two have been handled.
-			waitFor(t, 2*time.Second, "the announced revision", func() bool {
-				res, err := b.Lookup(ctx, "db_svc")
-				return err == nil && res.Revision == rev && !res.Stale
-			})
+			servesRevision(t, b, rev)
 			if got := b.Stats().L2DecodeErrors - before.L2DecodeErrors; got != 1 {
 				t.Fatalf("%d pushed snapshots decoded (each one undecodable); want 1, the one of the change this process takes", got)
 			}
@@ -367,6 +355,15 @@ func TestWriterWhoseCallerLeftBeforeRedisFailedAnnouncesOnceBack(t *testing.T) {
 // of it holding db_svc with 10.0.0.1:1, after a second instance was
 // written straight to the store (no message, nothing in Redis) as
 // revision rev.
+// servesRevision waits until b serves db_svc at revision rev, fresh.
+func servesRevision(t *testing.T, b *discovery.Registry, rev int64) {
+	t.Helper()
+	waitFor(t, 2*time.Second, "the announced revision", func() bool {
+		res, err := b.Lookup(context.Background(), "db_svc")
+		return err == nil && res.Revision == rev && !res.Stale
+	})
+}
+
 func changedBehindTheCaches(t *testing.T, k worldKind) (*world, *discovery.Registry, int64) {
 	t.Helper()
 	w := newWorld(t, k)

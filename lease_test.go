@@ -448,31 +448,10 @@ func TestOutageShorterThanTheLeaseDoesNotEndIt(t *testing.T) {
 // process, was undone though no one asked.
 func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
 	s := &landsThenTimesOut{Store: backend}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
-		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
-	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	// Each step lets the renewal it fired finish (BlockUntilHandled).
-	step := func(until time.Duration) {
-		for clock.Now().Before(t0.Add(until)) {
-			clock.Advance(50 * time.Millisecond)
-			clock.BlockUntilHandled()
-		}
-	}
-	step(time.Second)
-	s.armed.Store(true)
-	if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
-	}
-	weight := func() string {
-		svc, err := backend.Load(ctx, "db_svc")
-		if err != nil || len(svc.Instances) != 1 {
-			return fmt.Sprintf("%+v, %v", svc, err)
-		}
-		return strconv.Itoa(svc.Instances[0].Weight)
-	}
+	u := setWeightOfUnknownOutcome(t, backend, s, &s.armed)
+	clock, g, step, weight := u.clock, u.g, u.step, u.weight
 	if got := weight(); got != "7" {
 		t.Fatalf("after SetWeight the row holds weight %s; want 7 (it landed)", got)
 	}
@@ -560,33 +539,13 @@ func (s *plainLandsThenTimesOut) Register(ctx context.Context, in *discovery.Ins
 // it) the registration wrote them back, undoing the landed Update.
 func TestUpdateOfUnknownOutcomeOnAStoreWithoutInstanceRenewerIsTakenAsItsOwn(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
 	s := &plainLandsThenTimesOut{Store: backend}
 	if _, ok := discovery.Store(s).(discovery.InstanceRenewer); ok {
 		t.Fatal("the test store must not be an InstanceRenewer")
 	}
-	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
-		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
-	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
-	step := func(until time.Duration) {
-		for clock.Now().Before(t0.Add(until)) {
-			clock.Advance(50 * time.Millisecond)
-			clock.BlockUntilHandled()
-		}
-	}
-	step(time.Second)
-	s.armed.Store(true)
-	if err := g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
-	}
-	weight := func() string {
-		svc, err := backend.Load(ctx, "db_svc")
-		if err != nil || len(svc.Instances) != 1 {
-			return fmt.Sprintf("%+v, %v", svc, err)
-		}
-		return strconv.Itoa(svc.Instances[0].Weight)
-	}
+	u := setWeightOfUnknownOutcome(t, backend, s, &s.armed)
+	clock, g, step, weight := u.clock, u.g, u.step, u.weight
 	step(time.Second + discovery.DefaultLeaseTTL/3 + 100*time.Millisecond) // the next renewal
 	if got := g.Instance().Weight; got != 7 {
 		t.Fatalf("after the next renewal Registration.Instance().Weight = %d; want 7, as the row holds (%s)", got, weight())
@@ -666,4 +625,47 @@ func TestRenewalsHangingOnDeadConnectionsRenewBeforeTheLeaseEnds(t *testing.T) {
 			"want it renewed before it ended, not registered again", time.Since(registered).Round(time.Millisecond),
 			svc.Revision, rev, svc.Instances[0].ExpiresAt.Sub(registered).Round(time.Millisecond))
 	}
+}
+
+// unknownOutcome is what setWeightOfUnknownOutcome sets up.
+type unknownOutcome struct {
+	clock *discoverytest.Clock
+	g     *discovery.Registration
+	// step moves the clock to t0+until, letting each renewal it fires
+	// finish (BlockUntilHandled).
+	step func(until time.Duration)
+	// weight is the weight the backend's row holds (or what it holds
+	// instead of one row).
+	weight func() string
+}
+
+// setWeightOfUnknownOutcome registers an instance through s, a store over
+// backend whose next Register, once armed, lands and then fails as one
+// whose deadline ran out, and has a SetWeight(7) land that way.
+func setWeightOfUnknownOutcome(t *testing.T, backend *discoverytest.Backend, s discovery.Store, armed *atomic.Bool) unknownOutcome {
+	t.Helper()
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
+		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
+	u := unknownOutcome{clock: clock, g: mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))}
+	u.step = func(until time.Duration) {
+		for clock.Now().Before(t0.Add(until)) {
+			clock.Advance(50 * time.Millisecond)
+			clock.BlockUntilHandled()
+		}
+	}
+	u.weight = func() string {
+		svc, err := backend.Load(ctx, "db_svc")
+		if err != nil || len(svc.Instances) != 1 {
+			return fmt.Sprintf("%+v, %v", svc, err)
+		}
+		return strconv.Itoa(svc.Instances[0].Weight)
+	}
+	u.step(time.Second)
+	armed.Store(true)
+	if err := u.g.SetWeight(ctx, 7); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
+	}
+	return u
 }
