@@ -447,29 +447,14 @@ func TestOutageShorterThanTheLeaseDoesNotEndIt(t *testing.T) {
 // its fields from before the Update: the landed write, announced to every
 // process, was undone though no one asked.
 func TestUpdateOfUnknownOutcomeKeptAcrossAnOutageLongerThanTheLease(t *testing.T) {
-	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	s := &landsThenTimesOut{Store: backend}
 	u := setWeightOfUnknownOutcome(t, backend, s, &s.armed)
-	clock, g, step, weight := u.clock, u.g, u.step, u.weight
-	if got := weight(); got != "7" {
+	if got := u.weight(); got != "7" {
 		t.Fatalf("after SetWeight the row holds weight %s; want 7 (it landed)", got)
 	}
-	backend.SetFailure(errors.New("connection refused"))
-	step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease the Update wrote ends meanwhile
-	backend.SetFailure(nil)
-	// A retry comes within the backoff's cap, a renewal interval (TTL/3)
-	// +10% jitter, of the database's return: waited for TTL/3 alone, the
-	// test failed whenever the jitter drew more (about 1 run in 10).
-	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3*11/10 + 100*time.Millisecond)
-	svc, err := backend.Load(ctx, "db_svc")
-	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(clock.Now()) {
-		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
-	}
-	if got := weight(); got != "7" {
-		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
-	}
-	if got := g.Instance().Weight; got != 7 {
+	u.outageLongerThanTheLease(t)
+	if got := u.g.Instance().Weight; got != 7 {
 		t.Fatalf("Registration.Instance().Weight = %d; want 7, as the row held", got)
 	}
 }
@@ -538,29 +523,17 @@ func (s *plainLandsThenTimesOut) Register(ctx context.Context, in *discovery.Ins
 // fields from before it, and once the lease lapsed (an outage longer than
 // it) the registration wrote them back, undoing the landed Update.
 func TestUpdateOfUnknownOutcomeOnAStoreWithoutInstanceRenewerIsTakenAsItsOwn(t *testing.T) {
-	ctx := context.Background()
 	backend := discoverytest.NewBackend()
 	s := &plainLandsThenTimesOut{Store: backend}
 	if _, ok := discovery.Store(s).(discovery.InstanceRenewer); ok {
 		t.Fatal("the test store must not be an InstanceRenewer")
 	}
 	u := setWeightOfUnknownOutcome(t, backend, s, &s.armed)
-	clock, g, step, weight := u.clock, u.g, u.step, u.weight
-	step(time.Second + discovery.DefaultLeaseTTL/3 + 100*time.Millisecond) // the next renewal
-	if got := g.Instance().Weight; got != 7 {
-		t.Fatalf("after the next renewal Registration.Instance().Weight = %d; want 7, as the row holds (%s)", got, weight())
+	u.step(time.Second + discovery.DefaultLeaseTTL/3 + 100*time.Millisecond) // the next renewal
+	if got := u.g.Instance().Weight; got != 7 {
+		t.Fatalf("after the next renewal Registration.Instance().Weight = %d; want 7, as the row holds (%s)", got, u.weight())
 	}
-	backend.SetFailure(errors.New("connection refused"))
-	step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease ends meanwhile
-	backend.SetFailure(nil)
-	step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3*11/10 + 100*time.Millisecond)
-	svc, err := backend.Load(ctx, "db_svc")
-	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(clock.Now()) {
-		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
-	}
-	if got := weight(); got != "7" {
-		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
-	}
+	u.outageLongerThanTheLease(t)
 }
 
 // deadConns is a store whose next renewals, once dead is set, each wait
@@ -629,8 +602,9 @@ func TestRenewalsHangingOnDeadConnectionsRenewBeforeTheLeaseEnds(t *testing.T) {
 
 // unknownOutcome is what setWeightOfUnknownOutcome sets up.
 type unknownOutcome struct {
-	clock *discoverytest.Clock
-	g     *discovery.Registration
+	backend *discoverytest.Backend
+	clock   *discoverytest.Clock
+	g       *discovery.Registration
 	// step moves the clock to t0+until, letting each renewal it fires
 	// finish (BlockUntilHandled).
 	step func(until time.Duration)
@@ -648,7 +622,7 @@ func setWeightOfUnknownOutcome(t *testing.T, backend *discoverytest.Backend, s d
 	clock := discoverytest.NewClock(t0)
 	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(s), discovery.WithClock(clock),
 		discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0))
-	u := unknownOutcome{clock: clock, g: mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))}
+	u := unknownOutcome{backend: backend, clock: clock, g: mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))}
 	u.step = func(until time.Duration) {
 		for clock.Now().Before(t0.Add(until)) {
 			clock.Advance(50 * time.Millisecond)
@@ -668,4 +642,25 @@ func setWeightOfUnknownOutcome(t *testing.T, backend *discoverytest.Backend, s d
 		t.Fatalf("SetWeight = %v; want the store's context.DeadlineExceeded", err)
 	}
 	return u
+}
+
+// outageLongerThanTheLease takes the database away until the lease the
+// landed SetWeight wrote has ended, brings it back, and checks that the
+// instance is registered again with that write (weight 7).
+func (u unknownOutcome) outageLongerThanTheLease(t *testing.T) {
+	t.Helper()
+	u.backend.SetFailure(errors.New("connection refused"))
+	u.step(time.Second + 2*discovery.DefaultLeaseTTL) // the lease the Update wrote ends meanwhile
+	u.backend.SetFailure(nil)
+	// A retry comes within the backoff's cap, a renewal interval (TTL/3)
+	// +10% jitter, of the database's return: waited for TTL/3 alone, the
+	// test failed whenever the jitter drew more (about 1 run in 10).
+	u.step(time.Second + 2*discovery.DefaultLeaseTTL + discovery.DefaultLeaseTTL/3*11/10 + 100*time.Millisecond)
+	svc, err := u.backend.Load(context.Background(), "db_svc")
+	if err != nil || len(svc.Instances) != 1 || !svc.Instances[0].ExpiresAt.After(u.clock.Now()) {
+		t.Fatalf("after the outage the store has %+v, %v; want the instance registered again", svc, err)
+	}
+	if got := u.weight(); got != "7" {
+		t.Fatalf("after the outage the row holds weight %s; want 7 (the Update that landed kept)", got)
+	}
 }
