@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -50,6 +51,9 @@ type adminOptions struct {
 	// if it is not empty.
 	protectReads bool
 	readScope    string
+	// hosts are the Host names the handler answers (AdminAllowedHosts),
+	// lower case, without a trailing dot; none: every one.
+	hosts map[string]bool
 }
 
 // AdminAuthorizer makes a the Authorizer of the handler's mutating
@@ -98,6 +102,51 @@ func AdminRefresh(d time.Duration) AdminOption {
 // AdminTitle sets the dashboard's title ("discovery").
 func AdminTitle(title string) AdminOption {
 	return adminOptionFunc(func(o *adminOptions) { o.title = title })
+}
+
+// AdminAllowedHosts makes the handler answer only requests whose Host
+// header names one of hosts (a DNS name or an IP address, compared without
+// the port, in any case; "" is ignored); any other gets 421 Misdirected
+// Request and nothing else. It guards the open reads against DNS
+// rebinding: a page in an operator's browser whose own name its server
+// then points at the handler's address reads the handler as its own
+// origin, past the network that keeps others out, and sends its own name
+// as the Host. Without it (the default) every Host is answered. Calls add
+// up.
+func AdminAllowedHosts(hosts ...string) AdminOption {
+	return adminOptionFunc(func(o *adminOptions) {
+		for _, h := range hosts {
+			if h = normalHost(h); h != "" {
+				if o.hosts == nil {
+					o.hosts = map[string]bool{}
+				}
+				o.hosts[h] = true
+			}
+		}
+	})
+}
+
+// normalHost is a host name as AdminAllowedHosts compares it: lower case,
+// without a trailing dot or an IPv6 address's brackets.
+func normalHost(h string) string {
+	h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	return h
+}
+
+// hostAllowed reports whether a request's Host header (host or host:port)
+// names a host the handler answers.
+func (o *adminOptions) hostAllowed(hostport string) bool {
+	if o.hosts == nil {
+		return true
+	}
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	return o.hosts[normalHost(h)]
 }
 
 type admin struct {
@@ -161,6 +210,10 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !a.o.hostAllowed(req.Host) {
+			writeJSON(w, http.StatusMisdirectedRequest, jsonError{"discovery: this admin handler does not answer for the host the request names"})
+			return
+		}
 		if p := mountPrefix(req); p != "" {
 			w = &remount{ResponseWriter: w, prefix: p}
 		}

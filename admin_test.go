@@ -687,3 +687,49 @@ func TestAdminPutConfigIfMatch(t *testing.T) {
 		t.Fatalf("PUT without If-Match = %d, ETag %q %s; want 200 with ETag \"4\"", code, etag, body)
 	}
 }
+
+// With AdminAllowedHosts the handler answers only the Host names it was
+// given, whatever their port, case or trailing dot: a request naming
+// another (a DNS-rebinding page's own name, sent by an operator's browser)
+// gets 421 and none of the handler's data.
+func TestAdminAnswersOnlyTheAllowedHosts(t *testing.T) {
+	r, _ := adminWorld(t)
+	h := r.AdminHandler(discovery.AdminAllowedHosts("Admin.Internal.", "10.0.0.7", "[::1]", ""))
+	tests := []struct {
+		host string
+		want int
+	}{
+		{"admin.internal", http.StatusOK},
+		{"ADMIN.internal:8080", http.StatusOK},
+		{"admin.internal.", http.StatusOK},
+		{"10.0.0.7:9000", http.StatusOK},
+		{"[::1]:8080", http.StatusOK},
+		{"rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"rebind.attacker.example:8080", http.StatusMisdirectedRequest},
+		{"admin.internal.attacker.example", http.StatusMisdirectedRequest},
+		{"10.0.0.8", http.StatusMisdirectedRequest},
+		{"", http.StatusMisdirectedRequest},
+	}
+	for _, tt := range tests {
+		for _, path := range []string{"/services", "/overview", "/"} {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Host = tt.host
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("GET %s with Host %q = %d; want %d", path, tt.host, rec.Code, tt.want)
+			}
+			if tt.want != http.StatusOK && strings.Contains(rec.Body.String(), "10.0.0.1") {
+				t.Errorf("GET %s with Host %q answered the registry's data: %s", path, tt.host, rec.Body)
+			}
+		}
+	}
+	// Without the option every Host is answered, as before.
+	req := httptest.NewRequest("GET", "/services", nil)
+	req.Host = "rebind.attacker.example"
+	rec := httptest.NewRecorder()
+	r.AdminHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /services without AdminAllowedHosts = %d; want 200", rec.Code)
+	}
+}
