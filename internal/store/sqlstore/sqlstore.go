@@ -36,7 +36,7 @@ type Store struct {
 // queries are the statements with the prefix substituted once.
 type queries struct {
 	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
-	expiredServices, reapService, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
+	expiredServices, bumpServices, bumpServicesEnd, reapServices, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
 	setConfigIfNone, setConfigIf, configRevision, putKey, retireKey, reapKeys string
 	revokedKey, keyOf, recordRevoked string
 }
@@ -131,7 +131,11 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		// before the cutoff (retires_at 0: never).
 		expiredServices: s.sql(`SELECT service FROM {p}instances WHERE expires_at < ?
 			UNION SELECT service FROM {p}keys WHERE retires_at <> 0 AND retires_at < ? ORDER BY 1`),
-		reapService: s.sql(`DELETE FROM {p}instances WHERE service = ? AND expires_at < ?`),
+		// bumpService of many rows: bumpServices writes the rows between the two.
+		bumpServices: s.sql(`INSERT INTO {p}services (name, revision, config_revision, updated_at) VALUES `),
+		bumpServicesEnd: s.sql(` ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, updated_at = excluded.updated_at
+			RETURNING name, revision`),
+		reapServices: s.sql(`DELETE FROM {p}instances WHERE service IN ? AND expires_at < ?`),
 		// SQLite: a write that changes nothing takes the database's write
 		// lock (of a table every migrated schema has, Migrate's first).
 		writeLock:     s.sql(`UPDATE {p}schema_migrations SET version = version WHERE 1 = 0`),
@@ -163,7 +167,7 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		// A retirement only moves earlier (retires_at 0: never).
 		retireKey: s.sql(`UPDATE {p}keys SET retires_at = CASE WHEN retires_at <> 0 AND retires_at < ? THEN retires_at ELSE ? END
 			WHERE service = ? AND kid = ?`),
-		reapKeys: s.sql(`DELETE FROM {p}keys WHERE service = ? AND retires_at <> 0 AND retires_at < ?`),
+		reapKeys: s.sql(`DELETE FROM {p}keys WHERE service IN ? AND retires_at <> 0 AND retires_at < ?`),
 		// The IDs of the revoked key a key to publish is, if any: PutKey
 		// names its own ID first, else the least in byte order (ORDER BY
 		// would follow the database's collation).
@@ -540,18 +544,30 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 			return err
 		}
 		now := time.Now().UnixNano()
-		for _, name := range names { // in name order, service row before instance and key rows, as Register and PutKey
-			var rev int64
-			if err := tx.Raw(s.q.bumpService, name, now).Row().Scan(&rev); err != nil {
+		// Three statements a batch of services, not a service: one by one,
+		// a reap of many services (every one has its old instances' rows
+		// after a rolling restart) on a database a few milliseconds away
+		// outlasted the bound, rolled back whole every round and so never
+		// reaped, and held the rows it had bumped, and their writers, until
+		// it failed.
+		for batch := range slices.Chunk(names, reapBatch) {
+			revs, err := s.bumpServices(tx, batch, now)
+			if err != nil {
 				return err
 			}
-			if err := tx.Exec(s.q.reapService, name, cutoff.UnixNano()).Error; err != nil {
+			if err := tx.Exec(s.q.reapServices, batch, cutoff.UnixNano()).Error; err != nil {
 				return err
 			}
-			if err := tx.Exec(s.q.reapKeys, name, cutoff.UnixNano()).Error; err != nil {
+			if err := tx.Exec(s.q.reapKeys, batch, cutoff.UnixNano()).Error; err != nil {
 				return err
 			}
-			changes = append(changes, core.Change{Service: name, Revision: rev})
+			for _, name := range batch {
+				rev, ok := revs[name]
+				if !ok {
+					return fmt.Errorf("service %q: no revision returned by its bump", name)
+				}
+				changes = append(changes, core.Change{Service: name, Revision: rev})
+			}
 		}
 		return nil
 	})
@@ -559,6 +575,46 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 		return nil, mapErr(ctx, "reap", err)
 	}
 	return changes, nil
+}
+
+// reapBatch is how many services a reap's statements name at most: two
+// parameters each in bumpServices, well under SQLite's 32766 and
+// PostgreSQL's 65535.
+const reapBatch = 500
+
+// bumpServices bumps the revisions of names in one statement, which locks
+// their rows in the order given (Reap's, name order: the service rows
+// before the instance and key rows, as Register and PutKey lock them),
+// and returns the new revisions by name.
+func (s *Store) bumpServices(tx *gorm.DB, names []string, now int64) (map[string]int64, error) {
+	var b strings.Builder
+	b.WriteString(s.q.bumpServices)
+	args := make([]any, 0, 2*len(names))
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, 1, 0, ?)")
+		args = append(args, name, now)
+	}
+	b.WriteString(s.q.bumpServicesEnd)
+	rows, err := tx.Raw(b.String(), args...).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	revs := make(map[string]int64, len(names))
+	for rows.Next() {
+		var (
+			name string
+			rev  int64
+		)
+		if err := rows.Scan(&name, &rev); err != nil {
+			return nil, err
+		}
+		revs[name] = rev
+	}
+	return revs, rows.Err()
 }
 
 // Revisions implements core.RevisionReader.
