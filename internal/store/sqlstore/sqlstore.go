@@ -204,11 +204,30 @@ func (s *Store) LoadQuery(service string) (string, []any) {
 // for a row's lock, then works on the row as committed), and under
 // REPEATABLE READ or SERIALIZABLE a write that waited for another writer of
 // its service failed with a serialization error instead.
+//
+// On PostgreSQL a transaction left idle past its call's deadline also ends
+// on the server (idle_in_transaction_session_timeout, for this transaction
+// alone): a process cut off in the middle of a write (a partition, a host
+// frozen) left it open, and the server, hearing nothing more, held its row
+// locks until TCP keepalive gave up, two hours by default, while every
+// other process's writes of the services it had locked waited and failed.
+// No call of the store's outlives its deadline, so a live caller is never
+// ended so. It costs one round trip a write transaction.
 func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	if s.postgres {
+	if !s.postgres {
+		return s.db.WithContext(ctx).Transaction(fn)
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
 		return s.db.WithContext(ctx).Transaction(fn, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	}
-	return s.db.WithContext(ctx).Transaction(fn)
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		ms := max(time.Until(dl).Milliseconds()+1, 1) // 0 would turn the timeout off
+		if err := tx.Exec(`SELECT set_config('idle_in_transaction_session_timeout', ?, true)`, strconv.FormatInt(ms, 10)).Error; err != nil {
+			return err
+		}
+		return fn(tx)
+	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 }
 
 // errNoRow aborts a transaction whose target row is missing.
