@@ -351,13 +351,22 @@ func nextSeq(prev int64, now int64) int64 { return max(prev+1, now/int64(time.Mi
 // applyLocal applies one check result to an instance in this process only
 // (no Redis, or Redis failing).
 func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
+	r.applyLocalIf(st, is, c, nil)
+}
+
+// applyLocalIf is applyLocal for the result of a check the monitor ran:
+// stale, if not nil, reports whether what the check probed has changed
+// since it began (see target.gen). It is asked under st.viewMu, under which
+// the monitor forgets the verdict of the old checks.
+func (r *Registry) applyLocalIf(st *svcState, is *instState, c health.Check, stale func() bool) {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	// The instance left while it was checked (its state, or its service's,
 	// forgotten): the result is of no state lookups read. Applied, it was
 	// announced as the status of the instance back with the same ID, which
-	// Get and Health did not show.
-	if !r.held(st, is) {
+	// Get and Health did not show. Nor is the result of a check of an
+	// address the instance has left (see reconcile).
+	if !r.held(st, is) || stale != nil && stale() {
 		return
 	}
 	is.hmu.Lock()
@@ -372,10 +381,22 @@ func (r *Registry) applyLocal(st *svcState, is *instState, c health.Check) {
 // adoptShared applies a state received from Redis (or written there by this
 // process) unless this process holds a newer one. It reports whether it did.
 func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw string) bool {
+	ok, _ := r.adoptSharedIf(st, is, s, raw, nil)
+	return ok
+}
+
+// adoptSharedIf is adoptShared for the state this process wrote with a
+// check's result: unless stale (asked under st.viewMu, as in applyLocal)
+// reports that what the check probed has changed since it began, which it
+// then reports too.
+func (r *Registry) adoptSharedIf(st *svcState, is *instState, s health.State, raw string, stale func() bool) (adopted, wasStale bool) {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	if !r.held(st, is) { // forgotten meanwhile, as in applyLocal
-		return false
+		return false, false
+	}
+	if stale != nil && stale() {
+		return false, true
 	}
 	is.hmu.Lock()
 	if s.Seq <= is.health.st.Seq {
@@ -383,12 +404,12 @@ func (r *Registry) adoptShared(st *svcState, is *instState, s health.State, raw 
 			is.health.raw = raw
 		}
 		is.hmu.Unlock()
-		return false
+		return false, false
 	}
 	ch := r.adoptLocked(st, is, s, raw)
 	is.hmu.Unlock()
 	r.announce(st, is, ch)
-	return true
+	return true, false
 }
 
 // change is what adopting a state changed, to announce after unlocking.

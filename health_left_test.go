@@ -2,17 +2,22 @@ package discovery_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/health"
 )
 
 // A check that was running when its instance left applies to nothing: its
@@ -202,4 +207,107 @@ func untilFirstCheck(t *testing.T, r *discovery.Registry, clock *discoverytest.C
 		time.Sleep(time.Millisecond) // lets a started check reach the server
 	}
 	waitFor(t, 5*time.Second, "a check reaching the server", func() bool { return hits.Load() != 0 })
+}
+
+// casGate is a go-redis hook that holds the first compare-and-set of a
+// shared health state (the one script with a single key, the health hash)
+// until released: a check's result on its way to Redis.
+type casGate struct {
+	once    sync.Once
+	held    chan struct{} // closed when the write is held
+	release chan struct{}
+}
+
+func (g *casGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *casGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (g *casGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(args) > 3 &&
+			fmt.Sprint(args[2]) == "1" && strings.Contains(fmt.Sprint(args[3]), ":health:{") {
+			g.once.Do(func() {
+				close(g.held)
+				<-g.release
+			})
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// With Redis, a check of an instance's old address whose result was on its
+// way to Redis when the instance moved says nothing of the new address
+// either: the move forgot the verdict, and the old check's pass, written
+// after, became the shared state of the instance at its new address, in
+// this process (healthy, before its new address was checked at all) and in
+// every other.
+func TestCheckOfTheOldAddressWrittenAfterTheMoveDoesNotJudgeTheNew(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			old, moved := newProbeServer(t, ""), newProbeServer(t, "")
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			gate := &casGate{held: make(chan struct{}), release: make(chan struct{})}
+			w.rdb.AddHook(gate)
+			released := false
+			defer func() {
+				if !released {
+					close(gate.release)
+				}
+			}()
+			r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(time.Minute, 5*time.Second),
+				discovery.WithRedisTimeout(5*time.Second)) // the client as given, with its hooks
+			in := old.instance("web")
+			in.ID = "web-1"
+			addInstance(t, r, in)
+			if _, err := r.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			for start := clock.Now(); clock.Now().Sub(start) < time.Minute+2*time.Second; {
+				select {
+				case <-gate.held:
+				default:
+					clock.Advance(hStep)
+					discovery.StepHealth(r)
+					_, _ = r.Get(ctx, "web")
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				break
+			}
+			select {
+			case <-gate.held: // the old address passed; its result waits for Redis
+			case <-time.After(5 * time.Second):
+				t.Fatal("no check result of the old address went to Redis")
+			}
+			at := moved.instance("web")
+			at.ID = in.ID
+			addInstance(t, r, at)
+			if err := r.Invalidate(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Second) // the next scan finds it moved
+			discovery.StepHealth(r)
+			released = true
+			close(gate.release)
+			discovery.SettleHealth(r)
+			if h := healthOf(t, r, "web", in.ID); moved.hits.Load() == 0 && h.Status != discovery.StatusUnknown {
+				t.Fatalf("moved to %s, never checked there: %v (last check %v, by the old address's check); want unknown",
+					at.Addr(), h.Status, h.LastCheck.Sub(t0))
+			}
+			raw, err := w.rdb.HGet(ctx, w.ns+":health:{web}", in.ID).Result()
+			if moved.hits.Load() == 0 && err == nil {
+				if hs, derr := health.Decode(raw); derr == nil && hs.Status != discovery.StatusUnknown {
+					t.Fatalf("shared state of %s at its new address, never checked there: %v; want none or unknown", in.ID, hs.Status)
+				}
+			}
+		})
+	}
 }

@@ -109,6 +109,13 @@ type target struct {
 	// while its health path hung held a connection and a goroutine for the
 	// whole check timeout.
 	stop context.CancelFunc
+	// gen counts the changes of what is checked (spec) and the drop of the
+	// target; a check applies its result only while gen is what it was when
+	// the check began. Stopping the check is not enough: one that had just
+	// ended, its result on its way to Redis, wrote the old address's verdict
+	// as the shared state of the instance at its new address, just after
+	// the move had forgotten it.
+	gen atomic.Uint64
 }
 
 // svcMon is one service the monitor checks.
@@ -360,6 +367,8 @@ func (m *monitor) startCheck(t *target) {
 	}
 	run, stop := context.WithCancel(base)
 	t.stop = stop
+	gen := t.gen.Load()
+	stale := func() bool { return t.gen.Load() != gen }
 	t.busy.Store(true)
 	m.busy.Add(1)
 	m.jobs.Add(1)
@@ -383,10 +392,10 @@ func (m *monitor) startCheck(t *target) {
 			c.Err = res.Err.Error()
 		}
 		if m.share != nil {
-			m.share.record(sm, st, is, c)
+			m.share.record(sm, st, is, c, stale)
 			return
 		}
-		m.r.applyLocal(st, is, c)
+		m.r.applyLocalIf(st, is, c, stale)
 	})
 	if !ok {
 		stop()
@@ -559,6 +568,7 @@ func (m *monitor) removeService(sm *svcMon) {
 
 // dropTarget stops checking an instance, and ends its check in flight.
 func (m *monitor) dropTarget(t *target) {
+	t.gen.Add(1)
 	if t.stop != nil {
 		t.stop()
 	}
@@ -631,7 +641,9 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 			// the old check still in flight: landing after the verdict was
 			// forgotten, its pass made the instance healthy (one pass is
 			// enough for one never checked) before the new address was
-			// checked at all.
+			// checked at all. A check that has ended already, its result
+			// on its way, sees gen moved (before the verdict is forgotten).
+			t.gen.Add(1)
 			if t.stop != nil {
 				t.stop()
 			}

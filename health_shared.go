@@ -278,17 +278,19 @@ func (s *sharer) apply(ctx context.Context, service string, interval time.Durati
 }
 
 // record folds one check result into an instance's shared state and
-// announces a change of status to every process.
-func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check) {
+// announces a change of status to every process. stale reports whether
+// what the check probed has changed since it began (see applyLocal).
+func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check, stale func() bool) {
 	// The instance left while it was checked: the result is of no state
 	// lookups read (see applyLocal). Written, it became the shared state of
-	// the instance back with the same ID, in every process.
-	if !s.r.held(st, is) {
+	// the instance back with the same ID, in every process. The same goes
+	// for a check of an address the instance has left.
+	if !s.r.held(st, is) || stale() {
 		return
 	}
 	if !s.up() {
 		s.note(errRedisDown)
-		s.r.applyLocal(st, is, c)
+		s.r.applyLocalIf(st, is, c, stale)
 		return
 	}
 	ctx, cancel := s.timeout(s.r.ctx)
@@ -306,17 +308,20 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 		v, err := casScript.Run(ctx, s.rdb, []string{key}, is.id, expected, enc, ttl).Slice()
 		if err != nil {
 			s.failed(s.r.ctx, err) // counted, and the breaker hears of it, as for a sync (the context before the Redis timeout)
-			s.r.applyLocal(st, is, c)
+			s.r.applyLocalIf(st, is, c, stale)
 			return
 		}
 		if len(v) != 2 {
 			s.note(nil)
-			s.r.applyLocal(st, is, c)
+			s.r.applyLocalIf(st, is, c, stale)
 			return
 		}
 		s.note(nil)
 		if n, _ := v[0].(int64); n == 1 {
-			s.r.adoptShared(st, is, next, enc)
+			if _, moved := s.r.adoptSharedIf(st, is, next, enc, stale); moved {
+				s.unwrite(ctx, key, ttl, st, is, next, enc)
+				return
+			}
 			if next.Status != base.Status {
 				_ = s.rdb.Publish(ctx, s.channel, health.EncodeMessage(sm.name, is.id, &next)).Err()
 			}
@@ -330,7 +335,28 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check)
 			base = hs
 		}
 	}
-	s.r.applyLocal(st, is, c)
+	s.r.applyLocalIf(st, is, c, stale)
+}
+
+// unwrite replaces the shared state written (enc, at seq written.Seq) with
+// the result of a check of what the instance no longer is (the address it
+// moved from) by the state of an instance never checked, unless another
+// prober wrote since: the move forgot the old checks' verdict in every
+// process, and left in Redis the write was adopted by all of them.
+func (s *sharer) unwrite(ctx context.Context, key string, ttl int64, st *svcState, is *instState, written health.State, enc string) {
+	fresh := health.New()
+	fresh.Seq, fresh.By = nextSeq(written.Seq, s.r.clock.Now().UnixNano()), s.m.id
+	fenc := health.Encode(&fresh)
+	v, err := casScript.Run(ctx, s.rdb, []string{key}, is.id, enc, fenc, ttl).Slice()
+	if err != nil {
+		s.failed(s.r.ctx, err)
+		return
+	}
+	if len(v) == 2 {
+		if n, _ := v[0].(int64); n == 1 {
+			s.r.adoptShared(st, is, fresh, fenc)
+		}
+	}
 }
 
 // listen applies the changes other processes announce, until Close. Every
