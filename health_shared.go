@@ -255,6 +255,9 @@ func (s *sharer) apply(ctx context.Context, service string, interval time.Durati
 			s.corrupt.Add(1) // a prober overwrites it at its next check
 			continue
 		}
+		if r.checksOff(service, id) {
+			continue
+		}
 		var is *instState
 		if st != nil {
 			is = st.inst(id)
@@ -398,8 +401,8 @@ func (s *sharer) onMessage(payload string) {
 	}
 	r := s.r
 	st := r.stateIfAny(service)
-	if st == nil {
-		return // a service this process does not use
+	if st == nil || r.checksOff(service, id) {
+		return // a service this process does not use, or no verdict to take
 	}
 	is := st.inst(id)
 	if is == nil {
@@ -444,6 +447,21 @@ func (m *monitor) leave() {
 		pipe.ZRem(ctx, m.share.membersKey(name), m.id)
 	}
 	_, _ = pipe.Exec(ctx)
+}
+
+// checksOff reports whether an instance, as this process's L1 holds it, has
+// its active checks turned off (Check: CheckNone). Its shared state is
+// what its last checks left in Redis, for up to 6 intervals: the monitor
+// forgets that verdict at every reload of the service (forgetVerdict), and
+// a process that started using the service since adopted it, unhealthy
+// say, until its next reload, with no check left to change it.
+func (r *Registry) checksOff(service, id string) bool {
+	if e := r.l1.get(service); e != nil && e.raw != nil {
+		if in := e.raw.Instance(id); in != nil {
+			return in.Check == core.CheckNone
+		}
+	}
+	return false
 }
 
 // refreshShared reads a service's shared states if this process has not

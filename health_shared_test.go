@@ -562,7 +562,9 @@ func TestRedisDatabasesKeepHealthApart(t *testing.T) {
 	unchecked := shared
 	unchecked.Check = discovery.CheckNone // prod never probes it: any status it shows came from elsewhere
 	addInstance(t, prod, unchecked)
-	marker := discovery.Instance{ID: "marker", Service: "web", Host: "10.0.0.9", Port: 1, Weight: 1, Check: discovery.CheckNone,
+	// a router instance without a check function here: not probed by prod,
+	// yet it takes shared results (one with its checks off would not)
+	marker := discovery.Instance{ID: "marker", Service: "web", Host: "10.0.0.9", Port: 1, Weight: 1, Method: discovery.MethodRouter,
 		RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)}
 	addInstance(t, prod, marker)
 	for _, r := range []*discovery.Registry{prod, staging} {
@@ -712,6 +714,54 @@ func TestFirstHealthShowsTheSharedStatus(t *testing.T) {
 			if h.Status != discovery.StatusUnhealthy || h.Shown != discovery.StatusUnhealthy {
 				t.Fatalf("first Health in another process: Status %v, Shown %v; want both unhealthy (Get shows %v)",
 					h.Status, h.Shown, viewStatus(t, late, "router_svc", id))
+			}
+		})
+	}
+}
+
+// An instance whose checks were turned off shows no verdict in a process
+// that starts using its service afterwards either: that process adopted
+// the shared state the last checks had left in Redis (unhealthy, score 0,
+// skipped by every pick), which no check was left to change, until its
+// next reload of the service forgot it again, 10 s later here, or for as
+// long as it used the service when it looked it up only once.
+func TestNewProcessTakesNoVerdictOfChecksTurnedOff(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			a := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+			p := newProbeServer(t, "")
+			p.set(mode500)
+			in := p.instance("web")
+			addInstance(t, a, in)
+			for start := clock.Now(); viewStatus(t, a, "web", in.ID) != discovery.StatusUnhealthy; step(clock, hStep, a) {
+				if clock.Now().Sub(start) > 5*hInterval {
+					t.Fatalf("not unhealthy after %v of failing checks", clock.Now().Sub(start))
+				}
+			}
+			off := in
+			off.Check = discovery.CheckNone
+			addInstance(t, a, off)
+			if err := a.Invalidate(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			step(clock, 2*time.Second, a) // a scan finds the checks off
+			if got := viewStatus(t, a, "web", in.ID); got != discovery.StatusUnknown {
+				t.Fatalf("checks off: the process that checked it shows %v; want unknown", got)
+			}
+			b := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+			for start := clock.Now(); clock.Now().Sub(start) < 2*hInterval; step(clock, hStep, a, b) {
+				if got := viewStatus(t, b, "web", in.ID); got != discovery.StatusUnknown {
+					t.Fatalf("checks off before this process started: Get shows %v at +%v; want unknown", got, clock.Now().Sub(start))
+				}
+			}
+			if h := healthOf(t, b, "web", in.ID); h.Status != discovery.StatusUnknown || h.Score != 1 {
+				t.Errorf("checks off before this process started: Health says %v, score %v; want unknown, 1", h.Status, h.Score)
 			}
 		})
 	}
