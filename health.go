@@ -470,19 +470,21 @@ func (r *Registry) crossesMinScore(is *instState, score float64) bool {
 // 1, as for an instance never checked. Kept, the last verdict (unhealthy,
 // score 0) stayed for good with no check left to change it, or until two
 // checks of the new address passed. Seq is kept, so that the shared state
-// written before is not adopted again.
-func (r *Registry) forgetVerdict(st *svcState, is *instState) {
+// written before is not adopted again. It returns the shared encoding of
+// the state it forgot, "" if none (see monitor.forget).
+func (r *Registry) forgetVerdict(st *svcState, is *instState) (raw string) {
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	is.hmu.Lock()
 	d := &is.health
 	if d.st.Seq == 0 || d.st.Status == core.StatusUnknown && len(d.st.Recent) == 0 {
 		is.hmu.Unlock()
-		return // never checked, or already forgotten
+		return "" // never checked, or already forgotten
 	}
 	fresh := health.New()
 	fresh.Seq = d.st.Seq
 	ch := change{from: d.st.Status, to: fresh.Status, score: fresh.Score}
+	raw = d.raw
 	d.st, d.raw = fresh, ""
 	crossed := r.crossesMinScore(is, fresh.Score)
 	is.status.Store(uint32(fresh.Status))
@@ -494,6 +496,7 @@ func (r *Registry) forgetVerdict(st *svcState, is *instState) {
 	}
 	is.hmu.Unlock()
 	r.announce(st, is, ch)
+	return raw
 }
 
 // state returns the instance's state; one never checked has a score of 1.

@@ -613,7 +613,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		if kind == health.KindNone {
 			if in.Check == core.CheckNone { // checks turned off: their verdict goes
 				if is := st.inst(id); is != nil {
-					m.r.forgetVerdict(st, is)
+					m.forget(sm, st, is)
 				}
 			}
 			continue
@@ -648,7 +648,7 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 				t.stop()
 			}
 			if is := st.inst(id); is != nil && is == t.is {
-				m.r.forgetVerdict(st, is)
+				m.forget(sm, st, is)
 			}
 		}
 		t.spec, t.st, t.is, t.own, t.reg = spec, st, st.instOrNew(id), g != nil, g
@@ -657,6 +657,29 @@ func (m *monitor) reconcile(sm *svcMon, now int64) {
 		if in := want[id]; in == nil || health.KindOf(in, sm.own[id] != nil) == health.KindNone {
 			m.dropTarget(t)
 		}
+	}
+}
+
+// forget forgets the verdict of an instance's checks (forgetVerdict), in
+// Redis too: left there, it was adopted by every process that started
+// using the service before the next check wrote over it (a verdict of the
+// old address for an instance that moved, unhealthy say, up to an interval
+// after the move), and by a process whose first sync found it. Every
+// process that sees the change does this; the first write wins, the others
+// find the state changed and leave it, as does a check's result written
+// meanwhile.
+func (m *monitor) forget(sm *svcMon, st *svcState, is *instState) {
+	raw := m.r.forgetVerdict(st, is)
+	if m.share == nil || raw == "" {
+		return
+	}
+	m.busy.Add(1)
+	m.jobs.Add(1)
+	if !m.r.spawn(func() {
+		defer m.busy.Add(-1)
+		m.share.forget(sm, st, is, raw)
+	}) {
+		m.busy.Add(-1)
 	}
 }
 

@@ -341,11 +341,28 @@ func (s *sharer) record(sm *svcMon, st *svcState, is *instState, c health.Check,
 	s.r.applyLocalIf(st, is, c, stale)
 }
 
-// unwrite replaces the shared state written (enc, at seq written.Seq) with
-// the result of a check of what the instance no longer is (the address it
-// moved from) by the state of an instance never checked, unless another
-// prober wrote since: the move forgot the old checks' verdict in every
-// process, and left in Redis the write was adopted by all of them.
+// forget replaces an instance's shared state, if it still is raw, by the
+// state of an instance never checked (see monitor.forget).
+func (s *sharer) forget(sm *svcMon, st *svcState, is *instState, raw string) {
+	if !s.up() {
+		return
+	}
+	old, err := health.Decode(raw)
+	if err != nil {
+		return
+	}
+	ctx, cancel := s.timeout(s.r.ctx)
+	defer cancel()
+	s.unwrite(ctx, s.healthKey(sm.name), stateTTL(sm.interval).Milliseconds(), st, is, old, raw)
+}
+
+// unwrite replaces the shared state enc (written.Seq) by the state of an
+// instance never checked, unless another process wrote since: enc is a
+// verdict of what the instance no longer is (the address it moved from,
+// checks now off), which the change forgot in every process, and which,
+// left in Redis, every process adopted again. Here enc is the result of a
+// check that landed after the move (record), or what the move found there
+// (forget).
 func (s *sharer) unwrite(ctx context.Context, key string, ttl int64, st *svcState, is *instState, written health.State, enc string) {
 	fresh := health.New()
 	fresh.Seq, fresh.By = nextSeq(written.Seq, s.r.clock.Now().UnixNano()), s.m.id

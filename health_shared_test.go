@@ -766,3 +766,49 @@ func TestNewProcessTakesNoVerdictOfChecksTurnedOff(t *testing.T) {
 		})
 	}
 }
+
+// An instance that moved (registered again under its ID at another
+// address) shows no verdict of its old address in a process that starts
+// using its service afterwards: the move forgot that verdict in the
+// processes that saw it, but not in Redis, and the new process adopted it
+// (unhealthy here, its new address never checked) until a prober's check
+// of the new address came, up to an interval later.
+func TestNewProcessTakesNoVerdictOfTheOldAddress(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			a := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+			old, moved := newProbeServer(t, ""), newProbeServer(t, "")
+			old.set(mode500)
+			in := old.instance("web")
+			addInstance(t, a, in)
+			for start := clock.Now(); viewStatus(t, a, "web", in.ID) != discovery.StatusUnhealthy; step(clock, hStep, a) {
+				if clock.Now().Sub(start) > 5*hInterval {
+					t.Fatalf("not unhealthy after %v of failing checks", clock.Now().Sub(start))
+				}
+			}
+			at := moved.instance("web")
+			at.ID = in.ID
+			addInstance(t, a, at)
+			if err := a.Invalidate(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			step(clock, time.Second, a) // a scan finds it moved
+			if got := viewStatus(t, a, "web", in.ID); moved.hits.Load() == 0 && got != discovery.StatusUnknown {
+				t.Fatalf("moved, never checked at %s: the process that checked it shows %v; want unknown", at.Addr(), got)
+			}
+			b := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+			for start := clock.Now(); moved.hits.Load() == 0 && clock.Now().Sub(start) < 2*hInterval; step(clock, hStep, a, b) {
+				if got := viewStatus(t, b, "web", in.ID); moved.hits.Load() == 0 && got != discovery.StatusUnknown {
+					t.Fatalf("moved to %s before this process started, never checked there: Get shows %v at +%v; want unknown",
+						at.Addr(), got, clock.Now().Sub(start))
+				}
+			}
+		})
+	}
+}
