@@ -184,6 +184,11 @@ func (d *demo) traffic(ctx context.Context, failing *instance, failAfter time.Du
 			}
 		case <-tick.C:
 			for _, s := range demoServices {
+				// A lookup, then a pick, as an application does: a Pick alone
+				// counts no lookup, and the dashboard's L1 hit rate stayed 0.
+				if _, err := d.reg.Get(ctx, s.name); err != nil {
+					continue
+				}
 				if sel, err := d.reg.Pick(ctx, s.name); err == nil {
 					sel.DoneLatency(nil, time.Duration(1+rand.IntN(20))*time.Millisecond)
 				}
