@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,10 +25,11 @@ func Example() {
 	}
 	defer reg.Close()
 
-	// inventory's policy is part of its configuration document (written
-	// through the store here).
+	// inventory's policy is part of its configuration document, stored with
+	// UpdateConfig as any configuration (WithConfigValidator("inventory",
+	// auth.ValidateConfig) on the Registry refuses one that does not parse).
 	policy := `{"auth": {"allow": {"orders": [{"path_prefix": "/items/", "methods": ["GET"]}]}}}`
-	if _, _, err := reg.Store().(discovery.ConfigStore).SetConfig(ctx, "inventory", []byte(policy), time.Now(), 10); err != nil {
+	if _, err := reg.UpdateConfig(ctx, "inventory", json.RawMessage(policy)); err != nil {
 		panic(err)
 	}
 
