@@ -697,6 +697,7 @@ func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption)
 				// The Selection is built here, not in a callee: a struct
 				// returned through a call is stored a field at a time and
 				// copied on with wide loads, which stall (store forwarding).
+				e.markUsed(now)
 				c := r.pickDirect(st, p, p.strategy, key, now)
 				return Selection{Instance: c.in, Strategy: p.strategy, r: r, st: st, is: c.is, start: now}, nil
 			}
@@ -728,6 +729,8 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 		// cache, a slow database) was charged to the chosen instance's
 		// latency, which p2c_ewma then shunned for seconds.
 		now = r.now.nanos()
+	} else {
+		e.markUsed(now) // lookupEntry marks those it returns
 	}
 	p := r.pickerFor(e, now)
 	st := e.st

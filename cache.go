@@ -40,11 +40,14 @@ type entry struct {
 	rev      int64
 	layer    Layer // where the loader found it
 	loadedAt int64 // Unix ns when the snapshot was read from the database
-	// insertedAt is when the entry was built. An entry is rebuilt at least
-	// once per freshness window while lookups use it, so an old one means
-	// nobody in this process has looked the service up lately.
+	// insertedAt is when the entry was built.
 	insertedAt int64
-	raw        *core.Service
+	// usedAt is when a lookup of this process (Get, Lookup, Pick, Health,
+	// a watch) last used the entry or one it replaced (coarse clock, Unix
+	// ns, kept to within a second: markUsed). Change messages rebuild
+	// entries without any lookup, so when it was built says nothing of use.
+	usedAt atomic.Int64
+	raw    *core.Service
 	// view holds the live instances with this process's statuses.
 	view atomic.Pointer[core.Service]
 	// touchedAt is when a hit was last reported to ristretto (coarse clock).
@@ -73,6 +76,15 @@ type entry struct {
 	guarded bool
 	// viewGen is st's health generation when the view was built.
 	viewGen uint64
+}
+
+// markUsed records a use of e at now: a load and a compare on every hit,
+// a store at most once a second, so a hot entry's cache line is not
+// written by every core on every hit.
+func (e *entry) markUsed(now int64) {
+	if now-e.usedAt.Load() > int64(time.Second) {
+		e.usedAt.Store(now)
+	}
 }
 
 // readSince marks e as read after inv invalidations of its service.
@@ -260,6 +272,11 @@ func (c *l1Cache) put(e *entry) (held *entry, took bool) {
 		}
 		if old != nil {
 			e.slot.Store(old.slot.Load()) // ristretto already holds the name
+			// A rebuild (a change message, a refresh) carries the last use
+			// forward but makes none.
+			if u := old.usedAt.Load(); u > e.usedAt.Load() {
+				e.usedAt.Store(u)
+			}
 		} else {
 			e.slot.Store(&slot{name: e.name})
 			added = true
@@ -575,6 +592,7 @@ func (r *Registry) countHit(e *entry, now int64) error {
 	// two cores thousands of times a millisecond made that cache line what
 	// they fought over. The cap leaves the frequencies of all but the
 	// hottest services as they were, and those stay the hottest.
+	e.markUsed(now)
 	if hits.add(1)%touchSample == 0 && e.touchedAt.Load() != now {
 		e.touchedAt.Store(now)
 		r.l1.touch(e)
@@ -643,6 +661,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 	}
 	if e != nil {
 		if fu := e.freshUntil.Load(); now < fu {
+			e.markUsed(now)
 			return e, LayerL1, false, nil
 		}
 		// Past its freshness window an entry is served while a background
@@ -665,6 +684,7 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 			if !failedLately {
 				r.refreshAsync(e, false)
 			}
+			e.markUsed(now)
 			return e, LayerL1, true, nil
 		}
 	}
@@ -694,10 +714,12 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 		// window answered with the entry past it.
 		if failed := r.now.nanos(); e != nil && failed < e.errorUntil && !isCallerErr(ctx, err) {
 			e.failedAt.Store(failed)
+			e.markUsed(failed)
 			return e, LayerL1, true, nil
 		}
 		return nil, 0, false, plainLoadErr(err)
 	}
+	ne.markUsed(r.now.nanos())
 	return ne, ne.layer, false, nil
 }
 

@@ -19,12 +19,17 @@ import (
 // due (each instance's next check, each service's next Redis sync, each
 // ejection's end) on one timer of the Registry's clock, and starts the
 // checks and syncs in goroutines that Close waits for. Every second it scans
-// L1 for the services this process uses: those whose entry was built within
-// the last fresh+stale-while-revalidate window (35 s by default; an entry
-// is rebuilt at least once per freshness window while lookups use it, so
-// this costs Get nothing). A service no longer used is dropped with its
-// checks. Router instances that this process registered with WithCheckFunc
-// are checked as long as they are registered.
+// L1 for the services this process uses: those whose entry a lookup of this
+// process (Get, Lookup, Pick, Health, an open Watch) used within the last
+// fresh+stale-while-revalidate window (35 s by default). Lookups mark the
+// entry they use (entry.usedAt, at most once a second, so a hit pays a load
+// and a compare), and an entry that replaces another of the service inherits
+// its mark. When the entry was built says nothing of use: change messages
+// rebuild it without any lookup, and judged by that, a service looked up
+// once stayed checked (and this process one of its probers) for as long as
+// another process changed it every half minute. A service no longer used
+// is dropped with its checks. Router instances that this process
+// registered with WithCheckFunc are checked as long as they are registered.
 
 const (
 	// scanEvery is how often L1 is scanned for used services.
@@ -123,7 +128,7 @@ type svcMon struct {
 	name              string
 	interval, timeout time.Duration
 	entry             *entry // the L1 entry the targets were built from
-	lastUsed          int64
+	lastUsed          int64  // the newest use (entry.usedAt) a scan saw
 	own               map[string]*Registration
 	targets           map[string]*target
 	sync              item
@@ -429,8 +434,8 @@ func (m *monitor) startSync(sm *svcMon, now int64) {
 	}
 }
 
-// usedFor is how recently a service's L1 entry must have been built for
-// the service to count as used.
+// usedFor is how recently a lookup must have used a service's L1 entry
+// (entry.usedAt) for the service to count as used.
 func (m *monitor) usedFor(interval time.Duration) int64 {
 	return int64(max(m.r.opts.longestFresh()+m.r.opts.swr, 2*interval))
 }
@@ -456,13 +461,14 @@ func (m *monitor) scan(now int64) {
 		}
 		sm := m.svcs[e.name]
 		interval, _ := r.opts.health.timing(e.name)
-		if now-e.insertedAt > m.usedFor(interval) {
+		used := e.usedAt.Load()
+		if now-used > m.usedFor(interval) {
 			return
 		}
 		if sm == nil {
 			sm = m.addService(e.name, now)
 		}
-		sm.lastUsed = max(sm.lastUsed, e.insertedAt)
+		sm.lastUsed = max(sm.lastUsed, used)
 		if sm.entry != e {
 			if sm.entry == nil && m.share != nil {
 				m.reschedule(&sm.sync, now) // used from now on: join the probers at once
@@ -492,7 +498,7 @@ func (m *monitor) scan(now int64) {
 			m.removeService(sm)
 			continue
 		}
-		if sm.entry != nil && now-sm.entry.insertedAt > m.usedFor(interval) {
+		if sm.entry != nil && now-sm.entry.usedAt.Load() > m.usedFor(interval) {
 			// no longer used, but kept for this process's own instances:
 			// the others' go, and so does this process from the probers
 			sm.entry = nil
@@ -582,7 +588,7 @@ func (m *monitor) dropTarget(t *target) {
 // checked here, plus this process's router instances with a check function.
 func (m *monitor) reconcile(sm *svcMon, now int64) {
 	want := map[string]*core.Instance{}
-	if e := sm.entry; e != nil && now-e.insertedAt <= m.usedFor(sm.interval) {
+	if e := sm.entry; e != nil && now-e.usedAt.Load() <= m.usedFor(sm.interval) {
 		// Instances live when the snapshot was read are checked while the
 		// service is used: renewals change no revision, so their lease ends
 		// in it pass while they renew, and dropped then, a service looked

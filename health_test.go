@@ -714,3 +714,80 @@ func TestOwnInstanceKeepsOnlyItselfCheckedOnceUnused(t *testing.T) {
 		t.Fatal("the own router instance is no longer checked")
 	}
 }
+
+// churnWeb has other register an instance of "web" when it holds none and
+// deregister it when it does: a change message every call.
+func churnWeb(t *testing.T, other *discovery.Registry, g **discovery.Registration) {
+	t.Helper()
+	if *g == nil {
+		*g = mustRegister(t, other, discovery.Instance{Service: "web", Host: "127.0.0.1", Port: 1, Check: discovery.CheckNone})
+		return
+	}
+	if err := (*g).Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	*g = nil
+}
+
+// A service this process looked up once stops being checked once it has not
+// been looked up for the usage window, however often another process
+// changes it: each change rebuilds its L1 entry here, but that is no use.
+func TestMonitorDropsAServiceOnlyOthersChange(t *testing.T) {
+	p := newProbeServer(t, "")
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	other := w.registry(t, discovery.WithClock(clock))
+	addInstance(t, r, p.instance("web"))
+	if _, err := r.Get(context.Background(), "web"); err != nil { // the only lookup
+		t.Fatal(err)
+	}
+	nextCheck(t, r, clock, p)
+	var g *discovery.Registration
+	for clock.Now().Sub(t0) < 2*time.Minute {
+		churnWeb(t, other, &g) // every 10 s
+		for range 10 {
+			step(clock, time.Second, r, other)
+		}
+	}
+	before := p.hits.Load()
+	for range 6 { // 6 intervals, changed every 10 s, never looked up
+		churnWeb(t, other, &g)
+		for range 10 {
+			step(clock, time.Second, r, other)
+		}
+	}
+	if n := p.hits.Load() - before; n != 0 {
+		t.Fatalf("%d checks of a service looked up once, minutes ago, that another process changes every 10 s; want 0", n)
+	}
+}
+
+// A service looked up all the time and changed every 2 s stays checked: its
+// change messages rebuild its entry before it goes stale, so its lookups
+// are all L1 hits and never load it.
+func TestMonitorKeepsABusyServiceThatChangesOften(t *testing.T) {
+	p := newProbeServer(t, "")
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	other := w.registry(t, discovery.WithClock(clock))
+	addInstance(t, r, p.instance("web"))
+	var g *discovery.Registration
+	use := func(d time.Duration) { // a lookup a second, a change every 2 s
+		for s := range int(d / time.Second) {
+			if s%2 == 0 {
+				churnWeb(t, other, &g)
+			}
+			if _, err := r.Get(context.Background(), "web"); err != nil {
+				t.Fatal(err)
+			}
+			step(clock, time.Second, r, other)
+		}
+	}
+	use(2 * time.Minute)
+	before := p.hits.Load()
+	use(time.Minute) // 5 checks, 11-12 s apart
+	if n := p.hits.Load() - before; n < 4 {
+		t.Fatalf("%d checks in a minute of a service looked up every second and changed every 2 s; want 5", n)
+	}
+}

@@ -274,6 +274,9 @@ func (h *hub) refresh() time.Duration {
 		e = ne
 		now = r.clock.Now().UnixNano()
 	}
+	// A watch uses the service for as long as it is open: the hub looks at
+	// it at least once per freshness window (the timer), and at each change.
+	e.markUsed(r.now.nanos())
 	h.process(e)
 	cur := r.l1.get(h.name)
 	h.mu.Lock()
