@@ -791,3 +791,44 @@ func TestMonitorKeepsABusyServiceThatChangesOften(t *testing.T) {
 		t.Fatalf("%d checks in a minute of a service looked up every second and changed every 2 s; want 5", n)
 	}
 }
+
+// A watched service is used for as long as the watch is open, looked up or
+// not, changed or not; it stops being checked once the watch ends.
+func TestMonitorChecksAWatchedService(t *testing.T) {
+	p := newProbeServer(t, "")
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	addInstance(t, r, p.instance("web"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := r.Watch(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range events {
+		}
+	}()
+	for clock.Now().Sub(t0) < 2*time.Minute {
+		step(clock, time.Second, r)
+	}
+	before := p.hits.Load()
+	for range 60 {
+		step(clock, time.Second, r)
+	}
+	if n := p.hits.Load() - before; n < 4 {
+		t.Fatalf("%d checks in a minute of a service watched for minutes; want 5", n)
+	}
+	cancel()
+	for range 60 {
+		step(clock, time.Second, r)
+	}
+	before = p.hits.Load()
+	for range 60 {
+		step(clock, time.Second, r)
+	}
+	if n := p.hits.Load() - before; n != 0 {
+		t.Fatalf("%d checks in a minute of a service whose watch ended two minutes ago; want 0", n)
+	}
+}
