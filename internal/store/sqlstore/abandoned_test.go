@@ -23,7 +23,6 @@ import (
 type severable struct {
 	ln      net.Listener
 	mu      sync.Mutex
-	cut     bool
 	clients []net.Conn
 	servers []net.Conn
 }
