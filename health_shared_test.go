@@ -728,28 +728,12 @@ func TestFirstHealthShowsTheSharedStatus(t *testing.T) {
 func TestNewProcessTakesNoVerdictOfChecksTurnedOff(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
-			ctx := context.Background()
 			clock := discoverytest.NewClock(t0)
 			w := newWorld(t, k)
-			a := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
-			p := newProbeServer(t, "")
-			p.set(mode500)
-			in := p.instance("web")
-			addInstance(t, a, in)
-			for start := clock.Now(); viewStatus(t, a, "web", in.ID) != discovery.StatusUnhealthy; step(clock, hStep, a) {
-				if clock.Now().Sub(start) > 5*hInterval {
-					t.Fatalf("not unhealthy after %v of failing checks", clock.Now().Sub(start))
-				}
-			}
+			a, in := unhealthyInOne(t, w, clock, newProbeServer(t, ""))
 			off := in
 			off.Check = discovery.CheckNone
-			addInstance(t, a, off)
-			if err := a.Invalidate(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := a.Get(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
+			rewritten(t, a, off)
 			step(clock, 2*time.Second, a) // a scan finds the checks off
 			if got := viewStatus(t, a, "web", in.ID); got != discovery.StatusUnknown {
 				t.Fatalf("checks off: the process that checked it shows %v; want unknown", got)
@@ -776,28 +760,13 @@ func TestNewProcessTakesNoVerdictOfChecksTurnedOff(t *testing.T) {
 func TestNewProcessTakesNoVerdictOfTheOldAddress(t *testing.T) {
 	for _, k := range redisWorlds() {
 		t.Run(k.name, func(t *testing.T) {
-			ctx := context.Background()
 			clock := discoverytest.NewClock(t0)
 			w := newWorld(t, k)
-			a := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
-			old, moved := newProbeServer(t, ""), newProbeServer(t, "")
-			old.set(mode500)
-			in := old.instance("web")
-			addInstance(t, a, in)
-			for start := clock.Now(); viewStatus(t, a, "web", in.ID) != discovery.StatusUnhealthy; step(clock, hStep, a) {
-				if clock.Now().Sub(start) > 5*hInterval {
-					t.Fatalf("not unhealthy after %v of failing checks", clock.Now().Sub(start))
-				}
-			}
+			moved := newProbeServer(t, "")
+			a, in := unhealthyInOne(t, w, clock, newProbeServer(t, ""))
 			at := moved.instance("web")
 			at.ID = in.ID
-			addInstance(t, a, at)
-			if err := a.Invalidate(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := a.Get(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
+			rewritten(t, a, at)
 			step(clock, time.Second, a) // a scan finds it moved
 			if got := viewStatus(t, a, "web", in.ID); moved.hits.Load() == 0 && got != discovery.StatusUnknown {
 				t.Fatalf("moved, never checked at %s: the process that checked it shows %v; want unknown", at.Addr(), got)
@@ -810,5 +779,36 @@ func TestNewProcessTakesNoVerdictOfTheOldAddress(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// unhealthyInOne registers an instance of "web" at p, whose health
+// endpoint it makes fail, on a new Registry of w's (checks every hInterval
+// on clock), and waits until that Registry shows it unhealthy.
+func unhealthyInOne(t *testing.T, w *world, clock *discoverytest.Clock, p *probeServer) (*discovery.Registry, discovery.Instance) {
+	t.Helper()
+	a := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	p.set(mode500)
+	in := p.instance("web")
+	addInstance(t, a, in)
+	for start := clock.Now(); viewStatus(t, a, "web", in.ID) != discovery.StatusUnhealthy; step(clock, hStep, a) {
+		if clock.Now().Sub(start) > 5*hInterval {
+			t.Fatalf("not unhealthy after %v of failing checks", clock.Now().Sub(start))
+		}
+	}
+	return a, in
+}
+
+// rewritten writes in to a's store behind its caches, invalidates the
+// service and looks it up again, so that a holds in.
+func rewritten(t *testing.T, a *discovery.Registry, in discovery.Instance) {
+	t.Helper()
+	ctx := context.Background()
+	addInstance(t, a, in)
+	if err := a.Invalidate(ctx, in.Service); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Get(ctx, in.Service); err != nil {
+		t.Fatal(err)
 	}
 }
