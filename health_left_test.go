@@ -154,13 +154,7 @@ func TestCheckOfTheOldAddressDoesNotJudgeTheNew(t *testing.T) {
 	untilFirstCheck(t, r, clock, hits, time.Minute) // of the old address, which hangs
 	at := moved.instance("web")
 	at.ID = in.ID
-	addInstance(t, r, at)
-	if err := r.Invalidate(ctx, "web"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Get(ctx, "web"); err != nil {
-		t.Fatal(err)
-	}
+	rewritten(t, r, at)
 	clock.Advance(time.Second) // the next scan finds it moved
 	discovery.StepHealth(r)
 	release() // the old address answers: 200
@@ -286,13 +280,7 @@ func TestCheckOfTheOldAddressWrittenAfterTheMoveDoesNotJudgeTheNew(t *testing.T)
 			}
 			at := moved.instance("web")
 			at.ID = in.ID
-			addInstance(t, r, at)
-			if err := r.Invalidate(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := r.Get(ctx, "web"); err != nil {
-				t.Fatal(err)
-			}
+			rewritten(t, r, at)
 			clock.Advance(time.Second) // the next scan finds it moved
 			discovery.StepHealth(r)
 			released = true

@@ -733,12 +733,8 @@ func churnWeb(t *testing.T, other *discovery.Registry, g **discovery.Registratio
 // been looked up for the usage window, however often another process
 // changes it: each change rebuilds its L1 entry here, but that is no use.
 func TestMonitorDropsAServiceOnlyOthersChange(t *testing.T) {
-	p := newProbeServer(t, "")
-	clock := discoverytest.NewClock(t0)
-	w := newWorld(t, allWorlds[0])
-	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	p, clock, w, r := monitoredWeb(t)
 	other := w.registry(t, discovery.WithClock(clock))
-	addInstance(t, r, p.instance("web"))
 	if _, err := r.Get(context.Background(), "web"); err != nil { // the only lookup
 		t.Fatal(err)
 	}
@@ -766,12 +762,8 @@ func TestMonitorDropsAServiceOnlyOthersChange(t *testing.T) {
 // change messages rebuild its entry before it goes stale, so its lookups
 // are all L1 hits and never load it.
 func TestMonitorKeepsABusyServiceThatChangesOften(t *testing.T) {
-	p := newProbeServer(t, "")
-	clock := discoverytest.NewClock(t0)
-	w := newWorld(t, allWorlds[0])
-	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	p, clock, w, r := monitoredWeb(t)
 	other := w.registry(t, discovery.WithClock(clock))
-	addInstance(t, r, p.instance("web"))
 	var g *discovery.Registration
 	use := func(d time.Duration) { // a lookup a second, a change every 2 s
 		for s := range int(d / time.Second) {
@@ -795,11 +787,7 @@ func TestMonitorKeepsABusyServiceThatChangesOften(t *testing.T) {
 // A watched service is used for as long as the watch is open, looked up or
 // not, changed or not; it stops being checked once the watch ends.
 func TestMonitorChecksAWatchedService(t *testing.T) {
-	p := newProbeServer(t, "")
-	clock := discoverytest.NewClock(t0)
-	w := newWorld(t, allWorlds[0])
-	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
-	addInstance(t, r, p.instance("web"))
+	p, clock, _, r := monitoredWeb(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events, err := r.Watch(ctx, "web")
@@ -831,4 +819,17 @@ func TestMonitorChecksAWatchedService(t *testing.T) {
 	if n := p.hits.Load() - before; n != 0 {
 		t.Fatalf("%d checks in a minute of a service whose watch ended two minutes ago; want 0", n)
 	}
+}
+
+// monitoredWeb is the set-up of the monitor's use tests: a Registry of a
+// memory world checking every hInterval on a fake clock, and an instance
+// of "web" at a probe server in its store, not looked up yet.
+func monitoredWeb(t *testing.T) (*probeServer, *discoverytest.Clock, *world, *discovery.Registry) {
+	t.Helper()
+	p := newProbeServer(t, "")
+	clock := discoverytest.NewClock(t0)
+	w := newWorld(t, allWorlds[0])
+	r := w.registry(t, discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout))
+	addInstance(t, r, p.instance("web"))
+	return p, clock, w, r
 }

@@ -95,18 +95,10 @@ func TestPostgresWriteCutOffMidwayReleasesItsLocks(t *testing.T) {
 	direct := testutil.Postgres(t, p)
 	b := openBounded(t, direct, p, 10*time.Second)
 	fwd, dsn := newSeverable(t)
-	db, err := testutil.OpenPostgres(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := db.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
+	db := opened(t)(testutil.OpenPostgres(dsn))
 	a := openBounded(t, db, p, time.Second)
 	cut := false
-	err = db.Callback().Raw().Before("gorm:raw").Register("test:sever", func(tx *gorm.DB) {
+	err := db.Callback().Raw().Before("gorm:raw").Register("test:sever", func(tx *gorm.DB) {
 		if !cut && strings.Contains(tx.Statement.SQL.String(), "INSERT INTO "+p+"instances") {
 			cut = true // the service's row is bumped and locked
 			fwd.sever()

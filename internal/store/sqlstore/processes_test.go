@@ -31,32 +31,14 @@ func TestWritersInSeveralProcessesOfOneService(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "discovery.db")
 			var out []*gorm.DB
 			for range 3 {
-				db, err := testutil.OpenSQLite(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					if sqlDB, err := db.DB(); err == nil {
-						_ = sqlDB.Close()
-					}
-				})
-				out = append(out, db)
+				out = append(out, opened(t)(testutil.OpenSQLite(path)))
 			}
 			return out
 		},
 		"postgres": func(t *testing.T) []*gorm.DB {
 			out := []*gorm.DB{testutil.Postgres(t, p)} // drops the tables at the end
 			for range 2 {
-				db, err := testutil.OpenPostgres(testutil.PostgresDSN(t))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					if sqlDB, err := db.DB(); err == nil {
-						_ = sqlDB.Close()
-					}
-				})
-				out = append(out, db)
+				out = append(out, opened(t)(testutil.OpenPostgres(testutil.PostgresDSN(t))))
 			}
 			return out
 		},
@@ -160,5 +142,22 @@ func TestWritersInSeveralProcessesOfOneService(t *testing.T) {
 				t.Fatalf("service at revision %d after %d writes", svc.Revision, len(revs))
 			}
 		})
+	}
+}
+
+// opened returns a function that takes what an Open returned, fails t on
+// its error, and closes the pool at the end of t.
+func opened(t *testing.T) func(*gorm.DB, error) *gorm.DB {
+	return func(db *gorm.DB, err error) *gorm.DB {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if sqlDB, err := db.DB(); err == nil {
+				_ = sqlDB.Close()
+			}
+		})
+		return db
 	}
 }

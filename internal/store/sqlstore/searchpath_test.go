@@ -62,14 +62,7 @@ func tenantSchema(t *testing.T) (prefix string, shared *gorm.DB, schema string, 
 	q := u.Query()
 	q.Set("search_path", schema+",public")
 	u.RawQuery = q.Encode()
-	if tenantDB, err = testutil.OpenPostgres(u.String()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := tenantDB.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
+	tenantDB = opened(t)(testutil.OpenPostgres(u.String()))
 	return prefix, shared, schema, tenantDB
 }
 
@@ -128,15 +121,7 @@ func TestPostgresMigrateWithoutTheRightToCreateIsUnsupported(t *testing.T) {
 	q.Set("search_path", schema)
 	q.Set("role", role) // the session runs as role, which may use schema but not create in it
 	u.RawQuery = q.Encode()
-	db, err := testutil.OpenPostgres(u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := db.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
+	db := opened(t)(testutil.OpenPostgres(u.String()))
 	s, err := sqlstore.New(db, p, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
