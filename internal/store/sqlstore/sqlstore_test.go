@@ -293,32 +293,15 @@ func TestSQLiteMigrateOvertakenByAWriterInDeferredMode(t *testing.T) {
 // transactions (no _txlock=immediate), with a busy timeout in milliseconds.
 func openDeferredSQLite(t *testing.T, path string, busy int) *gorm.DB {
 	t.Helper()
-	db, err := gorm.Open(sqlite.Open(fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", path, busy)),
-		&gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := db.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-	return db
+	return opened(t)(gorm.Open(sqlite.Open(fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", path, busy)),
+		&gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true}))
 }
 
 // openReadOnlySQLite returns a store of prefix discovery_ on the SQLite
 // database at path, opened read-only, closed when the test ends.
 func openReadOnlySQLite(t *testing.T, path string) *sqlstore.Store {
 	t.Helper()
-	ro, err := gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if sqlDB, err := ro.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
+	ro := opened(t)(gorm.Open(sqlite.Open("file:"+path+"?mode=ro"), &gorm.Config{Logger: logger.Discard}))
 	s, err := sqlstore.New(ro, "discovery_", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
