@@ -41,7 +41,10 @@ func (c *stripedCounter) load() uint64 {
 // Stats counts what a Registry did since New. Reads and picks are counted
 // exactly; see Registry.Stats.
 type Stats struct {
-	// Lookups answered by each layer (index 1..3 = LayerL1..LayerL3).
+	// Lookups answered by each layer (index 1..3 = LayerL1..LayerL3), of
+	// Get and Lookup. A Pick is counted in Picks, not here, whichever layer
+	// answered it: an application that only picks shows no lookups (and
+	// the Overview's hit rates none).
 	Lookups [4]uint64
 	// Stale counts lookups answered with a stale snapshot.
 	Stale uint64
