@@ -47,6 +47,10 @@
 // own algorithm. An unknown kid makes the Verifier read the caller's keys
 // from the database, at most once a minute per service (a second after a
 // read that failed); requests that meet it during the read wait for it.
+// Lookups of callers the registry has not been found to know, which a
+// client making names up would have read from the database one per
+// request, are bounded (WithUnknownCallerRate: 10 a second by default);
+// past the bound such a token gets 503 unread.
 //
 // Then the called service's policy decides: see Policy for the schema, kept
 // under "auth" in the service's configuration document. The verified

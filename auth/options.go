@@ -76,12 +76,13 @@ type config struct {
 	keySet      bool // WithKey was given (a nil key in it is an error, not "generate one")
 	instance    string
 	scopes      []string
+	unknownRate int
 }
 
 func defaultConfig() config {
 	return config{
 		issuer: DefaultIssuer, log: zap.NewNop(), lifetime: DefaultTokenLifetime,
-		keyLifetime: DefaultKeyLifetime, leeway: DefaultLeeway, alg: EdDSA,
+		keyLifetime: DefaultKeyLifetime, leeway: DefaultLeeway, alg: EdDSA, unknownRate: DefaultUnknownCallerRate,
 	}
 }
 
@@ -162,6 +163,23 @@ func WithKeyLifetime(d time.Duration) Option {
 // WithLeeway sets the clock skew the Verifier tolerates on "exp", "nbf" and
 // "iat": 10 s by default, at most MaxLeeway (30 s).
 func WithLeeway(d time.Duration) Option { return optionFunc(func(c *config) { c.leeway = d }) }
+
+// maxUnknownCallerRate bounds WithUnknownCallerRate.
+const maxUnknownCallerRate = 1_000_000
+
+// WithUnknownCallerRate bounds the lookups a Verifier makes of callers the
+// registry has not been found to know, which each read Redis and the
+// database when the name is made up: perSecond a second on average, ten
+// times as many at once after a quiet time (10 and 100 by default; 0 lifts
+// the bound). A token of such a caller past the bound is refused unread
+// with discovery.ErrUnavailable (503), and a real caller's next request
+// gets through once the bound allows. Callers the policy names, and
+// services the registry was found to know, are looked up outside it; a
+// name found unknown is not counted again for a second (the registry's
+// negative cache answers it).
+func WithUnknownCallerRate(perSecond int) Option {
+	return optionFunc(func(c *config) { c.unknownRate = perSecond })
+}
 
 // WithAlgorithm makes the Signer generate keys for alg: EdDSA (Ed25519, the
 // default) or ES256 (ECDSA P-256).

@@ -21,9 +21,11 @@ const (
 
 // AnyCaller, as a caller name in a policy, makes its rules apply to every
 // verified caller. A Verifier then looks up the keys of any service a token
-// names, so unauthenticated requests can make it read the database (once a
-// second per name at most, the registry's negative cache); name callers where
-// you can.
+// names, so unauthenticated requests can make it read the database: once a
+// second per name at most (the registry's negative cache), and for names the
+// registry does not know, WithUnknownCallerRate's 10 a second on average
+// (past it such callers get 503 until it allows more). Name callers where
+// you can: those are looked up outside that bound.
 const AnyCaller = "*"
 
 // Policy says which services may call which paths of a service, with which
@@ -228,6 +230,16 @@ func (p *Policy) names(caller string) bool {
 	_, named := p.allow[caller]
 	_, anyone := p.allow[AnyCaller]
 	return named || anyone
+}
+
+// namesItself reports whether the policy has rules for caller by its name,
+// not only through AnyCaller.
+func (p *Policy) namesItself(caller string) bool {
+	if p == nil || caller == AnyCaller {
+		return false
+	}
+	_, named := p.allow[caller]
+	return named
 }
 
 // Allows reports whether the policy permits the verified caller id to make

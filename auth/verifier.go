@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,8 @@ type Verifier struct {
 	refetched  map[string]time.Time    // service -> last refetch
 	refetching map[string]*refetchCall // service -> refetch under way
 
+	strangers *strangers // bounds the lookups of callers the registry does not know
+
 	policy atomic.Pointer[policyEntry]
 }
 
@@ -115,11 +118,15 @@ func NewVerifier(reg *discovery.Registry, service string, opts ...Option) (*Veri
 	if c.leeway < 0 || c.leeway > MaxLeeway {
 		return nil, optErr("WithLeeway", c.leeway.String(), "must be 0 to "+MaxLeeway.String())
 	}
+	if c.unknownRate < 0 || c.unknownRate > maxUnknownCallerRate {
+		return nil, optErr("WithUnknownCallerRate", strconv.Itoa(c.unknownRate), "must be 0 (no bound) to "+strconv.Itoa(maxUnknownCallerRate))
+	}
 	v := &Verifier{
 		reg: reg, service: service, issuer: c.issuer, leeway: c.leeway, now: c.now(), log: c.log,
 		parsers: map[string]*jwt.Parser{}, keys: map[keyRef]*parsedKey{}, refetched: map[string]time.Time{},
 		refetching: map[string]*refetchCall{},
 	}
+	v.strangers = newStrangers(c.unknownRate, v.now())
 	for _, alg := range []string{EdDSA, ES256} {
 		v.parsers[alg] = jwt.NewParser(
 			jwt.WithValidMethods([]string{alg}), // pinned: one parser per key algorithm
@@ -142,9 +149,14 @@ func (v *Verifier) Service() string { return v.service }
 // Without a policy to refuse unknown callers first, it looks up the keys
 // of whatever service a token names: a token naming a service the
 // registry does not know costs a read of Redis and of the database (the
-// answer is remembered a second per name), so a client making names up
-// has every request read them. Where unauthenticated clients reach it,
-// prefer Authorize, or refuse callers you do not expect before calling it.
+// answer is remembered a second per name). Such lookups are bounded
+// (WithUnknownCallerRate: 10 a second on average, 100 at once): past the
+// bound, a token of a caller the registry has not been found to know is
+// refused unread, with an error matching discovery.ErrUnavailable (503),
+// until the bound allows more. Callers it knows are never held up by it.
+// Where unauthenticated clients reach it, prefer Authorize: callers its
+// policy names are looked up outside the bound, and others are refused
+// before any lookup unless the policy admits any caller.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
 	id, err := v.verify(ctx, token, nil)
 	if err != nil {
@@ -166,16 +178,16 @@ func (v *Verifier) Authorize(r *http.Request) (*Identity, error) {
 		return nil, err
 	}
 	var pol *Policy
-	gate := func(ctx context.Context, caller string) *Error {
+	gate := func(ctx context.Context, caller string) (bool, *Error) {
 		p, err := v.currentPolicy(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
 		pol = p
 		if !p.names(caller) {
-			return unauthenticated("caller not in the policy", nil)
+			return false, unauthenticated("caller not in the policy", nil)
 		}
-		return nil
+		return p.namesItself(caller), nil
 	}
 	id, verr := v.verify(r.Context(), token, gate)
 	if verr != nil {
@@ -267,8 +279,10 @@ func splitSubject(sub string) (service, instance string, ok bool) {
 }
 
 // verify checks a token; gate, if any, runs once the caller is known and
-// before its keys are looked up.
-func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Context, string) *Error) (*Identity, *Error) {
+// before its keys are looked up, and reports whether the policy names the
+// caller itself (not only through AnyCaller): then its lookup is outside
+// the bound on lookups of unknown callers.
+func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Context, string) (bool, *Error)) (*Identity, *Error) {
 	if len(raw) > MaxTokenSize {
 		return nil, unauthenticated("token too large", nil)
 	}
@@ -307,12 +321,25 @@ func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Con
 	if pre.Issuer != v.issuer {
 		return fail(unauthenticated("wrong issuer", nil))
 	}
+	named := false
 	if gate != nil {
-		if e := gate(ctx, caller); e != nil {
+		n, e := gate(ctx, caller)
+		if e != nil {
 			return fail(e)
 		}
+		named = n
 	}
-	key, e := v.key(ctx, caller, h.kid)
+	took := false
+	if !named {
+		var ok bool
+		if took, ok = v.strangers.admit(caller, v.now()); !ok {
+			return fail(unavailable("too many lookups of unknown callers", nil))
+		}
+	}
+	key, lookup, e := v.key(ctx, caller, h.kid)
+	if !named {
+		v.strangers.settle(caller, took, lookup == callerKnown, lookup == callerUnknown, v.now())
+	}
 	if e != nil {
 		return fail(e)
 	}
@@ -381,35 +408,44 @@ func jwtError(err error) *Error {
 	return unauthenticated("invalid token", err)
 }
 
+// callerLookup is what a key lookup found of the caller's service.
+type callerLookup uint8
+
+const (
+	callerFailed  callerLookup = iota // the registry could not be read
+	callerUnknown                     // the registry has no such service
+	callerKnown                       // the registry knows it
+)
+
 // key finds a key of service by ID: in the cached snapshot, else (at most
 // once per KeyRefetchInterval per service) in the database. A service the
 // registry does not know has no keys: the database said so within the
 // negative cache's second, and reading it again doubled what a made-up
 // caller costs and spent the refetch state of real services on it.
-func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.PublicKey, *Error) {
+func (v *Verifier) key(ctx context.Context, service, kid string) (*discovery.PublicKey, callerLookup, *Error) {
 	svc, err := v.reg.Snapshot(ctx, service)
 	switch {
 	case errors.Is(err, discovery.ErrNotFound):
-		return nil, unauthenticated("unknown key", nil)
+		return nil, callerUnknown, unauthenticated("unknown key", nil)
 	case err != nil:
-		return nil, unavailable("keys unavailable", err)
+		return nil, callerFailed, unavailable("keys unavailable", err)
 	}
 	if k := svc.Key(kid); k != nil {
-		return k, nil
+		return k, callerKnown, nil
 	}
 	keys, ok, err := v.refetch(ctx, service)
 	if !ok {
-		return nil, unauthenticated("unknown key", nil)
+		return nil, callerKnown, unauthenticated("unknown key", nil)
 	}
 	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
-		return nil, unavailable("keys unavailable", err)
+		return nil, callerKnown, unavailable("keys unavailable", err)
 	}
 	for i := range keys {
 		if keys[i].ID == kid {
-			return &keys[i], nil
+			return &keys[i], callerKnown, nil
 		}
 	}
-	return nil, unauthenticated("unknown key", nil)
+	return nil, callerKnown, unauthenticated("unknown key", nil)
 }
 
 // refetchCall is a read of a service's keys from the database under way.

@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"sync"
+	"time"
+)
+
+// DefaultUnknownCallerRate is how many lookups a second, on average, a
+// Verifier makes of callers the registry may not know (WithUnknownCallerRate).
+const DefaultUnknownCallerRate = 10
+
+// unknownCallerBurst is how many seconds' worth of lookups of unknown
+// callers a Verifier makes at once after a quiet time.
+const unknownCallerBurst = 10
+
+// unknownMemory is how long a name the registry did not know is looked up
+// again without a token: the Registry's negative cache (WithNegativeTTL, 1 s
+// by default) answers it meanwhile.
+const unknownMemory = time.Second
+
+// maxKnownCallers bounds the services a Verifier remembers the registry
+// knows; past it, it forgets them all and learns them again.
+const maxKnownCallers = 4096
+
+// strangers bounds the lookups of callers the registry does not know.
+//
+// A token's caller is looked up before its signature can be checked (the
+// key that checks it is the caller's), so a client that makes names up had
+// every new name read from Redis and the database, as many a second as it
+// sent requests, each leaving a negative entry in the Registry's cache. A
+// caller the policy names is looked up freely (the policy bounds those),
+// and so is one the registry was found to know. Any other lookup takes a
+// token from a bucket (rate a second, burst at most) and gives it back if
+// the registry knows the caller; without a token the request is refused
+// unread. A name found unknown is looked up again for a second without a
+// token: the negative cache answers it, reading nothing.
+type strangers struct {
+	rate, burst float64 // rate 0: no bound
+
+	mu     sync.Mutex
+	tokens float64
+	at     time.Time            // of the last refill
+	known  map[string]struct{}  // callers the registry knew
+	recent map[string]time.Time // callers it did not -> when
+}
+
+func newStrangers(perSecond int, now time.Time) *strangers {
+	rate := float64(perSecond)
+	return &strangers{
+		rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
+		known: map[string]struct{}{}, recent: map[string]time.Time{},
+	}
+}
+
+// admit reports whether caller may be looked up now (ok), and whether that
+// took a token, which settle gives back if the registry knows it.
+func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
+	if s.rate == 0 {
+		return false, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.known[caller]; ok {
+		return false, true
+	}
+	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < unknownMemory {
+		return false, true
+	}
+	if d := now.Sub(s.at); d > 0 {
+		s.tokens = min(s.burst, s.tokens+d.Seconds()*s.rate)
+		s.at = now
+	}
+	if s.tokens < 1 {
+		return false, false
+	}
+	s.tokens--
+	return true, true
+}
+
+// settle records what a lookup admit let through found: whether the
+// registry knows caller (known), or says it has no such service
+// (unknown); neither when the lookup failed, which keeps its token.
+func (s *strangers) settle(caller string, took, known, unknown bool, now time.Time) {
+	if s.rate == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case known:
+		if took {
+			s.tokens = min(s.burst, s.tokens+1)
+		}
+		if _, ok := s.known[caller]; !ok {
+			if len(s.known) >= maxKnownCallers {
+				clear(s.known)
+			}
+			s.known[caller] = struct{}{}
+		}
+		delete(s.recent, caller)
+	case unknown:
+		delete(s.known, caller) // a service gone from the registry
+		if !took {
+			return // its memory still runs; refreshed only by a lookup that paid
+		}
+		if len(s.recent) >= int(s.burst)+1 {
+			for name, at := range s.recent {
+				if now.Before(at) || now.Sub(at) >= unknownMemory {
+					delete(s.recent, name)
+				}
+			}
+		}
+		s.recent[caller] = now
+	}
+}

@@ -1,0 +1,185 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/auth"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// strangerRig is the fixture's "inventory" verified by a Verifier of a
+// process of its own, whose store reads are counted, under policy.
+type strangerRig struct {
+	f     *fixture
+	store *countingStore
+	v     *auth.Verifier
+}
+
+func newStrangerRig(t *testing.T, policy string, opts ...auth.Option) *strangerRig {
+	t.Helper()
+	f := newFixture(t)
+	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(policy), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: f.backend}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	v, err := auth.NewVerifier(reg, "inventory", append([]auth.Option{auth.WithClock(f.clock)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &strangerRig{f: f, store: store, v: v}
+}
+
+// as is a token signed with the fixture's key that claims to come from
+// caller: past every check but the key's, which the caller does not have.
+func (g *strangerRig) as(t *testing.T, caller string) string {
+	t.Helper()
+	return forge(t, jwt.SigningMethodEdDSA, g.f.priv, "ghost-k1", withClaims(func(c jwt.MapClaims) { c["sub"] = caller }), nil)
+}
+
+// authorize asks the Verifier about GET /status with tok.
+func (g *strangerRig) authorize(tok string) error {
+	req := httptest.NewRequest(http.MethodGet, "/status", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	_, err := g.v.Authorize(req)
+	return err
+}
+
+// flood sends one request from each of n made-up callers named prefix-i and
+// returns how many were refused unread, checking that each got the answer
+// a made-up caller gets (unknown key) or the bound's (503).
+func (g *strangerRig) flood(t *testing.T, prefix string, n int) (refused int) {
+	t.Helper()
+	for i := range n {
+		err := g.authorize(g.as(t, prefix+"-"+strconv.Itoa(i)))
+		switch reason(err) {
+		case "unknown key":
+		case "too many lookups of unknown callers":
+			if !errors.Is(err, discovery.ErrUnavailable) {
+				t.Fatalf("refused by the bound: %v; want it to match ErrUnavailable (503)", err)
+			}
+			refused++
+		default:
+			t.Fatalf("made-up caller %s-%d: %v; want unknown key, or refused by the bound", prefix, i, err)
+		}
+	}
+	return refused
+}
+
+// readsOf counts the store reads of services named prefix-*.
+func (g *strangerRig) readsOf(prefix string) (n int64) {
+	for name, c := range g.store.reads() {
+		if len(name) > len(prefix) && name[:len(prefix)+1] == prefix+"-" {
+			n += c
+		}
+	}
+	return n
+}
+
+const anyCallerStatus = `{"auth":{"allow":{"*":[{"path_prefix":"/status"}]}}}`
+
+// A client making caller names up had each new name read from Redis and the
+// database: under "*", 300 requests of 300 names made 300 reads in a
+// moment, as many a second as it could send. The lookups of names the
+// registry does not know now take a bucket's tokens: 10 a second on
+// average, 100 at once (WithUnknownCallerRate(10), the default).
+func TestMadeUpCallersAreReadWithinTheBound(t *testing.T) {
+	g := newStrangerRig(t, anyCallerStatus)
+	orders := g.f.token(t, "inventory")
+	if err := g.authorize(orders); err != nil { // a caller the registry knows, seen before the flood
+		t.Fatalf("orders before the flood: %v", err)
+	}
+	refused := g.flood(t, "ghost", 300)
+	if reads := g.readsOf("ghost"); reads != 100 || refused != 200 {
+		t.Fatalf("300 made-up callers at once: %d store reads, %d refused unread; want 100 and 200 (the burst)", reads, refused)
+	}
+	if err := g.authorize(orders); err != nil {
+		t.Fatalf("orders during the flood: %v; want it let through (the registry knows it)", err)
+	}
+
+	g.f.clock.Advance(2 * time.Second) // 20 tokens more
+	if refused := g.flood(t, "later", 50); refused != 30 || g.readsOf("later") != 20 {
+		t.Fatalf("2 s later, 50 made-up callers: %d store reads, %d refused; want 20 and 30", g.readsOf("later"), refused)
+	}
+}
+
+// A name found unknown is not counted again within the second the
+// registry's negative cache answers it: a caller with a wrong name sending
+// 50 requests at once spends one token, not the bucket.
+func TestRepeatedUnknownCallerSpendsOneToken(t *testing.T) {
+	g := newStrangerRig(t, anyCallerStatus, auth.WithUnknownCallerRate(1)) // a burst of 10
+	typo := g.as(t, "ordres")
+	for i := range 50 {
+		if err := g.authorize(typo); reason(err) != "unknown key" {
+			t.Fatalf("request %d of a caller with a wrong name: %v; want unknown key", i, err)
+		}
+	}
+	if refused := g.flood(t, "ghost", 10); refused != 1 {
+		t.Fatalf("after 50 requests of one unknown name, 10 more names: %d refused; want 1 (9 tokens left)", refused)
+	}
+}
+
+// Callers the policy names itself are looked up outside the bound: the
+// policy bounds them. So is any caller of a Verifier without a bound.
+func TestNamedCallersAndNoBoundAreNotHeldUp(t *testing.T) {
+	t.Run("named", func(t *testing.T) {
+		g := newStrangerRig(t, `{"auth":{"allow":{"orders":[{"path_prefix":"/status"}],"*":[{"path_prefix":"/status"}]}}}`,
+			auth.WithUnknownCallerRate(1))
+		if refused := g.flood(t, "ghost", 20); refused != 10 {
+			t.Fatalf("20 made-up callers: %d refused; want 10", refused)
+		}
+		if err := g.authorize(g.f.token(t, "inventory")); err != nil {
+			t.Fatalf("orders, named by the policy and never seen, after the flood: %v; want it let through", err)
+		}
+	})
+	t.Run("unbounded", func(t *testing.T) {
+		g := newStrangerRig(t, anyCallerStatus, auth.WithUnknownCallerRate(0))
+		if refused := g.flood(t, "ghost", 300); refused != 0 || g.readsOf("ghost") != 300 {
+			t.Fatalf("300 made-up callers without a bound: %d refused, %d reads; want 0 and 300", refused, g.readsOf("ghost"))
+		}
+	})
+}
+
+// Verify, which has no policy to consult, keeps the same bound; a caller
+// it has not been found to know is refused past it, one it knows is not.
+func TestVerifyBoundsMadeUpCallers(t *testing.T) {
+	g := newStrangerRig(t, anyCallerStatus, auth.WithUnknownCallerRate(1))
+	ctx := context.Background()
+	orders := g.f.token(t, "inventory")
+	if _, err := g.v.Verify(ctx, orders); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for i := range 30 {
+		_, err := g.v.Verify(ctx, g.as(t, "ghost-"+strconv.Itoa(i)))
+		if errors.Is(err, discovery.ErrUnavailable) {
+			refused++
+		}
+	}
+	if reads := g.readsOf("ghost"); reads != 10 || refused != 20 {
+		t.Fatalf("Verify of 30 made-up callers: %d reads, %d refused; want 10 and 20", reads, refused)
+	}
+	if _, err := g.v.Verify(ctx, orders); err != nil {
+		t.Fatalf("orders after the flood: %v", err)
+	}
+}
+
+func TestUnknownCallerRateIsValidated(t *testing.T) {
+	f := newFixture(t)
+	for _, n := range []int{-1, 1_000_001} {
+		v, err := auth.NewVerifier(f.target, "inventory", auth.WithUnknownCallerRate(n))
+		if v != nil || !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "WithUnknownCallerRate") {
+			t.Fatalf("WithUnknownCallerRate(%d): %v, %v; want an ErrInvalid naming the option", n, v, err)
+		}
+	}
+}
