@@ -268,6 +268,14 @@ func (h *hub) refresh() time.Duration {
 					h.force = true
 					h.mu.Unlock()
 				}
+				// Watchers get what Get serves meanwhile (stale-if-error):
+				// a Watch opened in an outage was handed nothing, not even
+				// the current state, until the database answered again.
+				// process keeps a newer snapshot the hub already has.
+				if cur := r.l1.get(h.name); cur != nil && r.clock.Now().UnixNano() < cur.errorUntil {
+					cur.markUsed(r.now.nanos())
+					h.process(cur)
+				}
 			}
 			return retryAfterFailure
 		}

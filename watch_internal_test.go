@@ -871,3 +871,40 @@ func TestWatchReRegistrationThatResetHealthIsTold(t *testing.T) {
 		t.Fatalf("the reader ends with %v; Get shows %v", reader[g.id], want)
 	}
 }
+
+// A Watch opened while the database is out starts from the state Get
+// shows (the snapshot L1 serves stale, stale-if-error), as Watch promises:
+// its hub's first load failed, and it handed its watchers nothing at all
+// until the database answered again, while Get answered all along.
+func TestWatchOpenedInAnOutageStartsFromWhatGetShows(t *testing.T) {
+	ctx := context.Background()
+	store := &downStore{Store: memory.New()}
+	r, clock := fakeRegistry(t, WithStore(store))
+	if _, err := store.Register(ctx, &core.Instance{Service: "db_svc", ID: "10.0.0.1:1", Host: "10.0.0.1", Port: 1, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute) // past the freshness window, within stale-if-error
+	store.down.Store(true)
+	res, err := r.Lookup(ctx, "db_svc")
+	if err != nil || !res.Stale || res.Service.Instance("10.0.0.1:1") == nil {
+		t.Fatalf("Lookup in the outage = %+v, %v; want the stale snapshot", res, err)
+	}
+	w := newWatchReader(t, r, ctx, "db_svc")
+	if e := w.next(); e.Kind != EventInstanceAdded || e.Instance.ID != "10.0.0.1:1" {
+		t.Fatalf("first event %v %s; want the addition of what Get shows", e.Kind, e.Instance.ID)
+	}
+	// Once the database answers again, the watch goes on from there.
+	store.down.Store(false)
+	if _, err := store.Register(ctx, &core.Instance{Service: "db_svc", ID: "10.0.0.2:2", Host: "10.0.0.2", Port: 2, Weight: 100,
+		RegisteredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	r.resync() // as a (re)subscription does; the hub's retry timer would too
+	if e := w.next(); e.Kind != EventInstanceAdded || e.Instance.ID != "10.0.0.2:2" {
+		t.Fatalf("after the outage: %v %s; want the addition made meanwhile", e.Kind, e.Instance.ID)
+	}
+}
