@@ -272,8 +272,8 @@ func (h *hub) refresh() time.Duration {
 				// a Watch opened in an outage was handed nothing, not even
 				// the current state, until the database answered again.
 				// process keeps a newer snapshot the hub already has.
-				if cur := r.l1.get(h.name); cur != nil && r.clock.Now().UnixNano() < cur.errorUntil {
-					cur.markUsed(r.now.nanos())
+				if cur, now := r.l1.get(h.name), r.now.nanos(); cur != nil && now < cur.errorUntil {
+					cur.markUsed(now)
 					h.process(cur)
 				}
 			}
