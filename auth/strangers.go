@@ -33,7 +33,10 @@ const maxKnownCallers = 4096
 // token from a bucket (rate a second, burst at most) and gives it back if
 // the registry knows the caller; without a token the request is refused
 // unread. A name found unknown is looked up again for a second without a
-// token: the negative cache answers it, reading nothing.
+// token: the negative cache answers it, reading nothing. Nor is a caller
+// whose paid lookup is under way: the Registry loads a service once for
+// all who ask meanwhile, and a busy caller's requests at start-up, each
+// paying, spent the burst on one load and were refused past it.
 type strangers struct {
 	rate, burst float64 // rate 0: no bound
 
@@ -42,13 +45,14 @@ type strangers struct {
 	at     time.Time            // of the last refill
 	known  map[string]struct{}  // callers the registry knew
 	recent map[string]time.Time // callers it did not -> when
+	paying map[string]struct{}  // callers whose paid lookup is under way
 }
 
 func newStrangers(perSecond int, now time.Time) *strangers {
 	rate := float64(perSecond)
 	return &strangers{
 		rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
-		known: map[string]struct{}{}, recent: map[string]time.Time{},
+		known: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
 	}
 }
 
@@ -66,6 +70,9 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < unknownMemory {
 		return false, true
 	}
+	if _, ok := s.paying[caller]; ok {
+		return false, true // joins that lookup's load
+	}
 	if d := now.Sub(s.at); d > 0 {
 		s.tokens = min(s.burst, s.tokens+d.Seconds()*s.rate)
 		s.at = now
@@ -74,6 +81,7 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 		return false, false
 	}
 	s.tokens--
+	s.paying[caller] = struct{}{}
 	return true, true
 }
 
@@ -86,6 +94,9 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if took {
+		delete(s.paying, caller)
+	}
 	switch {
 	case known:
 		if took {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +182,81 @@ func TestUnknownCallerRateIsValidated(t *testing.T) {
 		if v != nil || !errors.Is(err, discovery.ErrInvalid) || !strings.Contains(err.Error(), "WithUnknownCallerRate") {
 			t.Fatalf("WithUnknownCallerRate(%d): %v, %v; want an ErrInvalid naming the option", n, v, err)
 		}
+	}
+}
+
+// gatedStore holds the loads of one service until released, saying when
+// the first one began.
+type gatedStore struct {
+	*discoverytest.Backend
+	name    string
+	began   chan struct{} // closed as the first load of name begins
+	release chan struct{} // closed to let the loads of name through
+	once    sync.Once
+}
+
+func (s *gatedStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if name == s.name {
+		s.once.Do(func() { close(s.began) })
+		<-s.release
+	}
+	return s.Backend.Load(ctx, name)
+}
+
+// tellingClock is a clock whose every reading is told on now.
+type tellingClock struct {
+	*discoverytest.Clock
+	now chan struct{}
+}
+
+func (c *tellingClock) Now() time.Time {
+	c.now <- struct{}{}
+	return c.Clock.Now()
+}
+
+// A process that has just started meets its callers' first requests all at
+// once: each of a busy caller's requests took a token while the first
+// lookup of it was under way (the registry loads it once for all of them),
+// and past the burst a real caller, with no made-up name anywhere, was
+// refused with 503. Requests of a caller whose lookup is under way wait for
+// that lookup instead, and share its token.
+func TestABusyCallerAtStartIsNotHeldUp(t *testing.T) {
+	f := newFixture(t)
+	orders := f.token(t, "inventory")
+	store := &gatedStore{Backend: f.backend, name: "orders", began: make(chan struct{}), release: make(chan struct{})}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	clock := &tellingClock{Clock: f.clock, now: make(chan struct{}, 1000)}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock), auth.WithUnknownCallerRate(1)) // a burst of 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	const requests = 30
+	errs := make(chan error, requests)
+	verify := func() {
+		_, err := v.Verify(context.Background(), orders)
+		errs <- err
+	}
+	for range len(clock.now) { // read while the Verifier was made
+		<-clock.now
+	}
+	go verify()
+	<-store.began
+	<-clock.now // the first request's admission
+	for range requests - 1 {
+		go verify()
+		<-clock.now // its admission: no other reading until the lookup ends
+	}
+	close(store.release)
+	refused := 0
+	for range requests {
+		if err := <-errs; err != nil {
+			if !errors.Is(err, discovery.ErrUnavailable) {
+				t.Fatalf("orders at start: %v", err)
+			}
+			refused++
+		}
+	}
+	if refused != 0 {
+		t.Fatalf("%d requests of orders at once at start: %d refused; want none (a caller the registry knows, and no made-up names)", requests, refused)
 	}
 }
