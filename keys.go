@@ -222,6 +222,12 @@ func (r *Registry) Snapshot(ctx context.Context, service string) (*Service, erro
 	return r.serviceData(ctx, service)
 }
 
+// NegativeTTL returns how long the Registry remembers that a service does
+// not exist (WithNegativeTTL): a lookup of such a name within it reads
+// nothing. The auth package's bound on lookups of unknown callers counts
+// on that memory, and no longer than it lasts.
+func (r *Registry) NegativeTTL() time.Duration { return r.opts.negativeTTL }
+
 func cloneKeys(keys []PublicKey) []PublicKey {
 	if len(keys) == 0 {
 		return nil

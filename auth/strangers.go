@@ -13,9 +13,11 @@ const DefaultUnknownCallerRate = 10
 // callers a Verifier makes at once after a quiet time.
 const unknownCallerBurst = 10
 
-// unknownMemory is how long a name the registry did not know is looked up
-// again without a token: the Registry's negative cache (WithNegativeTTL, 1 s
-// by default) answers it meanwhile.
+// unknownMemory is how long at most a name the registry did not know is
+// looked up again without a token: the Registry's negative cache
+// (WithNegativeTTL, 1 s by default) answers it meanwhile. A shorter
+// negative TTL shortens it: past the TTL a lookup reads the store again,
+// and a 100 ms TTL had each made-up name read ten times for its token.
 const unknownMemory = time.Second
 
 // maxKnownCallers bounds the services a Verifier remembers the registry
@@ -38,7 +40,8 @@ const maxKnownCallers = 4096
 // all who ask meanwhile, and a busy caller's requests at start-up, each
 // paying, spent the burst on one load and were refused past it.
 type strangers struct {
-	rate, burst float64 // rate 0: no bound
+	rate, burst float64       // rate 0: no bound
+	memory      time.Duration // how long a name found unknown is looked up freely
 
 	mu     sync.Mutex
 	tokens float64
@@ -48,10 +51,12 @@ type strangers struct {
 	paying map[string]struct{}  // callers whose paid lookup is under way
 }
 
-func newStrangers(perSecond int, now time.Time) *strangers {
+// newStrangers returns the bound of perSecond lookups (0: none) for a
+// Registry remembering a name it does not know for negativeTTL.
+func newStrangers(perSecond int, negativeTTL time.Duration, now time.Time) *strangers {
 	rate := float64(perSecond)
 	return &strangers{
-		rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
+		memory: min(unknownMemory, negativeTTL), rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
 		known: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
 	}
 }
@@ -67,7 +72,7 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 	if _, ok := s.known[caller]; ok {
 		return false, true
 	}
-	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < unknownMemory {
+	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < s.memory {
 		return false, true
 	}
 	if _, ok := s.paying[caller]; ok {
@@ -85,9 +90,12 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 	return true, true
 }
 
-// settle records what a lookup admit let through found: whether the
-// registry knows caller (known), or says it has no such service
-// (unknown); neither when the lookup failed, which keeps its token.
+// settle records what a lookup admit let through at now found: whether
+// the registry knows caller (known), or says it has no such service
+// (unknown); neither when the lookup failed, which keeps its token. now is
+// the admission's time, not the answer's: the negative cache's memory runs
+// from its read, which came after, and timed from the answer the free
+// lookups outlived it by as long as the read took.
 func (s *strangers) settle(caller string, took, known, unknown bool, now time.Time) {
 	if s.rate == 0 {
 		return
@@ -116,7 +124,7 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 		}
 		if len(s.recent) >= int(s.burst)+1 {
 			for name, at := range s.recent {
-				if now.Before(at) || now.Sub(at) >= unknownMemory {
+				if now.Before(at) || now.Sub(at) >= s.memory {
 					delete(s.recent, name)
 				}
 			}

@@ -260,3 +260,33 @@ func TestABusyCallerAtStartIsNotHeldUp(t *testing.T) {
 		t.Fatalf("%d requests of orders at once at start: %d refused; want none (a caller the registry knows, and no made-up names)", requests, refused)
 	}
 }
+
+// A name found unknown was looked up again for a second without a token,
+// counting on the registry's negative cache to answer it; with a shorter
+// WithNegativeTTL the store was read each time it had forgotten, and ten
+// names sent every 150 ms made 70 reads in a second against a bound of 10
+// and a burst of 10. The memory lasts no longer than the negative cache's.
+func TestUnknownCallerMemoryIsNoLongerThanTheNegativeCache(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(anyCallerStatus), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: f.backend}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock),
+		discovery.WithoutHealthChecks(), discovery.WithNegativeTTL(100*time.Millisecond))
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock), auth.WithUnknownCallerRate(1)) // a burst of 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &strangerRig{f: f, store: store, v: v}
+	for round := range 7 {
+		if round > 0 {
+			f.clock.Advance(150 * time.Millisecond)
+		}
+		g.flood(t, "ghost", 10)
+	}
+	// 0.9 s: the burst and, at 1 a second, no token more.
+	if reads := g.readsOf("ghost"); reads > 10 {
+		t.Fatalf("10 made-up names sent 7 times in 0.9 s, negative TTL 100 ms: %d store reads; want at most 10 (the burst)", reads)
+	}
+}

@@ -126,7 +126,7 @@ func NewVerifier(reg *discovery.Registry, service string, opts ...Option) (*Veri
 		parsers: map[string]*jwt.Parser{}, keys: map[keyRef]*parsedKey{}, refetched: map[string]time.Time{},
 		refetching: map[string]*refetchCall{},
 	}
-	v.strangers = newStrangers(c.unknownRate, v.now())
+	v.strangers = newStrangers(c.unknownRate, reg.NegativeTTL(), v.now())
 	for _, alg := range []string{EdDSA, ES256} {
 		v.parsers[alg] = jwt.NewParser(
 			jwt.WithValidMethods([]string{alg}), // pinned: one parser per key algorithm
@@ -329,16 +329,20 @@ func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Con
 		}
 		named = n
 	}
-	took := false
+	var (
+		took     bool
+		admitted time.Time
+	)
 	if !named {
 		var ok bool
-		if took, ok = v.strangers.admit(caller, v.now()); !ok {
+		admitted = v.now()
+		if took, ok = v.strangers.admit(caller, admitted); !ok {
 			return fail(unavailable("too many lookups of unknown callers", nil))
 		}
 	}
 	key, lookup, e := v.key(ctx, caller, h.kid)
 	if !named {
-		v.strangers.settle(caller, took, lookup == callerKnown, lookup == callerUnknown, v.now())
+		v.strangers.settle(caller, took, lookup == callerKnown, lookup == callerUnknown, admitted)
 	}
 	if e != nil {
 		return fail(e)
