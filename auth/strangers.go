@@ -20,8 +20,11 @@ const unknownCallerBurst = 10
 // and a 100 ms TTL had each made-up name read ten times for its token.
 const unknownMemory = time.Second
 
-// maxKnownCallers bounds the services a Verifier remembers the registry
-// knows; past it, it forgets them all and learns them again.
+// maxKnownCallers bounds the services a Verifier has learnt lately that
+// the registry knows. Past it, those become the ones it learnt before,
+// still known, and it forgets what it learnt before them unless seen
+// since: cleared at once instead, a caller that had just called, calling
+// again during a flood of made-up names, was refused as a stranger.
 const maxKnownCallers = 4096
 
 // strangers bounds the lookups of callers the registry does not know.
@@ -46,7 +49,8 @@ type strangers struct {
 	mu     sync.Mutex
 	tokens float64
 	at     time.Time            // of the last refill
-	known  map[string]struct{}  // callers the registry knew
+	known  map[string]struct{}  // callers the registry knew, learnt or seen lately
+	before map[string]struct{}  // those of known's previous generation
 	recent map[string]time.Time // callers it did not -> when
 	paying map[string]struct{}  // callers whose paid lookup is under way
 }
@@ -57,7 +61,7 @@ func newStrangers(perSecond int, negativeTTL time.Duration, now time.Time) *stra
 	rate := float64(perSecond)
 	return &strangers{
 		memory: min(unknownMemory, negativeTTL), rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
-		known: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
+		known: map[string]struct{}{}, before: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
 	}
 }
 
@@ -70,6 +74,10 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.known[caller]; ok {
+		return false, true
+	}
+	if _, ok := s.before[caller]; ok {
+		s.learn(caller) // seen again: kept another generation
 		return false, true
 	}
 	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < s.memory {
@@ -111,14 +119,12 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 			s.tokens = min(s.burst, s.tokens+1)
 		}
 		if _, ok := s.known[caller]; !ok {
-			if len(s.known) >= maxKnownCallers {
-				clear(s.known)
-			}
-			s.known[caller] = struct{}{}
+			s.learn(caller)
 		}
 		delete(s.recent, caller)
 	case unknown:
 		delete(s.known, caller) // a service gone from the registry
+		delete(s.before, caller)
 		if !took {
 			return // its memory still runs; refreshed only by a lookup that paid
 		}
@@ -131,4 +137,15 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 		}
 		s.recent[caller] = now
 	}
+}
+
+// learn notes that the registry knows caller, starting a generation when
+// known is full; s.mu is held.
+func (s *strangers) learn(caller string) {
+	delete(s.before, caller)
+	if len(s.known) >= maxKnownCallers {
+		s.before, s.known = s.known, s.before
+		clear(s.known)
+	}
+	s.known[caller] = struct{}{}
 }

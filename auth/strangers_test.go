@@ -290,3 +290,34 @@ func TestUnknownCallerMemoryIsNoLongerThanTheNegativeCache(t *testing.T) {
 		t.Fatalf("10 made-up names sent 7 times in 0.9 s, negative TTL 100 ms: %d store reads; want at most 10 (the burst)", reads)
 	}
 }
+
+// The Verifier remembers at most 4096 callers found known; past that it
+// forgot them all, and a caller that had just called, and called again
+// during a flood of made-up names, was refused with 503 as if it had never
+// called (a client knowing 4096 real service names could set that up). It
+// now forgets only callers not seen while 4096 others were learnt.
+func TestACallerSeenLatelyStaysKnownPastTheLimit(t *testing.T) {
+	g := newStrangerRig(t, anyCallerStatus, auth.WithUnknownCallerRate(1)) // a burst of 10
+	ctx := context.Background()
+	const others = 4096
+	for i := range others {
+		if _, _, err := g.f.backend.SetConfig(ctx, "svc-"+strconv.Itoa(i), []byte(`{}`), t0, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orders := g.f.token(t, "inventory")
+	if err := g.authorize(orders); err != nil {
+		t.Fatalf("orders: %v", err)
+	}
+	for i := range others { // real services, each known, each given its token back
+		if err := g.authorize(g.as(t, "svc-"+strconv.Itoa(i))); reason(err) != "unknown key" {
+			t.Fatalf("svc-%d with a key it does not have: %v; want unknown key", i, err)
+		}
+	}
+	if refused := g.flood(t, "ghost", 20); refused != 10 {
+		t.Fatalf("20 made-up callers: %d refused; want 10 (the burst spent)", refused)
+	}
+	if err := g.authorize(orders); err != nil {
+		t.Fatalf("orders, seen before %d other callers, during a flood: %v; want it let through", others, err)
+	}
+}

@@ -153,7 +153,10 @@ func (v *Verifier) Service() string { return v.service }
 // (WithUnknownCallerRate: 10 a second on average, 100 at once): past the
 // bound, a token of a caller the registry has not been found to know is
 // refused unread, with an error matching discovery.ErrUnavailable (503),
-// until the bound allows more. Callers it knows are never held up by it.
+// until the bound allows more. A caller the registry knows can be held up
+// only on its first request to this Verifier (or its first since 4096
+// other callers were first seen): once found known, it is looked up
+// outside the bound.
 // Where unauthenticated clients reach it, prefer Authorize: callers its
 // policy names are looked up outside the bound, and others are refused
 // before any lookup unless the policy admits any caller.
