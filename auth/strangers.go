@@ -86,8 +86,14 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 	if _, ok := s.paying[caller]; ok {
 		return false, true // joins that lookup's load
 	}
-	if d := now.Sub(s.at); d > 0 {
+	switch d := now.Sub(s.at); {
+	case d > 0:
 		s.tokens = min(s.burst, s.tokens+d.Seconds()*s.rate)
+		s.at = now
+	case d < 0:
+		// The clock was set back (a wall clock without a monotonic
+		// reading): kept, the last refill stayed ahead of it and no
+		// token came back until the clock had made up the step.
 		s.at = now
 	}
 	if s.tokens < 1 {

@@ -321,3 +321,53 @@ func TestACallerSeenLatelyStaysKnownPastTheLimit(t *testing.T) {
 		t.Fatalf("orders, seen before %d other callers, during a flood: %v; want it let through", others, err)
 	}
 }
+
+// wallClock is a clock that can be set back, as a wall clock without a
+// monotonic reading is when NTP steps it.
+type wallClock struct {
+	*discoverytest.Clock
+	mu   sync.Mutex
+	back time.Duration
+}
+
+func (c *wallClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Clock.Now().Add(-c.back)
+}
+
+func (c *wallClock) setBack(d time.Duration) {
+	c.mu.Lock()
+	c.back = d
+	c.mu.Unlock()
+}
+
+// A clock set back left the bucket's last refill in the future, and no
+// token came back until the clock had made up the step: set back an hour,
+// callers the registry had not been found to know were refused with 503
+// for an hour. Time from the step on refills it again.
+func TestAClockSetBackDoesNotStopTheBound(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(anyCallerStatus), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: f.backend}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	clock := &wallClock{Clock: f.clock}
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(clock), auth.WithUnknownCallerRate(1)) // a burst of 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &strangerRig{f: f, store: store, v: v}
+	if refused := g.flood(t, "ghost", 20); refused != 10 {
+		t.Fatalf("20 made-up callers: %d refused; want 10", refused)
+	}
+	clock.setBack(time.Hour)
+	if refused := g.flood(t, "stepped", 1); refused != 1 {
+		t.Fatalf("a made-up caller as the clock is set back: %d refused; want 1 (no token yet)", refused)
+	}
+	f.clock.Advance(5 * time.Second) // 5 tokens more, the clock an hour behind
+	if refused := g.flood(t, "later", 10); refused != 5 {
+		t.Fatalf("5 s after the clock was set back an hour, 10 made-up callers: %d refused; want 5", refused)
+	}
+}
