@@ -37,11 +37,12 @@ const maxKnownCallers = 4096
 // and so is one the registry was found to know. Any other lookup takes a
 // token from a bucket (rate a second, burst at most) and gives it back if
 // the registry knows the caller; without a token the request is refused
-// unread. A name found unknown is looked up again for a second without a
-// token: the negative cache answers it, reading nothing. Nor is a caller
-// whose paid lookup is under way: the Registry loads a service once for
-// all who ask meanwhile, and a busy caller's requests at start-up, each
-// paying, spent the burst on one load and were refused past it.
+// unread. A name found unknown is looked up again without a token for a
+// second (the negative TTL if shorter): the negative cache answers it,
+// reading nothing. Requests of a caller whose paid lookup is under way
+// take none either: the Registry loads a service once for all who ask
+// meanwhile, and a busy caller's requests at start-up, each paying, spent
+// the burst on one load and were refused past it.
 type strangers struct {
 	rate, burst float64       // rate 0: no bound
 	memory      time.Duration // how long a name found unknown is looked up freely
