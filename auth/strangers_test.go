@@ -371,3 +371,52 @@ func TestAClockSetBackDoesNotStopTheBound(t *testing.T) {
 		t.Fatalf("5 s after the clock was set back an hour, 10 made-up callers: %d refused; want 5", refused)
 	}
 }
+
+// The memory of a name found unknown ran from the answer, the negative
+// cache's from the read before it: a read that took half a second left
+// the name looked up freely, reading the store, for half a second after
+// the registry had forgotten it.
+func TestUnknownCallerMemoryRunsFromTheRead(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(anyCallerStatus), t0, 10); err != nil {
+		t.Fatal(err)
+	}
+	gated := &gatedStore{Backend: f.backend, name: "ghost", began: make(chan struct{}), release: make(chan struct{})}
+	store := &countingStore{Backend: f.backend}
+	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(&countedGate{store, gated}), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock), auth.WithUnknownCallerRate(1)) // a burst of 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &strangerRig{f: f, store: store, v: v}
+	ghost := g.as(t, "ghost")
+	done := make(chan error, 1)
+	go func() { done <- g.authorize(ghost) }()
+	<-gated.began
+	f.clock.Advance(500 * time.Millisecond) // a slow read
+	close(gated.release)
+	if err := <-done; reason(err) != "unknown key" {
+		t.Fatalf("ghost: %v; want unknown key", err)
+	}
+	f.clock.Advance(700 * time.Millisecond) // 1.2 s after the read: the registry has forgotten it
+	g.flood(t, "other", 20)                 // the bucket spent
+	err = g.authorize(ghost)
+	if reads := store.reads()["ghost"]; reads != 1 || reason(err) != "too many lookups of unknown callers" {
+		t.Fatalf("ghost 1.2 s after its read, the bucket spent: %v, %d store reads of it; want refused by the bound, 1 read", err, reads)
+	}
+}
+
+// countedGate counts loads (the counting store) after the gate lets them
+// through.
+type countedGate struct {
+	*countingStore
+	gate *gatedStore
+}
+
+func (s *countedGate) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if name == s.gate.name {
+		s.gate.once.Do(func() { close(s.gate.began) })
+		<-s.gate.release
+	}
+	return s.countingStore.Load(ctx, name)
+}
