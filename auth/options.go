@@ -164,14 +164,16 @@ func WithKeyLifetime(d time.Duration) Option {
 // "iat": 10 s by default, at most MaxLeeway (30 s).
 func WithLeeway(d time.Duration) Option { return optionFunc(func(c *config) { c.leeway = d }) }
 
-// maxUnknownCallerRate bounds WithUnknownCallerRate.
-const maxUnknownCallerRate = 1_000_000
+// maxUnknownCallerRate bounds WithUnknownCallerRate: past a few thousand
+// reads a second the bound protects no database, and its memory of names
+// found unknown (up to ten seconds' worth) grows with it.
+const maxUnknownCallerRate = 10_000
 
 // WithUnknownCallerRate bounds the lookups a Verifier makes of callers the
 // registry has not been found to know, which each read Redis and the
 // database when the name is made up: perSecond a second on average, ten
 // times as many at once after a quiet time (10 and 100 by default; 0 lifts
-// the bound). A token of such a caller past the bound is refused unread
+// the bound; at most 10,000). A token of such a caller past the bound is refused unread
 // with discovery.ErrUnavailable (503), and a real caller's next request
 // gets through once the bound allows. Callers the policy names, and
 // services the registry was found to know, are looked up outside it; a

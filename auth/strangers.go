@@ -53,6 +53,8 @@ type strangers struct {
 	known  map[string]struct{}  // callers the registry knew, learnt or seen lately
 	before map[string]struct{}  // those of known's previous generation
 	recent map[string]time.Time // callers it did not -> when
+	// pruneAt is the size of recent at which its expired names are swept.
+	pruneAt int
 	paying map[string]struct{}  // callers whose paid lookup is under way
 }
 
@@ -62,7 +64,7 @@ func newStrangers(perSecond int, negativeTTL time.Duration, now time.Time) *stra
 	rate := float64(perSecond)
 	return &strangers{
 		memory: min(unknownMemory, negativeTTL), rate: rate, burst: rate * unknownCallerBurst, tokens: rate * unknownCallerBurst, at: now,
-		known: map[string]struct{}{}, before: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
+		pruneAt: int(rate*unknownCallerBurst) + 1, known: map[string]struct{}{}, before: map[string]struct{}{}, recent: map[string]time.Time{}, paying: map[string]struct{}{},
 	}
 }
 
@@ -135,12 +137,16 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 		if !took {
 			return // its memory still runs; refreshed only by a lookup that paid
 		}
-		if len(s.recent) >= int(s.burst)+1 {
+		if len(s.recent) >= s.pruneAt {
+			// Swept when it has doubled since the last sweep: at a size
+			// fixed by the burst, a rate high enough to keep it full swept
+			// it all for each name.
 			for name, at := range s.recent {
 				if now.Before(at) || now.Sub(at) >= s.memory {
 					delete(s.recent, name)
 				}
 			}
+			s.pruneAt = max(2*len(s.recent), int(s.burst)+1)
 		}
 		s.recent[caller] = now
 	}
