@@ -177,10 +177,10 @@ const maxUnknownCallerRate = 10_000
 // with discovery.ErrUnavailable (503), and a real caller's next request
 // gets through once the bound allows. Callers the policy names, and
 // services the registry was found to know, are looked up outside it; a
-// name found unknown is not counted again for a second, or for the
-// Registry's WithNegativeTTL if shorter (its negative cache answers it
-// meanwhile), nor are requests of a caller whose counted lookup is under
-// way (they share its one load).
+// name found unknown is answered unknown (401) without a lookup for a
+// second, or for the Registry's WithNegativeTTL if shorter, nor are
+// requests of a caller whose counted lookup is under way (they share its
+// one load).
 func WithUnknownCallerRate(perSecond int) Option {
 	return optionFunc(func(c *config) { c.unknownRate = perSecond })
 }

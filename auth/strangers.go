@@ -14,10 +14,10 @@ const DefaultUnknownCallerRate = 10
 const unknownCallerBurst = 10
 
 // unknownMemory is how long at most a name the registry did not know is
-// looked up again without a token: the Registry's negative cache
-// (WithNegativeTTL, 1 s by default) answers it meanwhile. A shorter
-// negative TTL shortens it: past the TTL a lookup reads the store again,
-// and a 100 ms TTL had each made-up name read ten times for its token.
+// answered unknown without a lookup (see admit), as the Registry's
+// negative cache (WithNegativeTTL, 1 s by default) would. A shorter
+// negative TTL shortens it, so that a service registered meanwhile is not
+// refused longer than the Registry would refuse it.
 const unknownMemory = time.Second
 
 // maxKnownCallers bounds the services a Verifier has learnt lately that
@@ -37,15 +37,14 @@ const maxKnownCallers = 4096
 // and so is one the registry was found to know. Any other lookup takes a
 // token from a bucket (rate a second, burst at most) and gives it back if
 // the registry knows the caller; without a token the request is refused
-// unread. A name found unknown is looked up again without a token for a
-// second (the negative TTL if shorter): the negative cache answers it,
-// reading nothing. Requests of a caller whose paid lookup is under way
+// unread. A name found unknown is answered unknown without a lookup for a
+// second (the negative TTL if shorter), reading nothing. Requests of a caller whose paid lookup is under way
 // take none either: the Registry loads a service once for all who ask
 // meanwhile, and a busy caller's requests at start-up, each paying, spent
 // the burst on one load and were refused past it.
 type strangers struct {
 	rate, burst float64       // rate 0: no bound
-	memory      time.Duration // how long a name found unknown is looked up freely
+	memory      time.Duration // how long a name found unknown is answered so without a lookup
 
 	mu     sync.Mutex
 	tokens float64
@@ -55,7 +54,7 @@ type strangers struct {
 	recent map[string]time.Time // callers it did not -> when
 	// pruneAt is the size of recent at which its expired names are swept.
 	pruneAt int
-	paying map[string]struct{}  // callers whose paid lookup is under way
+	paying  map[string]struct{} // callers whose paid lookup is under way
 }
 
 // newStrangers returns the bound of perSecond lookups (0: none) for a
@@ -68,26 +67,43 @@ func newStrangers(perSecond int, negativeTTL time.Duration, now time.Time) *stra
 	}
 }
 
-// admit reports whether caller may be looked up now (ok), and whether that
-// took a token, which settle gives back if the registry knows it.
-func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
+// admission is admit's answer.
+type admission uint8
+
+const (
+	admitFree    admission = iota // look it up; no token taken
+	admitPaid                     // look it up; a token taken, which settle gives back if the registry knows it
+	admitUnknown                  // found unknown within the memory: unknown, without a lookup
+	admitRefused                  // no token left: refused unread
+)
+
+// admit says whether caller may be looked up now.
+//
+// A name found unknown within the memory is answered unknown here, not
+// looked up again: the Registry's negative cache would answer it, but an
+// L1 that is full may have dropped that answer (ristretto evicts, and
+// drops a Set when its buffer is full), and then every request of the
+// name read the database for the rest of the second, unbounded. The price:
+// a service registered within a second of its name being found unknown
+// gets 401 for the rest of that second.
+func (s *strangers) admit(caller string, now time.Time) admission {
 	if s.rate == 0 {
-		return false, true
+		return admitFree
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.known[caller]; ok {
-		return false, true
+		return admitFree
 	}
 	if _, ok := s.before[caller]; ok {
 		s.learn(caller) // seen again: kept another generation
-		return false, true
+		return admitFree
 	}
 	if at, ok := s.recent[caller]; ok && !now.Before(at) && now.Sub(at) < s.memory {
-		return false, true
+		return admitUnknown
 	}
 	if _, ok := s.paying[caller]; ok {
-		return false, true // joins that lookup's load
+		return admitFree // joins that lookup's load
 	}
 	switch d := now.Sub(s.at); {
 	case d > 0:
@@ -100,11 +116,11 @@ func (s *strangers) admit(caller string, now time.Time) (took, ok bool) {
 		s.at = now
 	}
 	if s.tokens < 1 {
-		return false, false
+		return admitRefused
 	}
 	s.tokens--
 	s.paying[caller] = struct{}{}
-	return true, true
+	return admitPaid
 }
 
 // settle records what a lookup admit let through at now found: whether

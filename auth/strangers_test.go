@@ -28,12 +28,20 @@ type strangerRig struct {
 
 func newStrangerRig(t *testing.T, policy string, opts ...auth.Option) *strangerRig {
 	t.Helper()
+	return newStrangerRigOf(t, policy, nil, opts...)
+}
+
+// newStrangerRigOf is newStrangerRig with the Verifier's Registry given
+// regOpts too.
+func newStrangerRigOf(t *testing.T, policy string, regOpts []discovery.Option, opts ...auth.Option) *strangerRig {
+	t.Helper()
 	f := newFixture(t)
 	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(policy), t0, 10); err != nil {
 		t.Fatal(err)
 	}
 	store := &countingStore{Backend: f.backend}
-	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock), discovery.WithoutHealthChecks())
+	reg := discoverytest.NewRegistry(t, f.backend, append([]discovery.Option{discovery.WithStore(store), discovery.WithClock(f.clock),
+		discovery.WithoutHealthChecks()}, regOpts...)...)
 	v, err := auth.NewVerifier(reg, "inventory", append([]auth.Option{auth.WithClock(f.clock)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -267,21 +275,11 @@ func TestABusyCallerAtStartIsNotHeldUp(t *testing.T) {
 // names sent every 150 ms made 70 reads in a second against a bound of 10
 // and a burst of 10. The memory lasts no longer than the negative cache's.
 func TestUnknownCallerMemoryIsNoLongerThanTheNegativeCache(t *testing.T) {
-	f := newFixture(t)
-	if _, _, err := f.backend.SetConfig(context.Background(), "inventory", []byte(anyCallerStatus), t0, 10); err != nil {
-		t.Fatal(err)
-	}
-	store := &countingStore{Backend: f.backend}
-	reg := discoverytest.NewRegistry(t, f.backend, discovery.WithStore(store), discovery.WithClock(f.clock),
-		discovery.WithoutHealthChecks(), discovery.WithNegativeTTL(100*time.Millisecond))
-	v, err := auth.NewVerifier(reg, "inventory", auth.WithClock(f.clock), auth.WithUnknownCallerRate(1)) // a burst of 10
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &strangerRig{f: f, store: store, v: v}
+	g := newStrangerRigOf(t, anyCallerStatus, []discovery.Option{discovery.WithNegativeTTL(100 * time.Millisecond)},
+		auth.WithUnknownCallerRate(1)) // a burst of 10
 	for round := range 7 {
 		if round > 0 {
-			f.clock.Advance(150 * time.Millisecond)
+			g.f.clock.Advance(150 * time.Millisecond)
 		}
 		g.flood(t, "ghost", 10)
 	}
@@ -419,4 +417,22 @@ func (s *countedGate) Load(ctx context.Context, name string) (*discovery.Service
 		<-s.gate.release
 	}
 	return s.countingStore.Load(ctx, name)
+}
+
+// A name found unknown was looked up again for its second without a token,
+// counting on the registry's negative cache; an L1 too small to keep those
+// answers (ristretto evicts them, or drops a Set when its buffer is full)
+// had every request of the name read the store meanwhile. Within that
+// second the Verifier answers unknown itself.
+func TestUnknownNameIsNotReadAgainWhenL1DroppedItsAnswer(t *testing.T) {
+	g := newStrangerRigOf(t, anyCallerStatus, []discovery.Option{discovery.WithCacheSize(2)}, auth.WithUnknownCallerRate(1)) // a burst of 10
+	if refused := g.flood(t, "ghost", 10); refused != 0 {
+		t.Fatalf("10 made-up names, a burst of 10: %d refused", refused)
+	}
+	for range 20 {
+		g.flood(t, "ghost", 10) // the same ten names again, within their second
+	}
+	if reads := g.readsOf("ghost"); reads != 10 {
+		t.Fatalf("10 made-up names sent 21 times within a second, an L1 of 2 services: %d store reads; want 10", reads)
+	}
 }

@@ -337,10 +337,14 @@ func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Con
 		admitted time.Time
 	)
 	if !named {
-		var ok bool
 		admitted = v.now()
-		if took, ok = v.strangers.admit(caller, admitted); !ok {
+		switch v.strangers.admit(caller, admitted) {
+		case admitRefused:
 			return fail(unavailable("too many lookups of unknown callers", nil))
+		case admitUnknown:
+			return fail(unauthenticated("unknown key", nil))
+		case admitPaid:
+			took = true
 		}
 	}
 	key, lookup, e := v.key(ctx, caller, h.kid)
