@@ -280,9 +280,16 @@ func (o *outage) inForce(now, keep int64) *outage {
 // the database: its registration could not renew it either. It is kept
 // until the outage grace after the database answers again, time enough
 // for the registration to renew or register again.
+//
+// A lease that ended a renewal window (groupWindow) or more after the
+// database answered again is not the outage's: a live registration renews
+// it before then (it tries at least once in each half of what is left).
+// Held whenever it ended, an instance renewed after the outage and then
+// dead (its process crashed) stayed listed as a suspect, and picked, until
+// two lease TTLs after the database came back.
 func (r *Registry) heldByOutage(exp, now int64) bool {
 	for o := r.outage.Load(); o != nil; o = o.earlier {
-		if exp >= o.from && (o.to == 0 || now < o.to+r.outageGrace()) {
+		if exp >= o.from && (o.to == 0 || exp < o.to+r.groupWindow() && now < o.to+r.outageGrace()) {
 			return true
 		}
 	}

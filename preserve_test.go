@@ -768,3 +768,43 @@ func TestSelfPreservationErrorNamesTheWrongArgument(t *testing.T) {
 		})
 	}
 }
+
+// An outage holds the leases that ended while the database could not be
+// reached, not those that ended after it answered again: an instance
+// renewed after the outage and then dead (its process crashed) is dropped
+// when its lease ends, as any other. Held until the outage's grace ended,
+// it stayed listed as a suspect, and picked, for up to two lease TTLs
+// after the database came back.
+func TestDatabaseOutageHoldsNoLeaseEndedLongAfterIt(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	r, clock, backend := lapseRegistry(t)
+	down := &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("connection refused")}
+	discovery.NoteStore(r, nil)
+	clock.Set(t0.Add(time.Second))
+	discovery.NoteStore(r, down)
+	back := t0.Add(10 * time.Second)
+	clock.Set(back)
+	discovery.NoteStore(r, nil)
+	// "crashed" renewed a second after the database came back, then died;
+	// "live" renews on.
+	crashed := back.Add(time.Second + ttl)
+	writeInstances(t, backend, "db_svc", 2, func(i int) time.Time {
+		if i == 0 {
+			return crashed
+		}
+		return t0.Add(time.Hour)
+	})
+	clock.Set(crashed.Add(time.Second))
+	if discovery.HeldByOutage(r, crashed, clock.Now()) {
+		t.Errorf("a lease that ended %v after the database answered again is held by the outage", crashed.Sub(back))
+	}
+	_ = r.Invalidate(ctx, "db_svc")
+	if got := ids(r.Get(ctx, "db_svc")); got != "i01" {
+		t.Errorf("Get = %s; want only the live instance", got)
+	}
+	// A lease that ended during the outage is held still.
+	if !discovery.HeldByOutage(r, back.Add(-time.Second), clock.Now()) {
+		t.Error("a lease that ended during the outage is not held")
+	}
+}
