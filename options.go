@@ -195,11 +195,17 @@ func (o *options) validate() error {
 			return optErr(p.name, p.d.String(), "must be positive")
 		}
 	}
-	if !o.reapSet && o.reapAfter < 2*o.leaseTTL {
-		o.reapAfter = 2 * o.leaseTTL // the default follows a longer lease
-	}
 	if !o.graceSet {
 		o.suspectGrace = 2 * o.leaseTTL
+	}
+	// The default follows a longer lease: it keeps the rows of a
+	// self-preservation group until the group's grace ends, which counts
+	// from its last lapse, up to a renewal window (groupWindow) after its
+	// first. Two lease TTLs, the grace itself, reaped the first lapses of a
+	// group (alive, partitioned) up to half a lease TTL before then, with
+	// any lease of a minute or more.
+	if keep := o.suspectGrace + o.leaseTTL/2; !o.reapSet && o.reapAfter < keep {
+		o.reapAfter = keep
 	}
 	switch {
 	case o.db != nil && o.store != nil:
@@ -446,7 +452,9 @@ func WithLoadTimeout(d time.Duration) Option { return optionFunc(func(o *options
 func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.dbTO = d }) }
 
 // WithReaper sets how often expired rows are deleted (every 30 s) and how
-// long after their lease ended (2 min, or two lease TTLs if longer); a
+// long after their lease ended (2 min, or the self-preservation grace and
+// half a lease TTL if longer: until a self-preservation group's grace has
+// ended, see WithSelfPreservation); a
 // published key is deleted as long after it retired. One reaper works at a
 // time across processes. An interval of 0 disables reaping in this
 // Registry; any other is at least MinReapInterval (1 s).

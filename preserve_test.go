@@ -808,3 +808,39 @@ func TestDatabaseOutageHoldsNoLeaseEndedLongAfterIt(t *testing.T) {
 		t.Error("a lease that ended during the outage is not held")
 	}
 }
+
+// The reaper's default delay keeps the rows of a self-preservation group
+// until the group's grace has ended: it counts from the group's last lapse,
+// up to a renewal window after its first. With a lease of a minute or more
+// the default delay (two lease TTLs) was the grace itself, and the reaper
+// deleted the first lapses of a group, partitioned and alive, up to half a
+// lease TTL before the grace promised for them ended.
+func TestReaperDefaultKeepsASelfPreservedGroupThroughItsGrace(t *testing.T) {
+	ctx := context.Background()
+	const ttl = time.Minute
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	// The default reaper (its own rounds, on the fake clock, cut as the
+	// test's do).
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLeaseTTL(ttl), discovery.WithoutHealthChecks())
+	// 4 of 10 partitioned: their leases end over 25 s from t0+ttl.
+	first := t0.Add(ttl)
+	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
+		if i < 4 {
+			return first.Add(time.Duration(i) * 25 * time.Second / 3)
+		}
+		return t0.Add(time.Hour)
+	})
+	last := first.Add(25 * time.Second)
+	for step := first.Add(time.Second); step.Before(last.Add(2 * ttl)); step = step.Add(5 * time.Second) {
+		clock.Set(step)
+		if _, err := backend.Reap(ctx, discovery.ReapBefore(r, step)); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.Invalidate(ctx, "db_svc")
+		if step.After(last) && !strings.HasPrefix(statuses(r.Get(ctx, "db_svc")), "10 instances") {
+			t.Fatalf("at %v after the group's last lapse (grace %v): %s; want all 10 kept",
+				step.Sub(last), 2*ttl, statuses(r.Get(ctx, "db_svc")))
+		}
+	}
+}
