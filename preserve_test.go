@@ -803,9 +803,14 @@ func TestDatabaseOutageHoldsNoLeaseEndedLongAfterIt(t *testing.T) {
 	if got := ids(r.Get(ctx, "db_svc")); got != "i01" {
 		t.Errorf("Get = %s; want only the live instance", got)
 	}
-	// A lease that ended during the outage is held still.
+	// A lease that ended during the outage is held still, and so is one
+	// that ended as the database came back, before its registration, still
+	// backing off, could renew it.
 	if !discovery.HeldByOutage(r, back.Add(-time.Second), clock.Now()) {
 		t.Error("a lease that ended during the outage is not held")
+	}
+	if !discovery.HeldByOutage(r, back.Add(time.Second), back.Add(2*time.Second)) {
+		t.Error("a lease that ended a second after the database came back is not held")
 	}
 }
 
