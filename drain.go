@@ -86,8 +86,11 @@ type subscriberCounter interface{ Subscribers() int }
 // L1 entry stops being fresh, as without Redis. ctx bounds the wait: when it
 // ends, during the wait or before the mark could be written, Drain
 // deregisters at once. The deregistration runs within the close timeout,
-// whether or not ctx ends meanwhile. Calling Drain on a
-// registration that is gone returns nil.
+// whether or not ctx ends meanwhile. A mark that fails while ctx runs (the
+// database down: ErrUnavailable) is returned, and nothing else is done: the
+// instance stays registered, in service and renewed (call Drain again once
+// the database is back, or Deregister). Calling Drain on a registration
+// that is gone returns nil.
 func (g *Registration) Drain(ctx context.Context) error {
 	if ctx == nil {
 		return nilContext("Drain")
