@@ -175,8 +175,9 @@ type admin struct {
 // If-Match: "3" stores the body only if the configuration is still at
 // revision 3 (UpdateConfigIf), else answers 412 and stores nothing, so an
 // edit of what was read does not erase a PUT that came between ("*": any
-// configuration, none gets 412). Without If-Match the last PUT wins. Each
-// PUT answers the new revision's ETag.
+// configuration, none gets 412). "If-None-Match: *" stores it only if the
+// service has none (else 412); If-None-Match takes nothing else. Without
+// either the last PUT wins. Each PUT answers the new revision's ETag.
 //
 // DELETE is for the rows of instances whose processes died: a process that
 // still holds the instance's Registration registers it again at its next
@@ -188,10 +189,11 @@ type admin struct {
 // they answer 403 and change nothing; a request it
 // refuses gets 401 (unauthenticated, with "WWW-Authenticate: Bearer") or 403
 // (forbidden). Bad input gets 400 (a configuration body over MaxConfigBytes
-// 413, an If-Match that is not one entity tag or "*" too), a failed If-Match
-// 412, an unknown service or path 404, a method a path does not take 405
-// (with Allow), a backend outage 503, a PUT of a configuration to a Store
-// that keeps none 501, anything else 500, each with {"error": "..."}.
+// 413, an If-Match that is not one entity tag or "*" too, and an
+// If-None-Match that is not "*"), a failed If-Match or If-None-Match 412,
+// an unknown service or path 404, a method a path does not take 405 (with
+// Allow), a backend outage 503, a PUT of a configuration to a Store that
+// keeps none 501, anything else 500, each with {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
 	for _, opt := range opts {
@@ -462,6 +464,22 @@ func ifMatch(req *http.Request) (want int64, conditional bool, err error) {
 	return rev, true, nil
 }
 
+// ifNoneMatch reads the If-None-Match header of a PUT of a configuration:
+// "*" stores it only if the service has no configuration (create only, as
+// UpdateConfigIf with revision 0). Ignored, it let the PUT overwrite the
+// configuration its client meant to protect. Anything else is bad input:
+// a PUT has no use for "store unless at this revision".
+func ifNoneMatch(req *http.Request) (createOnly bool, err error) {
+	vals := req.Header.Values("If-None-Match")
+	if len(vals) == 0 {
+		return false, nil
+	}
+	if len(vals) > 1 || strings.TrimSpace(vals[0]) != "*" {
+		return false, &ValidationError{Field: "If-None-Match", Value: strings.Join(vals, ", "), Reason: "a PUT of a configuration takes only *"}
+	}
+	return true, nil
+}
+
 // noConfigMatch is the expected revision of an If-Match no configuration
 // matches (a weak tag).
 const noConfigMatch = -2
@@ -479,6 +497,20 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		a.fail(w, err)
 		return
+	}
+	createOnly, err := ifNoneMatch(req)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if createOnly {
+		// Both must hold: If-None-Match * only with the If-Match of no
+		// configuration ("0"), which is what * asks for.
+		if conditional && want != 0 {
+			a.fail(w, fmt.Errorf("discovery: If-Match and If-None-Match * of service %q cannot both hold: %w", name, ErrConflict))
+			return
+		}
+		want, conditional = 0, true
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxConfigBytes))
 	if err != nil {

@@ -688,6 +688,48 @@ func TestAdminPutConfigIfMatch(t *testing.T) {
 	}
 }
 
+// A PUT with "If-None-Match: *" (create only: RFC 9110's guard against
+// overwriting what another client stored) stores the body only if the
+// service has no configuration, else answers 412 and stores nothing; it
+// was ignored, and the PUT overwrote the configuration it was sent to
+// protect. An If-None-Match other than * is a 400, not ignored either.
+func TestAdminPutConfigIfNoneMatch(t *testing.T) {
+	ctx := context.Background()
+	r, _ := adminWorld(t)
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	send := func(path, body string, hdr ...string) (int, string, []byte) {
+		rec := serve(h, "PUT", path, body, hdr...)
+		return rec.Code, rec.Header().Get("ETag"), rec.Body.Bytes()
+	}
+	if code, _, body := send("/services/orders/config", `{"workers":1}`, "If-None-Match", "*"); code != http.StatusPreconditionFailed || !json.Valid(body) {
+		t.Errorf("PUT with If-None-Match * to a service with a configuration = %d %s; want 412 with a JSON error", code, body)
+	}
+	for _, bad := range []string{`"1"`, `W/"1"`, `"1", *`} {
+		if code, _, body := send("/services/orders/config", `{"workers":2}`, "If-None-Match", bad); code != http.StatusBadRequest || !json.Valid(body) {
+			t.Errorf("PUT with If-None-Match %s = %d %s; want 400 with a JSON error", bad, code, body)
+		}
+	}
+	if cfg, rev, _ := r.Config(ctx, "orders"); rev != 1 || !strings.Contains(string(cfg), `"workers":8`) {
+		t.Fatalf("orders after refused PUTs: %s rev %d; want the configuration of revision 1", cfg, rev)
+	}
+	if code, etag, body := send("/services/payments/config", `{"workers":3}`, "If-None-Match", "*"); code != http.StatusOK || etag != `"1"` {
+		t.Fatalf("PUT with If-None-Match * to a service without a configuration = %d, ETag %q %s; want 200 with ETag \"1\"", code, etag, body)
+	}
+	if code, _, body := send("/services/payments/config", `{"workers":4}`, "If-None-Match", "*"); code != http.StatusPreconditionFailed {
+		t.Errorf("a second PUT with If-None-Match * = %d %s; want 412", code, body)
+	}
+	// With If-Match too, both must hold: only "0" (none) agrees with *.
+	if code, _, body := send("/services/payments/config", `{"workers":5}`, "If-Match", `"1"`, "If-None-Match", "*"); code != http.StatusPreconditionFailed {
+		t.Errorf("PUT with If-Match \"1\" and If-None-Match * = %d %s; want 412", code, body)
+	}
+	if code, etag, body := send("/services/inventory/config", `{"workers":6}`, "If-Match", `"0"`, "If-None-Match", "*"); code != http.StatusOK || etag != `"1"` {
+		t.Errorf("PUT with If-Match \"0\" and If-None-Match * to a service without one = %d, ETag %q %s; want 200", code, etag, body)
+	}
+	if cfg, rev, _ := r.Config(ctx, "payments"); rev != 1 || string(cfg) != `{"workers":3}` {
+		t.Fatalf("payments after refused PUTs: %s rev %d; want {\"workers\":3} rev 1", cfg, rev)
+	}
+}
+
 // With AdminAllowedHosts the handler answers only the Host names it was
 // given, whatever their port, case or trailing dot: a request naming
 // another (a DNS-rebinding page's own name, sent by an operator's browser)
