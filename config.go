@@ -84,7 +84,11 @@ func WithConfigValidator(service string, fn func(json.RawMessage) error) Option 
 }
 
 // WithConfigHistory sets how many versions of each configuration are kept
-// (20 by default, 1 to 1000).
+// (20 by default, 1 to 1000). Each write of a configuration trims the
+// service's history to the writing Registry's setting, so give it to every
+// Registry that writes configurations (UpdateConfig, RollbackConfig, the
+// admin handler's PUT): one left at the default cuts a longer history to
+// 20 with its first write.
 func WithConfigHistory(versions int) Option {
 	return optionFunc(func(o *options) { o.configKeep = versions })
 }
