@@ -438,6 +438,9 @@ func (r *Registry) setConfigIf(ctx context.Context, service string, doc []byte, 
 		rev, cfgRev, err = sw.SetConfigIf(ctx, service, doc, r.clock.Now(), r.opts.configKeep, want)
 	}
 	if err := r.written(ctx, "set config", service, rev, err); err != nil {
+		if conflict := (*ConfigConflictError)(nil); errors.As(err, &conflict) {
+			r.configConflict(service, conflict.Have)
+		}
 		return ConfigReport{}, err
 	}
 	r.log.Info("discovery: config changed", zap.String("service", service), zap.Int64("config_revision", cfgRev),
@@ -445,4 +448,18 @@ func (r *Registry) setConfigIf(ctx context.Context, service string, doc []byte, 
 	rep := ConfigReport{Service: service, Revision: rev, ConfigRevision: cfgRev}
 	rep.Instances, rep.NotifyErr = r.notifyConfig(ctx, service, cfgRev, doc)
 	return rep, nil
+}
+
+// configConflict follows a refused UpdateConfigIf, which read the
+// configuration revision the database holds (have): a snapshot of this
+// process with another one is stale, and is made unfit to answer as after
+// a write of unknown outcome (unsettle), so that the Config its writer
+// reads next, as the conflict tells it to, has the revision the conflict
+// named. Left as it was, it answered the stale one until its freshness ran
+// out (without Redis, after any write of another process), and each retry
+// of the edit was refused in turn.
+func (r *Registry) configConflict(service string, have int64) {
+	if e := r.l1.get(service); e != nil && (e.raw == nil || e.raw.ConfigRevision != have) {
+		r.unsettle(service)
+	}
 }

@@ -1532,3 +1532,39 @@ func updateInBackground(t *testing.T, r *discovery.Registry, svc string, cfg jso
 	}()
 	return out
 }
+
+// A refused UpdateConfigIf tells this process that its snapshot of the
+// service is older than the database: the Config that its writer reads
+// next, as told ("read the configuration again"), has the revision the
+// conflict named. It answered the snapshot the conflict proved stale
+// until its freshness ran out (without Redis, where no change message
+// comes, every time another process wrote), and each retry of the edit was
+// refused in turn.
+func TestConfigConflictMakesConfigReadTheStoredRevision(t *testing.T) {
+	clock := discoverytest.NewClock(time.Unix(1_700_000_000, 0)) // L1 stays fresh: only the conflict can move it
+	forEachWorld(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.registry(t), w.registry(t)
+		if _, err := a.UpdateConfig(ctx, "db_svc", cfgDoc(1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, rev, err := a.Config(ctx, "db_svc"); err != nil || rev != 1 {
+			t.Fatalf("a's Config = %d, %v; want revision 1", rev, err)
+		}
+		if _, err := b.UpdateConfig(ctx, "db_svc", cfgDoc(2)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.UpdateConfigIf(ctx, "db_svc", 1, cfgDoc(3))
+		var ce *discovery.ConfigConflictError
+		if !errors.As(err, &ce) || ce.Have != 2 {
+			t.Fatalf("a's UpdateConfigIf(1) after b's write = %v; want a conflict with revision 2", err)
+		}
+		cfg, rev, err := a.Config(ctx, "db_svc")
+		if err != nil || rev != 2 || string(cfg) != `{"n":2}` {
+			t.Fatalf("a's Config after the conflict = %s, %d, %v; want {\"n\":2} at revision 2, the one the conflict named", cfg, rev, err)
+		}
+		if _, err := a.UpdateConfigIf(ctx, "db_svc", rev, cfgDoc(3)); err != nil {
+			t.Fatalf("a's UpdateConfigIf(%d), read again: %v", rev, err)
+		}
+	}, discovery.WithClock(clock))
+}
