@@ -289,9 +289,9 @@ func (r *Registry) configStore() (core.ConfigStore, error) {
 // matches ErrUnavailable, context.Canceled or context.DeadlineExceeded),
 // whose write may have landed all the same (no instance notified by this
 // call): Config tells, once the database answers (this process announces
-// the change then, as for any such write). Failed notifications are in the report, and so
-// (NotifyErr) is a failure to list the instances to notify. ctx bounds
-// the whole call, notifications included.
+// the change then, as for any such write). Failed notifications are in
+// the report, and so (NotifyErr) is a failure to list the instances to
+// notify. ctx bounds the whole call, notifications included.
 func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.RawMessage) (ConfigReport, error) {
 	if ctx == nil {
 		return ConfigReport{}, nilContext("UpdateConfig")
@@ -314,10 +314,10 @@ func (r *Registry) UpdateConfig(ctx context.Context, service string, cfg json.Ra
 // its writer read (Config; 0 for a service without a configuration).
 // Otherwise nothing is stored and nobody notified, and the error is a
 // ConfigConflictError matching ErrConflict, which says the revision stored:
-// read the configuration again, and apply the change to it (after an
-// error of unknown outcome, see UpdateConfig, a conflict may be this
-// writer's own edit having landed). Two writers
-// that read the same revision and write their edits with UpdateConfig both
+// read the configuration again (Config reads it anew after a conflict),
+// and apply the change to it; after an error of unknown outcome (see UpdateConfig),
+// a conflict may be this writer's own edit having landed. Two writers that
+// read the same revision and write their edits with UpdateConfig both
 // succeed, and the first edit is lost; with UpdateConfigIf the second is
 // refused. The Store must implement ConfigSwapper (the SQL store and
 // discoverytest's do; ErrUnsupported otherwise). A negative configRevision
