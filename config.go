@@ -67,13 +67,16 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
 
-// WithConfigValidator makes UpdateConfig and RollbackConfig run fn on every
-// configuration of service before storing it; an error refuses it (a
-// ConfigError wrapping fn's error, matching ErrInvalid), and so does a panic
-// in fn. fn sees documents that already passed the built-in checks (a JSON
-// object, at most 512 KiB, nested at most 64 deep) and must not keep or
-// modify them. A later validator for the same service replaces an earlier
-// one.
+// WithConfigValidator makes UpdateConfig, UpdateConfigIf and RollbackConfig
+// (and so the admin handler's PUT) run fn on every configuration of service
+// before storing it; an error refuses it (a ConfigError wrapping fn's
+// error, matching ErrInvalid), and so does a panic in fn. fn sees documents
+// that already passed the built-in checks (a JSON object, at most 512 KiB,
+// nested at most 64 deep) and must not keep or modify them. A later
+// validator for the same service replaces an earlier one. It is this
+// Registry's check, run before the write, not the database's: a Registry
+// without it (another process's) stores what fn would refuse, so give it to
+// every Registry that writes the service's configuration.
 func WithConfigValidator(service string, fn func(json.RawMessage) error) Option {
 	return optionFunc(func(o *options) {
 		if o.validators == nil {
