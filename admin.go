@@ -387,7 +387,9 @@ func (a *admin) service(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := a.ctx(req)
 	defer cancel()
-	hs, err := a.r.Health(ctx, name)
+	// Looked up as the Overview does, uncounted: an operator's read is not
+	// the application's traffic (Stats, metrics and their service labels).
+	hs, err := a.r.overviewHealth(ctx, name)
 	var rev int64
 	if errors.Is(err, ErrNotFound) {
 		// No live instance: a service the database knows all the same (its

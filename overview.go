@@ -160,7 +160,8 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 // counting the lookup (Stats, metrics, the Cache hit rates). Counted, a
 // dashboard fetching the overview every 1.5 s made those mostly a measure
 // of itself, and gave metric labels to services the application never
-// looked up.
+// looked up. The admin handler's per-service read uses it too, for the
+// same reasons.
 func (r *Registry) overviewHealth(ctx context.Context, service string) ([]InstanceHealth, error) {
 	e, layer, stale, err := r.lookupEntry(ctx, service)
 	if err != nil {

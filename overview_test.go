@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -296,5 +297,42 @@ func TestOverviewEndedByItsContextIsNotNotFound(t *testing.T) {
 	_, err = r.Overview(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) || errors.Is(err, discovery.ErrNotFound) {
 		t.Fatalf("Overview whose context ended = %v; want the overview or context.Canceled", err)
+	}
+}
+
+// The admin handler's GET /services/{name} looks the service up for its
+// health, as the Overview does, and like the Overview's those lookups are
+// an operator's, not the application's: counted, a monitoring script
+// polling it made Stats, the Overview's L1 hit rate and
+// discovery_lookups_total a measure of itself, and anyone who could reach
+// the (by default unprotected) reads gave every service in the database a
+// set of metric labels in a process that never used it.
+func TestAdminServiceDoesNotCountItsLookups(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	b := discoverytest.NewBackend()
+	other := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
+	r := discoverytest.NewRegistry(t, b, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	mustRegister(t, other, inst("quiet", "10.0.0.1", 80))
+	h := r.AdminHandler()
+	for range 3 {
+		if rec := serve(h, "GET", "/services/quiet", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "10.0.0.1") {
+			t.Fatalf("GET /services/quiet = %d %s; want 200 with its instance", rec.Code, rec.Body)
+		}
+	}
+	if l := r.Stats().Lookups; l != [4]uint64{} {
+		t.Errorf("Stats().Lookups = %v after admin reads only; want none", l)
+	}
+	for k := range scrape(t, reg) {
+		if strings.Contains(k, "quiet") {
+			t.Errorf("a label for a service only the admin handler looked up: %s", k)
+		}
+	}
+	// The application's lookups count as before.
+	if _, err := r.Get(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, reg)["discovery_lookups_total{layer=L1,service=quiet}"]; got != 1 {
+		t.Errorf("discovery_lookups_total{layer=L1,service=quiet} = %v after a Get; want 1", got)
 	}
 }
