@@ -90,7 +90,10 @@ func (h *InstanceHealth) usable(minScore float64, raw *core.Service) bool {
 // be read, every service this process holds) with its health, and the
 // cache layers' hit rates. It looks each service up like Health, so this
 // process checks the health of what it shows from then on; those lookups
-// are not counted (Stats, metrics, Cache).
+// are not counted as lookups (Stats.Lookups, discovery_lookups_total,
+// Cache's L1 entry). The Redis reads and database loads they cause are
+// counted as reads (Stats.L2Hits, L2Misses and StoreReads, Cache's L2
+// entry, discovery_cache_hits_total{layer="L2"}).
 func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 	if ctx == nil {
 		return Overview{}, nilContext("Overview")
