@@ -389,7 +389,7 @@ func (a *admin) service(w http.ResponseWriter, req *http.Request) {
 	defer cancel()
 	// Looked up as the Overview does, uncounted: an operator's read is not
 	// the application's traffic (Stats, metrics and their service labels).
-	hs, err := a.r.overviewHealth(ctx, name)
+	hs, err := a.r.overviewHealth(ctx, name, false)
 	var rev int64
 	if errors.Is(err, ErrNotFound) {
 		// No live instance: a service the database knows all the same (its

@@ -87,7 +87,8 @@ func (h *InstanceHealth) usable(minScore float64, raw *core.Service) bool {
 }
 
 // Overview returns every service the database knows (or, while it cannot
-// be read, every service this process holds) with its health, and the
+// be read, every service this process holds, at once while the database is
+// known to be down: see FromCache) with its health, and the
 // cache layers' hit rates. It looks each service up like Health, so this
 // process checks the health of what it shows from then on; those lookups
 // are not counted as lookups (Stats.Lookups, discovery_lookups_total,
@@ -102,8 +103,20 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 		return Overview{}, ErrClosed
 	}
 	ov := Overview{At: r.clock.Now(), ProcessID: r.ProcessID()}
-	infos, err := r.Services(ctx)
-	if err != nil {
+	var (
+		infos []ServiceInfo
+		err   error
+	)
+	if r.storeDown.Load() {
+		// Known down: what this process holds, at once, as lookups serve
+		// stale data at once then. Waiting for the listing, every
+		// dashboard fetch took the database timeout on a black-holed
+		// database, and a caller with a shorter deadline got no overview
+		// for the whole outage. The listing runs in the background
+		// instead, and notes the database's return.
+		r.listInBackground()
+		infos, ov.FromCache = r.cachedServices(), true
+	} else if infos, err = r.Services(ctx); err != nil {
 		if ctx.Err() != nil {
 			return Overview{}, err
 		}
@@ -117,7 +130,7 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 		// suspects (self-preservation, a database outage), and Get shows
 		// them and Pick picks them.
 		if info.Live > 0 || info.Expired > 0 || ov.FromCache {
-			hs, err := r.overviewHealth(ctx, info.Name)
+			hs, err := r.overviewHealth(ctx, info.Name, ov.FromCache)
 			switch {
 			case err == nil:
 				var raw *core.Service
@@ -165,7 +178,18 @@ func (r *Registry) Overview(ctx context.Context) (Overview, error) {
 // of itself, and gave metric labels to services the application never
 // looked up. The admin handler's per-service read uses it too, for the
 // same reasons.
-func (r *Registry) overviewHealth(ctx context.Context, service string) ([]InstanceHealth, error) {
+//
+// cached says the database did not answer the listing: then a service
+// whose snapshot L1 no longer serves without the database (past
+// stale-if-error) is not loaded, and counts as unavailable. Each load
+// waited for the database, a load timeout for each such service, which
+// the lookups of the application wait for once, not once a service.
+func (r *Registry) overviewHealth(ctx context.Context, service string, cached bool) ([]InstanceHealth, error) {
+	if cached {
+		if e := r.l1.get(service); e == nil || r.now.nanos() >= e.errorUntil {
+			return nil, &core.BackendError{Backend: "database", Op: "load", Err: errors.New("down")}
+		}
+	}
 	e, layer, stale, err := r.lookupEntry(ctx, service)
 	if err != nil {
 		return nil, err
@@ -214,6 +238,25 @@ func (so *ServiceOverview) fill(hs []InstanceHealth, minScore float64, raw *core
 		so.Status = StatusHealthy
 	case so.Usable > 0:
 		so.Status = StatusWarning
+	}
+}
+
+// listInBackground lists the services in the background, one listing at a
+// time, for an Overview while the database is known down: a listing that
+// answers ends the outage (noteStoreResult), and the next Overview lists
+// from the database again.
+func (r *Registry) listInBackground() {
+	if !r.listing.CompareAndSwap(false, true) {
+		return
+	}
+	if !r.spawn(func() {
+		defer r.listing.Store(false)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.dbTO)
+		defer cancel()
+		_, err := r.store.Services(ctx, r.clock.Now())
+		r.noteStoreResult("services", err)
+	}) {
+		r.listing.Store(false) // closing
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/core"
 )
 
 // Overview counts services by health, averages response times over the
@@ -334,5 +336,115 @@ func TestAdminServiceDoesNotCountItsLookups(t *testing.T) {
 	}
 	if got := scrape(t, reg)["discovery_lookups_total{layer=L1,service=quiet}"]; got != 1 {
 		t.Errorf("discovery_lookups_total{layer=L1,service=quiet} = %v after a Get; want 1", got)
+	}
+}
+
+// blackholeStore is a store that, while blackholed, answers no listing and
+// no load until the call's context ends or the hole closes: a database
+// behind a network that drops its packets. A call its own timeout ends
+// (the Registry's) fails with ErrUnavailable, as the SQL store's does.
+type blackholeStore struct {
+	discovery.Store
+	hole atomic.Pointer[chan struct{}] // nil: answering
+}
+
+func (s *blackholeStore) blackhole(on bool) {
+	if on {
+		ch := make(chan struct{})
+		s.hole.CompareAndSwap(nil, &ch)
+	} else if ch := s.hole.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
+// wait waits for ctx, or for the hole to close; it reports whether the call
+// goes on to the store.
+func (s *blackholeStore) wait(ctx context.Context, op string) error {
+	ch := s.hole.Load()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-*ch:
+		return nil
+	case <-ctx.Done():
+	}
+	if errors.Is(context.Cause(ctx), core.ErrTimeout) {
+		return &core.BackendError{Backend: "database", Op: op, Err: errors.New("i/o timeout")}
+	}
+	return ctx.Err()
+}
+
+func (s *blackholeStore) Services(ctx context.Context, now time.Time) ([]discovery.ServiceInfo, error) {
+	if err := s.wait(ctx, "services"); err != nil {
+		return nil, err
+	}
+	return s.Store.Services(ctx, now)
+}
+
+func (s *blackholeStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if err := s.wait(ctx, "load"); err != nil {
+		return nil, err
+	}
+	return s.Store.Load(ctx, name)
+}
+
+// While the database is known to be down, Overview shows what this process
+// holds at once, as lookups serve stale data at once then: it waited for
+// the listing (the database timeout, 5 s, for every dashboard fetch), and
+// a caller with a shorter deadline got that deadline's error and no
+// overview for the whole outage. So it did, past the stale-if-error window,
+// once a service's snapshot there had aged out: its load waited too.
+func TestOverviewDoesNotWaitForADatabaseKnownDown(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		advance time.Duration // past the freshness window, and past stale-if-error too
+		live    int           // what the overview shows of the service
+	}{
+		{"stale", 2 * discovery.DefaultFresh, 1},
+		{"past stale-if-error", 2 * discovery.DefaultStaleIfError, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			b := discoverytest.NewBackend()
+			s := &blackholeStore{Store: b}
+			r, err := discovery.New(discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.blackhole(false); b.SetFailure(nil); _ = r.Close() })
+			addInstance(t, r, discovery.Instance{Service: "web", Host: "10.0.0.1", Port: 80, Check: discovery.CheckNone,
+				RegisteredAt: t0, ExpiresAt: t0.Add(1000 * time.Hour)})
+			if _, err := r.Get(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			// The database fails a call: known down from then on.
+			b.SetFailure(errors.New("connection refused"))
+			if _, err := r.Services(ctx); !errors.Is(err, discovery.ErrUnavailable) {
+				t.Fatalf("Services = %v; want ErrUnavailable", err)
+			}
+			b.SetFailure(nil)
+			s.blackhole(true)
+			clock.Advance(tt.advance)
+
+			// Far shorter than the database and load timeouts (5 s): met
+			// only by an Overview that waits for the database.
+			dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			ov, err := r.Overview(dctx)
+			if err != nil {
+				t.Fatalf("Overview with the database known down = %v; want the services this process holds", err)
+			}
+			if !ov.FromCache || len(ov.Services) != 1 || ov.Services[0].Name != "web" || ov.Services[0].Live != tt.live {
+				t.Fatalf("Overview = %+v; want web from the cache with %d live", ov, tt.live)
+			}
+			// Once the database answers, the overview lists from it again.
+			s.blackhole(false)
+			waitFor(t, 5*time.Second, "an overview from the database", func() bool {
+				ov, err := r.Overview(ctx)
+				return err == nil && !ov.FromCache && len(ov.Services) == 1 && ov.Services[0].Live == 1
+			})
+		})
 	}
 }

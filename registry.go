@@ -65,6 +65,7 @@ type Registry struct {
 	registersDone chan struct{}
 
 	storeDown   atomic.Bool            // written under outMu
+	listing     atomic.Bool            // a listing for an Overview under way in the background (listInBackground)
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
 	loadSeq     atomic.Uint64          // loads begun (a failed one's number: loadFailure)
 	outage      atomic.Pointer[outage] // the last database outage this process saw; written under outMu
