@@ -845,6 +845,44 @@ func TestRegistrationConfigIsReadAgainAfterAFailedRead(t *testing.T) {
 	})
 }
 
+// A router instance whose Register could not read the configuration
+// (Registration.Config empty) is given it by its callback once this process
+// reads it, once, before the revisions that follow, as WithConfigFunc now
+// says: its doc said the configuration current at registration never
+// reaches the callback, which it does whenever that read fails.
+func TestConfigCallbackGivenTheConfigRegisterCouldNotRead(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	fs := &failOnceStore{Backend: backend}
+	r := discoverytest.NewRegistry(t, backend, discovery.WithStore(fs), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if _, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(1)); err != nil {
+		t.Fatal(err)
+	}
+	fs.mu.Lock()
+	fs.nth = 1 // Register's read of the configuration
+	fs.mu.Unlock()
+	var cb callbackLog
+	g, err := r.Register(ctx, discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter},
+		discovery.WithConfigFunc(cb.fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the callback given the configuration Register could not read", func() bool { return cb.calls.Load() > 0 })
+	rep, err := r.UpdateConfig(ctx, "router_svc", cfgDoc(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if is := rep.Instances; len(is) != 1 || is[0].Outcome != discovery.NotifyDelivered {
+		t.Fatalf("report = %+v; want delivered", is)
+	}
+	if got := fmt.Sprint(cb.seen()); got != "[1 2]" {
+		t.Fatalf("callback saw %s; want [1 2]: the configuration Register could not read, once, then the new one", got)
+	}
+	if cfg, rev := g.Config(); rev != 2 || string(cfg) != `{"n":2}` {
+		t.Fatalf("Registration.Config = %s, %d; want rev 2", cfg, rev)
+	}
+}
+
 // ConfigReport.Instances are ordered by ID in byte order on every store: on
 // PostgreSQL they came in the database's collation (on an ICU en-US
 // database: _z a-1 a1 B-1).

@@ -100,12 +100,16 @@ func (c *regConfig) wake() {
 // backup has none, and with a configuration written after the restore
 // under a revision number the restore lost (the same number, other
 // content). The configuration current at registration is not passed to
-// fn: read it from Registration.Config. An error from fn (a panic in it
-// is one) is logged and reported to the UpdateConfig caller of this
-// process; it is not retried. Deregister cancels the context of a call under way but does not
-// wait for it to return (a callback may itself deregister); Registry.Close
-// waits for it within the close timeout (see Close). HTTP instances get POST /admin/reload-config instead;
-// Register refuses this option for them.
+// fn: read it from Registration.Config. If Register could not read it
+// (the database failing; Config is then empty until it is read again),
+// fn is called with it once this process reads it, as with any revision
+// it has not seen. An error from fn (a panic in it is one) is logged and
+// reported to the UpdateConfig caller of this process; it is not retried.
+// Deregister cancels the context of a call under way but does not wait
+// for it to return (a callback may itself deregister); Registry.Close
+// waits for it within the close timeout (see Close). HTTP instances get
+// POST /admin/reload-config instead; Register refuses this option for
+// them.
 func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.onConfig = fn; o.noteNil("config func", fn == nil) })
 }
@@ -157,7 +161,8 @@ func (r *Registry) startConfig(ctx context.Context, g *Registration) {
 // readConfigLater reads the configuration that Register could not, with
 // backoff (200 ms doubling, at most 5 s), until it has it or the
 // registration stops: one failed read left Registration.Config empty for
-// good. The callback's deliveries are left to the hub.
+// good. The callback's deliveries are left to the hub, which gives it this
+// configuration too (seen is still 0), as WithConfigFunc says.
 func (r *Registry) readConfigLater(g *Registration) {
 	const most = 5 * time.Second
 	t := r.clock.NewTimer(backoff(1, most))
