@@ -106,7 +106,8 @@ func (c *regConfig) wake() {
 // it has not seen. An error from fn (a panic in it is one) is logged and
 // reported to the UpdateConfig caller of this process; it is not retried.
 // Deregister cancels the context of a call under way but does not wait
-// for it to return (a callback may itself deregister); Registry.Close
+// for it to return (a callback may itself deregister), and no call begins
+// once it has returned; Registry.Close
 // waits for it within the close timeout (see Close). HTTP instances get
 // POST /admin/reload-config instead; Register refuses this option for
 // them.
@@ -383,7 +384,15 @@ func (g *Registration) deliver(ctx context.Context, doc json.RawMessage) (ok boo
 // panic in it is a failed delivery, as one in a WithCheckFunc check is a
 // failed check: it ran on this Registry's goroutine, where the caller could
 // not recover it, and took the whole process down.
+//
+// A call whose context has ended before it began is not made: the
+// registration ended (Deregister, Close) after configLoop took the
+// delivery up, and the callback was called after Deregister had returned,
+// into whatever its caller freed once it had.
 func (g *Registration) callConfigFunc(ctx context.Context, doc json.RawMessage) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("discovery: config callback of %s/%s panicked: %v", g.service, g.id, v)
