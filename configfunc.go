@@ -117,7 +117,8 @@ func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) 
 
 // Config returns the service's configuration and its revision as this
 // registration knows them: the configuration current when it registered
-// (so an instance that was down starts with the current one), then, with
+// (so an instance that was down starts with the current one; empty for a
+// while if Register could not read it, which is then read again), then, with
 // WithConfigFunc, each one delivered to the callback, and for an HTTP
 // instance each one sent to it when an Update took it out of draining (see
 // Update; it stays put while that send fails). Configurations that
