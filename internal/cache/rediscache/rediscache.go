@@ -37,13 +37,18 @@ import (
 // now (ARGV[4], the header's load-time field) was read by a clock ahead of
 // the writer's, and is replaced: kept, it stood for its whole TTL against
 // every correct clock's read of that revision, and was served (once its
-// claimed read time had passed) after leases in it had ended.
+// claimed read time had passed) after leases in it had ended. A value whose
+// header is not 40 digits is no snapshot of any release (another program's
+// value, garbage) and is replaced too: compared as a header, one such as
+// "hello, ..." sorted after every revision (letters after digits) and held
+// off every write for as long as it lived.
 var setScript = redis.NewScript(`
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
   return 2
 end
 local cur = redis.call('GET', KEYS[1])
-if cur and string.len(cur) >= 42 and string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) and
+if cur and string.len(cur) >= 42 and string.find(string.sub(cur, 3, 42), '^%d+$') and
+  string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) and
   not (string.sub(cur, 3, 22) == string.sub(ARGV[1], 3, 22) and string.sub(cur, 23, 42) > ARGV[4]) then
   return 0
 end

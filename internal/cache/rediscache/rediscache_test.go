@@ -470,3 +470,49 @@ func eachRedis(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient, c 
 		})
 	}
 }
+
+// A value at a snapshot's key that is no snapshot of any release (another
+// program's value under the namespace, or garbage; its header is not a
+// revision and a load time in digits) does not hold off the writes of the
+// service's snapshots: the next write replaces it. The set script compared
+// its bytes 3-42 with the snapshot's header as if they were one, and letters
+// sort after digits: a value such as "hello, ..." claimed a revision above
+// every one, each write was refused as stale, and every lookup of the
+// service past its freshness window read the database for as long as the
+// value lived (for good, without an expiry). A snapshot of a later release
+// (another format version, its header in digits) still holds off older
+// revisions.
+func TestForeignValueDoesNotHoldOffSnapshotWrites(t *testing.T) {
+	eachRedis(t, func(t *testing.T, rdb redis.UniversalClient, c *Cache) {
+		ctx := context.Background()
+		at := time.Unix(1_800_000_000, 0)
+		svc := &core.Service{Name: "db_svc", Revision: 3}
+		tests := []struct {
+			name  string
+			held  string
+			wrote bool
+		}{
+			{"another program's value", "hello, this is not a snapshot of any service at all", true},
+			{"garbage with a version tag", "D9" + strings.Repeat("z", 60), true},
+			{"a later release's newer snapshot", "D2" + codec.Header(4, at.UnixNano())[2:] + "body", false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if err := rdb.Set(ctx, c.Key("db_svc"), tt.held, 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if got, _, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); got != nil || err != nil {
+					t.Fatalf("GetIfChanged = %v, %v; want a miss", got, err)
+				}
+				wrote, err := c.Set(ctx, svc, at, "")
+				if err != nil || wrote != tt.wrote {
+					t.Fatalf("Set of revision 3 over %.20q = %v, %v; want %v", tt.held, wrote, err, tt.wrote)
+				}
+				got, _, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1)
+				if err != nil || (got != nil) != tt.wrote {
+					t.Fatalf("GetIfChanged after the write = %v, %v; want the snapshot: %v", got, err, tt.wrote)
+				}
+			})
+		}
+	})
+}
