@@ -42,18 +42,38 @@ import (
 // value, garbage) and is replaced too: compared as a header, one such as
 // "hello, ..." sorted after every revision (letters after digits) and held
 // off every write for as long as it lived.
+//
+// Either key holding another type than a string (a hash, a list: not the
+// library's) is corrupt data, and deleted first (a generation of another
+// type is then none, as MGET read it): every command on it answered
+// WRONGTYPE, and every write of the service failed for as long as it lived
+// (for good: nothing gave it an expiry). The script returns its answer and
+// how many keys it deleted so.
 var setScript = redis.NewScript(`
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
-  return 2
+local foreign = 0
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then
+    if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
+      return redis.error_reply(v.err)
+    end
+    redis.call('DEL', key)
+    foreign = foreign + 1
+    return false
+  end
+  return v
 end
-local cur = redis.call('GET', KEYS[1])
+if (get(KEYS[2]) or '') ~= ARGV[3] then
+  return {2, foreign}
+end
+local cur = get(KEYS[1])
 if cur and string.len(cur) >= 42 and string.find(string.sub(cur, 3, 42), '^%d+$') and
   string.sub(cur, 3, 42) > string.sub(ARGV[1], 3, 42) and
   not (string.sub(cur, 3, 22) == string.sub(ARGV[1], 3, 22) and string.sub(cur, 23, 42) > ARGV[4]) then
-  return 0
+  return {0, foreign}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return {1, foreign}
 `)
 
 // invalidateScript deletes the snapshot KEYS[1] and gives the service a new
@@ -419,13 +439,20 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 	ttl := c.opt.TTL + time.Duration((rand.Float64()*0.2-0.1)*float64(c.opt.TTL))
 	tctx, cancel := c.timeout(ctx)
 	// Redis refuses an expiry of 0 ms: a TTL under a millisecond is one.
-	n, err := setScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, val, max(ttl.Milliseconds(), 1), string(gen),
-		codec.LoadedAtField(c.opt.Now().UnixNano())).Int()
+	res, err := setScript.Run(tctx, c.rdb, []string{c.Key(service), c.GenKey(service)}, val, max(ttl.Milliseconds(), 1), string(gen),
+		codec.LoadedAtField(c.opt.Now().UnixNano())).Int64Slice()
 	cancel()
+	if err == nil && len(res) != 2 {
+		err = errors.New("set: " + strconv.Itoa(len(res)) + " values for 2")
+	}
 	if err != nil {
 		return false, c.failed(ctx, "set", err)
 	}
-	switch n {
+	if res[1] > 0 {
+		c.decodeErrs.Add(uint64(res[1]))
+		c.opt.Log.Debug("discovery: L2 key of another type deleted", zap.String("service", service))
+	}
+	switch res[0] {
 	case 0:
 		c.staleWrites.Add(1)
 		return false, nil

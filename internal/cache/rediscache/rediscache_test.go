@@ -516,3 +516,45 @@ func TestForeignValueDoesNotHoldOffSnapshotWrites(t *testing.T) {
 		}
 	})
 }
+
+// A key of the service's that holds another type than a string (a hash,
+// a list: another program's, under the namespace) is corrupt data: the
+// next snapshot write deletes it, writes, and counts it (DecodeErrors).
+// Every command on it answered WRONGTYPE: each snapshot write of the
+// service failed (a Redis error counted for every load), nothing deleted
+// the key, and the service never hit L2 again for as long as it lived
+// (for good: such a key has no expiry).
+func TestKeyOfAnotherTypeIsReplacedBySnapshotWrites(t *testing.T) {
+	eachRedis(t, func(t *testing.T, rdb redis.UniversalClient, c *Cache) {
+		ctx := context.Background()
+		at := time.Unix(1_800_000_000, 0)
+		svc := &core.Service{Name: "db_svc", Revision: 3}
+		for _, key := range []string{c.Key("db_svc"), c.GenKey("db_svc")} {
+			t.Run(strings.TrimPrefix(key, c.opt.Namespace), func(t *testing.T) {
+				if err := rdb.Del(ctx, c.Key("db_svc"), c.GenKey("db_svc")).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.HSet(ctx, key, "f", "v").Err(); err != nil {
+					t.Fatal(err)
+				}
+				got, _, _, gen, err := c.GetIfChanged(ctx, "db_svc", -1, -1)
+				if got != nil || err != nil {
+					t.Fatalf("GetIfChanged = %v, %v; want a miss", got, err)
+				}
+				before := c.Stats()
+				if wrote, err := c.Set(ctx, svc, at, gen); !wrote || err != nil {
+					t.Fatalf("Set over a hash at %s = %v, %v; want it written", key, wrote, err)
+				}
+				if d := c.Stats().DecodeErrors - before.DecodeErrors; d != 1 {
+					t.Fatalf("DecodeErrors went up by %d; want 1 (the hash)", d)
+				}
+				if got, _, _, _, err := c.GetIfChanged(ctx, "db_svc", -1, -1); got == nil || err != nil {
+					t.Fatalf("GetIfChanged after the write = %v, %v; want the snapshot", got, err)
+				}
+				if g, err := c.Generation(ctx, "db_svc"); g != "" || err != nil {
+					t.Fatalf("Generation after the write = %q, %v; want none", g, err)
+				}
+			})
+		}
+	})
+}
