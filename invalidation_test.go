@@ -163,8 +163,8 @@ func TestPushedSnapshotIsDecodedOnlyWhereTaken(t *testing.T) {
 
 // A Redis that answers a command with an error (a key of ours holding
 // another type, OOM at maxmemory, READONLY) is up: the write-through that
-// failed does not stop the change message, and the other processes still
-// hear of the change. The failed write tripped the breaker, and the
+// failed (here its read of the generation, a hash) does not stop the change
+// message, and the other processes still hear of the change. The failed write tripped the breaker, and the
 // message, sent next, was dropped as if Redis were down: the others served
 // the old snapshot until their L1 entry went stale.
 func TestRedisErrorReplyKeepsChangeMessages(t *testing.T) {
@@ -178,11 +178,11 @@ func TestRedisErrorReplyKeepsChangeMessages(t *testing.T) {
 			subscribed(t, w, b, 2)
 			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
 			waitFor(t, 2*time.Second, "the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
-			key := w.ns + ":svc:{db_svc}"
-			if err := w.rdb.Del(ctx, key).Err(); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.rdb.HSet(ctx, key, "f", "v").Err(); err != nil { // every command on it answers WRONGTYPE
+			// The generation's key: a snapshot write deletes a key of
+			// another type (corrupt data), but a write-through reads the
+			// generation first, with a GET that answers WRONGTYPE.
+			key := w.ns + ":gen:{db_svc}"
+			if err := w.rdb.HSet(ctx, key, "f", "v").Err(); err != nil {
 				t.Fatal(err)
 			}
 			mustRegister(t, a, inst("db_svc", "10.0.0.2", 2))
