@@ -44,7 +44,8 @@ import (
 // off every write for as long as it lived.
 //
 // Either key holding another type than a string (a hash, a list: not the
-// library's) is corrupt data, and deleted first (a generation of another
+// library's) is corrupt data, and deleted first (found by the GET's
+// WRONGTYPE: no command beyond those the writes already need) (a generation of another
 // type is then none, as MGET read it): every command on it answered
 // WRONGTYPE, and every write of the service failed for as long as it lived
 // (for good: nothing gave it an expiry). The script returns its answer and
@@ -55,7 +56,7 @@ local function get(key)
   local v = redis.pcall('GET', key)
   if type(v) == 'table' and v.err then
     if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
-      return redis.error_reply(v.err)
+      error(v) -- as redis.call raises it
     end
     redis.call('DEL', key)
     foreign = foreign + 1
