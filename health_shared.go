@@ -45,15 +45,32 @@ import (
 // at ARGV[2] ms, or else removes ARGV[5] (unless empty) from it, prunes
 // members older than ARGV[3] ms, and returns the members and the shared
 // states in KEYS[2].
+//
+// A key of another type (a string, a list: not the library's) is corrupt
+// data, deleted when its first command answers WRONGTYPE (the prune is
+// first, before the heartbeat, which it leaves alone): kept, it failed
+// every sync of the service, and every process probed every instance
+// itself for as long as the key lived (for good: it had no expiry).
 var syncScript = redis.NewScript(`
+local function typed(cmd, key, ...)
+  local v = redis.pcall(cmd, key, ...)
+  if type(v) == 'table' and v.err then
+    if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
+      error(v) -- as redis.call raises it
+    end
+    redis.call('DEL', key)
+    return redis.call(cmd, key, ...)
+  end
+  return v
+end
+typed('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 if ARGV[1] ~= '' then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 elseif ARGV[5] ~= '' then
   redis.call('ZREM', KEYS[1], ARGV[5])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
+return {redis.call('ZRANGE', KEYS[1], 0, -1), typed('HGETALL', KEYS[2])}
 `)
 
 // casScript sets field ARGV[1] of KEYS[1] to ARGV[3] if it holds ARGV[2]

@@ -812,3 +812,39 @@ func rewritten(t *testing.T, a *discovery.Registry, in discovery.Instance) {
 		t.Fatal(err)
 	}
 }
+
+// A key of the service's shared health that holds another type (a string,
+// a list: not the library's) is corrupt data: the next sync deletes it, and
+// the processes share their probing again. Every command on it answered
+// WRONGTYPE: each sync of the service failed, every process probed every
+// instance itself, and nothing removed the key (without an expiry, for
+// good).
+func TestSharedHealthKeyOfAnotherTypeIsReplaced(t *testing.T) {
+	for _, k := range redisWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			for _, key := range []string{"hmembers", "health"} {
+				t.Run(key, func(t *testing.T) {
+					ctx := context.Background()
+					clock := discoverytest.NewClock(t0)
+					w := newWorld(t, k)
+					f := newFleet(t, w, clock, 4, 6)
+					f.step(time.Second)
+					f.interval()
+					name := w.ns + ":" + key + ":{web}"
+					if err := w.rdb.Set(ctx, name, "not the library's", 0).Err(); err != nil {
+						t.Fatal(err)
+					}
+					f.intervals(2)
+					if per := f.intervals(4); maxOf(per) > 2*4 {
+						t.Fatalf("a string at %s: probes per instance in 4 intervals %v; want at most 8 (two probers)", name, per)
+					}
+					for i, r := range f.regs {
+						if !discovery.HealthSharing(r) {
+							t.Fatalf("process %d does not share health results", i)
+						}
+					}
+				})
+			}
+		})
+	}
+}
