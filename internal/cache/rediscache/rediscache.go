@@ -44,12 +44,12 @@ import (
 // off every write for as long as it lived.
 //
 // Either key holding another type than a string (a hash, a list: not the
-// library's) is corrupt data, and deleted first (found by the GET's
-// WRONGTYPE: no command beyond those the writes already need) (a generation of another
-// type is then none, as MGET read it): every command on it answered
-// WRONGTYPE, and every write of the service failed for as long as it lived
-// (for good: nothing gave it an expiry). The script returns its answer and
-// how many keys it deleted so.
+// library's) is corrupt data, and deleted first, found by the GET's
+// WRONGTYPE (no command beyond those the writes already need); a
+// generation of another type is then none, as MGET read it. Kept, every
+// command on it answered WRONGTYPE, and every write of the service failed
+// for as long as it lived (for good: nothing gave it an expiry). The
+// script returns its answer and how many keys it deleted so.
 var setScript = redis.NewScript(`
 local foreign = 0
 local function get(key)
