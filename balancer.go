@@ -434,7 +434,7 @@ func (s Selection) finish(err error, latency time.Duration) {
 
 // observe folds one outcome into an instance's latency average. A failure
 // of an instance with no average of its own yet counts as twice the
-// service's typical average (its other instances'): taken as it was, a
+// service's typical average (its other instances' in selection): taken as it was, a
 // first failure in 1 ns (a refused connection, a gRPC stream's error
 // reported at once) made the instance look the fastest, and p2c_ewma sent
 // it nearly every pick until failures had doubled that up to its peers'.
@@ -449,9 +449,14 @@ func (st *svcState) observe(is *instState, latency time.Duration, o outcome, now
 }
 
 // typicalLatency is the mean of the current (decayed) latency averages of
-// a service's instances other than except that have one; 0 if none has.
-// It reads every instance's state, so it serves only the rare first
-// failure.
+// a service's instances other than except that have one, leaving out those
+// out of selection for their health (ejected or unhealthy); 0 if none has.
+// Theirs is not a peer's: the failures that took an instance out had
+// doubled its average up to maxFailurePenalty (timeouts set it at once),
+// selection drops it when the instance comes back (buildPicker), and
+// counted here, one ejected instance among a few made a fast first
+// failure of another cost seconds. It reads every instance's state, so it
+// serves only the rare first failure.
 func (st *svcState) typicalLatency(except *instState, now int64) float64 {
 	m := st.insts.Load()
 	if m == nil {
@@ -459,7 +464,10 @@ func (st *svcState) typicalLatency(except *instState, now int64) float64 {
 	}
 	sum, n := 0.0, 0
 	for _, is := range *m {
-		if bits := is.ewma.Load(); is != except && bits != 0 {
+		if is == except || is.ejected(now) || is.Status() == core.StatusUnhealthy {
+			continue
+		}
+		if bits := is.ewma.Load(); bits != 0 {
 			sum += math.Float64frombits(bits) * decay(now-is.ewmaAt.Load())
 			n++
 		}

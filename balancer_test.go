@@ -1666,3 +1666,53 @@ func TestWeightedRoundRobinRetriesFollowTheWeights(t *testing.T) {
 		t.Fatalf("first picks of %d fresh rotations over weights 1, 1, 8: %v; want about 25, 25, 200", n, got)
 	}
 }
+
+// An instance's first failure counts as twice the average of its peers in
+// selection, not of an instance ejected meanwhile: the timeouts that got
+// that one ejected had raised its average to the failure penalty's 10 s,
+// and counted in the mean, they made a new instance's first fast failure
+// cost it 6.7 s, so that p2c_ewma sent it nothing for more than a minute
+// (its peers answer in 5 ms).
+func TestFirstFailureIgnoresAnEjectedPeer(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
+		discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"i1", "i2"} {
+		if err := r.ReportOutcome("db_svc", id, nil, 5*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeout := errors.New("i/o timeout")
+	for range 5 { // the default ejection: 5 failures in a row
+		if err := r.ReportOutcome("db_svc", "i0", timeout, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := healthOf(t, r, "db_svc", "i0"); !h.Ejected {
+		t.Fatalf("Health(i0) = %+v; want it ejected", h)
+	}
+	if err := r.ReportOutcome("db_svc", "i3", errors.New("connection refused"), time.Microsecond); err != nil {
+		t.Fatal(err)
+	}
+	if avg := discovery.LatencyAverage(r, "db_svc", "i3"); avg > 20*time.Millisecond {
+		t.Errorf("i3's first failure (1 µs) made its average %v; want twice its peers' (5 ms)", avg)
+	}
+	got := map[string]int{}
+	for range 15000 { // 15 s: twice 5 ms decays below 5 ms in 7 s
+		clock.Advance(time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		sel.DoneLatency(nil, 5*time.Millisecond)
+	}
+	if got["i3"] == 0 {
+		t.Fatalf("in the 15 s after its one fast failure, i3 got none of 15000 picks: %v", got)
+	}
+}
