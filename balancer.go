@@ -434,10 +434,11 @@ func (s Selection) finish(err error, latency time.Duration) {
 
 // observe folds one outcome into an instance's latency average. A failure
 // of an instance with no average of its own yet counts as twice the
-// service's typical average (its other instances' in selection): taken as it was, a
-// first failure in 1 ns (a refused connection, a gRPC stream's error
-// reported at once) made the instance look the fastest, and p2c_ewma sent
-// it nearly every pick until failures had doubled that up to its peers'.
+// service's typical average (its other instances' in selection): taken as
+// it was, a first failure in 1 ns (a refused connection, a gRPC stream's
+// error reported at once) made the instance look the fastest, and p2c_ewma
+// sent it nearly every pick until failures had doubled that up to its
+// peers'.
 func (st *svcState) observe(is *instState, latency time.Duration, o outcome, now int64) {
 	if (o == outcomeFailure || o == outcomeOverload) && is.ewma.Load() == 0 {
 		if typ := st.typicalLatency(is, now); typ > 0 {
