@@ -806,15 +806,16 @@ func slowChecks(is *instState, minScore float64) bool {
 }
 
 // noHealthy is the error of a pick that finds no instance to use, with the
-// count of those the pick's filters keep that are out only for slow checks.
-func (p *picker) noHealthy(q *pickReq) error {
+// count of those the pick's filters keep that are out only for slow checks,
+// and of the eligible ones, too few, when WithFailClosed refused the pick.
+func (p *picker) noHealthy(q *pickReq, eligible int) error {
 	slow := 0
 	for i := range p.cands {
 		if c := &p.cands[i]; c.slow && (!q.filtered || q.matchKept(c.in)) {
 			slow++
 		}
 	}
-	return &core.NoHealthyError{Service: p.view.Name, Live: p.live, Slow: slow}
+	return &core.NoHealthyError{Service: p.view.Name, Live: p.live, Slow: slow, Eligible: eligible}
 }
 
 // choose runs a strategy and returns the index of a candidate.
@@ -854,7 +855,7 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	// without Exclude does (it failed: whether a retry in panic was made
 	// depended on which instance the first pick had chosen).
 	if nElig == 0 || avail == 0 && (mode != modeAll || spread == 0) {
-		return 0, false, p.noHealthy(q)
+		return 0, false, p.noHealthy(q, 0)
 	}
 	zone := ""
 	if q.zone != "" {
@@ -881,7 +882,7 @@ func (p *picker) choose(r *Registry, q *pickReq, s Strategy, now int64) (int, bo
 	if mode == modeAll && r.opts.failClosed {
 		// refused only if the pick would panic: not when the preferred zone
 		// has enough eligible instances of its own
-		return 0, false, p.noHealthy(q)
+		return 0, false, p.noHealthy(q, nElig)
 	}
 	if !filtered && zone == "" && mode == modeEligible {
 		return p.chooseDirect(s, p.rng.uint64(), q.key, now), false, nil

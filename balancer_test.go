@@ -1716,3 +1716,46 @@ func TestFirstFailureIgnoresAnEjectedPeer(t *testing.T) {
 		t.Fatalf("in the 15 s after its one fast failure, i3 got none of 15000 picks: %v", got)
 	}
 }
+
+// A pick that WithFailClosed refuses says why: the service has healthy
+// instances, too few of them (below the panic threshold) to pick without
+// panic. It said "no healthy instances", the same as a service with none,
+// while Get and Health showed two of five healthy.
+func TestFailClosedErrorSaysWhy(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithFailClosed())
+	registerN(t, r, "db_svc", 1, 1, 1, 1, 1) // shard 0: i0, i2, i4
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	for _, tt := range []struct {
+		name     string
+		opts     []discovery.PickOption
+		eligible int
+	}{
+		{"all", nil, 2},
+		{"shard 0", []discovery.PickOption{discovery.WithMeta("shard", "0")}, 1},
+	} {
+		_, err := r.Pick(ctx, "db_svc", tt.opts...)
+		var nh *discovery.NoHealthyError
+		if !errors.As(err, &nh) || !errors.Is(err, discovery.ErrNoHealthyInstances) {
+			t.Fatalf("%s: Pick = %v; want a NoHealthyError", tt.name, err)
+		}
+		msg := err.Error()
+		if nh.Live != 5 || nh.Eligible != tt.eligible || strings.Contains(msg, "no healthy") || !strings.Contains(msg, fmt.Sprint(tt.eligible, " eligible")) ||
+			!strings.Contains(msg, "panic threshold") || !strings.Contains(msg, "WithFailClosed") {
+			t.Errorf("%s: Pick = %q (Live %d, Eligible %d); want it to say %d eligible, below the panic threshold, refused by WithFailClosed",
+				tt.name, msg, nh.Live, nh.Eligible, tt.eligible)
+		}
+	}
+	// With none eligible, it says so, as without WithFailClosed.
+	for i := 3; i < 5; i++ {
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	if _, err := r.Pick(ctx, "db_svc"); err == nil || !strings.Contains(err.Error(), "no healthy instances") {
+		t.Fatalf("none eligible: Pick = %v; want no healthy instances", err)
+	}
+}

@@ -24,7 +24,8 @@ var (
 	// ErrNotFound means the service does not exist or has no live instance.
 	ErrNotFound = core.ErrNotFound
 	// ErrNoHealthyInstances means a service has live instances but none is
-	// eligible for selection (see NoHealthyError).
+	// eligible for selection, or, with WithFailClosed, too few to pick
+	// without panic mode (see NoHealthyError).
 	ErrNoHealthyInstances = core.ErrNoHealthyInstances
 	// ErrUnavailable means a backend the call needed is down (see
 	// BackendError, which wraps the backend's own error).
@@ -59,7 +60,8 @@ type ConfigConflictError = core.ConfigConflictError
 // unwraps to the backend's error.
 type BackendError = core.BackendError
 
-// NoHealthyError names the service with no eligible instance. It matches
+// NoHealthyError names the service with no eligible instance (with
+// WithFailClosed, too few: Eligible counts them). It matches
 // ErrNoHealthyInstances.
 type NoHealthyError = core.NoHealthyError
 

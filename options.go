@@ -504,7 +504,8 @@ func WithPanicThreshold(f float64) Option {
 	return optionFunc(func(o *options) { o.panicThreshold = f })
 }
 
-// WithFailClosed makes Pick refuse (ErrNoHealthyInstances) below the panic
+// WithFailClosed makes Pick refuse (ErrNoHealthyInstances, a
+// NoHealthyError whose Eligible counts the eligible few) below the panic
 // threshold instead of spreading over unhealthy instances. A pick whose
 // PreferZone zone is above the threshold on its own is not refused.
 func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed = true }) }

@@ -162,12 +162,19 @@ func (e *RevokedKeyError) Error() string {
 // Is makes errors.Is(err, ErrRevoked) true.
 func (e *RevokedKeyError) Is(target error) bool { return target == ErrRevoked }
 
-// NoHealthyError names the service that has no eligible instance. It
-// matches ErrNoHealthyInstances.
+// NoHealthyError names the service that has no eligible instance (or,
+// with WithFailClosed, too few: see Eligible). It matches
+// ErrNoHealthyInstances.
 type NoHealthyError struct {
 	Service string
-	// Live counts the live instances, none of which was eligible.
+	// Live counts the live instances, none of which was eligible (but for
+	// the Eligible ones).
 	Live int
+	// Eligible counts the eligible instances of a pick that WithFailClosed
+	// refused: some of those the pick could use are eligible, too few of
+	// them (below the panic threshold) to pick without panic mode. 0 when
+	// none is.
+	Eligible int
 	// Slow counts those of the instances the pick could use that pass
 	// their health checks but answer them so slowly that the response time
 	// alone scores them at or below WithMinScore: a score is min(1, 100 ms
@@ -179,6 +186,11 @@ type NoHealthyError struct {
 // Error implements error.
 func (e *NoHealthyError) Error() string {
 	s := "discovery: no healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live"
+	if e.Eligible > 0 {
+		// Not "no healthy instances": Get and Health show these healthy.
+		s = "discovery: too few healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live; " +
+			strconv.Itoa(e.Eligible) + " eligible, below the panic threshold, and WithFailClosed refuses to pick in panic mode"
+	}
 	switch {
 	case e.Slow == 1:
 		s += "; 1 passes its health checks too slowly to score above the minimum score: speed its check up or lower WithMinScore"
