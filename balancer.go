@@ -808,14 +808,30 @@ func slowChecks(is *instState, minScore float64) bool {
 // noHealthy is the error of a pick that finds no instance to use, with the
 // count of those the pick's filters keep that are out only for slow checks,
 // and of the eligible ones, too few, when WithFailClosed refused the pick.
+// It counts what the pick's own options left out, too: without them, "no
+// healthy instances" of a service with a filter that matched none, or a
+// retry that excluded the healthy ones, sent the reader to the health of
+// sound instances.
 func (p *picker) noHealthy(q *pickReq, eligible int) error {
-	slow := 0
+	e := &core.NoHealthyError{Service: p.view.Name, Live: p.live, Eligible: eligible}
 	for i := range p.cands {
-		if c := &p.cands[i]; c.slow && (!q.filtered || q.matchKept(c.in)) {
-			slow++
+		c := &p.cands[i]
+		kept := !q.filtered || q.matchKept(c.in)
+		if c.slow && kept {
+			e.Slow++
+		}
+		if c.eligible && kept && q.filtered && q.excludes(c.in.ID) {
+			e.Excluded++
 		}
 	}
-	return &core.NoHealthyError{Service: p.view.Name, Live: p.live, Slow: slow, Eligible: eligible}
+	if q.filtered {
+		for i := range p.view.Instances {
+			if !q.matchKept(&p.view.Instances[i]) {
+				e.Filtered++
+			}
+		}
+	}
+	return e
 }
 
 // choose runs a strategy and returns the index of a candidate.

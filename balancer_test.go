@@ -1759,3 +1759,44 @@ func TestFailClosedErrorSaysWhy(t *testing.T) {
 		t.Fatalf("none eligible: Pick = %v; want no healthy instances", err)
 	}
 }
+
+// A pick that finds nothing because its own options left the instances out
+// says so, as the gRPC resolver's WithFilter error does: "no healthy
+// instances (4 live)" sent the reader to the health of four sound instances
+// that a tag no instance carries, or a retry's Exclude, had left out.
+func TestNoHealthyErrorSaysWhatThePickLeftOut(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1, 1) // version v1: i0, i1; tag t1: i1
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i1", discovery.StatusUnhealthy, 0)
+	for _, tt := range []struct {
+		name               string
+		opts               []discovery.PickOption
+		filtered, excluded int
+		say                string
+	}{
+		{"a tag no instance has", []discovery.PickOption{discovery.WithTag("nobody")}, 4, 0, "filters left out 4"},
+		{"a version", []discovery.PickOption{discovery.WithVersion("v1"), discovery.Exclude("i0")}, 2, 1, "filters left out 2"},
+		{"Exclude", []discovery.PickOption{discovery.Exclude("i0"), discovery.Exclude("i2"), discovery.Exclude("i3")}, 0, 3, "Exclude left out 3 eligible"},
+		{"tag t1, unhealthy", []discovery.PickOption{discovery.WithTag("t1")}, 3, 0, "filters left out 3"},
+	} {
+		_, err := r.Pick(ctx, "db_svc", tt.opts...)
+		var nh *discovery.NoHealthyError
+		if !errors.As(err, &nh) || !errors.Is(err, discovery.ErrNoHealthyInstances) {
+			t.Fatalf("%s: Pick = %v; want a NoHealthyError", tt.name, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, tt.say) || nh.Live != 4 {
+			t.Errorf("%s: Pick = %q (Live %d); want it to say %q", tt.name, msg, nh.Live, tt.say)
+		}
+	}
+	// Without options the error is as before.
+	for i := range 4 {
+		discovery.SetInstanceHealth(r, "db_svc", fmt.Sprint("i", i), discovery.StatusUnhealthy, 0)
+	}
+	if _, err := r.Pick(ctx, "db_svc"); err == nil || err.Error() != `discovery: no healthy instances of service "db_svc" (4 live)` {
+		t.Fatalf("Pick = %v; want no healthy instances (4 live)", err)
+	}
+}

@@ -175,6 +175,11 @@ type NoHealthyError struct {
 	// them (below the panic threshold) to pick without panic mode. 0 when
 	// none is.
 	Eligible int
+	// Filtered counts the live instances the pick's filters (WithTag,
+	// WithMeta, WithVersion) left out, and Excluded the eligible ones its
+	// Exclude options left out: the pick's own doing, not the instances'
+	// health.
+	Filtered, Excluded int
 	// Slow counts those of the instances the pick could use that pass
 	// their health checks but answer them so slowly that the response time
 	// alone scores them at or below WithMinScore: a score is min(1, 100 ms
@@ -190,6 +195,12 @@ func (e *NoHealthyError) Error() string {
 		// Not "no healthy instances": Get and Health show these healthy.
 		s = "discovery: too few healthy instances of service " + strconv.Quote(e.Service) + " (" + strconv.Itoa(e.Live) + " live; " +
 			strconv.Itoa(e.Eligible) + " eligible, below the panic threshold, and WithFailClosed refuses to pick in panic mode"
+	}
+	if e.Filtered > 0 {
+		s += "; the pick's filters left out " + strconv.Itoa(e.Filtered)
+	}
+	if e.Excluded > 0 {
+		s += "; Exclude left out " + strconv.Itoa(e.Excluded) + " eligible"
 	}
 	switch {
 	case e.Slow == 1:
