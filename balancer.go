@@ -609,15 +609,29 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	}
 	// An instance that comes (back) into selection starts with no latency
 	// average: what it measured before it left (ejected, weight 0, ...) is
-	// stale, and a fresh start gets it one probing request at once.
+	// stale, and a fresh start gets it one probing request at once. One
+	// with requests still in flight (a stream opened before it left) starts
+	// at its peers' typical average instead: with none, those requests made
+	// it cost what a probe in flight does (unknownPenalty), and it got no
+	// pick until the last of them ended.
 	if old != nil {
 		was := make(map[*instState]bool, len(old.elig))
 		for _, i := range old.elig {
 			was[old.cands[i].is] = true
 		}
+		var busy []*instState
 		for _, i := range p.elig {
 			if is := p.cands[i].is; !was[is] {
 				is.ewma.Store(0)
+				if is.inflight.Load() > 0 {
+					busy = append(busy, is)
+				}
+			}
+		}
+		for _, is := range busy { // after the resets: typicalLatency reads no stale average
+			if typ := st.typicalLatency(is, now); typ > 0 {
+				is.ewmaAt.Store(now)
+				is.ewma.CompareAndSwap(0, math.Float64bits(typ))
 			}
 		}
 	}

@@ -1800,3 +1800,53 @@ func TestNoHealthyErrorSaysWhatThePickLeftOut(t *testing.T) {
 		t.Fatalf("Pick = %v; want no healthy instances (4 live)", err)
 	}
 }
+
+// An instance that comes back into selection with a request still in
+// flight (a stream, a long poll opened before it left) gets its share of
+// p2c_ewma's picks: here each of three instances holds one. Selection drops the latency average of an instance
+// that comes back, and an instance with no average and a request in flight
+// costs a prohibitive amount (the one probing request at a time): it got
+// no pick at all until that old request ended, for as long as a stream
+// stayed open.
+func TestP2CEWMAPicksAnInstanceBackWithARequestInFlight(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
+		discovery.WithoutHealthChecks())
+	registerN(t, r, "db_svc", 1, 1, 1)
+	run := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			clock.Advance(time.Millisecond)
+			sel, err := r.Pick(ctx, "db_svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[sel.Instance.ID]++
+			sel.DoneLatency(nil, 5*time.Millisecond)
+		}
+		return got
+	}
+	run(300)
+	streams := map[string]discovery.Selection{} // a long-lived request to each instance
+	for len(streams) < 3 {
+		sel, err := r.Pick(ctx, "db_svc", discovery.UseStrategy(discovery.StrategyLeastConnections))
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[sel.Instance.ID] = sel
+	}
+	defer func() {
+		for _, sel := range streams {
+			sel.Done(nil)
+		}
+	}()
+	discovery.SetInstanceHealth(r, "db_svc", "i0", discovery.StatusUnhealthy, 0)
+	if got := run(100); got["i0"] != 0 {
+		t.Fatalf("picks %v while i0 was unhealthy", got)
+	}
+	discovery.SetInstanceHealth(r, "db_svc", "i0", discovery.StatusHealthy, 1)
+	if got := run(3000); got["i0"] < 500 { // a third is 1000
+		t.Fatalf("back in selection with one request in flight, i0 got %d of 3000 picks: %v", got["i0"], got)
+	}
+}
