@@ -647,6 +647,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 	if old != nil {
 		p.rr.Store(old.rr.Load()) // keep the rotations going
 		p.wrr.n.Store(old.wrr.n.Load())
+		p.carryNarrowed(old)
 	} else {
 		// A random start, as gRPC's round_robin: starting at the first
 		// instance, every process of a fleet sent its first picks to it.

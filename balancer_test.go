@@ -1850,3 +1850,41 @@ func TestP2CEWMAPicksAnInstanceBackWithARequestInFlight(t *testing.T) {
 		t.Fatalf("back in selection with one request in flight, i0 got %d of 3000 picks: %v", got["i0"], got)
 	}
 }
+
+// Weighted round robin narrowed by a zone or a filter keeps its place in
+// nginx's sequence when the service's picker is rebuilt (any instance's
+// health status or ejection changing), as the unnarrowed rotation does.
+// Each rebuild started every narrowed rotation again at a random place, so
+// a caller preferring its zone got one instance twice in a row about once
+// a rebuild: here, with a zone b instance flapping between healthy and
+// warning before every pick, 50 repeats in 200 picks over 4 instances.
+func TestWeightedRoundRobinNarrowedKeepsItsPlaceAcrossRebuilds(t *testing.T) {
+	ctx := context.Background()
+	for _, opt := range []discovery.PickOption{discovery.PreferZone("a"), discovery.WithMeta("shard", "0")} {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(),
+			discovery.WithStrategy(discovery.StrategyWeightedRoundRobin))
+		registerN(t, r, "db_svc", 1, 1, 1, 1, 1, 1, 1, 1) // zone a and shard 0: i0, i2, i4, i6
+		if _, err := r.Get(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		var seq []string
+		for k := range 200 {
+			st := discovery.StatusHealthy
+			if k%2 == 0 {
+				st = discovery.StatusWarning
+			}
+			discovery.SetInstanceHealth(r, "db_svc", "i7", st, 1) // eligible either way: a rebuild, same instances
+			sel, err := r.Pick(ctx, "db_svc", opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = append(seq, sel.Instance.ID)
+			sel.Done(nil)
+		}
+		for k := 4; k < len(seq); k++ {
+			if seq[k] != seq[k-4] {
+				t.Fatalf("with %v: picks %v; want i0, i2, i4, i6 in turn, from any place", opt, seq)
+			}
+		}
+	}
+}

@@ -22,8 +22,51 @@ type wrrState struct {
 	current []float64
 
 	// narrowed holds nginx's state of the picks that filters, a zone or
-	// panic narrow, one per narrowHash (see selector.wrr).
+	// panic narrow, one per narrowHash (see selector.wrr), carried over to
+	// the next picker (carryNarrowed).
 	narrowed perNarrowing[wrrNarrowed]
+}
+
+// carryNarrowed gives p, a picker being built to replace old, old's
+// narrowed rotations, each instance's current weight moved to its index in
+// p, unless instances left the service (a set that excluded one gone is
+// never asked for again, and kept, such sets fill maxNarrowRotations, as
+// perNarrowing.reset says). Started again at a random place, every
+// narrowed rotation lost its place at each rebuild (a health status or an
+// ejection of any instance), and a caller preferring its zone got one
+// instance twice in a row about once a rebuild. p is not yet published.
+func (p *picker) carryNarrowed(old *picker) {
+	m := old.wrr.narrowed.m.Load()
+	if m == nil {
+		return
+	}
+	ids := make(map[string]bool, len(p.view.Instances))
+	for i := range p.view.Instances {
+		ids[p.view.Instances[i].ID] = true
+	}
+	for i := range old.view.Instances {
+		if !ids[old.view.Instances[i].ID] {
+			return
+		}
+	}
+	at := make(map[*instState]int, len(p.cands))
+	for j := range p.cands {
+		at[p.cands[j].is] = j
+	}
+	next := make(map[uint64]*wrrNarrowed, len(*m))
+	for h, ws := range *m {
+		n := &wrrNarrowed{current: make([]float64, len(p.cands))}
+		ws.mu.Lock()
+		n.started = ws.started
+		for i, c := range ws.current {
+			if j, ok := at[old.cands[i].is]; ok {
+				n.current[j] = c
+			}
+		}
+		ws.mu.Unlock()
+		next[h] = n
+	}
+	p.wrr.narrowed.m.Store(&next)
 }
 
 // wrrNarrowed is nginx's current weights of one narrowed set, by candidate
