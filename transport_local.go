@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +42,7 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	// body.
 	hctx, cancel := context.WithCancel(context.Background())
 	in := serverRequest(out.WithContext(hctx))
+	in.Header = wireHeader(out.Header)
 	switch {
 	case in.Body == nil:
 		in.Body = http.NoBody
@@ -284,7 +287,7 @@ func (w *localWriter) commit(p []byte, ended bool) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	h := w.sentHeader().Clone()
+	h := wireHeader(w.sentHeader())
 	if _, typed := h["Content-Type"]; !typed && len(p) > 0 && h.Get("Transfer-Encoding") == "" {
 		h.Set("Content-Type", http.DetectContentType(p))
 	}
@@ -358,6 +361,40 @@ func (w *localWriter) trailers() http.Header {
 		}
 	}
 	return t
+}
+
+// wireHeader returns h as the far end of a connection reads it from
+// net/http: keys canonical (the values of keys that differ only in case
+// merged, in the order net/http writes them, sorted by key), values
+// trimmed of spaces and tabs with line breaks as spaces, and no key that
+// has no value, for which nothing is sent. Passed as it was, a header
+// set by hand (req.Header["x-api-key"]) was found by Header.Get on the
+// other side over the network alone, and net/http's way to send nothing
+// (Idempotency-Key: nil, Date: nil) reached the other side in-process.
+func wireHeader(h http.Header) http.Header {
+	keys := make([]string, 0, len(h))
+	for k, vv := range h {
+		if len(vv) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	out := make(http.Header, len(keys))
+	for _, k := range keys {
+		ck := http.CanonicalHeaderKey(k)
+		for _, v := range h[k] {
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.Map(func(r rune) rune {
+					if r == '\r' || r == '\n' {
+						return ' '
+					}
+					return r
+				}, v)
+			}
+			out[ck] = append(out[ck], textproto.TrimString(v))
+		}
+	}
+	return out
 }
 
 func declaredTrailers(h http.Header) []string {

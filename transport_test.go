@@ -2355,3 +2355,45 @@ func twoEvents(release <-chan struct{}) http.Handler {
 		_, _ = io.WriteString(w, "data: two\n\n")
 	})
 }
+
+// A header crosses the connection in net/http's wire form, both ways: its
+// keys canonical (a map key set by hand, req.Header["x-api-key"], reads as
+// X-Api-Key on the other side), a key with no value not sent at all (as
+// net/http's Idempotency-Key: nil, or a handler's Date: nil), and values
+// without surrounding spaces. In-process the handler got the caller's map
+// as it was, so Header.Get("X-Api-Key") found nothing there alone (an API
+// key refused, an auth check failed), and the caller got the handler's
+// "x-trace" under a key Get never finds.
+func TestTransportInProcessHeaderIsAsOverTheNetwork(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	seen := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, idem := req.Header["Idempotency-Key"]
+		seen <- fmt.Sprintf("X-Api-Key %q Idempotency-Key present %v", req.Header.Values("X-Api-Key"), idem)
+		w.Header()["x-trace"] = []string{"t1"}
+		w.Header()["X-Empty"] = nil
+		_, _ = io.WriteString(w, "hi")
+	})
+	midBodyInstance(t, r, "web", false, h)
+	midBodyInstance(t, r, "local", true, h)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "local"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+service+"/", nil)
+		req.Header["x-api-key"] = []string{" secret "}
+		req.Header["Idempotency-Key"] = nil // net/http's "idempotent, send nothing"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got, want := <-seen, `X-Api-Key ["secret"] Idempotency-Key present false`; got != want {
+			t.Errorf("%s: the handler saw %s; want %s", service, got, want)
+		}
+		_, empty := resp.Header["X-Empty"]
+		if resp.Header.Get("X-Trace") != "t1" || empty {
+			t.Errorf("%s: the caller got the header %v; want X-Trace: t1, and no X-Empty", service, resp.Header)
+		}
+	}
+}
