@@ -288,8 +288,26 @@ func (w *localWriter) commit(p []byte, ended bool) {
 		w.status = http.StatusOK
 	}
 	h := wireHeader(w.sentHeader())
-	if _, typed := h["Content-Type"]; !typed && len(p) > 0 && h.Get("Transfer-Encoding") == "" {
-		h.Set("Content-Type", http.DetectContentType(p))
+	// The header net/http's server sends, and the length its client reads
+	// from it: without them, an empty answer's length was -1 (unknown)
+	// in-process alone, and a 304 claimed a body it did not have.
+	head := w.req.Method == http.MethodHead
+	switch {
+	case !bodyAllowedForStatus(w.status):
+		// none of the body's headers (a 304's Content-Type neither)
+		h.Del("Content-Length")
+		h.Del("Transfer-Encoding")
+		if w.status == http.StatusNotModified {
+			h.Del("Content-Type")
+		}
+	case len(p) > 0:
+		// sniffed, unless the body is encoded (net/http's issue 31753)
+		if _, typed := h["Content-Type"]; !typed && h.Get("Transfer-Encoding") == "" && h.Get("Content-Encoding") == "" {
+			h.Set("Content-Type", http.DetectContentType(p))
+		}
+	case ended && !head && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" && !w.hasTrailers():
+		// the handler returned without a word: its length is known, 0
+		h.Set("Content-Length", "0")
 	}
 	resp := &http.Response{
 		Status:        strconv.Itoa(w.status) + " " + statusText(w.status),
@@ -303,6 +321,9 @@ func (w *localWriter) commit(p []byte, ended bool) {
 	}
 	if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
 		resp.ContentLength = cl
+	}
+	if !head && !bodyAllowedForStatus(w.status) {
+		resp.ContentLength = 0 // as net/http's client reads a 1xx, 204 or 304
 	}
 	if ended || resp.ContentLength == 0 || w.req.Method == http.MethodHead || !bodyAllowedForStatus(w.status) {
 		// as net/http's client gives an empty answer, and its server
@@ -395,6 +416,20 @@ func wireHeader(h http.Header) http.Header {
 		}
 	}
 	return out
+}
+
+// hasTrailers reports whether the handler declared or set trailers, for
+// which net/http's server sends a body chunked, of no declared length.
+func (w *localWriter) hasTrailers() bool {
+	if len(declaredTrailers(w.sentHeader())) > 0 {
+		return true
+	}
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func declaredTrailers(h http.Header) []string {

@@ -2397,3 +2397,55 @@ func TestTransportInProcessHeaderIsAsOverTheNetwork(t *testing.T) {
 		}
 	}
 }
+
+// An answer with no body has the length and header net/http's server and
+// client give it: a handler that returns without writing answers
+// "Content-Length: 0" (ContentLength 0), a 204 or 304 has ContentLength 0
+// and none of the body's headers (a 304 no Content-Type either), and a
+// body under a Content-Encoding is not sniffed for a Content-Type. In-process
+// the length was -1 (unknown), so a caller that skips decoding an empty
+// answer (ContentLength == 0) decoded nothing and failed with io.EOF there
+// alone, and a 304 claimed a 10-byte body it did not have.
+func TestTransportInProcessLengthAndHeaderAreAsOverTheNetwork(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		length  int64
+		header  string // the answer's Content-Length, Content-Type, Content-Encoding
+	}{
+		{"empty", func(w http.ResponseWriter, req *http.Request) {}, 0, `["0"] [] []`},
+		{"created", func(w http.ResponseWriter, req *http.Request) { w.WriteHeader(http.StatusCreated) }, 0, `["0"] [] []`},
+		{"no content", func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNoContent)
+		}, 0, `[] ["application/json"] []`},
+		{"not modified", func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Length", "10")
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusNotModified)
+		}, 0, `[] [] []`},
+		{"encoded", func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Encoding", "br")
+			w.Header().Set("Content-Length", "11")
+			_, _ = io.WriteString(w, "<html>hello")
+		}, 11, `["11"] [] ["br"]`},
+	}
+	for _, tt := range tests {
+		for _, inProcess := range []bool{false, true} {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+			midBodyInstance(t, r, "web", inProcess, tt.handler)
+			client := r.HTTPClient()
+			resp, err := client.Get("http://web/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			client.CloseIdleConnections()
+			got := fmt.Sprintf("%q %q %q", resp.Header.Values("Content-Length"), resp.Header.Values("Content-Type"), resp.Header.Values("Content-Encoding"))
+			if resp.ContentLength != tt.length || got != tt.header {
+				t.Errorf("%s (in-process %v): ContentLength %d, header %s; want %d, %s", tt.name, inProcess, resp.ContentLength, got, tt.length, tt.header)
+			}
+		}
+	}
+}
