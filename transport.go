@@ -527,6 +527,10 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		return nil, false, ErrClosed
 	}
 	out := req.Clone(req.Context())
+	// The caller's Trailer, not a copy: net/http lets a body set the
+	// values as it is read, up to its EOF, in the request's own map (an
+	// upload's checksum). Cloned, every declared trailer went out empty.
+	out.Trailer = req.Trailer
 	if again != nil {
 		out.Body = again
 	}

@@ -2449,3 +2449,53 @@ func TestTransportInProcessLengthAndHeaderAreAsOverTheNetwork(t *testing.T) {
 		}
 	}
 }
+
+// trailerAtEOF is a request body that sets its request's trailer X-Sum
+// when it ends, as net/http's Request.Trailer documents for a client: the
+// values may be set while the body is read, up to its EOF.
+type trailerAtEOF struct {
+	io.Reader
+	req *http.Request
+}
+
+func (b *trailerAtEOF) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF {
+		b.req.Trailer.Set("X-Sum", "abc")
+	}
+	return n, err
+}
+
+func (b *trailerAtEOF) Close() error { return nil }
+
+// A request's trailers reach the instance with the values its body set by
+// its end, as through net/http's Client: each attempt went out as a deep
+// copy of the request (Clone), whose Trailer the body never sees, so the
+// instance got every declared trailer empty (a checksum, a signature of a
+// streamed upload), over the network and in-process alike.
+func TestTransportSendsTheTrailersTheBodySetsAtItsEnd(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	seen := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		seen <- fmt.Sprintf("%s, X-Sum %q", b, req.Trailer.Get("X-Sum"))
+	})
+	midBodyInstance(t, r, "web", false, h)
+	midBodyInstance(t, r, "local", true, h)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "local"} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+service+"/upload", nil)
+		req.Body = &trailerAtEOF{Reader: strings.NewReader("data"), req: req}
+		req.ContentLength = -1 // chunked, so trailers can follow
+		req.Trailer = http.Header{"X-Sum": nil}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := <-seen, `data, X-Sum "abc"`; got != want {
+			t.Errorf("%s: the handler got %s; want %s", service, got, want)
+		}
+	}
+}
