@@ -659,14 +659,23 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			clone.t.CloseIdleConnections()
 		}
 	}
-	end.dropped = func() { sel.DoneLatency(context.Canceled, latency) }
+	// A body dropped unclosed tells nothing of the instance, but its
+	// status may have: a 5xx (or an overload) is its outcome, known at the
+	// headers. Taken as no outcome, an instance answering 500 to callers
+	// that return on the status without closing (the commonest leak) was
+	// never ejected.
+	dropped := outcome
+	if dropped == nil {
+		dropped = context.Canceled
+	}
+	end.dropped = func() { sel.DoneLatency(dropped, latency) }
 	if lb, ok := resp.Body.(*localBody); ok {
 		// An in-process handler still writing to a body dropped unclosed
 		// ends, as a server's does when its client goes away. Its writer,
 		// not the body, which refers to the answer.
 		w := lb.w
 		end.dropped = func() {
-			sel.DoneLatency(context.Canceled, latency)
+			sel.DoneLatency(dropped, latency)
 			w.abandon()
 		}
 	}
@@ -791,8 +800,9 @@ func (b *watchedBody) callers(declared int64) bool {
 
 // doneBody reports the outcome once, when the body is closed or read to
 // its end, so in-flight counts cover the whole response; or, if the
-// caller drops it unclosed, when it is garbage (a cleanup, with no
-// outcome): such a body kept its instance counted in flight for good, and
+// caller drops it unclosed, when it is garbage (a cleanup, with the
+// status's outcome alone, a 5xx's failure, say): such a body kept its
+// instance counted in flight for good, and
 // least_connections and p2c_ewma shunned it. What the cleanup holds
 // (bodyEnd) must not refer to the doneBody, or it is never garbage.
 type doneBody struct {

@@ -2499,3 +2499,40 @@ func TestTransportSendsTheTrailersTheBodySetsAtItsEnd(t *testing.T) {
 		}
 	}
 }
+
+// An answer whose status already says the instance failed (a 5xx) counts
+// as its failure even if the caller drops the body unclosed (an early
+// return on the status, the commonest way to leak one): its outcome was
+// known at its headers. Dropped, it counted as no outcome at all, so an
+// instance answering 500 to callers that return on the status without
+// closing was never ejected and kept its share of the picks.
+func TestTransportFailedAnswerDroppedUnclosedIsAFailure(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	id := registerServer(t, r, "broken", newServer(t, http.StatusInternalServerError))
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // ends net/http's own wait for the bodies
+	for range 3 {
+		// a POST: not retried, so the caller gets every 500
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://broken/orders", strings.NewReader("order"))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusInternalServerError { // the body is never closed
+			t.Fatalf("got %d; want 500", resp.StatusCode)
+		}
+	}
+	waitFor(t, 10*time.Second, "the requests of bodies dropped unclosed out of flight once they are garbage", func() bool {
+		runtime.GC()
+		return discovery.InFlight(r, "broken", id) == 0
+	})
+	hs, err := r.Health(context.Background(), "broken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].PassiveFailures != 3 {
+		t.Fatalf("after 3 answers of 500 dropped unclosed the instance shows %+v; want 3 passive failures", hs)
+	}
+}
