@@ -105,12 +105,16 @@ func onCancelClosed(req *http.Request, f func()) (stop func()) {
 }
 
 // serverRequest puts in (a copy of the request as sent) in the form
-// net/http's server gives a handler: a RequestURI, and a URL parsed from it
-// (the path and query alone). The client's form, a URL holding the
-// instance's address, made a router that matches the host (reading
-// URL.Host when the URL is absolute) or logs RequestURI behave otherwise
-// in-process than over the network.
+// net/http's server gives a handler: HTTP/1.1, a RequestURI, and a URL
+// parsed from it (the path and query alone). The client's form, a URL
+// holding the instance's address, made a router that matches the host
+// (reading URL.Host when the URL is absolute) or logs RequestURI behave
+// otherwise in-process than over the network.
 func serverRequest(in *http.Request) *http.Request {
+	// The protocol net/http's client speaks, whatever the Request says: a
+	// literal one has no Proto, and a handler that checked
+	// ProtoAtLeast(1, 1) (a WebSocket handshake) refused it in-process.
+	in.Proto, in.ProtoMajor, in.ProtoMinor = "HTTP/1.1", 1, 1
 	in.RequestURI = in.URL.RequestURI()
 	if u, err := url.ParseRequestURI(in.RequestURI); err == nil {
 		in.URL = u

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -2534,5 +2535,33 @@ func TestTransportFailedAnswerDroppedUnclosedIsAFailure(t *testing.T) {
 	}
 	if len(hs) != 1 || hs[0].PassiveFailures != 3 {
 		t.Fatalf("after 3 answers of 500 dropped unclosed the instance shows %+v; want 3 passive failures", hs)
+	}
+}
+
+// An in-process handler sees the protocol net/http's client speaks,
+// HTTP/1.1, whatever the caller's Request says of it: a Request built as a
+// literal has no Proto, which net/http's client never sends, so a handler
+// that checks ProtoAtLeast(1, 1) (a WebSocket library's handshake, say)
+// refused it in-process alone.
+func TestTransportInProcessRequestSpeaksHTTP11(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	seen := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		seen <- fmt.Sprintf("%q at least 1.1 %v", req.Proto, req.ProtoAtLeast(1, 1))
+	})
+	midBodyInstance(t, r, "web", false, h)
+	midBodyInstance(t, r, "local", true, h)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "local"} {
+		u, _ := url.Parse("http://" + service + "/")
+		resp, err := client.Do(&http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := <-seen, `"HTTP/1.1" at least 1.1 true`; got != want {
+			t.Errorf("%s: the handler saw %s; want %s", service, got, want)
+		}
 	}
 }
