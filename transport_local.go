@@ -44,11 +44,26 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	in := serverRequest(out.WithContext(hctx))
 	in.Header = wireHeader(out.Header)
 	switch {
-	case in.Body == nil:
-		in.Body = http.NoBody
-	case in.ContentLength == 0 && in.Body != http.NoBody:
+	case in.Body == nil || in.Body == http.NoBody:
+		in.Body, in.ContentLength = http.NoBody, 0
+	case in.ContentLength == 0:
 		// the client's "unknown" is the server's -1: 0 is an empty body
 		in.ContentLength = -1
+	}
+	// The framing net/http's client sends, from the request's fields and
+	// never from its header, as its server reads it: in-process a handler
+	// saw no Content-Length (one that requires it, or verifies a signature
+	// over it, refused the request there alone) and whatever framing
+	// header the caller's map held.
+	for _, k := range [...]string{"Host", "Content-Length", "Transfer-Encoding", "Trailer"} {
+		delete(in.Header, k)
+	}
+	in.TransferEncoding = nil
+	switch m := in.Method; {
+	case in.ContentLength < 0:
+		in.TransferEncoding = []string{"chunked"}
+	case in.ContentLength > 0 || m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch:
+		in.Header.Set("Content-Length", strconv.FormatInt(in.ContentLength, 10))
 	}
 	pipe := newLocalPipe()
 	w := &localWriter{req: out, header: make(http.Header), pipe: pipe, cancel: cancel, answer: make(chan localAnswer, 1), length: -1}

@@ -2565,3 +2565,55 @@ func TestTransportInProcessRequestSpeaksHTTP11(t *testing.T) {
 		}
 	}
 }
+
+// An in-process handler sees a request's framing as net/http's client
+// sends it and its server reads it: a Content-Length header that is the
+// request's length (0 for an empty POST), a body of unknown length
+// chunked, and no framing header of the caller's own, which net/http's
+// client never sends. In-process the handler saw no Content-Length (a
+// handler that requires one, or verifies a signature over it, refused
+// the request there alone) and, for a body of unknown length, whatever
+// Content-Length header the caller's map held.
+func TestTransportInProcessRequestFramingIsAsOverTheNetwork(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	seen := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		seen <- fmt.Sprintf("Content-Length %q, ContentLength %d, TransferEncoding %q", req.Header.Values("Content-Length"), req.ContentLength, req.TransferEncoding)
+	})
+	midBodyInstance(t, r, "web", false, h)
+	midBodyInstance(t, r, "local", true, h)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	tests := []struct {
+		name string
+		req  func(url string) *http.Request
+		want string
+	}{
+		{"sized", func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("payload"))
+			return req
+		}, `Content-Length ["7"], ContentLength 7, TransferEncoding []`},
+		{"empty POST", func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, nil)
+			return req
+		}, `Content-Length ["0"], ContentLength 0, TransferEncoding []`},
+		{"unknown length", func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPut, url, io.NopCloser(strings.NewReader("payload")))
+			req.Header.Set("Content-Length", "99") // net/http's client sends the request's own
+			return req
+		}, `Content-Length [], ContentLength -1, TransferEncoding ["chunked"]`},
+	}
+	for _, tt := range tests {
+		for _, service := range []string{"web", "local"} {
+			resp, err := client.Do(tt.req("http://" + service + "/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := <-seen; got != tt.want {
+				t.Errorf("%s to %s: the handler saw %s; want %s", tt.name, service, got, tt.want)
+			}
+		}
+	}
+}
