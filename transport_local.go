@@ -320,8 +320,9 @@ func (w *localWriter) commit(p []byte, ended bool) {
 			h.Del("Content-Type")
 		}
 	case len(p) > 0:
-		// sniffed, unless the body is encoded (net/http's issue 31753)
-		if _, typed := h["Content-Type"]; !typed && h.Get("Transfer-Encoding") == "" && h.Get("Content-Encoding") == "" {
+		// sniffed, unless the body is encoded (net/http's issue 31753) or
+		// the handler set Content-Type, even to nil ("send none")
+		if _, typed := w.sentHeader()["Content-Type"]; !typed && h.Get("Transfer-Encoding") == "" && h.Get("Content-Encoding") == "" {
 			h.Set("Content-Type", http.DetectContentType(p))
 		}
 	case ended && !head && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" && !w.hasTrailers():
