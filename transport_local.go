@@ -408,14 +408,16 @@ func (w *localWriter) trailers() http.Header {
 // net/http: keys canonical (the values of keys that differ only in case
 // merged, in the order net/http writes them, sorted by key), values
 // trimmed of spaces and tabs with line breaks as spaces, and no key that
-// has no value, for which nothing is sent. Passed as it was, a header
-// set by hand (req.Header["x-api-key"]) was found by Header.Get on the
-// other side over the network alone, and net/http's way to send nothing
-// (Idempotency-Key: nil, Date: nil) reached the other side in-process.
+// has no value, for which nothing is sent (nor one that names a trailer
+// with http.TrailerPrefix, which goes after the body). Passed as it was,
+// a header set by hand (req.Header["x-api-key"]) was found by Header.Get
+// on the other side over the network alone, and net/http's way to send
+// nothing (Idempotency-Key: nil, Date: nil) reached the other side
+// in-process.
 func wireHeader(h http.Header) http.Header {
 	keys := make([]string, 0, len(h))
 	for k, vv := range h {
-		if len(vv) > 0 {
+		if len(vv) > 0 && !strings.HasPrefix(k, http.TrailerPrefix) {
 			keys = append(keys, k)
 		}
 	}

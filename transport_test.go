@@ -2373,7 +2373,8 @@ func TestTransportInProcessHeaderIsAsOverTheNetwork(t *testing.T) {
 		seen <- fmt.Sprintf("X-Api-Key %q Idempotency-Key present %v", req.Header.Values("X-Api-Key"), idem)
 		w.Header()["x-trace"] = []string{"t1"}
 		w.Header()["X-Empty"] = nil
-		w.Header()["Content-Type"] = nil // net/http's "do not sniff, send none"
+		w.Header()["Content-Type"] = nil                // net/http's "do not sniff, send none"
+		w.Header().Set(http.TrailerPrefix+"X-Sum", "1") // a trailer, not a header
 		_, _ = io.WriteString(w, "hi")
 	})
 	midBodyInstance(t, r, "web", false, h)
@@ -2395,8 +2396,9 @@ func TestTransportInProcessHeaderIsAsOverTheNetwork(t *testing.T) {
 		}
 		_, empty := resp.Header["X-Empty"]
 		_, typed := resp.Header["Content-Type"]
-		if resp.Header.Get("X-Trace") != "t1" || empty || typed {
-			t.Errorf("%s: the caller got the header %v; want X-Trace: t1, and no X-Empty nor Content-Type", service, resp.Header)
+		_, leaked := resp.Header[http.TrailerPrefix+"X-Sum"]
+		if resp.Header.Get("X-Trace") != "t1" || empty || typed || leaked || resp.Trailer.Get("X-Sum") != "1" {
+			t.Errorf("%s: the caller got the header %v, trailer %v; want X-Trace: t1, no X-Empty, Content-Type nor Trailer:X-Sum, and the trailer X-Sum: 1", service, resp.Header, resp.Trailer)
 		}
 	}
 }
