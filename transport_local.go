@@ -353,10 +353,12 @@ func (w *localWriter) commit(p []byte, ended bool) {
 			resp.Trailer = w.trailers()
 		}
 	} else {
-		w.declared = declaredTrailers(h)
 		if resp.ContentLength < 0 {
 			// sent chunked: net/http's client moves the declaration
-			// from the header to Trailer's keys
+			// from the header to Trailer's keys (a body of a declared
+			// length is not chunked, and has none: the declaration
+			// stays in the header, with no keys that no value follows)
+			w.declared = declaredTrailers(h)
 			h.Del("Trailer")
 		}
 		for _, k := range w.declared {

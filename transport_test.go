@@ -2621,3 +2621,32 @@ func TestTransportInProcessRequestFramingIsAsOverTheNetwork(t *testing.T) {
 		}
 	}
 }
+
+// A body of a declared length has no trailers, as net/http's server does
+// not chunk it: its client leaves the Trailer declaration in the header
+// and Response.Trailer empty. In-process the caller got the declared keys
+// in Trailer, with no values ever to come.
+func TestTransportInProcessSizedBodyHasNoTrailers(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "hi")
+		w.Header().Set("X-Sum", "1")
+	})
+	midBodyInstance(t, r, "web", false, h)
+	midBodyInstance(t, r, "local", true, h)
+	client := r.HTTPClient()
+	defer client.CloseIdleConnections()
+	for _, service := range []string{"web", "local"} {
+		resp, err := client.Get("http://" + service + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hi" || len(resp.Trailer) != 0 || resp.Header.Get("Trailer") != "X-Sum" {
+			t.Errorf("%s: %q with trailer %v, header Trailer %q; want \"hi\", no trailer, the declaration left in the header", service, body, resp.Trailer, resp.Header.Get("Trailer"))
+		}
+	}
+}
