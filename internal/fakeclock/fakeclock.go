@@ -166,21 +166,37 @@ type timer struct {
 
 func (t *timer) C() <-chan time.Time { return t.ch }
 
+// Stop stops the timer as time.Timer's Stop does since Go 1.23: no tick
+// from before the call is received after it, and a timer that fired but
+// whose tick was not received yet counts as stopped (true). Kept in the
+// channel, that tick woke code written for time.Timer (stop, then wait on
+// C for the next arming) at once.
 func (t *timer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
 	t.c.handled(t)
-	return t.c.remove(t)
+	active := t.c.remove(t)
+	return t.drain() || active
 }
 
+// drain drops a tick not received yet and reports whether there was one.
+func (t *timer) drain() bool {
+	select {
+	case <-t.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Reset re-arms the timer as time.Timer's Reset does since Go 1.23: a
+// stale tick is dropped, and a timer that fired but whose tick was not
+// received yet counts as active (true).
 func (t *timer) Reset(d time.Duration) bool {
 	t.c.mu.Lock()
 	t.c.handled(t)
 	active := t.c.remove(t)
-	select { // drain a stale tick, as time.Timer does since Go 1.23
-	case <-t.ch:
-	default:
-	}
+	active = t.drain() || active
 	t.at = t.c.now.Add(d)
 	t.c.add(t)
 	t.c.mu.Unlock()
