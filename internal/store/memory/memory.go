@@ -189,10 +189,15 @@ func (s *Store) Load(ctx context.Context, name string) (*core.Service, error) {
 	if sv == nil {
 		return nil, &core.NotFoundError{Service: name}
 	}
+	// Instances stay nil when there are none, as the SQL stores leave
+	// them: encoded, a snapshot's empty list was [] in tests and null in
+	// production.
 	out := &core.Service{
 		Name: name, Revision: sv.rev,
 		Config: slices.Clone(sv.config), ConfigRevision: sv.cfgRev,
-		Instances: make([]core.Instance, 0, len(sv.instances)),
+	}
+	if len(sv.instances) > 0 {
+		out.Instances = make([]core.Instance, 0, len(sv.instances))
 	}
 	for _, id := range slices.Sorted(maps.Keys(sv.instances)) {
 		out.Instances = append(out.Instances, sv.instances[id].Clone())
@@ -211,7 +216,7 @@ func (s *Store) Services(ctx context.Context, now time.Time) ([]core.ServiceInfo
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	out := make([]core.ServiceInfo, 0, len(s.services))
+	var out []core.ServiceInfo // nil when there is none, as from the SQL stores
 	for name, sv := range s.services {
 		info := core.ServiceInfo{Name: name, Revision: sv.rev}
 		for _, in := range sv.instances {
