@@ -2,8 +2,11 @@ package discoverytest_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,4 +111,52 @@ func TestBackendEmptyListsAsSQL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { sameAcrossStores(t, tt.scenario) })
 	}
+}
+
+// Times come back from the Backend as from the SQL stores (and from Redis):
+// as time.Unix gives them, in time.Local, with no monotonic reading. They
+// came back as they were given (here in UTC, from the Clock), so that a
+// test comparing them with == or reflect.DeepEqual, or printing them,
+// passed on the Backend and failed on the database, and the reverse.
+func TestBackendTimesAsSQL(t *testing.T) {
+	ctx := context.Background()
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	where := func(ts ...time.Time) string {
+		var b strings.Builder
+		for _, at := range ts {
+			fmt.Fprintf(&b, "%s %s; ", at.Location(), at.Format(time.RFC3339Nano))
+		}
+		return b.String()
+	}
+	sameAcrossStores(t, func(t *testing.T, r *discovery.Registry, clock *discoverytest.Clock) string {
+		if _, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: "10.0.0.7", Port: 8080}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.PublishKey(ctx, "db_svc", discovery.PublicKey{ID: "k1", Algorithm: "EdDSA", Key: der}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RetireKey(ctx, "db_svc", "k1", clock.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.UpdateConfig(ctx, "db_svc", json.RawMessage(`{"v":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		svc, err := r.Snapshot(ctx, "db_svc")
+		if err != nil || len(svc.Instances) != 1 || len(svc.Keys) != 1 {
+			t.Fatalf("Snapshot = %+v, %v; want one instance and one key", svc, err)
+		}
+		h, err := r.ConfigHistory(ctx, "db_svc")
+		if err != nil || len(h) != 1 {
+			t.Fatalf("ConfigHistory = %v, %v; want one version", h, err)
+		}
+		in, k := svc.Instances[0], svc.Keys[0]
+		return where(in.RegisteredAt, in.ExpiresAt, k.CreatedAt, k.RetiresAt, h[0].CreatedAt)
+	})
 }

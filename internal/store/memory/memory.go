@@ -102,6 +102,18 @@ func (s *Store) svc(name string) *service {
 	return sv
 }
 
+// stored returns t as the SQL stores (and the Redis cache) give it back:
+// time.Unix of its Unix nanoseconds, in time.Local, without a monotonic
+// reading. Kept as given (in the Clock's location, say), the Backend's
+// times compared equal, with == or reflect.DeepEqual, to times that
+// production's did not, and printed otherwise. The zero time stays zero.
+func stored(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return time.Unix(0, t.UnixNano())
+}
+
 // Register implements core.Store.
 func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) {
 	if err := s.begin(ctx, "register"); err != nil {
@@ -117,6 +129,7 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 	if len(c.Metadata) == 0 {
 		c.Metadata = nil
 	}
+	c.RegisteredAt, c.ExpiresAt = stored(c.RegisteredAt), stored(c.ExpiresAt)
 	if old, ok := sv.instances[in.ID]; ok {
 		c.RegisteredAt = old.RegisteredAt
 	}
@@ -152,7 +165,7 @@ func (s *Store) renew(ctx context.Context, service, id string, now, expiresAt ti
 	if !ok || !in.ExpiresAt.After(now) || want != nil && !core.SameRegistration(&in, want) {
 		return &core.NotFoundError{Service: service, Instance: id}
 	}
-	in.ExpiresAt = expiresAt
+	in.ExpiresAt = stored(expiresAt)
 	sv.instances[id] = in
 	return nil
 }
@@ -339,6 +352,7 @@ func (s *Store) SetConfigIf(ctx context.Context, name string, doc []byte, at tim
 // released.
 func (s *Store) setConfig(name string, doc []byte, at time.Time, keep int) (int64, int64, error) {
 	sv := s.svc(name)
+	at = stored(at)
 	sv.rev++
 	sv.cfgRev++
 	sv.config = slices.Clone(doc)
@@ -382,6 +396,7 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 		sv.keys = map[string]core.PublicKey{}
 	}
 	key.Key = slices.Clone(key.Key)
+	key.CreatedAt, key.RetiresAt = stored(key.CreatedAt), stored(key.RetiresAt)
 	sv.keys[key.ID] = key
 	sv.rev++
 	rev := sv.rev
@@ -410,7 +425,7 @@ func (s *Store) retireKey(ctx context.Context, op, name, kid string, at time.Tim
 		return 0, &core.NotFoundError{Service: name, Key: kid}
 	}
 	if k.RetiresAt.IsZero() || at.Before(k.RetiresAt) { // only ever earlier
-		k.RetiresAt = at
+		k.RetiresAt = stored(at)
 	}
 	sv.keys[kid] = k
 	if revoke {
