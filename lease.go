@@ -139,6 +139,16 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 		}
 		return nil, ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		// Ended before the write began (Slot.Lock takes a free slot
+		// whatever the context): nothing is written. Left to the store,
+		// its error was one of unknown outcome, and the service was read
+		// again and announced as if it might have changed.
+		for _, old := range olds {
+			old.writing.Unlock()
+		}
+		return nil, err
+	}
 	now := r.clock.Now()
 	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
 	rev, err := r.store.Register(ctx, &inst)
@@ -319,6 +329,9 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	}
 	if err := checkRegOptions(&next, &g.opts); err != nil {
 		return false, err // what Register refuses (a router's callbacks on an HTTP instance), Update does too
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err // nothing written: not a write of unknown outcome (see Register)
 	}
 	next.RegisteredAt, next.ExpiresAt = cur.RegisteredAt, g.r.clock.Now().Add(g.r.opts.leaseTTL)
 	rev, err := g.r.store.Register(ctx, &next)

@@ -423,6 +423,9 @@ func (r *Registry) Deregister(ctx context.Context, service, id string) error {
 // deregisterRow deletes an instance's row and makes the change visible
 // (afterWrite); it returns the service's new revision.
 func (r *Registry) deregisterRow(ctx context.Context, service, id string) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err // nothing deleted: not a write of unknown outcome (see Register)
+	}
 	rev, err := r.store.Deregister(ctx, service, id)
 	if err := r.written(ctx, "deregister", service, rev, err); err != nil {
 		return 0, err

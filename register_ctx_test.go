@@ -1,0 +1,55 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// A Register or Update given a context that had already ended wrote
+// nothing (the store refuses to begin), yet was taken as a write of
+// unknown outcome: the process's snapshot of the service stopped being
+// fresh, and the service was read again and announced, as if it might
+// have changed. A caller shutting down (its context done) cost a reload.
+// Deregister so too.
+func TestWritesWithAnEndedContextLeaveTheCacheFresh(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	other := mustRegister(t, r, inst("db_svc", "10.0.0.3", 1))
+	// A row of a process that died, for Registry.Deregister.
+	dead := discovery.Instance{ID: "dead", Service: "db_svc", Host: "10.0.0.4", Port: 1, Weight: 1, ExpiresAt: t0.Add(1000 * time.Hour)}
+	if _, err := backend.Register(ctx, &dead); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	for name, write := range map[string]func() error{
+		"Register (new)":          func() error { _, err := r.Register(ended, inst("db_svc", "10.0.0.2", 1)); return err },
+		"Register (replacing)":    func() error { _, err := r.Register(ended, inst("db_svc", "10.0.0.1", 1)); return err },
+		"Update":                  func() error { return g.Update(ended, func(in *discovery.Instance) { in.Weight = 7 }) },
+		"SetWeight":               func() error { return g.SetWeight(ended, 7) },
+		"Registration.Deregister": func() error { return other.Deregister(ended) },
+		"Registry.Deregister":     func() error { return r.Deregister(ended, "db_svc", "dead") },
+	} {
+		if err := write(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with an ended context = %v; want context.Canceled", name, err)
+		}
+		res, err := r.Lookup(ctx, "db_svc")
+		if err != nil || res.Layer != discovery.LayerL1 || res.Stale {
+			t.Errorf("Lookup after %s with an ended context = layer %v, stale %v, %v; want a fresh L1 answer: nothing was written",
+				name, res.Layer, res.Stale, err)
+		}
+	}
+	if got := g.Instance().Weight; got != discovery.DefaultWeight {
+		t.Errorf("weight = %d after writes with an ended context; want %d", got, discovery.DefaultWeight)
+	}
+}
