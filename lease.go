@@ -423,6 +423,9 @@ func (g *Registration) dropUnsure(u *core.Instance) {
 // SetWeight changes the instance's weight; 0 takes it out of selection
 // without deregistering it.
 func (g *Registration) SetWeight(ctx context.Context, w int) error {
+	if ctx == nil { // Update's check would name Update
+		return nilContext("SetWeight")
+	}
 	if w < 0 || w > MaxWeight {
 		return &ValidationError{Field: "weight", Value: itoa(w), Reason: "must be 0..10000"}
 	}

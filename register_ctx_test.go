@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,5 +52,18 @@ func TestWritesWithAnEndedContextLeaveTheCacheFresh(t *testing.T) {
 	}
 	if got := g.Instance().Weight; got != discovery.DefaultWeight {
 		t.Errorf("weight = %d after writes with an ended context; want %d", got, discovery.DefaultWeight)
+	}
+}
+
+// SetWeight given a nil context said "Update needs a context": the caller
+// called no Update.
+func TestSetWeightNilContextNamesSetWeight(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	var nilCtx context.Context
+	err := g.SetWeight(nilCtx, 3)
+	var ve *discovery.ValidationError
+	if !errors.As(err, &ve) || !strings.HasPrefix(ve.Reason, "SetWeight ") {
+		t.Errorf("SetWeight(nil, 3) = %v; want a ValidationError naming SetWeight", err)
 	}
 }
