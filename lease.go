@@ -151,6 +151,16 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	}
 	now := r.clock.Now()
 	inst.RegisteredAt, inst.ExpiresAt = now, now.Add(r.opts.leaseTTL) // Status: unknown or draining (Normalize)
+	for _, old := range olds {
+		// The instance was registered first then: the store keeps that
+		// time over the row's, and lookups show it. With now, Instance
+		// showed another, and a row gone meanwhile (a restore) got it.
+		old.mu.Lock()
+		if at := old.inst.RegisteredAt; at.Before(inst.RegisteredAt) {
+			inst.RegisteredAt = at
+		}
+		old.mu.Unlock()
+	}
 	rev, err := r.store.Register(ctx, &inst)
 	switch {
 	case err == nil:
@@ -251,7 +261,11 @@ func (r *Registry) registrationsOf(service, id string) []*Registration {
 	return out
 }
 
-// Instance returns the instance as registered (a copy).
+// Instance returns the instance as registered (a copy). Its RegisteredAt
+// is when this process first registered the instance (a Register that
+// replaced a registration of it keeps that one's); a row of the same ID
+// left by another process (one that died, not yet reaped) keeps its own
+// time in the store, which lookups show instead.
 func (g *Registration) Instance() Instance {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -67,3 +67,25 @@ func TestSetWeightNilContextNamesSetWeight(t *testing.T) {
 		t.Errorf("SetWeight(nil, 3) = %v; want a ValidationError naming SetWeight", err)
 	}
 }
+
+// A Register that replaced a registration of the same instance in this
+// process kept, in its Instance, its own time as RegisteredAt, while the
+// store kept the first registration's (as RegisteredAt's doc says) and
+// every lookup showed that one.
+func TestReplacingRegisterKeepsTheFirstRegisteredAt(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	clock.Advance(time.Second)
+	g := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1))
+	svc, err := backend.Load(ctx, "db_svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := svc.Instance("10.0.0.1:1").RegisteredAt
+	if got := g.Instance().RegisteredAt; !got.Equal(stored) {
+		t.Errorf("Instance().RegisteredAt = %v after a replacing Register; the store (and every lookup) has %v", got, stored)
+	}
+}
