@@ -89,3 +89,30 @@ func TestReplacingRegisterKeepsTheFirstRegisteredAt(t *testing.T) {
 		t.Errorf("Instance().RegisteredAt = %v after a replacing Register; the store (and every lookup) has %v", got, stored)
 	}
 }
+
+// Tags, zones and versions are documented as printable, but only control
+// characters were refused: a zero-width space, a bidi override, a line
+// separator or a BOM passed, so that a tag that printed as "prod" did not
+// match WithTag("prod"), and a zone shown in the admin UI could reorder the
+// text around it. Each is refused now, and nothing is written.
+func TestInvisibleCharactersInTagsZonesAndVersionsAreInvalid(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	for name, in := range map[string]discovery.Instance{
+		"tag with a zero-width space":   {Tags: []string{"prod\u200b"}},
+		"tag with a BOM":                {Tags: []string{"\ufeffprod"}},
+		"zone with a bidi override":     {Zone: "eu-\u202e1a"},
+		"version with a line separator": {Version: "1.0\u2028"},
+		"version with a no-break space": {Version: "1.0\u00a0rc"},
+	} {
+		in.Service, in.Host, in.Port = "db_svc", "10.0.0.1", 1
+		_, err := r.Register(ctx, in)
+		wantInvalid(t, "Register("+name+")", err)
+	}
+	if svc, err := backend.Load(ctx, "db_svc"); err == nil && len(svc.Instances) > 0 {
+		t.Fatalf("refused registrations wrote %d instance(s)", len(svc.Instances))
+	}
+	// What is printable passes: letters of any script, symbols, spaces.
+	mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Zone: "東京-1a", Version: "1.0 rc", Tags: []string{"prod ✓", "équipe"}})
+}

@@ -169,12 +169,18 @@ func ValidateWeight(w int) error {
 	return nil
 }
 
+// printable reports whether s is UTF-8 that prints as it is: letters,
+// marks, numbers, punctuation, symbols and the ASCII space (strconv.IsPrint).
+// Refusing control characters alone let invisible ones through (a zero-width
+// space, a BOM, a bidi override, a no-break space, a line separator): a tag
+// that printed as "prod" did not match WithTag("prod"), and a zone could
+// reorder the text the admin UI showed around it.
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		if !strconv.IsPrint(r) {
 			return false
 		}
 	}
