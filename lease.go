@@ -68,7 +68,14 @@ type Registration struct {
 // Registration or the Registry is closed. The instance is validated first
 // (errors match ErrInvalid and name the field; nothing is written; a nil
 // ctx is refused so too, here and by the Registration's methods); its ID
-// defaults to Host:Port. Registering an ID that exists replaces it in place.
+// defaults to Host:Port. Registering an ID that exists replaces it in place;
+// a registration of it in this process is closed (its methods return
+// ErrClosed). One in another process is not, and it cannot tell the row
+// written over from a database restored from an older backup: each of the
+// two writes its own fields back at its renewals (every TTL/3, each a new
+// revision, logged as "lease lost"), and lookups alternate between them.
+// Give every process's instances IDs of their own (the default, Host:Port,
+// is one while hosts are reachable addresses).
 // Options give the in-process parts of the registration (a router
 // instance's handler and health check, a configuration callback). The
 // service's configuration current at registration is in Config.

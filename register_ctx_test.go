@@ -116,3 +116,30 @@ func TestInvisibleCharactersInTagsZonesAndVersionsAreInvalid(t *testing.T) {
 	// What is printable passes: letters of any script, symbols, spaces.
 	mustRegister(t, r, discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: 1, Zone: "東京-1a", Version: "1.0 rc", Tags: []string{"prod ✓", "équipe"}})
 }
+
+// Two processes that register one ID with different fields each write
+// their own back at their renewals, as Register's doc says: what is stored
+// alternates. (Pinned so that the doc changes with it.)
+func TestOneIDRegisteredByTwoProcessesAlternates(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	a := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	b := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	mustRegister(t, a, discovery.Instance{ID: "w", Service: "s", Host: "10.0.0.1", Port: 1})
+	mustRegister(t, b, discovery.Instance{ID: "w", Service: "s", Host: "10.0.0.2", Port: 1})
+	seen := map[string]bool{}
+	for range 2 {
+		clock.BlockUntilAt(clock.Now().Add(discovery.DefaultLeaseTTL / 3))
+		clock.Advance(discovery.DefaultLeaseTTL / 3)
+		clock.BlockUntilHandled()
+		svc, err := backend.Load(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[svc.Instance("w").Host] = true
+	}
+	if !seen["10.0.0.1"] || !seen["10.0.0.2"] {
+		t.Errorf("stored hosts over two renewals: %v; Register's doc says the two registrations alternate", seen)
+	}
+}
