@@ -13,6 +13,23 @@ import (
 // Instance is one registered endpoint of a service: ID (defaults to
 // Host:Port), Service, Host, Port, Method, Weight, Zone, Version, Tags,
 // Metadata, HealthPath, Check, RegisteredAt, ExpiresAt and Status.
+//
+// Register refuses, with a *ValidationError that matches ErrInvalid and
+// names the field, and before writing anything: a Service or ID that
+// ValidateServiceName or ValidateInstanceID refuses; a Host that is neither
+// an IP address (an IPv6 zone, 0.0.0.0 and :: are refused) nor a DNS name
+// of at most 253 bytes; a Port outside 1..65535; a Weight outside
+// 0..MaxWeight other than ZeroWeight; a Zone or Version of more than 64
+// bytes or with a character that does not print (strconv.IsPrint); more
+// than 32 Tags, an empty or duplicate one, or one of more than 128 bytes or
+// with a character that does not print; more than 64 Metadata keys, a key
+// that is empty, longer than 128 bytes or with a character other than
+// letters, digits, '.', '_', '/' and '-', a value that is not UTF-8 or
+// holds a NUL, or more than 8 KiB of keys and values;
+// a HealthPath of more than 256 bytes, not starting with a single '/', or
+// holding a space, a control or non-ASCII character, '#', '\' or a '%' that
+// starts no escape; a Status other than StatusUnknown and StatusDraining.
+// Update refuses the same.
 type Instance = core.Instance
 
 // Service is a service as one lookup saw it: Name, Revision, live Instances
