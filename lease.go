@@ -73,7 +73,7 @@ type Registration struct {
 // ErrClosed). One in another process is not, and it cannot tell the row
 // written over from a database restored from an older backup: each of the
 // two writes its own fields back at its renewals (every TTL/3, each a new
-// revision, logged as "lease lost"), and lookups alternate between them.
+// revision, logged as "lease lost"), and lookups show one, then the other.
 // Give every process's instances IDs of their own (the default, Host:Port,
 // is one while hosts are reachable addresses).
 // Options give the in-process parts of the registration (a router
