@@ -794,16 +794,31 @@ func TestMonitorChecksAWatchedService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The watch's hub marks the service used each time it looks at it: at
+	// its first load, then whenever its timer fires. The test waits for
+	// the first (the instance's event) and, each second, for a timer that
+	// fired to be handled: stepped faster than the hub's goroutine was
+	// scheduled, the clock ran through the monitor's window of use before
+	// the hub first ran at all (at +180 s), and one run in seven failed.
+	select {
+	case <-events:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch told nothing of web within 5 s")
+	}
 	go func() {
 		for range events {
 		}
 	}()
-	for clock.Now().Sub(t0) < 2*time.Minute {
+	watched := func() {
 		step(clock, time.Second, r)
+		clock.BlockUntilHandled()
+	}
+	for clock.Now().Sub(t0) < 2*time.Minute {
+		watched()
 	}
 	before := p.hits.Load()
 	for range 60 {
-		step(clock, time.Second, r)
+		watched()
 	}
 	if n := p.hits.Load() - before; n < 4 {
 		t.Fatalf("%d checks in a minute of a service watched for minutes; want 5", n)
