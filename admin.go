@@ -668,6 +668,10 @@ func (a *admin) authorizeScope(w http.ResponseWriter, req *http.Request, scopes 
 		writeJSON(w, http.StatusForbidden, jsonError{"discovery: forbidden"})
 		return nil, false
 	case err != nil:
+		// It could not decide (an auth.Verifier whose key store is down):
+		// its text may name the backend's address and user, so the log gets
+		// it, as fail's backend errors, and the caller does not.
+		a.r.log.Warn("discovery: admin request failed", zap.Error(err))
 		writeJSON(w, http.StatusServiceUnavailable, jsonError{"discovery: cannot authorize now"})
 		return nil, false
 	}

@@ -263,3 +263,39 @@ func TestAdminProtectReadsScopeGuardsMutations(t *testing.T) {
 		})
 	}
 }
+
+// An Authorizer that cannot decide (an auth.Verifier whose key store is
+// down) gets the caller a 503 without its error's text, which may name the
+// backend's address and user; the text goes to the log, as a backend
+// outage's does, where the operator looks. It was dropped: the operator saw
+// a 503 in the access log and nothing to say why.
+func TestAdminAuthorizerOutageIsLogged(t *testing.T) {
+	log, logs := observed()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithLogger(log), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0))
+	const secret = "failed to connect to `user=svc_keys database=prod`: 10.9.8.7:5432"
+	down := fakeAuthz{err: &discovery.BackendError{Backend: "database", Op: "load keys", Err: errors.New(secret)}}
+	for _, h := range []http.Handler{
+		r.AdminHandler(discovery.AdminAuthorizer(down)),
+		r.AdminHandler(discovery.AdminAuthorizer(down), discovery.AdminProtectReads("")),
+	} {
+		for _, m := range []struct{ method, path string }{
+			{"PUT", "/services/web/config"},
+			{"DELETE", "/services/web/instances/10.0.0.1:80"},
+		} {
+			before := logs.FilterMessage("discovery: admin request failed").Len()
+			code, body := do(t, h, m.method, m.path, `{"v":1}`)
+			if code != http.StatusServiceUnavailable || strings.Contains(string(body), "10.9.8.7") {
+				t.Fatalf("%s %s with the Authorizer down = %d %s; want 503 without the backend's text", m.method, m.path, code, body)
+			}
+			got := logs.FilterMessage("discovery: admin request failed").All()[before:]
+			if len(got) != 1 || !strings.Contains(got[0].ContextMap()["error"].(string), "10.9.8.7") {
+				t.Fatalf("%s %s with the Authorizer down logged %v; want one warning with the Authorizer's error", m.method, m.path, got)
+			}
+		}
+	}
+	code, _ := do(t, r.AdminHandler(discovery.AdminAuthorizer(down), discovery.AdminProtectReads("")), "GET", "/services", "")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("GET /services, protected, with the Authorizer down = %d; want 503", code)
+	}
+}
