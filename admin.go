@@ -565,6 +565,14 @@ func (a *admin) putConfigIf(ctx context.Context, name string, doc []byte, want i
 	if !conditional {
 		return a.r.UpdateConfig(ctx, name, doc)
 	}
+	if want == noConfigMatch || want == anyConfigRevision {
+		// Answered here, not by UpdateConfigIf: a Store that keeps no
+		// configuration is a 501 first, not a 412 that sends the client to
+		// read the ETag and try again for what it can never store.
+		if _, err := a.r.configStore(); err != nil {
+			return ConfigReport{}, err
+		}
+	}
 	switch want {
 	case noConfigMatch:
 		return ConfigReport{}, fmt.Errorf("discovery: If-Match of service %q is a weak entity tag, which never matches: %w", name, ErrConflict)

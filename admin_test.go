@@ -775,3 +775,24 @@ func TestAdminAnswersOnlyTheAllowedHosts(t *testing.T) {
 		t.Fatalf("GET /services without AdminAllowedHosts = %d; want 200", rec.Code)
 	}
 }
+
+// A PUT of a configuration to a Store that keeps none is a 501, as
+// AdminHandler's doc says, whatever its precondition: If-Match * and a weak
+// If-Match answered 412 (no configuration to match), which sent a client to
+// read the ETag and try again for a configuration it can never store.
+func TestAdminPutConfigToAConfiglessStoreIsNotImplemented(t *testing.T) {
+	r, err := discovery.New(discovery.WithStore(configlessStore{discoverytest.NewBackend()}), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	mustRegister(t, r, inst("web", "10.0.0.1", 80))
+	h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+	for _, hdr := range [][]string{nil, {"If-Match", `"0"`}, {"If-Match", "*"}, {"If-Match", `W/"1"`}, {"If-None-Match", "*"}} {
+		code, body := do(t, h, "PUT", "/services/web/config", `{"v":1}`, hdr...)
+		if code != http.StatusNotImplemented || !json.Valid(body) {
+			t.Errorf("PUT with %q to a Store without configurations = %d %s; want 501 with a JSON error", hdr, code, body)
+		}
+	}
+}
