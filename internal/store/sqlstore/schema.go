@@ -123,7 +123,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// Read through schemaVersion, which looks for the table first: read
 	// from a table not created yet, the version failed, and GORM's default
 	// logger printed that as an ERROR on every database's first start.
-	if current, err := s.schemaVersion(ctx, true); err == nil && current == SchemaVersion {
+	// A schema newer than this release's is refused here too, before any
+	// write: a user who may not create tables got "may not create the
+	// tables: run Migrate as a user who may", which fails the same way.
+	if current, err := s.schemaVersion(ctx, true); err == nil && current >= SchemaVersion {
+		if current > SchemaVersion {
+			return s.schemaErr(current)
+		}
 		return nil
 	}
 	if !s.postgres {

@@ -556,3 +556,49 @@ func TestMigrateOfAFreshDatabaseRunsNoFailingStatement(t *testing.T) {
 		})
 	}
 }
+
+// A schema newer than this library's (a rollback after a newer release
+// migrated it) is named as that to a database user who may not create
+// tables too, the usual user of a Registry under WithoutMigration's
+// deployments: Migrate reported that the user may not create the tables and
+// told the operator to run Migrate as one who may, which fails the same
+// way, newer schema and all.
+func TestMigrateOfANewerSchemaWithoutTheRightToCreateSaysNewer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "discovery.db")
+	rw := openDeferredSQLite(t, path, 1000)
+	open(t, rw, "discovery_")
+	if err := rw.Exec(`INSERT INTO discovery_schema_migrations (version, applied_at) VALUES (?, 0)`, sqlstore.SchemaVersion+1).Error; err != nil {
+		t.Fatal(err)
+	}
+	s := openReadOnlySQLite(t, path)
+	err := s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "newer than this library's") {
+		t.Fatalf("Migrate of a newer schema on a read-only database = %v; want ErrUnsupported saying the schema is newer", err)
+	}
+}
+
+// TestMigrateOfANewerSchemaWithoutTheRightToCreateSaysNewer on PostgreSQL,
+// by a read-only session: it got ErrUnavailable ("cannot execute CREATE
+// TABLE in a read-only transaction"), for a refusal no retry ends.
+func TestPostgresMigrateOfANewerSchemaReadOnlySaysNewer(t *testing.T) {
+	p := testutil.Prefix(t)
+	admin := testutil.Postgres(t, p)
+	open(t, admin, p)
+	if err := admin.Exec(`INSERT INTO `+p+`schema_migrations (version, applied_at) VALUES (?, 0)`, sqlstore.SchemaVersion+1).Error; err != nil {
+		t.Fatal(err)
+	}
+	dsn := testutil.PostgresDSN(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	ro := opened(t)(testutil.OpenPostgres(dsn + sep + "default_transaction_read_only=on"))
+	s, err := sqlstore.New(ro, p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), "newer than this library's") {
+		t.Fatalf("Migrate of a newer schema by a read-only session = %v; want ErrUnsupported saying the schema is newer", err)
+	}
+}
