@@ -147,3 +147,21 @@ func TestMigrateGivenANilContextIsInvalid(t *testing.T) {
 	db := testutil.SQLite(t)
 	noPanic(t, "Migrate(nil)", func() { wantInvalid(t, "Migrate(nil)", discovery.Migrate(nilCtx, db)) })
 }
+
+// WithNamespace takes what its doc says, and its error says the same: it
+// said "starting with a letter" while "_tenant" was taken, and the doc
+// gave neither the 32-byte bound nor the first character's rule.
+func TestNamespaceRulesAreTheDocumentedOnes(t *testing.T) {
+	db := testutil.SQLite(t)
+	for _, ns := range []string{"_tenant", "a1", "a_", strings.Repeat("a", 32)} {
+		if err := discovery.Migrate(t.Context(), db, discovery.WithNamespace(ns)); err != nil {
+			t.Errorf("Migrate(WithNamespace(%q)) = %v; want nil", ns, err)
+		}
+	}
+	for _, ns := range []string{"", "1a", "A", "a-b", strings.Repeat("a", 33)} {
+		err := discovery.Migrate(t.Context(), db, discovery.WithNamespace(ns))
+		if !errors.Is(err, discovery.ErrInvalid) || strings.Contains(err.Error(), "starting with a letter") {
+			t.Errorf("Migrate(WithNamespace(%q)) = %v; want ErrInvalid that does not say it must start with a letter", ns, err)
+		}
+	}
+}

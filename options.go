@@ -299,7 +299,7 @@ func validNamespace(ns string) error {
 	for i := 0; i < len(ns); i++ {
 		c := ns[i]
 		if !(c >= 'a' && c <= 'z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
-			return optErr("WithNamespace", ns, "must be lower-case letters, digits and '_', starting with a letter")
+			return optErr("WithNamespace", ns, "must be lower-case letters, digits and '_', not starting with a digit")
 		}
 	}
 	return nil
@@ -371,7 +371,9 @@ func WithClock(c Clock) Option { return optionFunc(func(o *options) { o.clock = 
 // and one Redis. Pub/sub channels are not per Redis database, so a client of
 // a database other than 0 puts its number in them: two deployments under
 // one namespace in databases 0 and 1 hear only their own changes.
-// Lower-case letters, digits and '_'; "discovery" by default. A namespace
+// 1 to 32 bytes of lower-case letters, digits and '_', not starting with a
+// digit (so that every table's name is a plain SQL identifier, within
+// PostgreSQL's 63 bytes); "discovery" by default. A namespace
 // that is another's followed by "_revoked" cannot share its database: its
 // keys table is the other's revoked keys table, and the second to migrate
 // fails (ErrUnsupported, naming the clash).
