@@ -16,7 +16,8 @@ import (
 // of its own, with a database user allowed to. Migrations are versioned and
 // safe to run from many processes at once. A schema newer than this
 // release's is an error matching ErrUnsupported, and so is a database
-// user who may not create the tables (or a read-only SQLite database). On
+// user who may not create the tables (or a read-only SQLite database), or
+// not read the existing ones' version (ns+"_schema_migrations"). On
 // PostgreSQL, tables are created in, and looked for in, the current schema
 // (the first of the search_path that exists).
 func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {

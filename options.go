@@ -383,7 +383,9 @@ func WithNamespace(ns string) Option { return optionFunc(func(o *options) { o.na
 // deployment whose services' database user may not change it: run Migrate
 // (a job with the same namespace) first. New then checks that the schema is
 // the one this release needs, and returns an error matching ErrUnsupported
-// if it is not.
+// if it is not, or if the user may not read ns+"_schema_migrations": the
+// user needs SELECT on it, and SELECT, INSERT, UPDATE and DELETE on the
+// namespace's other tables.
 func WithoutMigration() Option { return optionFunc(func(o *options) { o.migrate = false }) }
 
 // WithLeaseTTL sets the lease of registrations (15 s by default, at least

@@ -126,11 +126,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// A schema newer than this release's is refused here too, before any
 	// write: a user who may not create tables got "may not create the
 	// tables: run Migrate as a user who may", which fails the same way.
-	if current, err := s.schemaVersion(ctx, true); err == nil && current >= SchemaVersion {
-		if current > SchemaVersion {
-			return s.schemaErr(current)
-		}
+	have, err := s.schemaVersion(ctx, true)
+	switch {
+	case err == nil && have > SchemaVersion:
+		return s.schemaErr(have)
+	case err == nil && have == SchemaVersion:
 		return nil
+	case errors.Is(err, core.ErrUnsupported): // no version can be read, so no migration run
+		return err
 	}
 	if !s.postgres {
 		// SQLite: the table exists before the transaction, so that the
@@ -142,7 +145,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return mapErr(ctx, "migrate", err)
 		}
 	}
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err = s.tx(ctx, func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(`+lockKeySQL+`)`, s.lockKey("migrate")).Error; err != nil {
 				return err
@@ -273,6 +276,14 @@ func (s *Store) schemaVersion(ctx context.Context, creating bool) (int, error) {
 	err := s.db.WithContext(ctx).Raw(exists, s.prefix+"schema_migrations").Scan(&n).Error
 	if err == nil && n > 0 {
 		err = s.db.WithContext(ctx).Raw(s.q.schemaVersion).Scan(&current).Error
+		if err != nil && s.postgres && ctx.Err() == nil && sqlState(err) == "42501" {
+			// Tables made by a job as their owner and granted one by one,
+			// all but this one: a refusal no retry ends, which as
+			// ErrUnavailable (the database's failure) New's callers
+			// retried for good.
+			err = fmt.Errorf("%w: reading the schema version of prefix %q: %w: grant this database user SELECT on %sschema_migrations, "+
+				"as on the other tables", core.ErrUnsupported, s.prefix, err, s.prefix)
+		}
 	}
 	return current, err
 }

@@ -147,3 +147,57 @@ func TestSQLiteMigrateOfANewSchemaOnAReadOnlyDatabaseIsUnsupported(t *testing.T)
 		t.Fatalf("Migrate of a new schema on a read-only database = %v; want ErrUnsupported naming WithoutMigration", err)
 	}
 }
+
+// A database user given the rows of the data tables but not the migrations
+// table (tables made by a job as their owner, and granted one by one) is
+// told so, with ErrUnsupported: New's schema check, with or without
+// WithoutMigration, failed with "database unavailable" (permission denied),
+// which callers retried for good, and Migrate's said the user may not
+// create the tables, which it need not.
+func TestPostgresSchemaCheckWithoutTheRightToReadMigrationsIsUnsupported(t *testing.T) {
+	dsn := testutil.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
+	}
+	p := testutil.Prefix(t)
+	admin := testutil.Postgres(t, p)
+	schema, role := p+"granted", p+"app"
+	if err := admin.Exec(`CREATE SCHEMA ` + schema).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin.Exec(`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`)
+		admin.Exec(`DROP OWNED BY ` + role)
+		admin.Exec(`DROP ROLE IF EXISTS ` + role)
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	open(t, opened(t)(testutil.OpenPostgres(u.String())), p) // the job, as the tables' owner
+	stmts := []string{`CREATE ROLE ` + role + ` NOLOGIN`, `GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role}
+	for _, table := range []string{"services", "instances", "config_history", "keys", "revoked_keys"} {
+		stmts = append(stmts, `GRANT SELECT, INSERT, UPDATE, DELETE ON `+schema+`.`+p+table+` TO `+role)
+	}
+	for _, stmt := range stmts {
+		if err := admin.Exec(stmt).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Set("role", role)
+	u.RawQuery = q.Encode()
+	s, err := sqlstore.New(opened(t)(testutil.OpenPostgres(u.String())), p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, check := range map[string]func() error{
+		"CheckSchema": func() error { return s.CheckSchema(t.Context()) },
+		"Migrate":     func() error { return s.Migrate(t.Context()) },
+	} {
+		err := check()
+		if !errors.Is(err, core.ErrUnsupported) || errors.Is(err, core.ErrUnavailable) || !strings.Contains(err.Error(), p+"schema_migrations") ||
+			strings.Contains(err.Error(), "may not create") {
+			t.Errorf("%s by a user who may not read %sschema_migrations = %v; want ErrUnsupported naming the table", name, p, err)
+		}
+	}
+}
