@@ -131,8 +131,12 @@ func (r *Registry) recordOutcome(st *svcState, is *instState, o outcome, latency
 // instance. latency, the call's duration, feeds p2c_ewma's latency average
 // as Done's does (0 if unknown). Consecutive failures eject it (see
 // WithOutlierEjection). The
-// instance must be one this Registry has looked up; otherwise the error
-// matches ErrNotFound.
+// instance must be one this Registry has looked up and still remembers;
+// otherwise the error matches ErrNotFound and the outcome is not counted.
+// A service evicted from L1 (WithCacheSize) is forgotten, with the failures
+// counted so far, unless something still uses it (a Watch, the health
+// monitor, a Selection not yet Done, an ejection in force): look the
+// service up again (Get) before reporting, as the balancer's Pick does.
 func (r *Registry) ReportOutcome(service, instanceID string, err error, latency time.Duration) error {
 	if r.closed.Load() {
 		return ErrClosed
