@@ -590,3 +590,39 @@ func TestREADMEMetricsTableMatchesTheCollector(t *testing.T) {
 		}
 	}
 }
+
+// README's test snippets (a shared backend and a fake clock, then advancing
+// it in renewal-sized steps) are what users paste into their own tests: they
+// must compile, together, in a test function, as they stand.
+func TestREADMETestSnippetsCompile(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the snippets with")
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body strings.Builder
+	for _, start := range []string{"backend := discoverytest.NewBackend()", "for range 12 {"} {
+		m := regexp.MustCompile("(?s)```go\n(" + regexp.QuoteMeta(start) + ".*?)```").FindSubmatch(readme)
+		if m == nil {
+			t.Fatalf("README.md has no ```go block starting %q", start)
+		}
+		body.Write(m[1])
+	}
+	src := "package snippets\n\nimport (\n\t\"testing\"\n\t\"time\"\n\n\t\"github.com/rssbot/discovery\"\n\t\"github.com/rssbot/discovery/discoverytest\"\n)\n\n" +
+		"func TestSnippets(t *testing.T) {\n" + body.String() + "\t_, _ = a, b\n}\n"
+	dir, err := os.MkdirTemp(".", "readme_snippets_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "snippets_test.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(gobin, "vet", "./"+filepath.Base(dir)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("README's test snippets do not build: %v\n%s\n%s", err, out, src)
+	}
+}
