@@ -106,7 +106,8 @@ func AdminTitle(title string) AdminOption {
 
 // AdminAllowedHosts makes the handler answer only requests whose Host
 // header names one of hosts (a DNS name or an IP address, compared without
-// the port, in any case; "" is ignored); any other gets 421 Misdirected
+// the port, in any case; a port given with one is dropped, "" is ignored);
+// any other gets 421 Misdirected
 // Request and nothing else. It guards the open reads against DNS
 // rebinding: a page in an operator's browser whose own name its server
 // then points at the handler's address reads the handler as its own
@@ -116,6 +117,11 @@ func AdminTitle(title string) AdminOption {
 func AdminAllowedHosts(hosts ...string) AdminOption {
 	return adminOptionFunc(func(o *adminOptions) {
 		for _, h := range hosts {
+			// "ops.internal:8443" is the host ops.internal: kept with its
+			// port, it matched no Host, and every request got 421.
+			if host, _, err := net.SplitHostPort(strings.TrimSpace(h)); err == nil {
+				h = host
+			}
 			if h = normalHost(h); h != "" {
 				if o.hosts == nil {
 					o.hosts = map[string]bool{}

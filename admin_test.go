@@ -736,7 +736,7 @@ func TestAdminPutConfigIfNoneMatch(t *testing.T) {
 // gets 421 and none of the handler's data.
 func TestAdminAnswersOnlyTheAllowedHosts(t *testing.T) {
 	r, _ := adminWorld(t)
-	h := r.AdminHandler(discovery.AdminAllowedHosts("Admin.Internal.", "10.0.0.7", "[::1]", ""))
+	h := r.AdminHandler(discovery.AdminAllowedHosts("Admin.Internal.", "10.0.0.7", "[::1]", "", "ops.internal:8443", "[fd00::7]:9000"))
 	tests := []struct {
 		host string
 		want int
@@ -746,6 +746,9 @@ func TestAdminAnswersOnlyTheAllowedHosts(t *testing.T) {
 		{"admin.internal.", http.StatusOK},
 		{"10.0.0.7:9000", http.StatusOK},
 		{"[::1]:8080", http.StatusOK},
+		{"ops.internal:8443", http.StatusOK}, // allowed with its port: the host counts
+		{"ops.internal", http.StatusOK},
+		{"[fd00::7]:80", http.StatusOK},
 		{"rebind.attacker.example", http.StatusMisdirectedRequest},
 		{"rebind.attacker.example:8080", http.StatusMisdirectedRequest},
 		{"admin.internal.attacker.example", http.StatusMisdirectedRequest},

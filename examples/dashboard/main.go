@@ -7,7 +7,11 @@
 //	go run ./examples/dashboard -addr 127.0.0.1:9000 -fail-after 10s
 //
 // The dashboard is mounted at /discovery/ (Registry.AdminHandler), the
-// Prometheus metrics at /metrics (WithMetrics).
+// Prometheus metrics at /metrics (WithMetrics). It answers only requests
+// for localhost, the loopback addresses and the host of -addr
+// (AdminAllowedHosts): its reads are open, and a web page whose own name
+// its server points at this address (DNS rebinding) would read them from
+// the browser of whoever opened the dashboard.
 package main
 
 import (
@@ -115,7 +119,8 @@ func start(ctx context.Context, cfg config, out io.Writer) (*demo, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/discovery/", http.StripPrefix("/discovery", reg.AdminHandler(discovery.AdminTitle("discovery demo"))))
+	admin := reg.AdminHandler(discovery.AdminTitle("discovery demo"), discovery.AdminAllowedHosts(allowedHosts(cfg.addr)...))
+	mux.Handle("/discovery/", http.StripPrefix("/discovery", admin))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.Handle("GET /{$}", http.RedirectHandler("/discovery/", http.StatusFound))
 	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -215,4 +220,18 @@ func (d *demo) Close() error {
 		errs = append(errs, in.srv.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// allowedHosts are the names the dashboard is opened by: localhost, the
+// loopback addresses, and the host it listens on unless that is every
+// address (0.0.0.0, ::, or none: open it by one of the others then, or
+// add the name you use here).
+func allowedHosts(addr string) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+			hosts = append(hosts, host)
+		}
+	}
+	return hosts
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,46 @@ func TestDashboardExampleShowsL1Hits(t *testing.T) {
 			t.Fatalf("after 10 s of the demo's traffic the dashboard shows no L1 hit: %+v", ov.Cache)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The demo's admin reads are open, so it answers only the names it is
+// opened by: a page whose own name its server points at 127.0.0.1 (DNS
+// rebinding) read every service, instance and address through the
+// browser of whoever had the dashboard open.
+func TestDashboardExampleRefusesOtherHosts(t *testing.T) {
+	d := startDemo(t, time.Hour)
+	for _, tt := range []struct {
+		host string
+		want int
+	}{
+		{"localhost:8080", http.StatusOK},
+		{strings.TrimPrefix(d.base, "http://"), http.StatusOK},
+		{"rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"rebind.attacker.example:8080", http.StatusMisdirectedRequest},
+	} {
+		req, err := http.NewRequest(http.MethodGet, d.url+"overview", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tt.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET /discovery/overview with Host %q = %d; want %d", tt.host, resp.StatusCode, tt.want)
+		}
+	}
+	loopback := []string{"localhost", "127.0.0.1", "::1"}
+	for addr, want := range map[string][]string{
+		"0.0.0.0:8080": loopback, ":8080": loopback, "[::]:8080": loopback, // every address: no name of its own
+		"ops.internal:8080": append(loopback, "ops.internal"),
+	} {
+		if got := allowedHosts(addr); !slices.Equal(got, want) {
+			t.Errorf("allowedHosts(%q) = %q; want %q", addr, got, want)
+		}
 	}
 }
