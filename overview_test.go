@@ -239,14 +239,7 @@ func TestOverviewDoesNotCountItsOwnLookups(t *testing.T) {
 	if c := ov.Cache[0]; c.Hits != 0 || c.Misses != 0 {
 		t.Errorf("L1 %d hits, %d misses with no lookup of the application's; want 0, 0", c.Hits, c.Misses)
 	}
-	if l := r.Stats().Lookups; l != [4]uint64{} {
-		t.Errorf("Stats().Lookups = %v; want none", l)
-	}
-	for k := range scrape(t, reg) {
-		if strings.Contains(k, "quiet") {
-			t.Errorf("a label for a service only the overview looked up: %s", k)
-		}
-	}
+	countedNoLookup(t, r, reg, "the overview")
 	// The application's lookups count as before.
 	if _, err := r.Get(ctx, "quiet"); err != nil {
 		t.Fatal(err)
@@ -322,14 +315,7 @@ func TestAdminServiceDoesNotCountItsLookups(t *testing.T) {
 			t.Fatalf("GET /services/quiet = %d %s; want 200 with its instance", rec.Code, rec.Body)
 		}
 	}
-	if l := r.Stats().Lookups; l != [4]uint64{} {
-		t.Errorf("Stats().Lookups = %v after admin reads only; want none", l)
-	}
-	for k := range scrape(t, reg) {
-		if strings.Contains(k, "quiet") {
-			t.Errorf("a label for a service only the admin handler looked up: %s", k)
-		}
-	}
+	countedNoLookup(t, r, reg, "the admin handler")
 	// The application's lookups count as before.
 	if _, err := r.Get(ctx, "quiet"); err != nil {
 		t.Fatal(err)
@@ -446,5 +432,19 @@ func TestOverviewDoesNotWaitForADatabaseKnownDown(t *testing.T) {
 				return err == nil && !ov.FromCache && len(ov.Services) == 1 && ov.Services[0].Live == 1
 			})
 		})
+	}
+}
+
+// countedNoLookup fails t if r counted a lookup, or reg holds a label of
+// service quiet, which only by (the overview, the admin handler) looked up.
+func countedNoLookup(t *testing.T, r *discovery.Registry, reg *prometheus.Registry, by string) {
+	t.Helper()
+	if l := r.Stats().Lookups; l != [4]uint64{} {
+		t.Errorf("Stats().Lookups = %v after reads by %s only; want none", l, by)
+	}
+	for k := range scrape(t, reg) {
+		if strings.Contains(k, "quiet") {
+			t.Errorf("a label for a service only %s looked up: %s", by, k)
+		}
 	}
 }
