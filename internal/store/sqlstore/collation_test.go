@@ -2,7 +2,6 @@ package sqlstore_test
 
 import (
 	"errors"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -17,11 +16,7 @@ import (
 // database's collation. The CI database's C.UTF-8 sorts by bytes already,
 // so the test makes a database of its own.
 func TestPostgresICUCollationStillByteOrder(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
-	}
+	dsn, u := postgresURL(t)
 	admin, err := testutil.OpenPostgres(dsn)
 	if err != nil {
 		t.Fatal(err)

@@ -47,11 +47,7 @@ func TestPostgresMigrateIntoTheSchemaOfTheSearchPath(t *testing.T) {
 // schema before public.
 func tenantSchema(t *testing.T) (prefix string, shared *gorm.DB, schema string, tenantDB *gorm.DB) {
 	t.Helper()
-	dsn := testutil.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
-	}
+	_, u := postgresURL(t)
 	prefix = testutil.Prefix(t)
 	shared = testutil.Postgres(t, prefix)
 	schema = prefix + "tenant"
@@ -98,11 +94,7 @@ func TestPostgresReapLockIsTheSchemas(t *testing.T) {
 // saying what to do, not with ErrUnavailable: "database unavailable", for a
 // refusal that no retry ends, kept New's callers retrying for good.
 func TestPostgresMigrateWithoutTheRightToCreateIsUnsupported(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
-	}
+	_, u := postgresURL(t)
 	p := testutil.Prefix(t)
 	admin := testutil.Postgres(t, p)
 	schema, role := p+"locked", p+"app"
@@ -155,11 +147,7 @@ func TestSQLiteMigrateOfANewSchemaOnAReadOnlyDatabaseIsUnsupported(t *testing.T)
 // which callers retried for good, and Migrate's said the user may not
 // create the tables, which it need not.
 func TestPostgresSchemaCheckWithoutTheRightToReadMigrationsIsUnsupported(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
-	}
+	_, u := postgresURL(t)
 	p := testutil.Prefix(t)
 	admin := testutil.Postgres(t, p)
 	schema, role := p+"granted", p+"app"
@@ -200,4 +188,16 @@ func TestPostgresSchemaCheckWithoutTheRightToReadMigrationsIsUnsupported(t *test
 			t.Errorf("%s by a user who may not read %sschema_migrations = %v; want ErrUnsupported naming the table", name, p, err)
 		}
 	}
+}
+
+// postgresURL returns the test database's DSN, parsed: the tests that make
+// roles, schemas or databases of their own edit it.
+func postgresURL(t *testing.T) (string, *url.URL) {
+	t.Helper()
+	dsn := testutil.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("%s must be a postgres:// URL for this test: %q", testutil.EnvPostgres, dsn)
+	}
+	return dsn, u
 }
