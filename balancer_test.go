@@ -1610,18 +1610,7 @@ func TestExcludeInPanicSpreadsOverTheOthers(t *testing.T) {
 // average up to its peers' (a dozen failed requests here, ejection aside).
 func TestFirstFastFailureIsNotTheCheapestAverage(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
-		discovery.WithoutHealthChecks(), discovery.WithOutlierEjection(1000, time.Second, time.Minute, 10))
-	registerN(t, r, "db_svc", 1, 1, 1)
-	if _, err := r.Get(ctx, "db_svc"); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"i1", "i2"} {
-		if err := r.ReportOutcome("db_svc", id, nil, 5*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
+	clock, r := peersAt5ms(t, []int{1, 1, 1}, discovery.WithOutlierEjection(1000, time.Second, time.Minute, 10))
 	refused := errors.New("connection refused")
 	got := map[string]int{}
 	for range 300 {
@@ -1675,18 +1664,7 @@ func TestWeightedRoundRobinRetriesFollowTheWeights(t *testing.T) {
 // (its peers answer in 5 ms).
 func TestFirstFailureIgnoresAnEjectedPeer(t *testing.T) {
 	ctx := context.Background()
-	clock := discoverytest.NewClock(t0)
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
-		discovery.WithoutHealthChecks())
-	registerN(t, r, "db_svc", 1, 1, 1, 1)
-	if _, err := r.Get(ctx, "db_svc"); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"i1", "i2"} {
-		if err := r.ReportOutcome("db_svc", id, nil, 5*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-	}
+	clock, r := peersAt5ms(t, []int{1, 1, 1, 1})
 	timeout := errors.New("i/o timeout")
 	for range 5 { // the default ejection: 5 failures in a row
 		if err := r.ReportOutcome("db_svc", "i0", timeout, 2*time.Second); err != nil {
@@ -1887,4 +1865,24 @@ func TestWeightedRoundRobinNarrowedKeepsItsPlaceAcrossRebuilds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// peersAt5ms is the set-up of the first-failure tests: db_svc's instances
+// i0, i1, ... with weights, looked up on a fake clock, i1 and i2 with a
+// latency average of 5 ms and the others with none.
+func peersAt5ms(t *testing.T, weights []int, opts ...discovery.Option) (*discoverytest.Clock, *discovery.Registry) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), append([]discovery.Option{discovery.WithClock(clock),
+		discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}, opts...)...)
+	registerN(t, r, "db_svc", weights...)
+	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"i1", "i2"} {
+		if err := r.ReportOutcome("db_svc", id, nil, 5*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return clock, r
 }
