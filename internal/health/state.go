@@ -2,6 +2,7 @@ package health
 
 import (
 	"time"
+	"unicode/utf8"
 
 	"github.com/rssbot/discovery/internal/core"
 )
@@ -157,9 +158,7 @@ func (s *State) Apply(c Check, th Thresholds) (from core.Status) {
 		s.Passed = true
 	}
 	s.Status = to
-	if len(c.Err) > MaxErrLen {
-		c.Err = c.Err[:MaxErrLen]
-	}
+	c.Err = cutErr(c.Err)
 	// a new slice: earlier copies of the state may share the old one
 	keep := min(len(s.Recent), RecentMax-1)
 	recent := make([]Check, 0, keep+1)
@@ -175,3 +174,21 @@ func (s State) Clone() State {
 }
 
 func inc(n int) int { return min(n+1, maxRun) }
+
+// cutErr bounds an error's text to MaxErrLen bytes, cut before a character
+// rather than inside one: Health, the admin API and the logs show it, and a
+// check function's error in a language other than English otherwise ended
+// in invalid UTF-8.
+func cutErr(s string) string {
+	if len(s) <= MaxErrLen {
+		return s
+	}
+	// a character is at most UTFMax bytes: past that, s is not UTF-8
+	// anyway and is cut where it is
+	for n := MaxErrLen; n > MaxErrLen-utf8.UTFMax; n-- {
+		if utf8.RuneStart(s[n]) {
+			return s[:n]
+		}
+	}
+	return s[:MaxErrLen]
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rssbot/discovery/internal/core"
 )
@@ -147,5 +148,20 @@ func TestRecentIsBoundedAndNotShared(t *testing.T) {
 	s.Apply(long, defaultTh)
 	if l, _ := s.Latest(); len(l.Err) != MaxErrLen {
 		t.Fatalf("error kept %d bytes; want %d", len(l.Err), MaxErrLen)
+	}
+}
+
+// A long error is cut at a character boundary: cut inside one, the error
+// that Health, the admin API and the logs show ended in invalid UTF-8 (a
+// replacement character in JSON), as a check function's error in any
+// language but English did once past MaxErrLen bytes.
+func TestLongErrorIsCutAtACharacter(t *testing.T) {
+	s := New()
+	msg := strings.Repeat("é", MaxErrLen) // 2 bytes each; MaxErrLen is even
+	s.Apply(Check{At: 1, Status: core.StatusUnhealthy, Err: "x" + msg}, defaultTh)
+	l, _ := s.Latest()
+	if !utf8.ValidString(l.Err) || len(l.Err) > MaxErrLen || len(l.Err) < MaxErrLen-utf8.UTFMax {
+		t.Fatalf("error kept as %d bytes, valid UTF-8 %v; want valid, at most %d and close to it",
+			len(l.Err), utf8.ValidString(l.Err), MaxErrLen)
 	}
 }
