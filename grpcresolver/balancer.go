@@ -73,8 +73,9 @@ func (b *pickBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 type sourceKey struct{}
 
 // source is where a resolver's state comes from: the Registry and service
-// to pick from, and the instances of it that WithFilter left out (by ID),
-// which Pick must not choose: never resolved, they are never connected.
+// to pick from, and the instances of it not resolved (by ID: WithFilter
+// left them out, or they are not usable), which Pick must not choose:
+// never resolved, they are never connected.
 type source struct {
 	reg     *discovery.Registry
 	service string
@@ -115,13 +116,13 @@ type picker struct {
 	streams *sync.Map                   // pickerBuilder.streams
 	byAddr  map[string]balancer.SubConn // the connected ones, by address
 	ready   []balancer.SubConn
-	skip    []discovery.PickOption // Exclude of each instance WithFilter left out
+	skip    []discovery.PickOption // Exclude of each instance not resolved
 	next    atomic.Uint32
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if p.src.reg != nil {
-		// The instances WithFilter left out are never chosen; one Pick
+		// The instances not resolved are never chosen; one Pick
 		// chooses that is not connected here (connecting, or not resolved
 		// yet) is left out for another try, twice.
 		opts := p.skip

@@ -171,7 +171,7 @@ type watchResolver struct {
 	// told of yet (run's own): see reconcile.
 	unheard map[string]bool
 	last    []resolver.Endpoint
-	skip    []string // the IDs WithFilter left out, sorted
+	left    []string // the IDs of the instances not resolved, sorted
 	sent    bool
 	// seed orders the endpoints (see push), differently in each resolver.
 	seed maphash.Seed
@@ -422,6 +422,24 @@ func (r *watchResolver) push(ctx context.Context) {
 	if len(eps) == 0 {
 		eps = panicked
 	}
+	// The instances not resolved, which the "discovery_pick" policy must
+	// not choose: with most of them unhealthy or ejected, Pick panics and
+	// chooses among every live one, and the picker, finding none connected
+	// three times, sent calls round-robin with no outcome fed back.
+	var left []string
+	if len(eps) < len(r.instances) {
+		resolved := make(map[string]bool, len(eps))
+		for _, ep := range eps {
+			in, _ := Endpoint(ep)
+			resolved[in.ID] = true
+		}
+		for id := range r.instances {
+			if !resolved[id] {
+				left = append(left, id)
+			}
+		}
+		slices.Sort(left)
+	}
 	slices.SortFunc(eps, func(a, b resolver.Endpoint) int {
 		ia, _ := Endpoint(a)
 		ib, _ := Endpoint(b)
@@ -430,11 +448,10 @@ func (r *watchResolver) push(ctx context.Context) {
 		}
 		return strings.Compare(ia.ID, ib.ID)
 	})
-	slices.Sort(skip)
-	if r.sent && slices.EqualFunc(eps, r.last, sameEndpoint) && slices.Equal(skip, r.skip) {
+	if r.sent && slices.EqualFunc(eps, r.last, sameEndpoint) && slices.Equal(left, r.left) {
 		return
 	}
-	r.last, r.skip, r.sent = eps, skip, true
+	r.last, r.left, r.sent = eps, left, true
 	// Watch-based: an error from UpdateState needs no retry. An empty
 	// update takes the old endpoints away (a policy keeps using them
 	// through a mere error), so calls fail (UNAVAILABLE) until instances
@@ -446,7 +463,7 @@ func (r *watchResolver) push(ctx context.Context) {
 	// Addresses too, for the policies built on balancer/base (the Pick
 	// balancer of this package among them), which read only those.
 	_ = r.cc.UpdateState(resolver.State{Endpoints: eps, Addresses: addrs,
-		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service, skip: skip})})
+		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service, skip: left})})
 	if len(eps) == 0 {
 		var err error = &discovery.NotFoundError{Service: r.service}
 		if len(r.instances) > 0 {
