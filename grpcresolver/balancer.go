@@ -67,6 +67,12 @@ type pickBalancer struct {
 
 func (b *pickBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	b.pb.src, _ = s.ResolverState.Attributes.Value(sourceKey{}).(source)
+	b.pb.resolved = b.pb.resolved[:0]
+	for _, a := range s.ResolverState.Addresses {
+		if in, ok := a.BalancerAttributes.Value(infoKey{}).(Info); ok {
+			b.pb.resolved = append(b.pb.resolved, resolvedAddr{addr: a.Addr, id: in.ID})
+		}
+	}
 	return b.Balancer.UpdateClientConnState(s)
 }
 
@@ -90,6 +96,8 @@ func (s source) Equal(o any) bool {
 
 type pickerBuilder struct {
 	src source
+	// resolved is the instances resolved, the connected among them or not.
+	resolved []resolvedAddr
 	// streams caches streaming's answer by method name for the pickers of
 	// one ClientConn: the protobuf registry's lookup takes its lock and
 	// walks the name on every call otherwise.
@@ -108,8 +116,20 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 		p.byAddr[sci.Address.Addr] = sc
 		p.ready = append(p.ready, sc)
 	}
+	// Nor are the resolved ones not connected (yet, or any more): Pick
+	// chose among them all, and a call whose three Picks found none
+	// connected went round-robin with its outcome fed nowhere (p2c_ewma
+	// prefers the instances it knows nothing of: nearly every call while
+	// a client was still connecting to the others).
+	for _, ra := range pb.resolved {
+		if _, ok := p.byAddr[ra.addr]; !ok {
+			p.skip = append(p.skip, discovery.Exclude(ra.id))
+		}
+	}
 	return p
 }
+
+type resolvedAddr struct{ addr, id string }
 
 type picker struct {
 	src     source

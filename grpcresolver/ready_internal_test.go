@@ -1,0 +1,57 @@
+package grpcresolver
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+type nopBalancer struct{ balancer.Balancer }
+
+func (nopBalancer) UpdateClientConnState(balancer.ClientConnState) error { return nil }
+
+// While some resolved instances are not connected yet (a client starting,
+// a server restarting), Pick chose among all of them and, finding three
+// not connected, the call went round-robin with its outcome fed nowhere.
+// Pick must choose among the connected ones.
+func TestPickerPicksAmongTheConnected(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	var addrs []resolver.Address
+	for port := 50051; port < 50055; port++ {
+		in, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst := in.Instance()
+		info := attributes.New(infoKey{}, Info{ID: inst.ID})
+		addrs = append(addrs, resolver.Address{Addr: inst.Addr(), BalancerAttributes: info})
+	}
+	pb := &pickerBuilder{}
+	b := &pickBalancer{Balancer: nopBalancer{}, pb: pb}
+	_ = b.UpdateClientConnState(balancer.ClientConnState{ResolverState: resolver.State{Addresses: addrs,
+		Attributes: attributes.New(sourceKey{}, source{reg: r, service: "greeter"})}})
+	sc := fakeSubConn{}
+	p := pb.Build(buildInfo(sc, addrs[0].Addr)) // the others still connecting
+	roundRobin := 0
+	for range 200 {
+		res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
+		if err != nil || res.SubConn != sc {
+			t.Fatalf("Pick = %+v, %v; want the one connected instance", res, err)
+		}
+		if res.Done == nil {
+			roundRobin++
+			continue
+		}
+		res.Done(balancer.DoneInfo{BytesSent: true, BytesReceived: true})
+	}
+	if roundRobin > 0 {
+		t.Fatalf("%d of 200 calls went round-robin, their outcome fed nowhere; want every one picked by the Registry", roundRobin)
+	}
+}
