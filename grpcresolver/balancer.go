@@ -67,37 +67,33 @@ type pickBalancer struct {
 
 func (b *pickBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	b.pb.src, _ = s.ResolverState.Attributes.Value(sourceKey{}).(source)
-	b.pb.resolved = b.pb.resolved[:0]
-	for _, a := range s.ResolverState.Addresses {
-		if in, ok := a.BalancerAttributes.Value(infoKey{}).(Info); ok {
-			b.pb.resolved = append(b.pb.resolved, resolvedAddr{addr: a.Addr, id: in.ID})
-		}
-	}
 	return b.Balancer.UpdateClientConnState(s)
 }
 
 type sourceKey struct{}
 
 // source is where a resolver's state comes from: the Registry and service
-// to pick from, and the instances of it not resolved (by ID: WithFilter
+// to pick from, the instances resolved (address and ID), and the
+// instances of it not resolved (by ID: WithFilter
 // left them out, or they are not usable), which Pick must not choose:
 // never resolved, they are never connected.
 type source struct {
 	reg     *discovery.Registry
 	service string
 	skip    []string
+	// resolved is the instances resolved, the connected among them or not.
+	resolved []resolvedAddr
 }
 
 // Equal is what gRPC's attributes compare a source with.
 func (s source) Equal(o any) bool {
 	x, ok := o.(source)
-	return ok && x.reg == s.reg && x.service == s.service && slices.Equal(x.skip, s.skip)
+	return ok && x.reg == s.reg && x.service == s.service && slices.Equal(x.skip, s.skip) &&
+		slices.Equal(x.resolved, s.resolved)
 }
 
 type pickerBuilder struct {
 	src source
-	// resolved is the instances resolved, the connected among them or not.
-	resolved []resolvedAddr
 	// streams caches streaming's answer by method name for the pickers of
 	// one ClientConn: the protobuf registry's lookup takes its lock and
 	// walks the name on every call otherwise.
@@ -121,7 +117,7 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	// connected went round-robin with its outcome fed nowhere (p2c_ewma
 	// prefers the instances it knows nothing of: nearly every call while
 	// a client was still connecting to the others).
-	for _, ra := range pb.resolved {
+	for _, ra := range pb.src.resolved {
 		if _, ok := p.byAddr[ra.addr]; !ok {
 			p.skip = append(p.skip, discovery.Exclude(ra.id))
 		}

@@ -457,13 +457,16 @@ func (r *watchResolver) push(ctx context.Context) {
 	// through a mere error), so calls fail (UNAVAILABLE) until instances
 	// come back; the error then says why.
 	addrs := make([]resolver.Address, len(eps))
+	resolved := make([]resolvedAddr, len(eps))
 	for i, ep := range eps {
 		addrs[i] = ep.Addresses[0]
+		in, _ := Endpoint(ep)
+		resolved[i] = resolvedAddr{addr: addrs[i].Addr, id: in.ID}
 	}
 	// Addresses too, for the policies built on balancer/base (the Pick
 	// balancer of this package among them), which read only those.
 	_ = r.cc.UpdateState(resolver.State{Endpoints: eps, Addresses: addrs,
-		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service, skip: left})})
+		Attributes: attributes.New(sourceKey{}, source{reg: r.b.reg, service: r.service, skip: left, resolved: resolved})})
 	if len(eps) == 0 {
 		var err error = &discovery.NotFoundError{Service: r.service}
 		if len(r.instances) > 0 {

@@ -4,17 +4,11 @@ import (
 	"context"
 	"testing"
 
-	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/resolver"
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
 )
-
-type nopBalancer struct{ balancer.Balancer }
-
-func (nopBalancer) UpdateClientConnState(balancer.ClientConnState) error { return nil }
 
 // While some resolved instances are not connected yet (a client starting,
 // a server restarting), Pick chose among all of them and, finding three
@@ -23,22 +17,18 @@ func (nopBalancer) UpdateClientConnState(balancer.ClientConnState) error { retur
 func TestPickerPicksAmongTheConnected(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	var addrs []resolver.Address
+	var resolved []resolvedAddr
 	for port := 50051; port < 50055; port++ {
 		in, err := r.Register(ctx, discovery.Instance{Service: "greeter", Host: "127.0.0.1", Port: port})
 		if err != nil {
 			t.Fatal(err)
 		}
 		inst := in.Instance()
-		info := attributes.New(infoKey{}, Info{ID: inst.ID})
-		addrs = append(addrs, resolver.Address{Addr: inst.Addr(), BalancerAttributes: info})
+		resolved = append(resolved, resolvedAddr{addr: inst.Addr(), id: inst.ID})
 	}
-	pb := &pickerBuilder{}
-	b := &pickBalancer{Balancer: nopBalancer{}, pb: pb}
-	_ = b.UpdateClientConnState(balancer.ClientConnState{ResolverState: resolver.State{Addresses: addrs,
-		Attributes: attributes.New(sourceKey{}, source{reg: r, service: "greeter"})}})
+	pb := &pickerBuilder{src: source{reg: r, service: "greeter", resolved: resolved}}
 	sc := fakeSubConn{}
-	p := pb.Build(buildInfo(sc, addrs[0].Addr)) // the others still connecting
+	p := pb.Build(buildInfo(sc, resolved[0].addr)) // the others still connecting
 	roundRobin := 0
 	for range 200 {
 		res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
