@@ -612,6 +612,17 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		// that), and whose life is no request's latency.
 		reported = true
 		sel.DoneLatency(outcome, latency)
+		// Closed (or the clone evicted) while the instance answered: as
+		// at a body's end (see end.done), the connection went idle after
+		// the pool was emptied. Over HTTP/2 net/http's RoundTrip has
+		// waited for such a stream to end, so it is idle now; left, it
+		// stayed open for the base's idle timeout (for ever in a clone
+		// of a base without one), its reader goroutine with it.
+		if !local && t.r.closed.Load() {
+			t.r.pools.closeIdle(nil)
+		} else if clone != nil && clone.retired.Load() {
+			clone.t.CloseIdleConnections()
+		}
 		return resp, false, nil
 	}
 	// What end holds must not refer to the answer, which a body may (a
