@@ -275,6 +275,12 @@ func (c *Cache) Failed(ctx context.Context, op string, err error) error {
 }
 
 func (c *Cache) startProbe() {
+	// Checked and counted under mu, which Close cancels under: a failure
+	// met as Close ran (its own cancellation ends the calls under way)
+	// found the cache open, and added to wg while Close waited on it at
+	// zero, which WaitGroup forbids, and the probe started after Close.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.ctx.Err() != nil || !c.probing.CompareAndSwap(false, true) {
 		return
 	}
@@ -951,8 +957,8 @@ func (p Pushed) Decode() (svc *core.Service, loadedAt time.Time, ok bool) {
 
 // Close unsubscribes and stops every goroutine. It does not close the client.
 func (c *Cache) Close() {
-	c.cancel()
 	c.mu.Lock()
+	c.cancel() // under mu: see startProbe
 	if c.ps != nil {
 		_ = c.ps.Close()
 	}
