@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/rssbot/discovery"
@@ -66,19 +65,5 @@ func TestPickerPicksAmongTheResolvedWhenMostAreEjected(t *testing.T) {
 	src, _ := st.Attributes.Value(sourceKey{}).(source)
 	sc := fakeSubConn{}
 	p := (&pickerBuilder{src: src}).Build(buildInfo(sc, st.Addresses[0].Addr))
-	roundRobin := 0
-	for range 200 {
-		res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
-		if err != nil || res.SubConn != sc {
-			t.Fatalf("Pick = %+v, %v; want the one connected instance", res, err)
-		}
-		if res.Done == nil {
-			roundRobin++
-			continue
-		}
-		res.Done(balancer.DoneInfo{BytesSent: true, BytesReceived: true})
-	}
-	if roundRobin > 0 {
-		t.Fatalf("%d of 200 calls went round-robin, their outcome fed nowhere; want every one picked by the Registry", roundRobin)
-	}
+	allPickedByTheRegistry(ctx, t, p, sc)
 }

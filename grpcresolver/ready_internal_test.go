@@ -29,6 +29,14 @@ func TestPickerPicksAmongTheConnected(t *testing.T) {
 	pb := &pickerBuilder{src: source{reg: r, service: "greeter", resolved: resolved}}
 	sc := fakeSubConn{}
 	p := pb.Build(buildInfo(sc, resolved[0].addr)) // the others still connecting
+	allPickedByTheRegistry(ctx, t, p, sc)
+}
+
+// allPickedByTheRegistry fails t unless each of 200 picks of p goes to sc,
+// the one connected instance, picked by the Registry (with a Done that
+// feeds its outcome back), not round-robin.
+func allPickedByTheRegistry(ctx context.Context, t *testing.T, p balancer.Picker, sc balancer.SubConn) {
+	t.Helper()
 	roundRobin := 0
 	for range 200 {
 		res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
