@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -96,10 +95,7 @@ func TestTransportEvictedCloneReleasesAConnectionAnsweringWithoutABodyAfter(t *t
 	registerServer(t, r, "web", &countingServer{Server: srv})
 	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
 	defer base.CloseIdleConnections()
-	clientConns := func() int {
-		buf := make([]byte, 4<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*http2ClientConn).readLoop(")
-	}
+	clientConns := h2ClientConns
 	before := clientConns()
 	got := make(chan error, 1)
 	go func() {

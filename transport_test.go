@@ -2191,10 +2191,7 @@ func TestTransportEvictedCloneReleasesAConnectionBusyThen(t *testing.T) {
 	registerServer(t, r, "web", &countingServer{Server: srv})
 	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
 	defer base.CloseIdleConnections()
-	clientConns := func() int {
-		buf := make([]byte, 4<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*http2ClientConn).readLoop(")
-	}
+	clientConns := h2ClientConns
 	before := clientConns()
 	resp, err := r.HTTPClient(discovery.BaseTransport(base)).Get("https://web/stream")
 	if err != nil {
@@ -2649,4 +2646,11 @@ func TestTransportInProcessSizedBodyHasNoTrailers(t *testing.T) {
 			t.Errorf("%s: %q with trailer %v, header Trailer %q; want \"hi\", no trailer, the declaration left in the header", service, body, resp.Trailer, resp.Header.Get("Trailer"))
 		}
 	}
+}
+
+// h2ClientConns counts the HTTP/2 client connections open in the process
+// (their reader goroutines).
+func h2ClientConns() int {
+	buf := make([]byte, 4<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*http2ClientConn).readLoop(")
 }
