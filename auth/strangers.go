@@ -38,10 +38,11 @@ const maxKnownCallers = 4096
 // token from a bucket (rate a second, burst at most) and gives it back if
 // the registry knows the caller; without a token the request is refused
 // unread. A name found unknown is answered unknown without a lookup for a
-// second (the negative TTL if shorter), reading nothing. Requests of a caller whose paid lookup is under way
-// take none either: the Registry loads a service once for all who ask
-// meanwhile, and a busy caller's requests at start-up, each paying, spent
-// the burst on one load and were refused past it.
+// second (the negative TTL if shorter), reading nothing. Requests of a
+// caller whose paid lookup is under way take none either: the Registry
+// loads a service once for all who ask meanwhile, and a busy caller's
+// requests at start-up, each paying, spent the burst on one load and were
+// refused past it.
 type strangers struct {
 	rate, burst float64       // rate 0: no bound
 	memory      time.Duration // how long a name found unknown is answered so without a lookup
@@ -123,13 +124,13 @@ func (s *strangers) admit(caller string, now time.Time) admission {
 	return admitPaid
 }
 
-// settle records what a lookup admit let through at now found: whether
-// the registry knows caller (known), or says it has no such service
-// (unknown); neither when the lookup failed, which keeps its token. now is
+// settle records what a lookup admit let through at now found: the
+// registry knows caller, or says it has no such service; a lookup that
+// failed keeps its token. now is
 // the admission's time, not the answer's: the negative cache's memory runs
 // from its read, which came after, and timed from the answer the free
 // lookups outlived it by as long as the read took.
-func (s *strangers) settle(caller string, took, known, unknown bool, now time.Time) {
+func (s *strangers) settle(caller string, took bool, found callerLookup, now time.Time) {
 	if s.rate == 0 {
 		return
 	}
@@ -138,8 +139,8 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 	if took {
 		delete(s.paying, caller)
 	}
-	switch {
-	case known:
+	switch found {
+	case callerKnown:
 		if took {
 			s.tokens = min(s.burst, s.tokens+1)
 		}
@@ -147,7 +148,7 @@ func (s *strangers) settle(caller string, took, known, unknown bool, now time.Ti
 			s.learn(caller)
 		}
 		delete(s.recent, caller)
-	case unknown:
+	case callerUnknown:
 		delete(s.known, caller) // a service gone from the registry
 		delete(s.before, caller)
 		if !took {

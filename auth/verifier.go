@@ -349,7 +349,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, gate func(context.Con
 	}
 	key, lookup, e := v.key(ctx, caller, h.kid)
 	if !named {
-		v.strangers.settle(caller, took, lookup == callerKnown, lookup == callerUnknown, admitted)
+		v.strangers.settle(caller, took, lookup, admitted)
 	}
 	if e != nil {
 		return fail(e)
