@@ -221,11 +221,7 @@ func TestOverviewCountsADrainingSuspectAsNotUsable(t *testing.T) {
 // metric labels to services the application never looked up.
 func TestOverviewDoesNotCountItsOwnLookups(t *testing.T) {
 	ctx := context.Background()
-	reg := prometheus.NewRegistry()
-	b := discoverytest.NewBackend()
-	other := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
-	r := discoverytest.NewRegistry(t, b, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
-	mustRegister(t, other, inst("quiet", "10.0.0.1", 80))
+	r, reg := quietElsewhere(t)
 	var ov discovery.Overview
 	for range 10 {
 		var err error
@@ -304,11 +300,7 @@ func TestOverviewEndedByItsContextIsNotNotFound(t *testing.T) {
 // set of metric labels in a process that never used it.
 func TestAdminServiceDoesNotCountItsLookups(t *testing.T) {
 	ctx := context.Background()
-	reg := prometheus.NewRegistry()
-	b := discoverytest.NewBackend()
-	other := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
-	r := discoverytest.NewRegistry(t, b, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
-	mustRegister(t, other, inst("quiet", "10.0.0.1", 80))
+	r, reg := quietElsewhere(t)
 	h := r.AdminHandler()
 	for range 3 {
 		if rec := serve(h, "GET", "/services/quiet", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "10.0.0.1") {
@@ -447,4 +439,16 @@ func countedNoLookup(t *testing.T, r *discovery.Registry, reg *prometheus.Regist
 			t.Errorf("a label for a service only %s looked up: %s", by, k)
 		}
 	}
+}
+
+// quietElsewhere is a Registry with metrics and a service "quiet" that
+// another process registered (10.0.0.1:80), not looked up here yet.
+func quietElsewhere(t *testing.T) (*discovery.Registry, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	b := discoverytest.NewBackend()
+	other := discoverytest.NewRegistry(t, b, discovery.WithoutHealthChecks())
+	r := discoverytest.NewRegistry(t, b, discovery.WithMetrics(reg), discovery.WithoutHealthChecks())
+	mustRegister(t, other, inst("quiet", "10.0.0.1", 80))
+	return r, reg
 }
