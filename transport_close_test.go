@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -24,17 +25,7 @@ func TestRegistryCloseReleasesAConnectionAnsweringWithoutABodyAfterIt(t *testing
 		status       int
 	}{{"204", http.MethodGet, http.StatusNoContent}, {"HEAD", http.MethodHead, http.StatusOK}} {
 		t.Run(tt.name, func(t *testing.T) {
-			entered, release := make(chan struct{}, 1), make(chan struct{})
-			cert, roots := certFor(t, "web")
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				entered <- struct{}{}
-				<-release
-				w.WriteHeader(tt.status)
-			}))
-			srv.EnableHTTP2 = true
-			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-			srv.StartTLS()
-			defer srv.Close()
+			srv, roots, entered, release := heldH2Server(t, tt.status)
 			before := goleak.IgnoreCurrent()
 			r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
 			if err != nil {
@@ -79,17 +70,7 @@ func TestRegistryCloseReleasesAConnectionAnsweringWithoutABodyAfterIt(t *testing
 // its connection, idle once the answer came, stayed open for good (the
 // base has no idle timeout), in a clone nothing used again.
 func TestTransportEvictedCloneReleasesAConnectionAnsweringWithoutABodyAfter(t *testing.T) {
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	cert, roots := certFor(t, "web")
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		entered <- struct{}{}
-		<-release
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	defer srv.Close()
+	srv, roots, entered, release := heldH2Server(t, http.StatusNoContent)
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
 	registerServer(t, r, "web", &countingServer{Server: srv})
 	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
@@ -117,4 +98,19 @@ func TestTransportEvictedCloneReleasesAConnectionAnsweringWithoutABodyAfter(t *t
 	if n := clientConns() - before; n > 0 {
 		t.Fatalf("%d HTTP/2 connections of the evicted clone open 5s after its answer without a body; want 0", n)
 	}
+}
+
+// heldH2Server is an HTTP/2 server of "web" that tells entered of each
+// request and answers it with status, without a body, once release is
+// closed.
+func heldH2Server(t *testing.T, status int) (srv *httptest.Server, roots *x509.CertPool, entered <-chan struct{}, release chan struct{}) {
+	t.Helper()
+	in := make(chan struct{}, 1)
+	release = make(chan struct{})
+	srv, roots = h2Server(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		in <- struct{}{}
+		<-release
+		w.WriteHeader(status)
+	}))
+	return srv, roots, in, release
 }

@@ -2219,8 +2219,15 @@ func TestTransportEvictedCloneReleasesAConnectionBusyThen(t *testing.T) {
 // answers twoEvents(release), and returns it and the roots that trust it.
 func h2EventServer(t *testing.T, release <-chan struct{}) (*httptest.Server, *x509.CertPool) {
 	t.Helper()
+	return h2Server(t, twoEvents(release))
+}
+
+// h2Server serves h over HTTP/2 with TLS as "web", until the test ends,
+// and returns the roots that trust it.
+func h2Server(t *testing.T, h http.Handler) (*httptest.Server, *x509.CertPool) {
+	t.Helper()
 	cert, roots := certFor(t, "web")
-	srv := httptest.NewUnstartedServer(twoEvents(release))
+	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
