@@ -1680,16 +1680,7 @@ func TestFirstFailureIgnoresAnEjectedPeer(t *testing.T) {
 	if avg := discovery.LatencyAverage(r, "db_svc", "i3"); avg > 20*time.Millisecond {
 		t.Errorf("i3's first failure (1 µs) made its average %v; want twice its peers' (5 ms)", avg)
 	}
-	got := map[string]int{}
-	for range 15000 { // 15 s: twice 5 ms decays below 5 ms in 7 s
-		clock.Advance(time.Millisecond)
-		sel, err := r.Pick(ctx, "db_svc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[sel.Instance.ID]++
-		sel.DoneLatency(nil, 5*time.Millisecond)
-	}
+	got := picksAt5ms(ctx, t, clock, r, 15000) // 15 s: twice 5 ms decays below 5 ms in 7 s
 	if got["i3"] == 0 {
 		t.Fatalf("in the 15 s after its one fast failure, i3 got none of 15000 picks: %v", got)
 	}
@@ -1792,19 +1783,7 @@ func TestP2CEWMAPicksAnInstanceBackWithARequestInFlight(t *testing.T) {
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour),
 		discovery.WithoutHealthChecks())
 	registerN(t, r, "db_svc", 1, 1, 1)
-	run := func(n int) map[string]int {
-		got := map[string]int{}
-		for range n {
-			clock.Advance(time.Millisecond)
-			sel, err := r.Pick(ctx, "db_svc")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[sel.Instance.ID]++
-			sel.DoneLatency(nil, 5*time.Millisecond)
-		}
-		return got
-	}
+	run := func(n int) map[string]int { return picksAt5ms(ctx, t, clock, r, n) }
 	run(300)
 	streams := map[string]discovery.Selection{} // a long-lived request to each instance
 	for len(streams) < 3 {
@@ -1885,4 +1864,21 @@ func peersAt5ms(t *testing.T, weights []int, opts ...discovery.Option) (*discove
 		}
 	}
 	return clock, r
+}
+
+// picksAt5ms picks db_svc n times, a millisecond apart, each answered in
+// 5 ms, and counts the picks of each instance.
+func picksAt5ms(ctx context.Context, t *testing.T, clock *discoverytest.Clock, r *discovery.Registry, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		clock.Advance(time.Millisecond)
+		sel, err := r.Pick(ctx, "db_svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sel.Instance.ID]++
+		sel.DoneLatency(nil, 5*time.Millisecond)
+	}
+	return got
 }
