@@ -27,13 +27,7 @@ func TestRegistryCloseReleasesAConnectionAnsweringWithoutABodyAfterIt(t *testing
 		t.Run(tt.name, func(t *testing.T) {
 			srv, roots, entered, release := heldH2Server(t, tt.status)
 			before := goleak.IgnoreCurrent()
-			r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			registerServer(t, r, "web", &countingServer{Server: srv})
-			base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
-			defer base.CloseIdleConnections()
+			r, base := webOverH2(t, srv, roots) // closed by the test
 			type answer struct {
 				resp *http.Response
 				err  error

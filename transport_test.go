@@ -2140,13 +2140,7 @@ func TestRegistryCloseReleasesAConnectionBusyAtClose(t *testing.T) {
 	release := make(chan struct{})
 	srv, roots := h2EventServer(t, release)
 	before := goleak.IgnoreCurrent()
-	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	registerServer(t, r, "web", &countingServer{Server: srv})
-	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
-	defer base.CloseIdleConnections()
+	r, base := webOverH2(t, srv, roots) // closed by the test
 	tests := []struct {
 		name string
 		end  func(io.ReadCloser)
@@ -2660,4 +2654,19 @@ func TestTransportInProcessSizedBodyHasNoTrailers(t *testing.T) {
 func h2ClientConns() int {
 	buf := make([]byte, 4<<20)
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*http2ClientConn).readLoop(")
+}
+
+// webOverH2 is a Registry the test closes itself, without a close drain,
+// with srv registered as "web", and an HTTP/2 base transport that trusts
+// roots (its idle connections closed when the test ends).
+func webOverH2(t *testing.T, srv *httptest.Server, roots *x509.CertPool) (*discovery.Registry, *http.Transport) {
+	t.Helper()
+	r, err := discovery.New(discovery.WithStore(discoverytest.NewBackend()), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerServer(t, r, "web", &countingServer{Server: srv})
+	base := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots}}
+	t.Cleanup(base.CloseIdleConnections)
+	return r, base
 }
