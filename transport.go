@@ -139,7 +139,10 @@ func WithHandler(h http.Handler) RegisterOption {
 // (a long poll or an event stream the caller ends: the instance had
 // answered), a request that ended before it was sent, or a request body
 // that failed to read or was not its declared length, as neither, and none
-// of them retried) when the response's body is closed or read to its
+// of them retried; a TLS certificate refused, either way, is a failure only
+// when the latest https request to that host name was answered, and
+// otherwise the caller's own configuration, neither: see README's failure
+// modes) when the response's body is closed or read to its
 // end (in flight until then, or, dropped unclosed, until it is garbage
 // collected; its latency is the time to the response's
 // headers, not the body's life, which a stream or a slow reader makes the
@@ -180,6 +183,8 @@ type transport struct {
 	r      *Registry
 	o      transportOptions
 	budget retryBudget
+	// trust tells whose fault a refused certificate is.
+	trust tlsTrust
 	// Retried counts retries made, for tests and metrics.
 	retried atomic.Uint64
 }
@@ -573,12 +578,18 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		// before reported: a GetBody that panics leaves the deferred Done
 		callers = body != nil && body.callers(out.ContentLength) || body == nil && replayMismatch(out)
 		reported = true
-		if callers || callerCanceled(req) || errors.Is(err, errBrokenBase) {
+		if callers || callerCanceled(req) || errors.Is(err, errBrokenBase) ||
+			!local && certRefused(err) && !t.trust.refused(req.URL.Hostname()) {
+			// A certificate refused with no answer under the name since
+			// the last refusal is the caller's (see tlsTrust).
 			sel.DoneLatency(context.Canceled, time.Since(start))
 		} else {
 			sel.DoneLatency(err, time.Since(start))
 		}
 		return nil, callers, err
+	}
+	if !local && out.URL.Scheme == "https" {
+		t.trust.answered(req.URL.Hostname())
 	}
 	// The response names the caller's request, to the service, as the one
 	// the caller sent: named for the instance's address, resp.Location()

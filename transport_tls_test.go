@@ -1,0 +1,178 @@
+package discovery_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	x509pkix "crypto/x509/pkix"
+	"io"
+	"log"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// tlsInstance registers, as an instance of service, an https server that
+// presents cert, and returns its ID.
+func tlsInstance(t *testing.T, r *discovery.Registry, service string, cert tls.Certificate) string {
+	t.Helper()
+	return tlsInstanceAuth(t, r, service, cert, nil)
+}
+
+// tlsInstanceAuth is tlsInstance whose server requires a client
+// certificate of clientCAs, if not nil.
+func tlsInstanceAuth(t *testing.T, r *discovery.Registry, service string, cert tls.Certificate, clientCAs *x509.CertPool) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	if clientCAs != nil {
+		srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, clientCAs
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes it refuses
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return registerServer(t, r, service, &countingServer{Server: srv})
+}
+
+// ejectedOf returns the IDs of the service's ejected instances.
+func ejectedOf(t *testing.T, r *discovery.Registry, service string) []string {
+	t.Helper()
+	svc, err := r.Get(context.Background(), service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, in := range svc.Instances {
+		if in.Status == discovery.StatusEjected {
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
+}
+
+// A caller that cannot verify any instance's certificate (its CA bundle
+// lacks the service's CA, say), or whose client certificate every instance
+// refuses (expired, or none), has a configuration problem of its own:
+// every instance fails it alike. Counted as the instances' failures, its
+// requests ejected healthy instances (up to the ejection cap) from the
+// picks of every client of the process, the well-configured ones too, and
+// logged them as outliers.
+func TestTransportCallerThatTrustsNoInstanceEjectsNone(t *testing.T) {
+	cert, roots := certFor(t, "web")
+	_, otherCA := certFor(t, "web") // a bundle without the instances' CA
+	tests := []struct {
+		name      string
+		clientCAs *x509.CertPool // instances require a client certificate of it
+		rootCAs   *x509.CertPool
+		want      string
+	}{
+		{"caller lacks the CA", nil, otherCA, "certificate signed by unknown authority"},
+		{"client certificate refused", otherCA, roots, "certificate required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+			for range 3 {
+				tlsInstanceAuth(t, r, "web", cert, tt.clientCAs)
+			}
+			client := r.HTTPClient(discovery.BaseTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: tt.rootCAs}}))
+			defer client.CloseIdleConnections()
+			for i := range 30 {
+				resp, err := client.Get("https://web/" + strconv.Itoa(i))
+				if err == nil {
+					resp.Body.Close()
+					t.Fatal("GET https://web/ succeeded; want the handshake refused")
+				}
+				if !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("GET https://web/: %v; want %q", err, tt.want)
+				}
+			}
+			if ids := ejectedOf(t, r, "web"); len(ids) != 0 {
+				t.Errorf("a caller whose certificates no instance gets through ejected %v; want none ejected", ids)
+			}
+		})
+	}
+}
+
+// An instance whose certificate does not verify while the others' do (a
+// certificate for another name, from an unknown CA, expired: another
+// process at a recycled address, a botched rotation) is that instance's
+// fault: its failures count, and it is ejected.
+func TestTransportInstanceWithABadCertificateIsEjected(t *testing.T) {
+	good, roots := certFor(t, "web")
+	wrongName, _ := certFor(t, "other")
+	unknown, _ := certFor(t, "web")
+	expired := expiredCertFor(t, "web")
+	roots.AddCert(wrongName.Leaf)
+	roots.AddCert(expired.Leaf)
+	tests := []struct {
+		name string
+		cert tls.Certificate
+	}{
+		{"wrong name", wrongName},
+		{"unknown authority", unknown},
+		{"expired", expired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+			tlsInstance(t, r, "web", good)
+			tlsInstance(t, r, "web", good)
+			bad := tlsInstance(t, r, "web", tt.cert)
+			client := r.HTTPClient(discovery.BaseTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}))
+			defer client.CloseIdleConnections()
+			for i := range 30 {
+				resp, err := client.Get("https://web/" + strconv.Itoa(i))
+				if err != nil {
+					t.Fatalf("GET %d: %v; want the retry on a good instance to answer", i, err)
+				}
+				resp.Body.Close()
+			}
+			if ids := ejectedOf(t, r, "web"); len(ids) != 1 || ids[0] != bad {
+				t.Errorf("ejected %v; want the instance with the bad certificate, %s", ids, bad)
+			}
+		})
+	}
+}
+
+// expiredCertFor returns a self-signed certificate for the DNS name that
+// expired an hour ago.
+func expiredCertFor(t *testing.T, name string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(2),
+		Subject:               x509pkix.Name{CommonName: name},
+		DNSNames:              []string{name},
+		NotBefore:             time.Now().Add(-2 * time.Hour),
+		NotAfter:              time.Now().Add(-time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
