@@ -121,7 +121,12 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // writable body, so an Upgrade works in-process),
 // a body of a declared length ends once written, and closing the body
 // before its end ends the handler's request context (which, as a
-// server's, holds none of the caller's values). Register refuses it for an
+// server's, holds none of the caller's values). The request is as
+// net/http's server gives it from net/http's client: the User-Agent that
+// client sends (Go-http-client/1.1 unless the request sets one), a
+// loopback RemoteAddr and, for https, a TLS state (r.TLS) naming the host
+// asked for, though no client certificate; it is not offered gzip, which
+// net/http's client would inflate again. Register refuses it for an
 // HTTP instance, whose requests go over the network.
 func WithHandler(h http.Handler) RegisterOption {
 	return regOptionFunc(func(o *regOptions) { o.handler = h; o.noteNil("handler", h == nil) })
@@ -566,7 +571,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	local := h != nil
 	var clone *tlsClone
 	if local {
-		resp, err = serveLocal(h, out)
+		resp, err = serveLocal(h, out, req.URL.Hostname())
 	} else {
 		var base http.RoundTripper
 		base, clone = t.baseFor(out, req.URL.Hostname())

@@ -3,6 +3,7 @@ package discovery
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +29,14 @@ import (
 // cuts the body short. A caller whose context ends (or whose Cancel
 // channel closes) gets its error then, while a handler that does not
 // watch the context runs on to its end, as a server's would.
-func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
+//
+// The handler sees the connection as over the network where a handler may
+// look: the User-Agent net/http's client sends, a RemoteAddr on loopback,
+// and for an https request a TLS state naming serverName, the host name the
+// caller asked for (see localConn). It is not offered gzip: net/http's
+// client asks for it and inflates the answer, so a caller gets the same
+// bytes either way, and compressing in-process is work for nothing.
+func serveLocal(h http.Handler, out *http.Request, serverName string) (*http.Response, error) {
 	ctx := out.Context()
 	if err := ctx.Err(); err != nil { // net/http sends nothing then
 		if out.Body != nil {
@@ -42,7 +50,8 @@ func serveLocal(h http.Handler, out *http.Request) (*http.Response, error) {
 	// body.
 	hctx, cancel := context.WithCancel(context.Background())
 	in := serverRequest(out.WithContext(hctx))
-	in.Header = wireHeader(out.Header)
+	in.Header = requestHeader(out.Header)
+	localConn(in, out.URL.Scheme, serverName)
 	switch {
 	case in.Body == nil || in.Body == http.NoBody:
 		in.Body, in.ContentLength = http.NoBody, 0
@@ -406,6 +415,57 @@ func (w *localWriter) trailers() http.Header {
 	return t
 }
 
+// defaultUserAgent is what net/http's client sends as User-Agent for a
+// request that sets none.
+const defaultUserAgent = "Go-http-client/1.1"
+
+// requestHeader returns a request's header h as net/http's server reads
+// it from net/http's client (see wireHeader), with the User-Agent the
+// client writes: defaultUserAgent unless h has a User-Agent key, whose
+// first value it sends (none if that is empty). In-process a handler saw
+// no User-Agent at all, or every value of the key.
+func requestHeader(h http.Header) http.Header {
+	ua := defaultUserAgent
+	if _, set := h["User-Agent"]; set {
+		ua = h.Get("User-Agent")
+	}
+	out := wireHeaderWithout(h, "User-Agent")
+	if ua = wireValue(ua); ua != "" {
+		// first, before any value under a key set by hand in another case
+		// ("user-agent"), which the client writes after it
+		out["User-Agent"] = append([]string{ua}, out["User-Agent"]...)
+	}
+	return out
+}
+
+// localRemoteAddr is the RemoteAddr of a request served in-process: its
+// caller is this process, on this host. Empty, as it was, a handler that
+// splits it (net.SplitHostPort, for a rate limiter's key or a log line)
+// failed in-process alone.
+const localRemoteAddr = "127.0.0.1:0"
+
+// localConn gives in the connection's side of a request served
+// in-process: its RemoteAddr and, for an https request, the TLS state of
+// a connection whose handshake completed for serverName (TLS 1.3, as
+// net/http negotiates with itself). Without one, a handler that tells
+// https from http by r.TLS (one that redirects plain requests to https,
+// marks cookies Secure, or sets Strict-Transport-Security only over TLS)
+// took an https caller for a plain one in-process alone. It holds no peer
+// certificates: the caller's client certificate is not presented
+// in-process.
+func localConn(in *http.Request, scheme, serverName string) {
+	in.RemoteAddr = localRemoteAddr
+	if scheme == "https" {
+		in.TLS = &tls.ConnectionState{
+			Version:            tls.VersionTLS13,
+			HandshakeComplete:  true,
+			CipherSuite:        tls.TLS_AES_128_GCM_SHA256,
+			NegotiatedProtocol: "http/1.1",
+			ServerName:         serverName,
+		}
+	}
+}
+
 // wireHeader returns h as the far end of a connection reads it from
 // net/http: keys canonical (the values of keys that differ only in case
 // merged, in the order net/http writes them, sorted by key), values
@@ -416,10 +476,14 @@ func (w *localWriter) trailers() http.Header {
 // on the other side over the network alone, and net/http's way to send
 // nothing (Idempotency-Key: nil, Date: nil) reached the other side
 // in-process.
-func wireHeader(h http.Header) http.Header {
+func wireHeader(h http.Header) http.Header { return wireHeaderWithout(h, "") }
+
+// wireHeaderWithout is wireHeader leaving out the key skip, exactly as
+// spelled (net/http's client writes its User-Agent apart).
+func wireHeaderWithout(h http.Header, skip string) http.Header {
 	keys := make([]string, 0, len(h))
 	for k, vv := range h {
-		if len(vv) > 0 && !strings.HasPrefix(k, http.TrailerPrefix) {
+		if len(vv) > 0 && k != skip && !strings.HasPrefix(k, http.TrailerPrefix) {
 			keys = append(keys, k)
 		}
 	}
@@ -428,18 +492,24 @@ func wireHeader(h http.Header) http.Header {
 	for _, k := range keys {
 		ck := http.CanonicalHeaderKey(k)
 		for _, v := range h[k] {
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.Map(func(r rune) rune {
-					if r == '\r' || r == '\n' {
-						return ' '
-					}
-					return r
-				}, v)
-			}
-			out[ck] = append(out[ck], textproto.TrimString(v))
+			out[ck] = append(out[ck], wireValue(v))
 		}
 	}
 	return out
+}
+
+// wireValue is a header value as net/http writes it: line breaks as
+// spaces, trimmed of spaces and tabs.
+func wireValue(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' {
+				return ' '
+			}
+			return r
+		}, v)
+	}
+	return textproto.TrimString(v)
 }
 
 // hasTrailers reports whether the handler declared or set trailers, for
