@@ -76,12 +76,39 @@ type Option func(*builder)
 
 // WithScheme makes the Builder resolve targets of scheme instead of
 // "discovery" (gRPC compares schemes in lower case; "" keeps the default).
+// A scheme is a letter, then letters, digits, "+", "-" or "." (RFC 3986):
+// another ("ht tp", "HTTP://") is refused, the scheme left as it was, and
+// every Build of the Builder fails with a discovery.ValidationError (it
+// matches discovery.ErrInvalid) that names it, as NewBuilder has no error
+// to return. Taken as it was, it made a Builder no target could name: gRPC
+// parsed "http:///orders" as scheme "http", found no resolver of it, and
+// sent the target to DNS.
 func WithScheme(scheme string) Option {
 	return func(b *builder) {
-		if scheme != "" {
+		switch {
+		case scheme == "":
+		case !validScheme(scheme):
+			if b.err == nil {
+				b.err = &discovery.ValidationError{Field: "option WithScheme", Value: scheme,
+					Reason: "not a URL scheme (a letter, then letters, digits, \"+\", \"-\" or \".\"): no target can name it"}
+			}
+		default:
 			b.scheme = strings.ToLower(scheme)
 		}
 	}
+}
+
+// validScheme reports whether s is a URL scheme (RFC 3986, 3.1).
+func validScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // WithFilter keeps only the instances keep returns true for (a zone, a
@@ -113,6 +140,9 @@ type builder struct {
 	reg    *discovery.Registry
 	scheme string
 	keep   func(discovery.Instance) bool
+	// err is an option's refusal, which every Build returns: NewBuilder
+	// has no error to return.
+	err error
 }
 
 func (b *builder) Scheme() string { return b.scheme }
@@ -123,6 +153,9 @@ func (b *builder) Scheme() string { return b.scheme }
 // (rather than resolve the service as if they were not there), is an
 // error matching discovery.ErrInvalid.
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
 	if b.reg == nil {
 		return nil, &discovery.ValidationError{Field: "registry", Reason: "NewBuilder was given a nil *discovery.Registry"}
 	}

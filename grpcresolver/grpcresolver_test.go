@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -901,4 +902,31 @@ func addrs(st resolver.State) (out []string) {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// A scheme that is not one (RFC 3986: a letter, then letters, digits, "+",
+// "-" or "."), such as "ht tp" or "HTTP://", made a Builder that no target
+// can name: gRPC parsed "http:///orders" as scheme "http", found no
+// resolver of that name, and went to DNS, with an error that never named
+// WithScheme. Such a scheme is refused, changing nothing (the Builder
+// keeps its scheme), and every Build says why, as a nil Registry does.
+func TestWithSchemeRefusesAnInvalidScheme(t *testing.T) {
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	for _, bad := range []string{"ht tp", "HTTP://", "disco:", "1disco", "-disco", "dis/co", "dïsco"} {
+		b := grpcresolver.NewBuilder(r, grpcresolver.WithScheme(bad))
+		if got := b.Scheme(); got != grpcresolver.Scheme {
+			t.Errorf("WithScheme(%q) made the scheme %q; want it refused, the scheme left %q", bad, got, grpcresolver.Scheme)
+		}
+		_, err := b.Build(resolver.Target{URL: url.URL{Scheme: b.Scheme(), Path: "/greeter"}}, &recordingConn{}, resolver.BuildOptions{})
+		var ve *discovery.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "option WithScheme" || ve.Value != bad {
+			t.Errorf("Build after WithScheme(%q) = %v; want a ValidationError of option WithScheme naming it", bad, err)
+		}
+	}
+	for _, good := range []string{"Disco", "ftp", "my-disco+v1.x"} {
+		b := grpcresolver.NewBuilder(r, grpcresolver.WithScheme(good))
+		if want := strings.ToLower(good); b.Scheme() != want {
+			t.Errorf("WithScheme(%q) made the scheme %q; want %q", good, b.Scheme(), want)
+		}
+	}
 }
