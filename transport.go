@@ -142,7 +142,8 @@ func WithHandler(h http.Handler) RegisterOption {
 // caller's cancellation (of its context, or through Request.Cancel, as
 // http.Client does), the caller's deadline passing while it reads the body
 // (a long poll or an event stream the caller ends: the instance had
-// answered), a request that ended before it was sent, or a request body
+// answered; but not one whose declared length none came of while the
+// caller waited: a stall, a failure), a request that ended before it was sent, or a request body
 // that failed to read or was not its declared length, as neither, and none
 // of them retried; a TLS certificate refused, either way, is a failure only
 // when the latest https request to that host name was answered, and
@@ -644,7 +645,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 	// What end holds must not refer to the answer, which a body may (a
 	// chunked one's trailers go to its Response): see doneBody.
 	end := &bodyEnd{}
-	end.done = func(readErr error, body io.Closer) {
+	end.done = func(readErr error, body io.Closer, waitedSince time.Time) {
 		o := outcome
 		if o == nil && readErr != nil {
 			// The instance cut the body short (a connection error, its
@@ -656,14 +657,25 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			// body's life is the caller's, as its latency is. Counted as
 			// the instance's failure, five long-poll or event-stream
 			// callers whose deadlines were shorter than their streams
-			// ejected a healthy instance. The price: an instance that
-			// stalls after its headers is not ejected by its callers'
-			// deadlines (Envoy, whose route timeout covers the body,
-			// counts one as a gateway failure); its health check, or a
-			// deadline before the headers, still finds it hung (send).
+			// ejected a healthy instance.
+			//
+			// But an answer that declared its length and then sent none
+			// of it while the caller waited (since before its deadline)
+			// is a stall, the instance's, as no headers in time are: it
+			// knew its whole answer (Envoy, whose route timeout covers
+			// the body, counts any such as a gateway failure). A long
+			// poll or an event stream has no declared length (it is
+			// chunked), and a body that was flowing (a download longer
+			// than the deadline) has had some. The price: an instance
+			// that stalls after some of its body, or a stream's, is not
+			// ejected by its callers' deadlines; its health check still
+			// finds it hung.
 			o = readErr
 			if callerEnded(req) {
 				o = context.Canceled
+				if dl, ok := req.Context().Deadline(); ok && !waitedSince.IsZero() && waitedSince.Before(dl) && !callerCanceled(req) {
+					o = errStalled
+				}
 			}
 		}
 		sel.DoneLatency(o, latency)
@@ -706,7 +718,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 			w.abandon()
 		}
 	}
-	answer := &doneBody{ReadCloser: resp.Body, end: end}
+	answer := &doneBody{ReadCloser: resp.Body, end: end, sized: resp.ContentLength > 0}
 	answer.cleanup = runtime.AddCleanup(answer, (*bodyEnd).drop, end)
 	resp.Body = answer
 	reported = true // by the body, when it is closed or read to its end
@@ -836,25 +848,49 @@ type doneBody struct {
 	io.ReadCloser
 	end     *bodyEnd
 	cleanup runtime.Cleanup
+	// sized is set when the answer declared its length; then got is set
+	// once a byte of it came, and waitFrom is when the caller first read
+	// before that (see bodyEnd.done). Read's alone.
+	sized    bool
+	got      bool
+	waitFrom time.Time
 }
+
+// errStalled is the outcome of an answer that declared its length and
+// sent none of its body before the caller's deadline, while the caller
+// waited for it.
+var errStalled = errors.New("discovery: instance sent none of the body it declared before the caller's deadline")
 
 // bodyEnd is how a doneBody ends: done when it is closed or read to its
 // end, dropped when it is garbage first; once.
 type bodyEnd struct {
-	once    sync.Once
-	done    func(readErr error, body io.Closer)
+	once sync.Once
+	// done is given the read's error (nil at a close or the end), and
+	// when the caller began to wait for a declared body none of which
+	// came (zero if some did, or none was declared).
+	done    func(readErr error, body io.Closer, waitedSince time.Time)
 	dropped func()
 }
 
 func (e *bodyEnd) drop() { e.once.Do(e.dropped) }
 
 func (b *doneBody) finish(readErr error) {
-	b.end.once.Do(func() { b.end.done(readErr, b.ReadCloser) })
+	var since time.Time
+	if readErr != nil && !b.got { // read on Read's goroutine alone
+		since = b.waitFrom
+	}
+	b.end.once.Do(func() { b.end.done(readErr, b.ReadCloser, since) })
 	b.cleanup.Stop()
 }
 
 func (b *doneBody) Read(p []byte) (int, error) {
+	if b.sized && !b.got && b.waitFrom.IsZero() && len(p) > 0 {
+		b.waitFrom = time.Now() // once per sized answer
+	}
 	n, err := b.ReadCloser.Read(p)
+	if n > 0 && b.sized {
+		b.got = true
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, io.EOF):

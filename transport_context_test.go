@@ -301,3 +301,100 @@ func ticking(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 }
+
+// An instance that sends its headers, declaring a body of some length,
+// and then none of it (a hung process behind a proxy that flushed the
+// headers, a handler that blocks after WriteHeader and Flush) while its
+// callers wait for the body until their deadlines pass, is at fault, as
+// one whose headers do not come in time is: it had said how long its
+// answer was. Such reads were taken as the callers' own ends, so a hung
+// instance was never ejected by them. A long poll or an event stream (no
+// declared length: it is sent chunked) whose caller's deadline passes
+// before its first event is the caller's end, as before, and so is a body
+// that was flowing when the deadline passed (a download longer than the
+// caller's deadline), whichever its length.
+func TestTransportInstanceStalledAfterItsHeadersIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())
+	stall := func(sized bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			if sized {
+				w.Header().Set("Content-Length", "100")
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush() // the headers, and nothing more
+			<-req.Context().Done()
+		}
+	}
+	flowing := func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Length", "1000000000")
+		w.WriteHeader(http.StatusOK)
+		ticking(w, req)
+	}
+	// Long enough that a loaded machine has the headers before it.
+	const deadline = 200 * time.Millisecond
+	tests := []struct {
+		name          string
+		handler       http.HandlerFunc
+		inProcess     bool
+		clientTimeout bool // http.Client.Timeout, not the context's deadline
+		failures      int
+	}{
+		{"sized-network-context", stall(true), false, false, discovery.DefaultEjectionFailures},
+		{"sized-network-client-timeout", stall(true), false, true, discovery.DefaultEjectionFailures},
+		{"sized-in-process-context", stall(true), true, false, discovery.DefaultEjectionFailures},
+		{"sized-in-process-client-timeout", stall(true), true, true, discovery.DefaultEjectionFailures},
+		{"long-poll-network", stall(false), false, false, 0},
+		{"long-poll-in-process", stall(false), true, false, 0},
+		{"flowing-network", flowing, false, false, 0},
+		{"flowing-in-process", flowing, true, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			service := "stall-" + tt.name
+			id := midBodyInstance(t, r, service, tt.inProcess, tt.handler)
+			client := r.HTTPClient(discovery.Retries(0))
+			defer client.CloseIdleConnections()
+			if tt.clientTimeout {
+				client.Timeout = deadline
+			}
+			errs := make(chan error, discovery.DefaultEjectionFailures)
+			for range discovery.DefaultEjectionFailures {
+				go func() {
+					rctx, cancel := context.WithCancel(ctx)
+					if !tt.clientTimeout {
+						rctx, cancel = context.WithTimeout(ctx, deadline)
+					}
+					defer cancel()
+					req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+service+"/", nil)
+					resp, err := client.Do(req)
+					if err != nil {
+						errs <- fmt.Errorf("no headers within %v (a machine too slow for this test?): %w", deadline, err)
+						return
+					}
+					defer resp.Body.Close()
+					if _, err = io.ReadAll(resp.Body); !errors.Is(err, context.DeadlineExceeded) && (err == nil || !strings.Contains(err.Error(), "Client.Timeout")) {
+						errs <- fmt.Errorf("reading the body: %v; want the caller's deadline", err)
+						return
+					}
+					errs <- nil
+				}()
+			}
+			for range discovery.DefaultEjectionFailures {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			h := healthOf(t, r, service, id)
+			if tt.failures == 0 && (h.PassiveFailures != 0 || h.Ejected) {
+				t.Errorf("after %d callers' deadlines: %d passive failures, ejected %v; want none, not ejected (the callers ended those calls)", discovery.DefaultEjectionFailures, h.PassiveFailures, h.Ejected)
+			}
+			if tt.failures > 0 && !h.Ejected {
+				t.Errorf("after %d callers waited past their deadlines for a body the instance declared and never sent: %d passive failures, ejected %v; want it ejected", discovery.DefaultEjectionFailures, h.PassiveFailures, h.Ejected)
+			}
+			if n := discovery.InFlight(r, service, id); n != 0 {
+				t.Errorf("%d requests in flight after every body ended; want 0", n)
+			}
+		})
+	}
+}
