@@ -37,3 +37,30 @@ func TestTransportBoundsItsPerHostNameClones(t *testing.T) {
 		t.Errorf("%d clones kept after %d host names; want at most %d", n, 3*maxTLSClones+1, maxTLSClones)
 	}
 }
+
+// A refused certificate is the instance's only when the latest request
+// under its host name was answered, and once: a second refusal with no
+// answer between is the caller's (a CA that expired under a running
+// caller counts against one instance once, not all of them up to the
+// ejection cap). The names remembered are bounded, as the clones are.
+func TestTLSTrustCountsARefusalAfterAnAnswerOnce(t *testing.T) {
+	var v tlsTrust
+	if v.refused("web") {
+		t.Fatal("a refusal under a name never answered was the instance's; want the caller's")
+	}
+	v.answered("web")
+	if !v.refused("web") {
+		t.Fatal("a refusal after an answer was the caller's; want the instance's")
+	}
+	if v.refused("web") {
+		t.Fatal("a second refusal with no answer between was the instance's; want the caller's")
+	}
+	for i := range 3 * maxTrustNames {
+		v.answered("h" + strconv.Itoa(i))
+	}
+	n := 0
+	v.names.Range(func(_, _ any) bool { n++; return true })
+	if n > maxTrustNames {
+		t.Errorf("%d names remembered after %d; want at most %d", n, 3*maxTrustNames, maxTrustNames)
+	}
+}
