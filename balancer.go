@@ -132,6 +132,7 @@ const (
 	pickVersion
 	pickZone
 	pickExclude
+	pickNoWait
 )
 
 // UseStrategy selects the strategy for this call.
@@ -160,12 +161,27 @@ func PreferZone(zone string) PickOption { return PickOption{kind: pickZone, a: z
 // Exclude leaves one instance out (a retry goes elsewhere).
 func Exclude(instanceID string) PickOption { return PickOption{kind: pickExclude, a: instanceID} }
 
+// NoWait makes Pick answer from what this process holds in memory, and
+// never wait for Redis or the database: for a caller that must not block,
+// such as a gRPC picker (grpcresolver's "discovery_pick" policy). Past its
+// freshness window the service's entry is still used, as lookups use it
+// while the database is down (for the stale-if-error window, 5 min by
+// default, leases included), and a refresh starts in the background, so
+// later picks see what it reads. For a service it holds nothing of (never
+// looked up, evicted, or older than that window) Pick starts a load in the
+// background and returns at once an error matching ErrUnavailable. The
+// context is not used.
+//
+// On its own, on a fresh entry, it costs a pick nothing.
+func NoWait() PickOption { return PickOption{kind: pickNoWait} }
+
 // pickReq is the resolved options of one Pick. It is small (Pick zeroes it
 // on every call) and refers to the caller's options for the filters.
 type pickReq struct {
 	strategy Strategy
 	hasKey   bool
 	filtered bool
+	noWait   bool // NoWait
 	key      string
 	zone     string
 	opts     []PickOption
@@ -236,6 +252,8 @@ func (q *pickReq) set(opts []PickOption) error {
 				}
 			}
 			q.filtered = true
+		case pickNoWait:
+			q.noWait = true
 		default:
 			return &ValidationError{Field: "pick option", Reason: "zero PickOption"}
 		}
@@ -703,16 +721,21 @@ func (r *Registry) serviceStrategy(name string, view *core.Service) Strategy {
 // threshold (50%) are eligible, it chooses among all live instances
 // instead, and says so in Selection.Panic (unless WithFailClosed).
 //
+// It reads the service as Lookup does, and so may wait for Redis or the
+// database (within ctx and WithLoadTimeout) when its entry is past the
+// stale window or not in memory; with NoWait it never does.
+//
 // On a warm cache Pick and Done allocate nothing.
 func (r *Registry) Pick(ctx context.Context, service string, opts ...PickOption) (Selection, error) {
-	// The usual pick (no options, or only a hash key for a service that
-	// hashes; a fresh entry, a current picker with no filter or panic to
-	// apply) takes this path, as short as a Get's.
+	// The usual pick (no options, only a hash key for a service that
+	// hashes, or only NoWait, gRPC's picker's; a fresh entry, a current
+	// picker with no filter or panic to apply) takes this path, as short
+	// as a Get's.
 	key, keyed := "", len(opts) == 1 && opts[0].kind == pickKey
 	if keyed {
 		key = opts[0].a
 	}
-	if len(opts) == 0 || keyed {
+	if len(opts) == 0 || keyed || len(opts) == 1 && opts[0].kind == pickNoWait {
 		if e := r.l1.get(service); e != nil && e.st != nil {
 			now := r.now.nanos()
 			st := e.st
@@ -743,7 +766,12 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 	e := r.l1.get(service)
 	if e == nil || now >= e.freshUntil.Load() || e.raw == nil || e.notFound != nil {
 		var err error
-		if e, _, _, err = r.lookupEntry(ctx, service); err != nil {
+		if q.noWait {
+			e, err = r.heldEntry(service, e, now)
+		} else {
+			e, _, _, err = r.lookupEntry(ctx, service)
+		}
+		if err != nil {
 			return Selection{}, err
 		}
 		if e.notFound != nil {

@@ -1068,6 +1068,80 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 	}
 }
 
+// heldEntry is lookupEntry for a NoWait pick, which waits for nothing:
+// e, the entry L1 holds of name (nil for none), stale or not, for as long
+// as a lookup would serve it in an outage (its stale-if-error window),
+// with a refresh started in the background once it is past its freshness
+// window. With nothing of use held it starts a load in the background and
+// returns an error matching ErrUnavailable.
+func (r *Registry) heldEntry(name string, e *entry, now int64) (*entry, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if e == nil {
+		if err := core.ValidateServiceName(name); err != nil {
+			return nil, err
+		}
+		if r.ctr.l1Misses.add(1)%touchSample == 0 {
+			r.l1.access(name) // as lookupEntry: admission learns of misses too
+		}
+		r.loadAsync(name)
+		return nil, &notHeldError{service: name}
+	}
+	// As lookupEntry: not again within retryAfterFailure of its own
+	// failed load.
+	if now >= e.freshUntil.Load() && now-e.failedAt.Load() >= int64(retryAfterFailure) {
+		r.refreshAsync(e, false)
+	}
+	if now >= e.errorUntil {
+		return nil, &notHeldError{service: name}
+	}
+	e.markUsed(now)
+	return e, nil
+}
+
+// notHeldError is a NoWait pick's answer for a service this process holds
+// nothing usable of. It matches ErrUnavailable: the database would have to
+// be asked, and the caller asked not to wait for it.
+type notHeldError struct{ service string }
+
+func (e *notHeldError) Error() string {
+	return "discovery: nothing usable in memory of " + e.service + " (NoWait: loading it in the background)"
+}
+
+func (e *notHeldError) Is(target error) bool { return target == ErrUnavailable }
+
+// loadAsync starts one background load of a service L1 holds nothing of,
+// for a NoWait pick, unless one is running, too many refreshes are, or
+// such a load failed within retryAfterFailure.
+func (r *Registry) loadAsync(name string) {
+	if r.now.nanos()-r.noWaitFailedAt.Load() < int64(retryAfterFailure) {
+		return
+	}
+	if _, running := r.noWaitLoads.LoadOrStore(name, struct{}{}); running {
+		return
+	}
+	select {
+	case r.refreshSem <- struct{}{}:
+	default:
+		r.noWaitLoads.Delete(name)
+		return
+	}
+	ok := r.spawn(func() {
+		defer func() { <-r.refreshSem }()
+		defer r.noWaitLoads.Delete(name)
+		r.ctr.refreshes.Add(1)
+		// The key lookups load under: a lookup meanwhile joins this load.
+		if _, err, _ := r.sf.Do(name, func() (any, error) { return r.load(name, false) }); err != nil {
+			r.noWaitFailedAt.Store(r.now.nanos())
+		}
+	})
+	if !ok {
+		<-r.refreshSem
+		r.noWaitLoads.Delete(name)
+	}
+}
+
 // onChange handles a change announced by another process (or this one):
 // an L1 entry older than it becomes stale and is refreshed in the
 // background; a remembered "not found" is forgotten.

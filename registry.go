@@ -92,6 +92,15 @@ type Registry struct {
 	httpc  *http.Client   // configuration notifications
 	sends  sendOrder      // their order per instance (confignotify.go)
 	pools  transportPools // what Transports share (transport.go)
+
+	// noWaitLoads holds the names of the services being loaded in the
+	// background for a NoWait pick that found nothing in L1 (loadAsync):
+	// one load a name, however many picks find it missing meanwhile.
+	noWaitLoads sync.Map // service name -> struct{}
+	// noWaitFailedAt is when such a load last failed (coarse clock): none
+	// starts again within retryAfterFailure, so a database that refuses at
+	// once is not asked again at every pick.
+	noWaitFailedAt atomic.Int64
 }
 
 // New returns a Registry. Without WithDB or WithStore it keeps everything in

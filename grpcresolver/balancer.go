@@ -43,6 +43,16 @@ const BalancerName = "discovery_pick"
 // has no connected instance to give, calls go round-robin over the
 // connected ones. The policy needs this package's resolver; with another,
 // it round-robins.
+//
+// A pick never waits for Redis or the database: gRPC holds every call of
+// the ClientConn while its picker runs. It is Registry.Pick with
+// discovery.NoWait: data past its freshness window (stale, or the
+// database down) is used from memory, for as long as the Registry would
+// serve it in an outage (its stale-if-error window, 5 min by default),
+// while a refresh runs in the background for the calls after it. A
+// service the Registry holds nothing of (evicted, or older than that
+// window) has its calls go round-robin over the connected ones, their
+// outcomes fed nowhere, until the background load lands.
 func RegisterBalancer() {
 	balancer.Register(pickBuilder{})
 }
@@ -104,7 +114,13 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	if len(info.ReadySCs) == 0 {
 		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
 	}
-	p := &picker{src: pb.src, streams: &pb.streams, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs))}
+	// NoWait: gRPC's Picker.Pick must not block, and holds the
+	// ClientConn's pick for every call while it runs. A Pick that loaded
+	// (an entry past its stale window, or none) waited for the database
+	// there, up to the load timeout or the call's deadline, with a
+	// black-holed database every call of the ClientConn in turn.
+	p := &picker{src: pb.src, streams: &pb.streams, byAddr: make(map[string]balancer.SubConn, len(info.ReadySCs)),
+		skip: []discovery.PickOption{discovery.NoWait()}}
 	for _, id := range pb.src.skip {
 		p.skip = append(p.skip, discovery.Exclude(id))
 	}
@@ -132,7 +148,7 @@ type picker struct {
 	streams *sync.Map                   // pickerBuilder.streams
 	byAddr  map[string]balancer.SubConn // the connected ones, by address
 	ready   []balancer.SubConn
-	skip    []discovery.PickOption // Exclude of each instance not resolved
+	skip    []discovery.PickOption // NoWait, and Exclude of each instance not resolved
 	next    atomic.Uint32
 }
 
@@ -140,7 +156,10 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if p.src.reg != nil {
 		// The instances not resolved are never chosen; one Pick
 		// chooses that is not connected here (connecting, or not resolved
-		// yet) is left out for another try, twice.
+		// yet) is left out for another try, twice. Pick answers from what
+		// the Registry holds, waiting for no database (NoWait): with
+		// nothing held, it fails, a load starts in the background, and
+		// the call goes round-robin.
 		opts := p.skip
 		for range 3 {
 			sel, err := p.src.reg.Pick(info.Ctx, p.src.service, opts...)

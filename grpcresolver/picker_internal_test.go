@@ -40,6 +40,7 @@ func TestPickerIgnoresCallsNeverSent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	warm(t, r, "greeter")
 	sc := fakeSubConn{}
 	p := (&pickerBuilder{src: source{reg: r, service: "greeter"}}).Build(buildInfo(sc, addrOf(in.Instance())))
 	call := func(di balancer.DoneInfo) {
@@ -71,3 +72,13 @@ func buildInfo(sc balancer.SubConn, addr string) base.PickerBuildInfo {
 }
 
 func addrOf(in discovery.Instance) string { return in.Addr() }
+
+// warm reads service into r's memory, as the resolver does before gRPC
+// builds a picker: the picker's Pick waits for no load (NoWait), and goes
+// round-robin until the Registry holds the service.
+func warm(t *testing.T, r *discovery.Registry, service string) {
+	t.Helper()
+	if _, err := r.Get(context.Background(), service); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -26,6 +26,7 @@ func TestPickerPicksAmongTheConnected(t *testing.T) {
 		inst := in.Instance()
 		resolved = append(resolved, resolvedAddr{addr: inst.Addr(), id: inst.ID})
 	}
+	warm(t, r, "greeter")
 	pb := &pickerBuilder{src: source{reg: r, service: "greeter", resolved: resolved}}
 	sc := fakeSubConn{}
 	p := pb.Build(buildInfo(sc, resolved[0].addr)) // the others still connecting

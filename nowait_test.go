@@ -1,0 +1,130 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+)
+
+// heldLoadsStore is a database whose loads stop answering (a black hole)
+// while a gate is held: Load waits for it to open, or for its context.
+type heldLoadsStore struct {
+	*discoverytest.Backend
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (s *heldLoadsStore) hold() {
+	g := make(chan struct{})
+	s.gate.Store(&g)
+}
+
+func (s *heldLoadsStore) release() {
+	if g := s.gate.Swap(nil); g != nil {
+		close(*g)
+	}
+}
+
+func (s *heldLoadsStore) Load(ctx context.Context, name string) (*discovery.Service, error) {
+	if g := s.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.Backend.Load(ctx, name)
+}
+
+// pickNoWait returns Pick(NoWait)'s answer, failing t if it has not
+// returned within 10 s (the loads here wait a minute).
+func pickNoWait(t *testing.T, r *discovery.Registry, service, what string) (discovery.Selection, error) {
+	t.Helper()
+	type picked struct {
+		sel discovery.Selection
+		err error
+	}
+	done := make(chan picked, 1)
+	go func() {
+		sel, err := r.Pick(context.Background(), service, discovery.NoWait())
+		done <- picked{sel, err}
+	}()
+	select {
+	case p := <-done:
+		if p.err == nil {
+			p.sel.Done(nil)
+		}
+		return p.sel, p.err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: Pick(NoWait) still waiting for the database after 10 s", what)
+	}
+	return discovery.Selection{}, nil
+}
+
+// A NoWait pick never waits for the database: it answers from what the
+// Registry holds, stale as it is, for as long as a lookup would in an
+// outage, and otherwise fails at once (ErrUnavailable) with a load started
+// in the background, whose result the picks after it use.
+func TestPickNoWaitNeverWaitsForTheDatabase(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock := discoverytest.NewClock(t0)
+	s := &heldLoadsStore{Backend: discoverytest.NewBackend()}
+	r, err := discovery.New(discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0), discovery.WithLoadTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	t.Cleanup(s.release) // first: the loads end, then Close
+	register := func(port int) string {
+		t.Helper()
+		in := discovery.Instance{Service: "db_svc", Host: "10.0.0.1", Port: port, Weight: 100, RegisteredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		if _, err := s.Register(context.Background(), &in); err != nil {
+			t.Fatal(err)
+		}
+		return in.ID
+	}
+	// until picks with NoWait until the Registry picks want, failing t
+	// after 10 s: the load runs in the background.
+	until := func(want, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if sel, err := pickNoWait(t, r, "db_svc", what); err == nil && sel.Instance.ID == want {
+				return
+			}
+		}
+		t.Fatalf("%s: in 10 s no NoWait pick chose %s", what, want)
+	}
+	a := register(1)
+
+	s.hold()
+	if _, err := pickNoWait(t, r, "db_svc", "nothing held"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("nothing held: Pick(NoWait) = %v; want an error matching ErrUnavailable", err)
+	}
+	s.release()
+	until(a, "nothing held, then the database answered")
+
+	s.hold()
+	clock.Advance(time.Minute) // past the stale window (35 s), within stale-if-error (5 min)
+	b := register(2)
+	if sel, err := pickNoWait(t, r, "db_svc", "stale entry"); err != nil || sel.Instance.ID != a {
+		t.Fatalf("stale entry: Pick(NoWait) = %v, %v; want %s, from the entry held", sel.Instance.ID, err, a)
+	}
+	s.release()
+	until(b, "stale entry, then the database answered")
+
+	s.hold()
+	clock.Advance(10 * time.Minute) // past stale-if-error: nothing of use held
+	if _, err := pickNoWait(t, r, "db_svc", "past stale-if-error"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("past stale-if-error: Pick(NoWait) = %v; want an error matching ErrUnavailable", err)
+	}
+	if _, err := pickNoWait(t, r, "db svc", "bad name"); !errors.Is(err, discovery.ErrInvalid) {
+		t.Fatalf("bad name: Pick(NoWait) = %v; want an error matching ErrInvalid", err)
+	}
+	s.release()
+	until(a, "past stale-if-error, then the database answered")
+}
