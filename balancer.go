@@ -766,13 +766,22 @@ func (r *Registry) pick(ctx context.Context, service string, opts []PickOption) 
 	e := r.l1.get(service)
 	if e == nil || now >= e.freshUntil.Load() || e.raw == nil || e.notFound != nil {
 		var err error
+		var stale bool
 		if q.noWait {
-			e, err = r.heldEntry(service, e, now)
+			if e, err = r.heldEntry(service, e, now); err == nil {
+				stale = now >= e.freshUntil.Load() // held past its freshness
+			}
 		} else {
-			e, _, _, err = r.lookupEntry(ctx, service)
+			e, _, stale, err = r.lookupEntry(ctx, service)
 		}
 		if err != nil {
 			return Selection{}, err
+		}
+		if stale {
+			// Counted as a stale Get is: a process that only picks (the
+			// HTTP client does) showed no stale answer through a whole
+			// database outage. A fresh pick never comes here.
+			r.ctr.stale.Add(1)
 		}
 		if e.notFound != nil {
 			return Selection{}, e.notFound

@@ -93,7 +93,7 @@ func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
 	d := prometheus.NewDesc
 	m.lookups = d("discovery_lookups_total", "Lookups answered, by service and by the layer that answered.", []string{"service", "layer"}, nil)
 	m.cacheHits = d("discovery_cache_hits_total", "Cache hits: lookups L1 answered, Redis reads that found a usable snapshot.", []string{"layer"}, nil)
-	m.stale = d("discovery_stale_served_total", "Lookups answered with a stale snapshot.", nil, nil)
+	m.stale = d("discovery_stale_served_total", "Lookups and picks answered with a stale snapshot.", nil, nil)
 	m.backendErrs = d("discovery_backend_errors_total", "Failed calls to the database and to Redis.", []string{"backend"}, nil)
 	m.checks = d("discovery_health_checks_total", "Active health checks this process ran, by result (pass, warn, fail).", []string{"result"}, nil)
 	m.instances = d("discovery_instances", "Instances of each service in the snapshot this process holds (no series while it holds none), by status as this process sees it: those live when it was read, and suspects it keeps.", []string{"service", "status"}, nil)

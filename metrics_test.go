@@ -598,3 +598,53 @@ func TestInstancesGaugeOfAServiceNotInL1SaysNothing(t *testing.T) {
 		t.Fatalf("discovery_instances of web = %v after a lookup; want 2", n)
 	}
 }
+
+// A Pick answered with a stale snapshot (stale-while-revalidate, or
+// stale-if-error while the database is down) counts in Stats().Stale and
+// discovery_stale_served_total, as a stale Get or Lookup does: those count
+// answers served stale, and a process that only picks (through Pick, or
+// HTTPClient) showed none through a whole database outage.
+func TestStalePicksCountAsStale(t *testing.T) {
+	tests := []struct {
+		name    string
+		advance time.Duration
+		fail    bool
+	}{
+		{"stale-while-revalidate", 2 * discovery.DefaultFresh, false},
+		{"stale-if-error", time.Minute, true}, // past stale-while-revalidate (30 s)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := discoverytest.NewClock(t0)
+			backend := discoverytest.NewBackend()
+			reg := prometheus.NewRegistry()
+			r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithMetrics(reg),
+				discovery.WithoutHealthChecks(), discovery.WithLeaseTTL(time.Hour), discovery.WithCloseDrain(0))
+			t.Cleanup(func() { backend.SetFailure(nil) }) // before Close deregisters
+			mustRegister(t, r, inst("web", "10.0.0.1", 80))
+			sel, err := r.Pick(ctx, "web") // loads: fresh
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel.Done(nil)
+			if tt.fail {
+				backend.SetFailure(errors.New("connection refused"))
+			}
+			clock.Advance(tt.advance)
+			if sel, err = r.Pick(ctx, "web"); err != nil {
+				t.Fatalf("Pick past the freshness window: %v; want the stale snapshot", err)
+			}
+			sel.Done(nil)
+			if got := r.Stats().Stale; got != 1 {
+				t.Errorf("Stats().Stale = %d after a stale pick; want 1", got)
+			}
+			if got := scrape(t, reg)["discovery_stale_served_total{}"]; got != 1 {
+				t.Errorf("discovery_stale_served_total = %v after a stale pick; want 1", got)
+			}
+			if st := r.Stats(); st.Lookups != [4]uint64{} {
+				t.Errorf("Stats().Lookups = %v; want none: picks count in Picks", st.Lookups)
+			}
+		})
+	}
+}

@@ -46,7 +46,9 @@ type Stats struct {
 	// answered it: an application that only picks shows no lookups (and
 	// the Overview's hit rates none).
 	Lookups [4]uint64
-	// Stale counts lookups answered with a stale snapshot.
+	// Stale counts lookups and picks answered with a stale snapshot
+	// (stale-while-revalidate, stale-if-error): it counts what was served
+	// stale, whoever asked, so it is no share of Lookups.
 	Stale uint64
 	// NotFound counts lookups of services with no live instance.
 	NotFound uint64
