@@ -45,6 +45,9 @@ var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4
 // discovery_instances{service,status}, discovery_picks_total{service,strategy},
 // discovery_panic_mode_total{service} and discovery_ejections_total{service}.
 // Service labels name only services this Registry has looked up and found.
+// A service's counters keep their series, and count on from them, after it
+// leaves this process's cache (WithCacheSize): they never go back, which
+// Prometheus would read as a reset.
 func WithMetrics(reg prometheus.Registerer) Option {
 	// A typed nil is an error from New; an untyped one means nowhere.
 	return optionFunc(func(o *options) { o.metrics = reg; o.noteNil("WithMetrics", reg != nil && core.IsNil(reg)) })
@@ -69,6 +72,36 @@ func (m *svcMetrics) add(l Layer) {
 	}
 }
 
+// svcCounts are the counts of one service's counter series.
+type svcCounts struct {
+	lookups           [LayerL3 + 1]uint64
+	picks             [StrategyRandom + 1]uint64
+	panics, ejections uint64
+}
+
+// add adds the counts of st, whose met is m (not nil).
+func (c *svcCounts) add(st *svcState, m *svcMetrics) {
+	c.lookups[LayerL1] += m.l1.load()
+	c.lookups[LayerL2] += m.l2.Load()
+	c.lookups[LayerL3] += m.l3.Load()
+	for i := range st.picks {
+		c.picks[i] += st.picks[i].Load()
+	}
+	c.panics += st.panics.Load()
+	c.ejections += st.ejections.Load()
+}
+
+// retire keeps what a state being forgotten counted for its service's
+// series (see retired). The caller holds r.foldMu.
+func (m *metrics) retire(st *svcState, sm *svcMetrics) {
+	c := m.retired[st.name]
+	if c == nil {
+		c = new(svcCounts)
+		m.retired[st.name] = c
+	}
+	c.add(st, sm)
+}
+
 // metrics is a Registry's Prometheus collector.
 type metrics struct {
 	r          *Registry
@@ -76,12 +109,21 @@ type metrics struct {
 	registered bool // written by New, read by Close
 	durVec     *prometheus.HistogramVec
 	dur        [LayerL3 + 1]prometheus.Observer // by Layer, resolved once
+	// retired holds, by service, what the states this Registry forgot
+	// (dropState: evicted from L1 and unused) had counted, under r.foldMu.
+	// A service's series add it to its current state's counts: started
+	// again at 0 by the state its next lookup made, they went back, which
+	// Prometheus reads as a reset (rate() lost what was counted since the
+	// previous scrape, or, once the new count passed the old one,
+	// everything before). Kept for as long as the Registry, as a
+	// CounterVec keeps its series: one small entry per service counted.
+	retired map[string]*svcCounts
 
 	lookups, cacheHits, stale, backendErrs, checks, instances, picks, panics, ejections *prometheus.Desc
 }
 
 func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
-	m := &metrics{r: r, reg: reg}
+	m := &metrics{r: r, reg: reg, retired: map[string]*svcCounts{}}
 	m.durVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "discovery_lookup_duration_seconds",
 		Help:    "How long lookups took, by the layer that answered (L1: one lookup in 64 is timed).",
@@ -125,7 +167,47 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	counter(m.cacheHits, r.lookups(LayerL1), LayerL1.String())
+	// The per-service counts, read in one step with dropState's move of a
+	// state's counts into ctr and retired (foldMu): read between the two
+	// they were in neither, and the counters went back for one scrape.
+	r.foldMu.RLock()
+	hits := r.ctr.l1Hits.load() // forgotten states' included
+	svcs := make(map[string]*svcCounts, len(m.retired))
+	for name, c := range m.retired {
+		cp := *c
+		svcs[name] = &cp
+	}
+	r.states.Range(func(_, v any) bool {
+		st := v.(*svcState)
+		sm := st.met.Load()
+		if sm == nil {
+			return true // never found: no label for it
+		}
+		c := svcs[st.name]
+		if c == nil {
+			c = new(svcCounts)
+			svcs[st.name] = c
+		}
+		was := c.lookups[LayerL1]
+		c.add(st, sm)
+		hits += c.lookups[LayerL1] - was
+		return true
+	})
+	r.foldMu.RUnlock()
+	for name, c := range svcs {
+		for l := LayerL1; l <= LayerL3; l++ {
+			counter(m.lookups, c.lookups[l], name, l.String())
+		}
+		for s := StrategyP2CEWMA; s <= StrategyRandom; s++ {
+			if c.picks[s] > 0 {
+				counter(m.picks, c.picks[s], name, s.String())
+			}
+		}
+		counter(m.panics, c.panics, name)
+		counter(m.ejections, c.ejections, name)
+	}
+
+	counter(m.cacheHits, hits, LayerL1.String())
 	counter(m.stale, r.ctr.stale.Load())
 	counter(m.backendErrs, r.ctr.storeErrs.Load(), "database")
 	if r.l2 != nil {
@@ -139,20 +221,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	now := r.now.nanos()
 	r.states.Range(func(_, v any) bool {
 		st := v.(*svcState)
-		sm := st.met.Load()
-		if sm == nil {
+		if st.met.Load() == nil {
 			return true // never found: no label for it
 		}
-		counter(m.lookups, sm.l1.load(), st.name, LayerL1.String())
-		counter(m.lookups, sm.l2.Load(), st.name, LayerL2.String())
-		counter(m.lookups, sm.l3.Load(), st.name, LayerL3.String())
-		for s := StrategyP2CEWMA; s <= StrategyRandom; s++ {
-			if n := st.picks[s].Load(); n > 0 {
-				counter(m.picks, n, st.name, s.String())
-			}
-		}
-		counter(m.panics, st.panics.Load(), st.name)
-		counter(m.ejections, st.ejections.Load(), st.name)
 		// Counted from the snapshot L1 holds; with none (evicted, or
 		// invalidated, while the state is kept for a watch or the health
 		// monitor) there is no count: 0 of every status said the service
@@ -239,36 +310,6 @@ func (r *Registry) countCheck(s Status) {
 	default:
 		r.ctr.checks[2].Add(1)
 	}
-}
-
-// lookups returns the lookups a layer answered: the Registry's counter plus
-// the per-service ones that replace it with metrics on.
-func (r *Registry) lookups(l Layer) uint64 {
-	r.foldMu.RLock()
-	defer r.foldMu.RUnlock()
-	var n uint64
-	switch l {
-	case LayerL1:
-		n = r.ctr.l1Hits.load()
-	case LayerL2:
-		n = r.ctr.l2.Load()
-	case LayerL3:
-		n = r.ctr.l3.Load()
-	}
-	r.states.Range(func(_, v any) bool {
-		if m := v.(*svcState).met.Load(); m != nil {
-			switch l {
-			case LayerL1:
-				n += m.l1.load()
-			case LayerL2:
-				n += m.l2.Load()
-			case LayerL3:
-				n += m.l3.Load()
-			}
-		}
-		return true
-	})
-	return n
 }
 
 // lookupTimed is Lookup for the lookups metrics sample: an L1 hit is timed

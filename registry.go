@@ -38,7 +38,7 @@ type Registry struct {
 	states     sync.Map // service name -> *svcState
 	ctr        counters
 	// foldMu makes dropState's move of a state's counts into ctr one step
-	// for the readers that add both up (Stats, lookups): read between the
+	// for the readers that add both up (Stats, the metrics' Collect): read between the
 	// two, the counts were in neither, and Stats went back.
 	foldMu sync.RWMutex
 	rng    fastRand            // selection's random numbers (fastrand.go)

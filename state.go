@@ -340,6 +340,9 @@ func (r *Registry) dropStateAs(st *svcState, kind dropKind) {
 			r.ctr.l1Hits.add(m.l1.load())
 			r.ctr.l2.Add(m.l2.Load())
 			r.ctr.l3.Add(m.l3.Load())
+			if r.met != nil { // and its series where they were (metrics.go)
+				r.met.retire(st, m)
+			}
 		}
 		for i := range st.picks { // and its picks (metrics on), panics and ejections
 			r.picks[0][i].Add(st.picks[i].Load())
