@@ -848,13 +848,18 @@ func (r *Registry) handOut(st *svcState, c *candidate) {
 }
 
 // slowChecks reports whether an instance passes its checks (healthy or
-// warning) but its latest response time alone scores it at or below
-// minScore: a health endpoint slower than 100 ms / minScore, which no run
-// of passes brings back into selection.
+// warning) but its latest response time keeps it at or below minScore,
+// where the same answer within 100 ms would score above it: a health
+// endpoint too slow for any run of passes to bring it back into selection.
+// A warning (HTTP 429, throttling) scores 0.6 however fast it is answered:
+// at a minScore of 0.6 or more it is out for what it answers, not for its
+// speed, and counted slow it sent the reader to speed up checks answered
+// in milliseconds.
 func slowChecks(is *instState, minScore float64) bool {
 	st, rtt := is.Status(), time.Duration(is.rtt.Load())
 	return rtt > 0 && (st == core.StatusHealthy || st == core.StatusWarning) &&
-		health.Sample(health.Check{Status: st, RTT: rtt}) <= minScore
+		health.Sample(health.Check{Status: st, RTT: rtt}) <= minScore &&
+		health.Sample(health.Check{Status: st, RTT: health.ScoreRef}) > minScore
 }
 
 // noHealthy is the error of a pick that finds no instance to use, with the

@@ -511,6 +511,39 @@ func TestNoHealthyErrorNamesSlowChecks(t *testing.T) {
 	}
 }
 
+// An instance that answers its checks with 429 (a warning: throttling)
+// is not slow, however fast it answers: with WithMinScore(0.6) or more a
+// warning keeps an instance out of Pick (0.6 x at most 1), and
+// NoHealthyError.Slow counted it, telling the reader to speed up checks
+// answered in milliseconds. Only an instance that a faster check would
+// bring back is slow.
+func TestNoHealthyErrorDoesNotCallThrottlingSlow(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithMinScore(0.6))
+	registerN(t, r, "db_svc", 1, 1, 1)
+	if _, err := r.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	// i0: 429 in 5 ms; i1: 429 in 250 ms (out at any speed); i2: 200 in
+	// 250 ms (0.4: out for its speed alone).
+	discovery.InjectCheck(r, "db_svc", "i0", discovery.StatusWarning, 5*time.Millisecond, "429 Too Many Requests")
+	discovery.InjectCheck(r, "db_svc", "i1", discovery.StatusWarning, 250*time.Millisecond, "429 Too Many Requests")
+	discovery.InjectCheck(r, "db_svc", "i2", discovery.StatusHealthy, 250*time.Millisecond, "")
+	for _, id := range []string{"i0", "i1", "i2"} {
+		if h := healthOf(t, r, "db_svc", id); h.Status == discovery.StatusUnknown || h.Score > 0.6 {
+			t.Fatalf("%s: %v, score %v; want it checked, scoring at most 0.6", id, h.Status, h.Score)
+		}
+	}
+	_, err := r.Pick(ctx, "db_svc")
+	var nh *discovery.NoHealthyError
+	if !errors.As(err, &nh) {
+		t.Fatalf("Pick = %v; want a NoHealthyError", err)
+	}
+	if nh.Slow != 1 {
+		t.Errorf("NoHealthyError.Slow = %d (%v); want 1, i2: i0 and i1 are throttled, not slow", nh.Slow, err)
+	}
+}
+
 func TestFilters(t *testing.T) {
 	ctx := context.Background()
 	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks())

@@ -498,7 +498,10 @@ func WithServiceStrategy(service string, s Strategy) Option {
 // (0.5, the seed's rule). A passing check scores min(1, 100 ms / response
 // time), so an instance whose checks take longer than 100 ms / score is
 // never picked, however often they pass: at the default, 200 ms
-// (NoHealthyError.Slow counts such instances).
+// (NoHealthyError.Slow counts such instances). A warning (HTTP 429) scores
+// 0.6 times that: at 0.6 or more an instance that answers its checks with
+// 429 stays out of selection however fast it answers (throttled, not
+// slow: Slow does not count it).
 func WithMinScore(score float64) Option { return optionFunc(func(o *options) { o.minScore = score }) }
 
 // WithPanicThreshold sets the fraction of eligible instances below which

@@ -181,10 +181,13 @@ type NoHealthyError struct {
 	// health.
 	Filtered, Excluded int
 	// Slow counts those of the instances the pick could use that pass
-	// their health checks but answer them so slowly that the response time
-	// alone scores them at or below WithMinScore: a score is min(1, 100 ms
-	// / response time), so with the default 0.5 a check slower than 200 ms
-	// keeps an instance out of selection however often it passes.
+	// their health checks but answer them so slowly that they score at or
+	// below WithMinScore, where the same answer within 100 ms would score
+	// above it: a score is min(1, 100 ms / response time), so with the
+	// default 0.5 a check slower than 200 ms keeps an instance out of
+	// selection however often it passes. A warning (HTTP 429: throttling)
+	// scores 0.6 times that: with WithMinScore(0.6) or more it keeps an
+	// instance out however fast it is answered, and is not counted here.
 	Slow int
 }
 
