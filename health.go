@@ -432,11 +432,7 @@ type change struct {
 func (r *Registry) adoptLocked(st *svcState, is *instState, s health.State, raw string) change {
 	d := &is.health
 	ch := change{from: d.st.Status, to: s.Status, score: s.Score}
-	for _, c := range s.Recent {
-		if c.At > d.histAt {
-			d.push(c)
-		}
-	}
+	d.pushNew(s.Recent)
 	d.st, d.raw = s, raw
 	crossed := r.crossesMinScore(is, s.Score)
 	is.status.Store(uint32(s.Status))
@@ -511,6 +507,32 @@ func (d *healthDetail) state() health.State {
 	return d.st
 }
 
+// pushNew adds to the history the results of recent (a state's, in the
+// order its writers folded them in) that it does not hold: those after the
+// newest it holds, found in recent. Only when that one is not there (this
+// process missed more results than a state carries, or applied its own
+// while Redis failed) are they told by their times: later than the newest.
+// Told by times alone, the results of two probers whose clocks differ were
+// lost: those of the one behind, for as long as it was behind, after each
+// of the other's, although they moved the status.
+func (d *healthDetail) pushNew(recent []health.Check) {
+	from, found := 0, false
+	if n := len(d.hist); n > 0 {
+		newest := d.hist[(d.hpos+n-1)%n]
+		for i := len(recent) - 1; i >= 0; i-- {
+			if recent[i] == newest {
+				from, found = i+1, true
+				break
+			}
+		}
+	}
+	for i, c := range recent {
+		if found && i >= from || !found && c.At > d.histAt {
+			d.push(c)
+		}
+	}
+}
+
 // push adds a result to the history ring.
 func (d *healthDetail) push(c health.Check) {
 	if len(d.hist) < historySize {
@@ -582,7 +604,10 @@ type InstanceHealth struct {
 	TimesEjected    int
 	PassiveFailures int
 	// History holds the latest results this process ran or received, oldest
-	// first, at most 64.
+	// first, at most 64: in the order the instance's state took them, which
+	// with Redis is the shared state's. Their times are the probers' clocks,
+	// so two probers' results are out of time order by as much as those
+	// clocks differ.
 	History []CheckResult
 }
 
