@@ -609,9 +609,13 @@ func TestStalePicksCountAsStale(t *testing.T) {
 		name    string
 		advance time.Duration
 		fail    bool
+		opts    []discovery.PickOption
 	}{
-		{"stale-while-revalidate", 2 * discovery.DefaultFresh, false},
-		{"stale-if-error", time.Minute, true}, // past stale-while-revalidate (30 s)
+		{"stale-while-revalidate", 2 * discovery.DefaultFresh, false, nil},
+		{"stale-if-error", time.Minute, true, nil}, // past stale-while-revalidate (30 s)
+		// gRPC's picker's pick, which serves what the process holds.
+		{"NoWait", 2 * discovery.DefaultFresh, false, []discovery.PickOption{discovery.NoWait()}},
+		{"NoWait, database down", time.Minute, true, []discovery.PickOption{discovery.NoWait()}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -632,7 +636,7 @@ func TestStalePicksCountAsStale(t *testing.T) {
 				backend.SetFailure(errors.New("connection refused"))
 			}
 			clock.Advance(tt.advance)
-			if sel, err = r.Pick(ctx, "web"); err != nil {
+			if sel, err = r.Pick(ctx, "web", tt.opts...); err != nil {
 				t.Fatalf("Pick past the freshness window: %v; want the stale snapshot", err)
 			}
 			sel.Done(nil)
