@@ -14,6 +14,15 @@ import (
 // Host:Port), Service, Host, Port, Method, Weight, Zone, Version, Tags,
 // Metadata, HealthPath, Check, RegisteredAt, ExpiresAt and Status.
 //
+// Register and Update store the Host in one spelling, and the default ID
+// is built from it: an IP address in its canonical form (RFC 5952 for
+// IPv6: "2001:0DB8:0:0::1" is stored as "2001:db8::1"), an IPv4-mapped
+// IPv6 address as its IPv4 address ("::ffff:10.0.0.7" as "10.0.0.7"), and
+// a DNS name in lower case (DNS ignores case); a trailing dot is kept (it
+// changes how the name is looked up). So one host written two ways, by a
+// process that restarted with another configuration, is one instance, not
+// two. An ID given is kept as given.
+//
 // Register refuses, with a *ValidationError that matches ErrInvalid and
 // names the field, and before writing anything: a Service or ID that
 // ValidateServiceName or ValidateInstanceID refuses; a Host that is neither

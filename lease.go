@@ -68,7 +68,9 @@ type Registration struct {
 // Registration or the Registry is closed. The instance is validated first
 // (errors match ErrInvalid and name the field; nothing is written; a nil
 // ctx is refused so too, here and by the Registration's methods); its ID
-// defaults to Host:Port. Registering an ID that exists replaces it in place;
+// defaults to Host:Port, and its Host is stored in one spelling (an IP
+// address canonical, "2001:db8::1" however written; a DNS name in lower
+// case: see Instance), so that one host written two ways is one instance. Registering an ID that exists replaces it in place;
 // a registration of it in this process is closed (its methods return
 // ErrClosed). One in another process is not, and it cannot tell the row
 // written over from a database restored from an older backup: each of the

@@ -148,3 +148,40 @@ func TestOneIDRegisteredByTwoProcessesIsRewrittenAtEachRenewal(t *testing.T) {
 		t.Errorf("%d rounds of renewals moved the revision by %d; Register's doc says each rewrites the row", rounds, got)
 	}
 }
+
+// One host spelt two ways gave two default IDs: a process that came back
+// with "2001:0db8:0:0::1" where it had "2001:db8::1" (another config file,
+// another library's formatting) registered a second instance beside the
+// first, which stayed listed, and was picked, until its lease ended. The
+// default ID, and the Host stored, are the address's canonical form (RFC
+// 5952, an IPv4-mapped address as the IPv4 one) and a host name's
+// lower-case one.
+func TestDefaultIDIsOnePerHostHoweverSpelt(t *testing.T) {
+	tests := []struct {
+		name     string
+		spelling []string
+		host, id string
+	}{
+		{"IPv6", []string{"2001:db8::1", "2001:0db8:0:0::1", "2001:DB8:0000:0000:0000:0000:0000:0001"}, "2001:db8::1", "[2001:db8::1]:8080"},
+		{"IPv4-mapped", []string{"10.0.0.7", "::ffff:10.0.0.7", "::FFFF:a00:7"}, "10.0.0.7", "10.0.0.7:8080"},
+		{"host name", []string{"web-1.example.com", "Web-1.Example.COM"}, "web-1.example.com", "web-1.example.com:8080"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+			for _, h := range tt.spelling {
+				g, err := r.Register(ctx, discovery.Instance{Service: "db_svc", Host: h, Port: 8080})
+				if err != nil {
+					t.Fatalf("Register(%q): %v", h, err)
+				}
+				if in := g.Instance(); in.ID != tt.id || in.Host != tt.host {
+					t.Errorf("Register(%q): ID %q, Host %q; want %q, %q", h, in.ID, in.Host, tt.id, tt.host)
+				}
+			}
+			if got := ids(r.Get(ctx, "db_svc")); got != tt.id {
+				t.Errorf("Get after registering %q = %s; want the one instance %s", tt.spelling, got, tt.id)
+			}
+		})
+	}
+}

@@ -160,12 +160,14 @@ const DefaultHealthPath = "/health"
 
 // Instance is one registered endpoint of a service.
 type Instance struct {
-	// ID identifies the instance within its service; it defaults to Host:Port.
+	// ID identifies the instance within its service; it defaults to
+	// Host:Port, with Host in its canonical spelling (CanonicalHost).
 	ID string `json:"id"`
 	// Service is the name of the service the instance belongs to.
 	Service string `json:"service"`
 	// Host is an IP address or DNS name that other processes reach the
 	// instance at: not an unspecified (listen) address such as 0.0.0.0.
+	// Register stores it in its canonical spelling (CanonicalHost).
 	Host string `json:"host"`
 	// Port is 1..65535.
 	Port int `json:"port"`

@@ -152,6 +152,23 @@ func allDigits(s string) bool {
 	return s != ""
 }
 
+// CanonicalHost returns the one spelling of a valid host (ValidateHost):
+// an IP address in its canonical form (RFC 5952 for IPv6: lower case,
+// zeros dropped, the longest run of zero groups as "::"), an IPv4-mapped
+// IPv6 address as the IPv4 address it maps (Go dials both alike), and a
+// DNS name in lower case (DNS compares names without case, RFC 4343). A
+// trailing dot is kept: "web." is not looked up in the resolver's search
+// domains, and "web" is. The default instance ID is built from it: spelt
+// as given, one host written two ways ("2001:db8::1", "2001:0db8:0:0::1"),
+// by a process that restarted with another configuration, made a second
+// instance beside the first, listed until its lease ended.
+func CanonicalHost(host string) string {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return strings.ToLower(host)
+}
+
 // ValidatePort checks 1 <= port <= 65535.
 func ValidatePort(port int) error {
 	if port < 1 || port > 65535 {
@@ -312,9 +329,10 @@ func Normalize(in *Instance) error {
 	if err := ValidatePort(in.Port); err != nil {
 		return err
 	}
+	host := CanonicalHost(in.Host)
 	id := in.ID
 	if id == "" {
-		id = JoinHostPort(in.Host, in.Port)
+		id = JoinHostPort(host, in.Port)
 		if len(id) > MaxIDLen { // a valid host of up to 253 bytes, and its port
 			return invalid("instance id", id, "the default, Host:Port, is longer than "+strconv.Itoa(MaxIDLen)+" bytes; give the instance an ID")
 		}
@@ -349,7 +367,7 @@ func Normalize(in *Instance) error {
 	if in.Status != StatusUnknown && in.Status != StatusDraining {
 		return invalid("status", in.Status.String(), "only draining may be stored")
 	}
-	in.ID = id
+	in.ID, in.Host = id, host
 	switch in.Weight {
 	case 0:
 		in.Weight = DefaultWeight

@@ -11,6 +11,8 @@ func FuzzNormalize(f *testing.F) {
 	f.Add("db_svc", "10.0.0.7", 8080, "", 0, "/health", "team", "core", "primary")
 	f.Add("a..b", "exa mple", 0, "x y", -5, "//evil", "a b", "\x00", "")
 	f.Add("db_svc", "10.0.0.7", 8080, "", 0, "/health%zz", "team", "core", "primary")
+	f.Add("db_svc", "2001:0DB8:0:0::1", 8080, "", 0, "", "team", "core", "primary")
+	f.Add("db_svc", "::ffff:10.0.0.7", 8080, "", 0, "", "team", "core", "primary")
 	f.Fuzz(func(t *testing.T, service, host string, port int, id string, weight int, path, mk, mv, tag string) {
 		in := Instance{ID: id, Service: service, Host: host, Port: port, Weight: weight, HealthPath: path,
 			Metadata: map[string]string{mk: mv}, Tags: []string{tag}}
@@ -20,7 +22,7 @@ func FuzzNormalize(f *testing.F) {
 			if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), "discovery: invalid ") {
 				t.Fatalf("error %v does not match ErrInvalid", err)
 			}
-			if in.ID != before.ID || in.Weight != before.Weight || in.HealthPath != before.HealthPath {
+			if in.ID != before.ID || in.Host != before.Host || in.Weight != before.Weight || in.HealthPath != before.HealthPath {
 				t.Fatal("Normalize changed its input and failed")
 			}
 			return
@@ -36,6 +38,8 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if again := in; Normalize(&again) != nil {
 			t.Fatalf("a normalised instance does not validate again: %+v", in)
+		} else if again.Host != in.Host || again.ID != in.ID {
+			t.Fatalf("the canonical host is not canonical: %q (ID %q) normalised again is %q (ID %q)", in.Host, in.ID, again.Host, again.ID)
 		}
 	})
 }
