@@ -257,11 +257,17 @@ func (o *options) validate() error {
 		return optErr("WithSelfPreservation", strconv.FormatFloat(o.preserveFraction, 'g', -1, 64), "fraction must be in [0, 1) (0 turns it off)")
 	case o.suspectGrace < 0:
 		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace must not be negative")
-	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter && !o.graceSet:
-		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least the self-preservation grace, two lease TTLs ("+
-			o.suspectGrace.String()+"), unless WithSelfPreservation sets a shorter one")
-	case o.reapEvery > 0 && o.suspectGrace > o.reapAfter:
-		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace must not outlast the reaper's delay (WithReaper)")
+	// A self-preservation group's grace counts from its last lapse, up to
+	// a renewal window (groupWindow, half a lease TTL) after its first: the
+	// reaper keeps rows that long past the grace. A delay of the grace
+	// alone (taken as given) deleted the group's first lapses, alive
+	// behind a partition, up to half a lease TTL before their grace ended.
+	case o.reapEvery > 0 && o.suspectGrace+o.leaseTTL/2 > o.reapAfter && !o.graceSet:
+		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least the self-preservation grace, two lease TTLs, and half a lease TTL ("+
+			(o.suspectGrace+o.leaseTTL/2).String()+"), unless WithSelfPreservation sets a shorter grace")
+	case o.reapEvery > 0 && o.suspectGrace+o.leaseTTL/2 > o.reapAfter:
+		return optErr("WithSelfPreservation", o.suspectGrace.String(), "grace and half a lease TTL ("+
+			(o.suspectGrace+o.leaseTTL/2).String()+") must not outlast the reaper's delay (WithReaper "+o.reapAfter.String()+")")
 	case !(o.panicThreshold >= 0 && o.panicThreshold <= 1):
 		return optErr("WithPanicThreshold", strconv.FormatFloat(o.panicThreshold, 'g', -1, 64), "must be in [0, 1]")
 	}
@@ -459,7 +465,11 @@ func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *opt
 // long after their lease ended (2 min, or the self-preservation grace and
 // half a lease TTL if longer: until a self-preservation group's grace has
 // ended, see WithSelfPreservation); a
-// published key is deleted as long after it retired. One reaper works at a
+// published key is deleted as long after it retired. With the reaper on, a
+// delay shorter than the grace and half a lease TTL (37.5 s by default) is
+// refused by New (ErrInvalid): the grace counts from a group's last lapse,
+// up to half a lease TTL after its first, and the reaper would delete the
+// first ones, alive behind a partition, before it ended. One reaper works at a
 // time across processes. An interval of 0 disables reaping in this
 // Registry; any other is at least MinReapInterval (1 s).
 func WithReaper(every, after time.Duration) Option {
@@ -526,6 +536,9 @@ func WithFailClosed() Option { return optionFunc(func(o *options) { o.failClosed
 // fraction of 0 turns it off. Instances whose leases ended while this
 // process could not reach the database are held either way: until two lease
 // TTLs after the database answers again, or grace after it if longer.
+// With the reaper on, grace and half a lease TTL must not outlast a delay
+// given with WithReaper (New refuses it, ErrInvalid); the default delay
+// follows the grace.
 func WithSelfPreservation(fraction float64, grace time.Duration) Option {
 	return optionFunc(func(o *options) { o.preserveFraction, o.suspectGrace, o.graceSet = fraction, grace, true })
 }

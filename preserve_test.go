@@ -821,14 +821,22 @@ func TestDatabaseOutageHoldsNoLeaseEndedLongAfterIt(t *testing.T) {
 // deleted the first lapses of a group, partitioned and alive, up to half a
 // lease TTL before the grace promised for them ended.
 func TestReaperDefaultKeepsASelfPreservedGroupThroughItsGrace(t *testing.T) {
-	ctx := context.Background()
 	const ttl = time.Minute
 	clock := discoverytest.NewClock(t0)
 	backend := discoverytest.NewBackend()
 	// The default reaper (its own rounds, on the fake clock, cut as the
 	// test's do).
 	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLeaseTTL(ttl), discovery.WithoutHealthChecks())
-	// 4 of 10 partitioned: their leases end over 25 s from t0+ttl.
+	keepsGroupThroughGrace(t, r, clock, backend, ttl)
+}
+
+// keepsGroupThroughGrace partitions 4 of a service's 10 instances, their
+// leases ending over 25 s from t0+ttl, and reaps as r's reaper would every
+// 5 s: every instance must stay listed until the grace (two lease TTLs)
+// after the group's last lapse.
+func keepsGroupThroughGrace(t *testing.T, r *discovery.Registry, clock *discoverytest.Clock, backend *discoverytest.Backend, ttl time.Duration) {
+	t.Helper()
+	ctx := context.Background()
 	first := t0.Add(ttl)
 	writeInstances(t, backend, "db_svc", 10, func(i int) time.Time {
 		if i < 4 {
@@ -847,5 +855,52 @@ func TestReaperDefaultKeepsASelfPreservedGroupThroughItsGrace(t *testing.T) {
 			t.Fatalf("at %v after the group's last lapse (grace %v): %s; want all 10 kept",
 				step.Sub(last), 2*ttl, statuses(r.Get(ctx, "db_svc")))
 		}
+	}
+}
+
+// A reaper delay given with WithReaper was taken as given if it was at
+// least the self-preservation grace: with the grace itself (or anything
+// under the grace and half a lease TTL), the reaper deleted the first
+// lapses of a group, partitioned and alive, before the grace, which counts
+// from the group's last lapse, had ended. Every delay New accepts keeps
+// the group through its grace; shorter ones are refused, naming the
+// option given.
+func TestReaperDelayGivenKeepsASelfPreservedGroupThroughItsGrace(t *testing.T) {
+	const ttl = time.Minute
+	grace := 2 * ttl
+	tests := []struct {
+		name  string
+		opts  []discovery.Option
+		after time.Duration
+		field string // the option a refusal names; "" if New must accept it
+	}{
+		{"the default grace", nil, grace, "option WithReaper"},
+		{"the default grace and a quarter TTL", nil, grace + ttl/4, "option WithReaper"},
+		{"the default grace and half a TTL", nil, grace + ttl/2, ""},
+		{"a grace given, and that grace", []discovery.Option{discovery.WithSelfPreservation(0.15, grace)}, grace, "option WithSelfPreservation"},
+		{"a grace given, and half a TTL more", []discovery.Option{discovery.WithSelfPreservation(0.15, grace)}, grace + ttl/2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			backend := discoverytest.NewBackend()
+			opts := append([]discovery.Option{discovery.WithStore(backend), discovery.WithClock(clock), discovery.WithLeaseTTL(ttl),
+				discovery.WithoutHealthChecks(), discovery.WithReaper(time.Hour, tt.after)}, tt.opts...)
+			r, err := discovery.New(opts...)
+			var ve *discovery.ValidationError
+			switch {
+			case tt.field != "" && err == nil:
+				_ = r.Close()
+				t.Fatalf("New(WithReaper(1h, %v)) with a grace of %v accepted; want it refused: its reaper deletes a self-preserved group's rows before its grace ends", tt.after, grace)
+			case tt.field != "" && (!errors.As(err, &ve) || ve.Field != tt.field):
+				t.Fatalf("New(WithReaper(1h, %v)) = %v; want a ValidationError on %s", tt.after, err, tt.field)
+			case tt.field != "":
+				return
+			case err != nil:
+				t.Fatalf("New(WithReaper(1h, %v)) = %v; want it accepted", tt.after, err)
+			}
+			t.Cleanup(func() { _ = r.Close() })
+			keepsGroupThroughGrace(t, r, clock, backend, ttl)
+		})
 	}
 }
