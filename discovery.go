@@ -37,8 +37,11 @@ import (
 // holds a NUL, or more than 8 KiB of keys and values;
 // a HealthPath of more than 256 bytes, not starting with a single '/', or
 // holding a space, a control or non-ASCII character, '#', '\' or a '%' that
-// starts no escape; a Status other than StatusUnknown and StatusDraining.
-// Update refuses the same.
+// starts no escape, or, other than DefaultHealthPath, on an instance whose
+// check is not HTTP (Check tcp or none, a router's function), which would
+// never use it; a Status other than StatusUnknown and StatusDraining.
+// Update refuses the same, but keeps the HealthPath an instance had when it
+// changes only the kind of check.
 type Instance = core.Instance
 
 // Service is a service as one lookup saw it: Name, Revision, live Instances

@@ -119,6 +119,9 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	if err := checkRegOptions(&inst, &ro); err != nil {
 		return nil, err
 	}
+	if err := checkHealthPath(&inst, ""); err != nil {
+		return nil, err
+	}
 	// A registration of the same instance in this process is replaced:
 	// its writes wait until this one is written, and then it is closed,
 	// so that none of them can overwrite or delete the instance that
@@ -352,6 +355,9 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 	}
 	if err := checkRegOptions(&next, &g.opts); err != nil {
 		return false, err // what Register refuses (a router's callbacks on an HTTP instance), Update does too
+	}
+	if err := checkHealthPath(&next, cur.HealthPath); err != nil {
+		return false, err
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err // nothing written: not a write of unknown outcome (see Register)

@@ -185,3 +185,55 @@ func TestDefaultIDIsOnePerHostHoweverSpelt(t *testing.T) {
 		})
 	}
 }
+
+// A HealthPath given to an instance whose active check is not HTTP (a TCP
+// check, checks turned off, a router instance checked by its function) was
+// stored and never used: the caller believed /ready was what decided the
+// instance's health. Register refuses it, and Update a path it sets so;
+// an Update that changes only the kind of check keeps the path it had.
+// The default path, which Register fills in for every HTTP instance, is no
+// choice and is taken anywhere; so is any path on a Registry whose own
+// checks are off (WithoutHealthChecks): the others check the instance.
+func TestHealthPathNoCheckUsesIsRefused(t *testing.T) {
+	ctx := context.Background()
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	tests := []struct {
+		name    string
+		in      discovery.Instance
+		refused bool
+	}{
+		{"tcp check", discovery.Instance{Check: discovery.CheckTCP, HealthPath: "/ready"}, true},
+		{"checks off", discovery.Instance{Check: discovery.CheckNone, HealthPath: "/ready"}, true},
+		{"router, its check func", discovery.Instance{Method: discovery.MethodRouter, HealthPath: "/ready"}, true},
+		{"router, tcp check", discovery.Instance{Method: discovery.MethodRouter, Check: discovery.CheckTCP, HealthPath: "/ready"}, true},
+		{"http", discovery.Instance{HealthPath: "/ready"}, false},
+		{"http check", discovery.Instance{Check: discovery.CheckHTTP, HealthPath: "/ready"}, false},
+		{"router, http check", discovery.Instance{Method: discovery.MethodRouter, Check: discovery.CheckHTTP, HealthPath: "/ready"}, false},
+		{"tcp check, the default path", discovery.Instance{Check: discovery.CheckTCP, HealthPath: discovery.DefaultHealthPath}, false},
+		{"tcp check, no path", discovery.Instance{Check: discovery.CheckTCP}, false},
+	}
+	for i, tt := range tests {
+		in := tt.in
+		in.Service, in.Host, in.Port = "db_svc", "10.0.0.1", 1+i
+		_, err := r.Register(ctx, in)
+		var ve *discovery.ValidationError
+		switch {
+		case tt.refused && (!errors.As(err, &ve) || ve.Field != "health path"):
+			t.Errorf("%s: Register with HealthPath %q = %v; want a ValidationError on the health path, which no check uses", tt.name, in.HealthPath, err)
+		case !tt.refused && err != nil:
+			t.Errorf("%s: Register with HealthPath %q = %v; want it accepted", tt.name, in.HealthPath, err)
+		}
+	}
+
+	g := mustRegister(t, r, discovery.Instance{Service: "web", Host: "10.0.0.2", Port: 80, HealthPath: "/ready"})
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Check = discovery.CheckTCP }); err != nil {
+		t.Fatalf("Update to a TCP check, the path left as it was = %v; want it accepted", err)
+	}
+	var ve *discovery.ValidationError
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.HealthPath = "/live" }); !errors.As(err, &ve) || ve.Field != "health path" {
+		t.Errorf("Update setting HealthPath /live on a TCP-checked instance = %v; want a ValidationError on the health path", err)
+	}
+	if err := g.Update(ctx, func(in *discovery.Instance) { in.Check, in.HealthPath = discovery.CheckHTTP, "/live" }); err != nil {
+		t.Errorf("Update back to an HTTP check with a new path = %v; want it accepted", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/rssbot/discovery/internal/core"
+	"github.com/rssbot/discovery/internal/health"
 )
 
 // RegisterOption configures one registration.
@@ -57,4 +58,29 @@ func checkRegOptions(in *core.Instance, ro *regOptions) error {
 			Reason: "WithCheckFunc is the instance's check; leave Check at its default"}
 	}
 	return nil
+}
+
+// checkHealthPath refuses a HealthPath that no check of the instance uses:
+// only an HTTP check (Check http, or the default check of an HTTP
+// instance) reads it. Stored and never used, it let the caller believe
+// that its path (a readiness endpoint, say) decided the instance's health,
+// where a TCP connect, the router's function or nothing did. kept is the
+// path that does not count as given: the one the instance had, for an
+// Update that changes only the kind of check (a path kept while checks are
+// off is still the one checked when they are on again). The default path
+// is no choice (Register fills it in for every HTTP instance, and
+// instances read back carry it), and is taken whatever the check. A
+// Registry's WithoutHealthChecks is no reason to refuse: the instance is
+// stored, and the other processes check it.
+func checkHealthPath(in *core.Instance, kept string) error {
+	p := in.HealthPath
+	if p == "" || p == core.DefaultHealthPath || p == kept || health.KindOf(in, true) == health.KindHTTP {
+		return nil
+	}
+	check := in.Check.String()
+	if in.Check == core.CheckDefault { // a router's: its function
+		check = "the router's check function"
+	}
+	return &ValidationError{Field: "health path", Value: p,
+		Reason: "only HTTP checks use it (Check http, or the default check of an http instance); this instance's check is " + check + ": leave HealthPath empty"}
 }

@@ -185,6 +185,8 @@ type Instance struct {
 	// Metadata holds small key/value pairs (at most 64 keys, 8 KiB in all).
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// HealthPath is the path of the HTTP health check; "/health" by default.
+	// Only an HTTP check uses it (Check http, or the default check of an
+	// http instance): Register refuses another path for any other.
 	HealthPath string `json:"health_path,omitempty"`
 	// Check selects the kind of active health check.
 	Check CheckKind `json:"check,omitempty"`
