@@ -964,6 +964,9 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			}
 			if ahead <= l2ClockSkew && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
 				r.l2.Hit()
+				if r.storeDown.Load() {
+					r.probeStore(name)
+				}
 				e := r.newEntry(svc, LayerL2, at, readAt, now)
 				e.readSince(inv)
 				return e, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // writeInstances writes instances straight to the store, as processes that
@@ -902,5 +903,74 @@ func TestReaperDelayGivenKeepsASelfPreservedGroupThroughItsGrace(t *testing.T) {
 			t.Cleanup(func() { _ = r.Close() })
 			keepsGroupThroughGrace(t, r, clock, backend, ttl)
 		})
+	}
+}
+
+// A process whose lookups Redis answers, with no registration to renew and
+// its reaper off (a client of the services, nothing more), made no call to
+// the database once it had seen it fail: it never learnt the outage had
+// ended. The outage stayed open in it, and every lease that ended since
+// it began was held as a suspect for good (listed, and picked, long after
+// the processes that reached the database had dropped it), where the hold
+// ends two lease TTLs after the database is back. A lookup that Redis
+// answers while the database is known down now asks the database, in the
+// background, at most once a second, whether it is back.
+func TestReaderOnRedisNoticesTheDatabaseBack(t *testing.T) {
+	ctx := context.Background()
+	ttl := discovery.DefaultLeaseTTL
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	opts := []discovery.Option{discovery.WithClock(clock), discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+		discovery.WithReaper(0, 0), discovery.WithoutHealthChecks()}
+	// i00's process dies 10 s in, during the outage; the others live on.
+	writeInstances(t, backend, "db_svc", 4, func(i int) time.Time {
+		if i == 0 {
+			return t0.Add(10 * time.Second)
+		}
+		return t0.Add(time.Hour)
+	})
+	// Another process, which reaches the database: each of its lookups of
+	// a service it does not hold loads it and writes it to Redis.
+	loadIntoRedis := func() {
+		t.Helper()
+		other := discoverytest.NewRegistry(t, backend, opts...)
+		if _, err := other.Get(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Second, "the snapshot written to Redis", func() bool { return other.Stats().L2Writes > 0 })
+		_ = other.Close()
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	// No stale answers past the freshness window: each lookup after it
+	// reads Redis (or the database) at once, not in the background.
+	reader := discoverytest.NewRegistry(t, backend, append(opts, discovery.WithLogger(zap.New(core)),
+		discovery.WithCacheFreshness(time.Second, 0, 0))...)
+	if got := statuses(reader.Get(ctx, "db_svc")); got != "4 instances, 0 suspect" {
+		t.Fatalf("before: %s", got)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	clock.Advance(time.Second)
+	if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+	}
+	clock.Advance(19 * time.Second)
+	backend.SetFailure(nil)
+	loadIntoRedis()
+	if got := statuses(reader.Get(ctx, "db_svc")); got != "4 instances, 1 suspect" {
+		t.Fatalf("right after the outage: %s; want i00, whose lease ended during it, held as suspect", got)
+	}
+	back := func() bool { return logs.FilterMessage("discovery: database back").Len() > 0 }
+	for start := time.Now(); !back() && time.Since(start) < 2*time.Second; {
+		time.Sleep(time.Millisecond)
+	}
+	if !back() {
+		t.Errorf("the reader did not notice the database back (no %q logged) after a lookup Redis answered", "discovery: database back")
+	}
+	clock.Advance(2*ttl + 10*time.Second)
+	loadIntoRedis()
+	if got := statuses(reader.Get(ctx, "db_svc")); got != "3 instances, 0 suspect" {
+		t.Errorf("two lease TTLs and more after the outage: %s; want i00, dead, dropped", got)
 	}
 }

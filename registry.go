@@ -67,6 +67,8 @@ type Registry struct {
 	storeDown   atomic.Bool            // written under outMu
 	listing     atomic.Bool            // a listing for an Overview under way in the background (listInBackground)
 	storeOKAt   atomic.Int64           // unix ns of the last database call that answered
+	probedAt    atomic.Int64           // unix ns of the last probe of a database known down (probeStore)
+	probing     atomic.Bool            // a probe under way
 	loadSeq     atomic.Uint64          // loads begun (a failed one's number: loadFailure)
 	outage      atomic.Pointer[outage] // the last database outage this process saw; written under outMu
 	outMu       sync.Mutex             // serialises the database's going down and coming back
@@ -574,6 +576,43 @@ func (r *Registry) noteStoreOK() {
 	r.outMu.Unlock()
 	r.log.Info("discovery: database back", zap.Duration("down", time.Duration(now-lost)))
 	r.resettle()
+}
+
+// probeStore asks the database, in the background, whether it answers
+// again, for a lookup of service that Redis answered while it is known down;
+// at most one probe a second (retryAfterFailure). A process whose lookups
+// Redis answers, with no registration to renew and its reaper off, made no
+// other call to the database: it never learnt that an outage had ended,
+// and held every lease that ended since it began as a suspect for good
+// (heldByOutage), with its lookups served stale at once and its writes of
+// unknown outcome never settled. The probe reads the service's revision
+// (one key's read); "not found" is an answer too. One at a time: on a
+// black-holed database each waits out the load timeout.
+func (r *Registry) probeStore(service string) {
+	now := r.now.nanos()
+	last := r.probedAt.Load()
+	if now-last < int64(retryAfterFailure) || !r.probedAt.CompareAndSwap(last, now) {
+		return
+	}
+	if !r.probing.CompareAndSwap(false, true) {
+		return
+	}
+	started := r.spawn(func() {
+		defer r.probing.Store(false)
+		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
+		defer cancel()
+		_, err := r.revisionOf(ctx, service)
+		if r.ctx.Err() != nil {
+			return // Close ended it: the database did not fail
+		}
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
+		r.noteStoreResult("probe", err)
+	})
+	if !started {
+		r.probing.Store(false)
+	}
 }
 
 // reapLoop deletes rows whose lease ended long ago and announces the
