@@ -654,6 +654,46 @@ func TestNilRegisterOptionsAreInvalid(t *testing.T) {
 	}
 }
 
+// A second WithCheckFunc, WithConfigFunc or WithHandler for one Register
+// replaced the first, silently: an instance given a check of its database
+// and then one of its cache was checked for its cache alone, healthy with
+// its database gone. Each names the instance's one function, with no
+// default for a later one to override (as New's options override theirs),
+// so Register refuses the second, as grpc's server refuses a second
+// UnaryInterceptor, and writes nothing.
+func TestRegisterOptionGivenTwiceIsInvalid(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	router := discovery.Instance{Service: "router_svc", Host: "127.0.0.1", Port: 1, Method: discovery.MethodRouter}
+	check := func(context.Context) error { return nil }
+	onConfig := func(context.Context, json.RawMessage) error { return nil }
+	h := http.NotFoundHandler()
+	tests := []struct {
+		name  string
+		opts  []discovery.RegisterOption
+		field string
+	}{
+		{"WithCheckFunc twice", []discovery.RegisterOption{discovery.WithCheckFunc(check), discovery.WithCheckFunc(check)}, "check func"},
+		{"WithConfigFunc twice", []discovery.RegisterOption{discovery.WithConfigFunc(onConfig), discovery.WithHandler(h), discovery.WithConfigFunc(onConfig)}, "config func"},
+		{"WithHandler twice", []discovery.RegisterOption{discovery.WithHandler(h), discovery.WithHandler(h)}, "handler"},
+	}
+	for _, tt := range tests {
+		_, err := r.Register(ctx, router, tt.opts...)
+		var ve *discovery.ValidationError
+		if !errors.As(err, &ve) || ve.Field != tt.field {
+			t.Errorf("Register(router, %s) = %v; want a ValidationError on the %s", tt.name, err, tt.field)
+		}
+	}
+	if svc, err := backend.Load(ctx, "router_svc"); err == nil && len(svc.Instances) > 0 {
+		t.Fatalf("refused registrations wrote %d instance(s)", len(svc.Instances))
+	}
+	// One of each is the registration's.
+	if _, err := r.Register(ctx, router, discovery.WithCheckFunc(check), discovery.WithConfigFunc(onConfig), discovery.WithHandler(h)); err != nil {
+		t.Fatalf("Register(router, one of each) = %v", err)
+	}
+}
+
 // An Update callback of an instance at weight 0 read its weight as
 // ZeroWeight (-1), where Instance and every lookup read 0: a slow start that
 // ramped a standby up by steps of 25 reached 24, 49, 74 and 99, and doubling

@@ -110,9 +110,13 @@ func (c *regConfig) wake() {
 // once it has returned; Registry.Close
 // waits for it within the close timeout (see Close). HTTP instances get
 // POST /admin/reload-config instead; Register refuses this option for
-// them.
+// them, and it given twice (the second would replace the first).
 func WithConfigFunc(fn func(ctx context.Context, config json.RawMessage) error) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.onConfig = fn; o.noteNil("config func", fn == nil) })
+	return regOptionFunc(func(o *regOptions) {
+		o.noteTwice("config func", o.onConfig != nil)
+		o.onConfig = fn
+		o.noteNil("config func", fn == nil)
+	})
 }
 
 // Config returns the service's configuration and its revision as this

@@ -238,7 +238,13 @@ func WithoutHealthChecks() Option {
 // router instance registered without one has no active check (its lease
 // and passive outcomes still count), unless its Check is CheckHTTP or
 // CheckTCP. Register refuses fn for an HTTP instance, and for a router
-// instance whose Check is not CheckDefault: either would ignore it.
+// instance whose Check is not CheckDefault: either would ignore it; and a
+// second WithCheckFunc, which would replace the first (combine the checks
+// in one function).
 func WithCheckFunc(fn func(ctx context.Context) error) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.check = fn; o.noteNil("check func", fn == nil) })
+	return regOptionFunc(func(o *regOptions) {
+		o.noteTwice("check func", o.check != nil)
+		o.check = fn
+		o.noteNil("check func", fn == nil)
+	})
 }

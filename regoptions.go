@@ -9,7 +9,11 @@ import (
 	"github.com/rssbot/discovery/internal/health"
 )
 
-// RegisterOption configures one registration.
+// RegisterOption configures one registration. Each of them gives the
+// registration's one function of its kind (WithCheckFunc, WithConfigFunc,
+// WithHandler): Register refuses one given twice (ErrInvalid), which would
+// replace the first, where New's options, each over a default, keep the
+// last.
 type RegisterOption interface{ applyRegister(*regOptions) }
 
 type regOptionFunc func(*regOptions)
@@ -28,10 +32,20 @@ type regOptions struct {
 	// nilField is the field of the first option given nil ("check func",
 	// "config func", "handler"), for checkRegOptions.
 	nilField firstNil
+	// twice is the field of the first option given again ("check func",
+	// ...), for checkRegOptions: each is the instance's one function, and
+	// the later one replaced the earlier, silently (an instance given a
+	// check of its database, then one of its cache, was checked for its
+	// cache alone).
+	twice firstNil
 }
 
 // noteNil remembers the first registration option given nil.
 func (o *regOptions) noteNil(field string, isNil bool) { o.nilField.note(field, isNil) }
+
+// noteTwice remembers the first registration option given again (set: the
+// field was already set by an earlier one).
+func (o *regOptions) noteTwice(field string, set bool) { o.twice.note(field, set) }
 
 // checkRegOptions refuses registration options that do not fit the
 // instance: each would be ignored, and the caller would believe it applied.
@@ -42,6 +56,13 @@ func checkRegOptions(in *core.Instance, ro *regOptions) error {
 		// Taken for the option left out, it would be ignored: a router
 		// instance without the check, callback or handler meant for it.
 		return &ValidationError{Field: string(ro.nilField), Value: "nil", Reason: "must not be nil; leave the option out for none"}
+	case ro.twice != "":
+		// Unlike New's options, these have no default for a later one to
+		// override: a second is another function the caller meant to run,
+		// and the first would be dropped (as grpc's server refuses a
+		// second UnaryInterceptor).
+		return &ValidationError{Field: string(ro.twice), Value: "given twice",
+			Reason: "a registration takes one; the later would replace the earlier: combine them in one function"}
 	case ro.handler != nil && core.IsNil(ro.handler):
 		return &ValidationError{Field: "handler", Value: "nil", Reason: "WithHandler needs a non-nil http.Handler"}
 	case ro.onConfig != nil && !router:

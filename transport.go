@@ -127,9 +127,14 @@ func PickOptionsFrom(fn func(*http.Request) []PickOption) TransportOption {
 // loopback RemoteAddr and, for https, a TLS state (r.TLS) naming the host
 // asked for, though no client certificate; it is not offered gzip, which
 // net/http's client would inflate again. Register refuses it for an
-// HTTP instance, whose requests go over the network.
+// HTTP instance, whose requests go over the network, and it given twice
+// (the second would replace the first).
 func WithHandler(h http.Handler) RegisterOption {
-	return regOptionFunc(func(o *regOptions) { o.handler = h; o.noteNil("handler", h == nil) })
+	return regOptionFunc(func(o *regOptions) {
+		o.noteTwice("handler", o.handler != nil)
+		o.handler = h
+		o.noteNil("handler", h == nil)
+	})
 }
 
 // Transport returns an http.RoundTripper that sends requests for
