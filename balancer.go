@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,15 @@ type Strategy uint8
 // else the Registry's (WithStrategy), else StrategyP2CEWMA.
 const (
 	// StrategyP2CEWMA: power of two choices over peak-EWMA latency x
-	// (in-flight + 1) / weight, as Finagle and Linkerd do. The default.
+	// (in-flight + 1), as Finagle and Linkerd do. The default. Weights are
+	// shares, as Finagle's traffic distributor makes them: when they
+	// differ, a pick first draws a weight in proportion to the weight x
+	// the instances that have it, then takes the cheaper of two of those,
+	// so each instance gets its weight's share of picks whether or not
+	// callers call Done (a canary of weight 1 among nine instances of
+	// weight 10 gets 1/91 of them), and latency and load move picks among
+	// instances of equal weight only (an instance alone at its weight gets
+	// its share whatever its latency).
 	StrategyP2CEWMA Strategy = iota + 1
 	// StrategyRoundRobin: each eligible instance in turn, ignoring weights,
 	// from a random place in each process.
@@ -570,6 +579,11 @@ type picker struct {
 	direct bool
 	// uniform: every eligible candidate has the same weight.
 	uniform bool
+	// byWeight and classes are p2c_ewma's weight classes, built when the
+	// weights differ (not uniform): the eligible candidates' indices
+	// ordered by weight, and one class for each weight (p2cWeighted).
+	byWeight []int32
+	classes  []weightClass
 
 	rr     atomic.Uint64
 	narrow *perNarrowing[atomic.Uint64] // the service's round robin rotations (pickerState)
@@ -661,6 +675,9 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 		total += p.cands[i].weight
 		p.cum[k] = total
 		p.uniform = p.uniform && p.cands[i].weight == p.cands[p.elig[0]].weight
+	}
+	if !p.uniform {
+		p.byWeight, p.classes = weightClasses(p)
 	}
 	if old != nil {
 		p.rr.Store(old.rr.Load()) // keep the rotations going
@@ -1076,29 +1093,146 @@ func (p *picker) chooseDirect(strategy Strategy, rnd uint64, key string, now int
 	}
 }
 
+// p2c is p2cDirect over the candidates that pass the pick's filters, zone
+// or panic mode, with the same weight classes: a passing candidate drawn
+// in proportion to its weight picks the class, the second is drawn from
+// the others of its weight.
 func (s *selector) p2c(q *pickReq) int {
-	n := s.count(q)
+	n, total, w0, uniform := 0, 0.0, 0.0, true
+	for i := range s.p.cands {
+		if s.ok(i, q) {
+			w := s.p.cands[i].weight
+			if n == 0 {
+				w0 = w
+			}
+			uniform = uniform && w == w0
+			n++
+			total += w
+		}
+	}
 	if n == 1 {
 		return s.nth(0, q)
 	}
-	a, b := p2cPair(s.p.rng.uint64(), n)
-	ia, ib := s.nth(a, q), s.nth(b, q)
+	var ia, ib int
+	if uniform {
+		a, b := p2cPair(s.p.rng.uint64(), n)
+		ia, ib = s.nth(a, q), s.nth(b, q)
+	} else {
+		x := s.p.rng.float64() * total
+		ia = -1
+		for i := range s.p.cands {
+			if s.ok(i, q) {
+				ia = i
+				if x -= s.p.cands[i].weight; x < 0 {
+					break
+				}
+			}
+		}
+		w, m := s.p.cands[ia].weight, 0
+		for i := range s.p.cands {
+			if s.ok(i, q) && s.p.cands[i].weight == w {
+				m++
+			}
+		}
+		if m == 1 {
+			return ia
+		}
+		k := s.p.rng.intn(m - 1) // the k-th of the others of weight w
+		for i := range s.p.cands {
+			if i != ia && s.ok(i, q) && s.p.cands[i].weight == w {
+				if k == 0 {
+					ib = i
+					break
+				}
+				k--
+			}
+		}
+	}
 	if cheaper(&s.p.cands[ib], &s.p.cands[ia], s.now) {
 		return ib
 	}
 	return ia
 }
 
-// p2cDirect is p2c over the eligible list of a direct picker.
+// p2cDirect is p2c over the eligible list of a direct picker: the cheaper
+// of two random instances, of one weight when weights differ
+// (p2cWeighted).
 func (p *picker) p2cDirect(rnd uint64, now int64) int {
 	n := len(p.elig)
 	if n == 1 {
 		return int(p.elig[0])
 	}
+	if !p.uniform {
+		return p.p2cWeighted(rnd, now)
+	}
 	ia, ib := p2cPair(rnd, n)
 	if n != len(p.cands) { // else elig is 0, 1, ..., n-1
 		ia, ib = int(p.elig[ia]), int(p.elig[ib])
 	}
+	if cheaper(&p.cands[ib], &p.cands[ia], now) {
+		return ib
+	}
+	return ia
+}
+
+// weightClass is the eligible instances of one weight: byWeight[lo:lo+n].
+// cum is the running sum of weight x n over the classes up to this one.
+type weightClass struct {
+	lo, n int32
+	cum   float64
+}
+
+// weightClasses orders a picker's eligible candidates by weight and
+// returns the classes of equal weight.
+func weightClasses(p *picker) ([]int32, []weightClass) {
+	by := slices.Clone(p.elig)
+	slices.SortStableFunc(by, func(a, b int32) int { return cmp.Compare(p.cands[a].weight, p.cands[b].weight) })
+	var classes []weightClass
+	total := 0.0
+	for k, i := range by {
+		w := p.cands[i].weight
+		if len(classes) == 0 || w != p.cands[by[k-1]].weight {
+			classes = append(classes, weightClass{lo: int32(k)})
+		}
+		c := &classes[len(classes)-1]
+		c.n++
+		total += w
+		c.cum = total
+	}
+	return by, classes
+}
+
+// p2cWeighted is p2c when the eligible instances' weights differ, as
+// Finagle's traffic distributor does it: a class of equal weight is drawn
+// in proportion to its weight x its size, and p2c chooses between two
+// random instances of that class. Each instance's share of picks is its
+// weight's share of the total whatever the latencies and loads (a canary
+// of weight 1 among nine instances of weight 10 gets 1/91 of them), and
+// latency and load move picks among instances of one weight only.
+//
+// Two instances of different weights are never compared: with the weight
+// a divisor of the cost, as before, a weight-10 instance won every pair
+// with a weight-1 one until it had ten times its requests in flight, so
+// with a few requests in flight the weight-1 instance got nearly nothing
+// (a canary 0.005% of picks, not 1.1%); with no latency average yet the
+// weights counted for nothing (the canary got a tenth).
+func (p *picker) p2cWeighted(rnd uint64, now int64) int {
+	cs := p.classes
+	x := unitFloat(mix64(rnd+golden)) * cs[len(cs)-1].cum // a second number: the pair takes rnd's 64 bits
+	lo, hi := 0, len(cs)-1
+	for lo < hi {
+		if m := (lo + hi) / 2; cs[m].cum > x {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	c := cs[lo]
+	if c.n == 1 {
+		return int(p.byWeight[c.lo])
+	}
+	ia, ib := p2cPair(rnd, int(c.n))
+	ia, ib = int(p.byWeight[int(c.lo)+ia]), int(p.byWeight[int(c.lo)+ib])
 	if cheaper(&p.cands[ib], &p.cands[ia], now) {
 		return ib
 	}
@@ -1127,9 +1261,11 @@ func p2cPair(r uint64, n int) (a, b int) {
 	return a, b
 }
 
-// cost is peak-EWMA latency x (in-flight + 1) / weight. An instance with no
-// latency yet costs nothing while idle, so it gets one probing request, and
-// a prohibitive amount while that request is in flight (Finagle's rule).
+// cost is peak-EWMA latency x (in-flight + 1). p2c compares instances of
+// one weight only (p2cWeighted), so the weight is no factor of it. An
+// instance with no latency yet costs nothing while idle, so it gets one
+// probing request, and a prohibitive amount while that request is in
+// flight (Finagle's rule).
 //
 // The average decays while an instance goes unpicked (by exp(-age/tau)), so
 // one that was slow once is tried again later instead of being starved by
@@ -1150,7 +1286,7 @@ func decayedCost(c *candidate, l float64, now int64) float64 {
 	if age := now - c.is.ewmaAt.Load(); age > int64(time.Millisecond) {
 		l *= decay(age)
 	}
-	return l * float64(inflight+1) / c.weight
+	return l * float64(inflight+1)
 }
 
 // decay returns exp(-age/ewmaDecay), the weight an average keeps after age

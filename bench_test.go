@@ -50,6 +50,15 @@ func BenchmarkPick(b *testing.B) {
 	}
 }
 
+// BenchmarkPickCanary is BenchmarkPick's p2c_ewma with weights that
+// differ (one instance of weight 1), and Pick + Done with them.
+func BenchmarkPickCanary(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		b.Run(fmt.Sprintf("instances=%d", n), benchsuite.PickCanary(n))
+	}
+	b.Run("done/instances=10", benchsuite.PickDoneCanary)
+}
+
 func BenchmarkGetThenPick(b *testing.B) { benchsuite.GetThenPick(b) }
 
 func BenchmarkPickDone(b *testing.B) {

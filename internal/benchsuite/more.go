@@ -139,6 +139,57 @@ func PickParallel(b *testing.B) {
 	})
 }
 
+// PickCanary times Pick alone (p2c_ewma, as Pick does) over n instances
+// of which one, a canary, has weight 1 and the others the default weight,
+// 100: weights that differ make p2c_ewma draw a weight class first.
+func PickCanary(n int) func(*testing.B) {
+	return func(b *testing.B) {
+		ctx := context.Background()
+		r := canaryRegistry(b, n)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := r.Pick(ctx, Service); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// PickDoneCanary is PickDone over 10 instances, one of them a canary of
+// weight 1 (PickCanary).
+func PickDoneCanary(b *testing.B) {
+	ctx := context.Background()
+	r := canaryRegistry(b, 10)
+	lat := [...]time.Duration{time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		sel, err := r.Pick(ctx, Service)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sel.DoneLatency(nil, lat[i%len(lat)])
+		i++
+	}
+}
+
+// canaryRegistry is pickRegistry's service of n instances, the last of
+// them registered with weight 1.
+func canaryRegistry(b *testing.B, n int) *discovery.Registry {
+	b.Helper()
+	r := Registry(b, n-1, discovery.WithStore(discoverytest.NewBackend()))
+	if _, err := r.Register(context.Background(), discovery.Instance{Service: Service, Host: "10.1.0.1", Port: 8080, Weight: 1,
+		Zone: "eu-1a", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"}}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := r.Get(context.Background(), Service); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
 // ColdStampede times 1000 goroutines looking up one cold service at once,
 // and reports how many store reads that took (per 1000 Gets).
 func ColdStampede(b *testing.B) {
