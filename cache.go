@@ -1008,7 +1008,7 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	}
 	r.noteStoreOK()
 	if genKnown {
-		r.spawn(func() { r.setL2Unless(r.ctx, st, inv, gen, svc.Name, codec.Encode(svc, readAt)) })
+		r.spawn(func() { _, _ = r.setL2Unless(r.ctx, st, inv, gen, svc.Name, codec.Encode(svc, readAt)) })
 	}
 	e := r.newEntry(svc, LayerL3, readAt, readAt, r.clock.Now())
 	e.readSince(inv)
@@ -1025,19 +1025,25 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 // looked at again after the write: an Invalidate whose Redis step failed
 // counts all the same, and a write that landed then is deleted in turn,
 // and only it, not what another process wrote since (Delete compares). It
-// reports whether the snapshot stands (no invalidation came first).
-func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) bool {
+// reports whether the snapshot stands (no invalidation came first), and
+// the error of a write that failed (Redis out, or an error reply) and did
+// not land: the snapshot then stands for no one.
+func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) (bool, error) {
 	if st.invalidated.Load() != inv {
-		return false
+		return false, nil
 	}
-	if _, err := r.l2.SetEncoded(ctx, service, enc, gen); errors.Is(err, rediscache.ErrInvalidated) {
-		return false
+	_, err := r.l2.SetEncoded(ctx, service, enc, gen)
+	if errors.Is(err, rediscache.ErrInvalidated) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	if st.invalidated.Load() != inv {
 		_ = r.l2.Delete(ctx, service, enc)
-		return false
+		return false, nil
 	}
-	return true
+	return true, nil
 }
 
 // refreshAsync starts one background refresh of e unless one is running or
@@ -1297,15 +1303,14 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 		done := make(chan struct{})
 		through := func() {
 			defer close(done)
-			r.writeThrough(context.WithoutCancel(ctx), ch)
-			// Lost on the way: announced once back. Looked at here, where
-			// the write-through has ended, not once the caller stops
-			// waiting: a caller whose context ended before a hung Redis
-			// failed left the change neither published nor kept, and the
-			// other processes served their snapshots for up to a lease TTL.
-			if !r.l2.Up() {
-				r.owe(ch)
-			}
+			delivered := r.writeThrough(context.WithoutCancel(ctx), ch)
+			// Lost on the way, or refused: announced once Redis takes it.
+			// Looked at here, where the write-through has ended, not once
+			// the caller stops waiting: a caller whose context ended
+			// before a hung Redis failed left the change neither published
+			// nor kept, and the other processes served their snapshots for
+			// up to a lease TTL.
+			r.undelivered(ch, delivered)
 			r.forgetIfNotHeld(ch.Service)
 		}
 		if !r.spawn(through) { // closed: nothing else to wait for
@@ -1469,10 +1474,13 @@ func (r *Registry) unsettle(service string) {
 // once it does.
 func (r *Registry) settle(service string) {
 	ch := core.Change{Service: service}
-	var err error
+	var (
+		err       error
+		delivered bool
+	)
 	through := r.l2 != nil && r.l2.Up()
 	if through {
-		ch, err = r.readThrough(r.ctx, ch)
+		ch, delivered, err = r.readThrough(r.ctx, ch)
 	} else {
 		ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 		ch.Revision, err = r.revisionOf(ctx, service)
@@ -1481,9 +1489,7 @@ func (r *Registry) settle(service string) {
 	r.noteStoreResult("settle", err)
 	switch {
 	case err == nil && through:
-		if !r.l2.Up() { // lost on the way, as afterWrite does
-			r.owe(ch)
-		}
+		r.undelivered(ch, delivered) // as afterWrite does
 		r.writtenHere(ch)
 	case err == nil:
 		r.afterWrite(r.ctx, ch)
@@ -1574,20 +1580,26 @@ func (r *Registry) revisionOf(ctx context.Context, service string) (int64, error
 // write. Counted once the read had returned, the count missed an
 // Invalidate during the read, which the read may predate.
 //
-// It holds the service's state throughout, as a load does (load).
-func (r *Registry) writeThrough(ctx context.Context, ch core.Change) {
-	if _, err := r.readThrough(ctx, ch); err != nil {
+// It holds the service's state throughout, as a load does (load). It
+// reports whether Redis took what it was sent (see readThrough).
+func (r *Registry) writeThrough(ctx context.Context, ch core.Change) bool {
+	_, delivered, err := r.readThrough(ctx, ch)
+	if err != nil {
 		r.countStoreErr(err)
-		_ = r.l2.Publish(ctx, ch, false) // bounded by the Redis timeout, as readThrough's writes
+		// bounded by the Redis timeout, as readThrough's writes
+		delivered = r.l2.Publish(ctx, ch, false) == nil
 	}
+	return delivered
 }
 
 // readThrough is writeThrough's read and what follows it, up to the
 // snapshot published; a read that fails is left to the caller. A change
 // of revision 0 (a write of unknown outcome: settle) takes the
 // revision it reads, and raises the one lookups want to it. It returns the
-// change it made visible.
-func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change, error) {
+// change it made visible, and whether Redis took the snapshot (or refused
+// it as no newer than its own, or as read before an Invalidate) and the
+// message: not when either failed, out or answered with an error reply.
+func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change, bool, error) {
 	st := r.holdState(ch.Service)
 	defer r.releaseState(st)
 	inv := st.invalidated.Load()
@@ -1605,7 +1617,7 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 	stop()
 	cancel()
 	if err != nil {
-		return ch, err
+		return ch, false, err
 	}
 	if ch.Revision == 0 {
 		// Raised before the install, as afterWrite raises it before the
@@ -1622,12 +1634,18 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 		r.install(e)
 	}
 	enc := codec.Encode(svc, readAt)
-	if genErr == nil && r.setL2Unless(ctx, st, inv, gen, ch.Service, enc) {
-		_ = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
-	} else {
-		_ = r.l2.Publish(ctx, ch, false)
+	var stands bool
+	var setErr error
+	if genErr == nil {
+		stands, setErr = r.setL2Unless(ctx, st, inv, gen, ch.Service, enc)
 	}
-	return ch, nil
+	var pubErr error
+	if stands {
+		pubErr = r.l2.PublishSnapshot(ctx, ch, enc) // one encoding for both
+	} else {
+		pubErr = r.l2.Publish(ctx, ch, false)
+	}
+	return ch, setErr == nil && pubErr == nil, nil
 }
 
 // maxUnannounced bounds the changes a Registry keeps to announce once Redis
@@ -1658,17 +1676,41 @@ func (r *Registry) owe(ch core.Change) {
 	}
 }
 
-// reannounce writes through and announces, once Redis is back, the changes
-// this Registry wrote while it was out: each service as the database holds
-// it now. One that Redis loses again waits for the next return.
+// undelivered keeps a change whose write-through Redis did not take in full
+// (delivered false: see readThrough) to write through and announce again
+// once Redis takes it. Out (the breaker tripped), that is once it is back
+// (owe). Up, Redis answered the snapshot's write or the message with an
+// error reply (out of memory, a read-only replica, CLUSTERDOWN, an ACL
+// without EVAL or PUBLISH): then once a write probe finds it takes writes
+// again (AwaitWrites). Dropped, such a change was written to Redis by no
+// one: the other processes served their snapshots for their freshness
+// window, and Redis kept the old one, which a process that did not hold
+// the service took and served for up to a lease TTL, though Redis had
+// long taken writes again.
+func (r *Registry) undelivered(ch core.Change, delivered bool) {
+	switch {
+	case !r.l2.Up():
+		r.owe(ch)
+	case !delivered:
+		r.noteUnannounced(ch)
+		r.l2.AwaitWrites(ch.Service) // after the note: its OnWritable sees it
+	}
+}
+
+// reannounce writes through and announces, once Redis is back or takes
+// writes again, the changes this Registry wrote while it was out or
+// refused them: each service as the database holds it now. One that Redis
+// loses or refuses again waits for the next return.
 func (r *Registry) reannounce() {
 	workThrough(r, &r.unannounced, func(svc string, rev int64) {
 		ch := core.Change{Service: svc, Revision: rev}
-		if r.l2.Up() {
-			r.writeThrough(r.ctx, ch)
-		}
-		if !r.l2.Up() {
+		delivered := r.l2.Up() && r.writeThrough(r.ctx, ch)
+		switch {
+		case !r.l2.Up():
 			r.noteUnannounced(ch)
+		case !delivered:
+			r.noteUnannounced(ch)
+			r.l2.AwaitWrites(ch.Service)
 		}
 	})
 }

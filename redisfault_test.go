@@ -143,3 +143,68 @@ func twoOnOneRedis(t *testing.T, w *world, rb redis.UniversalClient) (a, b *disc
 	waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(context.Background(), "db_svc")) == "10.0.0.1:1" })
 	return a, b
 }
+
+// A write-through that Redis answers with an error reply (out of memory
+// under maxmemory; an ACL that lost EVAL and PUBLISH; a read-only replica,
+// CLUSTERDOWN) is no network failure: the breaker stays closed, and it
+// was not announced again. Out of memory, the change message still went
+// out but the snapshot write did not: Redis kept the old snapshot, and a
+// process that did not hold the service served it for up to a lease TTL
+// (an hour here). Refused both, the other processes heard nothing: they
+// served their snapshots for their whole freshness window (an hour here),
+// even once Redis took writes again. Now the write-through is made again
+// and announced once Redis takes writes.
+func TestWriteThroughRefusedByRedisIsAnnouncedOnceRedisTakesWrites(t *testing.T) {
+	tests := []struct {
+		name          string
+		refuse, allow []any
+		// dropped: Redis takes the DEL of the old snapshot meanwhile
+		dropped bool
+	}{
+		{"out of memory", []any{"CONFIG", "SET", "maxmemory", "1"}, []any{"CONFIG", "SET", "maxmemory", "0"}, true},
+		{"EVAL and PUBLISH revoked", []any{"ACL", "SETUSER", "a", "-eval", "-evalsha", "-publish"}, []any{"ACL", "SETUSER", "a", "+@all"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv := testutil.NewRedisServer(t, "--maxmemory-policy", "noeviction")
+			srv.Do("ACL", "SETUSER", "a", "on", ">pw", "~*", "&*", "+@all")
+			w := redisFaultWorld(t, srv)
+			ra := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "a", Password: "pw", MaxRetries: -1})
+			t.Cleanup(func() { _ = ra.Close() })
+			a := w.registry(t, discovery.WithRedis(ra))
+			b := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, srv.Addr(), 0, w.ns)))
+			subscribed(t, w, a, 2)
+			subscribed(t, w, b, 2)
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+			waitFor(t, 2*time.Second, "b sees the first instance", func() bool { return ids(b.Get(ctx, "db_svc")) == "10.0.0.1:1" })
+
+			srv.Do(tt.refuse...)
+			errs := a.Stats().L2Errors
+			mustRegister(t, a, inst("db_svc", "10.0.0.1", 2)) // the database takes it
+			if a.Stats().L2Errors == errs {
+				t.Fatal("Redis took the write-through: the test refuses nothing")
+			}
+			const want = "10.0.0.1:1,10.0.0.1:2"
+			if tt.dropped {
+				// Redis refuses the new snapshot but deletes the old one: a
+				// process that does not hold the service reads the database.
+				early := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, srv.Addr(), 0, w.ns)))
+				if got := ids(early.Get(ctx, "db_svc")); got != want {
+					t.Fatalf("a new Registry's Get while Redis refuses writes = %s, want %s", got, want)
+				}
+			}
+			srv.Do(tt.allow...)
+			c := w.registry(t, discovery.WithRedis(testutil.RedisClient(t, srv.Addr(), 0, w.ns)))
+			for _, p := range []struct {
+				name string
+				r    *discovery.Registry
+			}{{"b (held the service)", b}, {"c (did not)", c}} {
+				took := waitFor(t, 5*time.Second, p.name+" sees the change once Redis takes writes", func() bool {
+					return ids(p.r.Get(ctx, "db_svc")) == want
+				})
+				t.Logf("%s saw the change %v after Redis took writes again", p.name, took)
+			}
+		})
+	}
+}

@@ -180,7 +180,7 @@ func New(opts ...Option) (*Registry, error) {
 	if o.rdb != nil {
 		r.l2 = rediscache.New(o.redisCmd, rediscache.Options{
 			Namespace: o.namespace + ":", Channel: redisChannel(o.namespace, "changes", o.rdb), TTL: o.l2TTL, Timeout: o.redisTO, ProbeInterval: 250 * time.Millisecond,
-			Log: o.log, OnChange: r.onMessage, OnResync: r.resync, Now: o.clock.Now,
+			Log: o.log, OnChange: r.onMessage, OnResync: r.resync, OnWritable: r.reannounce, Now: o.clock.Now,
 		})
 		if err := r.l2.Start(); err != nil {
 			// Taken, a client that Redis refuses (a wrong password, an ACL

@@ -50,6 +50,14 @@ import (
 // command on it answered WRONGTYPE, and every write of the service failed
 // for as long as it lived (for good: nothing gave it an expiry). The
 // script returns its answer and how many keys it deleted so.
+//
+// A SET that Redis refuses (out of memory under maxmemory's noeviction,
+// which refuses SET but not DEL) deletes the older snapshot the key held,
+// and the script fails with the refusal: kept, that snapshot went on
+// serving every process that did not hold the service (for up to a lease
+// TTL) while the database held the newer one. Where Redis refuses the
+// DEL too (a read-only replica), the caller's retry, once Redis takes
+// writes (AwaitWrites), replaces it.
 var setScript = redis.NewScript(`
 local foreign = 0
 local function get(key)
@@ -73,7 +81,13 @@ if cur and string.len(cur) >= 42 and string.find(string.sub(cur, 3, 42), '^%d+$'
   not (string.sub(cur, 3, 22) == string.sub(ARGV[1], 3, 22) and string.sub(cur, 23, 42) > ARGV[4]) then
   return {0, foreign}
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local set = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if type(set) == 'table' and set.err then
+  if cur then
+    redis.pcall('DEL', KEYS[1])
+  end
+  error(set)
+end
 return {1, foreign}
 `)
 
@@ -106,6 +120,15 @@ redis.call('GET', KEYS[1])
 return redis.call('DEL', KEYS[1])
 `)
 
+// writeProbeScript is the write probe's (AwaitWrites): a write of a key in
+// the Cluster slot of the service whose write Redis refused, by a script
+// as every snapshot write is, so that it is refused as that write was (out
+// of memory under maxmemory, a read-only replica, CLUSTERDOWN, an ACL
+// without EVAL or the namespace's keys). It expires at once.
+var writeProbeScript = redis.NewScript(`
+return redis.call('SET', KEYS[1], '', 'PX', 1)
+`)
+
 // Options configure a Cache.
 type Options struct {
 	// Namespace prefixes every key and the channel.
@@ -130,6 +153,9 @@ type Options struct {
 	// OnResync is called on every (re)subscription and when Redis comes back:
 	// changes may have been missed.
 	OnResync func()
+	// OnWritable is called when Redis takes a write and a publication
+	// again after AwaitWrites: it had answered them with an error reply.
+	OnWritable func()
 	// Now is the clock snapshots' load times are read with (time.Now if
 	// nil): a write replaces a snapshot of the same revision that claims a
 	// read after it (see setScript).
@@ -153,6 +179,8 @@ type Cache struct {
 
 	down    atomic.Bool
 	probing atomic.Bool
+	// writeProbing says a write probe runs (AwaitWrites).
+	writeProbing atomic.Bool
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
@@ -309,6 +337,56 @@ func (c *Cache) startProbe() {
 				c.opt.Log.Info("discovery: redis back")
 				if c.opt.OnResync != nil {
 					c.opt.OnResync()
+				}
+				return
+			}
+		}
+	}()
+}
+
+// AwaitWrites starts, unless one runs, a probe that writes and publishes
+// once a ProbeInterval until Redis takes both, then calls OnWritable. The
+// caller's write of service (a snapshot, or its change message) was
+// answered with an error reply: Redis is up (the breaker stays closed,
+// reads go on), but refuses writes, and nothing else tells when it takes
+// them again. The probe writes in service's Cluster slot, and publishes an
+// empty message (which every process ignores) on the channel.
+func (c *Cache) AwaitWrites(service string) {
+	c.mu.Lock() // as startProbe
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil || !c.writeProbing.CompareAndSwap(false, true) {
+		return
+	}
+	c.opt.Log.Warn("discovery: redis refuses writes; changes announced once it takes them", zap.String("service", service))
+	key := c.opt.Namespace + "probe:{" + service + "}"
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(c.opt.ProbeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
+			if c.down.Load() {
+				continue // the breaker's probe brings it back first
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
+			err := writeProbeScript.Run(ctx, c.rdb, []string{key}).Err()
+			if err == nil {
+				err = c.rdb.Publish(ctx, c.channel, "").Err()
+			}
+			cancel()
+			if err == nil {
+				// Cleared before OnWritable: a write refused after it
+				// starts the next probe, and its caller's change, kept
+				// before it asked, is seen by this OnWritable or that one's.
+				c.writeProbing.Store(false)
+				c.opt.Log.Info("discovery: redis takes writes again")
+				if c.opt.OnWritable != nil {
+					c.opt.OnWritable()
 				}
 				return
 			}
