@@ -1236,9 +1236,16 @@ func (r *Registry) onMessage(ch core.Change, force bool, pushed rediscache.Pushe
 
 // resync revalidates everything L1 holds against the database's revisions,
 // after a (re)subscription or Redis coming back: messages may have been lost.
+//
+// It reads the revisions of everything held in one call (RevisionReader),
+// and loads only what changed; a watch whose service L1 holds hears of a
+// change from that (onChange), and only the others (and all of them when
+// the revisions cannot be read) read their service again. Every watch read
+// its service again on every resync before, changed or not: a process
+// watching W services read the database W times more at each recovery, and
+// a fleet on a Redis that flapped every few seconds read it that often.
 func (r *Registry) resync() {
 	r.reannounce()
-	r.resyncHubs()
 	r.spawn(func() {
 		defer r.ctr.resyncs.Add(1)
 		var (
@@ -1252,6 +1259,7 @@ func (r *Registry) resync() {
 			held[e.name] = e
 		})
 		if len(names) == 0 {
+			r.resyncHubs(nil)
 			return
 		}
 		if rr, ok := r.store.(core.RevisionReader); ok {
@@ -1260,6 +1268,10 @@ func (r *Registry) resync() {
 			cancel()
 			r.countStoreErr(err)
 			if err == nil {
+				// Watches of what L1 holds hear of a change below; the
+				// others read their service again. Before, so that none
+				// that the revalidation tells is read twice.
+				r.resyncHubs(held)
 				for name, rev := range revs {
 					// only what L1 holds: a store may answer for more
 					if e := held[name]; e != nil && rev > e.rev {
@@ -1270,6 +1282,7 @@ func (r *Registry) resync() {
 			}
 			r.log.Warn("discovery: revalidating the cache failed; refreshing every entry", zap.Error(err))
 		}
+		r.resyncHubs(nil)
 		for _, e := range held {
 			e.freshUntil.Store(0)
 			r.refreshAsync(e, true)

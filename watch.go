@@ -170,14 +170,19 @@ func (r *Registry) changeAnnounced(ch core.Change, force bool) {
 	h.signal()
 }
 
-// resyncHubs makes every hub read its service from the store: messages may
-// have been lost (cache.go calls it on every (re)subscription).
-func (r *Registry) resyncHubs() {
+// resyncHubs makes every hub read its service from the store, but those of
+// the services in revalidated, whose revisions the resync compared (it
+// tells their hubs of a change: onChange): messages may have been lost
+// (cache.go calls it on every (re)subscription).
+func (r *Registry) resyncHubs(revalidated map[string]*entry) {
 	if r.hooked.Load() == 0 {
 		return
 	}
 	r.hubs.Range(func(_, v any) bool {
 		h := v.(*hub)
+		if revalidated[h.name] != nil {
+			return true
+		}
 		h.mu.Lock()
 		h.force = true
 		h.mu.Unlock()
