@@ -1027,7 +1027,11 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 // and only it, not what another process wrote since (Delete compares). It
 // reports whether the snapshot stands (no invalidation came first), and
 // the error of a write that failed (Redis out, or an error reply) and did
-// not land: the snapshot then stands for no one.
+// not land: the snapshot then stands for no one. A snapshot too large to
+// write within the Redis timeout on this link (ErrTooSlow: Redis answers
+// all the same) deletes the older one Redis holds instead, with a command
+// of a few bytes: it would serve the processes that did not hear of the
+// change, and writing it again would only fail again.
 func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, gen rediscache.Gen, service string, enc []byte) (bool, error) {
 	if st.invalidated.Load() != inv {
 		return false, nil
@@ -1035,6 +1039,9 @@ func (r *Registry) setL2Unless(ctx context.Context, st *svcState, inv uint64, ge
 	_, err := r.l2.SetEncoded(ctx, service, enc, gen)
 	if errors.Is(err, rediscache.ErrInvalidated) {
 		return false, nil
+	}
+	if errors.Is(err, rediscache.ErrTooSlow) {
+		_ = r.l2.DropOlder(ctx, service, enc)
 	}
 	if err != nil {
 		return false, err
@@ -1658,7 +1665,11 @@ func (r *Registry) readThrough(ctx context.Context, ch core.Change) (core.Change
 	} else {
 		pubErr = r.l2.Publish(ctx, ch, false)
 	}
-	return ch, setErr == nil && pubErr == nil, nil
+	// A snapshot too slow to write is not written again: the message
+	// (the revision alone) tells the others, and the older snapshot is
+	// gone from Redis (setL2Unless).
+	written := setErr == nil || errors.Is(setErr, rediscache.ErrTooSlow)
+	return ch, written && pubErr == nil, nil
 }
 
 // maxUnannounced bounds the changes a Registry keeps to announce once Redis

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,6 +111,19 @@ end
 return 0
 `)
 
+// dropOlderScript deletes KEYS[1] if it holds a snapshot whose header
+// sorts before ARGV[1]'s (an older revision, or the same one read
+// earlier), as setScript compares them: a writer whose snapshot was too
+// slow to write (ErrTooSlow) drops what it would have replaced, with a
+// command of a few bytes; a newer snapshot stays.
+var dropOlderScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 3, 42) < string.sub(ARGV[1], 3, 42) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
 // probeScript is Start's check of the scripts every write runs: a read and
 // a delete, as dropScript's, of a key no service has. The delete is a
 // write, which a read-only replica refuses (READONLY): taken, such a
@@ -169,6 +183,9 @@ type Options struct {
 type Stats struct {
 	Hits, Misses, Errors, DecodeErrors, VersionMisses, Writes, StaleWrites, Published, Received, Trips uint64
 	PushedDecodeErrors, BadMessages                                                                    uint64
+	// SlowWrites and SlowReads count snapshot writes and reads that failed
+	// with ErrTooSlow (also in Errors).
+	SlowWrites, SlowReads uint64
 }
 
 // Cache is the L2. Start launches its goroutines; Close stops them.
@@ -183,6 +200,7 @@ type Cache struct {
 	writeProbing atomic.Bool
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
+	slowWrites, slowReads                                                                          atomic.Uint64 // calls that failed with ErrTooSlow
 	unusable                                                                                       atomic.Uint64 // hits the caller could not serve
 	pushedErrs                                                                                     atomic.Uint64 // pushed snapshots that did not decode
 	badMsgs                                                                                        atomic.Uint64 // change messages that did not parse
@@ -255,6 +273,16 @@ const GenerationTTL = time.Hour
 // service was invalidated since its writer read the generation.
 var ErrInvalidated = errors.New("discovery: service invalidated since the snapshot was read")
 
+// ErrTooSlow is returned by a read of a snapshot, or a write of a large
+// one (over MaxPushed), that timed out while Redis still answers a ping:
+// the link is too slow for the snapshot, and Redis is not down. The
+// breaker is not tripped: tripped, every other call skipped Redis, the
+// probe brought it back within a ProbeInterval (a resync), the writer
+// wrote the snapshot through again and every process read it again, and
+// it tripped again, a store read and a resync each time, for as long as
+// the snapshot stayed that large.
+var ErrTooSlow = errors.New("discovery: redis did not take the snapshot within the timeout, though it answers")
+
 // Channel returns the pub/sub channel of changes.
 func (c *Cache) Channel() string { return c.channel }
 
@@ -268,7 +296,7 @@ func (c *Cache) Stats() Stats {
 		Hits: c.hits.Load(), Misses: c.misses.Load() + c.unusable.Load(), Errors: c.errs.Load(), DecodeErrors: c.decodeErrs.Load(),
 		VersionMisses: c.versionMisses.Load(), Writes: c.writes.Load(), StaleWrites: c.staleWrites.Load(),
 		Published: c.published.Load(), Received: c.received.Load(), Trips: c.trips.Load(),
-		PushedDecodeErrors: c.pushedErrs.Load(), BadMessages: c.badMsgs.Load(),
+		PushedDecodeErrors: c.pushedErrs.Load(), BadMessages: c.badMsgs.Load(), SlowWrites: c.slowWrites.Load(), SlowReads: c.slowReads.Load(),
 	}
 }
 
@@ -441,6 +469,13 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 	if err == nil && len(vals) != 2 {
 		err = errors.New("mget: " + strconv.Itoa(len(vals)) + " values for 2 keys")
 	}
+	if err != nil && c.tooSlow(ctx, err) {
+		// A snapshot too large for this link in the timeout (its size is
+		// unknown until read): one caller's miss, not Redis down for all.
+		c.errs.Add(1)
+		c.slowReads.Add(1)
+		return nil, time.Time{}, false, "", &core.BackendError{Backend: "redis", Op: "get", Err: fmt.Errorf("%w: %w", ErrTooSlow, err)}
+	}
 	if err != nil {
 		return nil, time.Time{}, false, "", c.failed(ctx, "get", err)
 	}
@@ -530,6 +565,11 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 	if err == nil && len(res) != 2 {
 		err = errors.New("set: " + strconv.Itoa(len(res)) + " values for 2")
 	}
+	if err != nil && len(val) > MaxPushed && c.tooSlow(ctx, err) {
+		c.errs.Add(1)
+		c.slowWrites.Add(1)
+		return false, &core.BackendError{Backend: "redis", Op: "set", Err: fmt.Errorf("%w (%d bytes): %w", ErrTooSlow, len(val), err)}
+	}
 	if err != nil {
 		return false, c.failed(ctx, "set", err)
 	}
@@ -547,6 +587,41 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 	}
 	c.writes.Add(1)
 	return true, nil
+}
+
+// tooSlow reports whether err, that of a call that carried a snapshot, is
+// a timeout while Redis answers a ping on the same link (bounded by the
+// timeout too): the snapshot, not Redis, was the trouble. A Redis that
+// does not answer the ping is down, and the caller trips the breaker
+// (failed), having waited two timeouts instead of one; one that refuses
+// connections is down at once, without a ping.
+func (c *Cache) tooSlow(ctx context.Context, err error) bool {
+	var nerr net.Error
+	timedOut := errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout()
+	if !timedOut || ctx.Err() != nil || c.ctx.Err() != nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
+	defer cancel()
+	return c.rdb.Ping(pctx).Err() == nil
+}
+
+// DropOlder deletes the snapshot of service if it is older than enc (a
+// snapshot of it, codec.Encode; only its header is sent): for a writer
+// whose write of enc failed with ErrTooSlow, so that the snapshot it would
+// have replaced does not serve the processes that did not hear of the
+// change.
+func (c *Cache) DropOlder(ctx context.Context, service string, enc []byte) error {
+	if c.down.Load() {
+		return &core.BackendError{Backend: "redis", Op: "drop older", Err: errors.New("down")}
+	}
+	tctx, cancel := c.timeout(ctx)
+	err := dropOlderScript.Run(tctx, c.rdb, []string{c.Key(service)}, string(enc[:min(len(enc), codec.HeaderLen)])).Err()
+	cancel()
+	if err != nil {
+		return c.failed(ctx, "drop older", err)
+	}
+	return nil
 }
 
 // Delete removes the snapshot of service if Redis still holds enc, the
