@@ -558,3 +558,101 @@ func TestKeyOfAnotherTypeIsReplacedBySnapshotWrites(t *testing.T) {
 		}
 	})
 }
+
+// DropOlder, a writer's answer to a snapshot too slow to write
+// (ErrTooSlow), deletes an older snapshot of the service (a lower
+// revision, or the same one read earlier) and keeps a newer one: what
+// another process wrote since must stay.
+func TestDropOlderKeepsANewerSnapshot(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: time.Second})
+	defer c.Close()
+	at := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		name       string
+		held, ours *core.Service
+		heldAt     time.Time
+		dropped    bool
+	}{
+		{"older revision", &core.Service{Name: "db_svc", Revision: 3}, &core.Service{Name: "db_svc", Revision: 4}, at, true},
+		{"same revision read earlier", &core.Service{Name: "db_svc", Revision: 4}, &core.Service{Name: "db_svc", Revision: 4}, at.Add(-time.Second), true},
+		{"same snapshot", &core.Service{Name: "db_svc", Revision: 4}, &core.Service{Name: "db_svc", Revision: 4}, at, false},
+		{"newer revision", &core.Service{Name: "db_svc", Revision: 5}, &core.Service{Name: "db_svc", Revision: 4}, at, false},
+	}
+	for _, tt := range tests {
+		mr.FlushAll()
+		if _, err := c.Set(ctx, tt.held, tt.heldAt, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DropOlder(ctx, "db_svc", codec.Encode(tt.ours, at)); err != nil {
+			t.Fatalf("%s: DropOlder: %v", tt.name, err)
+		}
+		if got := !mr.Exists(c.Key("db_svc")); got != tt.dropped {
+			t.Errorf("%s: dropped = %v; want %v", tt.name, got, tt.dropped)
+		}
+	}
+}
+
+// A write that Redis answers with an error reply leaves the breaker
+// closed; AwaitWrites then calls OnWritable once Redis takes a write and a
+// publication again, and not before.
+func TestAwaitWritesCallsOnWritableOnceRedisTakesWrites(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	var calls atomic.Int64
+	rdb.AddHook(countingHook{&calls})
+	writable := make(chan struct{}, 1)
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: 10 * time.Millisecond,
+		OnWritable: func() { writable <- struct{}{} }})
+	defer c.Close()
+	mr.SetError("OOM command not allowed when used memory > 'maxmemory'.")
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 1}, time.Unix(1_800_000_000, 0), ""); err == nil || !c.Up() {
+		t.Fatalf("Set on a refusing Redis = %v (up: %v); want its error reply, and the breaker closed", err, c.Up())
+	}
+	c.AwaitWrites("db_svc")
+	c.AwaitWrites("db_svc") // one probe at a time
+	// Ten of the probe's writes refused, and no OnWritable.
+	base := calls.Load()
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() < base+10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe made %d calls in 5 s", calls.Load()-base)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-writable:
+		t.Fatal("OnWritable while Redis refuses writes")
+	default:
+	}
+	mr.SetError("")
+	select {
+	case <-writable:
+	case <-time.After(2 * time.Second):
+		t.Fatal("OnWritable not called within 2 s of Redis taking writes")
+	}
+	if c.writeProbing.Load() {
+		t.Fatal("the write probe still runs")
+	}
+}
+
+// countingHook counts the commands a client sends.
+type countingHook struct{ n *atomic.Int64 }
+
+func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
