@@ -603,7 +603,9 @@ func (c *Cache) tooSlow(ctx context.Context, err error) bool {
 	}
 	pctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
 	defer cancel()
-	return c.rdb.Ping(pctx).Err() == nil
+	// Every master of a Cluster, as the breaker's probe asks: a PING sent
+	// to a node at random answered for a master that did not.
+	return c.ping(pctx) == nil
 }
 
 // DropOlder deletes the snapshot of service if it is older than enc (a
