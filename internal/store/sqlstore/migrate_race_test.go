@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
 	"github.com/rssbot/discovery/internal/testutil"
 )
@@ -66,5 +68,59 @@ func TestPostgresMigrateAfterAProcessDiedMidMigration(t *testing.T) {
 	db.Raw("SELECT version FROM " + p + "schema_migrations ORDER BY version").Scan(&versions)
 	if fmt.Sprint(versions) != fmt.Sprint([]int{1, 2, 3}) {
 		t.Fatalf("schema_migrations = %v; want [1 2 3]", versions)
+	}
+}
+
+// A process of the older release (schema 2) and one of the newer (schema
+// 3) start together on an empty database, and then over a schema of
+// version 1 (a rolling upgrade). Whichever migrates first, the newer comes
+// up, the schema ends at 3 with each version recorded once, and the older
+// either comes up (it migrated first) or is refused as the README says:
+// ErrUnsupported naming the newer schema, never ErrUnavailable (which
+// callers retry for good) nor a clash of CREATEs.
+func TestPostgresMixedReleasesRacingAMigration(t *testing.T) {
+	dsn := testutil.PostgresDSN(t)
+	for round := range 6 {
+		p := testutil.Prefix(t)
+		db := testutil.Postgres(t, p)
+		if round%2 == 1 { // a schema of version 1 to upgrade
+			old, err := sqlstore.New(db, p, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.AsRelease(1)
+			if err := old.Migrate(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stores := make([]*sqlstore.Store, 2)
+		for i := range stores {
+			s, err := sqlstore.New(opened(t)(testutil.OpenPostgres(dsn)), p, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stores[i] = s
+		}
+		stores[0].AsRelease(2)
+		errs := make([]chan error, 2)
+		gate := make(chan struct{})
+		for i, s := range stores {
+			errs[i] = make(chan error, 1)
+			go func() { <-gate; errs[i] <- s.Migrate(context.Background()) }()
+		}
+		close(gate)
+		older, newer := <-errs[0], <-errs[1]
+		if newer != nil {
+			t.Errorf("round %d: the newer release's Migrate = %v", round, newer)
+		}
+		if older != nil && (!errors.Is(older, core.ErrUnsupported) || errors.Is(older, core.ErrUnavailable) || !strings.Contains(older.Error(), "newer")) {
+			t.Errorf("round %d: the older release's Migrate = %v; want nil or ErrUnsupported naming the newer schema", round, older)
+		}
+		t.Logf("round %d: older release: %v", round, older)
+		var versions []int
+		db.Raw("SELECT version FROM " + p + "schema_migrations ORDER BY version").Scan(&versions)
+		if fmt.Sprint(versions) != "[1 2 3]" {
+			t.Fatalf("round %d: schema_migrations = %v; want [1 2 3]", round, versions)
+		}
 	}
 }

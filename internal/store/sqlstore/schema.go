@@ -91,6 +91,9 @@ var migrations = []migration{
 // SchemaVersion is the version Migrate brings the schema to.
 var SchemaVersion = migrations[len(migrations)-1].version
 
+// version is the schema version of this Store's release: SchemaVersion.
+func (s *Store) version() int { return s.steps[len(s.steps)-1].version }
+
 func (s *Store) sql(q string) string { return strings.ReplaceAll(q, "{p}", s.prefix) }
 
 // lockKey is the seed of the advisory-lock key of one prefix and purpose;
@@ -128,9 +131,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// tables: run Migrate as a user who may", which fails the same way.
 	have, err := s.schemaVersion(ctx, true)
 	switch {
-	case err == nil && have > SchemaVersion:
+	case err == nil && have > s.version():
 		return s.schemaErr(have)
-	case err == nil && have == SchemaVersion:
+	case err == nil && have == s.version():
 		return nil
 	case errors.Is(err, core.ErrUnsupported): // no version can be read, so no migration run
 		return err
@@ -163,10 +166,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if err := tx.Raw(s.q.schemaVersion).Scan(&current).Error; err != nil {
 			return err
 		}
-		if current > SchemaVersion {
+		if current > s.version() {
 			return s.schemaErr(current) // not the database failing: retrying cannot help
 		}
-		for _, m := range migrations {
+		for _, m := range s.steps {
 			if m.version <= current {
 				continue
 			}
@@ -248,7 +251,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	if err != nil {
 		return mapErr(ctx, "check schema", err)
 	}
-	if current != SchemaVersion {
+	if current != s.version() {
 		return s.schemaErr(current)
 	}
 	return nil
@@ -290,11 +293,11 @@ func (s *Store) schemaVersion(ctx context.Context, creating bool) (int, error) {
 
 // schemaErr is the error of a schema at a version other than SchemaVersion.
 func (s *Store) schemaErr(current int) error {
-	if current > SchemaVersion {
-		return fmt.Errorf("%w: schema version %d of prefix %q is newer than this library's %d", core.ErrUnsupported, current, s.prefix, SchemaVersion)
+	if current > s.version() {
+		return fmt.Errorf("%w: schema version %d of prefix %q is newer than this library's %d", core.ErrUnsupported, current, s.prefix, s.version())
 	}
 	return fmt.Errorf("%w: schema version %d of prefix %q is older than this library's %d: run discovery.Migrate with the same namespace (or New without WithoutMigration)",
-		core.ErrUnsupported, current, s.prefix, SchemaVersion)
+		core.ErrUnsupported, current, s.prefix, s.version())
 }
 
 // Warm opens up to n connections at once and returns them to the pool, so

@@ -31,6 +31,9 @@ type Store struct {
 	// loadTimeout bounds Load and Revisions instead, when set (SetLoadTimeout).
 	loadTimeout time.Duration
 	q           queries
+	// steps are the migrations of this release: all of them, but for a
+	// test that stands for an older release (export_test.go).
+	steps []migration
 }
 
 // queries are the statements with the prefix substituted once.
@@ -91,6 +94,7 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		prefix:   prefix,
 		postgres: name == "postgres",
 		timeout:  timeout,
+		steps:    migrations,
 	}
 	s.q = queries{
 		bumpService: s.sql(`INSERT INTO {p}services (name, revision, config_revision, updated_at) VALUES (?, 1, 0, ?)
