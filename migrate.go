@@ -17,9 +17,13 @@ import (
 // safe to run from many processes at once. A schema newer than this
 // release's is an error matching ErrUnsupported, and so is a database
 // user who may not create the tables (or a read-only SQLite database), or
-// not read the existing ones' version (ns+"_schema_migrations"). On
-// PostgreSQL, tables are created in, and looked for in, the current schema
-// (the first of the search_path that exists).
+// not read the existing ones' version (ns+"_schema_migrations"). A
+// read-only PostgreSQL (a hot standby) with a schema to create is
+// ErrUnavailable ("cannot execute CREATE TABLE in a read-only
+// transaction"), unlike a read-only SQLite file: a standby is promoted, and
+// the same call then succeeds. On PostgreSQL, tables are created in, and
+// looked for in, the current schema (the first of the search_path that
+// exists).
 func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {
 	if ctx == nil {
 		return nilContext("Migrate")

@@ -124,3 +124,41 @@ func TestPostgresMixedReleasesRacingAMigration(t *testing.T) {
 		}
 	}
 }
+
+// A read-only PostgreSQL (a hot standby, or default_transaction_read_only,
+// as here) with a schema still to create is ErrUnavailable, whose message
+// says the transaction is read-only: not ErrUnsupported, because a standby
+// is promoted (checked by hand against a real one: the same error, then
+// success after pg_ctl promote) and the same call then succeeds, as here
+// once the session accepts writes.
+func TestPostgresMigrateOnAReadOnlyDatabaseWaitsForWrites(t *testing.T) {
+	p := testutil.Prefix(t)
+	testutil.Postgres(t, p) // drops the tables when the test ends
+	_, u := postgresURL(t)
+	q := u.Query()
+	q.Set("default_transaction_read_only", "on")
+	u.RawQuery = q.Encode()
+	db := opened(t)(testutil.OpenPostgres(u.String()))
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1) // one session, which "promotion" below makes writable
+	s, err := sqlstore.New(db, p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Migrate(t.Context())
+	if !errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "read-only transaction") {
+		t.Fatalf("Migrate of a new schema on a read-only database = %v; want ErrUnavailable saying the transaction is read-only", err)
+	}
+	if err := db.Exec(`SET default_transaction_read_only = off`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate once the database accepts writes = %v", err)
+	}
+	if err := s.CheckSchema(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
