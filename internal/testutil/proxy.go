@@ -78,13 +78,19 @@ func (p *Proxy) accept() {
 func (p *Proxy) pipe(from, to net.Conn) {
 	defer p.wg.Done()
 	defer func() {
-		_ = from.Close()
-		_ = to.Close()
 		p.mu.Lock()
+		// A stalled connection's close does not reach the other end
+		// either: a crashed host's never does, and the other end keeps its
+		// side open (until Cut or Close).
+		stalled := p.stalled[from]
+		_ = from.Close()
 		delete(p.conns, from)
-		delete(p.conns, to)
 		delete(p.stalled, from)
-		delete(p.stalled, to)
+		if !stalled {
+			_ = to.Close()
+			delete(p.conns, to)
+			delete(p.stalled, to)
+		}
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/rssbot/discovery/internal/core"
 	"github.com/rssbot/discovery/internal/store/sqlstore"
@@ -160,5 +161,48 @@ func TestPostgresMigrateOnAReadOnlyDatabaseWaitsForWrites(t *testing.T) {
 	}
 	if err := s.CheckSchema(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A process frozen mid-migration (SIGSTOP, a partition: its connection
+// left half-open, its transaction idle, holding the migration lock) holds
+// it no longer than its own bound: the transaction's
+// idle_in_transaction_session_timeout ends the session on the server, and
+// the process waiting for the lock migrates the whole schema. (Without
+// that timeout the server holds the lock until TCP keepalive gives up on
+// the connection, two hours by default.)
+func TestPostgresMigrateAfterAProcessFrozeMidMigration(t *testing.T) {
+	p := testutil.Prefix(t)
+	db := testutil.Postgres(t, p)
+	_, u := postgresURL(t)
+	proxy := testutil.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	frozenDB := opened(t)(testutil.OpenPostgres(u.String()))
+	err := frozenDB.Callback().Raw().Before("gorm:raw").Register("test:freeze", func(tx *gorm.DB) {
+		if strings.Contains(tx.Statement.SQL.String(), "CREATE TABLE "+p+"keys") {
+			proxy.Stall() // nothing more reaches the server, nor leaves it
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen, err := sqlstore.New(frozenDB, p, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := frozen.Migrate(t.Context()); err == nil {
+		t.Fatal("Migrate over a stalled connection = nil")
+	}
+	s, err := sqlstore.New(db, p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate after another process froze in its migration = %v; want the lock freed at that process's bound", err)
+	}
+	var versions []int
+	db.Raw("SELECT version FROM " + p + "schema_migrations ORDER BY version").Scan(&versions)
+	if fmt.Sprint(versions) != "[1 2 3]" {
+		t.Fatalf("schema_migrations = %v; want [1 2 3]", versions)
 	}
 }
