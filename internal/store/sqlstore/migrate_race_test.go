@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,17 +74,33 @@ func TestPostgresMigrateAfterAProcessDiedMidMigration(t *testing.T) {
 }
 
 // A process of the older release (schema 2) and one of the newer (schema
-// 3) start together on an empty database, and then over a schema of
+// 3), each with a pool of its own, start together on an empty database, and then over a schema of
 // version 1 (a rolling upgrade). Whichever migrates first, the newer comes
 // up, the schema ends at 3 with each version recorded once, and the older
 // either comes up (it migrated first) or is refused as the README says:
 // ErrUnsupported naming the newer schema, never ErrUnavailable (which
 // callers retry for good) nor a clash of CREATEs.
-func TestPostgresMixedReleasesRacingAMigration(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
+func TestMixedReleasesRacingAMigration(t *testing.T) {
+	for name, process := range map[string]func(t *testing.T, p string) func() *gorm.DB{
+		"postgres": func(t *testing.T, p string) func() *gorm.DB {
+			testutil.Postgres(t, p) // drops the tables when the test ends
+			dsn := testutil.PostgresDSN(t)
+			return func() *gorm.DB { return opened(t)(testutil.OpenPostgres(dsn)) }
+		},
+		"sqlite": func(t *testing.T, _ string) func() *gorm.DB {
+			path := filepath.Join(t.TempDir(), "discovery.db")
+			return func() *gorm.DB { return opened(t)(testutil.OpenSQLite(path)) }
+		},
+	} {
+		t.Run(name, func(t *testing.T) { mixedReleasesRacingAMigration(t, process) })
+	}
+}
+
+func mixedReleasesRacingAMigration(t *testing.T, process func(t *testing.T, p string) func() *gorm.DB) {
 	for round := range 6 {
 		p := testutil.Prefix(t)
-		db := testutil.Postgres(t, p)
+		open := process(t, p)
+		db := open()
 		if round%2 == 1 { // a schema of version 1 to upgrade
 			old, err := sqlstore.New(db, p, 5*time.Second)
 			if err != nil {
@@ -96,7 +113,7 @@ func TestPostgresMixedReleasesRacingAMigration(t *testing.T) {
 		}
 		stores := make([]*sqlstore.Store, 2)
 		for i := range stores {
-			s, err := sqlstore.New(opened(t)(testutil.OpenPostgres(dsn)), p, 5*time.Second)
+			s, err := sqlstore.New(open(), p, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
