@@ -1321,9 +1321,17 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	}
 	if r.l2 != nil && r.l2.Up() {
 		done := make(chan struct{})
+		wctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+		if by := r.closeBy.Load(); by != 0 {
+			// A write of Close's (a deregistration, a Register's undoing):
+			// Close ends by then, and this with it. Bounded by the Redis
+			// timeout of each call alone, it held Close past its timeout.
+			wctx, cancel = context.WithDeadline(wctx, time.Unix(0, by))
+		}
 		through := func() {
 			defer close(done)
-			delivered := r.writeThrough(context.WithoutCancel(ctx), ch)
+			defer cancel()
+			delivered := r.writeThrough(wctx, ch)
 			// Lost on the way, or refused: announced once Redis takes it.
 			// Looked at here, where the write-through has ended, not once
 			// the caller stops waiting: a caller whose context ended

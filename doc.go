@@ -165,5 +165,6 @@
 // after 2 passes; ejection after 5 failed calls, 30 s x times ejected (at most
 // 300 s), at most 10% of a service; configurations of at most 512 KiB, 20
 // versions kept, notifications 10 s x 3 attempts; drains wait 100 ms for
-// propagation, at most 1 s on Close.
+// propagation, at most 1 s on Close; Close ends within its 5 s close
+// timeout, plus at most CloseSlack (200 ms), whatever the backends do.
 package discovery

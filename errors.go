@@ -71,10 +71,12 @@ type RevokedKeyError = core.RevokedKeyError
 
 // CallbackError is Close's report of the calls of functions given to
 // Register (WithCheckFunc, WithConfigFunc) still running when it stopped
-// waiting for them, the close timeout after the Registry's own goroutines
-// had stopped: functions that do not return when their context ends.
-// Close did everything else; each such call's goroutine ends when the
-// function returns. Running names them ("check func of orders/orders-1").
+// waiting for them, at the end of its close timeout (at least 100 ms after
+// its deregistrations: see Registry.Close): functions that do not return
+// when their context ends. Close did everything else; each such call's
+// goroutine ends when the function returns. Running names them ("check
+// func of orders/orders-1"); Waited is how long Close waited for them once
+// its deregistrations were done.
 type CallbackError struct {
 	Running []string
 	Waited  time.Duration

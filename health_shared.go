@@ -468,13 +468,13 @@ func (s *sharer) leave(service string) {
 	_ = s.rdb.ZRem(ctx, s.membersKey(service), s.m.id).Err()
 }
 
-// leave removes this process from every service's members; Close calls it
-// after the monitor stopped.
-func (m *monitor) leave() {
+// leave removes this process from every service's members, within d;
+// Close calls it after the monitor stopped.
+func (m *monitor) leave(d time.Duration) {
 	if m == nil || m.share == nil || len(m.svcs) == 0 || !m.share.up() { // nil: New failed before it started
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.r.opts.redisTO)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	pipe := m.share.rdb.Pipeline()
 	for name := range m.svcs {

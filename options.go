@@ -476,7 +476,10 @@ func WithReaper(every, after time.Duration) Option {
 	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter, o.reapSet = every, after, true })
 }
 
-// WithCloseTimeout bounds the deregistrations Close makes (5 s).
+// WithCloseTimeout bounds Registry.Close (5 s), counted from its call,
+// plus at most CloseSlack: its deregistrations get most of it, its waits for
+// its goroutines and for the functions given to Register what is left (see
+// Registry.Close).
 func WithCloseTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.closeTO = d }) }
 
 // WithStrategy sets the selection strategy of every service (p2c_ewma by

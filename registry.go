@@ -54,6 +54,10 @@ type Registry struct {
 	cbs     callbacks // the user's functions running (WithCheckFunc, WithConfigFunc)
 	closed  atomic.Bool
 	closing chan struct{} // closed when Close has finished
+	// closeBy is when Close must have ended (unix ns; 0 before Close):
+	// the write-throughs of the writes Close makes are bounded by it
+	// (afterWrite).
+	closeBy atomic.Int64
 
 	regMu    sync.Mutex
 	regs     map[*Registration]struct{}
@@ -313,26 +317,41 @@ func (c *callbacks) await(d time.Duration) error {
 // Close drains every instance this Registry registered (for at most the
 // close-drain timeout, 1 s, and half the close timeout; see WithCloseDrain and
 // Registration.Drain), then
-// deregisters them (within the close timeout), waits (within the same
-// timeout) for the Register calls under way, which return ErrClosed and
-// remove what they wrote, closes every Watch channel,
+// deregisters them, waits for the Register calls under way, which return
+// ErrClosed and remove what they wrote, closes every Watch channel,
 // stops every goroutine it started and unsubscribes. It
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
 //
-// Close waits for the calls under way of the functions given to Register
-// (WithCheckFunc, WithConfigFunc), whose contexts it ends, within the close
-// timeout (counted again from when the Registry's own goroutines have
-// stopped). A call still running then is left to return when it will, and
-// Close returns a CallbackError naming it, with whatever else failed. So
-// Close called from such a function returns too, after that timeout; start
-// it on a goroutine of its own there to have it return at once.
+// Close returns within the close timeout (WithCloseTimeout, 5 s), counted
+// from its call, plus at most CloseSlack (200 ms), whatever the database,
+// Redis and the functions given to Register do: set the close timeout to
+// fit a shutdown grace period (Kubernetes' SIGTERM one, say). The
+// deregistrations, with the writes that make them known through Redis, get
+// most of it; then, within what is left (and at least 100 ms each, so that
+// a fast Redis is still written), Close waits for its goroutines and for
+// the calls under way of the functions given to Register (WithCheckFunc,
+// WithConfigFunc), whose contexts it ends, and finally removes this
+// process from the health probes it shares through Redis.
+//
+// A function given to Register still running then is left to return when
+// it will, and Close returns a CallbackError naming it, with whatever else
+// failed. So Close called from such a function returns too, after that
+// timeout; start it on a goroutine of its own there to have it return at
+// once. A goroutine of the Registry still waiting then on a Redis or
+// database call (a write-through started before Close, on a Redis that
+// stopped answering) is left to end on that call's own timeout (the Redis
+// timeout, the load timeout), and the health monitor's leave is made
+// once it has, after Close returned; every call after Close is ErrClosed
+// all the same.
 func (r *Registry) Close() error {
 	if !r.closed.CompareAndSwap(false, true) {
 		<-r.closing
 		return nil
 	}
 	defer close(r.closing)
+	deadline := time.Now().Add(r.opts.closeTO)
+	r.closeBy.Store(deadline.Add(closeGrace).UnixNano())
 	r.regMu.Lock()
 	regs := make([]*Registration, 0, len(r.regs))
 	for g := range r.regs {
@@ -344,7 +363,7 @@ func (r *Registry) Close() error {
 		r.registersDone = registers
 	}
 	r.regMu.Unlock()
-	ctx, cancel := ownTimeout(context.Background(), r.opts.closeTO)
+	ctx, cancel := context.WithDeadlineCause(context.Background(), deadline, core.ErrTimeout)
 	errs := r.closeRegistrations(ctx, regs)
 	if registers != nil {
 		// Each removes what it wrote once it sees the Registry closed:
@@ -362,23 +381,64 @@ func (r *Registry) Close() error {
 	r.cancel()
 	close(r.stop)
 	r.goMu.Unlock()
-	if r.unsubscribe != nil {
-		r.unsubscribe()
-	}
-	if r.l2 != nil {
-		r.l2.Close()
-	}
-	r.wg.Wait()
-	if err := r.cbs.await(r.opts.closeTO); err != nil {
+	// The goroutines and the callbacks at once, within what is left: one
+	// after the other, each with a close timeout of its own, Close had no
+	// bound (4 s of a 2 s close timeout, the database or Redis black-holed
+	// and a callback deaf to its context).
+	wait := max(time.Until(deadline), closeGrace)
+	until := time.Now().Add(wait)
+	stopped := make(chan struct{})
+	go func() {
+		if r.unsubscribe != nil {
+			r.unsubscribe()
+		}
+		if r.l2 != nil {
+			r.l2.Close() // waits for its own goroutines: a probe on its way to Redis
+		}
+		r.wg.Wait()
+		close(stopped)
+	}()
+	if err := r.cbs.await(wait); err != nil {
 		errs = append(errs, err)
 	}
-	r.hm.leave() // hand this process's share of health probes to the others at once
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-stopped:
+		// Hand this process's share of health probes to the others at once.
+		r.hm.leave(min(r.opts.redisTO, max(time.Until(deadline), closeGrace)))
+	case <-t.C:
+		// A goroutine still waits on a call of its own, bounded by its own
+		// timeout: the leave, which needs the monitor stopped, is made once
+		// it has.
+		go func() {
+			<-stopped
+			r.hm.leave(r.opts.redisTO)
+		}()
+	}
+	// Whether or not a goroutine still runs: L1 emptied, the Registry
+	// answers ErrClosed even for a service it held (left to run after
+	// Close, a lookup of one answered from L1 for its freshness window).
+	// What such a goroutine loads or releases then leaves nothing (put, the
+	// transport's closeIdle at a body's end).
 	r.httpc.CloseIdleConnections()
 	r.pools.closeIdle(nil)
 	r.l1.close()
 	r.stopMetrics()
 	return errors.Join(errs...)
 }
+
+// closeGrace is the least time each of Close's steps after the
+// deregistrations gets (waiting for its goroutines and callbacks, the
+// health monitor's leave), however late the deregistrations end: enough
+// for a Redis that answers to be written (a write-through, the leave) and
+// for a callback that heeds its context to return.
+const closeGrace = 100 * time.Millisecond
+
+// CloseSlack is how long Registry.Close may take past its close timeout
+// (WithCloseTimeout), counted from its call: the least time each of its
+// two last steps gets (see Registry.Close).
+const CloseSlack = 2 * closeGrace
 
 // Services lists every service the database knows, with its revision and
 // counts of live and expired instances, read from the database.
