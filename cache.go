@@ -642,7 +642,7 @@ func (r *Registry) lookupSlowAs(ctx context.Context, name string, sampled bool) 
 // stale while a refresh runs, else a load, else L1 stale if every lower
 // layer failed.
 func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, layer Layer, stale bool, err error) {
-	if r.closed.Load() {
+	if r.stopping.Load() { // not before Close has deregistered: see stopping
 		return nil, 0, false, ErrClosed
 	}
 	if ctx == nil { // found by a load instead, a panic in the caller's goroutine
@@ -1091,7 +1091,7 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 // window. With nothing of use held it starts a load in the background and
 // returns an error matching ErrUnavailable.
 func (r *Registry) heldEntry(name string, e *entry, now int64) (*entry, error) {
-	if r.closed.Load() {
+	if r.stopping.Load() { // as lookupEntry
 		return nil, ErrClosed
 	}
 	if e == nil {

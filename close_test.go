@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -297,5 +298,62 @@ func TestCloseIsNotHeldByACallbackThatIgnoresItsContext(t *testing.T) {
 				t.Fatalf("Close did not return within 10s (close timeout 200ms) while the %s func ignored its context", kind)
 			}
 		})
+	}
+}
+
+// While Close drains and deregisters the process's instances, its handlers
+// still call other services: a lookup is ErrClosed only once Close has
+// deregistered. A service held fresh in L1 answered then, and one not held
+// (or stale) was ErrClosed, so whether a call went out during a drain
+// depended on the cache.
+func TestLookupsAnswerWhileCloseDrains(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	b := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks())
+	mustRegister(t, b, inst("other_svc", "10.0.0.9", 9))
+	// The drain waits its whole bound: another process listens, and the
+	// propagation delay is longer than the drain.
+	a, err := discovery.New(discovery.WithStore(backend), discovery.WithoutHealthChecks(),
+		discovery.WithCloseDrain(2*time.Second), discovery.WithCloseTimeout(10*time.Second),
+		discovery.WithPropagationDelay(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mustRegister(t, a, inst("db_svc", "10.0.0.1", 1))
+	ch := watch(t, b, "db_svc")
+	next(t, ch, 2*time.Second) // the current state
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	if got := describe(next(t, ch, 2*time.Second)); !strings.Contains(got, "draining") {
+		t.Fatalf("event %q; want the instance draining", got)
+	}
+	// Close is in its drain: a never looked up here must still answer.
+	if svc, err := a.Get(ctx, "other_svc"); err != nil || len(svc.Instances) != 1 {
+		t.Errorf("Get of a service not held, while Close drains = %v, %v; want its instance", svc, err)
+	}
+	if sel, err := a.Pick(ctx, "other_svc"); err != nil {
+		t.Errorf("Pick while Close drains = %v; want an instance", err)
+	} else {
+		sel.Done(nil)
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the lookups were made: the test checked nothing", err)
+	default:
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close still running 20 s after its call")
+	}
+	if _, err := a.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrClosed) {
+		t.Errorf("Get after Close = %v; want ErrClosed", err)
+	}
+	if _, err := a.Pick(ctx, "other_svc"); !errors.Is(err, discovery.ErrClosed) {
+		t.Errorf("Pick after Close = %v; want ErrClosed", err)
 	}
 }

@@ -49,11 +49,19 @@ type Registry struct {
 	cancel context.CancelFunc
 	stop   chan struct{}
 
-	goMu    sync.RWMutex // guards wg.Add against Close's wg.Wait
-	wg      sync.WaitGroup
-	cbs     callbacks // the user's functions running (WithCheckFunc, WithConfigFunc)
-	closed  atomic.Bool
-	closing chan struct{} // closed when Close has finished
+	goMu   sync.RWMutex // guards wg.Add against Close's wg.Wait
+	wg     sync.WaitGroup
+	cbs    callbacks // the user's functions running (WithCheckFunc, WithConfigFunc)
+	closed atomic.Bool
+	// stopping is set once Close has deregistered, as it stops the
+	// Registry's goroutines: lookups (Get, Lookup, Pick and the
+	// Transport's) answer ErrClosed from then on, and not before, so that
+	// a process's handlers still reach the services they call while Close
+	// drains and deregisters it (a fresh L1 entry answered then, and a
+	// stale or missing one was ErrClosed: whether a call went out during a
+	// drain depended on the cache).
+	stopping atomic.Bool
+	closing  chan struct{} // closed when Close has finished
 	// closeBy is when Close must have ended (unix ns; 0 before Close):
 	// the write-throughs of the writes Close makes are bounded by it
 	// (afterWrite).
@@ -323,6 +331,12 @@ func (c *callbacks) await(d time.Duration) error {
 // never closes the database or Redis client it was given. Calling it again
 // waits for the first call and returns nil.
 //
+// Lookups (Get, Lookup, Pick, the Transport's requests) answer until the
+// deregistrations are done, so that the process's handlers still reach the
+// services they call while it drains; from then on, and once Close has
+// returned, they are ErrClosed. Every other call is ErrClosed from Close's
+// call on.
+//
 // Close returns within the close timeout (WithCloseTimeout, 5 s), counted
 // from its call, plus at most CloseSlack (200 ms), whatever the database,
 // Redis and the functions given to Register do: set the close timeout to
@@ -377,6 +391,7 @@ func (r *Registry) Close() error {
 	}
 	cancel()
 
+	r.stopping.Store(true)
 	r.goMu.Lock()
 	r.cancel()
 	close(r.stop)
