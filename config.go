@@ -67,8 +67,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalid }
 
-// WithConfigValidator makes UpdateConfig, UpdateConfigIf and RollbackConfig
-// (and so the admin handler's PUT) run fn on every configuration of service
+// WithConfigValidator makes UpdateConfig, UpdateConfigIf, RollbackConfig and
+// RollbackConfigIf (and so the admin handler's PUT) run fn on every configuration of service
 // before storing it; an error refuses it (a ConfigError wrapping fn's
 // error, matching ErrInvalid), and so does a panic in fn. fn sees documents
 // that already passed the built-in checks (a JSON object, at most 512 KiB,
@@ -349,28 +349,90 @@ func (r *Registry) UpdateConfigIf(ctx context.Context, service string, configRev
 // new revision, validated and notified as UpdateConfig does. The error
 // matches ErrNotFound when that revision is no longer (or never was) in the
 // history.
+//
+// Like UpdateConfig, the last writer wins: a configuration another writer
+// stored after its caller decided to roll back (even one stored while the
+// rollback runs) is replaced without a word. A rollback that must not erase
+// a newer configuration is RollbackConfigIf.
 func (r *Registry) RollbackConfig(ctx context.Context, service string, configRevision int64) (ConfigReport, error) {
 	if ctx == nil {
 		return ConfigReport{}, nilContext("RollbackConfig")
 	}
-	if configRevision < 1 { // no revision is ever below 1: bad input, not a revision the history lost
-		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(configRevision, 10), Reason: "must be at least 1"}
+	return r.rollback(ctx, service, configRevision, anyConfigRevision)
+}
+
+// RollbackConfigIf is RollbackConfig with a compare-and-set, as
+// UpdateConfigIf is UpdateConfig's: version to is restored only if the
+// service's configuration revision is still from, the one its caller read
+// (Config) and decided to roll back. Otherwise nothing is stored and nobody
+// notified, and the error is a ConfigConflictError matching ErrConflict,
+// which names the revision stored: a fix another writer stored meanwhile,
+// even while the rollback ran, is not erased. The Store must implement
+// ConfigSwapper (ErrUnsupported otherwise). The error matches ErrNotFound
+// when version to is no longer in the history.
+func (r *Registry) RollbackConfigIf(ctx context.Context, service string, from, to int64) (ConfigReport, error) {
+	if ctx == nil {
+		return ConfigReport{}, nilContext("RollbackConfigIf")
 	}
-	hist, err := r.ConfigHistory(ctx, service)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if from < 0 {
+		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(from, 10), Reason: "must not be negative"}
+	}
+	return r.rollback(ctx, service, to, from)
+}
+
+// rollback stores version to of the service's configuration as a new
+// revision, if its configuration revision is want (any if
+// anyConfigRevision).
+func (r *Registry) rollback(ctx context.Context, service string, to, want int64) (ConfigReport, error) {
+	if to < 1 { // no revision is ever below 1: bad input, not a revision the history lost
+		return ConfigReport{}, &ValidationError{Field: "config revision", Value: strconv.FormatInt(to, 10), Reason: "must be at least 1"}
+	}
+	v, err := r.configVersion(ctx, service, to)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return ConfigReport{}, fmt.Errorf("discovery: config revision %d of service %q is not in its history (the last %d versions are kept): %w",
+				to, service, r.opts.configKeep, ErrNotFound)
+		}
 		return ConfigReport{}, err
 	}
+	doc := slices.Clone(v.Config)
+	if err := r.validateConfig(service, doc); err != nil {
+		return ConfigReport{}, err
+	}
+	return r.setConfigIf(ctx, service, doc, want)
+}
+
+// configVersion reads one kept version of a service's configuration: just
+// that one from a Store that can (ConfigVersionReader), else out of the
+// whole history (up to 1000 versions of up to 512 KiB each, read to restore
+// one).
+func (r *Registry) configVersion(ctx context.Context, service string, rev int64) (ConfigVersion, error) {
+	if r.closed.Load() {
+		return ConfigVersion{}, ErrClosed
+	}
+	if err := core.ValidateServiceName(service); err != nil {
+		return ConfigVersion{}, err
+	}
+	cs, err := r.configStore()
+	if err != nil {
+		return ConfigVersion{}, err
+	}
+	if vr, ok := cs.(core.ConfigVersionReader); ok {
+		v, err := vr.ConfigVersion(ctx, service, rev)
+		r.noteStoreResult("config version", err)
+		return v, err
+	}
+	hist, err := cs.ConfigHistory(ctx, service)
+	r.noteStoreResult("config history", err)
+	if err != nil {
+		return ConfigVersion{}, err
+	}
 	for _, v := range hist {
-		if v.Revision == configRevision {
-			doc := slices.Clone(v.Config)
-			if err := r.validateConfig(service, doc); err != nil {
-				return ConfigReport{}, err
-			}
-			return r.setConfig(ctx, service, doc)
+		if v.Revision == rev {
+			return v, nil
 		}
 	}
-	return ConfigReport{}, fmt.Errorf("discovery: config revision %d of service %q is not in its history (the last %d versions are kept): %w",
-		configRevision, service, r.opts.configKeep, ErrNotFound)
+	return ConfigVersion{}, &core.NotFoundError{Service: service}
 }
 
 // ConfigHistory returns the kept versions of a service's configuration,

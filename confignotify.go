@@ -71,8 +71,9 @@ type NotifyResult struct {
 	Reason string
 }
 
-// ConfigReport is the outcome of UpdateConfig or RollbackConfig: the
-// revisions written and what became of each live instance's notification.
+// ConfigReport is the outcome of UpdateConfig, UpdateConfigIf,
+// RollbackConfig or RollbackConfigIf: the revisions written and what became
+// of each live instance's notification.
 type ConfigReport struct {
 	// Service configured.
 	Service string

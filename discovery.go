@@ -104,8 +104,8 @@ const DefaultHealthPath = core.DefaultHealthPath
 // Store is the storage seam: the source of truth behind the caches. The
 // library ships an in-memory Store (discoverytest.NewBackend) and a SQL Store
 // (WithDB); WithStore accepts any other. Optional capabilities are the
-// interfaces RevisionReader, Notifier, ConfigStore, ConfigSwapper, KeyStore
-// and InstanceRenewer.
+// interfaces RevisionReader, Notifier, ConfigStore, ConfigSwapper,
+// ConfigVersionReader, KeyStore and InstanceRenewer.
 type Store = core.Store
 
 // InstanceRenewer is an optional Store capability: renewing a lease only
@@ -129,6 +129,11 @@ type ConfigStore = core.ConfigStore
 // ConfigSwapper is an optional Store capability: storing a configuration
 // only while its revision is the one expected (UpdateConfigIf).
 type ConfigSwapper = core.ConfigSwapper
+
+// ConfigVersionReader is an optional Store capability: reading one kept
+// version of a configuration, so that RollbackConfig reads that version
+// rather than the whole history.
+type ConfigVersionReader = core.ConfigVersionReader
 
 // ConfigVersion is one stored version of a service's configuration.
 type ConfigVersion = core.ConfigVersion

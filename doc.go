@@ -103,7 +103,8 @@
 // It returns a report per instance; UpdateConfigIf stores it only if the
 // configuration revision is still the one its writer read (ErrConflict
 // otherwise). Config reads it through the caches;
-// RollbackConfig restores a kept version; a registration starts with the
+// RollbackConfig restores a kept version (RollbackConfigIf only if the
+// configuration is still the one rolled back); a registration starts with the
 // current one (Registration.Config).
 //
 // # Watching

@@ -75,6 +75,27 @@ func ExampleRegistry_UpdateConfigIf() {
 	// {"batch":100,"workers":8}
 }
 
+// An operator rolls back the revision they saw; a fix another writer stored
+// meanwhile is not erased: the rollback is refused, and they look again.
+func ExampleRegistry_RollbackConfigIf() {
+	ctx := context.Background()
+	reg, _ := discovery.New(discovery.WithStore(discoverytest.NewBackend()))
+	defer reg.Close()
+	_, _ = reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":4}`))
+	_, _ = reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":0}`))
+
+	_, bad, _ := reg.Config(ctx, "feeds")                                   // revision 2 is bad: roll it back to 1
+	_, _ = reg.UpdateConfig(ctx, "feeds", json.RawMessage(`{"workers":6}`)) // meanwhile, someone fixes it
+	_, err := reg.RollbackConfigIf(ctx, "feeds", bad, bad-1)
+	fmt.Println(errors.Is(err, discovery.ErrConflict), err)
+
+	cfg, rev, _ := reg.Config(ctx, "feeds")
+	fmt.Println(string(cfg), rev)
+	// Output:
+	// true discovery: config of service "feeds" is at revision 3, not 2: not stored
+	// {"workers":6} 3
+}
+
 // A watcher sees the current state, then every change.
 func ExampleRegistry_Watch() {
 	ctx := context.Background()

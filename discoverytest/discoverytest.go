@@ -41,13 +41,14 @@ type Backend struct {
 }
 
 var (
-	_ discovery.Store           = (*Backend)(nil)
-	_ discovery.Notifier        = (*Backend)(nil)
-	_ discovery.ConfigStore     = (*Backend)(nil)
-	_ discovery.ConfigSwapper   = (*Backend)(nil)
-	_ discovery.KeyStore        = (*Backend)(nil)
-	_ discovery.RevisionReader  = (*Backend)(nil)
-	_ discovery.InstanceRenewer = (*Backend)(nil)
+	_ discovery.Store               = (*Backend)(nil)
+	_ discovery.Notifier            = (*Backend)(nil)
+	_ discovery.ConfigStore         = (*Backend)(nil)
+	_ discovery.ConfigSwapper       = (*Backend)(nil)
+	_ discovery.ConfigVersionReader = (*Backend)(nil)
+	_ discovery.KeyStore            = (*Backend)(nil)
+	_ discovery.RevisionReader      = (*Backend)(nil)
+	_ discovery.InstanceRenewer     = (*Backend)(nil)
 )
 
 // NewBackend returns an empty backend.

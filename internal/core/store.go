@@ -113,6 +113,16 @@ type ConfigSwapper interface {
 	SetConfigIf(ctx context.Context, service string, doc []byte, at time.Time, keep int, want int64) (revision, configRevision int64, err error)
 }
 
+// ConfigVersionReader is implemented by config stores that can read one
+// kept version of a configuration, so that a rollback does not read the
+// whole history (up to 1000 versions) to restore one.
+type ConfigVersionReader interface {
+	// ConfigVersion returns the kept version revision of the service's
+	// configuration, or an error matching ErrNotFound if it is not kept
+	// (or the service never had it).
+	ConfigVersion(ctx context.Context, service string, revision int64) (ConfigVersion, error)
+}
+
 // KeyStore is implemented by stores that keep services' public signing keys.
 // Keys are part of a service's snapshot (Service.Keys): every key change
 // bumps the service's revision, so caches everywhere pick it up.

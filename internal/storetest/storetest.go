@@ -491,6 +491,22 @@ func testConfig(t *testing.T, s core.Store) {
 		!hist[0].CreatedAt.Equal(t0.Add(5*time.Second)) {
 		t.Fatalf("ConfigHistory = %+v, %v; want revisions 5,4,3", hist, err)
 	}
+	if vr, ok := s.(core.ConfigVersionReader); ok {
+		// One kept version, as the history holds it; a trimmed one, one
+		// never written and an unknown service's are not found.
+		if v, err := vr.ConfigVersion(ctx(t), "db_svc", 4); err != nil || v.Revision != 4 || string(v.Config) != `{"v":4}` ||
+			!v.CreatedAt.Equal(t0.Add(4*time.Second)) {
+			t.Fatalf("ConfigVersion(4) = %+v, %v; want the history's version 4", v, err)
+		}
+		for _, c := range []struct {
+			service string
+			rev     int64
+		}{{"db_svc", 2}, {"db_svc", 6}, {"unknown", 1}} {
+			if v, err := vr.ConfigVersion(ctx(t), c.service, c.rev); !errors.Is(err, core.ErrNotFound) {
+				t.Fatalf("ConfigVersion(%s, %d) = %+v, %v; want ErrNotFound", c.service, c.rev, v, err)
+			}
+		}
+	}
 	// A config alone creates the service.
 	if _, _, err := cs.SetConfig(ctx(t), "fresh", []byte(`{}`), t0, 3); err != nil {
 		t.Fatal(err)

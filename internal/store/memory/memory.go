@@ -39,13 +39,14 @@ type service struct {
 }
 
 var (
-	_ core.Store           = (*Store)(nil)
-	_ core.RevisionReader  = (*Store)(nil)
-	_ core.Notifier        = (*Store)(nil)
-	_ core.ConfigStore     = (*Store)(nil)
-	_ core.ConfigSwapper   = (*Store)(nil)
-	_ core.KeyStore        = (*Store)(nil)
-	_ core.InstanceRenewer = (*Store)(nil)
+	_ core.Store               = (*Store)(nil)
+	_ core.RevisionReader      = (*Store)(nil)
+	_ core.Notifier            = (*Store)(nil)
+	_ core.ConfigStore         = (*Store)(nil)
+	_ core.ConfigVersionReader = (*Store)(nil)
+	_ core.ConfigSwapper       = (*Store)(nil)
+	_ core.KeyStore            = (*Store)(nil)
+	_ core.InstanceRenewer     = (*Store)(nil)
 )
 
 // New returns an empty store.
@@ -380,6 +381,22 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 		out[i] = core.ConfigVersion{Revision: v.Revision, Config: slices.Clone(v.Config), CreatedAt: v.CreatedAt}
 	}
 	return out, nil
+}
+
+// ConfigVersion implements core.ConfigVersionReader.
+func (s *Store) ConfigVersion(ctx context.Context, name string, rev int64) (core.ConfigVersion, error) {
+	if err := s.begin(ctx, "config version"); err != nil {
+		return core.ConfigVersion{}, err
+	}
+	defer s.mu.Unlock()
+	if sv := s.services[name]; sv != nil {
+		for _, v := range sv.history {
+			if v.Revision == rev {
+				return core.ConfigVersion{Revision: v.Revision, Config: slices.Clone(v.Config), CreatedAt: v.CreatedAt}, nil
+			}
+		}
+	}
+	return core.ConfigVersion{}, &core.NotFoundError{Service: name}
 }
 
 // PutKey implements core.KeyStore.

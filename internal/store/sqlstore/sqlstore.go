@@ -39,18 +39,19 @@ type Store struct {
 // queries are the statements with the prefix substituted once.
 type queries struct {
 	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
-	expiredServices, bumpServices, bumpServicesEnd, reapServices, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history,
+	expiredServices, bumpServices, bumpServicesEnd, reapServices, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history, version,
 	setConfigIfNone, setConfigIf, configRevision, putKey, retireKey, reapKeys string
 	revokedKey, keyOf, recordRevoked string
 }
 
 var (
-	_ core.Store           = (*Store)(nil)
-	_ core.RevisionReader  = (*Store)(nil)
-	_ core.ConfigStore     = (*Store)(nil)
-	_ core.ConfigSwapper   = (*Store)(nil)
-	_ core.KeyStore        = (*Store)(nil)
-	_ core.InstanceRenewer = (*Store)(nil)
+	_ core.Store               = (*Store)(nil)
+	_ core.RevisionReader      = (*Store)(nil)
+	_ core.ConfigStore         = (*Store)(nil)
+	_ core.ConfigSwapper       = (*Store)(nil)
+	_ core.ConfigVersionReader = (*Store)(nil)
+	_ core.KeyStore            = (*Store)(nil)
+	_ core.InstanceRenewer     = (*Store)(nil)
 )
 
 // New returns a Store on db with tables named prefix+"services" and so on. It
@@ -165,6 +166,7 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		addHistory:     s.sql(`INSERT INTO {p}config_history (service, revision, config, created_at) VALUES (?, ?, ?, ?)`),
 		trimHistory:    s.sql(`DELETE FROM {p}config_history WHERE service = ? AND revision <= ?`),
 		history:        s.sql(`SELECT revision, config, created_at FROM {p}config_history WHERE service = ? ORDER BY revision DESC`),
+		version:        s.sql(`SELECT config, created_at FROM {p}config_history WHERE service = ? AND revision = ?`),
 		putKey: s.sql(`INSERT INTO {p}keys (service, kid, alg, public_key, created_at, retires_at) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO UPDATE SET alg = excluded.alg, public_key = excluded.public_key,
 			created_at = excluded.created_at, retires_at = excluded.retires_at`),
@@ -755,6 +757,24 @@ func (s *Store) ConfigHistory(ctx context.Context, name string) ([]core.ConfigVe
 		return nil, &core.NotFoundError{Service: name}
 	}
 	return out, nil
+}
+
+// ConfigVersion implements core.ConfigVersionReader.
+func (s *Store) ConfigVersion(ctx context.Context, name string, rev int64) (core.ConfigVersion, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var (
+		c  string
+		at int64
+	)
+	err := s.db.WithContext(ctx).Raw(s.q.version, name, rev).Row().Scan(&c, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return core.ConfigVersion{}, &core.NotFoundError{Service: name}
+	}
+	if err != nil {
+		return core.ConfigVersion{}, mapErr(ctx, "config version", err)
+	}
+	return core.ConfigVersion{Revision: rev, Config: []byte(c), CreatedAt: time.Unix(0, at)}, nil
 }
 
 // PutKey implements core.KeyStore.
