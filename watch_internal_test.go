@@ -191,7 +191,7 @@ func held(t *testing.T, r *Registry, name string) *entry {
 	return nil
 }
 
-func fakeRegistry(t *testing.T, opts ...Option) (*Registry, *fakeclock.Clock) {
+func fakeRegistry(t testing.TB, opts ...Option) (*Registry, *fakeclock.Clock) {
 	t.Helper()
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	r, err := New(append([]Option{WithStore(memory.New()), WithClock(clock), WithCloseDrain(0), WithoutHealthChecks()}, opts...)...)
@@ -564,7 +564,7 @@ func TestWatchHealthChangeOfAnInstanceNotYetAddedComesWithItsAddition(t *testing
 
 // idleHub installs a hub of a service whose goroutine does not run: the
 // test calls its methods in the order it wants.
-func idleHub(t *testing.T, r *Registry, name string) *hub {
+func idleHub(t testing.TB, r *Registry, name string) *hub {
 	h := newHub(r, name)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	t.Cleanup(h.cancel)
