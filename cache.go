@@ -857,13 +857,14 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 			r.forgetNotHeld(st)
 			return nil, &loadFailure{err: err, seq: seq, began: began}
 		}
-		if e.raw != nil && e.layer == LayerL3 && e.rev < want {
+		if e.layer == LayerL3 && e.rev < want {
 			// The database, read after want was announced (and every
 			// announcement follows its commit), holds less: it went back (a
-			// restore). Its revision is the truth now; waiting for want made
-			// every load read it three times and every lookup past the
-			// freshness window wait for that. A newer announcement since
-			// keeps its own.
+			// restore), or does not have the service at all (a "not
+			// found", revision 0: a backup from before it). Its revision is
+			// the truth now; waiting for want made every load read it three
+			// times and every lookup past the freshness window wait for
+			// that. A newer announcement since keeps its own.
 			st.wantRev.CompareAndSwap(want, e.rev)
 		}
 		var superseded bool

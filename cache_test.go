@@ -1695,6 +1695,79 @@ func TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce(t *testing.T) 
 	}
 }
 
+// A lookup of a service that a restore lost, after a revision of it was
+// written, reads the database once: "not found" is the database's answer,
+// as a lower revision is (TestDatabaseRestoredBelowAWrittenRevisionIsReadOnce).
+// It waited for the written revision, which "not found" never reaches, and
+// read the database three times each lookup past the freshness window.
+func TestLookupOfAServiceLostInARestoreReadsOnce(t *testing.T) {
+	ctx := context.Background()
+	before, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "o1", time.Minute)
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	if got := ids(r.Get(ctx, "db_svc")); got != "o1,x1" {
+		t.Fatalf("Get = %s; want o1,x1", got)
+	}
+	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, written by this process
+		t.Fatal(err)
+	}
+	s.cur.Store(discoverytest.NewBackend()) // a backup from before db_svc
+	clock.Advance(10 * time.Minute)         // x1's lease ended 9 minutes ago
+	for i := range 2 {
+		reads := r.Stats().StoreReads
+		if _, err := r.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+			t.Fatalf("Get %d after the restore = %v; want ErrNotFound", i+1, err)
+		}
+		if d := r.Stats().StoreReads - reads; d != 1 {
+			t.Fatalf("Get %d after the restore read the database %d times; want 1", i+1, d)
+		}
+		clock.Advance(time.Hour) // past the negative TTL
+	}
+}
+
+// After a restore from a backup that does not have a watched service, at
+// a revision announced for it, each look of its hub reads the database
+// once, as for a restore below the announced revision
+// (TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce): the hub
+// kept waiting for the announced revision, which a service the database
+// does not have never reaches.
+func TestWatchedServiceLostInARestoreIsReadOnce(t *testing.T) {
+	ctx := context.Background()
+	before, clock := discoverytest.NewBackend(), discoverytest.NewClock(t0)
+	regAt(t, before, "x1", time.Minute)
+	regAt(t, before, "o1", time.Minute)
+	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
+	ch := watch(t, r, "db_svc")
+	for range 2 {
+		next(t, ch, 2*time.Second) // x1 and o1 added
+	}
+	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, announced to the hub
+		t.Fatal(err)
+	}
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "o1" {
+		t.Fatalf("after the deregistration: %s", describe(ev))
+	}
+	s.cur.Store(discoverytest.NewBackend()) // a backup from before db_svc
+	clock.Advance(10 * time.Minute)         // x1's lease ended 9 minutes ago
+	if _, err := r.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("after the restore: Get = %v; want ErrNotFound", err)
+	}
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "x1" {
+		t.Fatalf("after the restore: %s; want x1 removed", describe(ev))
+	}
+	clock.BlockUntil(1) // the hub waits for its next look
+	timers := clock.Timers()
+	for i := range 3 {
+		reads := r.Stats().StoreReads
+		clock.Advance(6 * time.Second) // past the freshness window: the hub looks again
+		clock.BlockUntil(timers)       // and is done
+		if d := r.Stats().StoreReads - reads; d != 1 {
+			t.Fatalf("look %d of the hub after the restore read the database %d times; want 1", i+1, d)
+		}
+	}
+}
+
 // An Invalidate while a load is between its database read and its write to
 // Redis leaves Redis without what that load read: the load's write,
 // spawned after the read, landed after the invalidation's delete and put

@@ -245,13 +245,18 @@ func (h *hub) refresh() time.Duration {
 			// message, a lost write-through): read the store.
 			ne, err = h.load(true)
 		}
-		if err == nil && ne.st != nil && ne.rev < want {
+		if err == nil && ne.rev < want && (ne.st != nil || ne.raw == nil) {
 			// The database holds less than announced: restored from a
 			// backup, and the load took its revision as the one to wait
 			// for (load). Kept, want had every wake of the hub read the
 			// database twice, and raised the revision lookups wait for
-			// again.
-			if w := ne.st.wantRev.Load(); w < want {
+			// again. A backup without the service at all holds none (a
+			// "not found" entry has no state: its revision, 0).
+			w := ne.rev
+			if ne.st != nil {
+				w = ne.st.wantRev.Load()
+			}
+			if w < want {
 				h.mu.Lock()
 				if h.want == want {
 					h.want = w
