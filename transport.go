@@ -599,7 +599,7 @@ func (t *transport) send(req *http.Request, sel Selection, retry bool, again io.
 		}
 		return nil, callers, err
 	}
-	if !local && out.URL.Scheme == "https" {
+	if !local && out.URL.Scheme == "https" && provesTrust(resp.TLS, t.o.base) {
 		t.trust.answered(req.URL.Hostname())
 	}
 	// The response names the caller's request, to the service, as the one

@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A certificate that does not verify says nothing by itself of whose fault
@@ -24,8 +26,9 @@ import (
 // cannot connect is in TRANSIENT_FAILURE, not ejected). The rule here sits
 // between them: a certificate refused (by either side) counts against the
 // instance only when the latest https request under that host name that
-// ended otherwise was answered, by another instance or by this one before
-// (proof that this caller's trust and name are right); otherwise, and for
+// ended otherwise was answered, by another instance or by this one before,
+// over certificates still valid (proof that this caller's trust and name
+// are right: see provesTrust); otherwise, and for
 // every refusal after the first with no answer between, it is the caller's
 // and counts against none. With one bad instance among good ones, each of
 // its refusals follows a good answer (the retry's, or another caller's),
@@ -72,6 +75,40 @@ func (v *tlsTrust) answered(name string) {
 func (v *tlsTrust) refused(name string) (instances bool) {
 	b, ok := v.names.Load(name)
 	return ok && b.(*atomic.Bool).Swap(false)
+}
+
+// provesTrust reports whether an answer over a connection of state cs is
+// proof that the caller's trust is right now (tlsTrust): the certificates
+// it verified at the handshake are still valid, by the clock the base's
+// TLS config verifies with. A connection stays open past its certificates'
+// end: answers over one opened before a CA expired under a running caller
+// came between the refusals of every new handshake (a pool that grows, an
+// instance that starts), and each refusal counted against its instance,
+// which the instances that only new connections reach were ejected for.
+// An answer with nothing verified (no TLS state, verification of the
+// caller's own) proves what it did before.
+func provesTrust(cs *tls.ConnectionState, base http.RoundTripper) bool {
+	if cs == nil || len(cs.VerifiedChains) == 0 {
+		return true
+	}
+	now := time.Now
+	if ht, ok := base.(*http.Transport); ok && ht.TLSClientConfig != nil && ht.TLSClientConfig.Time != nil {
+		now = ht.TLSClientConfig.Time
+	}
+	at := now()
+	for _, chain := range cs.VerifiedChains {
+		valid := true
+		for _, c := range chain {
+			if at.Before(c.NotBefore) || at.After(c.NotAfter) {
+				valid = false
+				break
+			}
+		}
+		if valid {
+			return true
+		}
+	}
+	return false
 }
 
 // certRefused reports whether err is a TLS handshake that failed on a

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +176,48 @@ func expiredCertFor(t *testing.T, name string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// A CA (here a self-signed certificate, its own CA) that expires under a
+// running caller fails every new handshake alike, while the connections
+// opened before it expired go on answering: those answers are no proof
+// that the caller's trust is right now. Taken as proof, every refusal of a
+// new connection (a pool that grows, an instance that starts) counted
+// against its instance, and an instance started after the expiry, which
+// only new connections reach, was ejected, though every instance presents
+// the same certificate.
+func TestTransportCAExpiredUnderARunningCallerEjectsNone(t *testing.T) {
+	cert, roots := certFor(t, "web") // valid for another hour
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithStrategy(discovery.StrategyRoundRobin), discovery.WithoutHealthChecks())
+	for range 3 {
+		tlsInstance(t, r, "web", cert)
+	}
+	var ahead atomic.Int64 // the caller's TLS clock, ahead of the wall clock by this
+	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	client := r.HTTPClient(discovery.BaseTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Time: now}}))
+	defer client.CloseIdleConnections()
+	get := func(i int) error {
+		resp, err := client.Get("https://web/" + strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	for i := range 9 { // a connection to each instance, kept alive
+		if err := get(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ahead.Store(int64(2 * time.Hour)) // the certificate has expired for the caller
+	late := tlsInstance(t, r, "web", cert)
+	if _, err := r.Get(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		_ = get(i) // the new instance refused; the retry answered over an old connection
+	}
+	if ids := ejectedOf(t, r, "web"); len(ids) != 0 {
+		t.Errorf("a caller for which the CA of every instance has expired ejected %v (the instance started after the expiry: %s); want none ejected", ids, late)
+	}
 }
