@@ -198,6 +198,12 @@ type Cache struct {
 	probing atomic.Bool
 	// writeProbing says a write probe runs (AwaitWrites).
 	writeProbing atomic.Bool
+	// writeProbePassed says the last write probe passed and no snapshot
+	// write has landed since: an AwaitWrites then follows a write refused
+	// although the probe's was taken, and backs off (writeBackoff, under
+	// mu).
+	writeProbePassed atomic.Bool
+	writeBackoff     int
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	slowWrites, slowReads                                                                          atomic.Uint64 // calls that failed with ErrTooSlow
@@ -372,25 +378,56 @@ func (c *Cache) startProbe() {
 	}()
 }
 
+// maxWriteProbeInterval bounds the back-off of a write probe whose passes
+// are each followed by a refused write (AwaitWrites).
+const maxWriteProbeInterval = 30 * time.Second
+
 // AwaitWrites starts, unless one runs, a probe that writes and publishes
 // once a ProbeInterval until Redis takes both, then calls OnWritable. The
 // caller's write of service (a snapshot, or its change message) was
 // answered with an error reply: Redis is up (the breaker stays closed,
 // reads go on), but refuses writes, and nothing else tells when it takes
 // them again. The probe writes in service's Cluster slot, and publishes an
-// empty message (which every process ignores) on the channel.
+// empty message (which every process ignores) on the channel. A probe
+// asked for again soon after one passed (no snapshot write landed in
+// between) waits twice as long as the last, up to maxWriteProbeInterval.
 func (c *Cache) AwaitWrites(service string) {
 	c.mu.Lock() // as startProbe
 	defer c.mu.Unlock()
 	if c.ctx.Err() != nil || !c.writeProbing.CompareAndSwap(false, true) {
 		return
 	}
-	c.opt.Log.Warn("discovery: redis refuses writes; changes announced once it takes them", zap.String("service", service))
+	// Redis took the last probe's write, then refused the caller's again
+	// (a snapshot too large for the memory left under maxmemory, whose
+	// own size counts, where the probe's few bytes fit): probed every
+	// ProbeInterval, each pass was a database read and a refused write
+	// every 250 ms, and a warning, for as long as Redis stayed so full.
+	// Each such round waits twice as long as the last, up to
+	// maxWriteProbeInterval; a snapshot write that lands starts afresh.
+	if c.writeProbePassed.Swap(false) {
+		c.writeBackoff++
+	} else {
+		c.writeBackoff = 0
+	}
+	again := c.writeBackoff > 0
+	interval := c.opt.ProbeInterval
+	for range c.writeBackoff {
+		if interval >= maxWriteProbeInterval {
+			break
+		}
+		interval *= 2
+	}
+	interval = max(min(interval, maxWriteProbeInterval), c.opt.ProbeInterval)
+	if again {
+		c.opt.Log.Debug("discovery: redis refuses writes again after taking the probe's", zap.String("service", service), zap.Duration("next probe", interval))
+	} else {
+		c.opt.Log.Warn("discovery: redis refuses writes; changes announced once it takes them", zap.String("service", service))
+	}
 	key := c.opt.Namespace + "probe:{" + service + "}"
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		t := time.NewTicker(c.opt.ProbeInterval)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
@@ -411,8 +448,13 @@ func (c *Cache) AwaitWrites(service string) {
 				// Cleared before OnWritable: a write refused after it
 				// starts the next probe, and its caller's change, kept
 				// before it asked, is seen by this OnWritable or that one's.
+				c.writeProbePassed.Store(true)
 				c.writeProbing.Store(false)
-				c.opt.Log.Info("discovery: redis takes writes again")
+				if again {
+					c.opt.Log.Debug("discovery: redis takes the probe's write again")
+				} else {
+					c.opt.Log.Info("discovery: redis takes writes again")
+				}
 				if c.opt.OnWritable != nil {
 					c.opt.OnWritable()
 				}
@@ -586,6 +628,7 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 		return false, ErrInvalidated
 	}
 	c.writes.Add(1)
+	c.writeProbePassed.Store(false) // a write landed: the next refusal is probed at once
 	return true, nil
 }
 

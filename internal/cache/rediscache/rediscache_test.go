@@ -12,6 +12,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rssbot/discovery/internal/codec"
 	"github.com/rssbot/discovery/internal/core"
@@ -654,5 +656,96 @@ func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A write that Redis refuses while it takes the probe's (a snapshot too
+// large for the memory left under maxmemory, whose own arguments count
+// against it while the probe's few bytes fit) is refused again each time
+// the probe passes: the caller (the Registry's reannounce) writes it again
+// at once, reading the database for it first, and asks for the next probe.
+// Probed every ProbeInterval, that was a database read and a refused write
+// every 250 ms, with a warning and an info line each time, for as long as
+// Redis stayed so full (hours). Now a probe that follows such a false
+// recovery waits twice as long as the last, up to maxWriteProbeInterval,
+// and only the first refusal is a warning.
+func TestAwaitWritesBacksOffWhenTheWriteIsRefusedAgainAfterTheProbe(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	rdb.AddHook(refuseLargeScripts{limit: 1 << 10})
+	obs, logs := observer.New(zap.InfoLevel)
+	const interval = 10 * time.Millisecond
+	big := &core.Service{Name: "big_svc", Revision: 1, Instances: []core.Instance{{Service: "big_svc", Host: "10.0.0.1", Port: 1,
+		Metadata: map[string]string{"k": strings.Repeat("x", 4<<10)}}}}
+	at := time.Unix(1_800_000_000, 0)
+	const rounds = 6
+	var (
+		c    *Cache
+		n    atomic.Int64
+		done = make(chan struct{})
+	)
+	c = New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: interval, Log: zap.New(obs),
+		OnWritable: func() { // as the Registry's reannounce
+			if _, err := c.Set(ctx, big, at, ""); err != nil {
+				if n.Add(1) == rounds {
+					close(done)
+					return
+				}
+				c.AwaitWrites("big_svc")
+			}
+		}})
+	defer c.Close()
+	start := time.Now()
+	if _, err := c.Set(ctx, big, at, ""); err == nil || !c.Up() {
+		t.Fatalf("Set of a large snapshot = %v (up: %v); want an error reply, and the breaker closed", err, c.Up())
+	}
+	c.AwaitWrites("big_svc")
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%d refused writes after the probe passed in 20 s; want %d", n.Load(), rounds)
+	}
+	took := time.Since(start)
+	// Doubling from the first probe: 1+2+4+8+16+32 intervals at least.
+	if least := 63 * interval; took < least {
+		t.Errorf("%d probes that passed, each followed by a refused write, in %v; want them backed off (at least %v)", rounds, took, least)
+	}
+	if w := logs.FilterLevelExact(zap.WarnLevel).Len(); w != 1 {
+		t.Errorf("%d warnings for one run of refused writes; want 1", w)
+	}
+	if i := logs.FilterLevelExact(zap.InfoLevel).Len(); i > 1 {
+		t.Errorf("%d info lines saying Redis takes writes again, though it refused the write each time; want at most 1", i)
+	}
+}
+
+// refuseLargeScripts answers a script call with an argument over limit
+// bytes as a Redis out of memory does: the snapshot writes, not the probe's.
+type refuseLargeScripts struct{ limit int }
+
+type oomReply string
+
+func (e oomReply) Error() string { return string(e) }
+func (oomReply) RedisError()     {}
+
+func (h refuseLargeScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h refuseLargeScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			for _, a := range cmd.Args() {
+				if s, ok := a.(string); ok && len(s) > h.limit {
+					err := oomReply("OOM command not allowed when used memory > 'maxmemory'.")
+					cmd.SetErr(err)
+					return err
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h refuseLargeScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
