@@ -204,6 +204,9 @@ type Cache struct {
 	// mu).
 	writeProbePassed atomic.Bool
 	writeBackoff     int
+	// writeAwaited holds the services in whose Cluster slots the write
+	// probe writes (AwaitWrites; under mu).
+	writeAwaited map[string]struct{}
 
 	hits, misses, errs, decodeErrs, versionMisses, writes, staleWrites, published, received, trips atomic.Uint64
 	slowWrites, slowReads                                                                          atomic.Uint64 // calls that failed with ErrTooSlow
@@ -382,20 +385,41 @@ func (c *Cache) startProbe() {
 // are each followed by a refused write (AwaitWrites).
 const maxWriteProbeInterval = 30 * time.Second
 
+// maxWriteProbeKeys bounds the slots a write probe writes in on a Cluster
+// (AwaitWrites): one a service refused, until one takes writes.
+const maxWriteProbeKeys = 16
+
 // AwaitWrites starts, unless one runs, a probe that writes and publishes
 // once a ProbeInterval until Redis takes both, then calls OnWritable. The
 // caller's write of service (a snapshot, or its change message) was
 // answered with an error reply: Redis is up (the breaker stays closed,
 // reads go on), but refuses writes, and nothing else tells when it takes
-// them again. The probe writes in service's Cluster slot, and publishes an
-// empty message (which every process ignores) on the channel. A probe
+// them again. The probe writes in the Cluster slot of each service it was
+// asked for (up to maxWriteProbeKeys), and once one takes the write
+// publishes an empty message (which every process ignores) on the channel. A probe
 // asked for again soon after one passed (no snapshot write landed in
 // between) waits twice as long as the last, up to maxWriteProbeInterval.
 func (c *Cache) AwaitWrites(service string) {
 	c.mu.Lock() // as startProbe
 	defer c.mu.Unlock()
-	if c.ctx.Err() != nil || !c.writeProbing.CompareAndSwap(false, true) {
+	if c.ctx.Err() != nil {
 		return
+	}
+	// Each service's slot: on a Cluster each master refuses writes on its
+	// own (one out of memory, one a replica just promoted), and a probe of
+	// the first service's slot alone left a change refused by another
+	// master, which took writes again, unannounced for as long as the
+	// first one refused them. One key is enough elsewhere.
+	_, cluster := c.rdb.(*redis.ClusterClient)
+	_, ring := c.rdb.(*redis.Ring)
+	if _, ok := c.writeAwaited[service]; !ok && (len(c.writeAwaited) == 0 || (cluster || ring) && len(c.writeAwaited) < maxWriteProbeKeys) {
+		if c.writeAwaited == nil {
+			c.writeAwaited = map[string]struct{}{}
+		}
+		c.writeAwaited[service] = struct{}{}
+	}
+	if !c.writeProbing.CompareAndSwap(false, true) {
+		return // the probe under way writes in service's slot too
 	}
 	// Redis took the last probe's write, then refused the caller's again
 	// (a snapshot too large for the memory left under maxmemory, whose
@@ -423,7 +447,6 @@ func (c *Cache) AwaitWrites(service string) {
 	} else {
 		c.opt.Log.Warn("discovery: redis refuses writes; changes announced once it takes them", zap.String("service", service))
 	}
-	key := c.opt.Namespace + "probe:{" + service + "}"
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -438,8 +461,19 @@ func (c *Cache) AwaitWrites(service string) {
 			if c.down.Load() {
 				continue // the breaker's probe brings it back first
 			}
+			c.mu.Lock()
+			keys := make([]string, 0, len(c.writeAwaited))
+			for service := range c.writeAwaited {
+				keys = append(keys, c.opt.Namespace+"probe:{"+service+"}")
+			}
+			c.mu.Unlock()
 			ctx, cancel := context.WithTimeout(c.ctx, c.opt.Timeout)
-			err := writeProbeScript.Run(ctx, c.rdb, []string{key}).Err()
+			err := errors.New("no write taken")
+			for _, key := range keys { // the first slot that takes writes
+				if err = writeProbeScript.Run(ctx, c.rdb, []string{key}).Err(); err == nil {
+					break
+				}
+			}
 			if err == nil {
 				err = c.rdb.Publish(ctx, c.channel, "").Err()
 			}
@@ -448,8 +482,11 @@ func (c *Cache) AwaitWrites(service string) {
 				// Cleared before OnWritable: a write refused after it
 				// starts the next probe, and its caller's change, kept
 				// before it asked, is seen by this OnWritable or that one's.
+				c.mu.Lock()
+				c.writeAwaited = nil
 				c.writeProbePassed.Store(true)
 				c.writeProbing.Store(false)
+				c.mu.Unlock()
 				if again {
 					c.opt.Log.Debug("discovery: redis takes the probe's write again")
 				} else {

@@ -749,3 +749,70 @@ func (h refuseLargeScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHoo
 func (h refuseLargeScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// On a Cluster each master refuses writes on its own (one out of memory,
+// one a replica just promoted): a probe that writes in the slot of the
+// first service refused stands only for that master. A change of another
+// service, refused by another master while the probe ran, waited on the
+// first one's master: one that took writes again a second later, while the
+// first stayed full for hours, had its change announced by no one for as
+// long. Now the probe writes in the slot of every service refused, and
+// OnWritable follows the first that Redis takes. Here the shard of a_svc
+// refuses throughout (a hook, on miniredis behind a Cluster client), and
+// b_svc's from the start only.
+func TestAwaitWritesProbesTheSlotOfEveryRefusedService(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t) // a Cluster of one master, for the client
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{mr.Addr()}, MaxRetries: -1})
+	defer rdb.Close()
+	var bRefused atomic.Bool
+	bRefused.Store(true)
+	rdb.AddHook(refuseSlots{refused: func(key string) bool {
+		return strings.Contains(key, "{a_svc}") || strings.Contains(key, "{b_svc}") && bRefused.Load()
+	}})
+	writable := make(chan struct{}, 1)
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: 10 * time.Millisecond,
+		OnWritable: func() { writable <- struct{}{} }})
+	defer c.Close()
+	at := time.Unix(1_800_000_000, 0)
+	for _, name := range []string{"a_svc", "b_svc"} {
+		if _, err := c.Set(ctx, &core.Service{Name: name, Revision: 1}, at, ""); err == nil {
+			t.Fatalf("Set of %s on a refusing shard = nil; want its error reply", name)
+		}
+		c.AwaitWrites(name)
+	}
+	bRefused.Store(false) // b_svc's master takes writes again; a_svc's does not
+	select {
+	case <-writable:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnWritable not called within 5 s of b_svc's master taking writes again, while a_svc's still refuses them")
+	}
+	if _, err := c.Set(ctx, &core.Service{Name: "b_svc", Revision: 1}, at, ""); err != nil {
+		t.Fatalf("Set of b_svc after OnWritable = %v", err)
+	}
+}
+
+// refuseSlots answers a script call on a key refused says so as a master
+// out of memory does.
+type refuseSlots struct{ refused func(key string) bool }
+
+func (h refuseSlots) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h refuseSlots) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			for _, a := range cmd.Args() {
+				if s, ok := a.(string); ok && h.refused(s) {
+					err := oomReply("OOM command not allowed when used memory > 'maxmemory'.")
+					cmd.SetErr(err)
+					return err
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h refuseSlots) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
