@@ -501,7 +501,8 @@ func (c *Cache) AwaitWrites(service string) {
 	}()
 }
 
-// ping asks Redis whether it answers: on a Cluster, every master. A PING
+// ping asks Redis whether it answers: on a Cluster, every master; on a
+// Ring, every shard it holds up. A PING
 // names no key, so a Cluster client sends it to a node at random: one
 // master that stopped answering tripped the breaker, and a probe that
 // reached another closed it again, and again, for as long as it was out.
@@ -509,6 +510,14 @@ func (c *Cache) ping(ctx context.Context) error {
 	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
 		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 			return node.Ping(ctx).Err()
+		})
+	}
+	if ring, ok := c.rdb.(*redis.Ring); ok {
+		// As on a Cluster: every shard the Ring holds up (the others'
+		// keys go elsewhere), not one at random, which answered for a
+		// shard that did not.
+		return ring.ForEachShard(ctx, func(ctx context.Context, shard *redis.Client) error {
+			return shard.Ping(ctx).Err()
 		})
 	}
 	return c.rdb.Ping(ctx).Err()

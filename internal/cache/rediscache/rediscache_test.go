@@ -816,3 +816,36 @@ func (h refuseSlots) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h refuseSlots) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// On a Ring, as on a Cluster, a PING names no key and goes to a shard at
+// random: with one shard silent, the confirming ping of a read of one of
+// its keys that timed out (tooSlow) reached the other shard half the time,
+// the read was taken for a snapshot too slow for the link (ErrTooSlow),
+// and the breaker did not trip; the breaker's probe closed it again as
+// often. ping now asks every shard the Ring holds up, as it asks every
+// Cluster master.
+func TestPingOnARingAsksEveryShard(t *testing.T) {
+	ctx := context.Background()
+	quiet, fine := miniredis.RunT(t), miniredis.RunT(t)
+	proxy := testutil.NewProxy(t, quiet.Addr())
+	rdb := redis.NewRing(&redis.RingOptions{
+		Addrs:              map[string]string{"quiet": proxy.Addr(), "fine": fine.Addr()},
+		HeartbeatFrequency: time.Hour, // the Ring keeps the silent shard: its keys still go there
+		MaxRetries:         -1, ContextTimeoutEnabled: true,
+	})
+	defer rdb.Close()
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: 50 * time.Millisecond, ProbeInterval: time.Hour})
+	defer c.Close()
+	if err := c.ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	for i := range 20 {
+		pctx, cancel := context.WithTimeout(ctx, c.opt.Timeout) // as tooSlow and the probe bound it
+		err := c.ping(pctx)
+		cancel()
+		if err == nil {
+			t.Fatalf("ping %d answered while one of the Ring's two shards is silent", i+1)
+		}
+	}
+}
