@@ -198,11 +198,11 @@ type Cache struct {
 	probing atomic.Bool
 	// writeProbing says a write probe runs (AwaitWrites).
 	writeProbing atomic.Bool
-	// writeProbePassed says the last write probe passed and no snapshot
-	// write has landed since: an AwaitWrites then follows a write refused
-	// although the probe's was taken, and backs off (writeBackoff, under
-	// mu).
-	writeProbePassed atomic.Bool
+	// writeProbePassed is when the last write probe passed (Now, unix ns),
+	// 0 once a snapshot write has landed since: an AwaitWrites soon after
+	// it follows a write refused although the probe's was taken, and
+	// backs off (writeBackoff, under mu).
+	writeProbePassed atomic.Int64
 	writeBackoff     int
 	// writeAwaited holds the services in whose Cluster slots the write
 	// probe writes (AwaitWrites; under mu).
@@ -428,7 +428,9 @@ func (c *Cache) AwaitWrites(service string) {
 	// every 250 ms, and a warning, for as long as Redis stayed so full.
 	// Each such round waits twice as long as the last, up to
 	// maxWriteProbeInterval; a snapshot write that lands starts afresh.
-	if c.writeProbePassed.Swap(false) {
+	// Soon: within the longest wait. Later, or after a write landed, it
+	// is a refusal of its own, warned of and probed at once.
+	if at := c.writeProbePassed.Swap(0); at != 0 && c.opt.Now().Sub(time.Unix(0, at)) < maxWriteProbeInterval {
 		c.writeBackoff++
 	} else {
 		c.writeBackoff = 0
@@ -484,7 +486,7 @@ func (c *Cache) AwaitWrites(service string) {
 				// before it asked, is seen by this OnWritable or that one's.
 				c.mu.Lock()
 				c.writeAwaited = nil
-				c.writeProbePassed.Store(true)
+				c.writeProbePassed.Store(c.opt.Now().UnixNano())
 				c.writeProbing.Store(false)
 				c.mu.Unlock()
 				if again {
@@ -674,7 +676,7 @@ func (c *Cache) set(ctx context.Context, service, val string, gen Gen) (bool, er
 		return false, ErrInvalidated
 	}
 	c.writes.Add(1)
-	c.writeProbePassed.Store(false) // a write landed: the next refusal is probed at once
+	c.writeProbePassed.Store(0) // a write landed: the next refusal is probed at once
 	return true, nil
 }
 

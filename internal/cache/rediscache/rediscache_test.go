@@ -849,3 +849,53 @@ func TestPingOnARingAsksEveryShard(t *testing.T) {
 		}
 	}
 }
+
+// A refusal long after a write probe passed is a new one, warned of and
+// probed every ProbeInterval, even when no snapshot write landed in
+// between (the one the probe stood for was stale by then): only a refusal
+// right after a pass backs off.
+func TestAwaitWritesAfterAQuietSpellWarnsAgain(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	var refuse atomic.Bool
+	rdb.AddHook(refuseSlots{refused: func(string) bool { return refuse.Load() }})
+	obs, logs := observer.New(zap.InfoLevel)
+	var now atomic.Int64
+	now.Store(time.Unix(1_800_000_000, 0).UnixNano())
+	writable := make(chan struct{}, 1)
+	c := New(rdb, Options{Namespace: "t:", TTL: time.Minute, Timeout: time.Second, ProbeInterval: 10 * time.Millisecond,
+		Log: zap.New(obs), Now: func() time.Time { return time.Unix(0, now.Load()) },
+		OnWritable: func() { writable <- struct{}{} }})
+	defer c.Close()
+	at := time.Unix(1_800_000_000, 0)
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 2}, at, ""); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 3}, at, ""); err == nil {
+		t.Fatal("Set on a refusing Redis = nil")
+	}
+	c.AwaitWrites("db_svc")
+	refuse.Store(false)
+	select {
+	case <-writable:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnWritable not called within 5 s of Redis taking writes")
+	}
+	// The change written again turns out stale (another process wrote a
+	// newer snapshot): no write lands.
+	if ok, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 1}, at, ""); ok || err != nil {
+		t.Fatalf("Set of an older revision = %v, %v; want it refused as stale", ok, err)
+	}
+	now.Add(int64(time.Hour))
+	refuse.Store(true)
+	if _, err := c.Set(ctx, &core.Service{Name: "db_svc", Revision: 4}, at, ""); err == nil {
+		t.Fatal("Set on a refusing Redis = nil")
+	}
+	c.AwaitWrites("db_svc")
+	if w := logs.FilterLevelExact(zap.WarnLevel).Len(); w != 2 {
+		t.Errorf("%d warnings for two refusals an hour apart; want 2", w)
+	}
+}
