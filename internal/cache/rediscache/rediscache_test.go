@@ -674,7 +674,7 @@ func TestAwaitWritesBacksOffWhenTheWriteIsRefusedAgainAfterTheProbe(t *testing.T
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
 	defer rdb.Close()
-	rdb.AddHook(refuseLargeScripts{limit: 1 << 10})
+	rdb.AddHook(refuseLargeScripts(1 << 10))
 	obs, logs := observer.New(zap.InfoLevel)
 	const interval = 10 * time.Millisecond
 	big := &core.Service{Name: "big_svc", Revision: 1, Instances: []core.Instance{{Service: "big_svc", Host: "10.0.0.1", Port: 1,
@@ -722,33 +722,14 @@ func TestAwaitWritesBacksOffWhenTheWriteIsRefusedAgainAfterTheProbe(t *testing.T
 
 // refuseLargeScripts answers a script call with an argument over limit
 // bytes as a Redis out of memory does: the snapshot writes, not the probe's.
-type refuseLargeScripts struct{ limit int }
+func refuseLargeScripts(limit int) refuseSlots {
+	return refuseSlots{refused: func(arg string) bool { return len(arg) > limit }}
+}
 
 type oomReply string
 
 func (e oomReply) Error() string { return string(e) }
 func (oomReply) RedisError()     {}
-
-func (h refuseLargeScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h refuseLargeScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name == "evalsha" || name == "eval" {
-			for _, a := range cmd.Args() {
-				if s, ok := a.(string); ok && len(s) > h.limit {
-					err := oomReply("OOM command not allowed when used memory > 'maxmemory'.")
-					cmd.SetErr(err)
-					return err
-				}
-			}
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h refuseLargeScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 // On a Cluster each master refuses writes on its own (one out of memory,
 // one a replica just promoted): a probe that writes in the slot of the
@@ -792,9 +773,9 @@ func TestAwaitWritesProbesTheSlotOfEveryRefusedService(t *testing.T) {
 	}
 }
 
-// refuseSlots answers a script call on a key refused says so as a master
-// out of memory does.
-type refuseSlots struct{ refused func(key string) bool }
+// refuseSlots answers a script call with an argument refused (a key of a
+// refused slot, say) as a master out of memory does.
+type refuseSlots struct{ refused func(arg string) bool }
 
 func (h refuseSlots) DialHook(next redis.DialHook) redis.DialHook { return next }
 
