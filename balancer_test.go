@@ -1884,10 +1884,7 @@ func TestWeightedRoundRobinNarrowedKeepsItsPlaceAcrossRebuilds(t *testing.T) {
 // latency average of 5 ms and the others with none.
 func peersAt5ms(t *testing.T, weights []int, opts ...discovery.Option) (*discoverytest.Clock, *discovery.Registry) {
 	t.Helper()
-	clock := discoverytest.NewClock(t0)
-	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), append([]discovery.Option{discovery.WithClock(clock),
-		discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}, opts...)...)
-	registerN(t, r, "db_svc", weights...)
+	clock, r := weightedRegistry(t, weights, opts...)
 	if _, err := r.Get(context.Background(), "db_svc"); err != nil {
 		t.Fatal(err)
 	}

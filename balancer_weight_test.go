@@ -99,28 +99,12 @@ func TestP2CEWMAFollowsWeightsWithLatencies(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range p2cWeightCases {
 		t.Run(tc.name+"/one at a time", func(t *testing.T) {
-			clock := discoverytest.NewClock(t0)
-			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock),
-				discovery.WithLeaseTTL(1000*time.Hour), discovery.WithoutHealthChecks())
-			registerN(t, r, "db_svc", tc.weights...)
+			clock, r := weightedRegistry(t, tc.weights)
 			const n = 100_000
-			got := map[string]int{}
-			for range n {
-				clock.Advance(time.Millisecond)
-				sel, err := r.Pick(ctx, "db_svc")
-				if err != nil {
-					t.Fatal(err)
-				}
-				got[sel.Instance.ID]++
-				sel.DoneLatency(nil, 5*time.Millisecond)
-			}
-			checkWeightShares(t, got, n, tc.weights)
+			checkWeightShares(t, picksAt5ms(ctx, t, clock, r, n), n, tc.weights)
 		})
 		t.Run(tc.name+"/ten in flight", func(t *testing.T) {
-			clock := discoverytest.NewClock(t0)
-			r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithClock(clock),
-				discovery.WithLeaseTTL(1000*time.Hour), discovery.WithoutHealthChecks())
-			registerN(t, r, "db_svc", tc.weights...)
+			clock, r := weightedRegistry(t, tc.weights)
 			const n = 100_000
 			got := loadedPicks(ctx, t, clock, r, n, func(string) time.Duration { return 2 * time.Millisecond })
 			checkWeightShares(t, got, n, tc.weights)
@@ -186,4 +170,16 @@ func TestP2CEWMAAvoidsTheSlowInstanceAmongEqualWeights(t *testing.T) {
 	if c, want, tol := float64(got["i9"]), n*p, 6*math.Sqrt(n*p*(1-p)); math.Abs(c-want) > tol {
 		t.Errorf("the canary (weight 1 of 91) got %.0f picks; want %.0f +- %.0f", c, want, tol)
 	}
+}
+
+// weightedRegistry is a Registry on a fake clock, without health checks,
+// with db_svc's instances i0, i1, ... registered with weights, their
+// leases longer than any test.
+func weightedRegistry(t *testing.T, weights []int, opts ...discovery.Option) (*discoverytest.Clock, *discovery.Registry) {
+	t.Helper()
+	clock := discoverytest.NewClock(t0)
+	r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), append([]discovery.Option{discovery.WithClock(clock),
+		discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}, opts...)...)
+	registerN(t, r, "db_svc", weights...)
+	return clock, r
 }
