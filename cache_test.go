@@ -1665,16 +1665,7 @@ func TestFreshnessWindowsAreJittered(t *testing.T) {
 func TestWatchedServiceRestoredBelowAnAnnouncedRevisionIsReadOnce(t *testing.T) {
 	ctx := context.Background()
 	restored, clock, r, s := restoreBelowRevision2(t)
-	ch := watch(t, r, "db_svc")
-	for range 2 {
-		next(t, ch, 2*time.Second) // x1 and o1 added
-	}
-	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, announced to the hub
-		t.Fatal(err)
-	}
-	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "o1" {
-		t.Fatalf("after the deregistration: %s", describe(ev))
-	}
+	ch := watchThroughO1sDeregistration(t, r)
 	s.cur.Store(restored)
 	clock.Advance(10 * time.Minute) // x1's lease ended 9 minutes ago
 	if got := ids(r.Get(ctx, "db_svc")); got != "y1" {
@@ -1738,16 +1729,7 @@ func TestWatchedServiceLostInARestoreIsReadOnce(t *testing.T) {
 	regAt(t, before, "x1", time.Minute)
 	regAt(t, before, "o1", time.Minute)
 	r, s := restoreRegistry(t, before, clock, 2*time.Minute)
-	ch := watch(t, r, "db_svc")
-	for range 2 {
-		next(t, ch, 2*time.Second) // x1 and o1 added
-	}
-	if err := r.Deregister(ctx, "db_svc", "o1"); err != nil { // revision 3, announced to the hub
-		t.Fatal(err)
-	}
-	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "o1" {
-		t.Fatalf("after the deregistration: %s", describe(ev))
-	}
+	ch := watchThroughO1sDeregistration(t, r)
 	s.cur.Store(discoverytest.NewBackend()) // a backup from before db_svc
 	clock.Advance(10 * time.Minute)         // x1's lease ended 9 minutes ago
 	if _, err := r.Get(ctx, "db_svc"); !errors.Is(err, discovery.ErrNotFound) {
@@ -1820,4 +1802,22 @@ func (s *gateThenFailStore) Load(ctx context.Context, name string) (*discovery.S
 		return nil, &discovery.BackendError{Backend: "database", Op: "load", Err: errors.New("down")}
 	}
 	return s.gatedStore.Load(ctx, name)
+}
+
+// watchThroughO1sDeregistration watches db_svc (x1 and o1) and deregisters
+// o1, revision 3, which is announced to the watch's hub; it returns the
+// watch once its events have said so.
+func watchThroughO1sDeregistration(t *testing.T, r *discovery.Registry) <-chan discovery.Event {
+	t.Helper()
+	ch := watch(t, r, "db_svc")
+	for range 2 {
+		next(t, ch, 2*time.Second) // x1 and o1 added
+	}
+	if err := r.Deregister(context.Background(), "db_svc", "o1"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, ch, 2*time.Second); ev.Kind != discovery.EventInstanceRemoved || ev.Instance.ID != "o1" {
+		t.Fatalf("after the deregistration: %s", describe(ev))
+	}
+	return ch
 }
