@@ -17,7 +17,8 @@ import (
 // safe to run from many processes at once. A schema newer than this
 // release's is an error matching ErrUnsupported, and so is a database
 // user who may not create the tables (or a read-only SQLite database), or
-// not read the existing ones' version (ns+"_schema_migrations"). A
+// not read the existing ones' version (ns+"_schema_migrations"), and a
+// PostgreSQL server older than 11 (the error names its version). A
 // read-only PostgreSQL (a hot standby) with a schema to create is
 // ErrUnavailable ("cannot execute CREATE TABLE in a read-only
 // transaction"), unlike a read-only SQLite file: a standby is promoted, and

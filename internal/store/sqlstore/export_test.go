@@ -8,3 +8,7 @@ func (s *Store) LockSQL(purpose string) (string, int64) { return lockKeySQL, s.l
 // AsRelease makes s stand for a process of an older release, whose
 // migrations end at version.
 func (s *Store) AsRelease(version int) { s.steps = migrations[:version] }
+
+// CheckPostgresVersion is checkPostgresVersion: the verdict on a server of
+// server_version_num num (its server_version: version).
+var CheckPostgresVersion = checkPostgresVersion

@@ -138,6 +138,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 	case errors.Is(err, core.ErrUnsupported): // no version can be read, so no migration run
 		return err
 	}
+	// The server's version is read only with a schema to migrate: a
+	// current schema was migrated by a release that checked it, and a
+	// process's start costs no round trip more.
+	if err := s.checkServer(ctx); err != nil {
+		return mapErr(ctx, "migrate", err)
+	}
 	if !s.postgres {
 		// SQLite: the table exists before the transaction, so that the
 		// transaction's first statement can take the write lock.
@@ -328,4 +334,39 @@ func (s *Store) Warm(ctx context.Context, n int) {
 	for _, c := range conns {
 		_ = c.Close() // back to the pool
 	}
+}
+
+// minPostgres is the oldest PostgreSQL the store runs on
+// (server_version_num): 11, for hashtextextended, which the advisory-lock
+// keys are made with (lockKeySQL).
+const minPostgres = 110000
+
+// checkPostgresVersion returns nil for a server of server_version_num num
+// (server_version: version) the store runs on, else an error matching
+// core.ErrUnsupported that names both versions. On PostgreSQL 10 Migrate
+// failed taking its lock ("function hashtextextended does not exist") as
+// ErrUnavailable, and callers retried, for good, a server that never works.
+func checkPostgresVersion(num int, version string) error {
+	if num >= minPostgres {
+		return nil
+	}
+	return fmt.Errorf("%w: PostgreSQL %s (server_version_num %d): this library needs PostgreSQL %d or newer",
+		core.ErrUnsupported, version, num, minPostgres/10000)
+}
+
+// checkServer reads the server's version and refuses one the store does not
+// run on (checkPostgresVersion). SQLite is the driver's own, embedded.
+func (s *Store) checkServer(ctx context.Context) error {
+	if !s.postgres {
+		return nil
+	}
+	var v struct {
+		Num     int
+		Version string
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT current_setting('server_version_num')::int AS num, current_setting('server_version') AS version`).Scan(&v).Error
+	if err != nil {
+		return err
+	}
+	return checkPostgresVersion(v.Num, v.Version)
 }
