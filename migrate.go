@@ -11,7 +11,8 @@ import (
 
 // Migrate creates or upgrades the schema of db for the namespace opts give
 // (WithNamespace; WithDatabaseTimeout bounds the whole migration, the wait
-// for another process's migration included), as New does
+// for another process's migration included: a wait it ends is
+// ErrUnavailable saying another process holds the migration lock), as New does
 // unless WithoutMigration: for a deployment that changes schemas in a job
 // of its own, with a database user allowed to. Migrations are versioned and
 // safe to run from many processes at once. A schema newer than this

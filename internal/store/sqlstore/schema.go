@@ -154,9 +154,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return mapErr(ctx, "migrate", err)
 		}
 	}
+	lockWait := false // the call ended while waiting for the migration lock
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(`+lockKeySQL+`)`, s.lockKey("migrate")).Error; err != nil {
+				lockWait = ctx.Err() != nil
 				return err
 			}
 		} else if err := tx.Exec(s.q.writeLock).Error; err != nil {
@@ -195,6 +197,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 	})
 	if err != nil && ctx.Err() == nil && s.createRefused(err) {
 		return s.createErr(err)
+	}
+	if err != nil && lockWait && errors.Is(context.Cause(ctx), core.ErrTimeout) {
+		// The database answered; another process's migration did not end
+		// in time. Told "database unavailable: no answer within the
+		// timeout", an operator looked for a database that was up.
+		return &core.BackendError{Backend: "database", Op: "migrate", Err: fmt.Errorf(
+			"another process holds the migration lock of prefix %q (pg_advisory_xact_lock) and did not release it within the timeout "+
+				"(it is migrating, or stuck in its migration's transaction; a retry succeeds once it ends): %w: %w",
+			s.prefix, core.ErrTimeout, err)}
 	}
 	return mapErr(ctx, "migrate", err)
 }
