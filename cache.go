@@ -1274,7 +1274,14 @@ func (r *Registry) resync() {
 			ctx, cancel := ownTimeout(r.ctx, r.opts.loadTO)
 			revs, err := rr.Revisions(ctx, names)
 			cancel()
-			r.countStoreErr(err)
+			// Noted as any call: in a process whose lookups L1 answers,
+			// with nothing to renew, this read may be its only call to
+			// the database, and counted only, it left an outage open (every
+			// lease ended since held as a suspect) once the database was
+			// back. Not when Close ended it: the database did not fail.
+			if err == nil || r.ctx.Err() == nil {
+				r.noteStoreResult("revalidate", err)
+			}
 			if err == nil {
 				// Watches of what L1 holds hear of a change below; the
 				// others read their service again. Before, so that none

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -972,5 +973,53 @@ func TestReaderOnRedisNoticesTheDatabaseBack(t *testing.T) {
 	loadIntoRedis()
 	if got := statuses(reader.Get(ctx, "db_svc")); got != "3 instances, 0 suspect" {
 		t.Errorf("two lease TTLs and more after the outage: %s; want i00, dead, dropped", got)
+	}
+}
+
+// A process whose only database calls during an outage are the
+// revalidations that follow Redis reconnecting (its lookups answered from
+// L1, no registration to renew, its reaper off) learns from them that the
+// database is back. A revision read that answered was not noted: the
+// outage stayed open in it, and leases that ended during it were held as
+// suspects for as long as nothing else reached the database.
+func TestRevalidationAfterRedisReconnectNoticesTheDatabaseBack(t *testing.T) {
+	ctx := context.Background()
+	clock := discoverytest.NewClock(t0)
+	backend := discoverytest.NewBackend()
+	mr := miniredis.RunT(t)
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb := testutil.RedisClient(t, mr.Addr(), 0, ns)
+	writeInstances(t, backend, "db_svc", 2, func(int) time.Time { return t0.Add(time.Hour) })
+	core, logs := observer.New(zap.InfoLevel)
+	reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithRedis(rdb),
+		discovery.WithNamespace(ns), discovery.WithReaper(0, 0), discovery.WithoutHealthChecks(),
+		discovery.WithLogger(zap.New(core)), discovery.WithCacheFreshness(time.Hour, time.Hour, time.Hour))
+	// the first subscription's revalidation over, so that the one counted
+	// below is the reconnection's
+	waitFor(t, 10*time.Second, "the first subscription", func() bool { return reader.Stats().Resyncs > 0 })
+	if _, err := reader.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	backend.SetFailure(errors.New("connection refused"))
+	if _, err := reader.Get(ctx, "other_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+	}
+	if logs.FilterMessage("discovery: database lost; serving cached data").Len() == 0 {
+		t.Fatal("the reader did not notice the outage")
+	}
+	backend.SetFailure(nil)
+	resyncs := reader.Stats().Resyncs
+	if logs.FilterMessage("discovery: database back").Len() != 0 {
+		t.Fatal("the database seen back before any call reached it")
+	}
+	mr.Close() // the subscription drops ...
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// ... and comes back: the Registry revalidates db_svc, and that
+	// revision read is its only call to the database.
+	waitFor(t, 10*time.Second, "a revalidation after Redis reconnected", func() bool { return reader.Stats().Resyncs > resyncs })
+	if logs.FilterMessage("discovery: database back").Len() == 0 {
+		t.Errorf("the reader did not notice the database back (no %q logged) after its revalidation read the revisions", "discovery: database back")
 	}
 }
