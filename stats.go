@@ -88,6 +88,19 @@ type Stats struct {
 	// service that stopped renewing together, kept as suspects), and
 	// Suspects the instances kept as suspects now, by self-preservation or
 	// because their leases ended during a database outage.
+	//
+	// Suspects counts, in the snapshots this process holds, the instances
+	// marked suspect whose hold has not ended at the time of the call; an
+	// instance whose lease ended after its snapshot was built counts from
+	// the snapshot's next rebuild (a lookup's load, or a change). A database
+	// outage ends, for this process, at its first call that the database
+	// answers: a lookup's load (or its probe, when Redis answered it), a
+	// renewal, the reaper, a revalidation after Redis reconnects. Until
+	// then the leases that ended during the outage stay held, so a process
+	// that makes no such call (it stopped looking the service up) counts
+	// them until it makes one, and for two lease TTLs after (or the
+	// self-preservation grace, if longer: WithSelfPreservation). Stats
+	// reads what the process knows; it runs no timer and asks no database.
 	SelfPreservations uint64
 	Suspects          int64
 	// Resyncs counts revalidations of the whole cache after a
