@@ -997,6 +997,8 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 		}
 	}
 	if errors.Is(err, core.ErrNotFound) {
+		// the database answered: an outage ends here as with a snapshot
+		r.noteStoreOK()
 		return r.newNegative(name, readAt), nil
 	}
 	if err != nil && r.ctx.Err() != nil {

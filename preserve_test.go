@@ -1023,3 +1023,26 @@ func TestRevalidationAfterRedisReconnectNoticesTheDatabaseBack(t *testing.T) {
 		t.Errorf("the reader did not notice the database back (no %q logged) after its revalidation read the revisions", "discovery: database back")
 	}
 }
+
+// "Not found" is the database answering: a lookup whose load it answered
+// so ends an outage as any other answer does. It returned before the
+// answer was noted, and a process whose calls after an outage were lookups
+// of services that no longer exist did not learn the database was back.
+func TestNotFoundLoadNoticesTheDatabaseBack(t *testing.T) {
+	ctx := context.Background()
+	backend := discoverytest.NewBackend()
+	core, logs := observer.New(zap.InfoLevel)
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(discoverytest.NewClock(t0)), discovery.WithReaper(0, 0),
+		discovery.WithoutHealthChecks(), discovery.WithLogger(zap.New(core)))
+	backend.SetFailure(errors.New("connection refused"))
+	if _, err := r.Get(ctx, "gone_svc"); !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Get during the outage = %v; want ErrUnavailable", err)
+	}
+	backend.SetFailure(nil)
+	if _, err := r.Get(ctx, "gone_svc"); !errors.Is(err, discovery.ErrNotFound) {
+		t.Fatalf("Get after the outage = %v; want ErrNotFound", err)
+	}
+	if logs.FilterMessage("discovery: database back").Len() == 0 {
+		t.Errorf("the database's %q answer did not end the outage (no %q logged)", "not found", "discovery: database back")
+	}
+}
