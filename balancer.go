@@ -557,6 +557,9 @@ type candidate struct {
 	// slow: not eligible only because its checks, though they pass, are
 	// too slow for the minimum score (NoHealthyError.Slow says so)
 	slow bool
+	// throttled: not eligible because its checks answer 429, which no
+	// speed brings above the minimum score (NoHealthyError.Throttled)
+	throttled bool
 }
 
 // picker is what selection needs of one service at one moment: built when
@@ -632,6 +635,7 @@ func (r *Registry) buildPicker(e *entry, now int64) *picker {
 		} else {
 			c.eligible = is.Status() != core.StatusUnhealthy && is.Score() > minScore
 			c.slow = !c.eligible && slowChecks(is, minScore)
+			c.throttled = !c.eligible && throttledChecks(is, minScore)
 		}
 		if c.eligible {
 			p.elig = append(p.elig, int32(len(p.cands)))
@@ -879,9 +883,21 @@ func slowChecks(is *instState, minScore float64) bool {
 		health.Sample(health.Check{Status: st, RTT: health.ScoreRef}) > minScore
 }
 
+// throttledChecks reports whether an instance answers its checks with 429
+// (a warning) and a minScore of 0.6 or more keeps it out however fast it
+// answers: out for asking for less traffic, which the error's reader
+// relieves by load, not by a faster health endpoint. A slow 429 is
+// throttled, not slow (slowChecks is false for it), as speed alone would
+// not bring it back.
+func throttledChecks(is *instState, minScore float64) bool {
+	return is.Status() == core.StatusWarning &&
+		health.Sample(health.Check{Status: core.StatusWarning, RTT: health.ScoreRef}) <= minScore
+}
+
 // noHealthy is the error of a pick that finds no instance to use, with the
-// count of those the pick's filters keep that are out only for slow checks,
-// and of the eligible ones, too few, when WithFailClosed refused the pick.
+// count of those the pick's filters keep that are out only for slow checks
+// or for checks answered with 429, and of the eligible ones, too few, when
+// WithFailClosed refused the pick.
 // It counts what the pick's own options left out, too: without them, "no
 // healthy instances" of a service with a filter that matched none, or a
 // retry that excluded the healthy ones, sent the reader to the health of
@@ -893,6 +909,9 @@ func (p *picker) noHealthy(q *pickReq, eligible int) error {
 		kept := !q.filtered || q.matchKept(c.in)
 		if c.slow && kept {
 			e.Slow++
+		}
+		if c.throttled && kept {
+			e.Throttled++
 		}
 		if c.eligible && kept && q.filtered && q.excludes(c.in.ID) {
 			e.Excluded++

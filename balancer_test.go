@@ -542,6 +542,40 @@ func TestNoHealthyErrorDoesNotCallThrottlingSlow(t *testing.T) {
 	if nh.Slow != 1 {
 		t.Errorf("NoHealthyError.Slow = %d (%v); want 1, i2: i0 and i1 are throttled, not slow", nh.Slow, err)
 	}
+	// What keeps i0 and i1 out is said, too: a slow 429 (i1) is throttled
+	// only, as no speed brings it back.
+	if nh.Throttled != 2 {
+		t.Errorf("NoHealthyError.Throttled = %d (%v); want 2, i0 and i1", nh.Throttled, err)
+	}
+	if msg, want := err.Error(), "2 answer their health checks with 429 (throttling)"; !strings.Contains(msg, want) || !strings.Contains(msg, "1 passes its health checks too slowly") {
+		t.Errorf("error %q; want it to say %q and that 1 passes too slowly", msg, want)
+	}
+	// With one throttled, the text is singular; at a minimum score a fast
+	// 429 clears (0.5), a slow 429 is slow, not throttled.
+	for _, tt := range []struct {
+		min             float64
+		rtt             time.Duration
+		throttled, slow int
+		say             string
+	}{
+		{0.6, 250 * time.Millisecond, 1, 0, "1 answers its health checks with 429 (throttling)"},
+		{0.5, 250 * time.Millisecond, 0, 1, "1 passes its health checks too slowly"},
+	} {
+		r := discoverytest.NewRegistry(t, discoverytest.NewBackend(), discovery.WithoutHealthChecks(), discovery.WithMinScore(tt.min))
+		registerN(t, r, "db_svc", 1)
+		if _, err := r.Get(ctx, "db_svc"); err != nil {
+			t.Fatal(err)
+		}
+		discovery.InjectCheck(r, "db_svc", "i0", discovery.StatusWarning, tt.rtt, "429 Too Many Requests")
+		_, err := r.Pick(ctx, "db_svc")
+		var nh *discovery.NoHealthyError
+		if !errors.As(err, &nh) {
+			t.Fatalf("min %v: Pick = %v; want a NoHealthyError", tt.min, err)
+		}
+		if msg := err.Error(); nh.Throttled != tt.throttled || nh.Slow != tt.slow || !strings.Contains(msg, tt.say) {
+			t.Errorf("min %v: NoHealthyError{Throttled: %d, Slow: %d} %q; want Throttled %d, Slow %d, saying %q", tt.min, nh.Throttled, nh.Slow, msg, tt.throttled, tt.slow, tt.say)
+		}
+	}
 }
 
 func TestFilters(t *testing.T) {

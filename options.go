@@ -514,7 +514,7 @@ func WithServiceStrategy(service string, s Strategy) Option {
 // (NoHealthyError.Slow counts such instances). A warning (HTTP 429) scores
 // 0.6 times that: at 0.6 or more an instance that answers its checks with
 // 429 stays out of selection however fast it answers (throttled, not
-// slow: Slow does not count it).
+// slow: NoHealthyError.Throttled counts it, Slow does not).
 func WithMinScore(score float64) Option { return optionFunc(func(o *options) { o.minScore = score }) }
 
 // WithPanicThreshold sets the fraction of eligible instances below which

@@ -187,8 +187,17 @@ type NoHealthyError struct {
 	// default 0.5 a check slower than 200 ms keeps an instance out of
 	// selection however often it passes. A warning (HTTP 429: throttling)
 	// scores 0.6 times that: with WithMinScore(0.6) or more it keeps an
-	// instance out however fast it is answered, and is not counted here.
+	// instance out however fast it is answered, and counts in Throttled.
 	Slow int
+	// Throttled counts those of the instances the pick could use that
+	// answer their health checks with HTTP 429 (a warning: throttling),
+	// which scores 0.6 times what a pass does, when WithMinScore is 0.6 or
+	// more: no answer of theirs, however fast, scores above it, so they are
+	// out of selection until they stop asking for less traffic. A slow 429
+	// counts here, not in Slow, as a faster one would not bring it back;
+	// below 0.6 a 429 that would score above the minimum when answered
+	// within 100 ms is Slow instead.
+	Throttled int
 }
 
 // Error implements error.
@@ -210,6 +219,12 @@ func (e *NoHealthyError) Error() string {
 		s += "; 1 passes its health checks too slowly to score above the minimum score: speed its check up or lower WithMinScore"
 	case e.Slow > 1:
 		s += "; " + strconv.Itoa(e.Slow) + " pass their health checks too slowly to score above the minimum score: speed their checks up or lower WithMinScore"
+	}
+	switch {
+	case e.Throttled == 1:
+		s += "; 1 answers its health checks with 429 (throttling), which scores at or below the minimum score however fast: relieve its load or lower WithMinScore below 0.6"
+	case e.Throttled > 1:
+		s += "; " + strconv.Itoa(e.Throttled) + " answer their health checks with 429 (throttling), which scores at or below the minimum score however fast: relieve their load or lower WithMinScore below 0.6"
 	}
 	return s + ")"
 }
