@@ -1062,28 +1062,38 @@ func (r *Registry) refreshAsync(e *entry, force bool) {
 	if !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
+	r.loadInBackground(e.name, force, func() { e.refreshing.Store(false) }, &e.failedAt)
+}
+
+// loadInBackground runs one load of name on a goroutine of its own,
+// within the refreshes' semaphore (not at all when it is full, or the
+// Registry closed), under the key lookups load under, so that a lookup
+// meanwhile joins it; a forced one under a key of its own. release is
+// called once it has ended (or did not start); a failure is timed in
+// failedAt. refreshAsync and loadAsync differ only in what keeps them one
+// at a time.
+func (r *Registry) loadInBackground(name string, force bool, release func(), failedAt *atomic.Int64) {
 	select {
 	case r.refreshSem <- struct{}{}:
 	default:
-		e.refreshing.Store(false)
+		release()
 		return
 	}
 	ok := r.spawn(func() {
 		defer func() { <-r.refreshSem }()
-		defer e.refreshing.Store(false)
+		defer release()
 		r.ctr.refreshes.Add(1)
-		key := e.name
+		key := name
 		if force {
 			key = "!" + key
 		}
-		_, err, _ := r.sf.Do(key, func() (any, error) { return r.load(e.name, force) })
-		if err != nil {
-			e.failedAt.Store(r.now.nanos())
+		if _, err, _ := r.sf.Do(key, func() (any, error) { return r.load(name, force) }); err != nil {
+			failedAt.Store(r.now.nanos())
 		}
 	})
 	if !ok {
 		<-r.refreshSem
-		e.refreshing.Store(false)
+		release()
 	}
 }
 
@@ -1140,25 +1150,7 @@ func (r *Registry) loadAsync(name string) {
 	if _, running := r.noWaitLoads.LoadOrStore(name, struct{}{}); running {
 		return
 	}
-	select {
-	case r.refreshSem <- struct{}{}:
-	default:
-		r.noWaitLoads.Delete(name)
-		return
-	}
-	ok := r.spawn(func() {
-		defer func() { <-r.refreshSem }()
-		defer r.noWaitLoads.Delete(name)
-		r.ctr.refreshes.Add(1)
-		// The key lookups load under: a lookup meanwhile joins this load.
-		if _, err, _ := r.sf.Do(name, func() (any, error) { return r.load(name, false) }); err != nil {
-			r.noWaitFailedAt.Store(r.now.nanos())
-		}
-	})
-	if !ok {
-		<-r.refreshSem
-		r.noWaitLoads.Delete(name)
-	}
+	r.loadInBackground(name, false, func() { r.noWaitLoads.Delete(name) }, &r.noWaitFailedAt)
 }
 
 // onChange handles a change announced by another process (or this one):
