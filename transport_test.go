@@ -976,16 +976,26 @@ func TestTransportHTTPSVerifiesTheServiceName(t *testing.T) {
 // that trusts it.
 func certFor(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
+	cert := certWithin(t, name, 1, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	return cert, roots
+}
+
+// certWithin returns a self-signed certificate (its own CA) for the DNS
+// name, of the serial number, valid from notBefore to notAfter.
+func certWithin(t *testing.T, name string, serial int64, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
+		SerialNumber:          big.NewInt(serial),
 		Subject:               x509pkix.Name{CommonName: name},
 		DNSNames:              []string{name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -999,9 +1009,7 @@ func certFor(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 // An in-process handler's short answer is written ahead of the caller's
