@@ -155,5 +155,13 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := regs[0].Drain(ctx); err != nil {
 		return err
 	}
+	// The drain's write dropped this process's snapshot of greeter, and the
+	// gRPC pick never waits for a load (it would hold every call of the
+	// connection): until a background load lands, calls go round-robin
+	// over the connected servers, a among them. A lookup loads it now, as
+	// any other use of the service in the process would.
+	if _, err := reg.Get(ctx, "greeter"); err != nil {
+		return err
+	}
 	return round("a drained:")
 }
