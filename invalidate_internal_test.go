@@ -90,7 +90,7 @@ func (s *heldStore) Load(ctx context.Context, name string) (*core.Service, error
 func refreshesDone(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for blockedIn("discovery.(*Registry).refreshAsync.func") {
+	for blockedIn("discovery.(*Registry).loadInBackground.func") {
 		if time.Now().After(deadline) {
 			t.Fatal("background refreshes still running after 10 s")
 		}
