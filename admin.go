@@ -175,6 +175,8 @@ type admin struct {
 //	GET    /services/{name}                 its instances with their health and check history (none if none is live)
 //	GET    /services/{name}/config          its configuration and configuration revision (also its ETag)
 //	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
+//	POST   /services/{name}/config/rollback/{revision}
+//	                                        restore a kept version (RollbackConfigIf); needs authorization and If-Match
 //	DELETE /services/{name}/instances/{id}  deregister an instance; needs authorization
 //
 // GET's ETag is the configuration revision ("3"; "0" for none). A PUT with
@@ -184,6 +186,22 @@ type admin struct {
 // configuration, none gets 412). "If-None-Match: *" stores it only if the
 // service has none (else 412); If-None-Match takes nothing else. Without
 // either the last PUT wins. Each PUT answers the new revision's ETag.
+//
+// POST .../config/rollback/5 stores version 5 of the configuration (one of
+// the kept versions, WithConfigHistory) as a new revision, validated and
+// notified as a PUT's, and answers the PUT's report and ETag. It needs an
+// If-Match: "3" rolls back only if the configuration is still at revision
+// 3 (RollbackConfigIf), else answers 412 and stores nothing, so a fix
+// stored after the operator read revision 3 is not erased; "*" rolls back
+// whatever is stored. Without
+// If-Match it answers 428 Precondition Required and changes nothing:
+// unlike a PUT, which states the whole configuration its sender wants, a
+// rollback is decided on the one its sender saw; and, a POST, it could be
+// sent cross-site by a page in an operator's browser (with the cookies an
+// Authorizer may accept) were it not for the If-Match, which no page can
+// add without a CORS preflight that the handler does not answer. A version
+// no longer (or never) kept is a 404, a revision that is not a whole
+// number from 1 a 400, as is an If-None-Match.
 //
 // DELETE is for the rows of instances whose processes died: a process that
 // still holds the instance's Registration registers it again at its next
@@ -197,9 +215,10 @@ type admin struct {
 // (forbidden). Bad input gets 400 (a configuration body over MaxConfigBytes
 // 413, an If-Match that is not one entity tag or "*" too, and an
 // If-None-Match that is not "*"), a failed If-Match or If-None-Match 412,
-// an unknown service or path 404, a method a path does not take 405 (with
-// Allow), a backend outage 503, a PUT of a configuration to a Store that
-// keeps none 501, anything else 500, each with {"error": "..."}.
+// a rollback without If-Match 428, an unknown service, version or path
+// 404, a method a path does not take 405 (with Allow), a backend outage
+// 503, a PUT or a rollback of a configuration with a Store that keeps none
+// 501, anything else 500, each with {"error": "..."}.
 func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	a := &admin{r: r, o: adminOptions{refresh: DefaultAdminRefresh, title: "discovery"}}
 	for _, opt := range opts {
@@ -216,6 +235,7 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	mux.HandleFunc("GET /services/{name}", a.read(a.service))
 	mux.HandleFunc("GET /services/{name}/config", a.read(a.config))
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
+	mux.HandleFunc("POST /services/{name}/config/rollback/{revision}", a.rollbackConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !a.o.hostAllowed(req.Host) {
@@ -537,6 +557,14 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 		a.fail(w, err)
 		return
 	}
+	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
+	a.writeConfigReport(w, name, rep)
+}
+
+// writeConfigReport answers a stored configuration (a PUT's, a
+// rollback's): the report of its notifications, and the new revision's
+// ETag.
+func (a *admin) writeConfigReport(w http.ResponseWriter, name string, rep ConfigReport) {
 	out := jsonConfigReport{Service: rep.Service, Revision: rep.Revision, ConfigRevision: rep.ConfigRevision, Instances: []jsonNotify{}}
 	for _, n := range rep.Instances {
 		jn := jsonNotify{ID: n.Instance.ID, Outcome: n.Outcome.String(), Attempts: n.Attempts, Reason: n.Reason}
@@ -556,7 +584,6 @@ func (a *admin) putConfig(w http.ResponseWriter, req *http.Request) {
 	if rep.NotifyErr != nil {
 		out.NotifyError = "discovery: stored, but the instances to notify could not be listed"
 	}
-	a.r.log.Info("discovery: admin: config updated", zap.String("service", name), zap.String("by", who.caller()))
 	w.Header().Set("ETag", configETag(rep.ConfigRevision))
 	writeJSON(w, http.StatusOK, out)
 }
@@ -571,28 +598,112 @@ func (a *admin) putConfigIf(ctx context.Context, name string, doc []byte, want i
 	if !conditional {
 		return a.r.UpdateConfig(ctx, name, doc)
 	}
-	if want == noConfigMatch || want == anyConfigRevision {
-		// Answered here, not by UpdateConfigIf: a Store that keeps no
-		// configuration is a 501 first, not a 412 that sends the client to
-		// read the ETag and try again for what it can never store.
-		if _, err := a.r.configStore(); err != nil {
-			return ConfigReport{}, err
-		}
-	}
-	switch want {
-	case noConfigMatch:
-		return ConfigReport{}, fmt.Errorf("discovery: If-Match of service %q is a weak entity tag, which never matches: %w", name, ErrConflict)
-	case anyConfigRevision:
-		svc, err := a.r.storeLoad(ctx, name)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return ConfigReport{}, err
-		}
-		if err != nil || svc.ConfigRevision == 0 {
-			return ConfigReport{}, fmt.Errorf("discovery: service %q has no config for If-Match * to match: %w", name, ErrConflict)
-		}
-		want = svc.ConfigRevision
+	want, err := a.matchedRevision(ctx, name, want)
+	if err != nil {
+		return ConfigReport{}, err
 	}
 	return a.r.UpdateConfigIf(ctx, name, want, doc)
+}
+
+// matchedRevision is the configuration revision an If-Match (ifMatch's
+// want) asks a write to expect: "*" the revision the database holds now,
+// if there is one (the compare-and-set then refuses the write if another
+// came between), a revision itself. A weak tag, or "*" without a
+// configuration, is a conflict (412) without a write; a Store that keeps
+// no configuration is ErrUnsupported first (501), not a 412 that sends the
+// client to read the ETag and try again for what it can never store.
+func (a *admin) matchedRevision(ctx context.Context, name string, want int64) (int64, error) {
+	if want != noConfigMatch && want != anyConfigRevision {
+		return want, nil
+	}
+	if _, err := a.r.configStore(); err != nil {
+		return 0, err
+	}
+	if want == noConfigMatch {
+		return 0, fmt.Errorf("discovery: If-Match of service %q is a weak entity tag, which never matches: %w", name, ErrConflict)
+	}
+	svc, err := a.r.storeLoad(ctx, name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return 0, err
+	}
+	if err != nil || svc.ConfigRevision == 0 {
+		return 0, fmt.Errorf("discovery: service %q has no config for If-Match * to match: %w", name, ErrConflict)
+	}
+	return svc.ConfigRevision, nil
+}
+
+// rollbackConfig restores a kept version of a service's configuration
+// (RollbackConfigIf), if the configuration is still at the revision the
+// If-Match names. Without an If-Match it answers 428 and changes nothing:
+// unlike a PUT, which states the whole configuration its sender wants, a
+// rollback is decided on the configuration its sender saw, and one stored
+// since (a fix) is what it would erase without a word; and a POST without
+// a header of its own is one that a page in an operator's browser can send
+// to the handler cross-site, where a PUT or a DELETE, or a POST with
+// If-Match, cannot without the handler's consent (a CORS preflight it does
+// not answer). "If-Match: *" asks for a rollback of whatever is stored.
+func (a *admin) rollbackConfig(w http.ResponseWriter, req *http.Request) {
+	who, ok := a.authorize(w, req)
+	if !ok {
+		return
+	}
+	name, ok := a.serviceName(w, req)
+	if !ok {
+		return
+	}
+	to, err := configRevisionParam(req.PathValue("revision"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	want, conditional, err := ifMatch(req)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if vals := req.Header.Values("If-None-Match"); len(vals) > 0 {
+		a.fail(w, &ValidationError{Field: "If-None-Match", Value: strings.Join(vals, ", "), Reason: "a rollback takes If-Match only"})
+		return
+	}
+	if !conditional {
+		writeJSON(w, http.StatusPreconditionRequired, jsonError{`discovery: a rollback needs If-Match: the ETag of the configuration it replaces (GET .../config), or * for whatever is stored`})
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	from, err := a.matchedRevision(ctx, name, want)
+	if want == anyConfigRevision && errors.Is(err, ErrConflict) {
+		// No configuration, so no version of one to restore: the 404 the
+		// request would get without its If-Match comes before a 412 (RFC
+		// 9110, 13.2.1), as it does for an If-Match naming a revision.
+		err = fmt.Errorf("discovery: config revision %d of service %q is not in its history (it has no config): %w", to, name, ErrNotFound)
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	rep, err := a.r.RollbackConfigIf(ctx, name, from, to)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.r.log.Info("discovery: admin: config rolled back", zap.String("service", name), zap.Int64("to", to),
+		zap.Int64("config_revision", rep.ConfigRevision), zap.String("by", who.caller()))
+	a.writeConfigReport(w, name, rep)
+}
+
+// configRevisionParam reads the configuration revision a path names: a
+// positive decimal number as the ETag and the JSON give it ("3"), nothing
+// else ("03", "+3", "-1", "0": bad input).
+func configRevisionParam(s string) (int64, error) {
+	rev, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || rev < 1 || strconv.FormatInt(rev, 10) != s {
+		if len(s) > 64 {
+			s = s[:64] + "..."
+		}
+		return 0, &ValidationError{Field: "config revision", Value: s, Reason: "must be a configuration revision: a whole number from 1"}
+	}
+	return rev, nil
 }
 
 func (a *admin) deregister(w http.ResponseWriter, req *http.Request) {
@@ -715,7 +826,7 @@ func (a *admin) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrUnsupported):
 		status = http.StatusNotImplemented
 	case errors.Is(err, ErrConflict):
-		status = http.StatusPreconditionFailed // only a PUT with If-Match asks for a compare-and-set
+		status = http.StatusPreconditionFailed // only a PUT or a rollback with If-Match asks for a compare-and-set
 	}
 	msg := err.Error()
 	var be *BackendError
