@@ -12,3 +12,7 @@ func (s *Store) AsRelease(version int) { s.steps = migrations[:version] }
 // CheckPostgresVersion is checkPostgresVersion: the verdict on a server of
 // server_version_num num (its server_version: version).
 var CheckPostgresVersion = checkPostgresVersion
+
+// CheckSQLiteVersion is checkSQLiteVersion: the verdict on an SQLite whose
+// sqlite_version() is version.
+var CheckSQLiteVersion = checkSQLiteVersion

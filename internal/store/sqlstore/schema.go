@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -365,11 +366,38 @@ func checkPostgresVersion(num int, version string) error {
 		core.ErrUnsupported, version, num, minPostgres/10000)
 }
 
+// minSQLiteMajor and minSQLiteMinor are the oldest SQLite the store runs
+// on: 3.35, for RETURNING, which its writes read their revisions with.
+const minSQLiteMajor, minSQLiteMinor = 3, 35
+
+// checkSQLiteVersion returns nil for an SQLite whose sqlite_version() is
+// version ("3.45.1") if the store runs on it, else an error matching
+// core.ErrUnsupported that names both versions. Below 3.35 the migration
+// went through and the first write failed on RETURNING with a syntax
+// error, which names no version. A version it cannot read passes: the
+// statements then fail, or not, as they did before the check.
+func checkSQLiteVersion(version string) error {
+	major, rest, _ := strings.Cut(version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	maj, err1 := strconv.Atoi(major)
+	mnr, err2 := strconv.Atoi(minor)
+	if err1 != nil || err2 != nil || maj > minSQLiteMajor || (maj == minSQLiteMajor && mnr >= minSQLiteMinor) {
+		return nil
+	}
+	return fmt.Errorf("%w: SQLite %s: this library needs SQLite %d.%d or newer (RETURNING); the embedded driver, github.com/glebarez/sqlite, has one",
+		core.ErrUnsupported, version, minSQLiteMajor, minSQLiteMinor)
+}
+
 // checkServer reads the server's version and refuses one the store does not
-// run on (checkPostgresVersion). SQLite is the driver's own, embedded.
+// run on (checkPostgresVersion, checkSQLiteVersion): one query, made only
+// by a migration that runs.
 func (s *Store) checkServer(ctx context.Context) error {
 	if !s.postgres {
-		return nil
+		var version string
+		if err := s.db.WithContext(ctx).Raw(`SELECT sqlite_version()`).Scan(&version).Error; err != nil {
+			return err
+		}
+		return checkSQLiteVersion(version)
 	}
 	var v struct {
 		Num     int
