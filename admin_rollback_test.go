@@ -8,8 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"gorm.io/gorm"
+
 	"github.com/rssbot/discovery"
 	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
 )
 
 // POST /services/{name}/config/rollback/{revision} restores a kept version
@@ -197,5 +200,49 @@ func TestAdminRollbackConfigRefusals(t *testing.T) {
 		if code, body := do(t, h, "POST", "/services/web/config/rollback/1", "", "If-Match", hdr); code != http.StatusNotImplemented || !json.Valid(body) {
 			t.Errorf("rollback with If-Match %s on a Store without configurations = %d %s; want 501 with a JSON error", hdr, code, body)
 		}
+	}
+}
+
+// The rollback answers the same on the SQL stores as on the in-memory
+// one: their versions, conflicts and missing versions map to 200, 412 and
+// 404 alike.
+func TestAdminRollbackConfigOnSQL(t *testing.T) {
+	ctx := context.Background()
+	for name, open := range map[string]func(t testing.TB, prefix string) *gorm.DB{"sqlite": sqlite, "postgres": testutil.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+			r, err := discovery.New(discovery.WithDB(open(t, ns+"_")), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
+				discovery.WithCloseDrain(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = r.Close() })
+			for _, doc := range []string{`{"workers":1}`, `{"workers":2}`} {
+				if _, err := r.UpdateConfig(ctx, "orders", json.RawMessage(doc)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h := r.AdminHandler(discovery.AdminAuthorizer(fakeAuthz{id: &discovery.Identity{Service: "ops"}}))
+			for _, tt := range []struct {
+				path, ifMatch string
+				status        int
+				etag          string
+			}{
+				{"/services/orders/config/rollback/1", `"2"`, http.StatusOK, `"3"`},
+				{"/services/orders/config/rollback/2", `"2"`, http.StatusPreconditionFailed, ""},
+				{"/services/orders/config/rollback/42", `"3"`, http.StatusNotFound, ""},
+				{"/services/nosuch/config/rollback/1", `*`, http.StatusNotFound, ""},
+				{"/services/orders/config/rollback/2", `*`, http.StatusOK, `"4"`},
+			} {
+				rec := serve(h, "POST", tt.path, "", "If-Match", tt.ifMatch)
+				if rec.Code != tt.status || rec.Header().Get("ETag") != tt.etag || !json.Valid(rec.Body.Bytes()) {
+					t.Errorf("POST %s with If-Match %s = %d, ETag %q %s; want %d, ETag %q", tt.path, tt.ifMatch, rec.Code,
+						rec.Header().Get("ETag"), rec.Body, tt.status, tt.etag)
+				}
+			}
+			if cfg, rev, err := r.Config(ctx, "orders"); err != nil || rev != 4 || string(cfg) != `{"workers":2}` {
+				t.Fatalf("config after the rollbacks = %s rev %d, %v; want revision 2's document as 4", cfg, rev, err)
+			}
+		})
 	}
 }
