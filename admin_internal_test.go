@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -52,4 +53,27 @@ func TestIfMatchReadsBackTheETag(t *testing.T) {
 			t.Errorf("If-Match %s = %d, %v, %v; want %s", configETag(rev), want, ok, err, strconv.FormatInt(rev, 10))
 		}
 	}
+}
+
+// FuzzConfigRevisionParam: reading a rollback's revision from its path
+// never panics, accepts only the canonical decimal of a revision from 1
+// (what the ETag and the JSON give), and refuses anything else as bad
+// input (ErrInvalid: a 400), its value shortened for the answer.
+func FuzzConfigRevisionParam(f *testing.F) {
+	for _, s := range []string{"1", "3", "0", "-1", "01", "+1", "1.0", " 1", "x", "", "9223372036854775807", "9223372036854775808"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rev, err := configRevisionParam(s)
+		if err != nil {
+			var ve *ValidationError
+			if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) || len(ve.Value) > 64+len("...") {
+				t.Fatalf("%q: %v; want a ValidationError of ErrInvalid with a short value", s, err)
+			}
+			return
+		}
+		if rev < 1 || strconv.FormatInt(rev, 10) != s {
+			t.Fatalf("%q: accepted as revision %d", s, rev)
+		}
+	})
 }

@@ -184,3 +184,16 @@ func TestSQLiteVersionIsReadOnceOnAMigrationThatRuns(t *testing.T) {
 		t.Fatalf("a migration of a current schema read sqlite_version() %d times more; want none", n-1)
 	}
 }
+
+// FuzzCheckSQLiteVersion: the verdict on any sqlite_version() never
+// panics, and a refusal is ErrUnsupported naming the version.
+func FuzzCheckSQLiteVersion(f *testing.F) {
+	for _, s := range []string{"3.34.1", "3.35.0", "3.9.2", "3", "3.", ".35", "3.-1.0", "-3.40", "99999999999999999999.1", "3.35.5.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if err := sqlstore.CheckSQLiteVersion(v); err != nil && (!errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), v)) {
+			t.Fatalf("%q: %v; want ErrUnsupported naming the version", v, err)
+		}
+	})
+}
