@@ -86,3 +86,11 @@ func BenchmarkInvalidation(b *testing.B) { benchsuite.Invalidation(b) }
 
 func BenchmarkGetAlone(b *testing.B)  { benchsuite.GetAlone(b) }
 func BenchmarkPickAlone(b *testing.B) { benchsuite.PickAlone(b) }
+
+// BenchmarkRefreshL2 times a refresh that finds in Redis the snapshot the
+// process already holds, and counts the bytes it reads from Redis.
+func BenchmarkRefreshL2(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("instances=%d", n), benchsuite.RefreshL2(n))
+	}
+}

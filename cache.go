@@ -930,6 +930,9 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	var (
 		gen      rediscache.Gen
 		genKnown bool
+		// held: Redis holds the snapshot L1 does, and told so without
+		// the generation (GetIfChanged)
+		held bool
 	)
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
@@ -937,10 +940,11 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 		if cur != nil && cur.raw != nil {
 			haveRev, haveAt = cur.rev, cur.loadedAt
 		}
-		// bounded by the Redis timeout; a snapshot we already hold is not
-		// decoded again; the generation comes with it, in the same command
+		// bounded by the Redis timeout; a snapshot we already hold is
+		// neither read again (its header alone is) nor decoded; the
+		// generation comes with any other, in the same command
 		svc, at, same, g, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
-		gen, genKnown = g, err == nil
+		gen, genKnown, held = g, err == nil && !same, same
 		if same {
 			svc = cur.raw
 		}
@@ -974,9 +978,12 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			}
 			r.l2.Unusable() // found, but the database answers: a miss
 		}
-	} else if r.l2 != nil && r.l2.Up() {
-		// Forced: Redis is not read for the snapshot, but its generation
-		// is still needed for the write below.
+	}
+	if r.l2 != nil && (force || held) && r.l2.Up() {
+		// Forced, Redis is not read for the snapshot; held, only its
+		// header was (a refresh that finds what it holds reads no more):
+		// the generation is still needed for the write below, and read
+		// before the database.
 		g, err := r.l2.Generation(r.ctx, name)
 		gen, genKnown = g, err == nil
 	}

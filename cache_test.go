@@ -576,7 +576,8 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 }
 
 // readCount is a go-redis hook that counts the reads it sees: of a snapshot
-// (MGET, with the service's generation) or of a generation alone (GET).
+// (MGET, with the service's generation), of its header (GETRANGE) or of a
+// generation alone (GET).
 type readCount struct{ n atomic.Int64 }
 
 func (h *readCount) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -587,7 +588,7 @@ func (h *readCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 
 func (h *readCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name == "mget" || name == "get" {
+		if name := cmd.Name(); name == "mget" || name == "get" || name == "getrange" {
 			h.n.Add(1)
 		}
 		return next(ctx, cmd)

@@ -542,16 +542,30 @@ func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Ti
 }
 
 // GetIfChanged is Get for a caller that holds the snapshot read from the
-// database at haveAt with revision haveRev: if Redis holds that same one, it
-// reports unchanged without decoding it. The caller then reports a
-// snapshot found (or unchanged) as a Hit or Unusable.
+// database at haveAt with revision haveRev (-1 for none: a plain Get): if
+// Redis holds that same one (the same revision, read at the same time), it
+// reports unchanged, having read its header alone (see holds): the
+// snapshot is neither sent nor decoded. The caller then reports a snapshot
+// found (or unchanged) as a Hit or Unusable.
 //
 // It also returns the service's generation, read with the snapshot in one
 // command: a caller that goes on to the database writes what it reads
-// there with it (SetEncoded). It is valid only when err is nil.
+// there with it (SetEncoded). It is valid only when err is nil and the
+// snapshot is not unchanged: the header is read alone, and a caller that
+// cannot serve the snapshot it holds reads the generation (Generation)
+// before it reads the database.
 func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, gen Gen, err error) {
 	if c.down.Load() {
 		return nil, time.Time{}, false, "", &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
+	}
+	if haveRev >= 0 {
+		same, err := c.holds(ctx, service, codec.Header(haveRev, haveAt))
+		if err != nil {
+			return nil, time.Time{}, false, "", c.readFailed(ctx, err)
+		}
+		if same {
+			return nil, time.Unix(0, haveAt), true, "", nil
+		}
 	}
 	tctx, cancel := c.timeout(ctx)
 	vals, err := c.rdb.MGet(tctx, c.Key(service), c.GenKey(service)).Result()
@@ -559,15 +573,8 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 	if err == nil && len(vals) != 2 {
 		err = errors.New("mget: " + strconv.Itoa(len(vals)) + " values for 2 keys")
 	}
-	if err != nil && c.tooSlow(ctx, err) {
-		// A snapshot too large for this link in the timeout (its size is
-		// unknown until read): one caller's miss, not Redis down for all.
-		c.errs.Add(1)
-		c.slowReads.Add(1)
-		return nil, time.Time{}, false, "", &core.BackendError{Backend: "redis", Op: "get", Err: fmt.Errorf("%w: %w", ErrTooSlow, err)}
-	}
 	if err != nil {
-		return nil, time.Time{}, false, "", c.failed(ctx, "get", err)
+		return nil, time.Time{}, false, "", c.readFailed(ctx, err)
 	}
 	// MGET answers nil for a key that is absent or holds another type.
 	g, _ := vals[1].(string)
@@ -599,6 +606,50 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		return nil, time.Time{}, false, gen, nil
 	}
 	return svc, at, false, gen, nil
+}
+
+// holds reports whether Redis holds the snapshot of service whose header
+// (codec.Header) is header, reading that header alone (GETRANGE: some
+// fifty bytes on the wire, one command as cheap as a GET). A refresh read
+// the whole snapshot before (an MGET) to compare its header here and
+// throw it away: tens of KiB a refresh for a service of a thousand
+// instances, in every process that held it, every freshness window. The
+// header is part of the value, so the two cannot disagree, and a value
+// of any release compares as it did. Measured against it, on loopback
+// against a GET of about 25 µs: a Lua script that compared in Redis and
+// sent the snapshot only if it differed cost every refresh 20 µs more at
+// the median (the script's call), and the header pipelined with the
+// generation's GET 7-10 µs more (the pipeline's own allocations, a second
+// command).
+//
+// Anything but that snapshot is not: its caller reads the snapshot as a
+// plain Get does (MGET), a second round trip, which the snapshot it finds
+// costs more than anyway. An error reply (GETRANGE refused by an ACL that
+// names the commands it grants, a key of another type, which MGET reads
+// as none) is not either, and the MGET answers as before; any other error
+// is the read's.
+func (c *Cache) holds(ctx context.Context, service, header string) (bool, error) {
+	tctx, cancel := c.timeout(ctx)
+	h, err := c.rdb.GetRange(tctx, c.Key(service), 0, int64(len(header))-1).Result()
+	cancel()
+	var reply redis.Error
+	if err != nil && !errors.As(err, &reply) {
+		return false, err
+	}
+	return err == nil && h == header, nil
+}
+
+// readFailed records the failure of a snapshot read (err): a timeout
+// while Redis answers a ping is one caller's (ErrTooSlow: a snapshot too
+// large for this link in the timeout, its size unknown until read), not
+// Redis down for all; anything else goes to failed.
+func (c *Cache) readFailed(ctx context.Context, err error) error {
+	if c.tooSlow(ctx, err) {
+		c.errs.Add(1)
+		c.slowReads.Add(1)
+		return &core.BackendError{Backend: "redis", Op: "get", Err: fmt.Errorf("%w: %w", ErrTooSlow, err)}
+	}
+	return c.failed(ctx, "get", err)
 }
 
 // Generation reads the generation of service, for a writer that reads the

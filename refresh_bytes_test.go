@@ -1,0 +1,142 @@
+package discovery_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rssbot/discovery"
+	"github.com/rssbot/discovery/discoverytest"
+	"github.com/rssbot/discovery/internal/testutil"
+)
+
+// countingConn counts the bytes read from Redis on a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// countingDialer dials as go-redis does, counting every byte read on the
+// connections it makes into n.
+func countingDialer(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, n: n}, nil
+	}
+}
+
+// A process that holds a service's snapshot and refreshes it once its
+// freshness window has run out, while Redis still holds that same snapshot,
+// learns so from Redis without reading it: it reads the value's header
+// (GETRANGE), some fifty bytes. It read the whole
+// encoded snapshot before (an MGET) only to compare its header and throw it
+// away: for a service of 1,000 instances, 86 KiB a refresh, in every
+// process that holds the service, every freshness window.
+func TestSameRevisionRefreshReadsNoSnapshot(t *testing.T) {
+	const instances = 1000
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	addr, db, _ := testutil.RedisAddr(t)
+	var read atomic.Int64
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: countingDialer(&read),
+		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
+	t.Cleanup(func() {
+		testutil.DeleteKeys(rdb, ns)
+		_ = rdb.Close()
+	})
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	common := []discovery.Option{discovery.WithClock(clock), discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}
+	// The writer has no Redis: the backend tells the reader of its changes.
+	writer := discoverytest.NewRegistry(t, backend, common...)
+	for i := range instances {
+		mustRegister(t, writer, discovery.Instance{Service: "db_svc", Host: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8080,
+			Zone: "eu-1a", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"}})
+	}
+	reader := discoverytest.NewRegistry(t, backend, append(common, discovery.WithRedis(rdb), discovery.WithNamespace(ns),
+		discovery.WithCacheFreshness(time.Second, 0, time.Minute), discovery.WithCacheJitter(0))...)
+	if res, err := reader.Lookup(ctx, "db_svc"); err != nil || res.Layer != discovery.LayerL3 || len(res.Service.Instances) != instances {
+		t.Fatalf("first Lookup = %v, %v; want %d instances from the database", res.Layer, err, instances)
+	}
+	// The load writes what it read to Redis, in the background.
+	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return reader.Stats().L2Writes == 1 })
+	size, err := rdb.StrLen(ctx, ns+":svc:{db_svc}").Result()
+	if err != nil || size < 10<<10 {
+		t.Fatalf("the snapshot in Redis is %d bytes (%v); want tens of KiB", size, err)
+	}
+	for i := range 3 {
+		clock.Advance(2 * time.Second) // past the freshness window: the lookup refreshes, and waits for it
+		before := read.Load()
+		res, err := reader.Lookup(ctx, "db_svc")
+		n := read.Load() - before
+		if err != nil || res.Layer != discovery.LayerL2 || len(res.Service.Instances) != instances {
+			t.Fatalf("refresh %d: Lookup = %v, %v; want %d instances from Redis", i, res.Layer, err, instances)
+		}
+		t.Logf("refresh %d of a %d-byte snapshot Redis holds at the revision held: %d bytes read from Redis", i, size, n)
+		// The first refresh may open a connection (HELLO's reply).
+		if i > 0 && n >= 100 {
+			t.Fatalf("a refresh that found the snapshot it holds read %d bytes from Redis (the snapshot is %d); want under 100", n, size)
+		}
+	}
+}
+
+// A refresh that finds in Redis the snapshot it holds, but can no longer
+// serve it (read a lease TTL ago), reads the database, and writes what it
+// reads to Redis under the service's generation, read before the database
+// (the header was read without it): after an Invalidate, whose generation
+// Redis holds, the write lands. Written as of no generation, it was
+// refused as read before the Invalidate, and Redis kept the snapshot no
+// process could serve, each of them reading the database a refresh.
+func TestHeldSnapshotRefreshedFromTheDatabaseIsWrittenUnderItsGeneration(t *testing.T) {
+	ctx := context.Background()
+	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
+	rdb, _ := testutil.Redis(t, ns)
+	backend := discoverytest.NewBackend()
+	clock := discoverytest.NewClock(t0)
+	writer := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLeaseTTL(1000*time.Hour), discovery.WithoutHealthChecks())
+	mustRegister(t, writer, inst("db_svc", "10.0.0.1", 1))
+	// Its own lease TTL bounds how long a Redis snapshot serves the reader.
+	reader := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithLeaseTTL(3*time.Second), discovery.WithoutHealthChecks(),
+		discovery.WithRedis(rdb), discovery.WithNamespace(ns), discovery.WithCacheFreshness(time.Second, 0, time.Minute), discovery.WithCacheJitter(0))
+	if _, err := reader.Get(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return reader.Stats().L2Writes == 1 })
+	// The Invalidate deletes it and moves the generation; the next load
+	// writes the snapshot again, under the new generation.
+	if err := reader.Invalidate(ctx, "db_svc"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := reader.Lookup(ctx, "db_svc"); err != nil || res.Layer != discovery.LayerL3 {
+		t.Fatalf("Lookup after Invalidate = %v, %v; want the database's answer", res.Layer, err)
+	}
+	waitFor(t, 5*time.Second, "the reloaded snapshot in Redis", func() bool { return reader.Stats().L2Writes == 2 })
+	clock.Advance(4 * time.Second) // a lease TTL since it was read: Redis's snapshot no longer serves
+	res, err := reader.Lookup(ctx, "db_svc")
+	if err != nil || res.Layer != discovery.LayerL3 {
+		t.Fatalf("Lookup = %v, %v; want the database's answer", res.Layer, err)
+	}
+	waitFor(t, 5*time.Second, "the refreshed snapshot written to Redis", func() bool {
+		st := reader.Stats()
+		if st.L2StaleWrites != 0 {
+			t.Fatalf("a snapshot write was refused (stats %+v): written as of another generation than Redis holds", st)
+		}
+		return st.L2Writes == 3
+	})
+}
