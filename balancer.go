@@ -176,10 +176,15 @@ func Exclude(instanceID string) PickOption { return PickOption{kind: pickExclude
 // freshness window the service's entry is still used, as lookups use it
 // while the database is down (for the stale-if-error window, 5 min by
 // default, leases included), and a refresh starts in the background, so
-// later picks see what it reads. For a service it holds nothing of (never
-// looked up, evicted, or older than that window) Pick starts a load in the
-// background and returns at once an error matching ErrUnavailable. The
-// context is not used.
+// later picks see what it reads. A write of this process (Register,
+// Update, Drain, Deregister, a configuration, a key) leaves the snapshot it
+// superseded to such picks until the new one is in memory, with what the
+// write did to its instance applied: they never choose an instance this
+// process has just drained or deregistered, and never find nothing held
+// because of its own write (a pick that waits reads the write instead).
+// For a service it holds nothing of (never looked up, evicted, or older
+// than that window) Pick starts a load in the background and returns at
+// once an error matching ErrUnavailable. The context is not used.
 //
 // On its own, on a fresh entry, it costs a pick nothing.
 func NoWait() PickOption { return PickOption{kind: pickNoWait} }

@@ -238,3 +238,55 @@ func TestCloseDoesNotWaitForTheHealthSubscriptionOnAStalledRedis(t *testing.T) {
 		t.Fatalf("Close took %v with Redis stalled; want within the close timeout (%v)", d, closeTO)
 	}
 }
+
+// Close deregisters this process's instances; with Redis black-holed, the
+// deregistration's write-through hangs (a Redis timeout, or Close's
+// deadline). Meanwhile Pick's fast path still chose the deregistered
+// instance: its entry stayed fresh, though the write had raised the
+// revision lookups wait for, which the fast path does not look at. The
+// write now takes the superseded entry out of the fast path itself, so a
+// pick after the row is gone never chooses it (picks made while Close
+// deregisters may fail, or wait for the database: never that).
+func TestPickWhileCloseDeregistersOnABlackholedRedis(t *testing.T) {
+	ns, proxy, db := redisBehindProxy(t)
+	rdb := testutil.RedisClient(t, proxy.Addr(), db, ns)
+	backend := discoverytest.NewBackend()
+	r, err := discovery.New(discovery.WithStore(struct{ discovery.Store }{backend}), // hears of changes through Redis only
+		discovery.WithRedis(rdb), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0),
+		discovery.WithCloseDrain(0), discovery.WithCloseTimeout(3*time.Second), discovery.WithRedisTimeout(time.Second),
+		discovery.WithCacheFreshness(time.Minute, 0, 5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Blackhole(false); _ = r.Close() })
+	ctx := context.Background()
+	other := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks()) // another process
+	for port := 2; port <= 3; port++ {
+		mustRegister(t, other, inst("db_svc", "10.0.0.1", port))
+	}
+	own := mustRegister(t, r, inst("db_svc", "10.0.0.1", 1)).Instance().ID
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 3 {
+		t.Fatalf("Get = %v, %v; want the 3 instances", svc, err)
+	}
+	proxy.Blackhole(true)
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	waitFor(t, 5*time.Second, "the deregistration in the database", func() bool {
+		svc, err := backend.Load(ctx, "db_svc")
+		return err == nil && svc.Instance(own) == nil
+	})
+	for i := range 200 {
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		sel, err := r.Pick(pctx, "db_svc")
+		cancel()
+		if err == nil {
+			sel.Done(nil)
+			if sel.Instance.ID == own {
+				t.Fatalf("pick %d after Close deleted the row: chose %s, the instance Close is deregistering", i, own)
+			}
+		}
+	}
+	if err := <-closed; err != nil && !errors.Is(err, discovery.ErrUnavailable) {
+		t.Fatalf("Close = %v", err)
+	}
+}

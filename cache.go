@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,9 +76,23 @@ type entry struct {
 	// (readSince), and L1 then refuses the entry once the count has moved.
 	inv     uint64
 	guarded bool
+	// final marks the snapshot of a load's last attempt, which goes into
+	// L1 fresh even below the revision lookups wait for (installLoaded).
+	// (In guarded's padding.)
+	final bool
 	// viewGen is st's health generation when the view was built.
 	viewGen uint64
+	// kept is set on an entry kept for NoWait picks (keep) alone, nil on
+	// any other. A pointer: two more words took the entry from Go's
+	// 192-byte size class, whose objects all start on a cache line, to
+	// the 208-byte one.
+	kept *kept
 }
+
+// kept says which write of this process superseded a kept entry's
+// snapshot (keep): its revision (the highest, after several), and a time
+// after its commit (the Registry's clock, Unix ns).
+type kept struct{ rev, at int64 }
 
 // markUsed records a use of e at now: a load and a compare on every hit,
 // a store at most once a second, so a hot entry's cache line is not
@@ -201,6 +217,16 @@ func (c *l1Cache) rejected(sl *slot) {
 
 func (c *l1Cache) get(name string) *entry { return c.index.load(name) }
 
+// getLocked is get under the lock of the name's index shard: ordered with
+// every put of the name (see keep).
+func (c *l1Cache) getLocked(name string) (e *entry) {
+	c.index.update(name, func(cur *entry) (*entry, bool) {
+		e = cur
+		return nil, false
+	})
+	return e
+}
+
 // touch reports an access to ristretto's policy and restores an entry that
 // ristretto lost track of (a dropped Set).
 func (c *l1Cache) touch(e *entry) {
@@ -266,9 +292,20 @@ func (c *l1Cache) put(e *entry) (held *entry, took bool) {
 			return nil, false
 		}
 		took = true
-		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt && !invalidatedSince(old, e)) && !c.wentBack(old, e) {
+		if old != nil && (old.rev > e.rev || old.rev == e.rev && old.loadedAt > e.loadedAt && !invalidatedSince(old, e)) && !c.wentBack(old, e) ||
+			old != nil && beforeKept(old, e) {
 			held, took = old, false
 			return nil, false
+		}
+		if !e.final && e.st != nil && e.rev < e.st.wantRev.Load() {
+			// Superseded already (a write of this process, or a change
+			// announced, raised the revision lookups wait for): stale
+			// from the start. Marked only after the put (installLoaded),
+			// a pick's fast path could choose from it in between an
+			// instance a write that had returned had deregistered. Read
+			// under the shard's lock, which keep takes after raising the
+			// revision: either this sees the raise, or keep sees e.
+			e.freshUntil.Store(0)
 		}
 		if old != nil {
 			e.slot.Store(old.slot.Load()) // ristretto already holds the name
@@ -344,6 +381,34 @@ func invalidatedSince(old, e *entry) bool {
 // or a lease TTL after old was read.
 func (c *l1Cache) wentBack(old, e *entry) bool {
 	return e.layer == LayerL3 && (e.loadedAt >= old.minExpiry || e.loadedAt >= old.loadedAt+c.lease)
+}
+
+// beforeKept reports whether e, older than the write of this process that
+// old was kept for (keep), may predate that write: anything but a read of
+// the database begun after the write committed (the truth, though at a
+// lower revision: the database went back). Taken, a load begun before the
+// write (a refresh under way) put the snapshot from before it back, and
+// NoWait picks chose an instance this process had just deregistered.
+func beforeKept(old, e *entry) bool {
+	return old.kept != nil && old.kept.rev > e.rev && !(e.layer == LayerL3 && e.loadedAt >= old.kept.at)
+}
+
+// replace puts e in the place of old, if L1 still holds old (keep).
+// Ristretto holds the name already: e takes old's slot.
+func (c *l1Cache) replace(old, e *entry) bool {
+	done := false
+	c.index.update(e.name, func(cur *entry) (*entry, bool) {
+		if cur != old {
+			return nil, false
+		}
+		e.slot.Store(old.slot.Load())
+		if u := old.usedAt.Load(); u > e.usedAt.Load() {
+			e.usedAt.Store(u)
+		}
+		done = true
+		return e, true
+	})
+	return done
 }
 
 // removeName drops whatever entry L1 holds of name. Ristretto keeps the
@@ -653,6 +718,11 @@ func (r *Registry) lookupEntry(ctx context.Context, name string) (e *entry, laye
 	}
 	now := r.now.nanos()
 	e = r.l1.get(name)
+	if e != nil && e.kept != nil {
+		// Kept for NoWait picks after a write of this process (keep): a
+		// lookup that waits reads the write, as with no entry at all.
+		e = nil
+	}
 	if e == nil && r.ctr.l1Misses.add(1)%touchSample == 0 {
 		// A miss counts as an access too (sampled as hits are), so that
 		// ristretto's admission policy learns a service is popular before
@@ -906,7 +976,13 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 // it was still served while revalidating).
 func (r *Registry) installLoaded(e *entry, st *svcState, inv uint64, last bool) (*entry, bool) {
 	ours := e
+	e.final = last
 	e = r.install(e)
+	if last && e.kept != nil {
+		// An entry kept for NoWait picks (keep) answers no lookup: the
+		// snapshot read does, though L1 refused it.
+		return ours, false
+	}
 	if (e.rev >= st.wantRev.Load() && (e != ours || st.invalidated.Load() == inv)) || last {
 		return e, false
 	}
@@ -937,7 +1013,7 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
 		cur := r.l1.get(name)
-		if cur != nil && cur.raw != nil {
+		if cur != nil && cur.raw != nil && cur.kept == nil { // a kept entry's snapshot has a write applied (keep)
 			haveRev, haveAt = cur.rev, cur.loadedAt
 		}
 		// bounded by the Redis timeout; a snapshot we already hold is
@@ -1108,8 +1184,10 @@ func (r *Registry) loadInBackground(name string, force bool, release func(), fai
 // e, the entry L1 holds of name (nil for none), stale or not, for as long
 // as a lookup would serve it in an outage (its stale-if-error window),
 // with a refresh started in the background once it is past its freshness
-// window. With nothing of use held it starts a load in the background and
-// returns an error matching ErrUnavailable.
+// window. That includes an entry kept after a write of this process
+// (keep), which lookups that wait ignore. With nothing of use held it
+// starts a load in the background and returns an error matching
+// ErrUnavailable.
 func (r *Registry) heldEntry(name string, e *entry, now int64) (*entry, error) {
 	if r.stopping.Load() { // as lookupEntry
 		return nil, ErrClosed
@@ -1316,7 +1394,22 @@ func (r *Registry) resync() {
 // a write whose deadline the commit used up returned nil and told no one:
 // Redis kept the old snapshot, and every process (this one too) served it
 // for up to a lease TTL.
-func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
+func (r *Registry) afterWrite(ctx context.Context, ch core.Change) { r.afterWriteOf(ctx, ch, wrote{}) }
+
+// afterWriteOf is afterWrite of a write that did w to one instance.
+//
+// The snapshot L1 holds from before the write stops answering lookups at
+// once (keep), before anything waits on Redis: left fresh until the
+// write-through installed the new one, it answered Get and Pick's fast path
+// with what the write had changed (an instance Close was deregistering,
+// for as long as a black-holed Redis held the write-through). It stays in
+// L1, with w applied, for NoWait picks alone, until a newer snapshot
+// replaces it: dropped, as it was, a NoWait pick (gRPC's picker's) found
+// nothing held and its call went round-robin over every connected
+// instance, the one just drained among them, until a background load
+// landed.
+func (r *Registry) afterWriteOf(ctx context.Context, ch core.Change, w wrote) {
+	at := r.clock.Now().UnixNano() // after the commit: a read begun since sees it
 	// raised even before this process has looked the service up, so that
 	// its first lookup refuses an older snapshot still in Redis. Without
 	// Redis there is none, and only a state that exists (a load under way
@@ -1328,6 +1421,7 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) {
 	} else if st := r.stateIfAny(ch.Service); st != nil {
 		st.raiseWant(ch.Revision, r.now.nanos())
 	}
+	r.keep(ch, w, at)
 	if r.l2 != nil && r.l2.Up() {
 		done := make(chan struct{})
 		wctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
@@ -1382,27 +1476,114 @@ func (r *Registry) forgetIfNotHeld(service string) {
 }
 
 // writtenHere ends the work of making a change visible (afterWrite) in
-// this process: an older entry leaves L1, and the watchers hear of it.
-// Without a message (a database without Redis, or Redis down) nothing else
-// tells them, and they saw the change only when their snapshot stopped
-// being fresh.
+// this process: an older entry leaves L1 (but one kept for the change, see
+// keep), and the watchers hear of it. Without a message (a database without
+// Redis, or Redis down) nothing else tells them, and they saw the change
+// only when their snapshot stopped being fresh.
 func (r *Registry) writtenHere(ch core.Change) {
-	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision {
+	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision && (e.kept == nil || e.kept.rev < ch.Revision) {
 		r.l1.remove(e)
 	}
 	r.changeAnnounced(ch, false)
 }
 
+// wrote is what a write of this process did to one instance of a service:
+// stored row (the instance as written), or deleted it (row nil). The zero
+// value tells nothing (a write of a configuration or a key, a reap, a
+// write of unknown outcome read back).
+type wrote struct {
+	id  string
+	row *core.Instance
+}
+
+// wroteRow is a write of in's row; wroteGone, the deletion of id's.
+func wroteRow(in *core.Instance) wrote { return wrote{id: in.ID, row: in} }
+func wroteGone(id string) wrote        { return wrote{id: id} }
+
+// apply returns svc with w applied, svc itself if w tells nothing. The
+// instances stay in order of ID, as stores return them.
+func (w wrote) apply(svc *core.Service) *core.Service {
+	if w.id == "" {
+		return svc
+	}
+	out := *svc
+	out.Instances = make([]core.Instance, 0, len(svc.Instances)+1)
+	found := false
+	for i := range svc.Instances {
+		if svc.Instances[i].ID != w.id {
+			out.Instances = append(out.Instances, svc.Instances[i])
+			continue
+		}
+		found = true
+		if w.row != nil {
+			out.Instances = append(out.Instances, w.row.Clone())
+		}
+	}
+	if !found && w.row != nil {
+		out.Instances = append(out.Instances, w.row.Clone())
+		slices.SortFunc(out.Instances, func(a, b core.Instance) int { return strings.Compare(a.ID, b.ID) })
+	}
+	return &out
+}
+
+// keep takes the snapshot L1 holds of a service out of the lookups' way
+// once a write of this process has superseded it (committed at
+// ch.Revision, before at), and leaves it in L1, with what the write did to
+// the instance it wrote (w) applied, for NoWait picks alone, until a
+// snapshot at least as new replaces it (put: not one read before the
+// write, beforeKept). Such an entry is never fresh, so neither Get nor
+// Pick's fast path answers with it, and a lookup that waits ignores it and
+// loads (lookupEntry), as if L1 held nothing: what it reads has the write.
+// A NoWait pick uses it (heldEntry), with a refresh started: it never
+// chooses an instance this process has just deregistered or drained, and
+// never finds nothing held because of a write of its own. It is built from
+// the entry L1 holds, so the changes of writes of this process that follow
+// each other add up. Nothing is kept of a service L1 holds nothing of, or
+// only "not found" of.
+func (r *Registry) keep(ch core.Change, w wrote, at int64) {
+	for range 4 { // again if another snapshot took the entry's place meanwhile
+		cur := r.l1.getLocked(ch.Service)
+		if cur == nil || cur.raw == nil || cur.st == nil || cur.rev >= ch.Revision || r.keepOver(cur, ch, w, at) {
+			return
+		}
+	}
+}
+
+// keepOver puts the kept entry of cur in its place (keep), if L1 still
+// holds cur, and reports whether it did.
+func (r *Registry) keepOver(cur *entry, ch core.Change, w wrote, at int64) bool {
+	st := cur.st
+	raw := w.apply(cur.raw)
+	e := &entry{name: cur.name, rev: cur.rev, layer: cur.layer, loadedAt: cur.loadedAt, insertedAt: cur.insertedAt, raw: raw,
+		staleUntil: cur.staleUntil, errorUntil: cur.errorUntil, minExpiry: cur.minExpiry, st: st,
+		inv: cur.inv, guarded: cur.guarded, kept: &kept{rev: ch.Revision, at: at}}
+	if k := cur.kept; k != nil { // kept already, for an earlier write: the changes add up
+		e.kept.rev, e.kept.at = max(k.rev, ch.Revision), max(k.at, at)
+	}
+	// Under viewMu, as install: a status change rebuilds the view of the
+	// entry L1 holds, this one once it is in.
+	st.viewMu.Lock()
+	defer st.viewMu.Unlock()
+	e.viewGen = st.gen.Load()
+	view := r.buildView(raw, st, e.insertedAt, r.clock.Now().UnixNano())
+	e.view.Store(view)
+	if len(view.Instances) == 0 {
+		e.notFound = &core.NotFoundError{Service: e.name}
+	}
+	return r.l1.replace(cur, e)
+}
+
 // written ends a write of service to the store, which answered rev and
-// err: the answer is noted (noteStoreResult, as op), and the change made
-// visible (afterWrite) or the failure handled (afterFailedWrite).
-func (r *Registry) written(ctx context.Context, op, service string, rev int64, err error) error {
+// err: the answer is noted (noteStoreResult, as op), and the change (w, if
+// it wrote one instance) made visible (afterWriteOf) or the failure
+// handled (afterFailedWrite).
+func (r *Registry) written(ctx context.Context, op, service string, rev int64, w wrote, err error) error {
 	r.noteStoreResult(op, err)
 	if err != nil {
 		r.afterFailedWrite(service, err)
 		return err
 	}
-	r.afterWrite(ctx, core.Change{Service: service, Revision: rev})
+	r.afterWriteOf(ctx, core.Change{Service: service, Revision: rev}, w)
 	return nil
 }
 

@@ -149,7 +149,7 @@ func (g *Registration) markDraining(ctx context.Context) (int64, time.Time, erro
 		return 0, time.Time{}, err
 	}
 	g.set(next, rev)
-	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	r.afterWriteOf(ctx, core.Change{Service: g.service, Revision: rev}, wroteRow(&next))
 	return rev, r.clock.Now(), nil
 }
 

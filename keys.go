@@ -112,7 +112,7 @@ func (r *Registry) PublishKey(ctx context.Context, service string, key PublicKey
 		key.CreatedAt = r.clock.Now()
 	}
 	rev, err := ks.PutKey(ctx, service, key)
-	return r.written(ctx, "put key", service, rev, err)
+	return r.written(ctx, "put key", service, rev, wrote{}, err)
 }
 
 // RetireKey sets when a key of a service stops verifying: at may be in the
@@ -159,7 +159,7 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 		retire, op = ks.RevokeKey, "revoke key"
 	}
 	rev, err := retire(ctx, service, kid, at)
-	return r.written(ctx, op, service, rev, err)
+	return r.written(ctx, op, service, rev, wrote{}, err)
 }
 
 // Keys returns a copy of a service's public keys, retired ones included

@@ -197,7 +197,7 @@ func (r *Registry) Register(ctx context.Context, in Instance, opts ...RegisterOp
 	for _, old := range olds {
 		old.writing.Unlock()
 	}
-	if err := r.written(ctx, "register", inst.Service, rev, err); err != nil {
+	if err := r.written(ctx, "register", inst.Service, rev, wroteRow(&inst), err); err != nil {
 		return nil, err
 	}
 
@@ -370,7 +370,7 @@ func (g *Registration) update(ctx context.Context, fn func(*Instance)) (owed boo
 		return false, err
 	}
 	g.set(next, rev)
-	g.r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	g.r.afterWriteOf(ctx, core.Change{Service: g.service, Revision: rev}, wroteRow(&next))
 	return g.cfg.oweIfInService(cur, next), nil
 }
 
@@ -728,7 +728,7 @@ func (g *Registration) renew() error {
 	}
 	g.set(inst, rev)
 	r.log.Info("discovery: lease lost; registered again", zap.String("service", g.service), zap.String("id", g.id), zap.Int64("revision", rev))
-	r.afterWrite(ctx, core.Change{Service: g.service, Revision: rev})
+	r.afterWriteOf(ctx, core.Change{Service: g.service, Revision: rev}, wroteRow(&inst))
 	return nil
 }
 

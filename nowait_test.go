@@ -128,3 +128,80 @@ func TestPickNoWaitNeverWaitsForTheDatabase(t *testing.T) {
 	s.release()
 	until(a, "past stale-if-error, then the database answered")
 }
+
+// A write of this process (here a Drain: the draining mark, then the
+// deregistration) dropped its L1 snapshot of the service, and a NoWait
+// pick (gRPC's picker's) then found nothing held: it failed with
+// ErrUnavailable until a background load landed, and gRPC's picker went
+// round-robin over every connected server, the draining one among them.
+// Now the write leaves the snapshot it superseded, with the change this
+// process made applied to it, to NoWait picks until the new one is in: they
+// keep picking, and never the instance this process drained or
+// deregistered. A lookup that waits still reads the database, as before.
+func TestPickNoWaitAfterADrainHereKeepsPickingTheOthers(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock := discoverytest.NewClock(t0)
+	s := &heldLoadsStore{Backend: discoverytest.NewBackend()}
+	opts := []discovery.Option{discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithReaper(0, 0),
+		discovery.WithCloseDrain(0), discovery.WithLoadTimeout(time.Minute)}
+	r, err := discovery.New(append(opts, discovery.WithStore(s))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	t.Cleanup(s.release) // first: the loads end, then Close
+	// Another process on the same database: Drain waits the propagation
+	// delay (on the test's clock) between the mark and the deregistration.
+	other, err := discovery.New(append(opts, discovery.WithStore(s.Backend))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	var regs []*discovery.Registration
+	for port := 1; port <= 3; port++ {
+		regs = append(regs, mustRegister(t, r, inst("db_svc", "10.0.0.1", port)))
+	}
+	if svc, err := r.Get(context.Background(), "db_svc"); err != nil || len(svc.Instances) != 3 {
+		t.Fatalf("Get = %v, %v; want the 3 instances", svc, err)
+	}
+	drained := regs[0].Instance().ID
+	// picks makes NoWait picks: each must choose one of the others.
+	picks := func(what string) {
+		t.Helper()
+		for range 30 {
+			sel, err := pickNoWait(t, r, "db_svc", what)
+			if err != nil {
+				t.Fatalf("%s: Pick(NoWait) = %v; want one of the two others, picked from what this process knows", what, err)
+			}
+			if sel.Instance.ID == drained {
+				t.Fatalf("%s: Pick(NoWait) chose %s, which this process drained; want one of the two others", what, drained)
+			}
+		}
+	}
+	s.hold() // the database stops answering loads: no background load lands
+	timers := clock.Timers()
+	done := make(chan error, 1)
+	go func() { done <- regs[0].Drain(context.Background()) }()
+	// Drain sleeps the propagation delay on the test's clock once its mark
+	// is written and made visible here.
+	clock.BlockUntil(timers + 1)
+	picks("marked draining, the database black-holed")
+	clock.Advance(time.Second)
+	if err := <-done; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	picks("drained and deregistered, the database black-holed")
+
+	// A lookup that waits reads the database, as before the fix: not the
+	// snapshot kept for NoWait picks.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if svc, err := r.Get(ctx, "db_svc"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get with the database black-holed = %v, %v; want its deadline: it waits for the database, as before", svc, err)
+	}
+	s.release()
+	if svc, err := r.Get(context.Background(), "db_svc"); err != nil || len(svc.Instances) != 2 || svc.Instance(drained) != nil {
+		t.Fatalf("Get after the database answered = %v, %v; want the two others", svc, err)
+	}
+	picks("after the database answered")
+}

@@ -513,7 +513,7 @@ func (r *Registry) deregisterRow(ctx context.Context, service, id string) (int64
 		return 0, err // nothing deleted: not a write of unknown outcome (see Register)
 	}
 	rev, err := r.store.Deregister(ctx, service, id)
-	if err := r.written(ctx, "deregister", service, rev, err); err != nil {
+	if err := r.written(ctx, "deregister", service, rev, wroteGone(id), err); err != nil {
 		return 0, err
 	}
 	return rev, nil

@@ -282,7 +282,7 @@ func (h *hub) refresh() time.Duration {
 				// a Watch opened in an outage was handed nothing, not even
 				// the current state, until the database answered again.
 				// process keeps a newer snapshot the hub already has.
-				if cur, now := r.l1.get(h.name), r.now.nanos(); cur != nil && now < cur.errorUntil {
+				if cur, now := r.l1.get(h.name), r.now.nanos(); cur != nil && cur.kept == nil && now < cur.errorUntil {
 					cur.markUsed(now)
 					h.process(cur)
 				}

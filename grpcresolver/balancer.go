@@ -49,10 +49,14 @@ const BalancerName = "discovery_pick"
 // discovery.NoWait: data past its freshness window (stale, or the
 // database down) is used from memory, for as long as the Registry would
 // serve it in an outage (its stale-if-error window, 5 min by default),
-// while a refresh runs in the background for the calls after it. A
-// service the Registry holds nothing of (evicted, or older than that
-// window) has its calls go round-robin over the connected ones, their
-// outcomes fed nowhere, until the background load lands.
+// while a refresh runs in the background for the calls after it; after a
+// write of the dialing process's own Registry (an instance of its own
+// drained or deregistered, say), its snapshot from before the write, with
+// the write's change applied, until the new one is read: no call goes to
+// an instance that process drained or deregistered. A service the Registry
+// holds nothing of (evicted, or older than that window) has its calls go
+// round-robin over the connected ones, their outcomes fed nowhere, until
+// the background load lands.
 func RegisterBalancer() {
 	balancer.Register(pickBuilder{})
 }
