@@ -120,9 +120,15 @@ func TestHeldSnapshotRefreshedFromTheDatabaseIsWrittenUnderItsGeneration(t *test
 	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return reader.Stats().L2Writes == 1 })
 	// The Invalidate deletes it and moves the generation; the next load
 	// writes the snapshot again, under the new generation.
+	// Its message reaches the reader too, and counts as an invalidation
+	// there: heard after the reload below began, it refuses the reload's
+	// write (setL2Unless), as it must for another process's. On a loaded
+	// host it came that late 13 runs in 40, and no write followed.
+	received := reader.Stats().Received
 	if err := reader.Invalidate(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 5*time.Second, "the Invalidate's own message", func() bool { return reader.Stats().Received > received })
 	if res, err := reader.Lookup(ctx, "db_svc"); err != nil || res.Layer != discovery.LayerL3 {
 		t.Fatalf("Lookup after Invalidate = %v, %v; want the database's answer", res.Layer, err)
 	}
@@ -132,11 +138,18 @@ func TestHeldSnapshotRefreshedFromTheDatabaseIsWrittenUnderItsGeneration(t *test
 	if err != nil || res.Layer != discovery.LayerL3 {
 		t.Fatalf("Lookup = %v, %v; want the database's answer", res.Layer, err)
 	}
+	var last discovery.Stats
+	defer func() {
+		if t.Failed() {
+			t.Logf("last stats: %+v", last)
+		}
+	}()
 	waitFor(t, 5*time.Second, "the refreshed snapshot written to Redis", func() bool {
 		st := reader.Stats()
 		if st.L2StaleWrites != 0 {
 			t.Fatalf("a snapshot write was refused (stats %+v): written as of another generation than Redis holds", st)
 		}
+		last = st
 		return st.L2Writes == 3
 	})
 }
