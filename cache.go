@@ -1712,7 +1712,9 @@ func (r *Registry) settle(service string) {
 	case err == nil:
 		r.afterWrite(r.ctx, ch)
 	case errors.Is(err, ErrNotFound):
-		// No such service, and none is ever deleted: the write did not land.
+		// No such service: the write did not land, or it did and the
+		// service was left with nothing and deleted since (WithServiceReap),
+		// which the reaper announced as a change of its own.
 	case errors.Is(err, ErrUnavailable):
 		r.settleLater(service)
 	}

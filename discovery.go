@@ -105,8 +105,14 @@ const DefaultHealthPath = core.DefaultHealthPath
 // library ships an in-memory Store (discoverytest.NewBackend) and a SQL Store
 // (WithDB); WithStore accepts any other. Optional capabilities are the
 // interfaces RevisionReader, Notifier, ConfigStore, ConfigSwapper,
-// ConfigVersionReader, KeyStore and InstanceRenewer.
+// ConfigVersionReader, KeyStore, InstanceRenewer and ServiceReaper.
 type Store = core.Store
+
+// ServiceReaper is an optional Store capability: deleting services left
+// with nothing (no instance, no key, never a configuration), which the
+// reaper does after WithServiceReap's delay, while keeping a name deleted
+// and created again from going back in revision.
+type ServiceReaper = core.ServiceReaper
 
 // InstanceRenewer is an optional Store capability: renewing a lease only
 // while the row holds the instance as registered, so that a row restored

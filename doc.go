@@ -57,8 +57,10 @@
 // down renewals retry with backoff, and at least once in each half of what
 // is left of the lease (each attempt waiting no longer than that half), so
 // that a database back before the lease ends finds it renewed before then. A reaper, one at a time across processes, deletes rows whose
-// lease ended long ago, and published keys that retired as long ago. Close
-// deregisters.
+// lease ended long ago, and published keys that retired as long ago, and
+// then the services left with nothing (no instance, no key, never a
+// configuration; WithServiceReap): a name deleted and registered again
+// comes back at a higher revision than it had. Close deregisters.
 //
 // # Health
 //

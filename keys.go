@@ -164,8 +164,9 @@ func (r *Registry) RetireKey(ctx context.Context, service, kid string, at time.T
 
 // Keys returns a copy of a service's public keys, retired ones included
 // until the reaper deletes them (see RetireKey), ordered by ID, through the cache layers like Get. A service that exists
-// without keys has none (nil, nil); one that was never created is an error
-// matching ErrNotFound.
+// without keys has none (nil, nil); one that was never created (or was
+// deleted, left with nothing: WithServiceReap) is an error matching
+// ErrNotFound.
 func (r *Registry) Keys(ctx context.Context, service string) ([]PublicKey, error) {
 	if ctx == nil {
 		return nil, nilContext("Keys")

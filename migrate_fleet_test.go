@@ -64,12 +64,13 @@ func TestFleetStartingTogetherMigratesOnce(t *testing.T) {
 				}
 				var versions []int
 				dbs[0].Raw("SELECT version FROM " + ns + "_schema_migrations ORDER BY version").Scan(&versions)
-				if fmt.Sprint(versions) != "[1 2 3]" {
-					t.Fatalf("schema_migrations = %v; want [1 2 3], each once", versions)
+				if fmt.Sprint(versions) != "[1 2 3 4]" {
+					t.Fatalf("schema_migrations = %v; want [1 2 3 4], each once", versions)
 				}
 			}
 			start() // first deploy
-			for _, stmt := range []string{`DELETE FROM {ns}_schema_migrations WHERE version >= 2`, `DROP TABLE {ns}_keys`, `DROP TABLE {ns}_revoked_keys`} {
+			for _, stmt := range []string{`DELETE FROM {ns}_schema_migrations WHERE version >= 2`, `DROP TABLE {ns}_keys`, `DROP TABLE {ns}_revoked_keys`,
+				`ALTER TABLE {ns}_services DROP COLUMN empty_since`, `ALTER TABLE {ns}_services DROP COLUMN empty_revision`, `DROP TABLE {ns}_service_reap`} {
 				if err := dbs[0].Exec(strings.ReplaceAll(stmt, "{ns}", ns)).Error; err != nil { // back to version 1
 					t.Fatal(err)
 				}

@@ -103,8 +103,12 @@ type options struct {
 	reapEvery   time.Duration
 	reapAfter   time.Duration
 	reapSet     bool
-	closeTO     time.Duration
-	health      healthOptions // health_options.go
+	// serviceReap is how long a service left with nothing stays before
+	// the reaper deletes it (0: for good); the reap delay unless set.
+	serviceReap    time.Duration
+	serviceReapSet bool
+	closeTO        time.Duration
+	health         healthOptions // health_options.go
 
 	strategy        Strategy
 	serviceStrategy map[string]Strategy
@@ -184,7 +188,8 @@ func (o *options) validate() error {
 		{"WithCacheFreshness", o.swr, false}, {"WithCacheFreshness", o.sie, false},
 		{"WithNegativeTTL", o.negativeTTL, true}, {"WithL2TTL", o.l2TTL, true}, {"WithRedisTimeout", o.redisTO, true},
 		{"WithLoadTimeout", o.loadTO, true}, {"WithDatabaseTimeout", o.dbTO, true}, {"WithCloseTimeout", o.closeTO, true},
-		{"WithReaper", o.reapEvery, false}, {"WithReaper", o.reapAfter, false}, {"WithSelfPreservation", o.suspectGrace, false},
+		{"WithReaper", o.reapEvery, false}, {"WithReaper", o.reapAfter, false}, {"WithServiceReap", o.serviceReap, false},
+		{"WithSelfPreservation", o.suspectGrace, false},
 		{"WithPropagationDelay", o.propagation, false}, {"WithCloseDrain", o.closeDrain, false},
 		{"WithConfigNotifyTimeout", o.notifyTO, false}, {"WithConfigNotifyRetries", o.notifyBackoff, false},
 	} {
@@ -206,6 +211,9 @@ func (o *options) validate() error {
 	// any lease of a minute or more.
 	if keep := o.suspectGrace + o.leaseTTL/2; !o.reapSet && o.reapAfter < keep {
 		o.reapAfter = keep
+	}
+	if !o.serviceReapSet {
+		o.serviceReap = o.reapAfter
 	}
 	switch {
 	case o.db != nil && o.store != nil:
@@ -247,6 +255,8 @@ func (o *options) validate() error {
 		return optErr("WithReaper", o.reapAfter.String(), "delay must not be negative")
 	case o.reapEvery > 0 && o.reapAfter < o.leaseTTL:
 		return optErr("WithReaper", o.reapAfter.String(), "must keep rows at least one lease TTL after expiry")
+	case o.serviceReap < 0:
+		return optErr("WithServiceReap", o.serviceReap.String(), "must not be negative (0 keeps such services for good)")
 	case o.strategy > StrategyRandom:
 		return optErr("WithStrategy", o.strategy.String(), "unknown strategy")
 	case !(o.minScore >= 0 && o.minScore < 1):
@@ -474,6 +484,24 @@ func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *opt
 // Registry; any other is at least MinReapInterval (1 s).
 func WithReaper(every, after time.Duration) Option {
 	return optionFunc(func(o *options) { o.reapEvery, o.reapAfter, o.reapSet = every, after, true })
+}
+
+// WithServiceReap sets how long a service left with nothing (no instance
+// row: its last one deregistered, or reaped after its lease ended; no key;
+// never a configuration) stays before the reaper deletes it: the reaper's
+// delay (WithReaper's after, 2 min by default) unless set. It is measured
+// from the first reaper round that finds the service so (and not changed
+// since), so it lasts up to one reap interval longer. A deleted service is
+// gone from Services, the Overview and the admin handler, and Get and Load
+// answer ErrNotFound; its name registered again is a new service, whose
+// revision starts above any the old one had. A service with a key or a
+// configuration (now or in its history) is never deleted. The reaper does
+// it, so it needs the reaper on (WithReaper's interval above 0) in some
+// process, and a store that can (a discovery.ServiceReaper: the SQL store
+// and discoverytest's backend). 0 keeps such services for good, as
+// releases before this option did.
+func WithServiceReap(after time.Duration) Option {
+	return optionFunc(func(o *options) { o.serviceReap, o.serviceReapSet = after, true })
 }
 
 // WithCloseTimeout bounds Registry.Close (5 s), counted from its call,

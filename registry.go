@@ -456,7 +456,8 @@ const closeGrace = 100 * time.Millisecond
 const CloseSlack = 2 * closeGrace
 
 // Services lists every service the database knows, with its revision and
-// counts of live and expired instances, read from the database.
+// counts of live and expired instances, read from the database. A service
+// left with nothing is listed until the reaper deletes it (WithServiceReap).
 func (r *Registry) Services(ctx context.Context) ([]ServiceInfo, error) {
 	if ctx == nil {
 		return nil, nilContext("Services")
@@ -690,6 +691,25 @@ func (r *Registry) probeStore(service string) {
 	}
 }
 
+// reapServices deletes the services left with nothing for the service reap
+// delay (WithServiceReap), if the store can, and announces the deletions
+// as changes: every process drops what it holds of them (its next lookup
+// finds none), and a name registered again comes at a higher revision.
+func (r *Registry) reapServices() {
+	sr, ok := r.store.(core.ServiceReaper)
+	if !ok || r.opts.serviceReap <= 0 {
+		return
+	}
+	ctx, cancel := ownTimeout(r.ctx, r.opts.dbTO)
+	defer cancel()
+	now := r.clock.Now()
+	changes, err := sr.ReapServices(ctx, now, now.Add(-r.opts.serviceReap))
+	r.noteStoreResult("reap services", err)
+	for _, ch := range changes {
+		r.afterWrite(ctx, ch)
+	}
+}
+
 // reapLoop deletes rows whose lease ended long ago and announces the
 // changes. Every Registry runs it; the store lets one work at a time.
 func (r *Registry) reapLoop() {
@@ -708,6 +728,7 @@ func (r *Registry) reapLoop() {
 			r.afterWrite(ctx, ch)
 		}
 		cancel()
+		r.reapServices()
 		t.Reset(jitter(r.opts.reapEvery))
 	}
 }

@@ -476,6 +476,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithServiceStrategy("a/b", discovery.StrategyRandom), "WithServiceStrategy"}, // was: a bare service-name error
 		{discovery.WithReaper(0, -time.Second), "WithReaper"},                                   // was: accepted, as reaping was off
 		{discovery.WithReaper(30, 2*time.Minute), "WithReaper"},                                 // 30 ns: was a reap after another, without a pause
+		{discovery.WithServiceReap(-time.Second), "WithServiceReap"},
 	}
 	for _, tt := range tests {
 		r, err := discovery.New(tt.opt)

@@ -25,7 +25,9 @@ import (
 // Backend is an in-memory Store, safe for concurrent use, that tells every
 // Registry using it about each change (it implements discovery.Notifier),
 // and keeps configurations (discovery.ConfigStore, discovery.ConfigSwapper) and public keys
-// (discovery.KeyStore, for package auth). It renews a lease only while the
+// (discovery.KeyStore, for package auth). Its services left with nothing
+// are deleted by the reaper as the SQL store's are (discovery.ServiceReaper,
+// WithServiceReap). It renews a lease only while the
 // row holds the instance as registered (discovery.InstanceRenewer), which
 // is how Registries renew through it: a wrapper that intercepts Renew must
 // intercept RenewInstance too.
@@ -49,6 +51,7 @@ var (
 	_ discovery.KeyStore            = (*Backend)(nil)
 	_ discovery.RevisionReader      = (*Backend)(nil)
 	_ discovery.InstanceRenewer     = (*Backend)(nil)
+	_ discovery.ServiceReaper       = (*Backend)(nil)
 )
 
 // NewBackend returns an empty backend.
@@ -131,7 +134,9 @@ func NewRegistry(t testing.TB, backend *Backend, opts ...discovery.Option) *disc
 // case in a subtest with a fresh, empty store from newStore. It covers
 // registration round trips, leases, reaping, revisions, concurrency,
 // listings and, where the store has them, configurations and keys
-// (revocations included); a failure names the case and what differed.
+// (revocations included) and the deletion of services left with nothing
+// (a discovery.ServiceReaper: raced with writes, which must never be lost
+// nor go back in revision); a failure names the case and what differed.
 func StoreConformance(t *testing.T, newStore func(t *testing.T) discovery.Store) {
 	t.Helper()
 	storetest.Run(t, func(t *testing.T) core.Store { return newStore(t) })

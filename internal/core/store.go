@@ -31,7 +31,8 @@ type Store interface {
 	Deregister(ctx context.Context, service, id string) (revision int64, err error)
 	// Load returns the service with its revision, configuration and every
 	// instance row, expired ones included, ordered by ID. It returns an error
-	// matching ErrNotFound if the service was never created.
+	// matching ErrNotFound if the service was never created (or a
+	// ServiceReaper deleted it).
 	Load(ctx context.Context, service string) (*Service, error)
 	// Services lists every service, ordered by name, counting the instances
 	// live at now.
@@ -42,6 +43,32 @@ type Store interface {
 	// reapers (other processes) must not both do the work: one may return
 	// nothing.
 	Reap(ctx context.Context, cutoff time.Time) ([]Change, error)
+}
+
+// ServiceReaper is implemented by stores that delete services left with
+// nothing: no instance row, no key, and never a configuration. Reap leaves
+// the service itself behind (its revision, its name in Services); without
+// this, every name ever registered (a CI job's, a canary's) stayed listed
+// for good. The Registry's reaper calls it after Reap.
+type ServiceReaper interface {
+	// ReapServices records now as the time at which each service left
+	// with nothing was found so, at its current revision (unless recorded
+	// at that revision already), and deletes the services found so before
+	// cutoff that have not changed since (their revision is still the one
+	// recorded) and still have nothing. It returns one Change per service
+	// deleted, at a revision above the last it had, in name order.
+	//
+	// A service created again under a deleted name (by Register, SetConfig
+	// or PutKey) starts at a revision above that Change's, so that no
+	// cache, which keeps the higher revision it holds, takes the new
+	// service for older than the one it held. A write racing the deletion
+	// is never lost, and never fails for it: either it comes first and the
+	// service is kept, or it creates the service again. Concurrent reapers
+	// (other processes) must not both do the work: one may return nothing.
+	// A store whose round is costly may also skip one (return nothing)
+	// that comes within a quarter of the delay (now - cutoff) of the last
+	// round any process made.
+	ReapServices(ctx context.Context, now, cutoff time.Time) ([]Change, error)
 }
 
 // InstanceRenewer is implemented by stores that renew a lease only while the

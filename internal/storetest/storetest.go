@@ -62,6 +62,10 @@ func Run(t *testing.T, newStore Factory) {
 		{"Limits", testLimits},
 		{"ConcurrentConfig", testConcurrentConfig},
 		{"ConcurrentConfigSwaps", testConcurrentConfigSwaps},
+		{"ReapServices", testReapServices},
+		{"ReapServicesKeepsWhatHasAnything", testReapServicesKeeps},
+		{"ReapServicesRevokedKeysStay", testReapServicesRevokedKeys},
+		{"ReapServicesRacesWrites", testReapServicesRaces},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -884,4 +888,275 @@ func testConcurrentConfigSwaps(t *testing.T, s core.Store) {
 	if rev, cr, err := sw.SetConfigIf(ctx(t), "bare", []byte(`{}`), t0, 5, 0); err != nil || cr != 1 || rev != 2 {
 		t.Fatalf("SetConfigIf(0) of a service without a configuration = %d, %d, %v; want 2, 1", rev, cr, err)
 	}
+}
+
+// emptyService registers an instance of name and deregisters it, leaving
+// the service with nothing, and returns its revision.
+func emptyService(t *testing.T, s core.Store, name string) int64 {
+	t.Helper()
+	if _, err := s.Register(ctx(t), Instance(name, "a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := s.Deregister(ctx(t), name, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func serviceReaper(t *testing.T, s core.Store) core.ServiceReaper {
+	t.Helper()
+	sr, ok := s.(core.ServiceReaper)
+	if !ok {
+		t.Skip("store has no ServiceReaper")
+	}
+	return sr
+}
+
+// testReapServices: ReapServices deletes a service left with nothing once
+// it was found so before the cutoff, at the revision it still has; a
+// deleted service is gone from Load, Services and Revisions, and its name,
+// created again by any write, starts above the revision of its deletion.
+func testReapServices(t *testing.T, s core.Store) {
+	sr := serviceReaper(t, s)
+	reap := func(now, cutoff time.Time) string {
+		t.Helper()
+		changes, err := sr.ReapServices(ctx(t), now, cutoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(changes)
+	}
+	revA := emptyService(t, s, "a")
+	if revA != 2 {
+		t.Fatalf("revision of a left with nothing = %d; want 2", revA)
+	}
+	emptyService(t, s, "b")
+	emptyService(t, s, "b") // b at 4
+	if _, err := s.Register(ctx(t), Instance("live", "a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	// Found with nothing at t0: deleted by no reap with a cutoff at or before t0.
+	if got := reap(t0, t0.Add(-time.Minute)); got != "[]" {
+		t.Fatalf("first ReapServices = %s; want nothing deleted (just found with nothing)", got)
+	}
+	if got := reap(t0.Add(time.Minute), t0); got != "[]" {
+		t.Fatalf("ReapServices with the cutoff at the finding = %s; want nothing deleted", got)
+	}
+	// a changes (a write and its undoing): found again, later.
+	emptyService(t, s, "a") // a at 4
+	if got := reap(t0.Add(2*time.Minute), t0.Add(time.Second)); got != "[{b 5}]" {
+		t.Fatalf("ReapServices = %s; want [{b 5}] (a changed since it was found with nothing)", got)
+	}
+	if _, err := s.Load(ctx(t), "b"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("Load(b) after its deletion = %v; want ErrNotFound", err)
+	}
+	if infos, err := s.Services(ctx(t), t0); err != nil || fmt.Sprint(infos) != "[{a 4 0 0} {live 1 1 0}]" {
+		t.Fatalf("Services after b's deletion = %v, %v; want [{a 4 0 0} {live 1 1 0}]", infos, err)
+	}
+	if rr, ok := s.(core.RevisionReader); ok {
+		if revs, err := rr.Revisions(ctx(t), []string{"a", "b"}); err != nil || fmt.Sprint(revs) != "map[a:4]" {
+			t.Fatalf("Revisions after b's deletion = %v, %v; want map[a:4]", revs, err)
+		}
+	}
+	if got := reap(t0.Add(3*time.Minute), t0.Add(2*time.Minute)); got != "[]" {
+		t.Fatalf("ReapServices = %s; want nothing (a found with nothing at 2 min, not before)", got)
+	}
+	if got := reap(t0.Add(4*time.Minute), t0.Add(2*time.Minute+time.Second)); got != "[{a 5}]" {
+		t.Fatalf("ReapServices = %s; want [{a 5}]", got)
+	}
+	if infos, err := s.Services(ctx(t), t0); err != nil || fmt.Sprint(infos) != "[{live 1 1 0}]" {
+		t.Fatalf("Services after a's deletion = %v, %v; want [{live 1 1 0}]", infos, err)
+	}
+	// Created again, by any write: above the revision of every deletion.
+	rev, err := s.Register(ctx(t), Instance("b", "x", t0.Add(time.Hour)))
+	if err != nil || rev <= 5 {
+		t.Fatalf("Register of b after its deletion at 5 = %d, %v; want above 5", rev, err)
+	}
+	if svc := mustLoad(t, s, "b"); svc.Revision != rev || len(svc.Instances) != 1 {
+		t.Fatalf("Load(b) = %+v; want its instance at revision %d", svc, rev)
+	}
+	if cs, ok := s.(core.ConfigStore); ok {
+		rev, cfgRev, err := cs.SetConfig(ctx(t), "a", []byte(`{"x":1}`), t0, 20)
+		if err != nil || rev <= 5 || cfgRev != 1 {
+			t.Fatalf("SetConfig of a after its deletion at 5 = %d, %d, %v; want above 5, configuration revision 1", rev, cfgRev, err)
+		}
+	}
+	// A name never deleted starts above too: the floor is the store's.
+	if rev, err := s.Register(ctx(t), Instance("new", "x", t0.Add(time.Hour))); err != nil || rev <= 5 {
+		t.Fatalf("Register of a new service after deletions at 5 = %d, %v; want above 5", rev, err)
+	}
+	if ks, ok := s.(core.KeyStore); ok {
+		emptyService(t, s, "k")
+		reap(t0.Add(5*time.Minute), t0.Add(4*time.Minute+30*time.Second))
+		changes, err := sr.ReapServices(ctx(t), t0.Add(6*time.Minute), t0.Add(5*time.Minute+time.Second))
+		if err != nil || len(changes) != 1 || changes[0].Service != "k" {
+			t.Fatalf("ReapServices = %v, %v; want k deleted", changes, err)
+		}
+		rev, err := ks.PutKey(ctx(t), "k", core.PublicKey{ID: "k1", Algorithm: "EdDSA", Key: []byte{1}, CreatedAt: t0})
+		if err != nil || rev <= changes[0].Revision {
+			t.Fatalf("PutKey of k after its deletion at %d = %d, %v; want above it", changes[0].Revision, rev, err)
+		}
+	}
+}
+
+// testReapServicesKeeps: a service with an instance row (live or not yet
+// reaped), a key (retired or not), a configuration (or a configuration
+// history) is never deleted, however long ago it was found so.
+func testReapServicesKeeps(t *testing.T, s core.Store) {
+	sr := serviceReaper(t, s)
+	if _, err := s.Register(ctx(t), Instance("expired", "a", t0.Add(-time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	want := "[expired]"
+	if ks, ok := s.(core.KeyStore); ok {
+		if _, err := ks.PutKey(ctx(t), "keyed", core.PublicKey{ID: "k", Algorithm: "EdDSA", Key: []byte{1}, CreatedAt: t0, RetiresAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		want = "[expired keyed]"
+	}
+	if cs, ok := s.(core.ConfigStore); ok {
+		emptyService(t, s, "configured")
+		if _, _, err := cs.SetConfig(ctx(t), "configured", []byte(`{"x":1}`), t0, 1); err != nil {
+			t.Fatal(err)
+		}
+		want = strings.Replace(want, "[", "[configured ", 1)
+	}
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * time.Hour)
+		if changes, err := sr.ReapServices(ctx(t), at, at.Add(-time.Minute)); err != nil || len(changes) != 0 {
+			t.Fatalf("ReapServices = %v, %v; want nothing deleted", changes, err)
+		}
+	}
+	infos, err := s.Services(ctx(t), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, in := range infos {
+		names = append(names, in.Name)
+	}
+	if fmt.Sprint(names) != want {
+		t.Fatalf("Services = %v; want %s, none deleted", names, want)
+	}
+}
+
+// testReapServicesRevokedKeys: a revocation outlives the deletion of its
+// service: its key is refused when the name comes back.
+func testReapServicesRevokedKeys(t *testing.T, s core.Store) {
+	sr := serviceReaper(t, s)
+	ks, ok := s.(core.KeyStore)
+	if !ok {
+		t.Skip("store has no KeyStore")
+	}
+	leaked := core.PublicKey{ID: "leaked", Algorithm: "EdDSA", Key: []byte{7, 7}, CreatedAt: t0}
+	if _, err := ks.PutKey(ctx(t), "svc", leaked); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.RevokeKey(ctx(t), "svc", "leaked", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reap(ctx(t), t0.Add(time.Minute)); err != nil { // the key's row goes
+		t.Fatal(err)
+	}
+	if _, err := sr.ReapServices(ctx(t), t0, t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if changes, err := sr.ReapServices(ctx(t), t0.Add(time.Hour), t0.Add(time.Minute)); err != nil || len(changes) != 1 {
+		t.Fatalf("ReapServices = %v, %v; want svc deleted", changes, err)
+	}
+	again := leaked
+	again.ID = "again"
+	if _, err := ks.PutKey(ctx(t), "svc", again); !errors.Is(err, core.ErrRevoked) {
+		t.Fatalf("PutKey of the revoked key after its service's deletion = %v; want ErrRevoked", err)
+	}
+}
+
+// testReapServicesRaces races a deletion with the writes that create a
+// service again, many times: a write is never lost, never fails, and the
+// service's revision never goes back. Either the write comes first (the
+// service is kept) or the deletion does (the write creates the service
+// again, above the deletion's revision).
+func testReapServicesRaces(t *testing.T, s core.Store) {
+	sr := serviceReaper(t, s)
+	cs, _ := s.(core.ConfigStore)
+	ks, _ := s.(core.KeyStore)
+	const rounds = 150
+	at := t0
+	deleted, kept := 0, 0
+	for i := range rounds {
+		// Names come back for registrations; a configuration or a key
+		// keeps its service for good, so those take a name of their own.
+		kind := i % 3
+		if cs == nil && kind == 1 || ks == nil && kind == 2 {
+			kind = 0
+		}
+		name := fmt.Sprintf("r%03d", i%10)
+		if kind != 0 {
+			name = fmt.Sprintf("w%03d", i)
+		}
+		last := emptyService(t, s, name)
+		// Found with nothing now; the next reap deletes it. (Rounds 10 s
+		// apart, past the quarter of their delays within which a store may
+		// skip one.)
+		if _, err := sr.ReapServices(ctx(t), at, at.Add(-4*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(10 * time.Second)
+		var (
+			wg      sync.WaitGroup
+			changes []core.Change
+			reapErr error
+			rev     int64
+			werr    error
+		)
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			changes, reapErr = sr.ReapServices(ctx(t), at, at.Add(-time.Second))
+		})
+		wg.Go(func() {
+			<-start
+			switch kind {
+			case 1:
+				rev, _, werr = cs.SetConfig(ctx(t), name, []byte(`{"round":1}`), t0, 5)
+			case 2:
+				rev, werr = ks.PutKey(ctx(t), name, core.PublicKey{ID: "k", Algorithm: "EdDSA", Key: []byte{byte(i)}, CreatedAt: t0})
+			default:
+				rev, werr = s.Register(ctx(t), Instance(name, "w", t0.Add(time.Hour)))
+			}
+		})
+		close(start)
+		wg.Wait()
+		at = at.Add(10 * time.Second)
+		if reapErr != nil || werr != nil {
+			t.Fatalf("round %d: ReapServices = %v; the write = %v; want neither to fail", i, reapErr, werr)
+		}
+		var del int64
+		for _, ch := range changes {
+			if ch.Service == name {
+				del = ch.Revision
+			}
+		}
+		svc := mustLoad(t, s, name) // the write is never lost
+		switch {
+		case svc.Revision != rev:
+			t.Fatalf("round %d: %s at revision %d after the write returned %d", i, name, svc.Revision, rev)
+		case rev <= last || del != 0 && rev <= del:
+			t.Fatalf("round %d: the write's revision %d; want above %d (before) and %d (the deletion's)", i, rev, last, del)
+		case del != 0 && del <= last:
+			t.Fatalf("round %d: deletion at revision %d; want above %d", i, del, last)
+		}
+		if del != 0 {
+			deleted++
+		} else {
+			kept++
+		}
+		if kind == 0 { // left with nothing again, for the next round of its name
+			if _, err := s.Deregister(ctx(t), name, "w"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d rounds: the deletion came first %d times, the write %d times", rounds, deleted, kept)
 }

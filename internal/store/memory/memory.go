@@ -24,6 +24,13 @@ type Store struct {
 	// loads counts Load calls, for tests that assert how often the store is read.
 	loads int64
 	fail  error
+	// floor is the highest revision a deleted service's Change had
+	// (ReapServices): a service created after it starts above it.
+	floor int64
+	// revoked maps services to the IDs of their revoked keys, and those
+	// to their fingerprints (core.KeyFingerprint); kept for good, through
+	// the deletion of the service, as the SQL stores keep them.
+	revoked map[string]map[string]string
 }
 
 type service struct {
@@ -33,9 +40,10 @@ type service struct {
 	instances map[string]core.Instance
 	history   []core.ConfigVersion
 	keys      map[string]core.PublicKey
-	// revoked maps the IDs of revoked keys to their fingerprints
-	// (core.KeyFingerprint); kept for good.
-	revoked map[string]string
+	// emptySince is when ReapServices found the service with nothing, at
+	// revision emptyRev (0: not found so at any revision).
+	emptySince time.Time
+	emptyRev   int64
 }
 
 var (
@@ -47,11 +55,12 @@ var (
 	_ core.ConfigSwapper       = (*Store)(nil)
 	_ core.KeyStore            = (*Store)(nil)
 	_ core.InstanceRenewer     = (*Store)(nil)
+	_ core.ServiceReaper       = (*Store)(nil)
 )
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{services: map[string]*service{}, subs: map[int]func(core.Change){}}
+	return &Store{services: map[string]*service{}, subs: map[int]func(core.Change){}, revoked: map[string]map[string]string{}}
 }
 
 // Loads returns how many times Load has been called.
@@ -94,10 +103,13 @@ func (s *Store) commit(ch core.Change) {
 	}
 }
 
+// svc returns the service name, created if it is not there: at the floor
+// (the caller's bump takes it above), so that a service deleted by
+// ReapServices and created again goes on from above its last revision.
 func (s *Store) svc(name string) *service {
 	sv := s.services[name]
 	if sv == nil {
-		sv = &service{instances: map[string]core.Instance{}}
+		sv = &service{rev: s.floor, instances: map[string]core.Instance{}}
 		s.services[name] = sv
 	}
 	return sv
@@ -272,6 +284,39 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 		}
 	}
 	sort.Slice(changes, func(i, j int) bool { return changes[i].Service < changes[j].Service })
+	s.notify(changes)
+	return changes, nil
+}
+
+// ReapServices implements core.ServiceReaper.
+func (s *Store) ReapServices(ctx context.Context, now, cutoff time.Time) ([]core.Change, error) {
+	if err := s.begin(ctx, "reap services"); err != nil {
+		return nil, err
+	}
+	var changes []core.Change
+	for name, sv := range s.services {
+		if len(sv.instances) > 0 || len(sv.keys) > 0 || sv.cfgRev > 0 || len(sv.history) > 0 {
+			continue
+		}
+		if sv.emptyRev != sv.rev {
+			sv.emptySince, sv.emptyRev = now, sv.rev
+			continue
+		}
+		if !sv.emptySince.Before(cutoff) {
+			continue
+		}
+		delete(s.services, name)
+		ch := core.Change{Service: name, Revision: sv.rev + 1}
+		s.floor = max(s.floor, ch.Revision)
+		changes = append(changes, ch)
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Service < changes[j].Service })
+	s.notify(changes)
+	return changes, nil
+}
+
+// notify unlocks and tells subscribers about changes.
+func (s *Store) notify(changes []core.Change) {
 	subs := make([]func(core.Change), 0, len(s.subs))
 	for _, fn := range s.subs {
 		subs = append(subs, fn)
@@ -282,7 +327,6 @@ func (s *Store) Reap(ctx context.Context, cutoff time.Time) ([]core.Change, erro
 			fn(ch)
 		}
 	}
-	return changes, nil
 }
 
 // Revisions implements core.RevisionReader.
@@ -404,7 +448,7 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 	if err := s.begin(ctx, "put key"); err != nil {
 		return 0, err
 	}
-	if err := s.services[name].refuseRevoked(name, key); err != nil {
+	if err := s.refuseRevoked(name, key); err != nil {
 		s.mu.Unlock()
 		return 0, err
 	}
@@ -446,10 +490,10 @@ func (s *Store) retireKey(ctx context.Context, op, name, kid string, at time.Tim
 	}
 	sv.keys[kid] = k
 	if revoke {
-		if sv.revoked == nil {
-			sv.revoked = map[string]string{}
+		if s.revoked[name] == nil {
+			s.revoked[name] = map[string]string{}
 		}
-		sv.revoked[kid] = core.KeyFingerprint(k.Key)
+		s.revoked[name][kid] = core.KeyFingerprint(k.Key)
 	}
 	sv.rev++
 	rev := sv.rev
@@ -458,19 +502,20 @@ func (s *Store) retireKey(ctx context.Context, op, name, kid string, at time.Tim
 }
 
 // refuseRevoked returns a *core.RevokedKeyError if key, by its ID or by its
-// public key, was revoked in sv (which may be nil).
-func (sv *service) refuseRevoked(name string, key core.PublicKey) error {
-	if sv == nil || len(sv.revoked) == 0 {
+// public key, was revoked in service name; s.mu is held.
+func (s *Store) refuseRevoked(name string, key core.PublicKey) error {
+	revoked := s.revoked[name]
+	if len(revoked) == 0 {
 		return nil
 	}
-	if _, ok := sv.revoked[key.ID]; ok {
+	if _, ok := revoked[key.ID]; ok {
 		return &core.RevokedKeyError{Service: name, Key: key.ID, RevokedID: key.ID}
 	}
 	// The least of the IDs it was revoked under, as the SQL stores name it:
 	// the first one met in the map differed from call to call.
 	fp := core.KeyFingerprint(key.Key)
 	least := ""
-	for kid, f := range sv.revoked {
+	for kid, f := range revoked {
 		if f == fp && (least == "" || kid < least) {
 			least = kid
 		}

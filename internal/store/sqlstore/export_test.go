@@ -16,3 +16,7 @@ var CheckPostgresVersion = checkPostgresVersion
 // CheckSQLiteVersion is checkSQLiteVersion: the verdict on an SQLite whose
 // sqlite_version() is version.
 var CheckSQLiteVersion = checkSQLiteVersion
+
+// OnReaped makes fn run in ReapServices's transaction after its
+// deletions, before the floor is raised and the transaction commits.
+func (s *Store) OnReaped(fn func()) { s.reapedHook = fn }

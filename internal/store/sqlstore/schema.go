@@ -87,6 +87,21 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX {p}revoked_keys_fingerprint ON {p}revoked_keys (service, fingerprint)`,
 	}},
+	{4, []string{
+		// ReapServices: when a service was found with nothing (Unix
+		// nanoseconds of the reaper's clock; 0: never), at which revision
+		// (0: none, as no service is at revision 0).
+		`ALTER TABLE {p}services ADD COLUMN empty_since BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE {p}services ADD COLUMN empty_revision BIGINT NOT NULL DEFAULT 0`,
+		// One row. floor: the highest revision a deleted service's change
+		// had; a service created after it starts above it (Store.created),
+		// so that a name deleted and registered again never goes back in
+		// revision. swept_at: when a ReapServices round last read the
+		// services (the reaper's clock), so that the processes' reapers
+		// make one such round between them, not one each.
+		`CREATE TABLE {p}service_reap (id INTEGER PRIMARY KEY, floor BIGINT NOT NULL, swept_at BIGINT NOT NULL)`,
+		`INSERT INTO {p}service_reap (id, floor, swept_at) VALUES (1, 0, 0)`,
+	}},
 }
 
 // SchemaVersion is the version Migrate brings the schema to.

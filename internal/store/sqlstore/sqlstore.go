@@ -34,6 +34,9 @@ type Store struct {
 	// steps are the migrations of this release: all of them, but for a
 	// test that stands for an older release (export_test.go).
 	steps []migration
+	// reapedHook, if set (by tests), runs in ReapServices's transaction
+	// after its deletions, before the floor is raised.
+	reapedHook func()
 }
 
 // queries are the statements with the prefix substituted once.
@@ -41,7 +44,8 @@ type queries struct {
 	bumpService, upsertInstance, renew, renewInstance, deleteInstance, load, services,
 	expiredServices, bumpServices, bumpServicesEnd, reapServices, writeLock, schemaVersion, revisions, setConfig, addHistory, trimHistory, history, version,
 	setConfigIfNone, setConfigIf, configRevision, putKey, retireKey, reapKeys string
-	revokedKey, keyOf, recordRevoked string
+	revokedKey, keyOf, recordRevoked                                                      string
+	created, createdMany, emptyServices, markEmpty, reapEmpty, raiseFloor, sweep, sweptAt string
 }
 
 var (
@@ -52,6 +56,7 @@ var (
 	_ core.ConfigVersionReader = (*Store)(nil)
 	_ core.KeyStore            = (*Store)(nil)
 	_ core.InstanceRenewer     = (*Store)(nil)
+	_ core.ServiceReaper       = (*Store)(nil)
 )
 
 // New returns a Store on db with tables named prefix+"services" and so on. It
@@ -181,6 +186,27 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		keyOf:      s.sql(`SELECT public_key FROM {p}keys WHERE service = ? AND kid = ?`),
 		recordRevoked: s.sql(`INSERT INTO {p}revoked_keys (service, kid, fingerprint, revoked_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO NOTHING`),
+		// A service just created (at revision 1) moves above the floor, if
+		// any service was ever deleted. No row when it stays at 1.
+		created: s.sql(`UPDATE {p}services SET revision = (SELECT floor FROM {p}service_reap WHERE id = 1) + 1
+			WHERE name = ? AND revision = 1 AND (SELECT floor FROM {p}service_reap WHERE id = 1) > 0
+			RETURNING revision`),
+		// created of many services, by name.
+		createdMany: s.sql(`UPDATE {p}services SET revision = (SELECT floor FROM {p}service_reap WHERE id = 1) + 1
+			WHERE name IN ? AND revision = 1 AND (SELECT floor FROM {p}service_reap WHERE id = 1) > 0
+			RETURNING name, revision`),
+		emptyServices: s.sql(`SELECT COUNT(*) FROM {p}services WHERE (empty_revision <> revision OR empty_since < ?) AND ` + nothing),
+		markEmpty:     s.sql(`UPDATE {p}services SET empty_since = ?, empty_revision = revision WHERE empty_revision <> revision AND ` + nothing),
+		// The revision recorded is still the service's: no write since
+		// (every write bumps it). On PostgreSQL a write that committed
+		// while the DELETE waited for the row makes it look at the row
+		// again as committed, and skip it.
+		reapEmpty:  s.sql(`DELETE FROM {p}services WHERE empty_revision = revision AND empty_since < ? AND ` + nothing + ` RETURNING name, revision`),
+		raiseFloor: s.sql(`UPDATE {p}service_reap SET floor = ? WHERE id = 1 AND floor < ?`),
+		// A round's claim: none other within its throttle (a swept_at
+		// ahead by more, from a clock far ahead, does not count).
+		sweep:   s.sql(`UPDATE {p}service_reap SET swept_at = ? WHERE id = 1 AND (swept_at <= ? OR swept_at > ?)`),
+		sweptAt: s.sql(`SELECT swept_at FROM {p}service_reap WHERE id = 1`),
 	}
 	return s, nil
 }
@@ -316,7 +342,7 @@ func (s *Store) Register(ctx context.Context, in *core.Instance) (int64, error) 
 	defer cancel()
 	var rev int64
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.bumpService, in.Service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+		if err := s.bump(tx, in.Service, &rev); err != nil {
 			return err
 		}
 		return tx.Exec(s.q.upsertInstance, in.Service, in.ID, in.Host, in.Port, int(in.Method), in.Weight, in.Zone,
@@ -393,7 +419,7 @@ func (s *Store) bumpChangeThen(ctx context.Context, op, service string, notFound
 	defer cancel()
 	var rev int64
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.bumpService, service, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+		if err := s.bump(tx, service, &rev); err != nil {
 			return err
 		}
 		res := tx.Exec(stmt, args...)
@@ -639,7 +665,37 @@ func (s *Store) bumpServices(tx *gorm.DB, names []string, now int64) (map[string
 		}
 		revs[name] = rev
 	}
-	return revs, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close() // before the next statement, on the same connection
+	// Created (instance rows without their service's row): moved above
+	// the floor, as created moves one, in one statement.
+	var made []string
+	for name, rev := range revs {
+		if rev == 1 {
+			made = append(made, name)
+		}
+	}
+	if len(made) == 0 {
+		return revs, nil
+	}
+	moved, err := tx.Raw(s.q.createdMany, made).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer moved.Close()
+	for moved.Next() {
+		var (
+			name string
+			rev  int64
+		)
+		if err := moved.Scan(&name, &rev); err != nil {
+			return nil, err
+		}
+		revs[name] = rev
+	}
+	return revs, moved.Err()
 }
 
 // Revisions implements core.RevisionReader.
@@ -714,6 +770,9 @@ func (s *Store) writeConfig(ctx context.Context, name string, doc []byte, at tim
 		if err != nil {
 			return err
 		}
+		if rev, err = s.created(tx, name, rev); err != nil {
+			return err
+		}
 		if err := tx.Exec(s.q.addHistory, name, cfgRev, string(doc), at.UnixNano()).Error; err != nil {
 			return err
 		}
@@ -783,7 +842,7 @@ func (s *Store) PutKey(ctx context.Context, name string, key core.PublicKey) (in
 	defer cancel()
 	var rev int64
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		if err := tx.Raw(s.q.bumpService, name, time.Now().UnixNano()).Row().Scan(&rev); err != nil {
+		if err := s.bump(tx, name, &rev); err != nil {
 			return err
 		}
 		// After the service row's bump, which a revocation takes first too:
