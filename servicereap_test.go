@@ -155,3 +155,38 @@ func TestServiceReapNeverDeletesASelfPreservedService(t *testing.T) {
 		}
 	})
 }
+
+// A Watch of a service that the reaper deletes, left with nothing, hears
+// the name's next registration, and nothing in between: the deletion is a
+// change with no instance to report.
+func TestWatchSeesAServiceDeletedAndRegisteredAgain(t *testing.T) {
+	for _, k := range fanOutWorlds() {
+		t.Run(k.name, func(t *testing.T) {
+			clock := discoverytest.NewClock(t0)
+			w := newWorld(t, k)
+			r := w.registry(t, discovery.WithClock(clock), discovery.WithReaper(10*time.Second, time.Minute))
+			other := w.registry(t, discovery.WithClock(clock), discovery.WithReaper(0, 0))
+			ch := watch(t, other, "ci_job")
+			for _, host := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
+				g := mustRegister(t, r, inst("ci_job", host, 8080))
+				if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventInstanceAdded || ev.Instance.Host != host {
+					t.Fatalf("got %s; want %s added", describe(ev), host)
+				}
+				if err := g.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventInstanceRemoved {
+					t.Fatalf("got %s; want %s removed", describe(ev), host)
+				}
+			}
+			advanceReaping(clock, 4*time.Minute)
+			if got := serviceNames(t, r); got != "" {
+				t.Fatalf("Services = %q; want ci_job deleted", got)
+			}
+			mustRegister(t, r, inst("ci_job", "10.0.0.9", 8080))
+			if ev := next(t, ch, 5*time.Second); ev.Kind != discovery.EventInstanceAdded || ev.Instance.Host != "10.0.0.9" {
+				t.Fatalf("got %s; want 10.0.0.9 added", describe(ev))
+			}
+		})
+	}
+}

@@ -102,6 +102,10 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		timeout:  timeout,
 		steps:    migrations,
 	}
+	forShare := ""
+	if s.postgres {
+		forShare = " FOR SHARE"
+	}
 	s.q = queries{
 		bumpService: s.sql(`INSERT INTO {p}services (name, revision, config_revision, updated_at) VALUES (?, 1, 0, ?)
 			ON CONFLICT (name) DO UPDATE SET revision = {p}services.revision + 1, updated_at = excluded.updated_at
@@ -186,15 +190,21 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 		keyOf:      s.sql(`SELECT public_key FROM {p}keys WHERE service = ? AND kid = ?`),
 		recordRevoked: s.sql(`INSERT INTO {p}revoked_keys (service, kid, fingerprint, revoked_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (service, kid) DO NOTHING`),
-		// A service just created (at revision 1) moves above the floor, if
-		// any service was ever deleted. No row when it stays at 1.
-		created: s.sql(`UPDATE {p}services SET revision = (SELECT floor FROM {p}service_reap WHERE id = 1) + 1
-			WHERE name = ? AND revision = 1 AND (SELECT floor FROM {p}service_reap WHERE id = 1) > 0
-			RETURNING revision`),
+		// A service just created (at revision 1) moves above the floor (to
+		// 1 while no service was ever deleted). On PostgreSQL the floor is
+		// read FOR SHARE: a ReapServices round holds its row from its first
+		// statement to its commit, so the read waits for a deletion under
+		// way and reads the floor it raised, rather than rely on when this
+		// statement's snapshot is taken. Read plainly (and in the WHERE
+		// too, to skip the write at floor 0), an UPDATE made right after
+		// the deletion committed read 0 there, and the service stayed at 1
+		// (TestPostgresRegisterWaitingOnAServiceDeletionStartsAboveIt, 15
+		// runs in 15). SQLite's write lock orders the two.
+		created: s.sql(`UPDATE {p}services SET revision = f.floor + 1 FROM (SELECT floor FROM {p}service_reap WHERE id = 1` + forShare + `) f
+			WHERE name = ? AND revision = 1 RETURNING {p}services.revision`),
 		// created of many services, by name.
-		createdMany: s.sql(`UPDATE {p}services SET revision = (SELECT floor FROM {p}service_reap WHERE id = 1) + 1
-			WHERE name IN ? AND revision = 1 AND (SELECT floor FROM {p}service_reap WHERE id = 1) > 0
-			RETURNING name, revision`),
+		createdMany: s.sql(`UPDATE {p}services SET revision = f.floor + 1 FROM (SELECT floor FROM {p}service_reap WHERE id = 1` + forShare + `) f
+			WHERE name IN ? AND revision = 1 RETURNING {p}services.name, {p}services.revision`),
 		emptyServices: s.sql(`SELECT COUNT(*) FROM {p}services WHERE (empty_revision <> revision OR empty_since < ?) AND ` + nothing),
 		markEmpty:     s.sql(`UPDATE {p}services SET empty_since = ?, empty_revision = revision WHERE empty_revision <> revision AND ` + nothing),
 		// The revision recorded is still the service's: no write since
