@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,31 +14,6 @@ import (
 	"github.com/rssbot/discovery/discoverytest"
 	"github.com/rssbot/discovery/internal/testutil"
 )
-
-// countingConn counts the bytes read from Redis on a connection.
-type countingConn struct {
-	net.Conn
-	n *atomic.Int64
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	k, err := c.Conn.Read(p)
-	c.n.Add(int64(k))
-	return k, err
-}
-
-// countingDialer dials as go-redis does, counting every byte read on the
-// connections it makes into n.
-func countingDialer(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		d := net.Dialer{Timeout: time.Second}
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: c, n: n}, nil
-	}
-}
 
 // A process that holds a service's snapshot and refreshes it once its
 // freshness window has run out, while Redis still holds that same snapshot,
@@ -54,7 +28,7 @@ func TestSameRevisionRefreshReadsNoSnapshot(t *testing.T) {
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	addr, db, _ := testutil.RedisAddr(t)
 	var read atomic.Int64
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: countingDialer(&read),
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: testutil.CountingDialer(&read),
 		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
 	t.Cleanup(func() {
 		testutil.DeleteKeys(rdb, ns)

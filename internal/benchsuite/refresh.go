@@ -1,8 +1,6 @@
 package benchsuite
 
 import (
-	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,14 +25,7 @@ func RefreshL2(n int) func(*testing.B) {
 		var read atomic.Int64
 		rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1,
 			ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second,
-			Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				d := net.Dialer{Timeout: time.Second}
-				c, err := d.DialContext(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				return countingConn{Conn: c, n: &read}, nil
-			}})
+			Dialer: testutil.CountingDialer(&read)})
 		b.Cleanup(func() {
 			testutil.DeleteKeys(rdb, namespace)
 			_ = rdb.Close()
@@ -54,16 +45,4 @@ func RefreshL2(n int) func(*testing.B) {
 		b.ReportMetric(float64(read.Load()-before)/float64(b.N), "bytes-read/op")
 		d.report(b)
 	}
-}
-
-// countingConn counts the bytes read on a connection into n.
-type countingConn struct {
-	net.Conn
-	n *atomic.Int64
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	k, err := c.Conn.Read(p)
-	c.n.Add(int64(k))
-	return k, err
 }
