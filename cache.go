@@ -308,12 +308,7 @@ func (c *l1Cache) put(e *entry) (held *entry, took bool) {
 			e.freshUntil.Store(0)
 		}
 		if old != nil {
-			e.slot.Store(old.slot.Load()) // ristretto already holds the name
-			// A rebuild (a change message, a refresh) carries the last use
-			// forward but makes none.
-			if u := old.usedAt.Load(); u > e.usedAt.Load() {
-				e.usedAt.Store(u)
-			}
+			e.takeOver(old)
 		} else {
 			e.slot.Store(&slot{name: e.name})
 			added = true
@@ -401,14 +396,21 @@ func (c *l1Cache) replace(old, e *entry) bool {
 		if cur != old {
 			return nil, false
 		}
-		e.slot.Store(old.slot.Load())
-		if u := old.usedAt.Load(); u > e.usedAt.Load() {
-			e.usedAt.Store(u)
-		}
+		e.takeOver(old)
 		done = true
 		return e, true
 	})
 	return done
+}
+
+// takeOver gives e, which takes old's place in L1, old's slot (ristretto
+// already holds the name) and its last use: a rebuild (a change message, a
+// refresh, a kept entry) carries the last use forward but makes none.
+func (e *entry) takeOver(old *entry) {
+	e.slot.Store(old.slot.Load())
+	if u := old.usedAt.Load(); u > e.usedAt.Load() {
+		e.usedAt.Store(u)
+	}
 }
 
 // removeName drops whatever entry L1 holds of name. Ristretto keeps the
@@ -461,12 +463,8 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	st := r.state(raw.Name)
 	e.st = st
 	e.viewGen = st.gen.Load() // before the view reads any status (see install)
-	view := r.buildView(raw, st, n, n)
 	e.minExpiry = minExp
-	e.view.Store(view)
-	if len(view.Instances) == 0 {
-		e.notFound = &core.NotFoundError{Service: raw.Name}
-	}
+	e.setView(r.buildView(raw, st, n, n))
 	fresh, swr, sie := int64(r.opts.fresh), int64(r.opts.swr), int64(r.opts.sie)
 	if j := r.opts.jitter; j > 0 {
 		fresh += int64((rand.Float64()*2 - 1) * j * float64(fresh))
@@ -483,6 +481,15 @@ func (r *Registry) newEntry(raw *core.Service, layer Layer, loadedAt, readAt, no
 	e.staleUntil = min(read+fresh+swr, minExp)
 	e.errorUntil = read + fresh + sie
 	return e
+}
+
+// setView sets the first view of a new entry, e not yet in L1: a view
+// with no live instance makes the entry a "not found".
+func (e *entry) setView(view *core.Service) {
+	e.view.Store(view)
+	if len(view.Instances) == 0 {
+		e.notFound = &core.NotFoundError{Service: e.name}
+	}
 }
 
 // buildView returns what lookups of a snapshot see: the instances live at
@@ -1565,11 +1572,7 @@ func (r *Registry) keepOver(cur *entry, ch core.Change, w wrote, at int64) bool 
 	st.viewMu.Lock()
 	defer st.viewMu.Unlock()
 	e.viewGen = st.gen.Load()
-	view := r.buildView(raw, st, e.insertedAt, r.clock.Now().UnixNano())
-	e.view.Store(view)
-	if len(view.Instances) == 0 {
-		e.notFound = &core.NotFoundError{Service: e.name}
-	}
+	e.setView(r.buildView(raw, st, e.insertedAt, r.clock.Now().UnixNano()))
 	return r.l1.replace(cur, e)
 }
 
