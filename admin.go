@@ -171,6 +171,7 @@ type admin struct {
 //	GET    /services                        every service: name, revision, live and expired instances
 //	GET    /services/{name}                 its instances with their health and check history (none if none is live)
 //	GET    /services/{name}/config          its configuration and configuration revision (also its ETag)
+//	GET    /services/{name}/config/history  its kept versions (ConfigHistory), newest first; the newest's ETag
 //	PUT    /services/{name}/config          store a new configuration (the body); needs authorization
 //	POST   /services/{name}/config/rollback/{revision}
 //	                                        restore a kept version (RollbackConfigIf); needs authorization and If-Match
@@ -231,6 +232,7 @@ func (r *Registry) AdminHandler(opts ...AdminOption) http.Handler {
 	mux.HandleFunc("GET /services", a.read(a.services))
 	mux.HandleFunc("GET /services/{name}", a.read(a.service))
 	mux.HandleFunc("GET /services/{name}/config", a.read(a.config))
+	mux.HandleFunc("GET /services/{name}/config/history", a.read(a.configHistory))
 	mux.HandleFunc("PUT /services/{name}/config", a.putConfig)
 	mux.HandleFunc("POST /services/{name}/config/rollback/{revision}", a.rollbackConfig)
 	mux.HandleFunc("DELETE /services/{name}/instances/{id}", a.deregister)

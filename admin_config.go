@@ -14,8 +14,9 @@ import (
 )
 
 // The admin handler's configuration endpoints: GET and PUT of
-// /services/{name}/config, with ETag, If-Match and If-None-Match, and POST
-// of /services/{name}/config/rollback/{revision}.
+// /services/{name}/config, with ETag, If-Match and If-None-Match, GET of
+// /services/{name}/config/history, and POST of
+// /services/{name}/config/rollback/{revision}.
 
 func (a *admin) config(w http.ResponseWriter, req *http.Request) {
 	name, ok := a.serviceName(w, req)
@@ -34,6 +35,37 @@ func (a *admin) config(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("ETag", configETag(rev))
 	writeJSON(w, http.StatusOK, jsonConfig{Service: name, ConfigRevision: rev, Config: cfg})
+}
+
+// configHistory answers the kept versions of a service's configuration
+// (ConfigHistory), newest first, with the newest's revision as the ETag:
+// the If-Match of a rollback to one of them. A service that exists without
+// a configuration has none (ETag "0", as its GET .../config gives).
+func (a *admin) configHistory(w http.ResponseWriter, req *http.Request) {
+	name, ok := a.serviceName(w, req)
+	if !ok {
+		return
+	}
+	ctx, cancel := a.ctx(req)
+	defer cancel()
+	hist, err := a.r.ConfigHistory(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		// Never configured: a 404 only if the service is unknown too.
+		_, _, err = a.r.Config(ctx, name)
+		hist = nil
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := jsonConfigHistory{Service: name, Versions: make([]jsonConfigVersion, 0, len(hist))}
+	var rev int64
+	for _, v := range hist {
+		out.Versions = append(out.Versions, jsonConfigVersion{ConfigRevision: v.Revision, Config: v.Config, CreatedAt: v.CreatedAt})
+		rev = max(rev, v.Revision)
+	}
+	w.Header().Set("ETag", configETag(rev))
+	writeJSON(w, http.StatusOK, out)
 }
 
 // configETag is the entity tag of configuration revision rev: "rev" ("0"

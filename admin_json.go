@@ -87,6 +87,17 @@ type jsonConfig struct {
 	Config         json.RawMessage `json:"config"`
 }
 
+type jsonConfigHistory struct {
+	Service  string              `json:"service"`
+	Versions []jsonConfigVersion `json:"versions"`
+}
+
+type jsonConfigVersion struct {
+	ConfigRevision int64           `json:"config_revision"`
+	Config         json.RawMessage `json:"config"`
+	CreatedAt      time.Time       `json:"created_at"`
+}
+
 type jsonConfigReport struct {
 	Service        string       `json:"service"`
 	Revision       int64        `json:"revision"`

@@ -438,7 +438,7 @@ func TestAdminCancelledRequestIsNotAnInternalError(t *testing.T) {
 	log, logs := observed()
 	r, _ := adminWorld(t, discovery.WithLogger(log))
 	h := r.AdminHandler()
-	for _, path := range []string{"/overview", "/services", "/services/orders", "/services/orders/config"} {
+	for _, path := range []string{"/overview", "/services", "/services/orders", "/services/orders/config", "/services/orders/config/history"} {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		req := httptest.NewRequest("GET", path, nil).WithContext(ctx)
@@ -470,6 +470,7 @@ func TestAdminBackendOutageDoesNotLeakTheBackendError(t *testing.T) {
 		{"GET", "/services", ""},
 		{"GET", "/services/orders", ""},
 		{"GET", "/services/orders/config", ""},
+		{"GET", "/services/orders/config/history", ""},
 		{"PUT", "/services/orders/config", `{"workers":1}`},
 		{"DELETE", "/services/orders/instances/i-1", ""},
 	}
