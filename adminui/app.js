@@ -1,7 +1,7 @@
 // The discovery dashboard: fetches the overview (JSON, same origin) every
 // refresh interval and draws services, instances, scores, response-time
-// sparklines and cache hit rates. No external resources; data is inserted as
-// text, never as HTML.
+// sparklines and cache hit rates, and a service's configuration history on
+// demand. No external resources; data is inserted as text, never as HTML.
 (function () {
   "use strict";
   var refresh = parseInt(document.body.getAttribute("data-refresh-ms"), 10) || 1500;
@@ -80,6 +80,70 @@
     return tr;
   }
 
+  // The configuration of a service: its kept versions (GET
+  // services/{name}/config/history), fetched when its disclosure is opened
+  // and at every refresh while it stays open. configs remembers, by service,
+  // the open ones and what they last showed, as every refresh draws the
+  // page anew.
+  var configs = {};
+
+  function versionItem(v, now) {
+    return el("li", { "data-config-revision": String(v.config_revision) }, [
+      el("div", { "class": "muted", text: "config revision " + v.config_revision + " · " + ago(v.created_at, now) }),
+      el("pre", { text: JSON.stringify(v.config, null, 2) })
+    ]);
+  }
+
+  function fillConfig(box, c, now) {
+    if (c.error) {
+      box.replaceChildren(el("p", { "class": "error", text: c.error }));
+    } else if (!c.history) {
+      box.replaceChildren(el("p", { "class": "muted", text: "loading…" }));
+    } else if (c.history.versions.length === 0) {
+      box.replaceChildren(el("p", { "class": "muted", text: "no configuration" }));
+    } else {
+      box.replaceChildren(el("ol", { "class": "versions" }, c.history.versions.map(function (v) { return versionItem(v, now); })));
+    }
+  }
+
+  function loadConfig(name, box, now) {
+    fetch("services/" + encodeURIComponent(name) + "/config/history", { cache: "no-store", headers: { "Accept": "application/json" } })
+      .then(function (r) {
+        return r.json().then(function (body) {
+          if (!r.ok) { throw new Error(body.error || "configuration: HTTP " + r.status); }
+          return body;
+        });
+      })
+      .then(function (h) { return { history: h }; }, function (e) { return { error: String(e.message || e) }; })
+      .then(function (c) {
+        if (configs[name]) {
+          configs[name] = c;
+          if (box.isConnected) { fillConfig(box, c, now); }
+        }
+      });
+  }
+
+  function configBlock(name, now) {
+    var box = el("div", { "class": "config-body" });
+    var d = el("details", { "class": "config", "data-config": name }, [el("summary", { text: "configuration" }), box]);
+    var c = configs[name];
+    if (c) {
+      d.open = true;
+      fillConfig(box, c, now);
+      loadConfig(name, box, now);
+    }
+    d.addEventListener("toggle", function () {
+      if (d.open && !configs[name]) {
+        configs[name] = {};
+        fillConfig(box, configs[name], now);
+        loadConfig(name, box, now);
+      } else if (!d.open) {
+        delete configs[name];
+      }
+    });
+    return d;
+  }
+
   function serviceBlock(svc, now) {
     var head = el("tr", null, ["instance", "address", "status", "score", "response", "history", "last check", "last error"].map(function (h) {
       return el("th", { text: h });
@@ -89,7 +153,8 @@
       " · " + svc.usable + "/" + svc.live + " usable · rev " + svc.revision + " · checked " + ago(svc.last_check, now);
     return el("section", { "class": "service status-" + svc.status, "data-service": svc.name, "data-status": svc.status }, [
       el("h2", null, [el("span", { text: svc.name }), serviceBadge(svc.status), el("span", { "class": "facts", text: facts })]),
-      el("table", null, [el("thead", null, [head]), body])
+      el("table", null, [el("thead", null, [head]), body]),
+      configBlock(svc.name, now)
     ]);
   }
 

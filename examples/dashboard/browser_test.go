@@ -102,6 +102,37 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("%d sparklines; want one per instance (6)", n)
 	}
 
+	// orders' configuration history, on demand, newest first, and still
+	// open after the next refreshes redraw the page
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`details[data-config="orders"] > summary`)),
+		chromedp.WaitVisible(chromedp.CSS(`details[data-config="orders"] li[data-config-revision="2"] pre`)),
+	); err != nil {
+		t.Fatalf("orders' configuration history did not open: %v", err)
+	}
+	revs := evaluate[[]string](t, ctx, `Array.from(document.querySelectorAll('details[data-config="orders"] li')).map(function (li) { return li.dataset.configRevision + " " + JSON.stringify(JSON.parse(li.querySelector("pre").textContent)); })`)
+	if len(revs) != 2 || revs[0] != `2 {"balancer":{"strategy":"p2c_ewma"},"timeout_ms":500}` || revs[1] != `1 {"balancer":{"strategy":"p2c_ewma"},"timeout_ms":800}` {
+		t.Fatalf("orders' configuration history shows %q; want revisions 2 then 1 with their documents", revs)
+	}
+	if err := chromedp.Do(ctx, chromedp.Sleep(2*refreshOf(t, ctx))); err != nil {
+		t.Fatal(err)
+	}
+	if open := evaluate[bool](t, ctx, `(function () { var d = document.querySelector('details[data-config="orders"]'); return d.open && d.querySelectorAll("li[data-config-revision]").length === 2; })()`); !open {
+		t.Fatal("orders' configuration closed (or emptied) when the page refreshed")
+	}
+	if n := evaluate[int](t, ctx, `document.querySelectorAll('details.config[open]').length`); n != 1 {
+		t.Fatalf("%d configurations open; want only orders'", n)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`details[data-config="inventory"] > summary`)),
+		chromedp.WaitVisible(chromedp.CSS(`details[data-config="inventory"] p.muted`)),
+	); err != nil {
+		t.Fatalf("inventory's configuration did not open: %v", err)
+	}
+	if text := evaluate[string](t, ctx, `document.querySelector('details[data-config="inventory"] .config-body').textContent`); text != "no configuration" {
+		t.Fatalf("inventory, which has no configuration, shows %q", text)
+	}
+
 	// a change after the page loaded shows without a reload
 	if _, err := d.add(context.Background(), "search", "eu-1c"); err != nil {
 		t.Fatal(err)
@@ -122,6 +153,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+}
+
+// refreshOf is the dashboard's refresh interval, as the page has it.
+func refreshOf(t *testing.T, ctx context.Context) time.Duration {
+	t.Helper()
+	return time.Duration(evaluate[int](t, ctx, `parseInt(document.body.dataset.refreshMs, 10)`)) * time.Millisecond
 }
 
 // evaluate runs a JavaScript expression in the page and returns its value.

@@ -1,7 +1,9 @@
 // Dashboard serves the registry's admin dashboard over a few demo services
 // that register themselves in this process, each a real HTTP server with a
 // /health endpoint; one of them starts failing its health checks after a
-// while. No servers needed: the Registry keeps everything in its memory.
+// while; orders has two versions of a configuration, which the dashboard
+// shows under "configuration". No servers needed: the Registry keeps
+// everything in its memory.
 //
 //	go run ./examples/dashboard                  # then open http://127.0.0.1:8080/discovery/
 //	go run ./examples/dashboard -addr 127.0.0.1:9000 -fail-after 10s
@@ -16,6 +18,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,6 +114,14 @@ func start(ctx context.Context, cfg config, out io.Writer) (*demo, error) {
 			if s.name == "payments" {
 				failing = in
 			}
+		}
+	}
+	// Two versions of orders' configuration, for its history on the
+	// dashboard (the instances answer the notifications with 200).
+	for _, doc := range []string{`{"balancer":{"strategy":"p2c_ewma"},"timeout_ms":800}`, `{"balancer":{"strategy":"p2c_ewma"},"timeout_ms":500}`} {
+		if _, err := reg.UpdateConfig(ctx, "orders", json.RawMessage(doc)); err != nil {
+			_ = d.Close()
+			return nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
