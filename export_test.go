@@ -5,6 +5,10 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/rssbot/discovery/internal/store/sqlstore"
 )
 
 // Hooks for the external tests (package discovery_test).
@@ -104,3 +108,16 @@ func FillTLSClones(r *Registry, base *http.Transport, n int) {
 
 // MaxTLSClones is maxTLSClones.
 const MaxTLSClones = maxTLSClones
+
+// MigrationLockSQL is the statement that takes the PostgreSQL advisory lock
+// a migration of namespace ns holds until its transaction ends, and its
+// parameter: a test runs it in a transaction of its own to stand for
+// another process's migration under way.
+func MigrationLockSQL(db *gorm.DB, ns string) (string, int64) {
+	s, err := sqlstore.New(db, ns+"_", 0)
+	if err != nil {
+		panic(err)
+	}
+	expr, key := s.LockSQL("migrate")
+	return "SELECT pg_advisory_xact_lock(" + expr + ")", key
+}

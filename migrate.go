@@ -10,11 +10,13 @@ import (
 )
 
 // Migrate creates or upgrades the schema of db for the namespace opts give
-// (WithNamespace; WithDatabaseTimeout bounds the whole migration, the wait
-// for another process's migration included: a wait it ends is
-// ErrUnavailable saying another process holds the migration lock), as New does
-// unless WithoutMigration: for a deployment that changes schemas in a job
-// of its own, with a database user allowed to. Migrations are versioned and
+// (WithNamespace), as New does unless WithoutMigration: for a deployment
+// that changes schemas in a job of its own, with a database user allowed
+// to. WithDatabaseTimeout bounds its read of the schema version (a schema
+// already current costs that alone), and WithMigrationTimeout a migration
+// with work to do, the wait for another process's migration included (a
+// wait it ends is ErrUnavailable saying another process holds the
+// migration lock), unless ctx ends sooner. Migrations are versioned and
 // safe to run from many processes at once. A schema newer than this
 // release's is an error matching ErrUnsupported, and so is a database
 // user who may not create the tables (or a read-only SQLite database), or
@@ -46,5 +48,6 @@ func Migrate(ctx context.Context, db *gorm.DB, opts ...Option) error {
 	if err != nil {
 		return err
 	}
+	s.SetMigrationTimeout(o.migrateTO)
 	return s.Migrate(ctx)
 }

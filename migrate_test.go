@@ -61,10 +61,11 @@ func TestWithoutMigrationNeedsMigrate(t *testing.T) {
 	}
 }
 
-// New's migration is bounded by WithDatabaseTimeout, as every database call
-// that is not a lookup's load: a short WithLoadTimeout, chosen for snappy
-// lookups, made New fail on the migration (or on another process holding
-// the migration lock).
+// New's migration is bounded by WithDatabaseTimeout (its read of the schema
+// version) and WithMigrationTimeout (a migration with work to do), not by
+// WithLoadTimeout: a short WithLoadTimeout, chosen for snappy lookups, made
+// New fail on the migration (or on another process holding the migration
+// lock).
 func TestNewMigratesWithinTheDatabaseTimeout(t *testing.T) {
 	r, err := discovery.New(discovery.WithDB(testutil.SQLite(t)), discovery.WithLoadTimeout(time.Nanosecond),
 		discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))

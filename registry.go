@@ -155,20 +155,22 @@ func New(opts ...Option) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.SetLoadTimeout(o.loadTO)                              // loads: WithLoadTimeout, not WithDatabaseTimeout
-		ctx, cancel := ownTimeout(context.Background(), o.dbTO) // a call that is no lookup: WithDatabaseTimeout
+		s.SetLoadTimeout(o.loadTO)         // loads: WithLoadTimeout, not WithDatabaseTimeout
+		s.SetMigrationTimeout(o.migrateTO) // a migration that runs: WithMigrationTimeout
+		// The store bounds these: the read of the schema version by
+		// WithDatabaseTimeout, as every call that is no lookup, and a
+		// migration with work to do by WithMigrationTimeout.
 		if o.migrate {
-			err = s.Migrate(ctx)
+			err = s.Migrate(context.Background())
 		} else {
-			err = s.CheckSchema(ctx)
+			err = s.CheckSchema(context.Background())
 		}
-		if err == nil {
-			s.Warm(ctx, 2) // database/sql keeps 2 idle connections by default
-		}
-		cancel()
 		if err != nil {
 			return nil, err
 		}
+		ctx, cancel := ownTimeout(context.Background(), o.dbTO)
+		s.Warm(ctx, 2) // database/sql keeps 2 idle connections by default
+		cancel()
 		r.store = s
 	default:
 		r.store = memory.New()

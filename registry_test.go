@@ -466,6 +466,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{discovery.WithCacheJitter(math.NaN()), "WithCacheJitter"},
 		{discovery.WithReaper(time.Second, time.Second), "WithReaper"},
 		{discovery.WithDatabaseTimeout(0), "WithDatabaseTimeout"},
+		{discovery.WithMigrationTimeout(0), "WithMigrationTimeout"},
 		{discovery.WithNegativeTTL(math.MaxInt64), "WithNegativeTTL"}, // overflowed: negative caching silently off
 		{discovery.WithOutlierEjection(5, time.Second, 2*discovery.MaxDuration, 10), "WithOutlierEjection"},
 		{discovery.WithServiceHealth("db_svc", 2*discovery.MaxDuration, time.Second), "WithServiceHealth"},

@@ -1,10 +1,5 @@
 package sqlstore
 
-// LockSQL is the expression and parameter of s's advisory-lock key of
-// purpose ("reap", "migrate"), for a test that holds it as another process
-// of s's deployment would.
-func (s *Store) LockSQL(purpose string) (string, int64) { return lockKeySQL, s.lockKey(purpose) }
-
 // AsRelease makes s stand for a process of an older release, whose
 // migrations end at version.
 func (s *Store) AsRelease(version int) { s.steps = migrations[:version] }

@@ -128,32 +128,40 @@ func (s *Store) lockKey(purpose string) int64 {
 // locks, and one's reaper skipped its round whenever the other's ran.
 const lockKeySQL = `hashtextextended(coalesce(current_schema(), ''), ?)`
 
+// LockSQL is the expression and parameter of the PostgreSQL advisory-lock
+// key of purpose ("reap", "migrate") of this store's deployment, for a
+// test that holds it as another of its processes would
+// (`SELECT pg_advisory_xact_lock(expr)` with the parameter): the root
+// package's tests hold the migration lock with it.
+func (s *Store) LockSQL(purpose string) (string, int64) { return lockKeySQL, s.lockKey(purpose) }
+
 // Migrate brings the schema up to SchemaVersion. It is safe to run from many
 // processes at once: on PostgreSQL an advisory lock serialises them, on SQLite
 // the write lock, taken first, does.
+//
+// It has two bounds. The read of the schema version, which says whether
+// there is anything to do, has the store's timeout (New's), as every
+// call: a database that does not answer fails it as soon as any other
+// call, and a current schema is answered as fast. The migration that
+// follows, if the schema needs one (the server's version, the wait for
+// the lock another process's migration holds, the statements, the
+// commit), has the migration timeout (SetMigrationTimeout), which may be
+// longer: a first start against a busy database, or behind another
+// process's migration, outlasted a timeout chosen for request-path
+// writes.
 func (s *Store) Migrate(ctx context.Context) error {
-	ctx, cancel := s.bound(ctx)
+	have, err := s.versionBefore(ctx)
+	switch {
+	case err != nil:
+		return err
+	case have > s.version():
+		return s.schemaErr(have)
+	case have == s.version():
+		return nil
+	}
+	ctx, cancel := s.boundMigration(ctx)
 	defer cancel()
 	createTable := s.sql(`CREATE TABLE IF NOT EXISTS {p}schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)
-	// A schema already current is answered without writing: the write lock
-	// taken below (SQLite) and CREATE TABLE IF NOT EXISTS (PostgreSQL, which
-	// checks the right to create before it looks for the table) are refused
-	// on a read-only database, and to a user who may not create tables.
-	// Read through schemaVersion, which looks for the table first: read
-	// from a table not created yet, the version failed, and GORM's default
-	// logger printed that as an ERROR on every database's first start.
-	// A schema newer than this release's is refused here too, before any
-	// write: a user who may not create tables got "may not create the
-	// tables: run Migrate as a user who may", which fails the same way.
-	have, err := s.schemaVersion(ctx, true)
-	switch {
-	case err == nil && have > s.version():
-		return s.schemaErr(have)
-	case err == nil && have == s.version():
-		return nil
-	case errors.Is(err, core.ErrUnsupported): // no version can be read, so no migration run
-		return err
-	}
 	// The server's version is read only with a schema to migrate: a
 	// current schema was migrated by a release that checked it, and a
 	// process's start costs no round trip more.
@@ -224,6 +232,31 @@ func (s *Store) Migrate(ctx context.Context) error {
 			s.prefix, core.ErrTimeout, err)}
 	}
 	return mapErr(ctx, "migrate", err)
+}
+
+// versionBefore reads the schema version for Migrate, before any write and
+// within the store's timeout (not the migration's: a database that does
+// not answer is not waited for longer at the start than at any other
+// call). A schema already current is answered without writing: the write
+// lock Migrate takes (SQLite) and CREATE TABLE IF NOT EXISTS (PostgreSQL,
+// which checks the right to create before it looks for the table) are
+// refused on a read-only database, and to a user who may not create
+// tables. It reads through schemaVersion, which looks for the table
+// first: read from a table not created yet, the version failed, and
+// GORM's default logger printed that as an ERROR on every database's
+// first start. A schema newer than this release's is refused from it too,
+// before any write: a user who may not create tables got "may not create
+// the tables: run Migrate as a user who may", which fails the same way.
+//
+// A read that fails ends Migrate: the migration, which reads the version
+// again under its lock, went on after it under the same deadline, and
+// failed at once; under a longer one of its own, a black-holed database
+// held New for both timeouts.
+func (s *Store) versionBefore(ctx context.Context) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	have, err := s.schemaVersion(ctx, true)
+	return have, mapErr(ctx, "migrate", err) // ErrUnsupported as it is: no version can be read, so no migration runs
 }
 
 // createRefused reports whether err is the database refusing to create the

@@ -30,7 +30,10 @@ type Store struct {
 	timeout  time.Duration // bound of each call whose context allows longer; 0: none
 	// loadTimeout bounds Load and Revisions instead, when set (SetLoadTimeout).
 	loadTimeout time.Duration
-	q           queries
+	// migrateTimeout bounds a migration Migrate runs instead, when set
+	// (SetMigrationTimeout).
+	migrateTimeout time.Duration
+	q              queries
 	// steps are the migrations of this release: all of them, but for a
 	// test that stands for an older release (export_test.go).
 	steps []migration
@@ -229,6 +232,18 @@ func New(db *gorm.DB, prefix string, timeout time.Duration) (*Store, error) {
 // slow database) failed with ErrUnavailable at the database timeout (5 s).
 func (s *Store) SetLoadTimeout(d time.Duration) { s.loadTimeout = d }
 
+// SetMigrationTimeout makes d, not the timeout given to New, the bound of
+// the migration Migrate runs once it has read that the schema needs one:
+// the wait for another process's migration (its lock) and the statements
+// that create or upgrade the tables. The read of the schema version
+// before it keeps New's timeout, so that a database that does not answer
+// fails Migrate as soon as any other call. 0 goes back to New's. Call it
+// before the store is used. A Registry's WithMigrationTimeout is this
+// bound: bounded by the database timeout, a first start against a busy
+// database (300 ms, a timeout chosen for request-path writes) failed on
+// the DDL, or on another process's migration under way.
+func (s *Store) SetMigrationTimeout(d time.Duration) { s.migrateTimeout = d }
+
 // Prefix returns the table-name prefix.
 func (s *Store) Prefix() string { return s.prefix }
 
@@ -285,6 +300,15 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 func (s *Store) boundLoad(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.loadTimeout > 0 {
 		return boundBy(ctx, s.loadTimeout)
+	}
+	return s.bound(ctx)
+}
+
+// boundMigration returns ctx bounded as a migration that runs is: by the
+// migration timeout if one is set, else as bound does.
+func (s *Store) boundMigration(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.migrateTimeout > 0 {
+		return boundBy(ctx, s.migrateTimeout)
 	}
 	return s.bound(ctx)
 }
