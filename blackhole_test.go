@@ -24,12 +24,8 @@ func blackholedDB(t *testing.T, opts ...discovery.Option) (*discovery.Registry, 
 	t.Helper()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	db, proxy := testutil.PostgresVia(t, ns+"_")
-	// The schema first, under the default timeout: New migrates within the
-	// database timeout, and the 300 ms some tests give it is the outage's
-	// bound, not the schema's (on a loaded host its DDL took longer).
-	if err := discovery.Migrate(context.Background(), db, discovery.WithNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
+	// New migrates within WithMigrationTimeout: the 300 ms some tests give
+	// the database is the outage's bound, not the schema's.
 	r, err := discovery.New(append([]discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns),
 		discovery.WithoutHealthChecks(), discovery.WithLeaseTTL(3 * time.Second)}, opts...)...)
 	if err != nil {
@@ -191,9 +187,6 @@ func TestLoadTimeoutLongerThanTheDatabaseTimeoutHolds(t *testing.T) {
 	db := testutil.Postgres(t, ns+"_")
 	opts := []discovery.Option{discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
 		discovery.WithReaper(0, 0), discovery.WithLoadTimeout(10 * time.Second), discovery.WithDatabaseTimeout(300 * time.Millisecond)}
-	if err := discovery.Migrate(ctx, db, discovery.WithNamespace(ns)); err != nil { // as blackholedDB
-		t.Fatal(err)
-	}
 	a, err := discovery.New(opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -669,9 +669,6 @@ func TestDatabaseBlackholedCallsEndWithinTheirTimeouts(t *testing.T) {
 	ctx := context.Background()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	db, proxy := testutil.PostgresVia(t, ns+"_")
-	if err := discovery.Migrate(ctx, db, discovery.WithNamespace(ns)); err != nil { // as blackholedDB
-		t.Fatal(err)
-	}
 	r, err := discovery.New(discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
 		discovery.WithDatabaseTimeout(300*time.Millisecond), discovery.WithLoadTimeout(300*time.Millisecond))
 	if err != nil {

@@ -28,12 +28,6 @@ func TestWaitingCallersShareAFailedRotation(t *testing.T) {
 	ctx := context.Background()
 	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
 	db, proxy := testutil.PostgresVia(t, ns+"_")
-	// The schema first, within the default timeout: New's migration within
-	// the 300 ms the test gives the database failed now and then on a
-	// loaded machine (the full suite under -race), before the blackhole.
-	if err := discovery.Migrate(ctx, db, discovery.WithNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
 	r, err := discovery.New(discovery.WithDB(db), discovery.WithNamespace(ns), discovery.WithoutHealthChecks(),
 		discovery.WithDatabaseTimeout(to), discovery.WithLoadTimeout(to))
 	if err != nil {
