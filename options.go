@@ -501,9 +501,12 @@ func WithDatabaseTimeout(d time.Duration) Option { return optionFunc(func(o *opt
 // fails with ErrUnavailable, saying so when it was waiting for another
 // process's migration lock (PostgreSQL), and changes nothing: a retry
 // starts over. On PostgreSQL, a statement of the migration that waits for
-// a table's lock (an upgrade's ALTER TABLE behind a long transaction)
-// holds up the other statements on that table while it waits, up to this
-// bound. New refuses a value that is not positive (ErrInvalid).
+// a table's lock (an upgrade's ALTER TABLE behind another process's long
+// transaction) holds up every later statement on that table while it
+// waits, so each such wait ends at WithDatabaseTimeout (lock_timeout) and
+// the migration tries again, within this bound: the others' lookups and
+// writes wait at most about the database timeout, not this one. New
+// refuses a value that is not positive (ErrInvalid).
 func WithMigrationTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.migrateTO = d })
 }

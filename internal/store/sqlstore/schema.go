@@ -148,7 +148,10 @@ func (s *Store) LockSQL(purpose string) (string, int64) { return lockKeySQL, s.l
 // commit), has the migration timeout (SetMigrationTimeout), which may be
 // longer: a first start against a busy database, or behind another
 // process's migration, outlasted a timeout chosen for request-path
-// writes.
+// writes. On PostgreSQL each wait of its statements for a table's lock
+// ends at the store's timeout (lock_timeout), and the migration tries
+// again within its bound: every later statement on that table queues
+// behind such a wait.
 func (s *Store) Migrate(ctx context.Context) error {
 	have, err := s.versionBefore(ctx)
 	switch {
@@ -179,11 +182,23 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	lockWait := false // the call ended while waiting for the migration lock
-	err = s.tx(ctx, func(tx *gorm.DB) error {
+	migrate := func(tx *gorm.DB) error {
 		if s.postgres { // even CREATE TABLE IF NOT EXISTS races without it
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(`+lockKeySQL+`)`, s.lockKey("migrate")).Error; err != nil {
 				lockWait = ctx.Err() != nil
 				return err
+			}
+			// A statement waiting for a table's lock (an upgrade's ALTER
+			// TABLE behind another process's long transaction) holds up
+			// every later statement on that table, lookups and writes of
+			// every process, for as long as it waits: a wait ends at the
+			// store's timeout, as their own calls would, and the
+			// migration tries again (below) within its own bound.
+			if s.timeout > 0 {
+				ms := strconv.FormatInt(max(s.timeout.Milliseconds(), 1), 10)
+				if err := tx.Exec(`SELECT set_config('lock_timeout', ?, true)`, ms).Error; err != nil {
+					return err
+				}
 			}
 		} else if err := tx.Exec(s.q.writeLock).Error; err != nil {
 			// The write lock before reading the version, as in Reap: in a
@@ -218,7 +233,25 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 		}
 		return nil
-	})
+	}
+	tableWait := false // an attempt ended waiting for a table's lock
+	for {
+		err = s.tx(ctx, migrate)
+		if err == nil || !s.postgres || sqlState(err) != "55P03" || ctx.Err() != nil { // 55P03: lock_not_available
+			break
+		}
+		tableWait = true
+		// The statements that queued behind the attempt run first.
+		pause := time.NewTimer(lockRetryPause)
+		select {
+		case <-ctx.Done():
+		case <-pause.C:
+		}
+		pause.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil && ctx.Err() == nil && s.createRefused(err) {
 		return s.createErr(err)
 	}
@@ -231,8 +264,19 @@ func (s *Store) Migrate(ctx context.Context) error {
 				"(it is migrating, or stuck in its migration's transaction; a retry succeeds once it ends): %w: %w",
 			s.prefix, core.ErrTimeout, err)}
 	}
+	if err != nil && tableWait && errors.Is(context.Cause(ctx), core.ErrTimeout) {
+		return &core.BackendError{Backend: "database", Op: "migrate", Err: fmt.Errorf(
+			"the migration of prefix %q waited for the lock of a table other transactions hold, and did not get it within the timeout "+
+				"(a long transaction on its tables; each wait ended at the database timeout, not to hold up the others' statements; "+
+				"a retry succeeds once it ends): %w: %w", s.prefix, core.ErrTimeout, err)}
+	}
 	return mapErr(ctx, "migrate", err)
 }
+
+// lockRetryPause is how long a migration that did not get a table's lock
+// within the store's timeout waits before it tries again: time for the
+// statements that queued behind it to run.
+const lockRetryPause = 100 * time.Millisecond
 
 // versionBefore reads the schema version for Migrate, before any write and
 // within the store's timeout (not the migration's: a database that does
