@@ -430,10 +430,18 @@ func TestPickBalancerEjectsAServerThatFails(t *testing.T) {
 
 // With the discovery_pick policy, calls go by the Registry's p2c_ewma: a
 // server 20 ms slower than the other gets few of them.
+//
+// The latencies are the Registry's clock's, a fake one that the slow
+// server moves on by 20 ms a call: on the real clock, the fast server's
+// own latency was the host's (CI's load stalled one of its calls past
+// 20 ms once in six runs), and peak EWMA rightly took that one sample as
+// its average, so the slow server was the cheaper for seconds and took
+// up to 163 of the 200 calls.
 func TestPickBalancerPrefersTheFasterServer(t *testing.T) {
 	backend := discoverytest.NewBackend()
-	r := discoverytest.NewRegistry(t, backend, discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
-	fast, slow := startServer(t), startServerWith(t, func() error { time.Sleep(20 * time.Millisecond); return nil })
+	clock := discoverytest.NewClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	r := discoverytest.NewRegistry(t, backend, discovery.WithClock(clock), discovery.WithoutHealthChecks(), discovery.WithCloseDrain(0))
+	fast, slow := startServer(t), startServerWith(t, func() error { clock.Advance(20 * time.Millisecond); return nil })
 	registerAll(t, r, "greeter", fast, slow)
 	hc := dialPolicy(t, r, "discovery:///greeter", grpcresolver.BalancerName)
 	until(t, "both servers connected and answering", hc, func(got []int64) bool { return got[0] > 0 }, fast, slow)
