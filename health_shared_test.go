@@ -31,11 +31,30 @@ type fleet struct {
 	ids     []string
 }
 
+// A fleet's Redis calls have 5 s (WithRedisTimeout), not 250 ms: one
+// call past the timeout is Redis failing, the L2's breaker trips, and
+// that process probes every instance itself until Redis answers its probe
+// again, by design; with 250 ms, load on the host (a race build, ten
+// processes, other test binaries) made it so in 2 runs of TestSharedProbing
+// in 30, 4 in 15 with two CPU hogs, each failure after a timed-out call,
+// and an instance was probed by three processes in an interval. Tests of Redis failing refuse its
+// connections (at once) or pass their own timeout. The registries' warnings
+// are logged when a test fails.
 func newFleet(t *testing.T, w *world, clock *discoverytest.Clock, processes, instances int, opts ...discovery.Option) *fleet {
 	t.Helper()
 	f := &fleet{t: t, clock: clock}
+	zc, warnings := observer.New(zap.WarnLevel)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range warnings.All() {
+				t.Logf("a process warned: %s %v", e.Message, e.ContextMap())
+			}
+		}
+	})
+	base := []discovery.Option{discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout),
+		discovery.WithRedisTimeout(5 * time.Second), discovery.WithLogger(zap.New(zc))}
 	for range processes {
-		r := w.registry(t, append([]discovery.Option{discovery.WithClock(clock), discovery.WithHealthCheck(hInterval, hTimeout)}, opts...)...)
+		r := w.registry(t, append(base[:len(base):len(base)], opts...)...)
 		discovery.SettleHealth(r) // its first scan is over: every process finds the service at the same scan
 		for _, o := range f.regs {
 			if o.ProcessID() == r.ProcessID() {
