@@ -1494,22 +1494,34 @@ func (r *Registry) writtenHere(ch core.Change) {
 	r.changeAnnounced(ch, false)
 }
 
-// wrote is what a write of this process did to one instance of a service:
-// stored row (the instance as written), or deleted it (row nil). The zero
-// value tells nothing (a write of a configuration or a key, a reap, a
-// write of unknown outcome read back).
+// wrote is what a write of this process did to a service: to one
+// instance, stored row (the instance as written) or deleted it (row nil);
+// or stored cfg as its configuration, at configuration revision cfgRev.
+// The zero value tells nothing (a write of a key, a reap, a write of
+// unknown outcome read back).
 type wrote struct {
-	id  string
-	row *core.Instance
+	id     string
+	row    *core.Instance
+	cfg    []byte
+	cfgRev int64
 }
 
-// wroteRow is a write of in's row; wroteGone, the deletion of id's.
-func wroteRow(in *core.Instance) wrote { return wrote{id: in.ID, row: in} }
-func wroteGone(id string) wrote        { return wrote{id: id} }
+// wroteRow is a write of in's row; wroteGone, the deletion of id's;
+// wroteConfig, the storing of doc as configuration revision cfgRev.
+func wroteRow(in *core.Instance) wrote           { return wrote{id: in.ID, row: in} }
+func wroteGone(id string) wrote                  { return wrote{id: id} }
+func wroteConfig(doc []byte, cfgRev int64) wrote { return wrote{cfg: doc, cfgRev: cfgRev} }
 
 // apply returns svc with w applied, svc itself if w tells nothing. The
-// instances stay in order of ID, as stores return them.
+// instances stay in order of ID, as stores return them. A configuration
+// older than the one svc holds (two writes of this process, kept out of
+// order) is not applied.
 func (w wrote) apply(svc *core.Service) *core.Service {
+	if w.cfgRev > svc.ConfigRevision {
+		out := *svc
+		out.Config, out.ConfigRevision = slices.Clone(w.cfg), w.cfgRev
+		return &out
+	}
 	if w.id == "" {
 		return svc
 	}
@@ -1535,8 +1547,9 @@ func (w wrote) apply(svc *core.Service) *core.Service {
 
 // keep takes the snapshot L1 holds of a service out of the lookups' way
 // once a write of this process has superseded it (committed at
-// ch.Revision, before at), and leaves it in L1, with what the write did to
-// the instance it wrote (w) applied, for NoWait picks alone, until a
+// ch.Revision, before at), and leaves it in L1, with what the write did
+// (w: to the instance it wrote, or the configuration it stored, whose
+// balancer strategy the picks follow) applied, for NoWait picks alone, until a
 // snapshot at least as new replaces it (put: not one read before the
 // write, beforeKept). Such an entry is never fresh, so neither Get nor
 // Pick's fast path answers with it, and a lookup that waits ignores it and

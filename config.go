@@ -502,7 +502,7 @@ func (r *Registry) setConfigIf(ctx context.Context, service string, doc []byte, 
 		}
 		rev, cfgRev, err = sw.SetConfigIf(ctx, service, doc, r.clock.Now(), r.opts.configKeep, want)
 	}
-	if err := r.written(ctx, "set config", service, rev, wrote{}, err); err != nil {
+	if err := r.written(ctx, "set config", service, rev, wroteConfig(doc, cfgRev), err); err != nil {
 		if conflict := (*ConfigConflictError)(nil); errors.As(err, &conflict) {
 			r.configConflict(service, conflict.Have)
 		}

@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,4 +205,69 @@ func TestPickNoWaitAfterADrainHereKeepsPickingTheOthers(t *testing.T) {
 		t.Fatalf("Get after the database answered = %v, %v; want the two others", svc, err)
 	}
 	picks("after the database answered")
+}
+
+// A configuration write of this process (UpdateConfig, RollbackConfig)
+// left the snapshot it superseded to NoWait picks with the old
+// configuration in it: they kept the old balancer strategy until a
+// background load landed, for as long as the database took. The write's
+// configuration is now applied to the kept snapshot, as an instance write
+// is: NoWait picks follow the new strategy at once.
+func TestPickNoWaitAfterAConfigWriteHereFollowsIt(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock := discoverytest.NewClock(t0)
+	s := &heldLoadsStore{Backend: discoverytest.NewBackend()}
+	r, err := discovery.New(discovery.WithStore(s), discovery.WithClock(clock), discovery.WithoutHealthChecks(),
+		discovery.WithReaper(0, 0), discovery.WithCloseDrain(0), discovery.WithLoadTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	t.Cleanup(s.release) // first: the loads end, then Close
+	ctx := context.Background()
+	if _, _, err := s.SetConfig(ctx, "db_svc", []byte(`{"balancer":{"strategy":"round_robin"}}`), t0, 20); err != nil {
+		t.Fatal(err)
+	}
+	for port := 1; port <= 3; port++ {
+		mustRegister(t, r, inst("db_svc", "10.0.0.1", port))
+	}
+	if svc, err := r.Get(ctx, "db_svc"); err != nil || len(svc.Instances) != 3 {
+		t.Fatalf("Get = %v, %v; want the 3 instances", svc, err)
+	}
+	picks := func(want discovery.Strategy, what string) {
+		t.Helper()
+		for range 10 {
+			sel, err := pickNoWait(t, r, "db_svc", what)
+			if err != nil {
+				t.Fatalf("%s: Pick(NoWait) = %v; want a pick from what this process holds", what, err)
+			}
+			if sel.Strategy != want {
+				t.Fatalf("%s: Pick(NoWait) picked by %v; want %v", what, sel.Strategy, want)
+			}
+		}
+	}
+	picks(discovery.StrategyRoundRobin, "before the write")
+
+	s.hold() // the database stops answering loads: no background load lands
+	// The notifications list the instances with a load, which waits:
+	// bounded here, the write is done by then.
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := r.UpdateConfig(wctx, "db_svc", []byte(`{"balancer":{"strategy":"consistent_hash"}}`)); err != nil {
+		t.Fatalf("UpdateConfig = %v", err)
+	}
+	picks(discovery.StrategyConsistentHash, "strategy changed here, the database black-holed")
+
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := r.RollbackConfig(rctx, "db_svc", 1); err != nil {
+		t.Fatalf("RollbackConfig = %v", err)
+	}
+	picks(discovery.StrategyRoundRobin, "rolled back here, the database black-holed")
+
+	s.release()
+	if cfg, rev, err := r.Config(ctx, "db_svc"); err != nil || rev != 3 || !strings.Contains(string(cfg), "round_robin") {
+		t.Fatalf("Config after the database answered = %s, %d, %v; want round_robin at config revision 3", cfg, rev, err)
+	}
+	picks(discovery.StrategyRoundRobin, "after the database answered")
 }
