@@ -94,3 +94,12 @@ func BenchmarkRefreshL2(b *testing.B) {
 		b.Run(fmt.Sprintf("instances=%d", n), benchsuite.RefreshL2(n))
 	}
 }
+
+// BenchmarkRefreshL2Older times a refresh that finds in Redis an older
+// snapshot than the process holds, and goes on to the database, and counts
+// the bytes it reads from Redis.
+func BenchmarkRefreshL2Older(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("instances=%d", n), benchsuite.RefreshL2Older(n))
+	}
+}

@@ -576,6 +576,21 @@ func (r *Registry) newNegative(name string, now time.Time) *entry {
 // behind the writer's to the database.
 const l2ClockSkew = time.Second
 
+// l2Fits judges a snapshot in Redis by its header: revision rev, claimed
+// read from the database at at, found by a fetch begun at readAt, at now.
+// It returns when the snapshot is taken as read (see fetch: a claim ahead
+// of readAt is taken l2ClockSkew earlier) and whether it can serve as far
+// as the header tells: no further ahead than l2ClockSkew, at revision
+// want or above, read less than a lease TTL ago. Its leases tell the rest
+// (usableL2).
+func (r *Registry) l2Fits(rev int64, at, readAt, now time.Time, want int64) (time.Time, bool) {
+	ahead := at.Sub(readAt)
+	if ahead > 0 {
+		at = at.Add(-l2ClockSkew)
+	}
+	return at, ahead <= l2ClockSkew && rev >= want && now.Sub(at) < r.opts.leaseTTL
+}
+
 // usableL2 reports whether a snapshot read from the database at at can
 // serve at now: no lease in it ended in between (the instance may have
 // renewed since, or may be dead; only the database knows).
@@ -1013,9 +1028,10 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 	var (
 		gen      rediscache.Gen
 		genKnown bool
-		// held: Redis holds the snapshot L1 does, and told so without
-		// the generation (GetIfChanged)
-		held bool
+		// unread: Redis holds the snapshot L1 does, or an older one that
+		// could not serve, and told so without the generation
+		// (GetIfChanged)
+		unread bool
 	)
 	if r.l2 != nil && !force && r.l2.Up() {
 		haveRev, haveAt := int64(-1), int64(-1)
@@ -1026,9 +1042,25 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 		// bounded by the Redis timeout; a snapshot we already hold is
 		// neither read again (its header alone is) nor decoded; the
 		// generation comes with any other, in the same command
-		svc, at, same, g, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
-		gen, genKnown, held = g, err == nil && !same, same
-		if same {
+		svc, at, held, g, err := r.l2.GetIfChanged(r.ctx, name, haveRev, haveAt)
+		if err == nil && held.Older {
+			if _, fits := r.l2Fits(held.Revision, at, readAt, r.clock.Now(), want); fits {
+				// Older than L1's, but its header alone cannot say it does
+				// not serve (its leases do): read, as it was before the
+				// header told it older, for the same outcome. (Served,
+				// L1 refuses it: the lookup gets the snapshot L1 holds.)
+				svc, at, held, g, err = r.l2.GetIfChanged(r.ctx, name, -1, -1)
+			} else {
+				// Older than the revision waited for, or read too long
+				// ago: it could not serve, and is not read (tens of KiB
+				// for a service of a thousand instances, each refresh
+				// while Redis held an older snapshot than this process),
+				// but counted as when it was.
+				r.l2.Unusable()
+			}
+		}
+		gen, genKnown, unread = g, err == nil && !held.Unread(), held.Unread()
+		if held.Same {
 			svc = cur.raw
 		}
 		if err == nil && svc != nil {
@@ -1046,11 +1078,8 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			// claim (a lease that ended since makes it unusable); further
 			// ahead it is not served, and the database's answer, written
 			// next, replaces it (setScript).
-			ahead := at.Sub(readAt)
-			if ahead > 0 {
-				at = at.Add(-l2ClockSkew)
-			}
-			if ahead <= l2ClockSkew && svc.Revision >= want && now.Sub(at) < r.opts.leaseTTL && usableL2(svc, at, now) {
+			var fits bool
+			if at, fits = r.l2Fits(svc.Revision, at, readAt, now, want); fits && usableL2(svc, at, now) {
 				r.l2.Hit()
 				if r.storeDown.Load() {
 					r.probeStore(name)
@@ -1062,9 +1091,10 @@ func (r *Registry) fetch(name string, want int64, force bool, st *svcState, inv 
 			r.l2.Unusable() // found, but the database answers: a miss
 		}
 	}
-	if r.l2 != nil && (force || held) && r.l2.Up() {
-		// Forced, Redis is not read for the snapshot; held, only its
-		// header was (a refresh that finds what it holds reads no more):
+	if r.l2 != nil && (force || unread) && r.l2.Up() {
+		// Forced, Redis is not read for the snapshot; unread, only its
+		// header was (a refresh that finds what it holds, or an older
+		// snapshot that could not serve, reads no more):
 		// the generation is still needed for the write below, and read
 		// before the database.
 		g, err := r.l2.Generation(r.ctx, name)

@@ -94,21 +94,30 @@ func TestGetIfChangedSendsNoSnapshotTheCallerHolds(t *testing.T) {
 			t.Fatalf("Set = %v, %v", wrote, err)
 		}
 		size := len(codec.Encode(svc, at))
-		get := func(step string, rev int64, loaded time.Time) (*core.Service, time.Time, bool, int64) {
+		get := func(step string, rev int64, loaded time.Time) (*core.Service, time.Time, Held, int64) {
 			t.Helper()
 			before := reply.n.Load()
-			got, gotAt, same, g, err := c.GetIfChanged(ctx, "db_svc", rev, loaded.UnixNano())
-			if err != nil || !same && g != gen {
+			got, gotAt, held, g, err := c.GetIfChanged(ctx, "db_svc", rev, loaded.UnixNano())
+			if err != nil || !held.Unread() && g != gen {
 				t.Fatalf("%s: GetIfChanged = %v, gen %q; want no error, gen %q", step, err, g, gen)
 			}
-			return got, gotAt, same, reply.n.Load() - before
+			return got, gotAt, held, reply.n.Load() - before
 		}
 
-		got, gotAt, same, n := get("held", 3, at)
+		got, gotAt, held, n := get("held", 3, at)
 		t.Logf("a refresh of the %d-byte snapshot held: %d bytes in the reply", size, n)
-		if !same || got != nil || !gotAt.Equal(at) || n >= 100 {
-			t.Fatalf("GetIfChanged of the snapshot held = %v, at %v, unchanged %v, %d bytes in the reply (the snapshot is %d); want unchanged at %v, under 100 bytes",
-				got, gotAt, same, n, size, at)
+		if held != (Held{Same: true}) || got != nil || !gotAt.Equal(at) || n >= 100 {
+			t.Fatalf("GetIfChanged of the snapshot held = %v, at %v, %+v, %d bytes in the reply (the snapshot is %d); want unchanged at %v, under 100 bytes",
+				got, gotAt, held, n, size, at)
+		}
+		// Redis holds an older revision than the caller: said from the
+		// header, with its revision and read time, and not sent either.
+		for _, loaded := range []time.Time{at, at.Add(-time.Hour), at.Add(time.Hour)} {
+			got, gotAt, held, n = get("a newer revision held", 4, loaded)
+			if held != (Held{Older: true, Revision: 3}) || got != nil || !gotAt.Equal(at) || n >= 100 {
+				t.Fatalf("GetIfChanged with a newer revision held = %v, at %v, %+v, %d bytes in the reply (the snapshot is %d); want older (3) at %v, under 100 bytes",
+					got, gotAt, held, n, size, at)
+			}
 		}
 		for _, tt := range []struct {
 			name   string
@@ -120,9 +129,9 @@ func TestGetIfChangedSendsNoSnapshotTheCallerHolds(t *testing.T) {
 			{"the same revision read later held", 3, at.Add(time.Second)},
 			{"none held", -1, time.Unix(0, -1)},
 		} {
-			got, gotAt, same, n := get(tt.name, tt.rev, tt.loaded)
-			if same || got == nil || got.Revision != 3 || len(got.Instances) != 1000 || !gotAt.Equal(at) || n < int64(size) {
-				t.Fatalf("%s: GetIfChanged = %v, at %v, unchanged %v, %d bytes; want Redis's snapshot", tt.name, got, gotAt, same, n)
+			got, gotAt, held, n := get(tt.name, tt.rev, tt.loaded)
+			if held.Unread() || got == nil || got.Revision != 3 || len(got.Instances) != 1000 || !gotAt.Equal(at) || n < int64(size) {
+				t.Fatalf("%s: GetIfChanged = %v, at %v, %+v, %d bytes; want Redis's snapshot", tt.name, got, gotAt, held, n)
 			}
 		}
 
@@ -132,23 +141,25 @@ func TestGetIfChangedSendsNoSnapshotTheCallerHolds(t *testing.T) {
 		if err := rdb.Set(ctx, c.Key("db_svc"), other, time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		vm := c.Stats().VersionMisses
-		if got, _, same, _ := get("another version", 3, at); got != nil || same || c.Stats().VersionMisses != vm+1 {
-			t.Fatalf("GetIfChanged of another version's value = %v, unchanged %v, version misses %d (were %d); want a version miss",
-				got, same, c.Stats().VersionMisses, vm)
+		for _, rev := range []int64{3, 4} { // the same, or a newer one held
+			vm := c.Stats().VersionMisses
+			if got, _, held, _ := get("another version", rev, at); got != nil || held.Unread() || c.Stats().VersionMisses != vm+1 {
+				t.Fatalf("GetIfChanged of another version's value, %d held = %v, %+v, version misses %d (were %d); want a version miss",
+					rev, got, held, c.Stats().VersionMisses, vm)
+			}
 		}
 		// None, and a key of another type, are misses.
 		if err := rdb.Del(ctx, c.Key("db_svc")).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if got, _, same, _ := get("none", 3, at); got != nil || same {
-			t.Fatalf("GetIfChanged of no value = %v, unchanged %v; want a miss", got, same)
+		if got, _, held, _ := get("none", 3, at); got != nil || held.Unread() {
+			t.Fatalf("GetIfChanged of no value = %v, %+v; want a miss", got, held)
 		}
 		if err := rdb.HSet(ctx, c.Key("db_svc"), "f", "v").Err(); err != nil {
 			t.Fatal(err)
 		}
-		if got, _, same, _ := get("a hash", 3, at); got != nil || same {
-			t.Fatalf("GetIfChanged of a hash = %v, unchanged %v; want a miss", got, same)
+		if got, _, held, _ := get("a hash", 3, at); got != nil || held.Unread() {
+			t.Fatalf("GetIfChanged of a hash = %v, %+v; want a miss", got, held)
 		}
 	}
 	eachRedis(t, run)
@@ -190,11 +201,16 @@ func TestGetIfChangedWithoutGetrangeComparesHere(t *testing.T) {
 	if wrote, err := c.Set(ctx, svc, at, ""); !wrote || err != nil {
 		t.Fatalf("Set = %v, %v", wrote, err)
 	}
-	if got, gotAt, same, _, err := c.GetIfChanged(ctx, "db_svc", 3, at.UnixNano()); err != nil || !same || got != nil || !gotAt.Equal(at) {
-		t.Fatalf("GetIfChanged of the snapshot held = %v, at %v, unchanged %v, %v; want unchanged", got, gotAt, same, err)
+	if got, gotAt, held, _, err := c.GetIfChanged(ctx, "db_svc", 3, at.UnixNano()); err != nil || !held.Same || got != nil || !gotAt.Equal(at) {
+		t.Fatalf("GetIfChanged of the snapshot held = %v, at %v, %+v, %v; want unchanged", got, gotAt, held, err)
 	}
-	if got, _, same, _, err := c.GetIfChanged(ctx, "db_svc", 2, at.UnixNano()); err != nil || same || got == nil || got.Revision != 3 {
-		t.Fatalf("GetIfChanged of an older one held = %v, unchanged %v, %v; want Redis's", got, same, err)
+	if got, _, held, _, err := c.GetIfChanged(ctx, "db_svc", 2, at.UnixNano()); err != nil || held.Unread() || got == nil || got.Revision != 3 {
+		t.Fatalf("GetIfChanged of an older one held = %v, %+v, %v; want Redis's", got, held, err)
+	}
+	// Without the header, a newer one held gets Redis's older snapshot,
+	// which its caller judges, as before.
+	if got, _, held, _, err := c.GetIfChanged(ctx, "db_svc", 4, at.UnixNano()); err != nil || held.Unread() || got == nil || got.Revision != 3 {
+		t.Fatalf("GetIfChanged of a newer one held = %v, %+v, %v; want Redis's", got, held, err)
 	}
 	if !c.Up() {
 		t.Fatal("the breaker tripped")

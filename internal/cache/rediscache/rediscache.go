@@ -541,30 +541,56 @@ func (c *Cache) Get(ctx context.Context, service string) (*core.Service, time.Ti
 	return svc, at, gen, err
 }
 
+// Held is what GetIfChanged learnt of the snapshot Redis holds from its
+// header alone, without reading the snapshot.
+type Held struct {
+	// Same: Redis holds the caller's snapshot.
+	Same bool
+	// Older: Redis holds a snapshot of a lower revision than the caller's,
+	// Revision (GetIfChanged's time is when it was read from the
+	// database), unless it is asked for anyway (see GetIfChanged).
+	Older    bool
+	Revision int64
+}
+
+// Unread reports whether the snapshot was not read (Same or Older): the
+// generation was not read with it either.
+func (h Held) Unread() bool { return h.Same || h.Older }
+
 // GetIfChanged is Get for a caller that holds the snapshot read from the
 // database at haveAt with revision haveRev (-1 for none: a plain Get): if
 // Redis holds that same one (the same revision, read at the same time), it
-// reports unchanged, having read its header alone (see holds): the
-// snapshot is neither sent nor decoded. The caller then reports a snapshot
-// found (or unchanged) as a Hit or Unusable.
+// reports it (Held.Same), having read its header alone (see holds): the
+// snapshot is neither sent nor decoded. If Redis holds one of a lower
+// revision, it reports that (Held.Older, with its revision, and when it
+// was read as at), not reading it either: the caller, which judges from
+// the header whether it could use it, reads it with a plain Get if it
+// could (which a newer snapshot held replaces in L1 anyway). A caller
+// that could not threw tens of KiB away (a service of a thousand
+// instances) each refresh while Redis held an older snapshot than it did:
+// its own write of the newer one failed, or had not landed. The caller
+// then reports a snapshot found (or held) as a Hit or Unusable.
 //
 // It also returns the service's generation, read with the snapshot in one
 // command: a caller that goes on to the database writes what it reads
 // there with it (SetEncoded). It is valid only when err is nil and the
-// snapshot is not unchanged: the header is read alone, and a caller that
-// cannot serve the snapshot it holds reads the generation (Generation)
-// before it reads the database.
-func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, unchanged bool, gen Gen, err error) {
+// snapshot was read (not Held.Unread): the header is read alone, and a
+// caller that cannot serve the snapshot it holds reads the generation
+// (Generation) before it reads the database.
+func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveAt int64) (svc *core.Service, at time.Time, held Held, gen Gen, err error) {
 	if c.down.Load() {
-		return nil, time.Time{}, false, "", &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
+		return nil, time.Time{}, Held{}, "", &core.BackendError{Backend: "redis", Op: "get", Err: errors.New("down")}
 	}
 	if haveRev >= 0 {
-		same, err := c.holds(ctx, service, codec.Header(haveRev, haveAt))
+		h, err := c.header(ctx, service)
 		if err != nil {
-			return nil, time.Time{}, false, "", c.readFailed(ctx, err)
+			return nil, time.Time{}, Held{}, "", c.readFailed(ctx, err)
 		}
-		if same {
-			return nil, time.Unix(0, haveAt), true, "", nil
+		if h == codec.Header(haveRev, haveAt) {
+			return nil, time.Unix(0, haveAt), Held{Same: true}, "", nil
+		}
+		if rev, loaded, herr := codec.ParseHeader(h); herr == nil && rev < haveRev {
+			return nil, time.Unix(0, loaded), Held{Older: true, Revision: rev}, "", nil
 		}
 	}
 	tctx, cancel := c.timeout(ctx)
@@ -574,7 +600,7 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		err = errors.New("mget: " + strconv.Itoa(len(vals)) + " values for 2 keys")
 	}
 	if err != nil {
-		return nil, time.Time{}, false, "", c.readFailed(ctx, err)
+		return nil, time.Time{}, Held{}, "", c.readFailed(ctx, err)
 	}
 	// MGET answers nil for a key that is absent or holds another type.
 	g, _ := vals[1].(string)
@@ -582,16 +608,16 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 	v, ok := vals[0].(string)
 	if !ok {
 		c.misses.Add(1)
-		return nil, time.Time{}, false, gen, nil
+		return nil, time.Time{}, Held{}, gen, nil
 	}
 	if rev, loaded, herr := codec.ParseHeader(v); herr == nil && rev == haveRev && loaded == haveAt {
-		return nil, time.Unix(0, loaded), true, gen, nil
+		return nil, time.Unix(0, loaded), Held{Same: true}, gen, nil
 	}
 	svc, at, err = codec.Decode(v)
 	switch {
 	case errors.Is(err, codec.ErrVersion):
 		c.versionMisses.Add(1)
-		return nil, time.Time{}, false, gen, nil
+		return nil, time.Time{}, Held{}, gen, nil
 	case err == nil && svc.Name != service:
 		err = codec.ErrCorrupt
 		fallthrough
@@ -603,14 +629,14 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 		tctx, cancel := c.timeout(ctx)
 		_ = dropScript.Run(tctx, c.rdb, []string{c.Key(service)}, v).Err()
 		cancel()
-		return nil, time.Time{}, false, gen, nil
+		return nil, time.Time{}, Held{}, gen, nil
 	}
-	return svc, at, false, gen, nil
+	return svc, at, Held{}, gen, nil
 }
 
-// holds reports whether Redis holds the snapshot of service whose header
-// (codec.Header) is header, reading that header alone (GETRANGE: some
-// fifty bytes on the wire, one command as cheap as a GET). A refresh read
+// header returns the header (codec.Header) of the snapshot of service
+// Redis holds, reading that header alone (GETRANGE: some fifty bytes on
+// the wire, one command as cheap as a GET); "" for none. A refresh read
 // the whole snapshot before (an MGET) to compare its header here and
 // throw it away: tens of KiB a refresh for a service of a thousand
 // instances, in every process that held it, every freshness window. The
@@ -622,21 +648,25 @@ func (c *Cache) GetIfChanged(ctx context.Context, service string, haveRev, haveA
 // generation's GET 7-10 µs more (the pipeline's own allocations, a second
 // command).
 //
-// Anything but that snapshot is not: its caller reads the snapshot as a
-// plain Get does (MGET), a second round trip, which the snapshot it finds
-// costs more than anyway. An error reply (GETRANGE refused by an ACL that
-// names the commands it grants, a key of another type, which MGET reads
-// as none) is not either, and the MGET answers as before; any other error
-// is the read's.
-func (c *Cache) holds(ctx context.Context, service, header string) (bool, error) {
+// A header that is neither the caller's snapshot's nor an older one's
+// (GetIfChanged) sends it on to read the snapshot as a plain Get does
+// (MGET), a second round trip, which the snapshot it finds costs more
+// than anyway. An error reply (GETRANGE refused by an ACL that names the
+// commands it grants, a key of another type, which MGET reads as none) is
+// no header, and the MGET answers as before; any other error is the
+// read's.
+func (c *Cache) header(ctx context.Context, service string) (string, error) {
 	tctx, cancel := c.timeout(ctx)
-	h, err := c.rdb.GetRange(tctx, c.Key(service), 0, int64(len(header))-1).Result()
+	h, err := c.rdb.GetRange(tctx, c.Key(service), 0, codec.HeaderLen-1).Result()
 	cancel()
 	var reply redis.Error
 	if err != nil && !errors.As(err, &reply) {
-		return false, err
+		return "", err
 	}
-	return err == nil && h == header, nil
+	if err != nil {
+		return "", nil
+	}
+	return h, nil
 }
 
 // readFailed records the failure of a snapshot read (err): a timeout
