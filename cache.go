@@ -962,6 +962,10 @@ func (r *Registry) load(name string, force bool) (*entry, error) {
 		var superseded bool
 		if e, superseded = r.installLoaded(e, st, inv, attempt == 2); !superseded {
 			if e.raw == nil {
+				// The database does not know a service this process
+				// had found: deleted (or lost to a restore), whether or
+				// not this process heard of it.
+				r.buryService(name)
 				// Dropped only once the negative entry is in L1 (as
 				// the load ends, or as the last other load holding
 				// the state does): an announcement before finds the
@@ -1290,6 +1294,9 @@ func (r *Registry) onMessage(ch core.Change, force bool, pushed rediscache.Pushe
 	// Watchers hear of it last, when L1 already holds the pushed snapshot
 	// (or its refresh has begun, which they join).
 	defer r.changeAnnounced(ch, force)
+	if ch.Gone {
+		defer r.serviceGone(ch) // once the revision is raised
+	}
 	if force {
 		// Before the entry is read: a load that installs after this sees it
 		// (installLoaded), and one that installed before left the entry
@@ -1492,6 +1499,9 @@ func (r *Registry) afterWriteOf(ctx context.Context, ch core.Change, w wrote) {
 		r.owe(ch) // out: announced once back
 	}
 	r.writtenHere(ch)
+	if ch.Gone {
+		r.serviceGone(ch)
+	}
 	r.forgetIfNotHeld(ch.Service)
 }
 
@@ -1518,7 +1528,8 @@ func (r *Registry) forgetIfNotHeld(service string) {
 // Redis, or Redis down) nothing else tells them, and they saw the change
 // only when their snapshot stopped being fresh.
 func (r *Registry) writtenHere(ch core.Change) {
-	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision && (e.kept == nil || e.kept.rev < ch.Revision) {
+	// A deleted service's kept entry too: there is nothing to pick.
+	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision && (ch.Gone || e.kept == nil || e.kept.rev < ch.Revision) {
 		r.l1.remove(e)
 	}
 	r.changeAnnounced(ch, false)
@@ -1852,6 +1863,10 @@ func (r *Registry) writeThrough(ctx context.Context, ch core.Change) bool {
 	_, delivered, err := r.readThrough(ctx, ch)
 	if err != nil {
 		r.countStoreErr(err)
+		// No such service: deleted (the reaper's own change, or one
+		// announced again once Redis was back, whose reason is not kept),
+		// which the message says.
+		ch.Gone = ch.Gone || errors.Is(err, ErrNotFound)
 		// bounded by the Redis timeout, as readThrough's writes
 		delivered = r.l2.Publish(ctx, ch, false) == nil
 	}

@@ -47,7 +47,10 @@ var lookupBuckets = []float64{1e-7, 2.5e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4
 // Service labels name only services this Registry has looked up and found.
 // A service's counters keep their series, and count on from them, after it
 // leaves this process's cache (WithCacheSize): they never go back, which
-// Prometheus would read as a reset.
+// Prometheus would read as a reset. A service deleted (WithServiceReap)
+// loses its series once this process hears of it or reads it again; a
+// name found again starts afresh once a scrape has shown it gone, and
+// counts on from where it was before that.
 func WithMetrics(reg prometheus.Registerer) Option {
 	// A typed nil is an error from New; an untyped one means nowhere.
 	return optionFunc(func(o *options) { o.metrics = reg; o.noteNil("WithMetrics", reg != nil && core.IsNil(reg)) })
@@ -91,6 +94,18 @@ func (c *svcCounts) add(st *svcState, m *svcMetrics) {
 	c.ejections += st.ejections.Load()
 }
 
+// plus adds o's counts to c.
+func (c *svcCounts) plus(o *svcCounts) {
+	for i := range c.lookups {
+		c.lookups[i] += o.lookups[i]
+	}
+	for i := range c.picks {
+		c.picks[i] += o.picks[i]
+	}
+	c.panics += o.panics
+	c.ejections += o.ejections
+}
+
 // retire keeps what a state being forgotten counted for its service's
 // series (see retired). The caller holds r.foldMu.
 func (m *metrics) retire(st *svcState, sm *svcMetrics) {
@@ -100,6 +115,74 @@ func (m *metrics) retire(st *svcState, sm *svcMetrics) {
 		m.retired[st.name] = c
 	}
 	c.add(st, sm)
+}
+
+// grave is what the series of a deleted service had counted (see graves).
+type grave struct {
+	svcCounts
+	// after is the number of scrapes that had read the counts when the
+	// service was buried: a scrape with a higher number showed it gone.
+	after uint64
+}
+
+// maxGraves bounds the graves kept for a scrape to come (a Registry whose
+// metrics nobody scrapes buries services all the same): past it, a
+// deleted service's counts are forgotten at once.
+const maxGraves = 4096
+
+// buryService takes the series of a service this process learnt was
+// deleted out of the metrics: what its state counted (the state stays
+// while something uses it, a Watch say, and counts afresh if the name is
+// found again) and what forgotten states had (retired) go to its grave,
+// which no scrape shows. What the state counted stays in Stats. A lookup
+// that read the state's counters before the burial and counts after it is
+// lost (to Stats too; it never went back).
+func (r *Registry) buryService(name string) {
+	m := r.met
+	if m == nil {
+		return
+	}
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	var c svcCounts
+	if st := r.stateIfAny(name); st != nil {
+		if sm := st.met.Swap(nil); sm != nil {
+			c.lookups[LayerL1] = sm.l1.load()
+			c.lookups[LayerL2] = sm.l2.Load()
+			c.lookups[LayerL3] = sm.l3.Load()
+			for i := range st.picks {
+				c.picks[i] = st.picks[i].Swap(0)
+			}
+			c.panics, c.ejections = st.panics.Swap(0), st.ejections.Swap(0)
+			// Stats: into the Registry's totals, as dropState moves them
+			r.ctr.l1Hits.add(c.lookups[LayerL1])
+			r.ctr.l2.Add(c.lookups[LayerL2])
+			r.ctr.l3.Add(c.lookups[LayerL3])
+			for i := range c.picks {
+				r.picks[0][i].Add(c.picks[i])
+			}
+			r.ctr.panics.Add(c.panics)
+			r.ctr.ejections.Add(c.ejections)
+		}
+	}
+	old := m.retired[name]
+	g := m.graves[name]
+	if old == nil && g == nil && c == (svcCounts{}) {
+		return // never counted: no series to take out
+	}
+	delete(m.retired, name)
+	if g == nil {
+		if len(m.graves) >= maxGraves {
+			return
+		}
+		g = new(grave)
+		m.graves[name] = g
+	}
+	g.plus(&c)
+	if old != nil {
+		g.plus(old)
+	}
+	g.after = m.scrapes.Load()
 }
 
 // metrics is a Registry's Prometheus collector.
@@ -116,14 +199,27 @@ type metrics struct {
 	// Prometheus reads as a reset (rate() lost what was counted since the
 	// previous scrape, or, once the new count passed the old one,
 	// everything before). Kept for as long as the Registry, as a
-	// CounterVec keeps its series: one small entry per service counted.
+	// CounterVec keeps its series: one small entry per service counted,
+	// until the service is deleted (buryService).
 	retired map[string]*svcCounts
+	// graves holds, by service, what the series of services deleted since
+	// the last scrape had counted (buryService), under r.foldMu. No scrape
+	// shows them; one that reads them after the burial forgets them,
+	// having shown the series gone: a name found again after it starts
+	// its series at 0, which Prometheus, having seen none at that scrape,
+	// reads as a new series. A name found again before it (deleted and
+	// registered again within one scrape interval) goes on counting from
+	// its grave: started at 0 with no scrape between, its counters went
+	// back, which Prometheus reads as a reset. scrapes counts the scrapes
+	// that began reading (Collect).
+	graves  map[string]*grave
+	scrapes atomic.Uint64
 
 	lookups, cacheHits, stale, backendErrs, checks, instances, picks, panics, ejections *prometheus.Desc
 }
 
 func newMetrics(r *Registry, reg prometheus.Registerer) *metrics {
-	m := &metrics{r: r, reg: reg, retired: map[string]*svcCounts{}}
+	m := &metrics{r: r, reg: reg, retired: map[string]*svcCounts{}, graves: map[string]*grave{}}
 	m.durVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "discovery_lookup_duration_seconds",
 		Help:    "How long lookups took, by the layer that answered (L1: one lookup in 64 is timed).",
@@ -171,6 +267,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	// state's counts into ctr and retired (foldMu): read between the two
 	// they were in neither, and the counters went back for one scrape.
 	r.foldMu.RLock()
+	scrape := m.scrapes.Add(1)
 	hits := r.ctr.l1Hits.load() // forgotten states' included
 	svcs := make(map[string]*svcCounts, len(m.retired))
 	for name, c := range m.retired {
@@ -193,7 +290,19 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		hits += c.lookups[LayerL1] - was
 		return true
 	})
+	// A deleted service's name counted again (found again, or a state that
+	// was counted so retired) before a scrape showed it gone: its series
+	// go on from its grave.
+	for name, g := range m.graves {
+		if c := svcs[name]; c != nil {
+			c.plus(&g.svcCounts)
+		}
+	}
+	buried := len(m.graves) > 0
 	r.foldMu.RUnlock()
+	if buried {
+		m.forgetGraves(scrape)
+	}
 	for name, c := range svcs {
 		for l := LayerL1; l <= LayerL3; l++ {
 			counter(m.lookups, c.lookups[l], name, l.String())
@@ -246,6 +355,34 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		return true
 	})
+}
+
+// forgetGraves ends the graves that the scrape numbered scrape showed
+// gone (read after their burial): the series of a name counted again since
+// (found again, or retired) keep its grave's counts, as retired counts, and
+// the others forget them, their next series starting at 0.
+func (m *metrics) forgetGraves(scrape uint64) {
+	r := m.r
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	for name, g := range m.graves {
+		if g.after >= scrape {
+			continue // buried after this scrape read: the next shows it gone
+		}
+		delete(m.graves, name)
+		counted := m.retired[name] != nil
+		if st := r.stateIfAny(name); st != nil && st.met.Load() != nil {
+			counted = true
+		}
+		if counted {
+			c := m.retired[name]
+			if c == nil {
+				c = new(svcCounts)
+				m.retired[name] = c
+			}
+			c.plus(&g.svcCounts)
+		}
+	}
 }
 
 // gaugeStatus returns the status discovery_instances counts in of an

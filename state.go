@@ -490,3 +490,27 @@ func (r *Registry) instancesChanged(st *svcState) {
 		e.view.Store(r.buildView(e.raw, st, e.insertedAt, now.UnixNano()))
 	}
 }
+
+// serviceGone forgets what this process keeps of a service that ch says was
+// deleted (ch.Gone: the reaper's deletion, this process's or another's):
+// its metric series (buryService), and its state once nothing uses it
+// (forgetNotHeld; a snapshot of it in L1 is being reloaded, and the load,
+// which finds the service no more, drops it). A process that holds a newer
+// revision of the name (created again since, its announcement come first)
+// keeps all of it. Kept, the series and the state of every service a
+// process had found stayed for as long as it ran: a fleet that churns
+// service names (CI jobs, canaries) grew every process's metrics and
+// memory without bound.
+func (r *Registry) serviceGone(ch core.Change) {
+	st := r.stateIfAny(ch.Service)
+	if st != nil && st.wantRev.Load() > ch.Revision {
+		return
+	}
+	if e := r.l1.get(ch.Service); e != nil && e.raw != nil && e.rev > ch.Revision {
+		return
+	}
+	r.buryService(ch.Service)
+	if st = r.stateIfAny(ch.Service); st != nil {
+		r.forgetNotHeld(st)
+	}
+}

@@ -309,6 +309,12 @@ type ServiceInfo struct {
 type Change struct {
 	Service  string
 	Revision int64
+	// Gone says that the change deleted the service (a ServiceReaper's
+	// deletion, or a write-through that found the service no more): every
+	// process forgets what it keeps of it (its state, its metric series)
+	// unless it holds a newer revision. A store that leaves it false has
+	// its deletions seen only by the processes that read the service again.
+	Gone bool
 }
 
 // JoinHostPort is net.JoinHostPort for an int port without allocating twice.

@@ -324,8 +324,8 @@ func testReap(t *testing.T, s core.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(changes) != "[{a 3} {b 2}]" {
-		t.Fatalf("Reap changes = %v; want [{a 3} {b 2}]", changes)
+	if fmt.Sprint(changes) != "[{a 3 false} {b 2 false}]" {
+		t.Fatalf("Reap changes = %v; want [{a 3 false} {b 2 false}] (not gone: the services stay)", changes)
 	}
 	if svc := mustLoad(t, s, "a"); len(svc.Instances) != 1 || svc.Instances[0].ID != "2" {
 		t.Fatalf("after Reap a = %+v", svc.Instances)
@@ -610,8 +610,8 @@ func testReapKeys(t *testing.T, s core.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(changes) != "[{a 4} {b 3}]" {
-		t.Fatalf("Reap changes = %v; want [{a 4} {b 3}]", changes)
+	if fmt.Sprint(changes) != "[{a 4 false} {b 3 false}]" {
+		t.Fatalf("Reap changes = %v; want [{a 4 false} {b 3 false}]", changes)
 	}
 	ids := func(svc *core.Service) []string {
 		var out []string
@@ -945,8 +945,8 @@ func testReapServices(t *testing.T, s core.Store) {
 	}
 	// a changes (a write and its undoing): found again, later.
 	emptyService(t, s, "a") // a at 4
-	if got := reap(t0.Add(2*time.Minute), t0.Add(time.Second)); got != "[{b 5}]" {
-		t.Fatalf("ReapServices = %s; want [{b 5}] (a changed since it was found with nothing)", got)
+	if got := reap(t0.Add(2*time.Minute), t0.Add(time.Second)); got != "[{b 5 true}]" {
+		t.Fatalf("ReapServices = %s; want [{b 5 true}] (a changed since it was found with nothing)", got)
 	}
 	if _, err := s.Load(ctx(t), "b"); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("Load(b) after its deletion = %v; want ErrNotFound", err)
@@ -962,8 +962,8 @@ func testReapServices(t *testing.T, s core.Store) {
 	if got := reap(t0.Add(3*time.Minute), t0.Add(2*time.Minute)); got != "[]" {
 		t.Fatalf("ReapServices = %s; want nothing (a found with nothing at 2 min, not before)", got)
 	}
-	if got := reap(t0.Add(4*time.Minute), t0.Add(2*time.Minute+time.Second)); got != "[{a 5}]" {
-		t.Fatalf("ReapServices = %s; want [{a 5}]", got)
+	if got := reap(t0.Add(4*time.Minute), t0.Add(2*time.Minute+time.Second)); got != "[{a 5 true}]" {
+		t.Fatalf("ReapServices = %s; want [{a 5 true}] (gone)", got)
 	}
 	if infos, err := s.Services(ctx(t), t0); err != nil || fmt.Sprint(infos) != "[{live 1 1 0}]" {
 		t.Fatalf("Services after a's deletion = %v, %v; want [{live 1 1 0}]", infos, err)

@@ -836,11 +836,16 @@ func (c *Cache) Invalidate(ctx context.Context, service string) error {
 }
 
 // Publish announces that service moved to revision; force asks every process
-// to reload it from the database whatever revision it holds.
+// to reload it from the database whatever revision it holds. A change that
+// deleted the service (ch.Gone) says so with the word "gone", which
+// versions before it ignore (ParseMessage): they see a change, as before.
 func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
 	msg := strconv.FormatInt(ch.Revision, 10) + " " + ch.Service
 	if force {
 		msg += " !"
+	}
+	if ch.Gone {
+		msg += " gone"
 	}
 	return c.publish(ctx, msg)
 }
@@ -942,8 +947,9 @@ func SplitMessage(s string) (head, snapshot string) {
 	return head, snapshot
 }
 
-// ParseMessage parses a change announcement: "<revision> <service>[ !]".
-// Words after the service other than "!" (force) are ignored: a later
+// ParseMessage parses a change announcement: "<revision> <service>[ !][ gone]".
+// "gone" says the change deleted the service (ch.Gone). Words after the
+// service other than "!" (force) and "gone" are ignored: a later
 // version may add flags or fields there, and its processes share the
 // channel with this one's during an upgrade. Refused, such an announcement
 // was dropped whole, and the change it carried with it; read, it is at
@@ -954,14 +960,16 @@ func ParseMessage(s string) (ch core.Change, force bool, ok bool) {
 		return ch, false, false
 	}
 	name, words, _ := strings.Cut(rest, " ")
+	var gone bool
 	for w := range strings.SplitSeq(words, " ") {
 		force = force || w == "!"
+		gone = gone || w == "gone"
 	}
 	r, err := strconv.ParseInt(rev, 10, 64)
 	if err != nil || r < 0 || core.ValidateServiceName(name) != nil {
 		return ch, false, false
 	}
-	return core.Change{Service: name, Revision: r}, force, true
+	return core.Change{Service: name, Revision: r, Gone: gone}, force, true
 }
 
 // Start subscribes to the channel. Every (re)subscription calls OnResync.

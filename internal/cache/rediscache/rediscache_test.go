@@ -29,6 +29,7 @@ func TestParseMessage(t *testing.T) {
 	}{
 		{"5 db_svc", core.Change{Service: "db_svc", Revision: 5}, false, true},
 		{"0 db_svc !", core.Change{Service: "db_svc"}, true, true},
+		{"7 db_svc gone", core.Change{Service: "db_svc", Revision: 7, Gone: true}, false, true},
 		{"x db_svc", core.Change{}, false, false},
 		{"-1 db_svc", core.Change{}, false, false},
 		{"5 a/b", core.Change{}, false, false},

@@ -306,7 +306,7 @@ func (s *Store) ReapServices(ctx context.Context, now, cutoff time.Time) ([]core
 			continue
 		}
 		delete(s.services, name)
-		ch := core.Change{Service: name, Revision: sv.rev + 1}
+		ch := core.Change{Service: name, Revision: sv.rev + 1, Gone: true}
 		s.floor = max(s.floor, ch.Revision)
 		changes = append(changes, ch)
 	}

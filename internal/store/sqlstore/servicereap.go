@@ -120,6 +120,7 @@ func (s *Store) ReapServices(ctx context.Context, now, cutoff time.Time) ([]core
 				return err
 			}
 			ch.Revision++ // the deletion is a change of its own
+			ch.Gone = true
 			floor = max(floor, ch.Revision)
 			changes = append(changes, ch)
 		}

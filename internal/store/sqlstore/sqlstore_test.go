@@ -184,8 +184,8 @@ func TestSQLiteReapOvertakenByAWriterInDeferredMode(t *testing.T) {
 	if !overtaken {
 		t.Fatal("the hook never ran")
 	}
-	if err != nil || fmt.Sprint(changes) != "[{a 2} {b 2}]" {
-		t.Fatalf("Reap overtaken by another writer = %v, %v; want [{a 2} {b 2}]", changes, err)
+	if err != nil || fmt.Sprint(changes) != "[{a 2 false} {b 2 false}]" {
+		t.Fatalf("Reap overtaken by another writer = %v, %v; want [{a 2 false} {b 2 false}]", changes, err)
 	}
 }
 
