@@ -1453,28 +1453,10 @@ func (r *Registry) afterWrite(ctx context.Context, ch core.Change) { r.afterWrit
 // instance, the one just drained among them, until a background load
 // landed.
 func (r *Registry) afterWriteOf(ctx context.Context, ch core.Change, w wrote) {
-	at := r.clock.Now().UnixNano() // after the commit: a read begun since sees it
-	// raised even before this process has looked the service up, so that
-	// its first lookup refuses an older snapshot still in Redis. Without
-	// Redis there is none, and only a state that exists (a load under way
-	// holds it) needs the revision: one made here stayed for good, as
-	// nothing put the service in L1 to be evicted, and a process that
-	// registered services it never looked up kept a state for each.
-	if r.l2 != nil {
-		r.state(ch.Service).raiseWant(ch.Revision, r.now.nanos())
-	} else if st := r.stateIfAny(ch.Service); st != nil {
-		st.raiseWant(ch.Revision, r.now.nanos())
-	}
-	r.keep(ch, w, at)
+	r.writeCommitted(ch, w)
 	if r.l2 != nil && r.l2.Up() {
 		done := make(chan struct{})
-		wctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
-		if by := r.closeBy.Load(); by != 0 {
-			// A write of Close's (a deregistration, a Register's undoing):
-			// Close ends by then, and this with it. Bounded by the Redis
-			// timeout of each call alone, it held Close past its timeout.
-			wctx, cancel = context.WithDeadline(wctx, time.Unix(0, by))
-		}
+		wctx, cancel := r.announceContext(ctx)
 		through := func() {
 			defer close(done)
 			defer cancel()
@@ -1499,10 +1481,97 @@ func (r *Registry) afterWriteOf(ctx context.Context, ch core.Change, w wrote) {
 		r.owe(ch) // out: announced once back
 	}
 	r.writtenHere(ch)
-	if ch.Gone {
-		r.serviceGone(ch)
-	}
 	r.forgetIfNotHeld(ch.Service)
+}
+
+// writeCommitted is afterWriteOf's first step, before anything waits on
+// Redis: the revision written is the one lookups want, and L1's older
+// snapshot stops answering them (keep).
+func (r *Registry) writeCommitted(ch core.Change, w wrote) {
+	at := r.clock.Now().UnixNano() // after the commit: a read begun since sees it
+	// raised even before this process has looked the service up, so that
+	// its first lookup refuses an older snapshot still in Redis. Without
+	// Redis there is none, and only a state that exists (a load under way
+	// holds it) needs the revision: one made here stayed for good, as
+	// nothing put the service in L1 to be evicted, and a process that
+	// registered services it never looked up kept a state for each.
+	if r.l2 != nil {
+		r.state(ch.Service).raiseWant(ch.Revision, r.now.nanos())
+	} else if st := r.stateIfAny(ch.Service); st != nil {
+		st.raiseWant(ch.Revision, r.now.nanos())
+	}
+	r.keep(ch, w, at)
+}
+
+// announceContext is the context of a write's announcement in Redis: not
+// ended with the caller's (the change is committed), and bounded by
+// Close's end once Close has begun.
+func (r *Registry) announceContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+	if by := r.closeBy.Load(); by != 0 {
+		// A write of Close's (a deregistration, a Register's undoing):
+		// Close ends by then, and this with it. Bounded by the Redis
+		// timeout of each call alone, it held Close past its timeout.
+		wctx, cancel = context.WithDeadline(wctx, time.Unix(0, by))
+	}
+	return wctx, cancel
+}
+
+// maxWriteThroughs bounds the write-throughs of one batch of changes
+// (afterWrites) under way at once.
+const maxWriteThroughs = 8
+
+// afterWrites makes changes that this Registry wrote (a reaper round's)
+// visible, as afterWrite makes each, together. A deletion (Gone) has no
+// snapshot to write through, only its message: the deletions are
+// announced in pipelines (rediscache.PublishAll, one round trip for up to
+// rediscache.MaxPipelined of them), and the other changes written through
+// side by side, up to maxWriteThroughs at a time. One after the other, a
+// round that deleted N services waited for N write-throughs, each a read of
+// the database (which said "not found") and three Redis round trips.
+// What Redis does not take is announced once it does, as afterWrite's.
+func (r *Registry) afterWrites(ctx context.Context, changes []core.Change) {
+	var (
+		gone []core.Change
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, maxWriteThroughs)
+	)
+	for _, ch := range changes {
+		if ch.Gone {
+			gone = append(gone, ch)
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // joined below
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.afterWrite(ctx, ch)
+		}()
+	}
+	defer wg.Wait()
+	if len(gone) == 0 {
+		return
+	}
+	for _, ch := range gone {
+		r.writeCommitted(ch, wrote{})
+	}
+	if r.l2 != nil && r.l2.Up() {
+		wctx, cancel := r.announceContext(ctx)
+		errs := r.l2.PublishAll(wctx, gone)
+		cancel()
+		for i, ch := range gone {
+			r.undelivered(ch, errs[i] == nil) // as afterWrite does
+		}
+	} else if r.l2 != nil {
+		for _, ch := range gone {
+			r.owe(ch) // out: announced once back
+		}
+	}
+	for _, ch := range gone {
+		r.writtenHere(ch)
+		r.forgetIfNotHeld(ch.Service)
+	}
 }
 
 // forgetIfNotHeld asks for the drop of the state of a service that a write
@@ -1531,6 +1600,9 @@ func (r *Registry) writtenHere(ch core.Change) {
 	// A deleted service's kept entry too: there is nothing to pick.
 	if e := r.l1.get(ch.Service); e != nil && e.rev < ch.Revision && (ch.Gone || e.kept == nil || e.kept.rev < ch.Revision) {
 		r.l1.remove(e)
+	}
+	if ch.Gone {
+		r.serviceGone(ch)
 	}
 	r.changeAnnounced(ch, false)
 }

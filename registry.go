@@ -707,9 +707,7 @@ func (r *Registry) reapServices() {
 	now := r.clock.Now()
 	changes, err := sr.ReapServices(ctx, now, now.Add(-r.opts.serviceReap))
 	r.noteStoreResult("reap services", err)
-	for _, ch := range changes {
-		r.afterWrite(ctx, ch)
-	}
+	r.afterWrites(ctx, changes)
 }
 
 // reapLoop deletes rows whose lease ended long ago and announces the
@@ -726,9 +724,7 @@ func (r *Registry) reapLoop() {
 		ctx, cancel := ownTimeout(r.ctx, r.opts.dbTO) // a write, not a lookup's load: WithDatabaseTimeout
 		changes, err := r.store.Reap(ctx, r.reapBefore(r.clock.Now().UnixNano()))
 		r.noteStoreResult("reap", err)
-		for _, ch := range changes {
-			r.afterWrite(ctx, ch)
-		}
+		r.afterWrites(ctx, changes)
 		cancel()
 		r.reapServices()
 		t.Reset(jitter(r.opts.reapEvery))

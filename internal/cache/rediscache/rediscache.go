@@ -840,6 +840,10 @@ func (c *Cache) Invalidate(ctx context.Context, service string) error {
 // deleted the service (ch.Gone) says so with the word "gone", which
 // versions before it ignore (ParseMessage): they see a change, as before.
 func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
+	return c.publish(ctx, message(ch, force))
+}
+
+func message(ch core.Change, force bool) string {
 	msg := strconv.FormatInt(ch.Revision, 10) + " " + ch.Service
 	if force {
 		msg += " !"
@@ -847,7 +851,50 @@ func (c *Cache) Publish(ctx context.Context, ch core.Change, force bool) error {
 	if ch.Gone {
 		msg += " gone"
 	}
-	return c.publish(ctx, msg)
+	return msg
+}
+
+// MaxPipelined is the most change messages PublishAll sends in one
+// pipeline, within one Timeout.
+const MaxPipelined = 256
+
+// PublishAll announces changes as Publish (not forced) announces each, in
+// pipelines of up to MaxPipelined: one round trip for them all, not one
+// each. It returns each one's error, nil for those Redis took; a failure
+// counts, and trips the breaker, as Publish's does.
+func (c *Cache) PublishAll(ctx context.Context, changes []core.Change) []error {
+	errs := make([]error, len(changes))
+	for i := 0; i < len(changes); i += MaxPipelined {
+		batch := changes[i:min(i+MaxPipelined, len(changes))]
+		if c.down.Load() {
+			for j := range batch {
+				errs[i+j] = &core.BackendError{Backend: "redis", Op: "publish", Err: errors.New("down")}
+			}
+			continue
+		}
+		tctx, cancel := c.timeout(ctx)
+		cmds, _ := c.rdb.Pipelined(tctx, func(p redis.Pipeliner) error {
+			for _, ch := range batch {
+				p.Publish(tctx, c.channel, message(ch, false))
+			}
+			return nil
+		})
+		cancel()
+		for j := range batch {
+			var err error
+			if j < len(cmds) {
+				err = cmds[j].Err()
+			} else {
+				err = errors.New("no reply") // not sent
+			}
+			if err != nil {
+				errs[i+j] = c.failed(ctx, "publish", err)
+				continue
+			}
+			c.published.Add(1)
+		}
+	}
+	return errs
 }
 
 // MaxPushed is the largest encoded snapshot a change message carries;
