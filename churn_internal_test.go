@@ -39,10 +39,11 @@ func sharedChurnRegistry(t *testing.T) (*Registry, *fakeclock.Clock, *memory.Sto
 	clock := fakeclock.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	// Without the service reaper: the clock's steps start its rounds, which
 	// delete the churned services (left with nothing) while these tests
-	// count what the registrations left, each deletion announced with a
-	// write-through of its own. In CI that was 17 goroutines of the reaper's
-	// round still running when TestRegistrationChurnLeavesNothingBehind
-	// counted. The deletions are TestReaperDeletesServicesLeftWithNothing's.
+	// count what the registrations left. In CI (when a round announced
+	// each deletion with a write-through of its own) that was 17 goroutines
+	// of the reaper's round still running when
+	// TestRegistrationChurnLeavesNothingBehind counted. The deletions are
+	// TestReaperDeletesServicesLeftWithNothing's.
 	r, err := New(WithStore(mem), WithRedis(rdb), WithNamespace(ns), WithClock(clock), WithCloseDrain(0),
 		WithHealthCheck(churnInterval, churnInterval/2), WithServiceReap(0))
 	if err != nil {
