@@ -16,6 +16,46 @@ import (
 	"github.com/rssbot/discovery/internal/testutil"
 )
 
+// bytesWorld is a writer without Redis that registered a service of n
+// instances (the backend tells the reader of its changes), and a reader
+// whose Redis client counts every byte it reads, holding the service as
+// its first load read it from the database and wrote it to Redis, fresh
+// for a second.
+type bytesWorld struct {
+	ns             string
+	rdb            *redis.Client
+	read           atomic.Int64
+	clock          *discoverytest.Clock
+	writer, reader *discovery.Registry
+}
+
+func newBytesWorld(t *testing.T, instances int) *bytesWorld {
+	t.Helper()
+	w := &bytesWorld{ns: strings.TrimSuffix(testutil.Prefix(t), "_"), clock: discoverytest.NewClock(t0)}
+	addr, db, _ := testutil.RedisAddr(t)
+	w.rdb = redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: testutil.CountingDialer(&w.read),
+		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
+	t.Cleanup(func() {
+		testutil.DeleteKeys(w.rdb, w.ns)
+		_ = w.rdb.Close()
+	})
+	backend := discoverytest.NewBackend()
+	common := []discovery.Option{discovery.WithClock(w.clock), discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}
+	w.writer = discoverytest.NewRegistry(t, backend, common...)
+	for i := range instances {
+		mustRegister(t, w.writer, discovery.Instance{Service: "db_svc", Host: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8080,
+			Zone: "eu-1a", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"}})
+	}
+	w.reader = discoverytest.NewRegistry(t, backend, append(common, discovery.WithRedis(w.rdb), discovery.WithNamespace(w.ns),
+		discovery.WithCacheFreshness(time.Second, 0, time.Minute), discovery.WithCacheJitter(0))...)
+	if res, err := w.reader.Lookup(context.Background(), "db_svc"); err != nil || res.Layer != discovery.LayerL3 || len(res.Service.Instances) != instances {
+		t.Fatalf("first Lookup = %v, %v; want %d instances from the database", res.Layer, err, instances)
+	}
+	// The load writes what it read to Redis, in the background.
+	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return w.reader.Stats().L2Writes == 1 })
+	return w
+}
+
 // A process that holds a service's snapshot and refreshes it once its
 // freshness window has run out, while Redis still holds that same snapshot,
 // learns so from Redis without reading it: it reads the value's header
@@ -26,31 +66,8 @@ import (
 func TestSameRevisionRefreshReadsNoSnapshot(t *testing.T) {
 	const instances = 1000
 	ctx := context.Background()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	addr, db, _ := testutil.RedisAddr(t)
-	var read atomic.Int64
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: testutil.CountingDialer(&read),
-		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
-	t.Cleanup(func() {
-		testutil.DeleteKeys(rdb, ns)
-		_ = rdb.Close()
-	})
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	common := []discovery.Option{discovery.WithClock(clock), discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}
-	// The writer has no Redis: the backend tells the reader of its changes.
-	writer := discoverytest.NewRegistry(t, backend, common...)
-	for i := range instances {
-		mustRegister(t, writer, discovery.Instance{Service: "db_svc", Host: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8080,
-			Zone: "eu-1a", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"}})
-	}
-	reader := discoverytest.NewRegistry(t, backend, append(common, discovery.WithRedis(rdb), discovery.WithNamespace(ns),
-		discovery.WithCacheFreshness(time.Second, 0, time.Minute), discovery.WithCacheJitter(0))...)
-	if res, err := reader.Lookup(ctx, "db_svc"); err != nil || res.Layer != discovery.LayerL3 || len(res.Service.Instances) != instances {
-		t.Fatalf("first Lookup = %v, %v; want %d instances from the database", res.Layer, err, instances)
-	}
-	// The load writes what it read to Redis, in the background.
-	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return reader.Stats().L2Writes == 1 })
+	w := newBytesWorld(t, instances)
+	rdb, read, ns, clock, reader := w.rdb, &w.read, w.ns, w.clock, w.reader
 	size, err := rdb.StrLen(ctx, ns+":svc:{db_svc}").Result()
 	if err != nil || size < 10<<10 {
 		t.Fatalf("the snapshot in Redis is %d bytes (%v); want tens of KiB", size, err)
@@ -139,31 +156,9 @@ func TestHeldSnapshotRefreshedFromTheDatabaseIsWrittenUnderItsGeneration(t *test
 func TestOlderRevisionRefreshReadsNoSnapshot(t *testing.T) {
 	const instances = 1000
 	ctx := context.Background()
-	ns := strings.TrimSuffix(testutil.Prefix(t), "_")
-	addr, db, _ := testutil.RedisAddr(t)
-	var read atomic.Int64
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, MaxRetries: -1, Dialer: testutil.CountingDialer(&read),
-		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second})
-	t.Cleanup(func() {
-		testutil.DeleteKeys(rdb, ns)
-		_ = rdb.Close()
-	})
-	key := ns + ":svc:{db_svc}"
-	backend := discoverytest.NewBackend()
-	clock := discoverytest.NewClock(t0)
-	common := []discovery.Option{discovery.WithClock(clock), discovery.WithLeaseTTL(1000 * time.Hour), discovery.WithoutHealthChecks()}
-	// The writer has no Redis: the backend tells the reader of its changes.
-	writer := discoverytest.NewRegistry(t, backend, common...)
-	for i := range instances {
-		mustRegister(t, writer, discovery.Instance{Service: "db_svc", Host: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8080,
-			Zone: "eu-1a", Tags: []string{"primary"}, Metadata: map[string]string{"team": "core"}})
-	}
-	reader := discoverytest.NewRegistry(t, backend, append(common, discovery.WithRedis(rdb), discovery.WithNamespace(ns),
-		discovery.WithCacheFreshness(time.Second, 0, time.Minute), discovery.WithCacheJitter(0))...)
-	if res, err := reader.Lookup(ctx, "db_svc"); err != nil || res.Layer != discovery.LayerL3 || len(res.Service.Instances) != instances {
-		t.Fatalf("first Lookup = %v, %v; want %d instances from the database", res.Layer, err, instances)
-	}
-	waitFor(t, 5*time.Second, "the snapshot in Redis", func() bool { return reader.Stats().L2Writes == 1 })
+	w := newBytesWorld(t, instances)
+	rdb, read, clock, writer, reader := w.rdb, &w.read, w.clock, w.writer, w.reader
+	key := w.ns + ":svc:{db_svc}"
 	old, err := rdb.Get(ctx, key).Result()
 	if err != nil || len(old) < 10<<10 {
 		t.Fatalf("the snapshot in Redis is %d bytes (%v); want tens of KiB", len(old), err)
@@ -228,6 +223,10 @@ func TestOlderRevisionThatMayServeIsJudgedAsBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = reader.Close() })
+	// The subscription's first resync, before the lookup: this store reads
+	// no revisions, so a resync after it reloaded the service and wrote it
+	// to Redis again (1 run in 20).
+	waitFor(t, 5*time.Second, "the subscription's resync", func() bool { return reader.Stats().Resyncs >= 1 })
 	if _, err := reader.Get(ctx, "db_svc"); err != nil {
 		t.Fatal(err)
 	}
